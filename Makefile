@@ -1,0 +1,38 @@
+# meshproof — build, test and lint. `make help` lists the targets.
+GO       ?= go
+GINKGO   := $(GO) tool ginkgo
+BIN      := bin/meshproof
+DEMO     ?= scenarios/examples/retries-mask-failing-instance.yaml
+# The test suite's settings: race detector on, specs in random order, docker specs when Docker is reachable.
+GINKGO_FLAGS ?= -r -p --race --randomize-all --randomize-suites --timeout=30m --poll-progress-after=120s
+
+.PHONY: help build test test-fast lint fmt demo examples clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/meshproof (static, CGO_ENABLED=0)
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/meshproof
+
+test: ## run the whole test suite (Ginkgo, race detector, random order)
+	$(GINKGO) $(GINKGO_FLAGS) ./...
+
+test-fast: ## the suite without the specs labelled slow
+	$(GINKGO) $(GINKGO_FLAGS) --label-filter='!slow' ./...
+
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+fmt: ## format the code
+	gofmt -w $$(git ls-files '*.go')
+
+demo: build ## run the default example scenario on the embedded runner (one process, loopback, no Docker)
+	$(BIN) run $(DEMO) --out runs/demo
+
+examples: build ## run every example scenario
+	@for f in scenarios/examples/*.yaml; do echo "== $$f"; $(BIN) run $$f --out runs/$$(basename $$f .yaml) || exit $$?; done
+
+clean: ## remove build output and run directories
+	rm -rf bin runs
