@@ -1,0 +1,174 @@
+// Package policy holds the proxy's resilience decisions as pure state machines: which outcomes are
+// retried, how long to back off, which host comes next. Stdlib only; time and randomness are passed in,
+// so the live proxy, a simulator and the tests drive the very same code.
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// OutcomeKind says how one upstream attempt ended.
+type OutcomeKind int
+
+// The ways an attempt can end.
+const (
+	// Response: the upstream answered with headers (Outcome.Status).
+	Response OutcomeKind = iota
+	// ConnectFailure: the TCP connection could not be established (refused, unreachable, connect timeout).
+	ConnectFailure
+	// Reset: the connection was reset or closed before a complete response header arrived.
+	Reset
+	// PerTryTimeout: the attempt's per_try_timeout fired before the response headers.
+	PerTryTimeout
+	// Overflow: a local circuit breaker refused the attempt. Never retried.
+	Overflow
+)
+
+func (k OutcomeKind) String() string {
+	switch k {
+	case Response:
+		return "response"
+	case ConnectFailure:
+		return "connect_failure"
+	case Reset:
+		return "reset"
+	case PerTryTimeout:
+		return "per_try_timeout"
+	case Overflow:
+		return "overflow"
+	}
+	return fmt.Sprintf("OutcomeKind(%d)", int(k))
+}
+
+// Outcome is the result of one upstream attempt, as the retry policy sees it.
+type Outcome struct {
+	Kind   OutcomeKind
+	Status int // with Response
+	// BeforeRequest: with Reset, no byte of the request reached the upstream.
+	BeforeRequest bool
+	// RefusedStream: with Reset, the upstream refused the HTTP/2 stream (REFUSED_STREAM).
+	RefusedStream bool
+}
+
+// RetryOn is a set of Envoy retry_on conditions.
+type RetryOn uint32
+
+// The retry_on conditions the proxy implements (Envoy's names in RetryOnNames).
+const (
+	On5xx RetryOn = 1 << iota
+	OnGatewayError
+	OnReset
+	OnResetBeforeRequest
+	OnConnectFailure
+	OnRetriable4xx
+	OnRefusedStream
+)
+
+// RetryOnNames maps Envoy's retry_on values to conditions.
+var RetryOnNames = map[string]RetryOn{
+	"5xx":                  On5xx,
+	"gateway-error":        OnGatewayError,
+	"reset":                OnReset,
+	"reset-before-request": OnResetBeforeRequest,
+	"connect-failure":      OnConnectFailure,
+	"retriable-4xx":        OnRetriable4xx,
+	"refused-stream":       OnRefusedStream,
+}
+
+// ParseRetryOn turns retry_on values (already split on commas) into a condition set.
+func ParseRetryOn(values []string) (RetryOn, error) {
+	var on RetryOn
+	for _, v := range values {
+		c, ok := RetryOnNames[strings.TrimSpace(v)]
+		if !ok {
+			return 0, fmt.Errorf("retry_on %q is not supported", v)
+		}
+		on |= c
+	}
+	return on, nil
+}
+
+// Retriable reports whether the outcome meets one of the conditions (Envoy's retry_state_impl rules).
+func (on RetryOn) Retriable(o Outcome) bool {
+	switch o.Kind {
+	case Overflow:
+		return false // a local overflow is never retried
+	case Response:
+		s := o.Status
+		switch {
+		case on&On5xx != 0 && s >= 500 && s <= 599:
+			return true
+		case on&OnGatewayError != 0 && (s == 502 || s == 503 || s == 504):
+			return true
+		case on&OnRetriable4xx != 0 && s == 409:
+			return true
+		}
+		return false
+	case ConnectFailure:
+		return on&(On5xx|OnGatewayError|OnReset|OnConnectFailure) != 0 ||
+			on&OnResetBeforeRequest != 0
+	case PerTryTimeout:
+		return on&(On5xx|OnGatewayError|OnReset) != 0
+	case Reset:
+		if on&(On5xx|OnGatewayError|OnReset) != 0 {
+			return true
+		}
+		if on&OnResetBeforeRequest != 0 && o.BeforeRequest {
+			return true
+		}
+		return on&OnRefusedStream != 0 && o.RefusedStream
+	}
+	return false
+}
+
+// Decision is what the retry state says after a failed or finished attempt.
+type Decision int
+
+// The retry decisions.
+const (
+	// NoRetry: the outcome is final (it met no retry condition).
+	NoRetry Decision = iota
+	// Retry: back off, then try again.
+	Retry
+	// LimitExceeded: the outcome was retriable but no retries are left (upstream_rq_retry_limit_exceeded).
+	LimitExceeded
+	// RetryOverflow: the outcome was retriable but the retry circuit breaker is full
+	// (upstream_rq_retry_overflow); the original outcome goes to the client.
+	RetryOverflow
+)
+
+func (d Decision) String() string {
+	return [...]string{"no_retry", "retry", "limit_exceeded", "retry_overflow"}[d]
+}
+
+// RetryState follows one downstream request across its attempts. It is not safe for concurrent use; one
+// request owns it.
+type RetryState struct {
+	on        RetryOn
+	remaining uint32
+	armed     bool
+}
+
+// NewRetryState starts a request's retry state with num_retries retries allowed.
+func NewRetryState(on RetryOn, numRetries uint32) *RetryState {
+	return &RetryState{on: on, remaining: numRetries}
+}
+
+// Decide applies Envoy's admission order to an attempt's outcome. admit is asked only when a retry is
+// otherwise allowed (it takes a slot of the cluster's retry breaker and reports false when full).
+// retrySuccess reports that an earlier retry needed no further retry (upstream_rq_retry_success).
+func (s *RetryState) Decide(o Outcome, admit func() bool) (d Decision, retrySuccess bool) {
+	if !s.on.Retriable(o) {
+		return NoRetry, s.armed
+	}
+	if s.remaining == 0 {
+		return LimitExceeded, false
+	}
+	s.remaining--
+	if admit != nil && !admit() {
+		return RetryOverflow, false
+	}
+	s.armed = true
+	return Retry, false
+}

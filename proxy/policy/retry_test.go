@@ -1,0 +1,168 @@
+package policy_test
+
+import (
+	"math/rand/v2"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/proxy/policy"
+)
+
+var (
+	resp        = func(code int) policy.Outcome { return policy.Outcome{Kind: policy.Response, Status: code} }
+	reset       = policy.Outcome{Kind: policy.Reset}
+	resetBefore = policy.Outcome{Kind: policy.Reset, BeforeRequest: true}
+	refused     = policy.Outcome{Kind: policy.Reset, RefusedStream: true}
+	connectFail = policy.Outcome{Kind: policy.ConnectFailure, BeforeRequest: true}
+	perTry      = policy.Outcome{Kind: policy.PerTryTimeout}
+	overflow    = policy.Outcome{Kind: policy.Overflow}
+	alwaysAdmit = func() bool { return true }
+	neverAdmit  = func() bool { return false }
+	mustRetryOn = func(s string) policy.RetryOn {
+		on, err := policy.ParseRetryOn([]string{s})
+		Expect(err).NotTo(HaveOccurred())
+		return on
+	}
+)
+
+var _ = Describe("RetryOn", func() {
+	DescribeTable("which outcomes each condition retries (Envoy retry_state_impl)",
+		func(cond string, o policy.Outcome, want bool) {
+			Expect(mustRetryOn(cond).Retriable(o)).To(Equal(want))
+		},
+		Entry("5xx retries 500", "5xx", resp(500), true),
+		Entry("5xx retries 503", "5xx", resp(503), true),
+		Entry("5xx does not retry 409", "5xx", resp(409), false),
+		Entry("5xx does not retry 200", "5xx", resp(200), false),
+		Entry("5xx retries a reset", "5xx", reset, true),
+		Entry("5xx retries a connect failure", "5xx", connectFail, true),
+		Entry("5xx retries a per-try timeout", "5xx", perTry, true),
+		Entry("5xx never retries a local overflow", "5xx", overflow, false),
+		Entry("gateway-error retries 502", "gateway-error", resp(502), true),
+		Entry("gateway-error retries 504", "gateway-error", resp(504), true),
+		Entry("gateway-error does not retry 500", "gateway-error", resp(500), false),
+		Entry("gateway-error retries a reset", "gateway-error", reset, true),
+		Entry("gateway-error retries a per-try timeout", "gateway-error", perTry, true),
+		Entry("reset retries a reset", "reset", reset, true),
+		Entry("reset retries a per-try timeout", "reset", perTry, true),
+		Entry("reset does not retry 503", "reset", resp(503), false),
+		Entry("connect-failure retries a connect failure", "connect-failure", connectFail, true),
+		Entry("connect-failure does not retry a reset", "connect-failure", reset, false),
+		Entry("connect-failure does not retry a per-try timeout", "connect-failure", perTry, false),
+		Entry("connect-failure does not retry 503", "connect-failure", resp(503), false),
+		Entry("retriable-4xx retries 409 only", "retriable-4xx", resp(409), true),
+		Entry("retriable-4xx does not retry 404", "retriable-4xx", resp(404), false),
+		Entry("reset-before-request retries a reset before the request", "reset-before-request", resetBefore, true),
+		Entry("reset-before-request does not retry a later reset", "reset-before-request", reset, false),
+		Entry("refused-stream retries REFUSED_STREAM", "refused-stream", refused, true),
+		Entry("refused-stream does not retry other resets", "refused-stream", reset, false),
+	)
+
+	It("rejects conditions it does not know, naming them", func() {
+		_, err := policy.ParseRetryOn([]string{"5xx", "sometimes"})
+		Expect(err).To(MatchError(ContainSubstring(`"sometimes"`)))
+	})
+})
+
+var _ = Describe("RetryState", func() {
+	It("allows num_retries retries, then reports the limit exceeded", func() {
+		rs := policy.NewRetryState(mustRetryOn("5xx"), 2)
+		d, _ := rs.Decide(resp(503), alwaysAdmit)
+		Expect(d).To(Equal(policy.Retry))
+		d, _ = rs.Decide(resp(503), alwaysAdmit)
+		Expect(d).To(Equal(policy.Retry))
+		d, _ = rs.Decide(resp(503), alwaysAdmit)
+		Expect(d).To(Equal(policy.LimitExceeded))
+	})
+
+	It("reports retry success only when an armed retry needed no further retry", func() {
+		rs := policy.NewRetryState(mustRetryOn("5xx"), 1)
+		d, success := rs.Decide(resp(200), alwaysAdmit)
+		Expect(d).To(Equal(policy.NoRetry))
+		Expect(success).To(BeFalse(), "the first try was not a retry")
+
+		rs = policy.NewRetryState(mustRetryOn("5xx"), 1)
+		_, _ = rs.Decide(resp(503), alwaysAdmit)
+		d, success = rs.Decide(resp(200), alwaysAdmit)
+		Expect(d).To(Equal(policy.NoRetry))
+		Expect(success).To(BeTrue())
+	})
+
+	It("consumes the retry before asking the breaker, and reports overflow when it is full", func() {
+		rs := policy.NewRetryState(mustRetryOn("5xx"), 1)
+		d, _ := rs.Decide(resp(503), neverAdmit)
+		Expect(d).To(Equal(policy.RetryOverflow))
+		d, _ = rs.Decide(resp(503), alwaysAdmit)
+		Expect(d).To(Equal(policy.LimitExceeded), "the overflowed retry still used up num_retries")
+	})
+
+	It("does not ask the breaker for outcomes it will not retry", func() {
+		asked := false
+		rs := policy.NewRetryState(mustRetryOn("5xx"), 1)
+		d, _ := rs.Decide(resp(404), func() bool { asked = true; return true })
+		Expect(d).To(Equal(policy.NoRetry))
+		Expect(asked).To(BeFalse())
+	})
+})
+
+var _ = Describe("Backoff", func() {
+	It("draws each delay below min(base·2^(n−1), max) with Envoy's defaults", func() {
+		rng := rand.New(rand.NewPCG(1, 2))
+		bounds := []time.Duration{25, 50, 100, 200, 250, 250}
+		for trial := 0; trial < 200; trial++ {
+			b := policy.NewBackoff(25*time.Millisecond, 250*time.Millisecond)
+			for _, bound := range bounds {
+				Expect(b.Next(rng)).To(BeNumerically("<", bound*time.Millisecond))
+			}
+		}
+	})
+
+	It("spreads delays over the whole range (full jitter)", func() {
+		rng := rand.New(rand.NewPCG(3, 4))
+		var low, high int
+		for range 2000 {
+			d := policy.NewBackoff(100*time.Millisecond, time.Second).Next(rng)
+			if d < 25*time.Millisecond {
+				low++
+			}
+			if d >= 75*time.Millisecond {
+				high++
+			}
+		}
+		Expect(low).To(BeNumerically("~", 500, 100))
+		Expect(high).To(BeNumerically("~", 500, 100))
+	})
+})
+
+var _ = Describe("RoundRobin", func() {
+	It("cycles through equal hosts in order", func() {
+		rr := policy.NewRoundRobin([]uint32{1, 1, 1})
+		var got []int
+		for range 6 {
+			got = append(got, rr.Pick(nil))
+		}
+		Expect(got).To(Equal([]int{0, 1, 2, 0, 1, 2}))
+	})
+
+	It("honours weights, spreading picks evenly", func() {
+		rr := policy.NewRoundRobin([]uint32{5, 1, 1})
+		counts := map[int]int{}
+		for range 70 {
+			counts[rr.Pick(nil)]++
+		}
+		Expect(counts).To(Equal(map[int]int{0: 50, 1: 10, 2: 10}))
+	})
+
+	It("skips excluded hosts unless every host is excluded", func() {
+		rr := policy.NewRoundRobin([]uint32{1, 1})
+		Expect(rr.Pick(func(i int) bool { return i == 0 })).To(Equal(1))
+		Expect(rr.Pick(func(i int) bool { return i == 0 })).To(Equal(1))
+		Expect(rr.Pick(func(int) bool { return true })).To(BeElementOf(0, 1))
+	})
+
+	It("returns -1 without hosts", func() {
+		Expect(policy.NewRoundRobin(nil).Pick(nil)).To(Equal(-1))
+	})
+})
