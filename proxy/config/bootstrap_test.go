@@ -1,0 +1,269 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/types"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshproof/meshproof/proxy/config"
+)
+
+var _ = Describe("ParseBootstrap", func() {
+	Context("with a full bootstrap of the supported subset", func() {
+		want := &config.Bootstrap{
+			Admin: &config.Admin{Address: "127.0.0.1:9901"},
+			Listeners: []config.Listener{{
+				Name:           "ingress",
+				Address:        "0.0.0.0:10000",
+				StatPrefix:     "ingress_http",
+				RequestTimeout: 30 * time.Second,
+				Routes: config.RouteConfig{
+					Name: "local_route",
+					VirtualHosts: []config.VirtualHost{{
+						Name:    "backend",
+						Domains: []string{"*"},
+						RetryPolicy: &config.RetryPolicy{
+							RetryOn: []string{"5xx", "reset"}, NumRetries: 1,
+							BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond,
+						},
+						IncludeRequestAttemptCount:    true,
+						IncludeAttemptCountInResponse: true,
+						Routes: []config.Route{
+							{
+								Name:  "api",
+								Match: config.RouteMatch{Prefix: "/api"},
+								Action: config.RouteAction{Cluster: "checkout", Timeout: time.Second, RetryPolicy: &config.RetryPolicy{
+									RetryOn:       []string{"5xx", "gateway-error", "connect-failure"},
+									NumRetries:    3,
+									PerTryTimeout: 250 * time.Millisecond,
+									BaseInterval:  10 * time.Millisecond,
+									MaxInterval:   100 * time.Millisecond,
+								}},
+							},
+							{
+								Match:  config.RouteMatch{Path: "/healthz", IsPath: true},
+								Action: config.RouteAction{Cluster: "checkout", Timeout: 15 * time.Second},
+							},
+						},
+					}},
+				},
+			}},
+			Clusters: []config.Cluster{{
+				Name:           "checkout",
+				ConnectTimeout: 500 * time.Millisecond,
+				LbPolicy:       "ROUND_ROBIN",
+				Endpoints: []config.Endpoint{
+					{Address: "127.0.0.1:8081", Weight: 1},
+					{Address: "127.0.0.1:8082", Weight: 3},
+					{Address: "[::1]:8083", Weight: 1},
+				},
+			}},
+		}
+
+		It("loads the file as-is", func() {
+			got, pb, err := config.LoadBootstrap(filepath.Join("testdata", "bootstrap.yaml"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(want))
+			Expect(pb.GetNode().GetId()).To(Equal("edge-0"))
+		})
+
+		It("loads the same bootstrap written with camelCase keys", func() {
+			got, _, err := config.LoadBootstrap(filepath.Join("testdata", "bootstrap-camel.yaml"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(want))
+		})
+
+		It("loads its protojson form (JSON, camelCase) to the same result", func() {
+			_, pb, err := config.LoadBootstrap(filepath.Join("testdata", "bootstrap.yaml"))
+			Expect(err).NotTo(HaveOccurred())
+			data, err := protojson.MarshalOptions{Multiline: true}.Marshal(pb)
+			Expect(err).NotTo(HaveOccurred())
+
+			got, _, err := config.ParseBootstrap(data, "bootstrap.json")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(want))
+		})
+	})
+
+	DescribeTable("valid documents, defaults applied",
+		func(doc string, change func(*config.Bootstrap)) {
+			want := minimalWant()
+			change(want)
+			got, _, err := config.ParseBootstrap([]byte(doc), file)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(want))
+		},
+		Entry("the minimal bootstrap", minimal, func(*config.Bootstrap) {}),
+		Entry("route timeout 0 disables it",
+			edit("route: {cluster: backend}", "route: {cluster: backend, timeout: 0s}"),
+			func(b *config.Bootstrap) { route(b).Action.Timeout = 0 }),
+		Entry("retry policy: num_retries 1, backoff 25ms..250ms by default",
+			edit("route: {cluster: backend}", "route: {cluster: backend, retry_policy: {retry_on: 5xx}}"),
+			func(b *config.Bootstrap) {
+				route(b).Action.RetryPolicy = &config.RetryPolicy{RetryOn: []string{"5xx"}, NumRetries: 1,
+					BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond}
+			}),
+		Entry("max_interval defaults to 10 × base_interval",
+			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "reset-before-request , refused-stream", num_retries: 0, retry_back_off: {base_interval: 0.1s}}}`),
+			func(b *config.Bootstrap) {
+				route(b).Action.RetryPolicy = &config.RetryPolicy{RetryOn: []string{"reset-before-request", "refused-stream"},
+					BaseInterval: 100 * time.Millisecond, MaxInterval: time.Second}
+			}),
+		Entry("an exact path match",
+			edit("match: {prefix: /}", "match: {path: /exact}"),
+			func(b *config.Bootstrap) { route(b).Match = config.RouteMatch{Path: "/exact", IsPath: true} }),
+		Entry("a wrapper (load_balancing_weight) written as a plain number",
+			edit("- endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8080}}}",
+				"- {endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8080}}}, load_balancing_weight: 7}"),
+			func(b *config.Bootstrap) { b.Clusters[0].Endpoints[0].Weight = 7 }),
+		Entry("an admin without an address is disabled, as in Envoy",
+			edit("static_resources:", "admin: {}\nstatic_resources:"),
+			func(*config.Bootstrap) {}),
+	)
+
+	DescribeTable("invalid documents",
+		func(doc string, want ...types.GomegaMatcher) {
+			got, pb, err := config.ParseBootstrap([]byte(doc), file)
+			Expect(err).To(HaveOccurred())
+			Expect(got).To(BeNil())
+			Expect(pb).To(BeNil())
+			Expect(config.Errors(err)).To(HaveExactElements(want))
+		},
+		Entry("malformed YAML",
+			"static_resources:\n  clusters: [\n",
+			at(2, 13, "", "invalid YAML: sequence end token ']' not found")),
+		Entry("two documents",
+			"admin: {}\n---\nadmin: {}\n",
+			at(3, 1, "", "found 2 YAML documents; want exactly one")),
+		Entry("an empty document",
+			"# nothing\n",
+			SatisfyAll(HaveField("File", file), HaveField("Msg", ContainSubstring("empty document")))),
+		Entry("a list where a bootstrap is wanted",
+			"- admin: {}\n",
+			at(1, 1, "", "want a mapping of field names to values, got a list")),
+		Entry("an unknown field, with a suggestion",
+			edit("    load_assignment:\n", "    load_asignment:\n    load_assignment:\n"),
+			at(23, 5, clusterPath+".load_asignment",
+				`unknown field "load_asignment" in envoy.config.cluster.v3.Cluster (did you mean load_assignment?); supported: connect_timeout, lb_policy, load_assignment, name, type`)),
+		Entry("an unknown field deep in an endpoint",
+			edit("address: 127.0.0.1, port_value: 8080", "address: 127.0.0.1, port: 8080"),
+			at(27, 69, clusterPath+".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port",
+				`unknown field "port" in envoy.config.core.v3.SocketAddress`)),
+		Entry("unsupported fields: outlier_detection and dns_lookup_family",
+			edit("    load_assignment:\n", "    outlier_detection: {consecutive_5xx: 3}\n    dns_lookup_family: V4_ONLY\n    load_assignment:\n"),
+			at(23, 5, clusterPath+".outlier_detection",
+				"field not supported by meshproof (supported in envoy.config.cluster.v3.Cluster: connect_timeout, lb_policy, load_assignment, name, type)"),
+			at(24, 5, clusterPath+".dns_lookup_family", "field not supported by meshproof")),
+		Entry("an unsupported field inside a typed_config",
+			edit("stat_prefix: ingress_http", "generate_request_id: false"),
+			at(10, 11, hcmPath+".generate_request_id",
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, http_filters, request_timeout, route_config, stat_prefix)")),
+		Entry("RDS",
+			edit("          route_config:\n", "          rds: {route_config_name: r}\n          route_config:\n"),
+			at(14, 11, hcmPath+".rds", "field not supported by meshproof")),
+		Entry("a bad duration",
+			edit("    load_assignment:\n", "    connect_timeout: fast\n    load_assignment:\n"),
+			at(23, 22, clusterPath+".connect_timeout",
+				`invalid google.protobuf.Duration value "fast"; want a duration such as "0.25s"`)),
+		Entry("a duration written as a number",
+			edit("    load_assignment:\n", "    connect_timeout: 5\n    load_assignment:\n"),
+			at(23, 22, clusterPath+".connect_timeout", `invalid value 5; want a duration such as "0.25s"`)),
+		Entry("a bad enum",
+			edit("    load_assignment:\n", "    lb_policy: ROUND_ROBINN\n    load_assignment:\n"),
+			at(23, 16, clusterPath+".lb_policy",
+				`invalid value "ROUND_ROBINN"; want one of ROUND_ROBIN, LEAST_REQUEST, RING_HASH, RANDOM, MAGLEV, CLUSTER_PROVIDED, LOAD_BALANCING_POLICY_CONFIG (supported by meshproof: ROUND_ROBIN)`)),
+		Entry("lb_policy LEAST_REQUEST is not supported yet",
+			edit("    load_assignment:\n", "    lb_policy: LEAST_REQUEST\n    load_assignment:\n"),
+			at(23, 16, clusterPath+".lb_policy", "LEAST_REQUEST is not supported by meshproof (supported: ROUND_ROBIN)")),
+		Entry("cluster type STRICT_DNS",
+			edit("    load_assignment:\n", "    type: STRICT_DNS\n    load_assignment:\n"),
+			at(23, 11, clusterPath+".type", "STRICT_DNS is not supported by meshproof (supported: STATIC)")),
+		Entry("codec HTTP2",
+			edit("stat_prefix: ingress_http", "codec_type: HTTP2"),
+			at(10, 23, hcmPath+".codec_type", "HTTP2 is not supported by meshproof (supported: AUTO, HTTP1)")),
+		Entry("an enum number outside the enum",
+			edit("    load_assignment:\n", "    lb_policy: 42\n    load_assignment:\n"),
+			at(23, 16, clusterPath+".lb_policy", "unknown value 42; want one of ROUND_ROBIN,")),
+		Entry("a string where a number is wanted",
+			edit("port_value: 8080", "port_value: http"),
+			at(27, 81, clusterPath+".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value",
+				`invalid value "http"; want an integer in 0..4294967295`)),
+		Entry("a typed_config with an unknown @type",
+			edit("filters.http.router.v3.Router}", "filters.http.router.v3.Ruoter}"),
+			at(13, 37, hcmPath+".http_filters[0].typed_config.@type",
+				`unknown type "type.googleapis.com/envoy.extensions.filters.http.router.v3.Ruoter" (accepted: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)`)),
+		Entry("a typed_config of a known type not accepted there",
+			edit("envoy.extensions.filters.http.router.v3.Router}", "envoy.config.cluster.v3.Cluster}"),
+			at(13, 37, hcmPath+".http_filters[0].typed_config.@type",
+				"type envoy.config.cluster.v3.Cluster is not supported here by meshproof (accepted: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)")),
+		Entry("a typed_config without @type",
+			edit(`typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}`, "typed_config: {}"),
+			at(13, 27, hcmPath+".http_filters[0].typed_config", `missing "@type"`)),
+		Entry("two members of a oneof",
+			edit("match: {prefix: /}", "match: {prefix: /, path: /x}"),
+			at(19, 36, hcmPath+".route_config.virtual_hosts[0].routes[0].match.path",
+				"only one of prefix, path may be set (prefix is set at 19:25)")),
+		Entry("a field set twice, in snake_case and camelCase",
+			edit("    load_assignment:\n", "    connect_timeout: 1s\n    connectTimeout: 2s\n    load_assignment:\n"),
+			at(24, 5, clusterPath+".connect_timeout", "field set twice (first at 23:5)")),
+		Entry("a route to a missing cluster",
+			edit("route: {cluster: backend}", "route: {cluster: checkout}"),
+			at(20, 34, routePath+".cluster", `unknown cluster "checkout" (clusters: backend)`)),
+		Entry("a PGV rule: an empty stat_prefix",
+			edit("stat_prefix: ingress_http", `stat_prefix: ""`),
+			at(10, 24, hcmPath+".stat_prefix", "value length must be at least 1 runes")),
+		Entry("a PGV rule: a port out of range",
+			edit("port_value: 8080", "port_value: 80800"),
+			at(27, 81, clusterPath+".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value",
+				"value must be less than or equal to 65535")),
+		Entry("a PGV rule on a field left out points at its parent",
+			edit("      cluster_name: backend\n", "      cluster_name: null\n"),
+			at(24, 7, clusterPath+".load_assignment.cluster_name", "value length must be at least 1 runes")),
+		Entry("a retry condition Envoy knows but meshproof does not support yet",
+			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,retriable-status-codes"}}`),
+			at(20, 68, routePath+".retry_policy.retry_on",
+				`retry condition "retriable-status-codes" is not supported yet (supported: 5xx, connect-failure, gateway-error, refused-stream, reset, reset-before-request, retriable-4xx)`)),
+		Entry("an unknown retry condition",
+			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,timeout"}}`),
+			at(20, 68, routePath+".retry_policy.retry_on", `unknown retry condition "timeout" (Envoy's conditions: 5xx, cancelled,`)),
+		Entry("max_interval below base_interval",
+			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_back_off: {base_interval: 1s, max_interval: 0.5s}}}`),
+			at(20, 108, routePath+".retry_policy.retry_back_off.max_interval", "500ms is less than base_interval 1s")),
+		Entry("duplicate cluster names",
+			edit("\n  - name: backend\n", "\n  - {name: backend, load_assignment: {cluster_name: b, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}}\n  - name: backend\n"),
+			at(23, 11, "static_resources.clusters[1].name", `duplicate cluster name "backend" (also clusters[0])`)),
+		Entry("a cluster without endpoints",
+			edit("      endpoints:\n      - lb_endpoints:\n        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8080}}}\n", "      endpoints: []\n"),
+			at(25, 18, clusterPath+".load_assignment.endpoints", "want at least one endpoint")),
+		Entry("a host name where Envoy wants an IP address",
+			edit("address: 127.0.0.1, port_value: 8080", "address: backend.local, port_value: 8080"),
+			at(27, 58, clusterPath+".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address",
+				`"backend.local" is not an IP address`)),
+		Entry("the router not last",
+			edit("          route_config:\n", "          - {name: r2, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}\n          route_config:\n"),
+			at(12, 13, hcmPath+".http_filters[0]", "the router must be the last HTTP filter")),
+		Entry("duplicate domains",
+			edit("              domains: [\"*\"]\n", "              domains: [\"*\", a, \"*\"]\n"),
+			at(17, 33, hcmPath+".route_config.virtual_hosts[0].domains[2]", `duplicate domain "*" (first in virtual_hosts[0])`)),
+	)
+
+	It("formats errors as file:line:col: path: msg", func() {
+		_, _, err := config.ParseBootstrap([]byte(edit("    load_assignment:\n", "    lb_policy: MAGLEV\n    load_assignment:\n")), file)
+		Expect(err).To(MatchError("bootstrap.yaml:23:16: static_resources.clusters[0].lb_policy: MAGLEV is not supported by meshproof (supported: ROUND_ROBIN)"))
+	})
+
+	It("reports a file it cannot read", func() {
+		_, _, err := config.LoadBootstrap(filepath.Join(GinkgoT().TempDir(), "missing.yaml"))
+		Expect(err).To(MatchError(os.ErrNotExist))
+	})
+})
+
+// route is the only route of minimal.
+func route(b *config.Bootstrap) *config.Route {
+	return &b.Listeners[0].Routes.VirtualHosts[0].Routes[0]
+}

@@ -1,0 +1,376 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Envoy's defaults for the fields the internal form fills in (see envoy-resilience.md).
+const (
+	defaultRouteTimeout   = 15 * time.Second
+	defaultNumRetries     = 1
+	defaultBaseInterval   = 25 * time.Millisecond
+	maxIntervalFactor     = 10 // default max_interval = 10 × base_interval
+	defaultConnectTimeout = 5 * time.Second
+	defaultWeight         = 1
+	maxPort               = 65535
+)
+
+// converter turns a bootstrap that passed the subset and PGV checks into the internal form, collecting
+// semantic errors by path.
+type converter struct {
+	errs []*Error
+}
+
+func (c *converter) fail(path, format string, args ...any) {
+	c.errs = append(c.errs, &Error{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *converter) bootstrap(b *bootstrapv3.Bootstrap) *Bootstrap {
+	out := &Bootstrap{Admin: c.admin(b.GetAdmin(), "admin")}
+	resources := b.GetStaticResources()
+	out.Clusters = c.clusters(resources.GetClusters(), "static_resources.clusters")
+	names := map[string]bool{}
+	for _, cl := range out.Clusters {
+		names[cl.Name] = true
+	}
+	for i, l := range resources.GetListeners() {
+		out.Listeners = append(out.Listeners, c.listener(l, indexPath("static_resources.listeners", i), names))
+	}
+	c.uniqueListeners(out.Listeners, "static_resources.listeners")
+	return out
+}
+
+// admin converts the admin section; as in Envoy, an admin without an address is disabled.
+func (c *converter) admin(a *bootstrapv3.Admin, path string) *Admin {
+	if a.GetAddress() == nil {
+		return nil
+	}
+	return &Admin{Address: c.address(a.GetAddress(), joinPath(path, "address"))}
+}
+
+// address converts a socket address to host:port. Like Envoy for listeners and STATIC clusters, it
+// wants an IP address: names are not resolved.
+func (c *converter) address(a *corev3.Address, path string) string {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		c.fail(path, "required: a socket_address")
+		return ""
+	}
+	path = joinPath(path, "socket_address")
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil {
+		c.fail(joinPath(path, "address"), "%q is not an IP address (names are not resolved here)", sa.GetAddress())
+		return ""
+	}
+	port := sa.GetPortValue()
+	if port > maxPort {
+		c.fail(joinPath(path, "port_value"), "%d is out of range 0..%d (0 picks a free port)", port, maxPort)
+		return ""
+	}
+	return net.JoinHostPort(ip.String(), strconv.FormatUint(uint64(port), 10))
+}
+
+func (c *converter) uniqueListeners(ls []Listener, path string) {
+	first := map[string]int{}
+	for i, l := range ls {
+		if l.Name == "" {
+			continue
+		}
+		if j, dup := first[l.Name]; dup {
+			c.fail(joinPath(indexPath(path, i), "name"), "duplicate listener name %q (also listeners[%d])", l.Name, j)
+			continue
+		}
+		first[l.Name] = i
+	}
+}
+
+// listener converts a listener: one filter chain whose only network filter is the HCM.
+func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[string]bool) Listener {
+	out := Listener{Name: l.GetName()}
+	if l.GetAddress() == nil {
+		c.fail(joinPath(path, "address"), "required")
+	} else {
+		out.Address = c.address(l.GetAddress(), joinPath(path, "address"))
+	}
+	chains := l.GetFilterChains()
+	if len(chains) != 1 {
+		c.fail(joinPath(path, "filter_chains"), "want exactly one filter chain, got %d", len(chains))
+		return out
+	}
+	path = joinPath(indexPath(joinPath(path, "filter_chains"), 0), "filters")
+	filters := chains[0].GetFilters()
+	if len(filters) != 1 {
+		c.fail(path, "want exactly one network filter, the HTTP connection manager, got %d", len(filters))
+		return out
+	}
+	path = joinPath(indexPath(path, 0), "typed_config")
+	hcm, ok := unpack[*hcmv3.HttpConnectionManager](c, filters[0].GetTypedConfig(), path)
+	if !ok {
+		return out
+	}
+	out.StatPrefix = hcm.GetStatPrefix()
+	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
+	c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
+	if hcm.GetRouteConfig() == nil {
+		c.fail(joinPath(path, "route_config"), "required: an inline route_config (RDS is not supported)")
+		return out
+	}
+	out.Routes = c.routeConfig(hcm.GetRouteConfig(), joinPath(path, "route_config"), clusters)
+	return out
+}
+
+// unpack unpacks a typed_config of type T and checks it with its own validation rules.
+func unpack[T proto.Message](c *converter, a *anypb.Any, path string) (T, bool) {
+	var zero T
+	if a == nil {
+		c.fail(path, "required: a typed_config of type %s", zero.ProtoReflect().Descriptor().FullName())
+		return zero, false
+	}
+	msg, err := a.UnmarshalNew()
+	if err != nil {
+		c.fail(path, "cannot unpack %s: %v", a.GetTypeUrl(), err)
+		return zero, false
+	}
+	typed, ok := msg.(T)
+	if !ok {
+		c.fail(path, "want a typed_config of type %s, got %s",
+			zero.ProtoReflect().Descriptor().FullName(), msg.ProtoReflect().Descriptor().FullName())
+		return zero, false
+	}
+	if v, ok := msg.(interface{ ValidateAll() error }); ok {
+		if errs := pgvErrors(v.ValidateAll(), msg.ProtoReflect().Descriptor(), path); len(errs) > 0 {
+			c.errs = append(c.errs, errs...)
+			return zero, false
+		}
+	}
+	return typed, true
+}
+
+// httpFilters checks the HTTP filter chain: it ends with the router, and nothing follows the router.
+func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) {
+	if len(filters) == 0 {
+		c.fail(path, "want at least the router filter (%s)", routerType)
+		return
+	}
+	for i, f := range filters {
+		fpath := joinPath(indexPath(path, i), "typed_config")
+		if f.GetTypedConfig() == nil {
+			c.fail(fpath, "required")
+			continue
+		}
+		if _, ok := unpack[*routerv3.Router](c, f.GetTypedConfig(), fpath); ok && i != len(filters)-1 {
+			c.fail(indexPath(path, i), "the router must be the last HTTP filter")
+		}
+	}
+}
+
+func (c *converter) routeConfig(rc *routev3.RouteConfiguration, path string, clusters map[string]bool) RouteConfig {
+	out := RouteConfig{Name: rc.GetName()}
+	path = joinPath(path, "virtual_hosts")
+	firstUse := map[string]int{}
+	for i, vh := range rc.GetVirtualHosts() {
+		vpath := indexPath(path, i)
+		for j, domain := range vh.GetDomains() {
+			if k, dup := firstUse[domain]; dup {
+				c.fail(indexPath(joinPath(vpath, "domains"), j), "duplicate domain %q (first in virtual_hosts[%d]); domains must be unique", domain, k)
+				continue
+			}
+			firstUse[domain] = i
+		}
+		out.VirtualHosts = append(out.VirtualHosts, c.virtualHost(vh, vpath, clusters))
+	}
+	return out
+}
+
+func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters map[string]bool) VirtualHost {
+	out := VirtualHost{
+		Name:                          vh.GetName(),
+		Domains:                       slices.Clone(vh.GetDomains()),
+		RetryPolicy:                   c.retryPolicy(vh.GetRetryPolicy(), joinPath(path, "retry_policy")),
+		IncludeRequestAttemptCount:    vh.GetIncludeRequestAttemptCount(),
+		IncludeAttemptCountInResponse: vh.GetIncludeAttemptCountInResponse(),
+	}
+	for i, r := range vh.GetRoutes() {
+		out.Routes = append(out.Routes, c.route(r, indexPath(joinPath(path, "routes"), i), clusters))
+	}
+	return out
+}
+
+func (c *converter) route(r *routev3.Route, path string, clusters map[string]bool) Route {
+	out := Route{Name: r.GetName(), Match: c.match(r.GetMatch(), joinPath(path, "match"))}
+	action := r.GetRoute()
+	if action == nil {
+		c.fail(joinPath(path, "route"), "required: a route action (the only action supported)")
+		return out
+	}
+	path = joinPath(path, "route")
+	out.Action = RouteAction{
+		Cluster:     action.GetCluster(),
+		Timeout:     c.duration(action.GetTimeout(), defaultRouteTimeout, joinPath(path, "timeout")),
+		RetryPolicy: c.retryPolicy(action.GetRetryPolicy(), joinPath(path, "retry_policy")),
+	}
+	if !clusters[action.GetCluster()] {
+		c.fail(joinPath(path, "cluster"), "unknown cluster %q (clusters: %s)",
+			action.GetCluster(), strings.Join(slices.Sorted(maps.Keys(clusters)), ", "))
+	}
+	return out
+}
+
+func (c *converter) match(m *routev3.RouteMatch, path string) RouteMatch {
+	switch spec := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		return RouteMatch{Prefix: spec.Prefix}
+	case *routev3.RouteMatch_Path:
+		return RouteMatch{Path: spec.Path, IsPath: true}
+	default:
+		c.fail(path, "required: prefix or path")
+		return RouteMatch{}
+	}
+}
+
+// retryPolicy converts a retry policy, applying Envoy's defaults; nil stays nil.
+func (c *converter) retryPolicy(p *routev3.RetryPolicy, path string) *RetryPolicy {
+	if p == nil {
+		return nil
+	}
+	out := &RetryPolicy{
+		RetryOn:       c.retryOn(p.GetRetryOn(), joinPath(path, "retry_on")),
+		NumRetries:    defaultNumRetries,
+		PerTryTimeout: c.duration(p.GetPerTryTimeout(), 0, joinPath(path, "per_try_timeout")),
+		BaseInterval:  defaultBaseInterval,
+	}
+	if n := p.GetNumRetries(); n != nil {
+		out.NumRetries = n.GetValue()
+	}
+	if b := p.GetRetryBackOff(); b != nil {
+		bpath := joinPath(path, "retry_back_off")
+		out.BaseInterval = c.duration(b.GetBaseInterval(), defaultBaseInterval, joinPath(bpath, "base_interval"))
+		out.MaxInterval = c.duration(b.GetMaxInterval(), maxIntervalFactor*out.BaseInterval, joinPath(bpath, "max_interval"))
+		if out.MaxInterval < out.BaseInterval {
+			c.fail(joinPath(bpath, "max_interval"), "%v is less than base_interval %v", out.MaxInterval, out.BaseInterval)
+		}
+	} else {
+		out.MaxInterval = maxIntervalFactor * out.BaseInterval
+	}
+	return out
+}
+
+// retryOn splits retry_on into its conditions and checks each against Envoy's vocabulary and the
+// conditions meshproof implements.
+func (c *converter) retryOn(value, path string) []string {
+	var out []string
+	for cond := range strings.SplitSeq(value, ",") {
+		cond = strings.TrimSpace(cond)
+		implemented, known := retryOn[cond]
+		switch {
+		case cond == "":
+		case !known:
+			c.fail(path, "unknown retry condition %q (Envoy's conditions: %s)", cond, retryConditions(true))
+		case !implemented:
+			c.fail(path, "retry condition %q is not supported yet (supported: %s)", cond, retryConditions(false))
+		default:
+			out = append(out, cond)
+		}
+	}
+	return out
+}
+
+// retryConditions lists, sorted, Envoy's whole retry_on vocabulary (all) or the part meshproof implements.
+func retryConditions(all bool) string {
+	var names []string
+	for name, implemented := range retryOn {
+		if all || implemented {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// clusters converts the static clusters; names must be unique.
+func (c *converter) clusters(cs []*clusterv3.Cluster, path string) []Cluster {
+	var out []Cluster
+	first := map[string]int{}
+	for i, cl := range cs {
+		cpath := indexPath(path, i)
+		if j, dup := first[cl.GetName()]; dup {
+			c.fail(joinPath(cpath, "name"), "duplicate cluster name %q (also clusters[%d])", cl.GetName(), j)
+		} else {
+			first[cl.GetName()] = i
+		}
+		out = append(out, c.cluster(cl, cpath))
+	}
+	return out
+}
+
+func (c *converter) cluster(cl *clusterv3.Cluster, path string) Cluster {
+	out := Cluster{
+		Name:           cl.GetName(),
+		ConnectTimeout: c.duration(cl.GetConnectTimeout(), defaultConnectTimeout, joinPath(path, "connect_timeout")),
+		LbPolicy:       cl.GetLbPolicy().String(),
+	}
+	la := cl.GetLoadAssignment()
+	if la == nil {
+		c.fail(joinPath(path, "load_assignment"), "required: a STATIC cluster lists its endpoints in load_assignment")
+		return out
+	}
+	path = joinPath(path, "load_assignment")
+	for i, locality := range la.GetEndpoints() {
+		lpath := joinPath(indexPath(joinPath(path, "endpoints"), i), "lb_endpoints")
+		for j, lb := range locality.GetLbEndpoints() {
+			out.Endpoints = append(out.Endpoints, c.endpoint(lb, indexPath(lpath, j)))
+		}
+	}
+	if len(out.Endpoints) == 0 {
+		c.fail(joinPath(path, "endpoints"), "want at least one endpoint")
+	}
+	return out
+}
+
+func (c *converter) endpoint(lb *endpointv3.LbEndpoint, path string) Endpoint {
+	out := Endpoint{Weight: defaultWeight}
+	if w := lb.GetLoadBalancingWeight(); w != nil {
+		out.Weight = w.GetValue()
+	}
+	if lb.GetEndpoint().GetAddress() == nil {
+		c.fail(joinPath(path, "endpoint.address"), "required")
+		return out
+	}
+	out.Address = c.address(lb.GetEndpoint().GetAddress(), joinPath(path, "endpoint.address"))
+	return out
+}
+
+// duration converts d, def when unset; negative or malformed durations are errors.
+func (c *converter) duration(d *durationpb.Duration, def time.Duration, path string) time.Duration {
+	if d == nil {
+		return def
+	}
+	if err := d.CheckValid(); err != nil {
+		c.fail(path, "invalid duration: %v", err)
+		return def
+	}
+	if d.AsDuration() < 0 {
+		c.fail(path, "%v is negative", d.AsDuration())
+		return def
+	}
+	return d.AsDuration()
+}

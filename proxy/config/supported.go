@@ -1,0 +1,214 @@
+package config
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	// Register the typed_config types meshproof accepts in google.protobuf.Any, so that
+	// protoregistry.GlobalTypes resolves their @type.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+)
+
+// Message and type names used by the conversion, spelled once.
+const (
+	hcmType    = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+	routerType = "envoy.extensions.filters.http.router.v3.Router"
+)
+
+// supported is the subset of Envoy's v3 API that meshproof implements: message full name → proto field
+// name → restriction. A nil restriction accepts every value of the field. For an enum field the
+// restriction lists the accepted value names; for a google.protobuf.Any field it lists the accepted
+// message full names of the packed typed_config. A message absent from the table supports no field;
+// a field absent from its message's entry is rejected by its full path, never ignored.
+//
+// To support a new field, add it here (and convert it in bootstrap.go); nothing else decides.
+var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
+	"envoy.config.bootstrap.v3.Bootstrap": {
+		"admin":            nil,
+		"static_resources": nil,
+		"node":             nil,
+	},
+	"envoy.config.bootstrap.v3.Admin": {
+		"address": nil,
+	},
+	"envoy.config.bootstrap.v3.Bootstrap.StaticResources": {
+		"listeners": nil,
+		"clusters":  nil,
+	},
+	"envoy.config.core.v3.Node": {
+		"id":      nil,
+		"cluster": nil,
+	},
+	"envoy.config.core.v3.Address": {
+		"socket_address": nil,
+	},
+	"envoy.config.core.v3.SocketAddress": {
+		"address":    nil,
+		"port_value": nil,
+		"protocol":   {"TCP"},
+	},
+
+	// Listeners: one filter chain whose only network filter is the HTTP connection manager.
+	"envoy.config.listener.v3.Listener": {
+		"name":          nil,
+		"address":       nil,
+		"filter_chains": nil,
+	},
+	"envoy.config.listener.v3.FilterChain": {
+		"filters": nil,
+	},
+	"envoy.config.listener.v3.Filter": {
+		"name":         nil,
+		"typed_config": {hcmType},
+	},
+	hcmType: {
+		"stat_prefix":     nil,
+		"codec_type":      {"AUTO", "HTTP1"},
+		"route_config":    nil,
+		"http_filters":    nil,
+		"request_timeout": nil,
+	},
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
+		"name":         nil,
+		"typed_config": {routerType},
+	},
+	routerType: {},
+
+	// Routes.
+	"envoy.config.route.v3.RouteConfiguration": {
+		"name":          nil,
+		"virtual_hosts": nil,
+	},
+	"envoy.config.route.v3.VirtualHost": {
+		"name":                              nil,
+		"domains":                           nil,
+		"routes":                            nil,
+		"retry_policy":                      nil,
+		"include_request_attempt_count":     nil,
+		"include_attempt_count_in_response": nil,
+	},
+	"envoy.config.route.v3.Route": {
+		"name":  nil,
+		"match": nil,
+		"route": nil,
+	},
+	"envoy.config.route.v3.RouteMatch": {
+		"prefix": nil,
+		"path":   nil,
+	},
+	"envoy.config.route.v3.RouteAction": {
+		"cluster":      nil,
+		"timeout":      nil,
+		"retry_policy": nil,
+	},
+	"envoy.config.route.v3.RetryPolicy": {
+		"retry_on":        nil,
+		"num_retries":     nil,
+		"per_try_timeout": nil,
+		"retry_back_off":  nil,
+	},
+	"envoy.config.route.v3.RetryPolicy.RetryBackOff": {
+		"base_interval": nil,
+		"max_interval":  nil,
+	},
+
+	// Clusters: STATIC, round robin, endpoints inline.
+	"envoy.config.cluster.v3.Cluster": {
+		"name":            nil,
+		"type":            {"STATIC"},
+		"connect_timeout": nil,
+		"lb_policy":       {"ROUND_ROBIN"},
+		"load_assignment": nil,
+	},
+	"envoy.config.endpoint.v3.ClusterLoadAssignment": {
+		"cluster_name": nil,
+		"endpoints":    nil,
+	},
+	"envoy.config.endpoint.v3.LocalityLbEndpoints": {
+		"lb_endpoints": nil,
+	},
+	"envoy.config.endpoint.v3.LbEndpoint": {
+		"endpoint":              nil,
+		"load_balancing_weight": nil,
+	},
+	"envoy.config.endpoint.v3.Endpoint": {
+		"address": nil,
+	},
+}
+
+// retryOn classifies Envoy's retry_on vocabulary (router filter docs, x-envoy-retry-on and
+// x-envoy-retry-grpc-on): true = implemented by meshproof, false = a valid Envoy condition that is
+// not supported yet.
+var retryOn = map[string]bool{
+	"5xx":                  true,
+	"gateway-error":        true,
+	"reset":                true,
+	"connect-failure":      true,
+	"retriable-4xx":        true,
+	"refused-stream":       true,
+	"reset-before-request": true,
+
+	"retriable-status-codes":     false,
+	"retriable-headers":          false,
+	"envoy-ratelimited":          false,
+	"http3-post-connect-failure": false,
+	"cancelled":                  false,
+	"deadline-exceeded":          false,
+	"internal":                   false,
+	"resource-exhausted":         false,
+	"unavailable":                false,
+}
+
+// SupportedFields returns the supported subset of Envoy's v3 API: message full name → its supported
+// proto field names, sorted. A message with no supported field (e.g. the router filter's config, which
+// is accepted empty) maps to an empty slice. The result is a fresh copy.
+func SupportedFields() map[string][]string {
+	out := make(map[string][]string, len(supported))
+	for msg, fields := range supported {
+		out[string(msg)] = sortedNames(fields)
+	}
+	return out
+}
+
+// SupportedValues returns the restricted fields of the supported subset: field full name (e.g.
+// "envoy.config.cluster.v3.Cluster.lb_policy") → the accepted enum value names or, for a typed_config,
+// the accepted message full names. The result is a fresh copy.
+func SupportedValues() map[string][]string {
+	out := map[string][]string{}
+	for msg, fields := range supported {
+		for name, values := range fields {
+			if values != nil {
+				out[string(msg.Append(name))] = slices.Clone(values)
+			}
+		}
+	}
+	return out
+}
+
+// fieldRule reports whether fd is supported and, if so, its value restriction (nil = any value).
+func fieldRule(fd protoreflect.FieldDescriptor) (values []string, ok bool) {
+	values, ok = supported[fd.ContainingMessage().FullName()][fd.Name()]
+	return values, ok
+}
+
+// supportedList lists the supported fields of md, for error messages.
+func supportedList(md protoreflect.MessageDescriptor) string {
+	names := sortedNames(supported[md.FullName()])
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+func sortedNames(fields map[protoreflect.Name][]string) []string {
+	names := make([]string, 0, len(fields))
+	for name := range maps.Keys(fields) {
+		names = append(names, string(name))
+	}
+	slices.Sort(names)
+	return names
+}
