@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshproof/meshproof/proxy/stats"
+)
+
+var discardLog = log.New(io.Discard, "", 0)
+
+// adminHandler serves Envoy's admin endpoints (the subset documented in proxy/README.md).
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	get := func(path string, h http.HandlerFunc) { mux.HandleFunc(path, h) }
+	post := func(path string, h http.HandlerFunc) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				w.Header().Set("content-type", "text/plain")
+				w.WriteHeader(http.StatusMethodNotAllowed)
+				fmt.Fprintf(w, "Method %s not allowed, POST required.\n", r.Method)
+				return
+			}
+			h(w, r)
+		})
+	}
+	get("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "text/plain")
+		if !s.live.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "DRAINING\n")
+			return
+		}
+		io.WriteString(w, "LIVE\n")
+	})
+	get("/stats", s.serveStats)
+	get("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "text/plain; version=0.0.4")
+		_ = stats.WritePrometheus(w, s.store.Snapshot())
+	})
+	get("/clusters", s.serveClusters)
+	get("/config_dump", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		if s.opts.Bootstrap == nil {
+			io.WriteString(w, "{}\n")
+			return
+		}
+		b, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(s.opts.Bootstrap)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Write(append(b, '\n'))
+	})
+	post("/healthcheck/fail", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(false); io.WriteString(w, "OK\n") })
+	post("/healthcheck/ok", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(true); io.WriteString(w, "OK\n") })
+	post("/reset_counters", func(w http.ResponseWriter, _ *http.Request) { s.store.ResetCounters(); io.WriteString(w, "OK\n") })
+	post("/quitquitquit", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "OK\n")
+		s.quitOnce.Do(func() { close(s.quit) })
+	})
+	return mux
+}
+
+func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
+	var filter *regexp.Regexp
+	if f := r.URL.Query().Get("filter"); f != "" {
+		re, err := regexp.Compile(f)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("Invalid regex: %v", err), http.StatusBadRequest)
+			return
+		}
+		filter = re
+	}
+	snap := s.store.Snapshot()
+	switch format := r.URL.Query().Get("format"); format {
+	case "json":
+		w.Header().Set("content-type", "application/json")
+		_ = stats.WriteJSON(w, snap, filter)
+	case "prometheus":
+		w.Header().Set("content-type", "text/plain; version=0.0.4")
+		_ = stats.WritePrometheus(w, snap)
+	case "", "text":
+		w.Header().Set("content-type", "text/plain")
+		_ = stats.WriteText(w, snap, filter)
+	default:
+		http.Error(w, fmt.Sprintf("usage: /stats?format=(json|prometheus|text): unknown format %q", format), http.StatusBadRequest)
+	}
+}
+
+// serveClusters writes Envoy's /clusters text format: cluster-level settings, then one line per host and
+// counter ("<cluster>::<host>::<stat>::<value>").
+func (s *Server) serveClusters(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("content-type", "text/plain")
+	names := make([]string, 0, len(s.clusters))
+	for n := range s.clusters {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		c := s.clusters[n]
+		fmt.Fprintf(&b, "%s::observability_name::%s\n", n, n)
+		fmt.Fprintf(&b, "%s::default_priority::max_retries::%d\n", n, c.maxRetries)
+		for _, h := range c.hosts {
+			p := n + "::" + h.addr + "::"
+			for _, kv := range []struct {
+				k string
+				v any
+			}{
+				{"cx_active", h.cxActive.Load()}, {"cx_connect_fail", h.cxConnectFail.Load()}, {"cx_total", h.cxTotal.Load()},
+				{"rq_active", h.rqActive.Load()}, {"rq_error", h.rqError.Load()}, {"rq_success", h.rqSuccess.Load()},
+				{"rq_timeout", h.rqTimeout.Load()}, {"rq_total", h.rqTotal.Load()},
+				{"hostname", ""}, {"health_flags", "healthy"}, {"weight", h.weight},
+			} {
+				fmt.Fprintf(&b, "%s%s::%v\n", p, kv.k, kv.v)
+			}
+		}
+	}
+	io.WriteString(w, b.String())
+}

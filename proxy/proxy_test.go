@@ -1,0 +1,425 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/config"
+)
+
+// upstream is a loopback backend whose behaviour a spec sets per request.
+type upstream struct {
+	srv      *httptest.Server
+	requests atomic.Int64
+	conns    atomic.Int64
+	handle   func(n int64, w http.ResponseWriter, r *http.Request)
+}
+
+func newUpstream(handle func(n int64, w http.ResponseWriter, r *http.Request)) *upstream {
+	u := &upstream{handle: handle}
+	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := u.requests.Add(1)
+		w.Header().Set("x-upstream", u.srv.Listener.Addr().String())
+		u.handle(n, w, r)
+	}))
+	u.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			u.conns.Add(1)
+		}
+	}
+	u.srv.Start()
+	DeferCleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstream) addr() string { return u.srv.Listener.Addr().String() }
+
+func ok(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hello") }
+
+func status(code int) func(int64, http.ResponseWriter, *http.Request) {
+	return func(_ int64, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(code) }
+}
+
+// resetConn answers with a TCP RST instead of a response.
+func resetConn(_ int64, w http.ResponseWriter, _ *http.Request) {
+	conn, _, err := w.(http.Hijacker).Hijack()
+	Expect(err).NotTo(HaveOccurred())
+	conn.(*net.TCPConn).SetLinger(0)
+	conn.Close()
+}
+
+// hang never answers until the client goes away.
+func hang(_ int64, _ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
+
+// closedAddr is a loopback address where nothing listens.
+func closedAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+type setup struct {
+	routes   []config.Route
+	vhost    config.VirtualHost
+	clusters []config.Cluster
+	// requestTimeout is the HCM request_timeout.
+	requestTimeout time.Duration
+}
+
+func cluster(name string, addrs ...string) config.Cluster {
+	c := config.Cluster{Name: name, ConnectTimeout: time.Second, LbPolicy: "ROUND_ROBIN"}
+	for _, a := range addrs {
+		c.Endpoints = append(c.Endpoints, config.Endpoint{Address: a, Weight: 1})
+	}
+	return c
+}
+
+func prefixRoute(prefix, clusterName string, rp *config.RetryPolicy) config.Route {
+	return config.Route{Match: config.RouteMatch{Prefix: prefix}, Action: config.RouteAction{Cluster: clusterName, Timeout: 15 * time.Second, RetryPolicy: rp}}
+}
+
+func retries(n uint32, on ...string) *config.RetryPolicy {
+	return &config.RetryPolicy{RetryOn: on, NumRetries: n, BaseInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond}
+}
+
+// start runs a proxy with one listener and the admin interface, and returns it with its base URL.
+func start(s setup) (*proxy.Server, string) {
+	vh := s.vhost
+	vh.Name, vh.Domains, vh.Routes = "all", []string{"*"}, s.routes
+	cfg := &config.Bootstrap{
+		Admin: &config.Admin{Address: "127.0.0.1:0"},
+		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout,
+			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
+		Clusters: s.clusters,
+	}
+	srv, err := proxy.New(cfg, proxy.Options{})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(srv.Start()).To(Succeed())
+	DeferCleanup(srv.Close)
+	return srv, "http://" + srv.ListenerAddr("edge")
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+func get(url string) (int, http.Header, string) {
+	GinkgoHelper()
+	resp, err := client.Get(url)
+	Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	Expect(err).NotTo(HaveOccurred())
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func stat(srv *proxy.Server, name string) uint64 { return srv.Stats().Values()[name] }
+
+var _ = Describe("Proxy", func() {
+	Describe("routing", func() {
+		It("matches exact paths before later prefixes, and answers 404 with no_route when nothing matches", func() {
+			a, b := newUpstream(ok), newUpstream(ok)
+			srv, url := start(setup{
+				routes: []config.Route{
+					{Match: config.RouteMatch{IsPath: true, Path: "/exact"}, Action: config.RouteAction{Cluster: "a", Timeout: time.Second}},
+					prefixRoute("/api/", "b", nil),
+				},
+				clusters: []config.Cluster{cluster("a", a.addr()), cluster("b", b.addr())},
+			})
+			code, _, _ := get(url + "/exact")
+			Expect(code).To(Equal(200))
+			code, _, _ = get(url + "/api/x")
+			Expect(code).To(Equal(200))
+			code, _, _ = get(url + "/exact/more")
+			Expect(code).To(Equal(404))
+			Expect(a.requests.Load()).To(BeEquivalentTo(1))
+			Expect(b.requests.Load()).To(BeEquivalentTo(1))
+			Expect(stat(srv, "http.ingress.no_route")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "http.ingress.downstream_rq_4xx")).To(BeEquivalentTo(1))
+		})
+
+		It("balances round robin across the endpoints and reuses upstream connections", func() {
+			us := []*upstream{newUpstream(ok), newUpstream(ok), newUpstream(ok)}
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)},
+				clusters: []config.Cluster{cluster("backend", us[0].addr(), us[1].addr(), us[2].addr())}})
+			for range 30 {
+				code, _, body := get(url + "/")
+				Expect(code).To(Equal(200))
+				Expect(body).To(Equal("hello"))
+			}
+			for _, u := range us {
+				Expect(u.requests.Load()).To(BeEquivalentTo(10))
+				Expect(u.conns.Load()).To(BeEquivalentTo(1), "sequential requests reuse one keep-alive connection")
+			}
+			Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(30))
+			Expect(stat(srv, "cluster.backend.upstream_rq_200")).To(BeEquivalentTo(30))
+			Expect(stat(srv, "cluster.backend.upstream_rq_2xx")).To(BeEquivalentTo(30))
+			Expect(stat(srv, "cluster.backend.upstream_cx_total")).To(BeEquivalentTo(3))
+		})
+
+		It("forwards the request body, method and headers, and generates x-request-id when absent", func() {
+			var got atomic.Value
+			u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				got.Store(fmt.Sprintf("%s %s %s id=%t", r.Method, b, r.Header.Get("x-custom"), r.Header.Get("x-request-id") != ""))
+			})
+			_, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			req, _ := http.NewRequest("POST", url+"/p", strings.NewReader("payload"))
+			req.Header.Set("x-custom", "yes")
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			Expect(got.Load()).To(Equal("POST payload yes id=true"))
+		})
+	})
+
+	Describe("retries", func() {
+		It("retries a 503 on the next host and counts the retry and its success", func() {
+			bad, good := newUpstream(status(503)), newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(2, "5xx"))},
+				clusters: []config.Cluster{cluster("backend", bad.addr(), good.addr())}})
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(200))
+			Expect(body).To(Equal("hello"))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry_success")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(2))
+		})
+
+		It("makes 1 + num_retries attempts, then returns the last response and counts limit_exceeded", func() {
+			bad := newUpstream(status(503))
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(3, "5xx"))},
+				clusters: []config.Cluster{cluster("backend", bad.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(bad.requests.Load()).To(BeEquivalentTo(4))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(3))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry_limit_exceeded")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry_success")).To(BeEquivalentTo(0))
+		})
+
+		It("does not retry without a retry policy", func() {
+			bad := newUpstream(status(503))
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", bad.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(bad.requests.Load()).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(0))
+		})
+
+		It("uses the virtual host's retry policy for routes without one", func() {
+			bad := newUpstream(status(502))
+			_, url := start(setup{vhost: config.VirtualHost{RetryPolicy: retries(1, "gateway-error")},
+				routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", bad.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(502))
+			Expect(bad.requests.Load()).To(BeEquivalentTo(2))
+		})
+
+		It("does not retry a 500 under gateway-error", func() {
+			bad := newUpstream(status(500))
+			_, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(2, "gateway-error"))}, clusters: []config.Cluster{cluster("backend", bad.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(500))
+			Expect(bad.requests.Load()).To(BeEquivalentTo(1))
+		})
+
+		It("sees a TCP reset as a reset: 503 'connection termination' without retries, retried under reset", func() {
+			rst, good := newUpstream(resetConn), newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", rst.addr())}})
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(body).To(ContainSubstring("reset reason: connection termination"))
+			Expect(stat(srv, "cluster.backend.upstream_rq_rx_reset")).To(BeEquivalentTo(1))
+			Expect(rst.requests.Load()).To(BeEquivalentTo(1), "the transport must not retry behind the router's back")
+
+			srv, url = start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "reset"))}, clusters: []config.Cluster{cluster("backend", rst.addr(), good.addr())}})
+			code, _, _ = get(url + "/")
+			Expect(code).To(Equal(200))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
+		})
+
+		It("reports a reset on a reused keep-alive connection instead of letting net/http replay the request", func() {
+			u := newUpstream(func(n int64, w http.ResponseWriter, r *http.Request) {
+				if n == 2 {
+					resetConn(n, w, r)
+				}
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+			code, _, _ = get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(u.requests.Load()).To(BeEquivalentTo(2), "one upstream request per client request")
+			Expect(stat(srv, "cluster.backend.upstream_rq_rx_reset")).To(BeEquivalentTo(1))
+		})
+
+		It("retries a refused connection under connect-failure and counts upstream_cx_connect_fail", func() {
+			good := newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "connect-failure"))}, clusters: []config.Cluster{cluster("backend", closedAddr(), good.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+			Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
+		})
+
+		It("answers 503 'connection failure' when no connection can be made", func() {
+			_, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "connect-failure"))}, clusters: []config.Cluster{cluster("backend", closedAddr())}})
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(body).To(ContainSubstring("reset reason: connection failure"))
+		})
+
+		It("sends and returns x-envoy-attempt-count when the virtual host asks for it", func() {
+			var seen []string
+			u := newUpstream(func(n int64, w http.ResponseWriter, r *http.Request) {
+				seen = append(seen, r.Header.Get("x-envoy-attempt-count"))
+				if n == 1 {
+					w.WriteHeader(503)
+				}
+			})
+			_, url := start(setup{vhost: config.VirtualHost{IncludeRequestAttemptCount: true, IncludeAttemptCountInResponse: true},
+				routes: []config.Route{prefixRoute("/", "backend", retries(1, "5xx"))}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			code, hdr, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+			Expect(seen).To(Equal([]string{"1", "2"}))
+			Expect(hdr.Get("x-envoy-attempt-count")).To(Equal("2"))
+		})
+	})
+
+	Describe("timeouts", func() {
+		It("retries a per-try timeout under 5xx and counts upstream_rq_per_try_timeout", func() {
+			slow, good := newUpstream(hang), newUpstream(ok)
+			rp := retries(1, "5xx")
+			rp.PerTryTimeout = 50 * time.Millisecond
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", slow.addr(), good.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+			Expect(stat(srv, "cluster.backend.upstream_rq_per_try_timeout")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_timeout")).To(BeEquivalentTo(0))
+		})
+
+		It("does not retry a per-try timeout under connect-failure: 504", func() {
+			slow, good := newUpstream(hang), newUpstream(ok)
+			rp := retries(1, "connect-failure")
+			rp.PerTryTimeout = 50 * time.Millisecond
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", slow.addr(), good.addr())}})
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(504))
+			Expect(body).To(Equal("upstream request timeout"))
+			Expect(good.requests.Load()).To(BeEquivalentTo(0))
+			Expect(stat(srv, "cluster.backend.upstream_rq_per_try_timeout")).To(BeEquivalentTo(1))
+		})
+
+		It("ends the request with 504 when the route timeout fires, across attempts, without retrying", func() {
+			slow := newUpstream(hang)
+			r := prefixRoute("/", "backend", retries(5, "5xx", "reset"))
+			r.Action.Timeout = 100 * time.Millisecond
+			srv, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", slow.addr())}})
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(504))
+			Expect(body).To(Equal("upstream request timeout"))
+			Expect(slow.requests.Load()).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_timeout")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(0))
+			Expect(stat(srv, "cluster.backend.upstream_rq_504")).To(BeEquivalentTo(1))
+		})
+	})
+
+	It("answers 408 when the request body does not arrive within the HCM request_timeout", func() {
+		u := newUpstream(ok)
+		srv, url := start(setup{requestTimeout: 100 * time.Millisecond, routes: []config.Route{prefixRoute("/", "backend", nil)},
+			clusters: []config.Cluster{cluster("backend", u.addr())}})
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		Expect(err).NotTo(HaveOccurred())
+		defer conn.Close()
+		_, err = io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conn.SetReadDeadline(time.Now().Add(10 * time.Second))).To(Succeed())
+		buf := make([]byte, 64)
+		n, _ := conn.Read(buf)
+		Expect(string(buf[:n])).To(HavePrefix("HTTP/1.1 408"))
+		Expect(u.requests.Load()).To(BeEquivalentTo(0))
+		Expect(stat(srv, "http.ingress.downstream_rq_timeout")).To(BeEquivalentTo(1))
+	})
+
+	Describe("admin", func() {
+		var srv *proxy.Server
+		var admin string
+		BeforeEach(func() {
+			u := newUpstream(status(503))
+			var url string
+			srv, url = start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "5xx"))}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			get(url + "/")
+			admin = "http://" + srv.AdminAddr()
+		})
+
+		It("answers /ready with LIVE", func() {
+			code, _, body := get(admin + "/ready")
+			Expect(code).To(Equal(200))
+			Expect(body).To(Equal("LIVE\n"))
+		})
+
+		It("prints /stats one 'name: value' per line, with Envoy's names", func() {
+			_, _, body := get(admin + "/stats")
+			Expect(strings.Split(body, "\n")).To(ContainElements(
+				"cluster.backend.upstream_rq_retry: 1",
+				"cluster.backend.upstream_rq_retry_limit_exceeded: 1",
+				"cluster.backend.upstream_rq_503: 2",
+				"http.ingress.downstream_rq_5xx: 1",
+			))
+			_, _, body = get(admin + "/stats?filter=retry_limit")
+			Expect(body).To(Equal("cluster.backend.upstream_rq_retry_limit_exceeded: 1\n"))
+		})
+
+		It("serves /stats?format=json and /stats/prometheus", func() {
+			_, _, body := get(admin + "/stats?format=json")
+			Expect(body).To(ContainSubstring(`"name": "cluster.backend.upstream_rq_retry"`))
+			_, _, body = get(admin + "/stats/prometheus")
+			Expect(body).To(ContainSubstring("# TYPE envoy_cluster_upstream_rq_retry counter\n"))
+			Expect(body).To(ContainSubstring(`envoy_cluster_upstream_rq_retry{envoy_cluster_name="backend"} 1`))
+		})
+
+		It("lists hosts with counters and health flags on /clusters", func() {
+			_, _, body := get(admin + "/clusters")
+			Expect(body).To(MatchRegexp(`(?m)^backend::127\.0\.0\.1:\d+::rq_total::2$`))
+			Expect(body).To(MatchRegexp(`(?m)^backend::127\.0\.0\.1:\d+::health_flags::healthy$`))
+		})
+
+		It("answers 405 to GET on POST-only endpoints", func() {
+			code, _, body := get(admin + "/quitquitquit")
+			Expect(code).To(Equal(405))
+			Expect(body).To(Equal("Method GET not allowed, POST required.\n"))
+		})
+
+		It("closes Quit on POST /quitquitquit", func() {
+			resp, err := client.Post(admin+"/quitquitquit", "", nil)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			Eventually(srv.Quit()).WithTimeout(5 * time.Second).Should(BeClosed())
+		})
+	})
+
+	It("shuts down gracefully", func() {
+		u := newUpstream(ok)
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+		get(url + "/")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		Expect(srv.Shutdown(ctx)).To(Succeed())
+		_, err := client.Get(url + "/")
+		Expect(err).To(HaveOccurred())
+	})
+})

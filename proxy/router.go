@@ -1,0 +1,466 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/policy"
+	"github.com/meshproof/meshproof/proxy/stats"
+)
+
+// maxRequestBody is the most a downstream request body may hold: bodies are buffered so that they can be
+// replayed on retries (Envoy buffers up to its per-connection buffer limit for the same reason).
+const maxRequestBody = 16 << 20
+
+var (
+	errPerTryTimeout = errors.New("per-try timeout")
+	errRouteTimeout  = errors.New("route timeout")
+)
+
+// router is one listener's HTTP connection manager with its router filter: virtual host and route
+// matching, then the upstream attempts with retries, back-off and timeouts.
+type router struct {
+	routes   config.RouteConfig
+	clusters map[string]*cluster
+	// requestTimeout is the HCM request_timeout: how long the whole downstream request may take to arrive.
+	requestTimeout time.Duration
+	st             hcmStats
+	rng            policy.Rand
+	bufs           sync.Pool
+}
+
+var _ http.Handler = (*router)(nil)
+
+type hcmStats struct {
+	rqTotal, noRoute, rqTimeout, rq2xx, rq3xx, rq4xx, rq5xx, cxTotal *stats.Counter
+	rqActive, cxActive                                               *stats.Gauge
+}
+
+func newHCMStats(store *stats.Store, prefix string) hcmStats {
+	p := "http." + prefix + "."
+	c := func(n string) *stats.Counter { return store.Counter(p + n) }
+	return hcmStats{
+		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"),
+		rq2xx: c("downstream_rq_2xx"), rq3xx: c("downstream_rq_3xx"), rq4xx: c("downstream_rq_4xx"), rq5xx: c("downstream_rq_5xx"),
+		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
+	}
+}
+
+func (s *hcmStats) status(code int) {
+	switch code / 100 {
+	case 2:
+		s.rq2xx.Inc()
+	case 3:
+		s.rq3xx.Inc()
+	case 4:
+		s.rq4xx.Inc()
+	case 5:
+		s.rq5xx.Inc()
+	}
+}
+
+// globalRand draws from math/rand/v2's goroutine-safe source: back-off jitter needs no seed.
+type globalRand struct{}
+
+func (globalRand) Uint64() uint64 { return rand.Uint64() }
+
+func newRouter(l config.Listener, clusters map[string]*cluster, store *stats.Store) *router {
+	return &router{
+		routes: l.Routes, clusters: clusters, requestTimeout: l.RequestTimeout, st: newHCMStats(store, l.StatPrefix), rng: globalRand{},
+		bufs: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+	}
+}
+
+// match finds the virtual host for the request's authority and the first route that matches its path.
+func (rt *router) match(r *http.Request) (*config.VirtualHost, *config.Route) {
+	vh := matchVirtualHost(rt.routes.VirtualHosts, r.Host)
+	if vh == nil {
+		return nil, nil
+	}
+	path := r.URL.Path
+	for i := range vh.Routes {
+		m := vh.Routes[i].Match
+		if m.IsPath && path == m.Path || !m.IsPath && strings.HasPrefix(path, m.Prefix) {
+			return vh, &vh.Routes[i]
+		}
+	}
+	return vh, nil
+}
+
+// matchVirtualHost follows Envoy's order: exact domain, then the longest suffix wildcard ("*.example.com"),
+// then the longest prefix wildcard ("example.*"), then "*". The port is ignored unless a domain names it.
+func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.VirtualHost {
+	host := strings.ToLower(authority)
+	hostNoPort := host
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		hostNoPort = host[:i]
+	}
+	var best *config.VirtualHost
+	bestRank, bestLen := 0, -1
+	for i := range vhosts {
+		for _, d := range vhosts[i].Domains {
+			d = strings.ToLower(d)
+			rank, n := 0, 0
+			switch {
+			case d == host || d == hostNoPort:
+				rank, n = 4, len(d)
+			case strings.HasPrefix(d, "*") && d != "*" && (strings.HasSuffix(hostNoPort, d[1:]) || strings.HasSuffix(host, d[1:])):
+				rank, n = 3, len(d)
+			case strings.HasSuffix(d, "*") && d != "*" && strings.HasPrefix(host, d[:len(d)-1]):
+				rank, n = 2, len(d)
+			case d == "*":
+				rank, n = 1, 0
+			}
+			if rank > bestRank || rank == bestRank && rank > 0 && n > bestLen {
+				best, bestRank, bestLen = &vhosts[i], rank, n
+			}
+		}
+	}
+	return best
+}
+
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt.st.rqTotal.Inc()
+	rt.st.rqActive.Inc()
+	defer rt.st.rqActive.Dec()
+
+	vh, route := rt.match(r)
+	if route == nil {
+		rt.st.noRoute.Inc()
+		rt.localReply(w, nil, http.StatusNotFound, "")
+		return
+	}
+	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists
+	rc := http.NewResponseController(w)
+	if rt.requestTimeout > 0 {
+		_ = rc.SetReadDeadline(time.Now().Add(rt.requestTimeout))
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			rt.st.rqTimeout.Inc()
+			rt.localReply(w, nil, http.StatusRequestTimeout, "request timeout")
+		}
+		return // otherwise the downstream went away mid-body: nobody to answer
+	}
+	if rt.requestTimeout > 0 {
+		_ = rc.SetReadDeadline(time.Time{})
+	}
+	if len(body) > maxRequestBody {
+		rt.localReply(w, nil, http.StatusRequestEntityTooLarge, "payload too large")
+		return
+	}
+	(&forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body}).run()
+}
+
+// forward is one downstream request on its way through the upstream attempts.
+type forward struct {
+	rt    *router
+	w     http.ResponseWriter
+	r     *http.Request
+	vh    *config.VirtualHost
+	route *config.Route
+	cl    *cluster
+	body  []byte
+	start time.Time
+}
+
+// attempt is the outcome of one upstream try.
+type attempt struct {
+	outcome policy.Outcome
+	resp    *http.Response // with outcome Response: headers received, body still to read
+	host    *host
+	cancel  context.CancelCauseFunc
+	took    time.Duration // from send to response headers
+}
+
+func (f *forward) run() {
+	f.start = time.Now()
+	ctx := f.r.Context()
+	if t := f.route.Action.Timeout; t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, t, errRouteTimeout)
+		defer cancel()
+	}
+	rp := f.route.Action.RetryPolicy
+	if rp == nil {
+		rp = f.vh.RetryPolicy
+	}
+	var (
+		rs      = policy.NewRetryState(0, 0)
+		backoff *policy.Backoff
+	)
+	if rp != nil {
+		on, _ := policy.ParseRetryOn(rp.RetryOn) // validated when the config was loaded
+		rs = policy.NewRetryState(on, rp.NumRetries)
+		backoff = policy.NewBackoff(rp.BaseInterval, rp.MaxInterval)
+	}
+	reqID := f.r.Header.Get("x-request-id")
+	if reqID == "" {
+		reqID = newRequestID()
+	}
+
+	holdingRetry := false
+	release := func() {
+		if holdingRetry {
+			f.cl.releaseRetry()
+			holdingRetry = false
+		}
+	}
+	defer release()
+	for n := 1; ; n++ {
+		a := f.try(ctx, rp, reqID, n)
+		release()
+		if context.Cause(ctx) == errRouteTimeout {
+			f.abandon(a)
+			f.routeTimeout()
+			return
+		}
+		if f.r.Context().Err() != nil {
+			f.abandon(a) // the downstream went away: nobody to answer
+			return
+		}
+		d, retrySuccess := rs.Decide(a.outcome, f.cl.admitRetry)
+		if retrySuccess {
+			f.cl.st.rqRetrySuccess.Inc()
+		}
+		switch d {
+		case policy.Retry:
+			holdingRetry = true
+			f.cl.st.rqRetry.Inc()
+			f.abandon(a)
+			f.cl.st.rqRetryBackoffExponential.Inc()
+			if !f.sleep(ctx, backoff.Next(f.rt.rng)) {
+				if context.Cause(ctx) == errRouteTimeout {
+					f.routeTimeout()
+				}
+				return
+			}
+			continue
+		case policy.LimitExceeded:
+			f.cl.st.rqRetryLimitExceeded.Inc()
+		case policy.RetryOverflow:
+			f.cl.st.rqRetryOverflow.Inc()
+		}
+		f.finish(ctx, a, n)
+		return
+	}
+}
+
+// try sends one attempt to the next host and waits for its response headers or its failure.
+func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string, n int) attempt {
+	cl := f.cl
+	h := cl.hosts[cl.lb.Pick(nil)]
+	actx, cancel := context.WithCancelCause(ctx)
+	a := attempt{host: h, cancel: cancel}
+
+	out, _ := http.NewRequestWithContext(actx, f.r.Method, "http://"+h.addr+f.r.URL.RequestURI(), nil)
+	copyHeader(out.Header, f.r.Header)
+	out.Host = f.r.Host
+	out.Header.Set("x-request-id", reqID)
+	out.Header.Set("x-forwarded-proto", "http")
+	if f.vh.IncludeRequestAttemptCount {
+		out.Header.Set("x-envoy-attempt-count", strconv.Itoa(n))
+	}
+	var perTry time.Duration
+	if rp != nil {
+		perTry = rp.PerTryTimeout
+	}
+	if ms := expectedTimeoutMs(ctx, perTry); ms > 0 {
+		out.Header.Set("x-envoy-expected-rq-timeout-ms", strconv.FormatInt(ms, 10))
+	}
+	// The body is never replayable by net/http itself (no GetBody): the transport must not retry behind
+	// the router's back, or attempts would go uncounted and resets unseen.
+	out.Body = io.NopCloser(bytesReader(f.body))
+	out.ContentLength = int64(len(f.body))
+
+	cl.st.rqTotal.Inc()
+	cl.st.rqActive.Inc()
+	h.rqTotal.Add(1)
+	h.rqActive.Add(1)
+	defer func() {
+		cl.st.rqActive.Dec()
+		h.rqActive.Add(-1)
+	}()
+
+	var timer *time.Timer
+	if perTry > 0 {
+		timer = time.AfterFunc(perTry, func() { cancel(errPerTryTimeout) })
+	}
+	sent := time.Now()
+	resp, err := cl.transport.RoundTrip(out)
+	a.took = time.Since(sent)
+	if timer != nil && !timer.Stop() && err == nil {
+		// The per-try timeout fired as the headers arrived: the attempt's context is gone, so is the body.
+		resp.Body.Close()
+		err = errPerTryTimeout
+	}
+	switch {
+	case err == nil:
+		a.outcome = policy.Outcome{Kind: policy.Response, Status: resp.StatusCode}
+		a.resp = resp
+		cl.st.status(resp.StatusCode)
+		cl.st.rqCompleted.Inc()
+		if resp.StatusCode >= 500 {
+			h.rqError.Add(1)
+		} else {
+			h.rqSuccess.Add(1)
+		}
+	case context.Cause(actx) == errPerTryTimeout:
+		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
+		cl.st.rqPerTryTimeout.Inc()
+		h.rqTimeout.Add(1)
+		h.rqError.Add(1)
+	case errors.As(err, new(*connectError)):
+		a.outcome = policy.Outcome{Kind: policy.ConnectFailure, BeforeRequest: true}
+		h.rqError.Add(1)
+	case ctx.Err() != nil:
+		a.outcome = policy.Outcome{Kind: policy.Reset} // the route timeout or the downstream ended it
+	default:
+		a.outcome = policy.Outcome{Kind: policy.Reset}
+		cl.st.rqRxReset.Inc()
+		h.rqError.Add(1)
+	}
+	return a
+}
+
+// expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms: the per-try timeout
+// when set, else what is left of the route timeout.
+func expectedTimeoutMs(ctx context.Context, perTry time.Duration) int64 {
+	left := time.Duration(0)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	if perTry > 0 && (left <= 0 || perTry < left) {
+		return perTry.Milliseconds()
+	}
+	return left.Milliseconds()
+}
+
+// abandon releases an attempt that will not be answered to the client. A small body is drained so the
+// upstream connection can be reused; a large one closes it.
+func (f *forward) abandon(a attempt) {
+	if a.resp != nil {
+		_, _ = io.CopyN(io.Discard, a.resp.Body, 64<<10)
+		a.resp.Body.Close()
+	}
+	a.cancel(nil)
+}
+
+// sleep waits for the back-off delay; false when the route timeout or the downstream ended the wait.
+func (f *forward) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// finish sends the final attempt's outcome to the client: the upstream response, or a local reply.
+func (f *forward) finish(ctx context.Context, a attempt, n int) {
+	defer a.cancel(nil)
+	switch a.outcome.Kind {
+	case policy.Response:
+		f.relay(ctx, a, n)
+	case policy.PerTryTimeout:
+		f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n)
+	case policy.ConnectFailure:
+		f.upstreamLocalReply(http.StatusServiceUnavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: connection failure", n)
+	default:
+		f.upstreamLocalReply(http.StatusServiceUnavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: connection termination", n)
+	}
+}
+
+// upstreamLocalReply answers for a failed upstream, charging the code to the cluster as Envoy does.
+func (f *forward) upstreamLocalReply(code int, body string, n int) {
+	f.cl.st.status(code)
+	f.cl.st.rqCompleted.Inc()
+	if f.vh.IncludeAttemptCountInResponse {
+		f.w.Header().Set("x-envoy-attempt-count", strconv.Itoa(n))
+	}
+	f.rt.localReply(f.w, nil, code, body)
+}
+
+// routeTimeout answers 504 when the route timeout fired: never retried.
+func (f *forward) routeTimeout() {
+	f.cl.st.rqTimeout.Inc()
+	f.cl.st.status(http.StatusGatewayTimeout)
+	f.cl.st.rqCompleted.Inc()
+	f.rt.localReply(f.w, nil, http.StatusGatewayTimeout, "upstream request timeout")
+}
+
+// relay streams the upstream response to the client. A failure mid-body resets the downstream
+// connection, as Envoy does once the response has started.
+func (f *forward) relay(ctx context.Context, a attempt, n int) {
+	resp := a.resp
+	defer resp.Body.Close()
+	hdr := f.w.Header()
+	copyHeader(hdr, resp.Header)
+	hdr.Set("x-envoy-upstream-service-time", strconv.FormatInt(a.took.Milliseconds(), 10))
+	if f.vh.IncludeAttemptCountInResponse {
+		hdr.Set("x-envoy-attempt-count", strconv.Itoa(n))
+	}
+	if resp.ContentLength >= 0 {
+		hdr.Set("content-length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	f.w.WriteHeader(resp.StatusCode)
+	f.rt.st.status(resp.StatusCode)
+	bp := f.rt.bufs.Get().(*[]byte)
+	defer f.rt.bufs.Put(bp)
+	if _, err := io.CopyBuffer(f.w, resp.Body, *bp); err != nil {
+		if context.Cause(ctx) == errRouteTimeout {
+			f.cl.st.rqTimeout.Inc()
+		}
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (rt *router) localReply(w http.ResponseWriter, hdr http.Header, code int, body string) {
+	for k, v := range hdr {
+		w.Header()[k] = v
+	}
+	if body != "" {
+		w.Header().Set("content-type", "text/plain")
+	}
+	w.Header().Set("content-length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
+	rt.st.status(code)
+}
+
+// hopByHop are the headers a proxy never forwards (RFC 9110 §7.6.1).
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// copyHeader copies end-to-end headers from src to dst.
+func copyHeader(dst, src http.Header) {
+	for k, v := range src {
+		dst[k] = append([]string(nil), v...)
+	}
+	for _, f := range src.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			dst.Del(strings.TrimSpace(name))
+		}
+	}
+	for _, k := range hopByHop {
+		dst.Del(k)
+	}
+}

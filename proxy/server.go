@@ -1,0 +1,172 @@
+// Package proxy is meshproof's L7 proxy: Envoy's v3 configuration in (see proxy/config), Envoy's routing,
+// retry and timeout semantics and Envoy-named stats out. The same Server runs embedded in a scenario and
+// standalone as `meshproof proxy -c bootstrap.yaml`.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/stats"
+)
+
+// Options are the proxy's run-time settings that are not Envoy configuration.
+type Options struct {
+	// Bootstrap is the configuration as given, shown by the admin's /config_dump (nil: none).
+	Bootstrap proto.Message
+	// Stats is the store the proxy counts into (nil: a new one).
+	Stats *stats.Store
+}
+
+// Server is a running proxy: its listeners, clusters and admin interface.
+type Server struct {
+	cfg      *config.Bootstrap
+	opts     Options
+	store    *stats.Store
+	clusters map[string]*cluster
+
+	mu        sync.Mutex
+	listeners map[string]net.Listener
+	servers   []*http.Server
+	adminLn   net.Listener
+
+	live     atomic.Bool // false after POST /healthcheck/fail
+	quit     chan struct{}
+	quitOnce sync.Once
+}
+
+// New builds a proxy from a validated configuration; Start opens its sockets.
+func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
+	if cfg == nil {
+		return nil, errors.New("proxy: nil configuration")
+	}
+	s := &Server{cfg: cfg, opts: opts, store: opts.Stats, clusters: map[string]*cluster{},
+		listeners: map[string]net.Listener{}, quit: make(chan struct{})}
+	if s.store == nil {
+		s.store = stats.NewStore()
+	}
+	for _, c := range cfg.Clusters {
+		s.clusters[c.Name] = newCluster(c, s.store)
+	}
+	s.live.Store(true)
+	return s, nil
+}
+
+// Start binds every listener and the admin interface and serves them in the background. On error
+// nothing is left open.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.cfg.Listeners {
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			s.closeLocked()
+			return fmt.Errorf("listener %q: %w", l.Name, err)
+		}
+		s.listeners[l.Name] = ln
+		hcm := newRouter(l, s.clusters, s.store)
+		srv := &http.Server{Handler: hcm, ReadHeaderTimeout: time.Minute, ConnState: hcm.connState,
+			ErrorLog: discardLog}
+		s.servers = append(s.servers, srv)
+		go func() { _ = srv.Serve(ln) }()
+	}
+	if s.cfg.Admin != nil {
+		ln, err := net.Listen("tcp", s.cfg.Admin.Address)
+		if err != nil {
+			s.closeLocked()
+			return fmt.Errorf("admin: %w", err)
+		}
+		s.adminLn = ln
+		srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog}
+		s.servers = append(s.servers, srv)
+		go func() { _ = srv.Serve(ln) }()
+	}
+	return nil
+}
+
+// ListenerAddr is the bound host:port of the named listener ("" if there is none).
+func (s *Server) ListenerAddr(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ln := s.listeners[name]; ln != nil {
+		return ln.Addr().String()
+	}
+	return ""
+}
+
+// AdminAddr is the bound host:port of the admin interface ("" if there is none).
+func (s *Server) AdminAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.adminLn != nil {
+		return s.adminLn.Addr().String()
+	}
+	return ""
+}
+
+// Stats is the proxy's stats store.
+func (s *Server) Stats() *stats.Store { return s.store }
+
+// Quit is closed when the admin receives POST /quitquitquit.
+func (s *Server) Quit() <-chan struct{} { return s.quit }
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends, then closes everything.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	servers := append([]*http.Server(nil), s.servers...)
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			_ = srv.Close()
+		}
+	}
+	for _, c := range s.clusters {
+		c.close()
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops everything at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+	return nil
+}
+
+func (s *Server) closeLocked() {
+	for _, srv := range s.servers {
+		_ = srv.Close()
+	}
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+	if s.adminLn != nil {
+		_ = s.adminLn.Close()
+	}
+	for _, c := range s.clusters {
+		c.close()
+	}
+}
+
+// connState keeps the downstream connection stats.
+func (rt *router) connState(_ net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		rt.st.cxTotal.Inc()
+		rt.st.cxActive.Inc()
+	case http.StateClosed, http.StateHijacked:
+		rt.st.cxActive.Dec()
+	}
+}
