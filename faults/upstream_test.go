@@ -211,6 +211,18 @@ var _ = Describe("Upstream", func() {
 			Expect(status(15 * time.Second)).To(Equal(200))
 		})
 
+		It("counts the windows from the run start set after Start", func() {
+			u.SetRunStart(t0.Add(time.Minute))
+			clk.Set(t0.Add(time.Minute + 5*time.Second))
+			resp, _, err := get(u, "")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(resp.StatusCode).To(Equal(200), "5s after the new start: before the window")
+			clk.Set(t0.Add(time.Minute + 12*time.Second))
+			resp, _, err = get(u, "")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(resp.StatusCode).To(Equal(503), "12s after the new start: inside the window")
+		})
+
 		It("emits one event per applied fault with the request id and sequence", func() {
 			clk.Set(t0.Add(11 * time.Second))
 			_, _, err := get(u, "req-1")
