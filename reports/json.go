@@ -1,0 +1,139 @@
+package reports
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// report.json, as documented in README.md: snake_case keys, durations in float milliseconds.
+type (
+	jsonReport struct {
+		Version    int               `json:"version"`
+		Scenario   string            `json:"scenario"`
+		File       string            `json:"file"`
+		Seed       uint64            `json:"seed"`
+		Started    time.Time         `json:"started"`
+		Passed     bool              `json:"passed"`
+		Summary    jsonSummary       `json:"summary"`
+		Checks     []jsonVerdict     `json:"checks"`
+		Upstreams  []jsonUpstream    `json:"upstreams"`
+		ProxyStats map[string]uint64 `json:"proxy_stats"`
+	}
+	jsonSummary struct {
+		Requests           uint64            `json:"requests"`
+		Successes          uint64            `json:"successes"`
+		Errors             uint64            `json:"errors"`
+		SuccessRate        float64           `json:"success_rate"`
+		ErrorRate          float64           `json:"error_rate"`
+		TargetRate         float64           `json:"target_rate"`
+		AchievedRate       float64           `json:"achieved_rate"`
+		RateHeld           bool              `json:"rate_held"`
+		DurationMs         float64           `json:"duration_ms"`
+		MaxSendLagMs       float64           `json:"max_send_lag_ms"`
+		StatusCodes        map[int]uint64    `json:"status_codes"`
+		ErrorKinds         map[string]uint64 `json:"error_kinds"`
+		LatencyMs          jsonPercentiles   `json:"latency_ms"`
+		UncorrectedMs      jsonPercentiles   `json:"uncorrected_latency_ms"`
+		Retries            uint64            `json:"retries"`
+		Ejections          uint64            `json:"ejections"`
+		UpstreamRequests   uint64            `json:"upstream_requests"`
+		RetryAmplification float64           `json:"retry_amplification"`
+	}
+	jsonPercentiles struct {
+		P50  float64 `json:"p50"`
+		P90  float64 `json:"p90"`
+		P99  float64 `json:"p99"`
+		P999 float64 `json:"p999"`
+		Max  float64 `json:"max"`
+	}
+	jsonVerdict struct {
+		Check    string `json:"check"`
+		Passed   bool   `json:"passed"`
+		Observed string `json:"observed"`
+		Required string `json:"required"`
+	}
+	jsonUpstream struct {
+		Service  string            `json:"service"`
+		Instance int               `json:"instance"`
+		Address  string            `json:"address"`
+		Requests uint64            `json:"requests"`
+		Statuses map[int]uint64    `json:"statuses"`
+		Resets   uint64            `json:"resets"`
+		Applied  map[string]uint64 `json:"applied_faults"`
+	}
+)
+
+// WriteJSON writes the report as JSON to path atomically: to a temporary file in the same directory,
+// synced, then renamed over path, so that readers see the old file or the whole new one, never a part.
+func WriteJSON(path string, r Report) error {
+	data, err := json.MarshalIndent(toJSON(r), "", "  ")
+	if err != nil {
+		return fmt.Errorf("report %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("report %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(append(data, '\n'))
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp) // best effort: the temporary file is ours
+		return fmt.Errorf("report %s: %w", path, err)
+	}
+	return nil
+}
+
+func toJSON(r Report) jsonReport {
+	s := r.Summary
+	out := jsonReport{
+		Version: r.Version, Scenario: r.Scenario, File: r.File, Seed: r.Seed, Started: r.Started, Passed: r.Passed,
+		Summary: jsonSummary{
+			Requests: s.Requests, Successes: s.Successes, Errors: s.Errors,
+			SuccessRate: s.SuccessRate, ErrorRate: s.ErrorRate,
+			TargetRate: s.TargetRate, AchievedRate: s.AchievedRate, RateHeld: s.RateHeld,
+			DurationMs: ms(s.Duration), MaxSendLagMs: ms(s.MaxSendLag),
+			StatusCodes: orEmpty(s.StatusCodes), ErrorKinds: orEmpty(s.ErrorKinds),
+			LatencyMs: jsonPercentilesOf(s.Latency), UncorrectedMs: jsonPercentilesOf(s.Uncorrected),
+			Retries: s.Retries, Ejections: s.Ejections, UpstreamRequests: s.UpstreamRequests,
+			RetryAmplification: s.RetryAmplification,
+		},
+		Checks:     make([]jsonVerdict, len(r.Checks)),
+		Upstreams:  make([]jsonUpstream, len(r.Upstreams)),
+		ProxyStats: orEmpty(r.ProxyStats),
+	}
+	for i, v := range r.Checks {
+		out.Checks[i] = jsonVerdict(v)
+	}
+	for i, u := range r.Upstreams {
+		out.Upstreams[i] = jsonUpstream{Service: u.Service, Instance: u.Instance, Address: u.Address, Requests: u.Requests,
+			Statuses: orEmpty(u.Statuses), Resets: u.Resets, Applied: orEmpty(u.Applied)}
+	}
+	return out
+}
+
+func jsonPercentilesOf(p Percentiles) jsonPercentiles {
+	return jsonPercentiles{P50: ms(p.P50), P90: ms(p.P90), P99: ms(p.P99), P999: ms(p.P999), Max: ms(p.Max)}
+}
+
+// orEmpty makes a nil map an empty one, so that JSON shows {} rather than null.
+func orEmpty[K comparable](m map[K]uint64) map[K]uint64 {
+	if m == nil {
+		return map[K]uint64{}
+	}
+	return m
+}

@@ -1,0 +1,54 @@
+package reports
+
+import (
+	"time"
+)
+
+// ReportVersion is the version of the report.json schema (see README.md).
+const ReportVersion = 1
+
+// Report is a finished run as reported: its summary, what the upstreams and the proxy counted, and the
+// checks' verdicts. Passed is true when every check passed (and with no checks).
+type Report struct {
+	Version    int
+	Scenario   string
+	File       string
+	Seed       uint64
+	Started    time.Time
+	Summary    Summary
+	Upstreams  []UpstreamRecord
+	ProxyStats map[string]uint64
+	Checks     []Verdict
+	Passed     bool
+}
+
+// NewReport summarizes the record and judges the checks against it.
+func NewReport(rec *Record, checks []Check) Report {
+	r := Report{
+		Version:    ReportVersion,
+		Scenario:   rec.Scenario,
+		File:       rec.File,
+		Seed:       rec.Seed,
+		Started:    rec.Started,
+		Summary:    Summarize(rec),
+		Upstreams:  rec.Upstreams,
+		ProxyStats: rec.ProxyStats,
+		Passed:     true,
+	}
+	r.Checks = Evaluate(checks, r.Summary)
+	for _, v := range r.Checks {
+		r.Passed = r.Passed && v.Passed
+	}
+	return r
+}
+
+// failed counts the checks that failed.
+func (r Report) failed() int {
+	n := 0
+	for _, v := range r.Checks {
+		if !v.Passed {
+			n++
+		}
+	}
+	return n
+}
