@@ -1,0 +1,142 @@
+package scenarios
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+type protoMessage = proto.Message
+
+func newRouteAction() *routev3.RouteAction { return &routev3.RouteAction{} }
+func newCluster() *clusterv3.Cluster       { return &clusterv3.Cluster{} }
+func newVirtualHost() *routev3.VirtualHost { return &routev3.VirtualHost{} }
+
+type generated struct{ field, what string }
+
+// generatedFields lists the Envoy fields a scenario set that the topology generates.
+func generatedFields(p *Proxy) []generated {
+	var out []generated
+	if p.RouteAction.GetClusterSpecifier() != nil {
+		out = append(out, generated{"route.cluster", "the route's cluster (it is routes_to)"})
+	}
+	if p.ClusterSpec.GetName() != "" {
+		out = append(out, generated{"cluster.name", "the cluster name (it is the routes_to service)"})
+	}
+	if p.ClusterSpec.GetLoadAssignment() != nil {
+		out = append(out, generated{"cluster.load_assignment", "the endpoint list (the service's instances)"})
+	}
+	if p.ClusterSpec.GetClusterDiscoveryType() != nil {
+		out = append(out, generated{"cluster.type", "the discovery type (STATIC)"})
+	}
+	if p.VHostSpec.GetName() != "" || len(p.VHostSpec.GetDomains()) > 0 || len(p.VHostSpec.GetRoutes()) > 0 {
+		out = append(out, generated{"virtual_host", "the virtual host's name, domains and routes"})
+	}
+	return out
+}
+
+// Addresses are where a proxy listens and where its service's instances are.
+type Addresses struct {
+	Listener  string   // host:port
+	Admin     string   // host:port; "" for no admin interface
+	Endpoints []string // host:port of each instance, in instance order
+}
+
+// BuildBootstrap generates the Envoy v3 bootstrap of one proxy of the scenario: a listener with an HTTP
+// connection manager and the router, one virtual host matching every domain whose single route (prefix
+// "/") carries the scenario's RouteAction to the routes_to service's cluster, and that STATIC cluster
+// with the scenario's Cluster fields and one endpoint per instance.
+func BuildBootstrap(sc *Scenario, proxyName string, addrs Addresses) (*bootstrapv3.Bootstrap, error) {
+	p, ok := sc.Proxies[proxyName]
+	if !ok {
+		return nil, fmt.Errorf("no proxy %q in scenario %q", proxyName, sc.Name)
+	}
+	listenAddr, err := socketAddress(addrs.Listener)
+	if err != nil {
+		return nil, fmt.Errorf("listener address: %w", err)
+	}
+	action := proto.Clone(orEmpty(p.RouteAction, newRouteAction())).(*routev3.RouteAction)
+	action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: p.RoutesTo}
+	vhost := proto.Clone(orEmpty(p.VHostSpec, newVirtualHost())).(*routev3.VirtualHost)
+	vhost.Name, vhost.Domains = proxyName, []string{"*"}
+	vhost.Routes = []*routev3.Route{{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: action},
+	}}
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+		StatPrefix:     proxyName,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: proxyName, VirtualHosts: []*routev3.VirtualHost{vhost}}},
+		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	cluster := proto.Clone(orEmpty(p.ClusterSpec, newCluster())).(*clusterv3.Cluster)
+	cluster.Name = p.RoutesTo
+	cluster.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	la := &endpointv3.ClusterLoadAssignment{ClusterName: p.RoutesTo, Endpoints: []*endpointv3.LocalityLbEndpoints{{}}}
+	for i, ep := range addrs.Endpoints {
+		a, err := socketAddress(ep)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %s/%d: %w", p.RoutesTo, i, err)
+		}
+		la.Endpoints[0].LbEndpoints = append(la.Endpoints[0].LbEndpoints, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: a}},
+		})
+	}
+	cluster.LoadAssignment = la
+	b := &bootstrapv3.Bootstrap{
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+			Listeners: []*listenerv3.Listener{{
+				Name:         proxyName,
+				Address:      listenAddr,
+				FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}}}},
+			}},
+			Clusters: []*clusterv3.Cluster{cluster},
+		},
+	}
+	if addrs.Admin != "" {
+		a, err := socketAddress(addrs.Admin)
+		if err != nil {
+			return nil, fmt.Errorf("admin address: %w", err)
+		}
+		b.Admin = &bootstrapv3.Admin{Address: a}
+	}
+	return b, nil
+}
+
+func orEmpty[T proto.Message](m, empty T) T {
+	if proto.Message(m) == nil || !m.ProtoReflect().IsValid() {
+		return empty
+	}
+	return m
+}
+
+func socketAddress(hostport string) (*corev3.Address, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, err
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("port %q: %w", port, err)
+	}
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(n)},
+	}}}, nil
+}
