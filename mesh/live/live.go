@@ -1,0 +1,189 @@
+// Package live is the embedded runner: it builds a scenario's topology in this process on loopback —
+// fault-injecting upstream instances, the proxies, the load generator — runs it, and returns the run
+// record. No Docker, no network beyond 127.0.0.1.
+package live
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/mesh/load"
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+// Options change a run without changing the scenario.
+type Options struct {
+	// Seed overrides the scenario's seed when not nil.
+	Seed *uint64
+}
+
+// topology is a running scenario: its upstream instances and proxies.
+type topology struct {
+	upstreams []*instance
+	proxies   map[string]*proxy.Server
+
+	mu     sync.Mutex
+	events []faults.Event
+}
+
+type instance struct {
+	service string
+	index   int
+	up      *faults.Upstream
+}
+
+// Run starts the scenario's topology, drives its load, and returns the record. Everything it started is
+// stopped before it returns, whatever happened.
+func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Record, error) {
+	seed := sc.Seed
+	if opts.Seed != nil {
+		seed = *opts.Seed
+	}
+	topo := &topology{proxies: map[string]*proxy.Server{}}
+	defer topo.close()
+	if err := topo.startUpstreams(sc, seed); err != nil {
+		return nil, err
+	}
+	if err := topo.startProxies(sc); err != nil {
+		return nil, err
+	}
+
+	l := sc.Load
+	header := http.Header{}
+	for k, v := range l.Headers {
+		header.Set(k, v)
+	}
+	cfg := load.Config{
+		URL:      "http://" + topo.proxies[l.Target].ListenerAddr(l.Target) + l.Path,
+		Method:   l.Method,
+		Header:   header,
+		Body:     []byte(l.Body),
+		Rate:     l.Rate.PerSecond,
+		Duration: l.Duration.Duration,
+		Timeout:  l.Timeout.Duration,
+	}
+	// Fault windows count from the moment the load starts, like the load's own phases.
+	started := time.Now()
+	for _, in := range topo.upstreams {
+		in.up.SetRunStart(started)
+	}
+	samples, loadStart, err := load.Run(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	rec := &reports.Record{
+		Scenario:   sc.Name,
+		File:       sc.File,
+		Seed:       seed,
+		Started:    loadStart,
+		TargetRate: cfg.Rate,
+		Duration:   cfg.Duration,
+		Samples:    samples,
+		ProxyStats: topo.proxies[l.Target].Stats().Values(),
+	}
+	for _, in := range topo.upstreams {
+		st := in.up.Stats()
+		rec.Upstreams = append(rec.Upstreams, reports.UpstreamRecord{
+			Service: in.service, Instance: in.index, Address: in.up.Addr(),
+			Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied,
+		})
+	}
+	rec.Events = topo.faultEvents(loadStart)
+	return rec, ctx.Err()
+}
+
+func (t *topology) startUpstreams(sc *scenarios.Scenario, seed uint64) error {
+	names := make([]string, 0, len(sc.Services))
+	for n := range sc.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		svc := sc.Services[name]
+		for i := range svc.Instances {
+			up, err := faults.NewUpstream(faults.UpstreamConfig{
+				Service:  name,
+				Instance: i,
+				Seed:     seed,
+				Response: svc.FaultResponse(),
+				Faults:   sc.InstanceFaults(name, i),
+				OnEvent:  t.record,
+			})
+			if err != nil {
+				return err
+			}
+			if err := up.Start("127.0.0.1:0"); err != nil {
+				return err
+			}
+			t.upstreams = append(t.upstreams, &instance{service: name, index: i, up: up})
+		}
+	}
+	return nil
+}
+
+func (t *topology) startProxies(sc *scenarios.Scenario) error {
+	for name, p := range sc.Proxies {
+		var endpoints []string
+		for _, in := range t.upstreams {
+			if in.service == p.RoutesTo {
+				endpoints = append(endpoints, in.up.Addr())
+			}
+		}
+		b, err := scenarios.BuildBootstrap(sc, name, scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints})
+		if err != nil {
+			return fmt.Errorf("proxy %s: %w", name, err)
+		}
+		cfg, err := config.FromProto(b)
+		if err != nil {
+			return fmt.Errorf("proxy %s: %w", name, err)
+		}
+		srv, err := proxy.New(cfg, proxy.Options{Bootstrap: b})
+		if err != nil {
+			return fmt.Errorf("proxy %s: %w", name, err)
+		}
+		if err := srv.Start(); err != nil {
+			return fmt.Errorf("proxy %s: %w", name, err)
+		}
+		t.proxies[name] = srv
+	}
+	return nil
+}
+
+func (t *topology) record(e faults.Event) {
+	t.mu.Lock()
+	t.events = append(t.events, e)
+	t.mu.Unlock()
+}
+
+// faultEvents returns the fault events in time order, as offsets from the run start.
+func (t *topology) faultEvents(start time.Time) []reports.FaultEvent {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]reports.FaultEvent, 0, len(t.events))
+	for _, e := range t.events {
+		out = append(out, reports.FaultEvent{At: e.Time.Sub(start), Service: e.Service, Instance: e.Instance,
+			Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
+	return out
+}
+
+func (t *topology) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Errors while stopping change nothing in a finished run's record.
+	for _, p := range t.proxies {
+		_ = p.Shutdown(ctx)
+	}
+	for _, in := range t.upstreams {
+		_ = in.up.Close()
+	}
+}

@@ -1,0 +1,105 @@
+package live_test
+
+import (
+	"context"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gleak"
+
+	"github.com/meshproof/meshproof/mesh/live"
+	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+const scenario = `name: live-spec
+seed: 11
+services:
+  backend:
+    instances: 2
+    response: {size: 32}
+proxies:
+  edge:
+    routes_to: backend
+    route: {retry_policy: {retry_on: 5xx, num_retries: 2}}
+load: {target: edge, rate: 200/s, duration: 500ms}
+faults:
+  - {service: backend, instances: [1], abort: {status: 503, percent: 40}}
+`
+
+func parse(doc string) *scenarios.Scenario {
+	GinkgoHelper()
+	sc, err := scenarios.Parse([]byte(doc), "live-spec.yaml")
+	Expect(err).NotTo(HaveOccurred())
+	return sc
+}
+
+var _ = Describe("Run", func() {
+	It("runs the topology and records the client, proxy and upstream views, then stops everything", func() {
+		before := gleak.Goroutines()
+		rec, err := live.Run(context.Background(), parse(scenario), live.Options{})
+		Expect(err).NotTo(HaveOccurred())
+
+		Expect(rec.Scenario).To(Equal("live-spec"))
+		Expect(rec.Seed).To(BeEquivalentTo(11))
+		Expect(rec.Samples).To(HaveLen(100))
+		Expect(rec.Upstreams).To(HaveLen(2))
+		Expect(rec.Upstreams[0].Service + "/0").To(Equal("backend/0"))
+		Expect(rec.Upstreams[1].Instance).To(Equal(1))
+
+		// The fault on backend/1 is seen upstream, retried by the proxy, and hidden from clients.
+		aborts := rec.Upstreams[1].Statuses[503]
+		Expect(aborts).To(BeNumerically(">", 0))
+		Expect(rec.Upstreams[0].Statuses[503]).To(BeZero())
+		st := rec.ProxyStats
+		Expect(st["cluster.backend.upstream_rq_retry"]+st["cluster.backend.upstream_rq_retry_limit_exceeded"]+
+			st["cluster.backend.upstream_rq_retry_overflow"]).To(Equal(aborts), "every 503 is retried, or is out of retries or of retry budget")
+		var events uint64
+		for _, e := range rec.Events {
+			Expect(e.Service).To(Equal("backend"))
+			Expect(e.Instance).To(Equal(1))
+			Expect(e.Fault).To(Equal("faults[0]"))
+			Expect(e.RequestID).To(HavePrefix("mp-"), "the load generator's request id reaches the upstream through the proxy")
+			events++
+		}
+		Expect(events).To(Equal(aborts))
+		s := reports.Summarize(rec)
+		Expect(s.UpstreamRequests).To(Equal(s.Requests + s.Retries), "one upstream request per attempt: the first try plus each retry")
+
+		Eventually(gleak.Goroutines).ShouldNot(gleak.HaveLeaked(before), "every server and connection is closed")
+	})
+
+	It("makes the same fault decisions for the same seed, and others for another seed", func() {
+		decisions := func(seed *uint64) string {
+			rec, err := live.Run(context.Background(), parse(scenario), live.Options{Seed: seed})
+			Expect(err).NotTo(HaveOccurred())
+			// The n-th request at backend/1 is aborted or not by (seed, instance, n) alone.
+			aborted := map[uint64]bool{}
+			for _, e := range rec.Events {
+				aborted[e.Seq] = true
+			}
+			var fp strings.Builder
+			for n := uint64(1); n <= 40; n++ {
+				if aborted[n] {
+					fp.WriteByte('x')
+				} else {
+					fp.WriteByte('.')
+				}
+			}
+			return fp.String()
+		}
+		other := uint64(12345)
+		first, second, third := decisions(nil), decisions(nil), decisions(&other)
+		Expect(first).To(Equal(second))
+		Expect(first).NotTo(Equal(third))
+	})
+
+	It("stops early and still returns the record when the context ends", func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		rec, err := live.Run(ctx, parse(scenario), live.Options{})
+		Expect(err).To(MatchError(context.Canceled))
+		Expect(rec).NotTo(BeNil())
+	})
+})
