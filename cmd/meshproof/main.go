@@ -1,0 +1,75 @@
+// Command meshproof runs resilience scenarios against a real Envoy-configured proxy, and runs that same
+// proxy standalone.
+//
+//	meshproof run FILE [--out DIR] [--seed N]   run a scenario end to end; exit 0 pass, 1 check failed, 2 bad input
+//	meshproof validate FILE…                    check scenario files without running them
+//	meshproof proxy -c BOOTSTRAP.yaml           run the proxy from an Envoy v3 static bootstrap
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1 // a check failed, or the run could not complete
+	exitInvalid = 2 // invalid input: usage, scenario or configuration
+)
+
+const usage = `meshproof — prove a service mesh's resilience policies before rollout.
+
+Usage:
+  meshproof run FILE [--out DIR] [--seed N]   run a scenario on the embedded runner and check it
+  meshproof validate FILE...                  validate scenario files without running them
+  meshproof proxy -c BOOTSTRAP.yaml           run the proxy standalone from an Envoy v3 bootstrap
+  meshproof help                              show this help
+
+Exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Main runs the command line and returns the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitInvalid
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(ctx, args[1:], stdout, stderr)
+	case "validate":
+		return cmdValidate(args[1:], stdout, stderr)
+	case "proxy":
+		return cmdProxy(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "meshproof: unknown command %q\n\n%s", args[0], usage)
+	return exitInvalid
+}
+
+// printErr prints an error, one joined error per line.
+func printErr(w io.Writer, err error) {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		for _, e := range joined.Unwrap() {
+			fmt.Fprintf(w, "meshproof: %v\n", e)
+		}
+		return
+	}
+	fmt.Fprintf(w, "meshproof: %v\n", err)
+}

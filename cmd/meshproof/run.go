@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/meshproof/meshproof/mesh/live"
+	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+// cmdRun runs one scenario end to end on the embedded runner.
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "run directory for report.json (default runs/<scenario>-<time>)")
+	seedFlag := fs.String("seed", "", "override the scenario's seed")
+	file, err := parseInterspersed(fs, args)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshproof run: %v\nusage: meshproof run FILE [--out DIR] [--seed N]\n", err)
+		return exitInvalid
+	}
+	var opts live.Options
+	if *seedFlag != "" {
+		seed, err := strconv.ParseUint(*seedFlag, 10, 64)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshproof run: --seed %q: want a non-negative integer\n", *seedFlag)
+			return exitInvalid
+		}
+		opts.Seed = &seed
+	}
+	sc, err := scenarios.LoadFile(file)
+	if err != nil {
+		printErr(stderr, err)
+		return exitInvalid
+	}
+	dir := *out
+	if dir == "" {
+		dir = filepath.Join("runs", sc.Name+"-"+time.Now().Format("20060102-150405"))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		printErr(stderr, err)
+		return exitFailed
+	}
+
+	fmt.Fprintf(stdout, "meshproof: running %s (%s) for %s at %g/s\n", sc.Name, file, sc.Load.Duration.Duration, sc.Load.Rate.PerSecond)
+	rec, err := live.Run(ctx, sc, opts)
+	if err != nil {
+		printErr(stderr, err)
+		return exitFailed
+	}
+	checks := make([]reports.Check, len(sc.Checks))
+	for i, c := range sc.Checks {
+		checks[i] = c.Check
+	}
+	rep := reports.NewReport(rec, checks)
+	if err := reports.WriteTerminal(stdout, rep); err != nil {
+		printErr(stderr, err)
+		return exitFailed
+	}
+	reportPath := filepath.Join(dir, "report.json")
+	if err := reports.WriteJSON(reportPath, rep); err != nil {
+		printErr(stderr, err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "report: %s\n", reportPath)
+	if !rep.Passed {
+		return exitFailed
+	}
+	return exitOK
+}
+
+// parseInterspersed parses flags that may come before or after the one positional FILE argument.
+func parseInterspersed(fs *flag.FlagSet, args []string) (string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(positional) != 1 {
+		return "", fmt.Errorf("want exactly one scenario FILE, got %d", len(positional))
+	}
+	return positional[0], nil
+}
+
+// cmdValidate loads each scenario file and reports every error, without running anything.
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: meshproof validate FILE...")
+		return exitInvalid
+	}
+	code := exitOK
+	for _, f := range args {
+		if _, err := scenarios.LoadFile(f); err != nil {
+			printErr(stderr, err)
+			code = exitInvalid
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", f)
+	}
+	return code
+}
