@@ -65,7 +65,7 @@ var _ = Describe("Run", func() {
 		}
 		Expect(events).To(Equal(aborts))
 		s := reports.Summarize(rec)
-		Expect(s.UpstreamRequests).To(Equal(s.Requests + s.Retries), "one upstream request per attempt: the first try plus each retry")
+		Expect(s.UpstreamRequests).To(Equal(s.Requests+s.Retries), "one upstream request per attempt: the first try plus each retry")
 
 		Eventually(gleak.Goroutines).ShouldNot(gleak.HaveLeaked(before), "every server and connection is closed")
 	})
