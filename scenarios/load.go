@@ -98,8 +98,8 @@ func yamlError(err error, file string, f *ast.File) error {
 	var unknown *yaml.UnknownFieldError
 	if errors.As(err, &unknown) && f != nil && tok != nil {
 		if path := pathOfKey(f, tok); path != "" {
-			e.Field = fieldPath(path)
-			if fields := acceptedAt(e.Field); len(fields) > 0 {
+			e.Path = fieldPath(path)
+			if fields := acceptedAt(e.Path); len(fields) > 0 {
 				e.Msg += "; accepted here: " + strings.Join(fields, ", ")
 			}
 		}
@@ -201,7 +201,7 @@ type validator struct {
 // at reports an error at the node of a field path ("faults[0].abort.status"); when that node is absent,
 // at its nearest present parent.
 func (v *validator) at(field, format string, args ...any) {
-	e := &Error{File: v.file, Field: field, Msg: fmt.Sprintf(format, args...)}
+	e := &Error{File: v.file, Path: field, Msg: fmt.Sprintf(format, args...)}
 	if n := v.node(field); n != nil {
 		if t := n.GetToken(); t != nil && t.Position != nil {
 			e.Line, e.Column = t.Position.Line, t.Position.Column
@@ -357,7 +357,7 @@ func (v *validator) configErrors(err error, field string) {
 			}
 			continue
 		}
-		v.errs = append(v.errs, &Error{File: v.file, Line: ce.Line, Column: ce.Column, Field: ce.Path, Msg: ce.Msg})
+		v.errs = append(v.errs, ce)
 	}
 }
 

@@ -110,7 +110,7 @@ var _ = Describe("Parse", func() {
 			Expect(errs).NotTo(BeEmpty(), "every error is a *scenarios.Error: %v", err)
 			Expect(errs[0].File).To(Equal("bad.yaml"))
 			Expect(errs[0].Line).To(Equal(line), err.Error())
-			Expect(errs[0].Field).To(Equal(field), err.Error())
+			Expect(errs[0].Path).To(Equal(field), err.Error())
 			Expect(errs[0].Msg).To(ContainSubstring(msg))
 			Expect(err.Error()).To(HavePrefix("bad.yaml:%d:", line))
 		},

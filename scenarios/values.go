@@ -8,40 +8,17 @@ import (
 
 	"github.com/goccy/go-yaml/ast"
 
+	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/reports"
 )
 
-// Error is a problem in a scenario file, pointing at the line and field.
-type Error struct {
-	File         string
-	Line, Column int
-	Field        string // e.g. "faults[0].abort.percent"
-	Msg          string
-}
-
-func (e *Error) Error() string {
-	var b strings.Builder
-	if e.File != "" {
-		b.WriteString(e.File)
-		b.WriteString(":")
-	}
-	if e.Line > 0 {
-		fmt.Fprintf(&b, "%d:%d:", e.Line, e.Column)
-	}
-	if b.Len() > 0 {
-		b.WriteString(" ")
-	}
-	if e.Field != "" {
-		b.WriteString(e.Field)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+// Error is a problem in a scenario file, pointing at the line and field ("faults[0].abort.percent"). It is
+// the proxy config decoder's error type, so that Envoy fields and scenario fields read alike.
+type Error = config.Error
 
 // nodeError is an *Error at a node (the file is filled in by Load).
 func nodeError(n ast.Node, format string, args ...any) *Error {
-	e := &Error{Field: fieldPath(n.GetPath()), Msg: fmt.Sprintf(format, args...)}
+	e := &Error{Path: fieldPath(n.GetPath()), Msg: fmt.Sprintf(format, args...)}
 	if t := n.GetToken(); t != nil && t.Position != nil {
 		e.Line, e.Column = t.Position.Line, t.Position.Column
 	}
