@@ -43,7 +43,7 @@ func (s *Server) adminHandler() http.Handler {
 	get("/stats", s.serveStats)
 	get("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("content-type", "text/plain; version=0.0.4")
-		_ = stats.WritePrometheus(w, s.store.Snapshot())
+		_ = stats.WritePrometheus(w, s.store.Snapshot(), s.store.Histograms())
 	})
 	get("/clusters", s.serveClusters)
 	get("/config_dump", func(w http.ResponseWriter, _ *http.Request) {
@@ -79,17 +79,17 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 		}
 		filter = re
 	}
-	snap := s.store.Snapshot()
+	snap, hists := s.store.Snapshot(), s.store.Histograms()
 	switch format := r.URL.Query().Get("format"); format {
 	case "json":
 		w.Header().Set("content-type", "application/json")
-		_ = stats.WriteJSON(w, snap, filter)
+		_ = stats.WriteJSON(w, snap, hists, filter)
 	case "prometheus":
 		w.Header().Set("content-type", "text/plain; version=0.0.4")
-		_ = stats.WritePrometheus(w, snap)
+		_ = stats.WritePrometheus(w, snap, hists)
 	case "", "text":
 		w.Header().Set("content-type", "text/plain")
-		_ = stats.WriteText(w, snap, filter)
+		_ = stats.WriteText(w, snap, hists, filter)
 	default:
 		http.Error(w, fmt.Sprintf("usage: /stats?format=(json|prometheus|text): unknown format %q", format), http.StatusBadRequest)
 	}

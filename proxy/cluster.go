@@ -48,6 +48,7 @@ type clusterStats struct {
 	rqRetryBackoffExponential, cxTotal, cxConnectFail, cxConnectTimeout       *stats.Counter
 	cxNoneHealthy, rq2xx, rq3xx, rq4xx, rq5xx, lbHealthyPanic, rqPendingTotal *stats.Counter
 	rqActive, cxActive, membershipHealthy, membershipTotal, retryOpen         *stats.Gauge
+	rqTime, cxConnectMs                                                       *stats.Histogram
 }
 
 func newClusterStats(store *stats.Store, name string) clusterStats {
@@ -69,6 +70,7 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 		rqActive: g("upstream_rq_active"), cxActive: g("upstream_cx_active"),
 		membershipHealthy: g("membership_healthy"), membershipTotal: g("membership_total"),
 		retryOpen: g("circuit_breakers.default.rq_retry_open"),
+		rqTime:    store.Histogram(p + "upstream_rq_time"), cxConnectMs: store.Histogram(p + "upstream_cx_connect_ms"),
 	}
 }
 
@@ -107,6 +109,7 @@ func newCluster(cfg config.Cluster, store *stats.Store) *cluster {
 			if h != nil {
 				h.cxTotal.Add(1)
 			}
+			began := time.Now()
 			conn, err := dialer.DialContext(ctx, network, addr)
 			if err != nil {
 				c.st.cxConnectFail.Inc()
@@ -119,6 +122,7 @@ func newCluster(cfg config.Cluster, store *stats.Store) *cluster {
 				}
 				return nil, &connectError{err: err}
 			}
+			c.st.cxConnectMs.Record(time.Since(began))
 			c.st.cxActive.Inc()
 			if h != nil {
 				h.cxActive.Add(1)

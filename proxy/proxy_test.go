@@ -77,6 +77,7 @@ type setup struct {
 	clusters []config.Cluster
 	// requestTimeout is the HCM request_timeout.
 	requestTimeout time.Duration
+	fault          *config.FaultFilter
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
@@ -101,7 +102,7 @@ func start(s setup) (*proxy.Server, string) {
 	vh.Name, vh.Domains, vh.Routes = "all", []string{"*"}, s.routes
 	cfg := &config.Bootstrap{
 		Admin: &config.Admin{Address: "127.0.0.1:0"},
-		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout,
+		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout, Fault: s.fault,
 			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
 		Clusters: s.clusters,
 	}
@@ -380,6 +381,9 @@ var _ = Describe("Proxy", func() {
 				"cluster.backend.upstream_rq_503: 2",
 				"http.ingress.downstream_rq_5xx: 1",
 			))
+			Expect(body).To(MatchRegexp(`(?m)^cluster\.backend\.upstream_rq_time: P0\(nan,[0-9.]+\) P25\(nan,[0-9.]+\) .* P100\(nan,[0-9.]+\)$`))
+			Expect(body).To(MatchRegexp(`(?m)^cluster\.backend\.upstream_cx_connect_ms: P0\(`))
+			Expect(body).To(MatchRegexp(`(?m)^http\.ingress\.downstream_rq_time: P0\(`))
 			_, _, body = get(admin + "/stats?filter=retry_limit")
 			Expect(body).To(Equal("cluster.backend.upstream_rq_retry_limit_exceeded: 1\n"))
 		})

@@ -43,6 +43,7 @@ var _ http.Handler = (*router)(nil)
 type hcmStats struct {
 	rqTotal, noRoute, rqTimeout, rq2xx, rq3xx, rq4xx, rq5xx, cxTotal *stats.Counter
 	rqActive, cxActive                                               *stats.Gauge
+	rqTime                                                           *stats.Histogram
 }
 
 func newHCMStats(store *stats.Store, prefix string) hcmStats {
@@ -52,6 +53,7 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"),
 		rq2xx: c("downstream_rq_2xx"), rq3xx: c("downstream_rq_3xx"), rq4xx: c("downstream_rq_4xx"), rq5xx: c("downstream_rq_5xx"),
 		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
+		rqTime: store.Histogram(p + "downstream_rq_time"),
 	}
 }
 
@@ -129,9 +131,13 @@ func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.Vir
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
 	rt.st.rqTotal.Inc()
 	rt.st.rqActive.Inc()
-	defer rt.st.rqActive.Dec()
+	defer func() {
+		rt.st.rqActive.Dec()
+		rt.st.rqTime.Record(time.Since(began))
+	}()
 
 	vh, route := rt.match(r)
 	if route == nil {
@@ -181,6 +187,7 @@ type attempt struct {
 	resp    *http.Response // with outcome Response: headers received, body still to read
 	host    *host
 	cancel  context.CancelCauseFunc
+	sent    time.Time     // when the attempt was sent
 	took    time.Duration // from send to response headers
 }
 
@@ -297,9 +304,9 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	if perTry > 0 {
 		timer = time.AfterFunc(perTry, func() { cancel(errPerTryTimeout) })
 	}
-	sent := time.Now()
+	a.sent = time.Now()
 	resp, err := cl.transport.RoundTrip(out)
-	a.took = time.Since(sent)
+	a.took = time.Since(a.sent)
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: the attempt's context is gone, so is the body.
 		resp.Body.Close()
@@ -353,6 +360,7 @@ func (f *forward) abandon(a attempt) {
 	if a.resp != nil {
 		_, _ = io.CopyN(io.Discard, a.resp.Body, 64<<10)
 		a.resp.Body.Close()
+		f.cl.st.rqTime.Record(time.Since(a.sent))
 	}
 	a.cancel(nil)
 }
@@ -425,7 +433,9 @@ func (f *forward) relay(ctx context.Context, a attempt, n int) {
 	f.rt.st.status(resp.StatusCode)
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
-	if _, err := io.CopyBuffer(f.w, resp.Body, *bp); err != nil {
+	_, err := io.CopyBuffer(f.w, resp.Body, *bp)
+	f.cl.st.rqTime.Record(time.Since(a.sent))
+	if err != nil {
 		if context.Cause(ctx) == errRouteTimeout {
 			f.cl.st.rqTimeout.Inc()
 		}

@@ -42,7 +42,12 @@ type Server struct {
 	live     atomic.Bool // false after POST /healthcheck/fail
 	quit     chan struct{}
 	quitOnce sync.Once
+	stop     chan struct{} // closed when the server stops: ends the stats flush loop
+	stopOnce sync.Once
 }
+
+// statsFlushInterval is Envoy's default stats_flush_interval: histograms' interval values cover it.
+const statsFlushInterval = 5 * time.Second
 
 // New builds a proxy from a validated configuration; Start opens its sockets.
 func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
@@ -50,7 +55,7 @@ func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
 		return nil, errors.New("proxy: nil configuration")
 	}
 	s := &Server{cfg: cfg, opts: opts, store: opts.Stats, clusters: map[string]*cluster{},
-		listeners: map[string]net.Listener{}, quit: make(chan struct{})}
+		listeners: map[string]net.Listener{}, quit: make(chan struct{}), stop: make(chan struct{})}
 	if s.store == nil {
 		s.store = stats.NewStore()
 	}
@@ -74,7 +79,11 @@ func (s *Server) Start() error {
 		}
 		s.listeners[l.Name] = ln
 		hcm := newRouter(l, s.clusters, s.store)
-		srv := &http.Server{Handler: hcm, ReadHeaderTimeout: time.Minute, ConnState: hcm.connState,
+		var handler http.Handler = hcm
+		if l.Fault != nil {
+			handler = newFaultFilter(l.Fault, hcm, s.store, l.StatPrefix)
+		}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: time.Minute, ConnState: hcm.connState,
 			ErrorLog: discardLog}
 		s.servers = append(s.servers, srv)
 		go func() { _ = srv.Serve(ln) }()
@@ -90,8 +99,24 @@ func (s *Server) Start() error {
 		s.servers = append(s.servers, srv)
 		go func() { _ = srv.Serve(ln) }()
 	}
+	go s.flushStats()
 	return nil
 }
+
+func (s *Server) flushStats() {
+	t := time.NewTicker(statsFlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.store.FlushHistograms()
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+func (s *Server) stopFlush() { s.stopOnce.Do(func() { close(s.stop) }) }
 
 // ListenerAddr is the bound host:port of the named listener ("" if there is none).
 func (s *Server) ListenerAddr(name string) string {
@@ -134,6 +159,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range s.clusters {
 		c.close()
 	}
+	s.stopFlush()
 	return errors.Join(errs...)
 }
 
@@ -158,6 +184,7 @@ func (s *Server) closeLocked() {
 	for _, c := range s.clusters {
 		c.close()
 	}
+	s.stopFlush()
 }
 
 // connState keeps the downstream connection stats.

@@ -121,6 +121,20 @@ var _ = Describe("ParseBootstrap", func() {
 			edit("- endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8080}}}",
 				"- {endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8080}}}, load_balancing_weight: 7}"),
 			func(b *config.Bootstrap) { b.Clusters[0].Endpoints[0].Weight = 7 }),
+		Entry("the fault filter before the router",
+			edit("          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.fault
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, max_active_faults: 5, abort: {http_status: 503, percentage: {numerator: 25, denominator: TEN_THOUSAND}}, delay: {header_delay: {}}, headers: [{name: x-chaos, string_match: {exact: "on"}}]}
+          - name: envoy.filters.http.router
+`),
+			func(b *config.Bootstrap) {
+				max, on := uint32(5), "on"
+				b.Listeners[0].Fault = &config.FaultFilter{
+					Abort:           &config.FaultAbort{HTTPStatus: 503, Percent: config.Fraction{Numerator: 25, Denominator: 10000}},
+					Delay:           &config.FaultDelay{FromHeader: true, Percent: config.Fraction{Numerator: 100, Denominator: 100}},
+					Headers:         []config.HeaderMatcher{{Name: "x-chaos", Exact: &on}},
+					MaxActiveFaults: &max,
+				}
+			}),
 		Entry("an admin without an address is disabled, as in Envoy",
 			edit("static_resources:", "admin: {}\nstatic_resources:"),
 			func(*config.Bootstrap) {}),
@@ -196,11 +210,17 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("a typed_config with an unknown @type",
 			edit("filters.http.router.v3.Router}", "filters.http.router.v3.Ruoter}"),
 			at(13, 37, hcmPath+".http_filters[0].typed_config.@type",
-				`unknown type "type.googleapis.com/envoy.extensions.filters.http.router.v3.Ruoter" (accepted: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)`)),
+				`unknown type "type.googleapis.com/envoy.extensions.filters.http.router.v3.Ruoter" (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)`)),
 		Entry("a typed_config of a known type not accepted there",
 			edit("envoy.extensions.filters.http.router.v3.Router}", "envoy.config.cluster.v3.Cluster}"),
 			at(13, 37, hcmPath+".http_filters[0].typed_config.@type",
-				"type envoy.config.cluster.v3.Cluster is not supported here by meshproof (accepted: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)")),
+				"type envoy.config.cluster.v3.Cluster is not supported here by meshproof (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)")),
+		Entry("the fault filter after the router",
+			edit("            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\n", `            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+          - {name: f, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, abort: {http_status: 503}}}
+`),
+			at(12, 13, hcmPath+".http_filters[0]", "the router must be the last HTTP filter"),
+			at(14, 13, hcmPath+".http_filters[1]", "the fault filter must come before the router")),
 		Entry("a typed_config without @type",
 			edit(`typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}`, "typed_config: {}"),
 			at(13, 27, hcmPath+".http_filters[0].typed_config", `missing "@type"`)),

@@ -16,6 +16,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
@@ -129,7 +130,7 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	}
 	out.StatPrefix = hcm.GetStatPrefix()
 	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
-	c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
+	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
 	if hcm.GetRouteConfig() == nil {
 		c.fail(joinPath(path, "route_config"), "required: an inline route_config (RDS is not supported)")
 		return out
@@ -165,22 +166,40 @@ func unpack[T proto.Message](c *converter, a *anypb.Any, path string) (T, bool) 
 	return typed, true
 }
 
-// httpFilters checks the HTTP filter chain: it ends with the router, and nothing follows the router.
-func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) {
+// httpFilters checks the HTTP filter chain — at most one fault filter, then the router, last — and
+// returns the fault filter's configuration, if any.
+func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *FaultFilter {
 	if len(filters) == 0 {
 		c.fail(path, "want at least the router filter (%s)", routerType)
-		return
+		return nil
 	}
+	var fault *FaultFilter
 	for i, f := range filters {
 		fpath := joinPath(indexPath(path, i), "typed_config")
 		if f.GetTypedConfig() == nil {
 			c.fail(fpath, "required")
 			continue
 		}
-		if _, ok := unpack[*routerv3.Router](c, f.GetTypedConfig(), fpath); ok && i != len(filters)-1 {
-			c.fail(indexPath(path, i), "the router must be the last HTTP filter")
+		last := i == len(filters)-1
+		switch f.GetTypedConfig().GetTypeUrl() {
+		case "type.googleapis.com/" + faultType:
+			hf, ok := unpack[*faultv3.HTTPFault](c, f.GetTypedConfig(), fpath)
+			switch {
+			case !ok:
+			case fault != nil:
+				c.fail(indexPath(path, i), "only one fault filter is supported")
+			case last:
+				c.fail(indexPath(path, i), "the fault filter must come before the router")
+			default:
+				fault = c.faultFilter(hf, fpath)
+			}
+		default:
+			if _, ok := unpack[*routerv3.Router](c, f.GetTypedConfig(), fpath); ok && !last {
+				c.fail(indexPath(path, i), "the router must be the last HTTP filter")
+			}
 		}
 	}
+	return fault
 }
 
 func (c *converter) routeConfig(rc *routev3.RouteConfiguration, path string, clusters map[string]bool) RouteConfig {

@@ -21,7 +21,7 @@ var _ = Describe("proxy/README.md", func() {
 				continue
 			}
 			msg := strings.Trim(strings.TrimSpace(cells[1]), "`")
-			if strings.HasPrefix(msg, "config.") || strings.HasPrefix(msg, "extensions.") {
+			if strings.HasPrefix(msg, "config.") || strings.HasPrefix(msg, "extensions.") || strings.HasPrefix(msg, "type.") {
 				rows["envoy."+msg] = cells[2]
 			}
 		}

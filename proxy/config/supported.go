@@ -9,6 +9,7 @@ import (
 
 	// Register the typed_config types meshproof accepts in google.protobuf.Any, so that
 	// protoregistry.GlobalTypes resolves their @type.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 )
@@ -17,6 +18,7 @@ import (
 const (
 	hcmType    = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 	routerType = "envoy.extensions.filters.http.router.v3.Router"
+	faultType  = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 )
 
 // supported is the subset of Envoy's v3 API that meshproof implements: message full name → proto field
@@ -74,9 +76,58 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name":         nil,
-		"typed_config": {routerType},
+		"typed_config": {faultType, routerType},
 	},
 	routerType: {},
+
+	// The HTTP fault filter: delays and aborts as local replies, before the router.
+	faultType: {
+		"delay":               nil,
+		"abort":               nil,
+		"upstream_cluster":    nil,
+		"headers":             nil,
+		"max_active_faults":   nil,
+		"response_rate_limit": nil,
+	},
+	"envoy.extensions.filters.common.fault.v3.FaultDelay": {
+		"fixed_delay":  nil,
+		"header_delay": nil,
+		"percentage":   nil,
+	},
+	"envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay": {},
+	"envoy.extensions.filters.http.fault.v3.FaultAbort": {
+		"http_status":  nil,
+		"grpc_status":  nil,
+		"header_abort": nil,
+		"percentage":   nil,
+	},
+	"envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort": {},
+	"envoy.extensions.filters.common.fault.v3.FaultRateLimit": {
+		"fixed_limit":  nil,
+		"header_limit": nil,
+		"percentage":   nil,
+	},
+	"envoy.extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit": {
+		"limit_kbps": nil,
+	},
+	"envoy.extensions.filters.common.fault.v3.FaultRateLimit.HeaderLimit": {},
+	"envoy.type.v3.FractionalPercent": {
+		"numerator":   nil,
+		"denominator": nil,
+	},
+	"envoy.config.route.v3.HeaderMatcher": {
+		"name":          nil,
+		"present_match": nil,
+		"string_match":  nil,
+		"invert_match":  nil,
+	},
+	"envoy.type.matcher.v3.StringMatcher": {
+		"exact":       nil,
+		"prefix":      nil,
+		"suffix":      nil,
+		"contains":    nil,
+		"ignore_case": nil,
+	},
 
 	// Routes.
 	"envoy.config.route.v3.RouteConfiguration": {

@@ -25,6 +25,57 @@ type Listener struct {
 	StatPrefix     string // the HTTP connection manager's stat_prefix
 	Routes         RouteConfig
 	RequestTimeout time.Duration // HCM request_timeout; 0 = none (Envoy's default)
+	Fault          *FaultFilter  // the HTTP fault filter, when the filter chain has one before the router
+}
+
+// FaultFilter is envoy.extensions.filters.http.fault.v3.HTTPFault: delays and aborts injected by the
+// proxy itself. Its aborts are local replies: the router never sees them (no retry, no outlier signal).
+type FaultFilter struct {
+	Delay           *FaultDelay
+	Abort           *FaultAbort
+	RateLimit       *FaultRateLimit
+	UpstreamCluster string          // only requests routed to this cluster; "" = all
+	Headers         []HeaderMatcher // only requests matching all of them
+	MaxActiveFaults *uint32         // nil = unlimited
+}
+
+// FaultDelay delays a share of requests by Fixed, or by the x-envoy-fault-delay-request header (ms).
+type FaultDelay struct {
+	Fixed      time.Duration
+	FromHeader bool
+	Percent    Fraction
+}
+
+// FaultAbort aborts a share of requests with HTTPStatus or GRPCStatus, or with the status in the
+// x-envoy-fault-abort-request / x-envoy-fault-abort-grpc-request header.
+type FaultAbort struct {
+	HTTPStatus int
+	GRPCStatus *uint32
+	FromHeader bool
+	Percent    Fraction
+}
+
+// FaultRateLimit throttles a share of response bodies to KiBps, or to the x-envoy-fault-throughput-response
+// header (KiB/s).
+type FaultRateLimit struct {
+	KiBps      uint64
+	FromHeader bool
+	Percent    Fraction
+}
+
+// Fraction is Envoy's FractionalPercent: Numerator out of Denominator (100, 10000 or 1000000).
+type Fraction struct {
+	Numerator, Denominator uint32
+}
+
+// HeaderMatcher matches one request header (Envoy's HeaderMatcher subset): exactly one of the match
+// kinds; Present alone tests presence.
+type HeaderMatcher struct {
+	Name                            string
+	Exact, Prefix, Suffix, Contains *string
+	IgnoreCase                      bool
+	Present                         *bool
+	Invert                          bool
 }
 
 // RouteConfig is an Envoy RouteConfiguration.

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
-// WriteText writes Envoy's /stats text format: one "name: value" per line, sorted, optionally only the
-// stats whose name matches filter.
-func WriteText(w io.Writer, snap []Stat, filter *regexp.Regexp) error {
+// WriteText writes Envoy's /stats text format: one "name: value" per line, sorted, then one line per
+// histogram with its quantiles; optionally only the stats whose name matches filter.
+func WriteText(w io.Writer, snap []Stat, hists []HistogramSnapshot, filter *regexp.Regexp) error {
 	for _, st := range snap {
 		if filter != nil && !filter.MatchString(st.Name) {
 			continue
@@ -19,26 +20,65 @@ func WriteText(w io.Writer, snap []Stat, filter *regexp.Regexp) error {
 			return err
 		}
 	}
+	for _, h := range hists {
+		if filter != nil && !filter.MatchString(h.Name) {
+			continue
+		}
+		if _, err := fmt.Fprintln(w, h.textLine()); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// WriteJSON writes Envoy's /stats?format=json shape: {"stats":[{"name":…,"value":…},…]}.
-func WriteJSON(w io.Writer, snap []Stat, filter *regexp.Regexp) error {
-	type entry struct {
-		Name  string `json:"name"`
-		Value int64  `json:"value"`
+// WriteJSON writes Envoy's /stats?format=json shape: {"stats":[{"name":…,"value":…},…,{"histograms":
+// {"supported_quantiles":[…],"computed_quantiles":[{"name":…,"values":[{"interval":…,"cumulative":…}]}]}}]}.
+// Quantile values without data are null.
+func WriteJSON(w io.Writer, snap []Stat, hists []HistogramSnapshot, filter *regexp.Regexp) error {
+	type quantile struct {
+		Interval   *float64 `json:"interval"`
+		Cumulative *float64 `json:"cumulative"`
+	}
+	type computed struct {
+		Name   string     `json:"name"`
+		Values []quantile `json:"values"`
+	}
+	type histograms struct {
+		Supported []float64  `json:"supported_quantiles"`
+		Computed  []computed `json:"computed_quantiles"`
 	}
 	out := struct {
-		Stats []entry `json:"stats"`
-	}{Stats: []entry{}}
+		Stats []any `json:"stats"`
+	}{Stats: []any{}}
 	for _, st := range snap {
 		if filter == nil || filter.MatchString(st.Name) {
-			out.Stats = append(out.Stats, entry{st.Name, st.Value})
+			out.Stats = append(out.Stats, map[string]any{"name": st.Name, "value": st.Value})
 		}
+	}
+	hs := histograms{Supported: Quantiles, Computed: []computed{}}
+	for _, h := range hists {
+		if filter != nil && !filter.MatchString(h.Name) {
+			continue
+		}
+		c := computed{Name: h.Name}
+		for i := range Quantiles {
+			c.Values = append(c.Values, quantile{numberOrNull(h.Interval[i]), numberOrNull(h.Cumul[i])})
+		}
+		hs.Computed = append(hs.Computed, c)
+	}
+	if len(hs.Computed) > 0 {
+		out.Stats = append(out.Stats, map[string]any{"histograms": hs})
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+func numberOrNull(v float64) *float64 {
+	if v != v {
+		return nil
+	}
+	return &v
 }
 
 // tagPrefixes are the stat name prefixes whose second segment Envoy's default tag extractors turn into a
@@ -76,8 +116,9 @@ func sanitize(s string) string {
 	}, s)
 }
 
-// WritePrometheus writes the Prometheus text exposition format, one TYPE line per metric family.
-func WritePrometheus(w io.Writer, snap []Stat) error {
+// WritePrometheus writes the Prometheus text exposition format, one TYPE line per metric family;
+// histograms as cumulative buckets (le in ms), _sum and _count.
+func WritePrometheus(w io.Writer, snap []Stat, hists []HistogramSnapshot) error {
 	type sample struct {
 		labels string
 		value  int64
@@ -117,6 +158,37 @@ func WritePrometheus(w io.Writer, snap []Stat) error {
 			if err != nil {
 				return err
 			}
+		}
+	}
+	return writePromHistograms(w, hists)
+}
+
+func writePromHistograms(w io.Writer, hists []HistogramSnapshot) error {
+	typed := map[string]bool{}
+	for _, h := range hists {
+		metric, labels := PromName(h.Name)
+		if !typed[metric] {
+			typed[metric] = true
+			if _, err := fmt.Fprintf(w, "# TYPE %s histogram\n", metric); err != nil {
+				return err
+			}
+		}
+		sep := ""
+		if labels != "" {
+			sep = ","
+		}
+		for _, b := range h.Buckets {
+			if _, err := fmt.Fprintf(w, "%s_bucket{%s%sle=\"%s\"} %d\n", metric, labels, sep, strconv.FormatFloat(b.UpperMs, 'f', -1, 64), b.Count); err != nil {
+				return err
+			}
+		}
+		braces := ""
+		if labels != "" {
+			braces = "{" + labels + "}"
+		}
+		if _, err := fmt.Fprintf(w, "%s_bucket{%s%sle=\"+Inf\"} %d\n%s_sum%s %s\n%s_count%s %d\n", metric, labels, sep, h.Count,
+			metric, braces, strconv.FormatFloat(h.SumMs, 'f', -1, 64), metric, braces, h.Count); err != nil {
+			return err
 		}
 	}
 	return nil

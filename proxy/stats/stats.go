@@ -54,14 +54,15 @@ type Stat struct {
 
 // Store holds every stat of one proxy, by full Envoy name (e.g. "cluster.backend.upstream_rq_retry").
 type Store struct {
-	mu       sync.RWMutex
-	counters map[string]*Counter
-	gauges   map[string]*Gauge
+	mu         sync.RWMutex
+	counters   map[string]*Counter
+	gauges     map[string]*Gauge
+	histograms map[string]*Histogram
 }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{counters: map[string]*Counter{}, gauges: map[string]*Gauge{}}
+	return &Store{counters: map[string]*Counter{}, gauges: map[string]*Gauge{}, histograms: map[string]*Histogram{}}
 }
 
 // Counter returns the named counter, creating it at zero on first use. Callers on the request path keep
@@ -122,6 +123,8 @@ func (s *Store) Snapshot() []Stat {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
+
+func sortStrings(s []string) { sort.Strings(s) }
 
 // Values returns the snapshot as a map, for run records. Negative gauges read as zero.
 func (s *Store) Values() map[string]uint64 {

@@ -1,0 +1,246 @@
+package proxy
+
+import (
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/stats"
+)
+
+// The fault filter's header controls (Envoy's names).
+const (
+	hdrFaultAbort             = "x-envoy-fault-abort-request"
+	hdrFaultAbortPercent      = "x-envoy-fault-abort-request-percentage"
+	hdrFaultAbortGRPC         = "x-envoy-fault-abort-grpc-request"
+	hdrFaultDelay             = "x-envoy-fault-delay-request"
+	hdrFaultDelayPercent      = "x-envoy-fault-delay-request-percentage"
+	hdrFaultThroughput        = "x-envoy-fault-throughput-response"
+	hdrFaultThroughputPercent = "x-envoy-fault-throughput-response-percentage"
+)
+
+// faultFilter is Envoy's HTTP fault filter in front of the router: it delays, then aborts (a local reply
+// the router never sees: no retry, no outlier signal) or throttles the response body.
+type faultFilter struct {
+	cfg    *config.FaultFilter
+	next   *router
+	active atomic.Int64
+	st     faultStats
+}
+
+var _ http.Handler = (*faultFilter)(nil)
+
+type faultStats struct {
+	delays, aborts, overflow, rateLimited *stats.Counter
+	active                                *stats.Gauge
+}
+
+func newFaultFilter(cfg *config.FaultFilter, next *router, store *stats.Store, statPrefix string) *faultFilter {
+	p := "http." + statPrefix + ".fault."
+	return &faultFilter{cfg: cfg, next: next, st: faultStats{
+		delays: store.Counter(p + "delays_injected"), aborts: store.Counter(p + "aborts_injected"),
+		overflow: store.Counter(p + "faults_overflow"), rateLimited: store.Counter(p + "response_rl_injected"),
+		active: store.Gauge(p + "active_faults"),
+	}}
+}
+
+func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !f.applies(r) {
+		f.next.ServeHTTP(w, r)
+		return
+	}
+	delay, delayOK := f.delay(r)
+	abort, abortOK := f.abort(r)
+	kibps, rlOK := f.rateLimit(r)
+	if !delayOK && !abortOK && !rlOK {
+		f.next.ServeHTTP(w, r)
+		return
+	}
+	if m := f.cfg.MaxActiveFaults; m != nil && f.active.Load() >= int64(*m) {
+		f.st.overflow.Inc()
+		f.next.ServeHTTP(w, r)
+		return
+	}
+	f.active.Add(1)
+	f.st.active.Inc()
+	defer func() {
+		f.active.Add(-1)
+		f.st.active.Dec()
+	}()
+	if delayOK {
+		f.st.delays.Inc()
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return // the downstream went away during the delay
+		}
+	}
+	if abortOK {
+		f.st.aborts.Inc()
+		abort(w)
+		return
+	}
+	if rlOK {
+		f.st.rateLimited.Inc()
+		w = &throttledWriter{ResponseWriter: w, bytesPerSec: kibps * 1024}
+	}
+	f.next.ServeHTTP(w, r)
+}
+
+// applies checks the filter's upstream_cluster and headers conditions.
+func (f *faultFilter) applies(r *http.Request) bool {
+	if f.cfg.UpstreamCluster != "" {
+		if _, route := f.next.match(r); route == nil || route.Action.Cluster != f.cfg.UpstreamCluster {
+			return false
+		}
+	}
+	for _, m := range f.cfg.Headers {
+		if !headerMatches(m, r.Header) {
+			return false
+		}
+	}
+	return true
+}
+
+// headerMatches applies one HeaderMatcher to the request headers.
+func headerMatches(m config.HeaderMatcher, h http.Header) bool {
+	values, present := h[http.CanonicalHeaderKey(m.Name)]
+	v := strings.Join(values, ",")
+	fold := func(s string) string {
+		if m.IgnoreCase {
+			return strings.ToLower(s)
+		}
+		return s
+	}
+	var ok bool
+	switch {
+	case m.Present != nil:
+		ok = present == *m.Present
+	case !present:
+		ok = false
+	case m.Exact != nil:
+		ok = fold(v) == fold(*m.Exact)
+	case m.Prefix != nil:
+		ok = strings.HasPrefix(fold(v), fold(*m.Prefix))
+	case m.Suffix != nil:
+		ok = strings.HasSuffix(fold(v), fold(*m.Suffix))
+	case m.Contains != nil:
+		ok = strings.Contains(fold(v), fold(*m.Contains))
+	}
+	return ok != m.Invert
+}
+
+// hit draws whether a fault with this fraction fires. A header percentage, when present and valid, sets
+// the numerator, capped by the configured one (Envoy's rule for the *-percentage headers).
+func hit(frac config.Fraction, r *http.Request, percentHeader string) bool {
+	num := frac.Numerator
+	if v := r.Header.Get(percentHeader); v != "" {
+		if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+			num = min(uint32(n), frac.Numerator)
+		}
+	}
+	return num > 0 && rand.Uint32N(frac.Denominator) < num
+}
+
+func (f *faultFilter) delay(r *http.Request) (time.Duration, bool) {
+	d := f.cfg.Delay
+	if d == nil {
+		return 0, false
+	}
+	dur := d.Fixed
+	if d.FromHeader {
+		ms, err := strconv.ParseUint(r.Header.Get(hdrFaultDelay), 10, 32)
+		if err != nil {
+			return 0, false // no or an invalid header: no delay
+		}
+		dur = time.Duration(ms) * time.Millisecond
+	}
+	return dur, hit(d.Percent, r, hdrFaultDelayPercent)
+}
+
+func (f *faultFilter) abort(r *http.Request) (func(http.ResponseWriter), bool) {
+	a := f.cfg.Abort
+	if a == nil {
+		return nil, false
+	}
+	status, grpc := a.HTTPStatus, a.GRPCStatus
+	if a.FromHeader {
+		status, grpc = 0, nil
+		if v, err := strconv.Atoi(r.Header.Get(hdrFaultAbort)); err == nil && v >= 200 && v < 600 {
+			status = v
+		} else if v, err := strconv.ParseUint(r.Header.Get(hdrFaultAbortGRPC), 10, 32); err == nil {
+			code := uint32(v)
+			grpc = &code
+		} else {
+			return nil, false
+		}
+	}
+	if !hit(a.Percent, r, hdrFaultAbortPercent) {
+		return nil, false
+	}
+	if grpc != nil {
+		code := *grpc
+		return func(w http.ResponseWriter) {
+			w.Header().Set("content-type", "application/grpc")
+			w.Header().Set("grpc-status", strconv.FormatUint(uint64(code), 10))
+			w.Header().Set("grpc-message", "fault filter abort")
+			w.Header().Set("content-length", "0")
+			w.WriteHeader(http.StatusOK)
+			f.next.st.status(http.StatusOK)
+		}, true
+	}
+	return func(w http.ResponseWriter) { f.next.localReply(w, nil, status, "fault filter abort") }, true
+}
+
+func (f *faultFilter) rateLimit(r *http.Request) (uint64, bool) {
+	rl := f.cfg.RateLimit
+	if rl == nil {
+		return 0, false
+	}
+	kibps := rl.KiBps
+	if rl.FromHeader {
+		v, err := strconv.ParseUint(r.Header.Get(hdrFaultThroughput), 10, 64)
+		if err != nil || v == 0 {
+			return 0, false
+		}
+		kibps = v
+	}
+	return kibps, hit(rl.Percent, r, hdrFaultThroughputPercent)
+}
+
+// throttledWriter paces the response body to bytesPerSec, in chunks of at most a tenth of a second.
+type throttledWriter struct {
+	http.ResponseWriter
+	bytesPerSec uint64
+}
+
+func (t *throttledWriter) Write(p []byte) (int, error) {
+	chunk := max(int(t.bytesPerSec/10), 1)
+	written := 0
+	for len(p) > 0 {
+		n := min(chunk, len(p))
+		m, err := t.ResponseWriter.Write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		if f, ok := t.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		time.Sleep(time.Duration(float64(n) / float64(t.bytesPerSec) * float64(time.Second)))
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (t *throttledWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+var _ io.Writer = (*throttledWriter)(nil)

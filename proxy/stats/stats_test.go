@@ -1,0 +1,131 @@
+package stats_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/proxy/stats"
+)
+
+var _ = Describe("Store", func() {
+	var s *stats.Store
+	BeforeEach(func() { s = stats.NewStore() })
+
+	text := func(filter *regexp.Regexp) string {
+		var b bytes.Buffer
+		Expect(stats.WriteText(&b, s.Snapshot(), s.Histograms(), filter)).To(Succeed())
+		return b.String()
+	}
+
+	It("creates stats on first use and returns the same one after", func() {
+		s.Counter("cluster.a.upstream_rq_total").Inc()
+		s.Counter("cluster.a.upstream_rq_total").Add(2)
+		s.Gauge("cluster.a.upstream_rq_active").Set(5)
+		s.Gauge("cluster.a.upstream_rq_active").Dec()
+		Expect(s.Values()).To(Equal(map[string]uint64{"cluster.a.upstream_rq_total": 3, "cluster.a.upstream_rq_active": 4}))
+	})
+
+	It("counts exactly under concurrent use", func() {
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 1000 {
+					s.Counter("c").Inc()
+					s.Histogram("h").Record(time.Millisecond)
+				}
+			}()
+		}
+		wg.Wait()
+		Expect(s.Values()["c"]).To(BeEquivalentTo(8000))
+		Expect(s.Histograms()[0].Count).To(BeEquivalentTo(8000))
+	})
+
+	It("writes Envoy's text format, sorted, with filter, counters kept after a gauge reset", func() {
+		s.Counter("b.x").Inc()
+		s.Gauge("a.y").Set(7)
+		Expect(text(nil)).To(Equal("a.y: 7\nb.x: 1\n"))
+		Expect(text(regexp.MustCompile(`^b\.`))).To(Equal("b.x: 1\n"))
+		s.ResetCounters()
+		Expect(text(nil)).To(Equal("a.y: 7\nb.x: 0\n"))
+	})
+
+	It("prints histograms with P0…P100 as (interval,cumulative), nan before the first flush", func() {
+		h := s.Histogram("cluster.a.upstream_rq_time")
+		for i := 1; i <= 100; i++ {
+			h.Record(time.Duration(i) * time.Millisecond)
+		}
+		line := strings.TrimSpace(text(nil))
+		Expect(line).To(HavePrefix("cluster.a.upstream_rq_time: P0(nan,1) P25(nan,25) P50(nan,50) P75(nan,75) P90(nan,90) P95(nan,95) P99(nan,99) P99.5(nan,100) P99.9(nan,100) P100(nan,100)"))
+		s.FlushHistograms()
+		Expect(text(nil)).To(ContainSubstring("P50(50,50)"))
+		s.FlushHistograms()
+		Expect(text(nil)).To(ContainSubstring("P50(nan,50)"), "an empty interval has no values")
+		Expect(text(regexp.MustCompile("nothing"))).To(BeEmpty())
+	})
+
+	It("says so for a histogram without values", func() {
+		s.Histogram("cluster.a.upstream_cx_connect_ms")
+		Expect(text(nil)).To(Equal("cluster.a.upstream_cx_connect_ms: No recorded values\n"))
+	})
+
+	It("writes the JSON shape of /stats?format=json with histograms", func() {
+		s.Counter("cluster.a.upstream_rq_retry").Add(3)
+		s.Histogram("cluster.a.upstream_rq_time").Record(2 * time.Millisecond)
+		var b bytes.Buffer
+		Expect(stats.WriteJSON(&b, s.Snapshot(), s.Histograms(), nil)).To(Succeed())
+		var got struct {
+			Stats []struct {
+				Name       string `json:"name"`
+				Value      int64  `json:"value"`
+				Histograms *struct {
+					Supported []float64 `json:"supported_quantiles"`
+					Computed  []struct {
+						Name   string `json:"name"`
+						Values []struct {
+							Interval   *float64 `json:"interval"`
+							Cumulative *float64 `json:"cumulative"`
+						} `json:"values"`
+					} `json:"computed_quantiles"`
+				} `json:"histograms"`
+			} `json:"stats"`
+		}
+		Expect(json.Unmarshal(b.Bytes(), &got)).To(Succeed())
+		Expect(got.Stats).To(HaveLen(2))
+		Expect(got.Stats[0].Name).To(Equal("cluster.a.upstream_rq_retry"))
+		Expect(got.Stats[0].Value).To(BeEquivalentTo(3))
+		hs := got.Stats[1].Histograms
+		Expect(hs.Supported).To(Equal(stats.Quantiles))
+		Expect(hs.Computed[0].Name).To(Equal("cluster.a.upstream_rq_time"))
+		Expect(hs.Computed[0].Values[2].Interval).To(BeNil())
+		Expect(*hs.Computed[0].Values[2].Cumulative).To(BeNumerically("==", 2))
+	})
+
+	It("writes Prometheus families with labels for cluster and connection-manager names", func() {
+		s.Counter("cluster.a.upstream_rq_retry").Inc()
+		s.Counter("http.ingress.downstream_rq_total").Add(2)
+		s.Counter("cluster.b.upstream_rq_retry").Add(4)
+		s.Gauge("server.live").Set(1)
+		s.Histogram("cluster.a.upstream_rq_time").Record(3 * time.Millisecond)
+		var b bytes.Buffer
+		Expect(stats.WritePrometheus(&b, s.Snapshot(), s.Histograms())).To(Succeed())
+		out := b.String()
+		Expect(strings.Count(out, "# TYPE envoy_cluster_upstream_rq_retry counter\n")).To(Equal(1), "one TYPE line per family")
+		Expect(out).To(ContainSubstring(`envoy_cluster_upstream_rq_retry{envoy_cluster_name="a"} 1`))
+		Expect(out).To(ContainSubstring(`envoy_cluster_upstream_rq_retry{envoy_cluster_name="b"} 4`))
+		Expect(out).To(ContainSubstring(`envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="ingress"} 2`))
+		Expect(out).To(ContainSubstring("# TYPE envoy_server_live gauge\nenvoy_server_live 1\n"))
+		Expect(out).To(ContainSubstring("# TYPE envoy_cluster_upstream_rq_time histogram\n"))
+		Expect(out).To(ContainSubstring(`envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="a",le="1"} 0`))
+		Expect(out).To(ContainSubstring(`envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="a",le="5"} 1`))
+		Expect(out).To(ContainSubstring(`envoy_cluster_upstream_rq_time_count{envoy_cluster_name="a"} 1`))
+	})
+})
