@@ -5,6 +5,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -63,17 +64,20 @@ const (
 	OnConnectFailure
 	OnRetriable4xx
 	OnRefusedStream
+	// OnRetriableStatusCodes retries the statuses given to RetryState.WithStatusCodes.
+	OnRetriableStatusCodes
 )
 
 // RetryOnNames maps Envoy's retry_on values to conditions.
 var RetryOnNames = map[string]RetryOn{
-	"5xx":                  On5xx,
-	"gateway-error":        OnGatewayError,
-	"reset":                OnReset,
-	"reset-before-request": OnResetBeforeRequest,
-	"connect-failure":      OnConnectFailure,
-	"retriable-4xx":        OnRetriable4xx,
-	"refused-stream":       OnRefusedStream,
+	"5xx":                    On5xx,
+	"gateway-error":          OnGatewayError,
+	"reset":                  OnReset,
+	"reset-before-request":   OnResetBeforeRequest,
+	"connect-failure":        OnConnectFailure,
+	"retriable-4xx":          OnRetriable4xx,
+	"refused-stream":         OnRefusedStream,
+	"retriable-status-codes": OnRetriableStatusCodes,
 }
 
 // ParseRetryOn turns retry_on values (already split on commas) into a condition set.
@@ -148,6 +152,7 @@ type RetryState struct {
 	on        RetryOn
 	remaining uint32
 	armed     bool
+	codes     []int // retriable_status_codes
 }
 
 // NewRetryState starts a request's retry state with num_retries retries allowed.
@@ -155,11 +160,25 @@ func NewRetryState(on RetryOn, numRetries uint32) *RetryState {
 	return &RetryState{on: on, remaining: numRetries}
 }
 
+// WithStatusCodes sets the retriable_status_codes retried under retriable-status-codes.
+func (s *RetryState) WithStatusCodes(codes []int) *RetryState {
+	s.codes = codes
+	return s
+}
+
+// retriable is the condition check of Decide: the retry_on set, plus the retriable status codes.
+func (s *RetryState) retriable(o Outcome) bool {
+	if s.on.Retriable(o) {
+		return true
+	}
+	return s.on&OnRetriableStatusCodes != 0 && o.Kind == Response && slices.Contains(s.codes, o.Status)
+}
+
 // Decide applies Envoy's admission order to an attempt's outcome. admit is asked only when a retry is
 // otherwise allowed (it takes a slot of the cluster's retry breaker and reports false when full).
 // retrySuccess reports that an earlier retry needed no further retry (upstream_rq_retry_success).
 func (s *RetryState) Decide(o Outcome, admit func() bool) (d Decision, retrySuccess bool) {
-	if !s.on.Retriable(o) {
+	if !s.retriable(o) {
 		return NoRetry, s.armed
 	}
 	if s.remaining == 0 {
