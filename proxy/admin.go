@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/meshproof/meshproof/proxy/policy"
 	"github.com/meshproof/meshproof/proxy/stats"
 )
 
@@ -108,8 +109,14 @@ func (s *Server) serveClusters(w http.ResponseWriter, _ *http.Request) {
 	for _, n := range names {
 		c := s.clusters[n]
 		fmt.Fprintf(&b, "%s::observability_name::%s\n", n, n)
-		fmt.Fprintf(&b, "%s::default_priority::max_retries::%d\n", n, c.maxRetries)
-		for _, h := range c.hosts {
+		for _, prio := range []struct {
+			name string
+			t    policy.CircuitBreakerThresholds
+		}{{"default_priority", c.cfg.Breakers.Default}, {"high_priority", c.cfg.Breakers.High}} {
+			fmt.Fprintf(&b, "%s::%s::max_connections::%d\n%s::%s::max_pending_requests::%d\n%s::%s::max_requests::%d\n%s::%s::max_retries::%d\n",
+				n, prio.name, prio.t.MaxConnections, n, prio.name, prio.t.MaxPendingRequests, n, prio.name, prio.t.MaxRequests, n, prio.name, prio.t.MaxRetries)
+		}
+		for i, h := range c.hosts {
 			p := n + "::" + h.addr + "::"
 			for _, kv := range []struct {
 				k string
@@ -118,7 +125,7 @@ func (s *Server) serveClusters(w http.ResponseWriter, _ *http.Request) {
 				{"cx_active", h.cxActive.Load()}, {"cx_connect_fail", h.cxConnectFail.Load()}, {"cx_total", h.cxTotal.Load()},
 				{"rq_active", h.rqActive.Load()}, {"rq_error", h.rqError.Load()}, {"rq_success", h.rqSuccess.Load()},
 				{"rq_timeout", h.rqTimeout.Load()}, {"rq_total", h.rqTotal.Load()},
-				{"hostname", ""}, {"health_flags", "healthy"}, {"weight", h.weight},
+				{"hostname", ""}, {"health_flags", c.healthFlags(i)}, {"weight", h.weight},
 			} {
 				fmt.Fprintf(&b, "%s%s::%v\n", p, kv.k, kv.v)
 			}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,19 +17,28 @@ import (
 	"github.com/meshproof/meshproof/proxy/stats"
 )
 
-// defaultMaxRetries is Envoy's default max_retries circuit-breaker threshold: concurrent retries per cluster.
-const defaultMaxRetries = 3
-
-// cluster is the runtime of one upstream cluster: its hosts, load balancer, connection pool and stats.
+// cluster is the runtime of one upstream cluster: its hosts, load balancer, circuit breakers, outlier
+// detector, health checker, connection pool and stats.
 type cluster struct {
 	name      string
+	cfg       config.Cluster
 	hosts     []*host
-	lb        *policy.RoundRobin
+	picker    policy.Picker
+	rm        *policy.ResourceManager // the DEFAULT priority's breakers (routes use DEFAULT)
+	outlier   *policy.OutlierDetector // nil without outlier_detection
+	hc        *policy.HealthChecker   // nil without health_checks
 	transport *http.Transport
 	st        clusterStats
+	events    func(Event)
 
-	maxRetries    int64
-	activeRetries atomic.Int64
+	// cxFree wakes requests waiting in the pending queue for a connection slot (max_connections).
+	cxMu   sync.Mutex
+	cxFree *sync.Cond
+
+	trafficSeen atomic.Bool
+	stop        chan struct{}
+	stopOnce    sync.Once
+	wg          sync.WaitGroup
 }
 
 // host is one endpoint of a cluster with its per-host counters (admin /clusters).
@@ -47,7 +59,8 @@ type clusterStats struct {
 	rqRetry, rqRetrySuccess, rqRetryOverflow, rqRetryLimitExceeded            *stats.Counter
 	rqRetryBackoffExponential, cxTotal, cxConnectFail, cxConnectTimeout       *stats.Counter
 	cxNoneHealthy, rq2xx, rq3xx, rq4xx, rq5xx, lbHealthyPanic, rqPendingTotal *stats.Counter
-	rqActive, cxActive, membershipHealthy, membershipTotal, retryOpen         *stats.Gauge
+	rqPendingOverflow, cxOverflow                                             *stats.Counter
+	rqActive, cxActive, membershipHealthy, membershipTotal, rqPendingActive   *stats.Gauge
 	rqTime, cxConnectMs                                                       *stats.Histogram
 }
 
@@ -67,16 +80,16 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 		cxConnectTimeout: c("upstream_cx_connect_timeout"), cxNoneHealthy: c("upstream_cx_none_healthy"),
 		rq2xx: c("upstream_rq_2xx"), rq3xx: c("upstream_rq_3xx"), rq4xx: c("upstream_rq_4xx"), rq5xx: c("upstream_rq_5xx"),
 		lbHealthyPanic: c("lb_healthy_panic"), rqPendingTotal: c("upstream_rq_pending_total"),
-		rqActive: g("upstream_rq_active"), cxActive: g("upstream_cx_active"),
+		rqPendingOverflow: c("upstream_rq_pending_overflow"), cxOverflow: c("upstream_cx_overflow"),
+		rqActive: g("upstream_rq_active"), cxActive: g("upstream_cx_active"), rqPendingActive: g("upstream_rq_pending_active"),
 		membershipHealthy: g("membership_healthy"), membershipTotal: g("membership_total"),
-		retryOpen: g("circuit_breakers.default.rq_retry_open"),
-		rqTime:    store.Histogram(p + "upstream_rq_time"), cxConnectMs: store.Histogram(p + "upstream_cx_connect_ms"),
+		rqTime: store.Histogram(p + "upstream_rq_time"), cxConnectMs: store.Histogram(p + "upstream_cx_connect_ms"),
 	}
 }
 
 // status counts a response code the Envoy way: upstream_rq_<code> and upstream_rq_<N>xx.
 func (s *clusterStats) status(code int) {
-	s.store.Counter(fmt.Sprintf("%supstream_rq_%d", s.prefix, code)).Inc()
+	s.store.Counter(s.prefix + "upstream_rq_" + strconv.Itoa(code)).Inc()
 	switch code / 100 {
 	case 2:
 		s.rq2xx.Inc()
@@ -89,19 +102,59 @@ func (s *clusterStats) status(code int) {
 	}
 }
 
-func newCluster(cfg config.Cluster, store *stats.Store) *cluster {
-	c := &cluster{name: cfg.Name, st: newClusterStats(store, cfg.Name), maxRetries: defaultMaxRetries}
+func newCluster(cfg config.Cluster, store *stats.Store, events func(Event)) (*cluster, error) {
+	c := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(store, cfg.Name), events: events, stop: make(chan struct{})}
+	c.cxFree = sync.NewCond(&c.cxMu)
 	weights := make([]uint32, len(cfg.Endpoints))
+	keys := make([]string, len(cfg.Endpoints))
 	for i, ep := range cfg.Endpoints {
 		c.hosts = append(c.hosts, &host{addr: ep.Address, weight: max(ep.Weight, 1)})
-		weights[i] = ep.Weight
+		weights[i], keys[i] = ep.Weight, ep.Address
 	}
-	c.lb = policy.NewRoundRobin(weights)
+	var err error
+	if c.picker, err = newPicker(cfg, weights, keys); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
+	}
+	if c.rm, err = policy.NewResourceManager(cfg.Breakers.Default); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
+	}
+	if cfg.Outlier != nil {
+		if c.outlier, err = policy.NewOutlierDetector(*cfg.Outlier, len(c.hosts), lockedRand()); err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
+		}
+	}
+	if len(cfg.HealthChecks) > 0 {
+		if c.hc, err = policy.NewHealthChecker(cfg.HealthChecks[0], len(c.hosts)); err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
+		}
+	}
 	c.st.membershipTotal.Set(int64(len(c.hosts)))
-	c.st.membershipHealthy.Set(int64(len(c.hosts)))
+	c.publishHealth()
+	c.transport = c.newTransport()
+	return c, nil
+}
 
-	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	c.transport = &http.Transport{
+// newPicker builds the cluster's load balancer.
+func newPicker(cfg config.Cluster, weights []uint32, keys []string) (policy.Picker, error) {
+	switch cfg.LbPolicy {
+	case "LEAST_REQUEST":
+		return policy.NewLeastRequest(weights, cfg.LeastRequest)
+	case "RANDOM":
+		return policy.RandomPicker{Hosts: len(weights)}, nil
+	case "RING_HASH":
+		return policy.NewRingHash(keys, weights, cfg.RingHash)
+	case "MAGLEV":
+		return policy.NewMaglev(keys, weights, cfg.MaglevTableSize)
+	}
+	return policy.NewRoundRobinPicker(policy.NewRoundRobin(weights)), nil
+}
+
+// lockedRand is a goroutine-safe random source for the policies (jitter and enforcing draws).
+func lockedRand() policy.Rand { return globalRand{} }
+
+func (c *cluster) newTransport() *http.Transport {
+	dialer := &net.Dialer{Timeout: c.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
 		Proxy: nil, // never the environment's proxy: endpoints are addressed directly
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			h := c.hostByAddr(addr)
@@ -134,13 +187,10 @@ func newCluster(cfg config.Cluster, store *stats.Store) *cluster {
 				}
 			}}, nil
 		},
-		MaxIdleConns:        0, // no global cap
 		MaxIdleConnsPerHost: 1024,
 		IdleConnTimeout:     time.Hour, // Envoy keeps idle upstream connections open by default
 		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
 	}
-	return c
 }
 
 func (c *cluster) hostByAddr(addr string) *host {
@@ -152,25 +202,236 @@ func (c *cluster) hostByAddr(addr string) *host {
 	return nil
 }
 
-// admitRetry takes a slot of the max_retries breaker; the caller releases it when the retried attempt ends.
-func (c *cluster) admitRetry() bool {
-	if c.activeRetries.Add(1) > c.maxRetries {
-		c.activeRetries.Add(-1)
-		return false
-	}
-	if c.activeRetries.Load() >= c.maxRetries {
-		c.st.retryOpen.Set(1)
-	}
-	return true
+// healthy says whether a host may take traffic: not ejected by outlier detection and not failing
+// active health checks.
+func (c *cluster) healthy(i int) bool {
+	return (c.outlier == nil || !c.outlier.Ejected(i)) && (c.hc == nil || c.hc.Healthy(i))
 }
 
-func (c *cluster) releaseRetry() {
-	if c.activeRetries.Add(-1) < c.maxRetries {
-		c.st.retryOpen.Set(0)
+// pick chooses the host for an attempt, honouring the panic threshold and the retry host predicate.
+// It returns -1 when no host is eligible ("no healthy upstream").
+func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy) int {
+	eligible, panicMode := policy.PanicFilter(len(c.hosts), c.healthy, c.cfg.HealthyPanicThreshold)
+	if panicMode {
+		c.st.lbHealthyPanic.Inc()
+	}
+	pc := policy.PickContext{
+		Eligible: eligible,
+		Active:   func(i int) int64 { return c.hosts[i].rqActive.Load() },
+		Hash:     hash,
+		Rand:     globalRand{},
+	}
+	if rp != nil && rp.PreviousHosts && len(tried) > 0 {
+		return policy.PickWithRetryPredicate(c.picker, pc, tried, int(rp.HostSelectionMaxAttempts))
+	}
+	return c.picker.Pick(pc)
+}
+
+// acquireConnection takes a max_connections slot for an attempt, waiting in the pending queue when the
+// cluster is at its limit. On HTTP/1.1 each in-flight attempt holds one connection, so the slot stands
+// for the connection. false with overflow true: the pending queue is full (upstream_rq_pending_overflow).
+func (c *cluster) acquireConnection(ctx context.Context) (ok, overflow bool) {
+	if c.rm.TryAcquireConnection() {
+		return true, false
+	}
+	c.st.cxOverflow.Inc()
+	if !c.rm.TryAcquirePending() {
+		return false, true
+	}
+	c.st.rqPendingTotal.Inc()
+	c.st.rqPendingActive.Inc()
+	defer func() {
+		c.rm.ReleasePending()
+		c.st.rqPendingActive.Dec()
+	}()
+	stop := context.AfterFunc(ctx, func() {
+		c.cxMu.Lock()
+		c.cxFree.Broadcast()
+		c.cxMu.Unlock()
+	})
+	defer stop()
+	c.cxMu.Lock()
+	defer c.cxMu.Unlock()
+	for !c.rm.TryAcquireConnection() {
+		if ctx.Err() != nil {
+			return false, false
+		}
+		c.cxFree.Wait()
+	}
+	return true, false
+}
+
+func (c *cluster) releaseConnection() {
+	c.rm.ReleaseConnection()
+	c.cxMu.Lock()
+	c.cxFree.Signal()
+	c.cxMu.Unlock()
+}
+
+// recordOutcome feeds an attempt's outcome to outlier detection (never a local overflow).
+func (c *cluster) recordOutcome(i int, o policy.Outcome) {
+	if c.outlier == nil {
+		return
+	}
+	if r, ok := policy.OutlierResultFor(o); ok {
+		c.emit(c.outlier.Record(time.Now(), i, r))
 	}
 }
 
-func (c *cluster) close() { c.transport.CloseIdleConnections() }
+// emit publishes policy events: they update the health gauges and go to the proxy's event sink.
+func (c *cluster) emit(evs []policy.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	c.publishHealth()
+	if c.events == nil {
+		return
+	}
+	for _, e := range evs {
+		c.events(Event{Time: e.Time, Cluster: c.name, Host: c.hosts[e.Host].addr, Kind: e.Kind, Reason: e.Reason})
+	}
+}
+
+// publishHealth refreshes membership_healthy and the outlier / health-check stats.
+func (c *cluster) publishHealth() {
+	n := 0
+	for i := range c.hosts {
+		if c.healthy(i) {
+			n++
+		}
+	}
+	c.st.membershipHealthy.Set(int64(n))
+	if c.outlier != nil {
+		s := c.outlier.Stats()
+		p := c.st.prefix + "outlier_detection."
+		c.st.store.Gauge(p + "ejections_active").Set(int64(s.EjectionsActive))
+		for name, v := range s.Map() {
+			if name != "ejections_active" {
+				c.st.store.Counter(p + name).Set(v)
+			}
+		}
+	}
+	if c.hc != nil {
+		for name, v := range c.hc.Stats().Map() {
+			if name == "healthy" {
+				c.st.store.Gauge(c.st.prefix + "health_check.healthy").Set(int64(v))
+				continue
+			}
+			c.st.store.Counter(c.st.prefix + "health_check." + name).Set(v)
+		}
+	}
+}
+
+// start runs the cluster's background work: the outlier detector's interval sweep and the active
+// health checks.
+func (c *cluster) start() {
+	if c.outlier != nil {
+		c.wg.Add(1)
+		go c.sweepLoop()
+	}
+	if c.hc != nil {
+		for i := range c.hosts {
+			c.wg.Add(1)
+			go c.healthCheckLoop(i)
+		}
+	}
+}
+
+func (c *cluster) sweepLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.Outlier.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			c.emit(c.outlier.Sweep(now))
+			c.publishHealth()
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// healthCheckLoop actively checks one host with HTTP GETs on the configured path.
+func (c *cluster) healthCheckLoop(i int) {
+	defer c.wg.Done()
+	cfg := c.hc.Config()
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: false, MaxIdleConnsPerHost: 1}, Timeout: cfg.Timeout}
+	defer client.CloseIdleConnections()
+	rng := globalRand{}
+	wait := c.hc.FirstDelay(rng)
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-c.stop:
+			t.Stop()
+			return
+		}
+		c.emitHealth(i, c.check(client, i, cfg))
+		wait = c.hc.NextInterval(i, c.trafficSeen.Load(), rng)
+	}
+}
+
+func (c *cluster) check(client *http.Client, i int, cfg policy.HealthCheckConfig) policy.HealthCheckResult {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+c.hosts[i].addr+cfg.Path, nil)
+	req.Host = cfg.Host
+	if req.Host == "" {
+		req.Host = c.name
+	}
+	req.Header.Set("user-agent", "Envoy/HC")
+	resp, err := client.Do(req)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return policy.HealthCheckResult{Kind: policy.CheckTimeout}
+		}
+		return policy.HealthCheckResult{Kind: policy.CheckNetworkFailure}
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+	return policy.HealthCheckResult{Kind: policy.CheckResponse, Status: resp.StatusCode,
+		ImmediateFail: resp.Header.Get("x-envoy-immediate-health-check-fail") != ""}
+}
+
+// emitHealth applies a health-check result; a passing check may un-eject an ejected host early.
+func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
+	now := time.Now()
+	evs := c.hc.Result(now, i, r)
+	if c.outlier != nil && r.Kind == policy.CheckResponse && c.hc.Healthy(i) && c.cfg.Outlier.SuccessfulActiveHealthCheckUnejectHost {
+		evs = append(evs, c.outlier.UnejectHost(now, i)...)
+	}
+	c.emit(evs)
+	c.publishHealth()
+}
+
+// immediateFail handles x-envoy-immediate-health-check-fail on a normal response.
+func (c *cluster) immediateFail(i int) {
+	if c.hc != nil {
+		c.emit(c.hc.ImmediateFail(time.Now(), i))
+	}
+}
+
+func (c *cluster) close() {
+	c.stopOnce.Do(func() { close(c.stop) })
+	c.wg.Wait()
+	c.transport.CloseIdleConnections()
+}
+
+// healthFlags are the host's flags as /clusters prints them.
+func (c *cluster) healthFlags(i int) string {
+	var flags string
+	if c.outlier != nil && c.outlier.Ejected(i) {
+		flags += "/failed_outlier_check"
+	}
+	if c.hc != nil && !c.hc.Healthy(i) {
+		flags += "/failed_active_hc"
+	}
+	if flags == "" {
+		return "healthy"
+	}
+	return flags
+}
 
 // connectError marks a failure to establish the upstream TCP connection.
 type connectError struct{ err error }

@@ -81,7 +81,8 @@ type setup struct {
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
-	c := config.Cluster{Name: name, ConnectTimeout: time.Second, LbPolicy: "ROUND_ROBIN"}
+	c := config.NewCluster(name)
+	c.ConnectTimeout = time.Second
 	for _, a := range addrs {
 		c.Endpoints = append(c.Endpoints, config.Endpoint{Address: a, Weight: 1})
 	}

@@ -183,12 +183,24 @@ type forward struct {
 
 // attempt is the outcome of one upstream try.
 type attempt struct {
-	outcome policy.Outcome
-	resp    *http.Response // with outcome Response: headers received, body still to read
-	host    *host
-	cancel  context.CancelCauseFunc
-	sent    time.Time     // when the attempt was sent
-	took    time.Duration // from send to response headers
+	outcome   policy.Outcome
+	noHealthy bool           // no host could be picked: "no healthy upstream"
+	resp      *http.Response // with outcome Response: headers received, body still to read
+	host      *host
+	index     int // the host's index in the cluster
+	cancel    context.CancelCauseFunc
+	release   func()        // returns the attempt's request and connection slots
+	sent      time.Time     // when the attempt was sent
+	took      time.Duration // from send to response headers
+}
+
+// done releases the attempt's breaker slots once its response is finished with.
+func (a *attempt) done() {
+	if a.release != nil {
+		a.release()
+		a.release = nil
+	}
+	a.cancel(nil)
 }
 
 func (f *forward) run() {
@@ -209,9 +221,11 @@ func (f *forward) run() {
 	)
 	if rp != nil {
 		on, _ := policy.ParseRetryOn(rp.RetryOn) // validated when the config was loaded
-		rs = policy.NewRetryState(on, rp.NumRetries)
+		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
 		backoff = policy.NewBackoff(rp.BaseInterval, rp.MaxInterval)
 	}
+	hash := f.hash()
+	tried := map[int]bool{}
 	reqID := f.r.Header.Get("x-request-id")
 	if reqID == "" {
 		reqID = newRequestID()
@@ -220,13 +234,13 @@ func (f *forward) run() {
 	holdingRetry := false
 	release := func() {
 		if holdingRetry {
-			f.cl.releaseRetry()
+			f.cl.rm.ReleaseRetry()
 			holdingRetry = false
 		}
 	}
 	defer release()
 	for n := 1; ; n++ {
-		a := f.try(ctx, rp, reqID, n)
+		a := f.try(ctx, rp, reqID, n, hash, tried)
 		release()
 		if context.Cause(ctx) == errRouteTimeout {
 			f.abandon(a)
@@ -237,7 +251,13 @@ func (f *forward) run() {
 			f.abandon(a) // the downstream went away: nobody to answer
 			return
 		}
-		d, retrySuccess := rs.Decide(a.outcome, f.cl.admitRetry)
+		if a.noHealthy {
+			f.cl.st.cxNoneHealthy.Inc()
+			f.upstreamLocalReply(http.StatusServiceUnavailable, "no healthy upstream", n, nil)
+			return
+		}
+		tried[a.index] = true
+		d, retrySuccess := rs.Decide(a.outcome, f.cl.rm.TryAcquireRetry)
 		if retrySuccess {
 			f.cl.st.rqRetrySuccess.Inc()
 		}
@@ -265,11 +285,38 @@ func (f *forward) run() {
 }
 
 // try sends one attempt to the next host and waits for its response headers or its failure.
-func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string, n int) attempt {
+func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string, n int, hash uint64, tried map[int]bool) attempt {
 	cl := f.cl
-	h := cl.hosts[cl.lb.Pick(nil)]
+	cl.trafficSeen.Store(true)
 	actx, cancel := context.WithCancelCause(ctx)
-	a := attempt{host: h, cancel: cancel}
+	a := attempt{cancel: cancel, index: -1}
+	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier signal.
+	if !cl.rm.TryAcquireRequest() {
+		cl.st.rqPendingOverflow.Inc()
+		a.outcome = policy.Outcome{Kind: policy.Overflow}
+		return a
+	}
+	ok, overflow := cl.acquireConnection(actx)
+	if !ok {
+		cl.rm.ReleaseRequest()
+		if overflow {
+			cl.st.rqPendingOverflow.Inc()
+		}
+		a.outcome = policy.Outcome{Kind: policy.Overflow}
+		return a
+	}
+	a.release = func() {
+		cl.releaseConnection()
+		cl.rm.ReleaseRequest()
+	}
+	a.index = cl.pick(hash, tried, rp)
+	if a.index < 0 {
+		a.noHealthy = true
+		a.done()
+		return a
+	}
+	h := cl.hosts[a.index]
+	a.host = h
 
 	out, _ := http.NewRequestWithContext(actx, f.r.Method, "http://"+h.addr+f.r.URL.RequestURI(), nil)
 	copyHeader(out.Header, f.r.Header)
@@ -295,10 +342,12 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	cl.st.rqActive.Inc()
 	h.rqTotal.Add(1)
 	h.rqActive.Add(1)
-	defer func() {
+	slots := a.release
+	a.release = func() { // the attempt is active until its response is finished with
 		cl.st.rqActive.Dec()
 		h.rqActive.Add(-1)
-	}()
+		slots()
+	}
 
 	var timer *time.Timer
 	if perTry > 0 {
@@ -323,6 +372,9 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		} else {
 			h.rqSuccess.Add(1)
 		}
+		if resp.Header.Get("x-envoy-immediate-health-check-fail") != "" {
+			cl.immediateFail(a.index)
+		}
 	case context.Cause(actx) == errPerTryTimeout:
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
 		cl.st.rqPerTryTimeout.Inc()
@@ -331,14 +383,35 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	case errors.As(err, new(*connectError)):
 		a.outcome = policy.Outcome{Kind: policy.ConnectFailure, BeforeRequest: true}
 		h.rqError.Add(1)
+	case context.Cause(ctx) == errRouteTimeout:
+		// The route timeout ended the attempt: outlier detection hears of a local-origin timeout.
+		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
+		h.rqTimeout.Add(1)
+		h.rqError.Add(1)
 	case ctx.Err() != nil:
-		a.outcome = policy.Outcome{Kind: policy.Reset} // the route timeout or the downstream ended it
+		a.outcome = policy.Outcome{Kind: policy.Reset} // the downstream went away: nothing to report
+		return a
 	default:
 		a.outcome = policy.Outcome{Kind: policy.Reset}
 		cl.st.rqRxReset.Inc()
 		h.rqError.Add(1)
 	}
+	cl.recordOutcome(a.index, a.outcome)
 	return a
+}
+
+// hash is the request's hash for RING_HASH and MAGLEV: the route's hash_policy header values, or a
+// random one when none is present (Envoy then picks a random host).
+func (f *forward) hash() uint64 {
+	var key strings.Builder
+	for _, name := range f.route.Action.HashHeaders {
+		key.WriteString(f.r.Header.Get(name))
+		key.WriteByte(0)
+	}
+	if key.Len() == len(f.route.Action.HashHeaders) {
+		return rand.Uint64()
+	}
+	return policy.HashKey(key.String())
 }
 
 // expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms: the per-try timeout
@@ -362,7 +435,7 @@ func (f *forward) abandon(a attempt) {
 		a.resp.Body.Close()
 		f.cl.st.rqTime.Record(time.Since(a.sent))
 	}
-	a.cancel(nil)
+	a.done()
 }
 
 // sleep waits for the back-off delay; false when the route timeout or the downstream ended the wait.
@@ -382,29 +455,33 @@ func (f *forward) sleep(ctx context.Context, d time.Duration) bool {
 
 // finish sends the final attempt's outcome to the client: the upstream response, or a local reply.
 func (f *forward) finish(ctx context.Context, a attempt, n int) {
-	defer a.cancel(nil)
+	defer a.done()
+	const resetBody = "upstream connect error or disconnect/reset before headers. reset reason: "
 	switch a.outcome.Kind {
 	case policy.Response:
 		f.relay(ctx, a, n)
 	case policy.PerTryTimeout:
-		f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n)
+		f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
 	case policy.ConnectFailure:
-		f.upstreamLocalReply(http.StatusServiceUnavailable,
-			"upstream connect error or disconnect/reset before headers. reset reason: connection failure", n)
+		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"connection failure", n, nil)
+	case policy.Overflow:
+		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"overflow", n, overloaded)
 	default:
-		f.upstreamLocalReply(http.StatusServiceUnavailable,
-			"upstream connect error or disconnect/reset before headers. reset reason: connection termination", n)
+		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"connection termination", n, nil)
 	}
 }
 
+// overloaded marks a local circuit-breaker overflow reply.
+var overloaded = http.Header{"X-Envoy-Overloaded": {"true"}}
+
 // upstreamLocalReply answers for a failed upstream, charging the code to the cluster as Envoy does.
-func (f *forward) upstreamLocalReply(code int, body string, n int) {
+func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Header) {
 	f.cl.st.status(code)
 	f.cl.st.rqCompleted.Inc()
 	if f.vh.IncludeAttemptCountInResponse {
 		f.w.Header().Set("x-envoy-attempt-count", strconv.Itoa(n))
 	}
-	f.rt.localReply(f.w, nil, code, body)
+	f.rt.localReply(f.w, hdr, code, body)
 }
 
 // routeTimeout answers 504 when the route timeout fired: never retried.

@@ -25,6 +25,18 @@ type Options struct {
 	Bootstrap proto.Message
 	// Stats is the store the proxy counts into (nil: a new one).
 	Stats *stats.Store
+	// OnEvent receives every resilience decision (ejections, un-ejections, health changes); it must be
+	// cheap and safe for concurrent use. nil: none.
+	OnEvent func(Event)
+}
+
+// Event is one resilience decision of the proxy, with its reason.
+type Event struct {
+	Time    time.Time
+	Cluster string
+	Host    string // host:port
+	Kind    string // ejected, unejected, detected_not_enforced, overflow, healthy, unhealthy
+	Reason  string // e.g. consecutive_5xx, success_rate, ejection_time_elapsed, unhealthy_threshold
 }
 
 // Server is a running proxy: its listeners, clusters and admin interface.
@@ -60,7 +72,11 @@ func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
 		s.store = stats.NewStore()
 	}
 	for _, c := range cfg.Clusters {
-		s.clusters[c.Name] = newCluster(c, s.store)
+		cl, err := newCluster(c, s.store, opts.OnEvent)
+		if err != nil {
+			return nil, err
+		}
+		s.clusters[c.Name] = cl
 	}
 	s.live.Store(true)
 	return s, nil
@@ -98,6 +114,9 @@ func (s *Server) Start() error {
 		srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog}
 		s.servers = append(s.servers, srv)
 		go func() { _ = srv.Serve(ln) }()
+	}
+	for _, c := range s.clusters {
+		c.start()
 	}
 	go s.flushStats()
 	return nil

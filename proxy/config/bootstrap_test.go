@@ -30,6 +30,7 @@ var _ = Describe("ParseBootstrap", func() {
 						RetryPolicy: &config.RetryPolicy{
 							RetryOn: []string{"5xx", "reset"}, NumRetries: 1,
 							BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond,
+							HostSelectionMaxAttempts: 1,
 						},
 						IncludeRequestAttemptCount:    true,
 						IncludeAttemptCountInResponse: true,
@@ -38,11 +39,12 @@ var _ = Describe("ParseBootstrap", func() {
 								Name:  "api",
 								Match: config.RouteMatch{Prefix: "/api"},
 								Action: config.RouteAction{Cluster: "checkout", Timeout: time.Second, RetryPolicy: &config.RetryPolicy{
-									RetryOn:       []string{"5xx", "gateway-error", "connect-failure"},
-									NumRetries:    3,
-									PerTryTimeout: 250 * time.Millisecond,
-									BaseInterval:  10 * time.Millisecond,
-									MaxInterval:   100 * time.Millisecond,
+									RetryOn:                  []string{"5xx", "gateway-error", "connect-failure"},
+									NumRetries:               3,
+									PerTryTimeout:            250 * time.Millisecond,
+									BaseInterval:             10 * time.Millisecond,
+									MaxInterval:              100 * time.Millisecond,
+									HostSelectionMaxAttempts: 1,
 								}},
 							},
 							{
@@ -53,7 +55,7 @@ var _ = Describe("ParseBootstrap", func() {
 					}},
 				},
 			}},
-			Clusters: []config.Cluster{{
+			Clusters: []config.Cluster{withClusterDefaults(config.Cluster{
 				Name:           "checkout",
 				ConnectTimeout: 500 * time.Millisecond,
 				LbPolicy:       "ROUND_ROBIN",
@@ -62,7 +64,7 @@ var _ = Describe("ParseBootstrap", func() {
 					{Address: "127.0.0.1:8082", Weight: 3},
 					{Address: "[::1]:8083", Weight: 1},
 				},
-			}},
+			})},
 		}
 
 		It("loads the file as-is", func() {
@@ -106,13 +108,13 @@ var _ = Describe("ParseBootstrap", func() {
 			edit("route: {cluster: backend}", "route: {cluster: backend, retry_policy: {retry_on: 5xx}}"),
 			func(b *config.Bootstrap) {
 				route(b).Action.RetryPolicy = &config.RetryPolicy{RetryOn: []string{"5xx"}, NumRetries: 1,
-					BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond}
+					BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond, HostSelectionMaxAttempts: 1}
 			}),
 		Entry("max_interval defaults to 10 × base_interval",
 			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "reset-before-request , refused-stream", num_retries: 0, retry_back_off: {base_interval: 0.1s}}}`),
 			func(b *config.Bootstrap) {
 				route(b).Action.RetryPolicy = &config.RetryPolicy{RetryOn: []string{"reset-before-request", "refused-stream"},
-					BaseInterval: 100 * time.Millisecond, MaxInterval: time.Second}
+					BaseInterval: 100 * time.Millisecond, MaxInterval: time.Second, HostSelectionMaxAttempts: 1}
 			}),
 		Entry("an exact path match",
 			edit("match: {prefix: /}", "match: {path: /exact}"),
@@ -163,16 +165,16 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unknown field, with a suggestion",
 			edit("    load_assignment:\n", "    load_asignment:\n    load_assignment:\n"),
 			at(23, 5, clusterPath+".load_asignment",
-				`unknown field "load_asignment" in envoy.config.cluster.v3.Cluster (did you mean load_assignment?); supported: connect_timeout, lb_policy, load_assignment, name, type`)),
+				`unknown field "load_asignment" in envoy.config.cluster.v3.Cluster (did you mean load_assignment?); supported: circuit_breakers, common_lb_config, connect_timeout, health_checks, lb_policy, least_request_lb_config, load_assignment, maglev_lb_config, name, outlier_detection, ring_hash_lb_config, type`)),
 		Entry("an unknown field deep in an endpoint",
 			edit("address: 127.0.0.1, port_value: 8080", "address: 127.0.0.1, port: 8080"),
 			at(27, 69, clusterPath+".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port",
 				`unknown field "port" in envoy.config.core.v3.SocketAddress`)),
-		Entry("unsupported fields: outlier_detection and dns_lookup_family",
-			edit("    load_assignment:\n", "    outlier_detection: {consecutive_5xx: 3}\n    dns_lookup_family: V4_ONLY\n    load_assignment:\n"),
-			at(23, 5, clusterPath+".outlier_detection",
-				"field not supported by meshproof (supported in envoy.config.cluster.v3.Cluster: connect_timeout, lb_policy, load_assignment, name, type)"),
-			at(24, 5, clusterPath+".dns_lookup_family", "field not supported by meshproof")),
+		Entry("unsupported fields: dns_lookup_family and lrs_server",
+			edit("    load_assignment:\n", "    dns_lookup_family: V4_ONLY\n    lrs_server: {self: {}}\n    load_assignment:\n"),
+			at(23, 5, clusterPath+".dns_lookup_family",
+				"field not supported by meshproof (supported in envoy.config.cluster.v3.Cluster: circuit_breakers, common_lb_config, connect_timeout, health_checks, lb_policy, least_request_lb_config, load_assignment, maglev_lb_config, name, outlier_detection, ring_hash_lb_config, type)"),
+			at(24, 5, clusterPath+".lrs_server", "field not supported by meshproof")),
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
@@ -190,10 +192,13 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("a bad enum",
 			edit("    load_assignment:\n", "    lb_policy: ROUND_ROBINN\n    load_assignment:\n"),
 			at(23, 16, clusterPath+".lb_policy",
-				`invalid value "ROUND_ROBINN"; want one of ROUND_ROBIN, LEAST_REQUEST, RING_HASH, RANDOM, MAGLEV, CLUSTER_PROVIDED, LOAD_BALANCING_POLICY_CONFIG (supported by meshproof: ROUND_ROBIN)`)),
-		Entry("lb_policy LEAST_REQUEST is not supported yet",
-			edit("    load_assignment:\n", "    lb_policy: LEAST_REQUEST\n    load_assignment:\n"),
-			at(23, 16, clusterPath+".lb_policy", "LEAST_REQUEST is not supported by meshproof (supported: ROUND_ROBIN)")),
+				`invalid value "ROUND_ROBINN"; want one of ROUND_ROBIN, LEAST_REQUEST, RING_HASH, RANDOM, MAGLEV, CLUSTER_PROVIDED, LOAD_BALANCING_POLICY_CONFIG (supported by meshproof: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)`)),
+		Entry("lb_policy LOAD_BALANCING_POLICY_CONFIG is not supported",
+			edit("    load_assignment:\n", "    lb_policy: LOAD_BALANCING_POLICY_CONFIG\n    load_assignment:\n"),
+			at(23, 16, clusterPath+".lb_policy", "LOAD_BALANCING_POLICY_CONFIG is not supported by meshproof (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)")),
+		Entry("outlier detection with max_ejection_time below base_ejection_time",
+			edit("    load_assignment:\n", "    outlier_detection: {base_ejection_time: 30s, max_ejection_time: 10s}\n    load_assignment:\n"),
+			at(23, 69, clusterPath+".outlier_detection.max_ejection_time", "10s is smaller than base_ejection_time 30s")),
 		Entry("cluster type STRICT_DNS",
 			edit("    load_assignment:\n", "    type: STRICT_DNS\n    load_assignment:\n"),
 			at(23, 11, clusterPath+".type", "STRICT_DNS is not supported by meshproof (supported: STATIC)")),
@@ -245,9 +250,9 @@ var _ = Describe("ParseBootstrap", func() {
 			edit("      cluster_name: backend\n", "      cluster_name: null\n"),
 			at(24, 7, clusterPath+".load_assignment.cluster_name", "value length must be at least 1 runes")),
 		Entry("a retry condition Envoy knows but meshproof does not support yet",
-			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,retriable-status-codes"}}`),
+			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,retriable-headers"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on",
-				`retry condition "retriable-status-codes" is not supported yet (supported: 5xx, connect-failure, gateway-error, refused-stream, reset, reset-before-request, retriable-4xx)`)),
+				`retry condition "retriable-headers" is not supported yet (supported: 5xx, connect-failure, gateway-error, refused-stream, reset, reset-before-request, retriable-4xx, retriable-status-codes)`)),
 		Entry("an unknown retry condition",
 			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,timeout"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on", `unknown retry condition "timeout" (Envoy's conditions: 5xx, cancelled,`)),
@@ -273,8 +278,8 @@ var _ = Describe("ParseBootstrap", func() {
 	)
 
 	It("formats errors as file:line:col: path: msg", func() {
-		_, _, err := config.ParseBootstrap([]byte(edit("    load_assignment:\n", "    lb_policy: MAGLEV\n    load_assignment:\n")), file)
-		Expect(err).To(MatchError("bootstrap.yaml:23:16: static_resources.clusters[0].lb_policy: MAGLEV is not supported by meshproof (supported: ROUND_ROBIN)"))
+		_, _, err := config.ParseBootstrap([]byte(edit("    load_assignment:\n", "    lb_policy: CLUSTER_PROVIDED\n    load_assignment:\n")), file)
+		Expect(err).To(MatchError("bootstrap.yaml:23:16: static_resources.clusters[0].lb_policy: CLUSTER_PROVIDED is not supported by meshproof (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)"))
 	})
 
 	It("reports a file it cannot read", func() {

@@ -246,6 +246,7 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		Cluster:     action.GetCluster(),
 		Timeout:     c.duration(action.GetTimeout(), defaultRouteTimeout, joinPath(path, "timeout")),
 		RetryPolicy: c.retryPolicy(action.GetRetryPolicy(), joinPath(path, "retry_policy")),
+		HashHeaders: c.hashHeaders(action.GetHashPolicy(), joinPath(path, "hash_policy")),
 	}
 	if !clusters[action.GetCluster()] {
 		c.fail(joinPath(path, "cluster"), "unknown cluster %q (clusters: %s)",
@@ -290,6 +291,7 @@ func (c *converter) retryPolicy(p *routev3.RetryPolicy, path string) *RetryPolic
 	} else {
 		out.MaxInterval = maxIntervalFactor * out.BaseInterval
 	}
+	c.retryExtras(p, out, path)
 	return out
 }
 
@@ -347,6 +349,7 @@ func (c *converter) cluster(cl *clusterv3.Cluster, path string) Cluster {
 		ConnectTimeout: c.duration(cl.GetConnectTimeout(), defaultConnectTimeout, joinPath(path, "connect_timeout")),
 		LbPolicy:       cl.GetLbPolicy().String(),
 	}
+	c.resilience(cl, &out, path)
 	la := cl.GetLoadAssignment()
 	if la == nil {
 		c.fail(joinPath(path, "load_assignment"), "required: a STATIC cluster lists its endpoints in load_assignment")

@@ -34,8 +34,8 @@ proxies:
       - match: {prefix: /}
         route: {cluster: a, retry_policy: *rp}
     bad_cluster:
-      lb_policy: LEAST_REQUEST
-      outlier_detection: {consecutive_5xx: 3}
+      lb_policy: CLUSTER_PROVIDED
+      dns_lookup_family: V4_ONLY
       connectTimeout: soon
 `
 
@@ -85,11 +85,11 @@ var _ = Describe("DecodeNode", func() {
 	It("reports every error of a fragment, with the caller's path prefix", func() {
 		err := config.DecodeNode(node("$.proxies.edge.bad_cluster"), &clusterv3.Cluster{}, "scenario.yaml", "proxies.edge.cluster")
 		Expect(config.Errors(err)).To(HaveExactElements(
-			errorAt("scenario.yaml", 17, 18, "proxies.edge.cluster.lb_policy", "LEAST_REQUEST is not supported by meshproof (supported: ROUND_ROBIN)"),
-			errorAt("scenario.yaml", 18, 7, "proxies.edge.cluster.outlier_detection", "field not supported by meshproof"),
+			errorAt("scenario.yaml", 17, 18, "proxies.edge.cluster.lb_policy", "CLUSTER_PROVIDED is not supported by meshproof (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)"),
+			errorAt("scenario.yaml", 18, 7, "proxies.edge.cluster.dns_lookup_family", "field not supported by meshproof"),
 			errorAt("scenario.yaml", 19, 23, "proxies.edge.cluster.connect_timeout", `want a duration such as "0.25s"`),
 		))
-		Expect(err).To(MatchError(ContainSubstring("scenario.yaml:18:7: proxies.edge.cluster.outlier_detection: field not supported by meshproof")))
+		Expect(err).To(MatchError(ContainSubstring("scenario.yaml:18:7: proxies.edge.cluster.dns_lookup_family: field not supported by meshproof")))
 	})
 
 	It("leaves a null fragment empty", func() {

@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"time"
+
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -38,12 +40,17 @@ var _ = Describe("FromProto", func() {
 			Expect(got).To(BeNil())
 			Expect(config.Errors(err)).To(HaveExactElements(want))
 		},
-		Entry("an unsupported field (outlier_detection)",
-			func(b *bootstrapv3.Bootstrap) { cluster(b).OutlierDetection = &clusterv3.OutlierDetection{} },
-			atPath(clusterPath+".outlier_detection", "field not supported by meshproof (supported in envoy.config.cluster.v3.Cluster:")),
+		Entry("an unsupported field (dns_lookup_family)",
+			func(b *bootstrapv3.Bootstrap) { cluster(b).DnsLookupFamily = clusterv3.Cluster_V4_ONLY },
+			atPath(clusterPath+".dns_lookup_family", "field not supported by meshproof (supported in envoy.config.cluster.v3.Cluster:")),
 		Entry("an unsupported enum value",
-			func(b *bootstrapv3.Bootstrap) { cluster(b).LbPolicy = clusterv3.Cluster_RING_HASH },
-			atPath(clusterPath+".lb_policy", "RING_HASH is not supported by meshproof (supported: ROUND_ROBIN)")),
+			func(b *bootstrapv3.Bootstrap) { cluster(b).LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED },
+			atPath(clusterPath+".lb_policy", "CLUSTER_PROVIDED is not supported by meshproof (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)")),
+		Entry("max_ejection_time below base_ejection_time",
+			func(b *bootstrapv3.Bootstrap) {
+				cluster(b).OutlierDetection = &clusterv3.OutlierDetection{BaseEjectionTime: durationpb.New(time.Minute), MaxEjectionTime: durationpb.New(time.Second)}
+			},
+			atPath(clusterPath+".outlier_detection.max_ejection_time", "1s is smaller than base_ejection_time 1m0s")),
 		Entry("an unsupported field inside a typed_config",
 			func(b *bootstrapv3.Bootstrap) {
 				editHCM(b, func(h *hcmv3.HttpConnectionManager) { h.GenerateRequestId = wrapperspb.Bool(false) })

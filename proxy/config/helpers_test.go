@@ -97,13 +97,20 @@ func minimalWant() *config.Bootstrap {
 				}},
 			}}},
 		}},
-		Clusters: []config.Cluster{{
+		Clusters: []config.Cluster{withClusterDefaults(config.Cluster{
 			Name:           "backend",
 			ConnectTimeout: 5 * time.Second,
 			LbPolicy:       "ROUND_ROBIN",
 			Endpoints:      []config.Endpoint{{Address: "127.0.0.1:8080", Weight: 1}},
-		}},
+		})},
 	}
+}
+
+// withClusterDefaults fills in the resilience defaults every converted cluster carries.
+func withClusterDefaults(c config.Cluster) config.Cluster {
+	d := config.NewCluster(c.Name, c.Endpoints...)
+	d.ConnectTimeout, d.LbPolicy = c.ConnectTimeout, c.LbPolicy
+	return d
 }
 
 const hcmPath = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"

@@ -12,6 +12,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 )
 
 // Message and type names used by the conversion, spelled once.
@@ -19,6 +20,7 @@ const (
 	hcmType    = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 	routerType = "envoy.extensions.filters.http.router.v3.Router"
 	faultType  = "envoy.extensions.filters.http.fault.v3.HTTPFault"
+	prevHosts  = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 )
 
 // supported is the subset of Envoy's v3 API that meshproof implements: message full name → proto field
@@ -155,13 +157,29 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"cluster":      nil,
 		"timeout":      nil,
 		"retry_policy": nil,
+		"hash_policy":  nil,
+	},
+	"envoy.config.route.v3.RouteAction.HashPolicy": {
+		"header":   nil,
+		"terminal": nil,
+	},
+	"envoy.config.route.v3.RouteAction.HashPolicy.Header": {
+		"header_name": nil,
 	},
 	"envoy.config.route.v3.RetryPolicy": {
-		"retry_on":        nil,
-		"num_retries":     nil,
-		"per_try_timeout": nil,
-		"retry_back_off":  nil,
+		"retry_on":                          nil,
+		"num_retries":                       nil,
+		"per_try_timeout":                   nil,
+		"retry_back_off":                    nil,
+		"retriable_status_codes":            nil,
+		"retry_host_predicate":              nil,
+		"host_selection_retry_max_attempts": nil,
 	},
+	"envoy.config.route.v3.RetryPolicy.RetryHostPredicate": {
+		"name":         nil,
+		"typed_config": {prevHosts},
+	},
+	prevHosts: {},
 	"envoy.config.route.v3.RetryPolicy.RetryBackOff": {
 		"base_interval": nil,
 		"max_interval":  nil,
@@ -169,11 +187,70 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 
 	// Clusters: STATIC, round robin, endpoints inline.
 	"envoy.config.cluster.v3.Cluster": {
-		"name":            nil,
-		"type":            {"STATIC"},
-		"connect_timeout": nil,
-		"lb_policy":       {"ROUND_ROBIN"},
-		"load_assignment": nil,
+		"name":                    nil,
+		"type":                    {"STATIC"},
+		"connect_timeout":         nil,
+		"lb_policy":               {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"},
+		"load_assignment":         nil,
+		"outlier_detection":       nil,
+		"circuit_breakers":        nil,
+		"health_checks":           nil,
+		"common_lb_config":        nil,
+		"least_request_lb_config": nil,
+		"ring_hash_lb_config":     nil,
+		"maglev_lb_config":        nil,
+	},
+	"envoy.config.cluster.v3.OutlierDetection": {
+		"consecutive_5xx": nil, "interval": nil, "base_ejection_time": nil, "max_ejection_percent": nil,
+		"enforcing_consecutive_5xx": nil, "enforcing_success_rate": nil, "success_rate_minimum_hosts": nil,
+		"success_rate_request_volume": nil, "success_rate_stdev_factor": nil, "consecutive_gateway_failure": nil,
+		"enforcing_consecutive_gateway_failure": nil, "split_external_local_origin_errors": nil,
+		"consecutive_local_origin_failure": nil, "enforcing_consecutive_local_origin_failure": nil,
+		"enforcing_local_origin_success_rate": nil, "failure_percentage_threshold": nil,
+		"enforcing_failure_percentage": nil, "enforcing_failure_percentage_local_origin": nil,
+		"failure_percentage_minimum_hosts": nil, "failure_percentage_request_volume": nil,
+		"max_ejection_time": nil, "max_ejection_time_jitter": nil,
+		"successful_active_health_check_uneject_host": nil, "always_eject_one_host": nil,
+	},
+	"envoy.config.cluster.v3.CircuitBreakers": {
+		"thresholds": nil,
+	},
+	"envoy.config.cluster.v3.CircuitBreakers.Thresholds": {
+		"priority": {"DEFAULT", "HIGH"}, "max_connections": nil, "max_pending_requests": nil,
+		"max_requests": nil, "max_retries": nil, "retry_budget": nil, "track_remaining": nil,
+	},
+	"envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget": {
+		"budget_percent": nil, "min_retry_concurrency": nil,
+	},
+	"envoy.type.v3.Percent": {
+		"value": nil,
+	},
+	"envoy.config.core.v3.HealthCheck": {
+		"timeout": nil, "interval": nil, "initial_jitter": nil, "interval_jitter": nil,
+		"interval_jitter_percent": nil, "unhealthy_threshold": nil, "healthy_threshold": nil,
+		"unhealthy_interval": nil, "unhealthy_edge_interval": nil, "healthy_edge_interval": nil,
+		"no_traffic_interval": nil, "no_traffic_healthy_interval": nil, "http_health_check": nil,
+	},
+	"envoy.config.core.v3.HealthCheck.HttpHealthCheck": {
+		"host": nil, "path": nil, "expected_statuses": nil, "retriable_statuses": nil,
+	},
+	"envoy.type.v3.Int64Range": {
+		"start": nil, "end": nil,
+	},
+	"envoy.config.cluster.v3.Cluster.CommonLbConfig": {
+		"healthy_panic_threshold": nil,
+	},
+	"envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": {
+		"choice_count": nil, "active_request_bias": nil,
+	},
+	"envoy.config.core.v3.RuntimeDouble": {
+		"default_value": nil, "runtime_key": nil,
+	},
+	"envoy.config.cluster.v3.Cluster.RingHashLbConfig": {
+		"minimum_ring_size": nil, "maximum_ring_size": nil, "hash_function": {"XX_HASH"},
+	},
+	"envoy.config.cluster.v3.Cluster.MaglevLbConfig": {
+		"table_size": nil,
 	},
 	"envoy.config.endpoint.v3.ClusterLoadAssignment": {
 		"cluster_name": nil,
@@ -203,7 +280,7 @@ var retryOn = map[string]bool{
 	"refused-stream":       true,
 	"reset-before-request": true,
 
-	"retriable-status-codes":     false,
+	"retriable-status-codes":     true,
 	"retriable-headers":          false,
 	"envoy-ratelimited":          false,
 	"http3-post-connect-failure": false,

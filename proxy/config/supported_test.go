@@ -44,16 +44,18 @@ var _ = Describe("the supported subset", func() {
 		}
 	})
 
-	It("is the walking skeleton's subset for clusters", func() {
-		Expect(config.SupportedFields()).To(HaveKeyWithValue("envoy.config.cluster.v3.Cluster",
-			[]string{"connect_timeout", "lb_policy", "load_assignment", "name", "type"}))
+	It("holds the cluster's resilience settings and the load balancers meshproof implements", func() {
+		Expect(config.SupportedFields()).To(HaveKeyWithValue("envoy.config.cluster.v3.Cluster", ContainElements(
+			"connect_timeout", "lb_policy", "load_assignment", "name", "type", "outlier_detection", "circuit_breakers", "health_checks")))
+		Expect(config.SupportedFields()["envoy.config.cluster.v3.Cluster"]).NotTo(ContainElement("dns_lookup_family"))
 		Expect(config.SupportedFields()).To(HaveKeyWithValue("envoy.extensions.filters.http.router.v3.Router", BeEmpty()))
-		Expect(config.SupportedValues()).To(HaveKeyWithValue("envoy.config.cluster.v3.Cluster.lb_policy", []string{"ROUND_ROBIN"}))
+		Expect(config.SupportedValues()).To(HaveKeyWithValue("envoy.config.cluster.v3.Cluster.lb_policy",
+			ConsistOf("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV")))
 	})
 
 	It("returns copies callers cannot use to change it", func() {
-		config.SupportedFields()["envoy.config.cluster.v3.Cluster"][0] = "outlier_detection"
-		Expect(config.SupportedFields()["envoy.config.cluster.v3.Cluster"]).NotTo(ContainElement("outlier_detection"))
+		config.SupportedFields()["envoy.config.cluster.v3.Cluster"][0] = "dns_lookup_family"
+		Expect(config.SupportedFields()["envoy.config.cluster.v3.Cluster"]).NotTo(ContainElement("dns_lookup_family"))
 	})
 })
 

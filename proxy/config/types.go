@@ -4,7 +4,11 @@
 // and rejects every field outside that subset by its full field path, with file and line.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/meshproof/meshproof/proxy/policy"
+)
 
 // Bootstrap is the validated form of an Envoy v3 static bootstrap.
 type Bootstrap struct {
@@ -114,6 +118,8 @@ type RouteAction struct {
 	Cluster     string
 	Timeout     time.Duration // route timeout across all attempts; Envoy's default 15s; 0 disables
 	RetryPolicy *RetryPolicy  // nil: the virtual host's, if any; else no retries
+	// HashHeaders are the hash_policy headers (in order) whose values feed RING_HASH and MAGLEV.
+	HashHeaders []string
 }
 
 // RetryPolicy is Envoy's route RetryPolicy (the supported subset).
@@ -123,14 +129,36 @@ type RetryPolicy struct {
 	PerTryTimeout time.Duration // 0 = none
 	BaseInterval  time.Duration // retry_back_off.base_interval, default 25ms
 	MaxInterval   time.Duration // retry_back_off.max_interval, default 10 × base
+	// RetriableStatusCodes are retried under retriable-status-codes.
+	RetriableStatusCodes []int
+	// PreviousHosts: the envoy.retry_host_predicates.previous_hosts predicate, re-picking up to
+	// HostSelectionMaxAttempts times (default 1) to avoid hosts already tried.
+	PreviousHosts            bool
+	HostSelectionMaxAttempts int64
 }
 
 // Cluster is a STATIC cluster with its endpoints.
 type Cluster struct {
 	Name           string
 	ConnectTimeout time.Duration // default 5s
-	LbPolicy       string        // "ROUND_ROBIN" (the only one before the conformance issue)
+	LbPolicy       string        // ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV
 	Endpoints      []Endpoint
+
+	Outlier      *policy.OutlierConfig // nil: no outlier detection
+	Breakers     Breakers
+	HealthChecks []policy.HealthCheckConfig
+	// HealthyPanicThreshold is common_lb_config.healthy_panic_threshold in percent (default 50; 0
+	// disables panic mode).
+	HealthyPanicThreshold float64
+	LeastRequest          policy.LeastRequestConfig
+	RingHash              policy.RingHashConfig
+	MaglevTableSize       uint64 // default 65537
+}
+
+// Breakers are the cluster's circuit breakers per routing priority, with Envoy's defaults filled in.
+type Breakers struct {
+	Default, High  policy.CircuitBreakerThresholds
+	TrackRemaining bool // publish the remaining_* gauges
 }
 
 // Endpoint is one upstream host.

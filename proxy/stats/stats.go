@@ -21,6 +21,9 @@ func (c *Counter) Add(n uint64) { c.v.Add(n) }
 // Value reads the counter.
 func (c *Counter) Value() uint64 { return c.v.Load() }
 
+// Set mirrors a counter that a policy state machine keeps itself (e.g. outlier detection's).
+func (c *Counter) Set(n uint64) { c.v.Store(n) }
+
 // Gauge goes up and down.
 type Gauge struct{ v atomic.Int64 }
 
