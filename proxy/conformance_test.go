@@ -1,0 +1,496 @@
+package proxy_test
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/policy"
+)
+
+// The ten behaviours of envoy-resilience.md most worth a conformance test, each driving the real proxy
+// over loopback against misbehaving upstreams and checking responses, headers and stats.
+var _ = Describe("Envoy conformance", Label("conformance"), func() {
+	outlier := func(mutate func(*policy.OutlierConfig)) *policy.OutlierConfig {
+		o := policy.DefaultOutlierConfig()
+		o.Interval, o.BaseEjectionTime, o.MaxEjectionTime = time.Hour, time.Hour, 0
+		mutate(&o)
+		return &o
+	}
+	with := func(c config.Cluster, mutate func(*config.Cluster)) config.Cluster {
+		mutate(&c)
+		return c
+	}
+	concurrently := func(n int, url string) []int {
+		codes := make([]int, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer GinkgoRecover()
+				defer wg.Done()
+				codes[i], _, _ = get(url + "/")
+			}()
+		}
+		wg.Wait()
+		return codes
+	}
+	slow := func(d time.Duration, code int) func(int64, http.ResponseWriter, *http.Request) {
+		return func(_ int64, w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+			}
+			w.WriteHeader(code)
+		}
+	}
+
+	Describe("1. the retry matrix", func() {
+		overloadedUpstream := func(_ int64, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("x-envoy-overloaded", "true")
+			w.WriteHeader(503)
+		}
+		DescribeTable("attempts = 1 + num_retries when retriable, else 1",
+			func(retryOn string, behaviour func(int64, http.ResponseWriter, *http.Request), retried bool) {
+				u := newUpstream(behaviour)
+				srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(2, strings.Split(retryOn, ",")...))},
+					clusters: []config.Cluster{cluster("backend", u.addr())}})
+				get(url + "/")
+				want := int64(1)
+				if retried {
+					want = 3
+				}
+				Expect(u.requests.Load()).To(Equal(want))
+				Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(want - 1))
+				if retried {
+					Expect(stat(srv, "cluster.backend.upstream_rq_retry_limit_exceeded")).To(BeEquivalentTo(1))
+				}
+			},
+			Entry("5xx × 500", "5xx", status(500), true),
+			Entry("5xx × 503", "5xx", status(503), true),
+			Entry("5xx × 409", "5xx", status(409), false),
+			Entry("5xx × reset", "5xx", resetConn, true),
+			Entry("5xx × upstream x-envoy-overloaded (retried since 2020)", "5xx", overloadedUpstream, true),
+			Entry("gateway-error × 502", "gateway-error", status(502), true),
+			Entry("gateway-error × 504", "gateway-error", status(504), true),
+			Entry("gateway-error × 500", "gateway-error", status(500), false),
+			Entry("gateway-error × reset", "gateway-error", resetConn, true),
+			Entry("reset × reset", "reset", resetConn, true),
+			Entry("reset × 503", "reset", status(503), false),
+			Entry("connect-failure × 503", "connect-failure", status(503), false),
+			Entry("connect-failure × reset", "connect-failure", resetConn, false),
+			Entry("retriable-4xx × 409", "retriable-4xx", status(409), true),
+			Entry("retriable-4xx × 404", "retriable-4xx", status(404), false),
+		)
+
+		It("retries only the configured retriable_status_codes under retriable-status-codes", func() {
+			u := newUpstream(status(418))
+			rp := retries(2, "retriable-status-codes")
+			rp.RetriableStatusCodes = []int{418}
+			_, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(418))
+			Expect(u.requests.Load()).To(BeEquivalentTo(3))
+		})
+
+		It("retries connect failures under connect-failure and 5xx", func() {
+			for _, on := range []string{"connect-failure", "5xx"} {
+				srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(2, on))}, clusters: []config.Cluster{cluster("backend", closedAddr())}})
+				code, _, _ := get(url + "/")
+				Expect(code).To(Equal(503))
+				Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(BeEquivalentTo(3), on)
+			}
+		})
+
+		It("never retries a local overflow", func() {
+			u := newUpstream(slow(300*time.Millisecond, 200))
+			c := with(cluster("backend", u.addr()), func(c *config.Cluster) { c.Breakers.Default.MaxRequests = 1 })
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(3, "5xx", "reset"))}, clusters: []config.Cluster{c}})
+			codes := concurrently(2, url)
+			Expect(codes).To(ConsistOf(200, 503))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeZero())
+			Expect(u.requests.Load()).To(BeEquivalentTo(1))
+		})
+	})
+
+	Describe("2. the timeout budget", func() {
+		It("spans every attempt and back-off with the route timeout: 504, never retried, counters apart", func() {
+			u := newUpstream(hang)
+			r := prefixRoute("/", "backend", retries(10, "5xx"))
+			r.Action.RetryPolicy.PerTryTimeout = 60 * time.Millisecond
+			r.Action.Timeout = 250 * time.Millisecond
+			srv, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(504))
+			Expect(body).To(Equal("upstream request timeout"))
+			Expect(u.requests.Load()).To(BeNumerically("<=", 5), "250ms holds at most five 60ms tries, back-off included")
+			Expect(stat(srv, "cluster.backend.upstream_rq_timeout")).To(BeEquivalentTo(1))
+			// Every attempt but possibly the last ended by its per-try timeout; the route timeout ended the rest.
+			Expect(stat(srv, "cluster.backend.upstream_rq_per_try_timeout")).To(And(
+				BeNumerically(">=", u.requests.Load()-1), BeNumerically("<=", u.requests.Load())))
+		})
+	})
+
+	Describe("3. back-off", func() {
+		It("spaces four retries within the sum of their bounds (25+50+100+200 ms)", func() {
+			u := newUpstream(status(503))
+			rp := retries(4, "5xx")
+			rp.BaseInterval, rp.MaxInterval = 25*time.Millisecond, 250*time.Millisecond
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			began := time.Now()
+			get(url + "/")
+			Expect(time.Since(began)).To(BeNumerically("<", 375*time.Millisecond+time.Second), "generous slack for a loaded machine")
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry_backoff_exponential")).To(BeEquivalentTo(4))
+		})
+	})
+
+	Describe("4. the retry circuit breaker", func() {
+		It("never lets concurrent retries exceed max_retries; overflow returns the original error", func() {
+			u := newUpstream(slow(100*time.Millisecond, 503))
+			c := with(cluster("backend", u.addr()), func(c *config.Cluster) { c.Breakers.Default.MaxRetries = 1 })
+			rp := retries(1, "5xx")
+			rp.BaseInterval, rp.MaxInterval = 100*time.Millisecond, 100*time.Millisecond
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{c}})
+			codes := concurrently(8, url)
+			Expect(codes).To(HaveEach(503))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry_overflow")).To(BeNumerically(">=", 1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry") + stat(srv, "cluster.backend.upstream_rq_retry_overflow")).To(BeEquivalentTo(8))
+		})
+
+		It("sizes a retry budget as max(budget% × (active + pending), min_retry_concurrency)", func() {
+			Expect(policy.RetryBudgetLimit(policy.RetryBudget{BudgetPercent: 20, MinRetryConcurrency: 3}, 40, 10)).To(BeEquivalentTo(10))
+			Expect(policy.RetryBudgetLimit(policy.RetryBudget{BudgetPercent: 20, MinRetryConcurrency: 3}, 5, 0)).To(BeEquivalentTo(3))
+		})
+	})
+
+	Describe("5. request breakers", func() {
+		It("answers max_requests overflow with 503, x-envoy-overloaded and upstream_rq_pending_overflow, and no outlier signal", func() {
+			u := newUpstream(slow(300*time.Millisecond, 200))
+			c := with(cluster("backend", u.addr()), func(c *config.Cluster) {
+				c.Breakers.Default.MaxRequests = 1
+				c.Outlier = outlier(func(o *policy.OutlierConfig) { o.Consecutive5xx, o.MaxEjectionPercent = 1, 100 })
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			var overloaded atomic.Int32
+			var wg sync.WaitGroup
+			for range 2 {
+				wg.Add(1)
+				go func() {
+					defer GinkgoRecover()
+					defer wg.Done()
+					code, hdr, body := get(url + "/")
+					if code == 503 {
+						Expect(hdr.Get("x-envoy-overloaded")).To(Equal("true"))
+						Expect(body).To(HaveSuffix("reset reason: overflow"))
+						overloaded.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			Expect(overloaded.Load()).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_enforced_total")).To(BeZero())
+		})
+
+		It("queues beyond max_connections, and rejects at once with max_pending_requests 0", func() {
+			u := newUpstream(slow(150*time.Millisecond, 200))
+			queued := with(cluster("backend", u.addr()), func(c *config.Cluster) { c.Breakers.Default.MaxConnections = 1 })
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{queued}})
+			Expect(concurrently(3, url)).To(HaveEach(200))
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeNumerically(">=", 1))
+			Expect(stat(srv, "cluster.backend.upstream_cx_overflow")).To(BeNumerically(">=", 1))
+
+			noQueue := with(cluster("backend", u.addr()), func(c *config.Cluster) {
+				c.Breakers.Default.MaxConnections, c.Breakers.Default.MaxPendingRequests = 1, 0
+			})
+			srv, url = start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{noQueue}})
+			Expect(concurrently(2, url)).To(ConsistOf(200, 503))
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeEquivalentTo(1))
+		})
+	})
+
+	Describe("6. consecutive_5xx", func() {
+		twoHosts := func(bad func(int64, http.ResponseWriter, *http.Request), o *policy.OutlierConfig) (*proxy.Server, string, *upstream, *upstream) {
+			b, g := newUpstream(bad), newUpstream(ok)
+			c := with(cluster("backend", b.addr(), g.addr()), func(c *config.Cluster) { c.Outlier = o })
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			return srv, url, b, g
+		}
+
+		It("ejects after N consecutive 5xx, inline, and sends the traffic elsewhere", func() {
+			srv, url, bad, good := twoHosts(status(503), outlier(func(o *policy.OutlierConfig) { o.Consecutive5xx, o.MaxEjectionPercent = 3, 50 }))
+			for range 10 {
+				get(url + "/")
+			}
+			Expect(bad.requests.Load()).To(BeEquivalentTo(3))
+			Expect(good.requests.Load()).To(BeEquivalentTo(7))
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_enforced_consecutive_5xx")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_active")).To(BeEquivalentTo(1))
+			_, _, body := get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(body).To(ContainSubstring(bad.addr() + "::health_flags::/failed_outlier_check"))
+		})
+
+		It("counts resets as 5xx in non-split mode, and a success resets the count", func() {
+			srv, url, _, _ := twoHosts(func(n int64, w http.ResponseWriter, r *http.Request) {
+				if n%3 == 0 {
+					return // every third answer succeeds
+				}
+				resetConn(n, w, r)
+			}, outlier(func(o *policy.OutlierConfig) { o.Consecutive5xx, o.MaxEjectionPercent = 3, 50 }))
+			for range 30 {
+				get(url + "/")
+			}
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_enforced_total")).To(BeZero())
+		})
+
+		It("detects but does not enforce consecutive gateway failures by default", func() {
+			srv, url, bad, _ := twoHosts(status(502), outlier(func(o *policy.OutlierConfig) {
+				o.Consecutive5xx, o.ConsecutiveGatewayFailure, o.MaxEjectionPercent = 100, 3, 50
+			}))
+			for range 8 {
+				get(url + "/")
+			}
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_detected_consecutive_gateway_failure")).To(BeNumerically(">=", 1))
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_enforced_consecutive_gateway_failure")).To(BeZero())
+			Expect(bad.requests.Load()).To(BeEquivalentTo(4), "not ejected: it keeps its round-robin share")
+		})
+	})
+
+	Describe("7. ejection timing", func() {
+		It("un-ejects only at an interval sweep once base_ejection_time has passed", func() {
+			var failing atomic.Bool
+			failing.Store(true)
+			b := newUpstream(func(n int64, w http.ResponseWriter, r *http.Request) {
+				if failing.Load() {
+					w.WriteHeader(503)
+				}
+			})
+			g := newUpstream(ok)
+			c := with(cluster("backend", b.addr(), g.addr()), func(c *config.Cluster) {
+				c.Outlier = outlier(func(o *policy.OutlierConfig) {
+					o.Consecutive5xx, o.MaxEjectionPercent = 2, 50
+					o.Interval, o.BaseEjectionTime = 100*time.Millisecond, 300*time.Millisecond
+				})
+			})
+			var events []proxy.Event
+			var mu sync.Mutex
+			cfg := &config.Bootstrap{Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress",
+				Routes: config.RouteConfig{VirtualHosts: []config.VirtualHost{{Name: "all", Domains: []string{"*"}, Routes: []config.Route{prefixRoute("/", "backend", nil)}}}}}},
+				Clusters: []config.Cluster{c}}
+			srv, err := proxy.New(cfg, proxy.Options{OnEvent: func(e proxy.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(srv.Start()).To(Succeed())
+			DeferCleanup(srv.Close)
+			url := "http://" + srv.ListenerAddr("edge")
+			for range 4 {
+				get(url + "/")
+			}
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_active")).To(BeEquivalentTo(1))
+			failing.Store(false)
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.outlier_detection.ejections_active") }).
+				WithTimeout(5 * time.Second).WithPolling(20 * time.Millisecond).Should(BeZero())
+			mu.Lock()
+			defer mu.Unlock()
+			Expect(events).To(HaveLen(2))
+			Expect(events[0]).To(And(HaveField("Kind", "ejected"), HaveField("Reason", "consecutive_5xx"), HaveField("Host", b.addr())))
+			Expect(events[1]).To(And(HaveField("Kind", "unejected"), HaveField("Reason", "ejection_time_elapsed")))
+			Expect(events[1].Time.Sub(events[0].Time)).To(BeNumerically(">=", 300*time.Millisecond))
+		})
+	})
+
+	Describe("8. max_ejection_percent", func() {
+		It("applies the strict (active+1)/total rule and counts ejections_overflow", func() {
+			var addrs []string
+			for range 4 {
+				addrs = append(addrs, newUpstream(status(503)).addr())
+			}
+			c := with(cluster("backend", addrs...), func(c *config.Cluster) {
+				c.Outlier = outlier(func(o *policy.OutlierConfig) { o.Consecutive5xx, o.MaxEjectionPercent = 1, 50 })
+				c.HealthyPanicThreshold = 0
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			for range 12 {
+				get(url + "/")
+			}
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_active")).To(BeEquivalentTo(2))
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_overflow")).To(BeNumerically(">=", 1))
+		})
+
+		It("ejects nothing from a small cluster at the default 10%, unless always_eject_one_host", func() {
+			for _, always := range []bool{false, true} {
+				c := with(cluster("backend", newUpstream(status(503)).addr(), newUpstream(ok).addr()), func(c *config.Cluster) {
+					c.Outlier = outlier(func(o *policy.OutlierConfig) { o.Consecutive5xx, o.AlwaysEjectOneHost = 1, always })
+				})
+				srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+				for range 6 {
+					get(url + "/")
+				}
+				want := uint64(0)
+				if always {
+					want = 1
+				}
+				Expect(stat(srv, "cluster.backend.outlier_detection.ejections_active")).To(Equal(want), "always_eject_one_host=%t", always)
+			}
+		})
+	})
+
+	Describe("9. success rate", func() {
+		It("ejects the host below mean − 1.9σ at the sweep", func() {
+			var addrs []string
+			var bad *upstream
+			for i := range 5 {
+				u := newUpstream(ok)
+				if i == 0 {
+					u.handle = func(n int64, w http.ResponseWriter, _ *http.Request) {
+						if n%2 == 0 {
+							w.WriteHeader(503) // half its requests fail: SR 50 against {100 ×4} → threshold 52
+						}
+					}
+					bad = u
+				}
+				addrs = append(addrs, u.addr())
+			}
+			c := with(cluster("backend", addrs...), func(c *config.Cluster) {
+				c.Outlier = outlier(func(o *policy.OutlierConfig) {
+					o.Consecutive5xx, o.Interval, o.MaxEjectionPercent = 1000, 200*time.Millisecond, 50
+					o.SuccessRateRequestVolume = 10
+				})
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			Eventually(func() uint64 {
+				for range 100 {
+					get(url + "/")
+				}
+				return stat(srv, "cluster.backend.outlier_detection.ejections_enforced_success_rate")
+			}).WithTimeout(20 * time.Second).Should(BeEquivalentTo(1))
+			_, _, body := get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(body).To(ContainSubstring(bad.addr() + "::health_flags::/failed_outlier_check"))
+		})
+	})
+
+	Describe("10. the panic threshold", func() {
+		allEjected := func(panic float64) (*proxy.Server, string) {
+			c := with(cluster("backend", newUpstream(status(503)).addr(), newUpstream(status(503)).addr()), func(c *config.Cluster) {
+				c.Outlier = outlier(func(o *policy.OutlierConfig) { o.Consecutive5xx, o.MaxEjectionPercent = 1, 100 })
+				c.HealthyPanicThreshold = panic
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			get(url + "/")
+			get(url + "/")
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_active")).To(BeEquivalentTo(2))
+			return srv, url
+		}
+
+		It("sends traffic to ejected hosts again below 50% healthy, counting lb_healthy_panic", func() {
+			srv, url := allEjected(50)
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(503), "the ejected host answered")
+			Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(3))
+			Expect(stat(srv, "cluster.backend.lb_healthy_panic")).To(BeNumerically(">=", 1))
+		})
+
+		It("answers 503 'no healthy upstream' when the threshold is 0", func() {
+			srv, url := allEjected(0)
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(body).To(Equal("no healthy upstream"))
+			Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(2))
+			Expect(stat(srv, "cluster.backend.upstream_cx_none_healthy")).To(BeEquivalentTo(1))
+		})
+	})
+
+	Describe("active health checking", func() {
+		It("takes a host failing its checks out, flags it /failed_active_hc, and brings it back", func() {
+			var sick atomic.Bool
+			sick.Store(true)
+			checked := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/healthz" && sick.Load() {
+					w.WriteHeader(503)
+				}
+			})
+			other := newUpstream(ok)
+			c := with(cluster("backend", checked.addr(), other.addr()), func(c *config.Cluster) {
+				c.HealthChecks = []policy.HealthCheckConfig{{Timeout: time.Second, Interval: 50 * time.Millisecond,
+					UnhealthyThreshold: 2, HealthyThreshold: 2, Path: "/healthz", NoTrafficInterval: 50 * time.Millisecond}}
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			admin := "http://" + srv.AdminAddr() + "/clusters"
+			Eventually(func() string { _, _, b := get(admin); return b }).WithTimeout(5 * time.Second).
+				Should(ContainSubstring(checked.addr() + "::health_flags::/failed_active_hc"))
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.health_check.healthy") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+			before := checked.requests.Load()
+			for range 6 {
+				code, _, _ := get(url + "/")
+				Expect(code).To(Equal(200))
+			}
+			Expect(checked.requests.Load()-before).To(BeNumerically("<=", 2), "only health checks reach the sick host")
+			sick.Store(false)
+			Eventually(func() string { _, _, b := get(admin); return b }).WithTimeout(5 * time.Second).
+				Should(ContainSubstring(checked.addr() + "::health_flags::healthy"))
+			Expect(stat(srv, "cluster.backend.health_check.failure")).To(BeNumerically(">=", 1))
+		})
+	})
+
+	Describe("load balancing", func() {
+		It("honours endpoint weights in round robin", func() {
+			a, b := newUpstream(ok), newUpstream(ok)
+			c := cluster("backend", a.addr(), b.addr())
+			c.Endpoints[0].Weight = 3
+			_, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			for range 40 {
+				get(url + "/")
+			}
+			Expect(a.requests.Load()).To(BeEquivalentTo(30))
+			Expect(b.requests.Load()).To(BeEquivalentTo(10))
+		})
+
+		It("sends one key to one host with RING_HASH on a hash_policy header", func() {
+			var us []*upstream
+			var addrs []string
+			for range 3 {
+				u := newUpstream(ok)
+				us = append(us, u)
+				addrs = append(addrs, u.addr())
+			}
+			c := with(cluster("backend", addrs...), func(c *config.Cluster) { c.LbPolicy = "RING_HASH" })
+			r := prefixRoute("/", "backend", nil)
+			r.Action.HashHeaders = []string{"x-user"}
+			_, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{c}})
+			for range 20 {
+				req, _ := http.NewRequest("GET", url+"/", nil)
+				req.Header.Set("x-user", "alice")
+				resp, err := client.Do(req)
+				Expect(err).NotTo(HaveOccurred())
+				resp.Body.Close()
+			}
+			var hit int
+			for _, u := range us {
+				if u.requests.Load() > 0 {
+					hit++
+					Expect(u.requests.Load()).To(BeEquivalentTo(20))
+				}
+			}
+			Expect(hit).To(Equal(1))
+		})
+	})
+
+	It("sees an unreachable address as a connect failure, not a reset", func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		addr := ln.Addr().String()
+		ln.Close()
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", addr)}})
+		get(url + "/")
+		Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_rx_reset")).To(BeZero())
+	})
+})
