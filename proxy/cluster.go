@@ -130,6 +130,7 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event)) (*cl
 	}
 	c.st.membershipTotal.Set(int64(len(c.hosts)))
 	c.publishHealth()
+	store.OnSnapshot(c.publishBreakers)
 	c.transport = c.newTransport()
 	return c, nil
 }
@@ -319,6 +320,30 @@ func (c *cluster) publishHealth() {
 			}
 			c.st.store.Counter(c.st.prefix + "health_check." + name).Set(v)
 		}
+	}
+}
+
+// publishBreakers sets the circuit_breakers.default.* gauges from the breakers' state: the *_open flags,
+// and the remaining_* values when track_remaining is set.
+func (c *cluster) publishBreakers() {
+	snap := c.rm.Snapshot()
+	p := c.st.prefix + "circuit_breakers.default."
+	flag := func(b bool) int64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	g := c.st.store.Gauge
+	g(p + "cx_open").Set(flag(snap.CxOpen))
+	g(p + "rq_pending_open").Set(flag(snap.RqPendingOpen))
+	g(p + "rq_open").Set(flag(snap.RqOpen))
+	g(p + "rq_retry_open").Set(flag(snap.RqRetryOpen))
+	if c.cfg.Breakers.TrackRemaining {
+		g(p + "remaining_cx").Set(int64(snap.RemainingCx))
+		g(p + "remaining_pending").Set(int64(snap.RemainingPending))
+		g(p + "remaining_rq").Set(int64(snap.RemainingRq))
+		g(p + "remaining_retries").Set(int64(snap.RemainingRetries))
 	}
 }
 

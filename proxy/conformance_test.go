@@ -199,6 +199,24 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_enforced_total")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.circuit_breakers.default.rq_open")).To(BeZero(), "closed again once the request ended")
+		})
+
+		It("publishes circuit_breakers.default.*_open while a limit is reached, and remaining_* with track_remaining", func() {
+			release := make(chan struct{})
+			u := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { <-release })
+			c := with(cluster("backend", u.addr()), func(c *config.Cluster) {
+				c.Breakers.Default.MaxRequests = 1
+				c.Breakers.TrackRemaining = true
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			done := make(chan struct{})
+			go func() { defer GinkgoRecover(); get(url + "/"); close(done) }()
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.rq_open") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq")).To(BeZero())
+			close(release)
+			Eventually(done).WithTimeout(5 * time.Second).Should(BeClosed())
+			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq")).To(BeEquivalentTo(1))
 		})
 
 		It("queues beyond max_connections, and rejects at once with max_pending_requests 0", func() {

@@ -61,6 +61,17 @@ type Store struct {
 	counters   map[string]*Counter
 	gauges     map[string]*Gauge
 	histograms map[string]*Histogram
+
+	refreshMu  sync.Mutex
+	refreshers []func() // set gauges that mirror state kept elsewhere, before every snapshot
+}
+
+// OnSnapshot registers f to run before every Snapshot, to bring gauges that mirror another component's
+// state (e.g. circuit-breaker occupancy) up to date.
+func (s *Store) OnSnapshot(f func()) {
+	s.refreshMu.Lock()
+	s.refreshers = append(s.refreshers, f)
+	s.refreshMu.Unlock()
 }
 
 // NewStore returns an empty store.
@@ -114,6 +125,12 @@ func (s *Store) ResetCounters() {
 
 // Snapshot returns every stat, sorted by name.
 func (s *Store) Snapshot() []Stat {
+	s.refreshMu.Lock()
+	refreshers := s.refreshers
+	s.refreshMu.Unlock()
+	for _, f := range refreshers {
+		f()
+	}
 	s.mu.RLock()
 	out := make([]Stat, 0, len(s.counters)+len(s.gauges))
 	for n, c := range s.counters {
