@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // ErrInvalidConfig is wrapped by every error NewUpstream returns for a bad config.
@@ -24,7 +27,11 @@ const (
 	HeaderRequestID = "x-request-id"         // read from requests into Event.RequestID
 )
 
-// Event is one fault application (kept in the run record).
+// GRPCMessage is the grpc-message of an injected gRPC abort.
+const GRPCMessage = "meshproof: injected fault"
+
+// Event is one fault application (kept in the run record). Connection-level faults (refuse) have
+// Seq 0 and no RequestID.
 type Event struct {
 	Time      time.Time
 	Service   string
@@ -32,7 +39,7 @@ type Event struct {
 	Seq       uint64 // n-th request at that instance
 	RequestID string // the request's x-request-id header, if any
 	Fault     string
-	Kind      string
+	Kind      string // one of the Kind constants
 	Detail    string
 }
 
@@ -49,35 +56,55 @@ type UpstreamConfig struct {
 }
 
 // UpstreamStats is a snapshot of what an Upstream received and did.
-// Every request ends as exactly one of: a status, a reset, or canceled.
+// Every request ends as exactly one of: a status (answered, possibly slowly), a reset (before
+// headers or mid-body), truncated (close_after), a hang, an RST_STREAM, a GOAWAY, or canceled.
 type UpstreamStats struct {
-	Requests    uint64
-	Statuses    map[int]uint64
-	Resets      uint64
-	Applied     map[string]uint64 // key "fault/kind"
-	Canceled    uint64            // client went away or the upstream closed during the delay
-	Connections uint64            // TCP connections accepted
+	Requests     uint64
+	Statuses     map[int]uint64
+	Resets       uint64
+	Applied      map[string]uint64 // key "fault/kind"
+	Canceled     uint64            // client went away or the upstream closed during the delay or the body
+	Connections  uint64            // TCP connections accepted
+	Truncated    uint64            // bodies cut by a clean close (close_after)
+	Hangs        uint64            // requests held until the client went away
+	StreamResets uint64            // HTTP/2 RST_STREAM answers
+	GoAways      uint64            // HTTP/2 GOAWAY answers
+	Refusals     uint64            // times the listener was closed by a refuse rule
 }
 
-// Upstream is an HTTP/1.1 fault-injecting server for one service instance.
+// Upstream is a fault-injecting server for one service instance. It speaks HTTP/1.1 and, on the
+// same port, HTTP/2 over cleartext with prior knowledge (h2c; the Upgrade dance is not
+// supported): a connection that opens with the HTTP/2 preface is served by a small framer-based
+// server that can answer RST_STREAM and GOAWAY of any code.
 type Upstream struct {
-	cfg  UpstreamConfig
-	id   string // "<service>/<instance>"
-	body []byte
+	cfg       UpstreamConfig
+	id        string // "<service>/<instance>"
+	body      []byte
+	hasRefuse bool
 
 	seq   atomic.Uint64
 	start atomic.Pointer[time.Time] // origin of fault windows
 	conns atomic.Uint64
 
-	mu       sync.Mutex // guards the fields below
-	srv      *http.Server
-	ln       net.Listener
-	cancel   context.CancelFunc
-	served   chan struct{} // closed when srv.Serve returns
-	serveErr error
-	closed   bool
-	handlers sync.WaitGroup // requests in flight; Add only under mu while !closed
-	stats    UpstreamStats
+	mu         sync.Mutex // guards the fields below
+	addr       string     // where the upstream listens, kept while refusing
+	ln         net.Listener
+	h1         *connQueue
+	srv        *http.Server
+	ctx        context.Context // ends at Close
+	cancel     context.CancelFunc
+	served     chan struct{} // closed when srv.Serve returns
+	stop       chan struct{} // closed at Close, ends the refuse schedule
+	wake       chan struct{} // pokes the refuse schedule
+	refusing   string        // the refuse rule in force, "" = accepting
+	serveErr   error
+	closed     bool
+	goroutines sync.WaitGroup // accept loops, sniffers and HTTP/2 connections, schedule; Add only under mu while !closed
+	handlers   sync.WaitGroup // requests in flight; Add only under mu while !closed
+	stats      UpstreamStats
+
+	openMu sync.Mutex // guards open
+	open   map[*serverConn]struct{}
 }
 
 // NewUpstream validates cfg and returns an Upstream that is not yet listening.
@@ -92,6 +119,7 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	errs = append(errs, withPath("response", cfg.Response.Validate())...)
 	rules := make([]Fault, len(cfg.Faults))
 	seen := make(map[string]string, len(cfg.Faults))
+	hasRefuse := false
 	for i, f := range cfg.Faults {
 		path := fmt.Sprintf("faults[%d]", i)
 		if f.Name == "" {
@@ -101,8 +129,12 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 			errs = append(errs, fmt.Errorf("%s: name %q is already used by %s", path, f.Name, first))
 		}
 		seen[f.Name] = path
-		errs = append(errs, withPath(path, f.Validate())...)
-		rules[i] = clone(f)
+		rerr := f.Validate()
+		errs = append(errs, withPath(path, rerr)...)
+		if rerr == nil {
+			rules[i] = clone(f)
+		}
+		hasRefuse = hasRefuse || f.Refuse != nil
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("faults: %w for %s/%d:\n%w", ErrInvalidConfig, cfg.Service, cfg.Instance, err)
@@ -112,9 +144,12 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 		cfg.Now = time.Now
 	}
 	return &Upstream{
-		cfg:  cfg,
-		id:   cfg.Service + "/" + strconv.Itoa(cfg.Instance),
-		body: pattern(cfg.Response.Size),
+		cfg:       cfg,
+		id:        cfg.Service + "/" + strconv.Itoa(cfg.Instance),
+		body:      pattern(cfg.Response.Size),
+		hasRefuse: hasRefuse,
+		wake:      make(chan struct{}, 1),
+		open:      map[*serverConn]struct{}{},
 		stats: UpstreamStats{
 			Statuses: map[int]uint64{},
 			Applied:  map[string]uint64{},
@@ -130,7 +165,7 @@ func (u *Upstream) Start(addr string) error {
 	case u.closed:
 		return fmt.Errorf("faults: upstream %s: %w", u.id, net.ErrClosed)
 	case u.srv != nil:
-		return fmt.Errorf("faults: upstream %s: already started on %s", u.id, u.ln.Addr())
+		return fmt.Errorf("faults: upstream %s: already started on %s", u.id, u.addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -141,44 +176,93 @@ func (u *Upstream) Start(addr string) error {
 		start = u.cfg.Now()
 	}
 	u.start.Store(&start)
-	ctx, cancel := context.WithCancel(context.Background())
+	u.ctx, u.cancel = context.WithCancel(context.Background())
 	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true) // resets hijack the connection: HTTP/1.1 only
+	protocols.SetHTTP1(true) // HTTP/2 connections are told apart by their preface and served by serveH2
+	u.h1 = newConnQueue(ln.Addr())
 	u.srv = &http.Server{
 		Handler:           http.HandlerFunc(u.serveHTTP),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ConnState: func(_ net.Conn, s http.ConnState) {
-			if s == http.StateNew {
-				u.conns.Add(1)
-			}
-		},
+		BaseContext:       func(net.Listener) context.Context { return u.ctx },
 	}
-	u.ln, u.cancel, u.served = ln, cancel, make(chan struct{})
-	go func(srv *http.Server, served chan<- struct{}) {
+	u.ln, u.addr, u.served, u.stop = ln, ln.Addr().String(), make(chan struct{}), make(chan struct{})
+	go func(srv *http.Server, h1 *connQueue, served chan<- struct{}) {
 		defer close(served)
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(h1); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			u.mu.Lock()
-			u.serveErr = err
+			u.serveErr = errors.Join(u.serveErr, err)
 			u.mu.Unlock()
 		}
-	}(u.srv, u.served)
+	}(u.srv, u.h1, u.served)
+	u.goroutines.Add(1)
+	go u.acceptLoop(ln)
+	if u.hasRefuse {
+		u.goroutines.Add(1)
+		go u.schedule(u.stop)
+	}
 	return nil
 }
 
 // SetRunStart moves the origin of the fault windows, e.g. to the moment the load starts once every
 // instance and proxy is up. Call it after Start.
-func (u *Upstream) SetRunStart(t time.Time) { u.start.Store(&t) }
+func (u *Upstream) SetRunStart(t time.Time) {
+	u.start.Store(&t)
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
 
-// Addr returns the host:port the upstream listens on, or "" before Start.
+// Addr returns the host:port the upstream listens on, or "" before Start. It stays the same while
+// a refuse rule holds the listener closed.
 func (u *Upstream) Addr() string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.ln == nil {
-		return ""
+	return u.addr
+}
+
+// Refresh applies the connection-level faults (refuse) for the clock's current time: it closes
+// the listener and the open connections when a refuse rule becomes active, and listens again on
+// the same address when none is. The upstream calls it by itself at every change on the wall
+// clock and when a connection arrives; call it after moving an injected clock.
+func (u *Upstream) Refresh() error {
+	var (
+		events []Event
+		down   bool // close the open connections, outside mu
+	)
+	defer func() {
+		if down {
+			u.closeOpen()
+		}
+		u.emit(events)
+	}()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed || u.srv == nil {
+		return nil
 	}
-	return u.ln.Addr().String()
+	now := u.cfg.Now()
+	name, refuse := Refusing(u.cfg.Faults, now.Sub(*u.start.Load()))
+	switch {
+	case refuse && u.refusing == "":
+		_ = u.ln.Close()
+		u.ln, u.refusing = nil, name
+		u.stats.Refusals++
+		u.stats.Applied[name+"/"+KindRefuse]++
+		events = append(events, u.event(now, 0, "", Applied{Fault: name, Kind: KindRefuse, Detail: "listener closed"}))
+		down = true
+	case !refuse && u.refusing != "":
+		ln, err := net.Listen("tcp", u.addr)
+		if err != nil {
+			return fmt.Errorf("faults: upstream %s: reopen after refuse: %w", u.id, err)
+		}
+		events = append(events, u.event(now, 0, "", Applied{Fault: u.refusing, Kind: KindRefuse, Detail: "listener reopened"}))
+		u.ln, u.refusing = ln, ""
+		u.goroutines.Add(1)
+		go u.acceptLoop(ln)
+	}
+	return nil
 }
 
 // Close stops listening, closes all connections, aborts requests waiting out their delay and
@@ -191,12 +275,19 @@ func (u *Upstream) Close() error {
 		return nil
 	}
 	u.closed = true
-	srv, cancel, served := u.srv, u.cancel, u.served
+	srv, ln, cancel, served := u.srv, u.ln, u.cancel, u.served
+	u.ln = nil
+	close(u.stop)
 	u.mu.Unlock()
 
-	err := srv.Close() // listener and tracked connections first, so no response is written after
+	if ln != nil {
+		_ = ln.Close()
+	}
+	err := srv.Close() // the HTTP/1.1 queue and tracked connections first, so no response is written after
+	u.closeOpen()      // then sniffing, hijacked and HTTP/2 connections
 	cancel()           // then wake handlers waiting out a delay
 	<-served
+	u.goroutines.Wait()
 	u.handlers.Wait()
 
 	u.mu.Lock()
@@ -215,7 +306,95 @@ func (u *Upstream) Stats() UpstreamStats {
 	return s
 }
 
-// serveHTTP decides, waits out the delay, then resets the connection or answers.
+// schedule calls Refresh at every change of the refuse rules on the wall clock, and when poked.
+func (u *Upstream) schedule(stop <-chan struct{}) {
+	defer u.goroutines.Done()
+	for {
+		err := u.Refresh()
+		wait := time.Duration(-1)
+		elapsed := u.cfg.Now().Sub(*u.start.Load())
+		if next, ok := NextRefuseChange(u.cfg.Faults, elapsed); ok {
+			wait = next - elapsed
+		}
+		if err != nil && (wait < 0 || wait > 100*time.Millisecond) {
+			wait = 100 * time.Millisecond // the port may be briefly taken: try again
+		}
+		var (
+			fire  <-chan time.Time
+			timer *time.Timer
+		)
+		if wait >= 0 {
+			timer = time.NewTimer(wait)
+			fire = timer.C
+		}
+		select {
+		case <-stop:
+		case <-u.wake:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		select {
+		case <-stop:
+			return
+		default:
+		}
+	}
+}
+
+// acceptLoop accepts connections on ln until it closes, and sniffs each in its own goroutine.
+func (u *Upstream) acceptLoop(ln net.Listener) {
+	defer u.goroutines.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				u.mu.Lock()
+				u.serveErr = errors.Join(u.serveErr, err)
+				u.mu.Unlock()
+			}
+			return
+		}
+		if u.hasRefuse {
+			_ = u.Refresh() // an injected clock may have moved into a refuse window
+		}
+		u.mu.Lock()
+		if u.closed || u.ln != ln {
+			u.mu.Unlock()
+			rst(c) // accepted as the listener closed: the instance is down
+			continue
+		}
+		u.conns.Add(1)
+		sc := u.track(c)
+		u.goroutines.Add(1)
+		u.mu.Unlock()
+		go u.sniff(sc)
+	}
+}
+
+// sniff tells HTTP/2 (prior knowledge) from HTTP/1.1 by the first bytes and serves accordingly.
+func (u *Upstream) sniff(c *serverConn) {
+	defer u.goroutines.Done()
+	br := bufio.NewReader(c.Conn)
+	c.r = br
+	for i := 1; i <= len(http2.ClientPreface); i++ {
+		b, err := br.Peek(i)
+		if err != nil {
+			_ = c.Close()
+			return
+		}
+		if b[i-1] != http2.ClientPreface[i-1] {
+			if !u.h1.push(c) {
+				_ = c.Close()
+			}
+			return
+		}
+	}
+	u.serveH2(c)
+}
+
+// serveHTTP serves one HTTP/1.1 request.
 func (u *Upstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if !u.enter() {
 		panic(http.ErrAbortHandler)
@@ -223,34 +402,196 @@ func (u *Upstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer u.handlers.Done()
 
 	_, _ = io.Copy(io.Discard, r.Body)
-	now := u.cfg.Now()
-	n := u.seq.Add(1)
-	d := Decide(u.cfg.Response, u.cfg.Faults, now.Sub(*u.start.Load()), RequestRand(u.cfg.Seed, u.cfg.Service, u.cfg.Instance, n))
-	u.record(now, n, r.Header.Get(HeaderRequestID), d)
-
-	if !sleep(r.Context(), d.Delay) {
-		u.count(func(s *UpstreamStats) { s.Canceled++ })
-		panic(http.ErrAbortHandler) // the client or the upstream is gone: write nothing
-	}
-	if d.Reset {
-		u.count(func(s *UpstreamStats) { s.Resets++ })
-		reset(w)
-		return
-	}
-	u.count(func(s *UpstreamStats) { s.Statuses[d.Status]++ })
-	h := w.Header()
-	h.Set(HeaderInstance, u.id)
-	h.Set(HeaderSeq, strconv.FormatUint(n, 10))
-	withBody := d.Status != http.StatusNoContent && d.Status != http.StatusNotModified
-	if withBody {
-		h.Set("content-type", "application/octet-stream")
-		h.Set("content-length", strconv.Itoa(len(u.body)))
-	}
-	w.WriteHeader(d.Status)
-	if withBody && r.Method != http.MethodHead {
-		_, _ = w.Write(u.body)
+	d, n := u.decide(Request{Method: r.Method, Path: r.URL.Path, Header: r.Header}, r.Header.Get(HeaderRequestID))
+	ex := &h1Exchange{w: w, r: r}
+	u.respond(ex, d, n, r.Method == http.MethodHead)
+	if ex.aborted {
+		panic(http.ErrAbortHandler) // the client or the upstream is gone: write nothing more
 	}
 }
+
+// decide numbers the request, decides and records the decision.
+func (u *Upstream) decide(req Request, requestID string) (Decision, uint64) {
+	now := u.cfg.Now()
+	n := u.seq.Add(1)
+	req.Seq, req.Elapsed = n, now.Sub(*u.start.Load())
+	d := DecideRequest(u.cfg.Response, u.cfg.Faults, req, RequestRand(u.cfg.Seed, u.cfg.Service, u.cfg.Instance, n))
+	u.record(now, n, requestID, d)
+	return d, n
+}
+
+// exchange is one request's way back to its client, over HTTP/1.1 or HTTP/2.
+type exchange interface {
+	context() context.Context
+	header() http.Header
+	writeHeader(status int, endStream bool) error
+	write(p []byte, endStream bool) error // body bytes, flushed
+	reset()                               // TCP RST of the connection, now
+	closeConn()                           // clean close (FIN) of the connection, now
+	rstStream(code uint32)                // HTTP/2 only
+	goAway(code uint32)                   // HTTP/2 only
+	abort()                               // the exchange failed: write nothing more
+}
+
+// respond carries out a decision: waits out the delay, then resets, hangs or answers.
+func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
+	ctx := ex.context()
+	if !sleep(ctx, d.Delay) {
+		u.count(func(s *UpstreamStats) { s.Canceled++ })
+		ex.abort()
+		return
+	}
+	switch {
+	case d.Reset:
+		u.count(func(s *UpstreamStats) { s.Resets++ })
+		ex.reset()
+		return
+	case d.RSTStream != "":
+		u.count(func(s *UpstreamStats) { s.StreamResets++ })
+		code, _ := H2Code(d.RSTStream)
+		ex.rstStream(code)
+		return
+	case d.GoAway != "":
+		u.count(func(s *UpstreamStats) { s.GoAways++ })
+		code, _ := H2Code(d.GoAway)
+		ex.goAway(code)
+		return
+	case d.Hang:
+		u.count(func(s *UpstreamStats) { s.Hangs++ })
+		<-ctx.Done()
+		ex.abort()
+		return
+	}
+
+	h := ex.header()
+	h.Set(HeaderInstance, u.id)
+	h.Set(HeaderSeq, strconv.FormatUint(seq, 10))
+	var body []byte
+	switch {
+	case d.GRPCStatus != 0:
+		h.Set("content-type", "application/grpc")
+		h.Set("grpc-status", strconv.Itoa(d.GRPCStatus))
+		h.Set("grpc-message", GRPCMessage)
+		h.Set("content-length", "0")
+	case d.Status != http.StatusNoContent && d.Status != http.StatusNotModified:
+		body = u.bodyOf(d.Size)
+		h.Set("content-type", "application/octet-stream")
+		h.Set("content-length", strconv.Itoa(len(body)))
+	}
+	if head {
+		body = nil
+	}
+	u.count(func(s *UpstreamStats) {
+		switch d.Cut {
+		case CutReset:
+			s.Resets++
+		case CutClose:
+			s.Truncated++
+		default:
+			s.Statuses[d.Status]++
+		}
+	})
+	limit := len(body)
+	if d.Cut != CutNone {
+		limit = min(d.CutAfter, len(body))
+	}
+	if err := ex.writeHeader(d.Status, limit == 0 && d.Cut == CutNone); err != nil {
+		ex.abort()
+		return
+	}
+	chunk := max(limit, 1)
+	if d.BytesPerSecond > 0 {
+		chunk = max(1, d.BytesPerSecond/20) // 50ms steps
+	}
+	for off := 0; off < limit; {
+		n := min(chunk, limit-off)
+		if d.BytesPerSecond > 0 && !sleep(ctx, pace(n, d.BytesPerSecond)) {
+			u.count(func(s *UpstreamStats) { s.Canceled++ })
+			ex.abort()
+			return
+		}
+		if err := ex.write(body[off:off+n], d.Cut == CutNone && off+n == len(body)); err != nil {
+			ex.abort()
+			return
+		}
+		off += n
+	}
+	switch d.Cut {
+	case CutReset:
+		ex.reset()
+	case CutClose:
+		ex.closeConn()
+	}
+}
+
+// pace is how long n bytes take at bps bytes per second, rounded up.
+func pace(n, bps int) time.Duration {
+	return time.Duration((int64(n)*int64(time.Second) + int64(bps) - 1) / int64(bps))
+}
+
+// bodyOf returns n bytes of the pattern.
+func (u *Upstream) bodyOf(n int) []byte {
+	if n <= len(u.body) {
+		return u.body[:n]
+	}
+	return pattern(n)
+}
+
+// h1Exchange answers an HTTP/1.1 request through net/http; the connection-level effects hijack it.
+type h1Exchange struct {
+	w           http.ResponseWriter
+	r           *http.Request
+	wroteHeader bool
+	aborted     bool
+}
+
+var _ exchange = (*h1Exchange)(nil)
+
+func (e *h1Exchange) context() context.Context { return e.r.Context() }
+func (e *h1Exchange) header() http.Header      { return e.w.Header() }
+
+func (e *h1Exchange) writeHeader(status int, _ bool) error {
+	e.wroteHeader = true
+	e.w.WriteHeader(status)
+	return http.NewResponseController(e.w).Flush()
+}
+
+func (e *h1Exchange) write(p []byte, _ bool) error {
+	if _, err := e.w.Write(p); err != nil {
+		return err
+	}
+	return http.NewResponseController(e.w).Flush()
+}
+
+func (e *h1Exchange) reset() {
+	if c := e.hijack(); c != nil {
+		rst(c)
+	}
+}
+
+func (e *h1Exchange) closeConn() {
+	if c := e.hijack(); c != nil {
+		_ = c.Close()
+	}
+}
+
+// hijack takes the connection over, after flushing what was written; nil if it cannot.
+func (e *h1Exchange) hijack() net.Conn {
+	rc := http.NewResponseController(e.w)
+	if e.wroteHeader {
+		_ = rc.Flush() // a Flush before WriteHeader would send a 200
+	}
+	conn, _, err := rc.Hijack()
+	if err != nil {
+		e.aborted = true // cannot hijack: abort the response without writing more
+		return nil
+	}
+	return conn
+}
+
+func (e *h1Exchange) rstStream(uint32) { e.reset() } // never decided for HTTP/1.1
+func (e *h1Exchange) goAway(uint32)    { e.reset() } // never decided for HTTP/1.1
+func (e *h1Exchange) abort()           { e.aborted = true }
 
 // enter registers a request in flight unless the upstream is closing.
 func (u *Upstream) enter() bool {
@@ -275,16 +616,21 @@ func (u *Upstream) record(now time.Time, seq uint64, requestID string, d Decisio
 		return
 	}
 	for _, a := range d.Applied {
-		u.cfg.OnEvent(Event{
-			Time:      now,
-			Service:   u.cfg.Service,
-			Instance:  u.cfg.Instance,
-			Seq:       seq,
-			RequestID: requestID,
-			Fault:     a.Fault,
-			Kind:      a.Kind,
-			Detail:    a.Detail,
-		})
+		u.cfg.OnEvent(u.event(now, seq, requestID, a))
+	}
+}
+
+func (u *Upstream) event(now time.Time, seq uint64, requestID string, a Applied) Event {
+	return Event{Time: now, Service: u.cfg.Service, Instance: u.cfg.Instance, Seq: seq, RequestID: requestID,
+		Fault: a.Fault, Kind: a.Kind, Detail: a.Detail}
+}
+
+func (u *Upstream) emit(events []Event) {
+	if u.cfg.OnEvent == nil {
+		return
+	}
+	for _, e := range events {
+		u.cfg.OnEvent(e)
 	}
 }
 
@@ -293,6 +639,103 @@ func (u *Upstream) count(f func(*UpstreamStats)) {
 	defer u.mu.Unlock()
 	f(&u.stats)
 }
+
+// track registers an accepted connection so that refuse and Close can close it.
+func (u *Upstream) track(c net.Conn) *serverConn {
+	sc := &serverConn{Conn: c, r: c}
+	sc.onClose = func() {
+		u.openMu.Lock()
+		delete(u.open, sc)
+		u.openMu.Unlock()
+	}
+	u.openMu.Lock()
+	u.open[sc] = struct{}{}
+	u.openMu.Unlock()
+	return sc
+}
+
+// closeOpen closes every tracked connection.
+func (u *Upstream) closeOpen() {
+	u.openMu.Lock()
+	open := make([]*serverConn, 0, len(u.open))
+	for c := range u.open {
+		open = append(open, c)
+	}
+	u.openMu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
+	}
+}
+
+// serverConn is an accepted connection: it reads through the sniffing buffer and unregisters
+// itself when closed.
+type serverConn struct {
+	net.Conn
+	r       io.Reader
+	once    sync.Once
+	onClose func()
+}
+
+func (c *serverConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *serverConn) Close() error {
+	c.once.Do(c.onClose)
+	return c.Conn.Close()
+}
+
+// CloseWrite half-closes the connection (FIN), as net/http does before closing.
+func (c *serverConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// SetLinger sets SO_LINGER on the TCP connection.
+func (c *serverConn) SetLinger(sec int) error {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		return tc.SetLinger(sec)
+	}
+	return nil
+}
+
+// connQueue is the net.Listener net/http serves: the HTTP/1.1 connections the sniffers hand over.
+type connQueue struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// push hands c to Accept, and reports false if the queue is closed.
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case q.conns <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.closed.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
 
 // sleep waits d, and reports false if ctx ended first.
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -309,17 +752,12 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// reset closes the connection with SO_LINGER 0, so the peer sees a TCP RST (ECONNRESET) and no
-// response byte.
-func reset(w http.ResponseWriter) {
-	conn, _, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler) // cannot hijack: abort the response without writing it
+// rst closes c with SO_LINGER 0, so the peer sees a TCP RST (ECONNRESET) and nothing more.
+func rst(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
 	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = conn.Close()
+	_ = c.Close()
 }
 
 // pattern returns n bytes of a repeating, recognisable pattern.
@@ -334,33 +772,50 @@ func pattern(n int) []byte {
 
 // clone copies a rule so the caller's pointers cannot change it while serving.
 func clone(f Fault) Fault {
+	f.Match = f.Match.compiled()
+	if f.Flap != nil {
+		fl := *f.Flap
+		f.Flap = &fl
+	}
 	if f.Latency != nil {
 		l := *f.Latency
+		if l.Uniform != nil {
+			v := *l.Uniform
+			l.Uniform = &v
+		}
+		if l.Normal != nil {
+			v := *l.Normal
+			l.Normal = &v
+		}
+		if l.LogNormal != nil {
+			v := *l.LogNormal
+			l.LogNormal = &v
+		}
+		if l.Pareto != nil {
+			v := *l.Pareto
+			l.Pareto = &v
+		}
 		f.Latency = &l
 	}
-	if f.Abort != nil {
-		a := *f.Abort
-		f.Abort = &a
-	}
+	f.Abort = clonePtr(f.Abort)
 	if f.Reset != nil {
 		r := *f.Reset
+		r.AfterBytes = clonePtr(r.AfterBytes)
 		f.Reset = &r
 	}
+	f.Hang = clonePtr(f.Hang)
+	f.SlowBody = clonePtr(f.SlowBody)
+	f.CloseAfter = clonePtr(f.CloseAfter)
+	f.Size = clonePtr(f.Size)
+	f.H2 = clonePtr(f.H2)
+	f.Refuse = clonePtr(f.Refuse)
 	return f
 }
 
-// withPath prefixes each error joined in err with path.
-func withPath(path string, err error) []error {
-	if err == nil {
+func clonePtr[T any](p *T) *T {
+	if p == nil {
 		return nil
 	}
-	joined, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return []error{fmt.Errorf("%s.%w", path, err)}
-	}
-	var errs []error
-	for _, e := range joined.Unwrap() {
-		errs = append(errs, fmt.Errorf("%s.%w", path, e))
-	}
-	return errs
+	v := *p
+	return &v
 }

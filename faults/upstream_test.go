@@ -319,7 +319,7 @@ var _ = Describe("Upstream", func() {
 		Entry("negative response latency",
 			faults.UpstreamConfig{Service: "s", Response: faults.Response{Latency: -time.Second}}, "response.latency: -1s is negative, want >= 0"),
 		Entry("fault without a kind",
-			faults.UpstreamConfig{Service: "s", Faults: []faults.Fault{{}}}, "faults[0].{latency,abort,reset}: none set, want at least one"),
+			faults.UpstreamConfig{Service: "s", Faults: []faults.Fault{{}}}, "faults[0].{latency,abort,reset,hang,slow_body,close_after,size,h2,refuse}: none set, want at least one"),
 		Entry("abort percent above 100",
 			faults.UpstreamConfig{Service: "s", Faults: []faults.Fault{abortRule("", 503, 120)}}, "faults[0].abort.percent: 120 is out of range, want 0..100"),
 		Entry("abort status below 200",
