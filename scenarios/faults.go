@@ -3,8 +3,10 @@ package scenarios
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/faults/tcp"
 )
 
 // FaultResponse is the service's normal behaviour as the fault upstream takes it.
@@ -12,25 +14,45 @@ func (s *Service) FaultResponse() faults.Response {
 	return faults.Response{Status: s.Response.Status, Size: s.Response.Size, Latency: s.Response.Latency.Duration}
 }
 
-// InstanceFaults lists the scenario's fault rules that apply to one instance of a service, named after
-// their place in the file ("faults[2]") so that events point back to it.
+// InstanceFaults lists the scenario's HTTP fault rules that apply to one instance of a service, named
+// after their place in the file ("faults[2]") so that events point back to it.
 func (sc *Scenario) InstanceFaults(service string, index int) []faults.Fault {
 	var out []faults.Fault
 	for i, f := range sc.Faults {
-		if f.Service != service || len(f.Instances) > 0 && !slices.Contains(f.Instances, index) {
+		if !f.targets(service, index) || f.TCP != nil && !f.hasHTTPKind() {
 			continue
 		}
-		rule := faults.Fault{Name: fmt.Sprintf("faults[%d]", i), Start: f.At.Duration, Duration: f.For.Duration}
-		if f.Latency != nil {
-			rule.Latency = &faults.Latency{Fixed: f.Latency.Fixed.Duration, Percent: f.Latency.Percent.Or(100)}
-		}
-		if f.Abort != nil {
-			rule.Abort = &faults.Abort{Status: f.Abort.Status, Percent: f.Abort.Percent.Or(100)}
-		}
-		if f.Reset != nil {
-			rule.Reset = &faults.Reset{Percent: f.Reset.Percent.Or(100)}
-		}
+		rule := f.Fault
+		rule.Name = fmt.Sprintf("faults[%d]", i)
 		out = append(out, rule)
 	}
 	return out
+}
+
+// TCPWindow is a TCP fault rule's toxics and when they apply, from the load's start.
+type TCPWindow struct {
+	Name            string // "faults[3]"
+	Start, Duration time.Duration
+	Toxics          []tcp.Toxic
+}
+
+// InstanceTCPFaults lists the TCP fault rules on one instance: the runner puts a TCP fault proxy in
+// front of it and switches the toxics on for each window.
+func (sc *Scenario) InstanceTCPFaults(service string, index int) []TCPWindow {
+	var out []TCPWindow
+	for i, f := range sc.Faults {
+		if f.TCP != nil && f.targets(service, index) {
+			out = append(out, TCPWindow{Name: fmt.Sprintf("faults[%d]", i), Start: f.Start, Duration: f.Duration, Toxics: f.TCP.Toxics})
+		}
+	}
+	return out
+}
+
+func (f *Fault) targets(service string, index int) bool {
+	return f.Service == service && (len(f.Instances) == 0 || slices.Contains(f.Instances, index))
+}
+
+func (f *Fault) hasHTTPKind() bool {
+	return f.Latency != nil || f.Abort != nil || f.Reset != nil || f.Hang != nil || f.SlowBody != nil ||
+		f.CloseAfter != nil || f.Size != nil || f.H2 != nil || f.Refuse != nil
 }

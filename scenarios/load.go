@@ -3,6 +3,8 @@ package scenarios
 import (
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"reflect"
 	"regexp"
@@ -16,6 +18,7 @@ import (
 	"github.com/goccy/go-yaml/parser"
 	"github.com/goccy/go-yaml/token"
 
+	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/proxy/config"
 )
 
@@ -88,7 +91,7 @@ func yamlError(err error, file string, f *ast.File) error {
 	}
 	var ye yaml.Error
 	if !errors.As(err, &ye) {
-		return &Error{File: file, Msg: err.Error()}
+		return locateValue(&Error{File: file, Msg: err.Error()}, f)
 	}
 	e := &Error{File: file, Msg: ye.GetMessage()}
 	tok := ye.GetToken()
@@ -103,6 +106,34 @@ func yamlError(err error, file string, f *ast.File) error {
 				e.Msg += "; accepted here: " + strings.Join(fields, ", ")
 			}
 		}
+	}
+	return e
+}
+
+// quoted finds the value a decoder message quotes (time: invalid duration "soon").
+var quoted = regexp.MustCompile(`"([^"]*)"`)
+
+// locateValue gives a position-less decoding error (such as a bad duration) the line and field of the
+// one scalar in the file that holds the value it quotes.
+func locateValue(e *Error, f *ast.File) *Error {
+	m := quoted.FindStringSubmatch(e.Msg)
+	if m == nil || f == nil {
+		return e
+	}
+	var found []ast.Node
+	ast.Walk(visitorFunc(func(n ast.Node) bool {
+		if sn, ok := n.(ast.ScalarNode); ok && sn.GetToken() != nil && sn.GetToken().Value == m[1] {
+			found = append(found, n)
+		}
+		return true
+	}), f.Docs[0].Body)
+	if len(found) != 1 {
+		return e
+	}
+	pos := found[0].GetToken().Position
+	e.Line, e.Column, e.Path = pos.Line, pos.Column, fieldPath(found[0].GetPath())
+	if strings.Contains(e.Msg, "duration") {
+		e.Msg += `; want a duration such as "250ms", "1.5s" or "2m"`
 	}
 	return e
 }
@@ -173,17 +204,28 @@ func derefType(t reflect.Type) reflect.Type {
 func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		if tag, _, _ := strings.Cut(sf.Tag.Get("yaml"), ","); tag == name {
+		tag, opts, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		if tag == name {
 			return sf, true
+		}
+		if opts == "inline" {
+			if inner, ok := fieldByTag(derefType(sf.Type), name); ok {
+				return inner, true
+			}
 		}
 	}
 	return reflect.StructField{}, false
 }
 
+// yamlFields lists a struct's YAML keys, those of inline structs included.
 func yamlFields(t reflect.Type) []string {
 	var out []string
 	for i := range t.NumField() {
-		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
+		tag, opts, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		switch {
+		case opts == "inline":
+			out = append(out, yamlFields(derefType(t.Field(i).Type))...)
+		case tag != "" && tag != "-":
 			out = append(out, tag)
 		}
 	}
@@ -262,7 +304,7 @@ func (v *validator) validate() {
 	}
 	v.load()
 	for i, f := range sc.Faults {
-		v.fault(fmt.Sprintf("faults[%d]", i), f)
+		v.fault(i, f)
 	}
 }
 
@@ -418,31 +460,136 @@ func (v *validator) load() {
 	}
 }
 
-func (v *validator) fault(field string, f *Fault) {
+func (v *validator) fault(i int, f *Fault) {
+	field := fmt.Sprintf("faults[%d]", i)
 	if f == nil {
-		v.at(field, "a fault needs a service and one of latency, abort, reset")
+		v.at(field, "a fault needs a service and one of latency, abort, reset, hang, slow_body, close_after, size, h2, refuse, tcp")
 		return
 	}
 	svc, ok := v.sc.Services[f.Service]
 	if !ok {
 		v.at(field+".service", "%q is not a service of this scenario (services: %s)", f.Service, strings.Join(sortedKeys(v.sc.Services), ", "))
+		return
 	}
-	if ok {
-		for i, inst := range f.Instances {
-			if inst < 0 || inst >= svc.Instances {
-				v.at(fmt.Sprintf("%s.instances[%d]", field, i), "instance %d does not exist: %s has instances 0 to %d", inst, f.Service, svc.Instances-1)
-			}
+	for j, inst := range f.Instances {
+		if inst < 0 || inst >= svc.Instances {
+			v.at(fmt.Sprintf("%s.instances[%d]", field, j), "instance %d does not exist: %s has instances 0 to %d", inst, f.Service, svc.Instances-1)
 		}
 	}
-	if f.Latency == nil && f.Abort == nil && f.Reset == nil {
-		v.at(field, "a fault needs at least one of latency, abort, reset")
+	switch {
+	case f.Share.Set && len(f.Instances) > 0:
+		v.at(field+".share", "give instances or share, not both")
+	case f.Share.Set:
+		f.Instances = shareOf(v.sc.Seed, i, svc.Instances, f.Share.Value)
 	}
-	if f.Latency != nil && f.Latency.Fixed.Duration <= 0 {
-		v.at(field+".latency.fixed", `required: a delay greater than 0, such as "50ms"`)
+	v.defaultPercents(field, f)
+	if f.TCP != nil {
+		if len(f.TCP.Toxics) == 0 {
+			v.at(field+".tcp.toxics", "required: at least one toxic")
+		}
+		for j := range f.TCP.Toxics {
+			t := &f.TCP.Toxics[j]
+			tfield := fmt.Sprintf("%s.tcp.toxics[%d]", field, j)
+			if !v.has(tfield + ".toxicity") {
+				t.Toxicity = 100
+			}
+			v.policyErrors(tfield, t.Validate())
+		}
 	}
-	if f.Abort != nil && (f.Abort.Status < 200 || f.Abort.Status > 599) {
-		v.at(field+".abort.status", "%d is not accepted: an HTTP status from 200 to 599", f.Abort.Status)
+	if f.TCP != nil && f.Latency == nil && f.Abort == nil && f.Reset == nil && f.Hang == nil && f.SlowBody == nil &&
+		f.CloseAfter == nil && f.Size == nil && f.H2 == nil && f.Refuse == nil {
+		// A TCP-only rule: the HTTP fault model has nothing to check but its timing.
+		v.policyErrors(field, faults.Fault{Start: f.Start, Duration: f.Duration, Refuse: &faults.Refuse{}}.Validate())
+		return
 	}
+	v.policyErrors(field, f.Fault.Validate())
+}
+
+// defaultPercents gives every fault kind written without a percent the default 100%.
+func (v *validator) defaultPercents(field string, f *Fault) {
+	set := func(kind string, p *float64) {
+		if !v.has(field + "." + kind + ".percent") {
+			*p = 100
+		}
+	}
+	if f.Latency != nil {
+		set("latency", &f.Latency.Percent)
+	}
+	if f.Abort != nil {
+		set("abort", &f.Abort.Percent)
+	}
+	if f.Reset != nil {
+		set("reset", &f.Reset.Percent)
+	}
+	if f.Hang != nil {
+		set("hang", &f.Hang.Percent)
+	}
+	if f.SlowBody != nil {
+		set("slow_body", &f.SlowBody.Percent)
+	}
+	if f.CloseAfter != nil {
+		set("close_after", &f.CloseAfter.Percent)
+	}
+	if f.Size != nil {
+		set("size", &f.Size.Percent)
+	}
+	if f.H2 != nil {
+		set("h2", &f.H2.Percent)
+	}
+}
+
+// policyFields maps the fault model's own names in its messages to the scenario's keys.
+var policyFields = map[string]string{"start": "at", "duration": "for"}
+
+// policyErrors reports a model's validation errors ("abort.percent: 120 is out of range …", joined) at
+// the lines of the fields they name.
+func (v *validator) policyErrors(field string, err error) {
+	if err == nil {
+		return
+	}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		sub, msg, ok := strings.Cut(line, ": ")
+		if !ok || strings.ContainsAny(sub, " {") {
+			v.at(field, "%s", line)
+			continue
+		}
+		if alias, ok := policyFields[sub]; ok {
+			sub = alias
+		}
+		v.at(field+"."+sub, "%s", msg)
+	}
+}
+
+// has says whether a field path is written in the file.
+func (v *validator) has(field string) bool {
+	cur := v.root
+	for _, seg := range strings.Split(field, ".") {
+		name, idx, hasIdx := strings.Cut(seg, "[")
+		if cur = mappingValue(cur, name); cur == nil {
+			return false
+		}
+		if hasIdx {
+			i, _ := strconv.Atoi(strings.TrimSuffix(idx, "]"))
+			seq, ok := cur.(*ast.SequenceNode)
+			if !ok || i >= len(seq.Values) {
+				return false
+			}
+			cur = seq.Values[i]
+		}
+	}
+	return true
+}
+
+// shareOf picks round(share% × n) instances (at least one), the same ones for the same seed and rule.
+func shareOf(seed uint64, rule, n int, share float64) []int {
+	k := max(int(math.Round(share/100*float64(n))), 1)
+	perm := rand.New(rand.NewPCG(seed, uint64(rule))).Perm(n)[:k]
+	slices.Sort(perm)
+	return perm
 }
 
 func sortedKeys[V any](m map[string]V) []string {

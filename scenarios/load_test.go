@@ -75,9 +75,9 @@ var _ = Describe("Parse", func() {
 		Expect(sc.Load.Path).To(Equal("/"))
 		Expect(sc.Load.Method).To(Equal("GET"))
 		Expect(sc.Load.Timeout.Duration).To(Equal(30 * time.Second))
-		Expect(sc.Faults[0].At.Duration).To(Equal(time.Second))
-		Expect(sc.Faults[0].Abort.Percent.Or(100)).To(BeNumerically("==", 50))
-		Expect(sc.Faults[1].Reset.Percent.Or(100)).To(BeNumerically("==", 100), "percent defaults to 100")
+		Expect(sc.Faults[0].Start).To(Equal(time.Second))
+		Expect(sc.Faults[0].Abort.Percent).To(BeNumerically("==", 50))
+		Expect(sc.Faults[1].Reset.Percent).To(BeNumerically("==", 100), "percent defaults to 100")
 		Expect(sc.Proxies["edge"].RouteAction.GetRetryPolicy().GetNumRetries().GetValue()).To(BeEquivalentTo(2))
 		Expect(sc.Proxies["edge"].ClusterSpec.GetConnectTimeout().AsDuration()).To(Equal(250 * time.Millisecond))
 		Expect(sc.Checks).To(HaveLen(2))
@@ -119,11 +119,11 @@ var _ = Describe("Parse", func() {
 		Entry("a malformed file", replace("  backend:", "  backend: [unclosed"), 6, "", "must be specified"),
 		Entry("a bad duration", replace("duration: 2s", "duration: soon"), 17, "load.duration", `"soon" is not a duration such as "250ms"`),
 		Entry("a bad rate", replace("rate: 100/s", "rate: fast"), 16, "load.rate", `a rate such as "200/s"`),
-		Entry("a percentage above 100", replace("percent: 50", "percent: 150"), 19, "faults[0].abort.percent", "a percentage from 0 to 100"),
+		Entry("a percentage above 100", replace("percent: 50", "percent: 150"), 19, "faults[0].abort.percent", "150 is out of range, want 0..100"),
 		Entry("a service that does not exist", replace("routes_to: backend", "routes_to: frontend"), 9, "proxies.edge.routes_to", `"frontend" is not a service of this scenario (services: backend)`),
 		Entry("an instance that does not exist", replace("instances: [2]", "instances: [3]"), 19, "faults[0].instances[0]", "instance 3 does not exist: backend has instances 0 to 2"),
-		Entry("a fault without a kind", replace("  - {service: backend, reset: {}}", "  - {service: backend}"), 20, "faults[1]", "at least one of latency, abort, reset"),
-		Entry("an abort status out of range", replace("status: 503", "status: 700"), 19, "faults[0].abort.status", "200 to 599"),
+		Entry("a fault without a kind", replace("  - {service: backend, reset: {}}", "  - {service: backend}"), 20, "faults[1]", "{latency,abort,reset,hang,slow_body,close_after,size,h2,refuse}: none set, want at least one"),
+		Entry("an abort status out of range", replace("status: 503", "status: 700"), 19, "faults[0].abort.status", "700 is out of range, want 200..599"),
 		Entry("a load target that is not a proxy", replace("target: edge", "target: nowhere"), 15, "load.target", `"nowhere" is not a proxy`),
 		Entry("a bad check", replace("p99 < 50ms", "p99 < fast"), 23, "checks[1]", ""),
 		Entry("an unknown Envoy field, by its path", replace("num_retries: 2,", "num_retriez: 2,"), 12, "proxies.edge.route.retry_policy.num_retriez", ""),

@@ -9,6 +9,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/faults/tcp"
 	"github.com/meshproof/meshproof/reports"
 )
 
@@ -67,32 +69,23 @@ type Load struct {
 	Timeout  Duration          `yaml:"timeout"` // per request, default 30s
 }
 
-// Fault is a fault rule on some or all instances of a service, active from At for For (0: to the end).
+// Fault is a fault rule on some or all instances of a service. Its timing (at, for, flap), targeting
+// (match), sequences (first, every) and kinds (latency, abort, reset, hang, slow_body, close_after,
+// size, h2, refuse) are the fault model's own fields (see faults/README.md); tcp places a TCP fault
+// proxy in front of the chosen instances for the rule's window.
 type Fault struct {
-	Service   string        `yaml:"service"`
-	Instances []int         `yaml:"instances"` // default: all
-	At        Duration      `yaml:"at"`
-	For       Duration      `yaml:"for"`
-	Latency   *LatencyFault `yaml:"latency"`
-	Abort     *AbortFault   `yaml:"abort"`
-	Reset     *ResetFault   `yaml:"reset"`
+	Service string `yaml:"service"`
+	// Instances lists the targeted instances; absent: every instance, or a share of them.
+	Instances []int `yaml:"instances"`
+	// Share picks that percentage of the service's instances (at least one), chosen from the seed.
+	Share        Percent `yaml:"share"`
+	faults.Fault `yaml:",inline"`
+	TCP          *TCPFault `yaml:"tcp"`
 }
 
-// LatencyFault adds a fixed delay to a share of requests.
-type LatencyFault struct {
-	Fixed   Duration `yaml:"fixed"`
-	Percent Percent  `yaml:"percent"` // default 100
-}
-
-// AbortFault answers a share of requests with a status code.
-type AbortFault struct {
-	Status  int     `yaml:"status"`
-	Percent Percent `yaml:"percent"` // default 100
-}
-
-// ResetFault resets the connection (TCP RST) of a share of requests before any response byte.
-type ResetFault struct {
-	Percent Percent `yaml:"percent"` // default 100
+// TCPFault is a set of Toxiproxy-style toxics applied between the proxy and the instances.
+type TCPFault struct {
+	Toxics []tcp.Toxic `yaml:"toxics"`
 }
 
 // Check is one parsed check with where it was written.

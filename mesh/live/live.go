@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/faults/tcp"
 	"github.com/meshproof/meshproof/mesh/load"
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
@@ -38,6 +40,18 @@ type instance struct {
 	service string
 	index   int
 	up      *faults.Upstream
+	// tcp is the TCP fault proxy in front of the instance when a TCP fault rule targets it; the proxy's
+	// endpoint is then tcp's address.
+	tcp     *tcp.Proxy
+	windows []scenarios.TCPWindow
+}
+
+// endpoint is where the proxy reaches the instance.
+func (in *instance) endpoint() string {
+	if in.tcp != nil {
+		return in.tcp.Addr()
+	}
+	return in.up.Addr()
 }
 
 // Run starts the scenario's topology, drives its load, and returns the record. Everything it started is
@@ -75,7 +89,15 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 	for _, in := range topo.upstreams {
 		in.up.SetRunStart(started)
 	}
+	schedCtx, stopSchedules := context.WithCancel(ctx)
+	defer stopSchedules()
+	for _, in := range topo.upstreams {
+		if in.tcp != nil {
+			go scheduleToxics(schedCtx, in, started)
+		}
+	}
 	samples, loadStart, err := load.Run(ctx, cfg)
+	stopSchedules()
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
@@ -123,7 +145,18 @@ func (t *topology) startUpstreams(sc *scenarios.Scenario, seed uint64) error {
 			if err := up.Start("127.0.0.1:0"); err != nil {
 				return err
 			}
-			t.upstreams = append(t.upstreams, &instance{service: name, index: i, up: up})
+			in := &instance{service: name, index: i, up: up, windows: sc.InstanceTCPFaults(name, i)}
+			t.upstreams = append(t.upstreams, in)
+			if len(in.windows) > 0 {
+				p, err := tcp.NewProxy(tcp.Config{Name: fmt.Sprintf("%s/%d", name, i), Seed: seed, OnEvent: t.recordTCP(name, i)})
+				if err != nil {
+					return err
+				}
+				if err := p.Start("127.0.0.1:0", up.Addr()); err != nil {
+					return err
+				}
+				in.tcp = p
+			}
 		}
 	}
 	return nil
@@ -134,7 +167,7 @@ func (t *topology) startProxies(sc *scenarios.Scenario) error {
 		var endpoints []string
 		for _, in := range t.upstreams {
 			if in.service == p.RoutesTo {
-				endpoints = append(endpoints, in.up.Addr())
+				endpoints = append(endpoints, in.endpoint())
 			}
 		}
 		b, err := scenarios.BuildBootstrap(sc, name, scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints})
@@ -155,6 +188,52 @@ func (t *topology) startProxies(sc *scenarios.Scenario) error {
 		t.proxies[name] = srv
 	}
 	return nil
+}
+
+// scheduleToxics switches an instance's TCP toxics on and off at its fault windows' edges, counted from
+// the load's start, until ctx ends.
+func scheduleToxics(ctx context.Context, in *instance, start time.Time) {
+	for {
+		elapsed := time.Since(start)
+		var active []tcp.Toxic
+		next := time.Duration(-1)
+		for _, w := range in.windows {
+			end := w.Start + w.Duration
+			if elapsed >= w.Start && (w.Duration == 0 || elapsed < end) {
+				for j, tx := range w.Toxics {
+					if tx.Name == "" {
+						tx.Name = fmt.Sprintf("%s.tcp.toxics[%d]", w.Name, j)
+					}
+					active = append(active, tx)
+				}
+			}
+			for _, edge := range []time.Duration{w.Start, end} {
+				if edge > elapsed && (w.Duration > 0 || edge == w.Start) && (next < 0 || edge < next) {
+					next = edge
+				}
+			}
+		}
+		_ = in.tcp.SetToxics(active...) // validated with the scenario
+		if next < 0 {
+			return
+		}
+		t := time.NewTimer(next - elapsed)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// recordTCP turns the TCP fault proxy's events into fault events of the instance.
+func (t *topology) recordTCP(service string, index int) func(tcp.Event) {
+	return func(e tcp.Event) {
+		fault, _, _ := strings.Cut(e.Toxic, ".tcp.")
+		t.record(faults.Event{Time: e.Time, Service: service, Instance: index, Seq: e.Conn, Fault: fault,
+			Kind: "tcp_" + e.Type, Detail: e.Detail})
+	}
 }
 
 func (t *topology) record(e faults.Event) {
@@ -184,6 +263,9 @@ func (t *topology) close() {
 		_ = p.Shutdown(ctx)
 	}
 	for _, in := range t.upstreams {
+		if in.tcp != nil {
+			_ = in.tcp.Close()
+		}
 		_ = in.up.Close()
 	}
 }
