@@ -121,6 +121,49 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 		})
 	})
 
+	Describe("the router's request headers", func() {
+		send := func(url string, hdr map[string]string) int {
+			GinkgoHelper()
+			req, _ := http.NewRequest("GET", url+"/", nil)
+			for k, v := range hdr {
+				req.Header.Set(k, v)
+			}
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+
+		It("retries on x-envoy-retry-on without a retry policy, as often as x-envoy-max-retries says, and never forwards them", func() {
+			var seen atomic.Value
+			seen.Store("")
+			u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+				seen.Store(r.Header.Get("x-envoy-retry-on") + r.Header.Get("x-envoy-max-retries"))
+				w.WriteHeader(503)
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			Expect(send(url, map[string]string{"x-envoy-retry-on": "5xx", "x-envoy-max-retries": "3"})).To(Equal(503))
+			Expect(u.requests.Load()).To(BeEquivalentTo(4))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(3))
+			Expect(seen.Load()).To(BeEmpty())
+		})
+
+		It("lets x-envoy-upstream-rq-timeout-ms and x-envoy-upstream-rq-per-try-timeout-ms replace the route's", func() {
+			u := newUpstream(hang)
+			r := prefixRoute("/", "backend", nil)
+			r.Action.Timeout = 10 * time.Second
+			srv, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			began := time.Now()
+			Expect(send(url, map[string]string{"x-envoy-upstream-rq-timeout-ms": "100"})).To(Equal(504))
+			Expect(time.Since(began)).To(BeNumerically("<", 5*time.Second))
+			Expect(stat(srv, "cluster.backend.upstream_rq_timeout")).To(BeEquivalentTo(1))
+
+			Expect(send(url, map[string]string{"x-envoy-retry-on": "reset", "x-envoy-max-retries": "1",
+				"x-envoy-upstream-rq-per-try-timeout-ms": "50"})).To(Equal(504))
+			Expect(stat(srv, "cluster.backend.upstream_rq_per_try_timeout")).To(BeEquivalentTo(2))
+		})
+	})
+
 	Describe("2. the timeout budget", func() {
 		It("spans every attempt and back-off with the route timeout: 504, never retried, counters apart", func() {
 			u := newUpstream(hang)

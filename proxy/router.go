@@ -206,14 +206,11 @@ func (a *attempt) done() {
 func (f *forward) run() {
 	f.start = time.Now()
 	ctx := f.r.Context()
-	if t := f.route.Action.Timeout; t > 0 {
+	rp, timeout := f.effectivePolicy()
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, t, errRouteTimeout)
+		ctx, cancel = context.WithTimeoutCause(ctx, timeout, errRouteTimeout)
 		defer cancel()
-	}
-	rp := f.route.Action.RetryPolicy
-	if rp == nil {
-		rp = f.vh.RetryPolicy
 	}
 	var (
 		rs      = policy.NewRetryState(0, 0)
@@ -284,6 +281,77 @@ func (f *forward) run() {
 	}
 }
 
+// The router's request headers (consumed, never forwarded).
+const (
+	hdrRetryOn              = "x-envoy-retry-on"
+	hdrMaxRetries           = "x-envoy-max-retries"
+	hdrRetriableStatusCodes = "x-envoy-retriable-status-codes"
+	hdrUpstreamTimeout      = "x-envoy-upstream-rq-timeout-ms"
+	hdrPerTryTimeout        = "x-envoy-upstream-rq-per-try-timeout-ms"
+)
+
+var routerHeaders = []string{hdrRetryOn, hdrMaxRetries, hdrRetriableStatusCodes, hdrUpstreamTimeout, hdrPerTryTimeout}
+
+// effectivePolicy is the request's retry policy and route timeout: the route's (or the virtual host's)
+// policy, adjusted by the router's request headers when the request comes from an internal address, as
+// Envoy does — x-envoy-retry-on adds conditions, x-envoy-max-retries replaces num_retries while some
+// condition is active, x-envoy-retriable-status-codes adds codes, and the timeout headers (ms, 0 =
+// none) replace the route timeout and per_try_timeout.
+func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
+	rp := f.route.Action.RetryPolicy
+	if rp == nil {
+		rp = f.vh.RetryPolicy
+	}
+	timeout := f.route.Action.Timeout
+	h := f.r.Header
+	if !internal(f.r.RemoteAddr) {
+		return rp, timeout
+	}
+	if ms, err := strconv.ParseUint(h.Get(hdrUpstreamTimeout), 10, 32); err == nil {
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	var extra []string
+	for _, c := range strings.Split(h.Get(hdrRetryOn), ",") {
+		if c = strings.TrimSpace(c); policy.RetryOnNames[c] != 0 {
+			extra = append(extra, c)
+		}
+	}
+	maxRetries, maxErr := strconv.ParseUint(h.Get(hdrMaxRetries), 10, 32)
+	perTry, perTryErr := strconv.ParseUint(h.Get(hdrPerTryTimeout), 10, 32)
+	if len(extra) == 0 && (rp == nil || maxErr != nil && perTryErr != nil && h.Get(hdrRetriableStatusCodes) == "") {
+		return rp, timeout
+	}
+	eff := config.RetryPolicy{NumRetries: 1, BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond, HostSelectionMaxAttempts: 1}
+	if rp != nil {
+		eff = *rp
+		eff.RetryOn = append([]string(nil), rp.RetryOn...)
+	}
+	eff.RetryOn = append(eff.RetryOn, extra...)
+	if maxErr == nil && len(eff.RetryOn) > 0 {
+		eff.NumRetries = uint32(maxRetries)
+	}
+	if perTryErr == nil {
+		eff.PerTryTimeout = time.Duration(perTry) * time.Millisecond
+	}
+	for _, c := range strings.Split(h.Get(hdrRetriableStatusCodes), ",") {
+		if code, err := strconv.Atoi(strings.TrimSpace(c)); err == nil {
+			eff.RetriableStatusCodes = append(eff.RetriableStatusCodes, code)
+		}
+	}
+	return &eff, timeout
+}
+
+// internal reports whether a downstream address is internal by Envoy's default rule: loopback or a
+// private (RFC 1918 / RFC 4193) address. Only internal requests may steer the router with headers.
+func internal(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.IsLoopback() || ip.IsPrivate())
+}
+
 // try sends one attempt to the next host and waits for its response headers or its failure.
 func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string, n int, hash uint64, tried map[int]bool) attempt {
 	cl := f.cl
@@ -320,6 +388,9 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 
 	out, _ := http.NewRequestWithContext(actx, f.r.Method, "http://"+h.addr+f.r.URL.RequestURI(), nil)
 	copyHeader(out.Header, f.r.Header)
+	for _, k := range routerHeaders {
+		out.Header.Del(k)
+	}
 	out.Host = f.r.Host
 	out.Header.Set("x-request-id", reqID)
 	out.Header.Set("x-forwarded-proto", "http")
