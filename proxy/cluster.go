@@ -293,6 +293,18 @@ func (c *cluster) emit(evs []policy.Event) {
 	}
 }
 
+// retryEvent reports a scheduled retry, with what the retried attempt ended with.
+func (c *cluster) retryEvent(a attempt) {
+	if c.events == nil || a.host == nil {
+		return
+	}
+	reason := a.outcome.Kind.String()
+	if a.outcome.Kind == policy.Response {
+		reason = strconv.Itoa(a.outcome.Status)
+	}
+	c.events(Event{Time: time.Now(), Cluster: c.name, Host: a.host.addr, Kind: "retry", Reason: reason})
+}
+
 // publishHealth refreshes membership_healthy and the outlier / health-check stats.
 func (c *cluster) publishHealth() {
 	n := 0

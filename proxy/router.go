@@ -36,6 +36,7 @@ type router struct {
 	st             hcmStats
 	rng            policy.Rand
 	bufs           sync.Pool
+	onRequest      func(id string, attempts int)
 }
 
 var _ http.Handler = (*router)(nil)
@@ -228,6 +229,10 @@ func (f *forward) run() {
 		reqID = newRequestID()
 	}
 
+	attempts := 0
+	if f.rt.onRequest != nil {
+		defer func() { f.rt.onRequest(reqID, attempts) }()
+	}
 	holdingRetry := false
 	release := func() {
 		if holdingRetry {
@@ -238,6 +243,9 @@ func (f *forward) run() {
 	defer release()
 	for n := 1; ; n++ {
 		a := f.try(ctx, rp, reqID, n, hash, tried)
+		if a.host != nil {
+			attempts++
+		}
 		release()
 		if context.Cause(ctx) == errRouteTimeout {
 			f.abandon(a)
@@ -262,6 +270,7 @@ func (f *forward) run() {
 		case policy.Retry:
 			holdingRetry = true
 			f.cl.st.rqRetry.Inc()
+			f.cl.retryEvent(a)
 			f.abandon(a)
 			f.cl.st.rqRetryBackoffExponential.Inc()
 			if !f.sleep(ctx, backoff.Next(f.rt.rng)) {

@@ -25,9 +25,12 @@ type Options struct {
 	Bootstrap proto.Message
 	// Stats is the store the proxy counts into (nil: a new one).
 	Stats *stats.Store
-	// OnEvent receives every resilience decision (ejections, un-ejections, health changes); it must be
-	// cheap and safe for concurrent use. nil: none.
+	// OnEvent receives every resilience decision (ejections, un-ejections, health changes, retries); it
+	// must be cheap and safe for concurrent use. nil: none.
 	OnEvent func(Event)
+	// OnRequest receives each finished downstream request that reached a cluster: its x-request-id and
+	// how many upstream attempts it took. Cheap and concurrency-safe; nil: none.
+	OnRequest func(id string, attempts int)
 }
 
 // Event is one resilience decision of the proxy, with its reason.
@@ -35,8 +38,9 @@ type Event struct {
 	Time    time.Time
 	Cluster string
 	Host    string // host:port
-	Kind    string // ejected, unejected, detected_not_enforced, overflow, healthy, unhealthy
-	Reason  string // e.g. consecutive_5xx, success_rate, ejection_time_elapsed, unhealthy_threshold
+	Kind    string // ejected, unejected, detected_not_enforced, overflow, healthy, unhealthy, retry
+	Reason  string // e.g. consecutive_5xx, success_rate, ejection_time_elapsed, unhealthy_threshold;
+	// for a retry, what the retried attempt ended with (503, reset, connect_failure, per_try_timeout)
 }
 
 // Server is a running proxy: its listeners, clusters and admin interface.
@@ -95,6 +99,7 @@ func (s *Server) Start() error {
 		}
 		s.listeners[l.Name] = ln
 		hcm := newRouter(l, s.clusters, s.store)
+		hcm.onRequest = s.opts.OnRequest
 		var handler http.Handler = hcm
 		if l.Fault != nil {
 			handler = newFaultFilter(l.Fault, hcm, s.store, l.StatPrefix)

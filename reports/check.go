@@ -1,24 +1,27 @@
 package reports
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
-// Check is one parsed check, "<metric> <op> <value>", e.g. "p99 < 50ms".
+// Check is one parsed check, "[<scope>:] <metric> <op> <value>", e.g. "p99 < 50ms" or
+// "during faults[0]: p99 < 50ms", or "[<scope>:] ejected(<host>) [within <duration>]".
 type Check struct {
 	Expr string // the check as written
-	// Scope names the phase a check is judged in ("during fault"). Reserved: ParseCheck rejects scoped
-	// checks with ErrScopedCheck for now, and Evaluate judges every check against the whole run. Scoped
-	// checks will set it, and Evaluate will pick the summary of that phase.
+	// Scope is the phase the check is judged in, in canonical form (Scope.String): "before fault",
+	// "during faults[1]", "after fault", "during phase steady"; "" judges the whole run.
 	Scope  string
-	Metric string  // canonical metric name, e.g. "p99", "status(503)", "status(5xx)"
-	Op     string  // one of < <= > >= == !=
+	Metric string  // canonical metric name, e.g. "p99", "status(503)", "status(5xx)", "ejected(checkout/2)"
+	Op     string  // one of < <= > >= == !=; for ejected(): "within", or "" without a time bound
 	Value  float64 // normalized: seconds for latencies, percent for rates, requests/s for achieved_rate, plain for counts and ratios
 	Unit   string  // the unit as written: "ms", "%", "/s", or "" for counts and ratios
 }
@@ -30,9 +33,6 @@ type Verdict struct {
 	Observed string
 	Required string
 }
-
-// ErrScopedCheck is wrapped by ParseCheck's error for a phase-scoped check such as "during fault: p99 < 50ms".
-var ErrScopedCheck = errors.New("phase-scoped checks are not supported yet")
 
 var operators = []string{"<", "<=", ">", ">=", "==", "!="}
 
@@ -54,23 +54,37 @@ var (
 		units: map[string]float64{"ns": 1, "us": 1e3, "µs": 1e3, "μs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9}}
 )
 
-// metric is something a check can compare; value returns it from a summary in normalized units.
+// scopeRule is which scopes a metric may be judged in.
+type scopeRule int
+
+const (
+	anyScope   scopeRule = iota // the whole run or any phase
+	wholeRun                    // the whole run only
+	faultStart                  // measured from a fault's start: no scope, "during fault" or "during faults[N]"
+	faultEnd                    // measured from a fault's end: no scope, "after fault" or "after faults[N]"
+)
+
+// metric is something a check can compare; value returns it from a summary in normalized units. Metrics
+// with a nil value are computed from the run's outcomes (see evalOutcome).
 type metric struct {
-	kind  *kind
-	value func(Summary) float64
+	kind   *kind
+	value  func(Summary) float64
+	scopes scopeRule
 }
 
 // metricNames lists the metrics in the order messages show them.
 var metricNames = []string{"requests", "successes", "errors", "success_rate", "error_rate", "achieved_rate",
 	"p50", "p90", "p99", "p999", "max", "uncorrected_p50", "uncorrected_p90", "uncorrected_p99", "uncorrected_p999",
-	"uncorrected_max", "retries", "ejections", "upstream_requests", "retry_amplification", "status(N)", "status(Nxx)"}
+	"uncorrected_max", "retries", "ejections", "upstream_requests", "retry_amplification", "status(N)", "status(Nxx)",
+	"attempts_max", "overflows", "pending_overflows", "retry_overflows", "time_to_first_ejection", "recovery_time",
+	"ejected(HOST) [within DURATION]"}
 
 var metrics = func() map[string]metric {
 	count := func(f func(Summary) uint64) metric {
-		return metric{kindCount, func(s Summary) float64 { return float64(f(s)) }}
+		return metric{kind: kindCount, value: func(s Summary) float64 { return float64(f(s)) }}
 	}
 	latency := func(f func(Summary) Percentiles, pick func(Percentiles) float64) metric {
-		return metric{kindLatency, func(s Summary) float64 { return pick(f(s)) }}
+		return metric{kind: kindLatency, value: func(s Summary) float64 { return pick(f(s)) }}
 	}
 	m := map[string]metric{
 		"requests":            count(func(s Summary) uint64 { return s.Requests }),
@@ -79,10 +93,17 @@ var metrics = func() map[string]metric {
 		"retries":             count(func(s Summary) uint64 { return s.Retries }),
 		"ejections":           count(func(s Summary) uint64 { return s.Ejections }),
 		"upstream_requests":   count(func(s Summary) uint64 { return s.UpstreamRequests }),
-		"success_rate":        {kindPct, func(s Summary) float64 { return s.SuccessRate }},
-		"error_rate":          {kindPct, func(s Summary) float64 { return s.ErrorRate }},
-		"achieved_rate":       {kindRate, func(s Summary) float64 { return s.AchievedRate }},
-		"retry_amplification": {kindRatio, func(s Summary) float64 { return s.RetryAmplification }},
+		"success_rate":        {kind: kindPct, value: func(s Summary) float64 { return s.SuccessRate }},
+		"error_rate":          {kind: kindPct, value: func(s Summary) float64 { return s.ErrorRate }},
+		"achieved_rate":       {kind: kindRate, value: func(s Summary) float64 { return s.AchievedRate }},
+		"retry_amplification": {kind: kindRatio, value: func(s Summary) float64 { return s.RetryAmplification }},
+
+		"attempts_max":           {kind: kindCount},
+		"overflows":              {kind: kindCount, scopes: wholeRun},
+		"pending_overflows":      {kind: kindCount, scopes: wholeRun},
+		"retry_overflows":        {kind: kindCount, scopes: wholeRun},
+		"time_to_first_ejection": {kind: kindLatency, scopes: faultStart},
+		"recovery_time":          {kind: kindLatency, scopes: faultEnd},
 	}
 	picks := map[string]func(Percentiles) float64{
 		"p50":  func(p Percentiles) float64 { return p.P50.Seconds() },
@@ -110,7 +131,7 @@ func lookupMetric(name string) (string, metric, error) {
 	}
 	if len(arg) == 3 && arg[0] >= '1' && arg[0] <= '5' && arg[1:] == "xx" {
 		lo := int(arg[0]-'0') * 100
-		return name, metric{kindCount, func(s Summary) float64 {
+		return name, metric{kind: kindCount, value: func(s Summary) float64 {
 			var n uint64
 			for code, c := range s.StatusCodes {
 				if code >= lo && code < lo+100 {
@@ -121,23 +142,34 @@ func lookupMetric(name string) (string, metric, error) {
 		}}, nil
 	}
 	if code, err := strconv.Atoi(arg); err == nil && len(arg) == 3 && code >= 100 && code <= 599 {
-		return name, metric{kindCount, func(s Summary) float64 { return float64(s.StatusCodes[code]) }}, nil
+		return name, metric{kind: kindCount, value: func(s Summary) float64 { return float64(s.StatusCodes[code]) }}, nil
 	}
 	return "", metric{}, fmt.Errorf("bad status %q in %s: want a code 100..599 such as status(503) or a class 1xx..5xx such as status(5xx)", arg, name)
 }
 
 var number = regexp.MustCompile(`^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?`)
 
-// ParseCheck parses one check, "<metric> <operator> <value>":
+const ejectedForm = `"ejected(SERVICE/INSTANCE)", optionally followed by "within DURATION", e.g. "ejected(checkout/2) within 2s"`
+
+// ParseCheck parses one check, "[<scope>:] <metric> <operator> <value>":
 //
 //	success_rate >= 99.9%   p99 < 50ms   retry_amplification <= 1.5   status(503) == 0   achieved_rate >= 95/s
+//	during faults[0]: p99 < 50ms   before fault: success_rate == 100%   during phase steady: p99 < 20ms
+//	recovery_time < 5s   time_to_first_ejection < 2s   attempts_max <= 4   overflows == 0
+//	during fault: ejected(checkout/2) within 2s
 //
-// Metrics: requests, successes, errors, retries, ejections, upstream_requests, status(N), status(Nxx)
-// (counts: a plain number); success_rate, error_rate (percent: "%"); achieved_rate (requests/s: "/s");
-// retry_amplification (a plain ratio); p50, p90, p99, p999, max and their uncorrected_ forms (latencies
-// from the intended and from the actual send time: a number with ns, us, µs, ms, s or m).
-// Operators: < <= > >= == !=. Metric names are case-insensitive; spaces between the parts are optional.
-// A phase-scoped check ("during fault: ...") is rejected with an error wrapping ErrScopedCheck.
+// Metrics: requests, successes, errors, retries, ejections, upstream_requests, status(N), status(Nxx),
+// attempts_max, overflows, pending_overflows, retry_overflows (counts: a plain number); success_rate,
+// error_rate (percent: "%"); achieved_rate (requests/s: "/s"); retry_amplification (a plain ratio); p50,
+// p90, p99, p999, max and their uncorrected_ forms, time_to_first_ejection, recovery_time (durations: a
+// number with ns, us, µs, ms, s or m). ejected(HOST) holds when the proxy ejected HOST ("service/instance"
+// or its address), within DURATION of the fault's start when given.
+//
+// Scopes (see ParseScope): before|during|after fault (all fault windows together), before|during|after
+// faults[N] (one window), during phase NAME. overflows, pending_overflows and retry_overflows take no
+// scope; time_to_first_ejection and ejected() take "during" a fault, recovery_time "after" a fault.
+// Operators: < <= > >= == !=. Keywords and metric names are case-insensitive; spaces between the parts
+// are optional.
 func ParseCheck(expr string) (Check, error) {
 	c := Check{Expr: strings.TrimSpace(expr)}
 	fail := func(format string, args ...any) (Check, error) {
@@ -146,20 +178,34 @@ func ParseCheck(expr string) (Check, error) {
 	if c.Expr == "" {
 		return Check{}, errors.New(`empty check: want "<metric> <operator> <value>", e.g. "p99 < 50ms"`)
 	}
-	if scope, _, ok := strings.Cut(c.Expr, ":"); ok {
-		return Check{}, fmt.Errorf("check %q: %w (scope %q); write the check without %q to judge the whole run",
-			c.Expr, ErrScopedCheck, strings.TrimSpace(scope), strings.TrimSpace(scope)+":")
+	body := c.Expr
+	var scope *Scope
+	// The scope ends at the first ":" that is not inside the check's parentheses (ejected(10.0.0.1:80)).
+	if i := strings.Index(body, ":"); i >= 0 && !strings.Contains(body[:i], "(") {
+		sc, err := ParseScope(body[:i])
+		if err != nil {
+			return fail("%v", err)
+		}
+		scope, body = &sc, strings.TrimSpace(body[i+1:])
+		c.Scope = sc.String()
+		if body == "" {
+			return fail(`nothing after the scope %q; want "%s: <metric> <operator> <value>", e.g. "%s: p99 < 50ms"`, c.Scope, c.Scope, c.Scope)
+		}
 	}
-	i := strings.IndexAny(c.Expr, "<>=!")
+	if strings.HasPrefix(strings.ToLower(body), "ejected") {
+		return parseEjected(c, body, scope)
+	}
+
+	i := strings.IndexAny(body, "<>=!")
 	if i < 0 {
 		return fail(`no comparison operator; want "<metric> <operator> <value>" with an operator among %s`, strings.Join(operators, " "))
 	}
-	rest := c.Expr[i:]
+	rest := body[i:]
 	c.Op = rest[:len(rest)-len(strings.TrimLeft(rest, "<>=!"))]
 	if !slices.Contains(operators, c.Op) {
 		return fail("unknown operator %q; accepted: %s", c.Op, strings.Join(operators, " "))
 	}
-	name := strings.ToLower(strings.Join(strings.Fields(c.Expr[:i]), ""))
+	name := strings.ToLower(strings.Join(strings.Fields(body[:i]), ""))
 	if name == "" {
 		return fail("missing metric before %q; accepted: %s", c.Op, strings.Join(metricNames, ", "))
 	}
@@ -168,37 +214,113 @@ func ParseCheck(expr string) (Check, error) {
 		return fail("%v", err)
 	}
 	c.Metric = name
+	if scope != nil {
+		if err := scopeFits(name, m.scopes, *scope); err != nil {
+			return fail("%v", err)
+		}
+	}
 	example := fmt.Sprintf(m.kind.example, name)
 
 	raw := strings.TrimSpace(rest[len(c.Op):])
 	if raw == "" {
 		return fail("missing value after %q; e.g. %q", c.Op, example)
 	}
+	if c.Value, c.Unit, err = parseValue(raw, name, m.kind, example); err != nil {
+		return fail("%v", err)
+	}
+	return c, nil
+}
+
+// parseValue parses "<number><unit>" for a metric of kind k, returning the normalized value.
+func parseValue(raw, name string, k *kind, example string) (float64, string, error) {
 	num := number.FindString(raw)
 	x, err := strconv.ParseFloat(num, 64)
 	if err != nil {
-		return fail("value %q is not a number; %s is %s, e.g. %q", raw, name, m.kind.what, example)
+		return 0, "", fmt.Errorf("value %q is not a number; %s is %s, e.g. %q", raw, name, k.what, example)
 	}
-	c.Unit = strings.TrimSpace(raw[len(num):])
-	scale, ok := m.kind.units[c.Unit]
+	unit := strings.TrimSpace(raw[len(num):])
+	scale, ok := k.units[unit]
 	switch {
 	case ok:
-	case c.Unit == "":
-		return fail("%s is %s: give the value a unit (%s), e.g. %q", name, m.kind.what, m.kind.accept, example)
+	case unit == "":
+		return 0, "", fmt.Errorf("%s is %s: give the value a unit (%s), e.g. %q", name, k.what, k.accept, example)
 	default:
-		return fail("unit %q does not fit %s, %s; accepted: %s, e.g. %q", c.Unit, name, m.kind.what, m.kind.accept, example)
+		return 0, "", fmt.Errorf("unit %q does not fit %s, %s; accepted: %s, e.g. %q", unit, name, k.what, k.accept, example)
 	}
 	switch {
 	case x < 0:
-		return fail("value %s is negative; %s is never negative", raw, name)
-	case m.kind == kindPct && x > 100:
-		return fail("value %s is above 100%%", raw)
+		return 0, "", fmt.Errorf("value %s is negative; %s is never negative", raw, name)
+	case k == kindPct && x > 100:
+		return 0, "", fmt.Errorf("value %s is above 100%%", raw)
 	}
-	c.Value = x * scale
-	if m.kind == kindLatency {
-		c.Value /= 1e9
+	x *= scale
+	if k == kindLatency {
+		x /= 1e9
+	}
+	return x, unit, nil
+}
+
+// scopeFits says why a metric cannot be judged in a scope.
+func scopeFits(name string, rule scopeRule, sc Scope) error {
+	switch {
+	case rule == wholeRun:
+		return fmt.Errorf("%s is counted over the whole run only (from the proxy's stats); write the check without %q", name, sc.String()+":")
+	case rule == faultStart && (sc.Phase != "" || sc.Relation != During):
+		return fmt.Errorf(`%s is measured from a fault's start: scope it "during fault" or "during faults[N]", or leave the scope out, not %q`, name, sc.String())
+	case rule == faultEnd && (sc.Phase != "" || sc.Relation != After):
+		return fmt.Errorf(`%s is measured from a fault's end: scope it "after fault" or "after faults[N]", or leave the scope out, not %q`, name, sc.String())
+	}
+	return nil
+}
+
+// parseEjected parses "ejected(HOST) [within DURATION]".
+func parseEjected(c Check, body string, scope *Scope) (Check, error) {
+	fail := func(format string, args ...any) (Check, error) {
+		return Check{}, fmt.Errorf("check %q: %s", c.Expr, fmt.Sprintf(format, args...))
+	}
+	arg, ok := strings.CutPrefix(strings.TrimSpace(body[len("ejected"):]), "(")
+	if !ok {
+		return fail("want %s", ejectedForm)
+	}
+	host, rest, ok := strings.Cut(arg, ")")
+	host = strings.TrimSpace(host)
+	switch {
+	case !ok:
+		return fail(`missing ")" after the host; want %s`, ejectedForm)
+	case host == "" || strings.ContainsAny(host, " \t("):
+		return fail("bad host %q in ejected(); want %s", host, ejectedForm)
+	}
+	c.Metric = "ejected(" + host + ")"
+	if scope != nil {
+		if err := scopeFits("ejected()", faultStart, *scope); err != nil {
+			return fail("%v", err)
+		}
+	}
+	rest = strings.TrimSpace(rest)
+	if rest == "" {
+		return c, nil
+	}
+	raw, ok := cutPrefixFold(rest, "within")
+	if !ok {
+		return fail("unexpected %q after %s; want nothing or \"within DURATION\", e.g. \"%s within 2s\"", rest, c.Metric, c.Metric)
+	}
+	c.Op = "within"
+	example := c.Metric + " within 2s"
+	if raw = strings.TrimSpace(raw); raw == "" {
+		return fail("missing duration after \"within\"; e.g. %q", example)
+	}
+	var err error
+	if c.Value, c.Unit, err = parseValue(raw, "within", kindLatency, example); err != nil {
+		return fail("%v", err)
 	}
 	return c, nil
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
 }
 
 // String returns the check as written, or rebuilt from its parts when it was not parsed.
@@ -206,11 +328,21 @@ func (c Check) String() string {
 	if c.Expr != "" {
 		return c.Expr
 	}
-	return c.Metric + " " + c.Op + " " + c.value()
+	s := c.Metric + " " + c.Op + " " + c.value()
+	if strings.HasPrefix(c.Metric, "ejected(") {
+		s = strings.TrimSpace(c.Metric + " " + c.Op + " " + c.value())
+	}
+	if c.Scope != "" {
+		s = c.Scope + ": " + s
+	}
+	return s
 }
 
 // value formats the check's value in its own unit ("50ms", "99.9%").
 func (c Check) value() string {
+	if c.Op == "" {
+		return ""
+	}
 	x := c.Value
 	if scale, ok := kindLatency.units[c.Unit]; ok {
 		x = math.Round(c.Value*1e9) / scale
@@ -218,31 +350,330 @@ func (c Check) value() string {
 	return strconv.FormatFloat(x, 'f', -1, 64) + c.Unit
 }
 
-// Evaluate judges every check against the summary, in order. Checks are judged over the whole run; when
-// phase-scoped checks come, Evaluate will take a summary per phase and pick the one named by Check.Scope.
+// Evaluate judges every check against the summary of the whole run, in order. Checks that need the run
+// record — a scope, or a metric computed from the outcomes (attempts_max, overflows,
+// time_to_first_ejection, recovery_time, ejected()) — fail, saying so: judge those with EvaluateRun.
 func Evaluate(checks []Check, s Summary) []Verdict {
 	out := make([]Verdict, len(checks))
 	for i, c := range checks {
-		out[i] = evaluate(c, s)
+		out[i] = judge(c, s, nil, nil)
 	}
 	return out
 }
 
-func evaluate(c Check, s Summary) Verdict {
+// EvaluateRun judges every check against the run's record, in order: unscoped checks over the whole run,
+// scoped ones over their phase. A check that cannot be judged (an unknown phase, a value the record does
+// not hold, a phase without requests for a rate or latency) fails, and its Observed says why.
+func EvaluateRun(checks []Check, rec *Record) []Verdict {
+	s, o := Summarize(rec), ComputeOutcomes(rec)
+	return evaluateRun(checks, rec, s, &o)
+}
+
+func evaluateRun(checks []Check, rec *Record, s Summary, o *Outcomes) []Verdict {
+	out := make([]Verdict, len(checks))
+	for i, c := range checks {
+		out[i] = judge(c, s, rec, o)
+	}
+	return out
+}
+
+// judge evaluates one check; rec and o are nil when only the summary is known.
+func judge(c Check, s Summary, rec *Record, o *Outcomes) Verdict {
 	v := Verdict{Check: c.String(), Required: c.Op + " " + c.value()}
+	var sc *Scope
 	if c.Scope != "" {
-		v.Observed = fmt.Sprintf("scope %q: %v", c.Scope, ErrScopedCheck)
-		return v
+		parsed, err := ParseScope(c.Scope)
+		if err != nil {
+			v.Observed = err.Error()
+			return v
+		}
+		sc = &parsed
+	}
+	if host, ok := strings.CutPrefix(c.Metric, "ejected("); ok {
+		host = strings.TrimSuffix(host, ")")
+		v.Required = "ejected " + ejectedRequirement(c, sc)
+		if rec == nil {
+			v.Observed = needsRecord(c.Metric)
+			return v
+		}
+		return judgeEjected(v, c, host, sc, rec, o)
 	}
 	name, m, err := lookupMetric(c.Metric)
 	if err != nil {
 		v.Observed = err.Error()
 		return v
 	}
-	x := m.value(s)
-	v.Observed = name + " = " + observed(m.kind, x, s, name)
+	if sc != nil {
+		if err := scopeFits(name, m.scopes, *sc); err != nil {
+			v.Observed = err.Error()
+			return v
+		}
+	}
+	if rec == nil && (sc != nil || m.value == nil) {
+		v.Observed = needsRecord(name)
+		return v
+	}
+	if m.value == nil || m.scopes == faultStart || m.scopes == faultEnd {
+		return judgeOutcome(v, c, name, sc, rec, o)
+	}
+	if sc == nil {
+		x := m.value(s)
+		v.Observed = name + " = " + observed(m.kind, x, s, name)
+		v.Passed = compare(x, c.Op, c.Value)
+		return v
+	}
+
+	p, err := PhaseOf(rec, *sc)
+	if err != nil {
+		v.Observed = fmt.Sprintf("scope %q: %v", c.Scope, err)
+		return v
+	}
+	ps := p.Summary
+	where := fmt.Sprintf("%s (%s, %d requests)", c.Scope, formatSpans(p.Spans), ps.Requests)
+	switch {
+	case ps.Requests == 0 && (m.kind == kindPct || m.kind == kindLatency || m.kind == kindRatio):
+		v.Observed = "no requests " + where + ": nothing to judge " + name + " on"
+		return v
+	case (name == "retries" || name == "upstream_requests" || name == "retry_amplification") && p.Attempts.Known == 0:
+		v.Observed = fmt.Sprintf("%s not recorded %s: the samples carry no attempt counts", name, where)
+		return v
+	case name == "ejections" && !p.EjectionsKnown:
+		v.Observed = fmt.Sprintf("ejections not recorded %s: the proxy emitted no ejection events (it counted %d over the run)", where, s.Ejections)
+		return v
+	}
+	x := m.value(ps)
+	v.Observed = name + " = " + observed(m.kind, x, ps, name) + " " + where
+	if name == "retries" || name == "upstream_requests" || name == "retry_amplification" {
+		v.Observed += attemptsCoverage(p.Attempts)
+	}
 	v.Passed = compare(x, c.Op, c.Value)
 	return v
+}
+
+func needsRecord(name string) string {
+	return name + " needs the run record: judge it with EvaluateRun (or NewReport), not Evaluate"
+}
+
+func attemptsCoverage(a AttemptStats) string {
+	if a.Known == a.Requests {
+		return ""
+	}
+	return fmt.Sprintf(" (attempts known for %d of %d requests)", a.Known, a.Requests)
+}
+
+// judgeOutcome judges the metrics computed from the outcomes rather than a summary.
+func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *Record, o *Outcomes) Verdict {
+	var x float64
+	switch name {
+	case "overflows":
+		x = float64(o.Overflows())
+		v.Observed = fmt.Sprintf("overflows = %d (pending %d, retry %d)", o.Overflows(), o.PendingOverflows, o.RetryOverflows)
+	case "pending_overflows":
+		x = float64(o.PendingOverflows)
+		v.Observed = fmt.Sprintf("pending_overflows = %d", o.PendingOverflows)
+	case "retry_overflows":
+		x = float64(o.RetryOverflows)
+		v.Observed = fmt.Sprintf("retry_overflows = %d", o.RetryOverflows)
+	case "attempts_max":
+		a, where := o.Attempts, ""
+		if sc != nil {
+			p, err := PhaseOf(rec, *sc)
+			if err != nil {
+				v.Observed = fmt.Sprintf("scope %q: %v", c.Scope, err)
+				return v
+			}
+			a, where = p.Attempts, fmt.Sprintf(" %s (%s, %d requests)", c.Scope, formatSpans(p.Spans), p.Summary.Requests)
+		}
+		if a.Known == 0 {
+			v.Observed = "attempts_max not recorded" + where + ": the samples carry no attempt counts"
+			return v
+		}
+		x = float64(a.Max)
+		v.Observed = fmt.Sprintf("attempts_max = %d%s, attempts per request %s", a.Max, where, distribution(a.Distribution)) + attemptsCoverage(a)
+	case "time_to_first_ejection", "recovery_time":
+		w, err := pickWindow(o, sc)
+		if err != nil {
+			v.Observed = fmt.Sprintf("%s: %v", name, err)
+			return v
+		}
+		if name == "time_to_first_ejection" {
+			if !w.Ejected {
+				x = math.Inf(1)
+				v.Observed = fmt.Sprintf("time_to_first_ejection: no ejection after %s started at %s", w.Name, formatOffset(w.Span.Start))
+				if len(rec.ProxyEvents) == 0 {
+					v.Observed += " (the proxy emitted no events)"
+				}
+				break
+			}
+			x = w.TimeToFirstEjection.Seconds()
+			v.Observed = fmt.Sprintf("time_to_first_ejection = %s (%s ejected at %s, %s started at %s)", formatDelay(w.TimeToFirstEjection),
+				w.FirstEjection.Host, formatOffset(w.FirstEjection.At), w.Name, formatOffset(w.Span.Start))
+			break
+		}
+		r := w.Recovery
+		switch {
+		case !r.Measured:
+			v.Observed = "recovery_time not measured: " + r.Why
+			return v
+		case !r.Recovered:
+			x = math.Inf(1)
+			v.Observed = "recovery_time: not recovered: " + r.Why
+		default:
+			x = r.Time.Seconds()
+			v.Observed = fmt.Sprintf("recovery_time = %s (%s ended at %s; a whole %s at ≥ %s%% success from %s)", formatDelay(r.Time), w.Name,
+				formatOffset(w.Span.End), formatDuration(RecoveryWindow), formatFloat(r.Threshold, 4), formatOffset(w.Span.End+r.Time))
+		}
+	default:
+		v.Observed = fmt.Sprintf("%s cannot be judged here", name)
+		return v
+	}
+	v.Passed = compare(x, c.Op, c.Value)
+	return v
+}
+
+// pickWindow returns the fault window a scope names: all of them together without a scope or for "fault".
+func pickWindow(o *Outcomes, sc *Scope) (WindowOutcome, error) {
+	switch {
+	case len(o.Windows) == 0:
+		return WindowOutcome{}, errors.New("the run has no fault windows to measure from")
+	case sc == nil || sc.Fault < 0:
+		return o.Fault, nil
+	case sc.Fault >= len(o.Windows):
+		names := make([]string, len(o.Windows))
+		for i, w := range o.Windows {
+			names[i] = w.Name
+		}
+		return WindowOutcome{}, fmt.Errorf("the run has no faults[%d]; its fault windows: %s", sc.Fault, strings.Join(names, ", "))
+	}
+	return o.Windows[sc.Fault], nil
+}
+
+func ejectedRequirement(c Check, sc *Scope) string {
+	target := "a fault's start"
+	if sc != nil && sc.Fault >= 0 {
+		target = fmt.Sprintf("faults[%d]'s start", sc.Fault)
+	}
+	switch {
+	case c.Op == "within":
+		return "within " + c.value() + " of " + target
+	case sc != nil:
+		return c.Scope
+	}
+	return "at any time in the run"
+}
+
+// judgeEjected judges "ejected(HOST) [within D]": HOST was ejected within D of the start of a fault window
+// (one targeting HOST when the scope names no window and some window targets it), or during the scope's
+// windows without D, or at any time without either.
+func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *Record, o *Outcomes) Verdict {
+	hosts := hostLabels(rec)
+	var times []time.Duration
+	for _, e := range rec.ProxyEvents {
+		if e.Kind == ProxyEjected && (e.Host == host || hostLabel(hosts, e.Host) == host) {
+			times = append(times, e.At)
+		}
+	}
+	slices.Sort(times)
+	noEvents := ""
+	if len(rec.ProxyEvents) == 0 {
+		noEvents = fmt.Sprintf(" (the proxy emitted no events; it counted %d ejections)", sumClusterStat(rec.ProxyStats, "outlier_detection.ejections_enforced_total"))
+	}
+	when := func() string {
+		if len(times) == 0 {
+			return host + " never ejected" + noEvents
+		}
+		parts := make([]string, 0, len(times))
+		for _, t := range times[:min(len(times), 5)] {
+			parts = append(parts, formatOffset(t))
+		}
+		more := ""
+		if len(times) > 5 {
+			more = fmt.Sprintf(" and %d more", len(times)-5)
+		}
+		return host + " ejected at " + strings.Join(parts, ", ") + more
+	}
+
+	var windows []int // the windows to measure from
+	switch {
+	case sc != nil && sc.Fault >= len(rec.Windows):
+		v.Observed = fmt.Sprintf("scope %q: the run has no faults[%d]", c.Scope, sc.Fault)
+		if len(rec.Windows) > 0 {
+			v.Observed += "; its fault windows: " + windowNames(rec.Windows)
+		}
+		return v
+	case sc != nil && sc.Fault >= 0:
+		windows = []int{sc.Fault}
+	default:
+		for i, w := range rec.Windows {
+			if targets(w, host, hosts) {
+				windows = append(windows, i)
+			}
+		}
+		if len(windows) == 0 {
+			for i := range rec.Windows {
+				windows = append(windows, i)
+			}
+		}
+	}
+	if (c.Op == "within" || sc != nil) && len(windows) == 0 {
+		v.Observed = "the run has no fault windows to measure from; " + when()
+		return v
+	}
+
+	if c.Op != "within" {
+		var spans []Span
+		if sc != nil {
+			spans, _ = ScopeSpans(rec, *sc) // the window exists: checked above
+		}
+		for _, t := range times {
+			if sc == nil || inSpans(spans, t) {
+				v.Passed = true
+				v.Observed = fmt.Sprintf("%s ejected at %s", host, formatOffset(t))
+				return v
+			}
+		}
+		v.Observed = when()
+		if sc != nil {
+			v.Observed += fmt.Sprintf("; %s is %s", c.Scope, formatSpans(spans))
+		}
+		return v
+	}
+
+	limit := secondsToDuration(c.Value)
+	for _, i := range windows {
+		start := windowSpan(rec.Windows[i], o.End).Start
+		for _, t := range times {
+			if t >= start && t <= start+limit {
+				v.Passed = true
+				v.Observed = fmt.Sprintf("%s ejected at %s, %s after faults[%d] started at %s", host, formatOffset(t), formatDelay(t-start), i, formatOffset(start))
+				return v
+			}
+		}
+	}
+	first := windowSpan(rec.Windows[windows[0]], o.End).Start
+	v.Observed = fmt.Sprintf("%s; faults[%d] started at %s", when(), windows[0], formatOffset(first))
+	return v
+}
+
+// targets tells whether a fault window applies to host ("service/instance", or an address of one).
+func targets(w FaultWindow, host string, hosts map[string]string) bool {
+	host = hostLabel(hosts, host)
+	svc, idx, ok := strings.Cut(host, "/")
+	if !ok || svc != w.Service {
+		return false
+	}
+	n, err := strconv.Atoi(idx)
+	return err == nil && (len(w.Instances) == 0 || slices.Contains(w.Instances, n))
+}
+
+// distribution formats attempts → requests as "1×950, 2×48, 3×2".
+func distribution(d map[int]uint64) string {
+	keys := slices.Sorted(maps.Keys(d))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d×%d", k, d[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // observed formats a metric's value for a verdict; rates show their counts too.
@@ -267,7 +698,10 @@ func observed(k *kind, x float64, s Summary, name string) string {
 // compare applies op to a and b, taking values within a relative 1e-12 as equal (float rounding).
 func compare(a float64, op string, b float64) bool {
 	c := 0
-	if d := a - b; math.Abs(d) > 1e-12*math.Max(math.Abs(a), math.Abs(b)) {
+	switch d := a - b; {
+	case math.IsInf(a, 0) || math.IsInf(b, 0): // a missed ejection, a run that never recovered
+		c = cmp.Compare(a, b)
+	case math.Abs(d) > 1e-12*math.Max(math.Abs(a), math.Abs(b)):
 		c = int(math.Copysign(1, d))
 	}
 	switch op {

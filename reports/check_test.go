@@ -11,7 +11,8 @@ import (
 
 const allMetrics = "requests, successes, errors, success_rate, error_rate, achieved_rate, p50, p90, p99, p999, max, " +
 	"uncorrected_p50, uncorrected_p90, uncorrected_p99, uncorrected_p999, uncorrected_max, retries, ejections, " +
-	"upstream_requests, retry_amplification, status(N), status(Nxx)"
+	"upstream_requests, retry_amplification, status(N), status(Nxx), attempts_max, overflows, pending_overflows, " +
+	"retry_overflows, time_to_first_ejection, recovery_time, ejected(HOST) [within DURATION]"
 
 var _ = Describe("ParseCheck", func() {
 	DescribeTable("valid checks",
@@ -62,13 +63,7 @@ var _ = Describe("ParseCheck", func() {
 		Entry("ratio with a unit", "retry_amplification <= 1.5x", `check "retry_amplification <= 1.5x": unit "x" does not fit retry_amplification, a ratio; accepted: a plain number without unit, e.g. "retry_amplification <= 1.5"`),
 		Entry("percentage above 100", "error_rate < 120%", `check "error_rate < 120%": value 120% is above 100%`),
 		Entry("negative", "retries >= -1", `check "retries >= -1": value -1 is negative; retries is never negative`),
-		Entry("phase-scoped", "during fault: p99 < 50ms", `check "during fault: p99 < 50ms": phase-scoped checks are not supported yet (scope "during fault"); write the check without "during fault:" to judge the whole run`),
 	)
-
-	It("marks phase-scoped checks with ErrScopedCheck", func() {
-		_, err := reports.ParseCheck("after fault: success_rate == 100%")
-		Expect(err).To(MatchError(reports.ErrScopedCheck))
-	})
 })
 
 var _ = Describe("Evaluate", func() {
@@ -112,9 +107,19 @@ var _ = Describe("Evaluate", func() {
 		Expect(v).To(HaveExactElements(reports.Verdict{Check: "p99 < 50ms", Passed: true, Observed: "p99 = 12.3ms", Required: "< 50ms"}))
 	})
 
-	It("fails a check with a scope rather than judging it over the whole run", func() {
+	It("fails a check with a scope rather than judging it over the whole run, pointing to EvaluateRun", func() {
 		v := reports.Evaluate([]reports.Check{{Scope: "during fault", Metric: "p99", Op: "<", Value: 1, Unit: "s"}}, summary)
-		Expect(v[0].Passed).To(BeFalse())
-		Expect(v[0].Observed).To(ContainSubstring("not supported yet"))
+		Expect(v).To(HaveExactElements(reports.Verdict{Check: "during fault: p99 < 1s", Passed: false,
+			Observed: "p99 needs the run record: judge it with EvaluateRun (or NewReport), not Evaluate", Required: "< 1s"}))
+	})
+
+	It("fails the metrics computed from the record, pointing to EvaluateRun", func() {
+		for _, expr := range []string{"recovery_time < 5s", "overflows == 0", "attempts_max <= 3", "ejected(checkout/2) within 2s"} {
+			c, err := reports.ParseCheck(expr)
+			Expect(err).NotTo(HaveOccurred())
+			v := reports.Evaluate([]reports.Check{c}, summary)
+			Expect(v[0].Passed).To(BeFalse(), expr)
+			Expect(v[0].Observed).To(HaveSuffix("needs the run record: judge it with EvaluateRun (or NewReport), not Evaluate"), expr)
+		}
 	})
 })

@@ -45,3 +45,11 @@ func secondsToDuration(s float64) time.Duration { return time.Duration(math.Roun
 
 // ms converts a duration to float milliseconds, as report.json writes durations.
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// formatDelay is formatDuration, but "0s" for zero.
+func formatDelay(d time.Duration) string {
+	if d == 0 {
+		return "0s"
+	}
+	return formatDuration(d)
+}

@@ -3,8 +3,6 @@ package reports
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -21,6 +19,7 @@ type (
 		Checks     []jsonVerdict     `json:"checks"`
 		Upstreams  []jsonUpstream    `json:"upstreams"`
 		ProxyStats map[string]uint64 `json:"proxy_stats"`
+		Outcomes   jsonOutcomes      `json:"outcomes"`
 	}
 	jsonSummary struct {
 		Requests           uint64            `json:"requests"`
@@ -73,29 +72,7 @@ func WriteJSON(path string, r Report) error {
 	if err != nil {
 		return fmt.Errorf("report %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("report %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(append(data, '\n'))
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp) // best effort: the temporary file is ours
-		return fmt.Errorf("report %s: %w", path, err)
-	}
-	return nil
+	return writeFileAtomic(path, append(data, '\n'))
 }
 
 func toJSON(r Report) jsonReport {
@@ -115,6 +92,7 @@ func toJSON(r Report) jsonReport {
 		Checks:     make([]jsonVerdict, len(r.Checks)),
 		Upstreams:  make([]jsonUpstream, len(r.Upstreams)),
 		ProxyStats: orEmpty(r.ProxyStats),
+		Outcomes:   outcomesJSON(r.Outcomes),
 	}
 	for i, v := range r.Checks {
 		out.Checks[i] = jsonVerdict(v)

@@ -1,6 +1,6 @@
-// Package reports holds a run's record (plain data), the summary computed from it, the checks that decide
-// pass or fail, and the writers (terminal, JSON). It imports no runtime package: everything here is data,
-// computation and formatting.
+// Package reports holds a run's record (plain data), the summary and resilience outcomes computed from it,
+// the checks that decide pass or fail, and the writers (terminal, JSON, Markdown, JUnit XML, HTML). It
+// imports no runtime package: everything here is data, computation and formatting.
 package reports
 
 import "time"
@@ -23,6 +23,9 @@ type Sample struct {
 	Latency  time.Duration // from Intended to response end (coordinated-omission corrected)
 	Status   int           // 0 when no HTTP response
 	Error    string        // "" or an error kind: ErrReset, ErrTimeout, ErrRefused, ErrEOF, ErrCanceled, ErrOther
+	// Attempts is how many upstream attempts the proxy made for this request (1 = no retry); 0 when not
+	// known (the proxy did not say, or never saw the request).
+	Attempts int
 }
 
 // Uncorrected is the latency from the actual send time to the response end (the view that hides the
@@ -56,6 +59,41 @@ type UpstreamRecord struct {
 	Applied  map[string]uint64 // applied faults by "fault/kind"
 }
 
+// FaultWindow is when a scenario's fault rule was active, as offsets from the run start (the moment the
+// load started). End 0 means open-ended: the fault lasted until the run ended.
+type FaultWindow struct {
+	Name      string // the fault rule's name, e.g. "faults[0]" (its place in the scenario's faults list)
+	Service   string
+	Instances []int // the instances it applied to; empty: all of the service's instances
+	Start     time.Duration
+	End       time.Duration // 0: open-ended, until the run ends
+	Kind      string        // what it injects, e.g. "abort", "latency", "reset", or several joined by "+"
+}
+
+// LoadPhase is a named stretch of the load, as offsets from the run start.
+type LoadPhase struct {
+	Name       string
+	Start, End time.Duration
+}
+
+// Kinds of ProxyEvent the reports read.
+const (
+	ProxyEjected   = "ejected"   // outlier detection ejected Host
+	ProxyUnejected = "unejected" // Host came back into the load-balancing set
+	ProxyRetry     = "retry"     // the proxy scheduled a retry (optional: when present, retries per second come from these)
+)
+
+// ProxyEvent is one decision the proxy made, with its reason, as offset from the run start. Host names an
+// upstream instance either as "service/instance" or by its address (the reports resolve addresses
+// through Record.Upstreams).
+type ProxyEvent struct {
+	At      time.Duration
+	Kind    string // ProxyEjected, ProxyUnejected, ProxyRetry, or another kind (kept, not interpreted)
+	Cluster string
+	Host    string
+	Reason  string // e.g. "consecutive_5xx"
+}
+
 // Record is the raw outcome of a run.
 type Record struct {
 	Scenario   string
@@ -68,4 +106,10 @@ type Record struct {
 	ProxyStats map[string]uint64 // Envoy-named counters/gauges, e.g. "cluster.checkout.upstream_rq_retry"
 	Upstreams  []UpstreamRecord
 	Events     []FaultEvent
+	// Windows are the scenario's fault rules with when they were active, in scenario order (Windows[i]
+	// is "faults[i]"); Phases the named load phases (may be empty); ProxyEvents the proxy's decisions in
+	// time order (may be empty when the proxy does not emit them).
+	Windows     []FaultWindow
+	Phases      []LoadPhase
+	ProxyEvents []ProxyEvent
 }

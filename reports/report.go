@@ -20,9 +20,11 @@ type Report struct {
 	ProxyStats map[string]uint64
 	Checks     []Verdict
 	Passed     bool
+	// Outcomes are the resilience outcomes: phases, attempts, ejections, recovery, overflows.
+	Outcomes Outcomes
 }
 
-// NewReport summarizes the record and judges the checks against it.
+// NewReport summarizes the record, computes its outcomes, and judges the checks against it (EvaluateRun).
 func NewReport(rec *Record, checks []Check) Report {
 	r := Report{
 		Version:    ReportVersion,
@@ -34,8 +36,9 @@ func NewReport(rec *Record, checks []Check) Report {
 		Upstreams:  rec.Upstreams,
 		ProxyStats: rec.ProxyStats,
 		Passed:     true,
+		Outcomes:   ComputeOutcomes(rec),
 	}
-	r.Checks = Evaluate(checks, r.Summary)
+	r.Checks = evaluateRun(checks, rec, r.Summary, &r.Outcomes)
 	for _, v := range r.Checks {
 		r.Passed = r.Passed && v.Passed
 	}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,9 +15,12 @@ import (
 
 // WriteTerminal writes a compact summary for people: the load and whether its rate held (a loud warning
 // when not), outcomes, latency percentiles corrected and uncorrected, what the proxy did, what each
-// upstream instance received, each check with its verdict, and a final PASS or FAIL line.
+// upstream instance received, the phases and fault windows when the run has some, each check with its
+// verdict, and a final PASS or FAIL line. Verdicts are coloured when w is a terminal (and NO_COLOR is
+// unset); otherwise the text is plain.
 func WriteTerminal(w io.Writer, r Report) error {
 	var b bytes.Buffer
+	paint := painter(IsTerminal(w))
 	s := r.Summary
 	fmt.Fprintf(&b, "meshproof report: %s", r.Scenario)
 	if r.File != "" {
@@ -39,10 +44,11 @@ func WriteTerminal(w io.Writer, r Report) error {
 		if s.TargetRate > 0 {
 			pct = 100 * s.AchievedRate / s.TargetRate
 		}
-		fmt.Fprintf(&b, "!!! RATE NOT HELD: achieved %s of target %s (%s%%), max send lag %s.\n"+
-			"!!! The load generator fell behind: the system saw less load than planned. Corrected latencies include the lag.\n",
-			rate(s.AchievedRate), rate(s.TargetRate), formatFloat(pct, 1), formatDuration(s.MaxSendLag))
+		b.WriteString(paint(yellow, fmt.Sprintf("!!! RATE NOT HELD: achieved %s of target %s (%s%%), max send lag %s.\n"+
+			"!!! The load generator fell behind: the system saw less load than planned. Corrected latencies include the lag.",
+			rate(s.AchievedRate), rate(s.TargetRate), formatFloat(pct, 1), formatDuration(s.MaxSendLag))) + "\n")
 	}
+	writeTerminalOutcomes(&b, t, r.Outcomes)
 
 	if len(r.Upstreams) > 0 {
 		b.WriteString("upstreams\n")
@@ -55,7 +61,8 @@ func WriteTerminal(w io.Writer, r Report) error {
 	if len(r.Checks) > 0 {
 		b.WriteString("checks\n")
 		for _, v := range r.Checks {
-			fmt.Fprintf(t, "  %s\t%s\t%s, required %s\n", passFail(v.Passed), v.Check, v.Observed, v.Required)
+			// Both colours add the same number of bytes, so the columns stay aligned.
+			fmt.Fprintf(t, "  %s\t%s\t%s, required %s\n", paint(verdictColor(v.Passed), passFail(v.Passed)), v.Check, v.Observed, v.Required)
 		}
 		t.Flush()
 	}
@@ -63,12 +70,122 @@ func WriteTerminal(w io.Writer, r Report) error {
 	case len(r.Checks) == 0:
 		b.WriteString("PASS: no checks\n")
 	case failed == 0:
-		fmt.Fprintf(&b, "PASS: all %d checks held\n", len(r.Checks))
+		fmt.Fprintf(&b, "%s: all %d checks held\n", paint(green, "PASS"), len(r.Checks))
 	default:
-		fmt.Fprintf(&b, "FAIL: %d of %d checks failed\n", failed, len(r.Checks))
+		fmt.Fprintf(&b, "%s: %d of %d checks failed\n", paint(red, "FAIL"), failed, len(r.Checks))
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// ANSI colours for a terminal.
+const (
+	red    = "\x1b[31m"
+	green  = "\x1b[32m"
+	yellow = "\x1b[33m"
+	reset  = "\x1b[0m"
+)
+
+// IsTerminal reports whether w is a character device (a terminal) and NO_COLOR is unset or empty.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// painter returns a function colouring text when on, and leaving it plain otherwise.
+func painter(on bool) func(color, text string) string {
+	return func(color, text string) string {
+		if !on {
+			return text
+		}
+		return color + text + reset
+	}
+}
+
+func verdictColor(ok bool) string {
+	if ok {
+		return green
+	}
+	return red
+}
+
+// writeTerminalOutcomes writes the phases, fault windows, attempts and overflows, when the run has them.
+func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
+	if o.Attempts.Known > 0 {
+		fmt.Fprintf(b, "attempts  per request %s (max %d, amplification %s)%s\n", distribution(o.Attempts.Distribution),
+			o.Attempts.Max, formatFloat(o.Attempts.Amplification, 3), attemptsCoverage(o.Attempts))
+	}
+	if o.Overflows() > 0 {
+		fmt.Fprintf(b, "overflows %d (pending %d, retry %d)\n", o.Overflows(), o.PendingOverflows, o.RetryOverflows)
+	}
+	if len(o.Phases) > 0 {
+		b.WriteString("phases\n")
+		for _, p := range o.Phases {
+			s := p.Summary
+			fmt.Fprintf(t, "  %s\t%s\trequests %d\tsuccess %s%%\tp50 %s\tp99 %s\tmax %s\n", p.Scope, formatSpans(p.Spans),
+				s.Requests, formatFloat(s.SuccessRate, 3), formatDuration(s.Latency.P50), formatDuration(s.Latency.P99),
+				formatDuration(s.Latency.Max))
+		}
+		t.Flush()
+	}
+	if len(o.Windows) > 0 {
+		b.WriteString("faults\n")
+		for _, w := range o.Windows {
+			fmt.Fprintf(t, "  %s\t%s\t%s\t%s\tfirst ejection %s\trecovery %s\n", w.Name, windowTarget(w.Window), w.Window.Kind,
+				formatSpans([]Span{w.Span}), firstEjection(w), recovery(w.Recovery))
+		}
+		t.Flush()
+	}
+	if len(o.Hosts) > 0 {
+		b.WriteString("ejections\n")
+		for _, h := range o.Hosts {
+			parts := make([]string, len(h.Ejections))
+			for i, e := range h.Ejections {
+				parts[i] = formatOffset(e.Start) + "–"
+				if !e.Open {
+					parts[i] += formatOffset(e.End)
+				}
+				if e.Reason != "" {
+					parts[i] += " (" + e.Reason + ")"
+				}
+			}
+			fmt.Fprintf(t, "  %s\t%s\t%s\n", h.Cluster, h.Host, strings.Join(parts, ", "))
+		}
+		t.Flush()
+	}
+}
+
+// windowTarget shows what a fault window applied to: "checkout/[2 3]" or "checkout/*".
+func windowTarget(w FaultWindow) string {
+	if len(w.Instances) == 0 {
+		return w.Service + "/*"
+	}
+	parts := make([]string, len(w.Instances))
+	for i, n := range w.Instances {
+		parts[i] = strconv.Itoa(n)
+	}
+	return w.Service + "/" + strings.Join(parts, ",")
+}
+
+func firstEjection(w WindowOutcome) string {
+	if !w.Ejected {
+		return "none"
+	}
+	return fmt.Sprintf("%s after start (%s)", formatDelay(w.TimeToFirstEjection), w.FirstEjection.Host)
+}
+
+func recovery(r Recovery) string {
+	switch {
+	case !r.Measured:
+		return "not measured"
+	case !r.Recovered:
+		return "not recovered"
+	}
+	return formatDelay(r.Time)
 }
 
 func passFail(ok bool) string {

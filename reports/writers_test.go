@@ -104,7 +104,7 @@ var _ = Describe("Report", func() {
 
 			m := read()
 			Expect(slices.Sorted(maps.Keys(m))).To(Equal([]string{
-				"checks", "file", "passed", "proxy_stats", "scenario", "seed", "started", "summary", "upstreams", "version"}))
+				"checks", "file", "outcomes", "passed", "proxy_stats", "scenario", "seed", "started", "summary", "upstreams", "version"}))
 			Expect(m).To(HaveKeyWithValue("version", 1.0))
 			Expect(m).To(HaveKeyWithValue("started", "2026-05-01T10:00:00Z"))
 			Expect(m).To(HaveKeyWithValue("passed", false))
@@ -138,7 +138,8 @@ var _ = Describe("Report", func() {
 			readme, err := os.ReadFile("README.md")
 			Expect(err).NotTo(HaveOccurred())
 			// Maps of data (status → count, stat → value) hold values, not schema keys.
-			data := map[string]bool{"status_codes": true, "error_kinds": true, "proxy_stats": true, "statuses": true, "applied_faults": true}
+			data := map[string]bool{"status_codes": true, "error_kinds": true, "proxy_stats": true, "statuses": true, "applied_faults": true,
+				"distribution": true}
 			var keys func(v any)
 			keys = func(v any) {
 				switch v := v.(type) {

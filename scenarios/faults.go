@@ -52,6 +52,24 @@ func (f *Fault) targets(service string, index int) bool {
 	return f.Service == service && (len(f.Instances) == 0 || slices.Contains(f.Instances, index))
 }
 
+// Kinds names the fault kinds the rule injects, in a fixed order.
+func (f *Fault) Kinds() []string {
+	var out []string
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{
+		{"latency", f.Latency != nil}, {"abort", f.Abort != nil}, {"reset", f.Reset != nil}, {"hang", f.Hang != nil},
+		{"slow_body", f.SlowBody != nil}, {"close_after", f.CloseAfter != nil}, {"size", f.Size != nil},
+		{"h2", f.H2 != nil}, {"refuse", f.Refuse != nil}, {"tcp", f.TCP != nil},
+	} {
+		if k.set {
+			out = append(out, k.name)
+		}
+	}
+	return out
+}
+
 func (f *Fault) hasHTTPKind() bool {
 	return f.Latency != nil || f.Abort != nil || f.Reset != nil || f.Hang != nil || f.SlowBody != nil ||
 		f.CloseAfter != nil || f.Size != nil || f.H2 != nil || f.Refuse != nil

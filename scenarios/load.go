@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/reports"
 )
 
 // Defaults applied by Load.
@@ -305,6 +306,11 @@ func (v *validator) validate() {
 	v.load()
 	for i, f := range sc.Faults {
 		v.fault(i, f)
+	}
+	for i, c := range sc.Checks {
+		if err := reports.ValidateScope(c.Check, len(sc.Faults), nil); err != nil {
+			v.at(fmt.Sprintf("checks[%d]", i), "%v", err)
+		}
 	}
 }
 

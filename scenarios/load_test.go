@@ -126,6 +126,7 @@ var _ = Describe("Parse", func() {
 		Entry("an abort status out of range", replace("status: 503", "status: 700"), 19, "faults[0].abort.status", "700 is out of range, want 200..599"),
 		Entry("a load target that is not a proxy", replace("target: edge", "target: nowhere"), 15, "load.target", `"nowhere" is not a proxy`),
 		Entry("a bad check", replace("p99 < 50ms", "p99 < fast"), 23, "checks[1]", ""),
+		Entry("a check scoped to a fault rule that does not exist", replace("p99 < 50ms", "during faults[7]: p99 < 50ms"), 23, "checks[1]", "faults[7]"),
 		Entry("an unknown Envoy field, by its path", replace("num_retries: 2,", "num_retriez: 2,"), 12, "proxies.edge.route.retry_policy.num_retriez", ""),
 		Entry("an Envoy field meshproof does not support", replace("lb_policy: ROUND_ROBIN}", "lb_policy: ROUND_ROBIN, dns_lookup_family: V4_ONLY}"), 13, "proxies.edge.cluster.dns_lookup_family", "not supported"),
 		Entry("an Envoy value the proxy rejects, at its line", replace(`retry_on: "5xx,reset"`, `retry_on: "5xx,sometimes"`), 12, "proxies.edge.route.retry_policy.retry_on", `unknown retry condition "sometimes"`),

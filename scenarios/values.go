@@ -121,9 +121,21 @@ func (p Percent) Or(def float64) float64 {
 
 // UnmarshalYAML implements yaml.NodeUnmarshaler: a check is one string in the checks syntax.
 func (c *Check) UnmarshalYAML(n ast.Node) error {
-	s, err := scalar(n, `a check such as "success_rate >= 99.9%" or "p99 < 50ms"`)
-	if err != nil {
-		return err
+	const want = `a check such as "success_rate >= 99.9%", "p99 < 50ms" or "during fault: p99 < 100ms"`
+	var s string
+	if m, ok := n.(*ast.MappingNode); ok && len(m.Values) == 1 {
+		// A scoped check written unquoted, "- during fault: p99 < 50ms", is a one-key mapping in YAML.
+		scope, err1 := scalar(m.Values[0].Key, want)
+		expr, err2 := scalar(m.Values[0].Value, want)
+		if err1 != nil || err2 != nil {
+			return nodeError(n, "expected %s", want)
+		}
+		s = scope + ": " + expr
+	} else {
+		var err error
+		if s, err = scalar(n, want); err != nil {
+			return err
+		}
 	}
 	parsed, perr := reports.ParseCheck(s)
 	if perr != nil {

@@ -32,8 +32,10 @@ type topology struct {
 	upstreams []*instance
 	proxies   map[string]*proxy.Server
 
-	mu     sync.Mutex
-	events []faults.Event
+	mu          sync.Mutex
+	events      []faults.Event
+	proxyEvents []proxy.Event
+	attempts    map[string]int // x-request-id → upstream attempts, as the proxy reports them
 }
 
 type instance struct {
@@ -61,7 +63,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 	if opts.Seed != nil {
 		seed = *opts.Seed
 	}
-	topo := &topology{proxies: map[string]*proxy.Server{}}
+	topo := &topology{proxies: map[string]*proxy.Server{}, attempts: map[string]int{}}
 	defer topo.close()
 	if err := topo.startUpstreams(sc, seed); err != nil {
 		return nil, err
@@ -119,6 +121,9 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 		})
 	}
 	rec.Events = topo.faultEvents(loadStart)
+	rec.ProxyEvents = topo.proxyRecord(loadStart)
+	rec.Windows = windows(sc)
+	topo.fillAttempts(rec.Samples)
 	return rec, ctx.Err()
 }
 
@@ -178,7 +183,7 @@ func (t *topology) startProxies(sc *scenarios.Scenario) error {
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", name, err)
 		}
-		srv, err := proxy.New(cfg, proxy.Options{Bootstrap: b})
+		srv, err := proxy.New(cfg, proxy.Options{Bootstrap: b, OnEvent: t.recordProxy, OnRequest: t.recordAttempts})
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", name, err)
 		}
@@ -234,6 +239,61 @@ func (t *topology) recordTCP(service string, index int) func(tcp.Event) {
 		t.record(faults.Event{Time: e.Time, Service: service, Instance: index, Seq: e.Conn, Fault: fault,
 			Kind: "tcp_" + e.Type, Detail: e.Detail})
 	}
+}
+
+func (t *topology) recordProxy(e proxy.Event) {
+	t.mu.Lock()
+	t.proxyEvents = append(t.proxyEvents, e)
+	t.mu.Unlock()
+}
+
+func (t *topology) recordAttempts(id string, attempts int) {
+	t.mu.Lock()
+	t.attempts[id] = attempts
+	t.mu.Unlock()
+}
+
+// fillAttempts gives each sample the proxy's attempt count for its request ("mp-<seq>").
+func (t *topology) fillAttempts(samples []reports.Sample) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range samples {
+		samples[i].Attempts = t.attempts[fmt.Sprintf("mp-%d", samples[i].Seq)]
+	}
+}
+
+// proxyRecord returns the proxy's events as offsets from the run start, naming hosts "service/instance".
+func (t *topology) proxyRecord(start time.Time) []reports.ProxyEvent {
+	names := map[string]string{}
+	for _, in := range t.upstreams {
+		names[in.endpoint()] = fmt.Sprintf("%s/%d", in.service, in.index)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]reports.ProxyEvent, 0, len(t.proxyEvents))
+	for _, e := range t.proxyEvents {
+		host := e.Host
+		if n, ok := names[host]; ok {
+			host = n
+		}
+		out = append(out, reports.ProxyEvent{At: e.Time.Sub(start), Kind: e.Kind, Cluster: e.Cluster, Host: host, Reason: e.Reason})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
+	return out
+}
+
+// windows lists the scenario's fault rules as the report's fault windows, in scenario order.
+func windows(sc *scenarios.Scenario) []reports.FaultWindow {
+	out := make([]reports.FaultWindow, 0, len(sc.Faults))
+	for i, f := range sc.Faults {
+		w := reports.FaultWindow{Name: fmt.Sprintf("faults[%d]", i), Service: f.Service, Instances: f.Instances,
+			Start: f.Start, Kind: strings.Join(f.Kinds(), "+")}
+		if f.Duration > 0 {
+			w.End = f.Start + f.Duration
+		}
+		out = append(out, w)
+	}
+	return out
 }
 
 func (t *topology) record(e faults.Event) {

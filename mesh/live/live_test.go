@@ -67,6 +67,23 @@ var _ = Describe("Run", func() {
 		s := reports.Summarize(rec)
 		Expect(s.UpstreamRequests).To(Equal(s.Requests+s.Retries), "one upstream request per attempt: the first try plus each retry")
 
+		var attempts uint64
+		for _, smp := range rec.Samples {
+			Expect(smp.Attempts).To(BeNumerically(">=", 1), "the proxy reports the attempts of request %d", smp.Seq)
+			attempts += uint64(smp.Attempts)
+		}
+		Expect(attempts).To(Equal(s.Requests + s.Retries))
+		Expect(rec.Windows).To(Equal([]reports.FaultWindow{{Name: "faults[0]", Service: "backend", Instances: []int{1}, Kind: "abort"}}))
+		var retryEvents uint64
+		for _, e := range rec.ProxyEvents {
+			if e.Kind == reports.ProxyRetry {
+				Expect(e.Host).To(Equal("backend/1"), "only the faulty instance's answers are retried")
+				Expect(e.Reason).To(Equal("503"))
+				retryEvents++
+			}
+		}
+		Expect(retryEvents).To(Equal(s.Retries))
+
 		Eventually(gleak.Goroutines).ShouldNot(gleak.HaveLeaked(before), "every server and connection is closed")
 	})
 

@@ -1,10 +1,24 @@
-// Package load generates open-loop HTTP load: requests go out at their intended times whatever the
-// system under test does, and latency counts from the intended time (the coordinated-omission
-// correction of wrk2 and Nighthawk's open loop), with the time from the actual send kept alongside.
+// Package load generates HTTP load, open loop or closed loop.
+//
+// Open loop (Rate or Phases): requests go out at their intended times whatever the system under test
+// does, and latency counts from the intended time (the coordinated-omission correction of wrk2 and
+// Nighthawk's open loop), with the time from the actual send kept alongside. The schedule (Schedule) is
+// constant, Poisson, ramps, steps or bursts, as named phases.
+//
+// Closed loop (Concurrency without a rate): N workers each send a request, wait for its response (and an
+// optional think time), and send the next, like wrk or fortio -c. There is no intended time in closed
+// loop: a request is intended when it is sent, so corrected and uncorrected latency are the same, and a
+// stalled server simply gets fewer requests (which is why closed-loop latencies understate what users
+// of a stalled system see — the coordinated omission).
+//
+// Connections: HTTP/1.1 (our own lean client, keep-alive, no pipelining) carries one request at a time
+// per connection, so Connections C also caps the requests in flight at C; in open loop a request due
+// while all C are busy waits for one, and the wait shows as send lag and in its corrected latency
+// (never as a dropped request). h2c (HTTP/2 with prior knowledge) multiplexes requests as streams over C
+// connections (default 1).
 package load
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,8 +27,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,7 +46,8 @@ const (
 // HeaderRequestID carries "mp-<seq>" on every request, so that proxies and upstreams can name it.
 const HeaderRequestID = "x-request-id"
 
-// Config describes one open-loop run.
+// Config describes one run. Open loop: Rate and Duration (one constant phase named "main"), or Phases.
+// Closed loop: Concurrency and Duration, without Rate or Phases.
 type Config struct {
 	URL      string      // absolute http:// or https:// URL
 	Method   string      // default GET
@@ -46,10 +61,54 @@ type Config struct {
 	// and in the corrected latency of every delayed request (and as reports.Summary.RateHeld = false
 	// when it grows).
 	MaxInFlight int
+
+	// Phases replace Rate and Duration with a schedule of named phases (constant, ramp, bursts).
+	Phases []Phase
+	// Poisson draws open-loop arrivals as a Poisson process of the phases' rate (exponential gaps)
+	// instead of evenly spaced, from a generator seeded with Seed.
+	Poisson bool
+	Seed    uint64
+
+	// Concurrency N without Rate or Phases runs closed loop with N workers. With a Rate or Phases it
+	// caps the requests in flight instead, like MaxInFlight.
+	Concurrency int
+	Think       time.Duration // closed loop: pause of each worker between a response and its next request
+
+	// Connections is the exact number of connections: all are opened before the first request and
+	// shared by every request (re-dialled only when one breaks or the server closes it). 0: HTTP/1.1
+	// opens one more whenever a request finds them all busy, up to the in-flight cap; h2c uses 1.
+	Connections int
+	H2C         bool // HTTP/2 over cleartext TCP with prior knowledge (the URL must be http://)
+
+	// Mix replaces Method, Body and the path of URL with a weighted mix of requests.
+	Mix []Request
+
+	// Raw, when set, receives one line per request as it finishes (completion order, not Seq order):
+	// RawCSV (the default) or RawJSONL.
+	Raw       io.Writer
+	RawFormat string
+	// KeepSamples keeps every sample in Result.Samples (Run always does). The histograms never need them.
+	KeepSamples bool
+}
+
+// Raw log formats.
+const (
+	RawCSV   = "csv"
+	RawJSONL = "jsonl"
+)
+
+// plan is a checked Config.
+type plan struct {
+	cfg         Config
+	closed      bool
+	phases      []Phase
+	maxInFlight int
+	mix         *mix
+	target      *target
 }
 
 // check validates the config and fills in the defaults.
-func (c Config) check() (Config, error) {
+func (c Config) check() (*plan, error) {
 	if c.Method == "" {
 		c.Method = DefaultMethod
 	}
@@ -59,33 +118,127 @@ func (c Config) check() (Config, error) {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
+	if c.RawFormat == "" {
+		c.RawFormat = RawCSV
+	}
+	p := &plan{cfg: c, maxInFlight: c.MaxInFlight}
 	u, err := url.Parse(c.URL)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("load: URL %q: want an absolute http:// or https:// URL", c.URL)
+	}
+	p.closed = c.Concurrency > 0 && c.Rate == 0 && len(c.Phases) == 0
 	switch {
-	case err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
-		return c, fmt.Errorf("load: URL %q: want an absolute http:// or https:// URL", c.URL)
-	case !(c.Rate > 0) || math.IsInf(c.Rate, 0):
-		return c, fmt.Errorf("load: rate %g: want a finite number of requests/s > 0", c.Rate)
-	case c.Duration <= 0:
-		return c, fmt.Errorf("load: duration %s: want > 0", c.Duration)
+	case len(c.Phases) > 0 && c.Rate != 0:
+		return nil, fmt.Errorf("load: rate %g and %d phases: set one or the other", c.Rate, len(c.Phases))
+	case len(c.Phases) > 0 && c.Duration != 0:
+		return nil, fmt.Errorf("load: duration %s and %d phases: the phases have their own durations", c.Duration, len(c.Phases))
+	case c.Concurrency < 0:
+		return nil, fmt.Errorf("load: concurrency %d: want > 0 (or 0 for open loop)", c.Concurrency)
+	case len(c.Phases) == 0 && !p.closed && (!(c.Rate > 0) || math.IsInf(c.Rate, 0)):
+		return nil, fmt.Errorf("load: rate %g: want a finite number of requests/s > 0", c.Rate)
+	case len(c.Phases) == 0 && c.Duration <= 0:
+		return nil, fmt.Errorf("load: duration %s: want > 0", c.Duration)
 	case c.Timeout < 0:
-		return c, fmt.Errorf("load: timeout %s: want > 0 (or 0 for the default %s)", c.Timeout, DefaultTimeout)
+		return nil, fmt.Errorf("load: timeout %s: want > 0 (or 0 for the default %s)", c.Timeout, DefaultTimeout)
 	case c.MaxInFlight < 0:
-		return c, fmt.Errorf("load: max in flight %d: want > 0 (or 0 for the default %d)", c.MaxInFlight, DefaultMaxInFlight)
-	case c.Rate*c.Duration.Seconds() > MaxRequests:
-		return c, fmt.Errorf("load: %g/s for %s is more than %d requests", c.Rate, c.Duration, MaxRequests)
+		return nil, fmt.Errorf("load: max in flight %d: want > 0 (or 0 for the default %d)", c.MaxInFlight, DefaultMaxInFlight)
+	case len(c.Phases) == 0 && c.Rate*c.Duration.Seconds() > MaxRequests:
+		return nil, fmt.Errorf("load: %g/s for %s is more than %d requests", c.Rate, c.Duration, MaxRequests)
+	case c.Connections < 0:
+		return nil, fmt.Errorf("load: connections %d: want > 0 (or 0 to open them as needed)", c.Connections)
+	case c.Think < 0:
+		return nil, fmt.Errorf("load: think time %s: want ≥ 0", c.Think)
+	case c.Think > 0 && !p.closed:
+		return nil, fmt.Errorf("load: think time %s: only for closed loop (concurrency without a rate)", c.Think)
+	case c.Poisson && p.closed:
+		return nil, fmt.Errorf("load: Poisson arrivals need a rate: closed loop has no schedule")
+	case c.H2C && u.Scheme != "http":
+		return nil, fmt.Errorf("load: h2c needs an http:// URL, not %q", c.URL)
+	case c.RawFormat != RawCSV && c.RawFormat != RawJSONL:
+		return nil, fmt.Errorf("load: raw format %q: want %q or %q", c.RawFormat, RawCSV, RawJSONL)
 	}
-	if _, err := http.NewRequest(c.Method, c.URL, nil); err != nil {
-		return c, fmt.Errorf("load: %w", err)
+	switch {
+	case p.closed:
+		p.phases = []Phase{{Name: "closed", Duration: c.Duration}}
+	case len(c.Phases) > 0:
+		if err := checkPhases(c.Phases); err != nil {
+			return nil, err
+		}
+		p.phases = c.Phases
+	default:
+		p.phases = []Phase{Constant("main", c.Duration, c.Rate)}
 	}
-	return c, nil
+	if c.Concurrency > 0 && !p.closed {
+		p.maxInFlight = c.Concurrency
+	}
+	p.target = newTarget(u)
+
+	entries := c.Mix
+	if len(entries) == 0 {
+		entries = []Request{{Weight: 1}}
+	}
+	p.mix = &mix{seed: c.Seed}
+	var total uint64
+	for i, e := range entries {
+		if e.Weight <= 0 {
+			return nil, fmt.Errorf("load: mix[%d]: weight %d: want > 0", i, e.Weight)
+		}
+		eu := *u
+		if e.Path != "" {
+			pu, err := url.ParseRequestURI(e.Path)
+			if err != nil || pu.IsAbs() || pu.Host != "" {
+				return nil, fmt.Errorf("load: mix[%d]: path %q: want a path and query starting with /", i, e.Path)
+			}
+			eu.Path, eu.RawPath, eu.RawQuery = pu.Path, pu.RawPath, pu.RawQuery
+		}
+		method, body, header := c.Method, c.Body, c.Header.Clone()
+		if e.Method != "" {
+			method = e.Method
+		}
+		if e.Body != nil {
+			body = e.Body
+		}
+		if header == nil {
+			header = http.Header{}
+		}
+		for k, v := range e.Header {
+			header[http.CanonicalHeaderKey(k)] = v
+		}
+		r, err := prepare(&eu, p.target, method, header, body)
+		if err != nil {
+			if len(c.Mix) > 0 {
+				return nil, fmt.Errorf("load: mix[%d]: %w", i, err)
+			}
+			return nil, fmt.Errorf("load: %w", err)
+		}
+		total += uint64(e.Weight)
+		p.mix.reqs = append(p.mix.reqs, r)
+		p.mix.cum = append(p.mix.cum, total)
+	}
+	return p, nil
 }
 
-// Run drives open-loop load and returns one sample per request in Seq order (Seq 1, 2, …) and the run's
-// start, from which all sample offsets count. Request Seq i+1 is intended at start + i/Rate for every
-// i/Rate < Duration; each is sent by its own goroutine at its intended time (later only when MaxInFlight
-// requests are in flight) with the header x-request-id "mp-<seq>", over keep-alive connections. The full
-// response body is read and discarded before the response's end time is taken. Redirects are not
-// followed: a 3xx is the response.
+// Result is the outcome of a run.
+type Result struct {
+	Start  time.Time // every offset counts from here
+	Closed bool      // closed loop
+	Phases []Phase   // the run's phases: a single "main" one for Rate/Duration, "closed" in closed loop
+	// Hist holds the histograms (overall, per phase, per status class, per second) and counters.
+	Hist *reports.HistSet
+	// Samples, in Seq order (Seq 1, 2, …), when Config.KeepSamples.
+	Samples []reports.Sample
+	// Connections is the number of connections opened (dials that succeeded), re-dials included.
+	Connections int64
+	// RawErr is the first error writing the raw log, if any (the run went on without it).
+	RawErr error
+}
+
+// Run drives the load of cfg and returns one sample per request in Seq order (Seq 1, 2, …) and the
+// run's start, from which all sample offsets count. In open loop, request Seq i+1 is intended at the
+// i-th arrival of the schedule (for Rate/Duration: start + i/Rate for every i/Rate < Duration) and sent
+// then (later only when every connection is busy or the in-flight cap is reached), with the header
+// x-request-id "mp-<seq>", over keep-alive connections. The full response body is read and discarded
+// before the response's end time is taken. Redirects are not followed: a 3xx is the response.
 //
 // Run returns when every request has finished. When ctx is cancelled it stops sending; requests in
 // flight end at once with Error "canceled" (as does a due request still waiting for a slot, its Sent
@@ -93,105 +246,232 @@ func (c Config) check() (Config, error) {
 // a nil error: the caller learns of the cancellation from ctx. The error is non-nil only for an invalid
 // Config.
 func Run(ctx context.Context, cfg Config) ([]reports.Sample, time.Time, error) {
-	cfg, err := cfg.check()
+	cfg.KeepSamples = true
+	res, err := Generate(ctx, cfg)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	tr := &http.Transport{
-		Proxy:               nil, // never an environment proxy: the URL is the system under test
-		DialContext:         (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        cfg.MaxInFlight,
-		MaxIdleConnsPerHost: cfg.MaxInFlight,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: cfg.Timeout,
-		DisableCompression:  true, // measure the bytes as served
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	return res.Samples, res.Start, nil
+}
 
-	samples := make([]reports.Sample, count(cfg.Rate, cfg.Duration))
-	slots := make(chan struct{}, cfg.MaxInFlight)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var wg sync.WaitGroup
-	start := time.Now()
-	n := 0 // samples taken
-schedule:
-	for i := range samples {
-		s := &samples[i]
-		s.Seq, s.Intended = uint64(i+1), offset(i, cfg.Rate)
-		if wait := s.Intended - time.Since(start); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				break schedule
-			}
+// sender makes one exchange. sent is when the request started (after it got a connection).
+type sender interface {
+	do(ctx context.Context, r *prepared, seq uint64) (sent time.Time, status int, err error)
+	prefill(ctx context.Context)
+	abort()
+	close()
+	opened() int64
+}
+
+// job is one request handed to a worker.
+type job struct {
+	seq      uint64
+	intended time.Duration
+	phase    int
+	req      *prepared
+}
+
+// gen is one run in progress.
+type gen struct {
+	p      *plan
+	start  time.Time
+	sender sender
+	rec    *recorder
+}
+
+// Generate drives the load of cfg and returns its result: histograms always, samples when
+// cfg.KeepSamples. Cancellation works as for Run; the error is non-nil only for an invalid Config.
+func Generate(ctx context.Context, cfg Config) (*Result, error) {
+	p, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	c := p.cfg
+	g := &gen{p: p}
+
+	inFlight := p.maxInFlight
+	if p.closed {
+		inFlight = c.Concurrency
+	}
+	if c.H2C {
+		g.sender = newH2Pool(p.target, max(c.Connections, 1), c.Timeout)
+	} else {
+		n := inFlight
+		if c.Connections > 0 {
+			n = c.Connections
 		}
-		if ctx.Err() != nil {
+		g.sender = newH1Pool(p.target, n, c.Timeout)
+	}
+	defer g.sender.close()
+	if c.Connections > 0 || c.H2C {
+		g.sender.prefill(ctx)
+	}
+	stop := context.AfterFunc(ctx, g.sender.abort)
+	defer stop()
+
+	specs := make([]reports.HistPhase, len(p.phases))
+	var at time.Duration
+	planned := 0.0
+	for i, ph := range p.phases {
+		specs[i] = reports.HistPhase{Name: ph.Name, Start: at, Duration: ph.Duration}
+		if !p.closed {
+			specs[i].Planned = ph.Planned()
+			planned += specs[i].Planned
+		}
+		at += ph.Duration
+	}
+	g.rec = newRecorder(reports.NewHistSet(specs), p.phases, c.Raw, c.RawFormat, c.KeepSamples, int(math.Ceil(planned))+1)
+
+	g.start = time.Now()
+	if p.closed {
+		g.closedLoop(ctx, inFlight)
+	} else {
+		g.openLoop(ctx, inFlight)
+	}
+	g.rec.finish()
+	return &Result{
+		Start: g.start, Closed: p.closed, Phases: p.phases, Hist: g.rec.hist, Samples: g.rec.samples,
+		Connections: g.sender.opened(), RawErr: g.rec.rawErr,
+	}, nil
+}
+
+// growLag: an open-loop request later than this does not start a new worker at once (see openLoop).
+const growLag = time.Millisecond
+
+// openLoop dispatches the schedule: it waits until each intended time, then hands the request to an
+// idle worker; when every worker is busy with an exchange it starts a new one (up to the in-flight cap,
+// and with HTTP/1.1 and fixed connections up to their number), or else waits for one to finish — that
+// wait is send lag. While the dispatcher is behind schedule by growLag or more it starts at most one
+// worker per growLag. Workers count as busy from the hand-off to the end of their exchange, so a worker
+// that has finished but not yet been scheduled to take the next request is not mistaken for a missing
+// one (on one core that mistake would open a connection per request once the generator fell behind).
+func (g *gen) openLoop(ctx context.Context, inFlight int) {
+	c := g.p.cfg
+	maxWorkers := inFlight
+	if !c.H2C && c.Connections > 0 {
+		maxWorkers = min(maxWorkers, c.Connections)
+	}
+	jobs := make(chan job)
+	var busy atomic.Int64
+	var wg sync.WaitGroup
+	workers := 0
+	spawn := func(first *job) {
+		workers++
+		wg.Go(func() {
+			if first != nil {
+				g.exec(ctx, *first)
+				busy.Add(-1)
+			}
+			for j := range jobs {
+				g.exec(ctx, j)
+				busy.Add(-1)
+			}
+		})
+	}
+	if !c.H2C && c.Connections > 0 { // one worker per fixed connection, ready before the start
+		for range maxWorkers {
+			spawn(nil)
+		}
+	}
+	w := newWaiter(ctx)
+	defer w.close()
+	grow := time.NewTimer(time.Hour)
+	defer grow.Stop()
+	sched := NewSchedule(g.p.phases, c.Poisson, c.Seed)
+	for seq := uint64(1); ; seq++ {
+		a, ok := sched.Next()
+		if !ok {
 			break
 		}
-		n++
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			s.Sent = time.Since(start)
-			s.Latency, s.Error = s.Sent-s.Intended, reports.ErrCanceled
-			break schedule
+		if w.until(ctx, g.start.Add(a.At)) != nil {
+			break
 		}
+		j := job{seq: seq, intended: a.At, phase: a.Phase, req: g.p.mix.pick(seq)}
+		if int(busy.Add(1)) > workers && workers < maxWorkers {
+			if time.Since(g.start)-a.At < growLag {
+				spawn(&j)
+				continue
+			}
+			// Behind schedule: more connections would not help a generator short of CPU (and would
+			// make it shorter), so give a worker growLag to come free before starting another.
+			grow.Reset(growLag)
+			select {
+			case jobs <- j:
+				continue
+			case <-grow.C:
+				spawn(&j)
+				continue
+			case <-ctx.Done():
+			}
+		} else {
+			select {
+			case jobs <- j:
+				continue
+			case <-ctx.Done():
+			}
+		}
+		busy.Add(-1)
+		sent := time.Since(g.start)
+		g.rec.record(reports.Sample{Seq: seq, Intended: a.At, Sent: sent, Latency: sent - a.At, Error: reports.ErrCanceled}, a.Phase)
+		break
+	}
+	close(jobs)
+	wg.Wait()
+}
+
+// closedLoop runs n workers that each send, wait for the response (and Think), and send again until
+// Duration has passed since the start.
+func (g *gen) closedLoop(ctx context.Context, n int) {
+	c := g.p.cfg
+	var seq atomic.Uint64
+	var wg sync.WaitGroup
+	for range n {
 		wg.Go(func() {
-			defer func() { <-slots }()
-			send(ctx, client, cfg, start, s)
+			var think *time.Timer
+			if c.Think > 0 {
+				think = time.NewTimer(time.Hour)
+				defer think.Stop()
+			}
+			for ctx.Err() == nil && time.Since(g.start) < c.Duration {
+				s := seq.Add(1)
+				g.exec(ctx, job{seq: s, intended: -1, req: g.p.mix.pick(s)})
+				if think != nil {
+					think.Reset(c.Think)
+					select {
+					case <-think.C:
+					case <-ctx.Done():
+					}
+				}
+			}
 		})
 	}
 	wg.Wait()
-	return samples[:n], start, nil
 }
 
-// send makes one request and fills in its sample.
-func send(ctx context.Context, client *http.Client, cfg Config, start time.Time, s *reports.Sample) {
-	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-	var body io.Reader
-	if cfg.Body != nil {
-		body = bytes.NewReader(cfg.Body)
+// exec makes one request and records its sample. A job with intended < 0 (closed loop) is intended
+// when sent.
+func (g *gen) exec(ctx context.Context, j job) {
+	sent, status, err := g.sender.do(ctx, j.req, j.seq)
+	end := time.Since(g.start)
+	s := reports.Sample{Seq: j.seq, Intended: j.intended, Sent: sent.Sub(g.start), Status: status}
+	if j.intended < 0 {
+		s.Intended = s.Sent
 	}
-	req, err := http.NewRequestWithContext(rctx, cfg.Method, cfg.URL, body)
-	if err != nil { // checked by Config.check
-		panic(err)
-	}
-	if cfg.Header != nil {
-		req.Header = cfg.Header.Clone()
-	}
-	req.Header.Set(HeaderRequestID, "mp-"+strconv.FormatUint(s.Seq, 10))
-	if h := req.Header.Get("Host"); h != "" {
-		req.Host = h
-	}
-
-	s.Sent = time.Since(start)
-	resp, err := client.Do(req)
-	if err == nil {
-		s.Status = resp.StatusCode
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
-	s.Latency = time.Since(start) - s.Intended
+	s.Latency = end - s.Intended
 	if err != nil {
-		s.Error = classify(ctx, rctx, err)
+		s.Error = classify(ctx, err)
 	}
+	g.rec.record(s, j.phase)
 }
 
 // classify names the kind of a request's error. Once the run is cancelled every failure counts as
 // "canceled": it is the harness's doing.
-func classify(ctx, rctx context.Context, err error) string {
+func classify(ctx context.Context, err error) string {
 	var ne net.Error
 	switch {
 	case ctx.Err() != nil:
 		return reports.ErrCanceled
-	case rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		return reports.ErrTimeout
 	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE):
 		return reports.ErrReset
@@ -201,21 +481,4 @@ func classify(ctx, rctx context.Context, err error) string {
 		return reports.ErrEOF
 	}
 	return reports.ErrOther
-}
-
-// offset is the intended send time of request i (from 0), rounded to the nanosecond.
-func offset(i int, rate float64) time.Duration {
-	return time.Duration(math.Round(float64(i) * float64(time.Second) / rate))
-}
-
-// count is the number of requests intended before d: the i with offset(i) < d.
-func count(rate float64, d time.Duration) int {
-	n := int(math.Ceil(rate * d.Seconds()))
-	for n > 0 && offset(n-1, rate) >= d {
-		n--
-	}
-	for offset(n, rate) < d {
-		n++
-	}
-	return n
 }

@@ -1,0 +1,41 @@
+package reports
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+)
+
+// The files WriteAll writes into a run directory.
+const (
+	FileJSON     = "report.json"
+	FileMarkdown = "summary.md"
+	FileJUnit    = "junit.xml"
+	FileHTML     = "report.html"
+)
+
+// WriteAll writes every report file into the run directory dir (which must exist): report.json,
+// summary.md, junit.xml and report.html, each atomically (a temporary file, then renamed). It writes as
+// many as it can and returns every error, joined.
+func WriteAll(dir string, r Report, rec *Record) error {
+	errs := []error{WriteJSON(filepath.Join(dir, FileJSON), r)}
+	for _, f := range []struct {
+		name  string
+		write func(io.Writer) error
+	}{
+		{FileMarkdown, func(w io.Writer) error { return WriteMarkdown(w, r) }},
+		{FileJUnit, func(w io.Writer) error { return WriteJUnit(w, r) }},
+		{FileHTML, func(w io.Writer) error { return WriteHTML(w, r, rec) }},
+	} {
+		var b bytes.Buffer
+		path := filepath.Join(dir, f.name)
+		if err := f.write(&b); err != nil {
+			errs = append(errs, fmt.Errorf("report %s: %w", path, err))
+			continue
+		}
+		errs = append(errs, writeFileAtomic(path, b.Bytes()))
+	}
+	return errors.Join(errs...)
+}

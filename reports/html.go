@@ -1,0 +1,598 @@
+package reports
+
+import (
+	"bytes"
+	"cmp"
+	"fmt"
+	"html/template"
+	"image/color"
+	"io"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgsvg"
+)
+
+// WriteHTML writes report.html: one self-contained page (inline CSS, inline SVG charts, no script, no
+// external URL) with the verdict, the checks, the key numbers, the fault windows and phases, and charts
+// made from the record: latency percentiles over time with the fault windows shaded, the latency
+// histogram, the per-host ejection timeline, retries over time and status codes over time. A chart
+// whose data the run did not record is replaced by a note saying so.
+func WriteHTML(w io.Writer, r Report, rec *Record) error {
+	var md bytes.Buffer
+	if err := WriteMarkdown(&md, r); err != nil {
+		return err
+	}
+	page := htmlPage{R: r, Failed: r.failed()}
+	for _, c := range []struct {
+		id, title string
+		make      func(*Record, Outcomes) (*plot.Plot, string)
+	}{
+		{"latency", "Latency over time (corrected, from the intended send time)", latencyChart},
+		{"histogram", "Latency distribution (corrected)", histogramChart},
+		{"ejections", "Ejections per host", ejectionChart},
+		{"retries", "Retries over time", retryChart},
+		{"statuses", "Responses over time", statusChart},
+	} {
+		ch := htmlChart{ID: c.id, Title: c.title}
+		p, note := c.make(rec, r.Outcomes)
+		if p != nil {
+			h := 3.4 * vg.Inch
+			if c.id == "ejections" { // a row per host
+				h = max(1.8*vg.Inch, vg.Inch+0.45*vg.Inch*vg.Length(len(r.Outcomes.Hosts)))
+			}
+			svg, err := renderSVG(p, 10*vg.Inch, h)
+			if err != nil {
+				return fmt.Errorf("chart %s: %w", c.id, err)
+			}
+			ch.SVG = template.HTML(svg) // generated here: gonum's SVG writer escapes every text it draws
+		}
+		ch.Note = note
+		page.Charts = append(page.Charts, ch)
+	}
+	return htmlTemplate.Execute(w, page)
+}
+
+type htmlPage struct {
+	R      Report
+	Failed int
+	Charts []htmlChart
+}
+
+type htmlChart struct {
+	ID, Title, Note string
+	SVG             template.HTML
+}
+
+// renderSVG draws the plot to an SVG document, without the XML prolog so that it can be inlined.
+func renderSVG(p *plot.Plot, w, h vg.Length) (string, error) {
+	c := vgsvg.New(w, h)
+	p.Draw(draw.New(c))
+	var b bytes.Buffer
+	if _, err := c.WriteTo(&b); err != nil {
+		return "", err
+	}
+	svg := b.String()
+	if i := strings.Index(svg, "<svg"); i >= 0 {
+		svg = svg[i:]
+	}
+	return svg, nil
+}
+
+// Chart colours (colour-blind safe, Okabe–Ito).
+var (
+	colBlue   = color.RGBA{0, 114, 178, 255}
+	colOrange = color.RGBA{230, 159, 0, 255}
+	colRed    = color.RGBA{213, 94, 0, 255}
+	colGreen  = color.RGBA{0, 158, 115, 255}
+	colPurple = color.RGBA{204, 121, 167, 255}
+	colSky    = color.RGBA{86, 180, 233, 255}
+	colYellow = color.RGBA{240, 228, 66, 255}
+	colGrey   = color.RGBA{120, 120, 120, 255}
+	colFault  = color.NRGBA{213, 94, 0, 40}
+)
+
+// newPlot returns a plot in the report's style: sans-serif text, a grid, the legend on top.
+func newPlot(xLabel, yLabel string) *plot.Plot {
+	p := plot.New()
+	for _, f := range []*font.Font{&p.X.Label.TextStyle.Font, &p.Y.Label.TextStyle.Font, &p.X.Tick.Label.Font,
+		&p.Y.Tick.Label.Font, &p.Legend.TextStyle.Font, &p.Title.TextStyle.Font} {
+		f.Variant = "Sans"
+	}
+	p.X.Label.Text, p.Y.Label.Text = xLabel, yLabel
+	p.Legend.Top = true
+	p.Legend.Left = false
+	p.Legend.TextStyle.Font.Size = vg.Points(10)
+	p.Y.Tick.Marker = plainTicks{}
+	grid := plotter.NewGrid()
+	grid.Vertical.Color = color.Gray{Y: 225}
+	grid.Horizontal.Color = color.Gray{Y: 225}
+	p.Add(grid)
+	return p
+}
+
+// bucketWidth is the width of the time buckets of the over-time charts: a second, shorter for runs under
+// 10 s, longer for runs that would need more than 600 buckets.
+func bucketWidth(end time.Duration) time.Duration {
+	if end < 10*time.Second {
+		return 100 * time.Millisecond
+	}
+	w := time.Second
+	for end/w > 600 {
+		w *= 2
+	}
+	return w
+}
+
+// buckets groups the samples by intended send time.
+func buckets(rec *Record, end time.Duration) ([][]Sample, time.Duration) {
+	w := bucketWidth(end)
+	out := make([][]Sample, bucketCount(end, w))
+	for _, s := range rec.Samples {
+		i := min(max(int(s.Intended/w), 0), len(out)-1)
+		out[i] = append(out[i], s)
+	}
+	return out, w
+}
+
+// bucketCount is how many buckets of width w cover [0, end).
+func bucketCount(end, w time.Duration) int { return max(int((end+w-1)/w), 1) }
+
+func per(w time.Duration) string {
+	if w == time.Second {
+		return "per second"
+	}
+	return "per " + formatDuration(w)
+}
+
+// faultBands shades the fault windows over the whole height of a chart and labels them.
+type faultBands struct {
+	spans []Span
+	names []string
+	label draw.TextStyle
+}
+
+func newFaultBands(o Outcomes, p *plot.Plot) *faultBands {
+	b := &faultBands{label: p.X.Tick.Label}
+	b.label.XAlign, b.label.YAlign = draw.XLeft, draw.YTop
+	b.label.Color = colRed
+	for _, w := range o.Windows {
+		b.spans = append(b.spans, w.Span)
+		b.names = append(b.names, w.Name)
+	}
+	return b
+}
+
+func (b *faultBands) Plot(c draw.Canvas, p *plot.Plot) {
+	trX, _ := p.Transforms(&c)
+	for i, s := range b.spans {
+		x0, x1 := trX(s.Start.Seconds()), trX(s.End.Seconds())
+		x0, x1 = max(x0, c.Min.X), min(x1, c.Max.X)
+		if x1 <= x0 {
+			continue
+		}
+		c.FillPolygon(colFault, []vg.Point{{X: x0, Y: c.Min.Y}, {X: x1, Y: c.Min.Y}, {X: x1, Y: c.Max.Y}, {X: x0, Y: c.Max.Y}})
+		c.FillText(b.label, vg.Point{X: x0 + 3, Y: c.Max.Y - 3}, b.names[i])
+	}
+}
+
+func (b *faultBands) DataRange() (xmin, xmax, ymin, ymax float64) {
+	xmin, xmax, ymin, ymax = math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
+	for _, s := range b.spans {
+		xmin, xmax = min(xmin, s.Start.Seconds()), max(xmax, s.End.Seconds())
+	}
+	return
+}
+
+func (b *faultBands) Thumbnail(c *draw.Canvas) {
+	c.FillPolygon(colFault, []vg.Point{{X: c.Min.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Max.Y}, {X: c.Min.X, Y: c.Max.Y}})
+}
+
+// addFaults shades the fault windows of a time chart and adds them to its legend.
+func addFaults(p *plot.Plot, o Outcomes) {
+	if len(o.Windows) == 0 {
+		return
+	}
+	b := newFaultBands(o, p)
+	p.Add(b)
+	p.Legend.Add("fault window", b)
+}
+
+func addLine(p *plot.Plot, name string, xys plotter.XYs, c color.Color) {
+	if len(xys) == 0 {
+		return
+	}
+	l, err := plotter.NewLine(xys)
+	if err != nil { // only for NaN or infinite values, which the charts never hold
+		return
+	}
+	l.Color, l.Width = c, vg.Points(1.5)
+	p.Add(l)
+	p.Legend.Add(name, l)
+}
+
+func timeAxis(p *plot.Plot, end time.Duration) {
+	p.X.Min, p.X.Max = 0, math.Max(end.Seconds(), 0.001)
+}
+
+const msPerNs = 1e-6
+
+func latencyChart(rec *Record, o Outcomes) (*plot.Plot, string) {
+	if len(rec.Samples) == 0 {
+		return nil, "No requests were recorded."
+	}
+	bs, w := buckets(rec, o.End)
+	p := newPlot("time since the load started (s)", "latency (ms)")
+	addFaults(p, o)
+	var p50, p99, pmax plotter.XYs
+	for i, b := range bs {
+		var lat []time.Duration
+		for _, s := range b {
+			if s.Error != ErrCanceled {
+				lat = append(lat, s.Latency)
+			}
+		}
+		if len(lat) == 0 {
+			continue
+		}
+		x := (time.Duration(i)*w + w/2).Seconds()
+		at := func(q float64) float64 { return math.Max(float64(ExactPercentile(lat, q))*msPerNs, 0.001) }
+		p50 = append(p50, plotter.XY{X: x, Y: at(0.5)})
+		p99 = append(p99, plotter.XY{X: x, Y: at(0.99)})
+		pmax = append(pmax, plotter.XY{X: x, Y: at(1)})
+	}
+	addLine(p, "max", pmax, colGrey)
+	addLine(p, "p99", p99, colOrange)
+	addLine(p, "p50", p50, colBlue)
+	// A log scale when the latencies span more than a decade and a half, so that p50 stays readable
+	// under a spiking max.
+	if lo, hi := minY(p50), maxY(pmax); hi/lo > 30 {
+		p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, logTicks{}
+		p.Y.Label.Text = "latency (ms, log scale)"
+	} else {
+		headroom(p)
+	}
+	timeAxis(p, o.End)
+	p.Title.Text = "p50, p99 and max " + per(w)
+	return p, ""
+}
+
+func minY(xys plotter.XYs) float64 {
+	m := math.Inf(1)
+	for _, xy := range xys {
+		m = min(m, xy.Y)
+	}
+	return m
+}
+
+func maxY(xys plotter.XYs) float64 {
+	m := math.Inf(-1)
+	for _, xy := range xys {
+		m = max(m, xy.Y)
+	}
+	return m
+}
+
+func histogramChart(rec *Record, _ Outcomes) (*plot.Plot, string) {
+	var lat []float64
+	for _, s := range rec.Samples {
+		if s.Error != ErrCanceled {
+			lat = append(lat, math.Max(float64(s.Latency)*msPerNs, 0.001))
+		}
+	}
+	if len(lat) == 0 {
+		return nil, "No latencies were recorded."
+	}
+	lo, hi := slices.Min(lat), slices.Max(lat)
+	if hi <= lo*1.01 {
+		lo, hi = lo/1.1, hi*1.1
+	}
+	const n = 60
+	step := math.Log(hi/lo) / n
+	bins := make([]plotter.HistogramBin, n)
+	for i := range bins {
+		bins[i].Min, bins[i].Max = lo*math.Exp(step*float64(i)), lo*math.Exp(step*float64(i+1))
+	}
+	for _, x := range lat {
+		i := min(int(math.Log(x/lo)/step), n-1)
+		bins[max(i, 0)].Weight++
+	}
+	p := newPlot("latency (ms, log scale)", "requests")
+	h := &plotter.Histogram{Bins: bins, FillColor: colSky, LineStyle: draw.LineStyle{Color: colBlue, Width: vg.Points(0.5)}}
+	p.Add(h)
+	p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, logTicks{}
+	p.X.Min, p.X.Max = lo, hi
+	headroom(p)
+	p.Title.Text = fmt.Sprintf("%d requests, %d log-spaced bins", len(lat), n)
+	return p, ""
+}
+
+// hostRows draws each host's ejections as bars on its own row.
+type hostRows struct{ hosts []HostTimeline }
+
+func (h hostRows) Plot(c draw.Canvas, p *plot.Plot) {
+	trX, trY := p.Transforms(&c)
+	for i, t := range h.hosts {
+		for _, e := range t.Ejections {
+			x0, x1 := trX(e.Start.Seconds()), trX(e.End.Seconds())
+			x1 = max(x1, x0+1) // an instant ejection still shows
+			y0, y1 := trY(float64(i)-0.3), trY(float64(i)+0.3)
+			col := color.Color(colRed)
+			if e.Open {
+				col = colPurple
+			}
+			c.FillPolygon(col, []vg.Point{{X: x0, Y: y0}, {X: x1, Y: y0}, {X: x1, Y: y1}, {X: x0, Y: y1}})
+		}
+	}
+}
+
+func (h hostRows) DataRange() (xmin, xmax, ymin, ymax float64) {
+	xmin, xmax = math.Inf(1), math.Inf(-1)
+	for _, t := range h.hosts {
+		for _, e := range t.Ejections {
+			xmin, xmax = min(xmin, e.Start.Seconds()), max(xmax, e.End.Seconds())
+		}
+	}
+	return xmin, xmax, -0.5, float64(len(h.hosts)) - 0.5
+}
+
+func (h hostRows) Thumbnail(c *draw.Canvas) {
+	c.FillPolygon(colRed, []vg.Point{{X: c.Min.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Max.Y}, {X: c.Min.X, Y: c.Max.Y}})
+}
+
+func ejectionChart(rec *Record, o Outcomes) (*plot.Plot, string) {
+	if len(o.Hosts) == 0 {
+		if len(rec.ProxyEvents) == 0 {
+			return nil, "Not recorded: the proxy emitted no ejection events."
+		}
+		return nil, "No host was ejected."
+	}
+	p := newPlot("time since the load started (s)", "")
+	addFaults(p, o)
+	rows := hostRows{o.Hosts}
+	p.Add(rows)
+	p.Legend.Add("ejected", rows)
+	var ticks plot.ConstantTicks
+	for i, h := range o.Hosts {
+		label := h.Host
+		if h.Cluster != "" && !strings.HasPrefix(h.Host, h.Cluster+"/") {
+			label = h.Cluster + " " + h.Host
+		}
+		ticks = append(ticks, plot.Tick{Value: float64(i), Label: label})
+	}
+	p.Y.Tick.Marker = ticks
+	p.Y.Min, p.Y.Max = -0.5, float64(len(o.Hosts))-0.5
+	timeAxis(p, o.End)
+	return p, ""
+}
+
+func retryChart(rec *Record, o Outcomes) (*plot.Plot, string) {
+	w := bucketWidth(o.End)
+	n := bucketCount(o.End, w)
+	counts := make([]float64, n)
+	source := ""
+	for _, e := range rec.ProxyEvents {
+		if e.Kind == ProxyRetry {
+			counts[min(max(int(e.At/w), 0), n-1)]++
+			source = "from the proxy's retry events"
+		}
+	}
+	if source == "" && o.Attempts.Known > 0 {
+		for _, s := range rec.Samples {
+			if s.Attempts > 1 {
+				counts[min(max(int(s.Intended/w), 0), n-1)] += float64(s.Attempts - 1)
+			}
+		}
+		source = "from the requests' attempt counts, by intended send time"
+	}
+	if source == "" {
+		return nil, fmt.Sprintf("Not recorded: the run has neither retry events nor per-request attempt counts (the proxy counted %d retries over the run).", sumClusterStat(rec.ProxyStats, "upstream_rq_retry"))
+	}
+	p := newPlot("time since the load started (s)", "retries/s")
+	addFaults(p, o)
+	bins := make([]plotter.HistogramBin, n)
+	for i := range bins {
+		bins[i] = plotter.HistogramBin{Min: (time.Duration(i) * w).Seconds(), Max: (time.Duration(i+1) * w).Seconds(), Weight: counts[i] / w.Seconds()}
+	}
+	h := &plotter.Histogram{Bins: bins, FillColor: colOrange, LineStyle: draw.LineStyle{Color: colOrange, Width: vg.Points(0.3)}}
+	p.Add(h)
+	p.Legend.Add("retries/s", h)
+	headroom(p)
+	timeAxis(p, o.End)
+	p.Title.Text = "Retries " + per(w) + ", " + source
+	return p, ""
+}
+
+func statusChart(rec *Record, o Outcomes) (*plot.Plot, string) {
+	if len(rec.Samples) == 0 {
+		return nil, "No requests were recorded."
+	}
+	bs, w := buckets(rec, o.End)
+	series := map[string][]float64{}
+	for i, b := range bs {
+		for _, s := range b {
+			key := fmt.Sprint(s.Status)
+			if s.Error != "" {
+				key = "error: " + s.Error
+			}
+			if series[key] == nil {
+				series[key] = make([]float64, len(bs))
+			}
+			series[key][i] += 1 / w.Seconds()
+		}
+	}
+	p := newPlot("time since the load started (s)", "responses/s")
+	addFaults(p, o)
+	isErr := func(k string) int {
+		if strings.HasPrefix(k, "error") {
+			return 1
+		}
+		return 0
+	}
+	keys := slices.SortedFunc(maps.Keys(series), func(a, b string) int {
+		return cmp.Or(cmp.Compare(isErr(a), isErr(b)), cmp.Compare(a, b))
+	})
+	// Successes in cool colours, 5xx and transport errors in warm ones.
+	good, bad := []color.Color{colBlue, colGreen, colSky, colGrey}, []color.Color{colRed, colOrange, colPurple, colYellow}
+	for _, k := range keys {
+		var xys plotter.XYs
+		for j, v := range series[k] {
+			xys = append(xys, plotter.XY{X: (time.Duration(j)*w + w/2).Seconds(), Y: v})
+		}
+		var c color.Color
+		if strings.HasPrefix(k, "2") || strings.HasPrefix(k, "3") {
+			c, good = good[0], append(good[1:], good[0])
+		} else {
+			c, bad = bad[0], append(bad[1:], bad[0])
+		}
+		addLine(p, k, xys, c)
+	}
+	headroom(p)
+	timeAxis(p, o.End)
+	p.Title.Text = "Status codes and transport errors " + per(w)
+	return p, ""
+}
+
+// plainTicks are gonum's default ticks labelled without trailing zeros ("250", not "250.00").
+type plainTicks struct{}
+
+func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'g', 6, 64)
+		}
+	}
+	return ticks
+}
+
+// headroom leaves space above the data for the legend.
+func headroom(p *plot.Plot) {
+	p.Y.Min = 0
+	p.Y.Max = math.Max(p.Y.Max*1.25, 1)
+}
+
+// logTicks marks a log axis at 1, 2 and 5 times each power of ten, labelling them all when the axis
+// spans less than two decades (plot.LogTicks would then show a single label).
+type logTicks struct{}
+
+func (logTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	few := hi/lo < 100
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		for _, m := range []float64{1, 2, 5} {
+			v := m * math.Pow(10, e)
+			if v < lo || v > hi {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 || few {
+				t.Label = strconv.FormatFloat(v, 'g', -1, 64)
+			}
+			ticks = append(ticks, t)
+		}
+	}
+	return ticks
+}
+
+var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
+	"pct":     func(x float64) string { return formatFloat(x, 3) + "%" },
+	"dur":     formatDuration,
+	"pcts":    percentiles,
+	"counts":  counts[int],
+	"kinds":   counts[string],
+	"ratio":   func(x float64) string { return formatFloat(x, 3) },
+	"spans":   formatSpans,
+	"span":    func(s Span) string { return formatSpans([]Span{s}) },
+	"target":  windowTarget,
+	"first":   firstEjection,
+	"recov":   recoveryDetail,
+	"dist":    distribution,
+	"ejlist":  ejectionList,
+	"rate":    rate,
+	"time":    func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"overall": func(o Outcomes) uint64 { return o.Overflows() },
+}).Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>meshproof: {{.R.Scenario}} — {{if .Failed}}FAIL{{else}}PASS{{end}}</title>
+<style>
+body { font-family: "Liberation Sans", Arial, Helvetica, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+.badge { display: inline-block; padding: .15em .6em; border-radius: .3em; color: #fff; font-weight: bold; }
+.pass { background: #1a7f37; } .fail { background: #cf222e; } .warn { background: #fff3cd; border: 1px solid #e0b000; padding: .5em 1em; }
+table { border-collapse: collapse; margin: .5em 0; font-size: .92em; } th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; } td.num { text-align: right; } tr.failed td { background: #ffebe9; }
+code { background: #f6f8fa; padding: .1em .3em; border-radius: .2em; }
+figure { margin: 1.5em 0; } figcaption { font-weight: bold; margin-bottom: .3em; }
+figure svg { width: 100%; height: auto; }
+svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !important; }
+.note { color: #666; font-style: italic; }
+.ok { color: #1a7f37; font-weight: bold; } .bad { color: #cf222e; font-weight: bold; }
+</style>
+</head>
+<body>
+<h1>meshproof: {{.R.Scenario}} <span class="badge {{if .Failed}}fail">FAIL{{else}}pass">PASS{{end}}</span></h1>
+<p>{{if .R.File}}<code>{{.R.File}}</code> · {{end}}seed {{.R.Seed}} · started {{time .R.Started}} ·
+{{.R.Summary.Requests}} requests in {{.R.Summary.Duration}} at {{rate .R.Summary.AchievedRate}} (target {{rate .R.Summary.TargetRate}})</p>
+{{if not .R.Summary.RateHeld}}<p class="warn"><b>Rate not held</b>: achieved {{rate .R.Summary.AchievedRate}} of target {{rate .R.Summary.TargetRate}}, max send lag {{dur .R.Summary.MaxSendLag}}. The system saw less load than planned.</p>{{end}}
+
+<h2>Checks</h2>
+{{if .R.Checks}}<table>
+<tr><th></th><th>check</th><th>observed</th><th>required</th></tr>
+{{range .R.Checks}}<tr{{if not .Passed}} class="failed"{{end}}><td>{{if .Passed}}<span class="ok">PASS</span>{{else}}<span class="bad">FAIL</span>{{end}}</td><td><code>{{.Check}}</code></td><td>{{.Observed}}</td><td>{{.Required}}</td></tr>
+{{end}}</table>
+<p>{{if .Failed}}{{.Failed}} of {{len .R.Checks}} checks failed.{{else}}All {{len .R.Checks}} checks held.{{end}}</p>
+{{else}}<p class="note">No checks.</p>{{end}}
+
+<h2>Key numbers</h2>
+{{with .R.Summary}}<table>
+<tr><th>requests</th><td>{{.Requests}} ({{.Successes}} ok, {{.Errors}} failed)</td></tr>
+<tr><th>success rate</th><td>{{pct .SuccessRate}}</td></tr>
+<tr><th>latency (corrected)</th><td>{{pcts .Latency}}</td></tr>
+<tr><th>latency (uncorrected)</th><td>{{pcts .Uncorrected}}</td></tr>
+<tr><th>status codes</th><td>{{counts .StatusCodes}}</td></tr>
+<tr><th>errors</th><td>{{kinds .ErrorKinds}}</td></tr>
+<tr><th>retries</th><td>{{.Retries}}</td></tr>
+<tr><th>retry amplification</th><td>{{ratio .RetryAmplification}} ({{.UpstreamRequests}} upstream requests)</td></tr>
+<tr><th>ejections</th><td>{{.Ejections}}</td></tr>
+{{end}}{{with .R.Outcomes}}<tr><th>attempts per request</th><td>{{if .Attempts.Known}}{{dist .Attempts.Distribution}} (max {{.Attempts.Max}}){{else}}not recorded{{end}}</td></tr>
+<tr><th>breaker overflows</th><td>{{overall .}} (pending {{.PendingOverflows}}, retry {{.RetryOverflows}})</td></tr>
+{{if .Windows}}<tr><th>time to first ejection</th><td>{{first .Fault}}</td></tr>
+<tr><th>recovery time</th><td>{{recov .Fault.Recovery}}</td></tr>{{end}}
+</table>
+{{if .Windows}}<h2>Fault windows</h2>
+<table><tr><th>fault</th><th>target</th><th>kind</th><th>active</th><th>first ejection</th><th>recovery</th></tr>
+{{range .Windows}}<tr><td>{{.Name}}</td><td>{{target .Window}}</td><td>{{.Window.Kind}}</td><td>{{span .Span}}</td><td>{{first .}}</td><td>{{recov .Recovery}}</td></tr>
+{{end}}</table>{{end}}
+{{if .Phases}}<h2>Phases</h2>
+<table><tr><th>phase</th><th>span</th><th>requests</th><th>success</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>retry amplification</th><th>ejections</th></tr>
+{{range .Phases}}<tr><td>{{.Scope}}</td><td>{{spans .Spans}}</td><td class="num">{{.Summary.Requests}}</td><td class="num">{{pct .Summary.SuccessRate}}</td>
+<td class="num">{{dur .Summary.Latency.P50}}</td><td class="num">{{dur .Summary.Latency.P90}}</td><td class="num">{{dur .Summary.Latency.P99}}</td><td class="num">{{dur .Summary.Latency.Max}}</td>
+<td class="num">{{if .Attempts.Known}}{{ratio .Summary.RetryAmplification}}{{else}}not recorded{{end}}</td><td class="num">{{if .EjectionsKnown}}{{.Summary.Ejections}}{{else}}not recorded{{end}}</td></tr>
+{{end}}</table>{{end}}
+{{if .Hosts}}<h2>Ejections</h2>
+<table><tr><th>cluster</th><th>host</th><th>ejected</th></tr>
+{{range .Hosts}}<tr><td>{{.Cluster}}</td><td>{{.Host}}</td><td>{{ejlist .}}</td></tr>
+{{end}}</table>{{end}}{{end}}
+
+<h2>Charts</h2>
+{{range .Charts}}<figure id="chart-{{.ID}}"><figcaption>{{.Title}}</figcaption>
+{{if .SVG}}{{.SVG}}{{else}}<p class="note">{{.Note}}</p>{{end}}
+</figure>
+{{end}}
+<p class="note">Generated by meshproof. Requests are placed in time by their intended send time.</p>
+</body>
+</html>
+`))

@@ -1,0 +1,296 @@
+package reports
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// The "outcomes" object of report.json (README.md). Values a run could not measure are null.
+type (
+	jsonOutcomes struct {
+		EndMs            float64        `json:"end_ms"`
+		Windows          []jsonWindow   `json:"windows"`
+		Fault            *jsonWindow    `json:"fault"`
+		Phases           []jsonPhase    `json:"phases"`
+		Attempts         jsonAttempts   `json:"attempts"`
+		Overflows        uint64         `json:"overflows"`
+		PendingOverflows uint64         `json:"pending_overflows"`
+		RetryOverflows   uint64         `json:"retry_overflows"`
+		Hosts            []jsonTimeline `json:"hosts"`
+	}
+	jsonWindow struct {
+		Name                  string          `json:"name"`
+		Service               string          `json:"service"`
+		Instances             []int           `json:"instances"`
+		Kind                  string          `json:"kind"`
+		StartMs               float64         `json:"start_ms"`
+		EndMs                 float64         `json:"end_ms"`
+		OpenEnded             bool            `json:"open_ended"`
+		TimeToFirstEjectionMs *float64        `json:"time_to_first_ejection_ms"`
+		FirstEjection         *jsonProxyEvent `json:"first_ejection"`
+		Recovery              jsonRecovery    `json:"recovery"`
+	}
+	jsonProxyEvent struct {
+		AtMs    float64 `json:"at_ms"`
+		Kind    string  `json:"kind"`
+		Cluster string  `json:"cluster"`
+		Host    string  `json:"host"`
+		Reason  string  `json:"reason"`
+	}
+	jsonRecovery struct {
+		Measured         bool     `json:"measured"`
+		Recovered        bool     `json:"recovered"`
+		TimeMs           *float64 `json:"time_ms"`
+		Why              string   `json:"why"`
+		Threshold        float64  `json:"threshold"`
+		Baseline         float64  `json:"baseline"`
+		BaselineRequests uint64   `json:"baseline_requests"`
+	}
+	jsonPhase struct {
+		Scope              string            `json:"scope"`
+		Spans              []jsonSpan        `json:"spans"`
+		Requests           uint64            `json:"requests"`
+		Successes          uint64            `json:"successes"`
+		Errors             uint64            `json:"errors"`
+		SuccessRate        float64           `json:"success_rate"`
+		ErrorRate          float64           `json:"error_rate"`
+		AchievedRate       float64           `json:"achieved_rate"`
+		StatusCodes        map[int]uint64    `json:"status_codes"`
+		ErrorKinds         map[string]uint64 `json:"error_kinds"`
+		LatencyMs          jsonPercentiles   `json:"latency_ms"`
+		UncorrectedMs      jsonPercentiles   `json:"uncorrected_latency_ms"`
+		Retries            *uint64           `json:"retries"`
+		UpstreamRequests   *uint64           `json:"upstream_requests"`
+		RetryAmplification *float64          `json:"retry_amplification"`
+		Ejections          *uint64           `json:"ejections"`
+		Attempts           jsonAttempts      `json:"attempts"`
+	}
+	jsonSpan struct {
+		StartMs float64 `json:"start_ms"`
+		EndMs   float64 `json:"end_ms"`
+	}
+	jsonAttempts struct {
+		Requests      uint64            `json:"requests"`
+		Known         uint64            `json:"known"`
+		Total         uint64            `json:"total"`
+		Max           int               `json:"max"`
+		Amplification float64           `json:"amplification"`
+		Distribution  map[string]uint64 `json:"distribution"`
+	}
+	jsonTimeline struct {
+		Cluster   string         `json:"cluster"`
+		Host      string         `json:"host"`
+		Ejections []jsonEjection `json:"ejections"`
+	}
+	jsonEjection struct {
+		StartMs float64 `json:"start_ms"`
+		EndMs   float64 `json:"end_ms"`
+		Open    bool    `json:"open"`
+		Reason  string  `json:"reason"`
+	}
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func outcomesJSON(o Outcomes) jsonOutcomes {
+	out := jsonOutcomes{
+		EndMs: ms(o.End), Windows: []jsonWindow{}, Phases: []jsonPhase{}, Hosts: []jsonTimeline{},
+		Attempts: attemptsJSON(o.Attempts), Overflows: o.Overflows(),
+		PendingOverflows: o.PendingOverflows, RetryOverflows: o.RetryOverflows,
+	}
+	for _, w := range o.Windows {
+		out.Windows = append(out.Windows, windowJSON(w))
+	}
+	if len(o.Windows) > 0 {
+		out.Fault = ptr(windowJSON(o.Fault))
+	}
+	for _, p := range o.Phases {
+		s := p.Summary
+		jp := jsonPhase{
+			Scope: p.Scope, Spans: []jsonSpan{},
+			Requests: s.Requests, Successes: s.Successes, Errors: s.Errors, SuccessRate: s.SuccessRate, ErrorRate: s.ErrorRate,
+			AchievedRate: s.AchievedRate, StatusCodes: orEmpty(s.StatusCodes), ErrorKinds: orEmpty(s.ErrorKinds),
+			LatencyMs: jsonPercentilesOf(s.Latency), UncorrectedMs: jsonPercentilesOf(s.Uncorrected),
+			Attempts: attemptsJSON(p.Attempts),
+		}
+		for _, sp := range p.Spans {
+			jp.Spans = append(jp.Spans, jsonSpan{ms(sp.Start), ms(sp.End)})
+		}
+		if p.Attempts.Known > 0 {
+			jp.Retries, jp.UpstreamRequests, jp.RetryAmplification = ptr(s.Retries), ptr(s.UpstreamRequests), ptr(s.RetryAmplification)
+		}
+		if p.EjectionsKnown {
+			jp.Ejections = ptr(s.Ejections)
+		}
+		out.Phases = append(out.Phases, jp)
+	}
+	for _, h := range o.Hosts {
+		jt := jsonTimeline{Cluster: h.Cluster, Host: h.Host, Ejections: []jsonEjection{}}
+		for _, e := range h.Ejections {
+			jt.Ejections = append(jt.Ejections, jsonEjection{ms(e.Start), ms(e.End), e.Open, e.Reason})
+		}
+		out.Hosts = append(out.Hosts, jt)
+	}
+	return out
+}
+
+func windowJSON(w WindowOutcome) jsonWindow {
+	r := w.Recovery
+	jw := jsonWindow{
+		Name: w.Name, Service: w.Window.Service, Instances: w.Window.Instances, Kind: w.Window.Kind,
+		StartMs: ms(w.Span.Start), EndMs: ms(w.Span.End), OpenEnded: w.Name != "fault" && w.Window.End <= 0,
+		Recovery: jsonRecovery{Measured: r.Measured, Recovered: r.Recovered, Why: r.Why, Threshold: r.Threshold,
+			Baseline: r.Baseline, BaselineRequests: r.BaselineRequests},
+	}
+	if jw.Instances == nil {
+		jw.Instances = []int{}
+	}
+	if w.Name == "fault" {
+		jw.OpenEnded = !r.Measured && r.Why == whyOpenEnded
+	}
+	if r.Recovered {
+		jw.Recovery.TimeMs = ptr(ms(r.Time))
+	}
+	if w.Ejected {
+		e := w.FirstEjection
+		jw.TimeToFirstEjectionMs = ptr(ms(w.TimeToFirstEjection))
+		jw.FirstEjection = &jsonProxyEvent{AtMs: ms(e.At), Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason}
+	}
+	return jw
+}
+
+func attemptsJSON(a AttemptStats) jsonAttempts {
+	out := jsonAttempts{Requests: a.Requests, Known: a.Known, Total: a.Total, Max: a.Max, Amplification: a.Amplification,
+		Distribution: map[string]uint64{}}
+	for k, v := range a.Distribution {
+		out.Distribution[strconv.Itoa(k)] = v
+	}
+	return out
+}
+
+// ReadReport reads a report.json written by WriteJSON back into a Report (durations rounded to the
+// nanosecond). path may name the file or the run directory holding it.
+func ReadReport(path string) (Report, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		path = filepath.Join(path, "report.json")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Report{}, err
+	}
+	var j jsonReport
+	if err := json.Unmarshal(data, &j); err != nil {
+		return Report{}, fmt.Errorf("%s: not a meshproof report.json: %w", path, err)
+	}
+	switch {
+	case j.Version == 0:
+		return Report{}, fmt.Errorf("%s: not a meshproof report.json: no \"version\"", path)
+	case j.Version > ReportVersion:
+		return Report{}, fmt.Errorf("%s: report.json version %d is newer than this meshproof reads (%d)", path, j.Version, ReportVersion)
+	}
+	return fromJSON(j), nil
+}
+
+func dur(msf float64) time.Duration { return time.Duration(math.Round(msf * 1e6)) }
+
+func fromJSON(j jsonReport) Report {
+	s := j.Summary
+	r := Report{
+		Version: j.Version, Scenario: j.Scenario, File: j.File, Seed: j.Seed, Started: j.Started, Passed: j.Passed,
+		ProxyStats: j.ProxyStats,
+		Summary: Summary{
+			Requests: s.Requests, Successes: s.Successes, Errors: s.Errors, SuccessRate: s.SuccessRate, ErrorRate: s.ErrorRate,
+			TargetRate: s.TargetRate, AchievedRate: s.AchievedRate, RateHeld: s.RateHeld,
+			Duration: dur(s.DurationMs), MaxSendLag: dur(s.MaxSendLagMs), StatusCodes: s.StatusCodes, ErrorKinds: s.ErrorKinds,
+			Latency: percentilesOf(s.LatencyMs), Uncorrected: percentilesOf(s.UncorrectedMs),
+			Retries: s.Retries, Ejections: s.Ejections, UpstreamRequests: s.UpstreamRequests, RetryAmplification: s.RetryAmplification,
+		},
+	}
+	for _, v := range j.Checks {
+		r.Checks = append(r.Checks, Verdict(v))
+	}
+	for _, u := range j.Upstreams {
+		r.Upstreams = append(r.Upstreams, UpstreamRecord(u))
+	}
+	o := j.Outcomes
+	r.Outcomes = Outcomes{End: dur(o.EndMs), Attempts: attemptsOf(o.Attempts), PendingOverflows: o.PendingOverflows,
+		RetryOverflows: o.RetryOverflows}
+	for _, w := range o.Windows {
+		r.Outcomes.Windows = append(r.Outcomes.Windows, windowOf(w))
+	}
+	if o.Fault != nil {
+		r.Outcomes.Fault = windowOf(*o.Fault)
+	}
+	for _, p := range o.Phases {
+		po := PhaseOutcome{Scope: p.Scope, Attempts: attemptsOf(p.Attempts), EjectionsKnown: p.Ejections != nil,
+			Summary: Summary{Requests: p.Requests, Successes: p.Successes, Errors: p.Errors, SuccessRate: p.SuccessRate,
+				ErrorRate: p.ErrorRate, AchievedRate: p.AchievedRate, StatusCodes: p.StatusCodes, ErrorKinds: p.ErrorKinds,
+				Latency: percentilesOf(p.LatencyMs), Uncorrected: percentilesOf(p.UncorrectedMs)}}
+		for _, sp := range p.Spans {
+			po.Spans = append(po.Spans, Span{dur(sp.StartMs), dur(sp.EndMs)})
+			po.Summary.Duration += dur(sp.EndMs) - dur(sp.StartMs)
+		}
+		if p.Retries != nil {
+			po.Summary.Retries = *p.Retries
+		}
+		if p.UpstreamRequests != nil {
+			po.Summary.UpstreamRequests = *p.UpstreamRequests
+		}
+		if p.RetryAmplification != nil {
+			po.Summary.RetryAmplification = *p.RetryAmplification
+		}
+		if p.Ejections != nil {
+			po.Summary.Ejections = *p.Ejections
+		}
+		r.Outcomes.Phases = append(r.Outcomes.Phases, po)
+	}
+	for _, h := range o.Hosts {
+		t := HostTimeline{Cluster: h.Cluster, Host: h.Host}
+		for _, e := range h.Ejections {
+			t.Ejections = append(t.Ejections, Ejection{Start: dur(e.StartMs), End: dur(e.EndMs), Open: e.Open, Reason: e.Reason})
+		}
+		r.Outcomes.Hosts = append(r.Outcomes.Hosts, t)
+	}
+	return r
+}
+
+func percentilesOf(p jsonPercentiles) Percentiles {
+	return Percentiles{P50: dur(p.P50), P90: dur(p.P90), P99: dur(p.P99), P999: dur(p.P999), Max: dur(p.Max)}
+}
+
+func attemptsOf(a jsonAttempts) AttemptStats {
+	out := AttemptStats{Requests: a.Requests, Known: a.Known, Total: a.Total, Max: a.Max, Amplification: a.Amplification,
+		Distribution: map[int]uint64{}}
+	for k, v := range a.Distribution {
+		if n, err := strconv.Atoi(k); err == nil {
+			out.Distribution[n] = v
+		}
+	}
+	return out
+}
+
+func windowOf(w jsonWindow) WindowOutcome {
+	out := WindowOutcome{Name: w.Name, Span: Span{dur(w.StartMs), dur(w.EndMs)},
+		Window: FaultWindow{Name: w.Name, Service: w.Service, Instances: w.Instances, Kind: w.Kind, Start: dur(w.StartMs)},
+		Recovery: Recovery{Measured: w.Recovery.Measured, Recovered: w.Recovery.Recovered, Why: w.Recovery.Why,
+			Threshold: w.Recovery.Threshold, Baseline: w.Recovery.Baseline, BaselineRequests: w.Recovery.BaselineRequests}}
+	if w.Name == "fault" {
+		out.Window = FaultWindow{}
+	} else if !w.OpenEnded {
+		out.Window.End = dur(w.EndMs)
+	}
+	if w.Recovery.TimeMs != nil {
+		out.Recovery.Time = dur(*w.Recovery.TimeMs)
+	}
+	if w.FirstEjection != nil && w.TimeToFirstEjectionMs != nil {
+		e := w.FirstEjection
+		out.Ejected, out.TimeToFirstEjection = true, dur(*w.TimeToFirstEjectionMs)
+		out.FirstEjection = ProxyEvent{At: dur(e.AtMs), Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason}
+	}
+	return out
+}

@@ -1,0 +1,400 @@
+package reports
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+)
+
+// RecoveryThreshold caps the success rate a run must get back to after a fault, in percent: the run has
+// recovered when a whole second holds min(pre-fault success rate, RecoveryThreshold). RecoveryWindow is
+// that second.
+const (
+	RecoveryThreshold = 99.0
+	RecoveryWindow    = time.Second
+)
+
+const whyOpenEnded = "the fault is open-ended: it lasted until the run ended"
+
+// Outcomes are the resilience outcomes of a run, computed from its record by ComputeOutcomes: how the
+// clients fared in each phase, how many upstream attempts each request took, when hosts were ejected and
+// came back, how long the run took to recover after each fault, and the breakers' overflows.
+type Outcomes struct {
+	End time.Duration // the run's end as offset from its start (RunEnd)
+
+	// Windows has one entry per Record.Windows, in order; Fault judges all windows together (Name
+	// "fault": from the first start to the last end). Fault is the zero value when there are no windows.
+	Windows []WindowOutcome
+	Fault   WindowOutcome
+
+	// Phases: "before fault", "during fault", "after fault" when the run has fault windows; the same for
+	// each window ("during faults[1]") when it has several; "during phase NAME" for each load phase.
+	Phases []PhaseOutcome
+
+	Attempts AttemptStats // over the whole run
+
+	// PendingOverflows and RetryOverflows sum the proxy's cluster.<c>.upstream_rq_pending_overflow and
+	// cluster.<c>.upstream_rq_retry_overflow over its clusters: requests the circuit breakers turned away.
+	PendingOverflows, RetryOverflows uint64
+
+	// Hosts is the ejection timeline of every host that has an ejection or un-ejection event, sorted by
+	// cluster and host.
+	Hosts []HostTimeline
+}
+
+// Overflows is every breaker overflow: PendingOverflows + RetryOverflows.
+func (o Outcomes) Overflows() uint64 { return o.PendingOverflows + o.RetryOverflows }
+
+// Phase returns the phase with this scope ("during faults[0]"), if listed in Phases.
+func (o Outcomes) Phase(scope string) (PhaseOutcome, bool) {
+	for _, p := range o.Phases {
+		if p.Scope == scope {
+			return p, true
+		}
+	}
+	return PhaseOutcome{}, false
+}
+
+// PhaseOutcome is how the clients fared in one phase of the run: the requests whose intended send time
+// falls within its spans.
+type PhaseOutcome struct {
+	Scope string // as in a check: "before fault", "during faults[1]", "during phase steady"
+	Spans []Span // several for the union of disjoint fault windows; one empty span for an empty phase
+
+	// Summary summarizes the phase's samples (AchievedRate over the spans' length). Its Retries,
+	// UpstreamRequests and RetryAmplification come from the samples' attempt counts (zero when
+	// Attempts.Known is 0), and Ejections counts "ejected" proxy events within the spans (valid when
+	// EjectionsKnown).
+	Summary  Summary
+	Attempts AttemptStats
+	// EjectionsKnown is true when the proxy emitted ejection events, or counted no ejection at all.
+	EjectionsKnown bool
+}
+
+// AttemptStats is the distribution of upstream attempts per client request, from Sample.Attempts.
+type AttemptStats struct {
+	Requests      uint64         // requests considered
+	Known         uint64         // those with a known attempt count (Attempts > 0)
+	Total         uint64         // attempts of the known ones
+	Max           int            // the most attempts any request took
+	Amplification float64        // Total / Known: upstream attempts per client request (0 when none known)
+	Distribution  map[int]uint64 // attempts → requests, over the known ones
+}
+
+// WindowOutcome is what followed a fault window's start and end.
+type WindowOutcome struct {
+	Name   string      // "faults[0]", or "fault" for all windows together
+	Window FaultWindow // the window as recorded (the zero value for "fault")
+	Span   Span        // when it was active (open-ended: to the run end), clipped to the run
+	// Ejected is true when the proxy ejected a host at or after Span.Start; FirstEjection is that event
+	// (Host as "service/instance" when known) and TimeToFirstEjection its delay from Span.Start.
+	Ejected             bool
+	FirstEjection       ProxyEvent
+	TimeToFirstEjection time.Duration
+	Recovery            Recovery
+}
+
+// Recovery is how long the clients took to get back to health after a fault ended: the time from the
+// window's end to the first moment from which a whole RecoveryWindow of requests (by intended send time)
+// succeeds at Threshold or better.
+type Recovery struct {
+	// Measured is false when the window is open-ended or the run ends less than RecoveryWindow after it;
+	// Why says so.
+	Measured  bool
+	Why       string
+	Recovered bool          // false: never back to Threshold before the run ended
+	Time      time.Duration // when Recovered
+	// Threshold is min(Baseline, RecoveryThreshold), or RecoveryThreshold without requests before the
+	// first fault; Baseline is the success rate before the first fault window started, in percent.
+	Threshold, Baseline float64
+	BaselineRequests    uint64
+}
+
+// HostTimeline is when one host was out of the load-balancing set.
+type HostTimeline struct {
+	Cluster, Host string // Host as "service/instance" when the record's upstreams know its address
+	Ejections     []Ejection
+}
+
+// Ejection is one stretch during which a host was ejected. Open: it was never un-ejected before the run
+// ended (End is then the run's end).
+type Ejection struct {
+	Start, End time.Duration
+	Open       bool
+	Reason     string
+}
+
+// ComputeOutcomes computes the resilience outcomes of a run from its record. It is a pure function of
+// the record.
+func ComputeOutcomes(rec *Record) Outcomes {
+	o := Outcomes{
+		End:              RunEnd(rec),
+		Attempts:         attemptStats(rec.Samples),
+		PendingOverflows: sumClusterStat(rec.ProxyStats, "upstream_rq_pending_overflow"),
+		RetryOverflows:   sumClusterStat(rec.ProxyStats, "upstream_rq_retry_overflow"),
+	}
+	hosts := hostLabels(rec)
+	events := sortedEvents(rec.ProxyEvents)
+	o.Hosts = timelines(events, hosts, o.End)
+
+	if len(rec.Windows) > 0 {
+		var scopes []Scope
+		for _, rel := range []string{Before, During, After} {
+			scopes = append(scopes, Scope{Relation: rel, Fault: -1})
+		}
+		if len(rec.Windows) > 1 {
+			for i := range rec.Windows {
+				for _, rel := range []string{Before, During, After} {
+					scopes = append(scopes, Scope{Relation: rel, Fault: i})
+				}
+			}
+		}
+		for _, sc := range scopes {
+			p, _ := PhaseOf(rec, sc) // the scopes exist
+			o.Phases = append(o.Phases, p)
+		}
+	}
+	for _, lp := range rec.Phases {
+		p, _ := PhaseOf(rec, Scope{Relation: During, Phase: lp.Name})
+		o.Phases = append(o.Phases, p)
+	}
+
+	base := baseline(rec, o.End)
+	for i, w := range rec.Windows {
+		span := windowSpan(w, o.End)
+		wo := windowOutcome(fmt.Sprintf("faults[%d]", i), span, w.End <= 0, events, hosts, o.End, base)
+		wo.Window = w
+		o.Windows = append(o.Windows, wo)
+	}
+	if len(rec.Windows) > 0 {
+		span, open := Span{Start: o.End}, false
+		for i, w := range rec.Windows {
+			s := o.Windows[i].Span
+			span.Start, span.End = min(span.Start, s.Start), max(span.End, s.End)
+			open = open || w.End <= 0
+		}
+		o.Fault = windowOutcome("fault", span, open, events, hosts, o.End, base)
+	}
+	return o
+}
+
+// PhaseOf computes the outcome of one phase of the run, or says why the run has no such phase.
+func PhaseOf(rec *Record, sc Scope) (PhaseOutcome, error) {
+	spans, err := ScopeSpans(rec, sc)
+	if err != nil {
+		return PhaseOutcome{}, err
+	}
+	p := PhaseOutcome{Scope: sc.String(), Spans: spans}
+	var samples []Sample
+	var length time.Duration
+	for _, sp := range spans {
+		length += sp.Len()
+	}
+	for _, s := range rec.Samples {
+		if inSpans(spans, s.Intended) {
+			samples = append(samples, s)
+		}
+	}
+	p.Summary = Summarize(&Record{Samples: samples, TargetRate: rec.TargetRate})
+	p.Summary.Duration = length
+	p.Summary.AchievedRate = 0
+	if length > 0 {
+		p.Summary.AchievedRate = float64(len(samples)) / length.Seconds()
+	}
+	p.Summary.RateHeld = rec.TargetRate <= 0 ||
+		p.Summary.AchievedRate >= HeldRateFraction*rec.TargetRate && p.Summary.MaxSendLag <= MaxHeldSendLag
+
+	p.Attempts = attemptStats(samples)
+	p.Summary.Retries, p.Summary.UpstreamRequests, p.Summary.RetryAmplification = 0, 0, 0
+	if p.Attempts.Known > 0 {
+		p.Summary.Retries = p.Attempts.Total - p.Attempts.Known
+		p.Summary.UpstreamRequests = p.Attempts.Total
+		p.Summary.RetryAmplification = p.Attempts.Amplification
+	}
+	p.Summary.Ejections = 0
+	for _, e := range rec.ProxyEvents {
+		if e.Kind == ProxyEjected && inSpans(spans, e.At) {
+			p.Summary.Ejections++
+		}
+	}
+	p.EjectionsKnown = len(rec.ProxyEvents) > 0 || sumClusterStat(rec.ProxyStats, "outlier_detection.ejections_enforced_total") == 0
+	return p, nil
+}
+
+func inSpans(spans []Span, t time.Duration) bool {
+	for _, s := range spans {
+		if s.contains(t) {
+			return true
+		}
+	}
+	return false
+}
+
+func attemptStats(samples []Sample) AttemptStats {
+	a := AttemptStats{Requests: uint64(len(samples)), Distribution: map[int]uint64{}}
+	for _, s := range samples {
+		if s.Attempts <= 0 {
+			continue
+		}
+		a.Known++
+		a.Total += uint64(s.Attempts)
+		a.Max = max(a.Max, s.Attempts)
+		a.Distribution[s.Attempts]++
+	}
+	if a.Known > 0 {
+		a.Amplification = float64(a.Total) / float64(a.Known)
+	}
+	return a
+}
+
+// hostLabels maps upstream addresses to "service/instance".
+func hostLabels(rec *Record) map[string]string {
+	m := map[string]string{}
+	for _, u := range rec.Upstreams {
+		if u.Address != "" {
+			m[u.Address] = fmt.Sprintf("%s/%d", u.Service, u.Instance)
+		}
+	}
+	return m
+}
+
+func hostLabel(hosts map[string]string, host string) string {
+	if l, ok := hosts[host]; ok {
+		return l
+	}
+	return host
+}
+
+func sortedEvents(events []ProxyEvent) []ProxyEvent {
+	out := slices.Clone(events)
+	slices.SortStableFunc(out, func(a, b ProxyEvent) int { return cmp.Compare(a.At, b.At) })
+	return out
+}
+
+func timelines(events []ProxyEvent, hosts map[string]string, end time.Duration) []HostTimeline {
+	type key struct{ cluster, host string }
+	byHost := map[key]*HostTimeline{}
+	for _, e := range events {
+		if e.Kind != ProxyEjected && e.Kind != ProxyUnejected {
+			continue
+		}
+		k := key{e.Cluster, hostLabel(hosts, e.Host)}
+		t := byHost[k]
+		if t == nil {
+			t = &HostTimeline{Cluster: k.cluster, Host: k.host}
+			byHost[k] = t
+		}
+		n := len(t.Ejections)
+		open := n > 0 && t.Ejections[n-1].Open
+		switch {
+		case e.Kind == ProxyEjected && !open:
+			t.Ejections = append(t.Ejections, Ejection{Start: e.At, End: end, Open: true, Reason: e.Reason})
+		case e.Kind == ProxyUnejected && open:
+			t.Ejections[n-1].End, t.Ejections[n-1].Open = e.At, false
+		}
+	}
+	out := make([]HostTimeline, 0, len(byHost))
+	for _, t := range byHost {
+		out = append(out, *t)
+	}
+	slices.SortFunc(out, func(a, b HostTimeline) int {
+		return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Host, b.Host))
+	})
+	return out
+}
+
+// health is the samples (cancelled ones left out) sorted by intended send time, with prefix counts of
+// successes, for success rates over any stretch.
+type health struct {
+	at []time.Duration
+	ok []int // ok[i]: successes among the first i samples
+}
+
+type baselineRate struct {
+	rate     float64
+	requests uint64
+	h        health
+}
+
+func baseline(rec *Record, end time.Duration) baselineRate {
+	var h health
+	samples := make([]Sample, 0, len(rec.Samples))
+	for _, s := range rec.Samples {
+		if s.Error != ErrCanceled {
+			samples = append(samples, s)
+		}
+	}
+	slices.SortStableFunc(samples, func(a, b Sample) int { return cmp.Compare(a.Intended, b.Intended) })
+	h.ok = make([]int, len(samples)+1)
+	for i, s := range samples {
+		h.at = append(h.at, s.Intended)
+		h.ok[i+1] = h.ok[i]
+		if s.OK() {
+			h.ok[i+1]++
+		}
+	}
+	first := end
+	for _, w := range rec.Windows {
+		first = min(first, windowSpan(w, end).Start)
+	}
+	b := baselineRate{h: h}
+	n := h.index(first)
+	if n > 0 {
+		b.requests = uint64(n)
+		b.rate = 100 * float64(h.ok[n]) / float64(n)
+	}
+	return b
+}
+
+// index is the number of samples intended before t.
+func (h health) index(t time.Duration) int {
+	return sort.Search(len(h.at), func(i int) bool { return h.at[i] >= t })
+}
+
+func windowOutcome(name string, span Span, open bool, events []ProxyEvent, hosts map[string]string,
+	end time.Duration, base baselineRate) WindowOutcome {
+	wo := WindowOutcome{Name: name, Span: span}
+	for _, e := range events {
+		if e.Kind == ProxyEjected && e.At >= span.Start && e.At <= end {
+			wo.Ejected, wo.FirstEjection, wo.TimeToFirstEjection = true, e, e.At-span.Start
+			wo.FirstEjection.Host = hostLabel(hosts, e.Host)
+			break
+		}
+	}
+	r := Recovery{Threshold: RecoveryThreshold, Baseline: base.rate, BaselineRequests: base.requests}
+	if base.requests > 0 {
+		r.Threshold = min(base.rate, RecoveryThreshold)
+	}
+	switch {
+	case open:
+		r.Why = whyOpenEnded
+	case span.End+RecoveryWindow > end:
+		r.Why = fmt.Sprintf("the run ended %s after the fault, less than the %s needed to judge recovery",
+			formatDuration(end-span.End), formatDuration(RecoveryWindow))
+	default:
+		r.Measured = true
+		h := base.h
+		candidates := []time.Duration{span.End}
+		for i := h.index(span.End); i < len(h.at) && h.at[i]+RecoveryWindow <= end; i++ {
+			candidates = append(candidates, h.at[i])
+		}
+		for _, t := range candidates {
+			lo, hi := h.index(t), h.index(t+RecoveryWindow)
+			if hi == lo {
+				continue
+			}
+			if rate := 100 * float64(h.ok[hi]-h.ok[lo]) / float64(hi-lo); compare(rate, ">=", r.Threshold) {
+				r.Recovered, r.Time = true, t-span.End
+				break
+			}
+		}
+		if !r.Recovered {
+			r.Why = fmt.Sprintf("no %s after the fault ended held a success rate of %s%% before the run ended",
+				formatDuration(RecoveryWindow), formatFloat(r.Threshold, 4))
+		}
+	}
+	wo.Recovery = r
+	return wo
+}
