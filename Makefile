@@ -3,10 +3,11 @@ GO       ?= go
 GINKGO   := $(GO) tool ginkgo
 BIN      := bin/meshproof
 DEMO     ?= scenarios/examples/retries-mask-failing-instance.yaml
+IMAGE    ?= meshproof:dev
 # The test suite's settings: race detector on, specs in random order, docker specs when Docker is reachable.
 GINKGO_FLAGS ?= -r -p --race --randomize-all --randomize-suites --timeout=30m --poll-progress-after=120s
 
-.PHONY: help build test test-fast lint fmt demo examples bench-load clean
+.PHONY: help build test test-fast lint fmt demo examples image bench-load clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +34,10 @@ demo: build ## run the default example scenario on the embedded runner (one proc
 
 examples: build ## run every example scenario
 	@for f in scenarios/examples/*.yaml; do echo "== $$f"; $(BIN) run $$f --out runs/$$(basename $$f .yaml) || exit $$?; done
+
+image: ## build bin/meshproof (static) and the FROM-scratch image $(IMAGE) (classic builder: nothing is pulled)
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/meshproof
+	DOCKER_BUILDKIT=0 docker build -f mesh/docker/Dockerfile -t $(IMAGE) $(dir $(BIN))
 
 bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when installable) + the coordinated-omission test (< 10 min)
 	bash bench/load/run.sh

@@ -26,9 +26,13 @@ const (
 const usage = `meshproof — prove a service mesh's resilience policies before rollout.
 
 Usage:
-  meshproof run FILE [--out DIR] [--seed N]   run a scenario on the embedded runner and check it
+  meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker]
+                                              run a scenario (in this process, or as containers) and check it
   meshproof validate FILE...                  validate scenario files without running them
   meshproof proxy -c BOOTSTRAP.yaml           run the proxy standalone from an Envoy v3 bootstrap
+  meshproof upstream --scenario FILE --service S --instance I   run one fault upstream instance (docker runner)
+  meshproof load URL --rate R --duration D   drive HTTP load at any endpoint (open or closed loop; load --help)
+  meshproof report compare RUN_A RUN_B        compare two runs' report.json side by side (baseline, candidate)
   meshproof help                              show this help
 
 Exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input.
@@ -54,6 +58,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "proxy":
 		return cmdProxy(ctx, args[1:], stdout, stderr)
+	case "load":
+		return cmdLoad(ctx, args[1:], stdout, stderr)
+	case "upstream":
+		return cmdUpstream(ctx, args[1:], stdout, stderr)
+	case "report":
+		return cmdReport(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -28,7 +28,8 @@ var _ = Describe("meshproof run", func() {
 		Expect(len(examples)).To(BeNumerically(">=", 3))
 	})
 	for _, file := range examples {
-		It("runs "+filepath.Base(file)+" end to end and passes its checks", Label("slow", "e2e"), func() {
+		// Serial: each example drives real-time load, and its latency checks should not share the CPU.
+		It("runs "+filepath.Base(file)+" end to end and passes its checks", Label("slow", "e2e"), Serial, func() {
 			code, stdout, stderr := run("run", file, "--out", out)
 			Expect(code).To(Equal(0), "stdout:\n%s\nstderr:\n%s", stdout, stderr)
 			Expect(stdout).To(ContainSubstring("PASS"))

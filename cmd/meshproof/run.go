@@ -21,9 +21,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	out := fs.String("out", "", "run directory for report.json (default runs/<scenario>-<time>)")
 	seedFlag := fs.String("seed", "", "override the scenario's seed")
+	runner := fs.String("runner", "embedded", "where the topology runs: embedded (this process) or docker (containers)")
 	file, err := parseInterspersed(fs, args)
 	if err != nil {
-		fmt.Fprintf(stderr, "meshproof run: %v\nusage: meshproof run FILE [--out DIR] [--seed N]\n", err)
+		fmt.Fprintf(stderr, "meshproof run: %v\nusage: meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker]\n", err)
+		return exitInvalid
+	}
+	if *runner != "embedded" && *runner != "docker" {
+		fmt.Fprintf(stderr, "meshproof run: --runner %q: want embedded or docker\n", *runner)
 		return exitInvalid
 	}
 	var opts live.Options
@@ -50,7 +55,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	fmt.Fprintf(stdout, "meshproof: running %s (%s) for %s at %g/s\n", sc.Name, file, sc.Load.Duration.Duration, sc.Load.Rate.PerSecond)
-	rec, err := live.Run(ctx, sc, opts)
+	var rec *reports.Record
+	if *runner == "docker" {
+		rec, err = runDocker(ctx, sc, opts.Seed, stderr)
+	} else {
+		rec, err = live.Run(ctx, sc, opts)
+	}
 	if err != nil {
 		printErr(stderr, err)
 		return exitFailed
@@ -70,6 +80,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	fmt.Fprintf(stdout, "report: %s\n", reportPath)
+	// summary.md, junit.xml and report.html beside report.json (WriteAll rewrites report.json identically).
+	if err := reports.WriteAll(dir, rep, rec); err != nil {
+		printErr(stderr, err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "also: %s, %s, %s\n", filepath.Join(dir, reports.FileMarkdown), filepath.Join(dir, reports.FileJUnit), filepath.Join(dir, reports.FileHTML))
 	if !rep.Passed {
 		return exitFailed
 	}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/mesh/docker"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+const upstreamUsage = "usage: meshproof upstream --scenario FILE --service S --instance I [--seed N] [--listen ADDR] [--control ADDR]"
+
+// cmdUpstream runs one fault-injecting upstream instance of a scenario until interrupted: the data port
+// answers as the scenario's service and faults say, the control port serves the docker runner
+// (GET /ready, POST /start?at=…, GET /record; see mesh/docker).
+func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("upstream", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("scenario", "", "scenario file")
+	service := fs.String("service", "", "the service this instance belongs to")
+	instance := fs.Int("instance", 0, "the instance's index in its service, from 0")
+	seedFlag := fs.String("seed", "", "override the scenario's seed")
+	listen := fs.String("listen", "0.0.0.0:8080", "data address (the proxy's traffic)")
+	control := fs.String("control", "0.0.0.0:9000", "control address (/ready, /start, /record)")
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintln(stderr, upstreamUsage)
+		return exitInvalid
+	}
+	if *file == "" || *service == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, upstreamUsage)
+		return exitInvalid
+	}
+	sc, err := scenarios.LoadFile(*file)
+	if err != nil {
+		printErr(stderr, err)
+		return exitInvalid
+	}
+	seed := sc.Seed
+	if *seedFlag != "" {
+		if seed, err = strconv.ParseUint(*seedFlag, 10, 64); err != nil {
+			fmt.Fprintf(stderr, "meshproof upstream: --seed %q: want a non-negative integer\n", *seedFlag)
+			return exitInvalid
+		}
+	}
+	svc, ok := sc.Services[*service]
+	if !ok {
+		names := make([]string, 0, len(sc.Services))
+		for n := range sc.Services {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(stderr, "meshproof upstream: --service %q: want one of the services of %s (%s)\n", *service, *file, strings.Join(names, ", "))
+		return exitInvalid
+	}
+	if *instance < 0 || *instance >= svc.Instances {
+		fmt.Fprintf(stderr, "meshproof upstream: --instance %d: service %s has instances 0 to %d\n", *instance, *service, svc.Instances-1)
+		return exitInvalid
+	}
+
+	ctl := docker.NewControl(*service, *instance, 0)
+	up, err := faults.NewUpstream(faults.UpstreamConfig{
+		Service:  *service,
+		Instance: *instance,
+		Seed:     seed,
+		Response: svc.FaultResponse(),
+		Faults:   sc.InstanceFaults(*service, *instance),
+		OnEvent:  ctl.Record,
+	})
+	if err != nil {
+		printErr(stderr, err)
+		return exitInvalid
+	}
+	// The control port first, so that /ready can answer 503 until the data port listens.
+	cln, err := net.Listen("tcp", *control)
+	if err != nil {
+		printErr(stderr, err)
+		return exitFailed
+	}
+	csrv := &http.Server{Handler: ctl.Handler(time.Now), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- csrv.Serve(cln) }()
+	defer func() {
+		_ = csrv.Close()
+		<-served
+	}()
+
+	start := time.Now()
+	if err := up.Start(*listen); err != nil {
+		printErr(stderr, err)
+		return exitFailed
+	}
+	defer up.Close()
+	up.SetRunStart(start)
+	ctl.Attach(up, up.Addr(), start)
+	fmt.Fprintf(stdout, "upstream %s/%d on %s\ncontrol on %s\n", *service, *instance, up.Addr(), cln.Addr())
+
+	select {
+	case <-ctx.Done():
+		return exitOK
+	case err := <-served:
+		served <- err // for the deferred Close
+		if !errors.Is(err, http.ErrServerClosed) {
+			printErr(stderr, fmt.Errorf("control: %w", err))
+			return exitFailed
+		}
+		return exitOK
+	}
+}

@@ -1,0 +1,765 @@
+// Package docker is the container runner. It builds a scenario's topology as Docker containers with
+// testcontainers-go — one container per upstream instance (`meshproof upstream`) and per proxy
+// (`meshproof proxy`), on a network of its own, from an image built FROM scratch around the static
+// meshproof binary — drives the load from this process against the proxy's published port, applies
+// container-level faults (kill, pause, network partition, restart) on schedule, and returns the same run
+// record as the embedded runner (mesh/live).
+//
+// Nothing is pulled: the image is built with the classic builder, Ryuk is disabled, no ready-made module
+// is used. Everything a run creates — containers, network, and the image unless one is given — is
+// removed before Run returns, whether the run succeeds, fails or is cancelled.
+package docker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/google/uuid"
+	"github.com/moby/moby/api/types/container"
+	mobynet "github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+	"github.com/testcontainers/testcontainers-go"
+	tclog "github.com/testcontainers/testcontainers-go/log"
+	"github.com/testcontainers/testcontainers-go/network"
+	"github.com/testcontainers/testcontainers-go/wait"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshproof/meshproof/mesh/load"
+	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+// Ports inside the containers, and where the generated files go.
+const (
+	UpstreamPort  = 8080  // `meshproof upstream --listen`
+	ControlPort   = 9000  // `meshproof upstream --control`
+	ListenerPort  = 10000 // the proxy's listener
+	AdminPort     = 9901  // the proxy's admin interface
+	ScenarioPath  = "/etc/meshproof/scenario.yaml"
+	BootstrapPath = "/etc/meshproof/bootstrap.yaml"
+)
+
+// Defaults of Options.
+const (
+	DefaultReadyTimeout  = 60 * time.Second
+	DefaultStatsInterval = 500 * time.Millisecond
+)
+
+const (
+	cleanupTimeout = 60 * time.Second       // for removing what a run created, even after ctx is cancelled
+	startLead      = 250 * time.Millisecond // the run start is set this far ahead, so every upstream has it
+	stopGrace      = time.Second            // SIGTERM to SIGKILL when stopping containers
+)
+
+// Options change a run without changing the scenario.
+type Options struct {
+	// Seed overrides the scenario's seed when not nil.
+	Seed *uint64
+	// Image is the tag of a meshproof image to run (e.g. one from BuildImage or `make image`), kept after
+	// the run. "" builds an image for this run and removes it at the end.
+	Image string
+	// Binary is the static Linux meshproof binary to build the image from when Image is "" (see
+	// ImageOptions.Binary).
+	Binary string
+	// Faults are container-level faults, applied on schedule from the load's start.
+	Faults []ContainerFault
+	// Labels are added to every container, network and image the run creates.
+	Labels map[string]string
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+	// Verbose adds testcontainers' log and the image build output to Log.
+	Verbose bool
+	// ReadyTimeout bounds each container's start until its /ready answers 200; default 60s.
+	ReadyTimeout time.Duration
+	// OnStats, when set, receives the target proxy's stats every StatsInterval (default 500ms) while the
+	// load runs, with the time since the load's start. It is called from one goroutine.
+	OnStats       func(at time.Duration, stats map[string]uint64)
+	StatsInterval time.Duration
+}
+
+// runner is one run's Docker resources and state.
+type runner struct {
+	opts   Options
+	id     string
+	labels map[string]string
+	log    io.Writer
+	tclog  tclog.Logger
+	cli    *testcontainers.DockerClient
+	cc     *controlClient
+	bindIP string // host address published ports bind to; "" = all interfaces
+
+	image   *Image // built for this run
+	network *testcontainers.DockerNetwork
+	ips     ipPlan
+
+	mu         sync.Mutex
+	containers []*testcontainers.DockerContainer // every container created, for cleanup
+	upstreams  []*upstream
+	proxies    map[string]*testcontainers.DockerContainer
+
+	evMu   sync.Mutex
+	events []reports.FaultEvent // container faults
+}
+
+// upstream is one upstream instance's container.
+type upstream struct {
+	service string
+	index   int
+	ip      netip.Addr
+	c       *testcontainers.DockerContainer
+
+	mu      sync.Mutex
+	earlier []UpstreamReport // what the instance reported before each kill or restart
+	down    bool             // stopped by a kill or restart, not started again
+	paused  bool
+}
+
+func (u *upstream) name() string { return u.service + "/" + strconv.Itoa(u.index) }
+
+// aliases are the instance's DNS names on the run network: "<service>-<i>" and, shared by every
+// instance, "<service>".
+func (u *upstream) aliases() []string {
+	return []string{u.service + "-" + strconv.Itoa(u.index), u.service}
+}
+
+// Run starts the scenario's topology in Docker, drives its load, applies opts.Faults, and returns the
+// record, shaped like the embedded runner's. Everything it created is removed before it returns, with a
+// fresh context when ctx is cancelled. On cancellation during the load it returns the record so far
+// and ctx's error, like mesh/live.
+func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (rec *reports.Record, err error) {
+	seed := sc.Seed
+	if opts.Seed != nil {
+		seed = *opts.Seed
+	}
+	if sc.File == "" {
+		return nil, errors.New("docker runner: the scenario has no file (the upstream containers read it)")
+	}
+	scenarioYAML, err := os.ReadFile(sc.File)
+	if err != nil {
+		return nil, fmt.Errorf("docker runner: %w", err)
+	}
+	if err := ValidateFaults(sc, opts.Faults); err != nil {
+		return nil, err
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = DefaultReadyTimeout
+	}
+	if opts.StatsInterval <= 0 {
+		opts.StatsInterval = DefaultStatsInterval
+	}
+	r := &runner{
+		opts:    opts,
+		id:      uuid.NewString()[:8],
+		log:     opts.Log,
+		tclog:   tclog.NewNoopLogger(),
+		cc:      newControlClient(),
+		bindIP:  dockerEnv(),
+		proxies: map[string]*testcontainers.DockerContainer{},
+	}
+	if r.log == nil {
+		r.log = io.Discard
+	}
+	var buildLog io.Writer
+	if opts.Verbose && opts.Log != nil {
+		r.tclog, buildLog = logger(opts.Log), opts.Log
+	}
+	r.labels = maps.Clone(opts.Labels)
+	if r.labels == nil {
+		r.labels = map[string]string{}
+	}
+	r.labels[LabelRun] = r.id
+	defer func() { err = errors.Join(err, r.cleanup(ctx)) }()
+
+	if r.cli, err = testcontainers.NewDockerClientWithOpts(ctx); err != nil {
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	tag := opts.Image
+	if tag == "" {
+		r.logf("building image (run %s)", r.id)
+		if r.image, err = BuildImage(ctx, ImageOptions{Binary: opts.Binary, Labels: r.labels, Log: buildLog}); err != nil {
+			return nil, err
+		}
+		tag = r.image.Tag
+	}
+	if err := r.createNetwork(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.startUpstreams(ctx, sc, seed, tag, scenarioYAML); err != nil {
+		return nil, err
+	}
+	if err := r.startProxies(ctx, sc, tag); err != nil {
+		return nil, err
+	}
+	return r.drive(ctx, sc, seed)
+}
+
+// drive runs the load and the container faults, then collects the record.
+func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64) (*reports.Record, error) {
+	l := sc.Load
+	listener, err := r.endpoint(ctx, r.proxies[l.Target], ListenerPort)
+	if err != nil {
+		return nil, err
+	}
+	header := http.Header{}
+	for k, v := range l.Headers {
+		header.Set(k, v)
+	}
+	cfg := load.Config{
+		URL:      "http://" + listener + l.Path,
+		Method:   l.Method,
+		Header:   header,
+		Body:     []byte(l.Body),
+		Rate:     l.Rate.PerSecond,
+		Duration: l.Duration.Duration,
+		Timeout:  l.Timeout.Duration,
+	}
+
+	// Fault windows count from the moment the load starts. Every upstream gets that moment ahead of
+	// time, then the load starts on it.
+	start := time.Now().Add(startLead)
+	if err := r.eachUpstream(func(u *upstream) error { return r.setRunStart(ctx, u, start) }); err != nil {
+		return nil, err
+	}
+	if err := sleepUntil(ctx, start); err != nil {
+		return nil, err
+	}
+	r.logf("load: %g/s for %s against %s", cfg.Rate, cfg.Duration, cfg.URL)
+
+	loadDone := make(chan struct{})
+	var bg sync.WaitGroup
+	for i, f := range r.opts.Faults {
+		bg.Go(func() { r.runFault(ctx, i, f, start, loadDone) })
+	}
+	if r.opts.OnStats != nil {
+		bg.Go(func() { r.pollStats(ctx, l.Target, start, loadDone) })
+	}
+	samples, loadStart, err := load.Run(ctx, cfg)
+	close(loadDone)
+	bg.Wait() // every fault reverted (unless ctx ended)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+
+	// Collect even after a cancellation (with a fresh, short context), so that the record so far holds.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	rec := &reports.Record{
+		Scenario:   sc.Name,
+		File:       sc.File,
+		Seed:       seed,
+		Started:    loadStart,
+		TargetRate: cfg.Rate,
+		Duration:   cfg.Duration,
+		Samples:    samples,
+	}
+	var errs []error
+	if rec.ProxyStats, err = r.proxyStats(cctx, l.Target); err != nil {
+		errs = append(errs, err)
+	}
+	ups, events, err := r.collectUpstreams(cctx, loadStart)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	rec.Upstreams = ups
+	r.evMu.Lock()
+	for _, e := range r.events {
+		e.At += start.Sub(loadStart) // container faults were timed from start; the record counts from loadStart
+		events = append(events, e)
+	}
+	r.evMu.Unlock()
+	sort.SliceStable(events, func(i, j int) bool { return events[i].At < events[j].At })
+	rec.Events = events
+	if ctx.Err() != nil {
+		return rec, ctx.Err() // what could not be collected after a cancellation is left out
+	}
+	return rec, errors.Join(errs...)
+}
+
+// createNetwork creates the run's network with a subnet of its own, so that containers keep their
+// addresses across partitions, kills and restarts: the proxies' STATIC clusters name them by IP. The
+// daemon picks the subnet (as it would for any network: free, per its address pools) on a probe network
+// that is then replaced by the real one with that subnet set explicitly.
+func (r *runner) createNetwork(ctx context.Context) error {
+	var lastErr error
+	for range 3 {
+		probe, err := network.New(ctx, network.WithLabels(r.labels))
+		if err != nil {
+			return fmt.Errorf("docker: create network: %w", err)
+		}
+		insp, err := r.cli.NetworkInspect(ctx, probe.ID, client.NetworkInspectOptions{})
+		rmErr := probe.Remove(context.WithoutCancel(ctx))
+		if err != nil || rmErr != nil {
+			return fmt.Errorf("docker: probe network: %w", errors.Join(err, rmErr))
+		}
+		var cfg mobynet.IPAMConfig
+		for _, c := range insp.Network.IPAM.Config {
+			if c.Subnet.Addr().Is4() {
+				cfg = mobynet.IPAMConfig{Subnet: c.Subnet, Gateway: c.Gateway}
+				break
+			}
+		}
+		if !cfg.Subnet.IsValid() {
+			return fmt.Errorf("docker: network %s has no IPv4 subnet", probe.Name)
+		}
+		nw, err := network.New(ctx, network.WithLabels(r.labels), network.WithIPAM(&mobynet.IPAM{Driver: "default", Config: []mobynet.IPAMConfig{cfg}}))
+		if err != nil {
+			lastErr = err // another network took the subnet in between: probe again
+			continue
+		}
+		r.network = nw
+		r.ips = newIPPlan(cfg.Subnet, cfg.Gateway)
+		r.logf("network %s (%s)", nw.Name, cfg.Subnet)
+		return nil
+	}
+	return fmt.Errorf("docker: create network: %w", lastErr)
+}
+
+func (r *runner) startUpstreams(ctx context.Context, sc *scenarios.Scenario, seed uint64, tag string, scenarioYAML []byte) error {
+	names := make([]string, 0, len(sc.Services))
+	for n := range sc.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		for i := range sc.Services[name].Instances {
+			ip, err := r.ips.next()
+			if err != nil {
+				return err
+			}
+			r.upstreams = append(r.upstreams, &upstream{service: name, index: i, ip: ip})
+		}
+	}
+	r.logf("starting %d upstream containers", len(r.upstreams))
+	return r.eachUpstream(func(u *upstream) error {
+		c, err := testcontainers.Run(ctx, tag,
+			testcontainers.WithLogger(r.tclog),
+			testcontainers.WithName(fmt.Sprintf("meshproof-%s-%s-%d", r.id, u.service, u.index)),
+			testcontainers.WithCmd("upstream", "--scenario", ScenarioPath, "--service", u.service,
+				"--instance", strconv.Itoa(u.index), "--seed", strconv.FormatUint(seed, 10),
+				"--listen", hostPort("0.0.0.0", UpstreamPort), "--control", hostPort("0.0.0.0", ControlPort)),
+			testcontainers.WithLabels(r.containerLabels("upstream", u.name())),
+			testcontainers.WithFiles(testcontainers.ContainerFile{Reader: bytes.NewReader(scenarioYAML), ContainerFilePath: ScenarioPath, FileMode: 0o644}),
+			network.WithNetwork(u.aliases(), r.network),
+			testcontainers.WithEndpointSettingsModifier(r.staticIP(u.ip)),
+			testcontainers.WithExposedPorts(tcpPort(ControlPort)),
+			testcontainers.WithHostConfigModifier(r.publish(ControlPort)),
+			testcontainers.WithWaitStrategyAndDeadline(r.opts.ReadyTimeout,
+				wait.ForHTTP(PathReady).WithPort(tcpPort(ControlPort)).WithPollInterval(100*time.Millisecond)),
+		)
+		r.track(c)
+		if busyPort(err) && c != nil {
+			err = startAgain(ctx, c)
+		}
+		if err != nil {
+			return fmt.Errorf("docker: upstream %s: %w", u.name(), err)
+		}
+		u.c = c
+		return nil
+	})
+}
+
+func (r *runner) startProxies(ctx context.Context, sc *scenarios.Scenario, tag string) error {
+	names := make([]string, 0, len(sc.Proxies))
+	for n := range sc.Proxies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		p := sc.Proxies[name]
+		var endpoints []string
+		for _, u := range r.upstreams {
+			if u.service == p.RoutesTo {
+				endpoints = append(endpoints, hostPort(u.ip.String(), UpstreamPort))
+			}
+		}
+		b, err := scenarios.BuildBootstrap(sc, name, scenarios.Addresses{
+			Listener: hostPort("0.0.0.0", ListenerPort), Admin: hostPort("0.0.0.0", AdminPort), Endpoints: endpoints,
+		})
+		if err != nil {
+			return fmt.Errorf("proxy %s: %w", name, err)
+		}
+		bootstrap, err := BootstrapJSON(b)
+		if err != nil {
+			return fmt.Errorf("proxy %s: %w", name, err)
+		}
+		ip, err := r.ips.next()
+		if err != nil {
+			return err
+		}
+		r.logf("starting proxy %s -> %s", name, strings.Join(endpoints, ", "))
+		c, err := testcontainers.Run(ctx, tag,
+			testcontainers.WithLogger(r.tclog),
+			testcontainers.WithName(fmt.Sprintf("meshproof-%s-proxy-%s", r.id, name)),
+			testcontainers.WithCmd("proxy", "-c", BootstrapPath, "--drain-time", "1s"),
+			testcontainers.WithLabels(r.containerLabels("proxy", name)),
+			testcontainers.WithFiles(testcontainers.ContainerFile{Reader: bytes.NewReader(bootstrap), ContainerFilePath: BootstrapPath, FileMode: 0o644}),
+			network.WithNetwork([]string{name}, r.network),
+			testcontainers.WithEndpointSettingsModifier(r.staticIP(ip)),
+			testcontainers.WithExposedPorts(tcpPort(ListenerPort), tcpPort(AdminPort)),
+			testcontainers.WithHostConfigModifier(r.publish(ListenerPort, AdminPort)),
+			testcontainers.WithWaitStrategyAndDeadline(r.opts.ReadyTimeout,
+				wait.ForHTTP("/ready").WithPort(tcpPort(AdminPort)).WithPollInterval(100*time.Millisecond)),
+		)
+		r.track(c)
+		if busyPort(err) && c != nil {
+			err = startAgain(ctx, c)
+		}
+		if err != nil {
+			return fmt.Errorf("docker: proxy %s: %w", name, err)
+		}
+		r.proxies[name] = c
+	}
+	return nil
+}
+
+// BootstrapJSON renders a bootstrap as `meshproof proxy -c` (and Envoy) read it: JSON, which is YAML.
+func BootstrapJSON(b proto.Message) ([]byte, error) {
+	return protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(b)
+}
+
+// proxyStats reads a proxy's /stats.
+func (r *runner) proxyStats(ctx context.Context, name string) (map[string]uint64, error) {
+	admin, err := r.endpoint(ctx, r.proxies[name], AdminPort)
+	if err != nil {
+		return nil, err
+	}
+	text, err := r.cc.text(ctx, "http://"+admin+"/stats")
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: %w", name, err)
+	}
+	return ParseStats(text)
+}
+
+// pollStats hands the target proxy's stats to opts.OnStats every StatsInterval until the load is done.
+func (r *runner) pollStats(ctx context.Context, target string, start time.Time, done <-chan struct{}) {
+	t := time.NewTicker(r.opts.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+			return
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, r.opts.StatsInterval+time.Second)
+		st, err := r.proxyStats(sctx, target)
+		cancel()
+		if err == nil {
+			r.opts.OnStats(time.Since(start), st)
+		}
+	}
+}
+
+// collectUpstreams fetches every instance's report and merges it with what it reported before kills and
+// restarts. A killed instance that was not started again contributes what it reported before.
+func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) ([]reports.UpstreamRecord, []reports.FaultEvent, error) {
+	var (
+		out    []reports.UpstreamRecord
+		events []reports.FaultEvent
+		errs   []error
+	)
+	for _, u := range r.upstreams {
+		u.mu.Lock()
+		parts := append([]UpstreamReport(nil), u.earlier...)
+		down := u.down
+		u.mu.Unlock()
+		if !down {
+			base, err := r.controlBase(ctx, u)
+			var rep UpstreamReport
+			if err == nil {
+				rep, err = r.cc.record(ctx, base)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("upstream %s: %w", u.name(), err))
+			} else {
+				parts = append(parts, rep)
+			}
+		}
+		ur := reports.UpstreamRecord{
+			Service: u.service, Instance: u.index, Address: hostPort(u.ip.String(), UpstreamPort),
+			Statuses: map[int]uint64{}, Applied: map[string]uint64{},
+		}
+		for _, p := range parts {
+			ur.Requests += p.Stats.Requests
+			ur.Resets += p.Stats.Resets
+			for k, v := range p.Stats.Statuses {
+				ur.Statuses[k] += v
+			}
+			for k, v := range p.Stats.Applied {
+				ur.Applied[k] += v
+			}
+			for _, e := range p.Events {
+				events = append(events, reports.FaultEvent{At: e.Time.Sub(loadStart), Service: u.service, Instance: u.index,
+					Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail})
+			}
+		}
+		out = append(out, ur)
+	}
+	return out, events, errors.Join(errs...)
+}
+
+// setRunStart sets an upstream's run start through its control port.
+func (r *runner) setRunStart(ctx context.Context, u *upstream, at time.Time) error {
+	base, err := r.controlBase(ctx, u)
+	if err != nil {
+		return err
+	}
+	if err := r.cc.start(ctx, base, at); err != nil {
+		return fmt.Errorf("upstream %s: %w", u.name(), err)
+	}
+	return nil
+}
+
+// controlBase is "http://host:port" of an upstream's control port (its published port changes when the
+// container is started again or reconnected).
+func (r *runner) controlBase(ctx context.Context, u *upstream) (string, error) {
+	ep, err := r.endpoint(ctx, u.c, ControlPort)
+	if err != nil {
+		return "", fmt.Errorf("upstream %s: %w", u.name(), err)
+	}
+	return "http://" + ep, nil
+}
+
+// endpoint is host:port where a container's port is published.
+func (r *runner) endpoint(ctx context.Context, c *testcontainers.DockerContainer, port int) (string, error) {
+	host, err := c.Host(ctx)
+	if err != nil {
+		return "", fmt.Errorf("docker: %w", err)
+	}
+	p, err := c.MappedPort(ctx, tcpPort(port))
+	if err != nil {
+		return "", fmt.Errorf("docker: port %d: %w", port, err)
+	}
+	return net.JoinHostPort(host, p.Port()), nil
+}
+
+// eachUpstream calls f for every upstream concurrently and joins the errors.
+func (r *runner) eachUpstream(f func(*upstream) error) error {
+	errs := make([]error, len(r.upstreams))
+	var wg sync.WaitGroup
+	for i, u := range r.upstreams {
+		wg.Go(func() { errs[i] = f(u) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (r *runner) track(c *testcontainers.DockerContainer) {
+	if c == nil {
+		return
+	}
+	r.mu.Lock()
+	r.containers = append(r.containers, c)
+	r.mu.Unlock()
+}
+
+func (r *runner) containerLabels(role, name string) map[string]string {
+	l := maps.Clone(r.labels)
+	l["io.meshproof.role"] = role
+	l["io.meshproof.name"] = name
+	return l
+}
+
+// publish binds the given container ports to random host ports on r.bindIP.
+func (r *runner) publish(ports ...int) func(*container.HostConfig) {
+	return func(hc *container.HostConfig) {
+		if hc.PortBindings == nil {
+			hc.PortBindings = mobynet.PortMap{}
+		}
+		var ip netip.Addr
+		if r.bindIP != "" {
+			ip = netip.MustParseAddr(r.bindIP)
+		}
+		for _, p := range ports {
+			hc.PortBindings[mobynet.MustParsePort(tcpPort(p))] = []mobynet.PortBinding{{HostIP: ip}}
+		}
+	}
+}
+
+// staticIP gives the container its planned address on the run network.
+func (r *runner) staticIP(ip netip.Addr) func(map[string]*mobynet.EndpointSettings) {
+	return func(eps map[string]*mobynet.EndpointSettings) {
+		if ep, ok := eps[r.network.Name]; ok {
+			ep.IPAMConfig = &mobynet.EndpointIPAMConfig{IPv4Address: ip}
+		}
+	}
+}
+
+// cleanup removes everything the run created, with a fresh context: containers (unpaused first), the
+// network, then the image built for the run.
+func (r *runner) cleanup(ctx context.Context) error {
+	ctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	var errs []error
+	r.mu.Lock()
+	containers := append([]*testcontainers.DockerContainer(nil), r.containers...)
+	r.mu.Unlock()
+	if r.cli != nil {
+		for _, u := range r.upstreams {
+			if u.paused && u.c != nil {
+				_, _ = r.cli.ContainerUnpause(ctx, u.c.GetContainerID(), client.ContainerUnpauseOptions{})
+			}
+		}
+	}
+	cerrs := make([]error, len(containers))
+	var wg sync.WaitGroup
+	for i, c := range containers {
+		wg.Go(func() {
+			if err := c.Terminate(ctx, testcontainers.StopTimeout(stopGrace)); err != nil && !isGone(err) {
+				cerrs[i] = fmt.Errorf("docker: remove container %s: %w", c.GetContainerID()[:12], err)
+			}
+		})
+	}
+	wg.Wait()
+	errs = append(errs, cerrs...)
+	if r.network != nil {
+		if err := r.network.Remove(ctx); err != nil && !isGone(err) {
+			errs = append(errs, fmt.Errorf("docker: remove network %s: %w", r.network.Name, err))
+		}
+	}
+	if r.image != nil {
+		if err := r.image.Remove(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if r.cli != nil {
+		_ = r.cli.Close()
+	}
+	if len(containers) > 0 || r.network != nil {
+		r.logf("removed %d containers and the network of run %s", len(containers), r.id)
+	}
+	return errors.Join(errs...)
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.log, "docker: "+format+"\n", args...)
+}
+
+func (r *runner) faultEvent(e reports.FaultEvent) {
+	r.evMu.Lock()
+	r.events = append(r.events, e)
+	r.evMu.Unlock()
+}
+
+// ipPlan hands out the addresses of a subnet after its gateway, in order.
+type ipPlan struct {
+	subnet  netip.Prefix
+	gateway netip.Addr
+	last    netip.Addr
+	mu      sync.Mutex
+}
+
+func newIPPlan(subnet netip.Prefix, gateway netip.Addr) ipPlan {
+	return ipPlan{subnet: subnet.Masked(), gateway: gateway, last: subnet.Masked().Addr()}
+}
+
+func (p *ipPlan) next() (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a := p.last.Next(); p.subnet.Contains(a); a = a.Next() {
+		if a == p.gateway {
+			continue
+		}
+		if !p.subnet.Contains(a.Next()) {
+			break // the broadcast address
+		}
+		p.last = a
+		return a, nil
+	}
+	return netip.Addr{}, fmt.Errorf("docker: subnet %s is full", p.subnet)
+}
+
+// dockerEnv prepares testcontainers' process-wide settings before its first use and returns the host
+// address published ports bind to:
+//   - TESTCONTAINERS_RYUK_DISABLED=true: Ryuk is an image to pull; the runner removes what it creates.
+//   - published ports bind to 127.0.0.1, and testcontainers dials them there
+//     (TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1), when the daemon is local (no DOCKER_HOST, or a unix
+//     socket) and the override is not set already. Otherwise ports bind to all interfaces and are dialled
+//     where testcontainers finds the daemon (or the override says).
+var dockerEnv = sync.OnceValue(func() string {
+	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+	if _, set := os.LookupEnv("TESTCONTAINERS_HOST_OVERRIDE"); set {
+		return ""
+	}
+	if h := os.Getenv("DOCKER_HOST"); h != "" && !strings.HasPrefix(h, "unix://") {
+		return ""
+	}
+	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+	return "127.0.0.1"
+})
+
+// Available reports whether a Docker daemon answers, as the runner would reach it. It never panics.
+func Available(ctx context.Context) (err error) {
+	dockerEnv()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("docker: %v", p)
+		}
+	}()
+	p, err := testcontainers.ProviderDefault.GetProvider(testcontainers.WithLogger(tclog.NewNoopLogger()))
+	if err != nil {
+		return fmt.Errorf("docker: %w", err)
+	}
+	defer p.Close()
+	if err := p.Health(ctx); err != nil {
+		return fmt.Errorf("docker: %w", err)
+	}
+	return nil
+}
+
+func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+}
+
+// isGone reports an error removing something already removed.
+func isGone(err error) bool {
+	return cerrdefs.IsNotFound(err) || strings.Contains(err.Error(), "is already in progress")
+}
+
+// busyPort reports the daemon's failure to publish a port on a host port that is in use: its allocator
+// hands out ports of the ephemeral range without checking them (Docker 20.10), and a client connection
+// of any process on the host may hold one. Starting again picks the next port.
+func busyPort(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "address already in use")
+}
+
+// startAgain starts a created container whose ports could not be published, up to 5 more times.
+func startAgain(ctx context.Context, c *testcontainers.DockerContainer) error {
+	var err error
+	for range 5 {
+		if err = c.Start(ctx); !busyPort(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
+}
+
+func tcpPort(p int) string            { return strconv.Itoa(p) + "/tcp" }
+func hostPort(h string, p int) string { return net.JoinHostPort(h, strconv.Itoa(p)) }

@@ -1,0 +1,340 @@
+package docker_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/moby/moby/client"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/testcontainers/testcontainers-go"
+
+	"github.com/meshproof/meshproof/mesh/docker"
+	"github.com/meshproof/meshproof/mesh/live"
+	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+// labelTest marks what a spec's runs create, so that the spec can list what is left of them.
+const labelTest = "io.meshproof.test"
+
+// failureStats are the proxy counters that count attempts lost to an unreachable instance
+// (upstream_cx_connect_timeout is left out: it counts the same failures as upstream_cx_connect_fail).
+var failureStats = []string{"upstream_cx_connect_fail", "upstream_rq_per_try_timeout", "upstream_rq_rx_reset"}
+
+var _ = Describe("the docker runner", Label("docker"), Serial, func() {
+	var (
+		image string
+		label string // this spec's value of labelTest
+		cli   *testcontainers.DockerClient
+	)
+
+	BeforeEach(func(ctx SpecContext) {
+		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := docker.Available(hctx); err != nil {
+			if os.Getenv("MESHPROOF_REQUIRE_DOCKER") == "1" {
+				Fail("Docker is unreachable and MESHPROOF_REQUIRE_DOCKER=1: " + err.Error())
+			}
+			Skip("Docker is unreachable, skipping the docker runner specs (MESHPROOF_REQUIRE_DOCKER=1 fails instead): " + err.Error())
+		}
+		var err error
+		cli, err = testcontainers.NewDockerClientWithOpts(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(cli.Close)
+		v, err := cli.ServerVersion(ctx, client.ServerVersionOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		GinkgoWriter.Printf("Docker Engine %s (API %s, %s/%s)\n", v.Version, v.APIVersion, v.Os, v.Arch)
+
+		image = sharedImage(ctx)
+		label = uuid.NewString()
+	}, NodeTimeout(3*time.Minute))
+
+	// expectNothingLeft asserts that no container or network carrying this spec's label remains, nor any
+	// container of this testcontainers session.
+	expectNothingLeft := func(ctx context.Context) {
+		GinkgoHelper()
+		byLabel := make(client.Filters).Add("label", labelTest+"="+label)
+		cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: byLabel})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cs.Items).To(BeEmpty(), "containers left")
+		ns, err := cli.NetworkList(ctx, client.NetworkListOptions{Filters: byLabel})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ns.Items).To(BeEmpty(), "networks left")
+		bySession := make(client.Filters).Add("label", "org.testcontainers.sessionId="+testcontainers.SessionID())
+		cs, err = cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: bySession})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cs.Items).To(BeEmpty(), "containers of this session left")
+	}
+
+	options := func() docker.Options {
+		return docker.Options{Image: image, Labels: map[string]string{labelTest: label}, Log: GinkgoWriter}
+	}
+
+	It("gives the embedded runner's outcomes on the healthy baseline", func(ctx SpecContext) {
+		sc, err := scenarios.LoadFile("../../scenarios/examples/healthy-baseline.yaml")
+		Expect(err).NotTo(HaveOccurred())
+
+		inDocker, err := docker.Run(ctx, sc, options())
+		Expect(err).NotTo(HaveOccurred())
+		expectNothingLeft(ctx)
+		embedded, err := live.Run(ctx, sc, live.Options{})
+		Expect(err).NotTo(HaveOccurred())
+
+		d, e := reports.Summarize(inDocker), reports.Summarize(embedded)
+		GinkgoWriter.Printf("docker:   %d requests, %.2f%% ok, p99 %s, upstream requests %d\n", d.Requests, d.SuccessRate, d.Latency.P99, d.UpstreamRequests)
+		GinkgoWriter.Printf("embedded: %d requests, %.2f%% ok, p99 %s, upstream requests %d\n", e.Requests, e.SuccessRate, e.Latency.P99, e.UpstreamRequests)
+		// Tolerance: request counts and statuses equal; success rates within 0.5 points; the proxy's
+		// request and retry counters equal; each instance's share equal. Latency differs by design
+		// (bridge network and docker-proxy) and is only held to the scenario's checks.
+		Expect(d.Requests).To(Equal(e.Requests))
+		Expect(d.SuccessRate).To(BeNumerically("~", e.SuccessRate, 0.5))
+		Expect(d.StatusCodes).To(Equal(e.StatusCodes))
+		Expect(d.ErrorKinds).To(Equal(e.ErrorKinds))
+		Expect(d.UpstreamRequests).To(Equal(e.UpstreamRequests))
+		Expect(d.Retries).To(Equal(e.Retries))
+		for _, stat := range []string{"cluster.catalog.upstream_rq_total", "cluster.catalog.upstream_rq_200", "cluster.catalog.upstream_rq_retry"} {
+			Expect(inDocker.ProxyStats[stat]).To(Equal(embedded.ProxyStats[stat]), stat)
+		}
+		Expect(keys(inDocker.ProxyStats)).To(Equal(keys(embedded.ProxyStats)), "the same stats, by name")
+		Expect(inDocker.Upstreams).To(HaveLen(len(embedded.Upstreams)))
+		for i, u := range inDocker.Upstreams {
+			w := embedded.Upstreams[i]
+			Expect([]any{u.Service, u.Instance, u.Requests, u.Statuses}).To(Equal([]any{w.Service, w.Instance, w.Requests, w.Statuses}), "upstream %d", i)
+		}
+		checks := make([]reports.Check, len(sc.Checks))
+		for i, c := range sc.Checks {
+			checks[i] = c.Check
+		}
+		Expect(reports.NewReport(inDocker, checks).Passed).To(BeTrue(), "the scenario's checks hold in Docker")
+	}, SpecTimeout(2*time.Minute))
+
+	It("shows a partition of one instance in the proxy's stats, and its healing", func(ctx SpecContext) {
+		sc, err := scenarios.LoadFile("testdata/partition.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		opts := options()
+		opts.Faults = []docker.ContainerFault{{At: 2 * time.Second, For: 3 * time.Second, Service: "orders", Instance: 1, Kind: docker.FaultPartition}}
+		var (
+			mu       sync.Mutex
+			timeline []statsAt
+		)
+		opts.StatsInterval = 250 * time.Millisecond
+		opts.OnStats = func(at time.Duration, st map[string]uint64) {
+			mu.Lock()
+			timeline = append(timeline, statsAt{at, failures(st, "orders"), st["cluster.orders.outlier_detection.ejections_active"]})
+			mu.Unlock()
+		}
+
+		rec, err := docker.Run(ctx, sc, opts)
+		Expect(err).NotTo(HaveOccurred())
+		describe(rec)
+		expectNothingLeft(ctx)
+
+		partition, heal := event(rec, "partition"), event(rec, "heal")
+		Expect(partition.At).To(BeNumerically("~", 2*time.Second, 500*time.Millisecond))
+		Expect(heal.At).To(BeNumerically("~", 5*time.Second, 500*time.Millisecond))
+		Expect(partition.Detail).To(HavePrefix("disconnected from "))
+		Expect(heal.Detail).To(ContainSubstring("reconnected to "))
+
+		mu.Lock()
+		defer mu.Unlock()
+		GinkgoWriter.Printf("failed attempts over time: %v\n", timeline)
+		before, during, settled, end := at(timeline, partition.At), at(timeline, heal.At), at(timeline, heal.At+1500*time.Millisecond), timeline[len(timeline)-1].failures
+		Expect(before).To(BeZero(), "no failed attempt before the partition")
+		Expect(during).To(BeNumerically(">", 10), "attempts to the partitioned instance fail while it lasts")
+		Expect(end-settled).To(BeZero(), "no failed attempt once healed (from 1.5s after the heal)")
+		ejectedDuring, ejectedAtEnd := false, timeline[len(timeline)-1].ejected
+		for _, s := range timeline {
+			if s.at > partition.At && s.at < heal.At && s.ejected == 1 {
+				ejectedDuring = true
+			}
+		}
+		Expect(ejectedDuring).To(BeTrue(), "outlier detection ejects the partitioned instance while the partition lasts")
+		Expect(ejectedAtEnd).To(BeZero(), "and lets it back once the partition has healed")
+		Expect(rec.ProxyStats["cluster.orders.outlier_detection.ejections_enforced_consecutive_5xx"]).To(BeNumerically(">=", 1))
+		Expect(rec.ProxyStats["cluster.orders.upstream_rq_retry_success"]).To(BeNumerically(">", 10), "failed attempts are retried elsewhere")
+
+		// Clients see the failed attempts only when a retry could not be made: the max_retries circuit
+		// breaker overflowed, or the 3 retries ran out.
+		s := reports.Summarize(rec)
+		lost := rec.ProxyStats["cluster.orders.upstream_rq_retry_overflow"] + rec.ProxyStats["cluster.orders.upstream_rq_retry_limit_exceeded"]
+		Expect(s.Errors).To(BeNumerically("<=", lost), "every client error is a retry the proxy could not make")
+		Expect(s.SuccessRate).To(BeNumerically(">=", 95.0), "retries hide most of the partition from clients")
+		u0, u1 := rec.Upstreams[0].Requests, rec.Upstreams[1].Requests
+		Expect(u1).To(BeNumerically("<", u0*8/10), "the partitioned instance missed ~3s of its share")
+		Expect(u1).To(BeNumerically(">", u0*3/10), "and served again once healed")
+	}, SpecTimeout(2*time.Minute))
+
+	It("applies kill, pause and restart on schedule and lifts them", func(ctx SpecContext) {
+		sc, err := scenarios.LoadFile("testdata/partition.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		opts := options()
+		opts.Faults = []docker.ContainerFault{ // one instance at a time
+			{At: 1 * time.Second, For: 1500 * time.Millisecond, Service: "orders", Instance: 0, Kind: docker.FaultKill},
+			{At: 3500 * time.Millisecond, For: 1500 * time.Millisecond, Service: "orders", Instance: 1, Kind: docker.FaultPause},
+			{At: 6 * time.Second, Service: "orders", Instance: 2, Kind: docker.FaultRestart},
+		}
+		rec, err := docker.Run(ctx, sc, opts)
+		Expect(err).NotTo(HaveOccurred())
+		describe(rec)
+		expectNothingLeft(ctx)
+
+		var kinds []string
+		for _, e := range rec.Events {
+			if strings.HasPrefix(e.Fault, "container_faults[") {
+				kinds = append(kinds, fmt.Sprintf("%s/%d %s", e.Service, e.Instance, e.Kind))
+			}
+		}
+		Expect(kinds).To(ConsistOf("orders/0 kill", "orders/0 start", "orders/1 pause", "orders/1 unpause", "orders/2 restart", "orders/2 start"))
+		Expect(event(rec, "kill").At).To(BeNumerically("~", 1*time.Second, 500*time.Millisecond))
+		Expect(event(rec, "pause").At).To(BeNumerically("~", 3500*time.Millisecond, 500*time.Millisecond))
+		Expect(event(rec, "unpause").At).To(BeNumerically("~", 5*time.Second, 500*time.Millisecond))
+		Expect(event(rec, "restart").At).To(BeNumerically("~", 6*time.Second, 1500*time.Millisecond))
+		for _, u := range rec.Upstreams {
+			Expect(u.Requests).To(BeNumerically(">", 50), "%s/%d served, counting before and after a kill or restart", u.Service, u.Instance)
+		}
+		Expect(rec.Upstreams[2].Requests).To(BeNumerically(">", rec.Upstreams[0].Requests), "orders/0 was down longest")
+		Expect(reports.Summarize(rec).SuccessRate).To(BeNumerically(">=", 95.0))
+	}, SpecTimeout(2*time.Minute))
+
+	Context("when the run does not complete", func() {
+		It("removes everything when the context is cancelled during the load", func(ctx SpecContext) {
+			sc, err := scenarios.LoadFile("testdata/partition.yaml")
+			Expect(err).NotTo(HaveOccurred())
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			opts := options()
+			opts.Faults = []docker.ContainerFault{{At: 500 * time.Millisecond, Service: "orders", Instance: 1, Kind: docker.FaultPause}}
+			opts.StatsInterval = time.Second
+			opts.OnStats = func(time.Duration, map[string]uint64) { cancel() } // a second into the load, paused instance and all
+
+			rec, err := docker.Run(rctx, sc, opts)
+			Expect(err).To(MatchError(context.Canceled))
+			Expect(rec).NotTo(BeNil(), "the record so far")
+			Expect(len(rec.Samples)).To(BeNumerically("<", 400), "fewer than the 8s of load")
+			expectNothingLeft(ctx)
+		}, SpecTimeout(2*time.Minute))
+
+		It("removes everything when the context is cancelled while containers start", func(ctx SpecContext) {
+			sc, err := scenarios.LoadFile("testdata/partition.yaml")
+			Expect(err).NotTo(HaveOccurred())
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			opts := options()
+			opts.Log = cancelOn{"starting proxy", cancel}
+
+			rec, err := docker.Run(rctx, sc, opts)
+			Expect(err).To(MatchError(context.Canceled))
+			Expect(rec).To(BeNil())
+			expectNothingLeft(ctx)
+		}, SpecTimeout(2*time.Minute))
+
+		It("removes everything, and the image it built, when a container never gets ready", func(ctx SpecContext) {
+			sc, err := scenarios.LoadFile("testdata/partition.yaml")
+			Expect(err).NotTo(HaveOccurred())
+			opts := options()
+			opts.Image = "" // built for the run, with its labels
+			opts.ReadyTimeout = time.Nanosecond
+
+			_, err = docker.Run(ctx, sc, opts)
+			Expect(err).To(MatchError(ContainSubstring("upstream orders/")))
+			expectNothingLeft(ctx)
+			ims, err := cli.ImageList(ctx, client.ImageListOptions{All: true, Filters: make(client.Filters).Add("label", labelTest+"="+label)})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ims.Items).To(BeEmpty(), "images left")
+		}, SpecTimeout(3*time.Minute))
+	})
+})
+
+// describe prints what a run's client and proxy saw.
+func describe(rec *reports.Record) {
+	s := reports.Summarize(rec)
+	GinkgoWriter.Printf("%d requests, %.2f%% ok, statuses %v, errors %v, p99 %s, retries %d, amplification %.2f\n",
+		s.Requests, s.SuccessRate, s.StatusCodes, s.ErrorKinds, s.Latency.P99, s.Retries, s.RetryAmplification)
+	var names []string
+	for k, v := range rec.ProxyStats {
+		if v > 0 && strings.HasPrefix(k, "cluster.") {
+			names = append(names, fmt.Sprintf("%s=%d", k, v))
+		}
+	}
+	slices.Sort(names)
+	GinkgoWriter.Printf("proxy: %s\n", strings.Join(names, " "))
+	for _, u := range rec.Upstreams {
+		GinkgoWriter.Printf("upstream %s/%d: %d requests %v\n", u.Service, u.Instance, u.Requests, u.Statuses)
+	}
+}
+
+type statsAt struct {
+	at       time.Duration
+	failures uint64
+	ejected  uint64 // outlier_detection.ejections_active
+}
+
+func (s statsAt) String() string {
+	return fmt.Sprintf("%s:%d", s.at.Round(10*time.Millisecond), s.failures)
+}
+
+// failures sums failureStats over the cluster.
+func failures(st map[string]uint64, cluster string) uint64 {
+	var n uint64
+	for _, s := range failureStats {
+		n += st["cluster."+cluster+"."+s]
+	}
+	return n
+}
+
+// at is the last sample of the timeline taken at or before t.
+func at(timeline []statsAt, t time.Duration) uint64 {
+	GinkgoHelper()
+	var v uint64
+	found := false
+	for _, s := range timeline {
+		if s.at <= t {
+			v, found = s.failures, true
+		}
+	}
+	Expect(found).To(BeTrue(), "a stats sample before %s", t)
+	return v
+}
+
+// event is the record's one container fault event of that kind.
+func event(rec *reports.Record, kind string) reports.FaultEvent {
+	GinkgoHelper()
+	var found []reports.FaultEvent
+	for _, e := range rec.Events {
+		if e.Kind == kind && strings.HasPrefix(e.Fault, "container_faults[") {
+			found = append(found, e)
+		}
+	}
+	Expect(found).To(HaveLen(1), "events of kind %q", kind)
+	return found[0]
+}
+
+func keys(m map[string]uint64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// cancelOn is a log writer that cancels a run when a line containing s is written.
+type cancelOn struct {
+	s      string
+	cancel context.CancelFunc
+}
+
+func (c cancelOn) Write(p []byte) (int, error) {
+	GinkgoWriter.Write(p)
+	if strings.Contains(string(p), c.s) {
+		c.cancel()
+	}
+	return len(p), nil
+}

@@ -1,0 +1,183 @@
+package docker_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/mesh/docker"
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+var _ = Describe("ParseStats", func() {
+	DescribeTable("reads the proxy's /stats text",
+		func(give string, want map[string]uint64) {
+			Expect(docker.ParseStats(give)).To(Equal(want))
+		},
+		Entry("counters and gauges", "cluster.a.upstream_rq_total: 12\nhttp.edge.downstream_cx_active: 3\n",
+			map[string]uint64{"cluster.a.upstream_rq_total": 12, "http.edge.downstream_cx_active": 3}),
+		Entry("a negative gauge reads as zero, like proxy.Stats().Values()", "cluster.a.upstream_rq_active: -1\n",
+			map[string]uint64{"cluster.a.upstream_rq_active": 0}),
+		Entry("histogram summaries are skipped", "cluster.a.upstream_rq_total: 1\ncluster.a.upstream_rq_time: P0(nan,1) P25(nan,2)\n",
+			map[string]uint64{"cluster.a.upstream_rq_total": 1}),
+		Entry("empty", "", map[string]uint64{}),
+	)
+
+	It("names the line that is not 'name: value'", func() {
+		_, err := docker.ParseStats("a: 1\nnonsense\n")
+		Expect(err).To(MatchError(`stats line 2: "nonsense": want "name: value"`))
+	})
+})
+
+var _ = Describe("ValidateFaults", func() {
+	var sc *scenarios.Scenario
+	BeforeEach(func() {
+		var err error
+		sc, err = scenarios.LoadFile("testdata/partition.yaml") // orders: 3 instances, load 9s
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	It("accepts faults on distinct instances or at distinct times", func() {
+		Expect(docker.ValidateFaults(sc, []docker.ContainerFault{
+			{At: time.Second, For: time.Second, Service: "orders", Instance: 0, Kind: docker.FaultPartition},
+			{At: 2 * time.Second, Service: "orders", Instance: 0, Kind: docker.FaultRestart},
+			{At: 3 * time.Second, Service: "orders", Instance: 0, Kind: docker.FaultKill},
+			{At: time.Second, Service: "orders", Instance: 2, Kind: docker.FaultPause},
+		})).To(Succeed())
+	})
+
+	DescribeTable("reports each problem by index",
+		func(f docker.ContainerFault, want string) {
+			err := docker.ValidateFaults(sc, []docker.ContainerFault{f})
+			Expect(err).To(MatchError(docker.ErrInvalidFaults))
+			Expect(err).To(MatchError(ContainSubstring(want)))
+		},
+		Entry("kind", docker.ContainerFault{Service: "orders", Kind: "explode"}, `container_faults[0].kind: "explode": want one of kill, pause, partition, restart`),
+		Entry("service", docker.ContainerFault{Service: "cart", Kind: docker.FaultKill}, `container_faults[0].service: "cart": want one of the scenario's services (orders)`),
+		Entry("instance", docker.ContainerFault{Service: "orders", Instance: 3, Kind: docker.FaultKill}, `container_faults[0].instance: 3: service orders has instances 0 to 2`),
+		Entry("at after the load", docker.ContainerFault{At: 9 * time.Second, Service: "orders", Kind: docker.FaultKill}, `container_faults[0].at: 9s: want before the end of the load (9s)`),
+		Entry("negative for", docker.ContainerFault{For: -time.Second, Service: "orders", Kind: docker.FaultPause}, `container_faults[0].for: -1s: want >= 0`),
+	)
+
+	It("refuses two faults on one instance at the same time", func() {
+		err := docker.ValidateFaults(sc, []docker.ContainerFault{
+			{At: time.Second, For: 2 * time.Second, Service: "orders", Instance: 1, Kind: docker.FaultPause},
+			{At: 2 * time.Second, For: time.Second, Service: "orders", Instance: 1, Kind: docker.FaultPartition},
+		})
+		Expect(err).To(MatchError(ContainSubstring("container_faults[1]: overlaps container_faults[0] on orders/1")))
+	})
+})
+
+var _ = Describe("Control", func() {
+	var (
+		ctl  *docker.Control
+		up   *faults.Upstream
+		srv  *httptest.Server
+		data string
+	)
+	BeforeEach(func() {
+		ctl = docker.NewControl("checkout", 3, 2)
+		var err error
+		up, err = faults.NewUpstream(faults.UpstreamConfig{
+			Service: "checkout", Instance: 3, Seed: 7,
+			Faults:  []faults.Fault{{Name: "faults[0]", Abort: &faults.Abort{Status: 503, Percent: 100}}},
+			OnEvent: ctl.Record,
+		})
+		Expect(err).NotTo(HaveOccurred())
+		srv = httptest.NewServer(ctl.Handler(time.Now))
+		DeferCleanup(srv.Close)
+	})
+	attach := func() {
+		Expect(up.Start("127.0.0.1:0")).To(Succeed())
+		DeferCleanup(up.Close)
+		ctl.Attach(up, up.Addr(), time.Now())
+		data = "http://" + up.Addr()
+	}
+	call := func(method, path string) (int, string) {
+		GinkgoHelper()
+		req, err := http.NewRequest(method, srv.URL+path, nil)
+		Expect(err).NotTo(HaveOccurred())
+		resp, err := http.DefaultClient.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	status := func(method, path string) int {
+		GinkgoHelper()
+		code, _ := call(method, path)
+		return code
+	}
+
+	It("is not ready until the upstream is attached", func() {
+		Expect(status("GET", docker.PathReady)).To(Equal(http.StatusServiceUnavailable))
+		attach()
+		code, body := call("GET", docker.PathReady)
+		Expect(code).To(Equal(http.StatusOK))
+		Expect(body).To(Equal("READY\n"))
+	})
+
+	It("sets the run start from an RFC 3339 time or now, and refuses anything else", func() {
+		attach()
+		at := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+		Expect(status("POST", docker.PathStart+"?at="+url.QueryEscape(at.Format(time.RFC3339Nano)))).To(Equal(http.StatusOK))
+		Expect(ctl.Report().RunStart).To(BeTemporally("==", at))
+		Expect(status("POST", docker.PathStart+"?at=now")).To(Equal(http.StatusOK))
+		Expect(ctl.Report().RunStart).To(BeTemporally("~", time.Now(), time.Second))
+		code, body := call("POST", docker.PathStart+"?at=yesterday")
+		Expect(code).To(Equal(http.StatusBadRequest))
+		Expect(body).To(ContainSubstring(`at="yesterday": want an RFC 3339 time`))
+		Expect(status("GET", docker.PathStart)).To(Equal(http.StatusMethodNotAllowed))
+	})
+
+	It("reports the counters and the fault events as JSON, keeping at most its bound of events", func() {
+		attach()
+		for range 3 {
+			resp, err := http.Get(data + "/")
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			Expect(resp.StatusCode).To(Equal(503))
+		}
+		code, body := call("GET", docker.PathRecord)
+		Expect(code).To(Equal(http.StatusOK))
+		var rep docker.UpstreamReport
+		Expect(json.Unmarshal([]byte(body), &rep)).To(Succeed())
+		Expect(rep.Service).To(Equal("checkout"))
+		Expect(rep.Instance).To(Equal(3))
+		Expect(rep.Listen).To(Equal(up.Addr()))
+		Expect(rep.Stats.Requests).To(Equal(uint64(3)))
+		Expect(rep.Stats.Statuses).To(Equal(map[int]uint64{503: 3}))
+		Expect(rep.Stats.Applied).To(Equal(map[string]uint64{"faults[0]/abort": 3}))
+		Expect(rep.Events).To(HaveLen(2))
+		Expect(rep.Events[0]).To(And(HaveField("Seq", uint64(1)), HaveField("Fault", "faults[0]"), HaveField("Kind", "abort"), HaveField("Detail", "503")))
+		Expect(rep.DroppedEvents).To(Equal(uint64(1)))
+	})
+})
+
+var _ = Describe("BootstrapJSON", func() {
+	It("renders a generated bootstrap that `meshproof proxy -c` loads", func() {
+		sc, err := scenarios.LoadFile("testdata/partition.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		b, err := scenarios.BuildBootstrap(sc, "edge", scenarios.Addresses{
+			Listener: "0.0.0.0:10000", Admin: "0.0.0.0:9901", Endpoints: []string{"172.18.0.2:8080", "172.18.0.3:8080", "172.18.0.4:8080"},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		data, err := docker.BootstrapJSON(b)
+		Expect(err).NotTo(HaveOccurred())
+		path := filepath.Join(GinkgoT().TempDir(), "bootstrap.yaml")
+		Expect(os.WriteFile(path, data, 0o644)).To(Succeed())
+		cfg, _, err := config.LoadBootstrap(path)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cfg.Listeners).To(HaveLen(1))
+	})
+})
