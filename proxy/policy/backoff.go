@@ -1,6 +1,10 @@
 package policy
 
-import "time"
+import (
+	"strconv"
+	"strings"
+	"time"
+)
 
 // Rand is the randomness a policy needs; *math/rand/v2.Rand satisfies it.
 type Rand interface {
@@ -33,4 +37,36 @@ func (b *Backoff) Next(rng Rand) time.Duration {
 		return 0
 	}
 	return min(time.Duration(rng.Uint64()%ms)*time.Millisecond, b.max)
+}
+
+// ResetHeader is one of rate_limited_retry_back_off's reset_headers: a response header that says when to
+// retry, in seconds (Retry-After: 30) or as a Unix timestamp (X-RateLimit-Reset: 1700000000).
+type ResetHeader struct {
+	Name          string
+	UnixTimestamp bool
+}
+
+// DefaultRateLimitedMaxInterval is rate_limited_retry_back_off.max_interval's default.
+const DefaultRateLimitedMaxInterval = 300 * time.Second
+
+// RateLimitedDelay is Envoy's rate-limited back-off: the first reset header that parses to a positive
+// interval no longer than maxInterval gives a delay uniform in [interval, 1.5·interval), whole
+// milliseconds. ok is false when no header qualifies: the exponential back-off applies then.
+func RateLimitedDelay(headers []ResetHeader, maxInterval time.Duration, get func(name string) string, now time.Time, rng Rand) (time.Duration, bool) {
+	for _, h := range headers {
+		v, err := strconv.ParseInt(strings.TrimSpace(get(h.Name)), 10, 64)
+		if err != nil {
+			continue
+		}
+		interval := time.Duration(v) * time.Second
+		if h.UnixTimestamp {
+			interval = time.Unix(v, 0).Sub(now)
+		}
+		if interval <= 0 || interval > maxInterval {
+			continue
+		}
+		ms := uint64(interval / time.Millisecond)
+		return time.Duration(ms+rng.Uint64()%(ms/2+1)) * time.Millisecond, true
+	}
+	return 0, false
 }

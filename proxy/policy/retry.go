@@ -50,6 +50,8 @@ type Outcome struct {
 	BeforeRequest bool
 	// RefusedStream: with Reset, the upstream refused the HTTP/2 stream (REFUSED_STREAM).
 	RefusedStream bool
+	// HeadersMatched: with Response, one of the route's retriable_headers matchers matched the response.
+	HeadersMatched bool
 }
 
 // RetryOn is a set of Envoy retry_on conditions.
@@ -66,6 +68,8 @@ const (
 	OnRefusedStream
 	// OnRetriableStatusCodes retries the statuses given to RetryState.WithStatusCodes.
 	OnRetriableStatusCodes
+	// OnRetriableHeaders retries responses whose headers matched the retriable_headers (Outcome.HeadersMatched).
+	OnRetriableHeaders
 )
 
 // RetryOnNames maps Envoy's retry_on values to conditions.
@@ -78,6 +82,7 @@ var RetryOnNames = map[string]RetryOn{
 	"retriable-4xx":          OnRetriable4xx,
 	"refused-stream":         OnRefusedStream,
 	"retriable-status-codes": OnRetriableStatusCodes,
+	"retriable-headers":      OnRetriableHeaders,
 }
 
 // ParseRetryOn turns retry_on values (already split on commas) into a condition set.
@@ -106,6 +111,8 @@ func (on RetryOn) Retriable(o Outcome) bool {
 		case on&OnGatewayError != 0 && (s == 502 || s == 503 || s == 504):
 			return true
 		case on&OnRetriable4xx != 0 && s == 409:
+			return true
+		case on&OnRetriableHeaders != 0 && o.HeadersMatched:
 			return true
 		}
 		return false

@@ -166,3 +166,39 @@ var _ = Describe("RoundRobin", func() {
 		Expect(policy.NewRoundRobin(nil).Pick(nil)).To(Equal(-1))
 	})
 })
+
+var _ = Describe("retriable-headers", func() {
+	It("retries a response whose headers matched, whatever its status", func() {
+		on := mustRetryOn("retriable-headers")
+		Expect(on.Retriable(policy.Outcome{Kind: policy.Response, Status: 200, HeadersMatched: true})).To(BeTrue())
+		Expect(on.Retriable(policy.Outcome{Kind: policy.Response, Status: 503})).To(BeFalse())
+	})
+})
+
+var _ = Describe("RateLimitedDelay", func() {
+	now := time.Unix(1_700_000_000, 0)
+	headers := []policy.ResetHeader{{Name: "Retry-After"}, {Name: "X-RateLimit-Reset", UnixTimestamp: true}}
+	get := func(h map[string]string) func(string) string { return func(n string) string { return h[n] } }
+
+	It("draws the delay in [interval, 1.5·interval) from the first header that parses", func() {
+		rng := rand.New(rand.NewPCG(5, 6))
+		for range 200 {
+			d, ok := policy.RateLimitedDelay(headers, time.Minute, get(map[string]string{"Retry-After": "2"}), now, rng)
+			Expect(ok).To(BeTrue())
+			Expect(d).To(And(BeNumerically(">=", 2*time.Second), BeNumerically("<", 3*time.Second)))
+		}
+	})
+
+	It("reads a Unix timestamp as the time until then", func() {
+		d, ok := policy.RateLimitedDelay(headers, time.Minute, get(map[string]string{"X-RateLimit-Reset": "1700000010"}), now, rand.New(rand.NewPCG(1, 1)))
+		Expect(ok).To(BeTrue())
+		Expect(d).To(And(BeNumerically(">=", 10*time.Second), BeNumerically("<", 15*time.Second)))
+	})
+
+	It("skips intervals above max_interval, in the past, or unparsable", func() {
+		for _, h := range []map[string]string{{"Retry-After": "600"}, {"X-RateLimit-Reset": "1600000000"}, {"Retry-After": "soon"}, {}} {
+			_, ok := policy.RateLimitedDelay(headers, 5*time.Minute, get(h), now, rand.New(rand.NewPCG(1, 1)))
+			Expect(ok).To(BeFalse(), "%v", h)
+		}
+	})
+})
