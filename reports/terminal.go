@@ -126,6 +126,10 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 		b.WriteString("phases\n")
 		for _, p := range o.Phases {
 			s := p.Summary
+			if s.Requests == 0 {
+				fmt.Fprintf(t, "  %s\t%s\trequests 0\n", p.Scope, formatSpans(p.Spans))
+				continue
+			}
 			fmt.Fprintf(t, "  %s\t%s\trequests %d\tsuccess %s%%\tp50 %s\tp99 %s\tmax %s\n", p.Scope, formatSpans(p.Spans),
 				s.Requests, formatFloat(s.SuccessRate, 3), formatDuration(s.Latency.P50), formatDuration(s.Latency.P99),
 				formatDuration(s.Latency.Max))

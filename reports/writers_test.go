@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -167,5 +168,17 @@ var _ = Describe("Report", func() {
 			Expect(entries).To(HaveLen(1))
 			Expect(reports.WriteJSON(filepath.Join(dir, "missing", "report.json"), reports.NewReport(rec, nil))).NotTo(Succeed())
 		})
+	})
+})
+
+var _ = Describe("the terminal summary of phases", func() {
+	It("shows an empty phase as 0 requests, not as 0% success", func() {
+		rec := &reports.Record{Scenario: "s", TargetRate: 10, Duration: time.Second,
+			Samples: []reports.Sample{{Seq: 1, Intended: 0, Sent: 0, Latency: time.Millisecond, Status: 200, Attempts: 1}},
+			Windows: []reports.FaultWindow{{Name: "faults[0]", Service: "a", Kind: "abort"}}}
+		var b strings.Builder
+		Expect(reports.WriteTerminal(&b, reports.NewReport(rec, nil))).To(Succeed())
+		Expect(b.String()).To(MatchRegexp(`(?m)^\s+before fault\s+\S+\s+requests 0\s*$`))
+		Expect(b.String()).NotTo(ContainSubstring("success 0%"))
 	})
 })
