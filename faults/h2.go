@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -251,9 +252,16 @@ func (h *h2Conn) start(st *h2Stream) {
 	go func() {
 		defer h.handlers.Done()
 		defer h.u.handlers.Done()
+		var span trace.Span
+		if h.u.cfg.Tracer != nil {
+			span = h.u.startSpan(st.ctx, st.req)
+		}
 		d, n := h.u.decide(st.req, st.reqID)
 		ex := &h2Exchange{h: h, st: st, hdr: http.Header{}}
 		h.u.respond(ex, d, n, st.head)
+		if span != nil {
+			h.u.endSpan(span, d, n, st.ctx.Err() != nil)
+		}
 		h.mu.Lock()
 		h.endLocked(st)
 		h.mu.Unlock()

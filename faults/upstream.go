@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2"
 )
 
@@ -53,6 +55,12 @@ type UpstreamConfig struct {
 	Start    time.Time        // run start, for fault windows; zero = when Start() is called
 	Now      func() time.Time // clock; nil = time.Now
 	OnEvent  func(Event)      // optional sink, called for every applied fault (must be cheap; called concurrently)
+
+	// Tracer, when set, records a SERVER span per request, child of the request's trace context as
+	// extracted by Propagator (nil: W3C trace context), carrying the faults applied (see trace.go).
+	// nil: no tracing.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 }
 
 // UpstreamStats is a snapshot of what an Upstream received and did.
@@ -402,9 +410,17 @@ func (u *Upstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer u.handlers.Done()
 
 	_, _ = io.Copy(io.Discard, r.Body)
-	d, n := u.decide(Request{Method: r.Method, Path: r.URL.Path, Header: r.Header}, r.Header.Get(HeaderRequestID))
+	req := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header}
+	var span trace.Span
+	if u.cfg.Tracer != nil {
+		span = u.startSpan(r.Context(), req)
+	}
+	d, n := u.decide(req, r.Header.Get(HeaderRequestID))
 	ex := &h1Exchange{w: w, r: r}
 	u.respond(ex, d, n, r.Method == http.MethodHead)
+	if span != nil {
+		u.endSpan(span, d, n, r.Context().Err() != nil || ex.aborted)
+	}
 	if ex.aborted {
 		panic(http.ErrAbortHandler) // the client or the upstream is gone: write nothing more
 	}

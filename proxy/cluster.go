@@ -269,14 +269,18 @@ func (c *cluster) releaseConnection() {
 	c.cxMu.Unlock()
 }
 
-// recordOutcome feeds an attempt's outcome to outlier detection (never a local overflow).
-func (c *cluster) recordOutcome(i int, o policy.Outcome) {
+// recordOutcome feeds an attempt's outcome to outlier detection (never a local overflow) and returns
+// the decisions it caused (an inline ejection), which it has also emitted.
+func (c *cluster) recordOutcome(i int, o policy.Outcome) []policy.Event {
 	if c.outlier == nil {
-		return
+		return nil
 	}
 	if r, ok := policy.OutlierResultFor(o); ok {
-		c.emit(c.outlier.Record(time.Now(), i, r))
+		evs := c.outlier.Record(time.Now(), i, r)
+		c.emit(evs)
+		return evs
 	}
+	return nil
 }
 
 // emit publishes policy events: they update the health gauges and go to the proxy's event sink.

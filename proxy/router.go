@@ -12,6 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/policy"
 	"github.com/meshproof/meshproof/proxy/stats"
@@ -37,6 +40,9 @@ type router struct {
 	rng            policy.Rand
 	bufs           sync.Pool
 	onRequest      func(id string, attempts int)
+	// tracer and prop are set on a traced listener (see tracing.go); nil: no spans, no trace headers.
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
 }
 
 var _ http.Handler = (*router)(nil)
@@ -167,7 +173,13 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.localReply(w, nil, http.StatusRequestEntityTooLarge, "payload too large")
 		return
 	}
-	(&forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body}).run()
+	f := &forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body}
+	if rt.tracer != nil {
+		if sp := trace.SpanFromContext(r.Context()); sp.SpanContext().IsValid() {
+			f.span = sp
+		}
+	}
+	f.run()
 }
 
 // forward is one downstream request on its way through the upstream attempts.
@@ -180,6 +192,7 @@ type forward struct {
 	cl    *cluster
 	body  []byte
 	start time.Time
+	span  trace.Span // the server span when the request is traced; nil otherwise
 }
 
 // attempt is the outcome of one upstream try.
@@ -193,15 +206,20 @@ type attempt struct {
 	release   func()        // returns the attempt's request and connection slots
 	sent      time.Time     // when the attempt was sent
 	took      time.Duration // from send to response headers
+	span      trace.Span    // the attempt's client span when traced; nil otherwise
 }
 
-// done releases the attempt's breaker slots once its response is finished with.
+// done releases the attempt's breaker slots once its response is finished with, and ends its span.
 func (a *attempt) done() {
 	if a.release != nil {
 		a.release()
 		a.release = nil
 	}
 	a.cancel(nil)
+	if a.span != nil {
+		a.span.End()
+		a.span = nil
+	}
 }
 
 func (f *forward) run() {
@@ -233,6 +251,10 @@ func (f *forward) run() {
 	if f.rt.onRequest != nil {
 		defer func() { f.rt.onRequest(reqID, attempts) }()
 	}
+	if f.span != nil {
+		f.span.SetAttributes(AttrRequestID.String(reqID), AttrCluster.String(f.cl.name))
+		defer func() { f.span.SetAttributes(AttrAttempts.Int(attempts)) }()
+	}
 	holdingRetry := false
 	release := func() {
 		if holdingRetry {
@@ -257,6 +279,9 @@ func (f *forward) run() {
 			return
 		}
 		if a.noHealthy {
+			if f.span != nil {
+				f.span.AddEvent(EventNoHealthyUpstream)
+			}
 			f.cl.st.cxNoneHealthy.Inc()
 			f.upstreamLocalReply(http.StatusServiceUnavailable, "no healthy upstream", n, nil)
 			return
@@ -273,7 +298,11 @@ func (f *forward) run() {
 			f.cl.retryEvent(a)
 			f.abandon(a)
 			f.cl.st.rqRetryBackoffExponential.Inc()
-			if !f.sleep(ctx, backoff.Next(f.rt.rng)) {
+			delay := backoff.Next(f.rt.rng)
+			if f.span != nil {
+				retryEvent(f.span, a, n, delay)
+			}
+			if !f.sleep(ctx, delay) {
 				if context.Cause(ctx) == errRouteTimeout {
 					f.routeTimeout()
 				}
@@ -282,8 +311,14 @@ func (f *forward) run() {
 			continue
 		case policy.LimitExceeded:
 			f.cl.st.rqRetryLimitExceeded.Inc()
+			if f.span != nil {
+				f.span.AddEvent(EventRetryLimit, trace.WithAttributes(AttrAttempt.Int(n)))
+			}
 		case policy.RetryOverflow:
 			f.cl.st.rqRetryOverflow.Inc()
+			if f.span != nil {
+				f.span.AddEvent(EventRetryOverflow, trace.WithAttributes(AttrBreaker.String("max_retries"), AttrAttempt.Int(n)))
+			}
 		}
 		f.finish(ctx, a, n)
 		return
@@ -370,6 +405,9 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier signal.
 	if !cl.rm.TryAcquireRequest() {
 		cl.st.rqPendingOverflow.Inc()
+		if f.span != nil {
+			f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_requests"), AttrAttempt.Int(n)))
+		}
 		a.outcome = policy.Outcome{Kind: policy.Overflow}
 		return a
 	}
@@ -378,6 +416,9 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		cl.rm.ReleaseRequest()
 		if overflow {
 			cl.st.rqPendingOverflow.Inc()
+			if f.span != nil {
+				f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_pending_requests"), AttrAttempt.Int(n)))
+			}
 		}
 		a.outcome = policy.Outcome{Kind: policy.Overflow}
 		return a
@@ -417,6 +458,9 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	// the router's back, or attempts would go uncounted and resets unseen.
 	out.Body = io.NopCloser(bytesReader(f.body))
 	out.ContentLength = int64(len(f.body))
+	if f.span != nil {
+		a.span = f.startAttempt(ctx, out, h, n)
+	}
 
 	cl.st.rqTotal.Inc()
 	cl.st.rqActive.Inc()
@@ -470,13 +514,19 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		h.rqError.Add(1)
 	case ctx.Err() != nil:
 		a.outcome = policy.Outcome{Kind: policy.Reset} // the downstream went away: nothing to report
+		if a.span != nil {
+			attemptOutcome(a.span, a.outcome, nil, cl.hosts)
+		}
 		return a
 	default:
 		a.outcome = policy.Outcome{Kind: policy.Reset}
 		cl.st.rqRxReset.Inc()
 		h.rqError.Add(1)
 	}
-	cl.recordOutcome(a.index, a.outcome)
+	evs := cl.recordOutcome(a.index, a.outcome)
+	if a.span != nil {
+		attemptOutcome(a.span, a.outcome, evs, cl.hosts)
+	}
 	return a
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshproof/meshproof/proxy/config"
@@ -31,6 +33,12 @@ type Options struct {
 	// OnRequest receives each finished downstream request that reached a cluster: its x-request-id and
 	// how many upstream attempts it took. Cheap and concurrency-safe; nil: none.
 	OnRequest func(id string, attempts int)
+	// TracerProvider, when set, traces every listener: a SERVER span per downstream request, a CLIENT
+	// span per upstream attempt, W3C trace context extracted downstream and injected upstream with
+	// Propagator (nil: W3C trace context). A listener's HCM tracing.random_sampling sets the share of
+	// requests without a trace context that start one (default 100%). nil: no tracing, no cost.
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
 }
 
 // Event is one resilience decision of the proxy, with its reason.
@@ -100,9 +108,21 @@ func (s *Server) Start() error {
 		s.listeners[l.Name] = ln
 		hcm := newRouter(l, s.clusters, s.store)
 		hcm.onRequest = s.opts.OnRequest
+		// The request chain, outermost first: tracing (server span), fault filter, router.
 		var handler http.Handler = hcm
 		if l.Fault != nil {
 			handler = newFaultFilter(l.Fault, hcm, s.store, l.StatPrefix)
+		}
+		if tp := s.opts.TracerProvider; tp != nil {
+			hcm.tracer, hcm.prop = tp.Tracer(TracerName), s.opts.Propagator
+			if hcm.prop == nil {
+				hcm.prop = propagation.TraceContext{}
+			}
+			sampling := 1.0
+			if l.Tracing != nil {
+				sampling = l.Tracing.RandomSampling
+			}
+			handler = newTracing(handler, hcm.tracer, hcm.prop, sampling)
 		}
 		srv := &http.Server{Handler: handler, ReadHeaderTimeout: time.Minute, ConnState: hcm.connState,
 			ErrorLog: discardLog}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 )
@@ -18,6 +19,7 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	path := fs.String("c", "", "Envoy v3 static bootstrap (YAML or JSON)")
 	fs.StringVar(path, "config-path", "", "same as -c (Envoy's long form)")
 	drain := fs.Duration("drain-time", 5*time.Second, "how long in-flight requests may finish on shutdown")
+	otlp := fs.String("otlp-endpoint", "", "export spans over OTLP/HTTP to this URL when the bootstrap has no tracing.http (e.g. http://127.0.0.1:4318/v1/traces)")
 	if err := fs.Parse(args); err != nil {
 		return exitInvalid
 	}
@@ -30,7 +32,22 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		printErr(stderr, err)
 		return exitInvalid
 	}
-	srv, err := proxy.New(cfg, proxy.Options{Bootstrap: raw})
+	opts := proxy.Options{Bootstrap: raw}
+	if tc := proxyTracing(cfg, *otlp); tc != nil {
+		tp, err := tracing.New(*tc)
+		if err != nil {
+			printErr(stderr, err)
+			return exitInvalid
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = tp.Shutdown(sctx) // flushes the exporter
+		}()
+		opts.TracerProvider = tp
+		fmt.Fprintf(stdout, "tracing to %s\n", tc.OTLPEndpoint)
+	}
+	srv, err := proxy.New(cfg, opts)
 	if err != nil {
 		printErr(stderr, err)
 		return exitInvalid
@@ -55,4 +72,16 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "meshproof: shutdown: %v\n", err)
 	}
 	return exitOK
+}
+
+// proxyTracing is the tracer configuration of the standalone proxy: the bootstrap's tracing.http
+// (envoy.tracers.opentelemetry over OTLP/HTTP), else the --otlp-endpoint flag; nil for neither.
+func proxyTracing(cfg *config.Bootstrap, endpoint string) *tracing.Config {
+	if t := cfg.Tracing; t != nil {
+		return &tracing.Config{ServiceName: t.ServiceName, OTLPEndpoint: t.Endpoint, OTLPTimeout: t.Timeout}
+	}
+	if endpoint != "" {
+		return &tracing.Config{OTLPEndpoint: endpoint}
+	}
+	return nil
 }

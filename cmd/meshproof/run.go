@@ -10,7 +10,10 @@ import (
 	"strconv"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/meshproof/meshproof/mesh/live"
+	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
 )
@@ -22,6 +25,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "", "run directory for report.json (default runs/<scenario>-<time>)")
 	seedFlag := fs.String("seed", "", "override the scenario's seed")
 	runner := fs.String("runner", "embedded", "where the topology runs: embedded (this process) or docker (containers)")
+	traceRatio := fs.Float64("trace-ratio", 1, "share of requests traced into "+tracing.FileOTLP+" (0 disables tracing)")
+	otlpEndpoint := fs.String("otlp-endpoint", "", "also export the run's spans over OTLP/HTTP to this URL")
 	file, err := parseInterspersed(fs, args)
 	if err != nil {
 		fmt.Fprintf(stderr, "meshproof run: %v\nusage: meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker]\n", err)
@@ -39,6 +44,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitInvalid
 		}
 		opts.Seed = &seed
+	}
+	var spans []sdktrace.ReadOnlySpan
+	if *traceRatio > 0 {
+		opts.Tracing = &live.Tracing{SampleRatio: min(*traceRatio, 1), OTLPEndpoint: *otlpEndpoint,
+			Spans: func(s []sdktrace.ReadOnlySpan) { spans = s }}
 	}
 	sc, err := scenarios.LoadFile(file)
 	if err != nil {
@@ -80,6 +90,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	fmt.Fprintf(stdout, "report: %s\n", reportPath)
+	if spans != nil {
+		if err := tracing.WriteFile(filepath.Join(dir, tracing.FileOTLP), spans); err != nil {
+			printErr(stderr, err)
+			return exitFailed
+		}
+		fmt.Fprintf(stdout, "traces: %s (%d spans)\n", filepath.Join(dir, tracing.FileOTLP), len(spans))
+	}
 	// summary.md, junit.xml and report.html beside report.json (WriteAll rewrites report.json identically).
 	if err := reports.WriteAll(dir, rep, rec); err != nil {
 		printErr(stderr, err)

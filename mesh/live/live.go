@@ -12,9 +12,12 @@ import (
 	"sync"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/faults/tcp"
 	"github.com/meshproof/meshproof/mesh/load"
+	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/reports"
@@ -25,12 +28,29 @@ import (
 type Options struct {
 	// Seed overrides the scenario's seed when not nil.
 	Seed *uint64
+	// Tracing, when set, traces the run: one TracerProvider for the run (never the global one) shared
+	// by the load generator, the proxies and the upstreams, W3C trace context between them. nil: no
+	// tracing.
+	Tracing *Tracing
+}
+
+// Tracing configures a run's traces.
+type Tracing struct {
+	// SampleRatio is the share of client requests traced, in (0, 1]; 0 = the default 1.0. Proxies and
+	// upstreams follow the load generator's decision.
+	SampleRatio float64
+	// OTLPEndpoint, when set, also exports the spans over OTLP/HTTP to this URL.
+	OTLPEndpoint string
+	// Spans, when set, receives the run's spans once the run has ended (e.g. for traces.otlp.json,
+	// see tracing.WriteFile). Without it the spans are not kept in memory.
+	Spans func([]sdktrace.ReadOnlySpan)
 }
 
 // topology is a running scenario: its upstream instances and proxies.
 type topology struct {
 	upstreams []*instance
 	proxies   map[string]*proxy.Server
+	tp        *tracing.Provider // nil: the run is not traced
 
 	mu          sync.Mutex
 	events      []faults.Event
@@ -64,6 +84,16 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 		seed = *opts.Seed
 	}
 	topo := &topology{proxies: map[string]*proxy.Server{}, attempts: map[string]int{}}
+	if opts.Tracing != nil {
+		tp, err := tracing.New(tracing.Config{SampleRatio: opts.Tracing.SampleRatio, OTLPEndpoint: opts.Tracing.OTLPEndpoint,
+			Collect: opts.Tracing.Spans != nil})
+		if err != nil {
+			return nil, err
+		}
+		topo.tp = tp
+		// Stopped after the topology (deferred before it): every span has ended by then.
+		defer topo.endTracing(opts.Tracing.Spans)
+	}
 	defer topo.close()
 	if err := topo.startUpstreams(sc, seed); err != nil {
 		return nil, err
@@ -85,6 +115,9 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 		Rate:     l.Rate.PerSecond,
 		Duration: l.Duration.Duration,
 		Timeout:  l.Timeout.Duration,
+	}
+	if topo.tp != nil {
+		cfg.Tracer, cfg.Propagator = topo.tp.Tracer(tracing.ScopeLoad), tracing.Propagator()
 	}
 	// Fault windows count from the moment the load starts, like the load's own phases.
 	started := time.Now()
@@ -136,14 +169,18 @@ func (t *topology) startUpstreams(sc *scenarios.Scenario, seed uint64) error {
 	for _, name := range names {
 		svc := sc.Services[name]
 		for i := range svc.Instances {
-			up, err := faults.NewUpstream(faults.UpstreamConfig{
+			ucfg := faults.UpstreamConfig{
 				Service:  name,
 				Instance: i,
 				Seed:     seed,
 				Response: svc.FaultResponse(),
 				Faults:   sc.InstanceFaults(name, i),
 				OnEvent:  t.record,
-			})
+			}
+			if t.tp != nil {
+				ucfg.Tracer, ucfg.Propagator = t.tp.Tracer(tracing.ScopeUpstream), tracing.Propagator()
+			}
+			up, err := faults.NewUpstream(ucfg)
 			if err != nil {
 				return err
 			}
@@ -183,7 +220,11 @@ func (t *topology) startProxies(sc *scenarios.Scenario) error {
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", name, err)
 		}
-		srv, err := proxy.New(cfg, proxy.Options{Bootstrap: b, OnEvent: t.recordProxy, OnRequest: t.recordAttempts})
+		popts := proxy.Options{Bootstrap: b, OnEvent: t.recordProxy, OnRequest: t.recordAttempts}
+		if t.tp != nil {
+			popts.TracerProvider, popts.Propagator = t.tp, tracing.Propagator()
+		}
+		srv, err := proxy.New(cfg, popts)
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", name, err)
 		}
@@ -313,6 +354,16 @@ func (t *topology) faultEvents(start time.Time) []reports.FaultEvent {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
 	return out
+}
+
+// endTracing flushes and stops the run's TracerProvider, then hands its spans to sink (if any).
+func (t *topology) endTracing(sink func([]sdktrace.ReadOnlySpan)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = t.tp.Shutdown(ctx) // an OTLP endpoint that cannot be reached changes nothing in the record
+	if sink != nil {
+		sink(t.tp.Spans())
+	}
 }
 
 func (t *topology) close() {

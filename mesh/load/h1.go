@@ -166,7 +166,7 @@ func (p *h1Pool) opened() int64 { return p.dials.Load() }
 // before a dial if one was needed. A request that fails on a reused connection before any byte of the
 // response arrived (the server closed an idle keep-alive connection) is sent once more on a new
 // connection, as net/http does, when its method is idempotent.
-func (p *h1Pool) do(ctx context.Context, r *prepared, seq uint64) (sent time.Time, status int, err error) {
+func (p *h1Pool) do(ctx context.Context, r *prepared, seq uint64, extra []string) (sent time.Time, status int, err error) {
 	s, err := p.acquire(ctx)
 	if err != nil {
 		return time.Now(), 0, err
@@ -182,7 +182,7 @@ func (p *h1Pool) do(ctx context.Context, r *prepared, seq uint64) (sent time.Tim
 		}
 		reused := s.reused
 		var keep, answered bool
-		status, keep, answered, err = p.exchange(s, r, seq, deadline)
+		status, keep, answered, err = p.exchange(s, r, seq, extra, deadline)
 		if err == nil {
 			s.reused = true
 			if !keep {
@@ -197,14 +197,21 @@ func (p *h1Pool) do(ctx context.Context, r *prepared, seq uint64) (sent time.Tim
 	}
 }
 
-// exchange writes the request and reads the response. answered reports whether any byte of a response
-// arrived; keep whether the connection may carry another request.
-func (p *h1Pool) exchange(s *h1Slot, r *prepared, seq uint64, deadline time.Time) (status int, keep, answered bool, err error) {
+// exchange writes the request, with the extra headers (name, value pairs: the trace context), and reads
+// the response. answered reports whether any byte of a response arrived; keep whether the connection may
+// carry another request.
+func (p *h1Pool) exchange(s *h1Slot, r *prepared, seq uint64, extra []string, deadline time.Time) (status int, keep, answered bool, err error) {
 	c := s.conn
 	if err := c.SetDeadline(deadline); err != nil {
 		return 0, false, false, err
 	}
 	b := append(s.buf[:0], r.head...)
+	for i := 0; i+1 < len(extra); i += 2 {
+		b = append(b, extra[i]...)
+		b = append(b, ": "...)
+		b = append(b, extra[i+1]...)
+		b = append(b, "\r\n"...)
+	}
 	b = append(b, "X-Request-Id: mp-"...)
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, r.tail...)

@@ -66,7 +66,7 @@ func (p *h2Pool) conn(ctx context.Context, i int) (*http.ClientConn, error) {
 	return c, nil
 }
 
-func (p *h2Pool) do(ctx context.Context, r *prepared, seq uint64) (sent time.Time, status int, err error) {
+func (p *h2Pool) do(ctx context.Context, r *prepared, seq uint64, extra []string) (sent time.Time, status int, err error) {
 	rctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	var body io.Reader
@@ -79,6 +79,9 @@ func (p *h2Pool) do(ctx context.Context, r *prepared, seq uint64) (sent time.Tim
 	}
 	req.Header = r.header.Clone()
 	req.Header.Set(HeaderRequestID, "mp-"+strconv.FormatUint(seq, 10))
+	for i := 0; i+1 < len(extra); i += 2 {
+		req.Header.Set(extra[i], extra[i+1])
+	}
 	req.Host = r.host
 	sent = time.Now()
 	c, err := p.conn(rctx, int(p.next.Add(1)-1)%len(p.conns))

@@ -32,6 +32,9 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/meshproof/meshproof/reports"
 )
 
@@ -89,6 +92,11 @@ type Config struct {
 	RawFormat string
 	// KeepSamples keeps every sample in Result.Samples (Run always does). The histograms never need them.
 	KeepSamples bool
+
+	// Tracer, when set, starts a root CLIENT span per request (see trace.go) and injects its context
+	// into the request with Propagator (nil: W3C trace context). nil: no tracing, and no cost.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 }
 
 // Raw log formats.
@@ -254,9 +262,10 @@ func Run(ctx context.Context, cfg Config) ([]reports.Sample, time.Time, error) {
 	return res.Samples, res.Start, nil
 }
 
-// sender makes one exchange. sent is when the request started (after it got a connection).
+// sender makes one exchange, with extra headers (name, value pairs) when tracing. sent is when the
+// request started (after it got a connection).
 type sender interface {
-	do(ctx context.Context, r *prepared, seq uint64) (sent time.Time, status int, err error)
+	do(ctx context.Context, r *prepared, seq uint64, extra []string) (sent time.Time, status int, err error)
 	prefill(ctx context.Context)
 	abort()
 	close()
@@ -451,7 +460,14 @@ func (g *gen) closedLoop(ctx context.Context, n int) {
 // exec makes one request and records its sample. A job with intended < 0 (closed loop) is intended
 // when sent.
 func (g *gen) exec(ctx context.Context, j job) {
-	sent, status, err := g.sender.do(ctx, j.req, j.seq)
+	var (
+		span  trace.Span
+		extra []string
+	)
+	if g.p.cfg.Tracer != nil {
+		ctx, span, extra = g.startSpan(ctx, j)
+	}
+	sent, status, err := g.sender.do(ctx, j.req, j.seq, extra)
 	end := time.Since(g.start)
 	s := reports.Sample{Seq: j.seq, Intended: j.intended, Sent: sent.Sub(g.start), Status: status}
 	if j.intended < 0 {
@@ -460,6 +476,9 @@ func (g *gen) exec(ctx context.Context, j job) {
 	s.Latency = end - s.Intended
 	if err != nil {
 		s.Error = classify(ctx, err)
+	}
+	if span != nil {
+		g.endSpan(span, s, sent, err)
 	}
 	g.rec.record(s, j.phase)
 }

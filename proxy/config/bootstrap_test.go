@@ -178,7 +178,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, http_filters, request_timeout, route_config, stat_prefix)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, http_filters, request_timeout, route_config, stat_prefix, tracing)")),
 		Entry("RDS",
 			edit("          route_config:\n", "          rds: {route_config_name: r}\n          route_config:\n"),
 			at(14, 11, hcmPath+".rds", "field not supported by meshproof")),

@@ -47,6 +47,10 @@ func (c *converter) fail(path, format string, args ...any) {
 
 func (c *converter) bootstrap(b *bootstrapv3.Bootstrap) *Bootstrap {
 	out := &Bootstrap{Admin: c.admin(b.GetAdmin(), "admin")}
+	// Envoy deprecates the bootstrap's tracing for the HCM's tracing.provider, but still honours it; it is
+	// the one tracer configuration meshproof reads (the proxy has a single exporter).
+	//lint:ignore SA1019 see above
+	out.Tracing = c.tracing(b.GetTracing(), "tracing")
 	resources := b.GetStaticResources()
 	out.Clusters = c.clusters(resources.GetClusters(), "static_resources.clusters")
 	names := map[string]bool{}
@@ -131,6 +135,7 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.StatPrefix = hcm.GetStatPrefix()
 	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
 	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
+	out.Tracing = c.hcmTracing(hcm.GetTracing())
 	if hcm.GetRouteConfig() == nil {
 		c.fail(joinPath(path, "route_config"), "required: an inline route_config (RDS is not supported)")
 		return out

@@ -9,6 +9,7 @@ import (
 
 	// Register the typed_config types meshproof accepts in google.protobuf.Any, so that
 	// protoregistry.GlobalTypes resolves their @type.
+	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -21,6 +22,7 @@ const (
 	routerType = "envoy.extensions.filters.http.router.v3.Router"
 	faultType  = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 	prevHosts  = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+	otelType   = "envoy.config.trace.v3.OpenTelemetryConfig"
 )
 
 // supported is the subset of Envoy's v3 API that meshproof implements: message full name → proto field
@@ -35,6 +37,31 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"admin":            nil,
 		"static_resources": nil,
 		"node":             nil,
+		"tracing":          nil,
+	},
+
+	// Tracing: the OpenTelemetry tracer exporting over OTLP/HTTP (see tracing.go).
+	"envoy.config.trace.v3.Tracing": {
+		"http": nil,
+	},
+	"envoy.config.trace.v3.Tracing.Http": {
+		"name":         nil,
+		"typed_config": {otelType},
+	},
+	otelType: {
+		"http_service": nil,
+		"service_name": nil,
+	},
+	"envoy.config.core.v3.HttpService": {
+		"http_uri": nil,
+	},
+	"envoy.config.core.v3.HttpUri": {
+		"uri":     nil,
+		"cluster": nil,
+		"timeout": nil,
+	},
+	hcmType + ".Tracing": {
+		"random_sampling": nil,
 	},
 	"envoy.config.bootstrap.v3.Admin": {
 		"address": nil,
@@ -75,6 +102,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"route_config":    nil,
 		"http_filters":    nil,
 		"request_timeout": nil,
+		"tracing":         nil,
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name":         nil,

@@ -15,6 +15,19 @@ type Bootstrap struct {
 	Admin     *Admin // nil when the bootstrap has no admin section
 	Listeners []Listener
 	Clusters  []Cluster
+	Tracing   *Tracing // the bootstrap's tracing.http provider; nil: none
+}
+
+// Tracing is the bootstrap's tracing provider: envoy.tracers.opentelemetry exporting over OTLP/HTTP.
+type Tracing struct {
+	Endpoint    string        // http_service.http_uri.uri, e.g. "http://127.0.0.1:4318/v1/traces"
+	Timeout     time.Duration // http_service.http_uri.timeout; 0 = the exporter's default
+	ServiceName string        // service_name; "" = "meshproof"
+}
+
+// HCMTracing is an HTTP connection manager's tracing: the share of requests that start a trace.
+type HCMTracing struct {
+	RandomSampling float64 // random_sampling as a fraction in [0, 1]; default 1 (Envoy's 100%)
 }
 
 // Admin is the admin interface's listen address.
@@ -30,6 +43,7 @@ type Listener struct {
 	Routes         RouteConfig
 	RequestTimeout time.Duration // HCM request_timeout; 0 = none (Envoy's default)
 	Fault          *FaultFilter  // the HTTP fault filter, when the filter chain has one before the router
+	Tracing        *HCMTracing   // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
 }
 
 // FaultFilter is envoy.extensions.filters.http.fault.v3.HTTPFault: delays and aborts injected by the
