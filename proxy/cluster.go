@@ -59,7 +59,7 @@ type clusterStats struct {
 	rqRetry, rqRetrySuccess, rqRetryOverflow, rqRetryLimitExceeded            *stats.Counter
 	rqRetryBackoffExponential, cxTotal, cxConnectFail, cxConnectTimeout       *stats.Counter
 	cxNoneHealthy, rq2xx, rq3xx, rq4xx, rq5xx, lbHealthyPanic, rqPendingTotal *stats.Counter
-	rqPendingOverflow, cxOverflow                                             *stats.Counter
+	rqPendingOverflow, cxOverflow, rqRetryBackoffRateLimited                  *stats.Counter
 	rqActive, cxActive, membershipHealthy, membershipTotal, rqPendingActive   *stats.Gauge
 	rqTime, cxConnectMs                                                       *stats.Histogram
 }
@@ -76,6 +76,7 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 		rqRetry: c("upstream_rq_retry"), rqRetrySuccess: c("upstream_rq_retry_success"),
 		rqRetryOverflow: c("upstream_rq_retry_overflow"), rqRetryLimitExceeded: c("upstream_rq_retry_limit_exceeded"),
 		rqRetryBackoffExponential: c("upstream_rq_retry_backoff_exponential"),
+		rqRetryBackoffRateLimited: c("upstream_rq_retry_backoff_ratelimited"),
 		cxTotal:                   c("upstream_cx_total"), cxConnectFail: c("upstream_cx_connect_fail"),
 		cxConnectTimeout: c("upstream_cx_connect_timeout"), cxNoneHealthy: c("upstream_cx_none_healthy"),
 		rq2xx: c("upstream_rq_2xx"), rq3xx: c("upstream_rq_3xx"), rq4xx: c("upstream_rq_4xx"), rq5xx: c("upstream_rq_5xx"),

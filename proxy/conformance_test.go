@@ -101,6 +101,41 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			Expect(u.requests.Load()).To(BeEquivalentTo(3))
 		})
 
+		It("retries responses matching retriable_headers under retriable-headers, and x-envoy-retriable-header-names", func() {
+			u := newUpstream(func(n int64, w http.ResponseWriter, _ *http.Request) {
+				if n == 1 {
+					w.Header().Set("x-try-again", "yes")
+				}
+			})
+			rp := retries(2, "retriable-headers")
+			on := "yes"
+			rp.RetriableHeaders = []config.HeaderMatcher{{Name: "x-try-again", Exact: &on}}
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			code, hdr, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+			Expect(hdr.Get("x-try-again")).To(BeEmpty(), "the client gets the retried answer")
+			Expect(u.requests.Load()).To(BeEquivalentTo(2))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
+		})
+
+		It("waits as the reset header says with rate_limited_retry_back_off", func() {
+			u := newUpstream(func(n int64, w http.ResponseWriter, _ *http.Request) {
+				if n == 1 {
+					w.Header().Set("Retry-After", "1")
+					w.WriteHeader(503)
+				}
+			})
+			rp := retries(1, "5xx")
+			rp.RateLimited = &config.RateLimitedBackOff{ResetHeaders: []policy.ResetHeader{{Name: "Retry-After"}}, MaxInterval: time.Minute}
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			began := time.Now()
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+			Expect(time.Since(began)).To(BeNumerically(">=", time.Second), "at least the interval the header gave")
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry_backoff_ratelimited")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry_backoff_exponential")).To(BeZero())
+		})
+
 		It("retries connect failures under connect-failure and 5xx", func() {
 			for _, on := range []string{"connect-failure", "5xx"} {
 				srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(2, on))}, clusters: []config.Cluster{cluster("backend", closedAddr())}})

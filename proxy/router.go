@@ -296,9 +296,8 @@ func (f *forward) run() {
 			holdingRetry = true
 			f.cl.st.rqRetry.Inc()
 			f.cl.retryEvent(a)
+			delay := f.backoff(a, rp, backoff)
 			f.abandon(a)
-			f.cl.st.rqRetryBackoffExponential.Inc()
-			delay := backoff.Next(f.rt.rng)
 			if f.span != nil {
 				retryEvent(f.span, a, n, delay)
 			}
@@ -332,9 +331,10 @@ const (
 	hdrRetriableStatusCodes = "x-envoy-retriable-status-codes"
 	hdrUpstreamTimeout      = "x-envoy-upstream-rq-timeout-ms"
 	hdrPerTryTimeout        = "x-envoy-upstream-rq-per-try-timeout-ms"
+	hdrRetriableHeaderNames = "x-envoy-retriable-header-names"
 )
 
-var routerHeaders = []string{hdrRetryOn, hdrMaxRetries, hdrRetriableStatusCodes, hdrUpstreamTimeout, hdrPerTryTimeout}
+var routerHeaders = []string{hdrRetryOn, hdrMaxRetries, hdrRetriableStatusCodes, hdrUpstreamTimeout, hdrPerTryTimeout, hdrRetriableHeaderNames}
 
 // effectivePolicy is the request's retry policy and route timeout: the route's (or the virtual host's)
 // policy, adjusted by the router's request headers when the request comes from an internal address, as
@@ -362,7 +362,7 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	}
 	maxRetries, maxErr := strconv.ParseUint(h.Get(hdrMaxRetries), 10, 32)
 	perTry, perTryErr := strconv.ParseUint(h.Get(hdrPerTryTimeout), 10, 32)
-	if len(extra) == 0 && (rp == nil || maxErr != nil && perTryErr != nil && h.Get(hdrRetriableStatusCodes) == "") {
+	if len(extra) == 0 && (rp == nil || maxErr != nil && perTryErr != nil && h.Get(hdrRetriableStatusCodes) == "" && h.Get(hdrRetriableHeaderNames) == "") {
 		return rp, timeout
 	}
 	eff := config.RetryPolicy{NumRetries: 1, BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond, HostSelectionMaxAttempts: 1}
@@ -371,6 +371,7 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 		eff.RetryOn = append([]string(nil), rp.RetryOn...)
 	}
 	eff.RetryOn = append(eff.RetryOn, extra...)
+	eff.RetriableHeaders = append([]config.HeaderMatcher(nil), eff.RetriableHeaders...)
 	if maxErr == nil && len(eff.RetryOn) > 0 {
 		eff.NumRetries = uint32(maxRetries)
 	}
@@ -380,6 +381,12 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	for _, c := range strings.Split(h.Get(hdrRetriableStatusCodes), ",") {
 		if code, err := strconv.Atoi(strings.TrimSpace(c)); err == nil {
 			eff.RetriableStatusCodes = append(eff.RetriableStatusCodes, code)
+		}
+	}
+	present := true
+	for _, name := range strings.Split(h.Get(hdrRetriableHeaderNames), ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			eff.RetriableHeaders = append(eff.RetriableHeaders, config.HeaderMatcher{Name: name, Present: &present})
 		}
 	}
 	return &eff, timeout
@@ -487,7 +494,8 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	}
 	switch {
 	case err == nil:
-		a.outcome = policy.Outcome{Kind: policy.Response, Status: resp.StatusCode}
+		a.outcome = policy.Outcome{Kind: policy.Response, Status: resp.StatusCode,
+			HeadersMatched: rp != nil && anyHeaderMatches(rp.RetriableHeaders, resp.Header)}
 		a.resp = resp
 		cl.st.status(resp.StatusCode)
 		cl.st.rqCompleted.Inc()
@@ -528,6 +536,29 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		attemptOutcome(a.span, a.outcome, evs, cl.hosts)
 	}
 	return a
+}
+
+// backoff is the delay before a retry: the rate-limited back-off when the route has one and the
+// response carries one of its reset headers, else the exponential back-off.
+func (f *forward) backoff(a attempt, rp *config.RetryPolicy, exp *policy.Backoff) time.Duration {
+	if rl := rp.RateLimited; rl != nil && a.resp != nil {
+		if d, ok := policy.RateLimitedDelay(rl.ResetHeaders, rl.MaxInterval, a.resp.Header.Get, time.Now(), f.rt.rng); ok {
+			f.cl.st.rqRetryBackoffRateLimited.Inc()
+			return d
+		}
+	}
+	f.cl.st.rqRetryBackoffExponential.Inc()
+	return exp.Next(f.rt.rng)
+}
+
+// anyHeaderMatches reports whether one of the matchers matches the headers.
+func anyHeaderMatches(ms []config.HeaderMatcher, h http.Header) bool {
+	for _, m := range ms {
+		if headerMatches(m, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // hash is the request's hash for RING_HASH and MAGLEV: the route's hash_policy header values, or a

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/policy"
 )
 
 var _ = Describe("ParseBootstrap", func() {
@@ -109,6 +110,16 @@ var _ = Describe("ParseBootstrap", func() {
 			func(b *config.Bootstrap) {
 				route(b).Action.RetryPolicy = &config.RetryPolicy{RetryOn: []string{"5xx"}, NumRetries: 1,
 					BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond, HostSelectionMaxAttempts: 1}
+			}),
+		Entry("retriable headers and the rate-limited back-off",
+			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: retriable-headers, retriable_headers: [{name: x-retry, string_match: {exact: "1"}}], rate_limited_retry_back_off: {reset_headers: [{name: Retry-After}, {name: X-RateLimit-Reset, format: UNIX_TIMESTAMP}]}}}`),
+			func(b *config.Bootstrap) {
+				one := "1"
+				route(b).Action.RetryPolicy = &config.RetryPolicy{RetryOn: []string{"retriable-headers"}, NumRetries: 1,
+					BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond, HostSelectionMaxAttempts: 1,
+					RetriableHeaders: []config.HeaderMatcher{{Name: "x-retry", Exact: &one}},
+					RateLimited: &config.RateLimitedBackOff{MaxInterval: 300 * time.Second, ResetHeaders: []policy.ResetHeader{
+						{Name: "Retry-After"}, {Name: "X-RateLimit-Reset", UnixTimestamp: true}}}}
 			}),
 		Entry("max_interval defaults to 10 × base_interval",
 			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "reset-before-request , refused-stream", num_retries: 0, retry_back_off: {base_interval: 0.1s}}}`),
@@ -250,9 +261,9 @@ var _ = Describe("ParseBootstrap", func() {
 			edit("      cluster_name: backend\n", "      cluster_name: null\n"),
 			at(24, 7, clusterPath+".load_assignment.cluster_name", "value length must be at least 1 runes")),
 		Entry("a retry condition Envoy knows but meshproof does not support yet",
-			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,retriable-headers"}}`),
+			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,envoy-ratelimited"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on",
-				`retry condition "retriable-headers" is not supported yet (supported: 5xx, connect-failure, gateway-error, refused-stream, reset, reset-before-request, retriable-4xx, retriable-status-codes)`)),
+				`retry condition "envoy-ratelimited" is not supported yet (supported: 5xx, connect-failure, gateway-error, refused-stream, reset, reset-before-request, retriable-4xx, retriable-headers, retriable-status-codes)`)),
 		Entry("an unknown retry condition",
 			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,timeout"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on", `unknown retry condition "timeout" (Envoy's conditions: 5xx, cancelled,`)),

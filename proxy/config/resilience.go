@@ -209,6 +209,17 @@ func (c *converter) retryExtras(p *routev3.RetryPolicy, out *RetryPolicy, path s
 	if n := p.GetHostSelectionRetryMaxAttempts(); n > 0 {
 		out.HostSelectionMaxAttempts = n
 	}
+	for i, hm := range p.GetRetriableHeaders() {
+		out.RetriableHeaders = append(out.RetriableHeaders, c.headerMatcher(hm, indexPath(joinPath(path, "retriable_headers"), i)))
+	}
+	if rl := p.GetRateLimitedRetryBackOff(); rl != nil {
+		rpath := joinPath(path, "rate_limited_retry_back_off")
+		out.RateLimited = &RateLimitedBackOff{MaxInterval: c.duration(rl.GetMaxInterval(), policy.DefaultRateLimitedMaxInterval, joinPath(rpath, "max_interval"))}
+		for _, h := range rl.GetResetHeaders() {
+			out.RateLimited.ResetHeaders = append(out.RateLimited.ResetHeaders, policy.ResetHeader{
+				Name: h.GetName(), UnixTimestamp: h.GetFormat() == routev3.RetryPolicy_UNIX_TIMESTAMP})
+		}
+	}
 	for i, pred := range p.GetRetryHostPredicate() {
 		if pred.GetTypedConfig() == nil && pred.GetName() != "envoy.retry_host_predicates.previous_hosts" {
 			c.fail(indexPath(joinPath(path, "retry_host_predicate"), i),

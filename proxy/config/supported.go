@@ -202,6 +202,16 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"retriable_status_codes":            nil,
 		"retry_host_predicate":              nil,
 		"host_selection_retry_max_attempts": nil,
+		"retriable_headers":                 nil,
+		"rate_limited_retry_back_off":       nil,
+	},
+	"envoy.config.route.v3.RetryPolicy.RateLimitedRetryBackOff": {
+		"reset_headers": nil,
+		"max_interval":  nil,
+	},
+	"envoy.config.route.v3.RetryPolicy.ResetHeader": {
+		"name":   nil,
+		"format": {"SECONDS", "UNIX_TIMESTAMP"},
 	},
 	"envoy.config.route.v3.RetryPolicy.RetryHostPredicate": {
 		"name":         nil,
@@ -309,7 +319,7 @@ var retryOn = map[string]bool{
 	"reset-before-request": true,
 
 	"retriable-status-codes":     true,
-	"retriable-headers":          false,
+	"retriable-headers":          true,
 	"envoy-ratelimited":          false,
 	"http3-post-connect-failure": false,
 	"cancelled":                  false,

@@ -149,6 +149,16 @@ type RetryPolicy struct {
 	// HostSelectionMaxAttempts times (default 1) to avoid hosts already tried.
 	PreviousHosts            bool
 	HostSelectionMaxAttempts int64
+	// RetriableHeaders are retried under retriable-headers when one matches the response.
+	RetriableHeaders []HeaderMatcher
+	// RateLimited is rate_limited_retry_back_off (nil: none).
+	RateLimited *RateLimitedBackOff
+}
+
+// RateLimitedBackOff paces retries by the response's reset headers (Retry-After, X-RateLimit-Reset).
+type RateLimitedBackOff struct {
+	ResetHeaders []policy.ResetHeader
+	MaxInterval  time.Duration // default 300s
 }
 
 // Cluster is a STATIC cluster with its endpoints.
