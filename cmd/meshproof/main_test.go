@@ -52,6 +52,11 @@ var _ = Describe("meshproof run", func() {
 		Expect(filepath.Join(out, "report.json")).To(BeAnExistingFile())
 	})
 
+	It("logs its progress to a non-terminal stderr, ending with the final counts", Label("e2e"), func() {
+		_, _, stderr := run("run", "testdata/violated.yaml", "--out", out)
+		Expect(stderr).To(MatchRegexp(`progress: 1s/1s  \d+ req/s  p99 \S+  errors \d+  retries 0  ejected 0\n`))
+	})
+
 	It("exits 2 on a malformed file, naming file and line, and starts nothing", func() {
 		code, stdout, stderr := run("run", "testdata/malformed.yaml", "--out", out)
 		Expect(code).To(Equal(2))

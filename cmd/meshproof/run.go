@@ -69,6 +69,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *runner == "docker" {
 		rec, err = runDocker(ctx, sc, opts.Seed, stderr)
 	} else {
+		opts.Progress, opts.ProgressInterval = progressPrinter(stderr)
 		rec, err = live.Run(ctx, sc, opts)
 	}
 	if err != nil {
@@ -144,4 +145,23 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok\n", f)
 	}
 	return code
+}
+
+// progressPrinter shows a run's progress: on a terminal a status line rewritten in place twice a
+// second, elsewhere (CI logs) one line every five seconds.
+func progressPrinter(w io.Writer) (func(live.Progress), time.Duration) {
+	tty := reports.IsTerminal(w)
+	return func(p live.Progress) {
+		line := fmt.Sprintf("%s/%s  %.0f req/s  p99 %s  errors %d  retries %d  ejected %d",
+			p.Elapsed.Round(100*time.Millisecond), p.Planned, p.Rate, p.P99.Round(10*time.Microsecond), p.Errors, p.Retries, p.Ejections)
+		if tty {
+			end := ""
+			if p.Elapsed >= p.Planned {
+				end = "\n"
+			}
+			fmt.Fprintf(w, "\r\033[K%s%s", line, end)
+			return
+		}
+		fmt.Fprintf(w, "progress: %s\n", line)
+	}, map[bool]time.Duration{true: 500 * time.Millisecond, false: 5 * time.Second}[tty]
 }

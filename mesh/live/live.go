@@ -4,6 +4,7 @@
 package live
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -32,6 +33,10 @@ type Options struct {
 	// by the load generator, the proxies and the upstreams, W3C trace context between them. nil: no
 	// tracing.
 	Tracing *Tracing
+	// Progress, when set, is called about every ProgressInterval while the load runs, and once at its
+	// end.
+	Progress         func(Progress)
+	ProgressInterval time.Duration // default 1s
 }
 
 // Tracing configures a run's traces.
@@ -119,6 +124,11 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 	if topo.tp != nil {
 		cfg.Tracer, cfg.Propagator = topo.tp.Tracer(tracing.ScopeLoad), tracing.Propagator()
 	}
+	var prog *progress
+	if opts.Progress != nil {
+		prog = newProgress()
+		cfg.OnSample = prog.sample
+	}
 	// Fault windows count from the moment the load starts, like the load's own phases.
 	started := time.Now()
 	for _, in := range topo.upstreams {
@@ -131,8 +141,30 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 			go scheduleToxics(schedCtx, in, started)
 		}
 	}
+	progDone := make(chan struct{})
+	if prog != nil {
+		target := topo.proxies[l.Target]
+		interval := cmp.Or(opts.ProgressInterval, time.Second)
+		go func() {
+			defer close(progDone)
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					opts.Progress(prog.snapshot(time.Since(started), cfg.Duration, target.Stats().Values()))
+				case <-schedCtx.Done():
+					return
+				}
+			}
+		}()
+	}
 	samples, loadStart, err := load.Run(ctx, cfg)
 	stopSchedules()
+	if prog != nil {
+		<-progDone // the ticker's last report is out before the final one
+		opts.Progress(prog.snapshot(time.Since(started), cfg.Duration, topo.proxies[l.Target].Stats().Values()))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}

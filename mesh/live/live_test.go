@@ -3,6 +3,8 @@ package live_test
 import (
 	"context"
 	"strings"
+	"sync"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -118,5 +120,29 @@ var _ = Describe("Run", func() {
 		rec, err := live.Run(ctx, parse(scenario), live.Options{})
 		Expect(err).To(MatchError(context.Canceled))
 		Expect(rec).NotTo(BeNil())
+	})
+})
+
+var _ = Describe("live progress", func() {
+	It("reports while the load runs and once at its end, with the final counts", func() {
+		var mu sync.Mutex
+		var got []live.Progress
+		rec, err := live.Run(context.Background(), parse(scenario), live.Options{
+			ProgressInterval: 100 * time.Millisecond,
+			Progress:         func(p live.Progress) { mu.Lock(); got = append(got, p); mu.Unlock() },
+		})
+		Expect(err).NotTo(HaveOccurred())
+		mu.Lock()
+		defer mu.Unlock()
+		Expect(len(got)).To(BeNumerically(">=", 2))
+		last := got[len(got)-1]
+		s := reports.Summarize(rec)
+		Expect(last.Completed).To(Equal(s.Requests))
+		Expect(last.Errors).To(Equal(s.Errors))
+		Expect(last.Retries).To(Equal(s.Retries))
+		Expect(last.P99).To(BeNumerically(">", 0))
+		for i := 1; i < len(got); i++ {
+			Expect(got[i].Completed).To(BeNumerically(">=", got[i-1].Completed), "counts only grow")
+		}
 	})
 })

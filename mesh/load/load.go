@@ -93,6 +93,10 @@ type Config struct {
 	// KeepSamples keeps every sample in Result.Samples (Run always does). The histograms never need them.
 	KeepSamples bool
 
+	// OnSample, when set, is called with every finished request (concurrently, from the workers): a hook
+	// for live progress. It must be cheap.
+	OnSample func(reports.Sample)
+
 	// Tracer, when set, starts a root CLIENT span per request (see trace.go) and injects its context
 	// into the request with Propagator (nil: W3C trace context). nil: no tracing, and no cost.
 	Tracer     trace.Tracer
@@ -330,6 +334,7 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 		at += ph.Duration
 	}
 	g.rec = newRecorder(reports.NewHistSet(specs), p.phases, c.Raw, c.RawFormat, c.KeepSamples, int(math.Ceil(planned))+1)
+	g.rec.onSample = c.OnSample
 
 	g.start = time.Now()
 	if p.closed {

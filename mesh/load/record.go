@@ -22,6 +22,8 @@ type recorder struct {
 	jsonl  bool
 	line   []byte
 	rawErr error
+
+	onSample func(reports.Sample) // Config.OnSample, called outside the lock
 }
 
 func newRecorder(hist *reports.HistSet, phases []Phase, raw io.Writer, format string, keep bool, capHint int) *recorder {
@@ -39,6 +41,9 @@ func newRecorder(hist *reports.HistSet, phases []Phase, raw io.Writer, format st
 }
 
 func (r *recorder) record(s reports.Sample, phase int) {
+	if r.onSample != nil {
+		r.onSample(s)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.hist.Record(s, phase)
