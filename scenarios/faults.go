@@ -3,10 +3,12 @@ package scenarios
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/faults/tcp"
+	"github.com/meshproof/meshproof/reports"
 )
 
 // FaultResponse is the service's normal behaviour as the fault upstream takes it.
@@ -73,4 +75,33 @@ func (f *Fault) Kinds() []string {
 func (f *Fault) hasHTTPKind() bool {
 	return f.Latency != nil || f.Abort != nil || f.Reset != nil || f.Hang != nil || f.SlowBody != nil ||
 		f.CloseAfter != nil || f.Size != nil || f.H2 != nil || f.Refuse != nil
+}
+
+// Windows lists the scenario's fault rules as the report's fault windows, in scenario order.
+func (sc *Scenario) Windows() []reports.FaultWindow {
+	out := make([]reports.FaultWindow, 0, len(sc.Faults))
+	for i, f := range sc.Faults {
+		w := reports.FaultWindow{Name: fmt.Sprintf("faults[%d]", i), Service: f.Service, Instances: f.Instances,
+			Start: f.Start, Kind: strings.Join(f.Kinds(), "+")}
+		if f.Duration > 0 {
+			w.End = f.Start + f.Duration
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// NewRecord starts the record of a run of the scenario whose load started at started: what every
+// runner records the same way (identity, planned load, samples, fault windows).
+func (sc *Scenario) NewRecord(seed uint64, started time.Time, samples []reports.Sample) *reports.Record {
+	return &reports.Record{
+		Scenario:   sc.Name,
+		File:       sc.File,
+		Seed:       seed,
+		Started:    started,
+		TargetRate: sc.Load.Rate.PerSecond,
+		Duration:   sc.Load.Duration.Duration,
+		Samples:    samples,
+		Windows:    sc.Windows(),
+	}
 }

@@ -258,15 +258,7 @@ func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64)
 	// Collect even after a cancellation (with a fresh, short context), so that the record so far holds.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	rec := &reports.Record{
-		Scenario:   sc.Name,
-		File:       sc.File,
-		Seed:       seed,
-		Started:    loadStart,
-		TargetRate: cfg.Rate,
-		Duration:   cfg.Duration,
-		Samples:    samples,
-	}
+	rec := sc.NewRecord(seed, loadStart, samples)
 	var errs []error
 	if rec.ProxyStats, err = r.proxyStats(cctx, l.Target); err != nil {
 		errs = append(errs, err)

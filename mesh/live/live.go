@@ -168,16 +168,8 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	rec := &reports.Record{
-		Scenario:   sc.Name,
-		File:       sc.File,
-		Seed:       seed,
-		Started:    loadStart,
-		TargetRate: cfg.Rate,
-		Duration:   cfg.Duration,
-		Samples:    samples,
-		ProxyStats: topo.proxies[l.Target].Stats().Values(),
-	}
+	rec := sc.NewRecord(seed, loadStart, samples)
+	rec.ProxyStats = topo.proxies[l.Target].Stats().Values()
 	for _, in := range topo.upstreams {
 		st := in.up.Stats()
 		rec.Upstreams = append(rec.Upstreams, reports.UpstreamRecord{
@@ -187,7 +179,6 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 	}
 	rec.Events = topo.faultEvents(loadStart)
 	rec.ProxyEvents = topo.proxyRecord(loadStart)
-	rec.Windows = windows(sc)
 	topo.fillAttempts(rec.Samples)
 	return rec, ctx.Err()
 }
@@ -352,20 +343,6 @@ func (t *topology) proxyRecord(start time.Time) []reports.ProxyEvent {
 		out = append(out, reports.ProxyEvent{At: e.Time.Sub(start), Kind: e.Kind, Cluster: e.Cluster, Host: host, Reason: e.Reason})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
-	return out
-}
-
-// windows lists the scenario's fault rules as the report's fault windows, in scenario order.
-func windows(sc *scenarios.Scenario) []reports.FaultWindow {
-	out := make([]reports.FaultWindow, 0, len(sc.Faults))
-	for i, f := range sc.Faults {
-		w := reports.FaultWindow{Name: fmt.Sprintf("faults[%d]", i), Service: f.Service, Instances: f.Instances,
-			Start: f.Start, Kind: strings.Join(f.Kinds(), "+")}
-		if f.Duration > 0 {
-			w.End = f.Start + f.Duration
-		}
-		out = append(out, w)
-	}
 	return out
 }
 
