@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meshproof/meshproof/faults/internal/netx"
 )
 
 // The HTTP/2 server of the upstream. net/http and x/net/http2 cannot answer a stream with an
@@ -439,7 +441,7 @@ func (e *h2Exchange) write(p []byte, endStream bool) error {
 	}
 }
 
-func (e *h2Exchange) reset() { rst(e.h.c) }
+func (e *h2Exchange) reset() { netx.RST(e.h.c) }
 
 func (e *h2Exchange) closeConn() { _ = e.h.c.Close() }
 

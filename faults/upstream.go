@@ -17,6 +17,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2"
+
+	"github.com/meshproof/meshproof/faults/internal/netx"
 )
 
 // ErrInvalidConfig is wrapped by every error NewUpstream returns for a bad config.
@@ -370,7 +372,7 @@ func (u *Upstream) acceptLoop(ln net.Listener) {
 		u.mu.Lock()
 		if u.closed || u.ln != ln {
 			u.mu.Unlock()
-			rst(c) // accepted as the listener closed: the instance is down
+			netx.RST(c) // accepted as the listener closed: the instance is down
 			continue
 		}
 		u.conns.Add(1)
@@ -452,7 +454,7 @@ type exchange interface {
 // respond carries out a decision: waits out the delay, then resets, hangs or answers.
 func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
 	ctx := ex.context()
-	if !sleep(ctx, d.Delay) {
+	if !netx.Sleep(ctx, d.Delay) {
 		u.count(func(s *UpstreamStats) { s.Canceled++ })
 		ex.abort()
 		return
@@ -521,7 +523,7 @@ func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
 	}
 	for off := 0; off < limit; {
 		n := min(chunk, limit-off)
-		if d.BytesPerSecond > 0 && !sleep(ctx, pace(n, d.BytesPerSecond)) {
+		if d.BytesPerSecond > 0 && !netx.Sleep(ctx, pace(n, d.BytesPerSecond)) {
 			u.count(func(s *UpstreamStats) { s.Canceled++ })
 			ex.abort()
 			return
@@ -581,7 +583,7 @@ func (e *h1Exchange) write(p []byte, _ bool) error {
 
 func (e *h1Exchange) reset() {
 	if c := e.hijack(); c != nil {
-		rst(c)
+		netx.RST(c)
 	}
 }
 
@@ -752,29 +754,6 @@ func (q *connQueue) Close() error {
 }
 
 func (q *connQueue) Addr() net.Addr { return q.addr }
-
-// sleep waits d, and reports false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// rst closes c with SO_LINGER 0, so the peer sees a TCP RST (ECONNRESET) and nothing more.
-func rst(c net.Conn) {
-	if l, ok := c.(interface{ SetLinger(int) error }); ok {
-		_ = l.SetLinger(0)
-	}
-	_ = c.Close()
-}
 
 // pattern returns n bytes of a repeating, recognisable pattern.
 func pattern(n int) []byte {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshproof/meshproof/faults/internal/netx"
 )
 
 // ErrInvalidConfig is wrapped by every error NewProxy and SetToxics return for bad toxics.
@@ -249,7 +251,7 @@ func (p *Proxy) accept(ln net.Listener) {
 		p.mu.Lock()
 		if p.closed || p.ln != ln {
 			p.mu.Unlock()
-			rst(c)
+			netx.RST(c)
 			continue
 		}
 		ctx, cancel := context.WithCancel(p.ctx)
@@ -374,7 +376,7 @@ func (l *link) state(t Toxic) *state {
 // timer closes (timeout) or resets (reset_peer) the connection after the toxic's Timeout.
 func (l *link) timer(t Toxic) {
 	defer l.timers.Done()
-	if !sleep(l.ctx, t.Timeout) {
+	if !netx.Sleep(l.ctx, t.Timeout) {
 		return
 	}
 	if t.Type == TypeResetPeer {
@@ -410,7 +412,7 @@ func (l *link) pump(dst, src net.Conn, dir string) {
 		return
 	}
 	for _, t := range l.activeOnly(dir, TypeSlowClose) {
-		if !sleep(l.ctx, t.Delay) {
+		if !netx.Sleep(l.ctx, t.Delay) {
 			return
 		}
 	}
@@ -463,7 +465,7 @@ func (l *link) reset(dir string) {
 	}
 	l.mu.Unlock()
 	if peer != nil {
-		rst(peer)
+		netx.RST(peer)
 	}
 	l.close()
 }
@@ -511,7 +513,7 @@ func (s *stage) Write(p []byte) (int, error) {
 			rates = append(rates, t.Rate)
 		}
 	}
-	if !sleep(l.ctx, delay) {
+	if !netx.Sleep(l.ctx, delay) {
 		return 0, errCut
 	}
 	pieces := []int{len(p)}
@@ -522,7 +524,7 @@ func (s *stage) Write(p []byte) (int, error) {
 	}
 	off := 0
 	for i, size := range pieces {
-		if i > 0 && slicer != nil && !sleep(l.ctx, slicer.Delay) {
+		if i > 0 && slicer != nil && !netx.Sleep(l.ctx, slicer.Delay) {
 			return off, errCut
 		}
 		if err := s.paced(p[off:off+size], rates); err != nil {
@@ -550,7 +552,7 @@ func (s *stage) paced(p []byte, rates []int) error {
 	piece := max(int(bps/10), 1)
 	for len(p) > 0 {
 		n := min(piece, len(p))
-		if !sleep(s.l.ctx, time.Duration((int64(n)*int64(time.Second)+bps-1)/bps)) {
+		if !netx.Sleep(s.l.ctx, time.Duration((int64(n)*int64(time.Second)+bps-1)/bps)) {
 			return errCut
 		}
 		if _, err := s.dst.Write(p[:n]); err != nil {
@@ -559,27 +561,4 @@ func (s *stage) paced(p []byte, rates []int) error {
 		p = p[n:]
 	}
 	return nil
-}
-
-// sleep waits d, and reports false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// rst closes c with SO_LINGER 0, so the peer sees a TCP RST (ECONNRESET).
-func rst(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.Close()
 }
