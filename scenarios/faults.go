@@ -21,8 +21,8 @@ func (s *Service) FaultResponse() faults.Response {
 func (sc *Scenario) InstanceFaults(service string, index int) []faults.Fault {
 	var out []faults.Fault
 	for i, f := range sc.Faults {
-		if !f.targets(service, index) || f.TCP != nil && !f.hasHTTPKind() {
-			continue
+		if !f.targets(service, index) || !f.hasHTTPKind() {
+			continue // a TCP or container rule
 		}
 		rule := f.Fault
 		rule.Name = fmt.Sprintf("faults[%d]", i)
@@ -50,6 +50,23 @@ func (sc *Scenario) InstanceTCPFaults(service string, index int) []TCPWindow {
 	return out
 }
 
+// ContainerFaults lists the container-level fault rules, one per targeted instance.
+func (sc *Scenario) ContainerFaults() []ContainerRule {
+	var out []ContainerRule
+	for i, f := range sc.Faults {
+		if f.Container == "" {
+			continue
+		}
+		for inst := range sc.Services[f.Service].Instances {
+			if f.targets(f.Service, inst) {
+				out = append(out, ContainerRule{Name: fmt.Sprintf("faults[%d]", i), Service: f.Service, Instance: inst,
+					Start: f.Start, Duration: f.Duration, Kind: f.Container})
+			}
+		}
+	}
+	return out
+}
+
 func (f *Fault) targets(service string, index int) bool {
 	return f.Service == service && (len(f.Instances) == 0 || slices.Contains(f.Instances, index))
 }
@@ -63,7 +80,7 @@ func (f *Fault) Kinds() []string {
 	}{
 		{"latency", f.Latency != nil}, {"abort", f.Abort != nil}, {"reset", f.Reset != nil}, {"hang", f.Hang != nil},
 		{"slow_body", f.SlowBody != nil}, {"close_after", f.CloseAfter != nil}, {"size", f.Size != nil},
-		{"h2", f.H2 != nil}, {"refuse", f.Refuse != nil}, {"tcp", f.TCP != nil},
+		{"h2", f.H2 != nil}, {"refuse", f.Refuse != nil}, {"tcp", f.TCP != nil}, {f.Container, f.Container != ""},
 	} {
 		if k.set {
 			out = append(out, k.name)

@@ -94,3 +94,29 @@ var _ = Describe("the fault catalogue in a scenario", func() {
 		Entry("an unknown field in a kind", "latency: {lognormal:", "latency: {lognormall:", 15, "faults[0].latency.lognormall", `unknown field "lognormall"; accepted here: fixed, uniform, normal, lognormal, pareto, jitter, max, percent`),
 	)
 })
+
+var _ = Describe("container faults", func() {
+	doc := func(rule string) string {
+		return "name: c\nservices: {api: {instances: 3}}\nproxies: {edge: {routes_to: api}}\nload: {target: edge, rate: 10/s, duration: 5s}\nfaults:\n" + rule
+	}
+
+	It("expands a rule to one container fault per targeted instance, named after the rule", func() {
+		sc, err := scenarios.Parse([]byte(doc("  - {service: api, instances: [0, 2], at: 1s, for: 2s, container: partition}\n")), "c.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sc.ContainerFaults()).To(Equal([]scenarios.ContainerRule{
+			{Name: "faults[0]", Service: "api", Instance: 0, Start: time.Second, Duration: 2 * time.Second, Kind: "partition"},
+			{Name: "faults[0]", Service: "api", Instance: 2, Start: time.Second, Duration: 2 * time.Second, Kind: "partition"},
+		}))
+		Expect(sc.InstanceFaults("api", 0)).To(BeEmpty(), "not an HTTP fault")
+		Expect(sc.Windows()[0].Kind).To(Equal("partition"))
+	})
+
+	DescribeTable("rejects",
+		func(rule, msg string) {
+			_, err := scenarios.Parse([]byte(doc(rule)), "c.yaml")
+			Expect(err).To(MatchError(ContainSubstring(msg)))
+		},
+		Entry("an unknown kind", "  - {service: api, container: explode}\n", `faults[0].container: "explode" is not accepted: one of kill, pause, partition, restart`),
+		Entry("a rule mixing kinds", "  - {service: api, container: kill, abort: {status: 503}}\n", "a container fault stands alone in its rule"),
+	)
+})

@@ -469,7 +469,7 @@ func (v *validator) load() {
 func (v *validator) fault(i int, f *Fault) {
 	field := fmt.Sprintf("faults[%d]", i)
 	if f == nil {
-		v.at(field, "a fault needs a service and one of latency, abort, reset, hang, slow_body, close_after, size, h2, refuse, tcp")
+		v.at(field, "a fault needs a service and one of latency, abort, reset, hang, slow_body, close_after, size, h2, refuse, tcp, container")
 		return
 	}
 	svc, ok := v.sc.Services[f.Service]
@@ -502,9 +502,16 @@ func (v *validator) fault(i int, f *Fault) {
 			v.policyErrors(tfield, t.Validate())
 		}
 	}
-	if f.TCP != nil && f.Latency == nil && f.Abort == nil && f.Reset == nil && f.Hang == nil && f.SlowBody == nil &&
-		f.CloseAfter == nil && f.Size == nil && f.H2 == nil && f.Refuse == nil {
-		// A TCP-only rule: the HTTP fault model has nothing to check but its timing.
+	if f.Container != "" {
+		switch {
+		case !slices.Contains(ContainerKinds, f.Container):
+			v.at(field+".container", "%q is not accepted: one of %s", f.Container, strings.Join(ContainerKinds, ", "))
+		case f.hasHTTPKind() || f.TCP != nil:
+			v.at(field+".container", "a container fault stands alone in its rule: move the other kinds to a rule of their own")
+		}
+	}
+	if (f.TCP != nil || f.Container != "") && !f.hasHTTPKind() {
+		// A TCP or container rule: the HTTP fault model has nothing to check but its timing.
 		v.policyErrors(field, faults.Fault{Start: f.Start, Duration: f.Duration, Refuse: &faults.Refuse{}}.Validate())
 		return
 	}

@@ -4,6 +4,8 @@
 package scenarios
 
 import (
+	"time"
+
 	"github.com/goccy/go-yaml/ast"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -81,6 +83,21 @@ type Fault struct {
 	Share        Percent `yaml:"share"`
 	faults.Fault `yaml:",inline"`
 	TCP          *TCPFault `yaml:"tcp"`
+	// Container is a container-level fault, for the docker runner only: kill, pause, partition or
+	// restart the chosen instances' containers at `at`, lifted after `for`.
+	Container string `yaml:"container"`
+}
+
+// The container-level fault kinds (docker runner).
+var ContainerKinds = []string{"kill", "pause", "partition", "restart"}
+
+// ContainerRule is one container fault on one instance.
+type ContainerRule struct {
+	Name            string // "faults[3]"
+	Service         string
+	Instance        int
+	Start, Duration time.Duration
+	Kind            string // one of ContainerKinds
 }
 
 // TCPFault is a set of Toxiproxy-style toxics applied between the proxy and the instances.

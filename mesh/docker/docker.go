@@ -12,6 +12,7 @@ package docker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -153,6 +154,10 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (rec *report
 	if err != nil {
 		return nil, fmt.Errorf("docker runner: %w", err)
 	}
+	// The scenario's own container faults (faults[i].container) join the ones given in opts.
+	for _, c := range sc.ContainerFaults() {
+		opts.Faults = append(opts.Faults, ContainerFault{At: c.Start, For: c.Duration, Service: c.Service, Instance: c.Instance, Kind: c.Kind, Name: c.Name})
+	}
 	if err := ValidateFaults(sc, opts.Faults); err != nil {
 		return nil, err
 	}
@@ -248,6 +253,8 @@ func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64)
 	if r.opts.OnStats != nil {
 		bg.Go(func() { r.pollStats(ctx, l.Target, start, loadDone) })
 	}
+	var health []reports.ProxyEvent
+	bg.Go(func() { health = r.pollHealth(ctx, l.Target, start, loadDone) })
 	samples, loadStart, err := load.Run(ctx, cfg)
 	close(loadDone)
 	bg.Wait() // every fault reverted (unless ctx ended)
@@ -276,6 +283,10 @@ func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64)
 	r.evMu.Unlock()
 	sort.SliceStable(events, func(i, j int) bool { return events[i].At < events[j].At })
 	rec.Events = events
+	for _, e := range health {
+		e.At += start.Sub(loadStart)
+		rec.ProxyEvents = append(rec.ProxyEvents, e)
+	}
 	if ctx.Err() != nil {
 		return rec, ctx.Err() // what could not be collected after a cancellation is left out
 	}
@@ -454,6 +465,58 @@ func (r *runner) pollStats(ctx context.Context, target string, start time.Time, 
 		cancel()
 		if err == nil {
 			r.opts.OnStats(time.Since(start), st)
+		}
+	}
+}
+
+// healthInterval is how often the runner reads the proxy's /clusters for ejections.
+const healthInterval = 100 * time.Millisecond
+
+// pollHealth watches the target proxy's /clusters while the load runs and turns each host's
+// /failed_outlier_check flag going up or down into an ejected or unejected event (timed to within
+// healthInterval): the proxy runs in its own container, so the runner sees its decisions from outside.
+func (r *runner) pollHealth(ctx context.Context, target string, start time.Time, done <-chan struct{}) []reports.ProxyEvent {
+	names := map[string]string{}
+	for _, u := range r.upstreams {
+		names[netip.AddrPortFrom(u.ip, UpstreamPort).String()] = u.name()
+	}
+	var events []reports.ProxyEvent
+	ejected := map[string]bool{}
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return events
+		case <-done:
+			return events
+		case <-t.C:
+		}
+		admin, err := r.endpoint(ctx, r.proxies[target], AdminPort)
+		if err != nil {
+			continue
+		}
+		text, err := r.cc.text(ctx, "http://"+admin+"/clusters")
+		if err != nil {
+			continue
+		}
+		at := time.Since(start)
+		for _, line := range strings.Split(text, "\n") {
+			parts := strings.Split(line, "::")
+			if len(parts) != 4 || parts[2] != "health_flags" {
+				continue
+			}
+			host := cmp.Or(names[parts[1]], parts[1])
+			now := strings.Contains(parts[3], "/failed_outlier_check")
+			if now == ejected[host] {
+				continue
+			}
+			ejected[host] = now
+			kind := reports.ProxyUnejected
+			if now {
+				kind = reports.ProxyEjected
+			}
+			events = append(events, reports.ProxyEvent{At: at, Kind: kind, Cluster: parts[0], Host: host, Reason: "seen on /clusters"})
 		}
 	}
 }

@@ -171,6 +171,35 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		Expect(u1).To(BeNumerically(">", u0*3/10), "and served again once healed")
 	}, SpecTimeout(2*time.Minute))
 
+	It("takes container faults from the scenario and records the proxy's ejection and return", func(ctx SpecContext) {
+		sc, err := scenarios.LoadFile("testdata/partition-scenario.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		rec, err := docker.Run(ctx, sc, options())
+		Expect(err).NotTo(HaveOccurred())
+		expectNothingLeft(ctx)
+
+		Expect(rec.Events).To(ContainElement(And(HaveField("Kind", "partition"), HaveField("Fault", "faults[0]"), HaveField("Instance", 1))),
+			"events are named after the scenario's rule")
+		var ejected, unejected bool
+		for _, e := range rec.ProxyEvents {
+			if e.Host == "orders/1" && e.Kind == reports.ProxyEjected && e.At >= 2*time.Second {
+				ejected = true
+			}
+			if e.Host == "orders/1" && e.Kind == reports.ProxyUnejected && ejected {
+				unejected = true
+			}
+		}
+		Expect(ejected).To(BeTrue(), "the partitioned instance is ejected: %v", rec.ProxyEvents)
+		Expect(unejected).To(BeTrue(), "and comes back after the heal: %v", rec.ProxyEvents)
+		checks := make([]reports.Check, len(sc.Checks))
+		for i, c := range sc.Checks {
+			checks[i] = c.Check
+		}
+		for _, v := range reports.NewReport(rec, checks).Checks {
+			Expect(v.Passed).To(BeTrue(), "%s: %s", v.Check, v.Observed)
+		}
+	}, SpecTimeout(2*time.Minute))
+
 	It("applies kill, pause and restart on schedule and lifts them", func(ctx SpecContext) {
 		sc, err := scenarios.LoadFile("testdata/partition.yaml")
 		Expect(err).NotTo(HaveOccurred())

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -46,6 +47,8 @@ type ContainerFault struct {
 	Service  string
 	Instance int
 	Kind     string // FaultKill, FaultPause, FaultPartition or FaultRestart
+	// Name names the fault in events (e.g. the scenario rule "faults[3]"); "" = container_faults[i].
+	Name string
 }
 
 // name is the fault's name in events, after its place in the list.
@@ -108,8 +111,8 @@ func (r *runner) runFault(ctx context.Context, i int, f ContainerFault, start ti
 	u := r.upstreamOf(f.Service, f.Instance)
 	record := func(kind, detail string) {
 		r.faultEvent(reports.FaultEvent{At: time.Since(start), Service: f.Service, Instance: f.Instance,
-			Fault: faultName(i), Kind: kind, Detail: detail})
-		r.logf("%s %s/%d: %s %s", faultName(i), f.Service, f.Instance, kind, detail)
+			Fault: cmp.Or(f.Name, faultName(i)), Kind: kind, Detail: detail})
+		r.logf("%s %s/%d: %s %s", cmp.Or(f.Name, faultName(i)), f.Service, f.Instance, kind, detail)
 	}
 	if !waitUntil(ctx, done, start.Add(f.At)) {
 		return // the load ended first: never applied

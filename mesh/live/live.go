@@ -88,6 +88,9 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 	if opts.Seed != nil {
 		seed = *opts.Seed
 	}
+	if cf := sc.ContainerFaults(); len(cf) > 0 {
+		return nil, fmt.Errorf("%s: container faults (%s) need the docker runner: meshproof run --runner docker", cf[0].Name, cf[0].Kind)
+	}
 	topo := &topology{proxies: map[string]*proxy.Server{}, attempts: map[string]int{}}
 	if opts.Tracing != nil {
 		tp, err := tracing.New(tracing.Config{SampleRatio: opts.Tracing.SampleRatio, OTLPEndpoint: opts.Tracing.OTLPEndpoint,

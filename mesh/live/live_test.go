@@ -114,6 +114,12 @@ var _ = Describe("Run", func() {
 		Expect(first).NotTo(Equal(third))
 	})
 
+	It("refuses container faults, which need the docker runner", func() {
+		doc := scenario + "  - {service: backend, instances: [0], container: kill}\n"
+		_, err := live.Run(context.Background(), parse(doc), live.Options{})
+		Expect(err).To(MatchError(ContainSubstring("faults[1]: container faults (kill) need the docker runner")))
+	})
+
 	It("stops early and still returns the record when the context ends", func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
