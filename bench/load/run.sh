@@ -2,9 +2,9 @@
 # bench/load/run.sh — `make bench-load`: meshproof's load generator against its peers, side by side in
 # one run, on loopback only (see bench/loadbench for what is measured and how).
 #
-# Installs what it needs when absent: nginx and wrk (apt-get), vegeta (go install, pinned), fortio
-# (go install, tried once; fortio is not in Debian, and when the module proxy refuses it the fortio
-# ratio is reported as skipped). nginx runs with one worker pinned to one core, every load generator
+# Installs what it needs when absent: nginx and wrk (apt-get), vegeta and fortio (go install, pinned;
+# fortio is not in Debian, and releases after v1.63 need a module the module proxy refuses: when the
+# install fails anyway the fortio ratio is reported as skipped). nginx runs with one worker pinned to one core, every load generator
 # to the other. The whole bench takes about 3–5 minutes (bounded by its trials: < 10 minutes).
 set -euo pipefail
 
@@ -31,8 +31,8 @@ fi
 [ -x "$VEGETA" ] || VEGETA=""
 FORTIO=$(command -v fortio || echo "$GOBIN/fortio")
 if [ ! -x "$FORTIO" ]; then
-	log "trying once: go install fortio.org/fortio@latest"
-	if ! (cd "$WORK" && GOFLAGS= go install fortio.org/fortio@latest) >"$WORK/fortio-install.log" 2>&1; then
+	log "installing: go install fortio.org/fortio@v1.63.3 (pinned: later releases need modules the module proxy refuses)"
+	if ! (cd "$WORK" && GOFLAGS= go install fortio.org/fortio@v1.63.3) >"$WORK/fortio-install.log" 2>&1; then
 		log "fortio unavailable: $(grep -m1 -o '[0-9]\{3\} [A-Za-z]*' "$WORK/fortio-install.log" || tail -1 "$WORK/fortio-install.log")"
 	fi
 fi
