@@ -111,7 +111,7 @@ func (sc *Scenario) Windows() []reports.FaultWindow {
 // NewRecord starts the record of a run of the scenario whose load started at started: what every
 // runner records the same way (identity, planned load, samples, fault windows).
 func (sc *Scenario) NewRecord(seed uint64, started time.Time, samples []reports.Sample) *reports.Record {
-	return &reports.Record{
+	rec := &reports.Record{
 		Scenario:   sc.Name,
 		File:       sc.File,
 		Seed:       seed,
@@ -121,4 +121,15 @@ func (sc *Scenario) NewRecord(seed uint64, started time.Time, samples []reports.
 		Samples:    samples,
 		Windows:    sc.Windows(),
 	}
+	if len(sc.Load.Phases) > 0 {
+		var planned float64
+		rec.Duration = 0
+		for _, p := range sc.Load.Phases {
+			rec.Phases = append(rec.Phases, reports.LoadPhase{Name: p.Name, Start: rec.Duration, End: rec.Duration + p.Duration.Duration})
+			rec.Duration += p.Duration.Duration
+			planned += p.Planned()
+		}
+		rec.TargetRate = planned / rec.Duration.Seconds()
+	}
+	return rec
 }

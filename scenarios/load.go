@@ -307,8 +307,16 @@ func (v *validator) validate() {
 	for i, f := range sc.Faults {
 		v.fault(i, f)
 	}
+	var phaseNames []string
+	if sc.Load != nil {
+		for _, p := range sc.Load.Phases {
+			if p != nil {
+				phaseNames = append(phaseNames, p.Name)
+			}
+		}
+	}
 	for i, c := range sc.Checks {
-		if err := reports.ValidateScope(c.Check, len(sc.Faults), nil); err != nil {
+		if err := reports.ValidateScope(c.Check, len(sc.Faults), phaseNames); err != nil {
 			v.at(fmt.Sprintf("checks[%d]", i), "%v", err)
 		}
 	}
@@ -445,11 +453,15 @@ func (v *validator) load() {
 	if _, ok := v.sc.Proxies[l.Target]; !ok {
 		v.at("load.target", "%q is not a proxy of this scenario (proxies: %s)", l.Target, strings.Join(sortedKeys(v.sc.Proxies), ", "))
 	}
-	if l.Rate.PerSecond <= 0 {
-		v.at("load.rate", `required: a rate such as "200/s"`)
-	}
-	if l.Duration.Duration <= 0 {
-		v.at("load.duration", `required: a duration greater than 0, such as "5s"`)
+	if len(l.Phases) > 0 {
+		v.phases(l)
+	} else {
+		if l.Rate.PerSecond <= 0 {
+			v.at("load.rate", `required: a rate such as "200/s" (or phases)`)
+		}
+		if l.Duration.Duration <= 0 {
+			v.at("load.duration", `required: a duration greater than 0, such as "5s" (or phases)`)
+		}
 	}
 	if l.Path == "" {
 		l.Path = "/"
@@ -463,6 +475,44 @@ func (v *validator) load() {
 	}
 	if l.Timeout.Duration == 0 {
 		l.Timeout.Duration = DefaultLoadTimeout
+	}
+}
+
+// phases checks the load's named phases: each a rate, a ramp or bursts, with a unique name.
+func (v *validator) phases(l *Load) {
+	if l.Rate.PerSecond > 0 || l.Duration.Duration > 0 {
+		v.at("load.phases", "give phases, or rate and duration, not both")
+	}
+	seen := map[string]bool{}
+	for i, p := range l.Phases {
+		field := fmt.Sprintf("load.phases[%d]", i)
+		if p == nil {
+			v.at(field, "a phase needs a name, a duration and one of rate, ramp, burst")
+			continue
+		}
+		if !nameRE.MatchString(p.Name) {
+			v.at(field+".name", "%q: a phase name of lowercase letters, digits and '-'", p.Name)
+		} else if seen[p.Name] {
+			v.at(field+".name", "%q is already the name of another phase", p.Name)
+		}
+		seen[p.Name] = true
+		if p.Duration.Duration <= 0 {
+			v.at(field+".duration", `required: a duration greater than 0, such as "10s"`)
+		}
+		kinds := 0
+		for _, set := range []bool{p.Rate.PerSecond > 0, p.Ramp != nil, p.Burst != nil} {
+			if set {
+				kinds++
+			}
+		}
+		switch {
+		case kinds != 1:
+			v.at(field, "want exactly one of rate, ramp: {from, to}, burst: {requests, every}")
+		case p.Ramp != nil && (p.Ramp.From.PerSecond <= 0 || p.Ramp.To.PerSecond <= 0):
+			v.at(field+".ramp", `want from and to, rates such as "100/s"`)
+		case p.Burst != nil && (p.Burst.Requests <= 0 || p.Burst.Every.Duration <= 0):
+			v.at(field+".burst", `want requests > 0 and every, a duration such as "1s"`)
+		}
 	}
 }
 

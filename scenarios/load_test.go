@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -157,4 +158,43 @@ var _ = Describe("Parse", func() {
 			Expect(err).NotTo(HaveOccurred(), f)
 		}
 	})
+})
+
+var _ = Describe("load phases", func() {
+	const phased = `name: phased
+services: {api: {instances: 1}}
+proxies: {edge: {routes_to: api}}
+load:
+  target: edge
+  phases:
+    - {name: warmup, duration: 2s, rate: 50/s}
+    - {name: ramp, duration: 4s, ramp: {from: 50/s, to: 150/s}}
+    - {name: spike, duration: 3s, burst: {requests: 20, every: 1s}}
+checks:
+  - during phase ramp: p99 < 100ms
+`
+	It("records the phases' spans and the planned mean rate", func() {
+		sc, err := scenarios.Parse([]byte(phased), "p.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sc.Load.Total()).To(Equal(9 * time.Second))
+		rec := sc.NewRecord(0, time.Time{}, nil)
+		Expect(rec.Phases).To(Equal([]reports.LoadPhase{
+			{Name: "warmup", Start: 0, End: 2 * time.Second},
+			{Name: "ramp", Start: 2 * time.Second, End: 6 * time.Second},
+			{Name: "spike", Start: 6 * time.Second, End: 9 * time.Second},
+		}))
+		Expect(rec.Duration).To(Equal(9 * time.Second))
+		Expect(rec.TargetRate).To(BeNumerically("~", (100.0+400+60)/9, 1e-9)) // 2·50 + 4·100 + 3·20
+	})
+
+	DescribeTable("rejects",
+		func(old, new, msg string) {
+			_, err := scenarios.Parse([]byte(strings.Replace(phased, old, new, 1)), "p.yaml")
+			Expect(err).To(MatchError(ContainSubstring(msg)))
+		},
+		Entry("a phase with two kinds", "rate: 50/s}", "rate: 50/s, burst: {requests: 1, every: 1s}}", "load.phases[0]: want exactly one of rate, ramp"),
+		Entry("a duplicate name", "name: ramp", "name: warmup", `load.phases[1].name: "warmup" is already the name of another phase`),
+		Entry("phases and a rate", "  target: edge\n", "  target: edge\n  rate: 10/s\n", "give phases, or rate and duration, not both"),
+		Entry("a check scoped to a phase that does not exist", "during phase ramp:", "during phase rampe:", "rampe"),
+	)
 })

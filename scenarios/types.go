@@ -4,6 +4,7 @@
 package scenarios
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/goccy/go-yaml/ast"
@@ -59,16 +60,71 @@ type Proxy struct {
 	VHostSpec   *routev3.VirtualHost `yaml:"-"`
 }
 
-// Load is the open-loop load the scenario drives through a proxy.
+// Load is the open-loop load the scenario drives through a proxy: a constant rate for a duration, or
+// named phases.
 type Load struct {
 	Target   string            `yaml:"target"` // a proxy name
 	Rate     Rate              `yaml:"rate"`
 	Duration Duration          `yaml:"duration"`
+	Phases   []*LoadPhase      `yaml:"phases"`
 	Path     string            `yaml:"path"`   // default "/"
 	Method   string            `yaml:"method"` // default GET
 	Headers  map[string]string `yaml:"headers"`
 	Body     string            `yaml:"body"`
 	Timeout  Duration          `yaml:"timeout"` // per request, default 30s
+}
+
+// Total is how long the load runs: its duration, or the sum of its phases'.
+func (l *Load) Total() time.Duration {
+	if len(l.Phases) == 0 {
+		return l.Duration.Duration
+	}
+	var d time.Duration
+	for _, p := range l.Phases {
+		d += p.Duration.Duration
+	}
+	return d
+}
+
+// Describe says in a few words what load the scenario drives, for logs.
+func (l *Load) Describe() string {
+	if len(l.Phases) == 0 {
+		return fmt.Sprintf("%g/s for %s", l.Rate.PerSecond, l.Duration.Duration)
+	}
+	return fmt.Sprintf("%d phases over %s", len(l.Phases), l.Total())
+}
+
+// LoadPhase is one named phase of the load: a constant rate, a ramp, or bursts.
+type LoadPhase struct {
+	Name     string     `yaml:"name"`
+	Duration Duration   `yaml:"duration"`
+	Rate     Rate       `yaml:"rate"`
+	Ramp     *RampSpec  `yaml:"ramp"`
+	Burst    *BurstSpec `yaml:"burst"`
+}
+
+// RampSpec moves the rate linearly from From to To over the phase.
+type RampSpec struct {
+	From Rate `yaml:"from"`
+	To   Rate `yaml:"to"`
+}
+
+// BurstSpec sends Requests at once every Every.
+type BurstSpec struct {
+	Requests int      `yaml:"requests"`
+	Every    Duration `yaml:"every"`
+}
+
+// Planned is the phase's number of requests.
+func (p *LoadPhase) Planned() float64 {
+	secs := p.Duration.Seconds()
+	switch {
+	case p.Ramp != nil:
+		return (p.Ramp.From.PerSecond + p.Ramp.To.PerSecond) / 2 * secs
+	case p.Burst != nil && p.Burst.Every.Duration > 0:
+		return float64(p.Burst.Requests) * float64(p.Duration.Duration/p.Burst.Every.Duration)
+	}
+	return p.Rate.PerSecond * secs
 }
 
 // Fault is a fault rule on some or all instances of a service. Its timing (at, for, flap), targeting

@@ -64,7 +64,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 
-	fmt.Fprintf(stdout, "meshproof: running %s (%s) for %s at %g/s\n", sc.Name, file, sc.Load.Duration.Duration, sc.Load.Rate.PerSecond)
+	fmt.Fprintf(stdout, "meshproof: running %s (%s): %s\n", sc.Name, file, sc.Load.Describe())
 	var rec *reports.Record
 	if *runner == "docker" {
 		rec, err = runDocker(ctx, sc, opts.Seed, stderr)

@@ -19,7 +19,6 @@ import (
 	"io"
 	"maps"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"sort"
@@ -40,6 +39,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshproof/meshproof/mesh/drive"
 	"github.com/meshproof/meshproof/mesh/load"
 	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
@@ -220,19 +220,7 @@ func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64)
 	if err != nil {
 		return nil, err
 	}
-	header := http.Header{}
-	for k, v := range l.Headers {
-		header.Set(k, v)
-	}
-	cfg := load.Config{
-		URL:      "http://" + listener + l.Path,
-		Method:   l.Method,
-		Header:   header,
-		Body:     []byte(l.Body),
-		Rate:     l.Rate.PerSecond,
-		Duration: l.Duration.Duration,
-		Timeout:  l.Timeout.Duration,
-	}
+	cfg := drive.Config(l, "http://"+listener)
 
 	// Fault windows count from the moment the load starts. Every upstream gets that moment ahead of
 	// time, then the load starts on it.
@@ -243,7 +231,7 @@ func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64)
 	if err := sleepUntil(ctx, start); err != nil {
 		return nil, err
 	}
-	r.logf("load: %g/s for %s against %s", cfg.Rate, cfg.Duration, cfg.URL)
+	r.logf("load: %s against %s", l.Describe(), cfg.URL)
 
 	loadDone := make(chan struct{})
 	var bg sync.WaitGroup

@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/faults/tcp"
+	"github.com/meshproof/meshproof/mesh/drive"
 	"github.com/meshproof/meshproof/mesh/load"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy"
@@ -111,19 +111,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 	}
 
 	l := sc.Load
-	header := http.Header{}
-	for k, v := range l.Headers {
-		header.Set(k, v)
-	}
-	cfg := load.Config{
-		URL:      "http://" + topo.proxies[l.Target].ListenerAddr(l.Target) + l.Path,
-		Method:   l.Method,
-		Header:   header,
-		Body:     []byte(l.Body),
-		Rate:     l.Rate.PerSecond,
-		Duration: l.Duration.Duration,
-		Timeout:  l.Timeout.Duration,
-	}
+	cfg := drive.Config(l, "http://"+topo.proxies[l.Target].ListenerAddr(l.Target))
 	if topo.tp != nil {
 		cfg.Tracer, cfg.Propagator = topo.tp.Tracer(tracing.ScopeLoad), tracing.Propagator()
 	}
@@ -155,7 +143,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 			for {
 				select {
 				case <-t.C:
-					opts.Progress(prog.snapshot(time.Since(started), cfg.Duration, target.Stats().Values()))
+					opts.Progress(prog.snapshot(time.Since(started), l.Total(), target.Stats().Values()))
 				case <-schedCtx.Done():
 					return
 				}
@@ -166,7 +154,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 	stopSchedules()
 	if prog != nil {
 		<-progDone // the ticker's last report is out before the final one
-		opts.Progress(prog.snapshot(time.Since(started), cfg.Duration, topo.proxies[l.Target].Stats().Values()))
+		opts.Progress(prog.snapshot(time.Since(started), l.Total(), topo.proxies[l.Target].Stats().Values()))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)

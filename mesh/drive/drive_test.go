@@ -1,0 +1,48 @@
+package drive_test
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/mesh/drive"
+	"github.com/meshproof/meshproof/mesh/load"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+var _ = Describe("Config", func() {
+	parse := func(loadYAML string) *scenarios.Load {
+		GinkgoHelper()
+		sc, err := scenarios.Parse([]byte("name: d\nservices: {api: {}}\nproxies: {edge: {routes_to: api}}\nload:\n"+loadYAML), "d.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		return sc.Load
+	}
+
+	It("sends a constant rate for the duration, with the request's method, path, headers and body", func() {
+		cfg := drive.Config(parse("  {target: edge, rate: 20/s, duration: 3s, path: /buy, method: post, headers: {x-a: b}, body: hi}\n"), "http://127.0.0.1:1")
+		Expect(cfg.URL).To(Equal("http://127.0.0.1:1/buy"))
+		Expect(cfg.Method).To(Equal("POST"))
+		Expect(cfg.Header.Get("x-a")).To(Equal("b"))
+		Expect(string(cfg.Body)).To(Equal("hi"))
+		Expect(cfg.Rate).To(BeNumerically("==", 20))
+		Expect(cfg.Duration).To(Equal(3 * time.Second))
+		Expect(cfg.Timeout).To(Equal(30 * time.Second))
+		Expect(cfg.Phases).To(BeEmpty())
+	})
+
+	It("turns named phases into the generator's phases", func() {
+		cfg := drive.Config(parse(`  target: edge
+  phases:
+    - {name: a, duration: 1s, rate: 10/s}
+    - {name: b, duration: 2s, ramp: {from: 10/s, to: 30/s}}
+    - {name: c, duration: 3s, burst: {requests: 5, every: 500ms}}
+`), "http://x")
+		Expect(cfg.Rate).To(BeZero())
+		Expect(cfg.Phases).To(Equal([]load.Phase{
+			load.Constant("a", time.Second, 10),
+			load.Ramp("b", 2*time.Second, 10, 30),
+			load.Bursts("c", 3*time.Second, 5, 500*time.Millisecond),
+		}))
+	})
+})
