@@ -79,7 +79,7 @@ func main() {
 	if o.fortio != "" {
 		fortio = search(ctx, o, "fortio", func(r float64) (trial, error) { return o.fortioOpen(ctx, r) })
 	} else {
-		fmt.Println("fortio: unavailable (not installed; `go install fortio.org/fortio@latest` failed), ratio skipped")
+		fmt.Println("fortio: unavailable (not installed; `go install fortio.org/fortio@v1.63.3` failed), ratio skipped")
 	}
 
 	fmt.Printf("\n== (b) closed loop, %d connections, %s per run, best of 2 (generators on CPU %q)\n", o.conns, o.closedFor, o.genCPU)
@@ -126,7 +126,7 @@ func main() {
 		}
 	}
 	ratio("open-loop sustained rate, ours/vegeta", ours, vegeta, 1.5, map[bool]string{true: "vegeta unavailable"}[o.vegeta == ""])
-	ratio("open-loop sustained rate, ours/fortio", ours, fortio, 1.0, map[bool]string{true: "fortio unavailable (go install fortio.org/fortio@latest refused by the module proxy)"}[o.fortio == ""])
+	ratio("open-loop sustained rate, ours/fortio", ours, fortio, 1.0, map[bool]string{true: "fortio unavailable (go install fortio.org/fortio@v1.63.3 failed)"}[o.fortio == ""])
 	ratio("closed-loop rate, ours/wrk", oursClosed, wrkClosed, 0.5, map[bool]string{true: "wrk unavailable"}[o.wrk == ""])
 	if coErr != nil {
 		fmt.Println("coordinated omission: ours failed:", coErr)
@@ -274,7 +274,9 @@ func (o options) ours(ctx context.Context, target string, args ...string) (oursJ
 }
 
 func (o options) oursOpen(ctx context.Context, rate float64) (trial, error) {
-	j, err := o.ours(ctx, o.target, "--rate", fmt.Sprint(rate), "--duration", o.trial.String(), "--timeout", "5s")
+	// The same connection budget as fortio's -c: queueing for a connection shows in our corrected latency.
+	j, err := o.ours(ctx, o.target, "--rate", fmt.Sprint(rate), "--duration", o.trial.String(), "--timeout", "5s",
+		"--connections", fmt.Sprint(o.conns))
 	if err != nil {
 		return trial{}, err
 	}
