@@ -7,7 +7,7 @@ IMAGE    ?= meshproof:dev
 # The test suite's settings: race detector on, specs in random order, docker specs when Docker is reachable.
 GINKGO_FLAGS ?= -r -p --race --randomize-all --randomize-suites --timeout=30m --poll-progress-after=120s
 
-.PHONY: help build test test-fast lint fmt demo examples image bench-load clean
+.PHONY: help build test test-fast lint fmt demo examples image bench-load bench-proxy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ image: ## build bin/meshproof (static) and the FROM-scratch image $(IMAGE) (clas
 
 bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when installable) + the coordinated-omission test (< 10 min)
 	bash bench/load/run.sh
+
+bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each (throughput, added latency, RSS; ~2 min)
+	bash bench/proxy/run.sh
 
 clean: ## remove build output and run directories
 	rm -rf bin runs
