@@ -6,7 +6,9 @@ import (
 	"log"
 	"net/http"
 	"regexp"
+	"runtime/metrics"
 	"sort"
+	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -60,6 +62,7 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		w.Write(append(b, '\n'))
 	})
+	get("/debug/runtime", serveRuntime)
 	post("/healthcheck/fail", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(false); io.WriteString(w, "OK\n") })
 	post("/healthcheck/ok", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(true); io.WriteString(w, "OK\n") })
 	post("/reset_counters", func(w http.ResponseWriter, _ *http.Request) { s.store.ResetCounters(); io.WriteString(w, "OK\n") })
@@ -131,5 +134,40 @@ func (s *Server) serveClusters(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 	}
+	io.WriteString(w, b.String())
+}
+
+// runtimeMetrics are the Go runtime's metrics that /debug/runtime reports: with the downstream request
+// counters of /stats they give allocations and bytes per proxied request (see bench/proxy/run.sh).
+var runtimeMetrics = []string{
+	"/gc/heap/allocs:objects", "/gc/heap/allocs:bytes", "/gc/cycles/total:gc-cycles",
+	"/memory/classes/total:bytes", "/memory/classes/heap/objects:bytes", "/sched/goroutines:goroutines",
+}
+
+// serveRuntime answers /debug/runtime: the process's runtime/metrics values above as one flat JSON
+// object, e.g. {"/gc/heap/allocs:objects":123,…}. Cumulative ones only grow, so a client takes
+// differences over a run.
+func serveRuntime(w http.ResponseWriter, _ *http.Request) {
+	samples := make([]metrics.Sample, len(runtimeMetrics))
+	for i, n := range runtimeMetrics {
+		samples[i].Name = n
+	}
+	metrics.Read(samples)
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, s := range samples {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Quote(s.Name))
+		b.WriteByte(':')
+		if s.Value.Kind() == metrics.KindUint64 {
+			b.WriteString(strconv.FormatUint(s.Value.Uint64(), 10))
+		} else {
+			b.WriteString("null")
+		}
+	}
+	b.WriteString("}\n")
+	w.Header().Set("content-type", "application/json")
 	io.WriteString(w, b.String())
 }

@@ -30,6 +30,10 @@ type cluster struct {
 	transport *http.Transport
 	st        clusterStats
 	events    func(Event)
+	// healthyFn and activeFn are c.healthy and the hosts' active requests as the pickers take them,
+	// made once: a method value or closure built per pick would be allocated per request.
+	healthyFn func(int) bool
+	activeFn  func(int) int64
 
 	// cxFree wakes requests waiting in the pending queue for a connection slot (max_connections).
 	cxMu   sync.Mutex
@@ -62,6 +66,10 @@ type clusterStats struct {
 	rqPendingOverflow, cxOverflow, rqRetryBackoffRateLimited                  *stats.Counter
 	rqActive, cxActive, membershipHealthy, membershipTotal, rqPendingActive   *stats.Gauge
 	rqTime, cxConnectMs                                                       *stats.Histogram
+
+	// codes holds upstream_rq_<code> for the codes seen so far, by code: created on first use like any
+	// stat, then found without building its name.
+	codes [600]atomic.Pointer[stats.Counter]
 }
 
 func newClusterStats(store *stats.Store, name string) clusterStats {
@@ -90,7 +98,7 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 
 // status counts a response code the Envoy way: upstream_rq_<code> and upstream_rq_<N>xx.
 func (s *clusterStats) status(code int) {
-	s.store.Counter(s.prefix + "upstream_rq_" + strconv.Itoa(code)).Inc()
+	s.codeCounter(code).Inc()
 	switch code / 100 {
 	case 2:
 		s.rq2xx.Inc()
@@ -103,9 +111,24 @@ func (s *clusterStats) status(code int) {
 	}
 }
 
+// codeCounter is the upstream_rq_<code> counter.
+func (s *clusterStats) codeCounter(code int) *stats.Counter {
+	if code < 0 || code >= len(s.codes) {
+		return s.store.Counter(s.prefix + "upstream_rq_" + strconv.Itoa(code))
+	}
+	if c := s.codes[code].Load(); c != nil {
+		return c
+	}
+	c := s.store.Counter(s.prefix + "upstream_rq_" + strconv.Itoa(code)) // the store returns one counter per name
+	s.codes[code].Store(c)
+	return c
+}
+
 func newCluster(cfg config.Cluster, store *stats.Store, events func(Event)) (*cluster, error) {
 	c := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(store, cfg.Name), events: events, stop: make(chan struct{})}
 	c.cxFree = sync.NewCond(&c.cxMu)
+	c.healthyFn = c.healthy
+	c.activeFn = func(i int) int64 { return c.hosts[i].rqActive.Load() }
 	weights := make([]uint32, len(cfg.Endpoints))
 	keys := make([]string, len(cfg.Endpoints))
 	for i, ep := range cfg.Endpoints {
@@ -213,13 +236,13 @@ func (c *cluster) healthy(i int) bool {
 // pick chooses the host for an attempt, honouring the panic threshold and the retry host predicate.
 // It returns -1 when no host is eligible ("no healthy upstream").
 func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy) int {
-	eligible, panicMode := policy.PanicFilter(len(c.hosts), c.healthy, c.cfg.HealthyPanicThreshold)
+	eligible, panicMode := policy.PanicFilter(len(c.hosts), c.healthyFn, c.cfg.HealthyPanicThreshold)
 	if panicMode {
 		c.st.lbHealthyPanic.Inc()
 	}
 	pc := policy.PickContext{
 		Eligible: eligible,
-		Active:   func(i int) int64 { return c.hosts[i].rqActive.Load() },
+		Active:   c.activeFn,
 		Hash:     hash,
 		Rand:     globalRand{},
 	}

@@ -153,6 +153,25 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists
+	var body []byte
+	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
+		var ok bool
+		if body, ok = rt.readBody(w, r); !ok {
+			return
+		}
+	}
+	f := &forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body}
+	if rt.tracer != nil {
+		if sp := trace.SpanFromContext(r.Context()); sp.SpanContext().IsValid() {
+			f.span = sp
+		}
+	}
+	f.run()
+}
+
+// readBody buffers the downstream request body under the HCM request_timeout; false when the request
+// was answered (408, 413) or the downstream went away.
+func (rt *router) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	rc := http.NewResponseController(w)
 	if rt.requestTimeout > 0 {
 		_ = rc.SetReadDeadline(time.Now().Add(rt.requestTimeout))
@@ -164,22 +183,16 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rt.st.rqTimeout.Inc()
 			rt.localReply(w, nil, http.StatusRequestTimeout, "request timeout")
 		}
-		return // otherwise the downstream went away mid-body: nobody to answer
+		return nil, false // otherwise the downstream went away mid-body: nobody to answer
 	}
 	if rt.requestTimeout > 0 {
 		_ = rc.SetReadDeadline(time.Time{})
 	}
 	if len(body) > maxRequestBody {
 		rt.localReply(w, nil, http.StatusRequestEntityTooLarge, "payload too large")
-		return
+		return nil, false
 	}
-	f := &forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body}
-	if rt.tracer != nil {
-		if sp := trace.SpanFromContext(r.Context()); sp.SpanContext().IsValid() {
-			f.span = sp
-		}
-	}
-	f.run()
+	return body, true
 }
 
 // forward is one downstream request on its way through the upstream attempts.
@@ -193,6 +206,7 @@ type forward struct {
 	body  []byte
 	start time.Time
 	span  trace.Span // the server span when the request is traced; nil otherwise
+	wo    writerOnly // w for relay's copy (a field: a conversion to io.Writer would be allocated)
 }
 
 // attempt is the outcome of one upstream try.
@@ -203,18 +217,34 @@ type attempt struct {
 	host      *host
 	index     int // the host's index in the cluster
 	cancel    context.CancelCauseFunc
-	release   func()        // returns the attempt's request and connection slots
+	cl        *cluster      // the cluster whose slots the attempt holds (see held)
+	held      slots         // what done still has to give back
 	sent      time.Time     // when the attempt was sent
 	took      time.Duration // from send to response headers
 	span      trace.Span    // the attempt's client span when traced; nil otherwise
 }
 
+// slots are what an attempt holds until done.
+type slots uint8
+
+const (
+	holdsNothing slots = iota
+	holdsSlots         // a max_requests and a max_connections slot
+	holdsActive        // the slots, and it counts in upstream_rq_active and the host's rq_active
+)
+
 // done releases the attempt's breaker slots once its response is finished with, and ends its span.
 func (a *attempt) done() {
-	if a.release != nil {
-		a.release()
-		a.release = nil
+	switch a.held {
+	case holdsActive: // the attempt is active until its response is finished with
+		a.cl.st.rqActive.Dec()
+		a.host.rqActive.Add(-1)
+		fallthrough
+	case holdsSlots:
+		a.cl.releaseConnection()
+		a.cl.rm.ReleaseRequest()
 	}
+	a.held = holdsNothing
 	a.cancel(nil)
 	if a.span != nil {
 		a.span.End()
@@ -238,11 +268,10 @@ func (f *forward) run() {
 	if rp != nil {
 		on, _ := policy.ParseRetryOn(rp.RetryOn) // validated when the config was loaded
 		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
-		backoff = policy.NewBackoff(rp.BaseInterval, rp.MaxInterval)
 	}
 	hash := f.hash()
-	tried := map[int]bool{}
-	reqID := f.r.Header.Get("x-request-id")
+	var tried map[int]bool // hosts already tried: only a retry's host selection reads it
+	reqID := f.r.Header.Get(hdrRequestID)
 	if reqID == "" {
 		reqID = newRequestID()
 	}
@@ -286,13 +315,19 @@ func (f *forward) run() {
 			f.upstreamLocalReply(http.StatusServiceUnavailable, "no healthy upstream", n, nil)
 			return
 		}
-		tried[a.index] = true
 		d, retrySuccess := rs.Decide(a.outcome, f.cl.rm.TryAcquireRetry)
 		if retrySuccess {
 			f.cl.st.rqRetrySuccess.Inc()
 		}
 		switch d {
 		case policy.Retry:
+			if tried == nil {
+				tried = make(map[int]bool, 2)
+			}
+			tried[a.index] = true
+			if backoff == nil { // the back-off starts at the first retry
+				backoff = policy.NewBackoff(rp.BaseInterval, rp.MaxInterval)
+			}
 			holdingRetry = true
 			f.cl.st.rqRetry.Inc()
 			f.cl.retryEvent(a)
@@ -325,13 +360,27 @@ func (f *forward) run() {
 }
 
 // The router's request headers (consumed, never forwarded).
+// Written in canonical form, as are all header names the request path uses: net/http would allocate a
+// canonical copy of any other spelling on every Get, Set and Del.
 const (
-	hdrRetryOn              = "x-envoy-retry-on"
-	hdrMaxRetries           = "x-envoy-max-retries"
-	hdrRetriableStatusCodes = "x-envoy-retriable-status-codes"
-	hdrUpstreamTimeout      = "x-envoy-upstream-rq-timeout-ms"
-	hdrPerTryTimeout        = "x-envoy-upstream-rq-per-try-timeout-ms"
-	hdrRetriableHeaderNames = "x-envoy-retriable-header-names"
+	hdrRetryOn              = "X-Envoy-Retry-On"
+	hdrMaxRetries           = "X-Envoy-Max-Retries"
+	hdrRetriableStatusCodes = "X-Envoy-Retriable-Status-Codes"
+	hdrUpstreamTimeout      = "X-Envoy-Upstream-Rq-Timeout-Ms"
+	hdrPerTryTimeout        = "X-Envoy-Upstream-Rq-Per-Try-Timeout-Ms"
+	hdrRetriableHeaderNames = "X-Envoy-Retriable-Header-Names"
+)
+
+// The headers the router adds or reads, in canonical form.
+const (
+	hdrRequestID                = "X-Request-Id"
+	hdrForwardedProto           = "X-Forwarded-Proto"
+	hdrAttemptCount             = "X-Envoy-Attempt-Count"
+	hdrExpectedTimeout          = "X-Envoy-Expected-Rq-Timeout-Ms"
+	hdrUpstreamServiceTime      = "X-Envoy-Upstream-Service-Time"
+	hdrImmediateHealthCheckFail = "X-Envoy-Immediate-Health-Check-Fail"
+	hdrContentLength            = "Content-Length"
+	hdrContentType              = "Content-Type"
 )
 
 var routerHeaders = []string{hdrRetryOn, hdrMaxRetries, hdrRetriableStatusCodes, hdrUpstreamTimeout, hdrPerTryTimeout, hdrRetriableHeaderNames}
@@ -351,17 +400,19 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	if !internal(f.r.RemoteAddr) {
 		return rp, timeout
 	}
-	if ms, err := strconv.ParseUint(h.Get(hdrUpstreamTimeout), 10, 32); err == nil {
+	if ms, err := parseHeaderUint(h, hdrUpstreamTimeout); err == nil {
 		timeout = time.Duration(ms) * time.Millisecond
 	}
 	var extra []string
-	for _, c := range strings.Split(h.Get(hdrRetryOn), ",") {
-		if c = strings.TrimSpace(c); policy.RetryOnNames[c] != 0 {
-			extra = append(extra, c)
+	if v := h.Get(hdrRetryOn); v != "" {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); policy.RetryOnNames[c] != 0 {
+				extra = append(extra, c)
+			}
 		}
 	}
-	maxRetries, maxErr := strconv.ParseUint(h.Get(hdrMaxRetries), 10, 32)
-	perTry, perTryErr := strconv.ParseUint(h.Get(hdrPerTryTimeout), 10, 32)
+	maxRetries, maxErr := parseHeaderUint(h, hdrMaxRetries)
+	perTry, perTryErr := parseHeaderUint(h, hdrPerTryTimeout)
 	if len(extra) == 0 && (rp == nil || maxErr != nil && perTryErr != nil && h.Get(hdrRetriableStatusCodes) == "" && h.Get(hdrRetriableHeaderNames) == "") {
 		return rp, timeout
 	}
@@ -392,6 +443,18 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	return &eff, timeout
 }
 
+// errNoHeader: the header is absent (strconv's error for "" would be allocated per request).
+var errNoHeader = errors.New("no such header")
+
+// parseHeaderUint parses a header as a uint32 in decimal, as strconv.ParseUint(v, 10, 32).
+func parseHeaderUint(h http.Header, name string) (uint64, error) {
+	v := h.Get(name)
+	if v == "" {
+		return 0, errNoHeader
+	}
+	return strconv.ParseUint(v, 10, 32)
+}
+
 // internal reports whether a downstream address is internal by Envoy's default rule: loopback or a
 // private (RFC 1918 / RFC 4193) address. Only internal requests may steer the router with headers.
 func internal(remote string) bool {
@@ -406,9 +469,20 @@ func internal(remote string) bool {
 // try sends one attempt to the next host and waits for its response headers or its failure.
 func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string, n int, hash uint64, tried map[int]bool) attempt {
 	cl := f.cl
-	cl.trafficSeen.Store(true)
-	actx, cancel := context.WithCancelCause(ctx)
-	a := attempt{cancel: cancel, index: -1}
+	if !cl.trafficSeen.Load() {
+		cl.trafficSeen.Store(true)
+	}
+	var perTry time.Duration
+	if rp != nil {
+		perTry = rp.PerTryTimeout
+	}
+	// An attempt needs a context of its own only for its per-try timeout: otherwise it ends with the
+	// request's (route timeout, downstream gone), and done closes its response.
+	actx, cancel := ctx, noCancel
+	if perTry > 0 {
+		actx, cancel = context.WithCancelCause(ctx)
+	}
+	a := attempt{cancel: cancel, index: -1, cl: cl}
 	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier signal.
 	if !cl.rm.TryAcquireRequest() {
 		cl.st.rqPendingOverflow.Inc()
@@ -430,10 +504,7 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		a.outcome = policy.Outcome{Kind: policy.Overflow}
 		return a
 	}
-	a.release = func() {
-		cl.releaseConnection()
-		cl.rm.ReleaseRequest()
-	}
+	a.held = holdsSlots
 	a.index = cl.pick(hash, tried, rp)
 	if a.index < 0 {
 		a.noHealthy = true
@@ -449,20 +520,22 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		out.Header.Del(k)
 	}
 	out.Host = f.r.Host
-	out.Header.Set("x-request-id", reqID)
-	out.Header.Set("x-forwarded-proto", "http")
+	// What Header.Set does, with the value slices cut from one allocation.
+	vals := make([]string, 0, 4)
+	vals = append(vals, reqID, "http")
+	out.Header[hdrRequestID], out.Header[hdrForwardedProto] = vals[0:1:1], vals[1:2:2]
 	if f.vh.IncludeRequestAttemptCount {
-		out.Header.Set("x-envoy-attempt-count", strconv.Itoa(n))
-	}
-	var perTry time.Duration
-	if rp != nil {
-		perTry = rp.PerTryTimeout
+		vals = append(vals, strconv.Itoa(n))
+		out.Header[hdrAttemptCount] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	if ms := expectedTimeoutMs(ctx, perTry); ms > 0 {
-		out.Header.Set("x-envoy-expected-rq-timeout-ms", strconv.FormatInt(ms, 10))
+		vals = append(vals, strconv.FormatInt(ms, 10))
+		out.Header[hdrExpectedTimeout] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	// The body is never replayable by net/http itself (no GetBody): the transport must not retry behind
-	// the router's back, or attempts would go uncounted and resets unseen.
+	// the router's back, or attempts would go uncounted and resets unseen. So even an empty body stays a
+	// reader (nil or http.NoBody would make the request replayable), at the price of net/http probing it
+	// on GETs (a goroutine and a timer per attempt).
 	out.Body = io.NopCloser(bytesReader(f.body))
 	out.ContentLength = int64(len(f.body))
 	if f.span != nil {
@@ -473,12 +546,7 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	cl.st.rqActive.Inc()
 	h.rqTotal.Add(1)
 	h.rqActive.Add(1)
-	slots := a.release
-	a.release = func() { // the attempt is active until its response is finished with
-		cl.st.rqActive.Dec()
-		h.rqActive.Add(-1)
-		slots()
-	}
+	a.held = holdsActive
 
 	var timer *time.Timer
 	if perTry > 0 {
@@ -504,7 +572,7 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		} else {
 			h.rqSuccess.Add(1)
 		}
-		if resp.Header.Get("x-envoy-immediate-health-check-fail") != "" {
+		if resp.Header.Get(hdrImmediateHealthCheckFail) != "" {
 			cl.immediateFail(a.index)
 		}
 	case context.Cause(actx) == errPerTryTimeout:
@@ -537,6 +605,9 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	}
 	return a
 }
+
+// noCancel stands for the cancel function of an attempt without a context of its own.
+func noCancel(error) {}
 
 // backoff is the delay before a retry: the rate-limited back-off when the route has one and the
 // response carries one of its reset headers, else the exponential back-off.
@@ -640,7 +711,7 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 	f.cl.st.status(code)
 	f.cl.st.rqCompleted.Inc()
 	if f.vh.IncludeAttemptCountInResponse {
-		f.w.Header().Set("x-envoy-attempt-count", strconv.Itoa(n))
+		f.w.Header().Set(hdrAttemptCount, strconv.Itoa(n))
 	}
 	f.rt.localReply(f.w, hdr, code, body)
 }
@@ -660,18 +731,26 @@ func (f *forward) relay(ctx context.Context, a attempt, n int) {
 	defer resp.Body.Close()
 	hdr := f.w.Header()
 	copyHeader(hdr, resp.Header)
-	hdr.Set("x-envoy-upstream-service-time", strconv.FormatInt(a.took.Milliseconds(), 10))
+	// What Header.Set does, with the value slices cut from one allocation.
+	vals := make([]string, 0, 3)
+	vals = append(vals, strconv.FormatInt(a.took.Milliseconds(), 10))
+	hdr[hdrUpstreamServiceTime] = vals[0:1:1]
 	if f.vh.IncludeAttemptCountInResponse {
-		hdr.Set("x-envoy-attempt-count", strconv.Itoa(n))
+		vals = append(vals, strconv.Itoa(n))
+		hdr[hdrAttemptCount] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	if resp.ContentLength >= 0 {
-		hdr.Set("content-length", strconv.FormatInt(resp.ContentLength, 10))
+		vals = append(vals, strconv.FormatInt(resp.ContentLength, 10))
+		hdr[hdrContentLength] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.st.status(resp.StatusCode)
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
-	_, err := io.CopyBuffer(f.w, resp.Body, *bp)
+	// writerOnly hides the ResponseWriter's ReadFrom: through it, net/http would write the body straight
+	// to the socket with a 32 KiB buffer of its own per response, in two more write calls.
+	f.wo.Writer = f.w
+	_, err := io.CopyBuffer(&f.wo, resp.Body, *bp)
 	f.cl.st.rqTime.Record(time.Since(a.sent))
 	if err != nil {
 		if context.Cause(ctx) == errRouteTimeout {
@@ -686,9 +765,9 @@ func (rt *router) localReply(w http.ResponseWriter, hdr http.Header, code int, b
 		w.Header()[k] = v
 	}
 	if body != "" {
-		w.Header().Set("content-type", "text/plain")
+		w.Header().Set(hdrContentType, "text/plain")
 	}
-	w.Header().Set("content-length", strconv.Itoa(len(body)))
+	w.Header().Set(hdrContentLength, strconv.Itoa(len(body)))
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, body)
 	rt.st.status(code)
@@ -700,8 +779,19 @@ var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-A
 
 // copyHeader copies end-to-end headers from src to dst.
 func copyHeader(dst, src http.Header) {
+	n := 0
+	for _, v := range src {
+		n += len(v)
+	}
+	vals := make([]string, 0, n) // one allocation for every value; each header gets a capped slice of it
 	for k, v := range src {
-		dst[k] = append([]string(nil), v...)
+		if len(v) == 0 {
+			dst[k] = nil
+			continue
+		}
+		i := len(vals)
+		vals = append(vals, v...)
+		dst[k] = vals[i:len(vals):len(vals)]
 	}
 	for _, f := range src.Values("Connection") {
 		for _, name := range strings.Split(f, ",") {
@@ -712,3 +802,6 @@ func copyHeader(dst, src http.Header) {
 		dst.Del(k)
 	}
 }
+
+// writerOnly is an io.Writer and nothing else (no ReadFrom).
+type writerOnly struct{ io.Writer }
