@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -39,19 +40,32 @@ func BenchmarkProxy(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			addr := startBenchProxy(b, traced)
 			b.Run("serial", func(b *testing.B) {
-				c := dialBench(b, addr)
+				c, err := dialBench(b, addr)
+				if err != nil {
+					b.Fatal(err)
+				}
 				b.ReportAllocs()
 				for b.Loop() {
-					c.roundTrip(b)
+					if err := c.roundTrip(); err != nil {
+						b.Fatal(err)
+					}
 				}
 			})
 			b.Run("parallel", func(b *testing.B) {
 				b.ReportAllocs()
 				b.SetParallelism(8)
 				b.RunParallel(func(pb *testing.PB) {
-					c := dialBench(b, addr)
+					// Fatal may not be called from these goroutines: report and stop this one.
+					c, err := dialBench(b, addr)
+					if err != nil {
+						b.Error(err)
+						return
+					}
 					for pb.Next() {
-						c.roundTrip(b)
+						if err := c.roundTrip(); err != nil {
+							b.Error(err)
+							return
+						}
 					}
 				})
 			})
@@ -167,35 +181,35 @@ type benchClient struct {
 	buf  []byte
 }
 
-func dialBench(b *testing.B, addr string) *benchClient {
+func dialBench(b *testing.B, addr string) (*benchClient, error) {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
 	b.Cleanup(func() { conn.Close() })
 	return &benchClient{conn: conn, br: bufio.NewReaderSize(conn, 16<<10),
-		req: []byte("GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n"), buf: make([]byte, benchBodySize)}
+		req: []byte("GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n"), buf: make([]byte, benchBodySize)}, nil
 }
 
-func (c *benchClient) roundTrip(b *testing.B) {
+// roundTrip sends one request and reads its response; its error says what was wrong.
+func (c *benchClient) roundTrip() error {
 	if _, err := c.conn.Write(c.req); err != nil {
-		b.Fatal(err)
+		return err
 	}
 	status, err := c.br.ReadSlice('\n')
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	if !bytes.HasPrefix(status, []byte("HTTP/1.1 200 ")) {
-		b.Fatalf("got %q, want HTTP/1.1 200", status)
+		return fmt.Errorf("got %q, want HTTP/1.1 200", status)
 	}
 	n, err := readHead(c.br)
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	if n != benchBodySize {
-		b.Fatalf("got content-length %d, want %d", n, benchBodySize)
+		return fmt.Errorf("got content-length %d, want %d", n, benchBodySize)
 	}
-	if _, err := io.ReadFull(c.br, c.buf); err != nil {
-		b.Fatal(err)
-	}
+	_, err = io.ReadFull(c.br, c.buf)
+	return err
 }

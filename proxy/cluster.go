@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/internal/h1"
 	"github.com/meshproof/meshproof/proxy/policy"
 	"github.com/meshproof/meshproof/proxy/stats"
 )
@@ -20,16 +21,16 @@ import (
 // cluster is the runtime of one upstream cluster: its hosts, load balancer, circuit breakers, outlier
 // detector, health checker, connection pool and stats.
 type cluster struct {
-	name      string
-	cfg       config.Cluster
-	hosts     []*host
-	picker    policy.Picker
-	rm        *policy.ResourceManager // the DEFAULT priority's breakers (routes use DEFAULT)
-	outlier   *policy.OutlierDetector // nil without outlier_detection
-	hc        *policy.HealthChecker   // nil without health_checks
-	transport *http.Transport
-	st        clusterStats
-	events    func(Event)
+	name    string
+	cfg     config.Cluster
+	hosts   []*host
+	picker  policy.Picker
+	rm      *policy.ResourceManager // the DEFAULT priority's breakers (routes use DEFAULT)
+	outlier *policy.OutlierDetector // nil without outlier_detection
+	hc      *policy.HealthChecker   // nil without health_checks
+	pools   []*h1.Pool              // one per host, by index
+	st      clusterStats
+	events  func(Event)
 	// healthyFn and activeFn are c.healthy and the hosts' active requests as the pickers take them,
 	// made once: a method value or closure built per pick would be allocated per request.
 	healthyFn func(int) bool
@@ -155,7 +156,10 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event)) (*cl
 	c.st.membershipTotal.Set(int64(len(c.hosts)))
 	c.publishHealth()
 	store.OnSnapshot(c.publishBreakers)
-	c.transport = c.newTransport()
+	dial := c.dialer()
+	for _, h := range c.hosts {
+		c.pools = append(c.pools, &h1.Pool{Addr: h.addr, Dial: dial})
+	}
 	return c, nil
 }
 
@@ -177,44 +181,39 @@ func newPicker(cfg config.Cluster, weights []uint32, keys []string) (policy.Pick
 // lockedRand is a goroutine-safe random source for the policies (jitter and enforcing draws).
 func lockedRand() policy.Rand { return globalRand{} }
 
-func (c *cluster) newTransport() *http.Transport {
-	dialer := &net.Dialer{Timeout: c.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy: nil, // never the environment's proxy: endpoints are addressed directly
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			h := c.hostByAddr(addr)
-			c.st.cxTotal.Inc()
+// dialer opens upstream connections for the hosts' pools, keeping the connection stats.
+func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: c.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		h := c.hostByAddr(addr)
+		c.st.cxTotal.Inc()
+		if h != nil {
+			h.cxTotal.Add(1)
+		}
+		began := time.Now()
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			c.st.cxConnectFail.Inc()
 			if h != nil {
-				h.cxTotal.Add(1)
+				h.cxConnectFail.Add(1)
 			}
-			began := time.Now()
-			conn, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				c.st.cxConnectFail.Inc()
-				if h != nil {
-					h.cxConnectFail.Add(1)
-				}
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					c.st.cxConnectTimeout.Inc()
-				}
-				return nil, &connectError{err: err}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.st.cxConnectTimeout.Inc()
 			}
-			c.st.cxConnectMs.Record(time.Since(began))
-			c.st.cxActive.Inc()
+			return nil, &connectError{err: err}
+		}
+		c.st.cxConnectMs.Record(time.Since(began))
+		c.st.cxActive.Inc()
+		if h != nil {
+			h.cxActive.Add(1)
+		}
+		return &countedConn{Conn: conn, onClose: func() {
+			c.st.cxActive.Dec()
 			if h != nil {
-				h.cxActive.Add(1)
+				h.cxActive.Add(-1)
 			}
-			return &countedConn{Conn: conn, onClose: func() {
-				c.st.cxActive.Dec()
-				if h != nil {
-					h.cxActive.Add(-1)
-				}
-			}}, nil
-		},
-		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     time.Hour, // Envoy keeps idle upstream connections open by default
-		DisableCompression:  true,
+		}}, nil
 	}
 }
 
@@ -480,7 +479,9 @@ func (c *cluster) immediateFail(i int) {
 func (c *cluster) close() {
 	c.stopOnce.Do(func() { close(c.stop) })
 	c.wg.Wait()
-	c.transport.CloseIdleConnections()
+	for _, p := range c.pools {
+		p.Close()
+	}
 }
 
 // healthFlags are the host's flags as /clusters prints them.
@@ -517,3 +518,6 @@ func (c *countedConn) Close() error {
 	}
 	return c.Conn.Close()
 }
+
+// NetConn is the connection counted (the pool's liveness probe looks at its socket).
+func (c *countedConn) NetConn() net.Conn { return c.Conn }

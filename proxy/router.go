@@ -7,15 +7,18 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/internal/h1"
 	"github.com/meshproof/meshproof/proxy/policy"
 	"github.com/meshproof/meshproof/proxy/stats"
 )
@@ -39,6 +42,7 @@ type router struct {
 	st             hcmStats
 	rng            policy.Rand
 	bufs           sync.Pool
+	forwards       sync.Pool // of *forward: one per request in flight, reused
 	onRequest      func(id string, attempts int)
 	// tracer and prop are set on a traced listener (see tracing.go); nil: no spans, no trace headers.
 	tracer trace.Tracer
@@ -85,7 +89,8 @@ func (globalRand) Uint64() uint64 { return rand.Uint64() }
 func newRouter(l config.Listener, clusters map[string]*cluster, store *stats.Store) *router {
 	return &router{
 		routes: l.Routes, clusters: clusters, requestTimeout: l.RequestTimeout, st: newHCMStats(store, l.StatPrefix), rng: globalRand{},
-		bufs: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+		bufs:     sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+		forwards: sync.Pool{New: func() any { return &forward{extra: make(http.Header, 8)} }},
 	}
 }
 
@@ -160,13 +165,20 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	f := &forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body}
+	f := rt.forwards.Get().(*forward)
+	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, uri: r.RequestURI}
+	if len(f.uri) == 0 || f.uri[0] != '/' {
+		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
+	}
+	f.ab = h1.AborterFrom(r.Context())
 	if rt.tracer != nil {
 		if sp := trace.SpanFromContext(r.Context()); sp.SpanContext().IsValid() {
 			f.span = sp
 		}
 	}
 	f.run()
+	*f = forward{extra: f.extra} // nothing of the request is kept
+	rt.forwards.Put(f)
 }
 
 // readBody buffers the downstream request body under the HCM request_timeout; false when the request
@@ -176,7 +188,14 @@ func (rt *router) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	if rt.requestTimeout > 0 {
 		_ = rc.SetReadDeadline(time.Now().Add(rt.requestTimeout))
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= maxRequestBody {
+		body = make([]byte, n)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
+	}
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -207,6 +226,13 @@ type forward struct {
 	start time.Time
 	span  trace.Span // the server span when the request is traced; nil otherwise
 	wo    writerOnly // w for relay's copy (a field: a conversion to io.Writer would be allocated)
+	uri   string     // the request target sent upstream (origin form)
+	// out is the upstream request of the current attempt; extra its headers added by the router (reused
+	// from request to request), scratch the backing of their values.
+	out     h1.Request
+	ab      *h1.Aborter // the downstream connection's: interrupts the attempt under way
+	extra   http.Header
+	scratch [4]string
 }
 
 // attempt is the outcome of one upstream try.
@@ -383,7 +409,9 @@ const (
 	hdrContentType              = "Content-Type"
 )
 
-var routerHeaders = []string{hdrRetryOn, hdrMaxRetries, hdrRetriableStatusCodes, hdrUpstreamTimeout, hdrPerTryTimeout, hdrRetriableHeaderNames}
+// routerHeaderSet are the router's request headers: consumed, never sent upstream.
+var routerHeaderSet = map[string]bool{hdrRetryOn: true, hdrMaxRetries: true, hdrRetriableStatusCodes: true,
+	hdrUpstreamTimeout: true, hdrPerTryTimeout: true, hdrRetriableHeaderNames: true}
 
 // effectivePolicy is the request's retry policy and route timeout: the route's (or the virtual host's)
 // policy, adjusted by the router's request headers when the request comes from an internal address, as
@@ -458,12 +486,12 @@ func parseHeaderUint(h http.Header, name string) (uint64, error) {
 // internal reports whether a downstream address is internal by Envoy's default rule: loopback or a
 // private (RFC 1918 / RFC 4193) address. Only internal requests may steer the router with headers.
 func internal(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
+	ap, err := netip.ParseAddrPort(remote)
 	if err != nil {
 		return false
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && (ip.IsLoopback() || ip.IsPrivate())
+	ip := ap.Addr().Unmap()
+	return ip.IsLoopback() || ip.IsPrivate()
 }
 
 // try sends one attempt to the next host and waits for its response headers or its failure.
@@ -514,32 +542,27 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	h := cl.hosts[a.index]
 	a.host = h
 
-	out, _ := http.NewRequestWithContext(actx, f.r.Method, "http://"+h.addr+f.r.URL.RequestURI(), nil)
-	copyHeader(out.Header, f.r.Header)
-	for _, k := range routerHeaders {
-		out.Header.Del(k)
-	}
-	out.Host = f.r.Host
-	// What Header.Set does, with the value slices cut from one allocation.
-	vals := make([]string, 0, 4)
-	vals = append(vals, reqID, "http")
-	out.Header[hdrRequestID], out.Header[hdrForwardedProto] = vals[0:1:1], vals[1:2:2]
+	// The upstream request: the downstream's end-to-end headers (the pool leaves out the hop-by-hop
+	// ones and the router's), with the router's own added. A header map written by the pool as it
+	// sends, so its values can be cut from the forward's scratch array.
+	clear(f.extra)
+	// The exchange ends with the route timeout (a socket deadline) or when the downstream connection's
+	// aborter interrupts it (the client gone, the per-try timeout): no context watcher per attempt.
+	dl, _ := ctx.Deadline()
+	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.r.Host, Header: f.r.Header, Omit: routerHeaderSet,
+		Extra: f.extra, Body: f.body, Deadline: dl, Abort: f.ab}
+	f.scratch[0], f.scratch[1] = reqID, "http"
+	f.extra[hdrRequestID], f.extra[hdrForwardedProto] = f.scratch[0:1:1], f.scratch[1:2:2]
 	if f.vh.IncludeRequestAttemptCount {
-		vals = append(vals, strconv.Itoa(n))
-		out.Header[hdrAttemptCount] = vals[len(vals)-1 : len(vals) : len(vals)]
+		f.scratch[2] = strconv.Itoa(n)
+		f.extra[hdrAttemptCount] = f.scratch[2:3:3]
 	}
 	if ms := expectedTimeoutMs(ctx, perTry); ms > 0 {
-		vals = append(vals, strconv.FormatInt(ms, 10))
-		out.Header[hdrExpectedTimeout] = vals[len(vals)-1 : len(vals) : len(vals)]
+		f.scratch[3] = msString(ms)
+		f.extra[hdrExpectedTimeout] = f.scratch[3:4:4]
 	}
-	// The body is never replayable by net/http itself (no GetBody): the transport must not retry behind
-	// the router's back, or attempts would go uncounted and resets unseen. So even an empty body stays a
-	// reader (nil or http.NoBody would make the request replayable), at the price of net/http probing it
-	// on GETs (a goroutine and a timer per attempt).
-	out.Body = io.NopCloser(bytesReader(f.body))
-	out.ContentLength = int64(len(f.body))
 	if f.span != nil {
-		a.span = f.startAttempt(ctx, out, h, n)
+		a.span = f.startAttempt(ctx, &f.out, h, n)
 	}
 
 	cl.st.rqTotal.Inc()
@@ -550,10 +573,19 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 
 	var timer *time.Timer
 	if perTry > 0 {
-		timer = time.AfterFunc(perTry, func() { cancel(errPerTryTimeout) })
+		ab := f.ab
+		timer = time.AfterFunc(perTry, func() {
+			cancel(errPerTryTimeout) // first: the attempt's outcome is read from its context
+			if ab != nil {
+				ab.Interrupt()
+			}
+		})
 	}
 	a.sent = time.Now()
-	resp, err := cl.transport.RoundTrip(out)
+	resp, err := cl.pools[a.index].RoundTrip(actx, &f.out)
+	if err != nil {
+		f.awaitRouteTimer(ctx)
+	}
 	a.took = time.Since(a.sent)
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: the attempt's context is gone, so is the body.
@@ -604,6 +636,15 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		attemptOutcome(a.span, a.outcome, evs, cl.hosts)
 	}
 	return a
+}
+
+// awaitRouteTimer waits, after an exchange failed, for the route timeout's context to end if its
+// deadline has passed: the socket deadline and the context's timer are set for the same instant, and
+// the outcome is read from the context's cause.
+func (f *forward) awaitRouteTimer(ctx context.Context) {
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		<-ctx.Done()
+	}
 }
 
 // noCancel stands for the cancel function of an attempt without a context of its own.
@@ -730,18 +771,14 @@ func (f *forward) relay(ctx context.Context, a attempt, n int) {
 	resp := a.resp
 	defer resp.Body.Close()
 	hdr := f.w.Header()
-	copyHeader(hdr, resp.Header)
-	// What Header.Set does, with the value slices cut from one allocation.
-	vals := make([]string, 0, 3)
-	vals = append(vals, strconv.FormatInt(a.took.Milliseconds(), 10))
-	hdr[hdrUpstreamServiceTime] = vals[0:1:1]
+	// The response's value slices are shared, not copied: they stay valid until its body is closed,
+	// after WriteHeader has written them out. Content-Length passes as the upstream sent it.
+	shareHeader(hdr, resp.Header)
+	f.scratch[0] = strconv.FormatInt(a.took.Milliseconds(), 10)
+	hdr[hdrUpstreamServiceTime] = f.scratch[0:1:1]
 	if f.vh.IncludeAttemptCountInResponse {
-		vals = append(vals, strconv.Itoa(n))
-		hdr[hdrAttemptCount] = vals[len(vals)-1 : len(vals) : len(vals)]
-	}
-	if resp.ContentLength >= 0 {
-		vals = append(vals, strconv.FormatInt(resp.ContentLength, 10))
-		hdr[hdrContentLength] = vals[len(vals)-1 : len(vals) : len(vals)]
+		f.scratch[1] = strconv.Itoa(n)
+		hdr[hdrAttemptCount] = f.scratch[1:2:2]
 	}
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.st.status(resp.StatusCode)
@@ -753,6 +790,7 @@ func (f *forward) relay(ctx context.Context, a attempt, n int) {
 	_, err := io.CopyBuffer(&f.wo, resp.Body, *bp)
 	f.cl.st.rqTime.Record(time.Since(a.sent))
 	if err != nil {
+		f.awaitRouteTimer(ctx)
 		if context.Cause(ctx) == errRouteTimeout {
 			f.cl.st.rqTimeout.Inc()
 		}
@@ -773,35 +811,46 @@ func (rt *router) localReply(w http.ResponseWriter, hdr http.Header, code int, b
 	rt.st.status(code)
 }
 
-// hopByHop are the headers a proxy never forwards (RFC 9110 §7.6.1).
-var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-// copyHeader copies end-to-end headers from src to dst.
-func copyHeader(dst, src http.Header) {
-	n := 0
-	for _, v := range src {
-		n += len(v)
-	}
-	vals := make([]string, 0, n) // one allocation for every value; each header gets a capped slice of it
+// shareHeader puts the end-to-end headers of src into dst, sharing their value slices.
+func shareHeader(dst, src http.Header) {
+	conn := src["Connection"]
 	for k, v := range src {
-		if len(v) == 0 {
-			dst[k] = nil
+		if h1.IsHopByHop(k) && k != hdrContentLength && k != "Host" || len(conn) > 0 && listsToken(conn, k) {
 			continue
 		}
-		i := len(vals)
-		vals = append(vals, v...)
-		dst[k] = vals[i:len(vals):len(vals)]
-	}
-	for _, f := range src.Values("Connection") {
-		for _, name := range strings.Split(f, ",") {
-			dst.Del(strings.TrimSpace(name))
-		}
-	}
-	for _, k := range hopByHop {
-		dst.Del(k)
+		dst[k] = v
 	}
 }
+
+// listsToken reports whether a comma-separated header lists name, in any case.
+func listsToken(vals []string, name string) bool {
+	for _, v := range vals {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// msString is strconv.FormatInt(ms, 10), remembering the last value: the expected-timeout header of
+// consecutive requests on a route mostly repeats.
+func msString(ms int64) string {
+	if c := lastMs.Load(); c != nil && c.ms == ms {
+		return c.s
+	}
+	c := &msCache{ms: ms, s: strconv.FormatInt(ms, 10)}
+	lastMs.Store(c)
+	return c.s
+}
+
+type msCache struct {
+	ms int64
+	s  string
+}
+
+var lastMs atomic.Pointer[msCache]
 
 // writerOnly is an io.Writer and nothing else (no ReadFrom).
 type writerOnly struct{ io.Writer }

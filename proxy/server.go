@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/internal/h1"
 	"github.com/meshproof/meshproof/proxy/stats"
 )
 
@@ -41,6 +42,12 @@ type Options struct {
 	Propagator     propagation.TextMapPropagator
 }
 
+// stopper is a server of the proxy: a listener's (h1) or the admin's (net/http).
+type stopper interface {
+	Shutdown(context.Context) error
+	Close() error
+}
+
 // Event is one resilience decision of the proxy, with its reason.
 type Event struct {
 	Time    time.Time
@@ -60,7 +67,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[string]net.Listener
-	servers   []*http.Server
+	servers   []stopper
 	adminLn   net.Listener
 
 	live     atomic.Bool // false after POST /healthcheck/fail
@@ -124,8 +131,7 @@ func (s *Server) Start() error {
 			}
 			handler = newTracing(handler, hcm.tracer, hcm.prop, sampling)
 		}
-		srv := &http.Server{Handler: handler, ReadHeaderTimeout: time.Minute, ConnState: hcm.connState,
-			ErrorLog: discardLog}
+		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, ConnState: hcm.connState}
 		s.servers = append(s.servers, srv)
 		go func() { _ = srv.Serve(ln) }()
 	}
@@ -191,7 +197,7 @@ func (s *Server) Quit() <-chan struct{} { return s.quit }
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends, then closes everything.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	servers := append([]*http.Server(nil), s.servers...)
+	servers := append([]stopper(nil), s.servers...)
 	s.mu.Unlock()
 	var errs []error
 	for _, srv := range servers {

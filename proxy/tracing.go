@@ -14,6 +14,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/meshproof/meshproof/proxy/internal/h1"
 	"github.com/meshproof/meshproof/proxy/policy"
 )
 
@@ -124,14 +125,14 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // startAttempt starts the CLIENT span of upstream attempt n to host h and injects its context into
 // the upstream request, so that the upstream's server span is the attempt's child.
-func (f *forward) startAttempt(ctx context.Context, out *http.Request, h *host, n int) trace.Span {
+func (f *forward) startAttempt(ctx context.Context, out *h1.Request, h *host, n int) trace.Span {
 	hostName, portStr, _ := net.SplitHostPort(h.addr)
 	port, _ := strconv.Atoi(portStr)
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodKey.String(out.Method),
 		semconv.ServerAddress(hostName),
 		semconv.ServerPort(port),
-		semconv.URLFull(out.URL.String()),
+		semconv.URLFull("http://" + h.addr + out.URI),
 		AttrAttempt.Int(n),
 		AttrHost.String(h.addr),
 		AttrCluster.String(f.cl.name),
@@ -140,7 +141,7 @@ func (f *forward) startAttempt(ctx context.Context, out *http.Request, h *host, 
 		attrs = append(attrs, semconv.HTTPRequestResendCount(n-1))
 	}
 	ctx, span := f.rt.tracer.Start(ctx, "attempt "+out.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
-	f.rt.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
+	f.rt.prop.Inject(ctx, propagation.HeaderCarrier(out.Extra))
 	return span
 }
 

@@ -1,12 +1,9 @@
 package proxy
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 )
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
 // newRequestID returns a random UUIDv4, as Envoy generates for x-request-id.
 func newRequestID() string {

@@ -1,0 +1,522 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Pool is the connections to one upstream host: it sends one request at a time on each, keeps the
+// idle ones (most recently used first) and never sends a request twice — whether and where to retry
+// is the caller's decision.
+type Pool struct {
+	Addr string
+	// Dial opens a connection to Addr; its error is returned as is.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// MaxIdle is how many idle connections are kept (0: 1024).
+	MaxIdle int
+	// IdleTimeout closes a connection idle this long instead of reusing it (0: 1 hour, Envoy's default
+	// idle_timeout for upstream connections).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a response head (0: 60 KiB, Envoy's default max_response_headers_kb).
+	MaxHeaderBytes int
+
+	mu     sync.Mutex
+	idle   []*clientConn
+	closed bool
+}
+
+// Request is what a Pool sends upstream.
+type Request struct {
+	Method, URI, Host string
+	// Header is sent less the hop-by-hop fields (RFC 9110 §7.6.1) and those its Connection field names,
+	// the framing fields (the Pool frames the body itself), Host, the names in Omit and the names in
+	// Extra.
+	Header http.Header
+	Omit   map[string]bool
+	// Extra are the fields the caller adds or replaces.
+	Extra http.Header
+	Body  []byte
+	// Deadline, when set, bounds the whole exchange, the body's reads included.
+	Deadline time.Time
+	// Abort, when set, is how the exchange is interrupted; the context then only bounds the dial.
+	// Without it, the context's end aborts the exchange (at the cost of a context.AfterFunc).
+	Abort *Aborter
+}
+
+// hopByHop are the fields a proxy never forwards, and the framing fields the Pool writes itself.
+func hopByHop(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Host":
+		return true
+	}
+	return false
+}
+
+// IsHopByHop reports whether a field (canonical name) is one a proxy does not forward as it is.
+func IsHopByHop(k string) bool { return hopByHop(k) }
+
+// Errors of a round trip besides those of Dial and of the connection.
+var (
+	ErrBodyClosed = errors.New("h1: read on a closed response body")
+	errUpgradeRsp = errors.New("h1: protocol switch in response")
+)
+
+// RoundTrip sends the request on an idle connection, or a new one, and reads the response head. The
+// response's body must be closed; its connection is reused when the body was read to its end. ctx
+// ending aborts the exchange, the body's reads included.
+func (p *Pool) RoundTrip(ctx context.Context, req *Request) (*http.Response, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if req.Abort != nil && req.Abort.isGone() {
+		return nil, context.Canceled
+	}
+	cc, err := p.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cc.stop, cc.ab, cc.deadline = nil, nil, false
+	cc.aborted.Store(false)
+	switch {
+	case req.Abort != nil:
+		if !req.Abort.set(cc.abortFn) {
+			cc.fail()
+			return nil, context.Canceled
+		}
+		cc.ab = req.Abort
+		if ctx.Err() != nil {
+			cc.abort() // ended before the abort was registered
+		}
+	case ctx.Done() != nil:
+		cc.stop = context.AfterFunc(ctx, cc.abortFn)
+	}
+	if !req.Deadline.IsZero() {
+		_ = cc.nc.SetDeadline(req.Deadline)
+		cc.deadline = true
+	}
+	if err := cc.write(req); err != nil {
+		cc.fail()
+		return nil, err
+	}
+	if err := cc.readResponse(req.Method); err != nil {
+		cc.fail()
+		return nil, err
+	}
+	return &cc.resp, nil
+}
+
+// CloseIdle closes the idle connections.
+func (p *Pool) CloseIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, cc := range idle {
+		cc.nc.Close()
+	}
+}
+
+// Close closes the idle connections and those released later.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.CloseIdle()
+}
+
+// Idle is how many idle connections the pool holds.
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+func (p *Pool) get(ctx context.Context) (*clientConn, error) {
+	timeout := p.IdleTimeout
+	if timeout <= 0 {
+		timeout = time.Hour
+	}
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			break
+		}
+		cc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		if time.Since(cc.idleAt) < timeout && cc.alive() {
+			return cc, nil
+		}
+		cc.nc.Close() // closed by the upstream while idle, or idle too long
+	}
+	nc, err := p.Dial(ctx, p.Addr)
+	if err != nil {
+		return nil, err
+	}
+	return p.newConn(nc), nil
+}
+
+func (p *Pool) put(cc *clientConn) {
+	max := p.MaxIdle
+	if max <= 0 {
+		max = 1024
+	}
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= max {
+		p.mu.Unlock()
+		cc.nc.Close()
+		return
+	}
+	cc.idleAt = time.Now()
+	p.idle = append(p.idle, cc)
+	p.mu.Unlock()
+}
+
+// clientConn is one upstream connection with what its exchanges reuse.
+type clientConn struct {
+	pool     *Pool
+	nc       net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	head     head
+	hdr      http.Header
+	vals     []string
+	resp     http.Response
+	body     responseBody
+	stop     func() bool // stops the context's abort; nil when the context cannot end
+	ab       *Aborter    // where the exchange's abort is registered; nil if none
+	deadline bool        // the exchange set a deadline on the connection
+	aborted  atomic.Bool
+	abortFn  func()
+	idleAt   time.Time
+	probe    prober // checks that an idle connection is still open
+}
+
+func (p *Pool) newConn(nc net.Conn) *clientConn {
+	cc := &clientConn{pool: p, nc: nc, br: bufio.NewReaderSize(nc, readBufferSize), bw: bufio.NewWriterSize(nc, writeBufferSize),
+		hdr: make(http.Header, 16)}
+	cc.body.cc = cc
+	cc.abortFn = cc.abort
+	cc.probe.init(nc)
+	return cc
+}
+
+// abort ends the exchange under way: its reads and writes fail at once.
+func (cc *clientConn) abort() {
+	cc.aborted.Store(true)
+	_ = cc.nc.SetDeadline(aLongTimeAgo)
+}
+
+// unregister ends the exchange's abort; true when it was aborted.
+func (cc *clientConn) unregister() bool {
+	if cc.ab != nil {
+		cc.ab.unset()
+	}
+	if cc.stop != nil && !cc.stop() {
+		return true
+	}
+	return cc.aborted.Load()
+}
+
+// fail ends a round trip that failed: the connection is closed.
+func (cc *clientConn) fail() {
+	cc.unregister()
+	cc.nc.Close()
+}
+
+// alive reports whether an idle connection may be reused: nothing came on it and it is not closed.
+func (cc *clientConn) alive() bool {
+	return cc.br.Buffered() == 0 && cc.probe.open()
+}
+
+// write sends the request head and body.
+func (cc *clientConn) write(req *Request) error {
+	bw := cc.bw
+	host := req.Host
+	if host == "" {
+		host = cc.pool.Addr
+	}
+	b := bw.AvailableBuffer()
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, req.URI...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = appendValue(b, host)
+	b = append(b, "\r\n"...)
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	conn := req.Header["Connection"]
+	for k, vs := range req.Header {
+		if hopByHop(k) || req.Omit[k] || len(conn) > 0 && hasToken(conn, k) {
+			continue
+		}
+		if _, ok := req.Extra[k]; ok {
+			continue
+		}
+		if err := writeField(bw, k, vs); err != nil {
+			return err
+		}
+	}
+	for k, vs := range req.Extra {
+		if hopByHop(k) {
+			continue // Host and the framing are the pool's
+		}
+		if err := writeField(bw, k, vs); err != nil {
+			return err
+		}
+	}
+	b = bw.AvailableBuffer()
+	if len(req.Body) > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(len(req.Body)), 10)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	if _, err := bw.Write(req.Body); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+func writeField(bw *bufio.Writer, k string, vs []string) error {
+	for _, v := range vs {
+		b := bw.AvailableBuffer()
+		b = append(b, k...)
+		b = append(b, ": "...)
+		b = appendValue(b, v)
+		b = append(b, "\r\n"...)
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readResponse reads the response head (skipping interim 1xx responses) and prepares its body.
+func (cc *clientConn) readResponse(method string) error {
+	limit := cc.pool.MaxHeaderBytes
+	if limit <= 0 {
+		limit = defaultMaxHeaderBytes
+	}
+	h := &cc.head
+	for {
+		if err := h.read(cc.br, limit); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // the connection closed before a response
+			}
+			return err
+		}
+		if err := h.parse(); err != nil {
+			return err
+		}
+		code, err := parseCode(h.buf[h.start[1][0]:h.start[1][1]])
+		if err != nil {
+			return err
+		}
+		if code == http.StatusSwitchingProtocols {
+			return errUpgradeRsp
+		}
+		if code >= 200 {
+			break
+		}
+	}
+	h.str()
+	cc.vals = h.fill(cc.hdr, cc.vals)
+	version := h.part(0)
+	major, minor, err := parseVersion(version)
+	if err != nil {
+		return err
+	}
+	code, _ := parseCode(h.buf[h.start[1][0]:h.start[1][1]])
+	conn := cc.hdr["Connection"]
+	cc.resp = http.Response{
+		Status: h.s[h.start[1][0]:h.start[2][1]], StatusCode: code, Proto: version, ProtoMajor: major, ProtoMinor: minor,
+		Header: cc.hdr, Body: &cc.body, ContentLength: -1,
+		Close: minor == 0 && !hasToken(conn, "keep-alive") || hasToken(conn, "close"),
+	}
+	cc.body.reset()
+	if method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
+		if code == http.StatusNoContent {
+			cc.resp.ContentLength = 0
+		}
+		cc.body.eof = true
+		return nil
+	}
+	fr, err := bodyFraming(cc.hdr)
+	if err != nil {
+		return err
+	}
+	switch {
+	case fr.chunked:
+		cc.resp.TransferEncoding = chunkedTE
+		cc.body.chunked = httputil.NewChunkedReader(cc.br)
+	case fr.length >= 0:
+		cc.resp.ContentLength = fr.length
+		cc.body.remaining = fr.length
+		cc.body.eof = fr.length == 0
+	default: // delimited by the connection's end
+		cc.resp.Close = true
+		cc.body.remaining = -1
+	}
+	return nil
+}
+
+// parseCode reads a three-digit status code.
+func parseCode(b []byte) (int, error) {
+	if len(b) != 3 || b[0] < '1' || b[0] > '9' || b[1] < '0' || b[1] > '9' || b[2] < '0' || b[2] > '9' {
+		return 0, errMalformed
+	}
+	return int(b[0]-'0')*100 + int(b[1]-'0')*10 + int(b[2]-'0'), nil
+}
+
+// responseBody reads a response body straight from its connection's reader.
+type responseBody struct {
+	cc        *clientConn
+	remaining int64     // Content-Length framing: bytes left; -1: until the connection ends
+	chunked   io.Reader // chunked framing: the decoder (nil otherwise)
+	eof       bool
+	closed    bool
+	err       error
+}
+
+func (b *responseBody) reset() { *b = responseBody{cc: b.cc} }
+
+func (b *responseBody) Read(p []byte) (int, error) {
+	switch {
+	case b.closed:
+		return 0, ErrBodyClosed
+	case b.eof:
+		return 0, io.EOF
+	case b.err != nil:
+		return 0, b.err
+	}
+	var n int
+	var err error
+	switch {
+	case b.chunked != nil:
+		n, err = b.chunked.Read(p)
+		if err == io.EOF {
+			if terr := readTrailer(b.cc.br); terr != nil {
+				err = terr
+			}
+		}
+	case b.remaining < 0:
+		n, err = b.cc.br.Read(p)
+	default:
+		if int64(len(p)) > b.remaining {
+			p = p[:b.remaining]
+		}
+		n, err = b.cc.br.Read(p)
+		b.remaining -= int64(n)
+		if b.remaining == 0 {
+			err = io.EOF
+		} else if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err == io.EOF {
+		b.eof = true
+	} else if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// Close releases the connection: back to the pool when the body was read to its end and the
+// exchange can be followed by another, else closed.
+func (b *responseBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	cc := b.cc
+	aborted := cc.unregister()
+	if aborted || !b.eof || b.err != nil || cc.resp.Close || b.remaining < 0 {
+		cc.nc.Close()
+		return nil
+	}
+	if cc.deadline {
+		_ = cc.nc.SetDeadline(time.Time{})
+	}
+	cc.pool.put(cc)
+	return nil
+}
+
+// readTrailer reads the trailer section after a chunked body's last chunk, up to its empty line. The
+// trailer fields are dropped.
+func readTrailer(br *bufio.Reader) error {
+	total := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		total += len(line)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if total > defaultMaxHeaderBytes {
+			return errHeadTooLarge
+		}
+		if len(line) == 1 || len(line) == 2 && line[0] == '\r' {
+			return nil
+		}
+	}
+}
+
+// prober checks, without blocking, that the peer has not closed an idle connection: a connection
+// closed by the upstream while idle is dropped rather than failing the next request on it (Envoy's
+// event loop sees such a close at once; here the check runs when the connection is taken).
+type prober struct {
+	raw    syscall.RawConn // nil: no check possible
+	fn     func(fd uintptr) bool
+	closed atomic.Bool
+}
+
+// netConner is a connection wrapping another (as the proxy's counted connections do).
+type netConner interface{ NetConn() net.Conn }
+
+func (pr *prober) init(nc net.Conn) {
+	for {
+		u, ok := nc.(netConner)
+		if !ok {
+			break
+		}
+		nc = u.NetConn()
+	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			pr.raw = raw
+			pr.fn = pr.peek
+		}
+	}
+}
+
+func (pr *prober) open() bool {
+	if pr.raw == nil {
+		return true
+	}
+	pr.closed.Store(true)
+	if err := pr.raw.Read(pr.fn); err != nil {
+		return false
+	}
+	return !pr.closed.Load()
+}

@@ -1,0 +1,17 @@
+package h1_test
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+func TestH1(t *testing.T) {
+	RegisterFailHandler(Fail)
+	SetDefaultEventuallyTimeout(5 * time.Second)
+	SetDefaultEventuallyPollingInterval(5 * time.Millisecond)
+	SetDefaultConsistentlyDuration(150 * time.Millisecond)
+	RunSpecs(t, "H1 Suite")
+}

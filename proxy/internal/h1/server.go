@@ -1,0 +1,850 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server serves HTTP/1.1 connections to a Handler.
+//
+// Each connection has two goroutines: a reader, which parses requests and then keeps reading the
+// socket while its request is handled, so that a client going away cancels the request's context at
+// once (as Envoy resets the upstream request); and a handler goroutine, which runs the Handler and
+// writes the response. The request's context is the connection's: HTTP/1.1 handles one request at a
+// time, and it ends when the connection does.
+//
+// A Handler must not keep the *http.Request, its Header or URL, or the ResponseWriter after it
+// returns: they are reused for the connection's next request.
+type Server struct {
+	Handler http.Handler
+	// ReadHeaderTimeout bounds the time from a request's first byte to its last header (0: 1 minute).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long (0: never).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request head; a larger one is answered 431 (0: 60 KiB, Envoy's default
+	// max_request_headers_kb).
+	MaxHeaderBytes int
+	// ConnState, when set, hears of each connection's StateNew and StateClosed.
+	ConnState func(net.Conn, http.ConnState)
+	// BaseContext is the parent of every connection's context (nil: context.Background()).
+	BaseContext context.Context
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+}
+
+const (
+	defaultMaxHeaderBytes    = 60 << 10
+	defaultReadHeaderTimeout = time.Minute
+	readBufferSize           = 4 << 10
+	writeBufferSize          = 8 << 10
+	// maxDiscard is the most of an unread request body the server reads away to keep the connection.
+	maxDiscard = 256 << 10
+)
+
+// Connection states, for Shutdown: a connection is closed by Shutdown only while idle.
+const (
+	stateIdle int32 = iota
+	stateActive
+	stateClosed
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = http.ErrServerClosed
+
+// Serve accepts connections on ln and serves them until Shutdown or Close; it closes ln when it returns.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors, say: wait for some to be freed, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		c := s.newConn(nc)
+		if c == nil {
+			continue
+		}
+		go c.readLoop()
+	}
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	ctx := s.BaseContext
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c := &conn{srv: s, nc: nc, br: bufio.NewReaderSize(nc, readBufferSize), bw: bufio.NewWriterSize(nc, writeBufferSize),
+		hdr: make(http.Header, 16), work: make(chan struct{}), handled: make(chan struct{}, 1),
+		bodyDone: make(chan struct{}, 1), remote: nc.RemoteAddr().String()}
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(ctx, aborterKey{}, &c.ab))
+	c.tmpl = (&http.Request{}).WithContext(c.ctx)
+	c.w.c = c
+	c.w.hdr = make(http.Header, 16)
+	c.body.c = c
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		nc.Close()
+		c.cancel()
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	if s.ConnState != nil {
+		s.ConnState(nc, http.StateNew)
+	}
+	go c.handleLoop()
+	return c
+}
+
+// Shutdown stops accepting, closes idle connections, lets in-flight requests finish (their responses
+// say Connection: close) and waits for every connection to close, or for ctx to end.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.closeListeners()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if s.closeIdle() == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Close closes the listeners and every connection at once.
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	s.closeListeners()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.state.Store(stateClosed)
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// closeIdle closes the idle connections and says how many connections are left.
+func (s *Server) closeIdle() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			c.nc.Close()
+		}
+	}
+	return len(s.conns)
+}
+
+// conn is one downstream connection.
+type conn struct {
+	srv    *Server
+	nc     net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	ctx    context.Context
+	cancel context.CancelFunc
+	remote string
+	state  atomic.Int32
+	ab     Aborter // interrupts the upstream exchange of the request handled when the client goes away
+
+	// The request being handled, reused: the reader fills it while the handler goroutine is idle.
+	head head
+	hdr  http.Header
+	vals []string
+	tmpl *http.Request // a request carrying the connection's context, copied into req
+	req  http.Request
+	url  url.URL
+	body requestBody
+	w    response
+
+	work     chan struct{} // reader → handler: a request is ready
+	handled  chan struct{} // handler → reader: the response is written
+	bodyDone chan struct{} // handler → reader: the request body was read to its end
+}
+
+// readLoop reads and dispatches requests until the connection ends.
+func (c *conn) readLoop() {
+	defer c.close()
+	s := c.srv
+	maxHead := s.MaxHeaderBytes
+	if maxHead <= 0 {
+		maxHead = defaultMaxHeaderBytes
+	}
+	headTimeout := s.ReadHeaderTimeout
+	if headTimeout <= 0 {
+		headTimeout = defaultReadHeaderTimeout
+	}
+	// A connection must bring its first request within the idle timeout, or else the head timeout.
+	first := s.IdleTimeout
+	if first <= 0 {
+		first = headTimeout
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(first))
+	for {
+		// Wait for the first byte of a request; then the rest of its head must come within headTimeout.
+		if _, err := c.br.Peek(1); err != nil {
+			return
+		}
+		if !c.state.CompareAndSwap(stateIdle, stateActive) {
+			return // closed by Shutdown
+		}
+		deadline := !headComplete(c.br)
+		if deadline {
+			_ = c.nc.SetReadDeadline(time.Now().Add(headTimeout))
+		}
+		err := c.head.read(c.br, maxHead)
+		if deadline || s.IdleTimeout > 0 || first > 0 {
+			first = 0
+			_ = c.nc.SetReadDeadline(time.Time{}) // no deadline while the request is handled
+		}
+		if err == nil {
+			err = c.readRequest()
+		}
+		if err != nil {
+			c.reject(err)
+			return
+		}
+		select {
+		case <-c.bodyDone: // a stale signal, from a body read to its end after its request
+		default:
+		}
+		c.work <- struct{}{}
+		if c.req.Body != http.NoBody {
+			select {
+			case <-c.bodyDone:
+			case <-c.handled:
+				if !c.afterRequest() {
+					return
+				}
+				continue
+			}
+		}
+		// While the request is handled, keep reading: bytes of a pipelined request wait in the buffer,
+		// an end of stream or an error means the client is gone.
+		if _, err := c.br.Peek(1); err != nil {
+			c.cancel()
+			c.ab.close()
+			<-c.handled
+			return
+		}
+		<-c.handled
+		if !c.afterRequest() {
+			return
+		}
+	}
+}
+
+// headComplete reports whether the reader's buffer already holds a whole head.
+func headComplete(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	for i := 0; i+1 < len(b); i++ {
+		if b[i] == '\n' && (b[i+1] == '\n' || b[i+1] == '\r' && i+2 < len(b) && b[i+2] == '\n') {
+			return true
+		}
+	}
+	return false
+}
+
+// afterRequest reads away what the handler left of the request body and says whether the connection
+// goes on. The handler goroutine is idle.
+func (c *conn) afterRequest() bool {
+	if c.w.closeAfter || c.srv.closing.Load() {
+		return false
+	}
+	if c.req.Body != http.NoBody && !c.body.eof {
+		if c.body.expect && !c.body.continued {
+			return false // 100-continue was never sent: the client may not send the body at all
+		}
+		n, err := io.CopyN(io.Discard, &c.body, maxDiscard+1)
+		if err == nil || n > maxDiscard || !c.body.eof {
+			return false
+		}
+	}
+	if !c.state.CompareAndSwap(stateActive, stateIdle) && c.state.Load() != stateIdle {
+		return false // closed by Shutdown
+	}
+	if t := c.srv.IdleTimeout; t > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(t))
+	}
+	return true
+}
+
+// readRequest builds c.req from the head read.
+func (c *conn) readRequest() error {
+	h := &c.head
+	if err := h.parse(); err != nil {
+		return err
+	}
+	h.str()
+	c.vals = h.fill(c.hdr, c.vals)
+	method, target, version := h.part(0), h.part(1), h.part(2)
+	major, minor, err := parseVersion(version)
+	if err != nil {
+		return err
+	}
+	if method == http.MethodConnect {
+		return errConnect
+	}
+	for i := 0; i < len(method); i++ {
+		if !isTokenByte(method[i]) {
+			return errMalformed
+		}
+	}
+	fr, err := bodyFraming(c.hdr)
+	if err != nil {
+		return err
+	}
+	c.req = *c.tmpl
+	r := &c.req
+	r.Method, r.RequestURI, r.Proto, r.ProtoMajor, r.ProtoMinor = method, target, version, major, minor
+	r.Header, r.RemoteAddr = c.hdr, c.remote
+	c.url = url.URL{}
+	r.URL = &c.url
+	if err := parseTarget(&c.url, target); err != nil {
+		return err
+	}
+	hosts := c.hdr["Host"]
+	switch {
+	case len(hosts) > 1:
+		return errMalformed
+	case len(hosts) == 1:
+		r.Host = hosts[0]
+	case minor == 1:
+		return errMalformed // RFC 9112 §3.2: an HTTP/1.1 request must carry Host
+	}
+	if c.url.Host != "" {
+		r.Host = c.url.Host // absolute form: its authority wins over Host
+	}
+	delete(c.hdr, "Host")
+	conn := c.hdr["Connection"]
+	r.Close = minor == 0 && !hasToken(conn, "keep-alive") || hasToken(conn, "close")
+	if _, ok := c.hdr["Upgrade"]; ok && hasToken(conn, "upgrade") {
+		return errUpgrade
+	}
+	c.body.reset(fr)
+	switch {
+	case fr.chunked:
+		r.ContentLength, r.TransferEncoding, r.Body = -1, chunkedTE, &c.body
+	case fr.length > 0:
+		r.ContentLength, r.Body = fr.length, &c.body
+	default:
+		r.ContentLength, r.Body = 0, http.NoBody
+	}
+	if r.Body != http.NoBody && minor == 1 && hasToken(c.hdr["Expect"], "100-continue") {
+		c.body.expect = true
+	}
+	return nil
+}
+
+var (
+	chunkedTE  = []string{"chunked"}
+	errConnect = errors.New("h1: CONNECT is not supported")
+	errUpgrade = errors.New("h1: protocol upgrades are not supported")
+)
+
+// parseTarget reads a request target (RFC 9112 §3.2): origin form, absolute form or "*".
+func parseTarget(u *url.URL, target string) error {
+	switch {
+	case target == "*":
+		u.Path = "*"
+		return nil
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c == 0x7f {
+			return errMalformed // control bytes and spaces are not allowed in a target
+		}
+	}
+	switch {
+	case len(target) > 0 && target[0] == '/':
+		path := target
+		for i := 0; i < len(target); i++ {
+			if target[i] == '?' {
+				path, u.RawQuery, u.ForceQuery = target[:i], target[i+1:], i == len(target)-1
+				break
+			}
+		}
+		for i := 0; i < len(path); i++ {
+			if path[i] == '%' {
+				p, err := url.PathUnescape(path)
+				if err != nil {
+					return errMalformed
+				}
+				u.Path, u.RawPath = p, path
+				return nil
+			}
+		}
+		u.Path = path
+		return nil
+	}
+	v, err := url.ParseRequestURI(target)
+	if err != nil || v.Scheme == "" || v.Host == "" {
+		return errMalformed
+	}
+	*u = *v
+	return nil
+}
+
+// reject answers a request that could not be read, if anything was read of it, and closes.
+func (c *conn) reject(err error) {
+	code := http.StatusBadRequest
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return
+	case errors.Is(err, errHeadTooLarge):
+		code = http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, errBadTE), errors.Is(err, errConnect), errors.Is(err, errUpgrade):
+		code = http.StatusNotImplemented
+	case errors.Is(err, errBadVersion):
+		code = http.StatusHTTPVersionNotSupported
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			code = http.StatusRequestTimeout
+		}
+	}
+	msg := http.StatusText(code)
+	b := c.bw.AvailableBuffer()
+	b = appendStatusLine(b, code)
+	b = append(b, "Content-Type: text/plain\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(msg)), 10)
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, msg...)
+	_, _ = c.bw.Write(b)
+	_ = c.bw.Flush()
+}
+
+func appendStatusLine(b []byte, code int) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	return append(b, "\r\n"...)
+}
+
+// close ends the connection: the handler goroutine stops, the context ends.
+func (c *conn) close() {
+	close(c.work)
+	c.cancel()
+	c.ab.close()
+	c.state.Store(stateClosed)
+	c.nc.Close()
+	s := c.srv
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	if s.ConnState != nil {
+		s.ConnState(c.nc, http.StateClosed)
+	}
+	s.wg.Done()
+}
+
+// handleLoop runs the Handler for each request the reader dispatches.
+func (c *conn) handleLoop() {
+	for range c.work {
+		c.serve()
+		// Done with the request and nothing of it left to read: the connection is idle (Shutdown may
+		// close it) while the reader waits for the next one.
+		if !c.w.closeAfter && (c.req.Body == http.NoBody || c.body.eof) && c.state.CompareAndSwap(stateActive, stateIdle) {
+			if t := c.srv.IdleTimeout; t > 0 {
+				_ = c.nc.SetReadDeadline(time.Now().Add(t)) // the reader waits for the next request under it
+			}
+		}
+		c.handled <- struct{}{}
+	}
+}
+
+// serve handles one request. A panic (http.ErrAbortHandler above all) ends the connection after what
+// was written is flushed: the client sees a truncated response, as Envoy resets a stream mid-body.
+func (c *conn) serve() {
+	w := &c.w
+	w.reset(&c.req)
+	defer func() {
+		if p := recover(); p != nil {
+			w.closeAfter = true
+			_ = c.bw.Flush()
+			c.abort()
+		}
+	}()
+	c.srv.Handler.ServeHTTP(w, &c.req)
+	w.finish()
+}
+
+// abort closes the connection under the reader: it sees an error and ends the connection.
+func (c *conn) abort() {
+	c.cancel()
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(aLongTimeAgo)
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// requestBody is the request body as the handler reads it, straight from the connection's reader.
+type requestBody struct {
+	c         *conn
+	remaining int64     // Content-Length framing: bytes left
+	chunked   io.Reader // chunked framing: the decoder (nil otherwise)
+	eof       bool
+	err       error
+	expect    bool // the client waits for 100 Continue
+	continued bool // 100 Continue was sent
+}
+
+func (b *requestBody) reset(fr framing) {
+	*b = requestBody{c: b.c, remaining: fr.length}
+	if fr.chunked {
+		b.chunked = httputil.NewChunkedReader(b.c.br)
+	}
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.expect && !b.continued {
+		b.continued = true
+		if !b.c.w.wroteHeader {
+			_, _ = b.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			if err := b.c.bw.Flush(); err != nil {
+				b.err = err
+				return 0, err
+			}
+		}
+	}
+	var n int
+	var err error
+	if b.chunked != nil {
+		n, err = b.chunked.Read(p)
+		if err == io.EOF {
+			if terr := readTrailer(b.c.br); terr != nil {
+				err = terr
+			}
+		}
+	} else {
+		if int64(len(p)) > b.remaining {
+			p = p[:b.remaining]
+		}
+		n, err = b.c.br.Read(p)
+		b.remaining -= int64(n)
+		if b.remaining == 0 {
+			err = io.EOF
+		} else if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err == io.EOF {
+		b.eof = true
+		select {
+		case b.c.bodyDone <- struct{}{}:
+		default:
+		}
+	} else if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *requestBody) Close() error { return nil }
+
+// response is the ResponseWriter of the connection's current request.
+type response struct {
+	c           *conn
+	req         *http.Request
+	hdr         http.Header
+	status      int
+	wroteHeader bool
+	bodyless    bool  // HEAD, or a status without a body
+	length      int64 // the declared Content-Length, -1 if none
+	written     int64
+	chunked     bool
+	closeAfter  bool // the connection closes after this response
+	err         error
+}
+
+var (
+	_ http.ResponseWriter = (*response)(nil)
+	_ http.Flusher        = (*response)(nil)
+)
+
+func (w *response) reset(r *http.Request) {
+	clear(w.hdr)
+	*w = response{c: w.c, hdr: w.hdr, req: r, length: -1, closeAfter: r.Close}
+}
+
+func (w *response) Header() http.Header { return w.hdr }
+
+// WriteHeader writes the status line and the header fields to the connection's buffer, with the
+// framing the server chooses: the handler's Content-Length if it set one, else chunked (HTTP/1.1) or
+// close-delimited (HTTP/1.0).
+func (w *response) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic("h1: invalid WriteHeader code " + strconv.Itoa(code))
+	}
+	if code < 200 { // informational: written at once, the final response follows
+		b := appendStatusLine(w.c.bw.AvailableBuffer(), code)
+		b = appendFields(b, w.hdr, true)
+		_, _ = w.c.bw.Write(append(b, "\r\n"...))
+		return
+	}
+	w.wroteHeader, w.status = true, code
+	w.bodyless = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if cl, ok := w.hdr["Content-Length"]; ok && code != http.StatusNoContent {
+		if n, err := parseLength(firstOf(cl)); err == nil {
+			w.length = n
+		} else {
+			delete(w.hdr, "Content-Length")
+		}
+	} else if ok {
+		delete(w.hdr, "Content-Length")
+	}
+	if hasToken(w.hdr["Connection"], "close") || w.c.srv.closing.Load() || w.c.body.expect && !w.c.body.continued {
+		// (A body the client was told to wait with is never read: the connection cannot go on.)
+		w.closeAfter = true
+	}
+	if !w.bodyless && w.length < 0 {
+		if w.req.ProtoMinor >= 1 {
+			w.chunked = true
+		} else {
+			w.closeAfter = true
+		}
+	}
+	b := appendStatusLine(w.c.bw.AvailableBuffer(), code)
+	b = appendFields(b, w.hdr, false)
+	b = append(b, "Date: "...)
+	b = append(b, httpDate()...)
+	b = append(b, "\r\n"...)
+	if w.chunked {
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	}
+	switch {
+	case w.closeAfter:
+		b = append(b, "Connection: close\r\n"...)
+	case w.req.ProtoMinor == 0:
+		b = append(b, "Connection: keep-alive\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	_, w.err = w.c.bw.Write(b)
+}
+
+func firstOf(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// appendFields writes header fields, leaving out those the server sets itself (all of them but the
+// handler's for a 1xx). Line breaks in values become spaces: a value cannot split the head.
+func appendFields(b []byte, h http.Header, informational bool) []byte {
+	for k, vs := range h {
+		if !informational {
+			switch k {
+			case "Connection", "Transfer-Encoding", "Date", "Keep-Alive":
+				continue
+			}
+		}
+		for _, v := range vs {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = appendValue(b, v)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b
+}
+
+func appendValue(b []byte, v string) []byte {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' {
+			b = append(b, ' ')
+		} else {
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+func (w *response) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.bodyless {
+		if w.req.Method == http.MethodHead {
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if w.chunked {
+		b := strconv.AppendInt(w.c.bw.AvailableBuffer(), int64(len(p)), 16)
+		b = append(b, "\r\n"...)
+		if _, w.err = w.c.bw.Write(b); w.err == nil {
+			if _, w.err = w.c.bw.Write(p); w.err == nil {
+				_, w.err = w.c.bw.WriteString("\r\n")
+			}
+		}
+		if w.err != nil {
+			return 0, w.err
+		}
+		w.written += int64(len(p))
+		return len(p), nil
+	}
+	var short error
+	if w.length >= 0 && w.written+int64(len(p)) > w.length {
+		p, short = p[:w.length-w.written], http.ErrContentLength
+	}
+	n, err := w.c.bw.Write(p)
+	w.written += int64(n)
+	if err != nil {
+		w.err = err
+		return n, err
+	}
+	return n, short
+}
+
+// WriteString spares io.WriteString a conversion.
+func (w *response) WriteString(s string) (int, error) {
+	if w.wroteHeader && !w.chunked && !w.bodyless && w.err == nil && (w.length < 0 || w.written+int64(len(s)) <= w.length) {
+		n, err := w.c.bw.WriteString(s)
+		w.written += int64(n)
+		w.err = err
+		return n, err
+	}
+	return w.Write([]byte(s))
+}
+
+// Flush sends what is buffered to the client.
+func (w *response) Flush() {
+	_ = w.FlushError()
+}
+
+// FlushError is Flush with its error, for http.ResponseController.
+func (w *response) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	w.err = w.c.bw.Flush()
+	return w.err
+}
+
+// SetReadDeadline and SetWriteDeadline serve http.ResponseController.
+func (w *response) SetReadDeadline(t time.Time) error  { return w.c.nc.SetReadDeadline(t) }
+func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
+
+// finish completes the response after the handler returned: the header if it was never written, the
+// chunked terminator, the flush. A response shorter than its Content-Length closes the connection.
+func (w *response) finish() {
+	if !w.wroteHeader {
+		if _, ok := w.hdr["Content-Length"]; !ok {
+			w.hdr["Content-Length"] = zeroLength
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.chunked && w.err == nil {
+		_, w.err = w.c.bw.WriteString("0\r\n\r\n")
+	}
+	if w.length >= 0 && w.written < w.length && !w.bodyless {
+		w.closeAfter = true
+	}
+	if w.err == nil {
+		w.err = w.c.bw.Flush()
+	}
+	if w.err != nil {
+		w.closeAfter = true
+	}
+	if w.closeAfter {
+		w.c.abort() // the reader sees the end and closes the connection
+	}
+}
+
+var zeroLength = []string{"0"}
+
+// httpDate is the current time in the IMF-fixdate form, recomputed once a second.
+func httpDate() string {
+	now := time.Now()
+	sec := now.Unix()
+	if d := cachedDate.Load(); d != nil && d.sec == sec {
+		return d.s
+	}
+	d := &dateStamp{sec: sec, s: now.UTC().Format(http.TimeFormat)}
+	cachedDate.Store(d)
+	return d.s
+}
+
+type dateStamp struct {
+	sec int64
+	s   string
+}
+
+var cachedDate atomic.Pointer[dateStamp]
