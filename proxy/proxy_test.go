@@ -417,6 +417,65 @@ var _ = Describe("Proxy", func() {
 		})
 	})
 
+	Describe("connections (the proxy's own HTTP/1.1)", func() {
+		It("interrupts the upstream attempt when the client goes away: no retry, nothing left active", func() {
+			gone := make(chan struct{}, 1)
+			u := newUpstream(func(_ int64, _ http.ResponseWriter, r *http.Request) {
+				<-r.Context().Done() // the proxy closed the upstream connection
+				gone <- struct{}{}
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(3, "reset", "5xx"))},
+				clusters: []config.Cluster{cluster("backend", u.addr())}})
+			conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+			Expect(err).NotTo(HaveOccurred())
+			_, err = conn.Write([]byte("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"))
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(u.requests.Load).Should(BeEquivalentTo(1))
+			Expect(conn.Close()).To(Succeed())
+			Eventually(gone).Should(Receive(), "the upstream request ends when the client goes away, not at the 15 s route timeout")
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_active") }).Should(BeZero())
+			Eventually(func() uint64 { return stat(srv, "http.ingress.downstream_rq_active") }).Should(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeZero())
+			Expect(u.requests.Load()).To(BeEquivalentTo(1))
+		})
+
+		It("replaces an idle upstream connection the upstream closed instead of failing a request on it", func() {
+			u := newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)},
+				clusters: []config.Cluster{cluster("backend", u.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+			u.srv.CloseClientConnections() // the upstream drops its idle keep-alive connection
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_cx_active") }).Should(BeEquivalentTo(1))
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(200), "without a retry policy, a request sent on the dead connection would fail")
+			Expect(body).To(Equal("hello"))
+			Expect(stat(srv, "cluster.backend.upstream_cx_total")).To(BeEquivalentTo(2))
+			Expect(stat(srv, "cluster.backend.upstream_rq_rx_reset")).To(BeZero())
+		})
+
+		It("relays a chunked upstream response and a HEAD response's Content-Length", func() {
+			u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodHead {
+					w.Header().Set("Content-Length", "42")
+					return
+				}
+				io.WriteString(w, "part one, ")
+				w.(http.Flusher).Flush() // no Content-Length: chunked
+				io.WriteString(w, "part two")
+			})
+			_, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)},
+				clusters: []config.Cluster{cluster("backend", u.addr())}})
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(200))
+			Expect(body).To(Equal("part one, part two"))
+			resp, err := client.Head(url + "/")
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			Expect(resp.ContentLength).To(BeEquivalentTo(42))
+		})
+	})
+
 	It("shuts down gracefully", func() {
 		u := newUpstream(ok)
 		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())}})

@@ -297,7 +297,7 @@ func (f *forward) run() {
 	}
 	hash := f.hash()
 	var tried map[int]bool // hosts already tried: only a retry's host selection reads it
-	reqID := f.r.Header.Get(hdrRequestID)
+	reqID := headerValue(f.r.Header, hdrRequestID)
 	if reqID == "" {
 		reqID = newRequestID()
 	}
@@ -432,7 +432,7 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 		timeout = time.Duration(ms) * time.Millisecond
 	}
 	var extra []string
-	if v := h.Get(hdrRetryOn); v != "" {
+	if v := headerValue(h, hdrRetryOn); v != "" {
 		for _, c := range strings.Split(v, ",") {
 			if c = strings.TrimSpace(c); policy.RetryOnNames[c] != 0 {
 				extra = append(extra, c)
@@ -441,7 +441,7 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	}
 	maxRetries, maxErr := parseHeaderUint(h, hdrMaxRetries)
 	perTry, perTryErr := parseHeaderUint(h, hdrPerTryTimeout)
-	if len(extra) == 0 && (rp == nil || maxErr != nil && perTryErr != nil && h.Get(hdrRetriableStatusCodes) == "" && h.Get(hdrRetriableHeaderNames) == "") {
+	if len(extra) == 0 && (rp == nil || maxErr != nil && perTryErr != nil && headerValue(h, hdrRetriableStatusCodes) == "" && headerValue(h, hdrRetriableHeaderNames) == "") {
 		return rp, timeout
 	}
 	eff := config.RetryPolicy{NumRetries: 1, BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond, HostSelectionMaxAttempts: 1}
@@ -471,12 +471,21 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	return &eff, timeout
 }
 
+// headerValue is h.Get(name) for a name already in canonical form, without canonicalizing it again
+// (the proxy's server and pool store every name in canonical form).
+func headerValue(h http.Header, name string) string {
+	if v := h[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // errNoHeader: the header is absent (strconv's error for "" would be allocated per request).
 var errNoHeader = errors.New("no such header")
 
 // parseHeaderUint parses a header as a uint32 in decimal, as strconv.ParseUint(v, 10, 32).
 func parseHeaderUint(h http.Header, name string) (uint64, error) {
-	v := h.Get(name)
+	v := headerValue(h, name)
 	if v == "" {
 		return 0, errNoHeader
 	}
@@ -604,7 +613,7 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		} else {
 			h.rqSuccess.Add(1)
 		}
-		if resp.Header.Get(hdrImmediateHealthCheckFail) != "" {
+		if headerValue(resp.Header, hdrImmediateHealthCheckFail) != "" {
 			cl.immediateFail(a.index)
 		}
 	case context.Cause(actx) == errPerTryTimeout:

@@ -62,7 +62,7 @@ func newTracing(next http.Handler, tracer trace.Tracer, prop propagation.TextMap
 }
 
 func (t *tracing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx := t.prop.Extract(r.Context(), headerCarrier(r.Header))
 	// Like Envoy's random_sampling: a request that continues a trace follows its caller's decision;
 	// one that starts a trace is traced at the listener's rate.
 	if t.sampling < 1 && !trace.SpanContextFromContext(ctx).IsValid() && rand.Float64() >= t.sampling {
@@ -99,6 +99,25 @@ func (t *tracing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	t.next.ServeHTTP(sw, r.WithContext(ctx))
 }
+
+// headerCarrier is propagation.HeaderCarrier that finds the W3C trace context names without
+// canonicalizing them on every request (which allocates for names net/textproto does not know).
+type headerCarrier http.Header
+
+func (c headerCarrier) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return headerValue(http.Header(c), "Traceparent")
+	case "tracestate":
+		return headerValue(http.Header(c), "Tracestate")
+	case "baggage":
+		return headerValue(http.Header(c), "Baggage")
+	}
+	return http.Header(c).Get(key)
+}
+
+func (c headerCarrier) Set(key, value string) { http.Header(c).Set(key, value) }
+func (c headerCarrier) Keys() []string        { return propagation.HeaderCarrier(c).Keys() }
 
 // statusWriter remembers the response status for the server span.
 type statusWriter struct {

@@ -191,7 +191,6 @@ type clientConn struct {
 	pool     *Pool
 	nc       net.Conn
 	br       *bufio.Reader
-	bw       *bufio.Writer
 	head     head
 	hdr      http.Header
 	vals     []string
@@ -204,14 +203,22 @@ type clientConn struct {
 	abortFn  func()
 	idleAt   time.Time
 	probe    prober // checks that an idle connection is still open
+	wbuf     []byte // the request being written
+
+	// send's state, kept here so that its raw callback (sendFn, made once) allocates nothing.
+	out        []byte
+	outErr     error
+	outWaiting bool
+	sendFn     func(fd uintptr) bool
 }
 
 func (p *Pool) newConn(nc net.Conn) *clientConn {
-	cc := &clientConn{pool: p, nc: nc, br: bufio.NewReaderSize(nc, readBufferSize), bw: bufio.NewWriterSize(nc, writeBufferSize),
+	cc := &clientConn{pool: p, nc: nc, br: bufio.NewReaderSize(nc, readBufferSize),
 		hdr: make(http.Header, 16)}
 	cc.body.cc = cc
 	cc.abortFn = cc.abort
 	cc.probe.init(nc)
+	cc.sendFn = cc.rawSend
 	return cc
 }
 
@@ -243,23 +250,19 @@ func (cc *clientConn) alive() bool {
 	return cc.br.Buffered() == 0 && cc.probe.open()
 }
 
-// write sends the request head and body.
+// write sends the request head and body: in one write when the body is small.
 func (cc *clientConn) write(req *Request) error {
-	bw := cc.bw
 	host := req.Host
 	if host == "" {
 		host = cc.pool.Addr
 	}
-	b := bw.AvailableBuffer()
+	b := cc.wbuf[:0]
 	b = append(b, req.Method...)
 	b = append(b, ' ')
 	b = append(b, req.URI...)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = appendValue(b, host)
 	b = append(b, "\r\n"...)
-	if _, err := bw.Write(b); err != nil {
-		return err
-	}
 	conn := req.Header["Connection"]
 	for k, vs := range req.Header {
 		if hopByHop(k) || req.Omit[k] || len(conn) > 0 && hasToken(conn, k) {
@@ -268,44 +271,71 @@ func (cc *clientConn) write(req *Request) error {
 		if _, ok := req.Extra[k]; ok {
 			continue
 		}
-		if err := writeField(bw, k, vs); err != nil {
-			return err
-		}
+		b = appendField(b, k, vs)
 	}
 	for k, vs := range req.Extra {
-		if hopByHop(k) {
-			continue // Host and the framing are the pool's
-		}
-		if err := writeField(bw, k, vs); err != nil {
-			return err
+		if !hopByHop(k) { // Host and the framing are the pool's
+			b = appendField(b, k, vs)
 		}
 	}
-	b = bw.AvailableBuffer()
 	if len(req.Body) > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
 		b = append(b, "Content-Length: "...)
 		b = strconv.AppendInt(b, int64(len(req.Body)), 10)
 		b = append(b, "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
-	if _, err := bw.Write(b); err != nil {
+	if len(req.Body) > inlineBody {
+		if cap(b) <= maxKeptBuffer {
+			cc.wbuf = b
+		}
+		if _, err := cc.nc.Write(b); err != nil {
+			return err
+		}
+		_, err := cc.nc.Write(req.Body)
 		return err
 	}
-	if _, err := bw.Write(req.Body); err != nil {
-		return err
+	b = append(b, req.Body...)
+	if cap(b) <= maxKeptBuffer {
+		cc.wbuf = b
 	}
-	return bw.Flush()
+	return cc.send(b)
 }
 
-func writeField(bw *bufio.Writer, k string, vs []string) error {
+const (
+	inlineBody    = 16 << 10 // a body up to this size goes in the head's write
+	maxKeptBuffer = 64 << 10 // a connection keeps a write buffer up to this size
+)
+
+func appendField(b []byte, k string, vs []string) []byte {
 	for _, v := range vs {
-		b := bw.AvailableBuffer()
 		b = append(b, k...)
 		b = append(b, ": "...)
 		b = appendValue(b, v)
 		b = append(b, "\r\n"...)
-		if _, err := bw.Write(b); err != nil {
-			return err
-		}
+	}
+	return b
+}
+
+// send writes a request and, where the socket allows it, waits until the response can be read
+// without trying a read first: the write is made inside a raw read operation, after the poller's
+// readiness for reading was reset, so the response's arrival cannot be missed, and the read that
+// Go's netpoll model would make (and that would find nothing yet) is saved. Elsewhere, or when the
+// write is partial, it is a plain write.
+func (cc *clientConn) send(b []byte) error {
+	if !rawIO || cc.probe.raw == nil {
+		_, err := cc.nc.Write(b)
+		return err
+	}
+	cc.out, cc.outErr, cc.outWaiting = b, nil, false
+	if err := cc.probe.raw.Read(cc.sendFn); err != nil {
+		return err // a deadline while waiting: the exchange was aborted or timed out
+	}
+	if cc.outErr != nil {
+		return cc.outErr
+	}
+	if len(cc.out) > 0 { // partial: the rest the usual way
+		_, err := cc.nc.Write(cc.out)
+		return err
 	}
 	return nil
 }

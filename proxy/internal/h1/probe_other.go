@@ -7,3 +7,8 @@ func (pr *prober) peek(uintptr) bool {
 	pr.closed.Store(false)
 	return true
 }
+
+// rawIO: send writes the usual way here.
+const rawIO = false
+
+func (cc *clientConn) rawSend(uintptr) bool { return true }
