@@ -121,7 +121,7 @@ func startRawBackend(b *testing.B) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(benchBodySize) + "\r\n\r\n" +
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nContent-Length: " + strconv.Itoa(benchBodySize) + "\r\n\r\n" +
 		strings.Repeat("x", benchBodySize))
 	var wg sync.WaitGroup
 	b.Cleanup(func() { ln.Close(); wg.Wait() })

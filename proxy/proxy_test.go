@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -452,6 +453,32 @@ var _ = Describe("Proxy", func() {
 			Expect(body).To(Equal("hello"))
 			Expect(stat(srv, "cluster.backend.upstream_cx_total")).To(BeEquivalentTo(2))
 			Expect(stat(srv, "cluster.backend.upstream_rq_rx_reset")).To(BeZero())
+		})
+
+		It("drops the response's hop-by-hop headers and those its Connection header names", func() {
+			u := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Connection", "keep-alive, X-Hop")
+				w.Header().Set("X-Hop", "1")
+				w.Header().Set("Keep-Alive", "timeout=5")
+				w.Header().Set("X-End", "2")
+				io.WriteString(w, "ok")
+			})
+			_, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)},
+				clusters: []config.Cluster{cluster("backend", u.addr())}})
+			code, hdr, body := get(url + "/")
+			Expect(code).To(Equal(200))
+			Expect(body).To(Equal("ok"))
+			Expect(hdr.Get("X-End")).To(Equal("2"))
+			Expect(hdr.Values("X-Hop")).To(BeEmpty())
+			Expect(hdr.Values("Keep-Alive")).To(BeEmpty())
+		})
+
+		It("reads a Connection header's names without allocating (every upstream response has one)", func() {
+			found, vals := true, []string{"keep-alive", "Upgrade, x-hop "}
+			allocs := testing.AllocsPerRun(100, func() { found = proxy.ListsToken(vals, "X-Hop") })
+			Expect(found).To(BeTrue())
+			Expect(allocs).To(BeZero())
+			Expect(proxy.ListsToken([]string{"keep-alive"}, "X-Hop")).To(BeFalse())
 		})
 
 		It("relays a chunked upstream response and a HEAD response's Content-Length", func() {

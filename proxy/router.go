@@ -831,10 +831,17 @@ func shareHeader(dst, src http.Header) {
 	}
 }
 
-// listsToken reports whether a comma-separated header lists name, in any case.
+// listsToken reports whether a comma-separated header lists name, in any case (without allocating:
+// upstreams send Connection: keep-alive on every response).
 func listsToken(vals []string, name string) bool {
 	for _, v := range vals {
-		for _, t := range strings.Split(v, ",") {
+		for v != "" {
+			t := v
+			if i := strings.IndexByte(v, ','); i >= 0 {
+				t, v = v[:i], v[i+1:]
+			} else {
+				v = ""
+			}
 			if strings.EqualFold(strings.TrimSpace(t), name) {
 				return true
 			}

@@ -1,0 +1,4 @@
+package proxy
+
+// ListsToken exposes listsToken to the external test package.
+var ListsToken = listsToken
