@@ -438,30 +438,7 @@ func (b *responseBody) Read(p []byte) (int, error) {
 	case b.err != nil:
 		return 0, b.err
 	}
-	var n int
-	var err error
-	switch {
-	case b.chunked != nil:
-		n, err = b.chunked.Read(p)
-		if err == io.EOF {
-			if terr := readTrailer(b.cc.br); terr != nil {
-				err = terr
-			}
-		}
-	case b.remaining < 0:
-		n, err = b.cc.br.Read(p)
-	default:
-		if int64(len(p)) > b.remaining {
-			p = p[:b.remaining]
-		}
-		n, err = b.cc.br.Read(p)
-		b.remaining -= int64(n)
-		if b.remaining == 0 {
-			err = io.EOF
-		} else if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-	}
+	n, err := readFramed(b.cc.br, p, b.chunked, &b.remaining)
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil {
@@ -488,6 +465,34 @@ func (b *responseBody) Close() error {
 	}
 	cc.pool.put(cc)
 	return nil
+}
+
+// readFramed reads a message body by its framing: through the chunked decoder (then the trailer),
+// as much as the Content-Length leaves (remaining counts down), or to the stream's end (remaining < 0).
+func readFramed(br *bufio.Reader, p []byte, chunked io.Reader, remaining *int64) (int, error) {
+	switch {
+	case chunked != nil:
+		n, err := chunked.Read(p)
+		if err == io.EOF {
+			if terr := readTrailer(br); terr != nil {
+				err = terr
+			}
+		}
+		return n, err
+	case *remaining < 0:
+		return br.Read(p)
+	}
+	if int64(len(p)) > *remaining {
+		p = p[:*remaining]
+	}
+	n, err := br.Read(p)
+	*remaining -= int64(n)
+	if *remaining == 0 {
+		err = io.EOF
+	} else if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 // readTrailer reads the trailer section after a chunked body's last chunk, up to its empty line. The

@@ -571,27 +571,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			}
 		}
 	}
-	var n int
-	var err error
-	if b.chunked != nil {
-		n, err = b.chunked.Read(p)
-		if err == io.EOF {
-			if terr := readTrailer(b.c.br); terr != nil {
-				err = terr
-			}
-		}
-	} else {
-		if int64(len(p)) > b.remaining {
-			p = p[:b.remaining]
-		}
-		n, err = b.c.br.Read(p)
-		b.remaining -= int64(n)
-		if b.remaining == 0 {
-			err = io.EOF
-		} else if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-	}
+	n, err := readFramed(b.c.br, p, b.chunked, &b.remaining)
 	if err == io.EOF {
 		b.eof = true
 		select {
