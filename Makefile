@@ -40,10 +40,10 @@ image: ## build bin/meshproof (static) and the FROM-scratch image $(IMAGE) (clas
 	DOCKER_BUILDKIT=0 docker build -f mesh/docker/Dockerfile -t $(IMAGE) $(dir $(BIN))
 
 bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when installable) + the coordinated-omission test (< 10 min)
-	bash bench/load/run.sh
+	bash mesh/load/bench/run.sh
 
 bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each (throughput, added latency, RSS; ~2 min)
-	bash bench/proxy/run.sh
+	bash proxy/bench/run.sh
 
 clean: ## remove build output and run directories
 	rm -rf bin runs

@@ -143,7 +143,7 @@ func (s *Server) serveClusters(w http.ResponseWriter, _ *http.Request) {
 }
 
 // runtimeMetrics are the Go runtime's metrics that /debug/runtime reports: with the downstream request
-// counters of /stats they give allocations and bytes per proxied request (see bench/proxy/run.sh).
+// counters of /stats they give allocations and bytes per proxied request (see proxy/bench/run.sh).
 var runtimeMetrics = []string{
 	"/gc/heap/allocs:objects", "/gc/heap/allocs:bytes", "/gc/cycles/total:gc-cycles",
 	"/memory/classes/total:bytes", "/memory/classes/heap/objects:bytes", "/sched/goroutines:goroutines",

@@ -1,5 +1,5 @@
 // Command loadbench compares meshproof's load generator with its peers on one machine, side by side in
-// one run (bench/load/run.sh sets up nginx and the tools, then runs it):
+// one run (mesh/load/bench/run.sh sets up nginx and the tools, then runs it):
 //
 //	(a) the highest sustained open-loop rate, ours vs vegeta and vs fortio;
 //	(b) the closed-loop rate, ours vs wrk;
@@ -48,7 +48,7 @@ func main() {
 	flag.StringVar(&o.vegeta, "vegeta", "", "vegeta binary (empty: unavailable)")
 	flag.StringVar(&o.fortio, "fortio", "", "fortio binary (empty: unavailable)")
 	flag.StringVar(&o.wrk, "wrk", "", "wrk binary (empty: unavailable)")
-	flag.StringVar(&o.stall, "stallserver", "", "stallserver binary (bench/stallserver)")
+	flag.StringVar(&o.stall, "stallserver", "", "stallserver binary (mesh/load/bench/stallserver)")
 	flag.StringVar(&o.target, "target", "http://127.0.0.1:18080/", "the nginx target (loopback)")
 	flag.StringVar(&o.genCPU, "gen-cpu", "0", "CPU list for every load generator (taskset -c); empty: no pinning")
 	flag.StringVar(&o.targetCPU, "target-cpu", "1", "CPU list for the stalling target")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench/load/run.sh — `make bench-load`: meshproof's load generator against its peers, side by side in
-# one run, on loopback only (see bench/loadbench for what is measured and how).
+# mesh/load/bench/run.sh — `make bench-load`: meshproof's load generator against its peers, side by side in
+# one run, on loopback only (see mesh/load/bench/loadbench for what is measured and how).
 #
 # Installs what it needs when absent: nginx and wrk (apt-get), vegeta and fortio (go install, pinned;
 # fortio is not in Debian, and releases after v1.63 need a module the module proxy refuses: when the
@@ -8,7 +8,7 @@
 # to the other. The whole bench takes about 3–5 minutes (bounded by its trials: < 10 minutes).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/meshproof-bench.XXXXXX")
 PORT=${BENCH_PORT:-18080}
 GOBIN=${GOBIN:-$(go env GOPATH)/bin}
@@ -40,15 +40,15 @@ fi
 
 # Our binaries.
 log "building meshproof, loadbench and stallserver"
-(cd "$ROOT" && go build -o "$WORK/meshproof" ./cmd/meshproof && go build -o "$WORK/loadbench" ./bench/loadbench &&
-	go build -o "$WORK/stallserver" ./bench/stallserver)
+(cd "$ROOT" && go build -o "$WORK/meshproof" ./cmd/meshproof && go build -o "$WORK/loadbench" ./mesh/load/bench/loadbench &&
+	go build -o "$WORK/stallserver" ./mesh/load/bench/stallserver)
 
 # Cores: generators on one, the target on another.
 CPUS=$(nproc)
 if [ "$CPUS" -ge 2 ]; then GEN_CPU=0; TARGET_CPU=1; else GEN_CPU=""; TARGET_CPU=""; log "one CPU: no pinning"; fi
 
 # nginx on loopback.
-sed "s|__DIR__|$WORK|g; s|__PORT__|$PORT|g" "$ROOT/bench/load/nginx.conf" >"$WORK/nginx.conf"
+sed "s|__DIR__|$WORK|g; s|__PORT__|$PORT|g" "$ROOT/mesh/load/bench/nginx.conf" >"$WORK/nginx.conf"
 # taskset execs nginx (daemon off): $! is the nginx master itself.
 if [ -n "$TARGET_CPU" ]; then
 	taskset -c "$TARGET_CPU" "$NGINX" -c "$WORK/nginx.conf" -e "$WORK/error.log" &

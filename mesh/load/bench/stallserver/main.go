@@ -1,4 +1,4 @@
-// Command stallserver is the stalling target of the coordinated-omission benchmark (bench/load): an HTTP
+// Command stallserver is the stalling target of the coordinated-omission benchmark (mesh/load/bench): an HTTP
 // server on loopback that answers at once, except that every request arriving during a stall is held
 // until the stall ends. Stalls last --stall and start --offset after the first request, then every
 // --period: with the defaults, [5s, 6s), [15s, 16s), [25s, 26s) — exactly three in a 30s run, 10% of

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/proxy/run.sh — `make bench-proxy`: meshproof's proxy side by side with HAProxy and nginx on one
+# proxy/bench/run.sh — `make bench-proxy`: meshproof's proxy side by side with HAProxy and nginx on one
 # core each, against one nginx backend (keep-alive, `return 200` with a 1 KiB body), all on 127.0.0.1.
 #
 # The proxy under test is pinned to CPU 1 (meshproof GOMAXPROCS=1, HAProxy nbthread 1, nginx
