@@ -225,8 +225,12 @@ type forward struct {
 	body  []byte
 	start time.Time
 	span  trace.Span // the server span when the request is traced; nil otherwise
-	wo    writerOnly // w for relay's copy (a field: a conversion to io.Writer would be allocated)
-	uri   string     // the request target sent upstream (origin form)
+	// deadline is the route timeout's end (zero: none); rctx its context once made (see ctx).
+	deadline time.Time
+	rctx     context.Context
+	rcancel  context.CancelFunc
+	wo       writerOnly // w for relay's copy (a field: a conversion to io.Writer would be allocated)
+	uri      string     // the request target sent upstream (origin form)
 	// out is the upstream request of the current attempt; extra its headers added by the router (reused
 	// from request to request), scratch the backing of their values.
 	out     h1.Request
@@ -280,13 +284,15 @@ func (a *attempt) done() {
 
 func (f *forward) run() {
 	f.start = time.Now()
-	ctx := f.r.Context()
 	rp, timeout := f.effectivePolicy()
 	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, timeout, errRouteTimeout)
-		defer cancel()
+		f.deadline = f.start.Add(timeout)
 	}
+	defer func() {
+		if f.rcancel != nil {
+			f.rcancel()
+		}
+	}()
 	var (
 		rs      = policy.NewRetryState(0, 0)
 		backoff *policy.Backoff
@@ -319,12 +325,12 @@ func (f *forward) run() {
 	}
 	defer release()
 	for n := 1; ; n++ {
-		a := f.try(ctx, rp, reqID, n, hash, tried)
+		a := f.try(rp, reqID, n, hash, tried)
 		if a.host != nil {
 			attempts++
 		}
 		release()
-		if context.Cause(ctx) == errRouteTimeout {
+		if f.timedOut() {
 			f.abandon(a)
 			f.routeTimeout()
 			return
@@ -362,8 +368,8 @@ func (f *forward) run() {
 			if f.span != nil {
 				retryEvent(f.span, a, n, delay)
 			}
-			if !f.sleep(ctx, delay) {
-				if context.Cause(ctx) == errRouteTimeout {
+			if !f.sleep(f.ctx(), delay) {
+				if f.timedOut() {
 					f.routeTimeout()
 				}
 				return
@@ -380,7 +386,7 @@ func (f *forward) run() {
 				f.span.AddEvent(EventRetryOverflow, trace.WithAttributes(AttrBreaker.String("max_retries"), AttrAttempt.Int(n)))
 			}
 		}
-		f.finish(ctx, a, n)
+		f.finish(a, n)
 		return
 	}
 }
@@ -504,7 +510,7 @@ func internal(remote string) bool {
 }
 
 // try sends one attempt to the next host and waits for its response headers or its failure.
-func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string, n int, hash uint64, tried map[int]bool) attempt {
+func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, tried map[int]bool) attempt {
 	cl := f.cl
 	if !cl.trafficSeen.Load() {
 		cl.trafficSeen.Store(true)
@@ -515,9 +521,9 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	}
 	// An attempt needs a context of its own only for its per-try timeout: otherwise it ends with the
 	// request's (route timeout, downstream gone), and done closes its response.
-	actx, cancel := ctx, noCancel
+	actx, cancel := f.r.Context(), noCancel
 	if perTry > 0 {
-		actx, cancel = context.WithCancelCause(ctx)
+		actx, cancel = context.WithCancelCause(f.ctx())
 	}
 	a := attempt{cancel: cancel, index: -1, cl: cl}
 	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier signal.
@@ -529,7 +535,14 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 		a.outcome = policy.Outcome{Kind: policy.Overflow}
 		return a
 	}
-	ok, overflow := cl.acquireConnection(actx)
+	ok, overflow := true, false
+	if !cl.rm.TryAcquireConnection() { // the pending queue: a wait that the route timeout must end
+		wctx := actx
+		if perTry == 0 {
+			wctx = f.ctx()
+		}
+		ok, overflow = cl.acquireConnection(wctx)
+	}
 	if !ok {
 		cl.rm.ReleaseRequest()
 		if overflow {
@@ -557,21 +570,20 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	clear(f.extra)
 	// The exchange ends with the route timeout (a socket deadline) or when the downstream connection's
 	// aborter interrupts it (the client gone, the per-try timeout): no context watcher per attempt.
-	dl, _ := ctx.Deadline()
 	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.r.Host, Header: f.r.Header, Omit: routerHeaderSet,
-		Extra: f.extra, Body: f.body, Deadline: dl, Abort: f.ab}
+		Extra: f.extra, Body: f.body, Deadline: f.deadline, Abort: f.ab}
 	f.scratch[0], f.scratch[1] = reqID, "http"
 	f.extra[hdrRequestID], f.extra[hdrForwardedProto] = f.scratch[0:1:1], f.scratch[1:2:2]
 	if f.vh.IncludeRequestAttemptCount {
 		f.scratch[2] = strconv.Itoa(n)
 		f.extra[hdrAttemptCount] = f.scratch[2:3:3]
 	}
-	if ms := expectedTimeoutMs(ctx, perTry); ms > 0 {
+	if ms := expectedTimeoutMs(f.deadline, perTry); ms > 0 {
 		f.scratch[3] = msString(ms)
 		f.extra[hdrExpectedTimeout] = f.scratch[3:4:4]
 	}
 	if f.span != nil {
-		a.span = f.startAttempt(ctx, &f.out, h, n)
+		a.span = f.startAttempt(f.r.Context(), &f.out, h, n)
 	}
 
 	cl.st.rqTotal.Inc()
@@ -592,9 +604,6 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	}
 	a.sent = time.Now()
 	resp, err := cl.pools[a.index].RoundTrip(actx, &f.out)
-	if err != nil {
-		f.awaitRouteTimer(ctx)
-	}
 	a.took = time.Since(a.sent)
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: the attempt's context is gone, so is the body.
@@ -624,12 +633,12 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	case errors.As(err, new(*connectError)):
 		a.outcome = policy.Outcome{Kind: policy.ConnectFailure, BeforeRequest: true}
 		h.rqError.Add(1)
-	case context.Cause(ctx) == errRouteTimeout:
+	case f.timedOut():
 		// The route timeout ended the attempt: outlier detection hears of a local-origin timeout.
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
 		h.rqTimeout.Add(1)
 		h.rqError.Add(1)
-	case ctx.Err() != nil:
+	case f.r.Context().Err() != nil:
 		a.outcome = policy.Outcome{Kind: policy.Reset} // the downstream went away: nothing to report
 		if a.span != nil {
 			attemptOutcome(a.span, a.outcome, nil, cl.hosts)
@@ -647,14 +656,21 @@ func (f *forward) try(ctx context.Context, rp *config.RetryPolicy, reqID string,
 	return a
 }
 
-// awaitRouteTimer waits, after an exchange failed, for the route timeout's context to end if its
-// deadline has passed: the socket deadline and the context's timer are set for the same instant, and
-// the outcome is read from the context's cause.
-func (f *forward) awaitRouteTimer(ctx context.Context) {
-	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-		<-ctx.Done()
+// ctx is the request's context ended by the route timeout. It is made only when something has to wait
+// on it (a back-off, the pending queue, a per-try timeout's context): an attempt itself ends at the
+// route deadline through its socket deadline, so most requests never need a timer of their own.
+func (f *forward) ctx() context.Context {
+	if f.rctx == nil {
+		f.rctx = f.r.Context()
+		if !f.deadline.IsZero() {
+			f.rctx, f.rcancel = context.WithDeadlineCause(f.rctx, f.deadline, errRouteTimeout)
+		}
 	}
+	return f.rctx
 }
+
+// timedOut reports whether the route timeout has passed.
+func (f *forward) timedOut() bool { return !f.deadline.IsZero() && !time.Now().Before(f.deadline) }
 
 // noCancel stands for the cancel function of an attempt without a context of its own.
 func noCancel(error) {}
@@ -698,10 +714,10 @@ func (f *forward) hash() uint64 {
 
 // expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms: the per-try timeout
 // when set, else what is left of the route timeout.
-func expectedTimeoutMs(ctx context.Context, perTry time.Duration) int64 {
+func expectedTimeoutMs(deadline time.Time, perTry time.Duration) int64 {
 	left := time.Duration(0)
-	if dl, ok := ctx.Deadline(); ok {
-		left = time.Until(dl)
+	if !deadline.IsZero() {
+		left = time.Until(deadline)
 	}
 	if perTry > 0 && (left <= 0 || perTry < left) {
 		return perTry.Milliseconds()
@@ -736,12 +752,12 @@ func (f *forward) sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // finish sends the final attempt's outcome to the client: the upstream response, or a local reply.
-func (f *forward) finish(ctx context.Context, a attempt, n int) {
+func (f *forward) finish(a attempt, n int) {
 	defer a.done()
 	const resetBody = "upstream connect error or disconnect/reset before headers. reset reason: "
 	switch a.outcome.Kind {
 	case policy.Response:
-		f.relay(ctx, a, n)
+		f.relay(a, n)
 	case policy.PerTryTimeout:
 		f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
 	case policy.ConnectFailure:
@@ -776,7 +792,7 @@ func (f *forward) routeTimeout() {
 
 // relay streams the upstream response to the client. A failure mid-body resets the downstream
 // connection, as Envoy does once the response has started.
-func (f *forward) relay(ctx context.Context, a attempt, n int) {
+func (f *forward) relay(a attempt, n int) {
 	resp := a.resp
 	defer resp.Body.Close()
 	hdr := f.w.Header()
@@ -799,8 +815,7 @@ func (f *forward) relay(ctx context.Context, a attempt, n int) {
 	_, err := io.CopyBuffer(&f.wo, resp.Body, *bp)
 	f.cl.st.rqTime.Record(time.Since(a.sent))
 	if err != nil {
-		f.awaitRouteTimer(ctx)
-		if context.Cause(ctx) == errRouteTimeout {
+		if f.timedOut() {
 			f.cl.st.rqTimeout.Inc()
 		}
 		panic(http.ErrAbortHandler)

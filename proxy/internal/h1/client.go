@@ -82,7 +82,7 @@ func (p *Pool) RoundTrip(ctx context.Context, req *Request) (*http.Response, err
 	if req.Abort != nil && req.Abort.isGone() {
 		return nil, context.Canceled
 	}
-	cc, err := p.get(ctx)
+	cc, err := p.get(ctx, req.Deadline)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +142,7 @@ func (p *Pool) Idle() int {
 	return len(p.idle)
 }
 
-func (p *Pool) get(ctx context.Context) (*clientConn, error) {
+func (p *Pool) get(ctx context.Context, deadline time.Time) (*clientConn, error) {
 	timeout := p.IdleTimeout
 	if timeout <= 0 {
 		timeout = time.Hour
@@ -162,6 +162,11 @@ func (p *Pool) get(ctx context.Context) (*clientConn, error) {
 			return cc, nil
 		}
 		cc.nc.Close() // closed by the upstream while idle, or idle too long
+	}
+	if !deadline.IsZero() { // the dial ends with the exchange's deadline too
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	nc, err := p.Dial(ctx, p.Addr)
 	if err != nil {
