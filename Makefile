@@ -42,7 +42,7 @@ image: ## build bin/meshproof (static) and the FROM-scratch image $(IMAGE) (clas
 bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when installable) + the coordinated-omission test (< 10 min)
 	bash mesh/load/bench/run.sh
 
-bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each (throughput, added latency, RSS; ~2 min)
+bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each (throughput, added latency, allocations, RSS; ~4 min)
 	bash proxy/bench/run.sh
 
 clean: ## remove build output and run directories
