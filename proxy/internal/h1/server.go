@@ -264,8 +264,9 @@ func (c *conn) readLoop() {
 		case <-c.bodyDone: // a stale signal, from a body read to its end after its request
 		default:
 		}
+		hasBody := c.body.framed // read before the handler may touch the request
 		c.work <- struct{}{}
-		if c.req.Body != http.NoBody {
+		if hasBody {
 			select {
 			case <-c.bodyDone:
 			case <-c.handled:
@@ -307,7 +308,7 @@ func (c *conn) afterRequest() bool {
 	if c.w.closeAfter || c.srv.closing.Load() {
 		return false
 	}
-	if c.req.Body != http.NoBody && !c.body.eof {
+	if c.body.framed && !c.body.eof {
 		if c.body.expect && !c.body.continued {
 			return false // 100-continue was never sent: the client may not send the body at all
 		}
@@ -386,6 +387,7 @@ func (c *conn) readRequest() error {
 	default:
 		r.ContentLength, r.Body = 0, http.NoBody
 	}
+	c.body.framed = r.Body != http.NoBody
 	if r.Body != http.NoBody && minor == 1 && hasToken(c.hdr["Expect"], "100-continue") {
 		c.body.expect = true
 	}
@@ -500,7 +502,7 @@ func (c *conn) handleLoop() {
 		c.serve()
 		// Done with the request and nothing of it left to read: the connection is idle (Shutdown may
 		// close it) while the reader waits for the next one.
-		if !c.w.closeAfter && (c.req.Body == http.NoBody || c.body.eof) && c.state.CompareAndSwap(stateActive, stateIdle) {
+		if !c.w.closeAfter && (!c.body.framed || c.body.eof) && c.state.CompareAndSwap(stateActive, stateIdle) {
 			if t := c.srv.IdleTimeout; t > 0 {
 				_ = c.nc.SetReadDeadline(time.Now().Add(t)) // the reader waits for the next request under it
 			}
@@ -543,6 +545,7 @@ type requestBody struct {
 	chunked   io.Reader // chunked framing: the decoder (nil otherwise)
 	eof       bool
 	err       error
+	framed    bool // the request has a body (the server's own record: the handler may replace r.Body)
 	expect    bool // the client waits for 100 Continue
 	continued bool // 100 Continue was sent
 }

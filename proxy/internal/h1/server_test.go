@@ -553,6 +553,25 @@ var _ = Describe("Server", func() {
 			Expect(string(readRaw(br, "POST").body)).To(Equal("wxyz"))
 		})
 
+		It("lets a handler replace r.Body: the server keeps its own record of the request's body", func() {
+			// Regression: the reader goroutine read r.Body after dispatching the request, racing a
+			// handler that replaces it (the race detector reported it).
+			addr := serve(func(w http.ResponseWriter, r *http.Request) {
+				orig := r.Body
+				r.Body = http.NoBody
+				b, err := io.ReadAll(orig)
+				Expect(err).NotTo(HaveOccurred())
+				w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+				_, _ = w.Write(b)
+			})
+			c, br := dialRaw(addr)
+			for i := range 20 {
+				body := fmt.Sprintf("payload-%02d", i)
+				send(c, fmt.Sprintf("POST /r HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+				Expect(string(readRaw(br, "POST").body)).To(Equal(body))
+			}
+		})
+
 		It("serves many sequential POSTs whose bodies the handler reads on one connection", func() {
 			addr := serve(echoBody)
 			c, br := dialRaw(addr)
