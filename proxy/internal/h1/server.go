@@ -277,7 +277,11 @@ func (c *conn) readLoop() {
 			}
 		}
 		// While the request is handled, keep reading: bytes of a pipelined request wait in the buffer,
-		// an end of stream or an error means the client is gone.
+		// an end of stream or an error means the client is gone. This read usually finds nothing and
+		// costs one empty read() before the goroutine parks. Waiting for readiness first (a raw read
+		// whose callback declines its first call, as the pool's send does upstream) would save it, but
+		// the raw read resets the poller's readiness before waiting: a FIN that arrived since the
+		// request was read would then go unseen and the connection would never end.
 		if _, err := c.br.Peek(1); err != nil {
 			c.cancel()
 			c.ab.close()
