@@ -1,4 +1,6 @@
 package proxy
 
-// ListsToken exposes listsToken to the external test package.
-var ListsToken = listsToken
+import "github.com/meshproof/meshproof/proxy/internal/h1"
+
+// ListsToken is how the proxy reads a Connection header's names, for the external test package.
+var ListsToken = h1.HasToken

@@ -839,30 +839,11 @@ func (rt *router) localReply(w http.ResponseWriter, hdr http.Header, code int, b
 func shareHeader(dst, src http.Header) {
 	conn := src["Connection"]
 	for k, v := range src {
-		if h1.IsHopByHop(k) && k != hdrContentLength && k != "Host" || len(conn) > 0 && listsToken(conn, k) {
+		if h1.IsHopByHop(k) || len(conn) > 0 && h1.HasToken(conn, k) {
 			continue
 		}
 		dst[k] = v
 	}
-}
-
-// listsToken reports whether a comma-separated header lists name, in any case (without allocating:
-// upstreams send Connection: keep-alive on every response).
-func listsToken(vals []string, name string) bool {
-	for _, v := range vals {
-		for v != "" {
-			t := v
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				t, v = v[:i], v[i+1:]
-			} else {
-				v = ""
-			}
-			if strings.EqualFold(strings.TrimSpace(t), name) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // msString is strconv.FormatInt(ms, 10), remembering the last value: the expected-timeout header of

@@ -53,18 +53,19 @@ type Request struct {
 	Abort *Aborter
 }
 
-// hopByHop are the fields a proxy never forwards, and the framing fields the Pool writes itself.
-func hopByHop(k string) bool {
+// IsHopByHop reports whether a field (canonical name) is one a proxy never forwards (RFC 9110 §7.6.1).
+func IsHopByHop(k string) bool {
 	switch k {
 	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
-		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Host":
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
 		return true
 	}
 	return false
 }
 
-// IsHopByHop reports whether a field (canonical name) is one a proxy does not forward as it is.
-func IsHopByHop(k string) bool { return hopByHop(k) }
+// writtenByPool reports whether a request field is not copied from Request.Header or Extra: the
+// hop-by-hop ones, and Host and Content-Length, which the pool writes itself.
+func writtenByPool(k string) bool { return IsHopByHop(k) || k == "Host" || k == "Content-Length" }
 
 // Errors of a round trip besides those of Dial and of the connection.
 var (
@@ -270,7 +271,7 @@ func (cc *clientConn) write(req *Request) error {
 	b = append(b, "\r\n"...)
 	conn := req.Header["Connection"]
 	for k, vs := range req.Header {
-		if hopByHop(k) || req.Omit[k] || len(conn) > 0 && hasToken(conn, k) {
+		if writtenByPool(k) || req.Omit[k] || len(conn) > 0 && HasToken(conn, k) {
 			continue
 		}
 		if _, ok := req.Extra[k]; ok {
@@ -279,7 +280,7 @@ func (cc *clientConn) write(req *Request) error {
 		b = appendField(b, k, vs)
 	}
 	for k, vs := range req.Extra {
-		if !hopByHop(k) { // Host and the framing are the pool's
+		if !writtenByPool(k) {
 			b = appendField(b, k, vs)
 		}
 	}
@@ -385,7 +386,7 @@ func (cc *clientConn) readResponse(method string) error {
 	cc.resp = http.Response{
 		Status: h.s[h.start[1][0]:h.start[2][1]], StatusCode: code, Proto: version, ProtoMajor: major, ProtoMinor: minor,
 		Header: cc.hdr, Body: &cc.body, ContentLength: -1,
-		Close: minor == 0 && !hasToken(conn, "keep-alive") || hasToken(conn, "close"),
+		Close: minor == 0 && !HasToken(conn, "keep-alive") || HasToken(conn, "close"),
 	}
 	cc.body.reset()
 	if method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {

@@ -13,10 +13,12 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // Errors of message parsing. A server answers them with the status in parenthesis.
@@ -88,13 +90,13 @@ func (h *head) parse() error {
 		return errMalformed
 	}
 	// The start line: three parts separated by single spaces; the last may contain spaces (a reason).
-	sp1 := indexByteFrom(b, ' ', 0, end)
+	sp1 := bytes.IndexByte(b[:end], ' ')
 	if sp1 <= 0 {
 		return errMalformed
 	}
-	sp2 := indexByteFrom(b, ' ', sp1+1, end)
-	if sp2 < 0 {
-		sp2 = end // a status line may end after its code
+	sp2 := end // a status line may end after its code
+	if i := bytes.IndexByte(b[sp1+1:end], ' '); i >= 0 {
+		sp2 = sp1 + 1 + i
 	}
 	if sp2 == sp1+1 {
 		return errMalformed
@@ -184,15 +186,6 @@ func lineNext(b []byte, e int) int {
 		return e + 2
 	}
 	return e + 1
-}
-
-func indexByteFrom(b []byte, c byte, from, to int) int {
-	for j := from; j < to; j++ {
-		if b[j] == c {
-			return j
-		}
-	}
-	return -1
 }
 
 // isTokenByte reports whether c may appear in a field name (RFC 9110 §5.6.2 tchar).
@@ -285,17 +278,18 @@ func parseLength(v string) (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
-// hasToken reports whether a comma-separated header (Connection, Expect) lists token, in any case.
-func hasToken(vals []string, token string) bool {
+// HasToken reports whether a comma-separated header (Connection, Expect) lists token, in ASCII case.
+// It allocates nothing: every upstream response has a Connection header.
+func HasToken(vals []string, token string) bool {
 	for _, v := range vals {
 		for len(v) > 0 {
-			var t string
-			if i := indexComma(v); i >= 0 {
+			t := v
+			if i := strings.IndexByte(v, ','); i >= 0 {
 				t, v = v[:i], v[i+1:]
 			} else {
-				t, v = v, ""
+				v = ""
 			}
-			if equalFold(trimOWS(t), token) {
+			if equalFold(strings.Trim(t, " \t"), token) {
 				return true
 			}
 		}
@@ -303,26 +297,8 @@ func hasToken(vals []string, token string) bool {
 	return false
 }
 
-func indexComma(s string) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			return i
-		}
-	}
-	return -1
-}
-
-func trimOWS(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// equalFold is ASCII case-insensitive equality.
+// equalFold is ASCII case-insensitive equality: field names and tokens are ASCII (strings.EqualFold
+// would also fold non-ASCII letters, such as the Kelvin sign into k).
 func equalFold(a, b string) bool {
 	if len(a) != len(b) {
 		return false

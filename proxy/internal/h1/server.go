@@ -378,8 +378,8 @@ func (c *conn) readRequest() error {
 	}
 	delete(c.hdr, "Host")
 	conn := c.hdr["Connection"]
-	r.Close = minor == 0 && !hasToken(conn, "keep-alive") || hasToken(conn, "close")
-	if _, ok := c.hdr["Upgrade"]; ok && hasToken(conn, "upgrade") {
+	r.Close = minor == 0 && !HasToken(conn, "keep-alive") || HasToken(conn, "close")
+	if _, ok := c.hdr["Upgrade"]; ok && HasToken(conn, "upgrade") {
 		return errUpgrade
 	}
 	c.body.reset(fr)
@@ -392,7 +392,7 @@ func (c *conn) readRequest() error {
 		r.ContentLength, r.Body = 0, http.NoBody
 	}
 	c.body.framed = r.Body != http.NoBody
-	if r.Body != http.NoBody && minor == 1 && hasToken(c.hdr["Expect"], "100-continue") {
+	if r.Body != http.NoBody && minor == 1 && HasToken(c.hdr["Expect"], "100-continue") {
 		c.body.expect = true
 	}
 	return nil
@@ -647,7 +647,7 @@ func (w *response) WriteHeader(code int) {
 	} else if ok {
 		delete(w.hdr, "Content-Length")
 	}
-	if hasToken(w.hdr["Connection"], "close") || w.c.srv.closing.Load() || w.c.body.expect && !w.c.body.continued {
+	if HasToken(w.hdr["Connection"], "close") || w.c.srv.closing.Load() || w.c.body.expect && !w.c.body.continued {
 		// (A body the client was told to wait with is never read: the connection cannot go on.)
 		w.closeAfter = true
 	}
