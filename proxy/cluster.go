@@ -251,13 +251,11 @@ func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy) 
 	return c.picker.Pick(pc)
 }
 
-// acquireConnection takes a max_connections slot for an attempt, waiting in the pending queue when the
-// cluster is at its limit. On HTTP/1.1 each in-flight attempt holds one connection, so the slot stands
-// for the connection. false with overflow true: the pending queue is full (upstream_rq_pending_overflow).
-func (c *cluster) acquireConnection(ctx context.Context) (ok, overflow bool) {
-	if c.rm.TryAcquireConnection() {
-		return true, false
-	}
+// waitForConnection takes a max_connections slot for an attempt that found the cluster at its limit
+// (rm.TryAcquireConnection failed): it waits in the pending queue until a slot frees or ctx ends. On
+// HTTP/1.1 each in-flight attempt holds one connection, so the slot stands for the connection. false
+// with overflow true: the pending queue is full (upstream_rq_pending_overflow).
+func (c *cluster) waitForConnection(ctx context.Context) (ok, overflow bool) {
 	c.st.cxOverflow.Inc()
 	if !c.rm.TryAcquirePending() {
 		return false, true

@@ -229,8 +229,7 @@ type forward struct {
 	deadline time.Time
 	rctx     context.Context
 	rcancel  context.CancelFunc
-	wo       writerOnly // w for relay's copy (a field: a conversion to io.Writer would be allocated)
-	uri      string     // the request target sent upstream (origin form)
+	uri      string // the request target sent upstream (origin form)
 	// out is the upstream request of the current attempt; extra its headers added by the router (reused
 	// from request to request), scratch the backing of their values.
 	out     h1.Request
@@ -541,7 +540,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		if perTry == 0 {
 			wctx = f.ctx()
 		}
-		ok, overflow = cl.acquireConnection(wctx)
+		ok, overflow = cl.waitForConnection(wctx)
 	}
 	if !ok {
 		cl.rm.ReleaseRequest()
@@ -809,10 +808,7 @@ func (f *forward) relay(a attempt, n int) {
 	f.rt.st.status(resp.StatusCode)
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
-	// writerOnly hides the ResponseWriter's ReadFrom: through it, net/http would write the body straight
-	// to the socket with a 32 KiB buffer of its own per response, in two more write calls.
-	f.wo.Writer = f.w
-	_, err := io.CopyBuffer(&f.wo, resp.Body, *bp)
+	_, err := io.CopyBuffer(f.w, resp.Body, *bp)
 	f.cl.st.rqTime.Record(time.Since(a.sent))
 	if err != nil {
 		if f.timedOut() {
@@ -863,6 +859,3 @@ type msCache struct {
 }
 
 var lastMs atomic.Pointer[msCache]
-
-// writerOnly is an io.Writer and nothing else (no ReadFrom).
-type writerOnly struct{ io.Writer }

@@ -529,7 +529,7 @@ func readTrailer(br *bufio.Reader) error {
 type prober struct {
 	raw    syscall.RawConn // nil: no check possible
 	fn     func(fd uintptr) bool
-	closed atomic.Bool
+	closed bool // what the last peek saw (raw.Read runs fn on the calling goroutine)
 }
 
 // netConner is a connection wrapping another (as the proxy's counted connections do).
@@ -555,9 +555,9 @@ func (pr *prober) open() bool {
 	if pr.raw == nil {
 		return true
 	}
-	pr.closed.Store(true)
+	pr.closed = true
 	if err := pr.raw.Read(pr.fn); err != nil {
 		return false
 	}
-	return !pr.closed.Load()
+	return !pr.closed
 }

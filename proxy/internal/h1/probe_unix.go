@@ -8,7 +8,7 @@ import "syscall"
 func (pr *prober) peek(fd uintptr) bool {
 	var b [1]byte
 	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	pr.closed.Store(err != syscall.EAGAIN && err != syscall.EWOULDBLOCK)
+	pr.closed = err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
 	return true
 }
 
