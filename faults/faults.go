@@ -345,7 +345,13 @@ func RequestRand(seed uint64, service string, instance int, n uint64) *rand.Rand
 	return rand.New(rand.NewPCG(seed^h.Sum64(), n))
 }
 
-// Validate checks a response: status 0 (default 200) or 200..599, non-negative size and latency.
+// MaxBodyBytes is the largest response body a rule or response may ask for (1 GiB). Bodies are
+// streamed from a shared pattern, so the bound is about run time, not memory: a larger body keeps one
+// connection busy for seconds even on loopback.
+const MaxBodyBytes = 1 << 30
+
+// Validate checks a response: status 0 (default 200) or 200..599, size in 0..MaxBodyBytes,
+// non-negative latency.
 func (r Response) Validate() error {
 	var errs []error
 	if r.Status != 0 {
@@ -463,8 +469,11 @@ func checkDuration(field string, d time.Duration) error {
 }
 
 func checkBytes(field string, n int) error {
-	if n < 0 {
-		return fmt.Errorf("%s: %d is negative, want >= 0 bytes", field, n)
+	switch {
+	case n < 0:
+		return fmt.Errorf("%s: %d is negative, want 0 to %d bytes (1 GiB)", field, n, MaxBodyBytes)
+	case n > MaxBodyBytes:
+		return fmt.Errorf("%s: %d is too large, want 0 to %d bytes (1 GiB)", field, n, MaxBodyBytes)
 	}
 	return nil
 }

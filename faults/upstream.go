@@ -89,7 +89,6 @@ type UpstreamStats struct {
 type Upstream struct {
 	cfg       UpstreamConfig
 	id        string // "<service>/<instance>"
-	body      []byte
 	hasRefuse bool
 
 	seq   atomic.Uint64
@@ -156,7 +155,6 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	return &Upstream{
 		cfg:       cfg,
 		id:        cfg.Service + "/" + strconv.Itoa(cfg.Instance),
-		body:      pattern(cfg.Response.Size),
 		hasRefuse: hasRefuse,
 		wake:      make(chan struct{}, 1),
 		open:      map[*serverConn]struct{}{},
@@ -484,7 +482,7 @@ func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
 	h := ex.header()
 	h.Set(HeaderInstance, u.id)
 	h.Set(HeaderSeq, strconv.FormatUint(seq, 10))
-	var body []byte
+	size := 0 // body bytes
 	switch {
 	case d.GRPCStatus != 0:
 		h.Set("content-type", "application/grpc")
@@ -492,12 +490,12 @@ func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
 		h.Set("grpc-message", GRPCMessage)
 		h.Set("content-length", "0")
 	case d.Status != http.StatusNoContent && d.Status != http.StatusNotModified:
-		body = u.bodyOf(d.Size)
+		size = d.Size
 		h.Set("content-type", "application/octet-stream")
-		h.Set("content-length", strconv.Itoa(len(body)))
+		h.Set("content-length", strconv.Itoa(size))
 	}
 	if head {
-		body = nil
+		size = 0
 	}
 	u.count(func(s *UpstreamStats) {
 		switch d.Cut {
@@ -509,26 +507,26 @@ func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
 			s.Statuses[d.Status]++
 		}
 	})
-	limit := len(body)
+	limit := size
 	if d.Cut != CutNone {
-		limit = min(d.CutAfter, len(body))
+		limit = min(d.CutAfter, size)
 	}
 	if err := ex.writeHeader(d.Status, limit == 0 && d.Cut == CutNone); err != nil {
 		ex.abort()
 		return
 	}
-	chunk := max(limit, 1)
+	chunk := max(min(limit, maxBodyWrite), 1)
 	if d.BytesPerSecond > 0 {
 		chunk = max(1, d.BytesPerSecond/20) // 50ms steps
 	}
 	for off := 0; off < limit; {
-		n := min(chunk, limit-off)
+		n := min(chunk, limit-off, maxBodyWrite)
 		if d.BytesPerSecond > 0 && !netx.Sleep(ctx, pace(n, d.BytesPerSecond)) {
 			u.count(func(s *UpstreamStats) { s.Canceled++ })
 			ex.abort()
 			return
 		}
-		if err := ex.write(body[off:off+n], d.Cut == CutNone && off+n == len(body)); err != nil {
+		if err := ex.write(bodyBytes(off, n), d.Cut == CutNone && off+n == size); err != nil {
 			ex.abort()
 			return
 		}
@@ -547,12 +545,19 @@ func pace(n, bps int) time.Duration {
 	return time.Duration((int64(n)*int64(time.Second) + int64(bps) - 1) / int64(bps))
 }
 
-// bodyOf returns n bytes of the pattern.
-func (u *Upstream) bodyOf(n int) []byte {
-	if n <= len(u.body) {
-		return u.body[:n]
-	}
-	return pattern(n)
+// A response body is the pattern repeated; it is written in slices of one shared block, so a large
+// size costs no memory (a body of size bytes was once allocated whole per instance and per answer).
+const (
+	patternPeriod = 64       // the pattern's length
+	maxBodyWrite  = 64 << 10 // the most one write sends
+)
+
+var bodyBlock = pattern(maxBodyWrite + patternPeriod)
+
+// bodyBytes returns the n bytes (n <= maxBodyWrite) of the body that start at offset off.
+func bodyBytes(off, n int) []byte {
+	start := off % patternPeriod
+	return bodyBlock[start : start+n]
 }
 
 // h1Exchange answers an HTTP/1.1 request through net/http; the connection-level effects hijack it.

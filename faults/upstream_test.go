@@ -109,6 +109,25 @@ var _ = Describe("Upstream", func() {
 			))
 		})
 
+		// Regression (issue #18): a body was allocated whole per answer, so `size: 100000000000` ran the
+		// process out of memory. Bodies are now written in slices of one shared pattern block.
+		It("streams a body larger than its write block, byte-exact, with the pattern continuing across writes", func() {
+			const size = 3<<20 + 17 // several 64 KiB writes, and a tail that is not a multiple of the period
+			u := start(faults.UpstreamConfig{Service: "checkout", Response: faults.Response{Size: size}})
+			resp, body, err := get(u, "")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(resp.Header.Get("content-length")).To(Equal(strconv.Itoa(size)))
+			Expect(body).To(HaveLen(size))
+			const alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
+			Expect(string(body[:64])).To(Equal(alphabet))
+			Expect(string(body)).To(Equal(strings.Repeat(alphabet, size/64) + alphabet[:size%64]))
+		})
+
+		It("refuses a response size above MaxBodyBytes", func() {
+			_, err := faults.NewUpstream(faults.UpstreamConfig{Service: "checkout", Response: faults.Response{Size: faults.MaxBodyBytes + 1}})
+			Expect(err).To(MatchError(ContainSubstring("size: 1073741825 is too large")))
+		})
+
 		It("reads the request body and keeps one connection alive across requests", func() {
 			u := start(faults.UpstreamConfig{Service: "checkout", Response: faults.Response{Size: 64}})
 			var reused []bool
@@ -315,7 +334,7 @@ var _ = Describe("Upstream", func() {
 		Entry("response status out of range",
 			faults.UpstreamConfig{Service: "s", Response: faults.Response{Status: 700}}, "response.status: 700 is out of range, want 200..599"),
 		Entry("negative response size",
-			faults.UpstreamConfig{Service: "s", Response: faults.Response{Size: -1}}, "response.size: -1 is negative, want >= 0 bytes"),
+			faults.UpstreamConfig{Service: "s", Response: faults.Response{Size: -1}}, "response.size: -1 is negative, want 0 to 1073741824 bytes (1 GiB)"),
 		Entry("negative response latency",
 			faults.UpstreamConfig{Service: "s", Response: faults.Response{Latency: -time.Second}}, "response.latency: -1s is negative, want >= 0"),
 		Entry("fault without a kind",

@@ -15,7 +15,6 @@ import (
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
-	"github.com/goccy/go-yaml/parser"
 	"github.com/goccy/go-yaml/token"
 
 	"github.com/meshproof/meshproof/faults"
@@ -45,9 +44,9 @@ func LoadFile(path string) (*Scenario, error) {
 // Parse decodes and validates a scenario. Every error is an *Error (several are joined with errors.Join)
 // naming file, line, field and what is accepted. Unknown fields are errors.
 func Parse(data []byte, file string) (*Scenario, error) {
-	f, err := parser.ParseBytes(data, 0)
+	f, err := config.ParseYAML(data, file)
 	if err != nil {
-		return nil, yamlError(err, file, nil)
+		return nil, err
 	}
 	if len(f.Docs) != 1 || f.Docs[0].Body == nil {
 		return nil, &Error{File: file, Line: 1, Column: 1, Msg: fmt.Sprintf("expected exactly one YAML document holding a scenario, found %d", countDocs(f))}
@@ -57,7 +56,7 @@ func Parse(data []byte, file string) (*Scenario, error) {
 		return nil, withFile(nodeError(body, "a scenario is a mapping with the fields %s", strings.Join(yamlFields(reflect.TypeOf(Scenario{})), ", ")), file)
 	}
 	sc := &Scenario{File: file}
-	if err := yaml.NodeToValue(body, sc, yaml.Strict()); err != nil {
+	if err := config.NodeToValue(body, sc, yaml.Strict()); err != nil {
 		return nil, yamlError(err, file, f)
 	}
 	v := validator{sc: sc, file: file, root: body}
@@ -342,8 +341,8 @@ func (v *validator) service(name string, s *Service) {
 	} else if s.Response.Status < 100 || s.Response.Status > 599 {
 		v.at(field+".response.status", "%d is not an HTTP status (100 to 599)", s.Response.Status)
 	}
-	if s.Response.Size < 0 {
-		v.at(field+".response.size", "%d is negative: a body size in bytes", s.Response.Size)
+	if s.Response.Size < 0 || s.Response.Size > faults.MaxBodyBytes {
+		v.at(field+".response.size", "%d is out of range: a body size in bytes, 0 to %d (1 GiB)", s.Response.Size, faults.MaxBodyBytes)
 	}
 }
 

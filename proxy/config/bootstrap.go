@@ -6,9 +6,7 @@ import (
 	"os"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
-	"github.com/goccy/go-yaml/parser"
 )
 
 // LoadBootstrap reads an Envoy v3 bootstrap (YAML or JSON) from path; see ParseBootstrap.
@@ -45,14 +43,9 @@ func ParseBootstrap(data []byte, file string) (*Bootstrap, *bootstrapv3.Bootstra
 
 // parseDocument parses data and returns the body of its only YAML document.
 func parseDocument(data []byte, file string) (ast.Node, error) {
-	f, err := parser.ParseBytes(data, 0)
+	f, err := ParseYAML(data, file)
 	if err != nil {
-		e := &Error{File: file, Msg: "invalid YAML: " + yamlMessage(err)}
-		var yerr yaml.Error
-		if errors.As(err, &yerr) && yerr.GetToken() != nil && yerr.GetToken().Position != nil {
-			e.Line, e.Column = yerr.GetToken().Position.Line, yerr.GetToken().Position.Column
-		}
-		return nil, e
+		return nil, err
 	}
 	var docs []ast.Node
 	for _, doc := range f.Docs {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -269,7 +268,7 @@ func (d *decoder) viaJSON(m protoreflect.Message, fd protoreflect.FieldDescripto
 		return
 	}
 	var value any
-	if err := yaml.NodeToValue(node, &value); err != nil {
+	if err := NodeToValue(node, &value); err != nil {
 		d.fail(node, path, "cannot read value: %s; want %s", yamlMessage(err), want(fd))
 		return
 	}
