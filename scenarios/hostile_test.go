@@ -2,6 +2,7 @@ package scenarios_test
 
 import (
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -94,4 +95,82 @@ var _ = Describe("hostile scenario files", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(faults.MaxBodyBytes).To(Equal(1073741824))
 	})
+})
+
+// Load sizes are bounded at validation, so validate and run agree (issue #18 defect 5).
+var _ = Describe("load limits", func() {
+	errs := func(data string) []*scenarios.Error {
+		GinkgoHelper()
+		_, err := scenarios.Parse([]byte(data), "load.yaml")
+		Expect(err).To(HaveOccurred())
+		return errorsOf(err)
+	}
+
+	It("refuses a rate above the largest (10000000/s overran its duration at 3 GB)", func() {
+		es := errs(replace("rate: 100/s", "rate: 10000000/s"))
+		Expect(es).To(HaveLen(1))
+		Expect(es[0].Path).To(Equal("load.rate"))
+		Expect(es[0].Msg).To(Equal("1e+07/s is above the largest rate, 200000/s"))
+	})
+
+	It("refuses 1e308/s at validation, not at run time", func() {
+		es := errs(replace("rate: 100/s", "rate: 1e308/s"))
+		Expect(es).To(HaveLen(1))
+		Expect(es[0].Path).To(Equal("load.rate"))
+		Expect(es[0].Msg).To(Equal("1e+308/s is above the largest rate, 200000/s"))
+	})
+
+	It("refuses a load longer than 24h", func() {
+		es := errs(replace("duration: 2s", "duration: 100h"))
+		Expect(es).To(HaveLen(1))
+		Expect(es[0].Msg).To(Equal("lasts 100h0m0s, longer than the longest load, 24h0m0s"))
+	})
+
+	It("refuses phases that plan more requests than the limit", func() {
+		es := errs(replace("  rate: 100/s\n  duration: 2s\n", "  phases:\n    - {name: a, duration: 20h, rate: 150/s}\n    - {name: b, duration: 1s, ramp: {from: 1/s, to: 200000/s}}\n"))
+		Expect(es).To(HaveLen(1))
+		// 150/s × 72,000 s + (1 + 200,000)/2 /s × 1 s = 10,800,000 + 100,000.5 = 10,900,000.5
+		Expect(es[0].Msg).To(HavePrefix("plans 1.09e+07 requests, more than 10000000"))
+	})
+
+	It("refuses a ramp that ends above the largest rate", func() {
+		es := errs(replace("  rate: 100/s\n  duration: 2s\n", "  phases:\n    - {name: b, duration: 1s, ramp: {from: 1/s, to: 300000/s}}\n"))
+		Expect(es).To(HaveLen(1))
+		Expect(es[0].Path).To(Equal("load.phases[0].ramp.to"))
+	})
+
+	It("accepts the largest rate for a load within the planned limit", func() {
+		_, err := scenarios.Parse([]byte(replace("rate: 100/s", "rate: 200000/s")), "load.yaml")
+		Expect(err).NotTo(HaveOccurred())
+	})
+})
+
+// Regression (issue #12): the scenario floored duration/every while the generator sends a burst at
+// each instant 0, every, 2·every, … before the end, so Record.TargetRate understated bursts.
+var _ = Describe("planned bursts", func() {
+	It("counts 4 bursts in 10s every 3s (0, 3, 6, 9 s), as the generator sends them", func() {
+		p := scenarios.LoadPhase{Name: "b", Burst: &scenarios.BurstSpec{Requests: 5}}
+		p.Duration.Duration, p.Burst.Every.Duration = 10*time.Second, 3*time.Second
+		Expect(p.Planned()).To(Equal(20.0))
+		p.Duration.Duration = 9 * time.Second // 0, 3, 6: the instant at 9 s is the end, not in the phase
+		Expect(p.Planned()).To(Equal(15.0))
+	})
+})
+
+// Regression (issue #18 defect 9): a wrong type printed "cannot unmarshal string into Go struct field
+// Scenario.Services of type int", naming Go types and not the field.
+var _ = Describe("type mismatches", func() {
+	DescribeTable("name the field, what the file holds and what is expected",
+		func(old, new, path, msg string) {
+			_, err := scenarios.Parse([]byte(replace(old, new)), "types.yaml")
+			es := errorsOf(err)
+			Expect(es).To(HaveLen(1), "errors: %v", err)
+			Expect(es[0].Path).To(Equal(path))
+			Expect(es[0].Msg).To(Equal(msg))
+			Expect(es[0].Line).To(BeNumerically(">", 0))
+		},
+		Entry("text for a number", "instances: 3", "instances: many", "services.backend.instances", `"many" (text) where a whole number is expected`),
+		Entry("a list for a number", "size: 64}", "size: [64]}", "services.backend.response.size", "a list where a whole number is expected"),
+		Entry("a mapping for text", "name: demo", "name: {a: 1}", "name", "a mapping where text is expected"),
+	)
 })

@@ -30,6 +30,14 @@ const (
 	MaxInstances       = 256
 )
 
+// Limits of a scenario's load, checked by validate as by run. Every request's sample is kept for the
+// report (64 bytes each), so the planned count bounds the run's memory: 10 million samples are 640 MB.
+const (
+	MaxRate            = 200_000    // requests/s of a rate, a ramp's end or a burst (one generator process)
+	MaxPlannedRequests = 10_000_000 // requests over the whole load
+	MaxLoadDuration    = 24 * time.Hour
+)
+
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 
 // LoadFile reads, decodes and validates a scenario file.
@@ -98,6 +106,14 @@ func yamlError(err error, file string, f *ast.File) error {
 	if tok != nil && tok.Position != nil {
 		e.Line, e.Column = tok.Position.Line, tok.Position.Column
 	}
+	if m := goTypeMessage.FindStringSubmatch(e.Msg); m != nil {
+		// "cannot unmarshal string into Go struct field Scenario.Services of type int" names Go types;
+		// say what the file holds and what the field wants, at the value's field path.
+		e.Msg = fmt.Sprintf("%s where %s is expected", yamlKind(m[1], tok), goTypeWords(m[2]))
+		if f != nil && tok != nil {
+			e.Path = fieldPath(pathOfValue(f, tok))
+		}
+	}
 	var unknown *yaml.UnknownFieldError
 	if errors.As(err, &unknown) && f != nil && tok != nil {
 		if path := pathOfKey(f, tok); path != "" {
@@ -146,6 +162,52 @@ func pathOfKey(f *ast.File, tok *token.Token) string {
 			kt := mv.Key.GetToken()
 			if kt != nil && kt.Position.Line == tok.Position.Line && kt.Position.Column == tok.Position.Column {
 				found = mv.Key.GetPath()
+			}
+		}
+		return found == ""
+	}), f.Docs[0].Body)
+	return found
+}
+
+// goTypeMessage matches the decoder's type mismatch message, which names Go types.
+var goTypeMessage = regexp.MustCompile(`cannot unmarshal (.+?) into Go (?:struct field \S+|value) of type (\S+)`)
+
+// yamlKind says what a value is in the file's terms: "many" (text), 3.5 (a number), a mapping.
+func yamlKind(kind string, tok *token.Token) string {
+	if tok != nil && (kind == "string" || kind == "number" || kind == "bool") {
+		return fmt.Sprintf("%q (%s)", tok.Value, map[string]string{"string": "text", "number": "a number", "bool": "true/false"}[kind])
+	}
+	return goTypeWords(kind)
+}
+
+// goTypeWords names a Go field type the way a scenario's author thinks of it.
+func goTypeWords(t string) string {
+	switch {
+	case strings.HasPrefix(t, "int") || strings.HasPrefix(t, "uint"):
+		return "a whole number"
+	case strings.HasPrefix(t, "float"):
+		return "a number"
+	case t == "string":
+		return "text"
+	case t == "bool":
+		return "true or false"
+	case strings.HasPrefix(t, "[]"), t == "array", t == "sequence":
+		return "a list"
+	case t == "object", t == "mapping":
+		return "a mapping"
+	case strings.HasPrefix(t, "map["), strings.HasPrefix(t, "*"), strings.Contains(t, "."):
+		return "a mapping"
+	}
+	return t
+}
+
+// pathOfValue returns the YAML path of the value (scalar, list or mapping) whose token is tok.
+func pathOfValue(f *ast.File, tok *token.Token) string {
+	var found string
+	ast.Walk(visitorFunc(func(n ast.Node) bool {
+		if _, isKey := n.(*ast.MappingValueNode); !isKey && found == "" {
+			if t := n.GetToken(); t != nil && t.Position != nil && t.Position.Line == tok.Position.Line && t.Position.Column == tok.Position.Column {
+				found = n.GetPath()
 			}
 		}
 		return found == ""
@@ -462,6 +524,7 @@ func (v *validator) load() {
 			v.at("load.duration", `required: a duration greater than 0, such as "5s" (or phases)`)
 		}
 	}
+	v.loadLimits(l)
 	if l.Path == "" {
 		l.Path = "/"
 	} else if !strings.HasPrefix(l.Path, "/") {
@@ -474,6 +537,40 @@ func (v *validator) load() {
 	}
 	if l.Timeout.Duration == 0 {
 		l.Timeout.Duration = DefaultLoadTimeout
+	}
+}
+
+// loadLimits refuses a load the generator cannot send or the run cannot hold: a rate above MaxRate,
+// more than MaxPlannedRequests in all, or longer than MaxLoadDuration.
+func (v *validator) loadLimits(l *Load) {
+	tooFast := false // a rate error already explains a planned count out of bounds
+	rate := func(field string, r Rate) {
+		if r.PerSecond > MaxRate {
+			tooFast = true
+			v.at(field, "%g/s is above the largest rate, %d/s", r.PerSecond, MaxRate)
+		}
+	}
+	rate("load.rate", l.Rate)
+	for i, p := range l.Phases {
+		if p == nil {
+			continue
+		}
+		field := fmt.Sprintf("load.phases[%d]", i)
+		rate(field+".rate", p.Rate)
+		if p.Ramp != nil {
+			rate(field+".ramp.from", p.Ramp.From)
+			rate(field+".ramp.to", p.Ramp.To)
+		}
+		if p.Burst != nil && p.Burst.Requests > MaxRate {
+			tooFast = true
+			v.at(field+".burst.requests", "%d is above the largest burst, %d requests", p.Burst.Requests, MaxRate)
+		}
+	}
+	switch total := l.Total(); {
+	case total > MaxLoadDuration:
+		v.at("load", "lasts %s, longer than the longest load, %s", total, MaxLoadDuration)
+	case l.Planned() > MaxPlannedRequests && !tooFast:
+		v.at("load", "plans %.4g requests, more than %d (each request's sample is kept for the report)", l.Planned(), MaxPlannedRequests)
 	}
 }
 

@@ -74,6 +74,18 @@ type Load struct {
 	Timeout  Duration          `yaml:"timeout"` // per request, default 30s
 }
 
+// Planned is the number of requests the load intends to send (its phases' sum).
+func (l *Load) Planned() float64 {
+	if len(l.Phases) == 0 {
+		return l.Rate.PerSecond * l.Duration.Seconds()
+	}
+	var n float64
+	for _, p := range l.Phases {
+		n += p.Planned()
+	}
+	return n
+}
+
 // Total is how long the load runs: its duration, or the sum of its phases'.
 func (l *Load) Total() time.Duration {
 	if len(l.Phases) == 0 {
@@ -121,8 +133,10 @@ func (p *LoadPhase) Planned() float64 {
 	switch {
 	case p.Ramp != nil:
 		return (p.Ramp.From.PerSecond + p.Ramp.To.PerSecond) / 2 * secs
-	case p.Burst != nil && p.Burst.Every.Duration > 0:
-		return float64(p.Burst.Requests) * float64(p.Duration.Duration/p.Burst.Every.Duration)
+	case p.Burst != nil && p.Burst.Every.Duration > 0 && p.Duration.Duration > 0:
+		// One burst at each instant 0, every, 2·every, … before the phase's end, as the generator
+		// sends them (mesh/load's bursts): 10s every 3s is 4 bursts (0, 3, 6, 9 s), not ⌊10/3⌋ = 3.
+		return float64(p.Burst.Requests) * float64((p.Duration.Duration-1)/p.Burst.Every.Duration+1)
 	}
 	return p.Rate.PerSecond * secs
 }

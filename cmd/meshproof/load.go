@@ -37,6 +37,11 @@ const loadUsage = `usage: meshproof load URL --rate R --duration D [flags]     o
   --mix W:METHOD:PATH   weighted request mix entry, repeatable, e.g. --mix 9:GET:/ --mix 1:POST:/orders
   --json                print one JSON object instead of the human summary
   --raw FILE            write one line per request (CSV, or JSON lines when FILE ends in .jsonl)
+  --max-error-rate P    exit 1 when more than P% of the requests failed (a transport error or a status
+                        outside 2xx/3xx); without it, exit 1 only when every request failed
+
+Exit codes: 0 the load ran (and held --max-error-rate), 1 the error threshold failed, every request
+failed, or the run was interrupted, 2 invalid flags or URL.
 `
 
 // headerFlags collects repeated -H flags.
@@ -62,6 +67,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 0, "")
 	jsonOut := fs.Bool("json", false, "")
 	raw := fs.String("raw", "", "")
+	maxErrorRate := fs.Float64("max-error-rate", -1, "")
 	var headers, phases, mixes headerFlags
 	fs.Var(&headers, "H", "")
 	fs.Var(&headers, "header", "")
@@ -110,6 +116,8 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return bad("want --rate R (open loop), --phase SPEC, or --concurrency N (closed loop)")
 	case len(phases) == 0 && !set["duration"]:
 		return bad("want --duration D")
+	case set["max-error-rate"] && !(*maxErrorRate >= 0 && *maxErrorRate <= 100):
+		return bad("--max-error-rate %g: want a percentage from 0 to 100", *maxErrorRate)
 	}
 	for _, p := range phases {
 		ph, err := parsePhase(p)
@@ -192,6 +200,25 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			res.Hist.AchievedRate(), res.Hist.TargetRate(), res.Hist.MaxSendLag)
 	}
 	if ctx.Err() != nil {
+		return exitFailed
+	}
+	return loadVerdict(res.Hist, *maxErrorRate, stderr)
+}
+
+// loadVerdict is the exit code of a load that ran: 1 when more than maxErrorRate percent of the
+// requests failed (maxErrorRate < 0: when every request failed), else 0.
+func loadVerdict(h *reports.HistSet, maxErrorRate float64, stderr io.Writer) int {
+	if h.Requests == 0 {
+		return exitOK
+	}
+	failed := 100 * float64(h.Errors()) / float64(h.Requests)
+	switch {
+	case maxErrorRate >= 0 && failed > maxErrorRate:
+		fmt.Fprintf(stderr, "meshproof load: ERROR RATE %.4g%% (%d of %d requests) is above --max-error-rate %g%%\n",
+			failed, h.Errors(), h.Requests, maxErrorRate)
+		return exitFailed
+	case maxErrorRate < 0 && h.Successes == 0:
+		fmt.Fprintf(stderr, "meshproof load: EVERY REQUEST FAILED (%d of %d)\n", h.Errors(), h.Requests)
 		return exitFailed
 	}
 	return exitOK

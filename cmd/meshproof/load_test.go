@@ -30,6 +30,33 @@ var _ = Describe("meshproof load", func() {
 		url = srv.URL
 	})
 
+	// Regression (issue #18): load exited 0 when every request failed.
+	It("exits 1 when every request failed, and says so", func() {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		DeferCleanup(srv.Close)
+		code, _, stderr := run("load", srv.URL, "--rate", "50", "--duration", "200ms")
+		Expect(code).To(Equal(1))
+		Expect(stderr).To(ContainSubstring("EVERY REQUEST FAILED (10 of 10)"))
+	})
+
+	It("exits 1 above --max-error-rate and 0 at or below it", func() {
+		// 10 requests at 50/s over 200ms, every second one to /missing (404): 50% failed.
+		mix := []string{"--mix", "1:GET:/", "--mix", "1:GET:/missing", "--rate", "50", "--duration", "200ms"}
+		code, _, stderr := run(append([]string{"load", url, "--max-error-rate", "10"}, mix...)...)
+		Expect(code).To(Equal(1))
+		Expect(stderr).To(MatchRegexp(`ERROR RATE \d+% \(\d+ of 10 requests\) is above --max-error-rate 10%`))
+		code, _, stderr = run(append([]string{"load", url, "--max-error-rate", "100"}, mix...)...)
+		Expect(code).To(Equal(0), stderr)
+	})
+
+	It("refuses a --max-error-rate outside 0..100", func() {
+		code, _, stderr := run("load", url, "--rate", "50", "--duration", "100ms", "--max-error-rate", "150")
+		Expect(code).To(Equal(2))
+		Expect(stderr).To(ContainSubstring("want a percentage from 0 to 100"))
+	})
+
 	It("prints one JSON object with --json", func() {
 		code, stdout, stderr := run("load", url, "--rate", "200", "--duration", "200ms", "--connections", "2", "--json")
 		Expect(code).To(Equal(0), stderr)

@@ -33,7 +33,8 @@ Usage:
   meshproof upstream --scenario FILE --service S --instance I   run one fault upstream instance (docker runner)
   meshproof load URL --rate R --duration D   drive HTTP load at any endpoint (open or closed loop; load --help)
   meshproof report compare RUN_A RUN_B        compare two runs' report.json side by side (baseline, candidate)
-  meshproof help                              show this help
+  meshproof version                           print the version and the commit it was built from
+  meshproof help                              show this help (every command takes --help too)
 
 Exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input.
 `
@@ -64,6 +65,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdUpstream(ctx, args[1:], stdout, stderr)
 	case "report":
 		return cmdReport(args[1:], stdout, stderr)
+	case "version", "--version":
+		return cmdVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

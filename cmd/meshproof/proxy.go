@@ -20,11 +20,15 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(path, "config-path", "", "same as -c (Envoy's long form)")
 	drain := fs.Duration("drain-time", 5*time.Second, "how long in-flight requests may finish on shutdown")
 	otlp := fs.String("otlp-endpoint", "", "export spans over OTLP/HTTP to this URL when the bootstrap has no tracing.http (e.g. http://127.0.0.1:4318/v1/traces)")
+	const proxyUsage = "usage: meshproof proxy -c BOOTSTRAP.yaml [--drain-time 5s] [--otlp-endpoint URL]"
+	if helpRequested(args) {
+		return printHelp(stdout, proxyUsage, fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return exitInvalid
 	}
 	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: meshproof proxy -c BOOTSTRAP.yaml [--drain-time 5s]")
+		fmt.Fprintln(stderr, proxyUsage)
 		return exitInvalid
 	}
 	cfg, raw, err := config.LoadBootstrap(*path)

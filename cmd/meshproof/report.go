@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/meshproof/meshproof/reports"
 )
@@ -35,6 +36,9 @@ func cmdReport(args []string, stdout, stderr io.Writer) int {
 
 // cmdReportCompare prints two runs side by side with the candidate's deltas.
 func cmdReportCompare(args []string, stdout, stderr io.Writer) int {
+	if helpRequested(args) {
+		return printHelp(stdout, strings.TrimRight(reportUsage, "\n"), nil)
+	}
 	if len(args) != 2 {
 		fmt.Fprintf(stderr, "meshproof report compare: want two run directories, got %d\n%s", len(args), reportUsage)
 		return exitInvalid

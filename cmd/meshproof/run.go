@@ -19,6 +19,9 @@ import (
 )
 
 // cmdRun runs one scenario end to end on the embedded runner.
+const runUsage = "usage: meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker] [--trace-ratio R] [--otlp-endpoint URL]\n" +
+	"exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input"
+
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -27,9 +30,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	runner := fs.String("runner", "embedded", "where the topology runs: embedded (this process) or docker (containers)")
 	traceRatio := fs.Float64("trace-ratio", 1, "share of requests traced into "+tracing.FileOTLP+" (0 disables tracing)")
 	otlpEndpoint := fs.String("otlp-endpoint", "", "also export the run's spans over OTLP/HTTP to this URL")
+	if helpRequested(args) {
+		return printHelp(stdout, runUsage, fs)
+	}
 	file, err := parseInterspersed(fs, args)
 	if err != nil {
-		fmt.Fprintf(stderr, "meshproof run: %v\nusage: meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker]\n", err)
+		fmt.Fprintf(stderr, "meshproof run: %v\n%s\n", err, runUsage)
 		return exitInvalid
 	}
 	if *runner != "embedded" && *runner != "docker" {
@@ -131,8 +137,12 @@ func parseInterspersed(fs *flag.FlagSet, args []string) (string, error) {
 
 // cmdValidate loads each scenario file and reports every error, without running anything.
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	const validateUsage = "usage: meshproof validate FILE...\nexit codes: 0 every file is valid, 2 a file is invalid (every error is printed)"
+	if helpRequested(args) {
+		return printHelp(stdout, validateUsage, nil)
+	}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: meshproof validate FILE...")
+		fmt.Fprintln(stderr, validateUsage)
 		return exitInvalid
 	}
 	code := exitOK

@@ -32,6 +32,9 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	seedFlag := fs.String("seed", "", "override the scenario's seed")
 	listen := fs.String("listen", "0.0.0.0:8080", "data address (the proxy's traffic)")
 	control := fs.String("control", "0.0.0.0:9000", "control address (/ready, /start, /record)")
+	if helpRequested(args) {
+		return printHelp(stdout, upstreamUsage, fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintln(stderr, upstreamUsage)
 		return exitInvalid

@@ -29,7 +29,9 @@ type recorder struct {
 func newRecorder(hist *reports.HistSet, phases []Phase, raw io.Writer, format string, keep bool, capHint int) *recorder {
 	r := &recorder{hist: hist, phases: phases, keep: keep, jsonl: format == RawJSONL}
 	if keep {
-		r.samples = make([]reports.Sample, 0, min(capHint, 1<<24))
+		// Reserve for the first 65,536 samples at most: a long load grows the slice as samples arrive
+		// instead of taking gigabytes before the first request (issue #18).
+		r.samples = make([]reports.Sample, 0, min(capHint, 1<<16))
 	}
 	if raw != nil {
 		r.raw = bufio.NewWriterSize(raw, 64<<10)
