@@ -143,7 +143,11 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 			for {
 				select {
 				case <-t.C:
-					opts.Progress(prog.snapshot(time.Since(started), l.Total(), target.Stats().Values()))
+					if elapsed := time.Since(started); elapsed < l.Total() {
+						// From the planned end on, the final report below says it: a tick there
+						// printed the last line twice.
+						opts.Progress(prog.snapshot(elapsed, l.Total(), target.Stats().Values()))
+					}
 				case <-schedCtx.Done():
 					return
 				}

@@ -150,5 +150,10 @@ var _ = Describe("live progress", func() {
 		for i := 1; i < len(got); i++ {
 			Expect(got[i].Completed).To(BeNumerically(">=", got[i-1].Completed), "counts only grow")
 		}
+		// Regression (issue #18): a tick at or after the planned end and the final report both went
+		// out, so a log showed the last line twice. Only the final report is past the planned end.
+		for _, p := range got[:len(got)-1] {
+			Expect(p.Elapsed).To(BeNumerically("<", p.Planned))
+		}
 	})
 })
