@@ -31,7 +31,7 @@ services:
   api: {instances: 5}
 proxies:
   edge: {routes_to: api}
-load: {target: edge, rate: 10/s, duration: 1s}
+load: {target: edge, rate: 10/s, duration: 4s}
 faults:
   - service: api
     instances: [0]

@@ -134,7 +134,7 @@ var _ = Describe("load limits", func() {
 	})
 
 	It("refuses a ramp that ends above the largest rate", func() {
-		es := errs(replace("  rate: 100/s\n  duration: 2s\n", "  phases:\n    - {name: b, duration: 1s, ramp: {from: 1/s, to: 300000/s}}\n"))
+		es := errs(replace("  rate: 100/s\n  duration: 2s\n", "  phases:\n    - {name: b, duration: 2s, ramp: {from: 1/s, to: 300000/s}}\n"))
 		Expect(es).To(HaveLen(1))
 		Expect(es[0].Path).To(Equal("load.phases[0].ramp.to"))
 	})

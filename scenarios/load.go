@@ -377,8 +377,59 @@ func (v *validator) validate() {
 		}
 	}
 	for i, c := range sc.Checks {
+		field := fmt.Sprintf("checks[%d]", i)
+		if c.parseErr != nil {
+			e := *c.parseErr
+			e.File, e.Path = v.file, field
+			v.errs = append(v.errs, &e)
+			continue
+		}
 		if err := reports.ValidateScope(c.Check, len(sc.Faults), phaseNames); err != nil {
-			v.at(fmt.Sprintf("checks[%d]", i), "%v", err)
+			v.at(field, "%v", err)
+		}
+		if host, ok := strings.CutPrefix(c.Metric, "ejected("); ok {
+			v.ejectedHost(field, strings.TrimSuffix(host, ")"))
+		}
+	}
+	v.faultTiming()
+}
+
+// ejectedHost checks that the host of an ejected() check is an instance of the scenario: a check on a
+// host that does not exist can never hold, and is a typo.
+func (v *validator) ejectedHost(field, host string) {
+	svc, idx, ok := strings.Cut(host, "/")
+	n, err := strconv.Atoi(idx)
+	s, known := v.sc.Services[svc]
+	switch {
+	case !ok || err != nil:
+		v.at(field, "ejected(%s): want SERVICE/INSTANCE, e.g. ejected(%s/0)", host, firstKey(v.sc.Services))
+	case !known:
+		v.at(field, "ejected(%s): %q is not a service of this scenario (services: %s)", host, svc, strings.Join(sortedKeys(v.sc.Services), ", "))
+	case s != nil && (n < 0 || n >= s.Instances):
+		v.at(field, "ejected(%s): instance %d does not exist: %s has instances 0 to %d", host, n, svc, s.Instances-1)
+	}
+}
+
+func firstKey[V any](m map[string]V) string {
+	if keys := sortedKeys(m); len(keys) > 0 {
+		return keys[0]
+	}
+	return "service"
+}
+
+// faultTiming refuses a fault window that starts at or after the load's end: nothing it does is ever
+// seen by a request (the report showed a "5s–5s" window).
+func (v *validator) faultTiming() {
+	if v.sc.Load == nil {
+		return
+	}
+	end := v.sc.Load.Total()
+	if end <= 0 {
+		return
+	}
+	for i, f := range v.sc.Faults {
+		if f != nil && f.Start >= end {
+			v.at(fmt.Sprintf("faults[%d].at", i), "starts at %s, when the load (%s) has ended: no request would meet it", f.Start, end)
 		}
 	}
 }
@@ -434,12 +485,59 @@ func (v *validator) proxy(name string, p *Proxy) {
 		return // the bootstrap check below needs a consistent topology
 	}
 	b, err := BuildBootstrap(v.sc, name, Addresses{Listener: "127.0.0.1:0", Endpoints: placeholderEndpoints(v.sc.Services[p.RoutesTo])})
+	var cfg *config.Bootstrap
 	if err == nil {
-		_, err = config.FromProto(b)
+		cfg, err = config.FromProto(b)
 	}
 	if err != nil {
 		v.configErrors(err, field)
+		return
 	}
+	v.proxyWarnings(field, cfg)
+}
+
+// proxyWarnings says which legal settings of a proxy cannot do what they seem to: Envoy accepts them,
+// and so does meshproof, but the author should know.
+func (v *validator) proxyWarnings(field string, cfg *config.Bootstrap) {
+	for _, l := range cfg.Listeners {
+		for _, vh := range l.Routes.VirtualHosts {
+			for _, r := range vh.Routes {
+				rp := r.Action.RetryPolicy
+				if rp == nil {
+					rp = vh.RetryPolicy
+				}
+				if rp != nil && r.Action.Timeout > 0 && rp.PerTryTimeout > r.Action.Timeout {
+					v.warn(field+".route.retry_policy.per_try_timeout",
+						"per_try_timeout %s is longer than the route timeout %s: the route timeout ends the request first, so no attempt is ever cut by its per-try timeout and no retry follows one (Envoy's router)",
+						rp.PerTryTimeout, r.Action.Timeout)
+				}
+			}
+		}
+	}
+	for _, c := range cfg.Clusters {
+		o, n := c.Outlier, len(c.Endpoints)
+		if o == nil || n == 0 || o.AlwaysEjectOneHost {
+			continue
+		}
+		// Envoy ejects a host only while 100·(ejected+1) <= max_ejection_percent·hosts
+		// (source/common/upstream/outlier_detection_impl.cc, DetectorImpl::ejectHost).
+		if maxPct := min(o.MaxEjectionPercent, 100); 100 > uint64(maxPct)*uint64(n) {
+			v.warn(field+".cluster.outlier_detection.max_ejection_percent",
+				"max_ejection_percent %d with %d hosts never allows an ejection (one host is %.4g%% of the cluster): outlier detection will detect but never eject; raise it to at least %d or set always_eject_one_host",
+				maxPct, n, 100/float64(n), (100+n-1)/n)
+		}
+	}
+}
+
+// warn records a warning at the node of a field path, as at does for an error.
+func (v *validator) warn(field, format string, args ...any) {
+	e := &Error{File: v.file, Path: field, Msg: "warning: " + fmt.Sprintf(format, args...)}
+	if n := v.node(field); n != nil {
+		if t := n.GetToken(); t != nil && t.Position != nil {
+			e.Line, e.Column = t.Position.Line, t.Position.Column
+		}
+	}
+	v.sc.Warnings = append(v.sc.Warnings, e)
 }
 
 // envoy decodes an Envoy-typed node (absent is fine) with the proxy's config decoder.

@@ -30,6 +30,9 @@ type Scenario struct {
 
 	// File is where the scenario was read from (for messages and the report).
 	File string `yaml:"-"`
+	// Warnings are legal settings with a consequence the author may not expect (Envoy accepts them
+	// too), each with its position: say them, do not refuse the file.
+	Warnings []*Error `yaml:"-"`
 }
 
 // Service is a set of identical upstream instances.
@@ -179,4 +182,7 @@ type TCPFault struct {
 type Check struct {
 	reports.Check
 	Line, Column int
+	// parseErr is the check's syntax error, kept so that it is reported with every other error of the
+	// file rather than alone and first (decoding does not stop at it).
+	parseErr *Error
 }

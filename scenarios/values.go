@@ -139,7 +139,8 @@ func (c *Check) UnmarshalYAML(n ast.Node) error {
 	}
 	parsed, perr := reports.ParseCheck(s)
 	if perr != nil {
-		return nodeError(n, "%v", perr)
+		c.parseErr = nodeError(n, "%v", perr)
+		return nil
 	}
 	c.Check = parsed
 	if t := n.GetToken(); t != nil && t.Position != nil {

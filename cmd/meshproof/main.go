@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/meshproof/meshproof/scenarios"
 )
 
 // Exit codes.
@@ -73,6 +75,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "meshproof: unknown command %q\n\n%s", args[0], usage)
 	return exitInvalid
+}
+
+// printWarnings prints a scenario's warnings (legal settings with a surprising consequence), one a line.
+func printWarnings(w io.Writer, sc *scenarios.Scenario) {
+	for _, warning := range sc.Warnings {
+		fmt.Fprintf(w, "meshproof: %v\n", warning)
+	}
 }
 
 // printErr prints an error, one joined error per line.

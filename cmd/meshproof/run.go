@@ -61,6 +61,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		printErr(stderr, err)
 		return exitInvalid
 	}
+	printWarnings(stderr, sc)
 	dir := *out
 	if dir == "" {
 		dir = filepath.Join("runs", sc.Name+"-"+time.Now().Format("20060102-150405"))
@@ -147,11 +148,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	code := exitOK
 	for _, f := range args {
-		if _, err := scenarios.LoadFile(f); err != nil {
+		sc, err := scenarios.LoadFile(f)
+		if err != nil {
 			printErr(stderr, err)
 			code = exitInvalid
 			continue
 		}
+		printWarnings(stderr, sc)
 		fmt.Fprintf(stdout, "%s: ok\n", f)
 	}
 	return code

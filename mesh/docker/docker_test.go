@@ -52,9 +52,9 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		Expect(err).NotTo(HaveOccurred())
 		GinkgoWriter.Printf("Docker Engine %s (API %s, %s/%s)\n", v.Version, v.APIVersion, v.Os, v.Arch)
 
-		image = sharedImage(ctx)
+		image = sharedImage()
 		label = uuid.NewString()
-	}, NodeTimeout(3*time.Minute))
+	}, NodeTimeout(time.Minute))
 
 	// expectNothingLeft asserts that no container or network carrying this spec's label remains, nor any
 	// container of this testcontainers session.
