@@ -70,12 +70,35 @@ type metric struct {
 	kind   *kind
 	value  func(Summary) float64
 	scopes scopeRule
+	// missing, when set, says why a summary does not hold the metric ("" when it does).
+	missing func(Summary) string
+	// whole says where a wholeRun metric comes from, for the message refusing a scope.
+	whole string
+}
+
+// missingAttempts and missingReceived say why a summary holds no upstream attempts / received counts.
+func missingAttempts(s Summary) string {
+	if s.AttemptsFrom != "" {
+		return ""
+	}
+	return "the samples carry no attempt counts"
+}
+
+func missingReceived(s Summary) string {
+	switch {
+	case !s.ReceivedKnown:
+		return "the run has no upstream records (the instances' request counts)"
+	case s.Requests == 0:
+		return "no requests"
+	}
+	return ""
 }
 
 // metricNames lists the metrics in the order messages show them.
 var metricNames = []string{"requests", "successes", "errors", "success_rate", "error_rate", "achieved_rate",
 	"p50", "p90", "p99", "p999", "max", "uncorrected_p50", "uncorrected_p90", "uncorrected_p99", "uncorrected_p999",
-	"uncorrected_max", "retries", "ejections", "upstream_requests", "retry_amplification", "status(N)", "status(Nxx)",
+	"uncorrected_max", "retries", "ejections", "upstream_attempts", "retry_amplification", "upstream_received",
+	"delivered_amplification", "status(N)", "status(Nxx)",
 	"attempts_max", "overflows", "pending_overflows", "retry_overflows", "time_to_first_ejection", "recovery_time",
 	"ejected(HOST) [within DURATION]"}
 
@@ -87,21 +110,29 @@ var metrics = func() map[string]metric {
 		return metric{kind: kindLatency, value: func(s Summary) float64 { return pick(f(s)) }}
 	}
 	m := map[string]metric{
-		"requests":            count(func(s Summary) uint64 { return s.Requests }),
-		"successes":           count(func(s Summary) uint64 { return s.Successes }),
-		"errors":              count(func(s Summary) uint64 { return s.Errors }),
-		"retries":             count(func(s Summary) uint64 { return s.Retries }),
-		"ejections":           count(func(s Summary) uint64 { return s.Ejections }),
-		"upstream_requests":   count(func(s Summary) uint64 { return s.UpstreamRequests }),
-		"success_rate":        {kind: kindPct, value: func(s Summary) float64 { return s.SuccessRate }},
-		"error_rate":          {kind: kindPct, value: func(s Summary) float64 { return s.ErrorRate }},
-		"achieved_rate":       {kind: kindRate, value: func(s Summary) float64 { return s.AchievedRate }},
-		"retry_amplification": {kind: kindRatio, value: func(s Summary) float64 { return s.RetryAmplification }},
+		"requests":      count(func(s Summary) uint64 { return s.Requests }),
+		"successes":     count(func(s Summary) uint64 { return s.Successes }),
+		"errors":        count(func(s Summary) uint64 { return s.Errors }),
+		"retries":       count(func(s Summary) uint64 { return s.Retries }),
+		"ejections":     count(func(s Summary) uint64 { return s.Ejections }),
+		"success_rate":  {kind: kindPct, value: func(s Summary) float64 { return s.SuccessRate }},
+		"error_rate":    {kind: kindPct, value: func(s Summary) float64 { return s.ErrorRate }},
+		"achieved_rate": {kind: kindRate, value: func(s Summary) float64 { return s.AchievedRate }},
+
+		// Upstream attempts the proxy made, in every scope; requests the instances received, whole run.
+		"upstream_attempts": {kind: kindCount, value: func(s Summary) float64 { return float64(s.UpstreamAttempts) },
+			missing: missingAttempts},
+		"retry_amplification": {kind: kindRatio, value: func(s Summary) float64 { return s.RetryAmplification },
+			missing: missingAttempts},
+		"upstream_received": {kind: kindCount, value: func(s Summary) float64 { return float64(s.UpstreamReceived) },
+			missing: missingReceived, scopes: wholeRun, whole: "from the instances' request counts"},
+		"delivered_amplification": {kind: kindRatio, value: func(s Summary) float64 { return s.DeliveredAmplification },
+			missing: missingReceived, scopes: wholeRun, whole: "from the instances' request counts"},
 
 		"attempts_max":           {kind: kindCount},
-		"overflows":              {kind: kindCount, scopes: wholeRun},
-		"pending_overflows":      {kind: kindCount, scopes: wholeRun},
-		"retry_overflows":        {kind: kindCount, scopes: wholeRun},
+		"overflows":              {kind: kindCount, scopes: wholeRun, whole: "from the proxy's stats"},
+		"pending_overflows":      {kind: kindCount, scopes: wholeRun, whole: "from the proxy's stats"},
+		"retry_overflows":        {kind: kindCount, scopes: wholeRun, whole: "from the proxy's stats"},
 		"time_to_first_ejection": {kind: kindLatency, scopes: faultStart},
 		"recovery_time":          {kind: kindLatency, scopes: faultEnd},
 	}
@@ -123,6 +154,11 @@ var metrics = func() map[string]metric {
 func lookupMetric(name string) (string, metric, error) {
 	if m, ok := metrics[name]; ok {
 		return name, m, nil
+	}
+	if name == "upstream_requests" {
+		return "", metric{}, errors.New(`upstream_requests is retired: it meant the requests the instances received over the whole ` +
+			`run but the proxy's attempts within a scope; write upstream_attempts (upstream attempts the proxy made, any scope) ` +
+			`or upstream_received (requests the instances received, whole run)`)
 	}
 	arg, isStatus := strings.CutPrefix(name, "status(")
 	arg, closed := strings.CutSuffix(arg, ")")
@@ -158,16 +194,18 @@ const ejectedForm = `"ejected(SERVICE/INSTANCE)", optionally followed by "within
 //	recovery_time < 5s   time_to_first_ejection < 2s   attempts_max <= 4   overflows == 0
 //	during fault: ejected(checkout/2) within 2s
 //
-// Metrics: requests, successes, errors, retries, ejections, upstream_requests, status(N), status(Nxx),
-// attempts_max, overflows, pending_overflows, retry_overflows (counts: a plain number); success_rate,
-// error_rate (percent: "%"); achieved_rate (requests/s: "/s"); retry_amplification (a plain ratio); p50,
-// p90, p99, p999, max and their uncorrected_ forms, time_to_first_ejection, recovery_time (durations: a
-// number with ns, us, µs, ms, s or m). ejected(HOST) holds when the proxy ejected HOST ("service/instance"
-// or its address), within DURATION of the fault's start when given.
+// Metrics (defined in README.md): requests, successes, errors, retries, ejections, upstream_attempts,
+// upstream_received, status(N), status(Nxx), attempts_max, overflows, pending_overflows, retry_overflows
+// (counts: a plain number); success_rate, error_rate (percent: "%"); achieved_rate (requests/s: "/s");
+// retry_amplification, delivered_amplification (plain ratios); p50, p90, p99, p999, max and their
+// uncorrected_ forms, time_to_first_ejection, recovery_time (durations: a number with ns, us, µs, ms, s or
+// m). ejected(HOST) holds when the proxy ejected HOST ("service/instance" or its address), within
+// DURATION of the fault's start when given.
 //
 // Scopes (see ParseScope): before|during|after fault (all fault windows together), before|during|after
-// faults[N] (one window), during phase NAME. overflows, pending_overflows and retry_overflows take no
-// scope; time_to_first_ejection and ejected() take "during" a fault, recovery_time "after" a fault.
+// faults[N] (one window), during phase NAME. overflows, pending_overflows, retry_overflows,
+// upstream_received and delivered_amplification take no scope; time_to_first_ejection and ejected() take
+// "during" a fault, recovery_time "after" a fault.
 // Operators: < <= > >= == !=. Keywords and metric names are case-insensitive; spaces between the parts
 // are optional.
 func ParseCheck(expr string) (Check, error) {
@@ -264,7 +302,7 @@ func parseValue(raw, name string, k *kind, example string) (float64, string, err
 func scopeFits(name string, rule scopeRule, sc Scope) error {
 	switch {
 	case rule == wholeRun:
-		return fmt.Errorf("%s is counted over the whole run only (from the proxy's stats); write the check without %q", name, sc.String()+":")
+		return fmt.Errorf("%s is counted over the whole run only (%s); write the check without %q", name, metrics[name].whole, sc.String()+":")
 	case rule == faultStart && (sc.Phase != "" || sc.Relation != During):
 		return fmt.Errorf(`%s is measured from a fault's start: scope it "during fault" or "during faults[N]", or leave the scope out, not %q`, name, sc.String())
 	case rule == faultEnd && (sc.Phase != "" || sc.Relation != After):
@@ -417,8 +455,17 @@ func judge(c Check, s Summary, rec *Record, o *Outcomes) Verdict {
 		return judgeOutcome(v, c, name, sc, rec, o)
 	}
 	if sc == nil {
+		if m.missing != nil {
+			if why := m.missing(s); why != "" {
+				v.Observed = fmt.Sprintf("%s not recorded: %s", name, why)
+				return v
+			}
+		}
 		x := m.value(s)
 		v.Observed = name + " = " + observed(m.kind, x, s, name)
+		if name == "upstream_attempts" || name == "retry_amplification" {
+			v.Observed += attemptsNote(s)
+		}
 		v.Passed = compare(x, c.Op, c.Value)
 		return v
 	}
@@ -434,8 +481,11 @@ func judge(c Check, s Summary, rec *Record, o *Outcomes) Verdict {
 	case ps.Requests == 0 && (m.kind == kindPct || m.kind == kindLatency || m.kind == kindRatio):
 		v.Observed = "no requests " + where + ": nothing to judge " + name + " on"
 		return v
-	case (name == "retries" || name == "upstream_requests" || name == "retry_amplification") && p.Attempts.Known == 0:
+	case name == "retries" && p.Attempts.Known == 0:
 		v.Observed = fmt.Sprintf("%s not recorded %s: the samples carry no attempt counts", name, where)
+		return v
+	case m.missing != nil && m.missing(ps) != "":
+		v.Observed = fmt.Sprintf("%s not recorded %s: %s", name, where, m.missing(ps))
 		return v
 	case name == "ejections" && !p.EjectionsKnown:
 		v.Observed = fmt.Sprintf("ejections not recorded %s: the proxy emitted no ejection events (it counted %d over the run)", where, s.Ejections)
@@ -443,8 +493,11 @@ func judge(c Check, s Summary, rec *Record, o *Outcomes) Verdict {
 	}
 	x := m.value(ps)
 	v.Observed = name + " = " + observed(m.kind, x, ps, name) + " " + where
-	if name == "retries" || name == "upstream_requests" || name == "retry_amplification" {
+	switch name {
+	case "retries":
 		v.Observed += attemptsCoverage(p.Attempts)
+	case "upstream_attempts", "retry_amplification":
+		v.Observed += attemptsNote(ps)
 	}
 	v.Passed = compare(x, c.Op, c.Value)
 	return v
@@ -499,7 +552,7 @@ func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *Record, o *Ou
 		if name == "time_to_first_ejection" {
 			if !w.Ejected {
 				x = math.Inf(1)
-				v.Observed = fmt.Sprintf("time_to_first_ejection: no ejection after %s started at %s", w.Name, formatOffset(w.Span.Start))
+				v.Observed = "time_to_first_ejection: " + noEjection(w)
 				if len(rec.ProxyEvents) == 0 {
 					v.Observed += " (the proxy emitted no events)"
 				}
@@ -507,7 +560,7 @@ func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *Record, o *Ou
 			}
 			x = w.TimeToFirstEjection.Seconds()
 			v.Observed = fmt.Sprintf("time_to_first_ejection = %s (%s ejected at %s, %s started at %s)", formatDelay(w.TimeToFirstEjection),
-				w.FirstEjection.Host, formatOffset(w.FirstEjection.At), w.Name, formatOffset(w.Span.Start))
+				w.FirstEjection.Host, formatOffset(w.FirstEjection.At), w.EjectionWindow, formatOffset(w.EjectionStart))
 			break
 		}
 		r := w.Recovery
@@ -521,7 +574,7 @@ func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *Record, o *Ou
 		default:
 			x = r.Time.Seconds()
 			v.Observed = fmt.Sprintf("recovery_time = %s (%s ended at %s; a whole %s at ≥ %s%% success from %s)", formatDelay(r.Time), w.Name,
-				formatOffset(w.Span.End), formatDuration(RecoveryWindow), formatFloat(r.Threshold, 4), formatOffset(w.Span.End+r.Time))
+				formatOffset(w.Span.End), formatDuration(RecoveryWindow), formatPercent(r.Threshold), formatOffset(w.Span.End+r.Time))
 		}
 	default:
 		v.Observed = fmt.Sprintf("%s cannot be judged here", name)
@@ -529,6 +582,15 @@ func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *Record, o *Ou
 	}
 	v.Passed = compare(x, c.Op, c.Value)
 	return v
+}
+
+// noEjection says what a window without an ejection of its own waited for.
+func noEjection(w WindowOutcome) string {
+	if w.Name == "fault" {
+		return fmt.Sprintf("no ejection of a host a fault window targets, between that window's start and %s after its end", formatDuration(EjectionGrace))
+	}
+	return fmt.Sprintf("no ejection of a host %s targets (%s) between its start at %s and %s after its end (%s)", w.Name,
+		windowTarget(w.Window), formatOffset(w.Span.Start), formatDuration(EjectionGrace), formatOffset(w.Span.End+EjectionGrace))
 }
 
 // pickWindow returns the fault window a scope names: all of them together without a scope or for "fault".
@@ -686,11 +748,11 @@ func observed(k *kind, x float64, s Summary, name string) string {
 		if name == "error_rate" {
 			n = s.Errors
 		}
-		return fmt.Sprintf("%s%% (%d/%d)", formatFloat(x, 4), n, s.Requests)
+		return fmt.Sprintf("%s%% (%d/%d)", formatPercent(x), n, s.Requests)
 	case kindRate:
-		return formatFloat(x, 1) + "/s"
+		return rate(x)
 	case kindRatio:
-		return formatFloat(x, 4)
+		return formatRatio(x) + " (" + amplificationCounts(s, name) + ")"
 	}
 	return strconv.FormatFloat(x, 'f', -1, 64)
 }

@@ -11,7 +11,7 @@ import (
 
 const allMetrics = "requests, successes, errors, success_rate, error_rate, achieved_rate, p50, p90, p99, p999, max, " +
 	"uncorrected_p50, uncorrected_p90, uncorrected_p99, uncorrected_p999, uncorrected_max, retries, ejections, " +
-	"upstream_requests, retry_amplification, status(N), status(Nxx), attempts_max, overflows, pending_overflows, " +
+	"upstream_attempts, retry_amplification, upstream_received, delivered_amplification, status(N), status(Nxx), attempts_max, overflows, pending_overflows, " +
 	"retry_overflows, time_to_first_ejection, recovery_time, ejected(HOST) [within DURATION]"
 
 var _ = Describe("ParseCheck", func() {
@@ -34,7 +34,9 @@ var _ = Describe("ParseCheck", func() {
 		Entry(nil, "retries > 0", reports.Check{Metric: "retries", Op: ">", Value: 0}),
 		Entry(nil, "ejections == 0", reports.Check{Metric: "ejections", Op: "==", Value: 0}),
 		Entry(nil, "requests >= 100", reports.Check{Metric: "requests", Op: ">=", Value: 100}),
-		Entry(nil, "upstream_requests != 0", reports.Check{Metric: "upstream_requests", Op: "!=", Value: 0}),
+		Entry(nil, "upstream_attempts != 0", reports.Check{Metric: "upstream_attempts", Op: "!=", Value: 0}),
+		Entry(nil, "upstream_received >= 100", reports.Check{Metric: "upstream_received", Op: ">=", Value: 100}),
+		Entry(nil, "delivered_amplification >= 0.9", reports.Check{Metric: "delivered_amplification", Op: ">=", Value: 0.9}),
 		Entry(nil, "achieved_rate >= 95/s", reports.Check{Metric: "achieved_rate", Op: ">=", Value: 95, Unit: "/s"}),
 		Entry(nil, "status(503) == 0", reports.Check{Metric: "status(503)", Op: "==", Value: 0}),
 		Entry(nil, "STATUS( 5XX ) != 0", reports.Check{Metric: "status(5xx)", Op: "!=", Value: 0}),
@@ -62,6 +64,9 @@ var _ = Describe("ParseCheck", func() {
 		Entry("count with a unit", "retries > 5ms", `check "retries > 5ms": unit "ms" does not fit retries, a count; accepted: a plain number without unit, e.g. "retries <= 100"`),
 		Entry("ratio with a unit", "retry_amplification <= 1.5x", `check "retry_amplification <= 1.5x": unit "x" does not fit retry_amplification, a ratio; accepted: a plain number without unit, e.g. "retry_amplification <= 1.5"`),
 		Entry("percentage above 100", "error_rate < 120%", `check "error_rate < 120%": value 120% is above 100%`),
+		Entry("retired upstream_requests", "upstream_requests != 0", `check "upstream_requests != 0": upstream_requests is retired: `+
+			`it meant the requests the instances received over the whole run but the proxy's attempts within a scope; write `+
+			`upstream_attempts (upstream attempts the proxy made, any scope) or upstream_received (requests the instances received, whole run)`),
 		Entry("negative", "retries >= -1", `check "retries >= -1": value -1 is negative; retries is never negative`),
 	)
 })
@@ -72,7 +77,7 @@ var _ = Describe("Evaluate", func() {
 		StatusCodes: map[int]uint64{200: 998, 302: 1, 503: 1},
 		Latency:     reports.Percentiles{P50: 2 * ms, P99: 12300 * time.Microsecond, Max: 40 * ms},
 		Uncorrected: reports.Percentiles{P99: 850 * time.Microsecond},
-		Retries:     250, RetryAmplification: 1.25,
+		Retries:     250, UpstreamAttempts: 1250, AttemptsOver: 1000, AttemptsFrom: reports.AttemptsFromSamples, RetryAmplification: 1.25,
 	}
 
 	DescribeTable("judges a check and says why",
@@ -95,7 +100,7 @@ var _ = Describe("Evaluate", func() {
 		Entry(nil, "status(3xx) == 1", true, "status(3xx) = 1", "== 1"),
 		Entry(nil, "status(503) >= 1", true, "status(503) = 1", ">= 1"),
 		Entry(nil, "status(404) == 0", true, "status(404) = 0", "== 0"),
-		Entry(nil, "retry_amplification <= 1.2", false, "retry_amplification = 1.25", "<= 1.2"),
+		Entry(nil, "retry_amplification <= 1.2", false, "retry_amplification = 1.25 (1250 upstream attempts / 1000 requests)", "<= 1.2"),
 		Entry(nil, "achieved_rate >= 190/s", true, "achieved_rate = 199.8/s", ">= 190/s"),
 		Entry(nil, "retries != 0", true, "retries = 250", "!= 0"),
 		Entry(nil, "ejections > 0", false, "ejections = 0", "> 0"),

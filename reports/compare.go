@@ -10,9 +10,9 @@ import (
 )
 
 // WriteComparison writes two runs side by side, baseline then candidate, with the candidate's delta:
-// requests, success rate, latency percentiles, retries, retry amplification, ejections, overflows, time
-// to first ejection, recovery time, and each check's verdict in both (checks matched by their text).
-// baseName and candName say where each run came from (e.g. their directories).
+// requests, success rate, latency percentiles, retries, retry and delivered amplification, ejections,
+// overflows, time to first ejection, recovery time, and each check's verdict in both (checks matched by
+// their text). baseName and candName say where each run came from (e.g. their directories).
 func WriteComparison(w io.Writer, base, cand Report, baseName, candName string) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "baseline:  %s — %s, seed %d, started %s, %s\n", baseName, base.Scenario, base.Seed, base.Started.UTC().Format(time.RFC3339), verdictWord(base))
@@ -29,8 +29,8 @@ func WriteComparison(w io.Writer, base, cand Report, baseName, candName string) 
 	}
 	count("requests", bs.Requests, cs.Requests)
 	count("errors", bs.Errors, cs.Errors)
-	fmt.Fprintf(t, "success rate\t%s%%\t%s%%\t%s pp\t\n", formatFloat(bs.SuccessRate, 3), formatFloat(cs.SuccessRate, 3), signed(cs.SuccessRate-bs.SuccessRate, 3))
-	fmt.Fprintf(t, "achieved rate\t%s\t%s\t%s\t\n", rate(bs.AchievedRate), rate(cs.AchievedRate), relDelta(bs.AchievedRate, cs.AchievedRate, signed(cs.AchievedRate-bs.AchievedRate, 1)+"/s"))
+	fmt.Fprintf(t, "success rate\t%s%%\t%s%%\t%s pp\t\n", formatPercent(bs.SuccessRate), formatPercent(cs.SuccessRate), signed(cs.SuccessRate-bs.SuccessRate))
+	fmt.Fprintf(t, "achieved rate\t%s\t%s\t%s\t\n", rate(bs.AchievedRate), rate(cs.AchievedRate), relDelta(bs.AchievedRate, cs.AchievedRate, signed(cs.AchievedRate-bs.AchievedRate)+"/s"))
 	for _, p := range []struct {
 		name string
 		x, y time.Duration
@@ -41,8 +41,21 @@ func WriteComparison(w io.Writer, base, cand Report, baseName, candName string) 
 		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t\n", p.name, formatDuration(p.x), formatDuration(p.y), durDelta(p.x, p.y))
 	}
 	count("retries", bs.Retries, cs.Retries)
-	fmt.Fprintf(t, "retry amplification\t%s\t%s\t%s\t\n", formatFloat(bs.RetryAmplification, 3), formatFloat(cs.RetryAmplification, 3),
-		signed(cs.RetryAmplification-bs.RetryAmplification, 3))
+	ratio := func(name string, missing func(Summary) string, x, y float64) {
+		bx, cy, delta := "n/a", "n/a", ""
+		if missing(bs) == "" {
+			bx = formatRatio(x)
+		}
+		if missing(cs) == "" {
+			cy = formatRatio(y)
+		}
+		if missing(bs) == "" && missing(cs) == "" {
+			delta = signed(y - x)
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t\n", name, bx, cy, delta)
+	}
+	ratio("retry amplification", missingAttempts, bs.RetryAmplification, cs.RetryAmplification)
+	ratio("delivered amplification", missingReceived, bs.DeliveredAmplification, cs.DeliveredAmplification)
 	fmt.Fprintf(t, "attempts max\t%s\t%s\t\t\n", attemptsMax(base.Outcomes), attemptsMax(cand.Outcomes))
 	count("ejections", bs.Ejections, cs.Ejections)
 	count("overflows", base.Outcomes.Overflows(), cand.Outcomes.Overflows())
@@ -116,11 +129,9 @@ func verdictOf(v *Verdict) string {
 	return passFail(v.Passed)
 }
 
-func signed(x float64, decimals int) string {
-	s := formatFloat(x, decimals)
-	if s == "-0" {
-		s = "0"
-	}
+// signed formats a delta with its sign: "+1.25", "-3", "+0".
+func signed(x float64) string {
+	s := formatSig(x)
 	if x >= 0 || s == "0" {
 		return "+" + s
 	}
@@ -132,11 +143,11 @@ func relDelta(x, y float64, abs string) string {
 	if x == 0 {
 		return abs
 	}
-	return abs + " (" + signed(100*(y-x)/x, 1) + "%)"
+	return abs + " (" + signed(100*(y-x)/x) + "%)"
 }
 
 func countDelta(x, y float64) string {
-	return relDelta(x, y, signed(y-x, 0))
+	return relDelta(x, y, signed(y-x))
 }
 
 func durDelta(x, y time.Duration) string {

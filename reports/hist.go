@@ -64,9 +64,10 @@ func (l *LatencyHist) Max() time.Duration { return l.max }
 // Mean is the mean of the recorded values, from the histogram's buckets.
 func (l *LatencyHist) Mean() time.Duration { return time.Duration(math.Round(l.h.Mean())) }
 
-// Quantile returns the nearest-rank q-quantile (0 < q ≤ 1), the same definition as ExactPercentile: the
-// histogram's bucket holding the value of rank ⌈q·n⌉, reported as the bucket's highest value but never
-// above the exact maximum nor below the exact minimum. It returns 0 when empty.
+// Quantile returns the nearest-rank q-quantile (0 ≤ q ≤ 1), the definition of ExactPercentile (nearestRank):
+// the histogram's bucket holding the value of rank ⌈q·n⌉, reported as the bucket's highest equivalent value
+// (so never below the exact value, and within 0.1% above it) but never above the exact maximum nor below
+// the exact minimum. It returns 0 when empty.
 func (l *LatencyHist) Quantile(q float64) time.Duration { return l.quantiles([]float64{q})[0] }
 
 // quantiles answers several quantiles (ascending or not) in one pass over the histogram.
@@ -78,7 +79,7 @@ func (l *LatencyHist) quantiles(qs []float64) []time.Duration {
 	}
 	ranks := make([]int64, len(qs))
 	for i, q := range qs {
-		ranks[i] = min(max(int64(math.Ceil(q*float64(n)-1e-9)), 1), n) // tolerate 0.999*1000 = 999.0000000000001
+		ranks[i] = nearestRank(q, n)
 	}
 	var cum int64
 	for _, bar := range l.h.Distribution() {

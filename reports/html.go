@@ -505,22 +505,24 @@ func (logTicks) Ticks(lo, hi float64) []plot.Tick {
 }
 
 var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
-	"pct":     func(x float64) string { return formatFloat(x, 3) + "%" },
-	"dur":     formatDuration,
-	"pcts":    percentiles,
-	"counts":  counts[int],
-	"kinds":   counts[string],
-	"ratio":   func(x float64) string { return formatFloat(x, 3) },
-	"spans":   formatSpans,
-	"span":    func(s Span) string { return formatSpans([]Span{s}) },
-	"target":  windowTarget,
-	"first":   firstEjection,
-	"recov":   recoveryDetail,
-	"dist":    distribution,
-	"ejlist":  ejectionList,
-	"rate":    rate,
-	"time":    func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"overall": func(o Outcomes) uint64 { return o.Overflows() },
+	"pct":       func(x float64) string { return formatPercent(x) + "%" },
+	"dur":       formatDuration,
+	"pcts":      percentiles,
+	"counts":    counts[int],
+	"kinds":     counts[string],
+	"ratio":     formatRatio,
+	"retryamp":  retryAmplificationText,
+	"delivered": deliveredAmplificationText,
+	"spans":     formatSpans,
+	"span":      func(s Span) string { return formatSpans([]Span{s}) },
+	"target":    windowTarget,
+	"first":     firstEjection,
+	"recov":     recoveryDetail,
+	"dist":      distribution,
+	"ejlist":    ejectionList,
+	"rate":      rate,
+	"time":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"overall":   func(o Outcomes) uint64 { return o.Overflows() },
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -563,9 +565,10 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 <tr><th>latency (corrected)</th><td>{{pcts .Latency}}</td></tr>
 <tr><th>latency (uncorrected)</th><td>{{pcts .Uncorrected}}</td></tr>
 <tr><th>status codes</th><td>{{counts .StatusCodes}}</td></tr>
-<tr><th>errors</th><td>{{kinds .ErrorKinds}}</td></tr>
+<tr><th>transport errors</th><td>{{kinds .ErrorKinds}}</td></tr>
 <tr><th>retries</th><td>{{.Retries}}</td></tr>
-<tr><th>retry amplification</th><td>{{ratio .RetryAmplification}} ({{.UpstreamRequests}} upstream requests)</td></tr>
+<tr><th>retry amplification</th><td>{{retryamp .}}</td></tr>
+<tr><th>delivered amplification</th><td>{{delivered .}}</td></tr>
 <tr><th>ejections</th><td>{{.Ejections}}</td></tr>
 {{end}}{{with .R.Outcomes}}<tr><th>attempts per request</th><td>{{if .Attempts.Known}}{{dist .Attempts.Distribution}} (max {{.Attempts.Max}}){{else}}not recorded{{end}}</td></tr>
 <tr><th>breaker overflows</th><td>{{overall .}} (pending {{.PendingOverflows}}, retry {{.RetryOverflows}})</td></tr>
@@ -580,7 +583,7 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 <table><tr><th>phase</th><th>span</th><th>requests</th><th>success</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>retry amplification</th><th>ejections</th></tr>
 {{range .Phases}}<tr><td>{{.Scope}}</td><td>{{spans .Spans}}</td><td class="num">{{.Summary.Requests}}</td><td class="num">{{pct .Summary.SuccessRate}}</td>
 <td class="num">{{dur .Summary.Latency.P50}}</td><td class="num">{{dur .Summary.Latency.P90}}</td><td class="num">{{dur .Summary.Latency.P99}}</td><td class="num">{{dur .Summary.Latency.Max}}</td>
-<td class="num">{{if .Attempts.Known}}{{ratio .Summary.RetryAmplification}}{{else}}not recorded{{end}}</td><td class="num">{{if .EjectionsKnown}}{{.Summary.Ejections}}{{else}}not recorded{{end}}</td></tr>
+<td class="num">{{if .Summary.AttemptsFrom}}{{ratio .Summary.RetryAmplification}}{{else}}not recorded{{end}}</td><td class="num">{{if .EjectionsKnown}}{{.Summary.Ejections}}{{else}}not recorded{{end}}</td></tr>
 {{end}}</table>{{end}}
 {{if .Hosts}}<h2>Ejections</h2>
 <table><tr><th>cluster</th><th>host</th><th>ejected</th></tr>

@@ -22,24 +22,32 @@ type (
 		Outcomes   jsonOutcomes      `json:"outcomes"`
 	}
 	jsonSummary struct {
-		Requests           uint64            `json:"requests"`
-		Successes          uint64            `json:"successes"`
-		Errors             uint64            `json:"errors"`
-		SuccessRate        float64           `json:"success_rate"`
-		ErrorRate          float64           `json:"error_rate"`
-		TargetRate         float64           `json:"target_rate"`
-		AchievedRate       float64           `json:"achieved_rate"`
-		RateHeld           bool              `json:"rate_held"`
-		DurationMs         float64           `json:"duration_ms"`
-		MaxSendLagMs       float64           `json:"max_send_lag_ms"`
-		StatusCodes        map[int]uint64    `json:"status_codes"`
-		ErrorKinds         map[string]uint64 `json:"error_kinds"`
-		LatencyMs          jsonPercentiles   `json:"latency_ms"`
-		UncorrectedMs      jsonPercentiles   `json:"uncorrected_latency_ms"`
-		Retries            uint64            `json:"retries"`
-		Ejections          uint64            `json:"ejections"`
-		UpstreamRequests   uint64            `json:"upstream_requests"`
-		RetryAmplification float64           `json:"retry_amplification"`
+		Requests      uint64            `json:"requests"`
+		Successes     uint64            `json:"successes"`
+		Errors        uint64            `json:"errors"`
+		SuccessRate   float64           `json:"success_rate"`
+		ErrorRate     float64           `json:"error_rate"`
+		TargetRate    float64           `json:"target_rate"`
+		AchievedRate  float64           `json:"achieved_rate"`
+		RateHeld      bool              `json:"rate_held"`
+		DurationMs    float64           `json:"duration_ms"`
+		MaxSendLagMs  float64           `json:"max_send_lag_ms"`
+		StatusCodes   map[int]uint64    `json:"status_codes"`
+		ErrorKinds    map[string]uint64 `json:"error_kinds"`
+		LatencyMs     jsonPercentiles   `json:"latency_ms"`
+		UncorrectedMs jsonPercentiles   `json:"uncorrected_latency_ms"`
+		Retries       uint64            `json:"retries"`
+		Ejections     uint64            `json:"ejections"`
+		// Version 2: the attempts the proxy made and the requests the instances received, null when not
+		// recorded.
+		UpstreamAttempts       *uint64  `json:"upstream_attempts"`
+		AttemptsOver           *uint64  `json:"attempts_over"`
+		AttemptsFrom           *string  `json:"attempts_from"`
+		RetryAmplification     *float64 `json:"retry_amplification"`
+		UpstreamReceived       *uint64  `json:"upstream_received"`
+		DeliveredAmplification *float64 `json:"delivered_amplification"`
+		// Version 1 only (read, never written): the instances' request count over the whole run.
+		UpstreamRequestsV1 *uint64 `json:"upstream_requests,omitempty"`
 	}
 	jsonPercentiles struct {
 		P50  float64 `json:"p50"`
@@ -86,13 +94,18 @@ func toJSON(r Report) jsonReport {
 			DurationMs: ms(s.Duration), MaxSendLagMs: ms(s.MaxSendLag),
 			StatusCodes: orEmpty(s.StatusCodes), ErrorKinds: orEmpty(s.ErrorKinds),
 			LatencyMs: jsonPercentilesOf(s.Latency), UncorrectedMs: jsonPercentilesOf(s.Uncorrected),
-			Retries: s.Retries, Ejections: s.Ejections, UpstreamRequests: s.UpstreamRequests,
-			RetryAmplification: s.RetryAmplification,
+			Retries: s.Retries, Ejections: s.Ejections,
 		},
 		Checks:     make([]jsonVerdict, len(r.Checks)),
 		Upstreams:  make([]jsonUpstream, len(r.Upstreams)),
 		ProxyStats: orEmpty(r.ProxyStats),
 		Outcomes:   outcomesJSON(r.Outcomes),
+	}
+	out.Summary.UpstreamAttempts, out.Summary.AttemptsOver, out.Summary.AttemptsFrom, out.Summary.RetryAmplification = attemptsJSONOf(s)
+	if missingReceived(s) == "" {
+		out.Summary.UpstreamReceived, out.Summary.DeliveredAmplification = ptr(s.UpstreamReceived), ptr(s.DeliveredAmplification)
+	} else if s.ReceivedKnown {
+		out.Summary.UpstreamReceived = ptr(s.UpstreamReceived)
 	}
 	for i, v := range r.Checks {
 		out.Checks[i] = jsonVerdict(v)
@@ -102,6 +115,15 @@ func toJSON(r Report) jsonReport {
 			Statuses: orEmpty(u.Statuses), Resets: u.Resets, Applied: orEmpty(u.Applied)}
 	}
 	return out
+}
+
+// attemptsJSONOf returns a summary's upstream_attempts, attempts_over, attempts_from and
+// retry_amplification, all null when not recorded.
+func attemptsJSONOf(s Summary) (*uint64, *uint64, *string, *float64) {
+	if missingAttempts(s) != "" {
+		return nil, nil, nil, nil
+	}
+	return ptr(s.UpstreamAttempts), ptr(s.AttemptsOver), ptr(s.AttemptsFrom), ptr(s.RetryAmplification)
 }
 
 func jsonPercentilesOf(p Percentiles) jsonPercentiles {

@@ -36,6 +36,7 @@ type (
 		Recovery              jsonRecovery    `json:"recovery"`
 	}
 	jsonProxyEvent struct {
+		Window  string  `json:"window"` // the window it is credited to
 		AtMs    float64 `json:"at_ms"`
 		Kind    string  `json:"kind"`
 		Cluster string  `json:"cluster"`
@@ -65,8 +66,11 @@ type (
 		LatencyMs          jsonPercentiles   `json:"latency_ms"`
 		UncorrectedMs      jsonPercentiles   `json:"uncorrected_latency_ms"`
 		Retries            *uint64           `json:"retries"`
-		UpstreamRequests   *uint64           `json:"upstream_requests"`
+		UpstreamAttempts   *uint64           `json:"upstream_attempts"`
+		AttemptsOver       *uint64           `json:"attempts_over"`
+		AttemptsFrom       *string           `json:"attempts_from"`
 		RetryAmplification *float64          `json:"retry_amplification"`
+		UpstreamRequestsV1 *uint64           `json:"upstream_requests,omitempty"` // version 1: the attempts
 		Ejections          *uint64           `json:"ejections"`
 		Attempts           jsonAttempts      `json:"attempts"`
 	}
@@ -122,8 +126,9 @@ func outcomesJSON(o Outcomes) jsonOutcomes {
 			jp.Spans = append(jp.Spans, jsonSpan{ms(sp.Start), ms(sp.End)})
 		}
 		if p.Attempts.Known > 0 {
-			jp.Retries, jp.UpstreamRequests, jp.RetryAmplification = ptr(s.Retries), ptr(s.UpstreamRequests), ptr(s.RetryAmplification)
+			jp.Retries = ptr(s.Retries)
 		}
+		jp.UpstreamAttempts, jp.AttemptsOver, jp.AttemptsFrom, jp.RetryAmplification = attemptsJSONOf(s)
 		if p.EjectionsKnown {
 			jp.Ejections = ptr(s.Ejections)
 		}
@@ -159,7 +164,7 @@ func windowJSON(w WindowOutcome) jsonWindow {
 	if w.Ejected {
 		e := w.FirstEjection
 		jw.TimeToFirstEjectionMs = ptr(ms(w.TimeToFirstEjection))
-		jw.FirstEjection = &jsonProxyEvent{AtMs: ms(e.At), Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason}
+		jw.FirstEjection = &jsonProxyEvent{Window: w.EjectionWindow, AtMs: ms(e.At), Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason}
 	}
 	return jw
 }
@@ -208,8 +213,16 @@ func fromJSON(j jsonReport) Report {
 			TargetRate: s.TargetRate, AchievedRate: s.AchievedRate, RateHeld: s.RateHeld,
 			Duration: dur(s.DurationMs), MaxSendLag: dur(s.MaxSendLagMs), StatusCodes: s.StatusCodes, ErrorKinds: s.ErrorKinds,
 			Latency: percentilesOf(s.LatencyMs), Uncorrected: percentilesOf(s.UncorrectedMs),
-			Retries: s.Retries, Ejections: s.Ejections, UpstreamRequests: s.UpstreamRequests, RetryAmplification: s.RetryAmplification,
+			Retries: s.Retries, Ejections: s.Ejections,
 		},
+	}
+	sum := &r.Summary
+	setAttempts(sum, s.UpstreamAttempts, s.AttemptsOver, s.AttemptsFrom, s.RetryAmplification)
+	if s.UpstreamReceived != nil {
+		sum.ReceivedKnown, sum.UpstreamReceived = true, *s.UpstreamReceived
+	}
+	if s.DeliveredAmplification != nil {
+		sum.DeliveredAmplification = *s.DeliveredAmplification
 	}
 	for _, v := range j.Checks {
 		r.Checks = append(r.Checks, Verdict(v))
@@ -238,16 +251,17 @@ func fromJSON(j jsonReport) Report {
 		if p.Retries != nil {
 			po.Summary.Retries = *p.Retries
 		}
-		if p.UpstreamRequests != nil {
-			po.Summary.UpstreamRequests = *p.UpstreamRequests
+		if j.Version == 1 && p.UpstreamRequestsV1 != nil && p.RetryAmplification != nil { // the phase's attempts
+			p.UpstreamAttempts, p.AttemptsOver, p.AttemptsFrom = p.UpstreamRequestsV1, ptr(p.Attempts.Known), ptr(AttemptsFromSamples)
 		}
-		if p.RetryAmplification != nil {
-			po.Summary.RetryAmplification = *p.RetryAmplification
-		}
+		setAttempts(&po.Summary, p.UpstreamAttempts, p.AttemptsOver, p.AttemptsFrom, p.RetryAmplification)
 		if p.Ejections != nil {
 			po.Summary.Ejections = *p.Ejections
 		}
 		r.Outcomes.Phases = append(r.Outcomes.Phases, po)
+	}
+	if j.Version == 1 {
+		fromV1Summary(&r, s)
 	}
 	for _, h := range o.Hosts {
 		t := HostTimeline{Cluster: h.Cluster, Host: h.Host}
@@ -257,6 +271,36 @@ func fromJSON(j jsonReport) Report {
 		r.Outcomes.Hosts = append(r.Outcomes.Hosts, t)
 	}
 	return r
+}
+
+// setAttempts sets a summary's upstream attempts from report.json (all null: not recorded).
+func setAttempts(s *Summary, attempts, over *uint64, from *string, amplification *float64) {
+	if attempts == nil || over == nil || from == nil || amplification == nil {
+		return
+	}
+	s.UpstreamAttempts, s.AttemptsOver, s.AttemptsFrom, s.RetryAmplification = *attempts, *over, *from, *amplification
+}
+
+// fromV1Summary reads version 1's whole-run upstream_requests and retry_amplification: the instances'
+// request count and received / requests (with upstream records), else the proxy's upstream_rq_total and
+// its ratio. The attempts the proxy made come from the attempts distribution when it is known.
+func fromV1Summary(r *Report, s jsonSummary) {
+	sum := &r.Summary
+	if s.UpstreamRequestsV1 != nil {
+		switch {
+		case len(r.Upstreams) > 0:
+			sum.ReceivedKnown, sum.UpstreamReceived = true, *s.UpstreamRequestsV1
+			if s.RetryAmplification != nil {
+				sum.DeliveredAmplification = *s.RetryAmplification
+			}
+		case sum.Requests > 0:
+			sum.UpstreamAttempts, sum.AttemptsOver, sum.AttemptsFrom = *s.UpstreamRequestsV1, sum.Requests, AttemptsFromProxy
+			sum.RetryAmplification = float64(sum.UpstreamAttempts) / float64(sum.AttemptsOver)
+		}
+	}
+	if a := r.Outcomes.Attempts; a.Known > 0 {
+		sum.UpstreamAttempts, sum.AttemptsOver, sum.AttemptsFrom, sum.RetryAmplification = a.Total, a.Known, AttemptsFromSamples, a.Amplification
+	}
 }
 
 func percentilesOf(p jsonPercentiles) Percentiles {
@@ -291,6 +335,10 @@ func windowOf(w jsonWindow) WindowOutcome {
 		e := w.FirstEjection
 		out.Ejected, out.TimeToFirstEjection = true, dur(*w.TimeToFirstEjectionMs)
 		out.FirstEjection = ProxyEvent{At: dur(e.AtMs), Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason}
+		out.EjectionWindow, out.EjectionStart = e.Window, out.FirstEjection.At-out.TimeToFirstEjection
+		if out.EjectionWindow == "" { // version 1: measured from this window's start
+			out.EjectionWindow = w.Name
+		}
 	}
 	return out
 }

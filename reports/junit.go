@@ -65,9 +65,10 @@ func WriteJUnit(w io.Writer, r Report) error {
 		Properties: []junitProperty{
 			{"file", r.File}, {"seed", strconv.FormatUint(r.Seed, 10)},
 			{"requests", strconv.FormatUint(r.Summary.Requests, 10)},
-			{"success_rate", formatFloat(r.Summary.SuccessRate, 4) + "%"},
+			{"success_rate", formatPercent(r.Summary.SuccessRate) + "%"},
 			{"p99", formatDuration(r.Summary.Latency.P99)},
-			{"retry_amplification", formatFloat(r.Summary.RetryAmplification, 4)},
+			{"retry_amplification", retryAmplificationText(r.Summary)},
+			{"delivered_amplification", deliveredAmplificationText(r.Summary)},
 		},
 	}
 	if r.Started.IsZero() {

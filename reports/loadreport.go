@@ -189,7 +189,7 @@ func WriteLoadTerminal(w io.Writer, r LoadReport) error {
 	}
 	fmt.Fprintf(t, "outcomes\t%d ok, %d failed, %d canceled\n", h.Successes, h.Errors(), h.Canceled)
 	fmt.Fprintf(t, "statuses\t%s\n", counts(h.StatusCodes))
-	fmt.Fprintf(t, "errors\t%s\n", counts(h.ErrorKinds))
+	fmt.Fprintf(t, "transport errors\t%s\n", counts(h.ErrorKinds))
 	t.Flush()
 
 	if r.Closed {
@@ -233,7 +233,7 @@ func WriteLoadTerminal(w io.Writer, r LoadReport) error {
 			}
 			fmt.Fprintf(&b, "!!! RATE NOT HELD in phase %s: achieved %s of target %s (%s%%), max send lag %s.\n"+
 				"!!! The load generator fell behind: the system saw less load than planned. Corrected latencies include the lag.\n",
-				p.Name, rate(p.AchievedRate()), rate(p.TargetRate()), formatFloat(pct, 1), formatDuration(p.MaxSendLag))
+				p.Name, rate(p.AchievedRate()), rate(p.TargetRate()), formatPercent(pct), formatDuration(p.MaxSendLag))
 		}
 	}
 	if r.RawFile != "" {

@@ -55,13 +55,14 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	b.WriteString("### Key numbers\n\n| | |\n|---|---|\n")
 	row := func(k, v string) { fmt.Fprintf(&b, "| %s | %s |\n", k, mdCell(v)) }
 	row("requests", fmt.Sprintf("%d (%d ok, %d failed)", s.Requests, s.Successes, s.Errors))
-	row("success rate", formatFloat(s.SuccessRate, 3)+"%")
+	row("success rate", formatPercent(s.SuccessRate)+"%")
 	row("latency (corrected)", percentiles(s.Latency))
 	row("latency (uncorrected)", percentiles(s.Uncorrected))
 	row("status codes", counts(s.StatusCodes))
-	row("errors", counts(s.ErrorKinds))
+	row("transport errors", counts(s.ErrorKinds))
 	row("retries", fmt.Sprintf("%d", s.Retries))
-	row("retry amplification", formatFloat(s.RetryAmplification, 3))
+	row("retry amplification", retryAmplificationText(s))
+	row("delivered amplification", deliveredAmplificationText(s))
 	if o.Attempts.Known > 0 {
 		row("attempts per request", fmt.Sprintf("%s (max %d)%s", distribution(o.Attempts.Distribution), o.Attempts.Max, attemptsCoverage(o.Attempts)))
 	} else {
@@ -89,14 +90,14 @@ func WriteMarkdown(w io.Writer, r Report) error {
 		for _, p := range o.Phases {
 			ps := p.Summary
 			amp, ej := "not recorded", "not recorded"
-			if p.Attempts.Known > 0 {
-				amp = formatFloat(ps.RetryAmplification, 3)
+			if missingAttempts(ps) == "" {
+				amp = formatRatio(ps.RetryAmplification)
 			}
 			if p.EjectionsKnown {
 				ej = fmt.Sprintf("%d", ps.Ejections)
 			}
 			fmt.Fprintf(&b, "| %s | %s | %d | %s%% | %s | %s | %s | %s | %s | %s |\n", mdCell(p.Scope), formatSpans(p.Spans), ps.Requests,
-				formatFloat(ps.SuccessRate, 3), formatDuration(ps.Latency.P50), formatDuration(ps.Latency.P90),
+				formatPercent(ps.SuccessRate), formatDuration(ps.Latency.P50), formatDuration(ps.Latency.P90),
 				formatDuration(ps.Latency.P99), formatDuration(ps.Latency.Max), amp, ej)
 		}
 		b.WriteString("\n")
@@ -119,7 +120,7 @@ func recoveryDetail(r Recovery) string {
 	case !r.Recovered:
 		return "not recovered: " + r.Why
 	}
-	return fmt.Sprintf("%s (to ≥ %s%% success)", formatDelay(r.Time), formatFloat(r.Threshold, 4))
+	return fmt.Sprintf("%s (to ≥ %s%% success)", formatDelay(r.Time), formatPercent(r.Threshold))
 }
 
 func ejectionList(h HostTimeline) string {

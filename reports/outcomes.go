@@ -64,9 +64,9 @@ type PhaseOutcome struct {
 	Spans []Span // several for the union of disjoint fault windows; one empty span for an empty phase
 
 	// Summary summarizes the phase's samples (AchievedRate over the spans' length). Its Retries,
-	// UpstreamRequests and RetryAmplification come from the samples' attempt counts (zero when
-	// Attempts.Known is 0), and Ejections counts "ejected" proxy events within the spans (valid when
-	// EjectionsKnown).
+	// UpstreamAttempts and RetryAmplification come from the samples' attempt counts (zero, and
+	// AttemptsFrom "", when Attempts.Known is 0); UpstreamReceived is not known per phase; Ejections
+	// counts "ejected" proxy events within the spans (valid when EjectionsKnown).
 	Summary  Summary
 	Attempts AttemptStats
 	// EjectionsKnown is true when the proxy emitted ejection events, or counted no ejection at all.
@@ -83,25 +83,37 @@ type AttemptStats struct {
 	Distribution  map[int]uint64 // attempts → requests, over the known ones
 }
 
+// EjectionGrace is how long after a fault window's end an ejection of a host it targets still counts as
+// the window's: the last failed responses of a window arrive after it (up to the route timeout, 1 s in
+// the examples), and a detector sweeping at its outlier_detection interval (0.5 s in the examples) ejects
+// at the next sweep. A fixed value: the record does not hold the proxy's timeouts and interval.
+const EjectionGrace = time.Second
+
 // WindowOutcome is what followed a fault window's start and end.
 type WindowOutcome struct {
 	Name   string      // "faults[0]", or "fault" for all windows together
 	Window FaultWindow // the window as recorded (the zero value for "fault")
 	Span   Span        // when it was active (open-ended: to the run end), clipped to the run
-	// Ejected is true when the proxy ejected a host at or after Span.Start; FirstEjection is that event
-	// (Host as "service/instance" when known) and TimeToFirstEjection its delay from Span.Start.
+	// Ejected is true when the proxy ejected a host the window targets, from the window's start to
+	// EjectionGrace after its end (for "fault": any window, with the hosts it targets). FirstEjection is
+	// the first such event (Host as "service/instance" when known), EjectionWindow the window it is
+	// credited to ("faults[N]"; for "fault", the earliest-starting one it counts for), EjectionStart that
+	// window's start and TimeToFirstEjection the delay from it.
 	Ejected             bool
 	FirstEjection       ProxyEvent
+	EjectionWindow      string
+	EjectionStart       time.Duration
 	TimeToFirstEjection time.Duration
 	Recovery            Recovery
 }
 
 // Recovery is how long the clients took to get back to health after a fault ended: the time from the
 // window's end to the first moment from which a whole RecoveryWindow of requests (by intended send time)
-// succeeds at Threshold or better.
+// succeeds at Threshold or better, that second ending before the next fault window starts (or the run
+// ends).
 type Recovery struct {
-	// Measured is false when the window is open-ended or the run ends less than RecoveryWindow after it;
-	// Why says so.
+	// Measured is false when the window is open-ended, when less than RecoveryWindow is left before the
+	// next window starts or the run ends, or when another window is still active at its end; Why says so.
 	Measured  bool
 	Why       string
 	Recovered bool          // false: never back to Threshold before the run ended
@@ -162,20 +174,29 @@ func ComputeOutcomes(rec *Record) Outcomes {
 	}
 
 	base := baseline(rec, o.End)
+	spans := make([]Span, len(rec.Windows))
 	for i, w := range rec.Windows {
-		span := windowSpan(w, o.End)
-		wo := windowOutcome(fmt.Sprintf("faults[%d]", i), span, w.End <= 0, events, hosts, o.End, base)
-		wo.Window = w
+		spans[i] = windowSpan(w, o.End)
+	}
+	for i, w := range rec.Windows {
+		name := fmt.Sprintf("faults[%d]", i)
+		wo := WindowOutcome{Name: name, Window: w, Span: spans[i]}
+		wo.creditEjection(rec.Windows, spans, []int{i}, events, hosts)
+		limit, why := recoveryLimit(rec.Windows, spans, i, o.End)
+		wo.Recovery = measureRecovery(spans[i], w.End <= 0, limit, why, base)
 		o.Windows = append(o.Windows, wo)
 	}
 	if len(rec.Windows) > 0 {
 		span, open := Span{Start: o.End}, false
+		all := make([]int, len(rec.Windows))
 		for i, w := range rec.Windows {
-			s := o.Windows[i].Span
-			span.Start, span.End = min(span.Start, s.Start), max(span.End, s.End)
+			all[i] = i
+			span.Start, span.End = min(span.Start, spans[i].Start), max(span.End, spans[i].End)
 			open = open || w.End <= 0
 		}
-		o.Fault = windowOutcome("fault", span, open, events, hosts, o.End, base)
+		o.Fault = WindowOutcome{Name: "fault", Span: span}
+		o.Fault.creditEjection(rec.Windows, spans, all, events, hosts)
+		o.Fault.Recovery = measureRecovery(span, open, o.End, "", base)
 	}
 	return o
 }
@@ -206,12 +227,12 @@ func PhaseOf(rec *Record, sc Scope) (PhaseOutcome, error) {
 	p.Summary.RateHeld = rec.TargetRate <= 0 ||
 		p.Summary.AchievedRate >= HeldRateFraction*rec.TargetRate && p.Summary.MaxSendLag <= MaxHeldSendLag
 
+	// Summarize took the attempts from the samples (the sub-record has no proxy stats nor upstreams, so
+	// no whole-run fallback and no received counts): the same definition as over the whole run.
 	p.Attempts = attemptStats(samples)
-	p.Summary.Retries, p.Summary.UpstreamRequests, p.Summary.RetryAmplification = 0, 0, 0
+	p.Summary.Retries = 0
 	if p.Attempts.Known > 0 {
 		p.Summary.Retries = p.Attempts.Total - p.Attempts.Known
-		p.Summary.UpstreamRequests = p.Attempts.Total
-		p.Summary.RetryAmplification = p.Attempts.Amplification
 	}
 	p.Summary.Ejections = 0
 	for _, e := range rec.ProxyEvents {
@@ -316,6 +337,7 @@ type baselineRate struct {
 	rate     float64
 	requests uint64
 	h        health
+	end      time.Duration // the run's end
 }
 
 func baseline(rec *Record, end time.Duration) baselineRate {
@@ -339,7 +361,7 @@ func baseline(rec *Record, end time.Duration) baselineRate {
 	for _, w := range rec.Windows {
 		first = min(first, windowSpan(w, end).Start)
 	}
-	b := baselineRate{h: h}
+	b := baselineRate{h: h, end: end}
 	n := h.index(first)
 	if n > 0 {
 		b.requests = uint64(n)
@@ -353,16 +375,65 @@ func (h health) index(t time.Duration) int {
 	return sort.Search(len(h.at), func(i int) bool { return h.at[i] >= t })
 }
 
-func windowOutcome(name string, span Span, open bool, events []ProxyEvent, hosts map[string]string,
-	end time.Duration, base baselineRate) WindowOutcome {
-	wo := WindowOutcome{Name: name, Span: span}
+// creditEjection finds the first ejection the windows (indexes of ws) are credited with: the earliest
+// "ejected" event of a host one of them targets (FaultWindow.Instances, or all of its Service's instances)
+// at or after that window's start and at most EjectionGrace after its end. The event is credited to the
+// earliest-starting such window, and TimeToFirstEjection runs from that window's start. Without such an
+// event, Ejected stays false: other hosts' ejections, and ejections before the window or after its grace,
+// are not the window's.
+func (wo *WindowOutcome) creditEjection(ws []FaultWindow, spans []Span, windows []int, events []ProxyEvent, hosts map[string]string) {
 	for _, e := range events {
-		if e.Kind == ProxyEjected && e.At >= span.Start && e.At <= end {
-			wo.Ejected, wo.FirstEjection, wo.TimeToFirstEjection = true, e, e.At-span.Start
-			wo.FirstEjection.Host = hostLabel(hosts, e.Host)
-			break
+		if e.Kind != ProxyEjected {
+			continue
+		}
+		credited := -1
+		for _, i := range windows {
+			if targets(ws[i], e.Host, hosts) && ejectionRange(spans[i]).containsClosed(e.At) &&
+				(credited < 0 || spans[i].Start < spans[credited].Start) {
+				credited = i
+			}
+		}
+		if credited < 0 {
+			continue
+		}
+		wo.Ejected, wo.FirstEjection = true, e
+		wo.FirstEjection.Host = hostLabel(hosts, e.Host)
+		wo.EjectionWindow = fmt.Sprintf("faults[%d]", credited)
+		wo.EjectionStart = spans[credited].Start
+		wo.TimeToFirstEjection = e.At - spans[credited].Start
+		return
+	}
+}
+
+// ejectionRange is when an ejection counts as a window's: from its start to EjectionGrace after its end
+// (both included).
+func ejectionRange(s Span) Span { return Span{Start: s.Start, End: s.End + EjectionGrace} }
+
+func (s Span) containsClosed(t time.Duration) bool { return t >= s.Start && t <= s.End }
+
+// recoveryLimit is how far the recovery from window i may be looked for: until the next fault window
+// starts (one starting at or after its end), or the run's end. why is not empty when the recovery from
+// window i alone cannot be measured: another window is still active when it ends.
+func recoveryLimit(ws []FaultWindow, spans []Span, i int, end time.Duration) (time.Duration, string) {
+	limit := end
+	for j := range ws {
+		if j == i {
+			continue
+		}
+		switch s := spans[j]; {
+		case s.Start >= spans[i].End:
+			limit = min(limit, s.Start)
+		case s.End > spans[i].End || ws[j].End <= 0 && s.End >= spans[i].End:
+			return limit, fmt.Sprintf("faults[%d] is still active when this fault ends: the clients' recovery from this fault alone cannot be told apart (see the recovery after all faults together)", j)
 		}
 	}
+	return limit, ""
+}
+
+// measureRecovery measures the clients' recovery after a fault active over span: the first moment from the
+// span's end from which a whole RecoveryWindow of requests (by intended send time), ending at or before
+// limit, succeeds at the threshold. notMeasured, when not empty, says why it cannot be measured.
+func measureRecovery(span Span, open bool, limit time.Duration, notMeasured string, base baselineRate) Recovery {
 	r := Recovery{Threshold: RecoveryThreshold, Baseline: base.rate, BaselineRequests: base.requests}
 	if base.requests > 0 {
 		r.Threshold = min(base.rate, RecoveryThreshold)
@@ -370,14 +441,19 @@ func windowOutcome(name string, span Span, open bool, events []ProxyEvent, hosts
 	switch {
 	case open:
 		r.Why = whyOpenEnded
-	case span.End+RecoveryWindow > end:
+	case notMeasured != "":
+		r.Why = notMeasured
+	case span.End+RecoveryWindow > limit && limit < base.end:
+		r.Why = fmt.Sprintf("the next fault started %s after this one ended, less than the %s needed to judge recovery",
+			formatDuration(limit-span.End), formatDuration(RecoveryWindow))
+	case span.End+RecoveryWindow > limit:
 		r.Why = fmt.Sprintf("the run ended %s after the fault, less than the %s needed to judge recovery",
-			formatDuration(end-span.End), formatDuration(RecoveryWindow))
+			formatDuration(limit-span.End), formatDuration(RecoveryWindow))
 	default:
 		r.Measured = true
 		h := base.h
 		candidates := []time.Duration{span.End}
-		for i := h.index(span.End); i < len(h.at) && h.at[i]+RecoveryWindow <= end; i++ {
+		for i := h.index(span.End); i < len(h.at) && h.at[i]+RecoveryWindow <= limit; i++ {
 			candidates = append(candidates, h.at[i])
 		}
 		for _, t := range candidates {
@@ -391,10 +467,13 @@ func windowOutcome(name string, span Span, open bool, events []ProxyEvent, hosts
 			}
 		}
 		if !r.Recovered {
-			r.Why = fmt.Sprintf("no %s after the fault ended held a success rate of %s%% before the run ended",
-				formatDuration(RecoveryWindow), formatFloat(r.Threshold, 4))
+			until := "the run ended"
+			if limit < base.end {
+				until = "the next fault started"
+			}
+			r.Why = fmt.Sprintf("no %s after the fault ended held a success rate of %s%% before %s",
+				formatDuration(RecoveryWindow), formatPercent(r.Threshold), until)
 		}
 	}
-	wo.Recovery = r
-	return wo
+	return r
 }

@@ -104,7 +104,7 @@ var _ = Describe("ComputeOutcomes", func() {
 		Expect(during.Attempts).To(Equal(reports.AttemptStats{Requests: 30, Known: 30, Total: 66, Max: 3, Amplification: 2.2,
 			Distribution: map[int]uint64{2: 24, 3: 6}}))
 		Expect(during.Summary.Retries).To(Equal(uint64(36)))
-		Expect(during.Summary.UpstreamRequests).To(Equal(uint64(66)))
+		Expect(during.Summary.UpstreamAttempts).To(Equal(uint64(66)))
 		Expect(during.Summary.RetryAmplification).To(Equal(2.2))
 		Expect(during.Summary.Ejections).To(Equal(uint64(1)))
 		Expect(during.EjectionsKnown).To(BeTrue())

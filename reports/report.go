@@ -4,8 +4,12 @@ import (
 	"time"
 )
 
-// ReportVersion is the version of the report.json schema (see README.md).
-const ReportVersion = 1
+// ReportVersion is the version of the report.json schema (see README.md). Version 2 split version 1's
+// upstream_requests (the instances' count over the whole run, the proxy's attempts within a phase) and
+// retry_amplification (received / requests over the whole run) into upstream_attempts and
+// retry_amplification (the proxy's attempts, everywhere) and upstream_received and
+// delivered_amplification (what the instances received). ReadReport reads both.
+const ReportVersion = 2
 
 // Report is a finished run as reported: its summary, what the upstreams and the proxy counted, and the
 // checks' verdicts. Passed is true when every check passed (and with no checks).

@@ -1,12 +1,9 @@
 package reports
 
 import (
-	"math"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // The generator held its rate when it achieved at least HeldRateFraction of the target rate and no send
@@ -44,21 +41,45 @@ type Summary struct {
 	Latency, Uncorrected Percentiles
 
 	// Retries sums cluster.<c>.upstream_rq_retry and Ejections cluster.<c>.outlier_detection.ejections_enforced_total
-	// over the proxy's clusters. UpstreamRequests is every request the upstream instances received (the sum
-	// of UpstreamRecord.Requests, which already includes the ones answered with a reset); without upstream
-	// records it falls back to the proxy's sum of cluster.<c>.upstream_rq_total.
-	Retries, Ejections, UpstreamRequests uint64
-	// RetryAmplification is upstream attempts per client request: UpstreamRequests / Requests (0 without
-	// requests). 1 means no retries; 1.5 means half a retry per request on average.
-	RetryAmplification float64
+	// over the proxy's clusters (over a phase, see PhaseOf).
+	Retries, Ejections uint64
+
+	// UpstreamAttempts is the upstream attempts the proxy made for the requests (a retry is one more
+	// attempt; an attempt counts whether or not it reached an instance: a refused or timed-out connect
+	// counts, a request turned away by a circuit breaker before any host was picked does not).
+	// AttemptsOver is the number of requests they were made for, and RetryAmplification
+	// UpstreamAttempts / AttemptsOver: 1 means no retries, 1.5 half a retry per request on average.
+	// AttemptsFrom says where they come from: AttemptsFromSamples or AttemptsFromProxy; "" when not
+	// recorded (the three are then zero).
+	UpstreamAttempts, AttemptsOver uint64
+	AttemptsFrom                   string
+	RetryAmplification             float64
+
+	// UpstreamReceived is every request the upstream instances received (the sum of
+	// UpstreamRecord.Requests, resets included): the attempts that were delivered to an instance.
+	// DeliveredAmplification is UpstreamReceived / Requests. Both are known over the whole run only, and
+	// only with upstream records (ReceivedKnown).
+	UpstreamReceived       uint64
+	ReceivedKnown          bool
+	DeliveredAmplification float64
 }
+
+// Where Summary.UpstreamAttempts come from.
+const (
+	// AttemptsFromSamples: the sum of Sample.Attempts over the requests that carry an attempt count
+	// (AttemptsOver of them). Used whenever at least one request carries one.
+	AttemptsFromSamples = "samples"
+	// AttemptsFromProxy: the proxy's sum of cluster.<c>.upstream_rq_total, over all requests. The whole
+	// run's fallback when no request carries an attempt count (a proxy that only counts); a phase has no
+	// such fallback.
+	AttemptsFromProxy = "upstream_rq_total"
+)
 
 // Percentiles of a latency distribution.
 type Percentiles struct{ P50, P90, P99, P999, Max time.Duration }
 
-// Summarize computes the summary of a run. Percentiles come from an HdrHistogram tracking 1µs..1h with 3
-// significant digits (values are rounded to the microsecond, those above an hour count as an hour); Max
-// is exact.
+// Summarize computes the summary of a run. Percentiles are exact, from the samples: the nearest rank
+// (ExactPercentile).
 func Summarize(rec *Record) Summary {
 	s := Summary{
 		TargetRate:  rec.TargetRate,
@@ -67,7 +88,8 @@ func Summarize(rec *Record) Summary {
 		StatusCodes: map[int]uint64{},
 		ErrorKinds:  map[string]uint64{},
 	}
-	corrected, uncorrected := newLatencyHist(), newLatencyHist()
+	corrected := make([]time.Duration, 0, len(rec.Samples))
+	uncorrected := make([]time.Duration, 0, len(rec.Samples))
 	var lastSent time.Duration
 	for _, x := range rec.Samples {
 		if x.OK() {
@@ -82,12 +104,14 @@ func Summarize(rec *Record) Summary {
 		s.MaxSendLag = max(s.MaxSendLag, x.Sent-x.Intended)
 		lastSent = max(lastSent, x.Sent)
 		if x.Error != ErrCanceled {
-			corrected.record(x.Latency)
-			uncorrected.record(x.Uncorrected())
+			corrected = append(corrected, max(x.Latency, 0))
+			uncorrected = append(uncorrected, max(x.Uncorrected(), 0))
 		}
 	}
 	s.Errors = s.Requests - s.Successes
-	s.Latency, s.Uncorrected = corrected.percentiles(), uncorrected.percentiles()
+	slices.Sort(corrected)
+	slices.Sort(uncorrected)
+	s.Latency, s.Uncorrected = sortedPercentiles(corrected), sortedPercentiles(uncorrected)
 
 	window := lastSent
 	if rec.TargetRate > 0 {
@@ -104,14 +128,24 @@ func Summarize(rec *Record) Summary {
 
 	s.Retries = sumClusterStat(rec.ProxyStats, "upstream_rq_retry")
 	s.Ejections = sumClusterStat(rec.ProxyStats, "outlier_detection.ejections_enforced_total")
-	for _, u := range rec.Upstreams {
-		s.UpstreamRequests += u.Requests
+	a := attemptStats(rec.Samples)
+	switch {
+	case a.Known > 0:
+		s.AttemptsFrom, s.UpstreamAttempts, s.AttemptsOver = AttemptsFromSamples, a.Total, a.Known
+	case s.Requests > 0 && hasClusterStat(rec.ProxyStats, "upstream_rq_total"):
+		s.AttemptsFrom, s.UpstreamAttempts, s.AttemptsOver = AttemptsFromProxy, sumClusterStat(rec.ProxyStats, "upstream_rq_total"), s.Requests
 	}
-	if len(rec.Upstreams) == 0 {
-		s.UpstreamRequests = sumClusterStat(rec.ProxyStats, "upstream_rq_total")
+	if s.AttemptsOver > 0 {
+		s.RetryAmplification = float64(s.UpstreamAttempts) / float64(s.AttemptsOver)
 	}
-	if s.Requests > 0 {
-		s.RetryAmplification = float64(s.UpstreamRequests) / float64(s.Requests)
+	if len(rec.Upstreams) > 0 {
+		s.ReceivedKnown = true
+		for _, u := range rec.Upstreams {
+			s.UpstreamReceived += u.Requests
+		}
+		if s.Requests > 0 {
+			s.DeliveredAmplification = float64(s.UpstreamReceived) / float64(s.Requests)
+		}
 	}
 	return s
 }
@@ -120,47 +154,23 @@ func Summarize(rec *Record) Summary {
 func sumClusterStat(stats map[string]uint64, stat string) uint64 {
 	var n uint64
 	for k, v := range stats {
-		if strings.HasPrefix(k, "cluster.") && strings.HasSuffix(k, "."+stat) && len(k) > len("cluster.")+len(stat)+1 {
+		if isClusterStat(k, stat) {
 			n += v
 		}
 	}
 	return n
 }
 
-// ExactPercentile returns the nearest-rank q-quantile (0 < q ≤ 1, e.g. 0.999 for p99.9) of the values:
-// the smallest value such that at least q of all values are ≤ it. It returns 0 for no values and does not
-// modify its argument.
-func ExactPercentile(values []time.Duration, q float64) time.Duration {
-	if len(values) == 0 {
-		return 0
+// hasClusterStat tells whether the proxy reported the stat "cluster.<name>.<stat>" for some cluster.
+func hasClusterStat(stats map[string]uint64, stat string) bool {
+	for k := range stats {
+		if isClusterStat(k, stat) {
+			return true
+		}
 	}
-	sorted := slices.Clone(values)
-	slices.Sort(sorted)
-	rank := int(math.Ceil(q*float64(len(sorted)) - 1e-9)) // tolerate 0.999*1000 = 999.0000000000001
-	return sorted[min(max(rank, 1), len(sorted))-1]
+	return false
 }
 
-const histHighest = int64(time.Hour / time.Microsecond)
-
-// latencyHist is an HdrHistogram in microseconds (1µs..1h, 3 significant digits) plus the exact maximum.
-type latencyHist struct {
-	h   *hdrhistogram.Histogram
-	max time.Duration
-}
-
-func newLatencyHist() *latencyHist { return &latencyHist{h: hdrhistogram.New(1, histHighest, 3)} }
-
-func (l *latencyHist) record(d time.Duration) {
-	d = max(d, 0)
-	l.max = max(l.max, d)
-	us := min(int64((d+time.Microsecond/2)/time.Microsecond), histHighest)
-	_ = l.h.RecordValue(us) // cannot fail: us is within [0, histHighest]
-}
-
-func (l *latencyHist) percentiles() Percentiles {
-	at := func(percent float64) time.Duration {
-		// The histogram answers with the highest value of a bucket; never report more than the real max.
-		return min(time.Duration(l.h.ValueAtQuantile(percent))*time.Microsecond, l.max)
-	}
-	return Percentiles{P50: at(50), P90: at(90), P99: at(99), P999: at(99.9), Max: l.max}
+func isClusterStat(key, stat string) bool {
+	return strings.HasPrefix(key, "cluster.") && strings.HasSuffix(key, "."+stat) && len(key) > len("cluster.")+len(stat)+1
 }

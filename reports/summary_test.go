@@ -67,12 +67,15 @@ var _ = Describe("Summarize", func() {
 			Expect(s.ErrorKinds).To(Equal(map[string]uint64{"reset": 1, "eof": 1}))
 		})
 
-		It("sums proxy stats over clusters and computes retry amplification from the upstreams", func() {
+		It("sums proxy stats over clusters and computes delivered amplification from the upstreams", func() {
 			s := reports.Summarize(rec)
 			Expect(s.Retries).To(BeEquivalentTo(3))
 			Expect(s.Ejections).To(BeEquivalentTo(3))
-			Expect(s.UpstreamRequests).To(BeEquivalentTo(13))
-			Expect(s.RetryAmplification).To(BeNumerically("~", 1.3, 1e-12))
+			Expect(s.UpstreamReceived).To(BeEquivalentTo(13)) // 7 + 6
+			Expect(s.DeliveredAmplification).To(BeNumerically("~", 1.3, 1e-12))
+			// Neither attempt counts nor upstream_rq_total: the attempts the proxy made are not recorded.
+			Expect(s.AttemptsFrom).To(BeEmpty())
+			Expect(s.RetryAmplification).To(BeZero())
 		})
 
 		It("computes rate, lag and percentiles corrected and uncorrected", func() {
@@ -91,8 +94,9 @@ var _ = Describe("Summarize", func() {
 	It("falls back to the proxy's upstream_rq_total without upstream records", func() {
 		rec.ProxyStats = map[string]uint64{"cluster.a.upstream_rq_total": 12, "cluster.b.upstream_rq_total": 3}
 		s := reports.Summarize(rec)
-		Expect(s.UpstreamRequests).To(BeEquivalentTo(15))
-		Expect(s.RetryAmplification).To(Equal(1.5))
+		Expect(s.UpstreamAttempts).To(BeEquivalentTo(15))
+		Expect(s.AttemptsFrom).To(Equal(reports.AttemptsFromProxy))
+		Expect(s.RetryAmplification).To(Equal(1.5)) // 15 attempts / 10 requests
 	})
 
 	It("leaves requests cancelled by the run out of the latencies, not out of the counts", func() {

@@ -31,13 +31,14 @@ func WriteTerminal(w io.Writer, r Report) error {
 	t := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(t, "load\t%d requests in %s: achieved %s of target %s, max send lag %s\n",
 		s.Requests, s.Duration, rate(s.AchievedRate), rate(s.TargetRate), formatDuration(s.MaxSendLag))
-	fmt.Fprintf(t, "success\t%s%% (%d ok, %d failed)\n", formatFloat(s.SuccessRate, 3), s.Successes, s.Errors)
+	fmt.Fprintf(t, "success\t%s%% (%d ok, %d failed)\n", formatPercent(s.SuccessRate), s.Successes, s.Errors)
 	fmt.Fprintf(t, "statuses\t%s\n", counts(s.StatusCodes))
-	fmt.Fprintf(t, "errors\t%s\n", counts(s.ErrorKinds))
+	fmt.Fprintf(t, "transport errors\t%s\n", counts(s.ErrorKinds))
 	fmt.Fprintf(t, "latency\t%s\t(corrected: from intended send)\n", percentiles(s.Latency))
 	fmt.Fprintf(t, "uncorrected\t%s\t(from actual send)\n", percentiles(s.Uncorrected))
-	fmt.Fprintf(t, "proxy\tretries %d, ejections %d, upstream requests %d, retry amplification %s\n",
-		s.Retries, s.Ejections, s.UpstreamRequests, formatFloat(s.RetryAmplification, 3))
+	fmt.Fprintf(t, "proxy\tretries %d, ejections %d\n", s.Retries, s.Ejections)
+	fmt.Fprintf(t, "upstream\tretry amplification %s\n", retryAmplificationText(s))
+	fmt.Fprintf(t, "\tdelivered amplification %s\n", deliveredAmplificationText(s))
 	t.Flush()
 	if !s.RateHeld {
 		pct := 0.0
@@ -46,7 +47,7 @@ func WriteTerminal(w io.Writer, r Report) error {
 		}
 		b.WriteString(paint(yellow, fmt.Sprintf("!!! RATE NOT HELD: achieved %s of target %s (%s%%), max send lag %s.\n"+
 			"!!! The load generator fell behind: the system saw less load than planned. Corrected latencies include the lag.",
-			rate(s.AchievedRate), rate(s.TargetRate), formatFloat(pct, 1), formatDuration(s.MaxSendLag))) + "\n")
+			rate(s.AchievedRate), rate(s.TargetRate), formatPercent(pct), formatDuration(s.MaxSendLag))) + "\n")
 	}
 	writeTerminalOutcomes(&b, t, r.Outcomes)
 
@@ -116,8 +117,8 @@ func verdictColor(ok bool) string {
 // writeTerminalOutcomes writes the phases, fault windows, attempts and overflows, when the run has them.
 func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 	if o.Attempts.Known > 0 {
-		fmt.Fprintf(b, "attempts  per request %s (max %d, amplification %s)%s\n", distribution(o.Attempts.Distribution),
-			o.Attempts.Max, formatFloat(o.Attempts.Amplification, 3), attemptsCoverage(o.Attempts))
+		fmt.Fprintf(b, "attempts  per request %s (max %d)%s\n", distribution(o.Attempts.Distribution),
+			o.Attempts.Max, attemptsCoverage(o.Attempts))
 	}
 	if o.Overflows() > 0 {
 		fmt.Fprintf(b, "overflows %d (pending %d, retry %d)\n", o.Overflows(), o.PendingOverflows, o.RetryOverflows)
@@ -131,7 +132,7 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 				continue
 			}
 			fmt.Fprintf(t, "  %s\t%s\trequests %d\tsuccess %s%%\tp50 %s\tp99 %s\tmax %s\n", p.Scope, formatSpans(p.Spans),
-				s.Requests, formatFloat(s.SuccessRate, 3), formatDuration(s.Latency.P50), formatDuration(s.Latency.P99),
+				s.Requests, formatPercent(s.SuccessRate), formatDuration(s.Latency.P50), formatDuration(s.Latency.P99),
 				formatDuration(s.Latency.Max))
 		}
 		t.Flush()
@@ -179,7 +180,7 @@ func firstEjection(w WindowOutcome) string {
 	if !w.Ejected {
 		return "none"
 	}
-	return fmt.Sprintf("%s after start (%s)", formatDelay(w.TimeToFirstEjection), w.FirstEjection.Host)
+	return fmt.Sprintf("%s after %s started (%s)", formatDelay(w.TimeToFirstEjection), w.EjectionWindow, w.FirstEjection.Host)
 }
 
 func recovery(r Recovery) string {
@@ -198,8 +199,6 @@ func passFail(ok bool) string {
 	}
 	return "FAIL"
 }
-
-func rate(x float64) string { return formatFloat(x, 1) + "/s" }
 
 func percentiles(p Percentiles) string {
 	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", formatDuration(p.P50), formatDuration(p.P90),

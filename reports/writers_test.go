@@ -49,8 +49,11 @@ var _ = Describe("Report", func() {
 		Expect(reports.NewReport(rec, mustParse("success_rate == 100%", "retries == 2")).Passed).To(BeTrue())
 		r := reports.NewReport(rec, mustParse("success_rate == 100%", "p99 < 5ms"))
 		Expect(r.Passed).To(BeFalse())
-		Expect(r.Version).To(Equal(1))
-		Expect(r.Summary.RetryAmplification).To(Equal(1.2))
+		Expect(r.Version).To(Equal(2))
+		// 12 requests received by the instances for 10 client requests; the samples carry no attempt
+		// counts and the proxy reported no upstream_rq_total: the attempts are not recorded.
+		Expect(r.Summary.DeliveredAmplification).To(Equal(1.2))
+		Expect(r.Summary.AttemptsFrom).To(BeEmpty())
 	})
 
 	Describe("WriteTerminal", func() {
@@ -63,10 +66,11 @@ var _ = Describe("Report", func() {
 			Expect(out).To(MatchRegexp(`load +10 requests in 1s: achieved 10/s of target 10/s, max send lag 0ns\n`))
 			Expect(out).To(MatchRegexp(`success +100% \(10 ok, 0 failed\)\n`))
 			Expect(out).To(MatchRegexp(`statuses +200: 10\n`))
-			Expect(out).To(MatchRegexp(`errors +none\n`))
-			Expect(out).To(MatchRegexp(`latency +p50 5ms  p90 9.01ms  p99 10ms  p99.9 10ms  max 10ms +\(corrected: from intended send\)\n`))
+			Expect(out).To(MatchRegexp(`\ntransport errors +none\n`))
+			Expect(out).To(MatchRegexp(`latency +p50 5ms  p90 9ms  p99 10ms  p99.9 10ms  max 10ms +\(corrected: from intended send\)\n`))
 			Expect(out).To(MatchRegexp(`uncorrected +p50 5ms .*\(from actual send\)\n`))
-			Expect(out).To(MatchRegexp(`proxy +retries 2, ejections 0, upstream requests 12, retry amplification 1.2\n`))
+			Expect(out).To(MatchRegexp(`proxy +retries 2, ejections 0\n`))
+			Expect(out).To(MatchRegexp(`upstream +retry amplification not recorded\n +delivered amplification 1.2 \(12 received / 10 requests\)\n`))
 			Expect(out).To(MatchRegexp(`checkout/1 +127.0.0.1:1002 +requests 6 +statuses 200: 4, 503: 2 +resets 0 +faults faults\[0\]/abort: 2\n`))
 			Expect(out).To(MatchRegexp(`PASS +success_rate == 100% +success_rate = 100% \(10/10\), required == 100%\n`))
 			Expect(out).To(MatchRegexp(`FAIL +p99 < 5ms +p99 = 10ms, required < 5ms\n`))
@@ -106,14 +110,18 @@ var _ = Describe("Report", func() {
 			m := read()
 			Expect(slices.Sorted(maps.Keys(m))).To(Equal([]string{
 				"checks", "file", "outcomes", "passed", "proxy_stats", "scenario", "seed", "started", "summary", "upstreams", "version"}))
-			Expect(m).To(HaveKeyWithValue("version", 1.0))
+			Expect(m).To(HaveKeyWithValue("version", 2.0))
 			Expect(m).To(HaveKeyWithValue("started", "2026-05-01T10:00:00Z"))
 			Expect(m).To(HaveKeyWithValue("passed", false))
 			summary := m["summary"].(map[string]any)
 			Expect(slices.Sorted(maps.Keys(summary))).To(Equal([]string{
-				"achieved_rate", "duration_ms", "ejections", "error_kinds", "error_rate", "errors", "latency_ms",
-				"max_send_lag_ms", "rate_held", "requests", "retries", "retry_amplification", "status_codes",
-				"success_rate", "successes", "target_rate", "uncorrected_latency_ms", "upstream_requests"}))
+				"achieved_rate", "attempts_from", "attempts_over", "delivered_amplification", "duration_ms", "ejections",
+				"error_kinds", "error_rate", "errors", "latency_ms", "max_send_lag_ms", "rate_held", "requests", "retries",
+				"retry_amplification", "status_codes", "success_rate", "successes", "target_rate", "uncorrected_latency_ms",
+				"upstream_attempts", "upstream_received"}))
+			Expect(summary).To(HaveKeyWithValue("retry_amplification", BeNil())) // no attempt counts, no upstream_rq_total
+			Expect(summary).To(HaveKeyWithValue("upstream_received", 12.0))
+			Expect(summary).To(HaveKeyWithValue("delivered_amplification", 1.2))
 			Expect(summary).To(HaveKeyWithValue("latency_ms", HaveKeyWithValue("max", 10.0)))
 			Expect(summary).To(HaveKeyWithValue("latency_ms", HaveKeyWithValue("p50", BeNumerically("~", 5, 0.005))))
 			Expect(summary).To(HaveKeyWithValue("duration_ms", 1000.0))

@@ -88,8 +88,8 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		Expect(err).NotTo(HaveOccurred())
 
 		d, e := reports.Summarize(inDocker), reports.Summarize(embedded)
-		GinkgoWriter.Printf("docker:   %d requests, %.2f%% ok, p99 %s, upstream requests %d\n", d.Requests, d.SuccessRate, d.Latency.P99, d.UpstreamRequests)
-		GinkgoWriter.Printf("embedded: %d requests, %.2f%% ok, p99 %s, upstream requests %d\n", e.Requests, e.SuccessRate, e.Latency.P99, e.UpstreamRequests)
+		GinkgoWriter.Printf("docker:   %d requests, %.2f%% ok, p99 %s, upstream received %d\n", d.Requests, d.SuccessRate, d.Latency.P99, d.UpstreamReceived)
+		GinkgoWriter.Printf("embedded: %d requests, %.2f%% ok, p99 %s, upstream received %d\n", e.Requests, e.SuccessRate, e.Latency.P99, e.UpstreamReceived)
 		// Tolerance: request counts and statuses equal; success rates within 0.5 points; the proxy's
 		// request and retry counters equal; each instance's share equal. Latency differs by design
 		// (bridge network and docker-proxy) and is only held to the scenario's checks.
@@ -97,7 +97,7 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		Expect(d.SuccessRate).To(BeNumerically("~", e.SuccessRate, 0.5))
 		Expect(d.StatusCodes).To(Equal(e.StatusCodes))
 		Expect(d.ErrorKinds).To(Equal(e.ErrorKinds))
-		Expect(d.UpstreamRequests).To(Equal(e.UpstreamRequests))
+		Expect(d.UpstreamReceived).To(Equal(e.UpstreamReceived))
 		Expect(d.Retries).To(Equal(e.Retries))
 		for _, stat := range []string{"cluster.catalog.upstream_rq_total", "cluster.catalog.upstream_rq_200", "cluster.catalog.upstream_rq_retry"} {
 			Expect(inDocker.ProxyStats[stat]).To(Equal(embedded.ProxyStats[stat]), stat)

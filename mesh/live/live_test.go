@@ -67,7 +67,8 @@ var _ = Describe("Run", func() {
 		}
 		Expect(events).To(Equal(aborts))
 		s := reports.Summarize(rec)
-		Expect(s.UpstreamRequests).To(Equal(s.Requests+s.Retries), "one upstream request per attempt: the first try plus each retry")
+		Expect(s.UpstreamReceived).To(Equal(s.Requests+s.Retries), "every attempt reaches an instance: the first try plus each retry")
+		Expect(s.UpstreamAttempts).To(Equal(s.UpstreamReceived), "no attempt was lost before an instance")
 
 		var attempts uint64
 		for _, smp := range rec.Samples {
