@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // Check is one parsed check, "[<scope>:] <metric> <op> <value>", e.g. "p99 < 50ms" or
@@ -106,7 +108,7 @@ var metrics = func() map[string]metric {
 	count := func(f func(Summary) uint64) metric {
 		return metric{kind: kindCount, value: func(s Summary) float64 { return float64(f(s)) }}
 	}
-	latency := func(f func(Summary) Percentiles, pick func(Percentiles) float64) metric {
+	latency := func(f func(Summary) record.Percentiles, pick func(record.Percentiles) float64) metric {
 		return metric{kind: kindLatency, value: func(s Summary) float64 { return pick(f(s)) }}
 	}
 	m := map[string]metric{
@@ -136,16 +138,16 @@ var metrics = func() map[string]metric {
 		"time_to_first_ejection": {kind: kindLatency, scopes: faultStart},
 		"recovery_time":          {kind: kindLatency, scopes: faultEnd},
 	}
-	picks := map[string]func(Percentiles) float64{
-		"p50":  func(p Percentiles) float64 { return p.P50.Seconds() },
-		"p90":  func(p Percentiles) float64 { return p.P90.Seconds() },
-		"p99":  func(p Percentiles) float64 { return p.P99.Seconds() },
-		"p999": func(p Percentiles) float64 { return p.P999.Seconds() },
-		"max":  func(p Percentiles) float64 { return p.Max.Seconds() },
+	picks := map[string]func(record.Percentiles) float64{
+		"p50":  func(p record.Percentiles) float64 { return p.P50.Seconds() },
+		"p90":  func(p record.Percentiles) float64 { return p.P90.Seconds() },
+		"p99":  func(p record.Percentiles) float64 { return p.P99.Seconds() },
+		"p999": func(p record.Percentiles) float64 { return p.P999.Seconds() },
+		"max":  func(p record.Percentiles) float64 { return p.Max.Seconds() },
 	}
 	for name, pick := range picks {
-		m[name] = latency(func(s Summary) Percentiles { return s.Latency }, pick)
-		m["uncorrected_"+name] = latency(func(s Summary) Percentiles { return s.Uncorrected }, pick)
+		m[name] = latency(func(s Summary) record.Percentiles { return s.Latency }, pick)
+		m["uncorrected_"+name] = latency(func(s Summary) record.Percentiles { return s.Uncorrected }, pick)
 	}
 	return m
 }()
@@ -402,12 +404,12 @@ func Evaluate(checks []Check, s Summary) []Verdict {
 // EvaluateRun judges every check against the run's record, in order: unscoped checks over the whole run,
 // scoped ones over their phase. A check that cannot be judged (an unknown phase, a value the record does
 // not hold, a phase without requests for a rate or latency) fails, and its Observed says why.
-func EvaluateRun(checks []Check, rec *Record) []Verdict {
+func EvaluateRun(checks []Check, rec *record.Record) []Verdict {
 	s, o := Summarize(rec), ComputeOutcomes(rec)
 	return evaluateRun(checks, rec, s, &o)
 }
 
-func evaluateRun(checks []Check, rec *Record, s Summary, o *Outcomes) []Verdict {
+func evaluateRun(checks []Check, rec *record.Record, s Summary, o *Outcomes) []Verdict {
 	out := make([]Verdict, len(checks))
 	for i, c := range checks {
 		out[i] = judge(c, s, rec, o)
@@ -416,7 +418,7 @@ func evaluateRun(checks []Check, rec *Record, s Summary, o *Outcomes) []Verdict 
 }
 
 // judge evaluates one check; rec and o are nil when only the summary is known.
-func judge(c Check, s Summary, rec *Record, o *Outcomes) Verdict {
+func judge(c Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 	v := Verdict{Check: c.String(), Required: c.Op + " " + c.value()}
 	var sc *Scope
 	if c.Scope != "" {
@@ -515,7 +517,7 @@ func attemptsCoverage(a AttemptStats) string {
 }
 
 // judgeOutcome judges the metrics computed from the outcomes rather than a summary.
-func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *Record, o *Outcomes) Verdict {
+func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *record.Record, o *Outcomes) Verdict {
 	var x float64
 	switch name {
 	case "overflows":
@@ -627,11 +629,11 @@ func ejectedRequirement(c Check, sc *Scope) string {
 // judgeEjected judges "ejected(HOST) [within D]": HOST was ejected within D of the start of a fault window
 // (one targeting HOST when the scope names no window and some window targets it), or during the scope's
 // windows without D, or at any time without either.
-func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *Record, o *Outcomes) Verdict {
+func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *record.Record, o *Outcomes) Verdict {
 	hosts := hostLabels(rec)
 	var times []time.Duration
 	for _, e := range rec.ProxyEvents {
-		if e.Kind == ProxyEjected && (e.Host == host || hostLabel(hosts, e.Host) == host) {
+		if e.Kind == record.ProxyEjected && (e.Host == host || hostLabel(hosts, e.Host) == host) {
 			times = append(times, e.At)
 		}
 	}
@@ -718,7 +720,7 @@ func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *Record, o *Ou
 }
 
 // targets tells whether a fault window applies to host ("service/instance", or an address of one).
-func targets(w FaultWindow, host string, hosts map[string]string) bool {
+func targets(w record.FaultWindow, host string, hosts map[string]string) bool {
 	host = hostLabel(hosts, host)
 	svc, idx, ok := strings.Cut(host, "/")
 	if !ok || svc != w.Service {

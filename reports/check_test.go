@@ -3,6 +3,8 @@ package reports_test
 import (
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -75,8 +77,8 @@ var _ = Describe("Evaluate", func() {
 	summary := reports.Summary{
 		Requests: 1000, Successes: 999, Errors: 1, SuccessRate: 99.9, ErrorRate: 0.1, AchievedRate: 199.8,
 		StatusCodes: map[int]uint64{200: 998, 302: 1, 503: 1},
-		Latency:     reports.Percentiles{P50: 2 * ms, P99: 12300 * time.Microsecond, Max: 40 * ms},
-		Uncorrected: reports.Percentiles{P99: 850 * time.Microsecond},
+		Latency:     record.Percentiles{P50: 2 * ms, P99: 12300 * time.Microsecond, Max: 40 * ms},
+		Uncorrected: record.Percentiles{P99: 850 * time.Microsecond},
 		Retries:     250, UpstreamAttempts: 1250, AttemptsOver: 1000, AttemptsFrom: reports.AttemptsFromSamples, RetryAmplification: 1.25,
 	}
 

@@ -4,6 +4,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	"github.com/meshproof/meshproof/reports"
 )
 
@@ -73,7 +75,7 @@ var _ = Describe("ParseCheck with scopes and outcome metrics", func() {
 })
 
 var _ = Describe("EvaluateRun", func() {
-	var rec *reports.Record
+	var rec *record.Record
 	BeforeEach(func() { rec = faultRun() })
 
 	DescribeTable("judges checks over their phase and says what it observed",

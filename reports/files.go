@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // The files WriteAll writes into a run directory.
@@ -19,7 +21,7 @@ const (
 // WriteAll writes every report file into the run directory dir (which must exist): report.json,
 // summary.md, junit.xml and report.html, each atomically (a temporary file, then renamed). It writes as
 // many as it can and returns every error, joined.
-func WriteAll(dir string, r Report, rec *Record) error {
+func WriteAll(dir string, r Report, rec *record.Record) error {
 	errs := []error{WriteJSON(filepath.Join(dir, FileJSON), r)}
 	for _, f := range []struct {
 		name  string

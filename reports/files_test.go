@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -19,7 +21,7 @@ import (
 )
 
 // runReport is the report of faultRun with checks that pass and checks that fail.
-func runReport() (reports.Report, *reports.Record) {
+func runReport() (reports.Report, *record.Record) {
 	rec := faultRun()
 	var checks []reports.Check
 	for _, e := range []string{"before fault: success_rate == 100%", "during fault: ejected(checkout/2) within 2s",
@@ -63,7 +65,7 @@ type junitDoc struct {
 var _ = Describe("Report files", func() {
 	var (
 		r   reports.Report
-		rec *reports.Record
+		rec *record.Record
 	)
 	BeforeEach(func() { r, rec = runReport() })
 
@@ -194,7 +196,7 @@ var _ = Describe("Report files", func() {
 	Describe("report.json outcomes", func() {
 		It("documents every key it writes in README.md", func() {
 			path := filepath.Join(GinkgoT().TempDir(), "report.json")
-			rec.Windows = append(rec.Windows, reports.FaultWindow{Name: "faults[1]", Service: "checkout", Start: 8 * time.Second})
+			rec.Windows = append(rec.Windows, record.FaultWindow{Name: "faults[1]", Service: "checkout", Start: 8 * time.Second})
 			r := reports.NewReport(rec, nil)
 			Expect(reports.WriteJSON(path, r)).To(Succeed())
 			data, err := os.ReadFile(path)

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -13,13 +15,13 @@ import (
 )
 
 // lognormalSamples returns n samples one every 1ms, latencies log-normal around 2ms, every 10th a 500.
-func lognormalSamples(n int, seed uint64) []reports.Sample {
+func lognormalSamples(n int, seed uint64) []record.Sample {
 	rng := rand.New(rand.NewPCG(seed, 1))
-	out := make([]reports.Sample, n)
+	out := make([]record.Sample, n)
 	for i := range out {
 		lag := time.Duration(rng.IntN(200)) * time.Microsecond
 		lat := time.Duration(float64(2*time.Millisecond)*rng.NormFloat64()*0.8+float64(2*time.Millisecond)) + lag
-		out[i] = reports.Sample{Seq: uint64(i + 1), Intended: time.Duration(i) * time.Millisecond, Status: 200,
+		out[i] = record.Sample{Seq: uint64(i + 1), Intended: time.Duration(i) * time.Millisecond, Status: 200,
 			Latency: max(lat, lag+time.Microsecond)}
 		out[i].Sent = out[i].Intended + lag
 		if i%10 == 0 {
@@ -29,16 +31,16 @@ func lognormalSamples(n int, seed uint64) []reports.Sample {
 	return out
 }
 
-var _ = Describe("HistSet", func() {
-	phases := []reports.HistPhase{{Name: "a", Duration: 2 * time.Second, Planned: 2000}, {Name: "b", Start: 2 * time.Second, Duration: 3 * time.Second, Planned: 3000}}
-	phaseOf := func(s reports.Sample) int {
+var _ = Describe("record.HistSet", func() {
+	phases := []record.HistPhase{{Name: "a", Duration: 2 * time.Second, Planned: 2000}, {Name: "b", Start: 2 * time.Second, Duration: 3 * time.Second, Planned: 3000}}
+	phaseOf := func(s record.Sample) int {
 		if s.Intended < 2*time.Second {
 			return 0
 		}
 		return 1
 	}
-	record := func(samples []reports.Sample) *reports.HistSet {
-		h := reports.NewHistSet(phases)
+	recordAll := func(samples []record.Sample) *record.HistSet {
+		h := record.NewHistSet(phases)
 		for _, s := range samples {
 			h.Record(s, phaseOf(s))
 		}
@@ -48,32 +50,32 @@ var _ = Describe("HistSet", func() {
 
 	It("reports quantiles within 0.1% of the exact ones, and the exact max", func() {
 		samples := lognormalSamples(5000, 1)
-		h := record(samples)
+		h := recordAll(samples)
 		var corrected, uncorrected []time.Duration
 		for _, s := range samples {
 			corrected, uncorrected = append(corrected, s.Latency), append(uncorrected, s.Uncorrected())
 		}
 		for _, q := range []float64{0.001, 0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 1} {
-			want := reports.ExactPercentile(corrected, q)
+			want := record.ExactPercentile(corrected, q)
 			Expect(float64(h.Latency.Corrected.Quantile(q))).To(BeNumerically("~", float64(want), 0.001*float64(want)), "q=%g", q)
-			want = reports.ExactPercentile(uncorrected, q)
+			want = record.ExactPercentile(uncorrected, q)
 			Expect(float64(h.Latency.Uncorrected.Quantile(q))).To(BeNumerically("~", float64(want), 0.001*float64(want)), "q=%g", q)
 		}
-		Expect(h.Latency.Corrected.Max()).To(Equal(reports.ExactPercentile(corrected, 1)))
+		Expect(h.Latency.Corrected.Max()).To(Equal(record.ExactPercentile(corrected, 1)))
 		spec := h.Latency.Corrected.Spectrum()
-		Expect(spec).To(HaveLen(len(reports.SpectrumPercents)))
-		Expect(spec[len(spec)-1]).To(Equal(reports.QuantileValue{Percent: 100, Value: h.Latency.Corrected.Max()}))
+		Expect(spec).To(HaveLen(len(record.SpectrumPercents)))
+		Expect(spec[len(spec)-1]).To(Equal(record.QuantileValue{Percent: 100, Value: h.Latency.Corrected.Max()}))
 	})
 
 	It("splits by phase, status class and second", func() {
-		h := record(lognormalSamples(5000, 2))
+		h := recordAll(lognormalSamples(5000, 2))
 		Expect(h.Requests).To(BeEquivalentTo(5000))
 		Expect(h.Phases[0].Requests).To(BeEquivalentTo(2000))
 		Expect(h.Phases[1].Requests).To(BeEquivalentTo(3000))
 		Expect(h.Phases[1].Latency.Corrected.Count()).To(BeEquivalentTo(3000))
-		Expect(h.Classes[reports.Class5xx].Corrected.Count()).To(BeEquivalentTo(500))
-		Expect(h.Classes[reports.Class2xx].Corrected.Count()).To(BeEquivalentTo(4500))
-		Expect(h.Classes[reports.Class4xx]).To(BeNil())
+		Expect(h.Classes[record.Class5xx].Corrected.Count()).To(BeEquivalentTo(500))
+		Expect(h.Classes[record.Class2xx].Corrected.Count()).To(BeEquivalentTo(4500))
+		Expect(h.Classes[record.Class4xx]).To(BeNil())
 		Expect(h.StatusCodes).To(Equal(map[int]uint64{200: 4500, 500: 500}))
 		Expect(len(h.Seconds)).To(BeNumerically(">=", 5)) // the last responses may end in second 6
 		var completed uint64
@@ -92,8 +94,8 @@ var _ = Describe("HistSet", func() {
 
 	It("merges: two halves give the same histograms as the whole", func() {
 		samples := lognormalSamples(5000, 3)
-		whole := record(samples)
-		odd, even := reports.NewHistSet(phases), reports.NewHistSet(phases)
+		whole := recordAll(samples)
+		odd, even := record.NewHistSet(phases), record.NewHistSet(phases)
 		for i, s := range samples {
 			if i%2 == 0 {
 				even.Record(s, phaseOf(s))
@@ -108,21 +110,21 @@ var _ = Describe("HistSet", func() {
 		for _, q := range []float64{0.5, 0.99, 0.999, 1} {
 			Expect(even.Latency.Corrected.Quantile(q)).To(Equal(whole.Latency.Corrected.Quantile(q)))
 			Expect(even.Phases[1].Latency.Uncorrected.Quantile(q)).To(Equal(whole.Phases[1].Latency.Uncorrected.Quantile(q)))
-			Expect(even.Classes[reports.Class5xx].Corrected.Quantile(q)).To(Equal(whole.Classes[reports.Class5xx].Corrected.Quantile(q)))
+			Expect(even.Classes[record.Class5xx].Corrected.Quantile(q)).To(Equal(whole.Classes[record.Class5xx].Corrected.Quantile(q)))
 		}
 		for i := range whole.Seconds {
 			Expect(even.Seconds[i].Completed).To(Equal(whole.Seconds[i].Completed))
 			Expect(even.Seconds[i].Latency().Corrected.Quantile(0.99)).To(Equal(whole.Seconds[i].Latency().Corrected.Quantile(0.99)))
 		}
-		Expect(even.Merge(reports.NewHistSet(phases[:1]))).To(MatchError("reports: merging histogram sets: 2 phases vs 1"))
+		Expect(even.Merge(record.NewHistSet(phases[:1]))).To(MatchError("reports: merging histogram sets: 2 phases vs 1"))
 	})
 
 	It("flags a phase that fell behind", func() {
-		h := reports.NewHistSet([]reports.HistPhase{{Name: "p", Duration: time.Second, Planned: 1000}})
+		h := record.NewHistSet([]record.HistPhase{{Name: "p", Duration: time.Second, Planned: 1000}})
 		for i := range 1000 {
 			intended := time.Duration(i) * time.Millisecond
 			sent := 2 * intended // falling further and further behind
-			h.Record(reports.Sample{Seq: uint64(i + 1), Intended: intended, Sent: sent, Latency: sent - intended + time.Millisecond, Status: 200}, 0)
+			h.Record(record.Sample{Seq: uint64(i + 1), Intended: intended, Sent: sent, Latency: sent - intended + time.Millisecond, Status: 200}, 0)
 		}
 		h.Finish()
 		Expect(h.Phases[0].AchievedRate()).To(BeNumerically("~", 500, 1))
@@ -130,7 +132,7 @@ var _ = Describe("HistSet", func() {
 	})
 
 	It("writes the load report as one JSON object with the documented keys", func() {
-		h := record(lognormalSamples(1000, 4))
+		h := recordAll(lognormalSamples(1000, 4))
 		var b bytes.Buffer
 		Expect(reports.WriteLoadJSON(&b, reports.LoadReport{URL: "http://x/", Protocol: "http/1.1", Arrivals: "uniform", Hist: h})).To(Succeed())
 		var out map[string]any

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/font"
 	"gonum.org/v1/plot/plotter"
@@ -27,7 +29,7 @@ import (
 // made from the record: latency percentiles over time with the fault windows shaded, the latency
 // histogram, the per-host ejection timeline, retries over time and status codes over time. A chart
 // whose data the run did not record is replaced by a note saying so.
-func WriteHTML(w io.Writer, r Report, rec *Record) error {
+func WriteHTML(w io.Writer, r Report, rec *record.Record) error {
 	var md bytes.Buffer
 	if err := WriteMarkdown(&md, r); err != nil {
 		return err
@@ -35,7 +37,7 @@ func WriteHTML(w io.Writer, r Report, rec *Record) error {
 	page := htmlPage{R: r, Failed: r.failed()}
 	for _, c := range []struct {
 		id, title string
-		make      func(*Record, Outcomes) (*plot.Plot, string)
+		make      func(*record.Record, Outcomes) (*plot.Plot, string)
 	}{
 		{"latency", "Latency over time (corrected, from the intended send time)", latencyChart},
 		{"histogram", "Latency distribution (corrected)", histogramChart},
@@ -134,9 +136,9 @@ func bucketWidth(end time.Duration) time.Duration {
 }
 
 // buckets groups the samples by intended send time.
-func buckets(rec *Record, end time.Duration) ([][]Sample, time.Duration) {
+func buckets(rec *record.Record, end time.Duration) ([][]record.Sample, time.Duration) {
 	w := bucketWidth(end)
-	out := make([][]Sample, bucketCount(end, w))
+	out := make([][]record.Sample, bucketCount(end, w))
 	for _, s := range rec.Samples {
 		i := min(max(int(s.Intended/w), 0), len(out)-1)
 		out[i] = append(out[i], s)
@@ -226,7 +228,7 @@ func timeAxis(p *plot.Plot, end time.Duration) {
 
 const msPerNs = 1e-6
 
-func latencyChart(rec *Record, o Outcomes) (*plot.Plot, string) {
+func latencyChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	if len(rec.Samples) == 0 {
 		return nil, "No requests were recorded."
 	}
@@ -237,7 +239,7 @@ func latencyChart(rec *Record, o Outcomes) (*plot.Plot, string) {
 	for i, b := range bs {
 		var lat []time.Duration
 		for _, s := range b {
-			if s.Error != ErrCanceled {
+			if s.Error != record.ErrCanceled {
 				lat = append(lat, s.Latency)
 			}
 		}
@@ -245,7 +247,7 @@ func latencyChart(rec *Record, o Outcomes) (*plot.Plot, string) {
 			continue
 		}
 		x := (time.Duration(i)*w + w/2).Seconds()
-		at := func(q float64) float64 { return math.Max(float64(ExactPercentile(lat, q))*msPerNs, 0.001) }
+		at := func(q float64) float64 { return math.Max(float64(record.ExactPercentile(lat, q))*msPerNs, 0.001) }
 		p50 = append(p50, plotter.XY{X: x, Y: at(0.5)})
 		p99 = append(p99, plotter.XY{X: x, Y: at(0.99)})
 		pmax = append(pmax, plotter.XY{X: x, Y: at(1)})
@@ -282,10 +284,10 @@ func maxY(xys plotter.XYs) float64 {
 	return m
 }
 
-func histogramChart(rec *Record, _ Outcomes) (*plot.Plot, string) {
+func histogramChart(rec *record.Record, _ Outcomes) (*plot.Plot, string) {
 	var lat []float64
 	for _, s := range rec.Samples {
-		if s.Error != ErrCanceled {
+		if s.Error != record.ErrCanceled {
 			lat = append(lat, math.Max(float64(s.Latency)*msPerNs, 0.001))
 		}
 	}
@@ -349,7 +351,7 @@ func (h hostRows) Thumbnail(c *draw.Canvas) {
 	c.FillPolygon(colRed, []vg.Point{{X: c.Min.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Max.Y}, {X: c.Min.X, Y: c.Max.Y}})
 }
 
-func ejectionChart(rec *Record, o Outcomes) (*plot.Plot, string) {
+func ejectionChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	if len(o.Hosts) == 0 {
 		if len(rec.ProxyEvents) == 0 {
 			return nil, "Not recorded: the proxy emitted no ejection events."
@@ -375,13 +377,13 @@ func ejectionChart(rec *Record, o Outcomes) (*plot.Plot, string) {
 	return p, ""
 }
 
-func retryChart(rec *Record, o Outcomes) (*plot.Plot, string) {
+func retryChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	w := bucketWidth(o.End)
 	n := bucketCount(o.End, w)
 	counts := make([]float64, n)
 	source := ""
 	for _, e := range rec.ProxyEvents {
-		if e.Kind == ProxyRetry {
+		if e.Kind == record.ProxyRetry {
 			counts[min(max(int(e.At/w), 0), n-1)]++
 			source = "from the proxy's retry events"
 		}
@@ -412,7 +414,7 @@ func retryChart(rec *Record, o Outcomes) (*plot.Plot, string) {
 	return p, ""
 }
 
-func statusChart(rec *Record, o Outcomes) (*plot.Plot, string) {
+func statusChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	if len(rec.Samples) == 0 {
 		return nil, "No requests were recorded."
 	}

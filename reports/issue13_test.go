@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -23,15 +25,15 @@ func mustCheck(expr string) reports.Check {
 	return c
 }
 
-func judgeOne(expr string, rec *reports.Record) reports.Verdict {
+func judgeOne(expr string, rec *record.Record) reports.Verdict {
 	GinkgoHelper()
 	return reports.EvaluateRun([]reports.Check{mustCheck(expr)}, rec)[0]
 }
 
-var _ = Describe("Percentiles are nearest rank everywhere (#13)", func() {
+var _ = Describe("record.Percentiles are nearest rank everywhere (#13)", func() {
 	// ranked returns one successful sample per latency, one every 10ms, in the order given.
-	ranked := func(latencies []time.Duration) *reports.Record {
-		rec := &reports.Record{Scenario: "ranks", TargetRate: 100, Duration: time.Duration(len(latencies)) * 10 * ms}
+	ranked := func(latencies []time.Duration) *record.Record {
+		rec := &record.Record{Scenario: "ranks", TargetRate: 100, Duration: time.Duration(len(latencies)) * 10 * ms}
 		rec.Samples = steady(len(latencies), 100, func(i int) time.Duration { return latencies[i] })
 		return rec
 	}
@@ -45,9 +47,9 @@ var _ = Describe("Percentiles are nearest rank everywhere (#13)", func() {
 		// ⌈0.5·1000⌉ = 500, ⌈0.9·1000⌉ = 900, ⌈0.99·1000⌉ = 990, ⌈0.999·1000⌉ = 999 (0.999·1000 is
 		// 999.0000000000001 in floating point: still rank 999), the max is rank 1000. Before, the
 		// HdrHistogram reported the top of the bucket (999ms → 999.423ms).
-		Expect(s.Latency).To(Equal(reports.Percentiles{P50: 500 * ms, P90: 900 * ms, P99: 990 * ms, P999: 999 * ms, Max: 1000 * ms}))
-		Expect(reports.ExactPercentile(lat, 0.999)).To(Equal(999 * ms))
-		Expect(reports.ExactPercentile(lat, 1)).To(Equal(1000 * ms))
+		Expect(s.Latency).To(Equal(record.Percentiles{P50: 500 * ms, P90: 900 * ms, P99: 990 * ms, P999: 999 * ms, Max: 1000 * ms}))
+		Expect(record.ExactPercentile(lat, 0.999)).To(Equal(999 * ms))
+		Expect(record.ExactPercentile(lat, 1)).To(Equal(1000 * ms))
 	})
 
 	It("takes the 10th of 10 samples as p99", func() {
@@ -80,7 +82,7 @@ var _ = Describe("Percentiles are nearest rank everywhere (#13)", func() {
 		// 1,597 requests at 5ms and three slow ones: sorted, rank 1598 is 309ms, rank 1599 815ms and rank
 		// 1600 (the max) 1.2s. p99.9 is rank ⌈0.999·1600⌉ = ⌈1598.4⌉ = 1599: 815ms. HdrHistogram took rank
 		// round(1598.4) = 1598, 309ms, and "p999 < 500ms" passed. p99 is rank ⌈1584⌉ = 1584: 5ms.
-		var rec *reports.Record
+		var rec *record.Record
 		BeforeEach(func() {
 			lat := make([]time.Duration, 1600)
 			for i := range lat {
@@ -88,7 +90,7 @@ var _ = Describe("Percentiles are nearest rank everywhere (#13)", func() {
 			}
 			lat[100], lat[900], lat[1500] = 1200*ms, 309*ms, 815*ms
 			rec = ranked(lat)
-			rec.Phases = []reports.LoadPhase{{Name: "steady", End: 16 * time.Second}}
+			rec.Phases = []record.LoadPhase{{Name: "steady", End: 16 * time.Second}}
 		})
 
 		It("fails p999 < 500ms, over the run and over a phase", func() {
@@ -119,7 +121,7 @@ var _ = Describe("Percentiles are nearest rank everywhere (#13)", func() {
 		})
 
 		It("gives the bucket of the same rank in the load histograms, never below the exact value", func() {
-			h := reports.NewHistSet([]reports.HistPhase{{Name: "steady", Duration: 16 * time.Second, Planned: 1600}})
+			h := record.NewHistSet([]record.HistPhase{{Name: "steady", Duration: 16 * time.Second, Planned: 1600}})
 			for _, s := range rec.Samples {
 				h.Record(s, 0)
 			}
@@ -142,13 +144,13 @@ var _ = Describe("Percentiles are nearest rank everywhere (#13)", func() {
 //	after  (6–10 s, i 60..99): 1 attempt each, delivered                    → 40 attempts, 40 received
 //
 // Over the run: 120 attempts and 98 received for 100 requests; during the fault 40 attempts for 20.
-func deadHostRun() *reports.Record {
-	rec := &reports.Record{
+func deadHostRun() *record.Record {
+	rec := &record.Record{
 		Scenario: "dead-host", TargetRate: 10, Duration: 10 * time.Second,
-		Windows: []reports.FaultWindow{{Name: "faults[0]", Service: "backend", Instances: []int{1}, Start: 4 * time.Second,
+		Windows: []record.FaultWindow{{Name: "faults[0]", Service: "backend", Instances: []int{1}, Start: 4 * time.Second,
 			End: 6 * time.Second, Kind: "refuse"}},
 		ProxyStats: map[string]uint64{"cluster.backend.upstream_rq_total": 120, "cluster.backend.upstream_rq_retry": 20},
-		Upstreams: []reports.UpstreamRecord{
+		Upstreams: []record.UpstreamRecord{
 			{Service: "backend", Instance: 0, Address: "127.0.0.1:2001", Requests: 60},
 			{Service: "backend", Instance: 1, Address: "127.0.0.1:2002", Requests: 38},
 		},
@@ -168,7 +170,7 @@ func deadHostRun() *reports.Record {
 }
 
 var _ = Describe("retry_amplification is the proxy's attempts per request in every scope (#13)", func() {
-	var rec *reports.Record
+	var rec *record.Record
 	BeforeEach(func() { rec = deadHostRun() })
 
 	It("counts the attempts that never reached an instance, over the run as during the fault", func() {
@@ -265,25 +267,25 @@ var _ = Describe("retry_amplification is the proxy's attempts per request in eve
 //	faults[1]: checkout/1, abort,         5 s–7 s
 //
 // The proxy ejects checkout/1 at 5.5 s. Requests all succeed in 1ms unless a spec says otherwise.
-func twoWindowRun() *reports.Record {
-	rec := &reports.Record{
+func twoWindowRun() *record.Record {
+	rec := &record.Record{
 		Scenario: "two-windows", TargetRate: 10, Duration: 10 * time.Second,
-		Windows: []reports.FaultWindow{
+		Windows: []record.FaultWindow{
 			{Name: "faults[0]", Service: "checkout", Instances: []int{0}, Start: 2 * time.Second, End: 3 * time.Second, Kind: "latency"},
 			{Name: "faults[1]", Service: "checkout", Instances: []int{1}, Start: 5 * time.Second, End: 7 * time.Second, Kind: "abort"},
 		},
-		Upstreams: []reports.UpstreamRecord{
+		Upstreams: []record.UpstreamRecord{
 			{Service: "checkout", Instance: 0, Address: "127.0.0.1:3001"},
 			{Service: "checkout", Instance: 1, Address: "127.0.0.1:3002"},
 		},
-		ProxyEvents: []reports.ProxyEvent{{At: 5500 * ms, Kind: reports.ProxyEjected, Cluster: "checkout", Host: "127.0.0.1:3002", Reason: "consecutive_5xx"}},
+		ProxyEvents: []record.ProxyEvent{{At: 5500 * ms, Kind: record.ProxyEjected, Cluster: "checkout", Host: "127.0.0.1:3002", Reason: "consecutive_5xx"}},
 	}
 	rec.Samples = steady(100, 10, func(int) time.Duration { return ms })
 	return rec
 }
 
 var _ = Describe("A window's outcomes are scoped to the window (#13)", func() {
-	var rec *reports.Record
+	var rec *record.Record
 	BeforeEach(func() { rec = twoWindowRun() })
 
 	It("does not credit a window with another instance's ejection", func() {
@@ -312,7 +314,7 @@ var _ = Describe("A window's outcomes are scoped to the window (#13)", func() {
 
 	DescribeTable("counts an ejection of a targeted host from the window's start to EjectionGrace (1s) after its end",
 		func(host string, at time.Duration, want bool, ttfe time.Duration) {
-			rec.ProxyEvents = []reports.ProxyEvent{{At: at, Kind: reports.ProxyEjected, Cluster: "checkout", Host: host}}
+			rec.ProxyEvents = []record.ProxyEvent{{At: at, Kind: record.ProxyEjected, Cluster: "checkout", Host: host}}
 			w := reports.ComputeOutcomes(rec).Windows[0] // 2 s–3 s on checkout/0: counts from 2 s to 4 s
 			Expect(w.Ejected).To(Equal(want))
 			Expect(w.TimeToFirstEjection).To(Equal(ttfe))
@@ -361,9 +363,9 @@ var _ = Describe("Numbers read the same in every writer (#13)", func() {
 	// terminal and summary.md, 98.1667% in the checks). p90 is rank ⌈0.9·600⌉ = 540: 1,002ms → 1.002s
 	// (before: "1s", 3 significant digits).
 	var r reports.Report
-	var rec *reports.Record
+	var rec *record.Record
 	BeforeEach(func() {
-		rec = &reports.Record{Scenario: "formats", TargetRate: 100, Duration: 6 * time.Second}
+		rec = &record.Record{Scenario: "formats", TargetRate: 100, Duration: 6 * time.Second}
 		rec.Samples = steady(600, 100, func(i int) time.Duration {
 			if i < 539 {
 				return ms

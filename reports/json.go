@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // report.json, as documented in README.md: snake_case keys, durations in float milliseconds.
@@ -126,7 +128,7 @@ func attemptsJSONOf(s Summary) (*uint64, *uint64, *string, *float64) {
 	return ptr(s.UpstreamAttempts), ptr(s.AttemptsOver), ptr(s.AttemptsFrom), ptr(s.RetryAmplification)
 }
 
-func jsonPercentilesOf(p Percentiles) jsonPercentiles {
+func jsonPercentilesOf(p record.Percentiles) jsonPercentiles {
 	return jsonPercentiles{P50: ms(p.P50), P90: ms(p.P90), P99: ms(p.P99), P999: ms(p.P999), Max: ms(p.Max)}
 }
 

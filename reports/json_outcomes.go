@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // The "outcomes" object of report.json (README.md). Values a run could not measure are null.
@@ -228,7 +230,7 @@ func fromJSON(j jsonReport) Report {
 		r.Checks = append(r.Checks, Verdict(v))
 	}
 	for _, u := range j.Upstreams {
-		r.Upstreams = append(r.Upstreams, UpstreamRecord(u))
+		r.Upstreams = append(r.Upstreams, record.UpstreamRecord(u))
 	}
 	o := j.Outcomes
 	r.Outcomes = Outcomes{End: dur(o.EndMs), Attempts: attemptsOf(o.Attempts), PendingOverflows: o.PendingOverflows,
@@ -303,8 +305,8 @@ func fromV1Summary(r *Report, s jsonSummary) {
 	}
 }
 
-func percentilesOf(p jsonPercentiles) Percentiles {
-	return Percentiles{P50: dur(p.P50), P90: dur(p.P90), P99: dur(p.P99), P999: dur(p.P999), Max: dur(p.Max)}
+func percentilesOf(p jsonPercentiles) record.Percentiles {
+	return record.Percentiles{P50: dur(p.P50), P90: dur(p.P90), P99: dur(p.P99), P999: dur(p.P999), Max: dur(p.Max)}
 }
 
 func attemptsOf(a jsonAttempts) AttemptStats {
@@ -320,11 +322,11 @@ func attemptsOf(a jsonAttempts) AttemptStats {
 
 func windowOf(w jsonWindow) WindowOutcome {
 	out := WindowOutcome{Name: w.Name, Span: Span{dur(w.StartMs), dur(w.EndMs)},
-		Window: FaultWindow{Name: w.Name, Service: w.Service, Instances: w.Instances, Kind: w.Kind, Start: dur(w.StartMs)},
+		Window: record.FaultWindow{Name: w.Name, Service: w.Service, Instances: w.Instances, Kind: w.Kind, Start: dur(w.StartMs)},
 		Recovery: Recovery{Measured: w.Recovery.Measured, Recovered: w.Recovery.Recovered, Why: w.Recovery.Why,
 			Threshold: w.Recovery.Threshold, Baseline: w.Recovery.Baseline, BaselineRequests: w.Recovery.BaselineRequests}}
 	if w.Name == "fault" {
-		out.Window = FaultWindow{}
+		out.Window = record.FaultWindow{}
 	} else if !w.OpenEnded {
 		out.Window.End = dur(w.EndMs)
 	}
@@ -334,7 +336,7 @@ func windowOf(w jsonWindow) WindowOutcome {
 	if w.FirstEjection != nil && w.TimeToFirstEjectionMs != nil {
 		e := w.FirstEjection
 		out.Ejected, out.TimeToFirstEjection = true, dur(*w.TimeToFirstEjectionMs)
-		out.FirstEjection = ProxyEvent{At: dur(e.AtMs), Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason}
+		out.FirstEjection = record.ProxyEvent{At: dur(e.AtMs), Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason}
 		out.EjectionWindow, out.EjectionStart = e.Window, out.FirstEjection.At-out.TimeToFirstEjection
 		if out.EjectionWindow == "" { // version 1: measured from this window's start
 			out.EjectionWindow = w.Name

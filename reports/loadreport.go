@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // LoadReport is the outcome of a standalone load run (meshproof load): what was asked and the
@@ -23,7 +25,7 @@ type LoadReport struct {
 	Opened      int64  // connections actually opened
 	Started     time.Time
 	RawFile     string // the raw per-request log, if written
-	Hist        *HistSet
+	Hist        *record.HistSet
 }
 
 type (
@@ -100,7 +102,7 @@ type (
 	}
 )
 
-func spectrumJSON(l *LatencyHist) jsonSpectrum {
+func spectrumJSON(l *record.LatencyHist) jsonSpectrum {
 	v := l.Spectrum()
 	return jsonSpectrum{P50: ms(v[0].Value), P75: ms(v[1].Value), P90: ms(v[2].Value), P95: ms(v[3].Value),
 		P99: ms(v[4].Value), P999: ms(v[5].Value), P9999: ms(v[6].Value), P99999: ms(v[7].Value),
@@ -132,7 +134,7 @@ func WriteLoadJSON(w io.Writer, r LoadReport) error {
 	}
 	for c, pair := range h.Classes {
 		if pair != nil {
-			out.Classes[ClassNames[c]] = jsonClass{Requests: pair.Corrected.Count(),
+			out.Classes[record.ClassNames[c]] = jsonClass{Requests: pair.Corrected.Count(),
 				LatencyMs: spectrumJSON(pair.Corrected), UncorrectedMs: spectrumJSON(pair.Uncorrected)}
 		}
 	}
@@ -149,7 +151,7 @@ func WriteLoadJSON(w io.Writer, r LoadReport) error {
 			Uncorrected: ms(lat.Uncorrected.Quantile(0.99))}
 		for c, n := range s.Classes {
 			if n > 0 {
-				js.Classes[ClassNames[c]] = n
+				js.Classes[record.ClassNames[c]] = n
 			}
 		}
 		out.Seconds = append(out.Seconds, js)

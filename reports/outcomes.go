@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // RecoveryThreshold caps the success rate a run must get back to after a fault, in percent: the run has
@@ -24,7 +26,7 @@ const whyOpenEnded = "the fault is open-ended: it lasted until the run ended"
 type Outcomes struct {
 	End time.Duration // the run's end as offset from its start (RunEnd)
 
-	// Windows has one entry per Record.Windows, in order; Fault judges all windows together (Name
+	// Windows has one entry per record.Record.Windows, in order; Fault judges all windows together (Name
 	// "fault": from the first start to the last end). Fault is the zero value when there are no windows.
 	Windows []WindowOutcome
 	Fault   WindowOutcome
@@ -73,7 +75,7 @@ type PhaseOutcome struct {
 	EjectionsKnown bool
 }
 
-// AttemptStats is the distribution of upstream attempts per client request, from Sample.Attempts.
+// AttemptStats is the distribution of upstream attempts per client request, from record.Sample.Attempts.
 type AttemptStats struct {
 	Requests      uint64         // requests considered
 	Known         uint64         // those with a known attempt count (Attempts > 0)
@@ -91,16 +93,16 @@ const EjectionGrace = time.Second
 
 // WindowOutcome is what followed a fault window's start and end.
 type WindowOutcome struct {
-	Name   string      // "faults[0]", or "fault" for all windows together
-	Window FaultWindow // the window as recorded (the zero value for "fault")
-	Span   Span        // when it was active (open-ended: to the run end), clipped to the run
+	Name   string             // "faults[0]", or "fault" for all windows together
+	Window record.FaultWindow // the window as recorded (the zero value for "fault")
+	Span   Span               // when it was active (open-ended: to the run end), clipped to the run
 	// Ejected is true when the proxy ejected a host the window targets, from the window's start to
 	// EjectionGrace after its end (for "fault": any window, with the hosts it targets). FirstEjection is
 	// the first such event (Host as "service/instance" when known), EjectionWindow the window it is
 	// credited to ("faults[N]"; for "fault", the earliest-starting one it counts for), EjectionStart that
 	// window's start and TimeToFirstEjection the delay from it.
 	Ejected             bool
-	FirstEjection       ProxyEvent
+	FirstEjection       record.ProxyEvent
 	EjectionWindow      string
 	EjectionStart       time.Duration
 	TimeToFirstEjection time.Duration
@@ -140,7 +142,7 @@ type Ejection struct {
 
 // ComputeOutcomes computes the resilience outcomes of a run from its record. It is a pure function of
 // the record.
-func ComputeOutcomes(rec *Record) Outcomes {
+func ComputeOutcomes(rec *record.Record) Outcomes {
 	o := Outcomes{
 		End:              RunEnd(rec),
 		Attempts:         attemptStats(rec.Samples),
@@ -202,13 +204,13 @@ func ComputeOutcomes(rec *Record) Outcomes {
 }
 
 // PhaseOf computes the outcome of one phase of the run, or says why the run has no such phase.
-func PhaseOf(rec *Record, sc Scope) (PhaseOutcome, error) {
+func PhaseOf(rec *record.Record, sc Scope) (PhaseOutcome, error) {
 	spans, err := ScopeSpans(rec, sc)
 	if err != nil {
 		return PhaseOutcome{}, err
 	}
 	p := PhaseOutcome{Scope: sc.String(), Spans: spans}
-	var samples []Sample
+	var samples []record.Sample
 	var length time.Duration
 	for _, sp := range spans {
 		length += sp.Len()
@@ -218,14 +220,14 @@ func PhaseOf(rec *Record, sc Scope) (PhaseOutcome, error) {
 			samples = append(samples, s)
 		}
 	}
-	p.Summary = Summarize(&Record{Samples: samples, TargetRate: rec.TargetRate})
+	p.Summary = Summarize(&record.Record{Samples: samples, TargetRate: rec.TargetRate})
 	p.Summary.Duration = length
 	p.Summary.AchievedRate = 0
 	if length > 0 {
 		p.Summary.AchievedRate = float64(len(samples)) / length.Seconds()
 	}
 	p.Summary.RateHeld = rec.TargetRate <= 0 ||
-		p.Summary.AchievedRate >= HeldRateFraction*rec.TargetRate && p.Summary.MaxSendLag <= MaxHeldSendLag
+		p.Summary.AchievedRate >= record.HeldRateFraction*rec.TargetRate && p.Summary.MaxSendLag <= record.MaxHeldSendLag
 
 	// Summarize took the attempts from the samples (the sub-record has no proxy stats nor upstreams, so
 	// no whole-run fallback and no received counts): the same definition as over the whole run.
@@ -236,7 +238,7 @@ func PhaseOf(rec *Record, sc Scope) (PhaseOutcome, error) {
 	}
 	p.Summary.Ejections = 0
 	for _, e := range rec.ProxyEvents {
-		if e.Kind == ProxyEjected && inSpans(spans, e.At) {
+		if e.Kind == record.ProxyEjected && inSpans(spans, e.At) {
 			p.Summary.Ejections++
 		}
 	}
@@ -253,7 +255,7 @@ func inSpans(spans []Span, t time.Duration) bool {
 	return false
 }
 
-func attemptStats(samples []Sample) AttemptStats {
+func attemptStats(samples []record.Sample) AttemptStats {
 	a := AttemptStats{Requests: uint64(len(samples)), Distribution: map[int]uint64{}}
 	for _, s := range samples {
 		if s.Attempts <= 0 {
@@ -271,7 +273,7 @@ func attemptStats(samples []Sample) AttemptStats {
 }
 
 // hostLabels maps upstream addresses to "service/instance".
-func hostLabels(rec *Record) map[string]string {
+func hostLabels(rec *record.Record) map[string]string {
 	m := map[string]string{}
 	for _, u := range rec.Upstreams {
 		if u.Address != "" {
@@ -288,17 +290,17 @@ func hostLabel(hosts map[string]string, host string) string {
 	return host
 }
 
-func sortedEvents(events []ProxyEvent) []ProxyEvent {
+func sortedEvents(events []record.ProxyEvent) []record.ProxyEvent {
 	out := slices.Clone(events)
-	slices.SortStableFunc(out, func(a, b ProxyEvent) int { return cmp.Compare(a.At, b.At) })
+	slices.SortStableFunc(out, func(a, b record.ProxyEvent) int { return cmp.Compare(a.At, b.At) })
 	return out
 }
 
-func timelines(events []ProxyEvent, hosts map[string]string, end time.Duration) []HostTimeline {
+func timelines(events []record.ProxyEvent, hosts map[string]string, end time.Duration) []HostTimeline {
 	type key struct{ cluster, host string }
 	byHost := map[key]*HostTimeline{}
 	for _, e := range events {
-		if e.Kind != ProxyEjected && e.Kind != ProxyUnejected {
+		if e.Kind != record.ProxyEjected && e.Kind != record.ProxyUnejected {
 			continue
 		}
 		k := key{e.Cluster, hostLabel(hosts, e.Host)}
@@ -310,9 +312,9 @@ func timelines(events []ProxyEvent, hosts map[string]string, end time.Duration) 
 		n := len(t.Ejections)
 		open := n > 0 && t.Ejections[n-1].Open
 		switch {
-		case e.Kind == ProxyEjected && !open:
+		case e.Kind == record.ProxyEjected && !open:
 			t.Ejections = append(t.Ejections, Ejection{Start: e.At, End: end, Open: true, Reason: e.Reason})
-		case e.Kind == ProxyUnejected && open:
+		case e.Kind == record.ProxyUnejected && open:
 			t.Ejections[n-1].End, t.Ejections[n-1].Open = e.At, false
 		}
 	}
@@ -340,15 +342,15 @@ type baselineRate struct {
 	end      time.Duration // the run's end
 }
 
-func baseline(rec *Record, end time.Duration) baselineRate {
+func baseline(rec *record.Record, end time.Duration) baselineRate {
 	var h health
-	samples := make([]Sample, 0, len(rec.Samples))
+	samples := make([]record.Sample, 0, len(rec.Samples))
 	for _, s := range rec.Samples {
-		if s.Error != ErrCanceled {
+		if s.Error != record.ErrCanceled {
 			samples = append(samples, s)
 		}
 	}
-	slices.SortStableFunc(samples, func(a, b Sample) int { return cmp.Compare(a.Intended, b.Intended) })
+	slices.SortStableFunc(samples, func(a, b record.Sample) int { return cmp.Compare(a.Intended, b.Intended) })
 	h.ok = make([]int, len(samples)+1)
 	for i, s := range samples {
 		h.at = append(h.at, s.Intended)
@@ -376,14 +378,14 @@ func (h health) index(t time.Duration) int {
 }
 
 // creditEjection finds the first ejection the windows (indexes of ws) are credited with: the earliest
-// "ejected" event of a host one of them targets (FaultWindow.Instances, or all of its Service's instances)
+// "ejected" event of a host one of them targets (record.FaultWindow.Instances, or all of its Service's instances)
 // at or after that window's start and at most EjectionGrace after its end. The event is credited to the
 // earliest-starting such window, and TimeToFirstEjection runs from that window's start. Without such an
 // event, Ejected stays false: other hosts' ejections, and ejections before the window or after its grace,
 // are not the window's.
-func (wo *WindowOutcome) creditEjection(ws []FaultWindow, spans []Span, windows []int, events []ProxyEvent, hosts map[string]string) {
+func (wo *WindowOutcome) creditEjection(ws []record.FaultWindow, spans []Span, windows []int, events []record.ProxyEvent, hosts map[string]string) {
 	for _, e := range events {
-		if e.Kind != ProxyEjected {
+		if e.Kind != record.ProxyEjected {
 			continue
 		}
 		credited := -1
@@ -414,7 +416,7 @@ func (s Span) containsClosed(t time.Duration) bool { return t >= s.Start && t <=
 // recoveryLimit is how far the recovery from window i may be looked for: until the next fault window
 // starts (one starting at or after its end), or the run's end. why is not empty when the recovery from
 // window i alone cannot be measured: another window is still active when it ends.
-func recoveryLimit(ws []FaultWindow, spans []Span, i int, end time.Duration) (time.Duration, string) {
+func recoveryLimit(ws []record.FaultWindow, spans []Span, i int, end time.Duration) (time.Duration, string) {
 	limit := end
 	for j := range ws {
 		if j == i {

@@ -3,6 +3,8 @@ package reports_test
 import (
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -18,28 +20,28 @@ import (
 //
 // The proxy ejects checkout/2 (by address) at 4.2 s and un-ejects it at 7.2 s; it counted 3 pending and
 // 2 retry overflows.
-func faultRun() *reports.Record {
-	rec := &reports.Record{
+func faultRun() *record.Record {
+	rec := &record.Record{
 		Scenario: "outlier", File: "examples/outlier.yaml", Seed: 7,
 		Started:    time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC),
 		TargetRate: 10, Duration: 10 * time.Second,
-		Windows: []reports.FaultWindow{{Name: "faults[0]", Service: "checkout", Instances: []int{2}, Start: 3 * time.Second,
+		Windows: []record.FaultWindow{{Name: "faults[0]", Service: "checkout", Instances: []int{2}, Start: 3 * time.Second,
 			End: 6 * time.Second, Kind: "abort"}},
-		Phases: []reports.LoadPhase{{Name: "warmup", End: 2 * time.Second}, {Name: "steady", Start: 2 * time.Second, End: 10 * time.Second}},
+		Phases: []record.LoadPhase{{Name: "warmup", End: 2 * time.Second}, {Name: "steady", Start: 2 * time.Second, End: 10 * time.Second}},
 		ProxyStats: map[string]uint64{
 			"cluster.checkout.upstream_rq_pending_overflow":               3,
 			"cluster.checkout.upstream_rq_retry_overflow":                 2,
 			"cluster.checkout.outlier_detection.ejections_enforced_total": 1,
 			"cluster.checkout.upstream_rq_retry":                          47,
 		},
-		Upstreams: []reports.UpstreamRecord{
+		Upstreams: []record.UpstreamRecord{
 			{Service: "checkout", Instance: 0, Address: "127.0.0.1:1001", Requests: 50},
 			{Service: "checkout", Instance: 1, Address: "127.0.0.1:1002", Requests: 50},
 			{Service: "checkout", Instance: 2, Address: "127.0.0.1:1003", Requests: 46},
 		},
-		ProxyEvents: []reports.ProxyEvent{
-			{At: 7200 * ms, Kind: reports.ProxyUnejected, Cluster: "checkout", Host: "127.0.0.1:1003"},
-			{At: 4200 * ms, Kind: reports.ProxyEjected, Cluster: "checkout", Host: "127.0.0.1:1003", Reason: "consecutive_5xx"},
+		ProxyEvents: []record.ProxyEvent{
+			{At: 7200 * ms, Kind: record.ProxyUnejected, Cluster: "checkout", Host: "127.0.0.1:1003"},
+			{At: 4200 * ms, Kind: record.ProxyEjected, Cluster: "checkout", Host: "127.0.0.1:1003", Reason: "consecutive_5xx"},
 		},
 	}
 	rec.Samples = steady(100, 10, func(int) time.Duration { return ms })
@@ -59,7 +61,7 @@ func faultRun() *reports.Record {
 }
 
 var _ = Describe("ComputeOutcomes", func() {
-	var rec *reports.Record
+	var rec *record.Record
 	BeforeEach(func() { rec = faultRun() })
 
 	phase := func(o reports.Outcomes, scope string) reports.PhaseOutcome {
@@ -148,13 +150,13 @@ var _ = Describe("ComputeOutcomes", func() {
 		Expect(w.Span).To(Equal(reports.Span{Start: 3 * time.Second, End: 6 * time.Second}))
 		Expect(w.Ejected).To(BeTrue())
 		Expect(w.TimeToFirstEjection).To(Equal(1200 * ms))
-		Expect(w.FirstEjection).To(Equal(reports.ProxyEvent{At: 4200 * ms, Kind: "ejected", Cluster: "checkout", Host: "checkout/2", Reason: "consecutive_5xx"}))
+		Expect(w.FirstEjection).To(Equal(record.ProxyEvent{At: 4200 * ms, Kind: "ejected", Cluster: "checkout", Host: "checkout/2", Reason: "consecutive_5xx"}))
 		Expect(o.Fault.Name).To(Equal("fault"))
 		Expect(o.Fault.TimeToFirstEjection).To(Equal(1200 * ms))
 	})
 
 	It("builds the ejection timeline per host, leaving an ejection without un-ejection open", func() {
-		rec.ProxyEvents = append(rec.ProxyEvents, reports.ProxyEvent{At: 9 * time.Second, Kind: "ejected", Cluster: "checkout", Host: "checkout/1"})
+		rec.ProxyEvents = append(rec.ProxyEvents, record.ProxyEvent{At: 9 * time.Second, Kind: "ejected", Cluster: "checkout", Host: "checkout/1"})
 		o := reports.ComputeOutcomes(rec)
 		Expect(o.Hosts).To(Equal([]reports.HostTimeline{
 			{Cluster: "checkout", Host: "checkout/1", Ejections: []reports.Ejection{{Start: 9 * time.Second, End: 10 * time.Second, Open: true}}},
@@ -213,7 +215,7 @@ var _ = Describe("ComputeOutcomes", func() {
 
 	Context("with two fault windows", func() {
 		BeforeEach(func() {
-			rec.Windows = append(rec.Windows, reports.FaultWindow{Name: "faults[1]", Service: "checkout", Start: 8 * time.Second, End: 9 * time.Second, Kind: "latency"})
+			rec.Windows = append(rec.Windows, record.FaultWindow{Name: "faults[1]", Service: "checkout", Start: 8 * time.Second, End: 9 * time.Second, Kind: "latency"})
 		})
 
 		It("judges the union and each window", func() {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // Span is a half-open stretch of a run, [Start, End), as offsets from the run start.
@@ -93,7 +95,7 @@ func ParseScope(text string) (Scope, error) {
 
 // RunEnd is the end of the run as offset from its start: the planned load duration, or just after the
 // last intended send when that is later.
-func RunEnd(rec *Record) time.Duration {
+func RunEnd(rec *record.Record) time.Duration {
 	end := rec.Duration
 	for _, s := range rec.Samples {
 		end = max(end, s.Intended+1)
@@ -103,7 +105,7 @@ func RunEnd(rec *Record) time.Duration {
 
 // windowSpan is when a fault window was active, open-ended windows running to the run end, clipped to
 // the run.
-func windowSpan(w FaultWindow, end time.Duration) Span {
+func windowSpan(w record.FaultWindow, end time.Duration) Span {
 	s := Span{Start: min(max(w.Start, 0), end), End: end}
 	if w.End > 0 {
 		s.End = min(max(w.End, s.Start), end)
@@ -112,7 +114,7 @@ func windowSpan(w FaultWindow, end time.Duration) Span {
 }
 
 // faultSpans returns the spans of the fault windows a scope names (-1: all), merged and sorted.
-func faultSpans(rec *Record, fault int, end time.Duration) []Span {
+func faultSpans(rec *record.Record, fault int, end time.Duration) []Span {
 	var spans []Span
 	for i, w := range rec.Windows {
 		if fault < 0 || fault == i {
@@ -137,7 +139,7 @@ func faultSpans(rec *Record, fault int, end time.Duration) []Span {
 // scope (an unknown fault index or phase). "before" a fault runs from the run start to the (first)
 // window's start; "after" from the (last) window's end to the run end, and is empty for an open-ended
 // window.
-func ScopeSpans(rec *Record, sc Scope) ([]Span, error) {
+func ScopeSpans(rec *record.Record, sc Scope) ([]Span, error) {
 	end := RunEnd(rec)
 	if sc.Phase != "" {
 		for _, p := range rec.Phases {
@@ -177,7 +179,7 @@ func ScopeSpans(rec *Record, sc Scope) ([]Span, error) {
 	return during, nil
 }
 
-func windowNames(ws []FaultWindow) string {
+func windowNames(ws []record.FaultWindow) string {
 	names := make([]string, len(ws))
 	for i := range ws {
 		names[i] = fmt.Sprintf("faults[%d]", i)
@@ -195,9 +197,9 @@ func ValidateScope(c Check, windows int, phases []string) error {
 	if err != nil {
 		return err
 	}
-	rec := &Record{Windows: make([]FaultWindow, windows)}
+	rec := &record.Record{Windows: make([]record.FaultWindow, windows)}
 	for _, p := range phases {
-		rec.Phases = append(rec.Phases, LoadPhase{Name: p})
+		rec.Phases = append(rec.Phases, record.LoadPhase{Name: p})
 	}
 	if _, err := ScopeSpans(rec, sc); err != nil {
 		return fmt.Errorf("check %q: scope %q: %w", c.String(), c.Scope, err)

@@ -2,6 +2,8 @@ package reports
 
 import (
 	"time"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // ReportVersion is the version of the report.json schema (see README.md). Version 2 split version 1's
@@ -20,7 +22,7 @@ type Report struct {
 	Seed       uint64
 	Started    time.Time
 	Summary    Summary
-	Upstreams  []UpstreamRecord
+	Upstreams  []record.UpstreamRecord
 	ProxyStats map[string]uint64
 	Checks     []Verdict
 	Passed     bool
@@ -29,7 +31,7 @@ type Report struct {
 }
 
 // NewReport summarizes the record, computes its outcomes, and judges the checks against it (EvaluateRun).
-func NewReport(rec *Record, checks []Check) Report {
+func NewReport(rec *record.Record, checks []Check) Report {
 	r := Report{
 		Version:    ReportVersion,
 		Scenario:   rec.Scenario,

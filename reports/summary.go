@@ -4,30 +4,25 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
-// The generator held its rate when it achieved at least HeldRateFraction of the target rate and no send
-// was later than MaxHeldSendLag.
-const (
-	HeldRateFraction = 0.95
-	MaxHeldSendLag   = time.Second
-)
-
-// Summary is what a report shows; Summarize computes it from a Record.
+// Summary is what a report shows; Summarize computes it from a record.Record.
 type Summary struct {
 	// Requests counts the samples; Successes those with a complete 2xx/3xx response; Errors the rest
 	// (4xx, 5xx and transport errors, including requests cancelled when the run was stopped).
 	Requests, Successes, Errors uint64
 
-	TargetRate float64       // planned requests/s (Record.TargetRate)
-	Duration   time.Duration // planned load duration (Record.Duration)
+	TargetRate float64       // planned requests/s (record.Record.TargetRate)
+	Duration   time.Duration // planned load duration (record.Record.Duration)
 	// AchievedRate is the rate at which requests were actually sent, in requests/s:
 	// Requests / max(Duration, last actual send offset + 1/TargetRate). A generator that keeps up sends
 	// its last request at Duration − 1/TargetRate, so it achieves exactly TargetRate; one that falls
 	// behind stretches the send window and achieves less.
 	AchievedRate float64
-	// RateHeld is false when the generator fell behind: AchievedRate < HeldRateFraction × TargetRate or
-	// MaxSendLag > MaxHeldSendLag. Always true without a TargetRate.
+	// RateHeld is false when the generator fell behind: AchievedRate < record.HeldRateFraction × TargetRate or
+	// MaxSendLag > record.MaxHeldSendLag. Always true without a TargetRate.
 	RateHeld   bool
 	MaxSendLag time.Duration // worst lateness of an actual send against its intended time
 
@@ -38,7 +33,7 @@ type Summary struct {
 
 	// Latency is measured from the intended send time (coordinated-omission corrected), Uncorrected from
 	// the actual send time. Both leave out requests cancelled because the run was stopped.
-	Latency, Uncorrected Percentiles
+	Latency, Uncorrected record.Percentiles
 
 	// Retries sums cluster.<c>.upstream_rq_retry and Ejections cluster.<c>.outlier_detection.ejections_enforced_total
 	// over the proxy's clusters (over a phase, see PhaseOf).
@@ -56,7 +51,7 @@ type Summary struct {
 	RetryAmplification             float64
 
 	// UpstreamReceived is every request the upstream instances received (the sum of
-	// UpstreamRecord.Requests, resets included): the attempts that were delivered to an instance.
+	// record.UpstreamRecord.Requests, resets included): the attempts that were delivered to an instance.
 	// DeliveredAmplification is UpstreamReceived / Requests. Both are known over the whole run only, and
 	// only with upstream records (ReceivedKnown).
 	UpstreamReceived       uint64
@@ -66,7 +61,7 @@ type Summary struct {
 
 // Where Summary.UpstreamAttempts come from.
 const (
-	// AttemptsFromSamples: the sum of Sample.Attempts over the requests that carry an attempt count
+	// AttemptsFromSamples: the sum of record.Sample.Attempts over the requests that carry an attempt count
 	// (AttemptsOver of them). Used whenever at least one request carries one.
 	AttemptsFromSamples = "samples"
 	// AttemptsFromProxy: the proxy's sum of cluster.<c>.upstream_rq_total, over all requests. The whole
@@ -75,12 +70,9 @@ const (
 	AttemptsFromProxy = "upstream_rq_total"
 )
 
-// Percentiles of a latency distribution.
-type Percentiles struct{ P50, P90, P99, P999, Max time.Duration }
-
-// Summarize computes the summary of a run. Percentiles are exact, from the samples: the nearest rank
-// (ExactPercentile).
-func Summarize(rec *Record) Summary {
+// Summarize computes the summary of a run. record.Percentiles are exact, from the samples: the nearest rank
+// (record.ExactPercentile).
+func Summarize(rec *record.Record) Summary {
 	s := Summary{
 		TargetRate:  rec.TargetRate,
 		Duration:    rec.Duration,
@@ -103,7 +95,7 @@ func Summarize(rec *Record) Summary {
 		}
 		s.MaxSendLag = max(s.MaxSendLag, x.Sent-x.Intended)
 		lastSent = max(lastSent, x.Sent)
-		if x.Error != ErrCanceled {
+		if x.Error != record.ErrCanceled {
 			corrected = append(corrected, max(x.Latency, 0))
 			uncorrected = append(uncorrected, max(x.Uncorrected(), 0))
 		}
@@ -111,7 +103,7 @@ func Summarize(rec *Record) Summary {
 	s.Errors = s.Requests - s.Successes
 	slices.Sort(corrected)
 	slices.Sort(uncorrected)
-	s.Latency, s.Uncorrected = sortedPercentiles(corrected), sortedPercentiles(uncorrected)
+	s.Latency, s.Uncorrected = record.SortedPercentiles(corrected), record.SortedPercentiles(uncorrected)
 
 	window := lastSent
 	if rec.TargetRate > 0 {
@@ -120,7 +112,7 @@ func Summarize(rec *Record) Summary {
 	if window = max(window, rec.Duration); window > 0 && s.Requests > 0 {
 		s.AchievedRate = float64(s.Requests) / window.Seconds()
 	}
-	s.RateHeld = rec.TargetRate <= 0 || s.AchievedRate >= HeldRateFraction*rec.TargetRate && s.MaxSendLag <= MaxHeldSendLag
+	s.RateHeld = rec.TargetRate <= 0 || s.AchievedRate >= record.HeldRateFraction*rec.TargetRate && s.MaxSendLag <= record.MaxHeldSendLag
 	if s.Requests > 0 {
 		s.SuccessRate = 100 * float64(s.Successes) / float64(s.Requests)
 		s.ErrorRate = 100 * float64(s.Errors) / float64(s.Requests)

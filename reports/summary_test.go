@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/types"
@@ -20,20 +22,20 @@ func beWithin0_1Percent(want time.Duration) types.GomegaMatcher {
 }
 
 // steady returns n successful samples at rate/s, on time, with latency(i) for sample i (from 0).
-func steady(n int, rate float64, latency func(i int) time.Duration) []reports.Sample {
-	out := make([]reports.Sample, n)
+func steady(n int, rate float64, latency func(i int) time.Duration) []record.Sample {
+	out := make([]record.Sample, n)
 	for i := range out {
 		at := time.Duration(float64(i) * float64(time.Second) / rate)
-		out[i] = reports.Sample{Seq: uint64(i + 1), Intended: at, Sent: at, Latency: latency(i), Status: 200}
+		out[i] = record.Sample{Seq: uint64(i + 1), Intended: at, Sent: at, Latency: latency(i), Status: 200}
 	}
 	return out
 }
 
 var _ = Describe("Summarize", func() {
-	var rec *reports.Record
+	var rec *record.Record
 
 	BeforeEach(func() {
-		rec = &reports.Record{TargetRate: 10, Duration: time.Second,
+		rec = &record.Record{TargetRate: 10, Duration: time.Second,
 			Samples: steady(10, 10, func(i int) time.Duration { return time.Duration(i+1) * 10 * ms })}
 	})
 
@@ -42,8 +44,8 @@ var _ = Describe("Summarize", func() {
 			rec.Samples[4].Sent += 3 * ms // late by 3ms: 50ms corrected, 47ms uncorrected
 			rec.Samples[6].Status = 302
 			rec.Samples[7].Status = 503
-			rec.Samples[8].Status, rec.Samples[8].Error = 0, reports.ErrReset
-			rec.Samples[9].Error = reports.ErrEOF // headers arrived, the body did not
+			rec.Samples[8].Status, rec.Samples[8].Error = 0, record.ErrReset
+			rec.Samples[9].Error = record.ErrEOF // headers arrived, the body did not
 			rec.ProxyStats = map[string]uint64{
 				"cluster.a.upstream_rq_retry":                            2,
 				"cluster.b.c.upstream_rq_retry":                          1, // a cluster name with a dot
@@ -53,7 +55,7 @@ var _ = Describe("Summarize", func() {
 				"cluster.b.c.outlier_detection.ejections_enforced_total": 2,
 				"cluster.a.outlier_detection.ejections_active":           1,
 			}
-			rec.Upstreams = []reports.UpstreamRecord{{Service: "a", Requests: 7, Resets: 1}, {Service: "a", Instance: 1, Requests: 6}}
+			rec.Upstreams = []record.UpstreamRecord{{Service: "a", Requests: 7, Resets: 1}, {Service: "a", Instance: 1, Requests: 6}}
 		})
 
 		It("counts outcomes: 2xx and 3xx succeed, 4xx/5xx and transport errors fail", func() {
@@ -100,7 +102,7 @@ var _ = Describe("Summarize", func() {
 	})
 
 	It("leaves requests cancelled by the run out of the latencies, not out of the counts", func() {
-		rec.Samples = append(rec.Samples, reports.Sample{Seq: 11, Intended: time.Second, Sent: time.Second, Latency: time.Hour, Error: reports.ErrCanceled})
+		rec.Samples = append(rec.Samples, record.Sample{Seq: 11, Intended: time.Second, Sent: time.Second, Latency: time.Hour, Error: record.ErrCanceled})
 		s := reports.Summarize(rec)
 		Expect(s.Latency.Max).To(Equal(100 * ms))
 		Expect(s.Requests).To(BeEquivalentTo(11))
@@ -130,7 +132,7 @@ var _ = Describe("Summarize", func() {
 	})
 
 	It("summarizes an empty record without NaNs", func() {
-		s := reports.Summarize(&reports.Record{TargetRate: 10, Duration: time.Second})
+		s := reports.Summarize(&record.Record{TargetRate: 10, Duration: time.Second})
 		Expect(s.SuccessRate).To(BeZero())
 		Expect(s.AchievedRate).To(BeZero())
 		Expect(s.RetryAmplification).To(BeZero())
@@ -155,24 +157,24 @@ var _ = Describe("Summarize", func() {
 			uncorrected = append(uncorrected, x.Uncorrected())
 		}
 		for _, c := range []struct {
-			got    reports.Percentiles
+			got    record.Percentiles
 			values []time.Duration
 		}{{s.Latency, corrected}, {s.Uncorrected, uncorrected}} {
-			Expect(c.got.P50).To(beWithin0_1Percent(reports.ExactPercentile(c.values, 0.5)))
-			Expect(c.got.P90).To(beWithin0_1Percent(reports.ExactPercentile(c.values, 0.9)))
-			Expect(c.got.P99).To(beWithin0_1Percent(reports.ExactPercentile(c.values, 0.99)))
-			Expect(c.got.P999).To(beWithin0_1Percent(reports.ExactPercentile(c.values, 0.999)))
-			Expect(c.got.Max).To(Equal(reports.ExactPercentile(c.values, 1)))
+			Expect(c.got.P50).To(beWithin0_1Percent(record.ExactPercentile(c.values, 0.5)))
+			Expect(c.got.P90).To(beWithin0_1Percent(record.ExactPercentile(c.values, 0.9)))
+			Expect(c.got.P99).To(beWithin0_1Percent(record.ExactPercentile(c.values, 0.99)))
+			Expect(c.got.P999).To(beWithin0_1Percent(record.ExactPercentile(c.values, 0.999)))
+			Expect(c.got.Max).To(Equal(record.ExactPercentile(c.values, 1)))
 		}
 	})
 })
 
-var _ = Describe("ExactPercentile", func() {
+var _ = Describe("record.ExactPercentile", func() {
 	values := []time.Duration{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}
 
 	DescribeTable("takes the nearest rank",
 		func(q float64, want time.Duration) {
-			Expect(reports.ExactPercentile(values, q)).To(Equal(want))
+			Expect(record.ExactPercentile(values, q)).To(Equal(want))
 		},
 		Entry("p10", 0.1, time.Duration(1)),
 		Entry("just above p10", 0.11, time.Duration(2)),
@@ -183,7 +185,7 @@ var _ = Describe("ExactPercentile", func() {
 	)
 
 	It("returns 0 for no values and leaves its argument alone", func() {
-		Expect(reports.ExactPercentile(nil, 0.5)).To(BeZero())
+		Expect(record.ExactPercentile(nil, 0.5)).To(BeZero())
 		Expect(values[0]).To(Equal(time.Duration(10)))
 	})
 })

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // WriteTerminal writes a compact summary for people: the load and whether its rate held (a loud warning
@@ -165,7 +167,7 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 }
 
 // windowTarget shows what a fault window applied to: "checkout/[2 3]" or "checkout/*".
-func windowTarget(w FaultWindow) string {
+func windowTarget(w record.FaultWindow) string {
 	if len(w.Instances) == 0 {
 		return w.Service + "/*"
 	}
@@ -200,7 +202,7 @@ func passFail(ok bool) string {
 	return "FAIL"
 }
 
-func percentiles(p Percentiles) string {
+func percentiles(p record.Percentiles) string {
 	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", formatDuration(p.P50), formatDuration(p.P90),
 		formatDuration(p.P99), formatDuration(p.P999), formatDuration(p.Max))
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -17,7 +19,7 @@ import (
 )
 
 var _ = Describe("Report", func() {
-	var rec *reports.Record
+	var rec *record.Record
 
 	mustParse := func(exprs ...string) []reports.Check {
 		var out []reports.Check
@@ -30,13 +32,13 @@ var _ = Describe("Report", func() {
 	}
 
 	BeforeEach(func() {
-		rec = &reports.Record{
+		rec = &record.Record{
 			Scenario: "outlier-ejects", File: "examples/outlier.yaml", Seed: 7,
 			Started:    time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC),
 			TargetRate: 10, Duration: time.Second,
 			Samples:    steady(10, 10, func(i int) time.Duration { return time.Duration(i+1) * ms }),
 			ProxyStats: map[string]uint64{"cluster.checkout.upstream_rq_retry": 2},
-			Upstreams: []reports.UpstreamRecord{
+			Upstreams: []record.UpstreamRecord{
 				{Service: "checkout", Instance: 0, Address: "127.0.0.1:1001", Requests: 6, Statuses: map[int]uint64{200: 6}},
 				{Service: "checkout", Instance: 1, Address: "127.0.0.1:1002", Requests: 6, Statuses: map[int]uint64{200: 4, 503: 2},
 					Applied: map[string]uint64{"faults[0]/abort": 2}},
@@ -181,9 +183,9 @@ var _ = Describe("Report", func() {
 
 var _ = Describe("the terminal summary of phases", func() {
 	It("shows an empty phase as 0 requests, not as 0% success", func() {
-		rec := &reports.Record{Scenario: "s", TargetRate: 10, Duration: time.Second,
-			Samples: []reports.Sample{{Seq: 1, Intended: 0, Sent: 0, Latency: time.Millisecond, Status: 200, Attempts: 1}},
-			Windows: []reports.FaultWindow{{Name: "faults[0]", Service: "a", Kind: "abort"}}}
+		rec := &record.Record{Scenario: "s", TargetRate: 10, Duration: time.Second,
+			Samples: []record.Sample{{Seq: 1, Intended: 0, Sent: 0, Latency: time.Millisecond, Status: 200, Attempts: 1}},
+			Windows: []record.FaultWindow{{Name: "faults[0]", Service: "a", Kind: "abort"}}}
 		var b strings.Builder
 		Expect(reports.WriteTerminal(&b, reports.NewReport(rec, nil))).To(Succeed())
 		Expect(b.String()).To(MatchRegexp(`(?m)^\s+before fault\s+\S+\s+requests 0\s*$`))

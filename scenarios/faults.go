@@ -6,9 +6,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/faults/tcp"
-	"github.com/meshproof/meshproof/reports"
 )
 
 // FaultResponse is the service's normal behaviour as the fault upstream takes it.
@@ -95,10 +96,10 @@ func (f *Fault) hasHTTPKind() bool {
 }
 
 // Windows lists the scenario's fault rules as the report's fault windows, in scenario order.
-func (sc *Scenario) Windows() []reports.FaultWindow {
-	out := make([]reports.FaultWindow, 0, len(sc.Faults))
+func (sc *Scenario) Windows() []record.FaultWindow {
+	out := make([]record.FaultWindow, 0, len(sc.Faults))
 	for i, f := range sc.Faults {
-		w := reports.FaultWindow{Name: fmt.Sprintf("faults[%d]", i), Service: f.Service, Instances: f.Instances,
+		w := record.FaultWindow{Name: fmt.Sprintf("faults[%d]", i), Service: f.Service, Instances: f.Instances,
 			Start: f.Start, Kind: strings.Join(f.Kinds(), "+")}
 		if f.Duration > 0 {
 			w.End = f.Start + f.Duration
@@ -110,8 +111,8 @@ func (sc *Scenario) Windows() []reports.FaultWindow {
 
 // NewRecord starts the record of a run of the scenario whose load started at started: what every
 // runner records the same way (identity, planned load, samples, fault windows).
-func (sc *Scenario) NewRecord(seed uint64, started time.Time, samples []reports.Sample) *reports.Record {
-	rec := &reports.Record{
+func (sc *Scenario) NewRecord(seed uint64, started time.Time, samples []record.Sample) *record.Record {
+	rec := &record.Record{
 		Scenario:   sc.Name,
 		File:       sc.File,
 		Seed:       seed,
@@ -125,7 +126,7 @@ func (sc *Scenario) NewRecord(seed uint64, started time.Time, samples []reports.
 		var planned float64
 		rec.Duration = 0
 		for _, p := range sc.Load.Phases {
-			rec.Phases = append(rec.Phases, reports.LoadPhase{Name: p.Name, Start: rec.Duration, End: rec.Duration + p.Duration.Duration})
+			rec.Phases = append(rec.Phases, record.LoadPhase{Name: p.Name, Start: rec.Duration, End: rec.Duration + p.Duration.Duration})
 			rec.Duration += p.Duration.Duration
 			planned += p.Planned()
 		}

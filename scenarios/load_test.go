@@ -6,11 +6,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/proxy/config"
-	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -178,7 +179,7 @@ checks:
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sc.Load.Total()).To(Equal(9 * time.Second))
 		rec := sc.NewRecord(0, time.Time{}, nil)
-		Expect(rec.Phases).To(Equal([]reports.LoadPhase{
+		Expect(rec.Phases).To(Equal([]record.LoadPhase{
 			{Name: "warmup", Start: 0, End: 2 * time.Second},
 			{Name: "ramp", Start: 2 * time.Second, End: 6 * time.Second},
 			{Name: "spike", Start: 6 * time.Second, End: 9 * time.Second},

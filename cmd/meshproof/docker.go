@@ -6,10 +6,11 @@ import (
 	"io"
 	"os"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	tclog "github.com/testcontainers/testcontainers-go/log"
 
 	"github.com/meshproof/meshproof/mesh/docker"
-	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -21,7 +22,7 @@ const (
 )
 
 // runDocker runs the scenario on the docker runner, with progress on w.
-func runDocker(ctx context.Context, sc *scenarios.Scenario, seed *uint64, w io.Writer) (*reports.Record, error) {
+func runDocker(ctx context.Context, sc *scenarios.Scenario, seed *uint64, w io.Writer) (*record.Record, error) {
 	verbose := os.Getenv(envDockerVerbose) == "1"
 	if !verbose {
 		tclog.SetDefault(tclog.NewNoopLogger()) // testcontainers' banner; the runner's own lines still go to w

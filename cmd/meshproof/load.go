@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	"github.com/meshproof/meshproof/mesh/load"
 	"github.com/meshproof/meshproof/reports"
 )
@@ -207,7 +209,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // loadVerdict is the exit code of a load that ran: 1 when more than maxErrorRate percent of the
 // requests failed (maxErrorRate < 0: when every request failed), else 0.
-func loadVerdict(h *reports.HistSet, maxErrorRate float64, stderr io.Writer) int {
+func loadVerdict(h *record.HistSet, maxErrorRate float64, stderr io.Writer) int {
 	if h.Requests == 0 {
 		return exitOK
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -15,11 +17,11 @@ import (
 // failing ones with status 503, latencies given per request.
 func writeRun(failures int, latency time.Duration, checks ...string) string {
 	GinkgoHelper()
-	rec := &reports.Record{Scenario: "compare-me", Seed: 7, TargetRate: 10, Duration: 10 * time.Second,
+	rec := &record.Record{Scenario: "compare-me", Seed: 7, TargetRate: 10, Duration: 10 * time.Second,
 		Started:    time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC),
 		ProxyStats: map[string]uint64{"cluster.backend.upstream_rq_retry": uint64(failures)}}
 	for i := range 100 {
-		s := reports.Sample{Seq: uint64(i), Intended: time.Duration(i) * 100 * time.Millisecond, Latency: latency, Status: 200}
+		s := record.Sample{Seq: uint64(i), Intended: time.Duration(i) * 100 * time.Millisecond, Latency: latency, Status: 200}
 		s.Sent = s.Intended
 		if i < failures {
 			s.Status = 503

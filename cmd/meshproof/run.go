@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/meshproof/meshproof/mesh/live"
@@ -72,7 +74,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	fmt.Fprintf(stdout, "meshproof: running %s (%s): %s\n", sc.Name, file, sc.Load.Describe())
-	var rec *reports.Record
+	var rec *record.Record
 	if *runner == "docker" {
 		rec, err = runDocker(ctx, sc, opts.Seed, stderr)
 	} else {

@@ -27,6 +27,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/google/uuid"
 	"github.com/moby/moby/api/types/container"
@@ -41,7 +43,6 @@ import (
 
 	"github.com/meshproof/meshproof/mesh/drive"
 	"github.com/meshproof/meshproof/mesh/load"
-	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -114,7 +115,7 @@ type runner struct {
 	proxies    map[string]*testcontainers.DockerContainer
 
 	evMu   sync.Mutex
-	events []reports.FaultEvent // container faults
+	events []record.FaultEvent // container faults
 }
 
 // upstream is one upstream instance's container.
@@ -142,7 +143,7 @@ func (u *upstream) aliases() []string {
 // record, shaped like the embedded runner's. Everything it created is removed before it returns, with a
 // fresh context when ctx is cancelled. On cancellation during the load it returns the record so far
 // and ctx's error, like mesh/live.
-func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (rec *reports.Record, err error) {
+func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (rec *record.Record, err error) {
 	seed := sc.Seed
 	if opts.Seed != nil {
 		seed = *opts.Seed
@@ -214,7 +215,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (rec *report
 }
 
 // drive runs the load and the container faults, then collects the record.
-func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64) (*reports.Record, error) {
+func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64) (*record.Record, error) {
 	l := sc.Load
 	listener, err := r.endpoint(ctx, r.proxies[l.Target], ListenerPort)
 	if err != nil {
@@ -241,7 +242,7 @@ func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64)
 	if r.opts.OnStats != nil {
 		bg.Go(func() { r.pollStats(ctx, l.Target, start, loadDone) })
 	}
-	var health []reports.ProxyEvent
+	var health []record.ProxyEvent
 	bg.Go(func() { health = r.pollHealth(ctx, l.Target, start, loadDone) })
 	samples, loadStart, err := load.Run(ctx, cfg)
 	close(loadDone)
@@ -463,12 +464,12 @@ const healthInterval = 100 * time.Millisecond
 // pollHealth watches the target proxy's /clusters while the load runs and turns each host's
 // /failed_outlier_check flag going up or down into an ejected or unejected event (timed to within
 // healthInterval): the proxy runs in its own container, so the runner sees its decisions from outside.
-func (r *runner) pollHealth(ctx context.Context, target string, start time.Time, done <-chan struct{}) []reports.ProxyEvent {
+func (r *runner) pollHealth(ctx context.Context, target string, start time.Time, done <-chan struct{}) []record.ProxyEvent {
 	names := map[string]string{}
 	for _, u := range r.upstreams {
 		names[netip.AddrPortFrom(u.ip, UpstreamPort).String()] = u.name()
 	}
-	var events []reports.ProxyEvent
+	var events []record.ProxyEvent
 	ejected := map[string]bool{}
 	t := time.NewTicker(healthInterval)
 	defer t.Stop()
@@ -500,21 +501,21 @@ func (r *runner) pollHealth(ctx context.Context, target string, start time.Time,
 				continue
 			}
 			ejected[host] = now
-			kind := reports.ProxyUnejected
+			kind := record.ProxyUnejected
 			if now {
-				kind = reports.ProxyEjected
+				kind = record.ProxyEjected
 			}
-			events = append(events, reports.ProxyEvent{At: at, Kind: kind, Cluster: parts[0], Host: host, Reason: "seen on /clusters"})
+			events = append(events, record.ProxyEvent{At: at, Kind: kind, Cluster: parts[0], Host: host, Reason: "seen on /clusters"})
 		}
 	}
 }
 
 // collectUpstreams fetches every instance's report and merges it with what it reported before kills and
 // restarts. A killed instance that was not started again contributes what it reported before.
-func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) ([]reports.UpstreamRecord, []reports.FaultEvent, error) {
+func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) ([]record.UpstreamRecord, []record.FaultEvent, error) {
 	var (
-		out    []reports.UpstreamRecord
-		events []reports.FaultEvent
+		out    []record.UpstreamRecord
+		events []record.FaultEvent
 		errs   []error
 	)
 	for _, u := range r.upstreams {
@@ -534,7 +535,7 @@ func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) ([]r
 				parts = append(parts, rep)
 			}
 		}
-		ur := reports.UpstreamRecord{
+		ur := record.UpstreamRecord{
 			Service: u.service, Instance: u.index, Address: hostPort(u.ip.String(), UpstreamPort),
 			Statuses: map[int]uint64{}, Applied: map[string]uint64{},
 		}
@@ -548,7 +549,7 @@ func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) ([]r
 				ur.Applied[k] += v
 			}
 			for _, e := range p.Events {
-				events = append(events, reports.FaultEvent{At: e.Time.Sub(loadStart), Service: u.service, Instance: u.index,
+				events = append(events, record.FaultEvent{At: e.Time.Sub(loadStart), Service: u.service, Instance: u.index,
 					Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail})
 			}
 		}
@@ -694,7 +695,7 @@ func (r *runner) logf(format string, args ...any) {
 	fmt.Fprintf(r.log, "docker: "+format+"\n", args...)
 }
 
-func (r *runner) faultEvent(e reports.FaultEvent) {
+func (r *runner) faultEvent(e record.FaultEvent) {
 	r.evMu.Lock()
 	r.events = append(r.events, e)
 	r.evMu.Unlock()

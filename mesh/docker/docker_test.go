@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	"github.com/google/uuid"
 	"github.com/moby/moby/client"
 	. "github.com/onsi/ginkgo/v2"
@@ -182,10 +184,10 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 			"events are named after the scenario's rule")
 		var ejected, unejected bool
 		for _, e := range rec.ProxyEvents {
-			if e.Host == "orders/1" && e.Kind == reports.ProxyEjected && e.At >= 2*time.Second {
+			if e.Host == "orders/1" && e.Kind == record.ProxyEjected && e.At >= 2*time.Second {
 				ejected = true
 			}
-			if e.Host == "orders/1" && e.Kind == reports.ProxyUnejected && ejected {
+			if e.Host == "orders/1" && e.Kind == record.ProxyUnejected && ejected {
 				unejected = true
 			}
 		}
@@ -286,7 +288,7 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 })
 
 // describe prints what a run's client and proxy saw.
-func describe(rec *reports.Record) {
+func describe(rec *record.Record) {
 	s := reports.Summarize(rec)
 	GinkgoWriter.Printf("%d requests, %.2f%% ok, statuses %v, errors %v, p99 %s, retries %d, amplification %.2f\n",
 		s.Requests, s.SuccessRate, s.StatusCodes, s.ErrorKinds, s.Latency.P99, s.Retries, s.RetryAmplification)
@@ -337,9 +339,9 @@ func at(timeline []statsAt, t time.Duration) uint64 {
 }
 
 // event is the record's one container fault event of that kind.
-func event(rec *reports.Record, kind string) reports.FaultEvent {
+func event(rec *record.Record, kind string) record.FaultEvent {
 	GinkgoHelper()
-	var found []reports.FaultEvent
+	var found []record.FaultEvent
 	for _, e := range rec.Events {
 		if e.Kind == kind && strings.HasPrefix(e.Fault, "container_faults[") {
 			found = append(found, e)

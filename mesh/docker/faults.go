@@ -11,10 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
-	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -26,7 +27,7 @@ const (
 	FaultRestart   = "restart"   // stopped (SIGTERM, then SIGKILL after 1s), started again after For (0: at once)
 )
 
-// Event kinds a container fault records in reports.FaultEvent.Kind: the fault's kind when applied, then
+// Event kinds a container fault records in record.FaultEvent.Kind: the fault's kind when applied, then
 // "start" (kill, restart), "unpause" (pause) or "heal" (partition) when it is lifted, or "error" when
 // Docker refused it.
 const (
@@ -110,7 +111,7 @@ func ValidateFaults(sc *scenarios.Scenario, faults []ContainerFault) error {
 func (r *runner) runFault(ctx context.Context, i int, f ContainerFault, start time.Time, done <-chan struct{}) {
 	u := r.upstreamOf(f.Service, f.Instance)
 	record := func(kind, detail string) {
-		r.faultEvent(reports.FaultEvent{At: time.Since(start), Service: f.Service, Instance: f.Instance,
+		r.faultEvent(record.FaultEvent{At: time.Since(start), Service: f.Service, Instance: f.Instance,
 			Fault: cmp.Or(f.Name, faultName(i)), Kind: kind, Detail: detail})
 		r.logf("%s %s/%d: %s %s", cmp.Or(f.Name, faultName(i)), f.Service, f.Instance, kind, detail)
 	}

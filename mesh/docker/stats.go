@@ -8,7 +8,7 @@ import (
 )
 
 // ParseStats reads the proxy's /stats text format, one "name: value" per line, into the form of
-// reports.Record.ProxyStats: counters and gauges by Envoy name, negative gauges as zero (like the
+// record.Record.ProxyStats: counters and gauges by Envoy name, negative gauges as zero (like the
 // embedded runner's proxy.Stats().Values()). Lines whose value is not an integer (Envoy's histogram
 // summaries) are skipped; a line without ": " is an error naming its line number.
 func ParseStats(text string) (map[string]uint64, error) {

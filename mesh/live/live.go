@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/meshproof/meshproof/faults"
@@ -21,7 +23,6 @@ import (
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
-	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -83,7 +84,7 @@ func (in *instance) endpoint() string {
 
 // Run starts the scenario's topology, drives its load, and returns the record. Everything it started is
 // stopped before it returns, whatever happened.
-func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Record, error) {
+func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*record.Record, error) {
 	seed := sc.Seed
 	if opts.Seed != nil {
 		seed = *opts.Seed
@@ -167,7 +168,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*reports.Re
 	rec.ProxyStats = topo.proxies[l.Target].Stats().Values()
 	for _, in := range topo.upstreams {
 		st := in.up.Stats()
-		rec.Upstreams = append(rec.Upstreams, reports.UpstreamRecord{
+		rec.Upstreams = append(rec.Upstreams, record.UpstreamRecord{
 			Service: in.service, Instance: in.index, Address: in.up.Addr(),
 			Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied,
 		})
@@ -313,7 +314,7 @@ func (t *topology) recordAttempts(id string, attempts int) {
 }
 
 // fillAttempts gives each sample the proxy's attempt count for its request ("mp-<seq>").
-func (t *topology) fillAttempts(samples []reports.Sample) {
+func (t *topology) fillAttempts(samples []record.Sample) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range samples {
@@ -322,20 +323,20 @@ func (t *topology) fillAttempts(samples []reports.Sample) {
 }
 
 // proxyRecord returns the proxy's events as offsets from the run start, naming hosts "service/instance".
-func (t *topology) proxyRecord(start time.Time) []reports.ProxyEvent {
+func (t *topology) proxyRecord(start time.Time) []record.ProxyEvent {
 	names := map[string]string{}
 	for _, in := range t.upstreams {
 		names[in.endpoint()] = fmt.Sprintf("%s/%d", in.service, in.index)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]reports.ProxyEvent, 0, len(t.proxyEvents))
+	out := make([]record.ProxyEvent, 0, len(t.proxyEvents))
 	for _, e := range t.proxyEvents {
 		host := e.Host
 		if n, ok := names[host]; ok {
 			host = n
 		}
-		out = append(out, reports.ProxyEvent{At: e.Time.Sub(start), Kind: e.Kind, Cluster: e.Cluster, Host: host, Reason: e.Reason})
+		out = append(out, record.ProxyEvent{At: e.Time.Sub(start), Kind: e.Kind, Cluster: e.Cluster, Host: host, Reason: e.Reason})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
 	return out
@@ -348,12 +349,12 @@ func (t *topology) record(e faults.Event) {
 }
 
 // faultEvents returns the fault events in time order, as offsets from the run start.
-func (t *topology) faultEvents(start time.Time) []reports.FaultEvent {
+func (t *topology) faultEvents(start time.Time) []record.FaultEvent {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]reports.FaultEvent, 0, len(t.events))
+	out := make([]record.FaultEvent, 0, len(t.events))
 	for _, e := range t.events {
-		out = append(out, reports.FaultEvent{At: e.Time.Sub(start), Service: e.Service, Instance: e.Instance,
+		out = append(out, record.FaultEvent{At: e.Time.Sub(start), Service: e.Service, Instance: e.Instance,
 			Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })

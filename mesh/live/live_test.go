@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gleak"
@@ -76,10 +78,10 @@ var _ = Describe("Run", func() {
 			attempts += uint64(smp.Attempts)
 		}
 		Expect(attempts).To(Equal(s.Requests + s.Retries))
-		Expect(rec.Windows).To(Equal([]reports.FaultWindow{{Name: "faults[0]", Service: "backend", Instances: []int{1}, Kind: "abort"}}))
+		Expect(rec.Windows).To(Equal([]record.FaultWindow{{Name: "faults[0]", Service: "backend", Instances: []int{1}, Kind: "abort"}}))
 		var retryEvents uint64
 		for _, e := range rec.ProxyEvents {
-			if e.Kind == reports.ProxyRetry {
+			if e.Kind == record.ProxyRetry {
 				Expect(e.Host).To(Equal("backend/1"), "only the faulty instance's answers are retried")
 				Expect(e.Reason).To(Equal("503"))
 				retryEvents++

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // Progress is a run's state while its load runs, for a live status line.
@@ -22,21 +22,21 @@ type Progress struct {
 // progress accumulates samples as they finish and reports on a ticker.
 type progress struct {
 	mu        sync.Mutex
-	hist      *reports.LatencyHist
+	hist      *record.LatencyHist
 	completed uint64
 	errors    uint64
 }
 
-func newProgress() *progress { return &progress{hist: reports.NewLatencyHist()} }
+func newProgress() *progress { return &progress{hist: record.NewLatencyHist()} }
 
-func (p *progress) sample(s reports.Sample) {
+func (p *progress) sample(s record.Sample) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.completed++
 	if !s.OK() {
 		p.errors++
 	}
-	if s.Error != reports.ErrCanceled {
+	if s.Error != record.ErrCanceled {
 		p.hist.Record(s.Latency)
 	}
 }

@@ -14,12 +14,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gleak"
 
 	"github.com/meshproof/meshproof/mesh/load"
-	"github.com/meshproof/meshproof/reports"
 )
 
 var _ = Describe("Generate", func() {
@@ -77,14 +78,14 @@ var _ = Describe("Generate", func() {
 			}
 			for _, q := range []float64{0.5, 0.9, 0.99, 0.999, 0.9999, 1} {
 				for _, view := range []struct {
-					hist  *reports.LatencyHist
+					hist  *record.LatencyHist
 					exact []time.Duration
 				}{{res.Hist.Latency.Corrected, corrected}, {res.Hist.Latency.Uncorrected, uncorrected}} {
-					want := reports.ExactPercentile(view.exact, q)
+					want := record.ExactPercentile(view.exact, q)
 					Expect(float64(view.hist.Quantile(q))).To(BeNumerically("~", float64(want), 0.001*float64(want)), "q=%g", q)
 				}
 			}
-			Expect(res.Hist.Latency.Corrected.Max()).To(Equal(reports.ExactPercentile(corrected, 1)))
+			Expect(res.Hist.Latency.Corrected.Max()).To(Equal(record.ExactPercentile(corrected, 1)))
 			Expect(res.Hist.Phases[0].Requests).To(BeEquivalentTo(2000))
 			Expect(res.Hist.Phases[0].RateHeld()).To(BeTrue())
 			Expect(res.Samples).To(BeEmpty()) // not kept unless asked

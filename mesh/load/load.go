@@ -32,10 +32,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/meshproof/meshproof/reports"
 )
 
 // Defaults and limits of a Config.
@@ -95,7 +95,7 @@ type Config struct {
 
 	// OnSample, when set, is called with every finished request (concurrently, from the workers): a hook
 	// for live progress. It must be cheap.
-	OnSample func(reports.Sample)
+	OnSample func(record.Sample)
 
 	// Tracer, when set, starts a root CLIENT span per request (see trace.go) and injects its context
 	// into the request with Propagator (nil: W3C trace context). nil: no tracing, and no cost.
@@ -236,9 +236,9 @@ type Result struct {
 	Closed bool      // closed loop
 	Phases []Phase   // the run's phases: a single "main" one for Rate/Duration, "closed" in closed loop
 	// Hist holds the histograms (overall, per phase, per status class, per second) and counters.
-	Hist *reports.HistSet
+	Hist *record.HistSet
 	// Samples, in Seq order (Seq 1, 2, …), when Config.KeepSamples.
-	Samples []reports.Sample
+	Samples []record.Sample
 	// Connections is the number of connections opened (dials that succeeded), re-dials included.
 	Connections int64
 	// RawErr is the first error writing the raw log, if any (the run went on without it).
@@ -257,7 +257,7 @@ type Result struct {
 // being the time it gave up), requests not yet due are left out, and Run returns the samples so far with
 // a nil error: the caller learns of the cancellation from ctx. The error is non-nil only for an invalid
 // Config.
-func Run(ctx context.Context, cfg Config) ([]reports.Sample, time.Time, error) {
+func Run(ctx context.Context, cfg Config) ([]record.Sample, time.Time, error) {
 	cfg.KeepSamples = true
 	res, err := Generate(ctx, cfg)
 	if err != nil {
@@ -322,18 +322,18 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 	stop := context.AfterFunc(ctx, g.sender.abort)
 	defer stop()
 
-	specs := make([]reports.HistPhase, len(p.phases))
+	specs := make([]record.HistPhase, len(p.phases))
 	var at time.Duration
 	planned := 0.0
 	for i, ph := range p.phases {
-		specs[i] = reports.HistPhase{Name: ph.Name, Start: at, Duration: ph.Duration}
+		specs[i] = record.HistPhase{Name: ph.Name, Start: at, Duration: ph.Duration}
 		if !p.closed {
 			specs[i].Planned = ph.Planned()
 			planned += specs[i].Planned
 		}
 		at += ph.Duration
 	}
-	g.rec = newRecorder(reports.NewHistSet(specs), p.phases, c.Raw, c.RawFormat, c.KeepSamples, int(math.Ceil(planned))+1)
+	g.rec = newRecorder(record.NewHistSet(specs), p.phases, c.Raw, c.RawFormat, c.KeepSamples, int(math.Ceil(planned))+1)
 	g.rec.onSample = c.OnSample
 
 	g.start = time.Now()
@@ -426,7 +426,7 @@ func (g *gen) openLoop(ctx context.Context, inFlight int) {
 		}
 		busy.Add(-1)
 		sent := time.Since(g.start)
-		g.rec.record(reports.Sample{Seq: seq, Intended: a.At, Sent: sent, Latency: sent - a.At, Error: reports.ErrCanceled}, a.Phase)
+		g.rec.record(record.Sample{Seq: seq, Intended: a.At, Sent: sent, Latency: sent - a.At, Error: record.ErrCanceled}, a.Phase)
 		break
 	}
 	close(jobs)
@@ -474,7 +474,7 @@ func (g *gen) exec(ctx context.Context, j job) {
 	}
 	sent, status, err := g.sender.do(ctx, j.req, j.seq, extra)
 	end := time.Since(g.start)
-	s := reports.Sample{Seq: j.seq, Intended: j.intended, Sent: sent.Sub(g.start), Status: status}
+	s := record.Sample{Seq: j.seq, Intended: j.intended, Sent: sent.Sub(g.start), Status: status}
 	if j.intended < 0 {
 		s.Intended = s.Sent
 	}
@@ -494,15 +494,15 @@ func classify(ctx context.Context, err error) string {
 	var ne net.Error
 	switch {
 	case ctx.Err() != nil:
-		return reports.ErrCanceled
+		return record.ErrCanceled
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-		return reports.ErrTimeout
+		return record.ErrTimeout
 	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE):
-		return reports.ErrReset
+		return record.ErrReset
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return reports.ErrRefused
+		return record.ErrRefused
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return reports.ErrEOF
+		return record.ErrEOF
 	}
-	return reports.ErrOther
+	return record.ErrOther
 }

@@ -10,12 +10,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gleak"
 
 	"github.com/meshproof/meshproof/mesh/load"
-	"github.com/meshproof/meshproof/reports"
 )
 
 var _ = Describe("Run", func() {
@@ -117,19 +118,19 @@ var _ = Describe("Run", func() {
 		},
 		Entry("a reset connection (SO_LINGER 0)", func() string {
 			return serve(hijack(func(c *net.TCPConn) { _ = c.SetLinger(0) }))
-		}, time.Duration(0), reports.ErrReset),
+		}, time.Duration(0), record.ErrReset),
 		Entry("a connection closed before the response", func() string {
 			return serve(hijack(func(*net.TCPConn) {}))
-		}, time.Duration(0), reports.ErrEOF),
+		}, time.Duration(0), record.ErrEOF),
 		Entry("a closed port", func() string {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			Expect(err).NotTo(HaveOccurred())
 			Expect(l.Close()).To(Succeed())
 			return "http://" + l.Addr().String()
-		}, time.Duration(0), reports.ErrRefused),
+		}, time.Duration(0), record.ErrRefused),
 		Entry("a server slower than the timeout", func() string {
 			return serve(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-		}, 20*time.Millisecond, reports.ErrTimeout),
+		}, 20*time.Millisecond, record.ErrTimeout),
 	)
 
 	It("stops early when its context is cancelled, ending requests in flight as canceled", func(ctx SpecContext) {
@@ -141,7 +142,7 @@ var _ = Describe("Run", func() {
 		runCtx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		type result struct {
-			samples []reports.Sample
+			samples []record.Sample
 			err     error
 		}
 		done := make(chan result, 1)
@@ -156,7 +157,7 @@ var _ = Describe("Run", func() {
 		Expect(r.err).NotTo(HaveOccurred())
 		Expect(len(r.samples)).To(BeNumerically("<", 6000))
 		Expect(r.samples).NotTo(BeEmpty())
-		Expect(r.samples).To(HaveEach(HaveField("Error", reports.ErrCanceled)))
+		Expect(r.samples).To(HaveEach(HaveField("Error", record.ErrCanceled)))
 		for i, s := range r.samples {
 			Expect(s.Seq).To(BeEquivalentTo(i + 1))
 		}

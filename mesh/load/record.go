@@ -6,32 +6,32 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // recorder takes every finished sample: into the histograms, into the samples when they are kept, and
 // as one line of the raw log. Workers call record concurrently; one short critical section per request.
 type recorder struct {
 	mu      sync.Mutex
-	hist    *reports.HistSet
+	hist    *record.HistSet
 	phases  []Phase
 	keep    bool
-	samples []reports.Sample // by Seq − 1
+	samples []record.Sample // by Seq − 1
 
 	raw    *bufio.Writer
 	jsonl  bool
 	line   []byte
 	rawErr error
 
-	onSample func(reports.Sample) // Config.OnSample, called outside the lock
+	onSample func(record.Sample) // Config.OnSample, called outside the lock
 }
 
-func newRecorder(hist *reports.HistSet, phases []Phase, raw io.Writer, format string, keep bool, capHint int) *recorder {
+func newRecorder(hist *record.HistSet, phases []Phase, raw io.Writer, format string, keep bool, capHint int) *recorder {
 	r := &recorder{hist: hist, phases: phases, keep: keep, jsonl: format == RawJSONL}
 	if keep {
 		// Reserve for the first 65,536 samples at most: a long load grows the slice as samples arrive
 		// instead of taking gigabytes before the first request (issue #18).
-		r.samples = make([]reports.Sample, 0, min(capHint, 1<<16))
+		r.samples = make([]record.Sample, 0, min(capHint, 1<<16))
 	}
 	if raw != nil {
 		r.raw = bufio.NewWriterSize(raw, 64<<10)
@@ -42,7 +42,7 @@ func newRecorder(hist *reports.HistSet, phases []Phase, raw io.Writer, format st
 	return r
 }
 
-func (r *recorder) record(s reports.Sample, phase int) {
+func (r *recorder) record(s record.Sample, phase int) {
 	if r.onSample != nil {
 		r.onSample(s)
 	}
@@ -55,7 +55,7 @@ func (r *recorder) record(s reports.Sample, phase int) {
 			if i < cap(r.samples) {
 				r.samples = r.samples[:i+1]
 			} else {
-				r.samples = append(r.samples, make([]reports.Sample, i+1-len(r.samples))...)
+				r.samples = append(r.samples, make([]record.Sample, i+1-len(r.samples))...)
 			}
 		}
 		r.samples[i] = s
@@ -73,7 +73,7 @@ func (r *recorder) write(b []byte) {
 
 // format renders one raw log line: CSV seq,phase,intended_ns,sent_ns,latency_ns,uncorrected_ns,status,error
 // or the same fields as a JSON object.
-func (r *recorder) format(s reports.Sample, phase int) []byte {
+func (r *recorder) format(s record.Sample, phase int) []byte {
 	b := r.line[:0]
 	name := r.phases[phase].Name
 	if r.jsonl {

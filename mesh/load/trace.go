@@ -6,13 +6,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/record"
+
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/meshproof/meshproof/reports"
 )
 
 // Span attributes of the load generator's own (not in the semantic conventions).
@@ -83,7 +83,7 @@ func (g *gen) startSpan(ctx context.Context, j job) (context.Context, trace.Span
 
 // endSpan records the request's outcome on its span and ends it when the response has been read. Per
 // the HTTP conventions for client spans, a 4xx or 5xx is an error, as is any failure to get a response.
-func (g *gen) endSpan(span trace.Span, s reports.Sample, sent time.Time, err error) {
+func (g *gen) endSpan(span trace.Span, s record.Sample, sent time.Time, err error) {
 	span.AddEvent(EventSent, trace.WithTimestamp(sent))
 	if s.Status > 0 {
 		span.SetAttributes(semconv.HTTPResponseStatusCode(s.Status))

@@ -1,7 +1,10 @@
-// Package reports holds a run's record (plain data), the summary and resilience outcomes computed from it,
-// the checks that decide pass or fail, and the writers (terminal, JSON, Markdown, JUnit XML, HTML). It
-// imports no runtime package: everything here is data, computation and formatting.
-package reports
+// Package record holds the plain data of a run: the record (samples, fault windows, proxy and upstream
+// events), the load generator's histograms and the one percentile definition. It imports nothing of ours
+// and no renderer, so a load generator or runner links it without the report writers.
+//
+// Package reports computes the summary and resilience outcomes from a record, evaluates the checks and
+// writes the report files.
+package record
 
 import "time"
 

@@ -1,4 +1,4 @@
-package reports
+package record
 
 import (
 	"math"
@@ -42,9 +42,9 @@ func ExactPercentile(values []time.Duration, q float64) time.Duration {
 	return sorted[nearestRank(q, int64(len(sorted)))-1]
 }
 
-// sortedPercentiles returns p50, p90, p99, p99.9 and the max of values sorted in ascending order, exact
+// SortedPercentiles returns p50, p90, p99, p99.9 and the max of values sorted in ascending order, exact
 // (nearest rank); the zero Percentiles for no values.
-func sortedPercentiles(sorted []time.Duration) Percentiles {
+func SortedPercentiles(sorted []time.Duration) Percentiles {
 	n := int64(len(sorted))
 	if n == 0 {
 		return Percentiles{}
@@ -52,3 +52,6 @@ func sortedPercentiles(sorted []time.Duration) Percentiles {
 	at := func(q float64) time.Duration { return sorted[nearestRank(q, n)-1] }
 	return Percentiles{P50: at(0.5), P90: at(0.9), P99: at(0.99), P999: at(0.999), Max: sorted[n-1]}
 }
+
+// Percentiles of a latency distribution.
+type Percentiles struct{ P50, P90, P99, P999, Max time.Duration }

@@ -1,4 +1,4 @@
-package reports
+package record
 
 import (
 	"fmt"
@@ -492,3 +492,10 @@ func (s *HistSet) RateHeld() bool {
 	}
 	return true
 }
+
+// The generator held its rate when it achieved at least HeldRateFraction of the target rate and no send
+// was later than MaxHeldSendLag.
+const (
+	HeldRateFraction = 0.95
+	MaxHeldSendLag   = time.Second
+)
