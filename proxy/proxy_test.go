@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -78,7 +79,9 @@ type setup struct {
 	clusters []config.Cluster
 	// requestTimeout is the HCM request_timeout.
 	requestTimeout time.Duration
-	fault          *config.FaultFilter
+	// idleTimeout is the HCM common_http_protocol_options.idle_timeout (0: none).
+	idleTimeout time.Duration
+	fault       *config.FaultFilter
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
@@ -104,7 +107,7 @@ func start(s setup) (*proxy.Server, string) {
 	vh.Name, vh.Domains, vh.Routes = "all", []string{"*"}, s.routes
 	cfg := &config.Bootstrap{
 		Admin: &config.Admin{Address: "127.0.0.1:0"},
-		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout, Fault: s.fault,
+		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout, IdleTimeout: s.idleTimeout, Fault: s.fault,
 			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
 		Clusters: s.clusters,
 	}
@@ -128,6 +131,24 @@ func get(url string) (int, http.Header, string) {
 }
 
 func stat(srv *proxy.Server, name string) uint64 { return srv.Stats().Values()[name] }
+
+// rawExchange sends request as raw bytes on a new connection to the proxy at url, ends the stream if
+// asked (a half-close: a reply could still be read) and returns all the proxy sent until it closed.
+func rawExchange(url, request string, end bool) string {
+	GinkgoHelper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(conn.Close)
+	Expect(conn.SetDeadline(time.Now().Add(5 * time.Second))).To(Succeed())
+	_, err = io.WriteString(conn, request)
+	Expect(err).NotTo(HaveOccurred())
+	if end {
+		Expect(conn.(*net.TCPConn).CloseWrite()).To(Succeed())
+	}
+	got, err := io.ReadAll(conn)
+	Expect(err).NotTo(HaveOccurred(), "the proxy must close the connection; got %q", got)
+	return string(got)
+}
 
 var _ = Describe("Proxy", func() {
 	Describe("routing", func() {
@@ -436,8 +457,132 @@ var _ = Describe("Proxy", func() {
 			Eventually(gone).Should(Receive(), "the upstream request ends when the client goes away, not at the 15 s route timeout")
 			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_active") }).Should(BeZero())
 			Eventually(func() uint64 { return stat(srv, "http.ingress.downstream_rq_active") }).Should(BeZero())
+			Expect(stat(srv, "http.ingress.downstream_cx_destroy_remote_active_rq")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeZero())
 			Expect(u.requests.Load()).To(BeEquivalentTo(1))
+		})
+
+		// Regression (issue #18): the body's error was taken for a client gone away; nothing was written
+		// and the server's default 200 went out, counted in no status class.
+		Context("when a request body breaks its chunked framing", func() {
+			var (
+				u    *upstream
+				srv  *proxy.Server
+				url  string
+				seen chan string // what the upstream received: Content-Length and body
+			)
+			BeforeEach(func() {
+				seen = make(chan string, 1)
+				u = newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+					b, _ := io.ReadAll(r.Body)
+					seen <- fmt.Sprintf("%d %q", r.ContentLength, b)
+					io.WriteString(w, "ok")
+				})
+				srv, url = start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(3, "reset", "5xx"))},
+					clusters: []config.Cluster{cluster("backend", u.addr())}})
+			})
+
+			DescribeTable("answers 400 Bad Request and closes, as Envoy's codec does: nothing upstream, 4xx counted",
+				func(body string) {
+					got := rawExchange(url, "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+body, false)
+					Expect(got).To(HavePrefix("HTTP/1.1 400 Bad Request\r\n"))
+					Expect(got).To(ContainSubstring("\r\nConnection: close\r\n"))
+					Expect(got).To(HaveSuffix("\r\n\r\nBad Request"), "the body, then the connection's end")
+					Expect(u.requests.Load()).To(BeZero(), "no upstream attempt, let alone a retry")
+					Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeZero())
+					Expect(stat(srv, "http.ingress.downstream_rq_total")).To(BeEquivalentTo(1))
+					Expect(stat(srv, "http.ingress.downstream_rq_4xx")).To(BeEquivalentTo(1))
+					Expect(stat(srv, "http.ingress.downstream_rq_2xx")).To(BeZero())
+					Expect(stat(srv, "http.ingress.downstream_cx_protocol_error")).To(BeEquivalentTo(1))
+					Expect(stat(srv, "http.ingress.downstream_cx_destroy_remote_active_rq")).To(BeZero())
+					Eventually(func() uint64 { return stat(srv, "http.ingress.downstream_cx_active") }).Should(BeZero())
+				},
+				Entry("a size that is not hexadecimal (zz)", "zz\r\nhello\r\n0\r\n\r\n"),
+				Entry("a size that overflows 64 bits (2^72)", "1000000000000000000\r\nhello\r\n0\r\n\r\n"),
+				Entry("a negative size (-5)", "-5\r\nhello\r\n0\r\n\r\n"),
+				Entry("a chunk line ending with a bare LF", "5\nhello\r\n0\r\n\r\n"),
+				Entry("a last-chunk line ending with a bare LF", "5\r\nhello\r\n0\n\r\n"),
+				Entry("data longer than its size", "3\r\nhello\r\n0\r\n\r\n"),
+				Entry("data followed by a bare LF", "5\r\nhello\n0\r\n\r\n"),
+			)
+
+			It("forwards a valid chunked body as a Content-Length body", func() {
+				got := rawExchange(url, "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"+
+					"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n", false)
+				Expect(got).To(HavePrefix("HTTP/1.1 200 OK\r\n"), got)
+				Expect(seen).To(Receive(Equal(`11 "hello world"`)))
+			})
+		})
+
+		// Envoy: the remote closed with a request in progress (downstream_cx_destroy_remote_active_rq),
+		// no response, no status class.
+		DescribeTable("sends nothing to a client that ends its stream mid-body, and forwards nothing",
+			func(request string) {
+				u := newUpstream(ok)
+				srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(3, "reset", "5xx"))},
+					clusters: []config.Cluster{cluster("backend", u.addr())}})
+				Expect(rawExchange(url, request, true)).To(BeEmpty())
+				Expect(u.requests.Load()).To(BeZero())
+				Expect(stat(srv, "http.ingress.downstream_cx_destroy_remote_active_rq")).To(BeEquivalentTo(1))
+				Expect(stat(srv, "http.ingress.downstream_cx_protocol_error")).To(BeZero())
+				for _, class := range []string{"2xx", "3xx", "4xx", "5xx"} {
+					Expect(stat(srv, "http.ingress.downstream_rq_"+class)).To(BeZero(), class)
+				}
+			},
+			Entry("fewer bytes than its Content-Length", "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello"),
+			Entry("in a chunk's data", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
+		)
+
+		// Regression: the router returned without answering a client gone away, and the server's
+		// default 200 went out to a client that had only half-closed.
+		It("sends nothing to a client that ends its stream after its request, before the response", func() {
+			u := newUpstream(hang)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(3, "reset", "5xx"))},
+				clusters: []config.Cluster{cluster("backend", u.addr())}})
+			Expect(rawExchange(url, "GET /p HTTP/1.1\r\nHost: x\r\n\r\n", true)).To(BeEmpty())
+			Expect(stat(srv, "http.ingress.downstream_cx_destroy_remote_active_rq")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "http.ingress.downstream_rq_2xx")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeZero())
+		})
+
+		// Regression (issue #18, defect 10): the listener's server had no idle timeout, and a head without
+		// an LF was held for the one-minute head timeout, then answered 408.
+		It("answers a head with a bare CR 400 at once, counted as Envoy counts a codec error", func() {
+			u := newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)},
+				clusters: []config.Cluster{cluster("backend", u.addr())}})
+			got := rawExchange(url, "GET / HTTP/1.1\rHost: x\r\r", false) // no LF: only a prompt 400 ends this in time
+			Expect(got).To(HavePrefix("HTTP/1.1 400 Bad Request\r\n"))
+			Expect(got).To(ContainSubstring("\r\nConnection: close\r\n"))
+			Expect(u.requests.Load()).To(BeZero())
+			Expect(stat(srv, "http.ingress.downstream_rq_total")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "http.ingress.downstream_rq_4xx")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "http.ingress.downstream_cx_protocol_error")).To(BeEquivalentTo(1))
+		})
+
+		It("closes a downstream connection idle for the HCM idle_timeout, counting downstream_cx_idle_timeout", func() {
+			u := newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)},
+				clusters: []config.Cluster{cluster("backend", u.addr())}, idleTimeout: 250 * time.Millisecond})
+			conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(conn.Close)
+			Expect(conn.SetDeadline(time.Now().Add(5 * time.Second))).To(Succeed())
+			br := bufio.NewReader(conn)
+			for range 2 { // keep-alive: the idle timer restarts after each response
+				_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				Expect(err).NotTo(HaveOccurred())
+				resp, err := http.ReadResponse(br, nil)
+				Expect(err).NotTo(HaveOccurred())
+				b, err := io.ReadAll(resp.Body)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(string(b)).To(Equal("hello"))
+			}
+			rest, err := io.ReadAll(br) // the proxy closes the idle connection
+			Expect(err).NotTo(HaveOccurred())
+			Expect(rest).To(BeEmpty())
+			Expect(stat(srv, "http.ingress.downstream_cx_idle_timeout")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "http.ingress.downstream_rq_2xx")).To(BeEquivalentTo(2))
 		})
 
 		It("replaces an idle upstream connection the upstream closed instead of failing a request on it", func() {

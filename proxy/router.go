@@ -53,8 +53,12 @@ var _ http.Handler = (*router)(nil)
 
 type hcmStats struct {
 	rqTotal, noRoute, rqTimeout, rq2xx, rq3xx, rq4xx, rq5xx, cxTotal *stats.Counter
-	rqActive, cxActive                                               *stats.Gauge
-	rqTime                                                           *stats.Histogram
+	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
+	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
+	// cxIdleTimeout: one closed by the HCM idle_timeout.
+	cxProtocolError, cxDestroyRemoteActiveRq, cxIdleTimeout *stats.Counter
+	rqActive, cxActive                                      *stats.Gauge
+	rqTime                                                  *stats.Histogram
 }
 
 func newHCMStats(store *stats.Store, prefix string) hcmStats {
@@ -64,7 +68,9 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"),
 		rq2xx: c("downstream_rq_2xx"), rq3xx: c("downstream_rq_3xx"), rq4xx: c("downstream_rq_4xx"), rq5xx: c("downstream_rq_5xx"),
 		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
-		rqTime: store.Histogram(p + "downstream_rq_time"),
+		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
+		cxIdleTimeout: c("downstream_cx_idle_timeout"),
+		rqTime:        store.Histogram(p + "downstream_rq_time"),
 	}
 }
 
@@ -182,7 +188,9 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // readBody buffers the downstream request body under the HCM request_timeout; false when the request
-// was answered (408, 413) or the downstream went away.
+// was answered (400, 408, 413, 431) or the downstream went away. The body is read whole before the
+// first attempt, so that an attempt never starts with a body that cannot be read (and never has to
+// be retried with one that cannot be replayed).
 func (rt *router) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	rc := http.NewResponseController(w)
 	if rt.requestTimeout > 0 {
@@ -197,12 +205,26 @@ func (rt *router) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 		body, err = io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
 	}
 	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		var (
+			fe *h1.FramingError
+			ne net.Error
+		)
+		switch {
+		case errors.As(err, &fe):
+			// A body that breaks its framing is a codec protocol error: Envoy's HTTP/1 codec answers
+			// it itself, 400 "Bad Request" (431 for trailers over the limit), and the connection
+			// manager closes the connection (ServerConnectionImpl::sendProtocolError,
+			// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError,
+			// source/common/http/conn_manager_impl.cc: response flag DPE, downstream_cx_protocol_error).
+			rt.st.cxProtocolError.Inc()
+			rt.localReply(w, connectionClose, fe.Status, http.StatusText(fe.Status))
+		case errors.As(err, &ne) && ne.Timeout():
 			rt.st.rqTimeout.Inc()
 			rt.localReply(w, nil, http.StatusRequestTimeout, "request timeout")
+		default:
+			rt.downstreamGone() // the stream ended or was reset mid-body: nobody to answer
 		}
-		return nil, false // otherwise the downstream went away mid-body: nobody to answer
+		return nil, false
 	}
 	if rt.requestTimeout > 0 {
 		_ = rc.SetReadDeadline(time.Time{})
@@ -213,6 +235,14 @@ func (rt *router) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	}
 	return body, true
 }
+
+// connectionClose is the header of a local reply after which the downstream connection closes.
+var connectionClose = http.Header{"Connection": {"close"}}
+
+// downstreamGone counts a request whose client closed its connection before the response: Envoy counts
+// downstream_cx_destroy_remote_active_rq, sends nothing and counts no status class
+// (ConnectionManagerImpl::onEvent, source/common/http/conn_manager_impl.cc).
+func (rt *router) downstreamGone() { rt.st.cxDestroyRemoteActiveRq.Inc() }
 
 // forward is one downstream request on its way through the upstream attempts.
 type forward struct {
@@ -336,6 +366,7 @@ func (f *forward) run() {
 		}
 		if f.r.Context().Err() != nil {
 			f.abandon(a) // the downstream went away: nobody to answer
+			f.rt.downstreamGone()
 			return
 		}
 		if a.noHealthy {
@@ -370,6 +401,8 @@ func (f *forward) run() {
 			if !f.sleep(f.ctx(), delay) {
 				if f.timedOut() {
 					f.routeTimeout()
+				} else {
+					f.rt.downstreamGone()
 				}
 				return
 			}

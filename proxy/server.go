@@ -131,7 +131,8 @@ func (s *Server) Start() error {
 			}
 			handler = newTracing(handler, hcm.tracer, hcm.prop, sampling)
 		}
-		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, ConnState: hcm.connState}
+		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout,
+			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc}
 		s.servers = append(s.servers, srv)
 		go func() { _ = srv.Serve(ln) }()
 	}
@@ -235,6 +236,18 @@ func (s *Server) closeLocked() {
 		c.close()
 	}
 	s.stopFlush()
+}
+
+// rejected counts a request that the listener's server answered itself, its head unreadable: Envoy's
+// codec makes a stream of it too, so it counts in downstream_rq_total and its status class, and but for
+// a timeout it is a protocol error (ServerConnectionImpl::sendProtocolError,
+// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError).
+func (rt *router) rejected(code int) {
+	rt.st.rqTotal.Inc()
+	rt.st.status(code)
+	if code != http.StatusRequestTimeout {
+		rt.st.cxProtocolError.Inc()
+	}
 }
 
 // connState keeps the downstream connection stats.

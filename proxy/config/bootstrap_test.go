@@ -23,6 +23,7 @@ var _ = Describe("ParseBootstrap", func() {
 				Address:        "0.0.0.0:10000",
 				StatPrefix:     "ingress_http",
 				RequestTimeout: 30 * time.Second,
+				IdleTimeout:    5 * time.Minute,
 				Routes: config.RouteConfig{
 					Name: "local_route",
 					VirtualHosts: []config.VirtualHost{{
@@ -102,6 +103,15 @@ var _ = Describe("ParseBootstrap", func() {
 			Expect(got).To(Equal(want))
 		},
 		Entry("the minimal bootstrap", minimal, func(*config.Bootstrap) {}),
+		Entry("the HCM idle_timeout (common_http_protocol_options)",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0.25s}\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 250 * time.Millisecond }),
+		Entry("HCM idle_timeout 0 disables it",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0s}\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 0 }),
+		Entry("HCM common_http_protocol_options without idle_timeout keeps the 1h default",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {}\n"),
+			func(*config.Bootstrap) {}),
 		Entry("route timeout 0 disables it",
 			edit("route: {cluster: backend}", "route: {cluster: backend, timeout: 0s}"),
 			func(b *config.Bootstrap) { route(b).Action.Timeout = 0 }),
@@ -189,7 +199,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, http_filters, request_timeout, route_config, stat_prefix, tracing)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, request_timeout, route_config, stat_prefix, tracing)")),
 		Entry("RDS",
 			edit("          route_config:\n", "          rds: {route_config_name: r}\n          route_config:\n"),
 			at(14, 11, hcmPath+".rds", "field not supported by meshproof")),

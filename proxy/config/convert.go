@@ -31,6 +31,7 @@ const (
 	defaultBaseInterval   = 25 * time.Millisecond
 	maxIntervalFactor     = 10 // default max_interval = 10 × base_interval
 	defaultConnectTimeout = 5 * time.Second
+	defaultIdleTimeout    = time.Hour // core.v3.HttpProtocolOptions.idle_timeout
 	defaultWeight         = 1
 	maxPort               = 65535
 )
@@ -134,6 +135,8 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	}
 	out.StatPrefix = hcm.GetStatPrefix()
 	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
+	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
+		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
 	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
 	out.Tracing = c.hcmTracing(hcm.GetTracing())
 	if hcm.GetRouteConfig() == nil {

@@ -5,6 +5,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -72,6 +73,20 @@ var _ = Describe("FromProto", func() {
 				editHCM(b, func(h *hcmv3.HttpConnectionManager) { h.RequestTimeout = durationpb.New(-1) })
 			},
 			atPath(hcmPath+".request_timeout", "")),
+		Entry("a negative HCM idle_timeout",
+			func(b *bootstrapv3.Bootstrap) {
+				editHCM(b, func(h *hcmv3.HttpConnectionManager) {
+					h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(-time.Second)}
+				})
+			},
+			atPath(hcmPath+".common_http_protocol_options.idle_timeout", "")),
+		Entry("an unsupported field of the HCM common_http_protocol_options",
+			func(b *bootstrapv3.Bootstrap) {
+				editHCM(b, func(h *hcmv3.HttpConnectionManager) {
+					h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxConnectionDuration: durationpb.New(time.Minute)}
+				})
+			},
+			atPath(hcmPath+".common_http_protocol_options.max_connection_duration", "field not supported by meshproof")),
 		Entry("a missing route_config (RDS is not supported)",
 			func(b *bootstrapv3.Bootstrap) {
 				editHCM(b, func(h *hcmv3.HttpConnectionManager) { h.RouteSpecifier = nil })

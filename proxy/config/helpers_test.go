@@ -85,9 +85,10 @@ func atPath(path, msg string) types.GomegaMatcher {
 func minimalWant() *config.Bootstrap {
 	return &config.Bootstrap{
 		Listeners: []config.Listener{{
-			Name:       "ingress",
-			Address:    "127.0.0.1:0",
-			StatPrefix: "ingress_http",
+			Name:        "ingress",
+			Address:     "127.0.0.1:0",
+			StatPrefix:  "ingress_http",
+			IdleTimeout: time.Hour,
 			Routes: config.RouteConfig{VirtualHosts: []config.VirtualHost{{
 				Name:    "backend",
 				Domains: []string{"*"},

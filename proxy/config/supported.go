@@ -97,12 +97,16 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"typed_config": {hcmType},
 	},
 	hcmType: {
-		"stat_prefix":     nil,
-		"codec_type":      {"AUTO", "HTTP1"},
-		"route_config":    nil,
-		"http_filters":    nil,
-		"request_timeout": nil,
-		"tracing":         nil,
+		"stat_prefix":                  nil,
+		"codec_type":                   {"AUTO", "HTTP1"},
+		"route_config":                 nil,
+		"http_filters":                 nil,
+		"request_timeout":              nil,
+		"common_http_protocol_options": nil,
+		"tracing":                      nil,
+	},
+	"envoy.config.core.v3.HttpProtocolOptions": {
+		"idle_timeout": nil,
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name":         nil,

@@ -42,6 +42,7 @@ type Listener struct {
 	StatPrefix     string // the HTTP connection manager's stat_prefix
 	Routes         RouteConfig
 	RequestTimeout time.Duration // HCM request_timeout; 0 = none (Envoy's default)
+	IdleTimeout    time.Duration // HCM common_http_protocol_options.idle_timeout; default 1h (Envoy's), 0 = none
 	Fault          *FaultFilter  // the HTTP fault filter, when the filter chain has one before the router
 	Tracing        *HCMTracing   // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -354,7 +353,7 @@ func (cc *clientConn) readResponse(method string) error {
 	}
 	h := &cc.head
 	for {
-		if err := h.read(cc.br, limit); err != nil {
+		if err := h.read(cc.br, limit, false); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF // the connection closed before a response
 			}
@@ -403,7 +402,8 @@ func (cc *clientConn) readResponse(method string) error {
 	switch {
 	case fr.chunked:
 		cc.resp.TransferEncoding = chunkedTE
-		cc.body.chunked = httputil.NewChunkedReader(cc.br)
+		cc.body.chunked = true
+		cc.body.dec.reset(cc.br)
 	case fr.length >= 0:
 		cc.resp.ContentLength = fr.length
 		cc.body.remaining = fr.length
@@ -426,8 +426,9 @@ func parseCode(b []byte) (int, error) {
 // responseBody reads a response body straight from its connection's reader.
 type responseBody struct {
 	cc        *clientConn
-	remaining int64     // Content-Length framing: bytes left; -1: until the connection ends
-	chunked   io.Reader // chunked framing: the decoder (nil otherwise)
+	remaining int64 // Content-Length framing: bytes left; -1: until the connection ends
+	chunked   bool  // chunked framing, through dec
+	dec       chunkedReader
 	eof       bool
 	closed    bool
 	err       error
@@ -444,7 +445,7 @@ func (b *responseBody) Read(p []byte) (int, error) {
 	case b.err != nil:
 		return 0, b.err
 	}
-	n, err := readFramed(b.cc.br, p, b.chunked, &b.remaining)
+	n, err := readFramed(b.cc.br, p, b.chunked, &b.dec, &b.remaining)
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil {
@@ -473,18 +474,13 @@ func (b *responseBody) Close() error {
 	return nil
 }
 
-// readFramed reads a message body by its framing: through the chunked decoder (then the trailer),
-// as much as the Content-Length leaves (remaining counts down), or to the stream's end (remaining < 0).
-func readFramed(br *bufio.Reader, p []byte, chunked io.Reader, remaining *int64) (int, error) {
+// readFramed reads a message body by its framing: through the chunked decoder (which reads the
+// trailer too), as much as the Content-Length leaves (remaining counts down), or to the stream's end
+// (remaining < 0).
+func readFramed(br *bufio.Reader, p []byte, chunked bool, dec *chunkedReader, remaining *int64) (int, error) {
 	switch {
-	case chunked != nil:
-		n, err := chunked.Read(p)
-		if err == io.EOF {
-			if terr := readTrailer(br); terr != nil {
-				err = terr
-			}
-		}
-		return n, err
+	case chunked:
+		return dec.Read(p)
 	case *remaining < 0:
 		return br.Read(p)
 	}
@@ -499,28 +495,6 @@ func readFramed(br *bufio.Reader, p []byte, chunked io.Reader, remaining *int64)
 		err = io.ErrUnexpectedEOF
 	}
 	return n, err
-}
-
-// readTrailer reads the trailer section after a chunked body's last chunk, up to its empty line. The
-// trailer fields are dropped.
-func readTrailer(br *bufio.Reader) error {
-	total := 0
-	for {
-		line, err := br.ReadSlice('\n')
-		total += len(line)
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
-		}
-		if total > defaultMaxHeaderBytes {
-			return errHeadTooLarge
-		}
-		if len(line) == 1 || len(line) == 2 && line[0] == '\r' {
-			return nil
-		}
-	}
 }
 
 // prober checks, without blocking, that the peer has not closed an idle connection: a connection

@@ -483,6 +483,29 @@ var _ = Describe("Pool", func() {
 			Expect(resp.Body.Close()).To(Succeed())
 			Expect(p.Idle()).To(BeZero())
 		})
+
+		// The pool decodes chunked bodies with the server's strict decoder: a malformed one is a
+		// *FramingError (the proxy resets the downstream mid-body), never data, and its connection is
+		// dropped.
+		DescribeTable("fails a chunked body that breaks its framing with a *FramingError and drops the connection",
+			func(body, data string) {
+				u := startUpstream(answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+body, nil))
+				p, _ := newPool(u.addr)
+				ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+				DeferCleanup(cancel)
+				resp, err := p.RoundTrip(ctx, get("/"))
+				Expect(err).NotTo(HaveOccurred())
+				b, err := io.ReadAll(resp.Body)
+				Expect(err).To(beFramingError(http.StatusBadRequest, Not(BeEmpty())))
+				Expect(string(b)).To(Equal(data))
+				Expect(resp.Body.Close()).To(Succeed())
+				Expect(p.Idle()).To(BeZero())
+			},
+			Entry("a size that is not hexadecimal", "zz\r\nhello\r\n0\r\n\r\n", ""),
+			Entry("a chunk line ending with a bare LF", "5\r\nhello\r\n5\nworld\r\n0\r\n\r\n", "hello"),
+			Entry("data longer than its size", "3\r\nhello\r\n0\r\n\r\n", "hel"),
+			Entry("a control byte in an extension", "5;a=\x01\r\nhello\r\n0\r\n\r\n", ""),
+		)
 	})
 
 	Describe("connection failures", func() {

@@ -1,5 +1,11 @@
 package h1
 
+import (
+	"bufio"
+	"io"
+	"strings"
+)
+
 // IdleAlive reports, for each idle connection of p (oldest first), whether the pool's liveness check
 // takes it for reusable. It does not take the connections out of the pool.
 func IdleAlive(p *Pool) []bool {
@@ -10,4 +16,15 @@ func IdleAlive(p *Pool) []bool {
 		alive[i] = cc.alive()
 	}
 	return alive
+}
+
+// DecodeChunked decodes a chunked body and its trailer section from s, as the server and the pool do,
+// and says what is left of s after it.
+func DecodeChunked(s string) (body, rest string, err error) {
+	br := bufio.NewReaderSize(strings.NewReader(s), readBufferSize)
+	var cr chunkedReader
+	cr.reset(br)
+	b, err := io.ReadAll(&cr)
+	r, _ := io.ReadAll(br)
+	return string(b), string(r), err
 }

@@ -6,9 +6,10 @@
 // What they implement of RFC 9112: persistent connections (HTTP/1.1 by default, HTTP/1.0 with
 // keep-alive), Content-Length and chunked framing, Expect: 100-continue, HEAD and the bodiless statuses,
 // pipelined requests (answered in order). What they reject: obsolete line folding, whitespace before a
-// field's colon, bytes that are not allowed in a field, a message with both Content-Length and
-// Transfer-Encoding, conflicting Content-Lengths, transfer codings other than chunked, CONNECT and
-// upgrades.
+// field's colon, bytes that are not allowed in a field, a bare CR (at once, without waiting for an
+// LF), a message with both Content-Length and Transfer-Encoding, conflicting Content-Lengths, transfer
+// codings other than chunked, chunked framing that is not exactly RFC 9112's (see chunkedReader),
+// CONNECT and upgrades.
 package h1
 
 import (
@@ -46,14 +47,21 @@ type head struct {
 
 // read reads one head, up to and including its empty line, into h.buf. It skips a few empty lines
 // before the start line, as RFC 9112 §2.2 asks of a server. io.EOF: the stream ended cleanly before
-// any byte of a message.
-func (h *head) read(br *bufio.Reader, limit int) error {
+// any byte of a message. A request head (request set) whose start line cannot begin a request is
+// rejected as soon as its bytes arrive (see readLine).
+func (h *head) read(br *bufio.Reader, limit int, request bool) error {
 	h.buf = h.buf[:0]
 	lineStart, blanks := 0, 0
 	for {
-		line, err := br.ReadSlice('\n')
+		// The method is checked while the first line is incomplete; a line split by the buffer's size
+		// is checked across the split for a bare CR.
+		split := len(h.buf) > lineStart
+		line, err := readLine(br, request && !split && lineStart == 0, split && h.buf[len(h.buf)-1] == '\r')
 		if len(h.buf)+len(line) > limit {
 			return errHeadTooLarge
+		}
+		if err == errBareCR {
+			return errMalformed
 		}
 		h.buf = append(h.buf, line...)
 		if err == bufio.ErrBufferFull {
@@ -77,6 +85,60 @@ func (h *head) read(br *bufio.Reader, limit int) error {
 			continue
 		}
 		lineStart = len(h.buf)
+	}
+}
+
+// errBareCR: a CR followed by something other than LF, in a line not yet ended.
+var errBareCR = errors.New("h1: CR not followed by LF")
+
+// readLine is br.ReadSlice('\n') that does not wait for the LF of a line already invalid. While no
+// LF is buffered, it checks what is: a CR followed by anything but LF is errBareCR (RFC 9112 §2.2: a
+// bare CR makes its protocol element invalid), and with method set, the line must start with a token
+// and a space, or else errMalformed (a TLS handshake or binary garbage sent to a plaintext port, say).
+// Envoy's parser rejects these as soon as the byte arrives: http-parser's HPE_LF_EXPECTED and
+// HPE_INVALID_METHOD (source/common/http/http1/legacy_parser_impl.cc), BalsaParser since
+// envoyproxy/envoy#34829 (source/common/http/http1/balsa_parser.cc). ReadSlice would hold the
+// connection until the head timeout and answer 408 instead of 400. A line with an LF is returned
+// unchecked, as by ReadSlice: head.parse rejects the control bytes left in it. afterCR: the line is the
+// rest of one that ReadSlice would have returned with bufio.ErrBufferFull after a CR, so it must start
+// with the LF.
+func readLine(br *bufio.Reader, method, afterCR bool) ([]byte, error) {
+	scanned := 0 // the bytes buffered that were checked, relative to the line's start
+	for {
+		b, _ := br.Peek(br.Buffered())
+		if afterCR && len(b) > 0 && b[0] != '\n' {
+			return nil, errBareCR
+		}
+		if i := bytes.IndexByte(b[scanned:], '\n'); i >= 0 {
+			line := b[:scanned+i+1]
+			_, _ = br.Discard(len(line))
+			return line, nil
+		}
+		for ; scanned < len(b); scanned++ {
+			c := b[scanned]
+			if c == '\r' {
+				if scanned+1 < len(b) {
+					return nil, errBareCR // the byte after it is not an LF: none is buffered
+				}
+				break // whether an LF follows is not known yet: check it again
+			}
+			if method {
+				if c == ' ' && scanned > 0 {
+					method = false
+				} else if !isTokenByte(c) {
+					return nil, errMalformed
+				}
+			}
+		}
+		if len(b) >= br.Size() {
+			_, _ = br.Discard(len(b))
+			return b, bufio.ErrBufferFull
+		}
+		if _, err := br.Peek(len(b) + 1); err != nil {
+			b, _ = br.Peek(br.Buffered())
+			_, _ = br.Discard(len(b))
+			return b, err
+		}
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"sync"
@@ -29,13 +28,21 @@ type Server struct {
 	Handler http.Handler
 	// ReadHeaderTimeout bounds the time from a request's first byte to its last header (0: 1 minute).
 	ReadHeaderTimeout time.Duration
-	// IdleTimeout closes a keep-alive connection idle this long (0: never).
+	// IdleTimeout closes a connection without a request this long: before its first request, and
+	// between requests (0: never; a connection must then bring its first request within
+	// ReadHeaderTimeout).
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds a request head; a larger one is answered 431 (0: 60 KiB, Envoy's default
 	// max_request_headers_kb).
 	MaxHeaderBytes int
 	// ConnState, when set, hears of each connection's StateNew and StateClosed.
 	ConnState func(net.Conn, http.ConnState)
+	// Rejected, when set, hears of each request that the server answers itself because its head could
+	// not be read, with the status it sends (400, 408, 431, 501, 505), before it is sent: Envoy's
+	// codec answers such requests before any filter sees them, and the connection manager counts them.
+	Rejected func(code int)
+	// IdleTimedOut, when set, hears of each connection that IdleTimeout closes.
+	IdleTimedOut func()
 	// BaseContext is the parent of every connection's context (nil: context.Background()).
 	BaseContext context.Context
 
@@ -239,6 +246,7 @@ func (c *conn) readLoop() {
 	for {
 		// Wait for the first byte of a request; then the rest of its head must come within headTimeout.
 		if _, err := c.br.Peek(1); err != nil {
+			c.idleTimedOut(err) // the only deadline of this wait is the idle timeout's
 			return
 		}
 		if !c.state.CompareAndSwap(stateIdle, stateActive) {
@@ -248,7 +256,7 @@ func (c *conn) readLoop() {
 		if deadline {
 			_ = c.nc.SetReadDeadline(time.Now().Add(headTimeout))
 		}
-		err := c.head.read(c.br, maxHead)
+		err := c.head.read(c.br, maxHead, true)
 		if deadline || s.IdleTimeout > 0 || first > 0 {
 			first = 0
 			_ = c.nc.SetReadDeadline(time.Time{}) // no deadline while the request is handled
@@ -286,12 +294,25 @@ func (c *conn) readLoop() {
 			c.cancel()
 			c.ab.close()
 			<-c.handled
+			if c.state.Load() == stateIdle {
+				// The handler was done: this read went on as the wait for the next request, under the
+				// idle deadline that handleLoop set.
+				c.idleTimedOut(err)
+			}
 			return
 		}
 		<-c.handled
 		if !c.afterRequest() {
 			return
 		}
+	}
+}
+
+// idleTimedOut tells IdleTimedOut of an error of a wait for a request, if the idle deadline ended it.
+func (c *conn) idleTimedOut(err error) {
+	var ne net.Error
+	if s := c.srv; s.IdleTimeout > 0 && s.IdleTimedOut != nil && errors.As(err, &ne) && ne.Timeout() {
+		s.IdleTimedOut()
 	}
 }
 
@@ -464,6 +485,15 @@ func (c *conn) reject(err error) {
 			code = http.StatusRequestTimeout
 		}
 	}
+	if c.srv.Rejected != nil {
+		c.srv.Rejected(code)
+	}
+	c.writeError(code)
+}
+
+// writeError writes and flushes the server's own answer to a request it cannot serve: the status, its
+// text as body, Connection: close.
+func (c *conn) writeError(code int) {
 	msg := http.StatusText(code)
 	b := c.bw.AvailableBuffer()
 	b = appendStatusLine(b, code)
@@ -473,6 +503,21 @@ func (c *conn) reject(err error) {
 	b = append(b, msg...)
 	_, _ = c.bw.Write(b)
 	_ = c.bw.Flush()
+}
+
+// bodyErrorStatus is the status the server answers for a handler that returned without a response
+// after its request body failed with err; 0: none, the client is gone (the stream ended or was reset
+// mid-body: Envoy then sends nothing either, and counts downstream_cx_destroy_remote_active_rq).
+func bodyErrorStatus(err error) int {
+	var fe *FramingError
+	var ne net.Error
+	switch {
+	case errors.As(err, &fe):
+		return fe.Status
+	case errors.As(err, &ne) && ne.Timeout():
+		return http.StatusRequestTimeout
+	}
+	return 0
 }
 
 func appendStatusLine(b []byte, code int) []byte {
@@ -545,19 +590,20 @@ var aLongTimeAgo = time.Unix(1, 0)
 // requestBody is the request body as the handler reads it, straight from the connection's reader.
 type requestBody struct {
 	c         *conn
-	remaining int64     // Content-Length framing: bytes left
-	chunked   io.Reader // chunked framing: the decoder (nil otherwise)
+	remaining int64 // Content-Length framing: bytes left
+	chunked   bool  // chunked framing, through dec
+	dec       chunkedReader
 	eof       bool
-	err       error
-	framed    bool // the request has a body (the server's own record: the handler may replace r.Body)
-	expect    bool // the client waits for 100 Continue
-	continued bool // 100 Continue was sent
+	err       error // the read's error, sticky: the connection cannot go on
+	framed    bool  // the request has a body (the server's own record: the handler may replace r.Body)
+	expect    bool  // the client waits for 100 Continue
+	continued bool  // 100 Continue was sent
 }
 
 func (b *requestBody) reset(fr framing) {
-	*b = requestBody{c: b.c, remaining: fr.length}
+	*b = requestBody{c: b.c, remaining: fr.length, chunked: fr.chunked}
 	if fr.chunked {
-		b.chunked = httputil.NewChunkedReader(b.c.br)
+		b.dec.reset(b.c.br)
 	}
 }
 
@@ -578,7 +624,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			}
 		}
 	}
-	n, err := readFramed(b.c.br, p, b.chunked, &b.remaining)
+	n, err := readFramed(b.c.br, p, b.chunked, &b.dec, &b.remaining)
 	if err == io.EOF {
 		b.eof = true
 		select {
@@ -647,8 +693,10 @@ func (w *response) WriteHeader(code int) {
 	} else if ok {
 		delete(w.hdr, "Content-Length")
 	}
-	if HasToken(w.hdr["Connection"], "close") || w.c.srv.closing.Load() || w.c.body.expect && !w.c.body.continued {
-		// (A body the client was told to wait with is never read: the connection cannot go on.)
+	if HasToken(w.hdr["Connection"], "close") || w.c.srv.closing.Load() || w.c.body.expect && !w.c.body.continued ||
+		w.c.body.err != nil {
+		// (A body the client was told to wait with is never read, and the end of a body whose read
+		// failed cannot be found: the connection cannot go on.)
 		w.closeAfter = true
 	}
 	if !w.bodyless && w.length < 0 {
@@ -792,6 +840,19 @@ func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteD
 // finish completes the response after the handler returned: the header if it was never written, the
 // chunked terminator, the flush. A response shorter than its Content-Length closes the connection.
 func (w *response) finish() {
+	if !w.wroteHeader && (w.c.body.err != nil || w.c.ctx.Err() != nil) {
+		// The handler gave up without answering on a body it could not read, or on a client gone
+		// away: not a 200. A body that breaks its framing is answered as Envoy's codec does (400,
+		// Connection: close); to a client gone nothing is sent.
+		w.closeAfter = true
+		if w.c.body.err != nil {
+			if code := bodyErrorStatus(w.c.body.err); code != 0 {
+				w.c.writeError(code)
+			}
+		}
+		w.c.abort()
+		return
+	}
 	if !w.wroteHeader {
 		if _, ok := w.hdr["Content-Length"]; !ok {
 			w.hdr["Content-Length"] = zeroLength

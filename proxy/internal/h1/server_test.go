@@ -451,8 +451,10 @@ var _ = Describe("Server", func() {
 			Expect(string(rr.body)).To(Equal("path=/hints"))
 		})
 
-		It("closes a keep-alive connection idle for IdleTimeout", func() {
-			r := start(&h1.Server{Handler: http.HandlerFunc(echoPath), IdleTimeout: 200 * time.Millisecond})
+		It("closes a keep-alive connection idle for IdleTimeout, telling IdleTimedOut", func() {
+			var idle atomic.Int32
+			r := start(&h1.Server{Handler: http.HandlerFunc(echoPath), IdleTimeout: 200 * time.Millisecond,
+				IdleTimedOut: func() { idle.Add(1) }})
 			c, br := dialRaw(r.addr)
 			send(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 			Expect(readRaw(br, "GET").resp.StatusCode).To(Equal(http.StatusOK))
@@ -462,6 +464,18 @@ var _ = Describe("Server", func() {
 				closed <- err
 			}()
 			Eventually(closed).Should(Receive(MatchError(io.EOF)))
+			Expect(idle.Load()).To(BeEquivalentTo(1))
+		})
+
+		It("closes a connection that brings no request within IdleTimeout, telling IdleTimedOut", func() {
+			var idle atomic.Int32
+			r := start(&h1.Server{Handler: http.HandlerFunc(echoPath), IdleTimeout: 200 * time.Millisecond,
+				IdleTimedOut: func() { idle.Add(1) }})
+			_, br := dialRaw(r.addr)
+			b, err := io.ReadAll(br)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(b).To(BeEmpty())
+			Expect(idle.Load()).To(BeEquivalentTo(1))
 		})
 	})
 
@@ -552,6 +566,86 @@ var _ = Describe("Server", func() {
 			Expect(string(readRaw(br, "POST").body)).To(Equal("0123"))
 			Expect(string(readRaw(br, "POST").body)).To(Equal("wxyz"))
 		})
+
+		Context("when the body breaks its chunked framing (issue #18)", func() {
+			var (
+				addr   string
+				errs   chan error
+				answer atomic.Bool // the handler answers the error itself
+			)
+			BeforeEach(func() {
+				errs = make(chan error, 1)
+				answer.Store(false)
+				// A handler that gives up on a body it cannot read, as the proxy's router used to.
+				addr = serve(func(w http.ResponseWriter, r *http.Request) {
+					_, err := io.ReadAll(r.Body)
+					errs <- err
+					if err != nil && answer.Load() {
+						w.Header().Set("Content-Length", "4")
+						w.WriteHeader(http.StatusTeapot)
+						_, _ = io.WriteString(w, "oops")
+					}
+				})
+			})
+
+			// Regression: the body's error was taken for a client gone away, and the server's default
+			// 200 went out.
+			DescribeTable("answers 400 Bad Request with Connection: close and closes the connection, not 200",
+				func(body string) {
+					c, br := dialRaw(addr)
+					send(c, "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+body)
+					rr := readRaw(br, "POST")
+					Expect(rr.head).To(HavePrefix("HTTP/1.1 400 Bad Request\r\n"))
+					Expect(rr.head).To(ContainSubstring("\r\nConnection: close\r\n"))
+					Expect(string(rr.body)).To(Equal("Bad Request"))
+					expectClosed(br)
+					var err error
+					Expect(errs).To(Receive(&err))
+					Expect(err).To(beFramingError(http.StatusBadRequest, Not(BeEmpty())))
+				},
+				Entry("a size that is not hexadecimal", "zz\r\nhello\r\n0\r\n\r\n"),
+				Entry("a size of 2^72", "1000000000000000000\r\nhello\r\n0\r\n\r\n"),
+				Entry("a negative size", "-5\r\nhello\r\n0\r\n\r\n"),
+				Entry("a chunk line ending with a bare LF", "5\nhello\r\n0\r\n\r\n"),
+				Entry("data followed by a bare LF", "5\r\nhello\n0\r\n\r\n"),
+				Entry("data longer than its size", "3\r\nhello\r\n0\r\n\r\n"),
+				// Nothing more is sent: the 400 must not wait for an LF, nor for the connection to end.
+				Entry("a bare CR in a chunk line, no LF ever", "5\rhello"),
+				Entry("data longer than its size, nothing after", "3\r\nhello"),
+			)
+
+			It("closes the connection after the handler's own answer to the error, saying so", func() {
+				answer.Store(true)
+				c, br := dialRaw(addr)
+				send(c, "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"+
+					"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+				rr := readRaw(br, "POST")
+				Expect(rr.resp.StatusCode).To(Equal(http.StatusTeapot))
+				Expect(rr.head).To(ContainSubstring("\r\nConnection: close\r\n"))
+				Expect(string(rr.body)).To(Equal("oops"))
+				expectClosed(br)
+			})
+		})
+
+		DescribeTable("sends nothing to a client gone mid-body, and closes",
+			func(head, partial string) {
+				errs := make(chan error, 1)
+				addr := serve(func(w http.ResponseWriter, r *http.Request) {
+					_, err := io.ReadAll(r.Body)
+					errs <- err
+				})
+				c, br := dialRaw(addr)
+				send(c, head+partial)
+				Expect(c.(*net.TCPConn).CloseWrite()).To(Succeed()) // the client's end of stream
+				b, err := io.ReadAll(br)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(string(b)).To(BeEmpty(), "no response, not the default 200")
+				Expect(errs).To(Receive(MatchError(io.ErrUnexpectedEOF)))
+			},
+			Entry("fewer bytes than the Content-Length", "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", "hello"),
+			Entry("in a chunk's data", "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", "5\r\nhel"),
+			Entry("in a chunk line", "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", "5\r\nhello\r\n1"),
+		)
 
 		It("lets a handler replace r.Body: the server keeps its own record of the request's body", func() {
 			// Regression: the reader goroutine read r.Body after dispatching the request, racing a
@@ -674,15 +768,18 @@ var _ = Describe("Server", func() {
 
 	Describe("malformed requests", func() {
 		var (
-			addr  string
-			calls atomic.Int32
+			addr     string
+			calls    atomic.Int32
+			rejected chan int // what Rejected heard
 		)
 		BeforeEach(func() {
 			calls.Store(0)
+			ch := make(chan int, 1) // this spec's: a server of an earlier spec may still be closing
+			rejected = ch
 			addr = start(&h1.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				calls.Add(1)
 				echoPath(w, r)
-			}), MaxHeaderBytes: 1024}).addr
+			}), MaxHeaderBytes: 1024, Rejected: func(code int) { ch <- code }}).addr
 		})
 
 		DescribeTable("are answered with an error status and the connection closed",
@@ -695,6 +792,7 @@ var _ = Describe("Server", func() {
 				Expect(string(rr.body)).To(Equal(http.StatusText(code)))
 				expectClosed(br)
 				Expect(calls.Load()).To(BeZero())
+				Expect(rejected).To(Receive(Equal(code)))
 			},
 			Entry("obsolete line folding", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n folded\r\n\r\n", 400),
 			Entry("obsolete line folding with a tab", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tfolded\r\n\r\n", 400),
@@ -743,12 +841,67 @@ var _ = Describe("Server", func() {
 			Entry("a DEL", "GET /a\x7fb HTTP/1.1\r\nHost: x\r\n\r\n"),
 		)
 
+		// Regression (issue #18, defect 10): a head without an LF was held until ReadHeaderTimeout
+		// (one minute here, longer than a spec's I/O deadline), then answered 408. Envoy's parser
+		// rejects a bare CR, or a byte that cannot start a request, as soon as it arrives.
+		DescribeTable("are answered 400 at once when they cannot become valid, without waiting for an LF",
+			func(request string) {
+				c, br := dialRaw(addr)
+				send(c, request)
+				rr := readRaw(br, "GET")
+				Expect(rr.head).To(HavePrefix("HTTP/1.1 400 Bad Request\r\n"))
+				Expect(rr.head).To(ContainSubstring("\r\nConnection: close\r\n"))
+				expectClosed(br)
+				Expect(calls.Load()).To(BeZero())
+				Expect(rejected).To(Receive(Equal(http.StatusBadRequest)))
+			},
+			Entry("a request line ended by a bare CR", "GET / HTTP/1.1\rHost: x\r\r"),
+			Entry("a field ended by a bare CR", "GET / HTTP/1.1\r\nHost: x\rX-A: 1\r\r"),
+			Entry("a bare CR in an empty line", "GET / HTTP/1.1\r\nHost: x\r\n\rX"),
+			Entry("a bare CR before the request", "\rGET / HTTP/1.1"),
+			Entry("a TLS ClientHello", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+			Entry("binary garbage", "\x00\x01\x02\x03"),
+			Entry("a space before the method", " GET / HTTP/1.1"),
+			Entry("a method with a non-token byte", "G@T / HTTP/1.1"),
+		)
+
+		It("answers 400 at once to a bare CR wherever the read buffer's end falls", func() {
+			addr := serve(echoPath) // the default head limit, larger than the read buffer
+			for n := 4060; n <= 4110; n++ {
+				c, br := dialRaw(addr)
+				send(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("b", n)+"\rb")
+				rr := readRaw(br, "GET")
+				Expect(rr.head).To(HavePrefix("HTTP/1.1 400 Bad Request\r\n"), "with %d bytes before the CR", n)
+			}
+		})
+
+		It("waits for the LF after a CR that ends what was received", func() {
+			c, br := dialRaw(addr)
+			send(c, "GET /cr HTTP/1.1\r")
+			send(c, "\nHost: x\r")
+			send(c, "\n\r")
+			send(c, "\n")
+			rr := readRaw(br, "GET")
+			Expect(rr.resp.StatusCode).To(Equal(http.StatusOK))
+			Expect(string(rr.body)).To(Equal("path=/cr"))
+		})
+
 		It("accepts a head just under MaxHeaderBytes", func() {
 			c, br := dialRaw(addr)
 			send(c, "GET /big HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("b", 900)+"\r\n\r\n")
 			rr := readRaw(br, "GET")
 			Expect(rr.resp.StatusCode).To(Equal(http.StatusOK))
 			Expect(string(rr.body)).To(Equal("path=/big"))
+		})
+
+		It("does not tell Rejected of a connection closed before any request", func() {
+			c, br := dialRaw(addr)
+			send(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			Expect(readRaw(br, "GET").resp.StatusCode).To(Equal(http.StatusOK))
+			send(c, "GET /cut HTTP/1.1\r\n")
+			Expect(c.(*net.TCPConn).CloseWrite()).To(Succeed())
+			expectClosed(br)
+			Expect(rejected).NotTo(Receive())
 		})
 
 		It("skips a few empty lines before a request", func() {
@@ -907,6 +1060,20 @@ var _ = Describe("Server", func() {
 			Consistently(cancelled).ShouldNot(Receive())
 			Expect(c.Close()).To(Succeed())
 			Eventually(cancelled).Should(Receive(MatchError(context.Canceled)))
+		})
+
+		// Regression (issue #18): a handler that returned without answering a client gone away got the
+		// server's default 200 written to it, which a client that had only half-closed would read.
+		It("sends nothing when its handler returns without answering a client gone away", func() {
+			addr := serve(func(w http.ResponseWriter, r *http.Request) {
+				<-r.Context().Done()
+			})
+			c, br := dialRaw(addr)
+			send(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+			Expect(c.(*net.TCPConn).CloseWrite()).To(Succeed())
+			b, err := io.ReadAll(br)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(b)).To(BeEmpty())
 		})
 	})
 
@@ -1097,9 +1264,10 @@ var _ = Describe("Server", func() {
 			Consistently(states.snapshot).Should(Equal(want))
 		})
 
-		It("answers a head that stalls past ReadHeaderTimeout with 408, or closes", func() {
-			var calls atomic.Int32
-			r := start(&h1.Server{ReadHeaderTimeout: 200 * time.Millisecond,
+		It("answers a head that stalls past ReadHeaderTimeout with 408, or closes; that is not idleness", func() {
+			var calls, idle atomic.Int32
+			r := start(&h1.Server{ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: time.Hour,
+				IdleTimedOut: func() { idle.Add(1) },
 				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					calls.Add(1)
 					echoPath(w, r)
@@ -1115,6 +1283,7 @@ var _ = Describe("Server", func() {
 			Eventually(got).Should(Receive(&out))
 			Expect(out).To(Or(BeEmpty(), HavePrefix("HTTP/1.1 408 ")))
 			Expect(calls.Load()).To(BeZero())
+			Expect(idle.Load()).To(BeZero())
 		})
 
 		It("does not apply ReadHeaderTimeout to the time a request is handled", func() {
