@@ -6,12 +6,9 @@ import (
 	"io"
 	"os"
 
-	"github.com/meshproof/meshproof/reports/record"
-
 	tclog "github.com/testcontainers/testcontainers-go/log"
 
 	"github.com/meshproof/meshproof/mesh/docker"
-	"github.com/meshproof/meshproof/scenarios"
 )
 
 // Environment of `meshproof run --runner docker`.
@@ -21,20 +18,24 @@ const (
 	envDockerVerbose = "MESHPROOF_DOCKER_VERBOSE" // "1": testcontainers' log and the image build output too
 )
 
-// runDocker runs the scenario on the docker runner, with progress on w.
-func runDocker(ctx context.Context, sc *scenarios.Scenario, seed *uint64, w io.Writer) (*record.Record, error) {
+// dockerRunner is the docker runner configured from the environment, with its progress lines on w.
+func dockerRunner(w io.Writer) docker.Runner {
 	verbose := os.Getenv(envDockerVerbose) == "1"
 	if !verbose {
 		tclog.SetDefault(tclog.NewNoopLogger()) // testcontainers' banner; the runner's own lines still go to w
 	}
-	if err := docker.Available(ctx); err != nil {
-		return nil, fmt.Errorf("docker runner: Docker is not reachable (start it, or use --runner embedded): %w", err)
-	}
-	return docker.Run(ctx, sc, docker.Options{
-		Seed:    seed,
+	return docker.Runner{Options: docker.Options{
 		Image:   os.Getenv(envDockerImage),
 		Binary:  os.Getenv(envDockerBinary),
 		Log:     w,
 		Verbose: verbose,
-	})
+	}}
+}
+
+// dockerAvailable says, in terms a user can act on, that Docker cannot be reached.
+func dockerAvailable(ctx context.Context) error {
+	if err := docker.Available(ctx); err != nil {
+		return fmt.Errorf("docker runner: Docker is not reachable (start it, or use --runner embedded): %w", err)
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/meshproof/meshproof/mesh/live"
+	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
@@ -44,18 +45,26 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshproof run: --runner %q: want embedded or docker\n", *runner)
 		return exitInvalid
 	}
-	var opts live.Options
+	var (
+		opts plan.Options
+		seed *uint64
+	)
 	if *seedFlag != "" {
-		seed, err := strconv.ParseUint(*seedFlag, 10, 64)
+		n, err := strconv.ParseUint(*seedFlag, 10, 64)
 		if err != nil {
 			fmt.Fprintf(stderr, "meshproof run: --seed %q: want a non-negative integer\n", *seedFlag)
 			return exitInvalid
 		}
-		opts.Seed = &seed
+		seed = &n
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// Traces are on by default on the embedded runner; on another runner only when asked for, and then
+	// that runner records them or refuses (plan.Runner.Supports).
+	tracingOn := *traceRatio > 0 && (*runner == "embedded" || set["trace-ratio"] || set["otlp-endpoint"])
 	var spans []sdktrace.ReadOnlySpan
-	if *traceRatio > 0 {
-		opts.Tracing = &live.Tracing{SampleRatio: min(*traceRatio, 1), OTLPEndpoint: *otlpEndpoint,
+	if tracingOn {
+		opts.Tracing = &plan.Tracing{SampleRatio: min(*traceRatio, 1), OTLPEndpoint: *otlpEndpoint,
 			Spans: func(s []sdktrace.ReadOnlySpan) { spans = s }}
 	}
 	sc, err := scenarios.LoadFile(file)
@@ -64,6 +73,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitInvalid
 	}
 	printWarnings(stderr, sc)
+	var r plan.Runner = live.Runner{}
+	if *runner == "docker" {
+		r = dockerRunner(stderr)
+	}
+	p := plan.New(sc, seed)
+	if err := r.Supports(p, opts); err != nil {
+		printErr(stderr, err)
+		return exitInvalid
+	}
 	dir := *out
 	if dir == "" {
 		dir = filepath.Join("runs", sc.Name+"-"+time.Now().Format("20060102-150405"))
@@ -74,12 +92,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	fmt.Fprintf(stdout, "meshproof: running %s (%s): %s\n", sc.Name, file, sc.Load.Describe())
-	var rec *record.Record
+	opts.Progress, opts.ProgressInterval = progressPrinter(stderr)
 	if *runner == "docker" {
-		rec, err = runDocker(ctx, sc, opts.Seed, stderr)
-	} else {
-		opts.Progress, opts.ProgressInterval = progressPrinter(stderr)
-		rec, err = live.Run(ctx, sc, opts)
+		err = dockerAvailable(ctx)
+	}
+	var rec *record.Record
+	if err == nil {
+		rec, err = r.Run(ctx, p, opts)
 	}
 	if err != nil {
 		printErr(stderr, err)
@@ -164,9 +183,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 
 // progressPrinter shows a run's progress: on a terminal a status line rewritten in place twice a
 // second, elsewhere (CI logs) one line every five seconds.
-func progressPrinter(w io.Writer) (func(live.Progress), time.Duration) {
+func progressPrinter(w io.Writer) (func(plan.Progress), time.Duration) {
 	tty := reports.IsTerminal(w)
-	return func(p live.Progress) {
+	return func(p plan.Progress) {
 		line := fmt.Sprintf("%s/%s  %.0f req/s  p99 %s  errors %d  retries %d  ejected %d",
 			p.Elapsed.Round(100*time.Millisecond), p.Planned, p.Rate, p.P99.Round(10*time.Microsecond), p.Errors, p.Retries, p.Ejections)
 		if tty {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/docker"
+	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -70,19 +71,14 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitInvalid
 	}
 
-	ctl := docker.NewControl(*service, *instance, 0)
-	up, err := faults.NewUpstream(faults.UpstreamConfig{
-		Service:  *service,
-		Instance: *instance,
-		Seed:     seed,
-		Response: svc.FaultResponse(),
-		Faults:   sc.InstanceFaults(*service, *instance),
-		OnEvent:  ctl.Record,
-	})
-	if err != nil {
+	// The instance as every runner plans it: its HTTP fault rules, and a TCP fault proxy in front of it
+	// on --listen when TCP rules target it (plan.Host), so that no fault kind is lost in a container.
+	in, _ := plan.New(sc, &seed).Instance(*service, *instance)
+	if _, err := faults.NewUpstream(in.Upstream); err != nil { // validated before anything listens
 		printErr(stderr, err)
 		return exitInvalid
 	}
+	ctl := docker.NewControl(*service, *instance, 0)
 	// The control port first, so that /ready can answer 503 until the data port listens.
 	cln, err := net.Listen("tcp", *control)
 	if err != nil {
@@ -98,14 +94,19 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}()
 
 	start := time.Now()
-	if err := up.Start(*listen); err != nil {
+	up, err := plan.StartHost(in, plan.HostConfig{Listen: *listen, OnEvent: ctl.Record})
+	if err != nil {
 		printErr(stderr, err)
 		return exitFailed
 	}
 	defer up.Close()
 	up.SetRunStart(start)
 	ctl.Attach(up, up.Addr(), start)
-	fmt.Fprintf(stdout, "upstream %s/%d on %s\ncontrol on %s\n", *service, *instance, up.Addr(), cln.Addr())
+	tcpNote := ""
+	if len(in.TCP) > 0 {
+		tcpNote = fmt.Sprintf(" (TCP fault proxy in front of the upstream on %s)", up.Upstream().Addr())
+	}
+	fmt.Fprintf(stdout, "upstream %s/%d on %s%s\ncontrol on %s\n", *service, *instance, up.Addr(), tcpNote, cln.Addr())
 
 	select {
 	case <-ctx.Done():

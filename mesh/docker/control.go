@@ -67,7 +67,7 @@ type Control struct {
 	max      int
 
 	mu       sync.Mutex
-	up       *faults.Upstream
+	up       Instance
 	listen   string
 	runStart time.Time
 	events   []Event
@@ -94,9 +94,16 @@ func (c *Control) Record(e faults.Event) {
 	c.events = append(c.events, Event{Time: e.Time, Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail})
 }
 
+// Instance is what a Control serves: an upstream instance (a plan.Host, with its TCP fault proxy, or a
+// bare faults.Upstream).
+type Instance interface {
+	Stats() faults.UpstreamStats
+	SetRunStart(time.Time)
+}
+
 // Attach makes the control serve up, which listens on listen and whose fault windows start at runStart.
 // /ready answers 503 until then.
-func (c *Control) Attach(up *faults.Upstream, listen string, runStart time.Time) {
+func (c *Control) Attach(up Instance, listen string, runStart time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.up, c.listen, c.runStart = up, listen, runStart
@@ -158,7 +165,7 @@ func (c *Control) Handler(now func() time.Time) http.Handler {
 	return mux
 }
 
-func (c *Control) upstream() *faults.Upstream {
+func (c *Control) upstream() Instance {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.up

@@ -21,7 +21,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,8 +40,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/meshproof/meshproof/mesh/drive"
+	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/load"
+	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -68,10 +68,8 @@ const (
 	stopGrace      = time.Second            // SIGTERM to SIGKILL when stopping containers
 )
 
-// Options change a run without changing the scenario.
+// Options configure the docker runner (what plan.Options leave to it).
 type Options struct {
-	// Seed overrides the scenario's seed when not nil.
-	Seed *uint64
 	// Image is the tag of a meshproof image to run (e.g. one from BuildImage or `make image`), kept after
 	// the run. "" builds an image for this run and removes it at the end.
 	Image string
@@ -139,15 +137,46 @@ func (u *upstream) aliases() []string {
 	return []string{u.service + "-" + strconv.Itoa(u.index), u.service}
 }
 
-// Run starts the scenario's topology in Docker, drives its load, applies opts.Faults, and returns the
-// record, shaped like the embedded runner's. Everything it created is removed before it returns, with a
-// fresh context when ctx is cancelled. On cancellation during the load it returns the record so far
-// and ctx's error, like mesh/live.
-func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (rec *record.Record, err error) {
-	seed := sc.Seed
-	if opts.Seed != nil {
-		seed = *opts.Seed
+// Runner is the docker runner, with its own options.
+type Runner struct{ Options }
+
+var _ plan.Runner = Runner{}
+
+// Name is "docker".
+func (Runner) Name() string { return "docker" }
+
+// Supports refuses traces: the containers do not export their spans to the run yet, and a run without
+// them must not look traced. Every fault kind is supported: HTTP rules in each upstream container, TCP
+// toxics by a TCP fault proxy inside it (plan.Host), container faults through Docker.
+func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
+	var parts []string
+	if opts.Tracing != nil {
+		parts = append(parts, "traces (--trace-ratio, --otlp-endpoint): the containers' spans are not collected yet")
 	}
+	if p.Scenario.File == "" {
+		parts = append(parts, "a scenario without a file (the upstream containers read it)")
+	}
+	if err := ValidateFaults(p.Scenario, r.Faults); err != nil {
+		return err
+	}
+	if len(parts) > 0 {
+		return &plan.Unsupported{Runner: "docker", Parts: parts, Hint: "run with --trace-ratio 0, or use --runner embedded"}
+	}
+	return nil
+}
+
+// Run runs sc in Docker with the given seed (nil: the scenario's): plan.Run(ctx, Runner{opts},
+// plan.New(sc, seed), popts).
+func Run(ctx context.Context, sc *scenarios.Scenario, seed *uint64, opts Options, popts plan.Options) (*record.Record, error) {
+	return plan.Run(ctx, Runner{opts}, plan.New(sc, seed), popts)
+}
+
+// Run starts the plan's topology in Docker, drives its load, applies the scenario's and r.Faults'
+// container faults, and returns the record, shaped like the embedded runner's. Everything it created is
+// removed before it returns, with a fresh context when ctx is cancelled. On cancellation during the load
+// it returns the record so far and ctx's error, like mesh/live.
+func (rr Runner) Run(ctx context.Context, p *plan.Plan, popts plan.Options) (rec *record.Record, err error) {
+	opts, sc := rr.Options, p.Scenario
 	if sc.File == "" {
 		return nil, errors.New("docker runner: the scenario has no file (the upstream containers read it)")
 	}
@@ -156,7 +185,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (rec *record
 		return nil, fmt.Errorf("docker runner: %w", err)
 	}
 	// The scenario's own container faults (faults[i].container) join the ones given in opts.
-	for _, c := range sc.ContainerFaults() {
+	for _, c := range p.Containers {
 		opts.Faults = append(opts.Faults, ContainerFault{At: c.Start, For: c.Duration, Service: c.Service, Instance: c.Instance, Kind: c.Kind, Name: c.Name})
 	}
 	if err := ValidateFaults(sc, opts.Faults); err != nil {
@@ -205,23 +234,33 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (rec *record
 	if err := r.createNetwork(ctx); err != nil {
 		return nil, err
 	}
-	if err := r.startUpstreams(ctx, sc, seed, tag, scenarioYAML); err != nil {
+	if err := r.startUpstreams(ctx, p, tag, scenarioYAML); err != nil {
 		return nil, err
 	}
-	if err := r.startProxies(ctx, sc, tag); err != nil {
+	if err := r.startProxies(ctx, p, tag); err != nil {
 		return nil, err
 	}
-	return r.drive(ctx, sc, seed)
+	return r.drive(ctx, p, popts)
 }
 
 // drive runs the load and the container faults, then collects the record.
-func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64) (*record.Record, error) {
-	l := sc.Load
+func (r *runner) drive(ctx context.Context, p *plan.Plan, popts plan.Options) (*record.Record, error) {
+	l := p.Scenario.Load
 	listener, err := r.endpoint(ctx, r.proxies[l.Target], ListenerPort)
 	if err != nil {
 		return nil, err
 	}
-	cfg := drive.Config(l, "http://"+listener)
+	cfg := p.LoadConfig("http://" + listener)
+	tracker := plan.NewTracker()
+	if popts.Progress != nil {
+		cfg.OnSample = tracker.Sample
+	}
+	stats := func() map[string]uint64 {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		st, _ := r.proxyStats(sctx, l.Target) // a tick without stats shows the client's side alone
+		return st
+	}
 
 	// Fault windows count from the moment the load starts. Every upstream gets that moment ahead of
 	// time, then the load starts on it.
@@ -244,8 +283,16 @@ func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64)
 	}
 	var health []record.ProxyEvent
 	bg.Go(func() { health = r.pollHealth(ctx, l.Target, start, loadDone) })
+	progCtx, stopProgress := context.WithCancel(ctx)
+	defer stopProgress()
+	progDone := tracker.Report(progCtx, popts, start, l.Total(), stats)
 	samples, loadStart, err := load.Run(ctx, cfg)
 	close(loadDone)
+	stopProgress()
+	<-progDone
+	if popts.Progress != nil {
+		popts.Progress(tracker.Snapshot(time.Since(start), l.Total(), stats()))
+	}
 	bg.Wait() // every fault reverted (unless ctx ended)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -254,7 +301,7 @@ func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64)
 	// Collect even after a cancellation (with a fresh, short context), so that the record so far holds.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	rec := sc.NewRecord(seed, loadStart, samples)
+	rec := p.NewRecord(loadStart, samples)
 	var errs []error
 	if rec.ProxyStats, err = r.proxyStats(cctx, l.Target); err != nil {
 		errs = append(errs, err)
@@ -270,7 +317,7 @@ func (r *runner) drive(ctx context.Context, sc *scenarios.Scenario, seed uint64)
 		events = append(events, e)
 	}
 	r.evMu.Unlock()
-	sort.SliceStable(events, func(i, j int) bool { return events[i].At < events[j].At })
+	plan.SortFaultEvents(events)
 	rec.Events = events
 	for _, e := range health {
 		e.At += start.Sub(loadStart)
@@ -321,20 +368,14 @@ func (r *runner) createNetwork(ctx context.Context) error {
 	return fmt.Errorf("docker: create network: %w", lastErr)
 }
 
-func (r *runner) startUpstreams(ctx context.Context, sc *scenarios.Scenario, seed uint64, tag string, scenarioYAML []byte) error {
-	names := make([]string, 0, len(sc.Services))
-	for n := range sc.Services {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		for i := range sc.Services[name].Instances {
-			ip, err := r.ips.next()
-			if err != nil {
-				return err
-			}
-			r.upstreams = append(r.upstreams, &upstream{service: name, index: i, ip: ip})
+func (r *runner) startUpstreams(ctx context.Context, p *plan.Plan, tag string, scenarioYAML []byte) error {
+	seed := p.Seed
+	for _, in := range p.Instances {
+		ip, err := r.ips.next()
+		if err != nil {
+			return err
 		}
+		r.upstreams = append(r.upstreams, &upstream{service: in.Service, index: in.Index, ip: ip})
 	}
 	r.logf("starting %d upstream containers", len(r.upstreams))
 	return r.eachUpstream(func(u *upstream) error {
@@ -365,21 +406,15 @@ func (r *runner) startUpstreams(ctx context.Context, sc *scenarios.Scenario, see
 	})
 }
 
-func (r *runner) startProxies(ctx context.Context, sc *scenarios.Scenario, tag string) error {
-	names := make([]string, 0, len(sc.Proxies))
-	for n := range sc.Proxies {
-		names = append(names, n)
+func (r *runner) startProxies(ctx context.Context, p *plan.Plan, tag string) error {
+	ips := map[string]netip.Addr{}
+	for _, u := range r.upstreams {
+		ips[u.name()] = u.ip
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		p := sc.Proxies[name]
-		var endpoints []string
-		for _, u := range r.upstreams {
-			if u.service == p.RoutesTo {
-				endpoints = append(endpoints, hostPort(u.ip.String(), UpstreamPort))
-			}
-		}
-		b, err := scenarios.BuildBootstrap(sc, name, scenarios.Addresses{
+	for _, px := range p.Proxies {
+		name := px.Name
+		endpoints := p.Endpoints(px.RoutesTo, func(in plan.Instance) string { return hostPort(ips[in.Name()].String(), UpstreamPort) })
+		b, err := p.Bootstrap(name, scenarios.Addresses{
 			Listener: hostPort("0.0.0.0", ListenerPort), Admin: hostPort("0.0.0.0", AdminPort), Endpoints: endpoints,
 		})
 		if err != nil {
@@ -549,8 +584,8 @@ func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) ([]r
 				ur.Applied[k] += v
 			}
 			for _, e := range p.Events {
-				events = append(events, record.FaultEvent{At: e.Time.Sub(loadStart), Service: u.service, Instance: u.index,
-					Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail})
+				events = append(events, plan.FaultEvent(faults.Event{Time: e.Time, Service: u.service, Instance: u.index,
+					Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail}, loadStart))
 			}
 		}
 		out = append(out, ur)

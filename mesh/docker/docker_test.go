@@ -3,7 +3,9 @@ package docker_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/meshproof/meshproof/mesh/docker"
 	"github.com/meshproof/meshproof/mesh/live"
+	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
 )
@@ -83,10 +86,10 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		sc, err := scenarios.LoadFile("../../scenarios/examples/healthy-baseline.yaml")
 		Expect(err).NotTo(HaveOccurred())
 
-		inDocker, err := docker.Run(ctx, sc, options())
+		inDocker, err := docker.Run(ctx, sc, nil, options(), plan.Options{})
 		Expect(err).NotTo(HaveOccurred())
 		expectNothingLeft(ctx)
-		embedded, err := live.Run(ctx, sc, live.Options{})
+		embedded, err := live.Run(ctx, sc, nil, plan.Options{})
 		Expect(err).NotTo(HaveOccurred())
 
 		d, e := reports.Summarize(inDocker), reports.Summarize(embedded)
@@ -117,6 +120,46 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		Expect(reports.NewReport(inDocker, checks).Passed).To(BeTrue(), "the scenario's checks hold in Docker")
 	}, SpecTimeout(2*time.Minute))
 
+	// One plan, two runners (issue #12): every example runs on the embedded and the docker runner from
+	// the same plan, and each runner applies the same fault kinds — TCP toxics included — or refuses the
+	// plan by name before starting anything.
+	examples, _ := filepath.Glob("../../scenarios/examples/*.yaml")
+	for _, file := range examples {
+		It("runs "+filepath.Base(file)+" from one plan on both runners, applying the same fault kinds", Label("slow"), func(ctx SpecContext) {
+			sc, err := scenarios.LoadFile(file)
+			Expect(err).NotTo(HaveOccurred())
+			p := plan.New(sc, nil)
+			applied := map[string][]string{}
+			for _, r := range []plan.Runner{live.Runner{}, docker.Runner{Options: options()}} {
+				if err := r.Supports(p, plan.Options{}); err != nil {
+					Expect(err).To(MatchError(plan.ErrUnsupported))
+					GinkgoWriter.Printf("%s refuses %s: %v\n", r.Name(), filepath.Base(file), err)
+					applied[r.Name()] = []string{"refused"}
+					continue
+				}
+				rec, err := plan.Run(ctx, r, p, plan.Options{})
+				Expect(err).NotTo(HaveOccurred(), r.Name())
+				kinds := map[string]bool{}
+				for _, e := range rec.Events {
+					kinds[e.Kind] = true
+				}
+				applied[r.Name()] = slices.Sorted(maps.Keys(kinds))
+				GinkgoWriter.Printf("%s applied %v\n", r.Name(), applied[r.Name()])
+			}
+			expectNothingLeft(ctx)
+			if len(p.Containers) > 0 {
+				Expect(applied["embedded"]).To(Equal([]string{"refused"}), "container faults need Docker")
+				return
+			}
+			Expect(applied["docker"]).To(Equal(applied["embedded"]))
+			for _, k := range p.Kinds() {
+				if tx, ok := strings.CutPrefix(k, "tcp:"); ok {
+					Expect(applied["docker"]).To(ContainElement("tcp_"+tx), "the TCP toxic %s is applied in Docker", tx)
+				}
+			}
+		}, SpecTimeout(3*time.Minute))
+	}
+
 	It("shows a partition of one instance in the proxy's stats, and its healing", func(ctx SpecContext) {
 		sc, err := scenarios.LoadFile("testdata/partition.yaml")
 		Expect(err).NotTo(HaveOccurred())
@@ -133,7 +176,7 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 			mu.Unlock()
 		}
 
-		rec, err := docker.Run(ctx, sc, opts)
+		rec, err := docker.Run(ctx, sc, nil, opts, plan.Options{})
 		Expect(err).NotTo(HaveOccurred())
 		describe(rec)
 		expectNothingLeft(ctx)
@@ -176,7 +219,7 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 	It("takes container faults from the scenario and records the proxy's ejection and return", func(ctx SpecContext) {
 		sc, err := scenarios.LoadFile("testdata/partition-scenario.yaml")
 		Expect(err).NotTo(HaveOccurred())
-		rec, err := docker.Run(ctx, sc, options())
+		rec, err := docker.Run(ctx, sc, nil, options(), plan.Options{})
 		Expect(err).NotTo(HaveOccurred())
 		expectNothingLeft(ctx)
 
@@ -211,7 +254,7 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 			{At: 3500 * time.Millisecond, For: 1500 * time.Millisecond, Service: "orders", Instance: 1, Kind: docker.FaultPause},
 			{At: 6 * time.Second, Service: "orders", Instance: 2, Kind: docker.FaultRestart},
 		}
-		rec, err := docker.Run(ctx, sc, opts)
+		rec, err := docker.Run(ctx, sc, nil, opts, plan.Options{})
 		Expect(err).NotTo(HaveOccurred())
 		describe(rec)
 		expectNothingLeft(ctx)
@@ -249,7 +292,7 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 			opts.StatsInterval = time.Second
 			opts.OnStats = func(time.Duration, map[string]uint64) { cancel() } // a second into the load, paused instance and all
 
-			rec, err := docker.Run(rctx, sc, opts)
+			rec, err := docker.Run(rctx, sc, nil, opts, plan.Options{})
 			Expect(err).To(MatchError(context.Canceled))
 			Expect(rec).NotTo(BeNil(), "the record so far")
 			Expect(len(rec.Samples)).To(BeNumerically("<", 400), "fewer than the 8s of load")
@@ -264,7 +307,7 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 			opts := options()
 			opts.Log = cancelOn{"starting proxy", cancel}
 
-			rec, err := docker.Run(rctx, sc, opts)
+			rec, err := docker.Run(rctx, sc, nil, opts, plan.Options{})
 			Expect(err).To(MatchError(context.Canceled))
 			Expect(rec).To(BeNil())
 			expectNothingLeft(ctx)
@@ -277,7 +320,7 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 			opts.Image = "" // built for the run, with its labels
 			opts.ReadyTimeout = time.Nanosecond
 
-			_, err = docker.Run(ctx, sc, opts)
+			_, err = docker.Run(ctx, sc, nil, opts, plan.Options{})
 			Expect(err).To(MatchError(ContainSubstring("upstream orders/")))
 			expectNothingLeft(ctx)
 			ims, err := cli.ImageList(ctx, client.ImageListOptions{All: true, Filters: make(client.Filters).Add("label", labelTest+"="+label)})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/docker"
+	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/scenarios"
 )
@@ -179,5 +180,31 @@ var _ = Describe("BootstrapJSON", func() {
 		cfg, _, err := config.LoadBootstrap(path)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cfg.Listeners).To(HaveLen(1))
+	})
+})
+
+// The docker runner says what it cannot do before it starts anything (issue #12): traces are not
+// collected from the containers yet, so a traced run is refused rather than written without them.
+var _ = Describe("Runner.Supports", func() {
+	var p *plan.Plan
+	BeforeEach(func() {
+		sc, err := scenarios.LoadFile("testdata/partition-scenario.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		p = plan.New(sc, nil)
+	})
+
+	It("supports the plan's container faults and every other fault kind without tracing", func() {
+		Expect(docker.Runner{}.Supports(p, plan.Options{})).To(Succeed())
+	})
+
+	It("refuses traces, by name", func() {
+		err := docker.Runner{}.Supports(p, plan.Options{Tracing: &plan.Tracing{}})
+		Expect(err).To(MatchError(plan.ErrUnsupported))
+		Expect(err).To(MatchError(ContainSubstring("the docker runner cannot do traces (--trace-ratio, --otlp-endpoint)")))
+	})
+
+	It("refuses container faults of the options that do not fit the scenario", func() {
+		err := docker.Runner{Options: docker.Options{Faults: []docker.ContainerFault{{Service: "nowhere", Kind: docker.FaultKill}}}}.Supports(p, plan.Options{})
+		Expect(err).To(MatchError(docker.ErrInvalidFaults))
 	})
 })

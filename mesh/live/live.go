@@ -1,62 +1,61 @@
-// Package live is the embedded runner: it builds a scenario's topology in this process on loopback —
-// fault-injecting upstream instances, the proxies, the load generator — runs it, and returns the run
-// record. No Docker, no network beyond 127.0.0.1.
+// Package live is the embedded runner: it runs a plan (mesh/plan) in this process on loopback —
+// fault-injecting upstream instances with their TCP fault proxies, the proxies, the load generator —
+// and returns the run record. No Docker, no network beyond 127.0.0.1.
 package live
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"sort"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/meshproof/meshproof/reports/record"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/meshproof/meshproof/faults"
-	"github.com/meshproof/meshproof/faults/tcp"
-	"github.com/meshproof/meshproof/mesh/drive"
 	"github.com/meshproof/meshproof/mesh/load"
+	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/reports/record"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
-// Options change a run without changing the scenario.
-type Options struct {
-	// Seed overrides the scenario's seed when not nil.
-	Seed *uint64
-	// Tracing, when set, traces the run: one TracerProvider for the run (never the global one) shared
-	// by the load generator, the proxies and the upstreams, W3C trace context between them. nil: no
-	// tracing.
-	Tracing *Tracing
-	// Progress, when set, is called about every ProgressInterval while the load runs, and once at its
-	// end.
-	Progress         func(Progress)
-	ProgressInterval time.Duration // default 1s
+// Runner is the embedded runner.
+type Runner struct{}
+
+var _ plan.Runner = Runner{}
+
+// Name is "embedded".
+func (Runner) Name() string { return "embedded" }
+
+// Supports refuses container faults: there is no container to kill, pause or cut off in this process.
+// Every other fault kind and option is supported.
+func (Runner) Supports(p *plan.Plan, _ plan.Options) error {
+	var parts []string
+	seen := map[string]bool{}
+	for _, c := range p.Containers {
+		if !seen[c.Name] {
+			seen[c.Name] = true
+			parts = append(parts, fmt.Sprintf("%s: container fault %q", c.Name, c.Kind))
+		}
+	}
+	if len(parts) > 0 {
+		return &plan.Unsupported{Runner: "embedded", Parts: parts, Hint: "container faults need the docker runner: meshproof run --runner docker"}
+	}
+	return nil
 }
 
-// Tracing configures a run's traces.
-type Tracing struct {
-	// SampleRatio is the share of client requests traced, in (0, 1]; 0 = the default 1.0. Proxies and
-	// upstreams follow the load generator's decision.
-	SampleRatio float64
-	// OTLPEndpoint, when set, also exports the spans over OTLP/HTTP to this URL.
-	OTLPEndpoint string
-	// Spans, when set, receives the run's spans once the run has ended (e.g. for traces.otlp.json,
-	// see tracing.WriteFile). Without it the spans are not kept in memory.
-	Spans func([]sdktrace.ReadOnlySpan)
+// Run runs sc on the embedded runner: plan.Run(ctx, Runner{}, plan.New(sc, seed), opts).
+func Run(ctx context.Context, sc *scenarios.Scenario, seed *uint64, opts plan.Options) (*record.Record, error) {
+	return plan.Run(ctx, Runner{}, plan.New(sc, seed), opts)
 }
 
-// topology is a running scenario: its upstream instances and proxies.
+// topology is a running plan: its upstream instances and proxies.
 type topology struct {
-	upstreams []*instance
-	proxies   map[string]*proxy.Server
-	tp        *tracing.Provider // nil: the run is not traced
+	hosts   []*plan.Host
+	proxies map[string]*proxy.Server
+	tp      *tracing.Provider // nil: the run is not traced
 
 	mu          sync.Mutex
 	events      []faults.Event
@@ -64,34 +63,9 @@ type topology struct {
 	attempts    map[string]int // x-request-id → upstream attempts, as the proxy reports them
 }
 
-type instance struct {
-	service string
-	index   int
-	up      *faults.Upstream
-	// tcp is the TCP fault proxy in front of the instance when a TCP fault rule targets it; the proxy's
-	// endpoint is then tcp's address.
-	tcp     *tcp.Proxy
-	windows []scenarios.TCPWindow
-}
-
-// endpoint is where the proxy reaches the instance.
-func (in *instance) endpoint() string {
-	if in.tcp != nil {
-		return in.tcp.Addr()
-	}
-	return in.up.Addr()
-}
-
-// Run starts the scenario's topology, drives its load, and returns the record. Everything it started is
+// Run starts the plan's topology, drives its load, and returns the record. Everything it started is
 // stopped before it returns, whatever happened.
-func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*record.Record, error) {
-	seed := sc.Seed
-	if opts.Seed != nil {
-		seed = *opts.Seed
-	}
-	if cf := sc.ContainerFaults(); len(cf) > 0 {
-		return nil, fmt.Errorf("%s: container faults (%s) need the docker runner: meshproof run --runner docker", cf[0].Name, cf[0].Kind)
-	}
+func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record.Record, error) {
 	topo := &topology{proxies: map[string]*proxy.Server{}, attempts: map[string]int{}}
 	if opts.Tracing != nil {
 		tp, err := tracing.New(tracing.Config{SampleRatio: opts.Tracing.SampleRatio, OTLPEndpoint: opts.Tracing.OTLPEndpoint,
@@ -104,74 +78,44 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*record.Rec
 		defer topo.endTracing(opts.Tracing.Spans)
 	}
 	defer topo.close()
-	if err := topo.startUpstreams(sc, seed); err != nil {
+	if err := topo.startHosts(p); err != nil {
 		return nil, err
 	}
-	if err := topo.startProxies(sc); err != nil {
+	if err := topo.startProxies(p); err != nil {
 		return nil, err
 	}
 
-	l := sc.Load
-	cfg := drive.Config(l, "http://"+topo.proxies[l.Target].ListenerAddr(l.Target))
+	target := topo.proxies[p.Target()]
+	cfg := p.LoadConfig("http://" + target.ListenerAddr(p.Target()))
 	if topo.tp != nil {
 		cfg.Tracer, cfg.Propagator = topo.tp.Tracer(tracing.ScopeLoad), tracing.Propagator()
 	}
-	var prog *progress
+	tracker := plan.NewTracker()
 	if opts.Progress != nil {
-		prog = newProgress()
-		cfg.OnSample = prog.sample
+		cfg.OnSample = tracker.Sample
 	}
 	// Fault windows count from the moment the load starts, like the load's own phases.
 	started := time.Now()
-	for _, in := range topo.upstreams {
-		in.up.SetRunStart(started)
+	for _, h := range topo.hosts {
+		h.SetRunStart(started)
 	}
-	schedCtx, stopSchedules := context.WithCancel(ctx)
-	defer stopSchedules()
-	for _, in := range topo.upstreams {
-		if in.tcp != nil {
-			go scheduleToxics(schedCtx, in, started)
-		}
-	}
-	progDone := make(chan struct{})
-	if prog != nil {
-		target := topo.proxies[l.Target]
-		interval := cmp.Or(opts.ProgressInterval, time.Second)
-		go func() {
-			defer close(progDone)
-			t := time.NewTicker(interval)
-			defer t.Stop()
-			for {
-				select {
-				case <-t.C:
-					if elapsed := time.Since(started); elapsed < l.Total() {
-						// From the planned end on, the final report below says it: a tick there
-						// printed the last line twice.
-						opts.Progress(prog.snapshot(elapsed, l.Total(), target.Stats().Values()))
-					}
-				case <-schedCtx.Done():
-					return
-				}
-			}
-		}()
-	}
+	progCtx, stopProgress := context.WithCancel(ctx)
+	defer stopProgress()
+	total := p.Scenario.Load.Total()
+	progDone := tracker.Report(progCtx, opts, started, total, func() map[string]uint64 { return target.Stats().Values() })
 	samples, loadStart, err := load.Run(ctx, cfg)
-	stopSchedules()
-	if prog != nil {
-		<-progDone // the ticker's last report is out before the final one
-		opts.Progress(prog.snapshot(time.Since(started), l.Total(), topo.proxies[l.Target].Stats().Values()))
+	stopProgress()
+	<-progDone // the ticker's last report is out before the final one
+	if opts.Progress != nil {
+		opts.Progress(tracker.Snapshot(time.Since(started), total, target.Stats().Values()))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	rec := sc.NewRecord(seed, loadStart, samples)
-	rec.ProxyStats = topo.proxies[l.Target].Stats().Values()
-	for _, in := range topo.upstreams {
-		st := in.up.Stats()
-		rec.Upstreams = append(rec.Upstreams, record.UpstreamRecord{
-			Service: in.service, Instance: in.index, Address: in.up.Addr(),
-			Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied,
-		})
+	rec := p.NewRecord(loadStart, samples)
+	rec.ProxyStats = target.Stats().Values()
+	for _, h := range topo.hosts {
+		rec.Upstreams = append(rec.Upstreams, plan.UpstreamRecord(h.Instance(), h.Upstream().Addr(), h.Stats()))
 	}
 	rec.Events = topo.faultEvents(loadStart)
 	rec.ProxyEvents = topo.proxyRecord(loadStart)
@@ -179,65 +123,35 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*record.Rec
 	return rec, ctx.Err()
 }
 
-func (t *topology) startUpstreams(sc *scenarios.Scenario, seed uint64) error {
-	names := make([]string, 0, len(sc.Services))
-	for n := range sc.Services {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		svc := sc.Services[name]
-		for i := range svc.Instances {
-			ucfg := faults.UpstreamConfig{
-				Service:  name,
-				Instance: i,
-				Seed:     seed,
-				Response: svc.FaultResponse(),
-				Faults:   sc.InstanceFaults(name, i),
-				OnEvent:  t.record,
-			}
+func (t *topology) startHosts(p *plan.Plan) error {
+	for _, in := range p.Instances {
+		h, err := plan.StartHost(in, plan.HostConfig{Listen: "127.0.0.1:0", OnEvent: t.record, Upstream: func(c *faults.UpstreamConfig) {
 			if t.tp != nil {
-				ucfg.Tracer, ucfg.Propagator = t.tp.Tracer(tracing.ScopeUpstream), tracing.Propagator()
+				c.Tracer, c.Propagator = t.tp.Tracer(tracing.ScopeUpstream), tracing.Propagator()
 			}
-			up, err := faults.NewUpstream(ucfg)
-			if err != nil {
-				return err
-			}
-			if err := up.Start("127.0.0.1:0"); err != nil {
-				return err
-			}
-			in := &instance{service: name, index: i, up: up, windows: sc.InstanceTCPFaults(name, i)}
-			t.upstreams = append(t.upstreams, in)
-			if len(in.windows) > 0 {
-				p, err := tcp.NewProxy(tcp.Config{Name: fmt.Sprintf("%s/%d", name, i), Seed: seed, OnEvent: t.recordTCP(name, i)})
-				if err != nil {
-					return err
-				}
-				if err := p.Start("127.0.0.1:0", up.Addr()); err != nil {
-					return err
-				}
-				in.tcp = p
-			}
+		}})
+		if err != nil {
+			return err
 		}
+		t.hosts = append(t.hosts, h)
 	}
 	return nil
 }
 
-func (t *topology) startProxies(sc *scenarios.Scenario) error {
-	for name, p := range sc.Proxies {
-		var endpoints []string
-		for _, in := range t.upstreams {
-			if in.service == p.RoutesTo {
-				endpoints = append(endpoints, in.endpoint())
-			}
-		}
-		b, err := scenarios.BuildBootstrap(sc, name, scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints})
+func (t *topology) startProxies(p *plan.Plan) error {
+	addrs := map[string]string{}
+	for _, h := range t.hosts {
+		addrs[h.Instance().Name()] = h.Addr()
+	}
+	for _, px := range p.Proxies {
+		endpoints := p.Endpoints(px.RoutesTo, func(in plan.Instance) string { return addrs[in.Name()] })
+		b, err := p.Bootstrap(px.Name, scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints})
 		if err != nil {
-			return fmt.Errorf("proxy %s: %w", name, err)
+			return fmt.Errorf("proxy %s: %w", px.Name, err)
 		}
 		cfg, err := config.FromProto(b)
 		if err != nil {
-			return fmt.Errorf("proxy %s: %w", name, err)
+			return fmt.Errorf("proxy %s: %w", px.Name, err)
 		}
 		popts := proxy.Options{Bootstrap: b, OnEvent: t.recordProxy, OnRequest: t.recordAttempts}
 		if t.tp != nil {
@@ -245,60 +159,14 @@ func (t *topology) startProxies(sc *scenarios.Scenario) error {
 		}
 		srv, err := proxy.New(cfg, popts)
 		if err != nil {
-			return fmt.Errorf("proxy %s: %w", name, err)
+			return fmt.Errorf("proxy %s: %w", px.Name, err)
 		}
 		if err := srv.Start(); err != nil {
-			return fmt.Errorf("proxy %s: %w", name, err)
+			return fmt.Errorf("proxy %s: %w", px.Name, err)
 		}
-		t.proxies[name] = srv
+		t.proxies[px.Name] = srv
 	}
 	return nil
-}
-
-// scheduleToxics switches an instance's TCP toxics on and off at its fault windows' edges, counted from
-// the load's start, until ctx ends.
-func scheduleToxics(ctx context.Context, in *instance, start time.Time) {
-	for {
-		elapsed := time.Since(start)
-		var active []tcp.Toxic
-		next := time.Duration(-1)
-		for _, w := range in.windows {
-			end := w.Start + w.Duration
-			if elapsed >= w.Start && (w.Duration == 0 || elapsed < end) {
-				for j, tx := range w.Toxics {
-					if tx.Name == "" {
-						tx.Name = fmt.Sprintf("%s.tcp.toxics[%d]", w.Name, j)
-					}
-					active = append(active, tx)
-				}
-			}
-			for _, edge := range []time.Duration{w.Start, end} {
-				if edge > elapsed && (w.Duration > 0 || edge == w.Start) && (next < 0 || edge < next) {
-					next = edge
-				}
-			}
-		}
-		_ = in.tcp.SetToxics(active...) // validated with the scenario
-		if next < 0 {
-			return
-		}
-		t := time.NewTimer(next - elapsed)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return
-		}
-	}
-}
-
-// recordTCP turns the TCP fault proxy's events into fault events of the instance.
-func (t *topology) recordTCP(service string, index int) func(tcp.Event) {
-	return func(e tcp.Event) {
-		fault, _, _ := strings.Cut(e.Toxic, ".tcp.")
-		t.record(faults.Event{Time: e.Time, Service: service, Instance: index, Seq: e.Conn, Fault: fault,
-			Kind: "tcp_" + e.Type, Detail: e.Detail})
-	}
 }
 
 func (t *topology) recordProxy(e proxy.Event) {
@@ -325,8 +193,8 @@ func (t *topology) fillAttempts(samples []record.Sample) {
 // proxyRecord returns the proxy's events as offsets from the run start, naming hosts "service/instance".
 func (t *topology) proxyRecord(start time.Time) []record.ProxyEvent {
 	names := map[string]string{}
-	for _, in := range t.upstreams {
-		names[in.endpoint()] = fmt.Sprintf("%s/%d", in.service, in.index)
+	for _, h := range t.hosts {
+		names[h.Addr()] = h.Instance().Name()
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -338,7 +206,7 @@ func (t *topology) proxyRecord(start time.Time) []record.ProxyEvent {
 		}
 		out = append(out, record.ProxyEvent{At: e.Time.Sub(start), Kind: e.Kind, Cluster: e.Cluster, Host: host, Reason: e.Reason})
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
+	plan.SortProxyEvents(out)
 	return out
 }
 
@@ -354,10 +222,9 @@ func (t *topology) faultEvents(start time.Time) []record.FaultEvent {
 	defer t.mu.Unlock()
 	out := make([]record.FaultEvent, 0, len(t.events))
 	for _, e := range t.events {
-		out = append(out, record.FaultEvent{At: e.Time.Sub(start), Service: e.Service, Instance: e.Instance,
-			Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail})
+		out = append(out, plan.FaultEvent(e, start))
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
+	plan.SortFaultEvents(out)
 	return out
 }
 
@@ -378,10 +245,7 @@ func (t *topology) close() {
 	for _, p := range t.proxies {
 		_ = p.Shutdown(ctx)
 	}
-	for _, in := range t.upstreams {
-		if in.tcp != nil {
-			_ = in.tcp.Close()
-		}
-		_ = in.up.Close()
+	for _, h := range t.hosts {
+		_ = h.Close()
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/onsi/gomega/gleak"
 
 	"github.com/meshproof/meshproof/mesh/live"
+	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/scenarios"
 )
@@ -42,7 +43,7 @@ func parse(doc string) *scenarios.Scenario {
 var _ = Describe("Run", func() {
 	It("runs the topology and records the client, proxy and upstream views, then stops everything", func() {
 		before := gleak.Goroutines()
-		rec, err := live.Run(context.Background(), parse(scenario), live.Options{})
+		rec, err := live.Run(context.Background(), parse(scenario), nil, plan.Options{})
 		Expect(err).NotTo(HaveOccurred())
 
 		Expect(rec.Scenario).To(Equal("live-spec"))
@@ -94,7 +95,7 @@ var _ = Describe("Run", func() {
 
 	It("makes the same fault decisions for the same seed, and others for another seed", func() {
 		decisions := func(seed *uint64) string {
-			rec, err := live.Run(context.Background(), parse(scenario), live.Options{Seed: seed})
+			rec, err := live.Run(context.Background(), parse(scenario), seed, plan.Options{})
 			Expect(err).NotTo(HaveOccurred())
 			// The n-th request at backend/1 is aborted or not by (seed, instance, n) alone.
 			aborted := map[uint64]bool{}
@@ -119,14 +120,15 @@ var _ = Describe("Run", func() {
 
 	It("refuses container faults, which need the docker runner", func() {
 		doc := scenario + "  - {service: backend, instances: [0], container: kill}\n"
-		_, err := live.Run(context.Background(), parse(doc), live.Options{})
-		Expect(err).To(MatchError(ContainSubstring("faults[1]: container faults (kill) need the docker runner")))
+		_, err := live.Run(context.Background(), parse(doc), nil, plan.Options{})
+		Expect(err).To(MatchError(plan.ErrUnsupported))
+		Expect(err).To(MatchError(`the embedded runner cannot do faults[1]: container fault "kill": container faults need the docker runner: meshproof run --runner docker`))
 	})
 
 	It("stops early and still returns the record when the context ends", func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		rec, err := live.Run(ctx, parse(scenario), live.Options{})
+		rec, err := live.Run(ctx, parse(scenario), nil, plan.Options{})
 		Expect(err).To(MatchError(context.Canceled))
 		Expect(rec).NotTo(BeNil())
 	})
@@ -135,10 +137,10 @@ var _ = Describe("Run", func() {
 var _ = Describe("live progress", func() {
 	It("reports while the load runs and once at its end, with the final counts", func() {
 		var mu sync.Mutex
-		var got []live.Progress
-		rec, err := live.Run(context.Background(), parse(scenario), live.Options{
+		var got []plan.Progress
+		rec, err := live.Run(context.Background(), parse(scenario), nil, plan.Options{
 			ProgressInterval: 100 * time.Millisecond,
-			Progress:         func(p live.Progress) { mu.Lock(); got = append(got, p); mu.Unlock() },
+			Progress:         func(p plan.Progress) { mu.Lock(); got = append(got, p); mu.Unlock() },
 		})
 		Expect(err).NotTo(HaveOccurred())
 		mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshproof/meshproof/mesh/live"
+	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy"
 )
@@ -16,7 +17,7 @@ import (
 var _ = Describe("Run with tracing", func() {
 	It("traces every request from the load generator through the proxy to the upstreams, in one trace each", func() {
 		var spans []sdktrace.ReadOnlySpan
-		rec, err := live.Run(context.Background(), parse(scenario), live.Options{Tracing: &live.Tracing{
+		rec, err := live.Run(context.Background(), parse(scenario), nil, plan.Options{Tracing: &plan.Tracing{
 			Spans: func(s []sdktrace.ReadOnlySpan) { spans = s },
 		}})
 		Expect(err).NotTo(HaveOccurred())
@@ -47,7 +48,7 @@ var _ = Describe("Run with tracing", func() {
 	})
 
 	It("refuses a sample ratio outside (0, 1]", func() {
-		rec, err := live.Run(context.Background(), parse(scenario), live.Options{Tracing: &live.Tracing{SampleRatio: 2}})
+		rec, err := live.Run(context.Background(), parse(scenario), nil, plan.Options{Tracing: &plan.Tracing{SampleRatio: 2}})
 		Expect(err).To(MatchError(ContainSubstring("sample ratio 2")))
 		Expect(rec).To(BeNil())
 	})

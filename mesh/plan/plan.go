@@ -1,0 +1,163 @@
+// Package plan turns a scenario into a plan once — its instances with their fault rules and TCP windows,
+// its proxies with their bootstraps, its container faults, the fault kinds it uses — and defines the
+// Runner interface every runner implements (mesh/live in this process, mesh/docker as containers), so
+// that what a run does is derived in one place and a runner refuses, by name, what it cannot do.
+//
+// It also holds what every runner does the same way: an upstream instance with its TCP fault proxy
+// switched on its windows (Host), the conversion of fault and proxy events into the record (events.go)
+// and the progress line's accumulator.
+package plan
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+
+	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/mesh/drive"
+	"github.com/meshproof/meshproof/mesh/load"
+	"github.com/meshproof/meshproof/reports/record"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+// Plan is a scenario ready to run, the same for every runner.
+type Plan struct {
+	Scenario *scenarios.Scenario
+	// Seed is the run's seed: the scenario's, or Options.Seed.
+	Seed uint64
+	// Instances are every service's upstream instances, by service name then index.
+	Instances []Instance
+	// Proxies are the scenario's proxies, by name.
+	Proxies []Proxy
+	// Containers are the container-level faults, one per targeted instance, in scenario order.
+	Containers []scenarios.ContainerRule
+}
+
+// Instance is one upstream instance: how it answers, the HTTP fault rules it applies and the TCP fault
+// windows of the proxy in front of it.
+type Instance struct {
+	Service string
+	Index   int
+	// Upstream is the fault upstream's configuration, without its event sink and tracer (the runner's).
+	Upstream faults.UpstreamConfig
+	// TCP are the TCP fault rules on the instance: when there are any, a TCP fault proxy stands in front
+	// of it and switches their toxics on for each window (see Host).
+	TCP []scenarios.TCPWindow
+}
+
+// Name is "service/index", the instance's name in events and checks.
+func (in Instance) Name() string { return fmt.Sprintf("%s/%d", in.Service, in.Index) }
+
+// Proxy is one of the scenario's proxies.
+type Proxy struct {
+	Name     string
+	RoutesTo string
+}
+
+// New plans a run of sc with the given seed (nil: the scenario's).
+func New(sc *scenarios.Scenario, seed *uint64) *Plan {
+	p := &Plan{Scenario: sc, Seed: sc.Seed, Containers: sc.ContainerFaults()}
+	if seed != nil {
+		p.Seed = *seed
+	}
+	services := make([]string, 0, len(sc.Services))
+	for name := range sc.Services {
+		services = append(services, name)
+	}
+	sort.Strings(services)
+	for _, name := range services {
+		svc := sc.Services[name]
+		for i := range svc.Instances {
+			p.Instances = append(p.Instances, Instance{
+				Service: name,
+				Index:   i,
+				Upstream: faults.UpstreamConfig{
+					Service:  name,
+					Instance: i,
+					Seed:     p.Seed,
+					Response: svc.FaultResponse(),
+					Faults:   sc.InstanceFaults(name, i),
+				},
+				TCP: sc.InstanceTCPFaults(name, i),
+			})
+		}
+	}
+	proxies := make([]string, 0, len(sc.Proxies))
+	for name := range sc.Proxies {
+		proxies = append(proxies, name)
+	}
+	sort.Strings(proxies)
+	for _, name := range proxies {
+		p.Proxies = append(p.Proxies, Proxy{Name: name, RoutesTo: sc.Proxies[name].RoutesTo})
+	}
+	return p
+}
+
+// Instance returns the planned instance index of service, and whether there is one.
+func (p *Plan) Instance(service string, index int) (Instance, bool) {
+	for _, in := range p.Instances {
+		if in.Service == service && in.Index == index {
+			return in, true
+		}
+	}
+	return Instance{}, false
+}
+
+// Bootstrap is the Envoy v3 bootstrap of one proxy, its listener and admin at the given addresses and its
+// cluster's endpoints at the addresses of the instances of the service it routes to (in instance order).
+func (p *Plan) Bootstrap(proxy string, addrs scenarios.Addresses) (*bootstrapv3.Bootstrap, error) {
+	return scenarios.BuildBootstrap(p.Scenario, proxy, addrs)
+}
+
+// Endpoints lists, in instance order, addr(instance) for the instances of service.
+func (p *Plan) Endpoints(service string, addr func(Instance) string) []string {
+	var out []string
+	for _, in := range p.Instances {
+		if in.Service == service {
+			out = append(out, addr(in))
+		}
+	}
+	return out
+}
+
+// LoadConfig is the load generator's configuration for the scenario's load against the target proxy's
+// listener at baseURL ("http://host:port").
+func (p *Plan) LoadConfig(baseURL string) load.Config { return drive.Config(p.Scenario.Load, baseURL) }
+
+// Target is the proxy the load is sent to.
+func (p *Plan) Target() string { return p.Scenario.Load.Target }
+
+// NewRecord starts the run's record: identity, planned load, samples and fault windows.
+func (p *Plan) NewRecord(loadStart time.Time, samples []record.Sample) *record.Record {
+	return p.Scenario.NewRecord(p.Seed, loadStart, samples)
+}
+
+// Kinds lists every fault kind the scenario uses, once each, in scenario order: the HTTP kinds
+// ("abort", "latency", …), "tcp:<toxic type>" for each TCP toxic type and "container:<kind>".
+func (p *Plan) Kinds() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(k string) {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	for _, f := range p.Scenario.Faults {
+		switch {
+		case f.Container != "":
+			add("container:" + f.Container)
+		case f.TCP != nil:
+			for _, tx := range f.TCP.Toxics {
+				add("tcp:" + tx.Type)
+			}
+		default:
+			for _, k := range f.Kinds() {
+				add(k)
+			}
+		}
+	}
+	return out
+}
