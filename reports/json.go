@@ -22,6 +22,7 @@ type (
 		Upstreams  []jsonUpstream    `json:"upstreams"`
 		ProxyStats map[string]uint64 `json:"proxy_stats"`
 		Outcomes   jsonOutcomes      `json:"outcomes"`
+		Partial    string            `json:"partial,omitempty"` // why the run is incomplete
 	}
 	jsonSummary struct {
 		Requests      uint64            `json:"requests"`
@@ -88,7 +89,7 @@ func WriteJSON(path string, r Report) error {
 func toJSON(r Report) jsonReport {
 	s := r.Summary
 	out := jsonReport{
-		Version: r.Version, Scenario: r.Scenario, File: r.File, Seed: r.Seed, Started: r.Started, Passed: r.Passed,
+		Version: r.Version, Scenario: r.Scenario, File: r.File, Seed: r.Seed, Started: r.Started, Passed: r.Passed, Partial: r.Partial,
 		Summary: jsonSummary{
 			Requests: s.Requests, Successes: s.Successes, Errors: s.Errors,
 			SuccessRate: s.SuccessRate, ErrorRate: s.ErrorRate,

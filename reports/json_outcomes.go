@@ -208,7 +208,7 @@ func dur(msf float64) time.Duration { return time.Duration(math.Round(msf * 1e6)
 func fromJSON(j jsonReport) Report {
 	s := j.Summary
 	r := Report{
-		Version: j.Version, Scenario: j.Scenario, File: j.File, Seed: j.Seed, Started: j.Started, Passed: j.Passed,
+		Version: j.Version, Scenario: j.Scenario, File: j.File, Seed: j.Seed, Started: j.Started, Passed: j.Passed, Partial: j.Partial,
 		ProxyStats: j.ProxyStats,
 		Summary: Summary{
 			Requests: s.Requests, Successes: s.Successes, Errors: s.Errors, SuccessRate: s.SuccessRate, ErrorRate: s.ErrorRate,

@@ -24,6 +24,9 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	default:
 		verdict += fmt.Sprintf(": all %d checks held", len(r.Checks))
 	}
+	if r.Partial != "" {
+		verdict = "⚠️ PARTIAL RUN: " + r.Partial
+	}
 	fmt.Fprintf(&b, "## meshproof: %s — %s\n\n", mdCell(r.Scenario), verdict)
 	var facts []string
 	if r.File != "" {

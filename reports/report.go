@@ -28,6 +28,9 @@ type Report struct {
 	Passed     bool
 	// Outcomes are the resilience outcomes: phases, attempts, ejections, recovery, overflows.
 	Outcomes Outcomes
+	// Partial says why the run is incomplete (e.g. "interrupted at 3.2s of 10s"); "" for a run that
+	// completed. A partial report holds what was recorded until then, and never passes.
+	Partial string
 }
 
 // NewReport summarizes the record, computes its outcomes, and judges the checks against it (EvaluateRun).

@@ -29,6 +29,9 @@ func WriteTerminal(w io.Writer, r Report) error {
 		fmt.Fprintf(&b, " (%s)", r.File)
 	}
 	fmt.Fprintf(&b, ", seed %d, started %s\n", r.Seed, r.Started.Format(time.RFC3339))
+	if r.Partial != "" {
+		fmt.Fprintf(&b, "%s\n", paint(red, "PARTIAL RUN: "+r.Partial+" — what was recorded until then"))
+	}
 
 	t := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(t, "load\t%d requests in %s: achieved %s of target %s, max send lag %s\n",
@@ -70,6 +73,8 @@ func WriteTerminal(w io.Writer, r Report) error {
 		t.Flush()
 	}
 	switch failed := r.failed(); {
+	case r.Partial != "":
+		fmt.Fprintf(&b, "%s: %s; %d of %d checks failed on what was recorded\n", paint(red, "INCOMPLETE"), r.Partial, failed, len(r.Checks))
 	case len(r.Checks) == 0:
 		b.WriteString("PASS: no checks\n")
 	case failed == 0:

@@ -23,6 +23,8 @@ const (
 	exitOK      = 0
 	exitFailed  = 1 // a check failed, or the run could not complete
 	exitInvalid = 2 // invalid input: usage, scenario or configuration
+	// exitInterrupted: the run was interrupted (Ctrl-C, SIGTERM); its partial report was written.
+	exitInterrupted = 130
 )
 
 const usage = `meshproof — prove a service mesh's resilience policies before rollout.
@@ -38,7 +40,8 @@ Usage:
   meshproof version                           print the version and the commit it was built from
   meshproof help                              show this help (every command takes --help too)
 
-Exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input.
+Exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input,
+130 the run was interrupted (its partial report is written, marked INCOMPLETE).
 `
 
 func main() {

@@ -70,6 +70,9 @@ func readRun(dir string) (reports.Report, error) {
 	case !fi.IsDir():
 		return reports.Report{}, fmt.Errorf("%s is not a directory: want a run directory holding %s", dir, reports.FileJSON)
 	}
+	if why := incomplete(dir); why != "" {
+		return reports.Report{}, fmt.Errorf("%s is not a complete run (%s holds: %s)", dir, FileIncomplete, why)
+	}
 	path := filepath.Join(dir, reports.FileJSON)
 	r, err := reports.ReadReport(path)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -23,7 +23,7 @@ import (
 
 // cmdRun runs one scenario end to end on the embedded runner.
 const runUsage = "usage: meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker] [--trace-ratio R] [--otlp-endpoint URL]\n" +
-	"exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input"
+	"exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input, 130 interrupted (partial report written)"
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -86,9 +86,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if dir == "" {
 		dir = filepath.Join("runs", sc.Name+"-"+time.Now().Format("20060102-150405"))
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		printErr(stderr, err)
-		return exitFailed
+	// The run directory is checked, and marked incomplete, before anything starts: a run that crashes
+	// or is killed leaves the marker, one interrupted leaves its partial report beside it.
+	marker, err := startRunDir(dir, file)
+	if err != nil {
+		printErr(stderr, fmt.Errorf("--out %s: %w", dir, err))
+		return exitInvalid
 	}
 
 	fmt.Fprintf(stdout, "meshproof: running %s (%s): %s\n", sc.Name, file, sc.Load.Describe())
@@ -100,8 +103,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		rec, err = r.Run(ctx, p, opts)
 	}
-	if err != nil {
+	partial := ""
+	switch {
+	case err != nil && rec != nil && ctx.Err() != nil:
+		// Interrupted during the load: the record so far is reported, clearly marked.
+		partial = fmt.Sprintf("interrupted (%v) after %s of the planned %s", context.Cause(ctx), time.Since(rec.Started).Round(100*time.Millisecond), sc.Load.Total())
+		fmt.Fprintf(stderr, "meshproof: %s; writing the partial report\n", partial)
+	case err != nil:
 		printErr(stderr, err)
+		_ = marker.fail(err)
 		return exitFailed
 	}
 	checks := make([]reports.Check, len(sc.Checks))
@@ -109,6 +119,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		checks[i] = c.Check
 	}
 	rep := reports.NewReport(rec, checks)
+	if partial != "" {
+		rep.Partial, rep.Passed = partial, false
+	}
 	if err := reports.WriteTerminal(stdout, rep); err != nil {
 		printErr(stderr, err)
 		return exitFailed
@@ -132,6 +145,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	fmt.Fprintf(stdout, "also: %s, %s, %s\n", filepath.Join(dir, reports.FileMarkdown), filepath.Join(dir, reports.FileJUnit), filepath.Join(dir, reports.FileHTML))
+	if partial != "" {
+		if err := marker.fail(errors.New(partial)); err != nil {
+			printErr(stderr, err)
+		}
+		return exitInterrupted
+	}
+	if err := marker.done(); err != nil {
+		printErr(stderr, err)
+		return exitFailed
+	}
 	if !rep.Passed {
 		return exitFailed
 	}
