@@ -218,10 +218,17 @@ func (rr Runner) Run(ctx context.Context, p *plan.Plan, popts plan.Options) (rec
 		r.labels = map[string]string{}
 	}
 	r.labels[LabelRun] = r.id
+	r.labels[LabelOwner] = owner()
 	defer func() { err = errors.Join(err, r.cleanup(ctx)) }()
 
 	if r.cli, err = testcontainers.NewDockerClientWithOpts(ctx); err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
+	}
+	// What earlier runs left behind when their process was killed goes first (see Sweep).
+	if swept, err := sweep(ctx, r.cli, false); err != nil {
+		r.logf("removing earlier runs' leftovers: %v", err)
+	} else if swept != (Swept{}) {
+		r.logf("removed earlier runs' leftovers: %s", swept)
 	}
 	tag := opts.Image
 	if tag == "" {

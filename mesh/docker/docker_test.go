@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -159,6 +160,30 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 			}
 		}, SpecTimeout(3*time.Minute))
 	}
+
+	// Regression (issue #18): a killed run's containers, network and image stayed until removed by hand.
+	It("sweeps what a process that is gone left behind, and leaves alone what a live one uses", func(ctx SpecContext) {
+		gone := exec.Command("true")
+		Expect(gone.Run()).To(Succeed()) // its pid now names no process
+		host, _ := os.Hostname()
+		mk := func(ownerPid int) string {
+			nw, err := cli.NetworkCreate(ctx, "meshproof-sweep-"+uuid.NewString()[:8], client.NetworkCreateOptions{Labels: map[string]string{
+				docker.LabelRun: "sweep-test", docker.LabelOwner: fmt.Sprintf("%s:%d", host, ownerPid), labelTest: label,
+			}})
+			Expect(err).NotTo(HaveOccurred())
+			return nw.ID
+		}
+		leftover, inUse := mk(gone.Process.Pid), mk(os.Getpid())
+		DeferCleanup(func(ctx context.Context) { _, _ = cli.NetworkRemove(ctx, inUse, client.NetworkRemoveOptions{}) })
+
+		swept, err := docker.Sweep(ctx, false)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(swept.Networks).To(BeNumerically(">=", 1))
+		_, err = cli.NetworkInspect(ctx, leftover, client.NetworkInspectOptions{})
+		Expect(err).To(HaveOccurred(), "the leftover network is gone")
+		_, err = cli.NetworkInspect(ctx, inUse, client.NetworkInspectOptions{})
+		Expect(err).NotTo(HaveOccurred(), "the network of a live process stays")
+	}, SpecTimeout(time.Minute))
 
 	It("shows a partition of one instance in the proxy's stats, and its healing", func(ctx SpecContext) {
 		sc, err := scenarios.LoadFile("testdata/partition.yaml")

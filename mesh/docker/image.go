@@ -108,6 +108,9 @@ func BuildImage(ctx context.Context, opts ImageOptions) (*Image, error) {
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	if _, ok := labels[LabelOwner]; !ok {
+		labels[LabelOwner] = owner()
+	}
 	if run, ok := labels[LabelRun]; ok {
 		id = run // built for that run
 	} else {
