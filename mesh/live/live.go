@@ -121,18 +121,19 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*record.Rec
 		prog = newProgress()
 		cfg.OnSample = prog.sample
 	}
-	// Fault windows count from the moment the load starts, like the load's own phases.
-	started := time.Now()
-	for _, in := range topo.upstreams {
-		in.up.SetRunStart(started)
-	}
+	// One clock for the run: fault windows count from the load's own origin (the instant its intended
+	// send times count from), set before its first request is due.
 	schedCtx, stopSchedules := context.WithCancel(ctx)
 	defer stopSchedules()
-	for _, in := range topo.upstreams {
-		if in.tcp != nil {
-			go scheduleToxics(schedCtx, in, started)
+	cfg.OnStart = func(origin time.Time) {
+		for _, in := range topo.upstreams {
+			in.up.SetRunStart(origin)
+			if in.tcp != nil {
+				go scheduleToxics(schedCtx, in, origin)
+			}
 		}
 	}
+	started := time.Now() // progress only
 	progDone := make(chan struct{})
 	if prog != nil {
 		target := topo.proxies[l.Target]
@@ -174,6 +175,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*record.Rec
 		})
 	}
 	rec.Events = topo.faultEvents(loadStart)
+	extendRefuseWindows(rec.Windows, rec.Events)
 	rec.ProxyEvents = topo.proxyRecord(loadStart)
 	topo.fillAttempts(rec.Samples)
 	return rec, ctx.Err()
@@ -383,5 +385,24 @@ func (t *topology) close() {
 			_ = in.tcp.Close()
 		}
 		_ = in.up.Close()
+	}
+}
+
+// extendRefuseWindows ends each refuse window when the last of its instances accepted connections again.
+// An instance reopens its listener on a timer at or after the window's planned end (a timer fires late,
+// never early), so a request intended at the end — on every edge with an integer rate — could still be
+// refused; with the window ending at the reopen, such a request counts in the window, and no request of
+// "after" it can meet a closed listener. The start stays: the listener never closes before it.
+func extendRefuseWindows(windows []record.FaultWindow, events []record.FaultEvent) {
+	for i := range windows {
+		w := &windows[i]
+		if w.End == 0 {
+			continue
+		}
+		for _, e := range events {
+			if e.Fault == w.Name && e.Kind == faults.KindRefuse && e.Detail == faults.RefuseReopened && e.At > w.End {
+				w.End = e.At
+			}
+		}
 	}
 }
