@@ -320,7 +320,10 @@ func (t *topology) fillAttempts(samples []record.Sample) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range samples {
-		samples[i].Attempts = t.attempts[fmt.Sprintf("mp-%d", samples[i].Seq)]
+		n, ok := t.attempts[fmt.Sprintf("mp-%d", samples[i].Seq)]
+		// The proxy reports every request that reached a cluster, those it made no attempt for (an
+		// overflow, no healthy host) with 0: a known count.
+		samples[i].Attempts, samples[i].ZeroAttempts = n, ok && n == 0
 	}
 }
 

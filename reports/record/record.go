@@ -27,9 +27,15 @@ type Sample struct {
 	Status   int           // 0 when no HTTP response
 	Error    string        // "" or an error kind: ErrReset, ErrTimeout, ErrRefused, ErrEOF, ErrCanceled, ErrOther
 	// Attempts is how many upstream attempts the proxy made for this request (1 = no retry); 0 when not
-	// known (the proxy did not say, or never saw the request).
+	// known (the proxy did not say, or never saw the request), unless ZeroAttempts.
 	Attempts int
+	// ZeroAttempts says the proxy saw the request and made no upstream attempt (a circuit breaker turned
+	// it away, no healthy host): Attempts 0 is then known.
+	ZeroAttempts bool
 }
+
+// AttemptsKnown reports whether the request carries an attempt count: Attempts > 0, or ZeroAttempts.
+func (s Sample) AttemptsKnown() bool { return s.Attempts > 0 || s.ZeroAttempts }
 
 // Uncorrected is the latency from the actual send time to the response end (the view that hides the
 // generator's own lateness).
