@@ -3,6 +3,10 @@ package reports_test
 // Issue #13, "What a reader needs": each expected value is worked out by hand in a comment.
 
 import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/meshproof/meshproof/reports/record"
@@ -50,3 +54,75 @@ func withPhase(r *record.Record) *record.Record {
 	r.Phases = []record.LoadPhase{{Name: "main", Start: 0, End: r.Duration}}
 	return r
 }
+
+var _ = Describe("empty phases (#13)", func() {
+	// A fault [0, 200ms) at 10/s for 400ms: "before fault" covers 0s–0s — no time, no requests — and is
+	// left out of the terminal, summary.md and report.html, but kept in report.json (requests 0). The
+	// named phase "idle" [400ms, 600ms) lies past the last request (intended 300ms): it covers time but
+	// holds no request, so it reads "no requests", not "0% success" and "0ns" latencies.
+	var (
+		rec *record.Record
+		r   reports.Report
+	)
+
+	BeforeEach(func() {
+		rec = &record.Record{Scenario: "empty", TargetRate: 10, Duration: 600 * ms,
+			Windows: []record.FaultWindow{{Name: "faults[0]", Service: "checkout", Start: 0, End: 200 * ms, Kind: "latency"}},
+			Phases:  []record.LoadPhase{{Name: "busy", Start: 0, End: 400 * ms}, {Name: "idle", Start: 400 * ms, End: 600 * ms}},
+		}
+		rec.Samples = steady(4, 10, func(int) time.Duration { return ms })
+		r = reports.NewReport(rec, nil)
+	})
+
+	It("leaves the phase covering no time out of the people's writers and says 'no requests' for the other", func() {
+		var term, md, html bytes.Buffer
+		Expect(reports.WriteTerminal(&term, r)).To(Succeed())
+		Expect(reports.WriteMarkdown(&md, r)).To(Succeed())
+		Expect(reports.WriteHTML(&html, r, rec)).To(Succeed())
+		for name, text := range map[string]string{"terminal": term.String(), "summary.md": md.String(), "report.html": html.String()} {
+			Expect(text).NotTo(ContainSubstring("before fault"), name)
+			Expect(text).To(ContainSubstring("during fault"), name)
+			Expect(text).To(MatchRegexp(`during phase idle[^\n]*no requests`), name)
+			Expect(text).NotTo(MatchRegexp(`during phase idle[^\n]*0%`), name)
+		}
+	})
+
+	It("keeps every phase in report.json", func() {
+		dir := GinkgoT().TempDir()
+		Expect(reports.WriteJSON(filepath.Join(dir, "report.json"), r)).To(Succeed())
+		var doc struct {
+			Outcomes struct {
+				Phases []struct {
+					Scope    string `json:"scope"`
+					Requests int    `json:"requests"`
+				} `json:"phases"`
+			} `json:"outcomes"`
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "report.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(data, &doc)).To(Succeed())
+		Expect(doc.Outcomes.Phases).To(ContainElement(And(HaveField("Scope", "before fault"), HaveField("Requests", 0))))
+	})
+})
+
+var _ = Describe("upstream requests nobody saw answered (#13)", func() {
+	// An instance received 7 requests: 3 answered 200, 1 reset, 2 abandoned by the proxy's per-try
+	// timeout (canceled), 1 held by a hang fault: 3+1+2+1 = 7. report.json has canceled 2, hangs 1; the
+	// terminal says so next to the instance.
+	It("puts Canceled and Hangs in report.json and the terminal", func() {
+		rec := &record.Record{Scenario: "abandoned", TargetRate: 10, Duration: 700 * ms,
+			Upstreams: []record.UpstreamRecord{{Service: "checkout", Address: "127.0.0.1:1", Requests: 7,
+				Statuses: map[int]uint64{200: 3}, Resets: 1, Canceled: 2, Hangs: 1}}}
+		rec.Samples = steady(7, 10, func(int) time.Duration { return ms })
+		r := reports.NewReport(rec, nil)
+		var term bytes.Buffer
+		Expect(reports.WriteTerminal(&term, r)).To(Succeed())
+		Expect(term.String()).To(MatchRegexp(`checkout/0 .*canceled 2, hangs 1`))
+
+		dir := GinkgoT().TempDir()
+		Expect(reports.WriteJSON(filepath.Join(dir, "report.json"), r)).To(Succeed())
+		back, err := reports.ReadReport(dir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(back.Upstreams).To(HaveExactElements(And(HaveField("Canceled", BeEquivalentTo(2)), HaveField("Hangs", BeEquivalentTo(1)))))
+	})
+})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -84,11 +85,18 @@ func WriteMarkdown(w io.Writer, r Report) error {
 		}
 		b.WriteString("\n")
 	}
-	if len(o.Phases) > 0 {
+	if slices.ContainsFunc(o.Phases, PhaseOutcome.Shown) {
 		b.WriteString("### Phases\n\n| phase | span | requests | success | p50 | p90 | p99 | max | retry amplification | ejections |\n" +
 			"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, p := range o.Phases {
 			ps := p.Summary
+			switch {
+			case !p.Shown():
+				continue
+			case ps.Requests == 0:
+				fmt.Fprintf(&b, "| %s | %s | no requests | | | | | | | |\n", mdCell(p.Scope), formatSpans(p.Spans))
+				continue
+			}
 			amp, ej := "not recorded", "not recorded"
 			if missingAttempts(ps) == "" {
 				amp = formatRatio(ps.RetryAmplification)

@@ -75,6 +75,17 @@ type PhaseOutcome struct {
 	EjectionsKnown bool
 }
 
+// Shown reports whether the people's writers (terminal, summary.md, report.html) list the phase: not
+// when its spans cover no time ("before fault" of a fault at 0s). report.json keeps every phase.
+func (p PhaseOutcome) Shown() bool {
+	for _, s := range p.Spans {
+		if s.Len() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // AttemptStats is the distribution of upstream attempts per client request, from record.Sample.Attempts.
 type AttemptStats struct {
 	Requests      uint64         // requests considered

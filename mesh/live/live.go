@@ -172,6 +172,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*record.Rec
 		rec.Upstreams = append(rec.Upstreams, record.UpstreamRecord{
 			Service: in.service, Instance: in.index, Address: in.up.Addr(),
 			Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied,
+			Canceled: st.Canceled, Hangs: st.Hangs, Truncated: st.Truncated, StreamResets: st.StreamResets, GoAways: st.GoAways,
 		})
 	}
 	rec.Events = topo.faultEvents(loadStart)

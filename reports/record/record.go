@@ -57,7 +57,8 @@ type FaultEvent struct {
 }
 
 // UpstreamRecord is what one upstream instance received and did. Requests counts every request it
-// received, whatever became of it (Statuses, Resets, or cancelled).
+// received, whatever became of it: each ends as one of Statuses, Resets, Truncated, Hangs, StreamResets,
+// GoAways or Canceled.
 type UpstreamRecord struct {
 	Service  string
 	Instance int
@@ -66,6 +67,13 @@ type UpstreamRecord struct {
 	Statuses map[int]uint64
 	Resets   uint64
 	Applied  map[string]uint64 // applied faults by "fault/kind"
+	// Canceled: requests abandoned before the answer was complete — the proxy gave up (a per-try or
+	// route timeout) or its client left — while the instance waited out a delay or sent the body.
+	Canceled     uint64
+	Hangs        uint64 // requests held until the other side went away (hang faults)
+	Truncated    uint64 // bodies cut by a clean close (close_after)
+	StreamResets uint64 // HTTP/2 RST_STREAM answers
+	GoAways      uint64 // HTTP/2 GOAWAY answers
 }
 
 // FaultWindow is when a scenario's fault rule was active, as offsets from the run start (the moment the
