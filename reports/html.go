@@ -558,7 +558,7 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 <body>
 <h1>meshproof: {{.R.Scenario}} <span class="badge {{if .Failed}}fail">FAIL{{else}}pass">PASS{{end}}</span></h1>
 <p>{{if .R.File}}<code>{{.R.File}}</code> · {{end}}seed {{.R.Seed}} · started {{time .R.Started}} ·
-{{.R.Summary.Requests}} requests in {{.R.Summary.Duration}} at {{rate .R.Summary.AchievedRate}} (target {{rate .R.Summary.TargetRate}})</p>
+{{.R.Summary.Requests}} requests in {{.R.Summary.Duration}} at {{rate .R.Summary.AchievedRate}} (target {{rate .R.Summary.TargetRate}}, max send lag {{dur .R.Summary.MaxSendLag}})</p>
 {{if not .R.Summary.RateHeld}}<p class="warn"><b>Rate not held</b>: achieved {{rate .R.Summary.AchievedRate}} of target {{rate .R.Summary.TargetRate}}, max send lag {{dur .R.Summary.MaxSendLag}}. The system saw less load than planned.</p>{{end}}
 
 <h2>Checks</h2>

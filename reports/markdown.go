@@ -34,7 +34,8 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	if !r.Started.IsZero() {
 		facts = append(facts, "started "+r.Started.UTC().Format(time.RFC3339))
 	}
-	facts = append(facts, fmt.Sprintf("%d requests in %s at %s (target %s)", s.Requests, s.Duration, rate(s.AchievedRate), rate(s.TargetRate)))
+	facts = append(facts, fmt.Sprintf("%d requests in %s at %s (target %s, max send lag %s)", s.Requests, s.Duration,
+		rate(s.AchievedRate), rate(s.TargetRate), formatDuration(s.MaxSendLag)))
 	b.WriteString(strings.Join(facts, " · ") + "\n\n")
 	if !s.RateHeld {
 		fmt.Fprintf(&b, "> [!WARNING]\n> **Rate not held**: achieved %s of target %s, max send lag %s. The system saw less load than planned.\n\n",
