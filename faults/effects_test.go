@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 	"time"
 
@@ -171,6 +172,48 @@ var _ = Describe("Upstream fault effects over HTTP/1.1", func() {
 				{Time: t0.Add(15 * time.Second), Service: "checkout", Fault: "down", Kind: "refuse", Detail: "listener reopened"},
 			}))
 			Expect(u.Stats().Refusals).To(BeEquivalentTo(1))
+		})
+
+		// Regression, issue #13 defect 5: the reopen was stamped with the clock reading taken before the
+		// listener was open again, so a run record ending the window at the stamp put a connection refused
+		// after it outside the window. Each reading of this clock probes the port; the stamp must be a
+		// reading taken while the port accepted: with the old stamp it was the decision's reading, taken
+		// while the port still refused (15s, port closed).
+		It("stamps the reopen once the listener accepts again", func() {
+			clk.Set(t0.Add(10 * time.Second))
+			Expect(u.Refresh()).To(Succeed())
+			addr := u.Addr()
+			var (
+				mu     sync.Mutex
+				accept = map[time.Time]bool{} // reading → the port accepted a connection then
+				step   time.Duration
+			)
+			u2 := func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				step += time.Millisecond
+				t := t0.Add(15*time.Second + step)
+				c, err := net.Dial("tcp", addr)
+				if err == nil {
+					_ = c.Close()
+				}
+				accept[t] = err == nil
+				return t
+			}
+			clk.SetFunc(u2)
+			Expect(u.Refresh()).To(Succeed())
+			clk.SetFunc(nil)
+
+			var reopen []faults.Event
+			for _, e := range seen.All() {
+				if e.Detail == faults.RefuseReopened {
+					reopen = append(reopen, e)
+				}
+			}
+			Expect(reopen).To(HaveLen(1))
+			mu.Lock()
+			defer mu.Unlock()
+			Expect(accept).To(HaveKeyWithValue(reopen[0].Time, true), "the stamp %v is a reading taken while the port accepted", reopen[0].Time)
 		})
 
 		It("closes the open keep-alive connections when going down", func() {

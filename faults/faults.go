@@ -34,7 +34,13 @@ const (
 	KindSize       = "size"        // Detail: "4096 bytes"
 	KindRSTStream  = "rst_stream"  // Detail: the HTTP/2 error code, e.g. "REFUSED_STREAM"
 	KindGoAway     = "goaway"      // Detail: the HTTP/2 error code, e.g. "NO_ERROR"
-	KindRefuse     = "refuse"      // connection level, Seq 0; Detail: "listener closed" | "listener reopened"
+	KindRefuse     = "refuse"      // connection level, Seq 0; Detail: RefuseClosed | RefuseReopened
+)
+
+// Details of a KindRefuse event. The reopen is stamped once the listener accepts again.
+const (
+	RefuseClosed   = "listener closed"
+	RefuseReopened = "listener reopened"
 )
 
 // DefaultStatus is the status of a Response whose Status is zero.

@@ -258,14 +258,16 @@ func (u *Upstream) Refresh() error {
 		u.ln, u.refusing = nil, name
 		u.stats.Refusals++
 		u.stats.Applied[name+"/"+KindRefuse]++
-		events = append(events, u.event(now, 0, "", Applied{Fault: name, Kind: KindRefuse, Detail: "listener closed"}))
+		events = append(events, u.event(now, 0, "", Applied{Fault: name, Kind: KindRefuse, Detail: RefuseClosed}))
 		down = true
 	case !refuse && u.refusing != "":
 		ln, err := net.Listen("tcp", u.addr)
 		if err != nil {
 			return fmt.Errorf("faults: upstream %s: reopen after refuse: %w", u.id, err)
 		}
-		events = append(events, u.event(now, 0, "", Applied{Fault: u.refusing, Kind: KindRefuse, Detail: "listener reopened"}))
+		// Stamped once the listener is open again, so that every connection attempt after the stamp is
+		// accepted: the run record ends the refuse window there (a timer fires late, never early).
+		events = append(events, u.event(u.cfg.Now(), 0, "", Applied{Fault: u.refusing, Kind: KindRefuse, Detail: RefuseReopened}))
 		u.ln, u.refusing = ln, ""
 		u.goroutines.Add(1)
 		go u.acceptLoop(ln)

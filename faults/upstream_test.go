@@ -23,12 +23,24 @@ import (
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
+	fn  func() time.Time // when set, Now returns its reading instead
 }
 
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
+	fn, now := c.fn, c.now
+	c.mu.Unlock()
+	if fn != nil {
+		return fn()
+	}
+	return now
+}
+
+// SetFunc makes Now read fn (nil: back to the set time).
+func (c *clock) SetFunc(fn func() time.Time) {
+	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.now
+	c.fn = fn
 }
 
 func (c *clock) Set(t time.Time) {

@@ -117,7 +117,7 @@ var _ = Describe("Report files", func() {
 			Expect(reports.WriteMarkdown(&b, r)).To(Succeed())
 			md := b.String()
 			GinkgoWriter.Print(md)
-			Expect(md).To(HavePrefix("## meshproof: outlier — ❌ FAIL: 3 of 6 checks failed\n\n`examples/outlier.yaml` · seed 7 · started 2026-05-01T10:00:00Z · 100 requests in 10s at 10/s (target 10/s)\n"))
+			Expect(md).To(HavePrefix("## meshproof: outlier — ❌ FAIL: 3 of 6 checks failed\n\n`examples/outlier.yaml` · seed 7 · started 2026-05-01T10:00:00Z · 100 requests in 10s at 10/s (target 10/s, max send lag 0ns)\n"))
 			Expect(md).To(ContainSubstring("| ✅ | `before fault: success_rate == 100%` | success_rate = 100% (30/30) before fault (0s–3s, 30 requests) | == 100% |\n"))
 			Expect(md).To(ContainSubstring("| ❌ | `overflows == 0` | overflows = 5 (pending 3, retry 2) | == 0 |\n"))
 			Expect(md).To(ContainSubstring("| ❌ | `p99 < 1ms` | p99 = 2ms | &lt; 1ms |\n"))

@@ -507,7 +507,16 @@ func (logTicks) Ticks(lo, hi float64) []plot.Tick {
 }
 
 var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
-	"pct":       func(x float64) string { return formatPercent(x) + "%" },
+	"pct": func(x float64) string { return formatPercent(x) + "%" },
+	"shownPhases": func(ps []PhaseOutcome) []PhaseOutcome {
+		var out []PhaseOutcome
+		for _, p := range ps {
+			if p.Shown() {
+				out = append(out, p)
+			}
+		}
+		return out
+	},
 	"dur":       formatDuration,
 	"pcts":      percentiles,
 	"counts":    counts[int],
@@ -549,7 +558,7 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 <body>
 <h1>meshproof: {{.R.Scenario}} <span class="badge {{if .Failed}}fail">FAIL{{else}}pass">PASS{{end}}</span></h1>
 <p>{{if .R.File}}<code>{{.R.File}}</code> · {{end}}seed {{.R.Seed}} · started {{time .R.Started}} ·
-{{.R.Summary.Requests}} requests in {{.R.Summary.Duration}} at {{rate .R.Summary.AchievedRate}} (target {{rate .R.Summary.TargetRate}})</p>
+{{.R.Summary.Requests}} requests in {{.R.Summary.Duration}} at {{rate .R.Summary.AchievedRate}} (target {{rate .R.Summary.TargetRate}}, max send lag {{dur .R.Summary.MaxSendLag}})</p>
 {{if not .R.Summary.RateHeld}}<p class="warn"><b>Rate not held</b>: achieved {{rate .R.Summary.AchievedRate}} of target {{rate .R.Summary.TargetRate}}, max send lag {{dur .R.Summary.MaxSendLag}}. The system saw less load than planned.</p>{{end}}
 
 <h2>Checks</h2>
@@ -581,12 +590,13 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 <table><tr><th>fault</th><th>target</th><th>kind</th><th>active</th><th>first ejection</th><th>recovery</th></tr>
 {{range .Windows}}<tr><td>{{.Name}}</td><td>{{target .Window}}</td><td>{{.Window.Kind}}</td><td>{{span .Span}}</td><td>{{first .}}</td><td>{{recov .Recovery}}</td></tr>
 {{end}}</table>{{end}}
-{{if .Phases}}<h2>Phases</h2>
+{{if shownPhases .Phases}}<h2>Phases</h2>
 <table><tr><th>phase</th><th>span</th><th>requests</th><th>success</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>retry amplification</th><th>ejections</th></tr>
-{{range .Phases}}<tr><td>{{.Scope}}</td><td>{{spans .Spans}}</td><td class="num">{{.Summary.Requests}}</td><td class="num">{{pct .Summary.SuccessRate}}</td>
+{{range shownPhases .Phases}}<tr><td>{{.Scope}}</td><td>{{spans .Spans}}</td>{{if not .Summary.Requests}}<td colspan="8" class="note">no requests</td></tr>
+{{else}}<td class="num">{{.Summary.Requests}}</td><td class="num">{{pct .Summary.SuccessRate}}</td>
 <td class="num">{{dur .Summary.Latency.P50}}</td><td class="num">{{dur .Summary.Latency.P90}}</td><td class="num">{{dur .Summary.Latency.P99}}</td><td class="num">{{dur .Summary.Latency.Max}}</td>
 <td class="num">{{if .Summary.AttemptsFrom}}{{ratio .Summary.RetryAmplification}}{{else}}not recorded{{end}}</td><td class="num">{{if .EjectionsKnown}}{{.Summary.Ejections}}{{else}}not recorded{{end}}</td></tr>
-{{end}}</table>{{end}}
+{{end}}{{end}}</table>{{end}}
 {{if .Hosts}}<h2>Ejections</h2>
 <table><tr><th>cluster</th><th>host</th><th>ejected</th></tr>
 {{range .Hosts}}<tr><td>{{.Cluster}}</td><td>{{.Host}}</td><td>{{ejlist .}}</td></tr>

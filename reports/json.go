@@ -73,6 +73,12 @@ type (
 		Statuses map[int]uint64    `json:"statuses"`
 		Resets   uint64            `json:"resets"`
 		Applied  map[string]uint64 `json:"applied_faults"`
+		// The other ends of a received request (a version 2 addition: 0 when read from an older file).
+		Canceled     uint64 `json:"canceled"`
+		Hangs        uint64 `json:"hangs"`
+		Truncated    uint64 `json:"truncated"`
+		StreamResets uint64 `json:"stream_resets"`
+		GoAways      uint64 `json:"goaways"`
 	}
 )
 
@@ -115,7 +121,8 @@ func toJSON(r Report) jsonReport {
 	}
 	for i, u := range r.Upstreams {
 		out.Upstreams[i] = jsonUpstream{Service: u.Service, Instance: u.Instance, Address: u.Address, Requests: u.Requests,
-			Statuses: orEmpty(u.Statuses), Resets: u.Resets, Applied: orEmpty(u.Applied)}
+			Statuses: orEmpty(u.Statuses), Resets: u.Resets, Applied: orEmpty(u.Applied),
+			Canceled: u.Canceled, Hangs: u.Hangs, Truncated: u.Truncated, StreamResets: u.StreamResets, GoAways: u.GoAways}
 	}
 	return out
 }

@@ -315,6 +315,7 @@ func attemptsOf(a jsonAttempts) AttemptStats {
 	for k, v := range a.Distribution {
 		if n, err := strconv.Atoi(k); err == nil {
 			out.Distribution[n] = v
+			out.Retries += uint64(max(n-1, 0)) * v
 		}
 	}
 	return out

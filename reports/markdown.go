@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -36,7 +37,8 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	if !r.Started.IsZero() {
 		facts = append(facts, "started "+r.Started.UTC().Format(time.RFC3339))
 	}
-	facts = append(facts, fmt.Sprintf("%d requests in %s at %s (target %s)", s.Requests, s.Duration, rate(s.AchievedRate), rate(s.TargetRate)))
+	facts = append(facts, fmt.Sprintf("%d requests in %s at %s (target %s, max send lag %s)", s.Requests, s.Duration,
+		rate(s.AchievedRate), rate(s.TargetRate), formatDuration(s.MaxSendLag)))
 	b.WriteString(strings.Join(facts, " · ") + "\n\n")
 	if !s.RateHeld {
 		fmt.Fprintf(&b, "> [!WARNING]\n> **Rate not held**: achieved %s of target %s, max send lag %s. The system saw less load than planned.\n\n",
@@ -87,11 +89,18 @@ func WriteMarkdown(w io.Writer, r Report) error {
 		}
 		b.WriteString("\n")
 	}
-	if len(o.Phases) > 0 {
+	if slices.ContainsFunc(o.Phases, PhaseOutcome.Shown) {
 		b.WriteString("### Phases\n\n| phase | span | requests | success | p50 | p90 | p99 | max | retry amplification | ejections |\n" +
 			"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, p := range o.Phases {
 			ps := p.Summary
+			switch {
+			case !p.Shown():
+				continue
+			case ps.Requests == 0:
+				fmt.Fprintf(&b, "| %s | %s | no requests | | | | | | | |\n", mdCell(p.Scope), formatSpans(p.Spans))
+				continue
+			}
 			amp, ej := "not recorded", "not recorded"
 			if missingAttempts(ps) == "" {
 				amp = formatRatio(ps.RetryAmplification)

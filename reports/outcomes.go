@@ -75,11 +75,23 @@ type PhaseOutcome struct {
 	EjectionsKnown bool
 }
 
+// Shown reports whether the people's writers (terminal, summary.md, report.html) list the phase: not
+// when its spans cover no time ("before fault" of a fault at 0s). report.json keeps every phase.
+func (p PhaseOutcome) Shown() bool {
+	for _, s := range p.Spans {
+		if s.Len() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // AttemptStats is the distribution of upstream attempts per client request, from record.Sample.Attempts.
 type AttemptStats struct {
 	Requests      uint64         // requests considered
-	Known         uint64         // those with a known attempt count (Attempts > 0)
+	Known         uint64         // those with a known attempt count (record.Sample.AttemptsKnown), 0 included
 	Total         uint64         // attempts of the known ones
+	Retries       uint64         // Σ max(attempts − 1, 0) over the known ones
 	Max           int            // the most attempts any request took
 	Amplification float64        // Total / Known: upstream attempts per client request (0 when none known)
 	Distribution  map[int]uint64 // attempts → requests, over the known ones
@@ -234,7 +246,7 @@ func PhaseOf(rec *record.Record, sc Scope) (PhaseOutcome, error) {
 	p.Attempts = attemptStats(samples)
 	p.Summary.Retries = 0
 	if p.Attempts.Known > 0 {
-		p.Summary.Retries = p.Attempts.Total - p.Attempts.Known
+		p.Summary.Retries = p.Attempts.Retries
 	}
 	p.Summary.Ejections = 0
 	for _, e := range rec.ProxyEvents {
@@ -258,11 +270,12 @@ func inSpans(spans []Span, t time.Duration) bool {
 func attemptStats(samples []record.Sample) AttemptStats {
 	a := AttemptStats{Requests: uint64(len(samples)), Distribution: map[int]uint64{}}
 	for _, s := range samples {
-		if s.Attempts <= 0 {
+		if !s.AttemptsKnown() {
 			continue
 		}
 		a.Known++
 		a.Total += uint64(s.Attempts)
+		a.Retries += uint64(max(s.Attempts-1, 0))
 		a.Max = max(a.Max, s.Attempts)
 		a.Distribution[s.Attempts]++
 	}

@@ -102,8 +102,8 @@ var _ = Describe("ComputeOutcomes", func() {
 		Expect(during.Summary.StatusCodes).To(Equal(map[int]uint64{200: 24, 503: 6}))
 		Expect(during.Summary.Latency.P50).To(Equal(1500 * time.Microsecond))
 		Expect(during.Summary.Latency.Max).To(Equal(2 * ms))
-		// 6×3 + 24×2 = 66 attempts for 30 requests.
-		Expect(during.Attempts).To(Equal(reports.AttemptStats{Requests: 30, Known: 30, Total: 66, Max: 3, Amplification: 2.2,
+		// 6×3 + 24×2 = 66 attempts for 30 requests; retries 6×2 + 24×1 = 36.
+		Expect(during.Attempts).To(Equal(reports.AttemptStats{Requests: 30, Known: 30, Total: 66, Retries: 36, Max: 3, Amplification: 2.2,
 			Distribution: map[int]uint64{2: 24, 3: 6}}))
 		Expect(during.Summary.Retries).To(Equal(uint64(36)))
 		Expect(during.Summary.UpstreamAttempts).To(Equal(uint64(66)))
@@ -126,7 +126,8 @@ var _ = Describe("ComputeOutcomes", func() {
 
 	It("computes the attempts distribution and overflows over the whole run", func() {
 		o := reports.ComputeOutcomes(rec)
-		Expect(o.Attempts).To(Equal(reports.AttemptStats{Requests: 100, Known: 100, Total: 146, Max: 3, Amplification: 1.46,
+		// Retries: 24×1 + 11×2 = 46.
+		Expect(o.Attempts).To(Equal(reports.AttemptStats{Requests: 100, Known: 100, Total: 146, Retries: 46, Max: 3, Amplification: 1.46,
 			Distribution: map[int]uint64{1: 65, 2: 24, 3: 11}}))
 		Expect(o.PendingOverflows).To(Equal(uint64(3)))
 		Expect(o.RetryOverflows).To(Equal(uint64(2)))

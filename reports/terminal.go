@@ -59,8 +59,8 @@ func WriteTerminal(w io.Writer, r Report) error {
 	if len(r.Upstreams) > 0 {
 		b.WriteString("upstreams\n")
 		for _, u := range r.Upstreams {
-			fmt.Fprintf(t, "  %s/%d\t%s\trequests %d\tstatuses %s\tresets %d\tfaults %s\n",
-				u.Service, u.Instance, u.Address, u.Requests, counts(u.Statuses), u.Resets, counts(u.Applied))
+			fmt.Fprintf(t, "  %s/%d\t%s\trequests %d\tstatuses %s\tresets %d\tfaults %s%s\n",
+				u.Service, u.Instance, u.Address, u.Requests, counts(u.Statuses), u.Resets, counts(u.Applied), otherEnds(u))
 		}
 		t.Flush()
 	}
@@ -130,12 +130,15 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 	if o.Overflows() > 0 {
 		fmt.Fprintf(b, "overflows %d (pending %d, retry %d)\n", o.Overflows(), o.PendingOverflows, o.RetryOverflows)
 	}
-	if len(o.Phases) > 0 {
+	if slices.ContainsFunc(o.Phases, PhaseOutcome.Shown) {
 		b.WriteString("phases\n")
 		for _, p := range o.Phases {
 			s := p.Summary
+			if !p.Shown() {
+				continue
+			}
 			if s.Requests == 0 {
-				fmt.Fprintf(t, "  %s\t%s\trequests 0\n", p.Scope, formatSpans(p.Spans))
+				fmt.Fprintf(t, "  %s\t%s\tno requests\n", p.Scope, formatSpans(p.Spans))
 				continue
 			}
 			fmt.Fprintf(t, "  %s\t%s\trequests %d\tsuccess %s%%\tp50 %s\tp99 %s\tmax %s\n", p.Scope, formatSpans(p.Spans),
@@ -169,6 +172,24 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 		}
 		t.Flush()
 	}
+}
+
+// otherEnds lists the ways an instance's requests ended besides a status or a reset, when any did:
+// "\tcanceled 3, hangs 1" (canceled: the proxy or its client gave up first, e.g. a per-try timeout).
+func otherEnds(u record.UpstreamRecord) string {
+	var parts []string
+	for _, e := range []struct {
+		name string
+		n    uint64
+	}{{"canceled", u.Canceled}, {"hangs", u.Hangs}, {"truncated", u.Truncated}, {"stream resets", u.StreamResets}, {"goaways", u.GoAways}} {
+		if e.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", e.name, e.n))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "\t" + strings.Join(parts, ", ")
 }
 
 // windowTarget shows what a fault window applied to: "checkout/[2 3]" or "checkout/*".

@@ -134,7 +134,8 @@ var _ = Describe("Report", func() {
 			Expect(m["upstreams"]).To(HaveLen(2))
 			Expect(m["upstreams"].([]any)[0]).To(Equal(map[string]any{
 				"service": "checkout", "instance": 0.0, "address": "127.0.0.1:1001", "requests": 6.0,
-				"statuses": map[string]any{"200": 6.0}, "resets": 0.0, "applied_faults": map[string]any{}}))
+				"statuses": map[string]any{"200": 6.0}, "resets": 0.0, "applied_faults": map[string]any{},
+				"canceled": 0.0, "hangs": 0.0, "truncated": 0.0, "stream_resets": 0.0, "goaways": 0.0}))
 
 			entries, err := os.ReadDir(dir)
 			Expect(err).NotTo(HaveOccurred())
@@ -182,13 +183,14 @@ var _ = Describe("Report", func() {
 })
 
 var _ = Describe("the terminal summary of phases", func() {
-	It("shows an empty phase as 0 requests, not as 0% success", func() {
+	It("leaves out a phase covering no time, never showing it as 0% success", func() {
 		rec := &record.Record{Scenario: "s", TargetRate: 10, Duration: time.Second,
 			Samples: []record.Sample{{Seq: 1, Intended: 0, Sent: 0, Latency: time.Millisecond, Status: 200, Attempts: 1}},
 			Windows: []record.FaultWindow{{Name: "faults[0]", Service: "a", Kind: "abort"}}}
 		var b strings.Builder
 		Expect(reports.WriteTerminal(&b, reports.NewReport(rec, nil))).To(Succeed())
-		Expect(b.String()).To(MatchRegexp(`(?m)^\s+before fault\s+\S+\s+requests 0\s*$`))
+		Expect(b.String()).NotTo(ContainSubstring("before fault")) // 0s–0s
+		Expect(b.String()).To(MatchRegexp(`(?m)^\s+during fault\s+0s–1s\s+requests 1\s`))
 		Expect(b.String()).NotTo(ContainSubstring("success 0%"))
 	})
 })

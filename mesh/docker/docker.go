@@ -326,6 +326,7 @@ func (r *runner) drive(ctx context.Context, p *plan.Plan, popts plan.Options) (*
 	r.evMu.Unlock()
 	plan.SortFaultEvents(events)
 	rec.Events = events
+	plan.ExtendRefuseWindows(rec.Windows, rec.Events)
 	for _, e := range health {
 		e.At += start.Sub(loadStart)
 		rec.ProxyEvents = append(rec.ProxyEvents, e)
@@ -584,6 +585,7 @@ func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) ([]r
 		for _, p := range parts {
 			ur.Requests += p.Stats.Requests
 			ur.Resets += p.Stats.Resets
+			ur.Canceled += p.Stats.Canceled
 			for k, v := range p.Stats.Statuses {
 				ur.Statuses[k] += v
 			}

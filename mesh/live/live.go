@@ -94,11 +94,14 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 	if opts.Progress != nil {
 		cfg.OnSample = tracker.Sample
 	}
-	// Fault windows count from the moment the load starts, like the load's own phases.
-	started := time.Now()
-	for _, h := range topo.hosts {
-		h.SetRunStart(started)
+	// One clock for the run: fault windows (HTTP rules and TCP toxics) count from the load's own origin
+	// (the instant its intended send times count from), set before its first request is due.
+	cfg.OnStart = func(origin time.Time) {
+		for _, h := range topo.hosts {
+			h.SetRunStart(origin)
+		}
 	}
+	started := time.Now() // progress only
 	progCtx, stopProgress := context.WithCancel(ctx)
 	defer stopProgress()
 	total := p.Scenario.Load.Total()
@@ -118,6 +121,7 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 		rec.Upstreams = append(rec.Upstreams, plan.UpstreamRecord(h.Instance(), h.Upstream().Addr(), h.Stats()))
 	}
 	rec.Events = topo.faultEvents(loadStart)
+	plan.ExtendRefuseWindows(rec.Windows, rec.Events)
 	rec.ProxyEvents = topo.proxyRecord(loadStart)
 	topo.fillAttempts(rec.Samples)
 	return rec, ctx.Err()
@@ -186,7 +190,10 @@ func (t *topology) fillAttempts(samples []record.Sample) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range samples {
-		samples[i].Attempts = t.attempts[fmt.Sprintf("mp-%d", samples[i].Seq)]
+		n, ok := t.attempts[fmt.Sprintf("mp-%d", samples[i].Seq)]
+		// The proxy reports every request that reached a cluster, those it made no attempt for (an
+		// overflow, no healthy host) with 0: a known count.
+		samples[i].Attempts, samples[i].ZeroAttempts = n, ok && n == 0
 	}
 }
 

@@ -96,6 +96,10 @@ type Config struct {
 	// OnSample, when set, is called with every finished request (concurrently, from the workers): a hook
 	// for live progress. It must be cheap.
 	OnSample func(record.Sample)
+	// OnStart, when set, is called once with the run's origin (Result.Start: the instant intended send
+	// times count from) before the first request is due, so that whatever else keys off the run's clock
+	// (fault windows) uses the same origin.
+	OnStart func(time.Time)
 
 	// Tracer, when set, starts a root CLIENT span per request (see trace.go) and injects its context
 	// into the request with Propagator (nil: W3C trace context). nil: no tracing, and no cost.
@@ -337,6 +341,9 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 	g.rec.onSample = c.OnSample
 
 	g.start = time.Now()
+	if c.OnStart != nil {
+		c.OnStart(g.start)
+	}
 	if p.closed {
 		g.closedLoop(ctx, inFlight)
 	} else {

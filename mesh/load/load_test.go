@@ -72,6 +72,23 @@ var _ = Describe("Run", func() {
 			Expect(seen).To(Equal(want))
 		})
 
+		It("calls OnStart once with the run's origin before the first request is sent", func(ctx SpecContext) {
+			var (
+				origins  []time.Time
+				received int // requests the server had seen when OnStart ran
+			)
+			res, err := load.Generate(ctx, load.Config{URL: url, Rate: 100, Duration: 50 * time.Millisecond, KeepSamples: true,
+				OnStart: func(t time.Time) {
+					mu.Lock()
+					defer mu.Unlock()
+					origins, received = append(origins, t), len(seen)
+				}})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(origins).To(Equal([]time.Time{res.Start}))
+			Expect(received).To(BeZero())
+			Expect(res.Samples).To(HaveLen(5))
+		})
+
 		It("never has more than MaxInFlight requests in flight, and drops none", func(ctx SpecContext) {
 			var inFlight, most int
 			url = serve(func(w http.ResponseWriter, r *http.Request) {

@@ -17,7 +17,27 @@ func FaultEvent(e faults.Event, loadStart time.Time) record.FaultEvent {
 // UpstreamRecord is what one instance received and answered, as the record holds it.
 func UpstreamRecord(in Instance, addr string, st faults.UpstreamStats) record.UpstreamRecord {
 	return record.UpstreamRecord{Service: in.Service, Instance: in.Index, Address: addr,
-		Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied}
+		Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied,
+		Canceled: st.Canceled, Hangs: st.Hangs, Truncated: st.Truncated, StreamResets: st.StreamResets, GoAways: st.GoAways}
+}
+
+// ExtendRefuseWindows ends each refuse window when the last of its instances accepted connections
+// again. An instance reopens its listener on a timer at or after the window's planned end (a timer fires
+// late, never early), so a request intended at the end — on every edge with an integer rate — could
+// still be refused; with the window ending at the reopen, such a request counts in the window, and no
+// request "after" it can meet a closed listener. The start stays: the listener never closes before it.
+func ExtendRefuseWindows(windows []record.FaultWindow, events []record.FaultEvent) {
+	for i := range windows {
+		w := &windows[i]
+		if w.End == 0 {
+			continue
+		}
+		for _, e := range events {
+			if e.Fault == w.Name && e.Kind == faults.KindRefuse && e.Detail == faults.RefuseReopened && e.At > w.End {
+				w.End = e.At
+			}
+		}
+	}
 }
 
 // SortFaultEvents orders events by time, keeping the order of simultaneous ones.

@@ -27,9 +27,15 @@ type Sample struct {
 	Status   int           // 0 when no HTTP response
 	Error    string        // "" or an error kind: ErrReset, ErrTimeout, ErrRefused, ErrEOF, ErrCanceled, ErrOther
 	// Attempts is how many upstream attempts the proxy made for this request (1 = no retry); 0 when not
-	// known (the proxy did not say, or never saw the request).
+	// known (the proxy did not say, or never saw the request), unless ZeroAttempts.
 	Attempts int
+	// ZeroAttempts says the proxy saw the request and made no upstream attempt (a circuit breaker turned
+	// it away, no healthy host): Attempts 0 is then known.
+	ZeroAttempts bool
 }
+
+// AttemptsKnown reports whether the request carries an attempt count: Attempts > 0, or ZeroAttempts.
+func (s Sample) AttemptsKnown() bool { return s.Attempts > 0 || s.ZeroAttempts }
 
 // Uncorrected is the latency from the actual send time to the response end (the view that hides the
 // generator's own lateness).
@@ -51,7 +57,8 @@ type FaultEvent struct {
 }
 
 // UpstreamRecord is what one upstream instance received and did. Requests counts every request it
-// received, whatever became of it (Statuses, Resets, or cancelled).
+// received, whatever became of it: each ends as one of Statuses, Resets, Truncated, Hangs, StreamResets,
+// GoAways or Canceled.
 type UpstreamRecord struct {
 	Service  string
 	Instance int
@@ -60,6 +67,13 @@ type UpstreamRecord struct {
 	Statuses map[int]uint64
 	Resets   uint64
 	Applied  map[string]uint64 // applied faults by "fault/kind"
+	// Canceled: requests abandoned before the answer was complete — the proxy gave up (a per-try or
+	// route timeout) or its client left — while the instance waited out a delay or sent the body.
+	Canceled     uint64
+	Hangs        uint64 // requests held until the other side went away (hang faults)
+	Truncated    uint64 // bodies cut by a clean close (close_after)
+	StreamResets uint64 // HTTP/2 RST_STREAM answers
+	GoAways      uint64 // HTTP/2 GOAWAY answers
 }
 
 // FaultWindow is when a scenario's fault rule was active, as offsets from the run start (the moment the
