@@ -41,12 +41,6 @@ var _ = Describe("help and version", func() {
 
 // A runner refuses what it cannot do before anything starts, with exit 2 (issue #12).
 var _ = Describe("meshproof run --runner", func() {
-	It("refuses traces asked of the docker runner, before Docker is even reached", func() {
-		code, _, stderr := run("run", "../../scenarios/examples/healthy-baseline.yaml", "--runner", "docker", "--trace-ratio", "0.5", "--out", GinkgoT().TempDir())
-		Expect(code).To(Equal(2))
-		Expect(stderr).To(ContainSubstring("the docker runner cannot do traces"))
-	})
-
 	It("refuses container faults on the embedded runner, naming the rule", func() {
 		code, _, stderr := run("run", "../../mesh/docker/testdata/partition-scenario.yaml", "--out", GinkgoT().TempDir())
 		Expect(code).To(Equal(2))

@@ -13,6 +13,7 @@ import (
 	"github.com/meshproof/meshproof/reports/record"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 
 	"github.com/meshproof/meshproof/mesh/live"
 	"github.com/meshproof/meshproof/mesh/plan"
@@ -57,15 +58,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		seed = &n
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	// Traces are on by default on the embedded runner; on another runner only when asked for, and then
-	// that runner records them or refuses (plan.Runner.Supports).
-	tracingOn := *traceRatio > 0 && (*runner == "embedded" || set["trace-ratio"] || set["otlp-endpoint"])
 	var spans []sdktrace.ReadOnlySpan
-	if tracingOn {
+	var received []*coltracepb.ExportTraceServiceRequest
+	if *traceRatio > 0 {
 		opts.Tracing = &plan.Tracing{SampleRatio: min(*traceRatio, 1), OTLPEndpoint: *otlpEndpoint,
-			Spans: func(s []sdktrace.ReadOnlySpan) { spans = s }}
+			Spans:    func(s []sdktrace.ReadOnlySpan) { spans = s },
+			Received: func(r []*coltracepb.ExportTraceServiceRequest) { received = r }}
 	}
 	sc, err := scenarios.LoadFile(file)
 	if err != nil {
@@ -133,11 +131,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "report: %s\n", reportPath)
 	if spans != nil {
-		if err := tracing.WriteFile(filepath.Join(dir, tracing.FileOTLP), spans); err != nil {
+		if err := tracing.WriteFile(filepath.Join(dir, tracing.FileOTLP), spans, received...); err != nil {
 			printErr(stderr, err)
 			return exitFailed
 		}
-		fmt.Fprintf(stdout, "traces: %s (%d spans)\n", filepath.Join(dir, tracing.FileOTLP), len(spans))
+		fmt.Fprintf(stdout, "traces: %s (%d spans%s)\n", filepath.Join(dir, tracing.FileOTLP), len(spans), receivedNote(received))
 	}
 	// summary.md, junit.xml and report.html beside report.json (WriteAll rewrites report.json identically).
 	if err := reports.WriteAll(dir, rep, rec); err != nil {
@@ -221,4 +219,20 @@ func progressPrinter(w io.Writer) (func(plan.Progress), time.Duration) {
 		}
 		fmt.Fprintf(w, "progress: %s\n", line)
 	}, map[bool]time.Duration{true: 500 * time.Millisecond, false: 5 * time.Second}[tty]
+}
+
+// receivedNote counts the spans other processes (the docker runner's containers) exported to the run.
+func receivedNote(received []*coltracepb.ExportTraceServiceRequest) string {
+	n := 0
+	for _, req := range received {
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				n += len(ss.GetSpans())
+			}
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" here, %d from the containers", n)
 }

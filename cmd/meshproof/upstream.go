@@ -16,10 +16,11 @@ import (
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/docker"
 	"github.com/meshproof/meshproof/mesh/plan"
+	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
-const upstreamUsage = "usage: meshproof upstream --scenario FILE --service S --instance I [--seed N] [--listen ADDR] [--control ADDR]"
+const upstreamUsage = "usage: meshproof upstream --scenario FILE --service S --instance I [--seed N] [--listen ADDR] [--control ADDR] [--otlp-endpoint URL]"
 
 // cmdUpstream runs one fault-injecting upstream instance of a scenario until interrupted: the data port
 // answers as the scenario's service and faults say, the control port serves the docker runner
@@ -33,6 +34,7 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	seedFlag := fs.String("seed", "", "override the scenario's seed")
 	listen := fs.String("listen", "0.0.0.0:8080", "data address (the proxy's traffic)")
 	control := fs.String("control", "0.0.0.0:9000", "control address (/ready, /start, /record)")
+	otlp := fs.String("otlp-endpoint", "", "export the instance's spans over OTLP/HTTP to this URL (the docker runner's receiver)")
 	if helpRequested(args) {
 		return printHelp(stdout, upstreamUsage, fs)
 	}
@@ -93,8 +95,25 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		<-served
 	}()
 
+	hcfg := plan.HostConfig{Listen: *listen, OnEvent: ctl.Record}
+	if *otlp != "" {
+		// Spans follow the caller's sampling decision (ParentBased), as in the embedded runner.
+		tp, err := tracing.New(tracing.Config{ServiceName: *service, OTLPEndpoint: *otlp})
+		if err != nil {
+			printErr(stderr, err)
+			return exitInvalid
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = tp.Shutdown(sctx) // flushes the exporter when the container is stopped
+		}()
+		hcfg.Upstream = func(c *faults.UpstreamConfig) {
+			c.Tracer, c.Propagator = tp.Tracer(tracing.ScopeUpstream), tracing.Propagator()
+		}
+	}
 	start := time.Now()
-	up, err := plan.StartHost(in, plan.HostConfig{Listen: *listen, OnEvent: ctl.Record})
+	up, err := plan.StartHost(in, hcfg)
 	if err != nil {
 		printErr(stderr, err)
 		return exitFailed

@@ -43,6 +43,7 @@ import (
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/load"
 	"github.com/meshproof/meshproof/mesh/plan"
+	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -114,6 +115,11 @@ type runner struct {
 
 	evMu   sync.Mutex
 	events []record.FaultEvent // container faults
+
+	// Tracing: the load's spans in this process, the containers' through an OTLP receiver on the run
+	// network's gateway address (nil: the run is not traced).
+	tp   *tracing.Provider
+	recv *tracing.Receiver
 }
 
 // upstream is one upstream instance's container.
@@ -145,14 +151,12 @@ var _ plan.Runner = Runner{}
 // Name is "docker".
 func (Runner) Name() string { return "docker" }
 
-// Supports refuses traces: the containers do not export their spans to the run yet, and a run without
-// them must not look traced. Every fault kind is supported: HTTP rules in each upstream container, TCP
-// toxics by a TCP fault proxy inside it (plan.Host), container faults through Docker.
-func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
+// Supports supports every fault kind — HTTP rules in each upstream container, TCP toxics by a TCP fault
+// proxy inside it (plan.Host), container faults through Docker — and traces (the containers export
+// their spans to a receiver of the run). It refuses a scenario without a file, which the upstream
+// containers could not read, and container faults in r.Faults that do not fit the scenario.
+func (r Runner) Supports(p *plan.Plan, _ plan.Options) error {
 	var parts []string
-	if opts.Tracing != nil {
-		parts = append(parts, "traces (--trace-ratio, --otlp-endpoint): the containers' spans are not collected yet")
-	}
 	if p.Scenario.File == "" {
 		parts = append(parts, "a scenario without a file (the upstream containers read it)")
 	}
@@ -241,6 +245,14 @@ func (rr Runner) Run(ctx context.Context, p *plan.Plan, popts plan.Options) (rec
 	if err := r.createNetwork(ctx); err != nil {
 		return nil, err
 	}
+	if popts.Tracing != nil {
+		if err := r.startTracing(popts.Tracing); err != nil {
+			return nil, err
+		}
+		// Before the cleanup deferred above: the containers are stopped gracefully first, so that
+		// they flush their spans to the receiver.
+		defer r.endTracing(ctx, popts.Tracing)
+	}
 	if err := r.startUpstreams(ctx, p, tag, scenarioYAML); err != nil {
 		return nil, err
 	}
@@ -258,6 +270,9 @@ func (r *runner) drive(ctx context.Context, p *plan.Plan, popts plan.Options) (*
 		return nil, err
 	}
 	cfg := p.LoadConfig("http://" + listener)
+	if r.tp != nil {
+		cfg.Tracer, cfg.Propagator = r.tp.Tracer(tracing.ScopeLoad), tracing.Propagator()
+	}
 	tracker := plan.NewTracker()
 	if popts.Progress != nil {
 		cfg.OnSample = tracker.Sample
@@ -390,9 +405,9 @@ func (r *runner) startUpstreams(ctx context.Context, p *plan.Plan, tag string, s
 		c, err := testcontainers.Run(ctx, tag,
 			testcontainers.WithLogger(r.tclog),
 			testcontainers.WithName(fmt.Sprintf("meshproof-%s-%s-%d", r.id, u.service, u.index)),
-			testcontainers.WithCmd("upstream", "--scenario", ScenarioPath, "--service", u.service,
+			testcontainers.WithCmd(append([]string{"upstream", "--scenario", ScenarioPath, "--service", u.service,
 				"--instance", strconv.Itoa(u.index), "--seed", strconv.FormatUint(seed, 10),
-				"--listen", hostPort("0.0.0.0", UpstreamPort), "--control", hostPort("0.0.0.0", ControlPort)),
+				"--listen", hostPort("0.0.0.0", UpstreamPort), "--control", hostPort("0.0.0.0", ControlPort)}, r.otlpArgs()...)...),
 			testcontainers.WithLabels(r.containerLabels("upstream", u.name())),
 			testcontainers.WithFiles(testcontainers.ContainerFile{Reader: bytes.NewReader(scenarioYAML), ContainerFilePath: ScenarioPath, FileMode: 0o644}),
 			network.WithNetwork(u.aliases(), r.network),
@@ -440,7 +455,7 @@ func (r *runner) startProxies(ctx context.Context, p *plan.Plan, tag string) err
 		c, err := testcontainers.Run(ctx, tag,
 			testcontainers.WithLogger(r.tclog),
 			testcontainers.WithName(fmt.Sprintf("meshproof-%s-proxy-%s", r.id, name)),
-			testcontainers.WithCmd("proxy", "-c", BootstrapPath, "--drain-time", "1s"),
+			testcontainers.WithCmd(append([]string{"proxy", "-c", BootstrapPath, "--drain-time", "1s"}, r.otlpArgs()...)...),
 			testcontainers.WithLabels(r.containerLabels("proxy", name)),
 			testcontainers.WithFiles(testcontainers.ContainerFile{Reader: bytes.NewReader(bootstrap), ContainerFilePath: BootstrapPath, FileMode: 0o644}),
 			network.WithNetwork([]string{name}, r.network),
@@ -733,6 +748,63 @@ func (r *runner) cleanup(ctx context.Context) error {
 		r.logf("removed %d containers and the network of run %s", len(containers), r.id)
 	}
 	return errors.Join(errs...)
+}
+
+// startTracing starts the load's TracerProvider and the receiver the containers export to, on the run
+// network's gateway address (the host, as the containers see it).
+func (r *runner) startTracing(t *plan.Tracing) error {
+	tp, err := tracing.New(tracing.Config{SampleRatio: t.SampleRatio, OTLPEndpoint: t.OTLPEndpoint, Collect: t.Spans != nil})
+	if err != nil {
+		return err
+	}
+	r.tp = tp
+	gw := r.ips.gateway
+	if !gw.IsValid() {
+		gw = r.ips.subnet.Addr().Next()
+	}
+	r.recv = tracing.NewReceiver(0, t.OTLPEndpoint)
+	if err := r.recv.Start(hostPort(gw.String(), 0)); err != nil {
+		return err
+	}
+	r.logf("traces: the containers export to %s", r.recv.URL())
+	return nil
+}
+
+// otlpArgs are the containers' flags to export their spans to the run's receiver (none untraced).
+func (r *runner) otlpArgs() []string {
+	if r.recv == nil {
+		return nil
+	}
+	return []string{"--otlp-endpoint", r.recv.URL()}
+}
+
+// endTracing stops the containers gracefully (SIGTERM: each flushes its exporter on the way out), then
+// the receiver and the load's provider, and hands the spans over.
+func (r *runner) endTracing(ctx context.Context, t *plan.Tracing) {
+	ctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	r.mu.Lock()
+	containers := append([]*testcontainers.DockerContainer(nil), r.containers...)
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range containers {
+		wg.Go(func() {
+			timeout := 5 * time.Second
+			_ = c.Stop(ctx, &timeout) // a container that will not stop is removed by the cleanup
+		})
+	}
+	wg.Wait()
+	_ = r.recv.Close()
+	_ = r.tp.Shutdown(ctx)
+	if kept, dropped := r.recv.Spans(); dropped > 0 {
+		r.logf("traces: kept %d spans of the containers, dropped %d over the limit", kept, dropped)
+	}
+	if t.Spans != nil {
+		t.Spans(r.tp.Spans())
+	}
+	if t.Received != nil {
+		t.Received(r.recv.Requests())
+	}
 }
 
 func (r *runner) logf(format string, args ...any) {

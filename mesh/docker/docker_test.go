@@ -1,6 +1,8 @@
 package docker_test
 
 import (
+	"encoding/hex"
+
 	"context"
 	"fmt"
 	"maps"
@@ -11,6 +13,11 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+
+	"github.com/meshproof/meshproof/mesh/tracing"
 
 	"github.com/meshproof/meshproof/reports/record"
 
@@ -184,6 +191,48 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		_, err = cli.NetworkInspect(ctx, inUse, client.NetworkInspectOptions{})
 		Expect(err).NotTo(HaveOccurred(), "the network of a live process stays")
 	}, SpecTimeout(time.Minute))
+
+	// Issue #12: the docker runner traced nothing and wrote no traces file. The containers now export
+	// their spans to a receiver of the run, joined to the load's spans by W3C trace context.
+	It("collects the proxy's and the upstreams' spans from the containers, in the load's traces", func(ctx SpecContext) {
+		sc, err := scenarios.LoadFile("../../scenarios/examples/healthy-baseline.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		var (
+			local    []sdktrace.ReadOnlySpan
+			received []*coltracepb.ExportTraceServiceRequest
+		)
+		_, err = docker.Run(ctx, sc, nil, options(), plan.Options{Tracing: &plan.Tracing{
+			Spans:    func(s []sdktrace.ReadOnlySpan) { local = s },
+			Received: func(r []*coltracepb.ExportTraceServiceRequest) { received = r },
+		}})
+		Expect(err).NotTo(HaveOccurred())
+		expectNothingLeft(ctx)
+		loadTraces := map[string]bool{}
+		for _, s := range local {
+			Expect(s.InstrumentationScope().Name).To(Equal(tracing.ScopeLoad))
+			loadTraces[s.SpanContext().TraceID().String()] = true
+		}
+		Expect(loadTraces).To(HaveLen(900), "one trace per request of healthy-baseline (900 requests, all sampled)")
+		joined := map[string]map[string]bool{} // scope → trace ids of the load's traces it has spans in
+		for _, req := range received {
+			for _, rs := range req.GetResourceSpans() {
+				for _, ss := range rs.GetScopeSpans() {
+					for _, sp := range ss.GetSpans() {
+						id := hex.EncodeToString(sp.GetTraceId())
+						if loadTraces[id] {
+							if joined[ss.GetScope().GetName()] == nil {
+								joined[ss.GetScope().GetName()] = map[string]bool{}
+							}
+							joined[ss.GetScope().GetName()][id] = true
+						}
+					}
+				}
+			}
+		}
+		// Every request went through the proxy to an instance: both containers' spans join every trace.
+		Expect(joined[tracing.ScopeProxy]).To(HaveLen(900))
+		Expect(joined[tracing.ScopeUpstream]).To(HaveLen(900))
+	}, SpecTimeout(3*time.Minute))
 
 	It("shows a partition of one instance in the proxy's stats, and its healing", func(ctx SpecContext) {
 		sc, err := scenarios.LoadFile("testdata/partition.yaml")

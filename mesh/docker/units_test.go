@@ -183,8 +183,7 @@ var _ = Describe("BootstrapJSON", func() {
 	})
 })
 
-// The docker runner says what it cannot do before it starts anything (issue #12): traces are not
-// collected from the containers yet, so a traced run is refused rather than written without them.
+// The docker runner says what it cannot do before it starts anything (issue #12).
 var _ = Describe("Runner.Supports", func() {
 	var p *plan.Plan
 	BeforeEach(func() {
@@ -193,14 +192,17 @@ var _ = Describe("Runner.Supports", func() {
 		p = plan.New(sc, nil)
 	})
 
-	It("supports the plan's container faults and every other fault kind without tracing", func() {
+	It("supports the plan's container faults, every other fault kind and traces", func() {
 		Expect(docker.Runner{}.Supports(p, plan.Options{})).To(Succeed())
+		Expect(docker.Runner{}.Supports(p, plan.Options{Tracing: &plan.Tracing{}})).To(Succeed())
 	})
 
-	It("refuses traces, by name", func() {
-		err := docker.Runner{}.Supports(p, plan.Options{Tracing: &plan.Tracing{}})
+	It("refuses a scenario without a file, which the upstream containers read, by name", func() {
+		sc := *p.Scenario
+		sc.File = ""
+		err := docker.Runner{}.Supports(plan.New(&sc, nil), plan.Options{})
 		Expect(err).To(MatchError(plan.ErrUnsupported))
-		Expect(err).To(MatchError(ContainSubstring("the docker runner cannot do traces (--trace-ratio, --otlp-endpoint)")))
+		Expect(err).To(MatchError(ContainSubstring("the docker runner cannot do a scenario without a file")))
 	})
 
 	It("refuses container faults of the options that do not fit the scenario", func() {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 
 	"github.com/meshproof/meshproof/reports/record"
 )
@@ -70,6 +71,9 @@ type Tracing struct {
 	// Spans, when set, receives the run's spans once the run has ended (e.g. for traces.otlp.json,
 	// see tracing.WriteFile). Without it the spans are not kept in memory.
 	Spans func([]sdktrace.ReadOnlySpan)
+	// Received, when set, receives the spans that components in other processes exported to the run
+	// (the docker runner's containers), in OTLP form, once the run has ended.
+	Received func([]*coltracepb.ExportTraceServiceRequest)
 }
 
 // Run checks that runner supports the plan with opts, then runs it.

@@ -270,15 +270,26 @@ func WriteOTLPJSON(w io.Writer, spans []sdktrace.ReadOnlySpan) error {
 	return bw.Flush()
 }
 
-// WriteFile writes spans to path as OTLP/JSON lines (an empty file for no spans).
-func WriteFile(path string, spans []sdktrace.ReadOnlySpan) error {
+// WriteFile writes spans to path as OTLP/JSON lines (an empty file for no spans), SpansPerLine per line,
+// then each of received (spans exported by other processes, see Receiver) on a line of its own.
+func WriteFile(path string, spans []sdktrace.ReadOnlySpan, received ...*coltracepb.ExportTraceServiceRequest) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := WriteOTLPJSON(f, spans); err != nil {
+	err = WriteOTLPJSON(f, spans)
+	for _, req := range received {
+		if err != nil {
+			break
+		}
+		var line []byte
+		if line, err = MarshalOTLPJSON(req); err == nil {
+			_, err = f.Write(append(line, '\n'))
+		}
+	}
+	if err != nil {
 		_ = f.Close()
-		return err
+		return fmt.Errorf("tracing: %w", err)
 	}
 	return f.Close()
 }
