@@ -7,7 +7,7 @@ IMAGE    ?= meshproof:dev
 # The test suite's settings: race detector on, specs in random order, docker specs when Docker is reachable.
 GINKGO_FLAGS ?= -r -p --race --randomize-all --randomize-suites --timeout=30m --poll-progress-after=120s
 
-.PHONY: help build test test-fast lint fmt demo examples image bench-load bench-proxy clean
+.PHONY: help build test test-fast lint fmt demo examples image bench-load bench-proxy soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,11 @@ examples: build ## run every example scenario
 image: ## build bin/meshproof (static) and the FROM-scratch image $(IMAGE) (classic builder: nothing is pulled)
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/meshproof
 	DOCKER_BUILDKIT=0 docker build -f mesh/docker/Dockerfile -t $(IMAGE) $(dir $(BIN))
+
+SOAK      ?= 10m
+SOAK_RATE ?= 500
+soak: ## the soak: flapping faults, resets, hangs and slow bodies for $(SOAK) at $(SOAK_RATE)/s; goroutines, fds, heap and RSS must stay flat
+	MESHPROOF_SOAK_DURATION=$(SOAK) MESHPROOF_SOAK_RATE=$(SOAK_RATE) $(GINKGO) -v --label-filter=soak --timeout=3h ./mesh/live
 
 bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when installable) + the coordinated-omission test (< 10 min)
 	bash mesh/load/bench/run.sh
