@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/stats"
 )
@@ -31,6 +33,8 @@ type faultFilter struct {
 	next   *router
 	active atomic.Int64
 	st     faultStats
+	clk    clock.Clock
+	seeds  seeds
 }
 
 var _ http.Handler = (*faultFilter)(nil)
@@ -40,9 +44,9 @@ type faultStats struct {
 	active                                *stats.Gauge
 }
 
-func newFaultFilter(cfg *config.FaultFilter, next *router, store *stats.Store, statPrefix string) *faultFilter {
+func newFaultFilter(cfg *config.FaultFilter, next *router, store *stats.Store, statPrefix string, clk clock.Clock, sd seeds) *faultFilter {
 	p := "http." + statPrefix + ".fault."
-	return &faultFilter{cfg: cfg, next: next, st: faultStats{
+	return &faultFilter{cfg: cfg, next: next, clk: clk, seeds: sd, st: faultStats{
 		delays: store.Counter(p + "delays_injected"), aborts: store.Counter(p + "aborts_injected"),
 		overflow: store.Counter(p + "faults_overflow"), rateLimited: store.Counter(p + "response_rl_injected"),
 		active: store.Gauge(p + "active_faults"),
@@ -54,9 +58,12 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.next.ServeHTTP(w, r)
 		return
 	}
-	delay, delayOK := f.delay(r)
-	abort, abortOK := f.abort(r)
-	kibps, rlOK := f.rateLimit(r)
+	// The fault draws come from the request's own stream, in a fixed order: delay, abort, throughput.
+	var rng rand.PCG
+	f.seeds.request(&rng, headerValue(r.Header, hdrRequestID), saltFault)
+	delay, delayOK := f.delay(r, &rng)
+	abort, abortOK := f.abort(r, &rng)
+	kibps, rlOK := f.rateLimit(r, &rng)
 	if !delayOK && !abortOK && !rlOK {
 		f.next.ServeHTTP(w, r)
 		return
@@ -74,9 +81,9 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if delayOK {
 		f.st.delays.Inc()
-		t := time.NewTimer(delay)
+		t := f.clk.NewTimer(delay)
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-r.Context().Done():
 			t.Stop()
 			return // the downstream went away during the delay
@@ -89,7 +96,7 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rlOK {
 		f.st.rateLimited.Inc()
-		w = &throttledWriter{ResponseWriter: w, bytesPerSec: kibps * 1024}
+		w = &throttledWriter{ResponseWriter: w, bytesPerSec: kibps * 1024, clk: f.clk}
 	}
 	f.next.ServeHTTP(w, r)
 }
@@ -139,17 +146,21 @@ func headerMatches(m config.HeaderMatcher, h http.Header) bool {
 
 // hit draws whether a fault with this fraction fires. A header percentage, when present and valid, sets
 // the numerator, capped by the configured one (Envoy's rule for the *-percentage headers).
-func hit(frac config.Fraction, r *http.Request, percentHeader string) bool {
+func hit(frac config.Fraction, r *http.Request, percentHeader string, rng *rand.PCG) bool {
 	num := frac.Numerator
 	if v := r.Header.Get(percentHeader); v != "" {
 		if n, err := strconv.ParseUint(v, 10, 32); err == nil {
 			num = min(uint32(n), frac.Numerator)
 		}
 	}
-	return num > 0 && rand.Uint32N(frac.Denominator) < num
+	if num == 0 {
+		return false
+	}
+	draw, _ := bits.Mul64(rng.Uint64(), uint64(frac.Denominator)) // uniform in [0, denominator)
+	return draw < uint64(num)
 }
 
-func (f *faultFilter) delay(r *http.Request) (time.Duration, bool) {
+func (f *faultFilter) delay(r *http.Request, rng *rand.PCG) (time.Duration, bool) {
 	d := f.cfg.Delay
 	if d == nil {
 		return 0, false
@@ -162,10 +173,10 @@ func (f *faultFilter) delay(r *http.Request) (time.Duration, bool) {
 		}
 		dur = time.Duration(ms) * time.Millisecond
 	}
-	return dur, hit(d.Percent, r, hdrFaultDelayPercent)
+	return dur, hit(d.Percent, r, hdrFaultDelayPercent, rng)
 }
 
-func (f *faultFilter) abort(r *http.Request) (func(http.ResponseWriter), bool) {
+func (f *faultFilter) abort(r *http.Request, rng *rand.PCG) (func(http.ResponseWriter), bool) {
 	a := f.cfg.Abort
 	if a == nil {
 		return nil, false
@@ -182,7 +193,7 @@ func (f *faultFilter) abort(r *http.Request) (func(http.ResponseWriter), bool) {
 			return nil, false
 		}
 	}
-	if !hit(a.Percent, r, hdrFaultAbortPercent) {
+	if !hit(a.Percent, r, hdrFaultAbortPercent, rng) {
 		return nil, false
 	}
 	if grpc != nil {
@@ -199,7 +210,7 @@ func (f *faultFilter) abort(r *http.Request) (func(http.ResponseWriter), bool) {
 	return func(w http.ResponseWriter) { f.next.localReply(w, nil, status, "fault filter abort") }, true
 }
 
-func (f *faultFilter) rateLimit(r *http.Request) (uint64, bool) {
+func (f *faultFilter) rateLimit(r *http.Request, rng *rand.PCG) (uint64, bool) {
 	rl := f.cfg.RateLimit
 	if rl == nil {
 		return 0, false
@@ -212,13 +223,14 @@ func (f *faultFilter) rateLimit(r *http.Request) (uint64, bool) {
 		}
 		kibps = v
 	}
-	return kibps, hit(rl.Percent, r, hdrFaultThroughputPercent)
+	return kibps, hit(rl.Percent, r, hdrFaultThroughputPercent, rng)
 }
 
 // throttledWriter paces the response body to bytesPerSec, in chunks of at most a tenth of a second.
 type throttledWriter struct {
 	http.ResponseWriter
 	bytesPerSec uint64
+	clk         clock.Clock
 }
 
 func (t *throttledWriter) Write(p []byte) (int, error) {
@@ -234,7 +246,7 @@ func (t *throttledWriter) Write(p []byte) (int, error) {
 		if f, ok := t.ResponseWriter.(http.Flusher); ok {
 			f.Flush()
 		}
-		time.Sleep(time.Duration(float64(n) / float64(t.bytesPerSec) * float64(time.Second)))
+		<-t.clk.NewTimer(time.Duration(float64(n) / float64(t.bytesPerSec) * float64(time.Second))).C()
 		p = p[n:]
 	}
 	return written, nil

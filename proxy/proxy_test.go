@@ -82,6 +82,8 @@ type setup struct {
 	// idleTimeout is the HCM common_http_protocol_options.idle_timeout (0: none).
 	idleTimeout time.Duration
 	fault       *config.FaultFilter
+	// opts are the proxy's options (a clock, a rand source, an event sink).
+	opts proxy.Options
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
@@ -111,7 +113,7 @@ func start(s setup) (*proxy.Server, string) {
 			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
 		Clusters: s.clusters,
 	}
-	srv, err := proxy.New(cfg, proxy.Options{})
+	srv, err := proxy.New(cfg, s.opts)
 	Expect(err).NotTo(HaveOccurred())
 	Expect(srv.Start()).To(Succeed())
 	DeferCleanup(srv.Close)

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/internal/h1"
 	"github.com/meshproof/meshproof/proxy/policy"
@@ -40,10 +41,13 @@ type router struct {
 	// requestTimeout is the HCM request_timeout: how long the whole downstream request may take to arrive.
 	requestTimeout time.Duration
 	st             hcmStats
-	rng            policy.Rand
-	bufs           sync.Pool
-	forwards       sync.Pool // of *forward: one per request in flight, reused
-	onRequest      func(id string, attempts int)
+	clk            clock.Clock
+	// realClock: clk is clock.Real, so the route deadline can bound an exchange as a socket deadline.
+	realClock bool
+	seeds     seeds
+	bufs      sync.Pool
+	forwards  sync.Pool // of *forward: one per request in flight, reused
+	onRequest func(id string, attempts int)
 	// tracer and prop are set on a traced listener (see tracing.go); nil: no spans, no trace headers.
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
@@ -87,14 +91,11 @@ func (s *hcmStats) status(code int) {
 	}
 }
 
-// globalRand draws from math/rand/v2's goroutine-safe source: back-off jitter needs no seed.
-type globalRand struct{}
-
-func (globalRand) Uint64() uint64 { return rand.Uint64() }
-
-func newRouter(l config.Listener, clusters map[string]*cluster, store *stats.Store) *router {
+func newRouter(l config.Listener, clusters map[string]*cluster, store *stats.Store, clk clock.Clock, sd seeds) *router {
+	_, real := clk.(clock.Real)
 	return &router{
-		routes: l.Routes, clusters: clusters, requestTimeout: l.RequestTimeout, st: newHCMStats(store, l.StatPrefix), rng: globalRand{},
+		routes: l.Routes, clusters: clusters, requestTimeout: l.RequestTimeout, st: newHCMStats(store, l.StatPrefix),
+		clk: clk, realClock: real, seeds: sd,
 		bufs:     sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 		forwards: sync.Pool{New: func() any { return &forward{extra: make(http.Header, 8)} }},
 	}
@@ -149,12 +150,12 @@ func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.Vir
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	began := time.Now()
+	began := rt.clk.Now()
 	rt.st.rqTotal.Inc()
 	rt.st.rqActive.Inc()
 	defer func() {
 		rt.st.rqActive.Dec()
-		rt.st.rqTime.Record(time.Since(began))
+		rt.st.rqTime.Record(rt.clk.Since(began))
 	}()
 
 	vh, route := rt.match(r)
@@ -193,7 +194,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // be retried with one that cannot be replayed).
 func (rt *router) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	rc := http.NewResponseController(w)
-	if rt.requestTimeout > 0 {
+	if rt.requestTimeout > 0 { // a socket deadline: the real clock's
 		_ = rc.SetReadDeadline(time.Now().Add(rt.requestTimeout))
 	}
 	var body []byte
@@ -266,6 +267,8 @@ type forward struct {
 	ab      *h1.Aborter // the downstream connection's: interrupts the attempt under way
 	extra   http.Header
 	scratch [4]string
+	// rng is the request's random stream (back-off jitter, picks), derived from its x-request-id.
+	rng rand.PCG
 }
 
 // attempt is the outcome of one upstream try.
@@ -312,7 +315,7 @@ func (a *attempt) done() {
 }
 
 func (f *forward) run() {
-	f.start = time.Now()
+	f.start = f.rt.clk.Now()
 	rp, timeout := f.effectivePolicy()
 	if timeout > 0 {
 		f.deadline = f.start.Add(timeout)
@@ -330,12 +333,13 @@ func (f *forward) run() {
 		on, _ := policy.ParseRetryOn(rp.RetryOn) // validated when the config was loaded
 		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
 	}
-	hash := f.hash()
 	var tried map[int]bool // hosts already tried: only a retry's host selection reads it
 	reqID := headerValue(f.r.Header, hdrRequestID)
 	if reqID == "" {
 		reqID = newRequestID()
 	}
+	f.rt.seeds.request(&f.rng, reqID, saltRouter)
+	hash := f.hash()
 
 	attempts := 0
 	if f.rt.onRequest != nil {
@@ -587,7 +591,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		return a
 	}
 	a.held = holdsSlots
-	a.index = cl.pick(hash, tried, rp)
+	a.index = cl.pick(hash, tried, rp, &f.rng)
 	if a.index < 0 {
 		a.noHealthy = true
 		a.done()
@@ -603,14 +607,20 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	// The exchange ends with the route timeout (a socket deadline) or when the downstream connection's
 	// aborter interrupts it (the client gone, the per-try timeout): no context watcher per attempt.
 	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.r.Host, Header: f.r.Header, Omit: routerHeaderSet,
-		Extra: f.extra, Body: f.body, Deadline: f.deadline, Abort: f.ab}
+		Extra: f.extra, Body: f.body, Abort: f.ab}
+	switch {
+	case f.rt.realClock:
+		f.out.Deadline = f.deadline // the route timeout as a socket deadline: no timer per request
+	case actx == f.r.Context():
+		actx = f.ctx() // on another clock, the route context's timer ends the exchange (see ctx)
+	}
 	f.scratch[0], f.scratch[1] = reqID, "http"
 	f.extra[hdrRequestID], f.extra[hdrForwardedProto] = f.scratch[0:1:1], f.scratch[1:2:2]
 	if f.vh.IncludeRequestAttemptCount {
 		f.scratch[2] = strconv.Itoa(n)
 		f.extra[hdrAttemptCount] = f.scratch[2:3:3]
 	}
-	if ms := expectedTimeoutMs(f.deadline, perTry); ms > 0 {
+	if ms := expectedTimeoutMs(f.rt.clk.Now(), f.deadline, perTry); ms > 0 {
 		f.scratch[3] = msString(ms)
 		f.extra[hdrExpectedTimeout] = f.scratch[3:4:4]
 	}
@@ -624,19 +634,19 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	h.rqActive.Add(1)
 	a.held = holdsActive
 
-	var timer *time.Timer
+	var timer clock.Timer
 	if perTry > 0 {
 		ab := f.ab
-		timer = time.AfterFunc(perTry, func() {
+		timer = f.rt.clk.AfterFunc(perTry, func() {
 			cancel(errPerTryTimeout) // first: the attempt's outcome is read from its context
 			if ab != nil {
 				ab.Interrupt()
 			}
 		})
 	}
-	a.sent = time.Now()
-	resp, err := cl.pools[a.index].RoundTrip(actx, &f.out)
-	a.took = time.Since(a.sent)
+	a.sent = f.rt.clk.Now()
+	resp, err := cl.upstreams[a.index].RoundTrip(actx, &f.out)
+	a.took = f.rt.clk.Since(a.sent)
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: the attempt's context is gone, so is the body.
 		resp.Body.Close()
@@ -694,15 +704,29 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 func (f *forward) ctx() context.Context {
 	if f.rctx == nil {
 		f.rctx = f.r.Context()
-		if !f.deadline.IsZero() {
+		switch {
+		case f.deadline.IsZero():
+		case f.rt.realClock:
 			f.rctx, f.rcancel = context.WithDeadlineCause(f.rctx, f.deadline, errRouteTimeout)
+		default:
+			// Another clock's deadline: the context ends by its timer, which also interrupts the
+			// exchange under way (on the real clock the socket deadline does).
+			ctx, cancel := context.WithCancelCause(f.rctx)
+			ab := f.ab
+			t := f.rt.clk.AfterFunc(f.deadline.Sub(f.rt.clk.Now()), func() {
+				cancel(errRouteTimeout) // first: the pool checks the context once it registered the exchange
+				if ab != nil {
+					ab.Interrupt()
+				}
+			})
+			f.rctx, f.rcancel = ctx, func() { t.Stop(); cancel(nil) }
 		}
 	}
 	return f.rctx
 }
 
 // timedOut reports whether the route timeout has passed.
-func (f *forward) timedOut() bool { return !f.deadline.IsZero() && !time.Now().Before(f.deadline) }
+func (f *forward) timedOut() bool { return !f.deadline.IsZero() && !f.rt.clk.Now().Before(f.deadline) }
 
 // noCancel stands for the cancel function of an attempt without a context of its own.
 func noCancel(error) {}
@@ -711,13 +735,13 @@ func noCancel(error) {}
 // response carries one of its reset headers, else the exponential back-off.
 func (f *forward) backoff(a attempt, rp *config.RetryPolicy, exp *policy.Backoff) time.Duration {
 	if rl := rp.RateLimited; rl != nil && a.resp != nil {
-		if d, ok := policy.RateLimitedDelay(rl.ResetHeaders, rl.MaxInterval, a.resp.Header.Get, time.Now(), f.rt.rng); ok {
+		if d, ok := policy.RateLimitedDelay(rl.ResetHeaders, rl.MaxInterval, a.resp.Header.Get, f.rt.clk.Now(), &f.rng); ok {
 			f.cl.st.rqRetryBackoffRateLimited.Inc()
 			return d
 		}
 	}
 	f.cl.st.rqRetryBackoffExponential.Inc()
-	return exp.Next(f.rt.rng)
+	return exp.Next(&f.rng)
 }
 
 // anyHeaderMatches reports whether one of the matchers matches the headers.
@@ -731,7 +755,7 @@ func anyHeaderMatches(ms []config.HeaderMatcher, h http.Header) bool {
 }
 
 // hash is the request's hash for RING_HASH and MAGLEV: the route's hash_policy header values, or a
-// random one when none is present (Envoy then picks a random host).
+// random one from the request's stream when none is present (Envoy then picks a random host).
 func (f *forward) hash() uint64 {
 	var key strings.Builder
 	for _, name := range f.route.Action.HashHeaders {
@@ -739,17 +763,17 @@ func (f *forward) hash() uint64 {
 		key.WriteByte(0)
 	}
 	if key.Len() == len(f.route.Action.HashHeaders) {
-		return rand.Uint64()
+		return f.rng.Uint64()
 	}
 	return policy.HashKey(key.String())
 }
 
 // expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms: the per-try timeout
-// when set, else what is left of the route timeout.
-func expectedTimeoutMs(deadline time.Time, perTry time.Duration) int64 {
+// when set, else what is left of the route timeout at now.
+func expectedTimeoutMs(now, deadline time.Time, perTry time.Duration) int64 {
 	left := time.Duration(0)
 	if !deadline.IsZero() {
-		left = time.Until(deadline)
+		left = deadline.Sub(now)
 	}
 	if perTry > 0 && (left <= 0 || perTry < left) {
 		return perTry.Milliseconds()
@@ -763,7 +787,7 @@ func (f *forward) abandon(a attempt) {
 	if a.resp != nil {
 		_, _ = io.CopyN(io.Discard, a.resp.Body, 64<<10)
 		a.resp.Body.Close()
-		f.cl.st.rqTime.Record(time.Since(a.sent))
+		f.cl.st.rqTime.Record(f.rt.clk.Since(a.sent))
 	}
 	a.done()
 }
@@ -773,10 +797,10 @@ func (f *forward) sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	t := time.NewTimer(d)
+	t := f.rt.clk.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-t.C():
 		return true
 	case <-ctx.Done():
 		return false
@@ -842,7 +866,7 @@ func (f *forward) relay(a attempt, n int) {
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
 	_, err := io.CopyBuffer(f.w, resp.Body, *bp)
-	f.cl.st.rqTime.Record(time.Since(a.sent))
+	f.cl.st.rqTime.Record(f.rt.clk.Since(a.sent))
 	if err != nil {
 		if f.timedOut() {
 			f.cl.st.rqTimeout.Inc()

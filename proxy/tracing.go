@@ -50,22 +50,30 @@ type tracing struct {
 	tracer   trace.Tracer
 	prop     propagation.TextMapPropagator
 	sampling float64 // share of requests without a trace context that are traced, in [0, 1]
+	seeds    seeds
 }
 
 var _ http.Handler = (*tracing)(nil)
 
-func newTracing(next http.Handler, tracer trace.Tracer, prop propagation.TextMapPropagator, sampling float64) *tracing {
+func newTracing(next http.Handler, tracer trace.Tracer, prop propagation.TextMapPropagator, sampling float64, sd seeds) *tracing {
 	if prop == nil {
 		prop = propagation.TraceContext{}
 	}
-	return &tracing{next: next, tracer: tracer, prop: prop, sampling: sampling}
+	return &tracing{next: next, tracer: tracer, prop: prop, sampling: sampling, seeds: sd}
+}
+
+// sampled draws whether a request that starts a trace is traced, from the request's own stream.
+func (t *tracing) sampled(r *http.Request) bool {
+	var rng rand.PCG
+	t.seeds.request(&rng, headerValue(r.Header, hdrRequestID), saltTracing)
+	return float64(rng.Uint64()>>11)/(1<<53) < t.sampling
 }
 
 func (t *tracing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := t.prop.Extract(r.Context(), headerCarrier(r.Header))
 	// Like Envoy's random_sampling: a request that continues a trace follows its caller's decision;
 	// one that starts a trace is traced at the listener's rate.
-	if t.sampling < 1 && !trace.SpanContextFromContext(ctx).IsValid() && rand.Float64() >= t.sampling {
+	if t.sampling < 1 && !trace.SpanContextFromContext(ctx).IsValid() && !t.sampled(r) {
 		t.next.ServeHTTP(w, r)
 		return
 	}
