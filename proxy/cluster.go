@@ -414,8 +414,10 @@ func (c *cluster) sweepLoop(t clock.Ticker) {
 	defer t.Stop()
 	for {
 		select {
-		case now := <-t.C():
-			c.emit(c.outlier.Sweep(now))
+		case <-t.C():
+			// The sweep's time is the clock's as it runs (a tick's own time may be stale when ticks
+			// were dropped): a host's ejection time is measured to the sweep that ends it.
+			c.emit(c.outlier.Sweep(c.clk.Now()))
 			c.publishHealth()
 		case <-c.stop:
 			return
