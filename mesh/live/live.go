@@ -107,7 +107,7 @@ func Run(ctx context.Context, sc *scenarios.Scenario, opts Options) (*record.Rec
 	if err := topo.startUpstreams(sc, seed); err != nil {
 		return nil, err
 	}
-	if err := topo.startProxies(sc); err != nil {
+	if err := topo.startProxies(sc, seed); err != nil {
 		return nil, err
 	}
 
@@ -223,7 +223,7 @@ func (t *topology) startUpstreams(sc *scenarios.Scenario, seed uint64) error {
 	return nil
 }
 
-func (t *topology) startProxies(sc *scenarios.Scenario) error {
+func (t *topology) startProxies(sc *scenarios.Scenario, seed uint64) error {
 	for name, p := range sc.Proxies {
 		var endpoints []string
 		for _, in := range t.upstreams {
@@ -239,7 +239,7 @@ func (t *topology) startProxies(sc *scenarios.Scenario) error {
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", name, err)
 		}
-		popts := proxy.Options{Bootstrap: b, OnEvent: t.recordProxy, OnRequest: t.recordAttempts}
+		popts := proxy.Options{Bootstrap: b, OnEvent: t.recordProxy, OnRequest: t.recordAttempts, Rand: proxy.SeededRand(seed, name)}
 		if t.tp != nil {
 			popts.TracerProvider, popts.Propagator = t.tp, tracing.Propagator()
 		}
