@@ -328,16 +328,12 @@ func (c *cluster) emit(evs []policy.Event) {
 	}
 }
 
-// retryEvent reports a scheduled retry, with what the retried attempt ended with.
-func (c *cluster) retryEvent(a attempt) {
-	if c.events == nil || a.host == nil {
+// retryScheduled reports a scheduled retry of a request that host i answered with o.
+func (c *cluster) retryScheduled(i int, o policy.Outcome) {
+	if c.events == nil || i < 0 {
 		return
 	}
-	reason := a.outcome.Kind.String()
-	if a.outcome.Kind == policy.Response {
-		reason = strconv.Itoa(a.outcome.Status)
-	}
-	c.events(Event{Time: c.clk.Now(), Cluster: c.name, Host: a.host.addr, Kind: "retry", Reason: reason})
+	c.events(Event{Time: c.clk.Now(), Cluster: c.name, Host: c.hosts[i].addr, Kind: eventRetry, Reason: outcomeReason(o)})
 }
 
 // publishHealth refreshes membership_healthy and the outlier / health-check stats.

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -30,7 +29,8 @@ const (
 // the router never sees: no retry, no outlier signal) or throttles the response body.
 type faultFilter struct {
 	cfg    *config.FaultFilter
-	next   *router
+	next   http.Handler
+	hcm    filterCallbacks
 	active atomic.Int64
 	st     faultStats
 	clk    clock.Clock
@@ -39,14 +39,23 @@ type faultFilter struct {
 
 var _ http.Handler = (*faultFilter)(nil)
 
+// filterCallbacks is what an HTTP filter needs of its connection manager (Envoy's
+// StreamDecoderFilterCallbacks): the route a request takes, and local replies counted as the
+// connection manager counts them.
+type filterCallbacks interface {
+	route(r *http.Request) *config.Route
+	localReply(w http.ResponseWriter, hdr http.Header, code int, body string)
+	countStatus(code int)
+}
+
 type faultStats struct {
 	delays, aborts, overflow, rateLimited *stats.Counter
 	active                                *stats.Gauge
 }
 
-func newFaultFilter(cfg *config.FaultFilter, next *router, store *stats.Store, statPrefix string, clk clock.Clock, sd seeds) *faultFilter {
+func newFaultFilter(cfg *config.FaultFilter, next http.Handler, hcm filterCallbacks, store *stats.Store, statPrefix string, clk clock.Clock, sd seeds) *faultFilter {
 	p := "http." + statPrefix + ".fault."
-	return &faultFilter{cfg: cfg, next: next, clk: clk, seeds: sd, st: faultStats{
+	return &faultFilter{cfg: cfg, next: next, hcm: hcm, clk: clk, seeds: sd, st: faultStats{
 		delays: store.Counter(p + "delays_injected"), aborts: store.Counter(p + "aborts_injected"),
 		overflow: store.Counter(p + "faults_overflow"), rateLimited: store.Counter(p + "response_rl_injected"),
 		active: store.Gauge(p + "active_faults"),
@@ -104,7 +113,7 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // applies checks the filter's upstream_cluster and headers conditions.
 func (f *faultFilter) applies(r *http.Request) bool {
 	if f.cfg.UpstreamCluster != "" {
-		if _, route := f.next.match(r); route == nil || route.Action.Cluster != f.cfg.UpstreamCluster {
+		if route := f.hcm.route(r); route == nil || route.Action.Cluster != f.cfg.UpstreamCluster {
 			return false
 		}
 	}
@@ -114,34 +123,6 @@ func (f *faultFilter) applies(r *http.Request) bool {
 		}
 	}
 	return true
-}
-
-// headerMatches applies one HeaderMatcher to the request headers.
-func headerMatches(m config.HeaderMatcher, h http.Header) bool {
-	values, present := h[http.CanonicalHeaderKey(m.Name)]
-	v := strings.Join(values, ",")
-	fold := func(s string) string {
-		if m.IgnoreCase {
-			return strings.ToLower(s)
-		}
-		return s
-	}
-	var ok bool
-	switch {
-	case m.Present != nil:
-		ok = present == *m.Present
-	case !present:
-		ok = false
-	case m.Exact != nil:
-		ok = fold(v) == fold(*m.Exact)
-	case m.Prefix != nil:
-		ok = strings.HasPrefix(fold(v), fold(*m.Prefix))
-	case m.Suffix != nil:
-		ok = strings.HasSuffix(fold(v), fold(*m.Suffix))
-	case m.Contains != nil:
-		ok = strings.Contains(fold(v), fold(*m.Contains))
-	}
-	return ok != m.Invert
 }
 
 // hit draws whether a fault with this fraction fires. A header percentage, when present and valid, sets
@@ -204,10 +185,10 @@ func (f *faultFilter) abort(r *http.Request, rng *rand.PCG) (func(http.ResponseW
 			w.Header().Set("grpc-message", "fault filter abort")
 			w.Header().Set("content-length", "0")
 			w.WriteHeader(http.StatusOK)
-			f.next.st.status(http.StatusOK)
+			f.hcm.countStatus(http.StatusOK)
 		}, true
 	}
-	return func(w http.ResponseWriter) { f.next.localReply(w, nil, status, "fault filter abort") }, true
+	return func(w http.ResponseWriter) { f.hcm.localReply(w, nil, status, "fault filter abort") }, true
 }
 
 func (f *faultFilter) rateLimit(r *http.Request, rng *rand.PCG) (uint64, bool) {

@@ -63,16 +63,6 @@ type stopper interface {
 	Close() error
 }
 
-// Event is one resilience decision of the proxy, with its reason.
-type Event struct {
-	Time    time.Time
-	Cluster string
-	Host    string // host:port
-	Kind    string // ejected, unejected, detected_not_enforced, overflow, healthy, unhealthy, retry
-	Reason  string // e.g. consecutive_5xx, success_rate, ejection_time_elapsed, unhealthy_threshold;
-	// for a retry, what the retried attempt ended with (503, reset, connect_failure, per_try_timeout)
-}
-
 // Server is a running proxy: its listeners, clusters and admin interface.
 type Server struct {
 	cfg      *config.Bootstrap
@@ -134,23 +124,26 @@ func (s *Server) Start() error {
 			return fmt.Errorf("listener %q: %w", l.Name, err)
 		}
 		s.listeners[l.Name] = ln
-		hcm := newRouter(l, s.clusters, s.store, s.clk, s.seeds)
-		hcm.onRequest = s.opts.OnRequest
-		// The request chain, outermost first: tracing (server span), fault filter, router.
+		rt := newRouter(s.clusters, s.clk, s.seeds)
+		rt.onRequest = s.opts.OnRequest
+		hcm := newConnManager(l, s.store, s.clk, rt)
+		rt.hcm = hcm
+		// The request chain, outermost first: tracing (server span), fault filter, connection manager
+		// (downstream stats, route, body), router (upstream requests, retries).
 		var handler http.Handler = hcm
 		if l.Fault != nil {
-			handler = newFaultFilter(l.Fault, hcm, s.store, l.StatPrefix, s.clk, s.seeds)
+			handler = newFaultFilter(l.Fault, hcm, hcm, s.store, l.StatPrefix, s.clk, s.seeds)
 		}
 		if tp := s.opts.TracerProvider; tp != nil {
-			hcm.tracer, hcm.prop = tp.Tracer(TracerName), s.opts.Propagator
-			if hcm.prop == nil {
-				hcm.prop = propagation.TraceContext{}
+			rt.tracer, rt.prop = tp.Tracer(TracerName), s.opts.Propagator
+			if rt.prop == nil {
+				rt.prop = propagation.TraceContext{}
 			}
 			sampling := 1.0
 			if l.Tracing != nil {
 				sampling = l.Tracing.RandomSampling
 			}
-			handler = newTracing(handler, hcm.tracer, hcm.prop, sampling, s.seeds)
+			handler = newTracing(handler, rt.tracer, rt.prop, sampling, s.seeds)
 		}
 		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout,
 			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc}
@@ -256,27 +249,4 @@ func (s *Server) closeLocked() {
 		c.close()
 	}
 	s.stopFlush()
-}
-
-// rejected counts a request that the listener's server answered itself, its head unreadable: Envoy's
-// codec makes a stream of it too, so it counts in downstream_rq_total and its status class, and but for
-// a timeout it is a protocol error (ServerConnectionImpl::sendProtocolError,
-// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError).
-func (rt *router) rejected(code int) {
-	rt.st.rqTotal.Inc()
-	rt.st.status(code)
-	if code != http.StatusRequestTimeout {
-		rt.st.cxProtocolError.Inc()
-	}
-}
-
-// connState keeps the downstream connection stats.
-func (rt *router) connState(_ net.Conn, state http.ConnState) {
-	switch state {
-	case http.StateNew:
-		rt.st.cxTotal.Inc()
-		rt.st.cxActive.Inc()
-	case http.StateClosed, http.StateHijacked:
-		rt.st.cxActive.Dec()
-	}
 }
