@@ -16,7 +16,10 @@ import (
 	"github.com/meshproof/meshproof/proxy/policy"
 )
 
-// The ten behaviours of envoy-resilience.md most worth a conformance test, each driving the real proxy
+// The ten resilience behaviours of Envoy most worth a conformance test (as its architecture overview
+// documents them: docs/root/intro/arch_overview/http/http_routing.rst (retries, timeouts),
+// upstream/circuit_breaking.rst, upstream/outlier.rst, upstream/load_balancing/panic_threshold.rst,
+// upstream/health_checking.rst), each driving the real proxy
 // over loopback against misbehaving upstreams and checking responses, headers and stats.
 var _ = Describe("Envoy conformance", Label("conformance"), func() {
 	outlier := func(mutate func(*policy.OutlierConfig)) *policy.OutlierConfig {

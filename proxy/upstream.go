@@ -29,7 +29,7 @@ const (
 	forRequests upstreamUse = iota
 	// forHealthChecks: the health checker's own connection to the host, apart from the pool and not
 	// counted in its stats, kept from check to check as Envoy does by default
-	// (HealthCheck.reuse_connection, default true; source/common/upstream/health_checker_impl.cc
+	// (HealthCheck.reuse_connection, default true; source/extensions/health_checkers/http/health_checker_impl.cc
 	// HttpHealthCheckerImpl::HttpActiveHealthCheckSession::onInterval).
 	forHealthChecks
 )
