@@ -56,16 +56,6 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			w.WriteHeader(code)
 		}
 	}
-	slow := func(d time.Duration, code int) func(int64, http.ResponseWriter, *http.Request) {
-		return func(_ int64, w http.ResponseWriter, r *http.Request) {
-			select {
-			case <-time.After(d):
-			case <-r.Context().Done():
-			}
-			w.WriteHeader(code)
-		}
-	}
-
 	Describe("1. the retry matrix", func() {
 		overloadedUpstream := func(_ int64, w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("x-envoy-overloaded", "true")
@@ -255,15 +245,32 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 
 	Describe("4. the retry circuit breaker", func() {
 		It("never lets concurrent retries exceed max_retries; overflow returns the original error", func() {
-			u := newUpstream(slow(100*time.Millisecond, 503))
+			// The eight first tries are answered 503 together; the one retry that gets the max_retries
+			// slot then holds it at a second gate, so the other seven overflow whatever the machine's speed.
+			firsts, retried := make(chan struct{}), make(chan struct{})
+			u := newUpstream(func(n int64, w http.ResponseWriter, r *http.Request) {
+				gate := firsts
+				if n > 8 {
+					gate = retried
+				}
+				select {
+				case <-gate:
+				case <-r.Context().Done():
+				}
+				w.WriteHeader(503)
+			})
 			c := with(cluster("backend", u.addr()), func(c *config.Cluster) { c.Breakers.Default.MaxRetries = 1 })
 			rp := retries(1, "5xx")
-			rp.BaseInterval, rp.MaxInterval = 100*time.Millisecond, 100*time.Millisecond
 			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{c}})
-			codes := concurrently(8, url)
-			Expect(codes).To(HaveEach(503))
-			Expect(stat(srv, "cluster.backend.upstream_rq_retry_overflow")).To(BeNumerically(">=", 1))
-			Expect(stat(srv, "cluster.backend.upstream_rq_retry") + stat(srv, "cluster.backend.upstream_rq_retry_overflow")).To(BeEquivalentTo(8))
+			done := make(chan []int)
+			go func() { defer GinkgoRecover(); done <- concurrently(8, url) }()
+			Eventually(u.requests.Load).WithTimeout(5 * time.Second).Should(BeEquivalentTo(8))
+			close(firsts)
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_retry_overflow") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(7))
+			close(retried)
+			Expect(<-done).To(HaveEach(503))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
+			Expect(u.requests.Load()).To(BeEquivalentTo(9))
 		})
 
 		It("sizes a retry budget as max(budget% × (active + pending), min_retry_concurrency)", func() {
@@ -314,18 +321,39 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 		})
 
 		It("queues beyond max_connections, and rejects at once with max_pending_requests 0", func() {
-			u := newUpstream(slow(150*time.Millisecond, 200))
+			// Each phase holds its first request at a gate, so that the others meet the limit whatever
+			// the machine's speed (a 150 ms upstream made them overlap only on a fast one).
+			background := func(url string, codes chan<- int) {
+				go func() { defer GinkgoRecover(); code, _, _ := get(url + "/"); codes <- code }()
+			}
+			open := make(chan struct{})
+			u := newUpstream(gated(open, 200))
 			queued := with(cluster("backend", u.addr()), func(c *config.Cluster) { c.Breakers.Default.MaxConnections = 1 })
 			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{queued}})
-			Expect(concurrently(3, url)).To(HaveEach(200))
-			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeNumerically(">=", 1))
-			Expect(stat(srv, "cluster.backend.upstream_cx_overflow")).To(BeNumerically(">=", 1))
+			codes := make(chan int, 3)
+			background(url, codes)
+			Eventually(u.requests.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(1), "the first request holds the one connection")
+			background(url, codes)
+			background(url, codes)
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_pending_active") }).WithTimeout(5*time.Second).
+				Should(BeEquivalentTo(2), "the others wait in the pending queue")
+			close(open)
+			Expect([]int{<-codes, <-codes, <-codes}).To(HaveEach(200))
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(2))
+			Expect(stat(srv, "cluster.backend.upstream_cx_overflow")).To(BeEquivalentTo(2))
 
+			open = make(chan struct{})
+			u = newUpstream(gated(open, 200))
 			noQueue := with(cluster("backend", u.addr()), func(c *config.Cluster) {
 				c.Breakers.Default.MaxConnections, c.Breakers.Default.MaxPendingRequests = 1, 0
 			})
 			srv, url = start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{noQueue}})
-			Expect(concurrently(2, url)).To(ConsistOf(200, 503))
+			background(url, codes)
+			Eventually(u.requests.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(1), "the first request holds the one connection")
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(503))
+			close(open)
+			Expect(<-codes).To(Equal(200))
 			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeEquivalentTo(1))
 		})
 	})
