@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/internal/h1"
 	"github.com/meshproof/meshproof/proxy/policy"
@@ -19,7 +20,7 @@ import (
 )
 
 // cluster is the runtime of one upstream cluster: its hosts, load balancer, circuit breakers, outlier
-// detector, health checker, connection pool and stats.
+// detector, health checker, upstreams and stats.
 type cluster struct {
 	name    string
 	cfg     config.Cluster
@@ -28,9 +29,13 @@ type cluster struct {
 	rm      *policy.ResourceManager // the DEFAULT priority's breakers (routes use DEFAULT)
 	outlier *policy.OutlierDetector // nil without outlier_detection
 	hc      *policy.HealthChecker   // nil without health_checks
-	pools   []*h1.Pool              // one per host, by index
-	st      clusterStats
-	events  func(Event)
+	// upstreams are the hosts' connection pools, by index; hcUpstreams the health checker's own
+	// connections to them (nil without health_checks).
+	upstreams, hcUpstreams []upstream
+	st                     clusterStats
+	events                 func(Event)
+	clk                    clock.Clock
+	seeds                  seeds
 	// healthyFn and activeFn are c.healthy and the hosts' active requests as the pickers take them,
 	// made once: a method value or closure built per pick would be allocated per request.
 	healthyFn func(int) bool
@@ -125,8 +130,9 @@ func (s *clusterStats) codeCounter(code int) *stats.Counter {
 	return c
 }
 
-func newCluster(cfg config.Cluster, store *stats.Store, events func(Event)) (*cluster, error) {
-	c := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(store, cfg.Name), events: events, stop: make(chan struct{})}
+func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk clock.Clock, sd seeds) (*cluster, error) {
+	c := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(store, cfg.Name), events: events, clk: clk, seeds: sd,
+		stop: make(chan struct{})}
 	c.cxFree = sync.NewCond(&c.cxMu)
 	c.healthyFn = c.healthy
 	c.activeFn = func(i int) int64 { return c.hosts[i].rqActive.Load() }
@@ -144,7 +150,8 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event)) (*cl
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
 	}
 	if cfg.Outlier != nil {
-		if c.outlier, err = policy.NewOutlierDetector(*cfg.Outlier, len(c.hosts), lockedRand()); err != nil {
+		// The detector draws under its own lock: a plain stream of the cluster's.
+		if c.outlier, err = policy.NewOutlierDetector(*cfg.Outlier, len(c.hosts), sd.stream(cfg.Name, saltOutlier)); err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
 		}
 	}
@@ -158,7 +165,13 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event)) (*cl
 	store.OnSnapshot(c.publishBreakers)
 	dial := c.dialer()
 	for _, h := range c.hosts {
-		c.pools = append(c.pools, &h1.Pool{Addr: h.addr, Dial: dial})
+		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial))
+	}
+	if c.hc != nil {
+		hcDial := healthCheckDialer()
+		for _, h := range c.hosts {
+			c.hcUpstreams = append(c.hcUpstreams, newH1Upstream(h.addr, forHealthChecks, hcDial))
+		}
 	}
 	return c, nil
 }
@@ -178,9 +191,6 @@ func newPicker(cfg config.Cluster, weights []uint32, keys []string) (policy.Pick
 	return policy.NewRoundRobinPicker(policy.NewRoundRobin(weights)), nil
 }
 
-// lockedRand is a goroutine-safe random source for the policies (jitter and enforcing draws).
-func lockedRand() policy.Rand { return globalRand{} }
-
 // dialer opens upstream connections for the hosts' pools, keeping the connection stats.
 func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: c.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
@@ -190,7 +200,7 @@ func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, err
 		if h != nil {
 			h.cxTotal.Add(1)
 		}
-		began := time.Now()
+		began := c.clk.Now()
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			c.st.cxConnectFail.Inc()
@@ -203,7 +213,7 @@ func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, err
 			}
 			return nil, &connectError{err: err}
 		}
-		c.st.cxConnectMs.Record(time.Since(began))
+		c.st.cxConnectMs.Record(c.clk.Since(began))
 		c.st.cxActive.Inc()
 		if h != nil {
 			h.cxActive.Add(1)
@@ -233,8 +243,8 @@ func (c *cluster) healthy(i int) bool {
 }
 
 // pick chooses the host for an attempt, honouring the panic threshold and the retry host predicate.
-// It returns -1 when no host is eligible ("no healthy upstream").
-func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy) int {
+// It returns -1 when no host is eligible ("no healthy upstream"). rng is the request's stream.
+func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, rng policy.Rand) int {
 	eligible, panicMode := policy.PanicFilter(len(c.hosts), c.healthyFn, c.cfg.HealthyPanicThreshold)
 	if panicMode {
 		c.st.lbHealthyPanic.Inc()
@@ -243,7 +253,7 @@ func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy) 
 		Eligible: eligible,
 		Active:   c.activeFn,
 		Hash:     hash,
-		Rand:     globalRand{},
+		Rand:     rng,
 	}
 	if rp != nil && rp.PreviousHosts && len(tried) > 0 {
 		return policy.PickWithRetryPredicate(c.picker, pc, tried, int(rp.HostSelectionMaxAttempts))
@@ -297,7 +307,7 @@ func (c *cluster) recordOutcome(i int, o policy.Outcome) []policy.Event {
 		return nil
 	}
 	if r, ok := policy.OutlierResultFor(o); ok {
-		evs := c.outlier.Record(time.Now(), i, r)
+		evs := c.outlier.Record(c.clk.Now(), i, r)
 		c.emit(evs)
 		return evs
 	}
@@ -318,16 +328,12 @@ func (c *cluster) emit(evs []policy.Event) {
 	}
 }
 
-// retryEvent reports a scheduled retry, with what the retried attempt ended with.
-func (c *cluster) retryEvent(a attempt) {
-	if c.events == nil || a.host == nil {
+// retryScheduled reports a scheduled retry of a request that host i answered with o.
+func (c *cluster) retryScheduled(i int, o policy.Outcome) {
+	if c.events == nil || i < 0 {
 		return
 	}
-	reason := a.outcome.Kind.String()
-	if a.outcome.Kind == policy.Response {
-		reason = strconv.Itoa(a.outcome.Status)
-	}
-	c.events(Event{Time: time.Now(), Cluster: c.name, Host: a.host.addr, Kind: "retry", Reason: reason})
+	c.events(Event{Time: c.clk.Now(), Cluster: c.name, Host: c.hosts[i].addr, Kind: eventRetry, Reason: outcomeReason(o)})
 }
 
 // publishHealth refreshes membership_healthy and the outlier / health-check stats.
@@ -389,24 +395,25 @@ func (c *cluster) publishBreakers() {
 func (c *cluster) start() {
 	if c.outlier != nil {
 		c.wg.Add(1)
-		go c.sweepLoop()
+		go c.sweepLoop(c.clk.NewTicker(c.cfg.Outlier.Interval)) // armed now: the first sweep is one interval from start
 	}
 	if c.hc != nil {
-		for i := range c.hosts {
+		for i, h := range c.hosts {
 			c.wg.Add(1)
-			go c.healthCheckLoop(i)
+			go c.healthCheckLoop(i, c.seeds.stream(c.name+"/"+h.addr, saltHealth))
 		}
 	}
 }
 
-func (c *cluster) sweepLoop() {
+func (c *cluster) sweepLoop(t clock.Ticker) {
 	defer c.wg.Done()
-	t := time.NewTicker(c.cfg.Outlier.Interval)
 	defer t.Stop()
 	for {
 		select {
-		case now := <-t.C:
-			c.emit(c.outlier.Sweep(now))
+		case <-t.C():
+			// The sweep's time is the clock's as it runs (a tick's own time may be stale when ticks
+			// were dropped): a host's ejection time is measured to the sweep that ends it.
+			c.emit(c.outlier.Sweep(c.clk.Now()))
 			c.publishHealth()
 		case <-c.stop:
 			return
@@ -414,51 +421,65 @@ func (c *cluster) sweepLoop() {
 	}
 }
 
-// healthCheckLoop actively checks one host with HTTP GETs on the configured path.
-func (c *cluster) healthCheckLoop(i int) {
+// healthCheckLoop actively checks one host with HTTP GETs on the configured path, drawing its
+// interval jitter from rng (the host's own stream).
+func (c *cluster) healthCheckLoop(i int, rng policy.Rand) {
 	defer c.wg.Done()
 	cfg := c.hc.Config()
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: false, MaxIdleConnsPerHost: 1}, Timeout: cfg.Timeout}
-	defer client.CloseIdleConnections()
-	rng := globalRand{}
 	wait := c.hc.FirstDelay(rng)
 	for {
-		t := time.NewTimer(wait)
+		t := c.clk.NewTimer(wait)
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-c.stop:
 			t.Stop()
 			return
 		}
-		c.emitHealth(i, c.check(client, i, cfg))
+		c.emitHealth(i, c.check(i, cfg))
 		wait = c.hc.NextInterval(i, c.trafficSeen.Load(), rng)
 	}
 }
 
-func (c *cluster) check(client *http.Client, i int, cfg policy.HealthCheckConfig) policy.HealthCheckResult {
-	req, _ := http.NewRequest(http.MethodGet, "http://"+c.hosts[i].addr+cfg.Path, nil)
-	req.Host = cfg.Host
-	if req.Host == "" {
-		req.Host = c.name
+// errHealthCheckTimeout ends a health check that outlived its timeout.
+var errHealthCheckTimeout = errors.New("health check timeout")
+
+// check sends one health check through the host's health-check upstream: a GET of the path with the
+// configured host (default: the cluster's name) and Envoy's user agent, bounded by the check's
+// timeout on the proxy's clock, body included.
+func (c *cluster) check(i int, cfg policy.HealthCheckConfig) policy.HealthCheckResult {
+	host := cfg.Host
+	if host == "" {
+		host = c.name
 	}
-	req.Header.Set("user-agent", "Envoy/HC")
-	resp, err := client.Do(req)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return policy.HealthCheckResult{Kind: policy.CheckTimeout}
-		}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	if cfg.Timeout > 0 {
+		t := c.clk.AfterFunc(cfg.Timeout, func() { cancel(errHealthCheckTimeout) })
+		defer t.Stop()
+	}
+	req := &h1.Request{Method: http.MethodGet, URI: cfg.Path, Host: host, Header: healthCheckHeader}
+	resp, err := c.hcUpstreams[i].RoundTrip(ctx, req)
+	if err == nil { // the status decides: the body is drained (so the connection is kept) and ignored
+		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+		resp.Body.Close()
+	}
+	var ne net.Error
+	switch {
+	case context.Cause(ctx) == errHealthCheckTimeout || errors.As(err, &ne) && ne.Timeout():
+		return policy.HealthCheckResult{Kind: policy.CheckTimeout}
+	case err != nil:
 		return policy.HealthCheckResult{Kind: policy.CheckNetworkFailure}
 	}
-	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-	resp.Body.Close()
 	return policy.HealthCheckResult{Kind: policy.CheckResponse, Status: resp.StatusCode,
-		ImmediateFail: resp.Header.Get("x-envoy-immediate-health-check-fail") != ""}
+		ImmediateFail: headerValue(resp.Header, hdrImmediateHealthCheckFail) != ""}
 }
+
+// healthCheckHeader is every health check's header (Envoy's user agent).
+var healthCheckHeader = http.Header{"User-Agent": {"Envoy/HC"}}
 
 // emitHealth applies a health-check result; a passing check may un-eject an ejected host early.
 func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
-	now := time.Now()
+	now := c.clk.Now()
 	evs := c.hc.Result(now, i, r)
 	if c.outlier != nil && r.Kind == policy.CheckResponse && c.hc.Healthy(i) && c.cfg.Outlier.SuccessfulActiveHealthCheckUnejectHost {
 		evs = append(evs, c.outlier.UnejectHost(now, i)...)
@@ -470,15 +491,18 @@ func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
 // immediateFail handles x-envoy-immediate-health-check-fail on a normal response.
 func (c *cluster) immediateFail(i int) {
 	if c.hc != nil {
-		c.emit(c.hc.ImmediateFail(time.Now(), i))
+		c.emit(c.hc.ImmediateFail(c.clk.Now(), i))
 	}
 }
 
 func (c *cluster) close() {
 	c.stopOnce.Do(func() { close(c.stop) })
 	c.wg.Wait()
-	for _, p := range c.pools {
-		p.Close()
+	for _, u := range c.upstreams {
+		u.Close()
+	}
+	for _, u := range c.hcUpstreams {
+		u.Close()
 	}
 }
 

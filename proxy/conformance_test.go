@@ -16,7 +16,10 @@ import (
 	"github.com/meshproof/meshproof/proxy/policy"
 )
 
-// The ten behaviours of envoy-resilience.md most worth a conformance test, each driving the real proxy
+// The ten resilience behaviours of Envoy most worth a conformance test (as its architecture overview
+// documents them: docs/root/intro/arch_overview/http/http_routing.rst (retries, timeouts),
+// upstream/circuit_breaking.rst, upstream/outlier.rst, upstream/load_balancing/panic_threshold.rst,
+// upstream/health_checking.rst), each driving the real proxy
 // over loopback against misbehaving upstreams and checking responses, headers and stats.
 var _ = Describe("Envoy conformance", Label("conformance"), func() {
 	outlier := func(mutate func(*policy.OutlierConfig)) *policy.OutlierConfig {
@@ -43,16 +46,16 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 		wg.Wait()
 		return codes
 	}
-	slow := func(d time.Duration, code int) func(int64, http.ResponseWriter, *http.Request) {
+	// gated holds every request until open is closed, then answers code.
+	gated := func(open chan struct{}, code int) func(int64, http.ResponseWriter, *http.Request) {
 		return func(_ int64, w http.ResponseWriter, r *http.Request) {
 			select {
-			case <-time.After(d):
+			case <-open:
 			case <-r.Context().Done():
 			}
 			w.WriteHeader(code)
 		}
 	}
-
 	Describe("1. the retry matrix", func() {
 		overloadedUpstream := func(_ int64, w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("x-envoy-overloaded", "true")
@@ -127,11 +130,16 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			})
 			rp := retries(1, "5xx")
 			rp.RateLimited = &config.RateLimitedBackOff{ResetHeaders: []policy.ResetHeader{{Name: "Retry-After"}}, MaxInterval: time.Minute}
-			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
-			began := time.Now()
-			code, _, _ := get(url + "/")
+			clk := fakeClock()
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", u.addr())},
+				opts: proxy.Options{Clock: clk}})
+			began := clk.Now()
+			codes := make(chan int, 1)
+			go func() { defer GinkgoRecover(); code, _, _ := get(url + "/"); codes <- code }()
+			var code int
+			until(clk, 100*time.Millisecond, received(codes, &code))
 			Expect(code).To(Equal(200))
-			Expect(time.Since(began)).To(BeNumerically(">=", time.Second), "at least the interval the header gave")
+			Expect(clk.Since(began)).To(BeNumerically(">=", time.Second), "at least the interval the header gave")
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry_backoff_ratelimited")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry_backoff_exponential")).To(BeZero())
 		})
@@ -146,11 +154,16 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 		})
 
 		It("never retries a local overflow", func() {
-			u := newUpstream(slow(300*time.Millisecond, 200))
+			open := make(chan struct{})
+			u := newUpstream(gated(open, 200))
 			c := with(cluster("backend", u.addr()), func(c *config.Cluster) { c.Breakers.Default.MaxRequests = 1 })
 			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(3, "5xx", "reset"))}, clusters: []config.Cluster{c}})
-			codes := concurrently(2, url)
-			Expect(codes).To(ConsistOf(200, 503))
+			first := make(chan int, 1)
+			go func() { defer GinkgoRecover(); code, _, _ := get(url + "/"); first <- code }()
+			Eventually(u.requests.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(1), "the first request holds the one slot")
+			code, _, _ := get(url + "/")
+			close(open)
+			Expect([]int{code, <-first}).To(Equal([]int{503, 200}))
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeZero())
 			Expect(u.requests.Load()).To(BeEquivalentTo(1))
 		})
@@ -232,15 +245,32 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 
 	Describe("4. the retry circuit breaker", func() {
 		It("never lets concurrent retries exceed max_retries; overflow returns the original error", func() {
-			u := newUpstream(slow(100*time.Millisecond, 503))
+			// The eight first tries are answered 503 together; the one retry that gets the max_retries
+			// slot then holds it at a second gate, so the other seven overflow whatever the machine's speed.
+			firsts, retried := make(chan struct{}), make(chan struct{})
+			u := newUpstream(func(n int64, w http.ResponseWriter, r *http.Request) {
+				gate := firsts
+				if n > 8 {
+					gate = retried
+				}
+				select {
+				case <-gate:
+				case <-r.Context().Done():
+				}
+				w.WriteHeader(503)
+			})
 			c := with(cluster("backend", u.addr()), func(c *config.Cluster) { c.Breakers.Default.MaxRetries = 1 })
 			rp := retries(1, "5xx")
-			rp.BaseInterval, rp.MaxInterval = 100*time.Millisecond, 100*time.Millisecond
 			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{c}})
-			codes := concurrently(8, url)
-			Expect(codes).To(HaveEach(503))
-			Expect(stat(srv, "cluster.backend.upstream_rq_retry_overflow")).To(BeNumerically(">=", 1))
-			Expect(stat(srv, "cluster.backend.upstream_rq_retry") + stat(srv, "cluster.backend.upstream_rq_retry_overflow")).To(BeEquivalentTo(8))
+			done := make(chan []int)
+			go func() { defer GinkgoRecover(); done <- concurrently(8, url) }()
+			Eventually(u.requests.Load).WithTimeout(5 * time.Second).Should(BeEquivalentTo(8))
+			close(firsts)
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_retry_overflow") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(7))
+			close(retried)
+			Expect(<-done).To(HaveEach(503))
+			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
+			Expect(u.requests.Load()).To(BeEquivalentTo(9))
 		})
 
 		It("sizes a retry budget as max(budget% × (active + pending), min_retry_concurrency)", func() {
@@ -251,29 +281,22 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 
 	Describe("5. request breakers", func() {
 		It("answers max_requests overflow with 503, x-envoy-overloaded and upstream_rq_pending_overflow, and no outlier signal", func() {
-			u := newUpstream(slow(300*time.Millisecond, 200))
+			open := make(chan struct{})
+			u := newUpstream(gated(open, 200))
 			c := with(cluster("backend", u.addr()), func(c *config.Cluster) {
 				c.Breakers.Default.MaxRequests = 1
 				c.Outlier = outlier(func(o *policy.OutlierConfig) { o.Consecutive5xx, o.MaxEjectionPercent = 1, 100 })
 			})
 			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
-			var overloaded atomic.Int32
-			var wg sync.WaitGroup
-			for range 2 {
-				wg.Add(1)
-				go func() {
-					defer GinkgoRecover()
-					defer wg.Done()
-					code, hdr, body := get(url + "/")
-					if code == 503 {
-						Expect(hdr.Get("x-envoy-overloaded")).To(Equal("true"))
-						Expect(body).To(HaveSuffix("reset reason: overflow"))
-						overloaded.Add(1)
-					}
-				}()
-			}
-			wg.Wait()
-			Expect(overloaded.Load()).To(BeEquivalentTo(1))
+			first := make(chan int, 1)
+			go func() { defer GinkgoRecover(); code, _, _ := get(url + "/"); first <- code }()
+			Eventually(u.requests.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(1), "the first request holds the one slot")
+			code, hdr, body := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(hdr.Get("x-envoy-overloaded")).To(Equal("true"))
+			Expect(body).To(HaveSuffix("reset reason: overflow"))
+			close(open)
+			Expect(<-first).To(Equal(200))
 			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_enforced_total")).To(BeZero())
@@ -298,18 +321,39 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 		})
 
 		It("queues beyond max_connections, and rejects at once with max_pending_requests 0", func() {
-			u := newUpstream(slow(150*time.Millisecond, 200))
+			// Each phase holds its first request at a gate, so that the others meet the limit whatever
+			// the machine's speed (a 150 ms upstream made them overlap only on a fast one).
+			background := func(url string, codes chan<- int) {
+				go func() { defer GinkgoRecover(); code, _, _ := get(url + "/"); codes <- code }()
+			}
+			open := make(chan struct{})
+			u := newUpstream(gated(open, 200))
 			queued := with(cluster("backend", u.addr()), func(c *config.Cluster) { c.Breakers.Default.MaxConnections = 1 })
 			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{queued}})
-			Expect(concurrently(3, url)).To(HaveEach(200))
-			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeNumerically(">=", 1))
-			Expect(stat(srv, "cluster.backend.upstream_cx_overflow")).To(BeNumerically(">=", 1))
+			codes := make(chan int, 3)
+			background(url, codes)
+			Eventually(u.requests.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(1), "the first request holds the one connection")
+			background(url, codes)
+			background(url, codes)
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_pending_active") }).WithTimeout(5*time.Second).
+				Should(BeEquivalentTo(2), "the others wait in the pending queue")
+			close(open)
+			Expect([]int{<-codes, <-codes, <-codes}).To(HaveEach(200))
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(2))
+			Expect(stat(srv, "cluster.backend.upstream_cx_overflow")).To(BeEquivalentTo(2))
 
+			open = make(chan struct{})
+			u = newUpstream(gated(open, 200))
 			noQueue := with(cluster("backend", u.addr()), func(c *config.Cluster) {
 				c.Breakers.Default.MaxConnections, c.Breakers.Default.MaxPendingRequests = 1, 0
 			})
 			srv, url = start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{noQueue}})
-			Expect(concurrently(2, url)).To(ConsistOf(200, 503))
+			background(url, codes)
+			Eventually(u.requests.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(1), "the first request holds the one connection")
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(503))
+			close(open)
+			Expect(<-codes).To(Equal(200))
 			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeEquivalentTo(1))
 		})
 	})
@@ -379,10 +423,12 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			})
 			var events []proxy.Event
 			var mu sync.Mutex
+			clk := fakeClock()
+			began := clk.Now()
 			cfg := &config.Bootstrap{Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress",
 				Routes: config.RouteConfig{VirtualHosts: []config.VirtualHost{{Name: "all", Domains: []string{"*"}, Routes: []config.Route{prefixRoute("/", "backend", nil)}}}}}},
 				Clusters: []config.Cluster{c}}
-			srv, err := proxy.New(cfg, proxy.Options{OnEvent: func(e proxy.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }})
+			srv, err := proxy.New(cfg, proxy.Options{Clock: clk, OnEvent: func(e proxy.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(srv.Start()).To(Succeed())
 			DeferCleanup(srv.Close)
@@ -392,14 +438,16 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			}
 			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_active")).To(BeEquivalentTo(1))
 			failing.Store(false)
-			Eventually(func() uint64 { return stat(srv, "cluster.backend.outlier_detection.ejections_active") }).
-				WithTimeout(5 * time.Second).WithPolling(20 * time.Millisecond).Should(BeZero())
+			// The clock moves a sweep interval at a time until the host is back.
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.backend.outlier_detection.ejections_active") == 0 })
 			mu.Lock()
 			defer mu.Unlock()
 			Expect(events).To(HaveLen(2))
 			Expect(events[0]).To(And(HaveField("Kind", "ejected"), HaveField("Reason", "consecutive_5xx"), HaveField("Host", b.addr())))
+			Expect(events[0].Time).To(Equal(began), "ejected inline, before the clock moved")
 			Expect(events[1]).To(And(HaveField("Kind", "unejected"), HaveField("Reason", "ejection_time_elapsed")))
 			Expect(events[1].Time.Sub(events[0].Time)).To(BeNumerically(">=", 300*time.Millisecond))
+			Expect(events[1].Time.Sub(began)%(100*time.Millisecond)).To(BeZero(), "at a sweep, on the interval's grid")
 		})
 	})
 
@@ -461,13 +509,15 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 					o.SuccessRateRequestVolume = 10
 				})
 			})
-			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
-			Eventually(func() uint64 {
-				for range 100 {
-					get(url + "/")
-				}
-				return stat(srv, "cluster.backend.outlier_detection.ejections_enforced_success_rate")
-			}).WithTimeout(20 * time.Second).Should(BeEquivalentTo(1))
+			clk := fakeClock()
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}, opts: proxy.Options{Clock: clk}})
+			for range 100 { // 20 a host within the first interval: above success_rate_request_volume
+				get(url + "/")
+			}
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_enforced_success_rate")).To(BeZero(), "decided at the sweep, not inline")
+			clk.Step(200 * time.Millisecond)
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.outlier_detection.ejections_enforced_success_rate") }).
+				WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
 			_, _, body := get("http://" + srv.AdminAddr() + "/clusters")
 			Expect(body).To(ContainSubstring(bad.addr() + "::health_flags::/failed_outlier_check"))
 		})
@@ -515,14 +565,19 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			})
 			other := newUpstream(ok)
 			c := with(cluster("backend", checked.addr(), other.addr()), func(c *config.Cluster) {
-				c.HealthChecks = []policy.HealthCheckConfig{{Timeout: time.Second, Interval: 50 * time.Millisecond,
+				// A timeout far beyond the steps: no check outlives it however slowly the machine answers.
+				c.HealthChecks = []policy.HealthCheckConfig{{Timeout: time.Hour, Interval: 50 * time.Millisecond,
 					UnhealthyThreshold: 2, HealthyThreshold: 2, Path: "/healthz", NoTrafficInterval: 50 * time.Millisecond}}
 			})
-			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			clk := fakeClock()
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}, opts: proxy.Options{Clock: clk}})
 			admin := "http://" + srv.AdminAddr() + "/clusters"
-			Eventually(func() string { _, _, b := get(admin); return b }).WithTimeout(5 * time.Second).
-				Should(ContainSubstring(checked.addr() + "::health_flags::/failed_active_hc"))
-			Eventually(func() uint64 { return stat(srv, "cluster.backend.health_check.healthy") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+			flags := func() string { _, _, b := get(admin); return b }
+			// Hosts start unhealthy until their first check passes: the other one comes up, the sick one stays out.
+			until(clk, 10*time.Millisecond, func() bool {
+				return stat(srv, "cluster.backend.health_check.healthy") == 1 && stat(srv, "cluster.backend.health_check.failure") >= 2
+			})
+			Expect(flags()).To(ContainSubstring(checked.addr() + "::health_flags::/failed_active_hc"))
 			before := checked.requests.Load()
 			for range 6 {
 				code, _, _ := get(url + "/")
@@ -530,8 +585,7 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			}
 			Expect(checked.requests.Load()-before).To(BeNumerically("<=", 2), "only health checks reach the sick host")
 			sick.Store(false)
-			Eventually(func() string { _, _, b := get(admin); return b }).WithTimeout(5 * time.Second).
-				Should(ContainSubstring(checked.addr() + "::health_flags::healthy"))
+			until(clk, 10*time.Millisecond, func() bool { return strings.Contains(flags(), checked.addr()+"::health_flags::healthy") })
 			Expect(stat(srv, "cluster.backend.health_check.failure")).To(BeNumerically(">=", 1))
 		})
 	})

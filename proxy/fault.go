@@ -2,13 +2,14 @@ package proxy
 
 import (
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/stats"
 )
@@ -28,21 +29,33 @@ const (
 // the router never sees: no retry, no outlier signal) or throttles the response body.
 type faultFilter struct {
 	cfg    *config.FaultFilter
-	next   *router
+	next   http.Handler
+	hcm    filterCallbacks
 	active atomic.Int64
 	st     faultStats
+	clk    clock.Clock
+	seeds  seeds
 }
 
 var _ http.Handler = (*faultFilter)(nil)
+
+// filterCallbacks is what an HTTP filter needs of its connection manager (Envoy's
+// StreamDecoderFilterCallbacks): the route a request takes, and local replies counted as the
+// connection manager counts them.
+type filterCallbacks interface {
+	route(r *http.Request) *config.Route
+	localReply(w http.ResponseWriter, hdr http.Header, code int, body string)
+	countStatus(code int)
+}
 
 type faultStats struct {
 	delays, aborts, overflow, rateLimited *stats.Counter
 	active                                *stats.Gauge
 }
 
-func newFaultFilter(cfg *config.FaultFilter, next *router, store *stats.Store, statPrefix string) *faultFilter {
+func newFaultFilter(cfg *config.FaultFilter, next http.Handler, hcm filterCallbacks, store *stats.Store, statPrefix string, clk clock.Clock, sd seeds) *faultFilter {
 	p := "http." + statPrefix + ".fault."
-	return &faultFilter{cfg: cfg, next: next, st: faultStats{
+	return &faultFilter{cfg: cfg, next: next, hcm: hcm, clk: clk, seeds: sd, st: faultStats{
 		delays: store.Counter(p + "delays_injected"), aborts: store.Counter(p + "aborts_injected"),
 		overflow: store.Counter(p + "faults_overflow"), rateLimited: store.Counter(p + "response_rl_injected"),
 		active: store.Gauge(p + "active_faults"),
@@ -54,9 +67,12 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.next.ServeHTTP(w, r)
 		return
 	}
-	delay, delayOK := f.delay(r)
-	abort, abortOK := f.abort(r)
-	kibps, rlOK := f.rateLimit(r)
+	// The fault draws come from the request's own stream, in a fixed order: delay, abort, throughput.
+	var rng rand.PCG
+	f.seeds.request(&rng, headerValue(r.Header, hdrRequestID), saltFault)
+	delay, delayOK := f.delay(r, &rng)
+	abort, abortOK := f.abort(r, &rng)
+	kibps, rlOK := f.rateLimit(r, &rng)
 	if !delayOK && !abortOK && !rlOK {
 		f.next.ServeHTTP(w, r)
 		return
@@ -74,9 +90,9 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if delayOK {
 		f.st.delays.Inc()
-		t := time.NewTimer(delay)
+		t := f.clk.NewTimer(delay)
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-r.Context().Done():
 			t.Stop()
 			return // the downstream went away during the delay
@@ -89,7 +105,7 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rlOK {
 		f.st.rateLimited.Inc()
-		w = &throttledWriter{ResponseWriter: w, bytesPerSec: kibps * 1024}
+		w = &throttledWriter{ResponseWriter: w, bytesPerSec: kibps * 1024, clk: f.clk}
 	}
 	f.next.ServeHTTP(w, r)
 }
@@ -97,7 +113,7 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // applies checks the filter's upstream_cluster and headers conditions.
 func (f *faultFilter) applies(r *http.Request) bool {
 	if f.cfg.UpstreamCluster != "" {
-		if _, route := f.next.match(r); route == nil || route.Action.Cluster != f.cfg.UpstreamCluster {
+		if route := f.hcm.route(r); route == nil || route.Action.Cluster != f.cfg.UpstreamCluster {
 			return false
 		}
 	}
@@ -109,47 +125,23 @@ func (f *faultFilter) applies(r *http.Request) bool {
 	return true
 }
 
-// headerMatches applies one HeaderMatcher to the request headers.
-func headerMatches(m config.HeaderMatcher, h http.Header) bool {
-	values, present := h[http.CanonicalHeaderKey(m.Name)]
-	v := strings.Join(values, ",")
-	fold := func(s string) string {
-		if m.IgnoreCase {
-			return strings.ToLower(s)
-		}
-		return s
-	}
-	var ok bool
-	switch {
-	case m.Present != nil:
-		ok = present == *m.Present
-	case !present:
-		ok = false
-	case m.Exact != nil:
-		ok = fold(v) == fold(*m.Exact)
-	case m.Prefix != nil:
-		ok = strings.HasPrefix(fold(v), fold(*m.Prefix))
-	case m.Suffix != nil:
-		ok = strings.HasSuffix(fold(v), fold(*m.Suffix))
-	case m.Contains != nil:
-		ok = strings.Contains(fold(v), fold(*m.Contains))
-	}
-	return ok != m.Invert
-}
-
 // hit draws whether a fault with this fraction fires. A header percentage, when present and valid, sets
 // the numerator, capped by the configured one (Envoy's rule for the *-percentage headers).
-func hit(frac config.Fraction, r *http.Request, percentHeader string) bool {
+func hit(frac config.Fraction, r *http.Request, percentHeader string, rng *rand.PCG) bool {
 	num := frac.Numerator
 	if v := r.Header.Get(percentHeader); v != "" {
 		if n, err := strconv.ParseUint(v, 10, 32); err == nil {
 			num = min(uint32(n), frac.Numerator)
 		}
 	}
-	return num > 0 && rand.Uint32N(frac.Denominator) < num
+	if num == 0 {
+		return false
+	}
+	draw, _ := bits.Mul64(rng.Uint64(), uint64(frac.Denominator)) // uniform in [0, denominator)
+	return draw < uint64(num)
 }
 
-func (f *faultFilter) delay(r *http.Request) (time.Duration, bool) {
+func (f *faultFilter) delay(r *http.Request, rng *rand.PCG) (time.Duration, bool) {
 	d := f.cfg.Delay
 	if d == nil {
 		return 0, false
@@ -162,10 +154,10 @@ func (f *faultFilter) delay(r *http.Request) (time.Duration, bool) {
 		}
 		dur = time.Duration(ms) * time.Millisecond
 	}
-	return dur, hit(d.Percent, r, hdrFaultDelayPercent)
+	return dur, hit(d.Percent, r, hdrFaultDelayPercent, rng)
 }
 
-func (f *faultFilter) abort(r *http.Request) (func(http.ResponseWriter), bool) {
+func (f *faultFilter) abort(r *http.Request, rng *rand.PCG) (func(http.ResponseWriter), bool) {
 	a := f.cfg.Abort
 	if a == nil {
 		return nil, false
@@ -182,7 +174,7 @@ func (f *faultFilter) abort(r *http.Request) (func(http.ResponseWriter), bool) {
 			return nil, false
 		}
 	}
-	if !hit(a.Percent, r, hdrFaultAbortPercent) {
+	if !hit(a.Percent, r, hdrFaultAbortPercent, rng) {
 		return nil, false
 	}
 	if grpc != nil {
@@ -193,13 +185,13 @@ func (f *faultFilter) abort(r *http.Request) (func(http.ResponseWriter), bool) {
 			w.Header().Set("grpc-message", "fault filter abort")
 			w.Header().Set("content-length", "0")
 			w.WriteHeader(http.StatusOK)
-			f.next.st.status(http.StatusOK)
+			f.hcm.countStatus(http.StatusOK)
 		}, true
 	}
-	return func(w http.ResponseWriter) { f.next.localReply(w, nil, status, "fault filter abort") }, true
+	return func(w http.ResponseWriter) { f.hcm.localReply(w, nil, status, "fault filter abort") }, true
 }
 
-func (f *faultFilter) rateLimit(r *http.Request) (uint64, bool) {
+func (f *faultFilter) rateLimit(r *http.Request, rng *rand.PCG) (uint64, bool) {
 	rl := f.cfg.RateLimit
 	if rl == nil {
 		return 0, false
@@ -212,13 +204,14 @@ func (f *faultFilter) rateLimit(r *http.Request) (uint64, bool) {
 		}
 		kibps = v
 	}
-	return kibps, hit(rl.Percent, r, hdrFaultThroughputPercent)
+	return kibps, hit(rl.Percent, r, hdrFaultThroughputPercent, rng)
 }
 
 // throttledWriter paces the response body to bytesPerSec, in chunks of at most a tenth of a second.
 type throttledWriter struct {
 	http.ResponseWriter
 	bytesPerSec uint64
+	clk         clock.Clock
 }
 
 func (t *throttledWriter) Write(p []byte) (int, error) {
@@ -234,7 +227,7 @@ func (t *throttledWriter) Write(p []byte) (int, error) {
 		if f, ok := t.ResponseWriter.(http.Flusher); ok {
 			f.Flush()
 		}
-		time.Sleep(time.Duration(float64(n) / float64(t.bytesPerSec) * float64(time.Second)))
+		<-t.clk.NewTimer(time.Duration(float64(n) / float64(t.bytesPerSec) * float64(time.Second))).C()
 		p = p[n:]
 	}
 	return written, nil

@@ -113,12 +113,22 @@ var _ = Describe("the HTTP fault filter", func() {
 
 	It("throttles the response body to the configured rate", func() {
 		big := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, strings.Repeat("x", 8<<10)) })
+		clk := fakeClock()
 		_, url := start(setup{fault: &config.FaultFilter{RateLimit: &config.FaultRateLimit{KiBps: 16, Percent: all}},
-			routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", big.addr())}})
-		began := time.Now()
-		code, _, body := do(url, nil)
-		Expect(code).To(Equal(200))
+			routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", big.addr())},
+			opts: proxy.Options{Clock: clk}})
+		began := clk.Now()
+		bodies := make(chan string, 1)
+		go func() {
+			defer GinkgoRecover()
+			code, _, body := do(url, nil)
+			Expect(code).To(Equal(200))
+			bodies <- body
+		}()
+		var body string
+		until(clk, 100*time.Millisecond, received(bodies, &body))
 		Expect(body).To(HaveLen(8 << 10))
-		Expect(time.Since(began)).To(BeNumerically(">=", 400*time.Millisecond), "8 KiB at 16 KiB/s takes half a second")
+		// Five pauses of 1638 bytes' time at 16 KiB/s (the last for 2 bytes): half a second, less rounding.
+		Expect(clk.Since(began)).To(BeNumerically(">=", 499*time.Millisecond), "8 KiB at 16 KiB/s takes half a second")
 	})
 })

@@ -17,6 +17,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
 )
 
@@ -82,6 +83,8 @@ type setup struct {
 	// idleTimeout is the HCM common_http_protocol_options.idle_timeout (0: none).
 	idleTimeout time.Duration
 	fault       *config.FaultFilter
+	// opts are the proxy's options (a clock, a rand source, an event sink).
+	opts proxy.Options
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
@@ -111,11 +114,39 @@ func start(s setup) (*proxy.Server, string) {
 			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
 		Clusters: s.clusters,
 	}
-	srv, err := proxy.New(cfg, proxy.Options{})
+	srv, err := proxy.New(cfg, s.opts)
 	Expect(err).NotTo(HaveOccurred())
 	Expect(srv.Start()).To(Succeed())
 	DeferCleanup(srv.Close)
 	return srv, "http://" + srv.ListenerAddr("edge")
+}
+
+// fakeClock is a proxy's clock that moves only when a spec steps it.
+func fakeClock() *clock.Fake { return clock.NewFake(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)) }
+
+// until steps clk by d for as long as cond is false (each poll of Eventually is one step): time passes
+// for the proxy only as fast as its goroutines follow.
+func until(clk *clock.Fake, d time.Duration, cond func() bool) {
+	GinkgoHelper()
+	Eventually(func() bool {
+		if cond() {
+			return true
+		}
+		clk.Step(d)
+		return false
+	}).WithTimeout(10 * time.Second).Should(BeTrue())
+}
+
+// received reports whether c has a value, keeping it in *v.
+func received[T any](c <-chan T, v *T) func() bool {
+	return func() bool {
+		select {
+		case *v = <-c:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 var client = &http.Client{Timeout: 10 * time.Second}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/internal/h1"
 	"github.com/meshproof/meshproof/proxy/stats"
@@ -40,22 +42,25 @@ type Options struct {
 	// requests without a trace context that start one (default 100%). nil: no tracing, no cost.
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
+	// Clock is the time the proxy decides by and waits on: route and per-try timeouts, back-offs,
+	// outlier-detection sweeps and ejection times, health-check intervals and timeouts, fault delays,
+	// stats flushes, latencies (nil: clock.Real). Socket deadlines that bound I/O (the HCM
+	// request_timeout and idle_timeout, connect_timeout, the upstream connections' idle timeout) stay
+	// on the real clock; on any other clock the route timeout interrupts an exchange through a timer.
+	Clock clock.Clock
+	// Rand is the proxy's randomness (back-off jitter, random and least-request picks, hash-less
+	// ring-hash picks, outlier enforcing draws and ejection jitter, health-check jitter, fault and
+	// sampling draws). New draws a key from it once; every request then draws from a stream derived
+	// from the key and its x-request-id, and every cluster and host from one derived from its name, so
+	// the same source gives the same draws per request whatever the order requests run in. Used only
+	// during New. nil: a random key. See SeededRand.
+	Rand rand.Source
 }
 
 // stopper is a server of the proxy: a listener's (h1) or the admin's (net/http).
 type stopper interface {
 	Shutdown(context.Context) error
 	Close() error
-}
-
-// Event is one resilience decision of the proxy, with its reason.
-type Event struct {
-	Time    time.Time
-	Cluster string
-	Host    string // host:port
-	Kind    string // ejected, unejected, detected_not_enforced, overflow, healthy, unhealthy, retry
-	Reason  string // e.g. consecutive_5xx, success_rate, ejection_time_elapsed, unhealthy_threshold;
-	// for a retry, what the retried attempt ended with (503, reset, connect_failure, per_try_timeout)
 }
 
 // Server is a running proxy: its listeners, clusters and admin interface.
@@ -75,6 +80,8 @@ type Server struct {
 	quitOnce sync.Once
 	stop     chan struct{} // closed when the server stops: ends the stats flush loop
 	stopOnce sync.Once
+	clk      clock.Clock
+	seeds    seeds
 }
 
 // statsFlushInterval is Envoy's default stats_flush_interval: histograms' interval values cover it.
@@ -86,12 +93,16 @@ func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
 		return nil, errors.New("proxy: nil configuration")
 	}
 	s := &Server{cfg: cfg, opts: opts, store: opts.Stats, clusters: map[string]*cluster{},
-		listeners: map[string]net.Listener{}, quit: make(chan struct{}), stop: make(chan struct{})}
+		listeners: map[string]net.Listener{}, quit: make(chan struct{}), stop: make(chan struct{}),
+		clk: opts.Clock, seeds: newSeeds(opts.Rand)}
 	if s.store == nil {
 		s.store = stats.NewStore()
 	}
+	if s.clk == nil {
+		s.clk = clock.Real{}
+	}
 	for _, c := range cfg.Clusters {
-		cl, err := newCluster(c, s.store, opts.OnEvent)
+		cl, err := newCluster(c, s.store, opts.OnEvent, s.clk, s.seeds)
 		if err != nil {
 			return nil, err
 		}
@@ -113,23 +124,26 @@ func (s *Server) Start() error {
 			return fmt.Errorf("listener %q: %w", l.Name, err)
 		}
 		s.listeners[l.Name] = ln
-		hcm := newRouter(l, s.clusters, s.store)
-		hcm.onRequest = s.opts.OnRequest
-		// The request chain, outermost first: tracing (server span), fault filter, router.
+		rt := newRouter(s.clusters, s.clk, s.seeds)
+		rt.onRequest = s.opts.OnRequest
+		hcm := newConnManager(l, s.store, s.clk, rt)
+		rt.hcm = hcm
+		// The request chain, outermost first: tracing (server span), fault filter, connection manager
+		// (downstream stats, route, body), router (upstream requests, retries).
 		var handler http.Handler = hcm
 		if l.Fault != nil {
-			handler = newFaultFilter(l.Fault, hcm, s.store, l.StatPrefix)
+			handler = newFaultFilter(l.Fault, hcm, hcm, s.store, l.StatPrefix, s.clk, s.seeds)
 		}
 		if tp := s.opts.TracerProvider; tp != nil {
-			hcm.tracer, hcm.prop = tp.Tracer(TracerName), s.opts.Propagator
-			if hcm.prop == nil {
-				hcm.prop = propagation.TraceContext{}
+			rt.tracer, rt.prop = tp.Tracer(TracerName), s.opts.Propagator
+			if rt.prop == nil {
+				rt.prop = propagation.TraceContext{}
 			}
 			sampling := 1.0
 			if l.Tracing != nil {
 				sampling = l.Tracing.RandomSampling
 			}
-			handler = newTracing(handler, hcm.tracer, hcm.prop, sampling)
+			handler = newTracing(handler, rt.tracer, rt.prop, sampling, s.seeds)
 		}
 		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout,
 			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc}
@@ -150,16 +164,15 @@ func (s *Server) Start() error {
 	for _, c := range s.clusters {
 		c.start()
 	}
-	go s.flushStats()
+	go s.flushStats(s.clk.NewTicker(statsFlushInterval))
 	return nil
 }
 
-func (s *Server) flushStats() {
-	t := time.NewTicker(statsFlushInterval)
+func (s *Server) flushStats(t clock.Ticker) {
 	defer t.Stop()
 	for {
 		select {
-		case <-t.C:
+		case <-t.C():
 			s.store.FlushHistograms()
 		case <-s.stop:
 			return
@@ -236,27 +249,4 @@ func (s *Server) closeLocked() {
 		c.close()
 	}
 	s.stopFlush()
-}
-
-// rejected counts a request that the listener's server answered itself, its head unreadable: Envoy's
-// codec makes a stream of it too, so it counts in downstream_rq_total and its status class, and but for
-// a timeout it is a protocol error (ServerConnectionImpl::sendProtocolError,
-// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError).
-func (rt *router) rejected(code int) {
-	rt.st.rqTotal.Inc()
-	rt.st.status(code)
-	if code != http.StatusRequestTimeout {
-		rt.st.cxProtocolError.Inc()
-	}
-}
-
-// connState keeps the downstream connection stats.
-func (rt *router) connState(_ net.Conn, state http.ConnState) {
-	switch state {
-	case http.StateNew:
-		rt.st.cxTotal.Inc()
-		rt.st.cxActive.Inc()
-	case http.StateClosed, http.StateHijacked:
-		rt.st.cxActive.Dec()
-	}
 }

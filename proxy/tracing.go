@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"context"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -14,7 +12,6 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/meshproof/meshproof/proxy/internal/h1"
 	"github.com/meshproof/meshproof/proxy/policy"
 )
 
@@ -50,22 +47,30 @@ type tracing struct {
 	tracer   trace.Tracer
 	prop     propagation.TextMapPropagator
 	sampling float64 // share of requests without a trace context that are traced, in [0, 1]
+	seeds    seeds
 }
 
 var _ http.Handler = (*tracing)(nil)
 
-func newTracing(next http.Handler, tracer trace.Tracer, prop propagation.TextMapPropagator, sampling float64) *tracing {
+func newTracing(next http.Handler, tracer trace.Tracer, prop propagation.TextMapPropagator, sampling float64, sd seeds) *tracing {
 	if prop == nil {
 		prop = propagation.TraceContext{}
 	}
-	return &tracing{next: next, tracer: tracer, prop: prop, sampling: sampling}
+	return &tracing{next: next, tracer: tracer, prop: prop, sampling: sampling, seeds: sd}
+}
+
+// sampled draws whether a request that starts a trace is traced, from the request's own stream.
+func (t *tracing) sampled(r *http.Request) bool {
+	var rng rand.PCG
+	t.seeds.request(&rng, headerValue(r.Header, hdrRequestID), saltTracing)
+	return float64(rng.Uint64()>>11)/(1<<53) < t.sampling
 }
 
 func (t *tracing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := t.prop.Extract(r.Context(), headerCarrier(r.Header))
 	// Like Envoy's random_sampling: a request that continues a trace follows its caller's decision;
 	// one that starts a trace is traced at the listener's rate.
-	if t.sampling < 1 && !trace.SpanContextFromContext(ctx).IsValid() && rand.Float64() >= t.sampling {
+	if t.sampling < 1 && !trace.SpanContextFromContext(ctx).IsValid() && !t.sampled(r) {
 		t.next.ServeHTTP(w, r)
 		return
 	}
@@ -142,28 +147,6 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 // Unwrap lets http.NewResponseController reach the connection (deadlines, flushes).
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// startAttempt starts the CLIENT span of upstream attempt n to host h and injects its context into
-// the upstream request, so that the upstream's server span is the attempt's child.
-func (f *forward) startAttempt(ctx context.Context, out *h1.Request, h *host, n int) trace.Span {
-	hostName, portStr, _ := net.SplitHostPort(h.addr)
-	port, _ := strconv.Atoi(portStr)
-	attrs := []attribute.KeyValue{
-		semconv.HTTPRequestMethodKey.String(out.Method),
-		semconv.ServerAddress(hostName),
-		semconv.ServerPort(port),
-		semconv.URLFull("http://" + h.addr + out.URI),
-		AttrAttempt.Int(n),
-		AttrHost.String(h.addr),
-		AttrCluster.String(f.cl.name),
-	}
-	if n > 1 {
-		attrs = append(attrs, semconv.HTTPRequestResendCount(n-1))
-	}
-	ctx, span := f.rt.tracer.Start(ctx, "attempt "+out.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
-	f.rt.prop.Inject(ctx, propagation.HeaderCarrier(out.Extra))
-	return span
-}
-
 // attemptOutcome records an attempt's outcome on its span, and the outlier-detection decisions it
 // caused (an ejection above all) as events. Per the conventions for client spans, a 4xx or 5xx is an
 // error, as is any failure to get a response.
@@ -186,11 +169,7 @@ func attemptOutcome(span trace.Span, o policy.Outcome, evs []policy.Event, hosts
 }
 
 // retryEvent marks a scheduled retry on the server span: what the attempt ended with and the back-off.
-func retryEvent(span trace.Span, a attempt, n int, delay time.Duration) {
-	reason := a.outcome.Kind.String()
-	if a.outcome.Kind == policy.Response {
-		reason = strconv.Itoa(a.outcome.Status)
-	}
-	span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(n), AttrReason.String(reason),
+func retryEvent(span trace.Span, o policy.Outcome, n int, delay time.Duration) {
+	span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(n), AttrReason.String(outcomeReason(o)),
 		AttrDelay.Float64(float64(delay)/float64(time.Millisecond))))
 }

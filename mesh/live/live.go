@@ -157,7 +157,8 @@ func (t *topology) startProxies(p *plan.Plan) error {
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", px.Name, err)
 		}
-		popts := proxy.Options{Bootstrap: b, OnEvent: t.recordProxy, OnRequest: t.recordAttempts}
+		// The proxy's randomness (back-off jitter, picks) derives from the run's seed and its name.
+		popts := proxy.Options{Bootstrap: b, OnEvent: t.recordProxy, OnRequest: t.recordAttempts, Rand: proxy.SeededRand(p.Seed, px.Name)}
 		if t.tp != nil {
 			popts.TracerProvider, popts.Propagator = t.tp, tracing.Propagator()
 		}

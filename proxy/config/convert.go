@@ -24,7 +24,11 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// Envoy's defaults for the fields the internal form fills in (see envoy-resilience.md).
+// Envoy's defaults for the fields the internal form fills in, as its API documents them:
+// RouteAction.timeout (15s) and RetryPolicy.num_retries (1), RetryBackOff.base_interval (25ms) and
+// max_interval (10 × base_interval) in api/envoy/config/route/v3/route_components.proto;
+// Cluster.connect_timeout (5s) in api/envoy/config/cluster/v3/cluster.proto;
+// HttpProtocolOptions.idle_timeout (1h) in api/envoy/config/core/v3/protocol.proto.
 const (
 	defaultRouteTimeout   = 15 * time.Second
 	defaultNumRetries     = 1

@@ -12,7 +12,8 @@ import (
 	"github.com/meshproof/meshproof/proxy/policy"
 )
 
-// Envoy's defaults for the cluster's resilience settings (see envoy-resilience.md).
+// Envoy's defaults for the cluster's resilience settings, as api/envoy/config/cluster/v3/cluster.proto
+// documents them: CommonLbConfig.healthy_panic_threshold (50%) and MaglevLbConfig.table_size (65537).
 const (
 	defaultPanicThreshold  = 50
 	defaultMaglevTableSize = 65537

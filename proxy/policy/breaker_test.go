@@ -104,7 +104,7 @@ var _ = Describe("ResourceManager", func() {
 		})
 	})
 
-	Context("retries (behaviour 4)", func() {
+	Context("retries", func() {
 		It("allows max_retries concurrent retries, then overflows until one finishes", func() {
 			rm = newRM()
 			Expect(acquire(rm.TryAcquireRetry, 4)).To(Equal(3))

@@ -19,7 +19,7 @@ func pickN(p policy.Picker, ctx policy.PickContext, n int) map[int]int {
 	return counts
 }
 
-var _ = Describe("Panic threshold (behaviour 10)", func() {
+var _ = Describe("Panic threshold", func() {
 	DescribeTable("PanicMode",
 		func(healthy, total int, threshold float64, want bool) {
 			Expect(policy.PanicMode(healthy, total, threshold)).To(Equal(want))

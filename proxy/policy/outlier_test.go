@@ -122,7 +122,7 @@ var _ = Describe("OutlierDetector", func() {
 		rng = rand.New(rand.NewPCG(7, 7))
 	})
 
-	Context("consecutive_5xx (behaviour 6)", func() {
+	Context("consecutive_5xx", func() {
 		BeforeEach(func() { od = newOD(4) })
 
 		It("ejects inline on the 5th consecutive 5xx, with an event and the stats", func() {
@@ -192,7 +192,7 @@ var _ = Describe("OutlierDetector", func() {
 		})
 	})
 
-	Context("consecutive_gateway_failure (behaviour 6)", func() {
+	Context("consecutive_gateway_failure", func() {
 		It("is detected but not enforced by default", func() {
 			cfg.Consecutive5xx = 100
 			od = newOD(4)
@@ -280,7 +280,7 @@ var _ = Describe("OutlierDetector", func() {
 		})
 	})
 
-	Context("max_ejection_percent (behaviour 8)", func() {
+	Context("max_ejection_percent", func() {
 		It("uses the strict (active+1)/total check: 10% of 10 hosts is one ejection", func() {
 			cfg.MaxEjectionPercent = 10
 			od = newOD(10)
@@ -326,7 +326,7 @@ var _ = Describe("OutlierDetector", func() {
 		})
 	})
 
-	Context("ejection timing (behaviour 7)", func() {
+	Context("ejection timing", func() {
 		// sweepEvery runs the interval timer every 10s in (from, to] and returns its events.
 		sweepEvery := func(from, to time.Duration) []policy.Event {
 			var evs []policy.Event
@@ -432,7 +432,7 @@ var _ = Describe("OutlierDetector", func() {
 		})
 	})
 
-	Context("success rate (behaviour 9)", func() {
+	Context("success rate", func() {
 		// load gives each host totals[h] requests in the current interval, of which oks[h] succeed.
 		load := func(t time.Time, totals, oks []int) {
 			for h := range totals {
@@ -527,7 +527,7 @@ var _ = Describe("OutlierDetector", func() {
 		})
 	})
 
-	Context("failure percentage (behaviour 9)", func() {
+	Context("failure percentage", func() {
 		loadFP := func(t time.Time, totals, fails []int) {
 			for h := range totals {
 				for i := range totals[h] {

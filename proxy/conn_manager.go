@@ -1,0 +1,250 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshproof/meshproof/proxy/clock"
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/internal/h1"
+	"github.com/meshproof/meshproof/proxy/stats"
+)
+
+// maxRequestBody is the most a downstream request body may hold: bodies are buffered so that they can be
+// replayed on retries (Envoy buffers up to its per-connection buffer limit for the same reason).
+const maxRequestBody = 16 << 20
+
+// connManager is one listener's HTTP connection manager (Envoy's ConnectionManagerImpl,
+// source/common/http/conn_manager_impl.h): it takes each downstream request, counts it, finds its
+// virtual host and route, reads its body under the request_timeout and answers local replies; the
+// router (router.go) forwards what it routed.
+type connManager struct {
+	routes config.RouteConfig
+	// requestTimeout is the HCM request_timeout: how long the whole downstream request may take to arrive.
+	requestTimeout time.Duration
+	st             hcmStats
+	clk            clock.Clock
+	router         *router
+}
+
+var _ http.Handler = (*connManager)(nil)
+
+type hcmStats struct {
+	rqTotal, noRoute, rqTimeout, rq2xx, rq3xx, rq4xx, rq5xx, cxTotal *stats.Counter
+	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
+	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
+	// cxIdleTimeout: one closed by the HCM idle_timeout.
+	cxProtocolError, cxDestroyRemoteActiveRq, cxIdleTimeout *stats.Counter
+	rqActive, cxActive                                      *stats.Gauge
+	rqTime                                                  *stats.Histogram
+}
+
+func newHCMStats(store *stats.Store, prefix string) hcmStats {
+	p := "http." + prefix + "."
+	c := func(n string) *stats.Counter { return store.Counter(p + n) }
+	return hcmStats{
+		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"),
+		rq2xx: c("downstream_rq_2xx"), rq3xx: c("downstream_rq_3xx"), rq4xx: c("downstream_rq_4xx"), rq5xx: c("downstream_rq_5xx"),
+		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
+		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
+		cxIdleTimeout: c("downstream_cx_idle_timeout"),
+		rqTime:        store.Histogram(p + "downstream_rq_time"),
+	}
+}
+
+func (s *hcmStats) status(code int) {
+	switch code / 100 {
+	case 2:
+		s.rq2xx.Inc()
+	case 3:
+		s.rq3xx.Inc()
+	case 4:
+		s.rq4xx.Inc()
+	case 5:
+		s.rq5xx.Inc()
+	}
+}
+
+func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *router) *connManager {
+	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt}
+}
+
+// match finds the virtual host for the request's authority and the first route that matches its path.
+func (cm *connManager) match(r *http.Request) (*config.VirtualHost, *config.Route) {
+	vh := matchVirtualHost(cm.routes.VirtualHosts, r.Host)
+	if vh == nil {
+		return nil, nil
+	}
+	path := r.URL.Path
+	for i := range vh.Routes {
+		m := vh.Routes[i].Match
+		if m.IsPath && path == m.Path || !m.IsPath && strings.HasPrefix(path, m.Prefix) {
+			return vh, &vh.Routes[i]
+		}
+	}
+	return vh, nil
+}
+
+// matchVirtualHost follows Envoy's order: exact domain, then the longest suffix wildcard ("*.example.com"),
+// then the longest prefix wildcard ("example.*"), then "*". The port is ignored unless a domain names it.
+func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.VirtualHost {
+	host := strings.ToLower(authority)
+	hostNoPort := host
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		hostNoPort = host[:i]
+	}
+	var best *config.VirtualHost
+	bestRank, bestLen := 0, -1
+	for i := range vhosts {
+		for _, d := range vhosts[i].Domains {
+			d = strings.ToLower(d)
+			rank, n := 0, 0
+			switch {
+			case d == host || d == hostNoPort:
+				rank, n = 4, len(d)
+			case strings.HasPrefix(d, "*") && d != "*" && (strings.HasSuffix(hostNoPort, d[1:]) || strings.HasSuffix(host, d[1:])):
+				rank, n = 3, len(d)
+			case strings.HasSuffix(d, "*") && d != "*" && strings.HasPrefix(host, d[:len(d)-1]):
+				rank, n = 2, len(d)
+			case d == "*":
+				rank, n = 1, 0
+			}
+			if rank > bestRank || rank == bestRank && rank > 0 && n > bestLen {
+				best, bestRank, bestLen = &vhosts[i], rank, n
+			}
+		}
+	}
+	return best
+}
+
+func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	began := cm.clk.Now()
+	cm.st.rqTotal.Inc()
+	cm.st.rqActive.Inc()
+	defer func() {
+		cm.st.rqActive.Dec()
+		cm.st.rqTime.Record(cm.clk.Since(began))
+	}()
+
+	vh, route := cm.match(r)
+	if route == nil {
+		cm.st.noRoute.Inc()
+		cm.localReply(w, nil, http.StatusNotFound, "")
+		return
+	}
+	var body []byte
+	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
+		var ok bool
+		if body, ok = cm.readBody(w, r); !ok {
+			return
+		}
+	}
+	cm.router.forward(w, r, vh, route, body)
+}
+
+// route is the route a request takes (nil: none), for the HTTP filters before the router.
+func (cm *connManager) route(r *http.Request) *config.Route {
+	_, route := cm.match(r)
+	return route
+}
+
+// readBody buffers the downstream request body under the HCM request_timeout; false when the request
+// was answered (400, 408, 413, 431) or the downstream went away. The body is read whole before the
+// first attempt, so that an attempt never starts with a body that cannot be read (and never has to
+// be retried with one that cannot be replayed).
+func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	rc := http.NewResponseController(w)
+	if cm.requestTimeout > 0 { // a socket deadline: the real clock's
+		_ = rc.SetReadDeadline(time.Now().Add(cm.requestTimeout))
+	}
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= maxRequestBody {
+		body = make([]byte, n)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
+	}
+	if err != nil {
+		var (
+			fe *h1.FramingError
+			ne net.Error
+		)
+		switch {
+		case errors.As(err, &fe):
+			// A body that breaks its framing is a codec protocol error: Envoy's HTTP/1 codec answers
+			// it itself, 400 "Bad Request" (431 for trailers over the limit), and the connection
+			// manager closes the connection (ServerConnectionImpl::sendProtocolError,
+			// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError,
+			// source/common/http/conn_manager_impl.cc: response flag DPE, downstream_cx_protocol_error).
+			cm.st.cxProtocolError.Inc()
+			cm.localReply(w, connectionClose, fe.Status, http.StatusText(fe.Status))
+		case errors.As(err, &ne) && ne.Timeout():
+			cm.st.rqTimeout.Inc()
+			cm.localReply(w, nil, http.StatusRequestTimeout, "request timeout")
+		default:
+			cm.downstreamGone() // the stream ended or was reset mid-body: nobody to answer
+		}
+		return nil, false
+	}
+	if cm.requestTimeout > 0 {
+		_ = rc.SetReadDeadline(time.Time{})
+	}
+	if len(body) > maxRequestBody {
+		cm.localReply(w, nil, http.StatusRequestEntityTooLarge, "payload too large")
+		return nil, false
+	}
+	return body, true
+}
+
+// connectionClose is the header of a local reply after which the downstream connection closes.
+var connectionClose = http.Header{"Connection": {"close"}}
+
+// downstreamGone counts a request whose client closed its connection before the response: Envoy counts
+// downstream_cx_destroy_remote_active_rq, sends nothing and counts no status class
+// (ConnectionManagerImpl::onEvent, source/common/http/conn_manager_impl.cc).
+func (cm *connManager) downstreamGone() { cm.st.cxDestroyRemoteActiveRq.Inc() }
+
+func (cm *connManager) localReply(w http.ResponseWriter, hdr http.Header, code int, body string) {
+	for k, v := range hdr {
+		w.Header()[k] = v
+	}
+	if body != "" {
+		w.Header().Set(hdrContentType, "text/plain")
+	}
+	w.Header().Set(hdrContentLength, strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
+	cm.st.status(code)
+}
+
+// countStatus counts a response's status class in the downstream stats.
+func (cm *connManager) countStatus(code int) { cm.st.status(code) }
+
+// rejected counts a request that the listener's server answered itself, its head unreadable: Envoy's
+// codec makes a stream of it too, so it counts in downstream_rq_total and its status class, and but for
+// a timeout it is a protocol error (ServerConnectionImpl::sendProtocolError,
+// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError).
+func (cm *connManager) rejected(code int) {
+	cm.st.rqTotal.Inc()
+	cm.st.status(code)
+	if code != http.StatusRequestTimeout {
+		cm.st.cxProtocolError.Inc()
+	}
+}
+
+// connState keeps the downstream connection stats.
+func (cm *connManager) connState(_ net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		cm.st.cxTotal.Inc()
+		cm.st.cxActive.Inc()
+	case http.StateClosed, http.StateHijacked:
+		cm.st.cxActive.Dec()
+	}
+}

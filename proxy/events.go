@@ -1,0 +1,30 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/meshproof/meshproof/proxy/policy"
+)
+
+// Event is one resilience decision of the proxy, with its reason.
+type Event struct {
+	Time    time.Time
+	Cluster string
+	Host    string // host:port
+	Kind    string // ejected, unejected, detected_not_enforced, overflow, healthy, unhealthy, retry
+	Reason  string // e.g. consecutive_5xx, success_rate, ejection_time_elapsed, unhealthy_threshold;
+	// for a retry, what the retried attempt ended with (503, reset, connect_failure, per_try_timeout)
+}
+
+// eventRetry is the kind of the event of a scheduled retry (the policies' kinds are policy.Event*).
+const eventRetry = "retry"
+
+// outcomeReason names what an upstream request ended with, as retry events and spans give it: its
+// status code for a response, else the outcome's kind (reset, connect_failure, per_try_timeout, …).
+func outcomeReason(o policy.Outcome) string {
+	if o.Kind == policy.Response {
+		return strconv.Itoa(o.Status)
+	}
+	return o.Kind.String()
+}

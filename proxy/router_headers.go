@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"errors"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/policy"
+)
+
+// The router's request headers (consumed, never forwarded).
+// Written in canonical form, as are all header names the request path uses: net/http would allocate a
+// canonical copy of any other spelling on every Get, Set and Del.
+const (
+	hdrRetryOn              = "X-Envoy-Retry-On"
+	hdrMaxRetries           = "X-Envoy-Max-Retries"
+	hdrRetriableStatusCodes = "X-Envoy-Retriable-Status-Codes"
+	hdrUpstreamTimeout      = "X-Envoy-Upstream-Rq-Timeout-Ms"
+	hdrPerTryTimeout        = "X-Envoy-Upstream-Rq-Per-Try-Timeout-Ms"
+	hdrRetriableHeaderNames = "X-Envoy-Retriable-Header-Names"
+)
+
+// routerHeaderSet are the router's request headers: consumed, never sent upstream.
+var routerHeaderSet = map[string]bool{hdrRetryOn: true, hdrMaxRetries: true, hdrRetriableStatusCodes: true,
+	hdrUpstreamTimeout: true, hdrPerTryTimeout: true, hdrRetriableHeaderNames: true}
+
+// effectivePolicy is the request's retry policy and route timeout: the route's (or the virtual host's)
+// policy, adjusted by the router's request headers when the request comes from an internal address, as
+// Envoy does — x-envoy-retry-on adds conditions, x-envoy-max-retries replaces num_retries while some
+// condition is active, x-envoy-retriable-status-codes adds codes, and the timeout headers (ms, 0 =
+// none) replace the route timeout and per_try_timeout.
+func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
+	rp := f.route.Action.RetryPolicy
+	if rp == nil {
+		rp = f.vh.RetryPolicy
+	}
+	timeout := f.route.Action.Timeout
+	h := f.r.Header
+	if !internal(f.r.RemoteAddr) {
+		return rp, timeout
+	}
+	if ms, err := parseHeaderUint(h, hdrUpstreamTimeout); err == nil {
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	var extra []string
+	if v := headerValue(h, hdrRetryOn); v != "" {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); policy.RetryOnNames[c] != 0 {
+				extra = append(extra, c)
+			}
+		}
+	}
+	maxRetries, maxErr := parseHeaderUint(h, hdrMaxRetries)
+	perTry, perTryErr := parseHeaderUint(h, hdrPerTryTimeout)
+	if len(extra) == 0 && (rp == nil || maxErr != nil && perTryErr != nil && headerValue(h, hdrRetriableStatusCodes) == "" && headerValue(h, hdrRetriableHeaderNames) == "") {
+		return rp, timeout
+	}
+	eff := config.RetryPolicy{NumRetries: 1, BaseInterval: 25 * time.Millisecond, MaxInterval: 250 * time.Millisecond, HostSelectionMaxAttempts: 1}
+	if rp != nil {
+		eff = *rp
+		eff.RetryOn = append([]string(nil), rp.RetryOn...)
+	}
+	eff.RetryOn = append(eff.RetryOn, extra...)
+	eff.RetriableHeaders = append([]config.HeaderMatcher(nil), eff.RetriableHeaders...)
+	if maxErr == nil && len(eff.RetryOn) > 0 {
+		eff.NumRetries = uint32(maxRetries)
+	}
+	if perTryErr == nil {
+		eff.PerTryTimeout = time.Duration(perTry) * time.Millisecond
+	}
+	for _, c := range strings.Split(h.Get(hdrRetriableStatusCodes), ",") {
+		if code, err := strconv.Atoi(strings.TrimSpace(c)); err == nil {
+			eff.RetriableStatusCodes = append(eff.RetriableStatusCodes, code)
+		}
+	}
+	present := true
+	for _, name := range strings.Split(h.Get(hdrRetriableHeaderNames), ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			eff.RetriableHeaders = append(eff.RetriableHeaders, config.HeaderMatcher{Name: name, Present: &present})
+		}
+	}
+	return &eff, timeout
+}
+
+// errNoHeader: the header is absent (strconv's error for "" would be allocated per request).
+var errNoHeader = errors.New("no such header")
+
+// parseHeaderUint parses a header as a uint32 in decimal, as strconv.ParseUint(v, 10, 32).
+func parseHeaderUint(h http.Header, name string) (uint64, error) {
+	v := headerValue(h, name)
+	if v == "" {
+		return 0, errNoHeader
+	}
+	return strconv.ParseUint(v, 10, 32)
+}
+
+// internal reports whether a downstream address is internal by Envoy's default rule: loopback or a
+// private (RFC 1918 / RFC 4193) address. Only internal requests may steer the router with headers.
+func internal(remote string) bool {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	return ip.IsLoopback() || ip.IsPrivate()
+}

@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/meshproof/meshproof/proxy/internal/h1"
+)
+
+// upstream is how the proxy reaches one host: one request out, its response head back (the body
+// streams until closed), and Close for its connections. It never sends a request twice: whether and
+// where to retry is the router's decision. The HTTP/1.1 pool is one; HTTP/2 pools, a simulator's model
+// and test doubles are others (as Caddy's reverse proxy takes an http.RoundTripper).
+type upstream interface {
+	RoundTrip(ctx context.Context, req *h1.Request) (*http.Response, error)
+	Close()
+}
+
+var _ upstream = (*h1.Pool)(nil)
+
+// upstreamUse says what an upstream is for: its connections differ.
+type upstreamUse uint8
+
+const (
+	// forRequests: the cluster's connection pool for the host, counted in upstream_cx_* and the
+	// host's cx_* stats.
+	forRequests upstreamUse = iota
+	// forHealthChecks: the health checker's own connection to the host, apart from the pool and not
+	// counted in its stats, kept from check to check as Envoy does by default
+	// (HealthCheck.reuse_connection, default true; source/extensions/health_checkers/http/health_checker_impl.cc
+	// HttpHealthCheckerImpl::HttpActiveHealthCheckSession::onInterval).
+	forHealthChecks
+)
+
+// newH1Upstream is the HTTP/1.1 pool to one host. dial opens its connections.
+func newH1Upstream(addr string, use upstreamUse, dial func(ctx context.Context, addr string) (net.Conn, error)) upstream {
+	p := &h1.Pool{Addr: addr, Dial: dial}
+	if use == forHealthChecks {
+		p.MaxIdle = 1
+	}
+	return p
+}
+
+// healthCheckDialer opens a health checker's connections: no stats, TCP keep-alive as the pool's.
+func healthCheckDialer() func(ctx context.Context, addr string) (net.Conn, error) {
+	d := &net.Dialer{KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+}

@@ -1,0 +1,288 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/meshproof/meshproof/proxy/clock"
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/internal/h1"
+	"github.com/meshproof/meshproof/proxy/policy"
+)
+
+var errPerTryTimeout = errors.New("per-try timeout")
+
+// upstreamRequest is one attempt of a request at a host and its outcome (Envoy's UpstreamRequest,
+// source/common/router/upstream_request.h): the breaker slots it holds, its response, its span.
+type upstreamRequest struct {
+	outcome   policy.Outcome
+	noHealthy bool           // no host could be picked: "no healthy upstream"
+	resp      *http.Response // with outcome Response: headers received, body still to read
+	host      *host
+	index     int // the host's index in the cluster
+	cancel    context.CancelCauseFunc
+	cl        *cluster      // the cluster whose slots the attempt holds (see held)
+	held      slots         // what done still has to give back
+	sent      time.Time     // when the attempt was sent
+	took      time.Duration // from send to response headers
+	span      trace.Span    // the attempt's client span when traced; nil otherwise
+}
+
+// slots are what an attempt holds until done.
+type slots uint8
+
+const (
+	holdsNothing slots = iota
+	holdsSlots         // a max_requests and a max_connections slot
+	holdsActive        // the slots, and it counts in upstream_rq_active and the host's rq_active
+)
+
+// done releases the attempt's breaker slots once its response is finished with, and ends its span.
+func (a *upstreamRequest) done() {
+	switch a.held {
+	case holdsActive: // the attempt is active until its response is finished with
+		a.cl.st.rqActive.Dec()
+		a.host.rqActive.Add(-1)
+		fallthrough
+	case holdsSlots:
+		a.cl.releaseConnection()
+		a.cl.rm.ReleaseRequest()
+	}
+	a.held = holdsNothing
+	a.cancel(nil)
+	if a.span != nil {
+		a.span.End()
+		a.span = nil
+	}
+}
+
+// try sends one attempt to the next host and waits for its response headers or its failure.
+func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, tried map[int]bool) upstreamRequest {
+	cl := f.cl
+	if !cl.trafficSeen.Load() {
+		cl.trafficSeen.Store(true)
+	}
+	var perTry time.Duration
+	if rp != nil {
+		perTry = rp.PerTryTimeout
+	}
+	// An attempt needs a context of its own only for its per-try timeout: otherwise it ends with the
+	// request's (route timeout, downstream gone), and done closes its response.
+	actx, cancel := f.r.Context(), noCancel
+	if perTry > 0 {
+		actx, cancel = context.WithCancelCause(f.ctx())
+	}
+	a := upstreamRequest{cancel: cancel, index: -1, cl: cl}
+	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier signal.
+	if !cl.rm.TryAcquireRequest() {
+		cl.st.rqPendingOverflow.Inc()
+		if f.span != nil {
+			f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_requests"), AttrAttempt.Int(n)))
+		}
+		a.outcome = policy.Outcome{Kind: policy.Overflow}
+		return a
+	}
+	ok, overflow := true, false
+	if !cl.rm.TryAcquireConnection() { // the pending queue: a wait that the route timeout must end
+		wctx := actx
+		if perTry == 0 {
+			wctx = f.ctx()
+		}
+		ok, overflow = cl.waitForConnection(wctx)
+	}
+	if !ok {
+		cl.rm.ReleaseRequest()
+		if overflow {
+			cl.st.rqPendingOverflow.Inc()
+			if f.span != nil {
+				f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_pending_requests"), AttrAttempt.Int(n)))
+			}
+		}
+		a.outcome = policy.Outcome{Kind: policy.Overflow}
+		return a
+	}
+	a.held = holdsSlots
+	a.index = cl.pick(hash, tried, rp, &f.rng)
+	if a.index < 0 {
+		a.noHealthy = true
+		a.done()
+		return a
+	}
+	h := cl.hosts[a.index]
+	a.host = h
+
+	// The upstream request: the downstream's end-to-end headers (the pool leaves out the hop-by-hop
+	// ones and the router's), with the router's own added. A header map written by the pool as it
+	// sends, so its values can be cut from the forward's scratch array.
+	clear(f.extra)
+	// The exchange ends with the route timeout (a socket deadline) or when the downstream connection's
+	// aborter interrupts it (the client gone, the per-try timeout): no context watcher per attempt.
+	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.r.Host, Header: f.r.Header, Omit: routerHeaderSet,
+		Extra: f.extra, Body: f.body, Abort: f.ab}
+	switch {
+	case f.rt.realClock:
+		f.out.Deadline = f.deadline // the route timeout as a socket deadline: no timer per request
+	case actx == f.r.Context():
+		actx = f.ctx() // on another clock, the route context's timer ends the exchange (see ctx)
+	}
+	f.scratch[0], f.scratch[1] = reqID, "http"
+	f.extra[hdrRequestID], f.extra[hdrForwardedProto] = f.scratch[0:1:1], f.scratch[1:2:2]
+	if f.vh.IncludeRequestAttemptCount {
+		f.scratch[2] = strconv.Itoa(n)
+		f.extra[hdrAttemptCount] = f.scratch[2:3:3]
+	}
+	if ms := expectedTimeoutMs(f.rt.clk.Now(), f.deadline, perTry); ms > 0 {
+		f.scratch[3] = msString(ms)
+		f.extra[hdrExpectedTimeout] = f.scratch[3:4:4]
+	}
+	if f.span != nil {
+		a.span = f.startAttempt(f.r.Context(), &f.out, h, n)
+	}
+
+	cl.st.rqTotal.Inc()
+	cl.st.rqActive.Inc()
+	h.rqTotal.Add(1)
+	h.rqActive.Add(1)
+	a.held = holdsActive
+
+	var timer clock.Timer
+	if perTry > 0 {
+		ab := f.ab
+		timer = f.rt.clk.AfterFunc(perTry, func() {
+			cancel(errPerTryTimeout) // first: the attempt's outcome is read from its context
+			if ab != nil {
+				ab.Interrupt()
+			}
+		})
+	}
+	a.sent = f.rt.clk.Now()
+	resp, err := cl.upstreams[a.index].RoundTrip(actx, &f.out)
+	a.took = f.rt.clk.Since(a.sent)
+	if timer != nil && !timer.Stop() && err == nil {
+		// The per-try timeout fired as the headers arrived: the attempt's context is gone, so is the body.
+		resp.Body.Close()
+		err = errPerTryTimeout
+	}
+	switch {
+	case err == nil:
+		a.outcome = policy.Outcome{Kind: policy.Response, Status: resp.StatusCode,
+			HeadersMatched: rp != nil && anyHeaderMatches(rp.RetriableHeaders, resp.Header)}
+		a.resp = resp
+		cl.st.status(resp.StatusCode)
+		cl.st.rqCompleted.Inc()
+		if resp.StatusCode >= 500 {
+			h.rqError.Add(1)
+		} else {
+			h.rqSuccess.Add(1)
+		}
+		if headerValue(resp.Header, hdrImmediateHealthCheckFail) != "" {
+			cl.immediateFail(a.index)
+		}
+	case context.Cause(actx) == errPerTryTimeout:
+		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
+		cl.st.rqPerTryTimeout.Inc()
+		h.rqTimeout.Add(1)
+		h.rqError.Add(1)
+	case errors.As(err, new(*connectError)):
+		a.outcome = policy.Outcome{Kind: policy.ConnectFailure, BeforeRequest: true}
+		h.rqError.Add(1)
+	case f.timedOut():
+		// The route timeout ended the attempt: outlier detection hears of a local-origin timeout.
+		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
+		h.rqTimeout.Add(1)
+		h.rqError.Add(1)
+	case f.r.Context().Err() != nil:
+		a.outcome = policy.Outcome{Kind: policy.Reset} // the downstream went away: nothing to report
+		if a.span != nil {
+			attemptOutcome(a.span, a.outcome, nil, cl.hosts)
+		}
+		return a
+	default:
+		a.outcome = policy.Outcome{Kind: policy.Reset}
+		cl.st.rqRxReset.Inc()
+		h.rqError.Add(1)
+	}
+	evs := cl.recordOutcome(a.index, a.outcome)
+	if a.span != nil {
+		attemptOutcome(a.span, a.outcome, evs, cl.hosts)
+	}
+	return a
+}
+
+// startAttempt starts the CLIENT span of upstream attempt n to host h and injects its context into
+// the upstream request, so that the upstream's server span is the attempt's child.
+func (f *forward) startAttempt(ctx context.Context, out *h1.Request, h *host, n int) trace.Span {
+	hostName, portStr, _ := net.SplitHostPort(h.addr)
+	port, _ := strconv.Atoi(portStr)
+	attrs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(out.Method),
+		semconv.ServerAddress(hostName),
+		semconv.ServerPort(port),
+		semconv.URLFull("http://" + h.addr + out.URI),
+		AttrAttempt.Int(n),
+		AttrHost.String(h.addr),
+		AttrCluster.String(f.cl.name),
+	}
+	if n > 1 {
+		attrs = append(attrs, semconv.HTTPRequestResendCount(n-1))
+	}
+	ctx, span := f.rt.tracer.Start(ctx, "attempt "+out.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	f.rt.prop.Inject(ctx, propagation.HeaderCarrier(out.Extra))
+	return span
+}
+
+// noCancel stands for the cancel function of an attempt without a context of its own.
+func noCancel(error) {}
+
+// expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms: the per-try timeout
+// when set, else what is left of the route timeout at now.
+func expectedTimeoutMs(now, deadline time.Time, perTry time.Duration) int64 {
+	left := time.Duration(0)
+	if !deadline.IsZero() {
+		left = deadline.Sub(now)
+	}
+	if perTry > 0 && (left <= 0 || perTry < left) {
+		return perTry.Milliseconds()
+	}
+	return left.Milliseconds()
+}
+
+// abandon releases an attempt that will not be answered to the client. A small body is drained so the
+// upstream connection can be reused; a large one closes it.
+func (f *forward) abandon(a upstreamRequest) {
+	if a.resp != nil {
+		_, _ = io.CopyN(io.Discard, a.resp.Body, 64<<10)
+		a.resp.Body.Close()
+		f.cl.st.rqTime.Record(f.rt.clk.Since(a.sent))
+	}
+	a.done()
+}
+
+// msString is strconv.FormatInt(ms, 10), remembering the last value: the expected-timeout header of
+// consecutive requests on a route mostly repeats.
+func msString(ms int64) string {
+	if c := lastMs.Load(); c != nil && c.ms == ms {
+		return c.s
+	}
+	c := &msCache{ms: ms, s: strconv.FormatInt(ms, 10)}
+	lastMs.Store(c)
+	return c.s
+}
+
+type msCache struct {
+	ms int64
+	s  string
+}
+
+var lastMs atomic.Pointer[msCache]
