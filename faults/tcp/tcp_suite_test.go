@@ -5,9 +5,14 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/internal/leakcheck"
 )
 
 func TestTCP(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "TCP Fault Proxy Suite")
 }
+
+// Every spec is checked for goroutines left running after its cleanups.
+var _ = leakcheck.Goroutines()

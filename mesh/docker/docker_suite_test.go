@@ -9,6 +9,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/internal/leakcheck"
+
 	"github.com/meshproof/meshproof/mesh/docker"
 )
 
@@ -16,6 +18,9 @@ func TestDocker(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "mesh/docker Suite")
 }
+
+// Every spec is checked for goroutines left running after its cleanups.
+var _ = leakcheck.Goroutines()
 
 // imageBuildBudget bounds the one image build of the suite. A cold Go build cache makes the static
 // binary alone take about 2 minutes on two cores (99 s measured alone, more beside other suites), so

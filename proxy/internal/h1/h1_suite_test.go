@@ -6,6 +6,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/internal/leakcheck"
 )
 
 func TestH1(t *testing.T) {
@@ -15,3 +17,6 @@ func TestH1(t *testing.T) {
 	SetDefaultConsistentlyDuration(150 * time.Millisecond)
 	RunSpecs(t, "H1 Suite")
 }
+
+// Every spec is checked for goroutines left running after its cleanups.
+var _ = leakcheck.Goroutines()
