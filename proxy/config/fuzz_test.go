@@ -16,8 +16,8 @@ import (
 // with the bootstraps of proxy/testdata and proxy/config/testdata. Properties:
 //   - no panic;
 //   - deterministic: the same bytes give equal protos, or the same errors;
-//   - every error is a *config.Error (several are joined) naming the file, with a line within the
-//     input (1 … its number of lines) when it has one; an error about a field has its field path;
+//   - every error is a *config.Error (several are joined) naming the file, at a line within the input
+//     (1 … its number of lines);
 //   - an accepted bootstrap's proto round-trips through FromProto alone (no error: what the file
 //     decoder accepted, the proto checker accepts).
 func FuzzParseBootstrap(f *testing.F) {
@@ -53,7 +53,7 @@ func FuzzParseBootstrap(f *testing.F) {
 					t.Fatalf("error %q (%T) on %q is not a *config.Error", e, e, data)
 				case ce.File != file:
 					t.Fatalf("error %q on %q names file %q, want %q", e, data, ce.File, file)
-				case ce.Line < 0 || ce.Line > lines:
+				case ce.Line < 1 || ce.Line > lines:
 					t.Fatalf("error %q on %q is at line %d, not within 1..%d", e, data, ce.Line, lines)
 				}
 			}
