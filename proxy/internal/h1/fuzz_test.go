@@ -467,6 +467,9 @@ func FuzzResponse(f *testing.F) {
 		switch {
 		case gerr != nil:
 			// Stricter is fine: the proxy answers 502 where a net/http client would have taken it.
+		case werr != nil && got.BodyErr == nil && bodyless(got.Resp.StatusCode, method) && framingError(werr):
+			// A response without a body (to HEAD, 1xx, 204, 304) whatever its fields say (RFC 9112 §6.3):
+			// h1 does not look at its framing fields, net/http checks them anyway.
 		case werr != nil && got.BodyErr == nil:
 			t.Fatalf("h1 takes a response net/http rejects (%v):\n%q", werr, b)
 		case werr == nil && got.BodyErr == nil:
@@ -476,6 +479,14 @@ func FuzzResponse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func bodyless(code int, method string) bool {
+	return method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
+}
+
+func framingError(err error) bool {
+	return strings.Contains(err.Error(), "transfer encoding") || strings.Contains(err.Error(), "Content-Length")
 }
 
 // pipelineIOTimeout bounds one connection of FuzzPipeline: the server must have answered and closed by then.
@@ -499,18 +510,19 @@ type expected struct {
 	method, target string
 	body           []byte
 	ok             bool // net/http took it (head and body); false: the stream goes wrong here
+	offset         int  // where it starts in the stream
 }
 
 // netHTTPStream parses a stream of pipelined requests as net/http does, up to the first error.
 func netHTTPStream(b []byte) []expected {
 	var out []expected
-	for len(b) > 0 {
-		r, err := netHTTPRequest(b)
+	for off := 0; off < len(b); {
+		r, err := netHTTPRequest(b[off:])
 		if err != nil || r.bodyErr != nil {
-			return append(out, expected{})
+			return append(out, expected{offset: off})
 		}
-		out = append(out, expected{method: r.req.Method, target: r.req.RequestURI, body: r.body, ok: true})
-		b = b[r.consumed:]
+		out = append(out, expected{method: r.req.Method, target: r.req.RequestURI, body: r.body, ok: true, offset: off})
+		off += r.consumed
 		if r.req.Close {
 			break
 		}
@@ -544,6 +556,17 @@ func FuzzPipeline(f *testing.F) {
 			_ = c.(*net.TCPConn).CloseWrite()
 		}()
 		want := netHTTPStream(b)
+		// skipKnown skips an input whose i-th request hits a finding already reported and tolerated.
+		skipKnown := func(i int) {
+			if i < len(want) {
+				rest := b[want[i].offset:]
+				got, _ := h1.ParseRequest(rest)
+				ref, werr := netHTTPRequest(rest)
+				if name := knownFinding(rest, got, ref, werr); name != "" && tolerated(name) {
+					t.Skip(name)
+				}
+			}
+		}
 		br := bufio.NewReader(c)
 		for i := 0; ; i++ {
 			method := http.MethodGet
@@ -576,6 +599,7 @@ func FuzzPipeline(f *testing.F) {
 			bodyErr := resp.Header.Get("X-Echo-Body-Error") != ""
 			switch {
 			case bodyErr && i < len(want) && want[i].ok:
+				skipKnown(i)
 				t.Fatalf("request %d of %q: the handler could not read a body net/http reads (%q)", i, b, want[i].body)
 			case bodyErr:
 				// The stream breaks in this request's body for net/http too: nothing may follow.
@@ -584,11 +608,13 @@ func FuzzPipeline(f *testing.F) {
 				}
 				return
 			case i >= len(want) || !want[i].ok:
+				skipKnown(i)
 				t.Fatalf("request %d of %q: answered as %s, where net/http takes no request", i, b, decodeEcho(resp))
 			}
 			w := want[i]
 			wantEcho := fmt.Sprintf("%s %s, %d/%08x", w.method, w.target, len(w.body), crc32.ChecksumIEEE(w.body))
 			if got := decodeEcho(resp); got != wantEcho {
+				skipKnown(i)
 				t.Fatalf("request %d of %q: the server handled %q, net/http reads %q", i, b, got, wantEcho)
 			}
 		}
