@@ -33,6 +33,15 @@ var _ = Describe("hostile scenario files", func() {
 		Expect(e.Msg).To(ContainSubstring(`YAML tag "!" is not supported`))
 	})
 
+	It("names the first of several unknown fields, every time (FuzzParse: the decoder picked one from a Go map)", func() {
+		for range 20 {
+			e := parseErr("name: x\nzeta: 1\nalpha: {b: 2}\n")
+			Expect(e.Line).To(Equal(2))
+			Expect(e.Path).To(Equal("zeta"))
+			Expect(e.Msg).To(HavePrefix(`unknown field "zeta"; accepted here: name, description`))
+		}
+	})
+
 	It("refuses every other YAML tag at its line", func() {
 		e := parseErr(replace("    instances: 3", "    instances: !!int 3"))
 		Expect(e.Line).To(Equal(5))

@@ -117,6 +117,13 @@ func yamlError(err error, file string, f *ast.File) error {
 	var unknown *yaml.UnknownFieldError
 	if errors.As(err, &unknown) && f != nil && tok != nil {
 		if path := pathOfKey(f, tok); path != "" {
+			if first := firstUnknownKey(f, tok, acceptedAt(fieldPath(path))); first != nil {
+				// The decoder names one unknown field of a mapping, picked from a Go map: name the first.
+				tok = first.GetToken()
+				path = first.GetPath()
+				e.Line, e.Column = tok.Position.Line, tok.Position.Column
+				e.Msg = fmt.Sprintf("unknown field %q", tok.Value)
+			}
 			e.Path = fieldPath(path)
 			if fields := acceptedAt(e.Path); len(fields) > 0 {
 				e.Msg += "; accepted here: " + strings.Join(fields, ", ")
@@ -167,6 +174,42 @@ func pathOfKey(f *ast.File, tok *token.Token) string {
 		return found == ""
 	}), f.Docs[0].Body)
 	return found
+}
+
+// firstUnknownKey returns the key, among those of the mapping holding the key at tok, that comes first in
+// the file and is not an accepted field; nil when the mapping is not found.
+func firstUnknownKey(f *ast.File, tok *token.Token, accepted []string) ast.Node {
+	var first ast.Node
+	found := false
+	ast.Walk(visitorFunc(func(n ast.Node) bool {
+		m, ok := n.(*ast.MappingNode)
+		if !ok || found {
+			return !found
+		}
+		for _, mv := range m.Values {
+			if kt := mv.Key.GetToken(); kt != nil && kt.Position.Line == tok.Position.Line && kt.Position.Column == tok.Position.Column {
+				found = true
+			}
+		}
+		if !found {
+			return true
+		}
+		for _, mv := range m.Values {
+			kt := mv.Key.GetToken()
+			if kt == nil || kt.Position == nil || slices.Contains(accepted, kt.Value) || kt.Value == "<<" {
+				continue
+			}
+			if first == nil || before(kt.Position, first.GetToken().Position) {
+				first = mv.Key
+			}
+		}
+		return false
+	}), f.Docs[0].Body)
+	return first
+}
+
+func before(a, b *token.Position) bool {
+	return a.Line < b.Line || a.Line == b.Line && a.Column < b.Column
 }
 
 // goTypeMessage matches the decoder's type mismatch message, which names Go types.
