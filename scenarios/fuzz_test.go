@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -25,6 +26,10 @@ import (
 //     (1 … its number of lines), and so is every warning of a scenario accepted.
 //
 // (The checks' round trip is FuzzParseCheck's, in reports.)
+// slow bounds one parse of a fuzz input (a few KB): a YAML parser quadratic in some construct once took
+// seconds on 80 KB (issue #18 defect 4).
+const slow = 2 * time.Second
+
 func FuzzParse(f *testing.F) {
 	for _, glob := range []string{"examples/*.yaml", "../cmd/meshproof/testdata/*.yaml"} {
 		files, err := filepath.Glob(glob)
@@ -52,7 +57,11 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const file = "fuzz.yaml"
+		start := time.Now()
 		sc, err := scenarios.Parse(data, file)
+		if d := time.Since(start); d > slow {
+			t.Fatalf("parsing %d bytes took %s (more than %s): %q", len(data), d, slow, data)
+		}
 		sc2, err2 := scenarios.Parse(data, file)
 		lines := bytes.Count(data, []byte("\n")) + 1
 		if err != nil {

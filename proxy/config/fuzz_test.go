@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -20,6 +21,11 @@ import (
 //     (1 … its number of lines);
 //   - an accepted bootstrap's proto round-trips through FromProto alone (no error: what the file
 //     decoder accepted, the proto checker accepts).
+//
+// slow bounds one parse of a fuzz input (a few KB): a YAML parser quadratic in some construct once took
+// seconds on 80 KB (issue #18 defect 4).
+const slow = 2 * time.Second
+
 func FuzzParseBootstrap(f *testing.F) {
 	files, _ := filepath.Glob("testdata/*.yaml")
 	more, _ := filepath.Glob("../testdata/*.yaml")
@@ -39,7 +45,11 @@ func FuzzParseBootstrap(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const file = "fuzz.yaml"
+		start := time.Now()
 		_, pb, err := config.ParseBootstrap(data, file)
+		if d := time.Since(start); d > slow {
+			t.Fatalf("parsing %d bytes took %s (more than %s): %q", len(data), d, slow, data)
+		}
 		_, pb2, err2 := config.ParseBootstrap(data, file)
 		if err != nil {
 			if err2 == nil || err.Error() != err2.Error() {
