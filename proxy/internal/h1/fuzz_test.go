@@ -468,6 +468,9 @@ func FuzzResponse(f *testing.F) {
 		}
 		got, gerr := h1.ParseResponse(b, method)
 		resp, body, werr := netHTTPResponse(b, method)
+		if gerr == nil && got.Resp.ProtoMinor == 0 && got.Chunked && tolerated("te-http10") {
+			t.Skip("te-http10") // h1 decodes chunked on HTTP/1.0; net/http ignores Transfer-Encoding there
+		}
 		switch {
 		case gerr != nil:
 			// Stricter is fine: the proxy answers 502 where a net/http client would have taken it.
