@@ -42,6 +42,12 @@ var _ = Describe("hostile scenario files", func() {
 		}
 	})
 
+	It("puts a decoding error it cannot place at a value at the document's start, never at line 0 (FuzzParse)", func() {
+		e := parseErr("faults:\n  - latency: {fixed:00A0}")
+		Expect(e.Line).To(Equal(1))
+		Expect(e.Msg).To(ContainSubstring(`unknown unit "A" in duration "00A0"`))
+	})
+
 	It("refuses every other YAML tag at its line", func() {
 		e := parseErr(replace("    instances: 3", "    instances: !!int 3"))
 		Expect(e.Line).To(Equal(5))

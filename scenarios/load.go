@@ -138,19 +138,28 @@ var quoted = regexp.MustCompile(`"([^"]*)"`)
 
 // locateValue gives a position-less decoding error (such as a bad duration) the line and field of the
 // one scalar in the file that holds the value it quotes.
+// When no single scalar holds the value (or the message quotes none), the error is put at the start of
+// the document: every error of a file has a line within it.
 func locateValue(e *Error, f *ast.File) *Error {
-	m := quoted.FindStringSubmatch(e.Msg)
-	if m == nil || f == nil {
+	if f == nil {
 		return e
 	}
+	m := quoted.FindStringSubmatch(e.Msg)
 	var found []ast.Node
-	ast.Walk(visitorFunc(func(n ast.Node) bool {
-		if sn, ok := n.(ast.ScalarNode); ok && sn.GetToken() != nil && sn.GetToken().Value == m[1] {
-			found = append(found, n)
-		}
-		return true
-	}), f.Docs[0].Body)
+	if m != nil {
+		ast.Walk(visitorFunc(func(n ast.Node) bool {
+			if sn, ok := n.(ast.ScalarNode); ok && sn.GetToken() != nil && sn.GetToken().Value == m[1] {
+				found = append(found, n)
+			}
+			return true
+		}), f.Docs[0].Body)
+	}
 	if len(found) != 1 {
+		// E.g. "{fixed:00A0}": a flow mapping whose colon has no space is one scalar, "fixed:00A0".
+		e.Line, e.Column = 1, 1
+		if t := f.Docs[0].Body.GetToken(); t != nil && t.Position != nil && t.Position.Line > 0 {
+			e.Line, e.Column = t.Position.Line, t.Position.Column
+		}
 		return e
 	}
 	pos := found[0].GetToken().Position
