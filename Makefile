@@ -7,7 +7,20 @@ IMAGE    ?= meshproof:dev
 # The test suite's settings: race detector on, specs in random order, docker specs when Docker is reachable.
 GINKGO_FLAGS ?= -r -p --race --randomize-all --randomize-suites --timeout=30m --poll-progress-after=120s
 
-.PHONY: help build test test-fast lint fmt demo examples image bench-load bench-proxy soak clean
+# The fuzz targets (package:FuzzName), run one at a time by `make fuzz` for FUZZTIME each.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	./scenarios:FuzzParse \
+	./reports:FuzzParseCheck \
+	./proxy/config:FuzzParseBootstrap \
+	./proxy/internal/h1:FuzzRequest \
+	./proxy/internal/h1:FuzzResponse \
+	./proxy/internal/h1:FuzzChunked \
+	./proxy/internal/h1:FuzzPipeline \
+	./mesh/load:FuzzReadResponse \
+	./cmd/meshproof:FuzzLoadFlags
+
+.PHONY: help build test test-fast lint fmt fuzz demo examples image bench-load bench-proxy soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,6 +38,10 @@ lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s), one at a time; new crashers land in the package's testdata/fuzz
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg || exit $$?; done
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

@@ -33,6 +33,21 @@ var _ = Describe("hostile scenario files", func() {
 		Expect(e.Msg).To(ContainSubstring(`YAML tag "!" is not supported`))
 	})
 
+	It("names the first of several unknown fields, every time (FuzzParse: the decoder picked one from a Go map)", func() {
+		for range 20 {
+			e := parseErr("name: x\nzeta: 1\nalpha: {b: 2}\n")
+			Expect(e.Line).To(Equal(2))
+			Expect(e.Path).To(Equal("zeta"))
+			Expect(e.Msg).To(HavePrefix(`unknown field "zeta"; accepted here: name, description`))
+		}
+	})
+
+	It("puts a decoding error it cannot place at a value at the document's start, never at line 0 (FuzzParse)", func() {
+		e := parseErr("faults:\n  - latency: {fixed:00A0}")
+		Expect(e.Line).To(Equal(1))
+		Expect(e.Msg).To(ContainSubstring(`unknown unit "A" in duration "00A0"`))
+	})
+
 	It("refuses every other YAML tag at its line", func() {
 		e := parseErr(replace("    instances: 3", "    instances: !!int 3"))
 		Expect(e.Line).To(Equal(5))

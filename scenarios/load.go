@@ -117,6 +117,13 @@ func yamlError(err error, file string, f *ast.File) error {
 	var unknown *yaml.UnknownFieldError
 	if errors.As(err, &unknown) && f != nil && tok != nil {
 		if path := pathOfKey(f, tok); path != "" {
+			if first := firstUnknownKey(f, tok, acceptedAt(fieldPath(path))); first != nil {
+				// The decoder names one unknown field of a mapping, picked from a Go map: name the first.
+				tok = first.GetToken()
+				path = first.GetPath()
+				e.Line, e.Column = tok.Position.Line, tok.Position.Column
+				e.Msg = fmt.Sprintf("unknown field %q", tok.Value)
+			}
 			e.Path = fieldPath(path)
 			if fields := acceptedAt(e.Path); len(fields) > 0 {
 				e.Msg += "; accepted here: " + strings.Join(fields, ", ")
@@ -131,19 +138,28 @@ var quoted = regexp.MustCompile(`"([^"]*)"`)
 
 // locateValue gives a position-less decoding error (such as a bad duration) the line and field of the
 // one scalar in the file that holds the value it quotes.
+// When no single scalar holds the value (or the message quotes none), the error is put at the start of
+// the document: every error of a file has a line within it.
 func locateValue(e *Error, f *ast.File) *Error {
-	m := quoted.FindStringSubmatch(e.Msg)
-	if m == nil || f == nil {
+	if f == nil {
 		return e
 	}
+	m := quoted.FindStringSubmatch(e.Msg)
 	var found []ast.Node
-	ast.Walk(visitorFunc(func(n ast.Node) bool {
-		if sn, ok := n.(ast.ScalarNode); ok && sn.GetToken() != nil && sn.GetToken().Value == m[1] {
-			found = append(found, n)
-		}
-		return true
-	}), f.Docs[0].Body)
+	if m != nil {
+		ast.Walk(visitorFunc(func(n ast.Node) bool {
+			if sn, ok := n.(ast.ScalarNode); ok && sn.GetToken() != nil && sn.GetToken().Value == m[1] {
+				found = append(found, n)
+			}
+			return true
+		}), f.Docs[0].Body)
+	}
 	if len(found) != 1 {
+		// E.g. "{fixed:00A0}": a flow mapping whose colon has no space is one scalar, "fixed:00A0".
+		e.Line, e.Column = 1, 1
+		if t := f.Docs[0].Body.GetToken(); t != nil && t.Position != nil && t.Position.Line > 0 {
+			e.Line, e.Column = t.Position.Line, t.Position.Column
+		}
 		return e
 	}
 	pos := found[0].GetToken().Position
@@ -167,6 +183,42 @@ func pathOfKey(f *ast.File, tok *token.Token) string {
 		return found == ""
 	}), f.Docs[0].Body)
 	return found
+}
+
+// firstUnknownKey returns the key, among those of the mapping holding the key at tok, that comes first in
+// the file and is not an accepted field; nil when the mapping is not found.
+func firstUnknownKey(f *ast.File, tok *token.Token, accepted []string) ast.Node {
+	var first ast.Node
+	found := false
+	ast.Walk(visitorFunc(func(n ast.Node) bool {
+		m, ok := n.(*ast.MappingNode)
+		if !ok || found {
+			return !found
+		}
+		for _, mv := range m.Values {
+			if kt := mv.Key.GetToken(); kt != nil && kt.Position.Line == tok.Position.Line && kt.Position.Column == tok.Position.Column {
+				found = true
+			}
+		}
+		if !found {
+			return true
+		}
+		for _, mv := range m.Values {
+			kt := mv.Key.GetToken()
+			if kt == nil || kt.Position == nil || slices.Contains(accepted, kt.Value) || kt.Value == "<<" {
+				continue
+			}
+			if first == nil || before(kt.Position, first.GetToken().Position) {
+				first = mv.Key
+			}
+		}
+		return false
+	}), f.Docs[0].Body)
+	return first
+}
+
+func before(a, b *token.Position) bool {
+	return a.Line < b.Line || a.Line == b.Line && a.Column < b.Column
 }
 
 // goTypeMessage matches the decoder's type mismatch message, which names Go types.

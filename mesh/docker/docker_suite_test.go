@@ -8,6 +8,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gleak"
 
 	"github.com/meshproof/meshproof/mesh/docker"
 )
@@ -16,6 +17,15 @@ func TestDocker(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "mesh/docker Suite")
 }
+
+// Every spec must end the goroutines it started: checked after its own cleanups (gleak; this cleanup,
+// registered first, runs last).
+var _ = BeforeEach(func() {
+	baseline := gleak.Goroutines()
+	DeferCleanup(func() {
+		Eventually(gleak.Goroutines).WithTimeout(5 * time.Second).ShouldNot(gleak.HaveLeaked(baseline))
+	})
+})
 
 // imageBuildBudget bounds the one image build of the suite. A cold Go build cache makes the static
 // binary alone take about 2 minutes on two cores (99 s measured alone, more beside other suites), so

@@ -265,11 +265,11 @@ func readResponse(br *bufio.Reader, isHead bool) (status int, keep, answered boo
 				}
 				length = n
 			case asciiEqualFold(name, "transfer-encoding"):
-				chunked = asciiContainsFold(value, "chunked")
+				chunked = lastToken(value, "chunked") // chunked is the last coding when present (RFC 9112 §6.1)
 			case asciiEqualFold(name, "connection"):
-				if asciiContainsFold(value, "close") {
+				if hasToken(value, "close") {
 					keep = false
-				} else if asciiContainsFold(value, "keep-alive") {
+				} else if hasToken(value, "keep-alive") {
 					keep = true
 				}
 			}
@@ -383,12 +383,27 @@ func asciiEqualFold(b []byte, lower string) bool {
 	return true
 }
 
-// asciiContainsFold reports whether b holds the lowercase token, ignoring case.
-func asciiContainsFold(b []byte, lower string) bool {
-	for i := 0; i+len(lower) <= len(b); i++ {
-		if asciiEqualFold(b[i:i+len(lower)], lower) {
+// hasToken reports whether a comma-separated field value lists the lowercase token, ignoring case: a
+// whole token, not a substring ("Connection: close0" is not close).
+func hasToken(b []byte, lower string) bool {
+	for len(b) > 0 {
+		t := b
+		if i := bytes.IndexByte(b, ','); i >= 0 {
+			t, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if asciiEqualFold(bytes.Trim(t, " \t"), lower) {
 			return true
 		}
 	}
 	return false
+}
+
+// lastToken reports whether the last token of a comma-separated field value is the lowercase token.
+func lastToken(b []byte, lower string) bool {
+	if i := bytes.LastIndexByte(b, ','); i >= 0 {
+		b = b[i+1:]
+	}
+	return asciiEqualFold(bytes.Trim(b, " \t"), lower)
 }

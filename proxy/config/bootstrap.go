@@ -55,7 +55,8 @@ func parseDocument(data []byte, file string) (ast.Node, error) {
 	}
 	switch len(docs) {
 	case 0:
-		return nil, &Error{File: file, Msg: "empty document; want an Envoy v3 bootstrap"}
+		// At line 1, as every error of a file has a line within it (FuzzParseBootstrap).
+		return nil, &Error{File: file, Line: 1, Column: 1, Msg: "empty document; want an Envoy v3 bootstrap"}
 	case 1:
 		return docs[0], nil
 	default:

@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gleak"
 )
 
 func TestH1(t *testing.T) {
@@ -15,3 +16,12 @@ func TestH1(t *testing.T) {
 	SetDefaultConsistentlyDuration(150 * time.Millisecond)
 	RunSpecs(t, "H1 Suite")
 }
+
+// Every spec must end the goroutines it started: checked after its own cleanups (gleak; this cleanup,
+// registered first, runs last).
+var _ = BeforeEach(func() {
+	baseline := gleak.Goroutines()
+	DeferCleanup(func() {
+		Eventually(gleak.Goroutines).WithTimeout(5 * time.Second).ShouldNot(gleak.HaveLeaked(baseline))
+	})
+})
