@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/meshproof/meshproof/faults/internal/netx"
+	"github.com/meshproof/meshproof/internal/field"
 )
 
 // ErrInvalidConfig is wrapped by every error NewUpstream returns for a bad config.
@@ -120,12 +121,12 @@ type Upstream struct {
 func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	var errs []error
 	if cfg.Service == "" {
-		errs = append(errs, errors.New("service: empty, want a service name"))
+		errs = append(errs, field.Errorf("service", "empty, want a service name"))
 	}
 	if cfg.Instance < 0 {
-		errs = append(errs, fmt.Errorf("instance: %d is negative, want >= 0", cfg.Instance))
+		errs = append(errs, field.Errorf("instance", "%d is negative, want >= 0", cfg.Instance))
 	}
-	errs = append(errs, withPath("response", cfg.Response.Validate())...)
+	errs = append(errs, field.Within("response", cfg.Response.Validate())...)
 	rules := make([]Fault, len(cfg.Faults))
 	seen := make(map[string]string, len(cfg.Faults))
 	hasRefuse := false
@@ -135,11 +136,11 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 			f.Name = path
 		}
 		if first, dup := seen[f.Name]; dup {
-			errs = append(errs, fmt.Errorf("%s: name %q is already used by %s", path, f.Name, first))
+			errs = append(errs, field.Errorf(path, "name %q is already used by %s", f.Name, first))
 		}
 		seen[f.Name] = path
 		rerr := f.Validate()
-		errs = append(errs, withPath(path, rerr)...)
+		errs = append(errs, field.Within(path, rerr)...)
 		if rerr == nil {
 			rules[i] = clone(f)
 		}

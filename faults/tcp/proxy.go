@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/faults/internal/netx"
+	"github.com/meshproof/meshproof/internal/field"
 )
 
 // ErrInvalidConfig is wrapped by every error NewProxy and SetToxics return for bad toxics.
@@ -94,27 +95,16 @@ func (p *Proxy) check(in []Toxic) ([]Toxic, error) {
 			t.Name = path
 		}
 		if first, dup := seen[t.Name]; dup {
-			errs = append(errs, fmt.Errorf("%s: name %q is already used by %s", path, t.Name, first))
+			errs = append(errs, field.Errorf(path, "name %q is already used by %s", t.Name, first))
 		}
 		seen[t.Name] = path
-		if err := t.Validate(); err != nil {
-			for _, e := range unjoin(err) {
-				errs = append(errs, fmt.Errorf("%s.%w", path, e))
-			}
-		}
+		errs = append(errs, field.Within(path, t.Validate())...)
 		out[i] = t
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("tcp: %w %s:\n%w", ErrInvalidConfig, p.cfg.Name, err)
 	}
 	return out, nil
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // Start listens on listenAddr (e.g. "127.0.0.1:0") and forwards each connection to upstreamAddr
