@@ -370,12 +370,17 @@ func (r Response) Validate() error {
 
 // Validate checks one fault rule: at least one kind; percents in [0,100]; abort status in
 // 200..599 or grpc_status in 1..16; known h2 codes; non-negative durations, sizes and sequences;
-// refuse alone.
+// refuse alone. Each error is a field error (Field, Reason) below the rule, such as
+// "abort.status"; the kinds' own checks are their descriptors' (see Kinds).
 func (f Fault) Validate() error {
 	errs := []error{checkDuration("start", f.Start), checkDuration("duration", f.Duration)}
-	if f.Latency == nil && f.Abort == nil && f.Reset == nil && f.Hang == nil && f.SlowBody == nil &&
-		f.CloseAfter == nil && f.Size == nil && f.H2 == nil && f.Refuse == nil {
-		errs = append(errs, field.Among("", []string{"latency", "abort", "reset", "hang", "slow_body", "close_after", "size", "h2", "refuse"}, "none set, want at least one"))
+	var set, requests bool
+	for _, k := range kinds {
+		set = set || k.In(&f)
+		requests = requests || k.Requests && k.In(&f)
+	}
+	if !set {
+		errs = append(errs, field.Among("", KindNames(), "none set, want at least one"))
 	}
 	if f.First < 0 {
 		errs = append(errs, field.Errorf("first", "%d is negative, want >= 0 requests", f.First))
@@ -385,60 +390,14 @@ func (f Fault) Validate() error {
 	}
 	errs = append(errs, field.Within("match", f.Match.validate())...)
 	errs = append(errs, field.Within("flap", f.Flap.validate())...)
-	if l := f.Latency; l != nil {
-		errs = append(errs, field.Within("latency", l.Validate())...)
-	}
-	if a := f.Abort; a != nil {
-		if a.GRPCStatus != 0 {
-			if a.GRPCStatus < 1 || a.GRPCStatus > 16 {
-				errs = append(errs, field.Errorf("abort.grpc_status", "%d is out of range, want 1..16", a.GRPCStatus))
-			}
-			if a.Status != 0 {
-				errs = append(errs, field.Errorf("abort", "status %d and grpc_status %d both set, want one", a.Status, a.GRPCStatus))
-			}
-		} else {
-			errs = append(errs, checkStatus("abort.status", a.Status))
-		}
-		errs = append(errs, checkPercent("abort.percent", a.Percent))
-	}
-	if r := f.Reset; r != nil {
-		errs = append(errs, checkPercent("reset.percent", r.Percent))
-		if r.AfterBytes != nil {
-			errs = append(errs, checkBytes("reset.after_bytes", *r.AfterBytes))
-		}
-	}
-	if h := f.Hang; h != nil {
-		errs = append(errs, checkPercent("hang.percent", h.Percent))
-	}
-	if s := f.SlowBody; s != nil {
-		if s.BytesPerSecond <= 0 {
-			errs = append(errs, field.Errorf("slow_body.bytes_per_second", "%d is not positive, want > 0", s.BytesPerSecond))
-		}
-		errs = append(errs, checkPercent("slow_body.percent", s.Percent))
-	}
-	if c := f.CloseAfter; c != nil {
-		errs = append(errs, checkBytes("close_after.bytes", c.Bytes), checkPercent("close_after.percent", c.Percent))
-	}
-	if s := f.Size; s != nil {
-		errs = append(errs, checkBytes("size.bytes", s.Bytes), checkPercent("size.percent", s.Percent))
-	}
-	if h := f.H2; h != nil {
-		errs = append(errs, checkPercent("h2.percent", h.Percent))
-		switch {
-		case (h.RSTStream == "") == (h.GoAway == ""):
-			errs = append(errs, field.Errorf("h2", "want exactly one of rst_stream and goaway"))
-		case h.RSTStream != "":
-			errs = append(errs, checkH2Code("h2.rst_stream", h.RSTStream))
-		default:
-			errs = append(errs, checkH2Code("h2.goaway", h.GoAway))
-		}
+	for _, k := range kinds {
+		errs = append(errs, field.Within(k.Name, k.validate(&f))...)
 	}
 	if f.Refuse != nil {
 		if f.Match != nil || f.First != 0 || f.Every != 0 {
 			errs = append(errs, field.Errorf("refuse", "acts on connections, want no match, first or every in its rule"))
 		}
-		if f.Latency != nil || f.Abort != nil || f.Reset != nil || f.Hang != nil || f.SlowBody != nil ||
-			f.CloseAfter != nil || f.Size != nil || f.H2 != nil {
+		if requests {
 			errs = append(errs, field.Errorf("refuse", "takes the instance down, want no request fault in its rule"))
 		}
 	}

@@ -98,6 +98,14 @@ func (l LogNormal) sigma() float64 {
 	return l.Sigma
 }
 
+// deepCopy replaces the distributions l points to by copies.
+func (l *Latency) deepCopy() {
+	l.Uniform = clonePtr(l.Uniform)
+	l.Normal = clonePtr(l.Normal)
+	l.LogNormal = clonePtr(l.LogNormal)
+	l.Pareto = clonePtr(l.Pareto)
+}
+
 // Validate checks a latency: at most one of fixed and the distributions, each with sound
 // parameters; non-negative jitter and max; percent in [0,100].
 func (l Latency) Validate() error {

@@ -776,49 +776,9 @@ func pattern(n int) []byte {
 // clone copies a rule so the caller's pointers cannot change it while serving.
 func clone(f Fault) Fault {
 	f.Match = f.Match.compiled()
-	if f.Flap != nil {
-		fl := *f.Flap
-		f.Flap = &fl
+	f.Flap = clonePtr(f.Flap)
+	for _, k := range kinds {
+		k.clone(&f)
 	}
-	if f.Latency != nil {
-		l := *f.Latency
-		if l.Uniform != nil {
-			v := *l.Uniform
-			l.Uniform = &v
-		}
-		if l.Normal != nil {
-			v := *l.Normal
-			l.Normal = &v
-		}
-		if l.LogNormal != nil {
-			v := *l.LogNormal
-			l.LogNormal = &v
-		}
-		if l.Pareto != nil {
-			v := *l.Pareto
-			l.Pareto = &v
-		}
-		f.Latency = &l
-	}
-	f.Abort = clonePtr(f.Abort)
-	if f.Reset != nil {
-		r := *f.Reset
-		r.AfterBytes = clonePtr(r.AfterBytes)
-		f.Reset = &r
-	}
-	f.Hang = clonePtr(f.Hang)
-	f.SlowBody = clonePtr(f.SlowBody)
-	f.CloseAfter = clonePtr(f.CloseAfter)
-	f.Size = clonePtr(f.Size)
-	f.H2 = clonePtr(f.H2)
-	f.Refuse = clonePtr(f.Refuse)
 	return f
-}
-
-func clonePtr[T any](p *T) *T {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
 }
