@@ -729,7 +729,7 @@ func (v *validator) phases(l *Load) {
 func (v *validator) fault(i int, f *Fault) {
 	field := fmt.Sprintf("faults[%d]", i)
 	if f == nil {
-		v.at(field, "a fault needs a service and one of latency, abort, reset, hang, slow_body, close_after, size, h2, refuse, tcp, container")
+		v.at(field, "a fault needs a service and one of %s, tcp, container", strings.Join(faults.KindNames(), ", "))
 		return
 	}
 	svc, ok := v.sc.Services[f.Service]
@@ -778,36 +778,12 @@ func (v *validator) fault(i int, f *Fault) {
 	v.policyErrors(field, f.Fault.Validate())
 }
 
-// defaultPercents gives every fault kind written without a percent the default 100%.
+// defaultPercents gives every fault kind written without a percent the default, 100%.
 func (v *validator) defaultPercents(field string, f *Fault) {
-	set := func(kind string, p *float64) {
-		if !v.has(field + "." + kind + ".percent") {
-			*p = 100
+	for _, k := range faults.Kinds() {
+		if p := k.Percent(&f.Fault); p != nil && !v.has(field+"."+k.Name+".percent") {
+			*p = faults.DefaultPercent
 		}
-	}
-	if f.Latency != nil {
-		set("latency", &f.Latency.Percent)
-	}
-	if f.Abort != nil {
-		set("abort", &f.Abort.Percent)
-	}
-	if f.Reset != nil {
-		set("reset", &f.Reset.Percent)
-	}
-	if f.Hang != nil {
-		set("hang", &f.Hang.Percent)
-	}
-	if f.SlowBody != nil {
-		set("slow_body", &f.SlowBody.Percent)
-	}
-	if f.CloseAfter != nil {
-		set("close_after", &f.CloseAfter.Percent)
-	}
-	if f.Size != nil {
-		set("size", &f.Size.Percent)
-	}
-	if f.H2 != nil {
-		set("h2", &f.H2.Percent)
 	}
 }
 
