@@ -13,6 +13,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/internal/field"
@@ -73,26 +74,10 @@ func (t Toxic) Validate() error {
 	default:
 		errs = append(errs, field.Errorf("stream", "%q is not a stream, want upstream or downstream", t.Stream))
 	}
-	switch t.Type {
-	case TypeLatency, TypeSlowClose, TypeTimeout, TypeResetPeer, TypeDown:
-	case TypeBandwidth:
-		if t.Rate <= 0 {
-			errs = append(errs, field.Errorf("rate", "%d is not positive, want > 0 KB/s", t.Rate))
-		}
-	case TypeSlicer:
-		if t.AverageSize <= 0 {
-			errs = append(errs, field.Errorf("average_size", "%d is not positive, want > 0 bytes", t.AverageSize))
-		}
-		if t.SizeVariation < 0 || t.SizeVariation >= max(t.AverageSize, 1) {
-			errs = append(errs, field.Errorf("size_variation", "%d is out of range, want 0..average_size-1", t.SizeVariation))
-		}
-	case TypeLimitData:
-		if t.Bytes < 0 {
-			errs = append(errs, field.Errorf("bytes", "%d is negative, want >= 0", t.Bytes))
-		}
-	default:
-		errs = append(errs, field.Errorf("type", "%q is not a toxic, want one of latency, bandwidth, slow_close, timeout, "+
-			"reset_peer, slicer, limit_data, down", t.Type))
+	if b, ok := behaviour(t); ok {
+		errs = append(errs, b.check()...)
+	} else {
+		errs = append(errs, field.Errorf("type", "%q is not a toxic, want one of %s", t.Type, strings.Join(typeNames(), ", ")))
 	}
 	return errors.Join(errs...)
 }
