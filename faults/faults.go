@@ -13,13 +13,14 @@ package faults
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/meshproof/meshproof/internal/field"
 )
 
 // Kinds of fault, as reported in Applied.Kind, Event.Kind and the "fault/kind" keys of
@@ -369,133 +370,76 @@ func (r Response) Validate() error {
 
 // Validate checks one fault rule: at least one kind; percents in [0,100]; abort status in
 // 200..599 or grpc_status in 1..16; known h2 codes; non-negative durations, sizes and sequences;
-// refuse alone.
+// refuse alone. Each error is a field error (Field, Reason) below the rule, such as
+// "abort.status"; the kinds' own checks are their descriptors' (see Kinds).
 func (f Fault) Validate() error {
 	errs := []error{checkDuration("start", f.Start), checkDuration("duration", f.Duration)}
-	if f.Latency == nil && f.Abort == nil && f.Reset == nil && f.Hang == nil && f.SlowBody == nil &&
-		f.CloseAfter == nil && f.Size == nil && f.H2 == nil && f.Refuse == nil {
-		errs = append(errs, errors.New("{latency,abort,reset,hang,slow_body,close_after,size,h2,refuse}: none set, want at least one"))
+	var set, requests bool
+	for _, k := range kinds {
+		set = set || k.In(&f)
+		requests = requests || k.Requests && k.In(&f)
+	}
+	if !set {
+		errs = append(errs, field.Among("", KindNames(), "none set, want at least one"))
 	}
 	if f.First < 0 {
-		errs = append(errs, fmt.Errorf("first: %d is negative, want >= 0 requests", f.First))
+		errs = append(errs, field.Errorf("first", "%d is negative, want >= 0 requests", f.First))
 	}
 	if f.Every < 0 {
-		errs = append(errs, fmt.Errorf("every: %d is negative, want >= 0 requests", f.Every))
+		errs = append(errs, field.Errorf("every", "%d is negative, want >= 0 requests", f.Every))
 	}
-	errs = append(errs, withPath("match", f.Match.validate())...)
-	errs = append(errs, withPath("flap", f.Flap.validate())...)
-	if l := f.Latency; l != nil {
-		errs = append(errs, withPath("latency", l.Validate())...)
-	}
-	if a := f.Abort; a != nil {
-		if a.GRPCStatus != 0 {
-			if a.GRPCStatus < 1 || a.GRPCStatus > 16 {
-				errs = append(errs, fmt.Errorf("abort.grpc_status: %d is out of range, want 1..16", a.GRPCStatus))
-			}
-			if a.Status != 0 {
-				errs = append(errs, fmt.Errorf("abort: status %d and grpc_status %d both set, want one", a.Status, a.GRPCStatus))
-			}
-		} else {
-			errs = append(errs, checkStatus("abort.status", a.Status))
-		}
-		errs = append(errs, checkPercent("abort.percent", a.Percent))
-	}
-	if r := f.Reset; r != nil {
-		errs = append(errs, checkPercent("reset.percent", r.Percent))
-		if r.AfterBytes != nil {
-			errs = append(errs, checkBytes("reset.after_bytes", *r.AfterBytes))
-		}
-	}
-	if h := f.Hang; h != nil {
-		errs = append(errs, checkPercent("hang.percent", h.Percent))
-	}
-	if s := f.SlowBody; s != nil {
-		if s.BytesPerSecond <= 0 {
-			errs = append(errs, fmt.Errorf("slow_body.bytes_per_second: %d is not positive, want > 0", s.BytesPerSecond))
-		}
-		errs = append(errs, checkPercent("slow_body.percent", s.Percent))
-	}
-	if c := f.CloseAfter; c != nil {
-		errs = append(errs, checkBytes("close_after.bytes", c.Bytes), checkPercent("close_after.percent", c.Percent))
-	}
-	if s := f.Size; s != nil {
-		errs = append(errs, checkBytes("size.bytes", s.Bytes), checkPercent("size.percent", s.Percent))
-	}
-	if h := f.H2; h != nil {
-		errs = append(errs, checkPercent("h2.percent", h.Percent))
-		switch {
-		case (h.RSTStream == "") == (h.GoAway == ""):
-			errs = append(errs, errors.New("h2: want exactly one of rst_stream and goaway"))
-		case h.RSTStream != "":
-			errs = append(errs, checkH2Code("h2.rst_stream", h.RSTStream))
-		default:
-			errs = append(errs, checkH2Code("h2.goaway", h.GoAway))
-		}
+	errs = append(errs, field.Within("match", f.Match.validate())...)
+	errs = append(errs, field.Within("flap", f.Flap.validate())...)
+	for _, k := range kinds {
+		errs = append(errs, field.Within(k.Name, k.validate(&f))...)
 	}
 	if f.Refuse != nil {
 		if f.Match != nil || f.First != 0 || f.Every != 0 {
-			errs = append(errs, errors.New("refuse: acts on connections, want no match, first or every in its rule"))
+			errs = append(errs, field.Errorf("refuse", "acts on connections, want no match, first or every in its rule"))
 		}
-		if f.Latency != nil || f.Abort != nil || f.Reset != nil || f.Hang != nil || f.SlowBody != nil ||
-			f.CloseAfter != nil || f.Size != nil || f.H2 != nil {
-			errs = append(errs, errors.New("refuse: takes the instance down, want no request fault in its rule"))
+		if requests {
+			errs = append(errs, field.Errorf("refuse", "takes the instance down, want no request fault in its rule"))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func checkH2Code(field, code string) error {
+func checkH2Code(path, code string) error {
 	if _, ok := h2Codes[code]; !ok {
-		return fmt.Errorf("%s: %q is not an HTTP/2 error code, want one of NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, "+
+		return field.Errorf(path, "%q is not an HTTP/2 error code, want one of NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, "+
 			"FLOW_CONTROL_ERROR, SETTINGS_TIMEOUT, STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, "+
-			"COMPRESSION_ERROR, CONNECT_ERROR, ENHANCE_YOUR_CALM, INADEQUATE_SECURITY, HTTP_1_1_REQUIRED", field, code)
+			"COMPRESSION_ERROR, CONNECT_ERROR, ENHANCE_YOUR_CALM, INADEQUATE_SECURITY, HTTP_1_1_REQUIRED", code)
 	}
 	return nil
 }
 
-func checkStatus(field string, status int) error {
+func checkStatus(path string, status int) error {
 	if status < 200 || status > 599 {
-		return fmt.Errorf("%s: %d is out of range, want 200..599", field, status)
+		return field.Errorf(path, "%d is out of range, want 200..599", status)
 	}
 	return nil
 }
 
-func checkPercent(field string, p float64) error {
+func checkPercent(path string, p float64) error {
 	if math.IsNaN(p) || p < 0 || p > 100 {
-		return fmt.Errorf("%s: %v is out of range, want 0..100", field, p)
+		return field.Errorf(path, "%v is out of range, want 0..100", p)
 	}
 	return nil
 }
 
-func checkDuration(field string, d time.Duration) error {
+func checkDuration(path string, d time.Duration) error {
 	if d < 0 {
-		return fmt.Errorf("%s: %v is negative, want >= 0", field, d)
+		return field.Errorf(path, "%v is negative, want >= 0", d)
 	}
 	return nil
 }
 
-func checkBytes(field string, n int) error {
+func checkBytes(path string, n int) error {
 	switch {
 	case n < 0:
-		return fmt.Errorf("%s: %d is negative, want 0 to %d bytes (1 GiB)", field, n, MaxBodyBytes)
+		return field.Errorf(path, "%d is negative, want 0 to %d bytes (1 GiB)", n, MaxBodyBytes)
 	case n > MaxBodyBytes:
-		return fmt.Errorf("%s: %d is too large, want 0 to %d bytes (1 GiB)", field, n, MaxBodyBytes)
+		return field.Errorf(path, "%d is too large, want 0 to %d bytes (1 GiB)", n, MaxBodyBytes)
 	}
 	return nil
-}
-
-// withPath prefixes each error joined in err with path.
-func withPath(path string, err error) []error {
-	if err == nil {
-		return nil
-	}
-	joined, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return []error{fmt.Errorf("%s.%w", path, err)}
-	}
-	var errs []error
-	for _, e := range joined.Unwrap() {
-		errs = append(errs, fmt.Errorf("%s.%w", path, e))
-	}
-	return errs
 }

@@ -2,10 +2,11 @@ package faults
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/meshproof/meshproof/internal/field"
 )
 
 // Latency adds a delay before the headers of Percent% of requests. The delay is Fixed, or drawn
@@ -97,6 +98,14 @@ func (l LogNormal) sigma() float64 {
 	return l.Sigma
 }
 
+// deepCopy replaces the distributions l points to by copies.
+func (l *Latency) deepCopy() {
+	l.Uniform = clonePtr(l.Uniform)
+	l.Normal = clonePtr(l.Normal)
+	l.LogNormal = clonePtr(l.LogNormal)
+	l.Pareto = clonePtr(l.Pareto)
+}
+
 // Validate checks a latency: at most one of fixed and the distributions, each with sound
 // parameters; non-negative jitter and max; percent in [0,100].
 func (l Latency) Validate() error {
@@ -108,12 +117,12 @@ func (l Latency) Validate() error {
 		}
 	}
 	if set > 1 {
-		errs = append(errs, errors.New("{fixed,uniform,normal,lognormal,pareto}: several set, want at most one"))
+		errs = append(errs, field.Among("", []string{"fixed", "uniform", "normal", "lognormal", "pareto"}, "several set, want at most one"))
 	}
 	if u := l.Uniform; u != nil {
 		errs = append(errs, checkDuration("uniform.min", u.Min))
 		if u.Max < u.Min {
-			errs = append(errs, fmt.Errorf("uniform.max: %v is below min %v, want >= min", u.Max, u.Min))
+			errs = append(errs, field.Errorf("uniform.max", "%v is below min %v, want >= min", u.Max, u.Min))
 		}
 	}
 	if n := l.Normal; n != nil {
@@ -121,23 +130,23 @@ func (l Latency) Validate() error {
 	}
 	if ln := l.LogNormal; ln != nil {
 		if ln.Median <= 0 {
-			errs = append(errs, fmt.Errorf("lognormal.median: %v is not positive, want > 0", ln.Median))
+			errs = append(errs, field.Errorf("lognormal.median", "%v is not positive, want > 0", ln.Median))
 		}
 		switch {
 		case (ln.Sigma != 0) == (ln.P99 != 0):
-			errs = append(errs, errors.New("lognormal: want exactly one of sigma and p99"))
+			errs = append(errs, field.Errorf("lognormal", "want exactly one of sigma and p99"))
 		case ln.P99 != 0 && ln.P99 <= ln.Median:
-			errs = append(errs, fmt.Errorf("lognormal.p99: %v is not above the median %v, want > median", ln.P99, ln.Median))
+			errs = append(errs, field.Errorf("lognormal.p99", "%v is not above the median %v, want > median", ln.P99, ln.Median))
 		case ln.Sigma < 0 || math.IsNaN(ln.Sigma) || math.IsInf(ln.Sigma, 0):
-			errs = append(errs, fmt.Errorf("lognormal.sigma: %v is not a positive number, want > 0", ln.Sigma))
+			errs = append(errs, field.Errorf("lognormal.sigma", "%v is not a positive number, want > 0", ln.Sigma))
 		}
 	}
 	if p := l.Pareto; p != nil {
 		if p.Scale <= 0 {
-			errs = append(errs, fmt.Errorf("pareto.scale: %v is not positive, want > 0", p.Scale))
+			errs = append(errs, field.Errorf("pareto.scale", "%v is not positive, want > 0", p.Scale))
 		}
 		if !(p.Shape > 0) || math.IsInf(p.Shape, 0) {
-			errs = append(errs, fmt.Errorf("pareto.shape: %v is not a positive number, want > 0", p.Shape))
+			errs = append(errs, field.Errorf("pareto.shape", "%v is not a positive number, want > 0", p.Shape))
 		}
 	}
 	errs = append(errs, checkPercent("percent", l.Percent))

@@ -2,9 +2,10 @@ package faults
 
 import (
 	"errors"
-	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/meshproof/meshproof/internal/field"
 )
 
 // Match selects the requests a rule applies to. Every condition set must hold; an unset (or nil)
@@ -68,16 +69,16 @@ func (m *Match) validate() error {
 	var errs []error
 	if m.PathRegex != "" {
 		if _, err := compilePath(m.PathRegex); err != nil {
-			errs = append(errs, fmt.Errorf("path_regex: %q does not compile: %w", m.PathRegex, err))
+			errs = append(errs, field.Errorf("path_regex", "%q does not compile: %w", m.PathRegex, err))
 		}
 	}
 	for name := range m.Headers {
 		if name == "" || strings.ContainsAny(name, " :\r\n") {
-			errs = append(errs, fmt.Errorf("headers: %q is not a header name", name))
+			errs = append(errs, field.Errorf("headers", "%q is not a header name", name))
 		}
 	}
 	if m.Method != "" && m.Method != strings.ToUpper(m.Method) {
-		errs = append(errs, fmt.Errorf("method: %q is not upper case, want e.g. %q", m.Method, strings.ToUpper(m.Method)))
+		errs = append(errs, field.Errorf("method", "%q is not upper case, want e.g. %q", m.Method, strings.ToUpper(m.Method)))
 	}
 	return errors.Join(errs...)
 }

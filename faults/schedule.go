@@ -2,8 +2,9 @@ package faults
 
 import (
 	"errors"
-	"fmt"
 	"time"
+
+	"github.com/meshproof/meshproof/internal/field"
 )
 
 // Flap makes a rule alternate within its window: from Start+Offset it is active (the instance is
@@ -115,10 +116,10 @@ func (fl *Flap) validate() error {
 	}
 	var errs []error
 	if fl.Up <= 0 {
-		errs = append(errs, fmt.Errorf("up: %v is not positive, want > 0", fl.Up))
+		errs = append(errs, field.Errorf("up", "%v is not positive, want > 0", fl.Up))
 	}
 	if fl.Down <= 0 {
-		errs = append(errs, fmt.Errorf("down: %v is not positive, want > 0", fl.Down))
+		errs = append(errs, field.Errorf("down", "%v is not positive, want > 0", fl.Down))
 	}
 	errs = append(errs, checkDuration("offset", fl.Offset))
 	return errors.Join(errs...)

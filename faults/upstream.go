@@ -18,7 +18,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2"
 
-	"github.com/meshproof/meshproof/faults/internal/netx"
+	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/internal/netx"
 )
 
 // ErrInvalidConfig is wrapped by every error NewUpstream returns for a bad config.
@@ -120,12 +121,12 @@ type Upstream struct {
 func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	var errs []error
 	if cfg.Service == "" {
-		errs = append(errs, errors.New("service: empty, want a service name"))
+		errs = append(errs, field.Errorf("service", "empty, want a service name"))
 	}
 	if cfg.Instance < 0 {
-		errs = append(errs, fmt.Errorf("instance: %d is negative, want >= 0", cfg.Instance))
+		errs = append(errs, field.Errorf("instance", "%d is negative, want >= 0", cfg.Instance))
 	}
-	errs = append(errs, withPath("response", cfg.Response.Validate())...)
+	errs = append(errs, field.Within("response", cfg.Response.Validate())...)
 	rules := make([]Fault, len(cfg.Faults))
 	seen := make(map[string]string, len(cfg.Faults))
 	hasRefuse := false
@@ -135,11 +136,11 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 			f.Name = path
 		}
 		if first, dup := seen[f.Name]; dup {
-			errs = append(errs, fmt.Errorf("%s: name %q is already used by %s", path, f.Name, first))
+			errs = append(errs, field.Errorf(path, "name %q is already used by %s", f.Name, first))
 		}
 		seen[f.Name] = path
 		rerr := f.Validate()
-		errs = append(errs, withPath(path, rerr)...)
+		errs = append(errs, field.Within(path, rerr)...)
 		if rerr == nil {
 			rules[i] = clone(f)
 		}
@@ -775,49 +776,9 @@ func pattern(n int) []byte {
 // clone copies a rule so the caller's pointers cannot change it while serving.
 func clone(f Fault) Fault {
 	f.Match = f.Match.compiled()
-	if f.Flap != nil {
-		fl := *f.Flap
-		f.Flap = &fl
+	f.Flap = clonePtr(f.Flap)
+	for _, k := range kinds {
+		k.clone(&f)
 	}
-	if f.Latency != nil {
-		l := *f.Latency
-		if l.Uniform != nil {
-			v := *l.Uniform
-			l.Uniform = &v
-		}
-		if l.Normal != nil {
-			v := *l.Normal
-			l.Normal = &v
-		}
-		if l.LogNormal != nil {
-			v := *l.LogNormal
-			l.LogNormal = &v
-		}
-		if l.Pareto != nil {
-			v := *l.Pareto
-			l.Pareto = &v
-		}
-		f.Latency = &l
-	}
-	f.Abort = clonePtr(f.Abort)
-	if f.Reset != nil {
-		r := *f.Reset
-		r.AfterBytes = clonePtr(r.AfterBytes)
-		f.Reset = &r
-	}
-	f.Hang = clonePtr(f.Hang)
-	f.SlowBody = clonePtr(f.SlowBody)
-	f.CloseAfter = clonePtr(f.CloseAfter)
-	f.Size = clonePtr(f.Size)
-	f.H2 = clonePtr(f.H2)
-	f.Refuse = clonePtr(f.Refuse)
 	return f
-}
-
-func clonePtr[T any](p *T) *T {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
 }

@@ -72,27 +72,28 @@ func (f *Fault) targets(service string, index int) bool {
 	return f.Service == service && (len(f.Instances) == 0 || slices.Contains(f.Instances, index))
 }
 
-// Kinds names the fault kinds the rule injects, in a fixed order.
+// Kinds names the fault kinds the rule injects, in a fixed order: the fault model's kinds (in
+// faults.Kinds order), then tcp, then the container kind.
 func (f *Fault) Kinds() []string {
 	var out []string
-	for _, k := range []struct {
-		name string
-		set  bool
-	}{
-		{"latency", f.Latency != nil}, {"abort", f.Abort != nil}, {"reset", f.Reset != nil}, {"hang", f.Hang != nil},
-		{"slow_body", f.SlowBody != nil}, {"close_after", f.CloseAfter != nil}, {"size", f.Size != nil},
-		{"h2", f.H2 != nil}, {"refuse", f.Refuse != nil}, {"tcp", f.TCP != nil}, {f.Container, f.Container != ""},
-	} {
-		if k.set {
-			out = append(out, k.name)
+	for _, k := range faults.Kinds() {
+		if k.In(&f.Fault) {
+			out = append(out, k.Name)
 		}
+	}
+	if f.TCP != nil {
+		out = append(out, "tcp")
+	}
+	if f.Container != "" {
+		out = append(out, f.Container)
 	}
 	return out
 }
 
+// hasHTTPKind reports whether the rule sets one of the fault model's kinds (those the HTTP upstream
+// applies).
 func (f *Fault) hasHTTPKind() bool {
-	return f.Latency != nil || f.Abort != nil || f.Reset != nil || f.Hang != nil || f.SlowBody != nil ||
-		f.CloseAfter != nil || f.Size != nil || f.H2 != nil || f.Refuse != nil
+	return slices.ContainsFunc(faults.Kinds(), func(k faults.Kind) bool { return k.In(&f.Fault) })
 }
 
 // Windows lists the scenario's fault rules as the report's fault windows, in scenario order.

@@ -18,6 +18,7 @@ import (
 	"github.com/goccy/go-yaml/token"
 
 	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/internal/field"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/reports"
 )
@@ -358,42 +359,61 @@ type validator struct {
 // at its nearest present parent.
 func (v *validator) at(field, format string, args ...any) {
 	e := &Error{File: v.file, Path: field, Msg: fmt.Sprintf(format, args...)}
-	if n := v.node(field); n != nil {
-		if t := n.GetToken(); t != nil && t.Position != nil {
-			e.Line, e.Column = t.Position.Line, t.Position.Column
-		}
-	}
+	e.Line, e.Column = v.position(field)
 	v.errs = append(v.errs, e)
 }
 
-// node walks the AST along a field path, stopping at the deepest node present.
-func (v *validator) node(field string) ast.Node {
+// position is where a message about a field path points: the deepest node of the path present in the
+// file; for a block mapping, its key ("latency:"), or its first key when it is a list item, rather than
+// the colon after its first key. 0, 0 when the file has no position for it.
+func (v *validator) position(field string) (line, column int) {
 	cur := v.root
+	var key *token.Token // the key cur is the value of; nil for a list item or the root
 	for _, seg := range strings.Split(field, ".") {
 		name, idx, hasIdx := strings.Cut(seg, "[")
-		next := mappingValue(cur, name)
-		if next == nil {
-			return cur
+		mv := mappingEntry(cur, name)
+		if mv == nil {
+			break
 		}
-		cur = next
+		cur, key = mv.Value, mv.Key.GetToken()
 		if hasIdx {
 			i, _ := strconv.Atoi(strings.TrimSuffix(idx, "]"))
 			if seq, ok := cur.(*ast.SequenceNode); ok && i < len(seq.Values) {
-				cur = seq.Values[i]
+				cur, key = seq.Values[i], nil
 			}
 		}
 	}
-	return cur
+	t := cur.GetToken()
+	if m, ok := cur.(*ast.MappingNode); ok && !m.IsFlowStyle {
+		switch {
+		case key != nil:
+			t = key
+		case len(m.Values) > 0:
+			t = m.Values[0].Key.GetToken()
+		}
+	}
+	if t == nil || t.Position == nil {
+		return 0, 0
+	}
+	return t.Position.Line, t.Position.Column
 }
 
 func mappingValue(n ast.Node, key string) ast.Node {
+	if mv := mappingEntry(n, key); mv != nil {
+		return mv.Value
+	}
+	return nil
+}
+
+// mappingEntry returns the key: value entry of a mapping node; nil when n is not a mapping or has no key.
+func mappingEntry(n ast.Node, key string) *ast.MappingValueNode {
 	m, ok := n.(*ast.MappingNode)
 	if !ok {
 		return nil
 	}
 	for _, mv := range m.Values {
 		if mv.Key.GetToken() != nil && mv.Key.GetToken().Value == key {
-			return mv.Value
+			return mv
 		}
 	}
 	return nil
@@ -584,11 +604,7 @@ func (v *validator) proxyWarnings(field string, cfg *config.Bootstrap) {
 // warn records a warning at the node of a field path, as at does for an error.
 func (v *validator) warn(field, format string, args ...any) {
 	e := &Error{File: v.file, Path: field, Msg: "warning: " + fmt.Sprintf(format, args...)}
-	if n := v.node(field); n != nil {
-		if t := n.GetToken(); t != nil && t.Position != nil {
-			e.Line, e.Column = t.Position.Line, t.Position.Column
-		}
-	}
+	e.Line, e.Column = v.position(field)
 	v.sc.Warnings = append(v.sc.Warnings, e)
 }
 
@@ -765,7 +781,7 @@ func (v *validator) phases(l *Load) {
 func (v *validator) fault(i int, f *Fault) {
 	field := fmt.Sprintf("faults[%d]", i)
 	if f == nil {
-		v.at(field, "a fault needs a service and one of latency, abort, reset, hang, slow_body, close_after, size, h2, refuse, tcp, container")
+		v.at(field, "a fault needs a service and one of %s, tcp, container", strings.Join(faults.KindNames(), ", "))
 		return
 	}
 	svc, ok := v.sc.Services[f.Service]
@@ -814,62 +830,31 @@ func (v *validator) fault(i int, f *Fault) {
 	v.policyErrors(field, f.Fault.Validate())
 }
 
-// defaultPercents gives every fault kind written without a percent the default 100%.
+// defaultPercents gives every fault kind written without a percent the default, 100%.
 func (v *validator) defaultPercents(field string, f *Fault) {
-	set := func(kind string, p *float64) {
-		if !v.has(field + "." + kind + ".percent") {
-			*p = 100
+	for _, k := range faults.Kinds() {
+		if p := k.Percent(&f.Fault); p != nil && !v.has(field+"."+k.Name+".percent") {
+			*p = faults.DefaultPercent
 		}
-	}
-	if f.Latency != nil {
-		set("latency", &f.Latency.Percent)
-	}
-	if f.Abort != nil {
-		set("abort", &f.Abort.Percent)
-	}
-	if f.Reset != nil {
-		set("reset", &f.Reset.Percent)
-	}
-	if f.Hang != nil {
-		set("hang", &f.Hang.Percent)
-	}
-	if f.SlowBody != nil {
-		set("slow_body", &f.SlowBody.Percent)
-	}
-	if f.CloseAfter != nil {
-		set("close_after", &f.CloseAfter.Percent)
-	}
-	if f.Size != nil {
-		set("size", &f.Size.Percent)
-	}
-	if f.H2 != nil {
-		set("h2", &f.H2.Percent)
 	}
 }
 
-// policyFields maps the fault model's own names in its messages to the scenario's keys.
+// policyFields maps the fault models' names of fields to the scenario's keys.
 var policyFields = map[string]string{"start": "at", "duration": "for"}
 
-// policyErrors reports a model's validation errors ("abort.percent: 120 is out of range …", joined) at
-// the lines of the fields they name.
-func (v *validator) policyErrors(field string, err error) {
-	if err == nil {
-		return
-	}
-	for _, line := range strings.Split(err.Error(), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		sub, msg, ok := strings.Cut(line, ": ")
-		if !ok || strings.ContainsAny(sub, " {") {
-			v.at(field, "%s", line)
-			continue
-		}
+// policyErrors reports a model's validation errors (field errors, joined; see internal/field) at the
+// lines of the fields they name, below base.
+func (v *validator) policyErrors(base string, err error) {
+	for _, fe := range field.All(err) {
+		sub := fe.Field()
 		if alias, ok := policyFields[sub]; ok {
 			sub = alias
 		}
-		v.at(field+"."+sub, "%s", msg)
+		msg := fe.Reason()
+		if among := fe.Among(); len(among) > 0 {
+			msg = "{" + strings.Join(among, ",") + "}: " + msg
+		}
+		v.at(field.Join(base, sub), "%s", msg)
 	}
 }
 

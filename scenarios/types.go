@@ -145,9 +145,9 @@ func (p *LoadPhase) Planned() float64 {
 }
 
 // Fault is a fault rule on some or all instances of a service. Its timing (at, for, flap), targeting
-// (match), sequences (first, every) and kinds (latency, abort, reset, hang, slow_body, close_after,
-// size, h2, refuse) are the fault model's own fields (see faults/README.md); tcp places a TCP fault
-// proxy in front of the chosen instances for the rule's window.
+// (match), sequences (first, every) and kinds (faults.Kinds: latency, abort, …) are the fault model's
+// own fields (see faults/README.md); tcp places a TCP fault proxy in front of the chosen instances for
+// the rule's window.
 type Fault struct {
 	Service string `yaml:"service"`
 	// Instances lists the targeted instances; absent: every instance, or a share of them.

@@ -7,12 +7,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/meshproof/meshproof/faults/internal/netx"
+	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/internal/netx"
 )
 
 // ErrInvalidConfig is wrapped by every error NewProxy and SetToxics return for bad toxics.
@@ -53,7 +53,7 @@ type Event struct {
 // applies to a connection is decided once per (toxic name, connection).
 type Proxy struct {
 	cfg    Config
-	toxics atomic.Pointer[[]Toxic]
+	toxics atomic.Pointer[[]toxic]
 	conns  atomic.Uint64
 
 	mu       sync.Mutex // guards the fields below
@@ -84,9 +84,10 @@ func NewProxy(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-func (p *Proxy) check(in []Toxic) ([]Toxic, error) {
+// check validates the toxics, names those without a name and returns their behaviours.
+func (p *Proxy) check(in []Toxic) ([]toxic, error) {
 	var errs []error
-	out := make([]Toxic, len(in))
+	out := make([]toxic, len(in))
 	seen := map[string]string{}
 	for i, t := range in {
 		path := fmt.Sprintf("toxics[%d]", i)
@@ -94,27 +95,16 @@ func (p *Proxy) check(in []Toxic) ([]Toxic, error) {
 			t.Name = path
 		}
 		if first, dup := seen[t.Name]; dup {
-			errs = append(errs, fmt.Errorf("%s: name %q is already used by %s", path, t.Name, first))
+			errs = append(errs, field.Errorf(path, "name %q is already used by %s", t.Name, first))
 		}
 		seen[t.Name] = path
-		if err := t.Validate(); err != nil {
-			for _, e := range unjoin(err) {
-				errs = append(errs, fmt.Errorf("%s.%w", path, e))
-			}
-		}
-		out[i] = t
+		errs = append(errs, field.Within(path, t.Validate())...)
+		out[i], _ = behaviour(t)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("tcp: %w %s:\n%w", ErrInvalidConfig, p.cfg.Name, err)
 	}
 	return out, nil
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // Start listens on listenAddr (e.g. "127.0.0.1:0") and forwards each connection to upstreamAddr
@@ -149,7 +139,13 @@ func (p *Proxy) Addr() string {
 }
 
 // Toxics returns the toxics in force, named.
-func (p *Proxy) Toxics() []Toxic { return append([]Toxic(nil), *p.toxics.Load()...) }
+func (p *Proxy) Toxics() []Toxic {
+	var out []Toxic
+	for _, t := range *p.toxics.Load() {
+		out = append(out, t.spec())
+	}
+	return out
+}
 
 // SetToxics replaces the toxics, for new and open connections alike: a down toxic closes the
 // listener and the open connections, and removing it listens again on the same address.
@@ -179,10 +175,10 @@ func (p *Proxy) SetToxics(toxics ...Toxic) error {
 
 // applyDownLocked closes or reopens the listener after the down toxic. Under mu.
 func (p *Proxy) applyDownLocked() ([]Event, error) {
-	var down *Toxic
+	var down toxic
 	for _, t := range *p.toxics.Load() {
-		if t.Type == TypeDown {
-			down = &t
+		if _, ok := t.(listenerToxic); ok {
+			down = t
 			break
 		}
 	}
@@ -193,7 +189,7 @@ func (p *Proxy) applyDownLocked() ([]Event, error) {
 		for l := range p.links {
 			l.close() // takes l.mu only; the link unregisters itself when its goroutine ends
 		}
-		return []Event{p.event(0, *down, "listener closed")}, nil
+		return []Event{p.event(0, down.spec(), "listener closed")}, nil
 	case down == nil && p.ln == nil:
 		ln, err := net.Listen("tcp", p.addr)
 		if err != nil {
@@ -352,48 +348,47 @@ func (l *link) refresh() {
 	}
 }
 
-// state returns the toxic's state on this connection, deciding it the first time.
-func (l *link) state(t Toxic) *state {
+// state returns the toxic's state on this connection, deciding it the first time: whether it
+// applies (the first draw of its random source; a listener toxic applies to no connection and draws
+// nothing), and for a timed toxic that applies, its timer.
+func (l *link) state(t toxic) *state {
+	cfg := t.spec()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if s, ok := l.states[t.Name]; ok {
+	if s, ok := l.states[cfg.Name]; ok {
 		return s
 	}
-	rng := ToxicRand(l.p.cfg.Seed, t.Name, l.n)
-	s := &state{applies: t.Type != TypeDown && t.Applies(rng), rng: rng}
-	l.states[t.Name] = s
+	rng := ToxicRand(l.p.cfg.Seed, cfg.Name, l.n)
+	_, onListener := t.(listenerToxic)
+	s := &state{applies: !onListener && cfg.Applies(rng), rng: rng}
+	l.states[cfg.Name] = s
 	if !s.applies || l.closed {
 		return s
 	}
-	l.p.emit([]Event{l.p.event(l.n, t, "applies")})
-	if (t.Type == TypeTimeout && t.Timeout > 0) || t.Type == TypeResetPeer {
-		l.timers.Add(1)
-		go l.timer(t)
+	l.p.emit([]Event{l.p.event(l.n, cfg, "applies")})
+	if tt, ok := t.(timed); ok {
+		if d, armed := tt.after(); armed {
+			l.timers.Add(1)
+			go l.timer(tt, d)
+		}
 	}
 	return s
 }
 
-// timer closes (timeout) or resets (reset_peer) the connection after the toxic's Timeout.
-func (l *link) timer(t Toxic) {
+// timer lets a timed toxic act on the connection after d.
+func (l *link) timer(t timed, d time.Duration) {
 	defer l.timers.Done()
-	if !netx.Sleep(l.ctx, t.Timeout) {
-		return
+	if netx.Sleep(l.ctx, d) {
+		t.expire(l)
 	}
-	if t.Type == TypeResetPeer {
-		l.p.emit([]Event{l.p.event(l.n, t, "reset")})
-		l.reset(t.stream())
-		return
-	}
-	l.p.emit([]Event{l.p.event(l.n, t, "closed after timeout")})
-	l.close()
 }
 
 // active returns the toxics of a direction that apply to this connection, with their states.
-func (l *link) active(dir string) ([]Toxic, []*state) {
-	var ts []Toxic
+func (l *link) active(dir string) ([]toxic, []*state) {
+	var ts []toxic
 	var ss []*state
 	for _, t := range *l.p.toxics.Load() {
-		if t.stream() != dir || t.Type == TypeDown {
+		if _, onListener := t.(listenerToxic); onListener || t.spec().stream() != dir {
 			continue
 		}
 		if s := l.state(t); s.applies {
@@ -411,8 +406,9 @@ func (l *link) pump(dst, src net.Conn, dir string) {
 		l.close()
 		return
 	}
-	for _, t := range l.activeOnly(dir, TypeSlowClose) {
-		if !netx.Sleep(l.ctx, t.Delay) {
+	ts, _ := l.active(dir)
+	for _, t := range ts {
+		if c, ok := t.(closer); ok && !netx.Sleep(l.ctx, c.closeDelay()) {
 			return
 		}
 	}
@@ -426,17 +422,6 @@ func (l *link) pump(dst, src net.Conn, dir string) {
 	if both {
 		l.close()
 	}
-}
-
-func (l *link) activeOnly(dir, typ string) []Toxic {
-	ts, _ := l.active(dir)
-	var out []Toxic
-	for _, t := range ts {
-		if t.Type == typ {
-			out = append(out, t)
-		}
-	}
-	return out
 }
 
 // close closes both sides once.
@@ -481,58 +466,35 @@ func (s *stage) Write(p []byte) (int, error) {
 	l := s.l
 	toxics, states := l.active(s.dir)
 	n := len(p)
-	cut := false
-	var delay time.Duration
-	var slicer *Toxic
-	var slicerState *state
-	var rates []int
+	c := chunk{l: l, p: p}
 	for i, t := range toxics {
-		switch t.Type {
-		case TypeTimeout:
-			return n, nil // dropped: the data never arrives
-		case TypeLimitData:
-			l.mu.Lock()
-			left := t.Bytes - states[i].forwarded
-			if int64(len(p)) >= left {
-				p, cut = p[:max(left, 0)], true
+		if ch, ok := t.(chunker); ok {
+			ch.chunk(&c, states[i])
+			if c.drop {
+				return n, nil // the data never arrives
 			}
-			states[i].forwarded += int64(len(p))
-			l.mu.Unlock()
-			if cut {
-				l.p.emit([]Event{l.p.event(l.n, t, "closed after "+strconv.FormatInt(t.Bytes, 10)+" bytes")})
-			}
-		case TypeLatency:
-			l.mu.Lock()
-			delay += t.LatencyOf(states[i].rng)
-			l.mu.Unlock()
-		case TypeSlicer:
-			if slicer == nil {
-				slicer, slicerState = &toxics[i], states[i]
-			}
-		case TypeBandwidth:
-			rates = append(rates, t.Rate)
 		}
 	}
-	if !netx.Sleep(l.ctx, delay) {
+	if !netx.Sleep(l.ctx, c.delay) {
 		return 0, errCut
 	}
-	pieces := []int{len(p)}
-	if slicer != nil {
+	pieces := []int{len(c.p)}
+	if c.slicer != nil {
 		l.mu.Lock()
-		pieces = slicer.SliceSizes(len(p), slicerState.rng)
+		pieces = c.slicer.SliceSizes(len(c.p), c.slicerRand)
 		l.mu.Unlock()
 	}
 	off := 0
 	for i, size := range pieces {
-		if i > 0 && slicer != nil && !netx.Sleep(l.ctx, slicer.Delay) {
+		if i > 0 && c.slicer != nil && !netx.Sleep(l.ctx, c.slicer.Delay) {
 			return off, errCut
 		}
-		if err := s.paced(p[off:off+size], rates); err != nil {
+		if err := s.paced(c.p[off:off+size], c.rates); err != nil {
 			return off, err
 		}
 		off += size
 	}
-	if cut {
+	if c.cut {
 		l.close()
 		return off, errCut
 	}

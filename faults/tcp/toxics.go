@@ -10,11 +10,13 @@ package tcp
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
+
+	"github.com/meshproof/meshproof/internal/field"
 )
 
 // Toxic types.
@@ -55,9 +57,9 @@ type Toxic struct {
 // Validate checks one toxic.
 func (t Toxic) Validate() error {
 	var errs []error
-	neg := func(field string, d time.Duration) {
+	neg := func(path string, d time.Duration) {
 		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s: %v is negative, want >= 0", field, d))
+			errs = append(errs, field.Errorf(path, "%v is negative, want >= 0", d))
 		}
 	}
 	neg("latency", t.Latency)
@@ -65,33 +67,17 @@ func (t Toxic) Validate() error {
 	neg("delay", t.Delay)
 	neg("timeout", t.Timeout)
 	if math.IsNaN(t.Toxicity) || t.Toxicity < 0 || t.Toxicity > 100 {
-		errs = append(errs, fmt.Errorf("toxicity: %v is out of range, want 0..100", t.Toxicity))
+		errs = append(errs, field.Errorf("toxicity", "%v is out of range, want 0..100", t.Toxicity))
 	}
 	switch t.Stream {
 	case "", Upstream, Downstream:
 	default:
-		errs = append(errs, fmt.Errorf("stream: %q is not a stream, want upstream or downstream", t.Stream))
+		errs = append(errs, field.Errorf("stream", "%q is not a stream, want upstream or downstream", t.Stream))
 	}
-	switch t.Type {
-	case TypeLatency, TypeSlowClose, TypeTimeout, TypeResetPeer, TypeDown:
-	case TypeBandwidth:
-		if t.Rate <= 0 {
-			errs = append(errs, fmt.Errorf("rate: %d is not positive, want > 0 KB/s", t.Rate))
-		}
-	case TypeSlicer:
-		if t.AverageSize <= 0 {
-			errs = append(errs, fmt.Errorf("average_size: %d is not positive, want > 0 bytes", t.AverageSize))
-		}
-		if t.SizeVariation < 0 || t.SizeVariation >= max(t.AverageSize, 1) {
-			errs = append(errs, fmt.Errorf("size_variation: %d is out of range, want 0..average_size-1", t.SizeVariation))
-		}
-	case TypeLimitData:
-		if t.Bytes < 0 {
-			errs = append(errs, fmt.Errorf("bytes: %d is negative, want >= 0", t.Bytes))
-		}
-	default:
-		errs = append(errs, fmt.Errorf("type: %q is not a toxic, want one of latency, bandwidth, slow_close, timeout, "+
-			"reset_peer, slicer, limit_data, down", t.Type))
+	if b, ok := behaviour(t); ok {
+		errs = append(errs, b.check()...)
+	} else {
+		errs = append(errs, field.Errorf("type", "%q is not a toxic, want one of %s", t.Type, strings.Join(typeNames(), ", ")))
 	}
 	return errors.Join(errs...)
 }

@@ -1,4 +1,5 @@
-// Package netx holds the small network helpers the fault upstream and the TCP fault proxy share.
+// Package netx holds the small network helpers the fault upstream, the TCP fault proxy and (once it
+// takes them) the proxy share: an interruptible sleep for back-offs and pacing, and a TCP reset.
 package netx
 
 import (
