@@ -20,7 +20,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/faults/field"
 )
 
 // Kinds of fault, as reported in Applied.Kind, Event.Kind and the "fault/kind" keys of

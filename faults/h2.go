@@ -15,7 +15,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/meshproof/meshproof/internal/netx"
+	"github.com/meshproof/meshproof/faults/internal/netx"
 )
 
 // The HTTP/2 server of the upstream. net/http and x/net/http2 cannot answer a stream with an

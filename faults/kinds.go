@@ -4,7 +4,7 @@ import (
 	"errors"
 	"slices"
 
-	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/faults/field"
 )
 
 // DefaultPercent is the YAML default of every kind's percent (the scenario loader supplies it: in

@@ -6,7 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/faults/field"
 )
 
 // Latency adds a delay before the headers of Percent% of requests. The delay is Fixed, or drawn

@@ -5,7 +5,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/faults/field"
 )
 
 // Match selects the requests a rule applies to. Every condition set must hold; an unset (or nil)

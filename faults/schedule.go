@@ -4,7 +4,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/faults/field"
 )
 
 // Flap makes a rule alternate within its window: from Start+Offset it is active (the instance is

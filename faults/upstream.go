@@ -18,8 +18,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2"
 
-	"github.com/meshproof/meshproof/internal/field"
-	"github.com/meshproof/meshproof/internal/netx"
+	"github.com/meshproof/meshproof/faults/field"
+	"github.com/meshproof/meshproof/faults/internal/netx"
 )
 
 // ErrInvalidConfig is wrapped by every error NewUpstream returns for a bad config.

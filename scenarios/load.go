@@ -18,7 +18,7 @@ import (
 	"github.com/goccy/go-yaml/token"
 
 	"github.com/meshproof/meshproof/faults"
-	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/faults/field"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/reports"
 )

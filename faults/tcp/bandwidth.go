@@ -1,6 +1,6 @@
 package tcp
 
-import "github.com/meshproof/meshproof/internal/field"
+import "github.com/meshproof/meshproof/faults/field"
 
 // bandwidth paces the data at Rate KB/s at most.
 type bandwidth struct{ Toxic }

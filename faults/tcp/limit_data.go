@@ -3,7 +3,7 @@ package tcp
 import (
 	"strconv"
 
-	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/faults/field"
 )
 
 // limitData closes the connection once Bytes have gone through in its direction: the chunk that

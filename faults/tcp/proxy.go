@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/meshproof/meshproof/internal/field"
-	"github.com/meshproof/meshproof/internal/netx"
+	"github.com/meshproof/meshproof/faults/field"
+	"github.com/meshproof/meshproof/faults/internal/netx"
 )
 
 // ErrInvalidConfig is wrapped by every error NewProxy and SetToxics return for bad toxics.

@@ -1,6 +1,6 @@
 package tcp
 
-import "github.com/meshproof/meshproof/internal/field"
+import "github.com/meshproof/meshproof/faults/field"
 
 // slicer cuts each chunk into slices of AverageSize ± SizeVariation bytes, Delay apart. Of several
 // slicers on a direction, the first cuts.

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshproof/meshproof/internal/field"
+	"github.com/meshproof/meshproof/faults/field"
 )
 
 // Toxic types.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/onsi/gomega"
 
-	"github.com/meshproof/meshproof/internal/netx"
+	"github.com/meshproof/meshproof/faults/internal/netx"
 )
 
 func TestSleep(t *testing.T) {
