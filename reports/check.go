@@ -297,6 +297,10 @@ func parseValue(raw, name string, k *kind, example string) (float64, string, err
 	if k == kindLatency {
 		x /= 1e9
 	}
+	if math.IsInf(x, 0) || math.IsNaN(x) {
+		// "p99 < 1e308m" is +Inf seconds: a bound every value meets, which would pass whatever happened.
+		return 0, "", fmt.Errorf("value %s is too large to compare; %s is %s, e.g. %q", raw, name, k.what, example)
+	}
 	return x, unit, nil
 }
 

@@ -130,3 +130,12 @@ var _ = Describe("Evaluate", func() {
 		}
 	})
 })
+
+// Regression (found by FuzzParseCheck): a value that overflows once scaled was +Inf, a bound every
+// observation meets, so the check passed whatever happened.
+var _ = Describe("ParseCheck with an overflowing value", func() {
+	It("refuses p99 < 1e308m (+Inf seconds) instead of a check that always holds", func() {
+		_, err := reports.ParseCheck("p99 < 1e308m")
+		Expect(err).To(MatchError(ContainSubstring("value 1e308m is too large to compare")))
+	})
+})

@@ -35,6 +35,7 @@ var (
 	errChunkOverhead     = &FramingError{http.StatusBadRequest, "too much non-data in chunked encoding"}
 	errTrailerBareCR     = &FramingError{http.StatusBadRequest, "CR not followed by LF in the trailer section"}
 	errTrailerTooLarge   = &FramingError{http.StatusRequestHeaderFieldsTooLarge, "trailer section too large"}
+	errTrailerField      = &FramingError{http.StatusBadRequest, "trailer line is not a field (NAME: value)"}
 )
 
 const (
@@ -242,6 +243,9 @@ func readTrailer(br *bufio.Reader) error {
 		case err == errBareCR:
 			return errTrailerBareCR
 		case err == bufio.ErrBufferFull: // a line longer than the buffer, checked so far by readLine
+			if !split && !fieldLine(line) {
+				return errTrailerField
+			}
 			split, afterCR = true, line[len(line)-1] == '\r'
 			continue
 		case err != nil:
@@ -253,6 +257,23 @@ func readTrailer(br *bufio.Reader) error {
 		if !split && (len(line) == 1 || len(line) == 2 && line[0] == '\r') {
 			return nil
 		}
+		if !split && !fieldLine(line) {
+			return errTrailerField // RFC 9112 §7.1.2: a trailer section holds field lines, as a head does
+		}
 		split, afterCR = false, false
 	}
+}
+
+// fieldLine reports whether a trailer line starts as a field line: a non-empty token, then ':'.
+func fieldLine(line []byte) bool {
+	i := bytes.IndexByte(line, ':')
+	if i <= 0 {
+		return false
+	}
+	for _, c := range line[:i] {
+		if !isTokenByte(c) {
+			return false
+		}
+	}
+	return true
 }

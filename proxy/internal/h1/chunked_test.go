@@ -52,6 +52,9 @@ var _ = Describe("the chunked decoder", func() {
 			Expect(err).To(beFramingError(status, reason))
 		},
 		Entry("a size that is not hexadecimal", "zz\r\nhello\r\n0\r\n\r\n", 400, "chunk size is not hexadecimal"),
+		// Found by FuzzRequest (testdata/fuzz/FuzzRequest/trailer-syntax): net/http refuses it.
+		Entry("a trailer line that is not a field", "0\r\nnot a field\r\n\r\n", 400, "trailer line is not a field (NAME: value)"),
+		Entry("a trailer field name longer than the buffer with a space", "0\r\nX "+strings.Repeat("t", 5000)+": v\r\n\r\n", 400, "trailer line is not a field (NAME: value)"),
 		Entry("a negative size", "-5\r\nhello\r\n0\r\n\r\n", 400, "chunk size is not hexadecimal"),
 		Entry("a size with a plus sign", "+5\r\nhello\r\n0\r\n\r\n", 400, "chunk size is not hexadecimal"),
 		Entry("a size with 0x", "0x5\r\nhello\r\n0\r\n\r\n", 400, "chunk size is not hexadecimal"),

@@ -366,6 +366,11 @@ func (cc *clientConn) readResponse(method string) error {
 		if err != nil {
 			return err
 		}
+		if code < 200 { // an interim response is a response: its version is checked like the final one's
+			if _, _, err := parseVersion(string(h.buf[h.start[0][0]:h.start[0][1]])); err != nil {
+				return err
+			}
+		}
 		if code == http.StatusSwitchingProtocols {
 			return errUpgradeRsp
 		}
@@ -394,6 +399,9 @@ func (cc *clientConn) readResponse(method string) error {
 		}
 		cc.body.eof = true
 		return nil
+	}
+	if _, te := cc.hdr["Transfer-Encoding"]; te && minor == 0 {
+		return errMalformed // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 is faulty framing
 	}
 	fr, err := bodyFraming(cc.hdr)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Server serves HTTP/1.1 connections to a Handler.
@@ -372,6 +374,11 @@ func (c *conn) readRequest() error {
 			return errMalformed
 		}
 	}
+	if _, te := c.hdr["Transfer-Encoding"]; te && minor == 0 {
+		// RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (net/http ignores
+		// the field there, this codec would have decoded it: a smuggling-shaped difference).
+		return errMalformed
+	}
 	fr, err := bodyFraming(c.hdr)
 	if err != nil {
 		return err
@@ -389,6 +396,8 @@ func (c *conn) readRequest() error {
 	switch {
 	case len(hosts) > 1:
 		return errMalformed
+	case len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]):
+		return errMalformed // RFC 9110 §7.2 / RFC 3986 authority syntax, as net/http checks it
 	case len(hosts) == 1:
 		r.Host = hosts[0]
 	case minor == 1:

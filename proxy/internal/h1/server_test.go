@@ -816,6 +816,11 @@ var _ = Describe("Server", func() {
 			Entry("a method with a non-token byte", "G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
 			Entry("Transfer-Encoding: gzip", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
 			Entry("Transfer-Encoding: gzip, chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+			// Found by FuzzRequest (testdata/fuzz/FuzzRequest/te-http10, host-syntax): net/http ignores
+			// Transfer-Encoding on HTTP/1.0, so a message framed by it is faulty (RFC 9112 §6.1); a Host
+			// that is no authority is refused as net/http refuses it.
+			Entry("Transfer-Encoding on HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+			Entry("a Host with a space", "GET / HTTP/1.0\r\nHost: 0 0\r\n\r\n", 400),
 			Entry("HTTP/2.0", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
 			Entry("HTTP/1.2", "GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505),
 			Entry("CONNECT", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501),
