@@ -277,7 +277,13 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		Expect(ejectedDuring).To(BeTrue(), "outlier detection ejects the partitioned instance while the partition lasts")
 		Expect(ejectedAtEnd).To(BeZero(), "and lets it back once the partition has healed")
 		Expect(rec.ProxyStats["cluster.orders.outlier_detection.ejections_enforced_consecutive_5xx"]).To(BeNumerically(">=", 1))
-		Expect(rec.ProxyStats["cluster.orders.upstream_rq_retry_success"]).To(BeNumerically(">", 10), "failed attempts are retried elsewhere")
+		// Most retries land elsewhere: round robin moves on from the partitioned instance, but with
+		// requests interleaving a retry can meet it again before it is ejected (then it is retried again).
+		// An absolute count (once "> 10") depended on how many attempts failed before the ejection, which
+		// CPU load changes: seen 10 of 15 on a loaded machine.
+		retries := rec.ProxyStats["cluster.orders.upstream_rq_retry"]
+		Expect(retries).To(BeNumerically(">", 0))
+		Expect(rec.ProxyStats["cluster.orders.upstream_rq_retry_success"]).To(BeNumerically(">=", retries/2), "failed attempts are retried elsewhere")
 
 		// Clients see the failed attempts only when a retry could not be made: the max_retries circuit
 		// breaker overflowed, or the 3 retries ran out.
