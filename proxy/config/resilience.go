@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -66,17 +67,15 @@ func (c *converter) resilience(cl *clusterv3.Cluster, out *Cluster, path string)
 	}
 }
 
-// failPolicy reports a policy validation error ("outlier_detection.max_ejection_time: …") at the full
-// path of the field it names.
+// failPolicy reports a policy validation error at the full path of the field it names: a
+// *policy.FieldError's Field (e.g. "outlier_detection.max_ejection_time", prefix trimmed) joined to path.
 func (c *converter) failPolicy(path, prefix string, err error) {
-	msg := err.Error()
-	if rest, ok := strings.CutPrefix(msg, prefix); ok {
-		if field, reason, ok := strings.Cut(rest, ": "); ok {
-			c.fail(joinPath(path, field), "%s", reason)
-			return
-		}
+	var fe *policy.FieldError
+	if errors.As(err, &fe) {
+		c.fail(joinPath(path, strings.TrimPrefix(fe.Field, prefix)), "%s", fe.Reason)
+		return
 	}
-	c.fail(path, "%s", msg)
+	c.fail(path, "%s", err.Error())
 }
 
 func u32(v *wrapperspb.UInt32Value, def uint32) uint32 {

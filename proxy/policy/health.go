@@ -66,9 +66,9 @@ func (c *HealthCheckConfig) withDefaults() {
 func (c HealthCheckConfig) Validate() error {
 	switch {
 	case c.Timeout <= 0:
-		return fmt.Errorf("health_checks.timeout: required, must be > 0, got %v", c.Timeout)
+		return fieldErrorf("health_checks.timeout", "required, must be > 0, got %v", c.Timeout)
 	case c.Interval <= 0:
-		return fmt.Errorf("health_checks.interval: required, must be > 0, got %v", c.Interval)
+		return fieldErrorf("health_checks.interval", "required, must be > 0, got %v", c.Interval)
 	case c.UnhealthyThreshold == 0:
 		return errors.New("health_checks.unhealthy_threshold: required, must be >= 1")
 	case c.HealthyThreshold == 0:
@@ -76,7 +76,7 @@ func (c HealthCheckConfig) Validate() error {
 	case c.Path == "":
 		return errors.New("health_checks.http_health_check.path: required")
 	case c.IntervalJitterPercent > 100:
-		return fmt.Errorf("health_checks.interval_jitter_percent: must be in [0, 100], got %d", c.IntervalJitterPercent)
+		return fieldErrorf("health_checks.interval_jitter_percent", "must be in [0, 100], got %d", c.IntervalJitterPercent)
 	}
 	for _, d := range []struct {
 		name string
@@ -88,7 +88,7 @@ func (c HealthCheckConfig) Validate() error {
 		{"no_traffic_healthy_interval", c.NoTrafficHealthyInterval},
 	} {
 		if d.v < 0 {
-			return fmt.Errorf("health_checks.%s: must be >= 0, got %v", d.name, d.v)
+			return fieldErrorf("health_checks."+d.name, "must be >= 0, got %v", d.v)
 		}
 	}
 	for _, rs := range []struct {
@@ -97,8 +97,8 @@ func (c HealthCheckConfig) Validate() error {
 	}{{"expected_statuses", c.ExpectedStatuses}, {"retriable_statuses", c.RetriableStatuses}} {
 		for i, r := range rs.ranges {
 			if r.Start < 100 || r.End > 600 || r.Start >= r.End {
-				return fmt.Errorf("health_checks.http_health_check.%s[%d]: [%d, %d) must be a non-empty range within [100, 600)",
-					rs.name, i, r.Start, r.End)
+				return fieldErrorf(fmt.Sprintf("health_checks.http_health_check.%s[%d]", rs.name, i),
+					"[%d, %d) must be a non-empty range within [100, 600)", r.Start, r.End)
 			}
 		}
 	}

@@ -87,16 +87,16 @@ func DefaultOutlierConfig() OutlierConfig {
 func (c OutlierConfig) Validate() error {
 	switch {
 	case c.Interval <= 0:
-		return fmt.Errorf("outlier_detection.interval: must be > 0, got %v", c.Interval)
+		return fieldErrorf("outlier_detection.interval", "must be > 0, got %v", c.Interval)
 	case c.BaseEjectionTime <= 0:
-		return fmt.Errorf("outlier_detection.base_ejection_time: must be > 0, got %v", c.BaseEjectionTime)
+		return fieldErrorf("outlier_detection.base_ejection_time", "must be > 0, got %v", c.BaseEjectionTime)
 	case c.MaxEjectionTime < 0:
-		return fmt.Errorf("outlier_detection.max_ejection_time: must be > 0, got %v", c.MaxEjectionTime)
+		return fieldErrorf("outlier_detection.max_ejection_time", "must be > 0, got %v", c.MaxEjectionTime)
 	case c.MaxEjectionTime != 0 && c.MaxEjectionTime < c.BaseEjectionTime:
-		return fmt.Errorf("outlier_detection.max_ejection_time: %v is smaller than base_ejection_time %v",
+		return fieldErrorf("outlier_detection.max_ejection_time", "%v is smaller than base_ejection_time %v",
 			c.MaxEjectionTime, c.BaseEjectionTime)
 	case c.MaxEjectionTimeJitter < 0:
-		return fmt.Errorf("outlier_detection.max_ejection_time_jitter: must be >= 0, got %v", c.MaxEjectionTimeJitter)
+		return fieldErrorf("outlier_detection.max_ejection_time_jitter", "must be >= 0, got %v", c.MaxEjectionTimeJitter)
 	}
 	percents := []struct {
 		name string
@@ -114,7 +114,7 @@ func (c OutlierConfig) Validate() error {
 	}
 	for _, p := range percents {
 		if p.v > 100 {
-			return fmt.Errorf("outlier_detection.%s: must be a percentage in [0, 100], got %d", p.name, p.v)
+			return fieldErrorf("outlier_detection."+p.name, "must be a percentage in [0, 100], got %d", p.v)
 		}
 	}
 	return nil

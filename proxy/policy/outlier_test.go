@@ -1,8 +1,10 @@
 package policy_test
 
 import (
+	"errors"
 	"math/rand/v2"
 	"sync"
+	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -631,3 +633,24 @@ var _ = Describe("OutlierDetector", func() {
 		Expect(s.Stats.EjectionsActive).To(Equal(uint64(ejected)))
 	})
 })
+
+// Validate's errors are values with the field's path (issue #12): proxy/config places them by Field,
+// without parsing the message.
+func TestOutlierValidateFieldErrors(t *testing.T) {
+	g := NewWithT(t)
+	tests := []struct {
+		name        string
+		give        func(*policy.OutlierConfig)
+		field, want string
+	}{
+		{"interval", func(c *policy.OutlierConfig) { c.Interval = 0 }, "outlier_detection.interval", "must be > 0, got 0s"},
+		{"a percentage", func(c *policy.OutlierConfig) { c.EnforcingSuccessRate = 101 }, "outlier_detection.enforcing_success_rate", "must be a percentage in [0, 100], got 101"},
+	}
+	for _, tt := range tests {
+		c := policy.DefaultOutlierConfig()
+		tt.give(&c)
+		var fe *policy.FieldError
+		g.Expect(errors.As(c.Validate(), &fe)).To(BeTrue(), tt.name)
+		g.Expect([]string{fe.Field, fe.Reason}).To(Equal([]string{tt.field, tt.want}), tt.name)
+	}
+}
