@@ -39,7 +39,7 @@ var _ = Describe("ParseCheck with scopes and outcome metrics", func() {
 			_, err := reports.ParseCheck(expr)
 			Expect(err).To(MatchError(want))
 		},
-		Entry("unknown scope", "while fault: p99 < 1s", `check "while fault: p99 < 1s": scope "while fault": it must start with before, during or after, not "while"; accepted: "before fault", "during fault", "after fault" (all fault windows together), "before faults[N]", "during faults[N]", "after faults[N]" (one window), "during phase NAME"`),
+		Entry("unknown scope", "while fault: p99 < 1s", `check "while fault: p99 < 1s": scope "while fault": it must start with before, during or after, not "while"; accepted: "before fault", "during fault", "after fault" (all fault windows together), "before faults[N]", "during faults[N]", "after faults[N]" (one window), "during fault down", "during faults[N] down" (the down periods of flapping rules), "during phase NAME"`),
 		Entry("nothing after the scope", "during fault:", `check "during fault:": nothing after the scope "during fault"; want "during fault: <metric> <operator> <value>", e.g. "during fault: p99 < 50ms"`),
 		Entry("whole-run metric scoped", "during fault: overflows == 0", `check "during fault: overflows == 0": overflows is counted over the whole run only (from the proxy's stats); write the check without "during fault:"`),
 		Entry("recovery before", "before fault: recovery_time < 1s", `check "before fault: recovery_time < 1s": recovery_time is measured from a fault's end: scope it "after fault" or "after faults[N]", or leave the scope out, not "before fault"`),

@@ -168,8 +168,17 @@ func newFaultBands(o Outcomes, p *plot.Plot) *faultBands {
 	b.label.XAlign, b.label.YAlign = draw.XLeft, draw.YTop
 	b.label.Color = colRed
 	for _, w := range o.Windows {
-		b.spans = append(b.spans, w.Span)
-		b.names = append(b.names, w.Name)
+		if len(w.Down) == 0 {
+			b.spans, b.names = append(b.spans, w.Span), append(b.names, w.Name)
+			continue
+		}
+		for k, d := range w.Down { // a flapping rule: its down periods, named once
+			name := ""
+			if k == 0 {
+				name = w.Name + " down"
+			}
+			b.spans, b.names = append(b.spans, d.Span), append(b.names, name)
+		}
 	}
 	return b
 }
@@ -525,8 +534,8 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"retryamp":  retryAmplificationText,
 	"delivered": deliveredAmplificationText,
 	"spans":     formatSpans,
-	"span":      func(s Span) string { return formatSpans([]Span{s}) },
 	"target":    windowTarget,
+	"when":      windowWhen,
 	"first":     firstEjection,
 	"recov":     recoveryDetail,
 	"dist":      distribution,
@@ -588,7 +597,7 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 </table>
 {{if .Windows}}<h2>Fault windows</h2>
 <table><tr><th>fault</th><th>target</th><th>kind</th><th>active</th><th>first ejection</th><th>recovery</th></tr>
-{{range .Windows}}<tr><td>{{.Name}}</td><td>{{target .Window}}</td><td>{{.Window.Kind}}</td><td>{{span .Span}}</td><td>{{first .}}</td><td>{{recov .Recovery}}</td></tr>
+{{range .Windows}}<tr><td>{{.Name}}</td><td>{{target .Window}}</td><td>{{.Window.Kind}}</td><td>{{when .}}</td><td>{{first .}}</td><td>{{recov .Recovery}}</td></tr>
 {{end}}</table>{{end}}
 {{if shownPhases .Phases}}<h2>Phases</h2>
 <table><tr><th>phase</th><th>span</th><th>requests</th><th>success</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>retry amplification</th><th>ejections</th></tr>

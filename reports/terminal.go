@@ -151,7 +151,7 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 		b.WriteString("faults\n")
 		for _, w := range o.Windows {
 			fmt.Fprintf(t, "  %s\t%s\t%s\t%s\tfirst ejection %s\trecovery %s\n", w.Name, windowTarget(w.Window), w.Window.Kind,
-				formatSpans([]Span{w.Span}), firstEjection(w), recovery(w.Recovery))
+				windowWhen(w), firstEjection(w), recovery(w.Recovery))
 		}
 		t.Flush()
 	}
@@ -202,6 +202,24 @@ func windowTarget(w record.FaultWindow) string {
 		parts[i] = strconv.Itoa(n)
 	}
 	return w.Service + "/" + strings.Join(parts, ",")
+}
+
+// windowWhen shows when a fault window was active: "1s–3s", and a flapping rule's down periods,
+// "1s–6s, down 5×: 1s–1.4s, 2.2s–2.6s, 3.4s–3.8s, …".
+func windowWhen(w WindowOutcome) string {
+	s := formatSpans([]Span{w.Span})
+	if len(w.Down) == 0 {
+		return s
+	}
+	spans := make([]Span, 0, 3)
+	for _, d := range w.Down[:min(len(w.Down), 3)] {
+		spans = append(spans, d.Span)
+	}
+	s += fmt.Sprintf(", down %d×: %s", len(w.Down), formatSpans(spans))
+	if len(w.Down) > 3 {
+		s += ", …"
+	}
+	return s
 }
 
 func firstEjection(w WindowOutcome) string {

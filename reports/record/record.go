@@ -85,7 +85,14 @@ type FaultWindow struct {
 	Start     time.Duration
 	End       time.Duration // 0: open-ended, until the run ends
 	Kind      string        // what it injects, e.g. "abort", "latency", "reset", or several joined by "+"
+	// Down holds, for a flapping rule (flap: {down, up, offset}), each period in which it was active,
+	// in time order, within [Start, End) (an open-ended window's up to the planned load end); empty for
+	// a rule that does not flap, which is active its whole window.
+	Down []Period
 }
+
+// Period is a half-open stretch [Start, End) of a run, as offsets from the run start.
+type Period struct{ Start, End time.Duration }
 
 // LoadPhase is a named stretch of the load, as offsets from the run start.
 type LoadPhase struct {
