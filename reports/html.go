@@ -241,25 +241,20 @@ func latencyChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	if len(rec.Samples) == 0 {
 		return nil, "No requests were recorded."
 	}
-	bs, w := buckets(rec, o.End)
+	series := TimeSeries(rec, o.End, o.Hosts) // the same numbers as report.json's series
+	w := series.Bucket
 	p := newPlot("time since the load started (s)", "latency (ms)")
 	addFaults(p, o)
 	var p50, p99, pmax plotter.XYs
-	for i, b := range bs {
-		var lat []time.Duration
-		for _, s := range b {
-			if s.Error != record.ErrCanceled {
-				lat = append(lat, s.Latency)
-			}
-		}
-		if len(lat) == 0 {
+	for _, pt := range series.Points {
+		if pt.Latencies == 0 {
 			continue
 		}
-		x := (time.Duration(i)*w + w/2).Seconds()
-		at := func(q float64) float64 { return math.Max(float64(record.ExactPercentile(lat, q))*msPerNs, 0.001) }
-		p50 = append(p50, plotter.XY{X: x, Y: at(0.5)})
-		p99 = append(p99, plotter.XY{X: x, Y: at(0.99)})
-		pmax = append(pmax, plotter.XY{X: x, Y: at(1)})
+		x := (pt.Start + w/2).Seconds()
+		at := func(d time.Duration) float64 { return math.Max(float64(d)*msPerNs, 0.001) }
+		p50 = append(p50, plotter.XY{X: x, Y: at(pt.Latency.P50)})
+		p99 = append(p99, plotter.XY{X: x, Y: at(pt.Latency.P99)})
+		pmax = append(pmax, plotter.XY{X: x, Y: at(pt.Latency.Max)})
 	}
 	addLine(p, "max", pmax, colGrey)
 	addLine(p, "p99", p99, colOrange)
@@ -387,24 +382,14 @@ func ejectionChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 }
 
 func retryChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
-	w := bucketWidth(o.End)
-	n := bucketCount(o.End, w)
+	series := TimeSeries(rec, o.End, o.Hosts) // the same numbers as report.json's series
+	w, n := series.Bucket, len(series.Points)
 	counts := make([]float64, n)
-	source := ""
-	for _, e := range rec.ProxyEvents {
-		if e.Kind == record.ProxyRetry {
-			counts[min(max(int(e.At/w), 0), n-1)]++
-			source = "from the proxy's retry events"
-		}
+	for i, pt := range series.Points {
+		counts[i] = float64(pt.Retries)
 	}
-	if source == "" && o.Attempts.Known > 0 {
-		for _, s := range rec.Samples {
-			if s.Attempts > 1 {
-				counts[min(max(int(s.Intended/w), 0), n-1)] += float64(s.Attempts - 1)
-			}
-		}
-		source = "from the requests' attempt counts, by intended send time"
-	}
+	source := map[string]string{RetriesFromEvents: "from the proxy's retry events",
+		RetriesFromSamples: "from the requests' attempt counts, by intended send time"}[series.RetriesFrom]
 	if source == "" {
 		return nil, fmt.Sprintf("Not recorded: the run has neither retry events nor per-request attempt counts (the proxy counted %d retries over the run).", sumClusterStat(rec.ProxyStats, "upstream_rq_retry"))
 	}

@@ -254,6 +254,7 @@ func fromJSON(j jsonReport) Report {
 	for _, u := range j.Upstreams {
 		r.Upstreams = append(r.Upstreams, record.UpstreamRecord(u))
 	}
+	r.Series = seriesOf(j.Series)
 	o := j.Outcomes
 	r.Outcomes = Outcomes{End: dur(o.EndMs), Attempts: attemptsOf(o.Attempts), PendingOverflows: o.PendingOverflows,
 		RetryOverflows: o.RetryOverflows}
