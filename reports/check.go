@@ -559,6 +559,7 @@ func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *record.Record
 				if len(rec.ProxyEvents) == 0 {
 					v.Observed += " (the proxy emitted no events)"
 				}
+				v.Observed += windowsWhy(rec, sc.Fault)
 				break
 			}
 			x = d.TimeToFirstEjection.Seconds()
@@ -573,6 +574,11 @@ func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *record.Record
 				if len(rec.ProxyEvents) == 0 {
 					v.Observed += " (the proxy emitted no events)"
 				}
+				fault := -1
+				if sc != nil {
+					fault = sc.Fault
+				}
+				v.Observed += windowsWhy(rec, fault)
 				break
 			}
 			x = w.TimeToFirstEjection.Seconds()
@@ -608,6 +614,21 @@ func noEjection(w WindowOutcome) string {
 	}
 	return fmt.Sprintf("no ejection of a host %s targets (%s) between its start at %s and %s after its end (%s)", w.Name,
 		windowTarget(w.Window), formatOffset(w.Span.Start), formatDuration(EjectionGrace), formatOffset(w.Span.End+EjectionGrace))
+}
+
+// windowsWhy says why the proxy ejected no host of window fault (-1: any window), from its counters.
+func windowsWhy(rec *record.Record, fault int) string {
+	hosts := hostLabels(rec)
+	var services []string
+	var ws []record.FaultWindow
+	for i, w := range rec.Windows {
+		if fault < 0 || i == fault {
+			services, ws = append(services, w.Service), append(ws, w)
+		}
+	}
+	return whyNoEjection(rec, services, func(h string) bool {
+		return slices.ContainsFunc(ws, func(w record.FaultWindow) bool { return targets(w, h, hosts) })
+	})
 }
 
 // downEjection is a down period's outcome with the window it belongs to.
@@ -756,6 +777,13 @@ func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *record.Record
 		v.Observed = "the run has no fault windows to measure from; " + when()
 		return v
 	}
+	svc, _, _ := strings.Cut(hostLabel(hosts, host), "/")
+	why := func() string { // said when HOST was never ejected: a late ejection is no counter's doing
+		if len(times) > 0 {
+			return ""
+		}
+		return whyNoEjection(rec, []string{svc}, func(h string) bool { return h == host || hostLabel(hosts, h) == hostLabel(hosts, host) })
+	}
 
 	if c.Op != "within" {
 		var spans []Span
@@ -773,6 +801,7 @@ func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *record.Record
 		if sc != nil {
 			v.Observed += fmt.Sprintf("; %s is %s", c.Scope, formatSpans(spans))
 		}
+		v.Observed += why()
 		return v
 	}
 
@@ -797,11 +826,11 @@ func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *record.Record
 		}
 	}
 	if sc != nil && sc.Down {
-		v.Observed = fmt.Sprintf("%s; the down periods: %s", when(), formatSpans(faultSpans(rec, sc.Fault, true, o.End)))
+		v.Observed = fmt.Sprintf("%s; the down periods: %s", when(), formatSpans(faultSpans(rec, sc.Fault, true, o.End))) + why()
 		return v
 	}
 	first := windowSpan(rec.Windows[windows[0]], o.End).Start
-	v.Observed = fmt.Sprintf("%s; faults[%d] started at %s", when(), windows[0], formatOffset(first))
+	v.Observed = fmt.Sprintf("%s; faults[%d] started at %s", when(), windows[0], formatOffset(first)) + why()
 	return v
 }
 

@@ -105,6 +105,12 @@ const (
 	ProxyEjected   = "ejected"   // outlier detection ejected Host
 	ProxyUnejected = "unejected" // Host came back into the load-balancing set
 	ProxyRetry     = "retry"     // the proxy scheduled a retry (optional: when present, retries per second come from these)
+	// ProxyDetectedNotEnforced: a detector fired for Host but its enforcing_* draw said no
+	// (ejections_detected_* counted, ejections_enforced_* not); Reason is the detector.
+	ProxyDetectedNotEnforced = "detected_not_enforced"
+	// ProxyOverflow: a detector fired for Host but max_ejection_percent forbade another ejection
+	// (ejections_overflow); Reason is the detector.
+	ProxyOverflow = "overflow"
 )
 
 // ProxyEvent is one decision the proxy made, with its reason, as offset from the run start. Host names an
