@@ -73,6 +73,8 @@ type (
 		StatusClasses   map[string]uint64 `json:"status_classes"`
 		Retries         *uint64           `json:"retries"`
 		EjectionsActive int               `json:"ejections_active"`
+		Upstream5xx     uint64            `json:"upstream_5xx"`
+		UpstreamFailed  uint64            `json:"upstream_failures"`
 		Latencies       uint64            `json:"latencies"`
 		LatencyMs       *jsonSeriesLat    `json:"latency_ms"`
 	}
@@ -157,7 +159,8 @@ func seriesJSON(s Series) jsonSeries {
 	}
 	for _, p := range s.Points {
 		jp := jsonSeriesPoint{StartMs: ms(p.Start), Intended: p.Intended, Sent: p.Sent, Completed: p.Completed,
-			StatusClasses: orEmpty(p.Classes), EjectionsActive: p.EjectionsActive, Latencies: p.Latencies}
+			StatusClasses: orEmpty(p.Classes), EjectionsActive: p.EjectionsActive, Latencies: p.Latencies,
+			Upstream5xx: p.Upstream5xx, UpstreamFailed: p.UpstreamFailures}
 		if s.RetriesFrom != "" {
 			jp.Retries = ptr(p.Retries)
 		}
@@ -176,7 +179,8 @@ func seriesOf(j jsonSeries) Series {
 	}
 	for _, jp := range j.Points {
 		p := SeriesPoint{Start: dur(jp.StartMs), Intended: jp.Intended, Sent: jp.Sent, Completed: jp.Completed,
-			Classes: jp.StatusClasses, EjectionsActive: jp.EjectionsActive, Latencies: jp.Latencies}
+			Classes: jp.StatusClasses, EjectionsActive: jp.EjectionsActive, Latencies: jp.Latencies,
+			Upstream5xx: jp.Upstream5xx, UpstreamFailures: jp.UpstreamFailed}
 		if jp.Retries != nil {
 			p.Retries = *jp.Retries
 		}

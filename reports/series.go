@@ -1,6 +1,8 @@
 package reports
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/reports/record"
@@ -37,6 +39,11 @@ type SeriesPoint struct {
 	Retries uint64
 	// EjectionsActive is how many hosts were ejected at some moment of the bucket.
 	EjectionsActive int
+	// Upstream5xx counts the 5xx statuses the instances' abort faults sent in the bucket, and
+	// UpstreamFailures the other failures they injected (reset, hang, close_after, HTTP/2 RST_STREAM and
+	// GOAWAY), by when the instance applied them (record.FaultEvent.At): set against the clients' 5xx and
+	// transport errors, what the proxy's retries masked.
+	Upstream5xx, UpstreamFailures uint64
 	// Latency holds the corrected latency percentiles (p50, p99, max) of the requests intended in the
 	// bucket, the cancelled ones left out; Latencies is how many there were (0: no percentiles).
 	Latency   record.Percentiles
@@ -83,6 +90,14 @@ func TimeSeries(rec *record.Record, end time.Duration, hosts []HostTimeline) Ser
 			s.Points[at(smp.Intended)].Retries += uint64(max(smp.Attempts-1, 0))
 		}
 	}
+	for _, e := range rec.Events {
+		switch {
+		case e.Kind == "abort" && strings.HasPrefix(e.Detail, "5"):
+			s.Points[at(e.At)].Upstream5xx++
+		case slices.Contains(upstreamFailureKinds, e.Kind):
+			s.Points[at(e.At)].UpstreamFailures++
+		}
+	}
 	for _, h := range hosts {
 		for i := range s.Points {
 			b := Span{Start: s.Points[i].Start, End: s.Points[i].Start + w}
@@ -96,6 +111,10 @@ func TimeSeries(rec *record.Record, end time.Duration, hosts []HostTimeline) Ser
 	}
 	return s
 }
+
+// upstreamFailureKinds are the fault kinds (faults.Kind*) that fail a request at the instance without a
+// status: a reset, a hang, a body cut short, an HTTP/2 stream reset or GOAWAY.
+var upstreamFailureKinds = []string{"reset", "hang", "close_after", "rst_stream", "goaway"}
 
 // classOf is a request's outcome class: "2xx" … "5xx", or "error" without a complete response.
 func classOf(s record.Sample) string {

@@ -22,6 +22,8 @@ var _ = Describe("the time series in report.json (#13)", func() {
 	//   s4 intended 250ms, sent 250ms, 5ms,   200,   1 attempt  → completes at 255ms (bucket 2)
 	//   s5 intended 350ms, sent 350ms, cancelled when the run stopped, attempts unknown: not completed, no latency
 	// Ejections: inv/0 [120ms, 180ms) (bucket 1 only), inv/1 from 310ms, never un-ejected (bucket 3).
+	// The instances' faults: a 503 abort at 60ms (bucket 0: upstream_5xx 1), a reset at 160ms (bucket 1:
+	// upstream_failures 1), a latency at 170ms and a 429 abort at 260ms (neither a 5xx nor a failure).
 	rec := func() *record.Record {
 		r := &record.Record{TargetRate: 12.5, Duration: 400 * ms}
 		r.Samples = []record.Sample{
@@ -31,6 +33,8 @@ var _ = Describe("the time series in report.json (#13)", func() {
 			{Seq: 4, Intended: 250 * ms, Sent: 250 * ms, Latency: 5 * ms, Status: 200, Attempts: 1},
 			{Seq: 5, Intended: 350 * ms, Sent: 350 * ms, Latency: 20 * ms, Error: record.ErrCanceled},
 		}
+		r.Events = []record.FaultEvent{{At: 60 * ms, Kind: "abort", Detail: "503"}, {At: 160 * ms, Kind: "reset", Detail: "rst"},
+			{At: 170 * ms, Kind: "latency", Detail: "50ms"}, {At: 260 * ms, Kind: "abort", Detail: "429"}}
 		r.ProxyEvents = []record.ProxyEvent{
 			{At: 120 * ms, Kind: record.ProxyEjected, Host: "inv/0"}, {At: 180 * ms, Kind: record.ProxyUnejected, Host: "inv/0"},
 			{At: 310 * ms, Kind: record.ProxyEjected, Host: "inv/1"},
@@ -51,21 +55,22 @@ var _ = Describe("the time series in report.json (#13)", func() {
 			ejected                   int
 			latencies                 uint64
 			lat                       record.Percentiles
+			up5xx, upFailed           uint64
 		}
 		got := make([]row, len(s.Points))
 		for i, p := range s.Points {
-			got[i] = row{p.Intended, p.Sent, p.Completed, p.Classes, p.Retries, p.EjectionsActive, p.Latencies, p.Latency}
+			got[i] = row{p.Intended, p.Sent, p.Completed, p.Classes, p.Retries, p.EjectionsActive, p.Latencies, p.Latency, p.Upstream5xx, p.UpstreamFailures}
 		}
 		Expect(got).To(Equal([]row{
 			// bucket 0: s1, s2 intended; s1 sent and completed; retries (1−1)+(3−1) = 2; latencies {10, 150}:
 			// p50 rank ⌈0.5·2⌉ = 1 → 10ms, p99 rank ⌈0.99·2⌉ = 2 → 150ms.
-			{2, 1, 1, map[string]uint64{"2xx": 1, "5xx": 1}, 2, 0, 2, record.Percentiles{P50: 10 * ms, P99: 150 * ms, Max: 150 * ms}},
+			{2, 1, 1, map[string]uint64{"2xx": 1, "5xx": 1}, 2, 0, 2, record.Percentiles{P50: 10 * ms, P99: 150 * ms, Max: 150 * ms}, 1, 0},
 			// bucket 1: s3 intended; s2, s3 sent; s3 completed (180ms); 1 retry; inv/0 ejected.
-			{1, 2, 1, map[string]uint64{"error": 1}, 1, 1, 1, record.Percentiles{P50: 30 * ms, P99: 30 * ms, Max: 30 * ms}},
+			{1, 2, 1, map[string]uint64{"error": 1}, 1, 1, 1, record.Percentiles{P50: 30 * ms, P99: 30 * ms, Max: 30 * ms}, 0, 1},
 			// bucket 2: s4; s2 (200ms) and s4 (255ms) completed; inv/0 came back at 180ms.
-			{1, 1, 2, map[string]uint64{"2xx": 1}, 0, 0, 1, record.Percentiles{P50: 5 * ms, P99: 5 * ms, Max: 5 * ms}},
+			{1, 1, 2, map[string]uint64{"2xx": 1}, 0, 0, 1, record.Percentiles{P50: 5 * ms, P99: 5 * ms, Max: 5 * ms}, 0, 0},
 			// bucket 3: s5, cancelled: intended and sent, never completed, no latency; inv/1 ejected.
-			{1, 1, 0, map[string]uint64{"error": 1}, 0, 1, 0, record.Percentiles{}},
+			{1, 1, 0, map[string]uint64{"error": 1}, 0, 1, 0, record.Percentiles{}, 0, 0},
 		}))
 	})
 
@@ -94,7 +99,7 @@ var _ = Describe("the time series in report.json (#13)", func() {
 		points := series["points"].([]any)
 		Expect(points).To(HaveLen(4))
 		Expect(points[0]).To(Equal(map[string]any{"start_ms": 0.0, "intended": 2.0, "sent": 1.0, "completed": 1.0,
-			"status_classes": map[string]any{"2xx": 1.0, "5xx": 1.0}, "retries": 2.0, "ejections_active": 0.0, "latencies": 2.0,
+			"status_classes": map[string]any{"2xx": 1.0, "5xx": 1.0}, "retries": 2.0, "ejections_active": 0.0, "latencies": 2.0, "upstream_5xx": 1.0, "upstream_failures": 0.0,
 			"latency_ms": map[string]any{"p50": 10.0, "p99": 150.0, "max": 150.0}}))
 		Expect(points[3]).To(HaveKeyWithValue("latency_ms", BeNil()))
 
