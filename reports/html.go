@@ -26,31 +26,34 @@ import (
 
 // WriteHTML writes report.html: one self-contained page (inline CSS, inline SVG charts, no script, no
 // external URL) with the verdict, the checks, the key numbers, the fault windows and phases, and charts
-// made from the record: latency percentiles over time with the fault windows shaded, the latency
-// histogram, the per-host ejection timeline, retries over time and status codes over time. A chart
-// whose data the run did not record is replaced by a note saying so.
+// made from the record (see README.md): the load intended vs sent, latency percentiles over time, the
+// latency histogram by outcome, the per-host ejection timeline, retries and the failures they masked
+// over time, and status codes over time. A chart whose data the run did not record is replaced by a
+// note saying so.
 func WriteHTML(w io.Writer, r Report, rec *record.Record) error {
 	var md bytes.Buffer
 	if err := WriteMarkdown(&md, r); err != nil {
 		return err
 	}
-	page := htmlPage{R: r, Failed: r.failed()}
+	page := htmlPage{R: r, Failed: r.failed(), Classes: latencyByClass(rec)}
 	for _, c := range []struct {
 		id, title string
 		make      func(*record.Record, Outcomes) (*plot.Plot, string)
 	}{
+		{"rate", "Load: requests intended vs sent, with the load phases", rateChart},
 		{"latency", "Latency over time (corrected, from the intended send time)", latencyChart},
-		{"histogram", "Latency distribution (corrected)", histogramChart},
+		{"histogram", "Latency distribution by outcome (corrected)", histogramChart},
 		{"ejections", "Ejections per host", ejectionChart},
 		{"retries", "Retries over time", retryChart},
+		{"masked", "Failures the retries masked: the instances vs the clients", maskedChart},
 		{"statuses", "Responses over time", statusChart},
 	} {
 		ch := htmlChart{ID: c.id, Title: c.title}
 		p, note := c.make(rec, r.Outcomes)
 		if p != nil {
 			h := 3.4 * vg.Inch
-			if c.id == "ejections" { // a row per host
-				h = max(1.8*vg.Inch, vg.Inch+0.45*vg.Inch*vg.Length(len(r.Outcomes.Hosts)))
+			if c.id == "ejections" { // a row per host, and a band above them for the legend
+				h = max(1.8*vg.Inch, vg.Inch+0.45*vg.Inch*(vg.Length(len(r.Outcomes.Hosts))+ejectionLegendRows))
 			}
 			svg, err := renderSVG(p, 10*vg.Inch, h)
 			if err != nil {
@@ -65,9 +68,10 @@ func WriteHTML(w io.Writer, r Report, rec *record.Record) error {
 }
 
 type htmlPage struct {
-	R      Report
-	Failed int
-	Charts []htmlChart
+	R       Report
+	Failed  int
+	Charts  []htmlChart
+	Classes []ClassLatency // latency by outcome class
 }
 
 type htmlChart struct {
@@ -215,7 +219,11 @@ func addFaults(p *plot.Plot, o Outcomes) {
 	}
 	b := newFaultBands(o, p)
 	p.Add(b)
-	p.Legend.Add("fault window", b)
+	name := "fault window"
+	if slices.ContainsFunc(o.Windows, func(w WindowOutcome) bool { return len(w.Down) > 0 }) {
+		name = "fault active (a flapping rule: its down periods)"
+	}
+	p.Legend.Add(name, b)
 }
 
 func addLine(p *plot.Plot, name string, xys plotter.XYs, c color.Color) {
@@ -304,21 +312,51 @@ func histogramChart(rec *record.Record, _ Outcomes) (*plot.Plot, string) {
 	}
 	const n = 60
 	step := math.Log(hi/lo) / n
-	bins := make([]plotter.HistogramBin, n)
-	for i := range bins {
-		bins[i].Min, bins[i].Max = lo*math.Exp(step*float64(i)), lo*math.Exp(step*float64(i+1))
-	}
-	for _, x := range lat {
-		i := min(int(math.Log(x/lo)/step), n-1)
-		bins[max(i, 0)].Weight++
-	}
+	binOf := func(x float64) int { return max(min(int(math.Log(x/lo)/step), n-1), 0) }
+	edge := func(i int) float64 { return lo * math.Exp(step*float64(i)) }
 	p := newPlot("latency (ms, log scale)", "requests")
-	h := &plotter.Histogram{Bins: bins, FillColor: colSky, LineStyle: draw.LineStyle{Color: colBlue, Width: vg.Points(0.5)}}
-	p.Add(h)
+	// One outline per outcome class over the same bins, the successes filled: fast 503 overflows and
+	// slow timeouts stand apart from the successes.
+	for _, c := range outcomeClasses {
+		weights := make([]float64, n)
+		count := 0
+		for _, s := range rec.Samples {
+			if s.Error != record.ErrCanceled && c.of(s) {
+				weights[binOf(math.Max(float64(s.Latency)*msPerNs, 0.001))]++
+				count++
+			}
+		}
+		if count == 0 {
+			continue
+		}
+		name := fmt.Sprintf("%s: %d", c.name, count)
+		if c.name == outcomeClasses[0].name {
+			bins := make([]plotter.HistogramBin, n)
+			for i := range bins {
+				bins[i] = plotter.HistogramBin{Min: edge(i), Max: edge(i + 1), Weight: weights[i]}
+			}
+			h := &plotter.Histogram{Bins: bins, FillColor: colSky, LineStyle: draw.LineStyle{Color: colBlue, Width: vg.Points(0.5)}}
+			p.Add(h)
+			p.Legend.Add(name, h)
+			continue
+		}
+		xys := make(plotter.XYs, 0, n+1)
+		for i, wt := range weights {
+			xys = append(xys, plotter.XY{X: edge(i), Y: wt})
+		}
+		xys = append(xys, plotter.XY{X: hi, Y: weights[n-1]})
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			continue
+		}
+		l.StepStyle, l.Color, l.Width = plotter.PostStep, c.col, vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(name, l)
+	}
 	p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, logTicks{}
 	p.X.Min, p.X.Max = lo, hi
 	headroom(p)
-	p.Title.Text = fmt.Sprintf("%d requests, %d log-spaced bins", len(lat), n)
+	p.Title.Text = fmt.Sprintf("%d requests by outcome, %d log-spaced bins", len(lat), n)
 	return p, ""
 }
 
@@ -355,18 +393,27 @@ func (h hostRows) Thumbnail(c *draw.Canvas) {
 	c.FillPolygon(colRed, []vg.Point{{X: c.Min.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Max.Y}, {X: c.Min.X, Y: c.Max.Y}})
 }
 
+// ejectionLegendRows is the room, in host rows, the ejection chart keeps above the hosts for its legend.
+const ejectionLegendRows = 1.5
+
 func ejectionChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	if len(o.Hosts) == 0 {
 		if len(rec.ProxyEvents) == 0 {
 			return nil, "Not recorded: the proxy emitted no ejection events."
 		}
-		return nil, "No host was ejected."
+		return nil, wordNoEjection + ": the proxy ejected no host."
 	}
 	p := newPlot("time since the load started (s)", "")
 	addFaults(p, o)
 	rows := hostRows{o.Hosts}
 	p.Add(rows)
 	p.Legend.Add("ejected", rows)
+	for _, h := range o.Hosts {
+		if slices.ContainsFunc(h.Ejections, func(e Ejection) bool { return e.Open }) {
+			p.Legend.Add("ejected until the run ended (never un-ejected)", swatch{colPurple})
+			break
+		}
+	}
 	var ticks plot.ConstantTicks
 	for i, h := range o.Hosts {
 		label := h.Host
@@ -376,7 +423,8 @@ func ejectionChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 		ticks = append(ticks, plot.Tick{Value: float64(i), Label: label})
 	}
 	p.Y.Tick.Marker = ticks
-	p.Y.Min, p.Y.Max = -0.5, float64(len(o.Hosts))-0.5
+	// The legend (up to three entries) gets rows of its own above the hosts, so it never hides a bar.
+	p.Y.Min, p.Y.Max = -0.5, float64(len(o.Hosts))-0.5+ejectionLegendRows
 	timeAxis(p, o.End)
 	return p, ""
 }
@@ -404,7 +452,7 @@ func retryChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	p.Legend.Add("retries/s", h)
 	headroom(p)
 	timeAxis(p, o.End)
-	p.Title.Text = "Retries " + per(w) + ", " + source
+	p.Title.Text = fmt.Sprintf("Retries per second (%s buckets), %s", formatDuration(w), source)
 	return p, ""
 }
 
@@ -475,29 +523,6 @@ func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
 func headroom(p *plot.Plot) {
 	p.Y.Min = 0
 	p.Y.Max = math.Max(p.Y.Max*1.25, 1)
-}
-
-// logTicks marks a log axis at 1, 2 and 5 times each power of ten, labelling them all when the axis
-// spans less than two decades (plot.LogTicks would then show a single label).
-type logTicks struct{}
-
-func (logTicks) Ticks(lo, hi float64) []plot.Tick {
-	var ticks []plot.Tick
-	few := hi/lo < 100
-	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
-		for _, m := range []float64{1, 2, 5} {
-			v := m * math.Pow(10, e)
-			if v < lo || v > hi {
-				continue
-			}
-			t := plot.Tick{Value: v}
-			if m == 1 || few {
-				t.Label = strconv.FormatFloat(v, 'g', -1, 64)
-			}
-			ticks = append(ticks, t)
-		}
-	}
-	return ticks
 }
 
 var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
@@ -591,6 +616,10 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 <td class="num">{{dur .Summary.Latency.P50}}</td><td class="num">{{dur .Summary.Latency.P90}}</td><td class="num">{{dur .Summary.Latency.P99}}</td><td class="num">{{dur .Summary.Latency.Max}}</td>
 <td class="num">{{if .Summary.AttemptsFrom}}{{ratio .Summary.RetryAmplification}}{{else}}not recorded{{end}}</td><td class="num">{{if .EjectionsKnown}}{{.Summary.Ejections}}{{else}}not recorded{{end}}</td></tr>
 {{end}}{{end}}</table>{{end}}
+{{if $.Classes}}<h2>Latency by outcome</h2>
+<table><tr><th>outcome</th><th>requests</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>
+{{range $.Classes}}<tr><td>{{.Class}}</td><td class="num">{{.Requests}}</td><td class="num">{{dur .Latency.P50}}</td><td class="num">{{dur .Latency.P90}}</td><td class="num">{{dur .Latency.P99}}</td><td class="num">{{dur .Latency.Max}}</td></tr>
+{{end}}</table>{{end}}
 {{if .Hosts}}<h2>Ejections</h2>
 <table><tr><th>cluster</th><th>host</th><th>ejected</th></tr>
 {{range .Hosts}}<tr><td>{{.Cluster}}</td><td>{{.Host}}</td><td>{{ejlist .}}</td></tr>

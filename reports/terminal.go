@@ -150,8 +150,12 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 	if len(o.Windows) > 0 {
 		b.WriteString("faults\n")
 		for _, w := range o.Windows {
-			fmt.Fprintf(t, "  %s\t%s\t%s\t%s\tfirst ejection %s\trecovery %s\n", w.Name, windowTarget(w.Window), w.Window.Kind,
-				windowWhen(w), firstEjection(w), recovery(w.Recovery))
+			ejection := "first ejection " + firstEjection(w)
+			if !w.Ejected {
+				ejection = wordNoEjection
+			}
+			fmt.Fprintf(t, "  %s\t%s\t%s\t%s\t%s\trecovery %s\n", w.Name, windowTarget(w.Window), w.Window.Kind,
+				windowWhen(w), ejection, recovery(w.Recovery))
 		}
 		t.Flush()
 	}
@@ -224,7 +228,7 @@ func windowWhen(w WindowOutcome) string {
 
 func firstEjection(w WindowOutcome) string {
 	if !w.Ejected {
-		return "none"
+		return wordNoEjection
 	}
 	return fmt.Sprintf("%s after %s started (%s)", formatDelay(w.TimeToFirstEjection), w.EjectionWindow, w.FirstEjection.Host)
 }
