@@ -104,14 +104,22 @@ func maskedChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 		clients = append(clients, perSec(pt.Classes["5xx"]+pt.Classes["error"]))
 		any5xx, anyFailed = any5xx || pt.Upstream5xx > 0, anyFailed || pt.UpstreamFailures > 0
 	}
+	// The instances' lines wide and under, the retries dashed over them: when every failure was retried
+	// the lines coincide, and both still show.
 	if any5xx || !anyFailed {
-		addLine(p, "instances: 5xx sent", up5xx, colRed)
+		if l := addLine(p, "instances: 5xx sent", up5xx, colRed); l != nil {
+			l.Width = vg.Points(4)
+		}
 	}
 	if anyFailed {
-		addLine(p, "instances: resets, hangs, cut bodies", upFailed, colPurple)
+		if l := addLine(p, "instances: resets, hangs, cut bodies", upFailed, colPurple); l != nil {
+			l.Width = vg.Points(4)
+		}
 	}
 	if series.RetriesFrom != "" {
-		addLine(p, "proxy: retries", retries, colOrange)
+		if l := addLine(p, "proxy: retries", retries, colOrange); l != nil {
+			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+		}
 	}
 	addLine(p, "clients: 5xx and transport errors", clients, colBlue)
 	headroom(p)

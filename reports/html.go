@@ -226,17 +226,18 @@ func addFaults(p *plot.Plot, o Outcomes) {
 	p.Legend.Add(name, b)
 }
 
-func addLine(p *plot.Plot, name string, xys plotter.XYs, c color.Color) {
+func addLine(p *plot.Plot, name string, xys plotter.XYs, c color.Color) *plotter.Line {
 	if len(xys) == 0 {
-		return
+		return nil
 	}
 	l, err := plotter.NewLine(xys)
 	if err != nil { // only for NaN or infinite values, which the charts never hold
-		return
+		return nil
 	}
 	l.Color, l.Width = c, vg.Points(1.5)
 	p.Add(l)
 	p.Legend.Add(name, l)
+	return l
 }
 
 func timeAxis(p *plot.Plot, end time.Duration) {
