@@ -563,7 +563,7 @@ func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *record.Record
 				break
 			}
 			x = d.TimeToFirstEjection.Seconds()
-			v.Observed = fmt.Sprintf("time_to_first_ejection = %s (%s ejected at %s, %s down from %s)", formatDelay(d.TimeToFirstEjection),
+			v.Observed = fmt.Sprintf("time_to_first_ejection = %s (%s ejected at %s, %s down %s)", formatDelay(d.TimeToFirstEjection),
 				d.FirstEjection.Host, formatOffset(d.FirstEjection.At), d.window, formatSpans([]Span{d.Span}))
 			break
 		}

@@ -72,6 +72,20 @@ var _ = Describe("a flapping rule's down periods (#13)", func() {
 		Expect(p.Summary.Successes).To(BeZero())
 	})
 
+	It("says when an up period is too short to judge the recovery after a down period", func() {
+		// down 400ms, up 800ms from 1s: [1s, 1.4s), [2.2s, 2.6s); the run ends at 3s. After the first,
+		// 800ms to the next down period; after the second, 400ms to the run's end: both under 1s.
+		r := rec()
+		r.Duration = 3 * time.Second
+		r.Samples = r.Samples[:30]
+		r.Windows[0].Down = []record.Period{{Start: time.Second, End: 1400 * ms}, {Start: 2200 * ms, End: 2600 * ms}}
+		d := reports.ComputeOutcomes(r).Windows[0].Down
+		Expect(d).To(HaveLen(2))
+		Expect(d[0].Recovery.Measured).To(BeFalse())
+		Expect(d[0].Recovery.Why).To(Equal("the next down period started 800ms after this one ended, less than the 1s needed to judge recovery"))
+		Expect(d[1].Recovery.Why).To(Equal("the run ended 400ms after the down period, less than the 1s needed to judge recovery"))
+	})
+
 	DescribeTable("checks scoped to the down periods",
 		func(expr string, passed bool, observed string) {
 			v := judgeOne(expr, rec())
@@ -85,7 +99,7 @@ var _ = Describe("a flapping rule's down periods (#13)", func() {
 		Entry(nil, "during fault down: status(503) == 12", true, "status(503) = 12 during fault down (1s–1.4s, 3s–3.4s, 5s–5.4s, 12 requests)"),
 		// From the window's start: 1.5s − 0.5s = 1s; from the down period's start: 1.5s − 1s = 500ms.
 		Entry(nil, "time_to_first_ejection < 600ms", false, "time_to_first_ejection = 1s (inv/1 ejected at 1.5s, faults[0] started at 500ms)"),
-		Entry(nil, "during faults[0] down: time_to_first_ejection < 600ms", true, "time_to_first_ejection = 500ms (inv/1 ejected at 1.5s, faults[0] down from 1s–1.4s)"),
+		Entry(nil, "during faults[0] down: time_to_first_ejection < 600ms", true, "time_to_first_ejection = 500ms (inv/1 ejected at 1.5s, faults[0] down 1s–1.4s)"),
 		// Within 600ms of a down period's start: 1.5s is 500ms after 1s. Of the window's start (0.5s):
 		// up to 1.1s, and the first ejection is at 1.5s.
 		Entry(nil, "during fault down: ejected(inv/1) within 600ms", true, "inv/1 ejected at 1.5s, 500ms after faults[0] went down at 1s"),

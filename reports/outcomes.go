@@ -219,7 +219,7 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 		wo := WindowOutcome{Name: name, Window: w, Span: spans[i]}
 		wo.creditEjection(rec.Windows, spans, []int{i}, events, hosts)
 		limit, why := recoveryLimit(rec.Windows, spans, i, spans[i].End, o.End)
-		wo.Recovery = measureRecovery(spans[i], w.End <= 0, limit, why, base)
+		wo.Recovery = measureRecovery(spans[i], w.End <= 0, limit, why, base, "fault", "fault")
 		if len(w.Down) > 0 {
 			wo.Down = downOutcomes(rec.Windows, spans, i, events, hosts, base, o.End)
 		}
@@ -235,7 +235,7 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 		}
 		o.Fault = WindowOutcome{Name: "fault", Span: span}
 		o.Fault.creditEjection(rec.Windows, spans, all, events, hosts)
-		o.Fault.Recovery = measureRecovery(span, open, o.End, "", base)
+		o.Fault.Recovery = measureRecovery(span, open, o.End, "", base, "fault", "fault")
 	}
 	return o
 }
@@ -465,10 +465,11 @@ func downOutcomes(ws []record.FaultWindow, spans []Span, i int, events []record.
 			}
 		}
 		limit, why := recoveryLimit(ws, spans, i, p.End, end)
-		if k+1 < len(periods) {
-			limit = min(limit, periods[k+1].Start)
+		next := "fault"
+		if k+1 < len(periods) && periods[k+1].Start <= limit {
+			limit, next = periods[k+1].Start, "down period"
 		}
-		d.Recovery = measureRecovery(p, false, limit, why, base)
+		d.Recovery = measureRecovery(p, false, limit, why, base, "down period", next)
 	}
 	return out
 }
@@ -502,7 +503,9 @@ func recoveryLimit(ws []record.FaultWindow, spans []Span, i int, from, end time.
 // measureRecovery measures the clients' recovery after a fault active over span: the first moment from the
 // span's end from which a whole RecoveryWindow of requests (by intended send time), ending at or before
 // limit, succeeds at the threshold. notMeasured, when not empty, says why it cannot be measured.
-func measureRecovery(span Span, open bool, limit time.Duration, notMeasured string, base baselineRate) Recovery {
+// what names what ended at span.End ("fault", "down period"), next what starts at limit when it is not
+// the run's end.
+func measureRecovery(span Span, open bool, limit time.Duration, notMeasured string, base baselineRate, what, next string) Recovery {
 	r := Recovery{Threshold: RecoveryThreshold, Baseline: base.rate, BaselineRequests: base.requests}
 	if base.requests > 0 {
 		r.Threshold = min(base.rate, RecoveryThreshold)
@@ -513,11 +516,11 @@ func measureRecovery(span Span, open bool, limit time.Duration, notMeasured stri
 	case notMeasured != "":
 		r.Why = notMeasured
 	case span.End+RecoveryWindow > limit && limit < base.end:
-		r.Why = fmt.Sprintf("the next fault started %s after this one ended, less than the %s needed to judge recovery",
-			formatDuration(limit-span.End), formatDuration(RecoveryWindow))
+		r.Why = fmt.Sprintf("the next %s started %s after this one ended, less than the %s needed to judge recovery",
+			next, formatDuration(limit-span.End), formatDuration(RecoveryWindow))
 	case span.End+RecoveryWindow > limit:
-		r.Why = fmt.Sprintf("the run ended %s after the fault, less than the %s needed to judge recovery",
-			formatDuration(limit-span.End), formatDuration(RecoveryWindow))
+		r.Why = fmt.Sprintf("the run ended %s after the %s, less than the %s needed to judge recovery",
+			formatDuration(limit-span.End), what, formatDuration(RecoveryWindow))
 	default:
 		r.Measured = true
 		h := base.h
@@ -538,10 +541,10 @@ func measureRecovery(span Span, open bool, limit time.Duration, notMeasured stri
 		if !r.Recovered {
 			until := "the run ended"
 			if limit < base.end {
-				until = "the next fault started"
+				until = "the next " + next + " started"
 			}
-			r.Why = fmt.Sprintf("no %s after the fault ended held a success rate of %s%% before %s",
-				formatDuration(RecoveryWindow), formatPercent(r.Threshold), until)
+			r.Why = fmt.Sprintf("no %s after the %s ended held a success rate of %s%% before %s",
+				formatDuration(RecoveryWindow), what, formatPercent(r.Threshold), until)
 		}
 	}
 	return r
