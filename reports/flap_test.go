@@ -4,6 +4,7 @@ package reports_test
 // expected value is worked out by hand in a comment.
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -114,6 +115,17 @@ var _ = Describe("a flapping rule's down periods (#13)", func() {
 		v := judgeOne("during faults[0] down: time_to_first_ejection < 1s", r)
 		Expect(v.Passed).To(BeFalse())
 		Expect(v.Observed).To(Equal("time_to_first_ejection: no ejection of a host faults[0] targets in its down periods (1s–1.4s, 3s–3.4s, 5s–5.4s) nor 1s after each"))
+	})
+
+	It("lists each down period with its first ejection and recovery in report.html", func() {
+		r := rec()
+		var b bytes.Buffer
+		Expect(reports.WriteHTML(&b, reports.NewReport(r, nil), r)).To(Succeed())
+		// As computed above: 500ms, 1.2s, none; recovered 200ms, 0s, 0s.
+		Expect(b.String()).To(ContainSubstring("<h3>faults[0]: each down period</h3>"))
+		Expect(b.String()).To(ContainSubstring("<tr><td>1s–1.4s</td><td>500ms after it started (inv/1)</td><td>200ms (to ≥ 99% success)</td></tr>"))
+		Expect(b.String()).To(ContainSubstring("<tr><td>3s–3.4s</td><td>1.2s after it started (inv/1)</td><td>0s (to ≥ 99% success)</td></tr>"))
+		Expect(b.String()).To(ContainSubstring("<tr><td>5s–5.4s</td><td>no ejection</td><td>0s (to ≥ 99% success)</td></tr>"))
 	})
 
 	It("validates the scope against the scenario's windows", func() {

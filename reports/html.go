@@ -547,6 +547,8 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"spans":     formatSpans,
 	"target":    windowTarget,
 	"when":      windowWhen,
+	"list":      func(s Span) []Span { return []Span{s} },
+	"downfirst": downFirstEjection,
 	"first":     firstEjection,
 	"recov":     recoveryDetail,
 	"dist":      distribution,
@@ -609,7 +611,11 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 {{if .Windows}}<h2>Fault windows</h2>
 <table><tr><th>fault</th><th>target</th><th>kind</th><th>active</th><th>first ejection</th><th>recovery</th></tr>
 {{range .Windows}}<tr><td>{{.Name}}</td><td>{{target .Window}}</td><td>{{.Window.Kind}}</td><td>{{when .}}</td><td>{{first .}}</td><td>{{recov .Recovery}}</td></tr>
-{{end}}</table>{{end}}
+{{end}}</table>
+{{range .Windows}}{{if .Down}}<h3>{{.Name}}: each down period</h3>
+<table><tr><th>down</th><th>first ejection</th><th>recovery after it</th></tr>
+{{range .Down}}<tr><td>{{spans (list .Span)}}</td><td>{{downfirst .}}</td><td>{{recov .Recovery}}</td></tr>
+{{end}}</table>{{end}}{{end}}{{end}}
 {{if shownPhases .Phases}}<h2>Phases</h2>
 <table><tr><th>phase</th><th>span</th><th>requests</th><th>success</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>retry amplification</th><th>ejections</th></tr>
 {{range shownPhases .Phases}}<tr><td>{{.Scope}}</td><td>{{spans .Spans}}</td>{{if not .Summary.Requests}}<td colspan="8" class="note">no requests</td></tr>

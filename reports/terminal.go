@@ -226,6 +226,15 @@ func windowWhen(w WindowOutcome) string {
 	return s
 }
 
+// downFirstEjection shows the first ejection credited to a down period: "35.69ms after it started
+// (inventory/1)", or "no ejection".
+func downFirstEjection(d DownOutcome) string {
+	if !d.Ejected {
+		return wordNoEjection
+	}
+	return fmt.Sprintf("%s after it started (%s)", formatDelay(d.TimeToFirstEjection), d.FirstEjection.Host)
+}
+
 func firstEjection(w WindowOutcome) string {
 	if !w.Ejected {
 		return wordNoEjection
