@@ -57,6 +57,10 @@ var _ = Describe("a flapping rule's down periods (#13)", func() {
 		Expect(d[1].Ejected).To(BeTrue())
 		Expect(d[1].TimeToFirstEjection).To(Equal(1200 * ms))
 		Expect(d[2].Ejected).To(BeFalse(), "inv/0 is not targeted; 6.5s is after 5.4s + 1s")
+		// inv/1 was out [1.5s, 2.5s), [4.2s, 5.2s), from 6.5s: at 1s and 3s in, at 5s already ejected.
+		Expect(d[0].EjectedAtStart).To(BeEmpty())
+		Expect(d[1].EjectedAtStart).To(BeEmpty())
+		Expect(d[2].EjectedAtStart).To(Equal([]string{"inv/1"}))
 		// Recovery after [1s, 1.4s), looked for until 3s (the next down period): [1.4s, 2.4s) holds 8 of
 		// 10 ok (k = 14, 15 failed), [1.5s, 2.5s) 9 of 10, [1.6s, 2.6s) 10 of 10 ≥ 99% (the baseline,
 		// k = 0…4 before 0.5s, is 100%): 200ms. After the second and third, the first second is whole: 0.
@@ -125,7 +129,7 @@ var _ = Describe("a flapping rule's down periods (#13)", func() {
 		Expect(b.String()).To(ContainSubstring("<h3>faults[0]: each down period</h3>"))
 		Expect(b.String()).To(ContainSubstring("<tr><td>1s–1.4s</td><td>500ms after it started (inv/1)</td><td>200ms (to ≥ 99% success)</td></tr>"))
 		Expect(b.String()).To(ContainSubstring("<tr><td>3s–3.4s</td><td>1.2s after it started (inv/1)</td><td>0s (to ≥ 99% success)</td></tr>"))
-		Expect(b.String()).To(ContainSubstring("<tr><td>5s–5.4s</td><td>no ejection</td><td>0s (to ≥ 99% success)</td></tr>"))
+		Expect(b.String()).To(ContainSubstring("<tr><td>5s–5.4s</td><td>no ejection: inv/1 already ejected when it started</td><td>0s (to ≥ 99% success)</td></tr>"))
 	})
 
 	It("validates the scope against the scenario's windows", func() {

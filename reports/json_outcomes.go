@@ -44,6 +44,7 @@ type (
 		TimeToFirstEjectionMs *float64        `json:"time_to_first_ejection_ms"`
 		FirstEjection         *jsonProxyEvent `json:"first_ejection"`
 		Recovery              jsonRecovery    `json:"recovery"`
+		EjectedAtStart        []string        `json:"ejected_at_start"`
 	}
 	jsonProxyEvent struct {
 		Window  string  `json:"window"` // the window it is credited to
@@ -171,7 +172,8 @@ func windowJSON(w WindowOutcome) jsonWindow {
 		Recovery: recoveryJSON(r), Down: []jsonDown{},
 	}
 	for _, d := range w.Down {
-		jd := jsonDown{StartMs: ms(d.Span.Start), EndMs: ms(d.Span.End), Recovery: recoveryJSON(d.Recovery)}
+		jd := jsonDown{StartMs: ms(d.Span.Start), EndMs: ms(d.Span.End), Recovery: recoveryJSON(d.Recovery),
+			EjectedAtStart: append([]string{}, d.EjectedAtStart...)}
 		if d.Ejected {
 			e := d.FirstEjection
 			jd.TimeToFirstEjectionMs = ptr(ms(d.TimeToFirstEjection))
@@ -358,7 +360,7 @@ func windowOf(w jsonWindow) WindowOutcome {
 		Window:   record.FaultWindow{Name: w.Name, Service: w.Service, Instances: w.Instances, Kind: w.Kind, Start: dur(w.StartMs)},
 		Recovery: recoveryOf(w.Recovery)}
 	for _, jd := range w.Down {
-		d := DownOutcome{Span: Span{dur(jd.StartMs), dur(jd.EndMs)}, Recovery: recoveryOf(jd.Recovery)}
+		d := DownOutcome{Span: Span{dur(jd.StartMs), dur(jd.EndMs)}, Recovery: recoveryOf(jd.Recovery), EjectedAtStart: jd.EjectedAtStart}
 		if jd.FirstEjection != nil && jd.TimeToFirstEjectionMs != nil {
 			e := jd.FirstEjection
 			d.Ejected, d.TimeToFirstEjection = true, dur(*jd.TimeToFirstEjectionMs)

@@ -134,6 +134,9 @@ type DownOutcome struct {
 	FirstEjection       record.ProxyEvent // Host as "service/instance" when known
 	TimeToFirstEjection time.Duration     // from Span.Start
 	Recovery            Recovery
+	// EjectedAtStart lists the targeted hosts already ejected when the period started (an ejection
+	// of an earlier period still running): a period without an ejection of its own may need none.
+	EjectedAtStart []string
 }
 
 // Recovery is how long the clients took to get back to health after a fault ended: the time from the
@@ -221,7 +224,7 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 		limit, why := recoveryLimit(rec.Windows, spans, i, spans[i].End, o.End)
 		wo.Recovery = measureRecovery(spans[i], w.End <= 0, limit, why, base, "fault", "fault")
 		if len(w.Down) > 0 {
-			wo.Down = downOutcomes(rec.Windows, spans, i, events, hosts, base, o.End)
+			wo.Down = downOutcomes(rec.Windows, spans, i, events, hosts, o.Hosts, base, o.End)
 		}
 		o.Windows = append(o.Windows, wo)
 	}
@@ -447,12 +450,17 @@ func (wo *WindowOutcome) creditEjection(ws []record.FaultWindow, spans []Span, w
 
 // downOutcomes computes the outcome of each down period of window i (see DownOutcome).
 func downOutcomes(ws []record.FaultWindow, spans []Span, i int, events []record.ProxyEvent, hosts map[string]string,
-	base baselineRate, end time.Duration) []DownOutcome {
+	timelines []HostTimeline, base baselineRate, end time.Duration) []DownOutcome {
 	periods := downSpans(ws[i], end)
 	out := make([]DownOutcome, len(periods))
 	for k, p := range periods {
 		d := &out[k]
 		d.Span = p
+		for _, t := range timelines {
+			if targets(ws[i], t.Host, hosts) && slices.ContainsFunc(t.Ejections, func(e Ejection) bool { return e.Start < p.Start && e.End > p.Start }) {
+				d.EjectedAtStart = append(d.EjectedAtStart, t.Host)
+			}
+		}
 		credit := ejectionRange(p)
 		if k+1 < len(periods) {
 			credit.End = min(credit.End, periods[k+1].Start-1) // from the next period on, the next one's

@@ -229,6 +229,9 @@ func windowWhen(w WindowOutcome) string {
 // downFirstEjection shows the first ejection credited to a down period: "35.69ms after it started
 // (inventory/1)", or "no ejection".
 func downFirstEjection(d DownOutcome) string {
+	if !d.Ejected && len(d.EjectedAtStart) > 0 {
+		return wordNoEjection + ": " + strings.Join(d.EjectedAtStart, ", ") + " already ejected when it started"
+	}
 	if !d.Ejected {
 		return wordNoEjection
 	}
