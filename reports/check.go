@@ -555,6 +555,22 @@ func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *record.Record
 			v.Observed = fmt.Sprintf("%s: %v", name, err)
 			return v
 		}
+		if name == "time_to_first_ejection" && sc != nil && sc.Down {
+			d, ok := firstDownEjection(o, sc.Fault)
+			if !ok {
+				x = math.Inf(1)
+				v.Observed = "time_to_first_ejection: " + noDownEjection(o, sc.Fault)
+				if len(rec.ProxyEvents) == 0 {
+					v.Observed += " (the proxy emitted no events)"
+				}
+				v.Observed += windowsWhy(rec, sc.Fault)
+				break
+			}
+			x = d.TimeToFirstEjection.Seconds()
+			v.Observed = fmt.Sprintf("time_to_first_ejection = %s (%s ejected at %s, %s down %s)", formatDelay(d.TimeToFirstEjection),
+				d.FirstEjection.Host, formatOffset(d.FirstEjection.At), d.window, formatSpans([]Span{d.Span}))
+			break
+		}
 		if name == "time_to_first_ejection" {
 			if !w.Ejected {
 				x = math.Inf(1)
@@ -562,6 +578,11 @@ func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *record.Record
 				if len(rec.ProxyEvents) == 0 {
 					v.Observed += " (the proxy emitted no events)"
 				}
+				fault := -1
+				if sc != nil {
+					fault = sc.Fault
+				}
+				v.Observed += windowsWhy(rec, fault)
 				break
 			}
 			x = w.TimeToFirstEjection.Seconds()
@@ -599,6 +620,74 @@ func noEjection(w WindowOutcome) string {
 		windowTarget(w.Window), formatOffset(w.Span.Start), formatDuration(EjectionGrace), formatOffset(w.Span.End+EjectionGrace))
 }
 
+// windowsWhy says why the proxy ejected no host of window fault (-1: any window), from its counters.
+func windowsWhy(rec *record.Record, fault int) string {
+	hosts := hostLabels(rec)
+	var services []string
+	var ws []record.FaultWindow
+	for i, w := range rec.Windows {
+		if fault < 0 || i == fault {
+			services, ws = append(services, w.Service), append(ws, w)
+		}
+	}
+	return whyNoEjection(rec, services, func(h string) bool {
+		return slices.ContainsFunc(ws, func(w record.FaultWindow) bool { return targets(w, h, hosts) })
+	})
+}
+
+// downEjection is a down period's outcome with the window it belongs to.
+type downEjection struct {
+	DownOutcome
+	window string
+}
+
+// firstDownEjection returns the earliest ejection credited to a down period of window fault (-1: any
+// window); a window that does not flap counts as one down period, its whole window.
+func firstDownEjection(o *Outcomes, fault int) (downEjection, bool) {
+	var best downEjection
+	found := false
+	for i, w := range o.Windows {
+		if fault >= 0 && i != fault {
+			continue
+		}
+		downs := w.Down
+		if len(w.Window.Down) == 0 {
+			downs = []DownOutcome{{Span: w.Span, Ejected: w.Ejected, FirstEjection: w.FirstEjection, TimeToFirstEjection: w.TimeToFirstEjection}}
+		}
+		for _, d := range downs {
+			if d.Ejected && (!found || d.FirstEjection.At < best.FirstEjection.At) {
+				best, found = downEjection{d, w.Name}, true
+			}
+		}
+	}
+	return best, found
+}
+
+// noDownEjection says what the down periods without an ejection of their own waited for.
+func noDownEjection(o *Outcomes, fault int) string {
+	which := "a fault window"
+	if fault >= 0 {
+		which = o.Windows[fault].Name
+	}
+	var periods []Span
+	for i, w := range o.Windows {
+		if fault < 0 || i == fault {
+			for _, d := range w.Down {
+				periods = append(periods, d.Span)
+			}
+			if len(w.Window.Down) == 0 {
+				periods = append(periods, w.Span)
+			}
+		}
+	}
+	slices.SortFunc(periods, func(a, b Span) int { return cmp.Compare(a.Start, b.Start) })
+	shown := formatSpans(periods[:min(len(periods), 5)])
+	if len(periods) > 5 {
+		shown += fmt.Sprintf(" and %d more", len(periods)-5)
+	}
+	return fmt.Sprintf("no ejection of a host %s targets in its down periods (%s) nor %s after each", which, shown, formatDuration(EjectionGrace))
+}
+
 // pickWindow returns the fault window a scope names: all of them together without a scope or for "fault".
 func pickWindow(o *Outcomes, sc *Scope) (WindowOutcome, error) {
 	switch {
@@ -618,7 +707,12 @@ func pickWindow(o *Outcomes, sc *Scope) (WindowOutcome, error) {
 
 func ejectedRequirement(c Check, sc *Scope) string {
 	target := "a fault's start"
-	if sc != nil && sc.Fault >= 0 {
+	switch {
+	case sc != nil && sc.Down && sc.Fault >= 0:
+		target = fmt.Sprintf("the start of a down period of faults[%d]", sc.Fault)
+	case sc != nil && sc.Down:
+		target = "the start of a fault's down period"
+	case sc != nil && sc.Fault >= 0:
 		target = fmt.Sprintf("faults[%d]'s start", sc.Fault)
 	}
 	switch {
@@ -687,6 +781,13 @@ func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *record.Record
 		v.Observed = "the run has no fault windows to measure from; " + when()
 		return v
 	}
+	svc, _, _ := strings.Cut(hostLabel(hosts, host), "/")
+	why := func() string { // said when HOST was never ejected: a late ejection is no counter's doing
+		if len(times) > 0 {
+			return ""
+		}
+		return whyNoEjection(rec, []string{svc}, func(h string) bool { return h == host || hostLabel(hosts, h) == hostLabel(hosts, host) })
+	}
 
 	if c.Op != "within" {
 		var spans []Span
@@ -704,22 +805,36 @@ func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *record.Record
 		if sc != nil {
 			v.Observed += fmt.Sprintf("; %s is %s", c.Scope, formatSpans(spans))
 		}
+		v.Observed += why()
 		return v
 	}
 
 	limit := secondsToDuration(c.Value)
 	for _, i := range windows {
-		start := windowSpan(rec.Windows[i], o.End).Start
-		for _, t := range times {
-			if t >= start && t <= start+limit {
-				v.Passed = true
-				v.Observed = fmt.Sprintf("%s ejected at %s, %s after faults[%d] started at %s", host, formatOffset(t), formatDelay(t-start), i, formatOffset(start))
-				return v
+		starts := []Span{windowSpan(rec.Windows[i], o.End)}
+		if sc != nil && sc.Down {
+			starts = downSpans(rec.Windows[i], o.End)
+		}
+		for _, sp := range starts {
+			for _, t := range times {
+				if t >= sp.Start && t <= sp.Start+limit {
+					v.Passed = true
+					what := "started"
+					if sc != nil && sc.Down {
+						what = "went down"
+					}
+					v.Observed = fmt.Sprintf("%s ejected at %s, %s after faults[%d] %s at %s", host, formatOffset(t), formatDelay(t-sp.Start), i, what, formatOffset(sp.Start))
+					return v
+				}
 			}
 		}
 	}
+	if sc != nil && sc.Down {
+		v.Observed = fmt.Sprintf("%s; the down periods: %s", when(), formatSpans(faultSpans(rec, sc.Fault, true, o.End))) + why()
+		return v
+	}
 	first := windowSpan(rec.Windows[windows[0]], o.End).Start
-	v.Observed = fmt.Sprintf("%s; faults[%d] started at %s", when(), windows[0], formatOffset(first))
+	v.Observed = fmt.Sprintf("%s; faults[%d] started at %s", when(), windows[0], formatOffset(first)) + why()
 	return v
 }
 

@@ -178,7 +178,7 @@ func ttfe(o Outcomes) string {
 	case len(o.Windows) == 0:
 		return "n/a"
 	case !o.Fault.Ejected:
-		return "none"
+		return wordNoEjection
 	}
 	return formatDelay(o.Fault.TimeToFirstEjection)
 }

@@ -10,3 +10,6 @@ var (
 	DistributionForTest   = distribution
 	CountsForTest         = counts[string]
 )
+
+// LogTicksForTest marks the report's log axes.
+var LogTicksForTest = logTicks{}

@@ -242,7 +242,8 @@ var _ = Describe("Report files", func() {
 
 		It("is one self-contained page: inline SVG charts, no script, no external URL", func() {
 			Expect(html).To(HavePrefix("<!DOCTYPE html>"))
-			Expect(strings.Count(html, "<svg")).To(Equal(5))
+			// rate, latency, histogram, ejections, retries, masked failures, statuses
+			Expect(strings.Count(html, "<svg")).To(Equal(7))
 			Expect(html).NotTo(ContainSubstring("<script"))
 			Expect(html).NotTo(ContainSubstring("<?xml"))
 			// The only URLs are the SVG namespaces, which are names, not fetched.
@@ -262,7 +263,7 @@ var _ = Describe("Report files", func() {
 			Expect(reports.WriteHTML(&b, reports.NewReport(rec, nil), rec)).To(Succeed())
 			Expect(b.String()).To(ContainSubstring("Not recorded: the proxy emitted no ejection events."))
 			Expect(b.String()).To(ContainSubstring("Not recorded: the run has neither retry events nor per-request attempt counts (the proxy counted 47 retries over the run)."))
-			Expect(strings.Count(b.String(), "<svg")).To(Equal(3))
+			Expect(strings.Count(b.String(), "<svg")).To(Equal(5), "7 charts but the ejections and retries")
 		})
 
 		It("loads in headless Chromium without console errors, with its charts", Label("slow"), func(ctx SpecContext) {
@@ -279,7 +280,7 @@ var _ = Describe("Report files", func() {
 
 			dom, stderr := runChromium(ctx, chromium, dir, "--dump-dom", "file://"+page)
 			Expect(consoleErrors(stderr)).To(BeEmpty(), "stderr:\n%s", stderr)
-			Expect(strings.Count(dom, "<svg")).To(Equal(5))
+			Expect(strings.Count(dom, "<svg")).To(Equal(7))
 			Expect(dom).To(ContainSubstring(`id="chart-ejections"`))
 
 			shot := filepath.Join(dir, "report.png")

@@ -26,31 +26,34 @@ import (
 
 // WriteHTML writes report.html: one self-contained page (inline CSS, inline SVG charts, no script, no
 // external URL) with the verdict, the checks, the key numbers, the fault windows and phases, and charts
-// made from the record: latency percentiles over time with the fault windows shaded, the latency
-// histogram, the per-host ejection timeline, retries over time and status codes over time. A chart
-// whose data the run did not record is replaced by a note saying so.
+// made from the record (see README.md): the load intended vs sent, latency percentiles over time, the
+// latency histogram by outcome, the per-host ejection timeline, retries and the failures they masked
+// over time, and status codes over time. A chart whose data the run did not record is replaced by a
+// note saying so.
 func WriteHTML(w io.Writer, r Report, rec *record.Record) error {
 	var md bytes.Buffer
 	if err := WriteMarkdown(&md, r); err != nil {
 		return err
 	}
-	page := htmlPage{R: r, Failed: r.failed()}
+	page := htmlPage{R: r, Failed: r.failed(), Classes: latencyByClass(rec)}
 	for _, c := range []struct {
 		id, title string
 		make      func(*record.Record, Outcomes) (*plot.Plot, string)
 	}{
+		{"rate", "Load: requests intended vs sent, with the load phases", rateChart},
 		{"latency", "Latency over time (corrected, from the intended send time)", latencyChart},
-		{"histogram", "Latency distribution (corrected)", histogramChart},
+		{"histogram", "Latency distribution by outcome (corrected)", histogramChart},
 		{"ejections", "Ejections per host", ejectionChart},
 		{"retries", "Retries over time", retryChart},
+		{"masked", "Failures the retries masked: the instances vs the clients", maskedChart},
 		{"statuses", "Responses over time", statusChart},
 	} {
 		ch := htmlChart{ID: c.id, Title: c.title}
 		p, note := c.make(rec, r.Outcomes)
 		if p != nil {
 			h := 3.4 * vg.Inch
-			if c.id == "ejections" { // a row per host
-				h = max(1.8*vg.Inch, vg.Inch+0.45*vg.Inch*vg.Length(len(r.Outcomes.Hosts)))
+			if c.id == "ejections" { // a row per host, and a band above them for the legend
+				h = max(1.8*vg.Inch, vg.Inch+0.45*vg.Inch*(vg.Length(len(r.Outcomes.Hosts))+ejectionLegendRows))
 			}
 			svg, err := renderSVG(p, 10*vg.Inch, h)
 			if err != nil {
@@ -65,9 +68,10 @@ func WriteHTML(w io.Writer, r Report, rec *record.Record) error {
 }
 
 type htmlPage struct {
-	R      Report
-	Failed int
-	Charts []htmlChart
+	R       Report
+	Failed  int
+	Charts  []htmlChart
+	Classes []ClassLatency // latency by outcome class
 }
 
 type htmlChart struct {
@@ -168,8 +172,17 @@ func newFaultBands(o Outcomes, p *plot.Plot) *faultBands {
 	b.label.XAlign, b.label.YAlign = draw.XLeft, draw.YTop
 	b.label.Color = colRed
 	for _, w := range o.Windows {
-		b.spans = append(b.spans, w.Span)
-		b.names = append(b.names, w.Name)
+		if len(w.Down) == 0 {
+			b.spans, b.names = append(b.spans, w.Span), append(b.names, w.Name)
+			continue
+		}
+		for k, d := range w.Down { // a flapping rule: its down periods, named once
+			name := ""
+			if k == 0 {
+				name = w.Name + " down"
+			}
+			b.spans, b.names = append(b.spans, d.Span), append(b.names, name)
+		}
 	}
 	return b
 }
@@ -206,20 +219,25 @@ func addFaults(p *plot.Plot, o Outcomes) {
 	}
 	b := newFaultBands(o, p)
 	p.Add(b)
-	p.Legend.Add("fault window", b)
+	name := "fault window"
+	if slices.ContainsFunc(o.Windows, func(w WindowOutcome) bool { return len(w.Down) > 0 }) {
+		name = "fault active (a flapping rule: its down periods)"
+	}
+	p.Legend.Add(name, b)
 }
 
-func addLine(p *plot.Plot, name string, xys plotter.XYs, c color.Color) {
+func addLine(p *plot.Plot, name string, xys plotter.XYs, c color.Color) *plotter.Line {
 	if len(xys) == 0 {
-		return
+		return nil
 	}
 	l, err := plotter.NewLine(xys)
 	if err != nil { // only for NaN or infinite values, which the charts never hold
-		return
+		return nil
 	}
 	l.Color, l.Width = c, vg.Points(1.5)
 	p.Add(l)
 	p.Legend.Add(name, l)
+	return l
 }
 
 func timeAxis(p *plot.Plot, end time.Duration) {
@@ -232,25 +250,20 @@ func latencyChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	if len(rec.Samples) == 0 {
 		return nil, "No requests were recorded."
 	}
-	bs, w := buckets(rec, o.End)
+	series := TimeSeries(rec, o.End, o.Hosts) // the same numbers as report.json's series
+	w := series.Bucket
 	p := newPlot("time since the load started (s)", "latency (ms)")
 	addFaults(p, o)
 	var p50, p99, pmax plotter.XYs
-	for i, b := range bs {
-		var lat []time.Duration
-		for _, s := range b {
-			if s.Error != record.ErrCanceled {
-				lat = append(lat, s.Latency)
-			}
-		}
-		if len(lat) == 0 {
+	for _, pt := range series.Points {
+		if pt.Latencies == 0 {
 			continue
 		}
-		x := (time.Duration(i)*w + w/2).Seconds()
-		at := func(q float64) float64 { return math.Max(float64(record.ExactPercentile(lat, q))*msPerNs, 0.001) }
-		p50 = append(p50, plotter.XY{X: x, Y: at(0.5)})
-		p99 = append(p99, plotter.XY{X: x, Y: at(0.99)})
-		pmax = append(pmax, plotter.XY{X: x, Y: at(1)})
+		x := (pt.Start + w/2).Seconds()
+		at := func(d time.Duration) float64 { return math.Max(float64(d)*msPerNs, 0.001) }
+		p50 = append(p50, plotter.XY{X: x, Y: at(pt.Latency.P50)})
+		p99 = append(p99, plotter.XY{X: x, Y: at(pt.Latency.P99)})
+		pmax = append(pmax, plotter.XY{X: x, Y: at(pt.Latency.Max)})
 	}
 	addLine(p, "max", pmax, colGrey)
 	addLine(p, "p99", p99, colOrange)
@@ -300,21 +313,51 @@ func histogramChart(rec *record.Record, _ Outcomes) (*plot.Plot, string) {
 	}
 	const n = 60
 	step := math.Log(hi/lo) / n
-	bins := make([]plotter.HistogramBin, n)
-	for i := range bins {
-		bins[i].Min, bins[i].Max = lo*math.Exp(step*float64(i)), lo*math.Exp(step*float64(i+1))
-	}
-	for _, x := range lat {
-		i := min(int(math.Log(x/lo)/step), n-1)
-		bins[max(i, 0)].Weight++
-	}
+	binOf := func(x float64) int { return max(min(int(math.Log(x/lo)/step), n-1), 0) }
+	edge := func(i int) float64 { return lo * math.Exp(step*float64(i)) }
 	p := newPlot("latency (ms, log scale)", "requests")
-	h := &plotter.Histogram{Bins: bins, FillColor: colSky, LineStyle: draw.LineStyle{Color: colBlue, Width: vg.Points(0.5)}}
-	p.Add(h)
+	// One outline per outcome class over the same bins, the successes filled: fast 503 overflows and
+	// slow timeouts stand apart from the successes.
+	for _, c := range outcomeClasses {
+		weights := make([]float64, n)
+		count := 0
+		for _, s := range rec.Samples {
+			if s.Error != record.ErrCanceled && c.of(s) {
+				weights[binOf(math.Max(float64(s.Latency)*msPerNs, 0.001))]++
+				count++
+			}
+		}
+		if count == 0 {
+			continue
+		}
+		name := fmt.Sprintf("%s: %d", c.name, count)
+		if c.name == outcomeClasses[0].name {
+			bins := make([]plotter.HistogramBin, n)
+			for i := range bins {
+				bins[i] = plotter.HistogramBin{Min: edge(i), Max: edge(i + 1), Weight: weights[i]}
+			}
+			h := &plotter.Histogram{Bins: bins, FillColor: colSky, LineStyle: draw.LineStyle{Color: colBlue, Width: vg.Points(0.5)}}
+			p.Add(h)
+			p.Legend.Add(name, h)
+			continue
+		}
+		xys := make(plotter.XYs, 0, n+1)
+		for i, wt := range weights {
+			xys = append(xys, plotter.XY{X: edge(i), Y: wt})
+		}
+		xys = append(xys, plotter.XY{X: hi, Y: weights[n-1]})
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			continue
+		}
+		l.StepStyle, l.Color, l.Width = plotter.PostStep, c.col, vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(name, l)
+	}
 	p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, logTicks{}
 	p.X.Min, p.X.Max = lo, hi
 	headroom(p)
-	p.Title.Text = fmt.Sprintf("%d requests, %d log-spaced bins", len(lat), n)
+	p.Title.Text = fmt.Sprintf("%d requests by outcome, %d log-spaced bins", len(lat), n)
 	return p, ""
 }
 
@@ -351,18 +394,27 @@ func (h hostRows) Thumbnail(c *draw.Canvas) {
 	c.FillPolygon(colRed, []vg.Point{{X: c.Min.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Max.Y}, {X: c.Min.X, Y: c.Max.Y}})
 }
 
+// ejectionLegendRows is the room, in host rows, the ejection chart keeps above the hosts for its legend.
+const ejectionLegendRows = 1.5
+
 func ejectionChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	if len(o.Hosts) == 0 {
 		if len(rec.ProxyEvents) == 0 {
 			return nil, "Not recorded: the proxy emitted no ejection events."
 		}
-		return nil, "No host was ejected."
+		return nil, wordNoEjection + ": the proxy ejected no host."
 	}
 	p := newPlot("time since the load started (s)", "")
 	addFaults(p, o)
 	rows := hostRows{o.Hosts}
 	p.Add(rows)
 	p.Legend.Add("ejected", rows)
+	for _, h := range o.Hosts {
+		if slices.ContainsFunc(h.Ejections, func(e Ejection) bool { return e.Open }) {
+			p.Legend.Add("ejected until the run ended (never un-ejected)", swatch{colPurple})
+			break
+		}
+	}
 	var ticks plot.ConstantTicks
 	for i, h := range o.Hosts {
 		label := h.Host
@@ -372,30 +424,21 @@ func ejectionChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 		ticks = append(ticks, plot.Tick{Value: float64(i), Label: label})
 	}
 	p.Y.Tick.Marker = ticks
-	p.Y.Min, p.Y.Max = -0.5, float64(len(o.Hosts))-0.5
+	// The legend (up to three entries) gets rows of its own above the hosts, so it never hides a bar.
+	p.Y.Min, p.Y.Max = -0.5, float64(len(o.Hosts))-0.5+ejectionLegendRows
 	timeAxis(p, o.End)
 	return p, ""
 }
 
 func retryChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
-	w := bucketWidth(o.End)
-	n := bucketCount(o.End, w)
+	series := TimeSeries(rec, o.End, o.Hosts) // the same numbers as report.json's series
+	w, n := series.Bucket, len(series.Points)
 	counts := make([]float64, n)
-	source := ""
-	for _, e := range rec.ProxyEvents {
-		if e.Kind == record.ProxyRetry {
-			counts[min(max(int(e.At/w), 0), n-1)]++
-			source = "from the proxy's retry events"
-		}
+	for i, pt := range series.Points {
+		counts[i] = float64(pt.Retries)
 	}
-	if source == "" && o.Attempts.Known > 0 {
-		for _, s := range rec.Samples {
-			if s.Attempts > 1 {
-				counts[min(max(int(s.Intended/w), 0), n-1)] += float64(s.Attempts - 1)
-			}
-		}
-		source = "from the requests' attempt counts, by intended send time"
-	}
+	source := map[string]string{RetriesFromEvents: "from the proxy's retry events",
+		RetriesFromSamples: "from the requests' attempt counts, by intended send time"}[series.RetriesFrom]
 	if source == "" {
 		return nil, fmt.Sprintf("Not recorded: the run has neither retry events nor per-request attempt counts (the proxy counted %d retries over the run).", sumClusterStat(rec.ProxyStats, "upstream_rq_retry"))
 	}
@@ -410,7 +453,7 @@ func retryChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 	p.Legend.Add("retries/s", h)
 	headroom(p)
 	timeAxis(p, o.End)
-	p.Title.Text = "Retries " + per(w) + ", " + source
+	p.Title.Text = fmt.Sprintf("Retries per second (%s buckets), %s", formatDuration(w), source)
 	return p, ""
 }
 
@@ -483,29 +526,6 @@ func headroom(p *plot.Plot) {
 	p.Y.Max = math.Max(p.Y.Max*1.25, 1)
 }
 
-// logTicks marks a log axis at 1, 2 and 5 times each power of ten, labelling them all when the axis
-// spans less than two decades (plot.LogTicks would then show a single label).
-type logTicks struct{}
-
-func (logTicks) Ticks(lo, hi float64) []plot.Tick {
-	var ticks []plot.Tick
-	few := hi/lo < 100
-	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
-		for _, m := range []float64{1, 2, 5} {
-			v := m * math.Pow(10, e)
-			if v < lo || v > hi {
-				continue
-			}
-			t := plot.Tick{Value: v}
-			if m == 1 || few {
-				t.Label = strconv.FormatFloat(v, 'g', -1, 64)
-			}
-			ticks = append(ticks, t)
-		}
-	}
-	return ticks
-}
-
 var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"pct": func(x float64) string { return formatPercent(x) + "%" },
 	"shownPhases": func(ps []PhaseOutcome) []PhaseOutcome {
@@ -525,8 +545,10 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"retryamp":  retryAmplificationText,
 	"delivered": deliveredAmplificationText,
 	"spans":     formatSpans,
-	"span":      func(s Span) string { return formatSpans([]Span{s}) },
 	"target":    windowTarget,
+	"when":      windowWhen,
+	"list":      func(s Span) []Span { return []Span{s} },
+	"downfirst": downFirstEjection,
 	"first":     firstEjection,
 	"recov":     recoveryDetail,
 	"dist":      distribution,
@@ -588,8 +610,12 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 </table>
 {{if .Windows}}<h2>Fault windows</h2>
 <table><tr><th>fault</th><th>target</th><th>kind</th><th>active</th><th>first ejection</th><th>recovery</th></tr>
-{{range .Windows}}<tr><td>{{.Name}}</td><td>{{target .Window}}</td><td>{{.Window.Kind}}</td><td>{{span .Span}}</td><td>{{first .}}</td><td>{{recov .Recovery}}</td></tr>
-{{end}}</table>{{end}}
+{{range .Windows}}<tr><td>{{.Name}}</td><td>{{target .Window}}</td><td>{{.Window.Kind}}</td><td>{{when .}}</td><td>{{first .}}</td><td>{{recov .Recovery}}</td></tr>
+{{end}}</table>
+{{range .Windows}}{{if .Down}}<h3>{{.Name}}: each down period</h3>
+<table><tr><th>down</th><th>first ejection</th><th>recovery after it</th></tr>
+{{range .Down}}<tr><td>{{spans (list .Span)}}</td><td>{{downfirst .}}</td><td>{{recov .Recovery}}</td></tr>
+{{end}}</table>{{end}}{{end}}{{end}}
 {{if shownPhases .Phases}}<h2>Phases</h2>
 <table><tr><th>phase</th><th>span</th><th>requests</th><th>success</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>retry amplification</th><th>ejections</th></tr>
 {{range shownPhases .Phases}}<tr><td>{{.Scope}}</td><td>{{spans .Spans}}</td>{{if not .Summary.Requests}}<td colspan="8" class="note">no requests</td></tr>
@@ -597,6 +623,10 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 <td class="num">{{dur .Summary.Latency.P50}}</td><td class="num">{{dur .Summary.Latency.P90}}</td><td class="num">{{dur .Summary.Latency.P99}}</td><td class="num">{{dur .Summary.Latency.Max}}</td>
 <td class="num">{{if .Summary.AttemptsFrom}}{{ratio .Summary.RetryAmplification}}{{else}}not recorded{{end}}</td><td class="num">{{if .EjectionsKnown}}{{.Summary.Ejections}}{{else}}not recorded{{end}}</td></tr>
 {{end}}{{end}}</table>{{end}}
+{{if $.Classes}}<h2>Latency by outcome</h2>
+<table><tr><th>outcome</th><th>requests</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>
+{{range $.Classes}}<tr><td>{{.Class}}</td><td class="num">{{.Requests}}</td><td class="num">{{dur .Latency.P50}}</td><td class="num">{{dur .Latency.P90}}</td><td class="num">{{dur .Latency.P99}}</td><td class="num">{{dur .Latency.Max}}</td></tr>
+{{end}}</table>{{end}}
 {{if .Hosts}}<h2>Ejections</h2>
 <table><tr><th>cluster</th><th>host</th><th>ejected</th></tr>
 {{range .Hosts}}<tr><td>{{.Cluster}}</td><td>{{.Host}}</td><td>{{ejlist .}}</td></tr>

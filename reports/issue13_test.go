@@ -309,7 +309,7 @@ var _ = Describe("A window's outcomes are scoped to the window (#13)", func() {
 
 		var term bytes.Buffer
 		Expect(reports.WriteTerminal(&term, reports.NewReport(rec, nil))).To(Succeed())
-		Expect(term.String()).To(MatchRegexp(`faults\[0\] +checkout/0 +latency +2s–3s +first ejection none +recovery 0s\n`))
+		Expect(term.String()).To(MatchRegexp(`faults\[0\] +checkout/0 +latency +2s–3s +no ejection +recovery 0s\n`))
 	})
 
 	DescribeTable("counts an ejection of a targeted host from the window's start to EjectionGrace (1s) after its end",

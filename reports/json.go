@@ -22,6 +22,7 @@ type (
 		Upstreams  []jsonUpstream    `json:"upstreams"`
 		ProxyStats map[string]uint64 `json:"proxy_stats"`
 		Outcomes   jsonOutcomes      `json:"outcomes"`
+		Series     jsonSeries        `json:"series"`
 		Partial    string            `json:"partial,omitempty"` // why the run is incomplete
 	}
 	jsonSummary struct {
@@ -58,6 +59,29 @@ type (
 		P99  float64 `json:"p99"`
 		P999 float64 `json:"p999"`
 		Max  float64 `json:"max"`
+	}
+	jsonSeries struct {
+		BucketMs    float64           `json:"bucket_ms"`
+		RetriesFrom *string           `json:"retries_from"`
+		Points      []jsonSeriesPoint `json:"points"`
+	}
+	jsonSeriesPoint struct {
+		StartMs         float64           `json:"start_ms"`
+		Intended        uint64            `json:"intended"`
+		Sent            uint64            `json:"sent"`
+		Completed       uint64            `json:"completed"`
+		StatusClasses   map[string]uint64 `json:"status_classes"`
+		Retries         *uint64           `json:"retries"`
+		EjectionsActive int               `json:"ejections_active"`
+		Upstream5xx     uint64            `json:"upstream_5xx"`
+		UpstreamFailed  uint64            `json:"upstream_failures"`
+		Latencies       uint64            `json:"latencies"`
+		LatencyMs       *jsonSeriesLat    `json:"latency_ms"`
+	}
+	jsonSeriesLat struct {
+		P50 float64 `json:"p50"`
+		P99 float64 `json:"p99"`
+		Max float64 `json:"max"`
 	}
 	jsonVerdict struct {
 		Check    string `json:"check"`
@@ -109,6 +133,7 @@ func toJSON(r Report) jsonReport {
 		Upstreams:  make([]jsonUpstream, len(r.Upstreams)),
 		ProxyStats: orEmpty(r.ProxyStats),
 		Outcomes:   outcomesJSON(r.Outcomes),
+		Series:     seriesJSON(r.Series),
 	}
 	out.Summary.UpstreamAttempts, out.Summary.AttemptsOver, out.Summary.AttemptsFrom, out.Summary.RetryAmplification = attemptsJSONOf(s)
 	if missingReceived(s) == "" {
@@ -125,6 +150,46 @@ func toJSON(r Report) jsonReport {
 			Canceled: u.Canceled, Hangs: u.Hangs, Truncated: u.Truncated, StreamResets: u.StreamResets, GoAways: u.GoAways}
 	}
 	return out
+}
+
+func seriesJSON(s Series) jsonSeries {
+	out := jsonSeries{BucketMs: ms(s.Bucket), Points: []jsonSeriesPoint{}}
+	if s.RetriesFrom != "" {
+		out.RetriesFrom = ptr(s.RetriesFrom)
+	}
+	for _, p := range s.Points {
+		jp := jsonSeriesPoint{StartMs: ms(p.Start), Intended: p.Intended, Sent: p.Sent, Completed: p.Completed,
+			StatusClasses: orEmpty(p.Classes), EjectionsActive: p.EjectionsActive, Latencies: p.Latencies,
+			Upstream5xx: p.Upstream5xx, UpstreamFailed: p.UpstreamFailures}
+		if s.RetriesFrom != "" {
+			jp.Retries = ptr(p.Retries)
+		}
+		if p.Latencies > 0 {
+			jp.LatencyMs = &jsonSeriesLat{P50: ms(p.Latency.P50), P99: ms(p.Latency.P99), Max: ms(p.Latency.Max)}
+		}
+		out.Points = append(out.Points, jp)
+	}
+	return out
+}
+
+func seriesOf(j jsonSeries) Series {
+	s := Series{Bucket: dur(j.BucketMs)}
+	if j.RetriesFrom != nil {
+		s.RetriesFrom = *j.RetriesFrom
+	}
+	for _, jp := range j.Points {
+		p := SeriesPoint{Start: dur(jp.StartMs), Intended: jp.Intended, Sent: jp.Sent, Completed: jp.Completed,
+			Classes: jp.StatusClasses, EjectionsActive: jp.EjectionsActive, Latencies: jp.Latencies,
+			Upstream5xx: jp.Upstream5xx, UpstreamFailures: jp.UpstreamFailed}
+		if jp.Retries != nil {
+			p.Retries = *jp.Retries
+		}
+		if l := jp.LatencyMs; l != nil {
+			p.Latency = record.Percentiles{P50: dur(l.P50), P99: dur(l.P99), Max: dur(l.Max)}
+		}
+		s.Points = append(s.Points, p)
+	}
+	return s
 }
 
 // attemptsJSONOf returns a summary's upstream_attempts, attempts_over, attempts_from and

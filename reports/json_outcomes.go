@@ -36,6 +36,15 @@ type (
 		TimeToFirstEjectionMs *float64        `json:"time_to_first_ejection_ms"`
 		FirstEjection         *jsonProxyEvent `json:"first_ejection"`
 		Recovery              jsonRecovery    `json:"recovery"`
+		Down                  []jsonDown      `json:"down"`
+	}
+	jsonDown struct {
+		StartMs               float64         `json:"start_ms"`
+		EndMs                 float64         `json:"end_ms"`
+		TimeToFirstEjectionMs *float64        `json:"time_to_first_ejection_ms"`
+		FirstEjection         *jsonProxyEvent `json:"first_ejection"`
+		Recovery              jsonRecovery    `json:"recovery"`
+		EjectedAtStart        []string        `json:"ejected_at_start"`
 	}
 	jsonProxyEvent struct {
 		Window  string  `json:"window"` // the window it is credited to
@@ -146,22 +155,37 @@ func outcomesJSON(o Outcomes) jsonOutcomes {
 	return out
 }
 
+func recoveryJSON(r Recovery) jsonRecovery {
+	out := jsonRecovery{Measured: r.Measured, Recovered: r.Recovered, Why: r.Why, Threshold: r.Threshold,
+		Baseline: r.Baseline, BaselineRequests: r.BaselineRequests}
+	if r.Recovered {
+		out.TimeMs = ptr(ms(r.Time))
+	}
+	return out
+}
+
 func windowJSON(w WindowOutcome) jsonWindow {
 	r := w.Recovery
 	jw := jsonWindow{
 		Name: w.Name, Service: w.Window.Service, Instances: w.Window.Instances, Kind: w.Window.Kind,
 		StartMs: ms(w.Span.Start), EndMs: ms(w.Span.End), OpenEnded: w.Name != "fault" && w.Window.End <= 0,
-		Recovery: jsonRecovery{Measured: r.Measured, Recovered: r.Recovered, Why: r.Why, Threshold: r.Threshold,
-			Baseline: r.Baseline, BaselineRequests: r.BaselineRequests},
+		Recovery: recoveryJSON(r), Down: []jsonDown{},
+	}
+	for _, d := range w.Down {
+		jd := jsonDown{StartMs: ms(d.Span.Start), EndMs: ms(d.Span.End), Recovery: recoveryJSON(d.Recovery),
+			EjectedAtStart: append([]string{}, d.EjectedAtStart...)}
+		if d.Ejected {
+			e := d.FirstEjection
+			jd.TimeToFirstEjectionMs = ptr(ms(d.TimeToFirstEjection))
+			jd.FirstEjection = &jsonProxyEvent{Window: w.Name, AtMs: ms(e.At), Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason}
+		}
+		jw.Down = append(jw.Down, jd)
 	}
 	if jw.Instances == nil {
 		jw.Instances = []int{}
 	}
 	if w.Name == "fault" {
 		jw.OpenEnded = !r.Measured && r.Why == whyOpenEnded
-	}
-	if r.Recovered {
-		jw.Recovery.TimeMs = ptr(ms(r.Time))
 	}
 	if w.Ejected {
 		e := w.FirstEjection
@@ -232,6 +256,7 @@ func fromJSON(j jsonReport) Report {
 	for _, u := range j.Upstreams {
 		r.Upstreams = append(r.Upstreams, record.UpstreamRecord(u))
 	}
+	r.Series = seriesOf(j.Series)
 	o := j.Outcomes
 	r.Outcomes = Outcomes{End: dur(o.EndMs), Attempts: attemptsOf(o.Attempts), PendingOverflows: o.PendingOverflows,
 		RetryOverflows: o.RetryOverflows}
@@ -321,18 +346,33 @@ func attemptsOf(a jsonAttempts) AttemptStats {
 	return out
 }
 
+func recoveryOf(r jsonRecovery) Recovery {
+	out := Recovery{Measured: r.Measured, Recovered: r.Recovered, Why: r.Why,
+		Threshold: r.Threshold, Baseline: r.Baseline, BaselineRequests: r.BaselineRequests}
+	if r.TimeMs != nil {
+		out.Time = dur(*r.TimeMs)
+	}
+	return out
+}
+
 func windowOf(w jsonWindow) WindowOutcome {
 	out := WindowOutcome{Name: w.Name, Span: Span{dur(w.StartMs), dur(w.EndMs)},
-		Window: record.FaultWindow{Name: w.Name, Service: w.Service, Instances: w.Instances, Kind: w.Kind, Start: dur(w.StartMs)},
-		Recovery: Recovery{Measured: w.Recovery.Measured, Recovered: w.Recovery.Recovered, Why: w.Recovery.Why,
-			Threshold: w.Recovery.Threshold, Baseline: w.Recovery.Baseline, BaselineRequests: w.Recovery.BaselineRequests}}
+		Window:   record.FaultWindow{Name: w.Name, Service: w.Service, Instances: w.Instances, Kind: w.Kind, Start: dur(w.StartMs)},
+		Recovery: recoveryOf(w.Recovery)}
+	for _, jd := range w.Down {
+		d := DownOutcome{Span: Span{dur(jd.StartMs), dur(jd.EndMs)}, Recovery: recoveryOf(jd.Recovery), EjectedAtStart: jd.EjectedAtStart}
+		if jd.FirstEjection != nil && jd.TimeToFirstEjectionMs != nil {
+			e := jd.FirstEjection
+			d.Ejected, d.TimeToFirstEjection = true, dur(*jd.TimeToFirstEjectionMs)
+			d.FirstEjection = record.ProxyEvent{At: dur(e.AtMs), Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason}
+		}
+		out.Down = append(out.Down, d)
+		out.Window.Down = append(out.Window.Down, record.Period(d.Span))
+	}
 	if w.Name == "fault" {
 		out.Window = record.FaultWindow{}
 	} else if !w.OpenEnded {
 		out.Window.End = dur(w.EndMs)
-	}
-	if w.Recovery.TimeMs != nil {
-		out.Recovery.Time = dur(*w.Recovery.TimeMs)
 	}
 	if w.FirstEjection != nil && w.TimeToFirstEjectionMs != nil {
 		e := w.FirstEjection

@@ -85,7 +85,7 @@ func WriteMarkdown(w io.Writer, r Report) error {
 		b.WriteString("### Fault windows\n\n| fault | target | kind | active | first ejection | recovery |\n|---|---|---|---|---|---|\n")
 		for _, w := range o.Windows {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", w.Name, mdCell(windowTarget(w.Window)), mdCell(w.Window.Kind),
-				formatSpans([]Span{w.Span}), mdCell(firstEjection(w)), mdCell(recoveryDetail(w.Recovery)))
+				mdCell(windowWhen(w)), mdCell(firstEjection(w)), mdCell(recoveryDetail(w.Recovery)))
 		}
 		b.WriteString("\n")
 	}

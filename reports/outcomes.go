@@ -119,6 +119,24 @@ type WindowOutcome struct {
 	EjectionStart       time.Duration
 	TimeToFirstEjection time.Duration
 	Recovery            Recovery
+	// Down has one entry per down period of a flapping rule (record.FaultWindow.Down, clipped to the
+	// run), in time order; empty for a rule that does not flap and for "fault".
+	Down []DownOutcome
+}
+
+// DownOutcome is what followed one down period of a flapping rule. An ejection of a host the rule
+// targets is credited to the last down period that started at or before it, when it happened at most
+// EjectionGrace after that period's end. Recovery runs from the period's end to the next down period's
+// start (the last period's: as for the window, to the next window's start or the run end).
+type DownOutcome struct {
+	Span                Span
+	Ejected             bool
+	FirstEjection       record.ProxyEvent // Host as "service/instance" when known
+	TimeToFirstEjection time.Duration     // from Span.Start
+	Recovery            Recovery
+	// EjectedAtStart lists the targeted hosts already ejected when the period started (an ejection
+	// of an earlier period still running): a period without an ejection of its own may need none.
+	EjectedAtStart []string
 }
 
 // Recovery is how long the clients took to get back to health after a fault ended: the time from the
@@ -167,13 +185,20 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 
 	if len(rec.Windows) > 0 {
 		var scopes []Scope
+		flaps := slices.ContainsFunc(rec.Windows, func(w record.FaultWindow) bool { return len(w.Down) > 0 })
 		for _, rel := range []string{Before, During, After} {
 			scopes = append(scopes, Scope{Relation: rel, Fault: -1})
 		}
+		if flaps {
+			scopes = append(scopes, Scope{Relation: During, Fault: -1, Down: true})
+		}
 		if len(rec.Windows) > 1 {
-			for i := range rec.Windows {
+			for i, w := range rec.Windows {
 				for _, rel := range []string{Before, During, After} {
 					scopes = append(scopes, Scope{Relation: rel, Fault: i})
+				}
+				if len(w.Down) > 0 {
+					scopes = append(scopes, Scope{Relation: During, Fault: i, Down: true})
 				}
 			}
 		}
@@ -196,8 +221,11 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 		name := fmt.Sprintf("faults[%d]", i)
 		wo := WindowOutcome{Name: name, Window: w, Span: spans[i]}
 		wo.creditEjection(rec.Windows, spans, []int{i}, events, hosts)
-		limit, why := recoveryLimit(rec.Windows, spans, i, o.End)
-		wo.Recovery = measureRecovery(spans[i], w.End <= 0, limit, why, base)
+		limit, why := recoveryLimit(rec.Windows, spans, i, spans[i].End, o.End)
+		wo.Recovery = measureRecovery(spans[i], w.End <= 0, limit, why, base, "fault", "fault")
+		if len(w.Down) > 0 {
+			wo.Down = downOutcomes(rec.Windows, spans, i, events, hosts, o.Hosts, base, o.End)
+		}
 		o.Windows = append(o.Windows, wo)
 	}
 	if len(rec.Windows) > 0 {
@@ -210,7 +238,7 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 		}
 		o.Fault = WindowOutcome{Name: "fault", Span: span}
 		o.Fault.creditEjection(rec.Windows, spans, all, events, hosts)
-		o.Fault.Recovery = measureRecovery(span, open, o.End, "", base)
+		o.Fault.Recovery = measureRecovery(span, open, o.End, "", base, "fault", "fault")
 	}
 	return o
 }
@@ -420,25 +448,60 @@ func (wo *WindowOutcome) creditEjection(ws []record.FaultWindow, spans []Span, w
 	}
 }
 
+// downOutcomes computes the outcome of each down period of window i (see DownOutcome).
+func downOutcomes(ws []record.FaultWindow, spans []Span, i int, events []record.ProxyEvent, hosts map[string]string,
+	timelines []HostTimeline, base baselineRate, end time.Duration) []DownOutcome {
+	periods := downSpans(ws[i], end)
+	out := make([]DownOutcome, len(periods))
+	for k, p := range periods {
+		d := &out[k]
+		d.Span = p
+		for _, t := range timelines {
+			if targets(ws[i], t.Host, hosts) && slices.ContainsFunc(t.Ejections, func(e Ejection) bool { return e.Start < p.Start && e.End > p.Start }) {
+				d.EjectedAtStart = append(d.EjectedAtStart, t.Host)
+			}
+		}
+		credit := ejectionRange(p)
+		if k+1 < len(periods) {
+			credit.End = min(credit.End, periods[k+1].Start-1) // from the next period on, the next one's
+		}
+		for _, e := range events {
+			if e.Kind == record.ProxyEjected && targets(ws[i], e.Host, hosts) && credit.containsClosed(e.At) {
+				d.Ejected, d.FirstEjection, d.TimeToFirstEjection = true, e, e.At-p.Start
+				d.FirstEjection.Host = hostLabel(hosts, e.Host)
+				break
+			}
+		}
+		limit, why := recoveryLimit(ws, spans, i, p.End, end)
+		next := "fault"
+		if k+1 < len(periods) && periods[k+1].Start <= limit {
+			limit, next = periods[k+1].Start, "down period"
+		}
+		d.Recovery = measureRecovery(p, false, limit, why, base, "down period", next)
+	}
+	return out
+}
+
 // ejectionRange is when an ejection counts as a window's: from its start to EjectionGrace after its end
 // (both included).
 func ejectionRange(s Span) Span { return Span{Start: s.Start, End: s.End + EjectionGrace} }
 
 func (s Span) containsClosed(t time.Duration) bool { return t >= s.Start && t <= s.End }
 
-// recoveryLimit is how far the recovery from window i may be looked for: until the next fault window
-// starts (one starting at or after its end), or the run's end. why is not empty when the recovery from
-// window i alone cannot be measured: another window is still active when it ends.
-func recoveryLimit(ws []record.FaultWindow, spans []Span, i int, end time.Duration) (time.Duration, string) {
+// recoveryLimit is how far the recovery from window i, ended at from (its end, or the end of one of its
+// down periods), may be looked for: until the next fault window starts (one starting at or after from),
+// or the run's end. why is not empty when the recovery from window i alone cannot be measured: another
+// window is still active at from.
+func recoveryLimit(ws []record.FaultWindow, spans []Span, i int, from, end time.Duration) (time.Duration, string) {
 	limit := end
 	for j := range ws {
 		if j == i {
 			continue
 		}
 		switch s := spans[j]; {
-		case s.Start >= spans[i].End:
+		case s.Start >= from:
 			limit = min(limit, s.Start)
-		case s.End > spans[i].End || ws[j].End <= 0 && s.End >= spans[i].End:
+		case s.End > from || ws[j].End <= 0 && s.End >= from:
 			return limit, fmt.Sprintf("faults[%d] is still active when this fault ends: the clients' recovery from this fault alone cannot be told apart (see the recovery after all faults together)", j)
 		}
 	}
@@ -448,7 +511,9 @@ func recoveryLimit(ws []record.FaultWindow, spans []Span, i int, end time.Durati
 // measureRecovery measures the clients' recovery after a fault active over span: the first moment from the
 // span's end from which a whole RecoveryWindow of requests (by intended send time), ending at or before
 // limit, succeeds at the threshold. notMeasured, when not empty, says why it cannot be measured.
-func measureRecovery(span Span, open bool, limit time.Duration, notMeasured string, base baselineRate) Recovery {
+// what names what ended at span.End ("fault", "down period"), next what starts at limit when it is not
+// the run's end.
+func measureRecovery(span Span, open bool, limit time.Duration, notMeasured string, base baselineRate, what, next string) Recovery {
 	r := Recovery{Threshold: RecoveryThreshold, Baseline: base.rate, BaselineRequests: base.requests}
 	if base.requests > 0 {
 		r.Threshold = min(base.rate, RecoveryThreshold)
@@ -459,11 +524,11 @@ func measureRecovery(span Span, open bool, limit time.Duration, notMeasured stri
 	case notMeasured != "":
 		r.Why = notMeasured
 	case span.End+RecoveryWindow > limit && limit < base.end:
-		r.Why = fmt.Sprintf("the next fault started %s after this one ended, less than the %s needed to judge recovery",
-			formatDuration(limit-span.End), formatDuration(RecoveryWindow))
+		r.Why = fmt.Sprintf("the next %s started %s after this one ended, less than the %s needed to judge recovery",
+			next, formatDuration(limit-span.End), formatDuration(RecoveryWindow))
 	case span.End+RecoveryWindow > limit:
-		r.Why = fmt.Sprintf("the run ended %s after the fault, less than the %s needed to judge recovery",
-			formatDuration(limit-span.End), formatDuration(RecoveryWindow))
+		r.Why = fmt.Sprintf("the run ended %s after the %s, less than the %s needed to judge recovery",
+			formatDuration(limit-span.End), what, formatDuration(RecoveryWindow))
 	default:
 		r.Measured = true
 		h := base.h
@@ -484,10 +549,10 @@ func measureRecovery(span Span, open bool, limit time.Duration, notMeasured stri
 		if !r.Recovered {
 			until := "the run ended"
 			if limit < base.end {
-				until = "the next fault started"
+				until = "the next " + next + " started"
 			}
-			r.Why = fmt.Sprintf("no %s after the fault ended held a success rate of %s%% before %s",
-				formatDuration(RecoveryWindow), formatPercent(r.Threshold), until)
+			r.Why = fmt.Sprintf("no %s after the %s ended held a success rate of %s%% before %s",
+				formatDuration(RecoveryWindow), what, formatPercent(r.Threshold), until)
 		}
 	}
 	return r

@@ -246,10 +246,12 @@ var _ = Describe("ParseScope", func() {
 		Entry(nil, "after faults [ 0 ]", "after faults[0]"),
 		Entry(nil, "during phase steady", "during phase steady"),
 		Entry(nil, "phase Steady", "during phase Steady"),
+		Entry(nil, "during faults[2] down", "during faults[2] down"),
+		Entry(nil, "During Fault DOWN", "during fault down"),
 	)
 
 	const accepted = `; accepted: "before fault", "during fault", "after fault" (all fault windows together), ` +
-		`"before faults[N]", "during faults[N]", "after faults[N]" (one window), "during phase NAME"`
+		`"before faults[N]", "during faults[N]", "after faults[N]" (one window), "during fault down", "during faults[N] down" (the down periods of flapping rules), "during phase NAME"`
 	DescribeTable("invalid scopes say what is accepted",
 		func(text, want string) {
 			_, err := reports.ParseScope(text)
@@ -263,5 +265,7 @@ var _ = Describe("ParseScope", func() {
 		Entry(nil, "during faults[x]", `scope "during faults[x]": bad fault index in "faults[x]": want faults[N] with N = 0, 1, …, the fault's place in the scenario`),
 		Entry(nil, "during faults[-1]", `scope "during faults[-1]": bad fault index in "faults[-1]": want faults[N] with N = 0, 1, …, the fault's place in the scenario`),
 		Entry(nil, "during outage", `scope "during outage": unknown target "outage"`),
+		Entry(nil, "after faults[0] down", `scope "after faults[0] down": down periods take "during" only, not "after"`),
+		Entry(nil, "during down", `scope "during down": unknown target "down"`),
 	)
 })

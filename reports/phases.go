@@ -32,6 +32,10 @@ type Scope struct {
 	// (before: until the first starts; after: from the last end).
 	Fault int
 	Phase string // a load phase's name ("during phase NAME"); Fault is then unused
+	// Down narrows "during" a fault to the down periods of flapping rules ("during faults[2] down"): the
+	// stretches in which the rule was active (record.FaultWindow.Down); a rule that does not flap is down
+	// its whole window.
+	Down bool
 }
 
 // String is the canonical text of the scope, as Check.Scope holds it.
@@ -39,14 +43,19 @@ func (s Scope) String() string {
 	switch {
 	case s.Phase != "":
 		return During + " phase " + s.Phase
+	case s.Fault < 0 && s.Down:
+		return s.Relation + " fault down"
 	case s.Fault < 0:
 		return s.Relation + " fault"
+	case s.Down:
+		return fmt.Sprintf("%s faults[%d] down", s.Relation, s.Fault)
 	}
 	return fmt.Sprintf("%s faults[%d]", s.Relation, s.Fault)
 }
 
 const acceptedScopes = `"before fault", "during fault", "after fault" (all fault windows together), ` +
-	`"before faults[N]", "during faults[N]", "after faults[N]" (one window), "during phase NAME"`
+	`"before faults[N]", "during faults[N]", "after faults[N]" (one window), ` +
+	`"during fault down", "during faults[N] down" (the down periods of flapping rules), "during phase NAME"`
 
 // ParseScope parses the scope part of a check (what comes before ":"). Keywords are case-insensitive,
 // a phase name is kept as written.
@@ -78,14 +87,21 @@ func ParseScope(text string) (Scope, error) {
 		}
 		return Scope{Relation: During, Phase: words[2]}, nil
 	}
+	down := len(words) > 2 && strings.EqualFold(words[len(words)-1], "down")
+	if down {
+		if rel != During {
+			return bad(fmt.Sprintf("down periods take %q only, not %q", During, rel))
+		}
+		words = words[:len(words)-1]
+	}
 	what := strings.ToLower(strings.Join(words[1:], ""))
 	if what == "fault" || what == "faults" {
-		return Scope{Relation: rel, Fault: -1}, nil
+		return Scope{Relation: rel, Fault: -1, Down: down}, nil
 	}
 	if idx, ok := strings.CutPrefix(what, "faults["); ok {
 		if idx, ok = strings.CutSuffix(idx, "]"); ok {
 			if n, err := strconv.Atoi(idx); err == nil && n >= 0 && strconv.Itoa(n) == idx {
-				return Scope{Relation: rel, Fault: n}, nil
+				return Scope{Relation: rel, Fault: n, Down: down}, nil
 			}
 		}
 		return bad(fmt.Sprintf("bad fault index in %q: want faults[N] with N = 0, 1, …, the fault's place in the scenario", strings.Join(words[1:], " ")))
@@ -113,12 +129,37 @@ func windowSpan(w record.FaultWindow, end time.Duration) Span {
 	return s
 }
 
-// faultSpans returns the spans of the fault windows a scope names (-1: all), merged and sorted.
-func faultSpans(rec *record.Record, fault int, end time.Duration) []Span {
+// downSpans is when a fault window's rule was active: its down periods (record.FaultWindow.Down) clipped
+// to its span, or its whole span when it does not flap. Empty periods are left out.
+func downSpans(w record.FaultWindow, end time.Duration) []Span {
+	span := windowSpan(w, end)
+	if len(w.Down) == 0 {
+		return []Span{span}
+	}
+	var out []Span
+	for _, p := range w.Down {
+		s := Span{Start: min(max(p.Start, span.Start), span.End), End: min(max(p.End, span.Start), span.End)}
+		if s.Len() > 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// faultSpans returns the spans of the fault windows a scope names (-1: all), merged and sorted; with
+// down, their down periods (downSpans).
+func faultSpans(rec *record.Record, fault int, down bool, end time.Duration) []Span {
 	var spans []Span
 	for i, w := range rec.Windows {
-		if fault < 0 || fault == i {
-			if s := windowSpan(w, end); s.Len() > 0 {
+		if fault >= 0 && fault != i {
+			continue
+		}
+		ws := []Span{windowSpan(w, end)}
+		if down {
+			ws = downSpans(w, end)
+		}
+		for _, s := range ws {
+			if s.Len() > 0 {
 				spans = append(spans, s)
 			}
 		}
@@ -162,7 +203,7 @@ func ScopeSpans(rec *record.Record, sc Scope) ([]Span, error) {
 	case sc.Fault >= len(rec.Windows):
 		return nil, fmt.Errorf("the run has no faults[%d]; its fault windows: %s", sc.Fault, windowNames(rec.Windows))
 	}
-	during := faultSpans(rec, sc.Fault, end)
+	during := faultSpans(rec, sc.Fault, sc.Down, end)
 	first, last := Span{}, Span{Start: end, End: end}
 	if len(during) > 0 {
 		first, last = during[0], during[len(during)-1]

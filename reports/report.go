@@ -31,6 +31,8 @@ type Report struct {
 	// Partial says why the run is incomplete (e.g. "interrupted at 3.2s of 10s"); "" for a run that
 	// completed. A partial report holds what was recorded until then, and never passes.
 	Partial string
+	// Series is the run over time (TimeSeries): the data behind the report's charts.
+	Series Series
 }
 
 // NewReport summarizes the record, computes its outcomes, and judges the checks against it (EvaluateRun).
@@ -47,6 +49,7 @@ func NewReport(rec *record.Record, checks []Check) Report {
 		Passed:     true,
 		Outcomes:   ComputeOutcomes(rec),
 	}
+	r.Series = TimeSeries(rec, r.Outcomes.End, r.Outcomes.Hosts)
 	r.Checks = evaluateRun(checks, rec, r.Summary, &r.Outcomes)
 	for _, v := range r.Checks {
 		r.Passed = r.Passed && v.Passed

@@ -150,8 +150,12 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 	if len(o.Windows) > 0 {
 		b.WriteString("faults\n")
 		for _, w := range o.Windows {
-			fmt.Fprintf(t, "  %s\t%s\t%s\t%s\tfirst ejection %s\trecovery %s\n", w.Name, windowTarget(w.Window), w.Window.Kind,
-				formatSpans([]Span{w.Span}), firstEjection(w), recovery(w.Recovery))
+			ejection := "first ejection " + firstEjection(w)
+			if !w.Ejected {
+				ejection = wordNoEjection
+			}
+			fmt.Fprintf(t, "  %s\t%s\t%s\t%s\t%s\trecovery %s\n", w.Name, windowTarget(w.Window), w.Window.Kind,
+				windowWhen(w), ejection, recovery(w.Recovery))
 		}
 		t.Flush()
 	}
@@ -204,9 +208,39 @@ func windowTarget(w record.FaultWindow) string {
 	return w.Service + "/" + strings.Join(parts, ",")
 }
 
+// windowWhen shows when a fault window was active: "1s–3s", and a flapping rule's down periods,
+// "1s–6s, down 5×: 1s–1.4s, 2.2s–2.6s, 3.4s–3.8s, …".
+func windowWhen(w WindowOutcome) string {
+	s := formatSpans([]Span{w.Span})
+	if len(w.Down) == 0 {
+		return s
+	}
+	spans := make([]Span, 0, 3)
+	for _, d := range w.Down[:min(len(w.Down), 3)] {
+		spans = append(spans, d.Span)
+	}
+	s += fmt.Sprintf(", down %d×: %s", len(w.Down), formatSpans(spans))
+	if len(w.Down) > 3 {
+		s += ", …"
+	}
+	return s
+}
+
+// downFirstEjection shows the first ejection credited to a down period: "35.69ms after it started
+// (inventory/1)", or "no ejection".
+func downFirstEjection(d DownOutcome) string {
+	if !d.Ejected && len(d.EjectedAtStart) > 0 {
+		return wordNoEjection + ": " + strings.Join(d.EjectedAtStart, ", ") + " already ejected when it started"
+	}
+	if !d.Ejected {
+		return wordNoEjection
+	}
+	return fmt.Sprintf("%s after it started (%s)", formatDelay(d.TimeToFirstEjection), d.FirstEjection.Host)
+}
+
 func firstEjection(w WindowOutcome) string {
 	if !w.Ejected {
-		return "none"
+		return wordNoEjection
 	}
 	return fmt.Sprintf("%s after %s started (%s)", formatDelay(w.TimeToFirstEjection), w.EjectionWindow, w.FirstEjection.Host)
 }

@@ -111,7 +111,7 @@ var _ = Describe("Report", func() {
 
 			m := read()
 			Expect(slices.Sorted(maps.Keys(m))).To(Equal([]string{
-				"checks", "file", "outcomes", "passed", "proxy_stats", "scenario", "seed", "started", "summary", "upstreams", "version"}))
+				"checks", "file", "outcomes", "passed", "proxy_stats", "scenario", "seed", "series", "started", "summary", "upstreams", "version"}))
 			Expect(m).To(HaveKeyWithValue("version", 2.0))
 			Expect(m).To(HaveKeyWithValue("started", "2026-05-01T10:00:00Z"))
 			Expect(m).To(HaveKeyWithValue("passed", false))

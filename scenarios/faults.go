@@ -105,7 +105,32 @@ func (sc *Scenario) Windows() []record.FaultWindow {
 		if f.Duration > 0 {
 			w.End = f.Start + f.Duration
 		}
+		if f.Flap != nil && f.hasHTTPKind() { // TCP toxics and container faults hold their whole window
+			w.Down = downPeriods(f.Fault, sc.Load.Total())
+		}
 		out = append(out, w)
+	}
+	return out
+}
+
+// downPeriods lists when a flapping rule is active, within its window (open-ended: until the planned
+// load end), by the instances' own schedule (faults.Fault.Active and NextChange), so the record's periods
+// are exactly when the instances apply the rule.
+func downPeriods(f faults.Fault, loadEnd time.Duration) []record.Period {
+	end := loadEnd
+	if f.Duration > 0 {
+		end = f.Start + f.Duration
+	}
+	var out []record.Period
+	for t, active := f.Start, f.Active(f.Start); t < end; active = !active {
+		next, ok := f.NextChange(t)
+		if !ok || next > end {
+			next = end
+		}
+		if active {
+			out = append(out, record.Period{Start: t, End: next})
+		}
+		t = next
 	}
 	return out
 }

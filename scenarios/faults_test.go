@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/reports/record"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -119,4 +120,43 @@ var _ = Describe("container faults", func() {
 		Entry("an unknown kind", "  - {service: api, container: explode}\n", `faults[0].container: "explode" is not accepted: one of kill, pause, partition, restart`),
 		Entry("a rule mixing kinds", "  - {service: api, container: kill, abort: {status: 503}}\n", "a container fault stands alone in its rule"),
 	)
+})
+
+var _ = Describe("Windows of a flapping rule", func() {
+	doc := func(rule string) string {
+		return "name: f\nservices: {api: {instances: 3}}\nproxies: {edge: {routes_to: api}}\nload: {target: edge, rate: 10/s, duration: 20s}\nfaults:\n" + rule
+	}
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+	It("records each down period within the window, by the instances' own schedule (faults.Fault.Active)", func() {
+		sc, err := scenarios.Parse([]byte(doc(
+			"  - {service: api, instances: [1], at: 10s, for: 6s, flap: {down: 1s, up: 2s, offset: 500ms}, abort: {status: 503}}\n"+
+				"  - {service: api, at: 1s, for: 2200ms, flap: {down: 1s, up: 1s}, refuse: {}}\n"+
+				"  - {service: api, at: 17s, flap: {down: 1s, up: 500ms}, reset: {}}\n"+
+				"  - {service: api, at: 2s, for: 1s, abort: {status: 500}}\n")), "f.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		ws := sc.Windows()
+		// faults[0]: down from at + offset = 10.5s for 1s, then up 2s: [10.5s, 11.5s), [13.5s, 14.5s);
+		// the next would start at 16.5s, after the window's end at 10s + 6s = 16s.
+		Expect(ws[0].Down).To(Equal([]record.Period{{Start: ms(10500), End: ms(11500)}, {Start: ms(13500), End: ms(14500)}}))
+		// faults[1]: [1s, 2s), then [3s, 4s) clipped to the window's end at 1s + 2.2s = 3.2s.
+		Expect(ws[1].Down).To(Equal([]record.Period{{Start: ms(1000), End: ms(2000)}, {Start: ms(3000), End: ms(3200)}}))
+		// faults[2], open-ended: period 1.5s from 17s, until the planned load end at 20s:
+		// [17s, 18s), [18.5s, 19.5s); the next would start at 20s.
+		Expect(ws[2].Down).To(Equal([]record.Period{{Start: ms(17000), End: ms(18000)}, {Start: ms(18500), End: ms(19500)}}))
+		Expect(ws[3].Down).To(BeEmpty(), "a rule that does not flap is active its whole window")
+
+		// Every instant of each down period is active by faults' own schedule, and none between, until
+		// the planned load end (20s).
+		for i, w := range ws[:3] {
+			rule := sc.InstanceFaults("api", 1)[i]
+			for t := w.Start; t < min(w.Start+6*time.Second, 20*time.Second); t += 50 * time.Millisecond {
+				in := false
+				for _, p := range w.Down {
+					in = in || t >= p.Start && t < p.End
+				}
+				Expect(rule.Active(t)).To(Equal(in), "%s at %v", w.Name, t)
+			}
+		}
+	})
 })

@@ -85,7 +85,14 @@ type FaultWindow struct {
 	Start     time.Duration
 	End       time.Duration // 0: open-ended, until the run ends
 	Kind      string        // what it injects, e.g. "abort", "latency", "reset", or several joined by "+"
+	// Down holds, for a flapping rule (flap: {down, up, offset}), each period in which it was active,
+	// in time order, within [Start, End) (an open-ended window's up to the planned load end); empty for
+	// a rule that does not flap, which is active its whole window.
+	Down []Period
 }
+
+// Period is a half-open stretch [Start, End) of a run, as offsets from the run start.
+type Period struct{ Start, End time.Duration }
 
 // LoadPhase is a named stretch of the load, as offsets from the run start.
 type LoadPhase struct {
@@ -98,6 +105,12 @@ const (
 	ProxyEjected   = "ejected"   // outlier detection ejected Host
 	ProxyUnejected = "unejected" // Host came back into the load-balancing set
 	ProxyRetry     = "retry"     // the proxy scheduled a retry (optional: when present, retries per second come from these)
+	// ProxyDetectedNotEnforced: a detector fired for Host but its enforcing_* draw said no
+	// (ejections_detected_* counted, ejections_enforced_* not); Reason is the detector.
+	ProxyDetectedNotEnforced = "detected_not_enforced"
+	// ProxyOverflow: a detector fired for Host but max_ejection_percent forbade another ejection
+	// (ejections_overflow); Reason is the detector.
+	ProxyOverflow = "overflow"
 )
 
 // ProxyEvent is one decision the proxy made, with its reason, as offset from the run start. Host names an
