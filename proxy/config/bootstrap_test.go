@@ -24,6 +24,7 @@ var _ = Describe("ParseBootstrap", func() {
 				StatPrefix:     "ingress_http",
 				RequestTimeout: 30 * time.Second,
 				IdleTimeout:    5 * time.Minute,
+				BufferLimit:    1 << 20,
 				Routes: config.RouteConfig{
 					Name: "local_route",
 					VirtualHosts: []config.VirtualHost{{
@@ -106,6 +107,19 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("the HCM idle_timeout (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0.25s}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 250 * time.Millisecond }),
+		Entry("the listener's per_connection_buffer_limit_bytes",
+			edit("  - name: ingress\n", "  - name: ingress\n    per_connection_buffer_limit_bytes: 65536\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].BufferLimit = 64 << 10 }),
+		Entry("per_request_buffer_limit_bytes on a virtual host",
+			edit("              domains: [\"*\"]\n", "              domains: [\"*\"]\n              per_request_buffer_limit_bytes: 2048\n"),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].Routes.VirtualHosts[0].PerRequestBufferLimit = uint32Ptr(2048)
+			}),
+		Entry("per_request_buffer_limit_bytes on a route, 0 included",
+			edit("              - match: {prefix: /}\n", "              - match: {prefix: /}\n                per_request_buffer_limit_bytes: 0\n"),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].Routes.VirtualHosts[0].Routes[0].PerRequestBufferLimit = uint32Ptr(0)
+			}),
 		Entry("HCM idle_timeout 0 disables it",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0s}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 0 }),
@@ -313,3 +327,5 @@ var _ = Describe("ParseBootstrap", func() {
 func route(b *config.Bootstrap) *config.Route {
 	return &b.Listeners[0].Routes.VirtualHosts[0].Routes[0]
 }
+
+func uint32Ptr(v uint32) *uint32 { return &v }

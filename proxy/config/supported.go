@@ -88,6 +88,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"name":          nil,
 		"address":       nil,
 		"filter_chains": nil,
+		// How much of a request body is held for a retry (default 1 MiB).
+		"per_connection_buffer_limit_bytes": nil,
 	},
 	"envoy.config.listener.v3.FilterChain": {
 		"filters": nil,
@@ -175,11 +177,13 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"retry_policy":                      nil,
 		"include_request_attempt_count":     nil,
 		"include_attempt_count_in_response": nil,
+		"per_request_buffer_limit_bytes":    nil,
 	},
 	"envoy.config.route.v3.Route": {
-		"name":  nil,
-		"match": nil,
-		"route": nil,
+		"name":                           nil,
+		"match":                          nil,
+		"route":                          nil,
+		"per_request_buffer_limit_bytes": nil,
 	},
 	"envoy.config.route.v3.RouteMatch": {
 		"prefix": nil,
