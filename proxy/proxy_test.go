@@ -465,6 +465,39 @@ var _ = Describe("Proxy", func() {
 			Expect(body).To(Equal("Method GET not allowed, POST required.\n"))
 		})
 
+		It("does not serve /debug/pprof/ unless enabled", func() {
+			code, _, _ := get(admin + "/debug/pprof/")
+			Expect(code).To(Equal(http.StatusNotFound))
+			code, _, _ = get(admin + "/debug/pprof/goroutine?debug=1")
+			Expect(code).To(Equal(http.StatusNotFound))
+		})
+
+		It("serves /debug/pprof/ with Options.EnablePprof", func() {
+			u := newUpstream(ok)
+			srv, _ := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())},
+				opts: proxy.Options{EnablePprof: true}})
+			code, _, body := get("http://" + srv.AdminAddr() + "/debug/pprof/goroutine?debug=1")
+			Expect(code).To(Equal(http.StatusOK))
+			Expect(body).To(HavePrefix("goroutine profile:"))
+		})
+
+		It("warns when the admin listens beyond loopback, and only then", func() {
+			var warnings []string
+			warn := func(m string) { warnings = append(warnings, m) }
+			start(setup{clusters: []config.Cluster{cluster("backend", closedAddr())}, opts: proxy.Options{Warn: warn}})
+			Expect(warnings).To(BeEmpty(), "127.0.0.1")
+
+			cfg := &config.Bootstrap{Admin: &config.Admin{Address: "0.0.0.0:0"}}
+			exposed, err := proxy.New(cfg, proxy.Options{Warn: warn})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(exposed.Start()).To(Succeed())
+			DeferCleanup(exposed.Close)
+			Expect(warnings).To(HaveExactElements(And(
+				HavePrefix("warning: the admin interface listens on 0.0.0.0:"),
+				ContainSubstring("(every interface)"),
+				ContainSubstring("bind admin.address to 127.0.0.1"))))
+		})
+
 		It("closes Quit on POST /quitquitquit", func() {
 			resp, err := client.Post(admin+"/quitquitquit", "", nil)
 			Expect(err).NotTo(HaveOccurred())
