@@ -41,10 +41,11 @@ type hcmStats struct {
 	rqTotal, noRoute, rqTimeout, rq2xx, rq3xx, rq4xx, rq5xx, cxTotal *stats.Counter
 	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
 	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
-	// cxIdleTimeout: one closed by the HCM idle_timeout.
-	cxProtocolError, cxDestroyRemoteActiveRq, cxIdleTimeout *stats.Counter
-	rqActive, cxActive                                      *stats.Gauge
-	rqTime                                                  *stats.Histogram
+	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
+	// max_requests_per_connection.
+	cxProtocolError, cxDestroyRemoteActiveRq, cxIdleTimeout, cxMaxRequestsReached *stats.Counter
+	rqActive, cxActive                                                            *stats.Gauge
+	rqTime                                                                        *stats.Histogram
 }
 
 func newHCMStats(store *stats.Store, prefix string) hcmStats {
@@ -55,8 +56,8 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 		rq2xx: c("downstream_rq_2xx"), rq3xx: c("downstream_rq_3xx"), rq4xx: c("downstream_rq_4xx"), rq5xx: c("downstream_rq_5xx"),
 		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
-		cxIdleTimeout: c("downstream_cx_idle_timeout"),
-		rqTime:        store.Histogram(p + "downstream_rq_time"),
+		cxIdleTimeout: c("downstream_cx_idle_timeout"), cxMaxRequestsReached: c("downstream_cx_max_requests_reached"),
+		rqTime: store.Histogram(p + "downstream_rq_time"),
 	}
 }
 

@@ -150,4 +150,30 @@ var _ = Describe("The proxy's edges", func() {
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeZero())
 		})
 	})
+
+	Describe("max_requests_per_connection (HCM common_http_protocol_options)", func() {
+		It("closes a connection after its Nth response, which says Connection: close, and counts it", func() {
+			u := newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)},
+				clusters: []config.Cluster{cluster("backend", u.addr())}, maxRequests: 3})
+			req := "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+			got := rawExchange(url, strings.Repeat(req, 4), false) // a 4th, pipelined: never served
+			Expect(strings.Count(got, "HTTP/1.1 200 OK\r\n")).To(Equal(3))
+			Expect(strings.Count(got, "\r\nConnection: close\r\n")).To(Equal(1))
+			last := got[strings.LastIndex(got, "HTTP/1.1 "):]
+			Expect(last).To(ContainSubstring("\r\nConnection: close\r\n"), "the third response closes")
+			Expect(u.requests.Load()).To(BeEquivalentTo(3))
+			Expect(stat(srv, "http.ingress.downstream_cx_max_requests_reached")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "http.ingress.downstream_rq_total")).To(BeEquivalentTo(3))
+		})
+
+		It("limits nothing by default", func() {
+			u := newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)},
+				clusters: []config.Cluster{cluster("backend", u.addr())}})
+			got := rawExchange(url, strings.Repeat("GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 20)+"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false)
+			Expect(strings.Count(got, "HTTP/1.1 200 OK\r\n")).To(Equal(21))
+			Expect(stat(srv, "http.ingress.downstream_cx_max_requests_reached")).To(BeZero())
+		})
+	})
 })

@@ -83,6 +83,8 @@ type setup struct {
 	// idleTimeout is the HCM common_http_protocol_options.idle_timeout (0: none).
 	idleTimeout time.Duration
 	fault       *config.FaultFilter
+	// maxRequests is the HCM common_http_protocol_options.max_requests_per_connection (0: none).
+	maxRequests uint32
 	// bufferLimit is the listener's per_connection_buffer_limit_bytes (0: the 1 MiB default).
 	bufferLimit uint32
 	// opts are the proxy's options (a clock, a rand source, an event sink).
@@ -113,8 +115,8 @@ func start(s setup) (*proxy.Server, string) {
 	cfg := &config.Bootstrap{
 		Admin: &config.Admin{Address: "127.0.0.1:0"},
 		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout, IdleTimeout: s.idleTimeout, Fault: s.fault,
-			BufferLimit: s.bufferLimit,
-			Routes:      config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
+			BufferLimit: s.bufferLimit, MaxRequestsPerConnection: s.maxRequests,
+			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
 		Clusters: s.clusters,
 	}
 	srv, err := proxy.New(cfg, s.opts)

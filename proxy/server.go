@@ -156,7 +156,8 @@ func (s *Server) Start() error {
 			handler = newTracing(handler, rt.tracer, rt.prop, sampling, s.seeds)
 		}
 		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout,
-			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc}
+			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc,
+			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc}
 		s.servers = append(s.servers, srv)
 		go func() { _ = srv.Serve(ln) }()
 	}

@@ -147,6 +147,7 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
+	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
 	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
 	out.Tracing = c.hcmTracing(hcm.GetTracing())
 	if hcm.GetRouteConfig() == nil {

@@ -107,8 +107,10 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"common_http_protocol_options": nil,
 		"tracing":                      nil,
 	},
+	// Only the HCM's (downstream); a cluster's are not supported.
 	"envoy.config.core.v3.HttpProtocolOptions": {
-		"idle_timeout": nil,
+		"idle_timeout":                nil,
+		"max_requests_per_connection": nil,
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name":         nil,

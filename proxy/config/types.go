@@ -43,6 +43,10 @@ type Listener struct {
 	Routes         RouteConfig
 	RequestTimeout time.Duration // HCM request_timeout; 0 = none (Envoy's default)
 	IdleTimeout    time.Duration // HCM common_http_protocol_options.idle_timeout; default 1h (Envoy's), 0 = none
+	// MaxRequestsPerConnection is HCM common_http_protocol_options.max_requests_per_connection: after
+	// that many requests a downstream connection closes (its last response says Connection: close);
+	// 0 = no limit (Envoy's default).
+	MaxRequestsPerConnection uint32
 	// BufferLimit is per_connection_buffer_limit_bytes: the most of a request body held for a retry
 	// (a larger body streams and is not retried); default 1 MiB (Envoy's). 0 in a Listener built in
 	// code means the default.

@@ -43,6 +43,13 @@ type Server struct {
 	Rejected func(code int)
 	// IdleTimedOut, when set, hears of each connection that IdleTimeout closes.
 	IdleTimedOut func()
+	// MaxRequestsPerConnection, when positive, is how many requests a connection serves: the last one's
+	// response says Connection: close and the connection closes after it (Envoy's HCM
+	// common_http_protocol_options.max_requests_per_connection for HTTP/1). 0: no limit.
+	MaxRequestsPerConnection int
+	// MaxRequestsReached, when set, hears of each connection that reached MaxRequestsPerConnection, as
+	// its last request is dispatched.
+	MaxRequestsReached func()
 	// BaseContext is the parent of every connection's context (nil: context.Background()).
 	BaseContext context.Context
 
@@ -223,6 +230,7 @@ type conn struct {
 	work     chan struct{} // reader → handler: a request is ready
 	handled  chan struct{} // handler → reader: the response is written
 	bodyDone chan struct{} // handler → reader: the request body was read to its end
+	requests int           // how many requests the connection has dispatched
 }
 
 // readLoop reads and dispatches requests until the connection ends.
@@ -267,6 +275,16 @@ func (c *conn) readLoop() {
 		if err != nil {
 			c.reject(err)
 			return
+		}
+		c.requests++
+		if limit := s.MaxRequestsPerConnection; limit > 0 && c.requests >= limit {
+			// The last request: its response closes the connection (Envoy's
+			// ConnectionManagerImpl::newStream sets saw_connection_close_ for HTTP/1 and counts
+			// downstream_cx_max_requests_reached, source/common/http/conn_manager_impl.cc).
+			c.req.Close = true
+			if s.MaxRequestsReached != nil {
+				s.MaxRequestsReached()
+			}
 		}
 		select {
 		case <-c.bodyDone: // a stale signal, from a body read to its end after its request
