@@ -176,4 +176,48 @@ var _ = Describe("The proxy's edges", func() {
 			Expect(stat(srv, "http.ingress.downstream_cx_max_requests_reached")).To(BeZero())
 		})
 	})
+
+	Describe("the listener's connection limit (envoy.filters.network.connection_limit)", func() {
+		It("closes connections over max_connections at once, counts them, and takes new ones once some close", func() {
+			u := newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)},
+				clusters:  []config.Cluster{cluster("backend", u.addr())},
+				connLimit: &config.ConnectionLimit{StatPrefix: "edge", MaxConnections: 2}})
+			addr := strings.TrimPrefix(url, "http://")
+			dial := func() net.Conn {
+				GinkgoHelper()
+				c, err := net.Dial("tcp", addr)
+				Expect(err).NotTo(HaveOccurred())
+				DeferCleanup(func() { _ = c.Close() })
+				Expect(c.SetDeadline(time.Now().Add(5 * time.Second))).To(Succeed())
+				return c
+			}
+			// exchange sends one keep-alive request and reads what comes back (up to a response's head).
+			exchange := func(c net.Conn) string {
+				GinkgoHelper()
+				_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				buf := make([]byte, 4096)
+				n, _ := c.Read(buf)
+				return string(buf[:n])
+			}
+			held := []net.Conn{dial(), dial()}
+			for _, c := range held {
+				Expect(exchange(c)).To(HavePrefix("HTTP/1.1 200 OK\r\n"))
+			}
+			Expect(stat(srv, "connection_limit.edge.active_connections")).To(BeEquivalentTo(2))
+
+			for range 5 {
+				over := dial()
+				Expect(exchange(over)).To(BeEmpty(), "closed before any answer")
+			}
+			Expect(stat(srv, "connection_limit.edge.limited_connections")).To(BeEquivalentTo(5))
+			Expect(u.requests.Load()).To(BeEquivalentTo(2), "nothing of theirs went upstream")
+
+			Expect(held[0].Close()).To(Succeed())
+			Eventually(func() uint64 { return stat(srv, "connection_limit.edge.active_connections") }).Should(BeEquivalentTo(1))
+			Expect(exchange(dial())).To(HavePrefix("HTTP/1.1 200 OK\r\n"))
+			Expect(exchange(held[1])).To(HavePrefix("HTTP/1.1 200 OK\r\n"), "the held connection still works")
+			Expect(stat(srv, "connection_limit.edge.limited_connections")).To(BeEquivalentTo(5))
+		})
+	})
 })

@@ -83,6 +83,8 @@ type setup struct {
 	// idleTimeout is the HCM common_http_protocol_options.idle_timeout (0: none).
 	idleTimeout time.Duration
 	fault       *config.FaultFilter
+	// connLimit is the listener's connection_limit filter (nil: none).
+	connLimit *config.ConnectionLimit
 	// maxRequests is the HCM common_http_protocol_options.max_requests_per_connection (0: none).
 	maxRequests uint32
 	// bufferLimit is the listener's per_connection_buffer_limit_bytes (0: the 1 MiB default).
@@ -115,7 +117,7 @@ func start(s setup) (*proxy.Server, string) {
 	cfg := &config.Bootstrap{
 		Admin: &config.Admin{Address: "127.0.0.1:0"},
 		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout, IdleTimeout: s.idleTimeout, Fault: s.fault,
-			BufferLimit: s.bufferLimit, MaxRequestsPerConnection: s.maxRequests,
+			BufferLimit: s.bufferLimit, MaxRequestsPerConnection: s.maxRequests, ConnectionLimit: s.connLimit,
 			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
 		Clusters: s.clusters,
 	}

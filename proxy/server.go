@@ -134,6 +134,10 @@ func (s *Server) Start() error {
 			return fmt.Errorf("listener %q: %w", l.Name, err)
 		}
 		s.listeners[l.Name] = ln
+		var served net.Listener = ln
+		if l.ConnectionLimit != nil {
+			served = newLimitListener(ln, l.ConnectionLimit, s.store)
+		}
 		rt := newRouter(s.clusters, s.clk, s.seeds)
 		rt.onRequest = s.opts.OnRequest
 		hcm := newConnManager(l, s.store, s.clk, rt)
@@ -159,7 +163,7 @@ func (s *Server) Start() error {
 			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc,
 			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc}
 		s.servers = append(s.servers, srv)
-		go func() { _ = srv.Serve(ln) }()
+		go func() { _ = srv.Serve(served) }()
 	}
 	if s.cfg.Admin != nil {
 		ln, err := net.Listen("tcp", s.cfg.Admin.Address)

@@ -110,6 +110,17 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("the HCM max_requests_per_connection (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_requests_per_connection: 100}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].MaxRequestsPerConnection = 100 }),
+		Entry("a connection_limit network filter before the HCM",
+			edit("    - filters:\n", `    - filters:
+      - name: envoy.filters.network.connection_limit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit
+          stat_prefix: edge_limit
+          max_connections: 100
+`),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].ConnectionLimit = &config.ConnectionLimit{StatPrefix: "edge_limit", MaxConnections: 100}
+			}),
 		Entry("the listener's per_connection_buffer_limit_bytes",
 			edit("  - name: ingress\n", "  - name: ingress\n    per_connection_buffer_limit_bytes: 65536\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].BufferLimit = 64 << 10 }),
@@ -188,6 +199,25 @@ var _ = Describe("ParseBootstrap", func() {
 			Expect(pb).To(BeNil())
 			Expect(config.Errors(err)).To(HaveExactElements(want))
 		},
+		Entry("a connection_limit with a delay (connections over the limit are closed at once)",
+			edit("    - filters:\n", `    - filters:
+      - name: envoy.filters.network.connection_limit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit
+          stat_prefix: edge_limit
+          delay: 1s
+`),
+			at(11, 11, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.delay",
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit: max_connections, stat_prefix)")),
+		Entry("a connection_limit without max_connections",
+			edit("    - filters:\n", `    - filters:
+      - name: envoy.filters.network.connection_limit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit
+          stat_prefix: edge_limit
+`),
+			at(9, 11, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_connections",
+				"required: the most connections the listener holds (at least 1)")),
 		Entry("malformed YAML",
 			"static_resources:\n  clusters: [\n",
 			at(2, 13, "", "invalid YAML: sequence end token ']' not found")),

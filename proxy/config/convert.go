@@ -18,6 +18,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -134,12 +135,21 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	}
 	path = joinPath(indexPath(joinPath(path, "filter_chains"), 0), "filters")
 	filters := chains[0].GetFilters()
-	if len(filters) != 1 {
-		c.fail(path, "want exactly one network filter, the HTTP connection manager, got %d", len(filters))
+	if n := len(filters); n == 0 || n > 2 {
+		c.fail(path, "want the HTTP connection manager, optionally after a connection_limit filter, got %d network filters", n)
 		return out
 	}
-	path = joinPath(indexPath(path, 0), "typed_config")
-	hcm, ok := unpack[*hcmv3.HttpConnectionManager](c, filters[0].GetTypedConfig(), path)
+	if len(filters) == 2 {
+		lpath := joinPath(indexPath(path, 0), "typed_config")
+		if cl, ok := unpack[*connlimitv3.ConnectionLimit](c, filters[0].GetTypedConfig(), lpath); ok {
+			if cl.GetMaxConnections() == nil {
+				c.fail(joinPath(lpath, "max_connections"), "required: the most connections the listener holds (at least 1)")
+			}
+			out.ConnectionLimit = &ConnectionLimit{StatPrefix: cl.GetStatPrefix(), MaxConnections: cl.GetMaxConnections().GetValue()}
+		}
+	}
+	path = joinPath(indexPath(path, len(filters)-1), "typed_config")
+	hcm, ok := unpack[*hcmv3.HttpConnectionManager](c, filters[len(filters)-1].GetTypedConfig(), path)
 	if !ok {
 		return out
 	}

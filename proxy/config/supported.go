@@ -12,6 +12,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 )
@@ -23,6 +24,7 @@ const (
 	faultType  = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 	prevHosts  = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 	otelType   = "envoy.config.trace.v3.OpenTelemetryConfig"
+	cxLimType  = "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
 )
 
 // supported is the subset of Envoy's v3 API that meshproof implements: message full name → proto field
@@ -83,7 +85,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"protocol":   {"TCP"},
 	},
 
-	// Listeners: one filter chain whose only network filter is the HTTP connection manager.
+	// Listeners: one filter chain whose network filters are an optional connection limit, then the HTTP
+	// connection manager.
 	"envoy.config.listener.v3.Listener": {
 		"name":          nil,
 		"address":       nil,
@@ -96,7 +99,12 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	"envoy.config.listener.v3.Filter": {
 		"name":         nil,
-		"typed_config": {hcmType},
+		"typed_config": {cxLimType, hcmType},
+	},
+	// The listener's downstream connection limit: connections over it are closed at once (no delay).
+	cxLimType: {
+		"stat_prefix":     nil,
+		"max_connections": nil,
 	},
 	hcmType: {
 		"stat_prefix":                  nil,

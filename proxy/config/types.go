@@ -43,6 +43,8 @@ type Listener struct {
 	Routes         RouteConfig
 	RequestTimeout time.Duration // HCM request_timeout; 0 = none (Envoy's default)
 	IdleTimeout    time.Duration // HCM common_http_protocol_options.idle_timeout; default 1h (Envoy's), 0 = none
+	// ConnectionLimit is the envoy.filters.network.connection_limit filter before the HCM; nil: none.
+	ConnectionLimit *ConnectionLimit
 	// MaxRequestsPerConnection is HCM common_http_protocol_options.max_requests_per_connection: after
 	// that many requests a downstream connection closes (its last response says Connection: close);
 	// 0 = no limit (Envoy's default).
@@ -53,6 +55,13 @@ type Listener struct {
 	BufferLimit uint32
 	Fault       *FaultFilter // the HTTP fault filter, when the filter chain has one before the router
 	Tracing     *HCMTracing  // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
+}
+
+// ConnectionLimit is Envoy's connection_limit network filter: a listener holds at most MaxConnections
+// downstream connections; one over it is closed as soon as it is accepted.
+type ConnectionLimit struct {
+	StatPrefix     string // stats connection_limit.<StatPrefix>.{limited_connections,active_connections}
+	MaxConnections uint64 // at least 1
 }
 
 // FaultFilter is envoy.extensions.filters.http.fault.v3.HTTPFault: delays and aborts injected by the

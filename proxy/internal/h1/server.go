@@ -597,8 +597,8 @@ func (c *conn) serve() {
 // abort closes the connection under the reader: it sees an error and ends the connection.
 func (c *conn) abort() {
 	c.cancel()
-	if tc, ok := c.nc.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok { // a *net.TCPConn, or a wrapper of one
+		_ = cw.CloseWrite()
 	}
 	_ = c.nc.SetReadDeadline(aLongTimeAgo)
 }
