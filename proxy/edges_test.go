@@ -98,6 +98,30 @@ var _ = Describe("The proxy's edges", func() {
 			Expect(u.requests.Load()).To(BeEquivalentTo(1))
 		})
 
+		It("answers 408 when the request_timeout ends a body as it streams, and the upstream never sees it complete", func() {
+			var got atomic.Int64
+			cut := make(chan error, 1)
+			slow := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+				n, err := io.Copy(io.Discard, r.Body)
+				got.Store(n)
+				cut <- err
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "5xx", "reset"))},
+				clusters: []config.Cluster{cluster("backend", slow.addr())}, bufferLimit: 1 << 10, requestTimeout: 300 * time.Millisecond})
+			// 4 KiB of a declared 8 KiB, then nothing: past the 1 KiB limit, so streaming when the timeout hits.
+			req := "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 8192\r\n\r\n" + strings.Repeat("b", 4<<10)
+			reply := rawExchange(url, req, false)
+			Expect(reply).To(HavePrefix("HTTP/1.1 408 Request Timeout\r\n"))
+			Expect(reply).To(ContainSubstring("\r\nConnection: close\r\n"))
+			var err error
+			Eventually(cut).Should(Receive(&err))
+			Expect(err).To(HaveOccurred(), "the upstream request was cut short, never completed")
+			Expect(got.Load()).To(BeEquivalentTo(4 << 10))
+			Expect(stat(srv, "http.ingress.downstream_rq_timeout")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "http.ingress.downstream_rq_4xx")).To(BeEquivalentTo(1))
+			Expect(slow.requests.Load()).To(BeEquivalentTo(1), "no retry of a reset the client caused")
+		})
+
 		It("keeps memory bounded under many concurrent slow uploads declaring 16 MiB", func() {
 			const (
 				uploads  = 32
