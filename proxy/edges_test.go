@@ -2,18 +2,23 @@ package proxy_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 )
 
@@ -242,6 +247,123 @@ var _ = Describe("The proxy's edges", func() {
 			Expect(exchange(dial())).To(HavePrefix("HTTP/1.1 200 OK\r\n"))
 			Expect(exchange(held[1])).To(HavePrefix("HTTP/1.1 200 OK\r\n"), "the held connection still works")
 			Expect(stat(srv, "connection_limit.edge.limited_connections")).To(BeEquivalentTo(5))
+		})
+	})
+
+	// Raw bytes over TCP to a real proxy, each answered as Envoy's HTTP/1 codec and connection manager
+	// answer it, with what the upstream received. The h1 server's own specs
+	// (internal/h1/server_test.go, "malformed requests") cover each head error's status; these check the
+	// proxy end to end: the answer, the connection's end, and that nothing else reaches the upstream.
+	Describe("adversarial requests", func() {
+		var (
+			srv      *proxy.Server
+			url      string
+			mu       sync.Mutex
+			received []string // "METHOD target host" of each request the upstream read
+		)
+		BeforeEach(func() {
+			received = nil
+			u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				received = append(received, r.Method+" "+r.RequestURI+" "+r.Host)
+				mu.Unlock()
+				if r.URL.Path == "/hang" {
+					<-r.Context().Done()
+					return
+				}
+				io.WriteString(w, "ok")
+			})
+			srv, url = start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+		})
+		upstreamGot := func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(received)
+		}
+
+		// send writes request (then half-closes if asked) and reads until the proxy closes the
+		// connection; a reset after the answer (the proxy closing with the client's bytes unread) is a
+		// close too.
+		send := func(request string, halfClose bool) string {
+			GinkgoHelper()
+			c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(func() { _ = c.Close() })
+			Expect(c.SetDeadline(time.Now().Add(5 * time.Second))).To(Succeed())
+			go func() {
+				_, _ = io.WriteString(c, request)
+				if halfClose {
+					_ = c.(*net.TCPConn).CloseWrite()
+				}
+			}()
+			var got bytes.Buffer
+			_, err = io.Copy(&got, c)
+			if err != nil {
+				Expect(errors.Is(err, syscall.ECONNRESET)).To(BeTrue(), "the proxy must close the connection; got %q, %v", got.String(), err)
+			}
+			return got.String()
+		}
+
+		many := func(n int) string {
+			var b strings.Builder
+			for i := range n {
+				fmt.Fprintf(&b, "X-H%d: v\r\n", i)
+			}
+			return b.String()
+		}
+
+		DescribeTable("a request the codec rejects: its status, Connection: close, nothing upstream",
+			func(request string, status string) {
+				got := send(request, false)
+				Expect(got).To(HavePrefix("HTTP/1.1 " + status + "\r\n"))
+				Expect(got).To(ContainSubstring("\r\nConnection: close\r\n"))
+				Expect(upstreamGot()).To(BeEmpty())
+				Expect(stat(srv, "http.ingress.downstream_cx_protocol_error")).To(BeEquivalentTo(1))
+				Expect(stat(srv, "http.ingress.downstream_rq_4xx")).To(BeEquivalentTo(1))
+			},
+			// Envoy rejects both framings at once (RFC 9112 §6.1 lets a server; a proxy that forwarded
+			// either would let the upstream frame the body the other way: request smuggling).
+			Entry("Content-Length and Transfer-Encoding: chunked together",
+				"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400 Bad Request"),
+			Entry("two Content-Lengths with different values",
+				"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "400 Bad Request"),
+			Entry("an obs-fold header line",
+				"GET /a HTTP/1.1\r\nHost: x\r\nX-A: a\r\n folded\r\n\r\n", "400 Bad Request"),
+			Entry("an invalid method token",
+				"G(T /a HTTP/1.1\r\nHost: x\r\n\r\n", "400 Bad Request"),
+			// max_request_headers_kb (60 KiB by default): 431.
+			Entry("a 100 KB header", "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 100<<10)+"\r\n\r\n",
+				"431 Request Header Fields Too Large"),
+			Entry("10,000 headers", "GET /a HTTP/1.1\r\nHost: x\r\n"+many(10000)+"\r\n", "431 Request Header Fields Too Large"),
+			// Envoy's codec answers HTTP/1.0 426 unless http_protocol_options.accept_http_10.
+			Entry("HTTP/1.0 without Host", "GET /a HTTP/1.0\r\n\r\n", "426 Upgrade Required"),
+			Entry("HTTP/1.0 with Host", "GET /a HTTP/1.0\r\nHost: x\r\n\r\n", "426 Upgrade Required"),
+		)
+
+		It("forwards an absolute-form request in origin form, its authority as Host", func() {
+			got := send("GET http://other.example/p?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false)
+			Expect(got).To(HavePrefix("HTTP/1.1 200 OK\r\n"))
+			Expect(got).To(HaveSuffix("\r\n\r\nok"))
+			Expect(upstreamGot()).To(HaveExactElements("GET /p?q=1 other.example"))
+		})
+
+		It("answers the pipelined requests before a bad one, then 400 and closes: nothing after it goes upstream", func() {
+			got := send("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"+
+				"GET /2 HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n"+
+				"GET /3 HTTP/1.1\r\nHost: x\r\n\r\n", false)
+			Expect(got).To(HavePrefix("HTTP/1.1 200 OK\r\n"))
+			Expect(strings.Count(got, "HTTP/1.1 ")).To(Equal(2))
+			Expect(got[strings.LastIndex(got, "HTTP/1.1 "):]).To(HavePrefix("HTTP/1.1 400 Bad Request\r\n"))
+			Expect(upstreamGot()).To(HaveExactElements("GET /1 x"))
+			Expect(stat(srv, "http.ingress.downstream_rq_total")).To(BeEquivalentTo(2))
+		})
+
+		It("takes a half-close with a request in flight for the client gone, as Envoy's HCM does (no half-close)", func() {
+			got := send("GET /hang HTTP/1.1\r\nHost: x\r\n\r\n", true)
+			Expect(got).To(BeEmpty(), "nothing is answered")
+			Eventually(func() uint64 { return stat(srv, "http.ingress.downstream_cx_destroy_remote_active_rq") }).Should(BeEquivalentTo(1))
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_active") }).Should(BeZero(), "the upstream request is reset")
+			Expect(stat(srv, "http.ingress.downstream_rq_5xx")).To(BeZero())
 		})
 	})
 })

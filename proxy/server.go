@@ -161,7 +161,8 @@ func (s *Server) Start() error {
 		}
 		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout,
 			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc,
-			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc}
+			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc,
+			RejectHTTP10: true} // Envoy's default: http_protocol_options.accept_http_10 false
 		s.servers = append(s.servers, srv)
 		go func() { _ = srv.Serve(served) }()
 	}

@@ -43,6 +43,10 @@ type Server struct {
 	Rejected func(code int)
 	// IdleTimedOut, when set, hears of each connection that IdleTimeout closes.
 	IdleTimedOut func()
+	// RejectHTTP10 answers an HTTP/1.0 request 426 Upgrade Required and closes the connection, as
+	// Envoy's HTTP/1 codec does unless http_protocol_options.accept_http_10 is set
+	// (ServerConnectionImpl::checkProtocolVersion, source/common/http/http1/codec_impl.cc).
+	RejectHTTP10 bool
 	// MaxRequestsPerConnection, when positive, is how many requests a connection serves: the last one's
 	// response says Connection: close and the connection closes after it (Envoy's HCM
 	// common_http_protocol_options.max_requests_per_connection for HTTP/1). 0: no limit.
@@ -369,6 +373,9 @@ func (c *conn) afterRequest() bool {
 	return true
 }
 
+// errHTTP10 is an HTTP/1.0 request on a server that rejects them (Server.RejectHTTP10): 426.
+var errHTTP10 = errors.New("h1: upgrade required for HTTP/1.0")
+
 // readRequest builds c.req from the head read.
 func (c *conn) readRequest() error {
 	h := &c.head
@@ -381,6 +388,9 @@ func (c *conn) readRequest() error {
 	major, minor, err := parseVersion(version)
 	if err != nil {
 		return err
+	}
+	if minor == 0 && c.srv.RejectHTTP10 {
+		return errHTTP10
 	}
 	if method == http.MethodConnect {
 		return errConnect
@@ -497,6 +507,8 @@ func (c *conn) reject(err error) {
 		code = http.StatusNotImplemented
 	case errors.Is(err, errBadVersion):
 		code = http.StatusHTTPVersionNotSupported
+	case errors.Is(err, errHTTP10):
+		code = http.StatusUpgradeRequired
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
