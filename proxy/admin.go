@@ -64,10 +64,13 @@ func (s *Server) adminHandler() http.Handler {
 		w.Write(append(b, '\n'))
 	})
 	get("/debug/runtime", serveRuntime)
-	// Go's profiles (CPU, heap, goroutines, …), where Envoy's admin has /cpuprofiler and /heapprofiler.
-	get("/debug/pprof/", pprof.Index)
-	get("/debug/pprof/profile", pprof.Profile)
-	get("/debug/pprof/trace", pprof.Trace)
+	if s.opts.EnablePprof {
+		// Go's profiles (CPU, heap, goroutines, …), where Envoy's admin has /cpuprofiler and
+		// /heapprofiler; only when enabled (Options.EnablePprof): otherwise 404.
+		get("/debug/pprof/", pprof.Index)
+		get("/debug/pprof/profile", pprof.Profile)
+		get("/debug/pprof/trace", pprof.Trace)
+	}
 	post("/healthcheck/fail", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(false); io.WriteString(w, "OK\n") })
 	post("/healthcheck/ok", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(true); io.WriteString(w, "OK\n") })
 	post("/reset_counters", func(w http.ResponseWriter, _ *http.Request) { s.store.ResetCounters(); io.WriteString(w, "OK\n") })

@@ -65,8 +65,10 @@ type clusterStats struct {
 	store  *stats.Store
 	prefix string
 
-	rqTotal, rqCompleted, rqTimeout, rqPerTryTimeout, rqRxReset, rqTxReset    *stats.Counter
-	rqRetry, rqRetrySuccess, rqRetryOverflow, rqRetryLimitExceeded            *stats.Counter
+	rqTotal, rqCompleted, rqTimeout, rqPerTryTimeout, rqRxReset, rqTxReset *stats.Counter
+	rqRetry, rqRetrySuccess, rqRetryOverflow, rqRetryLimitExceeded         *stats.Counter
+	// retryOrShadowAbandoned: a retry given up because the request body exceeded the buffer limit.
+	retryOrShadowAbandoned                                                    *stats.Counter
 	rqRetryBackoffExponential, cxTotal, cxConnectFail, cxConnectTimeout       *stats.Counter
 	cxNoneHealthy, rq2xx, rq3xx, rq4xx, rq5xx, lbHealthyPanic, rqPendingTotal *stats.Counter
 	rqPendingOverflow, cxOverflow, rqRetryBackoffRateLimited                  *stats.Counter
@@ -89,6 +91,7 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 		rqRxReset: c("upstream_rq_rx_reset"), rqTxReset: c("upstream_rq_tx_reset"),
 		rqRetry: c("upstream_rq_retry"), rqRetrySuccess: c("upstream_rq_retry_success"),
 		rqRetryOverflow: c("upstream_rq_retry_overflow"), rqRetryLimitExceeded: c("upstream_rq_retry_limit_exceeded"),
+		retryOrShadowAbandoned:    c("retry_or_shadow_abandoned"),
 		rqRetryBackoffExponential: c("upstream_rq_retry_backoff_exponential"),
 		rqRetryBackoffRateLimited: c("upstream_rq_retry_backoff_ratelimited"),
 		cxTotal:                   c("upstream_cx_total"), cxConnectFail: c("upstream_cx_connect_fail"),

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,9 +16,9 @@ import (
 	"github.com/meshproof/meshproof/proxy/stats"
 )
 
-// maxRequestBody is the most a downstream request body may hold: bodies are buffered so that they can be
-// replayed on retries (Envoy buffers up to its per-connection buffer limit for the same reason).
-const maxRequestBody = 16 << 20
+// defaultBufferLimit is Envoy's default per_connection_buffer_limit_bytes (1 MiB,
+// api/envoy/config/listener/v3/listener.proto): how much of a request body is held for a retry.
+const defaultBufferLimit = 1 << 20
 
 // connManager is one listener's HTTP connection manager (Envoy's ConnectionManagerImpl,
 // source/common/http/conn_manager_impl.h): it takes each downstream request, counts it, finds its
@@ -27,9 +28,11 @@ type connManager struct {
 	routes config.RouteConfig
 	// requestTimeout is the HCM request_timeout: how long the whole downstream request may take to arrive.
 	requestTimeout time.Duration
-	st             hcmStats
-	clk            clock.Clock
-	router         *router
+	// bufferLimit is the listener's per_connection_buffer_limit_bytes: the most of a request body held.
+	bufferLimit uint32
+	st          hcmStats
+	clk         clock.Clock
+	router      *router
 }
 
 var _ http.Handler = (*connManager)(nil)
@@ -38,10 +41,11 @@ type hcmStats struct {
 	rqTotal, noRoute, rqTimeout, rq2xx, rq3xx, rq4xx, rq5xx, cxTotal *stats.Counter
 	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
 	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
-	// cxIdleTimeout: one closed by the HCM idle_timeout.
-	cxProtocolError, cxDestroyRemoteActiveRq, cxIdleTimeout *stats.Counter
-	rqActive, cxActive                                      *stats.Gauge
-	rqTime                                                  *stats.Histogram
+	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
+	// max_requests_per_connection.
+	cxProtocolError, cxDestroyRemoteActiveRq, cxIdleTimeout, cxMaxRequestsReached *stats.Counter
+	rqActive, cxActive                                                            *stats.Gauge
+	rqTime                                                                        *stats.Histogram
 }
 
 func newHCMStats(store *stats.Store, prefix string) hcmStats {
@@ -52,8 +56,8 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 		rq2xx: c("downstream_rq_2xx"), rq3xx: c("downstream_rq_3xx"), rq4xx: c("downstream_rq_4xx"), rq5xx: c("downstream_rq_5xx"),
 		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
-		cxIdleTimeout: c("downstream_cx_idle_timeout"),
-		rqTime:        store.Histogram(p + "downstream_rq_time"),
+		cxIdleTimeout: c("downstream_cx_idle_timeout"), cxMaxRequestsReached: c("downstream_cx_max_requests_reached"),
+		rqTime: store.Histogram(p + "downstream_rq_time"),
 	}
 }
 
@@ -71,7 +75,12 @@ func (s *hcmStats) status(code int) {
 }
 
 func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *router) *connManager {
-	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt}
+	limit := l.BufferLimit
+	if limit == 0 {
+		limit = defaultBufferLimit
+	}
+	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit,
+		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt}
 }
 
 // match finds the virtual host for the request's authority and the first route that matches its path.
@@ -137,10 +146,10 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.localReply(w, nil, http.StatusNotFound, "")
 		return
 	}
-	var body []byte
+	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
 		var ok bool
-		if body, ok = cm.readBody(w, r); !ok {
+		if body, ok = cm.readBody(w, r, cm.retryBufferLimit(vh, route)); !ok {
 			return
 		}
 	}
@@ -153,53 +162,153 @@ func (cm *connManager) route(r *http.Request) *config.Route {
 	return route
 }
 
-// readBody buffers the downstream request body under the HCM request_timeout; false when the request
-// was answered (400, 408, 413, 431) or the downstream went away. The body is read whole before the
-// first attempt, so that an attempt never starts with a body that cannot be read (and never has to
-// be retried with one that cannot be replayed).
-func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// retryBufferLimit is how much of a request body on route is held for a retry: the listener's
+// per_connection_buffer_limit_bytes, or the route's (else its virtual host's)
+// per_request_buffer_limit_bytes when smaller (Envoy: RouteEntryImpl::retryShadowBufferLimit and
+// Router::Filter::setDecoderFilterCallbacks, source/common/router/config_impl.cc and router.cc).
+func (cm *connManager) retryBufferLimit(vh *config.VirtualHost, route *config.Route) int {
+	limit := cm.bufferLimit
+	per := route.PerRequestBufferLimit
+	if per == nil {
+		per = vh.PerRequestBufferLimit
+	}
+	if per != nil && *per < limit {
+		limit = *per
+	}
+	return int(limit)
+}
+
+// requestBody is a downstream request body on its way upstream: held whole when it fits the buffer
+// limit, so that a retry can send it again; else its first limit bytes are held and the rest streams
+// upstream as it arrives, and the request cannot be retried (see forward.run).
+type requestBody struct {
+	buf  []byte    // the whole body, or its first part when rest is set
+	rest *bodyRest // the body beyond the limit; nil: buf is the whole body
+	// length is the whole body's length when rest is set: its Content-Length, or -1 (chunked).
+	length int64
+}
+
+// bodyRest is the part of a request body beyond the buffer limit, read from the downstream as the
+// upstream request is written. It keeps the downstream's read error, which the connection manager
+// answers (see connManager.bodyError), and calls done at the body's end.
+type bodyRest struct {
+	pending []byte // read past the limit to learn that there was more
+	r       io.Reader
+	err     error
+	done    func()
+}
+
+func (b *bodyRest) Read(p []byte) (int, error) {
+	if len(b.pending) > 0 {
+		n := copy(p, b.pending)
+		b.pending = b.pending[n:]
+		return n, nil
+	}
+	n, err := b.r.Read(p)
+	switch {
+	case err == io.EOF:
+		if b.done != nil {
+			b.done()
+			b.done = nil
+		}
+	case err != nil:
+		b.err = err
+	}
+	return n, err
+}
+
+// readBody reads the downstream request body under the HCM request_timeout, up to limit bytes; false
+// when the request was answered (400, 408, 431) or the downstream went away. A body within the limit
+// is read whole before the first attempt, so that an attempt never starts with a body that cannot be
+// read and a retry sends the same bytes. A larger one is not an error (Envoy streams bodies of any
+// size through the router): its rest streams upstream, still under the request_timeout. The buffer
+// grows with what arrives, never from the Content-Length a client declares.
+func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit int) (requestBody, bool) {
 	rc := http.NewResponseController(w)
 	if cm.requestTimeout > 0 { // a socket deadline: the real clock's
 		_ = rc.SetReadDeadline(time.Now().Add(cm.requestTimeout))
 	}
-	var body []byte
-	var err error
-	if n := r.ContentLength; n > 0 && n <= maxRequestBody {
-		body = make([]byte, n)
-		_, err = io.ReadFull(r.Body, body)
-	} else {
-		body, err = io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
-	}
-	if err != nil {
-		var (
-			fe *h1.FramingError
-			ne net.Error
-		)
-		switch {
-		case errors.As(err, &fe):
-			// A body that breaks its framing is a codec protocol error: Envoy's HTTP/1 codec answers
-			// it itself, 400 "Bad Request" (431 for trailers over the limit), and the connection
-			// manager closes the connection (ServerConnectionImpl::sendProtocolError,
-			// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError,
-			// source/common/http/conn_manager_impl.cc: response flag DPE, downstream_cx_protocol_error).
-			cm.st.cxProtocolError.Inc()
-			cm.localReply(w, connectionClose, fe.Status, http.StatusText(fe.Status))
-		case errors.As(err, &ne) && ne.Timeout():
-			cm.st.rqTimeout.Inc()
-			cm.localReply(w, nil, http.StatusRequestTimeout, "request timeout")
-		default:
-			cm.downstreamGone() // the stream ended or was reset mid-body: nobody to answer
+	clearDeadline := func() {
+		if cm.requestTimeout > 0 {
+			_ = rc.SetReadDeadline(time.Time{})
 		}
-		return nil, false
 	}
-	if cm.requestTimeout > 0 {
-		_ = rc.SetReadDeadline(time.Time{})
+	buf, pending, err := bufferBody(r.Body, limit, r.ContentLength)
+	if err != nil {
+		cm.bodyError(w, err)
+		return requestBody{}, false
 	}
-	if len(body) > maxRequestBody {
-		cm.localReply(w, nil, http.StatusRequestEntityTooLarge, "payload too large")
-		return nil, false
+	if pending == nil {
+		clearDeadline()
+		return requestBody{buf: buf}, true
 	}
-	return body, true
+	return requestBody{buf: buf, length: r.ContentLength,
+		rest: &bodyRest{pending: pending, r: r.Body, done: clearDeadline}}, true
+}
+
+// Sizes of a request body's buffer: the first allocation, at most, then doubling up to the limit.
+const (
+	firstBodyBuffer = 16 << 10
+	minBodyBuffer   = 512
+)
+
+// bufferBody reads r up to limit bytes. pending is nil when buf holds the whole body; else r has more,
+// and pending holds what was read past buf to find out (the rest is still in r). hint is the declared
+// length (-1: unknown): it only keeps the first allocation small for a small body.
+func bufferBody(r io.Reader, limit int, hint int64) (buf, pending []byte, err error) {
+	size := min(limit, firstBodyBuffer)
+	if hint >= 0 && hint < int64(size) {
+		size = int(hint)
+	}
+	buf = make([]byte, 0, max(size, min(limit, minBodyBuffer)))
+	for len(buf) < limit {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(2*cap(buf), limit)-len(buf))
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), limit)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	var probe [1]byte
+	for {
+		n, err := r.Read(probe[:])
+		switch {
+		case n > 0:
+			return buf, []byte{probe[0]}, nil
+		case err == io.EOF:
+			return buf, nil, nil
+		case err != nil:
+			return nil, nil, err
+		}
+	}
+}
+
+// bodyError answers a request whose body could not be read from the downstream.
+func (cm *connManager) bodyError(w http.ResponseWriter, err error) {
+	var (
+		fe *h1.FramingError
+		ne net.Error
+	)
+	switch {
+	case errors.As(err, &fe):
+		// A body that breaks its framing is a codec protocol error: Envoy's HTTP/1 codec answers
+		// it itself, 400 "Bad Request" (431 for trailers over the limit), and the connection
+		// manager closes the connection (ServerConnectionImpl::sendProtocolError,
+		// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError,
+		// source/common/http/conn_manager_impl.cc: response flag DPE, downstream_cx_protocol_error).
+		cm.st.cxProtocolError.Inc()
+		cm.localReply(w, connectionClose, fe.Status, http.StatusText(fe.Status))
+	case errors.As(err, &ne) && ne.Timeout():
+		cm.st.rqTimeout.Inc()
+		cm.localReply(w, nil, http.StatusRequestTimeout, "request timeout")
+	default:
+		cm.downstreamGone() // the stream ended or was reset mid-body: nobody to answer
+	}
 }
 
 // connectionClose is the header of a local reply after which the downstream connection closes.

@@ -83,6 +83,12 @@ type setup struct {
 	// idleTimeout is the HCM common_http_protocol_options.idle_timeout (0: none).
 	idleTimeout time.Duration
 	fault       *config.FaultFilter
+	// connLimit is the listener's connection_limit filter (nil: none).
+	connLimit *config.ConnectionLimit
+	// maxRequests is the HCM common_http_protocol_options.max_requests_per_connection (0: none).
+	maxRequests uint32
+	// bufferLimit is the listener's per_connection_buffer_limit_bytes (0: the 1 MiB default).
+	bufferLimit uint32
 	// opts are the proxy's options (a clock, a rand source, an event sink).
 	opts proxy.Options
 }
@@ -111,6 +117,7 @@ func start(s setup) (*proxy.Server, string) {
 	cfg := &config.Bootstrap{
 		Admin: &config.Admin{Address: "127.0.0.1:0"},
 		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout, IdleTimeout: s.idleTimeout, Fault: s.fault,
+			BufferLimit: s.bufferLimit, MaxRequestsPerConnection: s.maxRequests, ConnectionLimit: s.connLimit,
 			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
 		Clusters: s.clusters,
 	}
@@ -460,6 +467,39 @@ var _ = Describe("Proxy", func() {
 			code, _, body := get(admin + "/quitquitquit")
 			Expect(code).To(Equal(405))
 			Expect(body).To(Equal("Method GET not allowed, POST required.\n"))
+		})
+
+		It("does not serve /debug/pprof/ unless enabled", func() {
+			code, _, _ := get(admin + "/debug/pprof/")
+			Expect(code).To(Equal(http.StatusNotFound))
+			code, _, _ = get(admin + "/debug/pprof/goroutine?debug=1")
+			Expect(code).To(Equal(http.StatusNotFound))
+		})
+
+		It("serves /debug/pprof/ with Options.EnablePprof", func() {
+			u := newUpstream(ok)
+			srv, _ := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())},
+				opts: proxy.Options{EnablePprof: true}})
+			code, _, body := get("http://" + srv.AdminAddr() + "/debug/pprof/goroutine?debug=1")
+			Expect(code).To(Equal(http.StatusOK))
+			Expect(body).To(HavePrefix("goroutine profile:"))
+		})
+
+		It("warns when the admin listens beyond loopback, and only then", func() {
+			var warnings []string
+			warn := func(m string) { warnings = append(warnings, m) }
+			start(setup{clusters: []config.Cluster{cluster("backend", closedAddr())}, opts: proxy.Options{Warn: warn}})
+			Expect(warnings).To(BeEmpty(), "127.0.0.1")
+
+			cfg := &config.Bootstrap{Admin: &config.Admin{Address: "0.0.0.0:0"}}
+			exposed, err := proxy.New(cfg, proxy.Options{Warn: warn})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(exposed.Start()).To(Succeed())
+			DeferCleanup(exposed.Close)
+			Expect(warnings).To(HaveExactElements(And(
+				HavePrefix("warning: the admin interface listens on 0.0.0.0:"),
+				ContainSubstring("(every interface)"),
+				ContainSubstring("bind admin.address to 127.0.0.1"))))
 		})
 
 		It("closes Quit on POST /quitquitquit", func() {

@@ -48,6 +48,7 @@ type downstream interface {
 	localReply(w http.ResponseWriter, hdr http.Header, code int, body string)
 	countStatus(code int)
 	downstreamGone()
+	bodyError(w http.ResponseWriter, err error)
 }
 
 func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router {
@@ -60,7 +61,7 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 }
 
 // forward sends a routed request upstream and answers it.
-func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body []byte) {
+func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody) {
 	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists
 	f := rt.forwards.Get().(*forward)
 	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, uri: r.RequestURI}
@@ -86,7 +87,7 @@ type forward struct {
 	vh    *config.VirtualHost
 	route *config.Route
 	cl    *cluster
-	body  []byte
+	body  requestBody
 	start time.Time
 	span  trace.Span // the server span when the request is traced; nil otherwise
 	// deadline is the route timeout's end (zero: none); rctx its context once made (see ctx).
@@ -125,6 +126,13 @@ func (f *forward) run() {
 	if rp != nil {
 		on, _ := policy.ParseRetryOn(rp.RetryOn) // validated when the config was loaded
 		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
+		if f.body.rest != nil && on != 0 {
+			// The body is larger than the buffer limit, so it cannot be sent again: Envoy gives up
+			// the retry and counts it (Router::Filter::decodeData, source/common/router/router.cc:
+			// retry_or_shadow_abandoned, retry_state_.reset()); the request streams on.
+			f.cl.st.retryOrShadowAbandoned.Inc()
+			rs = policy.NewRetryState(0, 0)
+		}
 	}
 	var tried map[int]bool // hosts already tried: only a retry's host selection reads it
 	reqID := headerValue(f.r.Header, hdrRequestID)
@@ -156,6 +164,11 @@ func (f *forward) run() {
 			attempts++
 		}
 		release()
+		if rest := f.body.rest; rest != nil && rest.err != nil {
+			f.abandon(a) // the downstream's body failed mid-stream: answered as its read error
+			f.rt.hcm.bodyError(f.w, rest.err)
+			return
+		}
 		if f.timedOut() {
 			f.abandon(a)
 			f.routeTimeout()

@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +57,14 @@ type Options struct {
 	// the same source gives the same draws per request whatever the order requests run in. Used only
 	// during New. nil: a random key. See SeededRand.
 	Rand rand.Source
+	// EnablePprof serves Go's profiles under /debug/pprof/ on the admin interface. Off by default: a
+	// profile shows the proxy's memory and CPU time to whoever reaches the admin, and a CPU profile or
+	// trace costs the request path while it runs (Envoy's /cpuprofiler and /heapprofiler are as
+	// unauthenticated; the admin should be reachable by operators only).
+	EnablePprof bool
+	// Warn receives each warning about how the proxy runs, once, as Start binds its sockets: today an
+	// admin interface bound beyond loopback. nil: the standard logger (log.Print).
+	Warn func(msg string)
 }
 
 // stopper is a server of the proxy: a listener's (h1) or the admin's (net/http).
@@ -124,6 +134,10 @@ func (s *Server) Start() error {
 			return fmt.Errorf("listener %q: %w", l.Name, err)
 		}
 		s.listeners[l.Name] = ln
+		var served net.Listener = ln
+		if l.ConnectionLimit != nil {
+			served = newLimitListener(ln, l.ConnectionLimit, s.store)
+		}
 		rt := newRouter(s.clusters, s.clk, s.seeds)
 		rt.onRequest = s.opts.OnRequest
 		hcm := newConnManager(l, s.store, s.clk, rt)
@@ -146,9 +160,11 @@ func (s *Server) Start() error {
 			handler = newTracing(handler, rt.tracer, rt.prop, sampling, s.seeds)
 		}
 		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout,
-			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc}
+			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc,
+			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc,
+			RejectHTTP10: true} // Envoy's default: http_protocol_options.accept_http_10 false
 		s.servers = append(s.servers, srv)
-		go func() { _ = srv.Serve(ln) }()
+		go func() { _ = srv.Serve(served) }()
 	}
 	if s.cfg.Admin != nil {
 		ln, err := net.Listen("tcp", s.cfg.Admin.Address)
@@ -157,6 +173,13 @@ func (s *Server) Start() error {
 			return fmt.Errorf("admin: %w", err)
 		}
 		s.adminLn = ln
+		if msg := adminExposure(s.cfg.Admin.Address, ln.Addr()); msg != "" {
+			warn := s.opts.Warn
+			if warn == nil {
+				warn = func(m string) { log.Print(m) }
+			}
+			warn(msg)
+		}
 		srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: discardLog}
 		s.servers = append(s.servers, srv)
 		go func() { _ = srv.Serve(ln) }()
@@ -166,6 +189,28 @@ func (s *Server) Start() error {
 	}
 	go s.flushStats(s.clk.NewTicker(statsFlushInterval))
 	return nil
+}
+
+// adminExposure is the warning for an admin interface configured at addr (an IP address and port) and
+// bound at bound, "" when it is on loopback. Envoy binds the admin where its bootstrap says, with no
+// authentication: anyone who reaches it can read the configuration and stats, fail the health check
+// and stop the proxy.
+func adminExposure(addr string, bound net.Addr) string {
+	host, _, err := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	if err != nil || ip == nil || ip.IsLoopback() {
+		return ""
+	}
+	where := "a non-loopback address"
+	if ip.IsUnspecified() {
+		where = "every interface"
+	}
+	if ta, ok := bound.(*net.TCPAddr); ok {
+		addr = net.JoinHostPort(host, strconv.Itoa(ta.Port))
+	}
+	return fmt.Sprintf("warning: the admin interface listens on %s (%s): it has no authentication, and whoever "+
+		"reaches it can read the configuration and stats, POST /healthcheck/fail and /quitquitquit; "+
+		"bind admin.address to 127.0.0.1 unless it must be reached from elsewhere", addr, where)
 }
 
 func (s *Server) flushStats(t clock.Ticker) {

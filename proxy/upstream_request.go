@@ -129,7 +129,10 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	// The exchange ends with the route timeout (a socket deadline) or when the downstream connection's
 	// aborter interrupts it (the client gone, the per-try timeout): no context watcher per attempt.
 	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.r.Host, Header: f.r.Header, Omit: routerHeaderSet,
-		Extra: f.extra, Body: f.body, Abort: f.ab}
+		Extra: f.extra, Body: f.body.buf, Abort: f.ab}
+	if f.body.rest != nil {
+		f.out.BodyRest, f.out.BodyLength = f.body.rest, f.body.length
+	}
 	switch {
 	case f.rt.realClock:
 		f.out.Deadline = f.deadline // the route timeout as a socket deadline: no timer per request
@@ -189,6 +192,10 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		if headerValue(resp.Header, hdrImmediateHealthCheckFail) != "" {
 			cl.immediateFail(a.index)
 		}
+	case f.body.rest != nil && f.body.rest.err != nil:
+		// The downstream's body failed as it streamed: no fault of the host's (the router answers).
+		a.outcome = policy.Outcome{Kind: policy.Reset}
+		return a
 	case context.Cause(actx) == errPerTryTimeout:
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
 		cl.st.rqPerTryTimeout.Inc()

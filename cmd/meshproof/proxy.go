@@ -20,7 +20,8 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(path, "config-path", "", "same as -c (Envoy's long form)")
 	drain := fs.Duration("drain-time", 5*time.Second, "how long in-flight requests may finish on shutdown")
 	otlp := fs.String("otlp-endpoint", "", "export spans over OTLP/HTTP to this URL when the bootstrap has no tracing.http (e.g. http://127.0.0.1:4318/v1/traces)")
-	const proxyUsage = "usage: meshproof proxy -c BOOTSTRAP.yaml [--drain-time 5s] [--otlp-endpoint URL]"
+	pprof := fs.Bool("enable-pprof", false, "serve Go's profiles under /debug/pprof/ on the admin interface")
+	const proxyUsage = "usage: meshproof proxy -c BOOTSTRAP.yaml [--drain-time 5s] [--otlp-endpoint URL] [--enable-pprof]"
 	if helpRequested(args) {
 		return printHelp(stdout, proxyUsage, fs)
 	}
@@ -36,7 +37,7 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		printErr(stderr, err)
 		return exitInvalid
 	}
-	opts := proxy.Options{Bootstrap: raw}
+	opts := proxy.Options{Bootstrap: raw, EnablePprof: *pprof, Warn: func(m string) { fmt.Fprintf(stderr, "meshproof: %s\n", m) }}
 	if tc := proxyTracing(cfg, *otlp); tc != nil {
 		tp, err := tracing.New(*tc)
 		if err != nil {

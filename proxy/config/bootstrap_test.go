@@ -24,6 +24,7 @@ var _ = Describe("ParseBootstrap", func() {
 				StatPrefix:     "ingress_http",
 				RequestTimeout: 30 * time.Second,
 				IdleTimeout:    5 * time.Minute,
+				BufferLimit:    1 << 20,
 				Routes: config.RouteConfig{
 					Name: "local_route",
 					VirtualHosts: []config.VirtualHost{{
@@ -106,6 +107,33 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("the HCM idle_timeout (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0.25s}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 250 * time.Millisecond }),
+		Entry("the HCM max_requests_per_connection (common_http_protocol_options)",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_requests_per_connection: 100}\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].MaxRequestsPerConnection = 100 }),
+		Entry("a connection_limit network filter before the HCM",
+			edit("    - filters:\n", `    - filters:
+      - name: envoy.filters.network.connection_limit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit
+          stat_prefix: edge_limit
+          max_connections: 100
+`),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].ConnectionLimit = &config.ConnectionLimit{StatPrefix: "edge_limit", MaxConnections: 100}
+			}),
+		Entry("the listener's per_connection_buffer_limit_bytes",
+			edit("  - name: ingress\n", "  - name: ingress\n    per_connection_buffer_limit_bytes: 65536\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].BufferLimit = 64 << 10 }),
+		Entry("per_request_buffer_limit_bytes on a virtual host",
+			edit("              domains: [\"*\"]\n", "              domains: [\"*\"]\n              per_request_buffer_limit_bytes: 2048\n"),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].Routes.VirtualHosts[0].PerRequestBufferLimit = uint32Ptr(2048)
+			}),
+		Entry("per_request_buffer_limit_bytes on a route, 0 included",
+			edit("              - match: {prefix: /}\n", "              - match: {prefix: /}\n                per_request_buffer_limit_bytes: 0\n"),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].Routes.VirtualHosts[0].Routes[0].PerRequestBufferLimit = uint32Ptr(0)
+			}),
 		Entry("HCM idle_timeout 0 disables it",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0s}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 0 }),
@@ -171,6 +199,25 @@ var _ = Describe("ParseBootstrap", func() {
 			Expect(pb).To(BeNil())
 			Expect(config.Errors(err)).To(HaveExactElements(want))
 		},
+		Entry("a connection_limit with a delay (connections over the limit are closed at once)",
+			edit("    - filters:\n", `    - filters:
+      - name: envoy.filters.network.connection_limit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit
+          stat_prefix: edge_limit
+          delay: 1s
+`),
+			at(11, 11, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.delay",
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit: max_connections, stat_prefix)")),
+		Entry("a connection_limit without max_connections",
+			edit("    - filters:\n", `    - filters:
+      - name: envoy.filters.network.connection_limit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit
+          stat_prefix: edge_limit
+`),
+			at(9, 11, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_connections",
+				"required: the most connections the listener holds (at least 1)")),
 		Entry("malformed YAML",
 			"static_resources:\n  clusters: [\n",
 			at(2, 13, "", "invalid YAML: sequence end token ']' not found")),
@@ -316,3 +363,5 @@ var _ = Describe("ParseBootstrap", func() {
 func route(b *config.Bootstrap) *config.Route {
 	return &b.Listeners[0].Routes.VirtualHosts[0].Routes[0]
 }
+
+func uint32Ptr(v uint32) *uint32 { return &v }

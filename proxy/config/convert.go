@@ -18,17 +18,20 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // Envoy's defaults for the fields the internal form fills in, as its API documents them:
 // RouteAction.timeout (15s) and RetryPolicy.num_retries (1), RetryBackOff.base_interval (25ms) and
 // max_interval (10 × base_interval) in api/envoy/config/route/v3/route_components.proto;
 // Cluster.connect_timeout (5s) in api/envoy/config/cluster/v3/cluster.proto;
-// HttpProtocolOptions.idle_timeout (1h) in api/envoy/config/core/v3/protocol.proto.
+// HttpProtocolOptions.idle_timeout (1h) in api/envoy/config/core/v3/protocol.proto;
+// Listener.per_connection_buffer_limit_bytes (1 MiB) in api/envoy/config/listener/v3/listener.proto.
 const (
 	defaultRouteTimeout   = 15 * time.Second
 	defaultNumRetries     = 1
@@ -36,6 +39,7 @@ const (
 	maxIntervalFactor     = 10 // default max_interval = 10 × base_interval
 	defaultConnectTimeout = 5 * time.Second
 	defaultIdleTimeout    = time.Hour // core.v3.HttpProtocolOptions.idle_timeout
+	defaultBufferLimit    = 1 << 20   // listener.v3.Listener.per_connection_buffer_limit_bytes
 	defaultWeight         = 1
 	maxPort               = 65535
 )
@@ -115,7 +119,10 @@ func (c *converter) uniqueListeners(ls []Listener, path string) {
 
 // listener converts a listener: one filter chain whose only network filter is the HCM.
 func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[string]bool) Listener {
-	out := Listener{Name: l.GetName()}
+	out := Listener{Name: l.GetName(), BufferLimit: defaultBufferLimit}
+	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+		out.BufferLimit = v.GetValue()
+	}
 	if l.GetAddress() == nil {
 		c.fail(joinPath(path, "address"), "required")
 	} else {
@@ -128,12 +135,21 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	}
 	path = joinPath(indexPath(joinPath(path, "filter_chains"), 0), "filters")
 	filters := chains[0].GetFilters()
-	if len(filters) != 1 {
-		c.fail(path, "want exactly one network filter, the HTTP connection manager, got %d", len(filters))
+	if n := len(filters); n == 0 || n > 2 {
+		c.fail(path, "want the HTTP connection manager, optionally after a connection_limit filter, got %d network filters", n)
 		return out
 	}
-	path = joinPath(indexPath(path, 0), "typed_config")
-	hcm, ok := unpack[*hcmv3.HttpConnectionManager](c, filters[0].GetTypedConfig(), path)
+	if len(filters) == 2 {
+		lpath := joinPath(indexPath(path, 0), "typed_config")
+		if cl, ok := unpack[*connlimitv3.ConnectionLimit](c, filters[0].GetTypedConfig(), lpath); ok {
+			if cl.GetMaxConnections() == nil {
+				c.fail(joinPath(lpath, "max_connections"), "required: the most connections the listener holds (at least 1)")
+			}
+			out.ConnectionLimit = &ConnectionLimit{StatPrefix: cl.GetStatPrefix(), MaxConnections: cl.GetMaxConnections().GetValue()}
+		}
+	}
+	path = joinPath(indexPath(path, len(filters)-1), "typed_config")
+	hcm, ok := unpack[*hcmv3.HttpConnectionManager](c, filters[len(filters)-1].GetTypedConfig(), path)
 	if !ok {
 		return out
 	}
@@ -141,6 +157,7 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
+	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
 	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
 	out.Tracing = c.hcmTracing(hcm.GetTracing())
 	if hcm.GetRouteConfig() == nil {
@@ -239,6 +256,8 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 		RetryPolicy:                   c.retryPolicy(vh.GetRetryPolicy(), joinPath(path, "retry_policy")),
 		IncludeRequestAttemptCount:    vh.GetIncludeRequestAttemptCount(),
 		IncludeAttemptCountInResponse: vh.GetIncludeAttemptCountInResponse(),
+		//lint:ignore SA1019 Envoy deprecates it for request_body_buffer_limit but still honours it
+		PerRequestBufferLimit: uint32Value(vh.GetPerRequestBufferLimitBytes()),
 	}
 	for i, r := range vh.GetRoutes() {
 		out.Routes = append(out.Routes, c.route(r, indexPath(joinPath(path, "routes"), i), clusters))
@@ -247,7 +266,9 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 }
 
 func (c *converter) route(r *routev3.Route, path string, clusters map[string]bool) Route {
-	out := Route{Name: r.GetName(), Match: c.match(r.GetMatch(), joinPath(path, "match"))}
+	out := Route{Name: r.GetName(), Match: c.match(r.GetMatch(), joinPath(path, "match")),
+		//lint:ignore SA1019 Envoy deprecates it for request_body_buffer_limit but still honours it
+		PerRequestBufferLimit: uint32Value(r.GetPerRequestBufferLimitBytes())}
 	action := r.GetRoute()
 	if action == nil {
 		c.fail(joinPath(path, "route"), "required: a route action (the only action supported)")
@@ -407,4 +428,13 @@ func (c *converter) duration(d *durationpb.Duration, def time.Duration, path str
 		return def
 	}
 	return d.AsDuration()
+}
+
+// uint32Value is an optional UInt32Value's value (nil: unset).
+func uint32Value(v *wrapperspb.UInt32Value) *uint32 {
+	if v == nil {
+		return nil
+	}
+	n := v.GetValue()
+	return &n
 }

@@ -62,6 +62,7 @@ var _ = Describe("FromProto", func() {
 				b.StaticResources.Listeners[0].FilterChains[0].Filters[0].ConfigType = typedConfig(&routerv3.Router{})
 			},
 			atPath(hcmPath+".@type", "type envoy.extensions.filters.http.router.v3.Router is not supported here by meshproof (accepted: type.googleapis.com/"+
+				"envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit, type.googleapis.com/"+
 				"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager)")),
 		Entry("a PGV rule, path in proto names (load_balancing_weight ≥ 1)",
 			func(b *bootstrapv3.Bootstrap) {
@@ -102,7 +103,14 @@ var _ = Describe("FromProto", func() {
 				chain := b.StaticResources.Listeners[0].FilterChains[0]
 				chain.Filters = append(chain.Filters, chain.Filters[0])
 			},
-			atPath("static_resources.listeners[0].filter_chains[0].filters", "want exactly one network filter, the HTTP connection manager, got 2")),
+			atPath("static_resources.listeners[0].filter_chains[0].filters[0].typed_config",
+				"want a typed_config of type envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit, got envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")),
+		Entry("three network filters",
+			func(b *bootstrapv3.Bootstrap) {
+				chain := b.StaticResources.Listeners[0].FilterChains[0]
+				chain.Filters = append(chain.Filters, chain.Filters[0], chain.Filters[0])
+			},
+			atPath("static_resources.listeners[0].filter_chains[0].filters", "want the HTTP connection manager, optionally after a connection_limit filter, got 3 network filters")),
 		Entry("a route that is not a route action",
 			func(b *bootstrapv3.Bootstrap) {
 				editHCM(b, func(h *hcmv3.HttpConnectionManager) {

@@ -12,6 +12,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 )
@@ -23,6 +24,7 @@ const (
 	faultType  = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 	prevHosts  = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 	otelType   = "envoy.config.trace.v3.OpenTelemetryConfig"
+	cxLimType  = "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
 )
 
 // supported is the subset of Envoy's v3 API that meshproof implements: message full name → proto field
@@ -83,18 +85,26 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"protocol":   {"TCP"},
 	},
 
-	// Listeners: one filter chain whose only network filter is the HTTP connection manager.
+	// Listeners: one filter chain whose network filters are an optional connection limit, then the HTTP
+	// connection manager.
 	"envoy.config.listener.v3.Listener": {
 		"name":          nil,
 		"address":       nil,
 		"filter_chains": nil,
+		// How much of a request body is held for a retry (default 1 MiB).
+		"per_connection_buffer_limit_bytes": nil,
 	},
 	"envoy.config.listener.v3.FilterChain": {
 		"filters": nil,
 	},
 	"envoy.config.listener.v3.Filter": {
 		"name":         nil,
-		"typed_config": {hcmType},
+		"typed_config": {cxLimType, hcmType},
+	},
+	// The listener's downstream connection limit: connections over it are closed at once (no delay).
+	cxLimType: {
+		"stat_prefix":     nil,
+		"max_connections": nil,
 	},
 	hcmType: {
 		"stat_prefix":                  nil,
@@ -105,8 +115,10 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"common_http_protocol_options": nil,
 		"tracing":                      nil,
 	},
+	// Only the HCM's (downstream); a cluster's are not supported.
 	"envoy.config.core.v3.HttpProtocolOptions": {
-		"idle_timeout": nil,
+		"idle_timeout":                nil,
+		"max_requests_per_connection": nil,
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name":         nil,
@@ -175,11 +187,13 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"retry_policy":                      nil,
 		"include_request_attempt_count":     nil,
 		"include_attempt_count_in_response": nil,
+		"per_request_buffer_limit_bytes":    nil,
 	},
 	"envoy.config.route.v3.Route": {
-		"name":  nil,
-		"match": nil,
-		"route": nil,
+		"name":                           nil,
+		"match":                          nil,
+		"route":                          nil,
+		"per_request_buffer_limit_bytes": nil,
 	},
 	"envoy.config.route.v3.RouteMatch": {
 		"prefix": nil,

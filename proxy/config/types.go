@@ -43,8 +43,25 @@ type Listener struct {
 	Routes         RouteConfig
 	RequestTimeout time.Duration // HCM request_timeout; 0 = none (Envoy's default)
 	IdleTimeout    time.Duration // HCM common_http_protocol_options.idle_timeout; default 1h (Envoy's), 0 = none
-	Fault          *FaultFilter  // the HTTP fault filter, when the filter chain has one before the router
-	Tracing        *HCMTracing   // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
+	// ConnectionLimit is the envoy.filters.network.connection_limit filter before the HCM; nil: none.
+	ConnectionLimit *ConnectionLimit
+	// MaxRequestsPerConnection is HCM common_http_protocol_options.max_requests_per_connection: after
+	// that many requests a downstream connection closes (its last response says Connection: close);
+	// 0 = no limit (Envoy's default).
+	MaxRequestsPerConnection uint32
+	// BufferLimit is per_connection_buffer_limit_bytes: the most of a request body held for a retry
+	// (a larger body streams and is not retried); default 1 MiB (Envoy's). 0 in a Listener built in
+	// code means the default.
+	BufferLimit uint32
+	Fault       *FaultFilter // the HTTP fault filter, when the filter chain has one before the router
+	Tracing     *HCMTracing  // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
+}
+
+// ConnectionLimit is Envoy's connection_limit network filter: a listener holds at most MaxConnections
+// downstream connections; one over it is closed as soon as it is accepted.
+type ConnectionLimit struct {
+	StatPrefix     string // stats connection_limit.<StatPrefix>.{limited_connections,active_connections}
+	MaxConnections uint64 // at least 1
 }
 
 // FaultFilter is envoy.extensions.filters.http.fault.v3.HTTPFault: delays and aborts injected by the
@@ -112,6 +129,9 @@ type VirtualHost struct {
 	RetryPolicy                   *RetryPolicy
 	IncludeRequestAttemptCount    bool
 	IncludeAttemptCountInResponse bool
+	// PerRequestBufferLimit is per_request_buffer_limit_bytes for routes without their own: it lowers
+	// the listener's BufferLimit for their requests (nil: unset).
+	PerRequestBufferLimit *uint32
 }
 
 // Route is one route: a match and a RouteAction (the only action supported).
@@ -119,6 +139,9 @@ type Route struct {
 	Name   string
 	Match  RouteMatch
 	Action RouteAction
+	// PerRequestBufferLimit is per_request_buffer_limit_bytes: it lowers the listener's BufferLimit for
+	// this route's requests, replacing the virtual host's (nil: unset).
+	PerRequestBufferLimit *uint32
 }
 
 // RouteMatch: exactly one of Prefix, Path is set (Prefix "" with PathSet false means prefix "/").

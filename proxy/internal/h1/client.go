@@ -44,7 +44,14 @@ type Request struct {
 	Omit   map[string]bool
 	// Extra are the fields the caller adds or replaces.
 	Extra http.Header
-	Body  []byte
+	// Body is the request body, or its first part when BodyRest is set.
+	Body []byte
+	// BodyRest, when set, is the rest of the body after Body, streamed upstream as it is read (a body
+	// too large to hold whole); BodyLength is then the whole body's length, Body's bytes included, or -1
+	// when unknown: the body is then sent chunked. A read error of BodyRest fails the exchange and
+	// closes the connection (the upstream never sees a complete request).
+	BodyRest   io.Reader
+	BodyLength int64
 	// Deadline, when set, bounds the whole exchange, the body's reads included.
 	Deadline time.Time
 	// Abort, when set, is how the exchange is interrupted; the context then only bounds the dial.
@@ -283,6 +290,9 @@ func (cc *clientConn) write(req *Request) error {
 			b = appendField(b, k, vs)
 		}
 	}
+	if req.BodyRest != nil {
+		return cc.writeStreamed(b, req)
+	}
 	if len(req.Body) > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
 		b = append(b, "Content-Length: "...)
 		b = strconv.AppendInt(b, int64(len(req.Body)), 10)
@@ -305,6 +315,74 @@ func (cc *clientConn) write(req *Request) error {
 	}
 	return cc.send(b)
 }
+
+// writeStreamed sends a head (b, without its framing fields) and a body that is not held whole: Body,
+// then BodyRest as it is read, with a Content-Length when BodyLength is known, else chunked.
+func (cc *clientConn) writeStreamed(b []byte, req *Request) error {
+	chunked := req.BodyLength < 0
+	if chunked {
+		b = append(b, "Transfer-Encoding: chunked\r\n\r\n"...)
+	} else {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, req.BodyLength, 10)
+		b = append(b, "\r\n\r\n"...)
+	}
+	if cap(b) <= maxKeptBuffer {
+		cc.wbuf = b
+	}
+	if _, err := cc.nc.Write(b); err != nil {
+		return err
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	const frame = 18 // room for a chunk's size line: up to 16 hex digits and CRLF
+	send := func(p []byte) error {
+		if !chunked {
+			_, err := cc.nc.Write(p)
+			return err
+		}
+		for len(p) > 0 {
+			n := min(len(p), len(buf)-frame-2)
+			c := strconv.AppendInt(buf[:0], int64(n), 16)
+			c = append(c, "\r\n"...)
+			c = append(c, p[:n]...)
+			c = append(c, "\r\n"...)
+			if _, err := cc.nc.Write(c); err != nil {
+				return err
+			}
+			p = p[n:]
+		}
+		return nil
+	}
+	if err := send(req.Body); err != nil {
+		return err
+	}
+	// Read into the upper part of the buffer, so that a chunk's framing fits before the data.
+	in := buf[frame : len(buf)-2]
+	for {
+		n, err := req.BodyRest.Read(in)
+		if n > 0 {
+			if werr := send(in[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if chunked {
+		_, err := cc.nc.Write([]byte("0\r\n\r\n"))
+		return err
+	}
+	return nil
+}
+
+// copyBufs are the buffers of streamed request bodies.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 const (
 	inlineBody    = 16 << 10 // a body up to this size goes in the head's write

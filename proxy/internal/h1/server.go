@@ -45,6 +45,17 @@ type Server struct {
 	Rejected func(code int)
 	// IdleTimedOut, when set, hears of each connection that IdleTimeout closes.
 	IdleTimedOut func()
+	// RejectHTTP10 answers an HTTP/1.0 request 426 Upgrade Required and closes the connection, as
+	// Envoy's HTTP/1 codec does unless http_protocol_options.accept_http_10 is set
+	// (ServerConnectionImpl::checkProtocolVersion, source/common/http/http1/codec_impl.cc).
+	RejectHTTP10 bool
+	// MaxRequestsPerConnection, when positive, is how many requests a connection serves: the last one's
+	// response says Connection: close and the connection closes after it (Envoy's HCM
+	// common_http_protocol_options.max_requests_per_connection for HTTP/1). 0: no limit.
+	MaxRequestsPerConnection int
+	// MaxRequestsReached, when set, hears of each connection that reached MaxRequestsPerConnection, as
+	// its last request is dispatched.
+	MaxRequestsReached func()
 	// BaseContext is the parent of every connection's context (nil: context.Background()).
 	BaseContext context.Context
 
@@ -225,6 +236,7 @@ type conn struct {
 	work     chan struct{} // reader → handler: a request is ready
 	handled  chan struct{} // handler → reader: the response is written
 	bodyDone chan struct{} // handler → reader: the request body was read to its end
+	requests int           // how many requests the connection has dispatched
 }
 
 // readLoop reads and dispatches requests until the connection ends.
@@ -269,6 +281,16 @@ func (c *conn) readLoop() {
 		if err != nil {
 			c.reject(err)
 			return
+		}
+		c.requests++
+		if limit := s.MaxRequestsPerConnection; limit > 0 && c.requests >= limit {
+			// The last request: its response closes the connection (Envoy's
+			// ConnectionManagerImpl::newStream sets saw_connection_close_ for HTTP/1 and counts
+			// downstream_cx_max_requests_reached, source/common/http/conn_manager_impl.cc).
+			c.req.Close = true
+			if s.MaxRequestsReached != nil {
+				s.MaxRequestsReached()
+			}
 		}
 		select {
 		case <-c.bodyDone: // a stale signal, from a body read to its end after its request
@@ -353,6 +375,9 @@ func (c *conn) afterRequest() bool {
 	return true
 }
 
+// errHTTP10 is an HTTP/1.0 request on a server that rejects them (Server.RejectHTTP10): 426.
+var errHTTP10 = errors.New("h1: upgrade required for HTTP/1.0")
+
 // readRequest builds c.req from the head read.
 func (c *conn) readRequest() error {
 	h := &c.head
@@ -365,6 +390,9 @@ func (c *conn) readRequest() error {
 	major, minor, err := parseVersion(version)
 	if err != nil {
 		return err
+	}
+	if minor == 0 && c.srv.RejectHTTP10 {
+		return errHTTP10
 	}
 	if method == http.MethodConnect {
 		return errConnect
@@ -488,6 +516,8 @@ func (c *conn) reject(err error) {
 		code = http.StatusNotImplemented
 	case errors.Is(err, errBadVersion):
 		code = http.StatusHTTPVersionNotSupported
+	case errors.Is(err, errHTTP10):
+		code = http.StatusUpgradeRequired
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -588,8 +618,8 @@ func (c *conn) serve() {
 // abort closes the connection under the reader: it sees an error and ends the connection.
 func (c *conn) abort() {
 	c.cancel()
-	if tc, ok := c.nc.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok { // a *net.TCPConn, or a wrapper of one
+		_ = cw.CloseWrite()
 	}
 	_ = c.nc.SetReadDeadline(aLongTimeAgo)
 }
