@@ -61,3 +61,22 @@ var _ = Describe("ExtendRefuseWindows", func() {
 		Expect(rec.Windows[1].End).To(BeZero())
 	})
 })
+
+var _ = Describe("ExtendRefuseWindows on a flapping rule", func() {
+	// A refuse rule flapping down 1s / up 1s over [0, 4s): down periods [0, 1s) and [2s, 3s). The instance
+	// reopened 1.5 ms late after the first and 0.4 ms late after the second; a reopen is never early.
+	// Each down period ends at its own reopen, never past the next period's start.
+	It("ends each down period at the last reopen after its planned end, before the next period", func() {
+		w := []record.FaultWindow{{Name: "faults[0]", Start: 0, End: 4 * time.Second, Kind: "refuse",
+			Down: []record.Period{{Start: 0, End: time.Second}, {Start: 2 * time.Second, End: 3 * time.Second}}}}
+		reopen := func(at time.Duration) record.FaultEvent {
+			return record.FaultEvent{At: at, Fault: "faults[0]", Kind: faults.KindRefuse, Detail: faults.RefuseReopened}
+		}
+		plan.ExtendRefuseWindows(w, []record.FaultEvent{reopen(time.Second + 1500*time.Microsecond), reopen(3*time.Second + 400*time.Microsecond)})
+		Expect(w[0].Down).To(Equal([]record.Period{
+			{Start: 0, End: time.Second + 1500*time.Microsecond},
+			{Start: 2 * time.Second, End: 3*time.Second + 400*time.Microsecond},
+		}))
+		Expect(w[0].End).To(Equal(4*time.Second), "the rule's window ends at its planned end: no reopen after it")
+	})
+})

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"math"
 	"sort"
 	"time"
 
@@ -26,14 +27,34 @@ func UpstreamRecord(in Instance, addr string, st faults.UpstreamStats) record.Up
 // late, never early), so a request intended at the end — on every edge with an integer rate — could
 // still be refused; with the window ending at the reopen, such a request counts in the window, and no
 // request "after" it can meet a closed listener. The start stays: the listener never closes before it.
+//
+// A flapping rule's down periods are ended the same way: each at the last reopen of its instances at or
+// after its planned end and before the next period starts.
 func ExtendRefuseWindows(windows []record.FaultWindow, events []record.FaultEvent) {
 	for i := range windows {
 		w := &windows[i]
+		reopened := func(e record.FaultEvent) bool {
+			return e.Fault == w.Name && e.Kind == faults.KindRefuse && e.Detail == faults.RefuseReopened
+		}
+		for j := range w.Down {
+			d := &w.Down[j]
+			next := time.Duration(math.MaxInt64)
+			if j+1 < len(w.Down) {
+				next = w.Down[j+1].Start
+			}
+			end := d.End
+			for _, e := range events {
+				if reopened(e) && e.At >= d.End && e.At < next && e.At > end {
+					end = e.At
+				}
+			}
+			d.End = end
+		}
 		if w.End == 0 {
 			continue
 		}
 		for _, e := range events {
-			if e.Fault == w.Name && e.Kind == faults.KindRefuse && e.Detail == faults.RefuseReopened && e.At > w.End {
+			if reopened(e) && e.At > w.End {
 				w.End = e.At
 			}
 		}
