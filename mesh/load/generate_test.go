@@ -87,7 +87,9 @@ var _ = Describe("Generate", func() {
 			}
 			Expect(res.Hist.Latency.Corrected.Max()).To(Equal(record.ExactPercentile(corrected, 1)))
 			Expect(res.Hist.Phases[0].Requests).To(BeEquivalentTo(2000))
-			Expect(res.Hist.Phases[0].RateHeld()).To(BeTrue())
+			// Not whether the rate held: that is wall-clock performance (2,000/s under the race detector
+			// on 2 cores, beside another spec), which failed CI on a loaded machine; the phase's requests are
+			// counted above, and rate-held reporting has its own spec.
 			Expect(res.Samples).To(BeEmpty()) // not kept unless asked
 		})
 	})
@@ -229,7 +231,9 @@ var _ = Describe("Generate", func() {
 		Expect(seen["GET /base?x=1 one all"] + seen["POST /orders?id=2 three order"]).To(Equal(2000))
 	})
 
-	It("reports achieved against target rate per phase, and per second", func(ctx SpecContext) {
+	// Serial: it judges the achieved rate of each phase, which another spec running beside it on the
+	// 2 cores could spoil.
+	It("reports achieved against target rate per phase, and per second", Serial, func(ctx SpecContext) {
 		url, _ := newServer(ok, false)
 		res, err := load.Generate(ctx, load.Config{URL: url, Phases: []load.Phase{
 			load.Constant("warm", 200*time.Millisecond, 100),
