@@ -5,7 +5,7 @@ BIN      := bin/meshproof
 DEMO     ?= scenarios/examples/retries-mask-failing-instance.yaml
 IMAGE    ?= meshproof:dev
 # The test suite's settings: race detector on, specs in random order, docker specs when Docker is reachable.
-GINKGO_FLAGS ?= -r -p --race --randomize-all --randomize-suites --timeout=30m --poll-progress-after=120s
+GINKGO_FLAGS ?= -r -p --race --randomize-all --randomize-suites --keep-going --timeout=30m --poll-progress-after=120s
 
 # The fuzz targets (package:FuzzName), run one at a time by `make fuzz` for FUZZTIME each.
 FUZZTIME ?= 30s
