@@ -30,7 +30,7 @@ const maxFuzzBody = 1 << 20
 // parse, as readLoop and readRequest do), then the body through the server's own requestBody.
 func ParseRequest(b []byte) (Parsed, error) {
 	src := bytes.NewReader(b)
-	c := &conn{br: bufio.NewReaderSize(src, readBufferSize), hdr: make(http.Header, 16),
+	c := &conn{srv: &Server{}, br: bufio.NewReaderSize(src, readBufferSize), hdr: make(http.Header, 16),
 		bw: bufio.NewWriter(io.Discard), bodyDone: make(chan struct{}, 1), remote: "192.0.2.1:1234"}
 	c.tmpl = (&http.Request{}).WithContext(context.Background())
 	c.body.c = c
