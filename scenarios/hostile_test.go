@@ -189,3 +189,13 @@ var _ = Describe("type mismatches", func() {
 		Entry("a mapping for text", "name: demo", "name: {a: 1}", "name", "a mapping where text is expected"),
 	)
 })
+
+// Regression (found by FuzzParse in CI, testdata/fuzz/FuzzParse/eecad26fc06f5bcd): an empty phase
+// ("- " under phases) panicked the load limits' duration sum.
+var _ = Describe("an empty load phase", func() {
+	It("is an error at its line, not a panic", func() {
+		var err error
+		Expect(func() { _, err = scenarios.Parse([]byte("load: \n  phases:\n    -"), "empty-phase.yaml") }).NotTo(Panic())
+		Expect(err).To(MatchError(ContainSubstring("load.phases[0]: a phase needs a name, a duration and one of rate, ramp, burst")))
+	})
+})

@@ -84,7 +84,9 @@ func (l *Load) Planned() float64 {
 	}
 	var n float64
 	for _, p := range l.Phases {
-		n += p.Planned()
+		if p != nil { // a phase written empty ("- ") is an error of its own; it plans nothing
+			n += p.Planned()
+		}
 	}
 	return n
 }
@@ -96,7 +98,9 @@ func (l *Load) Total() time.Duration {
 	}
 	var d time.Duration
 	for _, p := range l.Phases {
-		d += p.Duration.Duration
+		if p != nil {
+			d += p.Duration.Duration
+		}
 	}
 	return d
 }
