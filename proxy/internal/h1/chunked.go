@@ -36,6 +36,7 @@ var (
 	errTrailerBareCR     = &FramingError{http.StatusBadRequest, "CR not followed by LF in the trailer section"}
 	errTrailerTooLarge   = &FramingError{http.StatusRequestHeaderFieldsTooLarge, "trailer section too large"}
 	errTrailerField      = &FramingError{http.StatusBadRequest, "trailer line is not a field (NAME: value)"}
+	errTrailerBareLF     = &FramingError{http.StatusBadRequest, "LF not preceded by CR in the trailer section"}
 )
 
 const (
@@ -254,7 +255,12 @@ func readTrailer(br *bufio.Reader) error {
 		if i := bytes.IndexByte(line, '\r'); i >= 0 && i != len(line)-2 {
 			return errTrailerBareCR // readLine does not check a line it found whole
 		}
-		if !split && (len(line) == 1 || len(line) == 2 && line[0] == '\r') {
+		if !(len(line) >= 2 && line[len(line)-2] == '\r' || len(line) == 1 && split && afterCR) {
+			// A bare LF ends no trailer line: as in chunk lines, CRLF only (RFC 9112 §7.1); net/http
+			// agrees, so the two never disagree on where the message ends (found by FuzzRequest).
+			return errTrailerBareLF
+		}
+		if !split && len(line) == 2 {
 			return nil
 		}
 		if !split && !fieldLine(line) {

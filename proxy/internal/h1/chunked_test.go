@@ -54,6 +54,9 @@ var _ = Describe("the chunked decoder", func() {
 		Entry("a size that is not hexadecimal", "zz\r\nhello\r\n0\r\n\r\n", 400, "chunk size is not hexadecimal"),
 		// Found by FuzzRequest (testdata/fuzz/FuzzRequest/trailer-syntax): net/http refuses it.
 		Entry("a trailer line that is not a field", "0\r\nnot a field\r\n\r\n", 400, "trailer line is not a field (NAME: value)"),
+		// Found by FuzzRequest (testdata/fuzz/FuzzRequest/61ad032013ef3eb3): net/http refuses a bare LF there.
+		Entry("a trailer section ended by a bare LF", "0\r\n\n", 400, "LF not preceded by CR in the trailer section"),
+		Entry("a trailer field ended by a bare LF", "0\r\nX-A: b\n\r\n", 400, "LF not preceded by CR in the trailer section"),
 		Entry("a trailer field name longer than the buffer with a space", "0\r\nX "+strings.Repeat("t", 5000)+": v\r\n\r\n", 400, "trailer line is not a field (NAME: value)"),
 		Entry("a negative size", "-5\r\nhello\r\n0\r\n\r\n", 400, "chunk size is not hexadecimal"),
 		Entry("a size with a plus sign", "+5\r\nhello\r\n0\r\n\r\n", 400, "chunk size is not hexadecimal"),
