@@ -149,7 +149,9 @@ func (cr *chunkedReader) beginChunk() error {
 			c := b[i]
 			if state == inSize {
 				if h := unhex(c); h >= 0 {
-					if size > maxChunkSize>>4 {
+					// More than 16 hex digits, even zeros, is refused as net/http refuses it, so that the
+					// two never frame a body differently (found by FuzzChunked).
+					if size > maxChunkSize>>4 || digits == 16 {
 						return errChunkSizeOverflow
 					}
 					size = size<<4 | int64(h)
@@ -270,7 +272,8 @@ func readTrailer(br *bufio.Reader) error {
 	}
 }
 
-// fieldLine reports whether a trailer line starts as a field line: a non-empty token, then ':'.
+// fieldLine reports whether a trailer line (or its first part) is a field line: a non-empty token,
+// ':', then a value without control bytes but HTAB (the line's CRLF aside), as in a head.
 func fieldLine(line []byte) bool {
 	i := bytes.IndexByte(line, ':')
 	if i <= 0 {
@@ -279,6 +282,11 @@ func fieldLine(line []byte) bool {
 	for _, c := range line[:i] {
 		if !isTokenByte(c) {
 			return false
+		}
+	}
+	for _, c := range bytes.TrimRight(line[i+1:], "\r\n") {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false // found by FuzzRequest: net/http refuses a control byte in a trailer value
 		}
 	}
 	return true

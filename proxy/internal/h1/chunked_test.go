@@ -35,7 +35,7 @@ var _ = Describe("the chunked decoder", func() {
 		Entry("no chunk", "0\r\n\r\n", ""),
 		Entry("several chunks", "5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n", "hello world"),
 		Entry("upper and lower case hexadecimal", "A\r\n0123456789\r\nb\r\nabcdefghijk\r\n0\r\n\r\n", "0123456789abcdefghijk"),
-		Entry("leading zeros", "00000000000000000005\r\nhello\r\n000\r\n\r\n", "hello"),
+		Entry("leading zeros, up to 16 digits", "0000000000000005\r\nhello\r\n000\r\n\r\n", "hello"),
 		Entry("extensions", "5;name=value;flag\r\nhello\r\n0;last=\"a b\"\r\n\r\n", "hello"),
 		Entry("whitespace before an extension (RFC 9112 BWS)", "5 \t;name = value\r\nhello\r\n0\r\n\r\n", "hello"),
 		Entry("whitespace after the size", "5 \r\nhello\r\n0\r\n\r\n", "hello"),
@@ -54,6 +54,10 @@ var _ = Describe("the chunked decoder", func() {
 		Entry("a size that is not hexadecimal", "zz\r\nhello\r\n0\r\n\r\n", 400, "chunk size is not hexadecimal"),
 		// Found by FuzzRequest (testdata/fuzz/FuzzRequest/trailer-syntax): net/http refuses it.
 		Entry("a trailer line that is not a field", "0\r\nnot a field\r\n\r\n", 400, "trailer line is not a field (NAME: value)"),
+		// Found by FuzzRequest / FuzzChunked (testdata/fuzz/…/cddd490b7fe5a963, 6f3399da584900e9): net/http
+		// refuses both.
+		Entry("a control byte in a trailer value", "0\r\nX:\x05\r\n\r\n", 400, "trailer line is not a field (NAME: value)"),
+		Entry("a size of 17 hexadecimal digits, even zeros", "00000000000000000\r\n\r\n", 400, "chunk size does not fit in 63 bits"),
 		// Found by FuzzRequest (testdata/fuzz/FuzzRequest/61ad032013ef3eb3): net/http refuses a bare LF there.
 		Entry("a trailer section ended by a bare LF", "0\r\n\n", 400, "LF not preceded by CR in the trailer section"),
 		Entry("a trailer field ended by a bare LF", "0\r\nX-A: b\n\r\n", 400, "LF not preceded by CR in the trailer section"),

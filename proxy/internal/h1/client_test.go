@@ -465,6 +465,7 @@ var _ = Describe("Pool", func() {
 			// Found by FuzzResponse (testdata/fuzz/FuzzResponse/te-http10, interim-version).
 			Entry("Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1: faulty framing)", nil, "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
 			Entry("an interim response without a version", nil, "0 100 \r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+			Entry("an empty line before a response (testdata/fuzz/FuzzResponse/f4b8681c4a2a127f)", nil, "HTTP/1.1 100 Continue\r\n\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
 			Entry("a head over MaxHeaderBytes", func(p *h1.Pool) { p.MaxHeaderBytes = 256 },
 				"HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("b", 1000)+"\r\nContent-Length: 0\r\n\r\n"),
 		)

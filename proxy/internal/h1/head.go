@@ -45,8 +45,8 @@ type head struct {
 	s      string
 }
 
-// read reads one head, up to and including its empty line, into h.buf. It skips a few empty lines
-// before the start line, as RFC 9112 §2.2 asks of a server. io.EOF: the stream ended cleanly before
+// read reads one head, up to and including its empty line, into h.buf. Reading a request, it skips a
+// few empty lines before the start line, as RFC 9112 §2.2 asks of a server. io.EOF: the stream ended cleanly before
 // any byte of a message. A request head (request set) whose start line cannot begin a request is
 // rejected as soon as its bytes arrive (see readLine).
 func (h *head) read(br *bufio.Reader, limit int, request bool) error {
@@ -77,6 +77,11 @@ func (h *head) read(br *bufio.Reader, limit int, request bool) error {
 		if len(l) == 1 || len(l) == 2 && l[0] == '\r' { // an empty line
 			if lineStart > 0 {
 				return nil
+			}
+			if !request {
+				// Only a server skips empty lines before a message (RFC 9112 §2.2); a response that
+				// starts with one is malformed, as net/http finds it (found by FuzzResponse).
+				return errMalformed
 			}
 			if blanks++; blanks > 4 {
 				return errTooManyBlanks
