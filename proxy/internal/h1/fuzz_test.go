@@ -362,6 +362,13 @@ func FuzzRequest(f *testing.F) {
 				t.Fatalf("h1 rejects (%v) what net/http accepts, for no listed reason:\n%q", gerr, b)
 			}
 		case gerr == nil && werr == nil:
+			var fe *h1.FramingError
+			if errors.As(got.BodyErr, &fe) && want.bodyErr == nil {
+				// Stricter, which is allowed: h1 refuses a body's framing that net/http reads (a bare LF
+				// line in a trailer section that a CRLF CRLF follows later, which textproto accepts). The
+				// server answers 400 and closes; nothing of the body is forwarded.
+				return
+			}
 			if d := compareRequests(got, want); d != "" {
 				t.Fatalf("h1 and net/http read the request differently: %s\n%q", d, b)
 			}
