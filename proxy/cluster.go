@@ -68,12 +68,13 @@ type clusterStats struct {
 	rqTotal, rqCompleted, rqTimeout, rqPerTryTimeout, rqRxReset, rqTxReset *stats.Counter
 	rqRetry, rqRetrySuccess, rqRetryOverflow, rqRetryLimitExceeded         *stats.Counter
 	// retryOrShadowAbandoned: a retry given up because the request body exceeded the buffer limit.
-	retryOrShadowAbandoned                                                    *stats.Counter
-	rqRetryBackoffExponential, cxTotal, cxConnectFail, cxConnectTimeout       *stats.Counter
-	cxNoneHealthy, rq2xx, rq3xx, rq4xx, rq5xx, lbHealthyPanic, rqPendingTotal *stats.Counter
-	rqPendingOverflow, cxOverflow, rqRetryBackoffRateLimited                  *stats.Counter
-	rqActive, cxActive, membershipHealthy, membershipTotal, rqPendingActive   *stats.Gauge
-	rqTime, cxConnectMs                                                       *stats.Histogram
+	retryOrShadowAbandoned                                                  *stats.Counter
+	rqRetryBackoffExponential, cxTotal, cxConnectFail, cxConnectTimeout     *stats.Counter
+	cxNoneHealthy, lbHealthyPanic, rqPendingTotal                           *stats.Counter
+	rqClass                                                                 classCounters // upstream_rq_2xx … _5xx
+	rqPendingOverflow, cxOverflow, rqRetryBackoffRateLimited                *stats.Counter
+	rqActive, cxActive, membershipHealthy, membershipTotal, rqPendingActive *stats.Gauge
+	rqTime, cxConnectMs                                                     *stats.Histogram
 
 	// codes holds upstream_rq_<code> for the codes seen so far, by code: created on first use like any
 	// stat, then found without building its name.
@@ -96,7 +97,7 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 		rqRetryBackoffRateLimited: c("upstream_rq_retry_backoff_ratelimited"),
 		cxTotal:                   c("upstream_cx_total"), cxConnectFail: c("upstream_cx_connect_fail"),
 		cxConnectTimeout: c("upstream_cx_connect_timeout"), cxNoneHealthy: c("upstream_cx_none_healthy"),
-		rq2xx: c("upstream_rq_2xx"), rq3xx: c("upstream_rq_3xx"), rq4xx: c("upstream_rq_4xx"), rq5xx: c("upstream_rq_5xx"),
+		rqClass:        newClassCounters(c, "upstream_rq"),
 		lbHealthyPanic: c("lb_healthy_panic"), rqPendingTotal: c("upstream_rq_pending_total"),
 		rqPendingOverflow: c("upstream_rq_pending_overflow"), cxOverflow: c("upstream_cx_overflow"),
 		rqActive: g("upstream_rq_active"), cxActive: g("upstream_cx_active"), rqPendingActive: g("upstream_rq_pending_active"),
@@ -108,16 +109,7 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 // status counts a response code the Envoy way: upstream_rq_<code> and upstream_rq_<N>xx.
 func (s *clusterStats) status(code int) {
 	s.codeCounter(code).Inc()
-	switch code / 100 {
-	case 2:
-		s.rq2xx.Inc()
-	case 3:
-		s.rq3xx.Inc()
-	case 4:
-		s.rq4xx.Inc()
-	case 5:
-		s.rq5xx.Inc()
-	}
+	s.rqClass.inc(code)
 }
 
 // codeCounter is the upstream_rq_<code> counter.

@@ -38,7 +38,8 @@ type connManager struct {
 var _ http.Handler = (*connManager)(nil)
 
 type hcmStats struct {
-	rqTotal, noRoute, rqTimeout, rq2xx, rq3xx, rq4xx, rq5xx, cxTotal *stats.Counter
+	rqTotal, noRoute, rqTimeout, cxTotal *stats.Counter
+	rqClass                              classCounters // downstream_rq_2xx … _5xx
 	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
 	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
 	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
@@ -53,7 +54,7 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 	c := func(n string) *stats.Counter { return store.Counter(p + n) }
 	return hcmStats{
 		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"),
-		rq2xx: c("downstream_rq_2xx"), rq3xx: c("downstream_rq_3xx"), rq4xx: c("downstream_rq_4xx"), rq5xx: c("downstream_rq_5xx"),
+		rqClass: newClassCounters(c, "downstream_rq"),
 		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
 		cxIdleTimeout: c("downstream_cx_idle_timeout"), cxMaxRequestsReached: c("downstream_cx_max_requests_reached"),
@@ -61,18 +62,7 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 	}
 }
 
-func (s *hcmStats) status(code int) {
-	switch code / 100 {
-	case 2:
-		s.rq2xx.Inc()
-	case 3:
-		s.rq3xx.Inc()
-	case 4:
-		s.rq4xx.Inc()
-	case 5:
-		s.rq5xx.Inc()
-	}
-}
+func (s *hcmStats) status(code int) { s.rqClass.inc(code) }
 
 func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *router) *connManager {
 	limit := l.BufferLimit
