@@ -305,16 +305,10 @@ func (r *runner) drive(ctx context.Context, p *plan.Plan, popts plan.Options) (*
 	}
 	var health []record.ProxyEvent
 	bg.Go(func() { health = r.pollHealth(ctx, l.Target, start, loadDone) })
-	progCtx, stopProgress := context.WithCancel(ctx)
-	defer stopProgress()
-	progDone := tracker.Report(progCtx, popts, start, l.Total(), stats)
+	finishProgress := tracker.Report(ctx, popts, start, l.Total(), stats)
 	samples, loadStart, err := load.Run(ctx, cfg)
 	close(loadDone)
-	stopProgress()
-	<-progDone
-	if popts.Progress != nil {
-		popts.Progress(tracker.Snapshot(time.Since(start), l.Total(), stats()))
-	}
+	finishProgress()
 	bg.Wait() // every fault reverted (unless ctx ended)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)

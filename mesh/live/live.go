@@ -102,16 +102,9 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 		}
 	}
 	started := time.Now() // progress only
-	progCtx, stopProgress := context.WithCancel(ctx)
-	defer stopProgress()
-	total := p.Scenario.Load.Total()
-	progDone := tracker.Report(progCtx, opts, started, total, func() map[string]uint64 { return target.Stats().Values() })
+	finishProgress := tracker.Report(ctx, opts, started, p.Scenario.Load.Total(), func() map[string]uint64 { return target.Stats().Values() })
 	samples, loadStart, err := load.Run(ctx, cfg)
-	stopProgress()
-	<-progDone // the ticker's last report is out before the final one
-	if opts.Progress != nil {
-		opts.Progress(tracker.Snapshot(time.Since(started), total, target.Stats().Values()))
-	}
+	finishProgress()
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}

@@ -71,16 +71,16 @@ func hasSuffix(s, suffix string) bool {
 	return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
 }
 
-// Report calls opts.Progress every opts.ProgressInterval (default 1s) from started until ctx ends, with
-// the proxy stats that stats returns, skipping ticks at or past the planned end (the runner's final
-// report says that one: a tick there printed the last line twice). It returns a channel closed when it
-// has stopped; the runner waits on it before its final report. Without opts.Progress it does nothing.
-func (p *Tracker) Report(ctx context.Context, opts Options, started time.Time, planned time.Duration, stats func() map[string]uint64) <-chan struct{} {
-	done := make(chan struct{})
+// Report calls opts.Progress every opts.ProgressInterval (default 1s) from started, with the proxy
+// stats that stats returns, skipping ticks at or past the planned end (the final report says that one: a
+// tick there printed the last line twice). The returned finish, called once the load has run, stops the
+// ticks, waits until the last is out, and makes the final report. Without opts.Progress it does nothing.
+func (p *Tracker) Report(ctx context.Context, opts Options, started time.Time, planned time.Duration, stats func() map[string]uint64) (finish func()) {
 	if opts.Progress == nil {
-		close(done)
-		return done
+		return func() {}
 	}
+	ctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
 	interval := cmp.Or(opts.ProgressInterval, time.Second)
 	go func() {
 		defer close(done)
@@ -97,5 +97,9 @@ func (p *Tracker) Report(ctx context.Context, opts Options, started time.Time, p
 			}
 		}
 	}()
-	return done
+	return func() {
+		stop()
+		<-done // the ticker's last report is out before the final one
+		opts.Progress(p.Snapshot(time.Since(started), planned, stats()))
+	}
 }
