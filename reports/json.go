@@ -103,6 +103,10 @@ type (
 		Truncated    uint64 `json:"truncated"`
 		StreamResets uint64 `json:"stream_resets"`
 		GoAways      uint64 `json:"goaways"`
+		// A version 3 addition (topologies): arrivals per record.BucketWidth and the capacity's outcome.
+		Received []uint32               `json:"received_per_100ms,omitempty"`
+		OK       []uint32               `json:"ok_per_100ms,omitempty"`
+		Capacity *record.CapacityRecord `json:"capacity,omitempty"`
 	}
 )
 
@@ -147,7 +151,8 @@ func toJSON(r Report) jsonReport {
 	for i, u := range r.Upstreams {
 		out.Upstreams[i] = jsonUpstream{Service: u.Service, Instance: u.Instance, Address: u.Address, Requests: u.Requests,
 			Statuses: orEmpty(u.Statuses), Resets: u.Resets, Applied: orEmpty(u.Applied),
-			Canceled: u.Canceled, Hangs: u.Hangs, Truncated: u.Truncated, StreamResets: u.StreamResets, GoAways: u.GoAways}
+			Canceled: u.Canceled, Hangs: u.Hangs, Truncated: u.Truncated, StreamResets: u.StreamResets, GoAways: u.GoAways,
+			Received: u.Received, OK: u.OK, Capacity: u.Capacity}
 	}
 	return out
 }

@@ -6,7 +6,10 @@
 // writes the report files.
 package record
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Error kinds of a Sample: why a request got no complete HTTP response.
 const (
@@ -74,6 +77,78 @@ type UpstreamRecord struct {
 	Truncated    uint64 // bodies cut by a clean close (close_after)
 	StreamResets uint64 // HTTP/2 RST_STREAM answers
 	GoAways      uint64 // HTTP/2 GOAWAY answers
+	// Received counts the requests that arrived at the instance in each BucketWidth of the run (bucket i
+	// is [i·BucketWidth, (i+1)·BucketWidth) from the run start), and OK those of them answered with a
+	// 2xx or 3xx status; used to scope a service's outcomes to a phase. Empty when not recorded.
+	Received []uint32
+	OK       []uint32
+	// Capacity is what the instance's finite capacity did; nil when it has none (unbounded).
+	Capacity *CapacityRecord
+}
+
+// BucketWidth is the width of the per-instance Received and OK buckets.
+const BucketWidth = 100 * time.Millisecond
+
+// CapacityRecord is what one instance's workers and queue did over the run.
+type CapacityRecord struct {
+	Workers int
+	Queue   int
+	// Busy is the worker time spent on requests (summed over workers): utilisation is
+	// Busy / (Workers × run length).
+	Busy time.Duration
+	// Queued counts requests that waited for a worker; QueueWait is their total wait, MaxQueueWait the
+	// longest.
+	Queued       uint64
+	QueueWait    time.Duration
+	MaxQueueWait time.Duration
+	// Rejected counts requests turned away because the queue was full (answered 503, or the connection
+	// refused when the instance refuses); TimedOut those that left the queue at queue_timeout (503).
+	Rejected uint64
+	TimedOut uint64
+}
+
+// Call is one call a service instance made to another service through its outbound sidecar, as the
+// calling service saw it (after its sidecar's retries).
+type Call struct {
+	At             time.Duration // when the caller sent it, as offset from the run start
+	Latency        time.Duration // until the caller had the whole response (or gave up)
+	Caller         string        // the calling service
+	CallerInstance int
+	Callee         string
+	Status         int    // 0 when no HTTP response
+	Error          string // "" or an error kind (ErrReset, ErrTimeout, …), or ErrDeadline
+	Optional       bool   // an optional call: its failure does not fail the caller
+	// Attempts is how many upstream attempts the caller's sidecar made for this call (1 = no retry);
+	// 0 when not known, unless ZeroAttempts (the sidecar made none: an overflow, no healthy host).
+	Attempts     int
+	ZeroAttempts bool
+}
+
+// ErrDeadline is a Call's error when the caller did not send it: the deadline it propagates had
+// already passed.
+const ErrDeadline = "deadline"
+
+// OK reports whether the call succeeded: a 2xx or 3xx response received in full.
+func (c Call) OK() bool { return c.Error == "" && c.Status >= 200 && c.Status < 400 }
+
+// AttemptsKnown reports whether the call carries its sidecar's attempt count.
+func (c Call) AttemptsKnown() bool { return c.Attempts > 0 || c.ZeroAttempts }
+
+// Edge is one caller → callee pair of the scenario's call graph.
+type Edge struct {
+	Caller, Callee string
+	// SidecarStats sums, over the caller's instances' sidecars, the Envoy counters of the callee's
+	// cluster, named without their "cluster.<callee>." prefix (e.g. "upstream_rq_retry",
+	// "upstream_rq_pending_overflow", "outlier_detection.ejections_enforced_total").
+	SidecarStats map[string]uint64
+}
+
+// Service is one service of the scenario as the report draws it.
+type Service struct {
+	Name      string
+	Instances int
+	// Entry: the ingress proxy routes the load to it.
+	Entry bool
 }
 
 // FaultWindow is when a scenario's fault rule was active, as offsets from the run start (the moment the
@@ -122,7 +197,13 @@ type ProxyEvent struct {
 	Cluster string
 	Host    string
 	Reason  string // e.g. "consecutive_5xx"
+	// Proxy is the proxy that decided: "" or the ingress proxy's name, or "service/instance" for the
+	// outbound sidecar of that instance (its cluster is then the callee service).
+	Proxy string
 }
+
+// Sidecar reports whether the event was decided by an instance's outbound sidecar.
+func (e ProxyEvent) Sidecar() bool { return strings.Contains(e.Proxy, "/") }
 
 // Record is the raw outcome of a run.
 type Record struct {
@@ -142,4 +223,10 @@ type Record struct {
 	Windows     []FaultWindow
 	Phases      []LoadPhase
 	ProxyEvents []ProxyEvent
+	// Services and Edges are the call graph (services in name order, edges in call order per caller,
+	// callers in name order); Calls every call a service made to another, in send order. A one-hop
+	// scenario has one service, no edge and no call.
+	Services []Service
+	Edges    []Edge
+	Calls    []Call
 }
