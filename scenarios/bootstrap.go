@@ -74,41 +74,13 @@ func BuildBootstrap(sc *Scenario, proxyName string, addrs Addresses) (*bootstrap
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: action},
 	}}
-	router, err := anypb.New(&routerv3.Router{})
+	cluster, err := staticCluster(p.RoutesTo, orEmpty(p.ClusterSpec, newCluster()), addrs.Endpoints)
 	if err != nil {
 		return nil, err
 	}
-	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
-		StatPrefix:     proxyName,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: proxyName, VirtualHosts: []*routev3.VirtualHost{vhost}}},
-		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
-	})
+	b, err := bootstrapOf(proxyName, listenAddr, []*routev3.VirtualHost{vhost}, []*clusterv3.Cluster{cluster})
 	if err != nil {
 		return nil, err
-	}
-	cluster := proto.Clone(orEmpty(p.ClusterSpec, newCluster())).(*clusterv3.Cluster)
-	cluster.Name = p.RoutesTo
-	cluster.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
-	la := &endpointv3.ClusterLoadAssignment{ClusterName: p.RoutesTo, Endpoints: []*endpointv3.LocalityLbEndpoints{{}}}
-	for i, ep := range addrs.Endpoints {
-		a, err := socketAddress(ep)
-		if err != nil {
-			return nil, fmt.Errorf("endpoint %s/%d: %w", p.RoutesTo, i, err)
-		}
-		la.Endpoints[0].LbEndpoints = append(la.Endpoints[0].LbEndpoints, &endpointv3.LbEndpoint{
-			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: a}},
-		})
-	}
-	cluster.LoadAssignment = la
-	b := &bootstrapv3.Bootstrap{
-		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-			Listeners: []*listenerv3.Listener{{
-				Name:         proxyName,
-				Address:      listenAddr,
-				FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}}}},
-			}},
-			Clusters: []*clusterv3.Cluster{cluster},
-		},
 	}
 	if addrs.Admin != "" {
 		a, err := socketAddress(addrs.Admin)
@@ -118,6 +90,111 @@ func BuildBootstrap(sc *Scenario, proxyName string, addrs Addresses) (*bootstrap
 		b.Admin = &bootstrapv3.Admin{Address: a}
 	}
 	return b, nil
+}
+
+// SidecarAddresses are where an instance's outbound sidecar listens and where its callees' instances are.
+type SidecarAddresses struct {
+	Listener  string              // host:port
+	Admin     string              // host:port; "" for no admin interface
+	Endpoints map[string][]string // callee service → host:port of each of its instances, in instance order
+}
+
+// SidecarListener is the name of a sidecar's outbound listener, and its connection manager's stat
+// prefix.
+const SidecarListener = "outbound"
+
+// SidecarBootstrap generates the Envoy v3 bootstrap of the outbound sidecar of an instance of caller: a
+// listener whose connection manager has one virtual host per callee, matching the callee's name as the
+// Host (the app sends its calls with Host: <callee>), whose single route (prefix "/") carries the edge's merged RouteAction
+// (Scenario.EdgeConfig) to the callee's STATIC cluster, which carries the edge's merged Cluster fields
+// and one endpoint per callee instance. Virtual host and cluster i are the caller's i-th callee
+// (Scenario.Callees).
+func SidecarBootstrap(sc *Scenario, caller string, addrs SidecarAddresses) (*bootstrapv3.Bootstrap, error) {
+	callees := sc.Callees(caller)
+	if len(callees) == 0 {
+		return nil, fmt.Errorf("service %q calls no other service: it has no sidecar", caller)
+	}
+	listenAddr, err := socketAddress(addrs.Listener)
+	if err != nil {
+		return nil, fmt.Errorf("listener address: %w", err)
+	}
+	var vhosts []*routev3.VirtualHost
+	var clusters []*clusterv3.Cluster
+	for _, callee := range callees {
+		action, spec := sc.EdgeConfig(Edge{caller, callee})
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: callee}
+		vhosts = append(vhosts, &routev3.VirtualHost{
+			Name:    callee,
+			Domains: []string{callee},
+			Routes: []*routev3.Route{{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: action},
+			}},
+		})
+		c, err := staticCluster(callee, spec, addrs.Endpoints[callee])
+		if err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, c)
+	}
+	b, err := bootstrapOf(SidecarListener, listenAddr, vhosts, clusters)
+	if err != nil {
+		return nil, err
+	}
+	if addrs.Admin != "" {
+		a, err := socketAddress(addrs.Admin)
+		if err != nil {
+			return nil, fmt.Errorf("admin address: %w", err)
+		}
+		b.Admin = &bootstrapv3.Admin{Address: a}
+	}
+	return b, nil
+}
+
+// bootstrapOf is a static bootstrap with one listener (name, also its connection manager's stat
+// prefix and route configuration's name) routing by vhosts through the router filter, and clusters.
+func bootstrapOf(name string, listenAddr *corev3.Address, vhosts []*routev3.VirtualHost, clusters []*clusterv3.Cluster) (*bootstrapv3.Bootstrap, error) {
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+		StatPrefix:     name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: name, VirtualHosts: vhosts}},
+		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &bootstrapv3.Bootstrap{
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+			Listeners: []*listenerv3.Listener{{
+				Name:         name,
+				Address:      listenAddr,
+				FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}}}},
+			}},
+			Clusters: clusters,
+		},
+	}, nil
+}
+
+// staticCluster is a copy of spec named service, STATIC, with one endpoint per address.
+func staticCluster(service string, spec *clusterv3.Cluster, endpoints []string) (*clusterv3.Cluster, error) {
+	cluster := proto.Clone(spec).(*clusterv3.Cluster)
+	cluster.Name = service
+	cluster.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	la := &endpointv3.ClusterLoadAssignment{ClusterName: service, Endpoints: []*endpointv3.LocalityLbEndpoints{{}}}
+	for i, ep := range endpoints {
+		a, err := socketAddress(ep)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %s/%d: %w", service, i, err)
+		}
+		la.Endpoints[0].LbEndpoints = append(la.Endpoints[0].LbEndpoints, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: a}},
+		})
+	}
+	cluster.LoadAssignment = la
+	return cluster, nil
 }
 
 func orEmpty[T proto.Message](m, empty T) T {

@@ -436,6 +436,7 @@ func (v *validator) validate() {
 	for _, name := range sortedKeys(sc.Proxies) {
 		v.proxy(name, sc.Proxies[name])
 	}
+	v.meshValidate()
 	v.load()
 	for i, f := range sc.Faults {
 		v.fault(i, f)

@@ -27,6 +27,9 @@ type Scenario struct {
 	Load        *Load               `yaml:"load"`
 	Faults      []*Fault            `yaml:"faults"`
 	Checks      []Check             `yaml:"checks"`
+	// Sidecars configures the outbound sidecars of the instances of services that call others
+	// (see Sidecars in mesh.go).
+	Sidecars *Sidecars `yaml:"sidecars"`
 
 	// File is where the scenario was read from (for messages and the report).
 	File string `yaml:"-"`
@@ -35,10 +38,24 @@ type Scenario struct {
 	Warnings []*Error `yaml:"-"`
 }
 
-// Service is a set of identical upstream instances.
+// Service is a set of identical instances. A leaf service answers with its Response; a service with
+// Calls also calls other services for each request it serves, through each instance's own outbound
+// sidecar, before it answers.
 type Service struct {
 	Instances int      `yaml:"instances"` // default 1
 	Response  Response `yaml:"response"`
+	// Calls are made in order for each request, after the service time (the response latency); a
+	// step may make several calls in parallel.
+	Calls []*CallStep `yaml:"calls"`
+	// OnFailure is the status answered when a required call failed after the sidecar gave up
+	// (default DefaultOnFailure).
+	OnFailure int `yaml:"on_failure"`
+	// PropagateDeadline forwards the remaining budget of each request (its x-envoy-expected-rq-timeout-ms
+	// less the time spent) to its calls as x-envoy-upstream-rq-timeout-ms, and skips a call whose
+	// budget is spent.
+	PropagateDeadline bool `yaml:"propagate_deadline"`
+	// Capacity, when set, bounds each instance's concurrent work: workers and a queue.
+	Capacity *Capacity `yaml:"capacity"`
 }
 
 // Response is how a healthy instance answers.

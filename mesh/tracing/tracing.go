@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -59,6 +60,46 @@ type Config struct {
 type Provider struct {
 	*sdktrace.TracerProvider
 	collector *Collector // nil unless Config.Collect
+
+	// What For's providers share with the run's: the sampler and the span processors.
+	sampler    sdktrace.Sampler
+	processors []sdktrace.SpanProcessor
+	mu         sync.Mutex
+	children   map[[2]string]*sdktrace.TracerProvider
+}
+
+// Service names of the run's own components, as their spans' resources carry them.
+const (
+	// LoadServiceName is the load generator's service.name.
+	LoadServiceName = "meshproof-load"
+)
+
+// For returns the TracerProvider of one component of the run: its spans carry the resource
+// service.name = service and, when instance is not "", service.instance.id = instance, and go to the
+// same collector and exporter as the run's (one trace crosses every component). The providers For
+// returns are not shut down on their own: Shutdown of the run's Provider flushes their spans.
+func (p *Provider) For(service, instance string) *sdktrace.TracerProvider {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	key := [2]string{service, instance}
+	if tp, ok := p.children[key]; ok {
+		return tp
+	}
+	attrs := []attribute.KeyValue{semconv.ServiceName(service)}
+	if instance != "" {
+		attrs = append(attrs, semconv.ServiceInstanceID(instance))
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithSampler(p.sampler),
+		sdktrace.WithResource(resource.NewWithAttributes(semconv.SchemaURL, attrs...))}
+	for _, sp := range p.processors {
+		opts = append(opts, sdktrace.WithSpanProcessor(sp))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	if p.children == nil {
+		p.children = map[[2]string]*sdktrace.TracerProvider{}
+	}
+	p.children[key] = tp
+	return tp
 }
 
 // New builds a TracerProvider from cfg. Shut it down (Shutdown) when the run ends: that flushes the
@@ -75,21 +116,24 @@ func New(cfg Config) (*Provider, error) {
 	if name == "" {
 		name = DefaultServiceName
 	}
+	p := &Provider{sampler: sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))}
 	opts := []sdktrace.TracerProviderOption{
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
+		sdktrace.WithSampler(p.sampler),
 		sdktrace.WithResource(resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(name))),
 	}
-	p := &Provider{}
 	if cfg.Collect {
 		p.collector = NewCollector(cfg.MaxSpans)
-		opts = append(opts, sdktrace.WithSpanProcessor(p.collector))
+		p.processors = append(p.processors, p.collector)
 	}
 	if cfg.OTLPEndpoint != "" {
 		exp, err := NewOTLPHTTPExporter(cfg.OTLPEndpoint, cfg.OTLPTimeout)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
+		p.processors = append(p.processors, sdktrace.NewBatchSpanProcessor(exp))
+	}
+	for _, sp := range p.processors {
+		opts = append(opts, sdktrace.WithSpanProcessor(sp))
 	}
 	p.TracerProvider = sdktrace.NewTracerProvider(opts...)
 	return p, nil

@@ -379,3 +379,30 @@ var _ = Describe("Provider", func() {
 		Expect(p.Dropped()).To(Equal(2))
 	})
 })
+
+var _ = Describe("Provider.For", func() {
+	It("gives each component its own resource, in one trace, into the run's collector", func() {
+		p, err := tracing.New(tracing.Config{Collect: true})
+		Expect(err).NotTo(HaveOccurred())
+		ctx, root := p.For(tracing.LoadServiceName, "").Tracer("t").Start(context.Background(), "client")
+		_, child := p.For("cart", "cart/1").Tracer("t").Start(ctx, "server")
+		child.End()
+		root.End()
+		Expect(p.For("cart", "cart/1")).To(BeIdenticalTo(p.For("cart", "cart/1")))
+		Expect(p.Shutdown(context.Background())).To(Succeed())
+
+		spans := p.Spans()
+		Expect(spans).To(HaveLen(2))
+		Expect(spans[0].SpanContext().TraceID()).To(Equal(spans[1].SpanContext().TraceID()))
+		attrs := func(s sdktrace.ReadOnlySpan) map[string]string {
+			out := map[string]string{}
+			for _, kv := range s.Resource().Attributes() {
+				out[string(kv.Key)] = kv.Value.Emit()
+			}
+			return out
+		}
+		Expect(attrs(spans[0])).To(And(HaveKeyWithValue("service.name", "cart"), HaveKeyWithValue("service.instance.id", "cart/1")))
+		Expect(attrs(spans[1])).To(And(HaveKeyWithValue("service.name", "meshproof-load"), Not(HaveKey("service.instance.id"))))
+		Expect(tracing.ToOTLP(spans).GetResourceSpans()).To(HaveLen(2))
+	})
+})
