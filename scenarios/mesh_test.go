@@ -79,7 +79,7 @@ var _ = Describe("call graphs (issue #14)", func() {
 	It("merges sidecar config mesh < service < edge, a set top-level field replacing the less specific whole", func() {
 		sc := parse(meshFile)
 		route, cluster := sc.EdgeConfig(scenarios.Edge{Caller: "frontend", Callee: "cart"})
-		Expect(route.GetTimeout().AsDuration()).To(Equal(time.Second))                // the mesh's
+		Expect(route.GetTimeout().AsDuration()).To(Equal(time.Second))                 // the mesh's
 		Expect(route.GetRetryPolicy().GetRetryOn()).To(Equal("reset"))                 // the edge's, whole:
 		Expect(route.GetRetryPolicy().GetNumRetries().GetValue()).To(Equal(uint32(1))) // nothing of the mesh's retry_policy left
 		Expect(cluster.GetOutlierDetection()).To(BeNil())                              // cart's service level is not frontend's
