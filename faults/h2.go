@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 
-	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -68,7 +67,6 @@ type h2Stream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	req    Request
-	reqID  string
 	head   bool
 	window int64 // guarded by h2Conn.mu
 	ended  bool  // guarded by h2Conn.mu: reset by either side, answered or abandoned
@@ -208,7 +206,6 @@ func (h *h2Conn) headers(f *http2.MetaHeadersFrame) error {
 	for _, hf := range f.RegularFields() {
 		st.req.Header.Add(hf.Name, hf.Value)
 	}
-	st.reqID = st.req.Header.Get(HeaderRequestID)
 	st.head = st.req.Method == http.MethodHead
 	h.streams[id] = st
 	h.mu.Unlock()
@@ -254,16 +251,7 @@ func (h *h2Conn) start(st *h2Stream) {
 	go func() {
 		defer h.handlers.Done()
 		defer h.u.handlers.Done()
-		var span trace.Span
-		if h.u.cfg.Tracer != nil {
-			span = h.u.startSpan(st.ctx, st.req)
-		}
-		d, n := h.u.decide(st.req, st.reqID)
-		ex := &h2Exchange{h: h, st: st, hdr: http.Header{}}
-		h.u.respond(ex, d, n, st.head)
-		if span != nil {
-			h.u.endSpan(span, d, n, st.ctx.Err() != nil)
-		}
+		h.u.serve(&h2Exchange{h: h, st: st, hdr: http.Header{}}, st.req, st.head)
 		h.mu.Lock()
 		h.endLocked(st)
 		h.mu.Unlock()
@@ -373,6 +361,7 @@ type h2Exchange struct {
 var _ exchange = (*h2Exchange)(nil)
 
 func (e *h2Exchange) context() context.Context { return e.st.ctx }
+func (e *h2Exchange) canceled() bool           { return e.st.ctx.Err() != nil }
 func (e *h2Exchange) header() http.Header      { return e.hdr }
 
 func (e *h2Exchange) writeHeader(status int, endStream bool) error {

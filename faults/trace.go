@@ -39,14 +39,18 @@ func (h headerCarrier) Keys() []string {
 	return keys
 }
 
-// startSpan starts the SERVER span of one request, child of the trace context it carries.
-func (u *Upstream) startSpan(ctx context.Context, req Request) trace.Span {
-	prop := u.cfg.Propagator
-	if prop == nil {
-		prop = propagation.TraceContext{}
+// propagator is the trace-context propagator of the upstream: cfg.Propagator, or W3C trace context.
+func (u *Upstream) propagator() propagation.TextMapPropagator {
+	if u.cfg.Propagator != nil {
+		return u.cfg.Propagator
 	}
-	ctx = prop.Extract(ctx, headerCarrier(req.Header))
-	_, span := u.cfg.Tracer.Start(ctx, "upstream "+req.Method, trace.WithSpanKind(trace.SpanKindServer),
+	return propagation.TraceContext{}
+}
+
+// startSpan starts the SERVER span of one request, child of the trace context in ctx (extracted
+// from the request), and returns ctx with the span.
+func (u *Upstream) startSpan(ctx context.Context, req Request) (context.Context, trace.Span) {
+	return u.cfg.Tracer.Start(ctx, "upstream "+req.Method, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(
 			semconv.HTTPRequestMethodKey.String(req.Method),
 			semconv.URLPath(req.Path),
@@ -54,13 +58,15 @@ func (u *Upstream) startSpan(ctx context.Context, req Request) trace.Span {
 			AttrInstance.String(u.id),
 			AttrRequestID.String(http.Header(req.Header).Get(HeaderRequestID)),
 		))
-	return span
 }
 
 // endSpan records what the upstream did: the faults applied (as attributes and one event each) and
-// the outcome. A 5xx or an answer other than a response is an error.
-func (u *Upstream) endSpan(span trace.Span, d Decision, seq uint64, canceled bool) {
-	span.SetAttributes(AttrSeq.Int64(int64(seq)))
+// the outcome, and attrs. A 5xx or an answer other than a response is an error.
+func (u *Upstream) endSpan(span trace.Span, d Decision, seq uint64, canceled bool, attrs ...attribute.KeyValue) {
+	span.SetAttributes(attrs...)
+	if seq > 0 {
+		span.SetAttributes(AttrSeq.Int64(int64(seq)))
+	}
 	if len(d.Applied) > 0 {
 		rules := make([]string, len(d.Applied))
 		kinds := make([]string, len(d.Applied))
@@ -100,4 +106,21 @@ func (u *Upstream) endSpan(span trace.Span, d Decision, seq uint64, canceled boo
 		span.SetStatus(codes.Error, "")
 	}
 	span.End()
+}
+
+// endOverloadSpan ends the span of a request that capacity turned away: a 503 with the reason in
+// AttrOverload, a reset (queue full, refuse), or canceled while it waited.
+func (u *Upstream) endOverloadSpan(span trace.Span, t ticket, canceled bool) {
+	switch t.outcome {
+	case admitFull:
+		if u.cfg.Capacity.WhenFull == WhenFullRefuse {
+			u.endSpan(span, Decision{Reset: true}, 0, canceled, AttrOverload.String(OverloadQueueFull))
+			return
+		}
+		u.endSpan(span, Decision{Status: http.StatusServiceUnavailable}, 0, canceled, AttrOverload.String(OverloadQueueFull))
+	case admitTimedOut:
+		u.endSpan(span, Decision{Status: http.StatusServiceUnavailable}, 0, canceled, AttrOverload.String(OverloadQueueTimeout))
+	default:
+		u.endSpan(span, Decision{}, 0, true)
+	}
 }

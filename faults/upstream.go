@@ -9,11 +9,13 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http2"
@@ -64,13 +66,25 @@ type UpstreamConfig struct {
 	// nil: no tracing.
 	Tracer     trace.Tracer
 	Propagator propagation.TextMapPropagator
+
+	// App, when set, makes the instance call other services for each request it serves (see App);
+	// nil: a leaf that only answers.
+	App *App
+	// Capacity, when set, gives the instance finite workers and a bounded queue (see Capacity); nil:
+	// every request is served at once.
+	Capacity *Capacity
 }
+
+// BucketWidth is the width of the UpstreamStats.Received and OK buckets.
+const BucketWidth = 100 * time.Millisecond
 
 // UpstreamStats is a snapshot of what an Upstream received and did.
 // Every request ends as exactly one of: a status (answered, possibly slowly), a reset (before
 // headers or mid-body), truncated (close_after), a hang, an RST_STREAM, a GOAWAY, or canceled.
+// With a Capacity, a request turned away ends the same way: a 503 status (queue full or queue
+// timeout), a reset (queue full, WhenFullRefuse), or canceled (its client left while it waited).
 type UpstreamStats struct {
-	Requests     uint64
+	Requests     uint64 // every request that arrived, admitted or not
 	Statuses     map[int]uint64
 	Resets       uint64
 	Applied      map[string]uint64 // key "fault/kind"
@@ -81,20 +95,39 @@ type UpstreamStats struct {
 	StreamResets uint64            // HTTP/2 RST_STREAM answers
 	GoAways      uint64            // HTTP/2 GOAWAY answers
 	Refusals     uint64            // times the listener was closed by a refuse rule
+
+	// Received counts the requests that arrived in each BucketWidth of the run (bucket i is
+	// [i·BucketWidth, (i+1)·BucketWidth) from the run start, the origin of the fault windows;
+	// requests before it are in no bucket), and OK those of them answered with a 2xx or 3xx status
+	// (not a gRPC error, not a cut body), in the bucket of their arrival. OK is as long as Received.
+	Received []uint32
+	OK       []uint32
+	// Capacity is what the finite capacity did; nil without one.
+	Capacity *CapacityStats
+	// Calls counts the calls the instance made (every CallResult, also those not sent for lack of
+	// deadline), CallFailures those that failed, optional or not.
+	Calls        uint64
+	CallFailures uint64
 }
 
 // Upstream is a fault-injecting server for one service instance. It speaks HTTP/1.1 and, on the
 // same port, HTTP/2 over cleartext with prior knowledge (h2c; the Upgrade dance is not
 // supported): a connection that opens with the HTTP/2 preface is served by a small framer-based
-// server that can answer RST_STREAM and GOAWAY of any code.
+// server that can answer RST_STREAM and GOAWAY of any code. With an App it calls other services
+// through its sidecar for each request it answers (app.go); with a Capacity it serves a bounded
+// number of requests at a time (capacity.go). See serve for the order of one request's life.
 type Upstream struct {
 	cfg       UpstreamConfig
 	id        string // "<service>/<instance>"
 	hasRefuse bool
+	app       *App            // cfg.App with its defaults; nil = no calls
+	own       *http.Transport // the default call client's transport, closed by Close; nil = none
+	workers   *workers        // nil = no finite capacity
 
-	seq   atomic.Uint64
-	start atomic.Pointer[time.Time] // origin of fault windows
-	conns atomic.Uint64
+	seq     atomic.Uint64
+	callSeq atomic.Uint64             // calls made, numbering their request ids
+	start   atomic.Pointer[time.Time] // origin of fault windows
+	conns   atomic.Uint64
 
 	mu         sync.Mutex // guards the fields below
 	addr       string     // where the upstream listens, kept while refusing
@@ -146,6 +179,12 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 		}
 		hasRefuse = hasRefuse || f.Refuse != nil
 	}
+	if cfg.App != nil {
+		errs = append(errs, field.Within("app", cfg.App.Validate())...)
+	}
+	if cfg.Capacity != nil {
+		errs = append(errs, field.Within("capacity", cfg.Capacity.Validate())...)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("faults: %w for %s/%d:\n%w", ErrInvalidConfig, cfg.Service, cfg.Instance, err)
 	}
@@ -153,7 +192,7 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Upstream{
+	u := &Upstream{
 		cfg:       cfg,
 		id:        cfg.Service + "/" + strconv.Itoa(cfg.Instance),
 		hasRefuse: hasRefuse,
@@ -163,7 +202,26 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 			Statuses: map[int]uint64{},
 			Applied:  map[string]uint64{},
 		},
-	}, nil
+	}
+	if cfg.App != nil {
+		var client *http.Client
+		if cfg.App.Client == nil {
+			u.own = newCallTransport()
+			client = callClient(u.own)
+		}
+		app := cfg.App.withDefaults(client)
+		u.app, u.cfg.App = &app, &app
+	}
+	if c := cfg.Capacity; c != nil {
+		cp := *c
+		if cp.WhenFull == "" {
+			cp.WhenFull = WhenFullReject
+		}
+		u.cfg.Capacity = &cp
+		u.workers = &workers{cap: cp, now: cfg.Now, onQueue: func() { u.count(func(s *UpstreamStats) { s.Capacity.Queued++ }) }}
+		u.stats.Capacity = &CapacityStats{Workers: cp.Workers, Queue: cp.Queue}
+	}
+	return u, nil
 }
 
 // Start listens on addr (e.g. "127.0.0.1:0") and serves in the background until Close.
@@ -300,6 +358,9 @@ func (u *Upstream) Close() error {
 	<-served
 	u.goroutines.Wait()
 	u.handlers.Wait()
+	if u.own != nil {
+		u.own.CloseIdleConnections() // no call is in flight any more
+	}
 
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -314,6 +375,15 @@ func (u *Upstream) Stats() UpstreamStats {
 	s.Statuses = maps.Clone(s.Statuses)
 	s.Applied = maps.Clone(s.Applied)
 	s.Connections = u.conns.Load()
+	s.Received = slices.Clone(s.Received)
+	s.OK = slices.Clone(s.OK)
+	if n := len(s.Received) - len(s.OK); n > 0 {
+		s.OK = append(s.OK, make([]uint32, n)...)
+	}
+	if s.Capacity != nil {
+		c := *s.Capacity
+		s.Capacity = &c
+	}
 	return s
 }
 
@@ -413,19 +483,143 @@ func (u *Upstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer u.handlers.Done()
 
 	_, _ = io.Copy(io.Discard, r.Body)
-	req := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header}
-	var span trace.Span
-	if u.cfg.Tracer != nil {
-		span = u.startSpan(r.Context(), req)
-	}
-	d, n := u.decide(req, r.Header.Get(HeaderRequestID))
 	ex := &h1Exchange{w: w, r: r}
-	u.respond(ex, d, n, r.Method == http.MethodHead)
-	if span != nil {
-		u.endSpan(span, d, n, r.Context().Err() != nil || ex.aborted)
-	}
+	u.serve(ex, Request{Method: r.Method, Path: r.URL.Path, Header: r.Header}, r.Method == http.MethodHead)
 	if ex.aborted {
 		panic(http.ErrAbortHandler) // the client or the upstream is gone: write nothing more
+	}
+}
+
+// inflight is one request at the instance, from its arrival to its answer.
+type inflight struct {
+	ctx     context.Context // the request's: ends when its client goes away; carries its trace context
+	ex      exchange
+	req     Request
+	reqID   string // its x-request-id
+	head    bool
+	arrival time.Time     // on the upstream's clock
+	bucket  int           // its Received bucket; -1 before the run start
+	budget  time.Duration // its deadline's budget from arrival (HeaderExpectedTimeout); 0 = none
+	seq     uint64        // n-th request decided at the instance; 0 = not admitted
+}
+
+// serve carries one request, over HTTP/1.1 or HTTP/2, through the instance. In order:
+//  1. arrival: counted in Requests and its Received bucket;
+//  2. the trace context (extracted from the request) and the SERVER span;
+//  3. admission, with Capacity: a worker at once, or after a wait in the queue, or turned away
+//     (503 queue_full or a reset when the queue is full, 503 queue_timeout, canceled); the worker is
+//     held until serve returns;
+//  4. the fault decision (the request's sequence number is taken here, so requests turned away
+//     do not shift the decisions of the others);
+//  5. respond: the delay, then (with App, for an answer) the calls, then the answer.
+func (u *Upstream) serve(ex exchange, req Request, head bool) {
+	in := &inflight{ctx: ex.context(), ex: ex, req: req, reqID: req.Header.Get(HeaderRequestID), head: head,
+		arrival: u.cfg.Now(), budget: budget(req.Header)}
+	in.bucket = u.arrive(in.arrival)
+	if u.cfg.Tracer != nil || u.app != nil {
+		in.ctx = u.propagator().Extract(in.ctx, headerCarrier(req.Header))
+	}
+	var span trace.Span
+	if u.cfg.Tracer != nil {
+		in.ctx, span = u.startSpan(in.ctx, req)
+	}
+	if u.workers != nil {
+		t := u.admit(in)
+		if t.outcome != admitted {
+			if span != nil {
+				u.endOverloadSpan(span, t, ex.canceled())
+			}
+			return
+		}
+		defer func() {
+			at := u.workers.release()
+			u.count(func(s *UpstreamStats) { s.Capacity.Busy += at.Sub(t.since) })
+		}()
+	}
+	d, n := u.decide(req, in.reqID)
+	in.seq = n
+	d, failed := u.respond(in, d)
+	if span != nil {
+		var attrs []attribute.KeyValue
+		if failed != "" {
+			attrs = append(attrs, AttrFailedCall.String(failed))
+		}
+		u.endSpan(span, d, n, ex.canceled(), attrs...)
+	}
+}
+
+// arrive counts a request's arrival at now and returns its Received bucket (-1 before the run start).
+func (u *Upstream) arrive(now time.Time) int {
+	bucket := -1
+	if elapsed := now.Sub(*u.start.Load()); elapsed >= 0 {
+		bucket = int(elapsed / BucketWidth)
+	}
+	u.count(func(s *UpstreamStats) {
+		s.Requests++
+		if bucket >= 0 {
+			s.Received = grow(s.Received, bucket)
+			s.Received[bucket]++
+		}
+	})
+	return bucket
+}
+
+// grow returns b long enough to index i.
+func grow(b []uint32, i int) []uint32 {
+	if i < len(b) {
+		return b
+	}
+	return append(b, make([]uint32, i+1-len(b))...)
+}
+
+// admit takes a worker for the request, or turns it away: a 503 with HeaderOverload, a reset
+// (queue full, WhenFullRefuse), or nothing when it went away while waiting.
+func (u *Upstream) admit(in *inflight) ticket {
+	t := u.workers.admit(in.ctx)
+	u.count(func(s *UpstreamStats) {
+		c := s.Capacity
+		if t.queued {
+			c.QueueWait += t.wait
+			c.MaxQueueWait = max(c.MaxQueueWait, t.wait)
+		}
+		switch t.outcome {
+		case admitFull:
+			c.Rejected++
+			if u.cfg.Capacity.WhenFull == WhenFullRefuse {
+				s.Resets++
+			} else {
+				s.Statuses[http.StatusServiceUnavailable]++
+			}
+		case admitTimedOut:
+			c.TimedOut++
+			s.Statuses[http.StatusServiceUnavailable]++
+		case admitCanceled:
+			s.Canceled++
+		}
+	})
+	switch t.outcome {
+	case admitFull:
+		if u.cfg.Capacity.WhenFull == WhenFullRefuse {
+			in.ex.reset()
+			return t
+		}
+		u.overloaded(in.ex, OverloadQueueFull)
+	case admitTimedOut:
+		u.overloaded(in.ex, OverloadQueueTimeout)
+	case admitCanceled:
+		in.ex.abort()
+	}
+	return t
+}
+
+// overloaded answers 503 with no body and the reason in HeaderOverload.
+func (u *Upstream) overloaded(ex exchange, reason string) {
+	h := ex.header()
+	h.Set(HeaderInstance, u.id)
+	h.Set(HeaderOverload, reason)
+	h.Set("content-length", "0")
+	if err := ex.writeHeader(http.StatusServiceUnavailable, true); err != nil {
+		ex.abort()
 	}
 }
 
@@ -442,6 +636,7 @@ func (u *Upstream) decide(req Request, requestID string) (Decision, uint64) {
 // exchange is one request's way back to its client, over HTTP/1.1 or HTTP/2.
 type exchange interface {
 	context() context.Context
+	canceled() bool // the client went away, or the exchange was aborted
 	header() http.Header
 	writeHeader(status int, endStream bool) error
 	write(p []byte, endStream bool) error // body bytes, flushed
@@ -452,39 +647,57 @@ type exchange interface {
 	abort()                               // the exchange failed: write nothing more
 }
 
-// respond carries out a decision: waits out the delay, then resets, hangs or answers.
-func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
-	ctx := ex.context()
+// respond carries out a decision: waits out the delay, then resets, hangs or, after the app's
+// calls, answers. It returns the decision carried out (the OnFailure answer when a required call
+// failed) and the callee of that call.
+func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
+	ctx, ex, head := in.ctx, in.ex, in.head
 	if !netx.Sleep(ctx, d.Delay) {
 		u.count(func(s *UpstreamStats) { s.Canceled++ })
 		ex.abort()
-		return
+		return d, ""
 	}
 	switch {
 	case d.Reset:
 		u.count(func(s *UpstreamStats) { s.Resets++ })
 		ex.reset()
-		return
+		return d, ""
 	case d.RSTStream != "":
 		u.count(func(s *UpstreamStats) { s.StreamResets++ })
 		code, _ := H2Code(d.RSTStream)
 		ex.rstStream(code)
-		return
+		return d, ""
 	case d.GoAway != "":
 		u.count(func(s *UpstreamStats) { s.GoAways++ })
 		code, _ := H2Code(d.GoAway)
 		ex.goAway(code)
-		return
+		return d, ""
 	case d.Hang:
 		u.count(func(s *UpstreamStats) { s.Hangs++ })
 		<-ctx.Done()
 		ex.abort()
-		return
+		return d, ""
+	}
+
+	failed := ""
+	if u.app != nil && len(u.app.Steps) > 0 {
+		failed = u.callSteps(in)
+		if ctx.Err() != nil {
+			u.count(func(s *UpstreamStats) { s.Canceled++ })
+			ex.abort()
+			return d, ""
+		}
+		if failed != "" {
+			d = failedAnswer(d, u.app.OnFailure)
+		}
 	}
 
 	h := ex.header()
 	h.Set(HeaderInstance, u.id)
-	h.Set(HeaderSeq, strconv.FormatUint(seq, 10))
+	h.Set(HeaderSeq, strconv.FormatUint(in.seq, 10))
+	if failed != "" {
+		h.Set(HeaderFailedCall, failed)
+	}
 	size := 0 // body bytes
 	switch {
 	case d.GRPCStatus != 0:
@@ -508,6 +721,10 @@ func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
 			s.Truncated++
 		default:
 			s.Statuses[d.Status]++
+			if in.bucket >= 0 && d.GRPCStatus == 0 && d.Status >= 200 && d.Status < 400 {
+				s.OK = grow(s.OK, in.bucket)
+				s.OK[in.bucket]++
+			}
 		}
 	})
 	limit := size
@@ -516,7 +733,7 @@ func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
 	}
 	if err := ex.writeHeader(d.Status, limit == 0 && d.Cut == CutNone); err != nil {
 		ex.abort()
-		return
+		return d, failed
 	}
 	chunk := max(min(limit, maxBodyWrite), 1)
 	if d.BytesPerSecond > 0 {
@@ -527,11 +744,11 @@ func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
 		if d.BytesPerSecond > 0 && !netx.Sleep(ctx, pace(n, d.BytesPerSecond)) {
 			u.count(func(s *UpstreamStats) { s.Canceled++ })
 			ex.abort()
-			return
+			return d, failed
 		}
 		if err := ex.write(bodyBytes(off, n), d.Cut == CutNone && off+n == size); err != nil {
 			ex.abort()
-			return
+			return d, failed
 		}
 		off += n
 	}
@@ -541,6 +758,7 @@ func (u *Upstream) respond(ex exchange, d Decision, seq uint64, head bool) {
 	case CutClose:
 		ex.closeConn()
 	}
+	return d, failed
 }
 
 // pace is how long n bytes take at bps bytes per second, rounded up.
@@ -574,6 +792,7 @@ type h1Exchange struct {
 var _ exchange = (*h1Exchange)(nil)
 
 func (e *h1Exchange) context() context.Context { return e.r.Context() }
+func (e *h1Exchange) canceled() bool           { return e.r.Context().Err() != nil || e.aborted }
 func (e *h1Exchange) header() http.Header      { return e.w.Header() }
 
 func (e *h1Exchange) writeHeader(status int, _ bool) error {
@@ -630,10 +849,9 @@ func (u *Upstream) enter() bool {
 	return true
 }
 
-// record counts the request and its applied faults, and emits one event per applied fault.
+// record counts the request's applied faults, and emits one event per applied fault.
 func (u *Upstream) record(now time.Time, seq uint64, requestID string, d Decision) {
 	u.count(func(s *UpstreamStats) {
-		s.Requests++
 		for _, a := range d.Applied {
 			s.Applied[a.Fault+"/"+a.Kind]++
 		}
