@@ -267,7 +267,7 @@ func (u *Upstream) call(in *inflight, c Call) (res CallResult) {
 	}
 	defer func() { u.called(res) }()
 
-	ctx := in.ctx
+	ctx := in.work
 	header := http.Header{}
 	header.Set(HeaderRequestID, res.RequestID)
 	if u.app.PropagateDeadline && in.budget > 0 {
@@ -311,7 +311,7 @@ func (u *Upstream) call(in *inflight, c Call) (res CallResult) {
 	}
 	res.Latency = u.cfg.Now().Sub(res.Start)
 	if err != nil {
-		res.Error = classifyCall(in.ctx, err)
+		res.Error = classifyCall(in.work, err)
 	}
 	return res
 }

@@ -206,6 +206,17 @@ type Decision struct {
 	CutAfter       int    // body bytes sent before the cut
 }
 
+// aborted reports whether an abort fault decided the answer: the service answers it without doing its
+// work (no calls), as Envoy's fault filter answers an abort without forwarding.
+func (d Decision) aborted() bool {
+	for _, a := range d.Applied {
+		if a.Kind == KindAbort {
+			return true
+		}
+	}
+	return false
+}
+
 // Applied is one fault that fired for a request.
 type Applied struct {
 	Fault  string

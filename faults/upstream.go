@@ -492,7 +492,11 @@ func (u *Upstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // inflight is one request at the instance, from its arrival to its answer.
 type inflight struct {
-	ctx     context.Context // the request's: ends when its client goes away; carries its trace context
+	ctx context.Context // the request's: ends when its client goes away; carries its trace context
+	// work is what the instance's work on the request (queue wait, service time, calls) runs under:
+	// for a service with calls or capacity, a server thread that does not notice its client leaving
+	// — it ends only when the upstream closes (see workContext); for a leaf without capacity, ctx.
+	work    context.Context
 	ex      exchange
 	req     Request
 	reqID   string // its x-request-id
@@ -523,6 +527,12 @@ func (u *Upstream) serve(ex exchange, req Request, head bool) {
 	if u.cfg.Tracer != nil {
 		in.ctx, span = u.startSpan(in.ctx, req)
 	}
+	in.work = in.ctx
+	if u.app != nil || u.workers != nil {
+		var stop context.CancelFunc
+		in.work, stop = u.workContext(in.ctx)
+		defer stop()
+	}
 	if u.workers != nil {
 		t := u.admit(in)
 		if t.outcome != admitted {
@@ -546,6 +556,22 @@ func (u *Upstream) serve(ex exchange, req Request, head bool) {
 		}
 		u.endSpan(span, d, n, ex.canceled(), attrs...)
 	}
+}
+
+// workContext is the context of a request's work at a service with calls or capacity: ctx's values
+// (its trace context) without its cancellation — like most servers' request threads, the work does
+// not notice the client leaving (a propagated deadline is how a service learns to stop; see
+// App.PropagateDeadline) — ended only when the upstream closes.
+func (u *Upstream) workContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	u.mu.Lock()
+	life := u.ctx
+	u.mu.Unlock()
+	if life == nil {
+		return work, cancel
+	}
+	stop := context.AfterFunc(life, cancel)
+	return work, func() { stop(); cancel() }
 }
 
 // arrive counts a request's arrival at now and returns its Received bucket (-1 before the run start).
@@ -575,7 +601,7 @@ func grow(b []uint32, i int) []uint32 {
 // admit takes a worker for the request, or turns it away: a 503 with HeaderOverload, a reset
 // (queue full, WhenFullRefuse), or nothing when it went away while waiting.
 func (u *Upstream) admit(in *inflight) ticket {
-	t := u.workers.admit(in.ctx)
+	t := u.workers.admit(in.work)
 	u.count(func(s *UpstreamStats) {
 		c := s.Capacity
 		if t.queued {
@@ -652,7 +678,7 @@ type exchange interface {
 // failed) and the callee of that call.
 func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	ctx, ex, head := in.ctx, in.ex, in.head
-	if !netx.Sleep(ctx, d.Delay) {
+	if !netx.Sleep(in.work, d.Delay) {
 		u.count(func(s *UpstreamStats) { s.Canceled++ })
 		ex.abort()
 		return d, ""
@@ -680,16 +706,17 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	}
 
 	failed := ""
-	if u.app != nil && len(u.app.Steps) > 0 {
+	if u.app != nil && len(u.app.Steps) > 0 && !d.aborted() {
 		failed = u.callSteps(in)
-		if ctx.Err() != nil {
-			u.count(func(s *UpstreamStats) { s.Canceled++ })
-			ex.abort()
-			return d, ""
-		}
 		if failed != "" {
 			d = failedAnswer(d, u.app.OnFailure)
 		}
+	}
+	if ctx.Err() != nil || in.work.Err() != nil {
+		// The work is done and its client has gone (or the upstream closes): nobody reads the answer.
+		u.count(func(s *UpstreamStats) { s.Canceled++ })
+		ex.abort()
+		return d, ""
 	}
 
 	h := ex.header()

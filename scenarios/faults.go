@@ -12,6 +12,35 @@ import (
 	"github.com/meshproof/meshproof/faults/tcp"
 )
 
+// FaultApp is the service's calls as the fault upstream takes them (nil for a leaf service); the
+// runner fills in the sidecar's address and the call sink.
+func (s *Service) FaultApp() *faults.App {
+	if len(s.Calls) == 0 {
+		return nil
+	}
+	app := &faults.App{OnFailure: s.OnFailure, PropagateDeadline: s.PropagateDeadline}
+	if app.OnFailure == 0 {
+		app.OnFailure = DefaultOnFailure
+	}
+	for _, st := range s.Calls {
+		var step faults.Step
+		for _, c := range st.Calls() {
+			step.Calls = append(step.Calls, faults.Call{Service: c.Service, Path: c.Path, Method: c.Method, Optional: c.Optional})
+		}
+		app.Steps = append(app.Steps, step)
+	}
+	return app
+}
+
+// FaultCapacity is the service's capacity as the fault upstream takes it (nil: unbounded).
+func (s *Service) FaultCapacity() *faults.Capacity {
+	if s.Capacity == nil {
+		return nil
+	}
+	c := s.Capacity
+	return &faults.Capacity{Workers: c.Workers, Queue: c.Queue, QueueTimeout: c.QueueTimeout.Duration, WhenFull: c.WhenFull}
+}
+
 // FaultResponse is the service's normal behaviour as the fault upstream takes it.
 func (s *Service) FaultResponse() faults.Response {
 	return faults.Response{Status: s.Response.Status, Size: s.Response.Size, Latency: s.Response.Latency.Duration}

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,6 +163,15 @@ func (r Runner) Supports(p *plan.Plan, _ plan.Options) error {
 	}
 	if err := ValidateFaults(p.Scenario, r.Faults); err != nil {
 		return err
+	}
+	for _, e := range p.Scenario.Edges() {
+		parts = append(parts, fmt.Sprintf("services.%s.calls: calls between services (%s) — the docker runner does not run sidecars yet", e.Caller, e))
+		break
+	}
+	for _, name := range sortedKeys(p.Scenario.Services) {
+		if p.Scenario.Services[name].Capacity != nil {
+			parts = append(parts, fmt.Sprintf("services.%s.capacity: finite capacity", name))
+		}
 	}
 	if len(parts) > 0 {
 		return &plan.Unsupported{Runner: "docker", Parts: parts, Hint: "run with --trace-ratio 0, or use --runner embedded"}
@@ -917,3 +927,12 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 
 func tcpPort(p int) string            { return strconv.Itoa(p) + "/tcp" }
 func hostPort(h string, p int) string { return net.JoinHostPort(h, strconv.Itoa(p)) }
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -59,8 +59,22 @@ type topology struct {
 
 	mu          sync.Mutex
 	events      []faults.Event
-	proxyEvents []proxy.Event
-	attempts    map[string]int // x-request-id → upstream attempts, as the proxy reports them
+	proxyEvents []namedEvent
+	attempts    map[string]int // x-request-id → upstream attempts, as the proxies report them
+	calls       []instanceCall
+}
+
+// namedEvent is a proxy's event with the proxy's name: an ingress proxy's, or "service/instance" for a
+// sidecar.
+type namedEvent struct {
+	proxy string
+	proxy.Event
+}
+
+// instanceCall is a call an instance made.
+type instanceCall struct {
+	in plan.Instance
+	faults.CallResult
 }
 
 // Run starts the plan's topology, drives its load, and returns the record. Everything it started is
@@ -88,7 +102,7 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 	target := topo.proxies[p.Target()]
 	cfg := p.LoadConfig("http://" + target.ListenerAddr(p.Target()))
 	if topo.tp != nil {
-		cfg.Tracer, cfg.Propagator = topo.tp.Tracer(tracing.ScopeLoad), tracing.Propagator()
+		cfg.Tracer, cfg.Propagator = topo.tp.For(tracing.LoadServiceName, "").Tracer(tracing.ScopeLoad), tracing.Propagator()
 	}
 	tracker := plan.NewTracker()
 	if opts.Progress != nil {
@@ -117,22 +131,58 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 	plan.ExtendRefuseWindows(rec.Windows, rec.Events)
 	rec.ProxyEvents = topo.proxyRecord(loadStart)
 	topo.fillAttempts(rec.Samples)
+	rec.Services, rec.Edges = p.Graph()
+	topo.fillGraph(rec, loadStart)
 	return rec, ctx.Err()
 }
 
+// startHosts starts every instance, callees first, so that each sidecar's endpoints are known when it
+// starts; the hosts are kept in plan order.
 func (t *topology) startHosts(p *plan.Plan) error {
-	for _, in := range p.Instances {
-		h, err := plan.StartHost(in, plan.HostConfig{Listen: "127.0.0.1:0", OnEvent: t.record, Upstream: func(c *faults.UpstreamConfig) {
+	started := map[string]*plan.Host{}
+	for _, in := range p.StartOrder() {
+		hc := plan.HostConfig{Listen: "127.0.0.1:0", OnEvent: t.record, Upstream: func(c *faults.UpstreamConfig) {
 			if t.tp != nil {
-				c.Tracer, c.Propagator = t.tp.Tracer(tracing.ScopeUpstream), tracing.Propagator()
+				c.Tracer, c.Propagator = t.tp.For(in.Service, in.Name()).Tracer(tracing.ScopeUpstream), tracing.Propagator()
 			}
-		}})
+			if c.App != nil {
+				c.App.OnCall = func(r faults.CallResult) { t.recordCall(in, r) }
+			}
+		}}
+		if len(in.Callees) > 0 {
+			endpoints := map[string][]string{}
+			for _, callee := range in.Callees {
+				endpoints[callee] = p.Endpoints(callee, func(c plan.Instance) string { return started[c.Name()].Addr() })
+			}
+			b, err := p.SidecarBootstrap(in, scenarios.SidecarAddresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints})
+			if err != nil {
+				return fmt.Errorf("%s: sidecar: %w", in.Name(), err)
+			}
+			name := in.SidecarName()
+			// As Envoy's with --service-cluster: a sidecar's spans carry its service's name.
+			hc.Sidecar = &plan.SidecarConfig{Bootstrap: b, Options: t.proxyOptions(p, name, in.Service, in.Name())}
+		}
+		h, err := plan.StartHost(in, hc)
 		if err != nil {
 			return err
 		}
-		t.hosts = append(t.hosts, h)
+		started[in.Name()] = h
+	}
+	for _, in := range p.Instances {
+		t.hosts = append(t.hosts, started[in.Name()])
 	}
 	return nil
+}
+
+// proxyOptions are the options of the proxy called name (an ingress proxy, or an instance's sidecar):
+// events and attempt counts into the topology, randomness from the run's seed and the name, spans with
+// the resource of service (and instance).
+func (t *topology) proxyOptions(p *plan.Plan, name, service, instance string) proxy.Options {
+	opts := proxy.Options{OnEvent: func(e proxy.Event) { t.recordProxy(name, e) }, OnRequest: t.recordAttempts, Rand: proxy.SeededRand(p.Seed, name)}
+	if t.tp != nil {
+		opts.TracerProvider, opts.Propagator = t.tp.For(service, instance), tracing.Propagator()
+	}
+	return opts
 }
 
 func (t *topology) startProxies(p *plan.Plan) error {
@@ -151,10 +201,8 @@ func (t *topology) startProxies(p *plan.Plan) error {
 			return fmt.Errorf("proxy %s: %w", px.Name, err)
 		}
 		// The proxy's randomness (back-off jitter, picks) derives from the run's seed and its name.
-		popts := proxy.Options{Bootstrap: b, OnEvent: t.recordProxy, OnRequest: t.recordAttempts, Rand: proxy.SeededRand(p.Seed, px.Name)}
-		if t.tp != nil {
-			popts.TracerProvider, popts.Propagator = t.tp, tracing.Propagator()
-		}
+		popts := t.proxyOptions(p, px.Name, px.Name, px.Name)
+		popts.Bootstrap = b
 		srv, err := proxy.New(cfg, popts)
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", px.Name, err)
@@ -167,10 +215,39 @@ func (t *topology) startProxies(p *plan.Plan) error {
 	return nil
 }
 
-func (t *topology) recordProxy(e proxy.Event) {
+func (t *topology) recordProxy(name string, e proxy.Event) {
 	t.mu.Lock()
-	t.proxyEvents = append(t.proxyEvents, e)
+	t.proxyEvents = append(t.proxyEvents, namedEvent{name, e})
 	t.mu.Unlock()
+}
+
+func (t *topology) recordCall(in plan.Instance, r faults.CallResult) {
+	t.mu.Lock()
+	t.calls = append(t.calls, instanceCall{in, r})
+	t.mu.Unlock()
+}
+
+// fillGraph completes the record of a call graph: every call with its sidecar's attempt count, in send
+// order, and each edge's counters summed over its caller's sidecars.
+func (t *topology) fillGraph(rec *record.Record, start time.Time) {
+	t.mu.Lock()
+	for _, c := range t.calls {
+		rc := plan.CallRecord(c.in, c.CallResult, start)
+		n, ok := t.attempts[c.RequestID]
+		rc.Attempts, rc.ZeroAttempts = n, ok && n == 0
+		rec.Calls = append(rec.Calls, rc)
+	}
+	t.mu.Unlock()
+	plan.SortCalls(rec.Calls)
+	for i, e := range rec.Edges {
+		var stats []map[string]uint64
+		for _, h := range t.hosts {
+			if h.Instance().Service == e.Caller && h.Sidecar() != nil {
+				stats = append(stats, h.Sidecar().Stats().Values())
+			}
+		}
+		rec.Edges[i].SidecarStats = plan.SidecarStats(e.Callee, stats...)
+	}
 }
 
 func (t *topology) recordAttempts(id string, attempts int) {
@@ -205,7 +282,7 @@ func (t *topology) proxyRecord(start time.Time) []record.ProxyEvent {
 		if n, ok := names[host]; ok {
 			host = n
 		}
-		out = append(out, record.ProxyEvent{At: e.Time.Sub(start), Kind: e.Kind, Cluster: e.Cluster, Host: host, Reason: e.Reason})
+		out = append(out, record.ProxyEvent{At: e.Time.Sub(start), Kind: e.Kind, Cluster: e.Cluster, Host: host, Reason: e.Reason, Proxy: e.proxy})
 	}
 	plan.SortProxyEvents(out)
 	return out

@@ -3,6 +3,7 @@ package plan
 import (
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/faults"
@@ -19,7 +20,37 @@ func FaultEvent(e faults.Event, loadStart time.Time) record.FaultEvent {
 func UpstreamRecord(in Instance, addr string, st faults.UpstreamStats) record.UpstreamRecord {
 	return record.UpstreamRecord{Service: in.Service, Instance: in.Index, Address: addr,
 		Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied,
-		Canceled: st.Canceled, Hangs: st.Hangs, Truncated: st.Truncated, StreamResets: st.StreamResets, GoAways: st.GoAways}
+		Canceled: st.Canceled, Hangs: st.Hangs, Truncated: st.Truncated, StreamResets: st.StreamResets, GoAways: st.GoAways,
+		Received: st.Received, OK: st.OK, Capacity: capacityRecord(st.Capacity)}
+}
+
+func capacityRecord(c *faults.CapacityStats) *record.CapacityRecord {
+	if c == nil {
+		return nil
+	}
+	return &record.CapacityRecord{Workers: c.Workers, Queue: c.Queue, Busy: c.Busy, Queued: c.Queued,
+		QueueWait: c.QueueWait, MaxQueueWait: c.MaxQueueWait, Rejected: c.Rejected, TimedOut: c.TimedOut}
+}
+
+// CallRecord is a call as the record holds it: its time an offset from the load's start.
+func CallRecord(in Instance, c faults.CallResult, loadStart time.Time) record.Call {
+	return record.Call{At: c.Start.Sub(loadStart), Latency: c.Latency, Caller: in.Service, CallerInstance: in.Index,
+		Callee: c.Callee, Status: c.Status, Error: c.Error, Optional: c.Optional}
+}
+
+// SidecarStats sums the counters of the callee's cluster over sidecars' stats, named without their
+// "cluster.<callee>." prefix.
+func SidecarStats(callee string, stats ...map[string]uint64) map[string]uint64 {
+	prefix := "cluster." + callee + "."
+	out := map[string]uint64{}
+	for _, st := range stats {
+		for k, v := range st {
+			if name, ok := strings.CutPrefix(k, prefix); ok {
+				out[name] += v
+			}
+		}
+	}
+	return out
 }
 
 // ExtendRefuseWindows ends each refuse window when the last of its instances accepted connections
@@ -69,4 +100,18 @@ func SortFaultEvents(events []record.FaultEvent) {
 // SortProxyEvents orders events by time, keeping the order of simultaneous ones.
 func SortProxyEvents(events []record.ProxyEvent) {
 	sort.SliceStable(events, func(i, j int) bool { return events[i].At < events[j].At })
+}
+
+// SortCalls puts calls in send order (caller and callee break ties, for a stable record).
+func SortCalls(calls []record.Call) {
+	sort.SliceStable(calls, func(i, j int) bool {
+		a, b := calls[i], calls[j]
+		if a.At != b.At {
+			return a.At < b.At
+		}
+		if a.Caller != b.Caller {
+			return a.Caller < b.Caller
+		}
+		return a.CallerInstance < b.CallerInstance
+	})
 }

@@ -7,8 +7,12 @@ import (
 	"sync"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/faults/tcp"
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -17,9 +21,10 @@ import (
 // off at their windows' edges, counted from the run start. The embedded runner starts one Host per
 // instance on loopback; `meshproof upstream` starts one inside each upstream container.
 type Host struct {
-	in  Instance
-	up  *faults.Upstream
-	tcp *tcp.Proxy // nil without TCP rules
+	in      Instance
+	up      *faults.Upstream
+	tcp     *tcp.Proxy    // nil without TCP rules
+	sidecar *proxy.Server // nil for a leaf service
 
 	mu       sync.Mutex
 	schedule context.CancelFunc // stops the current toxic schedule
@@ -34,8 +39,19 @@ type HostConfig struct {
 	// OnEvent receives every fault event: the upstream's, and the TCP proxy's as kind "tcp_<type>" named
 	// after their rule ("faults[3]").
 	OnEvent func(faults.Event)
-	// Upstream, when set, changes the upstream's configuration before it starts (e.g. to add a tracer).
+	// Upstream, when set, changes the upstream's configuration before it starts (e.g. to add a tracer
+	// or a call sink).
 	Upstream func(*faults.UpstreamConfig)
+	// Sidecar is the outbound sidecar of an instance that calls others (required then, ignored for a
+	// leaf): it starts before the upstream, whose calls go to its listener.
+	Sidecar *SidecarConfig
+}
+
+// SidecarConfig is an instance's outbound sidecar: the same proxy as every other, with the
+// bootstrap the plan generates for it (Plan.SidecarBootstrap) and the runner's options.
+type SidecarConfig struct {
+	Bootstrap *bootstrapv3.Bootstrap
+	Options   proxy.Options
 }
 
 // StartHost starts the instance: its upstream and, with TCP rules, its TCP fault proxy (toxics off until
@@ -43,19 +59,34 @@ type HostConfig struct {
 func StartHost(in Instance, cfg HostConfig) (*Host, error) {
 	ucfg := in.Upstream
 	ucfg.OnEvent = cfg.OnEvent
+	var sidecar *proxy.Server
+	if ucfg.App != nil {
+		app := *ucfg.App
+		ucfg.App = &app
+		if cfg.Sidecar == nil {
+			return nil, fmt.Errorf("%s calls %s and has no sidecar", in.Name(), strings.Join(in.Callees, ", "))
+		}
+		var err error
+		if sidecar, err = startSidecar(*cfg.Sidecar); err != nil {
+			return nil, fmt.Errorf("%s: sidecar: %w", in.Name(), err)
+		}
+		app.Sidecar = sidecar.ListenerAddr(scenarios.SidecarListener)
+	}
 	if cfg.Upstream != nil {
 		cfg.Upstream(&ucfg)
 	}
 	up, err := faults.NewUpstream(ucfg)
 	if err != nil {
+		closeSidecar(sidecar)
 		return nil, err
 	}
-	h := &Host{in: in, up: up}
+	h := &Host{in: in, up: up, sidecar: sidecar}
 	upListen := cfg.Listen
 	if len(in.TCP) > 0 {
 		upListen = "127.0.0.1:0"
 	}
 	if err := up.Start(upListen); err != nil {
+		closeSidecar(sidecar)
 		return nil, err
 	}
 	if len(in.TCP) > 0 {
@@ -65,11 +96,39 @@ func StartHost(in Instance, cfg HostConfig) (*Host, error) {
 		}
 		if err != nil {
 			_ = up.Close()
+			closeSidecar(sidecar)
 			return nil, fmt.Errorf("%s: TCP fault proxy: %w", in.Name(), err)
 		}
 		h.tcp = p
 	}
 	return h, nil
+}
+
+func startSidecar(cfg SidecarConfig) (*proxy.Server, error) {
+	pcfg, err := config.FromProto(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	opts := cfg.Options
+	opts.Bootstrap = cfg.Bootstrap
+	srv, err := proxy.New(pcfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(); err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+// closeSidecar stops a sidecar, letting the calls in flight finish for at most 5 s.
+func closeSidecar(s *proxy.Server) error {
+	if s == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.Shutdown(ctx)
 }
 
 // tcpEvents turns the TCP fault proxy's events into fault events of the instance.
@@ -97,6 +156,9 @@ func (h *Host) Instance() Instance { return h.in }
 
 // Upstream is the instance's fault upstream (its Addr is behind the TCP proxy when there is one).
 func (h *Host) Upstream() *faults.Upstream { return h.up }
+
+// Sidecar is the instance's outbound sidecar; nil for a leaf service.
+func (h *Host) Sidecar() *proxy.Server { return h.sidecar }
 
 // Stats are the upstream's counters.
 func (h *Host) Stats() faults.UpstreamStats { return h.up.Stats() }
@@ -130,7 +192,7 @@ func (h *Host) stopSchedule() {
 	}
 }
 
-// Close stops the toxic schedule, the TCP fault proxy and the upstream.
+// Close stops the toxic schedule, the TCP fault proxy, the upstream and then its sidecar.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	h.stopSchedule()
@@ -141,6 +203,9 @@ func (h *Host) Close() error {
 	}
 	if uerr := h.up.Close(); err == nil {
 		err = uerr
+	}
+	if serr := closeSidecar(h.sidecar); err == nil {
+		err = serr
 	}
 	return err
 }

@@ -45,7 +45,13 @@ type Instance struct {
 	// TCP are the TCP fault rules on the instance: when there are any, a TCP fault proxy stands in front
 	// of it and switches their toxics on for each window (see Host).
 	TCP []scenarios.TCPWindow
+	// Callees are the services the instance calls, through its own outbound sidecar; empty for a leaf
+	// service, which has no sidecar.
+	Callees []string
 }
+
+// SidecarName is the name of the instance's outbound sidecar in events and traces: the instance's name.
+func (in Instance) SidecarName() string { return in.Name() }
 
 // Name is "service/index", the instance's name in events and checks.
 func (in Instance) Name() string { return fmt.Sprintf("%s/%d", in.Service, in.Index) }
@@ -79,8 +85,11 @@ func New(sc *scenarios.Scenario, seed *uint64) *Plan {
 					Seed:     p.Seed,
 					Response: svc.FaultResponse(),
 					Faults:   sc.InstanceFaults(name, i),
+					App:      svc.FaultApp(),
+					Capacity: svc.FaultCapacity(),
 				},
-				TCP: sc.InstanceTCPFaults(name, i),
+				TCP:     sc.InstanceTCPFaults(name, i),
+				Callees: sc.Callees(name),
 			})
 		}
 	}
@@ -109,6 +118,48 @@ func (p *Plan) Instance(service string, index int) (Instance, bool) {
 // cluster's endpoints at the addresses of the instances of the service it routes to (in instance order).
 func (p *Plan) Bootstrap(proxy string, addrs scenarios.Addresses) (*bootstrapv3.Bootstrap, error) {
 	return scenarios.BuildBootstrap(p.Scenario, proxy, addrs)
+}
+
+// SidecarBootstrap is the Envoy v3 bootstrap of an instance's outbound sidecar (see
+// scenarios.SidecarBootstrap); addrs.Endpoints holds the addresses of every callee's instances.
+func (p *Plan) SidecarBootstrap(in Instance, addrs scenarios.SidecarAddresses) (*bootstrapv3.Bootstrap, error) {
+	return scenarios.SidecarBootstrap(p.Scenario, in.Service, addrs)
+}
+
+// StartOrder lists the instances callees first: an instance's callees are all before it, so a runner
+// that starts them in this order knows every address a sidecar routes to when it starts it.
+func (p *Plan) StartOrder() []Instance {
+	depth := p.Scenario.Depth()
+	out := append([]Instance(nil), p.Instances...)
+	sort.SliceStable(out, func(i, j int) bool { return depth[out[i].Service] > depth[out[j].Service] })
+	return out
+}
+
+// Graph is the call graph as the record holds it: the services (the entry one marked) and the edges,
+// without their sidecars' counters.
+func (p *Plan) Graph() ([]record.Service, []record.Edge) {
+	entry := ""
+	if px, ok := p.Scenario.Proxies[p.Target()]; ok {
+		entry = px.RoutesTo
+	}
+	var services []record.Service
+	for _, name := range sortedServices(p.Scenario) {
+		services = append(services, record.Service{Name: name, Instances: p.Scenario.Services[name].Instances, Entry: name == entry})
+	}
+	var edges []record.Edge
+	for _, e := range p.Scenario.Edges() {
+		edges = append(edges, record.Edge{Caller: e.Caller, Callee: e.Callee})
+	}
+	return services, edges
+}
+
+func sortedServices(sc *scenarios.Scenario) []string {
+	out := make([]string, 0, len(sc.Services))
+	for name := range sc.Services {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Endpoints lists, in instance order, addr(instance) for the instances of service.
