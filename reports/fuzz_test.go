@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 // FuzzParseCheck fuzzes the check expression parser, seeded with every check of the example scenarios
@@ -48,7 +48,7 @@ func FuzzParseCheck(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, expr string) {
-		c, err := reports.ParseCheck(expr)
+		c, err := checks.Parse(expr)
 		if err != nil {
 			return
 		}
@@ -67,7 +67,7 @@ func FuzzParseCheck(f *testing.F) {
 		printed := c
 		printed.Expr = ""
 		text := printed.String()
-		back, err := reports.ParseCheck(text)
+		back, err := checks.Parse(text)
 		if err != nil {
 			t.Fatalf("ParseCheck(%q) = %+v, printed %q, which does not parse: %v", expr, c, text, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/reports/record"
 )
 
@@ -184,21 +185,21 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 	o.Hosts = timelines(events, hosts, o.End)
 
 	if len(rec.Windows) > 0 {
-		var scopes []Scope
+		var scopes []checks.Scope
 		flaps := slices.ContainsFunc(rec.Windows, func(w record.FaultWindow) bool { return len(w.Down) > 0 })
-		for _, rel := range []string{Before, During, After} {
-			scopes = append(scopes, Scope{Relation: rel, Fault: -1})
+		for _, rel := range []string{checks.Before, checks.During, checks.After} {
+			scopes = append(scopes, checks.Scope{Relation: rel, Fault: -1})
 		}
 		if flaps {
-			scopes = append(scopes, Scope{Relation: During, Fault: -1, Down: true})
+			scopes = append(scopes, checks.Scope{Relation: checks.During, Fault: -1, Down: true})
 		}
 		if len(rec.Windows) > 1 {
 			for i, w := range rec.Windows {
-				for _, rel := range []string{Before, During, After} {
-					scopes = append(scopes, Scope{Relation: rel, Fault: i})
+				for _, rel := range []string{checks.Before, checks.During, checks.After} {
+					scopes = append(scopes, checks.Scope{Relation: rel, Fault: i})
 				}
 				if len(w.Down) > 0 {
-					scopes = append(scopes, Scope{Relation: During, Fault: i, Down: true})
+					scopes = append(scopes, checks.Scope{Relation: checks.During, Fault: i, Down: true})
 				}
 			}
 		}
@@ -208,7 +209,7 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 		}
 	}
 	for _, lp := range rec.Phases {
-		p, _ := PhaseOf(rec, Scope{Relation: During, Phase: lp.Name})
+		p, _ := PhaseOf(rec, checks.Scope{Relation: checks.During, Phase: lp.Name})
 		o.Phases = append(o.Phases, p)
 	}
 
@@ -244,7 +245,7 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 }
 
 // PhaseOf computes the outcome of one phase of the run, or says why the run has no such phase.
-func PhaseOf(rec *record.Record, sc Scope) (PhaseOutcome, error) {
+func PhaseOf(rec *record.Record, sc checks.Scope) (PhaseOutcome, error) {
 	spans, err := ScopeSpans(rec, sc)
 	if err != nil {
 		return PhaseOutcome{}, err

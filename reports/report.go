@@ -3,6 +3,7 @@ package reports
 import (
 	"time"
 
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/reports/record"
 )
 
@@ -36,7 +37,7 @@ type Report struct {
 }
 
 // NewReport summarizes the record, computes its outcomes, and judges the checks against it (EvaluateRun).
-func NewReport(rec *record.Record, checks []Check) Report {
+func NewReport(rec *record.Record, checks []checks.Check) Report {
 	r := Report{
 		Version:    ReportVersion,
 		Scenario:   rec.Scenario,

@@ -16,15 +16,16 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 var _ = Describe("Report", func() {
 	var rec *record.Record
 
-	mustParse := func(exprs ...string) []reports.Check {
-		var out []reports.Check
+	mustParse := func(exprs ...string) []checks.Check {
+		var out []checks.Check
 		for _, e := range exprs {
-			c, err := reports.ParseCheck(e)
+			c, err := checks.Parse(e)
 			Expect(err).NotTo(HaveOccurred())
 			out = append(out, c)
 		}
