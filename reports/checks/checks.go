@@ -14,13 +14,17 @@ import (
 	"strings"
 )
 
-// Check is one parsed check, "[<scope>:] <metric> <op> <value>", e.g. "p99 < 50ms" or
-// "during faults[0]: p99 < 50ms", or "[<scope>:] ejected(<host>) [within <duration>]".
+// Check is one parsed check, "[<scope>:] [<target>:] <metric> <op> <value>", e.g. "p99 < 50ms",
+// "during faults[0]: p99 < 50ms" or "edge(cart->payments): retry_amplification <= 1.5", or
+// "[<scope>:] ejected(<host>) [within <duration>]".
 type Check struct {
 	Expr string // the check as written
 	// Scope is the phase the check is judged in, in canonical form (Scope.String): "before fault",
 	// "during faults[1]", "after fault", "during phase steady"; "" judges the whole run.
-	Scope  string
+	Scope string
+	// Target narrows the check to one edge or service of the call graph; the zero Target judges the
+	// clients' requests.
+	Target Target
 	Metric string  // canonical metric name, e.g. "p99", "status(503)", "status(5xx)", "ejected(checkout/2)"
 	Op     string  // one of < <= > >= == !=; for ejected(): "within", or "" without a time bound
 	Value  float64 // normalized: seconds for latencies, percent for rates, requests/s for achieved_rate, plain for counts and ratios
@@ -34,7 +38,7 @@ var number = regexp.MustCompile(`^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?`)
 
 const ejectedForm = `"ejected(SERVICE/INSTANCE)", optionally followed by "within DURATION", e.g. "ejected(checkout/2) within 2s"`
 
-// Parse parses one check, "[<scope>:] <metric> <operator> <value>":
+// Parse parses one check, "[<scope>:] [<target>:] <metric> <operator> <value>":
 //
 //	success_rate >= 99.9%   p99 < 50ms   retry_amplification <= 1.5   status(503) == 0   achieved_rate >= 95/s
 //	during faults[0]: p99 < 50ms   before fault: success_rate == 100%   during phase steady: p99 < 20ms
@@ -53,6 +57,10 @@ const ejectedForm = `"ejected(SERVICE/INSTANCE)", optionally followed by "within
 // faults[N] (one window), during phase NAME. overflows, pending_overflows, retry_overflows,
 // upstream_received and delivered_amplification take no scope; time_to_first_ejection and ejected() take
 // "during" a fault, recovery_time "after" a fault.
+// Targets (see ParseTarget), after the scope: edge(CALLER->CALLEE) judges the calls of one caller →
+// callee pair of the call graph, service(NAME) the requests one service received, each with metrics of
+// its own (MetricNames, LookupFor): "edge(cart->payments): retry_amplification <= 1.5",
+// "during fault: service(frontend): success_rate >= 99%".
 // Operators: < <= > >= == !=. Keywords and metric names are case-insensitive; spaces between the parts
 // are optional.
 func Parse(expr string) (Check, error) {
@@ -65,19 +73,43 @@ func Parse(expr string) (Check, error) {
 	}
 	body := c.Expr
 	var scope *Scope
-	// The scope ends at the first ":" that is not inside the check's parentheses (ejected(10.0.0.1:80)).
-	if i := strings.Index(body, ":"); i >= 0 && !strings.Contains(body[:i], "(") {
-		sc, err := ParseScope(body[:i])
+	// A phase scope, then a target, each end at a ":" outside the check's parentheses
+	// (ejected(10.0.0.1:80)).
+	if head, rest, ok := cutColon(body); ok && !isTarget(head) {
+		sc, err := ParseScope(head)
 		if err != nil {
 			return fail("%v", err)
 		}
-		scope, body = &sc, strings.TrimSpace(body[i+1:])
+		scope, body = &sc, strings.TrimSpace(rest)
 		c.Scope = sc.String()
 		if body == "" {
 			return fail(`nothing after the scope %q; want "%s: <metric> <operator> <value>", e.g. "%s: p99 < 50ms"`, c.Scope, c.Scope, c.Scope)
 		}
 	}
+	if head, rest, ok := cutColon(body); ok && isTarget(head) {
+		t, err := ParseTarget(head)
+		if err != nil {
+			return fail("%v", err)
+		}
+		c.Target, body = t, strings.TrimSpace(rest)
+		if body == "" {
+			return fail(`nothing after %s; want "%s: <metric> <operator> <value>", e.g. "%s: %s"`, t, t, t, targetExample(t))
+		}
+		if head, _, ok := cutColon(body); ok {
+			if _, err := ParseScope(head); err == nil {
+				return fail("the phase scope goes before %s: write %q", t, head+": "+t.String()+": "+strings.TrimSpace(body[len(head)+1:]))
+			}
+		}
+	}
+	if c.Target == (Target{}) && isTarget(body) {
+		return fail(`no ":" after the edge or service, or no ")" closing it; want "%s: <metric> <operator> <value>" or "%s: <metric> <operator> <value>"`,
+			"edge(CALLER->CALLEE)", "service(NAME)")
+	}
 	if strings.HasPrefix(strings.ToLower(body), "ejected") {
+		if c.Target != (Target{}) {
+			return fail("ejected(HOST) takes no edge or service: write it without %q (the ejections of %s: %q)",
+				c.Target.String()+":", c.Target, c.Target.String()+": ejections >= 1")
+		}
 		return parseEjected(c, body, scope)
 	}
 
@@ -92,9 +124,9 @@ func Parse(expr string) (Check, error) {
 	}
 	name := strings.ToLower(strings.Join(strings.Fields(body[:i]), ""))
 	if name == "" {
-		return fail("missing metric before %q; accepted: %s", c.Op, strings.Join(metricNames, ", "))
+		return fail("missing metric before %q; accepted: %s", c.Op, strings.Join(MetricNames(c.Target), ", "))
 	}
-	name, m, err := Lookup(name)
+	name, m, err := LookupFor(c.Target, name)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -214,10 +246,39 @@ func (c Check) String() string {
 	if _, ok := c.Ejected(); ok {
 		s = strings.TrimSpace(c.Metric + " " + c.Op + " " + c.ValueText())
 	}
+	if c.Target != (Target{}) {
+		s = c.Target.String() + ": " + s
+	}
 	if c.Scope != "" {
 		s = c.Scope + ": " + s
 	}
 	return s
+}
+
+// cutColon cuts s at its first ":" outside parentheses.
+func cutColon(s string) (before, after string, ok bool) {
+	depth := 0
+	for i, r := range s {
+		switch r {
+		case '(':
+			depth++
+		case ')':
+			depth = max(depth-1, 0)
+		case ':':
+			if depth == 0 {
+				return s[:i], s[i+1:], true
+			}
+		}
+	}
+	return s, "", false
+}
+
+// targetExample is a check on a target, for messages.
+func targetExample(t Target) string {
+	if t.IsEdge() {
+		return "retry_amplification <= 1.5"
+	}
+	return "amplification <= 3"
 }
 
 // ValueText formats the check's value in its own unit ("50ms", "99.9%"); "" without an operator.

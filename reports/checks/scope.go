@@ -137,18 +137,43 @@ type ScopeContext struct {
 	Edges    [][2]string
 }
 
-// ValidateScope tells whether a check's scope exists in a scenario, for validating it before running
-// it. A check without a scope is valid.
+// ValidateScope tells whether a check's scope and target exist in a scenario, for validating it before
+// running it: the phase scope's fault window or load phase, the target's service or edge. A check
+// without either is valid.
 func ValidateScope(c Check, ctx ScopeContext) error {
-	if c.Scope == "" {
-		return nil
+	if c.Scope != "" {
+		sc, err := ParseScope(c.Scope)
+		if err != nil {
+			return err
+		}
+		if err := sc.Exists(ctx.Faults, ctx.Phases); err != nil {
+			return fmt.Errorf("check %q: scope %q: %w", c.String(), c.Scope, err)
+		}
 	}
-	sc, err := ParseScope(c.Scope)
-	if err != nil {
-		return err
+	if err := c.Target.Exists(ctx.Services, ctx.Edges); err != nil {
+		return fmt.Errorf("check %q: %w", c.String(), err)
 	}
-	if err := sc.Exists(ctx.Faults, ctx.Phases); err != nil {
-		return fmt.Errorf("check %q: scope %q: %w", c.String(), c.Scope, err)
+	return nil
+}
+
+// Exists tells whether a scenario with these services and call-graph edges has the target; the error
+// says why not, naming the ones it has. The zero Target (the clients) always exists.
+func (t Target) Exists(services []string, edges [][2]string) error {
+	switch {
+	case t.IsService() && !slices.Contains(services, t.Service):
+		if len(services) == 0 {
+			return fmt.Errorf("unknown service %q: the scenario names no services", t.Service)
+		}
+		return fmt.Errorf("unknown service %q; the scenario's services: %s", t.Service, strings.Join(services, ", "))
+	case t.IsEdge() && !slices.Contains(edges, [2]string{t.Caller, t.Callee}):
+		if len(edges) == 0 {
+			return fmt.Errorf("unknown edge %s->%s: the scenario's services call no other service, so it has no edges", t.Caller, t.Callee)
+		}
+		names := make([]string, len(edges))
+		for i, e := range edges {
+			names[i] = e[0] + "->" + e[1]
+		}
+		return fmt.Errorf("unknown edge %s->%s; the scenario's edges: %s", t.Caller, t.Callee, strings.Join(names, ", "))
 	}
 	return nil
 }
