@@ -111,8 +111,9 @@ func lookupMetric(name string) (string, metric, error) {
 }
 
 // Evaluate judges every check against the summary of the whole run, in order. Checks that need the run
-// record — a scope, or a metric computed from the outcomes (attempts_max, overflows,
-// time_to_first_ejection, recovery_time, ejected()) — fail, saying so: judge those with EvaluateRun.
+// record — a scope, an edge or service target, or a metric computed from the outcomes (attempts_max,
+// overflows, time_to_first_ejection, recovery_time, ejected()) — fail, saying so: judge those with
+// EvaluateRun.
 func Evaluate(checks []checks.Check, s Summary) []Verdict {
 	out := make([]Verdict, len(checks))
 	for i, c := range checks {
@@ -148,6 +149,13 @@ func judge(c checks.Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 			return v
 		}
 		sc = &parsed
+	}
+	if c.Target != (checks.Target{}) {
+		if rec == nil {
+			v.Observed = needsRecord(c.Target.String() + " " + c.Metric)
+			return v
+		}
+		return judgeTarget(v, c, sc, rec)
 	}
 	if host, ok := strings.CutPrefix(c.Metric, "ejected("); ok {
 		host = strings.TrimSuffix(host, ")")
