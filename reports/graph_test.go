@@ -1,11 +1,19 @@
 package reports_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/reports/record"
 )
@@ -266,3 +274,176 @@ var _ = Describe("parsing an edge or a service", func() {
 			`check "during faults[1]: service(cart): requests > 0": scope "during faults[1]": the run has no faults[1]; its fault windows: faults[0]`))
 	})
 })
+
+var _ = Describe("the call graph's outcomes", func() {
+	var (
+		rec *record.Record
+		r   reports.Report
+	)
+
+	BeforeEach(func() {
+		rec = meshRun()
+		r = reports.NewReport(rec, []checks.Check{mustCheck("edge(cart->payments): retry_amplification <= 1.5")})
+	})
+
+	It("holds each edge and service over the whole run", func() {
+		o := r.Outcomes
+		Expect(o.Edges).To(HaveLen(2))
+		Expect(o.Edges[1]).To(And(
+			HaveField("Caller", "cart"), HaveField("Callee", "payments"), HaveField("Calls", uint64(200)), HaveField("Successes", uint64(195)),
+			HaveField("AttemptsFrom", reports.AttemptsFromCalls), HaveField("UpstreamAttempts", uint64(220)), HaveField("Retries", uint64(23)),
+			HaveField("Overflows", uint64(3)), HaveField("Ejections", uint64(2)), HaveField("EjectionsKnown", true),
+			HaveField("Latency.P99", 5*time.Millisecond)))
+		Expect(o.Services).To(HaveLen(3))
+		Expect(o.Services[2]).To(And(HaveField("Name", "payments"), HaveField("Requests", uint64(220)), HaveField("Amplification", 1.1),
+			HaveField("Capacity.Utilisation", BeNumerically("~", 15, 1e-9)), HaveField("Capacity.QueueTimeMean", 5*time.Millisecond)))
+		// The sidecars' ejections, each in its own timeline.
+		Expect(o.Hosts).To(HaveExactElements(
+			And(HaveField("Proxy", "cart/0"), HaveField("Cluster", "payments"), HaveField("Host", "payments/1")),
+			And(HaveField("Proxy", "cart/1"), HaveField("Cluster", "payments"), HaveField("Host", "payments/1"))))
+	})
+
+	It("round-trips through report.json, and reads the files of earlier versions", func() {
+		path := filepath.Join(GinkgoT().TempDir(), "report.json")
+		Expect(reports.WriteJSON(path, r)).To(Succeed())
+		back, err := reports.ReadReport(path)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(back.Version).To(Equal(3))
+		Expect(back.Outcomes.Edges).To(Equal(r.Outcomes.Edges))
+		Expect(back.Outcomes.Services).To(Equal(r.Outcomes.Services))
+		Expect(back.Outcomes.Hosts).To(Equal(r.Outcomes.Hosts))
+		Expect(back.Upstreams).To(Equal(r.Upstreams), "with their arrivals and capacity")
+		var cmp bytes.Buffer
+		Expect(reports.WriteComparison(&cmp, back, r, "a", "b")).To(Succeed())
+
+		// A version 2 file has no call graph: it reads without one.
+		data, err := os.ReadFile(path)
+		Expect(err).NotTo(HaveOccurred())
+		var doc map[string]any
+		Expect(json.Unmarshal(data, &doc)).To(Succeed())
+		doc["version"] = 2
+		out := doc["outcomes"].(map[string]any)
+		delete(out, "edges")
+		delete(out, "services")
+		data, err = json.Marshal(doc)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(path, data, 0o644)).To(Succeed())
+		old, err := reports.ReadReport(path)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(old.Outcomes.Edges).To(BeNil())
+		Expect(old.Summary.Requests).To(Equal(uint64(200)))
+	})
+
+	It("shows the same edge and service rows in every writer", func() {
+		dir := GinkgoT().TempDir()
+		Expect(reports.WriteAll(dir, r, rec)).To(Succeed())
+		read := func(name string) string {
+			data, err := os.ReadFile(filepath.Join(dir, name))
+			Expect(err).NotTo(HaveOccurred())
+			return string(data)
+		}
+		var term bytes.Buffer
+		Expect(reports.WriteTerminal(&term, r)).To(Succeed())
+		var junit junitDoc
+		Expect(xml.Unmarshal([]byte(read("junit.xml")), &junit)).To(Succeed())
+		rows := [][]string{
+			{"frontend → cart", "200", "99%", "96.59%", "5", "1.025", "0", "0", "5ms", "10ms"},
+			{"cart → payments", "200", "97.5%", "88.64%", "23", "1.1", "3", "2", "2ms", "5ms"},
+			{"cart", "2", "205", "1.025", "96.59%", "-", "-", "-", "-", "-"},
+			{"frontend (entry)", "2", "200", "1", "99%", "-", "-", "-", "-", "-"},
+			{"payments", "2", "220", "1.1", "90.91%", "15%", "5ms", "20ms", "3", "2"},
+		}
+		for _, row := range rows {
+			Expect(term.String()).To(MatchRegexp(`(?m)^  ` + strings.Join(quoteAll(row), `\s+`) + `\s*$`))
+			Expect(junit.Suites[0].SystemOut).To(MatchRegexp(`(?m)^  ` + strings.Join(quoteAll(row), `\s+`) + `\s*$`))
+			Expect(read("summary.md")).To(ContainSubstring("| " + strings.Join(row, " | ") + " |"))
+			Expect(read("report.html")).To(ContainSubstring("<td>" + row[0] + `</td><td class="num">` + strings.Join(row[1:], `</td><td class="num">`) + "</td>"))
+		}
+		var doc map[string]any
+		Expect(json.Unmarshal([]byte(read("report.json")), &doc)).To(Succeed())
+		Expect(jsonAt(doc, "outcomes.edges")).To(HaveLen(2))
+		Expect(jsonAt(doc, "outcomes.services")).To(HaveLen(3))
+		edge := jsonAt(doc, "outcomes.edges").([]any)[1].(map[string]any)
+		Expect(edge).To(And(HaveKeyWithValue("caller", "cart"), HaveKeyWithValue("retry_amplification", 1.1),
+			HaveKeyWithValue("actual_success_rate", BeNumerically("~", 100*195.0/220, 1e-9)), HaveKeyWithValue("overflows", 3.0)))
+	})
+
+	It("draws a service map per phase in report.html: one box per service, one arrow per edge", func() {
+		var b bytes.Buffer
+		Expect(reports.WriteHTML(&b, r, rec)).To(Succeed())
+		html := b.String()
+		maps := regexp.MustCompile(`(?s)<svg [^>]*class="service-map".*?</svg>`).FindAllString(html, -1)
+		Expect(maps).To(HaveLen(3), "before, during and after faults[0]")
+		for _, title := range []string{"before faults[0] (0s–4s)", "during faults[0] (4s–6s)", "after faults[0] (6s–10s)"} {
+			Expect(html).To(ContainSubstring("<figcaption>" + title + "</figcaption>"))
+		}
+		for _, m := range maps {
+			Expect(regexp.MustCompile(`class="svc" data-service="[^"]+"`).FindAllString(m, -1)).To(ConsistOf(
+				`class="svc" data-service="cart"`, `class="svc" data-service="frontend"`, `class="svc" data-service="payments"`))
+			Expect(regexp.MustCompile(`class="edge" data-edge="[^"]+"`).FindAllString(m, -1)).To(ConsistOf(
+				`class="edge" data-edge="frontend-&gt;cart"`, `class="edge" data-edge="cart-&gt;payments"`))
+			Expect(strings.Count(m, `class="ingress"`)).To(Equal(1), "clients → frontend")
+		}
+		// During the fault: cart → payments at 40 calls / 2 s = 20/s, 95%, p99 9 ms, red; payments/1 ejected
+		// by both sidecars at 6 s, so one of two instances not ejected.
+		during := maps[1]
+		Expect(during).To(ContainSubstring(`stroke="#cf222e"`))
+		Expect(during).To(MatchRegexp(`20/s · 95%<tspan [^>]*>p99 9ms</tspan>`))
+		Expect(during).To(ContainSubstring("1/2 not ejected"))
+		// Before it everything succeeded: green.
+		Expect(maps[0]).To(MatchRegexp(`class="edge" data-edge="cart-&gt;payments" d="[^"]*" fill="none" stroke="#1a7f37"`))
+		Expect(html).To(ContainSubstring("≥ 99.9% success"))
+	})
+
+	It("writes a one-hop run byte for byte as before the call graph", func() {
+		// testdata/onehop holds runReport's files as written before edges and services existed, the
+		// report.html's gonum charts left out; report.json's schema version went from 2 to 3 since.
+		r, rec := runReport()
+		dir := GinkgoT().TempDir()
+		Expect(reports.WriteAll(dir, r, rec)).To(Succeed())
+		var term bytes.Buffer
+		Expect(reports.WriteTerminal(&term, r)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(dir, "terminal.txt"), term.Bytes(), 0o644)).To(Succeed())
+		charts := regexp.MustCompile(`(?s)<svg.*?</svg>`)
+		for _, name := range []string{"terminal.txt", "summary.md", "junit.xml", "report.json", "report.html"} {
+			got, err := os.ReadFile(filepath.Join(dir, name))
+			Expect(err).NotTo(HaveOccurred())
+			want, err := os.ReadFile(filepath.Join("testdata", "onehop", name))
+			Expect(err).NotTo(HaveOccurred())
+			text := strings.Replace(string(got), `"version": 3,`, `"version": 2,`, 1)
+			if name == "report.html" {
+				text = charts.ReplaceAllString(text, "<svg><!-- chart --></svg>")
+			}
+			Expect(text).To(Equal(string(want)), name)
+		}
+	})
+
+	It("leaves a one-hop report as it was: no edge or service table, no service map", func() {
+		one := faultRun()
+		one.Services = []record.Service{{Name: "checkout", Instances: 4, Entry: true}}
+		withServices := reports.NewReport(one, nil)
+		without := reports.NewReport(faultRun(), nil)
+		Expect(withServices.Outcomes.Edges).To(BeNil())
+		Expect(withServices.Outcomes.Services).To(BeNil())
+		for _, write := range []func(*bytes.Buffer, reports.Report, *record.Record) error{
+			func(b *bytes.Buffer, r reports.Report, _ *record.Record) error { return reports.WriteTerminal(b, r) },
+			func(b *bytes.Buffer, r reports.Report, _ *record.Record) error { return reports.WriteMarkdown(b, r) },
+			func(b *bytes.Buffer, r reports.Report, _ *record.Record) error { return reports.WriteJUnit(b, r) },
+			func(b *bytes.Buffer, r reports.Report, rec *record.Record) error { return reports.WriteHTML(b, r, rec) },
+		} {
+			var a, b bytes.Buffer
+			Expect(write(&a, withServices, one)).To(Succeed())
+			Expect(write(&b, without, faultRun())).To(Succeed())
+			Expect(a.String()).To(Equal(b.String()))
+			Expect(a.String()).NotTo(Or(ContainSubstring("service-map"), ContainSubstring("per client request")))
+		}
+	})
+})
+
+func quoteAll(cells []string) []string {
+	out := make([]string, len(cells))
+	for i, c := range cells {
+		out[i] = regexp.QuoteMeta(c)
+	}
+	return out
+}

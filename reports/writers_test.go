@@ -52,7 +52,7 @@ var _ = Describe("Report", func() {
 		Expect(reports.NewReport(rec, mustParse("success_rate == 100%", "retries == 2")).Passed).To(BeTrue())
 		r := reports.NewReport(rec, mustParse("success_rate == 100%", "p99 < 5ms"))
 		Expect(r.Passed).To(BeFalse())
-		Expect(r.Version).To(Equal(2))
+		Expect(r.Version).To(Equal(3))
 		// 12 requests received by the instances for 10 client requests; the samples carry no attempt
 		// counts and the proxy reported no upstream_rq_total: the attempts are not recorded.
 		Expect(r.Summary.DeliveredAmplification).To(Equal(1.2))
@@ -113,7 +113,7 @@ var _ = Describe("Report", func() {
 			m := read()
 			Expect(slices.Sorted(maps.Keys(m))).To(Equal([]string{
 				"checks", "file", "outcomes", "passed", "proxy_stats", "scenario", "seed", "series", "started", "summary", "upstreams", "version"}))
-			Expect(m).To(HaveKeyWithValue("version", 2.0))
+			Expect(m).To(HaveKeyWithValue("version", 3.0))
 			Expect(m).To(HaveKeyWithValue("started", "2026-05-01T10:00:00Z"))
 			Expect(m).To(HaveKeyWithValue("passed", false))
 			summary := m["summary"].(map[string]any)
