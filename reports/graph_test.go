@@ -301,6 +301,8 @@ var _ = Describe("the call graph's outcomes", func() {
 		Expect(o.Hosts).To(HaveExactElements(
 			And(HaveField("Proxy", "cart/0"), HaveField("Cluster", "payments"), HaveField("Host", "payments/1")),
 			And(HaveField("Proxy", "cart/1"), HaveField("Cluster", "payments"), HaveField("Host", "payments/1"))))
+		// Over time, one host is ejected (twice) from 4.5 s: the 1 s bucket 4–5 s counts it once.
+		Expect(r.Series.Points[4]).To(And(HaveField("Start", 4*time.Second), HaveField("EjectionsActive", 1)))
 	})
 
 	It("round-trips through report.json, and reads the files of earlier versions", func() {
