@@ -6,27 +6,14 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/reports/record"
 )
-
-// Check is one parsed check, "[<scope>:] <metric> <op> <value>", e.g. "p99 < 50ms" or
-// "during faults[0]: p99 < 50ms", or "[<scope>:] ejected(<host>) [within <duration>]".
-type Check struct {
-	Expr string // the check as written
-	// Scope is the phase the check is judged in, in canonical form (Scope.String): "before fault",
-	// "during faults[1]", "after fault", "during phase steady"; "" judges the whole run.
-	Scope  string
-	Metric string  // canonical metric name, e.g. "p99", "status(503)", "status(5xx)", "ejected(checkout/2)"
-	Op     string  // one of < <= > >= == !=; for ejected(): "within", or "" without a time bound
-	Value  float64 // normalized: seconds for latencies, percent for rates, requests/s for achieved_rate, plain for counts and ratios
-	Unit   string  // the unit as written: "ms", "%", "/s", or "" for counts and ratios
-}
 
 // Verdict is the outcome of one check, in words for people: Observed "p99 = 12.3ms", Required "< 50ms".
 type Verdict struct {
@@ -36,46 +23,13 @@ type Verdict struct {
 	Required string
 }
 
-var operators = []string{"<", "<=", ">", ">=", "==", "!="}
-
-// kind is what a metric measures; it decides the units its value takes.
-type kind struct {
-	what    string             // "a latency"
-	units   map[string]float64 // unit as written → scale to the normalized value
-	accept  string             // the accepted units, for messages
-	example string             // an example check, %s = the metric
-}
-
-var (
-	kindCount = &kind{what: "a count", units: map[string]float64{"": 1}, accept: "a plain number without unit", example: "%s <= 100"}
-	kindRatio = &kind{what: "a ratio", units: map[string]float64{"": 1}, accept: "a plain number without unit", example: "%s <= 1.5"}
-	kindPct   = &kind{what: "a percentage", units: map[string]float64{"%": 1}, accept: "%", example: "%s >= 99.9%%"}
-	kindRate  = &kind{what: "a rate", units: map[string]float64{"/s": 1}, accept: "/s", example: "%s >= 95/s"}
-	// Latency units scale to nanoseconds here; the normalized value is in seconds.
-	kindLatency = &kind{what: "a latency", accept: "ns, us, µs, ms, s, m", example: "%s < 50ms",
-		units: map[string]float64{"ns": 1, "us": 1e3, "µs": 1e3, "μs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9}}
-)
-
-// scopeRule is which scopes a metric may be judged in.
-type scopeRule int
-
-const (
-	anyScope   scopeRule = iota // the whole run or any phase
-	wholeRun                    // the whole run only
-	faultStart                  // measured from a fault's start: no scope, "during fault" or "during faults[N]"
-	faultEnd                    // measured from a fault's end: no scope, "after fault" or "after faults[N]"
-)
-
-// metric is something a check can compare; value returns it from a summary in normalized units. Metrics
-// with a nil value are computed from the run's outcomes (see evalOutcome).
+// metric is how a check's metric is computed from a summary, in normalized units. Metrics without a
+// value are computed from the run's outcomes (see judgeOutcome).
 type metric struct {
-	kind   *kind
-	value  func(Summary) float64
-	scopes scopeRule
+	checks.Metric
+	value func(Summary) float64
 	// missing, when set, says why a summary does not hold the metric ("" when it does).
 	missing func(Summary) string
-	// whole says where a wholeRun metric comes from, for the message refusing a scope.
-	whole string
 }
 
 // missingAttempts and missingReceived say why a summary holds no upstream attempts / received counts.
@@ -96,20 +50,13 @@ func missingReceived(s Summary) string {
 	return ""
 }
 
-// metricNames lists the metrics in the order messages show them.
-var metricNames = []string{"requests", "successes", "errors", "success_rate", "error_rate", "achieved_rate",
-	"p50", "p90", "p99", "p999", "max", "uncorrected_p50", "uncorrected_p90", "uncorrected_p99", "uncorrected_p999",
-	"uncorrected_max", "retries", "ejections", "upstream_attempts", "retry_amplification", "upstream_received",
-	"delivered_amplification", "status(N)", "status(Nxx)",
-	"attempts_max", "overflows", "pending_overflows", "retry_overflows", "time_to_first_ejection", "recovery_time",
-	"ejected(HOST) [within DURATION]"}
-
-var metrics = func() map[string]metric {
+// summaryValues are the clients' metrics a summary holds, by canonical name (see checks.Lookup).
+var summaryValues = func() map[string]metric {
 	count := func(f func(Summary) uint64) metric {
-		return metric{kind: kindCount, value: func(s Summary) float64 { return float64(f(s)) }}
+		return metric{value: func(s Summary) float64 { return float64(f(s)) }}
 	}
 	latency := func(f func(Summary) record.Percentiles, pick func(record.Percentiles) float64) metric {
-		return metric{kind: kindLatency, value: func(s Summary) float64 { return pick(f(s)) }}
+		return metric{value: func(s Summary) float64 { return pick(f(s)) }}
 	}
 	m := map[string]metric{
 		"requests":      count(func(s Summary) uint64 { return s.Requests }),
@@ -117,26 +64,14 @@ var metrics = func() map[string]metric {
 		"errors":        count(func(s Summary) uint64 { return s.Errors }),
 		"retries":       count(func(s Summary) uint64 { return s.Retries }),
 		"ejections":     count(func(s Summary) uint64 { return s.Ejections }),
-		"success_rate":  {kind: kindPct, value: func(s Summary) float64 { return s.SuccessRate }},
-		"error_rate":    {kind: kindPct, value: func(s Summary) float64 { return s.ErrorRate }},
-		"achieved_rate": {kind: kindRate, value: func(s Summary) float64 { return s.AchievedRate }},
+		"success_rate":  {value: func(s Summary) float64 { return s.SuccessRate }},
+		"error_rate":    {value: func(s Summary) float64 { return s.ErrorRate }},
+		"achieved_rate": {value: func(s Summary) float64 { return s.AchievedRate }},
 
-		// Upstream attempts the proxy made, in every scope; requests the instances received, whole run.
-		"upstream_attempts": {kind: kindCount, value: func(s Summary) float64 { return float64(s.UpstreamAttempts) },
-			missing: missingAttempts},
-		"retry_amplification": {kind: kindRatio, value: func(s Summary) float64 { return s.RetryAmplification },
-			missing: missingAttempts},
-		"upstream_received": {kind: kindCount, value: func(s Summary) float64 { return float64(s.UpstreamReceived) },
-			missing: missingReceived, scopes: wholeRun, whole: "from the instances' request counts"},
-		"delivered_amplification": {kind: kindRatio, value: func(s Summary) float64 { return s.DeliveredAmplification },
-			missing: missingReceived, scopes: wholeRun, whole: "from the instances' request counts"},
-
-		"attempts_max":           {kind: kindCount},
-		"overflows":              {kind: kindCount, scopes: wholeRun, whole: "from the proxy's stats"},
-		"pending_overflows":      {kind: kindCount, scopes: wholeRun, whole: "from the proxy's stats"},
-		"retry_overflows":        {kind: kindCount, scopes: wholeRun, whole: "from the proxy's stats"},
-		"time_to_first_ejection": {kind: kindLatency, scopes: faultStart},
-		"recovery_time":          {kind: kindLatency, scopes: faultEnd},
+		"upstream_attempts":       {value: func(s Summary) float64 { return float64(s.UpstreamAttempts) }, missing: missingAttempts},
+		"retry_amplification":     {value: func(s Summary) float64 { return s.RetryAmplification }, missing: missingAttempts},
+		"upstream_received":       {value: func(s Summary) float64 { return float64(s.UpstreamReceived) }, missing: missingReceived},
+		"delivered_amplification": {value: func(s Summary) float64 { return s.DeliveredAmplification }, missing: missingReceived},
 	}
 	picks := map[string]func(record.Percentiles) float64{
 		"p50":  func(p record.Percentiles) float64 { return p.P50.Seconds() },
@@ -152,252 +87,34 @@ var metrics = func() map[string]metric {
 	return m
 }()
 
-// lookupMetric resolves a metric name (already lower-cased, without spaces) to its canonical name.
+// lookupMetric resolves a clients' metric name to its canonical name, its kind and scopes, and how a
+// summary holds it.
 func lookupMetric(name string) (string, metric, error) {
-	if m, ok := metrics[name]; ok {
-		return name, m, nil
+	name, info, err := checks.Lookup(name)
+	if err != nil {
+		return "", metric{}, err
 	}
-	if name == "upstream_requests" {
-		return "", metric{}, errors.New(`upstream_requests is retired: it meant the requests the instances received over the whole ` +
-			`run but the proxy's attempts within a scope; write upstream_attempts (upstream attempts the proxy made, any scope) ` +
-			`or upstream_received (requests the instances received, whole run)`)
-	}
-	arg, isStatus := strings.CutPrefix(name, "status(")
-	arg, closed := strings.CutSuffix(arg, ")")
-	if !isStatus || !closed {
-		return "", metric{}, fmt.Errorf("unknown metric %q; accepted: %s", name, strings.Join(metricNames, ", "))
-	}
-	if len(arg) == 3 && arg[0] >= '1' && arg[0] <= '5' && arg[1:] == "xx" {
-		lo := int(arg[0]-'0') * 100
-		return name, metric{kind: kindCount, value: func(s Summary) float64 {
+	m := summaryValues[name]
+	m.Metric = info
+	if lo, hi, ok, _ := checks.Status(name); ok {
+		m.value = func(s Summary) float64 {
 			var n uint64
 			for code, c := range s.StatusCodes {
-				if code >= lo && code < lo+100 {
+				if code >= lo && code < hi {
 					n += c
 				}
 			}
 			return float64(n)
-		}}, nil
-	}
-	if code, err := strconv.Atoi(arg); err == nil && len(arg) == 3 && code >= 100 && code <= 599 {
-		return name, metric{kind: kindCount, value: func(s Summary) float64 { return float64(s.StatusCodes[code]) }}, nil
-	}
-	return "", metric{}, fmt.Errorf("bad status %q in %s: want a code 100..599 such as status(503) or a class 1xx..5xx such as status(5xx)", arg, name)
-}
-
-var number = regexp.MustCompile(`^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?`)
-
-const ejectedForm = `"ejected(SERVICE/INSTANCE)", optionally followed by "within DURATION", e.g. "ejected(checkout/2) within 2s"`
-
-// ParseCheck parses one check, "[<scope>:] <metric> <operator> <value>":
-//
-//	success_rate >= 99.9%   p99 < 50ms   retry_amplification <= 1.5   status(503) == 0   achieved_rate >= 95/s
-//	during faults[0]: p99 < 50ms   before fault: success_rate == 100%   during phase steady: p99 < 20ms
-//	recovery_time < 5s   time_to_first_ejection < 2s   attempts_max <= 4   overflows == 0
-//	during fault: ejected(checkout/2) within 2s
-//
-// Metrics (defined in README.md): requests, successes, errors, retries, ejections, upstream_attempts,
-// upstream_received, status(N), status(Nxx), attempts_max, overflows, pending_overflows, retry_overflows
-// (counts: a plain number); success_rate, error_rate (percent: "%"); achieved_rate (requests/s: "/s");
-// retry_amplification, delivered_amplification (plain ratios); p50, p90, p99, p999, max and their
-// uncorrected_ forms, time_to_first_ejection, recovery_time (durations: a number with ns, us, µs, ms, s or
-// m). ejected(HOST) holds when the proxy ejected HOST ("service/instance" or its address), within
-// DURATION of the fault's start when given.
-//
-// Scopes (see ParseScope): before|during|after fault (all fault windows together), before|during|after
-// faults[N] (one window), during phase NAME. overflows, pending_overflows, retry_overflows,
-// upstream_received and delivered_amplification take no scope; time_to_first_ejection and ejected() take
-// "during" a fault, recovery_time "after" a fault.
-// Operators: < <= > >= == !=. Keywords and metric names are case-insensitive; spaces between the parts
-// are optional.
-func ParseCheck(expr string) (Check, error) {
-	c := Check{Expr: strings.TrimSpace(expr)}
-	fail := func(format string, args ...any) (Check, error) {
-		return Check{}, fmt.Errorf("check %q: %s", c.Expr, fmt.Sprintf(format, args...))
-	}
-	if c.Expr == "" {
-		return Check{}, errors.New(`empty check: want "<metric> <operator> <value>", e.g. "p99 < 50ms"`)
-	}
-	body := c.Expr
-	var scope *Scope
-	// The scope ends at the first ":" that is not inside the check's parentheses (ejected(10.0.0.1:80)).
-	if i := strings.Index(body, ":"); i >= 0 && !strings.Contains(body[:i], "(") {
-		sc, err := ParseScope(body[:i])
-		if err != nil {
-			return fail("%v", err)
-		}
-		scope, body = &sc, strings.TrimSpace(body[i+1:])
-		c.Scope = sc.String()
-		if body == "" {
-			return fail(`nothing after the scope %q; want "%s: <metric> <operator> <value>", e.g. "%s: p99 < 50ms"`, c.Scope, c.Scope, c.Scope)
 		}
 	}
-	if strings.HasPrefix(strings.ToLower(body), "ejected") {
-		return parseEjected(c, body, scope)
-	}
-
-	i := strings.IndexAny(body, "<>=!")
-	if i < 0 {
-		return fail(`no comparison operator; want "<metric> <operator> <value>" with an operator among %s`, strings.Join(operators, " "))
-	}
-	rest := body[i:]
-	c.Op = rest[:len(rest)-len(strings.TrimLeft(rest, "<>=!"))]
-	if !slices.Contains(operators, c.Op) {
-		return fail("unknown operator %q; accepted: %s", c.Op, strings.Join(operators, " "))
-	}
-	name := strings.ToLower(strings.Join(strings.Fields(body[:i]), ""))
-	if name == "" {
-		return fail("missing metric before %q; accepted: %s", c.Op, strings.Join(metricNames, ", "))
-	}
-	name, m, err := lookupMetric(name)
-	if err != nil {
-		return fail("%v", err)
-	}
-	c.Metric = name
-	if scope != nil {
-		if err := scopeFits(name, m.scopes, *scope); err != nil {
-			return fail("%v", err)
-		}
-	}
-	example := fmt.Sprintf(m.kind.example, name)
-
-	raw := strings.TrimSpace(rest[len(c.Op):])
-	if raw == "" {
-		return fail("missing value after %q; e.g. %q", c.Op, example)
-	}
-	if c.Value, c.Unit, err = parseValue(raw, name, m.kind, example); err != nil {
-		return fail("%v", err)
-	}
-	return c, nil
-}
-
-// parseValue parses "<number><unit>" for a metric of kind k, returning the normalized value.
-func parseValue(raw, name string, k *kind, example string) (float64, string, error) {
-	num := number.FindString(raw)
-	x, err := strconv.ParseFloat(num, 64)
-	if err != nil {
-		return 0, "", fmt.Errorf("value %q is not a number; %s is %s, e.g. %q", raw, name, k.what, example)
-	}
-	unit := strings.TrimSpace(raw[len(num):])
-	scale, ok := k.units[unit]
-	switch {
-	case ok:
-	case unit == "":
-		return 0, "", fmt.Errorf("%s is %s: give the value a unit (%s), e.g. %q", name, k.what, k.accept, example)
-	default:
-		return 0, "", fmt.Errorf("unit %q does not fit %s, %s; accepted: %s, e.g. %q", unit, name, k.what, k.accept, example)
-	}
-	switch {
-	case x < 0:
-		return 0, "", fmt.Errorf("value %s is negative; %s is never negative", raw, name)
-	case k == kindPct && x > 100:
-		return 0, "", fmt.Errorf("value %s is above 100%%", raw)
-	}
-	x *= scale
-	if k == kindLatency {
-		x /= 1e9
-	}
-	if math.IsInf(x, 0) || math.IsNaN(x) {
-		// "p99 < 1e308m" is +Inf seconds: a bound every value meets, which would pass whatever happened.
-		return 0, "", fmt.Errorf("value %s is too large to compare; %s is %s, e.g. %q", raw, name, k.what, example)
-	}
-	return x, unit, nil
-}
-
-// scopeFits says why a metric cannot be judged in a scope.
-func scopeFits(name string, rule scopeRule, sc Scope) error {
-	switch {
-	case rule == wholeRun:
-		return fmt.Errorf("%s is counted over the whole run only (%s); write the check without %q", name, metrics[name].whole, sc.String()+":")
-	case rule == faultStart && (sc.Phase != "" || sc.Relation != During):
-		return fmt.Errorf(`%s is measured from a fault's start: scope it "during fault" or "during faults[N]", or leave the scope out, not %q`, name, sc.String())
-	case rule == faultEnd && (sc.Phase != "" || sc.Relation != After):
-		return fmt.Errorf(`%s is measured from a fault's end: scope it "after fault" or "after faults[N]", or leave the scope out, not %q`, name, sc.String())
-	}
-	return nil
-}
-
-// parseEjected parses "ejected(HOST) [within DURATION]".
-func parseEjected(c Check, body string, scope *Scope) (Check, error) {
-	fail := func(format string, args ...any) (Check, error) {
-		return Check{}, fmt.Errorf("check %q: %s", c.Expr, fmt.Sprintf(format, args...))
-	}
-	arg, ok := strings.CutPrefix(strings.TrimSpace(body[len("ejected"):]), "(")
-	if !ok {
-		return fail("want %s", ejectedForm)
-	}
-	host, rest, ok := strings.Cut(arg, ")")
-	host = strings.TrimSpace(host)
-	switch {
-	case !ok:
-		return fail(`missing ")" after the host; want %s`, ejectedForm)
-	case host == "" || strings.ContainsAny(host, " \t("):
-		return fail("bad host %q in ejected(); want %s", host, ejectedForm)
-	}
-	c.Metric = "ejected(" + host + ")"
-	if scope != nil {
-		if err := scopeFits("ejected()", faultStart, *scope); err != nil {
-			return fail("%v", err)
-		}
-	}
-	rest = strings.TrimSpace(rest)
-	if rest == "" {
-		return c, nil
-	}
-	raw, ok := cutPrefixFold(rest, "within")
-	if !ok {
-		return fail("unexpected %q after %s; want nothing or \"within DURATION\", e.g. \"%s within 2s\"", rest, c.Metric, c.Metric)
-	}
-	c.Op = "within"
-	example := c.Metric + " within 2s"
-	if raw = strings.TrimSpace(raw); raw == "" {
-		return fail("missing duration after \"within\"; e.g. %q", example)
-	}
-	var err error
-	if c.Value, c.Unit, err = parseValue(raw, "within", kindLatency, example); err != nil {
-		return fail("%v", err)
-	}
-	return c, nil
-}
-
-func cutPrefixFold(s, prefix string) (string, bool) {
-	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
-		return s[len(prefix):], true
-	}
-	return s, false
-}
-
-// String returns the check as written, or rebuilt from its parts when it was not parsed.
-func (c Check) String() string {
-	if c.Expr != "" {
-		return c.Expr
-	}
-	s := c.Metric + " " + c.Op + " " + c.value()
-	if strings.HasPrefix(c.Metric, "ejected(") {
-		s = strings.TrimSpace(c.Metric + " " + c.Op + " " + c.value())
-	}
-	if c.Scope != "" {
-		s = c.Scope + ": " + s
-	}
-	return s
-}
-
-// value formats the check's value in its own unit ("50ms", "99.9%").
-func (c Check) value() string {
-	if c.Op == "" {
-		return ""
-	}
-	x := c.Value
-	if scale, ok := kindLatency.units[c.Unit]; ok {
-		x = math.Round(c.Value*1e9) / scale
-	}
-	return strconv.FormatFloat(x, 'f', -1, 64) + c.Unit
+	return name, m, nil
 }
 
 // Evaluate judges every check against the summary of the whole run, in order. Checks that need the run
-// record — a scope, or a metric computed from the outcomes (attempts_max, overflows,
-// time_to_first_ejection, recovery_time, ejected()) — fail, saying so: judge those with EvaluateRun.
-func Evaluate(checks []Check, s Summary) []Verdict {
+// record — a scope, an edge or service target, or a metric computed from the outcomes (attempts_max,
+// overflows, time_to_first_ejection, recovery_time, ejected()) — fail, saying so: judge those with
+// EvaluateRun.
+func Evaluate(checks []checks.Check, s Summary) []Verdict {
 	out := make([]Verdict, len(checks))
 	for i, c := range checks {
 		out[i] = judge(c, s, nil, nil)
@@ -408,12 +125,12 @@ func Evaluate(checks []Check, s Summary) []Verdict {
 // EvaluateRun judges every check against the run's record, in order: unscoped checks over the whole run,
 // scoped ones over their phase. A check that cannot be judged (an unknown phase, a value the record does
 // not hold, a phase without requests for a rate or latency) fails, and its Observed says why.
-func EvaluateRun(checks []Check, rec *record.Record) []Verdict {
+func EvaluateRun(checks []checks.Check, rec *record.Record) []Verdict {
 	s, o := Summarize(rec), ComputeOutcomes(rec)
 	return evaluateRun(checks, rec, s, &o)
 }
 
-func evaluateRun(checks []Check, rec *record.Record, s Summary, o *Outcomes) []Verdict {
+func evaluateRun(checks []checks.Check, rec *record.Record, s Summary, o *Outcomes) []Verdict {
 	out := make([]Verdict, len(checks))
 	for i, c := range checks {
 		out[i] = judge(c, s, rec, o)
@@ -422,16 +139,23 @@ func evaluateRun(checks []Check, rec *record.Record, s Summary, o *Outcomes) []V
 }
 
 // judge evaluates one check; rec and o are nil when only the summary is known.
-func judge(c Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
-	v := Verdict{Check: c.String(), Required: c.Op + " " + c.value()}
-	var sc *Scope
+func judge(c checks.Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
+	v := Verdict{Check: c.String(), Required: c.Op + " " + c.ValueText()}
+	var sc *checks.Scope
 	if c.Scope != "" {
-		parsed, err := ParseScope(c.Scope)
+		parsed, err := checks.ParseScope(c.Scope)
 		if err != nil {
 			v.Observed = err.Error()
 			return v
 		}
 		sc = &parsed
+	}
+	if c.Target != (checks.Target{}) {
+		if rec == nil {
+			v.Observed = needsRecord(c.Target.String() + " " + c.Metric)
+			return v
+		}
+		return judgeTarget(v, c, sc, rec)
 	}
 	if host, ok := strings.CutPrefix(c.Metric, "ejected("); ok {
 		host = strings.TrimSuffix(host, ")")
@@ -448,7 +172,7 @@ func judge(c Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 		return v
 	}
 	if sc != nil {
-		if err := scopeFits(name, m.scopes, *sc); err != nil {
+		if err := checks.Fits(name, m.Metric, *sc); err != nil {
 			v.Observed = err.Error()
 			return v
 		}
@@ -457,7 +181,7 @@ func judge(c Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 		v.Observed = needsRecord(name)
 		return v
 	}
-	if m.value == nil || m.scopes == faultStart || m.scopes == faultEnd {
+	if m.value == nil || m.Scopes == checks.FaultStart || m.Scopes == checks.FaultEnd {
 		return judgeOutcome(v, c, name, sc, rec, o)
 	}
 	if sc == nil {
@@ -468,7 +192,7 @@ func judge(c Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 			}
 		}
 		x := m.value(s)
-		v.Observed = name + " = " + observed(m.kind, x, s, name)
+		v.Observed = name + " = " + observed(m.Kind, x, s, name)
 		if name == "upstream_attempts" || name == "retry_amplification" {
 			v.Observed += attemptsNote(s)
 		}
@@ -484,7 +208,7 @@ func judge(c Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 	ps := p.Summary
 	where := fmt.Sprintf("%s (%s, %d requests)", c.Scope, formatSpans(p.Spans), ps.Requests)
 	switch {
-	case ps.Requests == 0 && (m.kind == kindPct || m.kind == kindLatency || m.kind == kindRatio):
+	case ps.Requests == 0 && (m.Kind == checks.Percent || m.Kind == checks.Latency || m.Kind == checks.Ratio):
 		v.Observed = "no requests " + where + ": nothing to judge " + name + " on"
 		return v
 	case name == "retries" && p.Attempts.Known == 0:
@@ -498,7 +222,7 @@ func judge(c Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 		return v
 	}
 	x := m.value(ps)
-	v.Observed = name + " = " + observed(m.kind, x, ps, name) + " " + where
+	v.Observed = name + " = " + observed(m.Kind, x, ps, name) + " " + where
 	switch name {
 	case "retries":
 		v.Observed += attemptsCoverage(p.Attempts)
@@ -521,7 +245,7 @@ func attemptsCoverage(a AttemptStats) string {
 }
 
 // judgeOutcome judges the metrics computed from the outcomes rather than a summary.
-func judgeOutcome(v Verdict, c Check, name string, sc *Scope, rec *record.Record, o *Outcomes) Verdict {
+func judgeOutcome(v Verdict, c checks.Check, name string, sc *checks.Scope, rec *record.Record, o *Outcomes) Verdict {
 	var x float64
 	switch name {
 	case "overflows":
@@ -689,7 +413,7 @@ func noDownEjection(o *Outcomes, fault int) string {
 }
 
 // pickWindow returns the fault window a scope names: all of them together without a scope or for "fault".
-func pickWindow(o *Outcomes, sc *Scope) (WindowOutcome, error) {
+func pickWindow(o *Outcomes, sc *checks.Scope) (WindowOutcome, error) {
 	switch {
 	case len(o.Windows) == 0:
 		return WindowOutcome{}, errors.New("the run has no fault windows to measure from")
@@ -705,7 +429,7 @@ func pickWindow(o *Outcomes, sc *Scope) (WindowOutcome, error) {
 	return o.Windows[sc.Fault], nil
 }
 
-func ejectedRequirement(c Check, sc *Scope) string {
+func ejectedRequirement(c checks.Check, sc *checks.Scope) string {
 	target := "a fault's start"
 	switch {
 	case sc != nil && sc.Down && sc.Fault >= 0:
@@ -717,7 +441,7 @@ func ejectedRequirement(c Check, sc *Scope) string {
 	}
 	switch {
 	case c.Op == "within":
-		return "within " + c.value() + " of " + target
+		return "within " + c.ValueText() + " of " + target
 	case sc != nil:
 		return c.Scope
 	}
@@ -727,7 +451,7 @@ func ejectedRequirement(c Check, sc *Scope) string {
 // judgeEjected judges "ejected(HOST) [within D]": HOST was ejected within D of the start of a fault window
 // (one targeting HOST when the scope names no window and some window targets it), or during the scope's
 // windows without D, or at any time without either.
-func judgeEjected(v Verdict, c Check, host string, sc *Scope, rec *record.Record, o *Outcomes) Verdict {
+func judgeEjected(v Verdict, c checks.Check, host string, sc *checks.Scope, rec *record.Record, o *Outcomes) Verdict {
 	hosts := hostLabels(rec)
 	var times []time.Duration
 	for _, e := range rec.ProxyEvents {
@@ -860,19 +584,19 @@ func distribution(d map[int]uint64) string {
 }
 
 // observed formats a metric's value for a verdict; rates show their counts too.
-func observed(k *kind, x float64, s Summary, name string) string {
+func observed(k *checks.Kind, x float64, s Summary, name string) string {
 	switch k {
-	case kindLatency:
+	case checks.Latency:
 		return formatDuration(secondsToDuration(x))
-	case kindPct:
+	case checks.Percent:
 		n := s.Successes
 		if name == "error_rate" {
 			n = s.Errors
 		}
 		return fmt.Sprintf("%s%% (%d/%d)", formatPercent(x), n, s.Requests)
-	case kindRate:
+	case checks.Rate:
 		return rate(x)
-	case kindRatio:
+	case checks.Ratio:
 		return formatRatio(x) + " (" + amplificationCounts(s, name) + ")"
 	}
 	return strconv.FormatFloat(x, 'f', -1, 64)

@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 const allMetrics = "requests, successes, errors, success_rate, error_rate, achieved_rate, p50, p90, p99, p999, max, " +
@@ -18,35 +19,35 @@ const allMetrics = "requests, successes, errors, success_rate, error_rate, achie
 
 var _ = Describe("ParseCheck", func() {
 	DescribeTable("valid checks",
-		func(expr string, want reports.Check) {
+		func(expr string, want checks.Check) {
 			want.Expr = expr
-			Expect(reports.ParseCheck(expr)).To(Equal(want))
+			Expect(checks.Parse(expr)).To(Equal(want))
 		},
-		Entry(nil, "success_rate >= 99.9%", reports.Check{Metric: "success_rate", Op: ">=", Value: 99.9, Unit: "%"}),
-		Entry(nil, "error_rate < 1%", reports.Check{Metric: "error_rate", Op: "<", Value: 1, Unit: "%"}),
-		Entry(nil, "p99 < 50ms", reports.Check{Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}),
-		Entry(nil, "p99<50ms", reports.Check{Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}),
-		Entry(nil, "P99 < 1.5s", reports.Check{Metric: "p99", Op: "<", Value: 1.5, Unit: "s"}),
-		Entry(nil, "p999 <= 1e2 ms", reports.Check{Metric: "p999", Op: "<=", Value: 0.1, Unit: "ms"}),
-		Entry(nil, "max < 2m", reports.Check{Metric: "max", Op: "<", Value: 120, Unit: "m"}),
-		Entry(nil, "p50 > 10ns", reports.Check{Metric: "p50", Op: ">", Value: 1e-8, Unit: "ns"}),
-		Entry(nil, "uncorrected_max <= 250us", reports.Check{Metric: "uncorrected_max", Op: "<=", Value: 0.00025, Unit: "us"}),
-		Entry(nil, "uncorrected_p90 < 100µs", reports.Check{Metric: "uncorrected_p90", Op: "<", Value: 1e-4, Unit: "µs"}),
-		Entry(nil, "retry_amplification <= 1.5", reports.Check{Metric: "retry_amplification", Op: "<=", Value: 1.5}),
-		Entry(nil, "retries > 0", reports.Check{Metric: "retries", Op: ">", Value: 0}),
-		Entry(nil, "ejections == 0", reports.Check{Metric: "ejections", Op: "==", Value: 0}),
-		Entry(nil, "requests >= 100", reports.Check{Metric: "requests", Op: ">=", Value: 100}),
-		Entry(nil, "upstream_attempts != 0", reports.Check{Metric: "upstream_attempts", Op: "!=", Value: 0}),
-		Entry(nil, "upstream_received >= 100", reports.Check{Metric: "upstream_received", Op: ">=", Value: 100}),
-		Entry(nil, "delivered_amplification >= 0.9", reports.Check{Metric: "delivered_amplification", Op: ">=", Value: 0.9}),
-		Entry(nil, "achieved_rate >= 95/s", reports.Check{Metric: "achieved_rate", Op: ">=", Value: 95, Unit: "/s"}),
-		Entry(nil, "status(503) == 0", reports.Check{Metric: "status(503)", Op: "==", Value: 0}),
-		Entry(nil, "STATUS( 5XX ) != 0", reports.Check{Metric: "status(5xx)", Op: "!=", Value: 0}),
+		Entry(nil, "success_rate >= 99.9%", checks.Check{Metric: "success_rate", Op: ">=", Value: 99.9, Unit: "%"}),
+		Entry(nil, "error_rate < 1%", checks.Check{Metric: "error_rate", Op: "<", Value: 1, Unit: "%"}),
+		Entry(nil, "p99 < 50ms", checks.Check{Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}),
+		Entry(nil, "p99<50ms", checks.Check{Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}),
+		Entry(nil, "P99 < 1.5s", checks.Check{Metric: "p99", Op: "<", Value: 1.5, Unit: "s"}),
+		Entry(nil, "p999 <= 1e2 ms", checks.Check{Metric: "p999", Op: "<=", Value: 0.1, Unit: "ms"}),
+		Entry(nil, "max < 2m", checks.Check{Metric: "max", Op: "<", Value: 120, Unit: "m"}),
+		Entry(nil, "p50 > 10ns", checks.Check{Metric: "p50", Op: ">", Value: 1e-8, Unit: "ns"}),
+		Entry(nil, "uncorrected_max <= 250us", checks.Check{Metric: "uncorrected_max", Op: "<=", Value: 0.00025, Unit: "us"}),
+		Entry(nil, "uncorrected_p90 < 100µs", checks.Check{Metric: "uncorrected_p90", Op: "<", Value: 1e-4, Unit: "µs"}),
+		Entry(nil, "retry_amplification <= 1.5", checks.Check{Metric: "retry_amplification", Op: "<=", Value: 1.5}),
+		Entry(nil, "retries > 0", checks.Check{Metric: "retries", Op: ">", Value: 0}),
+		Entry(nil, "ejections == 0", checks.Check{Metric: "ejections", Op: "==", Value: 0}),
+		Entry(nil, "requests >= 100", checks.Check{Metric: "requests", Op: ">=", Value: 100}),
+		Entry(nil, "upstream_attempts != 0", checks.Check{Metric: "upstream_attempts", Op: "!=", Value: 0}),
+		Entry(nil, "upstream_received >= 100", checks.Check{Metric: "upstream_received", Op: ">=", Value: 100}),
+		Entry(nil, "delivered_amplification >= 0.9", checks.Check{Metric: "delivered_amplification", Op: ">=", Value: 0.9}),
+		Entry(nil, "achieved_rate >= 95/s", checks.Check{Metric: "achieved_rate", Op: ">=", Value: 95, Unit: "/s"}),
+		Entry(nil, "status(503) == 0", checks.Check{Metric: "status(503)", Op: "==", Value: 0}),
+		Entry(nil, "STATUS( 5XX ) != 0", checks.Check{Metric: "status(5xx)", Op: "!=", Value: 0}),
 	)
 
 	DescribeTable("invalid checks say which part is wrong and what is accepted",
 		func(expr, want string) {
-			_, err := reports.ParseCheck(expr)
+			_, err := checks.Parse(expr)
 			Expect(err).To(MatchError(want))
 		},
 		Entry("empty", " ", `empty check: want "<metric> <operator> <value>", e.g. "p99 < 50ms"`),
@@ -84,9 +85,9 @@ var _ = Describe("Evaluate", func() {
 
 	DescribeTable("judges a check and says why",
 		func(expr string, passed bool, observed, required string) {
-			c, err := reports.ParseCheck(expr)
+			c, err := checks.Parse(expr)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(reports.Evaluate([]reports.Check{c}, summary)).To(Equal([]reports.Verdict{
+			Expect(reports.Evaluate([]checks.Check{c}, summary)).To(Equal([]reports.Verdict{
 				{Check: expr, Passed: passed, Observed: observed, Required: required},
 			}))
 		},
@@ -110,21 +111,21 @@ var _ = Describe("Evaluate", func() {
 	)
 
 	It("rebuilds the text of a check that was not parsed", func() {
-		v := reports.Evaluate([]reports.Check{{Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}}, summary)
+		v := reports.Evaluate([]checks.Check{{Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}}, summary)
 		Expect(v).To(HaveExactElements(reports.Verdict{Check: "p99 < 50ms", Passed: true, Observed: "p99 = 12.3ms", Required: "< 50ms"}))
 	})
 
 	It("fails a check with a scope rather than judging it over the whole run, pointing to EvaluateRun", func() {
-		v := reports.Evaluate([]reports.Check{{Scope: "during fault", Metric: "p99", Op: "<", Value: 1, Unit: "s"}}, summary)
+		v := reports.Evaluate([]checks.Check{{Scope: "during fault", Metric: "p99", Op: "<", Value: 1, Unit: "s"}}, summary)
 		Expect(v).To(HaveExactElements(reports.Verdict{Check: "during fault: p99 < 1s", Passed: false,
 			Observed: "p99 needs the run record: judge it with EvaluateRun (or NewReport), not Evaluate", Required: "< 1s"}))
 	})
 
 	It("fails the metrics computed from the record, pointing to EvaluateRun", func() {
 		for _, expr := range []string{"recovery_time < 5s", "overflows == 0", "attempts_max <= 3", "ejected(checkout/2) within 2s"} {
-			c, err := reports.ParseCheck(expr)
+			c, err := checks.Parse(expr)
 			Expect(err).NotTo(HaveOccurred())
-			v := reports.Evaluate([]reports.Check{c}, summary)
+			v := reports.Evaluate([]checks.Check{c}, summary)
 			Expect(v[0].Passed).To(BeFalse(), expr)
 			Expect(v[0].Observed).To(HaveSuffix("needs the run record: judge it with EvaluateRun (or NewReport), not Evaluate"), expr)
 		}
@@ -135,7 +136,7 @@ var _ = Describe("Evaluate", func() {
 // observation meets, so the check passed whatever happened.
 var _ = Describe("ParseCheck with an overflowing value", func() {
 	It("refuses p99 < 1e308m (+Inf seconds) instead of a check that always holds", func() {
-		_, err := reports.ParseCheck("p99 < 1e308m")
+		_, err := checks.Parse("p99 < 1e308m")
 		Expect(err).To(MatchError(ContainSubstring("value 1e308m is too large to compare")))
 	})
 })

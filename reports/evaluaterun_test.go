@@ -7,36 +7,37 @@ import (
 	"github.com/meshproof/meshproof/reports/record"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 var _ = Describe("ParseCheck with scopes and outcome metrics", func() {
 	DescribeTable("valid checks",
-		func(expr string, want reports.Check) {
+		func(expr string, want checks.Check) {
 			want.Expr = expr
-			Expect(reports.ParseCheck(expr)).To(Equal(want))
+			Expect(checks.Parse(expr)).To(Equal(want))
 		},
-		Entry(nil, "during faults[0]: p99 < 50ms", reports.Check{Scope: "during faults[0]", Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}),
-		Entry(nil, "before fault: success_rate == 100%", reports.Check{Scope: "before fault", Metric: "success_rate", Op: "==", Value: 100, Unit: "%"}),
-		Entry(nil, "after fault: success_rate >= 99.9%", reports.Check{Scope: "after fault", Metric: "success_rate", Op: ">=", Value: 99.9, Unit: "%"}),
-		Entry(nil, "AFTER Faults[1]:error_rate<1%", reports.Check{Scope: "after faults[1]", Metric: "error_rate", Op: "<", Value: 1, Unit: "%"}),
-		Entry(nil, "during phase steady: p99 < 20ms", reports.Check{Scope: "during phase steady", Metric: "p99", Op: "<", Value: 0.02, Unit: "ms"}),
-		Entry(nil, "phase steady: retry_amplification <= 1.1", reports.Check{Scope: "during phase steady", Metric: "retry_amplification", Op: "<=", Value: 1.1}),
-		Entry(nil, "during fault: ejected(checkout/2) within 2s", reports.Check{Scope: "during fault", Metric: "ejected(checkout/2)", Op: "within", Value: 2, Unit: "s"}),
-		Entry(nil, "ejected(checkout/2)", reports.Check{Metric: "ejected(checkout/2)"}),
-		Entry(nil, "Ejected( 127.0.0.1:8080 ) WITHIN 500ms", reports.Check{Metric: "ejected(127.0.0.1:8080)", Op: "within", Value: 0.5, Unit: "ms"}),
-		Entry(nil, "recovery_time < 5s", reports.Check{Metric: "recovery_time", Op: "<", Value: 5, Unit: "s"}),
-		Entry(nil, "after faults[0]: recovery_time < 5s", reports.Check{Scope: "after faults[0]", Metric: "recovery_time", Op: "<", Value: 5, Unit: "s"}),
-		Entry(nil, "attempts_max <= 4", reports.Check{Metric: "attempts_max", Op: "<=", Value: 4}),
-		Entry(nil, "during fault: attempts_max <= 3", reports.Check{Scope: "during fault", Metric: "attempts_max", Op: "<=", Value: 3}),
-		Entry(nil, "overflows == 0", reports.Check{Metric: "overflows", Op: "==", Value: 0}),
-		Entry(nil, "retry_overflows == 0", reports.Check{Metric: "retry_overflows", Op: "==", Value: 0}),
-		Entry(nil, "time_to_first_ejection < 2s", reports.Check{Metric: "time_to_first_ejection", Op: "<", Value: 2, Unit: "s"}),
-		Entry(nil, "during faults[1]: time_to_first_ejection < 2s", reports.Check{Scope: "during faults[1]", Metric: "time_to_first_ejection", Op: "<", Value: 2, Unit: "s"}),
+		Entry(nil, "during faults[0]: p99 < 50ms", checks.Check{Scope: "during faults[0]", Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}),
+		Entry(nil, "before fault: success_rate == 100%", checks.Check{Scope: "before fault", Metric: "success_rate", Op: "==", Value: 100, Unit: "%"}),
+		Entry(nil, "after fault: success_rate >= 99.9%", checks.Check{Scope: "after fault", Metric: "success_rate", Op: ">=", Value: 99.9, Unit: "%"}),
+		Entry(nil, "AFTER Faults[1]:error_rate<1%", checks.Check{Scope: "after faults[1]", Metric: "error_rate", Op: "<", Value: 1, Unit: "%"}),
+		Entry(nil, "during phase steady: p99 < 20ms", checks.Check{Scope: "during phase steady", Metric: "p99", Op: "<", Value: 0.02, Unit: "ms"}),
+		Entry(nil, "phase steady: retry_amplification <= 1.1", checks.Check{Scope: "during phase steady", Metric: "retry_amplification", Op: "<=", Value: 1.1}),
+		Entry(nil, "during fault: ejected(checkout/2) within 2s", checks.Check{Scope: "during fault", Metric: "ejected(checkout/2)", Op: "within", Value: 2, Unit: "s"}),
+		Entry(nil, "ejected(checkout/2)", checks.Check{Metric: "ejected(checkout/2)"}),
+		Entry(nil, "Ejected( 127.0.0.1:8080 ) WITHIN 500ms", checks.Check{Metric: "ejected(127.0.0.1:8080)", Op: "within", Value: 0.5, Unit: "ms"}),
+		Entry(nil, "recovery_time < 5s", checks.Check{Metric: "recovery_time", Op: "<", Value: 5, Unit: "s"}),
+		Entry(nil, "after faults[0]: recovery_time < 5s", checks.Check{Scope: "after faults[0]", Metric: "recovery_time", Op: "<", Value: 5, Unit: "s"}),
+		Entry(nil, "attempts_max <= 4", checks.Check{Metric: "attempts_max", Op: "<=", Value: 4}),
+		Entry(nil, "during fault: attempts_max <= 3", checks.Check{Scope: "during fault", Metric: "attempts_max", Op: "<=", Value: 3}),
+		Entry(nil, "overflows == 0", checks.Check{Metric: "overflows", Op: "==", Value: 0}),
+		Entry(nil, "retry_overflows == 0", checks.Check{Metric: "retry_overflows", Op: "==", Value: 0}),
+		Entry(nil, "time_to_first_ejection < 2s", checks.Check{Metric: "time_to_first_ejection", Op: "<", Value: 2, Unit: "s"}),
+		Entry(nil, "during faults[1]: time_to_first_ejection < 2s", checks.Check{Scope: "during faults[1]", Metric: "time_to_first_ejection", Op: "<", Value: 2, Unit: "s"}),
 	)
 
 	DescribeTable("invalid checks say which part is wrong and what is accepted",
 		func(expr, want string) {
-			_, err := reports.ParseCheck(expr)
+			_, err := checks.Parse(expr)
 			Expect(err).To(MatchError(want))
 		},
 		Entry("unknown scope", "while fault: p99 < 1s", `check "while fault: p99 < 1s": scope "while fault": it must start with before, during or after, not "while"; accepted: "before fault", "during fault", "after fault" (all fault windows together), "before faults[N]", "during faults[N]", "after faults[N]" (one window), "during fault down", "during faults[N] down" (the down periods of flapping rules), "during phase NAME"`),
@@ -56,21 +57,21 @@ var _ = Describe("ParseCheck with scopes and outcome metrics", func() {
 	)
 
 	It("rebuilds the text of scoped and ejected checks that were not parsed", func() {
-		Expect(reports.Check{Scope: "during fault", Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}.String()).To(Equal("during fault: p99 < 50ms"))
-		Expect(reports.Check{Metric: "ejected(a/1)", Op: "within", Value: 2, Unit: "s"}.String()).To(Equal("ejected(a/1) within 2s"))
-		Expect(reports.Check{Metric: "ejected(a/1)"}.String()).To(Equal("ejected(a/1)"))
+		Expect(checks.Check{Scope: "during fault", Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}.String()).To(Equal("during fault: p99 < 50ms"))
+		Expect(checks.Check{Metric: "ejected(a/1)", Op: "within", Value: 2, Unit: "s"}.String()).To(Equal("ejected(a/1) within 2s"))
+		Expect(checks.Check{Metric: "ejected(a/1)"}.String()).To(Equal("ejected(a/1)"))
 	})
 
 	It("validates a scope against a scenario's fault windows and phases", func() {
-		c, err := reports.ParseCheck("during faults[1]: p99 < 1s")
+		c, err := checks.Parse("during faults[1]: p99 < 1s")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(reports.ValidateScope(c, 2, nil)).To(Succeed())
-		Expect(reports.ValidateScope(c, 1, nil)).To(MatchError(`check "during faults[1]: p99 < 1s": scope "during faults[1]": the run has no faults[1]; its fault windows: faults[0]`))
-		c, err = reports.ParseCheck("during phase steady: p99 < 1s")
+		Expect(checks.ValidateScope(c, checks.ScopeContext{Faults: 2, Phases: nil})).To(Succeed())
+		Expect(checks.ValidateScope(c, checks.ScopeContext{Faults: 1, Phases: nil})).To(MatchError(`check "during faults[1]: p99 < 1s": scope "during faults[1]": the run has no faults[1]; its fault windows: faults[0]`))
+		c, err = checks.Parse("during phase steady: p99 < 1s")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(reports.ValidateScope(c, 0, []string{"warmup", "steady"})).To(Succeed())
-		Expect(reports.ValidateScope(c, 0, []string{"warmup"})).To(MatchError(ContainSubstring(`the run has no load phase "steady"; its phases: warmup`)))
-		Expect(reports.ValidateScope(reports.Check{Metric: "p99"}, 0, nil)).To(Succeed())
+		Expect(checks.ValidateScope(c, checks.ScopeContext{Faults: 0, Phases: []string{"warmup", "steady"}})).To(Succeed())
+		Expect(checks.ValidateScope(c, checks.ScopeContext{Faults: 0, Phases: []string{"warmup"}})).To(MatchError(ContainSubstring(`the run has no load phase "steady"; its phases: warmup`)))
+		Expect(checks.ValidateScope(checks.Check{Metric: "p99"}, checks.ScopeContext{Faults: 0, Phases: nil})).To(Succeed())
 	})
 })
 
@@ -80,9 +81,9 @@ var _ = Describe("EvaluateRun", func() {
 
 	DescribeTable("judges checks over their phase and says what it observed",
 		func(expr string, passed bool, observed, required string) {
-			c, err := reports.ParseCheck(expr)
+			c, err := checks.Parse(expr)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(reports.EvaluateRun([]reports.Check{c}, rec)).To(HaveExactElements(
+			Expect(reports.EvaluateRun([]checks.Check{c}, rec)).To(HaveExactElements(
 				reports.Verdict{Check: expr, Passed: passed, Observed: observed, Required: required}))
 		},
 		Entry(nil, "success_rate >= 80%", true, "success_rate = 89% (89/100)", ">= 80%"),
@@ -118,11 +119,11 @@ var _ = Describe("EvaluateRun", func() {
 		}
 		rec.ProxyEvents = nil
 		rec.Windows[0].End = 0
-		checks := []string{"during fault: retry_amplification <= 2", "attempts_max <= 4", "during fault: ejections == 1",
+		exprs := []string{"during fault: retry_amplification <= 2", "attempts_max <= 4", "during fault: ejections == 1",
 			"time_to_first_ejection < 2s", "recovery_time < 5s", "ejected(checkout/2)"}
-		var cs []reports.Check
-		for _, e := range checks {
-			c, err := reports.ParseCheck(e)
+		var cs []checks.Check
+		for _, e := range exprs {
+			c, err := checks.Parse(e)
 			Expect(err).NotTo(HaveOccurred())
 			cs = append(cs, c)
 		}
@@ -143,24 +144,24 @@ var _ = Describe("EvaluateRun", func() {
 
 	It("does not judge a rate or latency over a phase without requests", func() {
 		rec.Windows[0].Start = 0
-		c, err := reports.ParseCheck("before fault: p99 < 1s")
+		c, err := checks.Parse("before fault: p99 < 1s")
 		Expect(err).NotTo(HaveOccurred())
-		v := reports.EvaluateRun([]reports.Check{c}, rec)[0]
+		v := reports.EvaluateRun([]checks.Check{c}, rec)[0]
 		Expect(v.Passed).To(BeFalse())
 		Expect(v.Observed).To(Equal("no requests before fault (0s–0s, 0 requests): nothing to judge p99 on"))
 	})
 
 	It("treats a missing ejection as infinitely late", func() {
 		rec.ProxyEvents = rec.ProxyEvents[:1] // the un-ejection only
-		c, err := reports.ParseCheck("time_to_first_ejection > 5s")
+		c, err := checks.Parse("time_to_first_ejection > 5s")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(reports.EvaluateRun([]reports.Check{c}, rec)[0].Passed).To(BeTrue())
+		Expect(reports.EvaluateRun([]checks.Check{c}, rec)[0].Passed).To(BeTrue())
 	})
 
 	It("is what NewReport uses", func() {
-		c, err := reports.ParseCheck("during fault: ejected(checkout/2) within 2s")
+		c, err := checks.Parse("during fault: ejected(checkout/2) within 2s")
 		Expect(err).NotTo(HaveOccurred())
-		r := reports.NewReport(rec, []reports.Check{c})
+		r := reports.NewReport(rec, []checks.Check{c})
 		Expect(r.Passed).To(BeTrue())
 		Expect(r.Outcomes.Windows).To(HaveLen(1))
 	})

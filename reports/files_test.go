@@ -18,19 +18,20 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 // runReport is the report of faultRun with checks that pass and checks that fail.
 func runReport() (reports.Report, *record.Record) {
 	rec := faultRun()
-	var checks []reports.Check
+	var list []checks.Check
 	for _, e := range []string{"before fault: success_rate == 100%", "during fault: ejected(checkout/2) within 2s",
 		"after fault: success_rate >= 99.9%", "overflows == 0", "recovery_time < 5s", "p99 < 1ms"} {
-		c, err := reports.ParseCheck(e)
+		c, err := checks.Parse(e)
 		Expect(err).NotTo(HaveOccurred())
-		checks = append(checks, c)
+		list = append(list, c)
 	}
-	return reports.NewReport(rec, checks), rec
+	return reports.NewReport(rec, list), rec
 }
 
 // JUnit XML as CI servers read it.

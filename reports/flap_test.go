@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/reports/record"
 )
 
@@ -133,11 +134,11 @@ var _ = Describe("a flapping rule's down periods (#13)", func() {
 	})
 
 	It("validates the scope against the scenario's windows", func() {
-		c, err := reports.ParseCheck("during faults[1] down: success_rate >= 99%")
+		c, err := checks.Parse("during faults[1] down: success_rate >= 99%")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(reports.ValidateScope(c, 2, nil)).To(Succeed())
-		Expect(reports.ValidateScope(c, 1, nil)).To(MatchError(ContainSubstring("the run has no faults[1]")))
-		_, err = reports.ParseCheck("during faults[0] down: recovery_time < 1s")
+		Expect(checks.ValidateScope(c, checks.ScopeContext{Faults: 2, Phases: nil})).To(Succeed())
+		Expect(checks.ValidateScope(c, checks.ScopeContext{Faults: 1, Phases: nil})).To(MatchError(ContainSubstring("the run has no faults[1]")))
+		_, err = checks.Parse("during faults[0] down: recovery_time < 1s")
 		Expect(err).To(MatchError(ContainSubstring(`recovery_time is measured from a fault's end`)))
 	})
 

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 // FuzzParseCheck fuzzes the check expression parser, seeded with every check of the example scenarios
@@ -27,6 +27,11 @@ func FuzzParseCheck(f *testing.F) {
 		// A finding, fixed: a latency in minutes overflowed to +Inf (1e308 × 60e9 ns), and the check
 		// "p99 < +Inf" passed whatever p99 was, printed as "+Infm"; it is now refused.
 		"p99 < 1e308m",
+		// Edges and services of the call graph.
+		"edge(cart->payments): retry_amplification <= 1.5", "service(payments): amplification <= 3",
+		"during fault: service(frontend): success_rate >= 99%", "after faults[0]: edge(frontend->cart): p99 < 100ms",
+		"EDGE( a -> b ) : P99 < 1s", "edge(a-b): p99 < 1s", "edge(a->b): during fault: p99 < 1s", "service(p): utilisation <= 80%",
+		"during fault: service(p): utilisation <= 80%", "edge(a->b requests == 1", "service(a=b): requests == 1",
 	} {
 		f.Add(s)
 	}
@@ -48,7 +53,7 @@ func FuzzParseCheck(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, expr string) {
-		c, err := reports.ParseCheck(expr)
+		c, err := checks.Parse(expr)
 		if err != nil {
 			return
 		}
@@ -67,11 +72,11 @@ func FuzzParseCheck(f *testing.F) {
 		printed := c
 		printed.Expr = ""
 		text := printed.String()
-		back, err := reports.ParseCheck(text)
+		back, err := checks.Parse(text)
 		if err != nil {
 			t.Fatalf("ParseCheck(%q) = %+v, printed %q, which does not parse: %v", expr, c, text, err)
 		}
-		if back.Scope != c.Scope || back.Metric != c.Metric || back.Op != c.Op || back.Unit != c.Unit ||
+		if back.Scope != c.Scope || back.Target != c.Target || back.Metric != c.Metric || back.Op != c.Op || back.Unit != c.Unit ||
 			!sameValue(back.Value, c.Value, c.Unit) {
 			t.Fatalf("ParseCheck(%q) = %+v, printed %q, parses back to %+v", expr, c, text, back)
 		}

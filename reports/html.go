@@ -29,13 +29,15 @@ import (
 // made from the record (see README.md): the load intended vs sent, latency percentiles over time, the
 // latency histogram by outcome, the per-host ejection timeline, retries and the failures they masked
 // over time, and status codes over time. A chart whose data the run did not record is replaced by a
-// note saying so.
+// note saying so. A run with a call graph adds the service map per phase (servicemap.go) and the edge
+// and service tables.
 func WriteHTML(w io.Writer, r Report, rec *record.Record) error {
 	var md bytes.Buffer
 	if err := WriteMarkdown(&md, r); err != nil {
 		return err
 	}
-	page := htmlPage{R: r, Failed: r.failed(), Classes: latencyByClass(rec)}
+	page := htmlPage{R: r, Failed: r.failed(), Classes: latencyByClass(rec), Maps: serviceMaps(rec, r.Outcomes),
+		EdgeHeaders: edgeHeaders, ServiceHeaders: serviceHeaders}
 	for _, c := range []struct {
 		id, title string
 		make      func(*record.Record, Outcomes) (*plot.Plot, string)
@@ -72,6 +74,9 @@ type htmlPage struct {
 	Failed  int
 	Charts  []htmlChart
 	Classes []ClassLatency // latency by outcome class
+	// Maps draws the call graph per phase; EdgeHeaders and ServiceHeaders head its tables.
+	Maps                        []serviceMap
+	EdgeHeaders, ServiceHeaders []string
 }
 
 type htmlChart struct {
@@ -421,6 +426,9 @@ func ejectionChart(rec *record.Record, o Outcomes) (*plot.Plot, string) {
 		if h.Cluster != "" && !strings.HasPrefix(h.Host, h.Cluster+"/") {
 			label = h.Cluster + " " + h.Host
 		}
+		if h.Proxy != "" { // a sidecar's decision: which caller instance ejected the host
+			label = h.Proxy + ": " + label
+		}
 		ticks = append(ticks, plot.Tick{Value: float64(i), Label: label})
 	}
 	p.Y.Tick.Marker = ticks
@@ -556,6 +564,8 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"rate":      rate,
 	"time":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"overall":   func(o Outcomes) uint64 { return o.Overflows() },
+	"edgecells": edgeCells,
+	"svccells":  serviceCells,
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -629,7 +639,23 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 {{end}}</table>{{end}}
 {{if .Hosts}}<h2>Ejections</h2>
 <table><tr><th>cluster</th><th>host</th><th>ejected</th></tr>
-{{range .Hosts}}<tr><td>{{.Cluster}}</td><td>{{.Host}}</td><td>{{ejlist .}}</td></tr>
+{{range .Hosts}}<tr><td>{{.Where}}</td><td>{{.Host}}</td><td>{{ejlist .}}</td></tr>
+{{end}}</table>{{end}}{{end}}{{if .Maps}}
+<h2>Service map</h2>
+<p class="note">The call graph, laid out by longest path from the entry services. Arrows: calls per second, success after the callers' sidecars' retries, p99; green at ≥ 99.9% success, amber at ≥ 99%, red below, grey without calls. Boxes: the instances no proxy had ejected at the phase's end, and the success rate of what the service received.</p>
+{{range .Maps}}<figure class="service-map"><figcaption>{{.Title}}</figcaption>
+{{.SVG}}
+</figure>
+{{end}}{{end}}{{with .R.Outcomes}}{{if .Edges}}
+<h2>Edges</h2>
+<p class="note">Calls as the callers saw them, after their sidecars' retries; actual success is per attempt, before the retries.</p>
+<table><tr>{{range $.EdgeHeaders}}<th>{{.}}</th>{{end}}</tr>
+{{range .Edges}}<tr>{{range $i, $c := edgecells .}}{{if $i}}<td class="num">{{else}}<td>{{end}}{{$c}}</td>{{end}}</tr>
+{{end}}</table>{{end}}{{if .Services}}
+<h2>Services</h2>
+<p class="note">What their instances received; per client request = received ÷ the clients' requests.</p>
+<table><tr>{{range $.ServiceHeaders}}<th>{{.}}</th>{{end}}</tr>
+{{range .Services}}<tr>{{range $i, $c := svccells .}}{{if $i}}<td class="num">{{else}}<td>{{end}}{{$c}}</td>{{end}}</tr>
 {{end}}</table>{{end}}{{end}}
 
 <h2>Charts</h2>

@@ -16,18 +16,19 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
-func mustCheck(expr string) reports.Check {
+func mustCheck(expr string) checks.Check {
 	GinkgoHelper()
-	c, err := reports.ParseCheck(expr)
+	c, err := checks.Parse(expr)
 	Expect(err).NotTo(HaveOccurred())
 	return c
 }
 
 func judgeOne(expr string, rec *record.Record) reports.Verdict {
 	GinkgoHelper()
-	return reports.EvaluateRun([]reports.Check{mustCheck(expr)}, rec)[0]
+	return reports.EvaluateRun([]checks.Check{mustCheck(expr)}, rec)[0]
 }
 
 var _ = Describe("record.Percentiles are nearest rank everywhere (#13)", func() {
@@ -189,7 +190,7 @@ var _ = Describe("retry_amplification is the proxy's attempts per request in eve
 		Expect(judgeOne("delivered_amplification < 1", rec)).To(Equal(reports.Verdict{Check: "delivered_amplification < 1", Passed: true,
 			Observed: "delivered_amplification = 0.98 (98 received / 100 requests)", Required: "< 1"}))
 		Expect(judgeOne("upstream_received == 98", rec).Passed).To(BeTrue())
-		_, err := reports.ParseCheck("during fault: delivered_amplification < 1")
+		_, err := checks.Parse("during fault: delivered_amplification < 1")
 		Expect(err).To(MatchError(`check "during fault: delivered_amplification < 1": delivered_amplification is counted over the whole run only (from the instances' request counts); write the check without "during fault:"`))
 	})
 
@@ -375,7 +376,7 @@ var _ = Describe("Numbers read the same in every writer (#13)", func() {
 		for i := 0; i < 11; i++ {
 			rec.Samples[i*50].Status = 503
 		}
-		r = reports.NewReport(rec, []reports.Check{mustCheck("success_rate >= 99%"), mustCheck("p90 < 1s")})
+		r = reports.NewReport(rec, []checks.Check{mustCheck("success_rate >= 99%"), mustCheck("p90 < 1s")})
 	})
 
 	It("formats rates and latencies with the same significant digits everywhere", func() {

@@ -104,9 +104,20 @@ type (
 		StreamResets uint64 `json:"stream_resets"`
 		GoAways      uint64 `json:"goaways"`
 		// A version 3 addition (topologies): arrivals per record.BucketWidth and the capacity's outcome.
-		Received []uint32               `json:"received_per_100ms,omitempty"`
-		OK       []uint32               `json:"ok_per_100ms,omitempty"`
-		Capacity *record.CapacityRecord `json:"capacity,omitempty"`
+		Received []uint32              `json:"received_per_100ms,omitempty"`
+		OK       []uint32              `json:"ok_per_100ms,omitempty"`
+		Capacity *jsonInstanceCapacity `json:"capacity,omitempty"`
+	}
+	// jsonInstanceCapacity is a record.CapacityRecord, durations in milliseconds.
+	jsonInstanceCapacity struct {
+		Workers        int     `json:"workers"`
+		Queue          int     `json:"queue"`
+		BusyMs         float64 `json:"busy_ms"`
+		Queued         uint64  `json:"queued"`
+		QueueWaitMs    float64 `json:"queue_wait_ms"`
+		MaxQueueWaitMs float64 `json:"max_queue_wait_ms"`
+		Rejected       uint64  `json:"rejected"`
+		TimedOut       uint64  `json:"timed_out"`
 	}
 )
 
@@ -152,7 +163,11 @@ func toJSON(r Report) jsonReport {
 		out.Upstreams[i] = jsonUpstream{Service: u.Service, Instance: u.Instance, Address: u.Address, Requests: u.Requests,
 			Statuses: orEmpty(u.Statuses), Resets: u.Resets, Applied: orEmpty(u.Applied),
 			Canceled: u.Canceled, Hangs: u.Hangs, Truncated: u.Truncated, StreamResets: u.StreamResets, GoAways: u.GoAways,
-			Received: u.Received, OK: u.OK, Capacity: u.Capacity}
+			Received: u.Received, OK: u.OK}
+		if c := u.Capacity; c != nil {
+			out.Upstreams[i].Capacity = &jsonInstanceCapacity{Workers: c.Workers, Queue: c.Queue, BusyMs: ms(c.Busy), Queued: c.Queued,
+				QueueWaitMs: ms(c.QueueWait), MaxQueueWaitMs: ms(c.MaxQueueWait), Rejected: c.Rejected, TimedOut: c.TimedOut}
+		}
 	}
 	return out
 }

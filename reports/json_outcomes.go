@@ -24,6 +24,55 @@ type (
 		PendingOverflows uint64         `json:"pending_overflows"`
 		RetryOverflows   uint64         `json:"retry_overflows"`
 		Hosts            []jsonTimeline `json:"hosts"`
+		// Version 3: the call graph's outcomes, for a record beyond one hop (absent otherwise).
+		Edges    []jsonEdge    `json:"edges,omitempty"`
+		Services []jsonService `json:"services,omitempty"`
+	}
+	jsonEdge struct {
+		Caller      string            `json:"caller"`
+		Callee      string            `json:"callee"`
+		Calls       uint64            `json:"calls"`
+		Successes   uint64            `json:"successes"`
+		Errors      uint64            `json:"errors"`
+		SuccessRate float64           `json:"success_rate"`
+		StatusCodes map[int]uint64    `json:"status_codes"`
+		ErrorKinds  map[string]uint64 `json:"error_kinds"`
+		LatencyMs   jsonPercentiles   `json:"latency_ms"`
+		// null when not recorded (attempts_from null)
+		AttemptsFrom       *string  `json:"attempts_from"`
+		AttemptsOver       *uint64  `json:"attempts_over"`
+		UpstreamAttempts   *uint64  `json:"upstream_attempts"`
+		Retries            *uint64  `json:"retries"`
+		RetryAmplification *float64 `json:"retry_amplification"`
+		ActualSuccesses    *uint64  `json:"actual_successes"`
+		ActualSuccessRate  *float64 `json:"actual_success_rate"` // null also without any attempt
+		Overflows          *uint64  `json:"overflows"`
+		Ejections          *uint64  `json:"ejections"`
+	}
+	jsonService struct {
+		Name           string        `json:"name"`
+		Instances      int           `json:"instances"`
+		Entry          bool          `json:"entry"`
+		Requests       *uint64       `json:"requests"` // null when not recorded, as the three below
+		Successes      *uint64       `json:"successes"`
+		Errors         *uint64       `json:"errors"`
+		SuccessRate    *float64      `json:"success_rate"`
+		ClientRequests uint64        `json:"client_requests"`
+		Amplification  *float64      `json:"amplification"` // null also without client requests
+		Capacity       *jsonCapacity `json:"capacity"`
+	}
+	jsonCapacity struct {
+		Instances       int     `json:"instances"`
+		Workers         int     `json:"workers"`
+		Queue           int     `json:"queue"`
+		BusyMs          float64 `json:"busy_ms"`
+		RunLengthMs     float64 `json:"run_length_ms"`
+		Utilisation     float64 `json:"utilisation"`
+		Queued          uint64  `json:"queued"`
+		QueueTimeMeanMs float64 `json:"queue_time_mean_ms"`
+		QueueTimeMaxMs  float64 `json:"queue_time_max_ms"`
+		Rejected        uint64  `json:"rejected"`
+		TimedOut        uint64  `json:"timed_out"`
 	}
 	jsonWindow struct {
 		Name                  string          `json:"name"`
@@ -98,6 +147,7 @@ type (
 		Distribution  map[string]uint64 `json:"distribution"`
 	}
 	jsonTimeline struct {
+		Proxy     string         `json:"proxy,omitempty"` // version 3: the deciding sidecar ("" the ingress proxy)
 		Cluster   string         `json:"cluster"`
 		Host      string         `json:"host"`
 		Ejections []jsonEjection `json:"ejections"`
@@ -146,13 +196,103 @@ func outcomesJSON(o Outcomes) jsonOutcomes {
 		out.Phases = append(out.Phases, jp)
 	}
 	for _, h := range o.Hosts {
-		jt := jsonTimeline{Cluster: h.Cluster, Host: h.Host, Ejections: []jsonEjection{}}
+		jt := jsonTimeline{Proxy: h.Proxy, Cluster: h.Cluster, Host: h.Host, Ejections: []jsonEjection{}}
 		for _, e := range h.Ejections {
 			jt.Ejections = append(jt.Ejections, jsonEjection{ms(e.Start), ms(e.End), e.Open, e.Reason})
 		}
 		out.Hosts = append(out.Hosts, jt)
 	}
+	for _, e := range o.Edges {
+		out.Edges = append(out.Edges, edgeJSON(e))
+	}
+	for _, sv := range o.Services {
+		out.Services = append(out.Services, serviceJSON(sv))
+	}
 	return out
+}
+
+func upstreamOf(u jsonUpstream) record.UpstreamRecord {
+	out := record.UpstreamRecord{Service: u.Service, Instance: u.Instance, Address: u.Address, Requests: u.Requests,
+		Statuses: u.Statuses, Resets: u.Resets, Applied: u.Applied, Canceled: u.Canceled, Hangs: u.Hangs,
+		Truncated: u.Truncated, StreamResets: u.StreamResets, GoAways: u.GoAways, Received: u.Received, OK: u.OK}
+	if c := u.Capacity; c != nil {
+		out.Capacity = &record.CapacityRecord{Workers: c.Workers, Queue: c.Queue, Busy: dur(c.BusyMs), Queued: c.Queued,
+			QueueWait: dur(c.QueueWaitMs), MaxQueueWait: dur(c.MaxQueueWaitMs), Rejected: c.Rejected, TimedOut: c.TimedOut}
+	}
+	return out
+}
+
+func edgeJSON(e EdgeOutcome) jsonEdge {
+	j := jsonEdge{Caller: e.Caller, Callee: e.Callee, Calls: e.Calls, Successes: e.Successes, Errors: e.Errors,
+		SuccessRate: e.SuccessRate, StatusCodes: orEmpty(e.StatusCodes), ErrorKinds: orEmpty(e.ErrorKinds),
+		LatencyMs: jsonPercentilesOf(e.Latency)}
+	if e.AttemptsFrom != "" {
+		j.AttemptsFrom, j.AttemptsOver, j.UpstreamAttempts = ptr(e.AttemptsFrom), ptr(e.AttemptsOver), ptr(e.UpstreamAttempts)
+		j.Retries, j.RetryAmplification, j.Overflows = ptr(e.Retries), ptr(e.RetryAmplification), ptr(e.Overflows)
+		j.ActualSuccesses = ptr(e.ActualSuccesses)
+		if e.UpstreamAttempts > 0 {
+			j.ActualSuccessRate = ptr(e.ActualSuccessRate)
+		}
+	}
+	if e.EjectionsKnown {
+		j.Ejections = ptr(e.Ejections)
+	}
+	return j
+}
+
+func edgeOf(j jsonEdge) EdgeOutcome {
+	e := EdgeOutcome{Caller: j.Caller, Callee: j.Callee, Calls: j.Calls, Successes: j.Successes, Errors: j.Errors,
+		SuccessRate: j.SuccessRate, StatusCodes: j.StatusCodes, ErrorKinds: j.ErrorKinds, Latency: percentilesOf(j.LatencyMs)}
+	if j.AttemptsFrom != nil {
+		e.AttemptsFrom = *j.AttemptsFrom
+		e.AttemptsOver, e.UpstreamAttempts, e.Retries = deref(j.AttemptsOver), deref(j.UpstreamAttempts), deref(j.Retries)
+		e.RetryAmplification, e.Overflows, e.ActualSuccesses = deref(j.RetryAmplification), deref(j.Overflows), deref(j.ActualSuccesses)
+		e.ActualSuccessRate = deref(j.ActualSuccessRate)
+	}
+	if j.Ejections != nil {
+		e.Ejections, e.EjectionsKnown = *j.Ejections, true
+	}
+	return e
+}
+
+func serviceJSON(s ServiceOutcome) jsonService {
+	j := jsonService{Name: s.Name, Instances: s.Instances, Entry: s.Entry, ClientRequests: s.ClientRequests}
+	if s.Known {
+		j.Requests, j.Successes, j.Errors = ptr(s.Requests), ptr(s.Successes), ptr(s.Errors)
+		if s.Requests > 0 {
+			j.SuccessRate = ptr(s.SuccessRate)
+		}
+		if s.ClientRequests > 0 {
+			j.Amplification = ptr(s.Amplification)
+		}
+	}
+	if c := s.Capacity; c != nil {
+		j.Capacity = &jsonCapacity{Instances: c.Instances, Workers: c.Workers, Queue: c.Queue, BusyMs: ms(c.Busy),
+			RunLengthMs: ms(c.RunLength), Utilisation: c.Utilisation, Queued: c.Queued, QueueTimeMeanMs: ms(c.QueueTimeMean),
+			QueueTimeMaxMs: ms(c.QueueTimeMax), Rejected: c.Rejected, TimedOut: c.TimedOut}
+	}
+	return j
+}
+
+func serviceOf(j jsonService) ServiceOutcome {
+	s := ServiceOutcome{Name: j.Name, Instances: j.Instances, Entry: j.Entry, ClientRequests: j.ClientRequests,
+		Known: j.Requests != nil, Requests: deref(j.Requests), Successes: deref(j.Successes), Errors: deref(j.Errors),
+		SuccessRate: deref(j.SuccessRate), Amplification: deref(j.Amplification)}
+	if c := j.Capacity; c != nil {
+		s.Capacity = &CapacityOutcome{Instances: c.Instances, Workers: c.Workers, Queue: c.Queue, Busy: dur(c.BusyMs),
+			RunLength: dur(c.RunLengthMs), Utilisation: c.Utilisation, Queued: c.Queued, QueueTimeMean: dur(c.QueueTimeMeanMs),
+			QueueTimeMax: dur(c.QueueTimeMaxMs), Rejected: c.Rejected, TimedOut: c.TimedOut}
+	}
+	return s
+}
+
+// deref is *p, or the zero value for nil.
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
 
 func recoveryJSON(r Recovery) jsonRecovery {
@@ -254,7 +394,7 @@ func fromJSON(j jsonReport) Report {
 		r.Checks = append(r.Checks, Verdict(v))
 	}
 	for _, u := range j.Upstreams {
-		r.Upstreams = append(r.Upstreams, record.UpstreamRecord(u))
+		r.Upstreams = append(r.Upstreams, upstreamOf(u))
 	}
 	r.Series = seriesOf(j.Series)
 	o := j.Outcomes
@@ -291,11 +431,17 @@ func fromJSON(j jsonReport) Report {
 		fromV1Summary(&r, s)
 	}
 	for _, h := range o.Hosts {
-		t := HostTimeline{Cluster: h.Cluster, Host: h.Host}
+		t := HostTimeline{Proxy: h.Proxy, Cluster: h.Cluster, Host: h.Host}
 		for _, e := range h.Ejections {
 			t.Ejections = append(t.Ejections, Ejection{Start: dur(e.StartMs), End: dur(e.EndMs), Open: e.Open, Reason: e.Reason})
 		}
 		r.Outcomes.Hosts = append(r.Outcomes.Hosts, t)
+	}
+	for _, e := range o.Edges {
+		r.Outcomes.Edges = append(r.Outcomes.Edges, edgeOf(e))
+	}
+	for _, sv := range o.Services {
+		r.Outcomes.Services = append(r.Outcomes.Services, serviceOf(sv))
 	}
 	return r
 }

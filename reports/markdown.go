@@ -11,7 +11,7 @@ import (
 
 // WriteMarkdown writes summary.md: a GitHub-flavoured Markdown summary fit for a CI job summary
 // ($GITHUB_STEP_SUMMARY): the verdict, a table of the checks (observed vs required), the key numbers, the
-// fault windows and a table per phase.
+// fault windows, a table per phase, and the edge and service tables when the run has a call graph.
 func WriteMarkdown(w io.Writer, r Report) error {
 	var b bytes.Buffer
 	s, o := r.Summary, r.Outcomes
@@ -114,10 +114,11 @@ func WriteMarkdown(w io.Writer, r Report) error {
 		}
 		b.WriteString("\n")
 	}
+	writeMarkdownGraph(&b, o)
 	if len(o.Hosts) > 0 {
 		b.WriteString("### Ejections\n\n| cluster | host | ejected |\n|---|---|---|\n")
 		for _, h := range o.Hosts {
-			fmt.Fprintf(&b, "| %s | %s | %s |\n", mdCell(h.Cluster), mdCell(h.Host), mdCell(ejectionList(h)))
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", mdCell(h.Where()), mdCell(h.Host), mdCell(ejectionList(h)))
 		}
 		b.WriteString("\n")
 	}

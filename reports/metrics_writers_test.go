@@ -18,6 +18,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 // readmeMetrics returns every metric named in the first column of the tables of README.md's Metrics
@@ -188,15 +189,15 @@ var _ = Describe("every metric of README.md's Metrics section (#13)", func() {
 		rec := faultRun()
 		rec.Samples[3].Status, rec.Samples[3].Error = 0, "refused" // a transport error
 		rec.Samples[7].Sent += 3 * ms                              // some send lag
-		var checks []reports.Check
+		var list []checks.Check
 		for _, name := range metrics {
 			v, ok := views[name]
 			Expect(ok).To(BeTrue(), "README.md names metric %q: give it a view in this spec (and a writer that shows it)", name)
 			if v.check != "" {
-				checks = append(checks, mustCheck(v.check))
+				list = append(list, mustCheck(v.check))
 			}
 		}
-		r := reports.NewReport(rec, checks)
+		r := reports.NewReport(rec, list)
 		dir := GinkgoT().TempDir()
 		Expect(reports.WriteAll(dir, r, rec)).To(Succeed())
 		read := func(name string) string {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/reports/record"
 )
 
@@ -42,8 +43,13 @@ type Outcomes struct {
 	PendingOverflows, RetryOverflows uint64
 
 	// Hosts is the ejection timeline of every host that has an ejection or un-ejection event, sorted by
-	// cluster and host.
+	// deciding sidecar (the ingress proxy's first), cluster and host.
 	Hosts []HostTimeline
+
+	// Edges and Services are the call graph's outcomes over the whole run (see EdgeOutcome and
+	// ServiceOutcome), for a record beyond one hop (an edge, or more than one service); nil otherwise.
+	Edges    []EdgeOutcome
+	Services []ServiceOutcome
 }
 
 // Overflows is every breaker overflow: PendingOverflows + RetryOverflows.
@@ -156,10 +162,21 @@ type Recovery struct {
 	BaselineRequests    uint64
 }
 
-// HostTimeline is when one host was out of the load-balancing set.
+// HostTimeline is when one host was out of the load-balancing set of one proxy.
 type HostTimeline struct {
+	// Proxy is the instance ("service/instance") whose outbound sidecar decided, "" for the ingress
+	// proxy (record.ProxyEvent.Proxy): a sidecar ejects for its own instance only.
+	Proxy         string
 	Cluster, Host string // Host as "service/instance" when the record's upstreams know its address
 	Ejections     []Ejection
+}
+
+// Where names the proxy and cluster of a timeline: "checkout", or "cart/0 → payments" for a sidecar's.
+func (t HostTimeline) Where() string {
+	if t.Proxy == "" {
+		return t.Cluster
+	}
+	return t.Proxy + " → " + t.Cluster
 }
 
 // Ejection is one stretch during which a host was ejected. Open: it was never un-ejected before the run
@@ -182,23 +199,26 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 	hosts := hostLabels(rec)
 	events := sortedEvents(rec.ProxyEvents)
 	o.Hosts = timelines(events, hosts, o.End)
+	if meshRecord(rec) {
+		o.Edges, o.Services = graphOutcomes(rec, nil)
+	}
 
 	if len(rec.Windows) > 0 {
-		var scopes []Scope
+		var scopes []checks.Scope
 		flaps := slices.ContainsFunc(rec.Windows, func(w record.FaultWindow) bool { return len(w.Down) > 0 })
-		for _, rel := range []string{Before, During, After} {
-			scopes = append(scopes, Scope{Relation: rel, Fault: -1})
+		for _, rel := range []string{checks.Before, checks.During, checks.After} {
+			scopes = append(scopes, checks.Scope{Relation: rel, Fault: -1})
 		}
 		if flaps {
-			scopes = append(scopes, Scope{Relation: During, Fault: -1, Down: true})
+			scopes = append(scopes, checks.Scope{Relation: checks.During, Fault: -1, Down: true})
 		}
 		if len(rec.Windows) > 1 {
 			for i, w := range rec.Windows {
-				for _, rel := range []string{Before, During, After} {
-					scopes = append(scopes, Scope{Relation: rel, Fault: i})
+				for _, rel := range []string{checks.Before, checks.During, checks.After} {
+					scopes = append(scopes, checks.Scope{Relation: rel, Fault: i})
 				}
 				if len(w.Down) > 0 {
-					scopes = append(scopes, Scope{Relation: During, Fault: i, Down: true})
+					scopes = append(scopes, checks.Scope{Relation: checks.During, Fault: i, Down: true})
 				}
 			}
 		}
@@ -208,7 +228,7 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 		}
 	}
 	for _, lp := range rec.Phases {
-		p, _ := PhaseOf(rec, Scope{Relation: During, Phase: lp.Name})
+		p, _ := PhaseOf(rec, checks.Scope{Relation: checks.During, Phase: lp.Name})
 		o.Phases = append(o.Phases, p)
 	}
 
@@ -244,7 +264,7 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 }
 
 // PhaseOf computes the outcome of one phase of the run, or says why the run has no such phase.
-func PhaseOf(rec *record.Record, sc Scope) (PhaseOutcome, error) {
+func PhaseOf(rec *record.Record, sc checks.Scope) (PhaseOutcome, error) {
 	spans, err := ScopeSpans(rec, sc)
 	if err != nil {
 		return PhaseOutcome{}, err
@@ -278,7 +298,8 @@ func PhaseOf(rec *record.Record, sc Scope) (PhaseOutcome, error) {
 	}
 	p.Summary.Ejections = 0
 	for _, e := range rec.ProxyEvents {
-		if e.Kind == record.ProxyEjected && inSpans(spans, e.At) {
+		// The clients' ejections are the ingress proxy's; a sidecar's are its edge's (EdgeOutcome).
+		if e.Kind == record.ProxyEjected && !e.Sidecar() && inSpans(spans, e.At) {
 			p.Summary.Ejections++
 		}
 	}
@@ -338,16 +359,20 @@ func sortedEvents(events []record.ProxyEvent) []record.ProxyEvent {
 }
 
 func timelines(events []record.ProxyEvent, hosts map[string]string, end time.Duration) []HostTimeline {
-	type key struct{ cluster, host string }
+	type key struct{ proxy, cluster, host string }
 	byHost := map[key]*HostTimeline{}
 	for _, e := range events {
 		if e.Kind != record.ProxyEjected && e.Kind != record.ProxyUnejected {
 			continue
 		}
-		k := key{e.Cluster, hostLabel(hosts, e.Host)}
+		proxy := ""
+		if e.Sidecar() {
+			proxy = e.Proxy
+		}
+		k := key{proxy, e.Cluster, hostLabel(hosts, e.Host)}
 		t := byHost[k]
 		if t == nil {
-			t = &HostTimeline{Cluster: k.cluster, Host: k.host}
+			t = &HostTimeline{Proxy: proxy, Cluster: k.cluster, Host: k.host}
 			byHost[k] = t
 		}
 		n := len(t.Ejections)
@@ -364,7 +389,7 @@ func timelines(events []record.ProxyEvent, hosts map[string]string, end time.Dur
 		out = append(out, *t)
 	}
 	slices.SortFunc(out, func(a, b HostTimeline) int {
-		return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Host, b.Host))
+		return cmp.Or(cmp.Compare(a.Proxy, b.Proxy), cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Host, b.Host))
 	})
 	return out
 }

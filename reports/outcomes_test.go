@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 // faultRun is a 10 s run at 10 requests/s (request i intended at i×100ms) with one fault window,
@@ -236,7 +237,7 @@ var _ = Describe("ComputeOutcomes", func() {
 var _ = Describe("ParseScope", func() {
 	DescribeTable("valid scopes, in canonical form",
 		func(text, want string) {
-			sc, err := reports.ParseScope(text)
+			sc, err := checks.ParseScope(text)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(sc.String()).To(Equal(want))
 		},
@@ -254,7 +255,7 @@ var _ = Describe("ParseScope", func() {
 		`"before faults[N]", "during faults[N]", "after faults[N]" (one window), "during fault down", "during faults[N] down" (the down periods of flapping rules), "during phase NAME"`
 	DescribeTable("invalid scopes say what is accepted",
 		func(text, want string) {
-			_, err := reports.ParseScope(text)
+			_, err := checks.ParseScope(text)
 			Expect(err).To(MatchError(want + accepted))
 		},
 		Entry(nil, "", `scope "": empty scope before ":"`),

@@ -1,12 +1,12 @@
 package reports
 
 import (
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/reports/record"
 )
 
@@ -17,97 +17,6 @@ type Span struct{ Start, End time.Duration }
 func (s Span) Len() time.Duration { return max(s.End-s.Start, 0) }
 
 func (s Span) contains(t time.Duration) bool { return t >= s.Start && t < s.End }
-
-// Scope relations: where a scoped check looks relative to a fault window or load phase.
-const (
-	Before = "before"
-	During = "during"
-	After  = "after"
-)
-
-// Scope is a parsed check scope: "before fault", "during faults[1]", "after fault", "during phase steady".
-type Scope struct {
-	Relation string // Before, During or After
-	// Fault is the fault window's index for "faults[N]", or -1 for "fault": the union of all windows
-	// (before: until the first starts; after: from the last end).
-	Fault int
-	Phase string // a load phase's name ("during phase NAME"); Fault is then unused
-	// Down narrows "during" a fault to the down periods of flapping rules ("during faults[2] down"): the
-	// stretches in which the rule was active (record.FaultWindow.Down); a rule that does not flap is down
-	// its whole window.
-	Down bool
-}
-
-// String is the canonical text of the scope, as Check.Scope holds it.
-func (s Scope) String() string {
-	switch {
-	case s.Phase != "":
-		return During + " phase " + s.Phase
-	case s.Fault < 0 && s.Down:
-		return s.Relation + " fault down"
-	case s.Fault < 0:
-		return s.Relation + " fault"
-	case s.Down:
-		return fmt.Sprintf("%s faults[%d] down", s.Relation, s.Fault)
-	}
-	return fmt.Sprintf("%s faults[%d]", s.Relation, s.Fault)
-}
-
-const acceptedScopes = `"before fault", "during fault", "after fault" (all fault windows together), ` +
-	`"before faults[N]", "during faults[N]", "after faults[N]" (one window), ` +
-	`"during fault down", "during faults[N] down" (the down periods of flapping rules), "during phase NAME"`
-
-// ParseScope parses the scope part of a check (what comes before ":"). Keywords are case-insensitive,
-// a phase name is kept as written.
-func ParseScope(text string) (Scope, error) {
-	words := strings.Fields(text)
-	bad := func(why string) (Scope, error) {
-		return Scope{}, fmt.Errorf("scope %q: %s; accepted: %s", strings.Join(words, " "), why, acceptedScopes)
-	}
-	if len(words) == 0 {
-		return bad("empty scope before \":\"")
-	}
-	rel := strings.ToLower(words[0])
-	if rel == "phase" { // "phase steady" is short for "during phase steady"
-		words = append([]string{During}, words...)
-		rel = During
-	}
-	if !slices.Contains([]string{Before, During, After}, rel) {
-		return bad(fmt.Sprintf("it must start with before, during or after, not %q", words[0]))
-	}
-	if len(words) == 1 {
-		return bad(fmt.Sprintf("%q of what", rel))
-	}
-	if strings.ToLower(words[1]) == "phase" {
-		switch {
-		case rel != During:
-			return bad(fmt.Sprintf("load phases take %q only, not %q", During, rel))
-		case len(words) != 3:
-			return bad("want one phase name after \"phase\"")
-		}
-		return Scope{Relation: During, Phase: words[2]}, nil
-	}
-	down := len(words) > 2 && strings.EqualFold(words[len(words)-1], "down")
-	if down {
-		if rel != During {
-			return bad(fmt.Sprintf("down periods take %q only, not %q", During, rel))
-		}
-		words = words[:len(words)-1]
-	}
-	what := strings.ToLower(strings.Join(words[1:], ""))
-	if what == "fault" || what == "faults" {
-		return Scope{Relation: rel, Fault: -1, Down: down}, nil
-	}
-	if idx, ok := strings.CutPrefix(what, "faults["); ok {
-		if idx, ok = strings.CutSuffix(idx, "]"); ok {
-			if n, err := strconv.Atoi(idx); err == nil && n >= 0 && strconv.Itoa(n) == idx {
-				return Scope{Relation: rel, Fault: n, Down: down}, nil
-			}
-		}
-		return bad(fmt.Sprintf("bad fault index in %q: want faults[N] with N = 0, 1, …, the fault's place in the scenario", strings.Join(words[1:], " ")))
-	}
-	return bad(fmt.Sprintf("unknown target %q", strings.Join(words[1:], " ")))
-}
 
 // RunEnd is the end of the run as offset from its start: the planned load duration, or just after the
 // last intended send when that is later.
@@ -180,28 +89,18 @@ func faultSpans(rec *record.Record, fault int, down bool, end time.Duration) []S
 // scope (an unknown fault index or phase). "before" a fault runs from the run start to the (first)
 // window's start; "after" from the (last) window's end to the run end, and is empty for an open-ended
 // window.
-func ScopeSpans(rec *record.Record, sc Scope) ([]Span, error) {
+func ScopeSpans(rec *record.Record, sc checks.Scope) ([]Span, error) {
 	end := RunEnd(rec)
-	if sc.Phase != "" {
-		for _, p := range rec.Phases {
-			if p.Name == sc.Phase {
-				return []Span{{Start: min(max(p.Start, 0), end), End: min(max(p.End, p.Start), end)}}, nil
-			}
-		}
-		names := make([]string, len(rec.Phases))
-		for i, p := range rec.Phases {
-			names[i] = p.Name
-		}
-		if len(names) == 0 {
-			return nil, fmt.Errorf("the run has no named load phases")
-		}
-		return nil, fmt.Errorf("the run has no load phase %q; its phases: %s", sc.Phase, strings.Join(names, ", "))
+	names := make([]string, len(rec.Phases))
+	for i, p := range rec.Phases {
+		names[i] = p.Name
 	}
-	switch {
-	case len(rec.Windows) == 0:
-		return nil, fmt.Errorf("the run has no fault windows")
-	case sc.Fault >= len(rec.Windows):
-		return nil, fmt.Errorf("the run has no faults[%d]; its fault windows: %s", sc.Fault, windowNames(rec.Windows))
+	if err := sc.Exists(len(rec.Windows), names); err != nil {
+		return nil, err
+	}
+	if sc.Phase != "" {
+		p := rec.Phases[slices.Index(names, sc.Phase)]
+		return []Span{{Start: min(max(p.Start, 0), end), End: min(max(p.End, p.Start), end)}}, nil
 	}
 	during := faultSpans(rec, sc.Fault, sc.Down, end)
 	first, last := Span{}, Span{Start: end, End: end}
@@ -212,41 +111,15 @@ func ScopeSpans(rec *record.Record, sc Scope) ([]Span, error) {
 		first, last = w, w
 	}
 	switch sc.Relation {
-	case Before:
+	case checks.Before:
 		return []Span{{0, first.Start}}, nil
-	case After:
+	case checks.After:
 		return []Span{{last.End, end}}, nil
 	}
 	return during, nil
 }
 
-func windowNames(ws []record.FaultWindow) string {
-	names := make([]string, len(ws))
-	for i := range ws {
-		names[i] = fmt.Sprintf("faults[%d]", i)
-	}
-	return strings.Join(names, ", ")
-}
-
-// ValidateScope tells whether a check's scope exists in a run with these fault windows (how many) and
-// load phase names, for validating a scenario before running it. A check without a scope is valid.
-func ValidateScope(c Check, windows int, phases []string) error {
-	if c.Scope == "" {
-		return nil
-	}
-	sc, err := ParseScope(c.Scope)
-	if err != nil {
-		return err
-	}
-	rec := &record.Record{Windows: make([]record.FaultWindow, windows)}
-	for _, p := range phases {
-		rec.Phases = append(rec.Phases, record.LoadPhase{Name: p})
-	}
-	if _, err := ScopeSpans(rec, sc); err != nil {
-		return fmt.Errorf("check %q: scope %q: %w", c.String(), c.Scope, err)
-	}
-	return nil
-}
+func windowNames(ws []record.FaultWindow) string { return checks.WindowNames(len(ws)) }
 
 // formatSpans shows spans as "10s–20s, 25s–30s".
 func formatSpans(spans []Span) string {

@@ -3,6 +3,7 @@ package reports
 import (
 	"time"
 
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/reports/record"
 )
 
@@ -10,8 +11,10 @@ import (
 // upstream_requests (the instances' count over the whole run, the proxy's attempts within a phase) and
 // retry_amplification (received / requests over the whole run) into upstream_attempts and
 // retry_amplification (the proxy's attempts, everywhere) and upstream_received and
-// delivered_amplification (what the instances received). ReadReport reads both.
-const ReportVersion = 2
+// delivered_amplification (what the instances received). Version 3 added the call graph: outcomes.edges
+// and outcomes.services, the sidecar deciding an ejection (outcomes.hosts[].proxy), and the instances'
+// arrivals and capacity (upstreams[]). ReadReport reads all three.
+const ReportVersion = 3
 
 // Report is a finished run as reported: its summary, what the upstreams and the proxy counted, and the
 // checks' verdicts. Passed is true when every check passed (and with no checks).
@@ -36,7 +39,7 @@ type Report struct {
 }
 
 // NewReport summarizes the record, computes its outcomes, and judges the checks against it (EvaluateRun).
-func NewReport(rec *record.Record, checks []Check) Report {
+func NewReport(rec *record.Record, checks []checks.Check) Report {
 	r := Report{
 		Version:    ReportVersion,
 		Scenario:   rec.Scenario,

@@ -98,10 +98,21 @@ func TimeSeries(rec *record.Record, end time.Duration, hosts []HostTimeline) Ser
 			s.Points[at(e.At)].UpstreamFailures++
 		}
 	}
+	// A host several sidecars ejected (one timeline each) counts once.
+	type key struct{ cluster, host string }
+	byHost := map[key][]Ejection{}
+	var order []key
 	for _, h := range hosts {
+		k := key{h.Cluster, h.Host}
+		if _, ok := byHost[k]; !ok {
+			order = append(order, k)
+		}
+		byHost[k] = append(byHost[k], h.Ejections...)
+	}
+	for _, k := range order {
 		for i := range s.Points {
 			b := Span{Start: s.Points[i].Start, End: s.Points[i].Start + w}
-			for _, e := range h.Ejections {
+			for _, e := range byHost[k] {
 				if e.Start < b.End && (e.End > b.Start || e.End == e.Start && e.Start >= b.Start) {
 					s.Points[i].EjectionsActive++
 					break

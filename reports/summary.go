@@ -52,6 +52,8 @@ type Summary struct {
 
 	// UpstreamReceived is every request the upstream instances received (the sum of
 	// record.UpstreamRecord.Requests, resets included): the attempts that were delivered to an instance.
+	// Beyond one hop, the entry services' instances only (record.Service.Entry): the others receive
+	// calls, not the clients' requests (see ServiceOutcome).
 	// DeliveredAmplification is UpstreamReceived / Requests. Both are known over the whole run only, and
 	// only with upstream records (ReceivedKnown).
 	UpstreamReceived       uint64
@@ -132,14 +134,36 @@ func Summarize(rec *record.Record) Summary {
 	}
 	if len(rec.Upstreams) > 0 {
 		s.ReceivedKnown = true
+		entry := entryServices(rec)
 		for _, u := range rec.Upstreams {
-			s.UpstreamReceived += u.Requests
+			if entry == nil || entry[u.Service] {
+				s.UpstreamReceived += u.Requests
+			}
 		}
 		if s.Requests > 0 {
 			s.DeliveredAmplification = float64(s.UpstreamReceived) / float64(s.Requests)
 		}
 	}
 	return s
+}
+
+// entryServices returns the services the ingress proxy routes to, for a record beyond one hop whose
+// services say so: the clients' requests are delivered to those, the other services' requests come
+// from calls. nil: every instance receives the clients' requests.
+func entryServices(rec *record.Record) map[string]bool {
+	if !meshRecord(rec) {
+		return nil
+	}
+	var entry map[string]bool
+	for _, svc := range rec.Services {
+		if svc.Entry {
+			if entry == nil {
+				entry = map[string]bool{}
+			}
+			entry[svc.Name] = true
+		}
+	}
+	return entry
 }
 
 // sumClusterStat sums the stat "cluster.<name>.<stat>" over all clusters (cluster names may hold dots).

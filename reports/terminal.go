@@ -17,9 +17,9 @@ import (
 
 // WriteTerminal writes a compact summary for people: the load and whether its rate held (a loud warning
 // when not), outcomes, latency percentiles corrected and uncorrected, what the proxy did, what each
-// upstream instance received, the phases and fault windows when the run has some, each check with its
-// verdict, and a final PASS or FAIL line. Verdicts are coloured when w is a terminal (and NO_COLOR is
-// unset); otherwise the text is plain.
+// upstream instance received, the phases and fault windows when the run has some, the edge and service
+// tables when the run has a call graph, each check with its verdict, and a final PASS or FAIL line.
+// Verdicts are coloured when w is a terminal (and NO_COLOR is unset); otherwise the text is plain.
 func WriteTerminal(w io.Writer, r Report) error {
 	var b bytes.Buffer
 	paint := painter(IsTerminal(w))
@@ -55,6 +55,7 @@ func WriteTerminal(w io.Writer, r Report) error {
 			rate(s.AchievedRate), rate(s.TargetRate), formatPercent(pct), formatDuration(s.MaxSendLag))) + "\n")
 	}
 	writeTerminalOutcomes(&b, t, r.Outcomes)
+	writeTerminalGraph(&b, r.Outcomes)
 
 	if len(r.Upstreams) > 0 {
 		b.WriteString("upstreams\n")
@@ -172,7 +173,7 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 					parts[i] += " (" + e.Reason + ")"
 				}
 			}
-			fmt.Fprintf(t, "  %s\t%s\t%s\n", h.Cluster, h.Host, strings.Join(parts, ", "))
+			fmt.Fprintf(t, "  %s\t%s\t%s\n", h.Where(), h.Host, strings.Join(parts, ", "))
 		}
 		t.Flush()
 	}

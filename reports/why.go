@@ -14,47 +14,99 @@ var outlierTypes = []string{"consecutive_5xx", "consecutive_gateway_failure", "c
 
 // whyNoEjection says, from the proxy's own counters for the services' clusters (cluster name = service
 // name) and its detected_not_enforced / overflow events for the hosts match accepts, why an expected
-// ejection did not happen: "" when the record says nothing about it.
+// ejection did not happen: "" when the record says nothing about it. A service the ingress proxy does
+// not route to but other services call is ejected by their sidecars: their counters and events say.
 func whyNoEjection(rec *record.Record, services []string, match func(host string) bool) string {
 	var why []string
 	seen := map[string]bool{}
+	bySidecars := map[string]bool{}
 	for _, svc := range services {
 		if seen[svc] {
 			continue
 		}
 		seen[svc] = true
+		if callers := callersOf(rec, svc); len(callers) > 0 && !hasClusterPrefix(rec.ProxyStats, svc) {
+			bySidecars[svc] = true
+			for _, e := range callers {
+				stats := map[string]uint64{}
+				for k, n := range e.SidecarStats {
+					stats["cluster."+svc+"."+k] = n
+				}
+				for _, w := range clusterWhy(stats, svc, len(rec.ProxyEvents) > 0) {
+					why = append(why, e.Caller+"'s sidecars: "+w)
+				}
+			}
+			continue
+		}
 		why = append(why, clusterWhy(rec.ProxyStats, svc, len(rec.ProxyEvents) > 0)...)
 	}
-	type key struct{ kind, host, reason string }
+	why = append(why, decisionEvents(rec, func(e record.ProxyEvent) bool { return match(e.Host) })...)
+	if len(why) == 0 {
+		return ""
+	}
+	return "; why, from the proxy: " + strings.Join(why, "; ")
+}
+
+// callersOf returns the record's edges into a service.
+func callersOf(rec *record.Record, svc string) []record.Edge {
+	var out []record.Edge
+	for _, e := range rec.Edges {
+		if e.Callee == svc {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// hasClusterPrefix tells whether the stats hold a counter of the cluster "cluster.<name>.".
+func hasClusterPrefix(stats map[string]uint64, cluster string) bool {
+	for k := range stats {
+		if strings.HasPrefix(k, "cluster."+cluster+".") {
+			return true
+		}
+	}
+	return false
+}
+
+// decisionEvents lists the outlier detectors' overflow and detected_not_enforced events match accepts,
+// grouped by kind, host and reason, with their times (the first three).
+func decisionEvents(rec *record.Record, match func(record.ProxyEvent) bool) []string {
+	type key struct{ kind, proxy, host, reason string }
 	var order []key
 	times := map[key][]string{}
 	for _, e := range rec.ProxyEvents {
-		if (e.Kind != record.ProxyOverflow && e.Kind != record.ProxyDetectedNotEnforced) || !match(e.Host) {
+		if (e.Kind != record.ProxyOverflow && e.Kind != record.ProxyDetectedNotEnforced) || !match(e) {
 			continue
 		}
-		k := key{e.Kind, e.Host, e.Reason}
+		proxy := ""
+		if e.Sidecar() {
+			proxy = e.Proxy
+		}
+		k := key{e.Kind, proxy, e.Host, e.Reason}
 		if times[k] == nil {
 			order = append(order, k)
 		}
 		times[k] = append(times[k], formatOffset(e.At))
 	}
+	var why []string
 	for _, k := range order {
 		at := times[k]
 		shown := strings.Join(at[:min(len(at), 3)], ", ")
 		if len(at) > 3 {
 			shown += fmt.Sprintf(" and %d more", len(at)-3)
 		}
+		by := ""
+		if k.proxy != "" {
+			by = " by " + k.proxy + "'s sidecar"
+		}
 		switch k.kind {
 		case record.ProxyOverflow:
-			why = append(why, fmt.Sprintf("%s detected (%s) but refused by max_ejection_percent at %s", k.host, k.reason, shown))
+			why = append(why, fmt.Sprintf("%s detected (%s)%s but refused by max_ejection_percent at %s", k.host, k.reason, by, shown))
 		default:
-			why = append(why, fmt.Sprintf("%s detected (%s) but not enforced (enforcing_%s drew no) at %s", k.host, k.reason, k.reason, shown))
+			why = append(why, fmt.Sprintf("%s detected (%s)%s but not enforced (enforcing_%s drew no) at %s", k.host, k.reason, by, k.reason, shown))
 		}
 	}
-	if len(why) == 0 {
-		return ""
-	}
-	return "; why, from the proxy: " + strings.Join(why, "; ")
+	return why
 }
 
 // clusterWhy reads one cluster's outlier-detection counters over the run. withEvents: the proxy emitted

@@ -16,15 +16,16 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 var _ = Describe("Report", func() {
 	var rec *record.Record
 
-	mustParse := func(exprs ...string) []reports.Check {
-		var out []reports.Check
+	mustParse := func(exprs ...string) []checks.Check {
+		var out []checks.Check
 		for _, e := range exprs {
-			c, err := reports.ParseCheck(e)
+			c, err := checks.Parse(e)
 			Expect(err).NotTo(HaveOccurred())
 			out = append(out, c)
 		}
@@ -51,7 +52,7 @@ var _ = Describe("Report", func() {
 		Expect(reports.NewReport(rec, mustParse("success_rate == 100%", "retries == 2")).Passed).To(BeTrue())
 		r := reports.NewReport(rec, mustParse("success_rate == 100%", "p99 < 5ms"))
 		Expect(r.Passed).To(BeFalse())
-		Expect(r.Version).To(Equal(2))
+		Expect(r.Version).To(Equal(3))
 		// 12 requests received by the instances for 10 client requests; the samples carry no attempt
 		// counts and the proxy reported no upstream_rq_total: the attempts are not recorded.
 		Expect(r.Summary.DeliveredAmplification).To(Equal(1.2))
@@ -112,7 +113,7 @@ var _ = Describe("Report", func() {
 			m := read()
 			Expect(slices.Sorted(maps.Keys(m))).To(Equal([]string{
 				"checks", "file", "outcomes", "passed", "proxy_stats", "scenario", "seed", "series", "started", "summary", "upstreams", "version"}))
-			Expect(m).To(HaveKeyWithValue("version", 2.0))
+			Expect(m).To(HaveKeyWithValue("version", 3.0))
 			Expect(m).To(HaveKeyWithValue("started", "2026-05-01T10:00:00Z"))
 			Expect(m).To(HaveKeyWithValue("passed", false))
 			summary := m["summary"].(map[string]any)

@@ -20,7 +20,7 @@ import (
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/faults/field"
 	"github.com/meshproof/meshproof/proxy/config"
-	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 // Defaults applied by Load.
@@ -457,7 +457,7 @@ func (v *validator) validate() {
 			v.errs = append(v.errs, &e)
 			continue
 		}
-		if err := reports.ValidateScope(c.Check, len(sc.Faults), phaseNames); err != nil {
+		if err := checks.ValidateScope(c.Check, checks.ScopeContext{Faults: len(sc.Faults), Phases: phaseNames, Services: sortedKeys(sc.Services)}); err != nil {
 			v.at(field, "%v", err)
 		}
 		if host, ok := strings.CutPrefix(c.Metric, "ejected("); ok {

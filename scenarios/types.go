@@ -14,7 +14,7 @@ import (
 
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/faults/tcp"
-	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 // Scenario is one scenario file.
@@ -201,7 +201,7 @@ type TCPFault struct {
 
 // Check is one parsed check with where it was written.
 type Check struct {
-	reports.Check
+	checks.Check
 	Line, Column int
 	// parseErr is the check's syntax error, kept so that it is reported with every other error of the
 	// file rather than alone and first (decoding does not stop at it).

@@ -9,7 +9,7 @@ import (
 	"github.com/goccy/go-yaml/ast"
 
 	"github.com/meshproof/meshproof/proxy/config"
-	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 // Error is a problem in a scenario file, pointing at the line and field ("faults[0].abort.percent"). It is
@@ -137,7 +137,7 @@ func (c *Check) UnmarshalYAML(n ast.Node) error {
 			return err
 		}
 	}
-	parsed, perr := reports.ParseCheck(s)
+	parsed, perr := checks.Parse(s)
 	if perr != nil {
 		c.parseErr = nodeError(n, "%v", perr)
 		return nil

@@ -11,11 +11,12 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 )
 
 // writeRun writes the report files of a small run into a new run directory: 100 requests at 10/s,
 // failing ones with status 503, latencies given per request.
-func writeRun(failures int, latency time.Duration, checks ...string) string {
+func writeRun(failures int, latency time.Duration, exprs ...string) string {
 	GinkgoHelper()
 	rec := &record.Record{Scenario: "compare-me", Seed: 7, TargetRate: 10, Duration: 10 * time.Second,
 		Started:    time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC),
@@ -28,9 +29,9 @@ func writeRun(failures int, latency time.Duration, checks ...string) string {
 		}
 		rec.Samples = append(rec.Samples, s)
 	}
-	var cs []reports.Check
-	for _, e := range checks {
-		c, err := reports.ParseCheck(e)
+	var cs []checks.Check
+	for _, e := range exprs {
+		c, err := checks.Parse(e)
 		Expect(err).NotTo(HaveOccurred())
 		cs = append(cs, c)
 	}

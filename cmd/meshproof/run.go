@@ -19,6 +19,7 @@ import (
 	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -112,11 +113,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		_ = marker.fail(err)
 		return exitFailed
 	}
-	checks := make([]reports.Check, len(sc.Checks))
+	list := make([]checks.Check, len(sc.Checks))
 	for i, c := range sc.Checks {
-		checks[i] = c.Check
+		list[i] = c.Check
 	}
-	rep := reports.NewReport(rec, checks)
+	rep := reports.NewReport(rec, list)
 	if partial != "" {
 		rep.Partial, rep.Passed = partial, false
 	}

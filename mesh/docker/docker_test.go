@@ -31,6 +31,7 @@ import (
 	"github.com/meshproof/meshproof/mesh/live"
 	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -121,11 +122,11 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 			w := embedded.Upstreams[i]
 			Expect([]any{u.Service, u.Instance, u.Requests, u.Statuses}).To(Equal([]any{w.Service, w.Instance, w.Requests, w.Statuses}), "upstream %d", i)
 		}
-		checks := make([]reports.Check, len(sc.Checks))
+		list := make([]checks.Check, len(sc.Checks))
 		for i, c := range sc.Checks {
-			checks[i] = c.Check
+			list[i] = c.Check
 		}
-		Expect(reports.NewReport(inDocker, checks).Passed).To(BeTrue(), "the scenario's checks hold in Docker")
+		Expect(reports.NewReport(inDocker, list).Passed).To(BeTrue(), "the scenario's checks hold in Docker")
 	}, SpecTimeout(2*time.Minute))
 
 	// One plan, two runners (issue #12): every example runs on the embedded and the docker runner from
@@ -316,11 +317,11 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		}
 		Expect(ejected).To(BeTrue(), "the partitioned instance is ejected: %v", rec.ProxyEvents)
 		Expect(unejected).To(BeTrue(), "and comes back after the heal: %v", rec.ProxyEvents)
-		checks := make([]reports.Check, len(sc.Checks))
+		list := make([]checks.Check, len(sc.Checks))
 		for i, c := range sc.Checks {
-			checks[i] = c.Check
+			list[i] = c.Check
 		}
-		for _, v := range reports.NewReport(rec, checks).Checks {
+		for _, v := range reports.NewReport(rec, list).Checks {
 			Expect(v.Passed).To(BeTrue(), "%s: %s", v.Check, v.Observed)
 		}
 	}, SpecTimeout(2*time.Minute))

@@ -9,6 +9,7 @@ import (
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/checks"
 	"github.com/meshproof/meshproof/reports/record"
 )
 
@@ -42,13 +43,13 @@ var _ = Describe("ExtendRefuseWindows", func() {
 	It("ends the window at the reopen, so a request refused on the edge counts in the window", func() {
 		plan.ExtendRefuseWindows(rec.Windows, rec.Events)
 		Expect(rec.Windows[0].End).To(Equal(2*time.Second + 1300*time.Microsecond))
-		checks := []reports.Check{}
+		list := []checks.Check{}
 		for _, text := range []string{"after fault: success_rate == 100%", "during fault: success_rate == 0%", "before fault: requests == 10", "after fault: requests == 9", "during fault: requests == 11"} {
-			c, err := reports.ParseCheck(text)
+			c, err := checks.Parse(text)
 			Expect(err).NotTo(HaveOccurred())
-			checks = append(checks, c)
+			list = append(list, c)
 		}
-		for _, v := range reports.EvaluateRun(checks, rec) {
+		for _, v := range reports.EvaluateRun(list, rec) {
 			Expect(v.Passed).To(BeTrue(), "%s: %s", v.Check, v.Observed)
 		}
 	})
