@@ -449,6 +449,10 @@ func (v *validator) validate() {
 			}
 		}
 	}
+	var edgePairs [][2]string
+	for _, e := range sc.Edges() {
+		edgePairs = append(edgePairs, [2]string{e.Caller, e.Callee})
+	}
 	for i, c := range sc.Checks {
 		field := fmt.Sprintf("checks[%d]", i)
 		if c.parseErr != nil {
@@ -457,7 +461,7 @@ func (v *validator) validate() {
 			v.errs = append(v.errs, &e)
 			continue
 		}
-		if err := checks.ValidateScope(c.Check, checks.ScopeContext{Faults: len(sc.Faults), Phases: phaseNames, Services: sortedKeys(sc.Services)}); err != nil {
+		if err := checks.ValidateScope(c.Check, checks.ScopeContext{Faults: len(sc.Faults), Phases: phaseNames, Services: sortedKeys(sc.Services), Edges: edgePairs}); err != nil {
 			v.at(field, "%v", err)
 		}
 		if host, ok := strings.CutPrefix(c.Metric, "ejected("); ok {

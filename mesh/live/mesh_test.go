@@ -2,7 +2,9 @@ package live_test
 
 import (
 	"context"
+	"os"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -115,5 +117,54 @@ var _ = Describe("Run a call graph (issue #14)", func() {
 			}
 		}
 		Expect(ejectors).To(ContainElement(HavePrefix("cart/")), "each cart instance's sidecar ejects on its own")
+	})
+})
+
+var _ = Describe("Deadline propagation (issue #14)", func() {
+	example := func() string {
+		GinkgoHelper()
+		data, err := os.ReadFile("../../scenarios/examples/mesh-deadline-propagation.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		// Only the client view matters here; the example's own checks are run by cmd/meshproof's suite.
+		doc, _, _ := strings.Cut(string(data), "checks:")
+		return strings.Replace(doc, "duration: 4s", "duration: 2s", 1)
+	}
+	ordersDuringFault := func(rec *record.Record) (received uint32) {
+		for _, u := range rec.Upstreams {
+			if u.Service == "orders" {
+				for i := 11; i < len(u.Received) && i < 20; i++ { // 1.1s–2s: the window, less its first 100 ms
+					received += u.Received[i]
+				}
+			}
+		}
+		return received
+	}
+
+	It("stops the work downstream once the client has given up", func() {
+		rec, err := live.Run(context.Background(), parse(example()), nil, plan.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ordersDuringFault(rec)).To(BeZero())
+		var deadline int
+		for _, c := range rec.Calls {
+			if c.Callee == "auth" && c.At > 1100*time.Millisecond {
+				Expect(c.Latency).To(BeNumerically("<", 300*time.Millisecond), "cut at the client's budget, not at the sidecar's 1s")
+				// The sidecar's 504 or the caller's own bound on the call, whichever came first.
+				Expect(c.Status == 504 || c.Error == record.ErrTimeout).To(BeTrue(), "%+v", c)
+				deadline++
+			}
+		}
+		Expect(deadline).To(BeNumerically(">", 30))
+	})
+
+	It("without propagation, does the work for clients who left: orders receives a request per client request", func() {
+		rec, err := live.Run(context.Background(), parse(strings.Replace(example(), "propagate_deadline: true", "propagate_deadline: false", 1)), nil, plan.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		// 50/s over the 0.9 s counted, less the requests still waiting on auth when the load stops.
+		Expect(ordersDuringFault(rec)).To(BeNumerically(">=", 25))
+		for _, s := range rec.Samples {
+			if s.Intended > 1100*time.Millisecond {
+				Expect(s.Status).To(Equal(504), "the client still gave up at 200 ms")
+			}
+		}
 	})
 })
