@@ -20,7 +20,7 @@ FUZZ_TARGETS := \
 	./mesh/load:FuzzReadResponse \
 	./cmd/meshproof:FuzzLoadFlags
 
-.PHONY: help build test test-fast lint fmt fuzz demo examples image bench-load bench-proxy soak clean
+.PHONY: help build test test-fast lint fmt fuzz demo examples image bench-load bench-proxy bench-mesh soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,10 @@ bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when 
 
 bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each (throughput, added latency, allocations, RSS; ~4 min)
 	bash proxy/bench/run.sh
+
+MESH_DEPTHS ?= 1,2,4,6,8
+bench-mesh: ## the largest call graph the embedded runner holds: chains of services at 500 req/s for 30 s each, p99 added per hop (~3 min)
+	go run ./mesh/live/bench/meshbench -depths $(MESH_DEPTHS)
 
 clean: ## remove build output and run directories
 	rm -rf bin runs
