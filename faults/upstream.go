@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshproof/meshproof/faults/field"
 	"github.com/meshproof/meshproof/faults/internal/netx"
+	"github.com/meshproof/meshproof/proxy/clock"
 )
 
 // ErrInvalidConfig is wrapped by every error NewUpstream returns for a bad config.
@@ -678,7 +679,7 @@ type exchange interface {
 // failed) and the callee of that call.
 func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	ctx, ex, head := in.ctx, in.ex, in.head
-	if !netx.Sleep(in.work, d.Delay) {
+	if !clock.Sleep(in.work, clock.Real{}, d.Delay) {
 		u.count(func(s *UpstreamStats) { s.Canceled++ })
 		ex.abort()
 		return d, ""
@@ -768,7 +769,7 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	}
 	for off := 0; off < limit; {
 		n := min(chunk, limit-off, maxBodyWrite)
-		if d.BytesPerSecond > 0 && !netx.Sleep(ctx, pace(n, d.BytesPerSecond)) {
+		if d.BytesPerSecond > 0 && !clock.Sleep(ctx, clock.Real{}, pace(n, d.BytesPerSecond)) {
 			u.count(func(s *UpstreamStats) { s.Canceled++ })
 			ex.abort()
 			return d, failed

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshproof/meshproof/faults/field"
 	"github.com/meshproof/meshproof/faults/internal/netx"
+	"github.com/meshproof/meshproof/proxy/clock"
 )
 
 // ErrInvalidConfig is wrapped by every error NewProxy and SetToxics return for bad toxics.
@@ -378,7 +379,7 @@ func (l *link) state(t toxic) *state {
 // timer lets a timed toxic act on the connection after d.
 func (l *link) timer(t timed, d time.Duration) {
 	defer l.timers.Done()
-	if netx.Sleep(l.ctx, d) {
+	if clock.Sleep(l.ctx, clock.Real{}, d) {
 		t.expire(l)
 	}
 }
@@ -408,7 +409,7 @@ func (l *link) pump(dst, src net.Conn, dir string) {
 	}
 	ts, _ := l.active(dir)
 	for _, t := range ts {
-		if c, ok := t.(closer); ok && !netx.Sleep(l.ctx, c.closeDelay()) {
+		if c, ok := t.(closer); ok && !clock.Sleep(l.ctx, clock.Real{}, c.closeDelay()) {
 			return
 		}
 	}
@@ -475,7 +476,7 @@ func (s *stage) Write(p []byte) (int, error) {
 			}
 		}
 	}
-	if !netx.Sleep(l.ctx, c.delay) {
+	if !clock.Sleep(l.ctx, clock.Real{}, c.delay) {
 		return 0, errCut
 	}
 	pieces := []int{len(c.p)}
@@ -486,7 +487,7 @@ func (s *stage) Write(p []byte) (int, error) {
 	}
 	off := 0
 	for i, size := range pieces {
-		if i > 0 && c.slicer != nil && !netx.Sleep(l.ctx, c.slicer.Delay) {
+		if i > 0 && c.slicer != nil && !clock.Sleep(l.ctx, clock.Real{}, c.slicer.Delay) {
 			return off, errCut
 		}
 		if err := s.paced(c.p[off:off+size], c.rates); err != nil {
@@ -514,7 +515,7 @@ func (s *stage) paced(p []byte, rates []int) error {
 	piece := max(int(bps/10), 1)
 	for len(p) > 0 {
 		n := min(piece, len(p))
-		if !netx.Sleep(s.l.ctx, time.Duration((int64(n)*int64(time.Second)+bps-1)/bps)) {
+		if !clock.Sleep(s.l.ctx, clock.Real{}, time.Duration((int64(n)*int64(time.Second)+bps-1)/bps)) {
 			return errCut
 		}
 		if _, err := s.dst.Write(p[:n]); err != nil {

@@ -1,27 +1,8 @@
-// Package netx holds the small network helpers the fault upstream, the TCP fault proxy and (once it
-// takes them) the proxy share: an interruptible sleep for back-offs and pacing, and a TCP reset.
+// Package netx holds the small network helper the fault upstream and the TCP fault proxy share: a TCP
+// reset. (Their interruptible sleep is proxy/clock's Sleep, which the proxy's back-off uses too.)
 package netx
 
-import (
-	"context"
-	"net"
-	"time"
-)
-
-// Sleep waits d, and reports false if ctx ended first.
-func Sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+import "net"
 
 // RST closes c with SO_LINGER 0, so the peer sees a TCP RST (ECONNRESET) and nothing more.
 func RST(c net.Conn) {
