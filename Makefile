@@ -28,8 +28,9 @@ help: ## list the targets
 build: ## build bin/meshproof (static, CGO_ENABLED=0)
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/meshproof
 
-test: ## run the whole test suite (Ginkgo, race detector, random order)
+test: ## run the whole test suite (Ginkgo, race detector, random order), then every fuzz target's seed corpus and committed crashers
 	$(GINKGO) $(GINKGO_FLAGS) ./...
+	go test -race -run '^Fuzz' ./...
 
 test-fast: ## the suite without the specs labelled slow
 	$(GINKGO) $(GINKGO_FLAGS) --label-filter='!slow' ./...

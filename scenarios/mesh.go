@@ -103,6 +103,30 @@ func decodeCall(n ast.Node) (*Call, error) {
 	return c, nil
 }
 
+// String writes the step as the scenario would: "cart" or "parallel[cart GET /x optional, …]".
+func (s *CallStep) String() string {
+	var parts []string
+	for _, c := range s.Calls() {
+		parts = append(parts, c.String())
+	}
+	if s.Call != nil {
+		return strings.Join(parts, "")
+	}
+	return "parallel[" + strings.Join(parts, ", ") + "]"
+}
+
+// String writes the call: "cart GET /items", with " optional" when it is.
+func (c *Call) String() string {
+	if c == nil {
+		return "<nil>"
+	}
+	s := fmt.Sprintf("%s %s %s", c.Service, c.Method, c.Path)
+	if c.Optional {
+		s += " optional"
+	}
+	return s
+}
+
 // Calls lists the step's calls: the one call, or the parallel ones.
 func (s *CallStep) Calls() []*Call {
 	if s.Call != nil {
@@ -120,6 +144,14 @@ type Capacity struct {
 	// WhenFull is what a request meets when every worker is busy and the queue is full: "reject"
 	// (default, a 503) or "refuse" (the connection is reset, as an overloaded server's backlog would).
 	WhenFull string `yaml:"when_full"`
+}
+
+// String writes the capacity's fields.
+func (c *Capacity) String() string {
+	if c == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("{Workers:%d Queue:%d QueueTimeout:%s WhenFull:%s}", c.Workers, c.Queue, c.QueueTimeout.Duration, c.WhenFull)
 }
 
 // The accepted Capacity.WhenFull values.
