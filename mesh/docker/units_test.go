@@ -235,6 +235,10 @@ var _ = Describe("Runner.Supports", func() {
 		Expect(docker.Runner{}.Supports(p, plan.Options{Tracing: &plan.Tracing{}})).To(Succeed())
 	})
 
+	It("supports calls between services and finite capacity: each calling instance's sidecar runs in its container", func() {
+		Expect(docker.Runner{}.Supports(plan.New(loadYAML(threeTier), nil), plan.Options{})).To(Succeed())
+	})
+
 	It("refuses a scenario without a file, which the upstream containers read, by name", func() {
 		sc := *p.Scenario
 		sc.File = ""
