@@ -13,18 +13,25 @@ import (
 	"strings"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/docker"
 	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/mesh/tracing"
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
-const upstreamUsage = "usage: meshproof upstream --scenario FILE --service S --instance I [--seed N] [--listen ADDR] [--control ADDR] [--otlp-endpoint URL]"
+const upstreamUsage = "usage: meshproof upstream --scenario FILE --service S --instance I [--seed N] [--listen ADDR] [--control ADDR] [--sidecar BOOTSTRAP] [--otlp-endpoint URL]"
 
 // cmdUpstream runs one fault-injecting upstream instance of a scenario until interrupted: the data port
 // answers as the scenario's service and faults say, the control port serves the docker runner
-// (GET /ready, POST /start?at=…, GET /record; see mesh/docker).
+// (GET /ready, POST /start?at=…, GET /record; see mesh/docker). An instance of a service that calls
+// others runs with its outbound sidecar in the same process (a pod: what cuts the instance off cuts
+// its sidecar off too), configured by the --sidecar bootstrap the runner generated for it.
 func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("upstream", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -34,6 +41,7 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	seedFlag := fs.String("seed", "", "override the scenario's seed")
 	listen := fs.String("listen", "0.0.0.0:8080", "data address (the proxy's traffic)")
 	control := fs.String("control", "0.0.0.0:9000", "control address (/ready, /start, /record)")
+	sidecarFile := fs.String("sidecar", "", "Envoy v3 bootstrap of the instance's outbound sidecar (required when its service calls others)")
 	otlp := fs.String("otlp-endpoint", "", "export the instance's spans over OTLP/HTTP to this URL (the docker runner's receiver)")
 	if helpRequested(args) {
 		return printHelp(stdout, upstreamUsage, fs)
@@ -76,7 +84,26 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	// The instance as every runner plans it: its HTTP fault rules, and a TCP fault proxy in front of it
 	// on --listen when TCP rules target it (plan.Host), so that no fault kind is lost in a container.
 	in, _ := plan.New(sc, &seed).Instance(*service, *instance)
-	if _, err := faults.NewUpstream(in.Upstream); err != nil { // validated before anything listens
+	var sidecar *bootstrapv3.Bootstrap
+	switch {
+	case len(in.Callees) > 0 && *sidecarFile == "":
+		fmt.Fprintf(stderr, "meshproof upstream: service %s calls %s: --sidecar BOOTSTRAP is required (its outbound sidecar's)\n", *service, strings.Join(in.Callees, ", "))
+		return exitInvalid
+	case len(in.Callees) == 0 && *sidecarFile != "":
+		fmt.Fprintf(stderr, "meshproof upstream: --sidecar: service %s calls no other service: it has no sidecar\n", *service)
+		return exitInvalid
+	case *sidecarFile != "":
+		if _, sidecar, err = config.LoadBootstrap(*sidecarFile); err != nil {
+			printErr(stderr, err)
+			return exitInvalid
+		}
+	}
+	check := in.Upstream
+	if check.App != nil { // the sidecar's address is known once it listens
+		app := *check.App
+		app.Sidecar, check.App = "127.0.0.1:15001", &app
+	}
+	if _, err := faults.NewUpstream(check); err != nil { // validated before anything listens
 		printErr(stderr, err)
 		return exitInvalid
 	}
@@ -95,7 +122,7 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		<-served
 	}()
 
-	hcfg := plan.HostConfig{Listen: *listen, OnEvent: ctl.Record}
+	var itp trace.TracerProvider // the instance's and its sidecar's spans; nil: untraced
 	if *otlp != "" {
 		// Spans follow the caller's sampling decision (ParentBased), as in the embedded runner.
 		tp, err := tracing.New(tracing.Config{ServiceName: *service, OTLPEndpoint: *otlp})
@@ -108,9 +135,26 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			defer cancel()
 			_ = tp.Shutdown(sctx) // flushes the exporter when the container is stopped
 		}()
-		hcfg.Upstream = func(c *faults.UpstreamConfig) {
-			c.Tracer, c.Propagator = tp.Tracer(tracing.ScopeUpstream), tracing.Propagator()
+		// The resource of the embedded runner's instances: service.name, service.instance.id.
+		itp = tp.For(*service, in.Name())
+	}
+	hcfg := plan.HostConfig{Listen: *listen, OnEvent: ctl.Record, Upstream: func(c *faults.UpstreamConfig) {
+		if itp != nil {
+			c.Tracer, c.Propagator = itp.Tracer(tracing.ScopeUpstream), tracing.Propagator()
 		}
+		if c.App != nil {
+			c.App.OnCall = ctl.RecordCall
+		}
+	}}
+	if sidecar != nil {
+		// As the embedded runner's sidecars: randomness from the run's seed and the sidecar's name,
+		// its decisions and per-call attempts into the control (joined to the calls by x-request-id).
+		opts := proxy.Options{OnEvent: ctl.RecordProxyEvent, OnRequest: ctl.RecordAttempts, Rand: proxy.SeededRand(seed, in.SidecarName()),
+			Warn: func(m string) { fmt.Fprintf(stderr, "meshproof: sidecar: %s\n", m) }}
+		if itp != nil {
+			opts.TracerProvider, opts.Propagator = itp, tracing.Propagator()
+		}
+		hcfg.Sidecar = &plan.SidecarConfig{Bootstrap: sidecar, Options: opts}
 	}
 	start := time.Now()
 	up, err := plan.StartHost(in, hcfg)
@@ -126,6 +170,13 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		tcpNote = fmt.Sprintf(" (TCP fault proxy in front of the upstream on %s)", up.Upstream().Addr())
 	}
 	fmt.Fprintf(stdout, "upstream %s/%d on %s%s\ncontrol on %s\n", *service, *instance, up.Addr(), tcpNote, cln.Addr())
+	if sc := up.Sidecar(); sc != nil {
+		fmt.Fprintf(stdout, "sidecar on %s", sc.ListenerAddr(scenarios.SidecarListener))
+		if a := sc.AdminAddr(); a != "" {
+			fmt.Fprintf(stdout, ", admin on %s", a)
+		}
+		fmt.Fprintln(stdout)
+	}
 
 	select {
 	case <-ctx.Done():

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -13,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/mesh/docker"
+	"github.com/meshproof/meshproof/scenarios"
 )
 
 var _ = Describe("meshproof upstream", func() {
@@ -106,6 +109,93 @@ var _ = Describe("meshproof upstream", func() {
 			return out
 		}
 		Expect(run()).To(Equal(run()))
+	})
+
+	Context("of a service that calls others", func() {
+		// cart calls payments through its sidecar, which retries 5xx twice; payments fails every request.
+		const pod = `name: pod
+seed: 1
+services:
+  cart: {instances: 1, calls: [{service: payments, path: /pay}]}
+  payments: {instances: 1}
+proxies:
+  edge: {routes_to: cart}
+sidecars:
+  route: {retry_policy: {retry_on: 5xx, num_retries: 2}}
+load: {target: edge, rate: 1/s, duration: 1s}
+faults:
+  - {service: payments, abort: {status: 503}}
+`
+		var file string
+		BeforeEach(func() {
+			file = filepath.Join(GinkgoT().TempDir(), "pod.yaml")
+			Expect(os.WriteFile(file, []byte(pod), 0o644)).To(Succeed())
+		})
+		// start runs an instance until the spec ends and returns its stdout once it listens.
+		start := func(args ...string) *syncBuffer {
+			GinkgoHelper()
+			ctx, cancel := context.WithCancel(context.Background())
+			var stdout, stderr syncBuffer
+			done := make(chan int)
+			go func() {
+				done <- Main(ctx, append([]string{"upstream", "--scenario", file, "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"}, args...), &stdout, &stderr)
+			}()
+			DeferCleanup(func() {
+				cancel()
+				Eventually(done).WithTimeout(10 * time.Second).Should(Receive(Equal(exitOK)))
+				Expect(stderr.String()).To(BeEmpty())
+			})
+			Eventually(stdout.String).WithTimeout(10 * time.Second).Should(ContainSubstring("control on"))
+			return &stdout
+		}
+		addr := func(out *syncBuffer, what string) string {
+			GinkgoHelper()
+			m := regexp.MustCompile(what + ` on (\S+?)[,\n]`).FindStringSubmatch(out.String())
+			Expect(m).NotTo(BeNil(), "%q in %q", what, out.String())
+			return m[1]
+		}
+
+		It("runs its outbound sidecar in its process, and reports its calls with their attempts and the sidecar's stats", func() {
+			payments := start("--service", "payments")
+			sc, err := scenarios.LoadFile(file)
+			Expect(err).NotTo(HaveOccurred())
+			b, err := scenarios.SidecarBootstrap(sc, "cart", scenarios.SidecarAddresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0",
+				Endpoints: map[string][]string{"payments": {addr(payments, "upstream payments/0")}}})
+			Expect(err).NotTo(HaveOccurred())
+			data, err := docker.BootstrapJSON(b)
+			Expect(err).NotTo(HaveOccurred())
+			sidecar := filepath.Join(GinkgoT().TempDir(), "sidecar.yaml")
+			Expect(os.WriteFile(sidecar, data, 0o644)).To(Succeed())
+
+			cart := start("--service", "cart", "--sidecar", sidecar)
+			Eventually(cart.String).Should(MatchRegexp(`sidecar on 127\.0\.0\.1:\d+, admin on 127\.0\.0\.1:\d+\n`))
+			control := "http://" + addr(cart, "control")
+			code, body := post(control + docker.PathStart + "?at=now")
+			Expect(code).To(Equal(http.StatusOK), body)
+			code, _ = get("http://" + addr(cart, "upstream cart/0") + "/")
+			Expect(code).To(Equal(503), "cart answers 503 when its call failed")
+
+			_, body = get(control + docker.PathRecord)
+			var rep docker.UpstreamReport
+			Expect(json.Unmarshal([]byte(body), &rep)).To(Succeed())
+			Expect(rep.Calls).To(HaveLen(1))
+			Expect(rep.Calls[0]).To(And(HaveField("Callee", "payments"), HaveField("Path", "/pay"), HaveField("Status", 503),
+				HaveField("Attempts", 3), HaveField("AttemptsKnown", true)), "the sidecar's attempts, joined by x-request-id")
+			Expect(rep.Stats.Calls).To(Equal(uint64(1)))
+			Expect(rep.Stats.CallFailures).To(Equal(uint64(1)))
+			Expect(rep.Stats.Received).NotTo(BeEmpty(), "the arrivals per 100ms from the run start")
+			Expect(rep.SidecarCounters).To(HaveKeyWithValue("cluster.payments.upstream_rq_retry", uint64(2)))
+			Expect(rep.SidecarGauges).To(HaveKeyWithValue("cluster.payments.membership_total", uint64(1)), "gauges apart from counters")
+		})
+
+		It("exits 2 without a sidecar, or with one for a service that calls none", func() {
+			var stdout, stderr syncBuffer
+			Expect(Main(context.Background(), []string{"upstream", "--scenario", file, "--service", "cart"}, &stdout, &stderr)).To(Equal(exitInvalid))
+			Expect(stderr.String()).To(ContainSubstring("service cart calls payments: --sidecar BOOTSTRAP is required"))
+			var stderr2 syncBuffer
+			Expect(Main(context.Background(), []string{"upstream", "--scenario", file, "--service", "payments", "--sidecar", file}, &stdout, &stderr2)).To(Equal(exitInvalid))
+			Expect(stderr2.String()).To(ContainSubstring("--sidecar: service payments calls no other service"))
+		})
 	})
 
 	DescribeTable("exits 2 on invalid input, saying what is accepted",

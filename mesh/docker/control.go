@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/stats"
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // The control port of an upstream container (`meshproof upstream --control ADDR`). The runner talks to it
@@ -18,14 +21,16 @@ import (
 //
 //	GET  /ready                       200 "READY" once the upstream listens
 //	POST /start?at=<RFC3339Nano|now>  sets the origin of the fault windows (faults.Upstream.SetRunStart)
-//	GET  /record                      the instance's counters and fault events so far, as UpstreamReport JSON
+//	GET  /record                      the instance's counters and fault events so far, as UpstreamReport JSON;
+//	                                  for a calling instance also its calls and its sidecar's events and stats
 const (
 	PathReady  = "/ready"
 	PathStart  = "/start"
 	PathRecord = "/record"
 )
 
-// DefaultMaxEvents bounds the fault events a Control keeps; later ones are only counted.
+// DefaultMaxEvents bounds the fault events a Control keeps, and as many calls and sidecar events;
+// later ones are only counted.
 const DefaultMaxEvents = 1_000_000
 
 // UpstreamReport is what GET /record answers: what one upstream instance received and did.
@@ -37,16 +42,137 @@ type UpstreamReport struct {
 	Stats         UpstreamStats `json:"stats"`
 	Events        []Event       `json:"events"`         // in the order they happened
 	DroppedEvents uint64        `json:"dropped_events"` // events beyond the Control's bound
+
+	// What a calling instance did through its outbound sidecar (empty for a leaf): its calls in the
+	// order they ended, its sidecar's decisions (retries left out, see RecordProxyEvent) and its
+	// sidecar's stats, counters apart from gauges (a killed instance's counters add to those of its
+	// next life, its gauges do not).
+	Calls                []Call            `json:"calls,omitempty"`
+	DroppedCalls         uint64            `json:"dropped_calls,omitempty"`
+	SidecarEvents        []ProxyEvent      `json:"sidecar_events,omitempty"`
+	DroppedSidecarEvents uint64            `json:"dropped_sidecar_events,omitempty"`
+	SidecarCounters      map[string]uint64 `json:"sidecar_counters,omitempty"`
+	SidecarGauges        map[string]uint64 `json:"sidecar_gauges,omitempty"`
 }
 
 // UpstreamStats is faults.UpstreamStats on the wire.
 type UpstreamStats struct {
-	Requests    uint64            `json:"requests"`
-	Statuses    map[int]uint64    `json:"statuses"`
-	Resets      uint64            `json:"resets"`
-	Applied     map[string]uint64 `json:"applied"` // "fault/kind"
-	Canceled    uint64            `json:"canceled"`
-	Connections uint64            `json:"connections"`
+	Requests     uint64            `json:"requests"`
+	Statuses     map[int]uint64    `json:"statuses"`
+	Resets       uint64            `json:"resets"`
+	Applied      map[string]uint64 `json:"applied"` // "fault/kind"
+	Canceled     uint64            `json:"canceled"`
+	Connections  uint64            `json:"connections"`
+	Truncated    uint64            `json:"truncated,omitempty"`
+	Hangs        uint64            `json:"hangs,omitempty"`
+	StreamResets uint64            `json:"stream_resets,omitempty"`
+	GoAways      uint64            `json:"go_aways,omitempty"`
+	Refusals     uint64            `json:"refusals,omitempty"`
+	// Received and OK are the arrivals and 2xx/3xx answers per faults.BucketWidth from the run start.
+	Received     []uint32       `json:"received,omitempty"`
+	OK           []uint32       `json:"ok,omitempty"`
+	Capacity     *CapacityStats `json:"capacity,omitempty"` // nil: unbounded
+	Calls        uint64         `json:"calls,omitempty"`
+	CallFailures uint64         `json:"call_failures,omitempty"`
+}
+
+// CapacityStats is faults.CapacityStats on the wire (durations in nanoseconds).
+type CapacityStats struct {
+	Workers      int           `json:"workers"`
+	Queue        int           `json:"queue"`
+	Busy         time.Duration `json:"busy_ns"`
+	Queued       uint64        `json:"queued"`
+	QueueWait    time.Duration `json:"queue_wait_ns"`
+	MaxQueueWait time.Duration `json:"max_queue_wait_ns"`
+	Rejected     uint64        `json:"rejected"`
+	TimedOut     uint64        `json:"timed_out"`
+}
+
+// Call is faults.CallResult on the wire, with the sidecar's attempt count for it.
+type Call struct {
+	Start     time.Time     `json:"start"`
+	Latency   time.Duration `json:"latency_ns"`
+	Callee    string        `json:"callee"`
+	Path      string        `json:"path"`
+	Status    int           `json:"status"`
+	Error     string        `json:"error,omitempty"`
+	Optional  bool          `json:"optional,omitempty"`
+	RequestID string        `json:"request_id"`
+	// Attempts is how many upstream attempts the instance's sidecar made for the call, as the sidecar
+	// reported it (proxy.Options.OnRequest, joined by x-request-id); AttemptsKnown is false when it did
+	// not report the call (not sent, or not finished when the report was made).
+	Attempts      int  `json:"attempts"`
+	AttemptsKnown bool `json:"attempts_known"`
+}
+
+// ProxyEvent is proxy.Event on the wire: a decision of the instance's sidecar.
+type ProxyEvent struct {
+	Time    time.Time `json:"time"`
+	Kind    string    `json:"kind"`
+	Cluster string    `json:"cluster"`
+	Host    string    `json:"host"` // host:port
+	Reason  string    `json:"reason,omitempty"`
+}
+
+func wireStats(st faults.UpstreamStats) UpstreamStats {
+	w := UpstreamStats{Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied,
+		Canceled: st.Canceled, Connections: st.Connections, Truncated: st.Truncated, Hangs: st.Hangs,
+		StreamResets: st.StreamResets, GoAways: st.GoAways, Refusals: st.Refusals, Received: st.Received, OK: st.OK,
+		Calls: st.Calls, CallFailures: st.CallFailures}
+	if c := st.Capacity; c != nil {
+		w.Capacity = &CapacityStats{Workers: c.Workers, Queue: c.Queue, Busy: c.Busy, Queued: c.Queued,
+			QueueWait: c.QueueWait, MaxQueueWait: c.MaxQueueWait, Rejected: c.Rejected, TimedOut: c.TimedOut}
+	}
+	return w
+}
+
+// MergeStats adds up what one instance reported over its lives (before and after kills and restarts,
+// each counting from zero): counters add, Received and OK add bucket by bucket (every life counts its
+// buckets from the same run start), the capacity's longest queue wait is the longest of all.
+func MergeStats(parts ...UpstreamStats) faults.UpstreamStats {
+	out := faults.UpstreamStats{Statuses: map[int]uint64{}, Applied: map[string]uint64{}}
+	addBuckets := func(dst *[]uint32, src []uint32) {
+		for len(*dst) < len(src) {
+			*dst = append(*dst, 0)
+		}
+		for i, v := range src {
+			(*dst)[i] += v
+		}
+	}
+	for _, p := range parts {
+		out.Requests += p.Requests
+		out.Resets += p.Resets
+		out.Canceled += p.Canceled
+		out.Connections += p.Connections
+		out.Truncated += p.Truncated
+		out.Hangs += p.Hangs
+		out.StreamResets += p.StreamResets
+		out.GoAways += p.GoAways
+		out.Refusals += p.Refusals
+		out.Calls += p.Calls
+		out.CallFailures += p.CallFailures
+		for k, v := range p.Statuses {
+			out.Statuses[k] += v
+		}
+		for k, v := range p.Applied {
+			out.Applied[k] += v
+		}
+		addBuckets(&out.Received, p.Received)
+		addBuckets(&out.OK, p.OK)
+		if c := p.Capacity; c != nil {
+			if out.Capacity == nil {
+				out.Capacity = &faults.CapacityStats{Workers: c.Workers, Queue: c.Queue}
+			}
+			oc := out.Capacity
+			oc.Busy += c.Busy
+			oc.Queued += c.Queued
+			oc.QueueWait += c.QueueWait
+			oc.MaxQueueWait = max(oc.MaxQueueWait, c.MaxQueueWait)
+			oc.Rejected += c.Rejected
+			oc.TimedOut += c.TimedOut
+		}
+	}
+	return out
 }
 
 // Event is faults.Event on the wire.
@@ -60,7 +186,9 @@ type Event struct {
 }
 
 // Control serves the control port of one upstream instance. Pass Control.Record as the upstream's
-// faults.UpstreamConfig.OnEvent, then Attach the started upstream.
+// faults.UpstreamConfig.OnEvent, then Attach the started upstream. For a calling instance, pass
+// RecordCall as its App.OnCall, and RecordProxyEvent and RecordAttempts as its sidecar's
+// proxy.Options.OnEvent and OnRequest.
 type Control struct {
 	service  string
 	instance int
@@ -72,6 +200,12 @@ type Control struct {
 	runStart time.Time
 	events   []Event
 	dropped  uint64
+
+	calls          []Call
+	droppedCalls   uint64
+	attempts       map[string]int // call x-request-id → the sidecar's attempts
+	sidecarEvents  []ProxyEvent
+	droppedSidecar uint64
 }
 
 // NewControl returns the control of instance `instance` of `service`, keeping at most maxEvents fault
@@ -94,11 +228,58 @@ func (c *Control) Record(e faults.Event) {
 	c.events = append(c.events, Event{Time: e.Time, Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail})
 }
 
-// Instance is what a Control serves: an upstream instance (a plan.Host, with its TCP fault proxy, or a
-// bare faults.Upstream).
+// RecordCall keeps one call the instance made; it is the app's OnCall sink.
+func (c *Control) RecordCall(r faults.CallResult) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.calls) >= c.max {
+		c.droppedCalls++
+		return
+	}
+	c.calls = append(c.calls, Call{Start: r.Start, Latency: r.Latency, Callee: r.Callee, Path: r.Path, Status: r.Status,
+		Error: r.Error, Optional: r.Optional, RequestID: r.RequestID})
+}
+
+// RecordAttempts keeps the sidecar's attempt count for the call sent with x-request-id id; it is the
+// sidecar's OnRequest sink. Report joins it to the call.
+func (c *Control) RecordAttempts(id string, attempts int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.attempts == nil {
+		c.attempts = map[string]int{}
+	}
+	if len(c.attempts) < c.max {
+		c.attempts[id] = attempts
+	}
+}
+
+// RecordProxyEvent keeps one decision of the instance's sidecar (an ejection, an overflow…); it is
+// the sidecar's OnEvent sink. Retries are left out: the docker runner sees no retry of the ingress
+// proxy (it reads that one's ejections from outside), and a record holding the sidecars' retries
+// alone would read as every retry of the run.
+func (c *Control) RecordProxyEvent(e proxy.Event) {
+	if e.Kind == record.ProxyRetry {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.sidecarEvents) >= c.max {
+		c.droppedSidecar++
+		return
+	}
+	c.sidecarEvents = append(c.sidecarEvents, ProxyEvent{Time: e.Time, Kind: e.Kind, Cluster: e.Cluster, Host: e.Host, Reason: e.Reason})
+}
+
+// Instance is what a Control serves: an upstream instance (a plan.Host, with its TCP fault proxy and
+// its sidecar, or a bare faults.Upstream).
 type Instance interface {
 	Stats() faults.UpstreamStats
 	SetRunStart(time.Time)
+}
+
+// withSidecar is an Instance with an outbound sidecar (a plan.Host; its Sidecar is nil for a leaf).
+type withSidecar interface {
+	Sidecar() *proxy.Server
 }
 
 // Attach makes the control serve up, which listens on listen and whose fault windows start at runStart.
@@ -116,12 +297,25 @@ func (c *Control) Report() UpstreamReport {
 	r := UpstreamReport{
 		Service: c.service, Instance: c.instance, Listen: c.listen, RunStart: c.runStart,
 		Events: append([]Event(nil), c.events...), DroppedEvents: c.dropped,
+		Calls: append([]Call(nil), c.calls...), DroppedCalls: c.droppedCalls,
+		SidecarEvents: append([]ProxyEvent(nil), c.sidecarEvents...), DroppedSidecarEvents: c.droppedSidecar,
+	}
+	for i, call := range r.Calls {
+		r.Calls[i].Attempts, r.Calls[i].AttemptsKnown = c.attempts[call.RequestID]
 	}
 	c.mu.Unlock()
 	if up != nil {
-		st := up.Stats()
-		r.Stats = UpstreamStats{Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied,
-			Canceled: st.Canceled, Connections: st.Connections}
+		r.Stats = wireStats(up.Stats())
+		if h, ok := up.(withSidecar); ok && h.Sidecar() != nil {
+			r.SidecarCounters, r.SidecarGauges = map[string]uint64{}, map[string]uint64{}
+			for _, st := range h.Sidecar().Stats().Snapshot() {
+				if st.Kind == stats.KindCounter {
+					r.SidecarCounters[st.Name] = uint64(st.Value)
+				} else {
+					r.SidecarGauges[st.Name] = uint64(max(st.Value, 0)) // as proxy.Stats().Values()
+				}
+			}
+		}
 	}
 	return r
 }

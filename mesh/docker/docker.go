@@ -1,7 +1,8 @@
 // Package docker is the container runner. It builds a scenario's topology as Docker containers with
-// testcontainers-go — one container per upstream instance (`meshproof upstream`) and per proxy
-// (`meshproof proxy`), on a network of its own, from an image built FROM scratch around the static
-// meshproof binary — drives the load from this process against the proxy's published port, applies
+// testcontainers-go — one container per upstream instance (`meshproof upstream`, with the instance's
+// outbound sidecar in the same process when its service calls others) and per proxy (`meshproof
+// proxy`), on a network of its own, from an image built FROM scratch around the static meshproof
+// binary — drives the load from this process against the proxy's published port, applies
 // container-level faults (kill, pause, network partition, restart) on schedule, and returns the same run
 // record as the embedded runner (mesh/live).
 //
@@ -21,7 +22,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +30,9 @@ import (
 	"github.com/meshproof/meshproof/reports/record"
 
 	cerrdefs "github.com/containerd/errdefs"
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	"github.com/google/uuid"
 	"github.com/moby/moby/api/types/container"
 	mobynet "github.com/moby/moby/api/types/network"
@@ -40,6 +43,8 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/load"
@@ -56,6 +61,13 @@ const (
 	AdminPort     = 9901  // the proxy's admin interface
 	ScenarioPath  = "/etc/meshproof/scenario.yaml"
 	BootstrapPath = "/etc/meshproof/bootstrap.yaml"
+
+	// An instance's outbound sidecar, inside its upstream container: the app sends its calls to the
+	// listener on loopback; the admin is on the run network (not published: the runner reads the
+	// sidecar's stats and decisions through the control port's /record, with the calls).
+	SidecarListenerPort  = 15001
+	SidecarAdminPort     = 15000
+	SidecarBootstrapPath = "/etc/meshproof/sidecar.yaml"
 )
 
 // Defaults of Options.
@@ -125,9 +137,11 @@ type runner struct {
 
 // upstream is one upstream instance's container.
 type upstream struct {
+	in      plan.Instance
 	service string
 	index   int
 	ip      netip.Addr
+	sidecar []byte // the bootstrap of its outbound sidecar; nil for a leaf
 	c       *testcontainers.DockerContainer
 
 	mu      sync.Mutex
@@ -153,9 +167,10 @@ var _ plan.Runner = Runner{}
 func (Runner) Name() string { return "docker" }
 
 // Supports supports every fault kind — HTTP rules in each upstream container, TCP toxics by a TCP fault
-// proxy inside it (plan.Host), container faults through Docker — and traces (the containers export
-// their spans to a receiver of the run). It refuses a scenario without a file, which the upstream
-// containers could not read, and container faults in r.Faults that do not fit the scenario.
+// proxy inside it (plan.Host), container faults through Docker — call graphs (each calling instance's
+// sidecar runs in its container), finite capacity, and traces (the containers export their spans to a
+// receiver of the run). It refuses a scenario without a file, which the upstream containers could not
+// read, and container faults in r.Faults that do not fit the scenario.
 func (r Runner) Supports(p *plan.Plan, _ plan.Options) error {
 	var parts []string
 	if p.Scenario.File == "" {
@@ -164,17 +179,8 @@ func (r Runner) Supports(p *plan.Plan, _ plan.Options) error {
 	if err := ValidateFaults(p.Scenario, r.Faults); err != nil {
 		return err
 	}
-	for _, e := range p.Scenario.Edges() {
-		parts = append(parts, fmt.Sprintf("services.%s.calls: calls between services (%s) — the docker runner does not run sidecars yet", e.Caller, e))
-		break
-	}
-	for _, name := range sortedKeys(p.Scenario.Services) {
-		if p.Scenario.Services[name].Capacity != nil {
-			parts = append(parts, fmt.Sprintf("services.%s.capacity: finite capacity", name))
-		}
-	}
 	if len(parts) > 0 {
-		return &plan.Unsupported{Runner: "docker", Parts: parts, Hint: "run with --trace-ratio 0, or use --runner embedded"}
+		return &plan.Unsupported{Runner: "docker", Parts: parts, Hint: "use --runner embedded"}
 	}
 	return nil
 }
@@ -281,7 +287,7 @@ func (r *runner) drive(ctx context.Context, p *plan.Plan, popts plan.Options) (*
 	}
 	cfg := p.LoadConfig("http://" + listener)
 	if r.tp != nil {
-		cfg.Tracer, cfg.Propagator = r.tp.Tracer(tracing.ScopeLoad), tracing.Propagator()
+		cfg.Tracer, cfg.Propagator = r.tp.For(tracing.LoadServiceName, "").Tracer(tracing.ScopeLoad), tracing.Propagator()
 	}
 	tracker := plan.NewTracker()
 	if popts.Progress != nil {
@@ -332,11 +338,12 @@ func (r *runner) drive(ctx context.Context, p *plan.Plan, popts plan.Options) (*
 	if rec.ProxyStats, err = r.proxyStats(cctx, l.Target); err != nil {
 		errs = append(errs, err)
 	}
-	ups, events, err := r.collectUpstreams(cctx, loadStart)
+	col, err := r.collectUpstreams(cctx, loadStart)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	rec.Upstreams = ups
+	rec.Upstreams = col.upstreams
+	events := col.events
 	r.evMu.Lock()
 	for _, e := range r.events {
 		e.At += start.Sub(loadStart) // container faults were timed from start; the record counts from loadStart
@@ -350,6 +357,10 @@ func (r *runner) drive(ctx context.Context, p *plan.Plan, popts plan.Options) (*
 		e.At += start.Sub(loadStart)
 		rec.ProxyEvents = append(rec.ProxyEvents, e)
 	}
+	rec.ProxyEvents = append(rec.ProxyEvents, col.proxyEvents...)
+	plan.SortProxyEvents(rec.ProxyEvents)
+	rec.Services, rec.Edges = p.Graph()
+	col.fillGraph(rec)
 	if ctx.Err() != nil {
 		return rec, ctx.Err() // what could not be collected after a cancellation is left out
 	}
@@ -395,42 +406,87 @@ func (r *runner) createNetwork(ctx context.Context) error {
 	return fmt.Errorf("docker: create network: %w", lastErr)
 }
 
+// startUpstreams starts every instance's container, callees first (plan.StartOrder), one tier of the
+// call graph at a time and the instances of a tier together, so that every sidecar's callees listen
+// when it starts. Each container has its planned address; a calling instance's sidecar bootstrap,
+// copied in with the scenario, has its callees' containers' addresses as its STATIC endpoints.
 func (r *runner) startUpstreams(ctx context.Context, p *plan.Plan, tag string, scenarioYAML []byte) error {
-	seed := p.Seed
+	byName := map[string]*upstream{}
 	for _, in := range p.Instances {
 		ip, err := r.ips.next()
 		if err != nil {
 			return err
 		}
-		r.upstreams = append(r.upstreams, &upstream{service: in.Service, index: in.Index, ip: ip})
+		u := &upstream{in: in, service: in.Service, index: in.Index, ip: ip}
+		r.upstreams = append(r.upstreams, u)
+		byName[in.Name()] = u
 	}
-	r.logf("starting %d upstream containers", len(r.upstreams))
-	return r.eachUpstream(func(u *upstream) error {
-		c, err := testcontainers.Run(ctx, tag,
-			testcontainers.WithLogger(r.tclog),
-			testcontainers.WithName(fmt.Sprintf("meshproof-%s-%s-%d", r.id, u.service, u.index)),
-			testcontainers.WithCmd(append([]string{"upstream", "--scenario", ScenarioPath, "--service", u.service,
-				"--instance", strconv.Itoa(u.index), "--seed", strconv.FormatUint(seed, 10),
-				"--listen", hostPort("0.0.0.0", UpstreamPort), "--control", hostPort("0.0.0.0", ControlPort)}, r.otlpArgs()...)...),
-			testcontainers.WithLabels(r.containerLabels("upstream", u.name())),
-			testcontainers.WithFiles(testcontainers.ContainerFile{Reader: bytes.NewReader(scenarioYAML), ContainerFilePath: ScenarioPath, FileMode: 0o644}),
-			network.WithNetwork(u.aliases(), r.network),
-			testcontainers.WithEndpointSettingsModifier(r.staticIP(u.ip)),
-			testcontainers.WithExposedPorts(tcpPort(ControlPort)),
-			testcontainers.WithHostConfigModifier(r.publish(ControlPort)),
-			testcontainers.WithWaitStrategyAndDeadline(r.opts.ReadyTimeout,
-				wait.ForHTTP(PathReady).WithPort(tcpPort(ControlPort)).WithPollInterval(100*time.Millisecond)),
-		)
-		r.track(c)
-		if busyPort(err) && c != nil {
-			err = startAgain(ctx, c)
+	for _, u := range r.upstreams {
+		if len(u.in.Callees) == 0 {
+			continue
+		}
+		endpoints := map[string][]string{}
+		for _, callee := range u.in.Callees {
+			endpoints[callee] = p.Endpoints(callee, func(c plan.Instance) string { return hostPort(byName[c.Name()].ip.String(), UpstreamPort) })
+		}
+		b, err := p.SidecarBootstrap(u.in, scenarios.SidecarAddresses{Listener: hostPort("127.0.0.1", SidecarListenerPort),
+			Admin: hostPort("0.0.0.0", SidecarAdminPort), Endpoints: endpoints})
+		if err == nil {
+			u.sidecar, err = BootstrapJSON(b)
 		}
 		if err != nil {
-			return fmt.Errorf("docker: upstream %s: %w", u.name(), err)
+			return fmt.Errorf("upstream %s: sidecar: %w", u.name(), err)
 		}
-		u.c = c
-		return nil
-	})
+	}
+	var tiers [][]*upstream
+	depth := p.Scenario.Depth()
+	last := -1
+	for _, in := range p.StartOrder() {
+		if d := depth[in.Service]; d != last || len(tiers) == 0 {
+			tiers, last = append(tiers, nil), d
+		}
+		tiers[len(tiers)-1] = append(tiers[len(tiers)-1], byName[in.Name()])
+	}
+	r.logf("starting %d upstream containers (%d tiers, callees first)", len(r.upstreams), len(tiers))
+	for _, tier := range tiers {
+		if err := each(tier, func(u *upstream) error { return r.startUpstream(ctx, u, p.Seed, tag, scenarioYAML) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *runner) startUpstream(ctx context.Context, u *upstream, seed uint64, tag string, scenarioYAML []byte) error {
+	args := []string{"upstream", "--scenario", ScenarioPath, "--service", u.service,
+		"--instance", strconv.Itoa(u.index), "--seed", strconv.FormatUint(seed, 10),
+		"--listen", hostPort("0.0.0.0", UpstreamPort), "--control", hostPort("0.0.0.0", ControlPort)}
+	files := []testcontainers.ContainerFile{{Reader: bytes.NewReader(scenarioYAML), ContainerFilePath: ScenarioPath, FileMode: 0o644}}
+	if u.sidecar != nil {
+		args = append(args, "--sidecar", SidecarBootstrapPath)
+		files = append(files, testcontainers.ContainerFile{Reader: bytes.NewReader(u.sidecar), ContainerFilePath: SidecarBootstrapPath, FileMode: 0o644})
+	}
+	c, err := testcontainers.Run(ctx, tag,
+		testcontainers.WithLogger(r.tclog),
+		testcontainers.WithName(fmt.Sprintf("meshproof-%s-%s-%d", r.id, u.service, u.index)),
+		testcontainers.WithCmd(append(args, r.otlpArgs()...)...),
+		testcontainers.WithLabels(r.containerLabels("upstream", u.name())),
+		testcontainers.WithFiles(files...),
+		network.WithNetwork(u.aliases(), r.network),
+		testcontainers.WithEndpointSettingsModifier(r.staticIP(u.ip)),
+		testcontainers.WithExposedPorts(tcpPort(ControlPort)),
+		testcontainers.WithHostConfigModifier(r.publish(ControlPort)),
+		testcontainers.WithWaitStrategyAndDeadline(r.opts.ReadyTimeout,
+			wait.ForHTTP(PathReady).WithPort(tcpPort(ControlPort)).WithPollInterval(100*time.Millisecond)),
+	)
+	r.track(c)
+	if busyPort(err) && c != nil {
+		err = startAgain(ctx, c)
+	}
+	if err != nil {
+		return fmt.Errorf("docker: upstream %s: %w", u.name(), err)
+	}
+	u.c = c
+	return nil
 }
 
 func (r *runner) startProxies(ctx context.Context, p *plan.Plan, tag string) error {
@@ -444,6 +500,9 @@ func (r *runner) startProxies(ctx context.Context, p *plan.Plan, tag string) err
 		b, err := p.Bootstrap(name, scenarios.Addresses{
 			Listener: hostPort("0.0.0.0", ListenerPort), Admin: hostPort("0.0.0.0", AdminPort), Endpoints: endpoints,
 		})
+		if err == nil {
+			err = r.traceAs(b, name)
+		}
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", name, err)
 		}
@@ -478,6 +537,29 @@ func (r *runner) startProxies(ctx context.Context, p *plan.Plan, tag string) err
 		}
 		r.proxies[name] = c
 	}
+	return nil
+}
+
+// traceAs has a traced run's proxy export its spans to the run's receiver with service.name = name, as
+// the embedded runner's proxies do: through the bootstrap's tracing.http (envoy.tracers.opentelemetry),
+// which `meshproof proxy` prefers to --otlp-endpoint, whose spans would carry no name of the proxy's. A
+// bootstrap with a tracing provider of its own keeps it. (Envoy deprecates the bootstrap's tracing for
+// the HCM's tracing.provider but still honours it; it is the one meshproof's proxy reads.)
+func (r *runner) traceAs(b *bootstrapv3.Bootstrap, name string) error {
+	//lint:ignore SA1019 see above
+	if r.recv == nil || b.GetTracing() != nil {
+		return nil
+	}
+	// Envoy sends through http_uri.cluster, which it requires; meshproof sends to the uri directly.
+	cfg, err := anypb.New(&tracev3.OpenTelemetryConfig{ServiceName: name, HttpService: &corev3.HttpService{
+		HttpUri: &corev3.HttpUri{Uri: r.recv.URL(), HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: "meshproof_run_traces"},
+			Timeout: durationpb.New(5 * time.Second)}}})
+	if err != nil {
+		return err
+	}
+	//lint:ignore SA1019 see above
+	b.Tracing = &tracev3.Tracing{Http: &tracev3.Tracing_Http{Name: "envoy.tracers.opentelemetry",
+		ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: cfg}}}
 	return nil
 }
 
@@ -527,10 +609,7 @@ const healthInterval = 100 * time.Millisecond
 // /failed_outlier_check flag going up or down into an ejected or unejected event (timed to within
 // healthInterval): the proxy runs in its own container, so the runner sees its decisions from outside.
 func (r *runner) pollHealth(ctx context.Context, target string, start time.Time, done <-chan struct{}) []record.ProxyEvent {
-	names := map[string]string{}
-	for _, u := range r.upstreams {
-		names[netip.AddrPortFrom(u.ip, UpstreamPort).String()] = u.name()
-	}
+	names := r.hostNames()
 	var events []record.ProxyEvent
 	ejected := map[string]bool{}
 	t := time.NewTicker(healthInterval)
@@ -567,18 +646,59 @@ func (r *runner) pollHealth(ctx context.Context, target string, start time.Time,
 			if now {
 				kind = record.ProxyEjected
 			}
-			events = append(events, record.ProxyEvent{At: at, Kind: kind, Cluster: parts[0], Host: host, Reason: "seen on /clusters"})
+			events = append(events, record.ProxyEvent{At: at, Kind: kind, Cluster: parts[0], Host: host, Reason: "seen on /clusters", Proxy: target})
 		}
+	}
+}
+
+// hostNames maps each instance's data address on the run network, as proxies name their hosts, to
+// "service/instance".
+func (r *runner) hostNames() map[string]string {
+	names := map[string]string{}
+	for _, u := range r.upstreams {
+		names[netip.AddrPortFrom(u.ip, UpstreamPort).String()] = u.name()
+	}
+	return names
+}
+
+// collected is what the instances reported at the end of a run, as the record holds it.
+type collected struct {
+	upstreams   []record.UpstreamRecord
+	events      []record.FaultEvent
+	calls       []record.Call
+	proxyEvents []record.ProxyEvent // the sidecars' decisions
+	sidecars    []sidecarStats
+}
+
+// sidecarStats are the stats of one calling instance's sidecar.
+type sidecarStats struct {
+	service string
+	stats   map[string]uint64
+}
+
+// fillGraph completes the record of a call graph as the embedded runner's: every call in send order,
+// and each edge's counters summed over its caller's sidecars. rec.Edges is set.
+func (col collected) fillGraph(rec *record.Record) {
+	rec.Calls = col.calls
+	plan.SortCalls(rec.Calls)
+	for i, e := range rec.Edges {
+		var stats []map[string]uint64
+		for _, sc := range col.sidecars {
+			if sc.service == e.Caller {
+				stats = append(stats, sc.stats)
+			}
+		}
+		rec.Edges[i].SidecarStats = plan.SidecarStats(e.Callee, stats...)
 	}
 }
 
 // collectUpstreams fetches every instance's report and merges it with what it reported before kills and
 // restarts. A killed instance that was not started again contributes what it reported before.
-func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) ([]record.UpstreamRecord, []record.FaultEvent, error) {
+func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) (collected, error) {
 	var (
-		out    []record.UpstreamRecord
-		events []record.FaultEvent
-		errs   []error
+		col   collected
+		errs  []error
+		names = r.hostNames()
 	)
 	for _, u := range r.upstreams {
 		u.mu.Lock()
@@ -597,28 +717,42 @@ func (r *runner) collectUpstreams(ctx context.Context, loadStart time.Time) ([]r
 				parts = append(parts, rep)
 			}
 		}
-		ur := record.UpstreamRecord{
-			Service: u.service, Instance: u.index, Address: hostPort(u.ip.String(), UpstreamPort),
-			Statuses: map[int]uint64{}, Applied: map[string]uint64{},
-		}
-		for _, p := range parts {
-			ur.Requests += p.Stats.Requests
-			ur.Resets += p.Stats.Resets
-			ur.Canceled += p.Stats.Canceled
-			for k, v := range p.Stats.Statuses {
-				ur.Statuses[k] += v
-			}
-			for k, v := range p.Stats.Applied {
-				ur.Applied[k] += v
-			}
+		stats := make([]UpstreamStats, 0, len(parts))
+		sidecar := map[string]uint64{}
+		for i, p := range parts {
+			stats = append(stats, p.Stats)
 			for _, e := range p.Events {
-				events = append(events, plan.FaultEvent(faults.Event{Time: e.Time, Service: u.service, Instance: u.index,
+				col.events = append(col.events, plan.FaultEvent(faults.Event{Time: e.Time, Service: u.service, Instance: u.index,
 					Seq: e.Seq, RequestID: e.RequestID, Fault: e.Fault, Kind: e.Kind, Detail: e.Detail}, loadStart))
 			}
+			for _, c := range p.Calls {
+				rc := plan.CallRecord(u.in, faults.CallResult{Start: c.Start, Latency: c.Latency, Callee: c.Callee, Path: c.Path,
+					Status: c.Status, Error: c.Error, Optional: c.Optional, RequestID: c.RequestID}, loadStart)
+				// The sidecar runs in the instance's process, which joins its attempt count to each call.
+				rc.Attempts, rc.ZeroAttempts = c.Attempts, c.AttemptsKnown && c.Attempts == 0
+				col.calls = append(col.calls, rc)
+			}
+			for _, e := range p.SidecarEvents {
+				col.proxyEvents = append(col.proxyEvents, record.ProxyEvent{At: e.Time.Sub(loadStart), Kind: e.Kind, Cluster: e.Cluster,
+					Host: cmp.Or(names[e.Host], e.Host), Reason: e.Reason, Proxy: u.in.SidecarName()})
+			}
+			// Each life of the instance counts from zero: counters add up; gauges are the last life's.
+			for k, v := range p.SidecarCounters {
+				sidecar[k] += v
+			}
+			if i == len(parts)-1 {
+				maps.Copy(sidecar, p.SidecarGauges)
+			}
+			if n := p.DroppedEvents + p.DroppedCalls + p.DroppedSidecarEvents; n > 0 {
+				r.logf("upstream %s: %d events and calls over its bound left out", u.name(), n)
+			}
 		}
-		out = append(out, ur)
+		col.upstreams = append(col.upstreams, plan.UpstreamRecord(u.in, hostPort(u.ip.String(), UpstreamPort), MergeStats(stats...)))
+		if len(u.in.Callees) > 0 {
+			col.sidecars = append(col.sidecars, sidecarStats{service: u.service, stats: sidecar})
+		}
 	}
-	return out, events, errors.Join(errs...)
+	return col, errors.Join(errs...)
 }
 
 // setRunStart sets an upstream's run start through its control port.
@@ -657,10 +791,13 @@ func (r *runner) endpoint(ctx context.Context, c *testcontainers.DockerContainer
 }
 
 // eachUpstream calls f for every upstream concurrently and joins the errors.
-func (r *runner) eachUpstream(f func(*upstream) error) error {
-	errs := make([]error, len(r.upstreams))
+func (r *runner) eachUpstream(f func(*upstream) error) error { return each(r.upstreams, f) }
+
+// each calls f for every upstream of us concurrently and joins the errors.
+func each(us []*upstream, f func(*upstream) error) error {
+	errs := make([]error, len(us))
 	var wg sync.WaitGroup
-	for i, u := range r.upstreams {
+	for i, u := range us {
 		wg.Go(func() { errs[i] = f(u) })
 	}
 	wg.Wait()
@@ -927,12 +1064,3 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 
 func tcpPort(p int) string            { return strconv.Itoa(p) + "/tcp" }
 func hostPort(h string, p int) string { return net.JoinHostPort(h, strconv.Itoa(p)) }
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

@@ -362,6 +362,8 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		Expect(reports.Summarize(rec).SuccessRate).To(BeNumerically(">=", 95.0))
 	}, SpecTimeout(2*time.Minute))
 
+	callGraphSpecs(options, expectNothingLeft)
+
 	Context("when the run does not complete", func() {
 		It("removes everything when the context is cancelled during the load", func(ctx SpecContext) {
 			sc, err := scenarios.LoadFile("testdata/partition.yaml")

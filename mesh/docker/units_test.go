@@ -16,6 +16,7 @@ import (
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/docker"
 	"github.com/meshproof/meshproof/mesh/plan"
+	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/scenarios"
 )
@@ -163,6 +164,43 @@ var _ = Describe("Control", func() {
 		Expect(rep.Events[0]).To(And(HaveField("Seq", uint64(1)), HaveField("Fault", "faults[0]"), HaveField("Kind", "abort"), HaveField("Detail", "503")))
 		Expect(rep.DroppedEvents).To(Equal(uint64(1)))
 	})
+
+	It("reports a calling instance's calls with its sidecar's attempt counts, and its sidecar's decisions but retries", func() {
+		attach()
+		t0 := time.Now()
+		ctl.RecordCall(faults.CallResult{Start: t0, Latency: time.Millisecond, Callee: "payments", Path: "/pay", Status: 503, RequestID: "mp-1/checkout.3.1"})
+		ctl.RecordCall(faults.CallResult{Start: t0, Callee: "payments", Path: "/pay", Error: "reset", RequestID: "mp-2/checkout.3.2"})
+		ctl.RecordCall(faults.CallResult{Start: t0, Callee: "payments", RequestID: "mp-3/checkout.3.3"}) // over the bound of 2
+		ctl.RecordAttempts("mp-1/checkout.3.1", 3)
+		ctl.RecordProxyEvent(proxy.Event{Time: t0, Cluster: "payments", Host: "10.0.0.2:8080", Kind: "retry", Reason: "503"})
+		ctl.RecordProxyEvent(proxy.Event{Time: t0, Cluster: "payments", Host: "10.0.0.2:8080", Kind: "ejected", Reason: "consecutive_5xx"})
+
+		_, body := call("GET", docker.PathRecord)
+		var rep docker.UpstreamReport
+		Expect(json.Unmarshal([]byte(body), &rep)).To(Succeed())
+		Expect(rep.Calls).To(HaveLen(2))
+		Expect(rep.Calls[0]).To(And(HaveField("Callee", "payments"), HaveField("Path", "/pay"), HaveField("Status", 503),
+			HaveField("Latency", time.Millisecond), HaveField("Attempts", 3), HaveField("AttemptsKnown", true)))
+		Expect(rep.Calls[0].Start).To(BeTemporally("==", t0))
+		Expect(rep.Calls[1]).To(And(HaveField("Error", "reset"), HaveField("AttemptsKnown", false)))
+		Expect(rep.DroppedCalls).To(Equal(uint64(1)))
+		Expect(rep.SidecarEvents).To(ConsistOf(And(HaveField("Kind", "ejected"), HaveField("Host", "10.0.0.2:8080"), HaveField("Reason", "consecutive_5xx"))))
+		Expect(rep.SidecarCounters).To(BeNil(), "a bare upstream has no sidecar")
+	})
+})
+
+var _ = Describe("MergeStats", func() {
+	It("adds up an instance's lives: counters, buckets by index, capacity (the longest wait the longest)", func() {
+		got := docker.MergeStats(
+			docker.UpstreamStats{Requests: 3, Statuses: map[int]uint64{200: 3}, Received: []uint32{1, 2}, OK: []uint32{1, 2}, Calls: 2,
+				Capacity: &docker.CapacityStats{Workers: 2, Queue: 4, Queued: 1, QueueWait: time.Second, MaxQueueWait: time.Second, Rejected: 1}},
+			docker.UpstreamStats{Requests: 2, Statuses: map[int]uint64{200: 1, 503: 1}, Received: []uint32{0, 0, 2}, OK: []uint32{0, 0, 1}, CallFailures: 1,
+				Capacity: &docker.CapacityStats{Workers: 2, Queue: 4, Queued: 2, QueueWait: time.Second, MaxQueueWait: 500 * time.Millisecond}},
+		)
+		Expect(got).To(Equal(faults.UpstreamStats{Requests: 5, Statuses: map[int]uint64{200: 4, 503: 1}, Applied: map[string]uint64{},
+			Received: []uint32{1, 2, 2}, OK: []uint32{1, 2, 1}, Calls: 2, CallFailures: 1,
+			Capacity: &faults.CapacityStats{Workers: 2, Queue: 4, Queued: 3, QueueWait: 2 * time.Second, MaxQueueWait: time.Second, Rejected: 1}}))
+	})
 })
 
 var _ = Describe("BootstrapJSON", func() {
@@ -195,6 +233,10 @@ var _ = Describe("Runner.Supports", func() {
 	It("supports the plan's container faults, every other fault kind and traces", func() {
 		Expect(docker.Runner{}.Supports(p, plan.Options{})).To(Succeed())
 		Expect(docker.Runner{}.Supports(p, plan.Options{Tracing: &plan.Tracing{}})).To(Succeed())
+	})
+
+	It("supports calls between services and finite capacity: each calling instance's sidecar runs in its container", func() {
+		Expect(docker.Runner{}.Supports(plan.New(loadYAML(threeTier), nil), plan.Options{})).To(Succeed())
 	})
 
 	It("refuses a scenario without a file, which the upstream containers read, by name", func() {
