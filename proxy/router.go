@@ -292,17 +292,7 @@ func (f *forward) hash() uint64 {
 
 // sleep waits for the back-off delay; false when the route timeout or the downstream ended the wait.
 func (f *forward) sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := f.rt.clk.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C():
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return clock.Sleep(ctx, f.rt.clk, d)
 }
 
 // finish sends the final attempt's outcome to the client: the upstream response, or a local reply.

@@ -397,7 +397,7 @@ var _ = Describe("Provider.For", func() {
 		attrs := func(s sdktrace.ReadOnlySpan) map[string]string {
 			out := map[string]string{}
 			for _, kv := range s.Resource().Attributes() {
-				out[string(kv.Key)] = kv.Value.Emit()
+				out[string(kv.Key)] = kv.Value.AsString()
 			}
 			return out
 		}
