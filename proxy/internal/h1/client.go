@@ -28,10 +28,16 @@ type Pool struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds a response head (0: 60 KiB, Envoy's default max_response_headers_kb).
 	MaxHeaderBytes int
+	// ReapInterval is how often, while it holds idle connections, the pool closes those the upstream
+	// closed (which would otherwise sit in CLOSE_WAIT until the next request) and those idle longer
+	// than IdleTimeout (0: 1 s). Envoy notices a remote close on an idle connection at once, from its
+	// event loop; a sweep keeps the pool free of a goroutine per idle connection.
+	ReapInterval time.Duration
 
 	mu     sync.Mutex
 	idle   []*clientConn
 	closed bool
+	reaper *time.Timer // armed while idle connections are held
 }
 
 // Request is what a Pool sends upstream.
@@ -138,8 +144,58 @@ func (p *Pool) CloseIdle() {
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
+	if p.reaper != nil {
+		p.reaper.Stop()
+		p.reaper = nil
+	}
 	p.mu.Unlock()
 	p.CloseIdle()
+}
+
+func (p *Pool) idleTimeout() time.Duration {
+	if p.IdleTimeout <= 0 {
+		return time.Hour
+	}
+	return p.IdleTimeout
+}
+
+// armReaper starts the sweep of the idle connections, unless it is already due; p.mu held.
+func (p *Pool) armReaper() {
+	if p.reaper != nil || p.closed {
+		return
+	}
+	every := p.ReapInterval
+	if every <= 0 {
+		every = time.Second
+	}
+	p.reaper = time.AfterFunc(every, p.reap)
+}
+
+// reap closes the idle connections that may not be reused — the upstream closed them, sent bytes
+// nobody asked for, or they were idle longer than IdleTimeout — and sweeps again later while some
+// remain.
+func (p *Pool) reap() {
+	timeout := p.idleTimeout()
+	p.mu.Lock()
+	p.reaper = nil
+	var dead []*clientConn
+	keep := p.idle[:0]
+	for _, cc := range p.idle {
+		if time.Since(cc.idleAt) < timeout && cc.alive() {
+			keep = append(keep, cc)
+		} else {
+			dead = append(dead, cc)
+		}
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	if len(p.idle) > 0 {
+		p.armReaper()
+	}
+	p.mu.Unlock()
+	for _, cc := range dead {
+		cc.nc.Close()
+	}
 }
 
 // Idle is how many idle connections the pool holds.
@@ -150,10 +206,7 @@ func (p *Pool) Idle() int {
 }
 
 func (p *Pool) get(ctx context.Context, deadline time.Time) (*clientConn, error) {
-	timeout := p.IdleTimeout
-	if timeout <= 0 {
-		timeout = time.Hour
-	}
+	timeout := p.idleTimeout()
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -195,6 +248,7 @@ func (p *Pool) put(cc *clientConn) {
 	}
 	cc.idleAt = time.Now()
 	p.idle = append(p.idle, cc)
+	p.armReaper()
 	p.mu.Unlock()
 }
 

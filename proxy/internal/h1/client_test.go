@@ -534,6 +534,42 @@ var _ = Describe("Pool", func() {
 			Expect(u.requests.Load()).To(BeEquivalentTo(2))
 		})
 
+		// Issue #18, defect 10: connections the upstream closed sat in CLOSE_WAIT until the next request.
+		It("closes, within ReapInterval and without a request, an idle connection the upstream closed", func() {
+			ours := make(chan error, 1)
+			u := startUpstream(func(u *upstream, c net.Conn, br *bufio.Reader) {
+				if _, err := readRequest(br); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, okResponse)
+				_ = c.(*net.TCPConn).CloseWrite() // the upstream is done: FIN, and it waits for ours
+				_, err := io.ReadAll(br)
+				ours <- err
+			})
+			p, _ := newPool(u.addr)
+			p.ReapInterval = 20 * time.Millisecond
+			_, body := roundTrip(p, get("/"))
+			Expect(body).To(Equal("ok"))
+			Eventually(p.Idle).Should(BeZero())
+			Eventually(ours).Should(Receive(BeNil()), "the pool closed its end: no CLOSE_WAIT")
+		})
+
+		It("closes an idle connection once it has been idle IdleTimeout, without a request", func() {
+			u := startUpstream(func(u *upstream, c net.Conn, br *bufio.Reader) {
+				for {
+					if _, err := readRequest(br); err != nil {
+						return
+					}
+					_, _ = io.WriteString(c, okResponse)
+				}
+			})
+			p, _ := newPool(u.addr)
+			p.ReapInterval, p.IdleTimeout = 20*time.Millisecond, 100*time.Millisecond
+			roundTrip(p, get("/"))
+			Expect(p.Idle()).To(Equal(1))
+			Eventually(p.Idle).Should(BeZero())
+		})
+
 		It("dials anew instead of reusing a connection on which the upstream sent unasked bytes", func() {
 			u := startUpstream(func(u *upstream, c net.Conn, br *bufio.Reader) {
 				for {
