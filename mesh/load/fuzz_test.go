@@ -31,6 +31,8 @@ func FuzzReadResponse(f *testing.F) {
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
 		"HTTP/1.1 200 OK\nContent-Length: 1\n\nx",
 		"HTTP/1.1 200 OK\r\n\r\n",
+		// Found by fuzzing (#18): an interim response of another HTTP version, which net/http skips.
+		"HTTP/0.0 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
 	} {
 		f.Add([]byte(s), false)
 	}

@@ -230,11 +230,13 @@ func readResponse(br *bufio.Reader, isHead bool) (status int, keep, answered boo
 			return 0, false, len(line) > 0, err
 		}
 		answered = true
-		// "HTTP/1.1 200 OK"
-		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+		// "HTTP/1.1 200 OK": HTTP-version is "HTTP/" DIGIT "." DIGIT (RFC 9112 §2.3); a version below
+		// 1.1 closes the connection unless it says keep-alive, as net/http reads it.
+		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/")) || !isDigit(line[5]) || line[6] != '.' ||
+			!isDigit(line[7]) || line[8] != ' ' {
 			return 0, false, true, fmt.Errorf("%w: status line %q", errMalformed, trunc(line))
 		}
-		http10 := line[7] == '0'
+		http10, major0 := line[5] < '1' || line[5] == '1' && line[7] == '0', line[5] == '0'
 		status = 0
 		for _, c := range line[9:12] {
 			if c < '0' || c > '9' {
@@ -274,6 +276,9 @@ func readResponse(br *bufio.Reader, isHead bool) (status int, keep, answered boo
 				}
 			}
 		}
+		if major0 {
+			keep = false // before HTTP/1.0 there is no keep-alive at all
+		}
 		if status >= 100 && status < 200 && status != 101 {
 			continue // interim response: the final one follows
 		}
@@ -299,6 +304,8 @@ func readResponse(br *bufio.Reader, isHead bool) (status int, keep, answered boo
 		return status, keep, true, nil
 	}
 }
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // discardChunked reads and discards a chunked body and its trailer.
 func discardChunked(br *bufio.Reader) error {
