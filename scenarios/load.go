@@ -117,17 +117,20 @@ func yamlError(err error, file string, f *ast.File) error {
 	}
 	var unknown *yaml.UnknownFieldError
 	if errors.As(err, &unknown) && f != nil && tok != nil {
-		if path := pathOfKey(f, tok); path != "" {
-			if first := firstUnknownKey(f, tok, acceptedAt(fieldPath(path))); first != nil {
-				// The decoder names one unknown field of a mapping, picked from a Go map: name the first.
+		// The decoder names one unknown field of a mapping, picked from a Go map: name the first of the
+		// file, at the path of the mapping that holds it (a flow mapping's key without a value has the
+		// mapping's path as its own in the parser, so the key's path cannot be trusted).
+		if m := mappingOfKey(f, tok); m != nil {
+			mpath := fieldPath(m.GetPath())
+			accepted := acceptedAt(joinPath(mpath, "?"))
+			if first := firstUnknown(m, accepted); first != nil {
 				tok = first.GetToken()
-				path = first.GetPath()
 				e.Line, e.Column = tok.Position.Line, tok.Position.Column
 				e.Msg = fmt.Sprintf("unknown field %q", tok.Value)
-			}
-			e.Path = fieldPath(path)
-			if fields := acceptedAt(e.Path); len(fields) > 0 {
-				e.Msg += "; accepted here: " + strings.Join(fields, ", ")
+				e.Path = joinPath(mpath, tok.Value)
+				if len(accepted) > 0 {
+					e.Msg += "; accepted here: " + strings.Join(accepted, ", ")
+				}
 			}
 		}
 	}
@@ -171,51 +174,45 @@ func locateValue(e *Error, f *ast.File) *Error {
 	return e
 }
 
-// pathOfKey finds the YAML path of the mapping key at tok's position.
-func pathOfKey(f *ast.File, tok *token.Token) string {
-	var found string
+// mappingOfKey returns the mapping that holds the key at tok's position; nil when there is none.
+func mappingOfKey(f *ast.File, tok *token.Token) *ast.MappingNode {
+	var found *ast.MappingNode
 	ast.Walk(visitorFunc(func(n ast.Node) bool {
-		if mv, ok := n.(*ast.MappingValueNode); ok && found == "" {
-			kt := mv.Key.GetToken()
-			if kt != nil && kt.Position.Line == tok.Position.Line && kt.Position.Column == tok.Position.Column {
-				found = mv.Key.GetPath()
+		m, ok := n.(*ast.MappingNode)
+		if !ok || found != nil {
+			return found == nil
+		}
+		for _, mv := range m.Values {
+			if kt := mv.Key.GetToken(); kt != nil && kt.Position != nil && kt.Position.Line == tok.Position.Line && kt.Position.Column == tok.Position.Column {
+				found = m
 			}
 		}
-		return found == ""
+		return found == nil
 	}), f.Docs[0].Body)
 	return found
 }
 
-// firstUnknownKey returns the key, among those of the mapping holding the key at tok, that comes first in
-// the file and is not an accepted field; nil when the mapping is not found.
-func firstUnknownKey(f *ast.File, tok *token.Token, accepted []string) ast.Node {
+// firstUnknown returns the key of m that comes first in the file and is not an accepted field.
+func firstUnknown(m *ast.MappingNode, accepted []string) ast.Node {
 	var first ast.Node
-	found := false
-	ast.Walk(visitorFunc(func(n ast.Node) bool {
-		m, ok := n.(*ast.MappingNode)
-		if !ok || found {
-			return !found
+	for _, mv := range m.Values {
+		kt := mv.Key.GetToken()
+		if kt == nil || kt.Position == nil || slices.Contains(accepted, kt.Value) || kt.Value == "<<" {
+			continue
 		}
-		for _, mv := range m.Values {
-			if kt := mv.Key.GetToken(); kt != nil && kt.Position.Line == tok.Position.Line && kt.Position.Column == tok.Position.Column {
-				found = true
-			}
+		if first == nil || before(kt.Position, first.GetToken().Position) {
+			first = mv.Key
 		}
-		if !found {
-			return true
-		}
-		for _, mv := range m.Values {
-			kt := mv.Key.GetToken()
-			if kt == nil || kt.Position == nil || slices.Contains(accepted, kt.Value) || kt.Value == "<<" {
-				continue
-			}
-			if first == nil || before(kt.Position, first.GetToken().Position) {
-				first = mv.Key
-			}
-		}
-		return false
-	}), f.Docs[0].Body)
+	}
 	return first
+}
+
+// joinPath appends a key to a field path ("" is the root).
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 func before(a, b *token.Position) bool {
