@@ -439,7 +439,8 @@ var _ = Describe("Proxy", func() {
 			Expect(strings.Split(body, "\n")).To(ContainElements(
 				"cluster.backend.upstream_rq_retry: 1",
 				"cluster.backend.upstream_rq_retry_limit_exceeded: 1",
-				"cluster.backend.upstream_rq_503: 2",
+				"cluster.backend.upstream_rq_503: 1", // the final attempt's; the retried one counts under retry.
+				"cluster.backend.retry.upstream_rq_503: 1",
 				"http.ingress.downstream_rq_5xx: 1",
 			))
 			Expect(body).To(MatchRegexp(`(?m)^cluster\.backend\.upstream_rq_time: P0\(nan,[0-9.]+\) P25\(nan,[0-9.]+\) .* P100\(nan,[0-9.]+\)$`))

@@ -201,6 +201,7 @@ func (f *forward) run() {
 				backoff = policy.NewBackoff(rp.BaseInterval, rp.MaxInterval)
 			}
 			holdingRetry = true
+			a.charge(true)
 			f.cl.st.rqRetry.Inc()
 			f.cl.retryScheduled(a.index, a.outcome)
 			delay := f.backoff(a, rp, backoff)
@@ -347,6 +348,7 @@ func (f *forward) routeTimeout() {
 // relay streams the upstream response to the client. A failure mid-body resets the downstream
 // connection, as Envoy does once the response has started.
 func (f *forward) relay(a upstreamRequest, n int) {
+	a.charge(false)
 	resp := a.resp
 	defer resp.Body.Close()
 	hdr := f.w.Header()

@@ -29,6 +29,7 @@ type upstreamRequest struct {
 	outcome   policy.Outcome
 	noHealthy bool           // no host could be picked: "no healthy upstream"
 	resp      *http.Response // with outcome Response: headers received, body still to read
+	charged   bool           // its code is counted (see charge)
 	host      *host
 	index     int // the host's index in the cluster
 	cancel    context.CancelCauseFunc
@@ -182,13 +183,8 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		a.outcome = policy.Outcome{Kind: policy.Response, Status: resp.StatusCode,
 			HeadersMatched: rp != nil && anyHeaderMatches(rp.RetriableHeaders, resp.Header)}
 		a.resp = resp
-		cl.st.status(resp.StatusCode)
-		cl.st.rqCompleted.Inc()
-		if resp.StatusCode >= 500 {
-			h.rqError.Add(1)
-		} else {
-			h.rqSuccess.Add(1)
-		}
+		// Its code is charged once the router has decided: to upstream_rq_<code> when the response
+		// goes to the client, to retry.upstream_rq_<code> when it is retried (see charge).
 		if headerValue(resp.Header, hdrImmediateHealthCheckFail) != "" {
 			cl.immediateFail(a.index)
 		}
@@ -225,6 +221,29 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		attemptOutcome(a.span, a.outcome, evs, cl.hosts)
 	}
 	return a
+}
+
+// charge counts a response attempt's code once the router has decided what becomes of it, as Envoy's
+// Filter::onUpstreamHeaders (source/common/router/router.cc) does: a retried response under the
+// cluster's retry.upstream_rq_* stats and as an error of its host (rq_error), the response sent to the
+// client under upstream_rq_<code>, upstream_rq_<N>xx and upstream_rq_completed.
+func (a *upstreamRequest) charge(retried bool) {
+	if a.resp == nil || a.charged {
+		return
+	}
+	a.charged = true
+	code := a.resp.StatusCode
+	switch {
+	case retried:
+		a.cl.st.retried(code)
+		a.host.rqError.Add(1)
+		return
+	case code >= 500:
+		a.host.rqError.Add(1)
+	default:
+		a.host.rqSuccess.Add(1)
+	}
+	a.cl.st.response(code)
 }
 
 // startAttempt starts the CLIENT span of upstream attempt n to host h and injects its context into
@@ -268,6 +287,7 @@ func expectedTimeoutMs(now, deadline time.Time, perTry time.Duration) int64 {
 // abandon releases an attempt that will not be answered to the client. A small body is drained so the
 // upstream connection can be reused; a large one closes it.
 func (f *forward) abandon(a upstreamRequest) {
+	a.charge(false) // a response neither retried nor relayed (the client gone, the route timeout)
 	if a.resp != nil {
 		_, _ = io.CopyN(io.Discard, a.resp.Body, 64<<10)
 		a.resp.Body.Close()

@@ -1,0 +1,60 @@
+package proxy_test
+
+import (
+	"net/http"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/proxy/config"
+)
+
+var _ = Describe("the stats of retried attempts", func() {
+	// Envoy's Router::Filter::onUpstreamHeaders (source/common/router/router.cc): when the retry state
+	// retries a response, the router charges its code through CodeStatsImpl::chargeBasicResponseStat
+	// with the "retry" prefix (retry.upstream_rq_completed, retry.upstream_rq_<N>xx,
+	// retry.upstream_rq_<code>) and returns before chargeUpstreamCode, which counts only the response
+	// that goes downstream. upstream_rq_total counts every attempt (the connection pool's
+	// attachStreamToClient, source/common/conn_pool/conn_pool_base.cc).
+	It("counts a retried 503 under retry.upstream_rq_503 and only the final response under upstream_rq_<code>", func() {
+		u := newUpstream(func(n int64, w http.ResponseWriter, _ *http.Request) {
+			if n <= 2 {
+				w.WriteHeader(503)
+				return
+			}
+			w.WriteHeader(200)
+		})
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(2, "5xx"))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}})
+		code, _, _ := get(url + "/")
+		Expect(code).To(Equal(200))
+		Expect(srv.Stats().Values()).To(SatisfyAll(
+			HaveKeyWithValue("cluster.backend.upstream_rq_total", BeEquivalentTo(3)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_completed", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_200", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_2xx", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_5xx", BeEquivalentTo(0)),
+			Not(HaveKey("cluster.backend.upstream_rq_503")),
+			HaveKeyWithValue("cluster.backend.retry.upstream_rq_503", BeEquivalentTo(2)),
+			HaveKeyWithValue("cluster.backend.retry.upstream_rq_5xx", BeEquivalentTo(2)),
+			HaveKeyWithValue("cluster.backend.retry.upstream_rq_completed", BeEquivalentTo(2)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_retry", BeEquivalentTo(2)),
+		))
+	})
+
+	It("counts the last 503 of an exhausted retry policy under upstream_rq_503, the earlier ones under retry.", func() {
+		u := newUpstream(status(503))
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "5xx"))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}})
+		code, _, _ := get(url + "/")
+		Expect(code).To(Equal(503))
+		Expect(srv.Stats().Values()).To(SatisfyAll(
+			HaveKeyWithValue("cluster.backend.upstream_rq_total", BeEquivalentTo(2)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_503", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_5xx", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_completed", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.retry.upstream_rq_503", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_retry_limit_exceeded", BeEquivalentTo(1)),
+		))
+	})
+})
