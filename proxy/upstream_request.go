@@ -146,7 +146,11 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		f.scratch[2] = strconv.Itoa(n)
 		f.extra[hdrAttemptCount] = f.scratch[2:3:3]
 	}
-	if ms := expectedTimeoutMs(f.rt.clk.Now(), f.deadline, perTry); ms > 0 {
+	var timeout time.Duration // the route timeout (0: none)
+	if !f.deadline.IsZero() {
+		timeout = f.deadline.Sub(f.start)
+	}
+	if ms := expectedTimeoutMs(f.rt.clk.Since(f.start), timeout, perTry); ms > 0 {
 		f.scratch[3] = msString(ms)
 		f.extra[hdrExpectedTimeout] = f.scratch[3:4:4]
 	}
@@ -271,17 +275,24 @@ func (f *forward) startAttempt(ctx context.Context, out *h1.Request, h *host, n 
 // noCancel stands for the cancel function of an attempt without a context of its own.
 func noCancel(error) {}
 
-// expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms: the per-try timeout
-// when set, else what is left of the route timeout at now.
-func expectedTimeoutMs(now, deadline time.Time, perTry time.Duration) int64 {
-	left := time.Duration(0)
-	if !deadline.IsZero() {
-		left = deadline.Sub(now)
+// expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms
+// (FilterUtility::setTimeoutHeaders, source/common/router/router.cc): the per-try timeout, else the route
+// timeout, capped by what is left of the route timeout after the whole milliseconds elapsed since the
+// request started — so the first attempt carries the configured timeout exactly — and 1 once none is
+// left (0 would mean no timeout). 0: no header (neither timeout is set).
+func expectedTimeoutMs(elapsed, timeout, perTry time.Duration) int64 {
+	global := timeout.Milliseconds()
+	expected := perTry.Milliseconds()
+	if expected == 0 {
+		expected = global
 	}
-	if perTry > 0 && (left <= 0 || perTry < left) {
-		return perTry.Milliseconds()
+	if expected <= 0 || global <= 0 {
+		return max(expected, 0)
 	}
-	return left.Milliseconds()
+	if e := elapsed.Milliseconds(); e < global {
+		return min(expected, global-e)
+	}
+	return 1
 }
 
 // abandon releases an attempt that will not be answered to the client. A small body is drained so the
