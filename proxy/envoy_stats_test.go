@@ -58,3 +58,34 @@ var _ = Describe("the stats of retried attempts", func() {
 		))
 	})
 })
+
+var _ = Describe("x-envoy-ratelimited", func() {
+	// RetryStateImpl::wouldRetryFromHeaders (source/common/router/retry_state_impl.cc): a response
+	// carrying x-envoy-ratelimited comes from an upstream Envoy's rate limiter and is retried only under
+	// envoy-ratelimited, never under 5xx or retriable-status-codes.
+	limited := func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("x-envoy-ratelimited", "true")
+			w.WriteHeader(503)
+			return
+		}
+		w.WriteHeader(200)
+	}
+	DescribeTable("is retried only under envoy-ratelimited",
+		func(rp *config.RetryPolicy, wantCode int, wantAttempts int64) {
+			u := newUpstream(limited)
+			_, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(wantCode))
+			Expect(u.requests.Load()).To(Equal(wantAttempts))
+		},
+		Entry("envoy-ratelimited", retries(1, "envoy-ratelimited"), 200, int64(2)),
+		Entry("5xx", retries(1, "5xx"), 503, int64(1)),
+		Entry("gateway-error", retries(1, "gateway-error"), 503, int64(1)),
+		Entry("retriable-status-codes 503", func() *config.RetryPolicy {
+			rp := retries(1, "retriable-status-codes")
+			rp.RetriableStatusCodes = []int{503}
+			return rp
+		}(), 503, int64(1)),
+	)
+})

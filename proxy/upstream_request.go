@@ -185,7 +185,8 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	switch {
 	case err == nil:
 		a.outcome = policy.Outcome{Kind: policy.Response, Status: resp.StatusCode,
-			HeadersMatched: rp != nil && anyHeaderMatches(rp.RetriableHeaders, resp.Header)}
+			HeadersMatched: rp != nil && anyHeaderMatches(rp.RetriableHeaders, resp.Header),
+			RateLimited:    len(resp.Header[hdrRateLimited]) > 0}
 		a.resp = resp
 		// Its code is charged once the router has decided: to upstream_rq_<code> when the response
 		// goes to the client, to retry.upstream_rq_<code> when it is retried (see charge).
