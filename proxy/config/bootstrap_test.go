@@ -180,8 +180,9 @@ var _ = Describe("ParseBootstrap", func() {
 			func(b *config.Bootstrap) {
 				max, on := uint32(5), "on"
 				b.Listeners[0].Fault = &config.FaultFilter{
-					Abort:           &config.FaultAbort{HTTPStatus: 503, Percent: config.Fraction{Numerator: 25, Denominator: 10000}},
-					Delay:           &config.FaultDelay{FromHeader: true, Percent: config.Fraction{Numerator: 100, Denominator: 100}},
+					Abort: &config.FaultAbort{HTTPStatus: 503, Percent: config.Fraction{Numerator: 25, Denominator: 10000}},
+					// No percentage: 0%, as in Envoy (fault_config.cc takes the unset message's zero value).
+					Delay:           &config.FaultDelay{FromHeader: true, Percent: config.Fraction{Numerator: 0, Denominator: 100}},
 					Headers:         []config.HeaderMatcher{{Name: "x-chaos", Exact: &on}},
 					MaxActiveFaults: &max,
 				}
