@@ -1,7 +1,9 @@
 package proxy_test
 
 import (
+	"context"
 	"net/http"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -88,4 +90,61 @@ var _ = Describe("x-envoy-ratelimited", func() {
 			return rp
 		}(), 503, int64(1)),
 	)
+})
+
+var _ = Describe("upstream_rq_tx_reset", func() {
+	// The router resets an upstream request it gives up on (Filter::onPerTryTimeout,
+	// Filter::onResponseTimeout, Filter::onDestroy → UpstreamRequest::resetStream, router.cc): a local
+	// reset, which the connection pool counts as upstream_rq_tx_reset (onStreamReset,
+	// source/common/http/conn_pool_base.cc); a reset the upstream sends is upstream_rq_rx_reset.
+	It("counts the per-try timeout's reset", func() {
+		slow := newUpstream(hang)
+		rp := retries(0, "connect-failure")
+		rp.PerTryTimeout = 50 * time.Millisecond
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", slow.addr())}})
+		code, _, _ := get(url + "/")
+		Expect(code).To(Equal(504))
+		Expect(stat(srv, "cluster.backend.upstream_rq_tx_reset")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_rx_reset")).To(BeZero())
+	})
+
+	It("counts the route timeout's reset", func() {
+		slow := newUpstream(hang)
+		r := prefixRoute("/", "backend", nil)
+		r.Action.Timeout = 50 * time.Millisecond
+		srv, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", slow.addr())}})
+		code, _, _ := get(url + "/")
+		Expect(code).To(Equal(504))
+		Expect(stat(srv, "cluster.backend.upstream_rq_tx_reset")).To(BeEquivalentTo(1))
+	})
+
+	It("counts the reset of an attempt whose client went away", func() {
+		slow := newUpstream(hang)
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", slow.addr())}})
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/", nil)
+		Expect(err).NotTo(HaveOccurred())
+		done := make(chan struct{})
+		go func() {
+			defer GinkgoRecover()
+			defer close(done)
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		Eventually(slow.requests.Load).Should(BeEquivalentTo(1))
+		cancel()
+		<-done
+		Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_tx_reset") }).Should(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_rx_reset")).To(BeZero())
+	})
+
+	It("is not counted for a reset the upstream sends", func() {
+		u := newUpstream(resetConn)
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+		code, _, _ := get(url + "/")
+		Expect(code).To(Equal(503))
+		Expect(stat(srv, "cluster.backend.upstream_rq_rx_reset")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_tx_reset")).To(BeZero())
+	})
 })

@@ -375,6 +375,7 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	if err != nil {
 		if f.timedOut() {
 			f.cl.st.rqTimeout.Inc()
+			f.cl.st.rqTxReset.Inc() // Filter::onResponseTimeout resets the upstream request mid-body
 		}
 		panic(http.ErrAbortHandler)
 	}

@@ -198,8 +198,12 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		a.outcome = policy.Outcome{Kind: policy.Reset}
 		return a
 	case context.Cause(actx) == errPerTryTimeout:
+		// The router resets the attempt (Filter::onPerTryTimeout → UpstreamRequest::resetStream,
+		// router.cc), a local reset its pool counts as upstream_rq_tx_reset (onStreamReset,
+		// source/common/http/conn_pool_base.cc); so do the route timeout and the downstream going away.
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
 		cl.st.rqPerTryTimeout.Inc()
+		cl.st.rqTxReset.Inc()
 		h.rqTimeout.Add(1)
 		h.rqError.Add(1)
 	case errors.As(err, new(*connectError)):
@@ -208,9 +212,11 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	case f.timedOut():
 		// The route timeout ended the attempt: outlier detection hears of a local-origin timeout.
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
+		cl.st.rqTxReset.Inc() // Filter::onResponseTimeout resets the attempt
 		h.rqTimeout.Add(1)
 		h.rqError.Add(1)
 	case f.r.Context().Err() != nil:
+		cl.st.rqTxReset.Inc()                          // Filter::onDestroy resets the attempt
 		a.outcome = policy.Outcome{Kind: policy.Reset} // the downstream went away: nothing to report
 		if a.span != nil {
 			attemptOutcome(a.span, a.outcome, nil, cl.hosts)
@@ -301,7 +307,11 @@ func expectedTimeoutMs(elapsed, timeout, perTry time.Duration) int64 {
 func (f *forward) abandon(a upstreamRequest) {
 	a.charge(false) // a response neither retried nor relayed (the client gone, the route timeout)
 	if a.resp != nil {
-		_, _ = io.CopyN(io.Discard, a.resp.Body, 64<<10)
+		if _, err := io.CopyN(io.Discard, a.resp.Body, 64<<10); err == nil {
+			// The body goes on: closing it resets the attempt's stream, as Envoy's router resets a
+			// response it retries before its end (onUpstreamHeaders) — upstream_rq_tx_reset.
+			f.cl.st.rqTxReset.Inc()
+		}
 		a.resp.Body.Close()
 		f.cl.st.rqTime.Record(f.rt.clk.Since(a.sent))
 	}
