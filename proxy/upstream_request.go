@@ -85,15 +85,12 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		actx, cancel = context.WithCancelCause(f.ctx())
 	}
 	a := upstreamRequest{cancel: cancel, index: -1, cl: cl}
-	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier signal.
-	if !cl.rm.TryAcquireRequest() {
-		cl.st.rqPendingOverflow.Inc()
-		if f.span != nil {
-			f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_requests"), AttrAttempt.Int(n)))
-		}
-		a.outcome = policy.Outcome{Kind: policy.Overflow}
-		return a
-	}
+	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier
+	// signal. As in Envoy's connection pool (ConnPoolImplBase::newStreamImpl and attachStreamToClient,
+	// source/common/conn_pool/conn_pool_base.cc), an attempt first needs a connection under
+	// max_connections, waiting in the pending queue (bounded by max_pending_requests) when there is
+	// none, and counts against max_requests only once it has one: a request over max_requests while
+	// connections are at their limit waits instead of failing.
 	ok, overflow := true, false
 	if !cl.rm.TryAcquireConnection() { // the pending queue: a wait that the route timeout must end
 		wctx := actx
@@ -103,12 +100,20 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		ok, overflow = cl.waitForConnection(wctx)
 	}
 	if !ok {
-		cl.rm.ReleaseRequest()
 		if overflow {
 			cl.st.rqPendingOverflow.Inc()
 			if f.span != nil {
 				f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_pending_requests"), AttrAttempt.Int(n)))
 			}
+		}
+		a.outcome = policy.Outcome{Kind: policy.Overflow}
+		return a
+	}
+	if !cl.rm.TryAcquireRequest() { // attachStreamToClient: max_requests, then upstream_rq_pending_overflow
+		cl.releaseConnection()
+		cl.st.rqPendingOverflow.Inc()
+		if f.span != nil {
+			f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_requests"), AttrAttempt.Int(n)))
 		}
 		a.outcome = policy.Outcome{Kind: policy.Overflow}
 		return a
