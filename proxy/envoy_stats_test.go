@@ -42,6 +42,15 @@ var _ = Describe("the stats of retried attempts", func() {
 			HaveKeyWithValue("cluster.backend.retry.upstream_rq_completed", BeEquivalentTo(2)),
 			HaveKeyWithValue("cluster.backend.upstream_rq_retry", BeEquivalentTo(2)),
 		))
+		// Filter::onUpstreamComplete (router.cc) records upstream_rq_time for the response that
+		// completes downstream only: once per request, not per attempt.
+		var count int64
+		for _, h := range srv.Stats().Histograms() {
+			if h.Name == "cluster.backend.upstream_rq_time" {
+				count = h.Count
+			}
+		}
+		Expect(count).To(BeEquivalentTo(1))
 	})
 
 	It("counts the last 503 of an exhausted retry policy under upstream_rq_503, the earlier ones under retry.", func() {

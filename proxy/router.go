@@ -371,7 +371,10 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
 	_, err := io.CopyBuffer(f.w, resp.Body, *bp)
-	f.cl.st.rqTime.Record(f.rt.clk.Since(a.sent))
+	// upstream_rq_time is Envoy's: from the request's start in the router (its downstream request
+	// complete, for a buffered body) to the end of the response, retries and back-offs included
+	// (Filter::onUpstreamComplete, router.cc, from downstream_request_complete_time_).
+	f.cl.st.rqTime.Record(f.rt.clk.Since(f.start))
 	if err != nil {
 		if f.timedOut() {
 			f.cl.st.rqTimeout.Inc()

@@ -318,7 +318,8 @@ func (f *forward) abandon(a upstreamRequest) {
 			f.cl.st.rqTxReset.Inc()
 		}
 		a.resp.Body.Close()
-		f.cl.st.rqTime.Record(f.rt.clk.Since(a.sent))
+		// No upstream_rq_time: Envoy records it only for the response that completes downstream
+		// (Filter::onUpstreamComplete, router.cc), never for one it retries or gives up.
 	}
 	a.done()
 }
