@@ -256,7 +256,11 @@ var _ = Describe("Proxy", func() {
 			Expect(body).To(Equal("hello"))
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry_success")).To(BeEquivalentTo(1))
-			Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeEquivalentTo(1))
+			// The retried 503 counts under retry. (Envoy's router.cc onUpstreamHeaders), the 200 sent
+			// downstream under upstream_rq_200.
+			Expect(stat(srv, "cluster.backend.retry.upstream_rq_503")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_rq_200")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(2))
 		})
 
