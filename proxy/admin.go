@@ -49,7 +49,16 @@ func (s *Server) adminHandler() http.Handler {
 		w.Header().Set("content-type", "text/plain; version=0.0.4")
 		_ = stats.WritePrometheus(w, s.store.Snapshot(), s.store.Histograms())
 	})
-	get("/clusters", s.serveClusters)
+	get("/clusters", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("format") == "json" {
+			s.serveClustersJSON(w)
+			return
+		}
+		s.serveClusters(w, r)
+	})
+	get("/listeners", s.serveListeners)
+	get("/server_info", func(w http.ResponseWriter, _ *http.Request) { s.serveServerInfo(w) })
+	get("/runtime", func(w http.ResponseWriter, _ *http.Request) { serveRuntimeLayers(w) })
 	get("/config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("content-type", "application/json")
 		if s.opts.Bootstrap == nil {

@@ -79,6 +79,18 @@ type clusterStats struct {
 	// codes holds upstream_rq_<code> for the codes seen so far, by code: created on first use like any
 	// stat, then found without building its name.
 	codes [600]atomic.Pointer[stats.Counter]
+	// retry holds the retry.upstream_rq_* stats: the responses the router retried.
+	retry *retryCodeStats
+}
+
+// retryCodeStats are the stats Envoy charges for a response its router retries, under the cluster's
+// "retry." prefix (Router::Filter::onUpstreamHeaders, source/common/router/router.cc, through
+// CodeStatsImpl::chargeBasicResponseStat, source/common/http/codes.cc): retry.upstream_rq_completed,
+// retry.upstream_rq_<N>xx and retry.upstream_rq_<code>, in place of the unprefixed ones.
+type retryCodeStats struct {
+	completed *stats.Counter
+	class     classCounters
+	codes     [600]atomic.Pointer[stats.Counter]
 }
 
 func newClusterStats(store *stats.Store, name string) clusterStats {
@@ -103,7 +115,32 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 		rqActive: g("upstream_rq_active"), cxActive: g("upstream_cx_active"), rqPendingActive: g("upstream_rq_pending_active"),
 		membershipHealthy: g("membership_healthy"), membershipTotal: g("membership_total"),
 		rqTime: store.Histogram(p + "upstream_rq_time"), cxConnectMs: store.Histogram(p + "upstream_cx_connect_ms"),
+		retry: &retryCodeStats{completed: c("retry.upstream_rq_completed"), class: newClassCounters(c, "retry.upstream_rq")},
 	}
+}
+
+// response counts the response of an attempt that goes to the client: upstream_rq_completed,
+// upstream_rq_<code> and upstream_rq_<N>xx (Envoy's Filter::onUpstreamHeaders → chargeUpstreamCode).
+func (s *clusterStats) response(code int) {
+	s.status(code)
+	s.rqCompleted.Inc()
+}
+
+// retried counts the response of an attempt the router retries, under "retry." only.
+func (s *clusterStats) retried(code int) {
+	r := s.retry
+	r.completed.Inc()
+	r.class.inc(code)
+	if code < 0 || code >= len(r.codes) {
+		s.store.Counter(s.prefix + "retry.upstream_rq_" + strconv.Itoa(code)).Inc()
+		return
+	}
+	c := r.codes[code].Load()
+	if c == nil {
+		c = s.store.Counter(s.prefix + "retry.upstream_rq_" + strconv.Itoa(code))
+		r.codes[code].Store(c)
+	}
+	c.Inc()
 }
 
 // status counts a response code the Envoy way: upstream_rq_<code> and upstream_rq_<N>xx.

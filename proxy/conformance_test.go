@@ -320,6 +320,32 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq")).To(BeEquivalentTo(1))
 		})
 
+		// ConnPoolImplBase::newStreamImpl and attachStreamToClient (conn_pool_base.cc): a request waits
+		// for a connection in the pending queue, and takes a max_requests slot only once attached.
+		It("lets a request over max_requests wait in the pending queue when connections are at their limit", func() {
+			open := make(chan struct{})
+			u := newUpstream(gated(open, 200))
+			c := with(cluster("backend", u.addr()), func(c *config.Cluster) {
+				c.Breakers.Default.MaxConnections, c.Breakers.Default.MaxRequests = 1, 1
+				c.Breakers.TrackRemaining = true
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			codes := make(chan int, 2)
+			go func() { defer GinkgoRecover(); code, _, _ := get(url + "/"); codes <- code }()
+			Eventually(u.requests.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(1), "the first request holds the connection and the request slot")
+			go func() { defer GinkgoRecover(); code, _, _ := get(url + "/"); codes <- code }()
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_pending_active") }).WithTimeout(5*time.Second).
+				Should(BeEquivalentTo(1), "the second waits in the pending queue")
+			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_pending")).To(BeEquivalentTo(1023))
+			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq")).To(BeZero())
+			close(open)
+			Expect([]int{<-codes, <-codes}).To(HaveEach(200))
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(1))
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq") }).Should(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_pending")).To(BeEquivalentTo(1024))
+		})
+
 		It("queues beyond max_connections, and rejects at once with max_pending_requests 0", func() {
 			// Each phase holds its first request at a gate, so that the others meet the limit whatever
 			// the machine's speed (a 150 ms upstream made them overlap only on a fast one).

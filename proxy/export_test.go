@@ -4,3 +4,6 @@ import "github.com/meshproof/meshproof/proxy/internal/h1"
 
 // ListsToken is how the proxy reads a Connection header's names, for the external test package.
 var ListsToken = h1.HasToken
+
+// ExpectedTimeoutMs is the router's x-envoy-expected-rq-timeout-ms value, for the external test package.
+var ExpectedTimeoutMs = expectedTimeoutMs

@@ -154,7 +154,11 @@ func (f *faultFilter) delay(r *http.Request, rng *rand.PCG) (time.Duration, bool
 		}
 		dur = time.Duration(ms) * time.Millisecond
 	}
-	return dur, hit(d.Percent, r, hdrFaultDelayPercent, rng)
+	// The draw is made whatever the duration, so that the abort's draw comes next in the request's
+	// stream; a delay of 0 is none and counts none (Envoy's FaultFilter::delayDuration,
+	// source/extensions/filters/http/fault/fault_filter.cc, returns a delay only when above 0).
+	on := hit(d.Percent, r, hdrFaultDelayPercent, rng)
+	return dur, on && dur > 0
 }
 
 func (f *faultFilter) abort(r *http.Request, rng *rand.PCG) (func(http.ResponseWriter), bool) {

@@ -49,6 +49,19 @@ var _ = Describe("the HTTP fault filter", func() {
 		Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeZero())
 	})
 
+	// FaultFilter::delayDuration (source/extensions/filters/http/fault/fault_filter.cc) returns a delay
+	// only when it is above 0: x-envoy-fault-delay-request: 0 injects none and counts none.
+	It("injects no delay for x-envoy-fault-delay-request: 0, and counts none", func() {
+		srv, url := startWith(&config.FaultFilter{Delay: &config.FaultDelay{FromHeader: true, Percent: all}})
+		code, _, _ := do(url, map[string]string{"x-envoy-fault-delay-request": "0"})
+		Expect(code).To(Equal(200))
+		Expect(stat(srv, "http.ingress.fault.delays_injected")).To(BeZero())
+		Expect(stat(srv, "http.ingress.fault.active_faults")).To(BeZero())
+		code, _, _ = do(url, map[string]string{"x-envoy-fault-delay-request": "20"})
+		Expect(code).To(Equal(200))
+		Expect(stat(srv, "http.ingress.fault.delays_injected")).To(BeEquivalentTo(1))
+	})
+
 	It("delays, then forwards", func() {
 		srv, url := startWith(&config.FaultFilter{Delay: &config.FaultDelay{Fixed: 50 * time.Millisecond, Percent: all}})
 		began := time.Now()

@@ -14,6 +14,7 @@ const (
 	hdrForwardedProto           = "X-Forwarded-Proto"
 	hdrAttemptCount             = "X-Envoy-Attempt-Count"
 	hdrExpectedTimeout          = "X-Envoy-Expected-Rq-Timeout-Ms"
+	hdrRateLimited              = "X-Envoy-Ratelimited"
 	hdrUpstreamServiceTime      = "X-Envoy-Upstream-Service-Time"
 	hdrImmediateHealthCheckFail = "X-Envoy-Immediate-Health-Check-Fail"
 	hdrContentLength            = "Content-Length"

@@ -256,7 +256,11 @@ var _ = Describe("Proxy", func() {
 			Expect(body).To(Equal("hello"))
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry_success")).To(BeEquivalentTo(1))
-			Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeEquivalentTo(1))
+			// The retried 503 counts under retry. (Envoy's router.cc onUpstreamHeaders), the 200 sent
+			// downstream under upstream_rq_200.
+			Expect(stat(srv, "cluster.backend.retry.upstream_rq_503")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_rq_200")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(2))
 		})
 
@@ -439,7 +443,8 @@ var _ = Describe("Proxy", func() {
 			Expect(strings.Split(body, "\n")).To(ContainElements(
 				"cluster.backend.upstream_rq_retry: 1",
 				"cluster.backend.upstream_rq_retry_limit_exceeded: 1",
-				"cluster.backend.upstream_rq_503: 2",
+				"cluster.backend.upstream_rq_503: 1", // the final attempt's; the retried one counts under retry.
+				"cluster.backend.retry.upstream_rq_503: 1",
 				"http.ingress.downstream_rq_5xx: 1",
 			))
 			Expect(body).To(MatchRegexp(`(?m)^cluster\.backend\.upstream_rq_time: P0\(nan,[0-9.]+\) P25\(nan,[0-9.]+\) .* P100\(nan,[0-9.]+\)$`))

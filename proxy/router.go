@@ -171,7 +171,7 @@ func (f *forward) run() {
 		}
 		if f.timedOut() {
 			f.abandon(a)
-			f.routeTimeout()
+			f.routeTimeout(n)
 			return
 		}
 		if f.r.Context().Err() != nil {
@@ -201,6 +201,7 @@ func (f *forward) run() {
 				backoff = policy.NewBackoff(rp.BaseInterval, rp.MaxInterval)
 			}
 			holdingRetry = true
+			a.charge(true)
 			f.cl.st.rqRetry.Inc()
 			f.cl.retryScheduled(a.index, a.outcome)
 			delay := f.backoff(a, rp, backoff)
@@ -210,7 +211,7 @@ func (f *forward) run() {
 			}
 			if !f.sleep(f.ctx(), delay) {
 				if f.timedOut() {
-					f.routeTimeout()
+					f.routeTimeout(n)
 				} else {
 					f.rt.hcm.downstreamGone()
 				}
@@ -298,7 +299,12 @@ func (f *forward) sleep(ctx context.Context, d time.Duration) bool {
 // finish sends the final attempt's outcome to the client: the upstream response, or a local reply.
 func (f *forward) finish(a upstreamRequest, n int) {
 	defer a.done()
-	const resetBody = "upstream connect error or disconnect/reset before headers. reset reason: "
+	// Envoy's body for an upstream reset (Filter::onUpstreamAbort, source/common/router/router.cc) says
+	// "retried and the latest" once the request was retried.
+	resetBody := "upstream connect error or disconnect/reset before headers. reset reason: "
+	if n > 1 {
+		resetBody = "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: "
+	}
 	switch a.outcome.Kind {
 	case policy.Response:
 		f.relay(a, n)
@@ -326,17 +332,18 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 	f.rt.hcm.localReply(f.w, hdr, code, body)
 }
 
-// routeTimeout answers 504 when the route timeout fired: never retried.
-func (f *forward) routeTimeout() {
+// routeTimeout answers 504 when the route timeout fired during attempt n: never retried. Like every
+// local reply of the router, it carries x-envoy-attempt-count when the virtual host asks (Envoy's
+// Filter::modify_headers_, applied to the local replies of onUpstreamAbort, router.cc).
+func (f *forward) routeTimeout(n int) {
 	f.cl.st.rqTimeout.Inc()
-	f.cl.st.status(http.StatusGatewayTimeout)
-	f.cl.st.rqCompleted.Inc()
-	f.rt.hcm.localReply(f.w, nil, http.StatusGatewayTimeout, "upstream request timeout")
+	f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
 }
 
 // relay streams the upstream response to the client. A failure mid-body resets the downstream
 // connection, as Envoy does once the response has started.
 func (f *forward) relay(a upstreamRequest, n int) {
+	a.charge(false)
 	resp := a.resp
 	defer resp.Body.Close()
 	hdr := f.w.Header()
@@ -354,10 +361,14 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
 	_, err := io.CopyBuffer(f.w, resp.Body, *bp)
-	f.cl.st.rqTime.Record(f.rt.clk.Since(a.sent))
+	// upstream_rq_time is Envoy's: from the request's start in the router (its downstream request
+	// complete, for a buffered body) to the end of the response, retries and back-offs included
+	// (Filter::onUpstreamComplete, router.cc, from downstream_request_complete_time_).
+	f.cl.st.rqTime.Record(f.rt.clk.Since(f.start))
 	if err != nil {
 		if f.timedOut() {
 			f.cl.st.rqTimeout.Inc()
+			f.cl.st.rqTxReset.Inc() // Filter::onResponseTimeout resets the upstream request mid-body
 		}
 		panic(http.ErrAbortHandler)
 	}

@@ -92,6 +92,7 @@ type Server struct {
 	stopOnce sync.Once
 	clk      clock.Clock
 	seeds    seeds
+	started  time.Time // when Start ran, on clk: /server_info's uptime
 }
 
 // statsFlushInterval is Envoy's default stats_flush_interval: histograms' interval values cover it.
@@ -127,6 +128,7 @@ func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.started = s.clk.Now()
 	for _, l := range s.cfg.Listeners {
 		ln, err := net.Listen("tcp", l.Address)
 		if err != nil {

@@ -29,6 +29,7 @@ type upstreamRequest struct {
 	outcome   policy.Outcome
 	noHealthy bool           // no host could be picked: "no healthy upstream"
 	resp      *http.Response // with outcome Response: headers received, body still to read
+	charged   bool           // its code is counted (see charge)
 	host      *host
 	index     int // the host's index in the cluster
 	cancel    context.CancelCauseFunc
@@ -84,15 +85,12 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		actx, cancel = context.WithCancelCause(f.ctx())
 	}
 	a := upstreamRequest{cancel: cancel, index: -1, cl: cl}
-	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier signal.
-	if !cl.rm.TryAcquireRequest() {
-		cl.st.rqPendingOverflow.Inc()
-		if f.span != nil {
-			f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_requests"), AttrAttempt.Int(n)))
-		}
-		a.outcome = policy.Outcome{Kind: policy.Overflow}
-		return a
-	}
+	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier
+	// signal. As in Envoy's connection pool (ConnPoolImplBase::newStreamImpl and attachStreamToClient,
+	// source/common/conn_pool/conn_pool_base.cc), an attempt first needs a connection under
+	// max_connections, waiting in the pending queue (bounded by max_pending_requests) when there is
+	// none, and counts against max_requests only once it has one: a request over max_requests while
+	// connections are at their limit waits instead of failing.
 	ok, overflow := true, false
 	if !cl.rm.TryAcquireConnection() { // the pending queue: a wait that the route timeout must end
 		wctx := actx
@@ -102,12 +100,20 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		ok, overflow = cl.waitForConnection(wctx)
 	}
 	if !ok {
-		cl.rm.ReleaseRequest()
 		if overflow {
 			cl.st.rqPendingOverflow.Inc()
 			if f.span != nil {
 				f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_pending_requests"), AttrAttempt.Int(n)))
 			}
+		}
+		a.outcome = policy.Outcome{Kind: policy.Overflow}
+		return a
+	}
+	if !cl.rm.TryAcquireRequest() { // attachStreamToClient: max_requests, then upstream_rq_pending_overflow
+		cl.releaseConnection()
+		cl.st.rqPendingOverflow.Inc()
+		if f.span != nil {
+			f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_requests"), AttrAttempt.Int(n)))
 		}
 		a.outcome = policy.Outcome{Kind: policy.Overflow}
 		return a
@@ -145,7 +151,11 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		f.scratch[2] = strconv.Itoa(n)
 		f.extra[hdrAttemptCount] = f.scratch[2:3:3]
 	}
-	if ms := expectedTimeoutMs(f.rt.clk.Now(), f.deadline, perTry); ms > 0 {
+	var timeout time.Duration // the route timeout (0: none)
+	if !f.deadline.IsZero() {
+		timeout = f.deadline.Sub(f.start)
+	}
+	if ms := expectedTimeoutMs(f.rt.clk.Since(f.start), timeout, perTry); ms > 0 {
 		f.scratch[3] = msString(ms)
 		f.extra[hdrExpectedTimeout] = f.scratch[3:4:4]
 	}
@@ -180,15 +190,11 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	switch {
 	case err == nil:
 		a.outcome = policy.Outcome{Kind: policy.Response, Status: resp.StatusCode,
-			HeadersMatched: rp != nil && anyHeaderMatches(rp.RetriableHeaders, resp.Header)}
+			HeadersMatched: rp != nil && anyHeaderMatches(rp.RetriableHeaders, resp.Header),
+			RateLimited:    len(resp.Header[hdrRateLimited]) > 0}
 		a.resp = resp
-		cl.st.status(resp.StatusCode)
-		cl.st.rqCompleted.Inc()
-		if resp.StatusCode >= 500 {
-			h.rqError.Add(1)
-		} else {
-			h.rqSuccess.Add(1)
-		}
+		// Its code is charged once the router has decided: to upstream_rq_<code> when the response
+		// goes to the client, to retry.upstream_rq_<code> when it is retried (see charge).
 		if headerValue(resp.Header, hdrImmediateHealthCheckFail) != "" {
 			cl.immediateFail(a.index)
 		}
@@ -197,8 +203,12 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		a.outcome = policy.Outcome{Kind: policy.Reset}
 		return a
 	case context.Cause(actx) == errPerTryTimeout:
+		// The router resets the attempt (Filter::onPerTryTimeout → UpstreamRequest::resetStream,
+		// router.cc), a local reset its pool counts as upstream_rq_tx_reset (onStreamReset,
+		// source/common/http/conn_pool_base.cc); so do the route timeout and the downstream going away.
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
 		cl.st.rqPerTryTimeout.Inc()
+		cl.st.rqTxReset.Inc()
 		h.rqTimeout.Add(1)
 		h.rqError.Add(1)
 	case errors.As(err, new(*connectError)):
@@ -207,9 +217,11 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	case f.timedOut():
 		// The route timeout ended the attempt: outlier detection hears of a local-origin timeout.
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
+		cl.st.rqTxReset.Inc() // Filter::onResponseTimeout resets the attempt
 		h.rqTimeout.Add(1)
 		h.rqError.Add(1)
 	case f.r.Context().Err() != nil:
+		cl.st.rqTxReset.Inc()                          // Filter::onDestroy resets the attempt
 		a.outcome = policy.Outcome{Kind: policy.Reset} // the downstream went away: nothing to report
 		if a.span != nil {
 			attemptOutcome(a.span, a.outcome, nil, cl.hosts)
@@ -225,6 +237,29 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		attemptOutcome(a.span, a.outcome, evs, cl.hosts)
 	}
 	return a
+}
+
+// charge counts a response attempt's code once the router has decided what becomes of it, as Envoy's
+// Filter::onUpstreamHeaders (source/common/router/router.cc) does: a retried response under the
+// cluster's retry.upstream_rq_* stats and as an error of its host (rq_error), the response sent to the
+// client under upstream_rq_<code>, upstream_rq_<N>xx and upstream_rq_completed.
+func (a *upstreamRequest) charge(retried bool) {
+	if a.resp == nil || a.charged {
+		return
+	}
+	a.charged = true
+	code := a.resp.StatusCode
+	switch {
+	case retried:
+		a.cl.st.retried(code)
+		a.host.rqError.Add(1)
+		return
+	case code >= 500:
+		a.host.rqError.Add(1)
+	default:
+		a.host.rqSuccess.Add(1)
+	}
+	a.cl.st.response(code)
 }
 
 // startAttempt starts the CLIENT span of upstream attempt n to host h and injects its context into
@@ -252,26 +287,39 @@ func (f *forward) startAttempt(ctx context.Context, out *h1.Request, h *host, n 
 // noCancel stands for the cancel function of an attempt without a context of its own.
 func noCancel(error) {}
 
-// expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms: the per-try timeout
-// when set, else what is left of the route timeout at now.
-func expectedTimeoutMs(now, deadline time.Time, perTry time.Duration) int64 {
-	left := time.Duration(0)
-	if !deadline.IsZero() {
-		left = deadline.Sub(now)
+// expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms
+// (FilterUtility::setTimeoutHeaders, source/common/router/router.cc): the per-try timeout, else the route
+// timeout, capped by what is left of the route timeout after the whole milliseconds elapsed since the
+// request started — so the first attempt carries the configured timeout exactly — and 1 once none is
+// left (0 would mean no timeout). 0: no header (neither timeout is set).
+func expectedTimeoutMs(elapsed, timeout, perTry time.Duration) int64 {
+	global := timeout.Milliseconds()
+	expected := perTry.Milliseconds()
+	if expected == 0 {
+		expected = global
 	}
-	if perTry > 0 && (left <= 0 || perTry < left) {
-		return perTry.Milliseconds()
+	if expected <= 0 || global <= 0 {
+		return max(expected, 0)
 	}
-	return left.Milliseconds()
+	if e := elapsed.Milliseconds(); e < global {
+		return min(expected, global-e)
+	}
+	return 1
 }
 
 // abandon releases an attempt that will not be answered to the client. A small body is drained so the
 // upstream connection can be reused; a large one closes it.
 func (f *forward) abandon(a upstreamRequest) {
+	a.charge(false) // a response neither retried nor relayed (the client gone, the route timeout)
 	if a.resp != nil {
-		_, _ = io.CopyN(io.Discard, a.resp.Body, 64<<10)
+		if _, err := io.CopyN(io.Discard, a.resp.Body, 64<<10); err == nil {
+			// The body goes on: closing it resets the attempt's stream, as Envoy's router resets a
+			// response it retries before its end (onUpstreamHeaders) — upstream_rq_tx_reset.
+			f.cl.st.rqTxReset.Inc()
+		}
 		a.resp.Body.Close()
-		f.cl.st.rqTime.Record(f.rt.clk.Since(a.sent))
+		// No upstream_rq_time: Envoy records it only for the response that completes downstream
+		// (Filter::onUpstreamComplete, router.cc), never for one it retries or gives up.
 	}
 	a.done()
 }

@@ -236,8 +236,10 @@ func EdgeOf(rec *record.Record, e record.Edge, spans []Span) EdgeOutcome {
 
 // failedStats are the sidecar counters that count a failed attempt: a 5xx answer (the sidecar's own
 // local 5xx answers included, so that the count is an upper bound), a per-try timeout, a reset, a
-// refused or timed-out connect.
-var failedStats = []string{"upstream_rq_5xx", "upstream_rq_per_try_timeout", "upstream_rq_rx_reset", "upstream_cx_connect_fail"}
+// refused or timed-out connect. A 5xx the sidecar retried counts under retry.upstream_rq_5xx, not
+// upstream_rq_5xx, as in Envoy (Router::Filter::onUpstreamHeaders, source/common/router/router.cc,
+// charges a retried response to the cluster's "retry." stats).
+var failedStats = []string{"upstream_rq_5xx", "retry.upstream_rq_5xx", "upstream_rq_per_try_timeout", "upstream_rq_rx_reset", "upstream_cx_connect_fail"}
 
 func failedAttempts(st map[string]uint64) uint64 {
 	var n uint64

@@ -54,7 +54,7 @@ func meshRun() *record.Record {
 				"upstream_rq_5xx": 7, "outlier_detection.ejections_enforced_total": 0,
 				"outlier_detection.ejections_detected_consecutive_5xx": 0, "outlier_detection.ejections_enforced_consecutive_5xx": 0}},
 			{Caller: "cart", Callee: "payments", SidecarStats: map[string]uint64{"upstream_rq_total": 220, "upstream_rq_retry": 23,
-				"upstream_rq_5xx": 25, "upstream_rq_pending_overflow": 3, "outlier_detection.ejections_enforced_total": 2,
+				"upstream_rq_5xx": 2, "retry.upstream_rq_5xx": 23, "upstream_rq_pending_overflow": 3, "outlier_detection.ejections_enforced_total": 2,
 				"outlier_detection.ejections_detected_consecutive_5xx": 2, "outlier_detection.ejections_enforced_consecutive_5xx": 2}},
 		},
 		ProxyEvents: []record.ProxyEvent{

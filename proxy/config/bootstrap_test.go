@@ -180,8 +180,9 @@ var _ = Describe("ParseBootstrap", func() {
 			func(b *config.Bootstrap) {
 				max, on := uint32(5), "on"
 				b.Listeners[0].Fault = &config.FaultFilter{
-					Abort:           &config.FaultAbort{HTTPStatus: 503, Percent: config.Fraction{Numerator: 25, Denominator: 10000}},
-					Delay:           &config.FaultDelay{FromHeader: true, Percent: config.Fraction{Numerator: 100, Denominator: 100}},
+					Abort: &config.FaultAbort{HTTPStatus: 503, Percent: config.Fraction{Numerator: 25, Denominator: 10000}},
+					// No percentage: 0%, as in Envoy (fault_config.cc takes the unset message's zero value).
+					Delay:           &config.FaultDelay{FromHeader: true, Percent: config.Fraction{Numerator: 0, Denominator: 100}},
 					Headers:         []config.HeaderMatcher{{Name: "x-chaos", Exact: &on}},
 					MaxActiveFaults: &max,
 				}
@@ -321,9 +322,9 @@ var _ = Describe("ParseBootstrap", func() {
 			edit("      cluster_name: backend\n", "      cluster_name: null\n"),
 			at(24, 7, clusterPath+".load_assignment.cluster_name", "value length must be at least 1 runes")),
 		Entry("a retry condition Envoy knows but meshproof does not support yet",
-			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,envoy-ratelimited"}}`),
+			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,http3-post-connect-failure"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on",
-				`retry condition "envoy-ratelimited" is not supported yet (supported: 5xx, connect-failure, gateway-error, refused-stream, reset, reset-before-request, retriable-4xx, retriable-headers, retriable-status-codes)`)),
+				`retry condition "http3-post-connect-failure" is not supported yet (supported: 5xx, connect-failure, envoy-ratelimited, gateway-error, refused-stream, reset, reset-before-request, retriable-4xx, retriable-headers, retriable-status-codes)`)),
 		Entry("an unknown retry condition",
 			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,timeout"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on", `unknown retry condition "timeout" (Envoy's conditions: 5xx, cancelled,`)),

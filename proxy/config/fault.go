@@ -59,10 +59,12 @@ func (c *converter) faultFilter(f *faultv3.HTTPFault, path string) *FaultFilter 
 	return out
 }
 
-// fraction converts a FractionalPercent; absent means 100% (Envoy's default for fault percentages).
+// fraction converts a FractionalPercent; absent means 0%, as in Envoy: its FaultAbortConfig,
+// FaultDelayConfig and FaultRateLimitConfig (source/extensions/filters/common/fault/fault_config.cc)
+// take the message's percentage as it is, and an unset one is the zero FractionalPercent (0/100).
 func fraction(p *typev3.FractionalPercent) Fraction {
 	if p == nil {
-		return Fraction{Numerator: 100, Denominator: 100}
+		return Fraction{Numerator: 0, Denominator: 100}
 	}
 	den := map[typev3.FractionalPercent_DenominatorType]uint32{
 		typev3.FractionalPercent_HUNDRED:      100,

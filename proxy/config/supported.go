@@ -338,7 +338,7 @@ var retryOn = map[string]bool{
 
 	"retriable-status-codes":     true,
 	"retriable-headers":          true,
-	"envoy-ratelimited":          false,
+	"envoy-ratelimited":          true,
 	"http3-post-connect-failure": false,
 	"cancelled":                  false,
 	"deadline-exceeded":          false,

@@ -51,7 +51,8 @@ func (t CircuitBreakerThresholds) Validate() error {
 // What the caller does when a TryAcquire* fails (Envoy's semantics):
 //   - TryAcquireConnection: not a failure; the request waits in the pending queue (upstream_cx_overflow).
 //   - TryAcquirePending: fail the request at once: 503 overflow (upstream_rq_pending_overflow).
-//   - TryAcquireRequest: fail at once, never queued: 503 overflow (upstream_rq_pending_overflow).
+//   - TryAcquireRequest: asked once the request has its connection (Envoy's attachStreamToClient,
+//     conn_pool_base.cc); fail at once: 503 overflow (upstream_rq_pending_overflow).
 //   - TryAcquireRetry: skip the retry and return the original response (upstream_rq_retry_overflow).
 //
 // Overflow replies are never retried and never reported to outlier detection. The manager counts each
@@ -127,8 +128,8 @@ func (rm *ResourceManager) TryAcquirePending() bool {
 // ReleasePending returns a pending-request slot (the request got a connection, or gave up).
 func (rm *ResourceManager) ReleasePending() { dec(&rm.pending) }
 
-// TryAcquireRequest takes an active-request slot (max_requests). On false the request fails at once and
-// is not queued; it counts upstream_rq_pending_overflow.
+// TryAcquireRequest takes an active-request slot (max_requests) for a request that has its connection.
+// On false the request fails at once; it counts upstream_rq_pending_overflow.
 func (rm *ResourceManager) TryAcquireRequest() bool {
 	if tryInc(&rm.rq, rm.maxRq) {
 		return true

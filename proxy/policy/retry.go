@@ -52,6 +52,9 @@ type Outcome struct {
 	RefusedStream bool
 	// HeadersMatched: with Response, one of the route's retriable_headers matchers matched the response.
 	HeadersMatched bool
+	// RateLimited: with Response, the response carries x-envoy-ratelimited (an upstream Envoy's rate
+	// limit): retried under envoy-ratelimited only.
+	RateLimited bool
 }
 
 // RetryOn is a set of Envoy retry_on conditions.
@@ -70,6 +73,8 @@ const (
 	OnRetriableStatusCodes
 	// OnRetriableHeaders retries responses whose headers matched the retriable_headers (Outcome.HeadersMatched).
 	OnRetriableHeaders
+	// OnEnvoyRateLimited retries responses carrying x-envoy-ratelimited (Outcome.RateLimited).
+	OnEnvoyRateLimited
 )
 
 // RetryOnNames maps Envoy's retry_on values to conditions.
@@ -83,6 +88,7 @@ var RetryOnNames = map[string]RetryOn{
 	"refused-stream":         OnRefusedStream,
 	"retriable-status-codes": OnRetriableStatusCodes,
 	"retriable-headers":      OnRetriableHeaders,
+	"envoy-ratelimited":      OnEnvoyRateLimited,
 }
 
 // ParseRetryOn turns retry_on values (already split on commas) into a condition set.
@@ -104,6 +110,11 @@ func (on RetryOn) Retriable(o Outcome) bool {
 	case Overflow:
 		return false // a local overflow is never retried
 	case Response:
+		if o.RateLimited {
+			// Envoy's RetryStateImpl::wouldRetryFromHeaders (source/common/router/retry_state_impl.cc)
+			// decides such a response on envoy-ratelimited alone, before any other condition.
+			return on&OnEnvoyRateLimited != 0
+		}
 		s := o.Status
 		switch {
 		case on&On5xx != 0 && s >= 500 && s <= 599:
@@ -178,7 +189,7 @@ func (s *RetryState) retriable(o Outcome) bool {
 	if s.on.Retriable(o) {
 		return true
 	}
-	return s.on&OnRetriableStatusCodes != 0 && o.Kind == Response && slices.Contains(s.codes, o.Status)
+	return s.on&OnRetriableStatusCodes != 0 && o.Kind == Response && !o.RateLimited && slices.Contains(s.codes, o.Status)
 }
 
 // Decide applies Envoy's admission order to an attempt's outcome. admit is asked only when a retry is

@@ -18,6 +18,9 @@ var (
 	connectFail = policy.Outcome{Kind: policy.ConnectFailure, BeforeRequest: true}
 	perTry      = policy.Outcome{Kind: policy.PerTryTimeout}
 	overflow    = policy.Outcome{Kind: policy.Overflow}
+	rateLimited = func(code int) policy.Outcome {
+		return policy.Outcome{Kind: policy.Response, Status: code, RateLimited: true}
+	}
 	alwaysAdmit = func() bool { return true }
 	neverAdmit  = func() bool { return false }
 	mustRetryOn = func(s string) policy.RetryOn {
@@ -58,6 +61,14 @@ var _ = Describe("RetryOn", func() {
 		Entry("reset-before-request does not retry a later reset", "reset-before-request", reset, false),
 		Entry("refused-stream retries REFUSED_STREAM", "refused-stream", refused, true),
 		Entry("refused-stream does not retry other resets", "refused-stream", reset, false),
+		// RetryStateImpl::wouldRetryFromHeaders: a response with x-envoy-ratelimited is decided by
+		// envoy-ratelimited alone, whatever else its status meets.
+		Entry("envoy-ratelimited retries a rate-limited 429", "envoy-ratelimited", rateLimited(429), true),
+		Entry("envoy-ratelimited does not retry a plain 429", "envoy-ratelimited", resp(429), false),
+		Entry("5xx does not retry a rate-limited 503", "5xx", rateLimited(503), false),
+		Entry("gateway-error does not retry a rate-limited 503", "gateway-error", rateLimited(503), false),
+		Entry("retriable-headers does not retry a rate-limited response", "retriable-headers",
+			policy.Outcome{Kind: policy.Response, Status: 429, HeadersMatched: true, RateLimited: true}, false),
 	)
 
 	It("rejects conditions it does not know, naming them", func() {
@@ -67,6 +78,14 @@ var _ = Describe("RetryOn", func() {
 })
 
 var _ = Describe("RetryState", func() {
+	It("never retries a rate-limited response under retriable-status-codes (retry_state_impl.cc wouldRetryFromHeaders)", func() {
+		rs := policy.NewRetryState(mustRetryOn("retriable-status-codes"), 1).WithStatusCodes([]int{429})
+		d, _ := rs.Decide(rateLimited(429), alwaysAdmit)
+		Expect(d).To(Equal(policy.NoRetry))
+		d, _ = rs.Decide(resp(429), alwaysAdmit)
+		Expect(d).To(Equal(policy.Retry))
+	})
+
 	It("allows num_retries retries, then reports the limit exceeded", func() {
 		rs := policy.NewRetryState(mustRetryOn("5xx"), 2)
 		d, _ := rs.Decide(resp(503), alwaysAdmit)

@@ -81,31 +81,28 @@ func numberOrNull(v float64) *float64 {
 	return &v
 }
 
-// tagPrefixes are the stat name prefixes whose second segment Envoy's default tag extractors turn into a
-// Prometheus label (cluster names, HTTP connection manager stat prefixes, listener addresses).
-var tagPrefixes = []struct{ prefix, label string }{
-	{"cluster.", "envoy_cluster_name"},
-	{"http.", "envoy_http_conn_manager_prefix"},
-	{"listener.", "envoy_listener_address"},
+// PromName converts an Envoy stat name to its Prometheus metric name and labels, as Envoy's
+// /stats/prometheus does (PrometheusStatsFormatter, source/server/admin/prometheus_stats.cc): "envoy_"
+// and the tag-extracted name with every character outside [a-zA-Z0-9_] as "_", and each tag of the
+// default extractors (see ExtractTags) as a label: "cluster.backend.upstream_rq_5xx" →
+// envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",envoy_cluster_name="backend"}.
+func PromName(name string) (metric string, labels string) {
+	base, tags := ExtractTags(name)
+	var b strings.Builder
+	for i, t := range tags {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(sanitize(t.Name))
+		b.WriteString(`="`)
+		b.WriteString(labelEscaper.Replace(t.Value))
+		b.WriteByte('"')
+	}
+	return sanitize("envoy_" + base), b.String()
 }
 
-// PromName converts an Envoy stat name to its Prometheus metric name and labels, the way Envoy's
-// /stats/prometheus does for the tags we emit: "cluster.backend.upstream_rq_retry" →
-// envoy_cluster_upstream_rq_retry{envoy_cluster_name="backend"}.
-func PromName(name string) (metric string, labels string) {
-	for _, tp := range tagPrefixes {
-		rest, ok := strings.CutPrefix(name, tp.prefix)
-		if !ok {
-			continue
-		}
-		tag, stat, ok := strings.Cut(rest, ".")
-		if !ok {
-			break
-		}
-		return sanitize("envoy_" + tp.prefix + stat), fmt.Sprintf("%s=%q", tp.label, tag)
-	}
-	return sanitize("envoy_" + name), ""
-}
+// labelEscaper escapes a label value as the Prometheus text format requires.
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
 func sanitize(s string) string {
 	return strings.Map(func(r rune) rune {
@@ -164,31 +161,43 @@ func WritePrometheus(w io.Writer, snap []Stat, hists []HistogramSnapshot) error 
 }
 
 func writePromHistograms(w io.Writer, hists []HistogramSnapshot) error {
-	typed := map[string]bool{}
-	for _, h := range hists {
-		metric, labels := PromName(h.Name)
-		if !typed[metric] {
-			typed[metric] = true
-			if _, err := fmt.Fprintf(w, "# TYPE %s histogram\n", metric); err != nil {
-				return err
-			}
+	// One family's samples must be contiguous: group the histograms by metric, in first-seen order.
+	type labeled struct {
+		labels string
+		h      *HistogramSnapshot
+	}
+	families := map[string][]labeled{}
+	var order []string
+	for i := range hists {
+		metric, labels := PromName(hists[i].Name)
+		if _, ok := families[metric]; !ok {
+			order = append(order, metric)
 		}
-		sep := ""
-		if labels != "" {
-			sep = ","
-		}
-		for _, b := range h.Buckets {
-			if _, err := fmt.Fprintf(w, "%s_bucket{%s%sle=\"%s\"} %d\n", metric, labels, sep, strconv.FormatFloat(b.UpperMs, 'f', -1, 64), b.Count); err != nil {
-				return err
-			}
-		}
-		braces := ""
-		if labels != "" {
-			braces = "{" + labels + "}"
-		}
-		if _, err := fmt.Fprintf(w, "%s_bucket{%s%sle=\"+Inf\"} %d\n%s_sum%s %s\n%s_count%s %d\n", metric, labels, sep, h.Count,
-			metric, braces, strconv.FormatFloat(h.SumMs, 'f', -1, 64), metric, braces, h.Count); err != nil {
+		families[metric] = append(families[metric], labeled{labels, &hists[i]})
+	}
+	for _, metric := range order {
+		if _, err := fmt.Fprintf(w, "# TYPE %s histogram\n", metric); err != nil {
 			return err
+		}
+		for _, l := range families[metric] {
+			h, labels := l.h, l.labels
+			sep := ""
+			if labels != "" {
+				sep = ","
+			}
+			for _, b := range h.Buckets {
+				if _, err := fmt.Fprintf(w, "%s_bucket{%s%sle=\"%s\"} %d\n", metric, labels, sep, strconv.FormatFloat(b.UpperMs, 'f', -1, 64), b.Count); err != nil {
+					return err
+				}
+			}
+			braces := ""
+			if labels != "" {
+				braces = "{" + labels + "}"
+			}
+			if _, err := fmt.Fprintf(w, "%s_bucket{%s%sle=\"+Inf\"} %d\n%s_sum%s %s\n%s_count%s %d\n", metric, labels, sep, h.Count,
+				metric, braces, strconv.FormatFloat(h.SumMs, 'f', -1, 64), metric, braces, h.Count); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -128,4 +128,33 @@ var _ = Describe("Store", func() {
 		Expect(out).To(ContainSubstring(`envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="a",le="5"} 1`))
 		Expect(out).To(ContainSubstring(`envoy_cluster_upstream_rq_time_count{envoy_cluster_name="a"} 1`))
 	})
+
+	// Envoy's default tag extractors (TagNameValues, source/common/config/well_known_names.cc) as
+	// /stats/prometheus applies them (source/server/admin/prometheus_stats.cc).
+	DescribeTable("turns stat names into Envoy's Prometheus names and labels",
+		func(name, metric, labels string) {
+			m, l := stats.PromName(name)
+			Expect(m).To(Equal(metric))
+			Expect(l).To(Equal(labels))
+		},
+		Entry(nil, "cluster.backend.upstream_rq_503", "envoy_cluster_upstream_rq", `envoy_response_code="503",envoy_cluster_name="backend"`),
+		Entry(nil, "cluster.backend.upstream_rq_5xx", "envoy_cluster_upstream_rq_xx", `envoy_response_code_class="5",envoy_cluster_name="backend"`),
+		Entry(nil, "cluster.backend.retry.upstream_rq_503", "envoy_cluster_retry_upstream_rq", `envoy_response_code="503",envoy_cluster_name="backend"`),
+		Entry(nil, "cluster.backend.retry.upstream_rq_5xx", "envoy_cluster_retry_upstream_rq_xx", `envoy_response_code_class="5",envoy_cluster_name="backend"`),
+		Entry(nil, "cluster.backend.upstream_rq_retry", "envoy_cluster_upstream_rq_retry", `envoy_cluster_name="backend"`),
+		Entry(nil, "cluster.backend.upstream_rq_time", "envoy_cluster_upstream_rq_time", `envoy_cluster_name="backend"`),
+		Entry(nil, "cluster.backend.upstream_rq_completed", "envoy_cluster_upstream_rq_completed", `envoy_cluster_name="backend"`),
+		Entry(nil, "cluster.backend.outlier_detection.ejections_active", "envoy_cluster_outlier_detection_ejections_active", `envoy_cluster_name="backend"`),
+		Entry(nil, "cluster.backend.circuit_breakers.default.rq_open", "envoy_cluster_circuit_breakers_default_rq_open", `envoy_cluster_name="backend"`),
+		Entry(nil, "http.ingress.downstream_rq_2xx", "envoy_http_downstream_rq_xx", `envoy_response_code_class="2",envoy_http_conn_manager_prefix="ingress"`),
+		Entry(nil, "http.ingress.downstream_rq_total", "envoy_http_downstream_rq_total", `envoy_http_conn_manager_prefix="ingress"`),
+		Entry("http.*.fault.$.** needs a token after the downstream cluster", "http.ingress.fault.aborts_injected", "envoy_http_fault_aborts_injected", `envoy_http_conn_manager_prefix="ingress"`),
+		Entry(nil, "listener.127.0.0.1_10000.downstream_cx_total", "envoy_listener_downstream_cx_total", `envoy_listener_address="127.0.0.1_10000"`),
+		Entry(nil, "listener.127.0.0.1_10000.http.ingress.downstream_rq_2xx", "envoy_listener_http_downstream_rq_xx",
+			`envoy_response_code_class="2",envoy_http_conn_manager_prefix="ingress",envoy_listener_address="127.0.0.1_10000"`),
+		Entry("never admin as a listener address", "listener.admin.downstream_cx_total", "envoy_listener_admin_downstream_cx_total", ""),
+		Entry("no extractor for connection_limit", "connection_limit.ingress.active_connections", "envoy_connection_limit_ingress_active_connections", ""),
+		Entry(nil, "server.live", "envoy_server_live", ""),
+		Entry("a cluster name is one token", "cluster.upstream_rq_total", "envoy_cluster_upstream_rq_total", ""),
+	)
 })
