@@ -791,6 +791,9 @@ func (v *validator) fault(i int, f *Fault) {
 		v.at(field+".service", "%q is not a service of this scenario (services: %s)", f.Service, strings.Join(sortedKeys(v.sc.Services), ", "))
 		return
 	}
+	if svc == nil {
+		return // a service written empty ("backend:") has its own error; its instances are unknown
+	}
 	for j, inst := range f.Instances {
 		if inst < 0 || inst >= svc.Instances {
 			v.at(fmt.Sprintf("%s.instances[%d]", field, j), "instance %d does not exist: %s has instances 0 to %d", inst, f.Service, svc.Instances-1)

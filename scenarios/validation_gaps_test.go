@@ -95,3 +95,14 @@ func replaceIn(s, old, new string) string {
 	Expect(s).To(ContainSubstring(old))
 	return strings.Replace(s, old, new, 1)
 }
+
+// Issue #18 (FuzzParse finding): a fault on an instance of a service written empty panicked.
+var _ = Describe("a fault on a service written empty", func() {
+	It("is refused with the service's own error, without a crash", func() {
+		_, err := scenarios.Parse([]byte("name: x\nservices:\n  backend:\nproxies: {edge: {routes_to: backend}}\nload: {target: edge, rate: 1/s, duration: 1s}\nfaults:\n- {service: backend, instances: [0], abort: {status: 503}}\n"), "empty.yaml")
+		es := errorsOf(err)
+		Expect(es).NotTo(BeEmpty())
+		Expect(es[0].Path).To(Equal("services.backend"))
+		Expect(es[0].Line).To(Equal(3))
+	})
+})
