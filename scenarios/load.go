@@ -576,31 +576,46 @@ func (v *validator) proxyWarnings(field string, cfg *config.Bootstrap) {
 	for _, l := range cfg.Listeners {
 		for _, vh := range l.Routes.VirtualHosts {
 			for _, r := range vh.Routes {
-				rp := r.Action.RetryPolicy
-				if rp == nil {
-					rp = vh.RetryPolicy
-				}
-				if rp != nil && r.Action.Timeout > 0 && rp.PerTryTimeout > r.Action.Timeout {
-					v.warn(field+".route.retry_policy.per_try_timeout",
-						"per_try_timeout %s is longer than the route timeout %s: the route timeout ends the request first, so no attempt is ever cut by its per-try timeout and no retry follows one (Envoy's router)",
-						rp.PerTryTimeout, r.Action.Timeout)
+				if msg := perTryWarning(r, vh); msg != "" {
+					v.warn(field+".route.retry_policy.per_try_timeout", "%s", msg)
 				}
 			}
 		}
 	}
 	for _, c := range cfg.Clusters {
-		o, n := c.Outlier, len(c.Endpoints)
-		if o == nil || n == 0 || o.AlwaysEjectOneHost {
-			continue
-		}
-		// Envoy ejects a host only while 100·(ejected+1) <= max_ejection_percent·hosts
-		// (source/common/upstream/outlier_detection_impl.cc, DetectorImpl::ejectHost).
-		if maxPct := min(o.MaxEjectionPercent, 100); 100 > uint64(maxPct)*uint64(n) {
-			v.warn(field+".cluster.outlier_detection.max_ejection_percent",
-				"max_ejection_percent %d with %d hosts never allows an ejection (one host is %.4g%% of the cluster): outlier detection will detect but never eject; raise it to at least %d or set always_eject_one_host",
-				maxPct, n, 100/float64(n), (100+n-1)/n)
+		if msg := ejectionWarning(c); msg != "" {
+			v.warn(field+".cluster.outlier_detection.max_ejection_percent", "%s", msg)
 		}
 	}
+}
+
+// perTryWarning is the warning for a route whose per-try timeout is longer than its route timeout.
+func perTryWarning(r config.Route, vh config.VirtualHost) string {
+	rp := r.Action.RetryPolicy
+	if rp == nil {
+		rp = vh.RetryPolicy
+	}
+	if rp != nil && r.Action.Timeout > 0 && rp.PerTryTimeout > r.Action.Timeout {
+		return fmt.Sprintf("per_try_timeout %s is longer than the route timeout %s: the route timeout ends the request first, so no attempt is ever cut by its per-try timeout and no retry follows one (Envoy's router)",
+			rp.PerTryTimeout, r.Action.Timeout)
+	}
+	return ""
+}
+
+// ejectionWarning is the warning for outlier detection whose max_ejection_percent allows no ejection
+// with the cluster's host count.
+func ejectionWarning(c config.Cluster) string {
+	o, n := c.Outlier, len(c.Endpoints)
+	if o == nil || n == 0 || o.AlwaysEjectOneHost {
+		return ""
+	}
+	// Envoy ejects a host only while 100·(ejected+1) <= max_ejection_percent·hosts
+	// (source/common/upstream/outlier_detection_impl.cc, DetectorImpl::ejectHost).
+	if maxPct := min(o.MaxEjectionPercent, 100); 100 > uint64(maxPct)*uint64(n) {
+		return fmt.Sprintf("max_ejection_percent %d with %d hosts never allows an ejection (one host is %.4g%% of the cluster): outlier detection will detect but never eject; raise it to at least %d or set always_eject_one_host",
+			maxPct, n, 100/float64(n), (100+n-1)/n)
+	}
+	return ""
 }
 
 // warn records a warning at the node of a field path, as at does for an error.

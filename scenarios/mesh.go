@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"strings"
@@ -557,11 +558,37 @@ func (v *validator) sidecars() {
 	}
 	for _, caller := range sortedKeys(callers) {
 		b, err := SidecarBootstrap(v.sc, caller, SidecarAddresses{Listener: "127.0.0.1:0", Endpoints: v.placeholderCallees(caller)})
+		var cfg *config.Bootstrap
 		if err == nil {
-			_, err = config.FromProto(b)
+			cfg, err = config.FromProto(b)
 		}
 		if err != nil {
 			v.sidecarErrors(err, caller)
+			continue
+		}
+		v.sidecarWarnings(caller, cfg)
+	}
+}
+
+// sidecarWarnings says, as proxyWarnings does for a proxy, which legal settings of a caller's sidecar
+// cannot do what they seem to, at the level that set them. Virtual host and cluster i are the i-th
+// callee's (SidecarBootstrap).
+func (v *validator) sidecarWarnings(caller string, cfg *config.Bootstrap) {
+	callees := v.sc.Callees(caller)
+	for _, l := range cfg.Listeners {
+		for i, vh := range l.Routes.VirtualHosts {
+			for _, r := range vh.Routes {
+				if msg := perTryWarning(r, vh); msg != "" && i < len(callees) {
+					e := Edge{caller, callees[i]}
+					v.warn(cmp.Or(v.sc.fieldSource(e, "route", "retry_policy"), "sidecars")+".route.retry_policy.per_try_timeout", "%s (edge %s)", msg, e)
+				}
+			}
+		}
+	}
+	for i, c := range cfg.Clusters {
+		if msg := ejectionWarning(c); msg != "" && i < len(callees) {
+			e := Edge{caller, callees[i]}
+			v.warn(cmp.Or(v.sc.fieldSource(e, "cluster", "outlier_detection"), "sidecars")+".cluster.outlier_detection.max_ejection_percent", "%s (edge %s: each caller instance's sidecar decides alone)", msg, e)
 		}
 	}
 }

@@ -161,6 +161,16 @@ var _ = Describe("call graphs (issue #14)", func() {
 		Expect(es[0].Msg + es[1].Msg).To(And(ContainSubstring("recs makes no calls"), ContainSubstring("on_failure is the status")))
 	})
 
+	It("warns, at the level that set it, when a sidecar's outlier detection can never eject", func() {
+		sc := parse(edit("cluster: {outlier_detection: {consecutive_5xx: 3}}", "cluster: {outlier_detection: {consecutive_5xx: 3, max_ejection_percent: 20}}"))
+		Expect(sc.Warnings).To(HaveLen(1))
+		w := sc.Warnings[0]
+		Expect(w.Path).To(Equal("sidecars.services.cart.cluster.outlier_detection.max_ejection_percent"))
+		Expect(w.Line).To(Equal(24))
+		Expect(w.Msg).To(ContainSubstring("max_ejection_percent 20 with 3 hosts never allows an ejection"))
+		Expect(w.Msg).To(ContainSubstring("edge cart -> payments"))
+	})
+
 	It("refuses a graph whose fan-out passes the bound of calls per request", func() {
 		var b strings.Builder
 		b.WriteString("name: fan\nservices:\n")
