@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,14 +80,54 @@ func (cm *connManager) match(r *http.Request) (*config.VirtualHost, *config.Rout
 	if vh == nil {
 		return nil, nil
 	}
-	path := r.URL.Path
+	var query url.Values // parsed once, by the first route that asks
 	for i := range vh.Routes {
-		m := vh.Routes[i].Match
-		if m.IsPath && path == m.Path || !m.IsPath && strings.HasPrefix(path, m.Prefix) {
+		if routeMatches(&vh.Routes[i].Match, r, &query) {
 			return vh, &vh.Routes[i]
 		}
 	}
 	return vh, nil
+}
+
+// routeMatches applies a route's match to the request, as Envoy's RouteEntryImplBase::matchRoute and
+// its Prefix/Path/Regex/PathSeparatedPrefix route entries do (source/common/router/config_impl.cc): the
+// path specifier on the path without its query string, then every header matcher, then every query
+// parameter matcher. The first route of the virtual host that matches wins.
+func routeMatches(m *config.RouteMatch, r *http.Request, query *url.Values) bool {
+	path := r.URL.Path
+	switch {
+	case m.IsPath:
+		if !(path == m.Path || m.IgnoreCase && strings.EqualFold(path, m.Path)) {
+			return false
+		}
+	case m.Regex != nil: // case_sensitive does not apply to safe_regex
+		if !m.Regex.MatchString(path) {
+			return false
+		}
+	default:
+		n := len(m.Prefix)
+		if len(path) < n || !(path[:n] == m.Prefix || m.IgnoreCase && strings.EqualFold(path[:n], m.Prefix)) {
+			return false
+		}
+		// path_separated_prefix: the prefix is the whole path or is followed by "/".
+		if m.Separated && len(path) > n && path[n] != '/' {
+			return false
+		}
+	}
+	for _, h := range m.Headers {
+		if !headerMatches(h, r.Header) {
+			return false
+		}
+	}
+	if len(m.QueryParameters) > 0 && *query == nil {
+		*query = r.URL.Query()
+	}
+	for _, q := range m.QueryParameters {
+		if !queryParameterMatches(q, *query) {
+			return false
+		}
+	}
+	return true
 }
 
 // matchVirtualHost follows Envoy's order: exact domain, then the longest suffix wildcard ("*.example.com"),

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -288,15 +289,58 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 	return out
 }
 
+// match converts a RouteMatch (route_components.proto): one path specifier, case_sensitive (default
+// true), and the headers and query_parameters that must all match as well.
 func (c *converter) match(m *routev3.RouteMatch, path string) RouteMatch {
+	var out RouteMatch
 	switch spec := m.GetPathSpecifier().(type) {
 	case *routev3.RouteMatch_Prefix:
-		return RouteMatch{Prefix: spec.Prefix}
+		out.Prefix = spec.Prefix
 	case *routev3.RouteMatch_Path:
-		return RouteMatch{Path: spec.Path, IsPath: true}
+		out.Path, out.IsPath = spec.Path, true
+	case *routev3.RouteMatch_SafeRegex:
+		out.Regex = c.regex(spec.SafeRegex.GetRegex(), joinPath(joinPath(path, "safe_regex"), "regex"))
+	case *routev3.RouteMatch_PathSeparatedPrefix:
+		out.Prefix, out.Separated = spec.PathSeparatedPrefix, true
 	default:
-		c.fail(path, "required: prefix or path")
-		return RouteMatch{}
+		c.fail(path, "required: prefix, path, safe_regex or path_separated_prefix")
+		return out
+	}
+	if cs := m.GetCaseSensitive(); cs != nil && !cs.GetValue() {
+		out.IgnoreCase = true
+	}
+	for i, h := range m.GetHeaders() {
+		out.Headers = append(out.Headers, c.headerMatcher(h, indexPath(joinPath(path, "headers"), i)))
+	}
+	for i, q := range m.GetQueryParameters() {
+		out.QueryParameters = append(out.QueryParameters, c.queryMatcher(q, indexPath(joinPath(path, "query_parameters"), i)))
+	}
+	return out
+}
+
+// regex compiles an RE2 pattern (Go's regexp is RE2) anchored at both ends: Envoy's safe_regex matches
+// the whole input (RegexMatcher, api/envoy/type/matcher/v3/regex.proto; Regex::Utility::regexMatch).
+func (c *converter) regex(pattern, path string) *regexp.Regexp {
+	if _, err := regexp.Compile(pattern); err != nil { // the error shows the pattern as written
+		c.fail(path, "invalid RE2 regex %q: %v", pattern, err)
+		return nil
+	}
+	return regexp.MustCompile(`^(?:` + pattern + `)$`)
+}
+
+// queryMatcher converts a QueryParameterMatcher: string_match or present_match.
+func (c *converter) queryMatcher(q *routev3.QueryParameterMatcher, path string) HeaderMatcher {
+	switch t := q.GetQueryParameterMatchSpecifier().(type) {
+	case *routev3.QueryParameterMatcher_PresentMatch:
+		present := t.PresentMatch
+		return HeaderMatcher{Name: q.GetName(), Present: &present}
+	case *routev3.QueryParameterMatcher_StringMatch:
+		out := c.stringMatch(t.StringMatch, joinPath(path, "string_match"))
+		out.Name = q.GetName()
+		return out
+	default:
+		c.fail(path, "required: string_match or present_match")
+		return HeaderMatcher{Name: q.GetName()}
 	}
 }
 

@@ -165,13 +165,26 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"name":          nil,
 		"present_match": nil,
 		"string_match":  nil,
+		"range_match":   nil,
 		"invert_match":  nil,
 	},
+	"envoy.config.route.v3.QueryParameterMatcher": {
+		"name":          nil,
+		"string_match":  nil,
+		"present_match": nil,
+	},
+	// RE2 through Go's regexp, a full match; google_re2 is accepted empty (its only field is deprecated).
+	"envoy.type.matcher.v3.RegexMatcher": {
+		"regex":      nil,
+		"google_re2": nil,
+	},
+	"envoy.type.matcher.v3.RegexMatcher.GoogleRE2": {},
 	"envoy.type.matcher.v3.StringMatcher": {
 		"exact":       nil,
 		"prefix":      nil,
 		"suffix":      nil,
 		"contains":    nil,
+		"safe_regex":  nil,
 		"ignore_case": nil,
 	},
 
@@ -196,8 +209,13 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"per_request_buffer_limit_bytes": nil,
 	},
 	"envoy.config.route.v3.RouteMatch": {
-		"prefix": nil,
-		"path":   nil,
+		"prefix":                nil,
+		"path":                  nil,
+		"safe_regex":            nil,
+		"path_separated_prefix": nil,
+		"case_sensitive":        nil,
+		"headers":               nil,
+		"query_parameters":      nil,
 	},
 	"envoy.config.route.v3.RouteAction": {
 		"cluster":      nil,

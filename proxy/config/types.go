@@ -5,6 +5,7 @@
 package config
 
 import (
+	"regexp"
 	"time"
 
 	"github.com/meshproof/meshproof/proxy/policy"
@@ -109,9 +110,19 @@ type Fraction struct {
 type HeaderMatcher struct {
 	Name                            string
 	Exact, Prefix, Suffix, Contains *string
-	IgnoreCase                      bool
-	Present                         *bool
-	Invert                          bool
+	// Regex is string_match.safe_regex, anchored: RE2 must match the whole value, as Envoy's
+	// RegexMatcher does (ignore_case does not apply to it).
+	Regex      *regexp.Regexp
+	IgnoreCase bool
+	Present    *bool
+	// Range is range_match: the value, a base-10 int64, lies in [Start, End).
+	Range  *Int64Range
+	Invert bool
+}
+
+// Int64Range is Envoy's type.v3.Int64Range: Start inclusive, End exclusive.
+type Int64Range struct {
+	Start, End int64
 }
 
 // RouteConfig is an Envoy RouteConfiguration.
@@ -144,11 +155,24 @@ type Route struct {
 	PerRequestBufferLimit *uint32
 }
 
-// RouteMatch: exactly one of Prefix, Path is set (Prefix "" with PathSet false means prefix "/").
+// RouteMatch is a route's match: its path specifier (exact Path when IsPath, else Regex when set, else
+// Prefix, path-separated when Separated), then every one of Headers and QueryParameters. The path
+// specifiers apply to the path without its query string.
 type RouteMatch struct {
 	Prefix string
 	Path   string
 	IsPath bool // true: exact match on Path; false: prefix match on Prefix
+	// Regex is safe_regex, anchored: the whole path must match (Envoy's full match). case_sensitive
+	// does not apply to it.
+	Regex *regexp.Regexp
+	// Separated is path_separated_prefix (in Prefix): the path equals Prefix or continues it with "/".
+	Separated bool
+	// IgnoreCase is case_sensitive: false, for prefix, path and path_separated_prefix.
+	IgnoreCase bool
+	Headers    []HeaderMatcher // all must match
+	// QueryParameters must all match, each applied to the first value of its parameter, URL-decoded
+	// (Envoy's QueryParameterMatcher: string_match, or present_match as Present).
+	QueryParameters []HeaderMatcher
 }
 
 // RouteAction forwards to a cluster.

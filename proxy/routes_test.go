@@ -1,0 +1,125 @@
+package proxy_test
+
+import (
+	"net/http"
+	"regexp"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/proxy/config"
+)
+
+// routedTo sends a GET for path (with headers, name/value pairs) and returns the cluster that answered,
+// by the x-upstream header of the upstreams in byAddr, or "404" when no route matched.
+func routedTo(url, path string, byAddr map[string]string, headers ...string) string {
+	GinkgoHelper()
+	req, err := http.NewRequest("GET", url+path, nil)
+	Expect(err).NotTo(HaveOccurred())
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := client.Do(req)
+	Expect(err).NotTo(HaveOccurred())
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return "404"
+	}
+	return byAddr[resp.Header.Get("x-upstream")]
+}
+
+// routeTo is a route with match m to the cluster.
+func routeTo(m config.RouteMatch, cluster string) config.Route {
+	return config.Route{Match: m, Action: config.RouteAction{Cluster: cluster, Timeout: 5 * time.Second}}
+}
+
+var _ = Describe("route matching, as Envoy's RouteMatch (route_components.proto; config_impl.cc)", func() {
+	var (
+		url    string
+		byAddr map[string]string
+	)
+	str := func(s string) *string { return &s }
+	present := func(b bool) *bool { return &b }
+	anchored := func(re string) *regexp.Regexp { return regexp.MustCompile(`^(?:` + re + `)$`) }
+
+	BeforeEach(func() {
+		byAddr = map[string]string{}
+		var clusters []config.Cluster
+		for _, name := range []string{"a", "b", "c", "d"} {
+			u := newUpstream(ok)
+			byAddr[u.addr()] = name
+			clusters = append(clusters, cluster(name, u.addr()))
+		}
+		_, url = start(setup{clusters: clusters, routes: []config.Route{
+			// The first route that matches wins, in order.
+			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
+				{Name: "x-canary", Exact: str("1")},
+				{Name: "x-user", Regex: anchored(`u[0-9]+`)},
+			}}, "d"),
+			routeTo(config.RouteMatch{Prefix: "/", QueryParameters: []config.HeaderMatcher{
+				{Name: "debug", Present: present(true)},
+				{Name: "lang", Prefix: str("en"), IgnoreCase: true},
+			}}, "c"),
+			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
+				{Name: "x-shard", Range: &config.Int64Range{Start: 0, End: 10}},
+			}}, "c"),
+			routeTo(config.RouteMatch{Regex: anchored(`/b[io]t`)}, "a"),
+			routeTo(config.RouteMatch{Prefix: "/api", Separated: true}, "b"),
+			routeTo(config.RouteMatch{Path: "/Exact", IsPath: true, IgnoreCase: true}, "c"),
+			routeTo(config.RouteMatch{Prefix: "/CI/", IgnoreCase: true}, "d"),
+			routeTo(config.RouteMatch{Prefix: "/cs/"}, "a"),
+			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
+				{Name: "x-env", Exact: str("prod"), Invert: true},
+			}}, "b"),
+		}})
+	})
+
+	It("matches safe_regex against the whole path without the query string (Envoy's full match)", func() {
+		Expect(routedTo(url, "/bit", byAddr)).To(Equal("a"))
+		Expect(routedTo(url, "/bot?q=1", byAddr)).To(Equal("a"))
+		Expect(routedTo(url, "/bits", byAddr, "x-env", "prod")).To(Equal("404"), "a regex is not a prefix")
+		Expect(routedTo(url, "/abit", byAddr, "x-env", "prod")).To(Equal("404"))
+	})
+
+	It("matches path_separated_prefix on the whole path or the prefix followed by /", func() {
+		Expect(routedTo(url, "/api", byAddr)).To(Equal("b"))
+		Expect(routedTo(url, "/api/v1", byAddr)).To(Equal("b"))
+		Expect(routedTo(url, "/api?x=y", byAddr)).To(Equal("b"))
+		Expect(routedTo(url, "/apis", byAddr, "x-env", "prod")).To(Equal("404"))
+	})
+
+	It("compares path and prefix without case when case_sensitive is false, and with it by default", func() {
+		Expect(routedTo(url, "/exact", byAddr)).To(Equal("c"))
+		Expect(routedTo(url, "/EXACT", byAddr)).To(Equal("c"))
+		Expect(routedTo(url, "/ci/x", byAddr)).To(Equal("d"))
+		Expect(routedTo(url, "/cs/x", byAddr)).To(Equal("a"))
+		Expect(routedTo(url, "/CS/x", byAddr, "x-env", "prod")).To(Equal("404"))
+	})
+
+	It("requires every header matcher to match (string_match exact and safe_regex)", func() {
+		Expect(routedTo(url, "/bit", byAddr, "x-canary", "1", "x-user", "u42")).To(Equal("d"))
+		Expect(routedTo(url, "/bit", byAddr, "x-canary", "1", "x-user", "u42x")).To(Equal("a"), "safe_regex is a full match")
+		Expect(routedTo(url, "/bit", byAddr, "x-canary", "1")).To(Equal("a"))
+	})
+
+	It("matches range_match on [start, end) of a base-10 integer value", func() {
+		Expect(routedTo(url, "/z", byAddr, "x-shard", "0")).To(Equal("c"))
+		Expect(routedTo(url, "/z", byAddr, "x-shard", "9")).To(Equal("c"))
+		Expect(routedTo(url, "/z", byAddr, "x-shard", "10", "x-env", "prod")).To(Equal("404"))
+		Expect(routedTo(url, "/z", byAddr, "x-shard", "five", "x-env", "prod")).To(Equal("404"))
+	})
+
+	It("inverts a match on a present header, but an inverted value match never matches an absent header", func() {
+		Expect(routedTo(url, "/z", byAddr, "x-env", "staging")).To(Equal("b"))
+		Expect(routedTo(url, "/z", byAddr, "x-env", "prod")).To(Equal("404"))
+		Expect(routedTo(url, "/z", byAddr)).To(Equal("404"), "Envoy: absent, and no treat_missing_header_as_empty")
+	})
+
+	It("requires every query parameter matcher to match the parameter's first value, decoded", func() {
+		Expect(routedTo(url, "/z?debug&lang=EN-gb", byAddr)).To(Equal("c"))
+		Expect(routedTo(url, "/z?debug=0&lang=%65n", byAddr)).To(Equal("c"))
+		Expect(routedTo(url, "/z?debug=1&lang=fr&lang=en", byAddr, "x-env", "prod")).To(Equal("404"), "the first value decides")
+		Expect(routedTo(url, "/z?lang=en", byAddr, "x-env", "prod")).To(Equal("404"))
+	})
+})
