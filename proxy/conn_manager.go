@@ -130,8 +130,10 @@ func routeMatches(m *config.RouteMatch, r *http.Request, query *url.Values) bool
 	return true
 }
 
-// matchVirtualHost follows Envoy's order: exact domain, then the longest suffix wildcard ("*.example.com"),
-// then the longest prefix wildcard ("example.*"), then "*". The port is ignored unless a domain names it.
+// matchVirtualHost follows Envoy's order (VirtualHost.domains, route_components.proto;
+// RouteMatcher::findVirtualHost, source/common/router/config_impl.cc): exact domain, then the longest
+// suffix wildcard ("*.example.com"), then the longest prefix wildcard ("example.*"), then "*"; a wildcard
+// never matches the empty string. The port is ignored unless a domain names it.
 func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.VirtualHost {
 	host := strings.ToLower(authority)
 	hostNoPort := host
@@ -147,9 +149,9 @@ func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.Vir
 			switch {
 			case d == host || d == hostNoPort:
 				rank, n = 4, len(d)
-			case strings.HasPrefix(d, "*") && d != "*" && (strings.HasSuffix(hostNoPort, d[1:]) || strings.HasSuffix(host, d[1:])):
+			case strings.HasPrefix(d, "*") && d != "*" && (wildcardSuffix(hostNoPort, d[1:]) || wildcardSuffix(host, d[1:])):
 				rank, n = 3, len(d)
-			case strings.HasSuffix(d, "*") && d != "*" && strings.HasPrefix(host, d[:len(d)-1]):
+			case strings.HasSuffix(d, "*") && d != "*" && len(host) > len(d)-1 && strings.HasPrefix(host, d[:len(d)-1]):
 				rank, n = 2, len(d)
 			case d == "*":
 				rank, n = 1, 0
@@ -160,6 +162,11 @@ func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.Vir
 		}
 	}
 	return best
+}
+
+// wildcardSuffix reports whether host ends in suffix after at least one character of its own.
+func wildcardSuffix(host, suffix string) bool {
+	return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
 }
 
 func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -123,3 +123,49 @@ var _ = Describe("route matching, as Envoy's RouteMatch (route_components.proto;
 		Expect(routedTo(url, "/z?lang=en", byAddr, "x-env", "prod")).To(Equal("404"))
 	})
 })
+
+var _ = Describe("virtual hosts, as Envoy's VirtualHost.domains (route_components.proto)", func() {
+	It("picks exact, then the longest suffix wildcard, then the longest prefix wildcard, then *; routes in order", func() {
+		byAddr := map[string]string{}
+		var clusters []config.Cluster
+		for _, name := range []string{"exact", "suffix", "longer-suffix", "prefix", "any", "health"} {
+			u := newUpstream(ok)
+			byAddr[u.addr()] = name
+			clusters = append(clusters, cluster(name, u.addr()))
+		}
+		vhost := func(name string, domains ...string) config.VirtualHost {
+			return config.VirtualHost{Name: name, Domains: domains, Routes: []config.Route{
+				routeTo(config.RouteMatch{Path: "/healthz", IsPath: true}, "health"),
+				routeTo(config.RouteMatch{Prefix: "/"}, name),
+			}}
+		}
+		_, url := start(setup{clusters: clusters, vhosts: []config.VirtualHost{
+			vhost("any", "*"),
+			vhost("prefix", "api.*"),
+			vhost("suffix", "*.example.com"),
+			vhost("longer-suffix", "*.eu.example.com"),
+			vhost("exact", "api.example.com", "www.example.com:8443"),
+		}})
+		host := func(h, path string) string {
+			GinkgoHelper()
+			req, err := http.NewRequest("GET", url+path, nil)
+			Expect(err).NotTo(HaveOccurred())
+			req.Host = h
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return byAddr[resp.Header.Get("x-upstream")]
+		}
+		Expect(host("api.example.com", "/")).To(Equal("exact"))
+		Expect(host("API.Example.com", "/")).To(Equal("exact"), "domains match without case")
+		Expect(host("api.example.com:8080", "/")).To(Equal("exact"), "a port no domain names is ignored")
+		Expect(host("www.example.com:8443", "/")).To(Equal("exact"))
+		Expect(host("shop.example.com", "/")).To(Equal("suffix"))
+		Expect(host("shop.eu.example.com", "/")).To(Equal("longer-suffix"))
+		Expect(host(".example.com", "/")).To(Equal("any"), "a wildcard never matches the empty string")
+		Expect(host("api.internal", "/")).To(Equal("prefix"))
+		Expect(host("api.", "/")).To(Equal("any"))
+		Expect(host("other", "/")).To(Equal("any"))
+		Expect(host("shop.example.com", "/healthz")).To(Equal("health"), "the first route that matches wins")
+	})
+})
