@@ -62,7 +62,7 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 
 // forward sends a routed request upstream and answers it.
 func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody) {
-	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists
+	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists; nil: weighted (run picks)
 	f := rt.forwards.Get().(*forward)
 	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, uri: r.RequestURI}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
@@ -110,6 +110,14 @@ type forward struct {
 // retry_state_impl.cc), until an answer is final.
 func (f *forward) run() {
 	f.start = f.rt.clk.Now()
+	reqID := headerValue(f.r.Header, hdrRequestID)
+	if reqID == "" {
+		reqID = newRequestID()
+	}
+	f.rt.seeds.request(&f.rng, reqID, saltRouter)
+	if wc := f.route.Action.WeightedClusters; wc != nil {
+		f.cl = f.rt.clusters[pickWeightedCluster(wc, f.r.Header, f.rng.Uint64())]
+	}
 	rp, timeout := f.effectivePolicy()
 	if timeout > 0 {
 		f.deadline = f.start.Add(timeout)
@@ -135,11 +143,6 @@ func (f *forward) run() {
 		}
 	}
 	var tried map[int]bool // hosts already tried: only a retry's host selection reads it
-	reqID := headerValue(f.r.Header, hdrRequestID)
-	if reqID == "" {
-		reqID = newRequestID()
-	}
-	f.rt.seeds.request(&f.rng, reqID, saltRouter)
 	hash := f.hash()
 
 	attempts := 0
@@ -372,4 +375,26 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		}
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// pickWeightedCluster draws the cluster of a weighted_clusters route as Envoy's pickClusterIndex
+// (source/common/router/weighted_cluster_specifier.cc): the random value — the request's header_name
+// when it has exactly one value that is a base-10 uint64, else the request's draw — modulo the total
+// weight falls in one cluster's [begin, begin+weight) range, the clusters laid end to end in order.
+func pickWeightedCluster(wc *config.WeightedClusters, h http.Header, random uint64) string {
+	if wc.HeaderName != "" {
+		if v := h[http.CanonicalHeaderKey(wc.HeaderName)]; len(v) == 1 {
+			if n, err := strconv.ParseUint(v[0], 10, 64); err == nil {
+				random = n
+			}
+		}
+	}
+	selected, end := random%wc.TotalWeight, uint64(0)
+	for _, c := range wc.Clusters {
+		end += uint64(c.Weight)
+		if selected < end {
+			return c.Name
+		}
+	}
+	return wc.Clusters[len(wc.Clusters)-1].Name // unreachable: selected < TotalWeight, the sum
 }

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"fmt"
 	"net/http"
 	"regexp"
 	"time"
@@ -8,6 +9,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 )
 
@@ -167,5 +169,65 @@ var _ = Describe("virtual hosts, as Envoy's VirtualHost.domains (route_component
 		Expect(host("api.", "/")).To(Equal("any"))
 		Expect(host("other", "/")).To(Equal("any"))
 		Expect(host("shop.example.com", "/healthz")).To(Equal("health"), "the first route that matches wins")
+	})
+})
+
+var _ = Describe("weighted_clusters, as Envoy's WeightedCluster (route_components.proto; pickClusterIndex in weighted_cluster_specifier.cc)", func() {
+	var (
+		srv                    *proxy.Server
+		url                    string
+		stable, canary, unused *upstream
+	)
+	BeforeEach(func() {
+		stable, canary, unused = newUpstream(ok), newUpstream(ok), newUpstream(ok)
+		srv, url = start(setup{
+			opts: proxy.Options{Rand: proxy.SeededRand(15, "canary")},
+			clusters: []config.Cluster{cluster("stable", stable.addr()), cluster("canary", canary.addr()),
+				cluster("unused", unused.addr())},
+			routes: []config.Route{{Match: config.RouteMatch{Prefix: "/"}, Action: config.RouteAction{Timeout: 5 * time.Second,
+				WeightedClusters: &config.WeightedClusters{HeaderName: "x-split", TotalWeight: 100, Clusters: []config.ClusterWeight{
+					{Name: "stable", Weight: 90}, {Name: "canary", Weight: 10}, {Name: "unused", Weight: 0},
+				}}}}},
+		})
+	})
+
+	send := func(headers ...string) {
+		GinkgoHelper()
+		req, err := http.NewRequest("GET", url+"/", nil)
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Add(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(200))
+	}
+
+	It("sends each request to one cluster drawn by weight, never to a cluster of weight 0, with each cluster's stats", func() {
+		const n = 400
+		for i := range n {
+			send("x-request-id", fmt.Sprintf("req-%d", i))
+		}
+		Expect(canary.requests.Load()).To(BeNumerically("~", n/10, n/20), "about 10%")
+		Expect(stable.requests.Load() + canary.requests.Load()).To(BeEquivalentTo(n))
+		Expect(unused.requests.Load()).To(BeZero())
+		Expect(stat(srv, "cluster.canary.upstream_rq_200")).To(BeEquivalentTo(canary.requests.Load()))
+		Expect(stat(srv, "cluster.stable.upstream_rq_200")).To(BeEquivalentTo(stable.requests.Load()))
+	})
+
+	It("draws the same cluster for the same x-request-id under the same seed", func() {
+		for range 5 {
+			send("x-request-id", "sticky")
+		}
+		Expect([]int64{stable.requests.Load(), canary.requests.Load()}).To(ContainElement(BeEquivalentTo(5)))
+	})
+
+	It("uses header_name's single uint64 value as the random value, modulo the total weight", func() {
+		send("x-split", "95")  // 95 % 100 = 95: in canary's [90, 100)
+		send("x-split", "189") // 189 % 100 = 89: in stable's [0, 90)
+		send("x-split", "90")
+		Expect(canary.requests.Load()).To(BeEquivalentTo(2))
+		Expect(stable.requests.Load()).To(BeEquivalentTo(1))
 	})
 })

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"regexp"
@@ -277,14 +278,54 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 	}
 	path = joinPath(path, "route")
 	out.Action = RouteAction{
-		Cluster:     action.GetCluster(),
 		Timeout:     c.duration(action.GetTimeout(), defaultRouteTimeout, joinPath(path, "timeout")),
 		RetryPolicy: c.retryPolicy(action.GetRetryPolicy(), joinPath(path, "retry_policy")),
 		HashHeaders: c.hashHeaders(action.GetHashPolicy(), joinPath(path, "hash_policy")),
 	}
-	if !clusters[action.GetCluster()] {
-		c.fail(joinPath(path, "cluster"), "unknown cluster %q (clusters: %s)",
-			action.GetCluster(), strings.Join(slices.Sorted(maps.Keys(clusters)), ", "))
+	switch spec := action.GetClusterSpecifier().(type) {
+	case *routev3.RouteAction_WeightedClusters:
+		out.Action.WeightedClusters = c.weightedClusters(spec.WeightedClusters, joinPath(path, "weighted_clusters"), clusters)
+	default:
+		out.Action.Cluster = action.GetCluster()
+		c.knownCluster(action.GetCluster(), joinPath(path, "cluster"), clusters)
+	}
+	return out
+}
+
+// knownCluster checks that a route names a cluster of the bootstrap.
+func (c *converter) knownCluster(name, path string, clusters map[string]bool) {
+	if !clusters[name] {
+		c.fail(path, "unknown cluster %q (clusters: %s)", name, strings.Join(slices.Sorted(maps.Keys(clusters)), ", "))
+	}
+}
+
+// weightedClusters converts a WeightedCluster as Envoy's WeightedClusterSpecifierPlugin does
+// (source/common/router/weighted_cluster_specifier.cc): the total is the sum of the weights, which must
+// be more than 0 and fit in a uint32. total_weight is deprecated in the v3 API ("the client will use the
+// sum of all cluster weights"), which still says that the sum must equal it when it is more than 0: a
+// total_weight that disagrees is an error here, so that a config written for an older Envoy is not
+// split otherwise than its author meant.
+func (c *converter) weightedClusters(wc *routev3.WeightedCluster, path string, clusters map[string]bool) *WeightedClusters {
+	out := &WeightedClusters{HeaderName: wc.GetHeaderName()}
+	for i, cw := range wc.GetClusters() {
+		cpath := indexPath(joinPath(path, "clusters"), i)
+		if cw.GetName() == "" {
+			c.fail(joinPath(cpath, "name"), "required: a cluster name (cluster_header is not supported)")
+		} else {
+			c.knownCluster(cw.GetName(), joinPath(cpath, "name"), clusters)
+		}
+		out.Clusters = append(out.Clusters, ClusterWeight{Name: cw.GetName(), Weight: cw.GetWeight().GetValue()})
+		out.TotalWeight += uint64(cw.GetWeight().GetValue())
+	}
+	switch {
+	case out.TotalWeight == 0:
+		c.fail(joinPath(path, "clusters"), "the sum of the weights must be more than 0")
+	case out.TotalWeight > math.MaxUint32:
+		c.fail(joinPath(path, "clusters"), "the sum of the weights, %d, exceeds %d", out.TotalWeight, uint32(math.MaxUint32))
+	}
+	//lint:ignore SA1019 deprecated, still checked: see above
+	if tw := wc.GetTotalWeight(); tw != nil && tw.GetValue() > 0 && uint64(tw.GetValue()) != out.TotalWeight {
+		c.fail(joinPath(path, "total_weight"), "the weights of clusters add up to %d, not total_weight %d", out.TotalWeight, tw.GetValue())
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"regexp"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -65,5 +66,53 @@ var _ = Describe("route matching (Envoy's RouteMatch, api/envoy/config/route/v3/
 		Entry("grpc, not supported",
 			`{prefix: /, grpc: {}}`,
 			at(19, 36, matchPath+".grpc", "field not supported by meshproof (supported in envoy.config.route.v3.RouteMatch: case_sensitive, headers, path, path_separated_prefix, prefix, query_parameters, safe_regex)")),
+	)
+})
+
+// withCanary is minimal with the route action replaced by action and a second cluster, canary, added
+// after the first (the lines of minimal keep their numbers).
+func withCanary(action string) string {
+	return strings.Replace(edit("route: {cluster: backend}", "route: "+action), "port_value: 8080}}}\n",
+		"port_value: 8080}}}\n  - name: canary\n    load_assignment:\n      cluster_name: canary\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8081}}}\n", 1)
+}
+
+var _ = Describe("weighted_clusters (Envoy's WeightedCluster, route_components.proto; weighted_cluster_specifier.cc)", func() {
+	It("converts the clusters in order with their weights and the sum as the total", func() {
+		got, _, err := config.ParseBootstrap([]byte(withCanary(
+			`{weighted_clusters: {header_name: x-split, clusters: [{name: backend, weight: 90}, {name: canary, weight: 10}, {name: canary}]}}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(route(got).Action.Cluster).To(BeEmpty())
+		Expect(route(got).Action.WeightedClusters).To(Equal(&config.WeightedClusters{
+			Clusters:    []config.ClusterWeight{{Name: "backend", Weight: 90}, {Name: "canary", Weight: 10}, {Name: "canary", Weight: 0}},
+			TotalWeight: 100, HeaderName: "x-split",
+		}))
+	})
+
+	It("accepts the deprecated total_weight when it equals the sum", func() {
+		_, _, err := config.ParseBootstrap([]byte(withCanary(
+			`{weighted_clusters: {total_weight: 100, clusters: [{name: backend, weight: 95}, {name: canary, weight: 5}]}}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	DescribeTable("rejects",
+		func(action string, want types.GomegaMatcher) {
+			_, _, err := config.ParseBootstrap([]byte(withCanary(action)), file)
+			Expect(config.Errors(err)).To(HaveExactElements(want))
+		},
+		Entry("a weighted cluster the bootstrap does not have",
+			`{weighted_clusters: {clusters: [{name: backend, weight: 1}, {name: canry, weight: 1}]}}`,
+			at(20, 91, routePath+".weighted_clusters.clusters[1].name", `unknown cluster "canry" (clusters: backend, canary)`)),
+		Entry("weights that add up to 0",
+			`{weighted_clusters: {clusters: [{name: backend, weight: 0}]}}`,
+			at(20, 55, routePath+".weighted_clusters.clusters", "the sum of the weights must be more than 0")),
+		Entry("a total_weight the weights do not add up to",
+			`{weighted_clusters: {total_weight: 100, clusters: [{name: backend, weight: 90}, {name: canary, weight: 5}]}}`,
+			at(20, 59, routePath+".weighted_clusters.total_weight", "the weights of clusters add up to 95, not total_weight 100")),
+		Entry("runtime_key_prefix (no runtime)",
+			`{weighted_clusters: {runtime_key_prefix: rt, clusters: [{name: backend, weight: 1}]}}`,
+			at(20, 45, routePath+".weighted_clusters.runtime_key_prefix", "field not supported by meshproof (supported in envoy.config.route.v3.WeightedCluster: clusters, header_name, total_weight)")),
+		Entry("a cluster_header",
+			`{weighted_clusters: {clusters: [{cluster_header: x-cluster, weight: 1}]}}`,
+			at(20, 57, routePath+".weighted_clusters.clusters[0].cluster_header", "field not supported by meshproof")),
 	)
 })

@@ -218,10 +218,21 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"query_parameters":      nil,
 	},
 	"envoy.config.route.v3.RouteAction": {
-		"cluster":      nil,
-		"timeout":      nil,
-		"retry_policy": nil,
-		"hash_policy":  nil,
+		"cluster":           nil,
+		"weighted_clusters": nil,
+		"timeout":           nil,
+		"retry_policy":      nil,
+		"hash_policy":       nil,
+	},
+	// Canaries: one cluster per request, drawn by weight (no runtime: runtime_key_prefix is rejected).
+	"envoy.config.route.v3.WeightedCluster": {
+		"clusters":     nil,
+		"total_weight": nil,
+		"header_name":  nil,
+	},
+	"envoy.config.route.v3.WeightedCluster.ClusterWeight": {
+		"name":   nil,
+		"weight": nil,
 	},
 	"envoy.config.route.v3.RouteAction.HashPolicy": {
 		"header":   nil,

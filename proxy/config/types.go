@@ -175,13 +175,30 @@ type RouteMatch struct {
 	QueryParameters []HeaderMatcher
 }
 
-// RouteAction forwards to a cluster.
+// RouteAction forwards to a cluster: Cluster, or one of WeightedClusters per request.
 type RouteAction struct {
-	Cluster     string
-	Timeout     time.Duration // route timeout across all attempts; Envoy's default 15s; 0 disables
-	RetryPolicy *RetryPolicy  // nil: the virtual host's, if any; else no retries
+	Cluster          string            // "" when WeightedClusters is set
+	WeightedClusters *WeightedClusters // nil: Cluster
+	Timeout          time.Duration     // route timeout across all attempts; Envoy's default 15s; 0 disables
+	RetryPolicy      *RetryPolicy      // nil: the virtual host's, if any; else no retries
 	// HashHeaders are the hash_policy headers (in order) whose values feed RING_HASH and MAGLEV.
 	HashHeaders []string
+}
+
+// WeightedClusters is Envoy's WeightedCluster: each request goes to one of Clusters, drawn by weight
+// (a cluster of weight 0 is never drawn).
+type WeightedClusters struct {
+	Clusters    []ClusterWeight
+	TotalWeight uint64 // the sum of the weights, more than 0
+	// HeaderName is random_value_specifier.header_name: a request with exactly one value of it, a
+	// base-10 uint64, draws that value instead of a random one ("": always random).
+	HeaderName string
+}
+
+// ClusterWeight is one cluster of a WeightedClusters and its relative weight.
+type ClusterWeight struct {
+	Name   string
+	Weight uint32
 }
 
 // RetryPolicy is Envoy's route RetryPolicy (the supported subset).
