@@ -15,6 +15,7 @@ const (
 	hdrRequestID                = "X-Request-Id"
 	hdrForwardedProto           = "X-Forwarded-Proto"
 	hdrAttemptCount             = "X-Envoy-Attempt-Count"
+	hdrOriginalPath             = "X-Envoy-Original-Path"
 	hdrExpectedTimeout          = "X-Envoy-Expected-Rq-Timeout-Ms"
 	hdrRateLimited              = "X-Envoy-Ratelimited"
 	hdrUpstreamServiceTime      = "X-Envoy-Upstream-Service-Time"

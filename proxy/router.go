@@ -68,6 +68,13 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.Vir
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
+	f.host = r.Host
+	if a := &route.Action; a.PrefixRewrite != "" || a.RegexRewrite != nil {
+		f.rewritePath()
+	}
+	if route.Action.HostRewrite != "" {
+		f.host = route.Action.HostRewrite // host_rewrite_literal (RouteEntryImplBase::finalizeRequestHeaders)
+	}
 	f.ab = h1.AborterFrom(r.Context())
 	if rt.tracer != nil {
 		if sp := trace.SpanFromContext(r.Context()); sp.SpanContext().IsValid() {
@@ -77,6 +84,29 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.Vir
 	f.run()
 	*f = forward{extra: f.extra} // nothing of the request is kept
 	rt.forwards.Put(f)
+}
+
+// rewritePath applies the route's prefix_rewrite or regex_rewrite to the request target, as Envoy's
+// RouteEntryImplBase::finalizePathHeader (source/common/router/config_impl.cc): prefix_rewrite swaps
+// the matched part of the path (the prefix, or the whole path for a path or safe_regex match) and keeps
+// the rest, query included; regex_rewrite replaces every match in the path without its query string,
+// then puts the query back. The original target goes upstream in x-envoy-original-path.
+func (f *forward) rewritePath() {
+	path, query := f.uri, ""
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path, query = path[:i], path[i:]
+	}
+	f.origPath = f.uri
+	a, m := &f.route.Action, &f.route.Match
+	if rr := a.RegexRewrite; rr != nil {
+		f.uri = rr.Pattern.ReplaceAllString(path, rr.Substitution) + query
+		return
+	}
+	n := len(path)
+	if !m.IsPath && m.Regex == nil {
+		n = min(len(m.Prefix), n)
+	}
+	f.uri = a.PrefixRewrite + path[n:] + query
 }
 
 // forward is one downstream request on its way through the upstream attempts.
@@ -95,12 +125,14 @@ type forward struct {
 	rctx     context.Context
 	rcancel  context.CancelFunc
 	uri      string // the request target sent upstream (origin form)
+	host     string // the Host sent upstream: the downstream's, or host_rewrite_literal
+	origPath string // the downstream's request target when the route rewrote it ("": not rewritten)
 	// out is the upstream request of the current attempt; extra its headers added by the router (reused
 	// from request to request), scratch the backing of their values.
 	out     h1.Request
 	ab      *h1.Aborter // the downstream connection's: interrupts the attempt under way
 	extra   http.Header
-	scratch [4]string
+	scratch [5]string
 	// rng is the request's random stream (back-off jitter, picks), derived from its x-request-id.
 	rng rand.PCG
 }

@@ -231,3 +231,57 @@ var _ = Describe("weighted_clusters, as Envoy's WeightedCluster (route_component
 		Expect(stable.requests.Load()).To(BeEquivalentTo(1))
 	})
 })
+
+var _ = Describe("rewrites, as Envoy's RouteAction prefix_rewrite, regex_rewrite and host_rewrite_literal (finalizePathHeader in config_impl.cc)", func() {
+	var url string
+	BeforeEach(func() {
+		echo := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s host=%s original=%s", r.RequestURI, r.Host, r.Header.Get("x-envoy-original-path"))
+		})
+		rewrite := func(m config.RouteMatch, a config.RouteAction) config.Route {
+			a.Cluster, a.Timeout = "echo", 5*time.Second
+			return config.Route{Match: m, Action: a}
+		}
+		sub := func(pattern, substitution string) *config.RegexRewrite {
+			return &config.RegexRewrite{Pattern: regexp.MustCompile(pattern), Substitution: substitution}
+		}
+		_, url = start(setup{clusters: []config.Cluster{cluster("echo", echo.addr())}, routes: []config.Route{
+			rewrite(config.RouteMatch{Prefix: "/api/"}, config.RouteAction{PrefixRewrite: "/"}),
+			rewrite(config.RouteMatch{Path: "/old", IsPath: true}, config.RouteAction{PrefixRewrite: "/new"}),
+			rewrite(config.RouteMatch{Prefix: "/service/"}, config.RouteAction{RegexRewrite: sub(`^/service/([^/]+)(/.*)$`, `${2}/instance/${1}`)}),
+			rewrite(config.RouteMatch{Prefix: "/xxx/"}, config.RouteAction{RegexRewrite: sub(`one`, `two`)}),
+			rewrite(config.RouteMatch{Prefix: "/host/"}, config.RouteAction{HostRewrite: "backend.internal"}),
+			rewrite(config.RouteMatch{Prefix: "/"}, config.RouteAction{}),
+		}})
+	})
+
+	It("swaps the matched prefix for prefix_rewrite, keeping the rest and the query, and sends the original in x-envoy-original-path", func() {
+		_, _, body := get(url + "/api/v1/users?page=2")
+		Expect(body).To(HavePrefix("/v1/users?page=2 "))
+		Expect(body).To(HaveSuffix("original=/api/v1/users?page=2"))
+	})
+
+	It("swaps the whole path of a path match", func() {
+		_, _, body := get(url + "/old?q=1")
+		Expect(body).To(HavePrefix("/new?q=1 "))
+	})
+
+	It("rewrites with capture groups: ^/service/([^/]+)(/.*)$ → \\2/instance/\\1 (the route_components.proto example)", func() {
+		_, _, body := get(url + "/service/foo/v1/api?x=y")
+		Expect(body).To(HavePrefix("/v1/api/instance/foo?x=y "))
+		Expect(body).To(HaveSuffix("original=/service/foo/v1/api?x=y"))
+	})
+
+	It("replaces every match of an unanchored pattern: one → two", func() {
+		_, _, body := get(url + "/xxx/one/yyy/one/zzz")
+		Expect(body).To(HavePrefix("/xxx/two/yyy/two/zzz "))
+	})
+
+	It("sends host_rewrite_literal as the Host, and no x-envoy-original-path when the path is kept", func() {
+		_, _, body := get(url + "/host/x")
+		Expect(body).To(Equal("/host/x host=backend.internal original="))
+		_, _, body = get(url + "/plain")
+		Expect(body).To(HavePrefix("/plain host=127.0.0.1:"))
+		Expect(body).To(HaveSuffix(" original="))
+	})
+})

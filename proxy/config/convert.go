@@ -282,6 +282,7 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		RetryPolicy: c.retryPolicy(action.GetRetryPolicy(), joinPath(path, "retry_policy")),
 		HashHeaders: c.hashHeaders(action.GetHashPolicy(), joinPath(path, "hash_policy")),
 	}
+	c.rewrites(action, path, &out.Action)
 	switch spec := action.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_WeightedClusters:
 		out.Action.WeightedClusters = c.weightedClusters(spec.WeightedClusters, joinPath(path, "weighted_clusters"), clusters)
@@ -290,6 +291,61 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		c.knownCluster(action.GetCluster(), joinPath(path, "cluster"), clusters)
 	}
 	return out
+}
+
+// rewrites converts prefix_rewrite, regex_rewrite and host_rewrite_literal. As in Envoy's
+// RouteEntryImplBase (source/common/router/config_impl.cc), a route rewrites its path one way only.
+func (c *converter) rewrites(a *routev3.RouteAction, path string, out *RouteAction) {
+	out.PrefixRewrite, out.HostRewrite = a.GetPrefixRewrite(), a.GetHostRewriteLiteral()
+	rr := a.GetRegexRewrite()
+	if rr == nil {
+		return
+	}
+	rpath := joinPath(path, "regex_rewrite")
+	if out.PrefixRewrite != "" {
+		c.fail(rpath, "only one of prefix_rewrite and regex_rewrite may be set")
+	}
+	pattern := rr.GetPattern().GetRegex()
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		c.fail(joinPath(joinPath(rpath, "pattern"), "regex"), "invalid RE2 regex %q: %v", pattern, err)
+		return
+	}
+	sub, err := goSubstitution(rr.GetSubstitution(), re.NumSubexp())
+	if err != nil {
+		c.fail(joinPath(rpath, "substitution"), "%v", err)
+		return
+	}
+	out.RegexRewrite = &RegexRewrite{Pattern: re, Substitution: sub}
+}
+
+// goSubstitution turns an RE2 rewrite string (RE2::GlobalReplace, as Envoy's regex_rewrite takes it:
+// "\N" a capture group, "\\" a backslash) into Go's Regexp.Expand template, checking that each group
+// exists, as RE2::CheckRewriteString does.
+func goSubstitution(sub string, groups int) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(sub); i++ {
+		switch ch := sub[i]; {
+		case ch == '$':
+			b.WriteString("$$")
+		case ch != '\\':
+			b.WriteByte(ch)
+		case i+1 == len(sub):
+			return "", fmt.Errorf("substitution %q ends in a lone backslash", sub)
+		case sub[i+1] == '\\':
+			b.WriteByte('\\')
+			i++
+		case sub[i+1] >= '0' && sub[i+1] <= '9':
+			if n := int(sub[i+1] - '0'); n > groups {
+				return "", fmt.Errorf("substitution %q uses group \\%d; the pattern has %d", sub, n, groups)
+			}
+			fmt.Fprintf(&b, "${%c}", sub[i+1])
+			i++
+		default:
+			return "", fmt.Errorf("substitution %q: a backslash must be followed by a digit or a backslash", sub)
+		}
+	}
+	return b.String(), nil
 }
 
 // knownCluster checks that a route names a cluster of the bootstrap.

@@ -116,3 +116,37 @@ var _ = Describe("weighted_clusters (Envoy's WeightedCluster, route_components.p
 			at(20, 57, routePath+".weighted_clusters.clusters[0].cluster_header", "field not supported by meshproof")),
 	)
 })
+
+var _ = Describe("rewrites (RouteAction prefix_rewrite, regex_rewrite, host_rewrite_literal)", func() {
+	It("converts them, the RE2 substitution's \\N written as Go's ${N} and a $ escaped", func() {
+		got, _, err := config.ParseBootstrap([]byte(edit("route: {cluster: backend}",
+			`route: {cluster: backend, host_rewrite_literal: api.internal, regex_rewrite: {pattern: {regex: "^/service/([^/]+)(/.*)$"}, substitution: "\\2/$/\\1\\\\"}}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		a := route(got).Action
+		Expect(a.HostRewrite).To(Equal("api.internal"))
+		Expect(a.RegexRewrite).To(Equal(&config.RegexRewrite{Pattern: regexp.MustCompile(`^/service/([^/]+)(/.*)$`), Substitution: `${2}/$$/${1}\`}))
+
+		got, _, err = config.ParseBootstrap([]byte(edit("route: {cluster: backend}", `route: {cluster: backend, prefix_rewrite: /v2/}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(route(got).Action.PrefixRewrite).To(Equal("/v2/"))
+	})
+
+	DescribeTable("rejects",
+		func(action string, want types.GomegaMatcher) {
+			_, _, err := config.ParseBootstrap([]byte(edit("route: {cluster: backend}", "route: "+action)), file)
+			Expect(config.Errors(err)).To(HaveExactElements(want))
+		},
+		Entry("prefix_rewrite with regex_rewrite (one way only, as Envoy)",
+			`{cluster: backend, prefix_rewrite: /, regex_rewrite: {pattern: {regex: a}, substitution: b}}`,
+			at(20, 77, routePath+".regex_rewrite", "only one of prefix_rewrite and regex_rewrite may be set")),
+		Entry("a substitution naming a group the pattern lacks",
+			`{cluster: backend, regex_rewrite: {pattern: {regex: "(a)"}, substitution: "\\2"}}`,
+			at(20, 98, routePath+".regex_rewrite.substitution", `uses group \2; the pattern has 1`)),
+		Entry("a pattern that does not compile",
+			`{cluster: backend, regex_rewrite: {pattern: {regex: "(a"}, substitution: ""}}`,
+			at(20, 76, routePath+".regex_rewrite.pattern.regex", `invalid RE2 regex "(a"`)),
+		Entry("auto_host_rewrite, not supported",
+			`{cluster: backend, auto_host_rewrite: true}`,
+			at(20, 43, routePath+".auto_host_rewrite", "field not supported by meshproof")),
+	)
+})

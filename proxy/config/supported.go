@@ -218,11 +218,18 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"query_parameters":      nil,
 	},
 	"envoy.config.route.v3.RouteAction": {
-		"cluster":           nil,
-		"weighted_clusters": nil,
-		"timeout":           nil,
-		"retry_policy":      nil,
-		"hash_policy":       nil,
+		"cluster":              nil,
+		"weighted_clusters":    nil,
+		"prefix_rewrite":       nil,
+		"regex_rewrite":        nil,
+		"host_rewrite_literal": nil,
+		"timeout":              nil,
+		"retry_policy":         nil,
+		"hash_policy":          nil,
+	},
+	"envoy.type.matcher.v3.RegexMatchAndSubstitute": {
+		"pattern":      nil,
+		"substitution": nil,
 	},
 	// Canaries: one cluster per request, drawn by weight (no runtime: runtime_key_prefix is rejected).
 	"envoy.config.route.v3.WeightedCluster": {

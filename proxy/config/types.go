@@ -183,6 +183,21 @@ type RouteAction struct {
 	RetryPolicy      *RetryPolicy      // nil: the virtual host's, if any; else no retries
 	// HashHeaders are the hash_policy headers (in order) whose values feed RING_HASH and MAGLEV.
 	HashHeaders []string
+	// PrefixRewrite is prefix_rewrite: the matched prefix (or the matched path) is swapped for it
+	// upstream ("": none).
+	PrefixRewrite string
+	// RegexRewrite is regex_rewrite: every match of the pattern in the path (without the query string)
+	// is replaced by the substitution upstream (nil: none).
+	RegexRewrite *RegexRewrite
+	// HostRewrite is host_rewrite_literal: the Host sent upstream ("": the downstream's).
+	HostRewrite string
+}
+
+// RegexRewrite is Envoy's RegexMatchAndSubstitute: Pattern (RE2, unanchored) and Substitution in Go's
+// Regexp.Expand form (Envoy's "\1" written "${1}", a "$" written "$$").
+type RegexRewrite struct {
+	Pattern      *regexp.Regexp
+	Substitution string
 }
 
 // WeightedClusters is Envoy's WeightedCluster: each request goes to one of Clusters, drawn by weight
