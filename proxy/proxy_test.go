@@ -93,6 +93,8 @@ type setup struct {
 	opts proxy.Options
 	// vhosts, when set, are the listener's virtual hosts instead of one for "*" with routes and vhost.
 	vhosts []config.VirtualHost
+	// rcRequestHeaders and rcResponseHeaders are the route configuration's header mutations.
+	rcRequestHeaders, rcResponseHeaders config.HeaderMutation
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
@@ -124,7 +126,8 @@ func start(s setup) (*proxy.Server, string) {
 		Admin: &config.Admin{Address: "127.0.0.1:0"},
 		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout, IdleTimeout: s.idleTimeout, Fault: s.fault,
 			BufferLimit: s.bufferLimit, MaxRequestsPerConnection: s.maxRequests, ConnectionLimit: s.connLimit,
-			Routes: config.RouteConfig{Name: "r", VirtualHosts: vhosts}}},
+			Routes: config.RouteConfig{Name: "r", VirtualHosts: vhosts,
+				RequestHeaders: s.rcRequestHeaders, ResponseHeaders: s.rcResponseHeaders}}},
 		Clusters: s.clusters,
 	}
 	srv, err := proxy.New(cfg, s.opts)

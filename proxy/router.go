@@ -30,6 +30,7 @@ var errRouteTimeout = errors.New("route timeout")
 type router struct {
 	clusters map[string]*cluster
 	hcm      downstream
+	rc       *config.RouteConfig // the listener's route configuration (its header mutations)
 	clk      clock.Clock
 	// realClock: clk is clock.Real, so the route deadline can bound an exchange as a socket deadline.
 	realClock bool
@@ -68,7 +69,11 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.Vir
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
-	f.host = r.Host
+	f.host, f.hdr = r.Host, r.Header
+	if rc := rt.rc; rc != nil && !(route.RequestHeaders.Empty() && vh.RequestHeaders.Empty() && rc.RequestHeaders.Empty()) {
+		f.hdr = r.Header.Clone() // the upstream request's headers: the downstream's, mutated
+		mutateHeaders(f.hdr, route.RequestHeaders, vh.RequestHeaders, rc.RequestHeaders)
+	}
 	if a := &route.Action; a.PrefixRewrite != "" || a.RegexRewrite != nil {
 		f.rewritePath()
 	}
@@ -124,9 +129,10 @@ type forward struct {
 	deadline time.Time
 	rctx     context.Context
 	rcancel  context.CancelFunc
-	uri      string // the request target sent upstream (origin form)
-	host     string // the Host sent upstream: the downstream's, or host_rewrite_literal
-	origPath string // the downstream's request target when the route rewrote it ("": not rewritten)
+	uri      string      // the request target sent upstream (origin form)
+	host     string      // the Host sent upstream: the downstream's, or host_rewrite_literal
+	hdr      http.Header // the headers sent upstream: the downstream's, or a mutated copy
+	origPath string      // the downstream's request target when the route rewrote it ("": not rewritten)
 	// out is the upstream request of the current attempt; extra its headers added by the router (reused
 	// from request to request), scratch the backing of their values.
 	out     h1.Request
@@ -364,6 +370,7 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 	if f.vh.IncludeAttemptCountInResponse {
 		f.w.Header().Set(hdrAttemptCount, strconv.Itoa(n))
 	}
+	f.mutateResponse(f.w.Header()) // Envoy's router applies them to its local replies too (modify_headers_)
 	f.rt.hcm.localReply(f.w, hdr, code, body)
 }
 
@@ -391,6 +398,7 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		f.scratch[1] = strconv.Itoa(n)
 		hdr[hdrAttemptCount] = f.scratch[1:2:2]
 	}
+	f.mutateResponse(hdr)
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.hcm.countStatus(resp.StatusCode)
 	bp := f.rt.bufs.Get().(*[]byte)
@@ -429,4 +437,13 @@ func pickWeightedCluster(wc *config.WeightedClusters, h http.Header, random uint
 		}
 	}
 	return wc.Clusters[len(wc.Clusters)-1].Name // unreachable: selected < TotalWeight, the sum
+}
+
+// mutateResponse applies the response header mutations of the route, its virtual host and the route
+// configuration (Envoy's RouteEntryImplBase::finalizeResponseHeaders, called from the router's
+// onUpstreamHeaders and from its local replies' modify_headers_, source/common/router/router.cc).
+func (f *forward) mutateResponse(h http.Header) {
+	if rc := f.rt.rc; rc != nil {
+		mutateHeaders(h, f.route.ResponseHeaders, f.vh.ResponseHeaders, rc.ResponseHeaders)
+	}
 }

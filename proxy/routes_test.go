@@ -285,3 +285,91 @@ var _ = Describe("rewrites, as Envoy's RouteAction prefix_rewrite, regex_rewrite
 		Expect(body).To(HaveSuffix(" original="))
 	})
 })
+
+var _ = Describe("headers to add and remove, as Envoy's custom request/response headers (header_parser.cc; config_impl.cc finalizeRequestHeaders)", func() {
+	add := func(key, value string, action config.AppendAction) config.HeaderValueOption {
+		return config.HeaderValueOption{Key: http.CanonicalHeaderKey(key), Value: value, Action: action}
+	}
+	var (
+		url     string
+		seen    chan http.Header
+		backend *upstream
+	)
+	BeforeEach(func() {
+		seen = make(chan http.Header, 1)
+		backend = newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Clone()
+			w.Header().Set("x-internal", "secret")
+			w.Header().Set("x-served-by", "upstream")
+		})
+		route := prefixRoute("/", "backend", nil)
+		route.RequestHeaders = config.HeaderMutation{
+			Remove: []string{"X-Secret"},
+			Add: []config.HeaderValueOption{
+				add("x-level", "route", config.AppendIfExistsOrAdd),
+				add("x-tenant", "default", config.AddIfAbsent),
+				add("x-debug", "off", config.OverwriteIfExists),
+				add("x-env", "prod", config.OverwriteIfExistsOrAdd),
+				add("x-empty", "", config.AppendIfExistsOrAdd),
+				{Key: "X-Kept-Empty", Action: config.AppendIfExistsOrAdd, KeepEmpty: true},
+			}}
+		route.ResponseHeaders = config.HeaderMutation{Remove: []string{"X-Internal"},
+			Add: []config.HeaderValueOption{add("x-level", "route", config.AppendIfExistsOrAdd)}}
+		vh := config.VirtualHost{Name: "vh", Domains: []string{"*"}, Routes: []config.Route{route},
+			RequestHeaders:  config.HeaderMutation{Add: []config.HeaderValueOption{add("x-level", "vhost", config.AppendIfExistsOrAdd)}},
+			ResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{add("x-level", "vhost", config.AppendIfExistsOrAdd), add("x-served-by", "proxy", config.OverwriteIfExistsOrAdd)}},
+		}
+		_, url = start(setup{clusters: []config.Cluster{cluster("backend", backend.addr())}, vhosts: []config.VirtualHost{vh},
+			rcRequestHeaders:  config.HeaderMutation{Add: []config.HeaderValueOption{add("x-level", "config", config.AppendIfExistsOrAdd)}},
+			rcResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{add("x-level", "config", config.AppendIfExistsOrAdd)}},
+		})
+	})
+
+	send := func(headers ...string) *http.Response {
+		GinkgoHelper()
+		req, err := http.NewRequest("GET", url+"/", nil)
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Add(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		return resp
+	}
+
+	It("applies the route's, then the virtual host's, then the route configuration's, removals before additions", func() {
+		resp := send("x-secret", "s3cr3t", "x-level", "client")
+		var h http.Header
+		Eventually(seen).Should(Receive(&h))
+		Expect(h.Values("x-level")).To(Equal([]string{"client", "route", "vhost", "config"}))
+		Expect(h).NotTo(HaveKey("X-Secret"))
+		Expect(resp.Header.Values("x-level")).To(Equal([]string{"route", "vhost", "config"}))
+		Expect(resp.Header).NotTo(HaveKey("X-Internal"))
+		Expect(resp.Header.Values("x-served-by")).To(Equal([]string{"proxy"}), "OVERWRITE_IF_EXISTS_OR_ADD replaces the upstream's value")
+	})
+
+	It("follows append_action: ADD_IF_ABSENT, OVERWRITE_IF_EXISTS, OVERWRITE_IF_EXISTS_OR_ADD; an empty value only with keep_empty_value", func() {
+		send()
+		var h http.Header
+		Eventually(seen).Should(Receive(&h))
+		Expect(h.Values("x-tenant")).To(Equal([]string{"default"}))
+		Expect(h).NotTo(HaveKey("X-Debug"), "OVERWRITE_IF_EXISTS adds nothing")
+		Expect(h.Values("x-env")).To(Equal([]string{"prod"}))
+		Expect(h).NotTo(HaveKey("X-Empty"))
+		Expect(h).To(HaveKeyWithValue("X-Kept-Empty", []string{""}))
+
+		send("x-tenant", "acme", "x-debug", "on", "x-env", "dev")
+		Eventually(seen).Should(Receive(&h))
+		Expect(h.Values("x-tenant")).To(Equal([]string{"acme"}))
+		Expect(h.Values("x-debug")).To(Equal([]string{"off"}))
+		Expect(h.Values("x-env")).To(Equal([]string{"prod"}))
+	})
+
+	It("applies the response headers to the router's local replies too", func() {
+		backend.srv.Close()
+		resp := send()
+		Expect(resp.StatusCode).To(Equal(503))
+		Expect(resp.Header.Values("x-level")).To(Equal([]string{"route", "vhost", "config"}))
+	})
+})

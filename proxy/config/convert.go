@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/http"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -234,7 +235,10 @@ func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *Fault
 }
 
 func (c *converter) routeConfig(rc *routev3.RouteConfiguration, path string, clusters map[string]bool) RouteConfig {
-	out := RouteConfig{Name: rc.GetName()}
+	out := RouteConfig{Name: rc.GetName(),
+		RequestHeaders:  c.headerMutation(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove(), path, "request"),
+		ResponseHeaders: c.headerMutation(rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove(), path, "response"),
+	}
 	path = joinPath(path, "virtual_hosts")
 	firstUse := map[string]int{}
 	for i, vh := range rc.GetVirtualHosts() {
@@ -260,6 +264,8 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 		IncludeAttemptCountInResponse: vh.GetIncludeAttemptCountInResponse(),
 		//lint:ignore SA1019 Envoy deprecates it for request_body_buffer_limit but still honours it
 		PerRequestBufferLimit: uint32Value(vh.GetPerRequestBufferLimitBytes()),
+		RequestHeaders:        c.headerMutation(vh.GetRequestHeadersToAdd(), vh.GetRequestHeadersToRemove(), path, "request"),
+		ResponseHeaders:       c.headerMutation(vh.GetResponseHeadersToAdd(), vh.GetResponseHeadersToRemove(), path, "response"),
 	}
 	for i, r := range vh.GetRoutes() {
 		out.Routes = append(out.Routes, c.route(r, indexPath(joinPath(path, "routes"), i), clusters))
@@ -270,7 +276,10 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 func (c *converter) route(r *routev3.Route, path string, clusters map[string]bool) Route {
 	out := Route{Name: r.GetName(), Match: c.match(r.GetMatch(), joinPath(path, "match")),
 		//lint:ignore SA1019 Envoy deprecates it for request_body_buffer_limit but still honours it
-		PerRequestBufferLimit: uint32Value(r.GetPerRequestBufferLimitBytes())}
+		PerRequestBufferLimit: uint32Value(r.GetPerRequestBufferLimitBytes()),
+		RequestHeaders:        c.headerMutation(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), path, "request"),
+		ResponseHeaders:       c.headerMutation(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove(), path, "response"),
+	}
 	action := r.GetRoute()
 	if action == nil {
 		c.fail(joinPath(path, "route"), "required: a route action (the only action supported)")
@@ -346,6 +355,57 @@ func goSubstitution(sub string, groups int) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+// headerMutation converts one level's <dir>_headers_to_add and <dir>_headers_to_remove (dir "request"
+// or "response"), as Envoy's HeaderParser::configure (source/common/router/header_parser.cc): a pseudo
+// header (":path") or host may be neither added nor removed; append and append_action exclude each
+// other. Values are plain: meshproof has no substitution formatters, so a value with "%" other than the
+// "%%" escape is an error rather than a header sent with the formatter's text.
+func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []string, path, dir string) HeaderMutation {
+	var out HeaderMutation
+	apath := joinPath(path, dir+"_headers_to_add")
+	for i, o := range add {
+		opath := indexPath(apath, i)
+		key := o.GetHeader().GetKey()
+		if restrictedHeader(key) {
+			c.fail(joinPath(joinPath(opath, "header"), "key"), "%q may not be modified (pseudo-headers and host are not)", key)
+			continue
+		}
+		value := o.GetHeader().GetValue()
+		if strings.Contains(strings.ReplaceAll(value, "%%", ""), "%") {
+			c.fail(joinPath(joinPath(opath, "header"), "value"),
+				"%q: substitution formatters (%%...%%) are not supported; write %%%% for a literal %%", value)
+			continue
+		}
+		action := AppendAction(o.GetAppendAction())
+		//lint:ignore SA1019 Envoy deprecates append for append_action but still honours it
+		if ap := o.GetAppend(); ap != nil {
+			if o.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
+				c.fail(joinPath(opath, "append"), "only one of append and append_action may be set")
+			}
+			action = AppendIfExistsOrAdd
+			if !ap.GetValue() {
+				action = OverwriteIfExistsOrAdd
+			}
+		}
+		out.Add = append(out.Add, HeaderValueOption{Key: http.CanonicalHeaderKey(key),
+			Value: strings.ReplaceAll(value, "%%", "%"), Action: action, KeepEmpty: o.GetKeepEmptyValue()})
+	}
+	rpath := joinPath(path, dir+"_headers_to_remove")
+	for i, name := range remove {
+		if restrictedHeader(name) {
+			c.fail(indexPath(rpath, i), "%q may not be removed (pseudo-headers and host are not)", name)
+			continue
+		}
+		out.Remove = append(out.Remove, http.CanonicalHeaderKey(name))
+	}
+	return out
+}
+
+// restrictedHeader reports whether a header may not be mutated by headers_to_add or _remove.
+func restrictedHeader(name string) bool {
+	return strings.HasPrefix(name, ":") || strings.EqualFold(name, "host")
 }
 
 // knownCluster checks that a route names a cluster of the bootstrap.

@@ -150,3 +150,54 @@ var _ = Describe("rewrites (RouteAction prefix_rewrite, regex_rewrite, host_rewr
 			at(20, 43, routePath+".auto_host_rewrite", "field not supported by meshproof")),
 	)
 })
+
+var _ = Describe("headers to add and remove (core.v3.HeaderValueOption at route, virtual host and route configuration)", func() {
+	It("converts each level, append as its append_action, names canonical and %% as a literal %", func() {
+		doc := strings.Replace(edit("                route: {cluster: backend}\n", `                route: {cluster: backend}
+                request_headers_to_add: [{header: {key: x-route, value: "100%%"}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}, {header: {key: x-old, value: a}, append: false}, {header: {key: x-keep}, keep_empty_value: true}]
+                response_headers_to_remove: [x-internal]
+`), "              domains: [\"*\"]\n", `              domains: ["*"]
+              response_headers_to_add: [{header: {key: x-vh, value: v}, append: true}, {header: {key: x-once, value: o}, append_action: ADD_IF_ABSENT}]
+`, 1)
+		doc = strings.Replace(doc, "            virtual_hosts:\n", "            request_headers_to_remove: [x-secret]\n            virtual_hosts:\n", 1)
+		got, _, err := config.ParseBootstrap([]byte(doc), file)
+		Expect(err).NotTo(HaveOccurred())
+		rc := got.Listeners[0].Routes
+		Expect(rc.RequestHeaders).To(Equal(config.HeaderMutation{Remove: []string{"X-Secret"}}))
+		Expect(rc.VirtualHosts[0].ResponseHeaders).To(Equal(config.HeaderMutation{Add: []config.HeaderValueOption{
+			{Key: "X-Vh", Value: "v", Action: config.AppendIfExistsOrAdd},
+			{Key: "X-Once", Value: "o", Action: config.AddIfAbsent},
+		}}))
+		r := rc.VirtualHosts[0].Routes[0]
+		Expect(r.RequestHeaders).To(Equal(config.HeaderMutation{Add: []config.HeaderValueOption{
+			{Key: "X-Route", Value: "100%", Action: config.OverwriteIfExistsOrAdd},
+			{Key: "X-Old", Value: "a", Action: config.OverwriteIfExistsOrAdd},
+			{Key: "X-Keep", Action: config.AppendIfExistsOrAdd, KeepEmpty: true},
+		}}))
+		Expect(r.ResponseHeaders).To(Equal(config.HeaderMutation{Remove: []string{"X-Internal"}}))
+	})
+
+	const routeLevel = hcmPath + ".route_config.virtual_hosts[0].routes[0]"
+	DescribeTable("rejects",
+		func(field string, want types.GomegaMatcher) {
+			_, _, err := config.ParseBootstrap([]byte(edit("                route: {cluster: backend}\n",
+				"                route: {cluster: backend}\n                "+field+"\n")), file)
+			Expect(config.Errors(err)).To(HaveExactElements(want))
+		},
+		Entry("a substitution formatter (not supported)",
+			`request_headers_to_add: [{header: {key: x-up, value: "%UPSTREAM_REMOTE_ADDRESS%"}}]`,
+			at(21, 70, routeLevel+".request_headers_to_add[0].header.value", `"%UPSTREAM_REMOTE_ADDRESS%": substitution formatters (%...%) are not supported; write %% for a literal %`)),
+		Entry("host, as Envoy's HeaderParser",
+			`request_headers_to_add: [{header: {key: host, value: h}}]`,
+			at(21, 57, routeLevel+".request_headers_to_add[0].header.key", `"host" may not be modified`)),
+		Entry("a pseudo-header removed",
+			`response_headers_to_remove: [":status"]`,
+			at(21, 46, routeLevel+".response_headers_to_remove[0]", `":status" may not be removed`)),
+		Entry("append with append_action",
+			`request_headers_to_add: [{header: {key: x, value: y}, append: true, append_action: ADD_IF_ABSENT}]`,
+			at(21, 79, routeLevel+".request_headers_to_add[0].append", "only one of append and append_action may be set")),
+		Entry("raw_value, not supported",
+			`request_headers_to_add: [{header: {key: x, raw_value: eQ==}}]`,
+			at(21, 60, routeLevel+".request_headers_to_add[0].header.raw_value", "field not supported by meshproof")),
+	)
+})

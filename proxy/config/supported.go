@@ -190,8 +190,12 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 
 	// Routes.
 	"envoy.config.route.v3.RouteConfiguration": {
-		"name":          nil,
-		"virtual_hosts": nil,
+		"name":                       nil,
+		"virtual_hosts":              nil,
+		"request_headers_to_add":     nil,
+		"request_headers_to_remove":  nil,
+		"response_headers_to_add":    nil,
+		"response_headers_to_remove": nil,
 	},
 	"envoy.config.route.v3.VirtualHost": {
 		"name":                              nil,
@@ -201,12 +205,31 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"include_request_attempt_count":     nil,
 		"include_attempt_count_in_response": nil,
 		"per_request_buffer_limit_bytes":    nil,
+		"request_headers_to_add":            nil,
+		"request_headers_to_remove":         nil,
+		"response_headers_to_add":           nil,
+		"response_headers_to_remove":        nil,
 	},
 	"envoy.config.route.v3.Route": {
 		"name":                           nil,
 		"match":                          nil,
 		"route":                          nil,
 		"per_request_buffer_limit_bytes": nil,
+		"request_headers_to_add":         nil,
+		"request_headers_to_remove":      nil,
+		"response_headers_to_add":        nil,
+		"response_headers_to_remove":     nil,
+	},
+	// Header manipulation: plain values (no substitution formatters).
+	"envoy.config.core.v3.HeaderValueOption": {
+		"header":           nil,
+		"append":           nil,
+		"append_action":    {"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS"},
+		"keep_empty_value": nil,
+	},
+	"envoy.config.core.v3.HeaderValue": {
+		"key":   nil,
+		"value": nil,
 	},
 	"envoy.config.route.v3.RouteMatch": {
 		"prefix":                nil,

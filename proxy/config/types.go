@@ -129,7 +129,43 @@ type Int64Range struct {
 type RouteConfig struct {
 	Name         string
 	VirtualHosts []VirtualHost
+	// RequestHeaders and ResponseHeaders are request_headers_to_add/_remove and
+	// response_headers_to_add/_remove: applied after the virtual host's and the route's.
+	RequestHeaders, ResponseHeaders HeaderMutation
 }
+
+// HeaderMutation is one level's headers_to_add and headers_to_remove (Envoy's HeaderParser): the
+// removals first, then the additions, each decided against the headers as they were before this
+// level's additions; overwrites are applied before appends.
+type HeaderMutation struct {
+	Add    []HeaderValueOption
+	Remove []string // canonical names
+}
+
+// Empty reports whether the mutation changes nothing.
+func (m HeaderMutation) Empty() bool { return len(m.Add) == 0 && len(m.Remove) == 0 }
+
+// HeaderValueOption is one header to add, Envoy's core.v3.HeaderValueOption with a plain value.
+type HeaderValueOption struct {
+	Key    string // canonical
+	Value  string
+	Action AppendAction
+	// KeepEmpty is keep_empty_value: an empty Value is still applied (else the option does nothing).
+	KeepEmpty bool
+}
+
+// AppendAction is HeaderValueOption.append_action, in Envoy's enum order.
+type AppendAction int
+
+// The append actions: APPEND_IF_EXISTS_OR_ADD (the default) adds a value; ADD_IF_ABSENT adds it only
+// when the header is absent; OVERWRITE_IF_EXISTS_OR_ADD replaces the header's values or adds it;
+// OVERWRITE_IF_EXISTS replaces them only when the header is present.
+const (
+	AppendIfExistsOrAdd AppendAction = iota
+	AddIfAbsent
+	OverwriteIfExistsOrAdd
+	OverwriteIfExists
+)
 
 // VirtualHost is matched on the request's :authority against Domains ("*", "*.suffix", "prefix.*", exact).
 type VirtualHost struct {
@@ -143,6 +179,8 @@ type VirtualHost struct {
 	// PerRequestBufferLimit is per_request_buffer_limit_bytes for routes without their own: it lowers
 	// the listener's BufferLimit for their requests (nil: unset).
 	PerRequestBufferLimit *uint32
+	// RequestHeaders and ResponseHeaders apply after the route's, before the route configuration's.
+	RequestHeaders, ResponseHeaders HeaderMutation
 }
 
 // Route is one route: a match and a RouteAction (the only action supported).
@@ -153,6 +191,8 @@ type Route struct {
 	// PerRequestBufferLimit is per_request_buffer_limit_bytes: it lowers the listener's BufferLimit for
 	// this route's requests, replacing the virtual host's (nil: unset).
 	PerRequestBufferLimit *uint32
+	// RequestHeaders and ResponseHeaders apply first, before the virtual host's.
+	RequestHeaders, ResponseHeaders HeaderMutation
 }
 
 // RouteMatch is a route's match: its path specifier (exact Path when IsPath, else Regex when set, else
