@@ -184,6 +184,10 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.localReply(w, nil, http.StatusNotFound, "")
 		return
 	}
+	if route.DirectResponse != nil || route.Redirect != nil {
+		cm.respondDirectly(w, r, vh, route)
+		return
+	}
 	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
 		var ok bool
@@ -394,4 +398,64 @@ func (cm *connManager) connState(_ net.Conn, state http.ConnState) {
 	case http.StateClosed, http.StateHijacked:
 		cm.st.cxActive.Dec()
 	}
+}
+
+// respondDirectly answers a direct_response or redirect route itself, as Envoy's router does with a
+// local reply (Filter::decodeHeaders, source/common/router/router.cc): the route's response headers
+// mutations apply, after the Location of a redirect.
+func (cm *connManager) respondDirectly(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
+	if d := route.DirectResponse; d != nil {
+		mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+		cm.localReply(w, nil, d.Status, d.Body)
+		return
+	}
+	w.Header().Set("Location", redirectLocation(r, route))
+	mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+	cm.localReply(w, nil, route.Redirect.Code, "")
+}
+
+// redirectLocation is a redirect's Location, as Envoy's RouteEntryImplBase::newUri
+// (source/common/router/config_impl.cc): the request's URL with the scheme, the host, the path
+// (path_redirect, whose own query replaces the request's) or the matched prefix (prefix_rewrite)
+// replaced, and its query dropped under strip_query. When the scheme changes, a port that is the
+// default of the other scheme (":80" to https, ":443" to http) is dropped from the request's host.
+func redirectLocation(r *http.Request, route *config.Route) string {
+	rd := route.Redirect
+	uri := r.RequestURI
+	if len(uri) == 0 || uri[0] != '/' {
+		uri = r.URL.RequestURI()
+	}
+	path, query := uri, ""
+	if i := strings.IndexByte(uri, '?'); i >= 0 {
+		path, query = uri[:i], uri[i:]
+	}
+	if rd.StripQuery {
+		query = ""
+	}
+	switch m := &route.Match; {
+	case rd.Path != "":
+		path = rd.Path
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path, query = path[:i], path[i:]
+		}
+	case rd.PrefixRewrite != "":
+		n := len(path)
+		if !m.IsPath && m.Regex == nil {
+			n = min(len(m.Prefix), n)
+		}
+		path = rd.PrefixRewrite + path[n:]
+	}
+	scheme, host := "http", r.Host
+	if rd.Scheme != "" && !strings.EqualFold(rd.Scheme, scheme) {
+		scheme = strings.ToLower(rd.Scheme)
+		if scheme == "https" {
+			host = strings.TrimSuffix(host, ":80")
+		} else if scheme == "http" {
+			host = strings.TrimSuffix(host, ":443")
+		}
+	}
+	if rd.Host != "" {
+		host = rd.Host
+	}
+	return scheme + "://" + host + path + query
 }

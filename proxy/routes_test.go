@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"time"
@@ -371,5 +372,76 @@ var _ = Describe("headers to add and remove, as Envoy's custom request/response 
 		resp := send()
 		Expect(resp.StatusCode).To(Equal(503))
 		Expect(resp.Header.Values("x-level")).To(Equal([]string{"route", "vhost", "config"}))
+	})
+})
+
+var _ = Describe("direct_response and redirect routes, answered by the proxy as Envoy's router does (router.cc decodeHeaders; config_impl.cc newUri)", func() {
+	var (
+		url     string
+		backend *upstream
+	)
+	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	BeforeEach(func() {
+		backend = newUpstream(ok)
+		answer := func(m config.RouteMatch, r config.Route) config.Route { r.Match = m; return r }
+		_, url = start(setup{clusters: []config.Cluster{cluster("backend", backend.addr())}, routes: []config.Route{
+			answer(config.RouteMatch{Path: "/healthz", IsPath: true}, config.Route{
+				DirectResponse:  &config.DirectResponse{Status: 200, Body: "ok\n"},
+				ResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{{Key: "Cache-Control", Value: "no-store"}}}}),
+			answer(config.RouteMatch{Prefix: "/gone"}, config.Route{DirectResponse: &config.DirectResponse{Status: 410}}),
+			answer(config.RouteMatch{Prefix: "/secure/"}, config.Route{Redirect: &config.Redirect{Scheme: "https", Code: 301}}),
+			answer(config.RouteMatch{Prefix: "/moved"}, config.Route{Redirect: &config.Redirect{Host: "new.example.com", Path: "/landing", Code: 302}}),
+			answer(config.RouteMatch{Prefix: "/q"}, config.Route{Redirect: &config.Redirect{Path: "/fixed?a=b", StripQuery: true, Code: 301}}),
+			answer(config.RouteMatch{Prefix: "/v1/"}, config.Route{Redirect: &config.Redirect{PrefixRewrite: "/v2/", StripQuery: true, Code: 308}}),
+		}})
+	})
+
+	do := func(host, path string) (*http.Response, string) {
+		GinkgoHelper()
+		req, err := http.NewRequest("GET", url+path, nil)
+		Expect(err).NotTo(HaveOccurred())
+		req.Host = host
+		resp, err := noFollow.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		Expect(err).NotTo(HaveOccurred())
+		return resp, string(b)
+	}
+
+	It("answers a direct_response with its status and inline body, and the route's response headers", func() {
+		resp, body := do("svc", "/healthz")
+		Expect(resp.StatusCode).To(Equal(200))
+		Expect(body).To(Equal("ok\n"))
+		Expect(resp.Header.Get("Content-Type")).To(Equal("text/plain"))
+		Expect(resp.Header.Get("Cache-Control")).To(Equal("no-store"))
+		resp, body = do("svc", "/gone")
+		Expect(resp.StatusCode).To(Equal(410))
+		Expect(body).To(BeEmpty())
+		Expect(backend.requests.Load()).To(BeZero())
+	})
+
+	It("redirects to https with 301 by default, dropping the http default port", func() {
+		resp, body := do("shop.example.com:80", "/secure/cart?id=7")
+		Expect(resp.StatusCode).To(Equal(301))
+		Expect(resp.Header.Get("Location")).To(Equal("https://shop.example.com/secure/cart?id=7"))
+		Expect(body).To(BeEmpty())
+	})
+
+	It("swaps the host and the path (path_redirect) with the response_code asked, keeping the query", func() {
+		resp, _ := do("old.example.com", "/moved/x?utm=1")
+		Expect(resp.StatusCode).To(Equal(302))
+		Expect(resp.Header.Get("Location")).To(Equal("http://new.example.com/landing?utm=1"))
+	})
+
+	It("lets a query in path_redirect replace the request's, even under strip_query", func() {
+		resp, _ := do("svc", "/q?x=1")
+		Expect(resp.Header.Get("Location")).To(Equal("http://svc/fixed?a=b"))
+	})
+
+	It("swaps the matched prefix for prefix_rewrite and drops the query under strip_query", func() {
+		resp, _ := do("svc", "/v1/users?page=2")
+		Expect(resp.StatusCode).To(Equal(308))
+		Expect(resp.Header.Get("Location")).To(Equal("http://svc/v2/users"))
 	})
 })

@@ -280,9 +280,17 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		RequestHeaders:        c.headerMutation(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), path, "request"),
 		ResponseHeaders:       c.headerMutation(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove(), path, "response"),
 	}
+	switch a := r.GetAction().(type) {
+	case *routev3.Route_DirectResponse:
+		out.DirectResponse = c.directResponse(a.DirectResponse, joinPath(path, "direct_response"))
+		return out
+	case *routev3.Route_Redirect:
+		out.Redirect = c.redirect(a.Redirect)
+		return out
+	}
 	action := r.GetRoute()
 	if action == nil {
-		c.fail(joinPath(path, "route"), "required: a route action (the only action supported)")
+		c.fail(path, "required: one of route, redirect, direct_response")
 		return out
 	}
 	path = joinPath(path, "route")
@@ -406,6 +414,41 @@ func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []str
 // restrictedHeader reports whether a header may not be mutated by headers_to_add or _remove.
 func restrictedHeader(name string) bool {
 	return strings.HasPrefix(name, ":") || strings.EqualFold(name, "host")
+}
+
+// maxDirectResponseBody is Envoy's default max_direct_response_body_size_bytes (RouteConfiguration).
+const maxDirectResponseBody = 4096
+
+// directResponse converts a DirectResponseAction whose body, if any, is inline.
+func (c *converter) directResponse(d *routev3.DirectResponseAction, path string) *DirectResponse {
+	out := &DirectResponse{Status: int(d.GetStatus())}
+	switch b := d.GetBody().GetSpecifier().(type) {
+	case *corev3.DataSource_InlineString:
+		out.Body = b.InlineString
+	case *corev3.DataSource_InlineBytes:
+		out.Body = string(b.InlineBytes)
+	}
+	if len(out.Body) > maxDirectResponseBody {
+		c.fail(joinPath(path, "body"), "%d bytes exceed Envoy's max_direct_response_body_size_bytes default, %d", len(out.Body), maxDirectResponseBody)
+	}
+	return out
+}
+
+// redirectCodes are RedirectAction.response_code's values, in the enum's order.
+var redirectCodes = []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+	http.StatusTemporaryRedirect, http.StatusPermanentRedirect}
+
+// redirect converts a RedirectAction (the subset table rejects port_redirect and regex_rewrite).
+func (c *converter) redirect(r *routev3.RedirectAction) *Redirect {
+	out := &Redirect{Scheme: r.GetSchemeRedirect(), Host: r.GetHostRedirect(), Path: r.GetPathRedirect(),
+		PrefixRewrite: r.GetPrefixRewrite(), StripQuery: r.GetStripQuery(), Code: http.StatusMovedPermanently}
+	if r.GetHttpsRedirect() {
+		out.Scheme = "https"
+	}
+	if i := int(r.GetResponseCode()); i < len(redirectCodes) {
+		out.Code = redirectCodes[i]
+	}
+	return out
 }
 
 // knownCluster checks that a route names a cluster of the bootstrap.

@@ -201,3 +201,45 @@ var _ = Describe("headers to add and remove (core.v3.HeaderValueOption at route,
 			at(21, 60, routeLevel+".request_headers_to_add[0].header.raw_value", "field not supported by meshproof")),
 	)
 })
+
+var _ = Describe("direct_response and redirect (Route's other actions)", func() {
+	DescribeTable("converts",
+		func(action string, check func(*config.Route)) {
+			got, _, err := config.ParseBootstrap([]byte(edit("route: {cluster: backend}", action)), file)
+			Expect(err).NotTo(HaveOccurred())
+			check(route(got))
+		},
+		Entry("a direct_response with an inline_string body",
+			`direct_response: {status: 503, body: {inline_string: "maintenance"}}`,
+			func(r *config.Route) {
+				Expect(r.DirectResponse).To(Equal(&config.DirectResponse{Status: 503, Body: "maintenance"}))
+				Expect(r.Action).To(BeZero())
+			}),
+		Entry("a redirect: 301 by default, https_redirect as the scheme",
+			`redirect: {https_redirect: true, strip_query: true}`,
+			func(r *config.Route) {
+				Expect(r.Redirect).To(Equal(&config.Redirect{Scheme: "https", Code: 301, StripQuery: true}))
+			}),
+		Entry("a redirect with host, path and response_code",
+			`redirect: {host_redirect: example.com, path_redirect: /new, response_code: TEMPORARY_REDIRECT}`,
+			func(r *config.Route) {
+				Expect(r.Redirect).To(Equal(&config.Redirect{Host: "example.com", Path: "/new", Code: 307}))
+			}),
+	)
+
+	DescribeTable("rejects",
+		func(action string, want types.GomegaMatcher) {
+			_, _, err := config.ParseBootstrap([]byte(edit("route: {cluster: backend}", action)), file)
+			Expect(config.Errors(err)).To(HaveExactElements(want))
+		},
+		Entry("a body from a file",
+			`direct_response: {status: 200, body: {filename: /etc/motd}}`,
+			at(20, 55, routePath[:len(routePath)-len(".route")]+".direct_response.body.filename", "field not supported by meshproof (supported in envoy.config.core.v3.DataSource: inline_bytes, inline_string)")),
+		Entry("a body over Envoy's 4 KiB default",
+			`direct_response: {status: 200, body: {inline_string: "`+strings.Repeat("x", 4097)+`"}}`,
+			at(20, 54, routePath[:len(routePath)-len(".route")]+".direct_response.body", "4097 bytes exceed")),
+		Entry("a port_redirect",
+			`redirect: {port_redirect: 8443}`,
+			at(20, 28, routePath[:len(routePath)-len(".route")]+".redirect.port_redirect", "field not supported by meshproof")),
+	)
+})

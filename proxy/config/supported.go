@@ -214,11 +214,31 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"name":                           nil,
 		"match":                          nil,
 		"route":                          nil,
+		"redirect":                       nil,
+		"direct_response":                nil,
 		"per_request_buffer_limit_bytes": nil,
 		"request_headers_to_add":         nil,
 		"request_headers_to_remove":      nil,
 		"response_headers_to_add":        nil,
 		"response_headers_to_remove":     nil,
+	},
+	// Routes that answer themselves.
+	"envoy.config.route.v3.DirectResponseAction": {
+		"status": nil,
+		"body":   nil,
+	},
+	"envoy.config.core.v3.DataSource": {
+		"inline_string": nil,
+		"inline_bytes":  nil,
+	},
+	"envoy.config.route.v3.RedirectAction": {
+		"https_redirect":  nil,
+		"scheme_redirect": nil,
+		"host_redirect":   nil,
+		"path_redirect":   nil,
+		"prefix_rewrite":  nil,
+		"response_code":   {"MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT"},
+		"strip_query":     nil,
 	},
 	// Header manipulation: plain values (no substitution formatters).
 	"envoy.config.core.v3.HeaderValueOption": {

@@ -193,6 +193,28 @@ type Route struct {
 	PerRequestBufferLimit *uint32
 	// RequestHeaders and ResponseHeaders apply first, before the virtual host's.
 	RequestHeaders, ResponseHeaders HeaderMutation
+	// DirectResponse and Redirect are the route's action when it does not forward (Action unused):
+	// the connection manager answers itself. nil: not this action.
+	DirectResponse *DirectResponse
+	Redirect       *Redirect
+}
+
+// DirectResponse is Envoy's DirectResponseAction: a response of Status with Body (text/plain when
+// not empty).
+type DirectResponse struct {
+	Status int
+	Body   string
+}
+
+// Redirect is Envoy's RedirectAction: a response of Code with a Location made from the request's
+// URL with the scheme, host, path or matched prefix replaced, and its query dropped when StripQuery.
+type Redirect struct {
+	Scheme        string // scheme_redirect, or "https" for https_redirect ("": the request's)
+	Host          string // host_redirect ("": the request's)
+	Path          string // path_redirect ("": none); a query in it replaces the request's
+	PrefixRewrite string // prefix_rewrite: the matched prefix swapped ("": none)
+	Code          int    // 301 (the default), 302, 303, 307 or 308
+	StripQuery    bool
 }
 
 // RouteMatch is a route's match: its path specifier (exact Path when IsPath, else Regex when set, else
