@@ -183,7 +183,7 @@ type VirtualHost struct {
 	RequestHeaders, ResponseHeaders HeaderMutation
 }
 
-// Route is one route: a match and a RouteAction (the only action supported).
+// Route is one route: a match and its action — a RouteAction (Action), a DirectResponse or a Redirect.
 type Route struct {
 	Name   string
 	Match  RouteMatch
