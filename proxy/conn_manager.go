@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,18 +80,60 @@ func (cm *connManager) match(r *http.Request) (*config.VirtualHost, *config.Rout
 	if vh == nil {
 		return nil, nil
 	}
-	path := r.URL.Path
+	var query url.Values // parsed once, by the first route that asks
 	for i := range vh.Routes {
-		m := vh.Routes[i].Match
-		if m.IsPath && path == m.Path || !m.IsPath && strings.HasPrefix(path, m.Prefix) {
+		if routeMatches(&vh.Routes[i].Match, r, &query) {
 			return vh, &vh.Routes[i]
 		}
 	}
 	return vh, nil
 }
 
-// matchVirtualHost follows Envoy's order: exact domain, then the longest suffix wildcard ("*.example.com"),
-// then the longest prefix wildcard ("example.*"), then "*". The port is ignored unless a domain names it.
+// routeMatches applies a route's match to the request, as Envoy's RouteEntryImplBase::matchRoute and
+// its Prefix/Path/Regex/PathSeparatedPrefix route entries do (source/common/router/config_impl.cc): the
+// path specifier on the path without its query string, then every header matcher, then every query
+// parameter matcher. The first route of the virtual host that matches wins.
+func routeMatches(m *config.RouteMatch, r *http.Request, query *url.Values) bool {
+	path := r.URL.Path
+	switch {
+	case m.IsPath:
+		if !(path == m.Path || m.IgnoreCase && strings.EqualFold(path, m.Path)) {
+			return false
+		}
+	case m.Regex != nil: // case_sensitive does not apply to safe_regex
+		if !m.Regex.MatchString(path) {
+			return false
+		}
+	default:
+		n := len(m.Prefix)
+		if len(path) < n || !(path[:n] == m.Prefix || m.IgnoreCase && strings.EqualFold(path[:n], m.Prefix)) {
+			return false
+		}
+		// path_separated_prefix: the prefix is the whole path or is followed by "/".
+		if m.Separated && len(path) > n && path[n] != '/' {
+			return false
+		}
+	}
+	for _, h := range m.Headers {
+		if !headerMatches(h, r.Header) {
+			return false
+		}
+	}
+	if len(m.QueryParameters) > 0 && *query == nil {
+		*query = r.URL.Query()
+	}
+	for _, q := range m.QueryParameters {
+		if !queryParameterMatches(q, *query) {
+			return false
+		}
+	}
+	return true
+}
+
+// matchVirtualHost follows Envoy's order (VirtualHost.domains, route_components.proto;
+// RouteMatcher::findVirtualHost, source/common/router/config_impl.cc): exact domain, then the longest
+// suffix wildcard ("*.example.com"), then the longest prefix wildcard ("example.*"), then "*"; a wildcard
+// never matches the empty string. The port is ignored unless a domain names it.
 func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.VirtualHost {
 	host := strings.ToLower(authority)
 	hostNoPort := host
@@ -106,9 +149,9 @@ func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.Vir
 			switch {
 			case d == host || d == hostNoPort:
 				rank, n = 4, len(d)
-			case strings.HasPrefix(d, "*") && d != "*" && (strings.HasSuffix(hostNoPort, d[1:]) || strings.HasSuffix(host, d[1:])):
+			case strings.HasPrefix(d, "*") && d != "*" && (wildcardSuffix(hostNoPort, d[1:]) || wildcardSuffix(host, d[1:])):
 				rank, n = 3, len(d)
-			case strings.HasSuffix(d, "*") && d != "*" && strings.HasPrefix(host, d[:len(d)-1]):
+			case strings.HasSuffix(d, "*") && d != "*" && len(host) > len(d)-1 && strings.HasPrefix(host, d[:len(d)-1]):
 				rank, n = 2, len(d)
 			case d == "*":
 				rank, n = 1, 0
@@ -119,6 +162,11 @@ func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.Vir
 		}
 	}
 	return best
+}
+
+// wildcardSuffix reports whether host ends in suffix after at least one character of its own.
+func wildcardSuffix(host, suffix string) bool {
+	return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
 }
 
 func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -134,6 +182,10 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if route == nil {
 		cm.st.noRoute.Inc()
 		cm.localReply(w, nil, http.StatusNotFound, "")
+		return
+	}
+	if route.DirectResponse != nil || route.Redirect != nil {
+		cm.respondDirectly(w, r, vh, route)
 		return
 	}
 	var body requestBody
@@ -346,4 +398,64 @@ func (cm *connManager) connState(_ net.Conn, state http.ConnState) {
 	case http.StateClosed, http.StateHijacked:
 		cm.st.cxActive.Dec()
 	}
+}
+
+// respondDirectly answers a direct_response or redirect route itself, as Envoy's router does with a
+// local reply (Filter::decodeHeaders, source/common/router/router.cc): the route's response headers
+// mutations apply, after the Location of a redirect.
+func (cm *connManager) respondDirectly(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
+	if d := route.DirectResponse; d != nil {
+		mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+		cm.localReply(w, nil, d.Status, d.Body)
+		return
+	}
+	w.Header().Set("Location", redirectLocation(r, route))
+	mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+	cm.localReply(w, nil, route.Redirect.Code, "")
+}
+
+// redirectLocation is a redirect's Location, as Envoy's RouteEntryImplBase::newUri
+// (source/common/router/config_impl.cc): the request's URL with the scheme, the host, the path
+// (path_redirect, whose own query replaces the request's) or the matched prefix (prefix_rewrite)
+// replaced, and its query dropped under strip_query. When the scheme changes, a port that is the
+// default of the other scheme (":80" to https, ":443" to http) is dropped from the request's host.
+func redirectLocation(r *http.Request, route *config.Route) string {
+	rd := route.Redirect
+	uri := r.RequestURI
+	if len(uri) == 0 || uri[0] != '/' {
+		uri = r.URL.RequestURI()
+	}
+	path, query := uri, ""
+	if i := strings.IndexByte(uri, '?'); i >= 0 {
+		path, query = uri[:i], uri[i:]
+	}
+	if rd.StripQuery {
+		query = ""
+	}
+	switch m := &route.Match; {
+	case rd.Path != "":
+		path = rd.Path
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path, query = path[:i], path[i:]
+		}
+	case rd.PrefixRewrite != "":
+		n := len(path)
+		if !m.IsPath && m.Regex == nil {
+			n = min(len(m.Prefix), n)
+		}
+		path = rd.PrefixRewrite + path[n:]
+	}
+	scheme, host := "http", r.Host
+	if rd.Scheme != "" && !strings.EqualFold(rd.Scheme, scheme) {
+		scheme = strings.ToLower(rd.Scheme)
+		if scheme == "https" {
+			host = strings.TrimSuffix(host, ":80")
+		} else if scheme == "http" {
+			host = strings.TrimSuffix(host, ":443")
+		}
+	}
+	if rd.Host != "" {
+		host = rd.Host
+	}
+	return scheme + "://" + host + path + query
 }

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/meshproof/meshproof/proxy/config"
@@ -13,6 +15,7 @@ const (
 	hdrRequestID                = "X-Request-Id"
 	hdrForwardedProto           = "X-Forwarded-Proto"
 	hdrAttemptCount             = "X-Envoy-Attempt-Count"
+	hdrOriginalPath             = "X-Envoy-Original-Path"
 	hdrExpectedTimeout          = "X-Envoy-Expected-Rq-Timeout-Ms"
 	hdrRateLimited              = "X-Envoy-Ratelimited"
 	hdrUpstreamServiceTime      = "X-Envoy-Upstream-Service-Time"
@@ -51,30 +54,60 @@ func shareHeader(dst, src http.Header) {
 	}
 }
 
-// headerMatches applies one HeaderMatcher to the request headers.
+// headerMatches applies one HeaderMatcher to the request headers, as Envoy's
+// HeaderUtility::matchHeaders (source/common/http/header_utility.cc): several values of the header are
+// matched joined by ","; an absent header matches only a present_match that wants it absent (or, with
+// invert_match, one that wants it present) — inverting a value match does not make it match an absent
+// header (the route_components.proto doc of treat_missing_header_as_empty, which meshproof does not
+// support).
 func headerMatches(m config.HeaderMatcher, h http.Header) bool {
 	values, present := h[http.CanonicalHeaderKey(m.Name)]
-	v := strings.Join(values, ",")
+	if !present {
+		return m.Present != nil && *m.Present == m.Invert
+	}
+	if m.Present != nil {
+		return *m.Present != m.Invert
+	}
+	return stringMatches(m, strings.Join(values, ",")) != m.Invert
+}
+
+// stringMatches applies the string match of m (Envoy's StringMatcher, or range_match) to v.
+func stringMatches(m config.HeaderMatcher, v string) bool {
 	fold := func(s string) string {
 		if m.IgnoreCase {
 			return strings.ToLower(s)
 		}
 		return s
 	}
-	var ok bool
 	switch {
-	case m.Present != nil:
-		ok = present == *m.Present
-	case !present:
-		ok = false
 	case m.Exact != nil:
-		ok = fold(v) == fold(*m.Exact)
+		return fold(v) == fold(*m.Exact)
 	case m.Prefix != nil:
-		ok = strings.HasPrefix(fold(v), fold(*m.Prefix))
+		return strings.HasPrefix(fold(v), fold(*m.Prefix))
 	case m.Suffix != nil:
-		ok = strings.HasSuffix(fold(v), fold(*m.Suffix))
+		return strings.HasSuffix(fold(v), fold(*m.Suffix))
 	case m.Contains != nil:
-		ok = strings.Contains(fold(v), fold(*m.Contains))
+		return strings.Contains(fold(v), fold(*m.Contains))
+	case m.Regex != nil:
+		return m.Regex.MatchString(v)
+	case m.Range != nil:
+		// A value that is not a base-10 int64 is outside every range (Envoy: absl::SimpleAtoi fails).
+		n, err := strconv.ParseInt(v, 10, 64)
+		return err == nil && n >= m.Range.Start && n < m.Range.End
 	}
-	return ok != m.Invert
+	return false
+}
+
+// queryParameterMatches applies a query parameter matcher to the request's first value of the parameter,
+// as Envoy's ConfigUtility::QueryParameterMatcher::matches (source/common/router/config_utility.cc): an
+// absent parameter never matches; present_match matches any value; else its string_match decides.
+func queryParameterMatches(m config.HeaderMatcher, q url.Values) bool {
+	values, ok := q[m.Name]
+	if !ok || len(values) == 0 {
+		return false
+	}
+	if m.Present != nil {
+		return true
+	}
+	return stringMatches(m, values[0])
 }

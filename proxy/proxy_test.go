@@ -91,6 +91,10 @@ type setup struct {
 	bufferLimit uint32
 	// opts are the proxy's options (a clock, a rand source, an event sink).
 	opts proxy.Options
+	// vhosts, when set, are the listener's virtual hosts instead of one for "*" with routes and vhost.
+	vhosts []config.VirtualHost
+	// rcRequestHeaders and rcResponseHeaders are the route configuration's header mutations.
+	rcRequestHeaders, rcResponseHeaders config.HeaderMutation
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
@@ -114,11 +118,16 @@ func retries(n uint32, on ...string) *config.RetryPolicy {
 func start(s setup) (*proxy.Server, string) {
 	vh := s.vhost
 	vh.Name, vh.Domains, vh.Routes = "all", []string{"*"}, s.routes
+	vhosts := []config.VirtualHost{vh}
+	if s.vhosts != nil {
+		vhosts = s.vhosts
+	}
 	cfg := &config.Bootstrap{
 		Admin: &config.Admin{Address: "127.0.0.1:0"},
 		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout, IdleTimeout: s.idleTimeout, Fault: s.fault,
 			BufferLimit: s.bufferLimit, MaxRequestsPerConnection: s.maxRequests, ConnectionLimit: s.connLimit,
-			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{vh}}}},
+			Routes: config.RouteConfig{Name: "r", VirtualHosts: vhosts,
+				RequestHeaders: s.rcRequestHeaders, ResponseHeaders: s.rcResponseHeaders}}},
 		Clusters: s.clusters,
 	}
 	srv, err := proxy.New(cfg, s.opts)

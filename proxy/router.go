@@ -30,6 +30,7 @@ var errRouteTimeout = errors.New("route timeout")
 type router struct {
 	clusters map[string]*cluster
 	hcm      downstream
+	rc       *config.RouteConfig // the listener's route configuration (its header mutations)
 	clk      clock.Clock
 	// realClock: clk is clock.Real, so the route deadline can bound an exchange as a socket deadline.
 	realClock bool
@@ -62,11 +63,22 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 
 // forward sends a routed request upstream and answers it.
 func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody) {
-	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists
+	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists; nil: weighted (run picks)
 	f := rt.forwards.Get().(*forward)
 	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, uri: r.RequestURI}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
+	}
+	f.host, f.hdr = r.Host, r.Header
+	if rc := rt.rc; rc != nil && !(route.RequestHeaders.Empty() && vh.RequestHeaders.Empty() && rc.RequestHeaders.Empty()) {
+		f.hdr = r.Header.Clone() // the upstream request's headers: the downstream's, mutated
+		mutateHeaders(f.hdr, route.RequestHeaders, vh.RequestHeaders, rc.RequestHeaders)
+	}
+	if a := &route.Action; a.PrefixRewrite != "" || a.RegexRewrite != nil {
+		f.rewritePath()
+	}
+	if route.Action.HostRewrite != "" {
+		f.host = route.Action.HostRewrite // host_rewrite_literal (RouteEntryImplBase::finalizeRequestHeaders)
 	}
 	f.ab = h1.AborterFrom(r.Context())
 	if rt.tracer != nil {
@@ -77,6 +89,29 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.Vir
 	f.run()
 	*f = forward{extra: f.extra} // nothing of the request is kept
 	rt.forwards.Put(f)
+}
+
+// rewritePath applies the route's prefix_rewrite or regex_rewrite to the request target, as Envoy's
+// RouteEntryImplBase::finalizePathHeader (source/common/router/config_impl.cc): prefix_rewrite swaps
+// the matched part of the path (the prefix, or the whole path for a path or safe_regex match) and keeps
+// the rest, query included; regex_rewrite replaces every match in the path without its query string,
+// then puts the query back. The original target goes upstream in x-envoy-original-path.
+func (f *forward) rewritePath() {
+	path, query := f.uri, ""
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path, query = path[:i], path[i:]
+	}
+	f.origPath = f.uri
+	a, m := &f.route.Action, &f.route.Match
+	if rr := a.RegexRewrite; rr != nil {
+		f.uri = rr.Pattern.ReplaceAllString(path, rr.Substitution) + query
+		return
+	}
+	n := len(path)
+	if !m.IsPath && m.Regex == nil {
+		n = min(len(m.Prefix), n)
+	}
+	f.uri = a.PrefixRewrite + path[n:] + query
 }
 
 // forward is one downstream request on its way through the upstream attempts.
@@ -94,13 +129,16 @@ type forward struct {
 	deadline time.Time
 	rctx     context.Context
 	rcancel  context.CancelFunc
-	uri      string // the request target sent upstream (origin form)
+	uri      string      // the request target sent upstream (origin form)
+	host     string      // the Host sent upstream: the downstream's, or host_rewrite_literal
+	hdr      http.Header // the headers sent upstream: the downstream's, or a mutated copy
+	origPath string      // the downstream's request target when the route rewrote it ("": not rewritten)
 	// out is the upstream request of the current attempt; extra its headers added by the router (reused
 	// from request to request), scratch the backing of their values.
 	out     h1.Request
 	ab      *h1.Aborter // the downstream connection's: interrupts the attempt under way
 	extra   http.Header
-	scratch [4]string
+	scratch [5]string
 	// rng is the request's random stream (back-off jitter, picks), derived from its x-request-id.
 	rng rand.PCG
 }
@@ -110,6 +148,14 @@ type forward struct {
 // retry_state_impl.cc), until an answer is final.
 func (f *forward) run() {
 	f.start = f.rt.clk.Now()
+	reqID := headerValue(f.r.Header, hdrRequestID)
+	if reqID == "" {
+		reqID = newRequestID()
+	}
+	f.rt.seeds.request(&f.rng, reqID, saltRouter)
+	if wc := f.route.Action.WeightedClusters; wc != nil {
+		f.cl = f.rt.clusters[pickWeightedCluster(wc, f.r.Header, f.rng.Uint64())]
+	}
 	rp, timeout := f.effectivePolicy()
 	if timeout > 0 {
 		f.deadline = f.start.Add(timeout)
@@ -135,11 +181,6 @@ func (f *forward) run() {
 		}
 	}
 	var tried map[int]bool // hosts already tried: only a retry's host selection reads it
-	reqID := headerValue(f.r.Header, hdrRequestID)
-	if reqID == "" {
-		reqID = newRequestID()
-	}
-	f.rt.seeds.request(&f.rng, reqID, saltRouter)
 	hash := f.hash()
 
 	attempts := 0
@@ -329,6 +370,7 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 	if f.vh.IncludeAttemptCountInResponse {
 		f.w.Header().Set(hdrAttemptCount, strconv.Itoa(n))
 	}
+	f.mutateResponse(f.w.Header()) // Envoy's router applies them to its local replies too (modify_headers_)
 	f.rt.hcm.localReply(f.w, hdr, code, body)
 }
 
@@ -356,6 +398,7 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		f.scratch[1] = strconv.Itoa(n)
 		hdr[hdrAttemptCount] = f.scratch[1:2:2]
 	}
+	f.mutateResponse(hdr)
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.hcm.countStatus(resp.StatusCode)
 	bp := f.rt.bufs.Get().(*[]byte)
@@ -371,5 +414,36 @@ func (f *forward) relay(a upstreamRequest, n int) {
 			f.cl.st.rqTxReset.Inc() // Filter::onResponseTimeout resets the upstream request mid-body
 		}
 		panic(http.ErrAbortHandler)
+	}
+}
+
+// pickWeightedCluster draws the cluster of a weighted_clusters route as Envoy's pickClusterIndex
+// (source/common/router/weighted_cluster_specifier.cc): the random value — the request's header_name
+// when it has exactly one value that is a base-10 uint64, else the request's draw — modulo the total
+// weight falls in one cluster's [begin, begin+weight) range, the clusters laid end to end in order.
+func pickWeightedCluster(wc *config.WeightedClusters, h http.Header, random uint64) string {
+	if wc.HeaderName != "" {
+		if v := h[http.CanonicalHeaderKey(wc.HeaderName)]; len(v) == 1 {
+			if n, err := strconv.ParseUint(v[0], 10, 64); err == nil {
+				random = n
+			}
+		}
+	}
+	selected, end := random%wc.TotalWeight, uint64(0)
+	for _, c := range wc.Clusters {
+		end += uint64(c.Weight)
+		if selected < end {
+			return c.Name
+		}
+	}
+	return wc.Clusters[len(wc.Clusters)-1].Name // unreachable: selected < TotalWeight, the sum
+}
+
+// mutateResponse applies the response header mutations of the route, its virtual host and the route
+// configuration (Envoy's RouteEntryImplBase::finalizeResponseHeaders, called from the router's
+// onUpstreamHeaders and from its local replies' modify_headers_, source/common/router/router.cc).
+func (f *forward) mutateResponse(h http.Header) {
+	if rc := f.rt.rc; rc != nil {
+		mutateHeaders(h, f.route.ResponseHeaders, f.vh.ResponseHeaders, rc.ResponseHeaders)
 	}
 }

@@ -144,6 +144,7 @@ func (s *Server) Start() error {
 		rt.onRequest = s.opts.OnRequest
 		hcm := newConnManager(l, s.store, s.clk, rt)
 		rt.hcm = hcm
+		rt.rc = &hcm.routes
 		// The request chain, outermost first: tracing (server span), fault filter, connection manager
 		// (downstream stats, route, body), router (upstream requests, retries).
 		var handler http.Handler = hcm

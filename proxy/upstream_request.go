@@ -134,7 +134,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	clear(f.extra)
 	// The exchange ends with the route timeout (a socket deadline) or when the downstream connection's
 	// aborter interrupts it (the client gone, the per-try timeout): no context watcher per attempt.
-	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.r.Host, Header: f.r.Header, Omit: routerHeaderSet,
+	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.host, Header: f.hdr, Omit: routerHeaderSet,
 		Extra: f.extra, Body: f.body.buf, Abort: f.ab}
 	if f.body.rest != nil {
 		f.out.BodyRest, f.out.BodyLength = f.body.rest, f.body.length
@@ -147,6 +147,10 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	}
 	f.scratch[0], f.scratch[1] = reqID, "http"
 	f.extra[hdrRequestID], f.extra[hdrForwardedProto] = f.scratch[0:1:1], f.scratch[1:2:2]
+	if f.origPath != "" {
+		f.scratch[4] = f.origPath
+		f.extra[hdrOriginalPath] = f.scratch[4:5:5]
+	}
 	if f.vh.IncludeRequestAttemptCount {
 		f.scratch[2] = strconv.Itoa(n)
 		f.extra[hdrAttemptCount] = f.scratch[2:3:3]

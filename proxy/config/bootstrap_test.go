@@ -304,7 +304,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("two members of a oneof",
 			edit("match: {prefix: /}", "match: {prefix: /, path: /x}"),
 			at(19, 36, hcmPath+".route_config.virtual_hosts[0].routes[0].match.path",
-				"only one of prefix, path may be set (prefix is set at 19:25)")),
+				"only one of prefix, path, safe_regex, path_separated_prefix may be set (prefix is set at 19:25)")),
 		Entry("a field set twice, in snake_case and camelCase",
 			edit("    load_assignment:\n", "    connect_timeout: 1s\n    connectTimeout: 2s\n    load_assignment:\n"),
 			at(24, 5, clusterPath+".connect_timeout", "field set twice (first at 23:5)")),

@@ -3,8 +3,11 @@ package config
 import (
 	"fmt"
 	"maps"
+	"math"
 	"net"
+	"net/http"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -232,7 +235,10 @@ func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *Fault
 }
 
 func (c *converter) routeConfig(rc *routev3.RouteConfiguration, path string, clusters map[string]bool) RouteConfig {
-	out := RouteConfig{Name: rc.GetName()}
+	out := RouteConfig{Name: rc.GetName(),
+		RequestHeaders:  c.headerMutation(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove(), path, "request"),
+		ResponseHeaders: c.headerMutation(rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove(), path, "response"),
+	}
 	path = joinPath(path, "virtual_hosts")
 	firstUse := map[string]int{}
 	for i, vh := range rc.GetVirtualHosts() {
@@ -258,6 +264,8 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 		IncludeAttemptCountInResponse: vh.GetIncludeAttemptCountInResponse(),
 		//lint:ignore SA1019 Envoy deprecates it for request_body_buffer_limit but still honours it
 		PerRequestBufferLimit: uint32Value(vh.GetPerRequestBufferLimitBytes()),
+		RequestHeaders:        c.headerMutation(vh.GetRequestHeadersToAdd(), vh.GetRequestHeadersToRemove(), path, "request"),
+		ResponseHeaders:       c.headerMutation(vh.GetResponseHeadersToAdd(), vh.GetResponseHeadersToRemove(), path, "response"),
 	}
 	for i, r := range vh.GetRoutes() {
 		out.Routes = append(out.Routes, c.route(r, indexPath(joinPath(path, "routes"), i), clusters))
@@ -268,35 +276,271 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 func (c *converter) route(r *routev3.Route, path string, clusters map[string]bool) Route {
 	out := Route{Name: r.GetName(), Match: c.match(r.GetMatch(), joinPath(path, "match")),
 		//lint:ignore SA1019 Envoy deprecates it for request_body_buffer_limit but still honours it
-		PerRequestBufferLimit: uint32Value(r.GetPerRequestBufferLimitBytes())}
+		PerRequestBufferLimit: uint32Value(r.GetPerRequestBufferLimitBytes()),
+		RequestHeaders:        c.headerMutation(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), path, "request"),
+		ResponseHeaders:       c.headerMutation(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove(), path, "response"),
+	}
+	switch a := r.GetAction().(type) {
+	case *routev3.Route_DirectResponse:
+		out.DirectResponse = c.directResponse(a.DirectResponse, joinPath(path, "direct_response"))
+		return out
+	case *routev3.Route_Redirect:
+		out.Redirect = c.redirect(a.Redirect)
+		return out
+	}
 	action := r.GetRoute()
 	if action == nil {
-		c.fail(joinPath(path, "route"), "required: a route action (the only action supported)")
+		c.fail(path, "required: one of route, redirect, direct_response")
 		return out
 	}
 	path = joinPath(path, "route")
 	out.Action = RouteAction{
-		Cluster:     action.GetCluster(),
 		Timeout:     c.duration(action.GetTimeout(), defaultRouteTimeout, joinPath(path, "timeout")),
 		RetryPolicy: c.retryPolicy(action.GetRetryPolicy(), joinPath(path, "retry_policy")),
 		HashHeaders: c.hashHeaders(action.GetHashPolicy(), joinPath(path, "hash_policy")),
 	}
-	if !clusters[action.GetCluster()] {
-		c.fail(joinPath(path, "cluster"), "unknown cluster %q (clusters: %s)",
-			action.GetCluster(), strings.Join(slices.Sorted(maps.Keys(clusters)), ", "))
+	c.rewrites(action, path, &out.Action)
+	switch spec := action.GetClusterSpecifier().(type) {
+	case *routev3.RouteAction_WeightedClusters:
+		out.Action.WeightedClusters = c.weightedClusters(spec.WeightedClusters, joinPath(path, "weighted_clusters"), clusters)
+	default:
+		out.Action.Cluster = action.GetCluster()
+		c.knownCluster(action.GetCluster(), joinPath(path, "cluster"), clusters)
 	}
 	return out
 }
 
+// rewrites converts prefix_rewrite, regex_rewrite and host_rewrite_literal. As in Envoy's
+// RouteEntryImplBase (source/common/router/config_impl.cc), a route rewrites its path one way only.
+func (c *converter) rewrites(a *routev3.RouteAction, path string, out *RouteAction) {
+	out.PrefixRewrite, out.HostRewrite = a.GetPrefixRewrite(), a.GetHostRewriteLiteral()
+	rr := a.GetRegexRewrite()
+	if rr == nil {
+		return
+	}
+	rpath := joinPath(path, "regex_rewrite")
+	if out.PrefixRewrite != "" {
+		c.fail(rpath, "only one of prefix_rewrite and regex_rewrite may be set")
+	}
+	pattern := rr.GetPattern().GetRegex()
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		c.fail(joinPath(joinPath(rpath, "pattern"), "regex"), "invalid RE2 regex %q: %v", pattern, err)
+		return
+	}
+	sub, err := goSubstitution(rr.GetSubstitution(), re.NumSubexp())
+	if err != nil {
+		c.fail(joinPath(rpath, "substitution"), "%v", err)
+		return
+	}
+	out.RegexRewrite = &RegexRewrite{Pattern: re, Substitution: sub}
+}
+
+// goSubstitution turns an RE2 rewrite string (RE2::GlobalReplace, as Envoy's regex_rewrite takes it:
+// "\N" a capture group, "\\" a backslash) into Go's Regexp.Expand template, checking that each group
+// exists, as RE2::CheckRewriteString does.
+func goSubstitution(sub string, groups int) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(sub); i++ {
+		switch ch := sub[i]; {
+		case ch == '$':
+			b.WriteString("$$")
+		case ch != '\\':
+			b.WriteByte(ch)
+		case i+1 == len(sub):
+			return "", fmt.Errorf("substitution %q ends in a lone backslash", sub)
+		case sub[i+1] == '\\':
+			b.WriteByte('\\')
+			i++
+		case sub[i+1] >= '0' && sub[i+1] <= '9':
+			if n := int(sub[i+1] - '0'); n > groups {
+				return "", fmt.Errorf("substitution %q uses group \\%d; the pattern has %d", sub, n, groups)
+			}
+			fmt.Fprintf(&b, "${%c}", sub[i+1])
+			i++
+		default:
+			return "", fmt.Errorf("substitution %q: a backslash must be followed by a digit or a backslash", sub)
+		}
+	}
+	return b.String(), nil
+}
+
+// headerMutation converts one level's <dir>_headers_to_add and <dir>_headers_to_remove (dir "request"
+// or "response"), as Envoy's HeaderParser::configure (source/common/router/header_parser.cc): a pseudo
+// header (":path") or host may be neither added nor removed; append and append_action exclude each
+// other. Values are plain: meshproof has no substitution formatters, so a value with "%" other than the
+// "%%" escape is an error rather than a header sent with the formatter's text.
+func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []string, path, dir string) HeaderMutation {
+	var out HeaderMutation
+	apath := joinPath(path, dir+"_headers_to_add")
+	for i, o := range add {
+		opath := indexPath(apath, i)
+		key := o.GetHeader().GetKey()
+		if restrictedHeader(key) {
+			c.fail(joinPath(joinPath(opath, "header"), "key"), "%q may not be modified (pseudo-headers and host are not)", key)
+			continue
+		}
+		value := o.GetHeader().GetValue()
+		if strings.Contains(strings.ReplaceAll(value, "%%", ""), "%") {
+			c.fail(joinPath(joinPath(opath, "header"), "value"),
+				"%q: substitution formatters (%%...%%) are not supported; write %%%% for a literal %%", value)
+			continue
+		}
+		action := AppendAction(o.GetAppendAction())
+		//lint:ignore SA1019 Envoy deprecates append for append_action but still honours it
+		if ap := o.GetAppend(); ap != nil {
+			if o.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
+				c.fail(joinPath(opath, "append"), "only one of append and append_action may be set")
+			}
+			action = AppendIfExistsOrAdd
+			if !ap.GetValue() {
+				action = OverwriteIfExistsOrAdd
+			}
+		}
+		out.Add = append(out.Add, HeaderValueOption{Key: http.CanonicalHeaderKey(key),
+			Value: strings.ReplaceAll(value, "%%", "%"), Action: action, KeepEmpty: o.GetKeepEmptyValue()})
+	}
+	rpath := joinPath(path, dir+"_headers_to_remove")
+	for i, name := range remove {
+		if restrictedHeader(name) {
+			c.fail(indexPath(rpath, i), "%q may not be removed (pseudo-headers and host are not)", name)
+			continue
+		}
+		out.Remove = append(out.Remove, http.CanonicalHeaderKey(name))
+	}
+	return out
+}
+
+// restrictedHeader reports whether a header may not be mutated by headers_to_add or _remove.
+func restrictedHeader(name string) bool {
+	return strings.HasPrefix(name, ":") || strings.EqualFold(name, "host")
+}
+
+// maxDirectResponseBody is Envoy's default max_direct_response_body_size_bytes (RouteConfiguration).
+const maxDirectResponseBody = 4096
+
+// directResponse converts a DirectResponseAction whose body, if any, is inline.
+func (c *converter) directResponse(d *routev3.DirectResponseAction, path string) *DirectResponse {
+	out := &DirectResponse{Status: int(d.GetStatus())}
+	switch b := d.GetBody().GetSpecifier().(type) {
+	case *corev3.DataSource_InlineString:
+		out.Body = b.InlineString
+	case *corev3.DataSource_InlineBytes:
+		out.Body = string(b.InlineBytes)
+	}
+	if len(out.Body) > maxDirectResponseBody {
+		c.fail(joinPath(path, "body"), "%d bytes exceed Envoy's max_direct_response_body_size_bytes default, %d", len(out.Body), maxDirectResponseBody)
+	}
+	return out
+}
+
+// redirectCodes are RedirectAction.response_code's values, in the enum's order.
+var redirectCodes = []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+	http.StatusTemporaryRedirect, http.StatusPermanentRedirect}
+
+// redirect converts a RedirectAction (the subset table rejects port_redirect and regex_rewrite).
+func (c *converter) redirect(r *routev3.RedirectAction) *Redirect {
+	out := &Redirect{Scheme: r.GetSchemeRedirect(), Host: r.GetHostRedirect(), Path: r.GetPathRedirect(),
+		PrefixRewrite: r.GetPrefixRewrite(), StripQuery: r.GetStripQuery(), Code: http.StatusMovedPermanently}
+	if r.GetHttpsRedirect() {
+		out.Scheme = "https"
+	}
+	if i := int(r.GetResponseCode()); i < len(redirectCodes) {
+		out.Code = redirectCodes[i]
+	}
+	return out
+}
+
+// knownCluster checks that a route names a cluster of the bootstrap.
+func (c *converter) knownCluster(name, path string, clusters map[string]bool) {
+	if !clusters[name] {
+		c.fail(path, "unknown cluster %q (clusters: %s)", name, strings.Join(slices.Sorted(maps.Keys(clusters)), ", "))
+	}
+}
+
+// weightedClusters converts a WeightedCluster as Envoy's WeightedClusterSpecifierPlugin does
+// (source/common/router/weighted_cluster_specifier.cc): the total is the sum of the weights, which must
+// be more than 0 and fit in a uint32. total_weight is deprecated in the v3 API ("the client will use the
+// sum of all cluster weights"), which still says that the sum must equal it when it is more than 0: a
+// total_weight that disagrees is an error here, so that a config written for an older Envoy is not
+// split otherwise than its author meant.
+func (c *converter) weightedClusters(wc *routev3.WeightedCluster, path string, clusters map[string]bool) *WeightedClusters {
+	out := &WeightedClusters{HeaderName: wc.GetHeaderName()}
+	for i, cw := range wc.GetClusters() {
+		cpath := indexPath(joinPath(path, "clusters"), i)
+		if cw.GetName() == "" {
+			c.fail(joinPath(cpath, "name"), "required: a cluster name (cluster_header is not supported)")
+		} else {
+			c.knownCluster(cw.GetName(), joinPath(cpath, "name"), clusters)
+		}
+		out.Clusters = append(out.Clusters, ClusterWeight{Name: cw.GetName(), Weight: cw.GetWeight().GetValue()})
+		out.TotalWeight += uint64(cw.GetWeight().GetValue())
+	}
+	switch {
+	case out.TotalWeight == 0:
+		c.fail(joinPath(path, "clusters"), "the sum of the weights must be more than 0")
+	case out.TotalWeight > math.MaxUint32:
+		c.fail(joinPath(path, "clusters"), "the sum of the weights, %d, exceeds %d", out.TotalWeight, uint32(math.MaxUint32))
+	}
+	//lint:ignore SA1019 deprecated, still checked: see above
+	if tw := wc.GetTotalWeight(); tw != nil && tw.GetValue() > 0 && uint64(tw.GetValue()) != out.TotalWeight {
+		c.fail(joinPath(path, "total_weight"), "the weights of clusters add up to %d, not total_weight %d", out.TotalWeight, tw.GetValue())
+	}
+	return out
+}
+
+// match converts a RouteMatch (route_components.proto): one path specifier, case_sensitive (default
+// true), and the headers and query_parameters that must all match as well.
 func (c *converter) match(m *routev3.RouteMatch, path string) RouteMatch {
+	var out RouteMatch
 	switch spec := m.GetPathSpecifier().(type) {
 	case *routev3.RouteMatch_Prefix:
-		return RouteMatch{Prefix: spec.Prefix}
+		out.Prefix = spec.Prefix
 	case *routev3.RouteMatch_Path:
-		return RouteMatch{Path: spec.Path, IsPath: true}
+		out.Path, out.IsPath = spec.Path, true
+	case *routev3.RouteMatch_SafeRegex:
+		out.Regex = c.regex(spec.SafeRegex.GetRegex(), joinPath(joinPath(path, "safe_regex"), "regex"))
+	case *routev3.RouteMatch_PathSeparatedPrefix:
+		out.Prefix, out.Separated = spec.PathSeparatedPrefix, true
 	default:
-		c.fail(path, "required: prefix or path")
-		return RouteMatch{}
+		c.fail(path, "required: prefix, path, safe_regex or path_separated_prefix")
+		return out
+	}
+	if cs := m.GetCaseSensitive(); cs != nil && !cs.GetValue() {
+		out.IgnoreCase = true
+	}
+	for i, h := range m.GetHeaders() {
+		out.Headers = append(out.Headers, c.headerMatcher(h, indexPath(joinPath(path, "headers"), i)))
+	}
+	for i, q := range m.GetQueryParameters() {
+		out.QueryParameters = append(out.QueryParameters, c.queryMatcher(q, indexPath(joinPath(path, "query_parameters"), i)))
+	}
+	return out
+}
+
+// regex compiles an RE2 pattern (Go's regexp is RE2) anchored at both ends: Envoy's safe_regex matches
+// the whole input (RegexMatcher, api/envoy/type/matcher/v3/regex.proto; Regex::Utility::regexMatch).
+func (c *converter) regex(pattern, path string) *regexp.Regexp {
+	if _, err := regexp.Compile(pattern); err != nil { // the error shows the pattern as written
+		c.fail(path, "invalid RE2 regex %q: %v", pattern, err)
+		return nil
+	}
+	return regexp.MustCompile(`^(?:` + pattern + `)$`)
+}
+
+// queryMatcher converts a QueryParameterMatcher: string_match or present_match.
+func (c *converter) queryMatcher(q *routev3.QueryParameterMatcher, path string) HeaderMatcher {
+	switch t := q.GetQueryParameterMatchSpecifier().(type) {
+	case *routev3.QueryParameterMatcher_PresentMatch:
+		present := t.PresentMatch
+		return HeaderMatcher{Name: q.GetName(), Present: &present}
+	case *routev3.QueryParameterMatcher_StringMatch:
+		out := c.stringMatch(t.StringMatch, joinPath(path, "string_match"))
+		out.Name = q.GetName()
+		return out
+	default:
+		c.fail(path, "required: string_match or present_match")
+		return HeaderMatcher{Name: q.GetName()}
 	}
 }
 

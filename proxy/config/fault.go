@@ -4,6 +4,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 )
 
@@ -74,32 +75,45 @@ func fraction(p *typev3.FractionalPercent) Fraction {
 	return Fraction{Numerator: min(p.GetNumerator(), den), Denominator: den}
 }
 
-// headerMatcher converts the supported subset of HeaderMatcher (string_match and present_match; the
-// deprecated exact_match, prefix_match … are rejected by the subset check).
+// headerMatcher converts the supported subset of HeaderMatcher (string_match, present_match,
+// range_match; the deprecated exact_match, prefix_match … are rejected by the subset check).
 func (c *converter) headerMatcher(h *routev3.HeaderMatcher, path string) HeaderMatcher {
-	out := HeaderMatcher{Name: h.GetName(), Invert: h.GetInvertMatch()}
-	str := func(s string) *string { return &s }
+	out := HeaderMatcher{}
 	switch t := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_PresentMatch:
 		out.Present = &t.PresentMatch
 	case *routev3.HeaderMatcher_StringMatch:
-		sm := t.StringMatch
-		out.IgnoreCase = sm.GetIgnoreCase()
-		switch {
-		case sm.GetExact() != "" || sm.GetMatchPattern() == nil:
-			out.Exact = str(sm.GetExact())
-		case sm.GetPrefix() != "":
-			out.Prefix = str(sm.GetPrefix())
-		case sm.GetSuffix() != "":
-			out.Suffix = str(sm.GetSuffix())
-		case sm.GetContains() != "":
-			out.Contains = str(sm.GetContains())
-		default:
-			c.fail(joinPath(path, "string_match"), "supported: exact, prefix, suffix, contains")
-		}
+		out = c.stringMatch(t.StringMatch, joinPath(path, "string_match"))
+	case *routev3.HeaderMatcher_RangeMatch:
+		out.Range = &Int64Range{Start: t.RangeMatch.GetStart(), End: t.RangeMatch.GetEnd()}
 	case nil:
 		present := true
 		out.Present = &present // Envoy: a matcher with only a name matches when the header is present
+	}
+	out.Name, out.Invert = h.GetName(), h.GetInvertMatch()
+	return out
+}
+
+// stringMatch converts a StringMatcher: exact, prefix, suffix, contains (ignore_case applies) or
+// safe_regex (a full match; ignore_case does not apply, as in Envoy's StringMatcherImpl).
+func (c *converter) stringMatch(sm *matcherv3.StringMatcher, path string) HeaderMatcher {
+	str := func(s string) *string { return &s }
+	out := HeaderMatcher{IgnoreCase: sm.GetIgnoreCase()}
+	switch p := sm.GetMatchPattern().(type) {
+	case nil:
+		out.Exact = str("")
+	case *matcherv3.StringMatcher_Exact:
+		out.Exact = str(p.Exact)
+	case *matcherv3.StringMatcher_Prefix:
+		out.Prefix = str(p.Prefix)
+	case *matcherv3.StringMatcher_Suffix:
+		out.Suffix = str(p.Suffix)
+	case *matcherv3.StringMatcher_Contains:
+		out.Contains = str(p.Contains)
+	case *matcherv3.StringMatcher_SafeRegex:
+		out.Regex = c.regex(p.SafeRegex.GetRegex(), joinPath(joinPath(path, "safe_regex"), "regex"))
+	default:
+		c.fail(path, "supported: exact, prefix, suffix, contains, safe_regex")
 	}
 	return out
 }

@@ -111,13 +111,13 @@ var _ = Describe("FromProto", func() {
 				chain.Filters = append(chain.Filters, chain.Filters[0], chain.Filters[0])
 			},
 			atPath("static_resources.listeners[0].filter_chains[0].filters", "want the HTTP connection manager, optionally after a connection_limit filter, got 3 network filters")),
-		Entry("a route that is not a route action",
+		Entry("a route without an action",
 			func(b *bootstrapv3.Bootstrap) {
 				editHCM(b, func(h *hcmv3.HttpConnectionManager) {
 					h.GetRouteConfig().VirtualHosts[0].Routes[0].Action = nil
 				})
 			},
-			atPath(hcmPath+".route_config.virtual_hosts[0].routes[0].action", "value is required (set one of route)")),
+			atPath(hcmPath+".route_config.virtual_hosts[0].routes[0].action", "value is required (set one of route, redirect, direct_response)")),
 		Entry("a socket address without a port",
 			func(b *bootstrapv3.Bootstrap) {
 				cluster(b).LoadAssignment.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().PortSpecifier = nil

@@ -5,6 +5,7 @@
 package config
 
 import (
+	"regexp"
 	"time"
 
 	"github.com/meshproof/meshproof/proxy/policy"
@@ -109,16 +110,62 @@ type Fraction struct {
 type HeaderMatcher struct {
 	Name                            string
 	Exact, Prefix, Suffix, Contains *string
-	IgnoreCase                      bool
-	Present                         *bool
-	Invert                          bool
+	// Regex is string_match.safe_regex, anchored: RE2 must match the whole value, as Envoy's
+	// RegexMatcher does (ignore_case does not apply to it).
+	Regex      *regexp.Regexp
+	IgnoreCase bool
+	Present    *bool
+	// Range is range_match: the value, a base-10 int64, lies in [Start, End).
+	Range  *Int64Range
+	Invert bool
+}
+
+// Int64Range is Envoy's type.v3.Int64Range: Start inclusive, End exclusive.
+type Int64Range struct {
+	Start, End int64
 }
 
 // RouteConfig is an Envoy RouteConfiguration.
 type RouteConfig struct {
 	Name         string
 	VirtualHosts []VirtualHost
+	// RequestHeaders and ResponseHeaders are request_headers_to_add/_remove and
+	// response_headers_to_add/_remove: applied after the virtual host's and the route's.
+	RequestHeaders, ResponseHeaders HeaderMutation
 }
+
+// HeaderMutation is one level's headers_to_add and headers_to_remove (Envoy's HeaderParser): the
+// removals first, then the additions, each decided against the headers as they were before this
+// level's additions; overwrites are applied before appends.
+type HeaderMutation struct {
+	Add    []HeaderValueOption
+	Remove []string // canonical names
+}
+
+// Empty reports whether the mutation changes nothing.
+func (m HeaderMutation) Empty() bool { return len(m.Add) == 0 && len(m.Remove) == 0 }
+
+// HeaderValueOption is one header to add, Envoy's core.v3.HeaderValueOption with a plain value.
+type HeaderValueOption struct {
+	Key    string // canonical
+	Value  string
+	Action AppendAction
+	// KeepEmpty is keep_empty_value: an empty Value is still applied (else the option does nothing).
+	KeepEmpty bool
+}
+
+// AppendAction is HeaderValueOption.append_action, in Envoy's enum order.
+type AppendAction int
+
+// The append actions: APPEND_IF_EXISTS_OR_ADD (the default) adds a value; ADD_IF_ABSENT adds it only
+// when the header is absent; OVERWRITE_IF_EXISTS_OR_ADD replaces the header's values or adds it;
+// OVERWRITE_IF_EXISTS replaces them only when the header is present.
+const (
+	AppendIfExistsOrAdd AppendAction = iota
+	AddIfAbsent
+	OverwriteIfExistsOrAdd
+	OverwriteIfExists
+)
 
 // VirtualHost is matched on the request's :authority against Domains ("*", "*.suffix", "prefix.*", exact).
 type VirtualHost struct {
@@ -132,9 +179,11 @@ type VirtualHost struct {
 	// PerRequestBufferLimit is per_request_buffer_limit_bytes for routes without their own: it lowers
 	// the listener's BufferLimit for their requests (nil: unset).
 	PerRequestBufferLimit *uint32
+	// RequestHeaders and ResponseHeaders apply after the route's, before the route configuration's.
+	RequestHeaders, ResponseHeaders HeaderMutation
 }
 
-// Route is one route: a match and a RouteAction (the only action supported).
+// Route is one route: a match and its action — a RouteAction (Action), a DirectResponse or a Redirect.
 type Route struct {
 	Name   string
 	Match  RouteMatch
@@ -142,22 +191,91 @@ type Route struct {
 	// PerRequestBufferLimit is per_request_buffer_limit_bytes: it lowers the listener's BufferLimit for
 	// this route's requests, replacing the virtual host's (nil: unset).
 	PerRequestBufferLimit *uint32
+	// RequestHeaders and ResponseHeaders apply first, before the virtual host's.
+	RequestHeaders, ResponseHeaders HeaderMutation
+	// DirectResponse and Redirect are the route's action when it does not forward (Action unused):
+	// the connection manager answers itself. nil: not this action.
+	DirectResponse *DirectResponse
+	Redirect       *Redirect
 }
 
-// RouteMatch: exactly one of Prefix, Path is set (Prefix "" with PathSet false means prefix "/").
+// DirectResponse is Envoy's DirectResponseAction: a response of Status with Body (text/plain when
+// not empty).
+type DirectResponse struct {
+	Status int
+	Body   string
+}
+
+// Redirect is Envoy's RedirectAction: a response of Code with a Location made from the request's
+// URL with the scheme, host, path or matched prefix replaced, and its query dropped when StripQuery.
+type Redirect struct {
+	Scheme        string // scheme_redirect, or "https" for https_redirect ("": the request's)
+	Host          string // host_redirect ("": the request's)
+	Path          string // path_redirect ("": none); a query in it replaces the request's
+	PrefixRewrite string // prefix_rewrite: the matched prefix swapped ("": none)
+	Code          int    // 301 (the default), 302, 303, 307 or 308
+	StripQuery    bool
+}
+
+// RouteMatch is a route's match: its path specifier (exact Path when IsPath, else Regex when set, else
+// Prefix, path-separated when Separated), then every one of Headers and QueryParameters. The path
+// specifiers apply to the path without its query string.
 type RouteMatch struct {
 	Prefix string
 	Path   string
 	IsPath bool // true: exact match on Path; false: prefix match on Prefix
+	// Regex is safe_regex, anchored: the whole path must match (Envoy's full match). case_sensitive
+	// does not apply to it.
+	Regex *regexp.Regexp
+	// Separated is path_separated_prefix (in Prefix): the path equals Prefix or continues it with "/".
+	Separated bool
+	// IgnoreCase is case_sensitive: false, for prefix, path and path_separated_prefix.
+	IgnoreCase bool
+	Headers    []HeaderMatcher // all must match
+	// QueryParameters must all match, each applied to the first value of its parameter, URL-decoded
+	// (Envoy's QueryParameterMatcher: string_match, or present_match as Present).
+	QueryParameters []HeaderMatcher
 }
 
-// RouteAction forwards to a cluster.
+// RouteAction forwards to a cluster: Cluster, or one of WeightedClusters per request.
 type RouteAction struct {
-	Cluster     string
-	Timeout     time.Duration // route timeout across all attempts; Envoy's default 15s; 0 disables
-	RetryPolicy *RetryPolicy  // nil: the virtual host's, if any; else no retries
+	Cluster          string            // "" when WeightedClusters is set
+	WeightedClusters *WeightedClusters // nil: Cluster
+	Timeout          time.Duration     // route timeout across all attempts; Envoy's default 15s; 0 disables
+	RetryPolicy      *RetryPolicy      // nil: the virtual host's, if any; else no retries
 	// HashHeaders are the hash_policy headers (in order) whose values feed RING_HASH and MAGLEV.
 	HashHeaders []string
+	// PrefixRewrite is prefix_rewrite: the matched prefix (or the matched path) is swapped for it
+	// upstream ("": none).
+	PrefixRewrite string
+	// RegexRewrite is regex_rewrite: every match of the pattern in the path (without the query string)
+	// is replaced by the substitution upstream (nil: none).
+	RegexRewrite *RegexRewrite
+	// HostRewrite is host_rewrite_literal: the Host sent upstream ("": the downstream's).
+	HostRewrite string
+}
+
+// RegexRewrite is Envoy's RegexMatchAndSubstitute: Pattern (RE2, unanchored) and Substitution in Go's
+// Regexp.Expand form (Envoy's "\1" written "${1}", a "$" written "$$").
+type RegexRewrite struct {
+	Pattern      *regexp.Regexp
+	Substitution string
+}
+
+// WeightedClusters is Envoy's WeightedCluster: each request goes to one of Clusters, drawn by weight
+// (a cluster of weight 0 is never drawn).
+type WeightedClusters struct {
+	Clusters    []ClusterWeight
+	TotalWeight uint64 // the sum of the weights, more than 0
+	// HeaderName is random_value_specifier.header_name: a request with exactly one value of it, a
+	// base-10 uint64, draws that value instead of a random one ("": always random).
+	HeaderName string
+}
+
+// ClusterWeight is one cluster of a WeightedClusters and its relative weight.
+type ClusterWeight struct {
+	Name   string
+	Weight uint32
 }
 
 // RetryPolicy is Envoy's route RetryPolicy (the supported subset).

@@ -1,0 +1,447 @@
+package proxy_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/config"
+)
+
+// routedTo sends a GET for path (with headers, name/value pairs) and returns the cluster that answered,
+// by the x-upstream header of the upstreams in byAddr, or "404" when no route matched.
+func routedTo(url, path string, byAddr map[string]string, headers ...string) string {
+	GinkgoHelper()
+	req, err := http.NewRequest("GET", url+path, nil)
+	Expect(err).NotTo(HaveOccurred())
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := client.Do(req)
+	Expect(err).NotTo(HaveOccurred())
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return "404"
+	}
+	return byAddr[resp.Header.Get("x-upstream")]
+}
+
+// routeTo is a route with match m to the cluster.
+func routeTo(m config.RouteMatch, cluster string) config.Route {
+	return config.Route{Match: m, Action: config.RouteAction{Cluster: cluster, Timeout: 5 * time.Second}}
+}
+
+var _ = Describe("route matching, as Envoy's RouteMatch (route_components.proto; config_impl.cc)", func() {
+	var (
+		url    string
+		byAddr map[string]string
+	)
+	str := func(s string) *string { return &s }
+	present := func(b bool) *bool { return &b }
+	anchored := func(re string) *regexp.Regexp { return regexp.MustCompile(`^(?:` + re + `)$`) }
+
+	BeforeEach(func() {
+		byAddr = map[string]string{}
+		var clusters []config.Cluster
+		for _, name := range []string{"a", "b", "c", "d"} {
+			u := newUpstream(ok)
+			byAddr[u.addr()] = name
+			clusters = append(clusters, cluster(name, u.addr()))
+		}
+		_, url = start(setup{clusters: clusters, routes: []config.Route{
+			// The first route that matches wins, in order.
+			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
+				{Name: "x-canary", Exact: str("1")},
+				{Name: "x-user", Regex: anchored(`u[0-9]+`)},
+			}}, "d"),
+			routeTo(config.RouteMatch{Prefix: "/", QueryParameters: []config.HeaderMatcher{
+				{Name: "debug", Present: present(true)},
+				{Name: "lang", Prefix: str("en"), IgnoreCase: true},
+			}}, "c"),
+			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
+				{Name: "x-shard", Range: &config.Int64Range{Start: 0, End: 10}},
+			}}, "c"),
+			routeTo(config.RouteMatch{Regex: anchored(`/b[io]t`)}, "a"),
+			routeTo(config.RouteMatch{Prefix: "/api", Separated: true}, "b"),
+			routeTo(config.RouteMatch{Path: "/Exact", IsPath: true, IgnoreCase: true}, "c"),
+			routeTo(config.RouteMatch{Prefix: "/CI/", IgnoreCase: true}, "d"),
+			routeTo(config.RouteMatch{Prefix: "/cs/"}, "a"),
+			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
+				{Name: "x-env", Exact: str("prod"), Invert: true},
+			}}, "b"),
+		}})
+	})
+
+	It("matches safe_regex against the whole path without the query string (Envoy's full match)", func() {
+		Expect(routedTo(url, "/bit", byAddr)).To(Equal("a"))
+		Expect(routedTo(url, "/bot?q=1", byAddr)).To(Equal("a"))
+		Expect(routedTo(url, "/bits", byAddr, "x-env", "prod")).To(Equal("404"), "a regex is not a prefix")
+		Expect(routedTo(url, "/abit", byAddr, "x-env", "prod")).To(Equal("404"))
+	})
+
+	It("matches path_separated_prefix on the whole path or the prefix followed by /", func() {
+		Expect(routedTo(url, "/api", byAddr)).To(Equal("b"))
+		Expect(routedTo(url, "/api/v1", byAddr)).To(Equal("b"))
+		Expect(routedTo(url, "/api?x=y", byAddr)).To(Equal("b"))
+		Expect(routedTo(url, "/apis", byAddr, "x-env", "prod")).To(Equal("404"))
+	})
+
+	It("compares path and prefix without case when case_sensitive is false, and with it by default", func() {
+		Expect(routedTo(url, "/exact", byAddr)).To(Equal("c"))
+		Expect(routedTo(url, "/EXACT", byAddr)).To(Equal("c"))
+		Expect(routedTo(url, "/ci/x", byAddr)).To(Equal("d"))
+		Expect(routedTo(url, "/cs/x", byAddr)).To(Equal("a"))
+		Expect(routedTo(url, "/CS/x", byAddr, "x-env", "prod")).To(Equal("404"))
+	})
+
+	It("requires every header matcher to match (string_match exact and safe_regex)", func() {
+		Expect(routedTo(url, "/bit", byAddr, "x-canary", "1", "x-user", "u42")).To(Equal("d"))
+		Expect(routedTo(url, "/bit", byAddr, "x-canary", "1", "x-user", "u42x")).To(Equal("a"), "safe_regex is a full match")
+		Expect(routedTo(url, "/bit", byAddr, "x-canary", "1")).To(Equal("a"))
+	})
+
+	It("matches range_match on [start, end) of a base-10 integer value", func() {
+		Expect(routedTo(url, "/z", byAddr, "x-shard", "0")).To(Equal("c"))
+		Expect(routedTo(url, "/z", byAddr, "x-shard", "9")).To(Equal("c"))
+		Expect(routedTo(url, "/z", byAddr, "x-shard", "10", "x-env", "prod")).To(Equal("404"))
+		Expect(routedTo(url, "/z", byAddr, "x-shard", "five", "x-env", "prod")).To(Equal("404"))
+	})
+
+	It("inverts a match on a present header, but an inverted value match never matches an absent header", func() {
+		Expect(routedTo(url, "/z", byAddr, "x-env", "staging")).To(Equal("b"))
+		Expect(routedTo(url, "/z", byAddr, "x-env", "prod")).To(Equal("404"))
+		Expect(routedTo(url, "/z", byAddr)).To(Equal("404"), "Envoy: absent, and no treat_missing_header_as_empty")
+	})
+
+	It("requires every query parameter matcher to match the parameter's first value, decoded", func() {
+		Expect(routedTo(url, "/z?debug&lang=EN-gb", byAddr)).To(Equal("c"))
+		Expect(routedTo(url, "/z?debug=0&lang=%65n", byAddr)).To(Equal("c"))
+		Expect(routedTo(url, "/z?debug=1&lang=fr&lang=en", byAddr, "x-env", "prod")).To(Equal("404"), "the first value decides")
+		Expect(routedTo(url, "/z?lang=en", byAddr, "x-env", "prod")).To(Equal("404"))
+	})
+})
+
+var _ = Describe("virtual hosts, as Envoy's VirtualHost.domains (route_components.proto)", func() {
+	It("picks exact, then the longest suffix wildcard, then the longest prefix wildcard, then *; routes in order", func() {
+		byAddr := map[string]string{}
+		var clusters []config.Cluster
+		for _, name := range []string{"exact", "suffix", "longer-suffix", "prefix", "any", "health"} {
+			u := newUpstream(ok)
+			byAddr[u.addr()] = name
+			clusters = append(clusters, cluster(name, u.addr()))
+		}
+		vhost := func(name string, domains ...string) config.VirtualHost {
+			return config.VirtualHost{Name: name, Domains: domains, Routes: []config.Route{
+				routeTo(config.RouteMatch{Path: "/healthz", IsPath: true}, "health"),
+				routeTo(config.RouteMatch{Prefix: "/"}, name),
+			}}
+		}
+		_, url := start(setup{clusters: clusters, vhosts: []config.VirtualHost{
+			vhost("any", "*"),
+			vhost("prefix", "api.*"),
+			vhost("suffix", "*.example.com"),
+			vhost("longer-suffix", "*.eu.example.com"),
+			vhost("exact", "api.example.com", "www.example.com:8443"),
+		}})
+		host := func(h, path string) string {
+			GinkgoHelper()
+			req, err := http.NewRequest("GET", url+path, nil)
+			Expect(err).NotTo(HaveOccurred())
+			req.Host = h
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return byAddr[resp.Header.Get("x-upstream")]
+		}
+		Expect(host("api.example.com", "/")).To(Equal("exact"))
+		Expect(host("API.Example.com", "/")).To(Equal("exact"), "domains match without case")
+		Expect(host("api.example.com:8080", "/")).To(Equal("exact"), "a port no domain names is ignored")
+		Expect(host("www.example.com:8443", "/")).To(Equal("exact"))
+		Expect(host("shop.example.com", "/")).To(Equal("suffix"))
+		Expect(host("shop.eu.example.com", "/")).To(Equal("longer-suffix"))
+		Expect(host(".example.com", "/")).To(Equal("any"), "a wildcard never matches the empty string")
+		Expect(host("api.internal", "/")).To(Equal("prefix"))
+		Expect(host("api.", "/")).To(Equal("any"))
+		Expect(host("other", "/")).To(Equal("any"))
+		Expect(host("shop.example.com", "/healthz")).To(Equal("health"), "the first route that matches wins")
+	})
+})
+
+var _ = Describe("weighted_clusters, as Envoy's WeightedCluster (route_components.proto; pickClusterIndex in weighted_cluster_specifier.cc)", func() {
+	var (
+		srv                    *proxy.Server
+		url                    string
+		stable, canary, unused *upstream
+	)
+	BeforeEach(func() {
+		stable, canary, unused = newUpstream(ok), newUpstream(ok), newUpstream(ok)
+		srv, url = start(setup{
+			opts: proxy.Options{Rand: proxy.SeededRand(15, "canary")},
+			clusters: []config.Cluster{cluster("stable", stable.addr()), cluster("canary", canary.addr()),
+				cluster("unused", unused.addr())},
+			routes: []config.Route{{Match: config.RouteMatch{Prefix: "/"}, Action: config.RouteAction{Timeout: 5 * time.Second,
+				WeightedClusters: &config.WeightedClusters{HeaderName: "x-split", TotalWeight: 100, Clusters: []config.ClusterWeight{
+					{Name: "stable", Weight: 90}, {Name: "canary", Weight: 10}, {Name: "unused", Weight: 0},
+				}}}}},
+		})
+	})
+
+	send := func(headers ...string) {
+		GinkgoHelper()
+		req, err := http.NewRequest("GET", url+"/", nil)
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Add(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(200))
+	}
+
+	It("sends each request to one cluster drawn by weight, never to a cluster of weight 0, with each cluster's stats", func() {
+		const n = 400
+		for i := range n {
+			send("x-request-id", fmt.Sprintf("req-%d", i))
+		}
+		Expect(canary.requests.Load()).To(BeNumerically("~", n/10, n/20), "about 10%")
+		Expect(stable.requests.Load() + canary.requests.Load()).To(BeEquivalentTo(n))
+		Expect(unused.requests.Load()).To(BeZero())
+		Expect(stat(srv, "cluster.canary.upstream_rq_200")).To(BeEquivalentTo(canary.requests.Load()))
+		Expect(stat(srv, "cluster.stable.upstream_rq_200")).To(BeEquivalentTo(stable.requests.Load()))
+	})
+
+	It("draws the same cluster for the same x-request-id under the same seed", func() {
+		for range 5 {
+			send("x-request-id", "sticky")
+		}
+		Expect([]int64{stable.requests.Load(), canary.requests.Load()}).To(ContainElement(BeEquivalentTo(5)))
+	})
+
+	It("uses header_name's single uint64 value as the random value, modulo the total weight", func() {
+		send("x-split", "95")  // 95 % 100 = 95: in canary's [90, 100)
+		send("x-split", "189") // 189 % 100 = 89: in stable's [0, 90)
+		send("x-split", "90")
+		Expect(canary.requests.Load()).To(BeEquivalentTo(2))
+		Expect(stable.requests.Load()).To(BeEquivalentTo(1))
+	})
+})
+
+var _ = Describe("rewrites, as Envoy's RouteAction prefix_rewrite, regex_rewrite and host_rewrite_literal (finalizePathHeader in config_impl.cc)", func() {
+	var url string
+	BeforeEach(func() {
+		echo := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s host=%s original=%s", r.RequestURI, r.Host, r.Header.Get("x-envoy-original-path"))
+		})
+		rewrite := func(m config.RouteMatch, a config.RouteAction) config.Route {
+			a.Cluster, a.Timeout = "echo", 5*time.Second
+			return config.Route{Match: m, Action: a}
+		}
+		sub := func(pattern, substitution string) *config.RegexRewrite {
+			return &config.RegexRewrite{Pattern: regexp.MustCompile(pattern), Substitution: substitution}
+		}
+		_, url = start(setup{clusters: []config.Cluster{cluster("echo", echo.addr())}, routes: []config.Route{
+			rewrite(config.RouteMatch{Prefix: "/api/"}, config.RouteAction{PrefixRewrite: "/"}),
+			rewrite(config.RouteMatch{Path: "/old", IsPath: true}, config.RouteAction{PrefixRewrite: "/new"}),
+			rewrite(config.RouteMatch{Prefix: "/service/"}, config.RouteAction{RegexRewrite: sub(`^/service/([^/]+)(/.*)$`, `${2}/instance/${1}`)}),
+			rewrite(config.RouteMatch{Prefix: "/xxx/"}, config.RouteAction{RegexRewrite: sub(`one`, `two`)}),
+			rewrite(config.RouteMatch{Prefix: "/host/"}, config.RouteAction{HostRewrite: "backend.internal"}),
+			rewrite(config.RouteMatch{Prefix: "/"}, config.RouteAction{}),
+		}})
+	})
+
+	It("swaps the matched prefix for prefix_rewrite, keeping the rest and the query, and sends the original in x-envoy-original-path", func() {
+		_, _, body := get(url + "/api/v1/users?page=2")
+		Expect(body).To(HavePrefix("/v1/users?page=2 "))
+		Expect(body).To(HaveSuffix("original=/api/v1/users?page=2"))
+	})
+
+	It("swaps the whole path of a path match", func() {
+		_, _, body := get(url + "/old?q=1")
+		Expect(body).To(HavePrefix("/new?q=1 "))
+	})
+
+	It("rewrites with capture groups: ^/service/([^/]+)(/.*)$ → \\2/instance/\\1 (the route_components.proto example)", func() {
+		_, _, body := get(url + "/service/foo/v1/api?x=y")
+		Expect(body).To(HavePrefix("/v1/api/instance/foo?x=y "))
+		Expect(body).To(HaveSuffix("original=/service/foo/v1/api?x=y"))
+	})
+
+	It("replaces every match of an unanchored pattern: one → two", func() {
+		_, _, body := get(url + "/xxx/one/yyy/one/zzz")
+		Expect(body).To(HavePrefix("/xxx/two/yyy/two/zzz "))
+	})
+
+	It("sends host_rewrite_literal as the Host, and no x-envoy-original-path when the path is kept", func() {
+		_, _, body := get(url + "/host/x")
+		Expect(body).To(Equal("/host/x host=backend.internal original="))
+		_, _, body = get(url + "/plain")
+		Expect(body).To(HavePrefix("/plain host=127.0.0.1:"))
+		Expect(body).To(HaveSuffix(" original="))
+	})
+})
+
+var _ = Describe("headers to add and remove, as Envoy's custom request/response headers (header_parser.cc; config_impl.cc finalizeRequestHeaders)", func() {
+	add := func(key, value string, action config.AppendAction) config.HeaderValueOption {
+		return config.HeaderValueOption{Key: http.CanonicalHeaderKey(key), Value: value, Action: action}
+	}
+	var (
+		url     string
+		seen    chan http.Header
+		backend *upstream
+	)
+	BeforeEach(func() {
+		seen = make(chan http.Header, 1)
+		backend = newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Clone()
+			w.Header().Set("x-internal", "secret")
+			w.Header().Set("x-served-by", "upstream")
+		})
+		route := prefixRoute("/", "backend", nil)
+		route.RequestHeaders = config.HeaderMutation{
+			Remove: []string{"X-Secret"},
+			Add: []config.HeaderValueOption{
+				add("x-level", "route", config.AppendIfExistsOrAdd),
+				add("x-tenant", "default", config.AddIfAbsent),
+				add("x-debug", "off", config.OverwriteIfExists),
+				add("x-env", "prod", config.OverwriteIfExistsOrAdd),
+				add("x-empty", "", config.AppendIfExistsOrAdd),
+				{Key: "X-Kept-Empty", Action: config.AppendIfExistsOrAdd, KeepEmpty: true},
+			}}
+		route.ResponseHeaders = config.HeaderMutation{Remove: []string{"X-Internal"},
+			Add: []config.HeaderValueOption{add("x-level", "route", config.AppendIfExistsOrAdd)}}
+		vh := config.VirtualHost{Name: "vh", Domains: []string{"*"}, Routes: []config.Route{route},
+			RequestHeaders:  config.HeaderMutation{Add: []config.HeaderValueOption{add("x-level", "vhost", config.AppendIfExistsOrAdd)}},
+			ResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{add("x-level", "vhost", config.AppendIfExistsOrAdd), add("x-served-by", "proxy", config.OverwriteIfExistsOrAdd)}},
+		}
+		_, url = start(setup{clusters: []config.Cluster{cluster("backend", backend.addr())}, vhosts: []config.VirtualHost{vh},
+			rcRequestHeaders:  config.HeaderMutation{Add: []config.HeaderValueOption{add("x-level", "config", config.AppendIfExistsOrAdd)}},
+			rcResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{add("x-level", "config", config.AppendIfExistsOrAdd)}},
+		})
+	})
+
+	send := func(headers ...string) *http.Response {
+		GinkgoHelper()
+		req, err := http.NewRequest("GET", url+"/", nil)
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Add(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		return resp
+	}
+
+	It("applies the route's, then the virtual host's, then the route configuration's, removals before additions", func() {
+		resp := send("x-secret", "s3cr3t", "x-level", "client")
+		var h http.Header
+		Eventually(seen).Should(Receive(&h))
+		Expect(h.Values("x-level")).To(Equal([]string{"client", "route", "vhost", "config"}))
+		Expect(h).NotTo(HaveKey("X-Secret"))
+		Expect(resp.Header.Values("x-level")).To(Equal([]string{"route", "vhost", "config"}))
+		Expect(resp.Header).NotTo(HaveKey("X-Internal"))
+		Expect(resp.Header.Values("x-served-by")).To(Equal([]string{"proxy"}), "OVERWRITE_IF_EXISTS_OR_ADD replaces the upstream's value")
+	})
+
+	It("follows append_action: ADD_IF_ABSENT, OVERWRITE_IF_EXISTS, OVERWRITE_IF_EXISTS_OR_ADD; an empty value only with keep_empty_value", func() {
+		send()
+		var h http.Header
+		Eventually(seen).Should(Receive(&h))
+		Expect(h.Values("x-tenant")).To(Equal([]string{"default"}))
+		Expect(h).NotTo(HaveKey("X-Debug"), "OVERWRITE_IF_EXISTS adds nothing")
+		Expect(h.Values("x-env")).To(Equal([]string{"prod"}))
+		Expect(h).NotTo(HaveKey("X-Empty"))
+		Expect(h).To(HaveKeyWithValue("X-Kept-Empty", []string{""}))
+
+		send("x-tenant", "acme", "x-debug", "on", "x-env", "dev")
+		Eventually(seen).Should(Receive(&h))
+		Expect(h.Values("x-tenant")).To(Equal([]string{"acme"}))
+		Expect(h.Values("x-debug")).To(Equal([]string{"off"}))
+		Expect(h.Values("x-env")).To(Equal([]string{"prod"}))
+	})
+
+	It("applies the response headers to the router's local replies too", func() {
+		backend.srv.Close()
+		resp := send()
+		Expect(resp.StatusCode).To(Equal(503))
+		Expect(resp.Header.Values("x-level")).To(Equal([]string{"route", "vhost", "config"}))
+	})
+})
+
+var _ = Describe("direct_response and redirect routes, answered by the proxy as Envoy's router does (router.cc decodeHeaders; config_impl.cc newUri)", func() {
+	var (
+		url     string
+		backend *upstream
+	)
+	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	BeforeEach(func() {
+		backend = newUpstream(ok)
+		answer := func(m config.RouteMatch, r config.Route) config.Route { r.Match = m; return r }
+		_, url = start(setup{clusters: []config.Cluster{cluster("backend", backend.addr())}, routes: []config.Route{
+			answer(config.RouteMatch{Path: "/healthz", IsPath: true}, config.Route{
+				DirectResponse:  &config.DirectResponse{Status: 200, Body: "ok\n"},
+				ResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{{Key: "Cache-Control", Value: "no-store"}}}}),
+			answer(config.RouteMatch{Prefix: "/gone"}, config.Route{DirectResponse: &config.DirectResponse{Status: 410}}),
+			answer(config.RouteMatch{Prefix: "/secure/"}, config.Route{Redirect: &config.Redirect{Scheme: "https", Code: 301}}),
+			answer(config.RouteMatch{Prefix: "/moved"}, config.Route{Redirect: &config.Redirect{Host: "new.example.com", Path: "/landing", Code: 302}}),
+			answer(config.RouteMatch{Prefix: "/q"}, config.Route{Redirect: &config.Redirect{Path: "/fixed?a=b", StripQuery: true, Code: 301}}),
+			answer(config.RouteMatch{Prefix: "/v1/"}, config.Route{Redirect: &config.Redirect{PrefixRewrite: "/v2/", StripQuery: true, Code: 308}}),
+		}})
+	})
+
+	do := func(host, path string) (*http.Response, string) {
+		GinkgoHelper()
+		req, err := http.NewRequest("GET", url+path, nil)
+		Expect(err).NotTo(HaveOccurred())
+		req.Host = host
+		resp, err := noFollow.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		Expect(err).NotTo(HaveOccurred())
+		return resp, string(b)
+	}
+
+	It("answers a direct_response with its status and inline body, and the route's response headers", func() {
+		resp, body := do("svc", "/healthz")
+		Expect(resp.StatusCode).To(Equal(200))
+		Expect(body).To(Equal("ok\n"))
+		Expect(resp.Header.Get("Content-Type")).To(Equal("text/plain"))
+		Expect(resp.Header.Get("Cache-Control")).To(Equal("no-store"))
+		resp, body = do("svc", "/gone")
+		Expect(resp.StatusCode).To(Equal(410))
+		Expect(body).To(BeEmpty())
+		Expect(backend.requests.Load()).To(BeZero())
+	})
+
+	It("redirects to https with 301 by default, dropping the http default port", func() {
+		resp, body := do("shop.example.com:80", "/secure/cart?id=7")
+		Expect(resp.StatusCode).To(Equal(301))
+		Expect(resp.Header.Get("Location")).To(Equal("https://shop.example.com/secure/cart?id=7"))
+		Expect(body).To(BeEmpty())
+	})
+
+	It("swaps the host and the path (path_redirect) with the response_code asked, keeping the query", func() {
+		resp, _ := do("old.example.com", "/moved/x?utm=1")
+		Expect(resp.StatusCode).To(Equal(302))
+		Expect(resp.Header.Get("Location")).To(Equal("http://new.example.com/landing?utm=1"))
+	})
+
+	It("lets a query in path_redirect replace the request's, even under strip_query", func() {
+		resp, _ := do("svc", "/q?x=1")
+		Expect(resp.Header.Get("Location")).To(Equal("http://svc/fixed?a=b"))
+	})
+
+	It("swaps the matched prefix for prefix_rewrite and drops the query under strip_query", func() {
+		resp, _ := do("svc", "/v1/users?page=2")
+		Expect(resp.StatusCode).To(Equal(308))
+		Expect(resp.Header.Get("Location")).To(Equal("http://svc/v2/users"))
+	})
+})
