@@ -336,14 +336,17 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			go func() { defer GinkgoRecover(); code, _, _ := get(url + "/"); codes <- code }()
 			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_pending_active") }).WithTimeout(5*time.Second).
 				Should(BeEquivalentTo(1), "the second waits in the pending queue")
-			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_pending")).To(BeEquivalentTo(1023))
-			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq")).To(BeZero())
+			// The gauges follow the queue's counters, not in the same instant: poll them too.
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.remaining_pending") }).WithTimeout(5 * time.Second).
+				Should(BeEquivalentTo(1023))
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq") }).WithTimeout(5 * time.Second).
+				Should(BeZero())
 			close(open)
 			Expect([]int{<-codes, <-codes}).To(HaveEach(200))
 			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeZero())
 			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(1))
-			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq") }).Should(BeEquivalentTo(1))
-			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_pending")).To(BeEquivalentTo(1024))
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.remaining_pending") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1024))
 		})
 
 		It("queues beyond max_connections, and rejects at once with max_pending_requests 0", func() {
