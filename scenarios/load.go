@@ -573,18 +573,25 @@ func (v *validator) proxy(name string, p *Proxy) {
 // proxyWarnings says which legal settings of a proxy cannot do what they seem to: Envoy accepts them,
 // and so does meshproof, but the author should know.
 func (v *validator) proxyWarnings(field string, cfg *config.Bootstrap) {
+	bootstrapWarnings(cfg, func(f string, _ int, msg string) { v.warn(field+"."+f, "%s", msg) })
+}
+
+// bootstrapWarnings calls warn for each legal setting of a generated bootstrap that cannot do what it
+// seems to, with the scenario field below the proxy or edge it is at ("route.retry_policy.per_try_timeout",
+// "cluster.outlier_detection.max_ejection_percent") and the index of the virtual host or cluster.
+func bootstrapWarnings(cfg *config.Bootstrap, warn func(field string, i int, msg string)) {
 	for _, l := range cfg.Listeners {
-		for _, vh := range l.Routes.VirtualHosts {
+		for i, vh := range l.Routes.VirtualHosts {
 			for _, r := range vh.Routes {
 				if msg := perTryWarning(r, vh); msg != "" {
-					v.warn(field+".route.retry_policy.per_try_timeout", "%s", msg)
+					warn("route.retry_policy.per_try_timeout", i, msg)
 				}
 			}
 		}
 	}
-	for _, c := range cfg.Clusters {
+	for i, c := range cfg.Clusters {
 		if msg := ejectionWarning(c); msg != "" {
-			v.warn(field+".cluster.outlier_detection.max_ejection_percent", "%s", msg)
+			warn("cluster.outlier_detection.max_ejection_percent", i, msg)
 		}
 	}
 }

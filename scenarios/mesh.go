@@ -3,7 +3,7 @@ package scenarios
 import (
 	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/goccy/go-yaml"
@@ -88,7 +88,7 @@ func decodeCall(n ast.Node) (*Call, error) {
 		c.Service = v.Value
 	case *ast.MappingNode:
 		for _, mv := range v.Values {
-			if k := mv.Key.GetToken(); k != nil && !contains(callFields, k.Value) {
+			if k := mv.Key.GetToken(); k != nil && !slices.Contains(callFields, k.Value) {
 				return nil, nodeError(mv.Key, "unknown field %q in a call; accepted: %s", k.Value, strings.Join(callFields, ", "))
 			}
 		}
@@ -409,9 +409,7 @@ func (sc *Scenario) Depth() map[string]int {
 	for _, e := range sc.Edges() {
 		called[e.Callee] = true
 	}
-	names := sortedKeys(sc.Services)
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range sortedKeys(sc.Services) {
 		if !called[n] {
 			visit(n, 0)
 		}
@@ -460,7 +458,7 @@ func (v *validator) meshValidate() {
 			}
 			if c.WhenFull == "" {
 				c.WhenFull = "reject"
-			} else if !contains(WhenFullKinds, c.WhenFull) {
+			} else if !slices.Contains(WhenFullKinds, c.WhenFull) {
 				v.at(field+".capacity.when_full", "%q: want one of %s", c.WhenFull, strings.Join(WhenFullKinds, ", "))
 			}
 		}
@@ -477,15 +475,6 @@ func (v *validator) meshValidate() {
 		}
 	}
 	v.sidecars()
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (v *validator) call(caller, field string, c *Call) {
@@ -508,7 +497,7 @@ func (v *validator) call(caller, field string, c *Call) {
 	}
 	if c.Method == "" {
 		c.Method = "GET"
-	} else if !contains(methods, c.Method) {
+	} else if !slices.Contains(methods, c.Method) {
 		v.at(field+".method", "%q: want one of %s", c.Method, strings.Join(methods, ", "))
 	}
 }
@@ -547,7 +536,7 @@ func (v *validator) sidecars() {
 		case !parsed:
 			v.at(field, "%q: want an edge written CALLER -> CALLEE, e.g. %q", key, edgeNames[0])
 			continue
-		case !contains(edgeNames, e.String()):
+		case !slices.Contains(edgeNames, e.String()):
 			v.at(field, "%q is not an edge of the call graph (edges: %s)", key, strings.Join(edgeNames, ", "))
 			continue
 		}
@@ -575,22 +564,19 @@ func (v *validator) sidecars() {
 // callee's (SidecarBootstrap).
 func (v *validator) sidecarWarnings(caller string, cfg *config.Bootstrap) {
 	callees := v.sc.Callees(caller)
-	for _, l := range cfg.Listeners {
-		for i, vh := range l.Routes.VirtualHosts {
-			for _, r := range vh.Routes {
-				if msg := perTryWarning(r, vh); msg != "" && i < len(callees) {
-					e := Edge{caller, callees[i]}
-					v.warn(cmp.Or(v.sc.fieldSource(e, "route", "retry_policy"), "sidecars")+".route.retry_policy.per_try_timeout", "%s (edge %s)", msg, e)
-				}
-			}
+	bootstrapWarnings(cfg, func(field string, i int, msg string) {
+		if i >= len(callees) {
+			return
 		}
-	}
-	for i, c := range cfg.Clusters {
-		if msg := ejectionWarning(c); msg != "" && i < len(callees) {
-			e := Edge{caller, callees[i]}
-			v.warn(cmp.Or(v.sc.fieldSource(e, "cluster", "outlier_detection"), "sidecars")+".cluster.outlier_detection.max_ejection_percent", "%s (edge %s: each caller instance's sidecar decides alone)", msg, e)
+		e := Edge{caller, callees[i]}
+		what, rest, _ := strings.Cut(field, ".")
+		top, _, _ := strings.Cut(rest, ".")
+		note := fmt.Sprintf("edge %s", e)
+		if what == "cluster" {
+			note += ": each caller instance's sidecar decides alone"
 		}
-	}
+		v.warn(cmp.Or(v.sc.fieldSource(e, what, top), "sidecars")+"."+field, "%s (%s)", msg, note)
+	})
 }
 
 func (v *validator) placeholderCallees(caller string) map[string][]string {

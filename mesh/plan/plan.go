@@ -10,6 +10,8 @@ package plan
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -68,12 +70,7 @@ func New(sc *scenarios.Scenario, seed *uint64) *Plan {
 	if seed != nil {
 		p.Seed = *seed
 	}
-	services := make([]string, 0, len(sc.Services))
-	for name := range sc.Services {
-		services = append(services, name)
-	}
-	sort.Strings(services)
-	for _, name := range services {
+	for _, name := range slices.Sorted(maps.Keys(sc.Services)) {
 		svc := sc.Services[name]
 		for i := range svc.Instances {
 			p.Instances = append(p.Instances, Instance{
@@ -93,12 +90,7 @@ func New(sc *scenarios.Scenario, seed *uint64) *Plan {
 			})
 		}
 	}
-	proxies := make([]string, 0, len(sc.Proxies))
-	for name := range sc.Proxies {
-		proxies = append(proxies, name)
-	}
-	sort.Strings(proxies)
-	for _, name := range proxies {
+	for _, name := range slices.Sorted(maps.Keys(sc.Proxies)) {
 		p.Proxies = append(p.Proxies, Proxy{Name: name, RoutesTo: sc.Proxies[name].RoutesTo})
 	}
 	return p
@@ -143,7 +135,7 @@ func (p *Plan) Graph() ([]record.Service, []record.Edge) {
 		entry = px.RoutesTo
 	}
 	var services []record.Service
-	for _, name := range sortedServices(p.Scenario) {
+	for _, name := range slices.Sorted(maps.Keys(p.Scenario.Services)) {
 		services = append(services, record.Service{Name: name, Instances: p.Scenario.Services[name].Instances, Entry: name == entry})
 	}
 	var edges []record.Edge
@@ -151,15 +143,6 @@ func (p *Plan) Graph() ([]record.Service, []record.Edge) {
 		edges = append(edges, record.Edge{Caller: e.Caller, Callee: e.Callee})
 	}
 	return services, edges
-}
-
-func sortedServices(sc *scenarios.Scenario) []string {
-	out := make([]string, 0, len(sc.Services))
-	for name := range sc.Services {
-		out = append(out, name)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // Endpoints lists, in instance order, addr(instance) for the instances of service.
