@@ -32,7 +32,7 @@ func generatedFields(p *Proxy) []generated {
 		out = append(out, generated{"route.cluster", "the route's cluster (it is routes_to)"})
 	}
 	if p.ClusterSpec.GetName() != "" {
-		out = append(out, generated{"cluster.name", "the cluster name (it is the routes_to service)"})
+		out = append(out, generated{"cluster.name", "the cluster name (it is the service's name)"})
 	}
 	if p.ClusterSpec.GetLoadAssignment() != nil {
 		out = append(out, generated{"cluster.load_assignment", "the endpoint list (the service's instances)"})
@@ -40,23 +40,54 @@ func generatedFields(p *Proxy) []generated {
 	if p.ClusterSpec.GetClusterDiscoveryType() != nil {
 		out = append(out, generated{"cluster.type", "the discovery type (STATIC)"})
 	}
-	if p.VHostSpec.GetName() != "" || len(p.VHostSpec.GetDomains()) > 0 || len(p.VHostSpec.GetRoutes()) > 0 {
-		out = append(out, generated{"virtual_host", "the virtual host's name, domains and routes"})
+	if p.VHostSpec.GetName() != "" || len(p.VHostSpec.GetDomains()) > 0 {
+		out = append(out, generated{"virtual_host", "the virtual host's name and domains"})
+	}
+	if len(p.VHostSpec.GetRoutes()) > 0 {
+		out = append(out, generated{"virtual_host.routes", "the virtual host's routes (write them as the proxy's routes)"})
 	}
 	return out
 }
 
-// Addresses are where a proxy listens and where its service's instances are.
+// routeCluster is a cluster a route names, and the field below the route that names it.
+type routeCluster struct{ name, field string }
+
+// routeClusters lists the clusters a route names: its cluster, its weighted clusters and its request
+// mirrors' clusters (a cluster_header names them at request time, so it lists nothing).
+func routeClusters(r *routev3.Route) []routeCluster {
+	a := r.GetRoute()
+	if a == nil {
+		return nil
+	}
+	var out []routeCluster
+	if c := a.GetCluster(); c != "" {
+		out = append(out, routeCluster{c, "route.cluster"})
+	}
+	for i, w := range a.GetWeightedClusters().GetClusters() {
+		if w.GetName() != "" {
+			out = append(out, routeCluster{w.GetName(), fmt.Sprintf("route.weighted_clusters.clusters[%d].name", i)})
+		}
+	}
+	for i, m := range a.GetRequestMirrorPolicies() {
+		if m.GetCluster() != "" {
+			out = append(out, routeCluster{m.GetCluster(), fmt.Sprintf("route.request_mirror_policies[%d].cluster", i)})
+		}
+	}
+	return out
+}
+
+// Addresses are where a proxy listens and where the instances of the services it routes to are.
 type Addresses struct {
-	Listener  string   // host:port
-	Admin     string   // host:port; "" for no admin interface
-	Endpoints []string // host:port of each instance, in instance order
+	Listener  string              // host:port
+	Admin     string              // host:port; "" for no admin interface
+	Endpoints map[string][]string // service → host:port of each of its instances, in instance order
 }
 
 // BuildBootstrap generates the Envoy v3 bootstrap of one proxy of the scenario: a listener with an HTTP
-// connection manager and the router, one virtual host matching every domain whose single route (prefix
-// "/") carries the scenario's RouteAction to the routes_to service's cluster, and that STATIC cluster
-// with the scenario's Cluster fields and one endpoint per instance.
+// connection manager and the router, and one virtual host matching every domain. With routes_to, its
+// single route (prefix "/") carries the scenario's RouteAction to the routes_to service's cluster; with
+// routes, it holds the scenario's routes in order. Each service the proxy routes to (Proxy.Services, in
+// that order) has a STATIC cluster with the scenario's Cluster fields and one endpoint per instance.
 func BuildBootstrap(sc *Scenario, proxyName string, addrs Addresses) (*bootstrapv3.Bootstrap, error) {
 	p, ok := sc.Proxies[proxyName]
 	if !ok {
@@ -66,19 +97,30 @@ func BuildBootstrap(sc *Scenario, proxyName string, addrs Addresses) (*bootstrap
 	if err != nil {
 		return nil, fmt.Errorf("listener address: %w", err)
 	}
-	action := proto.Clone(orEmpty(p.RouteAction, newRouteAction())).(*routev3.RouteAction)
-	action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: p.RoutesTo}
 	vhost := proto.Clone(orEmpty(p.VHostSpec, newVirtualHost())).(*routev3.VirtualHost)
 	vhost.Name, vhost.Domains = proxyName, []string{"*"}
-	vhost.Routes = []*routev3.Route{{
-		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-		Action: &routev3.Route_Route{Route: action},
-	}}
-	cluster, err := staticCluster(p.RoutesTo, orEmpty(p.ClusterSpec, newCluster()), addrs.Endpoints)
-	if err != nil {
-		return nil, err
+	if p.RoutesTo != "" {
+		action := proto.Clone(orEmpty(p.RouteAction, newRouteAction())).(*routev3.RouteAction)
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: p.RoutesTo}
+		vhost.Routes = []*routev3.Route{{
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: action},
+		}}
+	} else {
+		vhost.Routes = nil
+		for _, r := range p.RouteSpecs {
+			vhost.Routes = append(vhost.Routes, proto.Clone(r).(*routev3.Route))
+		}
 	}
-	b, err := bootstrapOf(proxyName, listenAddr, []*routev3.VirtualHost{vhost}, []*clusterv3.Cluster{cluster})
+	var clusters []*clusterv3.Cluster
+	for _, svc := range p.Services() {
+		cluster, err := staticCluster(svc, orEmpty(p.ClusterSpec, newCluster()), addrs.Endpoints[svc])
+		if err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, cluster)
+	}
+	b, err := bootstrapOf(proxyName, listenAddr, []*routev3.VirtualHost{vhost}, clusters)
 	if err != nil {
 		return nil, err
 	}

@@ -125,7 +125,7 @@ func describe(sc *scenarios.Scenario) string {
 		fmt.Fprintf(&b, "service %s %+v\n", name, *sc.Services[name])
 	}
 	for _, name := range slices.Sorted(maps.Keys(sc.Proxies)) {
-		fmt.Fprintf(&b, "proxy %s %s\n", name, sc.Proxies[name].RoutesTo)
+		fmt.Fprintf(&b, "proxy %s %s\n", name, sc.Proxies[name].Services())
 	}
 	if l := sc.Load; l != nil {
 		fmt.Fprintf(&b, "load %s %v %v %s %s %q %s %q\n", l.Target, l.Rate, l.Duration, l.Path, l.Method, l.Body, l.Timeout, sortedMap(l.Headers))

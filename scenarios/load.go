@@ -17,6 +17,8 @@ import (
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/token"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/faults/field"
 	"github.com/meshproof/meshproof/proxy/config"
@@ -539,18 +541,30 @@ func (v *validator) proxy(name string, p *Proxy) {
 		v.at(field, "proxy name %q: use lowercase letters, digits and '-'", name)
 	}
 	if p == nil {
-		v.at(field, "a proxy needs at least {routes_to: SERVICE}")
+		v.at(field, "a proxy needs {routes_to: SERVICE} or {routes: [...]}")
 		return
 	}
-	if _, ok := v.sc.Services[p.RoutesTo]; !ok {
-		v.at(field+".routes_to", "%q is not a service of this scenario (services: %s)", p.RoutesTo, strings.Join(sortedKeys(v.sc.Services), ", "))
+	hasRoutes := p.Routes != nil && !isNull(p.Routes)
+	switch {
+	case p.RoutesTo != "" && hasRoutes:
+		v.at(field+".routes", "a proxy has either routes_to (everything to one service) or routes, not both")
+	case p.RoutesTo == "" && !hasRoutes:
+		v.at(field, "a proxy needs {routes_to: SERVICE} or {routes: [...]} (Envoy v3 routes whose clusters are services)")
+	case p.RoutesTo != "":
+		if _, ok := v.sc.Services[p.RoutesTo]; !ok {
+			v.at(field+".routes_to", "%q is not a service of this scenario (services: %s)", p.RoutesTo, strings.Join(sortedKeys(v.sc.Services), ", "))
+		}
 	}
 	p.RouteAction, p.ClusterSpec, p.VHostSpec = newRouteAction(), newCluster(), newVirtualHost()
+	routesOK := !hasRoutes || v.routes(p, field)
 	routeOK := v.envoy(p.Route, p.RouteAction, field+".route")
 	clusterOK := v.envoy(p.Cluster, p.ClusterSpec, field+".cluster")
 	vhostOK := v.envoy(p.VirtualHost, p.VHostSpec, field+".virtual_host")
-	if !routeOK || !clusterOK || !vhostOK {
+	if !routesOK || !routeOK || !clusterOK || !vhostOK {
 		return
+	}
+	if hasRoutes && p.Route != nil && !isNull(p.Route) {
+		v.at(field+".route", "with routes, set the route fields in each route (routes[N].route), as in Envoy")
 	}
 	for _, f := range generatedFields(p) {
 		v.at(field+"."+f.field, "%s is generated from the topology and cannot be set here", f.what)
@@ -558,7 +572,11 @@ func (v *validator) proxy(name string, p *Proxy) {
 	if len(v.errs) > 0 {
 		return // the bootstrap check below needs a consistent topology
 	}
-	b, err := BuildBootstrap(v.sc, name, Addresses{Listener: "127.0.0.1:0", Endpoints: placeholderEndpoints(v.sc.Services[p.RoutesTo])})
+	endpoints := map[string][]string{}
+	for _, svc := range p.Services() {
+		endpoints[svc] = placeholderEndpoints(v.sc.Services[svc])
+	}
+	b, err := BuildBootstrap(v.sc, name, Addresses{Listener: "127.0.0.1:0", Endpoints: endpoints})
 	var cfg *config.Bootstrap
 	if err == nil {
 		cfg, err = config.FromProto(b)
@@ -567,33 +585,85 @@ func (v *validator) proxy(name string, p *Proxy) {
 		v.configErrors(err, field)
 		return
 	}
-	v.proxyWarnings(field, cfg)
+	v.proxyWarnings(field, p, cfg)
+}
+
+// routes decodes a proxy's routes, each an Envoy v3 Route, and checks that every cluster they name is a
+// service of the scenario.
+func (v *validator) routes(p *Proxy, field string) bool {
+	seq, ok := p.Routes.(*ast.SequenceNode)
+	if !ok || len(seq.Values) == 0 {
+		v.at(field+".routes", "want a list of Envoy v3 routes, e.g. [{match: {prefix: /}, route: {cluster: SERVICE}}]")
+		return false
+	}
+	ok = true
+	p.RouteSpecs = nil
+	for i, n := range seq.Values {
+		f := fmt.Sprintf("%s.routes[%d]", field, i)
+		r := &routev3.Route{}
+		if !v.envoy(n, r, f) {
+			ok = false
+			continue
+		}
+		p.RouteSpecs = append(p.RouteSpecs, r)
+		for _, c := range routeClusters(r) {
+			if _, known := v.sc.Services[c.name]; !known {
+				v.at(f+"."+c.field, "%q is not a service of this scenario (services: %s): a route's clusters are the scenario's services", c.name, strings.Join(sortedKeys(v.sc.Services), ", "))
+				ok = false
+			}
+		}
+	}
+	return ok
+}
+
+func isNull(n ast.Node) bool {
+	_, null := n.(*ast.NullNode)
+	return null
 }
 
 // proxyWarnings says which legal settings of a proxy cannot do what they seem to: Envoy accepts them,
 // and so does meshproof, but the author should know.
-func (v *validator) proxyWarnings(field string, cfg *config.Bootstrap) {
-	bootstrapWarnings(cfg, func(f string, _ int, msg string) { v.warn(field+"."+f, "%s", msg) })
+func (v *validator) proxyWarnings(field string, p *Proxy, cfg *config.Bootstrap) {
+	services := p.Services()
+	bootstrapWarnings(cfg, func(w bootstrapWarning) {
+		switch {
+		case w.route >= 0 && len(p.RouteSpecs) > 0:
+			v.warn(fmt.Sprintf("%s.routes[%d].%s", field, w.route, w.field), "%s", w.msg)
+		case w.route < 0 && len(services) > 1 && w.index < len(services):
+			v.warn(field+"."+w.field, "%s (cluster %s)", w.msg, services[w.index])
+		default:
+			v.warn(field+"."+w.field, "%s", w.msg)
+		}
+	})
 }
 
 // bootstrapWarnings calls warn for each legal setting of a generated bootstrap that cannot do what it
 // seems to, with the scenario field below the proxy or edge it is at ("route.retry_policy.per_try_timeout",
 // "cluster.outlier_detection.max_ejection_percent") and the index of the virtual host or cluster.
-func bootstrapWarnings(cfg *config.Bootstrap, warn func(field string, i int, msg string)) {
+func bootstrapWarnings(cfg *config.Bootstrap, warn func(bootstrapWarning)) {
 	for _, l := range cfg.Listeners {
 		for i, vh := range l.Routes.VirtualHosts {
-			for _, r := range vh.Routes {
+			for j, r := range vh.Routes {
 				if msg := perTryWarning(r, vh); msg != "" {
-					warn("route.retry_policy.per_try_timeout", i, msg)
+					warn(bootstrapWarning{"route.retry_policy.per_try_timeout", i, j, msg})
 				}
 			}
 		}
 	}
 	for i, c := range cfg.Clusters {
 		if msg := ejectionWarning(c); msg != "" {
-			warn("cluster.outlier_detection.max_ejection_percent", i, msg)
+			warn(bootstrapWarning{"cluster.outlier_detection.max_ejection_percent", i, -1, msg})
 		}
 	}
+}
+
+// bootstrapWarning is one warning of bootstrapWarnings: the scenario field below the proxy or edge,
+// the index of the virtual host (route warnings) or cluster (cluster warnings), the index of the route
+// in its virtual host (-1 for a cluster), and the message.
+type bootstrapWarning struct {
+	field        string
+	index, route int
+	msg          string
 }
 
 // perTryWarning is the warning for a route whose per-try timeout is longer than its route timeout.
@@ -657,7 +727,7 @@ func (v *validator) configErrors(err error, field string) {
 	}
 	for _, ce := range errs {
 		if ce.Line == 0 {
-			if f, ok := scenarioField(ce.Path, field); ok {
+			if f, ok := v.scenarioField(ce.Path, field); ok {
 				v.at(f, "%s", ce.Msg)
 			} else {
 				v.at(field, "%s: %s", ce.Path, ce.Msg)
@@ -668,18 +738,29 @@ func (v *validator) configErrors(err error, field string) {
 	}
 }
 
-// bootstrapFields maps the generated bootstrap's paths back to the scenario fields they came from.
-var bootstrapFields = []struct{ bootstrap, scenario string }{
-	{"static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route", "route"},
-	{"static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0]", "virtual_host"},
-	{"static_resources.clusters[0]", "cluster"},
-}
+// The generated bootstrap's paths that come from a proxy's scenario fields.
+const (
+	bootstrapVHost   = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0]"
+	bootstrapCluster = "static_resources.clusters["
+)
 
-// scenarioField translates a path in a proxy's generated bootstrap into the scenario's field path.
-func scenarioField(path, proxyField string) (string, bool) {
-	for _, m := range bootstrapFields {
-		if rest, ok := strings.CutPrefix(path, m.bootstrap); ok && (rest == "" || rest[0] == '.') {
-			return proxyField + "." + m.scenario + rest, true
+// scenarioField translates a path in a proxy's generated bootstrap into the scenario's field path: the
+// virtual host's routes are the proxy's routes (or, with routes_to, its single route's action is the
+// proxy's route), the virtual host is its virtual_host, and every cluster comes from its cluster.
+func (v *validator) scenarioField(path, proxyField string) (string, bool) {
+	p := v.sc.Proxies[strings.TrimPrefix(proxyField, "proxies.")]
+	if rest, ok := strings.CutPrefix(path, bootstrapVHost+".routes"); ok && p != nil && len(p.RouteSpecs) > 0 {
+		return proxyField + ".routes" + rest, true
+	}
+	if rest, ok := strings.CutPrefix(path, bootstrapVHost+".routes[0].route"); ok && (rest == "" || rest[0] == '.') {
+		return proxyField + ".route" + rest, true
+	}
+	if rest, ok := strings.CutPrefix(path, bootstrapVHost); ok && (rest == "" || rest[0] == '.') {
+		return proxyField + ".virtual_host" + rest, true
+	}
+	if rest, ok := strings.CutPrefix(path, bootstrapCluster); ok {
+		if _, rest, ok := strings.Cut(rest, "]"); ok && (rest == "" || rest[0] == '.') {
+			return proxyField + ".cluster" + rest, true
 		}
 	}
 	return "", false
@@ -728,6 +809,62 @@ func (v *validator) load() {
 	if l.Timeout.Duration == 0 {
 		l.Timeout.Duration = DefaultLoadTimeout
 	}
+	v.headers("load.headers", l.Headers)
+	v.mix(l)
+}
+
+// MaxMix is the most entries a load's mix holds.
+const MaxMix = 100
+
+// mix checks the load's weighted request mix and fills in its defaults.
+func (v *validator) mix(l *Load) {
+	if len(l.Mix) > MaxMix {
+		v.at("load.mix", "%d entries: at most %d", len(l.Mix), MaxMix)
+		return
+	}
+	for i, r := range l.Mix {
+		field := fmt.Sprintf("load.mix[%d]", i)
+		if r == nil {
+			v.at(field, "an empty entry: want {weight, path, method, headers, body}, each optional")
+			continue
+		}
+		switch {
+		case r.Weight == 0:
+			r.Weight = 1
+		case r.Weight < 0 || r.Weight > 1_000_000:
+			v.at(field+".weight", "%d is out of range: a relative weight, 1 to 1000000", r.Weight)
+		}
+		if r.Path != "" && !strings.HasPrefix(r.Path, "/") {
+			v.at(field+".path", "%q must start with '/'", r.Path)
+		}
+		if r.Method != "" {
+			if r.Method = strings.ToUpper(r.Method); !slices.Contains(methods, r.Method) {
+				v.at(field+".method", "%q is not accepted: one of %s", r.Method, strings.Join(methods, ", "))
+			}
+		}
+		v.headers(field+".headers", r.Headers)
+	}
+}
+
+// headers checks the names and values of request headers the load sends.
+func (v *validator) headers(field string, h map[string]string) {
+	for _, name := range sortedKeys(h) {
+		if name == "" || strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0 {
+			v.at(field, "%q is not a header name (RFC 9110 token characters only)", name)
+		}
+		if strings.ContainsAny(h[name], "\r\n\x00") {
+			v.at(field+"."+name, "a header value cannot hold CR, LF or NUL")
+		}
+	}
+}
+
+// isTokenChar reports whether r may appear in an HTTP token (RFC 9110, section 5.6.2).
+func isTokenChar(r rune) bool {
+	switch {
+	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		return true
+	}
+	return r < 0x80 && strings.ContainsRune("!#$%&'*+-.^_`|~", r)
 }
 
 // loadLimits refuses a load the generator cannot send or the run cannot hold: a rate above MaxRate,

@@ -90,7 +90,7 @@ var _ = Describe("Parse", func() {
 		sc, err := scenarios.Parse([]byte(valid), "demo.yaml")
 		Expect(err).NotTo(HaveOccurred())
 		b, err := scenarios.BuildBootstrap(sc, "edge", scenarios.Addresses{Listener: "127.0.0.1:0",
-			Endpoints: []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"}})
+			Endpoints: map[string][]string{"backend": {"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"}}})
 		Expect(err).NotTo(HaveOccurred())
 		cfg, err := config.FromProto(b)
 		Expect(err).NotTo(HaveOccurred())

@@ -564,7 +564,8 @@ func (v *validator) sidecars() {
 // callee's (SidecarBootstrap).
 func (v *validator) sidecarWarnings(caller string, cfg *config.Bootstrap) {
 	callees := v.sc.Callees(caller)
-	bootstrapWarnings(cfg, func(field string, i int, msg string) {
+	bootstrapWarnings(cfg, func(w bootstrapWarning) {
+		field, i, msg := w.field, w.index, w.msg
 		if i >= len(callees) {
 			return
 		}

@@ -5,6 +5,8 @@ package scenarios
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/goccy/go-yaml/ast"
@@ -68,16 +70,42 @@ type Response struct {
 // Proxy is one proxy in front of a service. Route and Cluster are Envoy v3 RouteAction and Cluster fields
 // exactly as in production configuration; the listener, the route's cluster and the cluster's endpoints
 // are generated from the topology.
+//
+// A proxy routes either everything to one service (RoutesTo, with Route's RouteAction fields) or by
+// Routes: Envoy v3 routes (match, then route, redirect or direct_response) tried in order, whose
+// clusters are services of the scenario — a canary split by weighted_clusters, a header-matched
+// route. Each service a route names gets a STATIC cluster with the Cluster fields.
 type Proxy struct {
 	RoutesTo    string   `yaml:"routes_to"`
+	Routes      ast.Node `yaml:"routes"`
 	Route       ast.Node `yaml:"route"`
 	Cluster     ast.Node `yaml:"cluster"`
 	VirtualHost ast.Node `yaml:"virtual_host"`
 
 	// Decoded forms of the Envoy fields above (set by Load; empty messages when absent).
+	RouteSpecs  []*routev3.Route     `yaml:"-"`
 	RouteAction *routev3.RouteAction `yaml:"-"`
 	ClusterSpec *clusterv3.Cluster   `yaml:"-"`
 	VHostSpec   *routev3.VirtualHost `yaml:"-"`
+}
+
+// Services lists the services the proxy has a cluster for, sorted: its routes_to service, or every
+// service its routes name (as a route's cluster, a weighted cluster or a mirror's cluster). Set by
+// Load; names that are not services are errors there.
+func (p *Proxy) Services() []string {
+	if p.RoutesTo != "" || len(p.RouteSpecs) == 0 {
+		if p.RoutesTo == "" {
+			return nil
+		}
+		return []string{p.RoutesTo}
+	}
+	seen := map[string]bool{}
+	for _, r := range p.RouteSpecs {
+		for _, c := range routeClusters(r) {
+			seen[c.name] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // Load is the open-loop load the scenario drives through a proxy: a constant rate for a duration, or
@@ -92,6 +120,19 @@ type Load struct {
 	Headers  map[string]string `yaml:"headers"`
 	Body     string            `yaml:"body"`
 	Timeout  Duration          `yaml:"timeout"` // per request, default 30s
+	// Mix replaces the single request (path, method, headers, body) with a weighted mix: each request
+	// is one of the entries, drawn from the scenario's seed and the request's sequence number.
+	Mix []*LoadRequest `yaml:"mix"`
+}
+
+// LoadRequest is one entry of the load's weighted mix. Path, method and body default to the load's;
+// headers are added to the load's (an entry here replaces the same name there).
+type LoadRequest struct {
+	Weight  int               `yaml:"weight"` // relative weight, default 1
+	Path    string            `yaml:"path"`
+	Method  string            `yaml:"method"`
+	Headers map[string]string `yaml:"headers"`
+	Body    *string           `yaml:"body"`
 }
 
 // Planned is the number of requests the load intends to send (its phases' sum).

@@ -496,7 +496,7 @@ func (r *runner) startProxies(ctx context.Context, p *plan.Plan, tag string) err
 	}
 	for _, px := range p.Proxies {
 		name := px.Name
-		endpoints := p.Endpoints(px.RoutesTo, func(in plan.Instance) string { return hostPort(ips[in.Name()].String(), UpstreamPort) })
+		endpoints := p.ProxyEndpoints(px, func(in plan.Instance) string { return hostPort(ips[in.Name()].String(), UpstreamPort) })
 		b, err := p.Bootstrap(name, scenarios.Addresses{
 			Listener: hostPort("0.0.0.0", ListenerPort), Admin: hostPort("0.0.0.0", AdminPort), Endpoints: endpoints,
 		})
@@ -514,7 +514,11 @@ func (r *runner) startProxies(ctx context.Context, p *plan.Plan, tag string) err
 		if err != nil {
 			return err
 		}
-		r.logf("starting proxy %s -> %s", name, strings.Join(endpoints, ", "))
+		var to []string
+		for _, svc := range px.Services {
+			to = append(to, svc+" "+strings.Join(endpoints[svc], ", "))
+		}
+		r.logf("starting proxy %s -> %s", name, strings.Join(to, "; "))
 		c, err := testcontainers.Run(ctx, tag,
 			testcontainers.WithLogger(r.tclog),
 			testcontainers.WithName(fmt.Sprintf("meshproof-%s-proxy-%s", r.id, name)),

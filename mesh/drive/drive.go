@@ -23,6 +23,19 @@ func Config(l *scenarios.Load, baseURL string) load.Config {
 		Body:    []byte(l.Body),
 		Timeout: l.Timeout.Duration,
 	}
+	for _, r := range l.Mix {
+		e := load.Request{Weight: r.Weight, Method: r.Method, Path: r.Path}
+		if len(r.Headers) > 0 {
+			e.Header = http.Header{}
+			for k, v := range r.Headers {
+				e.Header.Set(k, v)
+			}
+		}
+		if r.Body != nil {
+			e.Body = []byte(*r.Body)
+		}
+		cfg.Mix = append(cfg.Mix, e)
+	}
 	if len(l.Phases) == 0 {
 		cfg.Rate, cfg.Duration = l.Rate.PerSecond, l.Duration.Duration
 		return cfg

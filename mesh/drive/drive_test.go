@@ -45,4 +45,23 @@ var _ = Describe("Config", func() {
 			load.Bursts("c", 3*time.Second, 5, 500*time.Millisecond),
 		}))
 	})
+
+	It("turns the mix into the generator's weighted requests, leaving out what an entry does not set", func() {
+		cfg := drive.Config(parse(`  target: edge
+  rate: 10/s
+  duration: 1s
+  headers: {x-a: b}
+  mix:
+    - {weight: 3}
+    - {path: /cart?id=1, method: put, headers: {x-canary: always}, body: ""}
+`), "http://x")
+		Expect(cfg.Header.Get("x-a")).To(Equal("b"))
+		Expect(cfg.Mix).To(HaveLen(2))
+		Expect(cfg.Mix[0]).To(Equal(load.Request{Weight: 3}))
+		Expect(cfg.Mix[1].Weight).To(Equal(1))
+		Expect(cfg.Mix[1].Path).To(Equal("/cart?id=1"))
+		Expect(cfg.Mix[1].Method).To(Equal("PUT"))
+		Expect(cfg.Mix[1].Header.Get("x-canary")).To(Equal("always"))
+		Expect(cfg.Mix[1].Body).To(Equal([]byte{}), "an empty body written replaces the load's")
+	})
 })

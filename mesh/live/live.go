@@ -191,7 +191,7 @@ func (t *topology) startProxies(p *plan.Plan) error {
 		addrs[h.Instance().Name()] = h.Addr()
 	}
 	for _, px := range p.Proxies {
-		endpoints := p.Endpoints(px.RoutesTo, func(in plan.Instance) string { return addrs[in.Name()] })
+		endpoints := p.ProxyEndpoints(px, func(in plan.Instance) string { return addrs[in.Name()] })
 		b, err := p.Bootstrap(px.Name, scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints})
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", px.Name, err)

@@ -60,8 +60,10 @@ func (in Instance) Name() string { return fmt.Sprintf("%s/%d", in.Service, in.In
 
 // Proxy is one of the scenario's proxies.
 type Proxy struct {
-	Name     string
-	RoutesTo string
+	Name string
+	// Services are the services the proxy routes to (scenarios.Proxy.Services): its routes_to service,
+	// or those its routes name.
+	Services []string
 }
 
 // New plans a run of sc with the given seed (nil: the scenario's).
@@ -91,7 +93,7 @@ func New(sc *scenarios.Scenario, seed *uint64) *Plan {
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(sc.Proxies)) {
-		p.Proxies = append(p.Proxies, Proxy{Name: name, RoutesTo: sc.Proxies[name].RoutesTo})
+		p.Proxies = append(p.Proxies, Proxy{Name: name, Services: sc.Proxies[name].Services()})
 	}
 	return p
 }
@@ -130,13 +132,13 @@ func (p *Plan) StartOrder() []Instance {
 // Graph is the call graph as the record holds it: the services (the entry one marked) and the edges,
 // without their sidecars' counters.
 func (p *Plan) Graph() ([]record.Service, []record.Edge) {
-	entry := ""
+	var entry []string
 	if px, ok := p.Scenario.Proxies[p.Target()]; ok {
-		entry = px.RoutesTo
+		entry = px.Services()
 	}
 	var services []record.Service
 	for _, name := range slices.Sorted(maps.Keys(p.Scenario.Services)) {
-		services = append(services, record.Service{Name: name, Instances: p.Scenario.Services[name].Instances, Entry: name == entry})
+		services = append(services, record.Service{Name: name, Instances: p.Scenario.Services[name].Instances, Entry: slices.Contains(entry, name)})
 	}
 	var edges []record.Edge
 	for _, e := range p.Scenario.Edges() {
@@ -156,9 +158,24 @@ func (p *Plan) Endpoints(service string, addr func(Instance) string) []string {
 	return out
 }
 
+// ProxyEndpoints maps each service px routes to onto addr(instance) of its instances, in instance
+// order: the endpoints of the proxy's bootstrap (scenarios.Addresses).
+func (p *Plan) ProxyEndpoints(px Proxy, addr func(Instance) string) map[string][]string {
+	out := map[string][]string{}
+	for _, svc := range px.Services {
+		out[svc] = p.Endpoints(svc, addr)
+	}
+	return out
+}
+
 // LoadConfig is the load generator's configuration for the scenario's load against the target proxy's
 // listener at baseURL ("http://host:port").
-func (p *Plan) LoadConfig(baseURL string) load.Config { return drive.Config(p.Scenario.Load, baseURL) }
+// The load's mix draws each request's entry from the run's seed.
+func (p *Plan) LoadConfig(baseURL string) load.Config {
+	cfg := drive.Config(p.Scenario.Load, baseURL)
+	cfg.Seed = p.Seed
+	return cfg
+}
 
 // Target is the proxy the load is sent to.
 func (p *Plan) Target() string { return p.Scenario.Load.Target }

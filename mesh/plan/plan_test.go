@@ -56,7 +56,7 @@ var _ = Describe("New", func() {
 		api0, _ := p.Instance("api", 0)
 		Expect(api0.Upstream.Faults).To(BeEmpty())
 		Expect(api0.TCP).To(HaveLen(1))
-		Expect(p.Proxies).To(Equal([]plan.Proxy{{Name: "edge", RoutesTo: "api"}, {Name: "side", RoutesTo: "db"}}))
+		Expect(p.Proxies).To(Equal([]plan.Proxy{{Name: "edge", Services: []string{"api"}}, {Name: "side", Services: []string{"db"}}}))
 		Expect(p.Containers).To(HaveLen(1))
 		Expect(p.Containers[0].Kind).To(Equal("kill"))
 		Expect(p.Kinds()).To(Equal([]string{"abort", "tcp:latency", "tcp:down", "container:kill"}))
@@ -74,6 +74,33 @@ var _ = Describe("New", func() {
 	It("lists a service's endpoints in instance order", func() {
 		p := plan.New(parse(scenario), nil)
 		Expect(p.Endpoints("api", func(in plan.Instance) string { return in.Name() })).To(Equal([]string{"api/0", "api/1", "api/2"}))
+	})
+
+	It("gives a proxy with routes the endpoints of every service they name, each an entry service, and the mix the run's seed", func() {
+		seed := uint64(42)
+		p := plan.New(parse(`name: p
+seed: 7
+services: {v1: {instances: 2}, v2: {}, other: {}}
+proxies:
+  edge:
+    routes:
+      - {match: {prefix: /, headers: [{name: x-v2, present_match: true}]}, route: {cluster: v2}}
+      - {match: {prefix: /}, route: {weighted_clusters: {clusters: [{name: v1, weight: 9}, {name: v2, weight: 1}]}}}
+load: {target: edge, rate: 10/s, duration: 1s, mix: [{weight: 1}, {weight: 1, headers: {x-v2: "1"}}]}
+`), &seed)
+		Expect(p.Proxies).To(Equal([]plan.Proxy{{Name: "edge", Services: []string{"v1", "v2"}}}))
+		Expect(p.ProxyEndpoints(p.Proxies[0], func(in plan.Instance) string { return in.Name() })).To(Equal(map[string][]string{
+			"v1": {"v1/0", "v1/1"}, "v2": {"v2/0"},
+		}))
+		services, _ := p.Graph()
+		entry := map[string]bool{}
+		for _, s := range services {
+			entry[s.Name] = s.Entry
+		}
+		Expect(entry).To(Equal(map[string]bool{"v1": true, "v2": true, "other": false}))
+		cfg := p.LoadConfig("http://127.0.0.1:1")
+		Expect(cfg.Seed).To(BeEquivalentTo(42))
+		Expect(cfg.Mix).To(HaveLen(2))
 	})
 })
 
