@@ -12,6 +12,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/policy"
 )
@@ -201,6 +202,37 @@ func dashboardExprs(v any) []string {
 	return out
 }
 
+// dashboardQueries reads the PromQL expressions of the shipped dashboard.
+func dashboardQueries() []string {
+	GinkgoHelper()
+	raw, err := os.ReadFile("dashboards/envoy-clusters.json")
+	Expect(err).NotTo(HaveOccurred())
+	var dash map[string]any
+	Expect(json.Unmarshal(raw, &dash)).To(Succeed())
+	exprs := dashboardExprs(dash["panels"])
+	Expect(len(exprs)).To(BeNumerically(">=", 10))
+	return exprs
+}
+
+// dashboardProxy starts a proxy whose route retries 5xx once to a cluster "backend" with an outlier
+// detector (Envoy has outlier_detection.* stats only with one, outlier_detection_impl.cc), in front of
+// an upstream that answers /fail with 503 and anything else with 200.
+func dashboardProxy() (*proxy.Server, string) {
+	GinkgoHelper()
+	u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			w.WriteHeader(503)
+			return
+		}
+		w.WriteHeader(200)
+	})
+	c := cluster("backend", u.addr())
+	o := policy.DefaultOutlierConfig()
+	o.Interval = time.Hour
+	c.Outlier = &o
+	return start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "5xx"))}, clusters: []config.Cluster{c}})
+}
+
 var _ = Describe("the Grafana dashboard dashboards/envoy-clusters.json", func() {
 	It("tokenizes PromQL selectors", func() {
 		got, err := selectors(`histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"a|b"}[1m])) by (le, envoy_cluster_name)) / on (x) up`)
@@ -217,25 +249,8 @@ var _ = Describe("the Grafana dashboard dashboards/envoy-clusters.json", func() 
 	// /stats/prometheus writes them (source/server/admin/prometheus_stats.cc): a dashboard made for
 	// Envoy must find every series it queries in the proxy's exposition.
 	It("finds a series in the proxy's /stats/prometheus for every selector of every query", func() {
-		raw, err := os.ReadFile("dashboards/envoy-clusters.json")
-		Expect(err).NotTo(HaveOccurred())
-		var dash map[string]any
-		Expect(json.Unmarshal(raw, &dash)).To(Succeed())
-		exprs := dashboardExprs(dash["panels"])
-		Expect(len(exprs)).To(BeNumerically(">=", 10))
-
-		u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/fail" {
-				w.WriteHeader(503)
-				return
-			}
-			w.WriteHeader(200)
-		})
-		c := cluster("backend", u.addr())
-		o := policy.DefaultOutlierConfig()
-		o.Interval = time.Hour
-		c.Outlier = &o
-		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "5xx"))}, clusters: []config.Cluster{c}})
+		exprs := dashboardQueries()
+		srv, url := dashboardProxy()
 		for range 3 {
 			get(url + "/")
 			get(url + "/fail")

@@ -15,9 +15,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-
-	"github.com/meshproof/meshproof/proxy/config"
-	"github.com/meshproof/meshproof/proxy/policy"
 )
 
 // promResponse is the envelope of Prometheus' HTTP API (/api/v1/...).
@@ -66,28 +63,10 @@ var _ = Describe("the Grafana dashboard against a real Prometheus", Label("slow"
 			}
 			Skip("prometheus is not installed (apt-get install prometheus)")
 		}
-		raw, err := os.ReadFile("dashboards/envoy-clusters.json")
-		Expect(err).NotTo(HaveOccurred())
-		var dash map[string]any
-		Expect(json.Unmarshal(raw, &dash)).To(Succeed())
-		exprs := dashboardExprs(dash["panels"])
-		Expect(len(exprs)).To(BeNumerically(">=", 10))
-
+		exprs := dashboardQueries()
 		// Traffic with successes, 503s and retries, kept up while Prometheus scrapes, so that every
 		// rate() over the dashboard's 1m windows has two samples to work with.
-		u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/fail" {
-				w.WriteHeader(503)
-				return
-			}
-			w.WriteHeader(200)
-		})
-		c := cluster("backend", u.addr())
-		// Envoy has outlier_detection.* stats only with a detector (outlier_detection_impl.cc).
-		o := policy.DefaultOutlierConfig()
-		o.Interval = time.Hour
-		c.Outlier = &o
-		srv, base := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "5xx"))}, clusters: []config.Cluster{c}})
+		srv, base := dashboardProxy()
 		trafficCtx, stopTraffic := context.WithCancel(context.Background())
 		trafficDone := make(chan struct{})
 		go func() {
