@@ -21,6 +21,18 @@ type Verdict struct {
 	Passed   bool
 	Observed string
 	Required string
+	// Value is the metric's value the check compared, in its normalized unit (seconds for latencies,
+	// percent for rates, plain for counts and ratios; +Inf for an ejection or recovery that never came),
+	// when Measured. A check that could not be judged, and ejected(), measure nothing. Not written to
+	// report.json: the Gomega matchers (package mesh/meshtest) compare it with their own matchers.
+	Value    float64
+	Measured bool
+}
+
+// measured records x as the check's value and judges it.
+func (v *Verdict) measured(c checks.Check, x float64) {
+	v.Value, v.Measured = x, true
+	v.Passed = compare(x, c.Op, c.Value)
 }
 
 // metric is how a check's metric is computed from a summary, in normalized units. Metrics without a
@@ -196,7 +208,7 @@ func judge(c checks.Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 		if name == "upstream_attempts" || name == "retry_amplification" {
 			v.Observed += attemptsNote(s)
 		}
-		v.Passed = compare(x, c.Op, c.Value)
+		v.measured(c, x)
 		return v
 	}
 
@@ -229,7 +241,7 @@ func judge(c checks.Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 	case "upstream_attempts", "retry_amplification":
 		v.Observed += attemptsNote(ps)
 	}
-	v.Passed = compare(x, c.Op, c.Value)
+	v.measured(c, x)
 	return v
 }
 
@@ -331,7 +343,7 @@ func judgeOutcome(v Verdict, c checks.Check, name string, sc *checks.Scope, rec 
 		v.Observed = fmt.Sprintf("%s cannot be judged here", name)
 		return v
 	}
-	v.Passed = compare(x, c.Op, c.Value)
+	v.measured(c, x)
 	return v
 }
 

@@ -87,7 +87,7 @@ var _ = Describe("Evaluate", func() {
 		func(expr string, passed bool, observed, required string) {
 			c, err := checks.Parse(expr)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(reports.Evaluate([]checks.Check{c}, summary)).To(Equal([]reports.Verdict{
+			Expect(words(reports.Evaluate([]checks.Check{c}, summary))).To(Equal([]reports.Verdict{
 				{Check: expr, Passed: passed, Observed: observed, Required: required},
 			}))
 		},
@@ -110,9 +110,19 @@ var _ = Describe("Evaluate", func() {
 		Entry(nil, "requests < 1000", false, "requests = 1000", "< 1000"),
 	)
 
+	It("keeps the value it compared, in the metric's normalized unit, for the Gomega matchers", func() {
+		v := reports.Evaluate([]checks.Check{mustCheck("p99 < 50ms"), mustCheck("success_rate >= 99%"), mustCheck("status(5xx) == 0")}, summary)
+		Expect(v[0].Measured).To(BeTrue())
+		Expect(v[0].Value).To(BeNumerically("~", 0.0123, 1e-12))
+		Expect(v[1].Value).To(BeNumerically("~", 99.9, 1e-9))
+		Expect(v[2].Value).To(BeNumerically("==", 1))
+		unjudged := reports.Evaluate([]checks.Check{mustCheck("during fault: p99 < 1s")}, summary)
+		Expect(unjudged[0].Measured).To(BeFalse(), "a check that could not be judged measured nothing")
+	})
+
 	It("rebuilds the text of a check that was not parsed", func() {
 		v := reports.Evaluate([]checks.Check{{Metric: "p99", Op: "<", Value: 0.05, Unit: "ms"}}, summary)
-		Expect(v).To(HaveExactElements(reports.Verdict{Check: "p99 < 50ms", Passed: true, Observed: "p99 = 12.3ms", Required: "< 50ms"}))
+		Expect(words(v)).To(HaveExactElements(reports.Verdict{Check: "p99 < 50ms", Passed: true, Observed: "p99 = 12.3ms", Required: "< 50ms"}))
 	})
 
 	It("fails a check with a scope rather than judging it over the whole run, pointing to EvaluateRun", func() {

@@ -83,7 +83,7 @@ var _ = Describe("EvaluateRun", func() {
 		func(expr string, passed bool, observed, required string) {
 			c, err := checks.Parse(expr)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(reports.EvaluateRun([]checks.Check{c}, rec)).To(HaveExactElements(
+			Expect(words(reports.EvaluateRun([]checks.Check{c}, rec))).To(HaveExactElements(
 				reports.Verdict{Check: expr, Passed: passed, Observed: observed, Required: required}))
 		},
 		Entry(nil, "success_rate >= 80%", true, "success_rate = 89% (89/100)", ">= 80%"),

@@ -44,7 +44,7 @@ func judgeTarget(v Verdict, c checks.Check, sc *checks.Scope, rec *record.Record
 // (shown), and where.
 func judged(v Verdict, c checks.Check, name string, x float64, shown, where string) Verdict {
 	v.Observed = strings.TrimSpace(c.Target.String() + " " + name + " = " + shown + where)
-	v.Passed = compare(x, c.Op, c.Value)
+	v.measured(c, x)
 	return v
 }
 

@@ -157,7 +157,7 @@ func toJSON(r Report) jsonReport {
 		out.Summary.UpstreamReceived = ptr(s.UpstreamReceived)
 	}
 	for i, v := range r.Checks {
-		out.Checks[i] = jsonVerdict(v)
+		out.Checks[i] = jsonVerdict{Check: v.Check, Passed: v.Passed, Observed: v.Observed, Required: v.Required}
 	}
 	for i, u := range r.Upstreams {
 		out.Upstreams[i] = jsonUpstream{Service: u.Service, Instance: u.Instance, Address: u.Address, Requests: u.Requests,

@@ -391,7 +391,7 @@ func fromJSON(j jsonReport) Report {
 		sum.DeliveredAmplification = *s.DeliveredAmplification
 	}
 	for _, v := range j.Checks {
-		r.Checks = append(r.Checks, Verdict(v))
+		r.Checks = append(r.Checks, Verdict{Check: v.Check, Passed: v.Passed, Observed: v.Observed, Required: v.Required})
 	}
 	for _, u := range j.Upstreams {
 		r.Upstreams = append(r.Upstreams, upstreamOf(u))
