@@ -41,10 +41,6 @@ type cluster struct {
 	healthyFn func(int) bool
 	activeFn  func(int) int64
 
-	// cxFree wakes requests waiting in the pending queue for a connection slot (max_connections).
-	cxMu   sync.Mutex
-	cxFree *sync.Cond
-
 	trafficSeen atomic.Bool
 	stop        chan struct{}
 	stopOnce    sync.Once
@@ -165,7 +161,6 @@ func (s *clusterStats) codeCounter(code int) *stats.Counter {
 func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk clock.Clock, sd seeds) (*cluster, error) {
 	c := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(store, cfg.Name), events: events, clk: clk, seeds: sd,
 		stop: make(chan struct{})}
-	c.cxFree = sync.NewCond(&c.cxMu)
 	c.healthyFn = c.healthy
 	c.activeFn = func(i int) int64 { return c.hosts[i].rqActive.Load() }
 	weights := make([]uint32, len(cfg.Endpoints))
@@ -197,12 +192,12 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 	store.OnSnapshot(c.publishBreakers)
 	dial := c.dialer()
 	for _, h := range c.hosts {
-		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial))
+		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial, breakerLimits{c}))
 	}
 	if c.hc != nil {
 		hcDial := healthCheckDialer()
 		for _, h := range c.hosts {
-			c.hcUpstreams = append(c.hcUpstreams, newH1Upstream(h.addr, forHealthChecks, hcDial))
+			c.hcUpstreams = append(c.hcUpstreams, newH1Upstream(h.addr, forHealthChecks, hcDial, nil))
 		}
 	}
 	return c, nil
@@ -293,44 +288,41 @@ func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, 
 	return c.picker.Pick(pc)
 }
 
-// waitForConnection takes a max_connections slot for an attempt that found the cluster at its limit
-// (rm.TryAcquireConnection failed): it waits in the pending queue until a slot frees or ctx ends. On
-// HTTP/1.1 each in-flight attempt holds one connection, so the slot stands for the connection. false
-// with overflow true: the pending queue is full (upstream_rq_pending_overflow).
-func (c *cluster) waitForConnection(ctx context.Context) (ok, overflow bool) {
-	c.st.cxOverflow.Inc()
-	if !c.rm.TryAcquirePending() {
-		return false, true
+// breakerLimits are the cluster's circuit breakers as its hosts' pools ask them (h1.Limits), with
+// the stats Envoy's pools keep (ConnPoolImplBase, source/common/conn_pool/conn_pool_base.cc: the
+// pending queue in newStreamImpl and PendingStream, the connections in tryCreateNewConnection and
+// ActiveClient).
+type breakerLimits struct{ c *cluster }
+
+var _ h1.Limits = breakerLimits{}
+
+// Pending takes a max_pending_requests slot: upstream_rq_pending_total and upstream_rq_pending_active.
+// A refusal is counted by the router (upstream_rq_pending_overflow).
+func (l breakerLimits) Pending() bool {
+	if !l.c.rm.TryAcquirePending() {
+		return false
 	}
-	c.st.rqPendingTotal.Inc()
-	c.st.rqPendingActive.Inc()
-	defer func() {
-		c.rm.ReleasePending()
-		c.st.rqPendingActive.Dec()
-	}()
-	stop := context.AfterFunc(ctx, func() {
-		c.cxMu.Lock()
-		c.cxFree.Broadcast()
-		c.cxMu.Unlock()
-	})
-	defer stop()
-	c.cxMu.Lock()
-	defer c.cxMu.Unlock()
-	for !c.rm.TryAcquireConnection() {
-		if ctx.Err() != nil {
-			return false, false
-		}
-		c.cxFree.Wait()
-	}
-	return true, false
+	l.c.st.rqPendingTotal.Inc()
+	l.c.st.rqPendingActive.Inc()
+	return true
 }
 
-func (c *cluster) releaseConnection() {
-	c.rm.ReleaseConnection()
-	c.cxMu.Lock()
-	c.cxFree.Signal()
-	c.cxMu.Unlock()
+func (l breakerLimits) Unpending() {
+	l.c.rm.ReleasePending()
+	l.c.st.rqPendingActive.Dec()
 }
+
+// TryConnection takes a max_connections slot; at the limit it counts upstream_cx_overflow.
+func (l breakerLimits) TryConnection() bool {
+	if l.c.rm.TryAcquireConnection() {
+		return true
+	}
+	l.c.st.cxOverflow.Inc()
+	return false
+}
+
+func (l breakerLimits) ForceConnection()  { l.c.rm.AcquireConnection() }
+func (l breakerLimits) ConnectionClosed() { l.c.rm.ReleaseConnection() }
 
 // recordOutcome feeds an attempt's outcome to outlier detection (never a local overflow) and returns
 // the decisions it caused (an inline ejection), which it has also emitted.
