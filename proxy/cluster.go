@@ -40,6 +40,9 @@ type cluster struct {
 	// made once: a method value or closure built per pick would be allocated per request.
 	healthyFn func(int) bool
 	activeFn  func(int) int64
+	// latestSlowStart is when a host last entered slow start (clock nanoseconds; Envoy's
+	// latest_host_added_time_): while it is within the window, picks scale weights (see slowStartPick).
+	latestSlowStart atomic.Int64
 
 	trafficSeen atomic.Bool
 	stop        chan struct{}
@@ -54,6 +57,9 @@ type host struct {
 
 	cxTotal, cxConnectFail, rqTotal, rqSuccess, rqError, rqTimeout atomic.Uint64
 	cxActive, rqActive                                             atomic.Int64
+	// slowStartAt is when the host entered slow start (clock nanoseconds; 0: never): when the cluster
+	// was made, or when active health checks last made it healthy (Envoy's lastHcPassTime).
+	slowStartAt atomic.Int64
 }
 
 // clusterStats are the cluster's Envoy-named stats, resolved once.
@@ -187,6 +193,16 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 			return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
 		}
 	}
+	if ss := cfg.SlowStart; ss != nil && ss.Enabled() {
+		// The hosts join the cluster now: each healthy one enters slow start (Envoy's
+		// EdfLoadBalancerBase::recalculateHostsInSlowStart, load_balancer_impl.cc, at initialize); one
+		// that active health checks must pass first enters it when they do (see emitHealth).
+		for i := range c.hosts {
+			if c.healthy(i) {
+				c.enterSlowStart(i, clk.Now())
+			}
+		}
+	}
 	c.st.membershipTotal.Set(int64(len(c.hosts)))
 	c.publishHealth()
 	store.OnSnapshot(c.publishBreakers)
@@ -277,15 +293,50 @@ func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, 
 		c.st.lbHealthyPanic.Inc()
 	}
 	pc := policy.PickContext{
-		Eligible: eligible,
-		Active:   c.activeFn,
-		Hash:     hash,
-		Rand:     rng,
+		Eligible:  eligible,
+		Active:    c.activeFn,
+		Hash:      hash,
+		Rand:      rng,
+		SlowStart: c.slowStartPick(),
 	}
 	if rp != nil && rp.PreviousHosts && len(tried) > 0 {
 		return policy.PickWithRetryPredicate(c.picker, pc, tried, int(rp.HostSelectionMaxAttempts))
 	}
 	return c.picker.Pick(pc)
+}
+
+// enterSlowStart starts host i's slow start window at now.
+func (c *cluster) enterSlowStart(i int, now time.Time) {
+	t := now.UnixNano()
+	c.hosts[i].slowStartAt.Store(t)
+	for {
+		cur := c.latestSlowStart.Load()
+		if cur >= t || c.latestSlowStart.CompareAndSwap(cur, t) {
+			return
+		}
+	}
+}
+
+// slowStartPick is the pick's slow start factor per host while a host may be in its window, nil
+// otherwise (Envoy's noHostsAreInSlowStart): a healthy host's weight is scaled by
+// SlowStartConfig.Factor of the time since it entered slow start (applySlowStartFactor,
+// source/common/upstream/load_balancer_impl.cc); an unhealthy one's is not.
+func (c *cluster) slowStartPick() func(int) float64 {
+	ss := c.cfg.SlowStart
+	if ss == nil || !ss.Enabled() {
+		return nil
+	}
+	now := c.clk.Now().UnixNano()
+	if time.Duration(now-c.latestSlowStart.Load()).Milliseconds() > ss.Window.Milliseconds() {
+		return nil
+	}
+	return func(i int) float64 {
+		at := c.hosts[i].slowStartAt.Load()
+		if at == 0 || !c.healthy(i) {
+			return 1
+		}
+		return ss.Factor(time.Duration(now - at))
+	}
 }
 
 // breakerLimits are the cluster's circuit breakers as its hosts' pools ask them (h1.Limits), with
@@ -504,7 +555,13 @@ var healthCheckHeader = http.Header{"User-Agent": {"Envoy/HC"}}
 // emitHealth applies a health-check result; a passing check may un-eject an ejected host early.
 func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
 	now := c.clk.Now()
+	wasHealthy := c.hc.Healthy(i)
 	evs := c.hc.Result(now, i, r)
+	if ss := c.cfg.SlowStart; ss != nil && ss.Enabled() && !wasHealthy && c.hc.Healthy(i) {
+		// The check that made the host healthy sets its slow start's start (Envoy's
+		// HealthCheckerImplBase::ActiveHealthCheckSession::handleSuccess, setLastHcPassTime).
+		c.enterSlowStart(i, now)
+	}
 	if c.outlier != nil && r.Kind == policy.CheckResponse && c.hc.Healthy(i) && c.cfg.Outlier.SuccessfulActiveHealthCheckUnejectHost {
 		evs = append(evs, c.outlier.UnejectHost(now, i)...)
 	}
