@@ -45,8 +45,9 @@ func newH1Upstream(addr string, use upstreamUse, dial func(ctx context.Context, 
 	return p
 }
 
-// healthCheckDialer opens a health checker's connections: no stats, TCP keep-alive as the pool's.
-func healthCheckDialer() func(ctx context.Context, addr string) (net.Conn, error) {
-	d := &net.Dialer{KeepAlive: 30 * time.Second}
+// healthCheckDialer opens a health checker's connections: no stats, TCP keep-alive as the pool's, and
+// the cluster's connect_timeout (the pool's dials outlive the check that asked for them).
+func healthCheckDialer(connectTimeout time.Duration) func(ctx context.Context, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 }
