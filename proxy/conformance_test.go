@@ -474,6 +474,32 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(2))
 		})
 
+		// Filter::onResponseTimeout (router.cc) cancels a request still waiting in the pool: it was never
+		// attached, so it reaches no host and no outlier detector.
+		It("answers the route timeout of a request still waiting for a connection, with no outlier signal", func() {
+			open := make(chan struct{})
+			u := newUpstream(gated(open, 200))
+			c := with(cluster("backend", u.addr()), func(c *config.Cluster) {
+				c.Breakers.Default.MaxConnections = 1
+				c.Outlier = outlier(func(o *policy.OutlierConfig) { o.ConsecutiveGatewayFailure, o.MaxEjectionPercent = 1, 100 })
+			})
+			short := prefixRoute("/", "backend", nil)
+			short.Action.Timeout = 300 * time.Millisecond
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/held", "backend", nil), short}, clusters: []config.Cluster{c}})
+			first := make(chan int, 1)
+			go func() { defer GinkgoRecover(); code, _, _ := get(url + "/held"); first <- code }()
+			Eventually(u.requests.Load).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(504))
+			Expect(body).To(Equal("upstream request timeout"))
+			close(open)
+			Expect(<-first).To(Equal(200))
+			Expect(stat(srv, "cluster.backend.upstream_rq_timeout")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(1), "the waiting request was never sent")
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_enforced_total")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_active")).To(BeZero())
+		})
+
 		It("fails every request waiting for a host's connection when its dial fails, as a connect failure", func() {
 			c := with(cluster("backend", closedAddr()), func(c *config.Cluster) { c.Breakers.Default.MaxConnections = 1 })
 			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
