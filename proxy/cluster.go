@@ -40,10 +40,9 @@ type cluster struct {
 	// made once: a method value or closure built per pick would be allocated per request.
 	healthyFn func(int) bool
 	activeFn  func(int) int64
-
-	// cxFree wakes requests waiting in the pending queue for a connection slot (max_connections).
-	cxMu   sync.Mutex
-	cxFree *sync.Cond
+	// latestSlowStart is when a host last entered slow start (clock nanoseconds; Envoy's
+	// latest_host_added_time_): while it is within the window, picks scale weights (see slowStartPick).
+	latestSlowStart atomic.Int64
 
 	trafficSeen atomic.Bool
 	stop        chan struct{}
@@ -58,6 +57,9 @@ type host struct {
 
 	cxTotal, cxConnectFail, rqTotal, rqSuccess, rqError, rqTimeout atomic.Uint64
 	cxActive, rqActive                                             atomic.Int64
+	// slowStartAt is when the host entered slow start (clock nanoseconds; 0: never): when the cluster
+	// was made, or when active health checks last made it healthy (Envoy's lastHcPassTime).
+	slowStartAt atomic.Int64
 }
 
 // clusterStats are the cluster's Envoy-named stats, resolved once.
@@ -165,7 +167,6 @@ func (s *clusterStats) codeCounter(code int) *stats.Counter {
 func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk clock.Clock, sd seeds) (*cluster, error) {
 	c := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(store, cfg.Name), events: events, clk: clk, seeds: sd,
 		stop: make(chan struct{})}
-	c.cxFree = sync.NewCond(&c.cxMu)
 	c.healthyFn = c.healthy
 	c.activeFn = func(i int) int64 { return c.hosts[i].rqActive.Load() }
 	weights := make([]uint32, len(cfg.Endpoints))
@@ -192,17 +193,27 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 			return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
 		}
 	}
+	if ss := cfg.SlowStart; ss != nil && ss.Enabled() {
+		// The hosts join the cluster now: each healthy one enters slow start (Envoy's
+		// EdfLoadBalancerBase::recalculateHostsInSlowStart, load_balancer_impl.cc, at initialize); one
+		// that active health checks must pass first enters it when they do (see emitHealth).
+		for i := range c.hosts {
+			if c.healthy(i) {
+				c.enterSlowStart(i, clk.Now())
+			}
+		}
+	}
 	c.st.membershipTotal.Set(int64(len(c.hosts)))
 	c.publishHealth()
 	store.OnSnapshot(c.publishBreakers)
 	dial := c.dialer()
 	for _, h := range c.hosts {
-		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial))
+		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial, breakerLimits{c}))
 	}
 	if c.hc != nil {
-		hcDial := healthCheckDialer()
+		hcDial := healthCheckDialer(cfg.ConnectTimeout)
 		for _, h := range c.hosts {
-			c.hcUpstreams = append(c.hcUpstreams, newH1Upstream(h.addr, forHealthChecks, hcDial))
+			c.hcUpstreams = append(c.hcUpstreams, newH1Upstream(h.addr, forHealthChecks, hcDial, nil))
 		}
 	}
 	return c, nil
@@ -282,10 +293,11 @@ func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, 
 		c.st.lbHealthyPanic.Inc()
 	}
 	pc := policy.PickContext{
-		Eligible: eligible,
-		Active:   c.activeFn,
-		Hash:     hash,
-		Rand:     rng,
+		Eligible:  eligible,
+		Active:    c.activeFn,
+		Hash:      hash,
+		Rand:      rng,
+		SlowStart: c.slowStartPick(),
 	}
 	if rp != nil && rp.PreviousHosts && len(tried) > 0 {
 		return policy.PickWithRetryPredicate(c.picker, pc, tried, int(rp.HostSelectionMaxAttempts))
@@ -293,44 +305,75 @@ func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, 
 	return c.picker.Pick(pc)
 }
 
-// waitForConnection takes a max_connections slot for an attempt that found the cluster at its limit
-// (rm.TryAcquireConnection failed): it waits in the pending queue until a slot frees or ctx ends. On
-// HTTP/1.1 each in-flight attempt holds one connection, so the slot stands for the connection. false
-// with overflow true: the pending queue is full (upstream_rq_pending_overflow).
-func (c *cluster) waitForConnection(ctx context.Context) (ok, overflow bool) {
-	c.st.cxOverflow.Inc()
-	if !c.rm.TryAcquirePending() {
-		return false, true
-	}
-	c.st.rqPendingTotal.Inc()
-	c.st.rqPendingActive.Inc()
-	defer func() {
-		c.rm.ReleasePending()
-		c.st.rqPendingActive.Dec()
-	}()
-	stop := context.AfterFunc(ctx, func() {
-		c.cxMu.Lock()
-		c.cxFree.Broadcast()
-		c.cxMu.Unlock()
-	})
-	defer stop()
-	c.cxMu.Lock()
-	defer c.cxMu.Unlock()
-	for !c.rm.TryAcquireConnection() {
-		if ctx.Err() != nil {
-			return false, false
+// enterSlowStart starts host i's slow start window at now.
+func (c *cluster) enterSlowStart(i int, now time.Time) {
+	t := now.UnixNano()
+	c.hosts[i].slowStartAt.Store(t)
+	for {
+		cur := c.latestSlowStart.Load()
+		if cur >= t || c.latestSlowStart.CompareAndSwap(cur, t) {
+			return
 		}
-		c.cxFree.Wait()
 	}
-	return true, false
 }
 
-func (c *cluster) releaseConnection() {
-	c.rm.ReleaseConnection()
-	c.cxMu.Lock()
-	c.cxFree.Signal()
-	c.cxMu.Unlock()
+// slowStartPick is the pick's slow start factor per host while a host may be in its window, nil
+// otherwise (Envoy's noHostsAreInSlowStart): a healthy host's weight is scaled by
+// SlowStartConfig.Factor of the time since it entered slow start (applySlowStartFactor,
+// source/common/upstream/load_balancer_impl.cc); an unhealthy one's is not.
+func (c *cluster) slowStartPick() func(int) float64 {
+	ss := c.cfg.SlowStart
+	if ss == nil || !ss.Enabled() {
+		return nil
+	}
+	now := c.clk.Now().UnixNano()
+	if time.Duration(now-c.latestSlowStart.Load()).Milliseconds() > ss.Window.Milliseconds() {
+		return nil
+	}
+	return func(i int) float64 {
+		at := c.hosts[i].slowStartAt.Load()
+		if at == 0 || !c.healthy(i) {
+			return 1
+		}
+		return ss.Factor(time.Duration(now - at))
+	}
 }
+
+// breakerLimits are the cluster's circuit breakers as its hosts' pools ask them (h1.Limits), with
+// the stats Envoy's pools keep (ConnPoolImplBase, source/common/conn_pool/conn_pool_base.cc: the
+// pending queue in newStreamImpl and PendingStream, the connections in tryCreateNewConnection and
+// ActiveClient).
+type breakerLimits struct{ c *cluster }
+
+var _ h1.Limits = breakerLimits{}
+
+// Pending takes a max_pending_requests slot: upstream_rq_pending_total and upstream_rq_pending_active.
+// A refusal is counted by the router (upstream_rq_pending_overflow).
+func (l breakerLimits) Pending() bool {
+	if !l.c.rm.TryAcquirePending() {
+		return false
+	}
+	l.c.st.rqPendingTotal.Inc()
+	l.c.st.rqPendingActive.Inc()
+	return true
+}
+
+func (l breakerLimits) Unpending() {
+	l.c.rm.ReleasePending()
+	l.c.st.rqPendingActive.Dec()
+}
+
+// TryConnection takes a max_connections slot; at the limit it counts upstream_cx_overflow.
+func (l breakerLimits) TryConnection() bool {
+	if l.c.rm.TryAcquireConnection() {
+		return true
+	}
+	l.c.st.cxOverflow.Inc()
+	return false
+}
+
+func (l breakerLimits) ForceConnection()  { l.c.rm.AcquireConnection() }
+func (l breakerLimits) ConnectionClosed() { l.c.rm.ReleaseConnection() }
 
 // recordOutcome feeds an attempt's outcome to outlier detection (never a local overflow) and returns
 // the decisions it caused (an inline ejection), which it has also emitted.
@@ -512,7 +555,13 @@ var healthCheckHeader = http.Header{"User-Agent": {"Envoy/HC"}}
 // emitHealth applies a health-check result; a passing check may un-eject an ejected host early.
 func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
 	now := c.clk.Now()
+	wasHealthy := c.hc.Healthy(i)
 	evs := c.hc.Result(now, i, r)
+	if ss := c.cfg.SlowStart; ss != nil && ss.Enabled() && !wasHealthy && c.hc.Healthy(i) {
+		// The check that made the host healthy sets its slow start's start (Envoy's
+		// HealthCheckerImplBase::ActiveHealthCheckSession::handleSuccess, setLastHcPassTime).
+		c.enterSlowStart(i, now)
+	}
 	if c.outlier != nil && r.Kind == policy.CheckResponse && c.hc.Healthy(i) && c.cfg.Outlier.SuccessfulActiveHealthCheckUnejectHost {
 		evs = append(evs, c.outlier.UnejectHost(now, i)...)
 	}

@@ -344,12 +344,13 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			close(open)
 			Expect([]int{<-codes, <-codes}).To(HaveEach(200))
 			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeZero())
-			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(1))
+			// Both waited: the first for its new connection to be established, the second at the limit.
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(2))
 			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.remaining_rq") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
 			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.remaining_pending") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1024))
 		})
 
-		It("queues beyond max_connections, and rejects at once with max_pending_requests 0", func() {
+		It("queues beyond max_connections, and with max_pending_requests 0 rejects every request that finds no idle connection", func() {
 			// Each phase holds its first request at a gate, so that the others meet the limit whatever
 			// the machine's speed (a 150 ms upstream made them overlap only on a fast one).
 			background := func(url string, codes chan<- int) {
@@ -368,8 +369,11 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 				Should(BeEquivalentTo(2), "the others wait in the pending queue")
 			close(open)
 			Expect([]int{<-codes, <-codes, <-codes}).To(HaveEach(200))
-			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(2))
+			// The first waited for its new connection, the others at the limit (conn_pool_base.cc,
+			// newStreamImpl: every request without a ready connection is pending).
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(3))
 			Expect(stat(srv, "cluster.backend.upstream_cx_overflow")).To(BeEquivalentTo(2))
+			Expect(u.conns.Load()).To(BeEquivalentTo(1), "the queued requests were served on the one connection")
 
 			open = make(chan struct{})
 			u = newUpstream(gated(open, 200))
@@ -377,13 +381,138 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 				c.Breakers.Default.MaxConnections, c.Breakers.Default.MaxPendingRequests = 1, 0
 			})
 			srv, url = start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{noQueue}})
-			background(url, codes)
-			Eventually(u.requests.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(1), "the first request holds the one connection")
-			code, _, _ := get(url + "/")
-			Expect(code).To(Equal(503))
+			// Envoy's newStreamImpl (conn_pool_base.cc) queues a request that finds no ready connection
+			// before it opens one for it: with no room in the queue, even the first request, whose
+			// connection would have to be opened, overflows, and no connection is ever opened.
 			close(open)
-			Expect(<-codes).To(Equal(200))
-			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeEquivalentTo(1))
+			for range 2 {
+				code, hdr, body := get(url + "/")
+				Expect(code).To(Equal(503))
+				Expect(hdr.Get("x-envoy-overloaded")).To(Equal("true"))
+				Expect(body).To(HaveSuffix("reset reason: overflow"))
+			}
+			Expect(u.requests.Load()).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_overflow")).To(BeEquivalentTo(2))
+			Expect(stat(srv, "cluster.backend.upstream_cx_total")).To(BeZero())
+		})
+	})
+
+	// max_connections counts the cluster's open upstream connections, idle keep-alive ones included, as
+	// Envoy's connection pools do (source/common/conn_pool/conn_pool_base.cc: an ActiveClient holds its
+	// connections() slot from its dial to its close; tryCreateNewConnection asks for one, counting
+	// upstream_cx_overflow when the cluster is at its limit, and opens one anyway for a host that has
+	// none; newStreamImpl queues every request that finds no ready connection).
+	Describe("5b. connection breakers", func() {
+		It("counts a request waiting for its new connection as pending, and none once the connection is idle", func() {
+			u := newUpstream(ok)
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			for range 3 {
+				code, _, _ := get(url + "/")
+				Expect(code).To(Equal(200))
+			}
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(1), "only the first waited for a connection")
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_active")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_cx_total")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(3))
+		})
+
+		It("holds an idle keep-alive connection's slot: cx_open stays set and remaining_cx 0 with no request in flight", func() {
+			u := newUpstream(ok)
+			c := with(cluster("backend", u.addr()), func(c *config.Cluster) {
+				c.Breakers.Default.MaxConnections = 1
+				c.Breakers.TrackRemaining = true
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_active") }).WithTimeout(5 * time.Second).Should(BeZero())
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.cx_open") }).WithTimeout(5*time.Second).
+				Should(BeEquivalentTo(1), "the idle connection holds the one slot")
+			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_cx")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_cx_active")).To(BeEquivalentTo(1))
+			code, _, _ = get(url + "/")
+			Expect(code).To(Equal(200), "the next request takes the idle connection")
+			Expect(stat(srv, "cluster.backend.upstream_cx_overflow")).To(BeZero())
+			Expect(u.conns.Load()).To(BeEquivalentTo(1))
+		})
+
+		It("opens a connection to a host that has none even when the other hosts' idle connections fill max_connections", func() {
+			a, b := newUpstream(ok), newUpstream(ok)
+			c := with(cluster("backend", a.addr(), b.addr()), func(c *config.Cluster) {
+				c.Breakers.Default.MaxConnections = 1
+				c.Breakers.TrackRemaining = true
+			})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			for range 4 { // round robin: a, b, a, b
+				code, _, _ := get(url + "/")
+				Expect(code).To(Equal(200))
+			}
+			Expect(a.conns.Load()).To(BeEquivalentTo(1))
+			Expect(b.conns.Load()).To(BeEquivalentTo(1), "b's request was not left waiting behind a's idle connection")
+			Expect(stat(srv, "cluster.backend.upstream_cx_overflow")).To(BeEquivalentTo(1), "counted when b's connection was opened past the limit")
+			Expect(stat(srv, "cluster.backend.upstream_cx_active")).To(BeEquivalentTo(2))
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.cx_open") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.circuit_breakers.default.remaining_cx")).To(BeZero())
+		})
+
+		It("serves a request queued behind a busy connection on that connection once it is free, never on a second one", func() {
+			open := make(chan struct{})
+			u := newUpstream(gated(open, 200))
+			c := with(cluster("backend", u.addr()), func(c *config.Cluster) { c.Breakers.Default.MaxConnections = 1 })
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			codes := make(chan int, 2)
+			for range 2 {
+				go func() { defer GinkgoRecover(); code, _, _ := get(url + "/"); codes <- code }()
+			}
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_cx_overflow") }).WithTimeout(5*time.Second).
+				Should(BeEquivalentTo(1), "the second request finds the one connection busy and none may be opened")
+			Eventually(u.requests.Load).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_active")).To(BeEquivalentTo(1))
+			close(open)
+			Expect([]int{<-codes, <-codes}).To(HaveEach(200))
+			Expect(u.conns.Load()).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(2))
+		})
+
+		// Filter::onResponseTimeout (router.cc) cancels a request still waiting in the pool: it was never
+		// attached, so it reaches no host and no outlier detector.
+		It("answers the route timeout of a request still waiting for a connection, with no outlier signal", func() {
+			open := make(chan struct{})
+			u := newUpstream(gated(open, 200))
+			c := with(cluster("backend", u.addr()), func(c *config.Cluster) {
+				c.Breakers.Default.MaxConnections = 1
+				c.Outlier = outlier(func(o *policy.OutlierConfig) { o.ConsecutiveGatewayFailure, o.MaxEjectionPercent = 1, 100 })
+			})
+			short := prefixRoute("/", "backend", nil)
+			short.Action.Timeout = 300 * time.Millisecond
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/held", "backend", nil), short}, clusters: []config.Cluster{c}})
+			first := make(chan int, 1)
+			go func() { defer GinkgoRecover(); code, _, _ := get(url + "/held"); first <- code }()
+			Eventually(u.requests.Load).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(504))
+			Expect(body).To(Equal("upstream request timeout"))
+			close(open)
+			Expect(<-first).To(Equal(200))
+			Expect(stat(srv, "cluster.backend.upstream_rq_timeout")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(1), "the waiting request was never sent")
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_enforced_total")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_active")).To(BeZero())
+		})
+
+		It("fails every request waiting for a host's connection when its dial fails, as a connect failure", func() {
+			c := with(cluster("backend", closedAddr()), func(c *config.Cluster) { c.Breakers.Default.MaxConnections = 1 })
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(body).To(HaveSuffix("reset reason: connection failure"))
+			Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(1))
+			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.cx_open") }).WithTimeout(5*time.Second).
+				Should(BeZero(), "the failed dial gave its slot back")
+			code, _, _ = get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(stat(srv, "cluster.backend.upstream_cx_overflow")).To(BeZero())
 		})
 	})
 

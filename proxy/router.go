@@ -56,8 +56,12 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 	_, real := clk.(clock.Real)
 	return &router{
 		clusters: clusters, clk: clk, realClock: real, seeds: sd,
-		bufs:     sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
-		forwards: sync.Pool{New: func() any { return &forward{extra: make(http.Header, 8)} }},
+		bufs: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+		forwards: sync.Pool{New: func() any {
+			f := &forward{extra: make(http.Header, 8)}
+			f.attachFn, f.detachFn = f.attach, f.att.release
+			return f
+		}},
 	}
 }
 
@@ -65,7 +69,7 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody) {
 	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists; nil: weighted (run picks)
 	f := rt.forwards.Get().(*forward)
-	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, uri: r.RequestURI}
+	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, attachFn: f.attachFn, detachFn: f.detachFn, uri: r.RequestURI}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
@@ -87,7 +91,7 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.Vir
 		}
 	}
 	f.run()
-	*f = forward{extra: f.extra} // nothing of the request is kept
+	*f = forward{extra: f.extra, attachFn: f.attachFn, detachFn: f.detachFn} // nothing of the request is kept
 	rt.forwards.Put(f)
 }
 
@@ -141,6 +145,12 @@ type forward struct {
 	scratch [5]string
 	// rng is the request's random stream (back-off jitter, picks), derived from its x-request-id.
 	rng rand.PCG
+	// att is what the attempt under way holds once its pool attached it (attachFn: f.attach, detachFn:
+	// f.att.release, both made once per forward); rqOverflow says that attach refused it at max_requests.
+	att        attachment
+	attachFn   func() bool
+	detachFn   func()
+	rqOverflow bool
 }
 
 // run is the forward/retry loop: an upstream request, then the retry decision (Envoy's

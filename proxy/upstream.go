@@ -34,17 +34,20 @@ const (
 	forHealthChecks
 )
 
-// newH1Upstream is the HTTP/1.1 pool to one host. dial opens its connections.
-func newH1Upstream(addr string, use upstreamUse, dial func(ctx context.Context, addr string) (net.Conn, error)) upstream {
-	p := &h1.Pool{Addr: addr, Dial: dial}
+// newH1Upstream is the HTTP/1.1 pool to one host. dial opens its connections; limits, when set, are
+// the cluster's circuit breakers (the pool counts its open connections, idle ones included, against
+// max_connections, and queues the requests waiting for one).
+func newH1Upstream(addr string, use upstreamUse, dial func(ctx context.Context, addr string) (net.Conn, error), limits h1.Limits) upstream {
+	p := &h1.Pool{Addr: addr, Dial: dial, Limits: limits}
 	if use == forHealthChecks {
 		p.MaxIdle = 1
 	}
 	return p
 }
 
-// healthCheckDialer opens a health checker's connections: no stats, TCP keep-alive as the pool's.
-func healthCheckDialer() func(ctx context.Context, addr string) (net.Conn, error) {
-	d := &net.Dialer{KeepAlive: 30 * time.Second}
+// healthCheckDialer opens a health checker's connections: no stats, TCP keep-alive as the pool's, and
+// the cluster's connect_timeout (the pool's dials outlive the check that asked for them).
+func healthCheckDialer(connectTimeout time.Duration) func(ctx context.Context, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 }

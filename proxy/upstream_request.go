@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -33,39 +34,62 @@ type upstreamRequest struct {
 	host      *host
 	index     int // the host's index in the cluster
 	cancel    context.CancelCauseFunc
-	cl        *cluster      // the cluster whose slots the attempt holds (see held)
-	held      slots         // what done still has to give back
+	cl        *cluster      // the cluster the attempt is for
+	att       *attachment   // what the attempt holds once attached (the forward's); nil before
 	sent      time.Time     // when the attempt was sent
 	took      time.Duration // from send to response headers
 	span      trace.Span    // the attempt's client span when traced; nil otherwise
 }
 
-// slots are what an attempt holds until done.
-type slots uint8
+// attachment is what an attempt holds once its pool attached it to a connection (see attach): a
+// max_requests slot, and a count in upstream_rq_active and the host's rq_active. The connection's own
+// max_connections slot is its pool's. It is given back when the exchange ends, before the connection
+// serves another request (Envoy's onStreamClosed, conn_pool_base.cc), or at the latest by done.
+type attachment struct {
+	cl       *cluster
+	host     *host
+	attached bool // the attempt had its connection
+	held     bool // what release still has to give back
+}
 
-const (
-	holdsNothing slots = iota
-	holdsSlots         // a max_requests and a max_connections slot
-	holdsActive        // the slots, and it counts in upstream_rq_active and the host's rq_active
-)
+func (t *attachment) release() {
+	if !t.held {
+		return
+	}
+	t.held = false
+	t.cl.st.rqActive.Dec()
+	t.host.rqActive.Add(-1)
+	t.cl.rm.ReleaseRequest()
+}
 
 // done releases the attempt's breaker slots once its response is finished with, and ends its span.
 func (a *upstreamRequest) done() {
-	switch a.held {
-	case holdsActive: // the attempt is active until its response is finished with
-		a.cl.st.rqActive.Dec()
-		a.host.rqActive.Add(-1)
-		fallthrough
-	case holdsSlots:
-		a.cl.releaseConnection()
-		a.cl.rm.ReleaseRequest()
+	if a.att != nil {
+		a.att.release()
 	}
-	a.held = holdsNothing
 	a.cancel(nil)
 	if a.span != nil {
 		a.span.End()
 		a.span = nil
 	}
+}
+
+// attach is the pool's Request.Attach for the attempt under way (f.att): once the attempt has its
+// connection, it takes a max_requests slot and counts the request, as Envoy's
+// ConnPoolImplBase::attachStreamToClient (source/common/conn_pool/conn_pool_base.cc) does; false: at
+// max_requests, the attempt overflows (upstream_rq_pending_overflow) and the connection serves another.
+func (f *forward) attach() bool {
+	t := &f.att
+	if !t.cl.rm.TryAcquireRequest() {
+		f.rqOverflow = true
+		return false
+	}
+	t.cl.st.rqTotal.Inc()
+	t.cl.st.rqActive.Inc()
+	t.host.rqTotal.Add(1)
+	t.host.rqActive.Add(1)
+	t.attached, t.held = true, true
+	return true
 }
 
 // try sends one attempt to the next host and waits for its response headers or its failure.
@@ -85,40 +109,9 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		actx, cancel = context.WithCancelCause(f.ctx())
 	}
 	a := upstreamRequest{cancel: cancel, index: -1, cl: cl}
-	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier
-	// signal. As in Envoy's connection pool (ConnPoolImplBase::newStreamImpl and attachStreamToClient,
-	// source/common/conn_pool/conn_pool_base.cc), an attempt first needs a connection under
-	// max_connections, waiting in the pending queue (bounded by max_pending_requests) when there is
-	// none, and counts against max_requests only once it has one: a request over max_requests while
-	// connections are at their limit waits instead of failing.
-	ok, overflow := true, false
-	if !cl.rm.TryAcquireConnection() { // the pending queue: a wait that the route timeout must end
-		wctx := actx
-		if perTry == 0 {
-			wctx = f.ctx()
-		}
-		ok, overflow = cl.waitForConnection(wctx)
-	}
-	if !ok {
-		if overflow {
-			cl.st.rqPendingOverflow.Inc()
-			if f.span != nil {
-				f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_pending_requests"), AttrAttempt.Int(n)))
-			}
-		}
-		a.outcome = policy.Outcome{Kind: policy.Overflow}
-		return a
-	}
-	if !cl.rm.TryAcquireRequest() { // attachStreamToClient: max_requests, then upstream_rq_pending_overflow
-		cl.releaseConnection()
-		cl.st.rqPendingOverflow.Inc()
-		if f.span != nil {
-			f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String("max_requests"), AttrAttempt.Int(n)))
-		}
-		a.outcome = policy.Outcome{Kind: policy.Overflow}
-		return a
-	}
-	a.held = holdsSlots
+	// The host first, then its connection pool (Envoy's router picks the host, then asks its pool for a
+	// stream): the circuit breakers are the pool's (see h1.Pool.get and attach). A local overflow is
+	// answered at once, never retried, never an outlier signal.
 	a.index = cl.pick(hash, tried, rp, &f.rng)
 	if a.index < 0 {
 		a.noHealthy = true
@@ -135,7 +128,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	// The exchange ends with the route timeout (a socket deadline) or when the downstream connection's
 	// aborter interrupts it (the client gone, the per-try timeout): no context watcher per attempt.
 	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.host, Header: f.hdr, Omit: routerHeaderSet,
-		Extra: f.extra, Body: f.body.buf, Abort: f.ab}
+		Extra: f.extra, Body: f.body.buf, Abort: f.ab, Attach: f.attachFn, Detach: f.detachFn}
 	if f.body.rest != nil {
 		f.out.BodyRest, f.out.BodyLength = f.body.rest, f.body.length
 	}
@@ -167,12 +160,6 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		a.span = f.startAttempt(f.r.Context(), &f.out, h, n)
 	}
 
-	cl.st.rqTotal.Inc()
-	cl.st.rqActive.Inc()
-	h.rqTotal.Add(1)
-	h.rqActive.Add(1)
-	a.held = holdsActive
-
 	var timer clock.Timer
 	if perTry > 0 {
 		ab := f.ab
@@ -184,8 +171,16 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		})
 	}
 	a.sent = f.rt.clk.Now()
+	f.att, f.rqOverflow = attachment{cl: cl, host: h}, false
+	a.att = &f.att
 	resp, err := cl.upstreams[a.index].RoundTrip(actx, &f.out)
 	a.took = f.rt.clk.Since(a.sent)
+	if err != nil && !f.att.attached && !errors.As(err, new(*connectError)) {
+		if timer != nil {
+			timer.Stop()
+		}
+		return f.unattached(a, actx, err, n)
+	}
 	if timer != nil && !timer.Stop() && err == nil {
 		// The per-try timeout fired as the headers arrived: the attempt's context is gone, so is the body.
 		resp.Body.Close()
@@ -239,6 +234,43 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	evs := cl.recordOutcome(a.index, a.outcome)
 	if a.span != nil {
 		attemptOutcome(a.span, a.outcome, evs, cl.hosts)
+	}
+	return a
+}
+
+// unattached ends an attempt that never had its connection: the circuit breakers refused it (the
+// pending queue full, or max_requests once it had its connection), or it stopped waiting in the pending
+// queue (a timeout, the client gone). No request went to the host: nothing is charged to it, and
+// outlier detection hears nothing (Envoy reports to a host's detector only once its pool attached the
+// stream).
+func (f *forward) unattached(a upstreamRequest, actx context.Context, err error, n int) upstreamRequest {
+	cl := f.cl
+	a.host, a.index = nil, -1 // no attempt reached a host
+	switch {
+	case errors.Is(err, h1.ErrOverflow):
+		breaker := "max_pending_requests"
+		if f.rqOverflow {
+			breaker = "max_requests"
+		}
+		cl.st.rqPendingOverflow.Inc()
+		if f.span != nil {
+			f.span.AddEvent(EventOverflow, trace.WithAttributes(AttrBreaker.String(breaker), AttrAttempt.Int(n)))
+		}
+		a.outcome = policy.Outcome{Kind: policy.Overflow}
+		return a
+	case f.r.Context().Err() != nil:
+		a.outcome = policy.Outcome{Kind: policy.Reset} // the downstream went away: nothing to report
+	case context.Cause(actx) == errPerTryTimeout:
+		// Filter::onPerTryTimeout (router.cc) counts the timeout and cancels the pending stream.
+		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
+		cl.st.rqPerTryTimeout.Inc()
+	case f.timedOut() || errors.Is(err, os.ErrDeadlineExceeded):
+		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout} // the router answers its route timeout
+	default:
+		a.outcome = policy.Outcome{Kind: policy.Reset}
+	}
+	if a.span != nil {
+		attemptOutcome(a.span, a.outcome, nil, cl.hosts)
 	}
 	return a
 }

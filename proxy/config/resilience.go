@@ -48,6 +48,12 @@ func (c *converter) resilience(cl *clusterv3.Cluster, out *Cluster, path string)
 			out.LeastRequest.ActiveRequestBias = b.GetDefaultValue()
 		}
 	}
+	if ss := cl.GetRoundRobinLbConfig().GetSlowStartConfig(); ss != nil {
+		out.SlowStart = c.slowStart(ss, out.LbPolicy, "ROUND_ROBIN", joinPath(path, "round_robin_lb_config.slow_start_config"))
+	}
+	if ss := cl.GetLeastRequestLbConfig().GetSlowStartConfig(); ss != nil {
+		out.SlowStart = c.slowStart(ss, out.LbPolicy, "LEAST_REQUEST", joinPath(path, "least_request_lb_config.slow_start_config"))
+	}
 	out.RingHash = policy.DefaultRingHashConfig()
 	if rh := cl.GetRingHashLbConfig(); rh != nil {
 		if v := rh.GetMinimumRingSize(); v != nil {
@@ -65,6 +71,27 @@ func (c *converter) resilience(cl *clusterv3.Cluster, out *Cluster, path string)
 	if v := cl.GetMaglevLbConfig().GetTableSize(); v != nil {
 		out.MaglevTableSize = v.GetValue()
 	}
+}
+
+// slowStart converts a slow_start_config (Envoy's defaults: aggression 1.0, min_weight_percent 10%),
+// which applies only under the load balancer whose config holds it (want).
+func (c *converter) slowStart(ss *clusterv3.Cluster_SlowStartConfig, lbPolicy, want, path string) *policy.SlowStartConfig {
+	if lbPolicy != want {
+		c.fail(path, "applies only with lb_policy %s, got %s", want, lbPolicy)
+		return nil
+	}
+	out := policy.DefaultSlowStartConfig(c.duration(ss.GetSlowStartWindow(), 0, joinPath(path, "slow_start_window")))
+	if a := ss.GetAggression(); a != nil {
+		out.Aggression = a.GetDefaultValue()
+	}
+	if p := ss.GetMinWeightPercent(); p != nil {
+		out.MinWeightPercent = p.GetValue()
+	}
+	if err := out.Validate(); err != nil {
+		c.failPolicy(path, "", err)
+		return nil
+	}
+	return &out
 }
 
 // failPolicy reports a policy validation error at the full path of the field it names: a

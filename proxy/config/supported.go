@@ -332,6 +332,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"health_checks":           nil,
 		"common_lb_config":        nil,
 		"least_request_lb_config": nil,
+		"round_robin_lb_config":   nil,
 		"ring_hash_lb_config":     nil,
 		"maglev_lb_config":        nil,
 	},
@@ -376,7 +377,13 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"healthy_panic_threshold": nil,
 	},
 	"envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": {
-		"choice_count": nil, "active_request_bias": nil,
+		"choice_count": nil, "active_request_bias": nil, "slow_start_config": nil,
+	},
+	"envoy.config.cluster.v3.Cluster.RoundRobinLbConfig": {
+		"slow_start_config": nil,
+	},
+	"envoy.config.cluster.v3.Cluster.SlowStartConfig": {
+		"slow_start_window": nil, "aggression": nil, "min_weight_percent": nil,
 	},
 	"envoy.config.core.v3.RuntimeDouble": {
 		"default_value": nil, "runtime_key": nil,

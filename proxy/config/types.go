@@ -317,8 +317,11 @@ type Cluster struct {
 	// disables panic mode).
 	HealthyPanicThreshold float64
 	LeastRequest          policy.LeastRequestConfig
-	RingHash              policy.RingHashConfig
-	MaglevTableSize       uint64 // default 65537
+	// SlowStart is the slow_start_config of round_robin_lb_config (ROUND_ROBIN) or
+	// least_request_lb_config (LEAST_REQUEST); nil: none.
+	SlowStart       *policy.SlowStartConfig
+	RingHash        policy.RingHashConfig
+	MaglevTableSize uint64 // default 65537
 }
 
 // Breakers are the cluster's circuit breakers per routing priority, with Envoy's defaults filled in.

@@ -111,6 +111,11 @@ func (rm *ResourceManager) TryAcquireConnection() bool {
 	return false
 }
 
+// AcquireConnection takes a connection slot even past the limit: Envoy opens a connection to a host
+// that has none although the cluster is at max_connections, so that its pending requests are served
+// (ConnPoolImplBase::tryCreateNewConnection, source/common/conn_pool/conn_pool_base.cc).
+func (rm *ResourceManager) AcquireConnection() { rm.cx.Add(1) }
+
 // ReleaseConnection returns a connection slot.
 func (rm *ResourceManager) ReleaseConnection() { dec(&rm.cx) }
 

@@ -24,6 +24,10 @@ type PickContext struct {
 	// Rand is this pick's randomness, for random and least request. It is used only during the call,
 	// so a per-goroutine source is enough.
 	Rand Rand
+	// SlowStart, when set, is the share of its weight each host gets while hosts are in slow start
+	// (SlowStartConfig.Factor; 1 for a host out of it), for round robin and least request; nil when no
+	// host is in slow start.
+	SlowStart func(host int) float64
 }
 
 func (c *PickContext) eligible(h int) bool { return c.Eligible == nil || c.Eligible(h) }
@@ -103,10 +107,10 @@ func NewRoundRobinPicker(rr *RoundRobin) *RoundRobinPicker { return &RoundRobinP
 // Pick returns the next eligible host in weighted round-robin order.
 func (p *RoundRobinPicker) Pick(ctx PickContext) int {
 	if ctx.Eligible == nil {
-		return p.rr.Pick(nil)
+		return p.rr.PickScaled(nil, ctx.SlowStart)
 	}
 	exclude := func(h int) bool { return !ctx.Eligible(h) }
-	if h := p.rr.Pick(exclude); h >= 0 && ctx.Eligible(h) {
+	if h := p.rr.PickScaled(exclude, ctx.SlowStart); h >= 0 && ctx.Eligible(h) {
 		return h
 	}
 	return -1
@@ -176,7 +180,10 @@ func NewLeastRequest(weights []uint32, cfg LeastRequestConfig) (*LeastRequest, e
 
 // Pick returns the chosen host, or -1 when none is eligible.
 func (lr *LeastRequest) Pick(ctx PickContext) int {
-	if !lr.equal {
+	// With hosts in slow start, weights are in play even when equal: Envoy builds its EDF schedule then
+	// (EdfLoadBalancerBase::refresh, load_balancer_impl.cc), the slow start factor applied to each
+	// host's weight / (active+1)^bias (LeastRequestLoadBalancer::hostWeight).
+	if !lr.equal || ctx.SlowStart != nil {
 		return lr.pickWeighted(&ctx)
 	}
 	var buf [64]int
@@ -230,6 +237,9 @@ func (lr *LeastRequest) pickWeighted(ctx *PickContext) int {
 			continue
 		}
 		ew := EffectiveWeight(w, ctx.active(h), lr.cfg.ActiveRequestBias)
+		if ctx.SlowStart != nil {
+			ew *= ctx.SlowStart(h)
+		}
 		lr.current[h] += ew
 		total += ew
 		if best < 0 || lr.current[h] > lr.current[best] {

@@ -3,6 +3,7 @@ package policy_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -396,5 +397,34 @@ var _ = Describe("PickWithRetryPredicate (previous_hosts)", func() {
 	It("passes -1 through", func() {
 		s := &scripted{picks: []int{-1}}
 		Expect(policy.PickWithRetryPredicate(s, policy.PickContext{}, nil, 1)).To(Equal(-1))
+	})
+})
+
+// EdfLoadBalancerBase::applySlowStartFactor (source/common/upstream/load_balancer_impl.cc).
+var _ = DescribeTable("SlowStartConfig.Factor",
+	func(give policy.SlowStartConfig, since time.Duration, want float64) {
+		Expect(give.Factor(since)).To(BeNumerically("~", want, 1e-9))
+	},
+	Entry("linear, halfway", policy.DefaultSlowStartConfig(10*time.Second), 5*time.Second, 0.5),
+	Entry("the floor, min_weight_percent", policy.DefaultSlowStartConfig(10*time.Second), 500*time.Millisecond, 0.1),
+	Entry("at least 1 ms", policy.SlowStartConfig{Window: time.Second, Aggression: 1}, time.Duration(0), 0.001),
+	Entry("whole milliseconds", policy.SlowStartConfig{Window: time.Second, Aggression: 1}, 1999*time.Microsecond, 0.001),
+	Entry("aggression 2", policy.SlowStartConfig{Window: 10 * time.Second, Aggression: 2, MinWeightPercent: 10}, 2500*time.Millisecond, 0.5),
+	Entry("the window over", policy.DefaultSlowStartConfig(10*time.Second), 10*time.Second, 1.0),
+	Entry("disabled", policy.DefaultSlowStartConfig(0), time.Millisecond, 1.0),
+)
+
+var _ = Describe("slow start in the pickers", func() {
+	It("scales round robin's weights by the pick's SlowStart factors", func() {
+		p := policy.NewRoundRobinPicker(policy.NewRoundRobin([]uint32{1, 1}))
+		counts := pickN(p, policy.PickContext{SlowStart: func(h int) float64 { return []float64{1, 0.25}[h] }}, 100)
+		Expect(counts).To(Equal(map[int]int{0: 80, 1: 20}))
+	})
+
+	It("weighs least request's picks with equal weights while a host is in slow start", func() {
+		lr, err := policy.NewLeastRequest([]uint32{1, 1}, policy.DefaultLeastRequestConfig())
+		Expect(err).NotTo(HaveOccurred())
+		counts := pickN(lr, policy.PickContext{Rand: rand.New(rand.NewPCG(1, 2)), SlowStart: func(h int) float64 { return []float64{1, 0.25}[h] }}, 100)
+		Expect(counts).To(Equal(map[int]int{0: 80, 1: 20}))
 	})
 })

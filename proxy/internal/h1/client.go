@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,11 +35,54 @@ type Pool struct {
 	// than IdleTimeout (0: 1 s). Envoy notices a remote close on an idle connection at once, from its
 	// event loop; a sweep keeps the pool free of a goroutine per idle connection.
 	ReapInterval time.Duration
+	// Limits, when set, are the circuit breakers of the cluster the host belongs to: the pool asks them
+	// before a request waits and before it opens a connection. nil: no limits.
+	Limits Limits
 
 	mu     sync.Mutex
 	idle   []*clientConn
 	closed bool
 	reaper *time.Timer // armed while idle connections are held
+	// open counts the pool's connections, from their dial to their close (connecting, idle and busy);
+	// connecting those being dialed. waiters are the requests waiting for a connection, oldest first.
+	open, connecting int
+	waiters          []*waiter
+	dialCtx          context.Context // ends with Close: the dials under way stop
+	dialStop         context.CancelFunc
+}
+
+// Limits are the circuit breakers a Pool answers to (Envoy's ResourceManager, as its connection pools
+// use it: ConnPoolImplBase in source/common/conn_pool/conn_pool_base.cc). Shared by the pools of a
+// cluster's hosts; its methods must be safe for concurrent use and must not call back into a Pool.
+type Limits interface {
+	// Pending takes a place in the pending queue (max_pending_requests) for a request that finds no
+	// idle connection: it waits there for one, a new one or one given back. false: the queue is full
+	// and the round trip fails with ErrOverflow.
+	Pending() bool
+	// Unpending gives the place back: the request has its connection, or stopped waiting.
+	Unpending()
+	// TryConnection takes a connection slot (max_connections) for a connection about to be dialed.
+	// false: the cluster is at its limit (upstream_cx_overflow), and no connection is opened unless
+	// the pool has none at all, when ForceConnection takes the slot past the limit.
+	TryConnection() bool
+	ForceConnection()
+	// ConnectionClosed gives a connection's slot back once it is closed (or its dial failed).
+	ConnectionClosed()
+}
+
+// ErrOverflow fails a round trip the circuit breakers refused: the pending queue was full, or
+// Request.Attach refused it.
+var ErrOverflow = errors.New("h1: circuit breaker overflow")
+
+// errPoolClosed fails the requests waiting for a connection when the pool is closed.
+var errPoolClosed = errors.New("h1: pool closed")
+
+// waiter is a request waiting for a connection: it receives one, or the error of a failed dial.
+type waiter struct{ ch chan waitResult }
+
+type waitResult struct {
+	cc  *clientConn
+	err error
 }
 
 // Request is what a Pool sends upstream.
@@ -60,9 +105,16 @@ type Request struct {
 	BodyLength int64
 	// Deadline, when set, bounds the whole exchange, the body's reads included.
 	Deadline time.Time
-	// Abort, when set, is how the exchange is interrupted; the context then only bounds the dial.
-	// Without it, the context's end aborts the exchange (at the cost of a context.AfterFunc).
+	// Abort, when set, is how the exchange is interrupted; the context then only bounds the wait for a
+	// connection. Without it, the context's end aborts the exchange (at the cost of a context.AfterFunc).
 	Abort *Aborter
+	// Attach, when set, is called once the request has its connection, before anything is sent; false
+	// fails the round trip with ErrOverflow and the connection goes to the next request (Envoy's
+	// attachStreamToClient, conn_pool_base.cc, where max_requests is checked).
+	Attach func() bool
+	// Detach, when set with Attach, is called once the exchange is over (its response body closed, or
+	// the round trip failed), before the connection may serve another request.
+	Detach func()
 }
 
 // IsHopByHop reports whether a field (canonical name) is one a proxy never forwards (RFC 9110 §7.6.1).
@@ -85,9 +137,10 @@ var (
 	errUpgradeRsp = errors.New("h1: protocol switch in response")
 )
 
-// RoundTrip sends the request on an idle connection, or a new one, and reads the response head. The
-// response's body must be closed; its connection is reused when the body was read to its end. ctx
-// ending aborts the exchange, the body's reads included.
+// RoundTrip sends the request on an idle connection, or on the first connection that becomes free
+// for it (a new one, or one given back), and reads the response head. The response's body must be
+// closed; its connection is reused when the body was read to its end. ctx ending aborts the exchange,
+// the body's reads included.
 func (p *Pool) RoundTrip(ctx context.Context, req *Request) (*http.Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -99,6 +152,11 @@ func (p *Pool) RoundTrip(ctx context.Context, req *Request) (*http.Response, err
 	if err != nil {
 		return nil, err
 	}
+	if req.Attach != nil && !req.Attach() {
+		p.ready(cc)
+		return nil, ErrOverflow
+	}
+	cc.detach = req.Detach
 	cc.stop, cc.ab, cc.deadline = nil, nil, false
 	cc.aborted.Store(false)
 	switch {
@@ -136,11 +194,12 @@ func (p *Pool) CloseIdle() {
 	p.idle = nil
 	p.mu.Unlock()
 	for _, cc := range idle {
-		cc.nc.Close()
+		cc.close()
 	}
 }
 
-// Close closes the idle connections and those released later.
+// Close closes the idle connections and those released later, stops the dials under way and fails
+// the requests waiting for a connection.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
@@ -148,7 +207,15 @@ func (p *Pool) Close() {
 		p.reaper.Stop()
 		p.reaper = nil
 	}
+	if p.dialStop != nil {
+		p.dialStop()
+	}
+	waiting := p.waiters
+	p.waiters = nil
 	p.mu.Unlock()
+	for _, w := range waiting {
+		w.ch <- waitResult{err: errPoolClosed}
+	}
 	p.CloseIdle()
 }
 
@@ -194,7 +261,7 @@ func (p *Pool) reap() {
 	}
 	p.mu.Unlock()
 	for _, cc := range dead {
-		cc.nc.Close()
+		cc.close()
 	}
 }
 
@@ -205,51 +272,159 @@ func (p *Pool) Idle() int {
 	return len(p.idle)
 }
 
+// get takes a connection for a request, as Envoy's connection pools do (ConnPoolImplBase::newStreamImpl,
+// source/common/conn_pool/conn_pool_base.cc): an idle one (the most recently used), else the request
+// waits in the pending queue — counted there even when it waits only for a new connection to be
+// established — for the first connection that becomes free for it, while a connection is dialed for
+// each request waiting beyond those being dialed, as the breakers allow (tryCreateNewConnection). The
+// wait ends with ctx or the deadline.
 func (p *Pool) get(ctx context.Context, deadline time.Time) (*clientConn, error) {
 	timeout := p.idleTimeout()
-	for {
+	var w *waiter
+	for w == nil {
 		p.mu.Lock()
-		n := len(p.idle)
-		if n == 0 {
+		if p.closed {
 			p.mu.Unlock()
-			break
+			return nil, errPoolClosed
 		}
-		cc := p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
+		if n := len(p.idle); n > 0 {
+			cc := p.idle[n-1]
+			p.idle[n-1] = nil
+			p.idle = p.idle[:n-1]
+			p.mu.Unlock()
+			if time.Since(cc.idleAt) < timeout && cc.alive() {
+				return cc, nil
+			}
+			cc.close() // closed by the upstream while idle, or idle too long
+			continue
+		}
+		if p.Limits != nil && !p.Limits.Pending() {
+			p.mu.Unlock()
+			return nil, ErrOverflow
+		}
+		w = &waiter{ch: make(chan waitResult, 1)}
+		p.waiters = append(p.waiters, w)
+		p.tryConnect()
 		p.mu.Unlock()
-		if time.Since(cc.idleAt) < timeout && cc.alive() {
-			return cc, nil
-		}
-		cc.nc.Close() // closed by the upstream while idle, or idle too long
 	}
-	if !deadline.IsZero() { // the dial ends with the exchange's deadline too
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
+	if p.Limits != nil {
+		defer p.Limits.Unpending()
 	}
-	nc, err := p.Dial(ctx, p.Addr)
-	if err != nil {
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expired = t.C
+	}
+	var err error
+	select {
+	case r := <-w.ch:
+		return r.cc, r.err
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-expired:
+		err = os.ErrDeadlineExceeded
+	}
+	p.mu.Lock()
+	if i := slices.Index(p.waiters, w); i >= 0 {
+		p.waiters = slices.Delete(p.waiters, i, i+1)
+		p.mu.Unlock()
 		return nil, err
 	}
-	return p.newConn(nc), nil
+	p.mu.Unlock()
+	if r := <-w.ch; r.cc != nil { // handed a connection as it gave up: the next request's
+		p.ready(r.cc)
+	}
+	return nil, err
 }
 
-func (p *Pool) put(cc *clientConn) {
+// tryConnect dials a connection for each request waiting beyond the connections being dialed, at
+// most three at a time, as the breakers allow: at max_connections none is dialed unless the pool has
+// no connection at all (Envoy's tryCreateNewConnections and tryCreateNewConnection, conn_pool_base.cc:
+// a host's waiting requests always have a connection coming). p.mu held.
+func (p *Pool) tryConnect() {
+	for range 3 {
+		if len(p.waiters) <= p.connecting || p.closed {
+			return
+		}
+		within := true
+		if p.Limits != nil && !p.Limits.TryConnection() {
+			if p.open > 0 {
+				return
+			}
+			p.Limits.ForceConnection()
+			within = false
+		}
+		if p.dialCtx == nil {
+			p.dialCtx, p.dialStop = context.WithCancel(context.Background())
+		}
+		p.open++
+		p.connecting++
+		go p.connect(p.dialCtx)
+		if !within {
+			return
+		}
+	}
+}
+
+// connect dials a connection and gives it to the oldest waiting request. A failed dial fails every
+// request waiting (Envoy purges its pending requests on a connect failure, onConnectionEvent).
+func (p *Pool) connect(ctx context.Context) {
+	nc, err := p.Dial(ctx, p.Addr)
+	if err != nil {
+		if p.Limits != nil {
+			p.Limits.ConnectionClosed()
+		}
+		p.mu.Lock()
+		p.open--
+		p.connecting--
+		waiting := p.waiters
+		p.waiters = nil
+		p.mu.Unlock()
+		for _, w := range waiting {
+			w.ch <- waitResult{err: err}
+		}
+		return
+	}
+	cc := p.newConn(nc)
+	p.mu.Lock()
+	p.connecting--
+	p.mu.Unlock()
+	p.ready(cc)
+}
+
+// ready gives a connection free for a request to the oldest waiting request, else keeps it idle (up
+// to MaxIdle) — Envoy's onUpstreamReady.
+func (p *Pool) ready(cc *clientConn) {
 	max := p.MaxIdle
 	if max <= 0 {
 		max = 1024
 	}
 	p.mu.Lock()
-	if p.closed || len(p.idle) >= max {
+	switch {
+	case p.closed:
+	case len(p.waiters) > 0:
+		w := p.waiters[0]
+		p.waiters = slices.Delete(p.waiters, 0, 1)
 		p.mu.Unlock()
-		cc.nc.Close()
+		w.ch <- waitResult{cc: cc}
+		return
+	case len(p.idle) < max:
+		cc.idleAt = time.Now()
+		p.idle = append(p.idle, cc)
+		p.armReaper()
+		p.mu.Unlock()
 		return
 	}
-	cc.idleAt = time.Now()
-	p.idle = append(p.idle, cc)
-	p.armReaper()
 	p.mu.Unlock()
+	cc.close()
+}
+
+// Open is how many connections the pool holds: being dialed, idle or in use.
+func (p *Pool) Open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open
 }
 
 // clientConn is one upstream connection with what its exchanges reuse.
@@ -266,6 +441,8 @@ type clientConn struct {
 	ab       *Aborter    // where the exchange's abort is registered; nil if none
 	deadline bool        // the exchange set a deadline on the connection
 	aborted  atomic.Bool
+	closed   atomic.Bool // close ran
+	detach   func()      // the exchange's Request.Detach; nil once called
 	abortFn  func()
 	idleAt   time.Time
 	probe    prober // checks that an idle connection is still open
@@ -308,7 +485,34 @@ func (cc *clientConn) unregister() bool {
 // fail ends a round trip that failed: the connection is closed.
 func (cc *clientConn) fail() {
 	cc.unregister()
+	cc.detached()
+	cc.close()
+}
+
+// detached tells the exchange's request that it is over.
+func (cc *clientConn) detached() {
+	if d := cc.detach; d != nil {
+		cc.detach = nil
+		d()
+	}
+}
+
+// close closes the connection once and gives its slot back; a request still waiting may then have a
+// connection dialed for it (Envoy's onConnectionEvent releases the client's resources, then calls
+// tryCreateNewConnections).
+func (cc *clientConn) close() {
+	if !cc.closed.CompareAndSwap(false, true) {
+		return
+	}
 	cc.nc.Close()
+	p := cc.pool
+	if p.Limits != nil {
+		p.Limits.ConnectionClosed()
+	}
+	p.mu.Lock()
+	p.open--
+	p.tryConnect()
+	p.mu.Unlock()
 }
 
 // alive reports whether an idle connection may be reused: nothing came on it and it is not closed.
@@ -603,14 +807,15 @@ func (b *responseBody) Close() error {
 	b.closed = true
 	cc := b.cc
 	aborted := cc.unregister()
+	cc.detached()
 	if aborted || !b.eof || b.err != nil || cc.resp.Close || b.remaining < 0 {
-		cc.nc.Close()
+		cc.close()
 		return nil
 	}
 	if cc.deadline {
 		_ = cc.nc.SetDeadline(time.Time{})
 	}
-	cc.pool.put(cc)
+	cc.pool.ready(cc)
 	return nil
 }
 

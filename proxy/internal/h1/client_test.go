@@ -1033,3 +1033,159 @@ var _ = Describe("Pool", func() {
 	})
 
 })
+
+// limits is a Pool's Limits with a connection limit, counting what the pool asks.
+type limits struct {
+	mu                                sync.Mutex
+	maxConns, conns, overflows        int
+	maxPending, pending, pendingTotal int
+}
+
+func (l *limits) Pending() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending >= l.maxPending {
+		return false
+	}
+	l.pending++
+	l.pendingTotal++
+	return true
+}
+
+func (l *limits) Unpending() { l.mu.Lock(); l.pending--; l.mu.Unlock() }
+
+func (l *limits) TryConnection() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conns >= l.maxConns {
+		l.overflows++
+		return false
+	}
+	l.conns++
+	return true
+}
+
+func (l *limits) ForceConnection()  { l.mu.Lock(); l.conns++; l.mu.Unlock() }
+func (l *limits) ConnectionClosed() { l.mu.Lock(); l.conns--; l.mu.Unlock() }
+
+func (l *limits) read() (conns, overflows, pending, pendingTotal int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conns, l.overflows, l.pending, l.pendingTotal
+}
+
+// Envoy's connection pools (ConnPoolImplBase, source/common/conn_pool/conn_pool_base.cc): a connection
+// holds its max_connections slot from its dial to its close, idle included; a request that finds no
+// ready connection waits in the pending queue for the first that becomes free.
+var _ = Describe("Pool with Limits", func() {
+	It("holds a connection's slot from its dial to its close, idle included, and counts the wait for a new one as pending", func() {
+		u := startUpstream(answer(okResponse, nil))
+		p, _ := newPool(u.addr)
+		l := &limits{maxConns: 1, maxPending: 10}
+		p.Limits = l
+		roundTrip(p, get("/1"))
+		conns, overflows, pending, total := l.read()
+		Expect([]int{conns, overflows, pending, total}).To(Equal([]int{1, 0, 0, 1}), "the idle connection keeps its slot")
+		roundTrip(p, get("/2"))
+		_, _, _, total = l.read()
+		Expect(total).To(Equal(1), "the idle connection served the second request at once")
+		p.CloseIdle()
+		conns, _, _, _ = l.read()
+		Expect(conns).To(BeZero())
+		Expect(p.Open()).To(BeZero())
+	})
+
+	It("queues a request while the limit allows no new connection, and serves it on the busy one once it is free", func() {
+		release := make(chan struct{})
+		u := startUpstream(func(u *upstream, c net.Conn, br *bufio.Reader) {
+			for {
+				if _, err := readRequest(br); err != nil {
+					return
+				}
+				if u.requests.Add(1) == 1 {
+					<-release
+				}
+				if _, err := io.WriteString(c, okResponse); err != nil {
+					return
+				}
+			}
+		})
+		p, dials := newPool(u.addr)
+		l := &limits{maxConns: 1, maxPending: 10}
+		p.Limits = l
+		first := make(chan string, 1)
+		go func() { defer GinkgoRecover(); _, body := roundTrip(p, get("/1")); first <- body }()
+		Eventually(u.requests.Load).Should(BeEquivalentTo(1))
+		second := make(chan string, 1)
+		go func() { defer GinkgoRecover(); _, body := roundTrip(p, get("/2")); second <- body }()
+		Eventually(func() int { _, overflows, _, _ := l.read(); return overflows }).Should(Equal(1))
+		Consistently(second).ShouldNot(Receive())
+		close(release)
+		Eventually(first).Should(Receive(Equal("ok")))
+		Eventually(second).Should(Receive(Equal("ok")))
+		Expect(dials.Load()).To(BeEquivalentTo(1))
+		Expect(u.accepted.Load()).To(BeEquivalentTo(1))
+	})
+
+	It("opens a connection past the limit when it has none, so that its requests are served", func() {
+		u := startUpstream(answer(okResponse, nil))
+		p, _ := newPool(u.addr)
+		l := &limits{maxConns: 0, maxPending: 10}
+		p.Limits = l
+		_, body := roundTrip(p, get("/"))
+		Expect(body).To(Equal("ok"))
+		conns, overflows, _, _ := l.read()
+		Expect([]int{conns, overflows}).To(Equal([]int{1, 1}))
+	})
+
+	It("fails at once with ErrOverflow when the pending queue is full, dialing nothing", func() {
+		u := startUpstream(answer(okResponse, nil))
+		p, dials := newPool(u.addr)
+		p.Limits = &limits{maxConns: 1, maxPending: 0}
+		_, err := p.RoundTrip(context.Background(), get("/"))
+		Expect(err).To(MatchError(h1.ErrOverflow))
+		Expect(dials.Load()).To(BeZero())
+	})
+
+	It("fails every request waiting for a connection with the error of the dial that failed, and gives its slot back", func() {
+		dialErr := errors.New("refused, says the test")
+		gate := make(chan struct{})
+		p := &h1.Pool{Addr: "127.0.0.1:1", Dial: func(context.Context, string) (net.Conn, error) { <-gate; return nil, dialErr }}
+		DeferCleanup(p.Close)
+		l := &limits{maxConns: 1, maxPending: 10}
+		p.Limits = l
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() { _, err := p.RoundTrip(context.Background(), get("/")); errs <- err }()
+		}
+		Eventually(func() int { _, _, pending, _ := l.read(); return pending }).Should(Equal(2))
+		close(gate)
+		Eventually(errs).Should(Receive(BeIdenticalTo(dialErr)))
+		Eventually(errs).Should(Receive(BeIdenticalTo(dialErr)))
+		conns, _, pending, _ := l.read()
+		Expect([]int{conns, pending}).To(Equal([]int{0, 0}))
+	})
+
+	It("ends a request's wait with its context, leaving the connection being dialed to the pool", func() {
+		u := startUpstream(answer(okResponse, nil))
+		gate := make(chan struct{})
+		p := &h1.Pool{Addr: u.addr, Dial: func(ctx context.Context, a string) (net.Conn, error) {
+			<-gate
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", a)
+		}}
+		DeferCleanup(p.Close)
+		l := &limits{maxConns: 1, maxPending: 10}
+		p.Limits = l
+		ctx, cancel := context.WithCancel(context.Background())
+		result := make(chan error, 1)
+		go func() { _, err := p.RoundTrip(ctx, get("/")); result <- err }()
+		Eventually(func() int { _, _, pending, _ := l.read(); return pending }).Should(Equal(1))
+		cancel()
+		Eventually(result).Should(Receive(MatchError(context.Canceled)))
+		close(gate)
+		Eventually(p.Idle).Should(Equal(1), "the connection dialed for it is kept for the next request")
+		_, _, pending, _ := l.read()
+		Expect(pending).To(BeZero())
+	})
+})
