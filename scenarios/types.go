@@ -67,6 +67,15 @@ type Response struct {
 	Latency Duration `yaml:"latency"`
 }
 
+// CheckList is the scenario's checks, parsed, in order.
+func (sc *Scenario) CheckList() []checks.Check {
+	out := make([]checks.Check, len(sc.Checks))
+	for i, c := range sc.Checks {
+		out[i] = c.Check
+	}
+	return out
+}
+
 // Proxy is one proxy in front of a service. Route and Cluster are Envoy v3 RouteAction and Cluster fields
 // exactly as in production configuration; the listener, the route's cluster and the cluster's endpoints
 // are generated from the topology.
