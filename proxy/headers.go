@@ -58,17 +58,17 @@ func shareHeader(dst, src http.Header) {
 // HeaderUtility::matchHeaders (source/common/http/header_utility.cc): several values of the header are
 // matched joined by ","; an absent header matches only a present_match that wants it absent (or, with
 // invert_match, one that wants it present) — inverting a value match does not make it match an absent
-// header (the route_components.proto doc of treat_missing_header_as_empty, which meshproof does not
-// support).
+// header — unless treat_missing_header_as_empty, under which an absent header is the empty value (and a
+// present_match, or a matcher with only a name, matches as it is set, whatever the header).
 func headerMatches(m config.HeaderMatcher, h http.Header) bool {
 	values, present := h[http.CanonicalHeaderKey(m.Name)]
-	if !present {
+	switch {
+	case !present && !m.MissingAsEmpty:
 		return m.Present != nil && *m.Present == m.Invert
-	}
-	if m.Present != nil {
+	case m.Present != nil:
 		return *m.Present != m.Invert
 	}
-	return stringMatches(m, strings.Join(values, ",")) != m.Invert
+	return stringMatches(m, strings.Join(values, ",")) != m.Invert // absent: strings.Join(nil) is ""
 }
 
 // stringMatches applies the string match of m (Envoy's StringMatcher, or range_match) to v.

@@ -72,6 +72,10 @@ var _ = Describe("route matching, as Envoy's RouteMatch (route_components.proto;
 			routeTo(config.RouteMatch{Path: "/Exact", IsPath: true, IgnoreCase: true}, "c"),
 			routeTo(config.RouteMatch{Prefix: "/CI/", IgnoreCase: true}, "d"),
 			routeTo(config.RouteMatch{Prefix: "/cs/"}, "a"),
+			// treat_missing_header_as_empty: an absent x-tier is the empty value, which is not "gold".
+			routeTo(config.RouteMatch{Prefix: "/missing", Headers: []config.HeaderMatcher{
+				{Name: "x-tier", Exact: str("gold"), Invert: true, MissingAsEmpty: true},
+			}}, "d"),
 			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
 				{Name: "x-env", Exact: str("prod"), Invert: true},
 			}}, "b"),
@@ -117,6 +121,12 @@ var _ = Describe("route matching, as Envoy's RouteMatch (route_components.proto;
 		Expect(routedTo(url, "/z", byAddr, "x-env", "staging")).To(Equal("b"))
 		Expect(routedTo(url, "/z", byAddr, "x-env", "prod")).To(Equal("404"))
 		Expect(routedTo(url, "/z", byAddr)).To(Equal("404"), "Envoy: absent, and no treat_missing_header_as_empty")
+	})
+
+	It("matches an absent header as the empty value under treat_missing_header_as_empty (header_utility.cc, matchHeaders)", func() {
+		Expect(routedTo(url, "/missing", byAddr)).To(Equal("d"), `absent: "" is not "gold", inverted`)
+		Expect(routedTo(url, "/missing", byAddr, "x-tier", "silver")).To(Equal("d"))
+		Expect(routedTo(url, "/missing", byAddr, "x-tier", "gold", "x-env", "prod")).To(Equal("404"))
 	})
 
 	It("requires every query parameter matcher to match the parameter's first value, decoded", func() {

@@ -41,6 +41,11 @@ var _ = Describe("route matching (Envoy's RouteMatch, api/envoy/config/route/v3/
 				{Name: "x-debug", Present: yes()},
 				{Name: "x-shard", Range: &config.Int64Range{Start: 0, End: 10}, Invert: true},
 			}}),
+		Entry("headers: treat_missing_header_as_empty",
+			`{prefix: /, headers: [{name: x-tier, string_match: {exact: gold}, invert_match: true, treat_missing_header_as_empty: true}]}`,
+			config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
+				{Name: "x-tier", Exact: str("gold"), Invert: true, MissingAsEmpty: true},
+			}}),
 		Entry("query_parameters: string_match and present_match",
 			`{prefix: /, query_parameters: [{name: debug, present_match: true}, {name: lang, string_match: {prefix: en, ignore_case: true}}]}`,
 			config.RouteMatch{Prefix: "/", QueryParameters: []config.HeaderMatcher{

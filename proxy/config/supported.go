@@ -167,6 +167,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"string_match":  nil,
 		"range_match":   nil,
 		"invert_match":  nil,
+		// An absent header is matched as an empty value (header_utility.cc, matchHeaders).
+		"treat_missing_header_as_empty": nil,
 	},
 	"envoy.config.route.v3.QueryParameterMatcher": {
 		"name":          nil,

@@ -118,6 +118,9 @@ type HeaderMatcher struct {
 	// Range is range_match: the value, a base-10 int64, lies in [Start, End).
 	Range  *Int64Range
 	Invert bool
+	// MissingAsEmpty is treat_missing_header_as_empty: an absent header is matched as the empty value
+	// (else it matches only an absent present_match, or an inverted present_match: true).
+	MissingAsEmpty bool
 }
 
 // Int64Range is Envoy's type.v3.Int64Range: Start inclusive, End exclusive.
