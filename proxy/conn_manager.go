@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -40,7 +42,8 @@ var _ http.Handler = (*connManager)(nil)
 
 type hcmStats struct {
 	rqTotal, noRoute, rqTimeout, cxTotal *stats.Counter
-	rqClass                              classCounters // downstream_rq_2xx … _5xx
+	noCluster                            *stats.Counter // the router's no_cluster: a route's cluster does not exist
+	rqClass                              classCounters  // downstream_rq_2xx … _5xx
 	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
 	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
 	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
@@ -54,7 +57,7 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 	p := "http." + prefix + "."
 	c := func(n string) *stats.Counter { return store.Counter(p + n) }
 	return hcmStats{
-		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"),
+		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"), noCluster: c("no_cluster"),
 		rqClass: newClassCounters(c, "downstream_rq"),
 		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
@@ -72,6 +75,53 @@ func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *
 	}
 	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit,
 		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt}
+}
+
+// routed is a request's route and the cluster it goes to, decided once per request before the HTTP
+// filters run, as Envoy's connection manager caches its route (ActiveStream::refreshCachedRoute,
+// source/common/http/conn_manager_impl.cc), the cluster of a weighted_clusters or cluster_header route
+// chosen with it (RouteEntryImplBase::clusterEntry, source/common/router/config_impl.cc): the fault
+// filter's upstream_cluster, the router and the stats all see the same cluster.
+type routed struct {
+	vh    *config.VirtualHost // nil: no virtual host
+	route *config.Route       // nil: no route
+	// cluster is the route's cluster name: its cluster, the weighted pick, or the cluster_header's
+	// first value ("" when absent). "" for a direct_response or redirect route.
+	cluster string
+}
+
+// routedKey keys a request's routed in its context, once a filter before the connection manager has
+// asked for it.
+type routedKey struct{}
+
+// route is the request's routed, for the HTTP filters before the router: the returned request carries
+// it, so that the connection manager does not decide it again (a weighted draw could differ).
+func (cm *connManager) route(r *http.Request) (*http.Request, routed) {
+	if rt, ok := r.Context().Value(routedKey{}).(*routed); ok {
+		return r, *rt
+	}
+	rt := cm.selectRoute(r)
+	return r.WithContext(context.WithValue(r.Context(), routedKey{}, &rt)), rt
+}
+
+// selectRoute matches the request's route and chooses its cluster.
+func (cm *connManager) selectRoute(r *http.Request) routed {
+	vh, route := cm.match(r)
+	rt := routed{vh: vh, route: route}
+	if route == nil || route.DirectResponse != nil || route.Redirect != nil {
+		return rt
+	}
+	switch a := &route.Action; {
+	case a.WeightedClusters != nil:
+		var rng rand.PCG
+		cm.router.seeds.request(&rng, headerValue(r.Header, hdrRequestID), saltRoute)
+		rt.cluster = pickWeightedCluster(a.WeightedClusters, r.Header, rng.Uint64())
+	case a.ClusterHeader != "":
+		rt.cluster = headerValue(r.Header, a.ClusterHeader) // only the first value, as Envoy takes it
+	default:
+		rt.cluster = a.Cluster
+	}
+	return rt
 }
 
 // match finds the virtual host for the request's authority and the first route that matches its path.
@@ -178,7 +228,12 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.st.rqTime.Record(cm.clk.Since(began))
 	}()
 
-	vh, route := cm.match(r)
+	sel, ok := r.Context().Value(routedKey{}).(*routed)
+	if !ok {
+		rt := cm.selectRoute(r)
+		sel = &rt
+	}
+	vh, route := sel.vh, sel.route
 	if route == nil {
 		cm.st.noRoute.Inc()
 		cm.localReply(w, nil, http.StatusNotFound, "")
@@ -188,6 +243,11 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.respondDirectly(w, r, vh, route)
 		return
 	}
+	cl := cm.router.clusters[sel.cluster]
+	if cl == nil {
+		cm.clusterNotFound(w, vh, route)
+		return
+	}
 	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
 		var ok bool
@@ -195,13 +255,21 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	cm.router.forward(w, r, vh, route, body)
+	cm.router.forward(w, r, vh, route, cl, body)
 }
 
-// route is the route a request takes (nil: none), for the HTTP filters before the router.
-func (cm *connManager) route(r *http.Request) *config.Route {
-	_, route := cm.match(r)
-	return route
+// clusterNotFound answers a request whose route names a cluster the proxy does not have (a
+// cluster_header's value, or no such header), as Envoy's router does before any upstream attempt
+// (Filter::decodeHeaders, source/common/router/router.cc): no_cluster, and a local reply of the route's
+// cluster_not_found_response_code (default 503) without a body, with the route's response headers.
+func (cm *connManager) clusterNotFound(w http.ResponseWriter, vh *config.VirtualHost, route *config.Route) {
+	cm.st.noCluster.Inc()
+	code := route.Action.ClusterNotFoundCode
+	if code == 0 {
+		code = http.StatusServiceUnavailable
+	}
+	mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+	cm.localReply(w, nil, code, "")
 }
 
 // retryBufferLimit is how much of a request body on route is held for a retry: the listener's

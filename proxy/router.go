@@ -61,9 +61,9 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 	}
 }
 
-// forward sends a routed request upstream and answers it.
-func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody) {
-	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists; nil: weighted (run picks)
+// forward sends a routed request upstream, to cl (the route's cluster as the connection manager chose
+// it), and answers it.
+func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, cl *cluster, body requestBody) {
 	f := rt.forwards.Get().(*forward)
 	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, uri: r.RequestURI}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
@@ -153,9 +153,6 @@ func (f *forward) run() {
 		reqID = newRequestID()
 	}
 	f.rt.seeds.request(&f.rng, reqID, saltRouter)
-	if wc := f.route.Action.WeightedClusters; wc != nil {
-		f.cl = f.rt.clusters[pickWeightedCluster(wc, f.r.Header, f.rng.Uint64())]
-	}
 	rp, timeout := f.effectivePolicy()
 	if timeout > 0 {
 		f.deadline = f.start.Add(timeout)
@@ -433,10 +430,13 @@ func pickWeightedCluster(wc *config.WeightedClusters, h http.Header, random uint
 	for _, c := range wc.Clusters {
 		end += uint64(c.Weight)
 		if selected < end {
+			if c.ClusterHeader != "" { // the cluster the request names, first value (WeightedClusterEntry)
+				return headerValue(h, c.ClusterHeader)
+			}
 			return c.Name
 		}
 	}
-	return wc.Clusters[len(wc.Clusters)-1].Name // unreachable: selected < TotalWeight, the sum
+	return "" // unreachable: selected < TotalWeight, the sum
 }
 
 // mutateResponse applies the response header mutations of the route, its virtual host and the route

@@ -243,6 +243,76 @@ var _ = Describe("weighted_clusters, as Envoy's WeightedCluster (route_component
 	})
 })
 
+var _ = Describe("cluster_header, as Envoy's RouteAction and ClusterWeight cluster_header (clusterEntry in config_impl.cc; decodeHeaders in router.cc)", func() {
+	var (
+		srv         *proxy.Server
+		url         string
+		blue, green *upstream
+	)
+	BeforeEach(func() {
+		blue, green = newUpstream(ok), newUpstream(ok)
+		srv, url = start(setup{
+			clusters: []config.Cluster{cluster("blue", blue.addr()), cluster("green", green.addr())},
+			routes: []config.Route{
+				{Match: config.RouteMatch{Prefix: "/weighted"}, Action: config.RouteAction{Timeout: 5 * time.Second,
+					WeightedClusters: &config.WeightedClusters{HeaderName: "x-split", TotalWeight: 100, Clusters: []config.ClusterWeight{
+						{Name: "blue", Weight: 50}, {ClusterHeader: "X-Cluster", Weight: 50},
+					}}}},
+				{Match: config.RouteMatch{Prefix: "/404"}, Action: config.RouteAction{Timeout: 5 * time.Second,
+					ClusterHeader: "X-Cluster", ClusterNotFoundCode: http.StatusNotFound}},
+				{Match: config.RouteMatch{Prefix: "/"}, Action: config.RouteAction{Timeout: 5 * time.Second, ClusterHeader: "X-Cluster"},
+					ResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{{Key: "X-Route", Value: "by-header"}}}},
+			},
+		})
+	})
+
+	send := func(path string, headers ...string) *http.Response {
+		GinkgoHelper()
+		req, err := http.NewRequest("GET", url+path, nil)
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Add(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		return resp
+	}
+
+	It("routes to the cluster named by the header's first value", func() {
+		Expect(send("/", "x-cluster", "green", "x-cluster", "blue").StatusCode).To(Equal(200))
+		Expect(green.requests.Load()).To(BeEquivalentTo(1))
+		Expect(blue.requests.Load()).To(BeZero())
+		Expect(stat(srv, "cluster.green.upstream_rq_200")).To(BeEquivalentTo(1))
+	})
+
+	It("answers 503 without a body and counts no_cluster when the header is absent or names no cluster", func() {
+		for _, h := range [][]string{nil, {"x-cluster", "purple"}} {
+			resp := send("/", h...)
+			Expect(resp.StatusCode).To(Equal(http.StatusServiceUnavailable))
+			Expect(resp.ContentLength).To(BeZero())
+			Expect(resp.Header.Get("x-route")).To(Equal("by-header"), "the route's response headers apply to the local reply")
+		}
+		Expect(stat(srv, "http.ingress.no_cluster")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "http.ingress.downstream_rq_5xx")).To(BeEquivalentTo(2))
+		Expect(blue.requests.Load() + green.requests.Load()).To(BeZero())
+	})
+
+	It("answers cluster_not_found_response_code when the route sets it", func() {
+		Expect(send("/404", "x-cluster", "purple").StatusCode).To(Equal(http.StatusNotFound))
+		Expect(stat(srv, "http.ingress.no_cluster")).To(BeEquivalentTo(1))
+	})
+
+	It("sends a weighted cluster_header pick to the cluster the request names", func() {
+		Expect(send("/weighted", "x-split", "10", "x-cluster", "green").StatusCode).To(Equal(200)) // [0, 50): blue
+		Expect(send("/weighted", "x-split", "60", "x-cluster", "green").StatusCode).To(Equal(200)) // [50, 100): the header's
+		Expect(send("/weighted", "x-split", "60").StatusCode).To(Equal(http.StatusServiceUnavailable))
+		Expect(blue.requests.Load()).To(BeEquivalentTo(1))
+		Expect(green.requests.Load()).To(BeEquivalentTo(1))
+		Expect(stat(srv, "http.ingress.no_cluster")).To(BeEquivalentTo(1))
+	})
+})
+
 var _ = Describe("rewrites, as Envoy's RouteAction prefix_rewrite, regex_rewrite and host_rewrite_literal (finalizePathHeader in config_impl.cc)", func() {
 	var url string
 	BeforeEach(func() {

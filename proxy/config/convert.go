@@ -300,9 +300,14 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		HashHeaders: c.hashHeaders(action.GetHashPolicy(), joinPath(path, "hash_policy")),
 	}
 	c.rewrites(action, path, &out.Action)
+	if code := action.GetClusterNotFoundResponseCode(); code != routev3.RouteAction_SERVICE_UNAVAILABLE {
+		out.Action.ClusterNotFoundCode = clusterNotFoundCodes[code] // else 0: the default, 503
+	}
 	switch spec := action.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_WeightedClusters:
 		out.Action.WeightedClusters = c.weightedClusters(spec.WeightedClusters, joinPath(path, "weighted_clusters"), clusters)
+	case *routev3.RouteAction_ClusterHeader:
+		out.Action.ClusterHeader = c.clusterHeader(spec.ClusterHeader, joinPath(path, "cluster_header"))
 	default:
 		out.Action.Cluster = action.GetCluster()
 		c.knownCluster(action.GetCluster(), joinPath(path, "cluster"), clusters)
@@ -451,6 +456,23 @@ func (c *converter) redirect(r *routev3.RedirectAction) *Redirect {
 	return out
 }
 
+// clusterNotFoundCodes are RouteAction.cluster_not_found_response_code's values, in the enum's order
+// (ConfigUtility::parseClusterNotFoundResponseCode, source/common/router/config_utility.cc).
+var clusterNotFoundCodes = map[routev3.RouteAction_ClusterNotFoundResponseCode]int{
+	routev3.RouteAction_SERVICE_UNAVAILABLE:   http.StatusServiceUnavailable,
+	routev3.RouteAction_NOT_FOUND:             http.StatusNotFound,
+	routev3.RouteAction_INTERNAL_SERVER_ERROR: http.StatusInternalServerError,
+}
+
+// clusterHeader checks a cluster_header's name: a header the request may carry, not a pseudo-header
+// (which an HTTP/1.1 request has no header for) or host.
+func (c *converter) clusterHeader(name, path string) string {
+	if restrictedHeader(name) {
+		c.fail(path, "%q: want a request header other than a pseudo-header or host", name)
+	}
+	return http.CanonicalHeaderKey(name)
+}
+
 // knownCluster checks that a route names a cluster of the bootstrap.
 func (c *converter) knownCluster(name, path string, clusters map[string]bool) {
 	if !clusters[name] {
@@ -468,12 +490,18 @@ func (c *converter) weightedClusters(wc *routev3.WeightedCluster, path string, c
 	out := &WeightedClusters{HeaderName: wc.GetHeaderName()}
 	for i, cw := range wc.GetClusters() {
 		cpath := indexPath(joinPath(path, "clusters"), i)
-		if cw.GetName() == "" {
-			c.fail(joinPath(cpath, "name"), "required: a cluster name (cluster_header is not supported)")
-		} else {
+		cwOut := ClusterWeight{Name: cw.GetName(), Weight: cw.GetWeight().GetValue()}
+		switch h := cw.GetClusterHeader(); {
+		case cw.GetName() != "" && h != "":
+			c.fail(joinPath(cpath, "cluster_header"), "only one of name and cluster_header may be set")
+		case h != "":
+			cwOut.ClusterHeader = c.clusterHeader(h, joinPath(cpath, "cluster_header"))
+		case cw.GetName() == "":
+			c.fail(joinPath(cpath, "name"), "required: a cluster name, or a cluster_header")
+		default:
 			c.knownCluster(cw.GetName(), joinPath(cpath, "name"), clusters)
 		}
-		out.Clusters = append(out.Clusters, ClusterWeight{Name: cw.GetName(), Weight: cw.GetWeight().GetValue()})
+		out.Clusters = append(out.Clusters, cwOut)
 		out.TotalWeight += uint64(cw.GetWeight().GetValue())
 	}
 	switch {

@@ -113,13 +113,43 @@ var _ = Describe("weighted_clusters (Envoy's WeightedCluster, route_components.p
 		Entry("a total_weight the weights do not add up to",
 			`{weighted_clusters: {total_weight: 100, clusters: [{name: backend, weight: 90}, {name: canary, weight: 5}]}}`,
 			at(20, 59, routePath+".weighted_clusters.total_weight", "the weights of clusters add up to 95, not total_weight 100")),
-		Entry("runtime_key_prefix (no runtime)",
-			`{weighted_clusters: {runtime_key_prefix: rt, clusters: [{name: backend, weight: 1}]}}`,
-			at(20, 45, routePath+".weighted_clusters.runtime_key_prefix", "field not supported by meshproof (supported in envoy.config.route.v3.WeightedCluster: clusters, header_name, total_weight)")),
-		Entry("a cluster_header",
-			`{weighted_clusters: {clusters: [{cluster_header: x-cluster, weight: 1}]}}`,
-			at(20, 57, routePath+".weighted_clusters.clusters[0].cluster_header", "field not supported by meshproof")),
+		Entry("a cluster weight with both a name and a cluster_header",
+			`{weighted_clusters: {clusters: [{name: backend, cluster_header: x-cluster, weight: 1}]}}`,
+			at(20, 88, routePath+".weighted_clusters.clusters[0].cluster_header", "only one of name and cluster_header may be set")),
+		Entry("a cluster weight with neither",
+			`{weighted_clusters: {clusters: [{weight: 1}]}}`,
+			at(20, 56, routePath+".weighted_clusters.clusters[0].name", "required: a cluster name, or a cluster_header")),
+		Entry("use_hash_policy (hash policies choose hosts here, never a weighted cluster)",
+			`{weighted_clusters: {use_hash_policy: true, clusters: [{name: backend, weight: 1}]}}`,
+			at(20, 45, routePath+".weighted_clusters.use_hash_policy", "field not supported by meshproof (supported in envoy.config.route.v3.WeightedCluster: clusters, header_name, runtime_key_prefix, total_weight)")),
 	)
+
+	It("accepts runtime_key_prefix, the configured weights applying (meshproof has no runtime), and a cluster_header weight", func() {
+		got, _, err := config.ParseBootstrap([]byte(withCanary(
+			`{weighted_clusters: {runtime_key_prefix: routing.traffic_split, clusters: [{name: backend, weight: 90}, {cluster_header: x-cluster, weight: 10}]}}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(route(got).Action.WeightedClusters.Clusters).To(Equal([]config.ClusterWeight{
+			{Name: "backend", Weight: 90}, {ClusterHeader: "X-Cluster", Weight: 10}}))
+	})
+})
+
+var _ = Describe("cluster_header (Envoy's RouteAction cluster_header; cluster_not_found_response_code)", func() {
+	It("converts the header name and the not-found code", func() {
+		got, _, err := config.ParseBootstrap([]byte(withCanary(`{cluster_header: x-cluster}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(route(got).Action.ClusterHeader).To(Equal("X-Cluster"))
+		Expect(route(got).Action.Cluster).To(BeEmpty())
+		Expect(route(got).Action.ClusterNotFoundCode).To(BeZero(), "the default, 503")
+		got, _, err = config.ParseBootstrap([]byte(withCanary(`{cluster_header: x-cluster, cluster_not_found_response_code: NOT_FOUND}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(route(got).Action.ClusterNotFoundCode).To(Equal(404))
+	})
+
+	It("rejects a pseudo-header or host", func() {
+		_, _, err := config.ParseBootstrap([]byte(withCanary(`{cluster_header: host}`)), file)
+		Expect(config.Errors(err)).To(HaveExactElements(
+			at(20, 41, routePath+".cluster_header", `"host": want a request header other than a pseudo-header or host`)))
+	})
 })
 
 var _ = Describe("rewrites (RouteAction prefix_rewrite, regex_rewrite, host_rewrite_literal)", func() {

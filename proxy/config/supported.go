@@ -263,28 +263,33 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"query_parameters":      nil,
 	},
 	"envoy.config.route.v3.RouteAction": {
-		"cluster":              nil,
-		"weighted_clusters":    nil,
-		"prefix_rewrite":       nil,
-		"regex_rewrite":        nil,
-		"host_rewrite_literal": nil,
-		"timeout":              nil,
-		"retry_policy":         nil,
-		"hash_policy":          nil,
+		"cluster":                         nil,
+		"cluster_header":                  nil,
+		"cluster_not_found_response_code": {"SERVICE_UNAVAILABLE", "NOT_FOUND", "INTERNAL_SERVER_ERROR"},
+		"weighted_clusters":               nil,
+		"prefix_rewrite":                  nil,
+		"regex_rewrite":                   nil,
+		"host_rewrite_literal":            nil,
+		"timeout":                         nil,
+		"retry_policy":                    nil,
+		"hash_policy":                     nil,
 	},
 	"envoy.type.matcher.v3.RegexMatchAndSubstitute": {
 		"pattern":      nil,
 		"substitution": nil,
 	},
-	// Canaries: one cluster per request, drawn by weight (no runtime: runtime_key_prefix is rejected).
+	// Canaries: one cluster per request, drawn by weight. runtime_key_prefix is accepted: meshproof has
+	// no runtime, so the configured weights apply, as in Envoy without a runtime override.
 	"envoy.config.route.v3.WeightedCluster": {
-		"clusters":     nil,
-		"total_weight": nil,
-		"header_name":  nil,
+		"clusters":           nil,
+		"total_weight":       nil,
+		"header_name":        nil,
+		"runtime_key_prefix": nil,
 	},
 	"envoy.config.route.v3.WeightedCluster.ClusterWeight": {
-		"name":   nil,
-		"weight": nil,
+		"name":           nil,
+		"cluster_header": nil,
+		"weight":         nil,
 	},
 	"envoy.config.route.v3.RouteAction.HashPolicy": {
 		"header":   nil,

@@ -240,12 +240,19 @@ type RouteMatch struct {
 	QueryParameters []HeaderMatcher
 }
 
-// RouteAction forwards to a cluster: Cluster, or one of WeightedClusters per request.
+// RouteAction forwards to a cluster: Cluster, the cluster named by the request's ClusterHeader, or one
+// of WeightedClusters per request.
 type RouteAction struct {
-	Cluster          string            // "" when WeightedClusters is set
-	WeightedClusters *WeightedClusters // nil: Cluster
-	Timeout          time.Duration     // route timeout across all attempts; Envoy's default 15s; 0 disables
-	RetryPolicy      *RetryPolicy      // nil: the virtual host's, if any; else no retries
+	Cluster          string            // "" when ClusterHeader or WeightedClusters is set
+	WeightedClusters *WeightedClusters // nil: Cluster or ClusterHeader
+	// ClusterHeader is cluster_header: the cluster is the first value of this request header (canonical
+	// name; "": not this specifier). A cluster the proxy does not have is answered ClusterNotFoundCode.
+	ClusterHeader string
+	// ClusterNotFoundCode is cluster_not_found_response_code: the status of a request whose cluster
+	// (from a cluster_header) does not exist; 0: Envoy's default, 503.
+	ClusterNotFoundCode int
+	Timeout             time.Duration // route timeout across all attempts; Envoy's default 15s; 0 disables
+	RetryPolicy         *RetryPolicy  // nil: the virtual host's, if any; else no retries
 	// HashHeaders are the hash_policy headers (in order) whose values feed RING_HASH and MAGLEV.
 	HashHeaders []string
 	// PrefixRewrite is prefix_rewrite: the matched prefix (or the matched path) is swapped for it
@@ -275,10 +282,12 @@ type WeightedClusters struct {
 	HeaderName string
 }
 
-// ClusterWeight is one cluster of a WeightedClusters and its relative weight.
+// ClusterWeight is one cluster of a WeightedClusters and its relative weight: Name, or, when
+// ClusterHeader is set, the cluster named by the first value of that request header.
 type ClusterWeight struct {
-	Name   string
-	Weight uint32
+	Name          string
+	ClusterHeader string // cluster_header, canonical ("": Name)
+	Weight        uint32
 }
 
 // RetryPolicy is Envoy's route RetryPolicy (the supported subset).
