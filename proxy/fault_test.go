@@ -121,7 +121,7 @@ var _ = Describe("the HTTP fault filter", func() {
 	It("sees the cluster a weighted_clusters route drew, as the router does (clusterEntry before the filters, config_impl.cc)", func() {
 		stable, canary := newUpstream(ok), newUpstream(ok)
 		srv, url := start(setup{
-			fault: &config.FaultFilter{Abort: &config.FaultAbort{HTTPStatus: 503, Percent: all}, UpstreamCluster: "canary"},
+			fault:    &config.FaultFilter{Abort: &config.FaultAbort{HTTPStatus: 503, Percent: all}, UpstreamCluster: "canary"},
 			clusters: []config.Cluster{cluster("stable", stable.addr()), cluster("canary", canary.addr())},
 			routes: []config.Route{{Match: config.RouteMatch{Prefix: "/"}, Action: config.RouteAction{Timeout: 5 * time.Second,
 				WeightedClusters: &config.WeightedClusters{TotalWeight: 2, Clusters: []config.ClusterWeight{
