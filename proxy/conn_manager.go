@@ -33,9 +33,12 @@ type connManager struct {
 	requestTimeout time.Duration
 	// bufferLimit is the listener's per_connection_buffer_limit_bytes: the most of a request body held.
 	bufferLimit uint32
-	st          hcmStats
-	clk         clock.Clock
-	router      *router
+	// stripPort is the HCM strip_port_mode; localPort the listener's port (strip_matching_host_port).
+	stripPort config.StripPort
+	localPort int
+	st        hcmStats
+	clk       clock.Clock
+	router    *router
 }
 
 var _ http.Handler = (*connManager)(nil)
@@ -73,7 +76,7 @@ func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *
 	if limit == 0 {
 		limit = defaultBufferLimit
 	}
-	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit,
+	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit, stripPort: l.StripPort,
 		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt}
 }
 
@@ -100,8 +103,30 @@ func (cm *connManager) route(r *http.Request) (*http.Request, routed) {
 	if rt, ok := r.Context().Value(routedKey{}).(*routed); ok {
 		return r, *rt
 	}
-	rt := cm.selectRoute(r)
-	return r.WithContext(context.WithValue(r.Context(), routedKey{}, &rt)), rt
+	sel := new(routed)
+	r = r.WithContext(context.WithValue(r.Context(), routedKey{}, sel)) // a copy: its Host may be stripped
+	cm.stripHostPort(r)
+	*sel = cm.selectRoute(r)
+	return r, *sel
+}
+
+// stripHostPort applies the HCM's strip_port_mode to the request's Host, before routing, as Envoy's
+// ActiveStream::decodeHeaders with HeaderUtility::stripPortFromHost (source/common/http/
+// conn_manager_impl.cc, header_utility.cc): strip_any_host_port removes any numeric port,
+// strip_matching_host_port only the listener's own. The upstream gets the stripped Host too.
+func (cm *connManager) stripHostPort(r *http.Request) {
+	if cm.stripPort == config.StripNoPort {
+		return
+	}
+	i := hostPortStart(r.Host)
+	if i < 0 {
+		return
+	}
+	port, err := strconv.ParseUint(r.Host[i+1:], 10, 32)
+	if err != nil || cm.stripPort == config.StripMatchingPort && port != uint64(cm.localPort) {
+		return
+	}
+	r.Host = r.Host[:i]
 }
 
 // selectRoute matches the request's route and chooses its cluster.
@@ -126,7 +151,7 @@ func (cm *connManager) selectRoute(r *http.Request) routed {
 
 // match finds the virtual host for the request's authority and the first route that matches its path.
 func (cm *connManager) match(r *http.Request) (*config.VirtualHost, *config.Route) {
-	vh := matchVirtualHost(cm.routes.VirtualHosts, r.Host)
+	vh := matchVirtualHost(cm.routes.VirtualHosts, r.Host, cm.routes.IgnorePortInHostMatching)
 	if vh == nil {
 		return nil, nil
 	}
@@ -183,12 +208,12 @@ func routeMatches(m *config.RouteMatch, r *http.Request, query *url.Values) bool
 // matchVirtualHost follows Envoy's order (VirtualHost.domains, route_components.proto;
 // RouteMatcher::findVirtualHost, source/common/router/config_impl.cc): exact domain, then the longest
 // suffix wildcard ("*.example.com"), then the longest prefix wildcard ("example.*"), then "*"; a wildcard
-// never matches the empty string. The port is ignored unless a domain names it.
-func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.VirtualHost {
+// never matches the empty string. The authority is matched with its port, unless the route
+// configuration's ignore_port_in_host_matching (the HCM's strip_*_host_port strip it before).
+func matchVirtualHost(vhosts []config.VirtualHost, authority string, ignorePort bool) *config.VirtualHost {
 	host := strings.ToLower(authority)
-	hostNoPort := host
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
-		hostNoPort = host[:i]
+	if i := hostPortStart(host); ignorePort && i >= 0 {
+		host = host[:i]
 	}
 	var best *config.VirtualHost
 	bestRank, bestLen := 0, -1
@@ -197,9 +222,9 @@ func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.Vir
 			d = strings.ToLower(d)
 			rank, n := 0, 0
 			switch {
-			case d == host || d == hostNoPort:
+			case d == host:
 				rank, n = 4, len(d)
-			case strings.HasPrefix(d, "*") && d != "*" && (wildcardSuffix(hostNoPort, d[1:]) || wildcardSuffix(host, d[1:])):
+			case strings.HasPrefix(d, "*") && d != "*" && wildcardSuffix(host, d[1:]):
 				rank, n = 3, len(d)
 			case strings.HasSuffix(d, "*") && d != "*" && len(host) > len(d)-1 && strings.HasPrefix(host, d[:len(d)-1]):
 				rank, n = 2, len(d)
@@ -230,6 +255,7 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	sel, ok := r.Context().Value(routedKey{}).(*routed)
 	if !ok {
+		cm.stripHostPort(r)
 		rt := cm.selectRoute(r)
 		sel = &rt
 	}
@@ -482,11 +508,14 @@ func (cm *connManager) respondDirectly(w http.ResponseWriter, r *http.Request, v
 	cm.localReply(w, nil, route.Redirect.Code, "")
 }
 
-// redirectLocation is a redirect's Location, as Envoy's RouteEntryImplBase::newUri
-// (source/common/router/config_impl.cc): the request's URL with the scheme, the host, the path
-// (path_redirect, whose own query replaces the request's) or the matched prefix (prefix_rewrite)
-// replaced, and its query dropped under strip_query. When the scheme changes, a port that is the
-// default of the other scheme (":80" to https, ":443" to http) is dropped from the request's host.
+// redirectLocation is a redirect's Location, as Envoy's Http::Utility::newUri
+// (source/common/http/utility.cc), after the route's prefix_rewrite or regex_rewrite of the path
+// (RouteEntryImplBase::rewritePathHeader, source/common/router/config_impl.cc): the scheme (the
+// request's is http: the proxy serves plaintext and, as Envoy's connection manager with no trusted
+// hops, takes x-forwarded-proto to be http), the host, ":" port_redirect, and the path, whose query
+// path_redirect's own query replaces and strip_query drops (but never path_redirect's). The request's
+// port is dropped from its host when port_redirect is set, or when the scheme changes from http and
+// the port is :80 (processRequestHost).
 func redirectLocation(r *http.Request, route *config.Route) string {
 	rd := route.Redirect
 	uri := r.RequestURI
@@ -497,15 +526,9 @@ func redirectLocation(r *http.Request, route *config.Route) string {
 	if i := strings.IndexByte(uri, '?'); i >= 0 {
 		path, query = uri[:i], uri[i:]
 	}
-	if rd.StripQuery {
-		query = ""
-	}
 	switch m := &route.Match; {
-	case rd.Path != "":
-		path = rd.Path
-		if i := strings.IndexByte(path, '?'); i >= 0 {
-			path, query = path[:i], path[i:]
-		}
+	case rd.RegexRewrite != nil:
+		path = rd.RegexRewrite.Pattern.ReplaceAllString(path, rd.RegexRewrite.Substitution)
 	case rd.PrefixRewrite != "":
 		n := len(path)
 		if !m.IsPath && m.Regex == nil {
@@ -513,17 +536,44 @@ func redirectLocation(r *http.Request, route *config.Route) string {
 		}
 		path = rd.PrefixRewrite + path[n:]
 	}
-	scheme, host := "http", r.Host
-	if rd.Scheme != "" && !strings.EqualFold(rd.Scheme, scheme) {
-		scheme = strings.ToLower(rd.Scheme)
-		if scheme == "https" {
-			host = strings.TrimSuffix(host, ":80")
-		} else if scheme == "http" {
-			host = strings.TrimSuffix(host, ":443")
+	pathHasQuery := false
+	if rd.Path != "" {
+		path = rd.Path
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path, query, pathHasQuery = path[:i], path[i:], true
 		}
 	}
-	if rd.Host != "" {
-		host = rd.Host
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
 	}
-	return scheme + "://" + host + path + query
+	if rd.StripQuery && !pathHasQuery {
+		query = ""
+	}
+	const requestScheme = "http"
+	scheme := requestScheme
+	if rd.Scheme != "" {
+		scheme = rd.Scheme
+	}
+	port := ""
+	if rd.Port != 0 {
+		port = ":" + strconv.FormatUint(uint64(rd.Port), 10)
+	}
+	host := rd.Host
+	if host == "" {
+		host = r.Host
+		if i := hostPortStart(host); i >= 0 && (port != "" || scheme != requestScheme && host[i:] == ":80") {
+			host = host[:i]
+		}
+	}
+	return scheme + "://" + host + port + path + query
+}
+
+// hostPortStart is the index of the ":" before an authority's port, -1 when it has none (an IPv6
+// literal's colons are inside its brackets), as Envoy's HeaderUtility::getPortStart.
+func hostPortStart(host string) int {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 || strings.LastIndexByte(host, ']') > i {
+		return -1
+	}
+	return i
 }

@@ -3,8 +3,10 @@ package proxy_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -171,7 +173,8 @@ var _ = Describe("virtual hosts, as Envoy's VirtualHost.domains (route_component
 		}
 		Expect(host("api.example.com", "/")).To(Equal("exact"))
 		Expect(host("API.Example.com", "/")).To(Equal("exact"), "domains match without case")
-		Expect(host("api.example.com:8080", "/")).To(Equal("exact"), "a port no domain names is ignored")
+		Expect(host("api.example.com:8080", "/")).To(Equal("prefix"), "Envoy matches the port too: not api.example.com, but api.*")
+		Expect(host("shop.example.com:8080", "/")).To(Equal("any"), "nor *.example.com")
 		Expect(host("www.example.com:8443", "/")).To(Equal("exact"))
 		Expect(host("shop.example.com", "/")).To(Equal("suffix"))
 		Expect(host("shop.eu.example.com", "/")).To(Equal("longer-suffix"))
@@ -180,6 +183,63 @@ var _ = Describe("virtual hosts, as Envoy's VirtualHost.domains (route_component
 		Expect(host("api.", "/")).To(Equal("any"))
 		Expect(host("other", "/")).To(Equal("any"))
 		Expect(host("shop.example.com", "/healthz")).To(Equal("health"), "the first route that matches wins")
+	})
+
+	Context("with the port left out of the match", func() {
+		var (
+			byAddr   map[string]string
+			clusters []config.Cluster
+			seen     chan string
+		)
+		BeforeEach(func() {
+			byAddr, clusters, seen = map[string]string{}, nil, make(chan string, 4)
+			for _, name := range []string{"exact", "any"} {
+				u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+					seen <- r.Host
+					ok(0, w, r)
+				})
+				byAddr[u.addr()] = name
+				clusters = append(clusters, cluster(name, u.addr()))
+			}
+		})
+		vhosts := func() []config.VirtualHost {
+			return []config.VirtualHost{
+				{Name: "any", Domains: []string{"*"}, Routes: []config.Route{routeTo(config.RouteMatch{Prefix: "/"}, "any")}},
+				{Name: "exact", Domains: []string{"api.example.com"}, Routes: []config.Route{routeTo(config.RouteMatch{Prefix: "/"}, "exact")}},
+			}
+		}
+		send := func(url, host string) string {
+			GinkgoHelper()
+			req, err := http.NewRequest("GET", url+"/", nil)
+			Expect(err).NotTo(HaveOccurred())
+			req.Host = host
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return byAddr[resp.Header.Get("x-upstream")]
+		}
+
+		It("matches without the port under the route configuration's ignore_port_in_host_matching, forwarding the Host as is", func() {
+			_, url := start(setup{clusters: clusters, vhosts: vhosts(), ignorePort: true})
+			Expect(send(url, "api.example.com:8080")).To(Equal("exact"))
+			Expect(<-seen).To(Equal("api.example.com:8080"))
+		})
+
+		It("strips any port from the Host under the HCM's strip_any_host_port, upstream too (stripPortFromHost, header_utility.cc)", func() {
+			_, url := start(setup{clusters: clusters, vhosts: vhosts(), stripPort: config.StripAnyPort})
+			Expect(send(url, "api.example.com:8080")).To(Equal("exact"))
+			Expect(<-seen).To(Equal("api.example.com"))
+		})
+
+		It("strips only the listener's own port under strip_matching_host_port", func() {
+			_, url := start(setup{clusters: clusters, vhosts: vhosts(), stripPort: config.StripMatchingPort})
+			_, port, err := net.SplitHostPort(strings.TrimPrefix(url, "http://"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(send(url, "api.example.com:"+port)).To(Equal("exact"))
+			Expect(<-seen).To(Equal("api.example.com"))
+			Expect(send(url, "api.example.com:1")).To(Equal("any"))
+			Expect(<-seen).To(Equal("api.example.com:1"))
+		})
 	})
 })
 
@@ -473,6 +533,10 @@ var _ = Describe("direct_response and redirect routes, answered by the proxy as 
 			answer(config.RouteMatch{Prefix: "/moved"}, config.Route{Redirect: &config.Redirect{Host: "new.example.com", Path: "/landing", Code: 302}}),
 			answer(config.RouteMatch{Prefix: "/q"}, config.Route{Redirect: &config.Redirect{Path: "/fixed?a=b", StripQuery: true, Code: 301}}),
 			answer(config.RouteMatch{Prefix: "/v1/"}, config.Route{Redirect: &config.Redirect{PrefixRewrite: "/v2/", StripQuery: true, Code: 308}}),
+			answer(config.RouteMatch{Prefix: "/port/"}, config.Route{Redirect: &config.Redirect{Scheme: "https", Port: 8443, Code: 301}}),
+			answer(config.RouteMatch{Prefix: "/plain/"}, config.Route{Redirect: &config.Redirect{Scheme: "http", Code: 301}}),
+			answer(config.RouteMatch{Prefix: "/svc/"}, config.Route{Redirect: &config.Redirect{Code: 302, RegexRewrite: &config.RegexRewrite{
+				Pattern: regexp.MustCompile(`^/svc/([^/]+)/`), Substitution: "/${1}/v2/"}}}),
 		}})
 	})
 
@@ -517,6 +581,26 @@ var _ = Describe("direct_response and redirect routes, answered by the proxy as 
 	It("lets a query in path_redirect replace the request's, even under strip_query", func() {
 		resp, _ := do("svc", "/q?x=1")
 		Expect(resp.Header.Get("Location")).To(Equal("http://svc/fixed?a=b"))
+	})
+
+	It("replaces the port with port_redirect, dropping the request's (newUri, processRequestHost in utility.cc)", func() {
+		resp, _ := do("shop.example.com:8080", "/port/a?b=c")
+		Expect(resp.Header.Get("Location")).To(Equal("https://shop.example.com:8443/port/a?b=c"))
+		resp, _ = do("[::1]:8080", "/port/a")
+		Expect(resp.Header.Get("Location")).To(Equal("https://[::1]:8443/port/a"))
+	})
+
+	It("keeps a port that is not the request scheme's default (the request's scheme is http)", func() {
+		resp, _ := do("shop.example.com:443", "/plain/x")
+		Expect(resp.Header.Get("Location")).To(Equal("http://shop.example.com:443/plain/x"), "Envoy drops :443 only from an https request")
+		resp, _ = do("shop.example.com:8080", "/secure/x")
+		Expect(resp.Header.Get("Location")).To(Equal("https://shop.example.com:8080/secure/x"))
+	})
+
+	It("rewrites the path with regex_rewrite, keeping the query", func() {
+		resp, _ := do("svc", "/svc/users/list?all=1")
+		Expect(resp.StatusCode).To(Equal(302))
+		Expect(resp.Header.Get("Location")).To(Equal("http://svc/users/v2/list?all=1"))
 	})
 
 	It("swaps the matched prefix for prefix_rewrite and drops the query under strip_query", func() {

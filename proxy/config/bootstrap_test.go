@@ -121,6 +121,12 @@ var _ = Describe("ParseBootstrap", func() {
 			func(b *config.Bootstrap) {
 				b.Listeners[0].ConnectionLimit = &config.ConnectionLimit{StatPrefix: "edge_limit", MaxConnections: 100}
 			}),
+		Entry("the HCM strip_any_host_port",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          strip_any_host_port: true\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].StripPort = config.StripAnyPort }),
+		Entry("the HCM strip_matching_host_port",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          strip_matching_host_port: true\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].StripPort = config.StripMatchingPort }),
 		Entry("the listener's per_connection_buffer_limit_bytes",
 			edit("  - name: ingress\n", "  - name: ingress\n    per_connection_buffer_limit_bytes: 65536\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].BufferLimit = 64 << 10 }),
@@ -250,7 +256,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, request_timeout, route_config, stat_prefix, tracing)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, request_timeout, route_config, stat_prefix, strip_any_host_port, strip_matching_host_port, tracing)")),
 		Entry("RDS",
 			edit("          route_config:\n", "          rds: {route_config_name: r}\n          route_config:\n"),
 			at(14, 11, hcmPath+".rds", "field not supported by meshproof")),

@@ -23,6 +23,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -161,6 +162,12 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
 	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
+	switch {
+	case hcm.GetStripMatchingHostPort():
+		out.StripPort = StripMatchingPort
+	case hcm.GetStripAnyHostPort():
+		out.StripPort = StripAnyPort
+	}
 	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
 	out.Tracing = c.hcmTracing(hcm.GetTracing())
 	if hcm.GetRouteConfig() == nil {
@@ -235,7 +242,7 @@ func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *Fault
 }
 
 func (c *converter) routeConfig(rc *routev3.RouteConfiguration, path string, clusters map[string]bool) RouteConfig {
-	out := RouteConfig{Name: rc.GetName(),
+	out := RouteConfig{Name: rc.GetName(), IgnorePortInHostMatching: rc.GetIgnorePortInHostMatching(),
 		RequestHeaders:  c.headerMutation(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove(), path, "request"),
 		ResponseHeaders: c.headerMutation(rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove(), path, "response"),
 	}
@@ -285,7 +292,7 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		out.DirectResponse = c.directResponse(a.DirectResponse, joinPath(path, "direct_response"))
 		return out
 	case *routev3.Route_Redirect:
-		out.Redirect = c.redirect(a.Redirect)
+		out.Redirect = c.redirect(a.Redirect, joinPath(path, "redirect"))
 		return out
 	}
 	action := r.GetRoute()
@@ -327,18 +334,23 @@ func (c *converter) rewrites(a *routev3.RouteAction, path string, out *RouteActi
 	if out.PrefixRewrite != "" {
 		c.fail(rpath, "only one of prefix_rewrite and regex_rewrite may be set")
 	}
+	out.RegexRewrite = c.regexRewrite(rr, rpath)
+}
+
+// regexRewrite converts a RegexMatchAndSubstitute (nil when it is invalid).
+func (c *converter) regexRewrite(rr *matcherv3.RegexMatchAndSubstitute, path string) *RegexRewrite {
 	pattern := rr.GetPattern().GetRegex()
 	re, err := regexp.Compile(pattern)
 	if err != nil {
-		c.fail(joinPath(joinPath(rpath, "pattern"), "regex"), "invalid RE2 regex %q: %v", pattern, err)
-		return
+		c.fail(joinPath(joinPath(path, "pattern"), "regex"), "invalid RE2 regex %q: %v", pattern, err)
+		return nil
 	}
 	sub, err := goSubstitution(rr.GetSubstitution(), re.NumSubexp())
 	if err != nil {
-		c.fail(joinPath(rpath, "substitution"), "%v", err)
-		return
+		c.fail(joinPath(path, "substitution"), "%v", err)
+		return nil
 	}
-	out.RegexRewrite = &RegexRewrite{Pattern: re, Substitution: sub}
+	return &RegexRewrite{Pattern: re, Substitution: sub}
 }
 
 // goSubstitution turns an RE2 rewrite string (RE2::GlobalReplace, as Envoy's regex_rewrite takes it:
@@ -443,10 +455,17 @@ func (c *converter) directResponse(d *routev3.DirectResponseAction, path string)
 var redirectCodes = []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
 	http.StatusTemporaryRedirect, http.StatusPermanentRedirect}
 
-// redirect converts a RedirectAction (the subset table rejects port_redirect and regex_rewrite).
-func (c *converter) redirect(r *routev3.RedirectAction) *Redirect {
+// redirect converts a RedirectAction (path_redirect, prefix_rewrite and regex_rewrite are a oneof).
+func (c *converter) redirect(r *routev3.RedirectAction, path string) *Redirect {
 	out := &Redirect{Scheme: r.GetSchemeRedirect(), Host: r.GetHostRedirect(), Path: r.GetPathRedirect(),
-		PrefixRewrite: r.GetPrefixRewrite(), StripQuery: r.GetStripQuery(), Code: http.StatusMovedPermanently}
+		PrefixRewrite: r.GetPrefixRewrite(), StripQuery: r.GetStripQuery(), Code: http.StatusMovedPermanently,
+		Port: r.GetPortRedirect()}
+	if out.Port > maxPort {
+		c.fail(joinPath(path, "port_redirect"), "%d is out of range 1..%d (0: the request's port)", out.Port, maxPort)
+	}
+	if rr := r.GetRegexRewrite(); rr != nil {
+		out.RegexRewrite = c.regexRewrite(rr, joinPath(path, "regex_rewrite"))
+	}
 	if r.GetHttpsRedirect() {
 		out.Scheme = "https"
 	}

@@ -260,6 +260,12 @@ var _ = Describe("direct_response and redirect (Route's other actions)", func() 
 			func(r *config.Route) {
 				Expect(r.Redirect).To(Equal(&config.Redirect{Host: "example.com", Path: "/new", Code: 307}))
 			}),
+		Entry("a redirect with port_redirect and regex_rewrite",
+			`redirect: {port_redirect: 8443, regex_rewrite: {pattern: {regex: "^/old/(.*)$"}, substitution: "/new/\\1"}}`,
+			func(r *config.Route) {
+				Expect(r.Redirect).To(Equal(&config.Redirect{Port: 8443, Code: 301,
+					RegexRewrite: &config.RegexRewrite{Pattern: regexp.MustCompile(`^/old/(.*)$`), Substitution: "/new/${1}"}}))
+			}),
 	)
 
 	DescribeTable("rejects",
@@ -273,8 +279,14 @@ var _ = Describe("direct_response and redirect (Route's other actions)", func() 
 		Entry("a body over Envoy's 4 KiB default",
 			`direct_response: {status: 200, body: {inline_string: "`+strings.Repeat("x", 4097)+`"}}`,
 			at(20, 54, routePath[:len(routePath)-len(".route")]+".direct_response.body", "4097 bytes exceed")),
-		Entry("a port_redirect",
-			`redirect: {port_redirect: 8443}`,
-			at(20, 28, routePath[:len(routePath)-len(".route")]+".redirect.port_redirect", "field not supported by meshproof")),
+		Entry("a port_redirect beyond 65535",
+			`redirect: {port_redirect: 70000}`,
+			at(20, 43, routePath[:len(routePath)-len(".route")]+".redirect.port_redirect", "70000 is out of range 1..65535")),
+		Entry("a regex_rewrite using a group its pattern lacks",
+			`redirect: {regex_rewrite: {pattern: {regex: "^/old"}, substitution: "/new/\\1"}}`,
+			at(20, 85, routePath[:len(routePath)-len(".route")]+".redirect.regex_rewrite.substitution", "the pattern has 0")),
+		Entry("both path_redirect and regex_rewrite (a oneof)",
+			`redirect: {path_redirect: /a, regex_rewrite: {pattern: {regex: "^/old"}, substitution: "/new"}}`,
+			at(20, 47, routePath[:len(routePath)-len(".route")]+".redirect.regex_rewrite", "only one of path_redirect, prefix_rewrite, regex_rewrite may be set")),
 	)
 })

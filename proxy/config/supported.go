@@ -108,6 +108,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	hcmType: {
 		"stat_prefix":                  nil,
+		"strip_matching_host_port":     nil,
+		"strip_any_host_port":          nil,
 		"codec_type":                   {"AUTO", "HTTP1"},
 		"route_config":                 nil,
 		"http_filters":                 nil,
@@ -192,12 +194,13 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 
 	// Routes.
 	"envoy.config.route.v3.RouteConfiguration": {
-		"name":                       nil,
-		"virtual_hosts":              nil,
-		"request_headers_to_add":     nil,
-		"request_headers_to_remove":  nil,
-		"response_headers_to_add":    nil,
-		"response_headers_to_remove": nil,
+		"name":                         nil,
+		"ignore_port_in_host_matching": nil,
+		"virtual_hosts":                nil,
+		"request_headers_to_add":       nil,
+		"request_headers_to_remove":    nil,
+		"response_headers_to_add":      nil,
+		"response_headers_to_remove":   nil,
 	},
 	"envoy.config.route.v3.VirtualHost": {
 		"name":                              nil,
@@ -239,6 +242,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"host_redirect":   nil,
 		"path_redirect":   nil,
 		"prefix_rewrite":  nil,
+		"regex_rewrite":   nil,
+		"port_redirect":   nil,
 		"response_code":   {"MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT"},
 		"strip_query":     nil,
 	},

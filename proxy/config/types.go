@@ -54,9 +54,22 @@ type Listener struct {
 	// (a larger body streams and is not retried); default 1 MiB (Envoy's). 0 in a Listener built in
 	// code means the default.
 	BufferLimit uint32
-	Fault       *FaultFilter // the HTTP fault filter, when the filter chain has one before the router
-	Tracing     *HCMTracing  // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
+	// StripPort is the HCM strip_port_mode: the port stripped from the Host before routing and
+	// forwarding (StripNoPort: none, Envoy's default).
+	StripPort StripPort
+	Fault     *FaultFilter // the HTTP fault filter, when the filter chain has one before the router
+	Tracing   *HCMTracing  // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
 }
+
+// StripPort is the HCM's strip_port_mode.
+type StripPort int
+
+// The strip port modes: none; strip_matching_host_port (a port equal to the listener's); strip_any_host_port.
+const (
+	StripNoPort StripPort = iota
+	StripMatchingPort
+	StripAnyPort
+)
 
 // ConnectionLimit is Envoy's connection_limit network filter: a listener holds at most MaxConnections
 // downstream connections; one over it is closed as soon as it is accepted.
@@ -132,6 +145,9 @@ type Int64Range struct {
 type RouteConfig struct {
 	Name         string
 	VirtualHosts []VirtualHost
+	// IgnorePortInHostMatching is ignore_port_in_host_matching: virtual hosts are matched on the
+	// authority without its port (else with it, Envoy's default).
+	IgnorePortInHostMatching bool
 	// RequestHeaders and ResponseHeaders are request_headers_to_add/_remove and
 	// response_headers_to_add/_remove: applied after the virtual host's and the route's.
 	RequestHeaders, ResponseHeaders HeaderMutation
@@ -214,10 +230,13 @@ type DirectResponse struct {
 type Redirect struct {
 	Scheme        string // scheme_redirect, or "https" for https_redirect ("": the request's)
 	Host          string // host_redirect ("": the request's)
+	Port          uint32 // port_redirect (0: none): replaces the request's port
 	Path          string // path_redirect ("": none); a query in it replaces the request's
 	PrefixRewrite string // prefix_rewrite: the matched prefix swapped ("": none)
-	Code          int    // 301 (the default), 302, 303, 307 or 308
-	StripQuery    bool
+	// RegexRewrite is regex_rewrite: every match in the path without its query replaced (nil: none).
+	RegexRewrite *RegexRewrite
+	Code         int // 301 (the default), 302, 303, 307 or 308
+	StripQuery   bool
 }
 
 // RouteMatch is a route's match: its path specifier (exact Path when IsPath, else Regex when set, else
