@@ -271,7 +271,7 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cl := cm.router.clusters[sel.cluster]
 	if cl == nil {
-		cm.clusterNotFound(w, vh, route)
+		cm.clusterNotFound(w, r, vh, route)
 		return
 	}
 	var body requestBody
@@ -288,13 +288,13 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // cluster_header's value, or no such header), as Envoy's router does before any upstream attempt
 // (Filter::decodeHeaders, source/common/router/router.cc): no_cluster, and a local reply of the route's
 // cluster_not_found_response_code (default 503) without a body, with the route's response headers.
-func (cm *connManager) clusterNotFound(w http.ResponseWriter, vh *config.VirtualHost, route *config.Route) {
+func (cm *connManager) clusterNotFound(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
 	cm.st.noCluster.Inc()
 	code := route.Action.ClusterNotFoundCode
 	if code == 0 {
 		code = http.StatusServiceUnavailable
 	}
-	mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+	mutateHeaders(w.Header(), cm.replyFormat(w, r, route, code), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
 	cm.localReply(w, nil, code, "")
 }
 
@@ -499,13 +499,19 @@ func (cm *connManager) connState(_ net.Conn, state http.ConnState) {
 // mutations apply, after the Location of a redirect.
 func (cm *connManager) respondDirectly(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
 	if d := route.DirectResponse; d != nil {
-		mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+		mutateHeaders(w.Header(), cm.replyFormat(w, r, route, d.Status), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
 		cm.localReply(w, nil, d.Status, d.Body)
 		return
 	}
 	w.Header().Set("Location", redirectLocation(r, route))
-	mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+	mutateHeaders(w.Header(), cm.replyFormat(w, r, route, route.Redirect.Code), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
 	cm.localReply(w, nil, route.Redirect.Code, "")
+}
+
+// replyFormat is what the substitution commands of a local reply's response headers read.
+func (cm *connManager) replyFormat(w http.ResponseWriter, r *http.Request, route *config.Route, code int) *formatContext {
+	return &formatContext{r: r, req: r.Header, resp: w.Header(), status: code, start: cm.clk.Now(), route: route,
+		hostname: cm.router.hostname}
 }
 
 // redirectLocation is a redirect's Location, as Envoy's Http::Utility::newUri

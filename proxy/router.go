@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ type router struct {
 	// realClock: clk is clock.Real, so the route deadline can bound an exchange as a socket deadline.
 	realClock bool
 	seeds     seeds
+	hostname  string // the machine's, for %HOSTNAME%
 	bufs      sync.Pool
 	forwards  sync.Pool // of *forward: one per request in flight, reused
 	onRequest func(id string, attempts int)
@@ -54,8 +56,9 @@ type downstream interface {
 
 func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router {
 	_, real := clk.(clock.Real)
+	hostname, _ := os.Hostname()
 	return &router{
-		clusters: clusters, clk: clk, realClock: real, seeds: sd,
+		clusters: clusters, clk: clk, realClock: real, seeds: sd, hostname: hostname,
 		bufs:     sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 		forwards: sync.Pool{New: func() any { return &forward{extra: make(http.Header, 8)} }},
 	}
@@ -72,7 +75,8 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.Vir
 	f.host, f.hdr = r.Host, r.Header
 	if rc := rt.rc; rc != nil && !(route.RequestHeaders.Empty() && vh.RequestHeaders.Empty() && rc.RequestHeaders.Empty()) {
 		f.hdr = r.Header.Clone() // the upstream request's headers: the downstream's, mutated
-		mutateHeaders(f.hdr, route.RequestHeaders, vh.RequestHeaders, rc.RequestHeaders)
+		fc := formatContext{r: r, req: f.hdr, start: rt.clk.Now(), route: route, cluster: cl.name, hostname: rt.hostname}
+		mutateHeaders(f.hdr, &fc, route.RequestHeaders, vh.RequestHeaders, rc.RequestHeaders)
 	}
 	if a := &route.Action; a.PrefixRewrite != "" || a.RegexRewrite != nil {
 		f.rewritePath()
@@ -367,7 +371,7 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 	if f.vh.IncludeAttemptCountInResponse {
 		f.w.Header().Set(hdrAttemptCount, strconv.Itoa(n))
 	}
-	f.mutateResponse(f.w.Header()) // Envoy's router applies them to its local replies too (modify_headers_)
+	f.mutateResponse(f.w.Header(), code, "") // Envoy's router applies them to its local replies too (modify_headers_)
 	f.rt.hcm.localReply(f.w, hdr, code, body)
 }
 
@@ -395,7 +399,7 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		f.scratch[1] = strconv.Itoa(n)
 		hdr[hdrAttemptCount] = f.scratch[1:2:2]
 	}
-	f.mutateResponse(hdr)
+	f.mutateResponse(hdr, resp.StatusCode, a.host.addr)
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.hcm.countStatus(resp.StatusCode)
 	bp := f.rt.bufs.Get().(*[]byte)
@@ -442,8 +446,11 @@ func pickWeightedCluster(wc *config.WeightedClusters, h http.Header, random uint
 // mutateResponse applies the response header mutations of the route, its virtual host and the route
 // configuration (Envoy's RouteEntryImplBase::finalizeResponseHeaders, called from the router's
 // onUpstreamHeaders and from its local replies' modify_headers_, source/common/router/router.cc).
-func (f *forward) mutateResponse(h http.Header) {
-	if rc := f.rt.rc; rc != nil {
-		mutateHeaders(h, f.route.ResponseHeaders, f.vh.ResponseHeaders, rc.ResponseHeaders)
+// status and upstream (the host's address, "" for a local reply) are for the substitution commands.
+func (f *forward) mutateResponse(h http.Header, status int, upstream string) {
+	if rc := f.rt.rc; rc != nil && !(f.route.ResponseHeaders.Empty() && f.vh.ResponseHeaders.Empty() && rc.ResponseHeaders.Empty()) {
+		fc := formatContext{r: f.r, req: f.r.Header, resp: h, status: status, start: f.start, route: f.route,
+			cluster: f.cl.name, upstream: upstream, hostname: f.rt.hostname}
+		mutateHeaders(h, &fc, f.route.ResponseHeaders, f.vh.ResponseHeaders, rc.ResponseHeaders)
 	}
 }

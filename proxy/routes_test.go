@@ -515,6 +515,70 @@ var _ = Describe("headers to add and remove, as Envoy's custom request/response 
 	})
 })
 
+var _ = Describe("substitution commands in header values, as Envoy's substitution formatter (header_parser.cc; substitution_formatter.cc)", func() {
+	var (
+		url, backendAddr string
+		seen             chan http.Header
+	)
+	option := func(key, value string, keepEmpty bool) config.HeaderValueOption {
+		GinkgoHelper()
+		f, plain, err := config.ParseFormat(value)
+		Expect(err).NotTo(HaveOccurred())
+		return config.HeaderValueOption{Key: http.CanonicalHeaderKey(key), Value: plain, Format: f, KeepEmpty: keepEmpty}
+	}
+	BeforeEach(func() {
+		seen = make(chan http.Header, 1)
+		backend := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Clone()
+			w.Header().Set("x-served-by", "upstream-7")
+		})
+		backendAddr = backend.addr()
+		route := prefixRoute("/", "backend", nil)
+		route.Name = "catch-all"
+		route.RequestHeaders = config.HeaderMutation{Add: []config.HeaderValueOption{
+			option("x-client", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", false),
+			option("x-local-port", "%DOWNSTREAM_LOCAL_PORT%", false),
+			option("x-user", "%REQ(x-user-id?x-anonymous-id):4%", false),
+			option("x-via", "%PROTOCOL% to %UPSTREAM_CLUSTER% at 100%%", false),
+			option("x-start", "%START_TIME%", false),
+			option("x-absent", "%REQ(x-nothing)%", false),
+			option("x-kept", "%REQ(x-nothing)%", true),
+			option("x-code", "%RESPONSE_CODE%", false),
+		}}
+		route.ResponseHeaders = config.HeaderMutation{Add: []config.HeaderValueOption{
+			option("x-code", "%RESPONSE_CODE%", false),
+			option("x-up", "%UPSTREAM_REMOTE_ADDRESS%", false),
+			option("x-echo", "%RESP(x-served-by)% for %REQ(:method)% %REQ(:path)% on %ROUTE_NAME%", false),
+		}}
+		_, url = start(setup{clusters: []config.Cluster{cluster("backend", backendAddr)}, routes: []config.Route{route},
+			opts: proxy.Options{Clock: fakeClock()}})
+	})
+
+	It("formats request headers from the downstream connection, the request and the route", func() {
+		req, err := http.NewRequest("GET", url+"/a?b=c", nil)
+		Expect(err).NotTo(HaveOccurred())
+		req.Header.Set("x-anonymous-id", "anon-12345")
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		var h http.Header
+		Eventually(seen).Should(Receive(&h))
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(url, "http://"))
+		Expect(h.Get("x-client")).To(Equal("127.0.0.1"))
+		Expect(h.Get("x-local-port")).To(Equal(port))
+		Expect(h.Get("x-user")).To(Equal("anon"), "the alternative header, cut to 4 characters")
+		Expect(h.Get("x-via")).To(Equal("HTTP/1.1 to backend at 100%"))
+		Expect(h.Get("x-start")).To(Equal("2025-01-01T00:00:00.000Z"), "START_TIME's default format")
+		Expect(h.Get("x-code")).To(Equal("0"), "no response yet")
+		Expect(h).NotTo(HaveKey("X-Absent"), "an empty result adds nothing")
+		Expect(h).To(HaveKeyWithValue("X-Kept", []string{""}), "unless keep_empty_value")
+
+		Expect(resp.Header.Get("x-code")).To(Equal("200"))
+		Expect(resp.Header.Get("x-up")).To(Equal(backendAddr))
+		Expect(resp.Header.Get("x-echo")).To(Equal("upstream-7 for GET /a?b=c on catch-all"))
+	})
+})
+
 var _ = Describe("direct_response and redirect routes, answered by the proxy as Envoy's router does (router.cc decodeHeaders; config_impl.cc newUri)", func() {
 	var (
 		url     string

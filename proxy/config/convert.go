@@ -385,8 +385,8 @@ func goSubstitution(sub string, groups int) (string, error) {
 // headerMutation converts one level's <dir>_headers_to_add and <dir>_headers_to_remove (dir "request"
 // or "response"), as Envoy's HeaderParser::configure (source/common/router/header_parser.cc): a pseudo
 // header (":path") or host may be neither added nor removed; append and append_action exclude each
-// other. Values are plain: meshproof has no substitution formatters, so a value with "%" other than the
-// "%%" escape is an error rather than a header sent with the formatter's text.
+// other. A value with substitution commands is parsed as Envoy's substitution formatter parses it
+// (ParseFormat): an unknown command is an error naming it.
 func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []string, path, dir string) HeaderMutation {
 	var out HeaderMutation
 	apath := joinPath(path, dir+"_headers_to_add")
@@ -397,10 +397,9 @@ func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []str
 			c.fail(joinPath(joinPath(opath, "header"), "key"), "%q may not be modified (pseudo-headers and host are not)", key)
 			continue
 		}
-		value := o.GetHeader().GetValue()
-		if strings.Contains(strings.ReplaceAll(value, "%%", ""), "%") {
-			c.fail(joinPath(joinPath(opath, "header"), "value"),
-				"%q: substitution formatters (%%...%%) are not supported; write %%%% for a literal %%", value)
+		format, value, err := ParseFormat(o.GetHeader().GetValue())
+		if err != nil {
+			c.fail(joinPath(joinPath(opath, "header"), "value"), "%v", err)
 			continue
 		}
 		action := AppendAction(o.GetAppendAction())
@@ -415,7 +414,7 @@ func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []str
 			}
 		}
 		out.Add = append(out.Add, HeaderValueOption{Key: http.CanonicalHeaderKey(key),
-			Value: strings.ReplaceAll(value, "%%", "%"), Action: action, KeepEmpty: o.GetKeepEmptyValue()})
+			Value: value, Format: format, Action: action, KeepEmpty: o.GetKeepEmptyValue()})
 	}
 	rpath := joinPath(path, dir+"_headers_to_remove")
 	for i, name := range remove {

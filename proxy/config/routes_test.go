@@ -212,6 +212,23 @@ var _ = Describe("headers to add and remove (core.v3.HeaderValueOption at route,
 		Expect(r.ResponseHeaders).To(Equal(config.HeaderMutation{Remove: []string{"X-Internal"}}))
 	})
 
+	It("parses substitution commands as Envoy's substitution formatter (%COMMAND(arg):N%, %% a literal %)", func() {
+		doc := edit("                route: {cluster: backend}\n", `                route: {cluster: backend}
+                request_headers_to_add: [{header: {key: x-client, value: "ip=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% 100%% ua=%REQ(user-agent?:authority):8%"}}]
+                response_headers_to_add: [{header: {key: x-t, value: "%START_TIME(%s.%3f)%"}}]
+`)
+		got, _, err := config.ParseBootstrap([]byte(doc), file)
+		Expect(err).NotTo(HaveOccurred())
+		r := got.Listeners[0].Routes.VirtualHosts[0].Routes[0]
+		Expect(r.RequestHeaders.Add).To(Equal([]config.HeaderValueOption{{Key: "X-Client", Format: config.Format{
+			{Literal: "ip="}, {Command: "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"}, {Literal: " 100% ua="},
+			{Command: "REQ", Header: "User-Agent", Alt: ":authority", MaxLen: 8},
+		}}}))
+		Expect(r.ResponseHeaders.Add).To(Equal([]config.HeaderValueOption{{Key: "X-T", Format: config.Format{
+			{Command: "START_TIME", Layout: "%s.%3f"},
+		}}}))
+	})
+
 	const routeLevel = hcmPath + ".route_config.virtual_hosts[0].routes[0]"
 	DescribeTable("rejects",
 		func(field string, want types.GomegaMatcher) {
@@ -219,9 +236,21 @@ var _ = Describe("headers to add and remove (core.v3.HeaderValueOption at route,
 				"                route: {cluster: backend}\n                "+field+"\n")), file)
 			Expect(config.Errors(err)).To(HaveExactElements(want))
 		},
-		Entry("a substitution formatter (not supported)",
-			`request_headers_to_add: [{header: {key: x-up, value: "%UPSTREAM_REMOTE_ADDRESS%"}}]`,
-			at(21, 70, routeLevel+".request_headers_to_add[0].header.value", `"%UPSTREAM_REMOTE_ADDRESS%": substitution formatters (%...%) are not supported; write %% for a literal %`)),
+		Entry("an unknown substitution command, named (Envoy: Not supported field in StreamInfo)",
+			`request_headers_to_add: [{header: {key: x-up, value: "%UPSTREAM_REMOTE_ADRESS%"}}]`,
+			at(21, 70, routeLevel+".request_headers_to_add[0].header.value", `"%UPSTREAM_REMOTE_ADRESS%": command %UPSTREAM_REMOTE_ADRESS% is unknown or not supported by meshproof (supported: DOWNSTREAM_DIRECT_REMOTE_ADDRESS, `)),
+		Entry("a lone %",
+			`request_headers_to_add: [{header: {key: x-up, value: "100% sure"}}]`,
+			at(21, 70, routeLevel+".request_headers_to_add[0].header.value", `"100% sure": no valid command at position 3 (write %% for a literal %)`)),
+		Entry("REQ without its header",
+			`request_headers_to_add: [{header: {key: x-up, value: "%REQ%"}}]`,
+			at(21, 70, routeLevel+".request_headers_to_add[0].header.value", `%REQ% requires a header`)),
+		Entry("a length on a command that takes none",
+			`response_headers_to_add: [{header: {key: x-up, value: "%PROTOCOL:3%"}}]`,
+			at(21, 71, routeLevel+".response_headers_to_add[0].header.value", `%PROTOCOL% takes no parameters or length`)),
+		Entry("a START_TIME conversion not supported",
+			`response_headers_to_add: [{header: {key: x-t, value: "%START_TIME(%Q)%"}}]`,
+			at(21, 70, routeLevel+".response_headers_to_add[0].header.value", `time conversion "%Q" at 0 is not supported`)),
 		Entry("host, as Envoy's HeaderParser",
 			`request_headers_to_add: [{header: {key: host, value: h}}]`,
 			at(21, 57, routeLevel+".request_headers_to_add[0].header.key", `"host" may not be modified`)),

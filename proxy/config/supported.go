@@ -247,7 +247,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"response_code":   {"MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT"},
 		"strip_query":     nil,
 	},
-	// Header manipulation: plain values (no substitution formatters).
+	// Header manipulation; values may hold substitution commands (formatter.go).
 	"envoy.config.core.v3.HeaderValueOption": {
 		"header":           nil,
 		"append":           nil,

@@ -164,10 +164,11 @@ type HeaderMutation struct {
 // Empty reports whether the mutation changes nothing.
 func (m HeaderMutation) Empty() bool { return len(m.Add) == 0 && len(m.Remove) == 0 }
 
-// HeaderValueOption is one header to add, Envoy's core.v3.HeaderValueOption with a plain value.
+// HeaderValueOption is one header to add, Envoy's core.v3.HeaderValueOption.
 type HeaderValueOption struct {
 	Key    string // canonical
-	Value  string
+	Value  string // the value when it has no substitution command ("%%" resolved)
+	Format Format // the value's substitution commands (nil: Value)
 	Action AppendAction
 	// KeepEmpty is keep_empty_value: an empty Value is still applied (else the option does nothing).
 	KeepEmpty bool
