@@ -62,6 +62,35 @@ func shareHeader(dst, src http.Header) {
 // present_match, or a matcher with only a name, matches as it is set, whatever the header).
 func headerMatches(m config.HeaderMatcher, h http.Header) bool {
 	values, present := h[http.CanonicalHeaderKey(m.Name)]
+	return valuesMatch(m, values, present)
+}
+
+// requestHeadersMatch applies header matchers to a request as Envoy does to its request headers:
+// the pseudo-headers :path (the request target), :method, :authority and :scheme read the request's.
+func requestHeadersMatch(ms []config.HeaderMatcher, r *http.Request) bool {
+	for _, m := range ms {
+		var ok bool
+		switch m.Name {
+		case ":path":
+			ok = valuesMatch(m, []string{r.RequestURI}, true)
+		case ":method":
+			ok = valuesMatch(m, []string{r.Method}, true)
+		case ":authority":
+			ok = valuesMatch(m, []string{r.Host}, true)
+		case ":scheme":
+			ok = valuesMatch(m, []string{"http"}, true)
+		default:
+			ok = headerMatches(m, r.Header)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// valuesMatch applies m to a header's values (present: the header is there).
+func valuesMatch(m config.HeaderMatcher, values []string, present bool) bool {
 	switch {
 	case !present && !m.MissingAsEmpty:
 		return m.Present != nil && *m.Present == m.Invert

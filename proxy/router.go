@@ -32,7 +32,9 @@ type router struct {
 	clusters map[string]*cluster
 	hcm      downstream
 	rc       *config.RouteConfig // the listener's route configuration (its header mutations)
-	clk      clock.Clock
+	// vclusters are the virtual clusters of rc's virtual hosts that have some.
+	vclusters map[*config.VirtualHost]*vhostClusters
+	clk       clock.Clock
 	// realClock: clk is clock.Real, so the route deadline can bound an exchange as a socket deadline.
 	realClock bool
 	seeds     seeds
@@ -73,6 +75,9 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.Vir
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
 	f.host, f.hdr = r.Host, r.Header
+	if vcs := rt.vclusters[vh]; vcs != nil {
+		f.vc = vcs.match(r) // on the downstream's headers (Filter::decodeHeaders, router.cc)
+	}
 	if rc := rt.rc; rc != nil && !(route.RequestHeaders.Empty() && vh.RequestHeaders.Empty() && rc.RequestHeaders.Empty()) {
 		f.hdr = r.Header.Clone() // the upstream request's headers: the downstream's, mutated
 		fc := formatContext{r: r, req: f.hdr, start: rt.clk.Now(), route: route, cluster: cl.name, hostname: rt.hostname}
@@ -126,6 +131,7 @@ type forward struct {
 	vh    *config.VirtualHost
 	route *config.Route
 	cl    *cluster
+	vc    *vclusterStats // the request's virtual cluster; nil: its virtual host has none
 	body  requestBody
 	start time.Time
 	span  trace.Span // the server span when the request is traced; nil otherwise
@@ -232,6 +238,9 @@ func (f *forward) run() {
 		d, retrySuccess := rs.Decide(a.outcome, f.cl.rm.TryAcquireRetry)
 		if retrySuccess {
 			f.cl.st.rqRetrySuccess.Inc()
+			if f.vc != nil {
+				f.vc.rqRetrySuccess.Inc()
+			}
 		}
 		switch d {
 		case policy.Retry:
@@ -245,6 +254,9 @@ func (f *forward) run() {
 			holdingRetry = true
 			a.charge(true)
 			f.cl.st.rqRetry.Inc()
+			if f.vc != nil {
+				f.vc.rqRetry.Inc()
+			}
 			f.cl.retryScheduled(a.index, a.outcome)
 			delay := f.backoff(a, rp, backoff)
 			f.abandon(a)
@@ -262,11 +274,17 @@ func (f *forward) run() {
 			continue
 		case policy.LimitExceeded:
 			f.cl.st.rqRetryLimitExceeded.Inc()
+			if f.vc != nil {
+				f.vc.rqRetryLimitExceeded.Inc()
+			}
 			if f.span != nil {
 				f.span.AddEvent(EventRetryLimit, trace.WithAttributes(AttrAttempt.Int(n)))
 			}
 		case policy.RetryOverflow:
 			f.cl.st.rqRetryOverflow.Inc()
+			if f.vc != nil {
+				f.vc.rqRetryOverflow.Inc()
+			}
 			if f.span != nil {
 				f.span.AddEvent(EventRetryOverflow, trace.WithAttributes(AttrBreaker.String("max_retries"), AttrAttempt.Int(n)))
 			}
@@ -368,6 +386,7 @@ var overloaded = http.Header{"X-Envoy-Overloaded": {"true"}}
 func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Header) {
 	f.cl.st.status(code)
 	f.cl.st.rqCompleted.Inc()
+	f.vc.response(code)
 	if f.vh.IncludeAttemptCountInResponse {
 		f.w.Header().Set(hdrAttemptCount, strconv.Itoa(n))
 	}
@@ -380,6 +399,9 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 // Filter::modify_headers_, applied to the local replies of onUpstreamAbort, router.cc).
 func (f *forward) routeTimeout(n int) {
 	f.cl.st.rqTimeout.Inc()
+	if f.vc != nil {
+		f.vc.rqTimeout.Inc()
+	}
 	f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
 }
 
@@ -409,9 +431,13 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	// complete, for a buffered body) to the end of the response, retries and back-offs included
 	// (Filter::onUpstreamComplete, router.cc, from downstream_request_complete_time_).
 	f.cl.st.rqTime.Record(f.rt.clk.Since(f.start))
+	f.vc.recordTime(f.rt.clk.Since(f.start)) // CodeStatsImpl::chargeResponseTiming
 	if err != nil {
 		if f.timedOut() {
 			f.cl.st.rqTimeout.Inc()
+			if f.vc != nil {
+				f.vc.rqTimeout.Inc()
+			}
 			f.cl.st.rqTxReset.Inc() // Filter::onResponseTimeout resets the upstream request mid-body
 		}
 		panic(http.ErrAbortHandler)

@@ -673,3 +673,67 @@ var _ = Describe("direct_response and redirect routes, answered by the proxy as 
 		Expect(resp.Header.Get("Location")).To(Equal("http://svc/v2/users"))
 	})
 })
+
+var _ = Describe("virtual_clusters, as Envoy's VirtualCluster (route_components.proto; VirtualClusterStats in config_impl.h, CodeStatsImpl in codes.cc)", func() {
+	var (
+		srv *proxy.Server
+		url string
+	)
+	str := func(s string) *string { return &s }
+	BeforeEach(func() {
+		backend := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/flaky") {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+		})
+		srv, url = start(setup{clusters: []config.Cluster{cluster("backend", backend.addr())}, vhosts: []config.VirtualHost{{
+			Name: "api", Domains: []string{"*"},
+			Routes: []config.Route{prefixRoute("/", "backend", retries(1, "5xx"))},
+			VirtualClusters: []config.VirtualCluster{
+				{Name: "writes", Headers: []config.HeaderMatcher{{Name: ":method", Exact: str("POST")}}},
+				{Name: "users", Headers: []config.HeaderMatcher{{Name: ":path", Prefix: str("/users/")}}},
+			},
+		}}})
+	})
+
+	send := func(method, path string) int {
+		GinkgoHelper()
+		req, err := http.NewRequest(method, url+path, nil)
+		Expect(err).NotTo(HaveOccurred())
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	It("counts each request under the first virtual cluster whose headers match, :method and :path included, else other", func() {
+		Expect(send("POST", "/users/7")).To(Equal(200))
+		Expect(send("GET", "/users/7")).To(Equal(200))
+		Expect(send("GET", "/users/8")).To(Equal(200))
+		Expect(send("GET", "/health")).To(Equal(200))
+		Expect(stat(srv, "vhost.api.vcluster.writes.upstream_rq_total")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "vhost.api.vcluster.users.upstream_rq_total")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "vhost.api.vcluster.users.upstream_rq_200")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "vhost.api.vcluster.users.upstream_rq_2xx")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "vhost.api.vcluster.users.upstream_rq_completed")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_total")).To(BeEquivalentTo(1))
+		Expect(srv.Stats().Values()).To(HaveKey("vhost.api.vcluster.other.upstream_rq_timeout"), "Envoy's VirtualClusterStats exist from the start")
+	})
+
+	It("counts retries, and every response the router charged, the retried one included", func() {
+		Expect(send("GET", "/flaky")).To(Equal(503))
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_total")).To(BeEquivalentTo(2), "one per attempt, as the cluster's")
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_retry")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_retry_limit_exceeded")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_503")).To(BeEquivalentTo(2), "no retry. prefix for virtual clusters")
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_5xx")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeEquivalentTo(1))
+	})
+
+	It("names them in Prometheus with envoy_virtual_cluster and envoy_virtual_host (well_known_names.cc)", func() {
+		Expect(send("POST", "/x")).To(Equal(200))
+		_, _, body := get("http://" + srv.AdminAddr() + "/stats/prometheus")
+		Expect(body).To(ContainSubstring(`envoy_vhost_vcluster_upstream_rq_total{envoy_virtual_cluster="writes",envoy_virtual_host="api"} 1`))
+		Expect(body).To(ContainSubstring(`envoy_vhost_vcluster_upstream_rq{envoy_response_code="200",envoy_virtual_cluster="writes",envoy_virtual_host="api"} 1`))
+	})
+})

@@ -148,6 +148,7 @@ func (s *Server) Start() error {
 		}
 		rt.hcm = hcm
 		rt.rc = &hcm.routes
+		rt.vclusters = newVirtualClusters(hcm.routes.VirtualHosts, s.store)
 		// The request chain, outermost first: tracing (server span), fault filter, connection manager
 		// (downstream stats, route, body), router (upstream requests, retries).
 		var handler http.Handler = hcm

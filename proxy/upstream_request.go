@@ -31,7 +31,8 @@ type upstreamRequest struct {
 	resp      *http.Response // with outcome Response: headers received, body still to read
 	charged   bool           // its code is counted (see charge)
 	host      *host
-	index     int // the host's index in the cluster
+	vc        *vclusterStats // the request's virtual cluster (nil: none)
+	index     int            // the host's index in the cluster
 	cancel    context.CancelCauseFunc
 	cl        *cluster      // the cluster whose slots the attempt holds (see held)
 	held      slots         // what done still has to give back
@@ -84,7 +85,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	if perTry > 0 {
 		actx, cancel = context.WithCancelCause(f.ctx())
 	}
-	a := upstreamRequest{cancel: cancel, index: -1, cl: cl}
+	a := upstreamRequest{cancel: cancel, index: -1, cl: cl, vc: f.vc}
 	// Circuit breakers first: a local overflow is answered at once, never retried, never an outlier
 	// signal. As in Envoy's connection pool (ConnPoolImplBase::newStreamImpl and attachStreamToClient,
 	// source/common/conn_pool/conn_pool_base.cc), an attempt first needs a connection under
@@ -168,6 +169,9 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	}
 
 	cl.st.rqTotal.Inc()
+	if f.vc != nil {
+		f.vc.rqTotal.Inc()
+	}
 	cl.st.rqActive.Inc()
 	h.rqTotal.Add(1)
 	h.rqActive.Add(1)
@@ -253,6 +257,7 @@ func (a *upstreamRequest) charge(retried bool) {
 	}
 	a.charged = true
 	code := a.resp.StatusCode
+	a.vc.response(code) // retried or not: CodeStatsImpl::chargeResponseStat charges the virtual cluster either way
 	switch {
 	case retried:
 		a.cl.st.retried(code)

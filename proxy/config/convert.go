@@ -277,6 +277,22 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 	for i, r := range vh.GetRoutes() {
 		out.Routes = append(out.Routes, c.route(r, indexPath(joinPath(path, "routes"), i), clusters))
 	}
+	out.VirtualClusters = c.virtualClusters(vh.GetVirtualClusters(), joinPath(path, "virtual_clusters"))
+	return out
+}
+
+// virtualClusters converts a virtual host's virtual_clusters. As in Envoy, two of the same name, or one
+// named "other" (the catch-all's name), share their stats.
+func (c *converter) virtualClusters(vcs []*routev3.VirtualCluster, path string) []VirtualCluster {
+	var out []VirtualCluster
+	for i, vc := range vcs {
+		vpath := indexPath(path, i)
+		v := VirtualCluster{Name: vc.GetName()}
+		for k, h := range vc.GetHeaders() {
+			v.Headers = append(v.Headers, c.headerMatcher(h, indexPath(joinPath(vpath, "headers"), k)))
+		}
+		out = append(out, v)
+	}
 	return out
 }
 

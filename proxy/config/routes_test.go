@@ -319,3 +319,25 @@ var _ = Describe("direct_response and redirect (Route's other actions)", func() 
 			at(20, 47, routePath[:len(routePath)-len(".route")]+".redirect.regex_rewrite", "only one of path_redirect, prefix_rewrite, regex_rewrite may be set")),
 	)
 })
+
+var _ = Describe("virtual_clusters (Envoy's VirtualCluster, route_components.proto)", func() {
+	It("converts each one's name and header matchers", func() {
+		got, _, err := config.ParseBootstrap([]byte(edit("              domains: [\"*\"]\n", `              domains: ["*"]
+              virtual_clusters: [{name: writes, headers: [{name: ":method", string_match: {exact: POST}}]}, {name: all}]
+`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		post := "POST"
+		Expect(got.Listeners[0].Routes.VirtualHosts[0].VirtualClusters).To(Equal([]config.VirtualCluster{
+			{Name: "writes", Headers: []config.HeaderMatcher{{Name: ":method", Exact: &post}}},
+			{Name: "all"},
+		}))
+	})
+
+	It("rejects one without a name (Envoy's PGV rule)", func() {
+		_, _, err := config.ParseBootstrap([]byte(edit("              domains: [\"*\"]\n", `              domains: ["*"]
+              virtual_clusters: [{headers: [{name: ":method", string_match: {exact: POST}}]}]
+`)), file)
+		Expect(config.Errors(err)).To(HaveExactElements(
+			at(18, 34, hcmPath+".route_config.virtual_hosts[0].virtual_clusters[0].name", "value length must be at least 1")))
+	})
+})

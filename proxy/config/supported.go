@@ -204,6 +204,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	"envoy.config.route.v3.VirtualHost": {
 		"name":                              nil,
+		"virtual_clusters":                  nil,
 		"domains":                           nil,
 		"routes":                            nil,
 		"retry_policy":                      nil,
@@ -214,6 +215,10 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"request_headers_to_remove":         nil,
 		"response_headers_to_add":           nil,
 		"response_headers_to_remove":        nil,
+	},
+	"envoy.config.route.v3.VirtualCluster": {
+		"name":    nil,
+		"headers": nil,
 	},
 	"envoy.config.route.v3.Route": {
 		"name":                           nil,

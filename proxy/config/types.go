@@ -201,6 +201,15 @@ type VirtualHost struct {
 	PerRequestBufferLimit *uint32
 	// RequestHeaders and ResponseHeaders apply after the route's, before the route configuration's.
 	RequestHeaders, ResponseHeaders HeaderMutation
+	// VirtualClusters are virtual_clusters: named request classes with stats of their own.
+	VirtualClusters []VirtualCluster
+}
+
+// VirtualCluster is Envoy's VirtualCluster: requests whose headers all match (the pseudo-headers
+// :path and :method included) count in vhost.<virtual host>.vcluster.<Name>. stats.
+type VirtualCluster struct {
+	Name    string
+	Headers []HeaderMatcher
 }
 
 // Route is one route: a match and its action — a RouteAction (Action), a DirectResponse or a Redirect.
