@@ -163,6 +163,9 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
 	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
 	switch {
+	case hcm.GetStripMatchingHostPort() && hcm.GetStripAnyHostPort():
+		// Envoy's HttpConnectionManagerConfig refuses both too.
+		c.fail(joinPath(path, "strip_any_host_port"), "only one of strip_matching_host_port and strip_any_host_port may be set")
 	case hcm.GetStripMatchingHostPort():
 		out.StripPort = StripMatchingPort
 	case hcm.GetStripAnyHostPort():
