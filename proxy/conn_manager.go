@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,16 +33,20 @@ type connManager struct {
 	requestTimeout time.Duration
 	// bufferLimit is the listener's per_connection_buffer_limit_bytes: the most of a request body held.
 	bufferLimit uint32
-	st          hcmStats
-	clk         clock.Clock
-	router      *router
+	// stripPort is the HCM strip_port_mode; localPort the listener's port (strip_matching_host_port).
+	stripPort config.StripPort
+	localPort int
+	st        hcmStats
+	clk       clock.Clock
+	router    *router
 }
 
 var _ http.Handler = (*connManager)(nil)
 
 type hcmStats struct {
 	rqTotal, noRoute, rqTimeout, cxTotal *stats.Counter
-	rqClass                              classCounters // downstream_rq_2xx … _5xx
+	noCluster                            *stats.Counter // the router's no_cluster: a route's cluster does not exist
+	rqClass                              classCounters  // downstream_rq_2xx … _5xx
 	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
 	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
 	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
@@ -54,7 +60,7 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 	p := "http." + prefix + "."
 	c := func(n string) *stats.Counter { return store.Counter(p + n) }
 	return hcmStats{
-		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"),
+		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"), noCluster: c("no_cluster"),
 		rqClass: newClassCounters(c, "downstream_rq"),
 		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
@@ -70,13 +76,82 @@ func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *
 	if limit == 0 {
 		limit = defaultBufferLimit
 	}
-	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit,
+	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit, stripPort: l.StripPort,
 		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt}
+}
+
+// routed is a request's route and the cluster it goes to, decided once per request before the HTTP
+// filters run, as Envoy's connection manager caches its route (ActiveStream::refreshCachedRoute,
+// source/common/http/conn_manager_impl.cc), the cluster of a weighted_clusters or cluster_header route
+// chosen with it (RouteEntryImplBase::clusterEntry, source/common/router/config_impl.cc): the fault
+// filter's upstream_cluster, the router and the stats all see the same cluster.
+type routed struct {
+	vh    *config.VirtualHost // nil: no virtual host
+	route *config.Route       // nil: no route
+	// cluster is the route's cluster name: its cluster, the weighted pick, or the cluster_header's
+	// first value ("" when absent). "" for a direct_response or redirect route.
+	cluster string
+}
+
+// routedKey keys a request's routed in its context, once a filter before the connection manager has
+// asked for it.
+type routedKey struct{}
+
+// route is the request's routed, for the HTTP filters before the router: the returned request carries
+// it, so that the connection manager does not decide it again (a weighted draw could differ).
+func (cm *connManager) route(r *http.Request) (*http.Request, routed) {
+	if rt, ok := r.Context().Value(routedKey{}).(*routed); ok {
+		return r, *rt
+	}
+	sel := new(routed)
+	r = r.WithContext(context.WithValue(r.Context(), routedKey{}, sel)) // a copy: its Host may be stripped
+	cm.stripHostPort(r)
+	*sel = cm.selectRoute(r)
+	return r, *sel
+}
+
+// stripHostPort applies the HCM's strip_port_mode to the request's Host, before routing, as Envoy's
+// ActiveStream::decodeHeaders with HeaderUtility::stripPortFromHost (source/common/http/
+// conn_manager_impl.cc, header_utility.cc): strip_any_host_port removes any numeric port,
+// strip_matching_host_port only the listener's own. The upstream gets the stripped Host too.
+func (cm *connManager) stripHostPort(r *http.Request) {
+	if cm.stripPort == config.StripNoPort {
+		return
+	}
+	i := hostPortStart(r.Host)
+	if i < 0 {
+		return
+	}
+	port, err := strconv.ParseUint(r.Host[i+1:], 10, 32)
+	if err != nil || cm.stripPort == config.StripMatchingPort && port != uint64(cm.localPort) {
+		return
+	}
+	r.Host = r.Host[:i]
+}
+
+// selectRoute matches the request's route and chooses its cluster.
+func (cm *connManager) selectRoute(r *http.Request) routed {
+	vh, route := cm.match(r)
+	rt := routed{vh: vh, route: route}
+	if route == nil || route.DirectResponse != nil || route.Redirect != nil {
+		return rt
+	}
+	switch a := &route.Action; {
+	case a.WeightedClusters != nil:
+		var rng rand.PCG
+		cm.router.seeds.request(&rng, headerValue(r.Header, hdrRequestID), saltRoute)
+		rt.cluster = pickWeightedCluster(a.WeightedClusters, r.Header, rng.Uint64())
+	case a.ClusterHeader != "":
+		rt.cluster = headerValue(r.Header, a.ClusterHeader) // only the first value, as Envoy takes it
+	default:
+		rt.cluster = a.Cluster
+	}
+	return rt
 }
 
 // match finds the virtual host for the request's authority and the first route that matches its path.
 func (cm *connManager) match(r *http.Request) (*config.VirtualHost, *config.Route) {
-	vh := matchVirtualHost(cm.routes.VirtualHosts, r.Host)
+	vh := matchVirtualHost(cm.routes.VirtualHosts, r.Host, cm.routes.IgnorePortInHostMatching)
 	if vh == nil {
 		return nil, nil
 	}
@@ -133,12 +208,12 @@ func routeMatches(m *config.RouteMatch, r *http.Request, query *url.Values) bool
 // matchVirtualHost follows Envoy's order (VirtualHost.domains, route_components.proto;
 // RouteMatcher::findVirtualHost, source/common/router/config_impl.cc): exact domain, then the longest
 // suffix wildcard ("*.example.com"), then the longest prefix wildcard ("example.*"), then "*"; a wildcard
-// never matches the empty string. The port is ignored unless a domain names it.
-func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.VirtualHost {
+// never matches the empty string. The authority is matched with its port, unless the route
+// configuration's ignore_port_in_host_matching (the HCM's strip_*_host_port strip it before).
+func matchVirtualHost(vhosts []config.VirtualHost, authority string, ignorePort bool) *config.VirtualHost {
 	host := strings.ToLower(authority)
-	hostNoPort := host
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
-		hostNoPort = host[:i]
+	if i := hostPortStart(host); ignorePort && i >= 0 {
+		host = host[:i]
 	}
 	var best *config.VirtualHost
 	bestRank, bestLen := 0, -1
@@ -147,9 +222,9 @@ func matchVirtualHost(vhosts []config.VirtualHost, authority string) *config.Vir
 			d = strings.ToLower(d)
 			rank, n := 0, 0
 			switch {
-			case d == host || d == hostNoPort:
+			case d == host:
 				rank, n = 4, len(d)
-			case strings.HasPrefix(d, "*") && d != "*" && (wildcardSuffix(hostNoPort, d[1:]) || wildcardSuffix(host, d[1:])):
+			case strings.HasPrefix(d, "*") && d != "*" && wildcardSuffix(host, d[1:]):
 				rank, n = 3, len(d)
 			case strings.HasSuffix(d, "*") && d != "*" && len(host) > len(d)-1 && strings.HasPrefix(host, d[:len(d)-1]):
 				rank, n = 2, len(d)
@@ -178,7 +253,13 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.st.rqTime.Record(cm.clk.Since(began))
 	}()
 
-	vh, route := cm.match(r)
+	sel, ok := r.Context().Value(routedKey{}).(*routed)
+	if !ok {
+		cm.stripHostPort(r)
+		rt := cm.selectRoute(r)
+		sel = &rt
+	}
+	vh, route := sel.vh, sel.route
 	if route == nil {
 		cm.st.noRoute.Inc()
 		cm.localReply(w, nil, http.StatusNotFound, "")
@@ -188,6 +269,11 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.respondDirectly(w, r, vh, route)
 		return
 	}
+	cl := cm.router.clusters[sel.cluster]
+	if cl == nil {
+		cm.clusterNotFound(w, r, vh, route)
+		return
+	}
 	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
 		var ok bool
@@ -195,13 +281,21 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	cm.router.forward(w, r, vh, route, body)
+	cm.router.forward(w, r, vh, route, cl, body)
 }
 
-// route is the route a request takes (nil: none), for the HTTP filters before the router.
-func (cm *connManager) route(r *http.Request) *config.Route {
-	_, route := cm.match(r)
-	return route
+// clusterNotFound answers a request whose route names a cluster the proxy does not have (a
+// cluster_header's value, or no such header), as Envoy's router does before any upstream attempt
+// (Filter::decodeHeaders, source/common/router/router.cc): no_cluster, and a local reply of the route's
+// cluster_not_found_response_code (default 503) without a body, with the route's response headers.
+func (cm *connManager) clusterNotFound(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
+	cm.st.noCluster.Inc()
+	code := route.Action.ClusterNotFoundCode
+	if code == 0 {
+		code = http.StatusServiceUnavailable
+	}
+	mutateHeaders(w.Header(), cm.replyFormat(w, r, route, code), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+	cm.localReply(w, nil, code, "")
 }
 
 // retryBufferLimit is how much of a request body on route is held for a retry: the listener's
@@ -405,20 +499,29 @@ func (cm *connManager) connState(_ net.Conn, state http.ConnState) {
 // mutations apply, after the Location of a redirect.
 func (cm *connManager) respondDirectly(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
 	if d := route.DirectResponse; d != nil {
-		mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+		mutateHeaders(w.Header(), cm.replyFormat(w, r, route, d.Status), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
 		cm.localReply(w, nil, d.Status, d.Body)
 		return
 	}
 	w.Header().Set("Location", redirectLocation(r, route))
-	mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
+	mutateHeaders(w.Header(), cm.replyFormat(w, r, route, route.Redirect.Code), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
 	cm.localReply(w, nil, route.Redirect.Code, "")
 }
 
-// redirectLocation is a redirect's Location, as Envoy's RouteEntryImplBase::newUri
-// (source/common/router/config_impl.cc): the request's URL with the scheme, the host, the path
-// (path_redirect, whose own query replaces the request's) or the matched prefix (prefix_rewrite)
-// replaced, and its query dropped under strip_query. When the scheme changes, a port that is the
-// default of the other scheme (":80" to https, ":443" to http) is dropped from the request's host.
+// replyFormat is what the substitution commands of a local reply's response headers read.
+func (cm *connManager) replyFormat(w http.ResponseWriter, r *http.Request, route *config.Route, code int) *formatContext {
+	return &formatContext{r: r, req: r.Header, resp: w.Header(), status: code, start: cm.clk.Now(), route: route,
+		hostname: cm.router.hostname}
+}
+
+// redirectLocation is a redirect's Location, as Envoy's Http::Utility::newUri
+// (source/common/http/utility.cc), after the route's prefix_rewrite or regex_rewrite of the path
+// (RouteEntryImplBase::rewritePathHeader, source/common/router/config_impl.cc): the scheme (the
+// request's is http: the proxy serves plaintext and, as Envoy's connection manager with no trusted
+// hops, takes x-forwarded-proto to be http), the host, ":" port_redirect, and the path, whose query
+// path_redirect's own query replaces and strip_query drops (but never path_redirect's). The request's
+// port is dropped from its host when port_redirect is set, or when the scheme changes from http and
+// the port is :80 (processRequestHost).
 func redirectLocation(r *http.Request, route *config.Route) string {
 	rd := route.Redirect
 	uri := r.RequestURI
@@ -429,15 +532,9 @@ func redirectLocation(r *http.Request, route *config.Route) string {
 	if i := strings.IndexByte(uri, '?'); i >= 0 {
 		path, query = uri[:i], uri[i:]
 	}
-	if rd.StripQuery {
-		query = ""
-	}
 	switch m := &route.Match; {
-	case rd.Path != "":
-		path = rd.Path
-		if i := strings.IndexByte(path, '?'); i >= 0 {
-			path, query = path[:i], path[i:]
-		}
+	case rd.RegexRewrite != nil:
+		path = rd.RegexRewrite.Pattern.ReplaceAllString(path, rd.RegexRewrite.Substitution)
 	case rd.PrefixRewrite != "":
 		n := len(path)
 		if !m.IsPath && m.Regex == nil {
@@ -445,17 +542,44 @@ func redirectLocation(r *http.Request, route *config.Route) string {
 		}
 		path = rd.PrefixRewrite + path[n:]
 	}
-	scheme, host := "http", r.Host
-	if rd.Scheme != "" && !strings.EqualFold(rd.Scheme, scheme) {
-		scheme = strings.ToLower(rd.Scheme)
-		if scheme == "https" {
-			host = strings.TrimSuffix(host, ":80")
-		} else if scheme == "http" {
-			host = strings.TrimSuffix(host, ":443")
+	pathHasQuery := false
+	if rd.Path != "" {
+		path = rd.Path
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path, query, pathHasQuery = path[:i], path[i:], true
 		}
 	}
-	if rd.Host != "" {
-		host = rd.Host
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
 	}
-	return scheme + "://" + host + path + query
+	if rd.StripQuery && !pathHasQuery {
+		query = ""
+	}
+	const requestScheme = "http"
+	scheme := requestScheme
+	if rd.Scheme != "" {
+		scheme = rd.Scheme
+	}
+	port := ""
+	if rd.Port != 0 {
+		port = ":" + strconv.FormatUint(uint64(rd.Port), 10)
+	}
+	host := rd.Host
+	if host == "" {
+		host = r.Host
+		if i := hostPortStart(host); i >= 0 && (port != "" || scheme != requestScheme && host[i:] == ":80") {
+			host = host[:i]
+		}
+	}
+	return scheme + "://" + host + port + path + query
+}
+
+// hostPortStart is the index of the ":" before an authority's port, -1 when it has none (an IPv6
+// literal's colons are inside its brackets), as Envoy's HeaderUtility::getPortStart.
+func hostPortStart(host string) int {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 || strings.LastIndexByte(host, ']') > i {
+		return -1
+	}
+	return i
 }

@@ -43,7 +43,7 @@ var _ http.Handler = (*faultFilter)(nil)
 // StreamDecoderFilterCallbacks): the route a request takes, and local replies counted as the
 // connection manager counts them.
 type filterCallbacks interface {
-	route(r *http.Request) *config.Route
+	route(r *http.Request) (*http.Request, routed)
 	localReply(w http.ResponseWriter, hdr http.Header, code int, body string)
 	countStatus(code int)
 }
@@ -63,6 +63,16 @@ func newFaultFilter(cfg *config.FaultFilter, next http.Handler, hcm filterCallba
 }
 
 func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f.cfg.UpstreamCluster != "" {
+		// The route and its cluster, a weighted one included, as the router will take them (Envoy's
+		// FaultFilter::decodeHeaders reads the cached route's clusterName(), fault_filter.cc).
+		var rt routed
+		r, rt = f.hcm.route(r)
+		if rt.cluster != f.cfg.UpstreamCluster {
+			f.next.ServeHTTP(w, r)
+			return
+		}
+	}
 	if !f.applies(r) {
 		f.next.ServeHTTP(w, r)
 		return
@@ -110,13 +120,8 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.next.ServeHTTP(w, r)
 }
 
-// applies checks the filter's upstream_cluster and headers conditions.
+// applies checks the filter's headers condition (ServeHTTP checks upstream_cluster).
 func (f *faultFilter) applies(r *http.Request) bool {
-	if f.cfg.UpstreamCluster != "" {
-		if route := f.hcm.route(r); route == nil || route.Action.Cluster != f.cfg.UpstreamCluster {
-			return false
-		}
-	}
 	for _, m := range f.cfg.Headers {
 		if !headerMatches(m, r.Header) {
 			return false

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -115,6 +116,29 @@ var _ = Describe("the HTTP fault filter", func() {
 		Expect(code).To(Equal(200))
 		code, _, _ = do(url, nil)
 		Expect(code).To(Equal(200))
+	})
+
+	It("sees the cluster a weighted_clusters route drew, as the router does (clusterEntry before the filters, config_impl.cc)", func() {
+		stable, canary := newUpstream(ok), newUpstream(ok)
+		srv, url := start(setup{
+			fault:    &config.FaultFilter{Abort: &config.FaultAbort{HTTPStatus: 503, Percent: all}, UpstreamCluster: "canary"},
+			clusters: []config.Cluster{cluster("stable", stable.addr()), cluster("canary", canary.addr())},
+			routes: []config.Route{{Match: config.RouteMatch{Prefix: "/"}, Action: config.RouteAction{Timeout: 5 * time.Second,
+				WeightedClusters: &config.WeightedClusters{TotalWeight: 2, Clusters: []config.ClusterWeight{
+					{Name: "stable", Weight: 1}, {Name: "canary", Weight: 1},
+				}}}}},
+		})
+		aborted := 0
+		for i := range 40 {
+			code, _, _ := do(url, map[string]string{"x-request-id": fmt.Sprintf("req-%d", i)})
+			if code == 503 {
+				aborted++
+			}
+		}
+		Expect(aborted).To(BeNumerically(">", 0), "the canary's share is aborted")
+		Expect(canary.requests.Load()).To(BeZero(), "every request drawn for the canary is aborted")
+		Expect(stable.requests.Load()).To(BeEquivalentTo(40 - aborted))
+		Expect(stat(srv, "http.ingress.fault.aborts_injected")).To(BeEquivalentTo(aborted))
 	})
 
 	It("counts faults_overflow and injects nothing beyond max_active_faults", func() {

@@ -58,17 +58,46 @@ func shareHeader(dst, src http.Header) {
 // HeaderUtility::matchHeaders (source/common/http/header_utility.cc): several values of the header are
 // matched joined by ","; an absent header matches only a present_match that wants it absent (or, with
 // invert_match, one that wants it present) — inverting a value match does not make it match an absent
-// header (the route_components.proto doc of treat_missing_header_as_empty, which meshproof does not
-// support).
+// header — unless treat_missing_header_as_empty, under which an absent header is the empty value (and a
+// present_match, or a matcher with only a name, matches as it is set, whatever the header).
 func headerMatches(m config.HeaderMatcher, h http.Header) bool {
 	values, present := h[http.CanonicalHeaderKey(m.Name)]
-	if !present {
-		return m.Present != nil && *m.Present == m.Invert
+	return valuesMatch(m, values, present)
+}
+
+// requestHeadersMatch applies header matchers to a request as Envoy does to its request headers:
+// the pseudo-headers :path (the request target), :method, :authority and :scheme read the request's.
+func requestHeadersMatch(ms []config.HeaderMatcher, r *http.Request) bool {
+	for _, m := range ms {
+		var ok bool
+		switch m.Name {
+		case ":path":
+			ok = valuesMatch(m, []string{r.RequestURI}, true)
+		case ":method":
+			ok = valuesMatch(m, []string{r.Method}, true)
+		case ":authority":
+			ok = valuesMatch(m, []string{r.Host}, true)
+		case ":scheme":
+			ok = valuesMatch(m, []string{"http"}, true)
+		default:
+			ok = headerMatches(m, r.Header)
+		}
+		if !ok {
+			return false
+		}
 	}
-	if m.Present != nil {
+	return true
+}
+
+// valuesMatch applies m to a header's values (present: the header is there).
+func valuesMatch(m config.HeaderMatcher, values []string, present bool) bool {
+	switch {
+	case !present && !m.MissingAsEmpty:
+		return m.Present != nil && *m.Present == m.Invert
+	case m.Present != nil:
 		return *m.Present != m.Invert
 	}
-	return stringMatches(m, strings.Join(values, ",")) != m.Invert
+	return stringMatches(m, strings.Join(values, ",")) != m.Invert // absent: strings.Join(nil) is ""
 }
 
 // stringMatches applies the string match of m (Envoy's StringMatcher, or range_match) to v.

@@ -95,6 +95,10 @@ type setup struct {
 	vhosts []config.VirtualHost
 	// rcRequestHeaders and rcResponseHeaders are the route configuration's header mutations.
 	rcRequestHeaders, rcResponseHeaders config.HeaderMutation
+	// ignorePort is the route configuration's ignore_port_in_host_matching; stripPort the HCM's
+	// strip_port_mode.
+	ignorePort bool
+	stripPort  config.StripPort
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
@@ -125,8 +129,8 @@ func start(s setup) (*proxy.Server, string) {
 	cfg := &config.Bootstrap{
 		Admin: &config.Admin{Address: "127.0.0.1:0"},
 		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", RequestTimeout: s.requestTimeout, IdleTimeout: s.idleTimeout, Fault: s.fault,
-			BufferLimit: s.bufferLimit, MaxRequestsPerConnection: s.maxRequests, ConnectionLimit: s.connLimit,
-			Routes: config.RouteConfig{Name: "r", VirtualHosts: vhosts,
+			BufferLimit: s.bufferLimit, MaxRequestsPerConnection: s.maxRequests, ConnectionLimit: s.connLimit, StripPort: s.stripPort,
+			Routes: config.RouteConfig{Name: "r", VirtualHosts: vhosts, IgnorePortInHostMatching: s.ignorePort,
 				RequestHeaders: s.rcRequestHeaders, ResponseHeaders: s.rcResponseHeaders}}},
 		Clusters: s.clusters,
 	}

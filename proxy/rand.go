@@ -27,6 +27,7 @@ const (
 	saltTracing
 	saltOutlier
 	saltHealth
+	saltRoute // the route's own draws: a weighted cluster
 )
 
 // seed resets p to the stream of (name, salt).

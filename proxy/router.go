@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,10 +32,13 @@ type router struct {
 	clusters map[string]*cluster
 	hcm      downstream
 	rc       *config.RouteConfig // the listener's route configuration (its header mutations)
-	clk      clock.Clock
+	// vclusters are the virtual clusters of rc's virtual hosts that have some.
+	vclusters map[*config.VirtualHost]*vhostClusters
+	clk       clock.Clock
 	// realClock: clk is clock.Real, so the route deadline can bound an exchange as a socket deadline.
 	realClock bool
 	seeds     seeds
+	hostname  string // the machine's, for %HOSTNAME%
 	bufs      sync.Pool
 	forwards  sync.Pool // of *forward: one per request in flight, reused
 	onRequest func(id string, attempts int)
@@ -54,8 +58,9 @@ type downstream interface {
 
 func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router {
 	_, real := clk.(clock.Real)
+	hostname, _ := os.Hostname()
 	return &router{
-		clusters: clusters, clk: clk, realClock: real, seeds: sd,
+		clusters: clusters, clk: clk, realClock: real, seeds: sd, hostname: hostname,
 		bufs: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 		forwards: sync.Pool{New: func() any {
 			f := &forward{extra: make(http.Header, 8)}
@@ -65,18 +70,22 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 	}
 }
 
-// forward sends a routed request upstream and answers it.
-func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody) {
-	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists; nil: weighted (run picks)
+// forward sends a routed request upstream, to cl (the route's cluster as the connection manager chose
+// it), and answers it.
+func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, cl *cluster, body requestBody) {
 	f := rt.forwards.Get().(*forward)
 	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, attachFn: f.attachFn, detachFn: f.detachFn, uri: r.RequestURI}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
 	f.host, f.hdr = r.Host, r.Header
+	if vcs := rt.vclusters[vh]; vcs != nil {
+		f.vc = vcs.match(r) // on the downstream's headers (Filter::decodeHeaders, router.cc)
+	}
 	if rc := rt.rc; rc != nil && !(route.RequestHeaders.Empty() && vh.RequestHeaders.Empty() && rc.RequestHeaders.Empty()) {
 		f.hdr = r.Header.Clone() // the upstream request's headers: the downstream's, mutated
-		mutateHeaders(f.hdr, route.RequestHeaders, vh.RequestHeaders, rc.RequestHeaders)
+		fc := formatContext{r: r, req: f.hdr, start: rt.clk.Now(), route: route, cluster: cl.name, hostname: rt.hostname}
+		mutateHeaders(f.hdr, &fc, route.RequestHeaders, vh.RequestHeaders, rc.RequestHeaders)
 	}
 	if a := &route.Action; a.PrefixRewrite != "" || a.RegexRewrite != nil {
 		f.rewritePath()
@@ -126,6 +135,7 @@ type forward struct {
 	vh    *config.VirtualHost
 	route *config.Route
 	cl    *cluster
+	vc    *vclusterStats // the request's virtual cluster; nil: its virtual host has none
 	body  requestBody
 	start time.Time
 	span  trace.Span // the server span when the request is traced; nil otherwise
@@ -163,9 +173,6 @@ func (f *forward) run() {
 		reqID = newRequestID()
 	}
 	f.rt.seeds.request(&f.rng, reqID, saltRouter)
-	if wc := f.route.Action.WeightedClusters; wc != nil {
-		f.cl = f.rt.clusters[pickWeightedCluster(wc, f.r.Header, f.rng.Uint64())]
-	}
 	rp, timeout := f.effectivePolicy()
 	if timeout > 0 {
 		f.deadline = f.start.Add(timeout)
@@ -241,6 +248,9 @@ func (f *forward) run() {
 		d, retrySuccess := rs.Decide(a.outcome, f.cl.rm.TryAcquireRetry)
 		if retrySuccess {
 			f.cl.st.rqRetrySuccess.Inc()
+			if f.vc != nil {
+				f.vc.rqRetrySuccess.Inc()
+			}
 		}
 		switch d {
 		case policy.Retry:
@@ -254,6 +264,9 @@ func (f *forward) run() {
 			holdingRetry = true
 			a.charge(true)
 			f.cl.st.rqRetry.Inc()
+			if f.vc != nil {
+				f.vc.rqRetry.Inc()
+			}
 			f.cl.retryScheduled(a.index, a.outcome)
 			delay := f.backoff(a, rp, backoff)
 			f.abandon(a)
@@ -271,11 +284,17 @@ func (f *forward) run() {
 			continue
 		case policy.LimitExceeded:
 			f.cl.st.rqRetryLimitExceeded.Inc()
+			if f.vc != nil {
+				f.vc.rqRetryLimitExceeded.Inc()
+			}
 			if f.span != nil {
 				f.span.AddEvent(EventRetryLimit, trace.WithAttributes(AttrAttempt.Int(n)))
 			}
 		case policy.RetryOverflow:
 			f.cl.st.rqRetryOverflow.Inc()
+			if f.vc != nil {
+				f.vc.rqRetryOverflow.Inc()
+			}
 			if f.span != nil {
 				f.span.AddEvent(EventRetryOverflow, trace.WithAttributes(AttrBreaker.String("max_retries"), AttrAttempt.Int(n)))
 			}
@@ -377,10 +396,11 @@ var overloaded = http.Header{"X-Envoy-Overloaded": {"true"}}
 func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Header) {
 	f.cl.st.status(code)
 	f.cl.st.rqCompleted.Inc()
+	f.vc.response(code)
 	if f.vh.IncludeAttemptCountInResponse {
 		f.w.Header().Set(hdrAttemptCount, strconv.Itoa(n))
 	}
-	f.mutateResponse(f.w.Header()) // Envoy's router applies them to its local replies too (modify_headers_)
+	f.mutateResponse(f.w.Header(), code, "") // Envoy's router applies them to its local replies too (modify_headers_)
 	f.rt.hcm.localReply(f.w, hdr, code, body)
 }
 
@@ -389,6 +409,9 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 // Filter::modify_headers_, applied to the local replies of onUpstreamAbort, router.cc).
 func (f *forward) routeTimeout(n int) {
 	f.cl.st.rqTimeout.Inc()
+	if f.vc != nil {
+		f.vc.rqTimeout.Inc()
+	}
 	f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
 }
 
@@ -408,7 +431,7 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		f.scratch[1] = strconv.Itoa(n)
 		hdr[hdrAttemptCount] = f.scratch[1:2:2]
 	}
-	f.mutateResponse(hdr)
+	f.mutateResponse(hdr, resp.StatusCode, a.host.addr)
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.hcm.countStatus(resp.StatusCode)
 	bp := f.rt.bufs.Get().(*[]byte)
@@ -418,9 +441,13 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	// complete, for a buffered body) to the end of the response, retries and back-offs included
 	// (Filter::onUpstreamComplete, router.cc, from downstream_request_complete_time_).
 	f.cl.st.rqTime.Record(f.rt.clk.Since(f.start))
+	f.vc.recordTime(f.rt.clk.Since(f.start)) // CodeStatsImpl::chargeResponseTiming
 	if err != nil {
 		if f.timedOut() {
 			f.cl.st.rqTimeout.Inc()
+			if f.vc != nil {
+				f.vc.rqTimeout.Inc()
+			}
 			f.cl.st.rqTxReset.Inc() // Filter::onResponseTimeout resets the upstream request mid-body
 		}
 		panic(http.ErrAbortHandler)
@@ -443,17 +470,23 @@ func pickWeightedCluster(wc *config.WeightedClusters, h http.Header, random uint
 	for _, c := range wc.Clusters {
 		end += uint64(c.Weight)
 		if selected < end {
+			if c.ClusterHeader != "" { // the cluster the request names, first value (WeightedClusterEntry)
+				return headerValue(h, c.ClusterHeader)
+			}
 			return c.Name
 		}
 	}
-	return wc.Clusters[len(wc.Clusters)-1].Name // unreachable: selected < TotalWeight, the sum
+	return "" // unreachable: selected < TotalWeight, the sum
 }
 
 // mutateResponse applies the response header mutations of the route, its virtual host and the route
 // configuration (Envoy's RouteEntryImplBase::finalizeResponseHeaders, called from the router's
 // onUpstreamHeaders and from its local replies' modify_headers_, source/common/router/router.cc).
-func (f *forward) mutateResponse(h http.Header) {
-	if rc := f.rt.rc; rc != nil {
-		mutateHeaders(h, f.route.ResponseHeaders, f.vh.ResponseHeaders, rc.ResponseHeaders)
+// status and upstream (the host's address, "" for a local reply) are for the substitution commands.
+func (f *forward) mutateResponse(h http.Header, status int, upstream string) {
+	if rc := f.rt.rc; rc != nil && !(f.route.ResponseHeaders.Empty() && f.vh.ResponseHeaders.Empty() && rc.ResponseHeaders.Empty()) {
+		fc := formatContext{r: f.r, req: f.r.Header, resp: h, status: status, start: f.start, route: f.route,
+			cluster: f.cl.name, upstream: upstream, hostname: f.rt.hostname}
+		mutateHeaders(h, &fc, f.route.ResponseHeaders, f.vh.ResponseHeaders, rc.ResponseHeaders)
 	}
 }

@@ -3,8 +3,10 @@ package proxy_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -72,6 +74,10 @@ var _ = Describe("route matching, as Envoy's RouteMatch (route_components.proto;
 			routeTo(config.RouteMatch{Path: "/Exact", IsPath: true, IgnoreCase: true}, "c"),
 			routeTo(config.RouteMatch{Prefix: "/CI/", IgnoreCase: true}, "d"),
 			routeTo(config.RouteMatch{Prefix: "/cs/"}, "a"),
+			// treat_missing_header_as_empty: an absent x-tier is the empty value, which is not "gold".
+			routeTo(config.RouteMatch{Prefix: "/missing", Headers: []config.HeaderMatcher{
+				{Name: "x-tier", Exact: str("gold"), Invert: true, MissingAsEmpty: true},
+			}}, "d"),
 			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
 				{Name: "x-env", Exact: str("prod"), Invert: true},
 			}}, "b"),
@@ -119,6 +125,12 @@ var _ = Describe("route matching, as Envoy's RouteMatch (route_components.proto;
 		Expect(routedTo(url, "/z", byAddr)).To(Equal("404"), "Envoy: absent, and no treat_missing_header_as_empty")
 	})
 
+	It("matches an absent header as the empty value under treat_missing_header_as_empty (header_utility.cc, matchHeaders)", func() {
+		Expect(routedTo(url, "/missing", byAddr)).To(Equal("d"), `absent: "" is not "gold", inverted`)
+		Expect(routedTo(url, "/missing", byAddr, "x-tier", "silver")).To(Equal("d"))
+		Expect(routedTo(url, "/missing", byAddr, "x-tier", "gold", "x-env", "prod")).To(Equal("404"))
+	})
+
 	It("requires every query parameter matcher to match the parameter's first value, decoded", func() {
 		Expect(routedTo(url, "/z?debug&lang=EN-gb", byAddr)).To(Equal("c"))
 		Expect(routedTo(url, "/z?debug=0&lang=%65n", byAddr)).To(Equal("c"))
@@ -161,7 +173,8 @@ var _ = Describe("virtual hosts, as Envoy's VirtualHost.domains (route_component
 		}
 		Expect(host("api.example.com", "/")).To(Equal("exact"))
 		Expect(host("API.Example.com", "/")).To(Equal("exact"), "domains match without case")
-		Expect(host("api.example.com:8080", "/")).To(Equal("exact"), "a port no domain names is ignored")
+		Expect(host("api.example.com:8080", "/")).To(Equal("prefix"), "Envoy matches the port too: not api.example.com, but api.*")
+		Expect(host("shop.example.com:8080", "/")).To(Equal("any"), "nor *.example.com")
 		Expect(host("www.example.com:8443", "/")).To(Equal("exact"))
 		Expect(host("shop.example.com", "/")).To(Equal("suffix"))
 		Expect(host("shop.eu.example.com", "/")).To(Equal("longer-suffix"))
@@ -170,6 +183,63 @@ var _ = Describe("virtual hosts, as Envoy's VirtualHost.domains (route_component
 		Expect(host("api.", "/")).To(Equal("any"))
 		Expect(host("other", "/")).To(Equal("any"))
 		Expect(host("shop.example.com", "/healthz")).To(Equal("health"), "the first route that matches wins")
+	})
+
+	Context("with the port left out of the match", func() {
+		var (
+			byAddr   map[string]string
+			clusters []config.Cluster
+			seen     chan string
+		)
+		BeforeEach(func() {
+			byAddr, clusters, seen = map[string]string{}, nil, make(chan string, 4)
+			for _, name := range []string{"exact", "any"} {
+				u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+					seen <- r.Host
+					ok(0, w, r)
+				})
+				byAddr[u.addr()] = name
+				clusters = append(clusters, cluster(name, u.addr()))
+			}
+		})
+		vhosts := func() []config.VirtualHost {
+			return []config.VirtualHost{
+				{Name: "any", Domains: []string{"*"}, Routes: []config.Route{routeTo(config.RouteMatch{Prefix: "/"}, "any")}},
+				{Name: "exact", Domains: []string{"api.example.com"}, Routes: []config.Route{routeTo(config.RouteMatch{Prefix: "/"}, "exact")}},
+			}
+		}
+		send := func(url, host string) string {
+			GinkgoHelper()
+			req, err := http.NewRequest("GET", url+"/", nil)
+			Expect(err).NotTo(HaveOccurred())
+			req.Host = host
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return byAddr[resp.Header.Get("x-upstream")]
+		}
+
+		It("matches without the port under the route configuration's ignore_port_in_host_matching, forwarding the Host as is", func() {
+			_, url := start(setup{clusters: clusters, vhosts: vhosts(), ignorePort: true})
+			Expect(send(url, "api.example.com:8080")).To(Equal("exact"))
+			Expect(<-seen).To(Equal("api.example.com:8080"))
+		})
+
+		It("strips any port from the Host under the HCM's strip_any_host_port, upstream too (stripPortFromHost, header_utility.cc)", func() {
+			_, url := start(setup{clusters: clusters, vhosts: vhosts(), stripPort: config.StripAnyPort})
+			Expect(send(url, "api.example.com:8080")).To(Equal("exact"))
+			Expect(<-seen).To(Equal("api.example.com"))
+		})
+
+		It("strips only the listener's own port under strip_matching_host_port", func() {
+			_, url := start(setup{clusters: clusters, vhosts: vhosts(), stripPort: config.StripMatchingPort})
+			_, port, err := net.SplitHostPort(strings.TrimPrefix(url, "http://"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(send(url, "api.example.com:"+port)).To(Equal("exact"))
+			Expect(<-seen).To(Equal("api.example.com"))
+			Expect(send(url, "api.example.com:1")).To(Equal("any"))
+			Expect(<-seen).To(Equal("api.example.com:1"))
+		})
 	})
 })
 
@@ -230,6 +300,76 @@ var _ = Describe("weighted_clusters, as Envoy's WeightedCluster (route_component
 		send("x-split", "90")
 		Expect(canary.requests.Load()).To(BeEquivalentTo(2))
 		Expect(stable.requests.Load()).To(BeEquivalentTo(1))
+	})
+})
+
+var _ = Describe("cluster_header, as Envoy's RouteAction and ClusterWeight cluster_header (clusterEntry in config_impl.cc; decodeHeaders in router.cc)", func() {
+	var (
+		srv         *proxy.Server
+		url         string
+		blue, green *upstream
+	)
+	BeforeEach(func() {
+		blue, green = newUpstream(ok), newUpstream(ok)
+		srv, url = start(setup{
+			clusters: []config.Cluster{cluster("blue", blue.addr()), cluster("green", green.addr())},
+			routes: []config.Route{
+				{Match: config.RouteMatch{Prefix: "/weighted"}, Action: config.RouteAction{Timeout: 5 * time.Second,
+					WeightedClusters: &config.WeightedClusters{HeaderName: "x-split", TotalWeight: 100, Clusters: []config.ClusterWeight{
+						{Name: "blue", Weight: 50}, {ClusterHeader: "X-Cluster", Weight: 50},
+					}}}},
+				{Match: config.RouteMatch{Prefix: "/404"}, Action: config.RouteAction{Timeout: 5 * time.Second,
+					ClusterHeader: "X-Cluster", ClusterNotFoundCode: http.StatusNotFound}},
+				{Match: config.RouteMatch{Prefix: "/"}, Action: config.RouteAction{Timeout: 5 * time.Second, ClusterHeader: "X-Cluster"},
+					ResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{{Key: "X-Route", Value: "by-header"}}}},
+			},
+		})
+	})
+
+	send := func(path string, headers ...string) *http.Response {
+		GinkgoHelper()
+		req, err := http.NewRequest("GET", url+path, nil)
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Add(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		return resp
+	}
+
+	It("routes to the cluster named by the header's first value", func() {
+		Expect(send("/", "x-cluster", "green", "x-cluster", "blue").StatusCode).To(Equal(200))
+		Expect(green.requests.Load()).To(BeEquivalentTo(1))
+		Expect(blue.requests.Load()).To(BeZero())
+		Expect(stat(srv, "cluster.green.upstream_rq_200")).To(BeEquivalentTo(1))
+	})
+
+	It("answers 503 without a body and counts no_cluster when the header is absent or names no cluster", func() {
+		for _, h := range [][]string{nil, {"x-cluster", "purple"}} {
+			resp := send("/", h...)
+			Expect(resp.StatusCode).To(Equal(http.StatusServiceUnavailable))
+			Expect(resp.ContentLength).To(BeZero())
+			Expect(resp.Header.Get("x-route")).To(Equal("by-header"), "the route's response headers apply to the local reply")
+		}
+		Expect(stat(srv, "http.ingress.no_cluster")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "http.ingress.downstream_rq_5xx")).To(BeEquivalentTo(2))
+		Expect(blue.requests.Load() + green.requests.Load()).To(BeZero())
+	})
+
+	It("answers cluster_not_found_response_code when the route sets it", func() {
+		Expect(send("/404", "x-cluster", "purple").StatusCode).To(Equal(http.StatusNotFound))
+		Expect(stat(srv, "http.ingress.no_cluster")).To(BeEquivalentTo(1))
+	})
+
+	It("sends a weighted cluster_header pick to the cluster the request names", func() {
+		Expect(send("/weighted", "x-split", "10", "x-cluster", "green").StatusCode).To(Equal(200)) // [0, 50): blue
+		Expect(send("/weighted", "x-split", "60", "x-cluster", "green").StatusCode).To(Equal(200)) // [50, 100): the header's
+		Expect(send("/weighted", "x-split", "60").StatusCode).To(Equal(http.StatusServiceUnavailable))
+		Expect(blue.requests.Load()).To(BeEquivalentTo(1))
+		Expect(green.requests.Load()).To(BeEquivalentTo(1))
+		Expect(stat(srv, "http.ingress.no_cluster")).To(BeEquivalentTo(1))
 	})
 })
 
@@ -375,6 +515,70 @@ var _ = Describe("headers to add and remove, as Envoy's custom request/response 
 	})
 })
 
+var _ = Describe("substitution commands in header values, as Envoy's substitution formatter (header_parser.cc; substitution_formatter.cc)", func() {
+	var (
+		url, backendAddr string
+		seen             chan http.Header
+	)
+	option := func(key, value string, keepEmpty bool) config.HeaderValueOption {
+		GinkgoHelper()
+		f, plain, err := config.ParseFormat(value)
+		Expect(err).NotTo(HaveOccurred())
+		return config.HeaderValueOption{Key: http.CanonicalHeaderKey(key), Value: plain, Format: f, KeepEmpty: keepEmpty}
+	}
+	BeforeEach(func() {
+		seen = make(chan http.Header, 1)
+		backend := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Clone()
+			w.Header().Set("x-served-by", "upstream-7")
+		})
+		backendAddr = backend.addr()
+		route := prefixRoute("/", "backend", nil)
+		route.Name = "catch-all"
+		route.RequestHeaders = config.HeaderMutation{Add: []config.HeaderValueOption{
+			option("x-client", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", false),
+			option("x-local-port", "%DOWNSTREAM_LOCAL_PORT%", false),
+			option("x-user", "%REQ(x-user-id?x-anonymous-id):4%", false),
+			option("x-via", "%PROTOCOL% to %UPSTREAM_CLUSTER% at 100%%", false),
+			option("x-start", "%START_TIME%", false),
+			option("x-absent", "%REQ(x-nothing)%", false),
+			option("x-kept", "%REQ(x-nothing)%", true),
+			option("x-code", "%RESPONSE_CODE%", false),
+		}}
+		route.ResponseHeaders = config.HeaderMutation{Add: []config.HeaderValueOption{
+			option("x-code", "%RESPONSE_CODE%", false),
+			option("x-up", "%UPSTREAM_REMOTE_ADDRESS%", false),
+			option("x-echo", "%RESP(x-served-by)% for %REQ(:method)% %REQ(:path)% on %ROUTE_NAME%", false),
+		}}
+		_, url = start(setup{clusters: []config.Cluster{cluster("backend", backendAddr)}, routes: []config.Route{route},
+			opts: proxy.Options{Clock: fakeClock()}})
+	})
+
+	It("formats request headers from the downstream connection, the request and the route", func() {
+		req, err := http.NewRequest("GET", url+"/a?b=c", nil)
+		Expect(err).NotTo(HaveOccurred())
+		req.Header.Set("x-anonymous-id", "anon-12345")
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		var h http.Header
+		Eventually(seen).Should(Receive(&h))
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(url, "http://"))
+		Expect(h.Get("x-client")).To(Equal("127.0.0.1"))
+		Expect(h.Get("x-local-port")).To(Equal(port))
+		Expect(h.Get("x-user")).To(Equal("anon"), "the alternative header, cut to 4 characters")
+		Expect(h.Get("x-via")).To(Equal("HTTP/1.1 to backend at 100%"))
+		Expect(h.Get("x-start")).To(Equal("2025-01-01T00:00:00.000Z"), "START_TIME's default format")
+		Expect(h.Get("x-code")).To(Equal("0"), "no response yet")
+		Expect(h).NotTo(HaveKey("X-Absent"), "an empty result adds nothing")
+		Expect(h).To(HaveKeyWithValue("X-Kept", []string{""}), "unless keep_empty_value")
+
+		Expect(resp.Header.Get("x-code")).To(Equal("200"))
+		Expect(resp.Header.Get("x-up")).To(Equal(backendAddr))
+		Expect(resp.Header.Get("x-echo")).To(Equal("upstream-7 for GET /a?b=c on catch-all"))
+	})
+})
+
 var _ = Describe("direct_response and redirect routes, answered by the proxy as Envoy's router does (router.cc decodeHeaders; config_impl.cc newUri)", func() {
 	var (
 		url     string
@@ -393,6 +597,10 @@ var _ = Describe("direct_response and redirect routes, answered by the proxy as 
 			answer(config.RouteMatch{Prefix: "/moved"}, config.Route{Redirect: &config.Redirect{Host: "new.example.com", Path: "/landing", Code: 302}}),
 			answer(config.RouteMatch{Prefix: "/q"}, config.Route{Redirect: &config.Redirect{Path: "/fixed?a=b", StripQuery: true, Code: 301}}),
 			answer(config.RouteMatch{Prefix: "/v1/"}, config.Route{Redirect: &config.Redirect{PrefixRewrite: "/v2/", StripQuery: true, Code: 308}}),
+			answer(config.RouteMatch{Prefix: "/port/"}, config.Route{Redirect: &config.Redirect{Scheme: "https", Port: 8443, Code: 301}}),
+			answer(config.RouteMatch{Prefix: "/plain/"}, config.Route{Redirect: &config.Redirect{Scheme: "http", Code: 301}}),
+			answer(config.RouteMatch{Prefix: "/svc/"}, config.Route{Redirect: &config.Redirect{Code: 302, RegexRewrite: &config.RegexRewrite{
+				Pattern: regexp.MustCompile(`^/svc/([^/]+)/`), Substitution: "/${1}/v2/"}}}),
 		}})
 	})
 
@@ -439,9 +647,93 @@ var _ = Describe("direct_response and redirect routes, answered by the proxy as 
 		Expect(resp.Header.Get("Location")).To(Equal("http://svc/fixed?a=b"))
 	})
 
+	It("replaces the port with port_redirect, dropping the request's (newUri, processRequestHost in utility.cc)", func() {
+		resp, _ := do("shop.example.com:8080", "/port/a?b=c")
+		Expect(resp.Header.Get("Location")).To(Equal("https://shop.example.com:8443/port/a?b=c"))
+		resp, _ = do("[::1]:8080", "/port/a")
+		Expect(resp.Header.Get("Location")).To(Equal("https://[::1]:8443/port/a"))
+	})
+
+	It("keeps a port that is not the request scheme's default (the request's scheme is http)", func() {
+		resp, _ := do("shop.example.com:443", "/plain/x")
+		Expect(resp.Header.Get("Location")).To(Equal("http://shop.example.com:443/plain/x"), "Envoy drops :443 only from an https request")
+		resp, _ = do("shop.example.com:8080", "/secure/x")
+		Expect(resp.Header.Get("Location")).To(Equal("https://shop.example.com:8080/secure/x"))
+	})
+
+	It("rewrites the path with regex_rewrite, keeping the query", func() {
+		resp, _ := do("svc", "/svc/users/list?all=1")
+		Expect(resp.StatusCode).To(Equal(302))
+		Expect(resp.Header.Get("Location")).To(Equal("http://svc/users/v2/list?all=1"))
+	})
+
 	It("swaps the matched prefix for prefix_rewrite and drops the query under strip_query", func() {
 		resp, _ := do("svc", "/v1/users?page=2")
 		Expect(resp.StatusCode).To(Equal(308))
 		Expect(resp.Header.Get("Location")).To(Equal("http://svc/v2/users"))
+	})
+})
+
+var _ = Describe("virtual_clusters, as Envoy's VirtualCluster (route_components.proto; VirtualClusterStats in config_impl.h, CodeStatsImpl in codes.cc)", func() {
+	var (
+		srv *proxy.Server
+		url string
+	)
+	str := func(s string) *string { return &s }
+	BeforeEach(func() {
+		backend := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/flaky") {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+		})
+		srv, url = start(setup{clusters: []config.Cluster{cluster("backend", backend.addr())}, vhosts: []config.VirtualHost{{
+			Name: "api", Domains: []string{"*"},
+			Routes: []config.Route{prefixRoute("/", "backend", retries(1, "5xx"))},
+			VirtualClusters: []config.VirtualCluster{
+				{Name: "writes", Headers: []config.HeaderMatcher{{Name: ":method", Exact: str("POST")}}},
+				{Name: "users", Headers: []config.HeaderMatcher{{Name: ":path", Prefix: str("/users/")}}},
+			},
+		}}})
+	})
+
+	send := func(method, path string) int {
+		GinkgoHelper()
+		req, err := http.NewRequest(method, url+path, nil)
+		Expect(err).NotTo(HaveOccurred())
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	It("counts each request under the first virtual cluster whose headers match, :method and :path included, else other", func() {
+		Expect(send("POST", "/users/7")).To(Equal(200))
+		Expect(send("GET", "/users/7")).To(Equal(200))
+		Expect(send("GET", "/users/8")).To(Equal(200))
+		Expect(send("GET", "/health")).To(Equal(200))
+		Expect(stat(srv, "vhost.api.vcluster.writes.upstream_rq_total")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "vhost.api.vcluster.users.upstream_rq_total")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "vhost.api.vcluster.users.upstream_rq_200")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "vhost.api.vcluster.users.upstream_rq_2xx")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "vhost.api.vcluster.users.upstream_rq_completed")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_total")).To(BeEquivalentTo(1))
+		Expect(srv.Stats().Values()).To(HaveKey("vhost.api.vcluster.other.upstream_rq_timeout"), "Envoy's VirtualClusterStats exist from the start")
+	})
+
+	It("counts retries, and every response the router charged, the retried one included", func() {
+		Expect(send("GET", "/flaky")).To(Equal(503))
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_total")).To(BeEquivalentTo(2), "one per attempt, as the cluster's")
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_retry")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_retry_limit_exceeded")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_503")).To(BeEquivalentTo(2), "no retry. prefix for virtual clusters")
+		Expect(stat(srv, "vhost.api.vcluster.other.upstream_rq_5xx")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeEquivalentTo(1))
+	})
+
+	It("names them in Prometheus with envoy_virtual_cluster and envoy_virtual_host (well_known_names.cc)", func() {
+		Expect(send("POST", "/x")).To(Equal(200))
+		_, _, body := get("http://" + srv.AdminAddr() + "/stats/prometheus")
+		Expect(body).To(ContainSubstring(`envoy_vhost_vcluster_upstream_rq_total{envoy_virtual_cluster="writes",envoy_virtual_host="api"} 1`))
+		Expect(body).To(ContainSubstring(`envoy_vhost_vcluster_upstream_rq{envoy_response_code="200",envoy_virtual_cluster="writes",envoy_virtual_host="api"} 1`))
 	})
 })

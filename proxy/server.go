@@ -143,8 +143,12 @@ func (s *Server) Start() error {
 		rt := newRouter(s.clusters, s.clk, s.seeds)
 		rt.onRequest = s.opts.OnRequest
 		hcm := newConnManager(l, s.store, s.clk, rt)
+		if a, ok := ln.Addr().(*net.TCPAddr); ok {
+			hcm.localPort = a.Port // strip_matching_host_port compares with the port bound
+		}
 		rt.hcm = hcm
 		rt.rc = &hcm.routes
+		rt.vclusters = newVirtualClusters(hcm.routes.VirtualHosts, s.store)
 		// The request chain, outermost first: tracing (server span), fault filter, connection manager
 		// (downstream stats, route, body), router (upstream requests, retries).
 		var handler http.Handler = hcm

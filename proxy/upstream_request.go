@@ -32,7 +32,8 @@ type upstreamRequest struct {
 	resp      *http.Response // with outcome Response: headers received, body still to read
 	charged   bool           // its code is counted (see charge)
 	host      *host
-	index     int // the host's index in the cluster
+	vc        *vclusterStats // the request's virtual cluster (nil: none)
+	index     int            // the host's index in the cluster
 	cancel    context.CancelCauseFunc
 	cl        *cluster      // the cluster the attempt is for
 	att       *attachment   // what the attempt holds once attached (the forward's); nil before
@@ -85,6 +86,9 @@ func (f *forward) attach() bool {
 		return false
 	}
 	t.cl.st.rqTotal.Inc()
+	if f.vc != nil { // the virtual cluster counts its attempts at the same moment (router.cc, onPoolReady)
+		f.vc.rqTotal.Inc()
+	}
 	t.cl.st.rqActive.Inc()
 	t.host.rqTotal.Add(1)
 	t.host.rqActive.Add(1)
@@ -108,7 +112,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	if perTry > 0 {
 		actx, cancel = context.WithCancelCause(f.ctx())
 	}
-	a := upstreamRequest{cancel: cancel, index: -1, cl: cl}
+	a := upstreamRequest{cancel: cancel, index: -1, cl: cl, vc: f.vc}
 	// The host first, then its connection pool (Envoy's router picks the host, then asks its pool for a
 	// stream): the circuit breakers are the pool's (see h1.Pool.get and attach). A local overflow is
 	// answered at once, never retried, never an outlier signal.
@@ -285,6 +289,7 @@ func (a *upstreamRequest) charge(retried bool) {
 	}
 	a.charged = true
 	code := a.resp.StatusCode
+	a.vc.response(code) // retried or not: CodeStatsImpl::chargeResponseStat charges the virtual cluster either way
 	switch {
 	case retried:
 		a.cl.st.retried(code)

@@ -23,6 +23,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -161,6 +162,15 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
 	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
+	switch {
+	case hcm.GetStripMatchingHostPort() && hcm.GetStripAnyHostPort():
+		// Envoy's HttpConnectionManagerConfig refuses both too.
+		c.fail(joinPath(path, "strip_any_host_port"), "only one of strip_matching_host_port and strip_any_host_port may be set")
+	case hcm.GetStripMatchingHostPort():
+		out.StripPort = StripMatchingPort
+	case hcm.GetStripAnyHostPort():
+		out.StripPort = StripAnyPort
+	}
 	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
 	out.Tracing = c.hcmTracing(hcm.GetTracing())
 	if hcm.GetRouteConfig() == nil {
@@ -235,7 +245,7 @@ func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *Fault
 }
 
 func (c *converter) routeConfig(rc *routev3.RouteConfiguration, path string, clusters map[string]bool) RouteConfig {
-	out := RouteConfig{Name: rc.GetName(),
+	out := RouteConfig{Name: rc.GetName(), IgnorePortInHostMatching: rc.GetIgnorePortInHostMatching(),
 		RequestHeaders:  c.headerMutation(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove(), path, "request"),
 		ResponseHeaders: c.headerMutation(rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove(), path, "response"),
 	}
@@ -270,6 +280,22 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 	for i, r := range vh.GetRoutes() {
 		out.Routes = append(out.Routes, c.route(r, indexPath(joinPath(path, "routes"), i), clusters))
 	}
+	out.VirtualClusters = c.virtualClusters(vh.GetVirtualClusters(), joinPath(path, "virtual_clusters"))
+	return out
+}
+
+// virtualClusters converts a virtual host's virtual_clusters. As in Envoy, two of the same name, or one
+// named "other" (the catch-all's name), share their stats.
+func (c *converter) virtualClusters(vcs []*routev3.VirtualCluster, path string) []VirtualCluster {
+	var out []VirtualCluster
+	for i, vc := range vcs {
+		vpath := indexPath(path, i)
+		v := VirtualCluster{Name: vc.GetName()}
+		for k, h := range vc.GetHeaders() {
+			v.Headers = append(v.Headers, c.headerMatcher(h, indexPath(joinPath(vpath, "headers"), k)))
+		}
+		out = append(out, v)
+	}
 	return out
 }
 
@@ -285,7 +311,7 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		out.DirectResponse = c.directResponse(a.DirectResponse, joinPath(path, "direct_response"))
 		return out
 	case *routev3.Route_Redirect:
-		out.Redirect = c.redirect(a.Redirect)
+		out.Redirect = c.redirect(a.Redirect, joinPath(path, "redirect"))
 		return out
 	}
 	action := r.GetRoute()
@@ -300,9 +326,14 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		HashHeaders: c.hashHeaders(action.GetHashPolicy(), joinPath(path, "hash_policy")),
 	}
 	c.rewrites(action, path, &out.Action)
+	if code := action.GetClusterNotFoundResponseCode(); code != routev3.RouteAction_SERVICE_UNAVAILABLE {
+		out.Action.ClusterNotFoundCode = clusterNotFoundCodes[code] // else 0: the default, 503
+	}
 	switch spec := action.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_WeightedClusters:
 		out.Action.WeightedClusters = c.weightedClusters(spec.WeightedClusters, joinPath(path, "weighted_clusters"), clusters)
+	case *routev3.RouteAction_ClusterHeader:
+		out.Action.ClusterHeader = c.clusterHeader(spec.ClusterHeader, joinPath(path, "cluster_header"))
 	default:
 		out.Action.Cluster = action.GetCluster()
 		c.knownCluster(action.GetCluster(), joinPath(path, "cluster"), clusters)
@@ -322,18 +353,23 @@ func (c *converter) rewrites(a *routev3.RouteAction, path string, out *RouteActi
 	if out.PrefixRewrite != "" {
 		c.fail(rpath, "only one of prefix_rewrite and regex_rewrite may be set")
 	}
+	out.RegexRewrite = c.regexRewrite(rr, rpath)
+}
+
+// regexRewrite converts a RegexMatchAndSubstitute (nil when it is invalid).
+func (c *converter) regexRewrite(rr *matcherv3.RegexMatchAndSubstitute, path string) *RegexRewrite {
 	pattern := rr.GetPattern().GetRegex()
 	re, err := regexp.Compile(pattern)
 	if err != nil {
-		c.fail(joinPath(joinPath(rpath, "pattern"), "regex"), "invalid RE2 regex %q: %v", pattern, err)
-		return
+		c.fail(joinPath(joinPath(path, "pattern"), "regex"), "invalid RE2 regex %q: %v", pattern, err)
+		return nil
 	}
 	sub, err := goSubstitution(rr.GetSubstitution(), re.NumSubexp())
 	if err != nil {
-		c.fail(joinPath(rpath, "substitution"), "%v", err)
-		return
+		c.fail(joinPath(path, "substitution"), "%v", err)
+		return nil
 	}
-	out.RegexRewrite = &RegexRewrite{Pattern: re, Substitution: sub}
+	return &RegexRewrite{Pattern: re, Substitution: sub}
 }
 
 // goSubstitution turns an RE2 rewrite string (RE2::GlobalReplace, as Envoy's regex_rewrite takes it:
@@ -368,8 +404,8 @@ func goSubstitution(sub string, groups int) (string, error) {
 // headerMutation converts one level's <dir>_headers_to_add and <dir>_headers_to_remove (dir "request"
 // or "response"), as Envoy's HeaderParser::configure (source/common/router/header_parser.cc): a pseudo
 // header (":path") or host may be neither added nor removed; append and append_action exclude each
-// other. Values are plain: meshproof has no substitution formatters, so a value with "%" other than the
-// "%%" escape is an error rather than a header sent with the formatter's text.
+// other. A value with substitution commands is parsed as Envoy's substitution formatter parses it
+// (ParseFormat): an unknown command is an error naming it.
 func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []string, path, dir string) HeaderMutation {
 	var out HeaderMutation
 	apath := joinPath(path, dir+"_headers_to_add")
@@ -380,10 +416,9 @@ func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []str
 			c.fail(joinPath(joinPath(opath, "header"), "key"), "%q may not be modified (pseudo-headers and host are not)", key)
 			continue
 		}
-		value := o.GetHeader().GetValue()
-		if strings.Contains(strings.ReplaceAll(value, "%%", ""), "%") {
-			c.fail(joinPath(joinPath(opath, "header"), "value"),
-				"%q: substitution formatters (%%...%%) are not supported; write %%%% for a literal %%", value)
+		format, value, err := ParseFormat(o.GetHeader().GetValue())
+		if err != nil {
+			c.fail(joinPath(joinPath(opath, "header"), "value"), "%v", err)
 			continue
 		}
 		action := AppendAction(o.GetAppendAction())
@@ -398,7 +433,7 @@ func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []str
 			}
 		}
 		out.Add = append(out.Add, HeaderValueOption{Key: http.CanonicalHeaderKey(key),
-			Value: strings.ReplaceAll(value, "%%", "%"), Action: action, KeepEmpty: o.GetKeepEmptyValue()})
+			Value: value, Format: format, Action: action, KeepEmpty: o.GetKeepEmptyValue()})
 	}
 	rpath := joinPath(path, dir+"_headers_to_remove")
 	for i, name := range remove {
@@ -438,10 +473,17 @@ func (c *converter) directResponse(d *routev3.DirectResponseAction, path string)
 var redirectCodes = []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
 	http.StatusTemporaryRedirect, http.StatusPermanentRedirect}
 
-// redirect converts a RedirectAction (the subset table rejects port_redirect and regex_rewrite).
-func (c *converter) redirect(r *routev3.RedirectAction) *Redirect {
+// redirect converts a RedirectAction (path_redirect, prefix_rewrite and regex_rewrite are a oneof).
+func (c *converter) redirect(r *routev3.RedirectAction, path string) *Redirect {
 	out := &Redirect{Scheme: r.GetSchemeRedirect(), Host: r.GetHostRedirect(), Path: r.GetPathRedirect(),
-		PrefixRewrite: r.GetPrefixRewrite(), StripQuery: r.GetStripQuery(), Code: http.StatusMovedPermanently}
+		PrefixRewrite: r.GetPrefixRewrite(), StripQuery: r.GetStripQuery(), Code: http.StatusMovedPermanently,
+		Port: r.GetPortRedirect()}
+	if out.Port > maxPort {
+		c.fail(joinPath(path, "port_redirect"), "%d is out of range 1..%d (0: the request's port)", out.Port, maxPort)
+	}
+	if rr := r.GetRegexRewrite(); rr != nil {
+		out.RegexRewrite = c.regexRewrite(rr, joinPath(path, "regex_rewrite"))
+	}
 	if r.GetHttpsRedirect() {
 		out.Scheme = "https"
 	}
@@ -449,6 +491,23 @@ func (c *converter) redirect(r *routev3.RedirectAction) *Redirect {
 		out.Code = redirectCodes[i]
 	}
 	return out
+}
+
+// clusterNotFoundCodes are RouteAction.cluster_not_found_response_code's values, in the enum's order
+// (ConfigUtility::parseClusterNotFoundResponseCode, source/common/router/config_utility.cc).
+var clusterNotFoundCodes = map[routev3.RouteAction_ClusterNotFoundResponseCode]int{
+	routev3.RouteAction_SERVICE_UNAVAILABLE:   http.StatusServiceUnavailable,
+	routev3.RouteAction_NOT_FOUND:             http.StatusNotFound,
+	routev3.RouteAction_INTERNAL_SERVER_ERROR: http.StatusInternalServerError,
+}
+
+// clusterHeader checks a cluster_header's name: a header the request may carry, not a pseudo-header
+// (which an HTTP/1.1 request has no header for) or host.
+func (c *converter) clusterHeader(name, path string) string {
+	if restrictedHeader(name) {
+		c.fail(path, "%q: want a request header other than a pseudo-header or host", name)
+	}
+	return http.CanonicalHeaderKey(name)
 }
 
 // knownCluster checks that a route names a cluster of the bootstrap.
@@ -468,12 +527,18 @@ func (c *converter) weightedClusters(wc *routev3.WeightedCluster, path string, c
 	out := &WeightedClusters{HeaderName: wc.GetHeaderName()}
 	for i, cw := range wc.GetClusters() {
 		cpath := indexPath(joinPath(path, "clusters"), i)
-		if cw.GetName() == "" {
-			c.fail(joinPath(cpath, "name"), "required: a cluster name (cluster_header is not supported)")
-		} else {
+		cwOut := ClusterWeight{Name: cw.GetName(), Weight: cw.GetWeight().GetValue()}
+		switch h := cw.GetClusterHeader(); {
+		case cw.GetName() != "" && h != "":
+			c.fail(joinPath(cpath, "cluster_header"), "only one of name and cluster_header may be set")
+		case h != "":
+			cwOut.ClusterHeader = c.clusterHeader(h, joinPath(cpath, "cluster_header"))
+		case cw.GetName() == "":
+			c.fail(joinPath(cpath, "name"), "required: a cluster name, or a cluster_header")
+		default:
 			c.knownCluster(cw.GetName(), joinPath(cpath, "name"), clusters)
 		}
-		out.Clusters = append(out.Clusters, ClusterWeight{Name: cw.GetName(), Weight: cw.GetWeight().GetValue()})
+		out.Clusters = append(out.Clusters, cwOut)
 		out.TotalWeight += uint64(cw.GetWeight().GetValue())
 	}
 	switch {

@@ -90,7 +90,7 @@ func (c *converter) headerMatcher(h *routev3.HeaderMatcher, path string) HeaderM
 		present := true
 		out.Present = &present // Envoy: a matcher with only a name matches when the header is present
 	}
-	out.Name, out.Invert = h.GetName(), h.GetInvertMatch()
+	out.Name, out.Invert, out.MissingAsEmpty = h.GetName(), h.GetInvertMatch(), h.GetTreatMissingHeaderAsEmpty()
 	return out
 }
 

@@ -41,6 +41,11 @@ var _ = Describe("route matching (Envoy's RouteMatch, api/envoy/config/route/v3/
 				{Name: "x-debug", Present: yes()},
 				{Name: "x-shard", Range: &config.Int64Range{Start: 0, End: 10}, Invert: true},
 			}}),
+		Entry("headers: treat_missing_header_as_empty",
+			`{prefix: /, headers: [{name: x-tier, string_match: {exact: gold}, invert_match: true, treat_missing_header_as_empty: true}]}`,
+			config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
+				{Name: "x-tier", Exact: str("gold"), Invert: true, MissingAsEmpty: true},
+			}}),
 		Entry("query_parameters: string_match and present_match",
 			`{prefix: /, query_parameters: [{name: debug, present_match: true}, {name: lang, string_match: {prefix: en, ignore_case: true}}]}`,
 			config.RouteMatch{Prefix: "/", QueryParameters: []config.HeaderMatcher{
@@ -108,13 +113,43 @@ var _ = Describe("weighted_clusters (Envoy's WeightedCluster, route_components.p
 		Entry("a total_weight the weights do not add up to",
 			`{weighted_clusters: {total_weight: 100, clusters: [{name: backend, weight: 90}, {name: canary, weight: 5}]}}`,
 			at(20, 59, routePath+".weighted_clusters.total_weight", "the weights of clusters add up to 95, not total_weight 100")),
-		Entry("runtime_key_prefix (no runtime)",
-			`{weighted_clusters: {runtime_key_prefix: rt, clusters: [{name: backend, weight: 1}]}}`,
-			at(20, 45, routePath+".weighted_clusters.runtime_key_prefix", "field not supported by meshproof (supported in envoy.config.route.v3.WeightedCluster: clusters, header_name, total_weight)")),
-		Entry("a cluster_header",
-			`{weighted_clusters: {clusters: [{cluster_header: x-cluster, weight: 1}]}}`,
-			at(20, 57, routePath+".weighted_clusters.clusters[0].cluster_header", "field not supported by meshproof")),
+		Entry("a cluster weight with both a name and a cluster_header",
+			`{weighted_clusters: {clusters: [{name: backend, cluster_header: x-cluster, weight: 1}]}}`,
+			at(20, 88, routePath+".weighted_clusters.clusters[0].cluster_header", "only one of name and cluster_header may be set")),
+		Entry("a cluster weight with neither",
+			`{weighted_clusters: {clusters: [{weight: 1}]}}`,
+			at(20, 56, routePath+".weighted_clusters.clusters[0].name", "required: a cluster name, or a cluster_header")),
+		Entry("use_hash_policy (hash policies choose hosts here, never a weighted cluster)",
+			`{weighted_clusters: {use_hash_policy: true, clusters: [{name: backend, weight: 1}]}}`,
+			at(20, 45, routePath+".weighted_clusters.use_hash_policy", "field not supported by meshproof (supported in envoy.config.route.v3.WeightedCluster: clusters, header_name, runtime_key_prefix, total_weight)")),
 	)
+
+	It("accepts runtime_key_prefix, the configured weights applying (meshproof has no runtime), and a cluster_header weight", func() {
+		got, _, err := config.ParseBootstrap([]byte(withCanary(
+			`{weighted_clusters: {runtime_key_prefix: routing.traffic_split, clusters: [{name: backend, weight: 90}, {cluster_header: x-cluster, weight: 10}]}}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(route(got).Action.WeightedClusters.Clusters).To(Equal([]config.ClusterWeight{
+			{Name: "backend", Weight: 90}, {ClusterHeader: "X-Cluster", Weight: 10}}))
+	})
+})
+
+var _ = Describe("cluster_header (Envoy's RouteAction cluster_header; cluster_not_found_response_code)", func() {
+	It("converts the header name and the not-found code", func() {
+		got, _, err := config.ParseBootstrap([]byte(withCanary(`{cluster_header: x-cluster}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(route(got).Action.ClusterHeader).To(Equal("X-Cluster"))
+		Expect(route(got).Action.Cluster).To(BeEmpty())
+		Expect(route(got).Action.ClusterNotFoundCode).To(BeZero(), "the default, 503")
+		got, _, err = config.ParseBootstrap([]byte(withCanary(`{cluster_header: x-cluster, cluster_not_found_response_code: NOT_FOUND}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(route(got).Action.ClusterNotFoundCode).To(Equal(404))
+	})
+
+	It("rejects a pseudo-header or host", func() {
+		_, _, err := config.ParseBootstrap([]byte(withCanary(`{cluster_header: host}`)), file)
+		Expect(config.Errors(err)).To(HaveExactElements(
+			at(20, 41, routePath+".cluster_header", `"host": want a request header other than a pseudo-header or host`)))
+	})
 })
 
 var _ = Describe("rewrites (RouteAction prefix_rewrite, regex_rewrite, host_rewrite_literal)", func() {
@@ -177,6 +212,23 @@ var _ = Describe("headers to add and remove (core.v3.HeaderValueOption at route,
 		Expect(r.ResponseHeaders).To(Equal(config.HeaderMutation{Remove: []string{"X-Internal"}}))
 	})
 
+	It("parses substitution commands as Envoy's substitution formatter (%COMMAND(arg):N%, %% a literal %)", func() {
+		doc := edit("                route: {cluster: backend}\n", `                route: {cluster: backend}
+                request_headers_to_add: [{header: {key: x-client, value: "ip=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% 100%% ua=%REQ(user-agent?:authority):8%"}}]
+                response_headers_to_add: [{header: {key: x-t, value: "%START_TIME(%s.%3f)%"}}]
+`)
+		got, _, err := config.ParseBootstrap([]byte(doc), file)
+		Expect(err).NotTo(HaveOccurred())
+		r := got.Listeners[0].Routes.VirtualHosts[0].Routes[0]
+		Expect(r.RequestHeaders.Add).To(Equal([]config.HeaderValueOption{{Key: "X-Client", Format: config.Format{
+			{Literal: "ip="}, {Command: "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"}, {Literal: " 100% ua="},
+			{Command: "REQ", Header: "User-Agent", Alt: ":authority", MaxLen: 8},
+		}}}))
+		Expect(r.ResponseHeaders.Add).To(Equal([]config.HeaderValueOption{{Key: "X-T", Format: config.Format{
+			{Command: "START_TIME", Layout: "%s.%3f"},
+		}}}))
+	})
+
 	const routeLevel = hcmPath + ".route_config.virtual_hosts[0].routes[0]"
 	DescribeTable("rejects",
 		func(field string, want types.GomegaMatcher) {
@@ -184,9 +236,21 @@ var _ = Describe("headers to add and remove (core.v3.HeaderValueOption at route,
 				"                route: {cluster: backend}\n                "+field+"\n")), file)
 			Expect(config.Errors(err)).To(HaveExactElements(want))
 		},
-		Entry("a substitution formatter (not supported)",
-			`request_headers_to_add: [{header: {key: x-up, value: "%UPSTREAM_REMOTE_ADDRESS%"}}]`,
-			at(21, 70, routeLevel+".request_headers_to_add[0].header.value", `"%UPSTREAM_REMOTE_ADDRESS%": substitution formatters (%...%) are not supported; write %% for a literal %`)),
+		Entry("an unknown substitution command, named (Envoy: Not supported field in StreamInfo)",
+			`request_headers_to_add: [{header: {key: x-up, value: "%UPSTREAM_REMOTE_ADRESS%"}}]`,
+			at(21, 70, routeLevel+".request_headers_to_add[0].header.value", `"%UPSTREAM_REMOTE_ADRESS%": command %UPSTREAM_REMOTE_ADRESS% is unknown or not supported by meshproof (supported: DOWNSTREAM_DIRECT_REMOTE_ADDRESS, `)),
+		Entry("a lone %",
+			`request_headers_to_add: [{header: {key: x-up, value: "100% sure"}}]`,
+			at(21, 70, routeLevel+".request_headers_to_add[0].header.value", `"100% sure": no valid command at position 3 (write %% for a literal %)`)),
+		Entry("REQ without its header",
+			`request_headers_to_add: [{header: {key: x-up, value: "%REQ%"}}]`,
+			at(21, 70, routeLevel+".request_headers_to_add[0].header.value", `%REQ% requires a header`)),
+		Entry("a length on a command that takes none",
+			`response_headers_to_add: [{header: {key: x-up, value: "%PROTOCOL:3%"}}]`,
+			at(21, 71, routeLevel+".response_headers_to_add[0].header.value", `%PROTOCOL% takes no parameters or length`)),
+		Entry("a START_TIME conversion not supported",
+			`response_headers_to_add: [{header: {key: x-t, value: "%START_TIME(%Q)%"}}]`,
+			at(21, 70, routeLevel+".response_headers_to_add[0].header.value", `time conversion "%Q" at 0 is not supported`)),
 		Entry("host, as Envoy's HeaderParser",
 			`request_headers_to_add: [{header: {key: host, value: h}}]`,
 			at(21, 57, routeLevel+".request_headers_to_add[0].header.key", `"host" may not be modified`)),
@@ -225,6 +289,12 @@ var _ = Describe("direct_response and redirect (Route's other actions)", func() 
 			func(r *config.Route) {
 				Expect(r.Redirect).To(Equal(&config.Redirect{Host: "example.com", Path: "/new", Code: 307}))
 			}),
+		Entry("a redirect with port_redirect and regex_rewrite",
+			`redirect: {port_redirect: 8443, regex_rewrite: {pattern: {regex: "^/old/(.*)$"}, substitution: "/new/\\1"}}`,
+			func(r *config.Route) {
+				Expect(r.Redirect).To(Equal(&config.Redirect{Port: 8443, Code: 301,
+					RegexRewrite: &config.RegexRewrite{Pattern: regexp.MustCompile(`^/old/(.*)$`), Substitution: "/new/${1}"}}))
+			}),
 	)
 
 	DescribeTable("rejects",
@@ -238,8 +308,36 @@ var _ = Describe("direct_response and redirect (Route's other actions)", func() 
 		Entry("a body over Envoy's 4 KiB default",
 			`direct_response: {status: 200, body: {inline_string: "`+strings.Repeat("x", 4097)+`"}}`,
 			at(20, 54, routePath[:len(routePath)-len(".route")]+".direct_response.body", "4097 bytes exceed")),
-		Entry("a port_redirect",
-			`redirect: {port_redirect: 8443}`,
-			at(20, 28, routePath[:len(routePath)-len(".route")]+".redirect.port_redirect", "field not supported by meshproof")),
+		Entry("a port_redirect beyond 65535",
+			`redirect: {port_redirect: 70000}`,
+			at(20, 43, routePath[:len(routePath)-len(".route")]+".redirect.port_redirect", "70000 is out of range 1..65535")),
+		Entry("a regex_rewrite using a group its pattern lacks",
+			`redirect: {regex_rewrite: {pattern: {regex: "^/old"}, substitution: "/new/\\1"}}`,
+			at(20, 85, routePath[:len(routePath)-len(".route")]+".redirect.regex_rewrite.substitution", "the pattern has 0")),
+		Entry("both path_redirect and regex_rewrite (a oneof)",
+			`redirect: {path_redirect: /a, regex_rewrite: {pattern: {regex: "^/old"}, substitution: "/new"}}`,
+			at(20, 47, routePath[:len(routePath)-len(".route")]+".redirect.regex_rewrite", "only one of path_redirect, prefix_rewrite, regex_rewrite may be set")),
 	)
+})
+
+var _ = Describe("virtual_clusters (Envoy's VirtualCluster, route_components.proto)", func() {
+	It("converts each one's name and header matchers", func() {
+		got, _, err := config.ParseBootstrap([]byte(edit("              domains: [\"*\"]\n", `              domains: ["*"]
+              virtual_clusters: [{name: writes, headers: [{name: ":method", string_match: {exact: POST}}]}, {name: all}]
+`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		post := "POST"
+		Expect(got.Listeners[0].Routes.VirtualHosts[0].VirtualClusters).To(Equal([]config.VirtualCluster{
+			{Name: "writes", Headers: []config.HeaderMatcher{{Name: ":method", Exact: &post}}},
+			{Name: "all"},
+		}))
+	})
+
+	It("rejects one without a name (Envoy's PGV rule)", func() {
+		_, _, err := config.ParseBootstrap([]byte(edit("              domains: [\"*\"]\n", `              domains: ["*"]
+              virtual_clusters: [{headers: [{name: ":method", string_match: {exact: POST}}]}]
+`)), file)
+		Expect(config.Errors(err)).To(HaveExactElements(
+			at(18, 34, hcmPath+".route_config.virtual_hosts[0].virtual_clusters[0].name", "value length must be at least 1")))
+	})
 })

@@ -108,6 +108,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	hcmType: {
 		"stat_prefix":                  nil,
+		"strip_matching_host_port":     nil,
+		"strip_any_host_port":          nil,
 		"codec_type":                   {"AUTO", "HTTP1"},
 		"route_config":                 nil,
 		"http_filters":                 nil,
@@ -167,6 +169,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"string_match":  nil,
 		"range_match":   nil,
 		"invert_match":  nil,
+		// An absent header is matched as an empty value (header_utility.cc, matchHeaders).
+		"treat_missing_header_as_empty": nil,
 	},
 	"envoy.config.route.v3.QueryParameterMatcher": {
 		"name":          nil,
@@ -190,15 +194,17 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 
 	// Routes.
 	"envoy.config.route.v3.RouteConfiguration": {
-		"name":                       nil,
-		"virtual_hosts":              nil,
-		"request_headers_to_add":     nil,
-		"request_headers_to_remove":  nil,
-		"response_headers_to_add":    nil,
-		"response_headers_to_remove": nil,
+		"name":                         nil,
+		"ignore_port_in_host_matching": nil,
+		"virtual_hosts":                nil,
+		"request_headers_to_add":       nil,
+		"request_headers_to_remove":    nil,
+		"response_headers_to_add":      nil,
+		"response_headers_to_remove":   nil,
 	},
 	"envoy.config.route.v3.VirtualHost": {
 		"name":                              nil,
+		"virtual_clusters":                  nil,
 		"domains":                           nil,
 		"routes":                            nil,
 		"retry_policy":                      nil,
@@ -209,6 +215,10 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"request_headers_to_remove":         nil,
 		"response_headers_to_add":           nil,
 		"response_headers_to_remove":        nil,
+	},
+	"envoy.config.route.v3.VirtualCluster": {
+		"name":    nil,
+		"headers": nil,
 	},
 	"envoy.config.route.v3.Route": {
 		"name":                           nil,
@@ -237,10 +247,12 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"host_redirect":   nil,
 		"path_redirect":   nil,
 		"prefix_rewrite":  nil,
+		"regex_rewrite":   nil,
+		"port_redirect":   nil,
 		"response_code":   {"MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT"},
 		"strip_query":     nil,
 	},
-	// Header manipulation: plain values (no substitution formatters).
+	// Header manipulation; values may hold substitution commands (formatter.go).
 	"envoy.config.core.v3.HeaderValueOption": {
 		"header":           nil,
 		"append":           nil,
@@ -261,28 +273,33 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"query_parameters":      nil,
 	},
 	"envoy.config.route.v3.RouteAction": {
-		"cluster":              nil,
-		"weighted_clusters":    nil,
-		"prefix_rewrite":       nil,
-		"regex_rewrite":        nil,
-		"host_rewrite_literal": nil,
-		"timeout":              nil,
-		"retry_policy":         nil,
-		"hash_policy":          nil,
+		"cluster":                         nil,
+		"cluster_header":                  nil,
+		"cluster_not_found_response_code": {"SERVICE_UNAVAILABLE", "NOT_FOUND", "INTERNAL_SERVER_ERROR"},
+		"weighted_clusters":               nil,
+		"prefix_rewrite":                  nil,
+		"regex_rewrite":                   nil,
+		"host_rewrite_literal":            nil,
+		"timeout":                         nil,
+		"retry_policy":                    nil,
+		"hash_policy":                     nil,
 	},
 	"envoy.type.matcher.v3.RegexMatchAndSubstitute": {
 		"pattern":      nil,
 		"substitution": nil,
 	},
-	// Canaries: one cluster per request, drawn by weight (no runtime: runtime_key_prefix is rejected).
+	// Canaries: one cluster per request, drawn by weight. runtime_key_prefix is accepted: meshproof has
+	// no runtime, so the configured weights apply, as in Envoy without a runtime override.
 	"envoy.config.route.v3.WeightedCluster": {
-		"clusters":     nil,
-		"total_weight": nil,
-		"header_name":  nil,
+		"clusters":           nil,
+		"total_weight":       nil,
+		"header_name":        nil,
+		"runtime_key_prefix": nil,
 	},
 	"envoy.config.route.v3.WeightedCluster.ClusterWeight": {
-		"name":   nil,
-		"weight": nil,
+		"name":           nil,
+		"cluster_header": nil,
+		"weight":         nil,
 	},
 	"envoy.config.route.v3.RouteAction.HashPolicy": {
 		"header":   nil,

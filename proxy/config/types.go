@@ -54,9 +54,22 @@ type Listener struct {
 	// (a larger body streams and is not retried); default 1 MiB (Envoy's). 0 in a Listener built in
 	// code means the default.
 	BufferLimit uint32
-	Fault       *FaultFilter // the HTTP fault filter, when the filter chain has one before the router
-	Tracing     *HCMTracing  // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
+	// StripPort is the HCM strip_port_mode: the port stripped from the Host before routing and
+	// forwarding (StripNoPort: none, Envoy's default).
+	StripPort StripPort
+	Fault     *FaultFilter // the HTTP fault filter, when the filter chain has one before the router
+	Tracing   *HCMTracing  // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
 }
+
+// StripPort is the HCM's strip_port_mode.
+type StripPort int
+
+// The strip port modes: none; strip_matching_host_port (a port equal to the listener's); strip_any_host_port.
+const (
+	StripNoPort StripPort = iota
+	StripMatchingPort
+	StripAnyPort
+)
 
 // ConnectionLimit is Envoy's connection_limit network filter: a listener holds at most MaxConnections
 // downstream connections; one over it is closed as soon as it is accepted.
@@ -118,6 +131,9 @@ type HeaderMatcher struct {
 	// Range is range_match: the value, a base-10 int64, lies in [Start, End).
 	Range  *Int64Range
 	Invert bool
+	// MissingAsEmpty is treat_missing_header_as_empty: an absent header is matched as the empty value
+	// (else it matches only an absent present_match, or an inverted present_match: true).
+	MissingAsEmpty bool
 }
 
 // Int64Range is Envoy's type.v3.Int64Range: Start inclusive, End exclusive.
@@ -129,6 +145,9 @@ type Int64Range struct {
 type RouteConfig struct {
 	Name         string
 	VirtualHosts []VirtualHost
+	// IgnorePortInHostMatching is ignore_port_in_host_matching: virtual hosts are matched on the
+	// authority without its port (else with it, Envoy's default).
+	IgnorePortInHostMatching bool
 	// RequestHeaders and ResponseHeaders are request_headers_to_add/_remove and
 	// response_headers_to_add/_remove: applied after the virtual host's and the route's.
 	RequestHeaders, ResponseHeaders HeaderMutation
@@ -145,10 +164,11 @@ type HeaderMutation struct {
 // Empty reports whether the mutation changes nothing.
 func (m HeaderMutation) Empty() bool { return len(m.Add) == 0 && len(m.Remove) == 0 }
 
-// HeaderValueOption is one header to add, Envoy's core.v3.HeaderValueOption with a plain value.
+// HeaderValueOption is one header to add, Envoy's core.v3.HeaderValueOption.
 type HeaderValueOption struct {
 	Key    string // canonical
-	Value  string
+	Value  string // the value when it has no substitution command ("%%" resolved)
+	Format Format // the value's substitution commands (nil: Value)
 	Action AppendAction
 	// KeepEmpty is keep_empty_value: an empty Value is still applied (else the option does nothing).
 	KeepEmpty bool
@@ -181,6 +201,15 @@ type VirtualHost struct {
 	PerRequestBufferLimit *uint32
 	// RequestHeaders and ResponseHeaders apply after the route's, before the route configuration's.
 	RequestHeaders, ResponseHeaders HeaderMutation
+	// VirtualClusters are virtual_clusters: named request classes with stats of their own.
+	VirtualClusters []VirtualCluster
+}
+
+// VirtualCluster is Envoy's VirtualCluster: requests whose headers all match (the pseudo-headers
+// :path and :method included) count in vhost.<virtual host>.vcluster.<Name>. stats.
+type VirtualCluster struct {
+	Name    string
+	Headers []HeaderMatcher
 }
 
 // Route is one route: a match and its action — a RouteAction (Action), a DirectResponse or a Redirect.
@@ -211,10 +240,13 @@ type DirectResponse struct {
 type Redirect struct {
 	Scheme        string // scheme_redirect, or "https" for https_redirect ("": the request's)
 	Host          string // host_redirect ("": the request's)
+	Port          uint32 // port_redirect (0: none): replaces the request's port
 	Path          string // path_redirect ("": none); a query in it replaces the request's
 	PrefixRewrite string // prefix_rewrite: the matched prefix swapped ("": none)
-	Code          int    // 301 (the default), 302, 303, 307 or 308
-	StripQuery    bool
+	// RegexRewrite is regex_rewrite: every match in the path without its query replaced (nil: none).
+	RegexRewrite *RegexRewrite
+	Code         int // 301 (the default), 302, 303, 307 or 308
+	StripQuery   bool
 }
 
 // RouteMatch is a route's match: its path specifier (exact Path when IsPath, else Regex when set, else
@@ -237,12 +269,19 @@ type RouteMatch struct {
 	QueryParameters []HeaderMatcher
 }
 
-// RouteAction forwards to a cluster: Cluster, or one of WeightedClusters per request.
+// RouteAction forwards to a cluster: Cluster, the cluster named by the request's ClusterHeader, or one
+// of WeightedClusters per request.
 type RouteAction struct {
-	Cluster          string            // "" when WeightedClusters is set
-	WeightedClusters *WeightedClusters // nil: Cluster
-	Timeout          time.Duration     // route timeout across all attempts; Envoy's default 15s; 0 disables
-	RetryPolicy      *RetryPolicy      // nil: the virtual host's, if any; else no retries
+	Cluster          string            // "" when ClusterHeader or WeightedClusters is set
+	WeightedClusters *WeightedClusters // nil: Cluster or ClusterHeader
+	// ClusterHeader is cluster_header: the cluster is the first value of this request header (canonical
+	// name; "": not this specifier). A cluster the proxy does not have is answered ClusterNotFoundCode.
+	ClusterHeader string
+	// ClusterNotFoundCode is cluster_not_found_response_code: the status of a request whose cluster
+	// (from a cluster_header) does not exist; 0: Envoy's default, 503.
+	ClusterNotFoundCode int
+	Timeout             time.Duration // route timeout across all attempts; Envoy's default 15s; 0 disables
+	RetryPolicy         *RetryPolicy  // nil: the virtual host's, if any; else no retries
 	// HashHeaders are the hash_policy headers (in order) whose values feed RING_HASH and MAGLEV.
 	HashHeaders []string
 	// PrefixRewrite is prefix_rewrite: the matched prefix (or the matched path) is swapped for it
@@ -272,10 +311,12 @@ type WeightedClusters struct {
 	HeaderName string
 }
 
-// ClusterWeight is one cluster of a WeightedClusters and its relative weight.
+// ClusterWeight is one cluster of a WeightedClusters and its relative weight: Name, or, when
+// ClusterHeader is set, the cluster named by the first value of that request header.
 type ClusterWeight struct {
-	Name   string
-	Weight uint32
+	Name          string
+	ClusterHeader string // cluster_header, canonical ("": Name)
+	Weight        uint32
 }
 
 // RetryPolicy is Envoy's route RetryPolicy (the supported subset).

@@ -155,6 +155,9 @@ var _ = Describe("Store", func() {
 		Entry("never admin as a listener address", "listener.admin.downstream_cx_total", "envoy_listener_admin_downstream_cx_total", ""),
 		Entry("no extractor for connection_limit", "connection_limit.ingress.active_connections", "envoy_connection_limit_ingress_active_connections", ""),
 		Entry(nil, "server.live", "envoy_server_live", ""),
+		Entry(nil, "vhost.api.vcluster.writes.upstream_rq_503", "envoy_vhost_vcluster_upstream_rq",
+			`envoy_response_code="503",envoy_virtual_cluster="writes",envoy_virtual_host="api"`),
+		Entry(nil, "vhost.api.vcluster.other.upstream_rq_time", "envoy_vhost_vcluster_upstream_rq_time", `envoy_virtual_cluster="other",envoy_virtual_host="api"`),
 		Entry("a cluster name is one token", "cluster.upstream_rq_total", "envoy_cluster_upstream_rq_total", ""),
 	)
 })

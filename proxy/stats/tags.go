@@ -29,6 +29,8 @@ var defaultTagExtractors = []tagExtractor{
 	{name: "envoy.response_code", re: regexp.MustCompile(`_rq(_(\d{3}))$`)},
 	// *_rq_(<response_code_class>)xx: upstream_rq_5xx, downstream_rq_2xx.
 	{name: "envoy.response_code_class", re: regexp.MustCompile(`_rq_((\d))xx$`)},
+	// vhost.[<virtual host name>.]vcluster.(<virtual_cluster_name>.)<base_stat>
+	{name: "envoy.virtual_cluster", tokens: []string{"vhost", "*", "vcluster", "$", "*"}},
 	// cluster.(<cluster_name>.)*
 	{name: "envoy.cluster_name", tokens: []string{"cluster", "$", "**"}},
 	// listener.[<address>.]http.(<stat_prefix>.)*
@@ -38,6 +40,8 @@ var defaultTagExtractors = []tagExtractor{
 	// listener.(<address|stat_prefix>.)*, never "admin".
 	{name: "envoy.listener_address", not: "admin",
 		re: regexp.MustCompile(`^listener\.(((?:(?:\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[[a-fA-F_\d]+\])_\d+)|[^\.]+)\.)`)},
+	// vhost.(<virtual host name>.)*
+	{name: "envoy.virtual_host", tokens: []string{"vhost", "$", "**"}},
 }
 
 // ExtractTags applies Envoy's default tag extractors to a stat name: it returns the tag-extracted name

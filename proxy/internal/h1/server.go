@@ -137,6 +137,8 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, br: bufio.NewReaderSize(nc, readBufferSize), bw: bufio.NewWriterSize(nc, writeBufferSize),
 		hdr: make(http.Header, 16), work: make(chan struct{}), handled: make(chan struct{}, 1),
 		bodyDone: make(chan struct{}, 1), remote: nc.RemoteAddr().String()}
+	// The local address under net/http's key: the proxy's %DOWNSTREAM_LOCAL_ADDRESS% reads it.
+	ctx = context.WithValue(ctx, http.LocalAddrContextKey, nc.LocalAddr())
 	c.ctx, c.cancel = context.WithCancel(context.WithValue(ctx, aborterKey{}, &c.ab))
 	c.tmpl = (&http.Request{}).WithContext(c.ctx)
 	c.w.c = c
