@@ -95,6 +95,8 @@ type setup struct {
 	vhosts []config.VirtualHost
 	// rcRequestHeaders and rcResponseHeaders are the route configuration's header mutations.
 	rcRequestHeaders, rcResponseHeaders config.HeaderMutation
+	// listener, when set, adjusts the listener further (HCM fields without a field of their own here).
+	listener func(*config.Listener)
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
@@ -129,6 +131,9 @@ func start(s setup) (*proxy.Server, string) {
 			Routes: config.RouteConfig{Name: "r", VirtualHosts: vhosts,
 				RequestHeaders: s.rcRequestHeaders, ResponseHeaders: s.rcResponseHeaders}}},
 		Clusters: s.clusters,
+	}
+	if s.listener != nil {
+		s.listener(&cfg.Listeners[0])
 	}
 	srv, err := proxy.New(cfg, s.opts)
 	Expect(err).NotTo(HaveOccurred())

@@ -145,8 +145,9 @@ func (s *Server) Start() error {
 		hcm := newConnManager(l, s.store, s.clk, rt)
 		rt.hcm = hcm
 		rt.rc = &hcm.routes
-		// The request chain, outermost first: tracing (server span), fault filter, connection manager
-		// (downstream stats, route, body), router (upstream requests, retries).
+		// The request chain, outermost first: the request header mutations (forwarding), tracing
+		// (server span), fault filter, connection manager (downstream stats, route, body), router
+		// (upstream requests, retries).
 		var handler http.Handler = hcm
 		if l.Fault != nil {
 			handler = newFaultFilter(l.Fault, hcm, hcm, s.store, l.StatPrefix, s.clk, s.seeds)
@@ -162,6 +163,9 @@ func (s *Server) Start() error {
 			}
 			handler = newTracing(handler, rt.tracer, rt.prop, sampling, s.seeds)
 		}
+		// Outermost: the connection manager's request header mutations (x-forwarded-for,
+		// x-envoy-internal ...), which every filter and the tracer see done, as in Envoy.
+		handler = &forwardingHandler{fw: newForwarding(l), next: handler}
 		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout,
 			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc,
 			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc,

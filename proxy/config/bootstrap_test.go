@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -107,6 +108,24 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("the HCM idle_timeout (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0.25s}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 250 * time.Millisecond }),
+		Entry("use_remote_address, xff_num_trusted_hops, skip_xff_append and internal_address_config's cidr_ranges (masked)",
+			edit("          stat_prefix: ingress_http\n", `          stat_prefix: ingress_http
+          use_remote_address: true
+          xff_num_trusted_hops: 2
+          skip_xff_append: true
+          internal_address_config:
+            cidr_ranges: [{address_prefix: 10.1.2.3, prefix_len: 16}, {address_prefix: "::1", prefix_len: 128}]
+`),
+			func(b *config.Bootstrap) {
+				l := &b.Listeners[0]
+				l.UseRemoteAddress, l.XffNumTrustedHops, l.SkipXffAppend = true, 2, true
+				l.InternalAddresses = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("::1/128")}
+			}),
+		// InternalAddressConfig::isInternalAddress (http_connection_manager/config.h) falls back to
+		// Network::Utility::isInternalAddress when cidr_ranges is empty.
+		Entry("an internal_address_config without cidr_ranges: RFC 1918, 127.0.0.1, fd00::/8 and ::1",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {}\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].InternalAddresses = config.RFC1918Internal() }),
 		Entry("the HCM max_requests_per_connection (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_requests_per_connection: 100}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].MaxRequestsPerConnection = 100 }),
@@ -219,6 +238,16 @@ var _ = Describe("ParseBootstrap", func() {
 `),
 			at(9, 11, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_connections",
 				"required: the most connections the listener holds (at least 1)")),
+		Entry("an internal_address_config CIDR range with a prefix_len beyond the address",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {cidr_ranges: [{address_prefix: 10.0.0.0, prefix_len: 33}]}\n"),
+			pathMsg(hcmPath+".internal_address_config.cidr_ranges[0].prefix_len", "33 is out of range 0..32 for 10.0.0.0")),
+		Entry("an internal_address_config CIDR range that is not an IP address",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {cidr_ranges: [{address_prefix: example.com}]}\n"),
+			pathMsg(hcmPath+".internal_address_config.cidr_ranges[0].address_prefix", `"example.com" is not an IP address`)),
+		Entry("internal_address_config.unix_sockets (the listeners are TCP only)",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {unix_sockets: true}\n"),
+			at(11, 37, hcmPath+".internal_address_config.unix_sockets",
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig: cidr_ranges)")),
 		Entry("malformed YAML",
 			"static_resources:\n  clusters: [\n",
 			at(2, 13, "", "invalid YAML: sequence end token ']' not found")),
@@ -250,7 +279,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, request_timeout, route_config, stat_prefix, tracing)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, request_timeout, route_config, skip_xff_append, stat_prefix, tracing, use_remote_address, xff_num_trusted_hops)")),
 		Entry("RDS",
 			edit("          route_config:\n", "          rds: {route_config_name: r}\n          route_config:\n"),
 			at(14, 11, hcmPath+".rds", "field not supported by meshproof")),
@@ -366,3 +395,8 @@ func route(b *config.Bootstrap) *config.Route {
 }
 
 func uint32Ptr(v uint32) *uint32 { return &v }
+
+// pathMsg matches a *config.Error with that path and a message containing msg, wherever it is.
+func pathMsg(path, msg string) types.GomegaMatcher {
+	return SatisfyAll(HaveField("Path", path), HaveField("Msg", ContainSubstring(msg)))
+}

@@ -163,11 +163,55 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
 	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
 	out.Tracing = c.hcmTracing(hcm.GetTracing())
+	out.UseRemoteAddress = hcm.GetUseRemoteAddress().GetValue()
+	out.XffNumTrustedHops = hcm.GetXffNumTrustedHops()
+	out.SkipXffAppend = hcm.GetSkipXffAppend()
+	if iac := hcm.GetInternalAddressConfig(); iac != nil {
+		out.InternalAddresses = c.cidrRanges(iac.GetCidrRanges(), joinPath(joinPath(path, "internal_address_config"), "cidr_ranges"))
+		if len(iac.GetCidrRanges()) == 0 {
+			out.InternalAddresses = RFC1918Internal()
+		}
+	}
 	if hcm.GetRouteConfig() == nil {
 		c.fail(joinPath(path, "route_config"), "required: an inline route_config (RDS is not supported)")
 		return out
 	}
 	out.Routes = c.routeConfig(hcm.GetRouteConfig(), joinPath(path, "route_config"), clusters)
+	return out
+}
+
+// rfc1918Internal are the addresses an internal_address_config without cidr_ranges holds internal:
+// Envoy's InternalAddressConfig::isInternalAddress then falls back to Network::Utility::isInternalAddress
+// (source/common/network/utility.cc): RFC 1918, 127.0.0.1 (that address only), fd00::/8 and ::1.
+var rfc1918Internal = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("::1/128"),
+}
+
+// RFC1918Internal is a copy of Envoy's internal addresses for an internal_address_config without
+// cidr_ranges.
+func RFC1918Internal() []netip.Prefix { return slices.Clone(rfc1918Internal) }
+
+// cidrRanges converts CIDR ranges (Envoy's CidrRange, source/common/network/cidr_range.cc): an IP
+// address and a prefix length of at most 32 (IPv4) or 128 (IPv6), default 0; the address is masked to
+// its prefix.
+func (c *converter) cidrRanges(ranges []*corev3.CidrRange, path string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, r := range ranges {
+		rpath := indexPath(path, i)
+		ip, err := netip.ParseAddr(r.GetAddressPrefix())
+		if err != nil {
+			c.fail(joinPath(rpath, "address_prefix"), "%q is not an IP address", r.GetAddressPrefix())
+			continue
+		}
+		ip = ip.Unmap()
+		n := r.GetPrefixLen().GetValue()
+		if n > uint32(ip.BitLen()) {
+			c.fail(joinPath(rpath, "prefix_len"), "%d is out of range 0..%d for %s", n, ip.BitLen(), ip)
+			continue
+		}
+		out = append(out, netip.PrefixFrom(ip, int(n)).Masked())
+	}
 	return out
 }
 

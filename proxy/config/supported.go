@@ -114,6 +114,19 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"request_timeout":              nil,
 		"common_http_protocol_options": nil,
 		"tracing":                      nil,
+		// The trusted client address and the x-forwarded-for / x-envoy-internal headers.
+		"use_remote_address":      nil,
+		"xff_num_trusted_hops":    nil,
+		"skip_xff_append":         nil,
+		"internal_address_config": nil,
+	},
+	// Which trusted client addresses are internal (no unix_sockets: the listeners are TCP only).
+	hcmType + ".InternalAddressConfig": {
+		"cidr_ranges": nil,
+	},
+	"envoy.config.core.v3.CidrRange": {
+		"address_prefix": nil,
+		"prefix_len":     nil,
 	},
 	// Only the HCM's (downstream); a cluster's are not supported.
 	"envoy.config.core.v3.HttpProtocolOptions": {

@@ -5,6 +5,7 @@
 package config
 
 import (
+	"net/netip"
 	"regexp"
 	"time"
 
@@ -56,6 +57,21 @@ type Listener struct {
 	BufferLimit uint32
 	Fault       *FaultFilter // the HTTP fault filter, when the filter chain has one before the router
 	Tracing     *HCMTracing  // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
+	// UseRemoteAddress is the HCM use_remote_address: the trusted client address is the connection's
+	// peer (or, with XffNumTrustedHops, the address that many hops from the right of x-forwarded-for),
+	// and the peer is appended to x-forwarded-for. false (Envoy's default): the trusted client address
+	// is read from x-forwarded-for.
+	UseRemoteAddress bool
+	// XffNumTrustedHops is the HCM xff_num_trusted_hops: how many proxies in front of this one are
+	// trusted to have appended to x-forwarded-for (default 0).
+	XffNumTrustedHops uint32
+	// SkipXffAppend is the HCM skip_xff_append: the peer is not appended to x-forwarded-for.
+	SkipXffAppend bool
+	// InternalAddresses are the HCM internal_address_config.cidr_ranges: a request whose trusted client
+	// address is in one of them (and is x-forwarded-for's only address) is internal; without cidr_ranges,
+	// Envoy's RFC 1918 list. nil (no internal_address_config): no address is internal, Envoy's default
+	// since 1.33.
+	InternalAddresses []netip.Prefix
 }
 
 // ConnectionLimit is Envoy's connection_limit network filter: a listener holds at most MaxConnections
