@@ -146,11 +146,20 @@ func (s *Server) Start() error {
 		rt.hcm = hcm
 		rt.rc = &hcm.routes
 		// The request chain, outermost first: the request header mutations (forwarding), tracing
-		// (server span), fault filter, connection manager (downstream stats, route, body), router
-		// (upstream requests, retries).
+		// (server span), the HTTP filters before the router in the HCM's order (fault, local rate
+		// limit), connection manager (downstream stats, route, body), router (upstream requests, retries).
 		var handler http.Handler = hcm
-		if l.Fault != nil {
-			handler = newFaultFilter(l.Fault, hcm, hcm, s.store, l.StatPrefix, s.clk, s.seeds)
+		filters := l.HTTPFilters
+		if filters == nil && l.Fault != nil {
+			filters = []config.HTTPFilter{{Fault: l.Fault}}
+		}
+		for i := len(filters) - 1; i >= 0; i-- { // the HCM's http_filters order, the first outermost
+			switch f := filters[i]; {
+			case f.Fault != nil:
+				handler = newFaultFilter(f.Fault, handler, hcm, s.store, l.StatPrefix, s.clk, s.seeds)
+			case f.LocalRateLimit != nil:
+				handler = newLocalRateLimit(f.LocalRateLimit, handler, hcm, s.store, s.clk, s.seeds)
+			}
 		}
 		if tp := s.opts.TracerProvider; tp != nil {
 			rt.tracer, rt.prop = tp.Tracer(TracerName), s.opts.Propagator

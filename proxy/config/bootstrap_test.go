@@ -205,6 +205,35 @@ var _ = Describe("ParseBootstrap", func() {
 					Headers:         []config.HeaderMatcher{{Name: "x-chaos", Exact: &on}},
 					MaxActiveFaults: &max,
 				}
+				b.Listeners[0].HTTPFilters = []config.HTTPFilter{{Fault: b.Listeners[0].Fault}}
+			}),
+		// FilterConfig (local_ratelimit.cc): tokens_per_fill default 1, filter_enabled and filter_enforced
+		// 0% when absent, a status below 400 answered 429 (toErrorCode).
+		Entry("local rate limit filters before the router, in order",
+			edit("          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: http_local_rate_limiter
+              token_bucket: {max_tokens: 10000, tokens_per_fill: 1000, fill_interval: 1s}
+              filter_enabled: {runtime_key: local_rate_limit_enabled, default_value: {numerator: 100, denominator: HUNDRED}}
+              filter_enforced: {runtime_key: local_rate_limit_enforced, default_value: {numerator: 50, denominator: HUNDRED}}
+              response_headers_to_add: [{append_action: OVERWRITE_IF_EXISTS_OR_ADD, header: {key: x-local-rate-limit, value: "true"}}]
+          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: second
+              status: {code: OK}
+              token_bucket: {max_tokens: 5, fill_interval: 0.05s}
+          - name: envoy.filters.http.router
+`),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].HTTPFilters = []config.HTTPFilter{
+					{LocalRateLimit: &config.LocalRateLimit{StatPrefix: "http_local_rate_limiter", Status: 429, MaxTokens: 10000, TokensPerFill: 1000,
+						FillInterval: time.Second, Enabled: config.Fraction{Numerator: 100, Denominator: 100}, Enforced: config.Fraction{Numerator: 50, Denominator: 100},
+						ResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{{Key: "X-Local-Rate-Limit", Value: "true", Action: config.OverwriteIfExistsOrAdd}}}}},
+					{LocalRateLimit: &config.LocalRateLimit{StatPrefix: "second", Status: 429, MaxTokens: 5, TokensPerFill: 1,
+						FillInterval: 50 * time.Millisecond, Enabled: config.Fraction{Denominator: 100}, Enforced: config.Fraction{Denominator: 100}}},
+				}
 			}),
 		Entry("an admin without an address is disabled, as in Envoy",
 			edit("static_resources:", "admin: {}\nstatic_resources:"),
@@ -248,6 +277,24 @@ var _ = Describe("ParseBootstrap", func() {
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {unix_sockets: true}\n"),
 			at(11, 37, hcmPath+".internal_address_config.unix_sockets",
 				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig: cidr_ranges)")),
+		Entry("a local rate limit fill_interval below Envoy's 50ms",
+			edit("          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.local_ratelimit
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl, token_bucket: {max_tokens: 1, fill_interval: 0.01s}}
+          - name: envoy.filters.http.router
+`),
+			pathMsg(hcmPath+".http_filters[0].typed_config.token_bucket.fill_interval", "10ms is below Envoy's minimum of 50ms")),
+		Entry("a local rate limit without token_bucket (per-route configuration is not supported)",
+			edit("          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.local_ratelimit
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl}
+          - name: envoy.filters.http.router
+`),
+			pathMsg(hcmPath+".http_filters[0].typed_config.token_bucket", "required")),
+		Entry("local rate limit descriptors",
+			edit("          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.local_ratelimit
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl, token_bucket: {max_tokens: 1, fill_interval: 1s}, descriptors: [{entries: [{key: k, value: v}], token_bucket: {max_tokens: 1, fill_interval: 1s}}]}
+          - name: envoy.filters.http.router
+`),
+			pathMsg(hcmPath+".http_filters[0].typed_config.descriptors", "field not supported by meshproof")),
 		Entry("malformed YAML",
 			"static_resources:\n  clusters: [\n",
 			at(2, 13, "", "invalid YAML: sequence end token ']' not found")),
@@ -316,11 +363,11 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("a typed_config with an unknown @type",
 			edit("filters.http.router.v3.Router}", "filters.http.router.v3.Ruoter}"),
 			at(13, 37, hcmPath+".http_filters[0].typed_config.@type",
-				`unknown type "type.googleapis.com/envoy.extensions.filters.http.router.v3.Ruoter" (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)`)),
+				`unknown type "type.googleapis.com/envoy.extensions.filters.http.router.v3.Ruoter" (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)`)),
 		Entry("a typed_config of a known type not accepted there",
 			edit("envoy.extensions.filters.http.router.v3.Router}", "envoy.config.cluster.v3.Cluster}"),
 			at(13, 37, hcmPath+".http_filters[0].typed_config.@type",
-				"type envoy.config.cluster.v3.Cluster is not supported here by meshproof (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)")),
+				"type envoy.config.cluster.v3.Cluster is not supported here by meshproof (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)")),
 		Entry("the fault filter after the router",
 			edit("            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\n", `            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
           - {name: f, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, abort: {http_status: 503}}}

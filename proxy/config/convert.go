@@ -20,6 +20,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -161,7 +162,12 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
 	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
-	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
+	out.HTTPFilters = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
+	for _, f := range out.HTTPFilters {
+		if f.Fault != nil {
+			out.Fault = f.Fault
+		}
+	}
 	out.Tracing = c.hcmTracing(hcm.GetTracing())
 	out.UseRemoteAddress = hcm.GetUseRemoteAddress().GetValue()
 	out.XffNumTrustedHops = hcm.GetXffNumTrustedHops()
@@ -242,14 +248,17 @@ func unpack[T proto.Message](c *converter, a *anypb.Any, path string) (T, bool) 
 	return typed, true
 }
 
-// httpFilters checks the HTTP filter chain — at most one fault filter, then the router, last — and
-// returns the fault filter's configuration, if any.
-func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *FaultFilter {
+// httpFilters checks the HTTP filter chain — fault and local rate limit filters (at most one fault
+// filter), then the router, last — and returns the filters before the router, in order.
+func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) []HTTPFilter {
 	if len(filters) == 0 {
 		c.fail(path, "want at least the router filter (%s)", routerType)
 		return nil
 	}
-	var fault *FaultFilter
+	var (
+		out   []HTTPFilter
+		fault bool
+	)
 	for i, f := range filters {
 		fpath := joinPath(indexPath(path, i), "typed_config")
 		if f.GetTypedConfig() == nil {
@@ -262,12 +271,22 @@ func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *Fault
 			hf, ok := unpack[*faultv3.HTTPFault](c, f.GetTypedConfig(), fpath)
 			switch {
 			case !ok:
-			case fault != nil:
+			case fault:
 				c.fail(indexPath(path, i), "only one fault filter is supported")
 			case last:
 				c.fail(indexPath(path, i), "the fault filter must come before the router")
 			default:
-				fault = c.faultFilter(hf, fpath)
+				fault = true
+				out = append(out, HTTPFilter{Fault: c.faultFilter(hf, fpath)})
+			}
+		case "type.googleapis.com/" + localRateLimitType:
+			lr, ok := unpack[*lrlv3.LocalRateLimit](c, f.GetTypedConfig(), fpath)
+			switch {
+			case !ok:
+			case last:
+				c.fail(indexPath(path, i), "the local rate limit filter must come before the router")
+			default:
+				out = append(out, HTTPFilter{LocalRateLimit: c.localRateLimit(lr, fpath)})
 			}
 		default:
 			if _, ok := unpack[*routerv3.Router](c, f.GetTypedConfig(), fpath); ok && !last {
@@ -275,7 +294,7 @@ func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *Fault
 			}
 		}
 	}
-	return fault
+	return out
 }
 
 func (c *converter) routeConfig(rc *routev3.RouteConfiguration, path string, clusters map[string]bool) RouteConfig {

@@ -11,6 +11,7 @@ import (
 	// protoregistry.GlobalTypes resolves their @type.
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -22,9 +23,11 @@ const (
 	hcmType    = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 	routerType = "envoy.extensions.filters.http.router.v3.Router"
 	faultType  = "envoy.extensions.filters.http.fault.v3.HTTPFault"
-	prevHosts  = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-	otelType   = "envoy.config.trace.v3.OpenTelemetryConfig"
-	cxLimType  = "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
+	// localRateLimitType is the local rate limit HTTP filter's configuration.
+	localRateLimitType = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+	prevHosts          = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+	otelType           = "envoy.config.trace.v3.OpenTelemetryConfig"
+	cxLimType          = "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
 )
 
 // supported is the subset of Envoy's v3 API that meshproof implements: message full name → proto field
@@ -135,9 +138,33 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name":         nil,
-		"typed_config": {faultType, routerType},
+		"typed_config": {faultType, localRateLimitType, routerType},
 	},
 	routerType: {},
+
+	// The local rate limit filter: one token bucket for the listener (no descriptors, no per-route
+	// configuration), a local reply when enforced.
+	localRateLimitType: {
+		"stat_prefix":             nil,
+		"status":                  nil,
+		"token_bucket":            nil,
+		"filter_enabled":          nil,
+		"filter_enforced":         nil,
+		"response_headers_to_add": nil,
+	},
+	"envoy.type.v3.HttpStatus": {
+		"code": nil,
+	},
+	"envoy.type.v3.TokenBucket": {
+		"max_tokens":      nil,
+		"tokens_per_fill": nil,
+		"fill_interval":   nil,
+	},
+	// meshproof has no runtime: default_value decides; runtime_key is accepted for Envoy's sake.
+	"envoy.config.core.v3.RuntimeFractionalPercent": {
+		"default_value": nil,
+		"runtime_key":   nil,
+	},
 
 	// The HTTP fault filter: delays and aborts as local replies, before the router.
 	faultType: {

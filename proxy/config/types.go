@@ -56,7 +56,10 @@ type Listener struct {
 	// code means the default.
 	BufferLimit uint32
 	Fault       *FaultFilter // the HTTP fault filter, when the filter chain has one before the router
-	Tracing     *HCMTracing  // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
+	// HTTPFilters are the HTTP filters before the router, in order (the fault filter among them). nil
+	// in a Listener built in code: Fault alone, if set.
+	HTTPFilters []HTTPFilter
+	Tracing     *HCMTracing // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
 	// UseRemoteAddress is the HCM use_remote_address: the trusted client address is the connection's
 	// peer (or, with XffNumTrustedHops, the address that many hops from the right of x-forwarded-for),
 	// and the peer is appended to x-forwarded-for. false (Envoy's default): the trusted client address
