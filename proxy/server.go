@@ -175,7 +175,9 @@ func (s *Server) Start() error {
 		// Outermost: the connection manager's request header mutations (x-forwarded-for,
 		// x-envoy-internal ...), which every filter and the tracer see done, as in Envoy.
 		handler = &forwardingHandler{fw: newForwarding(l), next: handler}
-		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout,
+		// Before it, the codec's check of header names (headers_with_underscores_action).
+		handler = newUnderscores(l.UnderscoresAction, hcm, s.store, handler)
+		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxRequestHeadersBytes,
 			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc,
 			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc,
 			RejectHTTP10: true} // Envoy's default: http_protocol_options.accept_http_10 false

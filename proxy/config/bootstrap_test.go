@@ -126,6 +126,11 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an internal_address_config without cidr_ranges: RFC 1918, 127.0.0.1, fd00::/8 and ::1",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].InternalAddresses = config.RFC1918Internal() }),
+		Entry("max_request_headers_kb and headers_with_underscores_action",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          max_request_headers_kb: 8\n          common_http_protocol_options: {headers_with_underscores_action: DROP_HEADER}\n"),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].MaxRequestHeadersBytes, b.Listeners[0].UnderscoresAction = 8<<10, config.UnderscoresDropHeader
+			}),
 		Entry("the HCM max_requests_per_connection (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_requests_per_connection: 100}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].MaxRequestsPerConnection = 100 }),
@@ -295,6 +300,9 @@ var _ = Describe("ParseBootstrap", func() {
           - name: envoy.filters.http.router
 `),
 			pathMsg(hcmPath+".http_filters[0].typed_config.descriptors", "field not supported by meshproof")),
+		Entry("max_request_headers_kb above Envoy's 8192",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          max_request_headers_kb: 8193\n"),
+			pathMsg(hcmPath+".max_request_headers_kb", "8192")),
 		Entry("malformed YAML",
 			"static_resources:\n  clusters: [\n",
 			at(2, 13, "", "invalid YAML: sequence end token ']' not found")),
@@ -326,7 +334,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, request_timeout, route_config, skip_xff_append, stat_prefix, tracing, use_remote_address, xff_num_trusted_hops)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, max_request_headers_kb, request_timeout, route_config, skip_xff_append, stat_prefix, tracing, use_remote_address, xff_num_trusted_hops)")),
 		Entry("RDS",
 			edit("          route_config:\n", "          rds: {route_config_name: r}\n          route_config:\n"),
 			at(14, 11, hcmPath+".rds", "field not supported by meshproof")),

@@ -162,6 +162,11 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
 	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
+	out.UnderscoresAction = UnderscoresAction(hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction())
+	// max_request_headers_kb: at most 8192 (the proto's own rule); unset, 0 stands for Envoy's 60 KiB.
+	if v := hcm.GetMaxRequestHeadersKb(); v != nil {
+		out.MaxRequestHeadersBytes = int(v.GetValue()) << 10
+	}
 	out.HTTPFilters = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
 	for _, f := range out.HTTPFilters {
 		if f.Fault != nil {

@@ -122,6 +122,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"xff_num_trusted_hops":    nil,
 		"skip_xff_append":         nil,
 		"internal_address_config": nil,
+		// 431 over it (default 60 KiB).
+		"max_request_headers_kb": nil,
 	},
 	// Which trusted client addresses are internal (no unix_sockets: the listeners are TCP only).
 	hcmType + ".InternalAddressConfig": {
@@ -133,8 +135,9 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	// Only the HCM's (downstream); a cluster's are not supported.
 	"envoy.config.core.v3.HttpProtocolOptions": {
-		"idle_timeout":                nil,
-		"max_requests_per_connection": nil,
+		"idle_timeout":                    nil,
+		"max_requests_per_connection":     nil,
+		"headers_with_underscores_action": {"ALLOW", "REJECT_REQUEST", "DROP_HEADER"},
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name":         nil,

@@ -75,7 +75,23 @@ type Listener struct {
 	// Envoy's RFC 1918 list. nil (no internal_address_config): no address is internal, Envoy's default
 	// since 1.33.
 	InternalAddresses []netip.Prefix
+	// MaxRequestHeadersBytes is the HCM max_request_headers_kb in bytes: a larger request head is
+	// answered 431. 0 (unset): Envoy's default, 60 KiB.
+	MaxRequestHeadersBytes int
+	// UnderscoresAction is common_http_protocol_options.headers_with_underscores_action.
+	UnderscoresAction UnderscoresAction
 }
+
+// UnderscoresAction is what the connection manager does with a request header whose name has an
+// underscore (Envoy's HttpProtocolOptions.HeadersWithUnderscoresAction).
+type UnderscoresAction int
+
+// The actions, with Envoy's values.
+const (
+	UnderscoresAllow         UnderscoresAction = iota // ALLOW, the default
+	UnderscoresRejectRequest                          // REJECT_REQUEST: 400 and the connection closed
+	UnderscoresDropHeader                             // DROP_HEADER: the header removed
+)
 
 // ConnectionLimit is Envoy's connection_limit network filter: a listener holds at most MaxConnections
 // downstream connections; one over it is closed as soon as it is accepted.
