@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -55,6 +56,20 @@ var _ = Describe("request head options of the connection manager", func() {
 			Expect(h.Get("x-kept")).To(Equal("c"))
 			Expect(stat(srv, "http1.dropped_headers_with_underscores")).To(BeEquivalentTo(2))
 		})
+	})
+
+	// ActiveStream::onRequestHeaderTimeout (conn_manager_impl.cc): the head must be whole within
+	// request_headers_timeout of its first byte, else 408 "request header timeout". (Real time: the
+	// server's head timeout is a socket deadline.)
+	It("answers 408 request header timeout to a head not whole within request_headers_timeout", func() {
+		srv, url := run(func(l *config.Listener) { l.RequestHeadersTimeout = 200 * time.Millisecond })
+		began := time.Now()
+		got := rawExchange(url, "GET / HTTP/1.1\r\nHost: x\r\n", false)
+		Expect(time.Since(began)).To(BeNumerically(">=", 200*time.Millisecond))
+		Expect(got).To(HavePrefix("HTTP/1.1 408 Request Timeout\r\n"))
+		Expect(got).To(HaveSuffix("\r\n\r\nrequest header timeout"))
+		Expect(stat(srv, "http.ingress.downstream_rq_header_timeout")).To(BeEquivalentTo(1))
+		Expect(u.requests.Load()).To(BeZero())
 	})
 
 	// max_request_headers_kb: a head over it gets the codec's 431.

@@ -34,13 +34,16 @@ type connManager struct {
 	st          hcmStats
 	clk         clock.Clock
 	router      *router
+	// countHeaderTimeouts: the listener's server answers a head that timed out by the HCM
+	// request_headers_timeout, counted in downstream_rq_header_timeout.
+	countHeaderTimeouts bool
 }
 
 var _ http.Handler = (*connManager)(nil)
 
 type hcmStats struct {
-	rqTotal, noRoute, rqTimeout, cxTotal *stats.Counter
-	rqClass                              classCounters // downstream_rq_2xx … _5xx
+	rqTotal, noRoute, rqTimeout, cxTotal, rqHeaderTimeout *stats.Counter
+	rqClass                                               classCounters // downstream_rq_2xx … _5xx
 	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
 	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
 	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
@@ -55,8 +58,9 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 	c := func(n string) *stats.Counter { return store.Counter(p + n) }
 	return hcmStats{
 		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"),
-		rqClass: newClassCounters(c, "downstream_rq"),
-		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
+		rqHeaderTimeout: c("downstream_rq_header_timeout"),
+		rqClass:         newClassCounters(c, "downstream_rq"),
+		cxTotal:         c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
 		cxIdleTimeout: c("downstream_cx_idle_timeout"), cxMaxRequestsReached: c("downstream_cx_max_requests_reached"),
 		rqTime: store.Histogram(p + "downstream_rq_time"),
@@ -384,8 +388,11 @@ func (cm *connManager) countStatus(code int) { cm.st.status(code) }
 func (cm *connManager) rejected(code int) {
 	cm.st.rqTotal.Inc()
 	cm.st.status(code)
-	if code != http.StatusRequestTimeout {
+	switch {
+	case code != http.StatusRequestTimeout:
 		cm.st.cxProtocolError.Inc()
+	case cm.countHeaderTimeouts:
+		cm.st.rqHeaderTimeout.Inc()
 	}
 }
 

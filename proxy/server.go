@@ -177,7 +177,14 @@ func (s *Server) Start() error {
 		handler = &forwardingHandler{fw: newForwarding(l), next: handler}
 		// Before it, the codec's check of header names (headers_with_underscores_action).
 		handler = newUnderscores(l.UnderscoresAction, hcm, s.store, handler)
-		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxRequestHeadersBytes,
+		headTimeout, headTimeoutBody := time.Minute, "" // meshproof's own bound on a head (Envoy has none)
+		if l.RequestHeadersTimeout > 0 {
+			// ActiveStream::onRequestHeaderTimeout (conn_manager_impl.cc): 408 "request header timeout".
+			headTimeout, headTimeoutBody = l.RequestHeadersTimeout, "request header timeout"
+			hcm.countHeaderTimeouts = true
+		}
+		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: headTimeout, HeaderTimeoutBody: headTimeoutBody,
+			IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxRequestHeadersBytes,
 			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc,
 			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc,
 			RejectHTTP10: true} // Envoy's default: http_protocol_options.accept_http_10 false

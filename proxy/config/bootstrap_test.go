@@ -126,10 +126,11 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an internal_address_config without cidr_ranges: RFC 1918, 127.0.0.1, fd00::/8 and ::1",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].InternalAddresses = config.RFC1918Internal() }),
-		Entry("max_request_headers_kb and headers_with_underscores_action",
-			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          max_request_headers_kb: 8\n          common_http_protocol_options: {headers_with_underscores_action: DROP_HEADER}\n"),
+		Entry("max_request_headers_kb, request_headers_timeout and headers_with_underscores_action",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          max_request_headers_kb: 8\n          request_headers_timeout: 2s\n          common_http_protocol_options: {headers_with_underscores_action: DROP_HEADER}\n"),
 			func(b *config.Bootstrap) {
 				b.Listeners[0].MaxRequestHeadersBytes, b.Listeners[0].UnderscoresAction = 8<<10, config.UnderscoresDropHeader
+				b.Listeners[0].RequestHeadersTimeout = 2 * time.Second
 			}),
 		Entry("the HCM max_requests_per_connection (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_requests_per_connection: 100}\n"),
@@ -334,7 +335,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, max_request_headers_kb, request_timeout, route_config, skip_xff_append, stat_prefix, tracing, use_remote_address, xff_num_trusted_hops)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, max_request_headers_kb, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, tracing, use_remote_address, xff_num_trusted_hops)")),
 		Entry("RDS",
 			edit("          route_config:\n", "          rds: {route_config_name: r}\n          route_config:\n"),
 			at(14, 11, hcmPath+".rds", "field not supported by meshproof")),

@@ -122,6 +122,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"xff_num_trusted_hops":    nil,
 		"skip_xff_append":         nil,
 		"internal_address_config": nil,
+		// 408 "request header timeout" (no default: meshproof's own 1-minute bound).
+		"request_headers_timeout": nil,
 		// 431 over it (default 60 KiB).
 		"max_request_headers_kb": nil,
 	},

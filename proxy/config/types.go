@@ -78,6 +78,10 @@ type Listener struct {
 	// MaxRequestHeadersBytes is the HCM max_request_headers_kb in bytes: a larger request head is
 	// answered 431. 0 (unset): Envoy's default, 60 KiB.
 	MaxRequestHeadersBytes int
+	// RequestHeadersTimeout is the HCM request_headers_timeout: a request head not whole this long
+	// after its first byte is answered 408 "request header timeout". 0 (unset): meshproof's own bound,
+	// 1 minute, answered 408 "Request Timeout" (Envoy has none).
+	RequestHeadersTimeout time.Duration
 	// UnderscoresAction is common_http_protocol_options.headers_with_underscores_action.
 	UnderscoresAction UnderscoresAction
 }
