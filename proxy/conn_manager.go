@@ -37,6 +37,8 @@ type connManager struct {
 	// countHeaderTimeouts: the listener's server answers a head that timed out by the HCM
 	// request_headers_timeout, counted in downstream_rq_header_timeout.
 	countHeaderTimeouts bool
+	// localReplies is the HCM local_reply_config; nil: none.
+	localReplies *localReplies
 }
 
 var _ http.Handler = (*connManager)(nil)
@@ -75,7 +77,7 @@ func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *
 		limit = defaultBufferLimit
 	}
 	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit,
-		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt}
+		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt, localReplies: newLocalReplies(l.LocalReply)}
 }
 
 // match finds the virtual host for the request's authority and the first route that matches its path.
@@ -185,7 +187,7 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	vh, route := cm.match(r)
 	if route == nil {
 		cm.st.noRoute.Inc()
-		cm.localReply(w, nil, http.StatusNotFound, "")
+		cm.localReply(w, r, nil, http.StatusNotFound, "")
 		return
 	}
 	if route.DirectResponse != nil || route.Redirect != nil {
@@ -281,7 +283,7 @@ func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit in
 	}
 	buf, pending, err := bufferBody(r.Body, limit, r.ContentLength)
 	if err != nil {
-		cm.bodyError(w, err)
+		cm.bodyError(w, r, err)
 		return requestBody{}, false
 	}
 	if pending == nil {
@@ -335,7 +337,7 @@ func bufferBody(r io.Reader, limit int, hint int64) (buf, pending []byte, err er
 }
 
 // bodyError answers a request whose body could not be read from the downstream.
-func (cm *connManager) bodyError(w http.ResponseWriter, err error) {
+func (cm *connManager) bodyError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		fe *h1.FramingError
 		ne net.Error
@@ -348,10 +350,10 @@ func (cm *connManager) bodyError(w http.ResponseWriter, err error) {
 		// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError,
 		// source/common/http/conn_manager_impl.cc: response flag DPE, downstream_cx_protocol_error).
 		cm.st.cxProtocolError.Inc()
-		cm.localReply(w, connectionClose, fe.Status, http.StatusText(fe.Status))
+		cm.localReply(w, r, connectionClose, fe.Status, http.StatusText(fe.Status))
 	case errors.As(err, &ne) && ne.Timeout():
 		cm.st.rqTimeout.Inc()
-		cm.localReply(w, nil, http.StatusRequestTimeout, "request timeout")
+		cm.localReply(w, r, nil, http.StatusRequestTimeout, "request timeout")
 	default:
 		cm.downstreamGone() // the stream ended or was reset mid-body: nobody to answer
 	}
@@ -365,12 +367,18 @@ var connectionClose = http.Header{"Connection": {"close"}}
 // (ConnectionManagerImpl::onEvent, source/common/http/conn_manager_impl.cc).
 func (cm *connManager) downstreamGone() { cm.st.cxDestroyRemoteActiveRq.Inc() }
 
-func (cm *connManager) localReply(w http.ResponseWriter, hdr http.Header, code int, body string) {
+// localReply answers r itself: hdr's headers, code and body, as the local_reply_config rewrites them
+// (Envoy's Utility::sendLocalReply with LocalReply::rewrite, source/common/http/utility.cc).
+func (cm *connManager) localReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string) {
 	for k, v := range hdr {
 		w.Header()[k] = v
 	}
+	contentType := "text/plain"
+	if cm.localReplies != nil {
+		code, body, contentType = cm.localReplies.rewrite(r, w.Header(), code, body)
+	}
 	if body != "" {
-		w.Header().Set(hdrContentType, "text/plain")
+		w.Header().Set(hdrContentType, contentType)
 	}
 	w.Header().Set(hdrContentLength, strconv.Itoa(len(body)))
 	w.WriteHeader(code)
@@ -413,12 +421,12 @@ func (cm *connManager) connState(_ net.Conn, state http.ConnState) {
 func (cm *connManager) respondDirectly(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
 	if d := route.DirectResponse; d != nil {
 		mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
-		cm.localReply(w, nil, d.Status, d.Body)
+		cm.localReply(w, r, nil, d.Status, d.Body)
 		return
 	}
 	w.Header().Set("Location", redirectLocation(r, route))
 	mutateHeaders(w.Header(), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
-	cm.localReply(w, nil, route.Redirect.Code, "")
+	cm.localReply(w, r, nil, route.Redirect.Code, "")
 }
 
 // redirectLocation is a redirect's Location, as Envoy's RouteEntryImplBase::newUri

@@ -68,7 +68,7 @@ func (f *localRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The filter's docs: the local reply carries x-envoy-ratelimited, then response_headers_to_add.
 	w.Header()[hdrRateLimited] = trueValue
 	applyMutation(w.Header(), f.cfg.ResponseHeaders)
-	f.hcm.localReply(w, nil, f.cfg.Status, localRateLimitBody)
+	f.hcm.localReply(w, r, nil, f.cfg.Status, localRateLimitBody)
 }
 
 // fractionHit draws whether a share frac of requests is taken, as Envoy's runtime featureEnabled with

@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/types"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/policy"
@@ -131,6 +132,39 @@ var _ = Describe("ParseBootstrap", func() {
 			func(b *config.Bootstrap) {
 				b.Listeners[0].MaxRequestHeadersBytes, b.Listeners[0].UnderscoresAction = 8<<10, config.UnderscoresDropHeader
 				b.Listeners[0].RequestHeadersTimeout = 2 * time.Second
+			}),
+		// The docs' "Local reply modification" example, reduced.
+		Entry("local_reply_config: mappers and body_format",
+			edit("          stat_prefix: ingress_http\n", `          stat_prefix: ingress_http
+          local_reply_config:
+            mappers:
+            - filter: {status_code_filter: {comparison: {op: EQ, value: {default_value: 400, runtime_key: key_b}}}}
+              headers_to_add: [{header: {key: foo, value: bar}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}]
+              status_code: 401
+              body: {inline_string: "not allowed"}
+            - filter: {header_filter: {header: {name: test-header, string_match: {exact: exact-match-value}}}}
+              body_format_override: {json_format: {code: "%RESPONSE_CODE%", detail: {body: "%LOCAL_REPLY_BODY%"}, version: 1}}
+            body_format: {text_format: "%LOCAL_REPLY_BODY%:%RESPONSE_CODE%:path=%REQ(:path)%\n", content_type: text/html}
+`),
+			func(b *config.Bootstrap) {
+				body, exact := "not allowed", "exact-match-value"
+				part := func(p config.FormatPart) []config.FormatPart { return []config.FormatPart{p} }
+				b.Listeners[0].LocalReply = &config.LocalReplyConfig{
+					Mappers: []config.ResponseMapper{
+						{StatusCode: &config.StatusCodeFilter{Op: "EQ", Value: 400}, Status: 401, Body: &body,
+							Headers: config.HeaderMutation{Add: []config.HeaderValueOption{{Key: "Foo", Value: "bar", Action: config.OverwriteIfExistsOrAdd}}}},
+						{Header: &config.HeaderMatcher{Name: "test-header", Exact: &exact}, BodyFormat: &config.BodyFormat{JSON: &config.JSONTemplate{
+							Keys: []string{"code", "detail", "version"},
+							Values: map[string]config.JSONValue{
+								"code":    {Format: part(config.FormatPart{Command: "RESPONSE_CODE"})},
+								"detail":  {Object: &config.JSONTemplate{Keys: []string{"body"}, Values: map[string]config.JSONValue{"body": {Format: part(config.FormatPart{Command: "LOCAL_REPLY_BODY"})}}}},
+								"version": {Plain: structpb.NewNumberValue(1)},
+							}}}},
+					},
+					BodyFormat: &config.BodyFormat{ContentType: "text/html", Text: []config.FormatPart{
+						{Command: "LOCAL_REPLY_BODY"}, {Literal: ":"}, {Command: "RESPONSE_CODE"}, {Literal: ":path="},
+						{Command: "REQ", Header: ":path"}, {Literal: "\n"}}},
+				}
 			}),
 		Entry("the HCM max_requests_per_connection (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_requests_per_connection: 100}\n"),
@@ -304,6 +338,15 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("max_request_headers_kb above Envoy's 8192",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          max_request_headers_kb: 8193\n"),
 			pathMsg(hcmPath+".max_request_headers_kb", "8192")),
+		Entry("a local reply format with a command meshproof does not format",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {body_format: {text_format: \"%START_TIME% %LOCAL_REPLY_BODY%\"}}\n"),
+			pathMsg(hcmPath+".local_reply_config.body_format.text_format", "command %START_TIME% is not supported (supported: %LOCAL_REPLY_BODY%, %RESPONSE_CODE%, %REQ(X?Y):Z%, %RESP(X?Y):Z%)")),
+		Entry("a local reply mapper with a filter other than status_code_filter or header_filter",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {mappers: [{filter: {duration_filter: {comparison: {op: GE, value: {default_value: 1, runtime_key: k}}}}}]}\n"),
+			pathMsg(hcmPath+".local_reply_config.mappers[0].filter.duration_filter", "field not supported by meshproof")),
+		Entry("a local reply mapper status_code out of range",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {mappers: [{filter: {status_code_filter: {comparison: {value: {default_value: 503, runtime_key: k}}}}, status_code: 700}]}\n"),
+			pathMsg(hcmPath+".local_reply_config.mappers[0].status_code", "")),
 		Entry("malformed YAML",
 			"static_resources:\n  clusters: [\n",
 			at(2, 13, "", "invalid YAML: sequence end token ']' not found")),
@@ -335,7 +378,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, max_request_headers_kb, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, tracing, use_remote_address, xff_num_trusted_hops)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, local_reply_config, max_request_headers_kb, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, tracing, use_remote_address, xff_num_trusted_hops)")),
 		Entry("RDS",
 			edit("          route_config:\n", "          rds: {route_config_name: r}\n          route_config:\n"),
 			at(14, 11, hcmPath+".rds", "field not supported by meshproof")),

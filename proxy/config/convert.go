@@ -159,6 +159,7 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	}
 	out.StatPrefix = hcm.GetStatPrefix()
 	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
+	out.LocalReply = c.localReplyConfig(hcm.GetLocalReplyConfig(), joinPath(path, "local_reply_config"))
 	out.RequestHeadersTimeout = c.duration(hcm.GetRequestHeadersTimeout(), 0, joinPath(path, "request_headers_timeout"))
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
@@ -440,8 +441,21 @@ func goSubstitution(sub string, groups int) (string, error) {
 // other. Values are plain: meshproof has no substitution formatters, so a value with "%" other than the
 // "%%" escape is an error rather than a header sent with the formatter's text.
 func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []string, path, dir string) HeaderMutation {
-	var out HeaderMutation
-	apath := joinPath(path, dir+"_headers_to_add")
+	out := HeaderMutation{Add: c.headerOptions(add, joinPath(path, dir+"_headers_to_add"))}
+	rpath := joinPath(path, dir+"_headers_to_remove")
+	for i, name := range remove {
+		if restrictedHeader(name) {
+			c.fail(indexPath(rpath, i), "%q may not be removed (pseudo-headers and host are not)", name)
+			continue
+		}
+		out.Remove = append(out.Remove, http.CanonicalHeaderKey(name))
+	}
+	return out
+}
+
+// headerOptions converts a list of headers to add at apath (see headerMutation).
+func (c *converter) headerOptions(add []*corev3.HeaderValueOption, apath string) []HeaderValueOption {
+	var out []HeaderValueOption
 	for i, o := range add {
 		opath := indexPath(apath, i)
 		key := o.GetHeader().GetKey()
@@ -466,16 +480,8 @@ func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []str
 				action = OverwriteIfExistsOrAdd
 			}
 		}
-		out.Add = append(out.Add, HeaderValueOption{Key: http.CanonicalHeaderKey(key),
+		out = append(out, HeaderValueOption{Key: http.CanonicalHeaderKey(key),
 			Value: strings.ReplaceAll(value, "%%", "%"), Action: action, KeepEmpty: o.GetKeepEmptyValue()})
-	}
-	rpath := joinPath(path, dir+"_headers_to_remove")
-	for i, name := range remove {
-		if restrictedHeader(name) {
-			c.fail(indexPath(rpath, i), "%q may not be removed (pseudo-headers and host are not)", name)
-			continue
-		}
-		out.Remove = append(out.Remove, http.CanonicalHeaderKey(name))
 	}
 	return out
 }

@@ -124,8 +124,45 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"internal_address_config": nil,
 		// 408 "request header timeout" (no default: meshproof's own 1-minute bound).
 		"request_headers_timeout": nil,
+		"local_reply_config":      nil,
 		// 431 over it (default 60 KiB).
 		"max_request_headers_kb": nil,
+	},
+	// Local replies rewritten by the first matching mapper, their bodies formatted (see local_reply.go).
+	"envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig": {
+		"mappers":     nil,
+		"body_format": nil,
+	},
+	"envoy.extensions.filters.network.http_connection_manager.v3.ResponseMapper": {
+		"filter":               nil,
+		"status_code":          nil,
+		"body":                 nil,
+		"body_format_override": nil,
+		"headers_to_add":       nil,
+	},
+	"envoy.config.accesslog.v3.AccessLogFilter": {
+		"status_code_filter": nil,
+		"header_filter":      nil,
+	},
+	"envoy.config.accesslog.v3.StatusCodeFilter": {
+		"comparison": nil,
+	},
+	"envoy.config.accesslog.v3.ComparisonFilter": {
+		"op":    nil,
+		"value": nil,
+	},
+	"envoy.config.core.v3.RuntimeUInt32": {
+		"default_value": nil,
+		"runtime_key":   nil,
+	},
+	"envoy.config.accesslog.v3.HeaderFilter": {
+		"header": nil,
+	},
+	"envoy.config.core.v3.SubstitutionFormatString": {
+		"text_format":        nil,
+		"text_format_source": nil,
+		"json_format":        nil,
+		"content_type":       nil,
 	},
 	// Which trusted client addresses are internal (no unix_sockets: the listeners are TCP only).
 	hcmType + ".InternalAddressConfig": {

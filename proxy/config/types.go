@@ -82,6 +82,8 @@ type Listener struct {
 	// after its first byte is answered 408 "request header timeout". 0 (unset): meshproof's own bound,
 	// 1 minute, answered 408 "Request Timeout" (Envoy has none).
 	RequestHeadersTimeout time.Duration
+	// LocalReply is the HCM local_reply_config; nil: local replies as they are.
+	LocalReply *LocalReplyConfig
 	// UnderscoresAction is common_http_protocol_options.headers_with_underscores_action.
 	UnderscoresAction UnderscoresAction
 }
