@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"io"
 	"net/http"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -35,10 +36,9 @@ var _ = Describe("local_reply_config", func() {
 		resp, err := client.Do(req)
 		Expect(err).NotTo(HaveOccurred())
 		defer resp.Body.Close()
-		var b []byte
-		b = make([]byte, 4096)
-		n, _ := resp.Body.Read(b)
-		return resp.StatusCode, resp.Header, string(b[:n])
+		b, err := io.ReadAll(resp.Body)
+		Expect(err).NotTo(HaveOccurred())
+		return resp.StatusCode, resp.Header, string(b)
 	}
 
 	It("rewrites a matching reply's status, body and headers, and formats every body with body_format", func() {

@@ -115,6 +115,7 @@ func (c *converter) bodyFormat(f *corev3.SubstitutionFormatString, path string) 
 	out := &BodyFormat{ContentType: f.GetContentType()}
 	switch t := f.GetFormat().(type) {
 	case *corev3.SubstitutionFormatString_TextFormat:
+		//lint:ignore SA1019 Envoy deprecates text_format for text_format_source but still honours it
 		out.Text = c.formatString(t.TextFormat, joinPath(path, "text_format"))
 	case *corev3.SubstitutionFormatString_TextFormatSource:
 		s := string(t.TextFormatSource.GetInlineBytes())
