@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -169,7 +170,13 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 		})
 	})
 
+	// The router acts on its request headers only on an internal request: the connection manager removes
+	// them from the others (ConnectionManagerUtility::cleanInternalHeaders, conn_manager_utility.cc). The
+	// client here is on loopback, internal with use_remote_address and an internal_address_config naming it.
 	Describe("the router's request headers", func() {
+		trustLoopback := func(l *config.Listener) {
+			l.UseRemoteAddress, l.InternalAddresses = true, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		}
 		send := func(url string, hdr map[string]string) int {
 			GinkgoHelper()
 			req, _ := http.NewRequest("GET", url+"/", nil)
@@ -189,7 +196,8 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 				seen.Store(r.Header.Get("x-envoy-retry-on") + r.Header.Get("x-envoy-max-retries"))
 				w.WriteHeader(503)
 			})
-			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", u.addr())},
+				listener: trustLoopback})
 			Expect(send(url, map[string]string{"x-envoy-retry-on": "5xx", "x-envoy-max-retries": "3"})).To(Equal(503))
 			Expect(u.requests.Load()).To(BeEquivalentTo(4))
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(3))
@@ -200,7 +208,7 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			u := newUpstream(hang)
 			r := prefixRoute("/", "backend", nil)
 			r.Action.Timeout = 10 * time.Second
-			srv, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+			srv, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", u.addr())}, listener: trustLoopback})
 			began := time.Now()
 			Expect(send(url, map[string]string{"x-envoy-upstream-rq-timeout-ms": "100"})).To(Equal(504))
 			Expect(time.Since(began)).To(BeNumerically("<", 5*time.Second))

@@ -39,14 +39,19 @@ type connManager struct {
 	st        hcmStats
 	clk       clock.Clock
 	router    *router
+	// countHeaderTimeouts: the listener's server answers a head that timed out by the HCM
+	// request_headers_timeout, counted in downstream_rq_header_timeout.
+	countHeaderTimeouts bool
+	// localReplies is the HCM local_reply_config; nil: none.
+	localReplies *localReplies
 }
 
 var _ http.Handler = (*connManager)(nil)
 
 type hcmStats struct {
-	rqTotal, noRoute, rqTimeout, cxTotal *stats.Counter
-	noCluster                            *stats.Counter // the router's no_cluster: a route's cluster does not exist
-	rqClass                              classCounters  // downstream_rq_2xx … _5xx
+	rqTotal, noRoute, rqTimeout, cxTotal, rqHeaderTimeout *stats.Counter
+	noCluster                                             *stats.Counter // the router's no_cluster: a route's cluster does not exist
+	rqClass                                               classCounters  // downstream_rq_2xx … _5xx
 	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
 	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
 	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
@@ -61,8 +66,9 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 	c := func(n string) *stats.Counter { return store.Counter(p + n) }
 	return hcmStats{
 		rqTotal: c("downstream_rq_total"), noRoute: c("no_route"), rqTimeout: c("downstream_rq_timeout"), noCluster: c("no_cluster"),
-		rqClass: newClassCounters(c, "downstream_rq"),
-		cxTotal: c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
+		rqHeaderTimeout: c("downstream_rq_header_timeout"),
+		rqClass:         newClassCounters(c, "downstream_rq"),
+		cxTotal:         c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
 		cxIdleTimeout: c("downstream_cx_idle_timeout"), cxMaxRequestsReached: c("downstream_cx_max_requests_reached"),
 		rqTime: store.Histogram(p + "downstream_rq_time"),
@@ -77,7 +83,7 @@ func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *
 		limit = defaultBufferLimit
 	}
 	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit, stripPort: l.StripPort,
-		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt}
+		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt, localReplies: newLocalReplies(l.LocalReply)}
 }
 
 // routed is a request's route and the cluster it goes to, decided once per request before the HTTP
@@ -262,7 +268,7 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	vh, route := sel.vh, sel.route
 	if route == nil {
 		cm.st.noRoute.Inc()
-		cm.localReply(w, nil, http.StatusNotFound, "")
+		cm.localReply(w, r, nil, http.StatusNotFound, "")
 		return
 	}
 	if route.DirectResponse != nil || route.Redirect != nil {
@@ -295,7 +301,7 @@ func (cm *connManager) clusterNotFound(w http.ResponseWriter, r *http.Request, v
 		code = http.StatusServiceUnavailable
 	}
 	mutateHeaders(w.Header(), cm.replyFormat(w, r, route, code), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
-	cm.localReply(w, nil, code, "")
+	cm.localReply(w, r, nil, code, "")
 }
 
 // retryBufferLimit is how much of a request body on route is held for a retry: the listener's
@@ -371,7 +377,7 @@ func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit in
 	}
 	buf, pending, err := bufferBody(r.Body, limit, r.ContentLength)
 	if err != nil {
-		cm.bodyError(w, err)
+		cm.bodyError(w, r, err)
 		return requestBody{}, false
 	}
 	if pending == nil {
@@ -425,7 +431,7 @@ func bufferBody(r io.Reader, limit int, hint int64) (buf, pending []byte, err er
 }
 
 // bodyError answers a request whose body could not be read from the downstream.
-func (cm *connManager) bodyError(w http.ResponseWriter, err error) {
+func (cm *connManager) bodyError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		fe *h1.FramingError
 		ne net.Error
@@ -438,10 +444,10 @@ func (cm *connManager) bodyError(w http.ResponseWriter, err error) {
 		// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError,
 		// source/common/http/conn_manager_impl.cc: response flag DPE, downstream_cx_protocol_error).
 		cm.st.cxProtocolError.Inc()
-		cm.localReply(w, connectionClose, fe.Status, http.StatusText(fe.Status))
+		cm.localReply(w, r, connectionClose, fe.Status, http.StatusText(fe.Status))
 	case errors.As(err, &ne) && ne.Timeout():
 		cm.st.rqTimeout.Inc()
-		cm.localReply(w, nil, http.StatusRequestTimeout, "request timeout")
+		cm.localReply(w, r, nil, http.StatusRequestTimeout, "request timeout")
 	default:
 		cm.downstreamGone() // the stream ended or was reset mid-body: nobody to answer
 	}
@@ -455,12 +461,21 @@ var connectionClose = http.Header{"Connection": {"close"}}
 // (ConnectionManagerImpl::onEvent, source/common/http/conn_manager_impl.cc).
 func (cm *connManager) downstreamGone() { cm.st.cxDestroyRemoteActiveRq.Inc() }
 
-func (cm *connManager) localReply(w http.ResponseWriter, hdr http.Header, code int, body string) {
+// localReply answers r itself: hdr's headers, code and body, as the local_reply_config rewrites them
+// (Envoy's Utility::sendLocalReply with LocalReply::rewrite, source/common/http/utility.cc).
+func (cm *connManager) localReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string) {
 	for k, v := range hdr {
 		w.Header()[k] = v
 	}
+	contentType := "text/plain"
+	if cm.localReplies != nil {
+		if r == nil {
+			r = &http.Request{Header: http.Header{}}
+		}
+		code, body, contentType = cm.localReplies.rewrite(r, w.Header(), code, body, cm.replyFormat(w, r, nil, code))
+	}
 	if body != "" {
-		w.Header().Set(hdrContentType, "text/plain")
+		w.Header().Set(hdrContentType, contentType)
 	}
 	w.Header().Set(hdrContentLength, strconv.Itoa(len(body)))
 	w.WriteHeader(code)
@@ -478,8 +493,11 @@ func (cm *connManager) countStatus(code int) { cm.st.status(code) }
 func (cm *connManager) rejected(code int) {
 	cm.st.rqTotal.Inc()
 	cm.st.status(code)
-	if code != http.StatusRequestTimeout {
+	switch {
+	case code != http.StatusRequestTimeout:
 		cm.st.cxProtocolError.Inc()
+	case cm.countHeaderTimeouts:
+		cm.st.rqHeaderTimeout.Inc()
 	}
 }
 
@@ -500,12 +518,12 @@ func (cm *connManager) connState(_ net.Conn, state http.ConnState) {
 func (cm *connManager) respondDirectly(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
 	if d := route.DirectResponse; d != nil {
 		mutateHeaders(w.Header(), cm.replyFormat(w, r, route, d.Status), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
-		cm.localReply(w, nil, d.Status, d.Body)
+		cm.localReply(w, r, nil, d.Status, d.Body)
 		return
 	}
 	w.Header().Set("Location", redirectLocation(r, route))
 	mutateHeaders(w.Header(), cm.replyFormat(w, r, route, route.Redirect.Code), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
-	cm.localReply(w, nil, route.Redirect.Code, "")
+	cm.localReply(w, r, nil, route.Redirect.Code, "")
 }
 
 // replyFormat is what the substitution commands of a local reply's response headers read.

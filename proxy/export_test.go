@@ -7,3 +7,6 @@ var ListsToken = h1.HasToken
 
 // ExpectedTimeoutMs is the router's x-envoy-expected-rq-timeout-ms value, for the external test package.
 var ExpectedTimeoutMs = expectedTimeoutMs
+
+// HostAddress is the address the connection manager appends to x-forwarded-for for a loopback peer.
+var HostAddress = hostAddress

@@ -44,7 +44,7 @@ var _ http.Handler = (*faultFilter)(nil)
 // connection manager counts them.
 type filterCallbacks interface {
 	route(r *http.Request) (*http.Request, routed)
-	localReply(w http.ResponseWriter, hdr http.Header, code int, body string)
+	localReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string)
 	countStatus(code int)
 }
 
@@ -197,7 +197,7 @@ func (f *faultFilter) abort(r *http.Request, rng *rand.PCG) (func(http.ResponseW
 			f.hcm.countStatus(http.StatusOK)
 		}, true
 	}
-	return func(w http.ResponseWriter) { f.hcm.localReply(w, nil, status, "fault filter abort") }, true
+	return func(w http.ResponseWriter) { f.hcm.localReply(w, r, nil, status, "fault filter abort") }, true
 }
 
 func (f *faultFilter) rateLimit(r *http.Request, rng *rand.PCG) (uint64, bool) {

@@ -99,6 +99,8 @@ type setup struct {
 	// strip_port_mode.
 	ignorePort bool
 	stripPort  config.StripPort
+	// listener, when set, adjusts the listener further (HCM fields without a field of their own here).
+	listener func(*config.Listener)
 }
 
 func cluster(name string, addrs ...string) config.Cluster {
@@ -133,6 +135,9 @@ func start(s setup) (*proxy.Server, string) {
 			Routes: config.RouteConfig{Name: "r", VirtualHosts: vhosts, IgnorePortInHostMatching: s.ignorePort,
 				RequestHeaders: s.rcRequestHeaders, ResponseHeaders: s.rcResponseHeaders}}},
 		Clusters: s.clusters,
+	}
+	if s.listener != nil {
+		s.listener(&cfg.Listeners[0])
 	}
 	srv, err := proxy.New(cfg, s.opts)
 	Expect(err).NotTo(HaveOccurred())

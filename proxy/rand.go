@@ -28,6 +28,7 @@ const (
 	saltOutlier
 	saltHealth
 	saltRoute // the route's own draws: a weighted cluster
+	saltLocalRateLimit
 )
 
 // seed resets p to the stream of (name, salt).

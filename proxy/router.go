@@ -50,10 +50,10 @@ type router struct {
 // downstream is what the router needs of its connection manager (Envoy's
 // StreamDecoderFilterCallbacks): local replies, and the downstream stats of what it answers.
 type downstream interface {
-	localReply(w http.ResponseWriter, hdr http.Header, code int, body string)
+	localReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string)
 	countStatus(code int)
 	downstreamGone()
-	bodyError(w http.ResponseWriter, err error)
+	bodyError(w http.ResponseWriter, r *http.Request, err error)
 }
 
 func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router {
@@ -224,7 +224,7 @@ func (f *forward) run() {
 		release()
 		if rest := f.body.rest; rest != nil && rest.err != nil {
 			f.abandon(a) // the downstream's body failed mid-stream: answered as its read error
-			f.rt.hcm.bodyError(f.w, rest.err)
+			f.rt.hcm.bodyError(f.w, f.r, rest.err)
 			return
 		}
 		if f.timedOut() {
@@ -401,7 +401,7 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 		f.w.Header().Set(hdrAttemptCount, strconv.Itoa(n))
 	}
 	f.mutateResponse(f.w.Header(), code, "") // Envoy's router applies them to its local replies too (modify_headers_)
-	f.rt.hcm.localReply(f.w, hdr, code, body)
+	f.rt.hcm.localReply(f.w, f.r, hdr, code, body)
 }
 
 // routeTimeout answers 504 when the route timeout fired during attempt n: never retried. Like every

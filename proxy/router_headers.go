@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -29,8 +28,8 @@ var routerHeaderSet = map[string]bool{hdrRetryOn: true, hdrMaxRetries: true, hdr
 	hdrUpstreamTimeout: true, hdrPerTryTimeout: true, hdrRetriableHeaderNames: true}
 
 // effectivePolicy is the request's retry policy and route timeout: the route's (or the virtual host's)
-// policy, adjusted by the router's request headers when the request comes from an internal address, as
-// Envoy does — x-envoy-retry-on adds conditions, x-envoy-max-retries replaces num_retries while some
+// policy, adjusted by the router's request headers, which only an internal request still has (the
+// connection manager removed them from the others: forwarding.mutate), as Envoy does — x-envoy-retry-on adds conditions, x-envoy-max-retries replaces num_retries while some
 // condition is active, x-envoy-retriable-status-codes adds codes, and the timeout headers (ms, 0 =
 // none) replace the route timeout and per_try_timeout.
 func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
@@ -40,9 +39,6 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	}
 	timeout := f.route.Action.Timeout
 	h := f.r.Header
-	if !internal(f.r.RemoteAddr) {
-		return rp, timeout
-	}
 	if ms, err := parseHeaderUint(h, hdrUpstreamTimeout); err == nil {
 		timeout = time.Duration(ms) * time.Millisecond
 	}
@@ -96,15 +92,4 @@ func parseHeaderUint(h http.Header, name string) (uint64, error) {
 		return 0, errNoHeader
 	}
 	return strconv.ParseUint(v, 10, 32)
-}
-
-// internal reports whether a downstream address is internal by Envoy's default rule: loopback or a
-// private (RFC 1918 / RFC 4193) address. Only internal requests may steer the router with headers.
-func internal(remote string) bool {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return false
-	}
-	ip := ap.Addr().Unmap()
-	return ip.IsLoopback() || ip.IsPrivate()
 }

@@ -149,11 +149,21 @@ func (s *Server) Start() error {
 		rt.hcm = hcm
 		rt.rc = &hcm.routes
 		rt.vclusters = newVirtualClusters(hcm.routes.VirtualHosts, s.store)
-		// The request chain, outermost first: tracing (server span), fault filter, connection manager
-		// (downstream stats, route, body), router (upstream requests, retries).
+		// The request chain, outermost first: the request header mutations (forwarding), tracing
+		// (server span), the HTTP filters before the router in the HCM's order (fault, local rate
+		// limit), connection manager (downstream stats, route, body), router (upstream requests, retries).
 		var handler http.Handler = hcm
-		if l.Fault != nil {
-			handler = newFaultFilter(l.Fault, hcm, hcm, s.store, l.StatPrefix, s.clk, s.seeds)
+		filters := l.HTTPFilters
+		if filters == nil && l.Fault != nil {
+			filters = []config.HTTPFilter{{Fault: l.Fault}}
+		}
+		for i := len(filters) - 1; i >= 0; i-- { // the HCM's http_filters order, the first outermost
+			switch f := filters[i]; {
+			case f.Fault != nil:
+				handler = newFaultFilter(f.Fault, handler, hcm, s.store, l.StatPrefix, s.clk, s.seeds)
+			case f.LocalRateLimit != nil:
+				handler = newLocalRateLimit(f.LocalRateLimit, handler, hcm, s.store, s.clk, s.seeds)
+			}
 		}
 		if tp := s.opts.TracerProvider; tp != nil {
 			rt.tracer, rt.prop = tp.Tracer(TracerName), s.opts.Propagator
@@ -166,7 +176,19 @@ func (s *Server) Start() error {
 			}
 			handler = newTracing(handler, rt.tracer, rt.prop, sampling, s.seeds)
 		}
-		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: time.Minute, IdleTimeout: l.IdleTimeout,
+		// Outermost: the connection manager's request header mutations (x-forwarded-for,
+		// x-envoy-internal ...), which every filter and the tracer see done, as in Envoy.
+		handler = &forwardingHandler{fw: newForwarding(l), next: handler}
+		// Before it, the codec's check of header names (headers_with_underscores_action).
+		handler = newUnderscores(l.UnderscoresAction, hcm, s.store, handler)
+		headTimeout, headTimeoutBody := time.Minute, "" // meshproof's own bound on a head (Envoy has none)
+		if l.RequestHeadersTimeout > 0 {
+			// ActiveStream::onRequestHeaderTimeout (conn_manager_impl.cc): 408 "request header timeout".
+			headTimeout, headTimeoutBody = l.RequestHeadersTimeout, "request header timeout"
+			hcm.countHeaderTimeouts = true
+		}
+		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: headTimeout, HeaderTimeoutBody: headTimeoutBody,
+			IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxRequestHeadersBytes,
 			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc,
 			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc,
 			RejectHTTP10: true} // Envoy's default: http_protocol_options.accept_http_10 false

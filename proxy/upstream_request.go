@@ -142,8 +142,9 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	case actx == f.r.Context():
 		actx = f.ctx() // on another clock, the route context's timer ends the exchange (see ctx)
 	}
-	f.scratch[0], f.scratch[1] = reqID, "http"
-	f.extra[hdrRequestID], f.extra[hdrForwardedProto] = f.scratch[0:1:1], f.scratch[1:2:2]
+	// x-forwarded-proto is the downstream's, set by the connection manager (forwarding.mutate).
+	f.scratch[0] = reqID
+	f.extra[hdrRequestID] = f.scratch[0:1:1]
 	if f.origPath != "" {
 		f.scratch[4] = f.origPath
 		f.extra[hdrOriginalPath] = f.scratch[4:5:5]

@@ -15,6 +15,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 type protoMessage = proto.Message
@@ -120,7 +121,7 @@ func BuildBootstrap(sc *Scenario, proxyName string, addrs Addresses) (*bootstrap
 		}
 		clusters = append(clusters, cluster)
 	}
-	b, err := bootstrapOf(proxyName, listenAddr, []*routev3.VirtualHost{vhost}, clusters)
+	b, err := bootstrapOf(proxyName, listenAddr, []*routev3.VirtualHost{vhost}, clusters, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +180,7 @@ func SidecarBootstrap(sc *Scenario, caller string, addrs SidecarAddresses) (*boo
 		}
 		clusters = append(clusters, c)
 	}
-	b, err := bootstrapOf(SidecarListener, listenAddr, vhosts, clusters)
+	b, err := bootstrapOf(SidecarListener, listenAddr, vhosts, clusters, trustLocalApp)
 	if err != nil {
 		return nil, err
 	}
@@ -193,18 +194,36 @@ func SidecarBootstrap(sc *Scenario, caller string, addrs SidecarAddresses) (*boo
 	return b, nil
 }
 
+// trustLocalApp makes a sidecar's connection manager take its app's requests (from loopback) for
+// internal, so that the router honours the app's x-envoy-upstream-rq-timeout-ms (deadline
+// propagation): Envoy removes the router's request headers from any other request, and since 1.33
+// holds no address internal without an internal_address_config. Istio's sidecars do the same.
+func trustLocalApp(hcm *hcmv3.HttpConnectionManager) {
+	hcm.UseRemoteAddress = wrapperspb.Bool(true)
+	hcm.InternalAddressConfig = &hcmv3.HttpConnectionManager_InternalAddressConfig{CidrRanges: []*corev3.CidrRange{
+		{AddressPrefix: "127.0.0.0", PrefixLen: wrapperspb.UInt32(8)},
+		{AddressPrefix: "::1", PrefixLen: wrapperspb.UInt32(128)},
+	}}
+}
+
 // bootstrapOf is a static bootstrap with one listener (name, also its connection manager's stat
-// prefix and route configuration's name) routing by vhosts through the router filter, and clusters.
-func bootstrapOf(name string, listenAddr *corev3.Address, vhosts []*routev3.VirtualHost, clusters []*clusterv3.Cluster) (*bootstrapv3.Bootstrap, error) {
+// prefix and route configuration's name) routing by vhosts through the router filter, and clusters;
+// tune, when set, adjusts the connection manager.
+func bootstrapOf(name string, listenAddr *corev3.Address, vhosts []*routev3.VirtualHost, clusters []*clusterv3.Cluster,
+	tune func(*hcmv3.HttpConnectionManager)) (*bootstrapv3.Bootstrap, error) {
 	router, err := anypb.New(&routerv3.Router{})
 	if err != nil {
 		return nil, err
 	}
-	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+	m := &hcmv3.HttpConnectionManager{
 		StatPrefix:     name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: name, VirtualHosts: vhosts}},
 		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
-	})
+	}
+	if tune != nil {
+		tune(m)
+	}
+	hcm, err := anypb.New(m)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -9,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/types"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/policy"
@@ -107,6 +109,63 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("the HCM idle_timeout (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0.25s}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 250 * time.Millisecond }),
+		Entry("use_remote_address, xff_num_trusted_hops, skip_xff_append and internal_address_config's cidr_ranges (masked)",
+			edit("          stat_prefix: ingress_http\n", `          stat_prefix: ingress_http
+          use_remote_address: true
+          xff_num_trusted_hops: 2
+          skip_xff_append: true
+          internal_address_config:
+            cidr_ranges: [{address_prefix: 10.1.2.3, prefix_len: 16}, {address_prefix: "::1", prefix_len: 128}]
+`),
+			func(b *config.Bootstrap) {
+				l := &b.Listeners[0]
+				l.UseRemoteAddress, l.XffNumTrustedHops, l.SkipXffAppend = true, 2, true
+				l.InternalAddresses = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("::1/128")}
+			}),
+		// InternalAddressConfig::isInternalAddress (http_connection_manager/config.h) falls back to
+		// Network::Utility::isInternalAddress when cidr_ranges is empty.
+		Entry("an internal_address_config without cidr_ranges: RFC 1918, 127.0.0.1, fd00::/8 and ::1",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {}\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].InternalAddresses = config.RFC1918Internal() }),
+		Entry("max_request_headers_kb, request_headers_timeout and headers_with_underscores_action",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          max_request_headers_kb: 8\n          request_headers_timeout: 2s\n          common_http_protocol_options: {headers_with_underscores_action: DROP_HEADER}\n"),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].MaxRequestHeadersBytes, b.Listeners[0].UnderscoresAction = 8<<10, config.UnderscoresDropHeader
+				b.Listeners[0].RequestHeadersTimeout = 2 * time.Second
+			}),
+		// The docs' "Local reply modification" example, reduced.
+		Entry("local_reply_config: mappers and body_format",
+			edit("          stat_prefix: ingress_http\n", `          stat_prefix: ingress_http
+          local_reply_config:
+            mappers:
+            - filter: {status_code_filter: {comparison: {op: EQ, value: {default_value: 400, runtime_key: key_b}}}}
+              headers_to_add: [{header: {key: foo, value: bar}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}]
+              status_code: 401
+              body: {inline_string: "not allowed"}
+            - filter: {header_filter: {header: {name: test-header, string_match: {exact: exact-match-value}}}}
+              body_format_override: {json_format: {code: "%RESPONSE_CODE%", detail: {body: "%LOCAL_REPLY_BODY%"}, version: 1}}
+            body_format: {text_format: "%LOCAL_REPLY_BODY%:%RESPONSE_CODE%:path=%REQ(:path)%\n", content_type: text/html}
+`),
+			func(b *config.Bootstrap) {
+				body, exact := "not allowed", "exact-match-value"
+				part := func(p config.ReplyFormatPart) []config.ReplyFormatPart { return []config.ReplyFormatPart{p} }
+				b.Listeners[0].LocalReply = &config.LocalReplyConfig{
+					Mappers: []config.ResponseMapper{
+						{StatusCode: &config.StatusCodeFilter{Op: "EQ", Value: 400}, Status: 401, Body: &body,
+							Headers: config.HeaderMutation{Add: []config.HeaderValueOption{{Key: "Foo", Value: "bar", Action: config.OverwriteIfExistsOrAdd}}}},
+						{Header: &config.HeaderMatcher{Name: "test-header", Exact: &exact}, BodyFormat: &config.BodyFormat{JSON: &config.JSONTemplate{
+							Keys: []string{"code", "detail", "version"},
+							Values: map[string]config.JSONValue{
+								"code":    {Format: part(config.ReplyFormatPart{Command: "RESPONSE_CODE"})},
+								"detail":  {Object: &config.JSONTemplate{Keys: []string{"body"}, Values: map[string]config.JSONValue{"body": {Format: part(config.ReplyFormatPart{Command: "LOCAL_REPLY_BODY"})}}}},
+								"version": {Plain: structpb.NewNumberValue(1)},
+							}}}},
+					},
+					BodyFormat: &config.BodyFormat{ContentType: "text/html", Text: []config.ReplyFormatPart{
+						{Command: "LOCAL_REPLY_BODY"}, {Literal: ":"}, {Command: "RESPONSE_CODE"}, {Literal: ":path="},
+						{Command: "REQ", Header: ":path"}, {Literal: "\n"}}},
+				}
+			}),
 		Entry("the HCM max_requests_per_connection (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_requests_per_connection: 100}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].MaxRequestsPerConnection = 100 }),
@@ -192,6 +251,35 @@ var _ = Describe("ParseBootstrap", func() {
 					Headers:         []config.HeaderMatcher{{Name: "x-chaos", Exact: &on}},
 					MaxActiveFaults: &max,
 				}
+				b.Listeners[0].HTTPFilters = []config.HTTPFilter{{Fault: b.Listeners[0].Fault}}
+			}),
+		// FilterConfig (local_ratelimit.cc): tokens_per_fill default 1, filter_enabled and filter_enforced
+		// 0% when absent, a status below 400 answered 429 (toErrorCode).
+		Entry("local rate limit filters before the router, in order",
+			edit("          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: http_local_rate_limiter
+              token_bucket: {max_tokens: 10000, tokens_per_fill: 1000, fill_interval: 1s}
+              filter_enabled: {runtime_key: local_rate_limit_enabled, default_value: {numerator: 100, denominator: HUNDRED}}
+              filter_enforced: {runtime_key: local_rate_limit_enforced, default_value: {numerator: 50, denominator: HUNDRED}}
+              response_headers_to_add: [{append_action: OVERWRITE_IF_EXISTS_OR_ADD, header: {key: x-local-rate-limit, value: "true"}}]
+          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: second
+              status: {code: OK}
+              token_bucket: {max_tokens: 5, fill_interval: 0.05s}
+          - name: envoy.filters.http.router
+`),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].HTTPFilters = []config.HTTPFilter{
+					{LocalRateLimit: &config.LocalRateLimit{StatPrefix: "http_local_rate_limiter", Status: 429, MaxTokens: 10000, TokensPerFill: 1000,
+						FillInterval: time.Second, Enabled: config.Fraction{Numerator: 100, Denominator: 100}, Enforced: config.Fraction{Numerator: 50, Denominator: 100},
+						ResponseHeaders: config.HeaderMutation{Add: []config.HeaderValueOption{{Key: "X-Local-Rate-Limit", Value: "true", Action: config.OverwriteIfExistsOrAdd}}}}},
+					{LocalRateLimit: &config.LocalRateLimit{StatPrefix: "second", Status: 429, MaxTokens: 5, TokensPerFill: 1,
+						FillInterval: 50 * time.Millisecond, Enabled: config.Fraction{Denominator: 100}, Enforced: config.Fraction{Denominator: 100}}},
+				}
 			}),
 		Entry("an admin without an address is disabled, as in Envoy",
 			edit("static_resources:", "admin: {}\nstatic_resources:"),
@@ -225,6 +313,46 @@ var _ = Describe("ParseBootstrap", func() {
 `),
 			at(9, 11, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_connections",
 				"required: the most connections the listener holds (at least 1)")),
+		Entry("an internal_address_config CIDR range with a prefix_len beyond the address",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {cidr_ranges: [{address_prefix: 10.0.0.0, prefix_len: 33}]}\n"),
+			pathMsg(hcmPath+".internal_address_config.cidr_ranges[0].prefix_len", "33 is out of range 0..32 for 10.0.0.0")),
+		Entry("an internal_address_config CIDR range that is not an IP address",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {cidr_ranges: [{address_prefix: example.com}]}\n"),
+			pathMsg(hcmPath+".internal_address_config.cidr_ranges[0].address_prefix", `"example.com" is not an IP address`)),
+		Entry("internal_address_config.unix_sockets (the listeners are TCP only)",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          internal_address_config: {unix_sockets: true}\n"),
+			at(11, 37, hcmPath+".internal_address_config.unix_sockets",
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.InternalAddressConfig: cidr_ranges)")),
+		Entry("a local rate limit fill_interval below Envoy's 50ms",
+			edit("          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.local_ratelimit
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl, token_bucket: {max_tokens: 1, fill_interval: 0.01s}}
+          - name: envoy.filters.http.router
+`),
+			pathMsg(hcmPath+".http_filters[0].typed_config.token_bucket.fill_interval", "10ms is below Envoy's minimum of 50ms")),
+		Entry("a local rate limit without token_bucket (per-route configuration is not supported)",
+			edit("          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.local_ratelimit
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl}
+          - name: envoy.filters.http.router
+`),
+			pathMsg(hcmPath+".http_filters[0].typed_config.token_bucket", "required")),
+		Entry("local rate limit descriptors",
+			edit("          - name: envoy.filters.http.router\n", `          - name: envoy.filters.http.local_ratelimit
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl, token_bucket: {max_tokens: 1, fill_interval: 1s}, descriptors: [{entries: [{key: k, value: v}], token_bucket: {max_tokens: 1, fill_interval: 1s}}]}
+          - name: envoy.filters.http.router
+`),
+			pathMsg(hcmPath+".http_filters[0].typed_config.descriptors", "field not supported by meshproof")),
+		Entry("max_request_headers_kb above Envoy's 8192",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          max_request_headers_kb: 8193\n"),
+			pathMsg(hcmPath+".max_request_headers_kb", "8192")),
+		Entry("a local reply format with a command meshproof does not format",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {body_format: {text_format: \"%START_TIME% %LOCAL_REPLY_BODY%\"}}\n"),
+			pathMsg(hcmPath+".local_reply_config.body_format.text_format", "command %START_TIME% is not supported (supported: %LOCAL_REPLY_BODY%, %RESPONSE_CODE%, %REQ(X?Y):Z%, %RESP(X?Y):Z%)")),
+		Entry("a local reply mapper with a filter other than status_code_filter or header_filter",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {mappers: [{filter: {duration_filter: {comparison: {op: GE, value: {default_value: 1, runtime_key: k}}}}}]}\n"),
+			pathMsg(hcmPath+".local_reply_config.mappers[0].filter.duration_filter", "field not supported by meshproof")),
+		Entry("a local reply mapper status_code out of range",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {mappers: [{filter: {status_code_filter: {comparison: {value: {default_value: 503, runtime_key: k}}}}, status_code: 700}]}\n"),
+			pathMsg(hcmPath+".local_reply_config.mappers[0].status_code", "")),
 		Entry("malformed YAML",
 			"static_resources:\n  clusters: [\n",
 			at(2, 13, "", "invalid YAML: sequence end token ']' not found")),
@@ -256,7 +384,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, request_timeout, route_config, stat_prefix, strip_any_host_port, strip_matching_host_port, tracing)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, local_reply_config, max_request_headers_kb, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, strip_any_host_port, strip_matching_host_port, tracing, use_remote_address, xff_num_trusted_hops)")),
 		Entry("both strip_matching_host_port and strip_any_host_port",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          strip_matching_host_port: true\n          strip_any_host_port: true\n"),
 			at(12, 32, hcmPath+".strip_any_host_port", "only one of strip_matching_host_port and strip_any_host_port may be set")),
@@ -296,11 +424,11 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("a typed_config with an unknown @type",
 			edit("filters.http.router.v3.Router}", "filters.http.router.v3.Ruoter}"),
 			at(13, 37, hcmPath+".http_filters[0].typed_config.@type",
-				`unknown type "type.googleapis.com/envoy.extensions.filters.http.router.v3.Ruoter" (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)`)),
+				`unknown type "type.googleapis.com/envoy.extensions.filters.http.router.v3.Ruoter" (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)`)),
 		Entry("a typed_config of a known type not accepted there",
 			edit("envoy.extensions.filters.http.router.v3.Router}", "envoy.config.cluster.v3.Cluster}"),
 			at(13, 37, hcmPath+".http_filters[0].typed_config.@type",
-				"type envoy.config.cluster.v3.Cluster is not supported here by meshproof (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)")),
+				"type envoy.config.cluster.v3.Cluster is not supported here by meshproof (accepted: type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)")),
 		Entry("the fault filter after the router",
 			edit("            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\n", `            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
           - {name: f, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, abort: {http_status: 503}}}
@@ -375,3 +503,8 @@ func route(b *config.Bootstrap) *config.Route {
 }
 
 func uint32Ptr(v uint32) *uint32 { return &v }
+
+// pathMsg matches a *config.Error with that path and a message containing msg, wherever it is.
+func pathMsg(path, msg string) types.GomegaMatcher {
+	return SatisfyAll(HaveField("Path", path), HaveField("Msg", ContainSubstring(msg)))
+}

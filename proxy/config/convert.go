@@ -20,6 +20,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	connlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -159,6 +160,8 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	}
 	out.StatPrefix = hcm.GetStatPrefix()
 	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
+	out.LocalReply = c.localReplyConfig(hcm.GetLocalReplyConfig(), joinPath(path, "local_reply_config"))
+	out.RequestHeadersTimeout = c.duration(hcm.GetRequestHeadersTimeout(), 0, joinPath(path, "request_headers_timeout"))
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
 	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
@@ -171,13 +174,67 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	case hcm.GetStripAnyHostPort():
 		out.StripPort = StripAnyPort
 	}
-	out.Fault = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
+	out.UnderscoresAction = UnderscoresAction(hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction())
+	// max_request_headers_kb: at most 8192 (the proto's own rule); unset, 0 stands for Envoy's 60 KiB.
+	if v := hcm.GetMaxRequestHeadersKb(); v != nil {
+		out.MaxRequestHeadersBytes = int(v.GetValue()) << 10
+	}
+	out.HTTPFilters = c.httpFilters(hcm.GetHttpFilters(), joinPath(path, "http_filters"))
+	for _, f := range out.HTTPFilters {
+		if f.Fault != nil {
+			out.Fault = f.Fault
+		}
+	}
 	out.Tracing = c.hcmTracing(hcm.GetTracing())
+	out.UseRemoteAddress = hcm.GetUseRemoteAddress().GetValue()
+	out.XffNumTrustedHops = hcm.GetXffNumTrustedHops()
+	out.SkipXffAppend = hcm.GetSkipXffAppend()
+	if iac := hcm.GetInternalAddressConfig(); iac != nil {
+		out.InternalAddresses = c.cidrRanges(iac.GetCidrRanges(), joinPath(joinPath(path, "internal_address_config"), "cidr_ranges"))
+		if len(iac.GetCidrRanges()) == 0 {
+			out.InternalAddresses = RFC1918Internal()
+		}
+	}
 	if hcm.GetRouteConfig() == nil {
 		c.fail(joinPath(path, "route_config"), "required: an inline route_config (RDS is not supported)")
 		return out
 	}
 	out.Routes = c.routeConfig(hcm.GetRouteConfig(), joinPath(path, "route_config"), clusters)
+	return out
+}
+
+// rfc1918Internal are the addresses an internal_address_config without cidr_ranges holds internal:
+// Envoy's InternalAddressConfig::isInternalAddress then falls back to Network::Utility::isInternalAddress
+// (source/common/network/utility.cc): RFC 1918, 127.0.0.1 (that address only), fd00::/8 and ::1.
+var rfc1918Internal = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("::1/128"),
+}
+
+// RFC1918Internal is a copy of Envoy's internal addresses for an internal_address_config without
+// cidr_ranges.
+func RFC1918Internal() []netip.Prefix { return slices.Clone(rfc1918Internal) }
+
+// cidrRanges converts CIDR ranges (Envoy's CidrRange, source/common/network/cidr_range.cc): an IP
+// address and a prefix length of at most 32 (IPv4) or 128 (IPv6), default 0; the address is masked to
+// its prefix.
+func (c *converter) cidrRanges(ranges []*corev3.CidrRange, path string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, r := range ranges {
+		rpath := indexPath(path, i)
+		ip, err := netip.ParseAddr(r.GetAddressPrefix())
+		if err != nil {
+			c.fail(joinPath(rpath, "address_prefix"), "%q is not an IP address", r.GetAddressPrefix())
+			continue
+		}
+		ip = ip.Unmap()
+		n := r.GetPrefixLen().GetValue()
+		if n > uint32(ip.BitLen()) {
+			c.fail(joinPath(rpath, "prefix_len"), "%d is out of range 0..%d for %s", n, ip.BitLen(), ip)
+			continue
+		}
+		out = append(out, netip.PrefixFrom(ip, int(n)).Masked())
+	}
 	return out
 }
 
@@ -208,14 +265,17 @@ func unpack[T proto.Message](c *converter, a *anypb.Any, path string) (T, bool) 
 	return typed, true
 }
 
-// httpFilters checks the HTTP filter chain — at most one fault filter, then the router, last — and
-// returns the fault filter's configuration, if any.
-func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *FaultFilter {
+// httpFilters checks the HTTP filter chain — fault and local rate limit filters (at most one fault
+// filter), then the router, last — and returns the filters before the router, in order.
+func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) []HTTPFilter {
 	if len(filters) == 0 {
 		c.fail(path, "want at least the router filter (%s)", routerType)
 		return nil
 	}
-	var fault *FaultFilter
+	var (
+		out   []HTTPFilter
+		fault bool
+	)
 	for i, f := range filters {
 		fpath := joinPath(indexPath(path, i), "typed_config")
 		if f.GetTypedConfig() == nil {
@@ -228,12 +288,22 @@ func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *Fault
 			hf, ok := unpack[*faultv3.HTTPFault](c, f.GetTypedConfig(), fpath)
 			switch {
 			case !ok:
-			case fault != nil:
+			case fault:
 				c.fail(indexPath(path, i), "only one fault filter is supported")
 			case last:
 				c.fail(indexPath(path, i), "the fault filter must come before the router")
 			default:
-				fault = c.faultFilter(hf, fpath)
+				fault = true
+				out = append(out, HTTPFilter{Fault: c.faultFilter(hf, fpath)})
+			}
+		case "type.googleapis.com/" + localRateLimitType:
+			lr, ok := unpack[*lrlv3.LocalRateLimit](c, f.GetTypedConfig(), fpath)
+			switch {
+			case !ok:
+			case last:
+				c.fail(indexPath(path, i), "the local rate limit filter must come before the router")
+			default:
+				out = append(out, HTTPFilter{LocalRateLimit: c.localRateLimit(lr, fpath)})
 			}
 		default:
 			if _, ok := unpack[*routerv3.Router](c, f.GetTypedConfig(), fpath); ok && !last {
@@ -241,7 +311,7 @@ func (c *converter) httpFilters(filters []*hcmv3.HttpFilter, path string) *Fault
 			}
 		}
 	}
-	return fault
+	return out
 }
 
 func (c *converter) routeConfig(rc *routev3.RouteConfiguration, path string, clusters map[string]bool) RouteConfig {
@@ -407,8 +477,21 @@ func goSubstitution(sub string, groups int) (string, error) {
 // other. A value with substitution commands is parsed as Envoy's substitution formatter parses it
 // (ParseFormat): an unknown command is an error naming it.
 func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []string, path, dir string) HeaderMutation {
-	var out HeaderMutation
-	apath := joinPath(path, dir+"_headers_to_add")
+	out := HeaderMutation{Add: c.headerOptions(add, joinPath(path, dir+"_headers_to_add"))}
+	rpath := joinPath(path, dir+"_headers_to_remove")
+	for i, name := range remove {
+		if restrictedHeader(name) {
+			c.fail(indexPath(rpath, i), "%q may not be removed (pseudo-headers and host are not)", name)
+			continue
+		}
+		out.Remove = append(out.Remove, http.CanonicalHeaderKey(name))
+	}
+	return out
+}
+
+// headerOptions converts a list of headers to add at apath (see headerMutation).
+func (c *converter) headerOptions(add []*corev3.HeaderValueOption, apath string) []HeaderValueOption {
+	var out []HeaderValueOption
 	for i, o := range add {
 		opath := indexPath(apath, i)
 		key := o.GetHeader().GetKey()
@@ -432,16 +515,8 @@ func (c *converter) headerMutation(add []*corev3.HeaderValueOption, remove []str
 				action = OverwriteIfExistsOrAdd
 			}
 		}
-		out.Add = append(out.Add, HeaderValueOption{Key: http.CanonicalHeaderKey(key),
+		out = append(out, HeaderValueOption{Key: http.CanonicalHeaderKey(key),
 			Value: value, Format: format, Action: action, KeepEmpty: o.GetKeepEmptyValue()})
-	}
-	rpath := joinPath(path, dir+"_headers_to_remove")
-	for i, name := range remove {
-		if restrictedHeader(name) {
-			c.fail(indexPath(rpath, i), "%q may not be removed (pseudo-headers and host are not)", name)
-			continue
-		}
-		out.Remove = append(out.Remove, http.CanonicalHeaderKey(name))
 	}
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	// protoregistry.GlobalTypes resolves their @type.
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -22,9 +23,11 @@ const (
 	hcmType    = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 	routerType = "envoy.extensions.filters.http.router.v3.Router"
 	faultType  = "envoy.extensions.filters.http.fault.v3.HTTPFault"
-	prevHosts  = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-	otelType   = "envoy.config.trace.v3.OpenTelemetryConfig"
-	cxLimType  = "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
+	// localRateLimitType is the local rate limit HTTP filter's configuration.
+	localRateLimitType = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+	prevHosts          = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+	otelType           = "envoy.config.trace.v3.OpenTelemetryConfig"
+	cxLimType          = "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
 )
 
 // supported is the subset of Envoy's v3 API that meshproof implements: message full name → proto field
@@ -116,17 +119,96 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"request_timeout":              nil,
 		"common_http_protocol_options": nil,
 		"tracing":                      nil,
+		// The trusted client address and the x-forwarded-for / x-envoy-internal headers.
+		"use_remote_address":      nil,
+		"xff_num_trusted_hops":    nil,
+		"skip_xff_append":         nil,
+		"internal_address_config": nil,
+		// 408 "request header timeout" (no default: meshproof's own 1-minute bound).
+		"request_headers_timeout": nil,
+		"local_reply_config":      nil,
+		// 431 over it (default 60 KiB).
+		"max_request_headers_kb": nil,
+	},
+	// Local replies rewritten by the first matching mapper, their bodies formatted (see local_reply.go).
+	"envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig": {
+		"mappers":     nil,
+		"body_format": nil,
+	},
+	"envoy.extensions.filters.network.http_connection_manager.v3.ResponseMapper": {
+		"filter":               nil,
+		"status_code":          nil,
+		"body":                 nil,
+		"body_format_override": nil,
+		"headers_to_add":       nil,
+	},
+	"envoy.config.accesslog.v3.AccessLogFilter": {
+		"status_code_filter": nil,
+		"header_filter":      nil,
+	},
+	"envoy.config.accesslog.v3.StatusCodeFilter": {
+		"comparison": nil,
+	},
+	"envoy.config.accesslog.v3.ComparisonFilter": {
+		"op":    nil,
+		"value": nil,
+	},
+	"envoy.config.core.v3.RuntimeUInt32": {
+		"default_value": nil,
+		"runtime_key":   nil,
+	},
+	"envoy.config.accesslog.v3.HeaderFilter": {
+		"header": nil,
+	},
+	"envoy.config.core.v3.SubstitutionFormatString": {
+		"text_format":        nil,
+		"text_format_source": nil,
+		"json_format":        nil,
+		"content_type":       nil,
+	},
+	// Which trusted client addresses are internal (no unix_sockets: the listeners are TCP only).
+	hcmType + ".InternalAddressConfig": {
+		"cidr_ranges": nil,
+	},
+	"envoy.config.core.v3.CidrRange": {
+		"address_prefix": nil,
+		"prefix_len":     nil,
 	},
 	// Only the HCM's (downstream); a cluster's are not supported.
 	"envoy.config.core.v3.HttpProtocolOptions": {
-		"idle_timeout":                nil,
-		"max_requests_per_connection": nil,
+		"idle_timeout":                    nil,
+		"max_requests_per_connection":     nil,
+		"headers_with_underscores_action": {"ALLOW", "REJECT_REQUEST", "DROP_HEADER"},
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
 		"name":         nil,
-		"typed_config": {faultType, routerType},
+		"typed_config": {faultType, localRateLimitType, routerType},
 	},
 	routerType: {},
+
+	// The local rate limit filter: one token bucket for the listener (no descriptors, no per-route
+	// configuration), a local reply when enforced.
+	localRateLimitType: {
+		"stat_prefix":             nil,
+		"status":                  nil,
+		"token_bucket":            nil,
+		"filter_enabled":          nil,
+		"filter_enforced":         nil,
+		"response_headers_to_add": nil,
+	},
+	"envoy.type.v3.HttpStatus": {
+		"code": nil,
+	},
+	"envoy.type.v3.TokenBucket": {
+		"max_tokens":      nil,
+		"tokens_per_fill": nil,
+		"fill_interval":   nil,
+	},
+	// meshproof has no runtime: default_value decides; runtime_key is accepted for Envoy's sake.
+	"envoy.config.core.v3.RuntimeFractionalPercent": {
+		"default_value": nil,
+		"runtime_key":   nil,
+	},
 
 	// The HTTP fault filter: delays and aborts as local replies, before the router.
 	faultType: {

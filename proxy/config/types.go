@@ -5,6 +5,7 @@
 package config
 
 import (
+	"net/netip"
 	"regexp"
 	"time"
 
@@ -58,7 +59,36 @@ type Listener struct {
 	// forwarding (StripNoPort: none, Envoy's default).
 	StripPort StripPort
 	Fault     *FaultFilter // the HTTP fault filter, when the filter chain has one before the router
-	Tracing   *HCMTracing  // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
+	// HTTPFilters are the HTTP filters before the router, in order (the fault filter among them). nil
+	// in a Listener built in code: Fault alone, if set.
+	HTTPFilters []HTTPFilter
+	Tracing     *HCMTracing // HCM tracing; nil when unset (traced at 100% when the proxy has a tracer)
+	// UseRemoteAddress is the HCM use_remote_address: the trusted client address is the connection's
+	// peer (or, with XffNumTrustedHops, the address that many hops from the right of x-forwarded-for),
+	// and the peer is appended to x-forwarded-for. false (Envoy's default): the trusted client address
+	// is read from x-forwarded-for.
+	UseRemoteAddress bool
+	// XffNumTrustedHops is the HCM xff_num_trusted_hops: how many proxies in front of this one are
+	// trusted to have appended to x-forwarded-for (default 0).
+	XffNumTrustedHops uint32
+	// SkipXffAppend is the HCM skip_xff_append: the peer is not appended to x-forwarded-for.
+	SkipXffAppend bool
+	// InternalAddresses are the HCM internal_address_config.cidr_ranges: a request whose trusted client
+	// address is in one of them (and is x-forwarded-for's only address) is internal; without cidr_ranges,
+	// Envoy's RFC 1918 list. nil (no internal_address_config): no address is internal, Envoy's default
+	// since 1.33.
+	InternalAddresses []netip.Prefix
+	// MaxRequestHeadersBytes is the HCM max_request_headers_kb in bytes: a larger request head is
+	// answered 431. 0 (unset): Envoy's default, 60 KiB.
+	MaxRequestHeadersBytes int
+	// RequestHeadersTimeout is the HCM request_headers_timeout: a request head not whole this long
+	// after its first byte is answered 408 "request header timeout". 0 (unset): meshproof's own bound,
+	// 1 minute, answered 408 "Request Timeout" (Envoy has none).
+	RequestHeadersTimeout time.Duration
+	// LocalReply is the HCM local_reply_config; nil: local replies as they are.
+	LocalReply *LocalReplyConfig
+	// UnderscoresAction is common_http_protocol_options.headers_with_underscores_action.
+	UnderscoresAction UnderscoresAction
 }
 
 // StripPort is the HCM's strip_port_mode.
@@ -69,6 +99,17 @@ const (
 	StripNoPort StripPort = iota
 	StripMatchingPort
 	StripAnyPort
+)
+
+// UnderscoresAction is what the connection manager does with a request header whose name has an
+// underscore (Envoy's HttpProtocolOptions.HeadersWithUnderscoresAction).
+type UnderscoresAction int
+
+// The actions, with Envoy's values.
+const (
+	UnderscoresAllow         UnderscoresAction = iota // ALLOW, the default
+	UnderscoresRejectRequest                          // REJECT_REQUEST: 400 and the connection closed
+	UnderscoresDropHeader                             // DROP_HEADER: the header removed
 )
 
 // ConnectionLimit is Envoy's connection_limit network filter: a listener holds at most MaxConnections

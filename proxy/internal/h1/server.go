@@ -30,6 +30,9 @@ type Server struct {
 	Handler http.Handler
 	// ReadHeaderTimeout bounds the time from a request's first byte to its last header (0: 1 minute).
 	ReadHeaderTimeout time.Duration
+	// HeaderTimeoutBody, when set, is the body of the 408 that answers a head ReadHeaderTimeout ended
+	// (default: the status text).
+	HeaderTimeoutBody string
 	// IdleTimeout closes a connection without a request this long: before its first request, and
 	// between requests (0: never; a connection must then bring its first request within
 	// ReadHeaderTimeout).
@@ -529,13 +532,19 @@ func (c *conn) reject(err error) {
 	if c.srv.Rejected != nil {
 		c.srv.Rejected(code)
 	}
-	c.writeError(code)
+	msg := http.StatusText(code)
+	if code == http.StatusRequestTimeout && c.srv.HeaderTimeoutBody != "" {
+		msg = c.srv.HeaderTimeoutBody
+	}
+	c.writeErrorBody(code, msg)
 }
 
 // writeError writes and flushes the server's own answer to a request it cannot serve: the status, its
 // text as body, Connection: close.
-func (c *conn) writeError(code int) {
-	msg := http.StatusText(code)
+func (c *conn) writeError(code int) { c.writeErrorBody(code, http.StatusText(code)) }
+
+// writeErrorBody is writeError with another body.
+func (c *conn) writeErrorBody(code int, msg string) {
 	b := c.bw.AvailableBuffer()
 	b = appendStatusLine(b, code)
 	b = append(b, "Content-Type: text/plain\r\nConnection: close\r\nContent-Length: "...)

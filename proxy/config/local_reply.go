@@ -1,0 +1,223 @@
+package config
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// LocalReplyConfig is the HCM local_reply_config (Envoy's LocalReplyImpl, source/common/local_reply/
+// local_reply.cc): the first mapper whose filter matches a local reply rewrites it, then the body is
+// formatted by that mapper's body_format_override, else body_format.
+type LocalReplyConfig struct {
+	Mappers    []ResponseMapper
+	BodyFormat *BodyFormat // nil: the body as it is, text/plain
+}
+
+// ResponseMapper is one local_reply_config mapper.
+type ResponseMapper struct {
+	// Filter: StatusCode compares the reply's status; Header matches a request header. Exactly one is set.
+	StatusCode *StatusCodeFilter
+	Header     *HeaderMatcher
+	Status     int     // status_code: the new status; 0: unchanged
+	Body       *string // body (inline): the new body; nil: unchanged
+	BodyFormat *BodyFormat
+	Headers    HeaderMutation // headers_to_add
+}
+
+// StatusCodeFilter is an access log status_code_filter: the status compared to Value by Op.
+type StatusCodeFilter struct {
+	Op    string // "EQ", "GE" or "LE"
+	Value uint32 // comparison.value.default_value (meshproof has no runtime)
+}
+
+// BodyFormat is a SubstitutionFormatString: a text template (text_format, text_format_source) or a
+// JSON object template (json_format), with the substitution commands in Commands.
+type BodyFormat struct {
+	Text        []ReplyFormatPart // text_format; nil when JSON is set
+	JSON        *JSONTemplate
+	ContentType string // content_type, else text/plain (text) or application/json (JSON)
+}
+
+// ReplyFormatPart is a literal or one substitution command of a format string.
+type ReplyFormatPart struct {
+	Literal string
+	Command string // "" for a literal: LOCAL_REPLY_BODY, RESPONSE_CODE, REQ or RESP
+	Header  string // REQ and RESP: the header, and Alt the one read when it is absent
+	Alt     string
+	MaxLen  int // :N after the command; 0: no limit
+}
+
+// JSONTemplate is a json_format object: each key's value is a format string, a number, a boolean or
+// a nested object.
+type JSONTemplate struct {
+	Keys   []string // sorted
+	Values map[string]JSONValue
+}
+
+// JSONValue is one json_format value: exactly one field is set.
+type JSONValue struct {
+	Format []ReplyFormatPart
+	Plain  *structpb.Value // a number or a boolean, written as it is
+	Object *JSONTemplate
+}
+
+// Commands lists the substitution commands meshproof formats.
+const Commands = "%LOCAL_REPLY_BODY%, %RESPONSE_CODE%, %REQ(X?Y):Z%, %RESP(X?Y):Z%"
+
+func (c *converter) localReplyConfig(lr *hcmv3.LocalReplyConfig, path string) *LocalReplyConfig {
+	if lr == nil {
+		return nil
+	}
+	out := &LocalReplyConfig{BodyFormat: c.bodyFormat(lr.GetBodyFormat(), joinPath(path, "body_format"))}
+	for i, m := range lr.GetMappers() {
+		mpath := indexPath(joinPath(path, "mappers"), i)
+		rm := ResponseMapper{Status: int(m.GetStatusCode().GetValue()),
+			BodyFormat: c.bodyFormat(m.GetBodyFormatOverride(), joinPath(mpath, "body_format_override")),
+			Headers:    HeaderMutation{Add: c.headerOptions(m.GetHeadersToAdd(), joinPath(mpath, "headers_to_add"))}}
+		if v := m.GetStatusCode(); v != nil && (v.GetValue() < 200 || v.GetValue() >= 600) {
+			c.fail(joinPath(mpath, "status_code"), "%d is out of range 200..599", v.GetValue())
+		}
+		if b := m.GetBody(); b != nil {
+			s := string(b.GetInlineBytes())
+			if _, ok := b.GetSpecifier().(*corev3.DataSource_InlineString); ok {
+				s = b.GetInlineString()
+			}
+			rm.Body = &s
+		}
+		fpath := joinPath(mpath, "filter")
+		switch f := m.GetFilter().GetFilterSpecifier().(type) {
+		case *accesslogv3.AccessLogFilter_StatusCodeFilter:
+			cmp := f.StatusCodeFilter.GetComparison()
+			rm.StatusCode = &StatusCodeFilter{Op: cmp.GetOp().String(), Value: cmp.GetValue().GetDefaultValue()}
+		case *accesslogv3.AccessLogFilter_HeaderFilter:
+			h := c.headerMatcher(f.HeaderFilter.GetHeader(), joinPath(joinPath(fpath, "header_filter"), "header"))
+			rm.Header = &h
+		default:
+			c.fail(fpath, "supported: status_code_filter, header_filter")
+		}
+		out.Mappers = append(out.Mappers, rm)
+	}
+	return out
+}
+
+// bodyFormat converts a SubstitutionFormatString.
+func (c *converter) bodyFormat(f *corev3.SubstitutionFormatString, path string) *BodyFormat {
+	if f == nil {
+		return nil
+	}
+	out := &BodyFormat{ContentType: f.GetContentType()}
+	switch t := f.GetFormat().(type) {
+	case *corev3.SubstitutionFormatString_TextFormat:
+		//lint:ignore SA1019 Envoy deprecates text_format for text_format_source but still honours it
+		out.Text = c.formatString(t.TextFormat, joinPath(path, "text_format"))
+	case *corev3.SubstitutionFormatString_TextFormatSource:
+		s := string(t.TextFormatSource.GetInlineBytes())
+		if _, ok := t.TextFormatSource.GetSpecifier().(*corev3.DataSource_InlineString); ok {
+			s = t.TextFormatSource.GetInlineString()
+		}
+		out.Text = c.formatString(s, joinPath(path, "text_format_source"))
+	case *corev3.SubstitutionFormatString_JsonFormat:
+		out.JSON = c.jsonTemplate(t.JsonFormat, joinPath(path, "json_format"))
+	default:
+		c.fail(path, "required: text_format, text_format_source or json_format")
+	}
+	if out.Text == nil && out.JSON == nil {
+		out.Text = []ReplyFormatPart{} // an empty text format: an empty body
+	}
+	return out
+}
+
+func (c *converter) jsonTemplate(s *structpb.Struct, path string) *JSONTemplate {
+	out := &JSONTemplate{Values: map[string]JSONValue{}}
+	for k, v := range s.GetFields() {
+		out.Keys = append(out.Keys, k)
+		kpath := joinPath(path, k)
+		switch v.GetKind().(type) {
+		case *structpb.Value_StringValue:
+			out.Values[k] = JSONValue{Format: c.formatString(v.GetStringValue(), kpath)}
+		case *structpb.Value_NumberValue, *structpb.Value_BoolValue:
+			out.Values[k] = JSONValue{Plain: v}
+		case *structpb.Value_StructValue:
+			out.Values[k] = JSONValue{Object: c.jsonTemplate(v.GetStructValue(), kpath)}
+		default:
+			c.fail(kpath, "supported values: strings (format strings), numbers, booleans and objects")
+		}
+	}
+	slices.Sort(out.Keys)
+	return out
+}
+
+// formatString parses a format string's substitution commands (Envoy's SubstitutionFormatParser,
+// source/common/formatter/substitution_formatter.cc): %COMMAND%, %REQ(X?Y):Z% and %RESP(X?Y):Z%, with
+// the ones meshproof formats (Commands); any other is an error rather than a literal.
+func (c *converter) formatString(s, path string) []ReplyFormatPart {
+	parts := []ReplyFormatPart{}
+	for s != "" {
+		i := strings.IndexByte(s, '%')
+		if i < 0 {
+			parts = append(parts, ReplyFormatPart{Literal: s})
+			break
+		}
+		if i > 0 {
+			parts = append(parts, ReplyFormatPart{Literal: s[:i]})
+		}
+		j := strings.IndexByte(s[i+1:], '%')
+		if j < 0 {
+			c.fail(path, "%q: a %% without its closing %%", s[i:])
+			return parts
+		}
+		p, err := replyFormatCommand(s[i+1 : i+1+j])
+		if err != nil {
+			c.fail(path, "%v (supported: %s)", err, Commands)
+			return parts
+		}
+		parts = append(parts, p)
+		s = s[i+2+j:]
+	}
+	return parts
+}
+
+func replyFormatCommand(cmd string) (ReplyFormatPart, error) {
+	switch cmd {
+	case "LOCAL_REPLY_BODY", "RESPONSE_CODE":
+		return ReplyFormatPart{Command: cmd}, nil
+	}
+	for _, name := range []string{"REQ", "RESP"} {
+		rest, ok := strings.CutPrefix(cmd, name+"(")
+		if !ok {
+			continue
+		}
+		arg, after, ok := strings.Cut(rest, ")")
+		if !ok || arg == "" {
+			return ReplyFormatPart{}, fmt.Errorf("%%%s%%: want %s(header)", cmd, name)
+		}
+		p := ReplyFormatPart{Command: name}
+		p.Header, p.Alt, _ = strings.Cut(arg, "?")
+		if after != "" {
+			n, err := strconv.Atoi(strings.TrimPrefix(after, ":"))
+			if !strings.HasPrefix(after, ":") || err != nil || n <= 0 {
+				return ReplyFormatPart{}, fmt.Errorf("%%%s%%: the length after %s(...) must be :N, N > 0", cmd, name)
+			}
+			p.MaxLen = n
+		}
+		return p, nil
+	}
+	return ReplyFormatPart{}, fmt.Errorf("command %%%s%% is not supported", cmd)
+}
+
+// ParseReplyFormat parses a format string as the configuration does (for listeners built in code).
+func ParseReplyFormat(s string) ([]ReplyFormatPart, error) {
+	var c converter
+	parts := c.formatString(s, "")
+	if len(c.errs) > 0 {
+		return nil, c.errs[0]
+	}
+	return parts, nil
+}

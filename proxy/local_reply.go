@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/meshproof/meshproof/proxy/config"
+)
+
+// localReplies is the HCM local_reply_config, applied to every local reply of the connection manager,
+// its filters and the router (Envoy's LocalReplyImpl, source/common/local_reply/local_reply.cc).
+type localReplies struct {
+	cfg *config.LocalReplyConfig
+}
+
+func newLocalReplies(cfg *config.LocalReplyConfig) *localReplies {
+	if cfg == nil {
+		return nil
+	}
+	return &localReplies{cfg: cfg}
+}
+
+// rewrite is LocalReplyImpl::rewrite: the first mapper whose filter matches (on the reply's status as
+// it was, and r's headers) sets its body, status and headers_to_add, and its body_format_override
+// replaces body_format; then the body is formatted. It returns the status, body and content type.
+// fc formats the values of the mappers' headers_to_add.
+func (lr *localReplies) rewrite(r *http.Request, h http.Header, code int, body string, fc *formatContext) (int, string, string) {
+	format := lr.cfg.BodyFormat
+	for i := range lr.cfg.Mappers {
+		m := &lr.cfg.Mappers[i]
+		if !mapperMatches(m, r, code) {
+			continue
+		}
+		if m.Body != nil {
+			body = *m.Body
+		}
+		if m.Status != 0 {
+			code = m.Status
+		}
+		fc.status = code
+		applyMutation(h, m.Headers, fc)
+		if m.BodyFormat != nil {
+			format = m.BodyFormat
+		}
+		break
+	}
+	if format == nil {
+		return code, body, "text/plain"
+	}
+	rc := replyContext{r: r, h: h, code: code, body: body}
+	if format.JSON != nil {
+		b, _ := json.Marshal(rc.object(format.JSON)) // maps and strings only: no error
+		return code, string(b) + "\n", orDefault(format.ContentType, "application/json")
+	}
+	return code, rc.text(format.Text), orDefault(format.ContentType, "text/plain")
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// mapperMatches applies a mapper's filter: status_code_filter (ComparisonFilter::compareAgainstValue,
+// source/common/access_log/access_log_impl.cc) or header_filter on the request headers.
+func mapperMatches(m *config.ResponseMapper, r *http.Request, code int) bool {
+	switch {
+	case m.StatusCode != nil:
+		v := int(m.StatusCode.Value)
+		switch m.StatusCode.Op {
+		case "GE":
+			return code >= v
+		case "LE":
+			return code <= v
+		default:
+			return code == v
+		}
+	case m.Header != nil:
+		return r != nil && headerMatches(*m.Header, r.Header)
+	}
+	return false
+}
+
+// replyContext is what a local reply's format commands read.
+type replyContext struct {
+	r    *http.Request
+	h    http.Header
+	code int
+	body string
+}
+
+// value is one command's value; ok is false when it has none (a missing header).
+func (fc *replyContext) value(p config.ReplyFormatPart) (string, bool) {
+	var v string
+	switch p.Command {
+	case "LOCAL_REPLY_BODY":
+		v = fc.body
+	case "RESPONSE_CODE":
+		v = strconv.Itoa(fc.code)
+	case "REQ", "RESP":
+		var h http.Header
+		if p.Command == "RESP" {
+			h = fc.h
+		} else if fc.r != nil {
+			h = fc.r.Header
+		}
+		vs, ok := h[http.CanonicalHeaderKey(p.Header)]
+		if !ok && p.Alt != "" {
+			vs, ok = h[http.CanonicalHeaderKey(p.Alt)]
+		}
+		if !ok || len(vs) == 0 {
+			return "", false
+		}
+		v = vs[0]
+	}
+	if p.MaxLen > 0 && len(v) > p.MaxLen {
+		v = v[:p.MaxLen]
+	}
+	return v, true
+}
+
+// text formats a text format: a command without a value is "-" (Envoy's placeholder).
+func (fc *replyContext) text(parts []config.ReplyFormatPart) string {
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Command == "" {
+			b.WriteString(p.Literal)
+			continue
+		}
+		v, ok := fc.value(p)
+		if !ok {
+			v = "-"
+		}
+		b.WriteString(v)
+	}
+	return b.String()
+}
+
+// object formats a json_format object: a value that is a single command keeps its type (the
+// status a number; a missing header null), any other format string is a string.
+func (fc *replyContext) object(t *config.JSONTemplate) map[string]any {
+	out := make(map[string]any, len(t.Keys))
+	for _, k := range t.Keys {
+		v := t.Values[k]
+		switch {
+		case v.Object != nil:
+			out[k] = fc.object(v.Object)
+		case v.Plain != nil:
+			out[k] = v.Plain.AsInterface()
+		case len(v.Format) == 1 && v.Format[0].Command != "":
+			s, ok := fc.value(v.Format[0])
+			switch {
+			case !ok:
+				out[k] = nil
+			case v.Format[0].Command == "RESPONSE_CODE":
+				out[k] = fc.code
+			default:
+				out[k] = s
+			}
+		default:
+			out[k] = fc.text(v.Format)
+		}
+	}
+	return out
+}
