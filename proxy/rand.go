@@ -27,6 +27,7 @@ const (
 	saltTracing
 	saltOutlier
 	saltHealth
+	saltMirror
 )
 
 // seed resets p to the stream of (name, salt).

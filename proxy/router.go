@@ -169,16 +169,28 @@ func (f *forward) run() {
 		rs      = policy.NewRetryState(0, 0)
 		backoff *policy.Backoff
 	)
+	var on policy.RetryOn
 	if rp != nil {
-		on, _ := policy.ParseRetryOn(rp.RetryOn) // validated when the config was loaded
-		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
-		if f.body.rest != nil && on != 0 {
-			// The body is larger than the buffer limit, so it cannot be sent again: Envoy gives up
-			// the retry and counts it (Router::Filter::decodeData, source/common/router/router.cc:
-			// retry_or_shadow_abandoned, retry_state_.reset()); the request streams on.
-			f.cl.st.retryOrShadowAbandoned.Inc()
-			rs = policy.NewRetryState(0, 0)
+		on, _ = policy.ParseRetryOn(rp.RetryOn) // validated when the config was loaded
+		if len(rp.RetriableRequestHeaders) > 0 && !f.retriableRequest(rp.RetriableRequestHeaders) {
+			// retriable_request_headers: a request none of them matches is not retried, whatever its
+			// conditions, x-envoy-retry-on included (RetryStateImpl, retry_state_impl.cc, sets
+			// retry_on_ to 0), so its body is not held for a retry either.
+			on = 0
 		}
+		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
+	}
+	mirrors := f.drawMirrors(reqID)
+	if f.body.rest != nil && (on != 0 || len(mirrors) > 0) {
+		// The body is larger than the buffer limit, so it cannot be sent again: Envoy gives up
+		// the retry and the mirrors and counts it once (Router::Filter::decodeData,
+		// source/common/router/router.cc: retry_or_shadow_abandoned, retry_state_.reset(),
+		// active_shadow_policies_.clear()); the request streams on.
+		f.cl.st.retryOrShadowAbandoned.Inc()
+		rs, mirrors = policy.NewRetryState(0, 0), nil
+	}
+	if len(mirrors) > 0 {
+		f.mirror(mirrors, reqID, timeout)
 	}
 	var tried map[int]bool // hosts already tried: only a retry's host selection reads it
 	hash := f.hash()
@@ -401,9 +413,22 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	f.mutateResponse(hdr)
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.hcm.countStatus(resp.StatusCode)
+	var body io.Reader = resp.Body
+	if it := a.idle; it != nil {
+		// The idle timeout goes on through the body: when it fires now, the attempt is reset and so
+		// is the downstream (onPerTryTimeoutCommon cannot retry a started response).
+		cl, h, index := f.cl, a.host, a.index
+		it.relaying(func() {
+			cl.st.rqPerTryIdleTimeout.Inc()
+			cl.st.rqTxReset.Inc()
+			h.rqTimeout.Add(1)
+			cl.recordOutcome(index, policy.Outcome{Kind: policy.PerTryTimeout})
+		})
+		body = idleBody{resp.Body, it}
+	}
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
-	_, err := io.CopyBuffer(f.w, resp.Body, *bp)
+	_, err := io.CopyBuffer(f.w, body, *bp)
 	// upstream_rq_time is Envoy's: from the request's start in the router (its downstream request
 	// complete, for a buffered body) to the end of the response, retries and back-offs included
 	// (Filter::onUpstreamComplete, router.cc, from downstream_request_complete_time_).

@@ -300,6 +300,7 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		HashHeaders: c.hashHeaders(action.GetHashPolicy(), joinPath(path, "hash_policy")),
 	}
 	c.rewrites(action, path, &out.Action)
+	out.Action.MirrorPolicies = c.mirrorPolicies(action.GetRequestMirrorPolicies(), joinPath(path, "request_mirror_policies"), clusters)
 	switch spec := action.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_WeightedClusters:
 		out.Action.WeightedClusters = c.weightedClusters(spec.WeightedClusters, joinPath(path, "weighted_clusters"), clusters)
@@ -554,6 +555,8 @@ func (c *converter) retryPolicy(p *routev3.RetryPolicy, path string) *RetryPolic
 		NumRetries:    defaultNumRetries,
 		PerTryTimeout: c.duration(p.GetPerTryTimeout(), 0, joinPath(path, "per_try_timeout")),
 		BaseInterval:  defaultBaseInterval,
+		// per_try_idle_timeout: 0 or unset disables it (route_components.proto).
+		PerTryIdleTimeout: c.duration(p.GetPerTryIdleTimeout(), 0, joinPath(path, "per_try_idle_timeout")),
 	}
 	if n := p.GetNumRetries(); n != nil {
 		out.NumRetries = n.GetValue()

@@ -269,6 +269,18 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"timeout":              nil,
 		"retry_policy":         nil,
 		"hash_policy":          nil,
+		// request_mirror_policies: see RequestMirrorPolicy below.
+		"request_mirror_policies": nil,
+	},
+	// Shadowing to a named cluster (no cluster_header, no disable_shadow_host_suffix_append).
+	"envoy.config.route.v3.RouteAction.RequestMirrorPolicy": {
+		"cluster":          nil,
+		"runtime_fraction": nil,
+		"trace_sampled":    nil,
+	},
+	// No runtime is read: default_value always applies (as in Envoy when the key is not in its runtime).
+	"envoy.config.core.v3.RuntimeFractionalPercent": {
+		"default_value": nil, "runtime_key": nil,
 	},
 	"envoy.type.matcher.v3.RegexMatchAndSubstitute": {
 		"pattern":      nil,
@@ -301,6 +313,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"host_selection_retry_max_attempts": nil,
 		"retriable_headers":                 nil,
 		"rate_limited_retry_back_off":       nil,
+		"per_try_idle_timeout":              nil,
+		"retriable_request_headers":         nil,
 	},
 	"envoy.config.route.v3.RetryPolicy.RateLimitedRetryBackOff": {
 		"reset_headers": nil,

@@ -253,6 +253,19 @@ type RouteAction struct {
 	RegexRewrite *RegexRewrite
 	// HostRewrite is host_rewrite_literal: the Host sent upstream ("": the downstream's).
 	HostRewrite string
+	// MirrorPolicies are request_mirror_policies: each request drawn by a policy's fraction is also sent,
+	// fire and forget, to its cluster (Envoy's shadowing).
+	MirrorPolicies []MirrorPolicy
+}
+
+// MirrorPolicy is Envoy's RouteAction.RequestMirrorPolicy (the supported subset): a copy of the request
+// goes to Cluster, its Host suffixed "-shadow", for the requests drawn by Fraction (runtime_fraction's
+// default_value; 100% when runtime_fraction is unset). TraceSampled is trace_sampled (default true):
+// whether the mirror's span is sampled.
+type MirrorPolicy struct {
+	Cluster      string
+	Fraction     Fraction
+	TraceSampled bool
 }
 
 // RegexRewrite is Envoy's RegexMatchAndSubstitute: Pattern (RE2, unanchored) and Substitution in Go's
@@ -295,6 +308,12 @@ type RetryPolicy struct {
 	RetriableHeaders []HeaderMatcher
 	// RateLimited is rate_limited_retry_back_off (nil: none).
 	RateLimited *RateLimitedBackOff
+	// PerTryIdleTimeout is per_try_idle_timeout: an attempt whose upstream sends nothing for this long
+	// is reset, as for a per-try timeout (0 = none).
+	PerTryIdleTimeout time.Duration
+	// RetriableRequestHeaders is retriable_request_headers: when set, a request is retried only if one
+	// of them matches its headers.
+	RetriableRequestHeaders []HeaderMatcher
 }
 
 // RateLimitedBackOff paces retries by the response's reset headers (Retry-After, X-RateLimit-Reset).

@@ -1,0 +1,88 @@
+package config_test
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/types"
+
+	"github.com/meshproof/meshproof/proxy/config"
+)
+
+// pathMsg matches a *config.Error with that path and a message containing msg, wherever it is.
+func pathMsg(path, msg string) types.GomegaMatcher {
+	return SatisfyAll(HaveField("Path", path), HaveField("Msg", ContainSubstring(msg)))
+}
+
+var _ = Describe("RouteAction retry and mirror fields (api/envoy/config/route/v3/route_components.proto)", func() {
+	const twoClusters = `
+  - name: shadow
+    load_assignment:
+      cluster_name: shadow
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8081}}}
+`
+	parse := func(action string) (*config.Route, error) {
+		got, _, err := config.ParseBootstrap([]byte(edit("route: {cluster: backend}", "route: "+action)+twoClusters), file)
+		if err != nil {
+			return nil, err
+		}
+		return route(got), nil
+	}
+	get, yes := "GET", true
+
+	DescribeTable("converts",
+		func(action string, check func(*config.Route)) {
+			r, err := parse(action)
+			Expect(err).NotTo(HaveOccurred())
+			check(r)
+		},
+		Entry("retry_policy.per_try_idle_timeout",
+			`{cluster: backend, retry_policy: {retry_on: 5xx, per_try_idle_timeout: 0.25s}}`,
+			func(r *config.Route) {
+				Expect(r.Action.RetryPolicy.PerTryIdleTimeout).To(Equal(250 * time.Millisecond))
+			}),
+		Entry("retry_policy.retriable_request_headers, pseudo-headers included",
+			`{cluster: backend, retry_policy: {retry_on: 5xx, retriable_request_headers: [{name: ":method", string_match: {exact: GET}}, {name: x-idempotent}]}}`,
+			func(r *config.Route) {
+				Expect(r.Action.RetryPolicy.RetriableRequestHeaders).To(Equal([]config.HeaderMatcher{
+					{Name: ":method", Exact: &get}, {Name: "x-idempotent", Present: &yes}}))
+			}),
+		Entry("request_mirror_policies: 100% and sampled by default",
+			`{cluster: backend, request_mirror_policies: [{cluster: shadow}]}`,
+			func(r *config.Route) {
+				Expect(r.Action.MirrorPolicies).To(Equal([]config.MirrorPolicy{
+					{Cluster: "shadow", Fraction: config.Fraction{Numerator: 100, Denominator: 100}, TraceSampled: true}}))
+			}),
+		Entry("request_mirror_policies: runtime_fraction's default_value (no runtime: its key never overrides it), trace_sampled",
+			`{cluster: backend, request_mirror_policies: [{cluster: shadow, runtime_fraction: {runtime_key: mirror.pct, default_value: {numerator: 25, denominator: TEN_THOUSAND}}, trace_sampled: false}]}`,
+			func(r *config.Route) {
+				Expect(r.Action.MirrorPolicies).To(Equal([]config.MirrorPolicy{
+					{Cluster: "shadow", Fraction: config.Fraction{Numerator: 25, Denominator: 10_000}, TraceSampled: false}}))
+			}),
+	)
+
+	DescribeTable("rejects",
+		func(action string, want types.GomegaMatcher) {
+			_, err := parse(action)
+			Expect(config.Errors(err)).To(ContainElement(want))
+		},
+		Entry("a negative per_try_idle_timeout",
+			`{cluster: backend, retry_policy: {per_try_idle_timeout: -1s}}`,
+			pathMsg(routePath+".retry_policy.per_try_idle_timeout", "")),
+		Entry("a mirror cluster that is not in the bootstrap",
+			`{cluster: backend, request_mirror_policies: [{cluster: nowhere}]}`,
+			pathMsg(routePath+".request_mirror_policies[0].cluster", `unknown cluster "nowhere" (clusters: backend, shadow)`)),
+		Entry("a mirror policy without a cluster",
+			`{cluster: backend, request_mirror_policies: [{trace_sampled: true}]}`,
+			pathMsg(routePath+".request_mirror_policies[0].cluster", "required")),
+		Entry("cluster_header, not supported",
+			`{cluster: backend, request_mirror_policies: [{cluster_header: x-mirror}]}`,
+			pathMsg(routePath+".request_mirror_policies[0].cluster_header", "field not supported by meshproof")),
+		Entry("disable_shadow_host_suffix_append, not supported",
+			`{cluster: backend, request_mirror_policies: [{cluster: shadow, disable_shadow_host_suffix_append: true}]}`,
+			pathMsg(routePath+".request_mirror_policies[0].disable_shadow_host_suffix_append", "field not supported by meshproof")),
+	)
+})

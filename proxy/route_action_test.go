@@ -1,0 +1,297 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/clock"
+	"github.com/meshproof/meshproof/proxy/config"
+)
+
+// sendGET runs a GET of url in the background and steps clk by d until it is answered; it returns the
+// status and the body.
+func sendGET(clk *clock.Fake, d time.Duration, url string) (int, string) {
+	GinkgoHelper()
+	type answer struct {
+		code int
+		body string
+	}
+	answers := make(chan answer, 1)
+	go func() {
+		defer GinkgoRecover()
+		resp, err := client.Get(url)
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		Expect(err).NotTo(HaveOccurred())
+		answers <- answer{resp.StatusCode, string(b)}
+	}()
+	var a answer
+	until(clk, d, received(answers, &a))
+	return a.code, a.body
+}
+
+var _ = Describe("retry_policy.per_try_idle_timeout", func() {
+	// Envoy arms an attempt's idle timer when it is sent and re-arms it on its response headers and on
+	// every piece of its body (UpstreamRequest::setupPerTryTimeout, resetPerTryIdleTimer,
+	// decodeHeaders, decodeData, source/common/router/upstream_request.cc). When it fires the router
+	// handles the attempt as a per-try timeout, counted in upstream_rq_per_try_idle_timeout
+	// (Filter::onPerTryIdleTimeout → onPerTryTimeoutCommon, router.cc).
+	idlePolicy := func(idle time.Duration, on ...string) *config.RetryPolicy {
+		rp := retries(1, on...)
+		rp.PerTryIdleTimeout = idle
+		return rp
+	}
+
+	It("resets an attempt whose upstream sends nothing and retries it under 5xx", func() {
+		u := newUpstream(func(n int64, w http.ResponseWriter, r *http.Request) {
+			if n == 1 {
+				hang(n, w, r)
+				return
+			}
+			ok(n, w, r)
+		})
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", idlePolicy(time.Second, "5xx"))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/")
+		Expect(code).To(Equal(200))
+		Expect(body).To(Equal("hello"))
+		Expect(u.requests.Load()).To(BeEquivalentTo(2))
+		Expect(srv.Stats().Values()).To(SatisfyAll(
+			HaveKeyWithValue("cluster.backend.upstream_rq_per_try_idle_timeout", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_per_try_timeout", BeEquivalentTo(0)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_retry", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_tx_reset", BeEquivalentTo(1)),
+		))
+	})
+
+	It("answers 504 upstream request timeout when the idle attempt is not retried (connect-failure only)", func() {
+		u := newUpstream(hang)
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", idlePolicy(time.Second, "connect-failure"))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
+		began := clk.Now()
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/")
+		Expect(code).To(Equal(504))
+		Expect(body).To(Equal("upstream request timeout"))
+		Expect(clk.Since(began)).To(BeNumerically(">=", time.Second))
+		Expect(u.requests.Load()).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_per_try_idle_timeout")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_timeout")).To(BeZero())
+	})
+
+	It("lets a slow response through as long as bytes keep coming", func() {
+		// Real time: each piece comes 20ms after the last, well within the 1s idle timeout, while the
+		// whole body takes longer than it (the route timeout is what bounds a whole response).
+		u := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) {
+			for range 60 {
+				io.WriteString(w, "x")
+				w.(http.Flusher).Flush()
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", idlePolicy(time.Second, "5xx"))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}})
+		code, _, body := get(url + "/")
+		Expect(code).To(Equal(200))
+		Expect(body).To(Equal(strings.Repeat("x", 60)))
+		Expect(stat(srv, "cluster.backend.upstream_rq_per_try_idle_timeout")).To(BeZero())
+	})
+
+	It("resets the downstream when the upstream stalls mid-body: the response has started, nothing is retried", func() {
+		u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "10")
+			io.WriteString(w, "hello")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		})
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", idlePolicy(time.Second, "5xx"))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
+		// The proxy may hold the response's head until more of it comes: the client sees either the
+		// head then a body cut short, or the connection closed before anything.
+		errs := make(chan error, 1)
+		go func() {
+			resp, err := client.Get(url + "/")
+			if err == nil {
+				defer resp.Body.Close()
+				_, err = io.ReadAll(resp.Body)
+			}
+			errs <- err
+		}()
+		var readErr error
+		until(clk, 100*time.Millisecond, received(errs, &readErr))
+		Expect(readErr).To(HaveOccurred(), "the response ends short of its 10 bytes")
+		Expect(u.requests.Load()).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_per_try_idle_timeout")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeZero())
+	})
+})
+
+var _ = Describe("retry_policy.retriable_request_headers", func() {
+	// RetryStateImpl (source/common/router/retry_state_impl.cc): when the policy lists
+	// retriable_request_headers and none matches the request, its retry_on is cleared — the request is
+	// not retried, whatever retry_on or x-envoy-retry-on say.
+	var (
+		u   *upstream
+		url string
+		srv *proxy.Server
+	)
+	BeforeEach(func() {
+		u = newUpstream(func(n int64, w http.ResponseWriter, _ *http.Request) {
+			if n%2 == 1 { // every first attempt fails
+				w.WriteHeader(503)
+				return
+			}
+			io.WriteString(w, "hello")
+		})
+		get, idempotent := "GET", "true"
+		rp := retries(1, "5xx")
+		rp.RetriableRequestHeaders = []config.HeaderMatcher{
+			{Name: ":method", Exact: &get},
+			{Name: "x-idempotent", Exact: &idempotent},
+		}
+		srv, url = start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+	})
+
+	do := func(method string, hdr ...string) int {
+		GinkgoHelper()
+		req, err := http.NewRequest(method, url+"/", strings.NewReader("body"))
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	It("retries a request that one of them matches (:method GET)", func() {
+		Expect(do("GET")).To(Equal(200))
+		Expect(u.requests.Load()).To(BeEquivalentTo(2))
+		Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
+	})
+
+	It("retries a request that one of them matches (x-idempotent: true)", func() {
+		Expect(do("POST", "x-idempotent", "true")).To(Equal(200))
+		Expect(u.requests.Load()).To(BeEquivalentTo(2))
+	})
+
+	It("does not retry a request that none matches, even when it asks with x-envoy-retry-on", func() {
+		Expect(do("POST", "x-envoy-retry-on", "5xx")).To(Equal(503))
+		Expect(u.requests.Load()).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeZero())
+	})
+})
+
+var _ = Describe("request_mirror_policies", func() {
+	// Envoy's router draws the mirror policies that apply when it routes the request
+	// (FilterUtility::shouldShadow) and, once the request is complete, hands each copy to its shadow
+	// writer (Filter::maybeDoShadowing, router.cc; ShadowWriterImpl::shadow, shadow_writer_impl.cc):
+	// fire and forget, the Host suffixed "-shadow", the response dropped.
+	type seen struct {
+		host, path, body, requestID string
+	}
+	var (
+		main, shadow *upstream
+		mirrored     chan seen
+	)
+	mirrorRoute := func(fraction config.Fraction) config.Route {
+		r := prefixRoute("/", "backend", nil)
+		r.Action.MirrorPolicies = []config.MirrorPolicy{{Cluster: "shadow", Fraction: fraction, TraceSampled: true}}
+		return r
+	}
+	all := config.Fraction{Numerator: 100, Denominator: 100}
+	BeforeEach(func() {
+		main = newUpstream(ok)
+		mirrored = make(chan seen, 100)
+		shadow = newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mirrored <- seen{r.Host, r.URL.RequestURI(), string(b), r.Header.Get("x-request-id")}
+			w.WriteHeader(503) // ignored: the client gets the main cluster's answer
+		})
+	})
+
+	It("sends a copy of the request, body included, to the mirror cluster with the Host suffixed -shadow", func() {
+		srv, url := start(setup{routes: []config.Route{mirrorRoute(all)},
+			clusters: []config.Cluster{cluster("backend", main.addr()), cluster("shadow", shadow.addr())}})
+		req, err := http.NewRequest("POST", url+"/orders?id=7", strings.NewReader("an order"))
+		Expect(err).NotTo(HaveOccurred())
+		req.Header.Set("x-request-id", "mirror-1")
+		resp, err := client.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(200))
+		Expect(string(b)).To(Equal("hello"))
+
+		host := strings.TrimPrefix(url, "http://")
+		name, port, _ := strings.Cut(host, ":")
+		var got seen
+		Eventually(mirrored).WithTimeout(5 * time.Second).Should(Receive(&got))
+		Expect(got).To(Equal(seen{host: name + "-shadow:" + port, path: "/orders?id=7", body: "an order", requestID: "mirror-1"}))
+		Eventually(func() uint64 { return stat(srv, "cluster.shadow.upstream_rq_503") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.shadow.upstream_rq_total")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_200")).To(BeEquivalentTo(1))
+	})
+
+	It("never delays nor fails the request: a mirror that hangs or cannot connect is not waited for", func() {
+		hanging := newUpstream(hang)
+		r := mirrorRoute(all)
+		r.Action.MirrorPolicies = append(r.Action.MirrorPolicies, config.MirrorPolicy{Cluster: "down", Fraction: all})
+		r.Action.MirrorPolicies[0].Cluster = "hanging"
+		r.Action.Timeout = time.Second // the mirror's bound too (Envoy: the async request's timeout)
+		srv, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", main.addr()),
+			cluster("hanging", hanging.addr()), cluster("down", closedAddr())}})
+		began := time.Now()
+		code, _, body := get(url + "/")
+		Expect(code).To(Equal(200))
+		Expect(body).To(Equal("hello"))
+		Expect(time.Since(began)).To(BeNumerically("<", time.Second), "the mirror hangs until the route timeout")
+		Eventually(func() uint64 { return stat(srv, "cluster.down.upstream_cx_connect_fail") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+		Eventually(func() uint64 { return stat(srv, "cluster.hanging.upstream_rq_timeout") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+		Expect(hanging.requests.Load()).To(BeEquivalentTo(1))
+	})
+
+	It("mirrors the share of requests runtime_fraction's default_value draws", func() {
+		srv, url := start(setup{routes: []config.Route{
+			mirrorRoute(config.Fraction{Numerator: 50, Denominator: 100})},
+			clusters: []config.Cluster{cluster("backend", main.addr()), cluster("shadow", shadow.addr())}})
+		for range 40 {
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+		}
+		Eventually(func() int64 { return shadow.requests.Load() }).WithTimeout(5*time.Second).Should(
+			And(BeNumerically(">", 0), BeNumerically("<", 40)), "about half of 40 (all or none: odds 2^-39)")
+		Expect(stat(srv, "cluster.backend.upstream_rq_total")).To(BeEquivalentTo(40))
+	})
+
+	It("mirrors nothing at 0%", func() {
+		_, url := start(setup{routes: []config.Route{mirrorRoute(config.Fraction{Numerator: 0, Denominator: 100})},
+			clusters: []config.Cluster{cluster("backend", main.addr()), cluster("shadow", shadow.addr())}})
+		for range 10 {
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(200))
+		}
+		Consistently(shadow.requests.Load).WithTimeout(200 * time.Millisecond).Should(BeZero())
+	})
+
+	It("gives the mirror up when the body streams beyond the buffer limit: retry_or_shadow_abandoned", func() {
+		srv, url := start(setup{routes: []config.Route{mirrorRoute(all)}, bufferLimit: 16,
+			clusters: []config.Cluster{cluster("backend", main.addr()), cluster("shadow", shadow.addr())}})
+		resp, err := client.Post(url+"/", "text/plain", strings.NewReader(strings.Repeat("x", 100)))
+		Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		Expect(resp.StatusCode).To(Equal(200))
+		Expect(stat(srv, "cluster.backend.retry_or_shadow_abandoned")).To(BeEquivalentTo(1))
+		Consistently(shadow.requests.Load).WithTimeout(200 * time.Millisecond).Should(BeZero())
+	})
+})
