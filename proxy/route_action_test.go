@@ -14,9 +14,9 @@ import (
 	"github.com/meshproof/meshproof/proxy/config"
 )
 
-// sendGET runs a GET of url in the background and steps clk by d until it is answered; it returns the
-// status and the body.
-func sendGET(clk *clock.Fake, d time.Duration, url string) (int, string) {
+// sendGET runs a GET of url (with headers, name/value pairs) in the background and steps clk by d until
+// it is answered; it returns the status and the body.
+func sendGET(clk *clock.Fake, d time.Duration, url string, headers ...string) (int, string) {
 	GinkgoHelper()
 	type answer struct {
 		code int
@@ -25,7 +25,12 @@ func sendGET(clk *clock.Fake, d time.Duration, url string) (int, string) {
 	answers := make(chan answer, 1)
 	go func() {
 		defer GinkgoRecover()
-		resp, err := client.Get(url)
+		req, err := http.NewRequest("GET", url, nil)
+		Expect(err).NotTo(HaveOccurred())
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
 		Expect(err).NotTo(HaveOccurred())
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)
@@ -293,5 +298,121 @@ var _ = Describe("request_mirror_policies", func() {
 		Expect(resp.StatusCode).To(Equal(200))
 		Expect(stat(srv, "cluster.backend.retry_or_shadow_abandoned")).To(BeEquivalentTo(1))
 		Consistently(shadow.requests.Load).WithTimeout(200 * time.Millisecond).Should(BeZero())
+	})
+})
+
+var _ = Describe("hedge_policy.hedge_on_per_try_timeout", func() {
+	// With hedging, Envoy's per-try timeout does not reset its attempt (onPerTryTimeoutCommon →
+	// onSoftPerTryTimeout, router.cc): a retry is scheduled alongside it (shouldHedgeRetryPerTryTimeout,
+	// retry_state_impl.cc; upstream_rq_retry, no upstream_rq_per_try_timeout) and the first response
+	// that is not to be retried wins, the other attempts reset (onUpstreamHeaders → resetOtherUpstreams).
+	hedging := func(rp *config.RetryPolicy) config.Route {
+		rp.PerTryTimeout = time.Second
+		r := prefixRoute("/", "backend", rp)
+		r.Action.HedgePolicy = &config.HedgePolicy{OnPerTryTimeout: true}
+		return r
+	}
+
+	It("starts a second attempt at the per-try timeout, keeps the first, and the first response wins", func() {
+		firstGone := make(chan struct{})
+		u := newUpstream(func(n int64, w http.ResponseWriter, r *http.Request) {
+			if n == 1 {
+				<-r.Context().Done() // reset by the router once the second attempt has won
+				close(firstGone)
+				return
+			}
+			io.WriteString(w, "second")
+		})
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{hedging(retries(1, "5xx"))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/")
+		Expect(code).To(Equal(200))
+		Expect(body).To(Equal("second"))
+		Eventually(firstGone).WithTimeout(5 * time.Second).Should(BeClosed())
+		Expect(srv.Stats().Values()).To(SatisfyAll(
+			HaveKeyWithValue("cluster.backend.upstream_rq_total", BeEquivalentTo(2)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_retry", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_per_try_timeout", BeEquivalentTo(0)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_200", BeEquivalentTo(1)),
+		))
+	})
+
+	It("hedges a request from an internal client that asks with x-envoy-hedge-on-per-try-timeout: true", func() {
+		u := newUpstream(func(n int64, w http.ResponseWriter, r *http.Request) {
+			if n == 1 {
+				<-r.Context().Done()
+				return
+			}
+			io.WriteString(w, r.Header.Get("x-envoy-hedge-on-per-try-timeout")) // consumed: empty
+		})
+		rp := retries(1, "5xx")
+		rp.PerTryTimeout = time.Second
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", rp)},
+			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/", "x-envoy-hedge-on-per-try-timeout", "true")
+		Expect(code).To(Equal(200))
+		Expect(body).To(BeEmpty())
+		Expect(stat(srv, "cluster.backend.upstream_rq_per_try_timeout")).To(BeZero(), "soft: the first attempt was not reset by it")
+	})
+
+	It("lets the first attempt win when it answers before the hedged one", func() {
+		secondArrived, secondGone := make(chan struct{}), make(chan struct{})
+		u := newUpstream(func(n int64, w http.ResponseWriter, r *http.Request) {
+			if n == 1 {
+				<-secondArrived
+				io.WriteString(w, "first")
+				return
+			}
+			close(secondArrived)
+			<-r.Context().Done()
+			close(secondGone)
+		})
+		clk := fakeClock()
+		_, url := start(setup{routes: []config.Route{hedging(retries(1, "5xx"))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/")
+		Expect(code).To(Equal(200))
+		Expect(body).To(Equal("first"))
+		Eventually(secondGone).WithTimeout(5*time.Second).Should(BeClosed(), "the hedged attempt is reset")
+	})
+
+	It("drops a retriable response of a hedged attempt while another may still answer", func() {
+		secondArrived, firstAnswered := make(chan struct{}), make(chan struct{})
+		u := newUpstream(func(n int64, w http.ResponseWriter, _ *http.Request) {
+			if n == 1 {
+				<-secondArrived
+				w.WriteHeader(503)
+				close(firstAnswered)
+				return
+			}
+			close(secondArrived)
+			<-firstAnswered
+			io.WriteString(w, "second")
+		})
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{hedging(retries(1, "5xx"))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/")
+		Expect(code).To(Equal(200))
+		Expect(body).To(Equal("second"))
+		Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.upstream_rq_503")).To(BeZero(), "the dropped response is not the one answered")
+	})
+
+	It("answers 504 at the route timeout when no attempt answers, counting each attempt in flight", func() {
+		u := newUpstream(hang)
+		r := hedging(retries(1, "5xx"))
+		r.Action.Timeout = 3 * time.Second
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", u.addr())},
+			opts: proxy.Options{Clock: clk}})
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/")
+		Expect(code).To(Equal(504))
+		Expect(body).To(Equal("upstream request timeout"))
+		Expect(u.requests.Load()).To(BeEquivalentTo(2))
+		Expect(stat(srv, "cluster.backend.upstream_rq_timeout")).To(BeEquivalentTo(2))
+		Expect(stat(srv, "cluster.backend.upstream_rq_retry_limit_exceeded")).To(BeEquivalentTo(1), "the second attempt's per-try timeout finds no retry left")
 	})
 })

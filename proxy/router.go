@@ -141,6 +141,9 @@ type forward struct {
 	scratch [5]string
 	// rng is the request's random stream (back-off jitter, picks), derived from its x-request-id.
 	rng rand.PCG
+	// softPerTry, set on the attempts of a hedged request, is what their per-try timeout calls instead
+	// of resetting them (see hedge.go).
+	softPerTry func(index int)
 }
 
 // run is the forward/retry loop: an upstream request, then the retry decision (Envoy's
@@ -211,6 +214,10 @@ func (f *forward) run() {
 		}
 	}
 	defer release()
+	if rp != nil && rp.PerTryTimeout > 0 && f.hedgeOnPerTryTimeout() {
+		attempts = f.hedged(rp, rs, on != 0 && f.body.rest == nil, reqID, hash)
+		return
+	}
 	for n := 1; ; n++ {
 		a := f.try(rp, reqID, n, hash, tried)
 		if a.host != nil {

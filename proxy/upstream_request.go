@@ -167,7 +167,11 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	if !f.deadline.IsZero() {
 		timeout = f.deadline.Sub(f.start)
 	}
-	if ms := expectedTimeoutMs(f.rt.clk.Since(f.start), timeout, perTry); ms > 0 {
+	expectPerTry := perTry
+	if f.softPerTry != nil {
+		expectPerTry = 0 // hedging: the upstream may take the whole route timeout (setTimeoutHeaders)
+	}
+	if ms := expectedTimeoutMs(f.rt.clk.Since(f.start), timeout, expectPerTry); ms > 0 {
 		f.scratch[3] = msString(ms)
 		f.extra[hdrExpectedTimeout] = f.scratch[3:4:4]
 	}
@@ -182,7 +186,13 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	a.held = holdsActive
 
 	var timer clock.Timer
-	if perTry > 0 {
+	switch {
+	case perTry > 0 && f.softPerTry != nil:
+		// Hedging: the per-try timeout leaves the attempt running and tells the router
+		// (Filter::onSoftPerTryTimeout, router.cc).
+		soft, index := f.softPerTry, a.index
+		timer = f.rt.clk.AfterFunc(perTry, func() { soft(index) })
+	case perTry > 0:
 		ab := f.ab
 		timer = f.rt.clk.AfterFunc(perTry, func() {
 			cancel(errPerTryTimeout) // first: the attempt's outcome is read from its context
@@ -197,7 +207,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	a.sent = f.rt.clk.Now()
 	resp, err := cl.upstreams[a.index].RoundTrip(actx, &f.out)
 	a.took = f.rt.clk.Since(a.sent)
-	if timer != nil && !timer.Stop() && err == nil {
+	if timer != nil && !timer.Stop() && err == nil && f.softPerTry == nil {
 		// The per-try timeout fired as the headers arrived: the attempt's context is gone, so is the body.
 		resp.Body.Close()
 		err = errPerTryTimeout
@@ -220,6 +230,12 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		}
 	case f.body.rest != nil && f.body.rest.err != nil:
 		// The downstream's body failed as it streamed: no fault of the host's (the router answers).
+		a.outcome = policy.Outcome{Kind: policy.Reset}
+		return a
+	case context.Cause(actx) == errHedgeLost:
+		// Another attempt of a hedged request won: the router resets this one
+		// (Filter::resetOtherUpstreams, router.cc), no fault of the host's.
+		cl.st.rqTxReset.Inc()
 		a.outcome = policy.Outcome{Kind: policy.Reset}
 		return a
 	case context.Cause(actx) == errPerTryTimeout, context.Cause(actx) == errPerTryIdleTimeout:

@@ -267,6 +267,7 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 		RequestHeaders:        c.headerMutation(vh.GetRequestHeadersToAdd(), vh.GetRequestHeadersToRemove(), path, "request"),
 		ResponseHeaders:       c.headerMutation(vh.GetResponseHeadersToAdd(), vh.GetResponseHeadersToRemove(), path, "response"),
 	}
+	out.HedgePolicy = c.hedgePolicy(vh.GetHedgePolicy(), joinPath(path, "hedge_policy"))
 	for i, r := range vh.GetRoutes() {
 		out.Routes = append(out.Routes, c.route(r, indexPath(joinPath(path, "routes"), i), clusters))
 	}
@@ -300,6 +301,7 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		HashHeaders: c.hashHeaders(action.GetHashPolicy(), joinPath(path, "hash_policy")),
 	}
 	c.rewrites(action, path, &out.Action)
+	out.Action.HedgePolicy = c.hedgePolicy(action.GetHedgePolicy(), joinPath(path, "hedge_policy"))
 	out.Action.MirrorPolicies = c.mirrorPolicies(action.GetRequestMirrorPolicies(), joinPath(path, "request_mirror_policies"), clusters)
 	switch spec := action.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_WeightedClusters:

@@ -287,3 +287,19 @@ func (c *converter) mirrorPolicies(ps []*routev3.RouteAction_RequestMirrorPolicy
 	}
 	return out
 }
+
+// hedgePolicy converts a HedgePolicy (nil stays nil). Envoy implements only hedge_on_per_try_timeout:
+// route_components.proto documents initial_requests and additional_request_chance as "not yet
+// implemented", so a value other than their defaults (1 and 0%) is rejected rather than ignored.
+func (c *converter) hedgePolicy(p *routev3.HedgePolicy, path string) *HedgePolicy {
+	if p == nil {
+		return nil
+	}
+	if n := p.GetInitialRequests(); n != nil && n.GetValue() != 1 {
+		c.fail(joinPath(path, "initial_requests"), "%d is not supported: only 1, the default (Envoy does not implement more)", n.GetValue())
+	}
+	if f := p.GetAdditionalRequestChance(); f != nil && f.GetNumerator() != 0 {
+		c.fail(joinPath(path, "additional_request_chance"), "a numerator of %d is not supported: only 0, the default (Envoy does not implement it)", f.GetNumerator())
+	}
+	return &HedgePolicy{OnPerTryTimeout: p.GetHedgeOnPerTryTimeout()}
+}

@@ -62,13 +62,30 @@ var _ = Describe("RouteAction retry and mirror fields (api/envoy/config/route/v3
 				Expect(r.Action.MirrorPolicies).To(Equal([]config.MirrorPolicy{
 					{Cluster: "shadow", Fraction: config.Fraction{Numerator: 25, Denominator: 10_000}, TraceSampled: false}}))
 			}),
+		Entry("hedge_policy.hedge_on_per_try_timeout, with initial_requests and additional_request_chance at their defaults",
+			`{cluster: backend, hedge_policy: {hedge_on_per_try_timeout: true, initial_requests: 1, additional_request_chance: {numerator: 0}}}`,
+			func(r *config.Route) {
+				Expect(r.Action.HedgePolicy).To(Equal(&config.HedgePolicy{OnPerTryTimeout: true}))
+			}),
 	)
+
+	It("converts a virtual host's hedge_policy", func() {
+		got, _, err := config.ParseBootstrap([]byte(edit(`domains: ["*"]`, "domains: [\"*\"]\n              hedge_policy: {hedge_on_per_try_timeout: true}")), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Listeners[0].Routes.VirtualHosts[0].HedgePolicy).To(Equal(&config.HedgePolicy{OnPerTryTimeout: true}))
+	})
 
 	DescribeTable("rejects",
 		func(action string, want types.GomegaMatcher) {
 			_, err := parse(action)
 			Expect(config.Errors(err)).To(ContainElement(want))
 		},
+		Entry("hedge_policy.initial_requests other than 1 (not implemented by Envoy)",
+			`{cluster: backend, hedge_policy: {initial_requests: 2}}`,
+			pathMsg(routePath+".hedge_policy.initial_requests", "2 is not supported: only 1, the default")),
+		Entry("hedge_policy.additional_request_chance other than 0 (not implemented by Envoy)",
+			`{cluster: backend, hedge_policy: {additional_request_chance: {numerator: 10}}}`,
+			pathMsg(routePath+".hedge_policy.additional_request_chance", "a numerator of 10 is not supported: only 0")),
 		Entry("a negative per_try_idle_timeout",
 			`{cluster: backend, retry_policy: {per_try_idle_timeout: -1s}}`,
 			pathMsg(routePath+".retry_policy.per_try_idle_timeout", "")),

@@ -209,6 +209,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"request_headers_to_remove":         nil,
 		"response_headers_to_add":           nil,
 		"response_headers_to_remove":        nil,
+		"hedge_policy":                      nil,
 	},
 	"envoy.config.route.v3.Route": {
 		"name":                           nil,
@@ -271,6 +272,14 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"hash_policy":          nil,
 		// request_mirror_policies: see RequestMirrorPolicy below.
 		"request_mirror_policies": nil,
+		"hedge_policy":            nil,
+	},
+	// Hedging on per-try timeouts only: initial_requests and additional_request_chance are checked
+	// for their defaults in convert (Envoy documents other values as not implemented).
+	"envoy.config.route.v3.HedgePolicy": {
+		"initial_requests":          nil,
+		"additional_request_chance": nil,
+		"hedge_on_per_try_timeout":  nil,
 	},
 	// Shadowing to a named cluster (no cluster_header, no disable_shadow_host_suffix_append).
 	"envoy.config.route.v3.RouteAction.RequestMirrorPolicy": {

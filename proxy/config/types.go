@@ -181,6 +181,8 @@ type VirtualHost struct {
 	PerRequestBufferLimit *uint32
 	// RequestHeaders and ResponseHeaders apply after the route's, before the route configuration's.
 	RequestHeaders, ResponseHeaders HeaderMutation
+	// HedgePolicy applies to routes without their own (nil: none).
+	HedgePolicy *HedgePolicy
 }
 
 // Route is one route: a match and its action — a RouteAction (Action), a DirectResponse or a Redirect.
@@ -253,9 +255,19 @@ type RouteAction struct {
 	RegexRewrite *RegexRewrite
 	// HostRewrite is host_rewrite_literal: the Host sent upstream ("": the downstream's).
 	HostRewrite string
+	// HedgePolicy is hedge_policy (nil: the virtual host's, if any).
+	HedgePolicy *HedgePolicy
 	// MirrorPolicies are request_mirror_policies: each request drawn by a policy's fraction is also sent,
 	// fire and forget, to its cluster (Envoy's shadowing).
 	MirrorPolicies []MirrorPolicy
+}
+
+// HedgePolicy is Envoy's HedgePolicy: only hedge_on_per_try_timeout (initial_requests 1 and
+// additional_request_chance 0, the defaults, are the only values Envoy implements).
+type HedgePolicy struct {
+	// OnPerTryTimeout: a per-try timeout does not reset its attempt; a retry is sent alongside it and
+	// the first good response wins.
+	OnPerTryTimeout bool
 }
 
 // MirrorPolicy is Envoy's RouteAction.RequestMirrorPolicy (the supported subset): a copy of the request
