@@ -283,7 +283,7 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 	case gone:
 		f.rt.hcm.downstreamGone()
 	case timedOut:
-		if inFlightAtTimeout > 1 {
+		if inFlightAtTimeout > 1 && !f.byDuration {
 			f.cl.st.rqTimeout.Add(uint64(inFlightAtTimeout - 1)) // routeTimeout counts one
 		}
 		f.routeTimeout(n)

@@ -1,7 +1,9 @@
 package proxy_test
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -414,5 +416,93 @@ var _ = Describe("hedge_policy.hedge_on_per_try_timeout", func() {
 		Expect(u.requests.Load()).To(BeEquivalentTo(2))
 		Expect(stat(srv, "cluster.backend.upstream_rq_timeout")).To(BeEquivalentTo(2))
 		Expect(stat(srv, "cluster.backend.upstream_rq_retry_limit_exceeded")).To(BeEquivalentTo(1), "the second attempt's per-try timeout finds no retry left")
+	})
+})
+
+var _ = Describe("RouteAction.max_stream_duration", func() {
+	// The connection manager times a stream from its start by its route's max_stream_duration
+	// (ActiveStream::refreshDurationTimeout) and, when it elapses, counts
+	// downstream_rq_max_duration_reached and answers "downstream duration timeout": 504 once the whole
+	// request was received, 408 before (onStreamMaxDurationReached, Utility::maybeRequestTimeoutCode,
+	// source/common/http/conn_manager_impl.cc); a response already started is reset.
+	durationRoute := func(d time.Duration) config.Route {
+		r := prefixRoute("/", "backend", retries(3, "5xx"))
+		r.Action.Timeout = 0 // as the config sets it: a route with max_stream_duration has no route timeout
+		r.Action.MaxStreamDuration = &d
+		return r
+	}
+
+	It("answers 504 downstream duration timeout when the upstream has not answered in time, and never retries", func() {
+		u := newUpstream(hang)
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{durationRoute(2 * time.Second)}, clusters: []config.Cluster{cluster("backend", u.addr())},
+			opts: proxy.Options{Clock: clk}})
+		began := clk.Now()
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/")
+		Expect(code).To(Equal(504))
+		Expect(body).To(Equal("downstream duration timeout"))
+		Expect(clk.Since(began)).To(BeNumerically(">=", 2*time.Second))
+		Expect(u.requests.Load()).To(BeEquivalentTo(1))
+		Expect(srv.Stats().Values()).To(SatisfyAll(
+			HaveKeyWithValue("http.ingress.downstream_rq_max_duration_reached", BeEquivalentTo(1)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_timeout", BeEquivalentTo(0)),
+			HaveKeyWithValue("cluster.backend.upstream_rq_tx_reset", BeEquivalentTo(1)),
+			HaveKeyWithValue("http.ingress.downstream_rq_5xx", BeEquivalentTo(1)),
+		))
+	})
+
+	It("answers 408 when the request itself has not arrived in time", func() {
+		// Real time: the request body is read under a socket deadline.
+		srv, url := start(setup{routes: []config.Route{durationRoute(300 * time.Millisecond)},
+			clusters: []config.Cluster{cluster("backend", newUpstream(ok).addr())}})
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(conn.Close)
+		Expect(conn.SetDeadline(time.Now().Add(5 * time.Second))).To(Succeed())
+		_, err = io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
+		Expect(err).NotTo(HaveOccurred())
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		Expect(err).NotTo(HaveOccurred())
+		b, _ := io.ReadAll(resp.Body)
+		Expect(resp.StatusCode).To(Equal(408))
+		Expect(string(b)).To(Equal("downstream duration timeout"))
+		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "http.ingress.downstream_rq_timeout")).To(BeZero())
+	})
+
+	It("resets the downstream when the response has started", func() {
+		u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "10")
+			io.WriteString(w, "hello")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		})
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{durationRoute(time.Second)}, clusters: []config.Cluster{cluster("backend", u.addr())},
+			opts: proxy.Options{Clock: clk}})
+		errs := make(chan error, 1)
+		go func() {
+			resp, err := client.Get(url + "/")
+			if err == nil {
+				defer resp.Body.Close()
+				_, err = io.ReadAll(resp.Body)
+			}
+			errs <- err
+		}()
+		var readErr error
+		until(clk, 100*time.Millisecond, received(errs, &readErr))
+		Expect(readErr).To(HaveOccurred(), "the response ends short of its 10 bytes")
+		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeEquivalentTo(1))
+	})
+
+	It("lets a request that ends in time through, announcing no route timeout upstream", func() {
+		u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "expected timeout: "+r.Header.Get("x-envoy-expected-rq-timeout-ms"))
+		})
+		srv, url := start(setup{routes: []config.Route{durationRoute(5 * time.Second)}, clusters: []config.Cluster{cluster("backend", u.addr())}})
+		code, _, body := get(url + "/")
+		Expect(code).To(Equal(200))
+		Expect(body).To(Equal("expected timeout: "), "finalTimeout sets no global timeout under max_stream_duration")
+		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeZero())
 	})
 })

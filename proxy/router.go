@@ -50,6 +50,7 @@ type downstream interface {
 	countStatus(code int)
 	downstreamGone()
 	bodyError(w http.ResponseWriter, err error)
+	streamDurationReached(w http.ResponseWriter, complete bool)
 }
 
 func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router {
@@ -62,10 +63,11 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 }
 
 // forward sends a routed request upstream and answers it.
-func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody) {
+func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody, streamEnd time.Time) {
 	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists; nil: weighted (run picks)
 	f := rt.forwards.Get().(*forward)
-	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, uri: r.RequestURI}
+	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, uri: r.RequestURI,
+		streamEnd: streamEnd}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
@@ -144,6 +146,10 @@ type forward struct {
 	// softPerTry, set on the attempts of a hedged request, is what their per-try timeout calls instead
 	// of resetting them (see hedge.go).
 	softPerTry func(index int)
+	// streamEnd is the end of the stream's max_stream_duration (zero: none); byDuration: it comes before
+	// the route timeout, so it is the deadline.
+	streamEnd  time.Time
+	byDuration bool
 }
 
 // run is the forward/retry loop: an upstream request, then the retry decision (Envoy's
@@ -162,6 +168,9 @@ func (f *forward) run() {
 	rp, timeout := f.effectivePolicy()
 	if timeout > 0 {
 		f.deadline = f.start.Add(timeout)
+	}
+	if !f.streamEnd.IsZero() && (f.deadline.IsZero() || f.streamEnd.Before(f.deadline)) {
+		f.deadline, f.byDuration = f.streamEnd, true
 	}
 	defer func() {
 		if f.rcancel != nil {
@@ -397,6 +406,12 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 // local reply of the router, it carries x-envoy-attempt-count when the virtual host asks (Envoy's
 // Filter::modify_headers_, applied to the local replies of onUpstreamAbort, router.cc).
 func (f *forward) routeTimeout(n int) {
+	if f.byDuration {
+		// The stream's max duration, not the router's timeout: the connection manager answers
+		// (onStreamMaxDurationReached) and the router's attempt is reset as it is destroyed.
+		f.rt.hcm.streamDurationReached(f.w, f.body.rest == nil || f.body.rest.eof)
+		return
+	}
 	f.cl.st.rqTimeout.Inc()
 	f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
 }
@@ -441,7 +456,11 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	// (Filter::onUpstreamComplete, router.cc, from downstream_request_complete_time_).
 	f.cl.st.rqTime.Record(f.rt.clk.Since(f.start))
 	if err != nil {
-		if f.timedOut() {
+		switch {
+		case f.timedOut() && f.byDuration:
+			f.rt.hcm.streamDurationReached(nil, true) // counted; the downstream is reset below
+			f.cl.st.rqTxReset.Inc()
+		case f.timedOut():
 			f.cl.st.rqTimeout.Inc()
 			f.cl.st.rqTxReset.Inc() // Filter::onResponseTimeout resets the upstream request mid-body
 		}

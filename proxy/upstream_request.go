@@ -164,7 +164,8 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		f.extra[hdrAttemptCount] = f.scratch[2:3:3]
 	}
 	var timeout time.Duration // the route timeout (0: none)
-	if !f.deadline.IsZero() {
+	// The stream's max duration is no route timeout to announce (finalTimeout sets none for it).
+	if !f.deadline.IsZero() && !f.byDuration {
 		timeout = f.deadline.Sub(f.start)
 	}
 	expectPerTry := perTry
@@ -256,6 +257,12 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	case errors.As(err, new(*connectError)):
 		a.outcome = policy.Outcome{Kind: policy.ConnectFailure, BeforeRequest: true}
 		h.rqError.Add(1)
+	case f.timedOut() && f.byDuration:
+		// The stream's max duration ended the attempt: the router is destroyed and resets it
+		// (Filter::onDestroy), no timeout of the host's.
+		cl.st.rqTxReset.Inc()
+		a.outcome = policy.Outcome{Kind: policy.Reset}
+		return a
 	case f.timedOut():
 		// The route timeout ended the attempt: outlier detection hears of a local-origin timeout.
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}

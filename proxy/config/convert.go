@@ -301,6 +301,16 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		HashHeaders: c.hashHeaders(action.GetHashPolicy(), joinPath(path, "hash_policy")),
 	}
 	c.rewrites(action, path, &out.Action)
+	if msd := action.GetMaxStreamDuration(); msd != nil {
+		// Envoy's RouteEntryImplBase sets using_new_timeouts_ when max_stream_duration is present, and
+		// FilterUtility::finalTimeout (router.cc) then leaves the route timeout unset: `timeout` no
+		// longer applies (x-envoy-upstream-rq-timeout-ms still does).
+		out.Action.Timeout = 0
+		if d := msd.GetMaxStreamDuration(); d != nil {
+			v := c.duration(d, 0, joinPath(joinPath(path, "max_stream_duration"), "max_stream_duration"))
+			out.Action.MaxStreamDuration = &v
+		}
+	}
 	out.Action.HedgePolicy = c.hedgePolicy(action.GetHedgePolicy(), joinPath(path, "hedge_policy"))
 	out.Action.MirrorPolicies = c.mirrorPolicies(action.GetRequestMirrorPolicies(), joinPath(path, "request_mirror_policies"), clusters)
 	switch spec := action.GetClusterSpecifier().(type) {

@@ -62,6 +62,15 @@ var _ = Describe("RouteAction retry and mirror fields (api/envoy/config/route/v3
 				Expect(r.Action.MirrorPolicies).To(Equal([]config.MirrorPolicy{
 					{Cluster: "shadow", Fraction: config.Fraction{Numerator: 25, Denominator: 10_000}, TraceSampled: false}}))
 			}),
+		Entry("max_stream_duration: the route timeout no longer applies (Envoy's usingNewTimeouts)",
+			`{cluster: backend, timeout: 3s, max_stream_duration: {max_stream_duration: 2s}}`,
+			func(r *config.Route) {
+				Expect(r.Action.Timeout).To(BeZero())
+				Expect(r.Action.MaxStreamDuration).To(HaveValue(Equal(2 * time.Second)))
+			}),
+		Entry("max_stream_duration: 0s disables it; an empty message leaves it unset",
+			`{cluster: backend, max_stream_duration: {max_stream_duration: 0s}}`,
+			func(r *config.Route) { Expect(r.Action.MaxStreamDuration).To(HaveValue(BeZero())) }),
 		Entry("hedge_policy.hedge_on_per_try_timeout, with initial_requests and additional_request_chance at their defaults",
 			`{cluster: backend, hedge_policy: {hedge_on_per_try_timeout: true, initial_requests: 1, additional_request_chance: {numerator: 0}}}`,
 			func(r *config.Route) {
@@ -86,6 +95,15 @@ var _ = Describe("RouteAction retry and mirror fields (api/envoy/config/route/v3
 		Entry("hedge_policy.additional_request_chance other than 0 (not implemented by Envoy)",
 			`{cluster: backend, hedge_policy: {additional_request_chance: {numerator: 10}}}`,
 			pathMsg(routePath+".hedge_policy.additional_request_chance", "a numerator of 10 is not supported: only 0")),
+		Entry("max_stream_duration.grpc_timeout_header_max, not supported",
+			`{cluster: backend, max_stream_duration: {grpc_timeout_header_max: 1s}}`,
+			pathMsg(routePath+".max_stream_duration.grpc_timeout_header_max", "field not supported by meshproof (supported in envoy.config.route.v3.RouteAction.MaxStreamDuration: max_stream_duration)")),
+		Entry("max_stream_duration.grpc_timeout_header_offset, not supported",
+			`{cluster: backend, max_stream_duration: {grpc_timeout_header_offset: 1s}}`,
+			pathMsg(routePath+".max_stream_duration.grpc_timeout_header_offset", "field not supported by meshproof")),
+		Entry("a negative max_stream_duration",
+			`{cluster: backend, max_stream_duration: {max_stream_duration: -1s}}`,
+			pathMsg(routePath+".max_stream_duration.max_stream_duration", "")),
 		Entry("a negative per_try_idle_timeout",
 			`{cluster: backend, retry_policy: {per_try_idle_timeout: -1s}}`,
 			pathMsg(routePath+".retry_policy.per_try_idle_timeout", "")),

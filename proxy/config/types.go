@@ -255,6 +255,10 @@ type RouteAction struct {
 	RegexRewrite *RegexRewrite
 	// HostRewrite is host_rewrite_literal: the Host sent upstream ("": the downstream's).
 	HostRewrite string
+	// MaxStreamDuration is max_stream_duration.max_stream_duration: how long a request on the route may
+	// last from its start, else it is ended with "downstream duration timeout" (nil: unset; 0: none).
+	// A route with the max_stream_duration message set applies no Timeout (see convert).
+	MaxStreamDuration *time.Duration
 	// HedgePolicy is hedge_policy (nil: the virtual host's, if any).
 	HedgePolicy *HedgePolicy
 	// MirrorPolicies are request_mirror_policies: each request drawn by a policy's fraction is also sent,
