@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +12,9 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/clock"
@@ -504,5 +509,53 @@ var _ = Describe("RouteAction.max_stream_duration", func() {
 		Expect(code).To(Equal(200))
 		Expect(body).To(Equal("expected timeout: "), "finalTimeout sets no global timeout under max_stream_duration")
 		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeZero())
+	})
+})
+
+var _ = Describe("request_mirror_policies.trace_sampled", func() {
+	// Envoy sends a mirror through its async client with a child span "mirror" of the request's
+	// (setChildSpanName), sampled as trace_sampled says (setSampled; Filter::maybeDoShadowing, router.cc).
+	mirrorTrace := func(sampled bool) (traceparent string, exp *tracetest.InMemoryExporter) {
+		GinkgoHelper()
+		exp = tracetest.NewInMemoryExporter()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		DeferCleanup(func() { _ = tp.Shutdown(context.Background()) })
+		parents := make(chan string, 1)
+		shadow := newUpstream(func(_ int64, _ http.ResponseWriter, r *http.Request) { parents <- r.Header.Get("traceparent") })
+		r := prefixRoute("/", "backend", nil)
+		r.Action.MirrorPolicies = []config.MirrorPolicy{{Cluster: "shadow", Fraction: config.Fraction{Numerator: 100, Denominator: 100}, TraceSampled: sampled}}
+		_, url := start(setup{routes: []config.Route{r}, opts: proxy.Options{TracerProvider: tp},
+			clusters: []config.Cluster{cluster("backend", newUpstream(ok).addr()), cluster("shadow", shadow.addr())}})
+		code, _, _ := get(url + "/")
+		Expect(code).To(Equal(200))
+		Eventually(parents).WithTimeout(5 * time.Second).Should(Receive(&traceparent))
+		return traceparent, exp
+	}
+	named := func(exp *tracetest.InMemoryExporter, name string) func() []tracetest.SpanStub {
+		return func() []tracetest.SpanStub {
+			var out []tracetest.SpanStub
+			for _, sp := range exp.GetSpans() {
+				if sp.Name == name {
+					out = append(out, sp)
+				}
+			}
+			return out
+		}
+	}
+
+	It("sends the mirror under a sampled CLIENT span \"mirror\", child of the request's", func() {
+		parent, exp := mirrorTrace(true)
+		Eventually(named(exp, "mirror")).WithTimeout(5*time.Second).Should(HaveLen(1), "ended once its response is read")
+		mirror := named(exp, "mirror")()[0]
+		Expect(mirror.SpanKind).To(Equal(trace.SpanKindClient))
+		Expect(parent).To(Equal(fmt.Sprintf("00-%s-%s-01", mirror.SpanContext.TraceID(), mirror.SpanContext.SpanID())))
+		Eventually(named(exp, "proxy GET")).WithTimeout(5 * time.Second).Should(HaveLen(1))
+		Expect(mirror.Parent.SpanID()).To(Equal(named(exp, "proxy GET")()[0].SpanContext.SpanID()), "a child of the request's SERVER span")
+	})
+
+	It("marks the mirror's trace context not sampled under trace_sampled: false", func() {
+		parent, exp := mirrorTrace(false)
+		Expect(parent).To(HaveSuffix("-00"))
+		Consistently(named(exp, "mirror")).WithTimeout(200 * time.Millisecond).Should(BeEmpty())
 	})
 })
