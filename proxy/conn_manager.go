@@ -193,18 +193,18 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The route's max_stream_duration runs from the stream's start (ActiveStream::refreshDurationTimeout,
 	// source/common/http/conn_manager_impl.cc).
-	var streamEnd time.Time
-	if d := route.Action.MaxStreamDuration; d != nil && *d > 0 {
-		streamEnd = began.Add(*d)
+	var stream streamLimit
+	if d, ok, grpcTimeout := streamDuration(&route.Action, r); ok {
+		stream = streamLimit{end: began.Add(d), grpcTimeout: grpcTimeout}
 	}
 	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
 		var ok bool
-		if body, ok = cm.readBody(w, r, cm.retryBufferLimit(vh, route), streamEnd); !ok {
+		if body, ok = cm.readBody(w, r, cm.retryBufferLimit(vh, route), stream.end); !ok {
 			return
 		}
 	}
-	cm.router.forward(w, r, vh, route, body, streamEnd)
+	cm.router.forward(w, r, vh, route, body, stream)
 }
 
 // route is the route a request takes (nil: none), for the HTTP filters before the router.

@@ -7,3 +7,9 @@ var ListsToken = h1.HasToken
 
 // ExpectedTimeoutMs is the router's x-envoy-expected-rq-timeout-ms value, for the external test package.
 var ExpectedTimeoutMs = expectedTimeoutMs
+
+// ParseGrpcTimeout and FormatGrpcTimeout read and write grpc-timeout values, for the external test package.
+var (
+	ParseGrpcTimeout  = parseGrpcTimeout
+	FormatGrpcTimeout = formatGrpcTimeout
+)

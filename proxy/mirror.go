@@ -58,6 +58,9 @@ func (f *forward) mirror(ms []config.MirrorPolicy, reqID string, timeout time.Du
 	if f.vh.IncludeRequestAttemptCount {
 		extra[hdrAttemptCount] = []string{"1"}
 	}
+	if f.grpcTimeout != "" {
+		extra[hdrGrpcTimeout] = []string{f.grpcTimeout}
+	}
 	if ms := expectedTimeoutMs(0, timeout, 0); ms > 0 {
 		extra[hdrExpectedTimeout] = []string{strconv.FormatInt(ms, 10)}
 	}

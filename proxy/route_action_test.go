@@ -559,3 +559,79 @@ var _ = Describe("request_mirror_policies.trace_sampled", func() {
 		Consistently(named(exp, "mirror")).WithTimeout(200 * time.Millisecond).Should(BeEmpty())
 	})
 })
+
+var _ = Describe("max_stream_duration.grpc_timeout_header_max and grpc_timeout_header_offset", func() {
+	// refreshDurationTimeout (conn_manager_impl.cc): with grpc_timeout_header_max set, a request's
+	// grpc-timeout is its stream duration, capped by the max (0: no cap) and less the offset; a gRPC
+	// request goes upstream with that duration as its grpc-timeout (Grpc::Common::toGrpcTimeout).
+	dur := func(d time.Duration) *time.Duration { return &d }
+	grpcRoute := func(max, offset *time.Duration) config.Route {
+		r := prefixRoute("/", "backend", nil)
+		r.Action.Timeout = 0
+		r.Action.GrpcTimeoutHeaderMax, r.Action.GrpcTimeoutHeaderOffset = max, offset
+		return r
+	}
+	var (
+		seen chan string
+		u    *upstream
+	)
+	BeforeEach(func() {
+		seen = make(chan string, 1)
+		u = newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Get("grpc-timeout")
+			<-r.Context().Done()
+		})
+	})
+
+	It("ends a gRPC request at its grpc-timeout, capped and less the offset, and tells the upstream", func() {
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{grpcRoute(dur(3*time.Second), dur(time.Second))},
+			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
+		began := clk.Now()
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/svc.Echo/Say", "content-type", "application/grpc", "grpc-timeout", "10S")
+		Expect(code).To(Equal(504))
+		Expect(body).To(Equal("downstream duration timeout"))
+		Expect(clk.Since(began)).To(And(BeNumerically(">=", 2*time.Second), BeNumerically("<", 4*time.Second)), "min(10s, 3s) - 1s")
+		Expect(<-seen).To(Equal("2000m"))
+		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeEquivalentTo(1))
+	})
+
+	It("leaves the grpc-timeout of a request that is not gRPC as it is, and uses it uncapped under a max of 0", func() {
+		clk := fakeClock()
+		_, url := start(setup{routes: []config.Route{grpcRoute(dur(0), nil)},
+			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
+		began := clk.Now()
+		code, _ := sendGET(clk, 100*time.Millisecond, url+"/", "grpc-timeout", "1500m")
+		Expect(code).To(Equal(504))
+		Expect(clk.Since(began)).To(BeNumerically(">=", 1500*time.Millisecond))
+		Expect(<-seen).To(Equal("1500m"))
+	})
+
+	DescribeTable("reads grpc-timeout as Envoy's getGrpcTimeout",
+		func(v string, want time.Duration, ok bool) {
+			got, gotOK := proxy.ParseGrpcTimeout(v)
+			Expect(gotOK).To(Equal(ok))
+			Expect(got).To(Equal(want))
+		},
+		Entry("hours", "2H", 2*time.Hour, true),
+		Entry("minutes", "3M", 3*time.Minute, true),
+		Entry("seconds", "10S", 10*time.Second, true),
+		Entry("milliseconds", "250m", 250*time.Millisecond, true),
+		Entry("microseconds, rounded up", "1500u", 2*time.Millisecond, true),
+		Entry("nanoseconds, rounded up", "1n", time.Millisecond, true),
+		Entry("zero", "0S", time.Duration(0), true),
+		Entry("9 digits", "123456789m", time.Duration(0), false),
+		Entry("negative", "-1S", time.Duration(0), false),
+		Entry("an unknown unit", "5s", time.Duration(0), false),
+		Entry("no value", "S", time.Duration(0), false),
+		Entry("empty", "", time.Duration(0), false),
+	)
+
+	DescribeTable("writes grpc-timeout as Envoy's toGrpcTimeout",
+		func(ms int64, want string) { Expect(proxy.FormatGrpcTimeout(ms)).To(Equal(want)) },
+		Entry("milliseconds while they fit 8 digits", int64(99999999), "99999999m"),
+		Entry("then seconds", int64(100000000), "100000S"),
+		Entry("then minutes", int64(99999999*1000+60000), "1666667M"),
+		Entry("clipped at 8 digits of hours", int64(1)<<62, "99999999H"),
+	)
+})

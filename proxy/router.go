@@ -63,11 +63,11 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 }
 
 // forward sends a routed request upstream and answers it.
-func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody, streamEnd time.Time) {
+func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, body requestBody, stream streamLimit) {
 	cl := rt.clusters[route.Action.Cluster] // config validation guarantees it exists; nil: weighted (run picks)
 	f := rt.forwards.Get().(*forward)
 	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, uri: r.RequestURI,
-		streamEnd: streamEnd}
+		streamEnd: stream.end, grpcTimeout: stream.grpcTimeout}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
@@ -150,6 +150,8 @@ type forward struct {
 	// the route timeout, so it is the deadline.
 	streamEnd  time.Time
 	byDuration bool
+	// grpcTimeout replaces the request's grpc-timeout upstream ("": kept as it is).
+	grpcTimeout string
 }
 
 // run is the forward/retry loop: an upstream request, then the retry decision (Envoy's

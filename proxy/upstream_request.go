@@ -159,6 +159,9 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		f.scratch[4] = f.origPath
 		f.extra[hdrOriginalPath] = f.scratch[4:5:5]
 	}
+	if f.grpcTimeout != "" {
+		f.extra[hdrGrpcTimeout] = []string{f.grpcTimeout}
+	}
 	if f.vh.IncludeRequestAttemptCount {
 		f.scratch[2] = strconv.Itoa(n)
 		f.extra[hdrAttemptCount] = f.scratch[2:3:3]

@@ -306,10 +306,17 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		// FilterUtility::finalTimeout (router.cc) then leaves the route timeout unset: `timeout` no
 		// longer applies (x-envoy-upstream-rq-timeout-ms still does).
 		out.Action.Timeout = 0
-		if d := msd.GetMaxStreamDuration(); d != nil {
-			v := c.duration(d, 0, joinPath(joinPath(path, "max_stream_duration"), "max_stream_duration"))
-			out.Action.MaxStreamDuration = &v
+		mpath := joinPath(path, "max_stream_duration")
+		optional := func(d *durationpb.Duration, name string) *time.Duration {
+			if d == nil {
+				return nil
+			}
+			v := c.duration(d, 0, joinPath(mpath, name))
+			return &v
 		}
+		out.Action.MaxStreamDuration = optional(msd.GetMaxStreamDuration(), "max_stream_duration")
+		out.Action.GrpcTimeoutHeaderMax = optional(msd.GetGrpcTimeoutHeaderMax(), "grpc_timeout_header_max")
+		out.Action.GrpcTimeoutHeaderOffset = optional(msd.GetGrpcTimeoutHeaderOffset(), "grpc_timeout_header_offset")
 	}
 	out.Action.HedgePolicy = c.hedgePolicy(action.GetHedgePolicy(), joinPath(path, "hedge_policy"))
 	out.Action.MirrorPolicies = c.mirrorPolicies(action.GetRequestMirrorPolicies(), joinPath(path, "request_mirror_policies"), clusters)

@@ -68,6 +68,13 @@ var _ = Describe("RouteAction retry and mirror fields (api/envoy/config/route/v3
 				Expect(r.Action.Timeout).To(BeZero())
 				Expect(r.Action.MaxStreamDuration).To(HaveValue(Equal(2 * time.Second)))
 			}),
+		Entry("max_stream_duration: grpc_timeout_header_max and grpc_timeout_header_offset",
+			`{cluster: backend, max_stream_duration: {grpc_timeout_header_max: 30s, grpc_timeout_header_offset: 0.1s}}`,
+			func(r *config.Route) {
+				Expect(r.Action.MaxStreamDuration).To(BeNil())
+				Expect(r.Action.GrpcTimeoutHeaderMax).To(HaveValue(Equal(30 * time.Second)))
+				Expect(r.Action.GrpcTimeoutHeaderOffset).To(HaveValue(Equal(100 * time.Millisecond)))
+			}),
 		Entry("max_stream_duration: 0s disables it; an empty message leaves it unset",
 			`{cluster: backend, max_stream_duration: {max_stream_duration: 0s}}`,
 			func(r *config.Route) { Expect(r.Action.MaxStreamDuration).To(HaveValue(BeZero())) }),
@@ -95,12 +102,9 @@ var _ = Describe("RouteAction retry and mirror fields (api/envoy/config/route/v3
 		Entry("hedge_policy.additional_request_chance other than 0 (not implemented by Envoy)",
 			`{cluster: backend, hedge_policy: {additional_request_chance: {numerator: 10}}}`,
 			pathMsg(routePath+".hedge_policy.additional_request_chance", "a numerator of 10 is not supported: only 0")),
-		Entry("max_stream_duration.grpc_timeout_header_max, not supported",
-			`{cluster: backend, max_stream_duration: {grpc_timeout_header_max: 1s}}`,
-			pathMsg(routePath+".max_stream_duration.grpc_timeout_header_max", "field not supported by meshproof (supported in envoy.config.route.v3.RouteAction.MaxStreamDuration: max_stream_duration)")),
-		Entry("max_stream_duration.grpc_timeout_header_offset, not supported",
-			`{cluster: backend, max_stream_duration: {grpc_timeout_header_offset: 1s}}`,
-			pathMsg(routePath+".max_stream_duration.grpc_timeout_header_offset", "field not supported by meshproof")),
+		Entry("a negative max_stream_duration.grpc_timeout_header_offset",
+			`{cluster: backend, max_stream_duration: {grpc_timeout_header_max: 1s, grpc_timeout_header_offset: -1s}}`,
+			pathMsg(routePath+".max_stream_duration.grpc_timeout_header_offset", "")),
 		Entry("a negative max_stream_duration",
 			`{cluster: backend, max_stream_duration: {max_stream_duration: -1s}}`,
 			pathMsg(routePath+".max_stream_duration.max_stream_duration", "")),

@@ -275,10 +275,10 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"hedge_policy":            nil,
 		"max_stream_duration":     nil,
 	},
-	// The route's stream duration only: grpc_timeout_header_max and grpc_timeout_header_offset (which
-	// read the grpc-timeout header) are not supported.
 	"envoy.config.route.v3.RouteAction.MaxStreamDuration": {
-		"max_stream_duration": nil,
+		"max_stream_duration":        nil,
+		"grpc_timeout_header_max":    nil,
+		"grpc_timeout_header_offset": nil,
 	},
 	// Hedging on per-try timeouts only: initial_requests and additional_request_chance are checked
 	// for their defaults in convert (Envoy documents other values as not implemented).

@@ -259,6 +259,11 @@ type RouteAction struct {
 	// last from its start, else it is ended with "downstream duration timeout" (nil: unset; 0: none).
 	// A route with the max_stream_duration message set applies no Timeout (see convert).
 	MaxStreamDuration *time.Duration
+	// GrpcTimeoutHeaderMax and GrpcTimeoutHeaderOffset are max_stream_duration's
+	// grpc_timeout_header_max and grpc_timeout_header_offset (nil: unset). With the first set, a
+	// request's grpc-timeout header replaces MaxStreamDuration, capped by it (0: no cap), less the
+	// offset.
+	GrpcTimeoutHeaderMax, GrpcTimeoutHeaderOffset *time.Duration
 	// HedgePolicy is hedge_policy (nil: the virtual host's, if any).
 	HedgePolicy *HedgePolicy
 	// MirrorPolicies are request_mirror_policies: each request drawn by a policy's fraction is also sent,
