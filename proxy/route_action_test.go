@@ -260,14 +260,14 @@ var _ = Describe("request_mirror_policies", func() {
 		r := mirrorRoute(all)
 		r.Action.MirrorPolicies = append(r.Action.MirrorPolicies, config.MirrorPolicy{Cluster: "down", Fraction: all})
 		r.Action.MirrorPolicies[0].Cluster = "hanging"
-		r.Action.Timeout = time.Second // the mirror's bound too (Envoy: the async request's timeout)
+		r.Action.Timeout = 2 * time.Second // the mirror's bound too (Envoy: the async request's timeout)
 		srv, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", main.addr()),
 			cluster("hanging", hanging.addr()), cluster("down", closedAddr())}})
 		began := time.Now()
 		code, _, body := get(url + "/")
 		Expect(code).To(Equal(200))
 		Expect(body).To(Equal("hello"))
-		Expect(time.Since(began)).To(BeNumerically("<", time.Second), "the mirror hangs until the route timeout")
+		Expect(time.Since(began)).To(BeNumerically("<", 2*time.Second), "the mirror hangs until the route timeout")
 		Eventually(func() uint64 { return stat(srv, "cluster.down.upstream_cx_connect_fail") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
 		Eventually(func() uint64 { return stat(srv, "cluster.hanging.upstream_rq_timeout") }).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
 		Expect(hanging.requests.Load()).To(BeEquivalentTo(1))
