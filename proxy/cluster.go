@@ -71,6 +71,7 @@ type clusterStats struct {
 	rqRetry, rqRetrySuccess, rqRetryOverflow, rqRetryLimitExceeded         *stats.Counter
 	// retryOrShadowAbandoned: a retry given up because the request body exceeded the buffer limit.
 	retryOrShadowAbandoned                                                  *stats.Counter
+	rqPerTryIdleTimeout                                                     *stats.Counter
 	rqRetryBackoffExponential, cxTotal, cxConnectFail, cxConnectTimeout     *stats.Counter
 	cxNoneHealthy, lbHealthyPanic, rqPendingTotal                           *stats.Counter
 	rqClass                                                                 classCounters // upstream_rq_2xx … _5xx
@@ -107,6 +108,7 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 		rqRetry: c("upstream_rq_retry"), rqRetrySuccess: c("upstream_rq_retry_success"),
 		rqRetryOverflow: c("upstream_rq_retry_overflow"), rqRetryLimitExceeded: c("upstream_rq_retry_limit_exceeded"),
 		retryOrShadowAbandoned:    c("retry_or_shadow_abandoned"),
+		rqPerTryIdleTimeout:       c("upstream_rq_per_try_idle_timeout"),
 		rqRetryBackoffExponential: c("upstream_rq_retry_backoff_exponential"),
 		rqRetryBackoffRateLimited: c("upstream_rq_retry_backoff_ratelimited"),
 		cxTotal:                   c("upstream_cx_total"), cxConnectFail: c("upstream_cx_connect_fail"),

@@ -52,6 +52,8 @@ type hcmStats struct {
 	rqTotal, noRoute, rqTimeout, cxTotal, rqHeaderTimeout *stats.Counter
 	noCluster                                             *stats.Counter // the router's no_cluster: a route's cluster does not exist
 	rqClass                                               classCounters  // downstream_rq_2xx … _5xx
+	// rqMaxDurationReached: a request ended by its route's max_stream_duration.
+	rqMaxDurationReached *stats.Counter
 	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
 	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
 	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
@@ -71,7 +73,8 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 		cxTotal:         c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
 		cxIdleTimeout: c("downstream_cx_idle_timeout"), cxMaxRequestsReached: c("downstream_cx_max_requests_reached"),
-		rqTime: store.Histogram(p + "downstream_rq_time"),
+		rqTime:               store.Histogram(p + "downstream_rq_time"),
+		rqMaxDurationReached: c("downstream_rq_max_duration_reached"),
 	}
 }
 
@@ -280,14 +283,20 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.clusterNotFound(w, r, vh, route)
 		return
 	}
+	// The route's max_stream_duration runs from the stream's start (ActiveStream::refreshDurationTimeout,
+	// source/common/http/conn_manager_impl.cc).
+	var stream streamLimit
+	if d, ok, grpcTimeout := streamDuration(&route.Action, r); ok {
+		stream = streamLimit{end: began.Add(d), grpcTimeout: grpcTimeout}
+	}
 	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
 		var ok bool
-		if body, ok = cm.readBody(w, r, cm.retryBufferLimit(vh, route)); !ok {
+		if body, ok = cm.readBody(w, r, cm.retryBufferLimit(vh, route), stream.end); !ok {
 			return
 		}
 	}
-	cm.router.forward(w, r, vh, route, cl, body)
+	cm.router.forward(w, r, vh, route, cl, body, stream)
 }
 
 // clusterNotFound answers a request whose route names a cluster the proxy does not have (a
@@ -338,6 +347,7 @@ type bodyRest struct {
 	r       io.Reader
 	err     error
 	done    func()
+	eof     bool // the whole body was read
 }
 
 func (b *bodyRest) Read(p []byte) (int, error) {
@@ -349,6 +359,7 @@ func (b *bodyRest) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	switch {
 	case err == io.EOF:
+		b.eof = true
 		if b.done != nil {
 			b.done()
 			b.done = nil
@@ -365,20 +376,39 @@ func (b *bodyRest) Read(p []byte) (int, error) {
 // read and a retry sends the same bytes. A larger one is not an error (Envoy streams bodies of any
 // size through the router): its rest streams upstream, still under the request_timeout. The buffer
 // grows with what arrives, never from the Content-Length a client declares.
-func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit int) (requestBody, bool) {
+func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit int, streamEnd time.Time) (requestBody, bool) {
 	rc := http.NewResponseController(w)
+	reqDeadline := time.Now().Add(cm.requestTimeout)
 	if cm.requestTimeout > 0 { // a socket deadline: the real clock's
-		_ = rc.SetReadDeadline(time.Now().Add(cm.requestTimeout))
+		_ = rc.SetReadDeadline(reqDeadline)
+	}
+	// The route's max_stream_duration bounds the buffered part too, when it ends first.
+	byDuration := !streamEnd.IsZero() && (cm.requestTimeout == 0 || streamEnd.Sub(cm.clk.Now()) < cm.requestTimeout)
+	if byDuration {
+		_ = rc.SetReadDeadline(time.Now().Add(streamEnd.Sub(cm.clk.Now())))
 	}
 	clearDeadline := func() {
-		if cm.requestTimeout > 0 {
+		if cm.requestTimeout > 0 || byDuration {
 			_ = rc.SetReadDeadline(time.Time{})
 		}
 	}
 	buf, pending, err := bufferBody(r.Body, limit, r.ContentLength)
+	var ne net.Error
+	if err != nil && byDuration && errors.As(err, &ne) && ne.Timeout() {
+		cm.streamDurationReached(w, r, false)
+		return requestBody{}, false
+	}
 	if err != nil {
 		cm.bodyError(w, r, err)
 		return requestBody{}, false
+	}
+	if pending != nil && byDuration {
+		// The rest streams upstream under the router's deadline, which the stream's end bounds; the
+		// downstream reads keep only the request_timeout.
+		_ = rc.SetReadDeadline(time.Time{})
+		if cm.requestTimeout > 0 {
+			_ = rc.SetReadDeadline(reqDeadline)
+		}
 	}
 	if pending == nil {
 		clearDeadline()
@@ -451,6 +481,23 @@ func (cm *connManager) bodyError(w http.ResponseWriter, r *http.Request, err err
 	default:
 		cm.downstreamGone() // the stream ended or was reset mid-body: nobody to answer
 	}
+}
+
+// streamDurationReached ends a request at its route's max_stream_duration, as Envoy's
+// ActiveStream::onStreamMaxDurationReached (source/common/http/conn_manager_impl.cc):
+// downstream_rq_max_duration_reached, and a local reply "downstream duration timeout", 504 once the
+// whole request was received and 408 before (Utility::maybeRequestTimeoutCode). Once the response has
+// started, the stream is reset instead (the caller's panic).
+func (cm *connManager) streamDurationReached(w http.ResponseWriter, r *http.Request, complete bool) {
+	cm.st.rqMaxDurationReached.Inc()
+	if w == nil { // the response has started: the caller resets the stream
+		return
+	}
+	code := http.StatusRequestTimeout
+	if complete {
+		code = http.StatusGatewayTimeout
+	}
+	cm.localReply(w, r, nil, code, "downstream duration timeout")
 }
 
 // connectionClose is the header of a local reply after which the downstream connection closes.

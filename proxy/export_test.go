@@ -10,3 +10,9 @@ var ExpectedTimeoutMs = expectedTimeoutMs
 
 // HostAddress is the address the connection manager appends to x-forwarded-for for a loopback peer.
 var HostAddress = hostAddress
+
+// ParseGrpcTimeout and FormatGrpcTimeout read and write grpc-timeout values, for the external test package.
+var (
+	ParseGrpcTimeout  = parseGrpcTimeout
+	FormatGrpcTimeout = formatGrpcTimeout
+)

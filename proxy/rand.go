@@ -29,6 +29,7 @@ const (
 	saltHealth
 	saltRoute // the route's own draws: a weighted cluster
 	saltLocalRateLimit
+	saltMirror
 )
 
 // seed resets p to the stream of (name, salt).

@@ -54,6 +54,7 @@ type downstream interface {
 	countStatus(code int)
 	downstreamGone()
 	bodyError(w http.ResponseWriter, r *http.Request, err error)
+	streamDurationReached(w http.ResponseWriter, r *http.Request, complete bool)
 }
 
 func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router {
@@ -71,10 +72,11 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 }
 
 // forward sends a routed request upstream, to cl (the route's cluster as the connection manager chose
-// it), and answers it.
-func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, cl *cluster, body requestBody) {
+// it), and answers it; stream is the route's max_stream_duration.
+func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, cl *cluster, body requestBody, stream streamLimit) {
 	f := rt.forwards.Get().(*forward)
-	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, attachFn: f.attachFn, detachFn: f.detachFn, uri: r.RequestURI}
+	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, attachFn: f.attachFn, detachFn: f.detachFn, uri: r.RequestURI,
+		streamEnd: stream.end, grpcTimeout: stream.grpcTimeout}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
@@ -161,6 +163,15 @@ type forward struct {
 	attachFn   func() bool
 	detachFn   func()
 	rqOverflow bool
+	// softPerTry, set on the attempts of a hedged request, is what their per-try timeout calls instead
+	// of resetting them (see hedge.go).
+	softPerTry func(index int)
+	// streamEnd is the end of the stream's max_stream_duration (zero: none); byDuration: it comes before
+	// the route timeout, so it is the deadline.
+	streamEnd  time.Time
+	byDuration bool
+	// grpcTimeout replaces the request's grpc-timeout upstream ("": kept as it is).
+	grpcTimeout string
 }
 
 // run is the forward/retry loop: an upstream request, then the retry decision (Envoy's
@@ -177,6 +188,9 @@ func (f *forward) run() {
 	if timeout > 0 {
 		f.deadline = f.start.Add(timeout)
 	}
+	if !f.streamEnd.IsZero() && (f.deadline.IsZero() || f.streamEnd.Before(f.deadline)) {
+		f.deadline, f.byDuration = f.streamEnd, true
+	}
 	defer func() {
 		if f.rcancel != nil {
 			f.rcancel()
@@ -186,16 +200,28 @@ func (f *forward) run() {
 		rs      = policy.NewRetryState(0, 0)
 		backoff *policy.Backoff
 	)
+	var on policy.RetryOn
 	if rp != nil {
-		on, _ := policy.ParseRetryOn(rp.RetryOn) // validated when the config was loaded
-		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
-		if f.body.rest != nil && on != 0 {
-			// The body is larger than the buffer limit, so it cannot be sent again: Envoy gives up
-			// the retry and counts it (Router::Filter::decodeData, source/common/router/router.cc:
-			// retry_or_shadow_abandoned, retry_state_.reset()); the request streams on.
-			f.cl.st.retryOrShadowAbandoned.Inc()
-			rs = policy.NewRetryState(0, 0)
+		on, _ = policy.ParseRetryOn(rp.RetryOn) // validated when the config was loaded
+		if len(rp.RetriableRequestHeaders) > 0 && !f.retriableRequest(rp.RetriableRequestHeaders) {
+			// retriable_request_headers: a request none of them matches is not retried, whatever its
+			// conditions, x-envoy-retry-on included (RetryStateImpl, retry_state_impl.cc, sets
+			// retry_on_ to 0), so its body is not held for a retry either.
+			on = 0
 		}
+		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
+	}
+	mirrors := f.drawMirrors(reqID)
+	if f.body.rest != nil && (on != 0 || len(mirrors) > 0) {
+		// The body is larger than the buffer limit, so it cannot be sent again: Envoy gives up
+		// the retry and the mirrors and counts it once (Router::Filter::decodeData,
+		// source/common/router/router.cc: retry_or_shadow_abandoned, retry_state_.reset(),
+		// active_shadow_policies_.clear()); the request streams on.
+		f.cl.st.retryOrShadowAbandoned.Inc()
+		rs, mirrors = policy.NewRetryState(0, 0), nil
+	}
+	if len(mirrors) > 0 {
+		f.mirror(mirrors, reqID, timeout)
 	}
 	var tried map[int]bool // hosts already tried: only a retry's host selection reads it
 	hash := f.hash()
@@ -216,6 +242,10 @@ func (f *forward) run() {
 		}
 	}
 	defer release()
+	if rp != nil && rp.PerTryTimeout > 0 && f.hedgeOnPerTryTimeout() {
+		attempts = f.hedged(rp, rs, on != 0 && f.body.rest == nil, reqID, hash)
+		return
+	}
 	for n := 1; ; n++ {
 		a := f.try(rp, reqID, n, hash, tried)
 		if a.host != nil {
@@ -408,6 +438,12 @@ func (f *forward) upstreamLocalReply(code int, body string, n int, hdr http.Head
 // local reply of the router, it carries x-envoy-attempt-count when the virtual host asks (Envoy's
 // Filter::modify_headers_, applied to the local replies of onUpstreamAbort, router.cc).
 func (f *forward) routeTimeout(n int) {
+	if f.byDuration {
+		// The stream's max duration, not the router's timeout: the connection manager answers
+		// (onStreamMaxDurationReached) and the router's attempt is reset as it is destroyed.
+		f.rt.hcm.streamDurationReached(f.w, f.r, f.body.rest == nil || f.body.rest.eof)
+		return
+	}
 	f.cl.st.rqTimeout.Inc()
 	if f.vc != nil {
 		f.vc.rqTimeout.Inc()
@@ -434,16 +470,33 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	f.mutateResponse(hdr, resp.StatusCode, a.host.addr)
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.hcm.countStatus(resp.StatusCode)
+	var body io.Reader = resp.Body
+	if it := a.idle; it != nil {
+		// The idle timeout goes on through the body: when it fires now, the attempt is reset and so
+		// is the downstream (onPerTryTimeoutCommon cannot retry a started response).
+		cl, h, index := f.cl, a.host, a.index
+		it.relaying(func() {
+			cl.st.rqPerTryIdleTimeout.Inc()
+			cl.st.rqTxReset.Inc()
+			h.rqTimeout.Add(1)
+			cl.recordOutcome(index, policy.Outcome{Kind: policy.PerTryTimeout})
+		})
+		body = idleBody{resp.Body, it}
+	}
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
-	_, err := io.CopyBuffer(f.w, resp.Body, *bp)
+	_, err := io.CopyBuffer(f.w, body, *bp)
 	// upstream_rq_time is Envoy's: from the request's start in the router (its downstream request
 	// complete, for a buffered body) to the end of the response, retries and back-offs included
 	// (Filter::onUpstreamComplete, router.cc, from downstream_request_complete_time_).
 	f.cl.st.rqTime.Record(f.rt.clk.Since(f.start))
 	f.vc.recordTime(f.rt.clk.Since(f.start)) // CodeStatsImpl::chargeResponseTiming
 	if err != nil {
-		if f.timedOut() {
+		switch {
+		case f.timedOut() && f.byDuration:
+			f.rt.hcm.streamDurationReached(nil, f.r, true) // counted; the downstream is reset below
+			f.cl.st.rqTxReset.Inc()
+		case f.timedOut():
 			f.cl.st.rqTimeout.Inc()
 			if f.vc != nil {
 				f.vc.rqTimeout.Inc()

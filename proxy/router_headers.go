@@ -93,3 +93,31 @@ func parseHeaderUint(h http.Header, name string) (uint64, error) {
 	}
 	return strconv.ParseUint(v, 10, 32)
 }
+
+// retriableRequest reports whether one of the retriable_request_headers matchers matches the request
+// as it goes upstream (Envoy matches them after the route's header mutations and rewrites): the
+// pseudo-headers :method, :path, :authority and :scheme are its method, target, Host and "http", the
+// other names its headers.
+func (f *forward) retriableRequest(ms []config.HeaderMatcher) bool {
+	for _, m := range ms {
+		h := f.hdr
+		var v string
+		switch m.Name {
+		case ":method":
+			v = f.r.Method
+		case ":path":
+			v = f.uri
+		case ":authority":
+			v = f.host
+		case ":scheme":
+			v = "http"
+		}
+		if v != "" {
+			h = http.Header{m.Name: {v}}
+		}
+		if headerMatches(m, h) {
+			return true
+		}
+	}
+	return false
+}

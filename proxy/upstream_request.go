@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,7 +23,10 @@ import (
 	"github.com/meshproof/meshproof/proxy/policy"
 )
 
-var errPerTryTimeout = errors.New("per-try timeout")
+var (
+	errPerTryTimeout     = errors.New("per-try timeout")
+	errPerTryIdleTimeout = errors.New("per-try idle timeout")
+)
 
 // upstreamRequest is one attempt of a request at a host and its outcome (Envoy's UpstreamRequest,
 // source/common/router/upstream_request.h): the breaker slots it holds, its response, its span.
@@ -40,6 +44,7 @@ type upstreamRequest struct {
 	sent      time.Time     // when the attempt was sent
 	took      time.Duration // from send to response headers
 	span      trace.Span    // the attempt's client span when traced; nil otherwise
+	idle      *idleTimer    // its per_try_idle_timeout; nil: none
 }
 
 // attachment is what an attempt holds once its pool attached it to a connection (see attach): a
@@ -68,6 +73,9 @@ func (a *upstreamRequest) done() {
 	if a.att != nil {
 		a.att.release()
 	}
+	if a.idle != nil {
+		a.idle.stop() // before the next attempt can register its exchange with the aborter
+	}
 	a.cancel(nil)
 	if a.span != nil {
 		a.span.End()
@@ -80,15 +88,23 @@ func (a *upstreamRequest) done() {
 // ConnPoolImplBase::attachStreamToClient (source/common/conn_pool/conn_pool_base.cc) does; false: at
 // max_requests, the attempt overflows (upstream_rq_pending_overflow) and the connection serves another.
 func (f *forward) attach() bool {
-	t := &f.att
-	if !t.cl.rm.TryAcquireRequest() {
+	if !f.att.take() {
 		f.rqOverflow = true
 		return false
 	}
-	t.cl.st.rqTotal.Inc()
 	if f.vc != nil { // the virtual cluster counts its attempts at the same moment (router.cc, onPoolReady)
 		f.vc.rqTotal.Inc()
 	}
+	return true
+}
+
+// take takes a max_requests slot for an attempt that has its connection and counts the request;
+// false: at max_requests.
+func (t *attachment) take() bool {
+	if !t.cl.rm.TryAcquireRequest() {
+		return false
+	}
+	t.cl.st.rqTotal.Inc()
 	t.cl.st.rqActive.Inc()
 	t.host.rqTotal.Add(1)
 	t.host.rqActive.Add(1)
@@ -102,14 +118,14 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	if !cl.trafficSeen.Load() {
 		cl.trafficSeen.Store(true)
 	}
-	var perTry time.Duration
+	var perTry, idle time.Duration
 	if rp != nil {
-		perTry = rp.PerTryTimeout
+		perTry, idle = rp.PerTryTimeout, rp.PerTryIdleTimeout
 	}
-	// An attempt needs a context of its own only for its per-try timeout: otherwise it ends with the
-	// request's (route timeout, downstream gone), and done closes its response.
+	// An attempt needs a context of its own only for its per-try (idle) timeout: otherwise it ends with
+	// the request's (route timeout, downstream gone), and done closes its response.
 	actx, cancel := f.r.Context(), noCancel
-	if perTry > 0 {
+	if perTry > 0 || idle > 0 {
 		actx, cancel = context.WithCancelCause(f.ctx())
 	}
 	a := upstreamRequest{cancel: cancel, index: -1, cl: cl, vc: f.vc}
@@ -149,15 +165,23 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		f.scratch[4] = f.origPath
 		f.extra[hdrOriginalPath] = f.scratch[4:5:5]
 	}
+	if f.grpcTimeout != "" {
+		f.extra[hdrGrpcTimeout] = []string{f.grpcTimeout}
+	}
 	if f.vh.IncludeRequestAttemptCount {
 		f.scratch[2] = strconv.Itoa(n)
 		f.extra[hdrAttemptCount] = f.scratch[2:3:3]
 	}
 	var timeout time.Duration // the route timeout (0: none)
-	if !f.deadline.IsZero() {
+	// The stream's max duration is no route timeout to announce (finalTimeout sets none for it).
+	if !f.deadline.IsZero() && !f.byDuration {
 		timeout = f.deadline.Sub(f.start)
 	}
-	if ms := expectedTimeoutMs(f.rt.clk.Since(f.start), timeout, perTry); ms > 0 {
+	expectPerTry := perTry
+	if f.softPerTry != nil {
+		expectPerTry = 0 // hedging: the upstream may take the whole route timeout (setTimeoutHeaders)
+	}
+	if ms := expectedTimeoutMs(f.rt.clk.Since(f.start), timeout, expectPerTry); ms > 0 {
 		f.scratch[3] = msString(ms)
 		f.extra[hdrExpectedTimeout] = f.scratch[3:4:4]
 	}
@@ -166,7 +190,13 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	}
 
 	var timer clock.Timer
-	if perTry > 0 {
+	switch {
+	case perTry > 0 && f.softPerTry != nil:
+		// Hedging: the per-try timeout leaves the attempt running and tells the router
+		// (Filter::onSoftPerTryTimeout, router.cc).
+		soft, index := f.softPerTry, a.index
+		timer = f.rt.clk.AfterFunc(perTry, func() { soft(index) })
+	case perTry > 0:
 		ab := f.ab
 		timer = f.rt.clk.AfterFunc(perTry, func() {
 			cancel(errPerTryTimeout) // first: the attempt's outcome is read from its context
@@ -174,6 +204,9 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 				ab.Interrupt()
 			}
 		})
+	}
+	if idle > 0 {
+		a.idle = newIdleTimer(f.rt.clk, idle, cancel, f.ab)
 	}
 	a.sent = f.rt.clk.Now()
 	f.att, f.rqOverflow = attachment{cl: cl, host: h}, false
@@ -186,10 +219,15 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		}
 		return f.unattached(a, actx, err, n)
 	}
-	if timer != nil && !timer.Stop() && err == nil {
+	if timer != nil && !timer.Stop() && err == nil && f.softPerTry == nil {
 		// The per-try timeout fired as the headers arrived: the attempt's context is gone, so is the body.
 		resp.Body.Close()
 		err = errPerTryTimeout
+	}
+	if a.idle != nil && err == nil && !a.idle.active() {
+		// The idle timeout fired as the headers arrived: the attempt is reset, as above.
+		resp.Body.Close()
+		err = errPerTryIdleTimeout
 	}
 	switch {
 	case err == nil:
@@ -206,18 +244,36 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		// The downstream's body failed as it streamed: no fault of the host's (the router answers).
 		a.outcome = policy.Outcome{Kind: policy.Reset}
 		return a
-	case context.Cause(actx) == errPerTryTimeout:
+	case context.Cause(actx) == errHedgeLost:
+		// Another attempt of a hedged request won: the router resets this one
+		// (Filter::resetOtherUpstreams, router.cc), no fault of the host's.
+		cl.st.rqTxReset.Inc()
+		a.outcome = policy.Outcome{Kind: policy.Reset}
+		return a
+	case context.Cause(actx) == errPerTryTimeout, context.Cause(actx) == errPerTryIdleTimeout:
 		// The router resets the attempt (Filter::onPerTryTimeout → UpstreamRequest::resetStream,
 		// router.cc), a local reset its pool counts as upstream_rq_tx_reset (onStreamReset,
 		// source/common/http/conn_pool_base.cc); so do the route timeout and the downstream going away.
+		// Its idle timeout is the same to the router, counted in upstream_rq_per_try_idle_timeout
+		// instead (Filter::onPerTryIdleTimeout → onPerTryTimeoutCommon).
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
-		cl.st.rqPerTryTimeout.Inc()
+		if context.Cause(actx) == errPerTryIdleTimeout {
+			cl.st.rqPerTryIdleTimeout.Inc()
+		} else {
+			cl.st.rqPerTryTimeout.Inc()
+		}
 		cl.st.rqTxReset.Inc()
 		h.rqTimeout.Add(1)
 		h.rqError.Add(1)
 	case errors.As(err, new(*connectError)):
 		a.outcome = policy.Outcome{Kind: policy.ConnectFailure, BeforeRequest: true}
 		h.rqError.Add(1)
+	case f.timedOut() && f.byDuration:
+		// The stream's max duration ended the attempt: the router is destroyed and resets it
+		// (Filter::onDestroy), no timeout of the host's.
+		cl.st.rqTxReset.Inc()
+		a.outcome = policy.Outcome{Kind: policy.Reset}
+		return a
 	case f.timedOut():
 		// The route timeout ended the attempt: outlier detection hears of a local-origin timeout.
 		a.outcome = policy.Outcome{Kind: policy.PerTryTimeout}
@@ -383,3 +439,112 @@ type msCache struct {
 }
 
 var lastMs atomic.Pointer[msCache]
+
+// idleTimer is an attempt's per_try_idle_timeout, as Envoy's UpstreamRequest::setupPerTryTimeout and
+// resetPerTryIdleTimer (source/common/router/upstream_request.cc): armed when the attempt is sent and
+// re-armed by its response headers and by every read of its body that brings bytes. When it fires,
+// the attempt is reset (Filter::onPerTryIdleTimeout, router.cc): before the response headers, the
+// router handles it as a per-try timeout (retried under 5xx, gateway-error, reset; else 504 "upstream
+// request timeout"); once the response is relayed, the downstream is reset mid-body. Bytes only move
+// its deadline forward: the one timer, when it fires early, waits again for what is left.
+type idleTimer struct {
+	clk    clock.Clock
+	d      time.Duration
+	cancel context.CancelCauseFunc
+	ab     *h1.Aborter
+
+	mu    sync.Mutex
+	t     clock.Timer
+	last  time.Time // the last bytes (or the attempt's start)
+	state idleState
+	// onBody counts the timeout once the response is relayed (set by relay; nil before).
+	onBody func()
+}
+
+type idleState uint8
+
+const (
+	idleArmed idleState = iota
+	idleFired
+	idleStopped
+)
+
+func newIdleTimer(clk clock.Clock, d time.Duration, cancel context.CancelCauseFunc, ab *h1.Aborter) *idleTimer {
+	it := &idleTimer{clk: clk, d: d, cancel: cancel, ab: ab, last: clk.Now()}
+	it.t = clk.AfterFunc(d, it.fire)
+	return it
+}
+
+// fire resets the attempt when nothing came for d since the last bytes; else it waits for the rest.
+func (it *idleTimer) fire() {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	if it.state != idleArmed {
+		return
+	}
+	if left := it.d - it.clk.Since(it.last); left > 0 {
+		it.t = it.clk.AfterFunc(left, it.fire)
+		return
+	}
+	it.state = idleFired
+	it.cancel(errPerTryIdleTimeout) // first: the attempt's outcome is read from its context
+	if it.onBody != nil {
+		it.onBody()
+	}
+	if it.ab != nil {
+		it.ab.Interrupt()
+	}
+}
+
+// touch re-arms the timer: bytes came from the upstream.
+func (it *idleTimer) touch() {
+	it.mu.Lock()
+	if it.state == idleArmed {
+		it.last = it.clk.Now()
+	}
+	it.mu.Unlock()
+}
+
+// active reports whether the timer has not fired, and re-arms it (the response headers came).
+func (it *idleTimer) active() bool {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	if it.state == idleArmed {
+		it.last = it.clk.Now()
+	}
+	return it.state != idleFired
+}
+
+// relaying sets what the timer counts when it fires while the response is relayed.
+func (it *idleTimer) relaying(onBody func()) {
+	it.mu.Lock()
+	it.onBody = onBody
+	it.mu.Unlock()
+}
+
+// stop disarms the timer for good: once it returns, the timer interrupts nothing.
+func (it *idleTimer) stop() {
+	it.mu.Lock()
+	if it.state == idleArmed {
+		it.state = idleStopped
+	}
+	it.t.Stop()
+	it.mu.Unlock()
+}
+
+// idleBody is a relayed response body that re-arms its attempt's idle timer as bytes arrive.
+type idleBody struct {
+	io.ReadCloser
+	it *idleTimer
+}
+
+func (b idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.it.touch()
+	}
+	if err == io.EOF {
+		b.it.stop() // the response is complete (Filter::onUpstreamComplete ends the attempt's timers)
+	}
+	return n, err
+}

@@ -347,6 +347,7 @@ func (c *converter) virtualHost(vh *routev3.VirtualHost, path string, clusters m
 		RequestHeaders:        c.headerMutation(vh.GetRequestHeadersToAdd(), vh.GetRequestHeadersToRemove(), path, "request"),
 		ResponseHeaders:       c.headerMutation(vh.GetResponseHeadersToAdd(), vh.GetResponseHeadersToRemove(), path, "response"),
 	}
+	out.HedgePolicy = c.hedgePolicy(vh.GetHedgePolicy(), joinPath(path, "hedge_policy"))
 	for i, r := range vh.GetRoutes() {
 		out.Routes = append(out.Routes, c.route(r, indexPath(joinPath(path, "routes"), i), clusters))
 	}
@@ -399,6 +400,25 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 	if code := action.GetClusterNotFoundResponseCode(); code != routev3.RouteAction_SERVICE_UNAVAILABLE {
 		out.Action.ClusterNotFoundCode = clusterNotFoundCodes[code] // else 0: the default, 503
 	}
+	if msd := action.GetMaxStreamDuration(); msd != nil {
+		// Envoy's RouteEntryImplBase sets using_new_timeouts_ when max_stream_duration is present, and
+		// FilterUtility::finalTimeout (router.cc) then leaves the route timeout unset: `timeout` no
+		// longer applies (x-envoy-upstream-rq-timeout-ms still does).
+		out.Action.Timeout = 0
+		mpath := joinPath(path, "max_stream_duration")
+		optional := func(d *durationpb.Duration, name string) *time.Duration {
+			if d == nil {
+				return nil
+			}
+			v := c.duration(d, 0, joinPath(mpath, name))
+			return &v
+		}
+		out.Action.MaxStreamDuration = optional(msd.GetMaxStreamDuration(), "max_stream_duration")
+		out.Action.GrpcTimeoutHeaderMax = optional(msd.GetGrpcTimeoutHeaderMax(), "grpc_timeout_header_max")
+		out.Action.GrpcTimeoutHeaderOffset = optional(msd.GetGrpcTimeoutHeaderOffset(), "grpc_timeout_header_offset")
+	}
+	out.Action.HedgePolicy = c.hedgePolicy(action.GetHedgePolicy(), joinPath(path, "hedge_policy"))
+	out.Action.MirrorPolicies = c.mirrorPolicies(action.GetRequestMirrorPolicies(), joinPath(path, "request_mirror_policies"), clusters)
 	switch spec := action.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_WeightedClusters:
 		out.Action.WeightedClusters = c.weightedClusters(spec.WeightedClusters, joinPath(path, "weighted_clusters"), clusters)
@@ -694,6 +714,8 @@ func (c *converter) retryPolicy(p *routev3.RetryPolicy, path string) *RetryPolic
 		NumRetries:    defaultNumRetries,
 		PerTryTimeout: c.duration(p.GetPerTryTimeout(), 0, joinPath(path, "per_try_timeout")),
 		BaseInterval:  defaultBaseInterval,
+		// per_try_idle_timeout: 0 or unset disables it (route_components.proto).
+		PerTryIdleTimeout: c.duration(p.GetPerTryIdleTimeout(), 0, joinPath(path, "per_try_idle_timeout")),
 	}
 	if n := p.GetNumRetries(); n != nil {
 		out.NumRetries = n.GetValue()

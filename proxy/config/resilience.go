@@ -239,6 +239,9 @@ func (c *converter) retryExtras(p *routev3.RetryPolicy, out *RetryPolicy, path s
 	for i, hm := range p.GetRetriableHeaders() {
 		out.RetriableHeaders = append(out.RetriableHeaders, c.headerMatcher(hm, indexPath(joinPath(path, "retriable_headers"), i)))
 	}
+	for i, hm := range p.GetRetriableRequestHeaders() {
+		out.RetriableRequestHeaders = append(out.RetriableRequestHeaders, c.headerMatcher(hm, indexPath(joinPath(path, "retriable_request_headers"), i)))
+	}
 	if rl := p.GetRateLimitedRetryBackOff(); rl != nil {
 		rpath := joinPath(path, "rate_limited_retry_back_off")
 		out.RateLimited = &RateLimitedBackOff{MaxInterval: c.duration(rl.GetMaxInterval(), policy.DefaultRateLimitedMaxInterval, joinPath(rpath, "max_interval"))}
@@ -285,4 +288,45 @@ func NewCluster(name string, endpoints ...Endpoint) Cluster {
 		RingHash:              policy.DefaultRingHashConfig(),
 		MaglevTableSize:       defaultMaglevTableSize,
 	}
+}
+
+// mirrorPolicies converts request_mirror_policies as Envoy's ShadowPolicyImpl
+// (source/common/router/config_impl.cc): a cluster of the bootstrap (Envoy validates it with the route
+// configuration's clusters), the fraction of requests mirrored — runtime_fraction's default_value, 100%
+// when runtime_fraction is unset — and trace_sampled, default true.
+func (c *converter) mirrorPolicies(ps []*routev3.RouteAction_RequestMirrorPolicy, path string, clusters map[string]bool) []MirrorPolicy {
+	var out []MirrorPolicy
+	for i, p := range ps {
+		ppath := indexPath(path, i)
+		if p.GetCluster() == "" {
+			c.fail(joinPath(ppath, "cluster"), "required: the name of the cluster to mirror to (cluster_header is not supported)")
+			continue
+		}
+		c.knownCluster(p.GetCluster(), joinPath(ppath, "cluster"), clusters)
+		m := MirrorPolicy{Cluster: p.GetCluster(), Fraction: Fraction{Numerator: 100, Denominator: 100}, TraceSampled: true}
+		if rf := p.GetRuntimeFraction(); rf != nil {
+			m.Fraction = fraction(rf.GetDefaultValue())
+		}
+		if ts := p.GetTraceSampled(); ts != nil {
+			m.TraceSampled = ts.GetValue()
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// hedgePolicy converts a HedgePolicy (nil stays nil). Envoy implements only hedge_on_per_try_timeout:
+// route_components.proto documents initial_requests and additional_request_chance as "not yet
+// implemented", so a value other than their defaults (1 and 0%) is rejected rather than ignored.
+func (c *converter) hedgePolicy(p *routev3.HedgePolicy, path string) *HedgePolicy {
+	if p == nil {
+		return nil
+	}
+	if n := p.GetInitialRequests(); n != nil && n.GetValue() != 1 {
+		c.fail(joinPath(path, "initial_requests"), "%d is not supported: only 1, the default (Envoy does not implement more)", n.GetValue())
+	}
+	if f := p.GetAdditionalRequestChance(); f != nil && f.GetNumerator() != 0 {
+		c.fail(joinPath(path, "additional_request_chance"), "a numerator of %d is not supported: only 0, the default (Envoy does not implement it)", f.GetNumerator())
+	}
+	return &HedgePolicy{OnPerTryTimeout: p.GetHedgeOnPerTryTimeout()}
 }

@@ -297,6 +297,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"request_headers_to_remove":         nil,
 		"response_headers_to_add":           nil,
 		"response_headers_to_remove":        nil,
+		"hedge_policy":                      nil,
 	},
 	"envoy.config.route.v3.VirtualCluster": {
 		"name":    nil,
@@ -365,6 +366,28 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"timeout":                         nil,
 		"retry_policy":                    nil,
 		"hash_policy":                     nil,
+		// request_mirror_policies: see RequestMirrorPolicy below.
+		"request_mirror_policies": nil,
+		"hedge_policy":            nil,
+		"max_stream_duration":     nil,
+	},
+	"envoy.config.route.v3.RouteAction.MaxStreamDuration": {
+		"max_stream_duration":        nil,
+		"grpc_timeout_header_max":    nil,
+		"grpc_timeout_header_offset": nil,
+	},
+	// Hedging on per-try timeouts only: initial_requests and additional_request_chance are checked
+	// for their defaults in convert (Envoy documents other values as not implemented).
+	"envoy.config.route.v3.HedgePolicy": {
+		"initial_requests":          nil,
+		"additional_request_chance": nil,
+		"hedge_on_per_try_timeout":  nil,
+	},
+	// Shadowing to a named cluster (no cluster_header, no disable_shadow_host_suffix_append).
+	"envoy.config.route.v3.RouteAction.RequestMirrorPolicy": {
+		"cluster":          nil,
+		"runtime_fraction": nil,
+		"trace_sampled":    nil,
 	},
 	"envoy.type.matcher.v3.RegexMatchAndSubstitute": {
 		"pattern":      nil,
@@ -400,6 +423,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"host_selection_retry_max_attempts": nil,
 		"retriable_headers":                 nil,
 		"rate_limited_retry_back_off":       nil,
+		"per_try_idle_timeout":              nil,
+		"retriable_request_headers":         nil,
 	},
 	"envoy.config.route.v3.RetryPolicy.RateLimitedRetryBackOff": {
 		"reset_headers": nil,

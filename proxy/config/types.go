@@ -242,6 +242,8 @@ type VirtualHost struct {
 	PerRequestBufferLimit *uint32
 	// RequestHeaders and ResponseHeaders apply after the route's, before the route configuration's.
 	RequestHeaders, ResponseHeaders HeaderMutation
+	// HedgePolicy applies to routes without their own (nil: none).
+	HedgePolicy *HedgePolicy
 	// VirtualClusters are virtual_clusters: named request classes with stats of their own.
 	VirtualClusters []VirtualCluster
 }
@@ -333,6 +335,38 @@ type RouteAction struct {
 	RegexRewrite *RegexRewrite
 	// HostRewrite is host_rewrite_literal: the Host sent upstream ("": the downstream's).
 	HostRewrite string
+	// MaxStreamDuration is max_stream_duration.max_stream_duration: how long a request on the route may
+	// last from its start, else it is ended with "downstream duration timeout" (nil: unset; 0: none).
+	// A route with the max_stream_duration message set applies no Timeout (see convert).
+	MaxStreamDuration *time.Duration
+	// GrpcTimeoutHeaderMax and GrpcTimeoutHeaderOffset are max_stream_duration's
+	// grpc_timeout_header_max and grpc_timeout_header_offset (nil: unset). With the first set, a
+	// request's grpc-timeout header replaces MaxStreamDuration, capped by it (0: no cap), less the
+	// offset.
+	GrpcTimeoutHeaderMax, GrpcTimeoutHeaderOffset *time.Duration
+	// HedgePolicy is hedge_policy (nil: the virtual host's, if any).
+	HedgePolicy *HedgePolicy
+	// MirrorPolicies are request_mirror_policies: each request drawn by a policy's fraction is also sent,
+	// fire and forget, to its cluster (Envoy's shadowing).
+	MirrorPolicies []MirrorPolicy
+}
+
+// HedgePolicy is Envoy's HedgePolicy: only hedge_on_per_try_timeout (initial_requests 1 and
+// additional_request_chance 0, the defaults, are the only values Envoy implements).
+type HedgePolicy struct {
+	// OnPerTryTimeout: a per-try timeout does not reset its attempt; a retry is sent alongside it and
+	// the first good response wins.
+	OnPerTryTimeout bool
+}
+
+// MirrorPolicy is Envoy's RouteAction.RequestMirrorPolicy (the supported subset): a copy of the request
+// goes to Cluster, its Host suffixed "-shadow", for the requests drawn by Fraction (runtime_fraction's
+// default_value; 100% when runtime_fraction is unset). TraceSampled is trace_sampled (default true):
+// whether the mirror's span is sampled.
+type MirrorPolicy struct {
+	Cluster      string
+	Fraction     Fraction
+	TraceSampled bool
 }
 
 // RegexRewrite is Envoy's RegexMatchAndSubstitute: Pattern (RE2, unanchored) and Substitution in Go's
@@ -377,6 +411,12 @@ type RetryPolicy struct {
 	RetriableHeaders []HeaderMatcher
 	// RateLimited is rate_limited_retry_back_off (nil: none).
 	RateLimited *RateLimitedBackOff
+	// PerTryIdleTimeout is per_try_idle_timeout: an attempt whose upstream sends nothing for this long
+	// is reset, as for a per-try timeout (0 = none).
+	PerTryIdleTimeout time.Duration
+	// RetriableRequestHeaders is retriable_request_headers: when set, a request is retried only if one
+	// of them matches its headers.
+	RetriableRequestHeaders []HeaderMatcher
 }
 
 // RateLimitedBackOff paces retries by the response's reset headers (Retry-After, X-RateLimit-Reset).

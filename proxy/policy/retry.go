@@ -192,6 +192,25 @@ func (s *RetryState) retriable(o Outcome) bool {
 	return s.on&OnRetriableStatusCodes != 0 && o.Kind == Response && !o.RateLimited && slices.Contains(s.codes, o.Status)
 }
 
+// Hedge decides a hedged retry on a per-try timeout (Envoy's shouldHedgeRetryPerTryTimeout,
+// source/common/router/retry_state_impl.cc): always retriable, whatever the conditions, while retries
+// are left and the retry breaker admits it.
+func (s *RetryState) Hedge(admit func() bool) Decision {
+	if s.remaining == 0 {
+		return LimitExceeded
+	}
+	s.remaining--
+	if admit != nil && !admit() {
+		return RetryOverflow
+	}
+	s.armed = true
+	return Retry
+}
+
+// WouldRetry reports whether an outcome meets a retry condition, taking no retry (Envoy's
+// wouldRetryFromHeaders, for an attempt already hedged).
+func (s *RetryState) WouldRetry(o Outcome) bool { return s.retriable(o) }
+
 // Decide applies Envoy's admission order to an attempt's outcome. admit is asked only when a retry is
 // otherwise allowed (it takes a slot of the cluster's retry breaker and reports false when full).
 // retrySuccess reports that an earlier retry needed no further retry (upstream_rq_retry_success).
