@@ -54,6 +54,28 @@ func ghWarnings(w io.Writer, file string, sc *scenarios.Scenario) {
 	}
 }
 
+// ghInvalid annotates each error of a scenario that did not load at its line of file (the path as
+// given); an error without a position (a missing file) annotates the file.
+func ghInvalid(w io.Writer, file string, err error) {
+	errs := []error{err}
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		errs = joined.Unwrap()
+	}
+	for _, e := range errs {
+		var se *scenarios.Error
+		if !errors.As(e, &se) {
+			ghAnnotation(w, "error", file, 0, "meshproof invalid scenario", e.Error())
+			continue
+		}
+		msg := se.Msg
+		if se.Path != "" {
+			msg = se.Path + ": " + msg
+		}
+		ghAnnotation(w, "error", file, se.Line, "meshproof invalid scenario", msg)
+	}
+}
+
 // ghFailedChecks annotates each failed check at its line in the scenario file: rep.Checks are the
 // verdicts of sc.Checks, in order.
 func ghFailedChecks(w io.Writer, file string, sc *scenarios.Scenario, rep reports.Report) {

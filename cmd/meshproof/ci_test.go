@@ -53,6 +53,17 @@ var _ = Describe("meshproof run in GitHub Actions", func() {
 		Expect(filepath.Join(out, FileIncomplete)).NotTo(BeAnExistingFile())
 	})
 
+	It("annotates each error of an invalid scenario at its line, and exits 2", func() {
+		code, stdout, _ := run("run", "testdata/unknown-field.yaml", "--out", out)
+		Expect(code).To(Equal(2))
+		Expect(stdout).To(HavePrefix("::error file=testdata/unknown-field.yaml,line=5,title=meshproof invalid scenario::" +
+			"services.backend.replicas: unknown field \"replicas\"; accepted here: instances, response"))
+		Expect(strings.Count(stdout, "\n")).To(Equal(1))
+		code, stdout, _ = run("run", "testdata/nope.yaml", "--out", out)
+		Expect(code).To(Equal(2))
+		Expect(stdout).To(HavePrefix("::error file=testdata/nope.yaml,title=meshproof invalid scenario::"))
+	})
+
 	It("annotates nothing outside GitHub Actions", Label("e2e"), func() {
 		GinkgoT().Setenv(envGitHubActions, "")
 		code, stdout, _ := run("run", "testdata/violated.yaml", "--out", out)

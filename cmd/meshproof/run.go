@@ -88,6 +88,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sc, err := scenarios.LoadFile(file)
 	if err != nil {
 		printErr(stderr, err)
+		if github {
+			ghInvalid(stdout, file, err)
+		}
 		return exitInvalid
 	}
 	printWarnings(stderr, sc)
