@@ -169,21 +169,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	fmt.Fprintf(stdout, "also: %s, %s, %s\n", filepath.Join(dir, reports.FileMarkdown), filepath.Join(dir, reports.FileJUnit), filepath.Join(dir, reports.FileHTML))
-	code := exitOK
-	switch {
-	case partial != "":
+	if partial != "" {
 		if err := marker.fail(errors.New(partial)); err != nil {
 			printErr(stderr, err)
 		}
-		code = exitInterrupted
-	case !rep.Passed:
-		code = exitFailed
-	}
-	if partial == "" {
-		if err := marker.done(); err != nil {
-			printErr(stderr, err)
-			return exitFailed
-		}
+	} else if err := marker.done(); err != nil {
+		printErr(stderr, err)
+		return exitFailed
 	}
 	// The run directory is complete: now what CI systems read.
 	if github {
@@ -192,17 +184,20 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "meshproof: warning: %v\n", err)
 		}
 	}
-	written, err := writeReportCopies(*junitPath, *jsonPath, rep)
+	written, copyErr := writeReportCopies(*junitPath, *jsonPath, rep)
 	if len(written) > 0 {
 		fmt.Fprintf(stdout, "also: %s\n", strings.Join(written, ", "))
 	}
-	if err != nil {
-		printErr(stderr, err)
-		if code != exitInterrupted {
-			code = exitFailed
-		}
+	if copyErr != nil {
+		printErr(stderr, copyErr)
 	}
-	return code
+	switch {
+	case partial != "":
+		return exitInterrupted
+	case copyErr != nil || !rep.Passed:
+		return exitFailed
+	}
+	return exitOK
 }
 
 // parseInterspersed parses flags that may come before or after the one positional FILE argument.
