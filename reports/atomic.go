@@ -34,3 +34,8 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return nil
 }
+
+// WriteFileAtomic writes data to path as the run directory's files are written: to a temporary file
+// in the same directory, synced, then renamed over path. For report copies outside a run directory
+// (meshproof run --junit PATH).
+func WriteFileAtomic(path string, data []byte) error { return writeFileAtomic(path, data) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -13,6 +14,14 @@ func TestMeshproof(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "meshproof command Suite")
 }
+
+// The specs start from an environment without the CI and OpenTelemetry variables the commands honour
+// (a spec sets the ones it needs): run in a GitHub Actions job, every run would append to its summary.
+var _ = BeforeSuite(func() {
+	for _, v := range []string{envGitHubActions, envGitHubStepSummary, envOTLPEndpoint, envOTLPTracesEndpoint, envServiceName} {
+		Expect(os.Unsetenv(v)).To(Succeed())
+	}
+})
 
 // Every spec must end the goroutines it started: checked after its own cleanups (gleak; this cleanup,
 // registered first, runs last).

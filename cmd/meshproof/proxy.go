@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/meshproof/meshproof/mesh/tracing"
@@ -19,7 +20,7 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	path := fs.String("c", "", "Envoy v3 static bootstrap (YAML or JSON)")
 	fs.StringVar(path, "config-path", "", "same as -c (Envoy's long form)")
 	drain := fs.Duration("drain-time", 5*time.Second, "how long in-flight requests may finish on shutdown")
-	otlp := fs.String("otlp-endpoint", "", "export spans over OTLP/HTTP to this URL when the bootstrap has no tracing.http (e.g. http://127.0.0.1:4318/v1/traces)")
+	otlp := fs.String("otlp-endpoint", "", otlpEndpointHelp("export spans over OTLP/HTTP to this URL when the bootstrap has no tracing.http (e.g. http://127.0.0.1:4318/v1/traces)"))
 	pprof := fs.Bool("enable-pprof", false, "serve Go's profiles under /debug/pprof/ on the admin interface")
 	const proxyUsage = "usage: meshproof proxy -c BOOTSTRAP.yaml [--drain-time 5s] [--otlp-endpoint URL] [--enable-pprof]"
 	if helpRequested(args) {
@@ -32,13 +33,17 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, proxyUsage)
 		return exitInvalid
 	}
+	if err := defaultOTLPEndpoint(fs, otlp, os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "meshproof proxy: %v\n", err)
+		return exitInvalid
+	}
 	cfg, raw, err := config.LoadBootstrap(*path)
 	if err != nil {
 		printErr(stderr, err)
 		return exitInvalid
 	}
 	opts := proxy.Options{Bootstrap: raw, EnablePprof: *pprof, Warn: func(m string) { fmt.Fprintf(stderr, "meshproof: %s\n", m) }}
-	if tc := proxyTracing(cfg, *otlp); tc != nil {
+	if tc := proxyTracing(cfg, *otlp, os.Getenv(envServiceName)); tc != nil {
 		tp, err := tracing.New(*tc)
 		if err != nil {
 			printErr(stderr, err)
@@ -80,13 +85,18 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 // proxyTracing is the tracer configuration of the standalone proxy: the bootstrap's tracing.http
-// (envoy.tracers.opentelemetry over OTLP/HTTP), else the --otlp-endpoint flag; nil for neither.
-func proxyTracing(cfg *config.Bootstrap, endpoint string) *tracing.Config {
+// (envoy.tracers.opentelemetry over OTLP/HTTP), else the --otlp-endpoint flag; nil for neither. Its
+// service.name is the bootstrap's service_name, else envName ($OTEL_SERVICE_NAME; "" = "meshproof").
+func proxyTracing(cfg *config.Bootstrap, endpoint, envName string) *tracing.Config {
 	if t := cfg.Tracing; t != nil {
-		return &tracing.Config{ServiceName: t.ServiceName, OTLPEndpoint: t.Endpoint, OTLPTimeout: t.Timeout}
+		name := t.ServiceName
+		if name == "" {
+			name = envName
+		}
+		return &tracing.Config{ServiceName: name, OTLPEndpoint: t.Endpoint, OTLPTimeout: t.Timeout}
 	}
 	if endpoint != "" {
-		return &tracing.Config{OTLPEndpoint: endpoint}
+		return &tracing.Config{ServiceName: envName, OTLPEndpoint: endpoint}
 	}
 	return nil
 }

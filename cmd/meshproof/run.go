@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/reports/record"
@@ -24,7 +26,7 @@ import (
 )
 
 // cmdRun runs one scenario end to end on the embedded runner.
-const runUsage = "usage: meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker] [--trace-ratio R] [--otlp-endpoint URL]\n" +
+const runUsage = "usage: meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker] [--trace-ratio R] [--otlp-endpoint URL] [--junit PATH] [--json PATH]\n" +
 	"exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input, 130 interrupted (partial report written)"
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -34,7 +36,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	seedFlag := fs.String("seed", "", "override the scenario's seed")
 	runner := fs.String("runner", "embedded", "where the topology runs: embedded (this process) or docker (containers)")
 	traceRatio := fs.Float64("trace-ratio", 1, "share of requests traced into "+tracing.FileOTLP+" (0 disables tracing)")
-	otlpEndpoint := fs.String("otlp-endpoint", "", "also export the run's spans over OTLP/HTTP to this URL")
+	otlpEndpoint := fs.String("otlp-endpoint", "", otlpEndpointHelp("also export the run's spans over OTLP/HTTP to this URL"))
+	junitPath := fs.String("junit", "", "also write junit.xml to this path (for a CI's test report), after the run directory")
+	jsonPath := fs.String("json", "", "also write report.json to this path, after the run directory")
 	if helpRequested(args) {
 		return printHelp(stdout, runUsage, fs)
 	}
@@ -43,6 +47,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshproof run: %v\n%s\n", err, runUsage)
 		return exitInvalid
 	}
+	if err := defaultOTLPEndpoint(fs, otlpEndpoint, os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "meshproof run: %v\n", err)
+		return exitInvalid
+	}
+	for _, err := range []error{checkReportCopy("junit", *junitPath), checkReportCopy("json", *jsonPath)} {
+		if err != nil {
+			fmt.Fprintf(stderr, "meshproof run: %v\n", err)
+			return exitInvalid
+		}
+	}
+	if *junitPath != "" && filepath.Clean(*junitPath) == filepath.Clean(*jsonPath) {
+		fmt.Fprintf(stderr, "meshproof run: --junit and --json both name %s: want two files\n", *junitPath)
+		return exitInvalid
+	}
+	github := inGitHubActions(os.Getenv)
 	if *runner != "embedded" && *runner != "docker" {
 		fmt.Fprintf(stderr, "meshproof run: --runner %q: want embedded or docker\n", *runner)
 		return exitInvalid
@@ -69,9 +88,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sc, err := scenarios.LoadFile(file)
 	if err != nil {
 		printErr(stderr, err)
+		if github {
+			ghInvalid(stdout, file, err)
+		}
 		return exitInvalid
 	}
 	printWarnings(stderr, sc)
+	if github {
+		ghWarnings(stdout, file, sc)
+	}
 	var r plan.Runner = live.Runner{}
 	if *runner == "docker" {
 		r = dockerRunner(stderr)
@@ -148,13 +173,28 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err := marker.fail(errors.New(partial)); err != nil {
 			printErr(stderr, err)
 		}
-		return exitInterrupted
-	}
-	if err := marker.done(); err != nil {
+	} else if err := marker.done(); err != nil {
 		printErr(stderr, err)
 		return exitFailed
 	}
-	if !rep.Passed {
+	// The run directory is complete: now what CI systems read.
+	if github {
+		ghFailedChecks(stdout, file, sc, rep)
+		if err := appendStepSummary(os.Getenv, rep); err != nil {
+			fmt.Fprintf(stderr, "meshproof: warning: %v\n", err)
+		}
+	}
+	written, copyErr := writeReportCopies(*junitPath, *jsonPath, rep)
+	if len(written) > 0 {
+		fmt.Fprintf(stdout, "also: %s\n", strings.Join(written, ", "))
+	}
+	if copyErr != nil {
+		printErr(stderr, copyErr)
+	}
+	switch {
+	case partial != "":
+		return exitInterrupted
+	case copyErr != nil || !rep.Passed:
 		return exitFailed
 	}
 	return exitOK

@@ -49,8 +49,8 @@ var _ = Describe("meshproof run traces", func() {
 var _ = Describe("meshproof proxy tracing", func() {
 	It("takes the exporter from the bootstrap's tracing.http, else from --otlp-endpoint", func() {
 		cfg := &config.Bootstrap{Tracing: &config.Tracing{Endpoint: "http://127.0.0.1:4318/v1/traces", ServiceName: "edge"}}
-		Expect(proxyTracing(cfg, "http://ignored:4318")).To(Equal(&tracing.Config{ServiceName: "edge", OTLPEndpoint: "http://127.0.0.1:4318/v1/traces"}))
-		Expect(proxyTracing(&config.Bootstrap{}, "http://127.0.0.1:4318")).To(Equal(&tracing.Config{OTLPEndpoint: "http://127.0.0.1:4318"}))
-		Expect(proxyTracing(&config.Bootstrap{}, "")).To(BeNil())
+		Expect(proxyTracing(cfg, "http://ignored:4318", "")).To(Equal(&tracing.Config{ServiceName: "edge", OTLPEndpoint: "http://127.0.0.1:4318/v1/traces"}))
+		Expect(proxyTracing(&config.Bootstrap{}, "http://127.0.0.1:4318", "")).To(Equal(&tracing.Config{OTLPEndpoint: "http://127.0.0.1:4318"}))
+		Expect(proxyTracing(&config.Bootstrap{}, "", "")).To(BeNil())
 	})
 })

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,7 +43,7 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	listen := fs.String("listen", "0.0.0.0:8080", "data address (the proxy's traffic)")
 	control := fs.String("control", "0.0.0.0:9000", "control address (/ready, /start, /record)")
 	sidecarFile := fs.String("sidecar", "", "Envoy v3 bootstrap of the instance's outbound sidecar (required when its service calls others)")
-	otlp := fs.String("otlp-endpoint", "", "export the instance's spans over OTLP/HTTP to this URL (the docker runner's receiver)")
+	otlp := fs.String("otlp-endpoint", "", otlpEndpointHelp("export the instance's spans over OTLP/HTTP to this URL (the docker runner's receiver)"))
 	if helpRequested(args) {
 		return printHelp(stdout, upstreamUsage, fs)
 	}
@@ -52,6 +53,10 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	if *file == "" || *service == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, upstreamUsage)
+		return exitInvalid
+	}
+	if err := defaultOTLPEndpoint(fs, otlp, os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "meshproof upstream: %v\n", err)
 		return exitInvalid
 	}
 	sc, err := scenarios.LoadFile(*file)
