@@ -513,7 +513,7 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}})
 			code, _, body := get(url + "/")
 			Expect(code).To(Equal(503))
-			Expect(body).To(HaveSuffix("reset reason: connection failure"))
+			Expect(body).To(HaveSuffix("reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused"))
 			Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.backend.upstream_rq_pending_total")).To(BeEquivalentTo(1))
 			Eventually(func() uint64 { return stat(srv, "cluster.backend.circuit_breakers.default.cx_open") }).WithTimeout(5*time.Second).

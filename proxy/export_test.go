@@ -16,3 +16,6 @@ var (
 	ParseGrpcTimeout  = parseGrpcTimeout
 	FormatGrpcTimeout = formatGrpcTimeout
 )
+
+// ConnectFailureReason is the reset reason the router writes for a failed connection.
+var ConnectFailureReason = connectFailureReason

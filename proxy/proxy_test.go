@@ -3,13 +3,16 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -359,11 +362,22 @@ var _ = Describe("Proxy", func() {
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
 		})
 
-		It("answers 503 'connection failure' when no connection can be made", func() {
+		// Envoy's body names the reset reason and the socket's transport failure reason
+		// (Filter::onPoolFailure and onUpstreamAbort, router.cc; Http::Utility::resetReasonToString).
+		It("answers 503 'remote connection failure' with the transport failure reason when no connection can be made", func() {
 			_, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", retries(1, "connect-failure"))}, clusters: []config.Cluster{cluster("backend", closedAddr())}})
 			code, _, body := get(url + "/")
 			Expect(code).To(Equal(503))
-			Expect(body).To(ContainSubstring("reset reason: connection failure"))
+			Expect(body).To(Equal("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: " +
+				"remote connection failure, transport failure reason: delayed connect error: Connection refused"))
+		})
+
+		It("names a connect timeout 'connection timeout', other socket errors by their strerror words", func() {
+			timeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+			Expect(proxy.ConnectFailureReason(timeout)).To(Equal("connection timeout"))
+			unreachable := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}
+			Expect(proxy.ConnectFailureReason(unreachable)).To(Equal("remote connection failure, transport failure reason: delayed connect error: No route to host"))
+			Expect(proxy.ConnectFailureReason(errors.New("no such host"))).To(Equal("remote connection failure"))
 		})
 
 		It("sends and returns x-envoy-attempt-count when the virtual host asks for it", func() {

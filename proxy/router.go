@@ -5,11 +5,13 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -411,12 +413,31 @@ func (f *forward) finish(a upstreamRequest, n int) {
 	case policy.PerTryTimeout:
 		f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
 	case policy.ConnectFailure:
-		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"connection failure", n, nil)
+		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+connectFailureReason(a.connErr), n, nil)
 	case policy.Overflow:
 		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"overflow", n, overloaded)
 	default:
 		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"connection termination", n, nil)
 	}
+}
+
+// connectFailureReason is the reset reason of an attempt whose connection failed, as Envoy's router
+// writes it (Filter::onPoolFailure maps the pool's failure to a StreamResetReason, and
+// Http::Utility::resetReasonToString names it, source/common/http/utility.cc): "connection timeout" for
+// the connect_timeout, else "remote connection failure" with the transport failure reason its socket
+// gave ("delayed connect error: Connection refused", strerror's words, as ConnectionImpl's
+// errorDetails).
+func connectFailureReason(err error) string {
+	var ne net.Error
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return "connection timeout"
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		msg := errno.Error()
+		return "remote connection failure, transport failure reason: delayed connect error: " + strings.ToUpper(msg[:1]) + msg[1:]
+	}
+	return "remote connection failure"
 }
 
 // overloaded marks a local circuit-breaker overflow reply.

@@ -45,6 +45,7 @@ type upstreamRequest struct {
 	took      time.Duration // from send to response headers
 	span      trace.Span    // the attempt's client span when traced; nil otherwise
 	idle      *idleTimer    // its per_try_idle_timeout; nil: none
+	connErr   error         // with outcome ConnectFailure: why the connection failed
 }
 
 // attachment is what an attempt holds once its pool attached it to a connection (see attach): a
@@ -267,6 +268,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		h.rqError.Add(1)
 	case errors.As(err, new(*connectError)):
 		a.outcome = policy.Outcome{Kind: policy.ConnectFailure, BeforeRequest: true}
+		a.connErr = err
 		h.rqError.Add(1)
 	case f.timedOut() && f.byDuration:
 		// The stream's max duration ended the attempt: the router is destroyed and resets it
