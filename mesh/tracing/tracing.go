@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +65,7 @@ type Provider struct {
 	// What For's providers share with the run's: the sampler and the span processors.
 	sampler    sdktrace.Sampler
 	processors []sdktrace.SpanProcessor
+	env        *resource.Resource // the attributes OTEL_RESOURCE_ATTRIBUTES names (empty without it)
 	mu         sync.Mutex
 	children   map[[2]string]*sdktrace.TracerProvider
 }
@@ -90,7 +92,7 @@ func (p *Provider) For(service, instance string) *sdktrace.TracerProvider {
 		attrs = append(attrs, semconv.ServiceInstanceID(instance))
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithSampler(p.sampler),
-		sdktrace.WithResource(resource.NewWithAttributes(semconv.SchemaURL, attrs...))}
+		sdktrace.WithResource(p.resource(attrs...))}
 	for _, sp := range p.processors {
 		opts = append(opts, sdktrace.WithSpanProcessor(sp))
 	}
@@ -116,10 +118,14 @@ func New(cfg Config) (*Provider, error) {
 	if name == "" {
 		name = DefaultServiceName
 	}
-	p := &Provider{sampler: sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))}
+	env, err := envResource()
+	if err != nil {
+		return nil, err
+	}
+	p := &Provider{sampler: sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio)), env: env}
 	opts := []sdktrace.TracerProviderOption{
 		sdktrace.WithSampler(p.sampler),
-		sdktrace.WithResource(resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(name))),
+		sdktrace.WithResource(p.resource(semconv.ServiceName(name))),
 	}
 	if cfg.Collect {
 		p.collector = NewCollector(cfg.MaxSpans)
@@ -137,6 +143,45 @@ func New(cfg Config) (*Provider, error) {
 	}
 	p.TracerProvider = sdktrace.NewTracerProvider(opts...)
 	return p, nil
+}
+
+// EnvResourceAttributes is the OpenTelemetry environment variable whose key=value attributes every
+// span's resource carries (the SDK's resource.WithFromEnv: comma-separated, values percent-decoded).
+const EnvResourceAttributes = "OTEL_RESOURCE_ATTRIBUTES"
+
+// envResource parses OTEL_RESOURCE_ATTRIBUTES; a malformed value is an error naming it.
+func envResource() (*resource.Resource, error) {
+	v := os.Getenv(EnvResourceAttributes)
+	if strings.TrimSpace(v) == "" {
+		return resource.Empty(), nil
+	}
+	// Only the attributes: OTEL_SERVICE_NAME is each command's own business (the components of a
+	// run each have their service.name).
+	var attrs []attribute.KeyValue
+	for _, pair := range strings.Split(v, ",") {
+		key, value, ok := strings.Cut(pair, "=")
+		key = strings.TrimSpace(key)
+		if !ok || key == "" {
+			return nil, fmt.Errorf("tracing: %s=%q: %q is not key=value", EnvResourceAttributes, v, strings.TrimSpace(pair))
+		}
+		decoded, err := url.PathUnescape(strings.TrimSpace(value))
+		if err != nil {
+			return nil, fmt.Errorf("tracing: %s=%q: the value of %s: %v", EnvResourceAttributes, v, key, err)
+		}
+		attrs = append(attrs, attribute.String(key, decoded))
+	}
+	return resource.NewSchemaless(attrs...), nil
+}
+
+// resource is the resource of a provider's spans: attrs over OTEL_RESOURCE_ATTRIBUTES's (attrs win:
+// service.name and service.instance.id are the component's).
+func (p *Provider) resource(attrs ...attribute.KeyValue) *resource.Resource {
+	ours := resource.NewWithAttributes(semconv.SchemaURL, attrs...)
+	merged, err := resource.Merge(p.env, ours)
+	if err != nil { // only on conflicting schema URLs, which a schemaless resource cannot have
+		return ours
+	}
+	return merged
 }
 
 // Spans returns the spans collected so far, in the order they ended (nil without Config.Collect).
