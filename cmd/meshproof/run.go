@@ -17,6 +17,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 
+	"github.com/meshproof/meshproof/mesh"
 	"github.com/meshproof/meshproof/mesh/live"
 	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/mesh/tracing"
@@ -248,8 +249,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 func progressPrinter(w io.Writer) (func(plan.Progress), time.Duration) {
 	tty := reports.IsTerminal(w)
 	return func(p plan.Progress) {
-		line := fmt.Sprintf("%s/%s  %.0f req/s  p99 %s  errors %d  retries %d  ejected %d",
-			p.Elapsed.Round(100*time.Millisecond), p.Planned, p.Rate, p.P99.Round(10*time.Microsecond), p.Errors, p.Retries, p.Ejections)
+		line := mesh.ProgressLine(p)
 		if tty {
 			end := ""
 			if p.Elapsed >= p.Planned {
