@@ -208,7 +208,7 @@ var _ = Describe("BootstrapJSON", func() {
 		sc, err := scenarios.LoadFile("testdata/partition.yaml")
 		Expect(err).NotTo(HaveOccurred())
 		b, err := scenarios.BuildBootstrap(sc, "edge", scenarios.Addresses{
-			Listener: "0.0.0.0:10000", Admin: "0.0.0.0:9901", Endpoints: map[string][]string{"backend": {"172.18.0.2:8080", "172.18.0.3:8080", "172.18.0.4:8080"}},
+			Listener: "0.0.0.0:10000", Admin: "0.0.0.0:9901", Endpoints: map[string][]string{"orders": {"172.18.0.2:8080", "172.18.0.3:8080", "172.18.0.4:8080"}},
 		})
 		Expect(err).NotTo(HaveOccurred())
 		data, err := docker.BootstrapJSON(b)
