@@ -49,7 +49,7 @@ func (lr *localReplies) rewrite(r *http.Request, h http.Header, code int, body s
 	if format == nil {
 		return code, body, "text/plain"
 	}
-	rc := replyContext{r: r, h: h, code: code, body: body}
+	rc := replyContext{h: h, code: code, body: body, fc: fc}
 	if format.JSON != nil {
 		b, _ := json.Marshal(rc.object(format.JSON)) // maps and strings only: no error
 		return code, string(b) + "\n", orDefault(format.ContentType, "application/json")
@@ -84,37 +84,42 @@ func mapperMatches(m *config.ResponseMapper, r *http.Request, code int) bool {
 	return false
 }
 
-// replyContext is what a local reply's format commands read.
+// replyContext is what a local reply's format commands read: its headers, status and body, and the
+// request's formatContext for every other command (one parser and one set of commands for header
+// values and body formats, as Envoy's substitution formatter).
 type replyContext struct {
-	r    *http.Request
 	h    http.Header
 	code int
 	body string
+	fc   *formatContext
 }
 
-// value is one command's value; ok is false when it has none (a missing header).
-func (fc *replyContext) value(p config.ReplyFormatPart) (string, bool) {
+// value is one command's value; ok is false when it has none (a missing header, an address not known),
+// which a text format writes as Envoy's placeholder "-".
+func (rc *replyContext) value(p config.FormatPart) (string, bool) {
 	var v string
 	switch p.Command {
 	case "LOCAL_REPLY_BODY":
-		v = fc.body
+		v = rc.body
 	case "RESPONSE_CODE":
-		v = strconv.Itoa(fc.code)
+		v = strconv.Itoa(rc.code)
 	case "REQ", "RESP":
-		var h http.Header
+		h, request := rc.fc.req, true
 		if p.Command == "RESP" {
-			h = fc.h
-		} else if fc.r != nil {
-			h = fc.r.Header
+			h, request = rc.h, false
 		}
-		vs, ok := h[http.CanonicalHeaderKey(p.Header)]
+		s, ok := rc.fc.headerValue(h, p.Header, request)
 		if !ok && p.Alt != "" {
-			vs, ok = h[http.CanonicalHeaderKey(p.Alt)]
+			s, ok = rc.fc.headerValue(h, p.Alt, request)
 		}
-		if !ok || len(vs) == 0 {
+		if !ok {
 			return "", false
 		}
-		v = vs[0]
+		v = s
+	default:
+		if v = rc.fc.command(&p); v == "" {
+			return "", false
+		}
 	}
 	if p.MaxLen > 0 && len(v) > p.MaxLen {
 		v = v[:p.MaxLen]
@@ -123,7 +128,7 @@ func (fc *replyContext) value(p config.ReplyFormatPart) (string, bool) {
 }
 
 // text formats a text format: a command without a value is "-" (Envoy's placeholder).
-func (fc *replyContext) text(parts []config.ReplyFormatPart) string {
+func (fc *replyContext) text(parts config.Format) string {
 	var b strings.Builder
 	for _, p := range parts {
 		if p.Command == "" {

@@ -17,9 +17,7 @@ var _ = Describe("local_reply_config", func() {
 	str := func(s string) *string { return &s }
 	text := func(s string) *config.BodyFormat {
 		GinkgoHelper()
-		parts, err := config.ParseReplyFormat(s)
-		Expect(err).NotTo(HaveOccurred())
-		return &config.BodyFormat{Text: parts}
+		return &config.BodyFormat{Text: mustFormat(s)}
 	}
 	run := func(lr *config.LocalReplyConfig, routes []config.Route, clusters []config.Cluster) (string, func() (uint64, uint64)) {
 		srv, url := start(setup{routes: routes, clusters: clusters, listener: func(l *config.Listener) { l.LocalReply = lr }})
@@ -86,6 +84,25 @@ var _ = Describe("local_reply_config", func() {
 		Expect(body).To(Equal("plain: upstream connect error or disconnect/reset before headers. reset reason: connection termination"))
 	})
 
+	// Envoy has one substitution formatter for header values and body formats: every command a header
+	// value takes, a body format takes too, and mappers' headers_to_add format like any headers_to_add.
+	It("formats the header values' commands in bodies and a mapper's headers_to_add", func() {
+		f, _, err := config.ParseFormat("%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %REQ(:method)% %RESPONSE_CODE%")
+		Expect(err).NotTo(HaveOccurred())
+		lr := &config.LocalReplyConfig{
+			Mappers: []config.ResponseMapper{{
+				StatusCode: &config.StatusCodeFilter{Op: "EQ", Value: 404},
+				Headers:    config.HeaderMutation{Add: []config.HeaderValueOption{{Key: "X-Seen", Format: f, Action: config.OverwriteIfExistsOrAdd}}},
+			}},
+			BodyFormat: text("%LOCAL_REPLY_BODY%|%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%|%REQ(:path)%|%UPSTREAM_HOST%"),
+		}
+		url, _ := run(lr, nil, nil) // no route: 404
+		code, hdr, body := send(url+"/x?y=1", nil)
+		Expect(code).To(Equal(404))
+		Expect(body).To(Equal("|127.0.0.1|/x?y=1|-"), "no upstream host: the placeholder")
+		Expect(hdr.Get("x-seen")).To(Equal("127.0.0.1 GET 404"))
+	})
+
 	It("applies only the first matching mapper", func() {
 		lr := &config.LocalReplyConfig{Mappers: []config.ResponseMapper{
 			{StatusCode: &config.StatusCodeFilter{Op: "GE", Value: 400}, Status: 418},
@@ -98,9 +115,13 @@ var _ = Describe("local_reply_config", func() {
 	})
 })
 
-func mustFormat(s string) []config.ReplyFormatPart {
+// mustFormat parses a format string as the configuration does (literal text too).
+func mustFormat(s string) config.Format {
 	GinkgoHelper()
-	parts, err := config.ParseReplyFormat(s)
+	f, plain, err := config.ParseFormat(s)
 	Expect(err).NotTo(HaveOccurred())
-	return parts
+	if f == nil {
+		return config.Format{{Literal: plain}}
+	}
+	return f
 }

@@ -148,7 +148,7 @@ var _ = Describe("ParseBootstrap", func() {
 `),
 			func(b *config.Bootstrap) {
 				body, exact := "not allowed", "exact-match-value"
-				part := func(p config.ReplyFormatPart) []config.ReplyFormatPart { return []config.ReplyFormatPart{p} }
+				part := func(p config.FormatPart) config.Format { return config.Format{p} }
 				b.Listeners[0].LocalReply = &config.LocalReplyConfig{
 					Mappers: []config.ResponseMapper{
 						{StatusCode: &config.StatusCodeFilter{Op: "EQ", Value: 400}, Status: 401, Body: &body,
@@ -156,12 +156,12 @@ var _ = Describe("ParseBootstrap", func() {
 						{Header: &config.HeaderMatcher{Name: "test-header", Exact: &exact}, BodyFormat: &config.BodyFormat{JSON: &config.JSONTemplate{
 							Keys: []string{"code", "detail", "version"},
 							Values: map[string]config.JSONValue{
-								"code":    {Format: part(config.ReplyFormatPart{Command: "RESPONSE_CODE"})},
-								"detail":  {Object: &config.JSONTemplate{Keys: []string{"body"}, Values: map[string]config.JSONValue{"body": {Format: part(config.ReplyFormatPart{Command: "LOCAL_REPLY_BODY"})}}}},
+								"code":    {Format: part(config.FormatPart{Command: "RESPONSE_CODE"})},
+								"detail":  {Object: &config.JSONTemplate{Keys: []string{"body"}, Values: map[string]config.JSONValue{"body": {Format: part(config.FormatPart{Command: "LOCAL_REPLY_BODY"})}}}},
 								"version": {Plain: structpb.NewNumberValue(1)},
 							}}}},
 					},
-					BodyFormat: &config.BodyFormat{ContentType: "text/html", Text: []config.ReplyFormatPart{
+					BodyFormat: &config.BodyFormat{ContentType: "text/html", Text: config.Format{
 						{Command: "LOCAL_REPLY_BODY"}, {Literal: ":"}, {Command: "RESPONSE_CODE"}, {Literal: ":path="},
 						{Command: "REQ", Header: ":path"}, {Literal: "\n"}}},
 				}
@@ -345,8 +345,8 @@ var _ = Describe("ParseBootstrap", func() {
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          max_request_headers_kb: 8193\n"),
 			pathMsg(hcmPath+".max_request_headers_kb", "8192")),
 		Entry("a local reply format with a command meshproof does not format",
-			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {body_format: {text_format: \"%START_TIME% %LOCAL_REPLY_BODY%\"}}\n"),
-			pathMsg(hcmPath+".local_reply_config.body_format.text_format", "command %START_TIME% is not supported (supported: %LOCAL_REPLY_BODY%, %RESPONSE_CODE%, %REQ(X?Y):Z%, %RESP(X?Y):Z%)")),
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {body_format: {text_format: \"%RESPONSE_CODE_DETAILS% %LOCAL_REPLY_BODY%\"}}\n"),
+			pathMsg(hcmPath+".local_reply_config.body_format.text_format", "command %RESPONSE_CODE_DETAILS% is unknown or not supported by meshproof")),
 		Entry("a local reply mapper with a filter other than status_code_filter or header_filter",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {mappers: [{filter: {duration_filter: {comparison: {op: GE, value: {default_value: 1, runtime_key: k}}}}}]}\n"),
 			pathMsg(hcmPath+".local_reply_config.mappers[0].filter.duration_filter", "field not supported by meshproof")),

@@ -41,6 +41,7 @@ var formatCommands = map[string]int{
 	"START_TIME":                                    layoutArg,
 	"PROTOCOL":                                      commandOnly,
 	"RESPONSE_CODE":                                 commandOnly,
+	"LOCAL_REPLY_BODY":                              commandOnly, // a local reply's body; "" elsewhere
 	"HOSTNAME":                                      commandOnly,
 	"REQUESTED_SERVER_NAME":                         commandOnly,
 	"ROUTE_NAME":                                    commandOnly,

@@ -1,10 +1,7 @@
 package config
 
 import (
-	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -38,20 +35,11 @@ type StatusCodeFilter struct {
 }
 
 // BodyFormat is a SubstitutionFormatString: a text template (text_format, text_format_source) or a
-// JSON object template (json_format), with the substitution commands in Commands.
+// JSON object template (json_format), with the substitution commands header values take too (see Format).
 type BodyFormat struct {
-	Text        []ReplyFormatPart // text_format; nil when JSON is set
+	Text        Format // text_format; nil when JSON is set
 	JSON        *JSONTemplate
 	ContentType string // content_type, else text/plain (text) or application/json (JSON)
-}
-
-// ReplyFormatPart is a literal or one substitution command of a format string.
-type ReplyFormatPart struct {
-	Literal string
-	Command string // "" for a literal: LOCAL_REPLY_BODY, RESPONSE_CODE, REQ or RESP
-	Header  string // REQ and RESP: the header, and Alt the one read when it is absent
-	Alt     string
-	MaxLen  int // :N after the command; 0: no limit
 }
 
 // JSONTemplate is a json_format object: each key's value is a format string, a number, a boolean or
@@ -63,13 +51,10 @@ type JSONTemplate struct {
 
 // JSONValue is one json_format value: exactly one field is set.
 type JSONValue struct {
-	Format []ReplyFormatPart
+	Format Format
 	Plain  *structpb.Value // a number or a boolean, written as it is
 	Object *JSONTemplate
 }
-
-// Commands lists the substitution commands meshproof formats.
-const Commands = "%LOCAL_REPLY_BODY%, %RESPONSE_CODE%, %REQ(X?Y):Z%, %RESP(X?Y):Z%"
 
 func (c *converter) localReplyConfig(lr *hcmv3.LocalReplyConfig, path string) *LocalReplyConfig {
 	if lr == nil {
@@ -129,7 +114,7 @@ func (c *converter) bodyFormat(f *corev3.SubstitutionFormatString, path string) 
 		c.fail(path, "required: text_format, text_format_source or json_format")
 	}
 	if out.Text == nil && out.JSON == nil {
-		out.Text = []ReplyFormatPart{} // an empty text format: an empty body
+		out.Text = Format{} // an empty text format: an empty body
 	}
 	return out
 }
@@ -154,70 +139,17 @@ func (c *converter) jsonTemplate(s *structpb.Struct, path string) *JSONTemplate 
 	return out
 }
 
-// formatString parses a format string's substitution commands (Envoy's SubstitutionFormatParser,
-// source/common/formatter/substitution_formatter.cc): %COMMAND%, %REQ(X?Y):Z% and %RESP(X?Y):Z%, with
-// the ones meshproof formats (Commands); any other is an error rather than a literal.
-func (c *converter) formatString(s, path string) []ReplyFormatPart {
-	parts := []ReplyFormatPart{}
-	for s != "" {
-		i := strings.IndexByte(s, '%')
-		if i < 0 {
-			parts = append(parts, ReplyFormatPart{Literal: s})
-			break
-		}
-		if i > 0 {
-			parts = append(parts, ReplyFormatPart{Literal: s[:i]})
-		}
-		j := strings.IndexByte(s[i+1:], '%')
-		if j < 0 {
-			c.fail(path, "%q: a %% without its closing %%", s[i:])
-			return parts
-		}
-		p, err := replyFormatCommand(s[i+1 : i+1+j])
-		if err != nil {
-			c.fail(path, "%v (supported: %s)", err, Commands)
-			return parts
-		}
-		parts = append(parts, p)
-		s = s[i+2+j:]
+// formatString parses a format string's substitution commands with the header values' parser
+// (ParseFormat: Envoy has one SubstitutionFormatParser, source/common/formatter/substitution_formatter.cc,
+// for both); an unknown command is an error rather than a literal.
+func (c *converter) formatString(s, path string) Format {
+	f, plain, err := ParseFormat(s)
+	switch {
+	case err != nil:
+		c.fail(path, "%v", err)
+		return Format{}
+	case f == nil:
+		return Format{{Literal: plain}}
 	}
-	return parts
-}
-
-func replyFormatCommand(cmd string) (ReplyFormatPart, error) {
-	switch cmd {
-	case "LOCAL_REPLY_BODY", "RESPONSE_CODE":
-		return ReplyFormatPart{Command: cmd}, nil
-	}
-	for _, name := range []string{"REQ", "RESP"} {
-		rest, ok := strings.CutPrefix(cmd, name+"(")
-		if !ok {
-			continue
-		}
-		arg, after, ok := strings.Cut(rest, ")")
-		if !ok || arg == "" {
-			return ReplyFormatPart{}, fmt.Errorf("%%%s%%: want %s(header)", cmd, name)
-		}
-		p := ReplyFormatPart{Command: name}
-		p.Header, p.Alt, _ = strings.Cut(arg, "?")
-		if after != "" {
-			n, err := strconv.Atoi(strings.TrimPrefix(after, ":"))
-			if !strings.HasPrefix(after, ":") || err != nil || n <= 0 {
-				return ReplyFormatPart{}, fmt.Errorf("%%%s%%: the length after %s(...) must be :N, N > 0", cmd, name)
-			}
-			p.MaxLen = n
-		}
-		return p, nil
-	}
-	return ReplyFormatPart{}, fmt.Errorf("command %%%s%% is not supported", cmd)
-}
-
-// ParseReplyFormat parses a format string as the configuration does (for listeners built in code).
-func ParseReplyFormat(s string) ([]ReplyFormatPart, error) {
-	var c converter
-	parts := c.formatString(s, "")
-	if len(c.errs) > 0 {
-		return nil, c.errs[0]
-	}
-	return parts, nil
+	return f
 }
