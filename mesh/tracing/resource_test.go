@@ -33,7 +33,7 @@ var _ = Describe("OTEL_RESOURCE_ATTRIBUTES", func() {
 		Expect(spans).NotTo(BeEmpty())
 		out := map[attribute.Key]string{}
 		for _, kv := range spans[len(spans)-1].Resource().Attributes() {
-			out[kv.Key] = kv.Value.Emit()
+			out[kv.Key] = kv.Value.String()
 		}
 		return out
 	}
