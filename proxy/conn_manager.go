@@ -31,6 +31,9 @@ type connManager struct {
 	routes config.RouteConfig
 	// requestTimeout is the HCM request_timeout: how long the whole downstream request may take to arrive.
 	requestTimeout time.Duration
+	// maxStreamDuration is the HCM common_http_protocol_options.max_stream_duration (0: none): a
+	// route's max_stream_duration.max_stream_duration overrides it.
+	maxStreamDuration time.Duration
 	// bufferLimit is the listener's per_connection_buffer_limit_bytes: the most of a request body held.
 	bufferLimit uint32
 	// stripPort is the HCM strip_port_mode; localPort the listener's port (strip_matching_host_port).
@@ -85,7 +88,8 @@ func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *
 	if limit == 0 {
 		limit = defaultBufferLimit
 	}
-	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit, stripPort: l.StripPort,
+	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, maxStreamDuration: l.MaxStreamDuration,
+		bufferLimit: limit, stripPort: l.StripPort,
 		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt, localReplies: newLocalReplies(l.LocalReply)}
 }
 
@@ -283,11 +287,14 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.clusterNotFound(w, r, vh, route)
 		return
 	}
-	// The route's max_stream_duration runs from the stream's start (ActiveStream::refreshDurationTimeout,
-	// source/common/http/conn_manager_impl.cc).
+	// The route's max_stream_duration, else the HCM's, runs from the stream's start
+	// (ActiveStream::refreshDurationTimeout, source/common/http/conn_manager_impl.cc).
 	var stream streamLimit
-	if d, ok, grpcTimeout := streamDuration(&route.Action, r); ok {
+	switch d, ok, grpcTimeout, drop := streamDuration(&route.Action, cm.maxStreamDuration, r); {
+	case ok:
 		stream = streamLimit{end: began.Add(d), grpcTimeout: grpcTimeout}
+	case drop:
+		r.Header.Del(hdrGrpcTimeout)
 	}
 	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time

@@ -199,6 +199,12 @@ var _ = Describe("ParseBootstrap", func() {
 			func(b *config.Bootstrap) {
 				b.Listeners[0].Routes.VirtualHosts[0].Routes[0].PerRequestBufferLimit = uint32Ptr(0)
 			}),
+		Entry("the HCM max_stream_duration (common_http_protocol_options): a route without its own falls back to it",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_stream_duration: 30s}\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].MaxStreamDuration = 30 * time.Second }),
+		Entry("HCM max_stream_duration 0 is none, as unset",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_stream_duration: 0s}\n"),
+			func(*config.Bootstrap) {}),
 		Entry("HCM idle_timeout 0 disables it",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0s}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 0 }),

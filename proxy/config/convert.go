@@ -164,6 +164,10 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.RequestHeadersTimeout = c.duration(hcm.GetRequestHeadersTimeout(), 0, joinPath(path, "request_headers_timeout"))
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
+	// max_stream_duration: unset or 0, none (HttpConnectionManagerConfig, PROTOBUF_GET_OPTIONAL_MS; a 0
+	// disables it in ActiveStream::refreshDurationTimeout).
+	out.MaxStreamDuration = c.duration(hcm.GetCommonHttpProtocolOptions().GetMaxStreamDuration(), 0,
+		joinPath(joinPath(path, "common_http_protocol_options"), "max_stream_duration"))
 	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
 	switch {
 	case hcm.GetStripMatchingHostPort() && hcm.GetStripAnyHostPort():
@@ -404,7 +408,7 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		// Envoy's RouteEntryImplBase sets using_new_timeouts_ when max_stream_duration is present, and
 		// FilterUtility::finalTimeout (router.cc) then leaves the route timeout unset: `timeout` no
 		// longer applies (x-envoy-upstream-rq-timeout-ms still does).
-		out.Action.Timeout = 0
+		out.Action.Timeout, out.Action.NewTimeouts = 0, true
 		mpath := joinPath(path, "max_stream_duration")
 		optional := func(d *durationpb.Duration, name string) *time.Duration {
 			if d == nil {

@@ -61,12 +61,14 @@ var _ = Describe("RouteAction retry and mirror fields (api/envoy/config/route/v3
 			`{cluster: backend, timeout: 3s, max_stream_duration: {max_stream_duration: 2s}}`,
 			func(r *config.Route) {
 				Expect(r.Action.Timeout).To(BeZero())
+				Expect(r.Action.NewTimeouts).To(BeTrue())
 				Expect(r.Action.MaxStreamDuration).To(HaveValue(Equal(2 * time.Second)))
 			}),
 		Entry("max_stream_duration: grpc_timeout_header_max and grpc_timeout_header_offset",
 			`{cluster: backend, max_stream_duration: {grpc_timeout_header_max: 30s, grpc_timeout_header_offset: 0.1s}}`,
 			func(r *config.Route) {
-				Expect(r.Action.MaxStreamDuration).To(BeNil())
+				Expect(r.Action.MaxStreamDuration).To(BeNil(), "unset: the HCM's applies")
+				Expect(r.Action.NewTimeouts).To(BeTrue())
 				Expect(r.Action.GrpcTimeoutHeaderMax).To(HaveValue(Equal(30 * time.Second)))
 				Expect(r.Action.GrpcTimeoutHeaderOffset).To(HaveValue(Equal(100 * time.Millisecond)))
 			}),

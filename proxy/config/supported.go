@@ -178,6 +178,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	"envoy.config.core.v3.HttpProtocolOptions": {
 		"idle_timeout":                    nil,
 		"max_requests_per_connection":     nil,
+		"max_stream_duration":             nil,
 		"headers_with_underscores_action": {"ALLOW", "REJECT_REQUEST", "DROP_HEADER"},
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
