@@ -22,6 +22,7 @@ const maxGrpcTimeoutValue = 99999999
 type streamLimit struct {
 	end         time.Time
 	grpcTimeout string
+	idle        *streamIdle // the stream idle timer; nil: none
 }
 
 // streamDuration is the request's max stream duration on its route, as Envoy's

@@ -81,6 +81,11 @@ var _ = Describe("FromProto", func() {
 				})
 			},
 			atPath(hcmPath+".common_http_protocol_options.idle_timeout", "")),
+		Entry("a negative HCM stream_idle_timeout",
+			func(b *bootstrapv3.Bootstrap) {
+				editHCM(b, func(h *hcmv3.HttpConnectionManager) { h.StreamIdleTimeout = durationpb.New(-time.Second) })
+			},
+			atPath(hcmPath+".stream_idle_timeout", "")),
 		Entry("a negative HCM max_stream_duration",
 			func(b *bootstrapv3.Bootstrap) {
 				editHCM(b, func(h *hcmv3.HttpConnectionManager) {

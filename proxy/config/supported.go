@@ -117,6 +117,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"route_config":                 nil,
 		"http_filters":                 nil,
 		"request_timeout":              nil,
+		"stream_idle_timeout":          nil,
 		"common_http_protocol_options": nil,
 		"tracing":                      nil,
 		// The trusted client address and the x-forwarded-for / x-envoy-internal headers.
@@ -371,6 +372,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"request_mirror_policies": nil,
 		"hedge_policy":            nil,
 		"max_stream_duration":     nil,
+		"idle_timeout":            nil,
 	},
 	"envoy.config.route.v3.RouteAction.MaxStreamDuration": {
 		"max_stream_duration":        nil,

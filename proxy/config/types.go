@@ -49,6 +49,10 @@ type Listener struct {
 	// last from its start when its route sets no max_stream_duration.max_stream_duration (0: none,
 	// Envoy's default).
 	MaxStreamDuration time.Duration
+	// StreamIdleTimeout is the HCM stream_idle_timeout: a request whose stream moves in neither direction
+	// for that long is ended ("stream timeout"); a route's idle_timeout overrides it. Default 5 minutes
+	// (Envoy's), 0 = none.
+	StreamIdleTimeout time.Duration
 	// ConnectionLimit is the envoy.filters.network.connection_limit filter before the HCM; nil: none.
 	ConnectionLimit *ConnectionLimit
 	// MaxRequestsPerConnection is HCM common_http_protocol_options.max_requests_per_connection: after
@@ -344,6 +348,9 @@ type RouteAction struct {
 	// A route with the max_stream_duration message set applies no Timeout (see convert). Unset, the
 	// HCM's max_stream_duration applies.
 	MaxStreamDuration *time.Duration
+	// IdleTimeout is idle_timeout: the route's stream idle timeout, in place of the HCM's
+	// stream_idle_timeout (nil: unset; 0: none).
+	IdleTimeout *time.Duration
 	// NewTimeouts: the route's max_stream_duration message is set (Envoy's usingNewTimeouts), so a gRPC
 	// request goes upstream with its stream's max duration as its grpc-timeout.
 	NewTimeouts bool
