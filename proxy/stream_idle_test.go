@@ -121,6 +121,45 @@ var _ = Describe("HttpConnectionManager stream_idle_timeout and RouteAction.idle
 		Expect(stat(srv, "http.ingress.downstream_rq_idle_timeout")).To(BeEquivalentTo(1))
 	})
 
+	It("is re-armed by each piece of the request body", func() {
+		u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			io.WriteString(w, string(b))
+		})
+		clk := fakeClock()
+		began := clk.Now()
+		srv, url := start(setup{routes: []config.Route{noTimeout(nil)}, clusters: []config.Cluster{cluster("backend", u.addr())},
+			listener: streamIdle(time.Second), opts: proxy.Options{Clock: clk}})
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(conn.Close)
+		Expect(conn.SetDeadline(time.Now().Add(10 * time.Second))).To(Succeed())
+		replies := make(chan *http.Response, 1)
+		go func() {
+			defer GinkgoRecover()
+			// Four pieces 500ms apart on the proxy's clock: 1.5s in all, never a second without one.
+			_, err := io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\nabcd")
+			Expect(err).NotTo(HaveOccurred())
+			for i := 1; i < 4; i++ {
+				for clk.Since(began) < time.Duration(i)*500*time.Millisecond {
+					time.Sleep(time.Millisecond)
+				}
+				_, err = io.WriteString(conn, "abcd")
+				Expect(err).NotTo(HaveOccurred())
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			Expect(err).NotTo(HaveOccurred())
+			replies <- resp
+		}()
+		var resp *http.Response
+		until(clk, 10*time.Millisecond, received(replies, &resp))
+		b, _ := io.ReadAll(resp.Body)
+		Expect(resp.StatusCode).To(Equal(200))
+		Expect(string(b)).To(Equal(strings.Repeat("abcd", 4)))
+		Expect(clk.Since(began)).To(BeNumerically(">=", 1500*time.Millisecond))
+		Expect(stat(srv, "http.ingress.downstream_rq_idle_timeout")).To(BeZero())
+	})
+
 	It("answers 408 stream timeout when the request body stalls", func() {
 		u := newUpstream(ok)
 		clk := fakeClock()
