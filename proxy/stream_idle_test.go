@@ -124,7 +124,7 @@ var _ = Describe("HttpConnectionManager stream_idle_timeout and RouteAction.idle
 	It("is re-armed by each piece of the request body", func() {
 		u := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
 			b, _ := io.ReadAll(r.Body)
-			io.WriteString(w, string(b))
+			w.Write(b)
 		})
 		clk := fakeClock()
 		began := clk.Now()
