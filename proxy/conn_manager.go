@@ -31,6 +31,11 @@ type connManager struct {
 	routes config.RouteConfig
 	// requestTimeout is the HCM request_timeout: how long the whole downstream request may take to arrive.
 	requestTimeout time.Duration
+	// maxStreamDuration is the HCM common_http_protocol_options.max_stream_duration (0: none): a
+	// route's max_stream_duration.max_stream_duration overrides it.
+	maxStreamDuration time.Duration
+	// streamIdleTimeout is the HCM stream_idle_timeout (0: none): a route's idle_timeout overrides it.
+	streamIdleTimeout time.Duration
 	// bufferLimit is the listener's per_connection_buffer_limit_bytes: the most of a request body held.
 	bufferLimit uint32
 	// stripPort is the HCM strip_port_mode; localPort the listener's port (strip_matching_host_port).
@@ -52,8 +57,9 @@ type hcmStats struct {
 	rqTotal, noRoute, rqTimeout, cxTotal, rqHeaderTimeout *stats.Counter
 	noCluster                                             *stats.Counter // the router's no_cluster: a route's cluster does not exist
 	rqClass                                               classCounters  // downstream_rq_2xx … _5xx
-	// rqMaxDurationReached: a request ended by its route's max_stream_duration.
-	rqMaxDurationReached *stats.Counter
+	// rqMaxDurationReached: a request ended by its max_stream_duration; rqIdleTimeout: one ended by its
+	// stream idle timeout.
+	rqMaxDurationReached, rqIdleTimeout *stats.Counter
 	// cxProtocolError: a downstream connection ended by a protocol error (a request head or body
 	// that cannot be read); cxDestroyRemoteActiveRq: one the client closed with a request in progress;
 	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
@@ -75,6 +81,7 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 		cxIdleTimeout: c("downstream_cx_idle_timeout"), cxMaxRequestsReached: c("downstream_cx_max_requests_reached"),
 		rqTime:               store.Histogram(p + "downstream_rq_time"),
 		rqMaxDurationReached: c("downstream_rq_max_duration_reached"),
+		rqIdleTimeout:        c("downstream_rq_idle_timeout"),
 	}
 }
 
@@ -85,7 +92,9 @@ func newConnManager(l config.Listener, store *stats.Store, clk clock.Clock, rt *
 	if limit == 0 {
 		limit = defaultBufferLimit
 	}
-	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, bufferLimit: limit, stripPort: l.StripPort,
+	return &connManager{routes: l.Routes, requestTimeout: l.RequestTimeout, maxStreamDuration: l.MaxStreamDuration,
+		streamIdleTimeout: l.StreamIdleTimeout,
+		bufferLimit:       limit, stripPort: l.StripPort,
 		st: newHCMStats(store, l.StatPrefix), clk: clk, router: rt, localReplies: newLocalReplies(l.LocalReply)}
 }
 
@@ -283,16 +292,28 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.clusterNotFound(w, r, vh, route)
 		return
 	}
-	// The route's max_stream_duration runs from the stream's start (ActiveStream::refreshDurationTimeout,
-	// source/common/http/conn_manager_impl.cc).
+	// The route's max_stream_duration, else the HCM's, runs from the stream's start
+	// (ActiveStream::refreshDurationTimeout, source/common/http/conn_manager_impl.cc).
 	var stream streamLimit
-	if d, ok, grpcTimeout := streamDuration(&route.Action, r); ok {
+	switch d, ok, grpcTimeout, drop := streamDuration(&route.Action, cm.maxStreamDuration, r); {
+	case ok:
 		stream = streamLimit{end: began.Add(d), grpcTimeout: grpcTimeout}
+	case drop:
+		r.Header.Del(hdrGrpcTimeout)
+	}
+	// The stream idle timeout, the route's or the HCM's, runs from the stream's start too
+	// (ActiveStream's stream_idle_timer_, refreshIdleTimeout).
+	if d := streamIdleTimeout(&route.Action, cm.streamIdleTimeout); d > 0 {
+		ctx, cancel := context.WithCancelCause(r.Context())
+		defer cancel(nil)
+		r = r.WithContext(ctx)
+		stream.idle = newStreamIdle(cm.clk, d, cancel, h1.AborterFrom(ctx))
+		defer stream.idle.stop()
 	}
 	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
 		var ok bool
-		if body, ok = cm.readBody(w, r, cm.retryBufferLimit(vh, route), stream.end); !ok {
+		if body, ok = cm.readBody(w, r, cm.retryBufferLimit(vh, route), stream.end, stream.idle); !ok {
 			return
 		}
 	}
@@ -376,8 +397,14 @@ func (b *bodyRest) Read(p []byte) (int, error) {
 // read and a retry sends the same bytes. A larger one is not an error (Envoy streams bodies of any
 // size through the router): its rest streams upstream, still under the request_timeout. The buffer
 // grows with what arrives, never from the Content-Length a client declares.
-func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit int, streamEnd time.Time) (requestBody, bool) {
+func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit int, streamEnd time.Time, idle *streamIdle) (requestBody, bool) {
 	rc := http.NewResponseController(w)
+	var src io.Reader = r.Body
+	if idle != nil {
+		// Each piece of the body re-arms the stream idle timer, which ends a read when it fires.
+		src = activeReader{r.Body, idle}
+		idle.reading(rc)
+	}
 	reqDeadline := time.Now().Add(cm.requestTimeout)
 	if cm.requestTimeout > 0 { // a socket deadline: the real clock's
 		_ = rc.SetReadDeadline(reqDeadline)
@@ -388,12 +415,17 @@ func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit in
 		_ = rc.SetReadDeadline(time.Now().Add(streamEnd.Sub(cm.clk.Now())))
 	}
 	clearDeadline := func() {
+		idle.reading(nil)
 		if cm.requestTimeout > 0 || byDuration {
 			_ = rc.SetReadDeadline(time.Time{})
 		}
 	}
-	buf, pending, err := bufferBody(r.Body, limit, r.ContentLength)
+	buf, pending, err := bufferBody(src, limit, r.ContentLength)
 	var ne net.Error
+	if err != nil && idle.fired() {
+		cm.streamIdleTimedOut(w, r, false)
+		return requestBody{}, false
+	}
 	if err != nil && byDuration && errors.As(err, &ne) && ne.Timeout() {
 		cm.streamDurationReached(w, r, false)
 		return requestBody{}, false
@@ -415,7 +447,7 @@ func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit in
 		return requestBody{buf: buf}, true
 	}
 	return requestBody{buf: buf, length: r.ContentLength,
-		rest: &bodyRest{pending: pending, r: r.Body, done: clearDeadline}}, true
+		rest: &bodyRest{pending: pending, r: src, done: clearDeadline}}, true
 }
 
 // Sizes of a request body's buffer: the first allocation, at most, then doubling up to the limit.

@@ -282,7 +282,7 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 	}
 	switch {
 	case gone:
-		f.rt.hcm.downstreamGone()
+		f.streamEnded()
 	case timedOut:
 		if inFlightAtTimeout > 1 && !f.byDuration {
 			f.cl.st.rqTimeout.Add(uint64(inFlightAtTimeout - 1)) // routeTimeout counts one

@@ -443,7 +443,7 @@ var _ = Describe("RouteAction.max_stream_duration", func() {
 	durationRoute := func(d time.Duration) config.Route {
 		r := prefixRoute("/", "backend", retries(3, "5xx"))
 		r.Action.Timeout = 0 // as the config sets it: a route with max_stream_duration has no route timeout
-		r.Action.MaxStreamDuration = &d
+		r.Action.MaxStreamDuration, r.Action.NewTimeouts = &d, true
 		return r
 	}
 
@@ -570,6 +570,73 @@ var _ = Describe("request_mirror_policies.trace_sampled", func() {
 	})
 })
 
+var _ = Describe("HttpConnectionManager common_http_protocol_options.max_stream_duration", func() {
+	// ActiveStream::refreshDurationTimeout (source/common/http/conn_manager_impl.cc): a route without
+	// max_stream_duration.max_stream_duration falls back to the HCM's; a route's own replaces it, and a
+	// route's 0s disables it.
+	hcmDuration := func(d time.Duration) func(*config.Listener) {
+		return func(l *config.Listener) { l.MaxStreamDuration = d }
+	}
+	noTimeout := func(msd *time.Duration) config.Route {
+		r := prefixRoute("/", "backend", nil)
+		r.Action.Timeout = 0
+		if msd != nil {
+			r.Action.MaxStreamDuration, r.Action.NewTimeouts = msd, true
+		}
+		return r
+	}
+	dur := func(d time.Duration) *time.Duration { return &d }
+
+	It("ends a request on a route without its own max_stream_duration at the HCM's", func() {
+		u := newUpstream(hang)
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{noTimeout(nil)}, clusters: []config.Cluster{cluster("backend", u.addr())},
+			listener: hcmDuration(3 * time.Second), opts: proxy.Options{Clock: clk}})
+		began := clk.Now()
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/")
+		Expect(code).To(Equal(504))
+		Expect(body).To(Equal("downstream duration timeout"))
+		Expect(clk.Since(began)).To(BeNumerically(">=", 3*time.Second))
+		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeEquivalentTo(1))
+	})
+
+	It("lets a route's own max_stream_duration replace the HCM's", func() {
+		u := newUpstream(hang)
+		clk := fakeClock()
+		_, url := start(setup{routes: []config.Route{noTimeout(dur(time.Second))}, clusters: []config.Cluster{cluster("backend", u.addr())},
+			listener: hcmDuration(time.Minute), opts: proxy.Options{Clock: clk}})
+		began := clk.Now()
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/")
+		Expect(code).To(Equal(504))
+		Expect(body).To(Equal("downstream duration timeout"))
+		Expect(clk.Since(began)).To(And(BeNumerically(">=", time.Second), BeNumerically("<", time.Minute)))
+	})
+
+	It("is disabled by a route's max_stream_duration of 0s, which also drops a gRPC request's grpc-timeout", func() {
+		seen := make(chan string, 1)
+		u := newUpstream(func(_ int64, _ http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Get("grpc-timeout")
+			<-r.Context().Done()
+		})
+		clk := fakeClock()
+		srv, url := start(setup{routes: []config.Route{noTimeout(dur(0))}, clusters: []config.Cluster{cluster("backend", u.addr())},
+			listener: func(l *config.Listener) {
+				hcmDuration(time.Second)(l)
+				// An internal client, whose x-envoy-upstream-rq-timeout-ms the router reads.
+				l.UseRemoteAddress, l.InternalAddresses = true, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+			}, opts: proxy.Options{Clock: clk}})
+		began := clk.Now()
+		// The request's own route timeout bounds it instead, well past the HCM's second.
+		code, body := sendGET(clk, 100*time.Millisecond, url+"/", "x-envoy-upstream-rq-timeout-ms", "5000",
+			"content-type", "application/grpc", "grpc-timeout", "30S")
+		Expect(code).To(Equal(504))
+		Expect(body).To(Equal("upstream request timeout"))
+		Expect(clk.Since(began)).To(BeNumerically(">=", 5*time.Second))
+		Expect(<-seen).To(BeEmpty(), "removeGrpcTimeout")
+		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeZero())
+	})
+})
+
 var _ = Describe("max_stream_duration.grpc_timeout_header_max and grpc_timeout_header_offset", func() {
 	// refreshDurationTimeout (conn_manager_impl.cc): with grpc_timeout_header_max set, a request's
 	// grpc-timeout is its stream duration, capped by the max (0: no cap) and less the offset; a gRPC
@@ -577,7 +644,7 @@ var _ = Describe("max_stream_duration.grpc_timeout_header_max and grpc_timeout_h
 	dur := func(d time.Duration) *time.Duration { return &d }
 	grpcRoute := func(max, offset *time.Duration) config.Route {
 		r := prefixRoute("/", "backend", nil)
-		r.Action.Timeout = 0
+		r.Action.Timeout, r.Action.NewTimeouts = 0, true
 		r.Action.GrpcTimeoutHeaderMax, r.Action.GrpcTimeoutHeaderOffset = max, offset
 		return r
 	}

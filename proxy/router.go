@@ -57,6 +57,7 @@ type downstream interface {
 	downstreamGone()
 	bodyError(w http.ResponseWriter, r *http.Request, err error)
 	streamDurationReached(w http.ResponseWriter, r *http.Request, complete bool)
+	streamIdleTimedOut(w http.ResponseWriter, r *http.Request, complete bool)
 }
 
 func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router {
@@ -78,7 +79,7 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, cl *cluster, body requestBody, stream streamLimit) {
 	f := rt.forwards.Get().(*forward)
 	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, attachFn: f.attachFn, detachFn: f.detachFn, uri: r.RequestURI,
-		streamEnd: stream.end, grpcTimeout: stream.grpcTimeout}
+		streamEnd: stream.end, grpcTimeout: stream.grpcTimeout, idle: stream.idle}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
@@ -174,6 +175,8 @@ type forward struct {
 	byDuration bool
 	// grpcTimeout replaces the request's grpc-timeout upstream ("": kept as it is).
 	grpcTimeout string
+	// idle is the stream idle timer (nil: none): when it fires, the request's context ends.
+	idle *streamIdle
 }
 
 // run is the forward/retry loop: an upstream request, then the retry decision (Envoy's
@@ -256,7 +259,11 @@ func (f *forward) run() {
 		release()
 		if rest := f.body.rest; rest != nil && rest.err != nil {
 			f.abandon(a) // the downstream's body failed mid-stream: answered as its read error
-			f.rt.hcm.bodyError(f.w, f.r, rest.err)
+			if f.idle.fired() {
+				f.streamEnded() // the stream idle timeout ended the read
+			} else {
+				f.rt.hcm.bodyError(f.w, f.r, rest.err)
+			}
 			return
 		}
 		if f.timedOut() {
@@ -265,8 +272,8 @@ func (f *forward) run() {
 			return
 		}
 		if f.r.Context().Err() != nil {
-			f.abandon(a) // the downstream went away: nobody to answer
-			f.rt.hcm.downstreamGone()
+			f.abandon(a) // the downstream went away (nobody to answer), or the stream idle timeout
+			f.streamEnded()
 			return
 		}
 		if a.noHealthy {
@@ -309,7 +316,7 @@ func (f *forward) run() {
 				if f.timedOut() {
 					f.routeTimeout(n)
 				} else {
-					f.rt.hcm.downstreamGone()
+					f.streamEnded()
 				}
 				return
 			}
@@ -361,6 +368,17 @@ func (f *forward) ctx() context.Context {
 		}
 	}
 	return f.rctx
+}
+
+// streamEnded answers a request whose context ended before its response started: its stream idle
+// timeout fired (the connection manager's "stream timeout", ActiveStream::onIdleTimeout), or the
+// downstream went away.
+func (f *forward) streamEnded() {
+	if f.idle.fired() {
+		f.rt.hcm.streamIdleTimedOut(f.w, f.r, f.body.rest == nil || f.body.rest.eof)
+		return
+	}
+	f.rt.hcm.downstreamGone()
 }
 
 // timedOut reports whether the route timeout has passed.
@@ -489,6 +507,7 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		hdr[hdrAttemptCount] = f.scratch[1:2:2]
 	}
 	f.mutateResponse(hdr, resp.StatusCode, a.host.addr)
+	f.idle.touch() // the response headers are activity of the stream (resetIdleTimer)
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.hcm.countStatus(resp.StatusCode)
 	var body io.Reader = resp.Body
@@ -504,6 +523,9 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		})
 		body = idleBody{resp.Body, it}
 	}
+	if f.idle != nil {
+		body = activeReader{body, f.idle} // each piece relayed re-arms the stream idle timer
+	}
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
 	_, err := io.CopyBuffer(f.w, body, *bp)
@@ -514,6 +536,11 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	f.vc.recordTime(f.rt.clk.Since(f.start)) // CodeStatsImpl::chargeResponseTiming
 	if err != nil {
 		switch {
+		case f.idle.fired():
+			// The stream idle timeout, once the response has started: the stream is reset
+			// (onIdleTimeout's local reply cannot be sent), and so is the attempt.
+			f.rt.hcm.streamIdleTimedOut(nil, f.r, true)
+			f.cl.st.rqTxReset.Inc()
 		case f.timedOut() && f.byDuration:
 			f.rt.hcm.streamDurationReached(nil, f.r, true) // counted; the downstream is reset below
 			f.cl.st.rqTxReset.Inc()

@@ -22,22 +22,31 @@ const maxGrpcTimeoutValue = 99999999
 type streamLimit struct {
 	end         time.Time
 	grpcTimeout string
+	idle        *streamIdle // the stream idle timer; nil: none
 }
 
 // streamDuration is the request's max stream duration on its route, as Envoy's
 // ActiveStream::refreshDurationTimeout (source/common/http/conn_manager_impl.cc): the route's
-// max_stream_duration (0: none) — unless the request has a valid grpc-timeout and the route sets
-// grpc_timeout_header_max, when it is the grpc-timeout, capped by grpc_timeout_header_max (0: no cap),
-// less grpc_timeout_header_offset (down to 0). A gRPC request then goes upstream with that duration as
-// its grpc-timeout. ok is false when the stream has no max duration (the HCM's would apply: meshproof's
-// route-level field does not fall back to it).
-func streamDuration(a *config.RouteAction, r *http.Request) (d time.Duration, ok bool, grpcTimeout string) {
+// max_stream_duration (0: none), else the HCM's (hcm; 0: none) — unless the request has a valid
+// grpc-timeout and the route sets grpc_timeout_header_max, when it is the grpc-timeout, capped by
+// grpc_timeout_header_max (0: no cap), less grpc_timeout_header_offset (down to 0). A gRPC request on a
+// route with the max_stream_duration message (usingNewTimeouts) then goes upstream with that duration as
+// its grpc-timeout. ok is false when the stream has no max duration; dropGrpcTimeout then says that the
+// route's 0 disabled the HCM's, and Envoy removes a gRPC request's grpc-timeout.
+func streamDuration(a *config.RouteAction, hcm time.Duration, r *http.Request) (d time.Duration, ok bool, grpcTimeout string, dropGrpcTimeout bool) {
 	header, hasHeader := parseGrpcTimeout(headerValue(r.Header, hdrGrpcTimeout))
 	if !hasHeader || a.GrpcTimeoutHeaderMax == nil {
-		if a.MaxStreamDuration == nil || *a.MaxStreamDuration == 0 {
-			return 0, false, ""
+		switch {
+		case a.MaxStreamDuration != nil && *a.MaxStreamDuration == 0:
+			// An explicit 0 disables the timer the HCM's duration armed at the stream's start.
+			return 0, false, "", hcm > 0 && a.NewTimeouts && isGrpcRequest(r)
+		case a.MaxStreamDuration != nil:
+			d = *a.MaxStreamDuration
+		case hcm > 0:
+			d = hcm
+		default:
+			return 0, false, "", false
 		}
-		d = *a.MaxStreamDuration
 	} else {
 		d = header
 		if limit := *a.GrpcTimeoutHeaderMax; limit != 0 && d > limit {
@@ -47,10 +56,10 @@ func streamDuration(a *config.RouteAction, r *http.Request) (d time.Duration, ok
 			d = max(d-*off, 0)
 		}
 	}
-	if isGrpcRequest(r) {
+	if a.NewTimeouts && isGrpcRequest(r) {
 		grpcTimeout = formatGrpcTimeout(d.Milliseconds())
 	}
-	return d, true, grpcTimeout
+	return d, true, grpcTimeout, false
 }
 
 // parseGrpcTimeout reads a grpc-timeout value as Envoy's Grpc::Common::getGrpcTimeout

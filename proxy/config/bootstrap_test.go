@@ -26,7 +26,9 @@ var _ = Describe("ParseBootstrap", func() {
 				StatPrefix:     "ingress_http",
 				RequestTimeout: 30 * time.Second,
 				IdleTimeout:    5 * time.Minute,
-				BufferLimit:    1 << 20,
+				// stream_idle_timeout unset: Envoy's 5 minutes.
+				StreamIdleTimeout: 5 * time.Minute,
+				BufferLimit:       1 << 20,
 				Routes: config.RouteConfig{
 					Name: "local_route",
 					VirtualHosts: []config.VirtualHost{{
@@ -199,6 +201,18 @@ var _ = Describe("ParseBootstrap", func() {
 			func(b *config.Bootstrap) {
 				b.Listeners[0].Routes.VirtualHosts[0].Routes[0].PerRequestBufferLimit = uint32Ptr(0)
 			}),
+		Entry("the HCM max_stream_duration (common_http_protocol_options): a route without its own falls back to it",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_stream_duration: 30s}\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].MaxStreamDuration = 30 * time.Second }),
+		Entry("HCM max_stream_duration 0 is none, as unset",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_stream_duration: 0s}\n"),
+			func(*config.Bootstrap) {}),
+		Entry("the HCM stream_idle_timeout",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          stream_idle_timeout: 30s\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].StreamIdleTimeout = 30 * time.Second }),
+		Entry("HCM stream_idle_timeout 0 disables it",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          stream_idle_timeout: 0s\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].StreamIdleTimeout = 0 }),
 		Entry("HCM idle_timeout 0 disables it",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {idle_timeout: 0s}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].IdleTimeout = 0 }),
@@ -384,7 +398,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, local_reply_config, max_request_headers_kb, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, strip_any_host_port, strip_matching_host_port, tracing, use_remote_address, xff_num_trusted_hops)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, local_reply_config, max_request_headers_kb, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, stream_idle_timeout, strip_any_host_port, strip_matching_host_port, tracing, use_remote_address, xff_num_trusted_hops)")),
 		Entry("both strip_matching_host_port and strip_any_host_port",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          strip_matching_host_port: true\n          strip_any_host_port: true\n"),
 			at(12, 32, hcmPath+".strip_any_host_port", "only one of strip_matching_host_port and strip_any_host_port may be set")),

@@ -44,9 +44,12 @@ const (
 	maxIntervalFactor     = 10 // default max_interval = 10 × base_interval
 	defaultConnectTimeout = 5 * time.Second
 	defaultIdleTimeout    = time.Hour // core.v3.HttpProtocolOptions.idle_timeout
-	defaultBufferLimit    = 1 << 20   // listener.v3.Listener.per_connection_buffer_limit_bytes
-	defaultWeight         = 1
-	maxPort               = 65535
+	// defaultStreamIdleTimeout is the HCM stream_idle_timeout's (StreamIdleTimeoutMs,
+	// source/extensions/filters/network/http_connection_manager/config.h).
+	defaultStreamIdleTimeout = 5 * time.Minute
+	defaultBufferLimit       = 1 << 20 // listener.v3.Listener.per_connection_buffer_limit_bytes
+	defaultWeight            = 1
+	maxPort                  = 65535
 )
 
 // converter turns a bootstrap that passed the subset and PGV checks into the internal form, collecting
@@ -164,6 +167,11 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.RequestHeadersTimeout = c.duration(hcm.GetRequestHeadersTimeout(), 0, joinPath(path, "request_headers_timeout"))
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))
+	out.StreamIdleTimeout = c.duration(hcm.GetStreamIdleTimeout(), defaultStreamIdleTimeout, joinPath(path, "stream_idle_timeout"))
+	// max_stream_duration: unset or 0, none (HttpConnectionManagerConfig, PROTOBUF_GET_OPTIONAL_MS; a 0
+	// disables it in ActiveStream::refreshDurationTimeout).
+	out.MaxStreamDuration = c.duration(hcm.GetCommonHttpProtocolOptions().GetMaxStreamDuration(), 0,
+		joinPath(joinPath(path, "common_http_protocol_options"), "max_stream_duration"))
 	out.MaxRequestsPerConnection = hcm.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection().GetValue()
 	switch {
 	case hcm.GetStripMatchingHostPort() && hcm.GetStripAnyHostPort():
@@ -404,7 +412,7 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		// Envoy's RouteEntryImplBase sets using_new_timeouts_ when max_stream_duration is present, and
 		// FilterUtility::finalTimeout (router.cc) then leaves the route timeout unset: `timeout` no
 		// longer applies (x-envoy-upstream-rq-timeout-ms still does).
-		out.Action.Timeout = 0
+		out.Action.Timeout, out.Action.NewTimeouts = 0, true
 		mpath := joinPath(path, "max_stream_duration")
 		optional := func(d *durationpb.Duration, name string) *time.Duration {
 			if d == nil {
@@ -416,6 +424,12 @@ func (c *converter) route(r *routev3.Route, path string, clusters map[string]boo
 		out.Action.MaxStreamDuration = optional(msd.GetMaxStreamDuration(), "max_stream_duration")
 		out.Action.GrpcTimeoutHeaderMax = optional(msd.GetGrpcTimeoutHeaderMax(), "grpc_timeout_header_max")
 		out.Action.GrpcTimeoutHeaderOffset = optional(msd.GetGrpcTimeoutHeaderOffset(), "grpc_timeout_header_offset")
+	}
+	if d := action.GetIdleTimeout(); d != nil {
+		// idle_timeout: set, it replaces the HCM's stream_idle_timeout, 0 disabling it
+		// (RouteEntryImplBase idle_timeout_, ActiveStream::refreshIdleTimeout).
+		v := c.duration(d, 0, joinPath(path, "idle_timeout"))
+		out.Action.IdleTimeout = &v
 	}
 	out.Action.HedgePolicy = c.hedgePolicy(action.GetHedgePolicy(), joinPath(path, "hedge_policy"))
 	out.Action.MirrorPolicies = c.mirrorPolicies(action.GetRequestMirrorPolicies(), joinPath(path, "request_mirror_policies"), clusters)

@@ -81,6 +81,18 @@ var _ = Describe("FromProto", func() {
 				})
 			},
 			atPath(hcmPath+".common_http_protocol_options.idle_timeout", "")),
+		Entry("a negative HCM stream_idle_timeout",
+			func(b *bootstrapv3.Bootstrap) {
+				editHCM(b, func(h *hcmv3.HttpConnectionManager) { h.StreamIdleTimeout = durationpb.New(-time.Second) })
+			},
+			atPath(hcmPath+".stream_idle_timeout", "")),
+		Entry("a negative HCM max_stream_duration",
+			func(b *bootstrapv3.Bootstrap) {
+				editHCM(b, func(h *hcmv3.HttpConnectionManager) {
+					h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxStreamDuration: durationpb.New(-time.Second)}
+				})
+			},
+			atPath(hcmPath+".common_http_protocol_options.max_stream_duration", "")),
 		Entry("an unsupported field of the HCM common_http_protocol_options",
 			func(b *bootstrapv3.Bootstrap) {
 				editHCM(b, func(h *hcmv3.HttpConnectionManager) {

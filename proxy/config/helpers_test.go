@@ -89,7 +89,9 @@ func minimalWant() *config.Bootstrap {
 			Address:     "127.0.0.1:0",
 			StatPrefix:  "ingress_http",
 			IdleTimeout: time.Hour,
-			BufferLimit: 1 << 20,
+			// Envoy's default stream_idle_timeout (StreamIdleTimeoutMs).
+			StreamIdleTimeout: 5 * time.Minute,
+			BufferLimit:       1 << 20,
 			Routes: config.RouteConfig{VirtualHosts: []config.VirtualHost{{
 				Name:    "backend",
 				Domains: []string{"*"},

@@ -61,15 +61,26 @@ var _ = Describe("RouteAction retry and mirror fields (api/envoy/config/route/v3
 			`{cluster: backend, timeout: 3s, max_stream_duration: {max_stream_duration: 2s}}`,
 			func(r *config.Route) {
 				Expect(r.Action.Timeout).To(BeZero())
+				Expect(r.Action.NewTimeouts).To(BeTrue())
 				Expect(r.Action.MaxStreamDuration).To(HaveValue(Equal(2 * time.Second)))
 			}),
 		Entry("max_stream_duration: grpc_timeout_header_max and grpc_timeout_header_offset",
 			`{cluster: backend, max_stream_duration: {grpc_timeout_header_max: 30s, grpc_timeout_header_offset: 0.1s}}`,
 			func(r *config.Route) {
-				Expect(r.Action.MaxStreamDuration).To(BeNil())
+				Expect(r.Action.MaxStreamDuration).To(BeNil(), "unset: the HCM's applies")
+				Expect(r.Action.NewTimeouts).To(BeTrue())
 				Expect(r.Action.GrpcTimeoutHeaderMax).To(HaveValue(Equal(30 * time.Second)))
 				Expect(r.Action.GrpcTimeoutHeaderOffset).To(HaveValue(Equal(100 * time.Millisecond)))
 			}),
+		Entry("idle_timeout: the route's stream idle timeout, in place of the HCM's",
+			`{cluster: backend, idle_timeout: 2s}`,
+			func(r *config.Route) { Expect(r.Action.IdleTimeout).To(HaveValue(Equal(2 * time.Second))) }),
+		Entry("idle_timeout: 0s disables it; unset, the HCM's applies",
+			`{cluster: backend, idle_timeout: 0s}`,
+			func(r *config.Route) { Expect(r.Action.IdleTimeout).To(HaveValue(BeZero())) }),
+		Entry("idle_timeout unset",
+			`{cluster: backend}`,
+			func(r *config.Route) { Expect(r.Action.IdleTimeout).To(BeNil()) }),
 		Entry("max_stream_duration: 0s disables it; an empty message leaves it unset",
 			`{cluster: backend, max_stream_duration: {max_stream_duration: 0s}}`,
 			func(r *config.Route) { Expect(r.Action.MaxStreamDuration).To(HaveValue(BeZero())) }),
@@ -103,6 +114,9 @@ var _ = Describe("RouteAction retry and mirror fields (api/envoy/config/route/v3
 		Entry("a negative max_stream_duration",
 			`{cluster: backend, max_stream_duration: {max_stream_duration: -1s}}`,
 			pathMsg(routePath+".max_stream_duration.max_stream_duration", "")),
+		Entry("a negative idle_timeout",
+			`{cluster: backend, idle_timeout: -1s}`,
+			pathMsg(routePath+".idle_timeout", "")),
 		Entry("a negative per_try_idle_timeout",
 			`{cluster: backend, retry_policy: {per_try_idle_timeout: -1s}}`,
 			pathMsg(routePath+".retry_policy.per_try_idle_timeout", "")),

@@ -117,6 +117,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"route_config":                 nil,
 		"http_filters":                 nil,
 		"request_timeout":              nil,
+		"stream_idle_timeout":          nil,
 		"common_http_protocol_options": nil,
 		"tracing":                      nil,
 		// The trusted client address and the x-forwarded-for / x-envoy-internal headers.
@@ -178,6 +179,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	"envoy.config.core.v3.HttpProtocolOptions": {
 		"idle_timeout":                    nil,
 		"max_requests_per_connection":     nil,
+		"max_stream_duration":             nil,
 		"headers_with_underscores_action": {"ALLOW", "REJECT_REQUEST", "DROP_HEADER"},
 	},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
@@ -370,6 +372,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"request_mirror_policies": nil,
 		"hedge_policy":            nil,
 		"max_stream_duration":     nil,
+		"idle_timeout":            nil,
 	},
 	"envoy.config.route.v3.RouteAction.MaxStreamDuration": {
 		"max_stream_duration":        nil,

@@ -45,6 +45,14 @@ type Listener struct {
 	Routes         RouteConfig
 	RequestTimeout time.Duration // HCM request_timeout; 0 = none (Envoy's default)
 	IdleTimeout    time.Duration // HCM common_http_protocol_options.idle_timeout; default 1h (Envoy's), 0 = none
+	// MaxStreamDuration is HCM common_http_protocol_options.max_stream_duration: how long a request may
+	// last from its start when its route sets no max_stream_duration.max_stream_duration (0: none,
+	// Envoy's default).
+	MaxStreamDuration time.Duration
+	// StreamIdleTimeout is the HCM stream_idle_timeout: a request whose stream moves in neither direction
+	// for that long is ended ("stream timeout"); a route's idle_timeout overrides it. Default 5 minutes
+	// (Envoy's), 0 = none.
+	StreamIdleTimeout time.Duration
 	// ConnectionLimit is the envoy.filters.network.connection_limit filter before the HCM; nil: none.
 	ConnectionLimit *ConnectionLimit
 	// MaxRequestsPerConnection is HCM common_http_protocol_options.max_requests_per_connection: after
@@ -337,8 +345,15 @@ type RouteAction struct {
 	HostRewrite string
 	// MaxStreamDuration is max_stream_duration.max_stream_duration: how long a request on the route may
 	// last from its start, else it is ended with "downstream duration timeout" (nil: unset; 0: none).
-	// A route with the max_stream_duration message set applies no Timeout (see convert).
+	// A route with the max_stream_duration message set applies no Timeout (see convert). Unset, the
+	// HCM's max_stream_duration applies.
 	MaxStreamDuration *time.Duration
+	// IdleTimeout is idle_timeout: the route's stream idle timeout, in place of the HCM's
+	// stream_idle_timeout (nil: unset; 0: none).
+	IdleTimeout *time.Duration
+	// NewTimeouts: the route's max_stream_duration message is set (Envoy's usingNewTimeouts), so a gRPC
+	// request goes upstream with its stream's max duration as its grpc-timeout.
+	NewTimeouts bool
 	// GrpcTimeoutHeaderMax and GrpcTimeoutHeaderOffset are max_stream_duration's
 	// grpc_timeout_header_max and grpc_timeout_header_offset (nil: unset). With the first set, a
 	// request's grpc-timeout header replaces MaxStreamDuration, capped by it (0: no cap), less the
