@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/meshproof/meshproof/proxy/clock"
@@ -34,66 +33,36 @@ func streamIdleTimeout(a *config.RouteAction, hcm time.Duration) time.Duration {
 // timeout" or, once the response has started, resets the downstream. Like idleTimer, activity only
 // moves its deadline: the one timer, when it fires early, waits again for what is left.
 type streamIdle struct {
-	clk    clock.Clock
-	d      time.Duration
-	cancel context.CancelCauseFunc
-	ab     *h1.Aborter
-
-	mu    sync.Mutex
-	t     clock.Timer
-	last  time.Time
-	state idleState
+	idleClock
 	// rc, while the request body is read, is the downstream's response controller: firing then ends
-	// the read under way by its read deadline.
+	// the read under way by its read deadline (set by reading under the clock's lock).
 	rc *http.ResponseController
 }
 
 func newStreamIdle(clk clock.Clock, d time.Duration, cancel context.CancelCauseFunc, ab *h1.Aborter) *streamIdle {
-	s := &streamIdle{clk: clk, d: d, cancel: cancel, ab: ab, last: clk.Now()}
-	s.t = clk.AfterFunc(d, s.fire)
+	s := &streamIdle{}
+	s.start(clk, d, func() {
+		cancel(errStreamIdle) // first: the router reads what ended the request from its context
+		if s.rc != nil {
+			_ = s.rc.SetReadDeadline(time.Now()) // a socket deadline: the real clock's
+		}
+		if ab != nil {
+			ab.Interrupt()
+		}
+	})
 	return s
-}
-
-func (s *streamIdle) fire() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state != idleArmed {
-		return
-	}
-	if left := s.d - s.clk.Since(s.last); left > 0 {
-		s.t = s.clk.AfterFunc(left, s.fire)
-		return
-	}
-	s.state = idleFired
-	s.cancel(errStreamIdle) // first: the router reads what ended the request from its context
-	if s.rc != nil {
-		_ = s.rc.SetReadDeadline(time.Now()) // a socket deadline: the real clock's
-	}
-	if s.ab != nil {
-		s.ab.Interrupt()
-	}
 }
 
 // touch re-arms the timer: the stream moved. Nil-safe: a stream without idle timeout has none.
 func (s *streamIdle) touch() {
-	if s == nil {
-		return
+	if s != nil {
+		s.idleClock.touch()
 	}
-	s.mu.Lock()
-	if s.state == idleArmed {
-		s.last = s.clk.Now()
-	}
-	s.mu.Unlock()
 }
 
 // fired reports whether the timer ended the stream.
 func (s *streamIdle) fired() bool {
-	if s == nil {
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.state == idleFired
+	return s != nil && s.hasFired()
 }
 
 // reading sets (nil: clears) the response controller of the request body read under way.
@@ -108,15 +77,9 @@ func (s *streamIdle) reading(rc *http.ResponseController) {
 
 // stop disarms the timer for good.
 func (s *streamIdle) stop() {
-	if s == nil {
-		return
+	if s != nil {
+		s.idleClock.stop()
 	}
-	s.mu.Lock()
-	if s.state == idleArmed {
-		s.state = idleStopped
-	}
-	s.t.Stop()
-	s.mu.Unlock()
 }
 
 // activeReader re-arms a stream's idle timer at each read that brings bytes: the request body as it is

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -450,87 +449,36 @@ var lastMs atomic.Pointer[msCache]
 // request timeout"); once the response is relayed, the downstream is reset mid-body. Bytes only move
 // its deadline forward: the one timer, when it fires early, waits again for what is left.
 type idleTimer struct {
-	clk    clock.Clock
-	d      time.Duration
-	cancel context.CancelCauseFunc
-	ab     *h1.Aborter
-
-	mu    sync.Mutex
-	t     clock.Timer
-	last  time.Time // the last bytes (or the attempt's start)
-	state idleState
-	// onBody counts the timeout once the response is relayed (set by relay; nil before).
+	idleClock
+	// onBody counts the timeout once the response is relayed (set by relaying under the clock's lock;
+	// nil before).
 	onBody func()
 }
 
-type idleState uint8
-
-const (
-	idleArmed idleState = iota
-	idleFired
-	idleStopped
-)
-
 func newIdleTimer(clk clock.Clock, d time.Duration, cancel context.CancelCauseFunc, ab *h1.Aborter) *idleTimer {
-	it := &idleTimer{clk: clk, d: d, cancel: cancel, ab: ab, last: clk.Now()}
-	it.t = clk.AfterFunc(d, it.fire)
+	it := &idleTimer{}
+	it.start(clk, d, func() {
+		cancel(errPerTryIdleTimeout) // first: the attempt's outcome is read from its context
+		if it.onBody != nil {
+			it.onBody()
+		}
+		if ab != nil {
+			ab.Interrupt()
+		}
+	})
 	return it
-}
-
-// fire resets the attempt when nothing came for d since the last bytes; else it waits for the rest.
-func (it *idleTimer) fire() {
-	it.mu.Lock()
-	defer it.mu.Unlock()
-	if it.state != idleArmed {
-		return
-	}
-	if left := it.d - it.clk.Since(it.last); left > 0 {
-		it.t = it.clk.AfterFunc(left, it.fire)
-		return
-	}
-	it.state = idleFired
-	it.cancel(errPerTryIdleTimeout) // first: the attempt's outcome is read from its context
-	if it.onBody != nil {
-		it.onBody()
-	}
-	if it.ab != nil {
-		it.ab.Interrupt()
-	}
-}
-
-// touch re-arms the timer: bytes came from the upstream.
-func (it *idleTimer) touch() {
-	it.mu.Lock()
-	if it.state == idleArmed {
-		it.last = it.clk.Now()
-	}
-	it.mu.Unlock()
 }
 
 // active reports whether the timer has not fired, and re-arms it (the response headers came).
 func (it *idleTimer) active() bool {
-	it.mu.Lock()
-	defer it.mu.Unlock()
-	if it.state == idleArmed {
-		it.last = it.clk.Now()
-	}
-	return it.state != idleFired
+	it.touch()
+	return !it.hasFired()
 }
 
 // relaying sets what the timer counts when it fires while the response is relayed.
 func (it *idleTimer) relaying(onBody func()) {
 	it.mu.Lock()
 	it.onBody = onBody
-	it.mu.Unlock()
-}
-
-// stop disarms the timer for good: once it returns, the timer interrupts nothing.
-func (it *idleTimer) stop() {
-	it.mu.Lock()
-	if it.state == idleArmed {
-		it.state = idleStopped
-	}
-	it.t.Stop()
 	it.mu.Unlock()
 }
 
