@@ -179,6 +179,27 @@ func received[T any](c <-chan T, v *T) func() bool {
 
 var client = &http.Client{Timeout: 10 * time.Second}
 
+// dur is a pointer to d, for the optional durations of a route.
+func dur(d time.Duration) *time.Duration { return &d }
+
+// readWhole GETs url and reads the whole response while stepping clk by d, and returns what ended the
+// read (nil: the whole body came).
+func readWhole(clk *clock.Fake, d time.Duration, url string) error {
+	GinkgoHelper()
+	errs := make(chan error, 1)
+	go func() {
+		resp, err := client.Get(url)
+		if err == nil {
+			defer resp.Body.Close()
+			_, err = io.ReadAll(resp.Body)
+		}
+		errs <- err
+	}()
+	var readErr error
+	until(clk, d, received(errs, &readErr))
+	return readErr
+}
+
 func get(url string) (int, http.Header, string) {
 	GinkgoHelper()
 	resp, err := client.Get(url)

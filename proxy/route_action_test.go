@@ -130,17 +130,7 @@ var _ = Describe("retry_policy.per_try_idle_timeout", func() {
 			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
 		// The proxy may hold the response's head until more of it comes: the client sees either the
 		// head then a body cut short, or the connection closed before anything.
-		errs := make(chan error, 1)
-		go func() {
-			resp, err := client.Get(url + "/")
-			if err == nil {
-				defer resp.Body.Close()
-				_, err = io.ReadAll(resp.Body)
-			}
-			errs <- err
-		}()
-		var readErr error
-		until(clk, 100*time.Millisecond, received(errs, &readErr))
+		readErr := readWhole(clk, 100*time.Millisecond, url+"/")
 		Expect(readErr).To(HaveOccurred(), "the response ends short of its 10 bytes")
 		Expect(u.requests.Load()).To(BeEquivalentTo(1))
 		Expect(stat(srv, "cluster.backend.upstream_rq_per_try_idle_timeout")).To(BeEquivalentTo(1))
@@ -495,17 +485,7 @@ var _ = Describe("RouteAction.max_stream_duration", func() {
 		clk := fakeClock()
 		srv, url := start(setup{routes: []config.Route{durationRoute(time.Second)}, clusters: []config.Cluster{cluster("backend", u.addr())},
 			opts: proxy.Options{Clock: clk}})
-		errs := make(chan error, 1)
-		go func() {
-			resp, err := client.Get(url + "/")
-			if err == nil {
-				defer resp.Body.Close()
-				_, err = io.ReadAll(resp.Body)
-			}
-			errs <- err
-		}()
-		var readErr error
-		until(clk, 100*time.Millisecond, received(errs, &readErr))
+		readErr := readWhole(clk, 100*time.Millisecond, url+"/")
 		Expect(readErr).To(HaveOccurred(), "the response ends short of its 10 bytes")
 		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeEquivalentTo(1))
 	})
@@ -585,7 +565,6 @@ var _ = Describe("HttpConnectionManager common_http_protocol_options.max_stream_
 		}
 		return r
 	}
-	dur := func(d time.Duration) *time.Duration { return &d }
 
 	It("ends a request on a route without its own max_stream_duration at the HCM's", func() {
 		u := newUpstream(hang)
@@ -641,7 +620,6 @@ var _ = Describe("max_stream_duration.grpc_timeout_header_max and grpc_timeout_h
 	// refreshDurationTimeout (conn_manager_impl.cc): with grpc_timeout_header_max set, a request's
 	// grpc-timeout is its stream duration, capped by the max (0: no cap) and less the offset; a gRPC
 	// request goes upstream with that duration as its grpc-timeout (Grpc::Common::toGrpcTimeout).
-	dur := func(d time.Duration) *time.Duration { return &d }
 	grpcRoute := func(max, offset *time.Duration) config.Route {
 		r := prefixRoute("/", "backend", nil)
 		r.Action.Timeout, r.Action.NewTimeouts = 0, true

@@ -32,7 +32,6 @@ var _ = Describe("HttpConnectionManager stream_idle_timeout and RouteAction.idle
 		r.Action.Timeout, r.Action.IdleTimeout = 0, idle
 		return r
 	}
-	dur := func(d time.Duration) *time.Duration { return &d }
 
 	It("answers 504 stream timeout when the upstream has sent nothing for the HCM's stream_idle_timeout", func() {
 		u := newUpstream(hang)
@@ -104,17 +103,7 @@ var _ = Describe("HttpConnectionManager stream_idle_timeout and RouteAction.idle
 		})
 		srv, url := start(setup{routes: []config.Route{noTimeout(nil)}, clusters: []config.Cluster{cluster("backend", u.addr())},
 			listener: streamIdle(time.Second), opts: proxy.Options{Clock: clk}})
-		errs := make(chan error, 1)
-		go func() {
-			resp, err := client.Get(url + "/")
-			if err == nil {
-				defer resp.Body.Close()
-				_, err = io.ReadAll(resp.Body)
-			}
-			errs <- err
-		}()
-		var readErr error
-		until(clk, 10*time.Millisecond, received(errs, &readErr))
+		readErr := readWhole(clk, 10*time.Millisecond, url+"/")
 		Expect(readErr).To(HaveOccurred(), "the response is reset short of its 20 bytes")
 		Expect(written.Load()).To(BeEquivalentTo(4), "the proxy relayed the pieces past the first second")
 		Expect(clk.Since(began)).To(BeNumerically(">=", 2500*time.Millisecond), "a second after the last piece")
