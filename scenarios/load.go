@@ -16,6 +16,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/token"
+	"golang.org/x/net/http/httpguts"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -707,7 +708,7 @@ func (v *validator) envoy(n ast.Node, msg protoMessage, field string) bool {
 	if n == nil {
 		return true
 	}
-	if _, isNull := n.(*ast.NullNode); isNull {
+	if isNull(n) {
 		return true
 	}
 	if err := config.DecodeNode(n, msg, v.file, field); err != nil {
@@ -849,22 +850,13 @@ func (v *validator) mix(l *Load) {
 // headers checks the names and values of request headers the load sends.
 func (v *validator) headers(field string, h map[string]string) {
 	for _, name := range sortedKeys(h) {
-		if name == "" || strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0 {
+		if !httpguts.ValidHeaderFieldName(name) {
 			v.at(field, "%q is not a header name (RFC 9110 token characters only)", name)
 		}
 		if strings.ContainsAny(h[name], "\r\n\x00") {
 			v.at(field+"."+name, "a header value cannot hold CR, LF or NUL")
 		}
 	}
-}
-
-// isTokenChar reports whether r may appear in an HTTP token (RFC 9110, section 5.6.2).
-func isTokenChar(r rune) bool {
-	switch {
-	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
-		return true
-	}
-	return r < 0x80 && strings.ContainsRune("!#$%&'*+-.^_`|~", r)
 }
 
 // loadLimits refuses a load the generator cannot send or the run cannot hold: a rate above MaxRate,
