@@ -14,6 +14,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
+	"github.com/meshproof/meshproof/cmd/internal/proxycmd"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/reports"
@@ -149,26 +151,26 @@ var _ = Describe("OpenTelemetry environment", func() {
 			fs := flag.NewFlagSet("t", flag.ContinueOnError)
 			endpoint := fs.String("otlp-endpoint", "", "")
 			Expect(fs.Parse(args)).To(Succeed())
-			Expect(defaultOTLPEndpoint(fs, endpoint, env(vars))).To(Succeed())
+			Expect(cli.DefaultOTLPEndpoint(fs, endpoint, env(vars))).To(Succeed())
 			Expect(*endpoint).To(Equal(want))
 		},
 		Entry("nothing", nil, nil, ""),
 		Entry("the flag wins over both variables", []string{"--otlp-endpoint", "http://flag:4318/v1/traces"},
-			map[string]string{envOTLPTracesEndpoint: "http://traces:4318/t", envOTLPEndpoint: "http://all:4318"}, "http://flag:4318/v1/traces"),
+			map[string]string{cli.EnvOTLPTracesEndpoint: "http://traces:4318/t", cli.EnvOTLPEndpoint: "http://all:4318"}, "http://flag:4318/v1/traces"),
 		Entry("an empty flag wins too: no export", []string{"--otlp-endpoint", ""},
-			map[string]string{envOTLPEndpoint: "http://all:4318"}, ""),
+			map[string]string{cli.EnvOTLPEndpoint: "http://all:4318"}, ""),
 		Entry("the traces endpoint, as is, over the generic one", nil,
-			map[string]string{envOTLPTracesEndpoint: "https://traces:4318/custom", envOTLPEndpoint: "http://all:4318"}, "https://traces:4318/custom"),
-		Entry("the generic endpoint + /v1/traces", nil, map[string]string{envOTLPEndpoint: "http://all:4318"}, "http://all:4318/v1/traces"),
-		Entry("the generic endpoint's path is kept", nil, map[string]string{envOTLPEndpoint: "http://all:4318/otlp/"}, "http://all:4318/otlp/v1/traces"),
+			map[string]string{cli.EnvOTLPTracesEndpoint: "https://traces:4318/custom", cli.EnvOTLPEndpoint: "http://all:4318"}, "https://traces:4318/custom"),
+		Entry("the generic endpoint + /v1/traces", nil, map[string]string{cli.EnvOTLPEndpoint: "http://all:4318"}, "http://all:4318/v1/traces"),
+		Entry("the generic endpoint's path is kept", nil, map[string]string{cli.EnvOTLPEndpoint: "http://all:4318/otlp/"}, "http://all:4318/otlp/v1/traces"),
 		Entry("an empty traces endpoint is unset", nil,
-			map[string]string{envOTLPTracesEndpoint: "", envOTLPEndpoint: "http://all:4318"}, "http://all:4318/v1/traces"),
+			map[string]string{cli.EnvOTLPTracesEndpoint: "", cli.EnvOTLPEndpoint: "http://all:4318"}, "http://all:4318/v1/traces"),
 	)
 
 	It("names the variable of an endpoint that is no http(s) URL, and the commands exit 2", func() {
-		_, err := otlpEndpointFromEnv(env(map[string]string{envOTLPEndpoint: "collector:4318"}))
+		_, err := cli.OTLPEndpointFromEnv(env(map[string]string{cli.EnvOTLPEndpoint: "collector:4318"}))
 		Expect(err).To(MatchError("OTEL_EXPORTER_OTLP_ENDPOINT=collector:4318: want an http:// or https:// URL"))
-		GinkgoT().Setenv(envOTLPTracesEndpoint, "grpc://collector:4317")
+		GinkgoT().Setenv(cli.EnvOTLPTracesEndpoint, "grpc://collector:4317")
 		for _, args := range [][]string{
 			{"run", "testdata/passing.yaml", "--out", GinkgoT().TempDir()},
 			{"proxy", "-c", "../../proxy/testdata/bootstrap.yaml"},
@@ -192,7 +194,7 @@ var _ = Describe("OpenTelemetry environment", func() {
 			mu.Unlock()
 		}))
 		DeferCleanup(srv.Close)
-		GinkgoT().Setenv(envOTLPEndpoint, srv.URL+"/collector")
+		GinkgoT().Setenv(cli.EnvOTLPEndpoint, srv.URL+"/collector")
 		code, stdout, stderr := run("run", "testdata/passing.yaml", "--out", GinkgoT().TempDir())
 		Expect(code).To(Equal(0), "stdout:\n%s\nstderr:\n%s", stdout, stderr)
 		mu.Lock()
@@ -204,8 +206,8 @@ var _ = Describe("OpenTelemetry environment", func() {
 	It("names the standalone proxy's service $OTEL_SERVICE_NAME when its bootstrap names none", func() {
 		named := &config.Bootstrap{Tracing: &config.Tracing{Endpoint: "http://c:4318/v1/traces", ServiceName: "edge"}}
 		unnamed := &config.Bootstrap{Tracing: &config.Tracing{Endpoint: "http://c:4318/v1/traces"}}
-		Expect(proxyTracing(named, "", "from-env").ServiceName).To(Equal("edge"))
-		Expect(proxyTracing(unnamed, "", "from-env").ServiceName).To(Equal("from-env"))
-		Expect(proxyTracing(&config.Bootstrap{}, "http://c:4318", "from-env")).To(Equal(&tracing.Config{ServiceName: "from-env", OTLPEndpoint: "http://c:4318"}))
+		Expect(proxycmd.Tracing(named, "", "from-env").ServiceName).To(Equal("edge"))
+		Expect(proxycmd.Tracing(unnamed, "", "from-env").ServiceName).To(Equal("from-env"))
+		Expect(proxycmd.Tracing(&config.Bootstrap{}, "http://c:4318", "from-env")).To(Equal(&tracing.Config{ServiceName: "from-env", OTLPEndpoint: "http://c:4318"}))
 	})
 })

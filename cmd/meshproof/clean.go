@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/mesh/docker"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 )
@@ -22,25 +23,25 @@ func cmdClean(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("clean", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	all := fs.Bool("all", false, "remove every meshproof container, network and image, in use or not")
-	if helpRequested(args) {
-		return printHelp(stdout, cleanUsage, fs)
+	if cli.HelpRequested(args) {
+		return cli.PrintHelp(stdout, cleanUsage, fs)
 	}
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, cleanUsage)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	if os.Getenv(envDockerVerbose) != "1" {
 		tclog.SetDefault(tclog.NewNoopLogger()) // testcontainers' banner
 	}
 	if err := dockerAvailable(ctx); err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
 	swept, err := docker.Sweep(ctx, *all)
 	fmt.Fprintf(stdout, "removed %s\n", swept)
 	if err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
-	return exitOK
+	return cli.ExitOK
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 )
 
 // FuzzLoadFlags fuzzes `meshproof load`'s command line: its flags, --phase and --mix specs and the URL,
@@ -50,15 +52,15 @@ func FuzzLoadFlags(f *testing.F) {
 			t.Fatalf("load %q took %s with a cancelled context", args, d)
 		}
 		switch code {
-		case exitOK:
+		case cli.ExitOK:
 			if !strings.Contains(in, "-h") {
 				t.Fatalf("load %q exits 0 without --help; stderr %q", args, stderr.String())
 			}
-		case exitInvalid:
+		case cli.ExitInvalid:
 			if !strings.HasPrefix(stderr.String(), "meshproof load: ") || !strings.Contains(stderr.String(), "usage: meshproof load") {
 				t.Fatalf("load %q exits 2 with %q", args, stderr.String())
 			}
-		case exitFailed:
+		case cli.ExitFailed:
 			checkAccepted(t, args)
 		default:
 			t.Fatalf("load %q exits %d", args, code)

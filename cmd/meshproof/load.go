@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/reports/record"
 
 	"github.com/meshproof/meshproof/mesh/load"
@@ -78,14 +79,14 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	bad := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "meshproof load: "+format+"\n%s", append(a, loadUsage)...)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				fmt.Fprint(stdout, loadUsage)
-				return exitOK
+				return cli.ExitOK
 			}
 			return bad("%v", err)
 		}
@@ -156,8 +157,8 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		f, err := os.Create(*raw)
 		if err != nil {
-			printErr(stderr, err)
-			return exitInvalid
+			cli.PrintErr(stderr, err)
+			return cli.ExitInvalid
 		}
 		rawFile = f
 		cfg.Raw = f
@@ -165,7 +166,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	res, err := load.Generate(ctx, cfg)
 	if rawFile != nil {
 		if cerr := rawFile.Close(); err == nil && cerr != nil {
-			printErr(stderr, fmt.Errorf("--raw %s: %w", *raw, cerr))
+			cli.PrintErr(stderr, fmt.Errorf("--raw %s: %w", *raw, cerr))
 		}
 	}
 	if err != nil {
@@ -175,7 +176,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return bad("%v", strings.TrimPrefix(err.Error(), "load: "))
 	}
 	if res.RawErr != nil {
-		printErr(stderr, fmt.Errorf("--raw %s: %w", *raw, res.RawErr))
+		cli.PrintErr(stderr, fmt.Errorf("--raw %s: %w", *raw, res.RawErr))
 	}
 
 	rep := reports.LoadReport{
@@ -194,15 +195,15 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = reports.WriteLoadTerminal(stdout, rep)
 	}
 	if err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
 	if !res.Hist.RateHeld() {
 		fmt.Fprintf(stderr, "meshproof load: RATE NOT HELD: achieved %.1f/s of target %.1f/s, max send lag %s\n",
 			res.Hist.AchievedRate(), res.Hist.TargetRate(), res.Hist.MaxSendLag)
 	}
 	if ctx.Err() != nil {
-		return exitFailed
+		return cli.ExitFailed
 	}
 	return loadVerdict(res.Hist, *maxErrorRate, stderr)
 }
@@ -211,19 +212,19 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // requests failed (maxErrorRate < 0: when every request failed), else 0.
 func loadVerdict(h *record.HistSet, maxErrorRate float64, stderr io.Writer) int {
 	if h.Requests == 0 {
-		return exitOK
+		return cli.ExitOK
 	}
 	failed := 100 * float64(h.Errors()) / float64(h.Requests)
 	switch {
 	case maxErrorRate >= 0 && failed > maxErrorRate:
 		fmt.Fprintf(stderr, "meshproof load: ERROR RATE %.4g%% (%d of %d requests) is above --max-error-rate %g%%\n",
 			failed, h.Errors(), h.Requests, maxErrorRate)
-		return exitFailed
+		return cli.ExitFailed
 	case maxErrorRate < 0 && h.Successes == 0:
 		fmt.Fprintf(stderr, "meshproof load: EVERY REQUEST FAILED (%d of %d)\n", h.Errors(), h.Requests)
-		return exitFailed
+		return cli.ExitFailed
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // parsePhase parses NAME:DURATION:RATE, NAME:DURATION:FROM..TO or NAME:DURATION:burst=N/EVERY.

@@ -8,23 +8,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
+	"github.com/meshproof/meshproof/cmd/internal/proxycmd"
 	"github.com/meshproof/meshproof/scenarios"
-)
-
-// Exit codes.
-const (
-	exitOK      = 0
-	exitFailed  = 1 // a check failed, or the run could not complete
-	exitInvalid = 2 // invalid input: usage, scenario or configuration
-	// exitInterrupted: the run was interrupted (Ctrl-C, SIGTERM); its partial report was written.
-	exitInterrupted = 130
 )
 
 const usage = `meshproof — prove a service mesh's resilience policies before rollout.
@@ -56,7 +48,7 @@ func main() {
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	switch args[0] {
 	case "run":
@@ -64,7 +56,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
 	case "proxy":
-		return cmdProxy(ctx, args[1:], stdout, stderr)
+		return proxycmd.Main(ctx, "meshproof proxy", args[1:], stdout, stderr)
 	case "load":
 		return cmdLoad(ctx, args[1:], stdout, stderr)
 	case "upstream":
@@ -77,10 +69,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
-		return exitOK
+		return cli.ExitOK
 	}
 	fmt.Fprintf(stderr, "meshproof: unknown command %q\n\n%s", args[0], usage)
-	return exitInvalid
+	return cli.ExitInvalid
 }
 
 // printWarnings prints a scenario's warnings (legal settings with a surprising consequence), one a line.
@@ -88,16 +80,4 @@ func printWarnings(w io.Writer, sc *scenarios.Scenario) {
 	for _, warning := range sc.Warnings {
 		fmt.Fprintf(w, "meshproof: %v\n", warning)
 	}
-}
-
-// printErr prints an error, one joined error per line.
-func printErr(w io.Writer, err error) {
-	var joined interface{ Unwrap() []error }
-	if errors.As(err, &joined) {
-		for _, e := range joined.Unwrap() {
-			fmt.Fprintf(w, "meshproof: %v\n", e)
-		}
-		return
-	}
-	fmt.Fprintf(w, "meshproof: %v\n", err)
 }

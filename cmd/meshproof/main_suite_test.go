@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gleak"
@@ -18,7 +19,7 @@ func TestMeshproof(t *testing.T) {
 // The specs start from an environment without the CI and OpenTelemetry variables the commands honour
 // (a spec sets the ones it needs): run in a GitHub Actions job, every run would append to its summary.
 var _ = BeforeSuite(func() {
-	for _, v := range []string{envGitHubActions, envGitHubStepSummary, envOTLPEndpoint, envOTLPTracesEndpoint, envServiceName} {
+	for _, v := range []string{envGitHubActions, envGitHubStepSummary, cli.EnvOTLPEndpoint, cli.EnvOTLPTracesEndpoint, cli.EnvServiceName} {
 		Expect(os.Unsetenv(v)).To(Succeed())
 	}
 })

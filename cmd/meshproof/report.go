@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/reports"
 )
 
@@ -21,42 +22,42 @@ const reportUsage = `usage: meshproof report compare RUN_A RUN_B
 func cmdReport(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, "meshproof report: missing subcommand\n"+reportUsage)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	switch args[0] {
 	case "compare":
 		return cmdReportCompare(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, reportUsage)
-		return exitOK
+		return cli.ExitOK
 	}
 	fmt.Fprintf(stderr, "meshproof report: unknown subcommand %q; accepted: compare\n%s", args[0], reportUsage)
-	return exitInvalid
+	return cli.ExitInvalid
 }
 
 // cmdReportCompare prints two runs side by side with the candidate's deltas.
 func cmdReportCompare(args []string, stdout, stderr io.Writer) int {
-	if helpRequested(args) {
-		return printHelp(stdout, strings.TrimRight(reportUsage, "\n"), nil)
+	if cli.HelpRequested(args) {
+		return cli.PrintHelp(stdout, strings.TrimRight(reportUsage, "\n"), nil)
 	}
 	if len(args) != 2 {
 		fmt.Fprintf(stderr, "meshproof report compare: want two run directories, got %d\n%s", len(args), reportUsage)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	var runs [2]reports.Report
 	for i, dir := range args {
 		r, err := readRun(dir)
 		if err != nil {
 			fmt.Fprintf(stderr, "meshproof report compare: %v\n", err)
-			return exitInvalid
+			return cli.ExitInvalid
 		}
 		runs[i] = r
 	}
 	if err := reports.WriteComparison(stdout, runs[0], runs[1], args[0], args[1]); err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // readRun reads the report.json of a run directory, saying precisely what is wrong when it cannot.

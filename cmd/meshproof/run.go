@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/reports/record"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -37,35 +38,35 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	seedFlag := fs.String("seed", "", "override the scenario's seed")
 	runner := fs.String("runner", "embedded", "where the topology runs: embedded (this process) or docker (containers)")
 	traceRatio := fs.Float64("trace-ratio", 1, "share of requests traced into "+tracing.FileOTLP+" (0 disables tracing)")
-	otlpEndpoint := fs.String("otlp-endpoint", "", otlpEndpointHelp("also export the run's spans over OTLP/HTTP to this URL"))
+	otlpEndpoint := fs.String("otlp-endpoint", "", cli.OTLPEndpointHelp("also export the run's spans over OTLP/HTTP to this URL"))
 	junitPath := fs.String("junit", "", "also write junit.xml to this path (for a CI's test report), after the run directory")
 	jsonPath := fs.String("json", "", "also write report.json to this path, after the run directory")
-	if helpRequested(args) {
-		return printHelp(stdout, runUsage, fs)
+	if cli.HelpRequested(args) {
+		return cli.PrintHelp(stdout, runUsage, fs)
 	}
 	file, err := parseInterspersed(fs, args)
 	if err != nil {
 		fmt.Fprintf(stderr, "meshproof run: %v\n%s\n", err, runUsage)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
-	if err := defaultOTLPEndpoint(fs, otlpEndpoint, os.Getenv); err != nil {
+	if err := cli.DefaultOTLPEndpoint(fs, otlpEndpoint, os.Getenv); err != nil {
 		fmt.Fprintf(stderr, "meshproof run: %v\n", err)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	for _, err := range []error{checkReportCopy("junit", *junitPath), checkReportCopy("json", *jsonPath)} {
 		if err != nil {
 			fmt.Fprintf(stderr, "meshproof run: %v\n", err)
-			return exitInvalid
+			return cli.ExitInvalid
 		}
 	}
 	if *junitPath != "" && filepath.Clean(*junitPath) == filepath.Clean(*jsonPath) {
 		fmt.Fprintf(stderr, "meshproof run: --junit and --json both name %s: want two files\n", *junitPath)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	github := inGitHubActions(os.Getenv)
 	if *runner != "embedded" && *runner != "docker" {
 		fmt.Fprintf(stderr, "meshproof run: --runner %q: want embedded or docker\n", *runner)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	var (
 		opts plan.Options
@@ -75,7 +76,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		n, err := strconv.ParseUint(*seedFlag, 10, 64)
 		if err != nil {
 			fmt.Fprintf(stderr, "meshproof run: --seed %q: want a non-negative integer\n", *seedFlag)
-			return exitInvalid
+			return cli.ExitInvalid
 		}
 		seed = &n
 	}
@@ -88,11 +89,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	sc, err := scenarios.LoadFile(file)
 	if err != nil {
-		printErr(stderr, err)
+		cli.PrintErr(stderr, err)
 		if github {
 			ghInvalid(stdout, file, err)
 		}
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	printWarnings(stderr, sc)
 	if github {
@@ -104,8 +105,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	p := plan.New(sc, seed)
 	if err := r.Supports(p, opts); err != nil {
-		printErr(stderr, err)
-		return exitInvalid
+		cli.PrintErr(stderr, err)
+		return cli.ExitInvalid
 	}
 	dir := *out
 	if dir == "" {
@@ -115,8 +116,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// or is killed leaves the marker, one interrupted leaves its partial report beside it.
 	marker, err := startRunDir(dir, file)
 	if err != nil {
-		printErr(stderr, fmt.Errorf("--out %s: %w", dir, err))
-		return exitInvalid
+		cli.PrintErr(stderr, fmt.Errorf("--out %s: %w", dir, err))
+		return cli.ExitInvalid
 	}
 
 	fmt.Fprintf(stdout, "meshproof: running %s (%s): %s\n", sc.Name, file, sc.Load.Describe())
@@ -135,9 +136,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		partial = fmt.Sprintf("interrupted (%v) after %s of the planned %s", context.Cause(ctx), time.Since(rec.Started).Round(100*time.Millisecond), sc.Load.Total())
 		fmt.Fprintf(stderr, "meshproof: %s; writing the partial report\n", partial)
 	case err != nil:
-		printErr(stderr, err)
+		cli.PrintErr(stderr, err)
 		_ = marker.fail(err)
-		return exitFailed
+		return cli.ExitFailed
 	}
 	list := make([]checks.Check, len(sc.Checks))
 	for i, c := range sc.Checks {
@@ -148,35 +149,35 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		rep.Partial, rep.Passed = partial, false
 	}
 	if err := reports.WriteTerminal(stdout, rep); err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
 	reportPath := filepath.Join(dir, "report.json")
 	if err := reports.WriteJSON(reportPath, rep); err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
 	fmt.Fprintf(stdout, "report: %s\n", reportPath)
 	if spans != nil {
 		if err := tracing.WriteFile(filepath.Join(dir, tracing.FileOTLP), spans, received...); err != nil {
-			printErr(stderr, err)
-			return exitFailed
+			cli.PrintErr(stderr, err)
+			return cli.ExitFailed
 		}
 		fmt.Fprintf(stdout, "traces: %s (%d spans%s)\n", filepath.Join(dir, tracing.FileOTLP), len(spans), receivedNote(received))
 	}
 	// summary.md, junit.xml and report.html beside report.json (WriteAll rewrites report.json identically).
 	if err := reports.WriteAll(dir, rep, rec); err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
 	fmt.Fprintf(stdout, "also: %s, %s, %s\n", filepath.Join(dir, reports.FileMarkdown), filepath.Join(dir, reports.FileJUnit), filepath.Join(dir, reports.FileHTML))
 	if partial != "" {
 		if err := marker.fail(errors.New(partial)); err != nil {
-			printErr(stderr, err)
+			cli.PrintErr(stderr, err)
 		}
 	} else if err := marker.done(); err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
 	// The run directory is complete: now what CI systems read.
 	if github {
@@ -190,15 +191,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "also: %s\n", strings.Join(written, ", "))
 	}
 	if copyErr != nil {
-		printErr(stderr, copyErr)
+		cli.PrintErr(stderr, copyErr)
 	}
 	switch {
 	case partial != "":
-		return exitInterrupted
+		return cli.ExitInterrupted
 	case copyErr != nil || !rep.Passed:
-		return exitFailed
+		return cli.ExitFailed
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // parseInterspersed parses flags that may come before or after the one positional FILE argument.
@@ -223,19 +224,19 @@ func parseInterspersed(fs *flag.FlagSet, args []string) (string, error) {
 // cmdValidate loads each scenario file and reports every error, without running anything.
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	const validateUsage = "usage: meshproof validate FILE...\nexit codes: 0 every file is valid, 2 a file is invalid (every error is printed)"
-	if helpRequested(args) {
-		return printHelp(stdout, validateUsage, nil)
+	if cli.HelpRequested(args) {
+		return cli.PrintHelp(stdout, validateUsage, nil)
 	}
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, validateUsage)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
-	code := exitOK
+	code := cli.ExitOK
 	for _, f := range args {
 		sc, err := scenarios.LoadFile(f)
 		if err != nil {
-			printErr(stderr, err)
-			code = exitInvalid
+			cli.PrintErr(stderr, err)
+			code = cli.ExitInvalid
 			continue
 		}
 		printWarnings(stderr, sc)

@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/reports"
 )
 
@@ -34,7 +35,7 @@ var _ = Describe("the run directory", func() {
 		time.AfterFunc(1500*time.Millisecond, cancel) // the scenario's load lasts 6s
 		var stdout, stderr bytes.Buffer
 		code := Main(ctx, []string{"run", "../../scenarios/examples/flapping-instance.yaml", "--out", dir, "--trace-ratio", "0"}, &stdout, &stderr)
-		Expect(code).To(Equal(exitInterrupted), "stderr: %s", stderr.String())
+		Expect(code).To(Equal(cli.ExitInterrupted), "stderr: %s", stderr.String())
 		Expect(stdout.String()).To(ContainSubstring("INCOMPLETE: interrupted"))
 
 		marker, err := os.ReadFile(filepath.Join(dir, FileIncomplete))

@@ -6,6 +6,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/cmd/internal/proxycmd"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy/config"
 )
@@ -49,8 +50,8 @@ var _ = Describe("meshproof run traces", func() {
 var _ = Describe("meshproof proxy tracing", func() {
 	It("takes the exporter from the bootstrap's tracing.http, else from --otlp-endpoint", func() {
 		cfg := &config.Bootstrap{Tracing: &config.Tracing{Endpoint: "http://127.0.0.1:4318/v1/traces", ServiceName: "edge"}}
-		Expect(proxyTracing(cfg, "http://ignored:4318", "")).To(Equal(&tracing.Config{ServiceName: "edge", OTLPEndpoint: "http://127.0.0.1:4318/v1/traces"}))
-		Expect(proxyTracing(&config.Bootstrap{}, "http://127.0.0.1:4318", "")).To(Equal(&tracing.Config{OTLPEndpoint: "http://127.0.0.1:4318"}))
-		Expect(proxyTracing(&config.Bootstrap{}, "", "")).To(BeNil())
+		Expect(proxycmd.Tracing(cfg, "http://ignored:4318", "")).To(Equal(&tracing.Config{ServiceName: "edge", OTLPEndpoint: "http://127.0.0.1:4318/v1/traces"}))
+		Expect(proxycmd.Tracing(&config.Bootstrap{}, "http://127.0.0.1:4318", "")).To(Equal(&tracing.Config{OTLPEndpoint: "http://127.0.0.1:4318"}))
+		Expect(proxycmd.Tracing(&config.Bootstrap{}, "", "")).To(BeNil())
 	})
 })

@@ -17,6 +17,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/faults"
 	"github.com/meshproof/meshproof/mesh/docker"
 	"github.com/meshproof/meshproof/mesh/plan"
@@ -43,32 +44,32 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	listen := fs.String("listen", "0.0.0.0:8080", "data address (the proxy's traffic)")
 	control := fs.String("control", "0.0.0.0:9000", "control address (/ready, /start, /record)")
 	sidecarFile := fs.String("sidecar", "", "Envoy v3 bootstrap of the instance's outbound sidecar (required when its service calls others)")
-	otlp := fs.String("otlp-endpoint", "", otlpEndpointHelp("export the instance's spans over OTLP/HTTP to this URL (the docker runner's receiver)"))
-	if helpRequested(args) {
-		return printHelp(stdout, upstreamUsage, fs)
+	otlp := fs.String("otlp-endpoint", "", cli.OTLPEndpointHelp("export the instance's spans over OTLP/HTTP to this URL (the docker runner's receiver)"))
+	if cli.HelpRequested(args) {
+		return cli.PrintHelp(stdout, upstreamUsage, fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintln(stderr, upstreamUsage)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	if *file == "" || *service == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, upstreamUsage)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
-	if err := defaultOTLPEndpoint(fs, otlp, os.Getenv); err != nil {
+	if err := cli.DefaultOTLPEndpoint(fs, otlp, os.Getenv); err != nil {
 		fmt.Fprintf(stderr, "meshproof upstream: %v\n", err)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	sc, err := scenarios.LoadFile(*file)
 	if err != nil {
-		printErr(stderr, err)
-		return exitInvalid
+		cli.PrintErr(stderr, err)
+		return cli.ExitInvalid
 	}
 	seed := sc.Seed
 	if *seedFlag != "" {
 		if seed, err = strconv.ParseUint(*seedFlag, 10, 64); err != nil {
 			fmt.Fprintf(stderr, "meshproof upstream: --seed %q: want a non-negative integer\n", *seedFlag)
-			return exitInvalid
+			return cli.ExitInvalid
 		}
 	}
 	svc, ok := sc.Services[*service]
@@ -79,11 +80,11 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 		sort.Strings(names)
 		fmt.Fprintf(stderr, "meshproof upstream: --service %q: want one of the services of %s (%s)\n", *service, *file, strings.Join(names, ", "))
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	if *instance < 0 || *instance >= svc.Instances {
 		fmt.Fprintf(stderr, "meshproof upstream: --instance %d: service %s has instances 0 to %d\n", *instance, *service, svc.Instances-1)
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 
 	// The instance as every runner plans it: its HTTP fault rules, and a TCP fault proxy in front of it
@@ -93,14 +94,14 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	switch {
 	case len(in.Callees) > 0 && *sidecarFile == "":
 		fmt.Fprintf(stderr, "meshproof upstream: service %s calls %s: --sidecar BOOTSTRAP is required (its outbound sidecar's)\n", *service, strings.Join(in.Callees, ", "))
-		return exitInvalid
+		return cli.ExitInvalid
 	case len(in.Callees) == 0 && *sidecarFile != "":
 		fmt.Fprintf(stderr, "meshproof upstream: --sidecar: service %s calls no other service: it has no sidecar\n", *service)
-		return exitInvalid
+		return cli.ExitInvalid
 	case *sidecarFile != "":
 		if _, sidecar, err = config.LoadBootstrap(*sidecarFile); err != nil {
-			printErr(stderr, err)
-			return exitInvalid
+			cli.PrintErr(stderr, err)
+			return cli.ExitInvalid
 		}
 	}
 	check := in.Upstream
@@ -109,15 +110,15 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		app.Sidecar, check.App = "127.0.0.1:15001", &app
 	}
 	if _, err := faults.NewUpstream(check); err != nil { // validated before anything listens
-		printErr(stderr, err)
-		return exitInvalid
+		cli.PrintErr(stderr, err)
+		return cli.ExitInvalid
 	}
 	ctl := docker.NewControl(*service, *instance, 0)
 	// The control port first, so that /ready can answer 503 until the data port listens.
 	cln, err := net.Listen("tcp", *control)
 	if err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
 	csrv := &http.Server{Handler: ctl.Handler(time.Now), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
@@ -132,8 +133,8 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		// Spans follow the caller's sampling decision (ParentBased), as in the embedded runner.
 		tp, err := tracing.New(tracing.Config{ServiceName: *service, OTLPEndpoint: *otlp})
 		if err != nil {
-			printErr(stderr, err)
-			return exitInvalid
+			cli.PrintErr(stderr, err)
+			return cli.ExitInvalid
 		}
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -164,8 +165,8 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	start := time.Now()
 	up, err := plan.StartHost(in, hcfg)
 	if err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
 	defer up.Close()
 	up.SetRunStart(start)
@@ -185,13 +186,13 @@ func cmdUpstream(ctx context.Context, args []string, stdout, stderr io.Writer) i
 
 	select {
 	case <-ctx.Done():
-		return exitOK
+		return cli.ExitOK
 	case err := <-served:
 		served <- err // for the deferred Close
 		if !errors.Is(err, http.ErrServerClosed) {
-			printErr(stderr, fmt.Errorf("control: %w", err))
-			return exitFailed
+			cli.PrintErr(stderr, fmt.Errorf("control: %w", err))
+			return cli.ExitFailed
 		}
-		return exitOK
+		return cli.ExitOK
 	}
 }

@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/mesh/docker"
 	"github.com/meshproof/meshproof/scenarios"
 )
@@ -79,7 +80,7 @@ var _ = Describe("meshproof upstream", func() {
 		Expect(rep.Events[0]).To(And(HaveField("Fault", "faults[0]"), HaveField("Kind", "abort"), HaveField("Detail", "503")))
 
 		cancel()
-		Eventually(done).WithTimeout(10 * time.Second).Should(Receive(Equal(exitOK)))
+		Eventually(done).WithTimeout(10 * time.Second).Should(Receive(Equal(cli.ExitOK)))
 		Expect(stderr.String()).To(BeEmpty())
 	})
 
@@ -101,7 +102,7 @@ var _ = Describe("meshproof upstream", func() {
 				seq = append(seq, code)
 			}
 			cancel()
-			Eventually(done).WithTimeout(10 * time.Second).Should(Receive(Equal(exitOK)))
+			Eventually(done).WithTimeout(10 * time.Second).Should(Receive(Equal(cli.ExitOK)))
 			out := map[int]uint64{}
 			for i, c := range seq {
 				out[i] = uint64(c)
@@ -142,7 +143,7 @@ faults:
 			}()
 			DeferCleanup(func() {
 				cancel()
-				Eventually(done).WithTimeout(10 * time.Second).Should(Receive(Equal(exitOK)))
+				Eventually(done).WithTimeout(10 * time.Second).Should(Receive(Equal(cli.ExitOK)))
 				Expect(stderr.String()).To(BeEmpty())
 			})
 			Eventually(stdout.String).WithTimeout(10 * time.Second).Should(ContainSubstring("control on"))
@@ -190,10 +191,10 @@ faults:
 
 		It("exits 2 without a sidecar, or with one for a service that calls none", func() {
 			var stdout, stderr syncBuffer
-			Expect(Main(context.Background(), []string{"upstream", "--scenario", file, "--service", "cart"}, &stdout, &stderr)).To(Equal(exitInvalid))
+			Expect(Main(context.Background(), []string{"upstream", "--scenario", file, "--service", "cart"}, &stdout, &stderr)).To(Equal(cli.ExitInvalid))
 			Expect(stderr.String()).To(ContainSubstring("service cart calls payments: --sidecar BOOTSTRAP is required"))
 			var stderr2 syncBuffer
-			Expect(Main(context.Background(), []string{"upstream", "--scenario", file, "--service", "payments", "--sidecar", file}, &stdout, &stderr2)).To(Equal(exitInvalid))
+			Expect(Main(context.Background(), []string{"upstream", "--scenario", file, "--service", "payments", "--sidecar", file}, &stdout, &stderr2)).To(Equal(cli.ExitInvalid))
 			Expect(stderr2.String()).To(ContainSubstring("--sidecar: service payments calls no other service"))
 		})
 	})
@@ -202,7 +203,7 @@ faults:
 		func(args []string, want string) {
 			var stdout, stderr syncBuffer
 			code := Main(context.Background(), append([]string{"upstream"}, args...), &stdout, &stderr)
-			Expect(code).To(Equal(exitInvalid))
+			Expect(code).To(Equal(cli.ExitInvalid))
 			Expect(stderr.String()).To(ContainSubstring(want))
 		},
 		Entry("no scenario", []string{"--service", "checkout"}, "usage: meshproof upstream --scenario FILE --service S --instance I"),
@@ -215,7 +216,7 @@ faults:
 
 	It("is listed in the help", func() {
 		var stdout, stderr syncBuffer
-		Expect(Main(context.Background(), []string{"help"}, &stdout, &stderr)).To(Equal(exitOK))
+		Expect(Main(context.Background(), []string{"help"}, &stdout, &stderr)).To(Equal(cli.ExitOK))
 		Expect(strings.Contains(stdout.String(), "meshproof upstream --scenario FILE")).To(BeTrue())
 	})
 })

@@ -1,4 +1,7 @@
-package main
+// Package proxycmd is the standalone proxy command, shared by `meshproof proxy` and the proxy-only
+// binary cmd/meshproof-proxy. It links the proxy, its configuration and tracing, and nothing of the
+// runners, the docker client or the reports (checked by `make deps-proxy`).
+package proxycmd
 
 import (
 	"context"
@@ -8,46 +11,53 @@ import (
 	"os"
 	"time"
 
+	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 )
 
-// cmdProxy runs the proxy standalone until interrupted or POST /quitquitquit.
-func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+// Usage is the command's usage line; name is how it is invoked ("meshproof proxy", "meshproof-proxy").
+func Usage(name string) string {
+	return "usage: " + name + " -c BOOTSTRAP.yaml [--drain-time 5s] [--otlp-endpoint URL] [--enable-pprof]"
+}
+
+// Main runs the proxy standalone until ctx ends or POST /quitquitquit, and returns the exit code; name
+// is how the command was invoked, for its usage line.
+func Main(ctx context.Context, name string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "Envoy v3 static bootstrap (YAML or JSON)")
 	fs.StringVar(path, "config-path", "", "same as -c (Envoy's long form)")
 	drain := fs.Duration("drain-time", 5*time.Second, "how long in-flight requests may finish on shutdown")
-	otlp := fs.String("otlp-endpoint", "", otlpEndpointHelp("export spans over OTLP/HTTP to this URL when the bootstrap has no tracing.http (e.g. http://127.0.0.1:4318/v1/traces)"))
+	otlp := fs.String("otlp-endpoint", "", cli.OTLPEndpointHelp("export spans over OTLP/HTTP to this URL when the bootstrap has no tracing.http (e.g. http://127.0.0.1:4318/v1/traces)"))
 	pprof := fs.Bool("enable-pprof", false, "serve Go's profiles under /debug/pprof/ on the admin interface")
-	const proxyUsage = "usage: meshproof proxy -c BOOTSTRAP.yaml [--drain-time 5s] [--otlp-endpoint URL] [--enable-pprof]"
-	if helpRequested(args) {
-		return printHelp(stdout, proxyUsage, fs)
+	usage := Usage(name)
+	if cli.HelpRequested(args) {
+		return cli.PrintHelp(stdout, usage, fs)
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitInvalid
+		return cli.ExitInvalid
 	}
 	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, proxyUsage)
-		return exitInvalid
+		fmt.Fprintln(stderr, usage)
+		return cli.ExitInvalid
 	}
-	if err := defaultOTLPEndpoint(fs, otlp, os.Getenv); err != nil {
-		fmt.Fprintf(stderr, "meshproof proxy: %v\n", err)
-		return exitInvalid
+	if err := cli.DefaultOTLPEndpoint(fs, otlp, os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return cli.ExitInvalid
 	}
 	cfg, raw, err := config.LoadBootstrap(*path)
 	if err != nil {
-		printErr(stderr, err)
-		return exitInvalid
+		cli.PrintErr(stderr, err)
+		return cli.ExitInvalid
 	}
 	opts := proxy.Options{Bootstrap: raw, EnablePprof: *pprof, Warn: func(m string) { fmt.Fprintf(stderr, "meshproof: %s\n", m) }}
-	if tc := proxyTracing(cfg, *otlp, os.Getenv(envServiceName)); tc != nil {
+	if tc := Tracing(cfg, *otlp, os.Getenv(cli.EnvServiceName)); tc != nil {
 		tp, err := tracing.New(*tc)
 		if err != nil {
-			printErr(stderr, err)
-			return exitInvalid
+			cli.PrintErr(stderr, err)
+			return cli.ExitInvalid
 		}
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -59,12 +69,12 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	srv, err := proxy.New(cfg, opts)
 	if err != nil {
-		printErr(stderr, err)
-		return exitInvalid
+		cli.PrintErr(stderr, err)
+		return cli.ExitInvalid
 	}
 	if err := srv.Start(); err != nil {
-		printErr(stderr, err)
-		return exitFailed
+		cli.PrintErr(stderr, err)
+		return cli.ExitFailed
 	}
 	for _, l := range cfg.Listeners {
 		fmt.Fprintf(stdout, "listener %s on %s\n", l.Name, srv.ListenerAddr(l.Name))
@@ -81,13 +91,13 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := srv.Shutdown(sctx); err != nil {
 		fmt.Fprintf(stderr, "meshproof: shutdown: %v\n", err)
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
-// proxyTracing is the tracer configuration of the standalone proxy: the bootstrap's tracing.http
+// Tracing is the tracer configuration of the standalone proxy: the bootstrap's tracing.http
 // (envoy.tracers.opentelemetry over OTLP/HTTP), else the --otlp-endpoint flag; nil for neither. Its
 // service.name is the bootstrap's service_name, else envName ($OTEL_SERVICE_NAME; "" = "meshproof").
-func proxyTracing(cfg *config.Bootstrap, endpoint, envName string) *tracing.Config {
+func Tracing(cfg *config.Bootstrap, endpoint, envName string) *tracing.Config {
 	if t := cfg.Tracing; t != nil {
 		name := t.ServiceName
 		if name == "" {
