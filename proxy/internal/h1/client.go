@@ -855,18 +855,9 @@ type prober struct {
 type netConner interface{ NetConn() net.Conn }
 
 func (pr *prober) init(nc net.Conn) {
-	for {
-		u, ok := nc.(netConner)
-		if !ok {
-			break
-		}
-		nc = u.NetConn()
-	}
-	if sc, ok := nc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			pr.raw = raw
-			pr.fn = pr.peek
-		}
+	if raw := rawConn(nc); raw != nil {
+		pr.raw = raw
+		pr.fn = pr.peek
 	}
 }
 

@@ -18,6 +18,9 @@ func IdleAlive(p *Pool) []bool {
 	return alive
 }
 
+// BuffersHeld is how many read and write buffers the connections of s hold.
+func BuffersHeld(s *Server) int64 { return s.buffers.Load() }
+
 // DecodeChunked decodes a chunked body and its trailer section from s, as the server and the pool do,
 // and says what is left of s after it.
 func DecodeChunked(s string) (body, rest string, err error) {

@@ -8,6 +8,9 @@ func (pr *prober) peek(uintptr) bool {
 	return true
 }
 
+// socketEmpty is not used here (rawIO is false).
+func socketEmpty(uintptr) bool { return false }
+
 // rawIO: send writes the usual way here.
 const rawIO = false
 

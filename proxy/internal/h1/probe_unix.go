@@ -6,10 +6,19 @@ import "syscall"
 
 // peek looks at the socket without reading or waiting: only "nothing to read yet" means open.
 func (pr *prober) peek(fd uintptr) bool {
-	var b [1]byte
-	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	pr.closed = err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
+	pr.closed = !socketEmpty(fd)
 	return true
+}
+
+// socketEmpty reports whether the socket has nothing to read yet: no byte, no end of stream, no error.
+func socketEmpty(fd uintptr) bool {
+	var b [1]byte
+	for {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if err != syscall.EINTR {
+			return err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		}
+	}
 }
 
 // rawIO: send may write and wait through the raw connection.

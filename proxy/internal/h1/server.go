@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -67,6 +68,7 @@ type Server struct {
 	conns     map[*conn]struct{}
 	closing   atomic.Bool
 	wg        sync.WaitGroup
+	buffers   atomic.Int64 // read and write buffers the connections hold (specs read it)
 }
 
 const (
@@ -137,8 +139,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	c := &conn{srv: s, nc: nc, br: bufio.NewReaderSize(nc, readBufferSize), bw: bufio.NewWriterSize(nc, writeBufferSize),
-		hdr: make(http.Header, 16), work: make(chan struct{}), handled: make(chan struct{}, 1),
+	c := &conn{srv: s, nc: nc, br: s.getReader(nc), hdr: make(http.Header, 16), work: make(chan struct{}), handled: make(chan struct{}, 1),
 		bodyDone: make(chan struct{}, 1), remote: nc.RemoteAddr().String()}
 	// The local address under net/http's key: the proxy's %DOWNSTREAM_LOCAL_ADDRESS% reads it.
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, nc.LocalAddr())
@@ -146,6 +147,10 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c.tmpl = (&http.Request{}).WithContext(c.ctx)
 	c.w.c = c
 	c.w.hdr = make(http.Header, 16)
+	if rawIO {
+		c.raw = rawConn(nc)
+		c.readableFn = c.readable
+	}
 	c.body.c = c
 	s.mu.Lock()
 	if s.closing.Load() {
@@ -218,15 +223,20 @@ func (s *Server) closeIdle() int {
 
 // conn is one downstream connection.
 type conn struct {
-	srv    *Server
-	nc     net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	ctx    context.Context
-	cancel context.CancelFunc
-	remote string
-	state  atomic.Int32
-	ab     Aborter // interrupts the upstream exchange of the request handled when the client goes away
+	srv *Server
+	nc  net.Conn
+	// The buffers, from pools, held only while they are needed: an idle keep-alive connection holds
+	// neither (see peek), so it costs its socket, its two goroutines and this struct.
+	br         *bufio.Reader // the reader goroutine's; nil while peek waits
+	bw         *bufio.Writer // the handler goroutine's while it serves a request, else nil (see writer)
+	raw        syscall.RawConn
+	readableFn func(fd uintptr) bool // c.readable, made once
+	waited     bool                  // readable's state: it was called once in this wait
+	ctx        context.Context
+	cancel     context.CancelFunc
+	remote     string
+	state      atomic.Int32
+	ab         Aborter // interrupts the upstream exchange of the request handled when the client goes away
 
 	// The request being handled, reused: the reader fills it while the handler goroutine is idle.
 	head head
@@ -264,7 +274,7 @@ func (c *conn) readLoop() {
 	_ = c.nc.SetReadDeadline(time.Now().Add(first))
 	for {
 		// Wait for the first byte of a request; then the rest of its head must come within headTimeout.
-		if _, err := c.br.Peek(1); err != nil {
+		if err := c.peek(); err != nil {
 			c.idleTimedOut(err) // the only deadline of this wait is the idle timeout's
 			return
 		}
@@ -314,12 +324,9 @@ func (c *conn) readLoop() {
 			}
 		}
 		// While the request is handled, keep reading: bytes of a pipelined request wait in the buffer,
-		// an end of stream or an error means the client is gone. This read usually finds nothing and
-		// costs one empty read() before the goroutine parks. Waiting for readiness first (a raw read
-		// whose callback declines its first call, as the pool's send does upstream) would save it, but
-		// the raw read resets the poller's readiness before waiting: a FIN that arrived since the
-		// request was read would then go unseen and the connection would never end.
-		if _, err := c.br.Peek(1); err != nil {
+		// an end of stream or an error means the client is gone. The wait usually finds nothing and
+		// costs one empty recvfrom() before the goroutine parks (see peek).
+		if err := c.peek(); err != nil {
 			c.cancel()
 			c.ab.close()
 			<-c.handled
@@ -545,6 +552,7 @@ func (c *conn) writeError(code int) { c.writeErrorBody(code, http.StatusText(cod
 
 // writeErrorBody is writeError with another body.
 func (c *conn) writeErrorBody(code int, msg string) {
+	c.writer()
 	b := c.bw.AvailableBuffer()
 	b = appendStatusLine(b, code)
 	b = append(b, "Content-Type: text/plain\r\nConnection: close\r\nContent-Length: "...)
@@ -585,6 +593,10 @@ func (c *conn) close() {
 	c.ab.close()
 	c.state.Store(stateClosed)
 	c.nc.Close()
+	// The handler is idle (every way out of readLoop waits for it): both buffers go back.
+	c.srv.putReader(c.br)
+	c.br = nil
+	c.releaseWriter()
 	s := c.srv
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -595,10 +607,99 @@ func (c *conn) close() {
 	s.wg.Done()
 }
 
+// Pools of the connections' buffers, taken for a request and given back when the connection waits.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
+)
+
+func (s *Server) getReader(nc net.Conn) *bufio.Reader {
+	s.buffers.Add(1)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(nc)
+	return br
+}
+
+func (s *Server) putReader(br *bufio.Reader) {
+	if br != nil {
+		s.buffers.Add(-1)
+		br.Reset(nil) // drops what it held, and its connection
+		readers.Put(br)
+	}
+}
+
+// writer makes sure the connection holds a write buffer.
+func (c *conn) writer() {
+	if c.bw == nil {
+		c.srv.buffers.Add(1)
+		c.bw = writers.Get().(*bufio.Writer)
+		c.bw.Reset(c.nc)
+	}
+}
+
+// releaseWriter gives the write buffer back, with whatever it holds unsent.
+func (c *conn) releaseWriter() {
+	if c.bw != nil {
+		c.srv.buffers.Add(-1)
+		c.bw.Reset(nil)
+		writers.Put(c.bw)
+		c.bw = nil
+	}
+}
+
+// peek waits until the connection has a byte to read, or its end, an error or the read deadline, and
+// leaves it in the reader's buffer. When that buffer is empty (the usual case: nothing pipelined) it
+// waits holding no buffer: the read buffer goes back to its pool, the raw connection waits for
+// readiness (readable), and a buffer is taken again once there is something to read.
+func (c *conn) peek() error {
+	if c.raw != nil && c.br.Buffered() == 0 {
+		c.srv.putReader(c.br)
+		c.br = nil
+		c.waited = false
+		err := c.raw.Read(c.readableFn)
+		c.br = c.srv.getReader(c.nc)
+		if err != nil {
+			return err
+		}
+	}
+	_, err := c.br.Peek(1)
+	return err
+}
+
+// readable is peek's raw read callback. Its first call looks at the socket (recvfrom with MSG_PEEK,
+// which takes nothing): the raw read has just reset the poller's readiness, so bytes or a FIN that
+// arrived before it would otherwise go unseen. Nothing there: false, and the raw read waits for the
+// poller; its next call ends the wait, and the reader's own read follows.
+func (c *conn) readable(fd uintptr) bool {
+	if c.waited {
+		return true
+	}
+	c.waited = true
+	return !socketEmpty(fd)
+}
+
+// rawConn is the raw connection under nc (through wrappers that say which connection they wrap), or nil.
+func rawConn(nc net.Conn) syscall.RawConn {
+	for {
+		u, ok := nc.(netConner)
+		if !ok {
+			break
+		}
+		nc = u.NetConn()
+	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			return raw
+		}
+	}
+	return nil
+}
+
 // handleLoop runs the Handler for each request the reader dispatches.
 func (c *conn) handleLoop() {
 	for range c.work {
 		c.serve()
+		c.releaseWriter() // serve flushed what it wrote; an error left it unsent, and it goes
 		// Done with the request and nothing of it left to read: the connection is idle (Shutdown may
 		// close it) while the reader waits for the next one.
 		if !c.w.closeAfter && (!c.body.framed || c.body.eof) && c.state.CompareAndSwap(stateActive, stateIdle) {
@@ -613,6 +714,7 @@ func (c *conn) handleLoop() {
 // serve handles one request. A panic (http.ErrAbortHandler above all) ends the connection after what
 // was written is flushed: the client sees a truncated response, as Envoy resets a stream mid-body.
 func (c *conn) serve() {
+	c.writer()
 	w := &c.w
 	w.reset(&c.req)
 	defer func() {

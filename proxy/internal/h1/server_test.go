@@ -197,6 +197,31 @@ var _ = Describe("Server", func() {
 			Expect(states.snapshot()).To(Equal(map[string][]http.ConnState{c.LocalAddr().String(): {http.StateNew}}))
 		})
 
+		It("holds no buffer while keep-alive connections wait for their next request, and serves them after", func() {
+			srv := &h1.Server{Handler: http.HandlerFunc(echoPath)}
+			r := start(srv)
+			type client struct {
+				c  net.Conn
+				br *bufio.Reader
+			}
+			clients := make([]client, 20)
+			for i := range clients {
+				c, br := dialRaw(r.addr)
+				clients[i] = client{c, br}
+				send(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+				Expect(string(readRaw(br, "GET").body)).To(Equal("path=/first"))
+			}
+			Eventually(func() int64 { return h1.BuffersHeld(srv) }).Should(BeZero())
+			for _, cl := range clients {
+				send(cl.c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+				Expect(string(readRaw(cl.br, "GET").body)).To(Equal("path=/second"))
+			}
+			for _, cl := range clients {
+				Expect(cl.c.Close()).To(Succeed())
+			}
+			Eventually(func() int64 { return h1.BuffersHeld(srv) }).Should(BeZero())
+		})
+
 		It("lets a net/http client reuse one connection", func() {
 			addr := serve(echoPath)
 			var dials atomic.Int32
