@@ -2,8 +2,10 @@
 GO       ?= go
 GINKGO   := $(GO) tool ginkgo
 BIN      := bin/meshproof
+PROXY_BIN := bin/proxy/meshproof-proxy
 DEMO     ?= scenarios/examples/retries-mask-failing-instance.yaml
 IMAGE    ?= meshproof:dev
+PROXY_IMAGE ?= meshproof-proxy:dev
 # The test suite's settings: race detector on, specs in random order, docker specs when Docker is reachable.
 GINKGO_FLAGS ?= -r -p --race --randomize-all --randomize-suites --keep-going --timeout=30m --poll-progress-after=120s
 
@@ -20,13 +22,16 @@ FUZZ_TARGETS := \
 	./mesh/load:FuzzReadResponse \
 	./cmd/meshproof:FuzzLoadFlags
 
-.PHONY: help build test test-fast lint fmt fuzz fuzz-report demo examples image bench-load bench-proxy bench-mesh soak clean
+.PHONY: help build build-proxy image-proxy test test-fast lint fmt fuzz fuzz-report demo examples image bench-load bench-proxy bench-mesh soak clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/meshproof (static, CGO_ENABLED=0)
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/meshproof
+
+build-proxy: ## build $(PROXY_BIN), the proxy-only binary (static; links no runner, docker client or reports)
+	CGO_ENABLED=0 $(GO) build -o $(PROXY_BIN) ./cmd/meshproof-proxy
 
 test: ## run the whole test suite (Ginkgo, race detector, random order), then every fuzz target's seed corpus and committed crashers
 	$(GINKGO) $(GINKGO_FLAGS) ./...
@@ -64,6 +69,9 @@ image: ## build bin/meshproof (static) and the FROM-scratch image $(IMAGE) (clas
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/meshproof
 	DOCKER_BUILDKIT=0 docker build -f mesh/docker/Dockerfile -t $(IMAGE) $(dir $(BIN))
 
+image-proxy: build-proxy ## the deployable proxy's FROM-scratch image $(PROXY_IMAGE): meshproof-proxy alone
+	DOCKER_BUILDKIT=0 docker build -f proxy/deploy/Dockerfile -t $(PROXY_IMAGE) $(dir $(PROXY_BIN))
+
 SOAK      ?= 10m
 SOAK_RATE ?= 500
 soak: ## the soak: flapping faults, resets, hangs and slow bodies for $(SOAK) at $(SOAK_RATE)/s; goroutines, fds, heap and RSS must stay flat
@@ -72,7 +80,7 @@ soak: ## the soak: flapping faults, resets, hangs and slow bodies for $(SOAK) at
 bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when installable) + the coordinated-omission test (< 10 min)
 	bash mesh/load/bench/run.sh
 
-bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each (throughput, added latency, allocations, RSS; ~4 min)
+bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each: start-up, RSS, CPU per request, throughput, added latency (5 rounds, ~15 min)
 	bash proxy/bench/run.sh
 
 MESH_DEPTHS ?= 1,2,4,6,8

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/cmd/internal/proxycmd"
+	"github.com/meshproof/meshproof/cmd/internal/sysmon"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -38,6 +39,11 @@ Exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid 
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "proxy" {
+		if err := sysmon.Reexec(); err != nil { // returns only when it did not re-execute
+			fmt.Fprintf(os.Stderr, "meshproof: running with Go's default system monitor: %v\n", err)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
