@@ -3,32 +3,45 @@
 # core each, against one nginx backend (keep-alive, `return 200` with a 1 KiB body), all on 127.0.0.1.
 #
 # The proxy under test is pinned to CPU 1 (meshproof GOMAXPROCS=1, HAProxy nbthread 1, nginx
-# worker_processes 1); wrk, `meshproof load` and the backend run on CPU 0. A direct-to-backend baseline
-# runs in the same rounds, and rounds are interleaved (direct haproxy nginx meshproof, direct … ).
+# worker_processes 1); wrk, `meshproof load` and the backend run on CPU 0. Rounds are interleaved
+# (haproxy nginx meshproof, haproxy …), ROUNDS of them, and every figure is reported as the median and
+# the spread (min–max) of the rounds, with meshproof's ratio to each peer. The phases (PHASES selects):
 #
-#   1. closed loop, ROUNDS rounds: `wrk -t1 -c64 -d10s` → max throughput (mean of the rounds) and the
-#      ratios meshproof/HAProxy, meshproof/nginx. During meshproof's rounds the bench reads the admin's
-#      /debug/runtime (Go runtime/metrics) and /stats before and after: allocations and heap bytes per
-#      proxied request.
-#   2. open loop, ROUNDS rounds, ONE generator for every target (`meshproof load --rate R --duration 10s
-#      --connections 64 --json`, coordinated-omission corrected) at R = 30% of the lowest saturation rate
-#      measured in 1: added p50/p99/p99.9 over the direct baseline (mean of the rounds) for each proxy.
-#   3. meshproof's peak RSS (VmHWM of /proc/<pid>/status).
+#   start  a fresh process per round: time from exec to ready (meshproof: admin /ready answers 200; the
+#          peers: the first proxied 200), idle RSS 1 s after, RSS after 10,000 requests (1,000 req/s for
+#          10 s), and the RSS 1,000 idle keep-alive connections add (one GET answered on each, then held).
+#          RSS counts every process of the proxy (nginx: master and worker).
+#   cpu    CPU time per request at fixed open-loop rates (CPU_RATES, default 1000 and 8000 req/s; one
+#          generator for all: `meshproof load --connections 64`, CPU_DURATION each): the nanoseconds of
+#          CPU the proxy's processes used (/proc/<pid>/task/*/schedstat, all threads) ÷ requests answered.
+#   closed closed loop `wrk -t1 -c64 -d$DURATION` with a direct-to-backend baseline → max throughput.
+#          During meshproof's rounds the bench reads the admin's /debug/runtime and /stats before and
+#          after: allocations and heap bytes per proxied request.
+#   open   open loop at 30% of the lowest saturation rate of `closed` (or OPEN_RATE): added p50/p99/p99.9
+#          over the direct baseline, coordinated-omission corrected.
+#   Then meshproof's peak RSS (VmHWM) over the long-lived phases.
 #
 # meshproof runs with realistic features on: a retry policy (5xx,reset,connect-failure; 2 retries),
 # outlier detection, circuit breakers, stats (always on) and OpenTelemetry tracing sampled at 1%
 # (HCM tracing.random_sampling), exporting OTLP/HTTP to a discarding sink (an nginx `return 200` on CPU 0).
+# It is the proxy-only binary (cmd/meshproof-proxy) when that builds, else `meshproof proxy`.
 #
-# Installs haproxy, nginx and wrk with apt-get when absent. About 3 minutes with the defaults; stops
-# everything it started. Environment: ROUNDS (2), DURATION (10s), MESHPROOF_BIN (a prebuilt binary to
-# measure instead of building ./cmd/meshproof, e.g. to compare two commits), RESULTS (a file to also
-# write the raw per-round results to, tab-separated).
+# Installs haproxy, nginx and wrk with apt-get when absent. About 15 minutes with the defaults; stops
+# everything it started. Environment: ROUNDS (5), DURATION (10s), PHASES ("start cpu closed open"),
+# CPU_RATES ("1000 8000"), CPU_DURATION (8s), OPEN_RATE (default: 30% of the lowest saturation),
+# MESHPROOF_BIN (a prebuilt `meshproof` to measure, e.g. to compare two commits; its `proxy` subcommand is
+# then the proxy), RESULTS (a file to also write the raw per-round results to, tab-separated).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/meshproof-bench-proxy.XXXXXX")
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
+PHASES=${PHASES:-start cpu closed open}
+CPU_RATES=${CPU_RATES:-1000 8000}
+CPU_DURATION=${CPU_DURATION:-8s}
+PROBE="python3 $ROOT/proxy/bench/probe.py"
+phase() { [[ " $PHASES " == *" $1 "* ]]; }
 PIDS=()
 cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -58,10 +71,17 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 MP_BIN=${MESHPROOF_BIN:-}
+MP_PROXY=() # the command that runs meshproof's proxy
 if [ -z "$MP_BIN" ]; then
 	MP_BIN=$WORK/meshproof
 	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$MP_BIN" ./cmd/meshproof)
+	if [ -d "$ROOT/cmd/meshproof-proxy" ]; then
+		(cd "$ROOT" && CGO_ENABLED=0 go build -o "$WORK/meshproof-proxy" ./cmd/meshproof-proxy)
+		MP_PROXY=("$WORK/meshproof-proxy")
+	fi
 fi
+[ ${#MP_PROXY[@]} -gt 0 ] || MP_PROXY=("$MP_BIN" proxy)
+[ "$(ulimit -n)" -ge 20000 ] || ulimit -n "$(ulimit -Hn)" # HAProxy's maxconn 8000 needs 16k descriptors; 1,000 idle connections
 
 BACKEND=127.0.0.1:18180 HAP=127.0.0.1:18181 NGX=127.0.0.1:18182 MP=127.0.0.1:18183 MPADMIN=127.0.0.1:18184 OTLP=127.0.0.1:18185
 for addr in $BACKEND $HAP $NGX $MP $MPADMIN $OTLP; do
@@ -143,12 +163,54 @@ static_resources:
         endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: ${BACKEND##*:}}}}}]}]
 CONF
 
-# taskset execs its command, so each $! is the process itself (nginx's master stops its worker on TERM).
+declare -A ADDR=([direct]=$BACKEND [haproxy]=$HAP [nginx]=$NGX [meshproof]=$MP)
+PEERS=(haproxy nginx meshproof)
+R=$WORK/results.tsv # kind target round values…
+: > "$R"
+# start_proxy T: start target T pinned to CPU 1; prints "<pid> <ms from exec to ready>".
+start_proxy() {
+	case $1 in
+	haproxy) $PROBE start "http://$HAP/" -- taskset -c 1 "$HAPROXY" -f "$WORK/haproxy.cfg" -db ;;
+	nginx) $PROBE start "http://$NGX/" -- taskset -c 1 "$NGINX" -c "$WORK/nginx-proxy/nginx.conf" -p "$WORK/nginx-proxy" ;;
+	meshproof) $PROBE start "http://$MPADMIN/ready" -- env GOMAXPROCS=1 taskset -c 1 "${MP_PROXY[@]}" -c "$WORK/bootstrap.yaml" ;;
+	esac
+}
+stop_proxy() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.05; done; }
+load() { taskset -c 0 "$MP_BIN" load "http://${ADDR[$1]}/" --rate "$2" --duration "$3" --connections 64 --json; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+# The backend and the tracing sink serve every phase. taskset execs its command, so each $! is the
+# process itself (nginx's master stops its worker on TERM).
 taskset -c 0 "$NGINX" -c "$WORK/nginx-backend/nginx.conf" -p "$WORK/nginx-backend" & PIDS+=($!)
-taskset -c 1 "$HAPROXY" -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
-taskset -c 1 "$NGINX" -c "$WORK/nginx-proxy/nginx.conf" -p "$WORK/nginx-proxy" & PIDS+=($!)
-GOMAXPROCS=1 taskset -c 1 "$MP_BIN" proxy -c "$WORK/bootstrap.yaml" >"$WORK/meshproof.log" 2>&1 & MPPID=$!; PIDS+=($MPPID)
-for addr in $BACKEND $HAP $NGX $MP; do
+for i in $(seq 1 100); do
+	curl -fsS -o /dev/null "http://$BACKEND/" 2>/dev/null && break
+	[ "$i" -lt 100 ] || { log "the backend does not answer on $BACKEND"; exit 1; }
+	sleep 0.1
+done
+
+if phase start; then
+	log "== start, idle RSS, RSS after 10,000 requests, RSS of 1,000 idle connections: a fresh process per round, $ROUNDS interleaved rounds"
+	for r in $(seq 1 "$ROUNDS"); do
+		for t in "${PEERS[@]}"; do
+			read -r pid ms < <(start_proxy "$t")
+			sleep 1
+			idle=$($PROBE rss "$pid")
+			ok=$(load "$t" 1000 10s | field successes)
+			after=$($PROBE rss "$pid")
+			read -r before held < <($PROBE idle "${ADDR[$t]}" 1000 "$pid")
+			stop_proxy "$pid"
+			printf 'start\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$r" "$ms" "$idle" "$after" "$((held - before))" "$ok" >> "$R"
+			log "  round $r  $t  ready in ${ms} ms  idle RSS $((idle / 1024)) MiB  after $ok requests $((after / 1024)) MiB  +1,000 idle connections $(((held - before) / 1024)) MiB"
+		done
+	done
+fi
+
+# The long-lived proxies of the other phases.
+taskset -c 1 "$HAPROXY" -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAPPID=$!
+taskset -c 1 "$NGINX" -c "$WORK/nginx-proxy/nginx.conf" -p "$WORK/nginx-proxy" & PIDS+=($!); NGXPID=$!
+GOMAXPROCS=1 taskset -c 1 "${MP_PROXY[@]}" -c "$WORK/bootstrap.yaml" >"$WORK/meshproof.log" 2>&1 & MPPID=$!; PIDS+=($MPPID)
+declare -A PID=([haproxy]=$HAPPID [nginx]=$NGXPID [meshproof]=$MPPID)
+for addr in $HAP $NGX $MP; do
 	for i in $(seq 1 100); do
 		curl -fsS -o /dev/null "http://$addr/" 2>/dev/null && break
 		[ "$i" -lt 100 ] || { log "nothing answers on $addr"; cat "$WORK/meshproof.log" >&2; exit 1; }
@@ -156,72 +218,64 @@ for addr in $BACKEND $HAP $NGX $MP; do
 	done
 done
 
-declare -A ADDR=([direct]=$BACKEND [haproxy]=$HAP [nginx]=$NGX [meshproof]=$MP)
-ORDER=(direct haproxy nginx meshproof)
-R=$WORK/results.tsv # kind target round values…
-: > "$R"
+if phase cpu; then
+	for rate in $CPU_RATES; do
+		log "== CPU per request at $rate req/s (open loop, 64 connections, $CPU_DURATION), $ROUNDS interleaved rounds"
+		for r in $(seq 1 "$ROUNDS"); do
+			for t in "${PEERS[@]}"; do
+				c0=$($PROBE cpu "${PID[$t]}")
+				j=$(load "$t" "$rate" "$CPU_DURATION")
+				c1=$($PROBE cpu "${PID[$t]}")
+				read -r ok errs held < <(python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["successes"], j["errors"], j["rate_held"])' <<<"$j")
+				printf 'cpu\t%s\t%s\t%s\t%s\t%s\n' "$t" "$r" "$rate" "$((c1 - c0))" "$ok" >> "$R"
+				log "  round $r  $t  $(python3 -c "print(f'{($c1 - $c0) / 1000 / max($ok, 1):.1f}')") µs of CPU per request over $ok requests (errors $errs, rate held $held)"
+			done
+		done
+	done
+fi
+
 runtime_metric() { curl -fsS "http://$MPADMIN/debug/runtime" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 rq_total() { curl -fsS "http://$MPADMIN/stats?filter=downstream_rq_total" | awk '$1 == "http.ingress.downstream_rq_total:" {print $2}'; }
-
-log "== closed loop: wrk -t1 -c64 -d$DURATION, $ROUNDS interleaved rounds (load and backend on CPU 0, proxies on CPU 1)"
-for r in $(seq 1 "$ROUNDS"); do
-	for t in "${ORDER[@]}"; do
-		if [ "$t" = meshproof ]; then
-			o0=$(runtime_metric /gc/heap/allocs:objects) b0=$(runtime_metric /gc/heap/allocs:bytes) n0=$(rq_total)
-		fi
-		out=$(taskset -c 0 wrk -t1 -c64 -d"$DURATION" "http://${ADDR[$t]}/")
-		rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-		bad=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-		printf 'rps\t%s\t%s\t%s\n' "$t" "$r" "$rps" >> "$R"
-		if [ "$t" = meshproof ]; then
-			o1=$(runtime_metric /gc/heap/allocs:objects) b1=$(runtime_metric /gc/heap/allocs:bytes) n1=$(rq_total)
-			printf 'alloc\t%s\t%s\t%s\t%s\t%s\n' "$t" "$r" $((o1 - o0)) $((b1 - b0)) $((n1 - n0)) >> "$R"
-		fi
-		log "  round $r  $t  $rps req/s ${bad:+ ($bad)}"
+ORDER=(direct haproxy nginx meshproof)
+if phase closed; then
+	log "== closed loop: wrk -t1 -c64 -d$DURATION, $ROUNDS interleaved rounds (load and backend on CPU 0, proxies on CPU 1)"
+	for r in $(seq 1 "$ROUNDS"); do
+		for t in "${ORDER[@]}"; do
+			if [ "$t" = meshproof ]; then
+				o0=$(runtime_metric /gc/heap/allocs:objects) b0=$(runtime_metric /gc/heap/allocs:bytes) n0=$(rq_total)
+			fi
+			out=$(taskset -c 0 wrk -t1 -c64 -d"$DURATION" "http://${ADDR[$t]}/")
+			rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+			bad=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+			printf 'rps\t%s\t%s\t%s\n' "$t" "$r" "$rps" >> "$R"
+			if [ "$t" = meshproof ]; then
+				o1=$(runtime_metric /gc/heap/allocs:objects) b1=$(runtime_metric /gc/heap/allocs:bytes) n1=$(rq_total)
+				printf 'alloc\t%s\t%s\t%s\t%s\t%s\n' "$t" "$r" $((o1 - o0)) $((b1 - b0)) $((n1 - n0)) >> "$R"
+			fi
+			log "  round $r  $t  $rps req/s ${bad:+ ($bad)}"
+		done
 	done
-done
-lowest=$(awk -F'\t' '$1=="rps" && $2!="direct" {s[$2]+=$4; n[$2]++} END {m=-1; for (t in s) {v=s[t]/n[t]; if (m<0||v<m) m=v}; print int(m)}' "$R")
-rate=$((lowest * 30 / 100))
-log "== open loop at 30% of the lowest saturation ($lowest req/s): $rate req/s for $DURATION, meshproof load, 64 connections, $ROUNDS interleaved rounds"
-for r in $(seq 1 "$ROUNDS"); do
-	for t in "${ORDER[@]}"; do
-		j=$(taskset -c 0 "$MP_BIN" load "http://${ADDR[$t]}/" --rate "$rate" --duration "$DURATION" --connections 64 --json)
-		read -r p50 p99 p999 errs held < <(python3 -c 'import json,sys; j=json.load(sys.stdin); l=j["latency_ms"]; print(l["p50"], l["p99"], l["p999"], j["errors"], j["rate_held"])' <<<"$j")
-		printf 'lat\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$r" "$p50" "$p99" "$p999" "$errs" "$held" >> "$R"
-		log "  round $r  $t  p50 ${p50}ms  p99 ${p99}ms  p99.9 ${p999}ms  errors $errs  rate held $held"
+fi
+if phase open; then
+	rate=${OPEN_RATE:-}
+	if [ -z "$rate" ]; then
+		lowest=$(awk -F'\t' '$1=="rps" && $2!="direct" {s[$2]+=$4; n[$2]++} END {m=-1; for (t in s) {v=s[t]/n[t]; if (m<0||v<m) m=v}; print int(m)}' "$R")
+		[ "$lowest" -gt 0 ] 2>/dev/null || { log "phase open needs OPEN_RATE without phase closed"; exit 2; }
+		rate=$((lowest * 30 / 100))
+	fi
+	log "== open loop at $rate req/s for $DURATION, meshproof load, 64 connections, $ROUNDS interleaved rounds"
+	for r in $(seq 1 "$ROUNDS"); do
+		for t in "${ORDER[@]}"; do
+			j=$(load "$t" "$rate" "$DURATION")
+			read -r p50 p99 p999 errs held < <(python3 -c 'import json,sys; j=json.load(sys.stdin); l=j["latency_ms"]; print(l["p50"], l["p99"], l["p999"], j["errors"], j["rate_held"])' <<<"$j")
+			printf 'lat\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$r" "$p50" "$p99" "$p999" "$errs" "$held" >> "$R"
+			log "  round $r  $t  p50 ${p50}ms  p99 ${p99}ms  p99.9 ${p999}ms  errors $errs  rate held $held"
+		done
 	done
-done
+fi
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$MPPID/status")
 printf 'rss\tmeshproof\t0\t%s\n' "$rss_kb" >> "$R"
 [ -z "${RESULTS:-}" ] || cp "$R" "$RESULTS"
 
-echo "== results (mean of $ROUNDS rounds; meshproof: retries, outlier detection, breakers, stats, tracing at 1%)"
-python3 - "$R" "$rate" <<'PY'
-import sys, collections
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-rate = sys.argv[2]
-mean = lambda xs: sum(xs) / len(xs)
-rps = collections.defaultdict(list); lat = collections.defaultdict(list); alloc = [0, 0, 0]
-for r in rows:
-    if r[0] == "rps": rps[r[1]].append(float(r[3]))
-    if r[0] == "lat": lat[r[1]].append([float(x) for x in r[3:6]])
-    if r[0] == "alloc": alloc = [a + int(x) for a, x in zip(alloc, r[3:6])]
-    if r[0] == "rss": rss_kb = int(r[3])
-tp = {t: mean(v) for t, v in rps.items()}
-lm = {t: [mean(col) for col in zip(*v)] for t, v in lat.items()}
-print("throughput, closed loop wrk -t1 -c64 (req/s): " + ", ".join(f"{t} {tp[t]:.0f}" for t in ["direct", "haproxy", "nginx", "meshproof"]))
-print(f"  meshproof/haproxy {tp['meshproof']/tp['haproxy']:.2f}   meshproof/nginx {tp['meshproof']/tp['nginx']:.2f}")
-added = {t: [x - d for x, d in zip(lm[t], lm["direct"])] for t in ["haproxy", "nginx", "meshproof"]}
-print(f"added latency over direct, open loop at {rate} req/s (ms):")
-for t in ["haproxy", "nginx", "meshproof"]:
-    a = added[t]
-    print(f"  {t:9s}  p50 {a[0]:7.3f}  p99 {a[1]:7.3f}  p99.9 {a[2]:7.3f}")
-def ratio(x, y): return f"{x/y:.2f}" if y > 0.001 else "n/a"
-for other in ["haproxy", "nginx"]:
-    m, o = added["meshproof"], added[other]
-    print(f"  meshproof/{other:7s} added p50 {ratio(m[0], o[0])}  p99 {ratio(m[1], o[1])}  p99.9 {ratio(m[2], o[2])}")
-objs, byts, n = alloc
-if n:
-    print(f"meshproof allocations per request {objs/n:.1f}, heap bytes per request {byts/n:.0f} (over {n} requests)")
-print(f"meshproof peak RSS (VmHWM) {rss_kb/1024:.1f} MiB")
-PY
+echo "== results: median [min–max] of $ROUNDS rounds; meshproof with retries, outlier detection, breakers, stats, tracing at 1%"
+python3 "$ROOT/proxy/bench/summary.py" "$R"
