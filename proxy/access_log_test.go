@@ -341,7 +341,7 @@ var _ = Describe("access logs", func() {
 			u := newUpstream(ok)
 			m := &memLog{gate: make(chan struct{})}
 			s := setup{routes: route(nil), clusters: backend(u.addr()),
-				opts: proxy.Options{AccessLogBufferBytes: 64, AccessLogOpen: func(string) (io.WriteCloser, error) { return m, nil }},
+				opts:     proxy.Options{AccessLogBufferBytes: 64, AccessLogOpen: func(string) (io.WriteCloser, error) { return m, nil }},
 				listener: func(l *config.Listener) { l.AccessLogs = []config.AccessLog{textLog("%RESPONSE_CODE% %REQ(:PATH)%\n")} }}
 			srv, url := start(s)
 			for i := range 30 { // each line is 9 or 10 bytes: the first write holds one line, 64 bytes wait

@@ -17,22 +17,22 @@ import (
 type responseFlags uint32
 
 const (
-	flagNoHealthyUpstream             responseFlags = 1 << iota // UH
-	flagUpstreamRequestTimeout                                  // UT
-	flagUpstreamConnectionFailure                               // UF
-	flagUpstreamConnectionTermination                           // UC
-	flagUpstreamOverflow                                        // UO
-	flagNoRouteFound                                            // NR
-	flagDelayInjected                                           // DI
-	flagFaultInjected                                           // FI
-	flagRateLimited                                             // RL
-	flagDownstreamConnectionTermination                         // DC
-	flagUpstreamRetryLimitExceeded                              // URX
-	flagStreamIdleTimeout                                       // SI
-	flagDownstreamProtocolError                                 // DPE
-	flagDurationTimeout                                         // DT
-	flagNoClusterFound                                          // NC
-	numResponseFlags                                            = iota
+	flagNoHealthyUpstream               responseFlags = 1 << iota // UH
+	flagUpstreamRequestTimeout                                    // UT
+	flagUpstreamConnectionFailure                                 // UF
+	flagUpstreamConnectionTermination                             // UC
+	flagUpstreamOverflow                                          // UO
+	flagNoRouteFound                                              // NR
+	flagDelayInjected                                             // DI
+	flagFaultInjected                                             // FI
+	flagRateLimited                                               // RL
+	flagDownstreamConnectionTermination                           // DC
+	flagUpstreamRetryLimitExceeded                                // URX
+	flagStreamIdleTimeout                                         // SI
+	flagDownstreamProtocolError                                   // DPE
+	flagDurationTimeout                                           // DT
+	flagNoClusterFound                                            // NC
+	numResponseFlags                    = iota
 )
 
 // responseFlagNames are the flags' short names, by bit.
