@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,9 @@ type Options struct {
 	// when missing; the process's stdout and stderr for the stdout and stderr loggers). A seam for
 	// tests, and for a runner that keeps the logs elsewhere.
 	AccessLogOpen func(path string) (io.WriteCloser, error)
+	// AccessLogPath, when set, adds an access log in Envoy's default format at this path to every
+	// listener, besides the bootstrap's own (a runner keeping each proxy's log in its run directory).
+	AccessLogPath string
 	// AccessLogBufferBytes bounds each access log file's buffer of lines not yet written (0: 4 MiB);
 	// a line beyond it is dropped and counted in filesystem.write_dropped, never waited for.
 	AccessLogBufferBytes int
@@ -192,8 +196,12 @@ func (s *Server) Start() error {
 		// Before it, the codec's check of header names (headers_with_underscores_action).
 		handler = newUnderscores(l.UnderscoresAction, hcm, s.store, handler)
 		// Outermost, the access logs: a line for each request once it ended, whatever answered it.
-		if len(l.AccessLogs) > 0 {
-			logs, err := s.accessLogs(l.AccessLogs)
+		accessLogs := l.AccessLogs
+		if s.opts.AccessLogPath != "" {
+			accessLogs = append(slices.Clip(accessLogs), config.AccessLog{Path: s.opts.AccessLogPath})
+		}
+		if len(accessLogs) > 0 {
+			logs, err := s.accessLogs(accessLogs)
 			if err != nil {
 				s.closeLocked()
 				return fmt.Errorf("listener %q: %w", l.Name, err)

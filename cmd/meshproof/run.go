@@ -119,6 +119,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitInvalid
 	}
 
+	opts.AccessLogDir = filepath.Join(dir, "access") // each proxy's access log (embedded runner)
 	fmt.Fprintf(stdout, "meshproof: running %s (%s): %s\n", sc.Name, file, sc.Load.Describe())
 	opts.Progress, opts.ProgressInterval = progressPrinter(stderr)
 	if *runner == "docker" {
