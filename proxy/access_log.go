@@ -9,10 +9,19 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/stats"
+)
+
+// Envoy's file flushing (AccessLogFileImpl, source/common/access_log/access_log_manager_impl.cc): the
+// writer is woken once 64 KiB are buffered (MIN_FLUSH_SIZE) and every file_flush_interval_msec
+// (default 1 s) otherwise, so that lines are written in batches, not one write per request.
+const (
+	logFlushSize     = 64 << 10
+	logFlushInterval = time.Second
 )
 
 // defaultAccessLogBuffer is how many bytes of formatted lines a log file holds while its writer is
@@ -110,6 +119,7 @@ type logFile struct {
 	path  string
 	open  func() (io.WriteCloser, error)
 	limit int
+	tick  clock.Ticker // the flush interval, on the proxy's clock
 
 	mu       sync.Mutex
 	buf      []byte
@@ -125,15 +135,16 @@ type logFile struct {
 // logFileStats are Envoy's file stats (FILESYSTEM_STATS, envoy/filesystem/filesystem.h), shared by
 // every file as in Envoy, and meshproof's write_dropped.
 type logFileStats struct {
-	writeBuffered, writeCompleted, writeFailed, reopenFailed, writeDropped *stats.Counter
-	totalBuffered                                                          *stats.Gauge
+	writeBuffered, writeCompleted, writeFailed, reopenFailed, writeDropped, flushedByTimer *stats.Counter
+	totalBuffered                                                                          *stats.Gauge
 }
 
 func newLogFileStats(store *stats.Store) logFileStats {
 	return logFileStats{writeBuffered: store.Counter("filesystem.write_buffered"),
 		writeCompleted: store.Counter("filesystem.write_completed"), writeFailed: store.Counter("filesystem.write_failed"),
 		reopenFailed: store.Counter("filesystem.reopen_failed"), writeDropped: store.Counter("filesystem.write_dropped"),
-		totalBuffered: store.Gauge("filesystem.write_total_buffered")}
+		flushedByTimer: store.Counter("filesystem.flushed_by_timer"),
+		totalBuffered:  store.Gauge("filesystem.write_total_buffered")}
 }
 
 // openLogFile opens path for appending (created 0644 when missing), or the process's stdout / stderr.
@@ -151,8 +162,8 @@ type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
 
-// newLogFile opens the file and starts its writer.
-func newLogFile(path string, open func(string) (io.WriteCloser, error), limit int, st logFileStats) (*logFile, error) {
+// newLogFile opens the file and starts its writer, which flushes on clk's ticks.
+func newLogFile(path string, open func(string) (io.WriteCloser, error), limit int, st logFileStats, clk clock.Clock) (*logFile, error) {
 	if open == nil {
 		open = openLogFile
 	}
@@ -166,6 +177,7 @@ func newLogFile(path string, open func(string) (io.WriteCloser, error), limit in
 		return nil, fmt.Errorf("access log %q: %w", path, err)
 	}
 	f.out = out
+	f.tick = clk.NewTicker(logFlushInterval)
 	go f.run()
 	return f, nil
 }
@@ -179,10 +191,13 @@ func (f *logFile) write(line []byte) {
 		return
 	}
 	f.buf = append(f.buf, line...)
+	full := len(f.buf) >= logFlushSize
 	f.mu.Unlock()
 	f.st.writeBuffered.Inc()
 	f.st.totalBuffered.Add(int64(len(line)))
-	f.signal()
+	if full {
+		f.signal()
+	}
 }
 
 func (f *logFile) signal() {
@@ -196,8 +211,15 @@ func (f *logFile) signal() {
 // asked (admin POST /reopen_logs), until the file is closed and drained.
 func (f *logFile) run() {
 	defer close(f.done)
+	defer f.tick.Stop()
 	var spare []byte
-	for range f.wake {
+	for {
+		byTimer := false
+		select {
+		case <-f.wake:
+		case <-f.tick.C():
+			byTimer = true
+		}
 		f.mu.Lock()
 		batch, reopen, closed, waiters := f.buf, f.reopen, f.closed, f.flushReq
 		f.buf, f.reopen, f.flushReq = spare[:0], false, nil
@@ -206,6 +228,9 @@ func (f *logFile) run() {
 			f.reopenFile()
 		}
 		if len(batch) > 0 {
+			if byTimer {
+				f.st.flushedByTimer.Inc()
+			}
 			if _, err := f.out.Write(batch); err != nil {
 				f.st.writeFailed.Inc()
 			} else {

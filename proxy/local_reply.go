@@ -125,6 +125,7 @@ func (rc *replyContext) value(p config.FormatPart) (string, bool) {
 // text formats a text format: a command without a value is "-" (Envoy's placeholder).
 func (fc *replyContext) text(parts config.Format) string {
 	var b strings.Builder
+	b.Grow(256) // a line of Envoy's default format, mostly: one allocation
 	for _, p := range parts {
 		if p.Command == "" {
 			b.WriteString(p.Literal)

@@ -344,7 +344,7 @@ func (s *Server) accessLogs(cfgs []config.AccessLog) ([]accessLog, error) {
 		f := s.logFiles[c.Path]
 		if f == nil {
 			var err error
-			if f, err = newLogFile(c.Path, s.opts.AccessLogOpen, s.opts.AccessLogBufferBytes, newLogFileStats(s.store)); err != nil {
+			if f, err = newLogFile(c.Path, s.opts.AccessLogOpen, s.opts.AccessLogBufferBytes, newLogFileStats(s.store), s.clk); err != nil {
 				return nil, err
 			}
 			s.logFiles[c.Path] = f
