@@ -189,6 +189,13 @@ var _ = Describe("access logs", func() {
 			Expect(flushed(srv, m)).To(Equal([]string{"404 NR route_not_found"}))
 		})
 
+		It("is - for a direct response, whose details say so, and its bytes sent are its body's", func() {
+			r := config.Route{Match: config.RouteMatch{Prefix: "/"}, DirectResponse: &config.DirectResponse{Status: 200, Body: "hello"}}
+			srv, url, m := logged(setup{routes: []config.Route{r}}, textLog(flags+"%BYTES_SENT% %UPSTREAM_HOST% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"))
+			get(url + "/")
+			Expect(flushed(srv, m)).To(Equal([]string{"200 - direct_response", "5 - 0"}))
+		})
+
 		It("is NC for a route whose cluster does not exist", func() {
 			r := prefixRoute("/", "", nil)
 			r.Action.ClusterHeader = "x-cluster"
