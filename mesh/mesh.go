@@ -141,6 +141,9 @@ func Run(ctx context.Context, sc *Scenario, opts Options) (*Result, error) {
 		popts.Progress = func(pr plan.Progress) { fmt.Fprintf(w, "progress: %s\n", ProgressLine(pr)) }
 		popts.ProgressInterval = opts.ProgressInterval
 	}
+	if opts.Dir != "" {
+		popts.AccessLogDir = filepath.Join(opts.Dir, "access") // each proxy's access log (embedded runner)
+	}
 	if err := r.Supports(p, popts); err != nil {
 		return nil, err
 	}

@@ -82,6 +82,8 @@ func (s *Server) adminHandler() http.Handler {
 	}
 	post("/healthcheck/fail", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(false); io.WriteString(w, "OK\n") })
 	post("/healthcheck/ok", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(true); io.WriteString(w, "OK\n") })
+	// Envoy's /reopen_logs: every access log file is closed and opened again (after a rotation).
+	post("/reopen_logs", func(w http.ResponseWriter, _ *http.Request) { s.reopenLogs(); io.WriteString(w, "OK\n") })
 	post("/reset_counters", func(w http.ResponseWriter, _ *http.Request) { s.store.ResetCounters(); io.WriteString(w, "OK\n") })
 	post("/quitquitquit", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "OK\n")

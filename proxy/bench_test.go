@@ -32,13 +32,9 @@ import (
 const benchBodySize = 1024
 
 func BenchmarkProxy(b *testing.B) {
-	for _, traced := range []bool{false, true} {
-		name := "untraced"
-		if traced {
-			name = "traced"
-		}
+	for _, name := range []string{"untraced", "traced", "logged"} {
 		b.Run(name, func(b *testing.B) {
-			addr := startBenchProxy(b, traced)
+			addr := startBenchProxy(b, name)
 			b.Run("serial", func(b *testing.B) {
 				c, err := dialBench(b, addr)
 				if err != nil {
@@ -74,7 +70,8 @@ func BenchmarkProxy(b *testing.B) {
 }
 
 // startBenchProxy runs a raw backend and a proxy in front of it; it returns the listener's address.
-func startBenchProxy(b *testing.B, traced bool) string {
+// mode "traced" adds 1% tracing, "logged" an access log in Envoy's default format (to io.Discard).
+func startBenchProxy(b *testing.B, mode string) string {
 	backend := startRawBackend(b)
 	c := config.NewCluster("backend", config.Endpoint{Address: backend, Weight: 1})
 	c.ConnectTimeout = time.Second
@@ -90,7 +87,11 @@ func startBenchProxy(b *testing.B, traced bool) string {
 			Routes: []config.Route{{Match: config.RouteMatch{Prefix: "/"},
 				Action: config.RouteAction{Cluster: "backend", Timeout: 5 * time.Second, RetryPolicy: rp}}}}}}}
 	var opts proxy.Options
-	if traced {
+	if mode == "logged" {
+		l.AccessLogs = []config.AccessLog{{Path: "bench"}}
+		opts.AccessLogOpen = func(string) (io.WriteCloser, error) { return nopWriteCloser{io.Discard}, nil }
+	}
+	if mode == "traced" {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
 		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 		opts.TracerProvider = tp
@@ -107,6 +108,10 @@ func startBenchProxy(b *testing.B, traced bool) string {
 	b.Cleanup(func() { _ = srv.Close() })
 	return srv.ListenerAddr("edge")
 }
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
 
 // discardExporter drops every span.
 type discardExporter struct{}

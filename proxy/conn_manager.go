@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshproof/meshproof/proxy/clock"
@@ -278,8 +279,13 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sel = &rt
 	}
 	vh, route := sel.vh, sel.route
+	si := infoOf(r)
+	if si != nil {
+		si.route = route
+	}
 	if route == nil {
 		cm.st.noRoute.Inc()
+		si.fail(flagNoRouteFound, "route_not_found") // NR (ActiveStream's router: sendNoRouteResponse)
 		cm.localReply(w, r, nil, http.StatusNotFound, "")
 		return
 	}
@@ -326,6 +332,7 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // cluster_not_found_response_code (default 503) without a body, with the route's response headers.
 func (cm *connManager) clusterNotFound(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
 	cm.st.noCluster.Inc()
+	infoOf(r).fail(flagNoClusterFound, "cluster_not_found")
 	code := route.Action.ClusterNotFoundCode
 	if code == 0 {
 		code = http.StatusServiceUnavailable
@@ -369,6 +376,8 @@ type bodyRest struct {
 	err     error
 	done    func()
 	eof     bool // the whole body was read
+	// count, when set, adds the bytes read from the downstream (the access logs' BYTES_RECEIVED).
+	count *atomic.Int64
 }
 
 func (b *bodyRest) Read(p []byte) (int, error) {
@@ -378,6 +387,9 @@ func (b *bodyRest) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := b.r.Read(p)
+	if b.count != nil {
+		b.count.Add(int64(n))
+	}
 	switch {
 	case err == io.EOF:
 		b.eof = true
@@ -421,6 +433,10 @@ func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit in
 		}
 	}
 	buf, pending, err := bufferBody(src, limit, r.ContentLength)
+	si := infoOf(r)
+	if si != nil {
+		si.bytesIn.Add(int64(len(buf) + len(pending)))
+	}
 	var ne net.Error
 	if err != nil && idle.fired() {
 		cm.streamIdleTimedOut(w, r, false)
@@ -446,8 +462,11 @@ func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit in
 		clearDeadline()
 		return requestBody{buf: buf}, true
 	}
-	return requestBody{buf: buf, length: r.ContentLength,
-		rest: &bodyRest{pending: pending, r: src, done: clearDeadline}}, true
+	rest := &bodyRest{pending: pending, r: src, done: clearDeadline}
+	if si != nil {
+		rest.count = &si.bytesIn
+	}
+	return requestBody{buf: buf, length: r.ContentLength, rest: rest}, true
 }
 
 // Sizes of a request body's buffer: the first allocation, at most, then doubling up to the limit.
@@ -506,12 +525,14 @@ func (cm *connManager) bodyError(w http.ResponseWriter, r *http.Request, err err
 		// source/common/http/http1/codec_impl.cc; ConnectionManagerImpl::handleCodecError,
 		// source/common/http/conn_manager_impl.cc: response flag DPE, downstream_cx_protocol_error).
 		cm.st.cxProtocolError.Inc()
+		infoOf(r).fail(flagDownstreamProtocolError, "codec_error")
 		cm.localReply(w, r, connectionClose, fe.Status, http.StatusText(fe.Status))
 	case errors.As(err, &ne) && ne.Timeout():
 		cm.st.rqTimeout.Inc()
+		infoOf(r).setDetails("request_overall_timeout") // ActiveStream::onRequestTimeout: no flag
 		cm.localReply(w, r, nil, http.StatusRequestTimeout, "request timeout")
 	default:
-		cm.downstreamGone() // the stream ended or was reset mid-body: nobody to answer
+		cm.downstreamGone(r) // the stream ended or was reset mid-body: nobody to answer
 	}
 }
 
@@ -522,6 +543,7 @@ func (cm *connManager) bodyError(w http.ResponseWriter, r *http.Request, err err
 // started, the stream is reset instead (the caller's panic).
 func (cm *connManager) streamDurationReached(w http.ResponseWriter, r *http.Request, complete bool) {
 	cm.st.rqMaxDurationReached.Inc()
+	infoOf(r).fail(flagDurationTimeout, "max_duration_timeout")
 	if w == nil { // the response has started: the caller resets the stream
 		return
 	}
@@ -537,8 +559,12 @@ var connectionClose = http.Header{"Connection": {"close"}}
 
 // downstreamGone counts a request whose client closed its connection before the response: Envoy counts
 // downstream_cx_destroy_remote_active_rq, sends nothing and counts no status class
-// (ConnectionManagerImpl::onEvent, source/common/http/conn_manager_impl.cc).
-func (cm *connManager) downstreamGone() { cm.st.cxDestroyRemoteActiveRq.Inc() }
+// (ConnectionManagerImpl::onEvent, source/common/http/conn_manager_impl.cc), and the stream's response
+// flag is DC (DownstreamConnectionTermination, set by the connection manager as it resets the stream).
+func (cm *connManager) downstreamGone(r *http.Request) {
+	cm.st.cxDestroyRemoteActiveRq.Inc()
+	infoOf(r).fail(flagDownstreamConnectionTermination, "downstream_remote_disconnect")
+}
 
 // localReply answers r itself: hdr's headers, code and body, as the local_reply_config rewrites them
 // (Envoy's Utility::sendLocalReply with LocalReply::rewrite, source/common/http/utility.cc).
@@ -560,6 +586,7 @@ func (cm *connManager) localReply(w http.ResponseWriter, r *http.Request, hdr ht
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, body)
 	cm.st.status(code)
+	infoOf(r).sent(code, int64(len(body)))
 }
 
 // countStatus counts a response's status class in the downstream stats.
@@ -595,6 +622,7 @@ func (cm *connManager) connState(_ net.Conn, state http.ConnState) {
 // local reply (Filter::decodeHeaders, source/common/router/router.cc): the route's response headers
 // mutations apply, after the Location of a redirect.
 func (cm *connManager) respondDirectly(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route) {
+	infoOf(r).setDetails("direct_response")
 	if d := route.DirectResponse; d != nil {
 		mutateHeaders(w.Header(), cm.replyFormat(w, r, route, d.Status), route.ResponseHeaders, vh.ResponseHeaders, cm.routes.ResponseHeaders)
 		cm.localReply(w, r, nil, d.Status, d.Body)

@@ -100,6 +100,7 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if delayOK {
 		f.st.delays.Inc()
+		infoOf(r).setFlag(flagDelayInjected) // DI (FaultFilter::postDelayInjection)
 		t := f.clk.NewTimer(delay)
 		select {
 		case <-t.C():
@@ -110,6 +111,7 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if abortOK {
 		f.st.aborts.Inc()
+		infoOf(r).fail(flagFaultInjected, "fault_filter_abort") // FI (FaultFilter::abortWithStatus)
 		abort(w)
 		return
 	}
@@ -195,6 +197,7 @@ func (f *faultFilter) abort(r *http.Request, rng *rand.PCG) (func(http.ResponseW
 			w.Header().Set("content-length", "0")
 			w.WriteHeader(http.StatusOK)
 			f.hcm.countStatus(http.StatusOK)
+			infoOf(r).sent(http.StatusOK, 0)
 		}, true
 	}
 	return func(w http.ResponseWriter) { f.hcm.localReply(w, r, nil, status, "fault filter abort") }, true

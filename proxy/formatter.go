@@ -24,6 +24,9 @@ type formatContext struct {
 	cluster   string // the route's cluster ("": none)
 	upstream  string // the upstream host's address, host:port ("": none yet)
 	hostname  string
+	// si and end are an access log's: the finished request and when it ended (nil, zero elsewhere).
+	si  *streamInfo
+	end time.Time
 }
 
 // format evaluates a header value's commands as Envoy's substitution formatter with omit_empty_values
@@ -52,6 +55,11 @@ func (fc *formatContext) command(p *config.FormatPart) string {
 		return fc.header(fc.req, p, true)
 	case "RESP":
 		return fc.header(fc.resp, p, false)
+	case "REQ_WITHOUT_QUERY":
+		return withoutQuery(fc.header(fc.req, p, true))
+	case "RESPONSE_FLAGS", "RESPONSE_CODE_DETAILS", "BYTES_RECEIVED", "BYTES_SENT", "DURATION", "RESPONSE_DURATION",
+		"UPSTREAM_REQUEST_ATTEMPT_COUNT":
+		return fc.streamCommand(p.Command)
 	case "START_TIME":
 		return formatTime(fc.start.UTC(), p.Layout)
 	case "PROTOCOL":
@@ -86,6 +94,43 @@ func (fc *formatContext) command(p *config.FormatPart) string {
 		return port
 	}
 	return ""
+}
+
+// streamCommand is a command of the finished request, which only access logs format (Envoy's
+// stream_info_formatter.cc): "" when not available (written "-").
+func (fc *formatContext) streamCommand(command string) string {
+	si := fc.si
+	if si == nil {
+		return ""
+	}
+	switch command {
+	case "RESPONSE_FLAGS":
+		return si.flags.String()
+	case "RESPONSE_CODE_DETAILS":
+		return si.details
+	case "BYTES_RECEIVED":
+		return itoa64(si.bytesIn.Load())
+	case "BYTES_SENT":
+		return itoa64(si.bytesOut)
+	case "DURATION": // the start to the last byte sent, in whole milliseconds
+		return itoa64(fc.end.Sub(si.start).Milliseconds())
+	case "RESPONSE_DURATION": // the start to the upstream response's first byte; none for a local reply
+		if si.upstreamRx.IsZero() {
+			return ""
+		}
+		return itoa64(si.upstreamRx.Sub(si.start).Milliseconds())
+	case "UPSTREAM_REQUEST_ATTEMPT_COUNT":
+		return strconv.Itoa(si.attempts)
+	}
+	return ""
+}
+
+// withoutQuery is a path without its query string (REQ_WITHOUT_QUERY).
+func withoutQuery(path string) string {
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		return path[:i]
+	}
+	return path
 }
 
 // header is REQ or RESP: the header's first value, else the alternative's (Envoy's HeaderFormatter);
@@ -150,6 +195,9 @@ const defaultTimeLayout = "%Y-%m-%dT%H:%M:%E3SZ"
 // (seconds with n fractional digits), %Es (epoch seconds) and %<n>f (n fractional digits, 9 by
 // default). The layout was checked when the configuration was loaded (config.CheckTimeLayout).
 func formatTime(t time.Time, layout string) string {
+	if layout == "" && t.Location() == time.UTC && t.Year() >= 1000 && t.Year() <= 9999 {
+		return t.Format("2006-01-02T15:04:05.000Z") // defaultTimeLayout, in one step (every access log line)
+	}
 	if layout == "" {
 		layout = defaultTimeLayout
 	}

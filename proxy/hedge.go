@@ -146,9 +146,11 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 			return true, false
 		case policy.LimitExceeded:
 			f.cl.st.rqRetryLimitExceeded.Inc()
+			f.si.setFlag(flagUpstreamRetryLimitExceeded)
 			return false, true
 		case policy.RetryOverflow:
 			f.cl.st.rqRetryOverflow.Inc()
+			f.si.setFlag(flagUpstreamOverflow)
 			return false, true
 		}
 		return false, false
@@ -192,8 +194,10 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 					schedule(upstreamRequest{outcome: policy.Outcome{Kind: policy.PerTryTimeout}})
 				case policy.LimitExceeded:
 					f.cl.st.rqRetryLimitExceeded.Inc()
+					f.si.setFlag(flagUpstreamRetryLimitExceeded)
 				case policy.RetryOverflow:
 					f.cl.st.rqRetryOverflow.Inc()
+					f.si.setFlag(flagUpstreamOverflow)
 				}
 				continue
 			}
@@ -293,6 +297,7 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 			f.span.AddEvent(EventNoHealthyUpstream)
 		}
 		f.cl.st.cxNoneHealthy.Inc()
+		f.si.fail(flagNoHealthyUpstream, "no_healthy_upstream")
 		f.upstreamLocalReply(http.StatusServiceUnavailable, "no healthy upstream", n, nil)
 	default:
 		f.finish(final, n)

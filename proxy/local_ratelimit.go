@@ -69,6 +69,7 @@ func (f *localRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.st.enforced.Inc()
+	infoOf(r).fail(flagRateLimited, "local_rate_limited") // RL
 	// The filter's docs: the local reply carries x-envoy-ratelimited, then response_headers_to_add.
 	w.Header()[hdrRateLimited] = trueValue
 	applyMutation(w.Header(), f.cfg.ResponseHeaders, &formatContext{r: r, req: r.Header, resp: w.Header(), status: f.cfg.Status,

@@ -69,15 +69,7 @@ func orDefault(s, def string) string {
 func mapperMatches(m *config.ResponseMapper, r *http.Request, code int) bool {
 	switch {
 	case m.StatusCode != nil:
-		v := int(m.StatusCode.Value)
-		switch m.StatusCode.Op {
-		case "GE":
-			return code >= v
-		case "LE":
-			return code <= v
-		default:
-			return code == v
-		}
+		return statusCompare(m.StatusCode, code)
 	case m.Header != nil:
 		return r != nil && headerMatches(*m.Header, r.Header)
 	}
@@ -103,7 +95,7 @@ func (rc *replyContext) value(p config.FormatPart) (string, bool) {
 		v = rc.body
 	case "RESPONSE_CODE":
 		v = strconv.Itoa(rc.code)
-	case "REQ", "RESP":
+	case "REQ", "RESP", "REQ_WITHOUT_QUERY":
 		h, request := rc.fc.req, true
 		if p.Command == "RESP" {
 			h, request = rc.h, false
@@ -114,6 +106,9 @@ func (rc *replyContext) value(p config.FormatPart) (string, bool) {
 		}
 		if !ok {
 			return "", false
+		}
+		if p.Command == "REQ_WITHOUT_QUERY" {
+			s = withoutQuery(s)
 		}
 		v = s
 	default:
@@ -130,6 +125,7 @@ func (rc *replyContext) value(p config.FormatPart) (string, bool) {
 // text formats a text format: a command without a value is "-" (Envoy's placeholder).
 func (fc *replyContext) text(parts config.Format) string {
 	var b strings.Builder
+	b.Grow(256) // a line of Envoy's default format, mostly: one allocation
 	for _, p := range parts {
 		if p.Command == "" {
 			b.WriteString(p.Literal)
@@ -145,7 +141,8 @@ func (fc *replyContext) text(parts config.Format) string {
 }
 
 // object formats a json_format object: a value that is a single command keeps its type (the
-// status a number; a missing header null), any other format string is a string.
+// status, byte counts and durations numbers; a missing value null), any other format string is a
+// string.
 func (fc *replyContext) object(t *config.JSONTemplate) map[string]any {
 	out := make(map[string]any, len(t.Keys))
 	for _, k := range t.Keys {
@@ -160,8 +157,12 @@ func (fc *replyContext) object(t *config.JSONTemplate) map[string]any {
 			switch {
 			case !ok:
 				out[k] = nil
-			case v.Format[0].Command == "RESPONSE_CODE":
-				out[k] = fc.code
+			case config.NumericCommand(v.Format[0].Command):
+				if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+					out[k] = n
+				} else {
+					out[k] = s
+				}
 			default:
 				out[k] = s
 			}

@@ -54,7 +54,7 @@ type router struct {
 type downstream interface {
 	localReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string)
 	countStatus(code int)
-	downstreamGone()
+	downstreamGone(r *http.Request)
 	bodyError(w http.ResponseWriter, r *http.Request, err error)
 	streamDurationReached(w http.ResponseWriter, r *http.Request, complete bool)
 	streamIdleTimedOut(w http.ResponseWriter, r *http.Request, complete bool)
@@ -99,6 +99,9 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.Vir
 		f.host = route.Action.HostRewrite // host_rewrite_literal (RouteEntryImplBase::finalizeRequestHeaders)
 	}
 	f.ab = h1.AborterFrom(r.Context())
+	if f.si = infoOf(r); f.si != nil {
+		f.si.cluster = cl.name
+	}
 	if rt.tracer != nil {
 		if sp := trace.SpanFromContext(r.Context()); sp.SpanContext().IsValid() {
 			f.span = sp
@@ -177,6 +180,8 @@ type forward struct {
 	grpcTimeout string
 	// idle is the stream idle timer (nil: none): when it fires, the request's context ends.
 	idle *streamIdle
+	// si is the request's streamInfo for the access logs (nil: none).
+	si *streamInfo
 }
 
 // run is the forward/retry loop: an upstream request, then the retry decision (Envoy's
@@ -232,6 +237,9 @@ func (f *forward) run() {
 	hash := f.hash()
 
 	attempts := 0
+	if si := f.si; si != nil {
+		defer func() { si.attempts = attempts }()
+	}
 	if f.rt.onRequest != nil {
 		defer func() { f.rt.onRequest(reqID, attempts) }()
 	}
@@ -281,6 +289,7 @@ func (f *forward) run() {
 				f.span.AddEvent(EventNoHealthyUpstream)
 			}
 			f.cl.st.cxNoneHealthy.Inc()
+			f.si.fail(flagNoHealthyUpstream, "no_healthy_upstream")
 			f.upstreamLocalReply(http.StatusServiceUnavailable, "no healthy upstream", n, nil)
 			return
 		}
@@ -323,6 +332,7 @@ func (f *forward) run() {
 			continue
 		case policy.LimitExceeded:
 			f.cl.st.rqRetryLimitExceeded.Inc()
+			f.si.setFlag(flagUpstreamRetryLimitExceeded) // URX (Filter::onUpstreamHeaders / onUpstreamAbort)
 			if f.vc != nil {
 				f.vc.rqRetryLimitExceeded.Inc()
 			}
@@ -331,6 +341,7 @@ func (f *forward) run() {
 			}
 		case policy.RetryOverflow:
 			f.cl.st.rqRetryOverflow.Inc()
+			f.si.setFlag(flagUpstreamOverflow) // UO: the retry breaker (RetryStatus::NoOverflow)
 			if f.vc != nil {
 				f.vc.rqRetryOverflow.Inc()
 			}
@@ -378,7 +389,7 @@ func (f *forward) streamEnded() {
 		f.rt.hcm.streamIdleTimedOut(f.w, f.r, f.body.rest == nil || f.body.rest.eof)
 		return
 	}
-	f.rt.hcm.downstreamGone()
+	f.rt.hcm.downstreamGone(f.r)
 }
 
 // timedOut reports whether the route timeout has passed.
@@ -425,16 +436,27 @@ func (f *forward) finish(a upstreamRequest, n int) {
 	if n > 1 {
 		resetBody = "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: "
 	}
+	if f.si != nil && a.host != nil {
+		f.si.upstream = a.host.addr
+	}
+	// The response flag and details of each end are Envoy's (Filter::onUpstreamAbort with
+	// streamResetReasonToResponseFlag, router.cc): UT for a per-try timeout, UF a connection failure,
+	// UO an overflow, UC a connection terminated; the details name the reset reason.
 	switch a.outcome.Kind {
 	case policy.Response:
 		f.relay(a, n)
 	case policy.PerTryTimeout:
+		f.si.fail(flagUpstreamRequestTimeout, "upstream_per_try_timeout")
 		f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
 	case policy.ConnectFailure:
-		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+connectFailureReason(a.connErr), n, nil)
+		reason := connectFailureReason(a.connErr)
+		f.si.fail(flagUpstreamConnectionFailure, resetDetails(reason))
+		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+reason, n, nil)
 	case policy.Overflow:
+		f.si.fail(flagUpstreamOverflow, resetDetails("overflow"))
 		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"overflow", n, overloaded)
 	default:
+		f.si.fail(flagUpstreamConnectionTermination, resetDetails("connection termination"))
 		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"connection termination", n, nil)
 	}
 }
@@ -456,6 +478,14 @@ func connectFailureReason(err error) string {
 		return "remote connection failure, transport failure reason: delayed connect error: " + strings.ToUpper(msg[:1]) + msg[1:]
 	}
 	return "remote connection failure"
+}
+
+// resetDetails is %RESPONSE_CODE_DETAILS% for an upstream reset before the response, as Envoy's
+// Filter::onUpstreamAbort writes it: upstream_reset_before_response_started{reason|transport failure
+// reason}, spaces as underscores.
+func resetDetails(reason string) string {
+	reason = strings.Replace(reason, ", transport failure reason: ", "|", 1)
+	return "upstream_reset_before_response_started{" + strings.ReplaceAll(reason, " ", "_") + "}"
 }
 
 // overloaded marks a local circuit-breaker overflow reply.
@@ -487,6 +517,7 @@ func (f *forward) routeTimeout(n int) {
 	if f.vc != nil {
 		f.vc.rqTimeout.Inc()
 	}
+	f.si.fail(flagUpstreamRequestTimeout, "upstream_response_timeout") // Filter::onResponseTimeout
 	f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
 }
 
@@ -507,6 +538,12 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		hdr[hdrAttemptCount] = f.scratch[1:2:2]
 	}
 	f.mutateResponse(hdr, resp.StatusCode, a.host.addr)
+	if si := f.si; si != nil {
+		// The headers' values belong to the upstream connection once its body is closed: the
+		// access log reads a copy. RESPONSE_DURATION ends here, at the response's headers.
+		si.respHeader, si.upstreamRx, si.code = hdr.Clone(), f.rt.clk.Now(), resp.StatusCode
+		si.setDetails("via_upstream")
+	}
 	f.idle.touch() // the response headers are activity of the stream (resetIdleTimer)
 	f.w.WriteHeader(resp.StatusCode)
 	f.rt.hcm.countStatus(resp.StatusCode)
@@ -528,7 +565,8 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	}
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
-	_, err := io.CopyBuffer(f.w, body, *bp)
+	sent, err := io.CopyBuffer(f.w, body, *bp)
+	f.si.sent(resp.StatusCode, sent)
 	// upstream_rq_time is Envoy's: from the request's start in the router (its downstream request
 	// complete, for a buffered body) to the end of the response, retries and back-offs included
 	// (Filter::onUpstreamComplete, router.cc, from downstream_request_complete_time_).

@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,6 +64,16 @@ type Options struct {
 	// trace costs the request path while it runs (Envoy's /cpuprofiler and /heapprofiler are as
 	// unauthenticated; the admin should be reachable by operators only).
 	EnablePprof bool
+	// AccessLogOpen opens an access log's path for writing (nil: the file, appended to and created
+	// when missing; the process's stdout and stderr for the stdout and stderr loggers). A seam for
+	// tests, and for a runner that keeps the logs elsewhere.
+	AccessLogOpen func(path string) (io.WriteCloser, error)
+	// AccessLogPath, when set, adds an access log in Envoy's default format at this path to every
+	// listener, besides the bootstrap's own (a runner keeping each proxy's log in its run directory).
+	AccessLogPath string
+	// AccessLogBufferBytes bounds each access log file's buffer of lines not yet written (0: 4 MiB);
+	// a line beyond it is dropped and counted in filesystem.write_dropped, never waited for.
+	AccessLogBufferBytes int
 	// Warn receives each warning about how the proxy runs, once, as Start binds its sockets: today an
 	// admin interface bound beyond loopback. nil: the standard logger (log.Print).
 	Warn func(msg string)
@@ -93,6 +105,8 @@ type Server struct {
 	clk      clock.Clock
 	seeds    seeds
 	started  time.Time // when Start ran, on clk: /server_info's uptime
+	// logFiles are the access log files by path, shared by the listeners that name the same one.
+	logFiles map[string]*logFile
 }
 
 // statsFlushInterval is Envoy's default stats_flush_interval: histograms' interval values cover it.
@@ -181,6 +195,19 @@ func (s *Server) Start() error {
 		handler = &forwardingHandler{fw: newForwarding(l), next: handler}
 		// Before it, the codec's check of header names (headers_with_underscores_action).
 		handler = newUnderscores(l.UnderscoresAction, hcm, s.store, handler)
+		// Outermost, the access logs: a line for each request once it ended, whatever answered it.
+		accessLogs := l.AccessLogs
+		if s.opts.AccessLogPath != "" {
+			accessLogs = append(slices.Clip(accessLogs), config.AccessLog{Path: s.opts.AccessLogPath})
+		}
+		if len(accessLogs) > 0 {
+			logs, err := s.accessLogs(accessLogs)
+			if err != nil {
+				s.closeLocked()
+				return fmt.Errorf("listener %q: %w", l.Name, err)
+			}
+			handler = &accessLogHandler{next: handler, logs: logs, clk: s.clk, hostname: rt.hostname}
+		}
 		headTimeout, headTimeoutBody := time.Minute, "" // meshproof's own bound on a head (Envoy has none)
 		if l.RequestHeadersTimeout > 0 {
 			// ActiveStream::onRequestHeaderTimeout (conn_manager_impl.cc): 408 "request header timeout".
@@ -298,7 +325,70 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.close()
 	}
 	s.stopFlush()
+	// The access logs last, once no request is left to log: what they buffered is written.
+	for _, f := range s.takeLogFiles() {
+		if err := f.close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("access log %q: %w", f.path, err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// accessLogs opens the files of a listener's access logs (each path once per proxy). s.mu is held.
+func (s *Server) accessLogs(cfgs []config.AccessLog) ([]accessLog, error) {
+	if s.logFiles == nil {
+		s.logFiles = map[string]*logFile{}
+	}
+	out := make([]accessLog, 0, len(cfgs))
+	for _, c := range cfgs {
+		f := s.logFiles[c.Path]
+		if f == nil {
+			var err error
+			if f, err = newLogFile(c.Path, s.opts.AccessLogOpen, s.opts.AccessLogBufferBytes, newLogFileStats(s.store), s.clk); err != nil {
+				return nil, err
+			}
+			s.logFiles[c.Path] = f
+		}
+		out = append(out, accessLog{filter: c.Filter, format: c.Format, file: f})
+	}
+	return out, nil
+}
+
+// takeLogFiles removes the access log files from the server, for closing.
+func (s *Server) takeLogFiles() []*logFile {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	files := make([]*logFile, 0, len(s.logFiles))
+	for _, f := range s.logFiles {
+		files = append(files, f)
+	}
+	s.logFiles = nil
+	return files
+}
+
+// reopenLogs has every access log file reopened before its next write (admin POST /reopen_logs).
+func (s *Server) reopenLogs() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.logFiles {
+		f.requestReopen()
+	}
+}
+
+// FlushAccessLogs waits until every access log line buffered so far is written, or ctx ends.
+func (s *Server) FlushAccessLogs(ctx context.Context) error {
+	s.mu.Lock()
+	files := make([]*logFile, 0, len(s.logFiles))
+	for _, f := range s.logFiles {
+		files = append(files, f)
+	}
+	s.mu.Unlock()
+	for _, f := range files {
+		if err := f.flush(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close stops everything at once.
@@ -323,4 +413,11 @@ func (s *Server) closeLocked() {
 		c.close()
 	}
 	s.stopFlush()
+	// The access logs write what they buffered in the background; Close does not wait for it.
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for path, f := range s.logFiles {
+		_ = f.close(done)
+		delete(s.logFiles, path)
+	}
 }

@@ -103,6 +103,7 @@ func (a activeReader) Read(p []byte) (int, error) {
 // (Utility::maybeRequestTimeoutCode). w nil: the response has started, and the caller resets the stream.
 func (cm *connManager) streamIdleTimedOut(w http.ResponseWriter, r *http.Request, complete bool) {
 	cm.st.rqIdleTimeout.Inc()
+	infoOf(r).fail(flagStreamIdleTimeout, "stream_idle_timeout")
 	if w == nil {
 		return
 	}

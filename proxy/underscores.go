@@ -47,12 +47,14 @@ func (u *underscores) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A codec protocol error: counted as the server's own rejections are (connManager.rejected),
 		// answered 400 "Bad Request" and the connection closed.
 		u.hcm.rejected(http.StatusBadRequest)
+		infoOf(r).fail(flagDownstreamProtocolError, "http1.unexpected_underscore") // DPE
 		w.Header()["Connection"] = connectionClose["Connection"]
 		body := http.StatusText(http.StatusBadRequest)
 		w.Header().Set(hdrContentType, "text/plain")
 		w.Header().Set(hdrContentLength, strconv.Itoa(len(body)))
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = w.Write([]byte(body))
+		infoOf(r).sent(http.StatusBadRequest, int64(len(body)))
 		return
 	}
 	u.next.ServeHTTP(w, r)

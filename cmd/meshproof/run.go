@@ -120,6 +120,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.ExitInvalid
 	}
 
+	opts.AccessLogDir = filepath.Join(dir, "access") // each proxy's access log (embedded runner)
 	fmt.Fprintf(stdout, "meshproof: running %s (%s): %s\n", sc.Name, file, sc.Load.Describe())
 	opts.Progress, opts.ProgressInterval = progressPrinter(stderr)
 	if *runner == "docker" {

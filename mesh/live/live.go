@@ -6,6 +6,9 @@ package live
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,6 +65,8 @@ type topology struct {
 	proxyEvents []namedEvent
 	attempts    map[string]int // x-request-id → upstream attempts, as the proxies report them
 	calls       []instanceCall
+	// accessLogDir is where each proxy's access log goes ("": none), plan.Options.AccessLogDir.
+	accessLogDir string
 }
 
 // namedEvent is a proxy's event with the proxy's name: an ingress proxy's, or "service/instance" for a
@@ -80,7 +85,12 @@ type instanceCall struct {
 // Run starts the plan's topology, drives its load, and returns the record. Everything it started is
 // stopped before it returns, whatever happened.
 func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record.Record, error) {
-	topo := &topology{proxies: map[string]*proxy.Server{}, attempts: map[string]int{}}
+	topo := &topology{proxies: map[string]*proxy.Server{}, attempts: map[string]int{}, accessLogDir: opts.AccessLogDir}
+	if opts.AccessLogDir != "" {
+		if err := os.MkdirAll(opts.AccessLogDir, 0o755); err != nil {
+			return nil, fmt.Errorf("access logs: %w", err)
+		}
+	}
 	if opts.Tracing != nil {
 		tp, err := tracing.New(tracing.Config{SampleRatio: opts.Tracing.SampleRatio, OTLPEndpoint: opts.Tracing.OTLPEndpoint,
 			Collect: opts.Tracing.Spans != nil})
@@ -181,6 +191,10 @@ func (t *topology) proxyOptions(p *plan.Plan, name, service, instance string) pr
 	opts := proxy.Options{OnEvent: func(e proxy.Event) { t.recordProxy(name, e) }, OnRequest: t.recordAttempts, Rand: proxy.SeededRand(p.Seed, name)}
 	if t.tp != nil {
 		opts.TracerProvider, opts.Propagator = t.tp.For(service, instance), tracing.Propagator()
+	}
+	if t.accessLogDir != "" {
+		// A sidecar's name is "service/index": its file is service-index.log.
+		opts.AccessLogPath = filepath.Join(t.accessLogDir, strings.ReplaceAll(name, "/", "-")+".log")
 	}
 	return opts
 }

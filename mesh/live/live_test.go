@@ -2,6 +2,9 @@ package live_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -91,6 +94,25 @@ var _ = Describe("Run", func() {
 		Expect(retryEvents).To(Equal(s.Retries))
 
 		Eventually(gleak.Goroutines).ShouldNot(gleak.HaveLeaked(before), "every server and connection is closed")
+	})
+
+	It("keeps each proxy's access log, in Envoy's default format, in the access log directory", func() {
+		dir := filepath.Join(GinkgoT().TempDir(), "access")
+		rec, err := live.Run(context.Background(), parse(scenario), nil, plan.Options{AccessLogDir: dir})
+		Expect(err).NotTo(HaveOccurred())
+		b, err := os.ReadFile(filepath.Join(dir, "edge.log"))
+		Expect(err).NotTo(HaveOccurred())
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		Expect(lines).To(HaveLen(len(rec.Samples)), "one line per request, written before the run returned")
+		line := regexp.MustCompile(`^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /\S* HTTP/1\.1" (200|503) (-|URX) 0 \d+ \d+ \d+ "-" "[^"]*" "mp-\d+" "127\.0\.0\.1:\d+" "127\.0\.0\.1:\d+"$`)
+		var urx uint64
+		for _, l := range lines {
+			Expect(l).To(MatchRegexp(line.String()))
+			if strings.Contains(l, " URX ") {
+				urx++
+			}
+		}
+		Expect(urx).To(Equal(rec.ProxyStats["cluster.backend.upstream_rq_retry_limit_exceeded"]), "URX on each request out of retries")
 	})
 
 	It("makes the same fault decisions for the same seed, and others for another seed", func() {

@@ -59,6 +59,10 @@ type Options struct {
 	// end.
 	Progress         func(Progress)
 	ProgressInterval time.Duration // default 1s
+	// AccessLogDir, when set, is where the embedded runner keeps each proxy's access log, in Envoy's
+	// default format: <AccessLogDir>/<proxy>.log, a sidecar's named <service>-<index>.log. The docker
+	// runner does not write them.
+	AccessLogDir string
 }
 
 // Tracing configures a run's traces.

@@ -168,6 +168,39 @@ var _ = Describe("ParseBootstrap", func() {
 						{Command: "REQ", Header: ":path"}, {Literal: "\n"}}},
 				}
 			}),
+		// access_log: a file with a text_format_source and a status_code_filter, stdout with a
+		// json_format, stderr and a file without a format (Envoy's default format), a file with the
+		// deprecated format string.
+		Entry("access_log: file, stdout and stderr loggers",
+			edit("          stat_prefix: ingress_http\n", `          stat_prefix: ingress_http
+          access_log:
+          - name: envoy.access_loggers.file
+            filter: {status_code_filter: {comparison: {op: GE, value: {default_value: 500, runtime_key: k}}}}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: /var/log/access.log
+              log_format: {text_format_source: {inline_string: "%RESPONSE_FLAGS% %DURATION%\n"}}
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format: {json_format: {code: "%RESPONSE_CODE%", n: 1}}
+          - name: envoy.access_loggers.stderr
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog}
+          - name: envoy.access_loggers.file
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: a.log, format: "%BYTES_SENT%"}
+`),
+			func(b *config.Bootstrap) {
+				part := func(p config.FormatPart) config.Format { return config.Format{p} }
+				b.Listeners[0].AccessLogs = []config.AccessLog{
+					{Path: "/var/log/access.log", Filter: &config.AccessLogFilter{StatusCode: &config.StatusCodeFilter{Op: "GE", Value: 500}},
+						Format: &config.BodyFormat{Text: config.Format{{Command: "RESPONSE_FLAGS"}, {Literal: " "}, {Command: "DURATION"}, {Literal: "\n"}}}},
+					{Path: config.AccessLogStdout, Format: &config.BodyFormat{JSON: &config.JSONTemplate{Keys: []string{"code", "n"},
+						Values: map[string]config.JSONValue{"code": {Format: part(config.FormatPart{Command: "RESPONSE_CODE"})},
+							"n": {Plain: structpb.NewNumberValue(1)}}}}},
+					{Path: config.AccessLogStderr},
+					{Path: "a.log", Format: &config.BodyFormat{Text: part(config.FormatPart{Command: "BYTES_SENT"})}},
+				}
+			}),
 		Entry("the HCM max_requests_per_connection (common_http_protocol_options)",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          common_http_protocol_options: {max_requests_per_connection: 100}\n"),
 			func(b *config.Bootstrap) { b.Listeners[0].MaxRequestsPerConnection = 100 }),
@@ -360,7 +393,22 @@ var _ = Describe("ParseBootstrap", func() {
 			pathMsg(hcmPath+".max_request_headers_kb", "8192")),
 		Entry("a local reply format with a command meshproof does not format",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {body_format: {text_format: \"%RESPONSE_CODE_DETAILS% %LOCAL_REPLY_BODY%\"}}\n"),
-			pathMsg(hcmPath+".local_reply_config.body_format.text_format", "command %RESPONSE_CODE_DETAILS% is unknown or not supported by meshproof")),
+			pathMsg(hcmPath+".local_reply_config.body_format.text_format", "command %RESPONSE_CODE_DETAILS% is supported in access log formats only")),
+		Entry("an access log with a filter other than status_code_filter or header_filter",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          access_log: [{name: l, filter: {duration_filter: {comparison: {op: GE, value: {default_value: 1, runtime_key: k}}}}, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog}}]\n"),
+			pathMsg(hcmPath+".access_log[0].filter.duration_filter", "field not supported by meshproof")),
+		Entry("an access log format with a field meshproof does not implement (omit_empty_values)",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          access_log: [{name: l, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog, log_format: {text_format: x, omit_empty_values: true}}}]\n"),
+			pathMsg(hcmPath+".access_log[0].typed_config.log_format.omit_empty_values", "field not supported by meshproof")),
+		Entry("a file access log's typed_json_format",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          access_log: [{name: l, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: a.log, typed_json_format: {a: b}}}]\n"),
+			pathMsg(hcmPath+".access_log[0].typed_config.typed_json_format", "field not supported by meshproof")),
+		Entry("an access log format command meshproof does not format",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          access_log: [{name: l, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog, log_format: {text_format: \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\"}}}]\n"),
+			pathMsg(hcmPath+".access_log[0].typed_config.log_format.text_format", "command %UPSTREAM_TRANSPORT_FAILURE_REASON% is unknown or not supported by meshproof")),
+		Entry("a file access log without a path",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          access_log: [{name: l, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog}}]\n"),
+			pathMsg(hcmPath+".access_log[0].typed_config.path", "")),
 		Entry("a local reply mapper with a filter other than status_code_filter or header_filter",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          local_reply_config: {mappers: [{filter: {duration_filter: {comparison: {op: GE, value: {default_value: 1, runtime_key: k}}}}}]}\n"),
 			pathMsg(hcmPath+".local_reply_config.mappers[0].filter.duration_filter", "field not supported by meshproof")),
@@ -398,7 +446,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: codec_type, common_http_protocol_options, http_filters, internal_address_config, local_reply_config, max_request_headers_kb, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, stream_idle_timeout, strip_any_host_port, strip_matching_host_port, tracing, use_remote_address, xff_num_trusted_hops)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: access_log, codec_type, common_http_protocol_options, http_filters, internal_address_config, local_reply_config, max_request_headers_kb, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, stream_idle_timeout, strip_any_host_port, strip_matching_host_port, tracing, use_remote_address, xff_num_trusted_hops)")),
 		Entry("both strip_matching_host_port and strip_any_host_port",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          strip_matching_host_port: true\n          strip_any_host_port: true\n"),
 			at(12, 32, hcmPath+".strip_any_host_port", "only one of strip_matching_host_port and strip_any_host_port may be set")),

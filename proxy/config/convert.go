@@ -164,6 +164,7 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 	out.StatPrefix = hcm.GetStatPrefix()
 	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
 	out.LocalReply = c.localReplyConfig(hcm.GetLocalReplyConfig(), joinPath(path, "local_reply_config"))
+	out.AccessLogs = c.accessLogs(hcm.GetAccessLog(), joinPath(path, "access_log"))
 	out.RequestHeadersTimeout = c.duration(hcm.GetRequestHeadersTimeout(), 0, joinPath(path, "request_headers_timeout"))
 	out.IdleTimeout = c.duration(hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultIdleTimeout,
 		joinPath(joinPath(path, "common_http_protocol_options"), "idle_timeout"))

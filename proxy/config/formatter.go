@@ -37,7 +37,7 @@ const (
 )
 
 var formatCommands = map[string]int{
-	"REQ": headerArg, "RESP": headerArg,
+	"REQ": headerArg, "RESP": headerArg, "REQ_WITHOUT_QUERY": headerArg,
 	"START_TIME":                                    layoutArg,
 	"PROTOCOL":                                      commandOnly,
 	"RESPONSE_CODE":                                 commandOnly,
@@ -58,13 +58,43 @@ var formatCommands = map[string]int{
 	"DOWNSTREAM_LOCAL_PORT":                         commandOnly,
 }
 
+// accessLogCommands are the commands only an access log formats: they read the finished request
+// (Envoy's StreamInfo once the stream ended: stream_info_formatter.cc).
+var accessLogCommands = map[string]int{
+	"RESPONSE_FLAGS":                 commandOnly,
+	"RESPONSE_CODE_DETAILS":          commandOnly,
+	"BYTES_RECEIVED":                 commandOnly,
+	"BYTES_SENT":                     commandOnly,
+	"DURATION":                       commandOnly,
+	"RESPONSE_DURATION":              commandOnly,
+	"UPSTREAM_REQUEST_ATTEMPT_COUNT": commandOnly,
+}
+
+// NumericCommand reports whether a command's value is a number, which a json_format value made of
+// that command alone writes as a JSON number (Envoy's typed JSON formatter).
+func NumericCommand(command string) bool {
+	switch command {
+	case "RESPONSE_CODE", "BYTES_RECEIVED", "BYTES_SENT", "DURATION", "RESPONSE_DURATION", "UPSTREAM_REQUEST_ATTEMPT_COUNT":
+		return true
+	}
+	return false
+}
+
 // formatCommand is Envoy's command grammar at a "%": the name, the argument in parentheses, the
 // length after ":", the closing "%".
 var formatCommand = regexp.MustCompile(`^%((?:[A-Z]|[0-9]|_)+)(?:\((.*?)\))?(?::([0-9]+))?%`)
 
-// ParseFormat parses a header value. A value without a command is returned as nil with the "%%"
-// escapes resolved in plain.
-func ParseFormat(value string) (f Format, plain string, err error) {
+// ParseFormat parses a header value or a local reply's body format. A value without a command is
+// returned as nil with the "%%" escapes resolved in plain.
+func ParseFormat(value string) (f Format, plain string, err error) { return parseFormat(value, false) }
+
+// ParseAccessLogFormat parses an access log's format: the same grammar and commands as ParseFormat,
+// and the commands of the finished request (accessLogCommands).
+func ParseAccessLogFormat(value string) (f Format, plain string, err error) {
+	return parseFormat(value, true)
+}
+
+func parseFormat(value string, accessLog bool) (f Format, plain string, err error) {
 	var lit strings.Builder
 	for i := 0; i < len(value); i++ {
 		if value[i] != '%' {
@@ -80,7 +110,7 @@ func ParseFormat(value string) (f Format, plain string, err error) {
 		if m == nil {
 			return nil, "", fmt.Errorf("%q: no valid command at position %d (write %%%% for a literal %%)", value, i)
 		}
-		part, err := formatPart(m[1], m[2], m[3], strings.Contains(m[0], "("))
+		part, err := formatPart(m[1], m[2], m[3], strings.Contains(m[0], "("), accessLog)
 		if err != nil {
 			return nil, "", fmt.Errorf("%q: %w", value, err)
 		}
@@ -101,11 +131,22 @@ func ParseFormat(value string) (f Format, plain string, err error) {
 }
 
 // formatPart checks one command's syntax as Envoy's CommandSyntaxChecker::checkSyntax does.
-func formatPart(command, arg, length string, hasArg bool) (FormatPart, error) {
+func formatPart(command, arg, length string, hasArg, accessLog bool) (FormatPart, error) {
 	kind, ok := formatCommands[command]
+	if k, logOnly := accessLogCommands[command]; logOnly {
+		if !accessLog {
+			return FormatPart{}, fmt.Errorf("command %%%s%% is supported in access log formats only", command)
+		}
+		kind, ok = k, true
+	}
 	if !ok {
+		names := slices.Collect(maps.Keys(formatCommands))
+		if accessLog {
+			names = slices.AppendSeq(names, maps.Keys(accessLogCommands))
+		}
+		slices.Sort(names)
 		return FormatPart{}, fmt.Errorf("command %%%s%% is unknown or not supported by meshproof (supported: %s)",
-			command, strings.Join(slices.Sorted(maps.Keys(formatCommands)), ", "))
+			command, strings.Join(names, ", "))
 	}
 	part := FormatPart{Command: command}
 	switch {

@@ -60,11 +60,11 @@ func (c *converter) localReplyConfig(lr *hcmv3.LocalReplyConfig, path string) *L
 	if lr == nil {
 		return nil
 	}
-	out := &LocalReplyConfig{BodyFormat: c.bodyFormat(lr.GetBodyFormat(), joinPath(path, "body_format"))}
+	out := &LocalReplyConfig{BodyFormat: c.bodyFormat(lr.GetBodyFormat(), joinPath(path, "body_format"), false)}
 	for i, m := range lr.GetMappers() {
 		mpath := indexPath(joinPath(path, "mappers"), i)
 		rm := ResponseMapper{Status: int(m.GetStatusCode().GetValue()),
-			BodyFormat: c.bodyFormat(m.GetBodyFormatOverride(), joinPath(mpath, "body_format_override")),
+			BodyFormat: c.bodyFormat(m.GetBodyFormatOverride(), joinPath(mpath, "body_format_override"), false),
 			Headers:    HeaderMutation{Add: c.headerOptions(m.GetHeadersToAdd(), joinPath(mpath, "headers_to_add"))}}
 		if v := m.GetStatusCode(); v != nil && (v.GetValue() < 200 || v.GetValue() >= 600) {
 			c.fail(joinPath(mpath, "status_code"), "%d is out of range 200..599", v.GetValue())
@@ -92,8 +92,9 @@ func (c *converter) localReplyConfig(lr *hcmv3.LocalReplyConfig, path string) *L
 	return out
 }
 
-// bodyFormat converts a SubstitutionFormatString.
-func (c *converter) bodyFormat(f *corev3.SubstitutionFormatString, path string) *BodyFormat {
+// bodyFormat converts a SubstitutionFormatString: a local reply's body format, or with accessLog an
+// access log's format (which takes the commands of the finished request too, see ParseAccessLogFormat).
+func (c *converter) bodyFormat(f *corev3.SubstitutionFormatString, path string, accessLog bool) *BodyFormat {
 	if f == nil {
 		return nil
 	}
@@ -101,15 +102,15 @@ func (c *converter) bodyFormat(f *corev3.SubstitutionFormatString, path string) 
 	switch t := f.GetFormat().(type) {
 	case *corev3.SubstitutionFormatString_TextFormat:
 		//lint:ignore SA1019 Envoy deprecates text_format for text_format_source but still honours it
-		out.Text = c.formatString(t.TextFormat, joinPath(path, "text_format"))
+		out.Text = c.formatString(t.TextFormat, joinPath(path, "text_format"), accessLog)
 	case *corev3.SubstitutionFormatString_TextFormatSource:
 		s := string(t.TextFormatSource.GetInlineBytes())
 		if _, ok := t.TextFormatSource.GetSpecifier().(*corev3.DataSource_InlineString); ok {
 			s = t.TextFormatSource.GetInlineString()
 		}
-		out.Text = c.formatString(s, joinPath(path, "text_format_source"))
+		out.Text = c.formatString(s, joinPath(path, "text_format_source"), accessLog)
 	case *corev3.SubstitutionFormatString_JsonFormat:
-		out.JSON = c.jsonTemplate(t.JsonFormat, joinPath(path, "json_format"))
+		out.JSON = c.jsonTemplate(t.JsonFormat, joinPath(path, "json_format"), accessLog)
 	default:
 		c.fail(path, "required: text_format, text_format_source or json_format")
 	}
@@ -119,18 +120,18 @@ func (c *converter) bodyFormat(f *corev3.SubstitutionFormatString, path string) 
 	return out
 }
 
-func (c *converter) jsonTemplate(s *structpb.Struct, path string) *JSONTemplate {
+func (c *converter) jsonTemplate(s *structpb.Struct, path string, accessLog bool) *JSONTemplate {
 	out := &JSONTemplate{Values: map[string]JSONValue{}}
 	for k, v := range s.GetFields() {
 		out.Keys = append(out.Keys, k)
 		kpath := joinPath(path, k)
 		switch v.GetKind().(type) {
 		case *structpb.Value_StringValue:
-			out.Values[k] = JSONValue{Format: c.formatString(v.GetStringValue(), kpath)}
+			out.Values[k] = JSONValue{Format: c.formatString(v.GetStringValue(), kpath, accessLog)}
 		case *structpb.Value_NumberValue, *structpb.Value_BoolValue:
 			out.Values[k] = JSONValue{Plain: v}
 		case *structpb.Value_StructValue:
-			out.Values[k] = JSONValue{Object: c.jsonTemplate(v.GetStructValue(), kpath)}
+			out.Values[k] = JSONValue{Object: c.jsonTemplate(v.GetStructValue(), kpath, accessLog)}
 		default:
 			c.fail(kpath, "supported values: strings (format strings), numbers, booleans and objects")
 		}
@@ -141,9 +142,13 @@ func (c *converter) jsonTemplate(s *structpb.Struct, path string) *JSONTemplate 
 
 // formatString parses a format string's substitution commands with the header values' parser
 // (ParseFormat: Envoy has one SubstitutionFormatParser, source/common/formatter/substitution_formatter.cc,
-// for both); an unknown command is an error rather than a literal.
-func (c *converter) formatString(s, path string) Format {
-	f, plain, err := ParseFormat(s)
+// for both); an unknown command is an error rather than a literal. accessLog: an access log's format.
+func (c *converter) formatString(s, path string, accessLog bool) Format {
+	parse := ParseFormat
+	if accessLog {
+		parse = ParseAccessLogFormat
+	}
+	f, plain, err := parse(s)
 	switch {
 	case err != nil:
 		c.fail(path, "%v", err)

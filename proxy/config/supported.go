@@ -10,6 +10,8 @@ import (
 	// Register the typed_config types meshproof accepts in google.protobuf.Any, so that
 	// protoregistry.GlobalTypes resolves their @type.
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -130,6 +132,25 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"local_reply_config":      nil,
 		// 431 over it (default 60 KiB).
 		"max_request_headers_kb": nil,
+		// File, stdout and stderr access logs (see access_log.go).
+		"access_log": nil,
+	},
+	"envoy.config.accesslog.v3.AccessLog": {
+		"name":         nil,
+		"filter":       nil,
+		"typed_config": {fileLogType, stdoutLogType, stderrLogType},
+	},
+	fileLogType: {
+		"path":        nil,
+		"format":      nil,
+		"json_format": nil,
+		"log_format":  nil,
+	},
+	stdoutLogType: {
+		"log_format": nil,
+	},
+	stderrLogType: {
+		"log_format": nil,
 	},
 	// Local replies rewritten by the first matching mapper, their bodies formatted (see local_reply.go).
 	"envoy.extensions.filters.network.http_connection_manager.v3.LocalReplyConfig": {

@@ -95,6 +95,8 @@ type Listener struct {
 	RequestHeadersTimeout time.Duration
 	// LocalReply is the HCM local_reply_config; nil: local replies as they are.
 	LocalReply *LocalReplyConfig
+	// AccessLogs are the HCM access_log entries: one line per downstream request for each.
+	AccessLogs []AccessLog
 	// UnderscoresAction is common_http_protocol_options.headers_with_underscores_action.
 	UnderscoresAction UnderscoresAction
 }

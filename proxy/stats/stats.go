@@ -36,6 +36,9 @@ func (g *Gauge) Dec() { g.v.Add(-1) }
 // Set sets the value.
 func (g *Gauge) Set(n int64) { g.v.Store(n) }
 
+// Add adds n (negative: subtracts).
+func (g *Gauge) Add(n int64) { g.v.Add(n) }
+
 // Value reads the gauge.
 func (g *Gauge) Value() int64 { return g.v.Load() }
 
