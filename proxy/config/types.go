@@ -82,13 +82,13 @@ type Admin struct {
 
 // Listener is one listener with an HTTP connection manager whose last filter is the router.
 type Listener struct {
-	Name           string
-	Address        string // host:port; port 0 picks a free port
-	StatPrefix     string // the HTTP connection manager's stat_prefix
-	Routes         RouteConfig
+	Name       string
+	Address    string // host:port; port 0 picks a free port
+	StatPrefix string // the HTTP connection manager's stat_prefix
+	Routes     RouteConfig
 	// RDS is set when the HTTP connection manager names its routes by rds: Routes are the route
 	// configuration of that name (empty until it arrives).
-	RDS *RDS
+	RDS            *RDS
 	RequestTimeout time.Duration // HCM request_timeout; 0 = none (Envoy's default)
 	IdleTimeout    time.Duration // HCM common_http_protocol_options.idle_timeout; default 1h (Envoy's), 0 = none
 	// MaxStreamDuration is HCM common_http_protocol_options.max_stream_duration: how long a request may
