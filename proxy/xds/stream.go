@@ -237,4 +237,3 @@ func setOf(names []string) map[string]bool {
 type errUnknownType string
 
 func (e errUnknownType) Error() string { return "unsupported resource type " + string(e) }
-
