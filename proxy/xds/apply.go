@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/meshproof/meshproof/proxy/config"
@@ -35,11 +36,10 @@ func (s *state) reconcile() error {
 
 	clusters := map[string]activeCluster{}
 	var clusterOrder []string
-	addCluster := func(cl config.Cluster, version string) {
+	addCluster := func(cl config.Cluster, token string) {
 		clusterOrder = append(clusterOrder, cl.Name)
-		token := version
 		if cl.EDS != nil {
-			eps, epVersion, ready := s.endpointsOf(cl.EDS.ServiceName)
+			eps, epGen, ready := s.endpointsOf(cl.EDS.ServiceName)
 			if !ready {
 				warming = true
 				if prev, ok := s.activeClusters[cl.Name]; ok {
@@ -48,7 +48,7 @@ func (s *state) reconcile() error {
 				return
 			}
 			cl.Endpoints = eps
-			token += "/" + epVersion
+			token += "/" + epGen
 		}
 		clusters[cl.Name] = activeCluster{token: token, cfg: cl}
 	}
@@ -58,16 +58,15 @@ func (s *state) reconcile() error {
 	cds := s.types[TypeCluster]
 	for _, name := range slices.Sorted(maps.Keys(cds.entries)) {
 		e := cds.entries[name]
-		addCluster(e.cluster, e.version)
+		addCluster(e.cluster, strconv.FormatUint(e.gen, 10))
 	}
 
 	listeners := map[string]activeListener{}
 	var listenerOrder []string
-	addListener := func(l config.Listener, version string) {
+	addListener := func(l config.Listener, token string) {
 		listenerOrder = append(listenerOrder, l.Name)
-		token := version
 		if l.RDS != nil {
-			routes, rVersion, ready := s.routesOf(l.RDS.RouteConfigName)
+			routes, rGen, ready := s.routesOf(l.RDS.RouteConfigName)
 			if !ready {
 				warming = true
 				if prev, ok := s.activeListeners[l.Name]; ok {
@@ -76,7 +75,7 @@ func (s *state) reconcile() error {
 				return
 			}
 			l.Routes = routes
-			token += "/" + rVersion
+			token += "/" + rGen
 		}
 		listeners[l.Name] = activeListener{token: token, cfg: l}
 	}
@@ -86,7 +85,7 @@ func (s *state) reconcile() error {
 	lds := s.types[TypeListener]
 	for _, name := range slices.Sorted(maps.Keys(lds.entries)) {
 		e := lds.entries[name]
-		addListener(e.listener, e.version)
+		addListener(e.listener, strconv.FormatUint(e.gen, 10))
 	}
 	if !s.initialized && warming {
 		return nil
@@ -121,12 +120,12 @@ func (s *state) reconcile() error {
 	return nil
 }
 
-// endpointsOf returns the endpoints of an EDS service, the version they came with, and whether the
-// cluster is warm: they arrived, or their initial fetch timed out (no endpoint then).
-func (s *state) endpointsOf(service string) (eps []config.Endpoint, version string, ready bool) {
+// endpointsOf returns the endpoints of an EDS service, their generation, and whether the cluster is
+// warm: they arrived, or their initial fetch timed out (no endpoint then).
+func (s *state) endpointsOf(service string) (eps []config.Endpoint, gen string, ready bool) {
 	eds := s.types[TypeEndpoint]
 	if e := eds.entries[service]; e != nil {
-		return e.endpoints, e.version, true
+		return e.endpoints, strconv.FormatUint(e.gen, 10), true
 	}
 	if eds.timedOut[service] {
 		return nil, "timeout", true
@@ -135,10 +134,10 @@ func (s *state) endpointsOf(service string) (eps []config.Endpoint, version stri
 }
 
 // routesOf is endpointsOf for a listener's route configuration.
-func (s *state) routesOf(name string) (rc config.RouteConfig, version string, ready bool) {
+func (s *state) routesOf(name string) (rc config.RouteConfig, gen string, ready bool) {
 	rds := s.types[TypeRoute]
 	if e := rds.entries[name]; e != nil {
-		return e.routes, e.version, true
+		return e.routes, strconv.FormatUint(e.gen, 10), true
 	}
 	if rds.timedOut[name] {
 		return config.RouteConfig{Name: name}, "timeout", true

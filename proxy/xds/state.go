@@ -34,6 +34,9 @@ var typeOrder = []string{TypeCluster, TypeEndpoint, TypeListener, TypeRoute}
 // entry is one accepted resource, converted.
 type entry struct {
 	version string
+	// gen changes with the resource's content (not with a version that brings the same content): what
+	// decides whether a configuration must be applied again.
+	gen     uint64
 	raw     proto.Message
 	updated time.Time
 
@@ -63,7 +66,8 @@ type state struct {
 	c     *Client
 	types map[string]*typeState
 
-	initialized bool // the first configuration was applied
+	gen         uint64 // the last entry.gen given
+	initialized bool   // the first configuration was applied
 	lastApplied string
 	// active are the clusters and listeners in the last configuration: a resource that is warming
 	// (waiting for its endpoints or routes) keeps its previous version active meanwhile.
@@ -234,6 +238,8 @@ func (s *state) update(url, version string, resources []resource, removed []stri
 			prev.version = e.version
 			continue
 		}
+		s.gen++
+		e.gen = s.gen
 		ts.entries[name] = e
 		s.disarm(url, name)
 	}
