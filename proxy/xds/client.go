@@ -77,6 +77,8 @@ type Options struct {
 	Rand rand.Source
 	// OnEvent receives every Event; cheap and safe for concurrent use. nil: none.
 	OnEvent func(Event)
+	// Node, when set, replaces the bootstrap's node (id and cluster given by flags).
+	Node *config.Node
 	// DialOptions are added to the gRPC client's (plaintext transport by default).
 	DialOptions []grpc.DialOption
 }
@@ -132,7 +134,11 @@ func New(opts Options) (*Client, error) {
 		return nil, fmt.Errorf("xds: ADS cluster %q has no endpoint", dyn.ADSCluster)
 	}
 	c.node = &corev3.Node{UserAgentName: "meshproof"}
-	if n := opts.Config.Node; n != nil {
+	n := opts.Config.Node
+	if opts.Node != nil {
+		n = opts.Node
+	}
+	if n != nil {
 		c.node.Id, c.node.Cluster = n.ID, n.Cluster
 	}
 	c.st = newState(c)

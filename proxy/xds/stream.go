@@ -81,20 +81,21 @@ func (c *Client) runSotW(ctx context.Context, conn grpc.ClientConnInterface) (re
 		}
 		received = true
 		url := resp.GetTypeUrl()
-		nonces[url] = resp.GetNonce()
-		var uerr error
-		if _, known := c.st.types[url]; !known {
-			uerr = errUnknownType(url)
-		} else {
-			rs := make([]resource, len(resp.GetResources()))
-			for i, a := range resp.GetResources() {
-				rs[i] = resource{value: a}
-			}
-			full := url == TypeCluster || url == TypeListener
-			c.mu.Lock()
-			uerr = c.st.update(url, resp.GetVersionInfo(), rs, nil, full)
-			c.mu.Unlock()
+		if _, requested := sent[url]; !requested {
+			// A type never requested: Envoy ignores it ("unwatched type URL"); an answer would subscribe
+			// to it (an empty resource_names is a wildcard).
+			continue
 		}
+		nonces[url] = resp.GetNonce()
+		rs := make([]resource, len(resp.GetResources()))
+		for i, a := range resp.GetResources() {
+			rs[i] = resource{value: a}
+		}
+		// A state-of-the-world LDS or CDS response lists every resource: the others are removed.
+		full := url == TypeCluster || url == TypeListener
+		c.mu.Lock()
+		uerr := c.st.update(url, resp.GetVersionInfo(), rs, nil, full)
+		c.mu.Unlock()
 		c.ackEvent(url, resp.GetVersionInfo(), uerr)
 		if err := send(url, sent[url], uerr); err != nil {
 			return received, err
