@@ -45,9 +45,10 @@ var _ = Describe("Client", func() {
 				clk = clock.NewFake(time.Unix(1_700_000_000, 0))
 			})
 
-			// run starts a client of the control plane, stopped (and waited for) by the spec's cleanup.
-			run := func() {
-				cfg, pb, err := config.ParseBootstrap([]byte(bootstrapYAML(apiType, cp.port())), "bootstrap.yaml")
+			// runWith starts a client of the control plane with the bootstrap doc, stopped (and waited
+			// for) by the spec's cleanup.
+			runWith := func(doc string) {
+				cfg, pb, err := config.ParseBootstrap([]byte(doc), "bootstrap.yaml")
 				Expect(err).NotTo(HaveOccurred())
 				c, err := xds.New(xds.Options{Bootstrap: pb, Config: cfg, Applier: rec, Clock: clk, OnEvent: evs.add})
 				Expect(err).NotTo(HaveOccurred())
@@ -59,6 +60,20 @@ var _ = Describe("Client", func() {
 					Eventually(done).WithTimeout(wait).Should(Receive(MatchError(context.Canceled)))
 				})
 			}
+			run := func() { runWith(bootstrapYAML(apiType, cp.port())) }
+
+			It("fills in a static listener's routes from RDS and a static cluster's endpoints from EDS", func() {
+				cp.set("v1", endpoints("backend", "127.0.0.1:9001"), routeTo("local_route", "backend"))
+				runWith(staticOverADSYAML(apiType, cp.port()))
+
+				Eventually(rec.count).WithTimeout(wait).WithPolling(poll).Should(Equal(1))
+				Expect(addresses(clusterOf(rec.last(), "backend"))).To(Equal([]string{"127.0.0.1:9001"}))
+				Expect(routedCluster(rec.last(), "ingress")).To(Equal("backend"))
+
+				cp.set("v2", endpoints("backend", "127.0.0.1:9002"), routeTo("local_route", "backend"))
+				Eventually(func() []string { return addresses(clusterOf(rec.last(), "backend")) }).WithTimeout(wait).
+					WithPolling(poll).Should(Equal([]string{"127.0.0.1:9002"}))
+			})
 
 			It("applies a first configuration whole: clusters with their endpoints, listeners with their routes", func() {
 				cp.set("v1", edsCluster("backend"), endpoints("backend", "127.0.0.1:9001"),

@@ -176,6 +176,42 @@ static_resources:
 `, apiType, port)
 }
 
+// staticOverADSYAML is a bootstrap without CDS and LDS: a static listener whose routes come from RDS
+// and a static cluster whose endpoints come from EDS, over ADS from port.
+func staticOverADSYAML(apiType string, port int) string {
+	return fmt.Sprintf(`
+node: {id: edge-0, cluster: edge}
+dynamic_resources:
+  ads_config:
+    api_type: %s
+    grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]
+static_resources:
+  listeners:
+  - name: ingress
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+          rds: {route_config_name: local_route, config_source: {ads: {}}}
+  clusters:
+  - name: xds_cluster
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}
+  - name: backend
+    type: EDS
+    eds_cluster_config: {eds_config: {ads: {}}}
+`, apiType, port)
+}
+
 // adsSource is a config source over ADS with an initial_fetch_timeout of 5s.
 func adsSource() *corev3.ConfigSource {
 	return &corev3.ConfigSource{
