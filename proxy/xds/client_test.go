@@ -212,6 +212,15 @@ var _ = Describe("Client", func() {
 					Expect(clusterOf(rec.last(), "backend").Endpoints).To(BeEmpty())
 					Expect(evs.list()).To(ContainElement(And(HaveField("Kind", xds.EventFetchTimeout),
 						HaveField("TypeURL", xds.TypeEndpoint), HaveField("Detail", "backend"))))
+
+					// A proxy runs it: the cluster without hosts answers 503.
+					srv, err := proxy.New(rec.last(), proxy.Options{Bootstrap: rec.lastRaw()})
+					Expect(err).NotTo(HaveOccurred())
+					Expect(srv.Start()).To(Succeed())
+					DeferCleanup(srv.Close)
+					status, body := get("http://" + srv.ListenerAddr("ingress") + "/")
+					Expect(status).To(Equal(http.StatusServiceUnavailable))
+					Expect(body).To(Equal("no healthy upstream"))
 				})
 			})
 
@@ -228,6 +237,14 @@ var _ = Describe("Client", func() {
 				Eventually(rec.count).WithTimeout(wait).WithPolling(poll).Should(Equal(1))
 				Expect(listenerNames(rec.last())).To(Equal([]string{"ingress"}))
 				Expect(rec.last().Listeners[0].Routes.VirtualHosts).To(BeEmpty())
+
+				// A proxy runs it: the listener without routes answers 404.
+				srv, err := proxy.New(rec.last(), proxy.Options{Bootstrap: rec.lastRaw()})
+				Expect(err).NotTo(HaveOccurred())
+				Expect(srv.Start()).To(Succeed())
+				DeferCleanup(srv.Close)
+				status, _ := get("http://" + srv.ListenerAddr("ingress") + "/")
+				Expect(status).To(Equal(http.StatusNotFound))
 			})
 
 			It("removes the clusters and listeners the control plane no longer has", func() {
@@ -290,15 +307,21 @@ var _ = Describe("Client", func() {
 				Expect(err).NotTo(HaveOccurred())
 				Expect(srv.Start()).To(Succeed())
 				DeferCleanup(srv.Close)
-				client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: wait}
-				resp, err := client.Get("http://" + srv.ListenerAddr("ingress") + "/")
-				Expect(err).NotTo(HaveOccurred())
-				defer resp.Body.Close()
-				body, err := io.ReadAll(resp.Body)
-				Expect(err).NotTo(HaveOccurred())
-				Expect(resp.StatusCode).To(Equal(http.StatusOK))
-				Expect(string(body)).To(Equal("from backend"))
+				status, body := get("http://" + srv.ListenerAddr("ingress") + "/")
+				Expect(status).To(Equal(http.StatusOK))
+				Expect(body).To(Equal("from backend"))
 			})
 		})
 	}
 })
+
+// get sends a GET on a connection of its own and returns the status and body.
+func get(url string) (int, string) {
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: wait}
+	resp, err := client.Get(url)
+	Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	Expect(err).NotTo(HaveOccurred())
+	return resp.StatusCode, string(body)
+}
