@@ -3,6 +3,7 @@ package xds_test
 import (
 	"context"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -27,6 +28,21 @@ const (
 	wait = 10 * time.Second
 	poll = 5 * time.Millisecond
 )
+
+var _ = Describe("the stream's back-off", func() {
+	It("draws below 500ms × 2ⁿ, at most 30s, as Envoy's JitteredExponentialBackOffStrategy", func() {
+		cfg, pb, err := config.ParseBootstrap([]byte(bootstrapYAML("GRPC", 18000)), "bootstrap.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		c, err := xds.New(xds.Options{Bootstrap: pb, Config: cfg, Applier: &recorder{}, Rand: rand.NewPCG(1, 2)})
+		Expect(err).NotTo(HaveOccurred())
+		for n := range 20 {
+			ceiling := min(500*time.Millisecond<<n, 30*time.Second)
+			for range 50 {
+				Expect(xds.Backoff(c, n)).To(And(BeNumerically(">=", 0), BeNumerically("<", ceiling)), "attempt %d", n)
+			}
+		}
+	})
+})
 
 var _ = Describe("Client", func() {
 	for _, apiType := range []string{"GRPC", "DELTA_GRPC"} {
@@ -291,6 +307,45 @@ var _ = Describe("Client", func() {
 					Expect(cp.deltaRequests()).To(ContainElement(And(
 						HaveField("TypeUrl", xds.TypeCluster), HaveField("InitialResourceVersions", HaveKey("backend")))))
 				}
+			})
+
+			It("applies the static resources alone once CDS's and LDS's initial_fetch_timeout passed", func() {
+				run()
+				Eventually(clk.Waiters).WithTimeout(wait).WithPolling(poll).Should(BeNumerically(">=", 2))
+				clk.Step(14 * time.Second)
+				Expect(rec.count()).To(Equal(0))
+				clk.Step(time.Second)
+				Eventually(rec.count).WithTimeout(wait).WithPolling(poll).Should(Equal(1))
+				Expect(clusterNames(rec.last())).To(Equal([]string{"xds_cluster"}))
+				Expect(listenerNames(rec.last())).To(BeEmpty())
+
+				// What comes later is applied as it arrives.
+				cp.set("v1", edsCluster("backend"), endpoints("backend", "127.0.0.1:9001"))
+				Eventually(rec.last).WithTimeout(wait).WithPolling(poll).Should(WithTransform(clusterNames,
+					Equal([]string{"xds_cluster", "backend"})))
+			})
+
+			It("NACKs an update the Applier refuses", func() {
+				refuse := &refusing{recorder: rec}
+				cp.set("v1", edsCluster("backend"), endpoints("backend", "127.0.0.1:9001"))
+				cfg, pb, err := config.ParseBootstrap([]byte(bootstrapYAML(apiType, cp.port())), "bootstrap.yaml")
+				Expect(err).NotTo(HaveOccurred())
+				c, err := xds.New(xds.Options{Bootstrap: pb, Config: cfg, Applier: refuse, Clock: clk, OnEvent: evs.add})
+				Expect(err).NotTo(HaveOccurred())
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- c.Run(ctx) }()
+				DeferCleanup(func() {
+					cancel()
+					Eventually(done).WithTimeout(wait).Should(Receive(MatchError(context.Canceled)))
+				})
+				Eventually(rec.count).WithTimeout(wait).WithPolling(poll).Should(Equal(1))
+
+				refuse.setErr("listener \"ingress\": address already in use")
+				cp.set("v2", edsCluster("backend"), endpoints("backend", "127.0.0.1:9002"))
+				Eventually(cp.nacks).WithTimeout(wait).WithPolling(poll).Should(ContainElement(
+					ContainSubstring(`applying the configuration: listener "ingress": address already in use`)))
+				Expect(evs.list()).To(ContainElement(HaveField("Kind", xds.EventApplyFailed)))
 			})
 
 			It("hands over a configuration a proxy runs", func() {

@@ -2,6 +2,7 @@ package xds_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -319,6 +320,29 @@ func (r *recorder) lastRaw() proto.Message {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.raws[len(r.raws)-1]
+}
+
+// refusing is a recorder whose Apply fails once an error is set.
+type refusing struct {
+	*recorder
+	mu  sync.Mutex
+	err string
+}
+
+func (r *refusing) setErr(msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = msg
+}
+
+func (r *refusing) Apply(cfg *config.Bootstrap, raw proto.Message) error {
+	r.mu.Lock()
+	msg := r.err
+	r.mu.Unlock()
+	if msg != "" {
+		return errors.New(msg)
+	}
+	return r.recorder.Apply(cfg, raw)
 }
 
 // events keeps the client's events.
