@@ -28,8 +28,9 @@ import (
 // Applier takes each complete configuration the client builds: the validated internal form, and raw,
 // an Envoy admin ConfigDump of the bootstrap and the dynamic resources with their versions (what
 // /config_dump shows). Apply is called from one goroutine at a time; an error is reported to the
-// control plane as a NACK of the update that led to it. A future proxy Server.Update(cfg, raw)
-// satisfies it.
+// control plane as a NACK of the update that led to it. cfg shares its routes and endpoints with
+// the configurations before and after it: the Applier must not modify it. A future proxy
+// Server.Update(cfg, raw) satisfies it.
 type Applier interface {
 	Apply(cfg *config.Bootstrap, raw proto.Message) error
 }
