@@ -309,6 +309,15 @@ var _ = Describe("Client", func() {
 				}
 			})
 
+			It("uses a static listener and cluster without their routes and endpoints after their initial_fetch_timeout", func() {
+				runWith(staticOverADSYAML(apiType, cp.port()))
+				Eventually(clk.Waiters).WithTimeout(wait).WithPolling(poll).Should(BeNumerically(">=", 2))
+				clk.Step(15 * time.Second)
+				Eventually(rec.count).WithTimeout(wait).WithPolling(poll).Should(Equal(1))
+				Expect(clusterOf(rec.last(), "backend").Endpoints).To(BeEmpty())
+				Expect(rec.last().Listeners[0].Routes.VirtualHosts).To(BeEmpty())
+			})
+
 			It("applies the static resources alone once CDS's and LDS's initial_fetch_timeout passed", func() {
 				run()
 				Eventually(clk.Waiters).WithTimeout(wait).WithPolling(poll).Should(BeNumerically(">=", 2))

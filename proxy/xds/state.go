@@ -97,7 +97,8 @@ func newState(c *Client) *state {
 
 func (s *state) dynamic() *config.DynamicResources { return s.c.opts.Config.Dynamic }
 
-// start arms the initial fetch timeouts of CDS and LDS.
+// start arms the initial fetch timeouts of CDS and LDS, and of the routes and endpoints of the static
+// listeners and clusters.
 func (s *state) start() {
 	s.stopped = false
 	if src := s.dynamic().CDS; src != nil && !s.types[TypeCluster].received {
@@ -106,6 +107,7 @@ func (s *state) start() {
 	if src := s.dynamic().LDS; src != nil && !s.types[TypeListener].received {
 		s.arm(TypeListener, "", src.InitialFetchTimeout)
 	}
+	s.rearm()
 }
 
 func (s *state) stopTimers() {
