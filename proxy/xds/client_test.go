@@ -275,6 +275,15 @@ var _ = Describe("Client", func() {
 					rdsListener("ingress", "local_route"), routeTo("local_route", "backend"))
 				Eventually(rec.last).WithTimeout(wait).WithPolling(poll).Should(WithTransform(listenerNames, Equal([]string{"ingress"})))
 				Eventually(rec.last).WithTimeout(wait).WithPolling(poll).Should(WithTransform(clusterNames, ConsistOf("xds_cluster", "backend")))
+
+				// The endpoints of the cluster removed are no longer asked for.
+				if apiType == "GRPC" {
+					Eventually(cp.sotwRequests).WithTimeout(wait).WithPolling(poll).Should(ContainElement(And(
+						HaveField("TypeUrl", xds.TypeEndpoint), HaveField("ResourceNames", Equal([]string{"backend"})))))
+				} else {
+					Eventually(cp.deltaRequests).WithTimeout(wait).WithPolling(poll).Should(ContainElement(And(
+						HaveField("TypeUrl", xds.TypeEndpoint), HaveField("ResourceNamesUnsubscribe", Equal([]string{"old"})))))
+				}
 			})
 
 			It("reopens the stream after the control plane restarts, after a back-off, and takes its updates", func() {
