@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/stats"
 )
 
 // Applier takes each complete configuration the client builds: the validated internal form, and raw,
@@ -78,6 +79,9 @@ type Options struct {
 	Rand rand.Source
 	// OnEvent receives every Event; cheap and safe for concurrent use. nil: none.
 	OnEvent func(Event)
+	// Stats receives Envoy's xDS stats (see stats.go); pass the proxy's store to serve them with its
+	// own. nil: none.
+	Stats *stats.Store
 	// Node, when set, replaces the bootstrap's node (id and cluster given by flags).
 	Node *config.Node
 	// DialOptions are added to the gRPC client's (plaintext transport by default).
@@ -177,10 +181,14 @@ func (c *Client) Run(ctx context.Context) error {
 		} else {
 			received, err = c.runSotW(ctx, conn)
 		}
+		c.connected(false)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		c.event(Event{Kind: EventStreamClosed, Detail: fmt.Sprint(err)})
+		c.mu.Lock()
+		c.st.countFailure()
+		c.mu.Unlock()
 		if received {
 			// As Envoy's GrpcStream, a stream that got a response resets the back-off.
 			attempt = 0
@@ -196,6 +204,18 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-t.C():
 		}
 	}
+}
+
+// connected sets control_plane.connected_state.
+func (c *Client) connected(up bool) {
+	if c.opts.Stats == nil {
+		return
+	}
+	v := int64(0)
+	if up {
+		v = 1
+	}
+	c.opts.Stats.Gauge("control_plane.connected_state").Set(v)
 }
 
 // backoff is the wait before stream attempt n+1 (n from 0): Envoy's JitteredExponentialBackOffStrategy,

@@ -19,6 +19,7 @@ import (
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/stats"
 	"github.com/meshproof/meshproof/proxy/xds"
 )
 
@@ -52,6 +53,7 @@ var _ = Describe("Client", func() {
 				rec *recorder
 				evs *events
 				clk *clock.Fake
+				st  *stats.Store
 			)
 
 			BeforeEach(func() {
@@ -59,6 +61,7 @@ var _ = Describe("Client", func() {
 				DeferCleanup(cp.shutdown)
 				rec, evs = &recorder{}, &events{}
 				clk = clock.NewFake(time.Unix(1_700_000_000, 0))
+				st = stats.NewStore()
 			})
 
 			// runWith starts a client of the control plane with the bootstrap doc, stopped (and waited
@@ -66,7 +69,7 @@ var _ = Describe("Client", func() {
 			runWith := func(doc string) {
 				cfg, pb, err := config.ParseBootstrap([]byte(doc), "bootstrap.yaml")
 				Expect(err).NotTo(HaveOccurred())
-				c, err := xds.New(xds.Options{Bootstrap: pb, Config: cfg, Applier: rec, Clock: clk, OnEvent: evs.add})
+				c, err := xds.New(xds.Options{Bootstrap: pb, Config: cfg, Applier: rec, Clock: clk, OnEvent: evs.add, Stats: st})
 				Expect(err).NotTo(HaveOccurred())
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
@@ -121,6 +124,15 @@ var _ = Describe("Client", func() {
 				// Every type is ACKed.
 				Eventually(func() int { return evs.count(xds.EventACK) }).WithTimeout(wait).Should(BeNumerically(">=", 4))
 				Expect(cp.nacks()).To(BeEmpty())
+
+				// Envoy's stats.
+				Expect(st.Values()).To(And(
+					HaveKeyWithValue("cluster_manager.cds.update_success", BeNumerically(">=", 1)),
+					HaveKeyWithValue("listener_manager.lds.update_success", BeNumerically(">=", 1)),
+					HaveKeyWithValue("http.ingress.rds.local_route.update_success", BeNumerically(">=", 1)),
+					HaveKeyWithValue("cluster.backend.update_success", BeNumerically(">=", 1)),
+				))
+				Expect(st.Gauge("control_plane.connected_state").Value()).To(Equal(int64(1)))
 			})
 
 			It("applies updates of endpoints, routes, clusters and listeners", func() {
@@ -168,6 +180,12 @@ var _ = Describe("Client", func() {
 					And(ContainSubstring(`route configuration "local_route"`), ContainSubstring("validate_clusters: field not supported by meshproof")),
 				))
 				Expect(rec.count()).To(Equal(1), "nothing new was applied")
+				// At least once: go-control-plane's snapshot cache sends a rejected state-of-the-world version
+				// again as soon as it is NACKed (its issue #962), and each is NACKed again, as by Envoy.
+				Eventually(func() uint64 { return st.Counter("cluster_manager.cds.update_rejected").Value() }).
+					WithTimeout(wait).WithPolling(poll).Should(BeNumerically(">=", 1))
+				Eventually(func() uint64 { return st.Counter("http.ingress.rds.local_route.update_rejected").Value() }).
+					WithTimeout(wait).WithPolling(poll).Should(BeNumerically(">=", 1))
 				Expect(clusterOf(rec.last(), "backend").ConnectTimeout).To(Equal(time.Second))
 				Expect(evs.list()).To(ContainElement(And(
 					HaveField("Kind", xds.EventNACK), HaveField("TypeURL", xds.TypeCluster), HaveField("Version", "v2"))))
@@ -228,6 +246,7 @@ var _ = Describe("Client", func() {
 					Expect(clusterOf(rec.last(), "backend").Endpoints).To(BeEmpty())
 					Expect(evs.list()).To(ContainElement(And(HaveField("Kind", xds.EventFetchTimeout),
 						HaveField("TypeURL", xds.TypeEndpoint), HaveField("Detail", "backend"))))
+					Expect(st.Counter("cluster.backend.init_fetch_timeout").Value()).To(Equal(uint64(1)))
 
 					// A proxy runs it: the cluster without hosts answers 503.
 					srv, err := proxy.New(rec.last(), proxy.Options{Bootstrap: rec.lastRaw()})
@@ -296,6 +315,8 @@ var _ = Describe("Client", func() {
 				cp.shutdown()
 				Eventually(func() int { return evs.count(xds.EventBackoffStarted) }).WithTimeout(wait).WithPolling(poll).Should(BeNumerically(">=", 1))
 				opened := evs.count(xds.EventStreamOpened)
+				Expect(st.Gauge("control_plane.connected_state").Value()).To(Equal(int64(0)))
+				Expect(st.Counter("cluster_manager.cds.update_failure").Value()).To(BeNumerically(">=", 1))
 				Expect(rec.count()).To(Equal(1), "the configuration stays while the control plane is away")
 
 				cp.start(addr)

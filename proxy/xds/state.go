@@ -136,6 +136,7 @@ func (s *state) arm(url, name string, d time.Duration) {
 		delete(ts.timers, name)
 		ts.timedOut[name] = true
 		s.c.event(Event{Kind: EventFetchTimeout, TypeURL: url, Detail: name})
+		s.count(url, name, "init_fetch_timeout")
 		if err := s.reconcile(); err != nil {
 			s.c.event(Event{Kind: EventApplyFailed, Detail: err.Error()})
 		}
@@ -216,7 +217,7 @@ func (s *state) update(url, version string, resources []resource, removed []stri
 		return fmt.Errorf("unsupported resource type %s", url)
 	}
 	now := s.c.clk.Now()
-	var errs []string
+	var errs, accepted, rejected []string
 	seen := map[string]bool{}
 	for i, r := range resources {
 		e, name, err := s.decode(url, r)
@@ -224,12 +225,14 @@ func (s *state) update(url, version string, resources []resource, removed []stri
 			seen[name] = true
 		}
 		if err != nil {
+			rejected = append(rejected, name)
 			if name == "" {
 				name = fmt.Sprintf("resources[%d]", i)
 			}
 			errs = append(errs, fmt.Sprintf("%s %q: %s", kindOf(url), name, strings.ReplaceAll(err.Error(), "\n", "; ")))
 			continue
 		}
+		accepted = append(accepted, name)
 		if r.version != "" {
 			e.version = r.version
 		} else {
@@ -265,6 +268,7 @@ func (s *state) update(url, version string, resources []resource, removed []stri
 	} else {
 		ts.version = version
 	}
+	s.countUpdate(url, accepted, rejected)
 	s.rearm()
 	if aerr := s.reconcile(); aerr != nil {
 		err = errors.Join(err, aerr)

@@ -45,6 +45,7 @@ func (c *Client) runSotW(ctx context.Context, conn grpc.ClientConnInterface) (re
 		return false, err
 	}
 	c.event(Event{Kind: EventStreamOpened})
+	c.connected(true)
 	sent := map[string][]string{} // the resource names last requested, by type (present: requested)
 	nonces := map[string]string{}
 	send := func(url string, names []string, nack error) error {
@@ -122,6 +123,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (r
 		return false, err
 	}
 	c.event(Event{Kind: EventStreamOpened})
+	c.connected(true)
 	first := true
 	send := func(req *discoveryv3.DeltaDiscoveryRequest) error {
 		if first {
