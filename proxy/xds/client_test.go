@@ -348,6 +348,13 @@ var _ = Describe("Client", func() {
 				Expect(rec.last().Listeners[0].Routes.VirtualHosts).To(BeEmpty())
 			})
 
+			It("applies a bootstrap with nothing to fetch at once", func() {
+				runWith(strings.Replace(bootstrapYAML(apiType, cp.port()),
+					"  cds_config: {ads: {}, resource_api_version: V3}\n  lds_config: {ads: {}, resource_api_version: V3}\n", "", 1))
+				Eventually(rec.count).WithTimeout(wait).WithPolling(poll).Should(Equal(1))
+				Expect(clusterNames(rec.last())).To(Equal([]string{"xds_cluster"}))
+			})
+
 			It("applies the static resources alone once CDS's and LDS's initial_fetch_timeout passed", func() {
 				run()
 				Eventually(clk.Waiters).WithTimeout(wait).WithPolling(poll).Should(BeNumerically(">=", 2))

@@ -108,6 +108,11 @@ func (s *state) start() {
 		s.arm(TypeListener, "", src.InitialFetchTimeout)
 	}
 	s.rearm()
+	// With nothing to wait for (an ads_config with no CDS, LDS, RDS or EDS), the static configuration
+	// is the first.
+	if err := s.reconcile(); err != nil {
+		s.c.event(Event{Kind: EventApplyFailed, Detail: err.Error()})
+	}
 }
 
 func (s *state) stopTimers() {
