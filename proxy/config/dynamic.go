@@ -13,6 +13,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// minFillRate is RateLimitSettings.fill_rate's floor: once a year (config_source.proto).
+const minFillRate = 1.0 / (365 * 24 * 60 * 60)
+
 // defaultInitialFetchTimeout is ConfigSource.initial_fetch_timeout's default (15s, config_source.proto).
 const defaultInitialFetchTimeout = 15 * time.Second
 
@@ -33,6 +36,16 @@ func (c *converter) dynamicResources(d *bootstrapv3.Bootstrap_DynamicResources, 
 			c.fail(joinPath(apath, "api_type"), "required: GRPC or DELTA_GRPC")
 		}
 		out.ADSCluster = c.adsCluster(ads.GetGrpcServices(), joinPath(apath, "grpc_services"), static)
+		if rl := ads.GetRateLimitSettings(); rl != nil {
+			// Envoy's defaults and floor (config_source.proto; Utility::parseRateLimitSettings).
+			out.RateLimit = &RateLimit{MaxTokens: 100, FillRate: 10}
+			if v := rl.GetMaxTokens(); v != nil {
+				out.RateLimit.MaxTokens = v.GetValue()
+			}
+			if v := rl.GetFillRate(); v != nil {
+				out.RateLimit.FillRate = max(v.GetValue(), minFillRate)
+			}
+		}
 	}
 	out.CDS = c.adsSource(d.GetCdsConfig(), joinPath(path, "cds_config"))
 	out.LDS = c.adsSource(d.GetLdsConfig(), joinPath(path, "lds_config"))

@@ -79,6 +79,13 @@ var _ = Describe("dynamic_resources", func() {
 		Expect(got.Clusters[1].Endpoints).To(BeEmpty())
 	})
 
+	It("reads rate_limit_settings with Envoy's defaults", func() {
+		got, _, err := config.ParseBootstrap([]byte(editDynamic("    transport_api_version: V3\n",
+			"    transport_api_version: V3\n    rate_limit_settings: {fill_rate: 0.5}\n")), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Dynamic.RateLimit).To(Equal(&config.RateLimit{MaxTokens: 100, FillRate: 0.5}))
+	})
+
 	DescribeTable("rejects by field path",
 		func(doc string, want ...types.GomegaMatcher) {
 			_, _, err := config.ParseBootstrap([]byte(doc), file)

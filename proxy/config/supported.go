@@ -57,6 +57,11 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"api_type":              {"GRPC", "DELTA_GRPC"},
 		"transport_api_version": {"V3"},
 		"grpc_services":         nil,
+		"rate_limit_settings":   nil,
+	},
+	"envoy.config.core.v3.RateLimitSettings": {
+		"max_tokens": nil,
+		"fill_rate":  nil,
 	},
 	"envoy.config.core.v3.GrpcService": {
 		"envoy_grpc": nil,

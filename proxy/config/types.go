@@ -39,8 +39,17 @@ type DynamicResources struct {
 	// ADSCluster is ads_config.grpc_services[0].envoy_grpc.cluster_name: a static cluster, the control
 	// plane's address.
 	ADSCluster string
-	CDS        *ConfigSource // cds_config; nil: no CDS (static clusters only)
-	LDS        *ConfigSource // lds_config; nil: no LDS (static listeners only)
+	// RateLimit is ads_config.rate_limit_settings: a token bucket on the discovery requests sent; nil:
+	// none (Envoy's default).
+	RateLimit *RateLimit
+	CDS       *ConfigSource // cds_config; nil: no CDS (static clusters only)
+	LDS       *ConfigSource // lds_config; nil: no LDS (static listeners only)
+}
+
+// RateLimit is Envoy's RateLimitSettings for discovery requests.
+type RateLimit struct {
+	MaxTokens uint32  // max_tokens, default 100: the bucket's size, full at first
+	FillRate  float64 // fill_rate, default 10: tokens per second (at least one a year)
 }
 
 // ConfigSource is a config_source with ads {}: the resources come over the ADS stream.

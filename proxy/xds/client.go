@@ -104,6 +104,8 @@ type Client struct {
 	clk    clock.Clock
 	rng    *rand.Rand
 
+	lim *limiter // rate_limit_settings; nil: none
+
 	mu sync.Mutex
 	st *state
 }
@@ -147,6 +149,11 @@ func New(opts Options) (*Client, error) {
 		c.node.Id, c.node.Cluster = n.ID, n.Cluster
 	}
 	c.st = newState(c)
+	c.lim = newLimiter(dyn.RateLimit, c.clk, func() {
+		if c.opts.Stats != nil {
+			c.opts.Stats.Counter("control_plane.rate_limit_enforced").Inc()
+		}
+	})
 	return c, nil
 }
 

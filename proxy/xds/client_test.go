@@ -348,6 +348,22 @@ var _ = Describe("Client", func() {
 				Expect(rec.last().Listeners[0].Routes.VirtualHosts).To(BeEmpty())
 			})
 
+			It("rate-limits its discovery requests with rate_limit_settings", func() {
+				cp.set("v1", edsCluster("backend"), endpoints("backend", "127.0.0.1:9001"),
+					rdsListener("ingress", "local_route"), routeTo("local_route", "backend"))
+				runWith(strings.Replace(bootstrapYAML(apiType, cp.port()), "    transport_api_version: V3\n",
+					"    transport_api_version: V3\n    rate_limit_settings: {max_tokens: 3, fill_rate: 1}\n", 1))
+
+				// The first exchange takes more than 3 requests: it goes on as the clock fills the bucket.
+				Eventually(func() uint64 { return st.Counter("control_plane.rate_limit_enforced").Value() }).
+					WithTimeout(wait).WithPolling(poll).Should(Equal(uint64(1)))
+				Expect(rec.count()).To(Equal(0))
+				Eventually(func() int {
+					clk.Step(time.Second)
+					return rec.count()
+				}).WithTimeout(wait).WithPolling(20 * time.Millisecond).Should(Equal(1))
+			})
+
 			It("applies a bootstrap with nothing to fetch at once", func() {
 				runWith(strings.Replace(bootstrapYAML(apiType, cp.port()),
 					"  cds_config: {ads: {}, resource_api_version: V3}\n  lds_config: {ads: {}, resource_api_version: V3}\n", "", 1))

@@ -49,6 +49,9 @@ func (c *Client) runSotW(ctx context.Context, conn grpc.ClientConnInterface) (re
 	sent := map[string][]string{} // the resource names last requested, by type (present: requested)
 	nonces := map[string]string{}
 	send := func(url string, names []string, nack error) error {
+		if err := c.lim.wait(ctx); err != nil {
+			return err
+		}
 		c.mu.Lock()
 		version := c.st.types[url].version
 		c.mu.Unlock()
@@ -126,6 +129,9 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (r
 	c.connected(true)
 	first := true
 	send := func(req *discoveryv3.DeltaDiscoveryRequest) error {
+		if err := c.lim.wait(ctx); err != nil {
+			return err
+		}
 		if first {
 			req.Node, first = c.node, false
 		}
