@@ -65,7 +65,13 @@ func (f *forward) mirror(ms []config.MirrorPolicy, reqID string, timeout time.Du
 		extra[hdrExpectedTimeout] = []string{strconv.FormatInt(ms, 10)}
 	}
 	for _, m := range ms {
-		cl := f.rt.clusters[m.Cluster] // config validation guarantees it exists
+		cl := f.rt.clusters[m.Cluster]
+		if cl == nil {
+			// A static route's mirror names a cluster that exists (config validation); one from RDS may
+			// not (its clusters are not checked): Envoy's Filter::onRequestComplete skips a shadow whose
+			// cluster is not found (router.cc).
+			continue
+		}
 		out := &h1.Request{Method: f.r.Method, URI: f.uri, Host: shadowHost(f.host), Header: hdr,
 			Omit: routerHeaderSet, Extra: extra.Clone(), Body: f.body.buf}
 		var span trace.Span

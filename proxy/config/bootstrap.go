@@ -72,9 +72,11 @@ func parseDocument(data []byte, file string) (ast.Node, error) {
 //   - violations of the protos' own validation rules (protoc-gen-validate's ValidateAll), including
 //     inside typed configs;
 //   - meshproof's semantic rules: one filter chain with exactly one HTTP connection manager whose last
-//     HTTP filter is the router, route_config inline (no RDS), routes naming existing clusters, unique
-//     cluster names and virtual host domains, at least one endpoint per cluster, IP addresses and ports
-//     in 0..65535, supported retry_on conditions, max_interval ≥ base_interval.
+//     HTTP filter is the router, route_config inline or rds over ADS, routes naming existing clusters,
+//     unique cluster names and virtual host domains, at least one endpoint per STATIC cluster (an EDS
+//     cluster has none until an xDS client fills them in), IP addresses and ports in 0..65535,
+//     supported retry_on conditions, max_interval ≥ base_interval; dynamic_resources with an
+//     ads_config over gRPC to a STATIC cluster, CDS, LDS, RDS and EDS over ADS only.
 //
 // All errors found are returned together (errors.Join); each is an *Error with a Path and no position.
 func FromProto(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {

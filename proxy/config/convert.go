@@ -56,6 +56,9 @@ const (
 // semantic errors by path.
 type converter struct {
 	errs []*Error
+	// ads is whether resources may come over ADS (rds, EDS clusters): the bootstrap has
+	// dynamic_resources.ads_config, or the resource came over xDS.
+	ads bool
 }
 
 func (c *converter) fail(path, format string, args ...any) {
@@ -68,8 +71,13 @@ func (c *converter) bootstrap(b *bootstrapv3.Bootstrap) *Bootstrap {
 	// the one tracer configuration meshproof reads (the proxy has a single exporter).
 	//lint:ignore SA1019 see above
 	out.Tracing = c.tracing(b.GetTracing(), "tracing")
+	if n := b.GetNode(); n != nil {
+		out.Node = &Node{ID: n.GetId(), Cluster: n.GetCluster()}
+	}
 	resources := b.GetStaticResources()
+	c.ads = b.GetDynamicResources().GetAdsConfig() != nil
 	out.Clusters = c.clusters(resources.GetClusters(), "static_resources.clusters")
+	out.Dynamic = c.dynamicResources(b.GetDynamicResources(), "dynamic_resources", out.Clusters)
 	names := map[string]bool{}
 	for _, cl := range out.Clusters {
 		names[cl.Name] = true
@@ -204,8 +212,12 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 			out.InternalAddresses = RFC1918Internal()
 		}
 	}
+	if rds := hcm.GetRds(); rds != nil {
+		out.RDS = c.rds(rds, joinPath(path, "rds"))
+		return out
+	}
 	if hcm.GetRouteConfig() == nil {
-		c.fail(joinPath(path, "route_config"), "required: an inline route_config (RDS is not supported)")
+		c.fail(joinPath(path, "route_config"), "required: an inline route_config, or rds")
 		return out
 	}
 	out.Routes = c.routeConfig(hcm.GetRouteConfig(), joinPath(path, "route_config"), clusters)
@@ -622,7 +634,10 @@ func (c *converter) clusterHeader(name, path string) string {
 
 // knownCluster checks that a route names a cluster of the bootstrap.
 func (c *converter) knownCluster(name, path string, clusters map[string]bool) {
-	if !clusters[name] {
+	// nil: a route configuration from RDS, whose clusters are not checked (Envoy's
+	// RouteConfiguration.validate_clusters defaults to false for RDS); a request routed to a cluster
+	// that does not exist gets 503 (NC).
+	if clusters != nil && !clusters[name] {
 		c.fail(path, "unknown cluster %q (clusters: %s)", name, strings.Join(slices.Sorted(maps.Keys(clusters)), ", "))
 	}
 }
@@ -804,6 +819,13 @@ func (c *converter) cluster(cl *clusterv3.Cluster, path string) Cluster {
 		LbPolicy:       cl.GetLbPolicy().String(),
 	}
 	c.resilience(cl, &out, path)
+	if cl.GetType() == clusterv3.Cluster_EDS {
+		out.EDS = c.eds(cl, path)
+		return out
+	}
+	if cl.GetEdsClusterConfig() != nil {
+		c.fail(joinPath(path, "eds_cluster_config"), "only for a cluster of type EDS")
+	}
 	la := cl.GetLoadAssignment()
 	if la == nil {
 		c.fail(joinPath(path, "load_assignment"), "required: a STATIC cluster lists its endpoints in load_assignment")

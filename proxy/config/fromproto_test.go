@@ -100,11 +100,11 @@ var _ = Describe("FromProto", func() {
 				})
 			},
 			atPath(hcmPath+".common_http_protocol_options.max_connection_duration", "field not supported by meshproof")),
-		Entry("a missing route_config (RDS is not supported)",
+		Entry("neither route_config nor rds",
 			func(b *bootstrapv3.Bootstrap) {
 				editHCM(b, func(h *hcmv3.HttpConnectionManager) { h.RouteSpecifier = nil })
 			},
-			atPath(hcmPath+".route_specifier", "value is required (set one of route_config)")),
+			atPath(hcmPath+".route_specifier", "value is required (set one of rds, route_config)")),
 		Entry("no HTTP filter",
 			func(b *bootstrapv3.Bootstrap) {
 				editHCM(b, func(h *hcmv3.HttpConnectionManager) { h.HttpFilters = nil })

@@ -41,10 +41,48 @@ const (
 // To support a new field, add it here (and convert it in bootstrap.go); nothing else decides.
 var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	"envoy.config.bootstrap.v3.Bootstrap": {
-		"admin":            nil,
-		"static_resources": nil,
-		"node":             nil,
-		"tracing":          nil,
+		"admin":             nil,
+		"dynamic_resources": nil,
+		"static_resources":  nil,
+		"node":              nil,
+		"tracing":           nil,
+	},
+
+	// xDS: LDS and CDS over one ADS stream (gRPC, state of the world or delta) to a static cluster;
+	// RDS and EDS over the same stream (see dynamic.go).
+	"envoy.config.bootstrap.v3.Bootstrap.DynamicResources": {
+		"ads_config": nil,
+		"cds_config": nil,
+		"lds_config": nil,
+	},
+	"envoy.config.core.v3.ApiConfigSource": {
+		"api_type":              {"GRPC", "DELTA_GRPC"},
+		"transport_api_version": {"V3"},
+		"grpc_services":         nil,
+		"rate_limit_settings":   nil,
+	},
+	"envoy.config.core.v3.RateLimitSettings": {
+		"max_tokens": nil,
+		"fill_rate":  nil,
+	},
+	"envoy.config.core.v3.GrpcService": {
+		"envoy_grpc": nil,
+	},
+	"envoy.config.core.v3.GrpcService.EnvoyGrpc": {
+		"cluster_name": nil,
+	},
+	"envoy.config.core.v3.ConfigSource": {
+		"ads":                   nil,
+		"initial_fetch_timeout": nil,
+		"resource_api_version":  {"V3"},
+	},
+	"envoy.config.cluster.v3.Cluster.EdsClusterConfig": {
+		"eds_config":   nil,
+		"service_name": nil,
+	},
+	"envoy.extensions.filters.network.http_connection_manager.v3.Rds": {
+		"config_source":     nil,
+		"route_config_name": nil,
 	},
 
 	// Tracing: the OpenTelemetry tracer exporting over OTLP/HTTP (see tracing.go).
@@ -117,6 +155,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"strip_any_host_port":          nil,
 		"codec_type":                   {"AUTO", "HTTP1"},
 		"route_config":                 nil,
+		"rds":                          nil,
 		"http_filters":                 nil,
 		"request_timeout":              nil,
 		"stream_idle_timeout":          nil,
@@ -471,7 +510,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	// Clusters: STATIC, round robin, endpoints inline.
 	"envoy.config.cluster.v3.Cluster": {
 		"name":                    nil,
-		"type":                    {"STATIC"},
+		"type":                    {"STATIC", "EDS"},
+		"eds_cluster_config":      nil,
 		"connect_timeout":         nil,
 		"lb_policy":               {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"},
 		"load_assignment":         nil,

@@ -18,6 +18,58 @@ type Bootstrap struct {
 	Listeners []Listener
 	Clusters  []Cluster
 	Tracing   *Tracing // the bootstrap's tracing.http provider; nil: none
+	Node      *Node    // the bootstrap's node; nil: none
+	// Dynamic is dynamic_resources: where listeners and clusters come from over xDS (see package
+	// proxy/xds); nil: a static bootstrap. Listeners with RDS and clusters with EDS hold no routes or
+	// endpoints until an xDS client fills them in.
+	Dynamic *DynamicResources
+}
+
+// Node identifies the proxy to a control plane (Envoy's config.core.v3.Node).
+type Node struct {
+	ID      string // id
+	Cluster string // cluster
+}
+
+// DynamicResources is the bootstrap's dynamic_resources: one ADS stream over gRPC to a static cluster,
+// carrying CDS and LDS (when configured) and the RDS and EDS they name.
+type DynamicResources struct {
+	// Delta is ads_config.api_type DELTA_GRPC (incremental xDS); false: GRPC (state of the world).
+	Delta bool
+	// ADSCluster is ads_config.grpc_services[0].envoy_grpc.cluster_name: a static cluster, the control
+	// plane's address.
+	ADSCluster string
+	// RateLimit is ads_config.rate_limit_settings: a token bucket on the discovery requests sent; nil:
+	// none (Envoy's default).
+	RateLimit *RateLimit
+	CDS       *ConfigSource // cds_config; nil: no CDS (static clusters only)
+	LDS       *ConfigSource // lds_config; nil: no LDS (static listeners only)
+}
+
+// RateLimit is Envoy's RateLimitSettings for discovery requests.
+type RateLimit struct {
+	MaxTokens uint32  // max_tokens, default 100: the bucket's size, full at first
+	FillRate  float64 // fill_rate, default 10: tokens per second (at least one a year)
+}
+
+// ConfigSource is a config_source with ads {}: the resources come over the ADS stream.
+type ConfigSource struct {
+	// InitialFetchTimeout is initial_fetch_timeout: how long the first fetch may take before the
+	// resource is used without it (a listener without routes, a cluster without endpoints). Default
+	// 15s (Envoy's); 0 = wait for ever.
+	InitialFetchTimeout time.Duration
+}
+
+// RDS is an HTTP connection manager's rds: its route configuration comes over ADS by name.
+type RDS struct {
+	RouteConfigName string
+	Source          ConfigSource
+}
+
+// EDS is a cluster's eds_cluster_config: its endpoints come over ADS by service name.
+type EDS struct {
+	ServiceName string // service_name, else the cluster's name
+	Source      ConfigSource
 }
 
 // Tracing is the bootstrap's tracing provider: envoy.tracers.opentelemetry exporting over OTLP/HTTP.
@@ -39,10 +91,13 @@ type Admin struct {
 
 // Listener is one listener with an HTTP connection manager whose last filter is the router.
 type Listener struct {
-	Name           string
-	Address        string // host:port; port 0 picks a free port
-	StatPrefix     string // the HTTP connection manager's stat_prefix
-	Routes         RouteConfig
+	Name       string
+	Address    string // host:port; port 0 picks a free port
+	StatPrefix string // the HTTP connection manager's stat_prefix
+	Routes     RouteConfig
+	// RDS is set when the HTTP connection manager names its routes by rds: Routes are the route
+	// configuration of that name (empty until it arrives).
+	RDS            *RDS
 	RequestTimeout time.Duration // HCM request_timeout; 0 = none (Envoy's default)
 	IdleTimeout    time.Duration // HCM common_http_protocol_options.idle_timeout; default 1h (Envoy's), 0 = none
 	// MaxStreamDuration is HCM common_http_protocol_options.max_stream_duration: how long a request may
@@ -448,6 +503,9 @@ type Cluster struct {
 	ConnectTimeout time.Duration // default 5s
 	LbPolicy       string        // ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV
 	Endpoints      []Endpoint
+	// EDS is set for a cluster of type EDS: Endpoints come from its ClusterLoadAssignment (empty
+	// until then).
+	EDS *EDS
 
 	Outlier      *policy.OutlierConfig // nil: no outlier detection
 	Breakers     Breakers
