@@ -142,6 +142,20 @@ var _ = Describe("access logs", func() {
 			}))
 		})
 
+		It("reads Envoy's newer names REQUEST_HEADER and RESPONSE_HEADER as REQ and RESP", func() {
+			u := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("X-Answer", "42")
+			})
+			srv, url, m := logged(setup{routes: route(nil), clusters: backend(u.addr())},
+				textLog("%REQUEST_HEADER(:METHOD)% %REQUEST_HEADER(X-MISSING?USER-AGENT):4% %RESPONSE_HEADER(X-ANSWER)%\n"))
+			req, _ := http.NewRequest("GET", url+"/", nil)
+			req.Header.Set("User-Agent", "spec-agent")
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			Expect(flushed(srv, m)).To(Equal([]string{"GET spec 42"}))
+		})
+
 		It("writes json_format on one line, the counts and durations as numbers and a missing value null", func() {
 			u := newUpstream(ok)
 			tmpl := &config.JSONTemplate{Keys: []string{"code", "flags", "host", "missing", "path", "sent", "nested"},
@@ -211,13 +225,13 @@ var _ = Describe("access logs", func() {
 			Expect(flushed(srv, m)).To(Equal([]string{"503 UH no_healthy_upstream"}))
 		})
 
-		It("is UF for a connection failure, URX with it once the retries are used up", func() {
+		It("is UF for a connection failure, after URX once the retries are used up (the order they were set in)", func() {
 			addr := closedAddr()
 			srv, url, m := logged(setup{routes: route(retries(1, "connect-failure")), clusters: backend(addr)},
 				textLog(flags+"%UPSTREAM_HOST% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"))
 			get(url + "/")
 			Expect(flushed(srv, m)).To(Equal([]string{
-				"503 UF,URX upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
+				"503 URX,UF upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
 				addr + " 2",
 			}))
 		})
@@ -269,14 +283,14 @@ var _ = Describe("access logs", func() {
 			Expect(lines[1]).To(MatchRegexp(`^1[0-9]{3}$`), "the duration in ms, at least the timeout")
 		})
 
-		It("is UT for a per-try timeout, with URX once no retry is left", func() {
+		It("is UT for a per-try timeout, after URX once no retry is left", func() {
 			clk := fakeClock()
 			u := newUpstream(hang)
 			rp := retries(1, "5xx")
 			rp.PerTryTimeout = time.Second
 			srv, url, m := logged(setup{routes: route(rp), clusters: backend(u.addr()), opts: proxy.Options{Clock: clk}}, textLog(flags))
 			sendGET(clk, 100*time.Millisecond, url+"/")
-			Expect(flushed(srv, m)).To(Equal([]string{"504 UT,URX upstream_per_try_timeout"}))
+			Expect(flushed(srv, m)).To(Equal([]string{"504 URX,UT upstream_per_try_timeout"}))
 		})
 
 		It("is DI for a fault delay and FI for a fault abort", func() {
@@ -314,7 +328,8 @@ var _ = Describe("access logs", func() {
 			Expect(flushed(srv, m)).To(Equal([]string{"504 SI stream_idle_timeout"}))
 		})
 
-		It("is DT for the route's max_stream_duration", func() {
+		// Regression: DT was set here; Envoy's ActiveStream::onStreamMaxDurationReached sets only the details.
+		It("has no flag for the route's max_stream_duration, only its details", func() {
 			clk := fakeClock()
 			u := newUpstream(hang)
 			r := prefixRoute("/", "backend", nil)
@@ -322,7 +337,7 @@ var _ = Describe("access logs", func() {
 			r.Action.Timeout, r.Action.MaxStreamDuration, r.Action.NewTimeouts = 0, &d, true
 			srv, url, m := logged(setup{routes: []config.Route{r}, clusters: backend(u.addr()), opts: proxy.Options{Clock: clk}}, textLog(flags))
 			sendGET(clk, 100*time.Millisecond, url+"/")
-			Expect(flushed(srv, m)).To(Equal([]string{"504 DT max_duration_timeout"}))
+			Expect(flushed(srv, m)).To(Equal([]string{"504 - max_duration_timeout"}))
 		})
 
 		It("is DPE for a request the codec rejects as the connection manager reads it", func() {

@@ -543,7 +543,8 @@ func (cm *connManager) bodyError(w http.ResponseWriter, r *http.Request, err err
 // started, the stream is reset instead (the caller's panic).
 func (cm *connManager) streamDurationReached(w http.ResponseWriter, r *http.Request, complete bool) {
 	cm.st.rqMaxDurationReached.Inc()
-	infoOf(r).fail(flagDurationTimeout, "max_duration_timeout")
+	// Envoy sets no response flag here, only the details (DT is max_connection_duration's).
+	infoOf(r).setDetails("max_duration_timeout")
 	if w == nil { // the response has started: the caller resets the stream
 		return
 	}

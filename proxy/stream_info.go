@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"math/bits"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -11,9 +12,7 @@ import (
 )
 
 // responseFlags are Envoy's response flags (StreamInfo::CoreResponseFlag, envoy/stream_info/
-// stream_info.h), one bit each, in Envoy's order (ResponseFlagUtils::ALL_RESPONSE_STRINGS_FLAGS,
-// source/common/stream_info/utility.h), which is the order %RESPONSE_FLAGS% lists them in. Only the
-// flags the proxy can set are defined.
+// stream_info.h), one bit each. Only the flags the proxy can set are defined.
 type responseFlags uint32
 
 const (
@@ -30,30 +29,46 @@ const (
 	flagUpstreamRetryLimitExceeded                                // URX
 	flagStreamIdleTimeout                                         // SI
 	flagDownstreamProtocolError                                   // DPE
-	flagDurationTimeout                                           // DT
 	flagNoClusterFound                                            // NC
 	numResponseFlags                    = iota
 )
 
 // responseFlagNames are the flags' short names, by bit.
 var responseFlagNames = [numResponseFlags]string{"UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "DC", "URX",
-	"SI", "DPE", "DT", "NC"}
+	"SI", "DPE", "NC"}
 
-// String is %RESPONSE_FLAGS%: the short names joined by ",", "-" for none (ResponseFlagUtils::toString,
-// source/common/stream_info/utility.cc).
-func (f responseFlags) String() string {
-	if f == 0 {
+// flagList is the response flags of a stream in the order they were set, which is the order
+// %RESPONSE_FLAGS% lists them in: Envoy's StreamInfoImpl::setResponseFlag appends a flag not yet set to
+// response_flags_, and ResponseFlagUtils::toString walks that list (source/common/stream_info/
+// utility.cc), so a retried connection failure reads "URX,UF" (the router decides on the retry limit
+// before Filter::onUpstreamAbort sets UF).
+type flagList struct {
+	set   responseFlags
+	order [numResponseFlags]uint8 // bit indexes, the first n of them set
+	n     uint8
+}
+
+// add sets a flag once; the same flag again keeps its place.
+func (l *flagList) add(f responseFlags) {
+	if f == 0 || l.set&f != 0 {
+		return
+	}
+	l.set |= f
+	l.order[l.n] = uint8(bits.TrailingZeros32(uint32(f)))
+	l.n++
+}
+
+// String is %RESPONSE_FLAGS%: the short names joined by ",", "-" for none (ResponseFlagUtils::toString).
+func (l *flagList) String() string {
+	if l.n == 0 {
 		return "-"
 	}
 	var b strings.Builder
-	for i, name := range responseFlagNames {
-		if f&(1<<i) == 0 {
-			continue
-		}
-		if b.Len() > 0 {
+	for i, bit := range l.order[:l.n] {
+		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(name)
+		b.WriteString(responseFlagNames[bit])
 	}
 	return b.String()
 }
@@ -65,7 +80,7 @@ func (f responseFlags) String() string {
 // goroutine.
 type streamInfo struct {
 	start   time.Time
-	flags   responseFlags
+	flags   flagList
 	details string // %RESPONSE_CODE_DETAILS% ("": none yet)
 	code    int    // the response code sent; 0: none
 	bytesIn atomic.Int64
@@ -100,7 +115,7 @@ func withStreamInfo(r *http.Request, si *streamInfo) *http.Request {
 // setFlag adds a response flag (Envoy's StreamInfo::setResponseFlag: flags accumulate).
 func (si *streamInfo) setFlag(f responseFlags) {
 	if si != nil {
-		si.flags |= f
+		si.flags.add(f)
 	}
 }
 

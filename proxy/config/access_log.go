@@ -87,8 +87,12 @@ func (c *converter) fileAccessLog(a *anypb.Any, path string) (string, *BodyForma
 	var f *BodyFormat
 	switch t := m.GetAccessLogFormat().(type) {
 	case *filev3.FileAccessLog_Format:
-		//lint:ignore SA1019 Envoy deprecates format for log_format but still honours it
-		f = &BodyFormat{Text: c.formatString(t.Format, joinPath(path, "format"), true)}
+		// An empty format is the default one, as in Envoy's FileAccessLogFactory
+		// (source/extensions/access_loggers/file/config.cc).
+		if t.Format != "" {
+			//lint:ignore SA1019 Envoy deprecates format for log_format but still honours it
+			f = &BodyFormat{Text: c.formatString(t.Format, joinPath(path, "format"), true)}
+		}
 	case *filev3.FileAccessLog_JsonFormat:
 		//lint:ignore SA1019 Envoy deprecates json_format for log_format but still honours it
 		f = &BodyFormat{JSON: c.jsonTemplate(t.JsonFormat, joinPath(path, "json_format"), true)}

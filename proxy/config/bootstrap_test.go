@@ -171,7 +171,7 @@ var _ = Describe("ParseBootstrap", func() {
 			}),
 		// access_log: a file with a text_format_source and a status_code_filter, stdout with a
 		// json_format, stderr and a file without a format (Envoy's default format), a file with the
-		// deprecated format string.
+		// deprecated format string, one with an empty one (the default format too).
 		Entry("access_log: file, stdout and stderr loggers",
 			edit("          stat_prefix: ingress_http\n", `          stat_prefix: ingress_http
           access_log:
@@ -189,6 +189,8 @@ var _ = Describe("ParseBootstrap", func() {
             typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog}
           - name: envoy.access_loggers.file
             typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: a.log, format: "%BYTES_SENT%"}
+          - name: envoy.access_loggers.file
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: b.log, format: ""}
 `),
 			func(b *config.Bootstrap) {
 				part := func(p config.FormatPart) config.Format { return config.Format{p} }
@@ -200,6 +202,7 @@ var _ = Describe("ParseBootstrap", func() {
 							"n": {Plain: structpb.NewNumberValue(1)}}}}},
 					{Path: config.AccessLogStderr},
 					{Path: "a.log", Format: &config.BodyFormat{Text: part(config.FormatPart{Command: "BYTES_SENT"})}},
+					{Path: "b.log"}, // an empty format is the default one, as in Envoy
 				}
 			}),
 		Entry("the HCM max_requests_per_connection (common_http_protocol_options)",

@@ -132,6 +132,12 @@ func parseFormat(value string, accessLog bool) (f Format, plain string, err erro
 
 // formatPart checks one command's syntax as Envoy's CommandSyntaxChecker::checkSyntax does.
 func formatPart(command, arg, length string, hasArg, accessLog bool) (FormatPart, error) {
+	switch command { // the newer names of REQ and RESP, which Envoy's default format now uses
+	case "REQUEST_HEADER":
+		command = "REQ"
+	case "RESPONSE_HEADER":
+		command = "RESP"
+	}
 	kind, ok := formatCommands[command]
 	if k, logOnly := accessLogCommands[command]; logOnly {
 		if !accessLog {
