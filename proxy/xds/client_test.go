@@ -13,6 +13,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -408,6 +410,50 @@ var _ = Describe("Client", func() {
 				Eventually(cp.nacks).WithTimeout(wait).WithPolling(poll).Should(ContainElement(
 					ContainSubstring(`applying the configuration: listener "ingress": address already in use`)))
 				Expect(evs.list()).To(ContainElement(HaveField("Kind", xds.EventApplyFailed)))
+				// Regression: the NACK carried the refused version. A NACK repeats the last version
+				// accepted (xds_protocol.rst, "ACK/NACK and resource type instance version").
+				if apiType == "GRPC" {
+					for _, r := range cp.sotwRequests() {
+						if r.GetErrorDetail() != nil {
+							Expect(r.GetVersionInfo()).To(Equal("v1"), r.GetTypeUrl())
+						}
+					}
+				}
+				// The refused change was rolled back: once the Applier accepts again, the next version is
+				// applied, and the one before stays what the proxy runs until then.
+				Expect(addresses(clusterOf(rec.last(), "backend"))).To(Equal([]string{"127.0.0.1:9001"}))
+				refuse.setErr("")
+				cp.set("v3", edsCluster("backend"), endpoints("backend", "127.0.0.1:9003"))
+				Eventually(func() []string { return addresses(clusterOf(rec.last(), "backend")) }).
+					WithTimeout(wait).WithPolling(poll).Should(Equal([]string{"127.0.0.1:9003"}))
+			})
+
+			It("rejects a response with an undecodable resource whole, removing nothing, and a duplicate name", func() {
+				cfg, pb, err := config.ParseBootstrap([]byte(bootstrapYAML(apiType, cp.port())), "bootstrap.yaml")
+				Expect(err).NotTo(HaveOccurred())
+				c, err := xds.New(xds.Options{Bootstrap: pb, Config: cfg, Applier: rec, Clock: clk})
+				Expect(err).NotTo(HaveOccurred())
+				pack := func(m proto.Message) *anypb.Any {
+					a, err := anypb.New(m)
+					Expect(err).NotTo(HaveOccurred())
+					return a
+				}
+				Expect(xds.Update(c, xds.TypeCluster, "v1", []*anypb.Any{pack(edsCluster("backend"))})).To(Succeed())
+
+				// Regression: the undecodable resource had no name, so the full-state removal deleted
+				// "backend"; Envoy decodes every resource first and rejects the response whole.
+				garbage := &anypb.Any{TypeUrl: xds.TypeCluster, Value: []byte{0xff, 0xff}}
+				Expect(xds.Update(c, xds.TypeCluster, "v2", []*anypb.Any{pack(edsCluster("other")), garbage})).
+					To(MatchError(ContainSubstring("rejected whole")))
+				Expect(xds.Accepted(c, xds.TypeCluster)).To(HaveKey("backend"))
+				Expect(xds.Accepted(c, xds.TypeCluster)).NotTo(HaveKey("other"))
+
+				// Regression: a duplicate name was taken last-wins; Envoy keeps the first and NACKs.
+				second := edsCluster("backend")
+				second.ConnectTimeout = durationpb.New(7 * time.Second)
+				Expect(xds.Update(c, xds.TypeCluster, "v3", []*anypb.Any{pack(edsCluster("backend")), pack(second)})).
+					To(MatchError(ContainSubstring("duplicate cluster backend found")))
+				Expect(xds.Accepted(c, xds.TypeCluster)["backend"].(*clusterv3.Cluster).GetConnectTimeout().AsDuration()).To(Equal(time.Second))
 			})
 
 			It("hands over a configuration a proxy runs", func() {

@@ -216,16 +216,53 @@ type resource struct {
 // resources are accepted, invalid ones keep their previous version; the returned error lists the
 // invalid ones by name and field path (the NACK's error_detail), nil for an ACK. version is the
 // response's version, which becomes the type's on an ACK.
+//
+// As Envoy, a response with a resource that cannot be decoded at all (no value, another type, bytes
+// that do not unpack, a name other than the one announced) is rejected whole, nothing of it taken or
+// removed (GrpcMuxImpl decodes every resource before handing any over); a duplicate name is rejected and
+// the first of that name kept (cds_api_helper.cc: "duplicate cluster … found"); and when the Applier
+// refuses the configuration the response's changes are rolled back, so that the next response of any
+// type is not refused for this one's sake.
 func (s *state) update(url, version string, resources []resource, removed []string, full bool) error {
 	ts := s.types[url]
 	if ts == nil {
 		return fmt.Errorf("unsupported resource type %s", url)
 	}
+	type decoded struct {
+		e    *entry
+		name string
+		err  error
+	}
+	ds := make([]decoded, len(resources))
+	var malformed []string
+	for i, r := range resources {
+		e, name, err := s.decode(url, r)
+		ds[i] = decoded{e, name, err}
+		if errors.Is(err, errMalformed) {
+			if name == "" {
+				name = fmt.Sprintf("resources[%d]", i)
+			}
+			malformed = append(malformed, fmt.Sprintf("%s %q: %s", kindOf(url), name, err))
+		}
+	}
+	if len(malformed) > 0 {
+		s.countUpdate(url, nil, []string{""})
+		return fmt.Errorf("the response is rejected whole: %s", strings.Join(malformed, "\n"))
+	}
+	before := maps.Clone(ts.entries)
+	type versioned struct {
+		e       *entry
+		version string
+	}
+	var kept []versioned // entries whose version this response changed in place
 	now := s.c.clk.Now()
 	var errs, accepted, rejected []string
 	seen := map[string]bool{}
-	for i, r := range resources {
-		e, name, err := s.decode(url, r)
+	for i, d := range ds {
+		e, name, err := d.e, d.name, d.err
+		if err == nil && seen[name] {
+			err = fmt.Errorf("duplicate %s %s found", kindOf(url), name)
+		}
 		if name != "" {
 			seen[name] = true
 		}
@@ -238,13 +275,14 @@ func (s *state) update(url, version string, resources []resource, removed []stri
 			continue
 		}
 		accepted = append(accepted, name)
-		if r.version != "" {
+		if r := resources[i]; r.version != "" {
 			e.version = r.version
 		} else {
 			e.version = version
 		}
 		e.updated = now
 		if prev := ts.entries[name]; prev != nil && proto.Equal(prev.raw, e.raw) {
+			kept = append(kept, versioned{prev, prev.version})
 			prev.version = e.version
 			continue
 		}
@@ -270,16 +308,26 @@ func (s *state) update(url, version string, resources []resource, removed []stri
 	var err error
 	if len(errs) > 0 {
 		err = errors.New(strings.Join(errs, "\n"))
-	} else {
-		ts.version = version
 	}
 	s.countUpdate(url, accepted, rejected)
 	s.rearm()
 	if aerr := s.reconcile(); aerr != nil {
-		err = errors.Join(err, aerr)
+		// Back to what was applied: this response's changes go, the NACK says why.
+		ts.entries = before
+		for _, k := range kept {
+			k.e.version = k.version
+		}
+		s.rearm()
+		return errors.Join(err, aerr)
+	}
+	if err == nil {
+		ts.version = version // an ACK: the NACK of a later response repeats this version
 	}
 	return err
 }
+
+// errMalformed marks a resource that could not be decoded at all (see update).
+var errMalformed = errors.New("malformed resource")
 
 // rearm starts the initial fetch timeouts of the routes and endpoints newly wanted, and stops those of
 // the ones no longer wanted.
@@ -300,6 +348,13 @@ func (s *state) rearm() {
 		for name := range ts.timers {
 			if _, ok := names[name]; !ok {
 				s.disarm(url, name)
+			}
+		}
+		// A name no longer wanted forgets that its fetch timed out: wanted again later, it waits for
+		// its own initial_fetch_timeout.
+		for name := range ts.timedOut {
+			if _, ok := names[name]; !ok {
+				delete(ts.timedOut, name)
 			}
 		}
 		for name, d := range names {
@@ -326,14 +381,14 @@ func kindOf(url string) string {
 // decode unpacks and checks one resource; name is known as soon as the resource is unpacked.
 func (s *state) decode(url string, r resource) (e *entry, name string, err error) {
 	if r.value == nil {
-		return nil, r.name, errors.New("no resource")
+		return nil, r.name, fmt.Errorf("%w: no resource", errMalformed)
 	}
 	if r.value.GetTypeUrl() != url {
-		return nil, r.name, fmt.Errorf("type %s in a response of type %s", r.value.GetTypeUrl(), url)
+		return nil, r.name, fmt.Errorf("%w: type %s in a response of type %s", errMalformed, r.value.GetTypeUrl(), url)
 	}
 	msg, err := r.value.UnmarshalNew()
 	if err != nil {
-		return nil, r.name, fmt.Errorf("cannot unpack: %w", err)
+		return nil, r.name, fmt.Errorf("%w: cannot unpack: %w", errMalformed, err)
 	}
 	e = &entry{raw: msg}
 	switch m := msg.(type) {
@@ -357,7 +412,7 @@ func (s *state) decode(url string, r resource) (e *entry, name string, err error
 		e.endpoints, err = config.EndpointsFromProto(m)
 	}
 	if r.name != "" && name != r.name {
-		return nil, r.name, fmt.Errorf("the resource is named %q", name)
+		return nil, r.name, fmt.Errorf("%w: the resource is named %q", errMalformed, name)
 	}
 	if name == "" && err == nil {
 		err = errors.New("name: required")
