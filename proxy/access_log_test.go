@@ -351,6 +351,24 @@ var _ = Describe("access logs", func() {
 			Expect(flushed(srv, m)).To(Equal([]string{"400 DPE http1.unexpected_underscore"}))
 		})
 
+		// Regression: a response cut short after it started was logged with no flag and via_upstream.
+		It("is UC for an upstream gone mid-body, with Envoy's after-the-response-started details", func() {
+			u := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Length", "100")
+				io.WriteString(w, "0123456789")
+				w.(http.Flusher).Flush()
+				panic(http.ErrAbortHandler) // net/http closes the connection mid-body
+			})
+			srv, url, m := logged(setup{routes: route(nil), clusters: backend(u.addr())}, textLog(flags))
+			resp, err := client.Get(url + "/")
+			Expect(err).NotTo(HaveOccurred())
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			Expect(err).To(HaveOccurred()) // the downstream is reset too
+			Eventually(func() []string { return flushed(srv, m) }).WithTimeout(5 * time.Second).
+				Should(Equal([]string{"200 UC upstream_reset_after_response_started{connection_termination}"}))
+		})
+
 		It("is DC, with response code 0, for a client gone before its response", func() {
 			u := newUpstream(hang)
 			srv, url, m := logged(setup{routes: route(nil), clusters: backend(u.addr())}, textLog(flags))

@@ -588,6 +588,16 @@ func (f *forward) relay(a upstreamRequest, n int) {
 				f.vc.rqTimeout.Inc()
 			}
 			f.cl.st.rqTxReset.Inc() // Filter::onResponseTimeout resets the upstream request mid-body
+			f.si.failStarted(flagUpstreamRequestTimeout, "upstream_response_timeout")
+		case a.idle != nil && a.idle.hasFired():
+			f.si.failStarted(flagUpstreamRequestTimeout, "upstream_per_try_idle_timeout")
+		case f.r.Context().Err() != nil || isWriteError(err):
+			// The client went away mid-response: the connection manager resets the stream with DC.
+			f.si.failStarted(flagDownstreamConnectionTermination, "downstream_remote_disconnect")
+		default:
+			// The upstream ended or reset its connection mid-body: Filter::onUpstreamAbort once the
+			// response started (router.cc) sets UC with these details.
+			f.si.failStarted(flagUpstreamConnectionTermination, "upstream_reset_after_response_started{connection_termination}")
 		}
 		panic(http.ErrAbortHandler)
 	}
@@ -628,4 +638,10 @@ func (f *forward) mutateResponse(h http.Header, status int, upstream string) {
 			cluster: f.cl.name, upstream: upstream, hostname: f.rt.hostname}
 		mutateHeaders(h, &fc, f.route.ResponseHeaders, f.vh.ResponseHeaders, rc.ResponseHeaders)
 	}
+}
+
+// isWriteError reports whether err is a failed write, which relay's copy only gets from the downstream.
+func isWriteError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "write"
 }

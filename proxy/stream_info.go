@@ -127,6 +127,15 @@ func (si *streamInfo) setDetails(d string) {
 	}
 }
 
+// failStarted sets a response flag and the details of a stream reset after its response started:
+// they replace the details set when it started (via_upstream), as Envoy's setResponseCodeDetails does.
+func (si *streamInfo) failStarted(f responseFlags, details string) {
+	if si != nil {
+		si.flags.add(f)
+		si.details = details
+	}
+}
+
 // fail sets a response flag and the details of the reply it causes.
 func (si *streamInfo) fail(f responseFlags, details string) {
 	si.setFlag(f)
