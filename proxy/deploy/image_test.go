@@ -223,7 +223,7 @@ var _ = Describe("the proxy image", Label("docker"), Serial, Ordered, func() {
 			[]string{"-p", "127.0.0.1::10000", "-p", "127.0.0.1::15021"}, args(c))
 		health := "http://" + published(ctx, proxy, 15021)
 		Eventually(get).WithArguments(health + "/ready").WithTimeout(15 * time.Second).WithPolling(100 * time.Millisecond).Should(Equal("200 LIVE\n"))
-		Expect(get(health + "/stats")).To(HavePrefix("404 "), "only /ready of the admin is exposed")
+		Expect(get(health+"/stats")).To(HavePrefix("404 "), "only /ready of the admin is exposed")
 		url := "http://" + published(ctx, proxy, 10000) + "/"
 		for range 20 {
 			Expect(get(url)).To(Equal("200 hello from the app\n"))
@@ -243,7 +243,7 @@ var _ = Describe("the proxy image", Label("docker"), Serial, Ordered, func() {
 
 		health := "http://" + published(ctx, pod, 15021)
 		Eventually(get).WithArguments(health + "/ready").WithTimeout(15 * time.Second).WithPolling(100 * time.Millisecond).Should(Equal("200 LIVE\n"))
-		Expect(get(health + "/stats")).To(HavePrefix("404 "), "only /ready of the admin is exposed")
+		Expect(get(health+"/stats")).To(HavePrefix("404 "), "only /ready of the admin is exposed")
 		url := "http://" + published(ctx, pod, 15006) + "/"
 		for range 20 {
 			Expect(get(url)).To(Equal("200 hello from the app\n"))
