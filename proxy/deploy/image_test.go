@@ -115,6 +115,9 @@ var _ = Describe("the proxy image", Label("docker"), Serial, Ordered, func() {
 			Expect(left).To(BeEmpty(), "images left")
 		}, NodeTimeout(time.Minute))
 		Expect(err).NotTo(HaveOccurred(), "docker build: %s", out)
+		user, err := docker(ctx, "image", "inspect", "-f", "{{.Config.User}}", tag)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(user).To(Equal("65532:65532"))
 		GinkgoWriter.Printf("built image %s in %s total\n", tag, time.Since(start).Round(time.Millisecond))
 	}, NodeTimeout(imageBuildBudget))
 

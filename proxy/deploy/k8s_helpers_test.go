@@ -220,6 +220,19 @@ func dockerfileCmd(dockerfile string) (string, error) {
 	return string(m[1]), nil
 }
 
+// dockerfileUser is the image's USER in Dockerfile ("" when it has none).
+func dockerfileUser(dockerfile string) (string, error) {
+	data, err := os.ReadFile(dockerfile)
+	if err != nil {
+		return "", err
+	}
+	m := regexp.MustCompile(`(?m)^USER (\S+)$`).FindSubmatch(data)
+	if m == nil {
+		return "", nil
+	}
+	return string(m[1]), nil
+}
+
 // bootstrapPath is the file the container's proxy reads: its -c argument, else the image's default.
 func bootstrapPath(c *corev1.Container, imageDefault string) string {
 	if p, ok := flagValue(c.Args, "c"); ok {

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -230,6 +231,9 @@ var _ = Describe("the Kubernetes manifests", func() {
 		})
 
 		It("runs every container as a numeric non-root user, read-only, without privileges or capabilities", func() {
+			user, err := dockerfileUser("Dockerfile")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(user).NotTo(BeEmpty(), "the image runs as a non-root user by default too")
 			for _, d := range m.deployments {
 				spec := &d.Spec.Template.Spec
 				Expect(spec.SecurityContext).NotTo(BeNil(), "Deployment %s", d.Name)
@@ -241,6 +245,8 @@ var _ = Describe("the Kubernetes manifests", func() {
 					Expect(sc).NotTo(BeNil(), where)
 					Expect(sc.RunAsNonRoot).To(HaveValue(BeTrue()), where)
 					Expect(sc.RunAsUser).To(HaveValue(BeNumerically(">", 0)), where+": numeric (the image has no /etc/passwd)")
+					Expect(sc.RunAsGroup).NotTo(BeNil(), where)
+					Expect(fmt.Sprintf("%d:%d", *sc.RunAsUser, *sc.RunAsGroup)).To(Equal(user), where+": the image's USER")
 					Expect(sc.ReadOnlyRootFilesystem).To(HaveValue(BeTrue()), where)
 					Expect(sc.AllowPrivilegeEscalation).To(HaveValue(BeFalse()), where)
 					Expect(sc.Privileged).To(Or(BeNil(), HaveValue(BeFalse())), where)
