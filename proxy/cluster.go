@@ -45,9 +45,14 @@ type cluster struct {
 	latestSlowStart atomic.Int64
 
 	trafficSeen atomic.Bool
-	stop        chan struct{}
-	stopOnce    sync.Once
-	wg          sync.WaitGroup
+	// unpublish removes publishBreakers from the store's snapshot hooks when the cluster closes.
+	unpublish func()
+	// gens counts the configurations (generations) that hold the cluster: the last to let go of it
+	// closes it (see generation.release).
+	gens     atomic.Int64
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // host is one endpoint of a cluster with its per-host counters (admin /clusters).
@@ -207,7 +212,7 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 	}
 	c.st.membershipTotal.Set(int64(len(c.hosts)))
 	c.publishHealth()
-	store.OnSnapshot(c.publishBreakers)
+	c.unpublish = store.OnSnapshot(c.publishBreakers)
 	dial := c.dialer()
 	for _, h := range c.hosts {
 		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial, breakerLimits{c}))
@@ -579,7 +584,12 @@ func (c *cluster) immediateFail(i int) {
 }
 
 func (c *cluster) close() {
-	c.stopOnce.Do(func() { close(c.stop) })
+	c.stopOnce.Do(func() {
+		close(c.stop)
+		if c.unpublish != nil {
+			c.unpublish()
+		}
+	})
 	c.wg.Wait()
 	for _, u := range c.upstreams {
 		u.Close()
