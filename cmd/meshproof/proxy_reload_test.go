@@ -69,7 +69,7 @@ func runProxy(env proxycmd.Env, args ...string) *proxyRun {
 		cancel()
 		Eventually(r.done).WithTimeout(10 * time.Second).Should(Receive())
 	})
-	Eventually(r.stdout.String).WithTimeout(10 * time.Second).Should(MatchRegexp(addrsRE.String()), "stderr: %s", r.stderr.String())
+	Eventually(r.stdout.String).WithTimeout(10*time.Second).Should(MatchRegexp(addrsRE.String()), "stderr: %s", r.stderr.String())
 	m := addrsRE.FindStringSubmatch(r.stdout.String())
 	r.listener, r.admin = m[1]+m[4], m[2]+m[3]
 	return r
