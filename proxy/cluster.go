@@ -49,10 +49,18 @@ type cluster struct {
 	unpublish func()
 	// gens counts the configurations (generations) that hold the cluster: the last to let go of it
 	// closes it (see generation.release).
-	gens     atomic.Int64
-	stop     chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
+	gens atomic.Int64
+	// handedOver are the upstreams a cluster made from this one by an endpoint update took over: this
+	// one's close leaves them open.
+	handMu     sync.Mutex
+	handedOver map[upstream]bool
+	// borrowed are the upstreams of carriedFrom that this cluster, made by an endpoint update, uses
+	// until commit makes them its own (see carry).
+	borrowed    map[upstream]bool
+	carriedFrom *cluster
+	stop        chan struct{}
+	stopOnce    sync.Once
+	wg          sync.WaitGroup
 }
 
 // host is one endpoint of a cluster with its per-host counters (admin /clusters).
@@ -591,11 +599,17 @@ func (c *cluster) close() {
 		}
 	})
 	c.wg.Wait()
+	c.handMu.Lock()
+	defer c.handMu.Unlock()
 	for _, u := range c.upstreams {
-		u.Close()
+		if !c.handedOver[u] && !c.borrowed[u] {
+			u.Close()
+		}
 	}
 	for _, u := range c.hcUpstreams {
-		u.Close()
+		if !c.handedOver[u] && !c.borrowed[u] {
+			u.Close()
+		}
 	}
 }
 

@@ -225,23 +225,32 @@ func (s *Server) applyLocked(cfg *config.Bootstrap, raw proto.Message) (err erro
 	clusters := make(map[string]*cluster, len(cfg.Clusters))
 	var added, modified []string
 	for _, c := range cfg.Clusters {
+		var oc *cluster
 		if old != nil {
-			if oc := old.clusters[c.Name]; oc != nil && reflect.DeepEqual(oc.cfg, c) {
-				clusters[c.Name] = oc
-				continue
-			}
+			oc = old.clusters[c.Name]
 		}
-		cl, err := newCluster(c, s.store, s.opts.OnEvent, s.clk, s.seeds)
+		if oc != nil && reflect.DeepEqual(oc.cfg, c) {
+			clusters[c.Name] = oc
+			continue
+		}
+		var cl *cluster
+		var err error
+		if oc != nil && endpointsOnly(oc.cfg, c) {
+			cl, err = oc.carry(c) // an EDS update: the same cluster, new hosts
+		} else {
+			cl, err = newCluster(c, s.store, s.opts.OnEvent, s.clk, s.seeds)
+		}
 		if err != nil {
 			return err
 		}
 		created = append(created, cl)
 		s.liveClusters[cl] = struct{}{}
 		clusters[c.Name] = cl
-		if old != nil && old.clusters[c.Name] != nil {
-			modified = append(modified, c.Name)
-		} else {
+		switch {
+		case oc == nil:
 			added = append(added, c.Name)
+		case !endpointsOnly(oc.cfg, c):
+			modified = append(modified, c.Name)
 		}
 	}
 	chains := map[string]*chain{}
@@ -329,6 +338,9 @@ func (s *Server) applyLocked(cfg *config.Bootstrap, raw proto.Message) (err erro
 	for range drain {
 		old.refs.Add(1) // a draining server serves on the generation it had (old is current: refs > 0)
 		pins = append(pins, old)
+	}
+	for _, c := range created {
+		c.commit() // nothing fails from here: the pools an endpoint update took over are its own
 	}
 	s.gen.Store(g)
 	if old != nil {

@@ -212,6 +212,57 @@ var _ = Describe("Server.Update", func() {
 		Expect(clusters).To(ContainSubstring("::health_flags::healthy\n"))
 	})
 
+	It("keeps the hosts that stay when an EDS cluster's endpoints change: their ejection and their connections", func() {
+		bad := newUpstream(status(503))
+		cfg := func(addrs ...string) *config.Bootstrap {
+			c := bootstrapTo("svc", addrs[0])
+			cl := cluster("svc", addrs...)
+			cl.EDS = &config.EDS{ServiceName: "svc"}
+			o := policy.DefaultOutlierConfig()
+			o.Interval, o.BaseEjectionTime, o.MaxEjectionTime = time.Hour, time.Hour, 0
+			o.Consecutive5xx, o.MaxEjectionPercent = 2, 100
+			cl.Outlier = &o
+			cl.HealthyPanicThreshold = 0 // an ejected host gets nothing, even alone
+			c.Clusters = []config.Cluster{cl}
+			return c
+		}
+		srv, err := proxy.New(cfg(bad.addr(), a.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		url := "http://" + srv.ListenerAddr("edge") + "/"
+		Eventually(func() int64 { _, _, _ = get(url); return bad.requests.Load() }).Should(BeNumerically(">=", 2))
+		Eventually(func() uint64 { return stat(srv, "cluster.svc.outlier_detection.ejections_active") }).Should(Equal(uint64(1)))
+		for range 3 {
+			code, _, body := get(url)
+			Expect([]any{code, body}).To(Equal([]any{200, "a"}))
+		}
+		Expect(a.conns.Load()).To(Equal(int64(1)))
+
+		// b joins: bad stays ejected, a keeps its connection.
+		Expect(srv.Update(cfg(bad.addr(), a.addr(), b.addr()), nil)).To(Succeed())
+		Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(uint64(1)))
+		Expect(stat(srv, "cluster_manager.cluster_modified")).To(BeZero())
+		Expect(stat(srv, "cluster.svc.outlier_detection.ejections_active")).To(Equal(uint64(1)))
+		before := bad.requests.Load()
+		seen := map[string]int{}
+		for range 6 {
+			code, _, body := get(url)
+			Expect(code).To(Equal(200))
+			seen[body]++
+		}
+		Expect(seen).To(HaveKey("b"))
+		Expect(bad.requests.Load()).To(Equal(before))
+		Expect(a.conns.Load()).To(Equal(int64(1)))
+		_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
+		Expect(clusters).To(ContainSubstring("svc::" + bad.addr() + "::health_flags::/failed_outlier_check\n"))
+
+		// bad leaves: its ejection ends with it.
+		Expect(srv.Update(cfg(a.addr(), b.addr()), nil)).To(Succeed())
+		Expect(stat(srv, "cluster.svc.outlier_detection.ejections_active")).To(BeZero())
+		Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+	})
+
 	It("leaves the running configuration serving when the new one cannot be built", func() {
 		srv, err := proxy.New(bootstrapTo("a", a.addr()), proxy.Options{})
 		Expect(err).NotTo(HaveOccurred())
