@@ -592,12 +592,17 @@ func (c *cluster) immediateFail(i int) {
 }
 
 func (c *cluster) close() {
+	first := false
 	c.stopOnce.Do(func() {
+		first = true
 		close(c.stop)
 		if c.unpublish != nil {
 			c.unpublish()
 		}
 	})
+	if !first {
+		return // closed already (a generation let go of it after Shutdown closed it)
+	}
 	c.wg.Wait()
 	c.handMu.Lock()
 	defer c.handMu.Unlock()

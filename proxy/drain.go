@@ -75,7 +75,8 @@ func (s *Server) Draining() bool {
 // period (0: the drain time, Options.DrainTime) the listeners keep accepting while responses say
 // Connection: close as the drain strategy says, then they stop accepting; without graceful they stop
 // accepting at once. Connections already open stay, their requests served, until Shutdown. The
-// returned channel is closed once the listeners stopped accepting. A second call joins the first.
+// returned channel is closed once the listeners stopped accepting. A second call joins the first,
+// ending it sooner when its period ends sooner.
 func (s *Server) Drain(graceful bool, period time.Duration) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -92,19 +93,24 @@ func (s *Server) Drain(graceful bool, period time.Duration) <-chan struct{} {
 		s.stopListenersLocked()
 		return done
 	}
-	if s.drain.Load() != nil {
-		return done
-	}
 	if period <= 0 {
 		period = s.drainTime()
 	}
-	s.drain.Store(s.newDrainer(period))
-	t := s.clk.AfterFunc(period, func() {
+	deadline := s.clk.Now().Add(period)
+	if s.drain.Load() != nil {
+		if !deadline.Before(s.drainDeadline) {
+			return done
+		}
+		s.drainTimer.Stop() // a shorter drain asked for (SIGTERM during a long one): it ends sooner
+	} else {
+		s.drain.Store(s.newDrainer(period))
+	}
+	s.drainDeadline = deadline
+	s.drainTimer = s.clk.AfterFunc(period, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.stopListenersLocked()
 	})
-	s.drainTimer = t
 	return done
 }
 

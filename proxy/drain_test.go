@@ -91,6 +91,19 @@ var _ = Describe("Draining", func() {
 		Expect(err).To(HaveOccurred())
 	})
 
+	It("ends a long drain sooner when a shorter one is asked for (SIGTERM during /drain_listeners?graceful)", func() {
+		clk := fakeClock()
+		srv, _ := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", backend.addr())},
+			opts: proxy.Options{Clock: clk, DrainTime: time.Hour}})
+		long := srv.Drain(true, 0)
+		short := srv.Drain(true, time.Second)
+		Expect(short).To(Equal(long))
+		Expect(refused(srv.ListenerAddr("edge"))()).To(Succeed())
+		clk.Step(time.Second)
+		Eventually(short).Should(BeClosed())
+		Eventually(refused(srv.ListenerAddr("edge"))).Should(HaveOccurred())
+	})
+
 	It("drains gracefully behind a client that honours Connection: close, without a failed request", func() {
 		clk := fakeClock()
 		release := make(chan struct{})

@@ -28,7 +28,8 @@ import (
 
 // Options are the proxy's run-time settings that are not Envoy configuration.
 type Options struct {
-	// Bootstrap is the configuration as given, shown by the admin's /config_dump (nil: none).
+	// Bootstrap is the configuration as given, shown by the admin's /config_dump until an Update
+	// gives another (nil: none).
 	Bootstrap proto.Message
 	// Stats is the store the proxy counts into (nil: a new one).
 	Stats *stats.Store
@@ -114,6 +115,7 @@ type Server struct {
 	listenersStopped atomic.Bool
 	drained          chan struct{} // closed when the listeners stopped accepting (Drain)
 	drainTimer       clock.Timer
+	drainDeadline    time.Time
 	drawMu           sync.Mutex
 	drawRand         *rand.Rand
 
