@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -317,6 +318,41 @@ var _ = Describe("Server.Update", func() {
 		}).Should(HaveOccurred())
 		Expect(stat(srv, "listener_manager.listener_removed")).To(Equal(uint64(1)))
 		Eventually(func() uint64 { return stat(srv, "listener_manager.total_listeners_draining") }).Should(BeZero())
+	})
+
+	It("hands the socket to a new server when the listener's connection settings change; the old one drains its connections", func() {
+		srv, err := proxy.New(bootstrapTo("a", a.addr()), proxy.Options{DrainTime: time.Hour, DrainStrategy: proxy.DrainImmediate})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		addr := srv.ListenerAddr("edge")
+		conn, err := net.Dial("tcp", addr)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(conn.Close)
+		br := bufio.NewReader(conn)
+		exchange := func() *http.Response {
+			GinkgoHelper()
+			_, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			Expect(err).NotTo(HaveOccurred())
+			resp, err := http.ReadResponse(br, nil)
+			Expect(err).NotTo(HaveOccurred())
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp
+		}
+		Expect(exchange().Close).To(BeFalse())
+
+		changed := bootstrapTo("b", b.addr())
+		changed.Listeners[0].IdleTimeout = time.Minute
+		Expect(srv.Update(changed, nil)).To(Succeed())
+		Expect(stat(srv, "listener_manager.total_listeners_draining")).To(Equal(uint64(1)))
+		resp := exchange() // the old server: the old configuration, and the connection closes
+		Expect(resp.StatusCode).To(Equal(200))
+		Expect(resp.Close).To(BeTrue())
+		Expect(resp.Header.Get("x-upstream")).To(Equal(a.addr()))
+		code, _, body := get("http://" + addr + "/") // a new connection: the new server, same socket
+		Expect([]any{code, body}).To(Equal([]any{200, "b"}))
+		Expect(srv.ListenerAddr("edge")).To(Equal(addr))
 	})
 
 	It("shows the configuration it was given last in /config_dump", func() {

@@ -141,7 +141,7 @@ func (l *clientLoad) waitFor(n int64) {
 }
 
 var _ = Describe("meshproof proxy: reload, drain and xDS", func() {
-	It("reloads the bootstrap on SIGHUP 100 times under load without a failed request, and keeps it when the new one is invalid", func() {
+	It("reloads the bootstrap on SIGHUP 100 times under load without a failed request, and keeps it when the new one is invalid", Label("slow"), func() {
 		a, b := backendNamed("a"), backendNamed("b")
 		path := filepath.Join(GinkgoT().TempDir(), "bootstrap.yaml")
 		yamlA, yamlB := staticBootstrap(a.URL), staticBootstrap(b.URL)
