@@ -37,12 +37,11 @@ func (s *Server) adminHandler() http.Handler {
 	}
 	get("/ready", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("content-type", "text/plain")
-		if s.Draining() {
+		st := s.state()
+		if st != "LIVE" {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "DRAINING\n")
-			return
 		}
-		io.WriteString(w, "LIVE\n")
+		io.WriteString(w, st+"\n")
 	})
 	get("/stats", s.serveStats)
 	get("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {

@@ -139,10 +139,7 @@ func (s *Server) serveListeners(w http.ResponseWriter, r *http.Request) {
 // /healthcheck/fail, as Envoy's Utility::serverState says), and the uptime. meshproof has no hot
 // restart, so both uptimes are the process's.
 func (s *Server) serveServerInfo(w http.ResponseWriter) {
-	state := adminv3.ServerInfo_LIVE
-	if s.Draining() {
-		state = adminv3.ServerInfo_DRAINING
-	}
+	state := adminv3.ServerInfo_State(adminv3.ServerInfo_State_value[s.state()])
 	up := durationpb.New(s.clk.Since(s.startedAt).Truncate(1e9))
 	writeAdminJSON(w, &adminv3.ServerInfo{Version: proxyVersion(), State: state, UptimeCurrentEpoch: up,
 		UptimeAllEpochs: up, CommandLineOptions: &adminv3.CommandLineOptions{}})

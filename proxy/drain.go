@@ -87,8 +87,7 @@ func (s *Server) Drain(graceful bool, period time.Duration) <-chan struct{} {
 	if s.listenersStopped.Load() {
 		return done
 	}
-	s.mgr.serverState.Set(1)
-	s.mgr.serverLive.Set(0)
+	defer s.publishState()
 	if !graceful {
 		s.stopListenersLocked()
 		return done
@@ -211,11 +210,38 @@ func closedAfter(stop <-chan struct{}) context.Context {
 // answers 503 and every response closes its connection (Envoy's drainClose with drain_type DEFAULT).
 func (s *Server) setLive(ok bool) {
 	s.live.Store(ok)
-	if s.Draining() {
-		s.mgr.serverState.Set(1)
-		s.mgr.serverLive.Set(0)
-		return
+	s.publishState()
+}
+
+// SetInitializing marks the proxy INITIALIZING (on) or done with it: /ready answers 503
+// INITIALIZING meanwhile, as Envoy's until its initial xDS fetch is done (Utility::serverState).
+// meshproof proxy sets it while a dynamic bootstrap waits for its first configuration.
+func (s *Server) SetInitializing(on bool) {
+	s.initializing.Store(on)
+	s.publishState()
+}
+
+// state is the server's state as Envoy's admin reports it: DRAINING once the health check failed or
+// the listeners drain, else INITIALIZING before the first configuration, else LIVE.
+func (s *Server) state() string {
+	switch {
+	case s.Draining():
+		return "DRAINING"
+	case s.initializing.Load():
+		return "INITIALIZING"
 	}
-	s.mgr.serverState.Set(0)
-	s.mgr.serverLive.Set(1)
+	return "LIVE"
+}
+
+// publishState sets server.state (Envoy's values: 0 LIVE, 1 DRAINING, 3 INITIALIZING) and server.live.
+func (s *Server) publishState() {
+	st, live := int64(0), int64(1)
+	switch s.state() {
+	case "DRAINING":
+		st, live = 1, 0
+	case "INITIALIZING":
+		st, live = 3, 0
+	}
+	s.mgr.serverState.Set(st)
+	s.mgr.serverLive.Set(live)
 }

@@ -77,6 +77,21 @@ var _ = Describe("Draining", func() {
 		Expect(stat(srv, "server.state")).To(BeZero())
 	})
 
+	It("answers /ready 503 INITIALIZING until the first configuration (a dynamic bootstrap's initial fetch)", func() {
+		srv, _ := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", backend.addr())}})
+		admin := "http://" + srv.AdminAddr()
+		srv.SetInitializing(true)
+		code, _, body := get(admin + "/ready")
+		Expect([]any{code, body}).To(Equal([]any{503, "INITIALIZING\n"}))
+		_, _, info := get(admin + "/server_info")
+		Expect(info).To(MatchRegexp(`"state":\s*"INITIALIZING"`))
+		Expect(stat(srv, "server.state")).To(Equal(uint64(3)))
+		srv.SetInitializing(false)
+		code, _, body = get(admin + "/ready")
+		Expect([]any{code, body}).To(Equal([]any{200, "LIVE\n"}))
+		Expect(stat(srv, "server.live")).To(Equal(uint64(1)))
+	})
+
 	It("stops accepting at once on POST /drain_listeners; a GET is refused", func() {
 		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", backend.addr())}})
 		admin := "http://" + srv.AdminAddr()

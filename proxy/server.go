@@ -111,6 +111,7 @@ type Server struct {
 	liveClusters map[*cluster]struct{}
 
 	live             atomic.Bool // false after POST /healthcheck/fail
+	initializing     atomic.Bool // SetInitializing
 	drain            atomic.Pointer[drainer]
 	listenersStopped atomic.Bool
 	drained          chan struct{} // closed when the listeners stopped accepting (Drain)
@@ -154,7 +155,7 @@ func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.live.Store(true)
-	s.mgr.serverLive.Set(1)
+	s.publishState()
 	return s, nil
 }
 

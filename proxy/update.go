@@ -114,7 +114,7 @@ type managerStats struct {
 	listenerAdded, listenerModified, listenerRemoved, listenerStopped *stats.Counter
 	clusterAdded, clusterModified, clusterRemoved                     *stats.Counter
 	listenersActive, listenersDraining, activeClusters                *stats.Gauge
-	// serverState is Envoy's server.state (0 LIVE, 1 DRAINING); reloadFailed and reloadOK count the
+	// serverState is Envoy's server.state (0 LIVE, 1 DRAINING, 3 INITIALIZING); reloadFailed and reloadOK count the
 	// standalone proxy's reloads of its bootstrap (meshproof's: Envoy does not reload a bootstrap).
 	serverState, serverLive *stats.Gauge
 	reloadFailed, reloadOK  *stats.Counter

@@ -301,6 +301,8 @@ static_resources:
 		url := "http://" + r.listener + "/"
 		code, body := getBody(url)
 		Expect([]any{code, body}).To(Equal([]any{200, "a"}))
+		code, body = getBody("http://" + r.admin + "/ready") // INITIALIZING until the first configuration
+		Expect([]any{code, body}).To(Equal([]any{200, "LIVE\n"}))
 		_, dump := getBody("http://" + r.admin + "/config_dump")
 		Expect(dump).To(MatchRegexp(`"version_info":\s*"v1"`))
 		Expect(dump).To(ContainSubstring("type.googleapis.com/envoy.admin.v3.EndpointsConfigDump"))

@@ -128,6 +128,9 @@ func Run(ctx context.Context, env Env, name string, args []string, stdout, stder
 		cli.PrintErr(stderr, err)
 		return cli.ExitInvalid
 	}
+	if cfg.Dynamic != nil {
+		srv.SetInitializing(true) // /ready answers 503 INITIALIZING until the first configuration
+	}
 	if err := srv.Start(); err != nil {
 		cli.PrintErr(stderr, err)
 		return cli.ExitFailed

@@ -25,6 +25,7 @@ func runXDS(ctx context.Context, cfg *config.Bootstrap, raw *bootstrapv3.Bootstr
 			if err := srv.Update(c, dump); err != nil {
 				return err
 			}
+			srv.SetInitializing(false)
 			out.print(c)
 			return nil
 		}),
