@@ -169,19 +169,20 @@ func (s *Server) Apply(cfg *config.Bootstrap, raw proto.Message) error { return 
 // serverKey is what a listener's h1 server is made with: when it changes, a new server takes the
 // socket over.
 type serverKey struct {
-	headTimeout              time.Duration
-	headTimeoutBody          string
-	idle                     time.Duration
-	maxHeader                int
-	maxRequests              uint32
-	limit                    config.ConnectionLimit
-	limited                  bool
-	underscoresStatPrefixKey string
+	headTimeout     time.Duration
+	headTimeoutBody string
+	idle            time.Duration
+	maxHeader       int
+	maxRequests     uint32
+	limit           config.ConnectionLimit
+	limited         bool
+	// statPrefix: the server's connection callbacks count into the HCM stats of this prefix.
+	statPrefix string
 }
 
 func keyOf(l config.Listener) serverKey {
 	k := serverKey{headTimeout: time.Minute, idle: l.IdleTimeout, maxHeader: l.MaxRequestHeadersBytes,
-		maxRequests: l.MaxRequestsPerConnection, underscoresStatPrefixKey: l.StatPrefix}
+		maxRequests: l.MaxRequestsPerConnection, statPrefix: l.StatPrefix}
 	if l.RequestHeadersTimeout > 0 {
 		k.headTimeout, k.headTimeoutBody = l.RequestHeadersTimeout, "request header timeout"
 	}
