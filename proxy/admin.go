@@ -37,12 +37,11 @@ func (s *Server) adminHandler() http.Handler {
 	}
 	get("/ready", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("content-type", "text/plain")
-		if !s.live.Load() {
+		st := s.state()
+		if st != "LIVE" {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "DRAINING\n")
-			return
 		}
-		io.WriteString(w, "LIVE\n")
+		io.WriteString(w, st+"\n")
 	})
 	get("/stats", s.serveStats)
 	get("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {
@@ -61,11 +60,12 @@ func (s *Server) adminHandler() http.Handler {
 	get("/runtime", func(w http.ResponseWriter, _ *http.Request) { serveRuntimeLayers(w) })
 	get("/config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("content-type", "application/json")
-		if s.opts.Bootstrap == nil {
+		raw := s.gen.Load().raw
+		if raw == nil {
 			io.WriteString(w, "{}\n")
 			return
 		}
-		b, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(s.opts.Bootstrap)
+		b, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(raw)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -80,8 +80,21 @@ func (s *Server) adminHandler() http.Handler {
 		get("/debug/pprof/profile", pprof.Profile)
 		get("/debug/pprof/trace", pprof.Trace)
 	}
-	post("/healthcheck/fail", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(false); io.WriteString(w, "OK\n") })
-	post("/healthcheck/ok", func(w http.ResponseWriter, _ *http.Request) { s.live.Store(true); io.WriteString(w, "OK\n") })
+	post("/healthcheck/fail", func(w http.ResponseWriter, _ *http.Request) { s.setLive(false); io.WriteString(w, "OK\n") })
+	post("/healthcheck/ok", func(w http.ResponseWriter, _ *http.Request) { s.setLive(true); io.WriteString(w, "OK\n") })
+	// Envoy's /drain_listeners: stop accepting at once, or with ?graceful after the drain time
+	// (--drain-time-s), responses saying Connection: close meanwhile. ?inboundonly drains the
+	// listeners whose traffic_direction is INBOUND: meshproof does not read traffic_direction, so
+	// it is refused rather than draining none or all.
+	post("/drain_listeners", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if q.Has("inboundonly") {
+			http.Error(w, "inboundonly: listeners have no traffic_direction in meshproof", http.StatusBadRequest)
+			return
+		}
+		s.Drain(q.Has("graceful"), 0)
+		io.WriteString(w, "OK\n")
+	})
 	// Envoy's /reopen_logs: every access log file is closed and opened again (after a rotation).
 	post("/reopen_logs", func(w http.ResponseWriter, _ *http.Request) { s.reopenLogs(); io.WriteString(w, "OK\n") })
 	post("/reset_counters", func(w http.ResponseWriter, _ *http.Request) { s.store.ResetCounters(); io.WriteString(w, "OK\n") })
@@ -122,14 +135,16 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 // counter ("<cluster>::<host>::<stat>::<value>").
 func (s *Server) serveClusters(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("content-type", "text/plain")
-	names := make([]string, 0, len(s.clusters))
-	for n := range s.clusters {
+	g := s.current()
+	defer g.release()
+	names := make([]string, 0, len(g.clusters))
+	for n := range g.clusters {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	var b strings.Builder
 	for _, n := range names {
-		c := s.clusters[n]
+		c := g.clusters[n]
 		fmt.Fprintf(&b, "%s::observability_name::%s\n", n, n)
 		for _, prio := range []struct {
 			name string

@@ -35,8 +35,10 @@ func writeAdminJSON(w http.ResponseWriter, m proto.Message) {
 
 // sortedClusters are the proxy's clusters by name.
 func (s *Server) sortedClusters() []*cluster {
-	out := make([]*cluster, 0, len(s.clusters))
-	for _, c := range s.clusters {
+	g := s.current()
+	defer g.release()
+	out := make([]*cluster, 0, len(g.clusters))
+	for _, c := range g.clusters {
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
@@ -137,11 +139,8 @@ func (s *Server) serveListeners(w http.ResponseWriter, r *http.Request) {
 // /healthcheck/fail, as Envoy's Utility::serverState says), and the uptime. meshproof has no hot
 // restart, so both uptimes are the process's.
 func (s *Server) serveServerInfo(w http.ResponseWriter) {
-	state := adminv3.ServerInfo_LIVE
-	if !s.live.Load() {
-		state = adminv3.ServerInfo_DRAINING
-	}
-	up := durationpb.New(s.clk.Since(s.started).Truncate(1e9))
+	state := adminv3.ServerInfo_State(adminv3.ServerInfo_State_value[s.state()])
+	up := durationpb.New(s.clk.Since(s.startedAt).Truncate(1e9))
 	writeAdminJSON(w, &adminv3.ServerInfo{Version: proxyVersion(), State: state, UptimeCurrentEpoch: up,
 		UptimeAllEpochs: up, CommandLineOptions: &adminv3.CommandLineOptions{}})
 }

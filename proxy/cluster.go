@@ -45,6 +45,19 @@ type cluster struct {
 	latestSlowStart atomic.Int64
 
 	trafficSeen atomic.Bool
+	// unpublish removes publishBreakers from the store's snapshot hooks when the cluster closes.
+	unpublish func()
+	// gens counts the configurations (generations) that hold the cluster: the last to let go of it
+	// closes it (see generation.release).
+	gens atomic.Int64
+	// handedOver are the upstreams a cluster made from this one by an endpoint update took over: this
+	// one's close leaves them open.
+	handMu     sync.Mutex
+	handedOver map[upstream]bool
+	// borrowed are the upstreams of carriedFrom that this cluster, made by an endpoint update, uses
+	// until commit makes them its own (see carry).
+	borrowed    map[upstream]bool
+	carriedFrom *cluster
 	stop        chan struct{}
 	stopOnce    sync.Once
 	wg          sync.WaitGroup
@@ -207,7 +220,7 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 	}
 	c.st.membershipTotal.Set(int64(len(c.hosts)))
 	c.publishHealth()
-	store.OnSnapshot(c.publishBreakers)
+	c.unpublish = store.OnSnapshot(c.publishBreakers)
 	dial := c.dialer()
 	for _, h := range c.hosts {
 		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial, breakerLimits{c}))
@@ -579,13 +592,29 @@ func (c *cluster) immediateFail(i int) {
 }
 
 func (c *cluster) close() {
-	c.stopOnce.Do(func() { close(c.stop) })
+	first := false
+	c.stopOnce.Do(func() {
+		first = true
+		close(c.stop)
+		if c.unpublish != nil {
+			c.unpublish()
+		}
+	})
+	if !first {
+		return // closed already (a generation let go of it after Shutdown closed it)
+	}
 	c.wg.Wait()
+	c.handMu.Lock()
+	defer c.handMu.Unlock()
 	for _, u := range c.upstreams {
-		u.Close()
+		if !c.handedOver[u] && !c.borrowed[u] {
+			u.Close()
+		}
 	}
 	for _, u := range c.hcUpstreams {
-		u.Close()
+		if !c.handedOver[u] && !c.borrowed[u] {
+			u.Close()
+		}
 	}
 }
 

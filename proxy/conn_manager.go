@@ -66,8 +66,10 @@ type hcmStats struct {
 	// cxIdleTimeout: one closed by the HCM idle_timeout; cxMaxRequestsReached: one that reached
 	// max_requests_per_connection.
 	cxProtocolError, cxDestroyRemoteActiveRq, cxIdleTimeout, cxMaxRequestsReached *stats.Counter
-	rqActive, cxActive                                                            *stats.Gauge
-	rqTime                                                                        *stats.Histogram
+	// cxDrainClose: a response that said Connection: close because the listener drains.
+	cxDrainClose       *stats.Counter
+	rqActive, cxActive *stats.Gauge
+	rqTime             *stats.Histogram
 }
 
 func newHCMStats(store *stats.Store, prefix string) hcmStats {
@@ -80,6 +82,7 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 		cxTotal:         c("downstream_cx_total"), rqActive: store.Gauge(p + "downstream_rq_active"), cxActive: store.Gauge(p + "downstream_cx_active"),
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
 		cxIdleTimeout: c("downstream_cx_idle_timeout"), cxMaxRequestsReached: c("downstream_cx_max_requests_reached"),
+		cxDrainClose:         c("downstream_cx_drain_close"),
 		rqTime:               store.Histogram(p + "downstream_rq_time"),
 		rqMaxDurationReached: c("downstream_rq_max_duration_reached"),
 		rqIdleTimeout:        c("downstream_rq_idle_timeout"),

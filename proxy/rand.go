@@ -30,6 +30,7 @@ const (
 	saltRoute // the route's own draws: a weighted cluster
 	saltLocalRateLimit
 	saltMirror
+	saltDrain
 )
 
 // seed resets p to the stream of (name, salt).

@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,13 +23,13 @@ import (
 
 	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
-	"github.com/meshproof/meshproof/proxy/internal/h1"
 	"github.com/meshproof/meshproof/proxy/stats"
 )
 
 // Options are the proxy's run-time settings that are not Envoy configuration.
 type Options struct {
-	// Bootstrap is the configuration as given, shown by the admin's /config_dump (nil: none).
+	// Bootstrap is the configuration as given, shown by the admin's /config_dump until an Update
+	// gives another (nil: none).
 	Bootstrap proto.Message
 	// Stats is the store the proxy counts into (nil: a new one).
 	Stats *stats.Store
@@ -74,6 +73,12 @@ type Options struct {
 	// AccessLogBufferBytes bounds each access log file's buffer of lines not yet written (0: 4 MiB);
 	// a line beyond it is dropped and counted in filesystem.write_dropped, never waited for.
 	AccessLogBufferBytes int
+	// DrainTime is Envoy's --drain-time-s: how long a listener drains, after POST
+	// /drain_listeners?graceful or when a configuration change removes or replaces it (0: 600 s,
+	// Envoy's default).
+	DrainTime time.Duration
+	// DrainStrategy is Envoy's --drain-strategy (default DrainGradual).
+	DrainStrategy DrainStrategy
 	// Warn receives each warning about how the proxy runs, once, as Start binds its sockets: today an
 	// admin interface bound beyond loopback. nil: the standard logger (log.Print).
 	Warn func(msg string)
@@ -87,24 +92,41 @@ type stopper interface {
 
 // Server is a running proxy: its listeners, clusters and admin interface.
 type Server struct {
-	cfg      *config.Bootstrap
-	opts     Options
-	store    *stats.Store
-	clusters map[string]*cluster
+	opts  Options
+	store *stats.Store
+	mgr   managerStats
+	// gen is the configuration requests run on (see update.go).
+	gen atomic.Pointer[generation]
 
 	mu        sync.Mutex
-	listeners map[string]net.Listener
+	cfg       *config.Bootstrap
+	started   bool
+	stopped   bool
+	listeners map[string]net.Listener // by listener name: the bound socket (ListenerAddr)
+	bound     map[string]*boundListener
 	servers   []stopper
 	adminLn   net.Listener
+	// liveClusters are the clusters not closed yet (current, or held by a request or a draining
+	// listener).
+	liveClusters map[*cluster]struct{}
 
-	live     atomic.Bool // false after POST /healthcheck/fail
-	quit     chan struct{}
-	quitOnce sync.Once
-	stop     chan struct{} // closed when the server stops: ends the stats flush loop
-	stopOnce sync.Once
-	clk      clock.Clock
-	seeds    seeds
-	started  time.Time // when Start ran, on clk: /server_info's uptime
+	live             atomic.Bool // false after POST /healthcheck/fail
+	initializing     atomic.Bool // SetInitializing
+	drain            atomic.Pointer[drainer]
+	listenersStopped atomic.Bool
+	drained          chan struct{} // closed when the listeners stopped accepting (Drain)
+	drainTimer       clock.Timer
+	drainDeadline    time.Time
+	drawMu           sync.Mutex
+	drawRand         *rand.Rand
+
+	quit      chan struct{}
+	quitOnce  sync.Once
+	stop      chan struct{} // closed when the server stops: ends the stats flush loop
+	stopOnce  sync.Once
+	clk       clock.Clock
+	seeds     seeds
+	startedAt time.Time // when Start ran, on clk: /server_info's uptime
 	// logFiles are the access log files by path, shared by the listeners that name the same one.
 	logFiles map[string]*logFile
 }
@@ -117,8 +139,8 @@ func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
 	if cfg == nil {
 		return nil, errors.New("proxy: nil configuration")
 	}
-	s := &Server{cfg: cfg, opts: opts, store: opts.Stats, clusters: map[string]*cluster{},
-		listeners: map[string]net.Listener{}, quit: make(chan struct{}), stop: make(chan struct{}),
+	s := &Server{opts: opts, store: opts.Stats, listeners: map[string]net.Listener{}, bound: map[string]*boundListener{},
+		liveClusters: map[*cluster]struct{}{}, quit: make(chan struct{}), stop: make(chan struct{}),
 		clk: opts.Clock, seeds: newSeeds(opts.Rand)}
 	if s.store == nil {
 		s.store = stats.NewStore()
@@ -126,14 +148,14 @@ func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
 	if s.clk == nil {
 		s.clk = clock.Real{}
 	}
-	for _, c := range cfg.Clusters {
-		cl, err := newCluster(c, s.store, opts.OnEvent, s.clk, s.seeds)
-		if err != nil {
-			return nil, err
-		}
-		s.clusters[c.Name] = cl
+	s.mgr = newManagerStats(s.store)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.applyLocked(cfg, opts.Bootstrap); err != nil {
+		return nil, err
 	}
 	s.live.Store(true)
+	s.publishState()
 	return s, nil
 }
 
@@ -142,85 +164,12 @@ func New(cfg *config.Bootstrap, opts Options) (*Server, error) {
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.started = s.clk.Now()
-	for _, l := range s.cfg.Listeners {
-		ln, err := net.Listen("tcp", l.Address)
-		if err != nil {
-			s.closeLocked()
-			return fmt.Errorf("listener %q: %w", l.Name, err)
-		}
-		s.listeners[l.Name] = ln
-		var served net.Listener = ln
-		if l.ConnectionLimit != nil {
-			served = newLimitListener(ln, l.ConnectionLimit, s.store)
-		}
-		rt := newRouter(s.clusters, s.clk, s.seeds)
-		rt.onRequest = s.opts.OnRequest
-		hcm := newConnManager(l, s.store, s.clk, rt)
-		if a, ok := ln.Addr().(*net.TCPAddr); ok {
-			hcm.localPort = a.Port // strip_matching_host_port compares with the port bound
-		}
-		rt.hcm = hcm
-		rt.rc = &hcm.routes
-		rt.vclusters = newVirtualClusters(hcm.routes.VirtualHosts, s.store)
-		// The request chain, outermost first: the request header mutations (forwarding), tracing
-		// (server span), the HTTP filters before the router in the HCM's order (fault, local rate
-		// limit), connection manager (downstream stats, route, body), router (upstream requests, retries).
-		var handler http.Handler = hcm
-		filters := l.HTTPFilters
-		if filters == nil && l.Fault != nil {
-			filters = []config.HTTPFilter{{Fault: l.Fault}}
-		}
-		for i := len(filters) - 1; i >= 0; i-- { // the HCM's http_filters order, the first outermost
-			switch f := filters[i]; {
-			case f.Fault != nil:
-				handler = newFaultFilter(f.Fault, handler, hcm, s.store, l.StatPrefix, s.clk, s.seeds)
-			case f.LocalRateLimit != nil:
-				handler = newLocalRateLimit(f.LocalRateLimit, handler, hcm, s.store, s.clk, s.seeds)
-			}
-		}
-		if tp := s.opts.TracerProvider; tp != nil {
-			rt.tracer, rt.prop = tp.Tracer(TracerName), s.opts.Propagator
-			if rt.prop == nil {
-				rt.prop = propagation.TraceContext{}
-			}
-			sampling := 1.0
-			if l.Tracing != nil {
-				sampling = l.Tracing.RandomSampling
-			}
-			handler = newTracing(handler, rt.tracer, rt.prop, sampling, s.seeds)
-		}
-		// Outermost: the connection manager's request header mutations (x-forwarded-for,
-		// x-envoy-internal ...), which every filter and the tracer see done, as in Envoy.
-		handler = &forwardingHandler{fw: newForwarding(l), next: handler}
-		// Before it, the codec's check of header names (headers_with_underscores_action).
-		handler = newUnderscores(l.UnderscoresAction, hcm, s.store, handler)
-		// Outermost, the access logs: a line for each request once it ended, whatever answered it.
-		accessLogs := l.AccessLogs
-		if s.opts.AccessLogPath != "" {
-			accessLogs = append(slices.Clip(accessLogs), config.AccessLog{Path: s.opts.AccessLogPath})
-		}
-		if len(accessLogs) > 0 {
-			logs, err := s.accessLogs(accessLogs)
-			if err != nil {
-				s.closeLocked()
-				return fmt.Errorf("listener %q: %w", l.Name, err)
-			}
-			handler = &accessLogHandler{next: handler, logs: logs, clk: s.clk, hostname: rt.hostname}
-		}
-		headTimeout, headTimeoutBody := time.Minute, "" // meshproof's own bound on a head (Envoy has none)
-		if l.RequestHeadersTimeout > 0 {
-			// ActiveStream::onRequestHeaderTimeout (conn_manager_impl.cc): 408 "request header timeout".
-			headTimeout, headTimeoutBody = l.RequestHeadersTimeout, "request header timeout"
-			hcm.countHeaderTimeouts = true
-		}
-		srv := &h1.Server{Handler: handler, ReadHeaderTimeout: headTimeout, HeaderTimeoutBody: headTimeoutBody,
-			IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxRequestHeadersBytes,
-			ConnState: hcm.connState, Rejected: hcm.rejected, IdleTimedOut: hcm.st.cxIdleTimeout.Inc,
-			MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc,
-			RejectHTTP10: true} // Envoy's default: http_protocol_options.accept_http_10 false
-		s.servers = append(s.servers, srv)
-		go func() { _ = srv.Serve(served) }()
+	s.startedAt = s.clk.Now()
+	s.started = true
+	g := s.gen.Load()
+	if err := s.applyLocked(g.cfg, g.raw); err != nil {
+		s.closeLocked()
+		return err
 	}
 	if s.cfg.Admin != nil {
 		ln, err := net.Listen("tcp", s.cfg.Admin.Address)
@@ -240,7 +189,7 @@ func (s *Server) Start() error {
 		s.servers = append(s.servers, srv)
 		go func() { _ = srv.Serve(ln) }()
 	}
-	for _, c := range s.clusters {
+	for c := range s.liveClusters {
 		c.start()
 	}
 	go s.flushStats(s.clk.NewTicker(statsFlushInterval))
@@ -312,6 +261,11 @@ func (s *Server) Quit() <-chan struct{} { return s.quit }
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends, then closes everything.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	s.stopped = true
+	s.stopListenersLocked()
+	if s.drainTimer != nil {
+		s.drainTimer.Stop()
+	}
 	servers := append([]stopper(nil), s.servers...)
 	s.mu.Unlock()
 	var errs []error
@@ -321,10 +275,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = srv.Close()
 		}
 	}
-	for _, c := range s.clusters {
+	s.stopFlush()
+	for _, c := range s.takeClusters() {
 		c.close()
 	}
-	s.stopFlush()
 	// The access logs last, once no request is left to log: what they buffered is written.
 	for _, f := range s.takeLogFiles() {
 		if err := f.close(ctx); err != nil {
@@ -352,6 +306,18 @@ func (s *Server) accessLogs(cfgs []config.AccessLog) ([]accessLog, error) {
 		out = append(out, accessLog{filter: c.Filter, format: c.Format, file: f})
 	}
 	return out, nil
+}
+
+// takeClusters removes the clusters not closed yet from the server, for closing.
+func (s *Server) takeClusters() []*cluster {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*cluster, 0, len(s.liveClusters))
+	for c := range s.liveClusters {
+		out = append(out, c)
+	}
+	clear(s.liveClusters)
+	return out
 }
 
 // takeLogFiles removes the access log files from the server, for closing.
@@ -400,19 +366,21 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeLocked() {
+	s.stopped = true
 	for _, srv := range s.servers {
 		_ = srv.Close()
 	}
-	for _, ln := range s.listeners {
-		_ = ln.Close()
+	for _, b := range s.bound {
+		b.sock.close()
 	}
 	if s.adminLn != nil {
 		_ = s.adminLn.Close()
 	}
-	for _, c := range s.clusters {
+	s.stopFlush()
+	for c := range s.liveClusters {
 		c.close()
 	}
-	s.stopFlush()
+	clear(s.liveClusters)
 	// The access logs write what they buffered in the background; Close does not wait for it.
 	done, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -3,7 +3,7 @@
 //
 //	meshproof run FILE [--out DIR] [--seed N]   run a scenario end to end; exit 0 pass, 1 check failed, 2 bad input
 //	meshproof validate FILE…                    check scenario files without running them
-//	meshproof proxy -c BOOTSTRAP.yaml           run the proxy from an Envoy v3 static bootstrap
+//	meshproof proxy -c BOOTSTRAP.yaml           run the proxy from an Envoy v3 bootstrap (reloaded on SIGHUP)
 package main
 
 import (

@@ -384,3 +384,29 @@ func (hc *HealthChecker) Stats() HealthCheckStats {
 	defer hc.mu.Unlock()
 	return hc.stats
 }
+
+// Carry returns a checker for a new host set that keeps the state of the hosts that stay: new host i
+// was host from[i] of hc, or is new (unhealthy, its first check pending) when from[i] is negative, as
+// Envoy's health checker keeps the sessions of the hosts that stay across a membership update
+// (HealthCheckerImplBase::onClusterMemberUpdate, source/common/upstream/health_checker_impl.cc). The
+// stats carry on.
+func (hc *HealthChecker) Carry(from []int) *HealthChecker {
+	n := &HealthChecker{cfg: hc.cfg, healthy: make([]atomic.Bool, len(from)), hosts: make([]hcHost, len(from))}
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	n.stats = hc.stats
+	healthy := uint64(0)
+	for i, j := range from {
+		if j < 0 || j >= len(hc.hosts) {
+			n.hosts[i].firstCheck = true
+			continue
+		}
+		n.hosts[i] = hc.hosts[j]
+		if hc.healthy[j].Load() {
+			n.healthy[i].Store(true)
+			healthy++
+		}
+	}
+	n.stats.Healthy = healthy
+	return n
+}

@@ -699,3 +699,37 @@ func (d *OutlierDetector) Snapshot() OutlierSnapshot {
 	}
 	return snap
 }
+
+// Carry returns a detector for a new host set that keeps the state of the hosts that stay: new host i
+// was host from[i] of d, or is new when from[i] is negative. A host that stays keeps its counters,
+// its ejection (and multiplier) and its last success rate; a removed host's ejection ends with it; the
+// cluster's detection stats carry on. This is what Envoy's DetectorImpl does on a membership update
+// (source/common/upstream/outlier_detection_impl.cc: the callback added in initialize creates monitors
+// for added hosts and erases those of removed ones). d stays usable; what it records afterwards is not
+// carried.
+func (d *OutlierDetector) Carry(from []int, rng Rand) (*OutlierDetector, error) {
+	n, err := NewOutlierDetector(d.cfg, len(from), rng)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n.stats, n.detected, n.enforced = d.stats, d.detected, d.enforced
+	n.srAvg, n.srThresh = d.srAvg, d.srThresh
+	for i, j := range from {
+		if j < 0 || j >= len(d.counters) {
+			continue
+		}
+		oc, nc := &d.counters[j], &n.counters[i]
+		oc.mu.Lock()
+		nc.c5xx, nc.cGateway, nc.cLocal = oc.c5xx, oc.cGateway, oc.cLocal
+		nc.external, nc.localOrigin = oc.external, oc.localOrigin
+		oc.mu.Unlock()
+		n.ejection[i] = d.ejection[j]
+		if oc.ejected.Load() {
+			nc.ejected.Store(true)
+			n.active++
+		}
+	}
+	return n, nil
+}

@@ -4,6 +4,7 @@
 package stats
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -66,15 +67,22 @@ type Store struct {
 	histograms map[string]*Histogram
 
 	refreshMu  sync.Mutex
-	refreshers []func() // set gauges that mirror state kept elsewhere, before every snapshot
+	refreshers []*func() // set gauges that mirror state kept elsewhere, before every snapshot
 }
 
 // OnSnapshot registers f to run before every Snapshot, to bring gauges that mirror another component's
-// state (e.g. circuit-breaker occupancy) up to date.
-func (s *Store) OnSnapshot(f func()) {
+// state (e.g. circuit-breaker occupancy) up to date. remove unregisters it (a cluster that a new
+// configuration removed or replaced).
+func (s *Store) OnSnapshot(f func()) (remove func()) {
+	p := &f
 	s.refreshMu.Lock()
-	s.refreshers = append(s.refreshers, f)
+	s.refreshers = append(s.refreshers, p)
 	s.refreshMu.Unlock()
+	return func() {
+		s.refreshMu.Lock()
+		defer s.refreshMu.Unlock()
+		s.refreshers = slices.DeleteFunc(slices.Clone(s.refreshers), func(q *func()) bool { return q == p })
+	}
 }
 
 // NewStore returns an empty store.
@@ -132,7 +140,7 @@ func (s *Store) Snapshot() []Stat {
 	refreshers := s.refreshers
 	s.refreshMu.Unlock()
 	for _, f := range refreshers {
-		f()
+		(*f)()
 	}
 	s.mu.RLock()
 	out := make([]Stat, 0, len(s.counters)+len(s.gauges))

@@ -60,6 +60,10 @@ type Server struct {
 	// MaxRequestsReached, when set, hears of each connection that reached MaxRequestsPerConnection, as
 	// its last request is dispatched.
 	MaxRequestsReached func()
+	// DrainClose, when set, is asked as each request is dispatched whether its response closes the
+	// connection (Connection: close), as Envoy's connection manager asks its drain manager
+	// (ConnectionManagerImpl::ActiveStream::encodeHeaders, drainClose) while a listener drains.
+	DrainClose func() bool
 	// BaseContext is the parent of every connection's context (nil: context.Background()).
 	BaseContext context.Context
 
@@ -306,6 +310,9 @@ func (c *conn) readLoop() {
 			if s.MaxRequestsReached != nil {
 				s.MaxRequestsReached()
 			}
+		}
+		if !c.req.Close && s.DrainClose != nil && s.DrainClose() {
+			c.req.Close = true
 		}
 		select {
 		case <-c.bodyDone: // a stale signal, from a body read to its end after its request

@@ -1,0 +1,115 @@
+package proxy
+
+import (
+	"fmt"
+	"reflect"
+
+	"github.com/meshproof/meshproof/proxy/config"
+)
+
+// endpointsOnly says whether b differs from a by its endpoints alone, for a cluster of type EDS: an
+// EDS update, which Envoy applies to the running cluster (ClusterImplBase's priority set update)
+// rather than replacing it.
+func endpointsOnly(a, b config.Cluster) bool {
+	if a.EDS == nil || b.EDS == nil {
+		return false
+	}
+	a.Endpoints, b.Endpoints = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// carry makes the cluster of cfg from c, whose configuration differs by its endpoints alone, as
+// Envoy's EDS cluster updates its hosts (EdsClusterImpl::onConfigUpdate → updateDynamicHostList,
+// source/common/upstream/upstream_impl.cc): a host whose address and weight stay is the same host, with
+// its stats, its connection pools (c hands them over), its outlier detection and health-check state
+// and its slow start; a removed host's pools close with c; a new host starts fresh. The breakers are
+// shared. c keeps serving the requests that hold it until its generations let go of it.
+func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
+	n := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(c.st.store, cfg.Name), events: c.events, clk: c.clk,
+		seeds: c.seeds, rm: c.rm, stop: make(chan struct{})}
+	n.healthyFn = n.healthy
+	n.activeFn = func(i int) int64 { return n.hosts[i].rqActive.Load() }
+	n.latestSlowStart.Store(c.latestSlowStart.Load())
+	byAddr := make(map[string]int, len(c.hosts))
+	for i, h := range c.hosts {
+		byAddr[h.addr] = i
+	}
+	from := make([]int, len(cfg.Endpoints))
+	weights := make([]uint32, len(cfg.Endpoints))
+	keys := make([]string, len(cfg.Endpoints))
+	for i, ep := range cfg.Endpoints {
+		from[i] = -1
+		if j, ok := byAddr[ep.Address]; ok && c.hosts[j].weight == max(ep.Weight, 1) {
+			from[i] = j
+			delete(byAddr, ep.Address) // an address listed twice: the second is a new host
+			n.hosts = append(n.hosts, c.hosts[j])
+		} else {
+			n.hosts = append(n.hosts, &host{addr: ep.Address, weight: max(ep.Weight, 1)})
+		}
+		weights[i], keys[i] = ep.Weight, ep.Address
+	}
+	var err error
+	if n.picker, err = newPicker(cfg, weights, keys); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
+	}
+	if c.outlier != nil {
+		if n.outlier, err = c.outlier.Carry(from, c.seeds.stream(cfg.Name, saltOutlier)); err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", cfg.Name, err)
+		}
+	}
+	if c.hc != nil {
+		n.hc = c.hc.Carry(from)
+	}
+	if ss := cfg.SlowStart; ss != nil && ss.Enabled() {
+		for i, j := range from {
+			if j < 0 && n.healthy(i) {
+				n.enterSlowStart(i, c.clk.Now()) // a new host joins: its slow start begins
+			}
+		}
+	}
+	dial := n.dialer()
+	hcDial := healthCheckDialer(cfg.ConnectTimeout)
+	n.carriedFrom, n.borrowed = c, map[upstream]bool{}
+	for i, j := range from {
+		if j >= 0 {
+			n.upstreams = append(n.upstreams, c.upstreams[j])
+			n.borrowed[c.upstreams[j]] = true
+			if n.hc != nil {
+				n.hcUpstreams = append(n.hcUpstreams, c.hcUpstreams[j])
+				n.borrowed[c.hcUpstreams[j]] = true
+			}
+			continue
+		}
+		n.upstreams = append(n.upstreams, newH1Upstream(n.hosts[i].addr, forRequests, dial, breakerLimits{n}))
+		if n.hc != nil {
+			n.hcUpstreams = append(n.hcUpstreams, newH1Upstream(n.hosts[i].addr, forHealthChecks, hcDial, nil))
+		}
+	}
+	n.st.membershipTotal.Set(int64(len(n.hosts)))
+	n.publishHealth()
+	n.unpublish = c.st.store.OnSnapshot(n.publishBreakers)
+	return n, nil
+}
+
+// commit completes a carry once the configuration holding the cluster is in use: the pools it borrowed
+// from the cluster it was made from become its own (that one's close leaves them open), and the
+// membership change is counted (cluster.<name>.membership_change). Until then, closing it (a
+// configuration that failed to build) leaves them to their first owner.
+func (c *cluster) commit() {
+	from := c.carriedFrom
+	if from == nil {
+		return
+	}
+	from.handMu.Lock()
+	if from.handedOver == nil {
+		from.handedOver = map[upstream]bool{}
+	}
+	c.handMu.Lock()
+	for u := range c.borrowed {
+		from.handedOver[u] = true
+	}
+	c.borrowed, c.carriedFrom = nil, nil
+	c.handMu.Unlock()
+	from.handMu.Unlock()
+	c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+}

@@ -1,0 +1,369 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/policy"
+	"github.com/meshproof/meshproof/proxy/xds"
+)
+
+// The proxy is what the xDS client applies its configurations to.
+var _ xds.Applier = (*proxy.Server)(nil)
+
+// load keeps workers sending GETs to url over keep-alive connections (a client that honours
+// Connection: close, net/http's) until stop is called; it counts the successes and the failures
+// (a transport error or a status other than 200) and keeps the first failure.
+type load struct {
+	ok, failed atomic.Int64
+	first      atomic.Value
+	// send, when it returns false, holds the workers back (a load balancer that took the proxy out).
+	send func() bool
+	stop func()
+}
+
+func startLoad(url string, workers int, send func() bool) *load {
+	l := &load{send: send}
+	tr := &http.Transport{MaxIdleConnsPerHost: workers}
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if l.send != nil && !l.send() {
+					time.Sleep(time.Millisecond) // the balancer's idle wait: no request is timed by it
+					continue
+				}
+				resp, err := c.Get(url)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = &statusError{resp.StatusCode}
+					}
+				}
+				if err != nil {
+					l.failed.Add(1)
+					l.first.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				l.ok.Add(1)
+			}
+		}()
+	}
+	var once sync.Once
+	l.stop = func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			tr.CloseIdleConnections()
+		})
+	}
+	DeferCleanup(l.stop)
+	return l
+}
+
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return "status " + http.StatusText(e.code) }
+
+// waitFor waits until the load has n more successes than now.
+func (l *load) waitFor(n int64) {
+	GinkgoHelper()
+	target := l.ok.Load() + n
+	Eventually(l.ok.Load).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(BeNumerically(">=", target))
+}
+
+// bootstrapTo is a bootstrap whose listener sends everything to cluster name, at addr.
+func bootstrapTo(name, addr string) *config.Bootstrap {
+	return &config.Bootstrap{
+		Admin: &config.Admin{Address: "127.0.0.1:0"},
+		Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress",
+			Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{{Name: "all", Domains: []string{"*"},
+				Routes: []config.Route{prefixRoute("/", name, nil)}}}}}},
+		Clusters: []config.Cluster{cluster(name, addr)},
+	}
+}
+
+var _ = Describe("Server.Update", func() {
+	var a, b *upstream
+	BeforeEach(func() {
+		a = newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "a") })
+		b = newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "b") })
+	})
+
+	It("swaps routes and clusters back and forth under load without failing a request", func() {
+		srv, err := proxy.New(bootstrapTo("a", a.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		url := "http://" + srv.ListenerAddr("edge") + "/"
+		addr := srv.ListenerAddr("edge")
+
+		l := startLoad(url, 4, nil)
+		l.waitFor(50)
+		const updates = 40
+		for i := range updates {
+			cfg := bootstrapTo("b", b.addr())
+			if i%2 == 1 {
+				cfg = bootstrapTo("a", a.addr())
+			}
+			Expect(srv.Update(cfg, nil)).To(Succeed())
+			l.waitFor(20) // traffic on each configuration
+		}
+		l.stop()
+		Expect(l.failed.Load()).To(BeZero(), "first failure: %v", l.first.Load())
+		GinkgoWriter.Printf("%d requests, %d updates, 0 failed\n", l.ok.Load(), updates)
+		Expect(a.requests.Load()).To(BeNumerically(">", 0))
+		Expect(b.requests.Load()).To(BeNumerically(">", 0))
+		// The listener kept its socket: the same address, one server.
+		Expect(srv.ListenerAddr("edge")).To(Equal(addr))
+		Expect(stat(srv, "listener_manager.listener_added")).To(Equal(uint64(1)))
+		Expect(stat(srv, "listener_manager.listener_modified")).To(Equal(uint64(updates)))
+		Expect(stat(srv, "listener_manager.listener_removed")).To(BeZero())
+		Expect(stat(srv, "cluster_manager.cluster_added")).To(Equal(uint64(1 + updates)))
+		Expect(stat(srv, "cluster_manager.cluster_removed")).To(Equal(uint64(updates)))
+		Expect(stat(srv, "cluster_manager.active_clusters")).To(Equal(uint64(1)))
+		Expect(stat(srv, "listener_manager.total_listeners_active")).To(Equal(uint64(1)))
+		Expect(stat(srv, "listener_manager.total_listeners_draining")).To(BeZero())
+	})
+
+	It("lets an in-flight request finish on the configuration it started with", func() {
+		release := make(chan struct{})
+		slow := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { <-release; io.WriteString(w, "slow") })
+		srv, err := proxy.New(bootstrapTo("slow", slow.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		url := "http://" + srv.ListenerAddr("edge") + "/"
+		type result struct {
+			code int
+			body string
+		}
+		got := make(chan result, 1)
+		go func() {
+			defer GinkgoRecover()
+			code, _, body := get(url)
+			got <- result{code, body}
+		}()
+		Eventually(slow.requests.Load).Should(Equal(int64(1)))
+
+		Expect(srv.Update(bootstrapTo("b", b.addr()), nil)).To(Succeed())
+		code, _, body := get(url)
+		Expect(code).To(Equal(200))
+		Expect(body).To(Equal("b")) // a new request: the new routes
+		close(release)
+		var r result
+		Eventually(got).Should(Receive(&r))
+		Expect(r).To(Equal(result{200, "slow"})) // the old one: its cluster, removed since
+		Expect(stat(srv, "cluster_manager.cluster_removed")).To(Equal(uint64(1)))
+	})
+
+	It("keeps the host state of a cluster whose configuration did not change", func() {
+		bad := newUpstream(status(503))
+		cfg := func(route string) *config.Bootstrap {
+			c := bootstrapTo("bad", bad.addr())
+			cl := &c.Clusters[0]
+			o := policy.DefaultOutlierConfig()
+			o.Interval, o.BaseEjectionTime, o.MaxEjectionTime = time.Hour, time.Hour, 0
+			o.Consecutive5xx, o.MaxEjectionPercent = 2, 100
+			cl.Outlier = &o
+			c.Listeners[0].Routes.VirtualHosts[0].Routes[0].Match.Prefix = route
+			return c
+		}
+		srv, err := proxy.New(cfg("/"), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		url := "http://" + srv.ListenerAddr("edge") + "/x"
+		for range 2 {
+			code, _, _ := get(url)
+			Expect(code).To(Equal(503))
+		}
+		Expect(stat(srv, "cluster.bad.outlier_detection.ejections_active")).To(Equal(uint64(1)))
+
+		Expect(srv.Update(cfg("/x"), nil)).To(Succeed()) // routes only: the cluster carries on
+		Expect(stat(srv, "cluster.bad.outlier_detection.ejections_active")).To(Equal(uint64(1)))
+		Expect(stat(srv, "cluster_manager.cluster_modified")).To(BeZero())
+		Expect(bad.conns.Load()).To(Equal(int64(1)))
+		_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
+		Expect(clusters).To(ContainSubstring("::health_flags::/failed_outlier_check\n")) // still ejected
+
+		changed := cfg("/x")
+		changed.Clusters[0].ConnectTimeout = 2 * time.Second // the cluster changed: a new one, fresh state
+		Expect(srv.Update(changed, nil)).To(Succeed())
+		Expect(stat(srv, "cluster_manager.cluster_modified")).To(Equal(uint64(1)))
+		Expect(stat(srv, "cluster.bad.outlier_detection.ejections_active")).To(BeZero())
+		_, _, clusters = get("http://" + srv.AdminAddr() + "/clusters")
+		Expect(clusters).To(ContainSubstring("::health_flags::healthy\n"))
+	})
+
+	It("keeps the hosts that stay when an EDS cluster's endpoints change: their ejection and their connections", func() {
+		bad := newUpstream(status(503))
+		cfg := func(addrs ...string) *config.Bootstrap {
+			c := bootstrapTo("svc", addrs[0])
+			cl := cluster("svc", addrs...)
+			cl.EDS = &config.EDS{ServiceName: "svc"}
+			o := policy.DefaultOutlierConfig()
+			o.Interval, o.BaseEjectionTime, o.MaxEjectionTime = time.Hour, time.Hour, 0
+			o.Consecutive5xx, o.MaxEjectionPercent = 2, 100
+			cl.Outlier = &o
+			cl.HealthyPanicThreshold = 0 // an ejected host gets nothing, even alone
+			c.Clusters = []config.Cluster{cl}
+			return c
+		}
+		srv, err := proxy.New(cfg(bad.addr(), a.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		url := "http://" + srv.ListenerAddr("edge") + "/"
+		Eventually(func() int64 { _, _, _ = get(url); return bad.requests.Load() }).Should(BeNumerically(">=", 2))
+		Eventually(func() uint64 { return stat(srv, "cluster.svc.outlier_detection.ejections_active") }).Should(Equal(uint64(1)))
+		for range 3 {
+			code, _, body := get(url)
+			Expect([]any{code, body}).To(Equal([]any{200, "a"}))
+		}
+		Expect(a.conns.Load()).To(Equal(int64(1)))
+
+		// b joins: bad stays ejected, a keeps its connection.
+		Expect(srv.Update(cfg(bad.addr(), a.addr(), b.addr()), nil)).To(Succeed())
+		Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(uint64(1)))
+		Expect(stat(srv, "cluster_manager.cluster_modified")).To(BeZero())
+		Expect(stat(srv, "cluster.svc.outlier_detection.ejections_active")).To(Equal(uint64(1)))
+		before := bad.requests.Load()
+		seen := map[string]int{}
+		for range 6 {
+			code, _, body := get(url)
+			Expect(code).To(Equal(200))
+			seen[body]++
+		}
+		Expect(seen).To(HaveKey("b"))
+		Expect(bad.requests.Load()).To(Equal(before))
+		Expect(a.conns.Load()).To(Equal(int64(1)))
+		_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
+		Expect(clusters).To(ContainSubstring("svc::" + bad.addr() + "::health_flags::/failed_outlier_check\n"))
+
+		// bad leaves: its ejection ends with it.
+		Expect(srv.Update(cfg(a.addr(), b.addr()), nil)).To(Succeed())
+		Expect(stat(srv, "cluster.svc.outlier_detection.ejections_active")).To(BeZero())
+		Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+	})
+
+	It("leaves the running configuration serving when the new one cannot be built", func() {
+		srv, err := proxy.New(bootstrapTo("a", a.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		url := "http://" + srv.ListenerAddr("edge") + "/"
+
+		// A second listener on an address in use: the whole update is refused.
+		taken, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(taken.Close)
+		bad := bootstrapTo("b", b.addr())
+		bad.Listeners = append(bad.Listeners, config.Listener{Name: "second", Address: taken.Addr().String(), StatPrefix: "second"})
+		err = srv.Update(bad, nil)
+		Expect(err).To(MatchError(ContainSubstring(`listener "second"`)))
+
+		code, _, body := get(url)
+		Expect(code).To(Equal(200))
+		Expect(body).To(Equal("a"))
+		Expect(b.requests.Load()).To(BeZero())
+		Expect(srv.ListenerAddr("second")).To(BeEmpty())
+		Expect(stat(srv, "cluster_manager.cluster_added")).To(Equal(uint64(1)))
+		Expect(stat(srv, "listener_manager.listener_added")).To(Equal(uint64(1)))
+		Expect(stat(srv, "cluster.a.membership_total")).To(Equal(uint64(1)))
+	})
+
+	It("adds and removes listeners: a new one serves, a removed one stops accepting", func() {
+		srv, err := proxy.New(bootstrapTo("a", a.addr()), proxy.Options{DrainTime: time.Millisecond})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		first := srv.ListenerAddr("edge")
+
+		two := bootstrapTo("a", a.addr())
+		second := two.Listeners[0]
+		second.Name, second.StatPrefix = "second", "second"
+		two.Listeners = append(two.Listeners, second)
+		Expect(srv.Update(two, nil)).To(Succeed())
+		code, _, body := get("http://" + srv.ListenerAddr("second") + "/")
+		Expect([]any{code, body}).To(Equal([]any{200, "a"}))
+
+		one := bootstrapTo("a", a.addr())
+		one.Listeners[0] = second
+		Expect(srv.Update(one, nil)).To(Succeed())
+		Expect(srv.ListenerAddr("edge")).To(BeEmpty())
+		Eventually(func() error {
+			c, err := net.Dial("tcp", first)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}).Should(HaveOccurred())
+		Expect(stat(srv, "listener_manager.listener_removed")).To(Equal(uint64(1)))
+		Eventually(func() uint64 { return stat(srv, "listener_manager.total_listeners_draining") }).Should(BeZero())
+	})
+
+	It("hands the socket to a new server when the listener's connection settings change; the old one drains its connections", func() {
+		srv, err := proxy.New(bootstrapTo("a", a.addr()), proxy.Options{DrainTime: time.Hour, DrainStrategy: proxy.DrainImmediate})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		addr := srv.ListenerAddr("edge")
+		conn, err := net.Dial("tcp", addr)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(conn.Close)
+		br := bufio.NewReader(conn)
+		exchange := func() *http.Response {
+			GinkgoHelper()
+			_, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			Expect(err).NotTo(HaveOccurred())
+			resp, err := http.ReadResponse(br, nil)
+			Expect(err).NotTo(HaveOccurred())
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp
+		}
+		Expect(exchange().Close).To(BeFalse())
+
+		changed := bootstrapTo("b", b.addr())
+		changed.Listeners[0].IdleTimeout = time.Minute
+		Expect(srv.Update(changed, nil)).To(Succeed())
+		Expect(stat(srv, "listener_manager.total_listeners_draining")).To(Equal(uint64(1)))
+		resp := exchange() // the old server: the old configuration, and the connection closes
+		Expect(resp.StatusCode).To(Equal(200))
+		Expect(resp.Close).To(BeTrue())
+		Expect(resp.Header.Get("x-upstream")).To(Equal(a.addr()))
+		code, _, body := get("http://" + addr + "/") // a new connection: the new server, same socket
+		Expect([]any{code, body}).To(Equal([]any{200, "b"}))
+		Expect(srv.ListenerAddr("edge")).To(Equal(addr))
+	})
+
+	It("shows the configuration it was given last in /config_dump", func() {
+		srv, err := proxy.New(bootstrapTo("a", a.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		raw, err := structpb.NewStruct(map[string]any{"version_info": "v7"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Update(bootstrapTo("b", b.addr()), raw)).To(Succeed())
+		_, _, body := get("http://" + srv.AdminAddr() + "/config_dump")
+		Expect(body).To(MatchRegexp(`"version_info":\s*"v7"`))
+	})
+})
