@@ -312,7 +312,7 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The stream idle timeout, the route's or the HCM's, runs from the stream's start too
 	// (ActiveStream's stream_idle_timer_, refreshIdleTimeout).
-	if d := streamIdleTimeout(&route.Action, cm.streamIdleTimeout); d > 0 {
+	if d := streamIdleTimeout(&route.Action, cm.streamIdleTimeout); d > 0 && !idleTimerMoot(d, r, route, stream.end.Sub(began)) {
 		ctx, cancel := context.WithCancelCause(r.Context())
 		defer cancel(nil)
 		r = r.WithContext(ctx)
@@ -327,6 +327,25 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	cm.router.forward(w, r, vh, route, cl, body, stream)
+}
+
+// idleTimerMoot reports whether a stream idle timeout of d cannot end the request before its route
+// timeout or max_stream_duration (left: the time to the latter's end; ≤ 0: none) does, so that the
+// request needs no timer and context of its own for it. That holds for a request without a body whose
+// bound is shorter than d: the stream is idle at most from its start, and the route timeout runs from
+// the same start (the request is complete once its head is) to the end of the upstream response
+// (RouteAction.timeout, route_components.proto), so it always fires first. Envoy's
+// default stream_idle_timeout (5 minutes) and route timeout (15 s) are such a pair: most requests of a
+// proxy pay no timer for it.
+func idleTimerMoot(d time.Duration, r *http.Request, route *config.Route, left time.Duration) bool {
+	if r.Body != http.NoBody {
+		return false // reading a body is activity the timer watches, and the route timeout starts after it
+	}
+	bound := routeTimeout(route, r.Header)
+	if left > 0 && (bound <= 0 || left < bound) {
+		bound = left
+	}
+	return bound > 0 && bound < d
 }
 
 // clusterNotFound answers a request whose route names a cluster the proxy does not have (a

@@ -32,16 +32,21 @@ var routerHeaderSet = map[string]bool{hdrRetryOn: true, hdrMaxRetries: true, hdr
 // connection manager removed them from the others: forwarding.mutate), as Envoy does — x-envoy-retry-on adds conditions, x-envoy-max-retries replaces num_retries while some
 // condition is active, x-envoy-retriable-status-codes adds codes, and the timeout headers (ms, 0 =
 // none) replace the route timeout and per_try_timeout.
+// routeTimeout is a request's route timeout (0: none): the route's, or x-envoy-upstream-rq-timeout-ms.
+func routeTimeout(route *config.Route, h http.Header) time.Duration {
+	if ms, err := parseHeaderUint(h, hdrUpstreamTimeout); err == nil {
+		return time.Duration(ms) * time.Millisecond
+	}
+	return route.Action.Timeout
+}
+
 func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	rp := f.route.Action.RetryPolicy
 	if rp == nil {
 		rp = f.vh.RetryPolicy
 	}
-	timeout := f.route.Action.Timeout
+	timeout := routeTimeout(f.route, f.r.Header)
 	h := f.r.Header
-	if ms, err := parseHeaderUint(h, hdrUpstreamTimeout); err == nil {
-		timeout = time.Duration(ms) * time.Millisecond
-	}
 	var extra []string
 	if v := headerValue(h, hdrRetryOn); v != "" {
 		for _, c := range strings.Split(v, ",") {

@@ -51,6 +51,49 @@ var _ = Describe("HttpConnectionManager stream_idle_timeout and RouteAction.idle
 		))
 	})
 
+	It("arms no timer for a request without a body whose route timeout ends it first, and one for a request with a body", func() {
+		// The upstream answers nothing until the spec ends. (With `hang`, the POST's upstream exchange,
+		// ended by the route timeout on the fake clock, is never seen to end by the upstream: a
+		// follow-up, the real clock's socket deadline does end it.)
+		release := make(chan struct{})
+		u := newUpstream(func(_ int64, _ http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+		DeferCleanup(func() { close(release) })
+		clk := fakeClock()
+		r := prefixRoute("/", "backend", nil)
+		r.Action.Timeout = 2 * time.Second
+		_, url := start(setup{routes: []config.Route{r}, clusters: []config.Cluster{cluster("backend", u.addr())},
+			listener: streamIdle(5 * time.Minute), opts: proxy.Options{Clock: clk}})
+		base := clk.Waiters()
+		// The upstream hangs: each request waits on its route timeout's timer (the fake clock's), the
+		// POST also on its stream idle timer; the GET's cannot fire before its route timeout.
+		send := func(method string, body io.Reader, codes chan<- int) {
+			defer GinkgoRecover()
+			req, err := http.NewRequest(method, url+"/", body)
+			Expect(err).NotTo(HaveOccurred())
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}
+		get := make(chan int, 1)
+		go send("GET", nil, get)
+		Eventually(u.requests.Load).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+		Eventually(clk.Waiters).WithTimeout(5 * time.Second).Should(Equal(base + 1))
+		Consistently(clk.Waiters).WithTimeout(100 * time.Millisecond).Should(Equal(base + 1))
+		post := make(chan int, 1)
+		go send("POST", strings.NewReader("x"), post)
+		Eventually(u.requests.Load).WithTimeout(5 * time.Second).Should(BeEquivalentTo(2))
+		Eventually(clk.Waiters).WithTimeout(5 * time.Second).Should(Equal(base + 3))
+		clk.Step(2 * time.Second)
+		Eventually(get).WithTimeout(5 * time.Second).Should(Receive(Equal(504)))
+		Eventually(post).WithTimeout(5 * time.Second).Should(Receive(Equal(504)))
+	})
+
 	It("lets a route's idle_timeout replace the HCM's", func() {
 		u := newUpstream(hang)
 		clk := fakeClock()
