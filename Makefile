@@ -80,7 +80,7 @@ soak: ## the soak: flapping faults, resets, hangs and slow bodies for $(SOAK) at
 bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when installable) + the coordinated-omission test (< 10 min)
 	bash mesh/load/bench/run.sh
 
-bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each: start-up, RSS, CPU per request, throughput, added latency (5 rounds, ~15 min)
+bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each: start-up, RSS, CPU per request, throughput, added latency (5 rounds, ~20 min)
 	bash proxy/bench/run.sh
 
 MESH_DEPTHS ?= 1,2,4,6,8

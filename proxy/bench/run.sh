@@ -26,7 +26,7 @@
 # (HCM tracing.random_sampling), exporting OTLP/HTTP to a discarding sink (an nginx `return 200` on CPU 0).
 # It is the proxy-only binary (cmd/meshproof-proxy) when that builds, else `meshproof proxy`.
 #
-# Installs haproxy, nginx and wrk with apt-get when absent. About 15 minutes with the defaults; stops
+# Installs haproxy, nginx and wrk with apt-get when absent. About 20 minutes with the defaults; stops
 # everything it started. Environment: ROUNDS (5), DURATION (10s), PHASES ("start cpu closed open"),
 # CPU_RATES ("1000 8000"), CPU_DURATION (8s), OPEN_RATE (default: 30% of the lowest saturation),
 # MESHPROOF_BIN (a prebuilt `meshproof` to measure, e.g. to compare two commits; its `proxy` subcommand is
