@@ -89,9 +89,9 @@ func (c *converter) fileAccessLog(a *anypb.Any, path string) (string, *BodyForma
 	case *filev3.FileAccessLog_Format:
 		// An empty format is the default one, as in Envoy's FileAccessLogFactory
 		// (source/extensions/access_loggers/file/config.cc).
-		if t.Format != "" {
-			//lint:ignore SA1019 Envoy deprecates format for log_format but still honours it
-			f = &BodyFormat{Text: c.formatString(t.Format, joinPath(path, "format"), true)}
+		//lint:ignore SA1019 Envoy deprecates format for log_format but still honours it
+		if format := t.Format; format != "" {
+			f = &BodyFormat{Text: c.formatString(format, joinPath(path, "format"), true)}
 		}
 	case *filev3.FileAccessLog_JsonFormat:
 		//lint:ignore SA1019 Envoy deprecates json_format for log_format but still honours it
