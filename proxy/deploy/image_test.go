@@ -89,12 +89,8 @@ var _ = Describe("the proxy image", Label("docker"), Serial, Ordered, func() {
 		GinkgoWriter.Printf("built %s in %s\n", proxyPackage, time.Since(start).Round(time.Millisecond))
 
 		help, _ := exec.CommandContext(ctx, bin, "--help").CombinedOutput()
-		switch {
-		case bytes.Contains(help, []byte(strings.TrimLeft(drainFlag, "-"))):
-			drain = []string{drainFlag + "=1"}
-		case bytes.Contains(help, []byte("drain-time")):
-			drain = []string{"--drain-time=1s"} // before Envoy's --drain-time-s landed
-		}
+		Expect(string(help)).To(ContainSubstring(strings.TrimLeft(drainFlag, "-")))
+		drain = []string{drainFlag + "=1s"}
 		GinkgoWriter.Printf("drain flag: %v\n", drain)
 
 		dockerfile, err := filepath.Abs("Dockerfile")

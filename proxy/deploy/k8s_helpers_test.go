@@ -38,8 +38,10 @@ const bootstrapKey = "bootstrap.yaml"
 // the edge proxy).
 const proxyContainer = "meshproof-proxy"
 
-// drainFlag is the proxy's drain time on SIGTERM, Envoy's --drain-time-s (seconds).
-const drainFlag = "--drain-time-s"
+// drainFlag is the proxy's drain time on SIGTERM (a duration): the graceful drain, then at most as long
+// again for the requests in flight (proxy/README.md, "Drain"). Envoy's --drain-time-s is the drain of
+// POST /drain_listeners?graceful, which SIGTERM does not use.
+const drainFlag = "--drain-time"
 
 // Memory figures the proxy's resources are sized from (proxy/deploy/README.md, "Sizing"): the resident
 // set of an idle sidecar (31 MiB measured after start and 200 requests) and the peak of `make bench-proxy`

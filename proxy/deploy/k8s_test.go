@@ -3,9 +3,10 @@ package deploy_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
-	"strconv"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -208,10 +209,12 @@ var _ = Describe("the Kubernetes manifests", func() {
 			eachProxy(func(d *appsv1.Deployment, c *corev1.Container, _ bool, _ *config.Bootstrap) {
 				spec := &d.Spec.Template.Spec
 				v, ok := flagValue(c.Args, drainFlag)
-				Expect(ok).To(BeTrue(), "Deployment %s: %s set (Envoy's default is 600 s)", d.Name, drainFlag)
-				drain, err := strconv.ParseInt(v, 10, 64)
+				Expect(ok).To(BeTrue(), "Deployment %s: %s set", d.Name, drainFlag)
+				d8n, err := time.ParseDuration(v)
 				Expect(err).NotTo(HaveOccurred())
-				Expect(drain).To(BeNumerically(">", 0))
+				Expect(d8n).To(BeNumerically(">", 0))
+				// SIGTERM: the drain, then up to as long again for the requests in flight.
+				drain := 2 * int64(math.Ceil(d8n.Seconds()))
 				// The pod's containers stop first (their preStop, then SIGTERM), then a native sidecar (its
 				// preStop, then SIGTERM and the drain): all within the pod's grace period.
 				var sleeps int64
@@ -226,7 +229,7 @@ var _ = Describe("the Kubernetes manifests", func() {
 				}
 				Expect(spec.TerminationGracePeriodSeconds).NotTo(BeNil(), "Deployment %s", d.Name)
 				Expect(*spec.TerminationGracePeriodSeconds).To(BeNumerically(">=", sleeps+drain),
-					"Deployment %s: preStop sleeps %d s + drain %d s", d.Name, sleeps, drain)
+					"Deployment %s: preStop sleeps %d s + twice the drain time, %d s", d.Name, sleeps, drain)
 			})
 		})
 
