@@ -158,6 +158,11 @@ var _ = Describe("Draining", func() {
 		}()
 		Eventually(slowStarted.Load).Should(BeTrue())
 		inRotation.Store(false)
+		// Regression (a CI flake): a request the balancer had already let through could still be
+		// connecting — its connection in the listener's backlog — when the listener closed, and was
+		// reset. A balancer's last requests must be answered before the proxy stops accepting, as with
+		// Envoy, whose closed listener resets its backlog too.
+		Eventually(l.inFlight.Load).Should(BeZero())
 		clk.Step(time.Second) // the drain time is over: no new connection
 		Eventually(refused(srv.ListenerAddr("edge"))).Should(HaveOccurred())
 

@@ -28,6 +28,7 @@ var _ xds.Applier = (*proxy.Server)(nil)
 // (a transport error or a status other than 200) and keeps the first failure.
 type load struct {
 	ok, failed atomic.Int64
+	inFlight   atomic.Int64 // requests started and not yet answered
 	first      atomic.Value
 	// send, when it returns false, holds the workers back (a load balancer that took the proxy out).
 	send func() bool
@@ -45,7 +46,11 @@ func startLoad(url string, workers int, send func() bool) *load {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
+				// Counted before the balancer is asked: once it said no, a wait for no request in
+				// flight cannot miss one it let through.
+				l.inFlight.Add(1)
 				if l.send != nil && !l.send() {
+					l.inFlight.Add(-1)
 					time.Sleep(time.Millisecond) // the balancer's idle wait: no request is timed by it
 					continue
 				}
@@ -57,6 +62,7 @@ func startLoad(url string, workers int, send func() bool) *load {
 						err = &statusError{resp.StatusCode}
 					}
 				}
+				l.inFlight.Add(-1)
 				if err != nil {
 					l.failed.Add(1)
 					l.first.CompareAndSwap(nil, err.Error())
