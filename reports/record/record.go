@@ -166,6 +166,33 @@ type FaultWindow struct {
 	Down []Period
 }
 
+// Outcomes of a configuration change (Change.Outcome, Change.Expected).
+const (
+	ChangeApplied        = "applied"        // the proxy acknowledged (ACKed) the change's version
+	ChangeRejected       = "rejected"       // the proxy refused (NACKed) it and kept its last good configuration
+	ChangeUnacknowledged = "unacknowledged" // the proxy had answered neither way when the run ended
+)
+
+// Change is one of the scenario's configuration changes (changes[i]) as the run made it: the scenario's
+// control plane pushed it to a proxy over xDS at Start, and the proxy answered (ACK or NACK) at Answered.
+// Its window, which checks scoped "during changes[i]" judge, is [Start, End).
+type Change struct {
+	Name  string // the change's name, e.g. "changes[0]" (its place in the scenario's changes list)
+	Proxy string // the proxy it was pushed to
+	// What says what it changes, e.g. "routes", "cluster payments", "endpoints payments: 0,1,3".
+	What  string
+	Start time.Duration // when the control plane pushed it, as an offset from the run start
+	End   time.Duration // its window's end (its for, or the next change's start); 0: until the run ends
+	// Outcome is ChangeApplied, ChangeRejected or ChangeUnacknowledged; Expected what the scenario
+	// expects of it (ChangeApplied unless it says expect: rejected).
+	Outcome  string
+	Expected string
+	// Answered is when the proxy ACKed or NACKed the change, as an offset from the run start (unset
+	// when Unacknowledged); Detail is the NACK's error_detail.
+	Answered time.Duration
+	Detail   string
+}
+
 // Period is a half-open stretch [Start, End) of a run, as offsets from the run start.
 type Period struct{ Start, End time.Duration }
 
@@ -223,6 +250,9 @@ type Record struct {
 	Windows     []FaultWindow
 	Phases      []LoadPhase
 	ProxyEvents []ProxyEvent
+	// Changes are the scenario's configuration changes pushed by its control plane, in scenario order
+	// (Changes[i] is "changes[i]"); empty when the scenario has none.
+	Changes []Change
 	// Services and Edges are the call graph (services in name order, edges in call order per caller,
 	// callers in name order); Calls every call a service made to another, in send order. A one-hop
 	// scenario has one service, no edge and no call.
