@@ -94,6 +94,12 @@ func BuildBootstrap(sc *Scenario, proxyName string, addrs Addresses) (*bootstrap
 	if !ok {
 		return nil, fmt.Errorf("no proxy %q in scenario %q", proxyName, sc.Name)
 	}
+	return proxyBootstrap(p, proxyName, addrs)
+}
+
+// proxyBootstrap is BuildBootstrap for the proxy called proxyName configured as p (the scenario's, or
+// its state after a change).
+func proxyBootstrap(p *Proxy, proxyName string, addrs Addresses) (*bootstrapv3.Bootstrap, error) {
 	listenAddr, err := socketAddress(addrs.Listener)
 	if err != nil {
 		return nil, fmt.Errorf("listener address: %w", err)

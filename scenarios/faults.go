@@ -165,7 +165,7 @@ func downPeriods(f faults.Fault, loadEnd time.Duration) []record.Period {
 }
 
 // NewRecord starts the record of a run of the scenario whose load started at started: what every
-// runner records the same way (identity, planned load, samples, fault windows).
+// runner records the same way (identity, planned load, samples, fault windows, configuration changes).
 func (sc *Scenario) NewRecord(seed uint64, started time.Time, samples []record.Sample) *record.Record {
 	rec := &record.Record{
 		Scenario:   sc.Name,
@@ -176,6 +176,9 @@ func (sc *Scenario) NewRecord(seed uint64, started time.Time, samples []record.S
 		Duration:   sc.Load.Duration.Duration,
 		Samples:    samples,
 		Windows:    sc.Windows(),
+	}
+	if len(sc.Changes) > 0 {
+		rec.Changes = sc.ChangeRecords() // the runner fills in how each proxy answered
 	}
 	if len(sc.Load.Phases) > 0 {
 		var planned float64

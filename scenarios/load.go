@@ -469,6 +469,9 @@ func (v *validator) validate() {
 		}
 	}
 	v.faultTiming()
+	if len(v.errs) == 0 { // a change starts from its proxy's configuration, which must be sound first
+		v.changes()
+	}
 }
 
 // ejectedHost checks that the host of an ejected() check is an instance of the scenario: a check on a
@@ -545,6 +548,13 @@ func (v *validator) proxy(name string, p *Proxy) {
 		v.at(field, "a proxy needs {routes_to: SERVICE} or {routes: [...]}")
 		return
 	}
+	v.proxyConfig(field, name, p)
+}
+
+// proxyConfig decodes and checks the Envoy fields of the proxy called name, configured as p, written at
+// field (proxies.NAME, or changes[N] for its state after a change): routes or routes_to, the route,
+// cluster and virtual host fields, then the bootstrap they generate, with the proxy's own decoder.
+func (v *validator) proxyConfig(field, name string, p *Proxy) {
 	hasRoutes := p.Routes != nil && !isNull(p.Routes)
 	switch {
 	case p.RoutesTo != "" && hasRoutes:
@@ -577,13 +587,13 @@ func (v *validator) proxy(name string, p *Proxy) {
 	for _, svc := range p.Services() {
 		endpoints[svc] = placeholderEndpoints(v.sc.Services[svc])
 	}
-	b, err := BuildBootstrap(v.sc, name, Addresses{Listener: "127.0.0.1:0", Endpoints: endpoints})
+	b, err := proxyBootstrap(p, name, Addresses{Listener: "127.0.0.1:0", Endpoints: endpoints})
 	var cfg *config.Bootstrap
 	if err == nil {
 		cfg, err = config.FromProto(b)
 	}
 	if err != nil {
-		v.configErrors(err, field)
+		v.configErrors(err, field, p)
 		return
 	}
 	v.proxyWarnings(field, p, cfg)
@@ -712,7 +722,7 @@ func (v *validator) envoy(n ast.Node, msg protoMessage, field string) bool {
 		return true
 	}
 	if err := config.DecodeNode(n, msg, v.file, field); err != nil {
-		v.configErrors(err, field)
+		v.configErrors(err, field, nil)
 		return false
 	}
 	return true
@@ -720,7 +730,7 @@ func (v *validator) envoy(n ast.Node, msg protoMessage, field string) bool {
 
 // configErrors adds the proxy config decoder's errors as scenario errors; those without a line (from the
 // generated bootstrap) are placed at the proxy's field.
-func (v *validator) configErrors(err error, field string) {
+func (v *validator) configErrors(err error, field string, p *Proxy) {
 	errs := config.Errors(err)
 	if len(errs) == 0 {
 		v.at(field, "%v", err)
@@ -728,7 +738,7 @@ func (v *validator) configErrors(err error, field string) {
 	}
 	for _, ce := range errs {
 		if ce.Line == 0 {
-			if f, ok := v.scenarioField(ce.Path, field); ok {
+			if f, ok := scenarioField(ce.Path, field, p); ok {
 				v.at(f, "%s", ce.Msg)
 			} else {
 				v.at(field, "%s: %s", ce.Path, ce.Msg)
@@ -748,8 +758,7 @@ const (
 // scenarioField translates a path in a proxy's generated bootstrap into the scenario's field path: the
 // virtual host's routes are the proxy's routes (or, with routes_to, its single route's action is the
 // proxy's route), the virtual host is its virtual_host, and every cluster comes from its cluster.
-func (v *validator) scenarioField(path, proxyField string) (string, bool) {
-	p := v.sc.Proxies[strings.TrimPrefix(proxyField, "proxies.")]
+func scenarioField(path, proxyField string, p *Proxy) (string, bool) {
 	if rest, ok := strings.CutPrefix(path, bootstrapVHost+".routes"); ok && p != nil && len(p.RouteSpecs) > 0 {
 		return proxyField + ".routes" + rest, true
 	}

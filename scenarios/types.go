@@ -29,6 +29,9 @@ type Scenario struct {
 	Load        *Load               `yaml:"load"`
 	Faults      []*Fault            `yaml:"faults"`
 	Checks      []Check             `yaml:"checks"`
+	// Changes are configuration changes the scenario's control plane pushes to its proxies over xDS
+	// at given times (see Change).
+	Changes []*Change `yaml:"changes"`
 	// Sidecars configures the outbound sidecars of the instances of services that call others
 	// (see Sidecars in mesh.go).
 	Sidecars *Sidecars `yaml:"sidecars"`

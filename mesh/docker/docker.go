@@ -176,6 +176,10 @@ func (r Runner) Supports(p *plan.Plan, _ plan.Options) error {
 	if p.Scenario.File == "" {
 		parts = append(parts, "a scenario without a file (the upstream containers read it)")
 	}
+	for i := range p.Scenario.Changes {
+		// The control plane runs in the runner's process; the proxy containers do not reach it.
+		parts = append(parts, fmt.Sprintf("changes[%d]: a configuration change pushed over xDS by the scenario's control plane", i))
+	}
 	if err := ValidateFaults(p.Scenario, r.Faults); err != nil {
 		return err
 	}

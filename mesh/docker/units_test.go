@@ -247,6 +247,14 @@ var _ = Describe("Runner.Supports", func() {
 		Expect(err).To(MatchError(ContainSubstring("the docker runner cannot do a scenario without a file")))
 	})
 
+	It("refuses configuration changes, by name: their control plane runs in the runner's process", func() {
+		sc := *p.Scenario
+		sc.Changes = []*scenarios.Change{{}, {}}
+		err := docker.Runner{}.Supports(plan.New(&sc, nil), plan.Options{})
+		Expect(err).To(MatchError(plan.ErrUnsupported))
+		Expect(err).To(MatchError(ContainSubstring("changes[1]: a configuration change pushed over xDS")))
+	})
+
 	It("refuses container faults of the options that do not fit the scenario", func() {
 		err := docker.Runner{Options: docker.Options{Faults: []docker.ContainerFault{{Service: "nowhere", Kind: docker.FaultKill}}}}.Supports(p, plan.Options{})
 		Expect(err).To(MatchError(docker.ErrInvalidFaults))

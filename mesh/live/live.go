@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +68,9 @@ type topology struct {
 	calls       []instanceCall
 	// accessLogDir is where each proxy's access log goes ("": none), plan.Options.AccessLogDir.
 	accessLogDir string
+	// changes is the scenario's control plane; nil when the scenario has no changes.
+	changes *changes
+	addrs   map[string]string // instance name → address
 }
 
 // namedEvent is a proxy's event with the proxy's name: an ingress proxy's, or "service/instance" for a
@@ -102,6 +106,13 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 		defer topo.endTracing(opts.Tracing.Spans)
 	}
 	defer topo.close()
+	if len(p.Scenario.Changes) > 0 {
+		ch, err := startChanges()
+		if err != nil {
+			return nil, err
+		}
+		topo.changes = ch
+	}
 	if err := topo.startHosts(p); err != nil {
 		return nil, err
 	}
@@ -124,6 +135,9 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 		for _, h := range topo.hosts {
 			h.SetRunStart(origin)
 		}
+		if topo.changes != nil {
+			topo.schedule(p, origin, topo.addrs)
+		}
 	}
 	started := time.Now() // progress only
 	finishProgress := tracker.Report(ctx, opts, started, p.Scenario.Load.Total(), func() map[string]uint64 { return target.Stats().Values() })
@@ -143,6 +157,12 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 	topo.fillAttempts(rec.Samples)
 	rec.Services, rec.Edges = p.Graph()
 	topo.fillGraph(rec, loadStart)
+	if topo.changes != nil {
+		if err := topo.changes.err(); err != nil {
+			return nil, fmt.Errorf("control plane: %w", err)
+		}
+		topo.changeRecords(rec, loadStart, p)
+	}
 	return rec, ctx.Err()
 }
 
@@ -204,7 +224,19 @@ func (t *topology) startProxies(p *plan.Plan) error {
 	for _, h := range t.hosts {
 		addrs[h.Instance().Name()] = h.Addr()
 	}
+	t.addrs = addrs
+	changed := p.Scenario.ChangedProxies()
 	for _, px := range p.Proxies {
+		if slices.Contains(changed, px.Name) {
+			srv, err := t.startDynamicProxy(p, px, addrs)
+			if srv != nil {
+				t.proxies[px.Name] = srv
+			}
+			if err != nil {
+				return fmt.Errorf("proxy %s: %w", px.Name, err)
+			}
+			continue
+		}
 		endpoints := p.ProxyEndpoints(px, func(in plan.Instance) string { return addrs[in.Name()] })
 		b, err := p.Bootstrap(px.Name, scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints})
 		if err != nil {
@@ -333,6 +365,9 @@ func (t *topology) endTracing(sink func([]sdktrace.ReadOnlySpan)) {
 func (t *topology) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if t.changes != nil {
+		t.changes.close()
+	}
 	// Errors while stopping change nothing in a finished run's record.
 	for _, p := range t.proxies {
 		_ = p.Shutdown(ctx)

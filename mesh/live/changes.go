@@ -1,0 +1,191 @@
+package live
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/meshproof/meshproof/mesh/controlplane"
+	"github.com/meshproof/meshproof/mesh/plan"
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/xds"
+	"github.com/meshproof/meshproof/reports/record"
+	"github.com/meshproof/meshproof/scenarios"
+	"google.golang.org/protobuf/proto"
+)
+
+// initialVersion is the version of the configuration a changed proxy starts with (its scenario
+// configuration and every change at 0s); changes[i] pushed later is version i+1.
+const initialVersion = "0"
+
+// readyTimeout bounds the wait for a changed proxy's first configuration.
+const readyTimeout = 10 * time.Second
+
+// changes is the scenario's control plane at work: the server, and the xDS clients of the proxies it
+// configures (they run until close).
+type changes struct {
+	cp     *controlplane.Server
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	errs []error // pushes that failed
+}
+
+func startChanges() (*changes, error) {
+	cp, err := controlplane.Start()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &changes{cp: cp, ctx: ctx, cancel: cancel}, nil
+}
+
+// close stops the pushes and the xDS clients, then the server; the proxies keep their configuration.
+func (c *changes) close() {
+	c.cancel()
+	c.wg.Wait()
+	c.cp.Close()
+}
+
+// err is the first push that failed, if any.
+func (c *changes) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.errs) > 0 {
+		return c.errs[0]
+	}
+	return nil
+}
+
+// startDynamicProxy starts the proxy px of a scenario with changes: it takes its routes, clusters and
+// endpoints from the scenario's control plane over ADS, starting from its initial state (version 0);
+// Start returns once it applied them.
+func (t *topology) startDynamicProxy(p *plan.Plan, px plan.Proxy, addrs map[string]string) (*proxy.Server, error) {
+	st := p.Scenario.InitialState(px.Name)
+	static, err := st.Bootstrap(px.Name, t.stateAddresses(p, st, addrs))
+	if err != nil {
+		return nil, err
+	}
+	b, err := t.changes.cp.Bootstrap(px.Name, static)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.FromProto(b)
+	if err != nil {
+		return nil, err
+	}
+	popts := t.proxyOptions(p, px.Name, px.Name, px.Name)
+	popts.Bootstrap = b
+	first := *cfg
+	first.Listeners = nil // as Envoy's: the listener starts with its first routes
+	srv, err := proxy.New(&first, popts)
+	if err != nil {
+		return nil, err
+	}
+	srv.SetInitializing(true)
+	if err := srv.Start(); err != nil {
+		return nil, err
+	}
+	client, err := xds.New(xds.Options{Bootstrap: b, Config: cfg, Stats: srv.Stats(),
+		Applier: xds.ApplierFunc(func(c *config.Bootstrap, dump proto.Message) error {
+			if err := srv.Update(c, dump); err != nil {
+				return err
+			}
+			srv.SetInitializing(false)
+			return nil
+		})})
+	if err != nil {
+		_ = srv.Close()
+		return nil, err
+	}
+	t.changes.wg.Add(1)
+	go func() {
+		defer t.changes.wg.Done()
+		_ = client.Run(t.changes.ctx)
+	}()
+	if err := t.changes.cp.Push(t.changes.ctx, px.Name, initialVersion, static); err != nil {
+		_ = srv.Close()
+		return nil, err
+	}
+	wctx, wcancel := context.WithTimeout(t.changes.ctx, readyTimeout)
+	defer wcancel()
+	switch outcome, _, detail := t.changes.cp.Wait(wctx, px.Name, initialVersion); outcome {
+	case record.ChangeRejected:
+		_ = srv.Close()
+		return nil, fmt.Errorf("its first configuration from the control plane was rejected: %s", detail)
+	case record.ChangeUnacknowledged:
+		_ = srv.Close()
+		return nil, fmt.Errorf("it did not take its first configuration from the control plane within %s", readyTimeout)
+	}
+	return srv, nil
+}
+
+// stateAddresses are the listener, admin and endpoint addresses of a proxy in state st: the instances
+// each of its clusters holds.
+func (t *topology) stateAddresses(p *plan.Plan, st *scenarios.ProxyState, addrs map[string]string) scenarios.Addresses {
+	eps := map[string][]string{}
+	for _, svc := range st.Proxy.Services() {
+		n := p.Scenario.Services[svc].Instances
+		for _, i := range st.Instances(svc, n) {
+			eps[svc] = append(eps[svc], addrs[fmt.Sprintf("%s/%d", svc, i)])
+		}
+		if eps[svc] == nil {
+			eps[svc] = []string{}
+		}
+	}
+	return scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: eps}
+}
+
+// schedule pushes every change after 0s at its time from origin, the load's start, until the changes
+// close.
+func (t *topology) schedule(p *plan.Plan, origin time.Time, addrs map[string]string) {
+	ctx := t.changes.ctx
+	t.changes.wg.Add(1)
+	go func() {
+		defer t.changes.wg.Done()
+		for i, c := range p.Scenario.Changes {
+			if c.At.Duration == 0 {
+				continue
+			}
+			timer := time.NewTimer(time.Until(origin.Add(c.At.Duration)))
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-timer.C:
+			}
+			name := p.Scenario.ChangeProxy(c)
+			static, err := c.State.Bootstrap(name, t.stateAddresses(p, c.State, addrs))
+			if err == nil {
+				err = t.changes.cp.Push(ctx, name, strconv.Itoa(i+1), static)
+			}
+			if err != nil && ctx.Err() == nil {
+				t.changes.mu.Lock()
+				t.changes.errs = append(t.changes.errs, fmt.Errorf("changes[%d]: %w", i, err))
+				t.changes.mu.Unlock()
+			}
+		}
+	}()
+}
+
+// changeRecords fills in rec.Changes how each proxy answered each change, as offsets from start.
+func (t *topology) changeRecords(rec *record.Record, start time.Time, p *plan.Plan) {
+	for i := range rec.Changes {
+		rc := &rec.Changes[i]
+		c := p.Scenario.Changes[i]
+		version := strconv.Itoa(i + 1)
+		if c.At.Duration == 0 {
+			version = initialVersion
+		}
+		outcome, at, detail := t.changes.cp.Outcome(rc.Proxy, version)
+		rc.Outcome, rc.Detail = outcome, detail
+		if outcome != record.ChangeUnacknowledged {
+			rc.Answered = max(at.Sub(start), 0)
+		}
+	}
+}
