@@ -50,6 +50,21 @@ var _ = Describe("Spec", func() {
 		Expect(built.Proxies["edge"].RouteAction.GetRetryPolicy().GetNumRetries().GetValue()).To(BeEquivalentTo(2))
 	})
 
+	It("writes configuration changes as a file's changes", func() {
+		s := spec()
+		s.Changes = []mesh.Change{
+			{At: "300ms", Endpoints: map[string][]int{"checkout": {0, 1}}},
+			{At: "600ms", Route: mesh.Fields{"timeout": "2s"}},
+			{At: "800ms", Cluster: mesh.Fields{"connect_timeout": "0s"}, Expect: "rejected"},
+		}
+		built, err := s.Build()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(built.Changes).To(HaveLen(3))
+		Expect(built.Changes[0].State.Instances("checkout", 3)).To(Equal([]int{0, 1}))
+		Expect(built.Changes[1].State.Proxy.RouteAction.GetTimeout().AsDuration()).To(Equal(2 * time.Second))
+		Expect(built.Changes[2].Expected()).To(Equal("rejected"))
+	})
+
 	It("refuses what a file would refuse, with the same field paths", func() {
 		for _, c := range []struct {
 			mend func(*mesh.Spec)
@@ -60,6 +75,9 @@ var _ = Describe("Spec", func() {
 			}, "proxies.edge.route.retry_policy.num_retriez"},
 			{func(s *mesh.Spec) { s.Load.Rate = "fast" }, "load.rate"},
 			{func(s *mesh.Spec) { s.Faults[0].Instances = []int{7} }, "faults[0].instances[0]"},
+			{func(s *mesh.Spec) {
+				s.Changes = []mesh.Change{{At: "500ms", Cluster: mesh.Fields{"connect_timeout": "0s"}}}
+			}, "changes[0].cluster.connect_timeout"},
 		} {
 			s := spec()
 			c.mend(&s)

@@ -24,6 +24,23 @@ type Spec struct {
 	Load        Load               `yaml:"load"`
 	Faults      []FaultRule        `yaml:"faults,omitempty"`
 	Checks      []string           `yaml:"checks,omitempty"`
+	Changes     []Change           `yaml:"changes,omitempty"`
+}
+
+// Change is a configuration change the scenario's control plane pushes to a proxy over xDS at a time
+// (scenarios.Change): the proxy's Envoy fields it replaces, and the instances of services its
+// clusters hold from then on.
+type Change struct {
+	At          string           `yaml:"at"`
+	For         string           `yaml:"for,omitempty"`
+	Proxy       string           `yaml:"proxy,omitempty"`
+	Routes      []Fields         `yaml:"routes,omitempty"`
+	Route       Fields           `yaml:"route,omitempty"`
+	Cluster     Fields           `yaml:"cluster,omitempty"`
+	VirtualHost Fields           `yaml:"virtual_host,omitempty"`
+	Endpoints   map[string][]int `yaml:"endpoints,omitempty"`
+	// Expect is "rejected" for a change the proxy must refuse; "" or "applied" otherwise.
+	Expect string `yaml:"expect,omitempty"`
 }
 
 // Service is a set of identical instances (scenarios.Service).

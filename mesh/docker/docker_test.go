@@ -160,6 +160,10 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 				Expect(applied["embedded"]).To(Equal([]string{"refused"}), "container faults need Docker")
 				return
 			}
+			if len(p.Scenario.Changes) > 0 {
+				Expect(applied["docker"]).To(Equal([]string{"refused"}), "changes need the embedded runner's control plane")
+				return
+			}
 			Expect(applied["docker"]).To(Equal(applied["embedded"]))
 			for _, k := range p.Kinds() {
 				if tx, ok := strings.CutPrefix(k, "tcp:"); ok {
