@@ -55,6 +55,7 @@ type Server struct {
 	sent    map[string]map[string][]string             // node → version → the types pushed at it
 	acked   map[string]map[string]map[string]time.Time // node → version → type → when ACKed
 	nacked  map[string]map[string]answer               // node → version → the first NACK
+	first   map[string]string                          // node → the first version pushed to it
 	changed chan struct{}                              // closed and replaced at every answer
 }
 
@@ -67,7 +68,8 @@ type answer struct {
 func Start() (*Server, error) {
 	s := &Server{cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil), now: time.Now,
 		nodes: map[int64]string{}, nonces: map[int64]map[string]string{}, sent: map[string]map[string][]string{},
-		acked: map[string]map[string]map[string]time.Time{}, nacked: map[string]map[string]answer{}, changed: make(chan struct{})}
+		acked: map[string]map[string]map[string]time.Time{}, nacked: map[string]map[string]answer{}, first: map[string]string{},
+		changed: make(chan struct{})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("control plane: %w", err)
@@ -150,15 +152,26 @@ func byVersion[V any](m map[string]map[string]V, node string) map[string]V {
 }
 
 // Outcome is how node answered version: record.ChangeRejected when it NACKed any of its resources
-// (detail is the first error_detail), record.ChangeApplied once it ACKed every type pushed at that
-// version, else record.ChangeUnacknowledged; at is when it answered.
+// (detail is the first error_detail), record.ChangeApplied once it ACKed that version of every type
+// sent at it and of every type its first version was sent as (the types the proxy takes: a later
+// version's responses may reach it one type at a time), else record.ChangeUnacknowledged; at is when
+// it answered.
+//
+// The first version's own types come one after another (clusters, then their endpoints and the
+// routes): until the proxy applied it, its ACK of the clusters alone reads as applied — wait for the
+// proxy itself for that one.
 func (s *Server) Outcome(node, version string) (outcome string, at time.Time, detail string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if n, ok := s.nacked[node][version]; ok {
 		return record.ChangeRejected, n.at, n.detail
 	}
-	sent, acked := s.sent[node][version], s.acked[node][version]
+	sent, acked := slices.Clone(s.sent[node][version]), s.acked[node][version]
+	for _, t := range s.sent[node][s.first[node]] {
+		if !slices.Contains(sent, t) {
+			sent = append(sent, t)
+		}
+	}
 	if len(sent) == 0 {
 		return record.ChangeUnacknowledged, time.Time{}, ""
 	}
@@ -296,6 +309,11 @@ func (s *Server) Push(ctx context.Context, node, version string, static *bootstr
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	if _, ok := s.first[node]; !ok {
+		s.first[node] = version
+	}
+	s.mu.Unlock()
 	if err := s.cache.SetSnapshot(ctx, node, snap); err != nil {
 		return fmt.Errorf("control plane: version %s for %s: %w", version, node, err)
 	}

@@ -91,12 +91,15 @@ func (t *topology) startDynamicProxy(p *plan.Plan, px plan.Proxy, addrs map[stri
 	if err := srv.Start(); err != nil {
 		return nil, err
 	}
+	ready := make(chan struct{})
+	var once sync.Once
 	client, err := xds.New(xds.Options{Bootstrap: b, Config: cfg, Stats: srv.Stats(),
 		Applier: xds.ApplierFunc(func(c *config.Bootstrap, dump proto.Message) error {
 			if err := srv.Update(c, dump); err != nil {
 				return err
 			}
 			srv.SetInitializing(false)
+			once.Do(func() { close(ready) })
 			return nil
 		})})
 	if err != nil {
@@ -118,11 +121,14 @@ func (t *topology) startDynamicProxy(p *plan.Plan, px plan.Proxy, addrs map[stri
 	case record.ChangeRejected:
 		_ = srv.Close()
 		return nil, fmt.Errorf("its first configuration from the control plane was rejected: %s", detail)
-	case record.ChangeUnacknowledged:
+	}
+	select { // its ACK of the clusters can come before the endpoints and routes complete it
+	case <-ready:
+		return srv, nil
+	case <-wctx.Done():
 		_ = srv.Close()
 		return nil, fmt.Errorf("it did not take its first configuration from the control plane within %s", readyTimeout)
 	}
-	return srv, nil
 }
 
 // stateAddresses are the listener, admin and endpoint addresses of a proxy in state st: the instances
