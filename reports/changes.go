@@ -15,7 +15,11 @@ type ChangeOutcome struct {
 	Span   Span          // its window, [Start, End) (End 0: to the run end), clipped to the run
 }
 
-// Answered reports whether the proxy answered the change, with an ACK (applied) or a NACK (rejected).
+// Answered reports whether the proxy answered the change, with an ACK (applied) or a NACK (rejected). As
+// in Envoy's xDS protocol, the proxy ACKs a response by sending a DiscoveryRequest whose version_info is
+// the response's version, and NACKs it by sending the previous version with error_detail set, keeping
+// its last good configuration (Envoy docs: api-docs/xds_protocol, "ACK and NACK semantics";
+// api/envoy/service/discovery/v3/discovery.proto, DiscoveryRequest.version_info and .error_detail).
 func (c ChangeOutcome) Answered() bool {
 	return c.Change.Outcome == record.ChangeApplied || c.Change.Outcome == record.ChangeRejected
 }

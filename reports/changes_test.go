@@ -387,4 +387,3 @@ var _ = Describe("configuration changes in the report files", func() {
 		})
 	})
 })
-

@@ -686,8 +686,8 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 {{if .Changes}}<h2>Configuration changes</h2>
 <table><tr><th>change</th><th>proxy</th><th>what</th><th>at</th><th>outcome</th><th>answered after</th><th>NACK detail</th></tr>
 {{range .Changes}}<tr{{if .Unexpected}} class="failed"{{end}}><td>{{.Change.Name}}</td><td>{{.Change.Proxy}}</td><td>{{.Change.What}}</td><td>{{offset .Change.Start}}</td><td>{{changeoutcome .}}</td><td class="num">{{answeredafter .}}</td><td{{if .Change.Detail}} title="{{.Change.Detail}}"{{end}}>{{shortdetail .Change.Detail}}</td></tr>
-{{end}}</table>{{end}}
-{{if shownPhases .Phases}}<h2>Phases</h2>
+{{end}}</table>
+{{end}}{{if shownPhases .Phases}}<h2>Phases</h2>
 <table><tr><th>phase</th><th>span</th><th>requests</th><th>success</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>retry amplification</th><th>ejections</th></tr>
 {{range shownPhases .Phases}}<tr><td>{{.Scope}}</td><td>{{spans .Spans}}</td>{{if not .Summary.Requests}}<td colspan="8" class="note">no requests</td></tr>
 {{else}}<td class="num">{{.Summary.Requests}}</td><td class="num">{{pct .Summary.SuccessRate}}</td>
