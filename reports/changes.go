@@ -122,15 +122,6 @@ func orUnknown(outcome string) string {
 	return outcome
 }
 
-// changeAnswer shows how the proxy answered a change: "applied after 200ms", "rejected after 150ms",
-// "unacknowledged".
-func changeAnswer(c ChangeOutcome) string {
-	if !c.Answered() {
-		return orUnknown(c.Change.Outcome)
-	}
-	return c.Change.Outcome + " after " + formatDelay(c.ApplyTime())
-}
-
 // changeOutcomeText shows a change's outcome with what the scenario expected when it differs:
 // "rejected", "unacknowledged (expected applied)".
 func changeOutcomeText(c ChangeOutcome) string {

@@ -176,7 +176,7 @@ func judge(c checks.Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 			v.Observed = needsRecord(c.Metric)
 			return v
 		}
-		if sc != nil {
+		if sc != nil && sc.Changes { // a check built by hand (mesh's views): parsed ones were refused already
 			if err := checks.Fits("ejected()", checks.Metric{Kind: checks.Latency, Scopes: checks.FaultStart}, *sc); err != nil {
 				v.Observed = err.Error()
 				return v
