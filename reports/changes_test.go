@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -386,4 +387,26 @@ var _ = Describe("configuration changes in the report files", func() {
 			Expect(string(data)).NotTo(ContainSubstring(`"changes":`))
 		})
 	})
+})
+
+var _ = Describe("a change's window judged as a fault window over the same span", func() {
+	// meshRun's faults[0] is 4s–6s; a change with the same window must give every metric the same value.
+	DescribeTable("the clients', an edge's and a service's metrics",
+		func(check string) {
+			rec := meshRun()
+			rec.Changes = []record.Change{{Name: "changes[0]", Proxy: "frontend", What: "routes", Start: 4 * time.Second,
+				End: 6 * time.Second, Outcome: record.ChangeApplied, Expected: record.ChangeApplied, Answered: 4100 * ms}}
+			vs := reports.EvaluateRun([]checks.Check{mustCheck("during faults[0]: " + check), mustCheck("during changes[0]: " + check)}, rec)
+			fault, change := vs[0], vs[1]
+			Expect(fault.Measured).To(BeTrue(), fault.Observed)
+			Expect(change.Measured).To(BeTrue(), change.Observed)
+			Expect(change.Value).To(Equal(fault.Value))
+			Expect(change.Observed).To(Equal(strings.Replace(fault.Observed, "during faults[0]", "during changes[0]", 1)))
+		},
+		Entry(nil, "success_rate >= 0%"), Entry(nil, "p99 >= 0s"), Entry(nil, "requests >= 0"), Entry(nil, "status(503) >= 0"),
+		Entry(nil, "upstream_attempts >= 0"), Entry(nil, "retries >= 0"), Entry(nil, "ejections >= 0"), Entry(nil, "attempts_max >= 0"),
+		Entry(nil, "edge(cart->payments): success_rate >= 0%"), Entry(nil, "edge(cart->payments): retry_amplification >= 0"),
+		Entry(nil, "edge(cart->payments): retries >= 0"), Entry(nil, "edge(cart->payments): ejections >= 0"),
+		Entry(nil, "edge(cart->payments): p99 >= 0s"), Entry(nil, "service(cart): requests >= 0"),
+	)
 })
