@@ -176,6 +176,12 @@ func judge(c checks.Check, s Summary, rec *record.Record, o *Outcomes) Verdict {
 			v.Observed = needsRecord(c.Metric)
 			return v
 		}
+		if sc != nil && sc.Changes { // a check built by hand (mesh's views): parsed ones were refused already
+			if err := checks.Fits("ejected()", checks.Metric{Kind: checks.Latency, Scopes: checks.FaultStart}, *sc); err != nil {
+				v.Observed = err.Error()
+				return v
+			}
+		}
 		return judgeEjected(v, c, host, sc, rec, o)
 	}
 	name, m, err := lookupMetric(c.Metric)
@@ -339,11 +345,85 @@ func judgeOutcome(v Verdict, c checks.Check, name string, sc *checks.Scope, rec 
 			v.Observed = fmt.Sprintf("recovery_time = %s (%s ended at %s; a whole %s at ≥ %s%% success from %s)", formatDelay(r.Time), w.Name,
 				formatOffset(w.Span.End), formatDuration(RecoveryWindow), formatPercent(r.Threshold), formatOffset(w.Span.End+r.Time))
 		}
+	case "changes_applied", "changes_rejected", "changes_unexpected", "change_apply_time":
+		return judgeChanges(v, c, name, sc, rec)
 	default:
 		v.Observed = fmt.Sprintf("%s cannot be judged here", name)
 		return v
 	}
 	v.measured(c, x)
+	return v
+}
+
+// judgeChanges judges the metrics of the scenario's configuration changes: how many the proxy applied
+// (ACKed), rejected (NACKed) or answered otherwise than expected, and the longest it took to answer one.
+// Unscoped they judge every change; "during changes[N]" that change, "during change" every change, any
+// other scope the changes pushed within its spans (changesInScope). change_apply_time fails when a change
+// in scope is unacknowledged: the proxy answered neither way by the run's end.
+func judgeChanges(v Verdict, c checks.Check, name string, sc *checks.Scope, rec *record.Record) Verdict {
+	if len(rec.Changes) == 0 {
+		v.Observed = name + ": the run made no configuration changes"
+		return v
+	}
+	idx, where, err := changesInScope(rec, sc)
+	if err != nil {
+		v.Observed = fmt.Sprintf("scope %q: %v", c.Scope, err)
+		return v
+	}
+	of := fmt.Sprintf("%d of %d changes", len(idx), len(rec.Changes))
+	if sc == nil {
+		of = fmt.Sprintf("%d changes", len(idx))
+	}
+	if name != "change_apply_time" {
+		n := 0
+		for _, i := range idx {
+			co := ChangeOutcome{Change: rec.Changes[i]}
+			switch {
+			case name == "changes_applied" && co.Change.Outcome == record.ChangeApplied,
+				name == "changes_rejected" && co.Change.Outcome == record.ChangeRejected,
+				name == "changes_unexpected" && co.Unexpected():
+				n++
+			}
+		}
+		v.Observed = fmt.Sprintf("%s = %d%s", name, n, where)
+		if len(idx) == 0 {
+			v.Observed += ": no change pushed in it"
+		} else {
+			v.Observed += fmt.Sprintf(" (%s: %s)", of, changeList(rec, idx))
+		}
+		v.measured(c, float64(n))
+		return v
+	}
+	if len(idx) == 0 {
+		v.Observed = "no configuration change pushed" + where + ": nothing to judge change_apply_time on"
+		return v
+	}
+	var longest ChangeOutcome
+	var silent []string
+	answered := 0
+	for _, i := range idx {
+		co := ChangeOutcome{Change: rec.Changes[i]}
+		switch {
+		case !co.Answered():
+			silent = append(silent, fmt.Sprintf("%s (pushed at %s)", co.Change.Name, formatOffset(co.Change.Start)))
+			continue
+		case answered == 0 || co.ApplyTime() > longest.ApplyTime():
+			longest = co
+		}
+		answered++
+	}
+	if len(silent) > 0 {
+		v.Observed = fmt.Sprintf("change_apply_time%s: %s unacknowledged: the proxy answered neither ACK nor NACK before the run ended at %s",
+			where, strings.Join(silent, ", "), formatOffset(RunEnd(rec)))
+		if answered > 0 {
+			v.Observed += fmt.Sprintf("; the longest answered change took %s (%s)", formatDelay(longest.ApplyTime()), longest.Change.Name)
+		}
+		return v
+	}
+	ch := longest.Change
+	v.Observed = fmt.Sprintf("change_apply_time = %s%s (%s, the longest of %d: pushed at %s, %s at %s)", formatDelay(longest.ApplyTime()), where,
+		ch.Name, answered, formatOffset(ch.Start), ch.Outcome, formatOffset(ch.Answered))
+	v.measured(c, longest.ApplyTime().Seconds())
 	return v
 }
 

@@ -25,8 +25,9 @@ import (
 )
 
 // WriteHTML writes report.html: one self-contained page (inline CSS, inline SVG charts, no script, no
-// external URL) with the verdict, the checks, the key numbers, the fault windows and phases, and charts
-// made from the record (see README.md): the load intended vs sent, latency percentiles over time, the
+// external URL) with the verdict, the checks, the key numbers, the fault windows, configuration changes
+// and phases, and charts made from the record (see README.md; fault windows shaded, changes' pushes
+// marked): the load intended vs sent, latency percentiles over time, the
 // latency histogram by outcome, the per-host ejection timeline, retries and the failures they masked
 // over time, and status codes over time. A chart whose data the run did not record is replaced by a
 // note saying so. A run with a call graph adds the service map per phase (servicemap.go) and the edge
@@ -217,8 +218,59 @@ func (b *faultBands) Thumbnail(c *draw.Canvas) {
 	c.FillPolygon(colFault, []vg.Point{{X: c.Min.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Max.Y}, {X: c.Min.X, Y: c.Max.Y}})
 }
 
-// addFaults shades the fault windows of a time chart and adds them to its legend.
+// changeMarks draws a dashed vertical line at each configuration change's push, labelled with its name
+// at the foot of the chart.
+type changeMarks struct {
+	changes []ChangeOutcome
+	line    draw.LineStyle
+	label   draw.TextStyle
+}
+
+func newChangeMarks(o Outcomes, p *plot.Plot) *changeMarks {
+	m := &changeMarks{changes: o.Changes, label: p.X.Tick.Label,
+		line: draw.LineStyle{Color: colPurple, Width: vg.Points(1.2), Dashes: []vg.Length{vg.Points(4), vg.Points(3)}}}
+	m.label.XAlign, m.label.YAlign = draw.XLeft, draw.YBottom
+	m.label.Color = colPurple
+	return m
+}
+
+func (m *changeMarks) Plot(c draw.Canvas, p *plot.Plot) {
+	trX, _ := p.Transforms(&c)
+	for _, ch := range m.changes {
+		x := trX(ch.Span.Start.Seconds())
+		if x < c.Min.X || x > c.Max.X {
+			continue
+		}
+		c.StrokeLine2(m.line, x, c.Min.Y, x, c.Max.Y)
+		name := ch.Change.Name
+		if ch.Change.Outcome != record.ChangeApplied {
+			name += " " + orUnknown(ch.Change.Outcome)
+		}
+		c.FillText(m.label, vg.Point{X: x + 3, Y: c.Min.Y + 3}, name)
+	}
+}
+
+func (m *changeMarks) DataRange() (xmin, xmax, ymin, ymax float64) {
+	xmin, xmax, ymin, ymax = math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
+	for _, ch := range m.changes {
+		xmin, xmax = min(xmin, ch.Span.Start.Seconds()), max(xmax, ch.Span.Start.Seconds())
+	}
+	return
+}
+
+func (m *changeMarks) Thumbnail(c *draw.Canvas) {
+	y := (c.Min.Y + c.Max.Y) / 2
+	c.StrokeLine2(m.line, c.Min.X, y, c.Max.X, y)
+}
+
+// addFaults shades the fault windows of a time chart, marks the configuration changes' pushes, and adds
+// them to its legend.
 func addFaults(p *plot.Plot, o Outcomes) {
+	if len(o.Changes) > 0 {
+		m := newChangeMarks(o, p)
+		p.Add(m)
+		p.Legend.Add("configuration change pushed", m)
+	}
 	if len(o.Windows) == 0 {
 		return
 	}
@@ -566,6 +618,11 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"overall":   func(o Outcomes) uint64 { return o.Overflows() },
 	"edgecells": edgeCells,
 	"svccells":  serviceCells,
+	// Configuration changes.
+	"offset":        formatOffset,
+	"changeoutcome": changeOutcomeText,
+	"answeredafter": changeAnsweredAfter,
+	"shortdetail":   shortDetail,
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -626,7 +683,11 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 <table><tr><th>down</th><th>first ejection</th><th>recovery after it</th></tr>
 {{range .Down}}<tr><td>{{spans (list .Span)}}</td><td>{{downfirst .}}</td><td>{{recov .Recovery}}</td></tr>
 {{end}}</table>{{end}}{{end}}{{end}}
-{{if shownPhases .Phases}}<h2>Phases</h2>
+{{if .Changes}}<h2>Configuration changes</h2>
+<table><tr><th>change</th><th>proxy</th><th>what</th><th>at</th><th>outcome</th><th>answered after</th><th>NACK detail</th></tr>
+{{range .Changes}}<tr{{if .Unexpected}} class="failed"{{end}}><td>{{.Change.Name}}</td><td>{{.Change.Proxy}}</td><td>{{.Change.What}}</td><td>{{offset .Change.Start}}</td><td>{{changeoutcome .}}</td><td class="num">{{answeredafter .}}</td><td{{if .Change.Detail}} title="{{.Change.Detail}}"{{end}}>{{shortdetail .Change.Detail}}</td></tr>
+{{end}}</table>
+{{end}}{{if shownPhases .Phases}}<h2>Phases</h2>
 <table><tr><th>phase</th><th>span</th><th>requests</th><th>success</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>retry amplification</th><th>ejections</th></tr>
 {{range shownPhases .Phases}}<tr><td>{{.Scope}}</td><td>{{spans .Spans}}</td>{{if not .Summary.Requests}}<td colspan="8" class="note">no requests</td></tr>
 {{else}}<td class="num">{{.Summary.Requests}}</td><td class="num">{{pct .Summary.SuccessRate}}</td>

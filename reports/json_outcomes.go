@@ -27,6 +27,25 @@ type (
 		// Version 3: the call graph's outcomes, for a record beyond one hop (absent otherwise).
 		Edges    []jsonEdge    `json:"edges,omitempty"`
 		Services []jsonService `json:"services,omitempty"`
+		// Version 3 (issue #17): the scenario's configuration changes (absent when it made none).
+		Changes []jsonChange `json:"changes,omitempty"`
+	}
+	// jsonChange is a ChangeOutcome: when the change was pushed (start_ms), its window's end clipped to
+	// the run (end_ms; open_ended: it ran to the run end), and how the proxy answered.
+	jsonChange struct {
+		Name       string  `json:"name"`
+		Proxy      string  `json:"proxy"`
+		What       string  `json:"what"`
+		StartMs    float64 `json:"start_ms"`
+		EndMs      float64 `json:"end_ms"`
+		OpenEnded  bool    `json:"open_ended"`
+		Outcome    string  `json:"outcome"`  // applied, rejected or unacknowledged
+		Expected   string  `json:"expected"` // what the scenario expected
+		Unexpected bool    `json:"unexpected"`
+		// null when unacknowledged
+		AnsweredMs  *float64 `json:"answered_ms"`
+		ApplyTimeMs *float64 `json:"apply_time_ms"`
+		Detail      string   `json:"detail"` // the NACK's error_detail, whole
 	}
 	jsonEdge struct {
 		Caller      string            `json:"caller"`
@@ -173,6 +192,9 @@ func outcomesJSON(o Outcomes) jsonOutcomes {
 	}
 	if len(o.Windows) > 0 {
 		out.Fault = ptr(windowJSON(o.Fault))
+	}
+	for _, c := range o.Changes {
+		out.Changes = append(out.Changes, changeJSON(c))
 	}
 	for _, p := range o.Phases {
 		s := p.Summary
@@ -335,6 +357,29 @@ func windowJSON(w WindowOutcome) jsonWindow {
 	return jw
 }
 
+func changeJSON(c ChangeOutcome) jsonChange {
+	ch := c.Change
+	j := jsonChange{Name: ch.Name, Proxy: ch.Proxy, What: ch.What, StartMs: ms(ch.Start), EndMs: ms(c.Span.End), OpenEnded: ch.End <= 0,
+		Outcome: ch.Outcome, Expected: c.Expected(), Unexpected: c.Unexpected(), Detail: ch.Detail}
+	if c.Answered() {
+		j.AnsweredMs, j.ApplyTimeMs = ptr(ms(ch.Answered)), ptr(ms(c.ApplyTime()))
+	}
+	return j
+}
+
+// changeOf reads a change back; its window is recomputed from the run's end.
+func changeOf(j jsonChange, end time.Duration) ChangeOutcome {
+	ch := record.Change{Name: j.Name, Proxy: j.Proxy, What: j.What, Start: dur(j.StartMs), Outcome: j.Outcome, Expected: j.Expected,
+		Detail: j.Detail}
+	if !j.OpenEnded {
+		ch.End = dur(j.EndMs)
+	}
+	if j.AnsweredMs != nil {
+		ch.Answered = dur(*j.AnsweredMs)
+	}
+	return ChangeOutcome{Change: ch, Span: changeSpan(ch, end)}
+}
+
 func attemptsJSON(a AttemptStats) jsonAttempts {
 	out := jsonAttempts{Requests: a.Requests, Known: a.Known, Total: a.Total, Max: a.Max, Amplification: a.Amplification,
 		Distribution: map[string]uint64{}}
@@ -405,6 +450,9 @@ func fromJSON(j jsonReport) Report {
 	}
 	if o.Fault != nil {
 		r.Outcomes.Fault = windowOf(*o.Fault)
+	}
+	for _, c := range o.Changes {
+		r.Outcomes.Changes = append(r.Outcomes.Changes, changeOf(c, r.Outcomes.End))
 	}
 	for _, p := range o.Phases {
 		po := PhaseOutcome{Scope: p.Scope, Attempts: attemptsOf(p.Attempts), EjectionsKnown: p.Ejections != nil,

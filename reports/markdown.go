@@ -11,7 +11,8 @@ import (
 
 // WriteMarkdown writes summary.md: a GitHub-flavoured Markdown summary fit for a CI job summary
 // ($GITHUB_STEP_SUMMARY): the verdict, a table of the checks (observed vs required), the key numbers, the
-// fault windows, a table per phase, and the edge and service tables when the run has a call graph.
+// fault windows, the configuration changes, a table per phase, and the edge and service tables when the
+// run has a call graph.
 func WriteMarkdown(w io.Writer, r Report) error {
 	var b bytes.Buffer
 	s, o := r.Summary, r.Outcomes
@@ -86,6 +87,14 @@ func WriteMarkdown(w io.Writer, r Report) error {
 		for _, w := range o.Windows {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", w.Name, mdCell(windowTarget(w.Window)), mdCell(w.Window.Kind),
 				mdCell(windowWhen(w)), mdCell(firstEjection(w)), mdCell(recoveryDetail(w.Recovery)))
+		}
+		b.WriteString("\n")
+	}
+	if len(o.Changes) > 0 {
+		b.WriteString("### Configuration changes\n\n| change | proxy | what | at | outcome | answered after | NACK detail |\n|---|---|---|---|---|---:|---|\n")
+		for _, c := range o.Changes {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", mdCell(c.Change.Name), mdCell(c.Change.Proxy), mdCell(c.Change.What),
+				formatOffset(c.Change.Start), mdCell(changeOutcomeText(c)), changeAnsweredAfter(c), mdCell(shortDetail(c.Change.Detail)))
 		}
 		b.WriteString("\n")
 	}

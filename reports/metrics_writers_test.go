@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/reports/checks"
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // readmeMetrics returns every metric named in the first column of the tables of README.md's Metrics
@@ -179,6 +180,30 @@ var views = map[string]metricView{
 	}},
 	"time_to_first_ejection": {"time_to_first_ejection < 0s", delay("outcomes.fault.time_to_first_ejection_ms")},
 	"recovery_time":          {"recovery_time < 0s", delay("outcomes.fault.recovery.time_ms")},
+
+	"changes_applied":    {"changes_applied < 0", countChanges(func(c map[string]any) bool { return c["outcome"] == "applied" })},
+	"changes_rejected":   {"changes_rejected < 0", countChanges(func(c map[string]any) bool { return c["outcome"] == "rejected" })},
+	"changes_unexpected": {"changes_unexpected < 0", countChanges(func(c map[string]any) bool { return c["unexpected"] == true })},
+	"change_apply_time": {"change_apply_time < 0s", func(doc map[string]any) string {
+		longest := 0.0
+		for _, c := range jsonAt(doc, "outcomes.changes").([]any) {
+			longest = max(longest, c.(map[string]any)["apply_time_ms"].(float64))
+		}
+		return reports.FormatDelayForTest(time.Duration(longest * 1e6))
+	}},
+}
+
+// countChanges counts report.json's outcomes.changes[] that match.
+func countChanges(match func(map[string]any) bool) func(map[string]any) string {
+	return func(doc map[string]any) string {
+		n := 0
+		for _, c := range jsonAt(doc, "outcomes.changes").([]any) {
+			if match(c.(map[string]any)) {
+				n++
+			}
+		}
+		return strconv.Itoa(n)
+	}
 }
 
 var _ = Describe("every metric of README.md's Metrics section (#13)", func() {
@@ -189,6 +214,12 @@ var _ = Describe("every metric of README.md's Metrics section (#13)", func() {
 		rec := faultRun()
 		rec.Samples[3].Status, rec.Samples[3].Error = 0, "refused" // a transport error
 		rec.Samples[7].Sent += 3 * ms                              // some send lag
+		rec.Changes = []record.Change{                             // one applied, one rejected that the scenario expected to apply
+			{Name: "changes[0]", Proxy: "edge", What: "routes", Start: time.Second, End: 5 * time.Second,
+				Outcome: record.ChangeApplied, Expected: record.ChangeApplied, Answered: 1150 * ms},
+			{Name: "changes[1]", Proxy: "edge", What: "cluster checkout", Start: 5 * time.Second,
+				Outcome: record.ChangeRejected, Expected: record.ChangeApplied, Answered: 5300 * ms, Detail: "bad cluster"},
+		}
 		var list []checks.Check
 		for _, name := range metrics {
 			v, ok := views[name]

@@ -32,8 +32,13 @@ type Outcomes struct {
 	Windows []WindowOutcome
 	Fault   WindowOutcome
 
+	// Changes has one entry per record.Record.Changes, in order: the scenario's configuration changes.
+	Changes []ChangeOutcome
+
 	// Phases: "before fault", "during fault", "after fault" when the run has fault windows; the same for
-	// each window ("during faults[1]") when it has several; "during phase NAME" for each load phase.
+	// each window ("during faults[1]") when it has several; "during change" when the run made
+	// configuration changes, and "during changes[N]" for each when it made several; "during phase NAME"
+	// for each load phase.
 	Phases []PhaseOutcome
 
 	Attempts AttemptStats // over the whole run
@@ -226,6 +231,11 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 			p, _ := PhaseOf(rec, sc) // the scopes exist
 			o.Phases = append(o.Phases, p)
 		}
+	}
+	o.Changes = changeOutcomes(rec, o.End)
+	for _, sc := range changeScopes(len(rec.Changes)) {
+		p, _ := PhaseOf(rec, sc) // the scopes exist
+		o.Phases = append(o.Phases, p)
 	}
 	for _, lp := range rec.Phases {
 		p, _ := PhaseOf(rec, checks.Scope{Relation: checks.During, Phase: lp.Name})

@@ -249,10 +249,21 @@ var _ = Describe("ParseScope", func() {
 		Entry(nil, "phase Steady", "during phase Steady"),
 		Entry(nil, "during faults[2] down", "during faults[2] down"),
 		Entry(nil, "During Fault DOWN", "during fault down"),
+		// Configuration changes: "change[N]" as the issue writes it, "changes[N]" canonical.
+		Entry(nil, "during changes[0]", "during changes[0]"),
+		Entry(nil, "during change[0]", "during changes[0]"),
+		Entry(nil, "Before Change [ 12 ]", "before changes[12]"),
+		Entry(nil, "after changes[3]", "after changes[3]"),
+		Entry(nil, "during change", "during change"),
+		Entry(nil, "during changes", "during change"),
+		Entry(nil, "before CHANGES", "before change"),
+		Entry(nil, "after change", "after change"),
 	)
 
 	const accepted = `; accepted: "before fault", "during fault", "after fault" (all fault windows together), ` +
-		`"before faults[N]", "during faults[N]", "after faults[N]" (one window), "during fault down", "during faults[N] down" (the down periods of flapping rules), "during phase NAME"`
+		`"before faults[N]", "during faults[N]", "after faults[N]" (one window), "during fault down", "during faults[N] down" (the down periods of flapping rules), ` +
+		`"before change", "during change", "after change" (all configuration changes' windows together), ` +
+		`"before changes[N]", "during changes[N]", "after changes[N]" (one change's window), "during phase NAME"`
 	DescribeTable("invalid scopes say what is accepted",
 		func(text, want string) {
 			_, err := checks.ParseScope(text)
@@ -268,5 +279,13 @@ var _ = Describe("ParseScope", func() {
 		Entry(nil, "during outage", `scope "during outage": unknown target "outage"`),
 		Entry(nil, "after faults[0] down", `scope "after faults[0] down": down periods take "during" only, not "after"`),
 		Entry(nil, "during down", `scope "during down": unknown target "down"`),
+		Entry(nil, "during changes[x]", `scope "during changes[x]": bad change index in "changes[x]": want changes[N] with N = 0, 1, …, the change's place in the scenario's changes`),
+		Entry(nil, "during change[-1]", `scope "during change[-1]": bad change index in "change[-1]": want changes[N] with N = 0, 1, …, the change's place in the scenario's changes`),
+		Entry(nil, "after changes[01]", `scope "after changes[01]": bad change index in "changes[01]": want changes[N] with N = 0, 1, …, the change's place in the scenario's changes`),
+		Entry(nil, "during changes[0", `scope "during changes[0": bad change index in "changes[0": want changes[N] with N = 0, 1, …, the change's place in the scenario's changes`),
+		Entry(nil, "during changes[0] down", `scope "during changes[0] down": down periods belong to flapping fault rules, and a configuration change has none: write it without "down"`),
+		Entry(nil, "during change down", `scope "during change down": down periods belong to flapping fault rules, and a configuration change has none: write it without "down"`),
+		Entry(nil, "after changes[0] down", `scope "after changes[0] down": down periods take "during" only, not "after"`),
+		Entry(nil, "during changeset", `scope "during changeset": unknown target "changeset"`),
 	)
 })

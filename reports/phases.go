@@ -1,6 +1,7 @@
 package reports
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,13 +68,33 @@ func faultSpans(rec *record.Record, fault int, down bool, end time.Duration) []S
 		if down {
 			ws = downSpans(w, end)
 		}
-		for _, s := range ws {
-			if s.Len() > 0 {
-				spans = append(spans, s)
-			}
+		spans = append(spans, ws...)
+	}
+	return mergeSpans(spans)
+}
+
+// changeSpan is a configuration change's window, [Start, End) with End 0 meaning the run end, clipped to
+// the run.
+func changeSpan(c record.Change, end time.Duration) Span {
+	return windowSpan(record.FaultWindow{Start: c.Start, End: c.End}, end)
+}
+
+// changeSpans returns the windows of the configuration changes a scope names (-1: all), merged and
+// sorted.
+func changeSpans(rec *record.Record, change int, end time.Duration) []Span {
+	var spans []Span
+	for i, c := range rec.Changes {
+		if change < 0 || change == i {
+			spans = append(spans, changeSpan(c, end))
 		}
 	}
-	slices.SortFunc(spans, func(a, b Span) int { return int(a.Start - b.Start) })
+	return mergeSpans(spans)
+}
+
+// mergeSpans sorts spans and merges those that overlap or touch, leaving out the empty ones.
+func mergeSpans(spans []Span) []Span {
+	spans = slices.DeleteFunc(slices.Clone(spans), func(s Span) bool { return s.Len() <= 0 })
+	slices.SortFunc(spans, func(a, b Span) int { return cmp.Compare(a.Start, b.Start) })
 	var merged []Span
 	for _, s := range spans {
 		if n := len(merged); n > 0 && s.Start <= merged[n-1].End {
@@ -86,29 +107,42 @@ func faultSpans(rec *record.Record, fault int, down bool, end time.Duration) []S
 }
 
 // ScopeSpans returns the stretches of the run a scope covers, or an error saying why the run has no such
-// scope (an unknown fault index or phase). "before" a fault runs from the run start to the (first)
-// window's start; "after" from the (last) window's end to the run end, and is empty for an open-ended
-// window.
+// scope (an unknown fault or change index, or phase). "before" a fault runs from the run start to the
+// (first) window's start; "after" from the (last) window's end to the run end, and is empty for an
+// open-ended window. A configuration change's scope is the same with the change's window, [Start, End)
+// (End 0: until the run end), clipped to the run.
 func ScopeSpans(rec *record.Record, sc checks.Scope) ([]Span, error) {
 	end := RunEnd(rec)
 	names := make([]string, len(rec.Phases))
 	for i, p := range rec.Phases {
 		names[i] = p.Name
 	}
-	if err := sc.Exists(len(rec.Windows), names); err != nil {
+	if err := sc.Exists(checks.ScopeContext{Faults: len(rec.Windows), Changes: len(rec.Changes), Phases: names}); err != nil {
 		return nil, err
 	}
 	if sc.Phase != "" {
 		p := rec.Phases[slices.Index(names, sc.Phase)]
 		return []Span{{Start: min(max(p.Start, 0), end), End: min(max(p.End, p.Start), end)}}, nil
 	}
-	during := faultSpans(rec, sc.Fault, sc.Down, end)
+	var during []Span
+	var one *Span // the one window the scope names, if it names one
+	switch {
+	case sc.Changes:
+		during = changeSpans(rec, sc.Change, end)
+		if sc.Change >= 0 {
+			one = ptr(changeSpan(rec.Changes[sc.Change], end))
+		}
+	default:
+		during = faultSpans(rec, sc.Fault, sc.Down, end)
+		if sc.Fault >= 0 {
+			one = ptr(windowSpan(rec.Windows[sc.Fault], end))
+		}
+	}
 	first, last := Span{}, Span{Start: end, End: end}
 	if len(during) > 0 {
 		first, last = during[0], during[len(during)-1]
-	} else if sc.Fault >= 0 { // a window that lies wholly after the run's end
-		w := windowSpan(rec.Windows[sc.Fault], end)
-		first, last = w, w
+	} else if one != nil { // a window that lies wholly after the run's end, or is empty
+		first, last = *one, *one
 	}
 	switch sc.Relation {
 	case checks.Before:

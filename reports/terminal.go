@@ -17,9 +17,10 @@ import (
 
 // WriteTerminal writes a compact summary for people: the load and whether its rate held (a loud warning
 // when not), outcomes, latency percentiles corrected and uncorrected, what the proxy did, what each
-// upstream instance received, the phases and fault windows when the run has some, the edge and service
-// tables when the run has a call graph, each check with its verdict, and a final PASS or FAIL line.
-// Verdicts are coloured when w is a terminal (and NO_COLOR is unset); otherwise the text is plain.
+// upstream instance received, the phases, fault windows and configuration changes when the run has some,
+// the edge and service tables when the run has a call graph, each check with its verdict, and a final
+// PASS or FAIL line. Verdicts are coloured when w is a terminal (and NO_COLOR is unset); otherwise the
+// text is plain.
 func WriteTerminal(w io.Writer, r Report) error {
 	var b bytes.Buffer
 	paint := painter(IsTerminal(w))
@@ -122,7 +123,8 @@ func verdictColor(ok bool) string {
 	return red
 }
 
-// writeTerminalOutcomes writes the phases, fault windows, attempts and overflows, when the run has them.
+// writeTerminalOutcomes writes the phases, fault windows, configuration changes, attempts and overflows,
+// when the run has them.
 func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 	if o.Attempts.Known > 0 {
 		fmt.Fprintf(b, "attempts  per request %s (max %d)%s\n", distribution(o.Attempts.Distribution),
@@ -157,6 +159,18 @@ func writeTerminalOutcomes(b *bytes.Buffer, t *tabwriter.Writer, o Outcomes) {
 			}
 			fmt.Fprintf(t, "  %s\t%s\t%s\t%s\t%s\trecovery %s\n", w.Name, windowTarget(w.Window), w.Window.Kind,
 				windowWhen(w), ejection, recovery(w.Recovery))
+		}
+		t.Flush()
+	}
+	if len(o.Changes) > 0 {
+		b.WriteString("configuration changes\n")
+		for _, c := range o.Changes {
+			detail := ""
+			if d := shortDetail(c.Change.Detail); d != "" {
+				detail = "\t" + d
+			}
+			fmt.Fprintf(t, "  %s\t%s\t%s\tat %s\t%s\tanswered after %s%s\n", c.Change.Name, c.Change.Proxy, c.Change.What,
+				formatOffset(c.Change.Start), changeOutcomeText(c), changeAnsweredAfter(c), detail)
 		}
 		t.Flush()
 	}

@@ -44,19 +44,24 @@ const ejectedForm = `"ejected(SERVICE/INSTANCE)", optionally followed by "within
 //	during faults[0]: p99 < 50ms   before fault: success_rate == 100%   during phase steady: p99 < 20ms
 //	recovery_time < 5s   time_to_first_ejection < 2s   attempts_max <= 4   overflows == 0
 //	during fault: ejected(checkout/2) within 2s
+//	during change[0]: success_rate >= 99.9%   during changes[2]: changes_rejected == 1   change_apply_time < 1s
 //
 // Metrics (defined in reports' README.md): requests, successes, errors, retries, ejections,
 // upstream_attempts, upstream_received, status(N), status(Nxx), attempts_max, overflows, pending_overflows,
-// retry_overflows (counts: a plain number); success_rate, error_rate (percent: "%"); achieved_rate
-// (requests/s: "/s"); retry_amplification, delivered_amplification (plain ratios); p50, p90, p99, p999, max
-// and their uncorrected_ forms, time_to_first_ejection, recovery_time (durations: a number with ns, us, µs,
-// ms, s or m). ejected(HOST) holds when the proxy ejected HOST ("service/instance" or its address), within
+// retry_overflows, changes_applied, changes_rejected, changes_unexpected (counts: a plain number);
+// success_rate, error_rate (percent: "%"); achieved_rate (requests/s: "/s"); retry_amplification,
+// delivered_amplification (plain ratios); p50, p90, p99, p999, max and their uncorrected_ forms,
+// time_to_first_ejection, recovery_time, change_apply_time (durations: a number with ns, us, µs, ms, s or
+// m). ejected(HOST) holds when the proxy ejected HOST ("service/instance" or its address), within
 // DURATION of the fault's start when given.
 //
 // Scopes (see ParseScope): before|during|after fault (all fault windows together), before|during|after
-// faults[N] (one window), during phase NAME. overflows, pending_overflows, retry_overflows,
-// upstream_received and delivered_amplification take no scope; time_to_first_ejection and ejected() take
-// "during" a fault, recovery_time "after" a fault.
+// faults[N] (one window), during fault down, during faults[N] down (a flapping rule's down periods),
+// before|during|after change (all configuration changes' windows together), before|during|after
+// changes[N] (one change's window; "change[N]" is read as "changes[N]"), during phase NAME.
+// overflows, pending_overflows, retry_overflows, upstream_received and delivered_amplification take no
+// scope; time_to_first_ejection and ejected() take "during" a fault, recovery_time "after" a fault (not a
+// change: a change is no fault).
 // Targets (see ParseTarget), after the scope: edge(CALLER->CALLEE) judges the calls of one caller →
 // callee pair of the call graph, service(NAME) the requests one service received, each with metrics of
 // its own (MetricNames, LookupFor): "edge(cart->payments): retry_amplification <= 1.5",

@@ -50,7 +50,7 @@ var metricNames = []string{"requests", "successes", "errors", "success_rate", "e
 	"uncorrected_max", "retries", "ejections", "upstream_attempts", "retry_amplification", "upstream_received",
 	"delivered_amplification", "status(N)", "status(Nxx)",
 	"attempts_max", "overflows", "pending_overflows", "retry_overflows", "time_to_first_ejection", "recovery_time",
-	"ejected(HOST) [within DURATION]"}
+	"ejected(HOST) [within DURATION]", "changes_applied", "changes_rejected", "changes_unexpected", "change_apply_time"}
 
 var metrics = func() map[string]Metric {
 	m := map[string]Metric{
@@ -75,6 +75,15 @@ var metrics = func() map[string]Metric {
 		"retry_overflows":        {Kind: Count, Scopes: WholeRun, Whole: "from the proxy's stats"},
 		"time_to_first_ejection": {Kind: Latency, Scopes: FaultStart},
 		"recovery_time":          {Kind: Latency, Scopes: FaultEnd},
+
+		// The scenario's configuration changes (record.Change): how many the proxy applied (ACKed),
+		// rejected (NACKed), or answered otherwise than the scenario expected, and the longest time it
+		// took to answer one. Unscoped: every change; "during changes[N]": that change; "during change":
+		// every change; any other scope: the changes pushed (Start) within it.
+		"changes_applied":    {Kind: Count},
+		"changes_rejected":   {Kind: Count},
+		"changes_unexpected": {Kind: Count},
+		"change_apply_time":  {Kind: Latency},
 	}
 	for _, name := range []string{"p50", "p90", "p99", "p999", "max"} {
 		m[name] = Metric{Kind: Latency}
@@ -122,6 +131,11 @@ func Fits(name string, m Metric, sc Scope) error {
 	switch rule := m.Scopes; {
 	case rule == WholeRun:
 		return fmt.Errorf("%s is counted over the whole run only (%s); write the check without %q", name, m.Whole, sc.String()+":")
+	case (rule == FaultStart || rule == FaultEnd) && sc.Changes:
+		which := map[ScopeRule]string{FaultStart: "start", FaultEnd: "end"}[rule]
+		scopes := map[ScopeRule]string{FaultStart: `"during fault" or "during faults[N]"`, FaultEnd: `"after fault" or "after faults[N]"`}[rule]
+		return fmt.Errorf(`%s is measured from a fault's %s, and %q is a configuration change's window, not a fault's: scope it %s, or leave the scope out`,
+			name, which, sc.String(), scopes)
 	case rule == FaultStart && (sc.Phase != "" || sc.Relation != During):
 		return fmt.Errorf(`%s is measured from a fault's start: scope it "during fault" or "during faults[N]", or leave the scope out, not %q`, name, sc.String())
 	case rule == FaultEnd && (sc.Phase != "" || sc.Relation != After):

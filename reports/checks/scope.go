@@ -7,14 +7,16 @@ import (
 	"strings"
 )
 
-// Scope relations: where a scoped check looks relative to a fault window or load phase.
+// Scope relations: where a scoped check looks relative to a fault window, a configuration change's window
+// or a load phase.
 const (
 	Before = "before"
 	During = "during"
 	After  = "after"
 )
 
-// Scope is a parsed check scope: "before fault", "during faults[1]", "after fault", "during phase steady".
+// Scope is a parsed check scope: "before fault", "during faults[1]", "after fault", "during phase steady",
+// "during changes[0]", "after change".
 type Scope struct {
 	Relation string // Before, During or After
 	// Fault is the fault window's index for "faults[N]", or -1 for "fault": the union of all windows
@@ -25,6 +27,12 @@ type Scope struct {
 	// stretches in which the rule was active (record.FaultWindow.Down); a rule that does not flap is down
 	// its whole window.
 	Down bool
+	// Changes makes the scope about the scenario's configuration changes (record.Change windows) rather
+	// than its fault windows: Change is then the change's index for "changes[N]", or -1 for "change",
+	// the union of all change windows (before: until the first starts; after: from the last end). Fault
+	// and Down are then unused.
+	Changes bool
+	Change  int
 }
 
 // String is the canonical text of the scope, as Check.Scope holds it.
@@ -32,6 +40,10 @@ func (s Scope) String() string {
 	switch {
 	case s.Phase != "":
 		return During + " phase " + s.Phase
+	case s.Changes && s.Change < 0:
+		return s.Relation + " change"
+	case s.Changes:
+		return fmt.Sprintf("%s changes[%d]", s.Relation, s.Change)
 	case s.Fault < 0 && s.Down:
 		return s.Relation + " fault down"
 	case s.Fault < 0:
@@ -44,10 +56,13 @@ func (s Scope) String() string {
 
 const acceptedScopes = `"before fault", "during fault", "after fault" (all fault windows together), ` +
 	`"before faults[N]", "during faults[N]", "after faults[N]" (one window), ` +
-	`"during fault down", "during faults[N] down" (the down periods of flapping rules), "during phase NAME"`
+	`"during fault down", "during faults[N] down" (the down periods of flapping rules), ` +
+	`"before change", "during change", "after change" (all configuration changes' windows together), ` +
+	`"before changes[N]", "during changes[N]", "after changes[N]" (one change's window), "during phase NAME"`
 
 // ParseScope parses the scope part of a check (what comes before ":"). Keywords are case-insensitive,
-// a phase name is kept as written.
+// a phase name is kept as written. "change[N]" is read as "changes[N]", "changes" as "change" (and
+// "faults" as "fault"); the canonical text (Scope.String) is "changes[N]" and "change".
 func ParseScope(text string) (Scope, error) {
 	words := strings.Fields(text)
 	bad := func(why string) (Scope, error) {
@@ -84,6 +99,17 @@ func ParseScope(text string) (Scope, error) {
 		words = words[:len(words)-1]
 	}
 	what := strings.ToLower(strings.Join(words[1:], ""))
+	if sc, ok, err := parseChange(what); ok || err != "" {
+		switch {
+		case err != "":
+			return bad(err)
+		case down:
+			words = append(words, "down") // name the scope as written
+			return bad("down periods belong to flapping fault rules, and a configuration change has none: write it without \"down\"")
+		}
+		sc.Relation = rel
+		return sc, nil
+	}
 	if what == "fault" || what == "faults" {
 		return Scope{Relation: rel, Fault: -1, Down: down}, nil
 	}
@@ -98,25 +124,61 @@ func ParseScope(text string) (Scope, error) {
 	return bad(fmt.Sprintf("unknown target %q", strings.Join(words[1:], " ")))
 }
 
-// Exists tells whether a run with this many fault windows (faults[0] … faults[faults−1]) and these load
-// phase names has the scope; the error says why not, naming the ones it has.
-func (s Scope) Exists(faults int, phases []string) error {
-	if s.Phase != "" {
+// parseChange parses the target of a change scope, "change", "changes", "change[N]" or "changes[N]"
+// (lower-cased, without spaces): ok when it is one, why when it is a malformed one.
+func parseChange(what string) (sc Scope, ok bool, why string) {
+	if what == "change" || what == "changes" {
+		return Scope{Changes: true, Change: -1}, true, ""
+	}
+	idx, found := strings.CutPrefix(what, "changes[")
+	if !found {
+		idx, found = strings.CutPrefix(what, "change[")
+	}
+	if !found {
+		return Scope{}, false, ""
+	}
+	if idx, found = strings.CutSuffix(idx, "]"); found {
+		if n, err := strconv.Atoi(idx); err == nil && n >= 0 && strconv.Itoa(n) == idx {
+			return Scope{Changes: true, Change: n}, true, ""
+		}
+	}
+	return Scope{}, false, fmt.Sprintf("bad change index in %q: want changes[N] with N = 0, 1, …, the change's place in the scenario's changes", what)
+}
+
+// Exists tells whether a run (or scenario) with ctx's fault windows (faults[0] … faults[Faults−1]),
+// configuration changes (changes[0] … changes[Changes−1]) and load phase names has the scope; the error
+// says why not, naming the ones it has. Services and Edges are not looked at.
+func (s Scope) Exists(ctx ScopeContext) error {
+	switch {
+	case s.Phase != "":
 		switch {
-		case slices.Contains(phases, s.Phase):
+		case slices.Contains(ctx.Phases, s.Phase):
 			return nil
-		case len(phases) == 0:
+		case len(ctx.Phases) == 0:
 			return fmt.Errorf("the run has no named load phases")
 		}
-		return fmt.Errorf("the run has no load phase %q; its phases: %s", s.Phase, strings.Join(phases, ", "))
-	}
-	switch {
-	case faults == 0:
+		return fmt.Errorf("the run has no load phase %q; its phases: %s", s.Phase, strings.Join(ctx.Phases, ", "))
+	case s.Changes && ctx.Changes == 0:
+		return fmt.Errorf("the run has no configuration changes")
+	case s.Changes && s.Change >= ctx.Changes:
+		return fmt.Errorf("the run has no changes[%d]; its changes: %s", s.Change, ChangeNames(ctx.Changes))
+	case s.Changes:
+		return nil
+	case ctx.Faults == 0:
 		return fmt.Errorf("the run has no fault windows")
-	case s.Fault >= faults:
-		return fmt.Errorf("the run has no faults[%d]; its fault windows: %s", s.Fault, WindowNames(faults))
+	case s.Fault >= ctx.Faults:
+		return fmt.Errorf("the run has no faults[%d]; its fault windows: %s", s.Fault, WindowNames(ctx.Faults))
 	}
 	return nil
+}
+
+// ChangeNames names n configuration changes: "changes[0], changes[1]".
+func ChangeNames(n int) string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("changes[%d]", i)
+	}
+	return strings.Join(names, ", ")
 }
 
 // WindowNames names n fault windows: "faults[0], faults[1]".
@@ -130,23 +192,25 @@ func WindowNames(n int) string {
 
 // ScopeContext is what a scenario offers a check's scope, for validating the check before a run.
 type ScopeContext struct {
-	Faults int      // how many fault rules the scenario has (faults[0] … faults[Faults−1])
-	Phases []string // the load phases' names
+	Faults int // how many fault rules the scenario has (faults[0] … faults[Faults−1])
+	// Changes is how many configuration changes the scenario has (changes[0] … changes[Changes−1]).
+	Changes int
+	Phases  []string // the load phases' names
 	// Services are the scenario's service names; Edges its call graph, caller → callee.
 	Services []string
 	Edges    [][2]string
 }
 
 // ValidateScope tells whether a check's scope and target exist in a scenario, for validating it before
-// running it: the phase scope's fault window or load phase, the target's service or edge. A check
-// without either is valid.
+// running it: the phase scope's fault window, configuration change or load phase, the target's service or
+// edge. A check without either is valid.
 func ValidateScope(c Check, ctx ScopeContext) error {
 	if c.Scope != "" {
 		sc, err := ParseScope(c.Scope)
 		if err != nil {
 			return err
 		}
-		if err := sc.Exists(ctx.Faults, ctx.Phases); err != nil {
+		if err := sc.Exists(ctx); err != nil {
 			return fmt.Errorf("check %q: scope %q: %w", c.String(), c.Scope, err)
 		}
 	}
