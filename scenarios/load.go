@@ -461,7 +461,7 @@ func (v *validator) validate() {
 			v.errs = append(v.errs, &e)
 			continue
 		}
-		if err := checks.ValidateScope(c.Check, checks.ScopeContext{Faults: len(sc.Faults), Changes: 0, Phases: phaseNames, Services: sortedKeys(sc.Services), Edges: edgePairs}); err != nil { // TODO(changes): Changes: len(sc.Changes)
+		if err := checks.ValidateScope(c.Check, checks.ScopeContext{Faults: len(sc.Faults), Changes: len(sc.Changes), Phases: phaseNames, Services: sortedKeys(sc.Services), Edges: edgePairs}); err != nil {
 			v.at(field, "%v", err)
 		}
 		if host, ok := strings.CutPrefix(c.Metric, "ejected("); ok {
