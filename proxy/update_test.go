@@ -2,12 +2,9 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -16,84 +13,13 @@ import (
 
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/internal/clientload"
 	"github.com/meshproof/meshproof/proxy/policy"
 	"github.com/meshproof/meshproof/proxy/xds"
 )
 
 // The proxy is what the xDS client applies its configurations to.
 var _ xds.Applier = (*proxy.Server)(nil)
-
-// load keeps workers sending GETs to url over keep-alive connections (a client that honours
-// Connection: close, net/http's) until stop is called; it counts the successes and the failures
-// (a transport error or a status other than 200) and keeps the first failure.
-type load struct {
-	ok, failed atomic.Int64
-	inFlight   atomic.Int64 // requests started and not yet answered
-	first      atomic.Value
-	// send, when it returns false, holds the workers back (a load balancer that took the proxy out).
-	send func() bool
-	stop func()
-}
-
-func startLoad(url string, workers int, send func() bool) *load {
-	l := &load{send: send}
-	tr := &http.Transport{MaxIdleConnsPerHost: workers}
-	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				// Counted before the balancer is asked: once it said no, a wait for no request in
-				// flight cannot miss one it let through.
-				l.inFlight.Add(1)
-				if l.send != nil && !l.send() {
-					l.inFlight.Add(-1)
-					time.Sleep(time.Millisecond) // the balancer's idle wait: no request is timed by it
-					continue
-				}
-				resp, err := c.Get(url)
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != 200 {
-						err = &statusError{resp.StatusCode}
-					}
-				}
-				l.inFlight.Add(-1)
-				if err != nil {
-					l.failed.Add(1)
-					l.first.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				l.ok.Add(1)
-			}
-		}()
-	}
-	var once sync.Once
-	l.stop = func() {
-		once.Do(func() {
-			cancel()
-			wg.Wait()
-			tr.CloseIdleConnections()
-		})
-	}
-	DeferCleanup(l.stop)
-	return l
-}
-
-type statusError struct{ code int }
-
-func (e *statusError) Error() string { return "status " + http.StatusText(e.code) }
-
-// waitFor waits until the load has n more successes than now.
-func (l *load) waitFor(n int64) {
-	GinkgoHelper()
-	target := l.ok.Load() + n
-	Eventually(l.ok.Load).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(BeNumerically(">=", target))
-}
 
 // bootstrapTo is a bootstrap whose listener sends everything to cluster name, at addr.
 func bootstrapTo(name, addr string) *config.Bootstrap {
@@ -121,8 +47,8 @@ var _ = Describe("Server.Update", func() {
 		url := "http://" + srv.ListenerAddr("edge") + "/"
 		addr := srv.ListenerAddr("edge")
 
-		l := startLoad(url, 4, nil)
-		l.waitFor(50)
+		l := clientload.Start(url, 4, nil)
+		l.WaitFor(50)
 		const updates = 40
 		for i := range updates {
 			cfg := bootstrapTo("b", b.addr())
@@ -130,11 +56,11 @@ var _ = Describe("Server.Update", func() {
 				cfg = bootstrapTo("a", a.addr())
 			}
 			Expect(srv.Update(cfg, nil)).To(Succeed())
-			l.waitFor(20) // traffic on each configuration
+			l.WaitFor(20) // traffic on each configuration
 		}
-		l.stop()
-		Expect(l.failed.Load()).To(BeZero(), "first failure: %v", l.first.Load())
-		GinkgoWriter.Printf("%d requests, %d updates, 0 failed\n", l.ok.Load(), updates)
+		l.Stop()
+		Expect(l.Failed.Load()).To(BeZero(), "first failure: %v", l.FirstFailure())
+		GinkgoWriter.Printf("%d requests, %d updates, 0 failed\n", l.OK.Load(), updates)
 		Expect(a.requests.Load()).To(BeNumerically(">", 0))
 		Expect(b.requests.Load()).To(BeNumerically(">", 0))
 		// The listener kept its socket: the same address, one server.
