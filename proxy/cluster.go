@@ -40,6 +40,9 @@ type cluster struct {
 	// made once: a method value or closure built per pick would be allocated per request.
 	healthyFn func(int) bool
 	activeFn  func(int) int64
+	// stayingFn and stayingHealthyFn are the same over the hosts a later endpoint update kept (see
+	// eligible), noneFn no host.
+	stayingFn, stayingHealthyFn, noneFn func(int) bool
 	// latestSlowStart is when a host last entered slow start (clock nanoseconds; Envoy's
 	// latest_host_added_time_): while it is within the window, picks scale weights (see slowStartPick).
 	latestSlowStart atomic.Int64
@@ -73,6 +76,9 @@ type host struct {
 	// slowStartAt is when the host entered slow start (clock nanoseconds; 0: never): when the cluster
 	// was made, or when active health checks last made it healthy (Envoy's lastHcPassTime).
 	slowStartAt atomic.Int64
+	// removed is set once an endpoint update that removed the host is in use (see cluster.commit):
+	// requests that began on an older configuration, whose cluster still lists it, no longer pick it.
+	removed atomic.Bool
 }
 
 // clusterStats are the cluster's Envoy-named stats, resolved once.
@@ -182,8 +188,7 @@ func (s *clusterStats) codeCounter(code int) *stats.Counter {
 func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk clock.Clock, sd seeds) (*cluster, error) {
 	c := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(store, cfg.Name), events: events, clk: clk, seeds: sd,
 		stop: make(chan struct{})}
-	c.healthyFn = c.healthy
-	c.activeFn = func(i int) int64 { return c.hosts[i].rqActive.Load() }
+	c.initFns()
 	weights := make([]uint32, len(cfg.Endpoints))
 	keys := make([]string, len(cfg.Endpoints))
 	for i, ep := range cfg.Endpoints {
@@ -294,6 +299,48 @@ func (c *cluster) hostByAddr(addr string) *host {
 	return nil
 }
 
+// initFns makes the functions the pickers take (once: a method value or closure built per pick would
+// be allocated per request).
+func (c *cluster) initFns() {
+	c.healthyFn = c.healthy
+	c.activeFn = func(i int) int64 { return c.hosts[i].rqActive.Load() }
+	c.stayingFn = func(i int) bool { return !c.hosts[i].removed.Load() }
+	c.stayingHealthyFn = func(i int) bool { return !c.hosts[i].removed.Load() && c.healthy(i) }
+	c.noneFn = func(int) bool { return false }
+}
+
+// eligible is the predicate of the hosts an attempt may pick, and whether the cluster is in panic, as
+// policy.PanicFilter computes them, over the hosts still in the cluster's host set. A request holds the
+// configuration it began on, whose cluster may list hosts that a later endpoint update removed; Envoy
+// updates a cluster's host set in place (EdsClusterImpl::onConfigUpdate → updateHosts, the thread-local
+// load balancers rebuilt in ClusterManagerImpl::postThreadLocalClusterUpdate), so that no attempt
+// begun after the update, a retry of an earlier request included, goes to a removed host: neither does
+// ours, and the panic threshold counts the hosts that stay.
+func (c *cluster) eligible() (func(int) bool, bool) {
+	total, healthy := 0, 0
+	for i, h := range c.hosts {
+		if h.removed.Load() {
+			continue
+		}
+		total++
+		if c.healthy(i) {
+			healthy++
+		}
+	}
+	panicMode := policy.PanicMode(healthy, total, c.cfg.HealthyPanicThreshold)
+	switch {
+	case total == len(c.hosts) && panicMode:
+		return nil, true
+	case total == len(c.hosts):
+		return c.healthyFn, false
+	case total == 0:
+		return c.noneFn, false
+	case panicMode:
+		return c.stayingFn, true
+	}
+	return c.stayingHealthyFn, false
+}
+
 // healthy says whether a host may take traffic: not ejected by outlier detection and not failing
 // active health checks.
 func (c *cluster) healthy(i int) bool {
@@ -303,7 +350,7 @@ func (c *cluster) healthy(i int) bool {
 // pick chooses the host for an attempt, honouring the panic threshold and the retry host predicate.
 // It returns -1 when no host is eligible ("no healthy upstream"). rng is the request's stream.
 func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, rng policy.Rand) int {
-	eligible, panicMode := policy.PanicFilter(len(c.hosts), c.healthyFn, c.cfg.HealthyPanicThreshold)
+	eligible, panicMode := c.eligible()
 	if panicMode {
 		c.st.lbHealthyPanic.Inc()
 	}

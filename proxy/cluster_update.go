@@ -27,8 +27,7 @@ func endpointsOnly(a, b config.Cluster) bool {
 func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 	n := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(c.st.store, cfg.Name), events: c.events, clk: c.clk,
 		seeds: c.seeds, rm: c.rm, stop: make(chan struct{})}
-	n.healthyFn = n.healthy
-	n.activeFn = func(i int) int64 { return n.hosts[i].rqActive.Load() }
+	n.initFns()
 	n.latestSlowStart.Store(c.latestSlowStart.Load())
 	byAddr := make(map[string]int, len(c.hosts))
 	for i, h := range c.hosts {
@@ -92,8 +91,8 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 }
 
 // commit completes a carry once the configuration holding the cluster is in use: the pools it borrowed
-// from the cluster it was made from become its own (that one's close leaves them open), and the
-// membership change is counted (cluster.<name>.membership_change). Until then, closing it (a
+// from the cluster it was made from become its own (that one's close leaves them open), the hosts it
+// no longer lists are marked removed (see cluster.eligible), and the membership change is counted (cluster.<name>.membership_change). Until then, closing it (a
 // configuration that failed to build) leaves them to their first owner.
 func (c *cluster) commit() {
 	from := c.carriedFrom
@@ -111,5 +110,15 @@ func (c *cluster) commit() {
 	c.borrowed, c.carriedFrom = nil, nil
 	c.handMu.Unlock()
 	from.handMu.Unlock()
+	// The hosts the update removed: the requests still on older configurations stop picking them.
+	staying := make(map[*host]bool, len(c.hosts))
+	for _, h := range c.hosts {
+		staying[h] = true
+	}
+	for _, h := range from.hosts {
+		if !staying[h] {
+			h.removed.Store(true)
+		}
+	}
 	c.st.store.Counter(c.st.prefix + "membership_change").Inc()
 }

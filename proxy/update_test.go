@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -194,6 +195,64 @@ var _ = Describe("Server.Update", func() {
 		Expect(srv.Update(cfg(a.addr(), b.addr()), nil)).To(Succeed())
 		Expect(stat(srv, "cluster.svc.outlier_detection.ejections_active")).To(BeZero())
 		Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+	})
+
+	It("does not retry a request that began before an endpoint update on a host the update removed", func() {
+		// Regression: the retry picked from the host set of the configuration the request began on,
+		// removed hosts included; Envoy updates the host set in place, so no attempt after the update
+		// goes to a removed host (the churn specs in proxy/xds met it as a retry to a killed instance).
+		release := make(chan struct{})
+		var total atomic.Int64
+		var x, y *upstream
+		handle := func(u **upstream) func(int64, http.ResponseWriter, *http.Request) {
+			return func(_ int64, w http.ResponseWriter, _ *http.Request) {
+				if total.Add(1) == 1 {
+					<-release // the first request of all: held, then 503
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				}
+				io.WriteString(w, (*u).addr())
+			}
+		}
+		x, y = newUpstream(handle(&x)), newUpstream(handle(&y))
+		cfg := func(addrs ...string) *config.Bootstrap {
+			c := bootstrapTo("svc", addrs[0])
+			c.Listeners[0].Routes.VirtualHosts[0].Routes[0].Action.RetryPolicy = retries(1, "5xx")
+			cl := cluster("svc", addrs...)
+			cl.EDS = &config.EDS{ServiceName: "svc"}
+			c.Clusters = []config.Cluster{cl}
+			return c
+		}
+		srv, err := proxy.New(cfg(x.addr(), y.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		type result struct {
+			code int
+			body string
+		}
+		got := make(chan result, 1)
+		go func() {
+			defer GinkgoRecover()
+			code, _, body := get("http://" + srv.ListenerAddr("edge") + "/")
+			got <- result{code, body}
+		}()
+		Eventually(func() int64 { return x.requests.Load() + y.requests.Load() }).Should(Equal(int64(1)))
+		held, other := x, y
+		if y.requests.Load() == 1 {
+			held, other = y, x
+		}
+
+		// The other host leaves (a third joins): the held request's retry, on the configuration it
+		// began on, may only go to the host that stays.
+		z := newUpstream(ok)
+		Expect(srv.Update(cfg(held.addr(), z.addr()), nil)).To(Succeed())
+		close(release)
+		var r result
+		Eventually(got).WithTimeout(5 * time.Second).Should(Receive(&r))
+		Expect(r).To(Equal(result{200, held.addr()}))
+		Expect(other.requests.Load()).To(BeZero())
+		Expect(stat(srv, "cluster.svc.upstream_rq_retry")).To(Equal(uint64(1)))
 	})
 
 	It("leaves the running configuration serving when the new one cannot be built", func() {
