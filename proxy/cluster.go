@@ -61,9 +61,11 @@ type cluster struct {
 	// until commit makes them its own (see carry).
 	borrowed    map[upstream]bool
 	carriedFrom *cluster
-	stop        chan struct{}
-	stopOnce    sync.Once
-	wg          sync.WaitGroup
+	// pending are the hosts carry kept pending removal; commit flags them.
+	pending  map[*host]bool
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // host is one endpoint of a cluster with its per-host counters (admin /clusters).
@@ -79,6 +81,9 @@ type host struct {
 	// removed is set once an endpoint update that removed the host is in use (see cluster.commit):
 	// requests that began on an older configuration, whose cluster still lists it, no longer pick it.
 	removed atomic.Bool
+	// pendingRemoval is Envoy's PENDING_DYNAMIC_REMOVAL: an endpoint update removed the host, but active
+	// health checks found it healthy, so it stays until they fail it (see cluster.carry).
+	pendingRemoval atomic.Bool
 }
 
 // clusterStats are the cluster's Envoy-named stats, resolved once.
@@ -476,8 +481,8 @@ func (c *cluster) retryScheduled(i int, o policy.Outcome) {
 // publishHealth refreshes membership_healthy and the outlier / health-check stats.
 func (c *cluster) publishHealth() {
 	n := 0
-	for i := range c.hosts {
-		if c.healthy(i) {
+	for i, h := range c.hosts {
+		if !h.removed.Load() && c.healthy(i) {
 			n++
 		}
 	}
@@ -565,6 +570,9 @@ func (c *cluster) healthCheckLoop(i int, rng policy.Rand) {
 	cfg := c.hc.Config()
 	wait := c.hc.FirstDelay(rng)
 	for {
+		if c.hosts[i].removed.Load() {
+			return // a host pending removal that failed: no longer checked (Envoy deletes its session)
+		}
 		t := c.clk.NewTimer(wait)
 		select {
 		case <-t.C():
@@ -627,6 +635,15 @@ func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
 	if c.outlier != nil && r.Kind == policy.CheckResponse && c.hc.Healthy(i) && c.cfg.Outlier.SuccessfulActiveHealthCheckUnejectHost {
 		evs = append(evs, c.outlier.UnejectHost(now, i)...)
 	}
+	if h := c.hosts[i]; h.pendingRemoval.Load() && !c.hc.Healthy(i) && h.removed.CompareAndSwap(false, true) {
+		// A host pending removal that fails its checks leaves the host set (Envoy's cluster removes it
+		// on the health checker's callback, ClusterImplBase's PENDING_DYNAMIC_REMOVAL handling in
+		// source/common/upstream/upstream_impl.cc), and its connection pool drains (idle connections
+		// close now, the others once their requests are answered), as for any host removed.
+		c.upstreams[i].Close()
+		c.st.membershipTotal.Dec()
+		c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+	}
 	c.emit(evs)
 	c.publishHealth()
 }
@@ -673,6 +690,9 @@ func (c *cluster) healthFlags(i int) string {
 	}
 	if c.hc != nil && !c.hc.Healthy(i) {
 		flags += "/failed_active_hc"
+	}
+	if c.hosts[i].pendingRemoval.Load() {
+		flags += "/pending_dynamic_removal"
 	}
 	if flags == "" {
 		return "healthy"

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/internal/clientload"
 	"github.com/meshproof/meshproof/proxy/policy"
@@ -253,6 +255,87 @@ var _ = Describe("Server.Update", func() {
 		Expect(r).To(Equal(result{200, held.addr()}))
 		Expect(other.requests.Load()).To(BeZero())
 		Expect(stat(srv, "cluster.svc.upstream_rq_retry")).To(Equal(uint64(1)))
+	})
+
+	Context("with active health checks, a host an endpoint update removed", func() {
+		var x, y *upstream
+		var yFails atomic.Bool
+		var clk *clock.Fake
+		cfg := func(ignore bool, addrs ...string) *config.Bootstrap {
+			c := bootstrapTo("svc", addrs[0])
+			cl := cluster("svc", addrs...)
+			cl.EDS = &config.EDS{ServiceName: "svc"}
+			cl.HealthChecks = []policy.HealthCheckConfig{{Timeout: time.Hour, Interval: time.Second, NoTrafficInterval: time.Second,
+				UnhealthyThreshold: 1, HealthyThreshold: 1, Path: "/healthz"}}
+			cl.IgnoreHealthOnHostRemoval = ignore
+			c.Clusters = []config.Cluster{cl}
+			return c
+		}
+		var srv *proxy.Server
+		BeforeEach(func() {
+			yFails.Store(false)
+			x = newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") })
+			y = newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/healthz" && yFails.Load() {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				}
+				io.WriteString(w, "y")
+			})
+			clk = fakeClock()
+		})
+		startBoth := func(ignore bool) {
+			var err error
+			srv, err = proxy.New(cfg(ignore, x.addr(), y.addr()), proxy.Options{Clock: clk})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(srv.Start()).To(Succeed())
+			DeferCleanup(srv.Close)
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.svc.membership_healthy") == 2 })
+		}
+		bodies := func(n int) map[string]int {
+			seen := map[string]int{}
+			for range n {
+				code, _, body := get("http://" + srv.ListenerAddr("edge") + "/")
+				Expect(code).To(Equal(200))
+				seen[body]++
+			}
+			return seen
+		}
+
+		It("stays, pending removal, while the checks find it healthy, and leaves once they fail it", func() {
+			startBoth(false)
+			Expect(srv.Update(cfg(false, x.addr()), nil)).To(Succeed())
+			// Envoy's default (ignore_health_on_host_removal false): still in the host set, still picked.
+			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+			_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::health_flags::/pending_dynamic_removal\n"))
+			Expect(bodies(4)).To(HaveKey("y"))
+
+			yFails.Store(true)
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.svc.membership_total") == 1 })
+			Expect(stat(srv, "cluster.svc.membership_healthy")).To(Equal(uint64(1)))
+			Expect(bodies(4)).To(Equal(map[string]int{"x": 4}))
+			_, _, clusters = get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(clusters).NotTo(ContainSubstring(y.addr()))
+			// Its pool drained: the cluster's open connections are x's alone.
+			Eventually(func() string {
+				_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
+				return clusters
+			}).Should(ContainSubstring(fmt.Sprintf("svc::%s::cx_active::%d\n", x.addr(), stat(srv, "cluster.svc.upstream_cx_active"))))
+
+			// The next update does not bring it back.
+			z := newUpstream(ok)
+			Expect(srv.Update(cfg(false, x.addr(), z.addr()), nil)).To(Succeed())
+			_, _, clusters = get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(clusters).NotTo(ContainSubstring(y.addr()))
+		})
+
+		It("leaves at once with ignore_health_on_host_removal", func() {
+			startBoth(true)
+			Expect(srv.Update(cfg(true, x.addr()), nil)).To(Succeed())
+			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(1)))
+			Expect(bodies(4)).To(Equal(map[string]int{"x": 4}))
+		})
 	})
 
 	It("leaves the running configuration serving when the new one cannot be built", func() {
