@@ -154,6 +154,9 @@ func (s *Server) serveClusters(w http.ResponseWriter, _ *http.Request) {
 				n, prio.name, prio.t.MaxConnections, n, prio.name, prio.t.MaxPendingRequests, n, prio.name, prio.t.MaxRequests, n, prio.name, prio.t.MaxRetries)
 		}
 		for i, h := range c.hosts {
+			if h.removed.Load() {
+				continue // a host pending removal that failed its checks: gone
+			}
 			p := n + "::" + h.addr + "::"
 			for _, kv := range []struct {
 				k string

@@ -55,6 +55,9 @@ func (s *Server) serveClustersJSON(w http.ResponseWriter) {
 		cs := &adminv3.ClusterStatus{Name: c.name, ObservabilityName: c.name,
 			CircuitBreakers: circuitBreakers(c.cfg.Breakers.Default, c.cfg.Breakers.High)}
 		for i, h := range c.hosts {
+			if h.removed.Load() {
+				continue // a host pending removal that failed its checks: gone
+			}
 			hs := &adminv3.HostStatus{Address: socketAddress(h.addr), Weight: h.weight}
 			counter := func(name string, v uint64) {
 				hs.Stats = append(hs.Stats, &adminv3.SimpleMetric{Type: adminv3.SimpleMetric_COUNTER, Name: name, Value: v})

@@ -40,6 +40,9 @@ type cluster struct {
 	// made once: a method value or closure built per pick would be allocated per request.
 	healthyFn func(int) bool
 	activeFn  func(int) int64
+	// stayingFn and stayingHealthyFn are the same over the hosts a later endpoint update kept (see
+	// eligible), noneFn no host.
+	stayingFn, stayingHealthyFn, noneFn func(int) bool
 	// latestSlowStart is when a host last entered slow start (clock nanoseconds; Envoy's
 	// latest_host_added_time_): while it is within the window, picks scale weights (see slowStartPick).
 	latestSlowStart atomic.Int64
@@ -58,9 +61,11 @@ type cluster struct {
 	// until commit makes them its own (see carry).
 	borrowed    map[upstream]bool
 	carriedFrom *cluster
-	stop        chan struct{}
-	stopOnce    sync.Once
-	wg          sync.WaitGroup
+	// pending are the hosts carry kept pending removal; commit flags them.
+	pending  map[*host]bool
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // host is one endpoint of a cluster with its per-host counters (admin /clusters).
@@ -73,6 +78,12 @@ type host struct {
 	// slowStartAt is when the host entered slow start (clock nanoseconds; 0: never): when the cluster
 	// was made, or when active health checks last made it healthy (Envoy's lastHcPassTime).
 	slowStartAt atomic.Int64
+	// removed is set once an endpoint update that removed the host is in use (see cluster.commit):
+	// requests that began on an older configuration, whose cluster still lists it, no longer pick it.
+	removed atomic.Bool
+	// pendingRemoval is Envoy's PENDING_DYNAMIC_REMOVAL: an endpoint update removed the host, but active
+	// health checks found it healthy, so it stays until they fail it (see cluster.carry).
+	pendingRemoval atomic.Bool
 }
 
 // clusterStats are the cluster's Envoy-named stats, resolved once.
@@ -182,8 +193,7 @@ func (s *clusterStats) codeCounter(code int) *stats.Counter {
 func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk clock.Clock, sd seeds) (*cluster, error) {
 	c := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(store, cfg.Name), events: events, clk: clk, seeds: sd,
 		stop: make(chan struct{})}
-	c.healthyFn = c.healthy
-	c.activeFn = func(i int) int64 { return c.hosts[i].rqActive.Load() }
+	c.initFns()
 	weights := make([]uint32, len(cfg.Endpoints))
 	keys := make([]string, len(cfg.Endpoints))
 	for i, ep := range cfg.Endpoints {
@@ -294,6 +304,48 @@ func (c *cluster) hostByAddr(addr string) *host {
 	return nil
 }
 
+// initFns makes the functions the pickers take (once: a method value or closure built per pick would
+// be allocated per request).
+func (c *cluster) initFns() {
+	c.healthyFn = c.healthy
+	c.activeFn = func(i int) int64 { return c.hosts[i].rqActive.Load() }
+	c.stayingFn = func(i int) bool { return !c.hosts[i].removed.Load() }
+	c.stayingHealthyFn = func(i int) bool { return !c.hosts[i].removed.Load() && c.healthy(i) }
+	c.noneFn = func(int) bool { return false }
+}
+
+// eligible is the predicate of the hosts an attempt may pick, and whether the cluster is in panic, as
+// policy.PanicFilter computes them, over the hosts still in the cluster's host set. A request holds the
+// configuration it began on, whose cluster may list hosts that a later endpoint update removed; Envoy
+// updates a cluster's host set in place (EdsClusterImpl::onConfigUpdate → updateHosts, the thread-local
+// load balancers rebuilt in ClusterManagerImpl::postThreadLocalClusterUpdate), so that no attempt
+// begun after the update, a retry of an earlier request included, goes to a removed host: neither does
+// ours, and the panic threshold counts the hosts that stay.
+func (c *cluster) eligible() (func(int) bool, bool) {
+	total, healthy := 0, 0
+	for i, h := range c.hosts {
+		if h.removed.Load() {
+			continue
+		}
+		total++
+		if c.healthy(i) {
+			healthy++
+		}
+	}
+	panicMode := policy.PanicMode(healthy, total, c.cfg.HealthyPanicThreshold)
+	switch {
+	case total == len(c.hosts) && panicMode:
+		return nil, true
+	case total == len(c.hosts):
+		return c.healthyFn, false
+	case total == 0:
+		return c.noneFn, false
+	case panicMode:
+		return c.stayingFn, true
+	}
+	return c.stayingHealthyFn, false
+}
+
 // healthy says whether a host may take traffic: not ejected by outlier detection and not failing
 // active health checks.
 func (c *cluster) healthy(i int) bool {
@@ -303,7 +355,7 @@ func (c *cluster) healthy(i int) bool {
 // pick chooses the host for an attempt, honouring the panic threshold and the retry host predicate.
 // It returns -1 when no host is eligible ("no healthy upstream"). rng is the request's stream.
 func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, rng policy.Rand) int {
-	eligible, panicMode := policy.PanicFilter(len(c.hosts), c.healthyFn, c.cfg.HealthyPanicThreshold)
+	eligible, panicMode := c.eligible()
 	if panicMode {
 		c.st.lbHealthyPanic.Inc()
 	}
@@ -429,8 +481,8 @@ func (c *cluster) retryScheduled(i int, o policy.Outcome) {
 // publishHealth refreshes membership_healthy and the outlier / health-check stats.
 func (c *cluster) publishHealth() {
 	n := 0
-	for i := range c.hosts {
-		if c.healthy(i) {
+	for i, h := range c.hosts {
+		if !h.removed.Load() && c.healthy(i) {
 			n++
 		}
 	}
@@ -518,6 +570,9 @@ func (c *cluster) healthCheckLoop(i int, rng policy.Rand) {
 	cfg := c.hc.Config()
 	wait := c.hc.FirstDelay(rng)
 	for {
+		if c.hosts[i].removed.Load() {
+			return // a host pending removal that failed: no longer checked (Envoy deletes its session)
+		}
 		t := c.clk.NewTimer(wait)
 		select {
 		case <-t.C():
@@ -580,6 +635,15 @@ func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
 	if c.outlier != nil && r.Kind == policy.CheckResponse && c.hc.Healthy(i) && c.cfg.Outlier.SuccessfulActiveHealthCheckUnejectHost {
 		evs = append(evs, c.outlier.UnejectHost(now, i)...)
 	}
+	if h := c.hosts[i]; h.pendingRemoval.Load() && !c.hc.Healthy(i) && h.removed.CompareAndSwap(false, true) {
+		// A host pending removal that fails its checks leaves the host set (Envoy's cluster removes it
+		// on the health checker's callback, ClusterImplBase's PENDING_DYNAMIC_REMOVAL handling in
+		// source/common/upstream/upstream_impl.cc), and its connection pool drains (idle connections
+		// close now, the others once their requests are answered), as for any host removed.
+		c.upstreams[i].Close()
+		c.st.membershipTotal.Dec()
+		c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+	}
 	c.emit(evs)
 	c.publishHealth()
 }
@@ -626,6 +690,9 @@ func (c *cluster) healthFlags(i int) string {
 	}
 	if c.hc != nil && !c.hc.Healthy(i) {
 		flags += "/failed_active_hc"
+	}
+	if c.hosts[i].pendingRemoval.Load() {
+		flags += "/pending_dynamic_removal"
 	}
 	if flags == "" {
 		return "healthy"

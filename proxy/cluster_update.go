@@ -22,17 +22,19 @@ func endpointsOnly(a, b config.Cluster) bool {
 // Envoy's EDS cluster updates its hosts (EdsClusterImpl::onConfigUpdate → updateDynamicHostList,
 // source/common/upstream/upstream_impl.cc): a host whose address and weight stay is the same host, with
 // its stats, its connection pools (c hands them over), its outlier detection and health-check state
-// and its slow start; a removed host's pools close with c; a new host starts fresh. The breakers are
-// shared. c keeps serving the requests that hold it until its generations let go of it.
+// and its slow start; a removed host's pools close with c (unless it stays pending removal: see
+// below); a new host starts fresh. The breakers are shared. c keeps serving the requests that hold it
+// until its generations let go of it.
 func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 	n := &cluster{name: cfg.Name, cfg: cfg, st: newClusterStats(c.st.store, cfg.Name), events: c.events, clk: c.clk,
 		seeds: c.seeds, rm: c.rm, stop: make(chan struct{})}
-	n.healthyFn = n.healthy
-	n.activeFn = func(i int) int64 { return n.hosts[i].rqActive.Load() }
+	n.initFns()
 	n.latestSlowStart.Store(c.latestSlowStart.Load())
 	byAddr := make(map[string]int, len(c.hosts))
 	for i, h := range c.hosts {
-		byAddr[h.addr] = i
+		if !h.removed.Load() { // a host pending removal that failed its checks is gone
+			byAddr[h.addr] = i
+		}
 	}
 	from := make([]int, len(cfg.Endpoints))
 	weights := make([]uint32, len(cfg.Endpoints))
@@ -47,6 +49,25 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 			n.hosts = append(n.hosts, &host{addr: ep.Address, weight: max(ep.Weight, 1)})
 		}
 		weights[i], keys[i] = ep.Weight, ep.Address
+	}
+	// A host the update removed stays, pending removal, while active health checks find it healthy,
+	// unless ignore_health_on_host_removal (BaseDynamicClusterImpl::updateDynamicHostList,
+	// source/common/upstream/upstream_impl.cc: without health checks, or with that option, it leaves).
+	n.pending = map[*host]bool{}
+	if c.hc != nil && !cfg.IgnoreHealthOnHostRemoval {
+		listed := make(map[string]bool, len(cfg.Endpoints))
+		for _, ep := range cfg.Endpoints {
+			listed[ep.Address] = true
+		}
+		for j, h := range c.hosts {
+			if k, ok := byAddr[h.addr]; !ok || k != j || listed[h.addr] || !c.hc.Healthy(j) {
+				continue
+			}
+			from = append(from, j)
+			n.hosts = append(n.hosts, h)
+			weights, keys = append(weights, h.weight), append(keys, h.addr)
+			n.pending[h] = true
+		}
 	}
 	var err error
 	if n.picker, err = newPicker(cfg, weights, keys); err != nil {
@@ -92,8 +113,8 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 }
 
 // commit completes a carry once the configuration holding the cluster is in use: the pools it borrowed
-// from the cluster it was made from become its own (that one's close leaves them open), and the
-// membership change is counted (cluster.<name>.membership_change). Until then, closing it (a
+// from the cluster it was made from become its own (that one's close leaves them open), the hosts it
+// no longer lists are marked removed (see cluster.eligible), and the membership change is counted (cluster.<name>.membership_change). Until then, closing it (a
 // configuration that failed to build) leaves them to their first owner.
 func (c *cluster) commit() {
 	from := c.carriedFrom
@@ -111,5 +132,16 @@ func (c *cluster) commit() {
 	c.borrowed, c.carriedFrom = nil, nil
 	c.handMu.Unlock()
 	from.handMu.Unlock()
+	// The hosts the update removed: the requests still on older configurations stop picking them.
+	staying := make(map[*host]bool, len(c.hosts))
+	for _, h := range c.hosts {
+		staying[h] = true
+		h.pendingRemoval.Store(c.pending[h])
+	}
+	for _, h := range from.hosts {
+		if !staying[h] {
+			h.removed.Store(true)
+		}
+	}
 	c.st.store.Counter(c.st.prefix + "membership_change").Inc()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/internal/clientload"
 )
 
 // post POSTs to an admin path and returns the status, checking the body of a 200 (Envoy's "OK").
@@ -135,8 +136,8 @@ var _ = Describe("Draining", func() {
 		admin := "http://" + srv.AdminAddr()
 		var inRotation atomic.Bool // the client's balancer: it stops sending once it saw /ready fail
 		inRotation.Store(true)
-		l := startLoad(url+"/", 4, inRotation.Load)
-		l.waitFor(50)
+		l := clientload.Start(url+"/", 4, inRotation.Load)
+		l.WaitFor(50)
 
 		Expect(post(admin + "/drain_listeners?graceful")).To(Equal(200))
 		code, _, _ := get(admin + "/ready")
@@ -145,7 +146,7 @@ var _ = Describe("Draining", func() {
 		// connections, more and more often, and the client opens new ones.
 		for range 9 {
 			clk.Step(time.Second)
-			l.waitFor(30)
+			l.WaitFor(30)
 		}
 		Expect(stat(srv, "http.ingress.downstream_cx_drain_close")).To(BeNumerically(">", 0))
 		Expect(refused(srv.ListenerAddr("edge"))()).To(Succeed()) // still accepting within the drain time
@@ -162,17 +163,17 @@ var _ = Describe("Draining", func() {
 		// connecting — its connection in the listener's backlog — when the listener closed, and was
 		// reset. A balancer's last requests must be answered before the proxy stops accepting, as with
 		// Envoy, whose closed listener resets its backlog too.
-		Eventually(l.inFlight.Load).Should(BeZero())
+		Eventually(l.InFlight.Load).Should(BeZero())
 		clk.Step(time.Second) // the drain time is over: no new connection
 		Eventually(refused(srv.ListenerAddr("edge"))).Should(HaveOccurred())
 
 		close(release)
 		Eventually(inFlight).Should(Receive(Equal(200)))
-		l.stop()
+		l.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		Expect(srv.Shutdown(ctx)).To(Succeed())
-		Expect(l.failed.Load()).To(BeZero(), "first failure: %v", l.first.Load())
-		GinkgoWriter.Printf("%d requests, %d closed by the drain, 0 failed\n", l.ok.Load(), stat(srv, "http.ingress.downstream_cx_drain_close"))
+		Expect(l.Failed.Load()).To(BeZero(), "first failure: %v", l.FirstFailure())
+		GinkgoWriter.Printf("%d requests, %d closed by the drain, 0 failed\n", l.OK.Load(), stat(srv, "http.ingress.downstream_cx_drain_close"))
 	})
 })

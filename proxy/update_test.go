@@ -2,11 +2,10 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,85 +14,15 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/internal/clientload"
 	"github.com/meshproof/meshproof/proxy/policy"
 	"github.com/meshproof/meshproof/proxy/xds"
 )
 
 // The proxy is what the xDS client applies its configurations to.
 var _ xds.Applier = (*proxy.Server)(nil)
-
-// load keeps workers sending GETs to url over keep-alive connections (a client that honours
-// Connection: close, net/http's) until stop is called; it counts the successes and the failures
-// (a transport error or a status other than 200) and keeps the first failure.
-type load struct {
-	ok, failed atomic.Int64
-	inFlight   atomic.Int64 // requests started and not yet answered
-	first      atomic.Value
-	// send, when it returns false, holds the workers back (a load balancer that took the proxy out).
-	send func() bool
-	stop func()
-}
-
-func startLoad(url string, workers int, send func() bool) *load {
-	l := &load{send: send}
-	tr := &http.Transport{MaxIdleConnsPerHost: workers}
-	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				// Counted before the balancer is asked: once it said no, a wait for no request in
-				// flight cannot miss one it let through.
-				l.inFlight.Add(1)
-				if l.send != nil && !l.send() {
-					l.inFlight.Add(-1)
-					time.Sleep(time.Millisecond) // the balancer's idle wait: no request is timed by it
-					continue
-				}
-				resp, err := c.Get(url)
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != 200 {
-						err = &statusError{resp.StatusCode}
-					}
-				}
-				l.inFlight.Add(-1)
-				if err != nil {
-					l.failed.Add(1)
-					l.first.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				l.ok.Add(1)
-			}
-		}()
-	}
-	var once sync.Once
-	l.stop = func() {
-		once.Do(func() {
-			cancel()
-			wg.Wait()
-			tr.CloseIdleConnections()
-		})
-	}
-	DeferCleanup(l.stop)
-	return l
-}
-
-type statusError struct{ code int }
-
-func (e *statusError) Error() string { return "status " + http.StatusText(e.code) }
-
-// waitFor waits until the load has n more successes than now.
-func (l *load) waitFor(n int64) {
-	GinkgoHelper()
-	target := l.ok.Load() + n
-	Eventually(l.ok.Load).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(BeNumerically(">=", target))
-}
 
 // bootstrapTo is a bootstrap whose listener sends everything to cluster name, at addr.
 func bootstrapTo(name, addr string) *config.Bootstrap {
@@ -121,8 +50,8 @@ var _ = Describe("Server.Update", func() {
 		url := "http://" + srv.ListenerAddr("edge") + "/"
 		addr := srv.ListenerAddr("edge")
 
-		l := startLoad(url, 4, nil)
-		l.waitFor(50)
+		l := clientload.Start(url, 4, nil)
+		l.WaitFor(50)
 		const updates = 40
 		for i := range updates {
 			cfg := bootstrapTo("b", b.addr())
@@ -130,11 +59,11 @@ var _ = Describe("Server.Update", func() {
 				cfg = bootstrapTo("a", a.addr())
 			}
 			Expect(srv.Update(cfg, nil)).To(Succeed())
-			l.waitFor(20) // traffic on each configuration
+			l.WaitFor(20) // traffic on each configuration
 		}
-		l.stop()
-		Expect(l.failed.Load()).To(BeZero(), "first failure: %v", l.first.Load())
-		GinkgoWriter.Printf("%d requests, %d updates, 0 failed\n", l.ok.Load(), updates)
+		l.Stop()
+		Expect(l.Failed.Load()).To(BeZero(), "first failure: %v", l.FirstFailure())
+		GinkgoWriter.Printf("%d requests, %d updates, 0 failed\n", l.OK.Load(), updates)
 		Expect(a.requests.Load()).To(BeNumerically(">", 0))
 		Expect(b.requests.Load()).To(BeNumerically(">", 0))
 		// The listener kept its socket: the same address, one server.
@@ -268,6 +197,145 @@ var _ = Describe("Server.Update", func() {
 		Expect(srv.Update(cfg(a.addr(), b.addr()), nil)).To(Succeed())
 		Expect(stat(srv, "cluster.svc.outlier_detection.ejections_active")).To(BeZero())
 		Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+	})
+
+	It("does not retry a request that began before an endpoint update on a host the update removed", func() {
+		// Regression: the retry picked from the host set of the configuration the request began on,
+		// removed hosts included; Envoy updates the host set in place, so no attempt after the update
+		// goes to a removed host (the churn specs in proxy/xds met it as a retry to a killed instance).
+		release := make(chan struct{})
+		var total atomic.Int64
+		var x, y *upstream
+		handle := func(u **upstream) func(int64, http.ResponseWriter, *http.Request) {
+			return func(_ int64, w http.ResponseWriter, _ *http.Request) {
+				if total.Add(1) == 1 {
+					<-release // the first request of all: held, then 503
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				}
+				io.WriteString(w, (*u).addr())
+			}
+		}
+		x, y = newUpstream(handle(&x)), newUpstream(handle(&y))
+		cfg := func(addrs ...string) *config.Bootstrap {
+			c := bootstrapTo("svc", addrs[0])
+			c.Listeners[0].Routes.VirtualHosts[0].Routes[0].Action.RetryPolicy = retries(1, "5xx")
+			cl := cluster("svc", addrs...)
+			cl.EDS = &config.EDS{ServiceName: "svc"}
+			c.Clusters = []config.Cluster{cl}
+			return c
+		}
+		srv, err := proxy.New(cfg(x.addr(), y.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		type result struct {
+			code int
+			body string
+		}
+		got := make(chan result, 1)
+		go func() {
+			defer GinkgoRecover()
+			code, _, body := get("http://" + srv.ListenerAddr("edge") + "/")
+			got <- result{code, body}
+		}()
+		Eventually(func() int64 { return x.requests.Load() + y.requests.Load() }).Should(Equal(int64(1)))
+		held, other := x, y
+		if y.requests.Load() == 1 {
+			held, other = y, x
+		}
+
+		// The other host leaves (a third joins): the held request's retry, on the configuration it
+		// began on, may only go to the host that stays.
+		z := newUpstream(ok)
+		Expect(srv.Update(cfg(held.addr(), z.addr()), nil)).To(Succeed())
+		close(release)
+		var r result
+		Eventually(got).WithTimeout(5 * time.Second).Should(Receive(&r))
+		Expect(r).To(Equal(result{200, held.addr()}))
+		Expect(other.requests.Load()).To(BeZero())
+		Expect(stat(srv, "cluster.svc.upstream_rq_retry")).To(Equal(uint64(1)))
+	})
+
+	Context("with active health checks, a host an endpoint update removed", func() {
+		var x, y *upstream
+		var yFails atomic.Bool
+		var clk *clock.Fake
+		cfg := func(ignore bool, addrs ...string) *config.Bootstrap {
+			c := bootstrapTo("svc", addrs[0])
+			cl := cluster("svc", addrs...)
+			cl.EDS = &config.EDS{ServiceName: "svc"}
+			cl.HealthChecks = []policy.HealthCheckConfig{{Timeout: time.Hour, Interval: time.Second, NoTrafficInterval: time.Second,
+				UnhealthyThreshold: 1, HealthyThreshold: 1, Path: "/healthz"}}
+			cl.IgnoreHealthOnHostRemoval = ignore
+			c.Clusters = []config.Cluster{cl}
+			return c
+		}
+		var srv *proxy.Server
+		BeforeEach(func() {
+			yFails.Store(false)
+			x = newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") })
+			y = newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/healthz" && yFails.Load() {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				}
+				io.WriteString(w, "y")
+			})
+			clk = fakeClock()
+		})
+		startBoth := func(ignore bool) {
+			var err error
+			srv, err = proxy.New(cfg(ignore, x.addr(), y.addr()), proxy.Options{Clock: clk})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(srv.Start()).To(Succeed())
+			DeferCleanup(srv.Close)
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.svc.membership_healthy") == 2 })
+		}
+		bodies := func(n int) map[string]int {
+			seen := map[string]int{}
+			for range n {
+				code, _, body := get("http://" + srv.ListenerAddr("edge") + "/")
+				Expect(code).To(Equal(200))
+				seen[body]++
+			}
+			return seen
+		}
+
+		It("stays, pending removal, while the checks find it healthy, and leaves once they fail it", func() {
+			startBoth(false)
+			Expect(srv.Update(cfg(false, x.addr()), nil)).To(Succeed())
+			// Envoy's default (ignore_health_on_host_removal false): still in the host set, still picked.
+			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+			_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::health_flags::/pending_dynamic_removal\n"))
+			Expect(bodies(4)).To(HaveKey("y"))
+
+			yFails.Store(true)
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.svc.membership_total") == 1 })
+			Expect(stat(srv, "cluster.svc.membership_healthy")).To(Equal(uint64(1)))
+			Expect(bodies(4)).To(Equal(map[string]int{"x": 4}))
+			_, _, clusters = get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(clusters).NotTo(ContainSubstring(y.addr()))
+			// Its pool drained: the cluster's open connections are x's alone.
+			Eventually(func() string {
+				_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
+				return clusters
+			}).Should(ContainSubstring(fmt.Sprintf("svc::%s::cx_active::%d\n", x.addr(), stat(srv, "cluster.svc.upstream_cx_active"))))
+
+			// The next update does not bring it back.
+			z := newUpstream(ok)
+			Expect(srv.Update(cfg(false, x.addr(), z.addr()), nil)).To(Succeed())
+			_, _, clusters = get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(clusters).NotTo(ContainSubstring(y.addr()))
+		})
+
+		It("leaves at once with ignore_health_on_host_removal", func() {
+			startBoth(true)
+			Expect(srv.Update(cfg(true, x.addr()), nil)).To(Succeed())
+			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(1)))
+			Expect(bodies(4)).To(Equal(map[string]int{"x": 4}))
+		})
 	})
 
 	It("leaves the running configuration serving when the new one cannot be built", func() {

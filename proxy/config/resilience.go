@@ -35,6 +35,7 @@ func (c *converter) resilience(cl *clusterv3.Cluster, out *Cluster, path string)
 	if len(out.HealthChecks) > 1 {
 		c.fail(joinPath(path, "health_checks"), "at most one health check is supported, got %d", len(out.HealthChecks))
 	}
+	out.IgnoreHealthOnHostRemoval = cl.GetIgnoreHealthOnHostRemoval()
 	out.HealthyPanicThreshold = defaultPanicThreshold
 	if p := cl.GetCommonLbConfig().GetHealthyPanicThreshold(); p != nil {
 		out.HealthyPanicThreshold = p.GetValue()

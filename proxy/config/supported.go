@@ -523,6 +523,9 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"round_robin_lb_config":   nil,
 		"ring_hash_lb_config":     nil,
 		"maglev_lb_config":        nil,
+		// ignore_health_on_host_removal: a host removed from EDS leaves at once even when active health
+		// checks find it healthy (default false: it stays until they fail it).
+		"ignore_health_on_host_removal": nil,
 	},
 	"envoy.config.cluster.v3.OutlierDetection": {
 		"consecutive_5xx": nil, "interval": nil, "base_ejection_time": nil, "max_ejection_percent": nil,

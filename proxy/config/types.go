@@ -510,6 +510,10 @@ type Cluster struct {
 	Outlier      *policy.OutlierConfig // nil: no outlier detection
 	Breakers     Breakers
 	HealthChecks []policy.HealthCheckConfig
+	// IgnoreHealthOnHostRemoval is ignore_health_on_host_removal: with health checks, a host an EDS
+	// update removed leaves at once; without it (the default) a host the checks find healthy stays,
+	// pending removal, until they fail it (Envoy's PENDING_DYNAMIC_REMOVAL).
+	IgnoreHealthOnHostRemoval bool
 	// HealthyPanicThreshold is common_lb_config.healthy_panic_threshold in percent (default 50; 0
 	// disables panic mode).
 	HealthyPanicThreshold float64
