@@ -34,7 +34,7 @@ type Change struct {
 	// the configuration the proxy starts with.
 	At Duration `yaml:"at"`
 	// For bounds the change's window, which checks scoped "during changes[N]" judge; absent: until the
-	// next change's at, or the run's end.
+	// next change to the same proxy, or the run's end. It reverts nothing: the change stays in force.
 	For Duration `yaml:"for"`
 	// Proxy is the proxy it is pushed to (one of proxies); may be left out when there is one proxy.
 	Proxy       string   `yaml:"proxy"`
@@ -169,15 +169,15 @@ func (sc *Scenario) ChangeRecords() []record.Change {
 	return out
 }
 
-// changeEnd is the end of change i's window: at + for, else the next later change's at, else 0 (the
-// run's end).
+// changeEnd is the end of change i's window: at + for, else the at of the next later change to the
+// same proxy, else 0 (the run's end).
 func (sc *Scenario) changeEnd(i int) time.Duration {
 	c := sc.Changes[i]
 	if c.For.Duration > 0 {
 		return c.At.Duration + c.For.Duration
 	}
 	for _, next := range sc.Changes[i+1:] {
-		if next != nil && next.At.Duration > c.At.Duration {
+		if next != nil && next.At.Duration > c.At.Duration && next.proxyName(sc) == c.proxyName(sc) {
 			return next.At.Duration
 		}
 	}
@@ -189,6 +189,7 @@ func (sc *Scenario) changeEnd(i int) time.Duration {
 func (v *validator) changes() {
 	sc := v.sc
 	good := map[string]*ProxyState{} // proxy → the configuration the last accepted change left
+	last := map[string]int{}         // proxy → its last change's index
 	var prev time.Duration
 	for i, c := range sc.Changes {
 		field := fmt.Sprintf("changes[%d]", i)
@@ -214,6 +215,12 @@ func (v *validator) changes() {
 				name, strings.Join(sortedKeys(sc.Proxies), ", "))
 			continue
 		}
+		if j, seen := last[name]; seen && sc.Changes[j].At.Duration == c.At.Duration {
+			// Two versions pushed back to back: the first may never be sent, its outcome a race.
+			v.at(field+".at", "changes[%d] is pushed to %s at the same time (%s): merge the two into one change", j, name, c.At.Duration)
+			continue
+		}
+		last[name] = i
 		if c.Routes == nil && c.Route == nil && c.Cluster == nil && c.VirtualHost == nil && c.Endpoints == nil {
 			v.at(field, "a change sets at least one of routes, route, cluster, virtual_host (Envoy fields, as under proxies) or endpoints")
 			continue
@@ -224,9 +231,23 @@ func (v *validator) changes() {
 			v.at(field+".expect", "%q: accepted: %s (the default), %s", c.Expect, ExpectApplied, ExpectRejected)
 			continue
 		}
-		if c.Expected() == ExpectRejected && c.At.Duration == 0 {
-			v.at(field+".expect", "a change at 0s is part of the configuration the proxy starts with, which cannot be rejected: push it later")
-			continue
+		if c.Expected() == ExpectRejected {
+			// xDS answers each resource type on its own: the endpoints or routes pushed with a refused
+			// cluster would be ACKed and applied while the change is recorded as rejected.
+			routeFields := c.Routes != nil || c.Route != nil || c.VirtualHost != nil
+			switch {
+			case c.At.Duration == 0:
+				v.at(field+".expect", "a change at 0s is part of the configuration the proxy starts with, which cannot be rejected: push it later")
+				continue
+			case c.Endpoints != nil:
+				v.at(field+".endpoints", "a change expected to be rejected cannot set endpoints: the proxy accepts or refuses each resource type "+
+					"on its own (EDS apart from CDS and RDS), so they would be applied; push them in a change of their own")
+				continue
+			case c.Cluster != nil && routeFields:
+				v.at(field+".cluster", "a change expected to be rejected sets either cluster (CDS) or routes, route and virtual_host (RDS), "+
+					"not both: the proxy accepts or refuses each resource type on its own, so the valid half would be applied")
+				continue
+			}
 		}
 		base := good[name]
 		if base == nil {
@@ -281,6 +302,16 @@ func (v *validator) changeConfig(field, name string, c *Change, st *ProxyState) 
 		}
 	}
 	v.sc.Warnings = kept
+	if len(v.errs) > errs {
+		return false
+	}
+	services := st.Proxy.Services()
+	for _, svc := range slices.Sorted(maps.Keys(c.Endpoints)) {
+		if !slices.Contains(services, svc) {
+			v.at(field+".endpoints."+svc, "%s does not route to %s in this change's configuration (its services: %s): "+
+				"endpoints are set for the services a proxy has a cluster for", name, svc, strings.Join(services, ", "))
+		}
+	}
 	if len(v.errs) > errs {
 		return false
 	}
@@ -354,9 +385,31 @@ func (v *validator) rejectedChange(field, name string, c *Change, st *ProxyState
 			p.RouteSpecs = append(p.RouteSpecs, r)
 		}
 	}
-	if ok {
+	if ok && v.rejectedStructure(field, c, p) {
 		c.State = st
 	}
+}
+
+// rejectedStructure checks what a rejected change must get right all the same, since the scenario
+// builds its resources from it: routes whose clusters are services, no routes on a routes_to proxy, no
+// field the topology generates. These are errors of the scenario, not the proxy's refusal.
+func (v *validator) rejectedStructure(field string, c *Change, p *Proxy) bool {
+	errs := len(v.errs)
+	if p.RoutesTo != "" && c.Routes != nil {
+		v.at(field+".routes", "the proxy routes everything to %s (routes_to): a change sets its route, not routes", p.RoutesTo)
+	}
+	for j, r := range p.RouteSpecs {
+		for _, rc := range routeClusters(r) {
+			if _, known := v.sc.Services[rc.name]; !known {
+				v.at(fmt.Sprintf("%s.routes[%d].%s", field, j, rc.field), "%q is not a service of this scenario (services: %s): a route's clusters are the scenario's services",
+					rc.name, strings.Join(sortedKeys(v.sc.Services), ", "))
+			}
+		}
+	}
+	for _, f := range generatedFields(p) {
+		v.at(field+"."+f.field, "%s is generated from the topology and cannot be set here", f.what)
+	}
+	return len(v.errs) == errs
 }
 
 // lenient decodes an Envoy-typed node as protojson does (any field of the message, no semantic

@@ -1,6 +1,7 @@
 package scenarios_test
 
 import (
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -81,6 +82,52 @@ var _ = Describe("changes", func() {
 		Entry("a bad expect", "  - {at: 1s, route: {timeout: 1s}, expect: nack}\n", "changes[0].expect", "accepted: applied (the default), rejected"),
 		Entry("a rejected change the proxy accepts", "  - {at: 1s, route: {timeout: 1s}, expect: rejected}\n", "changes[0].expect", "the proxy accepts this change"),
 		Entry("a rejected initial change", "  - {at: 0s, cluster: {connect_timeout: 0s}, expect: rejected}\n", "changes[0].expect", "cannot be rejected"),
+		Entry("two changes to one proxy at once", "  - {at: 1s, route: {timeout: 1s}}\n  - {at: 1s, endpoints: {backend: [0]}}\n", "changes[1].at", "merge the two into one change"),
+		Entry("a rejected change with endpoints", "  - {at: 1s, cluster: {connect_timeout: 0s}, endpoints: {backend: [0]}, expect: rejected}\n", "changes[0].endpoints", "each resource type on its own"),
+		Entry("a rejected change of clusters and routes", "  - {at: 1s, cluster: {connect_timeout: 0s}, route: {timeout: 1s}, expect: rejected}\n", "changes[0].cluster", "not both"),
+		Entry("a rejected change with routes on a routes_to proxy", "  - {at: 1s, routes: [{match: {prefix: /}, route: {cluster: nosuch}}], expect: rejected}\n", "changes[0].routes", "routes_to"),
 		Entry("a rejected change no control plane could send", "  - {at: 1s, cluster: {connect_timeoutt: 1s}, expect: rejected}\n", "changes[0].cluster", "not an Envoy v3 envoy.config.cluster.v3.Cluster"),
 	)
+
+	It("refuses endpoints for a service the change's configuration does not route to", func() {
+		doc := `name: two
+services: {api: {instances: 2}, other: {instances: 1}}
+proxies:
+  edge:
+    routes: [{match: {prefix: /}, route: {cluster: api}}]
+load: {target: edge, rate: 10/s, duration: 2s}
+changes:
+  - {at: 1s, endpoints: {other: [0]}}
+`
+		_, err := scenarios.Parse([]byte(doc), "two.yaml")
+		es := errorsOf(err)
+		Expect(es).To(HaveLen(1))
+		Expect(es[0].Path).To(Equal("changes[0].endpoints.other"))
+		Expect(es[0].Msg).To(ContainSubstring("edge does not route to other in this change's configuration (its services: api)"))
+
+		// With routes that name it, in the same change, it is fine.
+		ok := strings.Replace(doc, "{at: 1s, endpoints: {other: [0]}}",
+			"{at: 1s, endpoints: {other: [0]}, routes: [{match: {prefix: /}, route: {cluster: other}}]}", 1)
+		sc, err := scenarios.Parse([]byte(ok), "two.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sc.Changes[0].State.Proxy.Services()).To(Equal([]string{"other"}))
+	})
+
+	It("ends a change's window at the next change to the same proxy", func() {
+		doc := `name: two
+services: {api: {instances: 2}}
+proxies: {a: {routes_to: api}, b: {routes_to: api}}
+load: {target: a, rate: 10/s, duration: 3s}
+changes:
+  - {at: 1s, proxy: a, route: {timeout: 1s}}
+  - {at: 1500ms, proxy: b, route: {timeout: 1s}}
+  - {at: 2s, proxy: a, route: {timeout: 2s}}
+`
+		sc, err := scenarios.Parse([]byte(doc), "two.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		recs := sc.ChangeRecords()
+		Expect(recs[0].End).To(Equal(2 * time.Second))
+		Expect(recs[1].End).To(BeZero())
+		Expect(sc.ChangedProxies()).To(Equal([]string{"a", "b"}))
+	})
 })

@@ -115,6 +115,12 @@ func (s *Server) onRequest(stream int64, req *discoveryv3.DiscoveryRequest) erro
 		if _, seen := s.nacked[node][version]; !seen {
 			byVersion(s.nacked, node)[version] = answer{s.now(), d.GetMessage()}
 		}
+		// A NACK names the last version the proxy accepted, which differs from the snapshot's: the
+		// snapshot cache would send the rejected version again at once, and the proxy NACK it again,
+		// without end (go-control-plane's SotW watch compares version_info only). The server hands
+		// this same request to the cache next: naming the rejected version parks the watch until a
+		// newer snapshot, as a control plane should.
+		req.VersionInfo = version
 	} else if req.GetVersionInfo() == version {
 		types := byVersion(s.acked, node)
 		if types[version] == nil {

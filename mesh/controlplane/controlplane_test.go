@@ -128,6 +128,21 @@ var _ = Describe("Server", func() {
 		Expect(detail).To(Equal("bad endpoint: field x"))
 		o0, _, _ := cp.Outcome("edge", "0")
 		Expect(o0).To(Equal(record.ChangeApplied), "a NACK of version 1 changes nothing of version 0")
+
+		// Regression: the cache sent the rejected version again at once, and a proxy NACKed it again
+		// without end. Now nothing comes until a newer version.
+		next := make(chan *discoveryv3.DiscoveryResponse, 1)
+		go func() {
+			defer GinkgoRecover()
+			if r, err := cli.stream.Recv(); err == nil {
+				next <- r
+			}
+		}()
+		Consistently(next, 300*time.Millisecond).ShouldNot(Receive())
+		push("2", []string{"127.0.0.1:1"})
+		var r *discoveryv3.DiscoveryResponse
+		Eventually(next, 5*time.Second).Should(Receive(&r))
+		Expect(r.GetVersionInfo()).To(Equal("2"))
 	})
 
 	It("gives up waiting when its context ends", func(ctx SpecContext) {

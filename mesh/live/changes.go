@@ -136,7 +136,11 @@ func (t *topology) startDynamicProxy(p *plan.Plan, px plan.Proxy, addrs map[stri
 func (t *topology) stateAddresses(p *plan.Plan, st *scenarios.ProxyState, addrs map[string]string) scenarios.Addresses {
 	eps := map[string][]string{}
 	for _, svc := range st.Proxy.Services() {
-		n := p.Scenario.Services[svc].Instances
+		s := p.Scenario.Services[svc]
+		if s == nil { // a rejected change's route may name anything; the loader refuses that, this is a guard
+			continue
+		}
+		n := s.Instances
 		for _, i := range st.Instances(svc, n) {
 			eps[svc] = append(eps[svc], addrs[fmt.Sprintf("%s/%d", svc, i)])
 		}
