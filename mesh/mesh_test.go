@@ -65,6 +65,25 @@ var _ = Describe("Spec", func() {
 		Expect(built.Changes[2].Expected()).To(Equal("rejected"))
 	})
 
+	It("runs the changes and scopes a view to a change's window", func(ctx SpecContext) {
+		s := spec()
+		s.Faults, s.Checks = nil, nil
+		s.Changes = []mesh.Change{{At: "500ms", Endpoints: map[string][]int{"checkout": {0}}}}
+		sc, err := s.Build()
+		Expect(err).NotTo(HaveOccurred())
+		res, err := mesh.Run(ctx, sc, mesh.Options{Dir: GinkgoT().TempDir()})
+		Expect(err).NotTo(HaveOccurred())
+		m, err := res.During(mesh.ChangeWindow(0)).Measure("requests")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(m.Value).To(Equal(20)) // 40/s from 0.5 s to 1 s
+		m, err = res.Before(mesh.AnyChange).Measure("requests")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(m.Value).To(Equal(20))
+		applied, err := res.All().Measure("changes_applied")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(applied.Value).To(Equal(1))
+	})
+
 	It("refuses what a file would refuse, with the same field paths", func() {
 		for _, c := range []struct {
 			mend func(*mesh.Spec)

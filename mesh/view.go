@@ -10,9 +10,16 @@ import (
 	"github.com/meshproof/meshproof/reports/checks"
 )
 
-// Window names fault windows for a scope: Fault(i) is the window of the scenario's faults[i], AnyFault
-// all of them together.
+// Window names fault or change windows for a scope: Fault(i) is the window of the scenario's
+// faults[i], AnyFault all of them together; ChangeWindow(i) the window of its changes[i], AnyChange all of
+// them together.
 type Window struct{ text string }
+
+// ChangeWindow is the window of the scenario's i-th configuration change ("changes[i]").
+func ChangeWindow(i int) Window { return Window{fmt.Sprintf("changes[%d]", i)} }
+
+// AnyChange is every change window together ("change").
+var AnyChange = Window{"change"}
 
 // Fault is the window of the scenario's i-th fault rule ("faults[i]").
 func Fault(i int) Window { return Window{fmt.Sprintf("faults[%d]", i)} }
