@@ -41,10 +41,10 @@ func tlsErr(path, msg string) types.GomegaMatcher {
 
 var _ = Describe("TLS transport sockets", func() {
 	var (
-		dir          string
-		leaf *testpki.Leaf
-		ca           *testpki.CA
-		certs        string // a tls_certificates list of the leaf's files
+		dir   string
+		leaf  *testpki.Leaf
+		ca    *testpki.CA
+		certs string // a tls_certificates list of the leaf's files
 	)
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
