@@ -266,6 +266,7 @@ func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, err
 			h.cxTotal.Add(1)
 		}
 		began := c.clk.Now()
+		dialed := time.Now() // socket deadlines are on the real clock: connect_timeout bounds dial and handshake
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			c.st.cxConnectFail.Inc()
@@ -280,7 +281,7 @@ func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, err
 		}
 		if c.tls != nil {
 			// Envoy's upstream TLS failure is a connection failure (UF), not a reset after connect.
-			tc, err := c.tls.clientHandshake(ctx, conn)
+			tc, err := c.tls.clientHandshake(ctx, conn, dialed.Add(c.cfg.ConnectTimeout))
 			if err != nil {
 				conn.Close()
 				c.st.cxConnectFail.Inc()

@@ -405,15 +405,40 @@ func (c *tlsConn) Write(b []byte) (int, error) {
 // NetConn hides the *tls.Conn's own NetConn (see tlsConn).
 func (c *tlsConn) NetConn() net.Conn { return nil }
 
-// clientHandshake runs the upstream TLS handshake on a dialled connection within ctx, counting it in
-// the cluster's ssl stats. A failure is a connection failure (the caller closes conn): Envoy's
-// upstream TLS error is a connect failure, answered 503 with response flag UF.
-func (t *tlsContext) clientHandshake(ctx context.Context, conn net.Conn) (net.Conn, error) {
+// clientHandshake runs the upstream TLS handshake on a dialled connection within ctx and before
+// deadline (the connect_timeout: Envoy's connection is connected, and its connect timer stopped, once
+// the transport socket's handshake is done), counting it in the cluster's ssl stats. A failure is a
+// connection failure (the caller closes conn): Envoy's upstream TLS error is a connect failure,
+// answered 503 with response flag UF.
+func (t *tlsContext) clientHandshake(ctx context.Context, conn net.Conn, deadline time.Time) (net.Conn, error) {
 	tc := tls.Client(conn, t.base)
+	_ = conn.SetDeadline(deadline)
 	err := tc.HandshakeContext(ctx)
+	_ = conn.SetDeadline(time.Time{})
 	t.st.record(tc.ConnectionState(), err)
 	if err != nil {
-		return nil, fmt.Errorf("TLS handshake: %w", err)
+		return nil, &tlsHandshakeError{err: err}
 	}
 	return &tlsConn{Conn: tc, st: t.st, client: true}, nil
+}
+
+// tlsHandshakeError is a failed upstream handshake.
+type tlsHandshakeError struct{ err error }
+
+func (e *tlsHandshakeError) Error() string { return "TLS handshake: " + e.err.Error() }
+func (e *tlsHandshakeError) Unwrap() error { return e.err }
+
+// tlsFailureReason is the transport failure reason of a failed upstream handshake, in the form of
+// Envoy's (SslSocket's failure reason, "TLS_error:|<BoringSSL error>:TLS_error_end"): a verification
+// failure is BoringSSL's CERTIFICATE_VERIFY_FAILED; other failures carry crypto/tls's words, as
+// BoringSSL's codes have no Go equivalent.
+func tlsFailureReason(err error) (string, bool) {
+	var he *tlsHandshakeError
+	if !errors.As(err, &he) {
+		return "", false
+	}
+	if errors.Is(err, errNoPeerCert) || errors.Is(err, errVerifyCA) || errors.Is(err, errVerifySAN) {
+		return "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end", true
+	}
+	return "TLS_error:|" + he.err.Error() + ":TLS_error_end", true
 }
