@@ -329,6 +329,32 @@ var _ = Describe("TLS", func() {
 	})
 
 	Describe("certificate rotation", func() {
+		It("serves a listener's new TLS context after a configuration update (a new server)", func() {
+			first, second := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}}), pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}})
+			tlsA, _ := tlsContexts("common_tls_context: {"+pki.certs("a", first)+"}", "")
+			tlsB, _ := tlsContexts("common_tls_context: {"+pki.certs("b", second)+"}", "")
+			backend := newUpstream(ok)
+			bootstrap := func(t *config.TLS) *config.Bootstrap {
+				return &config.Bootstrap{Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", TLS: t,
+					Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{{Name: "all", Domains: []string{"*"},
+						Routes: []config.Route{prefixRoute("/", "backend", nil)}}}}}},
+					Clusters: []config.Cluster{cluster("backend", backend.addr())}}
+			}
+			srv, err := proxy.New(bootstrap(tlsA), proxy.Options{DrainTime: time.Millisecond})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(srv.Start()).To(Succeed())
+			DeferCleanup(srv.Close)
+			url := "https://" + srv.ListenerAddr("edge") + "/"
+			serial := func() string {
+				_, _, st, err := getVia(httpsClient(pki.ca.Pool(), nil), url)
+				Expect(err).NotTo(HaveOccurred())
+				return st.PeerCertificates[0].SerialNumber.String()
+			}
+			Expect(serial()).To(Equal(first.Cert.SerialNumber.String()))
+			Expect(srv.Update(bootstrap(tlsB), nil)).To(Succeed())
+			Eventually(serial).Should(Equal(second.Cert.SerialNumber.String()))
+		})
+
 		It("serves new connections the new certificate once its files changed, under load, with no failed request", func() {
 			clk := fakeClock()
 			first := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}})
