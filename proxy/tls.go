@@ -366,9 +366,7 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 	return &tlsConn{Conn: tls.Server(c, l.t.base), st: l.t.st}, nil
 }
 
-// tlsConn is a TLS connection whose handshake is counted. It does not expose the connection under it:
-// the bytes on the socket are TLS records, not the stream (the h1 codec's raw socket I/O must not
-// reach them).
+// tlsConn is a TLS connection whose handshake is counted.
 type tlsConn struct {
 	*tls.Conn
 	st     *sslStats
@@ -402,8 +400,9 @@ func (c *tlsConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// NetConn hides the *tls.Conn's own NetConn (see tlsConn).
-func (c *tlsConn) NetConn() net.Conn { return nil }
+// NetConn is the *tls.Conn (not its socket): the h1 codec does no raw I/O under a *tls.Conn, and its
+// pool checks an idle TLS connection through it.
+func (c *tlsConn) NetConn() net.Conn { return c.Conn }
 
 // clientHandshake runs the upstream TLS handshake on a dialled connection within ctx and before
 // deadline (the connect_timeout: Envoy's connection is connected, and its connect timer stopped, once
