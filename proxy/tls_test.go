@@ -246,8 +246,8 @@ var _ = Describe("TLS", func() {
 			peer    atomic.Value // the common name of the backend's last client certificate
 		)
 		// startBackend serves "secure" over TLS with leaf, asking for a client certificate of the CA
-		// when mtls.
-		startBackend := func(leaf *testpki.Leaf, mtls bool) {
+		// when mtls; adjust, if any, sets up its server before it starts.
+		startBackend := func(leaf *testpki.Leaf, mtls bool, adjust ...func(*http.Server)) {
 			backend = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if len(r.TLS.PeerCertificates) > 0 {
 					peer.Store(r.TLS.PeerCertificates[0].Subject.CommonName)
@@ -259,6 +259,9 @@ var _ = Describe("TLS", func() {
 			backend.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshakes refused on purpose
 			if mtls {
 				backend.TLS.ClientAuth, backend.TLS.ClientCAs = tls.RequireAndVerifyClientCert, pki.ca.Pool()
+			}
+			for _, f := range adjust {
+				f(backend.Config)
 			}
 			backend.StartTLS()
 			DeferCleanup(backend.Close)
@@ -323,13 +326,14 @@ var _ = Describe("TLS", func() {
 		// server had closed while idle failed 503 "connection termination".
 		It("does not reuse an idle connection the server closed", func() {
 			closed := make(chan struct{}, 10)
-			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), false)
-			backend.Config.IdleTimeout = 20 * time.Millisecond
-			backend.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-				if st == http.StateClosed {
-					closed <- struct{}{}
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), false, func(s *http.Server) {
+				s.IdleTimeout = 20 * time.Millisecond
+				s.ConnState = func(_ net.Conn, st http.ConnState) {
+					if st == http.StateClosed {
+						closed <- struct{}{}
+					}
 				}
-			}
+			})
 			srv, url := startTLS("", "common_tls_context: {}", addr(), proxy.Options{})
 			for i := range 3 {
 				code, _, body := get(url + "/")
