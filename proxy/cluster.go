@@ -24,6 +24,7 @@ import (
 type cluster struct {
 	name    string
 	cfg     config.Cluster
+	tls     *tlsContext // the transport_socket's UpstreamTlsContext; nil: clear text
 	hosts   []*host
 	picker  policy.Picker
 	rm      *policy.ResourceManager // the DEFAULT priority's breakers (routes use DEFAULT)
@@ -231,6 +232,12 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 	c.st.membershipTotal.Set(int64(len(c.hosts)))
 	c.publishHealth()
 	c.unpublish = store.OnSnapshot(c.publishBreakers)
+	if cfg.TLS != nil {
+		if c.tls, err = newTLSContext(cfg.TLS, false, clk, newSSLStats(store, "cluster."+cfg.Name+".")); err != nil {
+			c.unpublish()
+			return nil, fmt.Errorf("cluster %s: transport_socket: %w", cfg.Name, err)
+		}
+	}
 	dial := c.dialer()
 	for _, h := range c.hosts {
 		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial, breakerLimits{c}))
@@ -269,6 +276,7 @@ func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, err
 			h.cxTotal.Add(1)
 		}
 		began := c.clk.Now()
+		dialed := time.Now() // socket deadlines are on the real clock: connect_timeout bounds dial and handshake
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			c.st.cxConnectFail.Inc()
@@ -280,6 +288,19 @@ func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, err
 				c.st.cxConnectTimeout.Inc()
 			}
 			return nil, &connectError{err: err}
+		}
+		if c.tls != nil {
+			// Envoy's upstream TLS failure is a connection failure (UF), not a reset after connect.
+			tc, err := c.tls.clientHandshake(ctx, conn, dialed.Add(c.cfg.ConnectTimeout))
+			if err != nil {
+				conn.Close()
+				c.st.cxConnectFail.Inc()
+				if h != nil {
+					h.cxConnectFail.Add(1)
+				}
+				return nil, &connectError{err: err}
+			}
+			conn = tc
 		}
 		c.st.cxConnectMs.Record(c.clk.Since(began))
 		c.st.cxActive.Inc()

@@ -468,6 +468,9 @@ func (f *forward) finish(a upstreamRequest, n int) {
 // gave ("delayed connect error: Connection refused", strerror's words, as ConnectionImpl's
 // errorDetails).
 func connectFailureReason(err error) string {
+	if reason, ok := tlsFailureReason(err); ok {
+		return "remote connection failure, transport failure reason: " + reason
+	}
 	var ne net.Error
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 		return "connection timeout"

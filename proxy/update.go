@@ -55,6 +55,7 @@ type chain struct {
 	cfg     config.Listener
 	handler http.Handler
 	hcm     *connManager
+	tls     *tlsContext // the filter chain's DownstreamTlsContext; nil: clear text
 }
 
 // acquire takes a reference unless the generation is retired already.
@@ -178,11 +179,15 @@ type serverKey struct {
 	limited         bool
 	// statPrefix: the server's connection callbacks count into the HCM stats of this prefix.
 	statPrefix string
+	tls        string // the TLS context's Key ("" clear text): its server terminates TLS with it
 }
 
 func keyOf(l config.Listener) serverKey {
 	k := serverKey{headTimeout: time.Minute, idle: l.IdleTimeout, maxHeader: l.MaxRequestHeadersBytes,
 		maxRequests: l.MaxRequestsPerConnection, statPrefix: l.StatPrefix}
+	if l.TLS != nil {
+		k.tls = l.TLS.Key
+	}
 	if l.RequestHeadersTimeout > 0 {
 		k.headTimeout, k.headTimeoutBody = l.RequestHeadersTimeout, "request header timeout"
 	}
@@ -388,6 +393,9 @@ func (s *Server) serve(l config.Listener, k serverKey, so *socket, ch *chain) *b
 	if l.ConnectionLimit != nil {
 		served = newLimitListener(vl, l.ConnectionLimit, s.store)
 	}
+	if ch.tls != nil {
+		served = &tlsListener{Listener: served, t: ch.tls}
+	}
 	hcm := ch.hcm
 	srv := &h1.Server{Handler: e, ReadHeaderTimeout: k.headTimeout, HeaderTimeoutBody: k.headTimeoutBody,
 		IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxRequestHeadersBytes,
@@ -533,5 +541,12 @@ func (s *Server) buildChain(l config.Listener, clusters map[string]*cluster, bou
 	if l.RequestHeadersTimeout > 0 {
 		hcm.countHeaderTimeouts = true // ActiveStream::onRequestHeaderTimeout: 408 "request header timeout"
 	}
-	return &chain{cfg: l, handler: handler, hcm: hcm}, nil
+	ch := &chain{cfg: l, handler: handler, hcm: hcm}
+	if l.TLS != nil {
+		var err error
+		if ch.tls, err = newTLSContext(l.TLS, true, s.clk, newSSLStats(s.store, listenerStatPrefix(l.Address))); err != nil {
+			return nil, fmt.Errorf("transport_socket: %w", err)
+		}
+	}
+	return ch, nil
 }

@@ -149,6 +149,7 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 		c.fail(joinPath(path, "filter_chains"), "want exactly one filter chain, got %d", len(chains))
 		return out
 	}
+	out.TLS = c.downstreamTLS(chains[0].GetTransportSocket(), joinPath(indexPath(joinPath(path, "filter_chains"), 0), "transport_socket"))
 	path = joinPath(indexPath(joinPath(path, "filter_chains"), 0), "filters")
 	filters := chains[0].GetFilters()
 	if n := len(filters); n == 0 || n > 2 {
@@ -579,6 +580,7 @@ const maxDirectResponseBody = 4096
 // directResponse converts a DirectResponseAction whose body, if any, is inline.
 func (c *converter) directResponse(d *routev3.DirectResponseAction, path string) *DirectResponse {
 	out := &DirectResponse{Status: int(d.GetStatus())}
+	c.inlineOnly(d.GetBody(), joinPath(path, "body"))
 	switch b := d.GetBody().GetSpecifier().(type) {
 	case *corev3.DataSource_InlineString:
 		out.Body = b.InlineString
@@ -819,6 +821,7 @@ func (c *converter) cluster(cl *clusterv3.Cluster, path string) Cluster {
 		LbPolicy:       cl.GetLbPolicy().String(),
 	}
 	c.resilience(cl, &out, path)
+	out.TLS = c.upstreamTLS(cl.GetTransportSocket(), joinPath(path, "transport_socket"))
 	if cl.GetType() == clusterv3.Cluster_EDS {
 		out.EDS = c.eds(cl, path)
 		return out

@@ -70,6 +70,7 @@ func (c *converter) localReplyConfig(lr *hcmv3.LocalReplyConfig, path string) *L
 			c.fail(joinPath(mpath, "status_code"), "%d is out of range 200..599", v.GetValue())
 		}
 		if b := m.GetBody(); b != nil {
+			c.inlineOnly(b, joinPath(mpath, "body"))
 			s := string(b.GetInlineBytes())
 			if _, ok := b.GetSpecifier().(*corev3.DataSource_InlineString); ok {
 				s = b.GetInlineString()
@@ -104,6 +105,7 @@ func (c *converter) bodyFormat(f *corev3.SubstitutionFormatString, path string, 
 		//lint:ignore SA1019 Envoy deprecates text_format for text_format_source but still honours it
 		out.Text = c.formatString(t.TextFormat, joinPath(path, "text_format"), accessLog)
 	case *corev3.SubstitutionFormatString_TextFormatSource:
+		c.inlineOnly(t.TextFormatSource, joinPath(path, "text_format_source"))
 		s := string(t.TextFormatSource.GetInlineBytes())
 		if _, ok := t.TextFormatSource.GetSpecifier().(*corev3.DataSource_InlineString); ok {
 			s = t.TextFormatSource.GetInlineString()

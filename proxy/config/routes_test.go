@@ -304,7 +304,7 @@ var _ = Describe("direct_response and redirect (Route's other actions)", func() 
 		},
 		Entry("a body from a file",
 			`direct_response: {status: 200, body: {filename: /etc/motd}}`,
-			at(20, 55, routePath[:len(routePath)-len(".route")]+".direct_response.body.filename", "field not supported by meshproof (supported in envoy.config.core.v3.DataSource: inline_bytes, inline_string)")),
+			at(20, 65, routePath[:len(routePath)-len(".route")]+".direct_response.body.filename", "not supported here (only for TLS certificates, keys and CAs); use inline_string or inline_bytes")),
 		Entry("a body over Envoy's 4 KiB default",
 			`direct_response: {status: 200, body: {inline_string: "`+strings.Repeat("x", 4097)+`"}}`,
 			at(20, 54, routePath[:len(routePath)-len(".route")]+".direct_response.body", "4097 bytes exceed")),

@@ -18,6 +18,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 )
 
 // Message and type names used by the conversion, spelled once.
@@ -138,7 +139,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"per_connection_buffer_limit_bytes": nil,
 	},
 	"envoy.config.listener.v3.FilterChain": {
-		"filters": nil,
+		"filters":          nil,
+		"transport_socket": nil,
 	},
 	"envoy.config.listener.v3.Filter": {
 		"name":         nil,
@@ -382,7 +384,9 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"status": nil,
 		"body":   nil,
 	},
+	// filename only for TLS material (tls.go); elsewhere convert refuses it.
 	"envoy.config.core.v3.DataSource": {
+		"filename":      nil,
 		"inline_string": nil,
 		"inline_bytes":  nil,
 	},
@@ -526,6 +530,45 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		// ignore_health_on_host_removal: a host removed from EDS leaves at once even when active health
 		// checks find it healthy (default false: it stays until they fail it).
 		"ignore_health_on_host_removal": nil,
+		"transport_socket":              nil,
+	},
+
+	// TLS (envoy.transport_sockets.tls): a filter chain's DownstreamTlsContext, a cluster's
+	// UpstreamTlsContext (convert checks which goes where; see tls.go).
+	"envoy.config.core.v3.TransportSocket": {
+		"name":         nil,
+		"typed_config": {downstreamTLSType, upstreamTLSType},
+	},
+	downstreamTLSType: {
+		"common_tls_context":         nil,
+		"require_client_certificate": nil,
+	},
+	upstreamTLSType: {
+		"common_tls_context": nil,
+		"sni":                nil,
+	},
+	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": {
+		"tls_params":         nil,
+		"tls_certificates":   nil,
+		"validation_context": nil,
+		"alpn_protocols":     nil,
+	},
+	"envoy.extensions.transport_sockets.tls.v3.TlsParameters": {
+		"tls_minimum_protocol_version": {"TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"},
+		"tls_maximum_protocol_version": {"TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"},
+		"cipher_suites":                nil,
+	},
+	"envoy.extensions.transport_sockets.tls.v3.TlsCertificate": {
+		"certificate_chain": nil,
+		"private_key":       nil,
+	},
+	"envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": {
+		"trusted_ca":                    nil,
+		"match_typed_subject_alt_names": nil,
+	},
+	"envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher": {
+		"san_type": {"DNS", "EMAIL", "URI", "IP_ADDRESS"},
+		"matcher":  nil,
 	},
 	"envoy.config.cluster.v3.OutlierDetection": {
 		"consecutive_5xx": nil, "interval": nil, "base_ejection_time": nil, "max_ejection_percent": nil,

@@ -154,6 +154,9 @@ type Listener struct {
 	AccessLogs []AccessLog
 	// UnderscoresAction is common_http_protocol_options.headers_with_underscores_action.
 	UnderscoresAction UnderscoresAction
+	// TLS is the filter chain's transport_socket (envoy.transport_sockets.tls, a DownstreamTlsContext);
+	// nil: clear text.
+	TLS *TLS
 }
 
 // StripPort is the HCM's strip_port_mode.
@@ -506,6 +509,9 @@ type Cluster struct {
 	// EDS is set for a cluster of type EDS: Endpoints come from its ClusterLoadAssignment (empty
 	// until then).
 	EDS *EDS
+	// TLS is the cluster's transport_socket (envoy.transport_sockets.tls, an UpstreamTlsContext); nil:
+	// clear text.
+	TLS *TLS
 
 	Outlier      *policy.OutlierConfig // nil: no outlier detection
 	Breakers     Breakers

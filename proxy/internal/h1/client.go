@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -849,6 +850,28 @@ type prober struct {
 	raw    syscall.RawConn // nil: no check possible
 	fn     func(fd uintptr) bool
 	closed bool // what the last peek saw (raw.Read runs fn on the calling goroutine)
+	// tls is the TLS connection under the pool's connection, tlsRaw its socket: the socket is only
+	// peeked at (its bytes are TLS records), and what it holds is read through tls. raw is nil then.
+	tls    *tls.Conn
+	tlsRaw syscall.RawConn
+}
+
+// tlsOpen checks an idle TLS connection: with nothing on its socket it is open (no cost beyond the
+// peek). Something there is read through TLS, briefly: a session ticket (TLS 1.3 servers send them
+// after the handshake) is taken in and the connection stays open; a close_notify alert, the end of the
+// stream, or bytes nobody asked for mean it is not reusable. (crypto/tls keeps a connection usable
+// after a read deadline passes.)
+func (pr *prober) tlsOpen() bool {
+	pr.closed = true
+	if err := pr.tlsRaw.Read(pr.fn); err != nil || !pr.closed {
+		return err == nil
+	}
+	_ = pr.tls.SetReadDeadline(time.Now().Add(time.Millisecond))
+	var b [1]byte
+	n, err := pr.tls.Read(b[:])
+	_ = pr.tls.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return n == 0 && errors.As(err, &ne) && ne.Timeout()
 }
 
 // netConner is a connection wrapping another (as the proxy's counted connections do).
@@ -858,10 +881,34 @@ func (pr *prober) init(nc net.Conn) {
 	if raw := rawConn(nc); raw != nil {
 		pr.raw = raw
 		pr.fn = pr.peek
+		return
+	}
+	if tc := tlsUnder(nc); tc != nil {
+		if raw := rawConn(tc.NetConn()); raw != nil {
+			pr.tls, pr.tlsRaw, pr.fn = tc, raw, pr.peek
+		}
 	}
 }
 
+// tlsUnder is the *tls.Conn nc is or wraps, or nil.
+func tlsUnder(nc net.Conn) *tls.Conn {
+	for nc != nil {
+		if tc, ok := nc.(*tls.Conn); ok {
+			return tc
+		}
+		u, ok := nc.(netConner)
+		if !ok {
+			return nil
+		}
+		nc = u.NetConn()
+	}
+	return nil
+}
+
 func (pr *prober) open() bool {
+	if pr.tls != nil {
+		return pr.tlsOpen()
+	}
 	if pr.raw == nil {
 		return true
 	}

@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"io"
+	"net"
 	"strings"
 )
 
@@ -31,3 +32,6 @@ func DecodeChunked(s string) (body, rest string, err error) {
 	r, _ := io.ReadAll(br)
 	return string(b), string(r), err
 }
+
+// HasRawConn reports whether the codec would do raw socket I/O under nc.
+func HasRawConn(nc net.Conn) bool { return rawConn(nc) != nil }

@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -688,6 +689,9 @@ func (c *conn) readable(fd uintptr) bool {
 // rawConn is the raw connection under nc (through wrappers that say which connection they wrap), or nil.
 func rawConn(nc net.Conn) syscall.RawConn {
 	for {
+		if _, ok := nc.(*tls.Conn); ok {
+			return nil // its socket carries TLS records, not the stream: no raw I/O under it
+		}
 		u, ok := nc.(netConner)
 		if !ok {
 			break

@@ -1,0 +1,459 @@
+package proxy_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/proxy"
+	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/internal/testpki"
+)
+
+// tlsBootstrap is a bootstrap whose listener's transport_socket is a DownstreamTlsContext of the
+// fields downstream and whose cluster's is an UpstreamTlsContext of the fields upstream ("" for
+// none): the TLS contexts go through the configuration's decoder and converter as a user's would.
+func tlsContexts(downstream, upstream string) (listener, cluster *config.TLS) {
+	GinkgoHelper()
+	doc := `static_resources:
+  listeners:
+  - name: edge
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+          route_config:
+            virtual_hosts:
+            - {name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: backend}}]}
+  clusters:
+  - name: backend
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8080}}}
+`
+	if downstream != "" {
+		doc = strings.Replace(doc, "    - filters:\n", "    - transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, "+downstream+"}}\n      filters:\n", 1)
+	}
+	if upstream != "" {
+		doc = strings.Replace(doc, "  - name: backend\n", "  - name: backend\n    transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, "+upstream+"}}\n", 1)
+	}
+	b, _, err := config.ParseBootstrap([]byte(doc), "tls.yaml")
+	Expect(err).NotTo(HaveOccurred())
+	return b.Listeners[0].TLS, b.Clusters[0].TLS
+}
+
+// pkiFiles is a CA and the files of certificates it issued, in a temporary directory.
+type pkiFiles struct {
+	ca  *testpki.CA
+	dir string
+}
+
+func newPKI() *pkiFiles {
+	GinkgoHelper()
+	ca, err := testpki.NewCA("mesh-ca")
+	Expect(err).NotTo(HaveOccurred())
+	p := &pkiFiles{ca: ca, dir: GinkgoT().TempDir()}
+	p.write("ca.pem", ca.CertPEM)
+	return p
+}
+
+func (p *pkiFiles) path(name string) string { return filepath.Join(p.dir, name) }
+
+func (p *pkiFiles) write(name string, b []byte) {
+	GinkgoHelper()
+	Expect(os.WriteFile(p.path(name), b, 0o600)).To(Succeed())
+}
+
+func (p *pkiFiles) issue(cn string, sans testpki.SANs) *testpki.Leaf {
+	GinkgoHelper()
+	l, err := p.ca.Issue(cn, sans)
+	Expect(err).NotTo(HaveOccurred())
+	return l
+}
+
+// certs is a tls_certificates list of the files name.pem and name-key.pem holding leaf.
+func (p *pkiFiles) certs(name string, leaf *testpki.Leaf) string {
+	GinkgoHelper()
+	p.write(name+".pem", leaf.CertPEM)
+	p.write(name+"-key.pem", leaf.KeyPEM)
+	return "tls_certificates: [{certificate_chain: {filename: " + p.path(name+".pem") + "}, private_key: {filename: " + p.path(name+"-key.pem") + "}}]"
+}
+
+// httpsClient trusts ca (nil: none), presents certs, and dials a new connection per request.
+func httpsClient(ca *x509.CertPool, cfg func(*tls.Config), certs ...tls.Certificate) *http.Client {
+	c := &tls.Config{RootCAs: ca, ServerName: "proxy.internal", Certificates: certs}
+	if cfg != nil {
+		cfg(c)
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: c, DisableKeepAlives: true}}
+}
+
+// getVia GETs url with c and returns the status and body, or the error.
+func getVia(c *http.Client, url string) (int, string, *tls.ConnectionState, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.TLS, err
+}
+
+const sslListener = "listener.127.0.0.1_0.ssl."
+
+var _ = Describe("TLS", func() {
+	var pki *pkiFiles
+	BeforeEach(func() { pki = newPKI() })
+
+	// startTLS starts a proxy whose listener has the DownstreamTlsContext fields downstream (before
+	// the backend's cluster, whose UpstreamTlsContext is upstream) and returns it with its https URL.
+	startTLS := func(downstream, upstream string, backend string, opts proxy.Options) (*proxy.Server, string) {
+		GinkgoHelper()
+		ltls, ctls := tlsContexts(downstream, upstream)
+		cl := cluster("backend", backend)
+		cl.TLS = ctls
+		srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cl}, opts: opts,
+			listener: func(l *config.Listener) { l.TLS = ltls }})
+		if ltls != nil {
+			url = strings.Replace(url, "http://", "https://", 1)
+		}
+		return srv, url
+	}
+
+	Describe("a listener (DownstreamTlsContext)", func() {
+		var serverCerts string
+		BeforeEach(func() {
+			serverCerts = pki.certs("server", pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}}))
+		})
+
+		It("completes the handshake and proxies the request, counting it in Envoy's ssl stats", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+"}", "", backend.addr(), proxy.Options{})
+			code, body, st, err := getVia(httpsClient(pki.ca.Pool(), nil), url+"/")
+			Expect(err).NotTo(HaveOccurred())
+			Expect([]any{code, body}).To(Equal([]any{200, "hello"}))
+			Expect(st.Version).To(Equal(uint16(tls.VersionTLS13))) // the server's default maximum
+			Expect(stat(srv, sslListener+"handshake")).To(Equal(uint64(1)))
+			Expect(stat(srv, sslListener+"no_certificate")).To(Equal(uint64(1)))
+			Expect(stat(srv, sslListener+"versions.TLSv1.3")).To(Equal(uint64(1)))
+			Expect(stat(srv, sslListener+"connection_error")).To(BeZero())
+		})
+
+		It("counts a clear-text client as a connection error and answers it nothing", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+"}", "", backend.addr(), proxy.Options{})
+			_, _, _, err := getVia(client, strings.Replace(url, "https://", "http://", 1)+"/")
+			Expect(err).To(HaveOccurred())
+			Eventually(func() uint64 { return stat(srv, sslListener+"connection_error") }).Should(Equal(uint64(1)))
+			Expect(backend.requests.Load()).To(BeZero())
+		})
+
+		It("holds clients to tls_params' version bounds", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {tls_params: {tls_maximum_protocol_version: TLSv1_2}, "+serverCerts+"}", "",
+				backend.addr(), proxy.Options{})
+			_, _, _, err := getVia(httpsClient(pki.ca.Pool(), func(c *tls.Config) { c.MinVersion = tls.VersionTLS13 }), url+"/")
+			Expect(err).To(MatchError(ContainSubstring("protocol version")))
+			_, _, _, err = getVia(httpsClient(pki.ca.Pool(), func(c *tls.Config) {
+				c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11 // below the default minimum, TLS 1.2
+			}), url+"/")
+			Expect(err).To(HaveOccurred())
+			code, _, st, err := getVia(httpsClient(pki.ca.Pool(), nil), url+"/")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(code).To(Equal(200))
+			Expect(st.Version).To(Equal(uint16(tls.VersionTLS12)))
+			Expect(tls.CipherSuiteName(st.CipherSuite)).To(Equal("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"))
+			Eventually(func() uint64 { return stat(srv, sslListener+"connection_error") }).Should(Equal(uint64(2)))
+			Expect(stat(srv, sslListener+"versions.TLSv1.2")).To(Equal(uint64(1)))
+			Expect(stat(srv, sslListener+"ciphers.ECDHE-ECDSA-AES128-GCM-SHA256")).To(Equal(uint64(1)))
+		})
+
+		Context("with require_client_certificate and a validation_context (mTLS)", func() {
+			var (
+				srv *proxy.Server
+				url string
+			)
+			BeforeEach(func() {
+				backend := newUpstream(ok)
+				srv, url = startTLS("require_client_certificate: true, common_tls_context: {"+serverCerts+
+					", validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+					"}, match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: \"spiffe://mesh/frontend\"}}]}}", "",
+					backend.addr(), proxy.Options{})
+			})
+
+			It("lets in a client whose certificate is trusted and has the SAN", func() {
+				frontend := pki.issue("frontend", testpki.SANs{URIs: []string{"spiffe://mesh/frontend"}})
+				code, _, _, err := getVia(httpsClient(pki.ca.Pool(), nil, frontend.TLS()), url+"/")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(code).To(Equal(200))
+				Expect(stat(srv, sslListener+"handshake")).To(Equal(uint64(1)))
+				Expect(stat(srv, sslListener+"no_certificate")).To(BeZero())
+			})
+
+			It("refuses a client without a certificate (fail_verify_no_cert)", func() {
+				_, _, _, err := getVia(httpsClient(pki.ca.Pool(), nil), url+"/")
+				Expect(err).To(HaveOccurred())
+				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_no_cert") }).Should(Equal(uint64(1)))
+				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+			})
+
+			It("refuses a client whose certificate has another SAN (fail_verify_san)", func() {
+				other := pki.issue("other", testpki.SANs{URIs: []string{"spiffe://mesh/other"}})
+				_, _, _, err := getVia(httpsClient(pki.ca.Pool(), nil, other.TLS()), url+"/")
+				Expect(err).To(HaveOccurred())
+				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_san") }).Should(Equal(uint64(1)))
+				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+			})
+
+			It("refuses a client whose certificate another CA issued (fail_verify_error)", func() {
+				rogue, err := testpki.NewCA("rogue")
+				Expect(err).NotTo(HaveOccurred())
+				forged, err := rogue.Issue("frontend", testpki.SANs{URIs: []string{"spiffe://mesh/frontend"}})
+				Expect(err).NotTo(HaveOccurred())
+				_, _, _, err = getVia(httpsClient(pki.ca.Pool(), nil, forged.TLS()), url+"/")
+				Expect(err).To(HaveOccurred())
+				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_error") }).Should(Equal(uint64(1)))
+				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+			})
+		})
+	})
+
+	Describe("a cluster (UpstreamTlsContext)", func() {
+		var (
+			backend *httptest.Server
+			sni     atomic.Value // the server name the backend's last client hello asked for
+			peer    atomic.Value // the common name of the backend's last client certificate
+		)
+		// startBackend serves "secure" over TLS with leaf, asking for a client certificate of the CA
+		// when mtls; adjust, if any, sets up its server before it starts.
+		startBackend := func(leaf *testpki.Leaf, mtls bool, adjust ...func(*http.Server)) {
+			backend = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if len(r.TLS.PeerCertificates) > 0 {
+					peer.Store(r.TLS.PeerCertificates[0].Subject.CommonName)
+				}
+				io.WriteString(w, "secure")
+			}))
+			backend.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS()},
+				GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) { sni.Store(h.ServerName); return nil, nil }}
+			backend.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshakes refused on purpose
+			if mtls {
+				backend.TLS.ClientAuth, backend.TLS.ClientCAs = tls.RequireAndVerifyClientCert, pki.ca.Pool()
+			}
+			for _, f := range adjust {
+				f(backend.Config)
+			}
+			backend.StartTLS()
+			DeferCleanup(backend.Close)
+		}
+		addr := func() string { return backend.Listener.Addr().String() }
+
+		It("sends the SNI and verifies the server's chain and SAN", func() {
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), false)
+			srv, url := startTLS("", "sni: backend.internal, common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+				"}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: backend.internal}}]}}", addr(), proxy.Options{})
+			code, _, body := get(url + "/")
+			Expect([]any{code, body}).To(Equal([]any{200, "secure"}))
+			Expect(sni.Load()).To(Equal("backend.internal"))
+			Expect(stat(srv, "cluster.backend.ssl.handshake")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.backend.ssl.versions.TLSv1.2")).To(Equal(uint64(1))) // a client's default maximum
+		})
+
+		It("fails the request 503 UF when the server's SAN does not match, as a connect failure", func() {
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), false)
+			ltls, ctls := tlsContexts("", "sni: backend.internal, common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+				"}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: payments.internal}}]}}")
+			Expect(ltls).To(BeNil())
+			cl := cluster("backend", addr())
+			cl.TLS = ctls
+			srv, url, m := logged(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cl}},
+				textLog("%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"))
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(body).To(HavePrefix("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: TLS_error:"))
+			Expect(flushed(srv, m)).To(ConsistOf(HavePrefix("503 UF upstream_reset_before_response_started{remote_connection_failure|TLS_error:")))
+			Expect(stat(srv, "cluster.backend.ssl.fail_verify_san")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.backend.ssl.handshake")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(Equal(uint64(1)))
+		})
+
+		It("refuses a server certificate another CA issued (fail_verify_error)", func() {
+			rogue, err := testpki.NewCA("rogue")
+			Expect(err).NotTo(HaveOccurred())
+			leaf, err := rogue.Issue("backend", testpki.SANs{DNS: []string{"backend.internal"}})
+			Expect(err).NotTo(HaveOccurred())
+			startBackend(leaf, false)
+			srv, url := startTLS("", "common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+"}}}", addr(), proxy.Options{})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(stat(srv, "cluster.backend.ssl.fail_verify_error")).To(Equal(uint64(1)))
+		})
+
+		It("does not verify the server without a validation_context, as Envoy", func() {
+			rogue, err := testpki.NewCA("rogue")
+			Expect(err).NotTo(HaveOccurred())
+			leaf, err := rogue.Issue("anything", testpki.SANs{DNS: []string{"elsewhere.example"}})
+			Expect(err).NotTo(HaveOccurred())
+			startBackend(leaf, false)
+			srv, url := startTLS("", "common_tls_context: {}", addr(), proxy.Options{})
+			code, _, body := get(url + "/")
+			Expect([]any{code, body}).To(Equal([]any{200, "secure"}))
+			Expect(sni.Load()).To(Equal("")) // no sni configured: none sent
+			Expect(stat(srv, "cluster.backend.ssl.handshake")).To(Equal(uint64(1)))
+		})
+
+		// Regression: the pool did not probe idle TLS connections, so the request that took one the
+		// server had closed while idle failed 503 "connection termination".
+		It("does not reuse an idle connection the server closed", func() {
+			closed := make(chan struct{}, 10)
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), false, func(s *http.Server) {
+				s.IdleTimeout = 20 * time.Millisecond
+				s.ConnState = func(_ net.Conn, st http.ConnState) {
+					if st == http.StateClosed {
+						closed <- struct{}{}
+					}
+				}
+			})
+			srv, url := startTLS("", "common_tls_context: {}", addr(), proxy.Options{})
+			for i := range 3 {
+				code, _, body := get(url + "/")
+				Expect([]any{i, code, body}).To(Equal([]any{i, 200, "secure"}))
+				Eventually(closed).WithTimeout(5 * time.Second).Should(Receive()) // the server closed it, idle
+			}
+			Expect(stat(srv, "cluster.backend.upstream_cx_total")).To(Equal(uint64(3)))
+		})
+
+		It("keeps reusing an idle TLS 1.3 connection the server left open", func() {
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), false)
+			srv, url := startTLS("", "common_tls_context: {tls_params: {tls_maximum_protocol_version: TLSv1_3}}", addr(), proxy.Options{})
+			for i := range 5 {
+				code, _, body := get(url + "/")
+				Expect([]any{i, code, body}).To(Equal([]any{i, 200, "secure"}))
+			}
+			Expect(stat(srv, "cluster.backend.upstream_cx_total")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.backend.ssl.versions.TLSv1.3")).To(Equal(uint64(1)))
+		})
+
+		It("presents its client certificate to a server that requires one (mTLS)", func() {
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), true)
+			certs := pki.certs("client", pki.issue("edge-proxy", testpki.SANs{URIs: []string{"spiffe://mesh/edge"}}))
+			_, url := startTLS("", "common_tls_context: {"+certs+"}", addr(), proxy.Options{})
+			code, _, body := get(url + "/")
+			Expect([]any{code, body}).To(Equal([]any{200, "secure"}))
+			Expect(peer.Load()).To(Equal("edge-proxy"))
+		})
+	})
+
+	Describe("certificate rotation", func() {
+		It("serves a listener's new TLS context after a configuration update (a new server)", func() {
+			first, second := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}}), pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}})
+			tlsA, _ := tlsContexts("common_tls_context: {"+pki.certs("a", first)+"}", "")
+			tlsB, _ := tlsContexts("common_tls_context: {"+pki.certs("b", second)+"}", "")
+			backend := newUpstream(ok)
+			bootstrap := func(t *config.TLS) *config.Bootstrap {
+				return &config.Bootstrap{Listeners: []config.Listener{{Name: "edge", Address: "127.0.0.1:0", StatPrefix: "ingress", TLS: t,
+					Routes: config.RouteConfig{Name: "r", VirtualHosts: []config.VirtualHost{{Name: "all", Domains: []string{"*"},
+						Routes: []config.Route{prefixRoute("/", "backend", nil)}}}}}},
+					Clusters: []config.Cluster{cluster("backend", backend.addr())}}
+			}
+			srv, err := proxy.New(bootstrap(tlsA), proxy.Options{DrainTime: time.Millisecond})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(srv.Start()).To(Succeed())
+			DeferCleanup(srv.Close)
+			url := "https://" + srv.ListenerAddr("edge") + "/"
+			serial := func() string {
+				_, _, st, err := getVia(httpsClient(pki.ca.Pool(), nil), url)
+				Expect(err).NotTo(HaveOccurred())
+				return st.PeerCertificates[0].SerialNumber.String()
+			}
+			Expect(serial()).To(Equal(first.Cert.SerialNumber.String()))
+			Expect(srv.Update(bootstrap(tlsB), nil)).To(Succeed())
+			Eventually(serial).Should(Equal(second.Cert.SerialNumber.String()))
+		})
+
+		It("serves new connections the new certificate once its files changed, under load, with no failed request", func() {
+			clk := fakeClock()
+			first := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}})
+			certs := pki.certs("server", first)
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+certs+"}", "", backend.addr(), proxy.Options{Clock: clk})
+
+			var (
+				failures atomic.Int64
+				mu       sync.Mutex
+				serials  = map[string]int{} // the serial of each certificate served → requests
+				stop     = make(chan struct{})
+				wg       sync.WaitGroup
+			)
+			c := httpsClient(pki.ca.Pool(), nil)
+			for range 8 {
+				wg.Add(1)
+				go func() {
+					defer GinkgoRecover()
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						code, _, st, err := getVia(c, url+"/")
+						if err != nil || code != 200 {
+							failures.Add(1)
+							continue
+						}
+						mu.Lock()
+						serials[st.PeerCertificates[0].SerialNumber.String()]++
+						mu.Unlock()
+					}
+				}()
+			}
+			served := func(l *testpki.Leaf) func() int {
+				return func() int {
+					mu.Lock()
+					defer mu.Unlock()
+					return serials[l.Cert.SerialNumber.String()]
+				}
+			}
+			Eventually(served(first)).WithTimeout(10 * time.Second).Should(BeNumerically(">=", 100))
+
+			// Rewritten in place, one file after the other: in between the pair does not match, and
+			// the old certificate stays in use.
+			second := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}})
+			pki.write("server.pem", second.CertPEM)
+			clk.Step(time.Second)
+			before := served(first)()
+			Eventually(served(first)).WithTimeout(10 * time.Second).Should(BeNumerically(">=", before+100))
+			Expect(served(second)()).To(BeZero())
+			pki.write("server-key.pem", second.KeyPEM)
+			clk.Step(time.Second)
+			Eventually(served(second)).WithTimeout(10 * time.Second).Should(BeNumerically(">=", 200))
+			close(stop)
+			wg.Wait()
+			GinkgoWriter.Printf("requests by certificate serial: %v; failed: %d\n", serials, failures.Load())
+			Expect(failures.Load()).To(BeZero())
+			Expect(stat(srv, sslListener+"connection_error")).To(BeZero())
+			Expect(stat(srv, sslListener+"handshake")).To(BeNumerically(">=", 400))
+		})
+	})
+})
