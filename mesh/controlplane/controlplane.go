@@ -219,28 +219,21 @@ func (s *Server) Bootstrap(node string, static *bootstrapv3.Bootstrap) (*bootstr
 	b.Node = &corev3.Node{Id: node, Cluster: node}
 	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 		ResourceApiVersion: corev3.ApiVersion_V3}
-	for _, l := range b.GetStaticResources().GetListeners() {
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				hcm := &hcmv3.HttpConnectionManager{}
-				if f.GetTypedConfig() == nil || !f.GetTypedConfig().MessageIs(hcm) {
-					continue
-				}
-				if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
-					return nil, err
-				}
-				rc := hcm.GetRouteConfig()
-				if rc == nil {
-					return nil, fmt.Errorf("listener %s: no inline route configuration to serve over RDS", l.GetName())
-				}
-				hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: rc.GetName(), ConfigSource: ads}}
-				a, err := anypb.New(hcm)
-				if err != nil {
-					return nil, err
-				}
-				f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
-			}
+	err := eachHCM(b, func(l *listenerv3.Listener, f *listenerv3.Filter, hcm *hcmv3.HttpConnectionManager) error {
+		rc := hcm.GetRouteConfig()
+		if rc == nil {
+			return fmt.Errorf("listener %s: no inline route configuration to serve over RDS", l.GetName())
 		}
+		hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: rc.GetName(), ConfigSource: ads}}
+		a, err := anypb.New(hcm)
+		if err != nil {
+			return err
+		}
+		f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	host, port, err := net.SplitHostPort(s.addr)
 	if err != nil {
@@ -295,21 +288,14 @@ func (s *Server) Push(ctx context.Context, node, version string, static *bootstr
 		res[resource.ClusterType] = append(res[resource.ClusterType], c)
 		res[resource.EndpointType] = append(res[resource.EndpointType], la)
 	}
-	for _, l := range static.GetStaticResources().GetListeners() {
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				hcm := &hcmv3.HttpConnectionManager{}
-				if f.GetTypedConfig() == nil || !f.GetTypedConfig().MessageIs(hcm) {
-					continue
-				}
-				if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
-					return err
-				}
-				if rc := hcm.GetRouteConfig(); rc != nil {
-					res[resource.RouteType] = append(res[resource.RouteType], proto.Clone(rc).(*routev3.RouteConfiguration))
-				}
-			}
+	err := eachHCM(static, func(_ *listenerv3.Listener, _ *listenerv3.Filter, hcm *hcmv3.HttpConnectionManager) error {
+		if rc := hcm.GetRouteConfig(); rc != nil {
+			res[resource.RouteType] = append(res[resource.RouteType], proto.Clone(rc).(*routev3.RouteConfiguration))
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	snap, err := cachev3.NewSnapshot(version, res)
 	if err != nil {
@@ -322,6 +308,28 @@ func (s *Server) Push(ctx context.Context, node, version string, static *bootstr
 	s.mu.Unlock()
 	if err := s.cache.SetSnapshot(ctx, node, snap); err != nil {
 		return fmt.Errorf("control plane: version %s for %s: %w", version, node, err)
+	}
+	return nil
+}
+
+// eachHCM calls fn with every HTTP connection manager of b's static listeners, decoded, with its
+// listener and filter (fn may replace the filter's config); the first error stops it.
+func eachHCM(b *bootstrapv3.Bootstrap, fn func(*listenerv3.Listener, *listenerv3.Filter, *hcmv3.HttpConnectionManager) error) error {
+	for _, l := range b.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				hcm := &hcmv3.HttpConnectionManager{}
+				if f.GetTypedConfig() == nil || !f.GetTypedConfig().MessageIs(hcm) {
+					continue
+				}
+				if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+					return err
+				}
+				if err := fn(l, f, hcm); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }
