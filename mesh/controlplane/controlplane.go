@@ -126,7 +126,9 @@ func (s *Server) onRequest(stream int64, req *discoveryv3.DiscoveryRequest) erro
 		if types[version] == nil {
 			types[version] = map[string]time.Time{}
 		}
-		types[version][req.GetTypeUrl()] = s.now()
+		if _, seen := types[version][req.GetTypeUrl()]; !seen { // a later request naming the same version is no new answer
+			types[version][req.GetTypeUrl()] = s.now()
+		}
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
