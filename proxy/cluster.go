@@ -61,8 +61,14 @@ type cluster struct {
 	// until commit makes them its own (see carry).
 	borrowed    map[upstream]bool
 	carriedFrom *cluster
+	// prev is the cluster carriedFrom was, between commit and inUse.
+	prev *cluster
 	// pending are the hosts carry kept pending removal; commit flags them.
-	pending  map[*host]bool
+	pending map[*host]bool
+	// next is the cluster an endpoint update made from this one, once in use (see commit): the attempts
+	// of a request that began on this one pick from the newest (see newest). closed: close has begun.
+	next     atomic.Pointer[cluster]
+	closed   atomic.Bool
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -352,9 +358,28 @@ func (c *cluster) healthy(i int) bool {
 	return (c.outlier == nil || !c.outlier.Ejected(i)) && (c.hc == nil || c.hc.Healthy(i))
 }
 
+// newest is the cluster an attempt of a request that began on c picks from: c, or the newest of the
+// clusters later endpoint updates made from it that is not closing. Envoy updates a cluster's host set in
+// place (EdsClusterImpl::onConfigUpdate → BaseDynamicClusterImpl::updateDynamicHostList, then
+// ClusterManagerImpl::postThreadLocalClusterUpdate rebuilds the workers' load balancers), and the
+// router picks each attempt's host from the thread-local cluster's current load balancer
+// (Filter::doRetry → continueDecodeHeaders → createConnPool): a retry may go to a host an update
+// added after the request began, never to one it removed.
+func (c *cluster) newest() *cluster {
+	for {
+		n := c.next.Load()
+		if n == nil || n.closed.Load() {
+			return c
+		}
+		c = n
+	}
+}
+
 // pick chooses the host for an attempt, honouring the panic threshold and the retry host predicate.
-// It returns -1 when no host is eligible ("no healthy upstream"). rng is the request's stream.
-func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, rng policy.Rand) int {
+// It returns -1 when no host is eligible ("no healthy upstream"). rng is the request's stream. tried
+// are the hosts the request's earlier attempts went to, whichever cluster they picked from (an
+// endpoint update may have made c since).
+func (c *cluster) pick(hash uint64, tried map[*host]bool, rp *config.RetryPolicy, rng policy.Rand) int {
 	eligible, panicMode := c.eligible()
 	if panicMode {
 		c.st.lbHealthyPanic.Inc()
@@ -367,7 +392,13 @@ func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, 
 		SlowStart: c.slowStartPick(),
 	}
 	if rp != nil && rp.PreviousHosts && len(tried) > 0 {
-		return policy.PickWithRetryPredicate(c.picker, pc, tried, int(rp.HostSelectionMaxAttempts))
+		byIndex := make(map[int]bool, len(tried)) // a retry's pick only: the hosts by their index in c
+		for i, h := range c.hosts {
+			if tried[h] {
+				byIndex[i] = true
+			}
+		}
+		return policy.PickWithRetryPredicate(c.picker, pc, byIndex, int(rp.HostSelectionMaxAttempts))
 	}
 	return c.picker.Pick(pc)
 }
@@ -659,6 +690,7 @@ func (c *cluster) close() {
 	first := false
 	c.stopOnce.Do(func() {
 		first = true
+		c.closed.Store(true)
 		close(c.stop)
 		if c.unpublish != nil {
 			c.unpublish()

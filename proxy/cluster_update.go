@@ -112,15 +112,17 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 	return n, nil
 }
 
-// commit completes a carry once the configuration holding the cluster is in use: the pools it borrowed
-// from the cluster it was made from become its own (that one's close leaves them open), the hosts it
-// no longer lists are marked removed (see cluster.eligible), and the membership change is counted (cluster.<name>.membership_change). Until then, closing it (a
-// configuration that failed to build) leaves them to their first owner.
+// commit completes a carry as the configuration holding the cluster is put in use (nothing fails
+// after it): the pools it borrowed from the cluster it was made from become its own (that one's close
+// leaves them open), and that one's attempts pick from this one from now on (cluster.next, see
+// newest). Until then, closing it (a configuration that failed to build) leaves them to their first
+// owner. Once the configuration is in use, inUse finishes the update.
 func (c *cluster) commit() {
 	from := c.carriedFrom
 	if from == nil {
 		return
 	}
+	c.prev = from
 	from.handMu.Lock()
 	if from.handedOver == nil {
 		from.handedOver = map[upstream]bool{}
@@ -132,7 +134,19 @@ func (c *cluster) commit() {
 	c.borrowed, c.carriedFrom = nil, nil
 	c.handMu.Unlock()
 	from.handMu.Unlock()
-	// The hosts the update removed: the requests still on older configurations stop picking them.
+	from.next.Store(c)
+}
+
+// inUse finishes an endpoint update once the configuration holding c is the server's (after
+// s.gen.Store: a request that arrived before it still picks from the old host set, none removed): the
+// hosts the update removed are marked so (see cluster.eligible), the hosts kept pending removal
+// flagged, and the membership change counted (cluster.<name>.membership_change).
+func (c *cluster) inUse() {
+	from := c.prev
+	if from == nil {
+		return
+	}
+	c.prev = nil
 	staying := make(map[*host]bool, len(c.hosts))
 	for _, h := range c.hosts {
 		staying[h] = true

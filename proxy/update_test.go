@@ -245,16 +245,61 @@ var _ = Describe("Server.Update", func() {
 			held, other = y, x
 		}
 
-		// The other host leaves (a third joins): the held request's retry, on the configuration it
-		// began on, may only go to the host that stays.
+		// The other host leaves (a third joins): the held request's retry picks from the updated host
+		// set, so it may go to the host that stays or to the one that joined, never to the one that left.
 		z := newUpstream(ok)
 		Expect(srv.Update(cfg(held.addr(), z.addr()), nil)).To(Succeed())
 		close(release)
 		var r result
 		Eventually(got).WithTimeout(5 * time.Second).Should(Receive(&r))
-		Expect(r).To(Equal(result{200, held.addr()}))
+		Expect(r.code).To(Equal(200))
 		Expect(other.requests.Load()).To(BeZero())
 		Expect(stat(srv, "cluster.svc.upstream_rq_retry")).To(Equal(uint64(1)))
+	})
+
+	It("retries a request that began before an endpoint update on a host the update added", func() {
+		// Regression (#17 review): the retry picked only among the hosts of the configuration the
+		// request began on; with all of them removed it was answered 503 "no healthy upstream" and the
+		// new host got nothing. Envoy's retry picks from the cluster's current host set.
+		release := make(chan struct{})
+		x := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) {
+			<-release
+			w.WriteHeader(http.StatusServiceUnavailable)
+		})
+		z := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "z") })
+		cfg := func(addr string) *config.Bootstrap {
+			c := bootstrapTo("svc", addr)
+			c.Listeners[0].Routes.VirtualHosts[0].Routes[0].Action.RetryPolicy = retries(1, "5xx")
+			cl := cluster("svc", addr)
+			cl.EDS = &config.EDS{ServiceName: "svc"}
+			c.Clusters = []config.Cluster{cl}
+			return c
+		}
+		srv, err := proxy.New(cfg(x.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		type result struct {
+			code int
+			body string
+		}
+		got := make(chan result, 1)
+		go func() {
+			defer GinkgoRecover()
+			code, _, body := get("http://" + srv.ListenerAddr("edge") + "/")
+			got <- result{code, body}
+		}()
+		Eventually(x.requests.Load).Should(Equal(int64(1)))
+
+		Expect(srv.Update(cfg(z.addr()), nil)).To(Succeed()) // x leaves, z joins
+		close(release)
+		var r result
+		Eventually(got).WithTimeout(5 * time.Second).Should(Receive(&r))
+		Expect(r).To(Equal(result{200, "z"}))
+		Expect(x.requests.Load()).To(Equal(int64(1)))
+		Expect(z.requests.Load()).To(Equal(int64(1)))
+		Expect(stat(srv, "cluster.svc.upstream_rq_retry")).To(Equal(uint64(1)))
+		Expect(stat(srv, "cluster.svc.upstream_cx_none_healthy")).To(BeZero())
 	})
 
 	Context("with active health checks, a host an endpoint update removed", func() {
