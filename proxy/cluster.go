@@ -670,8 +670,12 @@ func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
 		// A host pending removal that fails its checks leaves the host set (Envoy's cluster removes it
 		// on the health checker's callback, ClusterImplBase's PENDING_DYNAMIC_REMOVAL handling in
 		// source/common/upstream/upstream_impl.cc), and its connection pool drains (idle connections
-		// close now, the others once their requests are answered), as for any host removed.
-		c.upstreams[i].Close()
+		// close now, the others once no request waits for them; the requests queued for a connection,
+		// and one that picked the host just before, are still served: Envoy drains a removed host's
+		// pools with DrainBehavior::DrainAndDelete, ClusterManagerImpl::drainOrCloseConnPools). Its
+		// health checks end (the loop returns), and so does their connection.
+		c.upstreams[i].Drain()
+		c.hcUpstreams[i].Close()
 		c.st.membershipTotal.Dec()
 		c.st.store.Counter(c.st.prefix + "membership_change").Inc()
 	}

@@ -367,6 +367,8 @@ var _ = Describe("Server.Update", func() {
 				_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
 				return clusters
 			}).Should(ContainSubstring(fmt.Sprintf("svc::%s::cx_active::%d\n", x.addr(), stat(srv, "cluster.svc.upstream_cx_active"))))
+			// Regression (#17 review): its health checks' connection stayed open until the next update.
+			Eventually(func() int64 { return y.conns.Load() - y.closed.Load() }).Should(BeZero(), "y's connections, the health checks' included, closed")
 
 			// The next update does not bring it back.
 			z := newUpstream(ok)
