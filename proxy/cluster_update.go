@@ -140,7 +140,10 @@ func (c *cluster) commit() {
 // inUse finishes an endpoint update once the configuration holding c is the server's (after
 // s.gen.Store: a request that arrived before it still picks from the old host set, none removed): the
 // hosts the update removed are marked so (see cluster.eligible), the hosts kept pending removal
-// flagged, and the membership change counted (cluster.<name>.membership_change).
+// flagged, and a membership change counted (cluster.<name>.membership_change) when a host was added or
+// removed: Envoy counts it in the cluster's priority update callback only when hosts_added or
+// hosts_removed is not empty (ClusterImplBase's constructor, source/common/upstream/upstream_impl.cc),
+// so a host kept pending removal, a reordering or a weight change alone is no change.
 func (c *cluster) inUse() {
 	from := c.prev
 	if from == nil {
@@ -152,10 +155,21 @@ func (c *cluster) inUse() {
 		staying[h] = true
 		h.pendingRemoval.Store(c.pending[h])
 	}
+	changed := false
+	was := make(map[*host]bool, len(from.hosts))
 	for _, h := range from.hosts {
-		if !staying[h] {
+		was[h] = true
+		if !staying[h] && !h.removed.Load() { // one removed already (pending, then failed) was counted then
 			h.removed.Store(true)
+			changed = true
 		}
 	}
-	c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+	for _, h := range c.hosts {
+		if !was[h] {
+			changed = true // added
+		}
+	}
+	if changed {
+		c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+	}
 }

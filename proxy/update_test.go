@@ -178,6 +178,10 @@ var _ = Describe("Server.Update", func() {
 		// b joins: bad stays ejected, a keeps its connection.
 		Expect(srv.Update(cfg(bad.addr(), a.addr(), b.addr()), nil)).To(Succeed())
 		Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(uint64(1)))
+		// The same hosts in another order: no host added or removed, no membership change (regression,
+		// #17 review: every endpoint update counted one).
+		Expect(srv.Update(cfg(a.addr(), b.addr(), bad.addr()), nil)).To(Succeed())
+		Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(uint64(1)))
 		Expect(stat(srv, "cluster_manager.cluster_modified")).To(BeZero())
 		Expect(stat(srv, "cluster.svc.outlier_detection.ejections_active")).To(Equal(uint64(1)))
 		before := bad.requests.Load()
@@ -349,9 +353,12 @@ var _ = Describe("Server.Update", func() {
 
 		It("stays, pending removal, while the checks find it healthy, and leaves once they fail it", func() {
 			startBoth(false)
+			changes := stat(srv, "cluster.svc.membership_change")
 			Expect(srv.Update(cfg(false, x.addr()), nil)).To(Succeed())
-			// Envoy's default (ignore_health_on_host_removal false): still in the host set, still picked.
+			// Envoy's default (ignore_health_on_host_removal false): still in the host set, still picked;
+			// no host added or removed, so no membership change.
 			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+			Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(changes))
 			_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
 			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::health_flags::/pending_dynamic_removal\n"))
 			Expect(bodies(4)).To(HaveKey("y"))
@@ -359,6 +366,7 @@ var _ = Describe("Server.Update", func() {
 			yFails.Store(true)
 			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.svc.membership_total") == 1 })
 			Expect(stat(srv, "cluster.svc.membership_healthy")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(changes + 1)) // now it is removed
 			Expect(bodies(4)).To(Equal(map[string]int{"x": 4}))
 			_, _, clusters = get("http://" + srv.AdminAddr() + "/clusters")
 			Expect(clusters).NotTo(ContainSubstring(y.addr()))
