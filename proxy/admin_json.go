@@ -77,6 +77,7 @@ func (s *Server) serveClustersJSON(w http.ResponseWriter) {
 				EdsHealthStatus:         corev3.HealthStatus_HEALTHY, // static hosts: Envoy's default
 				FailedOutlierCheck:      c.outlier != nil && c.outlier.Ejected(i),
 				FailedActiveHealthCheck: c.hc != nil && !c.hc.Healthy(i),
+				PendingDynamicRemoval:   h.pendingRemoval.Load(), // HostUtility's PENDING_DYNAMIC_REMOVAL flag
 			}
 			cs.HostStatuses = append(cs.HostStatuses, hs)
 		}

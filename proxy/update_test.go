@@ -6,11 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/proxy"
@@ -361,6 +364,16 @@ var _ = Describe("Server.Update", func() {
 			Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(changes))
 			_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
 			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::health_flags::/pending_dynamic_removal\n"))
+			// The JSON form sets health_status.pending_dynamic_removal for y alone (regression, #17 review).
+			_, _, raw := get("http://" + srv.AdminAddr() + "/clusters?format=json")
+			var out adminv3.Clusters
+			Expect(protojson.Unmarshal([]byte(raw), &out)).To(Succeed())
+			pending := map[string]bool{}
+			for _, h := range out.GetClusterStatuses()[0].GetHostStatuses() {
+				a := h.GetAddress().GetSocketAddress()
+				pending[net.JoinHostPort(a.GetAddress(), strconv.Itoa(int(a.GetPortValue())))] = h.GetHealthStatus().GetPendingDynamicRemoval()
+			}
+			Expect(pending).To(Equal(map[string]bool{x.addr(): false, y.addr(): true}))
 			Expect(bodies(4)).To(HaveKey("y"))
 
 			yFails.Store(true)
