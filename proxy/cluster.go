@@ -666,27 +666,46 @@ func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
 	if c.outlier != nil && r.Kind == policy.CheckResponse && c.hc.Healthy(i) && c.cfg.Outlier.SuccessfulActiveHealthCheckUnejectHost {
 		evs = append(evs, c.outlier.UnejectHost(now, i)...)
 	}
-	if h := c.hosts[i]; h.pendingRemoval.Load() && !c.hc.Healthy(i) && h.removed.CompareAndSwap(false, true) {
-		// A host pending removal that fails its checks leaves the host set (Envoy's cluster removes it
-		// on the health checker's callback, ClusterImplBase's PENDING_DYNAMIC_REMOVAL handling in
-		// source/common/upstream/upstream_impl.cc), and its connection pool drains (idle connections
-		// close now, the others once no request waits for them; the requests queued for a connection,
-		// and one that picked the host just before, are still served: Envoy drains a removed host's
-		// pools with DrainBehavior::DrainAndDelete, ClusterManagerImpl::drainOrCloseConnPools). Its
-		// health checks end (the loop returns), and so does their connection.
-		c.upstreams[i].Drain()
-		c.hcUpstreams[i].Close()
-		c.st.membershipTotal.Dec()
-		c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+	if wasHealthy && !c.hc.Healthy(i) {
+		c.failedPending(i)
 	}
 	c.emit(evs)
 	c.publishHealth()
 }
 
-// immediateFail handles x-envoy-immediate-health-check-fail on a normal response.
+// failedPending removes host i from the host set when it is pending removal, on a health check that
+// made it unhealthy. Envoy does so on the health checker's callback when a check changed the host's
+// health (ClusterImplBase::setHealthChecker: HealthTransition::Changed → reloadHealthyHosts, in
+// source/common/upstream/upstream_impl.cc), in EdsClusterImpl::reloadHealthyHostsHelper
+// (source/extensions/clusters/eds/eds.cc, source/common/upstream/eds.cc before): a host flagged both
+// FAILED_ACTIVE_HC and PENDING_DYNAMIC_REMOVAL leaves. Its connection pool drains (idle connections
+// close now, the others once no request waits for them; the requests queued for a connection, and one
+// that picked the host just before, are still served: Envoy drains a removed host's pools with
+// DrainBehavior::DrainAndDelete, ClusterManagerImpl::drainOrCloseConnPools). Its health checks end
+// (the loop returns), and so does their connection.
+func (c *cluster) failedPending(i int) {
+	h := c.hosts[i]
+	if !h.pendingRemoval.Load() || !h.removed.CompareAndSwap(false, true) {
+		return
+	}
+	c.upstreams[i].Drain()
+	c.hcUpstreams[i].Close()
+	c.st.membershipTotal.Dec()
+	c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+}
+
+// immediateFail handles x-envoy-immediate-health-check-fail on a normal response: a host pending
+// removal that it makes unhealthy leaves (Envoy's checker runs its callbacks for it as for a check,
+// HealthCheckerImplBase::ActiveHealthCheckSession::setUnhealthy).
 func (c *cluster) immediateFail(i int) {
-	if c.hc != nil {
-		c.emit(c.hc.ImmediateFail(c.clk.Now(), i))
+	if c.hc == nil {
+		return
+	}
+	wasHealthy := c.hc.Healthy(i)
+	c.emit(c.hc.ImmediateFail(c.clk.Now(), i))
+	if wasHealthy && !c.hc.Healthy(i) {
+		c.failedPending(i)
+		c.publishHealth()
 	}
 }
 

@@ -311,7 +311,7 @@ var _ = Describe("Server.Update", func() {
 
 	Context("with active health checks, a host an endpoint update removed", func() {
 		var x, y *upstream
-		var yFails atomic.Bool
+		var yFails, yImmediate atomic.Bool
 		var clk *clock.Fake
 		cfg := func(ignore bool, addrs ...string) *config.Bootstrap {
 			c := bootstrapTo("svc", addrs[0])
@@ -326,11 +326,15 @@ var _ = Describe("Server.Update", func() {
 		var srv *proxy.Server
 		BeforeEach(func() {
 			yFails.Store(false)
+			yImmediate.Store(false)
 			x = newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") })
 			y = newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/healthz" && yFails.Load() {
 					w.WriteHeader(http.StatusServiceUnavailable)
 					return
+				}
+				if r.URL.Path != "/healthz" && yImmediate.Load() {
+					w.Header().Set("x-envoy-immediate-health-check-fail", "true")
 				}
 				io.WriteString(w, "y")
 			})
@@ -396,6 +400,26 @@ var _ = Describe("Server.Update", func() {
 			Expect(srv.Update(cfg(false, x.addr(), z.addr()), nil)).To(Succeed())
 			_, _, clusters = get("http://" + srv.AdminAddr() + "/clusters")
 			Expect(clusters).NotTo(ContainSubstring(y.addr()))
+		})
+
+		It("leaves as soon as x-envoy-immediate-health-check-fail makes it unhealthy, without waiting for a check", func() {
+			// Regression (#17 review): it left on the next check that found it unhealthy, not on the
+			// health change itself (Envoy's checker runs its callbacks on the passive failure too, and the
+			// EDS cluster removes a host pending removal on a change, reloadHealthyHostsHelper).
+			startBoth(false)
+			Expect(srv.Update(cfg(false, x.addr()), nil)).To(Succeed())
+			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+			yImmediate.Store(true)
+			answeredByY := false
+			for range 4 { // round robin: y answers one of two
+				if bodies(1)["y"] > 0 {
+					answeredByY = true
+					break
+				}
+			}
+			Expect(answeredByY).To(BeTrue())
+			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(1)), "no check ran (the clock did not move)")
+			Expect(bodies(4)).To(Equal(map[string]int{"x": 4}))
 		})
 
 		It("leaves at once with ignore_health_on_host_removal", func() {
