@@ -737,14 +737,15 @@ func (c *cluster) close() {
 	}
 }
 
-// healthFlags are the host's flags as /clusters prints them.
+// healthFlags are the host's flags as /clusters prints them, in Envoy's order (the HealthFlag enum, as
+// HostUtility::healthFlagsToString walks it, source/common/upstream/host_utility.cc).
 func (c *cluster) healthFlags(i int) string {
 	var flags string
-	if c.outlier != nil && c.outlier.Ejected(i) {
-		flags += "/failed_outlier_check"
-	}
 	if c.hc != nil && !c.hc.Healthy(i) {
 		flags += "/failed_active_hc"
+	}
+	if c.outlier != nil && c.outlier.Ejected(i) {
+		flags += "/failed_outlier_check"
 	}
 	if c.hosts[i].pendingRemoval.Load() {
 		flags += "/pending_dynamic_removal"
