@@ -58,7 +58,7 @@ func (s *Server) serveClustersJSON(w http.ResponseWriter) {
 			if h.removed.Load() {
 				continue // a host pending removal that failed its checks: gone
 			}
-			hs := &adminv3.HostStatus{Address: socketAddress(h.addr), Weight: h.weight}
+			hs := &adminv3.HostStatus{Address: socketAddress(h.addr), Weight: h.weight.Load()}
 			counter := func(name string, v uint64) {
 				hs.Stats = append(hs.Stats, &adminv3.SimpleMetric{Type: adminv3.SimpleMetric_COUNTER, Name: name, Value: v})
 			}

@@ -63,8 +63,10 @@ type cluster struct {
 	carriedFrom *cluster
 	// prev is the cluster carriedFrom was, between commit and inUse.
 	prev *cluster
-	// pending are the hosts carry kept pending removal; commit flags them.
+	// pending are the hosts carry kept pending removal; commit flags them. reweigh are the new weights
+	// of the hosts carry kept whose weight the update changed; commit sets them.
 	pending map[*host]bool
+	reweigh map[*host]uint32
 	// next is the cluster an endpoint update made from this one, once in use (see commit): the attempts
 	// of a request that began on this one pick from the newest (see newest). closed: close has begun.
 	next     atomic.Pointer[cluster]
@@ -76,8 +78,10 @@ type cluster struct {
 
 // host is one endpoint of a cluster with its per-host counters (admin /clusters).
 type host struct {
-	addr   string
-	weight uint32
+	addr string
+	// weight is the endpoint's load_balancing_weight (at least 1); an endpoint update changes it in
+	// place (see cluster.carry).
+	weight atomic.Uint32
 
 	cxTotal, cxConnectFail, rqTotal, rqSuccess, rqError, rqTimeout atomic.Uint64
 	cxActive, rqActive                                             atomic.Int64
@@ -90,6 +94,13 @@ type host struct {
 	// pendingRemoval is Envoy's PENDING_DYNAMIC_REMOVAL: an endpoint update removed the host, but active
 	// health checks found it healthy, so it stays until they fail it (see cluster.carry).
 	pendingRemoval atomic.Bool
+}
+
+// newHost is the host of an endpoint.
+func newHost(ep config.Endpoint) *host {
+	h := &host{addr: ep.Address}
+	h.weight.Store(max(ep.Weight, 1))
+	return h
 }
 
 // clusterStats are the cluster's Envoy-named stats, resolved once.
@@ -203,7 +214,7 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 	weights := make([]uint32, len(cfg.Endpoints))
 	keys := make([]string, len(cfg.Endpoints))
 	for i, ep := range cfg.Endpoints {
-		c.hosts = append(c.hosts, &host{addr: ep.Address, weight: max(ep.Weight, 1)})
+		c.hosts = append(c.hosts, newHost(ep))
 		weights[i], keys[i] = ep.Weight, ep.Address
 	}
 	var err error

@@ -20,9 +20,10 @@ func endpointsOnly(a, b config.Cluster) bool {
 
 // carry makes the cluster of cfg from c, whose configuration differs by its endpoints alone, as
 // Envoy's EDS cluster updates its hosts (EdsClusterImpl::onConfigUpdate → updateDynamicHostList,
-// source/common/upstream/upstream_impl.cc): a host whose address and weight stay is the same host, with
-// its stats, its connection pools (c hands them over), its outlier detection and health-check state
-// and its slow start; a removed host's pools close with c (unless it stays pending removal: see
+// source/common/upstream/upstream_impl.cc): a host whose address stays is the same host, with its
+// stats, its connection pools (c hands them over), its outlier detection and health-check state and
+// its slow start, its weight updated in place if the update changed it (Envoy makes a new host only when
+// its health-check address or locality changed, neither of which we support); a removed host's pools close with c (unless it stays pending removal: see
 // below); a new host starts fresh. The breakers are shared. c keeps serving the requests that hold it
 // until its generations let go of it.
 func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
@@ -39,14 +40,19 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 	from := make([]int, len(cfg.Endpoints))
 	weights := make([]uint32, len(cfg.Endpoints))
 	keys := make([]string, len(cfg.Endpoints))
+	n.reweigh = map[*host]uint32{}
 	for i, ep := range cfg.Endpoints {
 		from[i] = -1
-		if j, ok := byAddr[ep.Address]; ok && c.hosts[j].weight == max(ep.Weight, 1) {
+		if j, ok := byAddr[ep.Address]; ok {
 			from[i] = j
 			delete(byAddr, ep.Address) // an address listed twice: the second is a new host
-			n.hosts = append(n.hosts, c.hosts[j])
+			h := c.hosts[j]
+			n.hosts = append(n.hosts, h)
+			if w := max(ep.Weight, 1); h.weight.Load() != w {
+				n.reweigh[h] = w // set by commit: the host still serves c until then
+			}
 		} else {
-			n.hosts = append(n.hosts, &host{addr: ep.Address, weight: max(ep.Weight, 1)})
+			n.hosts = append(n.hosts, newHost(ep))
 		}
 		weights[i], keys[i] = ep.Weight, ep.Address
 	}
@@ -65,7 +71,7 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 			}
 			from = append(from, j)
 			n.hosts = append(n.hosts, h)
-			weights, keys = append(weights, h.weight), append(keys, h.addr)
+			weights, keys = append(weights, h.weight.Load()), append(keys, h.addr)
 			n.pending[h] = true
 		}
 	}
@@ -134,6 +140,10 @@ func (c *cluster) commit() {
 	c.borrowed, c.carriedFrom = nil, nil
 	c.handMu.Unlock()
 	from.handMu.Unlock()
+	for h, w := range c.reweigh {
+		h.weight.Store(w) // Envoy's updateDynamicHostList: existing_host->weight(host->weight())
+	}
+	c.reweigh = nil
 	from.next.Store(c)
 }
 

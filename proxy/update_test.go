@@ -432,6 +432,23 @@ var _ = Describe("Server.Update", func() {
 			Expect(bodies(4)).To(Equal(map[string]int{"x": 4}))
 		})
 
+		It("keeps its health when an update changes only a host's weight", func() {
+			// Regression (#17 review): a weight change made a new host, unhealthy until its first
+			// check (a canary weight shift under active health checks could push the cluster into
+			// panic); Envoy's updateDynamicHostList updates the weight in place.
+			startBoth(false)
+			shifted := cfg(false, x.addr(), y.addr())
+			shifted.Clusters[0].Endpoints[1].Weight = 3
+			changes := stat(srv, "cluster.svc.membership_change")
+			Expect(srv.Update(shifted, nil)).To(Succeed())
+			Expect(stat(srv, "cluster.svc.membership_healthy")).To(Equal(uint64(2)), "no check ran (the clock did not move)")
+			Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(changes))
+			_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::weight::3\n"))
+			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::health_flags::healthy\n"))
+			Expect(bodies(8)).To(Equal(map[string]int{"x": 2, "y": 6}))
+		})
+
 		It("leaves at once with ignore_health_on_host_removal", func() {
 			startBoth(true)
 			Expect(srv.Update(cfg(true, x.addr()), nil)).To(Succeed())
