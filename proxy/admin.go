@@ -165,7 +165,7 @@ func (s *Server) serveClusters(w http.ResponseWriter, _ *http.Request) {
 				{"cx_active", h.cxActive.Load()}, {"cx_connect_fail", h.cxConnectFail.Load()}, {"cx_total", h.cxTotal.Load()},
 				{"rq_active", h.rqActive.Load()}, {"rq_error", h.rqError.Load()}, {"rq_success", h.rqSuccess.Load()},
 				{"rq_timeout", h.rqTimeout.Load()}, {"rq_total", h.rqTotal.Load()},
-				{"hostname", ""}, {"health_flags", c.healthFlags(i)}, {"weight", h.weight},
+				{"hostname", ""}, {"health_flags", c.healthFlags(i)}, {"weight", h.weight.Load()},
 			} {
 				fmt.Fprintf(&b, "%s%s::%v\n", p, kv.k, kv.v)
 			}

@@ -58,7 +58,7 @@ func (s *Server) serveClustersJSON(w http.ResponseWriter) {
 			if h.removed.Load() {
 				continue // a host pending removal that failed its checks: gone
 			}
-			hs := &adminv3.HostStatus{Address: socketAddress(h.addr), Weight: h.weight}
+			hs := &adminv3.HostStatus{Address: socketAddress(h.addr), Weight: h.weight.Load()}
 			counter := func(name string, v uint64) {
 				hs.Stats = append(hs.Stats, &adminv3.SimpleMetric{Type: adminv3.SimpleMetric_COUNTER, Name: name, Value: v})
 			}
@@ -77,6 +77,7 @@ func (s *Server) serveClustersJSON(w http.ResponseWriter) {
 				EdsHealthStatus:         corev3.HealthStatus_HEALTHY, // static hosts: Envoy's default
 				FailedOutlierCheck:      c.outlier != nil && c.outlier.Ejected(i),
 				FailedActiveHealthCheck: c.hc != nil && !c.hc.Healthy(i),
+				PendingDynamicRemoval:   h.pendingRemoval.Load(), // HostUtility's PENDING_DYNAMIC_REMOVAL flag
 			}
 			cs.HostStatuses = append(cs.HostStatuses, hs)
 		}

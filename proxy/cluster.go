@@ -62,8 +62,16 @@ type cluster struct {
 	// until commit makes them its own (see carry).
 	borrowed    map[upstream]bool
 	carriedFrom *cluster
-	// pending are the hosts carry kept pending removal; commit flags them.
-	pending  map[*host]bool
+	// prev is the cluster carriedFrom was, between commit and inUse.
+	prev *cluster
+	// pending are the hosts carry kept pending removal; commit flags them. reweigh are the new weights
+	// of the hosts carry kept whose weight the update changed; commit sets them.
+	pending map[*host]bool
+	reweigh map[*host]uint32
+	// next is the cluster an endpoint update made from this one, once in use (see commit): the attempts
+	// of a request that began on this one pick from the newest (see newest). closed: close has begun.
+	next     atomic.Pointer[cluster]
+	closed   atomic.Bool
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -71,8 +79,10 @@ type cluster struct {
 
 // host is one endpoint of a cluster with its per-host counters (admin /clusters).
 type host struct {
-	addr   string
-	weight uint32
+	addr string
+	// weight is the endpoint's load_balancing_weight (at least 1); an endpoint update changes it in
+	// place (see cluster.carry).
+	weight atomic.Uint32
 
 	cxTotal, cxConnectFail, rqTotal, rqSuccess, rqError, rqTimeout atomic.Uint64
 	cxActive, rqActive                                             atomic.Int64
@@ -85,6 +95,13 @@ type host struct {
 	// pendingRemoval is Envoy's PENDING_DYNAMIC_REMOVAL: an endpoint update removed the host, but active
 	// health checks found it healthy, so it stays until they fail it (see cluster.carry).
 	pendingRemoval atomic.Bool
+}
+
+// newHost is the host of an endpoint.
+func newHost(ep config.Endpoint) *host {
+	h := &host{addr: ep.Address}
+	h.weight.Store(max(ep.Weight, 1))
+	return h
 }
 
 // clusterStats are the cluster's Envoy-named stats, resolved once.
@@ -198,7 +215,7 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 	weights := make([]uint32, len(cfg.Endpoints))
 	keys := make([]string, len(cfg.Endpoints))
 	for i, ep := range cfg.Endpoints {
-		c.hosts = append(c.hosts, &host{addr: ep.Address, weight: max(ep.Weight, 1)})
+		c.hosts = append(c.hosts, newHost(ep))
 		weights[i], keys[i] = ep.Weight, ep.Address
 	}
 	var err error
@@ -373,9 +390,28 @@ func (c *cluster) healthy(i int) bool {
 	return (c.outlier == nil || !c.outlier.Ejected(i)) && (c.hc == nil || c.hc.Healthy(i))
 }
 
+// newest is the cluster an attempt of a request that began on c picks from: c, or the newest of the
+// clusters later endpoint updates made from it that is not closing. Envoy updates a cluster's host set in
+// place (EdsClusterImpl::onConfigUpdate → BaseDynamicClusterImpl::updateDynamicHostList, then
+// ClusterManagerImpl::postThreadLocalClusterUpdate rebuilds the workers' load balancers), and the
+// router picks each attempt's host from the thread-local cluster's current load balancer
+// (Filter::doRetry → continueDecodeHeaders → createConnPool): a retry may go to a host an update
+// added after the request began, never to one it removed.
+func (c *cluster) newest() *cluster {
+	for {
+		n := c.next.Load()
+		if n == nil || n.closed.Load() {
+			return c
+		}
+		c = n
+	}
+}
+
 // pick chooses the host for an attempt, honouring the panic threshold and the retry host predicate.
-// It returns -1 when no host is eligible ("no healthy upstream"). rng is the request's stream.
-func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, rng policy.Rand) int {
+// It returns -1 when no host is eligible ("no healthy upstream"). rng is the request's stream. tried
+// are the hosts the request's earlier attempts went to, whichever cluster they picked from (an
+// endpoint update may have made c since).
+func (c *cluster) pick(hash uint64, tried map[*host]bool, rp *config.RetryPolicy, rng policy.Rand) int {
 	eligible, panicMode := c.eligible()
 	if panicMode {
 		c.st.lbHealthyPanic.Inc()
@@ -388,7 +424,13 @@ func (c *cluster) pick(hash uint64, tried map[int]bool, rp *config.RetryPolicy, 
 		SlowStart: c.slowStartPick(),
 	}
 	if rp != nil && rp.PreviousHosts && len(tried) > 0 {
-		return policy.PickWithRetryPredicate(c.picker, pc, tried, int(rp.HostSelectionMaxAttempts))
+		byIndex := make(map[int]bool, len(tried)) // a retry's pick only: the hosts by their index in c
+		for i, h := range c.hosts {
+			if tried[h] {
+				byIndex[i] = true
+			}
+		}
+		return policy.PickWithRetryPredicate(c.picker, pc, byIndex, int(rp.HostSelectionMaxAttempts))
 	}
 	return c.picker.Pick(pc)
 }
@@ -656,23 +698,46 @@ func (c *cluster) emitHealth(i int, r policy.HealthCheckResult) {
 	if c.outlier != nil && r.Kind == policy.CheckResponse && c.hc.Healthy(i) && c.cfg.Outlier.SuccessfulActiveHealthCheckUnejectHost {
 		evs = append(evs, c.outlier.UnejectHost(now, i)...)
 	}
-	if h := c.hosts[i]; h.pendingRemoval.Load() && !c.hc.Healthy(i) && h.removed.CompareAndSwap(false, true) {
-		// A host pending removal that fails its checks leaves the host set (Envoy's cluster removes it
-		// on the health checker's callback, ClusterImplBase's PENDING_DYNAMIC_REMOVAL handling in
-		// source/common/upstream/upstream_impl.cc), and its connection pool drains (idle connections
-		// close now, the others once their requests are answered), as for any host removed.
-		c.upstreams[i].Close()
-		c.st.membershipTotal.Dec()
-		c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+	if wasHealthy && !c.hc.Healthy(i) {
+		c.failedPending(i)
 	}
 	c.emit(evs)
 	c.publishHealth()
 }
 
-// immediateFail handles x-envoy-immediate-health-check-fail on a normal response.
+// failedPending removes host i from the host set when it is pending removal, on a health check that
+// made it unhealthy. Envoy does so on the health checker's callback when a check changed the host's
+// health (ClusterImplBase::setHealthChecker: HealthTransition::Changed → reloadHealthyHosts, in
+// source/common/upstream/upstream_impl.cc), in EdsClusterImpl::reloadHealthyHostsHelper
+// (source/extensions/clusters/eds/eds.cc, source/common/upstream/eds.cc before): a host flagged both
+// FAILED_ACTIVE_HC and PENDING_DYNAMIC_REMOVAL leaves. Its connection pool drains (idle connections
+// close now, the others once no request waits for them; the requests queued for a connection, and one
+// that picked the host just before, are still served: Envoy drains a removed host's pools with
+// DrainBehavior::DrainAndDelete, ClusterManagerImpl::drainOrCloseConnPools). Its health checks end
+// (the loop returns), and so does their connection.
+func (c *cluster) failedPending(i int) {
+	h := c.hosts[i]
+	if !h.pendingRemoval.Load() || !h.removed.CompareAndSwap(false, true) {
+		return
+	}
+	c.upstreams[i].Drain()
+	c.hcUpstreams[i].Close()
+	c.st.membershipTotal.Dec()
+	c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+}
+
+// immediateFail handles x-envoy-immediate-health-check-fail on a normal response: a host pending
+// removal that it makes unhealthy leaves (Envoy's checker runs its callbacks for it as for a check,
+// HealthCheckerImplBase::ActiveHealthCheckSession::setUnhealthy).
 func (c *cluster) immediateFail(i int) {
-	if c.hc != nil {
-		c.emit(c.hc.ImmediateFail(c.clk.Now(), i))
+	if c.hc == nil {
+		return
+	}
+	wasHealthy := c.hc.Healthy(i)
+	c.emit(c.hc.ImmediateFail(c.clk.Now(), i))
+	if wasHealthy && !c.hc.Healthy(i) {
+		c.failedPending(i)
+		c.publishHealth()
 	}
 }
 
@@ -680,6 +745,7 @@ func (c *cluster) close() {
 	first := false
 	c.stopOnce.Do(func() {
 		first = true
+		c.closed.Store(true)
 		close(c.stop)
 		if c.unpublish != nil {
 			c.unpublish()
@@ -703,14 +769,15 @@ func (c *cluster) close() {
 	}
 }
 
-// healthFlags are the host's flags as /clusters prints them.
+// healthFlags are the host's flags as /clusters prints them, in Envoy's order (the HealthFlag enum, as
+// HostUtility::healthFlagsToString walks it, source/common/upstream/host_utility.cc).
 func (c *cluster) healthFlags(i int) string {
 	var flags string
-	if c.outlier != nil && c.outlier.Ejected(i) {
-		flags += "/failed_outlier_check"
-	}
 	if c.hc != nil && !c.hc.Healthy(i) {
 		flags += "/failed_active_hc"
+	}
+	if c.outlier != nil && c.outlier.Ejected(i) {
+		flags += "/failed_outlier_check"
 	}
 	if c.hosts[i].pendingRemoval.Load() {
 		flags += "/pending_dynamic_removal"

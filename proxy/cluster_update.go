@@ -20,9 +20,10 @@ func endpointsOnly(a, b config.Cluster) bool {
 
 // carry makes the cluster of cfg from c, whose configuration differs by its endpoints alone, as
 // Envoy's EDS cluster updates its hosts (EdsClusterImpl::onConfigUpdate → updateDynamicHostList,
-// source/common/upstream/upstream_impl.cc): a host whose address and weight stay is the same host, with
-// its stats, its connection pools (c hands them over), its outlier detection and health-check state
-// and its slow start; a removed host's pools close with c (unless it stays pending removal: see
+// source/common/upstream/upstream_impl.cc): a host whose address stays is the same host, with its
+// stats, its connection pools (c hands them over), its outlier detection and health-check state and
+// its slow start, its weight updated in place if the update changed it (Envoy makes a new host only when
+// its health-check address or locality changed, neither of which we support); a removed host's pools close with c (unless it stays pending removal: see
 // below); a new host starts fresh. The breakers are shared. c keeps serving the requests that hold it
 // until its generations let go of it.
 func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
@@ -39,14 +40,19 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 	from := make([]int, len(cfg.Endpoints))
 	weights := make([]uint32, len(cfg.Endpoints))
 	keys := make([]string, len(cfg.Endpoints))
+	n.reweigh = map[*host]uint32{}
 	for i, ep := range cfg.Endpoints {
 		from[i] = -1
-		if j, ok := byAddr[ep.Address]; ok && c.hosts[j].weight == max(ep.Weight, 1) {
+		if j, ok := byAddr[ep.Address]; ok {
 			from[i] = j
 			delete(byAddr, ep.Address) // an address listed twice: the second is a new host
-			n.hosts = append(n.hosts, c.hosts[j])
+			h := c.hosts[j]
+			n.hosts = append(n.hosts, h)
+			if w := max(ep.Weight, 1); h.weight.Load() != w {
+				n.reweigh[h] = w // set by commit: the host still serves c until then
+			}
 		} else {
-			n.hosts = append(n.hosts, &host{addr: ep.Address, weight: max(ep.Weight, 1)})
+			n.hosts = append(n.hosts, newHost(ep))
 		}
 		weights[i], keys[i] = ep.Weight, ep.Address
 	}
@@ -65,7 +71,7 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 			}
 			from = append(from, j)
 			n.hosts = append(n.hosts, h)
-			weights, keys = append(weights, h.weight), append(keys, h.addr)
+			weights, keys = append(weights, h.weight.Load()), append(keys, h.addr)
 			n.pending[h] = true
 		}
 	}
@@ -113,15 +119,17 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 	return n, nil
 }
 
-// commit completes a carry once the configuration holding the cluster is in use: the pools it borrowed
-// from the cluster it was made from become its own (that one's close leaves them open), the hosts it
-// no longer lists are marked removed (see cluster.eligible), and the membership change is counted (cluster.<name>.membership_change). Until then, closing it (a
-// configuration that failed to build) leaves them to their first owner.
+// commit completes a carry as the configuration holding the cluster is put in use (nothing fails
+// after it): the pools it borrowed from the cluster it was made from become its own (that one's close
+// leaves them open), and that one's attempts pick from this one from now on (cluster.next, see
+// newest). Until then, closing it (a configuration that failed to build) leaves them to their first
+// owner. Once the configuration is in use, inUse finishes the update.
 func (c *cluster) commit() {
 	from := c.carriedFrom
 	if from == nil {
 		return
 	}
+	c.prev = from
 	from.handMu.Lock()
 	if from.handedOver == nil {
 		from.handedOver = map[upstream]bool{}
@@ -133,16 +141,46 @@ func (c *cluster) commit() {
 	c.borrowed, c.carriedFrom = nil, nil
 	c.handMu.Unlock()
 	from.handMu.Unlock()
-	// The hosts the update removed: the requests still on older configurations stop picking them.
+	for h, w := range c.reweigh {
+		h.weight.Store(w) // Envoy's updateDynamicHostList: existing_host->weight(host->weight())
+	}
+	c.reweigh = nil
+	from.next.Store(c)
+}
+
+// inUse finishes an endpoint update once the configuration holding c is the server's (after
+// s.gen.Store: a request that arrived before it still picks from the old host set, none removed): the
+// hosts the update removed are marked so (see cluster.eligible), the hosts kept pending removal
+// flagged, and a membership change counted (cluster.<name>.membership_change) when a host was added or
+// removed: Envoy counts it in the cluster's priority update callback only when hosts_added or
+// hosts_removed is not empty (ClusterImplBase's constructor, source/common/upstream/upstream_impl.cc),
+// so a host kept pending removal, a reordering or a weight change alone is no change.
+func (c *cluster) inUse() {
+	from := c.prev
+	if from == nil {
+		return
+	}
+	c.prev = nil
 	staying := make(map[*host]bool, len(c.hosts))
 	for _, h := range c.hosts {
 		staying[h] = true
 		h.pendingRemoval.Store(c.pending[h])
 	}
+	changed := false
+	was := make(map[*host]bool, len(from.hosts))
 	for _, h := range from.hosts {
-		if !staying[h] {
+		was[h] = true
+		if !staying[h] && !h.removed.Load() { // one removed already (pending, then failed) was counted then
 			h.removed.Store(true)
+			changed = true
 		}
 	}
-	c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+	for _, h := range c.hosts {
+		if !was[h] {
+			changed = true // added
+		}
+	}
+	if changed {
+		c.st.store.Counter(c.st.prefix + "membership_change").Inc()
+	}
 }

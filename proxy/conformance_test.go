@@ -756,6 +756,43 @@ var _ = Describe("Envoy conformance", Label("conformance"), func() {
 		})
 	})
 
+	Describe("/clusters health_flags", func() {
+		It("lists a host's flags in Envoy's flag order: /failed_active_hc before /failed_outlier_check", func() {
+			// Regression (#17 review): /failed_outlier_check came first; Envoy's
+			// HostUtility::healthFlagsToString (source/common/upstream/host_utility.cc) follows the
+			// HealthFlag enum: FAILED_ACTIVE_HC, FAILED_OUTLIER_CHECK, …, PENDING_DYNAMIC_REMOVAL.
+			var sick atomic.Bool
+			bad := newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/healthz" || sick.Load() {
+					w.WriteHeader(503)
+				}
+			})
+			good := newUpstream(ok)
+			c := with(cluster("backend", bad.addr(), good.addr()), func(c *config.Cluster) {
+				c.HealthChecks = []policy.HealthCheckConfig{{Timeout: time.Hour, Interval: 50 * time.Millisecond,
+					UnhealthyThreshold: 1, HealthyThreshold: 1, Path: "/healthz", NoTrafficInterval: 50 * time.Millisecond}}
+				o := policy.DefaultOutlierConfig()
+				o.Interval, o.BaseEjectionTime, o.MaxEjectionTime = time.Hour, time.Hour, 0
+				o.Consecutive5xx, o.MaxEjectionPercent = 1, 100
+				c.Outlier = &o
+			})
+			clk := fakeClock()
+			srv, url := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{c}, opts: proxy.Options{Clock: clk}})
+			until(clk, 10*time.Millisecond, func() bool { return stat(srv, "cluster.backend.health_check.healthy") == 2 })
+			for range 4 {
+				if stat(srv, "cluster.backend.outlier_detection.ejections_active") == 1 {
+					break
+				}
+				get(url + "/") // round robin: bad answers one of two, 503, and is ejected at once
+			}
+			Expect(stat(srv, "cluster.backend.outlier_detection.ejections_active")).To(BeEquivalentTo(1))
+			sick.Store(true)
+			until(clk, 10*time.Millisecond, func() bool { return stat(srv, "cluster.backend.health_check.healthy") == 1 })
+			_, _, body := get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(body).To(ContainSubstring(bad.addr() + "::health_flags::/failed_active_hc/failed_outlier_check\n"))
+		})
+	})
+
 	Describe("load balancing", func() {
 		It("honours endpoint weights in round robin", func() {
 			a, b := newUpstream(ok), newUpstream(ok)

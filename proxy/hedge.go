@@ -45,7 +45,8 @@ func (f *forward) hedgeOnPerTryTimeout() bool {
 type hedgeEvent struct {
 	id   int
 	soft bool
-	host int // soft: the attempt's host
+	cl   *cluster // soft: the cluster the attempt picked from
+	host int      // soft: the attempt's host, by its index in cl
 	a    upstreamRequest
 }
 
@@ -80,7 +81,7 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 		inflight int
 		pending  int
 		n        int
-		tried    = map[int]bool{}
+		tried    = map[*host]bool{}
 		backoff  *policy.Backoff
 		holding  bool
 	)
@@ -101,12 +102,12 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 		g.rng.Seed(f.rng.Uint64(), f.rng.Uint64())
 		// Its own pool attachment: each attempt in flight holds its connection and max_requests slot.
 		g.attachFn, g.detachFn = g.attach, g.att.release
-		g.softPerTry = func(index int) {
+		g.softPerTry = func(cl *cluster, index int) {
 			mu.Lock()
 			defer mu.Unlock()
 			if !closed {
 				select {
-				case events <- hedgeEvent{id: id, soft: true, host: index}:
+				case events <- hedgeEvent{id: id, soft: true, cl: cl, host: index}:
 				default:
 				}
 			}
@@ -137,10 +138,10 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 		switch d {
 		case policy.Retry:
 			holding = true
-			tried[a.index] = true
+			tried[a.host] = true
 			a.charge(true)
 			f.cl.st.rqRetry.Inc()
-			f.cl.retryScheduled(a.index, a.outcome)
+			a.cl.retryScheduled(a.index, a.outcome)
 			schedule(a)
 			f.abandon(a)
 			return true, false
@@ -181,7 +182,7 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 				}
 				// Filter::onSoftPerTryTimeout: a local-origin timeout for outlier detection, even though
 				// the attempt may still answer well.
-				f.cl.recordOutcome(ev.host, policy.Outcome{Kind: policy.PerTryTimeout})
+				ev.cl.recordOutcome(ev.host, policy.Outcome{Kind: policy.PerTryTimeout})
 				if !enabled {
 					continue
 				}

@@ -123,6 +123,7 @@ func (rt *router) shadow(cl *cluster, out *h1.Request, timeout time.Duration, rn
 	}
 	// The host, then its pool, as for any attempt (see forward.try): the pool's breakers decide, and
 	// the mirror takes its max_requests slot once it has its connection.
+	cl = cl.newest() // as an attempt does (see forward.try)
 	index := cl.pick(rng.Uint64(), nil, nil, rng)
 	if index < 0 {
 		cl.st.cxNoneHealthy.Inc()

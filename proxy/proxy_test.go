@@ -29,6 +29,7 @@ type upstream struct {
 	srv      *httptest.Server
 	requests atomic.Int64
 	conns    atomic.Int64
+	closed   atomic.Int64 // connections closed (or hijacked)
 	handle   func(n int64, w http.ResponseWriter, r *http.Request)
 }
 
@@ -40,8 +41,11 @@ func newUpstream(handle func(n int64, w http.ResponseWriter, r *http.Request)) *
 		u.handle(n, w, r)
 	}))
 	u.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			u.conns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			u.closed.Add(1)
 		}
 	}
 	u.srv.Start()

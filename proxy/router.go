@@ -171,7 +171,7 @@ type forward struct {
 	rqOverflow bool
 	// softPerTry, set on the attempts of a hedged request, is what their per-try timeout calls instead
 	// of resetting them (see hedge.go).
-	softPerTry func(index int)
+	softPerTry func(cl *cluster, index int)
 	// streamEnd is the end of the stream's max_stream_duration (zero: none); byDuration: it comes before
 	// the route timeout, so it is the deadline.
 	streamEnd  time.Time
@@ -233,7 +233,7 @@ func (f *forward) run() {
 	if len(mirrors) > 0 {
 		f.mirror(mirrors, reqID, timeout)
 	}
-	var tried map[int]bool // hosts already tried: only a retry's host selection reads it
+	var tried map[*host]bool // hosts already tried: only a retry's host selection reads it
 	hash := f.hash()
 
 	attempts := 0
@@ -303,9 +303,9 @@ func (f *forward) run() {
 		switch d {
 		case policy.Retry:
 			if tried == nil {
-				tried = make(map[int]bool, 2)
+				tried = make(map[*host]bool, 2)
 			}
-			tried[a.index] = true
+			tried[a.host] = true
 			if backoff == nil { // the back-off starts at the first retry
 				backoff = policy.NewBackoff(rp.BaseInterval, rp.MaxInterval)
 			}
@@ -315,7 +315,7 @@ func (f *forward) run() {
 			if f.vc != nil {
 				f.vc.rqRetry.Inc()
 			}
-			f.cl.retryScheduled(a.index, a.outcome)
+			a.cl.retryScheduled(a.index, a.outcome)
 			delay := f.backoff(a, rp, backoff)
 			f.abandon(a)
 			if f.span != nil {
@@ -554,7 +554,7 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	if it := a.idle; it != nil {
 		// The idle timeout goes on through the body: when it fires now, the attempt is reset and so
 		// is the downstream (onPerTryTimeoutCommon cannot retry a started response).
-		cl, h, index := f.cl, a.host, a.index
+		cl, h, index := a.cl, a.host, a.index
 		it.relaying(func() {
 			cl.st.rqPerTryIdleTimeout.Inc()
 			cl.st.rqTxReset.Inc()

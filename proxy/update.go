@@ -349,6 +349,9 @@ func (s *Server) applyLocked(cfg *config.Bootstrap, raw proto.Message) (err erro
 		c.commit() // nothing fails from here: the pools an endpoint update took over are its own
 	}
 	s.gen.Store(g)
+	for _, c := range created {
+		c.inUse() // the hosts an endpoint update removed are marked so once no request can get the old set
+	}
 	if old != nil {
 		old.release()
 	}

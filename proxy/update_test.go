@@ -2,15 +2,18 @@ package proxy_test
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshproof/meshproof/proxy"
@@ -178,6 +181,10 @@ var _ = Describe("Server.Update", func() {
 		// b joins: bad stays ejected, a keeps its connection.
 		Expect(srv.Update(cfg(bad.addr(), a.addr(), b.addr()), nil)).To(Succeed())
 		Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(uint64(1)))
+		// The same hosts in another order: no host added or removed, no membership change (regression,
+		// #17 review: every endpoint update counted one).
+		Expect(srv.Update(cfg(a.addr(), b.addr(), bad.addr()), nil)).To(Succeed())
+		Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(uint64(1)))
 		Expect(stat(srv, "cluster_manager.cluster_modified")).To(BeZero())
 		Expect(stat(srv, "cluster.svc.outlier_detection.ejections_active")).To(Equal(uint64(1)))
 		before := bad.requests.Load()
@@ -245,21 +252,66 @@ var _ = Describe("Server.Update", func() {
 			held, other = y, x
 		}
 
-		// The other host leaves (a third joins): the held request's retry, on the configuration it
-		// began on, may only go to the host that stays.
+		// The other host leaves (a third joins): the held request's retry picks from the updated host
+		// set, so it may go to the host that stays or to the one that joined, never to the one that left.
 		z := newUpstream(ok)
 		Expect(srv.Update(cfg(held.addr(), z.addr()), nil)).To(Succeed())
 		close(release)
 		var r result
 		Eventually(got).WithTimeout(5 * time.Second).Should(Receive(&r))
-		Expect(r).To(Equal(result{200, held.addr()}))
+		Expect(r.code).To(Equal(200))
 		Expect(other.requests.Load()).To(BeZero())
 		Expect(stat(srv, "cluster.svc.upstream_rq_retry")).To(Equal(uint64(1)))
 	})
 
+	It("retries a request that began before an endpoint update on a host the update added", func() {
+		// Regression (#17 review): the retry picked only among the hosts of the configuration the
+		// request began on; with all of them removed it was answered 503 "no healthy upstream" and the
+		// new host got nothing. Envoy's retry picks from the cluster's current host set.
+		release := make(chan struct{})
+		x := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) {
+			<-release
+			w.WriteHeader(http.StatusServiceUnavailable)
+		})
+		z := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "z") })
+		cfg := func(addr string) *config.Bootstrap {
+			c := bootstrapTo("svc", addr)
+			c.Listeners[0].Routes.VirtualHosts[0].Routes[0].Action.RetryPolicy = retries(1, "5xx")
+			cl := cluster("svc", addr)
+			cl.EDS = &config.EDS{ServiceName: "svc"}
+			c.Clusters = []config.Cluster{cl}
+			return c
+		}
+		srv, err := proxy.New(cfg(x.addr()), proxy.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(srv.Start()).To(Succeed())
+		DeferCleanup(srv.Close)
+		type result struct {
+			code int
+			body string
+		}
+		got := make(chan result, 1)
+		go func() {
+			defer GinkgoRecover()
+			code, _, body := get("http://" + srv.ListenerAddr("edge") + "/")
+			got <- result{code, body}
+		}()
+		Eventually(x.requests.Load).Should(Equal(int64(1)))
+
+		Expect(srv.Update(cfg(z.addr()), nil)).To(Succeed()) // x leaves, z joins
+		close(release)
+		var r result
+		Eventually(got).WithTimeout(5 * time.Second).Should(Receive(&r))
+		Expect(r).To(Equal(result{200, "z"}))
+		Expect(x.requests.Load()).To(Equal(int64(1)))
+		Expect(z.requests.Load()).To(Equal(int64(1)))
+		Expect(stat(srv, "cluster.svc.upstream_rq_retry")).To(Equal(uint64(1)))
+		Expect(stat(srv, "cluster.svc.upstream_cx_none_healthy")).To(BeZero())
+	})
+
 	Context("with active health checks, a host an endpoint update removed", func() {
 		var x, y *upstream
-		var yFails atomic.Bool
+		var yFails, yImmediate atomic.Bool
 		var clk *clock.Fake
 		cfg := func(ignore bool, addrs ...string) *config.Bootstrap {
 			c := bootstrapTo("svc", addrs[0])
@@ -274,11 +326,15 @@ var _ = Describe("Server.Update", func() {
 		var srv *proxy.Server
 		BeforeEach(func() {
 			yFails.Store(false)
+			yImmediate.Store(false)
 			x = newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") })
 			y = newUpstream(func(_ int64, w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/healthz" && yFails.Load() {
 					w.WriteHeader(http.StatusServiceUnavailable)
 					return
+				}
+				if r.URL.Path != "/healthz" && yImmediate.Load() {
+					w.Header().Set("x-envoy-immediate-health-check-fail", "true")
 				}
 				io.WriteString(w, "y")
 			})
@@ -304,30 +360,93 @@ var _ = Describe("Server.Update", func() {
 
 		It("stays, pending removal, while the checks find it healthy, and leaves once they fail it", func() {
 			startBoth(false)
+			changes := stat(srv, "cluster.svc.membership_change")
 			Expect(srv.Update(cfg(false, x.addr()), nil)).To(Succeed())
-			// Envoy's default (ignore_health_on_host_removal false): still in the host set, still picked.
+			// Envoy's default (ignore_health_on_host_removal false): still in the host set, still picked;
+			// no host added or removed, so no membership change.
 			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+			Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(changes))
 			_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
 			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::health_flags::/pending_dynamic_removal\n"))
+			// The JSON form sets health_status.pending_dynamic_removal for y alone (regression, #17 review).
+			_, _, raw := get("http://" + srv.AdminAddr() + "/clusters?format=json")
+			var out adminv3.Clusters
+			Expect(protojson.Unmarshal([]byte(raw), &out)).To(Succeed())
+			pending := map[string]bool{}
+			for _, h := range out.GetClusterStatuses()[0].GetHostStatuses() {
+				a := h.GetAddress().GetSocketAddress()
+				pending[net.JoinHostPort(a.GetAddress(), strconv.Itoa(int(a.GetPortValue())))] = h.GetHealthStatus().GetPendingDynamicRemoval()
+			}
+			Expect(pending).To(Equal(map[string]bool{x.addr(): false, y.addr(): true}))
 			Expect(bodies(4)).To(HaveKey("y"))
 
 			yFails.Store(true)
 			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.svc.membership_total") == 1 })
 			Expect(stat(srv, "cluster.svc.membership_healthy")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(changes + 1)) // now it is removed
 			Expect(bodies(4)).To(Equal(map[string]int{"x": 4}))
 			_, _, clusters = get("http://" + srv.AdminAddr() + "/clusters")
 			Expect(clusters).NotTo(ContainSubstring(y.addr()))
-			// Its pool drained: the cluster's open connections are x's alone.
-			Eventually(func() string {
+			// Its pool drained: the cluster's open connections are x's alone (both read at each poll).
+			Eventually(func() []int64 {
 				_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
-				return clusters
-			}).Should(ContainSubstring(fmt.Sprintf("svc::%s::cx_active::%d\n", x.addr(), stat(srv, "cluster.svc.upstream_cx_active"))))
+				var xActive int64 = -1
+				prefix := "svc::" + x.addr() + "::cx_active::"
+				for _, line := range strings.Split(clusters, "\n") {
+					if v, ok := strings.CutPrefix(line, prefix); ok {
+						xActive, _ = strconv.ParseInt(v, 10, 64)
+					}
+				}
+				return []int64{xActive, int64(stat(srv, "cluster.svc.upstream_cx_active"))}
+			}).Should(Satisfy(func(v []int64) bool { return v[0] >= 0 && v[0] == v[1] }))
+			// Regression (#17 review): its health checks' connection stayed open until the next update.
+			Eventually(func() int64 { return y.conns.Load() - y.closed.Load() }).Should(BeZero(), "y's connections, the health checks' included, closed")
 
-			// The next update does not bring it back.
-			z := newUpstream(ok)
-			Expect(srv.Update(cfg(false, x.addr(), z.addr()), nil)).To(Succeed())
+			// An update that lists it again brings it back as a new host, checked and picked again (the
+			// removed host object is not reused: it would stay removed, never picked).
+			yFails.Store(false)
+			Expect(srv.Update(cfg(false, x.addr(), y.addr()), nil)).To(Succeed())
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.svc.membership_healthy") == 2 })
+			Expect(bodies(4)).To(HaveKey("y"))
 			_, _, clusters = get("http://" + srv.AdminAddr() + "/clusters")
-			Expect(clusters).NotTo(ContainSubstring(y.addr()))
+			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::health_flags::healthy\n"))
+		})
+
+		It("leaves as soon as x-envoy-immediate-health-check-fail makes it unhealthy, without waiting for a check", func() {
+			// Regression (#17 review): it left on the next check that found it unhealthy, not on the
+			// health change itself (Envoy's checker runs its callbacks on the passive failure too, and the
+			// EDS cluster removes a host pending removal on a change, reloadHealthyHostsHelper).
+			startBoth(false)
+			Expect(srv.Update(cfg(false, x.addr()), nil)).To(Succeed())
+			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(2)))
+			yImmediate.Store(true)
+			answeredByY := false
+			for range 4 { // round robin: y answers one of two
+				if bodies(1)["y"] > 0 {
+					answeredByY = true
+					break
+				}
+			}
+			Expect(answeredByY).To(BeTrue())
+			Expect(stat(srv, "cluster.svc.membership_total")).To(Equal(uint64(1)), "no check ran (the clock did not move)")
+			Expect(bodies(4)).To(Equal(map[string]int{"x": 4}))
+		})
+
+		It("keeps its health when an update changes only a host's weight", func() {
+			// Regression (#17 review): a weight change made a new host, unhealthy until its first
+			// check (a canary weight shift under active health checks could push the cluster into
+			// panic); Envoy's updateDynamicHostList updates the weight in place.
+			startBoth(false)
+			shifted := cfg(false, x.addr(), y.addr())
+			shifted.Clusters[0].Endpoints[1].Weight = 3
+			changes := stat(srv, "cluster.svc.membership_change")
+			Expect(srv.Update(shifted, nil)).To(Succeed())
+			Expect(stat(srv, "cluster.svc.membership_healthy")).To(Equal(uint64(2)), "no check ran (the clock did not move)")
+			Expect(stat(srv, "cluster.svc.membership_change")).To(Equal(changes))
+			_, _, clusters := get("http://" + srv.AdminAddr() + "/clusters")
+			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::weight::3\n"))
+			Expect(clusters).To(ContainSubstring("svc::" + y.addr() + "::health_flags::healthy\n"))
+			Expect(bodies(8)).To(Equal(map[string]int{"x": 2, "y": 6}))
 		})
 
 		It("leaves at once with ignore_health_on_host_removal", func() {

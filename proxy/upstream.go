@@ -10,12 +10,14 @@ import (
 )
 
 // upstream is how the proxy reaches one host: one request out, its response head back (the body
-// streams until closed), and Close for its connections. It never sends a request twice: whether and
+// streams until closed), Close for its connections, and Drain to close them as they fall idle while it
+// still serves the requests that reach it (a removed host's). It never sends a request twice: whether and
 // where to retry is the router's decision. The HTTP/1.1 pool is one; HTTP/2 pools, a simulator's model
 // and test doubles are others (as Caddy's reverse proxy takes an http.RoundTripper).
 type upstream interface {
 	RoundTrip(ctx context.Context, req *h1.Request) (*http.Response, error)
 	Close()
+	Drain()
 }
 
 var _ upstream = (*h1.Pool)(nil)

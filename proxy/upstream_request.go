@@ -113,8 +113,8 @@ func (t *attachment) take() bool {
 }
 
 // try sends one attempt to the next host and waits for its response headers or its failure.
-func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, tried map[int]bool) upstreamRequest {
-	cl := f.cl
+func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, tried map[*host]bool) upstreamRequest {
+	cl := f.cl.newest() // an endpoint update since the request began: its host set (see cluster.newest)
 	if !cl.trafficSeen.Load() {
 		cl.trafficSeen.Store(true)
 	}
@@ -195,7 +195,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		// Hedging: the per-try timeout leaves the attempt running and tells the router
 		// (Filter::onSoftPerTryTimeout, router.cc).
 		soft, index := f.softPerTry, a.index
-		timer = f.rt.clk.AfterFunc(perTry, func() { soft(index) })
+		timer = f.rt.clk.AfterFunc(perTry, func() { soft(cl, index) })
 	case perTry > 0:
 		ab := f.ab
 		timer = f.rt.clk.AfterFunc(perTry, func() {
@@ -306,7 +306,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 // outlier detection hears nothing (Envoy reports to a host's detector only once its pool attached the
 // stream).
 func (f *forward) unattached(a upstreamRequest, actx context.Context, err error, n int) upstreamRequest {
-	cl := f.cl
+	cl := a.cl
 	a.host, a.index = nil, -1 // no attempt reached a host
 	switch {
 	case errors.Is(err, h1.ErrOverflow):

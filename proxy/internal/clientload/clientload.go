@@ -6,6 +6,7 @@ package clientload
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -96,4 +97,5 @@ func (l *Load) WaitFor(n int64) {
 // StatusError is a response whose status is not 200.
 type StatusError struct{ Code int }
 
-func (e *StatusError) Error() string { return "status " + http.StatusText(e.Code) }
+// Error names the code itself (its text alone would make 502 and an unknown 599 hard to tell apart).
+func (e *StatusError) Error() string { return fmt.Sprintf("status %d", e.Code) }

@@ -43,7 +43,10 @@ type Pool struct {
 	mu     sync.Mutex
 	idle   []*clientConn
 	closed bool
-	reaper *time.Timer // armed while idle connections are held
+	// draining: a connection that becomes free closes rather than idles, unless a request waits for it
+	// (see Drain).
+	draining bool
+	reaper   *time.Timer // armed while idle connections are held
 	// open counts the pool's connections, from their dial to their close (connecting, idle and busy);
 	// connecting those being dialed. waiters are the requests waiting for a connection, oldest first.
 	open, connecting int
@@ -197,6 +200,18 @@ func (p *Pool) CloseIdle() {
 	for _, cc := range idle {
 		cc.close()
 	}
+}
+
+// Drain closes the idle connections now and the others once no request waits for them, while it
+// still serves every request, those waiting for a connection and those that come after (dialing for
+// them as needed): what Envoy does to a removed host's pools (DrainBehavior::DrainAndDelete,
+// ConnPoolImplBase::drainConnectionsImpl → checkForIdleAndCloseIdleConnsIfDraining,
+// source/common/conn_pool/conn_pool_base.cc), where Close would fail the waiting requests.
+func (p *Pool) Drain() {
+	p.mu.Lock()
+	p.draining = true
+	p.mu.Unlock()
+	p.CloseIdle()
 }
 
 // Close closes the idle connections and those released later, stops the dials under way and fails
@@ -410,6 +425,7 @@ func (p *Pool) ready(cc *clientConn) {
 		p.mu.Unlock()
 		w.ch <- waitResult{cc: cc}
 		return
+	case p.draining:
 	case len(p.idle) < max:
 		cc.idleAt = time.Now()
 		p.idle = append(p.idle, cc)

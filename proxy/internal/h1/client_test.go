@@ -1127,6 +1127,51 @@ var _ = Describe("Pool with Limits", func() {
 		Expect(u.accepted.Load()).To(BeEquivalentTo(1))
 	})
 
+	It("Drain serves the request waiting for a connection, and the ones after it, then closes the connection", func() {
+		// Regression (#17 review): a host pending removal that failed its checks had its pool closed,
+		// failing the requests queued for a connection (errPoolClosed, a reset to the router); Envoy
+		// drains it (DrainAndDelete): they are still served.
+		release := make(chan struct{})
+		closed := make(chan struct{}, 4)
+		u := startUpstream(func(u *upstream, c net.Conn, br *bufio.Reader) {
+			for {
+				if _, err := readRequest(br); err != nil {
+					closed <- struct{}{}
+					return
+				}
+				if u.requests.Add(1) == 1 {
+					<-release
+				}
+				if _, err := io.WriteString(c, okResponse); err != nil {
+					return
+				}
+			}
+		})
+		p, dials := newPool(u.addr)
+		l := &limits{maxConns: 1, maxPending: 10}
+		p.Limits = l
+		first := make(chan string, 1)
+		go func() { defer GinkgoRecover(); _, body := roundTrip(p, get("/1")); first <- body }()
+		Eventually(u.requests.Load).Should(BeEquivalentTo(1))
+		second := make(chan string, 1)
+		go func() { defer GinkgoRecover(); _, body := roundTrip(p, get("/2")); second <- body }()
+		Eventually(func() int { _, _, pending, _ := l.read(); return pending }).Should(Equal(1))
+
+		p.Drain()
+		close(release)
+		Eventually(first).Should(Receive(Equal("ok")))
+		Eventually(second).Should(Receive(Equal("ok")), "the waiting request is served on the connection given back")
+		Eventually(closed).Should(Receive(), "free with nobody waiting: closed")
+		Expect(p.Idle()).To(BeZero())
+		Eventually(p.Open).Should(BeZero())
+
+		_, body := roundTrip(p, get("/3")) // a request that comes after: served on a connection of its own
+		Expect(body).To(Equal("ok"))
+		Expect(dials.Load()).To(BeEquivalentTo(2))
+		Eventually(closed).Should(Receive())
+		Expect(p.Idle()).To(BeZero())
+	})
+
 	It("opens a connection past the limit when it has none, so that its requests are served", func() {
 		u := startUpstream(answer(okResponse, nil))
 		p, _ := newPool(u.addr)
