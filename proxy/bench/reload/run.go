@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -26,6 +27,7 @@ type bench struct {
 	path    string // the bootstrap file the proxy reads
 	ps      procs
 	proxy   *exec.Cmd
+	ups     [2]*exec.Cmd
 	admin   string
 	url     string
 	current int // the configuration running: 0 (A) or 1 (B)
@@ -69,16 +71,16 @@ func run(ctx context.Context, o options) (bool, error) {
 	}
 
 	rate := o.rate
+	var caps, capCPU []float64
 	if rate == 0 {
 		b.logf("== capacity: wrk -t1 -c%d -d%s against the proxy, 3 runs (proxy on CPU %s, wrk and upstreams on CPU %s)",
 			o.connections, o.capacityDuration, o.proxyCPU, o.loadCPU)
-		var caps []float64
 		for i := range 3 {
 			rps, util, bad, err := b.capacity(ctx)
 			if err != nil {
 				return false, err
 			}
-			caps = append(caps, rps)
+			caps, capCPU = append(caps, rps), append(capCPU, util)
 			b.logf("  run %d  %.0f req/s  proxy CPU %.0f%%%s", i+1, rps, 100*util, bad)
 		}
 		rate = int(o.share * median(caps))
@@ -101,10 +103,10 @@ func run(ctx context.Context, o options) (bool, error) {
 				return false, err
 			}
 			results[k] = append(results[k], res)
-			b.logf("  round %d  %-24s %s", r, k, res.line())
+			b.logf("  round %d  %-24s %s  (load average %s)", r, k, res.line(), loadAverage())
 		}
 	}
-	return report(os.Stdout, o, rate, results), nil
+	return report(os.Stdout, o, rate, caps, capCPU, results), nil
 }
 
 func (b *bench) logf(format string, args ...any) { fmt.Fprintf(b.stderr, format+"\n", args...) }
@@ -126,7 +128,8 @@ func (b *bench) startAll(ctx context.Context) error {
 		return err
 	}
 	for i := range 2 {
-		_, err := b.ps.start(b.o.loadCPU, []string{"GOMAXPROCS=1"}, filepath.Join(b.work, fmt.Sprintf("upstream%d.log", i)), b.o.meshproof,
+		var err error
+		b.ups[i], err = b.ps.start(b.o.loadCPU, []string{"GOMAXPROCS=1"}, filepath.Join(b.work, fmt.Sprintf("upstream%d.log", i)), b.o.meshproof,
 			"upstream", "--scenario", scenario, "--service", "backend", "--instance", strconv.Itoa(i),
 			"--listen", fmt.Sprintf("127.0.0.1:%d", b.p.upstreams[i]), "--control", fmt.Sprintf("127.0.0.1:%d", b.p.controls[i]))
 		if err != nil {
@@ -140,7 +143,8 @@ func (b *bench) startAll(ctx context.Context) error {
 		return err
 	}
 	var err error
-	b.proxy, err = b.ps.start(b.o.proxyCPU, []string{"GOMAXPROCS=1"}, filepath.Join(b.work, "proxy.log"), b.o.proxy, "-c", b.path)
+	b.proxy, err = b.ps.start(b.o.proxyCPU, []string{"GOMAXPROCS=1"}, filepath.Join(b.work, "proxy.log"), b.o.proxy, "-c", b.path,
+		"--drain-time", "0s") // SIGTERM at the end: no drain wanted
 	if err != nil {
 		return err
 	}
@@ -266,6 +270,7 @@ type runResult struct {
 	listenerAdded, modified int64 // listener_manager.listener_added, cluster_manager.cluster_modified deltas
 	draining                int64 // listener_manager.total_listeners_draining at the end
 	cpu                     float64
+	others                  [4]float64 // CPU shares of upstream 0, upstream 1, the bench itself, the generator
 }
 
 func (r runResult) line() string {
@@ -278,7 +283,8 @@ func (r runResult) line() string {
 	if r.sent > 0 {
 		s += fmt.Sprintf("  reloads %d: applied %d refused %d seen %d/%d", r.sent, r.applied, r.refused, r.seen, r.seen+r.unseen)
 	}
-	s += fmt.Sprintf("  A/B %d/%d  socket same %v  proxy CPU %.0f%%", r.onA, r.onB, r.socketSame, 100*r.cpu)
+	s += fmt.Sprintf("  A/B %d/%d  socket same %v  CPU: proxy %.0f%% upstreams %.0f%%+%.0f%% bench %.0f%% generator %.0f%%", r.onA, r.onB, r.socketSame,
+		100*r.cpu, 100*r.others[0], 100*r.others[1], 100*r.others[2], 100*r.others[3])
 	return s
 }
 
@@ -300,6 +306,7 @@ func (b *bench) loadRun(ctx context.Context, k string, rate int, dur, lead time.
 		return res, err
 	}
 	c0, _ := cpuNanos(pid)
+	others0 := b.otherCPU()
 	t0 := time.Now()
 
 	loadCtx, cancel := context.WithCancel(ctx)
@@ -313,6 +320,18 @@ func (b *bench) loadRun(ctx context.Context, k string, rate int, dur, lead time.
 	}
 	loaded := make(chan error, 1)
 	go func() { loaded <- cmd.Wait() }()
+	loadPid := cmd.Process.Pid
+	var genCPU atomic.Int64
+	go func() { // the generator's CPU, read just before it exits
+		for {
+			if n, err := cpuNanos(loadPid); err == nil {
+				genCPU.Store(n)
+			} else {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 
 	if k != kindBaseline {
 		invalidEvery := 0
@@ -338,6 +357,11 @@ func (b *bench) loadRun(ctx context.Context, k string, rate int, dur, lead time.
 	}
 	c1, _ := cpuNanos(pid)
 	res.cpu = float64(c1-c0) / float64(wall.Nanoseconds())
+	others1 := b.otherCPU()
+	for i := range others1 {
+		res.others[i] = float64(others1[i]-others0[i]) / float64(wall.Nanoseconds())
+	}
+	res.others[3] = float64(genCPU.Load()) / float64(wall.Nanoseconds())
 	if b.ps.exited(b.proxy) {
 		return res, b.withLog(errors.New("the proxy exited"), "proxy.log")
 	}
@@ -412,7 +436,7 @@ func (b *bench) reloads(ctx context.Context, res *runResult, lead time.Duration,
 			if time.Since(sent) > 5*time.Second {
 				return fmt.Errorf("reload %d: the proxy did not count it within 5 s", i+1)
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
 		}
 		res.counted = append(res.counted, float64(time.Since(sent).Microseconds())/1000)
 		res.applied += int(ok)
@@ -435,6 +459,24 @@ func (b *bench) reloads(ctx context.Context, res *runResult, lead time.Duration,
 		}
 	}
 	return nil
+}
+
+// loadAverage is the 1-minute load average: how busy the machine was besides the bench.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
+}
+
+// otherCPU is the CPU time of the upstreams and of the bench itself.
+func (b *bench) otherCPU() [3]int64 {
+	var n [3]int64
+	n[0], _ = cpuNanos(b.ups[0].Process.Pid)
+	n[1], _ = cpuNanos(b.ups[1].Process.Pid)
+	n[2], _ = cpuNanos(os.Getpid())
+	return n
 }
 
 // upstreamRequests is the count of requests each upstream instance received, from its control's /record.
