@@ -190,6 +190,9 @@ func (b *bench) probeConfig() (string, error) {
 	return resp.Header.Get("x-meshproof-config"), nil
 }
 
+// failureStat are the proxy's stats that say why requests failed.
+var failureStat = regexp.MustCompile(`(fail|timeout|overflow|reset|none_healthy|5xx|503|retry|cancel|destroy|no_route|no_cluster|pending|drain)`)
+
 var wrkRPS = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
 
 // capacity runs wrk against the proxy: requests per second, the share of a CPU the proxy used, and
@@ -297,7 +300,7 @@ func (b *bench) loadRun(ctx context.Context, k string, rate int, dur, lead time.
 	if err != nil {
 		return res, err
 	}
-	st0, err := adminStats(b.admin, "^(server|listener_manager|cluster_manager)\\.")
+	st0, err := adminStats(b.admin, "")
 	if err != nil {
 		return res, err
 	}
@@ -370,9 +373,20 @@ func (b *bench) loadRun(ctx context.Context, k string, rate int, dur, lead time.
 		return res, err
 	}
 	res.socketSame = inode0 == inode1
-	st1, err := adminStats(b.admin, "^(server|listener_manager|cluster_manager)\\.")
+	st1, err := adminStats(b.admin, "")
 	if err != nil {
 		return res, err
+	}
+	if res.load.failed() > 0 { // what the proxy says about them
+		var moved []string
+		for name, v := range st1 {
+			if d := v - st0[name]; d != 0 && failureStat.MatchString(name) {
+				moved = append(moved, fmt.Sprintf("%s +%d", name, d))
+			}
+		}
+		slices.Sort(moved)
+		b.logf("    failed requests: %v %v; the proxy's stats that moved: %s; the upstreams' statuses so far: %s",
+			res.load.StatusCodes, res.load.ErrorKinds, strings.Join(moved, ", "), b.upstreamStatuses())
 	}
 	up1, err := b.upstreamRequests()
 	if err != nil {
@@ -477,6 +491,25 @@ func (b *bench) otherCPU() [3]int64 {
 	n[1], _ = cpuNanos(b.ups[1].Process.Pid)
 	n[2], _ = cpuNanos(os.Getpid())
 	return n
+}
+
+// upstreamStatuses is the statuses each upstream instance answered since it started, from /record.
+func (b *bench) upstreamStatuses() string {
+	var out []string
+	for i, port := range b.p.controls {
+		var rec struct {
+			Stats struct {
+				Statuses map[string]int64 `json:"statuses"`
+				Resets   int64            `json:"resets"`
+			} `json:"stats"`
+		}
+		if err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/record", port), &rec); err != nil {
+			out = append(out, fmt.Sprintf("upstream %d: %v", i, err))
+			continue
+		}
+		out = append(out, fmt.Sprintf("upstream %d: %v resets %d", i, rec.Stats.Statuses, rec.Stats.Resets))
+	}
+	return strings.Join(out, "; ")
 }
 
 // upstreamRequests is the count of requests each upstream instance received, from its control's /record.
