@@ -77,8 +77,9 @@ var bucketBounds = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5
 // bucket, for milliseconds per histogram. Computed under the lock, every /stats call and Prometheus
 // scrape stalled each request that recorded into the histogram meanwhile (with GOMAXPROCS=1, the whole
 // proxy: found by `make bench-reload`, which polls /stats during its reloads). Envoy's workers record
-// into thread-local histograms that the main thread merges, so its admin never blocks them
-// (source/common/stats/thread_local_store.cc, ParentHistogramImpl::merge).
+// without a lock into thread-local histograms, each holding a second one that the main thread swaps in
+// and merges, so its admin never blocks them (source/common/stats/thread_local_store.h,
+// ThreadLocalHistogramImpl; thread_local_store.cc, ParentHistogramImpl::merge).
 func (h *Histogram) snapshot(name string) HistogramSnapshot {
 	h.mu.Lock()
 	cumulative, previous := h.cumulative.Clone(), h.previous.Clone()
