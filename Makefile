@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 	./mesh/load:FuzzReadResponse \
 	./cmd/meshproof:FuzzLoadFlags
 
-.PHONY: help build build-proxy image-proxy test test-fast lint fmt fuzz fuzz-report demo examples image bench-load bench-proxy bench-mesh soak clean
+.PHONY: help build build-proxy image-proxy test test-fast lint fmt fuzz fuzz-report demo examples image bench-load bench-proxy bench-reload bench-mesh soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -82,6 +82,11 @@ bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when 
 
 bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each: start-up, RSS, CPU per request, throughput, added latency (5 rounds, ~20 min)
 	bash proxy/bench/run.sh
+
+RELOAD_FLAGS ?=
+bench-reload: build build-proxy ## hot reload under load (#17): 100 SIGHUP reloads at 70% of the proxy's capacity, open loop, vs none; 3 rounds (~4 min)
+	@command -v wrk >/dev/null || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk >/dev/null; }
+	$(GO) run ./proxy/bench/reload -meshproof $(BIN) -proxy $(PROXY_BIN) $(RELOAD_FLAGS)
 
 MESH_DEPTHS ?= 1,2,4,6,8
 bench-mesh: ## the largest call graph the embedded runner holds: chains of services at 500 req/s for 30 s each, p99 added per hop (~3 min)

@@ -107,6 +107,7 @@ func (s *Server) adminHandler() http.Handler {
 
 func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 	var filter *regexp.Regexp
+	var keep func(string) bool // the histograms computed: those the filter shows (all for Prometheus)
 	if f := r.URL.Query().Get("filter"); f != "" {
 		re, err := regexp.Compile(f)
 		if err != nil {
@@ -114,8 +115,11 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		filter = re
+		if r.URL.Query().Get("format") != "prometheus" {
+			keep = re.MatchString
+		}
 	}
-	snap, hists := s.store.Snapshot(), s.store.Histograms()
+	snap, hists := s.store.Snapshot(), s.store.HistogramsMatching(keep)
 	switch format := r.URL.Query().Get("format"); format {
 	case "json":
 		w.Header().Set("content-type", "application/json")

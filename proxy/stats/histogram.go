@@ -22,6 +22,9 @@ type Histogram struct {
 	cumulative *hdrhistogram.Histogram
 	interval   *hdrhistogram.Histogram // values since the last Flush
 	previous   *hdrhistogram.Histogram // the last complete interval, what the admin shows
+	// copied, when set, is called by a snapshot once it has copied the histogram and let go of its
+	// lock, before it computes anything (for specs).
+	copied func()
 }
 
 // Microseconds up to one hour, three significant digits.
@@ -69,21 +72,40 @@ type Bucket struct {
 // bucketBounds are Envoy's default histogram bucket bounds (ms).
 var bucketBounds = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
 
+// snapshot copies the histogram under its lock and computes the quantiles, sum and buckets from the
+// copy, outside it: Record, on the request path, takes the same lock, and the computation walks every
+// bucket, for milliseconds per histogram. Computed under the lock, every /stats call and Prometheus
+// scrape stalled each request that recorded into the histogram meanwhile (with GOMAXPROCS=1, the whole
+// proxy: found by `make bench-reload`, which polls /stats during its reloads). Envoy's workers record
+// without a lock into thread-local histograms, each holding a second one that the main thread swaps in
+// and merges, so its admin never blocks them (source/common/stats/thread_local_store.h,
+// ThreadLocalHistogramImpl; thread_local_store.cc, ParentHistogramImpl::merge).
 func (h *Histogram) snapshot(name string) HistogramSnapshot {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	s := HistogramSnapshot{Name: name, Count: h.cumulative.TotalCount()}
+	cumulative, previous := h.cumulative.Clone(), h.previous.Clone()
+	h.mu.Unlock()
+	if h.copied != nil {
+		h.copied()
+	}
+	s := HistogramSnapshot{Name: name, Count: cumulative.TotalCount()}
 	for _, q := range Quantiles {
-		s.Cumul = append(s.Cumul, quantileMs(h.cumulative, q))
-		s.Interval = append(s.Interval, quantileMs(h.previous, q))
+		s.Cumul = append(s.Cumul, quantileMs(cumulative, q))
+		s.Interval = append(s.Interval, quantileMs(previous, q))
 	}
-	for _, bar := range h.cumulative.Distribution() {
-		if bar.Count > 0 {
-			s.SumMs += float64(bar.Count) * float64(bar.From+bar.To) / 2 / 1000
+	s.Buckets = make([]Bucket, len(bucketBounds))
+	for i, ub := range bucketBounds {
+		s.Buckets[i].UpperMs = ub
+	}
+	for _, bar := range cumulative.Distribution() { // one walk for the sum and every bucket
+		if bar.Count == 0 {
+			continue
 		}
-	}
-	for _, ub := range bucketBounds {
-		s.Buckets = append(s.Buckets, Bucket{UpperMs: ub, Count: countAtOrBelow(h.cumulative, int64(ub*1000))})
+		s.SumMs += float64(bar.Count) * float64(bar.From+bar.To) / 2 / 1000
+		for i, ub := range bucketBounds {
+			if bar.To <= int64(ub*1000) {
+				s.Buckets[i].Count += bar.Count
+			}
+		}
 	}
 	return s
 }
@@ -106,16 +128,6 @@ func sig3(x float64) float64 {
 	}
 	scale := math.Pow(10, 2-math.Floor(math.Log10(math.Abs(x))))
 	return math.Round(x*scale) / scale
-}
-
-func countAtOrBelow(h *hdrhistogram.Histogram, us int64) int64 {
-	var n int64
-	for _, bar := range h.Distribution() {
-		if bar.To <= us {
-			n += bar.Count
-		}
-	}
-	return n
 }
 
 var nan = math.NaN()
@@ -147,11 +159,18 @@ func (s *Store) FlushHistograms() {
 }
 
 // Histograms returns a snapshot of every histogram, sorted by name.
-func (s *Store) Histograms() []HistogramSnapshot {
+func (s *Store) Histograms() []HistogramSnapshot { return s.HistogramsMatching(nil) }
+
+// HistogramsMatching returns a snapshot of each histogram whose name keep accepts (nil: all), sorted
+// by name. The others are not computed: a filtered /stats call pays for the histograms it shows.
+func (s *Store) HistogramsMatching(keep func(name string) bool) []HistogramSnapshot {
 	s.mu.RLock()
 	names := make([]string, 0, len(s.histograms))
 	hs := make(map[string]*Histogram, len(s.histograms))
 	for n, h := range s.histograms {
+		if keep != nil && !keep(n) {
+			continue
+		}
 		names = append(names, n)
 		hs[n] = h
 	}

@@ -72,6 +72,48 @@ var _ = Describe("Store", func() {
 		Expect(text(regexp.MustCompile("nothing"))).To(BeEmpty())
 	})
 
+	// Regression (issue #17's reload bench): a snapshot computed the quantiles and buckets under the
+	// histogram's lock, so every /stats call stalled the requests recording into it meanwhile.
+	It("lets Record go on while a snapshot is computed, and the snapshot is of the copy it took", func() {
+		h := s.Histogram("cluster.a.upstream_rq_time")
+		h.Record(time.Millisecond)
+		copied, release := make(chan struct{}), make(chan struct{})
+		stats.OnSnapshotCopied(h, func() { close(copied); <-release })
+		done := make(chan []stats.HistogramSnapshot, 1)
+		go func() { done <- s.Histograms() }()
+		Eventually(copied).Should(BeClosed())
+		recorded := make(chan struct{})
+		go func() { h.Record(2 * time.Millisecond); close(recorded) }()
+		Eventually(recorded).Should(BeClosed(), "Record waited for the snapshot")
+		close(release)
+		var got []stats.HistogramSnapshot
+		Eventually(done).Should(Receive(&got))
+		Expect(got).To(HaveLen(1))
+		Expect(got[0].Count).To(BeEquivalentTo(1))
+		Expect(got[0].Buckets[1]).To(Equal(stats.Bucket{UpperMs: 1, Count: 1}))
+		stats.OnSnapshotCopied(h, nil)
+		Expect(s.Histograms()[0].Count).To(BeEquivalentTo(2))
+	})
+
+	It("computes only the histograms a filter keeps, with the same buckets and sum as all of them", func() {
+		for i := 1; i <= 100; i++ {
+			s.Histogram("cluster.a.upstream_rq_time").Record(time.Duration(i) * time.Millisecond)
+			s.Histogram("cluster.b.upstream_rq_time").Record(time.Duration(i) * time.Second)
+		}
+		got := s.HistogramsMatching(regexp.MustCompile(`^cluster\.a\.`).MatchString)
+		Expect(got).To(HaveLen(1))
+		all := s.Histograms()
+		Expect(all).To(HaveLen(2))
+		Expect([]any{got[0].Name, got[0].Count, got[0].SumMs, got[0].Cumul, got[0].Buckets}).To(
+			Equal([]any{all[0].Name, all[0].Count, all[0].SumMs, all[0].Cumul, all[0].Buckets}))
+		// A bucket counts the values whose HDR bucket ends at or below its bound (50 ms ends just above).
+		Expect(got[0].Buckets).To(ContainElements(stats.Bucket{UpperMs: 50, Count: 49}, stats.Bucket{UpperMs: 250, Count: 100},
+			stats.Bucket{UpperMs: 3600000, Count: 100}))
+		Expect(all[1].Buckets).To(ContainElements(stats.Bucket{UpperMs: 1000, Count: 0}, stats.Bucket{UpperMs: 60000, Count: 59}))
+		Expect(got[0].SumMs).To(BeNumerically("~", 5050, 5))
+		Expect(s.HistogramsMatching(func(string) bool { return false })).To(BeEmpty())
+	})
+
 	It("says so for a histogram without values", func() {
 		s.Histogram("cluster.a.upstream_cx_connect_ms")
 		Expect(text(nil)).To(Equal("cluster.a.upstream_cx_connect_ms: No recorded values\n"))
