@@ -222,6 +222,11 @@ func newTLSContext(cfg *config.TLS, server bool, clk clock.Clock, st *sslStats) 
 		}
 		t.ca = r
 	}
+	if v := cfg.Validation; v != nil && len(v.SANs) > 0 && t.ca == nil {
+		// The configuration refuses this (config.validation); a context built by hand must not verify
+		// a SAN on an unverified chain.
+		return nil, errors.New("validation_context.match_typed_subject_alt_names: needs trusted_ca")
+	}
 	// The peer's certificate is verified here, in VerifyConnection, not by crypto/tls: Envoy checks
 	// the chain against trusted_ca only, never the host name (without auto_sni_san_validation), then
 	// the SAN matchers; and with no validation_context it verifies nothing.

@@ -325,6 +325,13 @@ func (c *converter) validation(vc *tlsv3.CertificateValidationContext, path stri
 			out.SANs = append(out.SANs, SANMatcher{Type: m.GetSanType().String(), Match: sm})
 		}
 	}
+	// Envoy refuses SAN matchers without a trusted CA: a SAN alone proves nothing, as anyone can
+	// issue a certificate with any SAN (CertificateValidationContextConfigImpl::initialize, "SAN-based
+	// verification of peer certificates without trusted CA is insecure and not allowed").
+	if len(vc.GetMatchTypedSubjectAltNames()) > 0 && vc.GetTrustedCa() == nil {
+		c.fail(joinPath(path, "match_typed_subject_alt_names"),
+			"SAN-based verification of peer certificates without trusted_ca is insecure and not allowed: set trusted_ca too")
+	}
 	return out
 }
 

@@ -107,13 +107,15 @@ var _ = Describe("TLS transport sockets", func() {
 
 	It("takes a cluster's SNI and client certificate, with Envoy's client defaults", func() {
 		b := parse(tlsDoc("", "sni: backend.internal, common_tls_context: {"+certs+
-			", validation_context: {match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: backend.internal}}]}}"))
+			", validation_context: {trusted_ca: {filename: "+write("ca.pem", ca.CertPEM)+
+			"}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: backend.internal}}]}}"))
 		t := b.Clusters[0].TLS
 		Expect(t.SNI).To(Equal("backend.internal"))
 		Expect(t.Certificates).To(HaveLen(1))
 		Expect([]uint16{t.MinVersion, t.MaxVersion}).To(Equal([]uint16{tls.VersionTLS12, tls.VersionTLS12}))
 		Expect(t.CipherSuites).To(HaveLen(6)) // Envoy's default client list
-		Expect(t.Validation.TrustedCA).To(BeNil())
+		Expect(t.Validation.TrustedCA.Filename).To(HaveSuffix("ca.pem"))
+		Expect(t.Validation.SANs).To(HaveLen(1))
 	})
 
 	DescribeTable("rejects, by field path",
@@ -153,6 +155,14 @@ var _ = Describe("TLS transport sockets", func() {
 		Entry("a trusted CA that is not PEM",
 			"", "common_tls_context: {validation_context: {trusted_ca: {inline_string: garbage}}}",
 			tlsErr(usPath+".common_tls_context.validation_context.trusted_ca", "no PEM CERTIFICATE block found")),
+		// Regression: SAN matchers without trusted_ca loaded, and any self-made certificate with the
+		// SAN passed.
+		Entry("SAN matchers without trusted_ca on a cluster",
+			"", "common_tls_context: {validation_context: {match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: backend.internal}}]}}",
+			tlsErr(usPath+".common_tls_context.validation_context.match_typed_subject_alt_names", "without trusted_ca is insecure and not allowed")),
+		Entry("SAN matchers without trusted_ca on a listener",
+			"common_tls_context: {validation_context: {match_typed_subject_alt_names: [{san_type: URI, matcher: {prefix: \"spiffe://mesh/\"}}]}, CERTS}", "",
+			tlsErr(dsPath+".common_tls_context.validation_context.match_typed_subject_alt_names", "without trusted_ca is insecure and not allowed")),
 		Entry("two client certificates",
 			"", "common_tls_context: {tls_certificates: [{certificate_chain: {filename: DIR/cert.pem}, private_key: {filename: DIR/key.pem}}, {certificate_chain: {filename: DIR/cert.pem}, private_key: {filename: DIR/key.pem}}]}",
 			tlsErr(usPath+".common_tls_context.tls_certificates", "at most one client certificate, got 2")),
