@@ -298,10 +298,17 @@ func (t *tlsContext) verify(cs tls.ConnectionState) error {
 		for _, c := range cs.PeerCertificates[1:] {
 			inter.AddCert(c)
 		}
-		// Any extended key usage: BoringSSL as Envoy sets it up does not hold a client certificate to
-		// clientAuth or a server's to serverAuth.
+		// The peer's extended key usage is held to its role: Envoy's DefaultCertValidator::doVerifyCertChain
+		// (source/extensions/transport_sockets/tls/cert_validator/default_validator.cc) sets
+		// X509_STORE_CTX_set_default(ctx, is_server ? "ssl_client" : "ssl_server") before
+		// X509_verify_cert: a listener accepts a client certificate only for clientAuth, a cluster a
+		// server's only for serverAuth (a certificate without the extension passes, in Go as in BoringSSL).
+		usage := x509.ExtKeyUsageServerAuth
+		if t.server {
+			usage = x509.ExtKeyUsageClientAuth
+		}
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: *t.ca.get(), Intermediates: inter,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
 			return fmt.Errorf("%w: %v", errVerifyCA, err)
 		}
 	}

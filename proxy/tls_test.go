@@ -226,6 +226,24 @@ var _ = Describe("TLS", func() {
 				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
 			})
 
+			// Regression: any extended key usage passed, so a server-only certificate of the CA
+			// authenticated a client.
+			It("refuses a client certificate issued for serverAuth only, takes one for clientAuth only", func() {
+				serverOnly, err := pki.ca.Issue("frontend", testpki.SANs{URIs: []string{"spiffe://mesh/frontend"}},
+					testpki.OnlyUsage(x509.ExtKeyUsageServerAuth))
+				Expect(err).NotTo(HaveOccurred())
+				_, _, _, err = getVia(httpsClient(pki.ca.Pool(), nil, serverOnly.TLS()), url+"/")
+				Expect(err).To(HaveOccurred())
+				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_error") }).Should(Equal(uint64(1)))
+				clientOnly, err := pki.ca.Issue("frontend", testpki.SANs{URIs: []string{"spiffe://mesh/frontend"}},
+					testpki.OnlyUsage(x509.ExtKeyUsageClientAuth))
+				Expect(err).NotTo(HaveOccurred())
+				code, _, _, err := getVia(httpsClient(pki.ca.Pool(), nil, clientOnly.TLS()), url+"/")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(code).To(Equal(200))
+				Expect(stat(srv, sslListener+"handshake")).To(Equal(uint64(1)))
+			})
+
 			It("refuses a client whose certificate another CA issued (fail_verify_error)", func() {
 				rogue, err := testpki.NewCA("rogue")
 				Expect(err).NotTo(HaveOccurred())
@@ -307,6 +325,19 @@ var _ = Describe("TLS", func() {
 			code, _, _ := get(url + "/")
 			Expect(code).To(Equal(503))
 			Expect(stat(srv, "cluster.backend.ssl.fail_verify_error")).To(Equal(uint64(1)))
+		})
+
+		// Regression: any extended key usage passed, so a client-only certificate of the CA
+		// authenticated a server.
+		It("refuses a server certificate issued for clientAuth only (fail_verify_error)", func() {
+			leaf, err := pki.ca.Issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}, testpki.OnlyUsage(x509.ExtKeyUsageClientAuth))
+			Expect(err).NotTo(HaveOccurred())
+			startBackend(leaf, false)
+			srv, url := startTLS("", "common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+"}}}", addr(), proxy.Options{})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(stat(srv, "cluster.backend.ssl.fail_verify_error")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.backend.ssl.handshake")).To(BeZero())
 		})
 
 		It("does not verify the server without a validation_context, as Envoy", func() {

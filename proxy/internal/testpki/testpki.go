@@ -61,8 +61,18 @@ func NewCA(name string) (*CA, error) {
 	return &CA{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}, nil
 }
 
-// Issue makes a leaf certificate for cn with sans, usable by servers and clients.
-func (ca *CA) Issue(cn string, sans SANs) (*Leaf, error) {
+// Option adjusts a leaf certificate before it is issued.
+type Option func(*x509.Certificate)
+
+// OnlyUsage issues a leaf with the single extended key usage u (e.g. x509.ExtKeyUsageServerAuth: a
+// certificate a server may present but a client may not).
+func OnlyUsage(u x509.ExtKeyUsage) Option {
+	return func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{u} }
+}
+
+// Issue makes a leaf certificate for cn with sans, usable by servers and clients (both extended key
+// usages) unless an option says otherwise.
+func (ca *CA) Issue(cn string, sans SANs, opts ...Option) (*Leaf, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -72,6 +82,9 @@ func (ca *CA) Issue(cn string, sans SANs) (*Leaf, error) {
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:    sans.DNS, EmailAddresses: sans.Emails}
+	for _, o := range opts {
+		o(tmpl)
+	}
 	for _, ip := range sans.IPs {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
 	}
