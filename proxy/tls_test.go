@@ -189,6 +189,19 @@ var _ = Describe("TLS", func() {
 			Expect(stat(srv, sslListener+"ciphers.ECDHE-ECDSA-AES128-GCM-SHA256")).To(Equal(uint64(1)))
 		})
 
+		// Regression: the default server list was an older, 14-suite one that let in CBC suites.
+		It("refuses a TLS 1.2 client offering only CBC suites, by default", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+"}", "", backend.addr(), proxy.Options{})
+			_, _, _, err := getVia(httpsClient(pki.ca.Pool(), func(c *tls.Config) {
+				c.MaxVersion = tls.VersionTLS12
+				c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA}
+			}), url+"/")
+			Expect(err).To(MatchError(ContainSubstring("handshake failure")))
+			Eventually(func() uint64 { return stat(srv, sslListener+"connection_error") }).Should(Equal(uint64(1)))
+			Expect(backend.requests.Load()).To(BeZero())
+		})
+
 		Context("with require_client_certificate and a validation_context (mTLS)", func() {
 			var (
 				srv *proxy.Server

@@ -146,19 +146,16 @@ func CipherName(id uint16) string {
 	return tls.CipherSuiteName(id)
 }
 
-// Envoy's default cipher lists (non-FIPS builds; common.proto, TlsParameters.cipher_suites). Their
+// Envoy's default cipher lists (non-FIPS builds; common.proto, TlsParameters.cipher_suites, as of
+// the pinned go-control-plane envoy v1.40.0): the server's and the client's are the same six ECDHE
+// AEAD suites (older Envoys also offered CBC and RSA key exchange suites to clients; no longer). The
 // "[A|B]" equal-preference groups are flattened: crypto/tls orders suites itself.
 var (
 	defaultServerCiphers = []string{
 		"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-GCM-SHA256",
-		"ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256",
-		"AES128-SHA", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-SHA",
-		"ECDHE-RSA-AES256-SHA", "AES256-GCM-SHA384", "AES256-SHA",
-	}
-	defaultClientCiphers = []string{
-		"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-GCM-SHA256",
 		"ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
 	}
+	defaultClientCiphers = defaultServerCiphers
 )
 
 // tlsVersions are TlsParameters.TlsProtocol's values as crypto/tls versions (TLS_AUTO: 0, the default).

@@ -76,8 +76,11 @@ var _ = Describe("TLS transport sockets", func() {
 		Expect(t.Certificates).To(HaveLen(1))
 		Expect(t.Certificates[0].Chain.Filename).To(HaveSuffix("cert.pem"))
 		Expect([]uint16{t.MinVersion, t.MaxVersion}).To(Equal([]uint16{tls.VersionTLS12, tls.VersionTLS13}))
-		Expect(t.CipherSuites).To(HaveLen(14)) // Envoy's default server list, all of it in Go
-		Expect(t.CipherSuites).To(ContainElement(tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256))
+		// Envoy's default server list (common.proto, v1.40.0): the six ECDHE AEAD suites, as the
+		// client's. Regression: an older, 14-suite list with CBC and RSA key exchange suites.
+		Expect(t.CipherSuites).To(ConsistOf(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384))
 		Expect(t.Validation).To(BeNil())
 		Expect(t.ALPN).To(BeNil())
 		Expect(b.Clusters[0].TLS).To(BeNil())
@@ -113,7 +116,9 @@ var _ = Describe("TLS transport sockets", func() {
 		Expect(t.SNI).To(Equal("backend.internal"))
 		Expect(t.Certificates).To(HaveLen(1))
 		Expect([]uint16{t.MinVersion, t.MaxVersion}).To(Equal([]uint16{tls.VersionTLS12, tls.VersionTLS12}))
-		Expect(t.CipherSuites).To(HaveLen(6)) // Envoy's default client list
+		Expect(t.CipherSuites).To(ConsistOf(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384)) // Envoy's default client list
 		Expect(t.Validation.TrustedCA.Filename).To(HaveSuffix("ca.pem"))
 		Expect(t.Validation.SANs).To(HaveLen(1))
 	})
