@@ -243,7 +243,7 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial, breakerLimits{c}))
 	}
 	if c.hc != nil {
-		hcDial := healthCheckDialer(cfg.ConnectTimeout)
+		hcDial := healthCheckDialer(cfg.ConnectTimeout, c.tls)
 		for _, h := range c.hosts {
 			c.hcUpstreams = append(c.hcUpstreams, newH1Upstream(h.addr, forHealthChecks, hcDial, nil))
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/internal/testpki"
+	"github.com/meshproof/meshproof/proxy/policy"
 )
 
 // tlsBootstrap is a bootstrap whose listener's transport_socket is a DownstreamTlsContext of the
@@ -396,6 +397,36 @@ var _ = Describe("TLS", func() {
 			}
 			Expect(stat(srv, "cluster.backend.upstream_cx_total")).To(Equal(uint64(1)))
 			Expect(stat(srv, "cluster.backend.ssl.versions.TLSv1.3")).To(Equal(uint64(1)))
+		})
+
+		// Regression: the health checker dialled clear text to a TLS host, whose HTTPS server answered
+		// 400, so the host was failed.
+		It("health-checks a TLS host over TLS, on the cluster's transport socket", func() {
+			var checks atomic.Int64
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), true, func(s *http.Server) {
+				next := s.Handler
+				s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/healthz" && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+						checks.Add(1)
+					}
+					next.ServeHTTP(w, r)
+				})
+			})
+			certs := pki.certs("client", pki.issue("edge-proxy", testpki.SANs{URIs: []string{"spiffe://mesh/edge"}}))
+			_, ctls := tlsContexts("", "sni: backend.internal, common_tls_context: {"+certs+", validation_context: {trusted_ca: {filename: "+
+				pki.path("ca.pem")+"}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: backend.internal}}]}}")
+			cl := cluster("backend", addr())
+			cl.TLS = ctls
+			cl.HealthChecks = []policy.HealthCheckConfig{{Timeout: 5 * time.Second, Interval: time.Second, NoTrafficInterval: time.Second,
+				UnhealthyThreshold: 1, HealthyThreshold: 1, Path: "/healthz"}}
+			clk := fakeClock()
+			srv, _ := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cl}, opts: proxy.Options{Clock: clk}})
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.backend.health_check.success") >= 2 })
+			Expect(stat(srv, "cluster.backend.health_check.failure")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.health_check.healthy")).To(Equal(uint64(1)))
+			Expect(checks.Load()).To(BeNumerically(">=", 2), "checks over mTLS, with the cluster's client certificate")
+			Expect(sni.Load()).To(Equal("backend.internal"))
+			Expect(stat(srv, "cluster.backend.ssl.handshake")).To(BeNumerically(">=", 1))
 		})
 
 		It("presents its client certificate to a server that requires one (mTLS)", func() {
