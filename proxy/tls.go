@@ -324,7 +324,7 @@ func matchSANs(leaf *x509.Certificate, matchers []config.SANMatcher) bool {
 		switch m.Type {
 		case "DNS":
 			for _, n := range leaf.DNSNames {
-				if m.Match.Matches(n) || dnsWildcardMatch(m.Match, n) {
+				if m.Match.Exact != nil && dnsNameMatch(*m.Match.Exact, n) || m.Match.Exact == nil && m.Match.Matches(n) {
 					return true
 				}
 			}
@@ -351,13 +351,19 @@ func matchSANs(leaf *x509.Certificate, matchers []config.SANMatcher) bool {
 	return false
 }
 
-// dnsWildcardMatch: an exact DNS matcher matches a wildcard SAN ("*.example.com" for
-// "api.example.com", one label), as Envoy's DefaultCertValidator::dnsNameMatch does.
-func dnsWildcardMatch(m config.StringMatch, san string) bool {
-	if m.Exact == nil || !strings.HasPrefix(san, "*.") {
+// dnsNameMatch is how an exact matcher matches a DNS SAN, as Envoy's StringSanMatcher (san_matcher.cc)
+// hands an exact DNS matcher to Utility::dnsNameMatch (source/common/tls/utility.cc): both sides
+// lowercased (DNS names are case-insensitive), and a SAN "*.example.com" matches one label in its
+// place ("api.example.com", not "a.b.example.com" nor "example.com"). Envoy also accepts a wildcard
+// within the left-most label ("api*.example.com", not in an xn-- A-label); meshproof does not: such a
+// SAN matches only itself, exactly.
+func dnsNameMatch(name, san string) bool {
+	if strings.EqualFold(name, san) {
+		return true
+	}
+	if !strings.HasPrefix(san, "*.") {
 		return false
 	}
-	name := *m.Exact
 	i := strings.IndexByte(name, '.')
 	return i > 0 && strings.EqualFold(name[i:], san[1:])
 }

@@ -439,6 +439,26 @@ var _ = Describe("TLS", func() {
 		})
 	})
 
+	// The SAN matchers (match_typed_subject_alt_names) on certificates the test CA issues, the
+	// matchers converted from YAML as a user's are.
+	DescribeTable("matching a peer certificate's SANs",
+		func(sans testpki.SANs, matcher string, want bool) {
+			_, ctls := tlsContexts("", "common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+				"}, match_typed_subject_alt_names: ["+matcher+"]}}")
+			leaf := pki.issue("peer", sans)
+			Expect(proxy.MatchSANs(leaf.Cert, ctls.Validation.SANs)).To(Equal(want))
+		},
+		// Regression: an exact DNS matcher was case-sensitive; Envoy's dnsNameMatch lowercases both.
+		Entry("DNS exact, another case", testpki.SANs{DNS: []string{"Backend.Internal"}}, "{san_type: DNS, matcher: {exact: backend.INTERNAL}}", true),
+		Entry("DNS exact, another name", testpki.SANs{DNS: []string{"backend.internal"}}, "{san_type: DNS, matcher: {exact: payments.internal}}", false),
+		Entry("DNS exact, a one-label wildcard SAN", testpki.SANs{DNS: []string{"*.Internal"}}, "{san_type: DNS, matcher: {exact: backend.internal}}", true),
+		Entry("DNS exact, a wildcard SAN for two labels", testpki.SANs{DNS: []string{"*.internal"}}, "{san_type: DNS, matcher: {exact: a.backend.internal}}", false),
+		Entry("DNS exact, a wildcard SAN for no label", testpki.SANs{DNS: []string{"*.backend.internal"}}, "{san_type: DNS, matcher: {exact: backend.internal}}", false),
+		Entry("DNS exact, a partial-label wildcard SAN (refused; Envoy takes it)", testpki.SANs{DNS: []string{"api*.internal"}}, "{san_type: DNS, matcher: {exact: api1.internal}}", false),
+		Entry("DNS suffix is case-sensitive without ignore_case", testpki.SANs{DNS: []string{"backend.INTERNAL"}}, "{san_type: DNS, matcher: {suffix: .internal}}", false),
+		Entry("DNS suffix with ignore_case", testpki.SANs{DNS: []string{"backend.INTERNAL"}}, "{san_type: DNS, matcher: {suffix: .internal, ignore_case: true}}", true),
+	)
+
 	Describe("certificate rotation", func() {
 		It("serves a listener's new TLS context after a configuration update (a new server)", func() {
 			first, second := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}}), pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}})
