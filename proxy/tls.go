@@ -342,7 +342,9 @@ func matchSANs(leaf *x509.Certificate, matchers []config.SANMatcher) bool {
 			}
 		case "IP_ADDRESS":
 			for _, ip := range leaf.IPAddresses {
-				if a, ok := netip.AddrFromSlice(ip); ok && m.Match.Matches(a.Unmap().String()) {
+				// As Envoy's Utility::generalNameAsString: 4 bytes are an IPv4 address, 16 an IPv6 one,
+				// an IPv4-mapped one too ("::ffff:10.0.0.1", inet_ntop's form, never unmapped).
+				if a, ok := netip.AddrFromSlice(ip); ok && m.Match.Matches(a.String()) {
 					return true
 				}
 			}

@@ -457,7 +457,38 @@ var _ = Describe("TLS", func() {
 		Entry("DNS exact, a partial-label wildcard SAN (refused; Envoy takes it)", testpki.SANs{DNS: []string{"api*.internal"}}, "{san_type: DNS, matcher: {exact: api1.internal}}", false),
 		Entry("DNS suffix is case-sensitive without ignore_case", testpki.SANs{DNS: []string{"backend.INTERNAL"}}, "{san_type: DNS, matcher: {suffix: .internal}}", false),
 		Entry("DNS suffix with ignore_case", testpki.SANs{DNS: []string{"backend.INTERNAL"}}, "{san_type: DNS, matcher: {suffix: .internal, ignore_case: true}}", true),
+		Entry("IP_ADDRESS, IPv4", testpki.SANs{IPs: []string{"10.0.0.1"}}, "{san_type: IP_ADDRESS, matcher: {exact: 10.0.0.1}}", true),
+		Entry("IP_ADDRESS, IPv6", testpki.SANs{IPs: []string{"fd00::1"}}, "{san_type: IP_ADDRESS, matcher: {exact: \"fd00::1\"}}", true),
+		Entry("IP_ADDRESS, another address", testpki.SANs{IPs: []string{"10.0.0.2"}}, "{san_type: IP_ADDRESS, matcher: {exact: 10.0.0.1}}", false),
+		Entry("IP_ADDRESS, not a DNS matcher", testpki.SANs{IPs: []string{"10.0.0.1"}}, "{san_type: DNS, matcher: {exact: 10.0.0.1}}", false),
+		Entry("EMAIL exact", testpki.SANs{Emails: []string{"ops@mesh.example"}}, "{san_type: EMAIL, matcher: {exact: ops@mesh.example}}", true),
+		Entry("EMAIL, another address", testpki.SANs{Emails: []string{"dev@mesh.example"}}, "{san_type: EMAIL, matcher: {exact: ops@mesh.example}}", false),
+		Entry("URI safe_regex, anchored", testpki.SANs{URIs: []string{"spiffe://mesh/ns/prod/sa/web"}},
+			"{san_type: URI, matcher: {safe_regex: {regex: \"spiffe://mesh/ns/[a-z]+/sa/web\"}}}", true),
+		Entry("URI safe_regex matches the whole SAN only", testpki.SANs{URIs: []string{"spiffe://mesh/ns/prod/sa/web2"}},
+			"{san_type: URI, matcher: {safe_regex: {regex: \"spiffe://mesh/ns/[a-z]+/sa/web\"}}}", false),
+		Entry("URI exact with ignore_case", testpki.SANs{URIs: []string{"spiffe://Mesh/Web"}}, "{san_type: URI, matcher: {exact: \"spiffe://mesh/web\", ignore_case: true}}", true),
+		Entry("one of several matchers", testpki.SANs{URIs: []string{"spiffe://mesh/web"}},
+			"{san_type: DNS, matcher: {exact: web.internal}}, {san_type: URI, matcher: {contains: /web}}", true),
 	)
+
+	// Regression: a 16-byte IPv4-mapped IPv6 SAN was unmapped, so it matched "10.0.0.1", where Envoy
+	// sees "::ffff:10.0.0.1".
+	It("reads a 16-byte IPv4-mapped IP SAN as an IPv6 address, as Envoy", func() {
+		_, ctls := tlsContexts("", "common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+			"}, match_typed_subject_alt_names: [{san_type: IP_ADDRESS, matcher: {exact: 10.0.0.1}}]}}")
+		_, mapped := tlsContexts("", "common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+			"}, match_typed_subject_alt_names: [{san_type: IP_ADDRESS, matcher: {exact: \"::ffff:10.0.0.1\"}}]}}")
+		leaf, err := pki.ca.Issue("peer", testpki.SANs{}, testpki.RawIPSANs(net.ParseIP("10.0.0.1").To16()))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(leaf.Cert.IPAddresses).To(ConsistOf(HaveLen(16)))
+		Expect(proxy.MatchSANs(leaf.Cert, ctls.Validation.SANs)).To(BeFalse())
+		Expect(proxy.MatchSANs(leaf.Cert, mapped.Validation.SANs)).To(BeTrue())
+		four, err := pki.ca.Issue("peer", testpki.SANs{}, testpki.RawIPSANs(net.ParseIP("10.0.0.1").To4()))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(proxy.MatchSANs(four.Cert, ctls.Validation.SANs)).To(BeTrue())
+		Expect(proxy.MatchSANs(four.Cert, mapped.Validation.SANs)).To(BeFalse())
+	})
 
 	Describe("certificate rotation", func() {
 		It("serves a listener's new TLS context after a configuration update (a new server)", func() {

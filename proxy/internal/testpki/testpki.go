@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -70,6 +71,24 @@ func OnlyUsage(u x509.ExtKeyUsage) Option {
 	return func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{u} }
 }
 
+// RawIPSANs issues a leaf whose only SANs are these IP addresses, encoded as given (4 or 16 bytes):
+// crypto/x509 writes an IPv4-mapped IPv6 address (::ffff:10.0.0.1) as its 4 IPv4 bytes, and a
+// certificate from another issuer may hold the 16.
+func RawIPSANs(raw ...[]byte) Option {
+	return func(c *x509.Certificate) {
+		names := make([]asn1.RawValue, 0, len(raw))
+		for _, ip := range raw {
+			names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 7, Bytes: ip}) // iPAddress [7]
+		}
+		v, err := asn1.Marshal(names)
+		if err != nil {
+			panic(err) // a sequence of raw values always marshals
+		}
+		c.DNSNames, c.EmailAddresses, c.IPAddresses, c.URIs = nil, nil, nil, nil
+		c.ExtraExtensions = append(c.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: v})
+	}
+}
+
 // Issue makes a leaf certificate for cn with sans, usable by servers and clients (both extended key
 // usages) unless an option says otherwise.
 func (ca *CA) Issue(cn string, sans SANs, opts ...Option) (*Leaf, error) {
@@ -82,9 +101,6 @@ func (ca *CA) Issue(cn string, sans SANs, opts ...Option) (*Leaf, error) {
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:    sans.DNS, EmailAddresses: sans.Emails}
-	for _, o := range opts {
-		o(tmpl)
-	}
 	for _, ip := range sans.IPs {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
 	}
@@ -94,6 +110,9 @@ func (ca *CA) Issue(cn string, sans SANs, opts ...Option) (*Leaf, error) {
 			return nil, err
 		}
 		tmpl.URIs = append(tmpl.URIs, parsed)
+	}
+	for _, o := range opts {
+		o(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
