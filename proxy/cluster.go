@@ -298,6 +298,10 @@ func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, err
 				if h != nil {
 					h.cxConnectFail.Add(1)
 				}
+				var te *connectTimeoutError
+				if errors.As(err, &te) {
+					c.st.cxConnectTimeout.Inc() // the connect timer covers the handshake
+				}
 				return nil, &connectError{err: err}
 			}
 			conn = tc

@@ -434,12 +434,28 @@ func (t *tlsContext) clientHandshake(ctx context.Context, conn net.Conn, deadlin
 	_ = conn.SetDeadline(deadline)
 	err := tc.HandshakeContext(ctx)
 	_ = conn.SetDeadline(time.Time{})
+	var ne net.Error
+	if err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) {
+		// Envoy's connect timer covers the handshake: when it fires first, the pool closes the
+		// connection as a connect timeout (ActiveClient::onConnectTimeout: upstream_cx_connect_timeout,
+		// reset reason "connection timeout"), not as a TLS failure, and SslSocket counts no
+		// ssl.connection_error for a connection closed locally.
+		return nil, &connectTimeoutError{err: err}
+	}
 	t.st.record(tc.ConnectionState(), err)
 	if err != nil {
 		return nil, &tlsHandshakeError{err: err}
 	}
 	return &tlsConn{Conn: tc, st: t.st, client: true}, nil
 }
+
+// connectTimeoutError is an upstream handshake cut by the connect_timeout: a connect timeout, as a
+// TCP connect cut by it.
+type connectTimeoutError struct{ err error }
+
+func (e *connectTimeoutError) Error() string { return "TLS handshake: connect timeout: " + e.err.Error() }
+func (e *connectTimeoutError) Unwrap() error { return e.err }
+func (e *connectTimeoutError) Timeout() bool { return true }
 
 // tlsHandshakeError is a failed upstream handshake.
 type tlsHandshakeError struct{ err error }

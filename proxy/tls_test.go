@@ -329,6 +329,42 @@ var _ = Describe("TLS", func() {
 			Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(Equal(uint64(1)))
 		})
 
+		// Regression: a handshake cut by connect_timeout was a TLS error ("TLS_error:|… i/o timeout"),
+		// counted in ssl.connection_error and not in upstream_cx_connect_timeout.
+		It("counts a handshake past connect_timeout as a connect timeout, as Envoy's connect timer", func() {
+			ln, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers the client hello
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(ln.Close)
+			go func() {
+				var held []net.Conn
+				defer func() {
+					for _, c := range held {
+						c.Close()
+					}
+				}()
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					held = append(held, c)
+				}
+			}()
+			_, ctls := tlsContexts("", "common_tls_context: {}")
+			cl := cluster("backend", ln.Addr().String())
+			cl.TLS = ctls
+			cl.ConnectTimeout = 100 * time.Millisecond // a socket deadline: the real clock
+			srv, url, m := logged(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cl}},
+				textLog("%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"))
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(body).To(Equal("upstream connect error or disconnect/reset before headers. reset reason: connection timeout"))
+			Expect(flushed(srv, m)).To(ConsistOf("503 UF upstream_reset_before_response_started{connection_timeout}"))
+			Expect(stat(srv, "cluster.backend.upstream_cx_connect_timeout")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.backend.ssl.connection_error")).To(BeZero())
+		})
+
 		It("refuses a server certificate another CA issued (fail_verify_error)", func() {
 			rogue, err := testpki.NewCA("rogue")
 			Expect(err).NotTo(HaveOccurred())
