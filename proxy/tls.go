@@ -453,7 +453,9 @@ func (t *tlsContext) clientHandshake(ctx context.Context, conn net.Conn, deadlin
 // TCP connect cut by it.
 type connectTimeoutError struct{ err error }
 
-func (e *connectTimeoutError) Error() string { return "TLS handshake: connect timeout: " + e.err.Error() }
+func (e *connectTimeoutError) Error() string {
+	return "TLS handshake: connect timeout: " + e.err.Error()
+}
 func (e *connectTimeoutError) Unwrap() error { return e.err }
 func (e *connectTimeoutError) Timeout() bool { return true }
 
