@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meshproof/meshproof/proxy/clock"
@@ -61,6 +63,10 @@ func (s *sslStats) record(st tls.ConnectionState, err error) {
 		s.failVerifyError.Inc()
 	case errors.Is(err, errVerifySAN):
 		s.failVerifySAN.Inc()
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		// The peer closed (or reset) before a byte of handshake: no TLS error, as Envoy's SslSocket
+		// counts connection_error only for errors BoringSSL queued (drainErrorQueue), and a socket
+		// closed by its peer queues none (a load balancer's TCP probe, a port scan).
 	case err != nil:
 		s.connectionError.Inc()
 	default:

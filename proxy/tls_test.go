@@ -170,6 +170,29 @@ var _ = Describe("TLS", func() {
 			Expect(backend.requests.Load()).To(BeZero())
 		})
 
+		// Regression: a client that connected and closed (or reset) without a byte was counted as a
+		// TLS connection error.
+		It("counts no connection error for a client that closes before its hello", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+"}", "", backend.addr(), proxy.Options{})
+			addr := strings.TrimPrefix(url, "https://")
+			closed, err := net.Dial("tcp", addr)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(closed.Close()).To(Succeed())
+			reset, err := net.Dial("tcp", addr)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(reset.(*net.TCPConn).SetLinger(0)).To(Succeed())
+			Expect(reset.Close()).To(Succeed())
+			Eventually(func() []uint64 {
+				return []uint64{stat(srv, "http.ingress.downstream_cx_total"), stat(srv, "http.ingress.downstream_cx_active")}
+			}).Should(Equal([]uint64{2, 0}), "both connections accepted, read from and closed")
+			Expect(stat(srv, sslListener+"connection_error")).To(BeZero())
+			Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+			_, _, _, err = getVia(client, strings.Replace(url, "https://", "http://", 1)+"/") // a real TLS error still counts
+			Expect(err).To(HaveOccurred())
+			Eventually(func() uint64 { return stat(srv, sslListener+"connection_error") }).Should(Equal(uint64(1)))
+		})
+
 		It("holds clients to tls_params' version bounds", func() {
 			backend := newUpstream(ok)
 			srv, url := startTLS("common_tls_context: {tls_params: {tls_maximum_protocol_version: TLSv1_2}, "+serverCerts+"}", "",
