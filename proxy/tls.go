@@ -197,6 +197,23 @@ type tlsContext struct {
 	st     *sslStats
 	server bool
 	base   *tls.Config
+	// withCAs is base with ClientCAs set to the current trusted_ca pool (a listener's), rebuilt when
+	// the pool is.
+	withCAs atomic.Pointer[tls.Config]
+}
+
+// serverConfig is the listener's configuration for a handshake: base, with trusted_ca as the client
+// CA list.
+func (t *tlsContext) serverConfig(*tls.ClientHelloInfo) (*tls.Config, error) {
+	pool := *t.ca.get()
+	if c := t.withCAs.Load(); c != nil && c.ClientCAs == pool {
+		return c, nil
+	}
+	c := t.base.Clone()
+	c.GetConfigForClient = nil
+	c.ClientCAs = pool
+	t.withCAs.Store(c)
+	return c, nil
 }
 
 // newTLSContext builds the runtime form of cfg (server: a listener's).
@@ -243,10 +260,18 @@ func newTLSContext(cfg *config.TLS, server bool, clk clock.Clock, st *sslStats) 
 		case t.clientCertRequired():
 			// Asked for, and its absence refused in verify (counted as fail_verify_no_cert).
 			base.ClientAuth = tls.RequestClientCert
-		case cfg.Validation != nil:
+		case t.ca != nil:
+			// Optional, and verified if sent. A validation_context with neither trusted_ca nor SAN
+			// matchers asks for none: Envoy's DefaultCertValidator::initializeSslContexts leaves
+			// SSL_VERIFY_NONE then (default_validator.cc).
 			base.ClientAuth = tls.RequestClientCert
 		}
 		base.GetCertificate = t.serverCertificate
+		if t.ca != nil {
+			// The certificate request names trusted_ca's CAs, as Envoy's server context hands them to
+			// SSL_CTX_set_client_CA_list; the pool is re-read as its file changes.
+			base.GetConfigForClient = t.serverConfig
+		}
 	} else {
 		base.ServerName = cfg.SNI
 		if len(t.certs) > 0 {

@@ -226,6 +226,96 @@ var _ = Describe("TLS", func() {
 			Expect(backend.requests.Load()).To(BeZero())
 		})
 
+		// askedFor is a client presenting leaf that records the CAs the server's certificate request
+		// named, if it sent one.
+		askedFor := func(leaf *testpki.Leaf, asked *[][]byte, requested *bool) *http.Client {
+			cert := leaf.TLS()
+			return httpsClient(pki.ca.Pool(), func(c *tls.Config) {
+				c.GetClientCertificate = func(r *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+					*requested, *asked = true, r.AcceptableCAs
+					return &cert, nil
+				}
+			})
+		}
+
+		// Regression: a validation_context with neither trusted_ca nor SAN matchers asked for a client
+		// certificate, where Envoy (SSL_VERIFY_NONE) asks for none.
+		It("asks for no client certificate when the validation_context has neither trusted_ca nor SANs", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+", validation_context: {}}", "", backend.addr(), proxy.Options{})
+			var (
+				asked     [][]byte
+				requested bool
+			)
+			code, _, _, err := getVia(askedFor(pki.issue("frontend", testpki.SANs{}), &asked, &requested), url+"/")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(code).To(Equal(200))
+			Expect(requested).To(BeFalse())
+			Expect(stat(srv, sslListener+"no_certificate")).To(Equal(uint64(1)))
+		})
+
+		// Regression: the certificate request named no CA, where Envoy names trusted_ca's.
+		Context("with a trusted_ca only (an optional client certificate)", func() {
+			var (
+				srv *proxy.Server
+				url string
+			)
+			BeforeEach(func() {
+				backend := newUpstream(ok)
+				srv, url = startTLS("common_tls_context: {"+serverCerts+", validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+"}}}", "",
+					backend.addr(), proxy.Options{})
+			})
+
+			It("asks for a certificate naming trusted_ca's CA, and takes a trusted one", func() {
+				var (
+					asked     [][]byte
+					requested bool
+				)
+				code, _, _, err := getVia(askedFor(pki.issue("frontend", testpki.SANs{}), &asked, &requested), url+"/")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(code).To(Equal(200))
+				Expect(requested).To(BeTrue())
+				Expect(asked).To(Equal([][]byte{pki.ca.Cert.RawSubject}))
+				Expect(stat(srv, sslListener+"handshake")).To(Equal(uint64(1)))
+				Expect(stat(srv, sslListener+"no_certificate")).To(BeZero())
+			})
+
+			It("lets in a client without a certificate", func() {
+				code, _, _, err := getVia(httpsClient(pki.ca.Pool(), nil), url+"/")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(code).To(Equal(200))
+				Expect(stat(srv, sslListener+"no_certificate")).To(Equal(uint64(1)))
+			})
+
+			It("verifies a certificate that is sent: another CA's is refused (fail_verify_error)", func() {
+				rogue, err := testpki.NewCA("rogue")
+				Expect(err).NotTo(HaveOccurred())
+				forged, err := rogue.Issue("frontend", testpki.SANs{})
+				Expect(err).NotTo(HaveOccurred())
+				var (
+					asked     [][]byte
+					requested bool
+				)
+				// Sent although the request names another CA (Go's client would otherwise send none).
+				_, _, _, err = getVia(askedFor(forged, &asked, &requested), url+"/")
+				Expect(err).To(HaveOccurred())
+				Expect(requested).To(BeTrue())
+				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_error") }).Should(Equal(uint64(1)))
+				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+			})
+		})
+
+		// SAN matchers alone make the certificate required, as in Envoy (verify_mode_validation_context).
+		It("refuses a client without a certificate when SAN matchers are set, without require_client_certificate", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+", validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+				"}, match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: \"spiffe://mesh/frontend\"}}]}}", "", backend.addr(), proxy.Options{})
+			_, _, _, err := getVia(httpsClient(pki.ca.Pool(), nil), url+"/")
+			Expect(err).To(HaveOccurred())
+			Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_no_cert") }).Should(Equal(uint64(1)))
+			Expect(backend.requests.Load()).To(BeZero())
+		})
+
 		Context("with require_client_certificate and a validation_context (mTLS)", func() {
 			var (
 				srv *proxy.Server
