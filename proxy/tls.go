@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -93,14 +94,23 @@ func listenerStatPrefix(addr string) string {
 	return "listener." + strings.ReplaceAll(addr, ":", "_") + "."
 }
 
-// fileStamp is what a file looked like when last read.
+// fileStamp is what a file looked like when last read: its metadata and a hash of the content read.
 type fileStamp struct {
 	info os.FileInfo // nil: inline, or not readable
+	sum  [sha256.Size]byte
 }
 
-func (s fileStamp) same(info os.FileInfo) bool {
-	return s.info != nil && info != nil && os.SameFile(s.info, info) && s.info.ModTime().Equal(info.ModTime()) &&
-		s.info.Size() == info.Size()
+// same reports whether the file at path is still as stamped: the same inode, size and modification
+// time, and then the same content (a rewrite in place within the file system's time granularity, or
+// one that kept the modification time, keeps the rest).
+func (s fileStamp) same(path string) bool {
+	info, err := os.Stat(path)
+	if err != nil || s.info == nil || !os.SameFile(s.info, info) || !s.info.ModTime().Equal(info.ModTime()) ||
+		s.info.Size() != info.Size() {
+		return false
+	}
+	b, err := os.ReadFile(path)
+	return err == nil && sha256.Sum256(b) == s.sum
 }
 
 // reloading is a value parsed from data sources, re-parsed when one of their files changes: at most
@@ -151,6 +161,7 @@ func (r *reloading[T]) read() (T, []fileStamp, error) {
 		if err != nil {
 			return zero, nil, err
 		}
+		stamps[i].sum = sha256.Sum256(b)
 		data[i] = b
 	}
 	v, err := r.parse(data)
@@ -174,9 +185,9 @@ func (r *reloading[T]) get() *T {
 		if s.Filename == "" {
 			continue
 		}
-		info, err := os.Stat(s.Filename)
-		if err != nil || !r.stamps[i].same(info) {
+		if !r.stamps[i].same(s.Filename) {
 			changed = true
+			break
 		}
 	}
 	if changed {

@@ -666,6 +666,37 @@ var _ = Describe("TLS", func() {
 			Eventually(serial).Should(Equal(second.Cert.SerialNumber.String()))
 		})
 
+		// Regression: a file was judged unchanged by its inode, size and modification time alone, so a
+		// certificate rewritten in place with the same size and time was never re-read.
+		It("re-reads a certificate rewritten in place with the same size and modification time", func() {
+			clk := fakeClock()
+			first := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}})
+			var second *testpki.Leaf
+			for range 100 { // an ECDSA signature's length varies by a byte or two: find one of the same
+				if l := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}}); len(l.CertPEM) == len(first.CertPEM) && len(l.KeyPEM) == len(first.KeyPEM) {
+					second = l
+					break
+				}
+			}
+			Expect(second).NotTo(BeNil(), "no certificate of the same size in 100 tries")
+			backend := newUpstream(ok)
+			_, url := startTLS("common_tls_context: {"+pki.certs("server", first)+"}", "", backend.addr(), proxy.Options{Clock: clk})
+			serial := func() string {
+				_, _, st, err := getVia(httpsClient(pki.ca.Pool(), nil), url+"/")
+				Expect(err).NotTo(HaveOccurred())
+				return st.PeerCertificates[0].SerialNumber.String()
+			}
+			Expect(serial()).To(Equal(first.Cert.SerialNumber.String()))
+			for name, b := range map[string][]byte{"server.pem": second.CertPEM, "server-key.pem": second.KeyPEM} {
+				info, err := os.Stat(pki.path(name))
+				Expect(err).NotTo(HaveOccurred())
+				pki.write(name, b)
+				Expect(os.Chtimes(pki.path(name), info.ModTime(), info.ModTime())).To(Succeed())
+			}
+			clk.Step(time.Second)
+			Expect(serial()).To(Equal(second.Cert.SerialNumber.String()))
+		})
+
 		It("serves new connections the new certificate once its files changed, under load, with no failed request", func() {
 			clk := fakeClock()
 			first := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}})
