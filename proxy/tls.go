@@ -213,17 +213,32 @@ type tlsContext struct {
 	withCAs atomic.Pointer[tls.Config]
 }
 
-// serverConfig is the listener's configuration for a handshake: base, with trusted_ca as the client
-// CA list.
-func (t *tlsContext) serverConfig(*tls.ClientHelloInfo) (*tls.Config, error) {
-	pool := *t.ca.get()
-	if c := t.withCAs.Load(); c != nil && c.ClientCAs == pool {
-		return c, nil
+// serverConfig is the listener's configuration for a handshake, nil for base itself:
+//   - with trusted_ca, base with its CAs as the client CA list, as Envoy's server context hands them to
+//     SSL_CTX_set_client_CA_list (the pool re-read as its file changes);
+//   - for a client offering ALPN protocols none of which the listener has, no ALPN: Envoy's
+//     ServerContextImpl::alpnSelectCallback answers SSL_TLSEXT_ERR_NOACK and the handshake goes on
+//     (crypto/tls would refuse it with no_application_protocol).
+func (t *tlsContext) serverConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	var c *tls.Config
+	if t.ca != nil {
+		pool := *t.ca.get()
+		if c = t.withCAs.Load(); c == nil || c.ClientCAs != pool {
+			c = t.base.Clone()
+			c.GetConfigForClient = nil
+			c.ClientCAs = pool
+			t.withCAs.Store(c)
+		}
 	}
-	c := t.base.Clone()
-	c.GetConfigForClient = nil
-	c.ClientCAs = pool
-	t.withCAs.Store(c)
+	if len(t.base.NextProtos) > 0 && len(hello.SupportedProtos) > 0 &&
+		!slices.ContainsFunc(hello.SupportedProtos, func(p string) bool { return slices.Contains(t.base.NextProtos, p) }) {
+		if c == nil {
+			c = t.base
+		}
+		c = c.Clone()
+		c.GetConfigForClient = nil
+		c.NextProtos = nil
+	}
 	return c, nil
 }
 
@@ -278,11 +293,7 @@ func newTLSContext(cfg *config.TLS, server bool, clk clock.Clock, st *sslStats) 
 			base.ClientAuth = tls.RequestClientCert
 		}
 		base.GetCertificate = t.serverCertificate
-		if t.ca != nil {
-			// The certificate request names trusted_ca's CAs, as Envoy's server context hands them to
-			// SSL_CTX_set_client_CA_list; the pool is re-read as its file changes.
-			base.GetConfigForClient = t.serverConfig
-		}
+		base.GetConfigForClient = t.serverConfig
 	} else {
 		base.ServerName = cfg.SNI
 		if len(t.certs) > 0 {

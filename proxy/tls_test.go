@@ -193,6 +193,27 @@ var _ = Describe("TLS", func() {
 			Eventually(func() uint64 { return stat(srv, sslListener+"connection_error") }).Should(Equal(uint64(1)))
 		})
 
+		// Regression: crypto/tls refused a client whose ALPN protocols the listener had none of; Envoy
+		// goes on without ALPN.
+		It("completes the handshake without ALPN when the client offers none of alpn_protocols", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {alpn_protocols: [http/1.1], "+serverCerts+"}", "", backend.addr(), proxy.Options{})
+			addr := strings.TrimPrefix(url, "https://")
+			conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pki.ca.Pool(), ServerName: "proxy.internal", NextProtos: []string{"h2"}})
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(conn.Close)
+			Expect(conn.ConnectionState().NegotiatedProtocol).To(BeEmpty())
+			_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: proxy.internal\r\nConnection: close\r\n\r\n")
+			Expect(err).NotTo(HaveOccurred())
+			reply, err := io.ReadAll(conn)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(reply)).To(HavePrefix("HTTP/1.1 200 OK\r\n"))
+			_, _, st, err := getVia(httpsClient(pki.ca.Pool(), func(c *tls.Config) { c.NextProtos = []string{"h2", "http/1.1"} }), url+"/")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(st.NegotiatedProtocol).To(Equal("http/1.1"))
+			Expect(stat(srv, sslListener+"handshake")).To(Equal(uint64(2)))
+		})
+
 		It("holds clients to tls_params' version bounds", func() {
 			backend := newUpstream(ok)
 			srv, url := startTLS("common_tls_context: {tls_params: {tls_maximum_protocol_version: TLSv1_2}, "+serverCerts+"}", "",
