@@ -487,8 +487,7 @@ func (t *tlsContext) clientHandshake(ctx context.Context, conn net.Conn, deadlin
 	_ = conn.SetDeadline(deadline)
 	err := tc.HandshakeContext(ctx)
 	_ = conn.SetDeadline(time.Time{})
-	var ne net.Error
-	if err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) {
+	if errors.Is(err, os.ErrDeadlineExceeded) { // the socket deadline, not ctx's (its error is no os.ErrDeadlineExceeded)
 		// Envoy's connect timer covers the handshake: when it fires first, the pool closes the
 		// connection as a connect timeout (ActiveClient::onConnectTimeout: upstream_cx_connect_timeout,
 		// reset reason "connection timeout"), not as a TLS failure, and SslSocket counts no
