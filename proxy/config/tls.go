@@ -71,9 +71,10 @@ func (d DataSource) Read() ([]byte, error) {
 }
 
 // Validation is a CertificateValidationContext: the peer's chain is verified against TrustedCA (when
-// set) and its subject alternative names against SANs (when set: one must match).
+// set) and its subject alternative names against SANs (when set: one must match). SANs are refused
+// without TrustedCA, as in Envoy.
 type Validation struct {
-	TrustedCA *DataSource // trusted_ca; nil: the chain is not verified
+	TrustedCA *DataSource // trusted_ca; nil: the chain is not verified (and SANs is empty)
 	SANs      []SANMatcher
 }
 
