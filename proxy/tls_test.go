@@ -605,6 +605,37 @@ var _ = Describe("TLS", func() {
 			Expect(stat(srv, "cluster.backend.ssl.handshake")).To(BeNumerically(">=", 1))
 		})
 
+		// The same for a host an EDS update adds (the carried cluster builds its health checker's
+		// dialer anew).
+		It("health-checks over TLS a host an endpoint update added", func() {
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), true)
+			first := addr()
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), true)
+			second := addr()
+			certs := pki.certs("client", pki.issue("edge-proxy", testpki.SANs{URIs: []string{"spiffe://mesh/edge"}}))
+			_, ctls := tlsContexts("", "common_tls_context: {"+certs+", validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+"}}}")
+			cfg := func(addrs ...string) *config.Bootstrap {
+				b := bootstrapTo("backend", addrs[0])
+				cl := cluster("backend", addrs...)
+				cl.EDS = &config.EDS{ServiceName: "backend"}
+				cl.TLS = ctls
+				cl.HealthChecks = []policy.HealthCheckConfig{{Timeout: 5 * time.Second, Interval: time.Second, NoTrafficInterval: time.Second,
+					UnhealthyThreshold: 1, HealthyThreshold: 1, Path: "/healthz"}}
+				b.Clusters = []config.Cluster{cl}
+				return b
+			}
+			clk := fakeClock()
+			srv, err := proxy.New(cfg(first), proxy.Options{Clock: clk})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(srv.Start()).To(Succeed())
+			DeferCleanup(srv.Close)
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.backend.membership_healthy") == 1 })
+			Expect(srv.Update(cfg(first, second), nil)).To(Succeed())
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.backend.membership_healthy") == 2 })
+			Expect(stat(srv, "cluster.backend.health_check.failure")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.health_check.network_failure")).To(BeZero())
+		})
+
 		It("presents its client certificate to a server that requires one (mTLS)", func() {
 			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), true)
 			certs := pki.certs("client", pki.issue("edge-proxy", testpki.SANs{URIs: []string{"spiffe://mesh/edge"}}))
