@@ -260,7 +260,7 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial, breakerLimits{c}))
 	}
 	if c.hc != nil {
-		hcDial := healthCheckDialer(cfg.ConnectTimeout)
+		hcDial := healthCheckDialer(cfg.ConnectTimeout, c.tls)
 		for _, h := range c.hosts {
 			c.hcUpstreams = append(c.hcUpstreams, newH1Upstream(h.addr, forHealthChecks, hcDial, nil))
 		}
@@ -314,6 +314,10 @@ func (c *cluster) dialer() func(ctx context.Context, addr string) (net.Conn, err
 				c.st.cxConnectFail.Inc()
 				if h != nil {
 					h.cxConnectFail.Add(1)
+				}
+				var te *connectTimeoutError
+				if errors.As(err, &te) {
+					c.st.cxConnectTimeout.Inc() // the connect timer covers the handshake
 				}
 				return nil, &connectError{err: err}
 			}

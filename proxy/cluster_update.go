@@ -96,7 +96,7 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 	}
 	n.tls = c.tls // the same transport socket: only the endpoints differ
 	dial := n.dialer()
-	hcDial := healthCheckDialer(cfg.ConnectTimeout)
+	hcDial := healthCheckDialer(cfg.ConnectTimeout, n.tls)
 	n.carriedFrom, n.borrowed = c, map[upstream]bool{}
 	for i, j := range from {
 		if j >= 0 {

@@ -19,3 +19,7 @@ var (
 
 // ConnectFailureReason is the reset reason the router writes for a failed connection.
 var ConnectFailureReason = connectFailureReason
+
+// MatchSANs reports whether one of a peer certificate's SANs matches one of a validation context's
+// matchers, as the proxy's verification does.
+var MatchSANs = matchSANs

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meshproof/meshproof/proxy/clock"
@@ -61,6 +64,10 @@ func (s *sslStats) record(st tls.ConnectionState, err error) {
 		s.failVerifyError.Inc()
 	case errors.Is(err, errVerifySAN):
 		s.failVerifySAN.Inc()
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		// The peer closed (or reset) before a byte of handshake: no TLS error, as Envoy's SslSocket
+		// counts connection_error only for errors BoringSSL queued (drainErrorQueue), and a socket
+		// closed by its peer queues none (a load balancer's TCP probe, a port scan).
 	case err != nil:
 		s.connectionError.Inc()
 	default:
@@ -87,14 +94,23 @@ func listenerStatPrefix(addr string) string {
 	return "listener." + strings.ReplaceAll(addr, ":", "_") + "."
 }
 
-// fileStamp is what a file looked like when last read.
+// fileStamp is what a file looked like when last read: its metadata and a hash of the content read.
 type fileStamp struct {
 	info os.FileInfo // nil: inline, or not readable
+	sum  [sha256.Size]byte
 }
 
-func (s fileStamp) same(info os.FileInfo) bool {
-	return s.info != nil && info != nil && os.SameFile(s.info, info) && s.info.ModTime().Equal(info.ModTime()) &&
-		s.info.Size() == info.Size()
+// same reports whether the file at path is still as stamped: the same inode, size and modification
+// time, and then the same content (a rewrite in place within the file system's time granularity, or
+// one that kept the modification time, keeps the rest).
+func (s fileStamp) same(path string) bool {
+	info, err := os.Stat(path)
+	if err != nil || s.info == nil || !os.SameFile(s.info, info) || !s.info.ModTime().Equal(info.ModTime()) ||
+		s.info.Size() != info.Size() {
+		return false
+	}
+	b, err := os.ReadFile(path)
+	return err == nil && sha256.Sum256(b) == s.sum
 }
 
 // reloading is a value parsed from data sources, re-parsed when one of their files changes: at most
@@ -145,6 +161,7 @@ func (r *reloading[T]) read() (T, []fileStamp, error) {
 		if err != nil {
 			return zero, nil, err
 		}
+		stamps[i].sum = sha256.Sum256(b)
 		data[i] = b
 	}
 	v, err := r.parse(data)
@@ -168,9 +185,9 @@ func (r *reloading[T]) get() *T {
 		if s.Filename == "" {
 			continue
 		}
-		info, err := os.Stat(s.Filename)
-		if err != nil || !r.stamps[i].same(info) {
+		if !r.stamps[i].same(s.Filename) {
 			changed = true
+			break
 		}
 	}
 	if changed {
@@ -191,6 +208,38 @@ type tlsContext struct {
 	st     *sslStats
 	server bool
 	base   *tls.Config
+	// withCAs is base with ClientCAs set to the current trusted_ca pool (a listener's), rebuilt when
+	// the pool is.
+	withCAs atomic.Pointer[tls.Config]
+}
+
+// serverConfig is the listener's configuration for a handshake, nil for base itself:
+//   - with trusted_ca, base with its CAs as the client CA list, as Envoy's server context hands them to
+//     SSL_CTX_set_client_CA_list (the pool re-read as its file changes);
+//   - for a client offering ALPN protocols none of which the listener has, no ALPN: Envoy's
+//     ServerContextImpl::alpnSelectCallback answers SSL_TLSEXT_ERR_NOACK and the handshake goes on
+//     (crypto/tls would refuse it with no_application_protocol).
+func (t *tlsContext) serverConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	var c *tls.Config
+	if t.ca != nil {
+		pool := *t.ca.get()
+		if c = t.withCAs.Load(); c == nil || c.ClientCAs != pool {
+			c = t.base.Clone()
+			c.GetConfigForClient = nil
+			c.ClientCAs = pool
+			t.withCAs.Store(c)
+		}
+	}
+	if len(t.base.NextProtos) > 0 && len(hello.SupportedProtos) > 0 &&
+		!slices.ContainsFunc(hello.SupportedProtos, func(p string) bool { return slices.Contains(t.base.NextProtos, p) }) {
+		if c == nil {
+			c = t.base
+		}
+		c = c.Clone()
+		c.GetConfigForClient = nil
+		c.NextProtos = nil
+	}
+	return c, nil
 }
 
 // newTLSContext builds the runtime form of cfg (server: a listener's).
@@ -222,6 +271,11 @@ func newTLSContext(cfg *config.TLS, server bool, clk clock.Clock, st *sslStats) 
 		}
 		t.ca = r
 	}
+	if v := cfg.Validation; v != nil && len(v.SANs) > 0 && t.ca == nil {
+		// The configuration refuses this (config.validation); a context built by hand must not verify
+		// a SAN on an unverified chain.
+		return nil, errors.New("validation_context.match_typed_subject_alt_names: needs trusted_ca")
+	}
 	// The peer's certificate is verified here, in VerifyConnection, not by crypto/tls: Envoy checks
 	// the chain against trusted_ca only, never the host name (without auto_sni_san_validation), then
 	// the SAN matchers; and with no validation_context it verifies nothing.
@@ -232,10 +286,14 @@ func newTLSContext(cfg *config.TLS, server bool, clk clock.Clock, st *sslStats) 
 		case t.clientCertRequired():
 			// Asked for, and its absence refused in verify (counted as fail_verify_no_cert).
 			base.ClientAuth = tls.RequestClientCert
-		case cfg.Validation != nil:
+		case t.ca != nil:
+			// Optional, and verified if sent. A validation_context with neither trusted_ca nor SAN
+			// matchers asks for none: Envoy's DefaultCertValidator::initializeSslContexts leaves
+			// SSL_VERIFY_NONE then (default_validator.cc).
 			base.ClientAuth = tls.RequestClientCert
 		}
 		base.GetCertificate = t.serverCertificate
+		base.GetConfigForClient = t.serverConfig
 	} else {
 		base.ServerName = cfg.SNI
 		if len(t.certs) > 0 {
@@ -293,10 +351,17 @@ func (t *tlsContext) verify(cs tls.ConnectionState) error {
 		for _, c := range cs.PeerCertificates[1:] {
 			inter.AddCert(c)
 		}
-		// Any extended key usage: BoringSSL as Envoy sets it up does not hold a client certificate to
-		// clientAuth or a server's to serverAuth.
+		// The peer's extended key usage is held to its role: Envoy's DefaultCertValidator::doVerifyCertChain
+		// (source/extensions/transport_sockets/tls/cert_validator/default_validator.cc) sets
+		// X509_STORE_CTX_set_default(ctx, is_server ? "ssl_client" : "ssl_server") before
+		// X509_verify_cert: a listener accepts a client certificate only for clientAuth, a cluster a
+		// server's only for serverAuth (a certificate without the extension passes, in Go as in BoringSSL).
+		usage := x509.ExtKeyUsageServerAuth
+		if t.server {
+			usage = x509.ExtKeyUsageClientAuth
+		}
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: *t.ca.get(), Intermediates: inter,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
 			return fmt.Errorf("%w: %v", errVerifyCA, err)
 		}
 	}
@@ -312,7 +377,7 @@ func matchSANs(leaf *x509.Certificate, matchers []config.SANMatcher) bool {
 		switch m.Type {
 		case "DNS":
 			for _, n := range leaf.DNSNames {
-				if m.Match.Matches(n) || dnsWildcardMatch(m.Match, n) {
+				if m.Match.Exact != nil && dnsNameMatch(*m.Match.Exact, n) || m.Match.Exact == nil && m.Match.Matches(n) {
 					return true
 				}
 			}
@@ -330,7 +395,9 @@ func matchSANs(leaf *x509.Certificate, matchers []config.SANMatcher) bool {
 			}
 		case "IP_ADDRESS":
 			for _, ip := range leaf.IPAddresses {
-				if a, ok := netip.AddrFromSlice(ip); ok && m.Match.Matches(a.Unmap().String()) {
+				// As Envoy's Utility::generalNameAsString: 4 bytes are an IPv4 address, 16 an IPv6 one,
+				// an IPv4-mapped one too ("::ffff:10.0.0.1", inet_ntop's form, never unmapped).
+				if a, ok := netip.AddrFromSlice(ip); ok && m.Match.Matches(a.String()) {
 					return true
 				}
 			}
@@ -339,13 +406,19 @@ func matchSANs(leaf *x509.Certificate, matchers []config.SANMatcher) bool {
 	return false
 }
 
-// dnsWildcardMatch: an exact DNS matcher matches a wildcard SAN ("*.example.com" for
-// "api.example.com", one label), as Envoy's DefaultCertValidator::dnsNameMatch does.
-func dnsWildcardMatch(m config.StringMatch, san string) bool {
-	if m.Exact == nil || !strings.HasPrefix(san, "*.") {
+// dnsNameMatch is how an exact matcher matches a DNS SAN, as Envoy's StringSanMatcher (san_matcher.cc)
+// hands an exact DNS matcher to Utility::dnsNameMatch (source/common/tls/utility.cc): both sides
+// lowercased (DNS names are case-insensitive), and a SAN "*.example.com" matches one label in its
+// place ("api.example.com", not "a.b.example.com" nor "example.com"). Envoy also accepts a wildcard
+// within the left-most label ("api*.example.com", not in an xn-- A-label); meshproof does not: such a
+// SAN matches only itself, exactly.
+func dnsNameMatch(name, san string) bool {
+	if strings.EqualFold(name, san) {
+		return true
+	}
+	if !strings.HasPrefix(san, "*.") {
 		return false
 	}
-	name := *m.Exact
 	i := strings.IndexByte(name, '.')
 	return i > 0 && strings.EqualFold(name[i:], san[1:])
 }
@@ -414,12 +487,29 @@ func (t *tlsContext) clientHandshake(ctx context.Context, conn net.Conn, deadlin
 	_ = conn.SetDeadline(deadline)
 	err := tc.HandshakeContext(ctx)
 	_ = conn.SetDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) { // the socket deadline, not ctx's (its error is no os.ErrDeadlineExceeded)
+		// Envoy's connect timer covers the handshake: when it fires first, the pool closes the
+		// connection as a connect timeout (ActiveClient::onConnectTimeout: upstream_cx_connect_timeout,
+		// reset reason "connection timeout"), not as a TLS failure, and SslSocket counts no
+		// ssl.connection_error for a connection closed locally.
+		return nil, &connectTimeoutError{err: err}
+	}
 	t.st.record(tc.ConnectionState(), err)
 	if err != nil {
 		return nil, &tlsHandshakeError{err: err}
 	}
 	return &tlsConn{Conn: tc, st: t.st, client: true}, nil
 }
+
+// connectTimeoutError is an upstream handshake cut by the connect_timeout: a connect timeout, as a
+// TCP connect cut by it.
+type connectTimeoutError struct{ err error }
+
+func (e *connectTimeoutError) Error() string {
+	return "TLS handshake: connect timeout: " + e.err.Error()
+}
+func (e *connectTimeoutError) Unwrap() error { return e.err }
+func (e *connectTimeoutError) Timeout() bool { return true }
 
 // tlsHandshakeError is a failed upstream handshake.
 type tlsHandshakeError struct{ err error }

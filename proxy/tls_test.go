@@ -21,6 +21,7 @@ import (
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/internal/testpki"
+	"github.com/meshproof/meshproof/proxy/policy"
 )
 
 // tlsBootstrap is a bootstrap whose listener's transport_socket is a DownstreamTlsContext of the
@@ -169,6 +170,50 @@ var _ = Describe("TLS", func() {
 			Expect(backend.requests.Load()).To(BeZero())
 		})
 
+		// Regression: a client that connected and closed (or reset) without a byte was counted as a
+		// TLS connection error.
+		It("counts no connection error for a client that closes before its hello", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+"}", "", backend.addr(), proxy.Options{})
+			addr := strings.TrimPrefix(url, "https://")
+			closed, err := net.Dial("tcp", addr)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(closed.Close()).To(Succeed())
+			reset, err := net.Dial("tcp", addr)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(reset.(*net.TCPConn).SetLinger(0)).To(Succeed())
+			Expect(reset.Close()).To(Succeed())
+			Eventually(func() []uint64 {
+				return []uint64{stat(srv, "http.ingress.downstream_cx_total"), stat(srv, "http.ingress.downstream_cx_active")}
+			}).Should(Equal([]uint64{2, 0}), "both connections accepted, read from and closed")
+			Expect(stat(srv, sslListener+"connection_error")).To(BeZero())
+			Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+			_, _, _, err = getVia(client, strings.Replace(url, "https://", "http://", 1)+"/") // a real TLS error still counts
+			Expect(err).To(HaveOccurred())
+			Eventually(func() uint64 { return stat(srv, sslListener+"connection_error") }).Should(Equal(uint64(1)))
+		})
+
+		// Regression: crypto/tls refused a client whose ALPN protocols the listener had none of; Envoy
+		// goes on without ALPN.
+		It("completes the handshake without ALPN when the client offers none of alpn_protocols", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {alpn_protocols: [http/1.1], "+serverCerts+"}", "", backend.addr(), proxy.Options{})
+			addr := strings.TrimPrefix(url, "https://")
+			conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pki.ca.Pool(), ServerName: "proxy.internal", NextProtos: []string{"h2"}})
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(conn.Close)
+			Expect(conn.ConnectionState().NegotiatedProtocol).To(BeEmpty())
+			_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: proxy.internal\r\nConnection: close\r\n\r\n")
+			Expect(err).NotTo(HaveOccurred())
+			reply, err := io.ReadAll(conn)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(reply)).To(HavePrefix("HTTP/1.1 200 OK\r\n"))
+			_, _, st, err := getVia(httpsClient(pki.ca.Pool(), func(c *tls.Config) { c.NextProtos = []string{"h2", "http/1.1"} }), url+"/")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(st.NegotiatedProtocol).To(Equal("http/1.1"))
+			Expect(stat(srv, sslListener+"handshake")).To(Equal(uint64(2)))
+		})
+
 		It("holds clients to tls_params' version bounds", func() {
 			backend := newUpstream(ok)
 			srv, url := startTLS("common_tls_context: {tls_params: {tls_maximum_protocol_version: TLSv1_2}, "+serverCerts+"}", "",
@@ -187,6 +232,109 @@ var _ = Describe("TLS", func() {
 			Eventually(func() uint64 { return stat(srv, sslListener+"connection_error") }).Should(Equal(uint64(2)))
 			Expect(stat(srv, sslListener+"versions.TLSv1.2")).To(Equal(uint64(1)))
 			Expect(stat(srv, sslListener+"ciphers.ECDHE-ECDSA-AES128-GCM-SHA256")).To(Equal(uint64(1)))
+		})
+
+		// Regression: the default server list was an older, 14-suite one that let in CBC suites.
+		It("refuses a TLS 1.2 client offering only CBC suites, by default", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+"}", "", backend.addr(), proxy.Options{})
+			_, _, _, err := getVia(httpsClient(pki.ca.Pool(), func(c *tls.Config) {
+				c.MaxVersion = tls.VersionTLS12
+				c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA}
+			}), url+"/")
+			Expect(err).To(MatchError(ContainSubstring("handshake failure")))
+			Eventually(func() uint64 { return stat(srv, sslListener+"connection_error") }).Should(Equal(uint64(1)))
+			Expect(backend.requests.Load()).To(BeZero())
+		})
+
+		// askedFor is a client presenting leaf that records the CAs the server's certificate request
+		// named, if it sent one.
+		askedFor := func(leaf *testpki.Leaf, asked *[][]byte, requested *bool) *http.Client {
+			cert := leaf.TLS()
+			return httpsClient(pki.ca.Pool(), func(c *tls.Config) {
+				c.GetClientCertificate = func(r *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+					*requested, *asked = true, r.AcceptableCAs
+					return &cert, nil
+				}
+			})
+		}
+
+		// Regression: a validation_context with neither trusted_ca nor SAN matchers asked for a client
+		// certificate, where Envoy (SSL_VERIFY_NONE) asks for none.
+		It("asks for no client certificate when the validation_context has neither trusted_ca nor SANs", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+", validation_context: {}}", "", backend.addr(), proxy.Options{})
+			var (
+				asked     [][]byte
+				requested bool
+			)
+			code, _, _, err := getVia(askedFor(pki.issue("frontend", testpki.SANs{}), &asked, &requested), url+"/")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(code).To(Equal(200))
+			Expect(requested).To(BeFalse())
+			Expect(stat(srv, sslListener+"no_certificate")).To(Equal(uint64(1)))
+		})
+
+		// Regression: the certificate request named no CA, where Envoy names trusted_ca's.
+		Context("with a trusted_ca only (an optional client certificate)", func() {
+			var (
+				srv *proxy.Server
+				url string
+			)
+			BeforeEach(func() {
+				backend := newUpstream(ok)
+				srv, url = startTLS("common_tls_context: {"+serverCerts+", validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+"}}}", "",
+					backend.addr(), proxy.Options{})
+			})
+
+			It("asks for a certificate naming trusted_ca's CA, and takes a trusted one", func() {
+				var (
+					asked     [][]byte
+					requested bool
+				)
+				code, _, _, err := getVia(askedFor(pki.issue("frontend", testpki.SANs{}), &asked, &requested), url+"/")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(code).To(Equal(200))
+				Expect(requested).To(BeTrue())
+				Expect(asked).To(Equal([][]byte{pki.ca.Cert.RawSubject}))
+				Expect(stat(srv, sslListener+"handshake")).To(Equal(uint64(1)))
+				Expect(stat(srv, sslListener+"no_certificate")).To(BeZero())
+			})
+
+			It("lets in a client without a certificate", func() {
+				code, _, _, err := getVia(httpsClient(pki.ca.Pool(), nil), url+"/")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(code).To(Equal(200))
+				Expect(stat(srv, sslListener+"no_certificate")).To(Equal(uint64(1)))
+			})
+
+			It("verifies a certificate that is sent: another CA's is refused (fail_verify_error)", func() {
+				rogue, err := testpki.NewCA("rogue")
+				Expect(err).NotTo(HaveOccurred())
+				forged, err := rogue.Issue("frontend", testpki.SANs{})
+				Expect(err).NotTo(HaveOccurred())
+				var (
+					asked     [][]byte
+					requested bool
+				)
+				// Sent although the request names another CA (Go's client would otherwise send none).
+				_, _, _, err = getVia(askedFor(forged, &asked, &requested), url+"/")
+				Expect(err).To(HaveOccurred())
+				Expect(requested).To(BeTrue())
+				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_error") }).Should(Equal(uint64(1)))
+				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+			})
+		})
+
+		// SAN matchers alone make the certificate required, as in Envoy (verify_mode_validation_context).
+		It("refuses a client without a certificate when SAN matchers are set, without require_client_certificate", func() {
+			backend := newUpstream(ok)
+			srv, url := startTLS("common_tls_context: {"+serverCerts+", validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+				"}, match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: \"spiffe://mesh/frontend\"}}]}}", "", backend.addr(), proxy.Options{})
+			_, _, _, err := getVia(httpsClient(pki.ca.Pool(), nil), url+"/")
+			Expect(err).To(HaveOccurred())
+			Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_no_cert") }).Should(Equal(uint64(1)))
+			Expect(backend.requests.Load()).To(BeZero())
 		})
 
 		Context("with require_client_certificate and a validation_context (mTLS)", func() {
@@ -226,13 +374,37 @@ var _ = Describe("TLS", func() {
 				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
 			})
 
+			// Regression: any extended key usage passed, so a server-only certificate of the CA
+			// authenticated a client.
+			It("refuses a client certificate issued for serverAuth only, takes one for clientAuth only", func() {
+				serverOnly, err := pki.ca.Issue("frontend", testpki.SANs{URIs: []string{"spiffe://mesh/frontend"}},
+					testpki.OnlyUsage(x509.ExtKeyUsageServerAuth))
+				Expect(err).NotTo(HaveOccurred())
+				_, _, _, err = getVia(httpsClient(pki.ca.Pool(), nil, serverOnly.TLS()), url+"/")
+				Expect(err).To(HaveOccurred())
+				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_error") }).Should(Equal(uint64(1)))
+				clientOnly, err := pki.ca.Issue("frontend", testpki.SANs{URIs: []string{"spiffe://mesh/frontend"}},
+					testpki.OnlyUsage(x509.ExtKeyUsageClientAuth))
+				Expect(err).NotTo(HaveOccurred())
+				code, _, _, err := getVia(httpsClient(pki.ca.Pool(), nil, clientOnly.TLS()), url+"/")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(code).To(Equal(200))
+				Expect(stat(srv, sslListener+"handshake")).To(Equal(uint64(1)))
+			})
+
 			It("refuses a client whose certificate another CA issued (fail_verify_error)", func() {
 				rogue, err := testpki.NewCA("rogue")
 				Expect(err).NotTo(HaveOccurred())
 				forged, err := rogue.Issue("frontend", testpki.SANs{URIs: []string{"spiffe://mesh/frontend"}})
 				Expect(err).NotTo(HaveOccurred())
-				_, _, _, err = getVia(httpsClient(pki.ca.Pool(), nil, forged.TLS()), url+"/")
+				var (
+					asked     [][]byte
+					requested bool
+				)
+				// Sent although the request names the mesh CA only (Go's client would send none).
+				_, _, _, err = getVia(askedFor(forged, &asked, &requested), url+"/")
 				Expect(err).To(HaveOccurred())
+				Expect(requested).To(BeTrue())
 				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_error") }).Should(Equal(uint64(1)))
 				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
 			})
@@ -297,6 +469,42 @@ var _ = Describe("TLS", func() {
 			Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(Equal(uint64(1)))
 		})
 
+		// Regression: a handshake cut by connect_timeout was a TLS error ("TLS_error:|… i/o timeout"),
+		// counted in ssl.connection_error and not in upstream_cx_connect_timeout.
+		It("counts a handshake past connect_timeout as a connect timeout, as Envoy's connect timer", func() {
+			ln, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers the client hello
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(ln.Close)
+			go func() {
+				var held []net.Conn
+				defer func() {
+					for _, c := range held {
+						c.Close()
+					}
+				}()
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					held = append(held, c)
+				}
+			}()
+			_, ctls := tlsContexts("", "common_tls_context: {}")
+			cl := cluster("backend", ln.Addr().String())
+			cl.TLS = ctls
+			cl.ConnectTimeout = 100 * time.Millisecond // a socket deadline: the real clock
+			srv, url, m := logged(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cl}},
+				textLog("%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"))
+			code, _, body := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(body).To(Equal("upstream connect error or disconnect/reset before headers. reset reason: connection timeout"))
+			Expect(flushed(srv, m)).To(ConsistOf("503 UF upstream_reset_before_response_started{connection_timeout}"))
+			Expect(stat(srv, "cluster.backend.upstream_cx_connect_timeout")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.backend.upstream_cx_connect_fail")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.backend.ssl.connection_error")).To(BeZero())
+		})
+
 		It("refuses a server certificate another CA issued (fail_verify_error)", func() {
 			rogue, err := testpki.NewCA("rogue")
 			Expect(err).NotTo(HaveOccurred())
@@ -307,6 +515,19 @@ var _ = Describe("TLS", func() {
 			code, _, _ := get(url + "/")
 			Expect(code).To(Equal(503))
 			Expect(stat(srv, "cluster.backend.ssl.fail_verify_error")).To(Equal(uint64(1)))
+		})
+
+		// Regression: any extended key usage passed, so a client-only certificate of the CA
+		// authenticated a server.
+		It("refuses a server certificate issued for clientAuth only (fail_verify_error)", func() {
+			leaf, err := pki.ca.Issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}, testpki.OnlyUsage(x509.ExtKeyUsageClientAuth))
+			Expect(err).NotTo(HaveOccurred())
+			startBackend(leaf, false)
+			srv, url := startTLS("", "common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+"}}}", addr(), proxy.Options{})
+			code, _, _ := get(url + "/")
+			Expect(code).To(Equal(503))
+			Expect(stat(srv, "cluster.backend.ssl.fail_verify_error")).To(Equal(uint64(1)))
+			Expect(stat(srv, "cluster.backend.ssl.handshake")).To(BeZero())
 		})
 
 		It("does not verify the server without a validation_context, as Envoy", func() {
@@ -354,6 +575,67 @@ var _ = Describe("TLS", func() {
 			Expect(stat(srv, "cluster.backend.ssl.versions.TLSv1.3")).To(Equal(uint64(1)))
 		})
 
+		// Regression: the health checker dialled clear text to a TLS host, whose HTTPS server answered
+		// 400, so the host was failed.
+		It("health-checks a TLS host over TLS, on the cluster's transport socket", func() {
+			var checks atomic.Int64
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), true, func(s *http.Server) {
+				next := s.Handler
+				s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/healthz" && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+						checks.Add(1)
+					}
+					next.ServeHTTP(w, r)
+				})
+			})
+			certs := pki.certs("client", pki.issue("edge-proxy", testpki.SANs{URIs: []string{"spiffe://mesh/edge"}}))
+			_, ctls := tlsContexts("", "sni: backend.internal, common_tls_context: {"+certs+", validation_context: {trusted_ca: {filename: "+
+				pki.path("ca.pem")+"}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: backend.internal}}]}}")
+			cl := cluster("backend", addr())
+			cl.TLS = ctls
+			cl.HealthChecks = []policy.HealthCheckConfig{{Timeout: 5 * time.Second, Interval: time.Second, NoTrafficInterval: time.Second,
+				UnhealthyThreshold: 1, HealthyThreshold: 1, Path: "/healthz"}}
+			clk := fakeClock()
+			srv, _ := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cl}, opts: proxy.Options{Clock: clk}})
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.backend.health_check.success") >= 2 })
+			Expect(stat(srv, "cluster.backend.health_check.failure")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.health_check.healthy")).To(Equal(uint64(1)))
+			Expect(checks.Load()).To(BeNumerically(">=", 2), "checks over mTLS, with the cluster's client certificate")
+			Expect(sni.Load()).To(Equal("backend.internal"))
+			Expect(stat(srv, "cluster.backend.ssl.handshake")).To(BeNumerically(">=", 1))
+		})
+
+		// The same for a host an EDS update adds (the carried cluster builds its health checker's
+		// dialer anew).
+		It("health-checks over TLS a host an endpoint update added", func() {
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), true)
+			first := addr()
+			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), true)
+			second := addr()
+			certs := pki.certs("client", pki.issue("edge-proxy", testpki.SANs{URIs: []string{"spiffe://mesh/edge"}}))
+			_, ctls := tlsContexts("", "common_tls_context: {"+certs+", validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+"}}}")
+			cfg := func(addrs ...string) *config.Bootstrap {
+				b := bootstrapTo("backend", addrs[0])
+				cl := cluster("backend", addrs...)
+				cl.EDS = &config.EDS{ServiceName: "backend"}
+				cl.TLS = ctls
+				cl.HealthChecks = []policy.HealthCheckConfig{{Timeout: 5 * time.Second, Interval: time.Second, NoTrafficInterval: time.Second,
+					UnhealthyThreshold: 1, HealthyThreshold: 1, Path: "/healthz"}}
+				b.Clusters = []config.Cluster{cl}
+				return b
+			}
+			clk := fakeClock()
+			srv, err := proxy.New(cfg(first), proxy.Options{Clock: clk})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(srv.Start()).To(Succeed())
+			DeferCleanup(srv.Close)
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.backend.membership_healthy") == 1 })
+			Expect(srv.Update(cfg(first, second), nil)).To(Succeed())
+			until(clk, 100*time.Millisecond, func() bool { return stat(srv, "cluster.backend.membership_healthy") == 2 })
+			Expect(stat(srv, "cluster.backend.health_check.failure")).To(BeZero())
+			Expect(stat(srv, "cluster.backend.health_check.network_failure")).To(BeZero())
+		})
+
 		It("presents its client certificate to a server that requires one (mTLS)", func() {
 			startBackend(pki.issue("backend", testpki.SANs{DNS: []string{"backend.internal"}}), true)
 			certs := pki.certs("client", pki.issue("edge-proxy", testpki.SANs{URIs: []string{"spiffe://mesh/edge"}}))
@@ -362,6 +644,57 @@ var _ = Describe("TLS", func() {
 			Expect([]any{code, body}).To(Equal([]any{200, "secure"}))
 			Expect(peer.Load()).To(Equal("edge-proxy"))
 		})
+	})
+
+	// The SAN matchers (match_typed_subject_alt_names) on certificates the test CA issues, the
+	// matchers converted from YAML as a user's are.
+	DescribeTable("matching a peer certificate's SANs",
+		func(sans testpki.SANs, matcher string, want bool) {
+			_, ctls := tlsContexts("", "common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+				"}, match_typed_subject_alt_names: ["+matcher+"]}}")
+			leaf := pki.issue("peer", sans)
+			Expect(proxy.MatchSANs(leaf.Cert, ctls.Validation.SANs)).To(Equal(want))
+		},
+		// Regression: an exact DNS matcher was case-sensitive; Envoy's dnsNameMatch lowercases both.
+		Entry("DNS exact, another case", testpki.SANs{DNS: []string{"Backend.Internal"}}, "{san_type: DNS, matcher: {exact: backend.INTERNAL}}", true),
+		Entry("DNS exact, another name", testpki.SANs{DNS: []string{"backend.internal"}}, "{san_type: DNS, matcher: {exact: payments.internal}}", false),
+		Entry("DNS exact, a one-label wildcard SAN", testpki.SANs{DNS: []string{"*.Internal"}}, "{san_type: DNS, matcher: {exact: backend.internal}}", true),
+		Entry("DNS exact, a wildcard SAN for two labels", testpki.SANs{DNS: []string{"*.internal"}}, "{san_type: DNS, matcher: {exact: a.backend.internal}}", false),
+		Entry("DNS exact, a wildcard SAN for no label", testpki.SANs{DNS: []string{"*.backend.internal"}}, "{san_type: DNS, matcher: {exact: backend.internal}}", false),
+		Entry("DNS exact, a partial-label wildcard SAN (refused; Envoy takes it)", testpki.SANs{DNS: []string{"api*.internal"}}, "{san_type: DNS, matcher: {exact: api1.internal}}", false),
+		Entry("DNS suffix is case-sensitive without ignore_case", testpki.SANs{DNS: []string{"backend.INTERNAL"}}, "{san_type: DNS, matcher: {suffix: .internal}}", false),
+		Entry("DNS suffix with ignore_case", testpki.SANs{DNS: []string{"backend.INTERNAL"}}, "{san_type: DNS, matcher: {suffix: .internal, ignore_case: true}}", true),
+		Entry("IP_ADDRESS, IPv4", testpki.SANs{IPs: []string{"10.0.0.1"}}, "{san_type: IP_ADDRESS, matcher: {exact: 10.0.0.1}}", true),
+		Entry("IP_ADDRESS, IPv6", testpki.SANs{IPs: []string{"fd00::1"}}, "{san_type: IP_ADDRESS, matcher: {exact: \"fd00::1\"}}", true),
+		Entry("IP_ADDRESS, another address", testpki.SANs{IPs: []string{"10.0.0.2"}}, "{san_type: IP_ADDRESS, matcher: {exact: 10.0.0.1}}", false),
+		Entry("IP_ADDRESS, not a DNS matcher", testpki.SANs{IPs: []string{"10.0.0.1"}}, "{san_type: DNS, matcher: {exact: 10.0.0.1}}", false),
+		Entry("EMAIL exact", testpki.SANs{Emails: []string{"ops@mesh.example"}}, "{san_type: EMAIL, matcher: {exact: ops@mesh.example}}", true),
+		Entry("EMAIL, another address", testpki.SANs{Emails: []string{"dev@mesh.example"}}, "{san_type: EMAIL, matcher: {exact: ops@mesh.example}}", false),
+		Entry("URI safe_regex, anchored", testpki.SANs{URIs: []string{"spiffe://mesh/ns/prod/sa/web"}},
+			"{san_type: URI, matcher: {safe_regex: {regex: \"spiffe://mesh/ns/[a-z]+/sa/web\"}}}", true),
+		Entry("URI safe_regex matches the whole SAN only", testpki.SANs{URIs: []string{"spiffe://mesh/ns/prod/sa/web2"}},
+			"{san_type: URI, matcher: {safe_regex: {regex: \"spiffe://mesh/ns/[a-z]+/sa/web\"}}}", false),
+		Entry("URI exact with ignore_case", testpki.SANs{URIs: []string{"spiffe://Mesh/Web"}}, "{san_type: URI, matcher: {exact: \"spiffe://mesh/web\", ignore_case: true}}", true),
+		Entry("one of several matchers", testpki.SANs{URIs: []string{"spiffe://mesh/web"}},
+			"{san_type: DNS, matcher: {exact: web.internal}}, {san_type: URI, matcher: {contains: /web}}", true),
+	)
+
+	// Regression: a 16-byte IPv4-mapped IPv6 SAN was unmapped, so it matched "10.0.0.1", where Envoy
+	// sees "::ffff:10.0.0.1".
+	It("reads a 16-byte IPv4-mapped IP SAN as an IPv6 address, as Envoy", func() {
+		_, ctls := tlsContexts("", "common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+			"}, match_typed_subject_alt_names: [{san_type: IP_ADDRESS, matcher: {exact: 10.0.0.1}}]}}")
+		_, mapped := tlsContexts("", "common_tls_context: {validation_context: {trusted_ca: {filename: "+pki.path("ca.pem")+
+			"}, match_typed_subject_alt_names: [{san_type: IP_ADDRESS, matcher: {exact: \"::ffff:10.0.0.1\"}}]}}")
+		leaf, err := pki.ca.Issue("peer", testpki.SANs{}, testpki.RawIPSANs(net.ParseIP("10.0.0.1").To16()))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(leaf.Cert.IPAddresses).To(ConsistOf(HaveLen(16)))
+		Expect(proxy.MatchSANs(leaf.Cert, ctls.Validation.SANs)).To(BeFalse())
+		Expect(proxy.MatchSANs(leaf.Cert, mapped.Validation.SANs)).To(BeTrue())
+		four, err := pki.ca.Issue("peer", testpki.SANs{}, testpki.RawIPSANs(net.ParseIP("10.0.0.1").To4()))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(proxy.MatchSANs(four.Cert, ctls.Validation.SANs)).To(BeTrue())
+		Expect(proxy.MatchSANs(four.Cert, mapped.Validation.SANs)).To(BeFalse())
 	})
 
 	Describe("certificate rotation", func() {
@@ -389,6 +722,37 @@ var _ = Describe("TLS", func() {
 			Expect(serial()).To(Equal(first.Cert.SerialNumber.String()))
 			Expect(srv.Update(bootstrap(tlsB), nil)).To(Succeed())
 			Eventually(serial).Should(Equal(second.Cert.SerialNumber.String()))
+		})
+
+		// Regression: a file was judged unchanged by its inode, size and modification time alone, so a
+		// certificate rewritten in place with the same size and time was never re-read.
+		It("re-reads a certificate rewritten in place with the same size and modification time", func() {
+			clk := fakeClock()
+			first := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}})
+			var second *testpki.Leaf
+			for range 100 { // an ECDSA signature's length varies by a byte or two: find one of the same
+				if l := pki.issue("proxy", testpki.SANs{DNS: []string{"proxy.internal"}}); len(l.CertPEM) == len(first.CertPEM) && len(l.KeyPEM) == len(first.KeyPEM) {
+					second = l
+					break
+				}
+			}
+			Expect(second).NotTo(BeNil(), "no certificate of the same size in 100 tries")
+			backend := newUpstream(ok)
+			_, url := startTLS("common_tls_context: {"+pki.certs("server", first)+"}", "", backend.addr(), proxy.Options{Clock: clk})
+			serial := func() string {
+				_, _, st, err := getVia(httpsClient(pki.ca.Pool(), nil), url+"/")
+				Expect(err).NotTo(HaveOccurred())
+				return st.PeerCertificates[0].SerialNumber.String()
+			}
+			Expect(serial()).To(Equal(first.Cert.SerialNumber.String()))
+			for name, b := range map[string][]byte{"server.pem": second.CertPEM, "server-key.pem": second.KeyPEM} {
+				info, err := os.Stat(pki.path(name))
+				Expect(err).NotTo(HaveOccurred())
+				pki.write(name, b)
+				Expect(os.Chtimes(pki.path(name), info.ModTime(), info.ModTime())).To(Succeed())
+			}
+			clk.Step(time.Second)
+			Expect(serial()).To(Equal(second.Cert.SerialNumber.String()))
 		})
 
 		It("serves new connections the new certificate once its files changed, under load, with no failed request", func() {

@@ -47,9 +47,25 @@ func newH1Upstream(addr string, use upstreamUse, dial func(ctx context.Context, 
 	return p
 }
 
-// healthCheckDialer opens a health checker's connections: no stats, TCP keep-alive as the pool's, and
-// the cluster's connect_timeout (the pool's dials outlive the check that asked for them).
-func healthCheckDialer(connectTimeout time.Duration) func(ctx context.Context, addr string) (net.Conn, error) {
+// healthCheckDialer opens a health checker's connections: no connection stats, TCP keep-alive as the
+// pool's, and the cluster's connect_timeout (the pool's dials outlive the check that asked for them).
+// On a cluster with a TLS transport socket (t non-nil) the connection is handshaken as the pool's are,
+// within the same connect_timeout, and counted in the cluster's ssl stats: Envoy's health checkers open
+// their connections with the host's createHealthCheckConnection, on the cluster's transport socket
+// factory (source/common/upstream/upstream_impl.cc), so a check of a TLS host is itself TLS.
+func healthCheckDialer(connectTimeout time.Duration, t *tlsContext) func(ctx context.Context, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
-	return func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		dialed := time.Now() // socket deadlines are on the real clock, as the pool's dialer
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil || t == nil {
+			return conn, err
+		}
+		tc, err := t.clientHandshake(ctx, conn, dialed.Add(connectTimeout))
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
 }

@@ -71,9 +71,10 @@ func (d DataSource) Read() ([]byte, error) {
 }
 
 // Validation is a CertificateValidationContext: the peer's chain is verified against TrustedCA (when
-// set) and its subject alternative names against SANs (when set: one must match).
+// set) and its subject alternative names against SANs (when set: one must match). SANs are refused
+// without TrustedCA, as in Envoy.
 type Validation struct {
-	TrustedCA *DataSource // trusted_ca; nil: the chain is not verified
+	TrustedCA *DataSource // trusted_ca; nil: the chain is not verified (and SANs is empty)
 	SANs      []SANMatcher
 }
 
@@ -146,19 +147,16 @@ func CipherName(id uint16) string {
 	return tls.CipherSuiteName(id)
 }
 
-// Envoy's default cipher lists (non-FIPS builds; common.proto, TlsParameters.cipher_suites). Their
+// Envoy's default cipher lists (non-FIPS builds; common.proto, TlsParameters.cipher_suites, as of
+// the pinned go-control-plane envoy v1.40.0): the server's and the client's are the same six ECDHE
+// AEAD suites (older Envoys also offered CBC and RSA key exchange suites to clients; no longer). The
 // "[A|B]" equal-preference groups are flattened: crypto/tls orders suites itself.
 var (
 	defaultServerCiphers = []string{
 		"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-GCM-SHA256",
-		"ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256",
-		"AES128-SHA", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-SHA",
-		"ECDHE-RSA-AES256-SHA", "AES256-GCM-SHA384", "AES256-SHA",
-	}
-	defaultClientCiphers = []string{
-		"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-GCM-SHA256",
 		"ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
 	}
+	defaultClientCiphers = defaultServerCiphers
 )
 
 // tlsVersions are TlsParameters.TlsProtocol's values as crypto/tls versions (TLS_AUTO: 0, the default).
@@ -324,6 +322,13 @@ func (c *converter) validation(vc *tlsv3.CertificateValidationContext, path stri
 		if ok {
 			out.SANs = append(out.SANs, SANMatcher{Type: m.GetSanType().String(), Match: sm})
 		}
+	}
+	// Envoy refuses SAN matchers without a trusted CA: a SAN alone proves nothing, as anyone can
+	// issue a certificate with any SAN (CertificateValidationContextConfigImpl::initialize, "SAN-based
+	// verification of peer certificates without trusted CA is insecure and not allowed").
+	if len(vc.GetMatchTypedSubjectAltNames()) > 0 && vc.GetTrustedCa() == nil {
+		c.fail(joinPath(path, "match_typed_subject_alt_names"),
+			"SAN-based verification of peer certificates without trusted_ca is insecure and not allowed: set trusted_ca too")
 	}
 	return out
 }

@@ -76,8 +76,11 @@ var _ = Describe("TLS transport sockets", func() {
 		Expect(t.Certificates).To(HaveLen(1))
 		Expect(t.Certificates[0].Chain.Filename).To(HaveSuffix("cert.pem"))
 		Expect([]uint16{t.MinVersion, t.MaxVersion}).To(Equal([]uint16{tls.VersionTLS12, tls.VersionTLS13}))
-		Expect(t.CipherSuites).To(HaveLen(14)) // Envoy's default server list, all of it in Go
-		Expect(t.CipherSuites).To(ContainElement(tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256))
+		// Envoy's default server list (common.proto, v1.40.0): the six ECDHE AEAD suites, as the
+		// client's. Regression: an older, 14-suite list with CBC and RSA key exchange suites.
+		Expect(t.CipherSuites).To(ConsistOf(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384))
 		Expect(t.Validation).To(BeNil())
 		Expect(t.ALPN).To(BeNil())
 		Expect(b.Clusters[0].TLS).To(BeNil())
@@ -107,13 +110,17 @@ var _ = Describe("TLS transport sockets", func() {
 
 	It("takes a cluster's SNI and client certificate, with Envoy's client defaults", func() {
 		b := parse(tlsDoc("", "sni: backend.internal, common_tls_context: {"+certs+
-			", validation_context: {match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: backend.internal}}]}}"))
+			", validation_context: {trusted_ca: {filename: "+write("ca.pem", ca.CertPEM)+
+			"}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: backend.internal}}]}}"))
 		t := b.Clusters[0].TLS
 		Expect(t.SNI).To(Equal("backend.internal"))
 		Expect(t.Certificates).To(HaveLen(1))
 		Expect([]uint16{t.MinVersion, t.MaxVersion}).To(Equal([]uint16{tls.VersionTLS12, tls.VersionTLS12}))
-		Expect(t.CipherSuites).To(HaveLen(6)) // Envoy's default client list
-		Expect(t.Validation.TrustedCA).To(BeNil())
+		Expect(t.CipherSuites).To(ConsistOf(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384)) // Envoy's default client list
+		Expect(t.Validation.TrustedCA.Filename).To(HaveSuffix("ca.pem"))
+		Expect(t.Validation.SANs).To(HaveLen(1))
 	})
 
 	DescribeTable("rejects, by field path",
@@ -153,6 +160,14 @@ var _ = Describe("TLS transport sockets", func() {
 		Entry("a trusted CA that is not PEM",
 			"", "common_tls_context: {validation_context: {trusted_ca: {inline_string: garbage}}}",
 			tlsErr(usPath+".common_tls_context.validation_context.trusted_ca", "no PEM CERTIFICATE block found")),
+		// Regression: SAN matchers without trusted_ca loaded, and any self-made certificate with the
+		// SAN passed.
+		Entry("SAN matchers without trusted_ca on a cluster",
+			"", "common_tls_context: {validation_context: {match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: backend.internal}}]}}",
+			tlsErr(usPath+".common_tls_context.validation_context.match_typed_subject_alt_names", "without trusted_ca is insecure and not allowed")),
+		Entry("SAN matchers without trusted_ca on a listener",
+			"common_tls_context: {validation_context: {match_typed_subject_alt_names: [{san_type: URI, matcher: {prefix: \"spiffe://mesh/\"}}]}, CERTS}", "",
+			tlsErr(dsPath+".common_tls_context.validation_context.match_typed_subject_alt_names", "without trusted_ca is insecure and not allowed")),
 		Entry("two client certificates",
 			"", "common_tls_context: {tls_certificates: [{certificate_chain: {filename: DIR/cert.pem}, private_key: {filename: DIR/key.pem}}, {certificate_chain: {filename: DIR/cert.pem}, private_key: {filename: DIR/key.pem}}]}",
 			tlsErr(usPath+".common_tls_context.tls_certificates", "at most one client certificate, got 2")),

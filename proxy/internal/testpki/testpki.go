@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -61,8 +62,36 @@ func NewCA(name string) (*CA, error) {
 	return &CA{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}, nil
 }
 
-// Issue makes a leaf certificate for cn with sans, usable by servers and clients.
-func (ca *CA) Issue(cn string, sans SANs) (*Leaf, error) {
+// Option adjusts a leaf certificate before it is issued.
+type Option func(*x509.Certificate)
+
+// OnlyUsage issues a leaf with the single extended key usage u (e.g. x509.ExtKeyUsageServerAuth: a
+// certificate a server may present but a client may not).
+func OnlyUsage(u x509.ExtKeyUsage) Option {
+	return func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{u} }
+}
+
+// RawIPSANs issues a leaf whose only SANs are these IP addresses, encoded as given (4 or 16 bytes):
+// crypto/x509 writes an IPv4-mapped IPv6 address (::ffff:10.0.0.1) as its 4 IPv4 bytes, and a
+// certificate from another issuer may hold the 16.
+func RawIPSANs(raw ...[]byte) Option {
+	return func(c *x509.Certificate) {
+		names := make([]asn1.RawValue, 0, len(raw))
+		for _, ip := range raw {
+			names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 7, Bytes: ip}) // iPAddress [7]
+		}
+		v, err := asn1.Marshal(names)
+		if err != nil {
+			panic(err) // a sequence of raw values always marshals
+		}
+		c.DNSNames, c.EmailAddresses, c.IPAddresses, c.URIs = nil, nil, nil, nil
+		c.ExtraExtensions = append(c.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: v})
+	}
+}
+
+// Issue makes a leaf certificate for cn with sans, usable by servers and clients (both extended key
+// usages) unless an option says otherwise.
+func (ca *CA) Issue(cn string, sans SANs, opts ...Option) (*Leaf, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -81,6 +110,9 @@ func (ca *CA) Issue(cn string, sans SANs) (*Leaf, error) {
 			return nil, err
 		}
 		tmpl.URIs = append(tmpl.URIs, parsed)
+	}
+	for _, o := range opts {
+		o(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
