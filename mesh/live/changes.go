@@ -14,7 +14,6 @@ import (
 	"github.com/meshproof/meshproof/proxy/xds"
 	"github.com/meshproof/meshproof/reports/record"
 	"github.com/meshproof/meshproof/scenarios"
-	"google.golang.org/protobuf/proto"
 )
 
 // initialVersion is the version of the configuration a changed proxy starts with (its scenario
@@ -81,27 +80,17 @@ func (t *topology) startDynamicProxy(p *plan.Plan, px plan.Proxy, addrs map[stri
 	}
 	popts := t.proxyOptions(p, px.Name, px.Name, px.Name)
 	popts.Bootstrap = b
-	first := *cfg
-	first.Listeners = nil // as Envoy's: the listener starts with its first routes
-	srv, err := proxy.New(&first, popts)
+	srv, err := xds.NewServer(cfg, popts)
 	if err != nil {
 		return nil, err
 	}
-	srv.SetInitializing(true)
 	if err := srv.Start(); err != nil {
 		return nil, err
 	}
 	ready := make(chan struct{})
 	var once sync.Once
 	client, err := xds.New(xds.Options{Bootstrap: b, Config: cfg, Stats: srv.Stats(),
-		Applier: xds.ApplierFunc(func(c *config.Bootstrap, dump proto.Message) error {
-			if err := srv.Update(c, dump); err != nil {
-				return err
-			}
-			srv.SetInitializing(false)
-			once.Do(func() { close(ready) })
-			return nil
-		})})
+		Applier: xds.ServerApplier(srv, func(*config.Bootstrap) { once.Do(func() { close(ready) }) })})
 	if err != nil {
 		_ = srv.Close()
 		return nil, err
@@ -117,8 +106,7 @@ func (t *topology) startDynamicProxy(p *plan.Plan, px plan.Proxy, addrs map[stri
 	}
 	wctx, wcancel := context.WithTimeout(t.changes.ctx, readyTimeout)
 	defer wcancel()
-	switch outcome, _, detail := t.changes.cp.Wait(wctx, px.Name, initialVersion); outcome {
-	case record.ChangeRejected:
+	if outcome, _, detail := t.changes.cp.Wait(wctx, px.Name, initialVersion); outcome == record.ChangeRejected {
 		_ = srv.Close()
 		return nil, fmt.Errorf("its first configuration from the control plane was rejected: %s", detail)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/xds"
 )
 
 // Usage is the command's usage line; name is how it is invoked ("meshproof proxy", "meshproof-proxy").
@@ -115,28 +116,21 @@ func Run(ctx context.Context, env Env, name string, args []string, stdout, stder
 		opts.TracerProvider = tp
 		fmt.Fprintf(stdout, "tracing to %s\n", tc.OTLPEndpoint)
 	}
-	first := cfg
+	newServer := proxy.New
 	if cfg.Dynamic != nil {
-		// The listeners start once the xDS client has a first configuration, as Envoy's workers
-		// start after its initialisation (the initial fetch, bounded by initial_fetch_timeout).
-		static := *cfg
-		static.Listeners = nil
-		first = &static
+		newServer = xds.NewServer // its listeners start with the first configuration the client applies
 	}
-	srv, err := proxy.New(first, opts)
+	srv, err := newServer(cfg, opts)
 	if err != nil {
 		cli.PrintErr(stderr, err)
 		return cli.ExitInvalid
-	}
-	if cfg.Dynamic != nil {
-		srv.SetInitializing(true) // /ready answers 503 INITIALIZING until the first configuration
 	}
 	if err := srv.Start(); err != nil {
 		cli.PrintErr(stderr, err)
 		return cli.ExitFailed
 	}
 	out := &listenerPrinter{w: stdout, srv: srv, seen: map[string]string{}}
-	out.print(first)
+	out.print(cfg) // the listeners started (none yet when they come over xDS)
 	if a := srv.AdminAddr(); a != "" {
 		fmt.Fprintf(stdout, "admin on %s\n", a)
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
@@ -21,15 +20,8 @@ func runXDS(ctx context.Context, cfg *config.Bootstrap, raw *bootstrapv3.Bootstr
 	client, err := xds.New(xds.Options{
 		Bootstrap: raw,
 		Config:    cfg,
-		Applier: xds.ApplierFunc(func(c *config.Bootstrap, dump proto.Message) error {
-			if err := srv.Update(c, dump); err != nil {
-				return err
-			}
-			srv.SetInitializing(false)
-			out.print(c)
-			return nil
-		}),
-		Stats: srv.Stats(),
+		Applier:   xds.ServerApplier(srv, out.print),
+		Stats:     srv.Stats(),
 		OnEvent: func(e xds.Event) {
 			switch e.Kind {
 			case xds.EventNACK, xds.EventApplyFailed:
