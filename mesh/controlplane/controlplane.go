@@ -219,8 +219,7 @@ func (s *Server) Wait(ctx context.Context, node, version string) (outcome string
 func (s *Server) Bootstrap(node string, static *bootstrapv3.Bootstrap) (*bootstrapv3.Bootstrap, error) {
 	b := proto.Clone(static).(*bootstrapv3.Bootstrap)
 	b.Node = &corev3.Node{Id: node, Cluster: node}
-	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-		ResourceApiVersion: corev3.ApiVersion_V3}
+	ads := adsSource()
 	err := eachHCM(b, func(l *listenerv3.Listener, f *listenerv3.Filter, hcm *hcmv3.HttpConnectionManager) error {
 		rc := hcm.GetRouteConfig()
 		if rc == nil {
@@ -271,8 +270,7 @@ func (s *Server) Bootstrap(node string, static *bootstrapv3.Bootstrap) (*bootstr
 // generated static bootstrap) for node: every cluster becomes an EDS cluster over ADS, its endpoints
 // a ClusterLoadAssignment of its own.
 func (s *Server) Push(ctx context.Context, node, version string, static *bootstrapv3.Bootstrap) error {
-	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-		ResourceApiVersion: corev3.ApiVersion_V3}
+	ads := adsSource()
 	res := map[resource.Type][]types.Resource{}
 	for _, t := range watched {
 		res[t] = []types.Resource{}
@@ -334,4 +332,10 @@ func eachHCM(b *bootstrapv3.Bootstrap, fn func(*listenerv3.Listener, *listenerv3
 		}
 	}
 	return nil
+}
+
+// adsSource is a config source over the ADS stream, v3 resources.
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion: corev3.ApiVersion_V3}
 }

@@ -31,8 +31,8 @@ type changes struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	errs []error // pushes that failed
+	mu      sync.Mutex
+	pushErr error // the first push that failed
 }
 
 func startChanges() (*changes, error) {
@@ -55,10 +55,7 @@ func (c *changes) close() {
 func (c *changes) err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.errs) > 0 {
-		return c.errs[0]
-	}
-	return nil
+	return c.pushErr
 }
 
 // startDynamicProxy starts the proxy px of a scenario with changes: it takes its routes, clusters and
@@ -164,7 +161,9 @@ func (t *topology) schedule(p *plan.Plan, origin time.Time, addrs map[string]str
 			}
 			if err != nil && ctx.Err() == nil {
 				t.changes.mu.Lock()
-				t.changes.errs = append(t.changes.errs, fmt.Errorf("changes[%d]: %w", i, err))
+				if t.changes.pushErr == nil {
+					t.changes.pushErr = fmt.Errorf("changes[%d]: %w", i, err)
+				}
 				t.changes.mu.Unlock()
 			}
 		}
