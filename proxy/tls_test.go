@@ -259,6 +259,26 @@ var _ = Describe("TLS", func() {
 			})
 		}
 
+		// expectRogueClientRefused sends a request with a certificate (with sans) that another CA
+		// issued — sent although the certificate request names the mesh's CA only (Go's client would
+		// send none) — and expects the listener to refuse it: fail_verify_error, no handshake.
+		expectRogueClientRefused := func(srv *proxy.Server, url string, sans testpki.SANs) {
+			GinkgoHelper()
+			rogue, err := testpki.NewCA("rogue")
+			Expect(err).NotTo(HaveOccurred())
+			forged, err := rogue.Issue("frontend", sans)
+			Expect(err).NotTo(HaveOccurred())
+			var (
+				asked     [][]byte
+				requested bool
+			)
+			_, _, _, err = getVia(askedFor(forged, &asked, &requested), url+"/")
+			Expect(err).To(HaveOccurred())
+			Expect(requested).To(BeTrue())
+			Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_error") }).Should(Equal(uint64(1)))
+			Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+		}
+
 		// Regression: a validation_context with neither trusted_ca nor SAN matchers asked for a client
 		// certificate, where Envoy (SSL_VERIFY_NONE) asks for none.
 		It("asks for no client certificate when the validation_context has neither trusted_ca nor SANs", func() {
@@ -309,20 +329,7 @@ var _ = Describe("TLS", func() {
 			})
 
 			It("verifies a certificate that is sent: another CA's is refused (fail_verify_error)", func() {
-				rogue, err := testpki.NewCA("rogue")
-				Expect(err).NotTo(HaveOccurred())
-				forged, err := rogue.Issue("frontend", testpki.SANs{})
-				Expect(err).NotTo(HaveOccurred())
-				var (
-					asked     [][]byte
-					requested bool
-				)
-				// Sent although the request names another CA (Go's client would otherwise send none).
-				_, _, _, err = getVia(askedFor(forged, &asked, &requested), url+"/")
-				Expect(err).To(HaveOccurred())
-				Expect(requested).To(BeTrue())
-				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_error") }).Should(Equal(uint64(1)))
-				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+				expectRogueClientRefused(srv, url, testpki.SANs{})
 			})
 		})
 
@@ -393,20 +400,7 @@ var _ = Describe("TLS", func() {
 			})
 
 			It("refuses a client whose certificate another CA issued (fail_verify_error)", func() {
-				rogue, err := testpki.NewCA("rogue")
-				Expect(err).NotTo(HaveOccurred())
-				forged, err := rogue.Issue("frontend", testpki.SANs{URIs: []string{"spiffe://mesh/frontend"}})
-				Expect(err).NotTo(HaveOccurred())
-				var (
-					asked     [][]byte
-					requested bool
-				)
-				// Sent although the request names the mesh CA only (Go's client would send none).
-				_, _, _, err = getVia(askedFor(forged, &asked, &requested), url+"/")
-				Expect(err).To(HaveOccurred())
-				Expect(requested).To(BeTrue())
-				Eventually(func() uint64 { return stat(srv, sslListener+"fail_verify_error") }).Should(Equal(uint64(1)))
-				Expect(stat(srv, sslListener+"handshake")).To(BeZero())
+				expectRogueClientRefused(srv, url, testpki.SANs{URIs: []string{"spiffe://mesh/frontend"}})
 			})
 		})
 	})

@@ -89,16 +89,7 @@ var _ = Describe("Server.Update", func() {
 		Expect(srv.Start()).To(Succeed())
 		DeferCleanup(srv.Close)
 		url := "http://" + srv.ListenerAddr("edge") + "/"
-		type result struct {
-			code int
-			body string
-		}
-		got := make(chan result, 1)
-		go func() {
-			defer GinkgoRecover()
-			code, _, body := get(url)
-			got <- result{code, body}
-		}()
+		got := getInBackground(url)
 		Eventually(slow.requests.Load).Should(Equal(int64(1)))
 
 		Expect(srv.Update(bootstrapTo("b", b.addr()), nil)).To(Succeed())
@@ -106,9 +97,9 @@ var _ = Describe("Server.Update", func() {
 		Expect(code).To(Equal(200))
 		Expect(body).To(Equal("b")) // a new request: the new routes
 		close(release)
-		var r result
+		var r answer
 		Eventually(got).Should(Receive(&r))
-		Expect(r).To(Equal(result{200, "slow"})) // the old one: its cluster, removed since
+		Expect(r).To(Equal(answer{200, "slow"})) // the old one: its cluster, removed since
 		Expect(stat(srv, "cluster_manager.cluster_removed")).To(Equal(uint64(1)))
 	})
 
@@ -224,28 +215,12 @@ var _ = Describe("Server.Update", func() {
 			}
 		}
 		x, y = newUpstream(handle(&x)), newUpstream(handle(&y))
-		cfg := func(addrs ...string) *config.Bootstrap {
-			c := bootstrapTo("svc", addrs[0])
-			c.Listeners[0].Routes.VirtualHosts[0].Routes[0].Action.RetryPolicy = retries(1, "5xx")
-			cl := cluster("svc", addrs...)
-			cl.EDS = &config.EDS{ServiceName: "svc"}
-			c.Clusters = []config.Cluster{cl}
-			return c
-		}
+		cfg := edsRetryOnce
 		srv, err := proxy.New(cfg(x.addr(), y.addr()), proxy.Options{})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(srv.Start()).To(Succeed())
 		DeferCleanup(srv.Close)
-		type result struct {
-			code int
-			body string
-		}
-		got := make(chan result, 1)
-		go func() {
-			defer GinkgoRecover()
-			code, _, body := get("http://" + srv.ListenerAddr("edge") + "/")
-			got <- result{code, body}
-		}()
+		got := getInBackground("http://" + srv.ListenerAddr("edge") + "/")
 		Eventually(func() int64 { return x.requests.Load() + y.requests.Load() }).Should(Equal(int64(1)))
 		held, other := x, y
 		if y.requests.Load() == 1 {
@@ -257,7 +232,7 @@ var _ = Describe("Server.Update", func() {
 		z := newUpstream(ok)
 		Expect(srv.Update(cfg(held.addr(), z.addr()), nil)).To(Succeed())
 		close(release)
-		var r result
+		var r answer
 		Eventually(got).WithTimeout(5 * time.Second).Should(Receive(&r))
 		Expect(r.code).To(Equal(200))
 		Expect(other.requests.Load()).To(BeZero())
@@ -274,35 +249,19 @@ var _ = Describe("Server.Update", func() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		})
 		z := newUpstream(func(_ int64, w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "z") })
-		cfg := func(addr string) *config.Bootstrap {
-			c := bootstrapTo("svc", addr)
-			c.Listeners[0].Routes.VirtualHosts[0].Routes[0].Action.RetryPolicy = retries(1, "5xx")
-			cl := cluster("svc", addr)
-			cl.EDS = &config.EDS{ServiceName: "svc"}
-			c.Clusters = []config.Cluster{cl}
-			return c
-		}
+		cfg := edsRetryOnce
 		srv, err := proxy.New(cfg(x.addr()), proxy.Options{})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(srv.Start()).To(Succeed())
 		DeferCleanup(srv.Close)
-		type result struct {
-			code int
-			body string
-		}
-		got := make(chan result, 1)
-		go func() {
-			defer GinkgoRecover()
-			code, _, body := get("http://" + srv.ListenerAddr("edge") + "/")
-			got <- result{code, body}
-		}()
+		got := getInBackground("http://" + srv.ListenerAddr("edge") + "/")
 		Eventually(x.requests.Load).Should(Equal(int64(1)))
 
 		Expect(srv.Update(cfg(z.addr()), nil)).To(Succeed()) // x leaves, z joins
 		close(release)
-		var r result
+		var r answer
 		Eventually(got).WithTimeout(5 * time.Second).Should(Receive(&r))
-		Expect(r).To(Equal(result{200, "z"}))
+		Expect(r).To(Equal(answer{200, "z"}))
 		Expect(x.requests.Load()).To(Equal(int64(1)))
 		Expect(z.requests.Load()).To(Equal(int64(1)))
 		Expect(stat(srv, "cluster.svc.upstream_rq_retry")).To(Equal(uint64(1)))
@@ -560,3 +519,30 @@ var _ = Describe("Server.Update", func() {
 		Expect(body).To(MatchRegexp(`"version_info":\s*"v7"`))
 	})
 })
+
+// answer is a response's status and body.
+type answer struct {
+	code int
+	body string
+}
+
+// getInBackground sends GET url from another goroutine; its answer comes on the channel.
+func getInBackground(url string) <-chan answer {
+	got := make(chan answer, 1)
+	go func() {
+		defer GinkgoRecover()
+		code, _, body := get(url)
+		got <- answer{code, body}
+	}()
+	return got
+}
+
+// edsRetryOnce routes everything to svc, an EDS cluster of addrs, retrying a 5xx once.
+func edsRetryOnce(addrs ...string) *config.Bootstrap {
+	c := bootstrapTo("svc", addrs[0])
+	c.Listeners[0].Routes.VirtualHosts[0].Routes[0].Action.RetryPolicy = retries(1, "5xx")
+	cl := cluster("svc", addrs...)
+	cl.EDS = &config.EDS{ServiceName: "svc"}
+	c.Clusters = []config.Cluster{cl}
+	return c
+}
