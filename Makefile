@@ -22,10 +22,10 @@ FUZZ_TARGETS := \
 	./mesh/load:FuzzReadResponse \
 	./cmd/meshproof:FuzzLoadFlags
 
-.PHONY: help build build-proxy image-proxy test test-fast lint fmt fuzz fuzz-report demo examples image bench-load bench-proxy bench-reload bench-mesh soak clean
+.PHONY: help build build-proxy image-proxy test test-fast lint fmt fuzz fuzz-report demo examples image bench-load bench-proxy bench-proxy-h2tls bench-reload bench-mesh soak clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/meshproof (static, CGO_ENABLED=0)
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/meshproof
@@ -82,6 +82,10 @@ bench-load: ## meshproof load side by side with vegeta and wrk (and fortio when 
 
 bench-proxy: ## meshproof's proxy vs HAProxy and nginx, one core each: start-up, RSS, CPU per request, throughput, added latency (5 rounds, ~20 min)
 	bash proxy/bench/run.sh
+
+H2TLS_ROUNDS ?= 3
+bench-proxy-h2tls: ## bench-proxy's TLS and HTTP/2 rows only (#16): TLS 1.3 termination (keep-alive, a handshake per request) and h2load over h2c and h2+TLS, vs HAProxy and nginx (3 rounds, ~8 min)
+	ROUNDS=$(H2TLS_ROUNDS) PHASES="tls h2" bash proxy/bench/run.sh
 
 RELOAD_FLAGS ?=
 bench-reload: build build-proxy ## hot reload under load (#17): 100 SIGHUP reloads at 70% of the proxy's capacity, open loop, vs none; 3 rounds (~4 min)

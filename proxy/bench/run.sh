@@ -19,6 +19,16 @@
 #          after: allocations and heap bytes per proxied request.
 #   open   open loop at 30% of the lowest saturation rate of `closed` (or OPEN_RATE): added p50/p99/p99.9
 #          over the direct baseline, coordinated-omission corrected.
+#   tls    TLS termination (`make bench-proxy-h2tls`): each proxy terminates TLS 1.3 (an ECDSA P-256
+#          certificate made with openssl per run; ALPN http/1.1) and forwards plain HTTP/1.1 to the
+#          backend. Two rows, closed loop: `wrk -t1 -c64` over https with keep-alive (the per-request
+#          cost of TLS records), and the same with `Connection: close` (a full handshake per request).
+#   h2     HTTP/2 in front (`make bench-proxy-h2tls`): `h2load -t1 -c64 -m10` against each proxy's h2
+#          listener, forwarding HTTP/1.1 to the backend: h2c with prior knowledge, and h2 over TLS 1.3
+#          negotiated by ALPN. meshproof's rows run only when it speaks HTTP/2 (its listener answers
+#          h2load, and its config takes ALPN h2); else they are skipped with a message.
+#          Each row of tls and h2 reports throughput and the CPU the proxy used per request (the
+#          latter holds better on a busy machine), and meshproof's allocations per request.
 #   Then meshproof's peak RSS (VmHWM) over the long-lived phases.
 #
 # meshproof runs with realistic features on: a retry policy (5xx,reset,connect-failure; 2 retries),
@@ -26,11 +36,16 @@
 # (HCM tracing.random_sampling), exporting OTLP/HTTP to a discarding sink (an nginx `return 200` on CPU 0).
 # It is the proxy-only binary (cmd/meshproof-proxy) when that builds, else `meshproof proxy`.
 #
-# Installs haproxy, nginx and wrk with apt-get when absent. About 20 minutes with the defaults; stops
-# everything it started. Environment: ROUNDS (5), DURATION (10s), PHASES ("start cpu closed open"),
+# Installs haproxy, nginx, wrk (and, for tls and h2, openssl and nghttp2-client's h2load) with apt-get
+# when absent. About 20 minutes with the defaults; stops everything it started. The tls and h2 phases
+# add listeners to the long-lived proxies only when selected (by default the configs are unchanged).
+# Environment: ROUNDS (5), DURATION (10s), PHASES ("start cpu closed open"; also "tls h2"),
 # CPU_RATES ("1000 8000"), CPU_DURATION (8s), OPEN_RATE (default: 30% of the lowest saturation),
 # MESHPROOF_BIN (a prebuilt `meshproof` to measure, e.g. to compare two commits; its `proxy` subcommand is
-# then the proxy), RESULTS (a file to also write the raw per-round results to, tab-separated).
+# then the proxy), RESULTS (a file to also write the raw per-round results to, tab-separated),
+# PROFILE (a directory: meshproof runs with --enable-pprof and, in the last round of each tls/h2 row, a
+# CPU profile of its load is saved there as <row>.pprof (DURATION of 5s or more, in seconds);
+# `go tool pprof -top` reads it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -60,6 +75,10 @@ need=()
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
+if phase tls || phase h2; then
+	command -v openssl >/dev/null || need+=(openssl)
+	command -v h2load >/dev/null || ! phase h2 || need+=(nghttp2-client)
+fi
 if [ ${#need[@]} -gt 0 ]; then
 	log "installing: ${need[*]}"
 	apt-get update >/dev/null
@@ -74,6 +93,7 @@ MP_BIN=${MESHPROOF_BIN:-}
 MP_PROXY=() # the command that runs meshproof's proxy
 if [ -z "$MP_BIN" ]; then
 	MP_BIN=$WORK/meshproof
+	log "building meshproof"
 	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$MP_BIN" ./cmd/meshproof)
 	if [ -d "$ROOT/cmd/meshproof-proxy" ]; then
 		(cd "$ROOT" && CGO_ENABLED=0 go build -o "$WORK/meshproof-proxy" ./cmd/meshproof-proxy)
@@ -81,10 +101,21 @@ if [ -z "$MP_BIN" ]; then
 	fi
 fi
 [ ${#MP_PROXY[@]} -gt 0 ] || MP_PROXY=("$MP_BIN" proxy)
+if [ -n "${PROFILE:-}" ]; then
+	mkdir -p "$PROFILE"
+	MP_PROXY+=(--enable-pprof)
+fi
 [ "$(ulimit -n)" -ge 20000 ] || ulimit -n "$(ulimit -Hn)" # HAProxy's maxconn 8000 needs 16k descriptors; 1,000 idle connections
 
 BACKEND=127.0.0.1:18180 HAP=127.0.0.1:18181 NGX=127.0.0.1:18182 MP=127.0.0.1:18183 MPADMIN=127.0.0.1:18184 OTLP=127.0.0.1:18185
-for addr in $BACKEND $HAP $NGX $MP $MPADMIN $OTLP; do
+# The tls and h2 phases' listeners: TLS with ALPN http/1.1, h2c (prior knowledge), TLS with ALPN h2.
+HAP_TLS=127.0.0.1:18186 NGX_TLS=127.0.0.1:18187 MP_TLS=127.0.0.1:18188
+HAP_H2C=127.0.0.1:18189 NGX_H2C=127.0.0.1:18190 MP_H2C=$MP # meshproof's HCM is codec AUTO: its one listener
+HAP_H2S=127.0.0.1:18191 NGX_H2S=127.0.0.1:18192 MP_H2S=127.0.0.1:18193
+EXTRA=()
+! phase tls || EXTRA+=($HAP_TLS $NGX_TLS $MP_TLS)
+! phase h2 || EXTRA+=($HAP_H2C $NGX_H2C $HAP_H2S $NGX_H2S $MP_H2S)
+for addr in $BACKEND $HAP $NGX $MP $MPADMIN $OTLP "${EXTRA[@]}"; do
 	if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
 		log "port ${addr##*:} is in use: is another bench running?"
 		exit 1
@@ -92,6 +123,68 @@ for addr in $BACKEND $HAP $NGX $MP $MPADMIN $OTLP; do
 done
 BODY=$(head -c 1024 /dev/zero | tr '\0' x)
 mkdir -p "$WORK/nginx-backend" "$WORK/nginx-proxy"
+
+# The tls and h2 phases: one ECDSA P-256 certificate per run (CN and SAN 127.0.0.1), and each proxy's
+# extra listeners, TLS 1.3 only, all forwarding HTTP/1.1 to the backend.
+NGX_EXTRA="" HAP_EXTRA="" MP_EXTRA="" MP_EXTRA_H2S=""
+tls_ctx() { # meshproof's DownstreamTlsContext with ALPN $1, indented for a filter chain
+	cat <<CONF
+          transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+              common_tls_context:
+                tls_params: {tls_minimum_protocol_version: TLSv1_3}
+                alpn_protocols: [$1]
+                tls_certificates: [{certificate_chain: {filename: $WORK/tls/cert.pem}, private_key: {filename: $WORK/tls/key.pem}}]
+CONF
+}
+mp_listener() { # name, address, stat prefix, ALPN (empty: clear text): a listener as the ingress one
+	cat <<CONF
+    - name: $1
+      address: {socket_address: {address: 127.0.0.1, port_value: ${2##*:}}}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: $3
+                tracing: {random_sampling: {value: 1}}
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - match: {prefix: /}
+                          route: {cluster: backend, timeout: 5s, retry_policy: {retry_on: "5xx,reset,connect-failure", num_retries: 2}}
+                http_filters:
+                  - {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+CONF
+	[ -z "$4" ] || tls_ctx "$4"
+}
+if phase tls || phase h2; then
+	mkdir -p "$WORK/tls"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+		-addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null
+	cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" > "$WORK/tls/haproxy.pem"
+	NGX_SSL="ssl_certificate $WORK/tls/cert.pem; ssl_certificate_key $WORK/tls/key.pem; ssl_protocols TLSv1.3;"
+	NGX_LOC="location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; }"
+	HAP_SSL="ssl crt $WORK/tls/haproxy.pem ssl-min-ver TLSv1.3"
+fi
+if phase tls; then
+	NGX_EXTRA+="  server { listen $NGX_TLS ssl; $NGX_SSL $NGX_LOC }"$'\n'
+	HAP_EXTRA+="frontend fe_tls"$'\n'"  bind $HAP_TLS $HAP_SSL alpn http/1.1"$'\n'"  default_backend be"$'\n'
+	MP_EXTRA+=$(mp_listener ingress_tls "$MP_TLS" ingress_tls http/1.1)$'\n'
+fi
+if phase h2; then
+	# nginx 1.22 (Debian 12): `listen … http2` (1.25's `http2 on` is not there yet).
+	NGX_EXTRA+="  server { listen $NGX_H2C http2; $NGX_LOC }"$'\n'
+	NGX_EXTRA+="  server { listen $NGX_H2S ssl http2; $NGX_SSL $NGX_LOC }"$'\n'
+	HAP_EXTRA+="frontend fe_h2c"$'\n'"  bind $HAP_H2C proto h2"$'\n'"  default_backend be"$'\n'
+	HAP_EXTRA+="frontend fe_h2s"$'\n'"  bind $HAP_H2S $HAP_SSL alpn h2"$'\n'"  default_backend be"$'\n'
+	# Kept apart: until meshproof speaks HTTP/2 its config refuses ALPN h2 (see the long-lived start).
+	MP_EXTRA_H2S=$(mp_listener ingress_h2s "$MP_H2S" ingress_h2s h2)$'\n'
+fi
 cat > "$WORK/nginx-backend/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $WORK/nginx-backend/pid; error_log /dev/null crit;
 events { worker_connections 4096; }
@@ -105,7 +198,8 @@ worker_processes 1; daemon off; pid $WORK/nginx-proxy/pid; error_log /dev/null c
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   upstream be { server $BACKEND; keepalive 128; keepalive_requests 1000000; }
-  server { listen $NGX; location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+  server { listen $NGX; location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+$NGX_EXTRA}
 CONF
 cat > "$WORK/haproxy.cfg" <<CONF
 global
@@ -120,10 +214,12 @@ defaults
 frontend fe
   bind $HAP
   default_backend be
-backend be
+${HAP_EXTRA}backend be
   server s1 $BACKEND
 CONF
-cat > "$WORK/bootstrap.yaml" <<CONF
+# bootstrap.yaml; with phase h2, bootstrap-h2s.yaml adds the TLS h2 listener.
+mp_bootstrap() {
+	cat <<CONF
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: ${MPADMIN##*:}}}}
 tracing:
   http:
@@ -152,7 +248,7 @@ static_resources:
                           route: {cluster: backend, timeout: 5s, retry_policy: {retry_on: "5xx,reset,connect-failure", num_retries: 2}}
                 http_filters:
                   - {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
+${MP_EXTRA}${MP_EXTRA_H2S}  clusters:
     - name: backend
       type: STATIC
       connect_timeout: 1s
@@ -162,6 +258,9 @@ static_resources:
         cluster_name: backend
         endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: ${BACKEND##*:}}}}}]}]
 CONF
+}
+MP_EXTRA_H2S="" mp_bootstrap > "$WORK/bootstrap.yaml"
+[ -z "$MP_EXTRA_H2S" ] || mp_bootstrap > "$WORK/bootstrap-h2s.yaml"
 
 declare -A ADDR=([direct]=$BACKEND [haproxy]=$HAP [nginx]=$NGX [meshproof]=$MP)
 PEERS=(haproxy nginx meshproof)
@@ -208,14 +307,36 @@ fi
 # The long-lived proxies of the other phases.
 taskset -c 1 "$HAPROXY" -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAPPID=$!
 taskset -c 1 "$NGINX" -c "$WORK/nginx-proxy/nginx.conf" -p "$WORK/nginx-proxy" & PIDS+=($!); NGXPID=$!
-GOMAXPROCS=1 taskset -c 1 "${MP_PROXY[@]}" -c "$WORK/bootstrap.yaml" >"$WORK/meshproof.log" 2>&1 & MPPID=$!; PIDS+=($MPPID)
-declare -A PID=([haproxy]=$HAPPID [nginx]=$NGXPID [meshproof]=$MPPID)
-for addr in $HAP $NGX $MP; do
+# ready URL: wait until it answers 200 (https: any certificate); 0 when it does within 10 s.
+ready() {
 	for i in $(seq 1 100); do
-		curl -fsS -o /dev/null "http://$addr/" 2>/dev/null && break
-		[ "$i" -lt 100 ] || { log "nothing answers on $addr"; cat "$WORK/meshproof.log" >&2; exit 1; }
+		curl -kfsS -o /dev/null "$1" 2>/dev/null && return 0
 		sleep 0.1
 	done
+	return 1
+}
+MP_H2S_OK=0
+if [ -f "$WORK/bootstrap-h2s.yaml" ]; then
+	# A meshproof without HTTP/2 refuses alpn_protocols h2 by its path and exits: then it runs without.
+	GOMAXPROCS=1 taskset -c 1 "${MP_PROXY[@]}" -c "$WORK/bootstrap-h2s.yaml" >"$WORK/meshproof.log" 2>&1 & MPPID=$!
+	if ready "http://$MPADMIN/ready" && kill -0 "$MPPID" 2>/dev/null; then
+		MP_H2S_OK=1
+	else
+		log "meshproof does not take a TLS listener with ALPN h2 (its h2 over TLS row is skipped): $(grep -m1 -i alpn "$WORK/meshproof.log" || head -1 "$WORK/meshproof.log")"
+		stop_proxy "$MPPID"
+	fi
+fi
+if [ "$MP_H2S_OK" = 0 ]; then
+	GOMAXPROCS=1 taskset -c 1 "${MP_PROXY[@]}" -c "$WORK/bootstrap.yaml" >"$WORK/meshproof.log" 2>&1 & MPPID=$!
+fi
+PIDS+=($MPPID)
+declare -A PID=([haproxy]=$HAPPID [nginx]=$NGXPID [meshproof]=$MPPID)
+urls=("http://$HAP/" "http://$NGX/" "http://$MP/")
+! phase tls || urls+=("https://$HAP_TLS/" "https://$NGX_TLS/" "https://$MP_TLS/")
+! phase h2 || urls+=("https://$HAP_H2S/" "https://$NGX_H2S/")
+[ "$MP_H2S_OK" = 0 ] || urls+=("https://$MP_H2S/")
+for u in "${urls[@]}"; do
+	ready "$u" || { log "nothing answers on $u"; cat "$WORK/meshproof.log" >&2; exit 1; }
 done
 
 if phase cpu; then
@@ -235,7 +356,9 @@ if phase cpu; then
 fi
 
 runtime_metric() { curl -fsS "http://$MPADMIN/debug/runtime" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
-rq_total() { curl -fsS "http://$MPADMIN/stats?filter=downstream_rq_total" | awk '$1 == "http.ingress.downstream_rq_total:" {print $2}'; }
+rq_total() { # the downstream_rq_total of the HCM with stat_prefix $1 (default ingress)
+	curl -fsS "http://$MPADMIN/stats?filter=downstream_rq_total" | awk -v k="http.${1:-ingress}.downstream_rq_total:" '$1 == k {print $2}'
+}
 ORDER=(direct haproxy nginx meshproof)
 if phase closed; then
 	log "== closed loop: wrk -t1 -c64 -d$DURATION, $ROUNDS interleaved rounds (load and backend on CPU 0, proxies on CPU 1)"
@@ -271,6 +394,94 @@ if phase open; then
 			printf 'lat\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$r" "$p50" "$p99" "$p999" "$errs" "$held" >> "$R"
 			log "  round $r  $t  p50 ${p50}ms  p99 ${p99}ms  p99.9 ${p999}ms  errors $errs  rate held $held"
 		done
+	done
+fi
+# row NAME TARGET ROUND STAT_PREFIX CMD…: one closed-loop run of CMD (wrk or h2load, on CPU 0) against
+# TARGET, recorded as "row NAME TARGET ROUND req/s errors proxy-CPU-ns requests-answered" (meshproof also:
+# "rowalloc NAME meshproof ROUND objects bytes requests", its requests counted by STAT_PREFIX's
+# downstream_rq_total). Errors: wrk's socket errors and non-2xx; h2load's requests not answered 2xx.
+row() {
+	local name=$1 t=$2 r=$3 prefix=$4 o0 b0 n0 o1 b1 n1 c0 c1 out rps n errs proto prof=""
+	shift 4
+	if [ "$t" = meshproof ]; then
+		o0=$(runtime_metric /gc/heap/allocs:objects) b0=$(runtime_metric /gc/heap/allocs:bytes) n0=$(rq_total "$prefix")
+		if [ -n "${PROFILE:-}" ] && [ "$r" = "$ROUNDS" ] && [ "${DURATION%s}" -ge 5 ]; then
+			# From 1 s into the load to 2 s before its end.
+			(sleep 1; curl -fsS -o "$PROFILE/$name.pprof" "http://$MPADMIN/debug/pprof/profile?seconds=$((${DURATION%s} - 3))") & prof=$!
+		fi
+	fi
+	c0=$($PROBE cpu "${PID[$t]}")
+	out=$(taskset -c 0 timeout $((${DURATION%s} + 30)) "$@" 2>&1) || true
+	c1=$($PROBE cpu "${PID[$t]}")
+	[ -z "$prof" ] || wait "$prof" || log "  (no profile: is --enable-pprof taken?)"
+	if [ "$1" = wrk ]; then
+		rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+		n=$(awk '/requests in/ {print $1}' <<<"$out")
+		errs=$(awk '/Socket errors/ {gsub(/[^0-9 ]/, ""); for (i = 1; i <= NF; i++) s += $i} /Non-2xx/ {s += $NF} END {print s + 0}' <<<"$out")
+		n=$((n - errs)) proto=http/1.1
+	else
+		rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+		read -r n errs < <(awk '/^requests:/ {total = $2} /^status codes:/ {ok = $3} END {print ok + 0, total - ok}' <<<"$out")
+		proto=$(awk '/Application protocol:/ {print $3}' <<<"$out")
+	fi
+	if [ -z "$rps" ]; then
+		log "  round $r  $t  $name: no result from $1:"; log "$out"; rps=0 n=0 errs=0
+	fi
+	printf 'row\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "$rps" "$errs" "$((c1 - c0))" "$n" >> "$R"
+	if [ "$t" = meshproof ]; then
+		o1=$(runtime_metric /gc/heap/allocs:objects) b1=$(runtime_metric /gc/heap/allocs:bytes) n1=$(rq_total "$prefix")
+		printf 'rowalloc\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" $((o1 - o0)) $((b1 - b0)) $((n1 - n0)) >> "$R"
+	fi
+	log "  round $r  $t  $rps req/s  $(python3 -c "print(f'{($c1 - $c0) / 1000 / max($n, 1):.1f}')") µs of CPU per request  ($proto, errors $errs)"
+}
+tls_info() { # the version, suite and signature each proxy negotiates with OpenSSL's client
+	for t in "${PEERS[@]}"; do
+		log "  $t: $(openssl s_client -connect "$1" -alpn "$2" -brief </dev/null 2>&1 |
+			awk -F': ' '/Protocol version|Ciphersuite|Peer signature type|Negotiated TLS1.3 group|ALPN/ {printf "%s %s; ", $1, $2}')"
+		shift 2
+	done
+}
+declare -A TLSADDR=([haproxy]=$HAP_TLS [nginx]=$NGX_TLS [meshproof]=$MP_TLS)
+declare -A H2C=([haproxy]=$HAP_H2C [nginx]=$NGX_H2C [meshproof]=$MP_H2C)
+declare -A H2S=([haproxy]=$HAP_H2S [nginx]=$NGX_H2S [meshproof]=$MP_H2S)
+if phase tls; then
+	log "== TLS 1.3 termination (ECDSA P-256), HTTP/1.1 to the backend; what each negotiates with openssl s_client:"
+	tls_info "$HAP_TLS" http/1.1 "$NGX_TLS" http/1.1 "$MP_TLS" http/1.1
+	log "== tls-keepalive: wrk -t1 -c64 -d$DURATION over https, keep-alive, $ROUNDS interleaved rounds"
+	for r in $(seq 1 "$ROUNDS"); do
+		for t in "${PEERS[@]}"; do row tls-keepalive "$t" "$r" ingress_tls wrk -t1 -c64 -d"$DURATION" "https://${TLSADDR[$t]}/"; done
+	done
+	log "== tls-handshake: the same with Connection: close (a full TLS 1.3 handshake per request), $ROUNDS interleaved rounds"
+	for r in $(seq 1 "$ROUNDS"); do
+		for t in "${PEERS[@]}"; do
+			row tls-handshake "$t" "$r" ingress_tls wrk -t1 -c64 -d"$DURATION" -H "Connection: close" "https://${TLSADDR[$t]}/"
+		done
+	done
+fi
+if phase h2; then
+	H2PEERS=(haproxy nginx)
+	# meshproof's HCM is codec AUTO on its clear-text listener: it speaks h2c once it knows the preface.
+	if taskset -c 0 timeout 10 h2load -n4 -c1 "http://$MP_H2C/" 2>&1 | grep -q '^status codes: 4 2xx'; then
+		H2PEERS+=(meshproof)
+	else
+		log "meshproof does not answer h2c with prior knowledge on $MP_H2C: its h2c row is skipped"
+		printf 'skip\th2c\tmeshproof\tno HTTP/2 (h2c prior knowledge not answered)\n' >> "$R"
+	fi
+	log "== h2c: h2load -t1 -c64 -m10 -D $DURATION, prior knowledge, HTTP/1.1 to the backend, $ROUNDS interleaved rounds"
+	for r in $(seq 1 "$ROUNDS"); do
+		for t in "${H2PEERS[@]}"; do row h2c "$t" "$r" ingress h2load -t1 -c64 -m10 -D "${DURATION%s}" "http://${H2C[$t]}/"; done
+	done
+	H2PEERS=(haproxy nginx)
+	if [ "$MP_H2S_OK" = 1 ]; then
+		H2PEERS+=(meshproof)
+		log "== h2 over TLS 1.3; what each negotiates with openssl s_client:"
+		tls_info "$HAP_H2S" h2 "$NGX_H2S" h2 "$MP_H2S" h2
+	else
+		printf 'skip\th2-tls\tmeshproof\tno HTTP/2 (its config refuses ALPN h2)\n' >> "$R"
+	fi
+	log "== h2-tls: h2load -t1 -c64 -m10 -D $DURATION over TLS 1.3, ALPN h2, HTTP/1.1 to the backend, $ROUNDS interleaved rounds"
+	for r in $(seq 1 "$ROUNDS"); do
+		for t in "${H2PEERS[@]}"; do row h2-tls "$t" "$r" ingress_h2s h2load -t1 -c64 -m10 -D "${DURATION%s}" "https://${H2S[$t]}/"; done
 	done
 fi
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$MPPID/status")

@@ -7,6 +7,12 @@ import statistics
 import sys
 
 PEERS = ["haproxy", "nginx", "meshproof"]
+ROWS = {
+    "tls-keepalive": "TLS 1.3 termination, wrk -t1 -c64 over https, keep-alive",
+    "tls-handshake": "TLS 1.3 termination, wrk -t1 -c64 over https, Connection: close (a handshake per request)",
+    "h2c": "HTTP/2 with prior knowledge, h2load -t1 -c64 -m10",
+    "h2-tls": "HTTP/2 over TLS 1.3 (ALPN h2), h2load -t1 -c64 -m10",
+}
 
 
 def stat(xs, fmt):
@@ -41,6 +47,10 @@ def main(path):
     lat = collections.defaultdict(list)
     alloc = [0, 0, 0]
     rss_kb = None
+    # the tls and h2 phases' rows: name -> target -> [(req/s, errors, CPU ns, requests answered)]
+    named = collections.defaultdict(lambda: collections.defaultdict(list))
+    named_alloc = collections.defaultdict(lambda: [0, 0, 0])
+    skipped = {}
     for r in rows:
         if r[0] == "start":
             t = r[1]
@@ -58,6 +68,12 @@ def main(path):
             alloc = [a + int(x) for a, x in zip(alloc, r[3:6])]
         elif r[0] == "rss":
             rss_kb = int(r[3])
+        elif r[0] == "row":
+            named[r[1]][r[2]].append((float(r[4]), int(r[5]), int(r[6]), int(r[7])))
+        elif r[0] == "rowalloc":
+            named_alloc[r[1]] = [a + int(x) for a, x in zip(named_alloc[r[1]], r[4:7])]
+        elif r[0] == "skip":
+            skipped[r[1]] = r[3]
     mib = lambda v: f"{v:.1f} MiB"
     if start:
         table("start to ready (ms; meshproof: admin /ready answers 200, peers: the first proxied 200)",
@@ -81,6 +97,24 @@ def main(path):
     objs, byts, n = alloc
     if n:
         print(f"meshproof allocations per request {objs / n:.1f}, heap bytes per request {byts / n:.0f} (over {n} requests)")
+    for name in ROWS:
+        if name not in named:
+            continue
+        per = named[name]
+        table(f"{name}: {ROWS[name]} (req/s)", {t: [x[0] for x in per[t]] for t in per}, lambda v: f"{v:.0f}")
+        table(f"{name}: CPU of the proxy per request answered (µs)",
+              {t: [x[2] / 1000 / max(x[3], 1) for x in per[t]] for t in per}, lambda v: f"{v:.1f}")
+        errs = {t: sum(x[1] for x in per[t]) for t in per if any(x[1] for x in per[t])}
+        if errs:
+            print("  errors (all rounds): " + ", ".join(f"{t} {n}" for t, n in errs.items()))
+        objs, byts, n = named_alloc[name]
+        if n:
+            print(f"  meshproof allocations per request {objs / n:.1f}, heap bytes per request {byts / n:.0f}")
+        if name in skipped:
+            print(f"  meshproof skipped: {skipped[name]}")
+    for name in skipped:
+        if name not in named:
+            print(f"{name}: meshproof skipped: {skipped[name]}")
     if rss_kb:
         print(f"meshproof peak RSS (VmHWM) over the long-lived phases {rss_kb / 1024:.1f} MiB")
 
