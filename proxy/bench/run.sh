@@ -45,7 +45,8 @@
 # then the proxy), RESULTS (a file to also write the raw per-round results to, tab-separated),
 # PROFILE (a directory: meshproof runs with --enable-pprof and, in the last round of each tls/h2 row, a
 # CPU profile of its load is saved there as <row>.pprof (DURATION of 5s or more, in seconds);
-# `go tool pprof -top` reads it).
+# `go tool pprof -top` reads it), SYSCALLS (non-empty: in the last round of each tls/h2 row, count
+# each proxy's system calls per request with `perf stat -e raw_syscalls:sys_enter`; perf needed).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -410,10 +411,16 @@ row() {
 			(sleep 1; curl -fsS -o "$PROFILE/$name.pprof" "http://$MPADMIN/debug/pprof/profile?seconds=$((${DURATION%s} - 3))") & prof=$!
 		fi
 	fi
+	local sc="" sys=""
+	if [ -n "${SYSCALLS:-}" ] && [ "$r" = "$ROUNDS" ] && [ "${DURATION%s}" -ge 5 ]; then
+		# The system calls of the proxy's processes from 1 s into the load to 2 s before its end.
+		(sleep 1; perf stat -x, -e raw_syscalls:sys_enter -p "$(family "${PID[$t]}")" -o "$WORK/sys.$t" -- sleep $((${DURATION%s} - 3))) & sc=$!
+	fi
 	c0=$($PROBE cpu "${PID[$t]}")
 	out=$(taskset -c 0 timeout $((${DURATION%s} + 30)) "$@" 2>&1) || true
 	c1=$($PROBE cpu "${PID[$t]}")
 	[ -z "$prof" ] || wait "$prof" || log "  (no profile: is --enable-pprof taken?)"
+	[ -z "$sc" ] || wait "$sc" || log "  (no system call count: perf stat -e raw_syscalls:sys_enter failed)"
 	if [ "$1" = wrk ]; then
 		rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
 		n=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -428,16 +435,25 @@ row() {
 		log "  round $r  $t  $name: no result from $1:"; log "$out"; rps=0 n=0 errs=0
 	fi
 	printf 'row\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "$rps" "$errs" "$((c1 - c0))" "$n" >> "$R"
+	if [ -n "$sc" ] && [ -s "$WORK/sys.$t" ]; then # per request: over the window's share of the requests
+		sys=$(awk -F, -v rps="$rps" -v w=$((${DURATION%s} - 3)) '/raw_syscalls/ && rps > 0 {printf "%.1f", $1 / (rps * w)}' "$WORK/sys.$t")
+		printf 'rowsys\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "$sys" >> "$R"
+	fi
 	if [ "$t" = meshproof ]; then
 		o1=$(runtime_metric /gc/heap/allocs:objects) b1=$(runtime_metric /gc/heap/allocs:bytes) n1=$(rq_total "$prefix")
 		printf 'rowalloc\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" $((o1 - o0)) $((b1 - b0)) $((n1 - n0)) >> "$R"
 	fi
-	log "  round $r  $t  $rps req/s  $(python3 -c "print(f'{($c1 - $c0) / 1000 / max($n, 1):.1f}')") µs of CPU per request  ($proto, errors $errs)"
+	log "  round $r  $t  $rps req/s  $(python3 -c "print(f'{($c1 - $c0) / 1000 / max($n, 1):.1f}')") µs of CPU per request${sys:+  $sys system calls per request}  ($proto, errors $errs)"
 }
-tls_info() { # the version, suite and signature each proxy negotiates with OpenSSL's client
+family() { # PID and its children, comma-separated (nginx: its master and worker)
+	local c
+	c=$(cat /proc/"$1"/task/*/children 2>/dev/null | tr -s ' \n' ',' | sed 's/,$//')
+	echo "$1${c:+,$c}"
+}
+tls_info() { # the TLS version and cipher suite each proxy negotiates with OpenSSL's client
 	for t in "${PEERS[@]}"; do
 		log "  $t: $(openssl s_client -connect "$1" -alpn "$2" -brief </dev/null 2>&1 |
-			awk -F': ' '/Protocol version|Ciphersuite|Peer signature type|Negotiated TLS1.3 group|ALPN/ {printf "%s %s; ", $1, $2}')"
+			awk -F': ' '/Protocol version|Ciphersuite/ {printf "%s %s; ", $1, $2}')"
 		shift 2
 	done
 }
@@ -460,7 +476,9 @@ if phase tls; then
 fi
 if phase h2; then
 	H2PEERS=(haproxy nginx)
-	# meshproof's HCM is codec AUTO on its clear-text listener: it speaks h2c once it knows the preface.
+	# meshproof's HCM is codec AUTO on its clear-text listener (the default): as Envoy's
+	# ConnectionManagerUtility::autoCreateCodec (source/common/http/conn_manager_utility.cc), with no ALPN
+	# result the HTTP/2 preface picks the HTTP/2 codec — once meshproof has one.
 	if taskset -c 0 timeout 10 h2load -n4 -c1 "http://$MP_H2C/" 2>&1 | grep -q '^status codes: 4 2xx'; then
 		H2PEERS+=(meshproof)
 	else

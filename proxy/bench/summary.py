@@ -51,6 +51,7 @@ def main(path):
     named = collections.defaultdict(lambda: collections.defaultdict(list))
     named_alloc = collections.defaultdict(lambda: [0, 0, 0])
     skipped = {}
+    named_sys = collections.defaultdict(dict)  # name -> target -> system calls per request (last round)
     for r in rows:
         if r[0] == "start":
             t = r[1]
@@ -72,6 +73,8 @@ def main(path):
             named[r[1]][r[2]].append((float(r[4]), int(r[5]), int(r[6]), int(r[7])))
         elif r[0] == "rowalloc":
             named_alloc[r[1]] = [a + int(x) for a, x in zip(named_alloc[r[1]], r[4:7])]
+        elif r[0] == "rowsys" and len(r) > 4 and r[4]:
+            named_sys[r[1]][r[2]] = float(r[4])
         elif r[0] == "skip":
             skipped[r[1]] = r[3]
     mib = lambda v: f"{v:.1f} MiB"
@@ -107,6 +110,9 @@ def main(path):
         errs = {t: sum(x[1] for x in per[t]) for t in per if any(x[1] for x in per[t])}
         if errs:
             print("  errors (all rounds): " + ", ".join(f"{t} {n}" for t, n in errs.items()))
+        if named_sys[name]:
+            print("  system calls per request (last round, perf): " +
+                  ", ".join(f"{t} {v:.1f}" for t, v in named_sys[name].items()))
         objs, byts, n = named_alloc[name]
         if n:
             print(f"  meshproof allocations per request {objs / n:.1f}, heap bytes per request {byts / n:.0f}")
