@@ -47,6 +47,7 @@
 # CPU profile of its load is saved there as <row>.pprof (DURATION of 5s or more, in seconds);
 # `go tool pprof -top` reads it), SYSCALLS (non-empty: in the last round of each tls/h2 row, count
 # each proxy's system calls per request with `perf stat -e raw_syscalls:sys_enter`; perf needed).
+# KEEP_OUTPUT (a file to append every tls/h2 run's raw wrk or h2load output to).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -400,7 +401,7 @@ fi
 # row NAME TARGET ROUND STAT_PREFIX CMD…: one closed-loop run of CMD (wrk or h2load, on CPU 0) against
 # TARGET, recorded as "row NAME TARGET ROUND req/s errors proxy-CPU-ns requests-answered" (meshproof also:
 # "rowalloc NAME meshproof ROUND objects bytes requests", its requests counted by STAT_PREFIX's
-# downstream_rq_total). Errors: wrk's socket errors and non-2xx; h2load's requests not answered 2xx.
+# downstream_rq_total). Errors: wrk's socket errors and non-2xx; h2load's non-2xx and timeouts.
 row() {
 	local name=$1 t=$2 r=$3 prefix=$4 o0 b0 n0 o1 b1 n1 c0 c1 out rps n errs proto prof=""
 	shift 4
@@ -428,9 +429,12 @@ row() {
 		n=$((n - errs)) proto=http/1.1
 	else
 		rps=$(awk '/^finished in/ {print $4}' <<<"$out")
-		read -r n errs < <(awk '/^requests:/ {total = $2} /^status codes:/ {ok = $3} END {print ok + 0, total - ok}' <<<"$out")
+		# Answered: "succeeded" (status codes count a response at its headers, so a few more than that
+		# when time is up). Errors: non-2xx and timeouts (not the streams cut when -D's time is up).
+		read -r n errs < <(awk '/^requests:/ {ok = $8; to = $14} /^status codes:/ {bad = $5 + $7 + $9} END {print ok + 0, bad + to}' <<<"$out")
 		proto=$(awk '/Application protocol:/ {print $3}' <<<"$out")
 	fi
+	[ -z "${KEEP_OUTPUT:-}" ] || printf '== %s %s round %s: %s\n%s\n' "$name" "$t" "$r" "$*" "$out" >> "$KEEP_OUTPUT"
 	if [ -z "$rps" ]; then
 		log "  round $r  $t  $name: no result from $1:"; log "$out"; rps=0 n=0 errs=0
 	fi
