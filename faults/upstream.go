@@ -667,6 +667,7 @@ type exchange interface {
 	header() http.Header
 	writeHeader(status int, endStream bool) error
 	write(p []byte, endStream bool) error // body bytes, flushed
+	writeTrailers(t http.Header) error    // trailers ending the response (gRPC answers)
 	reset()                               // TCP RST of the connection, now
 	closeConn()                           // clean close (FIN) of the connection, now
 	rstStream(code uint32)                // HTTP/2 only
@@ -727,12 +728,23 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 		h.Set(HeaderFailedCall, failed)
 	}
 	size := 0 // body bytes
+	var grpcBody []byte // the answer's messages, for a gRPC call answered OK (grpc.go)
+	grpcMessage := GRPCMessage
+	if d.GRPCStatus == 0 && d.Status == http.StatusOK && isGRPC(in.req) {
+		var code int
+		if grpcBody, code, grpcMessage = grpcAnswer(in.req, d.Size); code != 0 {
+			d.GRPCStatus = code
+		}
+	}
 	switch {
 	case d.GRPCStatus != 0:
 		h.Set("content-type", "application/grpc")
 		h.Set("grpc-status", strconv.Itoa(d.GRPCStatus))
-		h.Set("grpc-message", GRPCMessage)
+		h.Set("grpc-message", grpcMessage)
 		h.Set("content-length", "0")
+	case grpcBody != nil:
+		size = len(grpcBody)
+		h.Set("content-type", "application/grpc")
 	case d.Status != http.StatusNoContent && d.Status != http.StatusNotModified:
 		size = d.Size
 		h.Set("content-type", "application/octet-stream")
@@ -759,7 +771,7 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	if d.Cut != CutNone {
 		limit = min(d.CutAfter, size)
 	}
-	if err := ex.writeHeader(d.Status, limit == 0 && d.Cut == CutNone); err != nil {
+	if err := ex.writeHeader(d.Status, limit == 0 && d.Cut == CutNone && grpcBody == nil); err != nil {
 		ex.abort()
 		return d, failed
 	}
@@ -774,11 +786,21 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 			ex.abort()
 			return d, failed
 		}
-		if err := ex.write(bodyBytes(off, n), d.Cut == CutNone && off+n == size); err != nil {
+		p := bodyBytes(off, n)
+		if grpcBody != nil {
+			p = grpcBody[off : off+n]
+		}
+		if err := ex.write(p, grpcBody == nil && d.Cut == CutNone && off+n == size); err != nil {
 			ex.abort()
 			return d, failed
 		}
 		off += n
+	}
+	if grpcBody != nil && d.Cut == CutNone {
+		if err := ex.writeTrailers(grpcTrailers(0, "")); err != nil {
+			ex.abort()
+			return d, failed
+		}
 	}
 	switch d.Cut {
 	case CutReset:
@@ -834,6 +856,17 @@ func (e *h1Exchange) write(p []byte, _ bool) error {
 		return err
 	}
 	return http.NewResponseController(e.w).Flush()
+}
+
+// writeTrailers sends t as HTTP/1.1 chunked trailers (gRPC calls come over HTTP/2; this is for
+// completeness).
+func (e *h1Exchange) writeTrailers(t http.Header) error {
+	for name, values := range t {
+		for _, v := range values {
+			e.w.Header().Add(http.TrailerPrefix+name, v)
+		}
+	}
+	return nil
 }
 
 func (e *h1Exchange) reset() {
