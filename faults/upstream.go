@@ -727,7 +727,7 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	if failed != "" {
 		h.Set(HeaderFailedCall, failed)
 	}
-	size := 0 // body bytes
+	size := 0           // body bytes
 	var grpcBody []byte // the answer's messages, for a gRPC call answered OK (grpc.go)
 	grpcMessage := GRPCMessage
 	if d.GRPCStatus == 0 && d.Status == http.StatusOK && isGRPC(in.req) {
