@@ -100,7 +100,7 @@ func Summarize(rec *record.Record) Summary {
 			s.ErrorKinds[x.Error]++
 		}
 		if x.GRPC {
-			s.GRPCStatuses[x.GRPCStatus]++
+			s.GRPCStatuses[int(x.GRPCStatus)]++
 		}
 		s.MaxSendLag = max(s.MaxSendLag, x.Sent-x.Intended)
 		lastSent = max(lastSent, x.Sent)

@@ -125,5 +125,5 @@ func (p *h2Pool) doGRPC(ctx context.Context, r *prepared, seq uint64, extra []st
 
 // grpcSample fills in a sample's gRPC status.
 func grpcSample(s *record.Sample, code int) {
-	s.GRPC, s.GRPCStatus = true, code
+	s.GRPC, s.GRPCStatus = true, int32(code)
 }

@@ -44,7 +44,7 @@ var _ = Describe("gRPC load", func() {
 			Expect(s.Status).To(Equal(200), "trailers-only answers are HTTP 200 too")
 			Expect(s.Error).To(BeEmpty())
 			Expect(s.OK()).To(Equal(s.GRPCStatus == 0))
-			codes[s.GRPCStatus]++
+			codes[int(s.GRPCStatus)]++
 		}
 		Expect(codes).To(Equal(map[int]int{0: 20, 14: 10}), "every 3rd request at the instance aborted")
 		Expect(res.Hist.GRPCStatuses).To(Equal(map[int]uint64{0: 20, 14: 10}))
@@ -63,7 +63,7 @@ var _ = Describe("gRPC load", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(res.Samples).To(HaveLen(2))
 		for _, s := range res.Samples {
-			Expect(s).To(And(HaveField("GRPCStatus", echo.DeadlineExceeded), HaveField("Error", record.ErrTimeout)))
+			Expect(s).To(And(HaveField("GRPCStatus", BeEquivalentTo(echo.DeadlineExceeded)), HaveField("Error", record.ErrTimeout)))
 			Expect(s.Latency).To(BeNumerically("<", time.Second))
 		}
 		Expect(raw.String()).To(ContainSubstring(`"error":"timeout","grpc_status":4}`))
@@ -84,7 +84,7 @@ var _ = Describe("gRPC load", func() {
 		url := upstream(faults.Fault{Abort: &faults.Abort{Status: 503, Percent: 100}})
 		res, err := load.Generate(ctx, load.Config{URL: url, Rate: 100, Duration: 20 * time.Millisecond, KeepSamples: true, GRPC: &load.GRPC{}})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(res.Samples).To(HaveEach(And(HaveField("Status", 503), HaveField("GRPCStatus", echo.Unavailable))))
+		Expect(res.Samples).To(HaveEach(And(HaveField("Status", 503), HaveField("GRPCStatus", BeEquivalentTo(echo.Unavailable)))))
 	})
 
 	DescribeTable("refuses a bad gRPC config",

@@ -314,7 +314,7 @@ func (s *HistSet) Record(x Sample, phase int) {
 		s.ErrorKinds[x.Error]++
 	}
 	if x.GRPC {
-		s.GRPCStatuses[x.GRPCStatus]++
+		s.GRPCStatuses[int(x.GRPCStatus)]++
 	}
 	lag := x.Sent - x.Intended
 	s.MaxSendLag, p.MaxSendLag = max(s.MaxSendLag, lag), max(p.MaxSendLag, lag)
