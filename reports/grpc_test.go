@@ -83,9 +83,12 @@ var _ = Describe("gRPC statuses", func() {
 		Expect(v[3].Passed).To(BeTrue(), v[3].Observed)
 	})
 
-	It("shows the breakdown in the terminal, summary.md and report.json, and reads it back", func() {
-		r := reports.NewReport(grpcRecord(), nil)
-		var term, md bytes.Buffer
+	It("shows the breakdown in the terminal, summary.md, report.html and report.json, and reads it back", func() {
+		rec := grpcRecord()
+		r := reports.NewReport(rec, nil)
+		var term, md, html bytes.Buffer
+		Expect(reports.WriteHTML(&html, r, rec)).To(Succeed())
+		Expect(html.String()).To(ContainSubstring("<tr><th>gRPC statuses</th><td>OK: 6, DEADLINE_EXCEEDED: 1, UNAVAILABLE: 3</td></tr>"))
 		Expect(reports.WriteTerminal(&term, r)).To(Succeed())
 		Expect(term.String()).To(ContainSubstring("OK: 6, DEADLINE_EXCEEDED: 1, UNAVAILABLE: 3"))
 		Expect(reports.WriteMarkdown(&md, r)).To(Succeed())
