@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/meshproof/meshproof/faults/echo"
 )
@@ -71,6 +72,35 @@ func grpcAnswer(req Request, size int) (body []byte, code int, msg string) {
 		body = echo.AppendFrame(body, msg1)
 	}
 	return body, 0, ""
+}
+
+// GRPCDeadlineMessage is the grpc-message of a call whose grpc-timeout passed at the upstream.
+const GRPCDeadlineMessage = "meshproof: deadline exceeded"
+
+const grpcDeadlineExceeded = 4 // DEADLINE_EXCEEDED
+
+// grpcDeadlineLeft is what remains, now, of a gRPC call's grpc-timeout counted from its arrival; ok
+// is false for a call without one (or a request that is no gRPC call). Like a gRPC server, the
+// upstream stops a call's work at its deadline: a delay that reaches it ends the call there with
+// DEADLINE_EXCEEDED (deadlineExceeded).
+func (u *Upstream) grpcDeadlineLeft(in *inflight) (time.Duration, bool) {
+	if !isGRPC(in.req) {
+		return 0, false
+	}
+	ns, ok := echo.ParseTimeout(in.req.Header.Get("grpc-timeout"))
+	if !ok {
+		return 0, false
+	}
+	return time.Duration(ns) - u.cfg.Now().Sub(in.arrival), true
+}
+
+// deadlineExceeded is the answer to a gRPC call whose deadline passed during its delay: trailers-only
+// DEADLINE_EXCEEDED instead of whatever the decision would have done after the delay (a server's
+// handler returns its context's error: grpc-go's status.FromContextError).
+func deadlineExceeded(d Decision) Decision {
+	d.Reset, d.RSTStream, d.GoAway, d.Hang = false, "", "", false
+	d.Status, d.GRPCStatus, d.Size, d.Cut, d.BytesPerSecond = http.StatusOK, grpcDeadlineExceeded, 0, CutNone, 0
+	return d
 }
 
 // grpcTrailers is the trailers of a gRPC answer that ends with code.

@@ -1,6 +1,7 @@
 package faults_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	. "github.com/onsi/gomega/gleak"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -28,6 +31,19 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 	return nil
 }
 func (rawCodec) Name() string { return "proto" }
+
+// grpc opens a gRPC call of path on stream with grpc-timeout timeout, sending an empty Request.
+func (c *rawH2) grpc(stream uint32, path, timeout string) {
+	GinkgoHelper()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "upstream"}, {":path", path},
+		{"content-type", "application/grpc"}, {"te", "trailers"}, {"grpc-timeout", timeout}} {
+		Expect(enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})).To(Succeed())
+	}
+	Expect(c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: stream, BlockFragment: block.Bytes(), EndHeaders: true})).To(Succeed())
+	Expect(c.fr.WriteData(stream, true, echo.AppendFrame(nil, echo.Request{}.Marshal()))).To(Succeed())
+}
 
 var _ = Describe("Upstream serving gRPC (meshproof.test.v1.Echo over h2c)", func() {
 	var conn *grpc.ClientConn
@@ -141,6 +157,30 @@ var _ = Describe("Upstream serving gRPC (meshproof.test.v1.Echo over h2c)", func
 		in, out := echo.Request{}.Marshal(), []byte(nil)
 		err := conn.Invoke(ctx, echo.PathUnary, &in, &out)
 		Expect(status.Code(err)).To(Equal(codes.DeadlineExceeded))
+	})
+
+	It("ends a call at its grpc-timeout when the delay reaches it, DEADLINE_EXCEEDED trailers-only, as a gRPC server would", func() {
+		u := start(10, faults.Fault{Latency: &faults.Latency{Fixed: 300 * time.Millisecond, Percent: 100}})
+		c := newRawH2(u.Addr())
+		c.grpc(1, echo.PathUnary, "50m")
+		f := c.next()
+		Expect(f).To(BeAssignableToTypeOf(&http2.MetaHeadersFrame{}))
+		h := f.(*http2.MetaHeadersFrame)
+		Expect(h.StreamEnded()).To(BeTrue(), "trailers-only")
+		Expect(h.PseudoValue("status")).To(Equal("200"))
+		fields := map[string]string{}
+		for _, hf := range h.RegularFields() {
+			fields[hf.Name] = hf.Value
+		}
+		Expect(fields).To(HaveKeyWithValue("grpc-status", "4"))
+		Expect(fields).To(HaveKeyWithValue("grpc-message", faults.GRPCDeadlineMessage))
+		Expect(u.Stats().OK).NotTo(ContainElement(BeNumerically(">", 0)))
+	})
+
+	It("answers a call whose delay ends before its grpc-timeout", func() {
+		start(10, faults.Fault{Latency: &faults.Latency{Fixed: 20 * time.Millisecond, Percent: 100}})
+		_, err := unary(echo.Request{})
+		Expect(err).NotTo(HaveOccurred())
 	})
 
 	It("applies close_after to the messages: the client sees the stream end early", func() {

@@ -680,10 +680,18 @@ type exchange interface {
 // failed) and the callee of that call.
 func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	ctx, ex, head := in.ctx, in.ex, in.head
-	if !clock.Sleep(in.work, clock.Real{}, d.Delay) {
+	delay := d.Delay
+	expires := false // a gRPC call whose deadline passes during the delay
+	if left, ok := u.grpcDeadlineLeft(in); ok && delay >= left {
+		delay, expires = max(left, 0), true
+	}
+	if !clock.Sleep(in.work, clock.Real{}, delay) {
 		u.count(func(s *UpstreamStats) { s.Canceled++ })
 		ex.abort()
 		return d, ""
+	}
+	if expires {
+		d = deadlineExceeded(d)
 	}
 	switch {
 	case d.Reset:
@@ -708,7 +716,7 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	}
 
 	failed := ""
-	if u.app != nil && len(u.app.Steps) > 0 && !d.aborted() {
+	if u.app != nil && len(u.app.Steps) > 0 && !d.aborted() && !expires {
 		failed = u.callSteps(in)
 		if failed != "" {
 			d = failedAnswer(d, u.app.OnFailure)
@@ -730,6 +738,9 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	size := 0           // body bytes
 	var grpcBody []byte // the answer's messages, for a gRPC call answered OK (grpc.go)
 	grpcMessage := GRPCMessage
+	if d.GRPCStatus == grpcDeadlineExceeded && expires {
+		grpcMessage = GRPCDeadlineMessage
+	}
 	if d.GRPCStatus == 0 && d.Status == http.StatusOK && isGRPC(in.req) {
 		var code int
 		if grpcBody, code, grpcMessage = grpcAnswer(in.req, d.Size); code != 0 {
