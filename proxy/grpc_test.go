@@ -298,7 +298,11 @@ var _ = Describe("gRPC local replies", func() {
 		c.Breakers.Default.MaxRequests = 1
 		_, url := start(setup{routes: []config.Route{grpcRoute("backend")}, clusters: []config.Cluster{c}})
 		first := make(chan int, 1)
-		go func() { defer GinkgoRecover(); code, _, _, _ := sendGrpc(http.MethodPost, url, "application/grpc", nil); first <- code }()
+		go func() {
+			defer GinkgoRecover()
+			code, _, _, _ := sendGrpc(http.MethodPost, url, "application/grpc", nil)
+			first <- code
+		}()
 		Eventually(u.requests.Load).WithTimeout(5*time.Second).Should(BeEquivalentTo(1), "the first request holds the one slot")
 		code, hdr, _, body := sendGrpc(http.MethodPost, url, "application/grpc", nil)
 		close(open)
@@ -389,7 +393,7 @@ var _ = Describe("gRPC local replies", func() {
 
 		It("maps the rewritten status and sends the formatted body as grpc-message", func() {
 			url := run(&config.LocalReplyConfig{
-				Mappers: []config.ResponseMapper{{StatusCode: &config.StatusCodeFilter{Op: "EQ", Value: 404}, Status: 401, Body: str("who are you")}},
+				Mappers:    []config.ResponseMapper{{StatusCode: &config.StatusCodeFilter{Op: "EQ", Value: 404}, Status: 401, Body: str("who are you")}},
 				BodyFormat: &config.BodyFormat{Text: mustFormat("%LOCAL_REPLY_BODY% (%RESPONSE_CODE%)")},
 			})
 			code, hdr, _, body := sendGrpc(http.MethodPost, url, "application/grpc", nil)
