@@ -261,6 +261,7 @@ func (f *forward) run() {
 	}
 	for n := 1; ; n++ {
 		a := f.try(rp, reqID, n, hash, tried)
+		withGrpcStatus(&a)
 		if a.host != nil {
 			attempts++
 		}

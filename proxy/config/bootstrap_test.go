@@ -337,6 +337,14 @@ var _ = Describe("ParseBootstrap", func() {
 			func(*config.Bootstrap) {}),
 	)
 
+	It("loads the gRPC retry conditions with the HTTP ones", func() {
+		got, _, err := config.ParseBootstrap([]byte(edit("route: {cluster: backend}",
+			`route: {cluster: backend, retry_policy: {retry_on: "5xx, unavailable,resource-exhausted,cancelled,deadline-exceeded,internal"}}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Listeners[0].Routes.VirtualHosts[0].Routes[0].Action.RetryPolicy.RetryOn).To(Equal(
+			[]string{"5xx", "unavailable", "resource-exhausted", "cancelled", "deadline-exceeded", "internal"}))
+	})
+
 	DescribeTable("invalid documents",
 		func(doc string, want ...types.GomegaMatcher) {
 			got, pb, err := config.ParseBootstrap([]byte(doc), file)
@@ -527,7 +535,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("a retry condition Envoy knows but meshproof does not support yet",
 			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,http3-post-connect-failure"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on",
-				`retry condition "http3-post-connect-failure" is not supported yet (supported: 5xx, connect-failure, envoy-ratelimited, gateway-error, refused-stream, reset, reset-before-request, retriable-4xx, retriable-headers, retriable-status-codes)`)),
+				`retry condition "http3-post-connect-failure" is not supported yet (supported: 5xx, cancelled, connect-failure, deadline-exceeded, envoy-ratelimited, gateway-error, internal, refused-stream, reset, reset-before-request, resource-exhausted, retriable-4xx, retriable-headers, retriable-status-codes, unavailable)`)),
 		Entry("an unknown retry condition",
 			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,timeout"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on", `unknown retry condition "timeout" (Envoy's conditions: 5xx, cancelled,`)),

@@ -660,11 +660,11 @@ var retryOn = map[string]bool{
 	"retriable-headers":          true,
 	"envoy-ratelimited":          true,
 	"http3-post-connect-failure": false,
-	"cancelled":                  false,
-	"deadline-exceeded":          false,
-	"internal":                   false,
-	"resource-exhausted":         false,
-	"unavailable":                false,
+	"cancelled":                  true,
+	"deadline-exceeded":          true,
+	"internal":                   true,
+	"resource-exhausted":         true,
+	"unavailable":                true,
 }
 
 // SupportedFields returns the supported subset of Envoy's v3 API: message full name → its supported
