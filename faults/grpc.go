@@ -10,7 +10,7 @@ import (
 )
 
 // gRPC answers of the upstream: it serves meshproof.test.v1.Echo (package echo) over HTTP/2. A call
-// is a request over HTTP/2 whose content-type is application/grpc (or application/grpc+…); its body
+// is a request over HTTP/2 whose content-type is application/grpc (or application/grpc+…, not ;…); its body
 // (the length-prefixed Request) is kept by the HTTP/2 server (up to maxGRPCRequest bytes). The
 // fault decision is the same as for any request; an answer the decision lets through is the
 // response HEADERS (:status 200, content-type application/grpc), DATA holding the Reply messages,
@@ -26,11 +26,12 @@ const maxGRPCRequest = 4 << 20
 // RESOURCE_EXHAUSTED.
 const maxGRPCAnswer = 64 << 20
 
-// GRPCContentType reports whether a content-type names gRPC ("application/grpc", "application/grpc+proto",
-// "application/grpc;…").
+// GRPCContentType reports whether a content-type names gRPC: "application/grpc" or "application/grpc+…"
+// ("+proto"), as Envoy's Grpc::Common::hasGrpcContentType (source/common/grpc/common.cc) and the
+// proxy's router judge it; "application/grpc;…" is not.
 func GRPCContentType(ct string) bool {
 	rest, ok := strings.CutPrefix(strings.ToLower(ct), echo.ContentType)
-	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+	return ok && (rest == "" || rest[0] == '+')
 }
 
 // isGRPC reports whether req is a gRPC call.
