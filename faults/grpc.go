@@ -30,7 +30,7 @@ const maxGRPCAnswer = 64 << 20
 // ("+proto"), as Envoy's Grpc::Common::hasGrpcContentType (source/common/grpc/common.cc) and the
 // proxy's router judge it; "application/grpc;…" is not.
 func GRPCContentType(ct string) bool {
-	rest, ok := strings.CutPrefix(strings.ToLower(ct), echo.ContentType)
+	rest, ok := strings.CutPrefix(ct, echo.ContentType) // case-sensitive, as Envoy
 	return ok && (rest == "" || rest[0] == '+')
 }
 

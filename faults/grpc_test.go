@@ -189,3 +189,14 @@ var _ = Describe("Upstream serving gRPC (meshproof.test.v1.Echo over h2c)", func
 		Expect(status.Code(err)).To(Equal(codes.Unavailable), "got %v", err)
 	})
 })
+
+var _ = DescribeTable("GRPCContentType judges content types as Envoy's hasGrpcContentType",
+	func(ct string, want bool) { Expect(faults.GRPCContentType(ct)).To(Equal(want)) },
+	Entry(nil, "application/grpc", true),
+	Entry(nil, "application/grpc+proto", true),
+	Entry("case-sensitive, as Envoy", "Application/GRPC", false),
+	Entry("regression: a parameter made it gRPC", "application/grpc;charset=utf-8", false),
+	Entry(nil, "application/grpc-web", false),
+	Entry(nil, "application/json", false),
+	Entry(nil, "", false),
+)
