@@ -822,6 +822,7 @@ func (c *converter) cluster(cl *clusterv3.Cluster, path string) Cluster {
 	}
 	c.resilience(cl, &out, path)
 	out.TLS = c.upstreamTLS(cl.GetTransportSocket(), joinPath(path, "transport_socket"))
+	out.HTTP = c.upstreamHTTP(cl, path)
 	if cl.GetType() == clusterv3.Cluster_EDS {
 		out.EDS = c.eds(cl, path)
 		return out

@@ -512,6 +512,9 @@ type Cluster struct {
 	// TLS is the cluster's transport_socket (envoy.transport_sockets.tls, an UpstreamTlsContext); nil:
 	// clear text.
 	TLS *TLS
+	// HTTP is the protocol spoken to the hosts and its options (typed_extension_protocol_options'
+	// HttpProtocolOptions; see upstream_http.go). Zero: HTTP/1.1 with Envoy's defaults.
+	HTTP UpstreamHTTP
 
 	Outlier      *policy.OutlierConfig // nil: no outlier detection
 	Breakers     Breakers
