@@ -158,6 +158,10 @@ func (c *converter) upstreamHTTP(cl *clusterv3.Cluster, path string) UpstreamHTT
 		// (the oneof is validated required); the decoder refused use_downstream_protocol_config.
 		c.fail(path, "want explicit_http_config or auto_config")
 	}
+	if out.MaxRequestsPerConnection > 0 && out.Protocol != UpstreamHTTP2 {
+		c.fail(joinPath(joinPath(path, "common_http_protocol_options"), "max_requests_per_connection"),
+			"only for HTTP/2 (explicit_http_config.http2_protocol_options) yet: the HTTP/1.1 pool does not implement it")
+	}
 	return out
 }
 

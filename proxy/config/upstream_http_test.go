@@ -22,6 +22,7 @@ var _ = Describe("upstream HTTP protocol options", func() {
 		return SatisfyAll(HaveField("Path", path), HaveField("Msg", ContainSubstring(msg)))
 	}
 	h2Defaults := config.DefaultHTTP2Options()
+	const tlsSocket = "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext}\n"
 	optsPath := clusterPath + ".typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions]"
 
 	DescribeTable("converts",
@@ -36,14 +37,17 @@ var _ = Describe("upstream HTTP protocol options", func() {
 			hpo+"        explicit_http_config: {http2_protocol_options: {max_concurrent_streams: 7, initial_stream_window_size: 65535, initial_connection_window_size: 1048576}}\n",
 			config.UpstreamHTTP{Protocol: config.UpstreamHTTP2, IdleTimeout: time.Hour,
 				HTTP2: config.HTTP2Options{MaxConcurrentStreams: 7, InitialStreamWindowSize: 65535, InitialConnectionWindowSize: 1 << 20}}),
-		Entry("explicit HTTP/1.1 and the common options",
-			hpo+"        common_http_protocol_options: {idle_timeout: 30s, max_requests_per_connection: 100}\n        explicit_http_config: {http_protocol_options: {}}\n",
-			config.UpstreamHTTP{IdleTimeout: 30 * time.Second, MaxRequestsPerConnection: 100, HTTP2: h2Defaults}),
+		Entry("explicit HTTP/1.1 and its idle_timeout",
+			hpo+"        common_http_protocol_options: {idle_timeout: 30s}\n        explicit_http_config: {http_protocol_options: {}}\n",
+			config.UpstreamHTTP{IdleTimeout: 30 * time.Second, HTTP2: h2Defaults}),
+		Entry("HTTP/2's max_requests_per_connection",
+			hpo+"        common_http_protocol_options: {max_requests_per_connection: 100}\n        explicit_http_config: {http2_protocol_options: {}}\n",
+			config.UpstreamHTTP{Protocol: config.UpstreamHTTP2, IdleTimeout: time.Hour, MaxRequestsPerConnection: 100, HTTP2: h2Defaults}),
 		Entry("idle_timeout 0 disables it",
 			hpo+"        common_http_protocol_options: {idle_timeout: 0s}\n        explicit_http_config: {http2_protocol_options: {}}\n",
 			config.UpstreamHTTP{Protocol: config.UpstreamHTTP2, NoIdleTimeout: true, HTTP2: h2Defaults}),
-		Entry("auto_config",
-			hpo+"        auto_config: {http2_protocol_options: {max_concurrent_streams: 3}, http_protocol_options: {}}\n",
+		Entry("auto_config (over TLS)",
+			tlsSocket+hpo+"        auto_config: {http2_protocol_options: {max_concurrent_streams: 3}, http_protocol_options: {}}\n",
 			config.UpstreamHTTP{Protocol: config.UpstreamAuto, IdleTimeout: time.Hour,
 				HTTP2: config.HTTP2Options{MaxConcurrentStreams: 3, InitialStreamWindowSize: 268435456, InitialConnectionWindowSize: 268435456}}),
 		Entry("the deprecated Cluster.http2_protocol_options",
@@ -51,6 +55,11 @@ var _ = Describe("upstream HTTP protocol options", func() {
 			config.UpstreamHTTP{Protocol: config.UpstreamHTTP2, IdleTimeout: time.Hour,
 				HTTP2: config.HTTP2Options{MaxConcurrentStreams: 2, InitialStreamWindowSize: 268435456, InitialConnectionWindowSize: 268435456}}),
 	)
+
+	It("keeps auto_config's ALPN choice to TLS clusters, as Envoy", func() {
+		_, _, err := config.ParseBootstrap([]byte(with(hpo+"        auto_config: {}\n")), file)
+		Expect(config.Errors(err)).To(ContainElement(named(optsPath+".auto_config", "needs a TLS transport_socket")))
+	})
 
 	DescribeTable("rejects by field path",
 		func(lines string, want types.GomegaMatcher) {
@@ -72,12 +81,15 @@ var _ = Describe("upstream HTTP protocol options", func() {
 		Entry("max_stream_duration on a cluster",
 			hpo+"        common_http_protocol_options: {max_stream_duration: 1s}\n        explicit_http_config: {http2_protocol_options: {}}\n",
 			named(optsPath+".common_http_protocol_options.max_stream_duration", "not supported on a cluster")),
+		Entry("max_requests_per_connection on HTTP/1.1",
+			hpo+"        common_http_protocol_options: {max_requests_per_connection: 1}\n        explicit_http_config: {http_protocol_options: {}}\n",
+			named(optsPath+".common_http_protocol_options.max_requests_per_connection", "only for HTTP/2")),
 		Entry("the deprecated field with the extension",
 			hpo+"        explicit_http_config: {http2_protocol_options: {}}\n    http2_protocol_options: {}\n",
 			named(clusterPath+".http2_protocol_options", "deprecated")),
 	)
 
-	It("lets a cluster offer h2 over ALPN, and still refuses it on a listener", func() {
+	It("lets a cluster offer h2 over ALPN", func() {
 		tls := "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        common_tls_context: {alpn_protocols: [h2, http/1.1]}\n"
 		got, _, err := config.ParseBootstrap([]byte(with(tls)), file)
 		Expect(err).NotTo(HaveOccurred())
