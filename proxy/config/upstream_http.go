@@ -116,6 +116,9 @@ func (c *converter) upstreamHTTP(cl *clusterv3.Cluster, path string) UpstreamHTT
 		}
 	}
 	if hpo == nil {
+		if out.Protocol == UpstreamHTTP1 {
+			return UpstreamHTTP{} // nothing configured: the zero value stands for Envoy's defaults
+		}
 		return out
 	}
 	path = tpath + "[" + httpProtocolOptionsType + "]"

@@ -31,8 +31,7 @@ var _ = Describe("upstream HTTP protocol options", func() {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(got.Clusters[0].HTTP).To(Equal(want))
 		},
-		Entry("none: HTTP/1.1, Envoy's defaults", "",
-			config.UpstreamHTTP{IdleTimeout: time.Hour, HTTP2: h2Defaults}),
+		Entry("none: HTTP/1.1, Envoy's defaults (the zero value)", "", config.UpstreamHTTP{}),
 		Entry("explicit HTTP/2 with its options",
 			hpo+"        explicit_http_config: {http2_protocol_options: {max_concurrent_streams: 7, initial_stream_window_size: 65535, initial_connection_window_size: 1048576}}\n",
 			config.UpstreamHTTP{Protocol: config.UpstreamHTTP2, IdleTimeout: time.Hour,
