@@ -81,6 +81,22 @@ type h2Conn struct {
 	idleSince time.Time
 	goaway    bool // upstream_cx_close_notify counted
 	closed    bool
+	// peerMax is the peer's SETTINGS_MAX_CONCURRENT_STREAMS as last read (0: not known yet), read
+	// outside the pool's lock: ClientConn.State waits for the connection's write lock, which a write
+	// blocked on a slow peer holds.
+	peerMax atomic.Uint32
+	// goingAway: the connection is closing but not closed — a GOAWAY came (the pool neither shuts
+	// connections down nor marks them single-use).
+	goingAway atomic.Bool
+}
+
+// refresh reads the peer's stream limit and whether a GOAWAY came; never under the pool's lock.
+func (c *h2Conn) refresh() {
+	st := c.cc.State()
+	c.peerMax.Store(st.MaxConcurrentStreams)
+	if st.Closing && !st.Closed {
+		c.goingAway.Store(true)
+	}
 }
 
 type h2Waiter struct{ ch chan h2Wait }
@@ -128,18 +144,17 @@ func (p *h2Upstream) capacity(c *h2Conn) int {
 		return 0
 	}
 	limit := int(p.opts.HTTP2.MaxConcurrentStreams)
-	st := c.cc.State()
-	if st.Closed || st.Closing {
+	if !c.cc.CanTakeNewRequest() { // strict mode: false only once closing (a GOAWAY) or closed
 		// A GOAWAY came, or the connection closed: no new stream (Envoy's pool drains a connection
 		// on GOAWAY, CodecClient::onGoAway → ActiveClient's drain).
 		c.dead = true
-		if !st.Closed && !c.goaway && p.st != nil {
+		if !c.goaway && c.goingAway.Load() && p.st != nil {
 			c.goaway = true
 			p.st.closeNotify.Inc()
 		}
 		return 0
 	}
-	peer := int(st.MaxConcurrentStreams)
+	peer := int(c.peerMax.Load())
 	if peer == 0 {
 		peer = 100 // until the peer's SETTINGS: the codec's own assumption
 	}
@@ -261,7 +276,16 @@ func (p *h2Upstream) roundTripError(sctx context.Context, s *h2Stream, err error
 			p.st.rxReset.Inc()
 		}
 		return &h2ResetError{reason: "remote reset", err: err}
-	case err.Error() == h2GoAwayUnprocessed, err.Error() == h2ConnUnusable:
+	case err.Error() == h2GoAwayUnprocessed:
+		p.mu.Lock()
+		s.c.dead = true
+		if !s.c.goaway && p.st != nil {
+			s.c.goaway = true
+			p.st.closeNotify.Inc()
+		}
+		p.mu.Unlock()
+		return &h2ResetError{reason: "remote refused stream reset", refused: true, err: err}
+	case err.Error() == h2ConnUnusable:
 		p.markDead(s.c)
 		return &h2ResetError{reason: "remote refused stream reset", refused: true, err: err}
 	}
@@ -396,6 +420,19 @@ func (s *h2Stream) end() {
 // (max_pending_requests) for the first stream that frees or connection that comes up, while
 // connections are dialed for the requests waiting beyond what those being dialed will carry.
 func (p *h2Upstream) get(ctx context.Context, deadline time.Time) (*h2Conn, error) {
+	// The connections whose peer's SETTINGS had not come when last looked at: look again (outside
+	// the lock; see refresh). Later changes of the limit are seen as streams end.
+	p.mu.Lock()
+	var unknown []*h2Conn
+	for _, c := range p.conns {
+		if c.peerMax.Load() == 0 {
+			unknown = append(unknown, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range unknown {
+		c.refresh()
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -495,11 +532,15 @@ func (p *h2Upstream) tryConnectLocked() {
 // dial fails every request waiting (Envoy purges the pending requests on a connect failure).
 func (p *h2Upstream) connect(ctx context.Context) {
 	nc, err := p.dial(ctx, p.addr)
-	var cc *http2.ClientConn
+	var c *h2Conn
 	if err == nil {
-		if cc, err = p.tr.NewClientConn(nc); err != nil {
+		cc, cerr := p.tr.NewClientConn(nc)
+		if cerr != nil {
 			nc.Close()
-			err = &connectError{err: err}
+			err = &connectError{err: cerr}
+		} else {
+			c = &h2Conn{cc: cc, idleSince: time.Now()}
+			c.refresh()
 		}
 	}
 	p.mu.Lock()
@@ -519,7 +560,6 @@ func (p *h2Upstream) connect(ctx context.Context) {
 	if p.st != nil {
 		p.st.cxHTTP2Total.Inc()
 	}
-	c := &h2Conn{cc: cc, idleSince: time.Now()}
 	if p.closed {
 		p.mu.Unlock()
 		p.closeConn(c)
@@ -549,6 +589,7 @@ func (p *h2Upstream) dispatchLocked() {
 // release gives a stream back: to a waiting request, else the connection may idle or, when it takes
 // no more streams and none is open, close.
 func (p *h2Upstream) release(c *h2Conn) {
+	c.refresh()
 	p.mu.Lock()
 	c.active--
 	if c.active == 0 {
@@ -602,6 +643,12 @@ func (p *h2Upstream) armReaperLocked() {
 // idle_timeout (Envoy's CodecClient idle timer, upstream_cx_idle_timeout), and sweeps again later
 // while some remain.
 func (p *h2Upstream) reap() {
+	p.mu.Lock()
+	all := slices.Clone(p.conns)
+	p.mu.Unlock()
+	for _, c := range all {
+		c.refresh()
+	}
 	p.mu.Lock()
 	p.reaper = nil
 	var dead []*h2Conn

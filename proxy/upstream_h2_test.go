@@ -275,6 +275,7 @@ var _ = Describe("upstream HTTP/2", func() {
 			Expect(code).To(Equal(200))
 			Expect(stat(srv, "cluster.h2.upstream_rq_retry")).To(BeEquivalentTo(1))
 			Expect(stat(srv, "cluster.h2.upstream_cx_http2_total")).To(BeEquivalentTo(2))
+			Expect(stat(srv, "cluster.h2.upstream_cx_close_notify")).To(BeEquivalentTo(1))
 			Expect(u.Stats().GoAways).To(BeEquivalentTo(1))
 		})
 	})
