@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 x/net's http2.Transport and ClientConn are deprecated for net/http's, which neither take a connection the caller dialed and handshook (ours: counted, with the cluster's TLS) nor expose a reset's HTTP/2 error code (REFUSED_STREAM decides a retry) on Go 1.26.
+
 package proxy
 
 import (

@@ -106,6 +106,7 @@ func (c *converter) upstreamHTTP(cl *clusterv3.Cluster, path string) UpstreamHTT
 			hpo = nil
 		}
 	}
+	//lint:ignore SA1019 Envoy still reads the deprecated field; so does meshproof
 	if old := cl.GetHttp2ProtocolOptions(); old != nil {
 		opath := joinPath(path, "http2_protocol_options")
 		if hpo != nil {
