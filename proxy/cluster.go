@@ -268,7 +268,7 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 	if c.hc != nil {
 		hcDial := healthCheckDialer(cfg.ConnectTimeout, c.tls)
 		for _, h := range c.hosts {
-			c.hcUpstreams = append(c.hcUpstreams, newH1Upstream(h.addr, forHealthChecks, hcDial, nil))
+			c.hcUpstreams = append(c.hcUpstreams, c.newHealthCheckUpstream(h.addr, hcDial))
 		}
 	}
 	return c, nil
@@ -314,6 +314,15 @@ func (c *cluster) newUpstream(addr string, dial func(ctx context.Context, addr s
 		}}
 	}
 	return h1(dial)
+}
+
+// newHealthCheckUpstream is the health checker's own connection to a host: HTTP/1.1, or HTTP/2 with
+// codec_client_type HTTP2 (h2c, or h2 over the cluster's TLS), apart from the pool and its stats.
+func (c *cluster) newHealthCheckUpstream(addr string, dial func(ctx context.Context, addr string) (net.Conn, error)) upstream {
+	if c.cfg.HealthCheckHTTP2 {
+		return newH2Upstream(addr, dial, nil, config.UpstreamHTTP{HTTP2: config.DefaultHTTP2Options()}, c.tls != nil, nil)
+	}
+	return newH1Upstream(addr, forHealthChecks, dial, nil)
 }
 
 // withProtocolALPN is a cluster's TLS context with the ALPN its protocol offers when alpn_protocols is

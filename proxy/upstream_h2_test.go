@@ -15,7 +15,9 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/faults"
+	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
+	"github.com/meshproof/meshproof/proxy/policy"
 )
 
 // h2Upstream is a Go HTTP/2 server on loopback: h2c with prior knowledge, or TLS with ALPN. It counts
@@ -313,6 +315,27 @@ var _ = Describe("upstream HTTP/2", func() {
 			Entry("http/1.1 negotiated: HTTP/1.1", false, "HTTP/1.1", "upstream_cx_http1_total"),
 		)
 	})
+
+	DescribeTable("health checks speak HTTP/1.1 unless codec_client_type is HTTP2, as Envoy's",
+		func(h2Checks bool, wantHealthy uint64) {
+			b := newH2Backend(false, true, false, 0, func(w http.ResponseWriter, r *http.Request) {})
+			c := h2Cluster("h2", 0, b.addr())
+			c.HealthChecks = []policy.HealthCheckConfig{{Timeout: 5 * time.Second, Interval: time.Second, NoTrafficInterval: time.Second,
+				UnhealthyThreshold: 1, HealthyThreshold: 1, Path: "/healthz"}}
+			c.HealthCheckHTTP2 = h2Checks
+			clk := fakeClock()
+			srv, _ := start(setup{routes: []config.Route{prefixRoute("/", "h2", nil)}, clusters: []config.Cluster{c}, opts: proxy.Options{Clock: clk}})
+			until(clk, 100*time.Millisecond, func() bool {
+				return stat(srv, "cluster.h2.health_check.success")+stat(srv, "cluster.h2.health_check.failure") >= 2
+			})
+			Expect(stat(srv, "cluster.h2.health_check.healthy")).To(Equal(wantHealthy))
+			if h2Checks {
+				Expect(b.h2.Load()).To(BeNumerically(">=", 2))
+			}
+		},
+		Entry("HTTP2 against an h2c-only host: healthy", true, uint64(1)),
+		Entry("the default HTTP1 against an h2c-only host: unhealthy", false, uint64(0)),
+	)
 
 	It("forwards te: trailers and no hop-by-hop field", func() {
 		b := newH2Backend(false, true, false, 0, func(w http.ResponseWriter, r *http.Request) {

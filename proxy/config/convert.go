@@ -823,6 +823,7 @@ func (c *converter) cluster(cl *clusterv3.Cluster, path string) Cluster {
 	c.resilience(cl, &out, path)
 	out.TLS = c.upstreamTLS(cl.GetTransportSocket(), joinPath(path, "transport_socket"))
 	out.HTTP = c.upstreamHTTP(cl, path)
+	out.HealthCheckHTTP2 = healthCheckHTTP2(cl)
 	if out.HTTP.Protocol == UpstreamAuto && out.TLS == nil {
 		// Envoy refuses ALPN on a transport socket without it (ClusterInfoImpl,
 		// source/common/upstream/upstream_impl.cc: "ALPN configured for cluster ... which has a

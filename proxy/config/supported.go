@@ -632,6 +632,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	"envoy.config.core.v3.HealthCheck.HttpHealthCheck": {
 		"host": nil, "path": nil, "expected_statuses": nil, "retriable_statuses": nil,
+		"codec_client_type": {"HTTP1", "HTTP2"},
 	},
 	"envoy.type.v3.Int64Range": {
 		"start": nil, "end": nil,

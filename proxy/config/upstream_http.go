@@ -6,6 +6,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 )
 
 // httpProtocolOptionsType is the typed_extension_protocol_options entry of a cluster's HTTP protocol
@@ -167,6 +168,13 @@ func (c *converter) upstreamHTTP(cl *clusterv3.Cluster, path string) UpstreamHTT
 			"only for HTTP/2 (explicit_http_config.http2_protocol_options) yet: the HTTP/1.1 pool does not implement it")
 	}
 	return out
+}
+
+// healthCheckHTTP2 reports whether the cluster's health check speaks HTTP/2
+// (HttpHealthCheck.codec_client_type; Envoy's default is HTTP1, HttpHealthCheckerImpl's codecClientType).
+func healthCheckHTTP2(cl *clusterv3.Cluster) bool {
+	hcs := cl.GetHealthChecks()
+	return len(hcs) > 0 && hcs[0].GetHttpHealthCheck().GetCodecClientType() == typev3.CodecClientType_HTTP2
 }
 
 // http2Options converts Http2ProtocolOptions (the fields the subset accepts), Envoy's defaults filled in.

@@ -88,6 +88,24 @@ var _ = Describe("upstream HTTP protocol options", func() {
 			named(clusterPath+".http2_protocol_options", "deprecated")),
 	)
 
+	DescribeTable("health checks' codec_client_type",
+		func(codec string, want bool) {
+			hc := "    health_checks: [{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {path: /healthz" + codec + "}}]\n"
+			got, _, err := config.ParseBootstrap([]byte(with(hc)), file)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got.Clusters[0].HealthCheckHTTP2).To(Equal(want))
+		},
+		Entry("default: HTTP1", "", false),
+		Entry("HTTP1", ", codec_client_type: HTTP1", false),
+		Entry("HTTP2", ", codec_client_type: HTTP2", true),
+	)
+
+	It("refuses an HTTP/3 health check by its value", func() {
+		hc := "    health_checks: [{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {path: /, codec_client_type: HTTP3}}]\n"
+		_, _, err := config.ParseBootstrap([]byte(with(hc)), file)
+		Expect(config.Errors(err)).To(ContainElement(named(clusterPath+".health_checks[0].http_health_check.codec_client_type", "HTTP3")))
+	})
+
 	It("lets a cluster offer h2 over ALPN", func() {
 		tls := "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        common_tls_context: {alpn_protocols: [h2, http/1.1]}\n"
 		got, _, err := config.ParseBootstrap([]byte(with(tls)), file)
