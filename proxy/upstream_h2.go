@@ -52,8 +52,10 @@ type h2Upstream struct {
 	// draining: connections close once idle (see Drain).
 	draining bool
 	reaper   *time.Timer
-	dialCtx  context.Context
-	dialStop context.CancelFunc
+	// reapEvery is the sweep's period (0: 1 s).
+	reapEvery time.Duration
+	dialCtx   context.Context
+	dialStop  context.CancelFunc
 }
 
 var _ upstream = (*h2Upstream)(nil)
@@ -424,14 +426,20 @@ func (s *h2Stream) end() {
 func (p *h2Upstream) get(ctx context.Context, deadline time.Time) (*h2Conn, error) {
 	// The connections whose peer's SETTINGS had not come when last looked at: look again (outside
 	// the lock; see refresh). Later changes of the limit are seen as streams end.
+	// Connections without a stream that closed or took a GOAWAY are closed first: they must not keep
+	// a max_connections slot from the connection this request may need.
 	p.mu.Lock()
 	var unknown []*h2Conn
+	closing := p.pruneLocked()
 	for _, c := range p.conns {
 		if c.peerMax.Load() == 0 {
 			unknown = append(unknown, c)
 		}
 	}
 	p.mu.Unlock()
+	for _, c := range closing {
+		p.closeConn(c)
+	}
 	for _, c := range unknown {
 		c.refresh()
 	}
@@ -486,6 +494,24 @@ func (p *h2Upstream) get(ctx context.Context, deadline time.Time) (*h2Conn, erro
 
 // errPoolClosed fails the requests of a closed pool.
 var errPoolClosed = errors.New("h2: pool closed")
+
+// pruneLocked takes out of the pool the connections without a stream that take no more (closed by
+// the peer, a GOAWAY, max_requests_per_connection), to be closed; p.mu held.
+func (p *h2Upstream) pruneLocked() []*h2Conn {
+	var out []*h2Conn
+	keep := p.conns[:0]
+	for _, c := range p.conns {
+		p.capacity(c) // notices a close or a GOAWAY
+		if c.dead && c.active == 0 {
+			out = append(out, c)
+			continue
+		}
+		keep = append(keep, c)
+	}
+	clear(p.conns[len(keep):])
+	p.conns = keep
+	return out
+}
 
 // pickLocked is the connection with room for a stream and the most streams open; nil if none.
 func (p *h2Upstream) pickLocked() *h2Conn {
@@ -638,7 +664,11 @@ func (p *h2Upstream) armReaperLocked() {
 	if p.reaper != nil || p.closed || len(p.conns) == 0 {
 		return
 	}
-	p.reaper = time.AfterFunc(time.Second, p.reap)
+	every := p.reapEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	p.reaper = time.AfterFunc(every, p.reap)
 }
 
 // reap closes the connections without a stream that closed, took a GOAWAY or were idle longer than

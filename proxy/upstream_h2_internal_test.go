@@ -145,6 +145,28 @@ var _ = Describe("h2Upstream", func() {
 		Expect(conns.Load()).To(BeEquivalentTo(2))
 	})
 
+	// Regression: a connection the upstream closed while idle kept its max_connections slot until the
+	// pool's next sweep (every second), so the next request overflowed the breaker and waited for the
+	// sweep instead of dialing at once.
+	It("gives back the slot of a connection the upstream closed while idle at the next request", func() {
+		handle = func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }
+		limits := &oneConnection{}
+		p := newH2Upstream(addr, dial, limits, config.UpstreamHTTP{HTTP2: config.DefaultHTTP2Options()}, false, nil)
+		p.reapEvery = time.Hour // no sweep: the request itself must notice
+		DeferCleanup(p.Close)
+		_, _, err := roundTrip(p, &h1.Request{Method: "GET", URI: "/"})
+		Expect(err).NotTo(HaveOccurred())
+		p.mu.Lock()
+		c := p.conns[0]
+		p.mu.Unlock()
+		Expect(c.cc.Close()).To(Succeed()) // as if the upstream had closed it
+		_, body, err := roundTrip(p, &h1.Request{Method: "GET", URI: "/"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(body).To(Equal("ok"))
+		Expect(limits.overflows.Load()).To(BeZero())
+		Expect(conns.Load()).To(BeEquivalentTo(2))
+	})
+
 	It("fails a round trip after Close", func() {
 		handle = func(w http.ResponseWriter, r *http.Request) {}
 		p := pool(config.UpstreamHTTP{})
@@ -153,3 +175,22 @@ var _ = Describe("h2Upstream", func() {
 		Expect(err).To(MatchError(errPoolClosed))
 	})
 })
+
+// oneConnection is max_connections 1 and no other limit, counting its refusals.
+type oneConnection struct {
+	open      atomic.Int64
+	overflows atomic.Int64
+}
+
+func (l *oneConnection) Pending() bool { return true }
+func (l *oneConnection) Unpending()    {}
+func (l *oneConnection) TryConnection() bool {
+	if l.open.Add(1) > 1 {
+		l.open.Add(-1)
+		l.overflows.Add(1)
+		return false
+	}
+	return true
+}
+func (l *oneConnection) ForceConnection()  { l.open.Add(1) }
+func (l *oneConnection) ConnectionClosed() { l.open.Add(-1) }
