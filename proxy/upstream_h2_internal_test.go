@@ -15,6 +15,9 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/internal/h1"
@@ -194,3 +197,34 @@ func (l *oneConnection) TryConnection() bool {
 }
 func (l *oneConnection) ForceConnection()  { l.open.Add(1) }
 func (l *oneConnection) ConnectionClosed() { l.open.Add(-1) }
+
+// A gRPC server (grpc-go, h2c) takes the pool's requests: a unary call's response message and its
+// grpc-status trailer come back, as the router relays them.
+var _ = Describe("h2Upstream to a grpc-go server", func() {
+	It("completes a unary call, grpc-status in the trailers", func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		gs := grpc.NewServer()
+		healthpb.RegisterHealthServer(gs, health.NewServer())
+		go func() { _ = gs.Serve(ln) }()
+		DeferCleanup(gs.Stop)
+		dial := func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}
+		p := newH2Upstream(ln.Addr().String(), dial, nil, config.UpstreamHTTP{HTTP2: config.DefaultHTTP2Options()}, false, nil)
+		DeferCleanup(p.Close)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := p.RoundTrip(ctx, &h1.Request{Method: "POST", URI: "/grpc.health.v1.Health/Check", Host: "svc",
+			Header: http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}},
+			Body:   []byte{0, 0, 0, 0, 0}}) // an empty HealthCheckRequest, uncompressed
+		Expect(err).NotTo(HaveOccurred())
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(resp.StatusCode).To(Equal(200))
+		Expect(resp.Header.Get("Content-Type")).To(Equal("application/grpc"))
+		Expect(body).To(Equal([]byte{0, 0, 0, 0, 2, 0x08, 0x01})) // HealthCheckResponse{status: SERVING}
+		Expect(resp.Trailer.Get("Grpc-Status")).To(Equal("0"))
+	})
+})
