@@ -180,6 +180,11 @@ func (r Runner) Supports(p *plan.Plan, _ plan.Options) error {
 		// The control plane runs in the runner's process; the proxy containers do not reach it.
 		parts = append(parts, fmt.Sprintf("changes[%d]: a configuration change pushed over xDS by the scenario's control plane", i))
 	}
+	if l := p.Scenario.Load; l != nil && (l.Protocol == scenarios.ProtocolH2C || l.Protocol == scenarios.ProtocolGRPC) {
+		// The plumbing is the embedded runner's (the same bootstraps and load), but it has not been run
+		// in containers yet.
+		parts = append(parts, "load.protocol "+l.Protocol+" (not yet run in containers)")
+	}
 	if err := ValidateFaults(p.Scenario, r.Faults); err != nil {
 		return err
 	}
