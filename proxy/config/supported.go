@@ -152,10 +152,12 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"max_connections": nil,
 	},
 	hcmType: {
-		"stat_prefix":                  nil,
-		"strip_matching_host_port":     nil,
-		"strip_any_host_port":          nil,
-		"codec_type":                   {"AUTO", "HTTP1"},
+		"stat_prefix":              nil,
+		"strip_matching_host_port": nil,
+		"strip_any_host_port":      nil,
+		"codec_type":               {"AUTO", "HTTP1", "HTTP2"},
+		// Downstream HTTP/2 (see http2.go and the proxy's h2.go).
+		"http2_protocol_options":       nil,
 		"route_config":                 nil,
 		"rds":                          nil,
 		"http_filters":                 nil,
@@ -230,6 +232,16 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"content_type":       nil,
 	},
 	// Which trusted client addresses are internal (no unix_sockets: the listeners are TCP only).
+	// The HCM's downstream HTTP/2 settings and flood limits (see http2.go); max_outbound_frames and
+	// max_outbound_control_frames are left to the codec's own bound (proxy/README.md).
+	"envoy.config.core.v3.Http2ProtocolOptions": {
+		"max_concurrent_streams":                               nil,
+		"initial_stream_window_size":                           nil,
+		"initial_connection_window_size":                       nil,
+		"max_consecutive_inbound_frames_with_empty_payload":    nil,
+		"max_inbound_priority_frames_per_stream":               nil,
+		"max_inbound_window_update_frames_per_data_frame_sent": nil,
+	},
 	hcmType + ".InternalAddressConfig": {
 		"cidr_ranges": nil,
 	},
