@@ -69,13 +69,16 @@ type Server struct {
 	BaseContext context.Context
 	// Handoff, when set, takes over each connection whose first bytes are the HTTP/2 client connection
 	// preface (RFC 9113 §3.4, which reads as the request line "PRI * HTTP/2.0"), as Envoy's codec_type
-	// AUTO picks its HTTP/2 codec on that preface (ConnectionManagerImpl::createCodec,
-	// HttpConnectionManagerConfig::createCodec, source/extensions/filters/network/http_connection_manager/config.cc).
-	// It is called on the connection's reader goroutine once the server has let go of the connection,
-	// with what was read after the preface (a copy); from then on the connection is the callee's, which
+	// AUTO picks its HTTP/2 codec on that preface (HttpConnectionManagerConfig::createCodec,
+	// source/extensions/filters/network/http_connection_manager/config.cc). It is called on the
+	// connection's reader goroutine once the server has let go of the connection, with what was read
+	// of it so far (a copy, the preface included); from then on the connection is the callee's, which
 	// closes it. ConnState hears of StateNew only: the callee reports the end itself. Only the first
-	// bytes of a connection are looked at, so the HTTP/1 path pays one comparison per connection.
+	// bytes of a connection are looked at: the HTTP/1 path pays one comparison per connection.
 	Handoff func(nc net.Conn, buffered []byte)
+	// HandoffAll hands every connection to Handoff, preface or not, as it brings its first bytes
+	// (codec_type HTTP2: the HTTP/2 codec then refuses a connection that does not start with the preface).
+	HandoffAll bool
 	// HTTP1, when set, hears +1 as a connection's first bytes show it speaks HTTP/1 (Envoy counts
 	// downstream_cx_http1_total and _active as it creates the codec on the first bytes read), and -1
 	// as that connection ends.
@@ -330,11 +333,10 @@ func (c *conn) readLoop() {
 			_ = c.nc.SetReadDeadline(time.Now().Add(headTimeout))
 		}
 		if c.requests == 0 && !c.http1 {
-			if s.Handoff != nil && c.sawPreface() {
+			if s.Handoff != nil && (s.HandoffAll || c.sawPreface()) {
 				_ = c.nc.SetReadDeadline(time.Time{})
-				_, _ = c.br.Discard(len(preface))
-				rest, _ := c.br.Peek(c.br.Buffered())
-				c.handoff = append(make([]byte, 0, len(rest)), rest...)
+				read, _ := c.br.Peek(c.br.Buffered())
+				c.handoff = append(make([]byte, 0, len(read)), read...)
 				return // close lets go of the connection, then hands it off
 			}
 			if s.HTTP1 != nil {
