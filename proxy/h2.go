@@ -142,6 +142,8 @@ func (s *h2Server) serveConn(nc net.Conn, read []byte) {
 	// The settings through http.Server.HTTP2, which x/net's server reads (configFromServer).
 	hs := &http.Server{Handler: s.handler, MaxHeaderBytes: s.maxHeaderBytes, ErrorLog: discardLog, IdleTimeout: s.idle,
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: int(s.opts.MaxConcurrentStreams),
+			// SETTINGS_MAX_FRAME_SIZE: RFC 9113's initial 16384, which Envoy's codec keeps (x/net's own is 1 MiB).
+			MaxReadFrameSize:              16384,
 			MaxReceiveBufferPerStream:     int(s.opts.InitialStreamWindowSize),
 			MaxReceiveBufferPerConnection: int(s.opts.InitialConnectionWindowSize)}}
 	h2s := &http2.Server{} //lint:ignore SA1019 as below
