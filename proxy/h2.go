@@ -293,3 +293,14 @@ func (c *h2Conn) goAway() {
 		go func() { _ = c.hs.Shutdown(context.Background()) }() // no listener, no tracked connection: returns at once
 	}
 }
+
+// forwardTrailers passes an upstream response's trailers (complete once its body was read to its end)
+// on to the downstream, as Envoy's router encodes the upstream's trailers (Filter::onUpstreamTrailers,
+// source/common/router/router.cc): the HTTP/2 downstream sends them in a closing HEADERS frame (what
+// gRPC's status travels in); the HTTP/1 codec sends none (Envoy's too, unless enable_trailers).
+func forwardTrailers(w http.ResponseWriter, trailer http.Header) {
+	h := w.Header()
+	for k, vs := range trailer {
+		h[http.TrailerPrefix+k] = vs
+	}
+}
