@@ -181,11 +181,14 @@ type serverKey struct {
 	// statPrefix: the server's connection callbacks count into the HCM stats of this prefix.
 	statPrefix string
 	tls        string // the TLS context's Key ("" clear text): its server terminates TLS with it
+	// codec and h2: the HCM codec_type and http2_protocol_options, which its h1 and h2 servers are made with.
+	codec config.Codec
+	h2    config.HTTP2Options
 }
 
 func keyOf(l config.Listener) serverKey {
 	k := serverKey{headTimeout: time.Minute, idle: l.IdleTimeout, maxHeader: l.MaxRequestHeadersBytes,
-		maxRequests: l.MaxRequestsPerConnection, statPrefix: l.StatPrefix}
+		maxRequests: l.MaxRequestsPerConnection, statPrefix: l.StatPrefix, codec: l.Codec, h2: l.HTTP2}
 	if l.TLS != nil {
 		k.tls = l.TLS.Key
 	}
