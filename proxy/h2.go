@@ -78,6 +78,8 @@ type h2Server struct {
 	// drainClose is asked, as each stream starts on a connection not yet going away, whether the
 	// connection drains: then it sends GOAWAY (where an HTTP/1 response would say Connection: close).
 	drainClose func() bool
+	// maxRequests is the HCM max_requests_per_connection (0: none).
+	maxRequests uint32
 
 	mu      sync.Mutex
 	conns   map[*h2Conn]struct{}
@@ -106,7 +108,7 @@ func newH2Server(l config.Listener, handler http.Handler, hcm *connManager, stor
 		maxHeader = 60 << 10 // Envoy's max_request_headers_kb default, its HTTP/2 codec's header list bound too
 	}
 	return &h2Server{handler: handler, opts: o, maxHeaderBytes: maxHeader, idle: l.IdleTimeout, hcm: hcm,
-		st: newH2Stats(store, l.StatPrefix), clk: clk, drainClose: drainClose,
+		st: newH2Stats(store, l.StatPrefix), clk: clk, drainClose: drainClose, maxRequests: l.MaxRequestsPerConnection,
 		conns: map[*h2Conn]struct{}{}, done: make(chan struct{})}
 }
 
@@ -165,12 +167,7 @@ func (s *h2Server) serveConn(nc net.Conn, read []byte) {
 // ended, or ctx ends: then it closes those left.
 func (s *h2Server) shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	if !s.closing {
-		s.closing = true
-		if len(s.conns) == 0 {
-			close(s.done)
-		}
-	}
+	s.markClosing()
 	conns := make([]*h2Conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -191,11 +188,21 @@ func (s *h2Server) shutdown(ctx context.Context) error {
 // close closes every connection at once.
 func (s *h2Server) close() {
 	s.mu.Lock()
-	s.closing = true
+	s.markClosing()
 	for c := range s.conns {
 		c.Conn.Close()
 	}
 	s.mu.Unlock()
+}
+
+// markClosing has the server take no more connections (s.mu held); done closes once none is left.
+func (s *h2Server) markClosing() {
+	if !s.closing {
+		s.closing = true
+		if len(s.conns) == 0 {
+			close(s.done)
+		}
+	}
 }
 
 // h2Conn is a downstream HTTP/2 connection as x/net reads and writes it: the bytes read before the
@@ -219,6 +226,7 @@ type h2Conn struct {
 	dataOut   uint64               // outbound DATA frames
 	failed    error                // the flood or reset rule that ended the connection
 	goingAway bool
+	requests  uint32 // streams dispatched to the handler
 }
 
 // h2Stream is what the connection keeps of an open client stream.
@@ -272,11 +280,20 @@ func (c *h2Conn) Write(p []byte) (int, error) {
 // listener draining has the connection go away, as Envoy's connection manager starts its HTTP/2 drain
 // sequence where an HTTP/1 response would close (ConnectionManagerImpl::ActiveStream::encodeHeaders,
 // drain_close_.drainClose(), then startDrainSequence: GOAWAY, streams in flight finish).
+//
+// max_requests_per_connection ends an HTTP/2 connection the same way: the stream that reaches it is
+// served, GOAWAY is sent and downstream_cx_max_requests_reached counted (ConnectionManagerImpl::newStream).
 func (c *h2Conn) serveStream(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	going := c.goingAway
+	c.requests++
+	limit := c.srv.maxRequests > 0 && c.requests == c.srv.maxRequests
 	c.mu.Unlock()
-	if !going && c.srv.drainClose != nil && c.srv.drainClose() {
+	switch {
+	case limit && !going:
+		c.srv.hcm.st.cxMaxRequestsReached.Inc()
+		c.goAway()
+	case !going && c.srv.drainClose != nil && c.srv.drainClose():
 		c.goAway()
 	}
 	c.srv.handler.ServeHTTP(w, r)

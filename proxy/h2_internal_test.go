@@ -2,16 +2,13 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/onsi/gomega"
-	"golang.org/x/net/http2"
 
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/proxy/internal/h1"
@@ -46,10 +43,9 @@ func TestH2DownstreamGetsUpstreamTrailers(t *testing.T) {
 	g.Expect(srv.Start()).To(gomega.Succeed())
 	defer srv.Close()
 
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}}}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: p}}
 	resp, err := c.Get("http://" + srv.ListenerAddr("edge") + "/svc.Echo/Call")
 	g.Expect(err).NotTo(gomega.HaveOccurred())
 	b, err := io.ReadAll(resp.Body)

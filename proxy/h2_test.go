@@ -24,10 +24,9 @@ import (
 
 // h2cClient speaks HTTP/2 with prior knowledge over clear text.
 func h2cClient() *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}}}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: p}}
 }
 
 // h2Raw is a raw HTTP/2 client connection: the preface and an empty SETTINGS sent, frames read and
@@ -182,8 +181,10 @@ var _ = Describe("HTTP/2 downstream", func() {
 		s.listener = func(l *config.Listener) { l.TLS = ltls }
 		srv, url := start(s)
 		url = strings.Replace(url, "http://", "https://", 1)
-		h2 := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: pki.ca.Pool(), ServerName: "proxy.internal", NextProtos: []string{"h2"}}}}
+		p := new(http.Protocols)
+		p.SetHTTP2(true)
+		h2 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: p,
+			TLSClientConfig: &tls.Config{RootCAs: pki.ca.Pool(), ServerName: "proxy.internal"}}}
 		resp, err := h2.Get(url + "/up")
 		Expect(err).NotTo(HaveOccurred())
 		b, _ := io.ReadAll(resp.Body)
@@ -367,6 +368,21 @@ var _ = Describe("HTTP/2 downstream", func() {
 			Expect(ended).To(Equal(map[uint32]string{1: "late", 3: "late"}))
 			Expect(backend.requests.Load()).To(Equal(int64(2)))
 			Expect(stat(srv, "http.ingress.downstream_cx_drain_close")).To(Equal(uint64(1)))
+		})
+
+		It("sends GOAWAY on the stream that reaches max_requests_per_connection, and serves it", func() {
+			close(release)
+			srv, _ := start(setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{cluster("backend", backend.addr())},
+				maxRequests: 2})
+			r := dialH2(srv.ListenerAddr("edge"))
+			frames := r.frames()
+			Expect(r.request(1, "/")).To(Succeed())
+			Expect(r.request(3, "/")).To(Succeed())
+			goAway, ended := readUntilClosed(frames)
+			Expect(goAway).NotTo(BeNil())
+			Expect(goAway.LastStreamID).To(Equal(uint32(3)))
+			Expect(ended).To(Equal(map[uint32]string{1: "late", 3: "late"}))
+			Expect(stat(srv, "http.ingress.downstream_cx_max_requests_reached")).To(Equal(uint64(1)))
 		})
 
 		It("sends GOAWAY on Shutdown, lets the streams in flight finish, and Shutdown returns once they did", func() {
