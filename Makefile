@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 	./mesh/load:FuzzReadResponse \
 	./cmd/meshproof:FuzzLoadFlags
 
-.PHONY: help build build-proxy image-proxy test test-fast lint fmt fuzz fuzz-report demo examples image bench-load bench-proxy bench-proxy-h2tls bench-reload bench-mesh soak clean
+.PHONY: help build build-proxy image-proxy test test-fast lint fmt fuzz fuzz-report demo examples image bench-load bench-proxy bench-proxy-h2tls bench-reload bench-mesh soak clean h2spec
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: ## run the whole test suite (Ginkgo, race detector, random order), then ev
 
 test-fast: ## the suite without the specs labelled slow
 	$(GINKGO) $(GINKGO_FLAGS) --label-filter='!slow' ./...
+
+h2spec: ## hold the proxy's downstream HTTP/2 to h2spec 2.2.1 (generic + http2, h2c and TLS; exceptions: proxy/README.md)
+	$(GINKGO) -v --label-filter=h2spec ./proxy
 
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -123,7 +123,7 @@ type clusterStats struct {
 	// cxHTTP1Total is upstream_cx_http1_total: the HTTP/1.1 connections opened; h2 the HTTP/2
 	// pools' stats (upstream_cx_http2_total and the codec's).
 	cxHTTP1Total *stats.Counter
-	h2           *h2Stats
+	h2           *upH2Stats
 
 	// codes holds upstream_rq_<code> for the codes seen so far, by code: created on first use like any
 	// stat, then found without building its name.
@@ -165,7 +165,7 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 		rqActive: g("upstream_rq_active"), cxActive: g("upstream_cx_active"), rqPendingActive: g("upstream_rq_pending_active"),
 		membershipHealthy: g("membership_healthy"), membershipTotal: g("membership_total"),
 		rqTime: store.Histogram(p + "upstream_rq_time"), cxConnectMs: store.Histogram(p + "upstream_cx_connect_ms"),
-		cxHTTP1Total: c("upstream_cx_http1_total"), h2: newH2Stats(store, p),
+		cxHTTP1Total: c("upstream_cx_http1_total"), h2: newUpH2Stats(store, p),
 		retry: &retryCodeStats{completed: c("retry.upstream_rq_completed"), class: newClassCounters(c, "retry.upstream_rq")},
 	}
 }
@@ -320,7 +320,7 @@ func (c *cluster) newUpstream(addr string, dial func(ctx context.Context, addr s
 // codec_client_type HTTP2 (h2c, or h2 over the cluster's TLS), apart from the pool and its stats.
 func (c *cluster) newHealthCheckUpstream(addr string, dial func(ctx context.Context, addr string) (net.Conn, error)) upstream {
 	if c.cfg.HealthCheckHTTP2 {
-		return newH2Upstream(addr, dial, nil, config.UpstreamHTTP{HTTP2: config.DefaultHTTP2Options()}, c.tls != nil, nil)
+		return newH2Upstream(addr, dial, nil, config.UpstreamHTTP{HTTP2: config.DefaultUpstreamHTTP2Options()}, c.tls != nil, nil)
 	}
 	return newH1Upstream(addr, forHealthChecks, dial, nil)
 }

@@ -577,6 +577,9 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
 	sent, err := io.CopyBuffer(f.w, body, *bp)
+	if err == nil && len(resp.Trailer) > 0 {
+		forwardTrailers(f.w, resp.Trailer) // gRPC's status; an HTTP/1 downstream drops them
+	}
 	f.si.sent(resp.StatusCode, sent)
 	// upstream_rq_time is Envoy's: from the request's start in the router (its downstream request
 	// complete, for a buffered body) to the end of the response, retries and back-offs included

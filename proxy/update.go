@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -180,11 +181,14 @@ type serverKey struct {
 	// statPrefix: the server's connection callbacks count into the HCM stats of this prefix.
 	statPrefix string
 	tls        string // the TLS context's Key ("" clear text): its server terminates TLS with it
+	// codec and h2: the HCM codec_type and http2_protocol_options, which its h1 and h2 servers are made with.
+	codec config.Codec
+	h2    config.HTTP2Options
 }
 
 func keyOf(l config.Listener) serverKey {
 	k := serverKey{headTimeout: time.Minute, idle: l.IdleTimeout, maxHeader: l.MaxRequestHeadersBytes,
-		maxRequests: l.MaxRequestsPerConnection, statPrefix: l.StatPrefix}
+		maxRequests: l.MaxRequestsPerConnection, statPrefix: l.StatPrefix, codec: l.Codec, h2: l.HTTP2}
 	if l.TLS != nil {
 		k.tls = l.TLS.Key
 	}
@@ -203,6 +207,7 @@ type boundListener struct {
 	key  serverKey
 	sock *socket
 	srv  *h1.Server
+	ls   *listenerServer // srv and its HTTP/2 server: the stopper in Server.servers
 	vl   *socketListener
 }
 
@@ -406,11 +411,42 @@ func (s *Server) serve(l config.Listener, k serverKey, so *socket, ch *chain) *b
 		MaxRequestsPerConnection: int(l.MaxRequestsPerConnection), MaxRequestsReached: hcm.st.cxMaxRequestsReached.Inc,
 		RejectHTTP10: true, // Envoy's default: http_protocol_options.accept_http_10 false
 		DrainClose:   e.drainClose}
+	// HTTP/2 (see h2.go): the h1 server hands over the connections that start with the preface (codec
+	// AUTO), or all of them (HTTP2); with codec HTTP1 it serves them all.
+	h2 := newH2Server(l, e, hcm, s.store, s.clk, e.drainClose)
+	srv.HTTP1 = h2.st.http1
+	if l.Codec != config.CodecHTTP1 {
+		srv.Handoff, srv.HandoffAll = h2.serveConn, l.Codec == config.CodecHTTP2
+	}
 	e.srv = srv
-	s.servers = append(s.servers, srv)
+	ls := &listenerServer{h1: srv, h2: h2}
+	s.servers = append(s.servers, ls)
 	s.listeners[l.Name] = so.ln
 	go func() { _ = srv.Serve(served) }()
-	return &boundListener{cfg: l, key: k, sock: so, srv: srv, vl: vl}
+	return &boundListener{cfg: l, key: k, sock: so, srv: srv, ls: ls, vl: vl}
+}
+
+// listenerServer is a listener's servers, stopped together: the h1 server accepting its connections,
+// and the h2 server of those it handed over.
+type listenerServer struct {
+	h1 *h1.Server
+	h2 *h2Server
+}
+
+// Shutdown stops accepting, has the HTTP/2 connections go away (GOAWAY) while the HTTP/1 ones close
+// as their requests end, and waits for both, or ctx.
+func (ls *listenerServer) Shutdown(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- ls.h1.Shutdown(ctx) }()
+	err := ls.h2.shutdown(ctx)
+	return errors.Join(<-errc, err)
+}
+
+// Close closes every connection at once.
+func (ls *listenerServer) Close() error {
+	err := ls.h1.Close()
+	ls.h2.close()
+	return err
 }
 
 // drainServer drains a listener's server that a configuration change retired (s.mu held): it accepts
@@ -433,9 +469,9 @@ func (s *Server) drainServer(b *boundListener, pin *generation) {
 			t.Stop()
 			return // Shutdown or Close ends the server
 		}
-		_ = b.srv.Shutdown(closedAfter(s.stop))
+		_ = b.ls.Shutdown(closedAfter(s.stop))
 		s.mu.Lock()
-		s.servers = slices.DeleteFunc(s.servers, func(x stopper) bool { return x == b.srv })
+		s.servers = slices.DeleteFunc(s.servers, func(x stopper) bool { return x == stopper(b.ls) })
 		s.mu.Unlock()
 	}()
 }

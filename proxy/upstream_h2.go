@@ -42,10 +42,10 @@ type h2Upstream struct {
 	tr     *http2.Transport
 	opts   config.UpstreamHTTP
 	scheme string
-	st     *h2Stats // nil: not counted (health checks)
+	st     *upH2Stats // nil: not counted (health checks)
 
 	mu         sync.Mutex
-	conns      []*h2Conn
+	conns      []*upH2Conn
 	connecting int
 	waiters    []*h2Waiter
 	closed     bool
@@ -60,21 +60,21 @@ type h2Upstream struct {
 
 var _ upstream = (*h2Upstream)(nil)
 
-// h2Stats are the cluster's stats an HTTP/2 pool keeps, under Envoy's names: upstream_cx_http2_total
+// upH2Stats are the cluster's stats an HTTP/2 pool keeps, under Envoy's names: upstream_cx_http2_total
 // (ClusterTrafficStats), upstream_cx_close_notify (a GOAWAY received), and the codec's http2.rx_reset
 // and http2.tx_reset (source/common/http/http2/codec_stats.h, under the cluster's prefix upstream).
-type h2Stats struct {
+type upH2Stats struct {
 	cxHTTP2Total, closeNotify, rxReset, txReset *stats.Counter
 }
 
-func newH2Stats(store *stats.Store, prefix string) *h2Stats {
-	return &h2Stats{cxHTTP2Total: store.Counter(prefix + "upstream_cx_http2_total"),
+func newUpH2Stats(store *stats.Store, prefix string) *upH2Stats {
+	return &upH2Stats{cxHTTP2Total: store.Counter(prefix + "upstream_cx_http2_total"),
 		closeNotify: store.Counter(prefix + "upstream_cx_close_notify"),
 		rxReset:     store.Counter(prefix + "http2.rx_reset"), txReset: store.Counter(prefix + "http2.tx_reset")}
 }
 
-// h2Conn is one HTTP/2 connection of the pool. Its counts are under the pool's lock.
-type h2Conn struct {
+// upH2Conn is one HTTP/2 connection of the pool. Its counts are under the pool's lock.
+type upH2Conn struct {
 	cc *http2.ClientConn
 	// active: streams open; started: streams ever started (max_requests_per_connection).
 	active  int
@@ -95,7 +95,7 @@ type h2Conn struct {
 }
 
 // refresh reads the peer's stream limit and whether a GOAWAY came; never under the pool's lock.
-func (c *h2Conn) refresh() {
+func (c *upH2Conn) refresh() {
 	st := c.cc.State()
 	c.peerMax.Store(st.MaxConcurrentStreams)
 	if st.Closing && !st.Closed {
@@ -106,14 +106,14 @@ func (c *h2Conn) refresh() {
 type h2Waiter struct{ ch chan h2Wait }
 
 type h2Wait struct {
-	c   *h2Conn
+	c   *upH2Conn
 	err error
 }
 
 // newH2Transport is the codec of an HTTP/2 pool: Http2ProtocolOptions' receive windows, no compression
 // asked for on the client's behalf, and the peer's stream limit waited for rather than failed (the pool
 // keeps below it; a peer lowering it later makes a stream wait, not fail).
-func newH2Transport(o config.HTTP2Options) *http2.Transport {
+func newH2Transport(o config.UpstreamHTTP2Options) *http2.Transport {
 	t1 := &http.Transport{HTTP2: &http.HTTP2Config{
 		MaxReceiveBufferPerConnection: int(o.InitialConnectionWindowSize),
 		MaxReceiveBufferPerStream:     int(o.InitialStreamWindowSize),
@@ -131,19 +131,19 @@ func newH2Transport(o config.HTTP2Options) *http2.Transport {
 // newH2Upstream is the HTTP/2 pool to one host; tls says whether its connections are TLS (the scheme
 // sent as :scheme).
 func newH2Upstream(addr string, dial func(ctx context.Context, addr string) (net.Conn, error), limits h1.Limits,
-	opts config.UpstreamHTTP, tls bool, st *h2Stats) *h2Upstream {
+	opts config.UpstreamHTTP, tls bool, st *upH2Stats) *h2Upstream {
 	p := &h2Upstream{addr: addr, dial: dial, limits: limits, tr: newH2Transport(opts.HTTP2), opts: opts, scheme: "http", st: st}
 	if tls {
 		p.scheme = "https"
 	}
 	if p.opts.HTTP2.MaxConcurrentStreams == 0 {
-		p.opts.HTTP2.MaxConcurrentStreams = config.DefaultHTTP2Options().MaxConcurrentStreams
+		p.opts.HTTP2.MaxConcurrentStreams = config.DefaultUpstreamHTTP2Options().MaxConcurrentStreams
 	}
 	return p
 }
 
 // capacity is how many more streams c may open now; p.mu held.
-func (p *h2Upstream) capacity(c *h2Conn) int {
+func (p *h2Upstream) capacity(c *upH2Conn) int {
 	if c.dead || c.closed {
 		return 0
 	}
@@ -173,7 +173,7 @@ func (p *h2Upstream) capacity(c *h2Conn) int {
 }
 
 // take gives c's stream to a request; p.mu held.
-func (p *h2Upstream) take(c *h2Conn) {
+func (p *h2Upstream) take(c *upH2Conn) {
 	c.active++
 	c.started++
 	if m := p.opts.MaxRequestsPerConnection; m > 0 && c.started >= uint64(m) {
@@ -198,7 +198,7 @@ func (p *h2Upstream) RoundTrip(ctx context.Context, req *h1.Request) (*http.Resp
 		p.release(c)
 		return nil, h1.ErrOverflow
 	}
-	s := &h2Stream{p: p, c: c, detach: req.Detach}
+	s := &upH2Stream{p: p, c: c, detach: req.Detach}
 	base := ctx
 	if req.Abort != nil {
 		base = context.WithoutCancel(ctx) // the aborter ends the exchange; ctx only bounded the wait
@@ -262,7 +262,7 @@ const (
 // source/common/http/http2/codec_impl.cc); a stream above a GOAWAY's last-stream-id was never processed,
 // which the codec reports as refused too (nghttp2 and oghttp2 close such streams with REFUSED_STREAM);
 // a connection lost is ConnectionTermination. The deadline and the aborter are the router's own ends.
-func (p *h2Upstream) roundTripError(sctx context.Context, s *h2Stream, err error) error {
+func (p *h2Upstream) roundTripError(sctx context.Context, s *upH2Stream, err error) error {
 	switch cause := context.Cause(sctx); {
 	case cause == errStreamAborted:
 		return context.Canceled
@@ -297,7 +297,7 @@ func (p *h2Upstream) roundTripError(sctx context.Context, s *h2Stream, err error
 	return &h2ResetError{reason: "connection termination", err: err}
 }
 
-func (p *h2Upstream) markDead(c *h2Conn) {
+func (p *h2Upstream) markDead(c *upH2Conn) {
 	p.mu.Lock()
 	c.dead = true
 	p.mu.Unlock()
@@ -360,11 +360,11 @@ func (p *h2Upstream) request(ctx context.Context, req *h1.Request) (*http.Reques
 	return hreq.WithContext(ctx), nil
 }
 
-// h2Stream is a response body: its close ends the stream (a reset when the body was not read to its
+// upH2Stream is a response body: its close ends the stream (a reset when the body was not read to its
 // end) and gives the stream back to its connection.
-type h2Stream struct {
+type upH2Stream struct {
 	p            *h2Upstream
-	c            *h2Conn
+	c            *upH2Conn
 	body         io.ReadCloser
 	detach       func()
 	cancel       context.CancelCauseFunc
@@ -375,9 +375,9 @@ type h2Stream struct {
 	once         sync.Once
 }
 
-func (s *h2Stream) abort() { s.cancel(errStreamAborted) }
+func (s *upH2Stream) abort() { s.cancel(errStreamAborted) }
 
-func (s *h2Stream) Read(b []byte) (int, error) {
+func (s *upH2Stream) Read(b []byte) (int, error) {
 	n, err := s.body.Read(b)
 	if err == io.EOF {
 		s.eof = true
@@ -391,7 +391,7 @@ func (s *h2Stream) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (s *h2Stream) Close() error {
+func (s *upH2Stream) Close() error {
 	s.once.Do(func() {
 		if !s.eof && !s.failed && s.p.st != nil {
 			s.p.st.txReset.Inc() // the codec resets a stream closed before its end (RST_STREAM CANCEL)
@@ -404,7 +404,7 @@ func (s *h2Stream) Close() error {
 
 // end releases what the exchange held: its abort, its context, its max_requests slot (Detach) and
 // its stream on the connection.
-func (s *h2Stream) end() {
+func (s *upH2Stream) end() {
 	if s.ab != nil {
 		s.ab.Unregister()
 	}
@@ -423,13 +423,13 @@ func (s *h2Stream) end() {
 // (Envoy's pool fills its busy connections first), else the request waits in the pending queue
 // (max_pending_requests) for the first stream that frees or connection that comes up, while
 // connections are dialed for the requests waiting beyond what those being dialed will carry.
-func (p *h2Upstream) get(ctx context.Context, deadline time.Time) (*h2Conn, error) {
+func (p *h2Upstream) get(ctx context.Context, deadline time.Time) (*upH2Conn, error) {
 	// The connections whose peer's SETTINGS had not come when last looked at: look again (outside
 	// the lock; see refresh). Later changes of the limit are seen as streams end.
 	// Connections without a stream that closed or took a GOAWAY are closed first: they must not keep
 	// a max_connections slot from the connection this request may need.
 	p.mu.Lock()
-	var unknown []*h2Conn
+	var unknown []*upH2Conn
 	closing := p.pruneLocked()
 	for _, c := range p.conns {
 		if c.peerMax.Load() == 0 {
@@ -497,8 +497,8 @@ var errPoolClosed = errors.New("h2: pool closed")
 
 // pruneLocked takes out of the pool the connections without a stream that take no more (closed by
 // the peer, a GOAWAY, max_requests_per_connection), to be closed; p.mu held.
-func (p *h2Upstream) pruneLocked() []*h2Conn {
-	var out []*h2Conn
+func (p *h2Upstream) pruneLocked() []*upH2Conn {
+	var out []*upH2Conn
 	keep := p.conns[:0]
 	for _, c := range p.conns {
 		p.capacity(c) // notices a close or a GOAWAY
@@ -514,8 +514,8 @@ func (p *h2Upstream) pruneLocked() []*h2Conn {
 }
 
 // pickLocked is the connection with room for a stream and the most streams open; nil if none.
-func (p *h2Upstream) pickLocked() *h2Conn {
-	var best *h2Conn
+func (p *h2Upstream) pickLocked() *upH2Conn {
+	var best *upH2Conn
 	for _, c := range p.conns {
 		if p.capacity(c) > 0 && (best == nil || c.active > best.active) {
 			best = c
@@ -560,14 +560,14 @@ func (p *h2Upstream) tryConnectLocked() {
 // dial fails every request waiting (Envoy purges the pending requests on a connect failure).
 func (p *h2Upstream) connect(ctx context.Context) {
 	nc, err := p.dial(ctx, p.addr)
-	var c *h2Conn
+	var c *upH2Conn
 	if err == nil {
 		cc, cerr := p.tr.NewClientConn(nc)
 		if cerr != nil {
 			nc.Close()
 			err = &connectError{err: cerr}
 		} else {
-			c = &h2Conn{cc: cc, idleSince: time.Now()}
+			c = &upH2Conn{cc: cc, idleSince: time.Now()}
 			c.refresh()
 		}
 	}
@@ -616,7 +616,7 @@ func (p *h2Upstream) dispatchLocked() {
 
 // release gives a stream back: to a waiting request, else the connection may idle or, when it takes
 // no more streams and none is open, close.
-func (p *h2Upstream) release(c *h2Conn) {
+func (p *h2Upstream) release(c *upH2Conn) {
 	c.refresh()
 	p.mu.Lock()
 	c.active--
@@ -624,7 +624,7 @@ func (p *h2Upstream) release(c *h2Conn) {
 		c.idleSince = time.Now()
 	}
 	p.dispatchLocked()
-	var closing []*h2Conn
+	var closing []*upH2Conn
 	if c.active == 0 && (c.dead || p.closed || p.draining && len(p.waiters) == 0) {
 		closing = p.removeLocked(c)
 	}
@@ -635,17 +635,17 @@ func (p *h2Upstream) release(c *h2Conn) {
 }
 
 // removeLocked takes c out of the pool; p.mu held. It returns it, to be closed.
-func (p *h2Upstream) removeLocked(c *h2Conn) []*h2Conn {
+func (p *h2Upstream) removeLocked(c *upH2Conn) []*upH2Conn {
 	if i := slices.Index(p.conns, c); i >= 0 {
 		p.conns = slices.Delete(p.conns, i, i+1)
-		return []*h2Conn{c}
+		return []*upH2Conn{c}
 	}
 	return nil
 }
 
 // closeConn closes a connection taken out of the pool and gives its slot back; a request still
 // waiting may then have a connection dialed for it.
-func (p *h2Upstream) closeConn(c *h2Conn) {
+func (p *h2Upstream) closeConn(c *upH2Conn) {
 	if c.closed {
 		return
 	}
@@ -683,7 +683,7 @@ func (p *h2Upstream) reap() {
 	}
 	p.mu.Lock()
 	p.reaper = nil
-	var dead []*h2Conn
+	var dead []*upH2Conn
 	keep := p.conns[:0]
 	for _, c := range p.conns {
 		p.capacity(c) // notices a GOAWAY or a close
@@ -710,7 +710,7 @@ func (p *h2Upstream) reap() {
 func (p *h2Upstream) Drain() {
 	p.mu.Lock()
 	p.draining = true
-	var idle []*h2Conn
+	var idle []*upH2Conn
 	for _, c := range slices.Clone(p.conns) {
 		c.dead = true
 		if c.active == 0 {
@@ -738,7 +738,7 @@ func (p *h2Upstream) Close() {
 	}
 	waiting := p.waiters
 	p.waiters = nil
-	var idle []*h2Conn
+	var idle []*upH2Conn
 	for _, c := range slices.Clone(p.conns) {
 		c.dead = true
 		if c.active == 0 {

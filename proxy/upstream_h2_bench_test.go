@@ -32,7 +32,7 @@ func BenchmarkUpstreamRoundTrip(b *testing.B) {
 			}
 			var u upstream = newH1Upstream(addr, forRequests, dial, nil)
 			if proto == "h2c" {
-				u = newH2Upstream(addr, dial, nil, config.UpstreamHTTP{HTTP2: config.DefaultHTTP2Options()}, false, nil)
+				u = newH2Upstream(addr, dial, nil, config.UpstreamHTTP{HTTP2: config.DefaultUpstreamHTTP2Options()}, false, nil)
 			}
 			defer u.Close()
 			b.ReportAllocs()

@@ -49,8 +49,8 @@ var _ = Describe("h2Upstream", func() {
 		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	}
 	pool := func(opts config.UpstreamHTTP) *h2Upstream {
-		if opts.HTTP2 == (config.HTTP2Options{}) {
-			opts.HTTP2 = config.DefaultHTTP2Options()
+		if opts.HTTP2 == (config.UpstreamHTTP2Options{}) {
+			opts.HTTP2 = config.DefaultUpstreamHTTP2Options()
 		}
 		p := newH2Upstream(addr, dial, nil, opts, false, nil)
 		DeferCleanup(p.Close)
@@ -154,7 +154,7 @@ var _ = Describe("h2Upstream", func() {
 	It("gives back the slot of a connection the upstream closed while idle at the next request", func() {
 		handle = func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }
 		limits := &oneConnection{}
-		p := newH2Upstream(addr, dial, limits, config.UpstreamHTTP{HTTP2: config.DefaultHTTP2Options()}, false, nil)
+		p := newH2Upstream(addr, dial, limits, config.UpstreamHTTP{HTTP2: config.DefaultUpstreamHTTP2Options()}, false, nil)
 		p.reapEvery = time.Hour // no sweep: the request itself must notice
 		DeferCleanup(p.Close)
 		_, _, err := roundTrip(p, &h1.Request{Method: "GET", URI: "/"})
@@ -211,7 +211,7 @@ var _ = Describe("h2Upstream to a grpc-go server", func() {
 		dial := func(ctx context.Context, addr string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 		}
-		p := newH2Upstream(ln.Addr().String(), dial, nil, config.UpstreamHTTP{HTTP2: config.DefaultHTTP2Options()}, false, nil)
+		p := newH2Upstream(ln.Addr().String(), dial, nil, config.UpstreamHTTP{HTTP2: config.DefaultUpstreamHTTP2Options()}, false, nil)
 		DeferCleanup(p.Close)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

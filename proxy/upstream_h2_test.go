@@ -73,7 +73,7 @@ func (b *h2Backend) addr() string { return b.srv.Listener.Addr().String() }
 // h2Cluster is a cluster of addrs speaking HTTP/2 (explicit_http_config.http2_protocol_options).
 func h2Cluster(name string, maxStreams uint32, addrs ...string) config.Cluster {
 	c := cluster(name, addrs...)
-	c.HTTP = config.UpstreamHTTP{Protocol: config.UpstreamHTTP2, IdleTimeout: time.Hour, HTTP2: config.DefaultHTTP2Options()}
+	c.HTTP = config.UpstreamHTTP{Protocol: config.UpstreamHTTP2, IdleTimeout: time.Hour, HTTP2: config.DefaultUpstreamHTTP2Options()}
 	if maxStreams > 0 {
 		c.HTTP.HTTP2.MaxConcurrentStreams = maxStreams
 	}
@@ -301,7 +301,7 @@ var _ = Describe("upstream HTTP/2", func() {
 				b := newH2Backend(true, h2, true, 0, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
 				c := cluster("auto", b.addr())
 				c.TLS = upstreamTLS()
-				c.HTTP = config.UpstreamHTTP{Protocol: config.UpstreamAuto, IdleTimeout: time.Hour, HTTP2: config.DefaultHTTP2Options()}
+				c.HTTP = config.UpstreamHTTP{Protocol: config.UpstreamAuto, IdleTimeout: time.Hour, HTTP2: config.DefaultUpstreamHTTP2Options()}
 				srv, url := start(setup{clusters: []config.Cluster{c}, routes: []config.Route{prefixRoute("/", "auto", nil)}})
 				for range 3 {
 					code, _, body := get(url + "/")

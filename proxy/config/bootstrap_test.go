@@ -136,6 +136,18 @@ var _ = Describe("ParseBootstrap", func() {
 				b.Listeners[0].MaxRequestHeadersBytes, b.Listeners[0].UnderscoresAction = 8<<10, config.UnderscoresDropHeader
 				b.Listeners[0].RequestHeadersTimeout = 2 * time.Second
 			}),
+		Entry("codec_type HTTP2 and http2_protocol_options (flood limits not given: Envoy's defaults)",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          codec_type: HTTP2\n          http2_protocol_options: {max_concurrent_streams: 7, initial_stream_window_size: 65535, initial_connection_window_size: 1048576, max_inbound_priority_frames_per_stream: 3}\n"),
+			func(b *config.Bootstrap) {
+				b.Listeners[0].Codec = config.CodecHTTP2
+				b.Listeners[0].HTTP2 = config.HTTP2Options{MaxConcurrentStreams: 7, InitialStreamWindowSize: 65535,
+					InitialConnectionWindowSize: 1 << 20, MaxInboundPriorityFramesPerStream: 3,
+					MaxConsecutiveInboundFramesWithEmptyPayload:  config.DefaultMaxConsecutiveInboundFramesWithEmptyPayload,
+					MaxInboundWindowUpdateFramesPerDataFrameSent: config.DefaultMaxInboundWindowUpdateFramesPerDataFrameSent}
+			}),
+		Entry("codec_type HTTP1",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          codec_type: HTTP1\n"),
+			func(b *config.Bootstrap) { b.Listeners[0].Codec = config.CodecHTTP1 }),
 		// The docs' "Local reply modification" example, reduced.
 		Entry("local_reply_config: mappers and body_format",
 			edit("          stat_prefix: ingress_http\n", `          stat_prefix: ingress_http
@@ -400,6 +412,15 @@ var _ = Describe("ParseBootstrap", func() {
           - name: envoy.filters.http.router
 `),
 			pathMsg(hcmPath+".http_filters[0].typed_config.descriptors", "field not supported by meshproof")),
+		Entry("an HTTP/2 stream window below 65535",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          http2_protocol_options: {initial_stream_window_size: 100}\n"),
+			pathMsg(hcmPath+".http2_protocol_options.initial_stream_window_size", "value must be inside range [65535, 2147483647]")),
+		Entry("max_concurrent_streams 0",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          http2_protocol_options: {max_concurrent_streams: 0}\n"),
+			pathMsg(hcmPath+".http2_protocol_options.max_concurrent_streams", "value must be inside range [1, 2147483647]")),
+		Entry("an HTTP/2 option meshproof does not implement",
+			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          http2_protocol_options: {max_outbound_frames: 5}\n"),
+			pathMsg(hcmPath+".http2_protocol_options.max_outbound_frames", "field not supported by meshproof")),
 		Entry("max_request_headers_kb above Envoy's 8192",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          max_request_headers_kb: 8193\n"),
 			pathMsg(hcmPath+".max_request_headers_kb", "8192")),
@@ -458,7 +479,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
 			at(10, 11, hcmPath+".generate_request_id",
-				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: access_log, codec_type, common_http_protocol_options, http_filters, internal_address_config, local_reply_config, max_request_headers_kb, rds, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, stream_idle_timeout, strip_any_host_port, strip_matching_host_port, tracing, use_remote_address, xff_num_trusted_hops)")),
+				"field not supported by meshproof (supported in envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager: access_log, codec_type, common_http_protocol_options, http2_protocol_options, http_filters, internal_address_config, local_reply_config, max_request_headers_kb, rds, request_headers_timeout, request_timeout, route_config, skip_xff_append, stat_prefix, stream_idle_timeout, strip_any_host_port, strip_matching_host_port, tracing, use_remote_address, xff_num_trusted_hops)")),
 		Entry("both strip_matching_host_port and strip_any_host_port",
 			edit("          stat_prefix: ingress_http\n", "          stat_prefix: ingress_http\n          strip_matching_host_port: true\n          strip_any_host_port: true\n"),
 			at(12, 32, hcmPath+".strip_any_host_port", "only one of strip_matching_host_port and strip_any_host_port may be set")),
@@ -485,9 +506,9 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("cluster type STRICT_DNS",
 			edit("    load_assignment:\n", "    type: STRICT_DNS\n    load_assignment:\n"),
 			at(23, 11, clusterPath+".type", "STRICT_DNS is not supported by meshproof (supported: STATIC, EDS)")),
-		Entry("codec HTTP2",
-			edit("stat_prefix: ingress_http", "codec_type: HTTP2"),
-			at(10, 23, hcmPath+".codec_type", "HTTP2 is not supported by meshproof (supported: AUTO, HTTP1)")),
+		Entry("codec HTTP3",
+			edit("stat_prefix: ingress_http", "codec_type: HTTP3"),
+			at(10, 23, hcmPath+".codec_type", "HTTP3 is not supported by meshproof (supported: AUTO, HTTP1, HTTP2)")),
 		Entry("an enum number outside the enum",
 			edit("    load_assignment:\n", "    lb_policy: 42\n    load_assignment:\n"),
 			at(23, 16, clusterPath+".lb_policy", "unknown value 42; want one of ROUND_ROBIN,")),

@@ -171,6 +171,8 @@ func (c *converter) listener(l *listenerv3.Listener, path string, clusters map[s
 		return out
 	}
 	out.StatPrefix = hcm.GetStatPrefix()
+	out.Codec = codecOf(hcm)
+	out.HTTP2 = c.http2Options(hcm.GetHttp2ProtocolOptions())
 	out.RequestTimeout = c.duration(hcm.GetRequestTimeout(), 0, joinPath(path, "request_timeout"))
 	out.LocalReply = c.localReplyConfig(hcm.GetLocalReplyConfig(), joinPath(path, "local_reply_config"))
 	out.AccessLogs = c.accessLogs(hcm.GetAccessLog(), joinPath(path, "access_log"))

@@ -153,10 +153,12 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"max_connections": nil,
 	},
 	hcmType: {
-		"stat_prefix":                  nil,
-		"strip_matching_host_port":     nil,
-		"strip_any_host_port":          nil,
-		"codec_type":                   {"AUTO", "HTTP1"},
+		"stat_prefix":              nil,
+		"strip_matching_host_port": nil,
+		"strip_any_host_port":      nil,
+		"codec_type":               {"AUTO", "HTTP1", "HTTP2"},
+		// Downstream HTTP/2 (see http2.go and the proxy's h2.go).
+		"http2_protocol_options":       nil,
 		"route_config":                 nil,
 		"rds":                          nil,
 		"http_filters":                 nil,
@@ -231,6 +233,17 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"content_type":       nil,
 	},
 	// Which trusted client addresses are internal (no unix_sockets: the listeners are TCP only).
+	// HTTP/2 settings: the HCM's downstream ones with the flood limits (see http2.go), a cluster's
+	// stream limit and windows (upstream_http.go refuses the flood limits there); max_outbound_frames
+	// and max_outbound_control_frames are left to the codec's own bound (proxy/README.md).
+	"envoy.config.core.v3.Http2ProtocolOptions": {
+		"max_concurrent_streams":                               nil,
+		"initial_stream_window_size":                           nil,
+		"initial_connection_window_size":                       nil,
+		"max_consecutive_inbound_frames_with_empty_payload":    nil,
+		"max_inbound_priority_frames_per_stream":               nil,
+		"max_inbound_window_update_frames_per_data_frame_sent": nil,
+	},
 	hcmType + ".InternalAddressConfig": {
 		"cidr_ranges": nil,
 	},
@@ -555,12 +568,9 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	// Accepted empty: HTTP/1.1 with Envoy's defaults.
 	"envoy.config.core.v3.Http1ProtocolOptions": {},
-	// Upstream HTTP/2: the per-connection stream limit and the receive windows.
-	"envoy.config.core.v3.Http2ProtocolOptions": {
-		"max_concurrent_streams":         nil,
-		"initial_stream_window_size":     nil,
-		"initial_connection_window_size": nil,
-	},
+	// Upstream HTTP/2 takes the per-connection stream limit and the receive windows of
+	// Http2ProtocolOptions (listed above with the HCM's); its flood limits are refused on a cluster
+	// (upstream_http.go).
 
 	// TLS (envoy.transport_sockets.tls): a filter chain's DownstreamTlsContext, a cluster's
 	// UpstreamTlsContext (convert checks which goes where; see tls.go).

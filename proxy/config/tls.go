@@ -36,7 +36,7 @@ type TLS struct {
 	// CipherSuites are tls_params.cipher_suites as crypto/tls IDs (TLS 1.0–1.2 only: TLS 1.3's are
 	// not configurable, as in Envoy); unset, Envoy's default list for the side.
 	CipherSuites []uint16
-	// ALPN is common_tls_context.alpn_protocols (only "http/1.1" for now); nil: no ALPN.
+	// ALPN is common_tls_context.alpn_protocols ("h2", "http/1.1"); nil: no ALPN.
 	ALPN []string
 	// Validation is common_tls_context.validation_context: how the peer's certificate is verified.
 	// nil: it is not (a server asks for no client certificate; a client accepts any server
@@ -252,14 +252,12 @@ func (c *converter) commonTLS(ctx *tlsv3.CommonTlsContext, path string, server b
 		switch {
 		case p == "http/1.1":
 			out.ALPN = append(out.ALPN, p)
-		case p == "h2" && !server:
-			// A cluster may offer h2: its connections speak HTTP/2 when it is negotiated (auto_config)
-			// or configured (see upstream_http.go).
-			out.ALPN = append(out.ALPN, p)
 		case p == "h2":
-			c.fail(ap, "HTTP/2 is not supported yet: only \"http/1.1\" may be offered")
+			// A listener serves HTTP/2 to a client that chose it; a cluster's connections speak HTTP/2
+			// when it is negotiated (auto_config) or configured (see upstream_http.go).
+			out.ALPN = append(out.ALPN, p)
 		default:
-			c.fail(ap, "protocol %q is not supported: only \"http/1.1\" may be offered", p)
+			c.fail(ap, "protocol %q is not supported: only \"h2\" and \"http/1.1\" may be offered", p)
 		}
 	}
 	for i, tc := range ctx.GetTlsCertificates() {

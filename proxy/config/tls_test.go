@@ -87,7 +87,7 @@ var _ = Describe("TLS transport sockets", func() {
 	})
 
 	It("takes an inline certificate, mTLS settings, versions, ciphers and ALPN", func() {
-		b := parse(tlsDoc(`require_client_certificate: true, common_tls_context: {alpn_protocols: [http/1.1],
+		b := parse(tlsDoc(`require_client_certificate: true, common_tls_context: {alpn_protocols: [h2, http/1.1],
             tls_params: {tls_minimum_protocol_version: TLSv1_3, cipher_suites: ["[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-RSA-AES128-GCM-SHA256]", AES256-SHA]},
             tls_certificates: [{certificate_chain: {inline_string: "`+strings.ReplaceAll(string(leaf.CertPEM), "\n", `\n`)+`"},
               private_key: {inline_bytes: "`+b64(leaf.KeyPEM)+`"}}],
@@ -100,7 +100,7 @@ var _ = Describe("TLS transport sockets", func() {
 		Expect([]uint16{t.MinVersion, t.MaxVersion}).To(Equal([]uint16{tls.VersionTLS13, tls.VersionTLS13}))
 		Expect(t.CipherSuites).To(Equal([]uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_RSA_WITH_AES_256_CBC_SHA}))
-		Expect(t.ALPN).To(Equal([]string{"http/1.1"}))
+		Expect(t.ALPN).To(Equal([]string{"h2", "http/1.1"}))
 		Expect(t.Validation.TrustedCA.Filename).To(HaveSuffix("ca.pem"))
 		Expect(t.Validation.SANs).To(HaveLen(1))
 		Expect(t.Validation.SANs[0].Type).To(Equal("URI"))
@@ -145,9 +145,12 @@ var _ = Describe("TLS transport sockets", func() {
 		Entry("an unsupported field",
 			"ocsp_staple_policy: STRICT_STAPLING, common_tls_context: {CERTS}", "",
 			tlsErr(dsPath+".ocsp_staple_policy", "field not supported by meshproof")),
-		Entry("h2 in ALPN",
-			"common_tls_context: {alpn_protocols: [h2, http/1.1], CERTS}", "",
-			tlsErr(dsPath+".common_tls_context.alpn_protocols[0]", "HTTP/2 is not supported yet")),
+		Entry("a protocol other than h2 and http/1.1 in ALPN",
+			"common_tls_context: {alpn_protocols: [h3, http/1.1], CERTS}", "",
+			tlsErr(dsPath+".common_tls_context.alpn_protocols[0]", `protocol "h3" is not supported: only "h2" and "http/1.1" may be offered`)),
+		Entry("h2 in an upstream's ALPN (a cluster's HTTP/2 is not the listener's)",
+			"", "common_tls_context: {alpn_protocols: [h2]}",
+			tlsErr(usPath+".common_tls_context.alpn_protocols[0]", "upstream HTTP/2 is not supported yet")),
 		Entry("a cipher Go does not implement",
 			"common_tls_context: {tls_params: {cipher_suites: [ECDHE-PSK-CHACHA20-POLY1305]}, CERTS}", "",
 			tlsErr(dsPath+".common_tls_context.tls_params.cipher_suites[0]", `cipher suite "ECDHE-PSK-CHACHA20-POLY1305" is not supported; supported: AES128-GCM-SHA256`)),

@@ -157,6 +157,10 @@ type Listener struct {
 	// TLS is the filter chain's transport_socket (envoy.transport_sockets.tls, a DownstreamTlsContext);
 	// nil: clear text.
 	TLS *TLS
+	// Codec is the HCM codec_type (default CodecAuto: HTTP/1.1, or HTTP/2 on its preface).
+	Codec Codec
+	// HTTP2 is the HCM http2_protocol_options.
+	HTTP2 HTTP2Options
 }
 
 // StripPort is the HCM's strip_port_mode.

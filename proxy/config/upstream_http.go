@@ -55,12 +55,12 @@ type UpstreamHTTP struct {
 	// connection that has carried this many streams takes no more and closes once idle (0: no limit).
 	MaxRequestsPerConnection uint32
 	// HTTP2 are the http2_protocol_options (used when the connection speaks HTTP/2).
-	HTTP2 HTTP2Options
+	HTTP2 UpstreamHTTP2Options
 }
 
-// HTTP2Options are the Http2ProtocolOptions meshproof implements upstream, with Envoy's defaults
+// UpstreamHTTP2Options are the Http2ProtocolOptions meshproof implements upstream, with Envoy's defaults
 // (api/envoy/config/core/v3/protocol.proto).
-type HTTP2Options struct {
+type UpstreamHTTP2Options struct {
 	// MaxConcurrentStreams bounds the streams of one connection, with the peer's
 	// SETTINGS_MAX_CONCURRENT_STREAMS (default 2147483647).
 	MaxConcurrentStreams uint32
@@ -78,9 +78,9 @@ const (
 	maxH2Window                 = 2147483647
 )
 
-// DefaultHTTP2Options are Envoy's defaults.
-func DefaultHTTP2Options() HTTP2Options {
-	return HTTP2Options{MaxConcurrentStreams: defaultMaxConcurrentStreams,
+// DefaultUpstreamHTTP2Options are Envoy's defaults.
+func DefaultUpstreamHTTP2Options() UpstreamHTTP2Options {
+	return UpstreamHTTP2Options{MaxConcurrentStreams: defaultMaxConcurrentStreams,
 		InitialStreamWindowSize: defaultH2Window, InitialConnectionWindowSize: defaultH2Window}
 }
 
@@ -88,7 +88,7 @@ func DefaultHTTP2Options() HTTP2Options {
 // HttpProtocolOptions, or the deprecated http2_protocol_options (Envoy still reads it when the
 // extension options are absent, ClusterInfoImpl's createOptions, source/common/upstream/upstream_impl.cc).
 func (c *converter) upstreamHTTP(cl *clusterv3.Cluster, path string) UpstreamHTTP {
-	out := UpstreamHTTP{IdleTimeout: defaultIdleTimeout, HTTP2: DefaultHTTP2Options()}
+	out := UpstreamHTTP{IdleTimeout: defaultIdleTimeout, HTTP2: DefaultUpstreamHTTP2Options()}
 	opts := cl.GetTypedExtensionProtocolOptions()
 	tpath := joinPath(path, "typed_extension_protocol_options")
 	var hpo *httpv3.HttpProtocolOptions
@@ -114,7 +114,7 @@ func (c *converter) upstreamHTTP(cl *clusterv3.Cluster, path string) UpstreamHTT
 			c.fail(opath, "deprecated: not with typed_extension_protocol_options[%s]", httpProtocolOptionsType)
 		} else {
 			out.Protocol = UpstreamHTTP2
-			out.HTTP2 = c.http2Options(old, opath)
+			out.HTTP2 = c.upstreamHTTP2Options(old, opath)
 		}
 	}
 	if hpo == nil {
@@ -147,7 +147,7 @@ func (c *converter) upstreamHTTP(cl *clusterv3.Cluster, path string) UpstreamHTT
 		switch p := pc.ExplicitHttpConfig.GetProtocolConfig().(type) {
 		case *httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions:
 			out.Protocol = UpstreamHTTP2
-			out.HTTP2 = c.http2Options(p.Http2ProtocolOptions, joinPath(epath, "http2_protocol_options"))
+			out.HTTP2 = c.upstreamHTTP2Options(p.Http2ProtocolOptions, joinPath(epath, "http2_protocol_options"))
 		case *httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions:
 			out.Protocol = UpstreamHTTP1
 		default:
@@ -156,7 +156,7 @@ func (c *converter) upstreamHTTP(cl *clusterv3.Cluster, path string) UpstreamHTT
 	case *httpv3.HttpProtocolOptions_AutoConfig:
 		out.Protocol = UpstreamAuto
 		if h2 := pc.AutoConfig.GetHttp2ProtocolOptions(); h2 != nil {
-			out.HTTP2 = c.http2Options(h2, joinPath(joinPath(path, "auto_config"), "http2_protocol_options"))
+			out.HTTP2 = c.upstreamHTTP2Options(h2, joinPath(joinPath(path, "auto_config"), "http2_protocol_options"))
 		}
 	default:
 		// Envoy requires one of explicit_http_config, use_downstream_protocol_config and auto_config
@@ -177,9 +177,9 @@ func healthCheckHTTP2(cl *clusterv3.Cluster) bool {
 	return len(hcs) > 0 && hcs[0].GetHttpHealthCheck().GetCodecClientType() == typev3.CodecClientType_HTTP2
 }
 
-// http2Options converts Http2ProtocolOptions (the fields the subset accepts), Envoy's defaults filled in.
-func (c *converter) http2Options(o *corev3.Http2ProtocolOptions, path string) HTTP2Options {
-	out := DefaultHTTP2Options()
+// upstreamHTTP2Options converts a cluster's Http2ProtocolOptions (the fields the subset accepts), Envoy's defaults filled in.
+func (c *converter) upstreamHTTP2Options(o *corev3.Http2ProtocolOptions, path string) UpstreamHTTP2Options {
+	out := DefaultUpstreamHTTP2Options()
 	if v := o.GetMaxConcurrentStreams(); v != nil {
 		if v.GetValue() < 1 || v.GetValue() > defaultMaxConcurrentStreams {
 			c.fail(joinPath(path, "max_concurrent_streams"), "%d is out of range: 1 to %d", v.GetValue(), defaultMaxConcurrentStreams)
@@ -199,6 +199,17 @@ func (c *converter) http2Options(o *corev3.Http2ProtocolOptions, path string) HT
 	}
 	if v := o.GetInitialConnectionWindowSize(); v != nil {
 		out.InitialConnectionWindowSize = window(v.GetValue(), "initial_connection_window_size")
+	}
+	// The inbound flood limits are the downstream codec's here (http2.go): an upstream connection does
+	// not enforce them, so a cluster that sets one is refused rather than silently not protected.
+	for name, set := range map[string]bool{
+		"max_consecutive_inbound_frames_with_empty_payload":    o.GetMaxConsecutiveInboundFramesWithEmptyPayload() != nil,
+		"max_inbound_priority_frames_per_stream":               o.GetMaxInboundPriorityFramesPerStream() != nil,
+		"max_inbound_window_update_frames_per_data_frame_sent": o.GetMaxInboundWindowUpdateFramesPerDataFrameSent() != nil,
+	} {
+		if set {
+			c.fail(joinPath(path, name), "not supported on a cluster: the flood limits are enforced on listeners' HTTP/2 connections only")
+		}
 	}
 	return out
 }

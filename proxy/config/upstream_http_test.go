@@ -21,7 +21,7 @@ var _ = Describe("upstream HTTP protocol options", func() {
 	named := func(path, msg string) types.GomegaMatcher {
 		return SatisfyAll(HaveField("Path", path), HaveField("Msg", ContainSubstring(msg)))
 	}
-	h2Defaults := config.DefaultHTTP2Options()
+	h2Defaults := config.DefaultUpstreamHTTP2Options()
 	const tlsSocket = "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext}\n"
 	optsPath := clusterPath + ".typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions]"
 
@@ -35,7 +35,7 @@ var _ = Describe("upstream HTTP protocol options", func() {
 		Entry("explicit HTTP/2 with its options",
 			hpo+"        explicit_http_config: {http2_protocol_options: {max_concurrent_streams: 7, initial_stream_window_size: 65535, initial_connection_window_size: 1048576}}\n",
 			config.UpstreamHTTP{Protocol: config.UpstreamHTTP2, IdleTimeout: time.Hour,
-				HTTP2: config.HTTP2Options{MaxConcurrentStreams: 7, InitialStreamWindowSize: 65535, InitialConnectionWindowSize: 1 << 20}}),
+				HTTP2: config.UpstreamHTTP2Options{MaxConcurrentStreams: 7, InitialStreamWindowSize: 65535, InitialConnectionWindowSize: 1 << 20}}),
 		Entry("explicit HTTP/1.1 and its idle_timeout",
 			hpo+"        common_http_protocol_options: {idle_timeout: 30s}\n        explicit_http_config: {http_protocol_options: {}}\n",
 			config.UpstreamHTTP{IdleTimeout: 30 * time.Second, HTTP2: h2Defaults}),
@@ -48,11 +48,11 @@ var _ = Describe("upstream HTTP protocol options", func() {
 		Entry("auto_config (over TLS)",
 			tlsSocket+hpo+"        auto_config: {http2_protocol_options: {max_concurrent_streams: 3}, http_protocol_options: {}}\n",
 			config.UpstreamHTTP{Protocol: config.UpstreamAuto, IdleTimeout: time.Hour,
-				HTTP2: config.HTTP2Options{MaxConcurrentStreams: 3, InitialStreamWindowSize: 268435456, InitialConnectionWindowSize: 268435456}}),
+				HTTP2: config.UpstreamHTTP2Options{MaxConcurrentStreams: 3, InitialStreamWindowSize: 268435456, InitialConnectionWindowSize: 268435456}}),
 		Entry("the deprecated Cluster.http2_protocol_options",
 			"    http2_protocol_options: {max_concurrent_streams: 2}\n",
 			config.UpstreamHTTP{Protocol: config.UpstreamHTTP2, IdleTimeout: time.Hour,
-				HTTP2: config.HTTP2Options{MaxConcurrentStreams: 2, InitialStreamWindowSize: 268435456, InitialConnectionWindowSize: 268435456}}),
+				HTTP2: config.UpstreamHTTP2Options{MaxConcurrentStreams: 2, InitialStreamWindowSize: 268435456, InitialConnectionWindowSize: 268435456}}),
 	)
 
 	It("keeps auto_config's ALPN choice to TLS clusters, as Envoy", func() {

@@ -67,6 +67,22 @@ type Server struct {
 	DrainClose func() bool
 	// BaseContext is the parent of every connection's context (nil: context.Background()).
 	BaseContext context.Context
+	// Handoff, when set, takes over each connection whose first bytes are the HTTP/2 client connection
+	// preface (RFC 9113 §3.4, which reads as the request line "PRI * HTTP/2.0"), as Envoy's codec_type
+	// AUTO picks its HTTP/2 codec on that preface (HttpConnectionManagerConfig::createCodec,
+	// source/extensions/filters/network/http_connection_manager/config.cc). It is called on the
+	// connection's reader goroutine once the server has let go of the connection, with what was read
+	// of it so far (a copy, the preface included); from then on the connection is the callee's, which
+	// closes it. ConnState hears of StateNew only: the callee reports the end itself. Only the first
+	// bytes of a connection are looked at: the HTTP/1 path pays one comparison per connection.
+	Handoff func(nc net.Conn, buffered []byte)
+	// HandoffAll hands every connection to Handoff, preface or not, as it brings its first bytes
+	// (codec_type HTTP2: the HTTP/2 codec then refuses a connection that does not start with the preface).
+	HandoffAll bool
+	// HTTP1, when set, hears +1 as a connection's first bytes show it speaks HTTP/1 (Envoy counts
+	// downstream_cx_http1_total and _active as it creates the codec on the first bytes read), and -1
+	// as that connection ends.
+	HTTP1 func(delta int)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -257,12 +273,38 @@ type conn struct {
 	handled  chan struct{} // handler → reader: the response is written
 	bodyDone chan struct{} // handler → reader: the request body was read to its end
 	requests int           // how many requests the connection has dispatched
+	http1    bool          // HTTP1 heard +1 for it
+	handoff  []byte        // non-nil: the connection goes to Server.Handoff with these bytes as it ends here
+}
+
+// preface is the HTTP/2 client connection preface (RFC 9113 §3.4).
+const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// sawPreface says whether the connection starts with the HTTP/2 preface, waiting (under the head
+// deadline) for the rest of it when what is buffered so far is a prefix of it.
+func (c *conn) sawPreface() bool {
+	b, _ := c.br.Peek(c.br.Buffered())
+	n := min(len(b), len(preface))
+	if string(b[:n]) != preface[:n] {
+		return false
+	}
+	if n < len(preface) {
+		if b, err := c.br.Peek(len(preface)); err != nil || string(b) != preface {
+			return false
+		}
+	}
+	return true
 }
 
 // readLoop reads and dispatches requests until the connection ends.
 func (c *conn) readLoop() {
-	defer c.close()
 	s := c.srv
+	defer func() { // after close (deferred last, runs first) let go of the connection
+		if c.handoff != nil {
+			s.Handoff(c.nc, c.handoff)
+		}
+	}()
+	defer c.close()
 	maxHead := s.MaxHeaderBytes
 	if maxHead <= 0 {
 		maxHead = defaultMaxHeaderBytes
@@ -289,6 +331,18 @@ func (c *conn) readLoop() {
 		deadline := !headComplete(c.br)
 		if deadline {
 			_ = c.nc.SetReadDeadline(time.Now().Add(headTimeout))
+		}
+		if c.requests == 0 && !c.http1 {
+			if s.Handoff != nil && (s.HandoffAll || c.sawPreface()) {
+				_ = c.nc.SetReadDeadline(time.Time{})
+				read, _ := c.br.Peek(c.br.Buffered())
+				c.handoff = append(make([]byte, 0, len(read)), read...)
+				return // close lets go of the connection, then hands it off
+			}
+			if s.HTTP1 != nil {
+				c.http1 = true
+				s.HTTP1(1)
+			}
 		}
 		err := c.head.read(c.br, maxHead, true)
 		if deadline || s.IdleTimeout > 0 || first > 0 {
@@ -600,7 +654,9 @@ func (c *conn) close() {
 	c.cancel()
 	c.ab.close()
 	c.state.Store(stateClosed)
-	c.nc.Close()
+	if c.handoff == nil {
+		c.nc.Close()
+	}
 	// The handler is idle (every way out of readLoop waits for it): both buffers go back.
 	c.srv.putReader(c.br)
 	c.br = nil
@@ -609,7 +665,10 @@ func (c *conn) close() {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	if s.ConnState != nil {
+	if c.http1 {
+		s.HTTP1(-1)
+	}
+	if s.ConnState != nil && c.handoff == nil {
 		s.ConnState(c.nc, http.StateClosed)
 	}
 	s.wg.Done()

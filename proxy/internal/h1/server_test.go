@@ -1294,6 +1294,78 @@ var _ = Describe("Server", func() {
 			Consistently(states.snapshot).Should(Equal(want))
 		})
 
+		Describe("Handoff (HTTP/2)", func() {
+			const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+			type handed struct {
+				nc   net.Conn
+				read string
+			}
+			// Each spec's own: a server of an earlier spec may still run its goroutines.
+			var got chan handed
+			var http1 *atomic.Int32
+			var states *stateLog
+			srv := func(all bool) *h1.Server {
+				g, n, st := make(chan handed, 1), new(atomic.Int32), new(stateLog)
+				got, http1, states = g, n, st
+				return &h1.Server{Handler: http.HandlerFunc(echoPath), ConnState: st.hook, HandoffAll: all,
+					HTTP1:   func(d int) { n.Add(int32(d)) },
+					Handoff: func(nc net.Conn, read []byte) { g <- handed{nc, string(read)} }}
+			}
+
+			It("hands over a connection that starts with the preface, with what it read, and forgets it", func() {
+				r := start(srv(false))
+				c, _ := dialRaw(r.addr)
+				send(c, preface[:5]) // a preface in two pieces
+				time.Sleep(20 * time.Millisecond)
+				send(c, preface[5:]+"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+				var h handed
+				Eventually(got).Should(Receive(&h))
+				Expect(h.read).To(HavePrefix(preface))
+				_, err := h.nc.Write([]byte("mine now")) // the connection is open and the callee's
+				Expect(err).NotTo(HaveOccurred())
+				buf := make([]byte, 8)
+				_, err = io.ReadFull(c, buf)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(string(buf)).To(Equal("mine now"))
+				Expect(http1.Load()).To(BeZero())
+				Expect(h.nc.Close()).To(Succeed())
+				Consistently(states.snapshot).Should(Equal(map[string][]http.ConnState{c.LocalAddr().String(): {http.StateNew}}),
+					"StateClosed is the callee's to report")
+			})
+
+			It("serves HTTP/1 on a connection that does not start with the preface, counting it once", func() {
+				r := start(srv(false))
+				c, br := dialRaw(r.addr)
+				send(c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+				readRaw(br, "GET")
+				readRaw(br, "GET")
+				Expect(http1.Load()).To(Equal(int32(1)))
+				Expect(c.Close()).To(Succeed())
+				Eventually(http1.Load).Should(BeZero())
+				Expect(got).NotTo(Receive())
+			})
+
+			It("looks for the preface only at a connection's start", func() {
+				r := start(srv(false))
+				c, br := dialRaw(r.addr)
+				send(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				readRaw(br, "GET")
+				send(c, preface)
+				Expect(readRaw(br, "PRI").resp.StatusCode).To(Equal(http.StatusHTTPVersionNotSupported))
+				Expect(got).NotTo(Receive())
+			})
+
+			It("hands over every connection with HandoffAll", func() {
+				r := start(srv(true))
+				c, _ := dialRaw(r.addr)
+				send(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				var h handed
+				Eventually(got).Should(Receive(&h))
+				Expect(h.read).To(Equal("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+				Expect(h.nc.Close()).To(Succeed())
+			})
+		})
+
 		It("answers a head that stalls past ReadHeaderTimeout with 408, or closes; that is not idleness", func() {
 			var calls, idle atomic.Int32
 			r := start(&h1.Server{ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: time.Hour,
