@@ -3,6 +3,7 @@ package faults
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +75,15 @@ type UpstreamConfig struct {
 	// Capacity, when set, gives the instance finite workers and a bounded queue (see Capacity); nil:
 	// every request is served at once.
 	Capacity *Capacity
+	// TLS, when set, serves every connection over TLS with this configuration (e.g. a mesh's mutual
+	// TLS: ClientAuth tls.RequireAndVerifyClientCert): the handshake comes first, then HTTP/1.1 or
+	// h2c-style HTTP/2 inside it as on a plain port. A failed handshake closes the connection and is
+	// counted in UpstreamStats.TLSHandshakeErrors. nil: plain TCP.
+	TLS *tls.Config
 }
+
+// tlsHandshakeTimeout bounds a TLS handshake at an Upstream.
+const tlsHandshakeTimeout = 10 * time.Second
 
 // BucketWidth is the width of the UpstreamStats.Received and OK buckets.
 const BucketWidth = 100 * time.Millisecond
@@ -109,6 +118,11 @@ type UpstreamStats struct {
 	// deadline), CallFailures those that failed, optional or not.
 	Calls        uint64
 	CallFailures uint64
+	// TLSHandshakes counts the TLS handshakes completed (UpstreamConfig.TLS), TLSHandshakeErrors those
+	// that failed — a client without a certificate, with one the configuration refuses, or speaking
+	// plain HTTP — not counting a client that closed before sending a byte.
+	TLSHandshakes      uint64
+	TLSHandshakeErrors uint64
 }
 
 // Upstream is a fault-injecting server for one service instance. It speaks HTTP/1.1 and, on the
@@ -448,7 +462,11 @@ func (u *Upstream) acceptLoop(ln net.Listener) {
 			continue
 		}
 		u.conns.Add(1)
-		sc := u.track(c)
+		raw := c
+		if u.cfg.TLS != nil {
+			c = tls.Server(c, u.cfg.TLS) // no I/O until sniff's handshake
+		}
+		sc := u.track(c, raw)
 		u.goroutines.Add(1)
 		u.mu.Unlock()
 		go u.sniff(sc)
@@ -458,6 +476,10 @@ func (u *Upstream) acceptLoop(ln net.Listener) {
 // sniff tells HTTP/2 (prior knowledge) from HTTP/1.1 by the first bytes and serves accordingly.
 func (u *Upstream) sniff(c *serverConn) {
 	defer u.goroutines.Done()
+	if tc, ok := c.Conn.(*tls.Conn); ok && !u.handshake(tc) {
+		_ = c.Close()
+		return
+	}
 	br := bufio.NewReader(c.Conn)
 	c.r = br
 	for i := 1; i <= len(http2.ClientPreface); i++ {
@@ -474,6 +496,21 @@ func (u *Upstream) sniff(c *serverConn) {
 		}
 	}
 	u.serveH2(c)
+}
+
+// handshake runs a TLS connection's server handshake, within tlsHandshakeTimeout and the upstream's
+// life, and counts it.
+func (u *Upstream) handshake(tc *tls.Conn) bool {
+	ctx, cancel := context.WithTimeout(u.ctx, tlsHandshakeTimeout)
+	defer cancel()
+	err := tc.HandshakeContext(ctx)
+	switch {
+	case err == nil:
+		u.count(func(s *UpstreamStats) { s.TLSHandshakes++ })
+	case !errors.Is(err, io.EOF): // a client that closed before a byte, as a port probe does, is not a handshake
+		u.count(func(s *UpstreamStats) { s.TLSHandshakeErrors++ })
+	}
+	return err == nil
 }
 
 // serveHTTP serves one HTTP/1.1 request.
@@ -912,9 +949,10 @@ func (u *Upstream) count(f func(*UpstreamStats)) {
 	f(&u.stats)
 }
 
-// track registers an accepted connection so that refuse and Close can close it.
-func (u *Upstream) track(c net.Conn) *serverConn {
-	sc := &serverConn{Conn: c, r: c}
+// track registers an accepted connection c (a TLS connection over raw, or raw itself) so that refuse
+// and Close can close it.
+func (u *Upstream) track(c, raw net.Conn) *serverConn {
+	sc := &serverConn{Conn: c, raw: raw, r: c}
 	sc.onClose = func() {
 		u.openMu.Lock()
 		delete(u.open, sc)
@@ -943,6 +981,7 @@ func (u *Upstream) closeOpen() {
 // itself when closed.
 type serverConn struct {
 	net.Conn
+	raw     net.Conn // the TCP connection (under TLS, Conn is a *tls.Conn over it)
 	r       io.Reader
 	once    sync.Once
 	onClose func()
@@ -965,7 +1004,7 @@ func (c *serverConn) CloseWrite() error {
 
 // SetLinger sets SO_LINGER on the TCP connection.
 func (c *serverConn) SetLinger(sec int) error {
-	if tc, ok := c.Conn.(*net.TCPConn); ok {
+	if tc, ok := c.raw.(*net.TCPConn); ok {
 		return tc.SetLinger(sec)
 	}
 	return nil
