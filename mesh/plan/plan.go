@@ -98,6 +98,21 @@ func New(sc *scenarios.Scenario, seed *uint64) *Plan {
 	return p
 }
 
+// CertLifetime is how long the run's mesh certificates are valid (mesh.mtls): short-lived — with
+// rotate_every, three rotation periods and 30 s; without, the load's length and 10 minutes.
+func (p *Plan) CertLifetime() time.Duration {
+	if m := p.Scenario.Mesh; m != nil && m.RotateEvery.Duration > 0 {
+		return 3*m.RotateEvery.Duration + 30*time.Second
+	}
+	return p.Scenario.Load.Total() + 10*time.Minute
+}
+
+// NewPKI makes the run's mesh certificates under dir (mesh.mtls): a CA, and one certificate per
+// workload of the scenario (scenarios.Scenario.Workloads).
+func (p *Plan) NewPKI(dir string) (*PKI, error) {
+	return NewPKI(dir, p.Scenario.Workloads(), p.CertLifetime())
+}
+
 // Instance returns the planned instance index of service, and whether there is one.
 func (p *Plan) Instance(service string, index int) (Instance, bool) {
 	for _, in := range p.Instances {
