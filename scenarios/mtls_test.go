@@ -102,7 +102,6 @@ var _ = Describe("mesh.mtls (issue #16)", func() {
 			Expect(err).NotTo(HaveOccurred())
 		})
 
-
 		It("gives a sidecar's cluster the caller's certificate, the run's CA, the callee's SPIFFE id and SNI", func() {
 			b, err := scenarios.SidecarBootstrap(sc, "frontend", scenarios.SidecarAddresses{Listener: "127.0.0.1:0",
 				Endpoints: map[string][]string{"backend": {"127.0.0.1:1", "127.0.0.1:2"}}, TLS: &pki.TLS})
