@@ -41,6 +41,7 @@ type (
 		InstanceHandshakeErrors uint64 `json:"instance_handshake_errors"`
 		Certificates            int    `json:"certificates"`
 		Rotations               int    `json:"rotations"`
+		ClientCertificates      int    `json:"client_certificates"`
 	}
 	// jsonChange is a ChangeOutcome: when the change was pushed (start_ms), its window's end clipped to
 	// the run (end_ms; open_ended: it ran to the run end), and how the proxy answered.
@@ -201,7 +202,8 @@ func outcomesJSON(o Outcomes) jsonOutcomes {
 	}
 	if m := o.MTLS; m != nil {
 		out.MTLS = &jsonMTLS{Handshakes: m.Handshakes, HandshakeErrors: m.HandshakeErrors, InstanceHandshakes: m.InstanceHandshakes,
-			InstanceHandshakeErrors: m.InstanceHandshakeErrors, Certificates: m.Workloads, Rotations: m.Rotations}
+			InstanceHandshakeErrors: m.InstanceHandshakeErrors, Certificates: m.Workloads, Rotations: m.Rotations,
+			ClientCertificates: m.ClientCertificates}
 	}
 	for _, w := range o.Windows {
 		out.Windows = append(out.Windows, windowJSON(w))

@@ -11,6 +11,9 @@ import (
 // call graph's edges — and the instances' side from their records.
 type MTLSOutcome struct {
 	Workloads, Rotations int
+	// ClientCertificates is how many distinct client certificates the instances accepted
+	// (record.MTLS.ClientCertificates).
+	ClientCertificates int
 	// Handshakes are the proxies' completed handshakes (cluster.<c>.ssl.handshake, health checks
 	// included); HandshakeErrors their failed ones: ssl.connection_error, ssl.fail_verify_no_cert,
 	// ssl.fail_verify_error and ssl.fail_verify_san.
@@ -32,7 +35,7 @@ func mtlsOutcome(rec *record.Record) *MTLSOutcome {
 	if rec.MTLS == nil {
 		return nil
 	}
-	m := &MTLSOutcome{Workloads: rec.MTLS.Workloads, Rotations: rec.MTLS.Rotations}
+	m := &MTLSOutcome{Workloads: rec.MTLS.Workloads, Rotations: rec.MTLS.Rotations, ClientCertificates: rec.MTLS.ClientCertificates}
 	m.Handshakes = sumClusterStat(rec.ProxyStats, "ssl.handshake")
 	for _, s := range sslErrorStats {
 		m.HandshakeErrors += sumClusterStat(rec.ProxyStats, s)
@@ -71,6 +74,6 @@ func judgeMTLS(v Verdict, name string, m *MTLSOutcome) (Verdict, float64, bool) 
 
 // mtlsText is the key numbers' row of a mutual-TLS mesh.
 func mtlsText(m *MTLSOutcome) string {
-	return fmt.Sprintf("on: %d handshakes by the proxies, %d failed; the instances %d, %d failed; %d certificates, rotated %d times",
-		m.Handshakes, m.HandshakeErrors, m.InstanceHandshakes, m.InstanceHandshakeErrors, m.Workloads, m.Rotations)
+	return fmt.Sprintf("on: %d handshakes by the proxies, %d failed; the instances %d, %d failed; %d certificates, rotated %d times; %d distinct client certificates accepted",
+		m.Handshakes, m.HandshakeErrors, m.InstanceHandshakes, m.InstanceHandshakeErrors, m.Workloads, m.Rotations, m.ClientCertificates)
 }

@@ -175,7 +175,8 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 		if topo.rotateErr != nil {
 			return nil, fmt.Errorf("mesh.mtls: %w", topo.rotateErr)
 		}
-		rec.MTLS = &record.MTLS{Workloads: len(p.Scenario.Workloads()), Rotations: topo.pki.Rotations()}
+		rec.MTLS = &record.MTLS{Workloads: len(p.Scenario.Workloads()), Rotations: topo.pki.Rotations(),
+			ClientCertificates: topo.pki.ClientCertificates()}
 	}
 	if topo.changes != nil {
 		if err := topo.changes.err(); err != nil {

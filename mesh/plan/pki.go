@@ -39,6 +39,7 @@ type PKI struct {
 	workloads []string
 	rotations atomic.Int64
 	serial    atomic.Int64
+	clients   sync.Map // serial of every client certificate an instance accepted → struct{}
 }
 
 // NewPKI makes a CA and issues a certificate valid for lifetime to each workload, written under dir.
@@ -146,6 +147,14 @@ func (k *PKI) Certificate(workload string) (*tls.Certificate, error) {
 	return p.(*atomic.Pointer[tls.Certificate]).Load(), nil
 }
 
+// ClientCertificates is how many distinct client certificates the instances accepted (ServerConfig):
+// with rotation, more than the proxies' identities once the proxies present re-issued ones.
+func (k *PKI) ClientCertificates() int {
+	n := 0
+	k.clients.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
 // Pool holds the run's CA.
 func (k *PKI) Pool() *x509.CertPool { return k.pool }
 
@@ -166,6 +175,7 @@ func (k *PKI) ServerConfig(service string, allowed []string) *tls.Config {
 			}
 			for _, u := range cs.PeerCertificates[0].URIs {
 				if slices.Contains(allowed, u.String()) {
+					k.clients.Store(cs.PeerCertificates[0].SerialNumber.String(), struct{}{})
 					return nil
 				}
 			}

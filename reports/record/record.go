@@ -273,4 +273,7 @@ type Record struct {
 type MTLS struct {
 	Workloads int // certificates issued per round: one per service and per ingress proxy
 	Rotations int // rounds re-issued during the run (mesh.rotate_every)
+	// ClientCertificates is how many distinct client certificates the instances accepted: above the
+	// number of calling identities when the proxies presented re-issued ones after a rotation.
+	ClientCertificates int
 }
