@@ -4,8 +4,8 @@
 // that what a run does is derived in one place and a runner refuses, by name, what it cannot do.
 //
 // It also holds what every runner does the same way: an upstream instance with its TCP fault proxy
-// switched on its windows (Host), the conversion of fault and proxy events into the record (events.go)
-// and the progress line's accumulator.
+// switched on its windows (Host), the conversion of fault and proxy events into the record (events.go),
+// the progress line's accumulator, and a run's mesh certificates for mesh.mtls (PKI, pki.go).
 package plan
 
 import (
