@@ -981,7 +981,8 @@ func (u *Upstream) closeOpen() {
 // itself when closed.
 type serverConn struct {
 	net.Conn
-	raw     net.Conn // the TCP connection (under TLS, Conn is a *tls.Conn over it)
+	raw     net.Conn    // the TCP connection (under TLS, Conn is a *tls.Conn over it)
+	rst     atomic.Bool // SetLinger(0) was called: Close resets, without TLS's close_notify first
 	r       io.Reader
 	once    sync.Once
 	onClose func()
@@ -991,6 +992,11 @@ func (c *serverConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (c *serverConn) Close() error {
 	c.once.Do(c.onClose)
+	if c.rst.Load() && c.raw != c.Conn {
+		// A reset under TLS: closing the TLS connection would send a close_notify alert, which the
+		// client reads as a clean end of stream before the RST; close the TCP connection alone.
+		return c.raw.Close()
+	}
 	return c.Conn.Close()
 }
 
@@ -1005,6 +1011,7 @@ func (c *serverConn) CloseWrite() error {
 // SetLinger sets SO_LINGER on the TCP connection.
 func (c *serverConn) SetLinger(sec int) error {
 	if tc, ok := c.raw.(*net.TCPConn); ok {
+		c.rst.Store(sec == 0)
 		return tc.SetLinger(sec)
 	}
 	return nil
