@@ -57,4 +57,27 @@ var _ = Describe("Run a mutual-TLS mesh (issue #16)", func() {
 		}
 		Expect(rep.Outcomes.MTLS.Errors()).To(BeZero())
 	}, SpecTimeout(time.Minute))
+
+	It("gives the clusters a control plane pushes over xDS the same mutual TLS", Label("slow"), func(ctx SpecContext) {
+		data, err := os.ReadFile("../../scenarios/examples/canary-weight-shift.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		sc := parse(strings.Replace(string(data), "\nseed:", "\nmesh: {mtls: true}\nseed:", 1))
+		Expect(sc.MTLSOn()).To(BeTrue())
+
+		rec, err := live.Run(ctx, sc, nil, plan.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		// A proxy whose configuration changes gets every cluster over xDS from the scenario's control
+		// plane: its instances answered over TLS, so the pushed clusters carried the UpstreamTlsContext (a
+		// plain cluster's requests would all fail their handshake).
+		for _, u := range rec.Upstreams {
+			if u.Requests > 0 {
+				Expect(u.TLSHandshakes).To(BeNumerically(">", 0), "%s/%d", u.Service, u.Instance)
+			}
+			Expect(u.TLSHandshakeErrors).To(BeZero(), "%s/%d", u.Service, u.Instance)
+		}
+		rep := reports.NewReport(rec, sc.CheckList())
+		for _, v := range rep.Checks {
+			Expect(v.Passed).To(BeTrue(), "%s: %s", v.Check, v.Observed)
+		}
+	}, SpecTimeout(time.Minute))
 })
