@@ -158,6 +158,9 @@ type Request struct {
 	Path    string // without the query string
 	Header  http.Header
 	HTTP2   bool // arrived over HTTP/2 (h2 faults apply only then)
+	// Body is the request body of a gRPC call over HTTP/2 (its length-prefixed messages, up to
+	// maxGRPCRequest bytes); nil for other requests, whose bodies are discarded.
+	Body []byte
 }
 
 // Applies reports whether the rule applies to req: active at req.Elapsed, selected by Match, and

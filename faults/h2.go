@@ -23,8 +23,8 @@ import (
 // golang.org/x/net/http2: SETTINGS (acked; initial window and max frame size honoured), PING,
 // WINDOW_UPDATE and flow control of response bodies, HEADERS+CONTINUATION, request bodies
 // (discarded, their window given back at once), RST_STREAM and GOAWAY from the client. Not
-// supported: server push, priorities (ignored), the h2c Upgrade from HTTP/1.1, and trailers other
-// than trailers-only gRPC answers.
+// supported: server push, priorities (ignored), the h2c Upgrade from HTTP/1.1, and request
+// trailers (ignored). Response trailers end gRPC answers (grpc.go).
 
 const (
 	h2MaxStreams   = 1000
@@ -68,6 +68,7 @@ type h2Stream struct {
 	cancel context.CancelFunc
 	req    Request
 	head   bool
+	grpc   bool  // a gRPC call: its body is kept in req.Body
 	window int64 // guarded by h2Conn.mu
 	ended  bool  // guarded by h2Conn.mu: reset by either side, answered or abandoned
 }
@@ -207,6 +208,7 @@ func (h *h2Conn) headers(f *http2.MetaHeadersFrame) error {
 		st.req.Header.Add(hf.Name, hf.Value)
 	}
 	st.head = st.req.Method == http.MethodHead
+	st.grpc = isGRPC(st.req)
 	h.streams[id] = st
 	h.mu.Unlock()
 	if f.StreamEnded() {
@@ -220,6 +222,9 @@ func (h *h2Conn) data(f *http2.DataFrame) error {
 	n := f.Length
 	h.mu.Lock()
 	st := h.streams[f.StreamID]
+	if st != nil && st.grpc && len(st.req.Body)+len(f.Data()) <= maxGRPCRequest {
+		st.req.Body = append(st.req.Body, f.Data()...) // the framer reuses its buffer
+	}
 	h.mu.Unlock()
 	if n > 0 {
 		err := h.writeFrame(func(fr *http2.Framer) error {
@@ -365,6 +370,27 @@ func (e *h2Exchange) canceled() bool           { return e.st.ctx.Err() != nil }
 func (e *h2Exchange) header() http.Header      { return e.hdr }
 
 func (e *h2Exchange) writeHeader(status int, endStream bool) error {
+	fields := []hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(status)}}
+	return e.writeFields(appendFields(fields, e.hdr), endStream)
+}
+
+// writeTrailers ends the stream with a HEADERS frame of trailers.
+func (e *h2Exchange) writeTrailers(t http.Header) error {
+	return e.writeFields(appendFields(nil, t), true)
+}
+
+// appendFields appends the fields of h, names lower-cased.
+func appendFields(fields []hpack.HeaderField, h http.Header) []hpack.HeaderField {
+	for name, values := range h {
+		for _, v := range values {
+			fields = append(fields, hpack.HeaderField{Name: strings.ToLower(name), Value: v})
+		}
+	}
+	return fields
+}
+
+// writeFields sends a header block, in HEADERS and CONTINUATION frames.
+func (e *h2Exchange) writeFields(fields []hpack.HeaderField, endStream bool) error {
 	h := e.h
 	h.mu.Lock()
 	ended, maxFrame := e.st.ended, h.maxFrame
@@ -374,12 +400,6 @@ func (e *h2Exchange) writeHeader(status int, endStream bool) error {
 	}
 	return h.writeFrame(func(fr *http2.Framer) error {
 		h.hbuf.Reset()
-		fields := []hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(status)}}
-		for name, values := range e.hdr {
-			for _, v := range values {
-				fields = append(fields, hpack.HeaderField{Name: strings.ToLower(name), Value: v})
-			}
-		}
 		for _, hf := range fields {
 			if err := h.henc.WriteField(hf); err != nil {
 				return err

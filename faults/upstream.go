@@ -704,6 +704,7 @@ type exchange interface {
 	header() http.Header
 	writeHeader(status int, endStream bool) error
 	write(p []byte, endStream bool) error // body bytes, flushed
+	writeTrailers(t http.Header) error    // trailers ending the response (gRPC answers)
 	reset()                               // TCP RST of the connection, now
 	closeConn()                           // clean close (FIN) of the connection, now
 	rstStream(code uint32)                // HTTP/2 only
@@ -716,10 +717,18 @@ type exchange interface {
 // failed) and the callee of that call.
 func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	ctx, ex, head := in.ctx, in.ex, in.head
-	if !clock.Sleep(in.work, clock.Real{}, d.Delay) {
+	delay := d.Delay
+	expires := false // a gRPC call whose deadline passes during the delay
+	if left, ok := u.grpcDeadlineLeft(in); ok && delay >= left {
+		delay, expires = max(left, 0), true
+	}
+	if !clock.Sleep(in.work, clock.Real{}, delay) {
 		u.count(func(s *UpstreamStats) { s.Canceled++ })
 		ex.abort()
 		return d, ""
+	}
+	if expires {
+		d = deadlineExceeded(d)
 	}
 	switch {
 	case d.Reset:
@@ -744,7 +753,7 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	}
 
 	failed := ""
-	if u.app != nil && len(u.app.Steps) > 0 && !d.aborted() {
+	if u.app != nil && len(u.app.Steps) > 0 && !d.aborted() && !expires {
 		failed = u.callSteps(in)
 		if failed != "" {
 			d = failedAnswer(d, u.app.OnFailure)
@@ -763,13 +772,27 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	if failed != "" {
 		h.Set(HeaderFailedCall, failed)
 	}
-	size := 0 // body bytes
+	size := 0           // body bytes
+	var grpcBody []byte // the answer's messages, for a gRPC call answered OK (grpc.go)
+	grpcMessage := GRPCMessage
+	if d.GRPCStatus == grpcDeadlineExceeded && expires {
+		grpcMessage = GRPCDeadlineMessage
+	}
+	if d.GRPCStatus == 0 && d.Status == http.StatusOK && isGRPC(in.req) {
+		var code int
+		if grpcBody, code, grpcMessage = grpcAnswer(in.req, d.Size); code != 0 {
+			d.GRPCStatus = code
+		}
+	}
 	switch {
 	case d.GRPCStatus != 0:
 		h.Set("content-type", "application/grpc")
 		h.Set("grpc-status", strconv.Itoa(d.GRPCStatus))
-		h.Set("grpc-message", GRPCMessage)
+		h.Set("grpc-message", grpcMessage)
 		h.Set("content-length", "0")
+	case grpcBody != nil:
+		size = len(grpcBody)
+		h.Set("content-type", "application/grpc")
 	case d.Status != http.StatusNoContent && d.Status != http.StatusNotModified:
 		size = d.Size
 		h.Set("content-type", "application/octet-stream")
@@ -796,7 +819,7 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 	if d.Cut != CutNone {
 		limit = min(d.CutAfter, size)
 	}
-	if err := ex.writeHeader(d.Status, limit == 0 && d.Cut == CutNone); err != nil {
+	if err := ex.writeHeader(d.Status, limit == 0 && d.Cut == CutNone && grpcBody == nil); err != nil {
 		ex.abort()
 		return d, failed
 	}
@@ -811,11 +834,21 @@ func (u *Upstream) respond(in *inflight, d Decision) (Decision, string) {
 			ex.abort()
 			return d, failed
 		}
-		if err := ex.write(bodyBytes(off, n), d.Cut == CutNone && off+n == size); err != nil {
+		p := bodyBytes(off, n)
+		if grpcBody != nil {
+			p = grpcBody[off : off+n]
+		}
+		if err := ex.write(p, grpcBody == nil && d.Cut == CutNone && off+n == size); err != nil {
 			ex.abort()
 			return d, failed
 		}
 		off += n
+	}
+	if grpcBody != nil && d.Cut == CutNone {
+		if err := ex.writeTrailers(grpcTrailers(0, "")); err != nil {
+			ex.abort()
+			return d, failed
+		}
 	}
 	switch d.Cut {
 	case CutReset:
@@ -871,6 +904,17 @@ func (e *h1Exchange) write(p []byte, _ bool) error {
 		return err
 	}
 	return http.NewResponseController(e.w).Flush()
+}
+
+// writeTrailers sends t as HTTP/1.1 chunked trailers (gRPC calls come over HTTP/2; this is for
+// completeness).
+func (e *h1Exchange) writeTrailers(t http.Header) error {
+	for name, values := range t {
+		for _, v := range values {
+			e.w.Header().Add(http.TrailerPrefix+name, v)
+		}
+	}
+	return nil
 }
 
 func (e *h1Exchange) reset() {

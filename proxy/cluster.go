@@ -120,6 +120,10 @@ type clusterStats struct {
 	rqPendingOverflow, cxOverflow, rqRetryBackoffRateLimited                *stats.Counter
 	rqActive, cxActive, membershipHealthy, membershipTotal, rqPendingActive *stats.Gauge
 	rqTime, cxConnectMs                                                     *stats.Histogram
+	// cxHTTP1Total is upstream_cx_http1_total: the HTTP/1.1 connections opened; h2 the HTTP/2
+	// pools' stats (upstream_cx_http2_total and the codec's).
+	cxHTTP1Total *stats.Counter
+	h2           *h2Stats
 
 	// codes holds upstream_rq_<code> for the codes seen so far, by code: created on first use like any
 	// stat, then found without building its name.
@@ -161,6 +165,7 @@ func newClusterStats(store *stats.Store, name string) clusterStats {
 		rqActive: g("upstream_rq_active"), cxActive: g("upstream_cx_active"), rqPendingActive: g("upstream_rq_pending_active"),
 		membershipHealthy: g("membership_healthy"), membershipTotal: g("membership_total"),
 		rqTime: store.Histogram(p + "upstream_rq_time"), cxConnectMs: store.Histogram(p + "upstream_cx_connect_ms"),
+		cxHTTP1Total: c("upstream_cx_http1_total"), h2: newH2Stats(store, p),
 		retry: &retryCodeStats{completed: c("retry.upstream_rq_completed"), class: newClassCounters(c, "retry.upstream_rq")},
 	}
 }
@@ -250,22 +255,90 @@ func newCluster(cfg config.Cluster, store *stats.Store, events func(Event), clk 
 	c.publishHealth()
 	c.unpublish = store.OnSnapshot(c.publishBreakers)
 	if cfg.TLS != nil {
-		if c.tls, err = newTLSContext(cfg.TLS, false, clk, newSSLStats(store, "cluster."+cfg.Name+".")); err != nil {
+		tlsCfg := withProtocolALPN(cfg.TLS, cfg.HTTP.Protocol)
+		if c.tls, err = newTLSContext(tlsCfg, false, clk, newSSLStats(store, "cluster."+cfg.Name+".")); err != nil {
 			c.unpublish()
 			return nil, fmt.Errorf("cluster %s: transport_socket: %w", cfg.Name, err)
 		}
 	}
 	dial := c.dialer()
 	for _, h := range c.hosts {
-		c.upstreams = append(c.upstreams, newH1Upstream(h.addr, forRequests, dial, breakerLimits{c}))
+		c.upstreams = append(c.upstreams, c.newUpstream(h.addr, dial))
 	}
 	if c.hc != nil {
 		hcDial := healthCheckDialer(cfg.ConnectTimeout, c.tls)
 		for _, h := range c.hosts {
-			c.hcUpstreams = append(c.hcUpstreams, newH1Upstream(h.addr, forHealthChecks, hcDial, nil))
+			c.hcUpstreams = append(c.hcUpstreams, c.newHealthCheckUpstream(h.addr, hcDial))
 		}
 	}
 	return c, nil
+}
+
+// newUpstream is the connection pool to one host for the cluster's protocol (its HttpProtocolOptions):
+// HTTP/1.1, HTTP/2, or, with auto_config, the one ALPN negotiates. Health checks keep their own
+// HTTP/1.1 connections whatever the protocol, as Envoy's HTTP health checker does by default
+// (HttpHealthCheck.codec_client_type HTTP1).
+func (c *cluster) newUpstream(addr string, dial func(ctx context.Context, addr string) (net.Conn, error)) upstream {
+	opts := c.cfg.HTTP
+	h2 := func(dial func(ctx context.Context, addr string) (net.Conn, error)) upstream {
+		return newH2Upstream(addr, dial, breakerLimits{c}, opts, c.tls != nil, c.st.h2)
+	}
+	h1 := func(dial func(ctx context.Context, addr string) (net.Conn, error)) upstream {
+		counted := func(ctx context.Context, addr string) (net.Conn, error) {
+			nc, err := dial(ctx, addr)
+			if err == nil {
+				c.st.cxHTTP1Total.Inc()
+			}
+			return nc, err
+		}
+		u := newH1Upstream(addr, forRequests, counted, breakerLimits{c})
+		if p, ok := u.(*h1.Pool); ok {
+			switch {
+			case opts.NoIdleTimeout:
+				p.IdleTimeout = 1<<63 - 1
+			case opts.IdleTimeout > 0:
+				p.IdleTimeout = opts.IdleTimeout
+			}
+		}
+		return u
+	}
+	switch opts.Protocol {
+	case config.UpstreamHTTP2:
+		return h2(dial)
+	case config.UpstreamAuto:
+		return &autoUpstream{dial: dial, addr: addr, mk: func(proto string, dial func(ctx context.Context, addr string) (net.Conn, error)) upstream {
+			if proto == "h2" {
+				return h2(dial)
+			}
+			return h1(dial)
+		}}
+	}
+	return h1(dial)
+}
+
+// newHealthCheckUpstream is the health checker's own connection to a host: HTTP/1.1, or HTTP/2 with
+// codec_client_type HTTP2 (h2c, or h2 over the cluster's TLS), apart from the pool and its stats.
+func (c *cluster) newHealthCheckUpstream(addr string, dial func(ctx context.Context, addr string) (net.Conn, error)) upstream {
+	if c.cfg.HealthCheckHTTP2 {
+		return newH2Upstream(addr, dial, nil, config.UpstreamHTTP{HTTP2: config.DefaultHTTP2Options()}, c.tls != nil, nil)
+	}
+	return newH1Upstream(addr, forHealthChecks, dial, nil)
+}
+
+// withProtocolALPN is a cluster's TLS context with the ALPN its protocol offers when alpn_protocols is
+// empty: "h2" for HTTP/2, "h2" then "http/1.1" for auto_config — Envoy's ALPN fallback for the pool's
+// protocol (the transport socket options' application protocol fallback, set by the cluster manager for
+// each connection pool). HTTP/1.1 offers none, as before.
+func withProtocolALPN(t *config.TLS, p config.UpstreamProtocol) *config.TLS {
+	if len(t.ALPN) > 0 || p == config.UpstreamHTTP1 {
+		return t
+	}
+	out := *t
+	out.ALPN = []string{"h2"}
+	if p == config.UpstreamAuto {
+		out.ALPN = append(out.ALPN, "http/1.1")
+	}
+	return &out
 }
 
 // newPicker builds the cluster's load balancer.

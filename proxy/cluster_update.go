@@ -108,9 +108,9 @@ func (c *cluster) carry(cfg config.Cluster) (*cluster, error) {
 			}
 			continue
 		}
-		n.upstreams = append(n.upstreams, newH1Upstream(n.hosts[i].addr, forRequests, dial, breakerLimits{n}))
+		n.upstreams = append(n.upstreams, n.newUpstream(n.hosts[i].addr, dial))
 		if n.hc != nil {
-			n.hcUpstreams = append(n.hcUpstreams, newH1Upstream(n.hosts[i].addr, forHealthChecks, hcDial, nil))
+			n.hcUpstreams = append(n.hcUpstreams, n.newHealthCheckUpstream(n.hosts[i].addr, hcDial))
 		}
 	}
 	n.st.membershipTotal.Set(int64(len(n.hosts)))

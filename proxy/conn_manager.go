@@ -574,7 +574,8 @@ func (cm *connManager) streamDurationReached(w http.ResponseWriter, r *http.Requ
 	if complete {
 		code = http.StatusGatewayTimeout
 	}
-	cm.localReply(w, r, nil, code, "downstream duration timeout")
+	// A gRPC request gets DEADLINE_EXCEEDED, whatever the code (onStreamMaxDurationReached passes it).
+	cm.sendLocalReply(w, r, nil, code, "downstream duration timeout", grpcDeadlineExceeded)
 }
 
 // connectionClose is the header of a local reply after which the downstream connection closes.
@@ -590,26 +591,10 @@ func (cm *connManager) downstreamGone(r *http.Request) {
 }
 
 // localReply answers r itself: hdr's headers, code and body, as the local_reply_config rewrites them
-// (Envoy's Utility::sendLocalReply with LocalReply::rewrite, source/common/http/utility.cc).
+// (Envoy's Utility::sendLocalReply with LocalReply::rewrite, source/common/http/utility.cc); a gRPC
+// request gets them as a trailers-only gRPC response (see sendLocalReply, local_reply.go).
 func (cm *connManager) localReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string) {
-	for k, v := range hdr {
-		w.Header()[k] = v
-	}
-	contentType := "text/plain"
-	if cm.localReplies != nil {
-		if r == nil {
-			r = &http.Request{Header: http.Header{}}
-		}
-		code, body, contentType = cm.localReplies.rewrite(r, w.Header(), code, body, cm.replyFormat(w, r, nil, code))
-	}
-	if body != "" {
-		w.Header().Set(hdrContentType, contentType)
-	}
-	w.Header().Set(hdrContentLength, strconv.Itoa(len(body)))
-	w.WriteHeader(code)
-	_, _ = io.WriteString(w, body)
-	cm.st.status(code)
-	infoOf(r).sent(code, int64(len(body)))
+	cm.sendLocalReply(w, r, hdr, code, body, noGrpcStatus)
 }
 
 // countStatus counts a response's status class in the downstream stats.

@@ -45,6 +45,9 @@ var _ http.Handler = (*faultFilter)(nil)
 type filterCallbacks interface {
 	route(r *http.Request) (*http.Request, routed)
 	localReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string)
+	// sendLocalReply is localReply with the gRPC status of a gRPC request's reply (noGrpcStatus:
+	// mapped from code).
+	sendLocalReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string, grpcStatus int)
 	countStatus(code int)
 }
 
@@ -189,15 +192,13 @@ func (f *faultFilter) abort(r *http.Request, rng *rand.PCG) (func(http.ResponseW
 		return nil, false
 	}
 	if grpc != nil {
-		code := *grpc
+		// A gRPC status abort is a local reply of HTTP 200 carrying that status (FaultFilter::abortStatus
+		// and abortWithStatus, source/extensions/filters/http/fault/fault_filter.cc): a gRPC request gets
+		// it as grpc-status, any other request a plain 200 "fault filter abort" (sendLocalReply uses the
+		// gRPC status only for a gRPC request). The local_reply_config applies to both.
+		code := int(*grpc)
 		return func(w http.ResponseWriter) {
-			w.Header().Set("content-type", "application/grpc")
-			w.Header().Set("grpc-status", strconv.FormatUint(uint64(code), 10))
-			w.Header().Set("grpc-message", "fault filter abort")
-			w.Header().Set("content-length", "0")
-			w.WriteHeader(http.StatusOK)
-			f.hcm.countStatus(http.StatusOK)
-			infoOf(r).sent(http.StatusOK, 0)
+			f.hcm.sendLocalReply(w, r, nil, http.StatusOK, "fault filter abort", code)
 		}, true
 	}
 	return func(w http.ResponseWriter) { f.hcm.localReply(w, r, nil, status, "fault filter abort") }, true

@@ -95,12 +95,36 @@ var _ = Describe("the HTTP fault filter", func() {
 		}
 	})
 
-	It("answers a gRPC abort with HTTP 200 and grpc-status", func() {
+	It("answers a gRPC request's gRPC abort as a trailers-only response: HTTP 200, grpc-status, grpc-message", func() {
 		_, url := startWith(&config.FaultFilter{Abort: &config.FaultAbort{GRPCStatus: ptr(uint32(14)), Percent: all}})
-		code, hdr, _ := do(url, nil)
+		code, hdr, body := do(url, map[string]string{"content-type": "application/grpc"})
 		Expect(code).To(Equal(200))
 		Expect(hdr.Get("grpc-status")).To(Equal("14"))
+		Expect(hdr.Get("grpc-message")).To(Equal("fault filter abort"))
 		Expect(hdr.Get("content-type")).To(Equal("application/grpc"))
+		Expect(body).To(BeEmpty())
+	})
+
+	// Regression: a gRPC status abort answered every request as gRPC. Envoy's FaultFilter::abortStatus
+	// makes it a local reply of HTTP 200, and sendLocalReply writes the gRPC status only for a gRPC
+	// request: any other gets a plain 200 with the body.
+	It("answers a non-gRPC request's gRPC abort as a plain 200 local reply", func() {
+		_, url := startWith(&config.FaultFilter{Abort: &config.FaultAbort{GRPCStatus: ptr(uint32(14)), Percent: all}})
+		code, hdr, body := do(url, nil)
+		Expect(code).To(Equal(200))
+		Expect(hdr.Values("grpc-status")).To(BeEmpty())
+		Expect(hdr.Get("content-type")).To(Equal("text/plain"))
+		Expect(body).To(Equal("fault filter abort"))
+		Expect(u.requests.Load()).To(BeZero())
+	})
+
+	It("answers a gRPC request's HTTP abort with the status mapped to gRPC (503: UNAVAILABLE)", func() {
+		_, url := startWith(&config.FaultFilter{Abort: &config.FaultAbort{HTTPStatus: 503, Percent: all}})
+		code, hdr, body := do(url, map[string]string{"content-type": "application/grpc+proto"})
+		Expect(code).To(Equal(200))
+		Expect(hdr.Get("grpc-status")).To(Equal("14"))
+		Expect(hdr.Get("grpc-message")).To(Equal("fault filter abort"))
+		Expect(body).To(BeEmpty())
 	})
 
 	It("applies only to its upstream_cluster and to requests matching its headers", func() {

@@ -205,6 +205,7 @@ func (f *forward) hedged(rp *config.RetryPolicy, rs *policy.RetryState, enabled 
 			st.running = false
 			inflight--
 			a := ev.a
+			withGrpcStatus(&a)
 			if a.host != nil {
 				attempts++
 			}

@@ -2,12 +2,68 @@ package proxy
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/meshproof/meshproof/proxy/config"
 )
+
+// noGrpcStatus: a local reply whose gRPC status, for a gRPC request, is mapped from its HTTP status.
+const noGrpcStatus = -1
+
+// sendLocalReply answers r itself, as Envoy's Utility::sendLocalReply / prepareLocalReply
+// (source/common/http/utility.cc): hdr's headers (the caller's modify_headers), then the
+// local_reply_config's rewrite of code, body and headers. A gRPC request (Envoy's
+// Grpc::Common::isGrpcRequestHeaders: content-type application/grpc or application/grpc+…) gets a
+// trailers-only gRPC response instead of that code and body: HTTP 200, content-type application/grpc,
+// grpc-status — unless the rewrite added one — grpcStatus when given (≥ 0), else the code's
+// (Grpc::Utility::httpToGrpcStatus), and the body, percent-encoded, as grpc-message (a json_format
+// body without its final newline; none for a HEAD request); no body. Over HTTP/1.1 it goes out with
+// Content-Length: 0, as Envoy's HTTP/1 codec writes a headers-only response. The downstream stats and
+// the access log see the status sent, 200 (ActiveStream::chargeStats reads the response headers).
+func (cm *connManager) sendLocalReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string, grpcStatus int) {
+	h := w.Header()
+	for k, v := range hdr {
+		h[k] = v
+	}
+	contentType := "text/plain"
+	if cm.localReplies != nil {
+		if r == nil {
+			r = &http.Request{Header: http.Header{}}
+		}
+		code, body, contentType = cm.localReplies.rewrite(r, h, code, body, cm.replyFormat(w, r, nil, code))
+	}
+	if r != nil && isGrpcRequest(r) {
+		h.Set(hdrContentType, grpcContentType)
+		if headerValue(h, hdrGrpcStatus) == "" {
+			if grpcStatus < 0 {
+				grpcStatus = httpToGrpcStatus(code)
+			}
+			h.Set(hdrGrpcStatus, strconv.Itoa(grpcStatus))
+		}
+		if body != "" && r.Method != http.MethodHead {
+			if contentType == "application/json" && body[len(body)-1] == '\n' {
+				body = body[:len(body)-1]
+			}
+			h.Set(hdrGrpcMessage, grpcPercentEncode(body))
+		}
+		h.Set(hdrContentLength, "0")
+		w.WriteHeader(http.StatusOK)
+		cm.st.status(http.StatusOK)
+		infoOf(r).sent(http.StatusOK, 0)
+		return
+	}
+	if body != "" {
+		h.Set(hdrContentType, contentType)
+	}
+	h.Set(hdrContentLength, strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
+	cm.st.status(code)
+	infoOf(r).sent(code, int64(len(body)))
+}
 
 // localReplies is the HCM local_reply_config, applied to every local reply of the connection manager,
 // its filters and the router (Envoy's LocalReplyImpl, source/common/local_reply/local_reply.cc).

@@ -26,8 +26,16 @@ import (
 // it is answered; it returns the status and the body.
 func sendGET(clk *clock.Fake, d time.Duration, url string, headers ...string) (int, string) {
 	GinkgoHelper()
+	code, _, body := sendGETHeader(clk, d, url, headers...)
+	return code, body
+}
+
+// sendGETHeader is sendGET with the response's headers.
+func sendGETHeader(clk *clock.Fake, d time.Duration, url string, headers ...string) (int, http.Header, string) {
+	GinkgoHelper()
 	type answer struct {
 		code int
+		hdr  http.Header
 		body string
 	}
 	answers := make(chan answer, 1)
@@ -43,11 +51,11 @@ func sendGET(clk *clock.Fake, d time.Duration, url string, headers ...string) (i
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)
 		Expect(err).NotTo(HaveOccurred())
-		answers <- answer{resp.StatusCode, string(b)}
+		answers <- answer{resp.StatusCode, resp.Header, string(b)}
 	}()
 	var a answer
 	until(clk, d, received(answers, &a))
-	return a.code, a.body
+	return a.code, a.hdr, a.body
 }
 
 var _ = Describe("retry_policy.per_try_idle_timeout", func() {
@@ -606,10 +614,13 @@ var _ = Describe("HttpConnectionManager common_http_protocol_options.max_stream_
 			}, opts: proxy.Options{Clock: clk}})
 		began := clk.Now()
 		// The request's own route timeout bounds it instead, well past the HCM's second.
-		code, body := sendGET(clk, 100*time.Millisecond, url+"/", "x-envoy-upstream-rq-timeout-ms", "5000",
+		code, hdr, body := sendGETHeader(clk, 100*time.Millisecond, url+"/", "x-envoy-upstream-rq-timeout-ms", "5000",
 			"content-type", "application/grpc", "grpc-timeout", "30S")
-		Expect(code).To(Equal(504))
-		Expect(body).To(Equal("upstream request timeout"))
+		// The router's 504 to a gRPC request: UNAVAILABLE (httpToGrpcStatus), see grpc_test.go.
+		Expect(code).To(Equal(200))
+		Expect(hdr.Get("grpc-status")).To(Equal("14"))
+		Expect(hdr.Get("grpc-message")).To(Equal("upstream request timeout"))
+		Expect(body).To(BeEmpty())
 		Expect(clk.Since(began)).To(BeNumerically(">=", 5*time.Second))
 		Expect(<-seen).To(BeEmpty(), "removeGrpcTimeout")
 		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeZero())
@@ -643,9 +654,13 @@ var _ = Describe("max_stream_duration.grpc_timeout_header_max and grpc_timeout_h
 		srv, url := start(setup{routes: []config.Route{grpcRoute(dur(3*time.Second), dur(time.Second))},
 			clusters: []config.Cluster{cluster("backend", u.addr())}, opts: proxy.Options{Clock: clk}})
 		began := clk.Now()
-		code, body := sendGET(clk, 100*time.Millisecond, url+"/svc.Echo/Say", "content-type", "application/grpc", "grpc-timeout", "10S")
-		Expect(code).To(Equal(504))
-		Expect(body).To(Equal("downstream duration timeout"))
+		code, hdr, body := sendGETHeader(clk, 100*time.Millisecond, url+"/svc.Echo/Say", "content-type", "application/grpc", "grpc-timeout", "10S")
+		// A gRPC request's local reply is a trailers-only gRPC response; this one DEADLINE_EXCEEDED
+		// (onStreamMaxDurationReached), see grpc_test.go.
+		Expect(code).To(Equal(200))
+		Expect(hdr.Get("grpc-status")).To(Equal("4"))
+		Expect(hdr.Get("grpc-message")).To(Equal("downstream duration timeout"))
+		Expect(body).To(BeEmpty())
 		Expect(clk.Since(began)).To(And(BeNumerically(">=", 2*time.Second), BeNumerically("<", 4*time.Second)), "min(10s, 3s) - 1s")
 		Expect(<-seen).To(Equal("2000m"))
 		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeEquivalentTo(1))

@@ -261,6 +261,7 @@ func (f *forward) run() {
 	}
 	for n := 1; ; n++ {
 		a := f.try(rp, reqID, n, hash, tried)
+		withGrpcStatus(&a)
 		if a.host != nil {
 			attempts++
 		}
@@ -456,6 +457,13 @@ func (f *forward) finish(a upstreamRequest, n int) {
 		f.si.fail(flagUpstreamOverflow, resetDetails("overflow"))
 		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"overflow", n, overloaded)
 	default:
+		if r := a.resetReason; r != "" && r != "connection termination" {
+			// An HTTP/2 stream reset by the upstream: UR (streamResetReasonToResponseFlag, router.cc,
+			// maps RemoteReset and RemoteRefusedStreamReset to UpstreamRemoteReset).
+			f.si.fail(flagUpstreamRemoteReset, resetDetails(r))
+			f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+r, n, nil)
+			return
+		}
 		f.si.fail(flagUpstreamConnectionTermination, resetDetails("connection termination"))
 		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"connection termination", n, nil)
 	}

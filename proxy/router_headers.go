@@ -16,6 +16,7 @@ import (
 // canonical copy of any other spelling on every Get, Set and Del.
 const (
 	hdrRetryOn              = "X-Envoy-Retry-On"
+	hdrRetryGrpcOn          = "X-Envoy-Retry-Grpc-On"
 	hdrMaxRetries           = "X-Envoy-Max-Retries"
 	hdrRetriableStatusCodes = "X-Envoy-Retriable-Status-Codes"
 	hdrUpstreamTimeout      = "X-Envoy-Upstream-Rq-Timeout-Ms"
@@ -24,14 +25,9 @@ const (
 )
 
 // routerHeaderSet are the router's request headers: consumed, never sent upstream.
-var routerHeaderSet = map[string]bool{hdrRetryOn: true, hdrMaxRetries: true, hdrRetriableStatusCodes: true,
+var routerHeaderSet = map[string]bool{hdrRetryOn: true, hdrRetryGrpcOn: true, hdrMaxRetries: true, hdrRetriableStatusCodes: true,
 	hdrUpstreamTimeout: true, hdrPerTryTimeout: true, hdrRetriableHeaderNames: true}
 
-// effectivePolicy is the request's retry policy and route timeout: the route's (or the virtual host's)
-// policy, adjusted by the router's request headers, which only an internal request still has (the
-// connection manager removed them from the others: forwarding.mutate), as Envoy does — x-envoy-retry-on adds conditions, x-envoy-max-retries replaces num_retries while some
-// condition is active, x-envoy-retriable-status-codes adds codes, and the timeout headers (ms, 0 =
-// none) replace the route timeout and per_try_timeout.
 // routeTimeout is a request's route timeout (0: none): the route's, or x-envoy-upstream-rq-timeout-ms.
 func routeTimeout(route *config.Route, h http.Header) time.Duration {
 	if ms, err := parseHeaderUint(h, hdrUpstreamTimeout); err == nil {
@@ -40,6 +36,12 @@ func routeTimeout(route *config.Route, h http.Header) time.Duration {
 	return route.Action.Timeout
 }
 
+// effectivePolicy is the request's retry policy and route timeout: the route's (or the virtual host's)
+// policy, adjusted by the router's request headers, which only an internal request still has (the
+// connection manager removed them from the others: forwarding.mutate), as Envoy does —
+// x-envoy-retry-on and x-envoy-retry-grpc-on add conditions, x-envoy-max-retries replaces num_retries
+// while some condition is active, x-envoy-retriable-status-codes adds codes, and the timeout headers
+// (ms, 0 = none) replace the route timeout and per_try_timeout.
 func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	rp := f.route.Action.RetryPolicy
 	if rp == nil {
@@ -47,14 +49,11 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 	}
 	timeout := routeTimeout(f.route, f.r.Header)
 	h := f.r.Header
-	var extra []string
-	if v := headerValue(h, hdrRetryOn); v != "" {
-		for _, c := range strings.Split(v, ",") {
-			if c = strings.TrimSpace(c); policy.RetryOnNames[c] != 0 {
-				extra = append(extra, c)
-			}
-		}
-	}
+	// x-envoy-retry-on adds HTTP conditions, x-envoy-retry-grpc-on gRPC ones, each its own vocabulary,
+	// unknown values ignored (RetryStateImpl's parseRetryOn / parseRetryGrpcOn, retry_state_impl.cc);
+	// both hold for any request, gRPC or not.
+	extra := headerConditions(nil, headerValue(h, hdrRetryOn), policy.RetryOnNames)
+	extra = headerConditions(extra, headerValue(h, hdrRetryGrpcOn), policy.RetryGrpcOnNames)
 	maxRetries, maxErr := parseHeaderUint(h, hdrMaxRetries)
 	perTry, perTryErr := parseHeaderUint(h, hdrPerTryTimeout)
 	if len(extra) == 0 && (rp == nil || maxErr != nil && perTryErr != nil && headerValue(h, hdrRetriableStatusCodes) == "" && headerValue(h, hdrRetriableHeaderNames) == "") {
@@ -85,6 +84,20 @@ func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
 		}
 	}
 	return &eff, timeout
+}
+
+// headerConditions appends to extra the values of a retry header's comma-separated list that names
+// knows.
+func headerConditions(extra []string, v string, names map[string]policy.RetryOn) []string {
+	if v == "" {
+		return extra
+	}
+	for c := range strings.SplitSeq(v, ",") {
+		if c = strings.TrimSpace(c); names[c] != 0 {
+			extra = append(extra, c)
+		}
+	}
+	return extra
 }
 
 // errNoHeader: the header is absent (strconv's error for "" would be allocated per request).

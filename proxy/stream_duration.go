@@ -114,12 +114,14 @@ func formatGrpcTimeout(ms int64) string {
 }
 
 // isGrpcRequest reports whether a request is gRPC by its content type, as Envoy's
-// Grpc::Common::hasGrpcContentType: application/grpc, or it followed by "+" or ";".
+// Grpc::Common::isGrpcRequestHeaders / hasGrpcContentType (source/common/grpc/common.cc): exactly
+// application/grpc, or application/grpc followed by "+" (application/grpc+proto); not
+// application/grpc-web, nor application/grpc;… (Envoy checks only for "+").
 func isGrpcRequest(r *http.Request) bool {
 	const grpc = "application/grpc"
 	ct := headerValue(r.Header, hdrContentType)
 	if !strings.HasPrefix(ct, grpc) {
 		return false
 	}
-	return len(ct) == len(grpc) || ct[len(grpc)] == '+' || ct[len(grpc)] == ';'
+	return len(ct) == len(grpc) || ct[len(grpc)] == '+'
 }

@@ -30,12 +30,13 @@ const (
 	flagStreamIdleTimeout                                         // SI
 	flagDownstreamProtocolError                                   // DPE
 	flagNoClusterFound                                            // NC
+	flagUpstreamRemoteReset                                       // UR
 	numResponseFlags                    = iota
 )
 
 // responseFlagNames are the flags' short names, by bit.
 var responseFlagNames = [numResponseFlags]string{"UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "DC", "URX",
-	"SI", "DPE", "NC"}
+	"SI", "DPE", "NC", "UR"}
 
 // flagList is the response flags of a stream in the order they were set, which is the order
 // %RESPONSE_FLAGS% lists them in: Envoy's StreamInfoImpl::setResponseFlag appends a flag not yet set to

@@ -45,6 +45,9 @@ type upstreamRequest struct {
 	span      trace.Span    // the attempt's client span when traced; nil otherwise
 	idle      *idleTimer    // its per_try_idle_timeout; nil: none
 	connErr   error         // with outcome ConnectFailure: why the connection failed
+	// resetReason is Envoy's reset reason of an HTTP/2 stream the upstream reset or whose connection
+	// was lost (see h2ResetError); "" for the HTTP/1.1 pool's resets (a connection termination).
+	resetReason string
 }
 
 // attachment is what an attempt holds once its pool attached it to a connection (see attach): a
@@ -290,7 +293,19 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		return a
 	default:
 		a.outcome = policy.Outcome{Kind: policy.Reset}
-		cl.st.rqRxReset.Inc()
+		var re *h2ResetError
+		if errors.As(err, &re) {
+			// An HTTP/2 reset: REFUSED_STREAM (or a stream a GOAWAY left unprocessed) is retriable under
+			// refused-stream as well as reset (RetryStateImpl::wouldRetryFromReset,
+			// source/common/router/retry_state_impl.cc). Envoy's pool counts upstream_rq_rx_reset for a
+			// remote reset, not for a refused stream (MultiplexedActiveClientBase::onStreamReset,
+			// source/common/http/conn_pool_base.cc).
+			a.outcome.RefusedStream = re.refused
+			a.resetReason = re.reason
+		}
+		if re == nil || !re.refused {
+			cl.st.rqRxReset.Inc()
+		}
 		h.rqError.Add(1)
 	}
 	evs := cl.recordOutcome(a.index, a.outcome)

@@ -119,6 +119,9 @@ func lookupMetric(name string) (string, metric, error) {
 			return float64(n)
 		}
 	}
+	if code, ok, _ := checks.GRPCStatus(strings.ToLower(name)); ok {
+		m.value = func(s Summary) float64 { return float64(s.GRPCStatuses[code]) }
+	}
 	return name, m, nil
 }
 

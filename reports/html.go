@@ -597,27 +597,28 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 		}
 		return out
 	},
-	"dur":       formatDuration,
-	"pcts":      percentiles,
-	"counts":    counts[int],
-	"kinds":     counts[string],
-	"ratio":     formatRatio,
-	"retryamp":  retryAmplificationText,
-	"delivered": deliveredAmplificationText,
-	"spans":     formatSpans,
-	"target":    windowTarget,
-	"when":      windowWhen,
-	"list":      func(s Span) []Span { return []Span{s} },
-	"downfirst": downFirstEjection,
-	"first":     firstEjection,
-	"recov":     recoveryDetail,
-	"dist":      distribution,
-	"ejlist":    ejectionList,
-	"rate":      rate,
-	"time":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"overall":   func(o Outcomes) uint64 { return o.Overflows() },
-	"edgecells": edgeCells,
-	"svccells":  serviceCells,
+	"dur":        formatDuration,
+	"pcts":       percentiles,
+	"counts":     counts[int],
+	"grpccounts": grpcCounts,
+	"kinds":      counts[string],
+	"ratio":      formatRatio,
+	"retryamp":   retryAmplificationText,
+	"delivered":  deliveredAmplificationText,
+	"spans":      formatSpans,
+	"target":     windowTarget,
+	"when":       windowWhen,
+	"list":       func(s Span) []Span { return []Span{s} },
+	"downfirst":  downFirstEjection,
+	"first":      firstEjection,
+	"recov":      recoveryDetail,
+	"dist":       distribution,
+	"ejlist":     ejectionList,
+	"rate":       rate,
+	"time":       func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"overall":    func(o Outcomes) uint64 { return o.Overflows() },
+	"edgecells":  edgeCells,
+	"svccells":   serviceCells,
 	// Configuration changes.
 	"offset":        formatOffset,
 	"changeoutcome": changeOutcomeText,
@@ -666,7 +667,8 @@ svg text { font-family: "Liberation Sans", Arial, Helvetica, sans-serif !importa
 <tr><th>latency (uncorrected)</th><td>{{pcts .Uncorrected}}</td></tr>
 <tr><th>status codes</th><td>{{counts .StatusCodes}}</td></tr>
 <tr><th>transport errors</th><td>{{kinds .ErrorKinds}}</td></tr>
-<tr><th>retries</th><td>{{.Retries}}</td></tr>
+{{if .GRPCStatuses}}<tr><th>gRPC statuses</th><td>{{grpccounts .GRPCStatuses}}</td></tr>
+{{end}}<tr><th>retries</th><td>{{.Retries}}</td></tr>
 <tr><th>retry amplification</th><td>{{retryamp .}}</td></tr>
 <tr><th>delivered amplification</th><td>{{delivered .}}</td></tr>
 <tr><th>ejections</th><td>{{.Ejections}}</td></tr>

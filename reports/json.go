@@ -26,18 +26,22 @@ type (
 		Partial    string            `json:"partial,omitempty"` // why the run is incomplete
 	}
 	jsonSummary struct {
-		Requests      uint64            `json:"requests"`
-		Successes     uint64            `json:"successes"`
-		Errors        uint64            `json:"errors"`
-		SuccessRate   float64           `json:"success_rate"`
-		ErrorRate     float64           `json:"error_rate"`
-		TargetRate    float64           `json:"target_rate"`
-		AchievedRate  float64           `json:"achieved_rate"`
-		RateHeld      bool              `json:"rate_held"`
-		DurationMs    float64           `json:"duration_ms"`
-		MaxSendLagMs  float64           `json:"max_send_lag_ms"`
-		StatusCodes   map[int]uint64    `json:"status_codes"`
-		ErrorKinds    map[string]uint64 `json:"error_kinds"`
+		Requests     uint64            `json:"requests"`
+		Successes    uint64            `json:"successes"`
+		Errors       uint64            `json:"errors"`
+		SuccessRate  float64           `json:"success_rate"`
+		ErrorRate    float64           `json:"error_rate"`
+		TargetRate   float64           `json:"target_rate"`
+		AchievedRate float64           `json:"achieved_rate"`
+		RateHeld     bool              `json:"rate_held"`
+		DurationMs   float64           `json:"duration_ms"`
+		MaxSendLagMs float64           `json:"max_send_lag_ms"`
+		StatusCodes  map[int]uint64    `json:"status_codes"`
+		ErrorKinds   map[string]uint64 `json:"error_kinds"`
+		// GRPCStatuses counts the gRPC calls by the status name they ended with ("OK", "UNAVAILABLE");
+		// left out when no request was a gRPC call (added in version 2 without a version bump: older
+		// readers ignore it).
+		GRPCStatuses  map[string]uint64 `json:"grpc_statuses,omitempty"`
 		LatencyMs     jsonPercentiles   `json:"latency_ms"`
 		UncorrectedMs jsonPercentiles   `json:"uncorrected_latency_ms"`
 		Retries       uint64            `json:"retries"`
@@ -143,7 +147,7 @@ func toJSON(r Report) jsonReport {
 			SuccessRate: s.SuccessRate, ErrorRate: s.ErrorRate,
 			TargetRate: s.TargetRate, AchievedRate: s.AchievedRate, RateHeld: s.RateHeld,
 			DurationMs: ms(s.Duration), MaxSendLagMs: ms(s.MaxSendLag),
-			StatusCodes: orEmpty(s.StatusCodes), ErrorKinds: orEmpty(s.ErrorKinds),
+			StatusCodes: orEmpty(s.StatusCodes), ErrorKinds: orEmpty(s.ErrorKinds), GRPCStatuses: grpcStatusNames(s.GRPCStatuses),
 			LatencyMs: jsonPercentilesOf(s.Latency), UncorrectedMs: jsonPercentilesOf(s.Uncorrected),
 			Retries: s.Retries, Ejections: s.Ejections,
 		},

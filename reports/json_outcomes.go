@@ -441,7 +441,8 @@ func fromJSON(j jsonReport) Report {
 			Requests: s.Requests, Successes: s.Successes, Errors: s.Errors, SuccessRate: s.SuccessRate, ErrorRate: s.ErrorRate,
 			TargetRate: s.TargetRate, AchievedRate: s.AchievedRate, RateHeld: s.RateHeld,
 			Duration: dur(s.DurationMs), MaxSendLag: dur(s.MaxSendLagMs), StatusCodes: s.StatusCodes, ErrorKinds: s.ErrorKinds,
-			Latency: percentilesOf(s.LatencyMs), Uncorrected: percentilesOf(s.UncorrectedMs),
+			GRPCStatuses: grpcStatusCodes(s.GRPCStatuses),
+			Latency:      percentilesOf(s.LatencyMs), Uncorrected: percentilesOf(s.UncorrectedMs),
 			Retries: s.Retries, Ejections: s.Ejections,
 		},
 	}

@@ -51,6 +51,7 @@ type (
 		UncorrectedMs jsonSpectrum         `json:"uncorrected_latency_ms"`
 		StatusCodes   map[int]uint64       `json:"status_codes"`
 		ErrorKinds    map[string]uint64    `json:"error_kinds"`
+		GRPCStatuses  map[string]uint64    `json:"grpc_statuses,omitempty"` // gRPC calls by status name; left out for HTTP
 		Classes       map[string]jsonClass `json:"status_classes"`
 		Phases        []jsonLoadPhase      `json:"phases"`
 		Seconds       []jsonSecond         `json:"seconds"`
@@ -126,8 +127,9 @@ func WriteLoadJSON(w io.Writer, r LoadReport) error {
 		Canceled: h.Canceled, DurationMs: ms(d), TargetRate: h.TargetRate(), AchievedRate: h.AchievedRate(),
 		RateHeld: h.RateHeld(), MaxSendLagMs: ms(h.MaxSendLag),
 		LatencyMs: spectrumJSON(h.Latency.Corrected), UncorrectedMs: spectrumJSON(h.Latency.Uncorrected),
-		StatusCodes: orEmpty(h.StatusCodes), ErrorKinds: orEmpty(h.ErrorKinds), Classes: map[string]jsonClass{},
-		Phases: []jsonLoadPhase{}, Seconds: []jsonSecond{}, Raw: r.RawFile,
+		StatusCodes: orEmpty(h.StatusCodes), ErrorKinds: orEmpty(h.ErrorKinds), GRPCStatuses: grpcStatusNames(h.GRPCStatuses),
+		Classes: map[string]jsonClass{},
+		Phases:  []jsonLoadPhase{}, Seconds: []jsonSecond{}, Raw: r.RawFile,
 	}
 	if !r.Closed {
 		out.Arrivals = r.Arrivals
@@ -192,6 +194,9 @@ func WriteLoadTerminal(w io.Writer, r LoadReport) error {
 	fmt.Fprintf(t, "outcomes\t%d ok, %d failed, %d canceled\n", h.Successes, h.Errors(), h.Canceled)
 	fmt.Fprintf(t, "statuses\t%s\n", counts(h.StatusCodes))
 	fmt.Fprintf(t, "transport errors\t%s\n", counts(h.ErrorKinds))
+	if len(h.GRPCStatuses) > 0 {
+		fmt.Fprintf(t, "grpc statuses\t%s\n", grpcCounts(h.GRPCStatuses))
+	}
 	t.Flush()
 
 	if r.Closed {

@@ -66,6 +66,9 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	row("latency (uncorrected)", percentiles(s.Uncorrected))
 	row("status codes", counts(s.StatusCodes))
 	row("transport errors", counts(s.ErrorKinds))
+	if len(s.GRPCStatuses) > 0 {
+		row("gRPC statuses", grpcCounts(s.GRPCStatuses))
+	}
 	row("retries", fmt.Sprintf("%d", s.Retries))
 	row("retry amplification", retryAmplificationText(s))
 	row("delivered amplification", deliveredAmplificationText(s))

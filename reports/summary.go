@@ -30,6 +30,9 @@ type Summary struct {
 	ErrorRate   float64 // 100 × Errors / Requests, in percent; 0 without requests
 	StatusCodes map[int]uint64
 	ErrorKinds  map[string]uint64
+	// GRPCStatuses counts the gRPC calls by the status they ended with (record.Sample.GRPCStatus);
+	// empty when no request was a gRPC call.
+	GRPCStatuses map[int]uint64
 
 	// Latency is measured from the intended send time (coordinated-omission corrected), Uncorrected from
 	// the actual send time. Both leave out requests cancelled because the run was stopped.
@@ -76,11 +79,12 @@ const (
 // (record.ExactPercentile).
 func Summarize(rec *record.Record) Summary {
 	s := Summary{
-		TargetRate:  rec.TargetRate,
-		Duration:    rec.Duration,
-		Requests:    uint64(len(rec.Samples)),
-		StatusCodes: map[int]uint64{},
-		ErrorKinds:  map[string]uint64{},
+		TargetRate:   rec.TargetRate,
+		Duration:     rec.Duration,
+		Requests:     uint64(len(rec.Samples)),
+		StatusCodes:  map[int]uint64{},
+		ErrorKinds:   map[string]uint64{},
+		GRPCStatuses: map[int]uint64{},
 	}
 	corrected := make([]time.Duration, 0, len(rec.Samples))
 	uncorrected := make([]time.Duration, 0, len(rec.Samples))
@@ -94,6 +98,9 @@ func Summarize(rec *record.Record) Summary {
 		}
 		if x.Error != "" {
 			s.ErrorKinds[x.Error]++
+		}
+		if x.GRPC {
+			s.GRPCStatuses[int(x.GRPCStatus)]++
 		}
 		s.MaxSendLag = max(s.MaxSendLag, x.Sent-x.Intended)
 		lastSent = max(lastSent, x.Sent)

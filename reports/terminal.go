@@ -40,6 +40,9 @@ func WriteTerminal(w io.Writer, r Report) error {
 	fmt.Fprintf(t, "success\t%s%% (%d ok, %d failed)\n", formatPercent(s.SuccessRate), s.Successes, s.Errors)
 	fmt.Fprintf(t, "statuses\t%s\n", counts(s.StatusCodes))
 	fmt.Fprintf(t, "transport errors\t%s\n", counts(s.ErrorKinds))
+	if len(s.GRPCStatuses) > 0 {
+		fmt.Fprintf(t, "grpc statuses\t%s\n", grpcCounts(s.GRPCStatuses))
+	}
 	fmt.Fprintf(t, "latency\t%s\t(corrected: from intended send)\n", percentiles(s.Latency))
 	fmt.Fprintf(t, "uncorrected\t%s\t(from actual send)\n", percentiles(s.Uncorrected))
 	fmt.Fprintf(t, "proxy\tretries %d, ejections %d\n", s.Retries, s.Ejections)

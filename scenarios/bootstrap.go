@@ -13,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -125,6 +126,9 @@ func proxyBootstrap(p *Proxy, proxyName string, addrs Addresses) (*bootstrapv3.B
 	var clusters []*clusterv3.Cluster
 	for _, svc := range p.Services() {
 		cluster, err := staticCluster(svc, orEmpty(p.ClusterSpec, newCluster()), addrs.Endpoints[svc])
+		if err == nil && p.UpstreamHTTP2 {
+			err = upstreamHTTP2(cluster)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -274,6 +278,38 @@ func staticCluster(service string, spec *clusterv3.Cluster, endpoints []string) 
 	}
 	cluster.LoadAssignment = la
 	return cluster, nil
+}
+
+// HTTPProtocolOptionsKey is the typed_extension_protocol_options key of a cluster's upstream HTTP
+// protocol options (Envoy's envoy.extensions.upstreams.http.v3.HttpProtocolOptions, by its extension
+// name; see Envoy's api/envoy/config/cluster/v3/cluster.proto, typed_extension_protocol_options).
+const HTTPProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// upstreamHTTP2 makes a cluster speak HTTP/2 to its hosts, as Envoy's HttpProtocolOptions
+// explicit_http_config {http2_protocol_options {}} does (api/envoy/extensions/upstreams/http/v3/
+// http_protocol_options.proto) — unless the scenario's cluster already sets its HTTP protocol options,
+// which are kept as written.
+func upstreamHTTP2(c *clusterv3.Cluster) error {
+	if _, ok := c.GetTypedExtensionProtocolOptions()[HTTPProtocolOptionsKey]; ok {
+		return nil
+	}
+	opts, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if c.TypedExtensionProtocolOptions == nil {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{}
+	}
+	c.TypedExtensionProtocolOptions[HTTPProtocolOptionsKey] = opts
+	return nil
 }
 
 func orEmpty[T proto.Message](m, empty T) T {

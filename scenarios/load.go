@@ -433,6 +433,7 @@ func (v *validator) validate() {
 	if len(sc.Proxies) == 0 {
 		v.at("proxies", "required: at least one proxy, e.g. proxies: {edge: {routes_to: backend}}")
 	}
+	v.markUpstreamHTTP2()
 	for _, name := range sortedKeys(sc.Proxies) {
 		v.proxy(name, sc.Proxies[name])
 	}
@@ -807,6 +808,7 @@ func (v *validator) load() {
 		}
 	}
 	v.loadLimits(l)
+	v.protocol(l)
 	if l.Path == "" {
 		l.Path = "/"
 	} else if !strings.HasPrefix(l.Path, "/") {

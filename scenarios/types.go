@@ -102,6 +102,9 @@ type Proxy struct {
 	RouteAction *routev3.RouteAction `yaml:"-"`
 	ClusterSpec *clusterv3.Cluster   `yaml:"-"`
 	VHostSpec   *routev3.VirtualHost `yaml:"-"`
+	// UpstreamHTTP2, set by Load when the load speaks h2c or gRPC, makes the proxy's clusters speak
+	// HTTP/2 to the instances (see staticCluster).
+	UpstreamHTTP2 bool `yaml:"-"`
 }
 
 // Services lists the services the proxy has a cluster for, sorted: its routes_to service, or every
@@ -138,6 +141,30 @@ type Load struct {
 	// Mix replaces the single request (path, method, headers, body) with a weighted mix: each request
 	// is one of the entries, drawn from the scenario's seed and the request's sequence number.
 	Mix []*LoadRequest `yaml:"mix"`
+	// Protocol is what the load speaks to its target: ProtocolHTTP1 (default), ProtocolH2C (HTTP/2 with
+	// prior knowledge) or ProtocolGRPC (gRPC calls of meshproof.test.v1.Echo over h2c). With h2c or
+	// gRPC the proxies speak HTTP/2 to the instances too (Proxy.UpstreamHTTP2).
+	Protocol string `yaml:"protocol"`
+	// GRPC shapes the calls of a gRPC load; only with protocol: grpc.
+	GRPC *LoadGRPC `yaml:"grpc"`
+}
+
+// Load protocols.
+const (
+	ProtocolHTTP1 = "http1"
+	ProtocolH2C   = "h2c"
+	ProtocolGRPC  = "grpc"
+)
+
+// LoadGRPC shapes the calls of a gRPC load.
+type LoadGRPC struct {
+	Method   string   `yaml:"method"`   // unary (default) or server_stream
+	Deadline Duration `yaml:"deadline"` // each call's deadline, sent as grpc-timeout; 0 = none (timeout still bounds it)
+	// Payload is the bytes each Request carries; ReplySize the bytes of each Reply (0: the service's
+	// response.size); Replies how many Replies a server_stream call asks for (0: 1).
+	Payload   int    `yaml:"payload"`
+	ReplySize uint32 `yaml:"reply_size"`
+	Replies   uint32 `yaml:"replies"`
 }
 
 // LoadRequest is one entry of the load's weighted mix. Path, method and body default to the load's;

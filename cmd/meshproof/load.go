@@ -36,12 +36,16 @@ const loadUsage = `usage: meshproof load URL --rate R --duration D [flags]     o
                         with HTTP/1.1 at most C requests are in flight: in open loop, queueing behind them
                         shows as send lag and in the corrected latency
   --h2c                 HTTP/2 over cleartext with prior knowledge
+  --grpc METHOD         gRPC calls of meshproof.test.v1.Echo over h2c (as meshproof upstream serves it):
+                        unary or server_stream; only status 0 (OK) is a success
+  --grpc-deadline D     each gRPC call's deadline, sent as grpc-timeout (default none)
   --method M, -H 'K: V' (repeatable), --body S, --timeout D (default 30s)
   --mix W:METHOD:PATH   weighted request mix entry, repeatable, e.g. --mix 9:GET:/ --mix 1:POST:/orders
   --json                print one JSON object instead of the human summary
   --raw FILE            write one line per request (CSV, or JSON lines when FILE ends in .jsonl)
   --max-error-rate P    exit 1 when more than P% of the requests failed (a transport error or a status
-                        outside 2xx/3xx); without it, exit 1 only when every request failed
+                        outside 2xx/3xx; with --grpc, a grpc-status other than 0); without it, exit 1 only
+                        when every request failed
 
 Exit codes: 0 the load ran (and held --max-error-rate), 1 the error threshold failed, every request
 failed, or the run was interrupted, 2 invalid flags or URL.
@@ -65,6 +69,8 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	think := fs.Duration("think", 0, "")
 	connections := fs.Int("connections", 0, "")
 	h2c := fs.Bool("h2c", false, "")
+	grpcMethod := fs.String("grpc", "", "")
+	grpcDeadline := fs.Duration("grpc-deadline", 0, "")
 	method := fs.String("method", "", "")
 	body := fs.String("body", "", "")
 	timeout := fs.Duration("timeout", 0, "")
@@ -105,6 +111,11 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg := load.Config{
 		URL: positional[0], Method: *method, Rate: *rateFlag, Duration: *duration, Timeout: *timeout,
 		Poisson: *poisson, Seed: *seed, Concurrency: *concurrency, Think: *think, Connections: *connections, H2C: *h2c,
+	}
+	if set["grpc"] {
+		cfg.GRPC = &load.GRPC{Method: *grpcMethod, Deadline: *grpcDeadline}
+	} else if set["grpc-deadline"] {
+		return bad("--grpc-deadline needs --grpc")
 	}
 	switch {
 	case set["rate"] && !(*rateFlag > 0):
@@ -188,6 +199,9 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.H2C {
 		rep.Protocol = "h2c"
+	}
+	if cfg.GRPC != nil {
+		rep.Protocol = "grpc"
 	}
 	if *jsonOut {
 		err = reports.WriteLoadJSON(stdout, rep)

@@ -11,6 +11,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/meshproof/meshproof/faults"
 )
 
 var _ = Describe("meshproof load", func() {
@@ -137,5 +139,27 @@ var _ = Describe("meshproof load", func() {
 		Entry("a bad URL", `URL "ftp://x": want an absolute http:// or https:// URL`, "ftp://x", "--rate", "5", "--duration", "1s"),
 		Entry("h2c over https", `h2c needs an http:// URL`, "https://127.0.0.1:1/", "--rate", "5", "--duration", "1s", "--h2c"),
 		Entry("a bad header", `-H "nocolon": want 'Name: value'`, "http://127.0.0.1:1/", "--rate", "5", "--duration", "1s", "-H", "nocolon"),
+		Entry("a gRPC deadline without gRPC", "--grpc-deadline needs --grpc", "http://127.0.0.1:1/", "--rate", "5", "--duration", "1s", "--grpc-deadline", "1s"),
+		Entry("an unknown gRPC method", `gRPC method "bidi": want "unary" or "server_stream"`, "http://127.0.0.1:1/", "--rate", "5", "--duration", "1s", "--grpc", "bidi"),
+		Entry("a gRPC body", "a gRPC run sends its own body", "http://127.0.0.1:1/", "--rate", "5", "--duration", "1s", "--grpc", "unary", "--body", "x"),
 	)
+
+	It("calls the fault upstream's Echo over gRPC and counts its statuses: grpc-status 14 is a failure", func() {
+		u, err := faults.NewUpstream(faults.UpstreamConfig{Service: "echo", Response: faults.Response{Size: 16},
+			Faults: []faults.Fault{{Every: 2, Abort: &faults.Abort{GRPCStatus: 14, Percent: 100}}}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(u.Start("127.0.0.1:0")).To(Succeed())
+		DeferCleanup(u.Close)
+		code, stdout, stderr := run("load", "http://"+u.Addr(), "--grpc", "unary", "--grpc-deadline", "1s", "--rate", "100", "--duration", "100ms", "--json")
+		Expect(code).To(Equal(0), stderr)
+		var out struct {
+			Protocol     string         `json:"protocol"`
+			Successes    int            `json:"successes"`
+			GRPCStatuses map[string]int `json:"grpc_statuses"`
+		}
+		Expect(json.Unmarshal([]byte(stdout), &out)).To(Succeed())
+		Expect(out.Protocol).To(Equal("grpc"))
+		Expect(out.GRPCStatuses).To(Equal(map[string]int{"OK": 5, "UNAVAILABLE": 5}))
+		Expect(out.Successes).To(Equal(5))
+	})
 })

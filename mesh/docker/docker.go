@@ -185,6 +185,11 @@ func (r Runner) Supports(p *plan.Plan, _ plan.Options) error {
 		// Never run a mutual-TLS scenario in clear text: the containers get no certificates yet.
 		parts = append(parts, "mesh.mtls: mutual TLS between the proxies and the instances (certificates are not mounted into the containers yet)")
 	}
+	if l := p.Scenario.Load; l != nil && (l.Protocol == scenarios.ProtocolH2C || l.Protocol == scenarios.ProtocolGRPC) {
+		// The plumbing is the embedded runner's (the same bootstraps and load), but it has not been run
+		// in containers yet.
+		parts = append(parts, "load.protocol "+l.Protocol+" (not yet run in containers)")
+	}
 	if err := ValidateFaults(p.Scenario, r.Faults); err != nil {
 		return err
 	}

@@ -247,6 +247,15 @@ var _ = Describe("Runner.Supports", func() {
 		Expect(err).To(MatchError(ContainSubstring("the docker runner cannot do a scenario without a file")))
 	})
 
+	It("refuses an h2c or gRPC load, by name: not yet run in containers", func() {
+		sc := *p.Scenario
+		l := *sc.Load
+		l.Protocol, sc.Load = scenarios.ProtocolGRPC, &l
+		err := docker.Runner{}.Supports(plan.New(&sc, nil), plan.Options{})
+		Expect(err).To(MatchError(plan.ErrUnsupported))
+		Expect(err).To(MatchError(ContainSubstring("load.protocol grpc (not yet run in containers)")))
+	})
+
 	It("refuses configuration changes, by name: their control plane runs in the runner's process", func() {
 		sc := *p.Scenario
 		sc.Changes = []*scenarios.Change{{}, {}}

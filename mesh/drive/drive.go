@@ -23,6 +23,18 @@ func Config(l *scenarios.Load, baseURL string) load.Config {
 		Body:    []byte(l.Body),
 		Timeout: l.Timeout.Duration,
 	}
+	switch l.Protocol {
+	case scenarios.ProtocolH2C:
+		cfg.H2C = true
+	case scenarios.ProtocolGRPC:
+		// The call's own path, method and body (load.Config.GRPC): the scenario's defaults are dropped.
+		cfg.URL, cfg.Method, cfg.Body = baseURL+"/", "", nil
+		g := l.GRPC
+		if g == nil {
+			g = &scenarios.LoadGRPC{}
+		}
+		cfg.GRPC = &load.GRPC{Method: g.Method, Deadline: g.Deadline.Duration, Payload: g.Payload, ReplySize: g.ReplySize, Replies: g.Replies}
+	}
 	for _, r := range l.Mix {
 		e := load.Request{Weight: r.Weight, Method: r.Method, Path: r.Path}
 		if len(r.Headers) > 0 {

@@ -31,6 +31,24 @@ var _ = Describe("Config", func() {
 		Expect(cfg.Phases).To(BeEmpty())
 	})
 
+	It("makes a gRPC load's calls (path, method and body are the call's own) and an h2c load h2c", func() {
+		// Built by hand: Parse refuses h2c and gRPC while the proxy cannot speak HTTP/2 upstream.
+		l := &scenarios.Load{Target: "edge", Rate: scenarios.Rate{PerSecond: 10}, Duration: scenarios.Duration{Duration: time.Second},
+			Path: "/", Method: "GET", Protocol: scenarios.ProtocolGRPC,
+			GRPC: &scenarios.LoadGRPC{Method: "server_stream", Deadline: scenarios.Duration{Duration: 500 * time.Millisecond}, Replies: 3}}
+		cfg := drive.Config(l, "http://x")
+		Expect(cfg.GRPC).To(Equal(&load.GRPC{Method: load.GRPCServerStream, Deadline: 500 * time.Millisecond, Replies: 3}))
+		Expect(cfg.URL).To(Equal("http://x/"))
+		Expect(cfg.Method).To(BeEmpty())
+		Expect(cfg.Body).To(BeNil())
+		Expect(cfg.H2C).To(BeFalse(), "implied by GRPC")
+
+		l.Protocol, l.GRPC = scenarios.ProtocolH2C, nil
+		cfg = drive.Config(l, "http://x")
+		Expect(cfg.H2C).To(BeTrue())
+		Expect(cfg.GRPC).To(BeNil())
+	})
+
 	It("turns named phases into the generator's phases", func() {
 		cfg := drive.Config(parse(`  target: edge
   phases:

@@ -69,6 +69,14 @@ func (p *h2Pool) conn(ctx context.Context, i int) (*http.ClientConn, error) {
 func (p *h2Pool) do(ctx context.Context, r *prepared, seq uint64, extra []string) (sent time.Time, status int, err error) {
 	rctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	return p.exchange(rctx, r, seq, extra, func(resp *http.Response) error {
+		_, err := io.Copy(io.Discard, resp.Body)
+		return err
+	})
+}
+
+// exchange sends r on the next connection and hands the response to read, which reads its body.
+func (p *h2Pool) exchange(rctx context.Context, r *prepared, seq uint64, extra []string, read func(*http.Response) error) (sent time.Time, status int, err error) {
 	var body io.Reader
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
@@ -92,7 +100,7 @@ func (p *h2Pool) do(ctx context.Context, r *prepared, seq uint64, extra []string
 	if err != nil {
 		return sent, 0, err
 	}
-	_, err = io.Copy(io.Discard, resp.Body)
+	err = read(resp)
 	_ = resp.Body.Close()
 	return sent, resp.StatusCode, err
 }

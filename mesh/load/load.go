@@ -82,6 +82,10 @@ type Config struct {
 	// opens one more whenever a request finds them all busy, up to the in-flight cap; h2c uses 1.
 	Connections int
 	H2C         bool // HTTP/2 over cleartext TCP with prior knowledge (the URL must be http://)
+	// GRPC, when set, makes every request a gRPC call of meshproof.test.v1.Echo over h2c (H2C is
+	// implied; Method, Body and the URL's path are the call's own; no Mix): see grpc.go. Each sample
+	// then carries its gRPC status, and only status 0 (OK) is a success.
+	GRPC *GRPC
 
 	// Mix replaces Method, Body and the path of URL with a weighted mix of requests.
 	Mix []Request
@@ -137,6 +141,14 @@ func (c Config) check() (*plan, error) {
 	if c.RawFormat == "" {
 		c.RawFormat = RawCSV
 	}
+	var grpcPath string
+	if c.GRPC != nil {
+		var err error
+		if grpcPath, c.Body, c.Header, err = checkGRPC(c.GRPC, c); err != nil {
+			return nil, err
+		}
+		c.H2C, c.Method = true, http.MethodPost
+	}
 	p := &plan{cfg: c, maxInFlight: c.MaxInFlight}
 	u, err := url.Parse(c.URL)
 	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
@@ -188,6 +200,9 @@ func (c Config) check() (*plan, error) {
 		p.maxInFlight = c.Concurrency
 	}
 	p.target = newTarget(u)
+	if grpcPath != "" {
+		u.Path, u.RawPath, u.RawQuery = grpcPath, "", ""
+	}
 
 	entries := c.Mix
 	if len(entries) == 0 {
@@ -293,6 +308,7 @@ type gen struct {
 	p      *plan
 	start  time.Time
 	sender sender
+	h2     *h2Pool // the sender, for h2c; gRPC calls go through it
 	rec    *recorder
 }
 
@@ -311,7 +327,8 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 		inFlight = c.Concurrency
 	}
 	if c.H2C {
-		g.sender = newH2Pool(p.target, max(c.Connections, 1), c.Timeout)
+		g.h2 = newH2Pool(p.target, max(c.Connections, 1), c.Timeout)
+		g.sender = g.h2
 	} else {
 		n := inFlight
 		if c.Connections > 0 {
@@ -337,7 +354,7 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		at += ph.Duration
 	}
-	g.rec = newRecorder(record.NewHistSet(specs), p.phases, c.Raw, c.RawFormat, c.KeepSamples, int(math.Ceil(planned))+1)
+	g.rec = newRecorder(record.NewHistSet(specs), p.phases, c.Raw, c.RawFormat, c.KeepSamples, c.GRPC != nil, int(math.Ceil(planned))+1)
 	g.rec.onSample = c.OnSample
 
 	g.start = time.Now()
@@ -479,9 +496,23 @@ func (g *gen) exec(ctx context.Context, j job) {
 	if g.p.cfg.Tracer != nil {
 		ctx, span, extra = g.startSpan(ctx, j)
 	}
-	sent, status, err := g.sender.do(ctx, j.req, j.seq, extra)
+	var (
+		sent   time.Time
+		status int
+		err    error
+		gres   grpcResult
+	)
+	if gc := g.p.cfg.GRPC; gc != nil {
+		gres = g.h2.doGRPC(ctx, j.req, j.seq, extra, gc.Deadline)
+		sent, status, err = gres.sent, gres.status, gres.err
+	} else {
+		sent, status, err = g.sender.do(ctx, j.req, j.seq, extra)
+	}
 	end := time.Since(g.start)
 	s := record.Sample{Seq: j.seq, Intended: j.intended, Sent: sent.Sub(g.start), Status: status}
+	if g.p.cfg.GRPC != nil {
+		grpcSample(&s, gres.code)
+	}
 	if j.intended < 0 {
 		s.Intended = s.Sent
 	}

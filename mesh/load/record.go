@@ -20,14 +20,15 @@ type recorder struct {
 
 	raw    *bufio.Writer
 	jsonl  bool
+	grpc   bool // gRPC calls: each line ends with the call's grpc_status
 	line   []byte
 	rawErr error
 
 	onSample func(record.Sample) // Config.OnSample, called outside the lock
 }
 
-func newRecorder(hist *record.HistSet, phases []Phase, raw io.Writer, format string, keep bool, capHint int) *recorder {
-	r := &recorder{hist: hist, phases: phases, keep: keep, jsonl: format == RawJSONL}
+func newRecorder(hist *record.HistSet, phases []Phase, raw io.Writer, format string, keep, grpc bool, capHint int) *recorder {
+	r := &recorder{hist: hist, phases: phases, keep: keep, jsonl: format == RawJSONL, grpc: grpc}
 	if keep {
 		// Reserve for the first 65,536 samples at most: a long load grows the slice as samples arrive
 		// instead of taking gigabytes before the first request (issue #18).
@@ -35,7 +36,11 @@ func newRecorder(hist *record.HistSet, phases []Phase, raw io.Writer, format str
 	}
 	if raw != nil {
 		r.raw = bufio.NewWriterSize(raw, 64<<10)
-		if !r.jsonl {
+		switch {
+		case r.jsonl:
+		case grpc:
+			r.write([]byte("seq,phase,intended_ns,sent_ns,latency_ns,uncorrected_ns,status,error,grpc_status\n"))
+		default:
 			r.write([]byte("seq,phase,intended_ns,sent_ns,latency_ns,uncorrected_ns,status,error\n"))
 		}
 	}
@@ -72,7 +77,7 @@ func (r *recorder) write(b []byte) {
 }
 
 // format renders one raw log line: CSV seq,phase,intended_ns,sent_ns,latency_ns,uncorrected_ns,status,error
-// or the same fields as a JSON object.
+// or the same fields as a JSON object; a gRPC run adds grpc_status (the code's number) last.
 func (r *recorder) format(s record.Sample, phase int) []byte {
 	b := r.line[:0]
 	name := r.phases[phase].Name
@@ -93,6 +98,10 @@ func (r *recorder) format(s record.Sample, phase int) []byte {
 		b = strconv.AppendInt(b, int64(s.Status), 10)
 		b = append(b, `,"error":`...)
 		b = strconv.AppendQuote(b, s.Error)
+		if r.grpc {
+			b = append(b, `,"grpc_status":`...)
+			b = strconv.AppendInt(b, int64(s.GRPCStatus), 10)
+		}
 		b = append(b, "}\n"...)
 	} else {
 		b = strconv.AppendUint(b, s.Seq, 10)
@@ -104,6 +113,10 @@ func (r *recorder) format(s record.Sample, phase int) []byte {
 		}
 		b = append(b, ',')
 		b = append(b, s.Error...)
+		if r.grpc {
+			b = append(b, ',')
+			b = strconv.AppendInt(b, int64(s.GRPCStatus), 10)
+		}
 		b = append(b, '\n')
 	}
 	r.line = b

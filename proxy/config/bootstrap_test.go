@@ -337,6 +337,14 @@ var _ = Describe("ParseBootstrap", func() {
 			func(*config.Bootstrap) {}),
 	)
 
+	It("loads the gRPC retry conditions with the HTTP ones", func() {
+		got, _, err := config.ParseBootstrap([]byte(edit("route: {cluster: backend}",
+			`route: {cluster: backend, retry_policy: {retry_on: "5xx, unavailable,resource-exhausted,cancelled,deadline-exceeded,internal"}}`)), file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Listeners[0].Routes.VirtualHosts[0].Routes[0].Action.RetryPolicy.RetryOn).To(Equal(
+			[]string{"5xx", "unavailable", "resource-exhausted", "cancelled", "deadline-exceeded", "internal"}))
+	})
+
 	DescribeTable("invalid documents",
 		func(doc string, want ...types.GomegaMatcher) {
 			got, pb, err := config.ParseBootstrap([]byte(doc), file)
@@ -437,7 +445,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("an unknown field, with a suggestion",
 			edit("    load_assignment:\n", "    load_asignment:\n    load_assignment:\n"),
 			at(23, 5, clusterPath+".load_asignment",
-				`unknown field "load_asignment" in envoy.config.cluster.v3.Cluster (did you mean load_assignment?); supported: circuit_breakers, common_lb_config, connect_timeout, eds_cluster_config, health_checks, ignore_health_on_host_removal, lb_policy, least_request_lb_config, load_assignment, maglev_lb_config, name, outlier_detection, ring_hash_lb_config, round_robin_lb_config, transport_socket, type`)),
+				`unknown field "load_asignment" in envoy.config.cluster.v3.Cluster (did you mean load_assignment?); supported: circuit_breakers, common_lb_config, connect_timeout, eds_cluster_config, health_checks, http2_protocol_options, ignore_health_on_host_removal, lb_policy, least_request_lb_config, load_assignment, maglev_lb_config, name, outlier_detection, ring_hash_lb_config, round_robin_lb_config, transport_socket, type, typed_extension_protocol_options`)),
 		Entry("an unknown field deep in an endpoint",
 			edit("address: 127.0.0.1, port_value: 8080", "address: 127.0.0.1, port: 8080"),
 			at(27, 69, clusterPath+".load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port",
@@ -445,7 +453,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("unsupported fields: dns_lookup_family and lrs_server",
 			edit("    load_assignment:\n", "    dns_lookup_family: V4_ONLY\n    lrs_server: {self: {}}\n    load_assignment:\n"),
 			at(23, 5, clusterPath+".dns_lookup_family",
-				"field not supported by meshproof (supported in envoy.config.cluster.v3.Cluster: circuit_breakers, common_lb_config, connect_timeout, eds_cluster_config, health_checks, ignore_health_on_host_removal, lb_policy, least_request_lb_config, load_assignment, maglev_lb_config, name, outlier_detection, ring_hash_lb_config, round_robin_lb_config, transport_socket, type)"),
+				"field not supported by meshproof (supported in envoy.config.cluster.v3.Cluster: circuit_breakers, common_lb_config, connect_timeout, eds_cluster_config, health_checks, http2_protocol_options, ignore_health_on_host_removal, lb_policy, least_request_lb_config, load_assignment, maglev_lb_config, name, outlier_detection, ring_hash_lb_config, round_robin_lb_config, transport_socket, type, typed_extension_protocol_options)"),
 			at(24, 5, clusterPath+".lrs_server", "field not supported by meshproof")),
 		Entry("an unsupported field inside a typed_config",
 			edit("stat_prefix: ingress_http", "generate_request_id: false"),
@@ -527,7 +535,7 @@ var _ = Describe("ParseBootstrap", func() {
 		Entry("a retry condition Envoy knows but meshproof does not support yet",
 			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,http3-post-connect-failure"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on",
-				`retry condition "http3-post-connect-failure" is not supported yet (supported: 5xx, connect-failure, envoy-ratelimited, gateway-error, refused-stream, reset, reset-before-request, retriable-4xx, retriable-headers, retriable-status-codes)`)),
+				`retry condition "http3-post-connect-failure" is not supported yet (supported: 5xx, cancelled, connect-failure, deadline-exceeded, envoy-ratelimited, gateway-error, internal, refused-stream, reset, reset-before-request, resource-exhausted, retriable-4xx, retriable-headers, retriable-status-codes, unavailable)`)),
 		Entry("an unknown retry condition",
 			edit("route: {cluster: backend}", `route: {cluster: backend, retry_policy: {retry_on: "5xx,timeout"}}`),
 			at(20, 68, routePath+".retry_policy.retry_on", `unknown retry condition "timeout" (Envoy's conditions: 5xx, cancelled,`)),

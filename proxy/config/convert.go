@@ -822,6 +822,15 @@ func (c *converter) cluster(cl *clusterv3.Cluster, path string) Cluster {
 	}
 	c.resilience(cl, &out, path)
 	out.TLS = c.upstreamTLS(cl.GetTransportSocket(), joinPath(path, "transport_socket"))
+	out.HTTP = c.upstreamHTTP(cl, path)
+	out.HealthCheckHTTP2 = healthCheckHTTP2(cl)
+	if out.HTTP.Protocol == UpstreamAuto && out.TLS == nil {
+		// Envoy refuses ALPN on a transport socket without it (ClusterInfoImpl,
+		// source/common/upstream/upstream_impl.cc: "ALPN configured for cluster ... which has a
+		// non-ALPN transport socket").
+		c.fail(joinPath(path, "typed_extension_protocol_options["+httpProtocolOptionsType+"].auto_config"),
+			"needs a TLS transport_socket: the protocol is chosen by ALPN")
+	}
 	if cl.GetType() == clusterv3.Cluster_EDS {
 		out.EDS = c.eds(cl, path)
 		return out

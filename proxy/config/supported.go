@@ -19,6 +19,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
 // Message and type names used by the conversion, spelled once.
@@ -237,7 +238,8 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		"address_prefix": nil,
 		"prefix_len":     nil,
 	},
-	// Only the HCM's (downstream); a cluster's are not supported.
+	// The HCM's (downstream), and a cluster's common_http_protocol_options (idle_timeout and
+	// max_requests_per_connection only: upstreamHTTP refuses the others).
 	"envoy.config.core.v3.HttpProtocolOptions": {
 		"idle_timeout":                    nil,
 		"max_requests_per_connection":     nil,
@@ -531,6 +533,33 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 		// checks find it healthy (default false: it stays until they fail it).
 		"ignore_health_on_host_removal": nil,
 		"transport_socket":              nil,
+		// The upstream HTTP protocol (see upstream_http.go): HttpProtocolOptions, or the deprecated
+		// http2_protocol_options.
+		"typed_extension_protocol_options": {httpProtocolOptionsType},
+		"http2_protocol_options":           nil,
+	},
+	// A cluster's HttpProtocolOptions: explicit HTTP/1.1 or HTTP/2, or auto_config (ALPN); not
+	// use_downstream_protocol_config, upstream_http_protocol_options, http_filters.
+	httpProtocolOptionsType: {
+		"common_http_protocol_options": nil,
+		"explicit_http_config":         nil,
+		"auto_config":                  nil,
+	},
+	httpProtocolOptionsType + ".ExplicitHttpConfig": {
+		"http_protocol_options":  nil,
+		"http2_protocol_options": nil,
+	},
+	httpProtocolOptionsType + ".AutoHttpConfig": {
+		"http_protocol_options":  nil,
+		"http2_protocol_options": nil,
+	},
+	// Accepted empty: HTTP/1.1 with Envoy's defaults.
+	"envoy.config.core.v3.Http1ProtocolOptions": {},
+	// Upstream HTTP/2: the per-connection stream limit and the receive windows.
+	"envoy.config.core.v3.Http2ProtocolOptions": {
+		"max_concurrent_streams":         nil,
+		"initial_stream_window_size":     nil,
+		"initial_connection_window_size": nil,
 	},
 
 	// TLS (envoy.transport_sockets.tls): a filter chain's DownstreamTlsContext, a cluster's
@@ -603,6 +632,7 @@ var supported = map[protoreflect.FullName]map[protoreflect.Name][]string{
 	},
 	"envoy.config.core.v3.HealthCheck.HttpHealthCheck": {
 		"host": nil, "path": nil, "expected_statuses": nil, "retriable_statuses": nil,
+		"codec_client_type": {"HTTP1", "HTTP2"},
 	},
 	"envoy.type.v3.Int64Range": {
 		"start": nil, "end": nil,
@@ -660,11 +690,11 @@ var retryOn = map[string]bool{
 	"retriable-headers":          true,
 	"envoy-ratelimited":          true,
 	"http3-post-connect-failure": false,
-	"cancelled":                  false,
-	"deadline-exceeded":          false,
-	"internal":                   false,
-	"resource-exhausted":         false,
-	"unavailable":                false,
+	"cancelled":                  true,
+	"deadline-exceeded":          true,
+	"internal":                   true,
+	"resource-exhausted":         true,
+	"unavailable":                true,
 }
 
 // SupportedFields returns the supported subset of Envoy's v3 API: message full name → its supported

@@ -29,6 +29,9 @@ var _ = Describe("the supported subset", func() {
 			msg, name := field[:i], field[i+1:]
 			fd := findMessage(msg).Fields().ByName(protoreflect.Name(name))
 			Expect(fd).NotTo(BeNil(), field)
+			if fd.IsMap() { // a map of typed configs (typed_extension_protocol_options): its values'
+				fd = fd.MapValue()
+			}
 			Expect(values).NotTo(BeEmpty(), field)
 			for _, v := range values {
 				switch {

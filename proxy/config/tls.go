@@ -249,10 +249,14 @@ func (c *converter) commonTLS(ctx *tlsv3.CommonTlsContext, path string, server b
 	}
 	for i, p := range ctx.GetAlpnProtocols() {
 		ap := indexPath(joinPath(path, "alpn_protocols"), i)
-		switch p {
-		case "http/1.1":
+		switch {
+		case p == "http/1.1":
 			out.ALPN = append(out.ALPN, p)
-		case "h2":
+		case p == "h2" && !server:
+			// A cluster may offer h2: its connections speak HTTP/2 when it is negotiated (auto_config)
+			// or configured (see upstream_http.go).
+			out.ALPN = append(out.ALPN, p)
+		case p == "h2":
 			c.fail(ap, "HTTP/2 is not supported yet: only \"http/1.1\" may be offered")
 		default:
 			c.fail(ap, "protocol %q is not supported: only \"http/1.1\" may be offered", p)

@@ -512,6 +512,12 @@ type Cluster struct {
 	// TLS is the cluster's transport_socket (envoy.transport_sockets.tls, an UpstreamTlsContext); nil:
 	// clear text.
 	TLS *TLS
+	// HTTP is the protocol spoken to the hosts and its options (typed_extension_protocol_options'
+	// HttpProtocolOptions; see upstream_http.go). Zero: HTTP/1.1 with Envoy's defaults.
+	HTTP UpstreamHTTP
+	// HealthCheckHTTP2 is the health check's http_health_check.codec_client_type HTTP2: checks speak
+	// HTTP/2 (h2c, or h2 over the cluster's TLS); default HTTP1, whatever the cluster speaks.
+	HealthCheckHTTP2 bool
 
 	Outlier      *policy.OutlierConfig // nil: no outlier detection
 	Breakers     Breakers

@@ -55,6 +55,10 @@ type Outcome struct {
 	// RateLimited: with Response, the response carries x-envoy-ratelimited (an upstream Envoy's rate
 	// limit): retried under envoy-ratelimited only.
 	RateLimited bool
+	// GrpcStatus: with Response, the grpc-status of the response headers (a trailers-only gRPC
+	// response), as Envoy's Grpc::Common::getGrpcStatus reads it; 0 (OK) when there is none, -1 when
+	// it is not a status (not a number, or above 16). A grpc-status in trailers is never seen here.
+	GrpcStatus int
 }
 
 // RetryOn is a set of Envoy retry_on conditions.
@@ -75,6 +79,25 @@ const (
 	OnRetriableHeaders
 	// OnEnvoyRateLimited retries responses carrying x-envoy-ratelimited (Outcome.RateLimited).
 	OnEnvoyRateLimited
+	// The gRPC conditions (retry_on, and the x-envoy-retry-grpc-on header): a response whose headers
+	// carry that grpc-status (Outcome.GrpcStatus).
+	OnGrpcCancelled
+	OnGrpcDeadlineExceeded
+	OnGrpcInternal
+	OnGrpcResourceExhausted
+	OnGrpcUnavailable
+)
+
+// onGrpc is the set of the gRPC conditions.
+const onGrpc = OnGrpcCancelled | OnGrpcDeadlineExceeded | OnGrpcInternal | OnGrpcResourceExhausted | OnGrpcUnavailable
+
+// The gRPC status codes the gRPC conditions retry (grpc/status codes; Envoy's Grpc::Status).
+const (
+	GrpcCancelled         = 1
+	GrpcDeadlineExceeded  = 4
+	GrpcResourceExhausted = 8
+	GrpcInternal          = 13
+	GrpcUnavailable       = 14
 )
 
 // RetryOnNames maps Envoy's retry_on values to conditions.
@@ -91,11 +114,28 @@ var RetryOnNames = map[string]RetryOn{
 	"envoy-ratelimited":      OnEnvoyRateLimited,
 }
 
-// ParseRetryOn turns retry_on values (already split on commas) into a condition set.
+// RetryGrpcOnNames maps Envoy's gRPC retry_on values (those of x-envoy-retry-grpc-on) to conditions.
+// A route's retry_on takes both vocabularies (Envoy's RetryPolicyImpl parses it with parseRetryOn and
+// parseRetryGrpcOn, source/common/router/config_impl.cc); each request header takes its own only
+// (RetryStateImpl, source/common/router/retry_state_impl.cc).
+var RetryGrpcOnNames = map[string]RetryOn{
+	"cancelled":          OnGrpcCancelled,
+	"deadline-exceeded":  OnGrpcDeadlineExceeded,
+	"internal":           OnGrpcInternal,
+	"resource-exhausted": OnGrpcResourceExhausted,
+	"unavailable":        OnGrpcUnavailable,
+}
+
+// ParseRetryOn turns retry_on values (already split on commas) into a condition set: Envoy's HTTP
+// and gRPC conditions.
 func ParseRetryOn(values []string) (RetryOn, error) {
 	var on RetryOn
 	for _, v := range values {
-		c, ok := RetryOnNames[strings.TrimSpace(v)]
+		v = strings.TrimSpace(v)
+		c, ok := RetryOnNames[v]
+		if !ok {
+			c, ok = RetryGrpcOnNames[v]
+		}
 		if !ok {
 			return 0, fmt.Errorf("retry_on %q is not supported", v)
 		}
@@ -125,6 +165,8 @@ func (on RetryOn) Retriable(o Outcome) bool {
 			return true
 		case on&OnRetriableHeaders != 0 && o.HeadersMatched:
 			return true
+		case on&onGrpc != 0:
+			return on.grpcRetriable(o.GrpcStatus)
 		}
 		return false
 	case ConnectFailure:
@@ -140,6 +182,25 @@ func (on RetryOn) Retriable(o Outcome) bool {
 			return true
 		}
 		return on&OnRefusedStream != 0 && o.RefusedStream
+	}
+	return false
+}
+
+// grpcRetriable reports whether a response's grpc-status meets one of the gRPC conditions (the last
+// check of Envoy's RetryStateImpl::wouldRetryFromHeaders, on Grpc::Common::getGrpcStatus of the
+// response headers: whatever the request's content-type).
+func (on RetryOn) grpcRetriable(status int) bool {
+	switch status {
+	case GrpcCancelled:
+		return on&OnGrpcCancelled != 0
+	case GrpcDeadlineExceeded:
+		return on&OnGrpcDeadlineExceeded != 0
+	case GrpcResourceExhausted:
+		return on&OnGrpcResourceExhausted != 0
+	case GrpcInternal:
+		return on&OnGrpcInternal != 0
+	case GrpcUnavailable:
+		return on&OnGrpcUnavailable != 0
 	}
 	return false
 }

@@ -21,6 +21,9 @@ var (
 	rateLimited = func(code int) policy.Outcome {
 		return policy.Outcome{Kind: policy.Response, Status: code, RateLimited: true}
 	}
+	grpc = func(code, status int) policy.Outcome {
+		return policy.Outcome{Kind: policy.Response, Status: code, GrpcStatus: status}
+	}
 	alwaysAdmit = func() bool { return true }
 	neverAdmit  = func() bool { return false }
 	mustRetryOn = func(s string) policy.RetryOn {
@@ -69,6 +72,25 @@ var _ = Describe("RetryOn", func() {
 		Entry("gateway-error does not retry a rate-limited 503", "gateway-error", rateLimited(503), false),
 		Entry("retriable-headers does not retry a rate-limited response", "retriable-headers",
 			policy.Outcome{Kind: policy.Response, Status: 429, HeadersMatched: true, RateLimited: true}, false),
+		// The gRPC conditions: the grpc-status of the response headers, whatever the HTTP status
+		// (RetryStateImpl::wouldRetryFromHeaders); never a reset or a timeout (wouldRetryFromReset).
+		Entry("cancelled retries grpc-status 1", "cancelled", grpc(200, 1), true),
+		Entry("deadline-exceeded retries grpc-status 4", "deadline-exceeded", grpc(200, 4), true),
+		Entry("resource-exhausted retries grpc-status 8", "resource-exhausted", grpc(200, 8), true),
+		Entry("internal retries grpc-status 13", "internal", grpc(200, 13), true),
+		Entry("unavailable retries grpc-status 14", "unavailable", grpc(200, 14), true),
+		Entry("unavailable retries grpc-status 14 on any HTTP status", "unavailable", grpc(503, 14), true),
+		Entry("unavailable does not retry grpc-status 13", "unavailable", grpc(200, 13), false),
+		Entry("internal does not retry grpc-status 2 (unknown)", "internal", grpc(200, 2), false),
+		Entry("unavailable does not retry an invalid grpc-status", "unavailable", grpc(200, -1), false),
+		Entry("unavailable does not retry a response without grpc-status", "unavailable", resp(200), false),
+		Entry("unavailable does not retry a plain 503", "unavailable", resp(503), false),
+		Entry("unavailable does not retry a reset", "unavailable", reset, false),
+		Entry("unavailable does not retry a connect failure", "unavailable", connectFail, false),
+		Entry("deadline-exceeded does not retry a per-try timeout", "deadline-exceeded", perTry, false),
+		Entry("unavailable does not retry a rate-limited response", "unavailable",
+			policy.Outcome{Kind: policy.Response, Status: 200, GrpcStatus: 14, RateLimited: true}, false),
+		Entry("5xx does not retry grpc-status 14 on a 200", "5xx", grpc(200, 14), false),
 	)
 
 	It("rejects conditions it does not know, naming them", func() {

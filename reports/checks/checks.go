@@ -47,7 +47,8 @@ const ejectedForm = `"ejected(SERVICE/INSTANCE)", optionally followed by "within
 //	during change[0]: success_rate >= 99.9%   during changes[2]: changes_rejected == 1   change_apply_time < 1s
 //
 // Metrics (defined in reports' README.md): requests, successes, errors, retries, ejections,
-// upstream_attempts, upstream_received, status(N), status(Nxx), attempts_max, overflows, pending_overflows,
+// upstream_attempts, upstream_received, status(N), status(Nxx), grpc_status(CODE) (CODE 0..16 or a name such
+// as UNAVAILABLE), attempts_max, overflows, pending_overflows,
 // retry_overflows, changes_applied, changes_rejected, changes_unexpected (counts: a plain number);
 // success_rate, error_rate (percent: "%"); achieved_rate (requests/s: "/s"); retry_amplification,
 // delivered_amplification (plain ratios); p50, p90, p99, p999, max and their uncorrected_ forms,

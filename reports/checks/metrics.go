@@ -48,7 +48,7 @@ type Metric struct {
 var metricNames = []string{"requests", "successes", "errors", "success_rate", "error_rate", "achieved_rate",
 	"p50", "p90", "p99", "p999", "max", "uncorrected_p50", "uncorrected_p90", "uncorrected_p99", "uncorrected_p999",
 	"uncorrected_max", "retries", "ejections", "upstream_attempts", "retry_amplification", "upstream_received",
-	"delivered_amplification", "status(N)", "status(Nxx)",
+	"delivered_amplification", "status(N)", "status(Nxx)", "grpc_status(CODE)",
 	"attempts_max", "overflows", "pending_overflows", "retry_overflows", "time_to_first_ejection", "recovery_time",
 	"ejected(HOST) [within DURATION]", "changes_applied", "changes_rejected", "changes_unexpected", "change_apply_time",
 	"ssl_handshakes", "ssl_handshake_errors", "cert_rotations"}
@@ -112,6 +112,12 @@ func Lookup(name string) (string, Metric, error) {
 	if _, _, ok, err := Status(name); ok {
 		return name, Metric{Kind: Count}, err
 	}
+	if code, ok, err := GRPCStatus(name); ok {
+		if err != nil {
+			return "", Metric{}, err
+		}
+		return "grpc_status(" + GRPCCodeNames[code] + ")", Metric{Kind: Count}, nil
+	}
 	return "", Metric{}, fmt.Errorf("unknown metric %q; accepted: %s", name, strings.Join(metricNames, ", "))
 }
 
@@ -149,4 +155,30 @@ func Fits(name string, m Metric, sc Scope) error {
 		return fmt.Errorf(`%s is measured from a fault's end: scope it "after fault" or "after faults[N]", or leave the scope out, not %q`, name, sc.String())
 	}
 	return nil
+}
+
+// GRPCCodeNames are gRPC's status codes (grpc/grpc doc/statuscodes.md), indexed by number.
+var GRPCCodeNames = [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+	"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+	"UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
+
+// GRPCStatus parses a gRPC status metric, "grpc_status(14)" or "grpc_status(unavailable)" (a code by
+// number 0..16 or by name, in any case): the gRPC calls that ended with that code. ok is false when
+// name is not a gRPC status metric; err says why one is malformed.
+func GRPCStatus(name string) (code int, ok bool, err error) {
+	arg, isStatus := strings.CutPrefix(name, "grpc_status(")
+	arg, closed := strings.CutSuffix(arg, ")")
+	if !isStatus || !closed {
+		return 0, false, nil
+	}
+	if n, err := strconv.Atoi(arg); err == nil && n >= 0 && n < len(GRPCCodeNames) {
+		return n, true, nil
+	}
+	for i, c := range GRPCCodeNames {
+		if strings.EqualFold(arg, c) {
+			return i, true, nil
+		}
+	}
+	return 0, true, fmt.Errorf("bad gRPC status %q in %s: want a code 0..16 or its name, such as grpc_status(14) or grpc_status(UNAVAILABLE) (%s)",
+		arg, name, strings.Join(GRPCCodeNames[:], ", "))
 }

@@ -253,6 +253,7 @@ type HistSet struct {
 	LastSent            time.Duration
 	StatusCodes         map[int]uint64
 	ErrorKinds          map[string]uint64
+	GRPCStatuses        map[int]uint64 // gRPC calls by Sample.GRPCStatus; empty without gRPC calls
 
 	Latency HistPair              // every request but the cancelled ones
 	Classes [NumClasses]*HistPair // by status class; nil until the class is seen
@@ -275,11 +276,12 @@ type HistPhase struct {
 // NewHistSet returns an empty set for a run with the given phases (at least one).
 func NewHistSet(phases []HistPhase) *HistSet {
 	s := &HistSet{
-		StatusCodes: map[int]uint64{},
-		ErrorKinds:  map[string]uint64{},
-		Latency:     NewHistPair(),
-		active:      NewHistPair(),
-		activeSec:   -1,
+		StatusCodes:  map[int]uint64{},
+		ErrorKinds:   map[string]uint64{},
+		GRPCStatuses: map[int]uint64{},
+		Latency:      NewHistPair(),
+		active:       NewHistPair(),
+		activeSec:    -1,
 	}
 	for _, p := range phases {
 		s.Phases = append(s.Phases, &PhaseHist{Name: p.Name, Start: p.Start, Duration: p.Duration, Planned: p.Planned,
@@ -310,6 +312,9 @@ func (s *HistSet) Record(x Sample, phase int) {
 	}
 	if x.Error != "" {
 		s.ErrorKinds[x.Error]++
+	}
+	if x.GRPC {
+		s.GRPCStatuses[int(x.GRPCStatus)]++
 	}
 	lag := x.Sent - x.Intended
 	s.MaxSendLag, p.MaxSendLag = max(s.MaxSendLag, lag), max(p.MaxSendLag, lag)
@@ -397,6 +402,12 @@ func (s *HistSet) Merge(o *HistSet) error {
 	}
 	for k, v := range o.ErrorKinds {
 		s.ErrorKinds[k] += v
+	}
+	for k, v := range o.GRPCStatuses {
+		if s.GRPCStatuses == nil {
+			s.GRPCStatuses = map[int]uint64{}
+		}
+		s.GRPCStatuses[k] += v
 	}
 	s.Latency.merge(o.Latency)
 	for c, pair := range o.Classes {

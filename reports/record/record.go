@@ -35,6 +35,14 @@ type Sample struct {
 	// ZeroAttempts says the proxy saw the request and made no upstream attempt (a circuit breaker turned
 	// it away, no healthy host): Attempts 0 is then known.
 	ZeroAttempts bool
+	// GRPC says the request was a gRPC call. GRPCStatus is then the status code it ended with, as a gRPC
+	// client reports it: the grpc-status of the trailers (or of a trailers-only answer); for an HTTP
+	// answer without one, the code gRPC maps its HTTP status to (503 → 14 UNAVAILABLE); for a
+	// transport error, 4 DEADLINE_EXCEEDED (timeout), 1 CANCELLED (canceled) or 14 UNAVAILABLE (any
+	// other). 0 (OK) is then a success. Unused when GRPC is false. (int32, next to the bools: the
+	// sample stays 72 bytes.)
+	GRPC       bool
+	GRPCStatus int32
 }
 
 // AttemptsKnown reports whether the request carries an attempt count: Attempts > 0, or ZeroAttempts.
@@ -44,8 +52,11 @@ func (s Sample) AttemptsKnown() bool { return s.Attempts > 0 || s.ZeroAttempts }
 // generator's own lateness).
 func (s Sample) Uncorrected() time.Duration { return s.Latency - (s.Sent - s.Intended) }
 
-// OK reports whether the request succeeded: a 2xx or 3xx response received in full.
-func (s Sample) OK() bool { return s.Error == "" && s.Status >= 200 && s.Status < 400 }
+// OK reports whether the request succeeded: a 2xx or 3xx response received in full; for a gRPC call,
+// status 0 (OK) as well (an HTTP 200 that ends with another grpc-status is a failure).
+func (s Sample) OK() bool {
+	return s.Error == "" && s.Status >= 200 && s.Status < 400 && (!s.GRPC || s.GRPCStatus == 0)
+}
 
 // FaultEvent is one fault an upstream instance applied to one request.
 type FaultEvent struct {

@@ -65,3 +65,13 @@ func (a *Aborter) close() {
 		a.fn()
 	}
 }
+
+// Register registers an exchange's abort for a pool outside this package (the HTTP/2 upstream): fn
+// runs when the exchange is interrupted; false when the downstream is already gone.
+func (a *Aborter) Register(fn func()) bool { return a.set(fn) }
+
+// Unregister ends the exchange's abort registered by Register.
+func (a *Aborter) Unregister() { a.unset() }
+
+// Gone reports whether the downstream is gone (every exchange is aborted at once).
+func (a *Aborter) Gone() bool { return a.isGone() }
