@@ -81,6 +81,19 @@ var _ = Describe("Upstream over TLS", func() {
 		Expect(u.Stats().Requests).To(BeZero())
 	})
 
+	It("does not count a client that resets the connection mid-handshake (as Envoy leaves system errors out of ssl.connection_error)", func() {
+		start()
+		conn, err := net.Dial("tcp", u.Addr())
+		Expect(err).NotTo(HaveOccurred())
+		// The first bytes of a TLS record (a handshake record's header), then a reset.
+		_, err = conn.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x80})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conn.(*net.TCPConn).SetLinger(0)).To(Succeed())
+		Expect(conn.Close()).To(Succeed())
+		Eventually(func() uint64 { return u.Stats().Connections }).Should(BeEquivalentTo(1))
+		Consistently(func() uint64 { return u.Stats().TLSHandshakeErrors }, 200*time.Millisecond).Should(BeZero())
+	})
+
 	It("does not count a client that closes before sending a byte", func() {
 		start()
 		conn, err := net.Dial("tcp", u.Addr())

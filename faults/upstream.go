@@ -119,8 +119,9 @@ type UpstreamStats struct {
 	Calls        uint64
 	CallFailures uint64
 	// TLSHandshakes counts the TLS handshakes completed (UpstreamConfig.TLS), TLSHandshakeErrors those
-	// that failed — a client without a certificate, with one the configuration refuses, or speaking
-	// plain HTTP — not counting a client that closed before sending a byte.
+	// that failed in TLS — a client without a certificate, with one the configuration refuses, or
+	// speaking plain HTTP — not those cut below it (the peer closed or reset the connection, a
+	// timeout: see transportError).
 	TLSHandshakes      uint64
 	TLSHandshakeErrors uint64
 }
@@ -507,10 +508,21 @@ func (u *Upstream) handshake(tc *tls.Conn) bool {
 	switch {
 	case err == nil:
 		u.count(func(s *UpstreamStats) { s.TLSHandshakes++ })
-	case !errors.Is(err, io.EOF): // a client that closed before a byte, as a port probe does, is not a handshake
+	case !transportError(err):
 		u.count(func(s *UpstreamStats) { s.TLSHandshakeErrors++ })
 	}
 	return err == nil
+}
+
+// transportError reports whether a failed handshake failed below TLS: the peer closed or reset the
+// connection (mid-handshake too: a proxy closing a connection it no longer needs), or the handshake
+// was cut by its timeout or the upstream's Close. As Envoy's SslSocket::drainErrorQueue
+// (source/common/tls/ssl_socket.cc), which leaves system errors out of ssl.connection_error (the
+// connection stats track them), these are not counted as failed handshakes.
+func transportError(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &op) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // serveHTTP serves one HTTP/1.1 request.

@@ -11,6 +11,7 @@ import (
 	"github.com/meshproof/meshproof/mesh/live"
 	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/reports"
+	"github.com/meshproof/meshproof/reports/record"
 )
 
 // The example's mesh, certificates rotated every 2 s under 50 requests/s for 5 s.
@@ -31,8 +32,14 @@ var _ = Describe("Run a mutual-TLS mesh (issue #16)", func() {
 		Expect(err).NotTo(HaveOccurred())
 
 		Expect(rec.Samples).To(HaveLen(250))
+		var failedCalls []record.Call
+		for _, c := range rec.Calls {
+			if c.Status != 200 {
+				failedCalls = append(failedCalls, c)
+			}
+		}
 		for _, s := range rec.Samples {
-			Expect(s.Status).To(Equal(200), "request %d: %s", s.Seq, s.Error)
+			Expect(s.Status).To(Equal(200), "request %d: %s; failed calls %+v; sidecar stats %v", s.Seq, s.Error, failedCalls, rec.Edges[0].SidecarStats)
 		}
 		Expect(rec.MTLS).NotTo(BeNil())
 		Expect(rec.MTLS.Workloads).To(Equal(3)) // backend, frontend, ingress-edge
