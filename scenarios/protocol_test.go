@@ -99,15 +99,3 @@ var _ = Describe("load.protocol", func() {
 		Expect(err).To(MatchError(ContainSubstring("load.protocol: grpc with services that call others (echo has calls) is not supported yet")))
 	})
 })
-
-var _ = Describe("the pending gRPC example", func() {
-	It("is refused today only for what the proxy lacks (HTTP/2 upstream, retry_on unavailable), and reads otherwise", func() {
-		_, err := scenarios.LoadFile("examples/pending/grpc-deadline-retries.yaml")
-		if err == nil {
-			Skip("the proxy supports it now: move it to examples/ (issue #16)")
-		}
-		for _, line := range strings.Split(err.Error(), "\n") {
-			Expect(line).To(Or(ContainSubstring("needs the proxy to speak HTTP/2"), ContainSubstring("unavailable")), "an error of its own: %s", line)
-		}
-	})
-})
