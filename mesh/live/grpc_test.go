@@ -77,7 +77,8 @@ var _ = Describe("A gRPC load (issue #16)", func() {
 			}
 			retried += s.Attempts - 1
 		}
-		Expect(unavailable).To(BeNumerically("~", n/2, 1), "every other call starts on the first bad instance")
+		// ±2: a late send (a busy machine) can overlap two calls and shift the alternation.
+		Expect(unavailable).To(BeNumerically("~", n/2, 2), "every other call starts on the first bad instance")
 
 		// The status breakdown, as report.json's grpc_statuses has it.
 		sum := reports.Summarize(rec)
