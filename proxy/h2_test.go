@@ -197,6 +197,19 @@ var _ = Describe("HTTP/2 downstream", func() {
 		Expect(stat(srv, "http.ingress.downstream_cx_http1_total")).To(Equal(uint64(1)))
 	})
 
+	It("counts a stream the client reset in downstream_rq_rx_reset, not as a connection destroyed", func() {
+		backend := newUpstream(hang)
+		srv, _ := start(h2Route(backend.addr()))
+		r := dialH2(srv.ListenerAddr("edge"))
+		_ = r.frames()
+		Expect(r.request(1, "/up")).To(Succeed())
+		Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_total") }).Should(BeEquivalentTo(1))
+		Expect(r.fr.WriteRSTStream(1, http2.ErrCodeCancel)).To(Succeed())
+		Eventually(func() uint64 { return stat(srv, "http.ingress.downstream_rq_rx_reset") }).Should(BeEquivalentTo(1))
+		Expect(stat(srv, "http.ingress.downstream_cx_destroy_remote_active_rq")).To(BeZero(), "the connection lives on")
+		Expect(stat(srv, "http.ingress.downstream_cx_http2_active")).To(BeEquivalentTo(1))
+	})
+
 	Describe("rapid reset (CVE-2023-44487)", func() {
 		It("closes a connection once 500 streams closed and at least half were reset before their response", func() {
 			backend := newUpstream(hang)
