@@ -79,7 +79,7 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, cl *cluster, body requestBody, stream streamLimit) {
 	f := rt.forwards.Get().(*forward)
 	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, attachFn: f.attachFn, detachFn: f.detachFn, uri: r.RequestURI,
-		streamEnd: stream.end, grpcTimeout: stream.grpcTimeout, idle: stream.idle}
+		streamEnd: stream.end, grpcTimeout: stream.grpcTimeout, idle: stream.idle, grpc: isGrpcRequest(r)}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
@@ -178,6 +178,8 @@ type forward struct {
 	byDuration bool
 	// grpcTimeout replaces the request's grpc-timeout upstream ("": kept as it is).
 	grpcTimeout string
+	// grpc: the request is gRPC (Envoy's router's grpc_request_, from its content-type).
+	grpc bool
 	// idle is the stream idle timer (nil: none): when it fires, the request's context ends.
 	idle *streamIdle
 	// si is the request's streamInfo for the access logs (nil: none).
@@ -580,6 +582,7 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	if err == nil && len(resp.Trailer) > 0 {
 		forwardTrailers(f.w, resp.Trailer) // gRPC's status; an HTTP/1 downstream drops them
 	}
+	a.grpcDone(err == nil)
 	f.si.sent(resp.StatusCode, sent)
 	// upstream_rq_time is Envoy's: from the request's start in the router (its downstream request
 	// complete, for a buffered body) to the end of the response, retries and back-offs included
