@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -354,7 +355,7 @@ var _ = Describe("gRPC end to end", func() {
 		Expect(st.Code()).To(Equal(codes.DeadlineExceeded))
 		Expect(ctx.Err()).NotTo(HaveOccurred(), "the proxy's answer, not the client's own deadline")
 		Expect(stat(srv, "http.ingress.downstream_rq_max_duration_reached")).To(BeEquivalentTo(1))
-		Eventually(b.ended).WithTimeout(5 * time.Second).Should(Receive(HaveOccurred()), "the upstream stream is reset")
+		Eventually(b.ended).WithTimeout(5*time.Second).Should(Receive(HaveOccurred()), "the upstream stream is reset")
 	})
 
 	It("serves gRPC over TLS to a client that chose h2 by ALPN", func() {
@@ -410,5 +411,30 @@ var _ = Describe("gRPC end to end", func() {
 		Expect(grpcstatus.Code(err)).To(Equal(codes.Unavailable))
 		Expect([]string{hostStat(srv, b.addr, "rq_success"), hostStat(srv, b.addr, "rq_error")}).To(Equal([]string{"3", "2"}))
 		Expect(stat(srv, "cluster.backend.upstream_rq_200")).To(BeEquivalentTo(5))
+	})
+})
+
+// Regression: an HTTP/2 upstream's RST_STREAM in the middle of its response body was logged UC
+// connection_termination; Envoy's reset reason is remote reset, flag UR
+// (Filter::streamResetReasonToResponseFlag, router.cc).
+var _ = Describe("an HTTP/2 upstream reset mid-body", func() {
+	It("is UR upstream_reset_after_response_started{remote_reset}, the downstream reset too", func() {
+		up := newH2Backend(false, true, false, 0, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", "100")
+			_, _ = io.WriteString(w, "0123456789")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // the HTTP/2 server resets the stream (RST_STREAM), not the connection
+		})
+		s := setup{routes: []config.Route{prefixRoute("/", "backend", nil)}, clusters: []config.Cluster{h2Cluster("backend", 0, up.addr())}}
+		srv, url, m := logged(s, textLog("%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"))
+		resp, err := client.Get(url + "/")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		Expect(err).To(HaveOccurred())
+		Eventually(func() []string { return flushed(srv, m) }).WithTimeout(5 * time.Second).
+			Should(Equal([]string{"200 UR upstream_reset_after_response_started{remote_reset}"}))
+		Expect(stat(srv, "cluster.backend.upstream_rq_rx_reset")).To(BeEquivalentTo(1))
+		Expect(stat(srv, "cluster.backend.http2.rx_reset")).To(BeEquivalentTo(1))
 	})
 })

@@ -16,6 +16,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http2"
 
 	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
@@ -611,6 +612,16 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		case f.r.Context().Err() != nil || isWriteError(err):
 			// The client went away mid-response: the connection manager resets the stream with DC.
 			f.si.failStarted(flagDownstreamConnectionTermination, "downstream_remote_disconnect")
+		case midBodyResetReason(err) != "":
+			// An HTTP/2 upstream reset the stream mid-body (RST_STREAM): its reset reason is RemoteReset
+			// (or RemoteRefusedStreamReset), which Filter::streamResetReasonToResponseFlag (router.cc)
+			// maps to UR, the details naming it as onUpstreamReset does. Its pool counts a remote reset
+			// in upstream_rq_rx_reset whenever it comes (MultiplexedActiveClientBase::onStreamReset,
+			// source/common/http/conn_pool_base.cc).
+			if midBodyResetReason(err) == "remote_reset" {
+				f.cl.st.rqRxReset.Inc()
+			}
+			f.si.failStarted(flagUpstreamRemoteReset, "upstream_reset_after_response_started{"+midBodyResetReason(err)+"}")
 		default:
 			// The upstream ended or reset its connection mid-body: Filter::onUpstreamAbort once the
 			// response started (router.cc) sets UC with these details.
@@ -655,6 +666,22 @@ func (f *forward) mutateResponse(h http.Header, status int, upstream string) {
 			cluster: f.cl.name, upstream: upstream, hostname: f.rt.hostname}
 		mutateHeaders(h, &fc, f.route.ResponseHeaders, f.vh.ResponseHeaders, rc.ResponseHeaders)
 	}
+}
+
+// midBodyResetReason is the reset reason, as the response details write it (spaces as '_',
+// StringUtil::replaceAllEmptySpace), of an upstream response body that ended with the upstream's
+// RST_STREAM: "remote_refused_stream_reset" for REFUSED_STREAM, else "remote_reset"
+// (Http::Utility::resetReasonToString, source/common/http/utility.cc). "": no stream reset (a connection
+// lost, or an HTTP/1.1 upstream).
+func midBodyResetReason(err error) string {
+	var se http2.StreamError
+	switch {
+	case !errors.As(err, &se):
+		return ""
+	case se.Code == http2.ErrCodeRefusedStream:
+		return "remote_refused_stream_reset"
+	}
+	return "remote_reset"
 }
 
 // isWriteError reports whether err is a failed write, which relay's copy only gets from the downstream.
