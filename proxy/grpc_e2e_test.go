@@ -322,6 +322,44 @@ var _ = Describe("gRPC end to end", func() {
 		Expect(stat(srv, "cluster.backend.retry.upstream_rq_200")).To(BeEquivalentTo(2))
 	})
 
+	// Regression: the proxy read a request body up to the buffer limit before its first attempt, so
+	// a bidirectional call (its client waits for each answer) hung, and a cancelled call never
+	// reached the upstream. A gRPC body now streams, kept for a retry up to the limit.
+	It("retries a client-streaming call, sending again what was streamed and what comes after", func() {
+		b = newGrpcBackend(1)
+		startWith(grpcSetup(b, retries(1, "unavailable")))
+		st, err := conn.NewStream(bounded(), &grpc.StreamDesc{ClientStreams: true}, "/e2e.Svc/ClientStream")
+		Expect(err).NotTo(HaveOccurred())
+		for _, s := range []string{"a", "bb", "ccc"} {
+			m := []byte(s)
+			Expect(st.SendMsg(&m)).To(Succeed())
+		}
+		Expect(st.CloseSend()).To(Succeed())
+		var out []byte
+		Expect(st.RecvMsg(&out)).To(Succeed())
+		Expect(string(out)).To(Equal("abbccc"))
+		Expect(b.calls.Load()).To(BeEquivalentTo(2))
+		Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
+	})
+
+	It("streams a body beyond the buffer limit, giving up its retry (retry_or_shadow_abandoned)", func() {
+		b = newGrpcBackend(0)
+		s := grpcSetup(b, retries(1, "unavailable"))
+		s.bufferLimit = 1024
+		startWith(s)
+		st, err := conn.NewStream(bounded(), &grpc.StreamDesc{ClientStreams: true}, "/e2e.Svc/ClientStream")
+		Expect(err).NotTo(HaveOccurred())
+		for range 3 {
+			m := []byte(strings.Repeat("x", 1000))
+			Expect(st.SendMsg(&m)).To(Succeed())
+		}
+		Expect(st.CloseSend()).To(Succeed())
+		var out []byte
+		Expect(st.RecvMsg(&out)).To(Succeed())
+		Expect(out).To(HaveLen(3000))
+		Expect(stat(srv, "cluster.backend.retry_or_shadow_abandoned")).To(BeEquivalentTo(1))
+	})
+
 	It("relays UNAVAILABLE when no retry policy asks for more", func() {
 		b = newGrpcBackend(1)
 		startWith(grpcSetup(b, nil))

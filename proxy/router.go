@@ -225,7 +225,13 @@ func (f *forward) run() {
 		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
 	}
 	mirrors := f.drawMirrors(reqID)
-	if f.body.rest != nil && (on != 0 || len(mirrors) > 0) {
+	if f.body.replay != nil && len(mirrors) > 0 {
+		// A streamed body is not held whole for a mirror (see replay_body.go): the mirrors are given
+		// up, as for a body beyond the buffer limit.
+		f.cl.st.retryOrShadowAbandoned.Inc()
+		mirrors = nil
+	}
+	if f.body.rest != nil && f.body.replay == nil && (on != 0 || len(mirrors) > 0) {
 		// The body is larger than the buffer limit, so it cannot be sent again: Envoy gives up
 		// the retry and the mirrors and counts it once (Router::Filter::decodeData,
 		// source/common/router/router.cc: retry_or_shadow_abandoned, retry_state_.reset(),
@@ -250,7 +256,7 @@ func (f *forward) run() {
 		f.span.SetAttributes(AttrRequestID.String(reqID), AttrCluster.String(f.cl.name))
 		defer func() { f.span.SetAttributes(AttrAttempts.Int(attempts)) }()
 	}
-	holdingRetry := false
+	holdingRetry, abandoned := false, false
 	release := func() {
 		if holdingRetry {
 			f.cl.rm.ReleaseRetry()
@@ -269,14 +275,22 @@ func (f *forward) run() {
 			attempts++
 		}
 		release()
-		if rest := f.body.rest; rest != nil && rest.err != nil {
+		if err := f.body.readErr(); err != nil {
 			f.abandon(a) // the downstream's body failed mid-stream: answered as its read error
 			if f.idle.fired() {
 				f.streamEnded() // the stream idle timeout ended the read
 			} else {
-				f.rt.hcm.bodyError(f.w, f.r, rest.err)
+				f.rt.hcm.bodyError(f.w, f.r, err)
 			}
 			return
+		}
+		if rp := f.body.replay; rp != nil && on != 0 && !abandoned {
+			if _, over, _ := rp.state(); over {
+				// The streamed body outgrew the buffer limit: no retry can send it again
+				// (Filter::decodeData, router.cc: retry_or_shadow_abandoned, retry_state_.reset()).
+				f.cl.st.retryOrShadowAbandoned.Inc()
+				rs, abandoned = policy.NewRetryState(0, 0), true
+			}
 		}
 		if f.timedOut() {
 			f.abandon(a)
@@ -390,7 +404,7 @@ func (f *forward) ctx() context.Context {
 // downstream went away.
 func (f *forward) streamEnded() {
 	if f.idle.fired() {
-		f.rt.hcm.streamIdleTimedOut(f.w, f.r, f.body.rest == nil || f.body.rest.eof)
+		f.rt.hcm.streamIdleTimedOut(f.w, f.r, f.body.complete())
 		return
 	}
 	f.rt.hcm.downstreamGone(f.r)
@@ -524,7 +538,7 @@ func (f *forward) routeTimeout(n int) {
 	if f.byDuration {
 		// The stream's max duration, not the router's timeout: the connection manager answers
 		// (onStreamMaxDurationReached) and the router's attempt is reset as it is destroyed.
-		f.rt.hcm.streamDurationReached(f.w, f.r, f.body.rest == nil || f.body.rest.eof)
+		f.rt.hcm.streamDurationReached(f.w, f.r, f.body.complete())
 		return
 	}
 	f.cl.st.rqTimeout.Inc()
@@ -579,7 +593,14 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	}
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
-	sent, err := io.CopyBuffer(f.w, body, *bp)
+	var dst io.Writer = f.w
+	if fl, ok := f.w.(http.Flusher); ok && resp.ContentLength < 0 {
+		// A response of unknown length may be a stream (gRPC's, whose client answers each message):
+		// each piece goes to the client as it comes, as Envoy encodes each upstream data frame
+		// (Filter::onUpstreamData, router.cc), not when the downstream codec's buffer fills.
+		dst = flushWriter{f.w, fl}
+	}
+	sent, err := io.CopyBuffer(dst, body, *bp)
 	if err == nil && len(resp.Trailer) > 0 {
 		forwardTrailers(f.w, resp.Trailer) // gRPC's status; an HTTP/1 downstream drops them
 	}
@@ -682,6 +703,20 @@ func midBodyResetReason(err error) string {
 		return "remote_refused_stream_reset"
 	}
 	return "remote_reset"
+}
+
+// flushWriter flushes each write through to the client.
+type flushWriter struct {
+	w io.Writer
+	f http.Flusher
+}
+
+func (w flushWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if err == nil {
+		w.f.Flush()
+	}
+	return n, err
 }
 
 // isWriteError reports whether err is a failed write, which relay's copy only gets from the downstream.

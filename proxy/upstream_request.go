@@ -155,7 +155,10 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	// aborter interrupts it (the client gone, the per-try timeout): no context watcher per attempt.
 	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.host, Header: f.hdr, Omit: routerHeaderSet,
 		Extra: f.extra, Body: f.body.buf, Abort: f.ab, Attach: f.attachFn, Detach: f.detachFn}
-	if f.body.rest != nil {
+	switch {
+	case f.body.replay != nil: // streamed: each attempt reads it from its start (see replay_body.go)
+		f.out.BodyRest, f.out.BodyLength = f.body.replay.reader(), f.body.length
+	case f.body.rest != nil:
 		f.out.BodyRest, f.out.BodyLength = f.body.rest, f.body.length
 	}
 	switch {
@@ -246,7 +249,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		if headerValue(resp.Header, hdrImmediateHealthCheckFail) != "" {
 			cl.immediateFail(a.index)
 		}
-	case f.body.rest != nil && f.body.rest.err != nil:
+	case f.body.readErr() != nil:
 		// The downstream's body failed as it streamed: no fault of the host's (the router answers).
 		a.outcome = policy.Outcome{Kind: policy.Reset}
 		return a
