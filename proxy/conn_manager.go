@@ -325,7 +325,10 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
 		var ok bool
-		if body, ok = cm.readBody(w, r, cm.retryBufferLimit(vh, route), stream.end, stream.idle); !ok {
+		limit := cm.retryBufferLimit(vh, route)
+		if isGrpcRequest(r) {
+			body = cm.streamBody(w, r, limit, stream.idle) // streamed from the first attempt on (replay_body.go)
+		} else if body, ok = cm.readBody(w, r, limit, stream.end, stream.idle); !ok {
 			return
 		}
 	}
@@ -390,6 +393,9 @@ type requestBody struct {
 	rest *bodyRest // the body beyond the limit; nil: buf is the whole body
 	// length is the whole body's length when rest is set: its Content-Length, or -1 (chunked).
 	length int64
+	// replay, for a body streamed from the first attempt on (a gRPC request's), reads rest for each
+	// attempt and keeps what a retry sends again; nil: buf and rest are the body.
+	replay *replayBody
 }
 
 // bodyRest is the part of a request body beyond the buffer limit, read from the downstream as the
