@@ -164,6 +164,10 @@ var _ = Describe("the docker runner", Label("docker"), Serial, func() {
 				Expect(applied["docker"]).To(Equal([]string{"refused"}), "changes need the embedded runner's control plane")
 				return
 			}
+			if m := p.Scenario.Mesh; m != nil && m.MTLS {
+				Expect(applied["docker"]).To(Equal([]string{"refused"}), "mesh.mtls is not run in containers yet")
+				return
+			}
 			if l := p.Scenario.Load; l.Protocol == scenarios.ProtocolH2C || l.Protocol == scenarios.ProtocolGRPC {
 				Expect(applied["docker"]).To(Equal([]string{"refused"}), "h2c and gRPC loads are not run in containers yet")
 				return
