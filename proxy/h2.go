@@ -216,6 +216,7 @@ type h2Conn struct {
 	mu        sync.Mutex
 	in, out   frameScanner
 	streams   map[uint32]*h2Stream // the client's streams not closed yet
+	free      []*h2Stream          // records of closed streams, for newStream to reuse
 	lastID    uint32               // the highest stream id the client opened
 	opened    uint64               // streams the client opened
 	closed    uint64               // streams closed (Envoy's closed_non_internally_destroyed_requests_)
@@ -295,6 +296,13 @@ func (c *h2Conn) serveStream(w http.ResponseWriter, r *http.Request) {
 		c.goAway()
 	case !going && c.srv.drainClose != nil && c.srv.drainClose():
 		c.goAway()
+	}
+	if r.ContentLength == 0 && r.Header["Content-Length"] == nil {
+		// A stream whose HEADERS ended it: x/net still gives it a (never-open) body, where net/http
+		// and the h1 server give http.NoBody, which the connection manager takes for "no body to
+		// read or time" (connManager.ServeHTTP); the same here spares the h2 stream the body read.
+		// (x/net's newWriterAndRequest: an open body has Content-Length's value, or -1 without it.)
+		r.Body = http.NoBody
 	}
 	c.srv.handler.ServeHTTP(w, r)
 }
