@@ -212,6 +212,11 @@ type h2Conn struct {
 	srv     *h2Server
 	hs      *http.Server
 	pending []byte // read by the h1 server before the hand-over
+	// The read-ahead buffer: rbuf[rpos:rend] is read from the socket, not yet by x/net; rerr is the
+	// error the socket returned with it, for after it.
+	rbuf       []byte
+	rpos, rend int
+	rerr       error
 
 	mu        sync.Mutex
 	in, out   frameScanner
@@ -245,14 +250,41 @@ type h2TLSConn struct {
 
 func (c *h2TLSConn) ConnectionState() tls.ConnectionState { return c.ts.ConnectionState() }
 
+// h2ReadBuffer is the size of a connection's read-ahead buffer (h2Conn.Read).
+const h2ReadBuffer = 4 << 10
+
+// Read gives x/net the connection's bytes: the hand-over's first, then what the socket has. x/net's
+// framer reads each frame with two reads straight from the connection (its 9-byte header, then its
+// payload: Framer.ReadFrame, golang.org/x/net/http2/frame.go), which on a plain socket are two system
+// calls per frame; reading ahead into a buffer of h2ReadBuffer bytes takes every frame the socket
+// holds in one (a read as large as the buffer, a DATA frame's payload, goes straight to the socket).
+// The frame scanner sees the bytes as x/net gets them, so the limits apply at the same frames.
+// Only x/net's frame reader calls Read: the buffer needs no lock.
 func (c *h2Conn) Read(p []byte) (int, error) {
 	var n int
 	var err error
-	if len(c.pending) > 0 {
+	switch {
+	case len(c.pending) > 0:
 		n = copy(p, c.pending)
 		c.pending = c.pending[n:]
-	} else {
+	case c.rpos < c.rend:
+		n = copy(p, c.rbuf[c.rpos:c.rend])
+		c.rpos += n
+	case c.rerr != nil:
+		return 0, c.rerr
+	case len(p) >= h2ReadBuffer:
 		n, err = c.Conn.Read(p)
+	default:
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, h2ReadBuffer)
+		}
+		var m int
+		m, err = c.Conn.Read(c.rbuf)
+		n = copy(p, c.rbuf[:m])
+		c.rpos, c.rend = n, m
+		if err != nil && n < m {
+			c.rerr, err = err, nil // after the bytes read with it
+		}
 	}
 	if n > 0 {
 		c.mu.Lock()
