@@ -3,6 +3,7 @@ package faults
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +75,15 @@ type UpstreamConfig struct {
 	// Capacity, when set, gives the instance finite workers and a bounded queue (see Capacity); nil:
 	// every request is served at once.
 	Capacity *Capacity
+	// TLS, when set, serves every connection over TLS with this configuration (e.g. a mesh's mutual
+	// TLS: ClientAuth tls.RequireAndVerifyClientCert): the handshake comes first, then HTTP/1.1 or
+	// h2c-style HTTP/2 inside it as on a plain port. A failed handshake closes the connection and is
+	// counted in UpstreamStats.TLSHandshakeErrors. nil: plain TCP.
+	TLS *tls.Config
 }
+
+// tlsHandshakeTimeout bounds a TLS handshake at an Upstream.
+const tlsHandshakeTimeout = 10 * time.Second
 
 // BucketWidth is the width of the UpstreamStats.Received and OK buckets.
 const BucketWidth = 100 * time.Millisecond
@@ -109,6 +118,12 @@ type UpstreamStats struct {
 	// deadline), CallFailures those that failed, optional or not.
 	Calls        uint64
 	CallFailures uint64
+	// TLSHandshakes counts the TLS handshakes completed (UpstreamConfig.TLS), TLSHandshakeErrors those
+	// that failed in TLS — a client without a certificate, with one the configuration refuses, or
+	// speaking plain HTTP — not those cut below it (the peer closed or reset the connection, a
+	// timeout: see transportError).
+	TLSHandshakes      uint64
+	TLSHandshakeErrors uint64
 }
 
 // Upstream is a fault-injecting server for one service instance. It speaks HTTP/1.1 and, on the
@@ -448,7 +463,11 @@ func (u *Upstream) acceptLoop(ln net.Listener) {
 			continue
 		}
 		u.conns.Add(1)
-		sc := u.track(c)
+		raw := c
+		if u.cfg.TLS != nil {
+			c = tls.Server(c, u.cfg.TLS) // no I/O until sniff's handshake
+		}
+		sc := u.track(c, raw)
 		u.goroutines.Add(1)
 		u.mu.Unlock()
 		go u.sniff(sc)
@@ -458,6 +477,10 @@ func (u *Upstream) acceptLoop(ln net.Listener) {
 // sniff tells HTTP/2 (prior knowledge) from HTTP/1.1 by the first bytes and serves accordingly.
 func (u *Upstream) sniff(c *serverConn) {
 	defer u.goroutines.Done()
+	if tc, ok := c.Conn.(*tls.Conn); ok && !u.handshake(tc) {
+		_ = c.Close()
+		return
+	}
 	br := bufio.NewReader(c.Conn)
 	c.r = br
 	for i := 1; i <= len(http2.ClientPreface); i++ {
@@ -474,6 +497,32 @@ func (u *Upstream) sniff(c *serverConn) {
 		}
 	}
 	u.serveH2(c)
+}
+
+// handshake runs a TLS connection's server handshake, within tlsHandshakeTimeout and the upstream's
+// life, and counts it.
+func (u *Upstream) handshake(tc *tls.Conn) bool {
+	ctx, cancel := context.WithTimeout(u.ctx, tlsHandshakeTimeout)
+	defer cancel()
+	err := tc.HandshakeContext(ctx)
+	switch {
+	case err == nil:
+		u.count(func(s *UpstreamStats) { s.TLSHandshakes++ })
+	case !transportError(err):
+		u.count(func(s *UpstreamStats) { s.TLSHandshakeErrors++ })
+	}
+	return err == nil
+}
+
+// transportError reports whether a failed handshake failed below TLS: the peer closed or reset the
+// connection (mid-handshake too: a proxy closing a connection it no longer needs), or the handshake
+// was cut by its timeout or the upstream's Close. As Envoy's SslSocket::drainErrorQueue
+// (source/common/tls/ssl_socket.cc), which leaves system errors out of ssl.connection_error (the
+// connection stats track them), these are not counted as failed handshakes.
+func transportError(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &op) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // serveHTTP serves one HTTP/1.1 request.
@@ -956,9 +1005,10 @@ func (u *Upstream) count(f func(*UpstreamStats)) {
 	f(&u.stats)
 }
 
-// track registers an accepted connection so that refuse and Close can close it.
-func (u *Upstream) track(c net.Conn) *serverConn {
-	sc := &serverConn{Conn: c, r: c}
+// track registers an accepted connection c (a TLS connection over raw, or raw itself) so that refuse
+// and Close can close it.
+func (u *Upstream) track(c, raw net.Conn) *serverConn {
+	sc := &serverConn{Conn: c, raw: raw, r: c}
 	sc.onClose = func() {
 		u.openMu.Lock()
 		delete(u.open, sc)
@@ -987,6 +1037,8 @@ func (u *Upstream) closeOpen() {
 // itself when closed.
 type serverConn struct {
 	net.Conn
+	raw     net.Conn    // the TCP connection (under TLS, Conn is a *tls.Conn over it)
+	rst     atomic.Bool // SetLinger(0) was called: Close resets, without TLS's close_notify first
 	r       io.Reader
 	once    sync.Once
 	onClose func()
@@ -996,6 +1048,11 @@ func (c *serverConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (c *serverConn) Close() error {
 	c.once.Do(c.onClose)
+	if c.rst.Load() && c.raw != c.Conn {
+		// A reset under TLS: closing the TLS connection would send a close_notify alert, which the
+		// client reads as a clean end of stream before the RST; close the TCP connection alone.
+		return c.raw.Close()
+	}
 	return c.Conn.Close()
 }
 
@@ -1009,7 +1066,8 @@ func (c *serverConn) CloseWrite() error {
 
 // SetLinger sets SO_LINGER on the TCP connection.
 func (c *serverConn) SetLinger(sec int) error {
-	if tc, ok := c.Conn.(*net.TCPConn); ok {
+	if tc, ok := c.raw.(*net.TCPConn); ok {
+		c.rst.Store(sec == 0)
 		return tc.SetLinger(sec)
 	}
 	return nil

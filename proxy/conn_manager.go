@@ -67,7 +67,9 @@ type hcmStats struct {
 	// max_requests_per_connection.
 	cxProtocolError, cxDestroyRemoteActiveRq, cxIdleTimeout, cxMaxRequestsReached *stats.Counter
 	// cxDrainClose: a response that said Connection: close because the listener drains.
-	cxDrainClose       *stats.Counter
+	cxDrainClose *stats.Counter
+	// rqRxReset: a request stream reset before its response ended (downstream_rq_rx_reset).
+	rqRxReset          *stats.Counter
 	rqActive, cxActive *stats.Gauge
 	rqTime             *stats.Histogram
 }
@@ -83,6 +85,7 @@ func newHCMStats(store *stats.Store, prefix string) hcmStats {
 		cxProtocolError: c("downstream_cx_protocol_error"), cxDestroyRemoteActiveRq: c("downstream_cx_destroy_remote_active_rq"),
 		cxIdleTimeout: c("downstream_cx_idle_timeout"), cxMaxRequestsReached: c("downstream_cx_max_requests_reached"),
 		cxDrainClose:         c("downstream_cx_drain_close"),
+		rqRxReset:            c("downstream_rq_rx_reset"),
 		rqTime:               store.Histogram(p + "downstream_rq_time"),
 		rqMaxDurationReached: c("downstream_rq_max_duration_reached"),
 		rqIdleTimeout:        c("downstream_rq_idle_timeout"),
@@ -322,7 +325,10 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body requestBody
 	if r.Body != http.NoBody { // net/http gives NoBody to a request without one: nothing to read or time
 		var ok bool
-		if body, ok = cm.readBody(w, r, cm.retryBufferLimit(vh, route), stream.end, stream.idle); !ok {
+		limit := cm.retryBufferLimit(vh, route)
+		if isGrpcRequest(r) {
+			body = cm.streamBody(w, r, limit, stream.idle) // streamed from the first attempt on (replay_body.go)
+		} else if body, ok = cm.readBody(w, r, limit, stream.end, stream.idle); !ok {
 			return
 		}
 	}
@@ -387,6 +393,9 @@ type requestBody struct {
 	rest *bodyRest // the body beyond the limit; nil: buf is the whole body
 	// length is the whole body's length when rest is set: its Content-Length, or -1 (chunked).
 	length int64
+	// replay, for a body streamed from the first attempt on (a gRPC request's), reads rest for each
+	// attempt and keeps what a retry sends again; nil: buf and rest are the body.
+	replay *replayBody
 }
 
 // bodyRest is the part of a request body beyond the buffer limit, read from the downstream as the
@@ -581,12 +590,17 @@ func (cm *connManager) streamDurationReached(w http.ResponseWriter, r *http.Requ
 // connectionClose is the header of a local reply after which the downstream connection closes.
 var connectionClose = http.Header{"Connection": {"close"}}
 
-// downstreamGone counts a request whose client closed its connection before the response: Envoy counts
-// downstream_cx_destroy_remote_active_rq, sends nothing and counts no status class
-// (ConnectionManagerImpl::onEvent, source/common/http/conn_manager_impl.cc), and the stream's response
-// flag is DC (DownstreamConnectionTermination, set by the connection manager as it resets the stream).
+// downstreamGone counts a request whose client went away before the response: its stream is reset,
+// counted in downstream_rq_rx_reset (ActiveStream::onResetStream counts every stream reset,
+// source/common/http/conn_manager_impl.cc); an HTTP/1.1 client can only leave by closing its connection,
+// which Envoy also counts in downstream_cx_destroy_remote_active_rq (ConnectionManagerImpl::onEvent),
+// while an HTTP/2 client resets the one stream (RST_STREAM) and its connection lives on. Nothing is
+// sent, no status class is counted, and the stream's response flag is DC (DownstreamConnectionTermination).
 func (cm *connManager) downstreamGone(r *http.Request) {
-	cm.st.cxDestroyRemoteActiveRq.Inc()
+	cm.st.rqRxReset.Inc()
+	if r.ProtoMajor < 2 {
+		cm.st.cxDestroyRemoteActiveRq.Inc()
+	}
 	infoOf(r).fail(flagDownstreamConnectionTermination, "downstream_remote_disconnect")
 }
 

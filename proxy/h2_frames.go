@@ -195,9 +195,11 @@ func (c *h2Conn) maybeClose(id uint32, st *h2Stream) error {
 // (ConnectionManagerImpl::doDeferredStreamDestroy, isPrematureRstStream and
 // maybeDrainDueToPrematureResets, source/common/http/conn_manager_impl.cc): a stream that closes
 // without response headers within premature_reset_min_stream_lifetime_seconds of its start (its
-// lifetime in whole seconds not above it) is premature; once at least
-// premature_reset_total_stream_count streams closed on the connection and at least half of them were
-// premature, the connection is closed and downstream_rq_too_many_premature_resets counted.
+// lifetime in whole seconds not above it) is premature. Once at least premature_reset_total_stream_count
+// streams closed on the connection and at least half of them were premature — or, before that many
+// closed, as soon as the premature ones alone are half of premature_reset_total_stream_count (the rest
+// could not bring the share under half) — the connection is closed and
+// downstream_rq_too_many_premature_resets counted. Envoy closes a connection still open, draining or not.
 func (c *h2Conn) closeStream(id uint32) error {
 	st := c.streams[id]
 	if st == nil {
@@ -210,8 +212,15 @@ func (c *h2Conn) closeStream(id uint32) error {
 		c.premature++
 	}
 	c.free = append(c.free, st)
-	if c.closed < prematureResetTotalStreamCount || 2*c.premature < c.closed || c.goingAway {
-		return nil // (Envoy closes only a connection not draining already)
+	if c.premature == 0 {
+		return nil
+	}
+	if c.closed < prematureResetTotalStreamCount {
+		if 2*c.premature < prematureResetTotalStreamCount {
+			return nil
+		}
+	} else if 2*c.premature < c.closed {
+		return nil
 	}
 	c.srv.st.tooManyPrematureResets.Inc()
 	c.failed = errTooManyPrematureRst

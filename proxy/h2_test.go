@@ -197,6 +197,19 @@ var _ = Describe("HTTP/2 downstream", func() {
 		Expect(stat(srv, "http.ingress.downstream_cx_http1_total")).To(Equal(uint64(1)))
 	})
 
+	It("counts a stream the client reset in downstream_rq_rx_reset, not as a connection destroyed", func() {
+		backend := newUpstream(hang)
+		srv, _ := start(h2Route(backend.addr()))
+		r := dialH2(srv.ListenerAddr("edge"))
+		_ = r.frames()
+		Expect(r.request(1, "/up")).To(Succeed())
+		Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_total") }).Should(BeEquivalentTo(1))
+		Expect(r.fr.WriteRSTStream(1, http2.ErrCodeCancel)).To(Succeed())
+		Eventually(func() uint64 { return stat(srv, "http.ingress.downstream_rq_rx_reset") }).Should(BeEquivalentTo(1))
+		Expect(stat(srv, "http.ingress.downstream_cx_destroy_remote_active_rq")).To(BeZero(), "the connection lives on")
+		Expect(stat(srv, "http.ingress.downstream_cx_http2_active")).To(BeEquivalentTo(1))
+	})
+
 	Describe("rapid reset (CVE-2023-44487)", func() {
 		It("closes a connection once 500 streams closed and at least half were reset before their response", func() {
 			backend := newUpstream(hang)
@@ -206,7 +219,18 @@ var _ = Describe("HTTP/2 downstream", func() {
 			goroutines := runtime.NumGoroutine()
 			r := dialH2(srv.ListenerAddr("edge"))
 			frames := r.frames()
-			for id := uint32(1); id < 2*5000; id += 2 {
+			// 300 answered streams first: the premature resets after them reach half of those closed
+			// only at 300 of 600 (past the total count of 500, half of all closed streams is the rule).
+			id := uint32(1)
+			for ; id < 600; id += 2 {
+				Expect(r.request(id, "/direct")).To(Succeed())
+				for f := range frames {
+					if d, ok := f.(*dataCopy); ok && d.stream == id && d.end {
+						break
+					}
+				}
+			}
+			for ; id < 2*5000; id += 2 {
 				if r.request(id, "/up") != nil || r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 					break // closed by the proxy
 				}
@@ -214,10 +238,30 @@ var _ = Describe("HTTP/2 downstream", func() {
 			for range frames { // until the proxy closes the connection
 			}
 			Expect(stat(srv, "http.ingress.downstream_rq_too_many_premature_resets")).To(Equal(uint64(1)))
-			Expect(stat(srv, "http2.rx_reset")).To(BeNumerically(">=", 500))
+			Expect(stat(srv, "http2.rx_reset")).To(Equal(uint64(300)), "closed at 300 premature of 600 closed")
 			Eventually(func() uint64 { return stat(srv, "http.ingress.downstream_cx_http2_active") }).Should(BeZero())
 			Eventually(runtime.NumGoroutine).WithTimeout(10*time.Second).Should(BeNumerically("<=", goroutines+10),
 				"the streams' goroutines are gone with the connection")
+		})
+
+		It("closes a connection as soon as 250 streams were reset prematurely, before 500 closed", func() {
+			// Envoy's maybeDrainDueToPrematureResets: below the total count, premature resets reaching
+			// half of it close the connection at once (the rest could not bring the share under half).
+			backend := newUpstream(hang)
+			s := h2Route(backend.addr())
+			s.opts = proxy.Options{Clock: fakeClock()}
+			srv, _ := start(s)
+			r := dialH2(srv.ListenerAddr("edge"))
+			frames := r.frames()
+			for id := uint32(1); id < 2*300; id += 2 {
+				if r.request(id, "/up") != nil || r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+					break
+				}
+			}
+			for range frames {
+			}
+			Expect(stat(srv, "http.ingress.downstream_rq_too_many_premature_resets")).To(Equal(uint64(1)))
+			Expect(stat(srv, "http2.rx_reset")).To(Equal(uint64(250)), "closed at the 250th premature reset, of 300 sent")
 		})
 
 		It("keeps a connection whose 600 streams were answered", func() {

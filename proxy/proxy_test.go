@@ -591,6 +591,7 @@ var _ = Describe("Proxy", func() {
 			Eventually(func() uint64 { return stat(srv, "cluster.backend.upstream_rq_active") }).Should(BeZero())
 			Eventually(func() uint64 { return stat(srv, "http.ingress.downstream_rq_active") }).Should(BeZero())
 			Expect(stat(srv, "http.ingress.downstream_cx_destroy_remote_active_rq")).To(BeEquivalentTo(1))
+			Expect(stat(srv, "http.ingress.downstream_rq_rx_reset")).To(BeEquivalentTo(1), "its stream reset with the connection")
 			Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeZero())
 			Expect(u.requests.Load()).To(BeEquivalentTo(1))
 		})

@@ -16,6 +16,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http2"
 
 	"github.com/meshproof/meshproof/proxy/clock"
 	"github.com/meshproof/meshproof/proxy/config"
@@ -79,7 +80,7 @@ func newRouter(clusters map[string]*cluster, clk clock.Clock, sd seeds) *router 
 func (rt *router) forward(w http.ResponseWriter, r *http.Request, vh *config.VirtualHost, route *config.Route, cl *cluster, body requestBody, stream streamLimit) {
 	f := rt.forwards.Get().(*forward)
 	*f = forward{rt: rt, w: w, r: r, vh: vh, route: route, cl: cl, body: body, extra: f.extra, attachFn: f.attachFn, detachFn: f.detachFn, uri: r.RequestURI,
-		streamEnd: stream.end, grpcTimeout: stream.grpcTimeout, idle: stream.idle}
+		streamEnd: stream.end, grpcTimeout: stream.grpcTimeout, idle: stream.idle, grpc: isGrpcRequest(r)}
 	if len(f.uri) == 0 || f.uri[0] != '/' {
 		f.uri = r.URL.RequestURI() // absolute form: the upstream gets the origin form
 	}
@@ -178,6 +179,8 @@ type forward struct {
 	byDuration bool
 	// grpcTimeout replaces the request's grpc-timeout upstream ("": kept as it is).
 	grpcTimeout string
+	// grpc: the request is gRPC (Envoy's router's grpc_request_, from its content-type).
+	grpc bool
 	// idle is the stream idle timer (nil: none): when it fires, the request's context ends.
 	idle *streamIdle
 	// si is the request's streamInfo for the access logs (nil: none).
@@ -222,7 +225,13 @@ func (f *forward) run() {
 		rs = policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
 	}
 	mirrors := f.drawMirrors(reqID)
-	if f.body.rest != nil && (on != 0 || len(mirrors) > 0) {
+	if f.body.replay != nil && len(mirrors) > 0 {
+		// A streamed body is not held whole for a mirror (see replay_body.go): the mirrors are given
+		// up, as for a body beyond the buffer limit.
+		f.cl.st.retryOrShadowAbandoned.Inc()
+		mirrors = nil
+	}
+	if f.body.rest != nil && f.body.replay == nil && (on != 0 || len(mirrors) > 0) {
 		// The body is larger than the buffer limit, so it cannot be sent again: Envoy gives up
 		// the retry and the mirrors and counts it once (Router::Filter::decodeData,
 		// source/common/router/router.cc: retry_or_shadow_abandoned, retry_state_.reset(),
@@ -247,7 +256,7 @@ func (f *forward) run() {
 		f.span.SetAttributes(AttrRequestID.String(reqID), AttrCluster.String(f.cl.name))
 		defer func() { f.span.SetAttributes(AttrAttempts.Int(attempts)) }()
 	}
-	holdingRetry := false
+	holdingRetry, abandoned := false, false
 	release := func() {
 		if holdingRetry {
 			f.cl.rm.ReleaseRetry()
@@ -266,14 +275,22 @@ func (f *forward) run() {
 			attempts++
 		}
 		release()
-		if rest := f.body.rest; rest != nil && rest.err != nil {
+		if err := f.body.readErr(); err != nil {
 			f.abandon(a) // the downstream's body failed mid-stream: answered as its read error
 			if f.idle.fired() {
 				f.streamEnded() // the stream idle timeout ended the read
 			} else {
-				f.rt.hcm.bodyError(f.w, f.r, rest.err)
+				f.rt.hcm.bodyError(f.w, f.r, err)
 			}
 			return
+		}
+		if rp := f.body.replay; rp != nil && on != 0 && !abandoned {
+			if _, over, _ := rp.state(); over {
+				// The streamed body outgrew the buffer limit: no retry can send it again
+				// (Filter::decodeData, router.cc: retry_or_shadow_abandoned, retry_state_.reset()).
+				f.cl.st.retryOrShadowAbandoned.Inc()
+				rs, abandoned = policy.NewRetryState(0, 0), true
+			}
 		}
 		if f.timedOut() {
 			f.abandon(a)
@@ -387,7 +404,7 @@ func (f *forward) ctx() context.Context {
 // downstream went away.
 func (f *forward) streamEnded() {
 	if f.idle.fired() {
-		f.rt.hcm.streamIdleTimedOut(f.w, f.r, f.body.rest == nil || f.body.rest.eof)
+		f.rt.hcm.streamIdleTimedOut(f.w, f.r, f.body.complete())
 		return
 	}
 	f.rt.hcm.downstreamGone(f.r)
@@ -521,7 +538,7 @@ func (f *forward) routeTimeout(n int) {
 	if f.byDuration {
 		// The stream's max duration, not the router's timeout: the connection manager answers
 		// (onStreamMaxDurationReached) and the router's attempt is reset as it is destroyed.
-		f.rt.hcm.streamDurationReached(f.w, f.r, f.body.rest == nil || f.body.rest.eof)
+		f.rt.hcm.streamDurationReached(f.w, f.r, f.body.complete())
 		return
 	}
 	f.cl.st.rqTimeout.Inc()
@@ -576,10 +593,18 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	}
 	bp := f.rt.bufs.Get().(*[]byte)
 	defer f.rt.bufs.Put(bp)
-	sent, err := io.CopyBuffer(f.w, body, *bp)
+	var dst io.Writer = f.w
+	if fl, ok := f.w.(http.Flusher); ok && resp.ContentLength < 0 {
+		// A response of unknown length may be a stream (gRPC's, whose client answers each message):
+		// each piece goes to the client as it comes, as Envoy encodes each upstream data frame
+		// (Filter::onUpstreamData, router.cc), not when the downstream codec's buffer fills.
+		dst = flushWriter{f.w, fl}
+	}
+	sent, err := io.CopyBuffer(dst, body, *bp)
 	if err == nil && len(resp.Trailer) > 0 {
 		forwardTrailers(f.w, resp.Trailer) // gRPC's status; an HTTP/1 downstream drops them
 	}
+	a.grpcDone(err == nil)
 	f.si.sent(resp.StatusCode, sent)
 	// upstream_rq_time is Envoy's: from the request's start in the router (its downstream request
 	// complete, for a buffered body) to the end of the response, retries and back-offs included
@@ -608,6 +633,16 @@ func (f *forward) relay(a upstreamRequest, n int) {
 		case f.r.Context().Err() != nil || isWriteError(err):
 			// The client went away mid-response: the connection manager resets the stream with DC.
 			f.si.failStarted(flagDownstreamConnectionTermination, "downstream_remote_disconnect")
+		case midBodyResetReason(err) != "":
+			// An HTTP/2 upstream reset the stream mid-body (RST_STREAM): its reset reason is RemoteReset
+			// (or RemoteRefusedStreamReset), which Filter::streamResetReasonToResponseFlag (router.cc)
+			// maps to UR, the details naming it as onUpstreamReset does. Its pool counts a remote reset
+			// in upstream_rq_rx_reset whenever it comes (MultiplexedActiveClientBase::onStreamReset,
+			// source/common/http/conn_pool_base.cc).
+			if midBodyResetReason(err) == "remote_reset" {
+				f.cl.st.rqRxReset.Inc()
+			}
+			f.si.failStarted(flagUpstreamRemoteReset, "upstream_reset_after_response_started{"+midBodyResetReason(err)+"}")
 		default:
 			// The upstream ended or reset its connection mid-body: Filter::onUpstreamAbort once the
 			// response started (router.cc) sets UC with these details.
@@ -652,6 +687,36 @@ func (f *forward) mutateResponse(h http.Header, status int, upstream string) {
 			cluster: f.cl.name, upstream: upstream, hostname: f.rt.hostname}
 		mutateHeaders(h, &fc, f.route.ResponseHeaders, f.vh.ResponseHeaders, rc.ResponseHeaders)
 	}
+}
+
+// midBodyResetReason is the reset reason, as the response details write it (spaces as '_',
+// StringUtil::replaceAllEmptySpace), of an upstream response body that ended with the upstream's
+// RST_STREAM: "remote_refused_stream_reset" for REFUSED_STREAM, else "remote_reset"
+// (Http::Utility::resetReasonToString, source/common/http/utility.cc). "": no stream reset (a connection
+// lost, or an HTTP/1.1 upstream).
+func midBodyResetReason(err error) string {
+	var se http2.StreamError
+	switch {
+	case !errors.As(err, &se):
+		return ""
+	case se.Code == http2.ErrCodeRefusedStream:
+		return "remote_refused_stream_reset"
+	}
+	return "remote_reset"
+}
+
+// flushWriter flushes each write through to the client.
+type flushWriter struct {
+	w io.Writer
+	f http.Flusher
+}
+
+func (w flushWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if err == nil {
+		w.f.Flush()
+	}
+	return n, err
 }
 
 // isWriteError reports whether err is a failed write, which relay's copy only gets from the downstream.

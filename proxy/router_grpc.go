@@ -44,6 +44,46 @@ func grpcStatusOf(h http.Header) int {
 	return int(n)
 }
 
+// grpcStatusIn is grpcStatusOf when h has a grpc-status; ok is false when it has none (Envoy's
+// Grpc::Common::getGrpcStatus returning no value).
+func grpcStatusIn(h http.Header) (code int, ok bool) {
+	if headerValue(h, hdrGrpcStatus) == "" {
+		return 0, false
+	}
+	return grpcStatusOf(h), true
+}
+
+// grpcToHTTPStatus is Envoy's Grpc::Utility::grpcToHttpStatus (source/common/grpc/status.cc): the HTTP
+// status a gRPC status stands for when the router reports it to outlier detection and to a host's
+// rq_success / rq_error. An invalid code (-1) is 500.
+func grpcToHTTPStatus(code int) int {
+	switch code {
+	case 0:
+		return 200
+	case 1: // CANCELLED: client closed request
+		return 499
+	case 3, 9, 11: // INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
+		return 400
+	case 4: // DEADLINE_EXCEEDED
+		return 504
+	case 5: // NOT_FOUND
+		return 404
+	case 6, 10: // ALREADY_EXISTS, ABORTED
+		return 409
+	case 7: // PERMISSION_DENIED
+		return 403
+	case 8: // RESOURCE_EXHAUSTED
+		return 429
+	case 12: // UNIMPLEMENTED
+		return 501
+	case 14: // UNAVAILABLE
+		return 503
+	case 16: // UNAUTHENTICATED
+		return 401
+	}
+	return 500 // UNKNOWN, INTERNAL, DATA_LOSS, an invalid code
+}
+
 // withGrpcStatus completes a response outcome with the grpc-status of its headers, which the gRPC
 // retry conditions read (only a trailers-only response has one there: a grpc-status in trailers comes
 // after the retry decision, as in Envoy, whose RetryStateImpl::wouldRetryFromHeaders sees the headers).

@@ -263,6 +263,12 @@ const (
 // which the codec reports as refused too (nghttp2 and oghttp2 close such streams with REFUSED_STREAM);
 // a connection lost is ConnectionTermination. The deadline and the aborter are the router's own ends.
 func (p *h2Upstream) roundTripError(sctx context.Context, s *upH2Stream, err error) error {
+	if cause := context.Cause(sctx); cause != nil && p.st != nil {
+		// Ended on our side before the response headers (the downstream went away, a timeout): the
+		// codec resets the stream (RST_STREAM CANCEL), as Envoy's resetStream, counted in
+		// http2.tx_reset (source/common/http/http2/codec_stats.h).
+		p.st.txReset.Inc()
+	}
 	switch cause := context.Cause(sctx); {
 	case cause == errStreamAborted:
 		return context.Canceled

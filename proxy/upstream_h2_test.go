@@ -139,6 +139,26 @@ var _ = Describe("upstream HTTP/2", func() {
 			Expect(stat(srv, "cluster.h2.upstream_rq_total")).To(BeEquivalentTo(5))
 		})
 
+		It("counts a stream it resets before the response headers in http2.tx_reset (the client left)", func() {
+			g := newGate()
+			var arrived, cancelled atomic.Int64
+			b := newH2Backend(false, true, false, 0, func(w http.ResponseWriter, r *http.Request) {
+				arrived.Add(1)
+				select {
+				case <-g.ch:
+				case <-r.Context().Done(): // the proxy's RST_STREAM
+					cancelled.Add(1)
+				}
+			})
+			srv, url := start(setup{clusters: []config.Cluster{h2Cluster("h2", 0, b.addr())}, routes: []config.Route{prefixRoute("/", "h2", nil)}})
+			short := &http.Client{Timeout: 300 * time.Millisecond}
+			_, err := short.Get(url + "/")
+			Expect(err).To(HaveOccurred(), "the client gives up before any response")
+			Eventually(cancelled.Load).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+			Expect(arrived.Load()).To(BeEquivalentTo(1))
+			Eventually(func() uint64 { return stat(srv, "cluster.h2.http2.tx_reset") }).Should(BeEquivalentTo(1))
+		})
+
 		It("opens another connection when max_concurrent_streams are open on the first", func() {
 			g := newGate()
 			var arrived atomic.Int64

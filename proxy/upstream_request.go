@@ -45,6 +45,9 @@ type upstreamRequest struct {
 	span      trace.Span    // the attempt's client span when traced; nil otherwise
 	idle      *idleTimer    // its per_try_idle_timeout; nil: none
 	connErr   error         // with outcome ConnectFailure: why the connection failed
+	// grpc: the request is gRPC (its content-type); grpcDeferred: its response had no grpc-status in
+	// its headers, so the host's rq_success / rq_error waits for the trailers (see grpcDone).
+	grpc, grpcDeferred bool
 	// resetReason is Envoy's reset reason of an HTTP/2 stream the upstream reset or whose connection
 	// was lost (see h2ResetError); "" for the HTTP/1.1 pool's resets (a connection termination).
 	resetReason string
@@ -131,7 +134,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	if perTry > 0 || idle > 0 {
 		actx, cancel = context.WithCancelCause(f.ctx())
 	}
-	a := upstreamRequest{cancel: cancel, index: -1, cl: cl, vc: f.vc}
+	a := upstreamRequest{cancel: cancel, index: -1, cl: cl, vc: f.vc, grpc: f.grpc}
 	// The host first, then its connection pool (Envoy's router picks the host, then asks its pool for a
 	// stream): the circuit breakers are the pool's (see h1.Pool.get and attach). A local overflow is
 	// answered at once, never retried, never an outlier signal.
@@ -152,7 +155,10 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	// aborter interrupts it (the client gone, the per-try timeout): no context watcher per attempt.
 	f.out = h1.Request{Method: f.r.Method, URI: f.uri, Host: f.host, Header: f.hdr, Omit: routerHeaderSet,
 		Extra: f.extra, Body: f.body.buf, Abort: f.ab, Attach: f.attachFn, Detach: f.detachFn}
-	if f.body.rest != nil {
+	switch {
+	case f.body.replay != nil: // streamed: each attempt reads it from its start (see replay_body.go)
+		f.out.BodyRest, f.out.BodyLength = f.body.replay.reader(), f.body.length
+	case f.body.rest != nil:
 		f.out.BodyRest, f.out.BodyLength = f.body.rest, f.body.length
 	}
 	switch {
@@ -243,7 +249,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		if headerValue(resp.Header, hdrImmediateHealthCheckFail) != "" {
 			cl.immediateFail(a.index)
 		}
-	case f.body.rest != nil && f.body.rest.err != nil:
+	case f.body.readErr() != nil:
 		// The downstream's body failed as it streamed: no fault of the host's (the router answers).
 		a.outcome = policy.Outcome{Kind: policy.Reset}
 		return a
@@ -308,7 +314,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 		}
 		h.rqError.Add(1)
 	}
-	evs := cl.recordOutcome(a.index, a.outcome)
+	evs := cl.recordOutcome(a.index, a.outlierOutcome())
 	if a.span != nil {
 		attemptOutcome(a.span, a.outcome, evs, cl.hosts)
 	}
@@ -370,10 +376,53 @@ func (a *upstreamRequest) charge(retried bool) {
 		return
 	case code >= 500:
 		a.host.rqError.Add(1)
+	case a.grpc:
+		// A gRPC response's success is its grpc-status (Filter::handleNon5xxResponseHeaders,
+		// router.cc): a trailers-only response's, now; else the trailers' (grpcDone).
+		if g, ok := grpcStatusIn(a.resp.Header); ok {
+			a.hostResult(grpcToHTTPStatus(g) < 500)
+		} else {
+			a.grpcDeferred = true
+		}
 	default:
 		a.host.rqSuccess.Add(1)
 	}
 	a.cl.st.response(code)
+}
+
+// grpcDone counts a relayed gRPC response whose success was deferred to its trailers, as Envoy's
+// Filter::onUpstreamTrailers (router.cc): a success when the trailers carry a grpc-status that maps
+// to no 5xx; an error otherwise, and for a body that ended without trailers (onUpstreamData). complete:
+// the body was read to its end (a reset mid-body is no result).
+func (a *upstreamRequest) grpcDone(complete bool) {
+	if !a.grpcDeferred || !complete {
+		return
+	}
+	a.grpcDeferred = false
+	g, ok := grpcStatusIn(a.resp.Trailer)
+	a.hostResult(ok && grpcToHTTPStatus(g) < 500)
+}
+
+func (a *upstreamRequest) hostResult(success bool) {
+	if success {
+		a.host.rqSuccess.Add(1)
+	} else {
+		a.host.rqError.Add(1)
+	}
+}
+
+// outlierOutcome is the outcome outlier detection hears of: a gRPC request's response with a
+// grpc-status in its headers (trailers-only) is reported as Grpc::Utility::grpcToHttpStatus of it, any
+// other response as its HTTP status (Filter::onUpstreamHeaders, router.cc, putHttpResponseCode). Envoy
+// reads the response headers only: a grpc-status in trailers never reaches outlier detection.
+func (a *upstreamRequest) outlierOutcome() policy.Outcome {
+	o := a.outcome
+	if a.grpc && o.Kind == policy.Response && a.resp != nil {
+		if g, ok := grpcStatusIn(a.resp.Header); ok {
+			o.Status = grpcToHTTPStatus(g)
+		}
+	}
+	return o
 }
 
 // startAttempt starts the CLIENT span of upstream attempt n to host h and injects its context into

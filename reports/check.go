@@ -278,6 +278,11 @@ func judgeOutcome(v Verdict, c checks.Check, name string, sc *checks.Scope, rec 
 	case "retry_overflows":
 		x = float64(o.RetryOverflows)
 		v.Observed = fmt.Sprintf("retry_overflows = %d", o.RetryOverflows)
+	case "ssl_handshakes", "ssl_handshake_errors", "cert_rotations":
+		var ok bool
+		if v, x, ok = judgeMTLS(v, name, o.MTLS); !ok {
+			return v
+		}
 	case "attempts_max":
 		a, where := o.Attempts, ""
 		if sc != nil {

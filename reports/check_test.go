@@ -16,7 +16,7 @@ const allMetrics = "requests, successes, errors, success_rate, error_rate, achie
 	"uncorrected_p50, uncorrected_p90, uncorrected_p99, uncorrected_p999, uncorrected_max, retries, ejections, " +
 	"upstream_attempts, retry_amplification, upstream_received, delivered_amplification, status(N), status(Nxx), grpc_status(CODE), attempts_max, overflows, pending_overflows, " +
 	"retry_overflows, time_to_first_ejection, recovery_time, ejected(HOST) [within DURATION], " +
-	"changes_applied, changes_rejected, changes_unexpected, change_apply_time"
+	"changes_applied, changes_rejected, changes_unexpected, change_apply_time, ssl_handshakes, ssl_handshake_errors, cert_rotations"
 
 var _ = Describe("ParseCheck", func() {
 	DescribeTable("valid checks",

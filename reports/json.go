@@ -111,6 +111,9 @@ type (
 		Received []uint32              `json:"received_per_100ms,omitempty"`
 		OK       []uint32              `json:"ok_per_100ms,omitempty"`
 		Capacity *jsonInstanceCapacity `json:"capacity,omitempty"`
+		// Issue #16 (mesh.mtls): the instance's TLS handshakes as a server, completed and failed.
+		TLSHandshakes      uint64 `json:"tls_handshakes,omitempty"`
+		TLSHandshakeErrors uint64 `json:"tls_handshake_errors,omitempty"`
 	}
 	// jsonInstanceCapacity is a record.CapacityRecord, durations in milliseconds.
 	jsonInstanceCapacity struct {
@@ -164,7 +167,8 @@ func toJSON(r Report) jsonReport {
 		out.Checks[i] = jsonVerdict{Check: v.Check, Passed: v.Passed, Observed: v.Observed, Required: v.Required}
 	}
 	for i, u := range r.Upstreams {
-		out.Upstreams[i] = jsonUpstream{Service: u.Service, Instance: u.Instance, Address: u.Address, Requests: u.Requests,
+		out.Upstreams[i] = jsonUpstream{TLSHandshakes: u.TLSHandshakes, TLSHandshakeErrors: u.TLSHandshakeErrors,
+			Service: u.Service, Instance: u.Instance, Address: u.Address, Requests: u.Requests,
 			Statuses: orEmpty(u.Statuses), Resets: u.Resets, Applied: orEmpty(u.Applied),
 			Canceled: u.Canceled, Hangs: u.Hangs, Truncated: u.Truncated, StreamResets: u.StreamResets, GoAways: u.GoAways,
 			Received: u.Received, OK: u.OK}

@@ -29,6 +29,19 @@ type (
 		Services []jsonService `json:"services,omitempty"`
 		// Version 3 (issue #17): the scenario's configuration changes (absent when it made none).
 		Changes []jsonChange `json:"changes,omitempty"`
+		// Issue #16: the mesh's mutual TLS (absent when the mesh is plain).
+		MTLS *jsonMTLS `json:"mtls,omitempty"`
+	}
+	// jsonMTLS is an MTLSOutcome: the proxies' handshakes to the instances (their ssl.* stats), the
+	// instances' as servers, and the certificates.
+	jsonMTLS struct {
+		Handshakes              uint64 `json:"handshakes"`
+		HandshakeErrors         uint64 `json:"handshake_errors"`
+		InstanceHandshakes      uint64 `json:"instance_handshakes"`
+		InstanceHandshakeErrors uint64 `json:"instance_handshake_errors"`
+		Certificates            int    `json:"certificates"`
+		Rotations               int    `json:"rotations"`
+		ClientCertificates      int    `json:"client_certificates"`
 	}
 	// jsonChange is a ChangeOutcome: when the change was pushed (start_ms), its window's end clipped to
 	// the run (end_ms; open_ended: it ran to the run end), and how the proxy answered.
@@ -186,6 +199,11 @@ func outcomesJSON(o Outcomes) jsonOutcomes {
 		EndMs: ms(o.End), Windows: []jsonWindow{}, Phases: []jsonPhase{}, Hosts: []jsonTimeline{},
 		Attempts: attemptsJSON(o.Attempts), Overflows: o.Overflows(),
 		PendingOverflows: o.PendingOverflows, RetryOverflows: o.RetryOverflows,
+	}
+	if m := o.MTLS; m != nil {
+		out.MTLS = &jsonMTLS{Handshakes: m.Handshakes, HandshakeErrors: m.HandshakeErrors, InstanceHandshakes: m.InstanceHandshakes,
+			InstanceHandshakeErrors: m.InstanceHandshakeErrors, Certificates: m.Workloads, Rotations: m.Rotations,
+			ClientCertificates: m.ClientCertificates}
 	}
 	for _, w := range o.Windows {
 		out.Windows = append(out.Windows, windowJSON(w))

@@ -79,6 +79,9 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	}
 	row("ejections", fmt.Sprintf("%d", s.Ejections))
 	row("breaker overflows", fmt.Sprintf("%d (pending %d, retry %d)", o.Overflows(), o.PendingOverflows, o.RetryOverflows))
+	if o.MTLS != nil {
+		row("mutual TLS", mtlsText(o.MTLS))
+	}
 	if len(o.Windows) > 0 {
 		row("time to first ejection", firstEjection(o.Fault))
 		row("recovery time", recovery(o.Fault.Recovery))

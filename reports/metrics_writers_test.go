@@ -159,11 +159,16 @@ var views = map[string]metricView{
 	"uncorrected_p999": {"uncorrected_p999 < 0s", latency("summary.uncorrected_latency_ms.p999")},
 	"uncorrected_max":  {"uncorrected_max < 0s", latency("summary.uncorrected_latency_ms.max")},
 
-	"retries":                 {"retries < 0", count("summary.retries")},
-	"ejections":               {"ejections < 0", count("summary.ejections")},
-	"overflows":               {"overflows < 0", count("outcomes.overflows")},
-	"pending_overflows":       {"pending_overflows < 0", count("outcomes.pending_overflows")},
-	"retry_overflows":         {"retry_overflows < 0", count("outcomes.retry_overflows")},
+	"retries":           {"retries < 0", count("summary.retries")},
+	"ejections":         {"ejections < 0", count("summary.ejections")},
+	"overflows":         {"overflows < 0", count("outcomes.overflows")},
+	"pending_overflows": {"pending_overflows < 0", count("outcomes.pending_overflows")},
+	"retry_overflows":   {"retry_overflows < 0", count("outcomes.retry_overflows")},
+	"ssl_handshakes":    {"ssl_handshakes < 0", count("outcomes.mtls.handshakes")},
+	"ssl_handshake_errors": {"ssl_handshake_errors < 0", func(doc map[string]any) string {
+		return strconv.Itoa(int(jsonAt(doc, "outcomes.mtls.handshake_errors").(float64) + jsonAt(doc, "outcomes.mtls.instance_handshake_errors").(float64)))
+	}},
+	"cert_rotations":          {"cert_rotations < 0", count("outcomes.mtls.rotations")},
 	"upstream_attempts":       {"upstream_attempts < 0", count("summary.upstream_attempts")},
 	"retry_amplification":     {"retry_amplification < 0", ratio("summary.retry_amplification")},
 	"upstream_received":       {"upstream_received < 0", count("summary.upstream_received")},
@@ -214,7 +219,9 @@ var _ = Describe("every metric of README.md's Metrics section (#13)", func() {
 		rec := faultRun()
 		rec.Samples[3].Status, rec.Samples[3].Error = 0, "refused" // a transport error
 		rec.Samples[7].Sent += 3 * ms                              // some send lag
-		rec.Changes = []record.Change{                             // one applied, one rejected that the scenario expected to apply
+		rec.MTLS = &record.MTLS{Workloads: 2, Rotations: 1}        // a mutual-TLS mesh (#16)
+		rec.ProxyStats["cluster.checkout.ssl.handshake"], rec.ProxyStats["cluster.checkout.ssl.fail_verify_san"] = 4, 1
+		rec.Changes = []record.Change{ // one applied, one rejected that the scenario expected to apply
 			{Name: "changes[0]", Proxy: "edge", What: "routes", Start: time.Second, End: 5 * time.Second,
 				Outcome: record.ChangeApplied, Expected: record.ChangeApplied, Answered: 1150 * ms},
 			{Name: "changes[1]", Proxy: "edge", What: "cluster checkout", Start: 5 * time.Second,

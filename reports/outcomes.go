@@ -55,6 +55,9 @@ type Outcomes struct {
 	// ServiceOutcome), for a record beyond one hop (an edge, or more than one service); nil otherwise.
 	Edges    []EdgeOutcome
 	Services []ServiceOutcome
+
+	// MTLS is the mesh's mutual TLS; nil when the mesh is plain.
+	MTLS *MTLSOutcome `json:",omitempty"`
 }
 
 // Overflows is every breaker overflow: PendingOverflows + RetryOverflows.
@@ -200,6 +203,7 @@ func ComputeOutcomes(rec *record.Record) Outcomes {
 		Attempts:         attemptStats(rec.Samples),
 		PendingOverflows: sumClusterStat(rec.ProxyStats, "upstream_rq_pending_overflow"),
 		RetryOverflows:   sumClusterStat(rec.ProxyStats, "upstream_rq_retry_overflow"),
+		MTLS:             mtlsOutcome(rec),
 	}
 	hosts := hostLabels(rec)
 	events := sortedEvents(rec.ProxyEvents)

@@ -83,6 +83,9 @@ type Addresses struct {
 	Listener  string              // host:port
 	Admin     string              // host:port; "" for no admin interface
 	Endpoints map[string][]string // service → host:port of each of its instances, in instance order
+	// TLS, when set, makes every cluster mutual TLS to its service's instances with the proxy's own
+	// identity (IngressIdentity) and the run's certificates (mesh.mtls); nil: plain.
+	TLS *MeshTLS
 }
 
 // BuildBootstrap generates the Envoy v3 bootstrap of one proxy of the scenario: a listener with an HTTP
@@ -129,6 +132,9 @@ func proxyBootstrap(p *Proxy, proxyName string, addrs Addresses) (*bootstrapv3.B
 		if err != nil {
 			return nil, err
 		}
+		if err := withMeshTLS(cluster, addrs.TLS, IngressIdentity(proxyName), svc); err != nil {
+			return nil, err
+		}
 		clusters = append(clusters, cluster)
 	}
 	b, err := bootstrapOf(proxyName, listenAddr, []*routev3.VirtualHost{vhost}, clusters, nil)
@@ -150,6 +156,9 @@ type SidecarAddresses struct {
 	Listener  string              // host:port
 	Admin     string              // host:port; "" for no admin interface
 	Endpoints map[string][]string // callee service → host:port of each of its instances, in instance order
+	// TLS, when set, makes every cluster mutual TLS to its callee's instances with the calling
+	// service's identity and the run's certificates (mesh.mtls); nil: plain.
+	TLS *MeshTLS
 }
 
 // SidecarListener is the name of a sidecar's outbound listener, and its connection manager's stat
@@ -186,6 +195,9 @@ func SidecarBootstrap(sc *Scenario, caller string, addrs SidecarAddresses) (*boo
 		})
 		c, err := staticCluster(callee, spec, addrs.Endpoints[callee])
 		if err != nil {
+			return nil, err
+		}
+		if err := withMeshTLS(c, addrs.TLS, caller, callee); err != nil {
 			return nil, err
 		}
 		clusters = append(clusters, c)

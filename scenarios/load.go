@@ -438,6 +438,7 @@ func (v *validator) validate() {
 		v.proxy(name, sc.Proxies[name])
 	}
 	v.meshValidate()
+	v.meshTLS()
 	v.load()
 	for i, f := range sc.Faults {
 		v.fault(i, f)

@@ -3,13 +3,11 @@ package scenarios
 import (
 	"slices"
 	"strings"
-
-	"github.com/meshproof/meshproof/proxy/config"
 )
 
 // What the load speaks (load.protocol, load.grpc). With h2c or gRPC the proxies' clusters speak HTTP/2
 // to the instances (BuildBootstrap adds HttpProtocolOptions explicit_http_config
-// http2_protocol_options to each); a proxy without that support refuses the scenario by name.
+// http2_protocol_options to each), and their listeners take h2c with the default codec_type AUTO.
 
 var protocols = []string{ProtocolHTTP1, ProtocolH2C, ProtocolGRPC}
 
@@ -19,21 +17,15 @@ var grpcMethods = []string{"unary", "server_stream"}
 // maxGRPCPayload is the most bytes a gRPC load's Request carries (gRPC's default receive limit).
 const maxGRPCPayload = 4 << 20
 
-// upstreamHTTP2Supported reports whether this build's proxy accepts a cluster's HTTP protocol
-// options (typed_extension_protocol_options), without which it cannot speak HTTP/2 to instances.
-func upstreamHTTP2Supported() bool {
-	return slices.Contains(config.SupportedFields()["envoy.config.cluster.v3.Cluster"], "typed_extension_protocol_options")
-}
-
 // wantsHTTP2 reports whether the load's protocol needs HTTP/2 from the proxies to the instances.
 func (l *Load) wantsHTTP2() bool {
 	return l != nil && (l.Protocol == ProtocolH2C || l.Protocol == ProtocolGRPC)
 }
 
-// markUpstreamHTTP2 sets Proxy.UpstreamHTTP2 on every proxy when the load needs HTTP/2 and the proxy
-// supports it (run before the proxies are checked, whose bootstrap check then includes the options).
+// markUpstreamHTTP2 sets Proxy.UpstreamHTTP2 on every proxy when the load needs HTTP/2 (run before the
+// proxies are checked, whose bootstrap check then includes the options).
 func (v *validator) markUpstreamHTTP2() {
-	h2 := v.sc.Load.wantsHTTP2() && upstreamHTTP2Supported()
+	h2 := v.sc.Load.wantsHTTP2()
 	for _, p := range v.sc.Proxies {
 		if p != nil {
 			p.UpstreamHTTP2 = h2
@@ -53,10 +45,6 @@ func (v *validator) protocol(l *Load) {
 		return
 	}
 	if l.wantsHTTP2() {
-		if !upstreamHTTP2Supported() {
-			v.at("load.protocol", "%s needs the proxy to speak HTTP/2 to the instances (a cluster's typed_extension_protocol_options), "+
-				"which this build's proxy does not support yet: use %s", l.Protocol, ProtocolHTTP1)
-		}
 		for _, name := range sortedKeys(v.sc.Services) {
 			if s := v.sc.Services[name]; s != nil && len(s.Calls) > 0 {
 				v.at("load.protocol", "%s with services that call others (%s has calls) is not supported yet: "+

@@ -1,16 +1,15 @@
 package scenarios_test
 
 import (
-	"slices"
 	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
-	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/scenarios"
 )
 
@@ -27,11 +26,6 @@ load:
   grpc: {method: server_stream, deadline: 500ms, replies: 3}
 `
 
-// proxyHTTP2 reports whether this build's proxy speaks HTTP/2 to instances (helper h2's work, #16).
-func proxyHTTP2() bool {
-	return slices.Contains(config.SupportedFields()["envoy.config.cluster.v3.Cluster"], "typed_extension_protocol_options")
-}
-
 var _ = Describe("load.protocol", func() {
 	It("defaults to http1, and the clusters speak HTTP/1.1 (no protocol options)", func() {
 		sc, err := scenarios.Parse([]byte(valid), "demo.yaml")
@@ -43,12 +37,8 @@ var _ = Describe("load.protocol", func() {
 		Expect(b.GetStaticResources().GetClusters()[0].GetTypedExtensionProtocolOptions()).To(BeEmpty())
 	})
 
-	It("reads a gRPC load, or refuses it by name while the proxy cannot speak HTTP/2 upstream", func() {
+	It("reads a gRPC load, and makes the proxies speak HTTP/2 to the instances", func() {
 		sc, err := scenarios.Parse([]byte(grpcScenario), "grpc.yaml")
-		if !proxyHTTP2() {
-			Expect(err).To(MatchError(ContainSubstring("grpc.yaml:10:13: load.protocol: grpc needs the proxy to speak HTTP/2 to the instances")))
-			return
-		}
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sc.Load.GRPC).To(Equal(&scenarios.LoadGRPC{Method: "server_stream", Deadline: scenarios.Duration{Duration: 500 * time.Millisecond}, Replies: 3}))
 		Expect(sc.Proxies["edge"].UpstreamHTTP2).To(BeTrue())
@@ -100,14 +90,27 @@ var _ = Describe("load.protocol", func() {
 	})
 })
 
-var _ = Describe("the pending gRPC example", func() {
-	It("is refused today only for what the proxy lacks (HTTP/2 upstream, retry_on unavailable), and reads otherwise", func() {
-		_, err := scenarios.LoadFile("examples/pending/grpc-deadline-retries.yaml")
-		if err == nil {
-			Skip("the proxy supports it now: move it to examples/ (issue #16)")
-		}
-		for _, line := range strings.Split(err.Error(), "\n") {
-			Expect(line).To(Or(ContainSubstring("needs the proxy to speak HTTP/2"), ContainSubstring("unavailable")), "an error of its own: %s", line)
+var _ = Describe("the gRPC example (issue #16)", func() {
+	It("loads, and its bootstrap gives every cluster explicit HTTP/2 and the listener codec_type AUTO (h2c by preface)", func() {
+		sc, err := scenarios.LoadFile("examples/grpc-deadline-retries.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sc.Load.Protocol).To(Equal(scenarios.ProtocolGRPC))
+		Expect(sc.Proxies).NotTo(BeEmpty())
+		for name := range sc.Proxies {
+			b, err := scenarios.BuildBootstrap(sc, name, scenarios.Addresses{Listener: "127.0.0.1:0",
+				Endpoints: map[string][]string{"echo": {"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"}}})
+			Expect(err).NotTo(HaveOccurred())
+			clusters := b.GetStaticResources().GetClusters()
+			Expect(clusters).NotTo(BeEmpty())
+			for _, c := range clusters {
+				var hpo upstreamhttpv3.HttpProtocolOptions
+				Expect(c.GetTypedExtensionProtocolOptions()).To(HaveKey(scenarios.HTTPProtocolOptionsKey), c.GetName())
+				Expect(c.GetTypedExtensionProtocolOptions()[scenarios.HTTPProtocolOptionsKey].UnmarshalTo(&hpo)).To(Succeed())
+				Expect(hpo.GetExplicitHttpConfig().GetHttp2ProtocolOptions()).NotTo(BeNil(), c.GetName())
+			}
+			var hcm hcmv3.HttpConnectionManager
+			Expect(b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm)).To(Succeed())
+			Expect(hcm.GetCodecType()).To(Equal(hcmv3.HttpConnectionManager_AUTO))
 		}
 	})
 })

@@ -35,6 +35,9 @@ type Scenario struct {
 	// Sidecars configures the outbound sidecars of the instances of services that call others
 	// (see Sidecars in mesh.go).
 	Sidecars *Sidecars `yaml:"sidecars"`
+	// Mesh holds mesh-wide settings: mutual TLS between the proxies and the instances (see Mesh in
+	// mtls.go).
+	Mesh *Mesh `yaml:"mesh"`
 
 	// File is where the scenario was read from (for messages and the report).
 	File string `yaml:"-"`

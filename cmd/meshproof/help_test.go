@@ -46,4 +46,10 @@ var _ = Describe("meshproof run --runner", func() {
 		Expect(code).To(Equal(2))
 		Expect(stderr).To(MatchRegexp(`the embedded runner cannot do faults\[\d+\]: container fault "partition"`))
 	})
+
+	It("refuses mesh.mtls on the docker runner by name rather than run it in clear text (issue #16)", func() {
+		code, _, stderr := run("run", "--runner", "docker", "../../scenarios/examples/mesh-mtls.yaml", "--out", GinkgoT().TempDir())
+		Expect(code).To(Equal(2))
+		Expect(stderr).To(ContainSubstring("the docker runner cannot do mesh.mtls: mutual TLS between the proxies and the instances"))
+	})
 })

@@ -170,7 +170,8 @@ func (Runner) Name() string { return "docker" }
 // proxy inside it (plan.Host), container faults through Docker — call graphs (each calling instance's
 // sidecar runs in its container), finite capacity, and traces (the containers export their spans to a
 // receiver of the run). It refuses a scenario without a file, which the upstream containers could not
-// read, and container faults in r.Faults that do not fit the scenario.
+// read, a scenario with mesh.mtls (no certificates in the containers yet), and container faults in
+// r.Faults that do not fit the scenario.
 func (r Runner) Supports(p *plan.Plan, _ plan.Options) error {
 	var parts []string
 	if p.Scenario.File == "" {
@@ -179,6 +180,10 @@ func (r Runner) Supports(p *plan.Plan, _ plan.Options) error {
 	for i := range p.Scenario.Changes {
 		// The control plane runs in the runner's process; the proxy containers do not reach it.
 		parts = append(parts, fmt.Sprintf("changes[%d]: a configuration change pushed over xDS by the scenario's control plane", i))
+	}
+	if p.Scenario.MTLSOn() {
+		// Never run a mutual-TLS scenario in clear text: the containers get no certificates yet.
+		parts = append(parts, "mesh.mtls: mutual TLS between the proxies and the instances (certificates are not mounted into the containers yet)")
 	}
 	if l := p.Scenario.Load; l != nil && (l.Protocol == scenarios.ProtocolH2C || l.Protocol == scenarios.ProtocolGRPC) {
 		// The plumbing is the embedded runner's (the same bootstraps and load), but it has not been run

@@ -264,6 +264,15 @@ var _ = Describe("Runner.Supports", func() {
 		Expect(err).To(MatchError(ContainSubstring("changes[1]: a configuration change pushed over xDS")))
 	})
 
+	It("refuses mesh.mtls by name rather than run the mesh in clear text", func() {
+		sc := *p.Scenario
+		sc.Mesh = &scenarios.Mesh{MTLS: true}
+		err := docker.Runner{}.Supports(plan.New(&sc, nil), plan.Options{})
+		Expect(err).To(MatchError(plan.ErrUnsupported))
+		Expect(err).To(MatchError(ContainSubstring("the docker runner cannot do mesh.mtls: mutual TLS")))
+		Expect(err).To(MatchError(ContainSubstring("use --runner embedded")))
+	})
+
 	It("refuses container faults of the options that do not fit the scenario", func() {
 		err := docker.Runner{Options: docker.Options{Faults: []docker.ContainerFault{{Service: "nowhere", Kind: docker.FaultKill}}}}.Supports(p, plan.Options{})
 		Expect(err).To(MatchError(docker.ErrInvalidFaults))

@@ -32,7 +32,7 @@ var _ = Describe("Config", func() {
 	})
 
 	It("makes a gRPC load's calls (path, method and body are the call's own) and an h2c load h2c", func() {
-		// Built by hand: Parse refuses h2c and gRPC while the proxy cannot speak HTTP/2 upstream.
+		// Built by hand, to show the translation alone (Parse accepts h2c and gRPC loads too).
 		l := &scenarios.Load{Target: "edge", Rate: scenarios.Rate{PerSecond: 10}, Duration: scenarios.Duration{Duration: time.Second},
 			Path: "/", Method: "GET", Protocol: scenarios.ProtocolGRPC,
 			GRPC: &scenarios.LoadGRPC{Method: "server_stream", Deadline: scenarios.Duration{Duration: 500 * time.Millisecond}, Replies: 3}}

@@ -133,7 +133,7 @@ func (t *topology) stateAddresses(p *plan.Plan, st *scenarios.ProxyState, addrs 
 			eps[svc] = []string{}
 		}
 	}
-	return scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: eps}
+	return scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: eps, TLS: t.meshTLS()}
 }
 
 // schedule pushes every change after 0s at its time from origin, the load's start, until the changes

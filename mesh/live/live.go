@@ -71,6 +71,13 @@ type topology struct {
 	// changes is the scenario's control plane; nil when the scenario has no changes.
 	changes *changes
 	addrs   map[string]string // instance name → address
+	// pki is the run's mesh certificates (mesh.mtls), in a temporary directory removed at close; nil
+	// when the mesh is plain. rotateErr is the first failed rotation.
+	pki       *plan.PKI
+	pkiDir    string
+	stop      chan struct{} // closed at close: ends the rotation
+	rotations sync.WaitGroup
+	rotateErr error
 }
 
 // namedEvent is a proxy's event with the proxy's name: an ingress proxy's, or "service/instance" for a
@@ -113,6 +120,11 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 		}
 		topo.changes = ch
 	}
+	if p.Scenario.MTLSOn() {
+		if err := topo.startPKI(p); err != nil {
+			return nil, fmt.Errorf("mesh.mtls: %w", err)
+		}
+	}
 	if err := topo.startHosts(p); err != nil {
 		return nil, err
 	}
@@ -138,6 +150,7 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 		if topo.changes != nil {
 			topo.schedule(p, origin, topo.addrs)
 		}
+		topo.rotate(p)
 	}
 	started := time.Now() // progress only
 	finishProgress := tracker.Report(ctx, opts, started, p.Scenario.Load.Total(), func() map[string]uint64 { return target.Stats().Values() })
@@ -157,6 +170,14 @@ func (Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record
 	topo.fillAttempts(rec.Samples)
 	rec.Services, rec.Edges = p.Graph()
 	topo.fillGraph(rec, loadStart)
+	if topo.pki != nil {
+		topo.stopRotation()
+		if topo.rotateErr != nil {
+			return nil, fmt.Errorf("mesh.mtls: %w", topo.rotateErr)
+		}
+		rec.MTLS = &record.MTLS{Workloads: len(p.Scenario.Workloads()), Rotations: topo.pki.Rotations(),
+			ClientCertificates: topo.pki.ClientCertificates()}
+	}
 	if topo.changes != nil {
 		if err := topo.changes.err(); err != nil {
 			return nil, fmt.Errorf("control plane: %w", err)
@@ -179,12 +200,15 @@ func (t *topology) startHosts(p *plan.Plan) error {
 				c.App.OnCall = func(r faults.CallResult) { t.recordCall(in, r) }
 			}
 		}}
+		if t.pki != nil {
+			hc.TLS = t.pki.ServerConfig(in.Service, p.Scenario.AllowedCallers(in.Service))
+		}
 		if len(in.Callees) > 0 {
 			endpoints := map[string][]string{}
 			for _, callee := range in.Callees {
 				endpoints[callee] = p.Endpoints(callee, func(c plan.Instance) string { return started[c.Name()].Addr() })
 			}
-			b, err := p.SidecarBootstrap(in, scenarios.SidecarAddresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints})
+			b, err := p.SidecarBootstrap(in, scenarios.SidecarAddresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints, TLS: t.meshTLS()})
 			if err != nil {
 				return fmt.Errorf("%s: sidecar: %w", in.Name(), err)
 			}
@@ -238,7 +262,7 @@ func (t *topology) startProxies(p *plan.Plan) error {
 			continue
 		}
 		endpoints := p.ProxyEndpoints(px, func(in plan.Instance) string { return addrs[in.Name()] })
-		b, err := p.Bootstrap(px.Name, scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints})
+		b, err := p.Bootstrap(px.Name, scenarios.Addresses{Listener: "127.0.0.1:0", Admin: "127.0.0.1:0", Endpoints: endpoints, TLS: t.meshTLS()})
 		if err != nil {
 			return fmt.Errorf("proxy %s: %w", px.Name, err)
 		}
@@ -375,4 +399,72 @@ func (t *topology) close() {
 	for _, h := range t.hosts {
 		_ = h.Close()
 	}
+	if t.pki != nil {
+		t.stopRotation()
+		_ = os.RemoveAll(t.pkiDir)
+	}
+}
+
+// startPKI makes the run's mesh certificates in a new temporary directory (mesh.mtls).
+func (t *topology) startPKI(p *plan.Plan) error {
+	dir, err := os.MkdirTemp("", "meshproof-mtls-")
+	if err != nil {
+		return err
+	}
+	t.pkiDir, t.stop = dir, make(chan struct{})
+	pki, err := p.NewPKI(dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return err
+	}
+	t.pki = pki
+	return nil
+}
+
+// meshTLS is where the proxies find the run's certificates; nil when the mesh is plain.
+func (t *topology) meshTLS() *scenarios.MeshTLS {
+	if t.pki == nil {
+		return nil
+	}
+	return &t.pki.TLS
+}
+
+// rotate re-issues every mesh certificate each mesh.rotate_every from now until the run ends; the
+// first failure stops it and fails the run.
+func (t *topology) rotate(p *plan.Plan) {
+	m := p.Scenario.Mesh
+	if t.pki == nil || m.RotateEvery.Duration <= 0 {
+		return
+	}
+	t.rotations.Add(1)
+	go func() {
+		defer t.rotations.Done()
+		tick := time.NewTicker(m.RotateEvery.Duration)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.stop:
+				return
+			case <-tick.C:
+				if err := t.pki.Rotate(); err != nil {
+					t.mu.Lock()
+					t.rotateErr = err
+					t.mu.Unlock()
+					return
+				}
+			}
+		}
+	}()
+}
+
+// stopRotation ends the rotation and waits for it (idempotent).
+func (t *topology) stopRotation() {
+	t.mu.Lock()
+	select {
+	case <-t.stop:
+	default:
+		close(t.stop)
+	}
+	t.mu.Unlock()
+	t.rotations.Wait()
 }

@@ -21,7 +21,8 @@ func UpstreamRecord(in Instance, addr string, st faults.UpstreamStats) record.Up
 	return record.UpstreamRecord{Service: in.Service, Instance: in.Index, Address: addr,
 		Requests: st.Requests, Statuses: st.Statuses, Resets: st.Resets, Applied: st.Applied,
 		Canceled: st.Canceled, Hangs: st.Hangs, Truncated: st.Truncated, StreamResets: st.StreamResets, GoAways: st.GoAways,
-		Received: st.Received, OK: st.OK, Capacity: capacityRecord(st.Capacity)}
+		Received: st.Received, OK: st.OK, Capacity: capacityRecord(st.Capacity),
+		TLSHandshakes: st.TLSHandshakes, TLSHandshakeErrors: st.TLSHandshakeErrors}
 }
 
 func capacityRecord(c *faults.CapacityStats) *record.CapacityRecord {

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"strings"
 	"sync"
@@ -45,6 +46,9 @@ type HostConfig struct {
 	// Sidecar is the outbound sidecar of an instance that calls others (required then, ignored for a
 	// leaf): it starts before the upstream, whose calls go to its listener.
 	Sidecar *SidecarConfig
+	// TLS, when set, makes the instance serve mutual TLS (PKI.ServerConfig, mesh.mtls); its sidecar's
+	// listener, which only its own app calls, stays plain.
+	TLS *tls.Config
 }
 
 // SidecarConfig is an instance's outbound sidecar: the same proxy as every other, with the
@@ -59,6 +63,7 @@ type SidecarConfig struct {
 func StartHost(in Instance, cfg HostConfig) (*Host, error) {
 	ucfg := in.Upstream
 	ucfg.OnEvent = cfg.OnEvent
+	ucfg.TLS = cfg.TLS
 	var sidecar *proxy.Server
 	if ucfg.App != nil {
 		app := *ucfg.App

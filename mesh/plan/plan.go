@@ -4,8 +4,8 @@
 // that what a run does is derived in one place and a runner refuses, by name, what it cannot do.
 //
 // It also holds what every runner does the same way: an upstream instance with its TCP fault proxy
-// switched on its windows (Host), the conversion of fault and proxy events into the record (events.go)
-// and the progress line's accumulator.
+// switched on its windows (Host), the conversion of fault and proxy events into the record (events.go),
+// the progress line's accumulator, and a run's mesh certificates for mesh.mtls (PKI, pki.go).
 package plan
 
 import (
@@ -96,6 +96,21 @@ func New(sc *scenarios.Scenario, seed *uint64) *Plan {
 		p.Proxies = append(p.Proxies, Proxy{Name: name, Services: sc.Proxies[name].Services()})
 	}
 	return p
+}
+
+// CertLifetime is how long the run's mesh certificates are valid (mesh.mtls): short-lived — with
+// rotate_every, three rotation periods and 30 s; without, the load's length and 10 minutes.
+func (p *Plan) CertLifetime() time.Duration {
+	if m := p.Scenario.Mesh; m != nil && m.RotateEvery.Duration > 0 {
+		return 3*m.RotateEvery.Duration + 30*time.Second
+	}
+	return p.Scenario.Load.Total() + 10*time.Minute
+}
+
+// NewPKI makes the run's mesh certificates under dir (mesh.mtls): a CA, and one certificate per
+// workload of the scenario (scenarios.Scenario.Workloads).
+func (p *Plan) NewPKI(dir string) (*PKI, error) {
+	return NewPKI(dir, p.Scenario.Workloads(), p.CertLifetime())
 }
 
 // Instance returns the planned instance index of service, and whether there is one.

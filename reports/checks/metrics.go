@@ -50,7 +50,8 @@ var metricNames = []string{"requests", "successes", "errors", "success_rate", "e
 	"uncorrected_max", "retries", "ejections", "upstream_attempts", "retry_amplification", "upstream_received",
 	"delivered_amplification", "status(N)", "status(Nxx)", "grpc_status(CODE)",
 	"attempts_max", "overflows", "pending_overflows", "retry_overflows", "time_to_first_ejection", "recovery_time",
-	"ejected(HOST) [within DURATION]", "changes_applied", "changes_rejected", "changes_unexpected", "change_apply_time"}
+	"ejected(HOST) [within DURATION]", "changes_applied", "changes_rejected", "changes_unexpected", "change_apply_time",
+	"ssl_handshakes", "ssl_handshake_errors", "cert_rotations"}
 
 var metrics = func() map[string]Metric {
 	m := map[string]Metric{
@@ -84,6 +85,12 @@ var metrics = func() map[string]Metric {
 		"changes_rejected":   {Kind: Count},
 		"changes_unexpected": {Kind: Count},
 		"change_apply_time":  {Kind: Latency},
+
+		// A mutual-TLS mesh (mesh.mtls): the proxies' completed TLS handshakes to the instances, the
+		// failed ones (the proxies' and the instances'), and the certificate rotations.
+		"ssl_handshakes":       {Kind: Count, Scopes: WholeRun, Whole: "from the proxies' ssl.* stats"},
+		"ssl_handshake_errors": {Kind: Count, Scopes: WholeRun, Whole: "from the proxies' ssl.* stats and the instances' counts"},
+		"cert_rotations":       {Kind: Count, Scopes: WholeRun, Whole: "from the run's certificate authority"},
 	}
 	for _, name := range []string{"p50", "p90", "p99", "p999", "max"} {
 		m[name] = Metric{Kind: Latency}

@@ -95,6 +95,10 @@ type UpstreamRecord struct {
 	OK       []uint32
 	// Capacity is what the instance's finite capacity did; nil when it has none (unbounded).
 	Capacity *CapacityRecord
+	// TLSHandshakes and TLSHandshakeErrors count the instance's completed and failed TLS handshakes
+	// as a server (mesh.mtls); 0 on a plain instance.
+	TLSHandshakes      uint64 `json:",omitempty"`
+	TLSHandshakeErrors uint64 `json:",omitempty"`
 }
 
 // BucketWidth is the width of the per-instance Received and OK buckets.
@@ -270,4 +274,17 @@ type Record struct {
 	Services []Service
 	Edges    []Edge
 	Calls    []Call
+	// MTLS is the mesh's mutual TLS between the proxies and the instances (mesh.mtls); nil when the
+	// mesh is plain.
+	MTLS *MTLS `json:",omitempty"`
+}
+
+// MTLS is what a run's mutual TLS was: the certificates issued and how often they were rotated. The
+// handshakes are in the proxies' ssl.* stats and the instances' records.
+type MTLS struct {
+	Workloads int // certificates issued per round: one per service and per ingress proxy
+	Rotations int // rounds re-issued during the run (mesh.rotate_every)
+	// ClientCertificates is how many distinct client certificates the instances accepted: above the
+	// number of calling identities when the proxies presented re-issued ones after a rotation.
+	ClientCertificates int
 }
