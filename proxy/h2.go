@@ -212,10 +212,16 @@ type h2Conn struct {
 	srv     *h2Server
 	hs      *http.Server
 	pending []byte // read by the h1 server before the hand-over
+	// The read-ahead buffer: rbuf[rpos:rend] is read from the socket, not yet by x/net; rerr is the
+	// error the socket returned with it, for after it.
+	rbuf       []byte
+	rpos, rend int
+	rerr       error
 
 	mu        sync.Mutex
 	in, out   frameScanner
 	streams   map[uint32]*h2Stream // the client's streams not closed yet
+	free      []*h2Stream          // records of closed streams, for newStream to reuse
 	lastID    uint32               // the highest stream id the client opened
 	opened    uint64               // streams the client opened
 	closed    uint64               // streams closed (Envoy's closed_non_internally_destroyed_requests_)
@@ -244,14 +250,41 @@ type h2TLSConn struct {
 
 func (c *h2TLSConn) ConnectionState() tls.ConnectionState { return c.ts.ConnectionState() }
 
+// h2ReadBuffer is the size of a connection's read-ahead buffer (h2Conn.Read).
+const h2ReadBuffer = 4 << 10
+
+// Read gives x/net the connection's bytes: the hand-over's first, then what the socket has. x/net's
+// framer reads each frame with two reads straight from the connection (its 9-byte header, then its
+// payload: Framer.ReadFrame, golang.org/x/net/http2/frame.go), which on a plain socket are two system
+// calls per frame; reading ahead into a buffer of h2ReadBuffer bytes takes every frame the socket
+// holds in one (a read as large as the buffer, a DATA frame's payload, goes straight to the socket).
+// The frame scanner sees the bytes as x/net gets them, so the limits apply at the same frames.
+// Only x/net's frame reader calls Read: the buffer needs no lock.
 func (c *h2Conn) Read(p []byte) (int, error) {
 	var n int
 	var err error
-	if len(c.pending) > 0 {
+	switch {
+	case len(c.pending) > 0:
 		n = copy(p, c.pending)
 		c.pending = c.pending[n:]
-	} else {
+	case c.rpos < c.rend:
+		n = copy(p, c.rbuf[c.rpos:c.rend])
+		c.rpos += n
+	case c.rerr != nil:
+		return 0, c.rerr
+	case len(p) >= h2ReadBuffer:
 		n, err = c.Conn.Read(p)
+	default:
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, h2ReadBuffer)
+		}
+		var m int
+		m, err = c.Conn.Read(c.rbuf)
+		n = copy(p, c.rbuf[:m])
+		c.rpos, c.rend = n, m
+		if err != nil && n < m {
+			c.rerr, err = err, nil // after the bytes read with it
+		}
 	}
 	if n > 0 {
 		c.mu.Lock()
@@ -295,6 +328,13 @@ func (c *h2Conn) serveStream(w http.ResponseWriter, r *http.Request) {
 		c.goAway()
 	case !going && c.srv.drainClose != nil && c.srv.drainClose():
 		c.goAway()
+	}
+	if r.ContentLength == 0 && r.Header["Content-Length"] == nil {
+		// A stream whose HEADERS ended it: x/net still gives it a (never-open) body, where net/http
+		// and the h1 server give http.NoBody, which the connection manager takes for "no body to
+		// read or time" (connManager.ServeHTTP); the same here spares the h2 stream the body read.
+		// (x/net's newWriterAndRequest: an open body has Content-Length's value, or -1 without it.)
+		r.Body = http.NoBody
 	}
 	c.srv.handler.ServeHTTP(w, r)
 }

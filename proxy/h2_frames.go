@@ -123,7 +123,7 @@ func (c *h2Conn) frame(in bool, typ, flags byte, id uint32, empty bool) error {
 		if typ == frameHeaders && id%2 == 1 && id > c.lastID {
 			c.lastID = id
 			c.opened++
-			c.streams[id] = &h2Stream{start: c.srv.clk.Now()}
+			c.streams[id] = c.newStream()
 		}
 		if end && typ != frameContinuation {
 			if st := c.streams[id]; st != nil {
@@ -169,6 +169,20 @@ func (c *h2Conn) checkInbound() error {
 	return c.failed
 }
 
+// newStream is the record of a stream the client opens now (c.mu held), reusing one of a closed
+// stream: the connection allocates none per stream once it has as many as it had open at once.
+func (c *h2Conn) newStream() *h2Stream {
+	var st *h2Stream
+	if n := len(c.free); n > 0 {
+		st, c.free = c.free[n-1], c.free[:n-1]
+		*st = h2Stream{}
+	} else {
+		st = new(h2Stream)
+	}
+	st.start = c.srv.clk.Now()
+	return st
+}
+
 // maybeClose closes a stream that ended both ways.
 func (c *h2Conn) maybeClose(id uint32, st *h2Stream) error {
 	if st.remoteDone && st.localDone {
@@ -197,6 +211,7 @@ func (c *h2Conn) closeStream(id uint32) error {
 	if int64(lifetime/time.Second) <= prematureResetMinStreamLifetimeSecs && !st.responded {
 		c.premature++
 	}
+	c.free = append(c.free, st)
 	if c.premature == 0 {
 		return nil
 	}
