@@ -470,30 +470,13 @@ func (p *h2Upstream) get(ctx context.Context, deadline time.Time) (*upH2Conn, er
 	if p.limits != nil {
 		defer p.limits.Unpending()
 	}
-	var expired <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		expired = t.C
-	}
-	var err error
-	select {
-	case r := <-w.ch:
+	r, handed, err := h1.Await(ctx, deadline, w.ch, &p.mu, &p.waiters, w, func(r h2Wait) {
+		if r.c != nil { // handed a stream as it gave up
+			p.release(r.c)
+		}
+	})
+	if handed {
 		return r.c, r.err
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-expired:
-		err = os.ErrDeadlineExceeded
-	}
-	p.mu.Lock()
-	if i := slices.Index(p.waiters, w); i >= 0 {
-		p.waiters = slices.Delete(p.waiters, i, i+1)
-		p.mu.Unlock()
-		return nil, err
-	}
-	p.mu.Unlock()
-	if r := <-w.ch; r.c != nil { // handed a stream as it gave up
-		p.release(r.c)
 	}
 	return nil, err
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -326,30 +325,13 @@ func (p *Pool) get(ctx context.Context, deadline time.Time) (*clientConn, error)
 	if p.Limits != nil {
 		defer p.Limits.Unpending()
 	}
-	var expired <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		expired = t.C
-	}
-	var err error
-	select {
-	case r := <-w.ch:
+	r, handed, err := Await(ctx, deadline, w.ch, &p.mu, &p.waiters, w, func(r waitResult) {
+		if r.cc != nil { // handed a connection as it gave up: the next request's
+			p.ready(r.cc)
+		}
+	})
+	if handed {
 		return r.cc, r.err
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-expired:
-		err = os.ErrDeadlineExceeded
-	}
-	p.mu.Lock()
-	if i := slices.Index(p.waiters, w); i >= 0 {
-		p.waiters = slices.Delete(p.waiters, i, i+1)
-		p.mu.Unlock()
-		return nil, err
-	}
-	p.mu.Unlock()
-	if r := <-w.ch; r.cc != nil { // handed a connection as it gave up: the next request's
-		p.ready(r.cc)
 	}
 	return nil, err
 }
