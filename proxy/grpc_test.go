@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -233,6 +234,18 @@ var _ = Describe("gRPC local replies", func() {
 		Expect(stat(srv, "http.ingress.downstream_rq_2xx")).To(BeEquivalentTo(1))
 		Expect(stat(srv, "http.ingress.downstream_rq_4xx")).To(BeZero())
 		Expect(stat(srv, "http.ingress.no_route")).To(BeEquivalentTo(1))
+	})
+
+	It("sends an HTTP/2 client the trailers-only reply without content-length, as Envoy's sendLocalReply", func() {
+		_, url := start(setup{})
+		req, _ := http.NewRequest(http.MethodPost, url+"/pkg.Svc/Call", strings.NewReader(""))
+		req.Header.Set("content-type", "application/grpc")
+		resp, err := h2cClient().Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		Expect(resp.ProtoMajor).To(Equal(2))
+		Expect([]string{resp.Header.Get("grpc-status"), resp.Header.Get("content-type")}).To(Equal([]string{"12", "application/grpc"}))
+		Expect(resp.Header).NotTo(HaveKey("Content-Length"))
 	})
 
 	It("maps a missing cluster (503) to UNAVAILABLE", func() {

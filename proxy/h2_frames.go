@@ -122,8 +122,15 @@ func (c *h2Conn) frame(in bool, typ, flags byte, id uint32, empty bool) error {
 	case frameHeaders, frameContinuation, frameData:
 		if typ == frameHeaders && id%2 == 1 && id > c.lastID {
 			c.lastID = id
-			c.opened++
-			c.streams[id] = c.newStream()
+			// A stream the codec will not serve gets no record: past max_concurrent_streams it is
+			// refused (RST_STREAM REFUSED_STREAM), after our GOAWAY ignored without a frame — as
+			// Envoy's codec refuses or ignores such streams before its connection manager counts them.
+			// Recorded, they would let a client grow the map without bound after a GOAWAY, and raise
+			// the flood limits' thresholds, which count the streams opened.
+			if !c.goingAway && uint32(len(c.streams)) < c.srv.opts.MaxConcurrentStreams {
+				c.opened++
+				c.streams[id] = c.newStream()
+			}
 		}
 		if end && typ != frameContinuation {
 			if st := c.streams[id]; st != nil {

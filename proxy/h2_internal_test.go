@@ -199,3 +199,31 @@ func TestH2StreamWithoutBodyGetsNoBody(t *testing.T) {
 		g.Eventually(got).Should(gomega.Receive(gomega.Equal(tc.want)), tc.name)
 	}
 }
+
+// Regression (review): after our GOAWAY the codec ignores new streams without a frame, so the scanner
+// kept a record of each — a client could grow the map without bound and raise the flood limits'
+// thresholds. Streams past max_concurrent_streams (refused by the codec) are not recorded either.
+func TestH2ScannerRecordsNoStreamTheCodecWillNotServe(t *testing.T) {
+	g := gomega.NewWithT(t)
+	srv := newH2Server(config.Listener{StatPrefix: "ingress", HTTP2: config.HTTP2Options{MaxConcurrentStreams: 3}},
+		http.NotFoundHandler(), nil, stats.NewStore(), clock.Real{}, nil)
+	var all []byte
+	for id := uint32(1); id <= 11; id += 2 { // six streams, their bodies open
+		all = append(all, h2Frame(0x1, 0x4, id, []byte{0x83, 0x86, 0x84})...)
+	}
+	c := &h2Conn{Conn: &chunkConn{chunks: [][]byte{all}}, srv: srv, streams: map[uint32]*h2Stream{}}
+	_, err := io.ReadAll(c)
+	g.Expect(err).NotTo(gomega.HaveOccurred())
+	g.Expect(c.streams).To(gomega.HaveLen(3), "past max_concurrent_streams: refused by the codec, not recorded")
+	g.Expect(c.opened).To(gomega.Equal(uint64(3)))
+
+	all = all[:0]
+	for id := uint32(13); id <= 2013; id += 2 {
+		all = append(all, h2Frame(0x1, 0x4, id, []byte{0x83, 0x86, 0x84})...)
+	}
+	c = &h2Conn{Conn: &chunkConn{chunks: [][]byte{all}}, srv: srv, streams: map[uint32]*h2Stream{}, goingAway: true}
+	_, err = io.ReadAll(c)
+	g.Expect(err).NotTo(gomega.HaveOccurred())
+	g.Expect(c.streams).To(gomega.BeEmpty(), "after our GOAWAY new streams are ignored, not recorded")
+	g.Expect(c.opened).To(gomega.BeZero())
+}

@@ -21,7 +21,8 @@ const noGrpcStatus = -1
 // grpc-status — unless the rewrite added one — grpcStatus when given (≥ 0), else the code's
 // (Grpc::Utility::httpToGrpcStatus), and the body, percent-encoded, as grpc-message (a json_format
 // body without its final newline; none for a HEAD request); no body. Over HTTP/1.1 it goes out with
-// Content-Length: 0, as Envoy's HTTP/1 codec writes a headers-only response. The downstream stats and
+// Content-Length: 0, as Envoy's HTTP/1 codec writes a headers-only response; over HTTP/2 without one
+// (Utility::sendLocalReply removes content-length from a gRPC reply, source/common/http/utility.cc). The downstream stats and
 // the access log see the status sent, 200 (ActiveStream::chargeStats reads the response headers).
 func (cm *connManager) sendLocalReply(w http.ResponseWriter, r *http.Request, hdr http.Header, code int, body string, grpcStatus int) {
 	h := w.Header()
@@ -49,7 +50,13 @@ func (cm *connManager) sendLocalReply(w http.ResponseWriter, r *http.Request, hd
 			}
 			h.Set(hdrGrpcMessage, grpcPercentEncode(body))
 		}
-		h.Set(hdrContentLength, "0")
+		if r.ProtoMajor < 2 {
+			h.Set(hdrContentLength, "0")
+		} else {
+			// None, as Envoy's sendLocalReply removes it (its HTTP/1 codec alone adds the 0); a nil
+			// value keeps x/net's server from adding "content-length: 0" to a bodiless response.
+			h[hdrContentLength] = nil
+		}
 		w.WriteHeader(http.StatusOK)
 		cm.st.status(http.StatusOK)
 		infoOf(r).sent(http.StatusOK, 0)
