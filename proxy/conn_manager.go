@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -332,6 +333,9 @@ func (cm *connManager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if body.rest != nil {
+		defer body.rest.stop() // an upstream's body writer may still be reading it
+	}
 	cm.router.forward(w, r, vh, route, cl, body, stream)
 }
 
@@ -409,9 +413,42 @@ type bodyRest struct {
 	eof     bool // the whole body was read
 	// count, when set, adds the bytes read from the downstream (the access logs' BYTES_RECEIVED).
 	count *atomic.Int64
+	// rc interrupts a read in flight when the handler is done with the body (stop).
+	rc *http.ResponseController
+	// reading is held across a read: stop waits for the one in flight, which may be an HTTP/2
+	// upstream's body writer (x/net's ClientConn reads the body in a goroutine of its own, even after
+	// the response body was closed).
+	reading sync.Mutex
+	stopped atomic.Bool // no read may reach the downstream any more
 }
 
+// errBodyStopped is a read of a body after its request's handler was done with it.
+var errBodyStopped = errors.New("request body: the request is over")
+
+// stop ends the body's reads before the handler returns, so that the HTTP/1.1 server alone reads the
+// connection afterwards (it discards the rest of the body or closes the connection): no read starts
+// from now on, and one in flight is interrupted (a read deadline in the past, which leaves the body
+// failed: the server then closes the connection) and waited for.
+func (b *bodyRest) stop() {
+	b.stopped.Store(true)
+	if !b.reading.TryLock() {
+		if b.rc != nil {
+			_ = b.rc.SetReadDeadline(aLongTimeAgo)
+		}
+		b.reading.Lock()
+	}
+	b.reading.Unlock()
+}
+
+// aLongTimeAgo is a read deadline that ends a read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
 func (b *bodyRest) Read(p []byte) (int, error) {
+	b.reading.Lock()
+	defer b.reading.Unlock()
+	if b.stopped.Load() {
+		return 0, errBodyStopped
+	}
 	if len(b.pending) > 0 {
 		n := copy(p, b.pending)
 		b.pending = b.pending[n:]
@@ -493,7 +530,7 @@ func (cm *connManager) readBody(w http.ResponseWriter, r *http.Request, limit in
 		clearDeadline()
 		return requestBody{buf: buf}, true
 	}
-	rest := &bodyRest{pending: pending, r: src, done: clearDeadline}
+	rest := &bodyRest{pending: pending, r: src, done: clearDeadline, rc: rc}
 	if si != nil {
 		rest.count = &si.bytesIn
 	}

@@ -141,7 +141,7 @@ func (cm *connManager) streamBody(w http.ResponseWriter, r *http.Request, limit 
 		if cm.requestTimeout > 0 {
 			_ = rc.SetReadDeadline(time.Time{})
 		}
-	}}
+	}, rc: rc}
 	if si := infoOf(r); si != nil {
 		rest.count = &si.bytesIn
 	}
