@@ -118,6 +118,40 @@ func (s *h2Server) serveConn(nc net.Conn, read []byte) {
 	c := &h2Conn{Conn: nc, srv: s, pending: read, streams: map[uint32]*h2Stream{}}
 	c.in.skip = len(http2.ClientPreface) // not a frame
 	defer s.hcm.connState(nc, http.StateClosed)
+	// One http2.Server and http.Server per connection: ConfigureServer ties x/net's graceful shutdown
+	// (GOAWAY, streams in flight finish, then the connection closes) to http.Server.Shutdown, so a
+	// connection of its own can be told to go away while others go on (drainClose).
+	// The settings through http.Server.HTTP2, which x/net's server reads (configFromServer).
+	hs := &http.Server{Handler: s.handler, MaxHeaderBytes: s.maxHeaderBytes, ErrorLog: discardLog, IdleTimeout: s.idle,
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: int(s.opts.MaxConcurrentStreams),
+			// SETTINGS_MAX_FRAME_SIZE: RFC 9113's initial 16384, which Envoy's codec keeps (x/net's own is 1 MiB).
+			MaxReadFrameSize:              16384,
+			MaxReceiveBufferPerStream:     int(s.opts.InitialStreamWindowSize),
+			MaxReceiveBufferPerConnection: int(s.opts.InitialConnectionWindowSize)}}
+	h2s := &http2.Server{} //lint:ignore SA1019 as below
+	//lint:ignore SA1019 x/net's own server: its ServeConn takes a connection handed over mid-read, net/http's cannot (proxy/README.md)
+	if err := http2.ConfigureServer(hs, h2s); err != nil {
+		nc.Close()
+		return
+	}
+	// x/net calls ConnState first once it registered the connection with hs (its serverConn.serve,
+	// after serverInternalState.registerConn), where hs.Shutdown finds it: a shutdown that came
+	// between the connection's entry in s.conns and then found nothing to send GOAWAY on, and is
+	// asked again here (x/net runs its shutdown hook on every Shutdown; the connection's own
+	// graceful shutdown happens once).
+	hs.ConnState = func(net.Conn, http.ConnState) {
+		if c.registered { // only x/net's serve goroutine calls it
+			return
+		}
+		c.registered = true
+		s.mu.Lock()
+		closing := s.closing
+		s.mu.Unlock()
+		if closing {
+			c.shutdownHS()
+		}
+	}
+	c.hs = hs // before c is published in s.conns: goAway reads it
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -138,22 +172,6 @@ func (s *h2Server) serveConn(nc net.Conn, read []byte) {
 		}
 		s.mu.Unlock()
 	}()
-	// One http2.Server and http.Server per connection: ConfigureServer ties x/net's graceful shutdown
-	// (GOAWAY, streams in flight finish, then the connection closes) to http.Server.Shutdown, so a
-	// connection of its own can be told to go away while others go on (drainClose).
-	// The settings through http.Server.HTTP2, which x/net's server reads (configFromServer).
-	hs := &http.Server{Handler: s.handler, MaxHeaderBytes: s.maxHeaderBytes, ErrorLog: discardLog, IdleTimeout: s.idle,
-		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: int(s.opts.MaxConcurrentStreams),
-			// SETTINGS_MAX_FRAME_SIZE: RFC 9113's initial 16384, which Envoy's codec keeps (x/net's own is 1 MiB).
-			MaxReadFrameSize:              16384,
-			MaxReceiveBufferPerStream:     int(s.opts.InitialStreamWindowSize),
-			MaxReceiveBufferPerConnection: int(s.opts.InitialConnectionWindowSize)}}
-	h2s := &http2.Server{} //lint:ignore SA1019 as below
-	//lint:ignore SA1019 x/net's own server: its ServeConn takes a connection handed over mid-read, net/http's cannot (proxy/README.md)
-	if err := http2.ConfigureServer(hs, h2s); err != nil {
-		return
-	}
-	c.hs = hs
 	var served net.Conn = c
 	if ts, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		served = &h2TLSConn{h2Conn: c, ts: ts} // x/net reads the TLS state through it (r.TLS, cipher checks)
@@ -233,6 +251,8 @@ type h2Conn struct {
 	failed    error                // the flood or reset rule that ended the connection
 	goingAway bool
 	requests  uint32 // streams dispatched to the handler
+
+	registered bool // x/net registered the connection (hs.ConnState called); its serve goroutine's alone
 }
 
 // h2Stream is what the connection keeps of an open client stream.
@@ -346,9 +366,18 @@ func (c *h2Conn) goAway() {
 	already := c.goingAway
 	c.goingAway = true
 	c.mu.Unlock()
-	if !already && c.hs != nil {
-		go func() { _ = c.hs.Shutdown(context.Background()) }() // no listener, no tracked connection: returns at once
+	if !already {
+		c.shutdownHS()
 	}
+}
+
+// shutdownHS has x/net's graceful shutdown start on the connection, if x/net registered it by now
+// (see serveConn's ConnState); c.goingAway latched.
+func (c *h2Conn) shutdownHS() {
+	c.mu.Lock()
+	c.goingAway = true
+	c.mu.Unlock()
+	go func() { _ = c.hs.Shutdown(context.Background()) }() // no listener, no tracked connection: returns at once
 }
 
 // forwardTrailers passes an upstream response's trailers (complete once its body was read to its end)
