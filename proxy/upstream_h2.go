@@ -584,6 +584,17 @@ func (p *h2Upstream) connect(ctx context.Context) {
 	}
 	p.conns = append(p.conns, c)
 	p.dispatchLocked()
+	if p.draining && c.active == 0 {
+		// Dialed after Drain for a request that no longer waits: nothing will release a stream on it,
+		// so it closes now, its slot with it (Envoy's DrainAndDelete closes idle clients at once).
+		c.dead = true
+		idle := p.removeLocked(c)
+		p.mu.Unlock()
+		for _, c := range idle {
+			p.closeConn(c)
+		}
+		return
+	}
 	p.armReaperLocked()
 	p.mu.Unlock()
 }
@@ -660,8 +671,8 @@ func (p *h2Upstream) armReaperLocked() {
 	p.reaper = time.AfterFunc(every, p.reap)
 }
 
-// reap closes the connections without a stream that closed, took a GOAWAY or were idle longer than
-// idle_timeout (Envoy's CodecClient idle timer, upstream_cx_idle_timeout), and sweeps again later
+// reap closes the connections without a stream that closed, took a GOAWAY, were idle longer than
+// idle_timeout or are idle in a draining pool (Envoy's CodecClient idle timer, upstream_cx_idle_timeout), and sweeps again later
 // while some remain.
 func (p *h2Upstream) reap() {
 	p.mu.Lock()
@@ -677,7 +688,7 @@ func (p *h2Upstream) reap() {
 	for _, c := range p.conns {
 		p.capacity(c) // notices a GOAWAY or a close
 		idleTooLong := !p.opts.NoIdleTimeout && p.opts.IdleTimeout > 0 && time.Since(c.idleSince) >= p.opts.IdleTimeout
-		if c.active == 0 && (c.dead || idleTooLong) {
+		if c.active == 0 && (c.dead || idleTooLong || p.draining) { // draining: idle ones close
 			dead = append(dead, c)
 			continue
 		}

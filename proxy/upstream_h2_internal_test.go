@@ -170,6 +170,39 @@ var _ = Describe("h2Upstream", func() {
 		Expect(conns.Load()).To(BeEquivalentTo(2))
 	})
 
+	// Regression: a connection dialed after Drain for a request that gave up meanwhile carried no
+	// stream, so no release closed it: it kept its max_connections slot until idle_timeout (forever
+	// without one).
+	It("closes a connection dialed after Drain for a request that gave up, giving its slot back", func() {
+		handle = func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }
+		limits := &oneConnection{}
+		gate := make(chan struct{})
+		dialed := make(chan struct{}, 1)
+		gated := func(ctx context.Context, addr string) (net.Conn, error) {
+			<-gate
+			defer func() { dialed <- struct{}{} }()
+			return dial(ctx, addr)
+		}
+		p := newH2Upstream(addr, gated, limits, config.UpstreamHTTP{HTTP2: config.DefaultUpstreamHTTP2Options()}, false, nil)
+		p.reapEvery = time.Hour // no sweep: the dial's end itself must close it
+		DeferCleanup(p.Close)
+		p.Drain()
+		_, err := p.RoundTrip(context.Background(), &h1.Request{Method: "GET", URI: "/", Deadline: time.Now().Add(50 * time.Millisecond)})
+		Expect(errors.Is(err, os.ErrDeadlineExceeded)).To(BeTrue(), "got %v", err)
+		Expect(limits.open.Load()).To(BeEquivalentTo(1), "the dial under way holds the slot")
+		close(gate)
+		Eventually(dialed).Should(Receive())
+		Eventually(limits.open.Load).Should(BeZero())
+		Eventually(p.Open).Should(BeZero())
+		Expect(conns.Load()).To(BeEquivalentTo(1))
+		// The pool still serves a request, on a connection that closes once idle.
+		_, body, err := roundTrip(p, &h1.Request{Method: "GET", URI: "/"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(body).To(Equal("ok"))
+		Eventually(p.Open).Should(BeZero())
+		Expect(limits.open.Load()).To(BeZero())
+	})
+
 	It("fails a round trip after Close", func() {
 		handle = func(w http.ResponseWriter, r *http.Request) {}
 		p := pool(config.UpstreamHTTP{})
