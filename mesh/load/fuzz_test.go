@@ -66,7 +66,8 @@ func FuzzReadResponse(f *testing.F) {
 	})
 }
 
-// readFinal reads the next final response (interim ones skipped) and its body, as net/http does.
+// readFinal reads the next final response (interim ones skipped) and its body, as net/http's
+// Transport does: only 1xx other than 101 is interim (a status below 100, "000" say, is final there).
 func readFinal(br *bufio.Reader, method string) (*http.Response, error) {
 	for {
 		resp, err := http.ReadResponse(br, &http.Request{Method: method})
@@ -76,7 +77,7 @@ func readFinal(br *bufio.Reader, method string) (*http.Response, error) {
 		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 			return nil, err
 		}
-		if resp.StatusCode >= 200 || resp.StatusCode == 101 {
+		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == 101 {
 			return resp, nil
 		}
 	}
