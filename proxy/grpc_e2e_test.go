@@ -176,6 +176,21 @@ func unary(ctx context.Context, conn *grpc.ClientConn, method string, msg []byte
 	return out, hdr, trl, err
 }
 
+// clientStream makes a client-streaming call sending each part as a message, and returns the answer.
+func clientStream(conn *grpc.ClientConn, parts ...string) string {
+	GinkgoHelper()
+	st, err := conn.NewStream(bounded(), &grpc.StreamDesc{ClientStreams: true}, "/e2e.Svc/ClientStream")
+	Expect(err).NotTo(HaveOccurred())
+	for _, s := range parts {
+		m := []byte(s)
+		Expect(st.SendMsg(&m)).To(Succeed())
+	}
+	Expect(st.CloseSend()).To(Succeed())
+	var out []byte
+	Expect(st.RecvMsg(&out)).To(Succeed())
+	return string(out)
+}
+
 // hostStat is the admin's /clusters value of name for cluster backend's host at addr.
 func hostStat(srv *proxy.Server, addr, name string) string {
 	GinkgoHelper()
@@ -247,16 +262,7 @@ var _ = Describe("gRPC end to end", func() {
 		})
 
 		It("streams the client's messages", func() {
-			st, err := conn.NewStream(bounded(), &grpc.StreamDesc{ClientStreams: true}, "/e2e.Svc/ClientStream")
-			Expect(err).NotTo(HaveOccurred())
-			for _, s := range []string{"a", "bb", "ccc"} {
-				m := []byte(s)
-				Expect(st.SendMsg(&m)).To(Succeed())
-			}
-			Expect(st.CloseSend()).To(Succeed())
-			var out []byte
-			Expect(st.RecvMsg(&out)).To(Succeed())
-			Expect(string(out)).To(Equal("abbccc"))
+			Expect(clientStream(conn, "a", "bb", "ccc")).To(Equal("abbccc"))
 		})
 
 		It("streams both ways at once, each answer before the next message is sent", func() {
@@ -328,16 +334,7 @@ var _ = Describe("gRPC end to end", func() {
 	It("retries a client-streaming call, sending again what was streamed and what comes after", func() {
 		b = newGrpcBackend(1)
 		startWith(grpcSetup(b, retries(1, "unavailable")))
-		st, err := conn.NewStream(bounded(), &grpc.StreamDesc{ClientStreams: true}, "/e2e.Svc/ClientStream")
-		Expect(err).NotTo(HaveOccurred())
-		for _, s := range []string{"a", "bb", "ccc"} {
-			m := []byte(s)
-			Expect(st.SendMsg(&m)).To(Succeed())
-		}
-		Expect(st.CloseSend()).To(Succeed())
-		var out []byte
-		Expect(st.RecvMsg(&out)).To(Succeed())
-		Expect(string(out)).To(Equal("abbccc"))
+		Expect(clientStream(conn, "a", "bb", "ccc")).To(Equal("abbccc"))
 		Expect(b.calls.Load()).To(BeEquivalentTo(2))
 		Expect(stat(srv, "cluster.backend.upstream_rq_retry")).To(BeEquivalentTo(1))
 	})
