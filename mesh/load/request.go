@@ -154,9 +154,19 @@ func (m *mix) pick(seq uint64) *prepared {
 	if len(m.reqs) == 1 {
 		return m.reqs[0]
 	}
-	total := m.cum[len(m.cum)-1]
-	u := splitmix64(m.seed^(seq*0x9e3779b97f4a7c15)) % total // bias < total/2^64: negligible
-	i, _ := slices.BinarySearchFunc(m.cum, u+1, func(c, v uint64) int {
+	return m.reqs[MixPick(m.cum, m.seed, seq)]
+}
+
+// MixPick is the index of the mix entry of request seq, given the entries' cumulative weights (cum[i]
+// is the sum of the weights of entries 0..i, each > 0): a pure function of (cum, seed, seq), the
+// draw the generator makes for every request, so that a simulator sends the same mix for a seed.
+func MixPick(cum []uint64, seed, seq uint64) int {
+	if len(cum) <= 1 {
+		return 0
+	}
+	total := cum[len(cum)-1]
+	u := splitmix64(seed^(seq*0x9e3779b97f4a7c15)) % total // bias < total/2^64: negligible
+	i, _ := slices.BinarySearchFunc(cum, u+1, func(c, v uint64) int {
 		switch {
 		case c < v:
 			return -1
@@ -165,7 +175,7 @@ func (m *mix) pick(seq uint64) *prepared {
 		}
 		return 0
 	})
-	return m.reqs[i]
+	return i
 }
 
 // splitmix64 is a fast, well-mixed 64-bit hash (Steele, Lea, Flood 2014).
