@@ -1,0 +1,172 @@
+package sim
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/meshproof/meshproof/mesh/plan"
+	"github.com/meshproof/meshproof/reports/record"
+	"github.com/meshproof/meshproof/scenarios"
+)
+
+// Defaults of a Runner.
+const (
+	// DefaultHop is the one-way network delay of every hop (client → proxy, proxy → instance, instance →
+	// sidecar, and each way back): a loopback round trip on Linux is some tens of µs.
+	DefaultHop = 50 * time.Microsecond
+	// DefaultBandwidth is the rate a body is sent at without slow_body, in bytes per second: loopback-like.
+	DefaultBandwidth = 1 << 30
+)
+
+// Runner is the virtual-time runner: `meshproof run --runner sim`. Its zero value uses the defaults.
+type Runner struct {
+	// Hop is the one-way network delay of each hop; 0: DefaultHop.
+	Hop time.Duration
+	// Bandwidth is the bytes per second of a body without slow_body; 0: DefaultBandwidth.
+	Bandwidth int64
+}
+
+var _ plan.Runner = Runner{}
+
+// Name is "sim".
+func (Runner) Name() string { return "sim" }
+
+// Supports refuses, by name, what the simulator does not model: container faults, TCP toxics, HTTP/2
+// faults and gRPC aborts, configuration changes (xDS), mutual TLS, h2c and gRPC loads, traces, access
+// logs, and every proxy configuration field the proxy model would ignore (Unsupported).
+func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
+	sc := p.Scenario
+	var parts []string
+	for _, c := range p.Containers {
+		parts = append(parts, fmt.Sprintf("%s: container fault %q", c.Name, c.Kind))
+	}
+	for i, f := range sc.Faults {
+		name := fmt.Sprintf("faults[%d]", i)
+		switch {
+		case f.Container != "":
+			// listed above, per instance
+		case f.TCP != nil:
+			var types []string
+			for _, tx := range f.TCP.Toxics {
+				types = append(types, tx.Type)
+			}
+			parts = append(parts, fmt.Sprintf("%s: tcp toxics (%s)", name, joinUnique(types)))
+		case f.H2 != nil:
+			parts = append(parts, name+": h2 fault (HTTP/2 RST_STREAM/GOAWAY)")
+		case f.Abort != nil && f.Abort.GRPCStatus != 0:
+			parts = append(parts, name+": abort.grpc_status (gRPC answers)")
+		}
+	}
+	if len(sc.Changes) > 0 {
+		parts = append(parts, "changes: configuration pushed over xDS")
+	}
+	if sc.MTLSOn() {
+		parts = append(parts, "mesh.mtls: mutual TLS")
+	}
+	if l := sc.Load; l.Protocol != "" && l.Protocol != scenarios.ProtocolHTTP1 {
+		parts = append(parts, fmt.Sprintf("load.protocol: %s (the simulated load speaks HTTP/1.1)", l.Protocol))
+	}
+	if opts.Tracing != nil {
+		parts = append(parts, "--trace-ratio/--otlp-endpoint: traces (use --trace-ratio 0)")
+	}
+	if opts.AccessLogDir != "" {
+		parts = append(parts, "access logs (Options.AccessLogDir): the simulator writes none")
+	}
+	if len(sc.Changes) == 0 { // a changed proxy's configuration comes over xDS, refused above
+		// The proxy model's own refusals, once per ingress proxy and per calling service.
+		confs, err := configs(p, addresses(p))
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, c := range confs {
+			who := "proxy " + c.name
+			if c.instance != nil {
+				who = "sidecar of " + c.instance.Service
+			}
+			for _, path := range Unsupported(c.cfg) {
+				if part := who + ": " + path; !seen[part] {
+					seen[part] = true
+					parts = append(parts, part)
+				}
+			}
+		}
+	}
+	if len(parts) > 0 {
+		return &plan.Unsupported{Runner: "sim", Parts: parts, Hint: "run it on the embedded runner (--runner embedded)"}
+	}
+	return nil
+}
+
+func joinUnique(s []string) string {
+	out := slices.Compact(slices.Sorted(slices.Values(s)))
+	b := ""
+	for i, v := range out {
+		if i > 0 {
+			b += ", "
+		}
+		b += v
+	}
+	return b
+}
+
+// errStalled is a simulation whose load has not ended and that has nothing left to do: a bug of a model.
+var errStalled = errors.New("sim: the run stalled: requests in flight and no event left")
+
+// Run runs the plan on virtual time and returns its record. Record.Started is the wall-clock start; every
+// offset in the record is virtual. On cancellation it returns the record so far (requests in flight
+// canceled, those not yet due left out) with ctx's error.
+func (r Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record.Record, error) {
+	if err := r.Supports(p, opts); err != nil {
+		return nil, err
+	}
+	started := time.Now()
+	en := &Engine{}
+	w, err := newWorld(en, p, cmp.Or(r.Hop, DefaultHop), cmp.Or(r.Bandwidth, DefaultBandwidth))
+	if err != nil {
+		return nil, err
+	}
+	target, ok := w.proxies[p.Target()]
+	if !ok {
+		return nil, fmt.Errorf("sim: load.target %q: no such proxy", p.Target())
+	}
+	listener := w.listeners[p.Target()]
+	c, err := newClient(en, p.LoadConfig("http://"+listener), target, listener, w.hop)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	tracker := plan.NewTracker()
+	if opts.Progress != nil {
+		c.onSample = tracker.Sample
+	}
+	var end *snapshot
+	c.onIdle = func() { end = w.snapshot(target) }
+	w.start()
+	c.start()
+
+	planned := p.Scenario.Load.Total()
+	interval := cmp.Or(opts.ProgressInterval, time.Second)
+	for end == nil {
+		if ctx.Err() != nil {
+			c.cancel()
+			end = w.snapshot(target)
+			break
+		}
+		if en.Pending() == 0 {
+			return nil, errStalled
+		}
+		en.Run(en.Now() + interval)
+		if opts.Progress != nil && end == nil && en.Now() < planned {
+			opts.Progress(c.progress(tracker, planned))
+		}
+	}
+	if opts.Progress != nil {
+		opts.Progress(tracker.Snapshot(end.at, planned, end.proxyStats))
+	}
+	w.stop()
+	return w.record(started, c.samples, end), ctx.Err()
+}
