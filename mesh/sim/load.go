@@ -19,7 +19,7 @@ import (
 // network hop away.
 type client struct {
 	en      *Engine
-	target  *Proxy
+	target  target
 	hop     time.Duration
 	timeout time.Duration
 	max     int // requests in flight at most (load.DefaultMaxInFlight)
@@ -40,6 +40,12 @@ type client struct {
 	onIdle   func() // called when the schedule is over and every request has finished
 }
 
+// target is what the load is sent to: the target proxy.
+type target interface {
+	Handle(req *Request, done func(Result))
+	Stats() map[string]uint64
+}
+
 // entry is one request of the mix as it is sent: its method, path and Host, and its headers (lower-case
 // names), shared by the requests of the entry (a proxy copies them before changing them).
 type entry struct {
@@ -54,8 +60,8 @@ type pendingSend struct {
 
 // newClient prepares the load of cfg (the live generator's configuration of the scenario, Plan.LoadConfig)
 // against target, whose listener is at authority.
-func newClient(en *Engine, cfg load.Config, target *Proxy, authority string, hop time.Duration) (*client, error) {
-	c := &client{en: en, target: target, hop: hop, timeout: cfg.Timeout, max: load.DefaultMaxInFlight, seed: cfg.Seed}
+func newClient(en *Engine, cfg load.Config, to target, authority string, hop time.Duration) (*client, error) {
+	c := &client{en: en, target: to, hop: hop, timeout: cfg.Timeout, max: load.DefaultMaxInFlight, seed: cfg.Seed}
 	if c.timeout == 0 {
 		c.timeout = load.DefaultTimeout
 	}
