@@ -34,7 +34,7 @@ var _ = Describe("the simulated load", func() {
 	cfg := func(url string) load.Config {
 		return load.Config{URL: url + "/base", Seed: 42, Poisson: true,
 			Phases: []load.Phase{load.Constant("warm", 200*time.Millisecond, 100), load.Ramp("ramp", 300*time.Millisecond, 100, 300)},
-			Mix: []load.Request{{Weight: 3}, {Weight: 1, Method: http.MethodPost, Path: "/b?x=1"}}}
+			Mix:    []load.Request{{Weight: 3}, {Weight: 1, Method: http.MethodPost, Path: "/b?x=1"}}}
 	}
 
 	It("sends the live generator's requests at its intended times for a seed", func() {
