@@ -23,8 +23,8 @@ import (
 const usage = `meshproof — prove a service mesh's resilience policies before rollout.
 
 Usage:
-  meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker]
-                                              run a scenario (in this process, or as containers) and check it
+  meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker|sim]
+                                              run a scenario (in this process, as containers, or on virtual time) and check it
   meshproof validate FILE...                  validate scenario files without running them
   meshproof proxy -c BOOTSTRAP.yaml           run the proxy standalone from an Envoy v3 bootstrap
   meshproof upstream --scenario FILE --service S --instance I   run one fault upstream instance (docker runner)

@@ -21,6 +21,7 @@ import (
 	"github.com/meshproof/meshproof/mesh"
 	"github.com/meshproof/meshproof/mesh/live"
 	"github.com/meshproof/meshproof/mesh/plan"
+	"github.com/meshproof/meshproof/mesh/sim"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/reports"
 	"github.com/meshproof/meshproof/reports/checks"
@@ -28,7 +29,7 @@ import (
 )
 
 // cmdRun runs one scenario end to end on the embedded runner.
-const runUsage = "usage: meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker] [--trace-ratio R] [--otlp-endpoint URL] [--junit PATH] [--json PATH]\n" +
+const runUsage = "usage: meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker|sim] [--trace-ratio R] [--otlp-endpoint URL] [--junit PATH] [--json PATH]\n" +
 	"exit codes: 0 every check holds, 1 a check failed (or the run broke), 2 invalid input, 130 interrupted (partial report written)"
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -36,8 +37,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	out := fs.String("out", "", "run directory for report.json (default runs/<scenario>-<time>)")
 	seedFlag := fs.String("seed", "", "override the scenario's seed")
-	runner := fs.String("runner", "embedded", "where the topology runs: embedded (this process) or docker (containers)")
-	traceRatio := fs.Float64("trace-ratio", 1, "share of requests traced into "+tracing.FileOTLP+" (0 disables tracing)")
+	runner := fs.String("runner", "embedded", "where the topology runs: embedded (this process), docker (containers) or sim (virtual time: no traces, no access logs)")
+	traceRatio := fs.Float64("trace-ratio", 1, "share of requests traced into "+tracing.FileOTLP+" (0 disables tracing; the sim runner traces nothing and refuses it)")
 	otlpEndpoint := fs.String("otlp-endpoint", "", cli.OTLPEndpointHelp("also export the run's spans over OTLP/HTTP to this URL"))
 	junitPath := fs.String("junit", "", "also write junit.xml to this path (for a CI's test report), after the run directory")
 	jsonPath := fs.String("json", "", "also write report.json to this path, after the run directory")
@@ -64,9 +65,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.ExitInvalid
 	}
 	github := inGitHubActions(os.Getenv)
-	if *runner != "embedded" && *runner != "docker" {
-		fmt.Fprintf(stderr, "meshproof run: --runner %q: want embedded or docker\n", *runner)
+	if *runner != "embedded" && *runner != "docker" && *runner != "sim" {
+		fmt.Fprintf(stderr, "meshproof run: --runner %q: want embedded, docker or sim\n", *runner)
 		return cli.ExitInvalid
+	}
+	if *runner == "sim" && !flagSet(fs, "trace-ratio") && !flagSet(fs, "otlp-endpoint") {
+		// The simulator records no traces: off unless asked for, and then refused by name (exit 2).
+		*traceRatio = 0
 	}
 	var (
 		opts plan.Options
@@ -100,8 +105,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ghWarnings(stdout, file, sc)
 	}
 	var r plan.Runner = live.Runner{}
-	if *runner == "docker" {
+	switch *runner {
+	case "docker":
 		r = dockerRunner(stderr)
+	case "sim":
+		r = sim.Runner{}
 	}
 	p := plan.New(sc, seed)
 	if err := r.Supports(p, opts); err != nil {
@@ -120,7 +128,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.ExitInvalid
 	}
 
-	opts.AccessLogDir = filepath.Join(dir, "access") // each proxy's access log (embedded runner)
+	if *runner != "sim" { // the simulator writes no access logs (and refuses the option)
+		opts.AccessLogDir = filepath.Join(dir, "access") // each proxy's access log (embedded runner)
+	}
 	fmt.Fprintf(stdout, "meshproof: running %s (%s): %s\n", sc.Name, file, sc.Load.Describe())
 	opts.Progress, opts.ProgressInterval = progressPrinter(stderr)
 	if *runner == "docker" {
@@ -201,6 +211,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.ExitFailed
 	}
 	return cli.ExitOK
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // parseInterspersed parses flags that may come before or after the one positional FILE argument.
