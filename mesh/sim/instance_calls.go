@@ -39,9 +39,13 @@ func (ex *exchange) step(i int) {
 	}
 }
 
-// call makes one call through the sidecar within the request's remaining deadline (App.PropagateDeadline),
-// records it as the live runner does (record.Call with its sidecar's attempts), and hands its result to
-// next at the instant the caller has it.
+// call makes one call through the sidecar within the request's remaining deadline (App.PropagateDeadline):
+// the budget is the x-envoy-expected-rq-timeout-ms a proxy's router set on the request (the route timeout
+// less the time already spent: Envoy's FilterUtility::setTimeoutHeaders, source/common/router/router.cc),
+// and the call carries what remains as x-envoy-upstream-rq-timeout-ms, which the sidecar's router takes as
+// the call's route timeout (FilterUtility::finalTimeout, same file). It records the call as the live
+// runner does (record.Call with its sidecar's attempts) and hands its result to next at the instant the
+// caller has it.
 func (it *instance) call(ex *exchange, c faults.Call, next func(faults.CallResult)) {
 	en := it.w.en
 	it.callSeq++
