@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/mesh/plan"
@@ -39,6 +40,18 @@ func (Runner) Name() string { return "sim" }
 // faults and gRPC aborts, configuration changes (xDS), mutual TLS, h2c and gRPC loads, traces, access
 // logs, and every proxy configuration field the proxy model would ignore (Unsupported).
 func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
+	var confs []proxyConf
+	if len(p.Scenario.Changes) == 0 { // a changed proxy's configuration comes over xDS: refused anyway
+		var err error
+		if confs, err = configs(p, addresses(p)); err != nil {
+			return err
+		}
+	}
+	return refusals(p, opts, confs)
+}
+
+// refusals is Supports with the proxies' configurations built.
+func refusals(p *plan.Plan, opts plan.Options, confs []proxyConf) error {
 	sc := p.Scenario
 	var parts []string
 	for _, c := range p.Containers {
@@ -54,7 +67,8 @@ func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
 			for _, tx := range f.TCP.Toxics {
 				types = append(types, tx.Type)
 			}
-			parts = append(parts, fmt.Sprintf("%s: tcp toxics (%s)", name, joinUnique(types)))
+			slices.Sort(types)
+			parts = append(parts, fmt.Sprintf("%s: tcp toxics (%s)", name, strings.Join(slices.Compact(types), ", ")))
 		case f.H2 != nil:
 			parts = append(parts, name+": h2 fault (HTTP/2 RST_STREAM/GOAWAY)")
 		case f.Abort != nil && f.Abort.GRPCStatus != 0:
@@ -76,23 +90,17 @@ func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
 	if opts.AccessLogDir != "" {
 		parts = append(parts, "access logs (Options.AccessLogDir): the simulator writes none")
 	}
-	if len(sc.Changes) == 0 { // a changed proxy's configuration comes over xDS, refused above
-		// The proxy model's own refusals, once per ingress proxy and per calling service.
-		confs, err := configs(p, addresses(p))
-		if err != nil {
-			return err
+	// The proxy model's own refusals, once per ingress proxy and per calling service.
+	seen := map[string]bool{}
+	for _, c := range confs {
+		who := "proxy " + c.name
+		if c.instance != nil {
+			who = "sidecar of " + c.instance.Service
 		}
-		seen := map[string]bool{}
-		for _, c := range confs {
-			who := "proxy " + c.name
-			if c.instance != nil {
-				who = "sidecar of " + c.instance.Service
-			}
-			for _, path := range Unsupported(c.cfg) {
-				if part := who + ": " + path; !seen[part] {
-					seen[part] = true
-					parts = append(parts, part)
-				}
+		for _, path := range Unsupported(c.cfg) {
+			if part := who + ": " + path; !seen[part] {
+				seen[part] = true
+				parts = append(parts, part)
 			}
 		}
 	}
@@ -102,18 +110,6 @@ func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
 	return nil
 }
 
-func joinUnique(s []string) string {
-	out := slices.Compact(slices.Sorted(slices.Values(s)))
-	b := ""
-	for i, v := range out {
-		if i > 0 {
-			b += ", "
-		}
-		b += v
-	}
-	return b
-}
-
 // errStalled is a simulation whose load has not ended and that has nothing left to do: a bug of a model.
 var errStalled = errors.New("sim: the run stalled: requests in flight and no event left")
 
@@ -121,12 +117,21 @@ var errStalled = errors.New("sim: the run stalled: requests in flight and no eve
 // offset in the record is virtual. On cancellation it returns the record so far (requests in flight
 // canceled, those not yet due left out) with ctx's error.
 func (r Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record.Record, error) {
-	if err := r.Supports(p, opts); err != nil {
+	started := time.Now()
+	if len(p.Scenario.Changes) > 0 {
+		return nil, refusals(p, opts, nil)
+	}
+	addrs := addresses(p)
+	confs, err := configs(p, addrs)
+	if err != nil {
 		return nil, err
 	}
-	started := time.Now()
+	// A runner never runs what it does not support, whoever calls it.
+	if err := refusals(p, opts, confs); err != nil {
+		return nil, err
+	}
 	en := &Engine{}
-	w, err := newWorld(en, p, cmp.Or(r.Hop, DefaultHop), cmp.Or(r.Bandwidth, DefaultBandwidth))
+	w, err := newWorld(en, p, addrs, confs, cmp.Or(r.Hop, DefaultHop), cmp.Or(r.Bandwidth, DefaultBandwidth))
 	if err != nil {
 		return nil, err
 	}

@@ -209,15 +209,18 @@ var _ = Describe("Runner", func() {
 		})
 	})
 
-	It("returns the record so far when cancelled", func() {
+	It("returns the record so far when cancelled: the requests in flight canceled, those not yet due left out", func() {
 		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		rec, err := sim.Runner{}.Run(ctx, plan.New(parse(abortOneOfThree), nil), plan.Options{})
+		// Cancelled at the first progress report, at virtual 1 s: the next step of the loop stops there.
+		rec, err := sim.Runner{}.Run(ctx, plan.New(parse(abortOneOfThree), nil),
+			plan.Options{Progress: func(plan.Progress) { cancel() }, ProgressInterval: time.Second})
 		Expect(err).To(MatchError(context.Canceled))
-		Expect(rec).NotTo(BeNil())
-		for _, s := range rec.Samples {
-			Expect(s.Error).To(Equal(record.ErrCanceled))
+		// Sent at 0, 10 ms, …, 1 s: 101; the last one, sent at 1 s, still on its way.
+		Expect(rec.Samples).To(HaveLen(101))
+		for _, s := range rec.Samples[:100] {
+			Expect(s.Error).To(BeEmpty())
 		}
+		Expect(rec.Samples[100]).To(Equal(record.Sample{Seq: 101, Intended: time.Second, Sent: time.Second, Error: record.ErrCanceled}))
 	})
 
 	It("reports virtual progress", func() {

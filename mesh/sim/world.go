@@ -95,21 +95,17 @@ func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 	return out, nil
 }
 
-// newWorld builds the plan's world on en.
-func newWorld(en *Engine, p *plan.Plan, hop time.Duration, bandwidth int64) (*world, error) {
+// newWorld builds the plan's world on en, its instances at addrs (addresses) and its proxies with confs
+// (configs).
+func newWorld(en *Engine, p *plan.Plan, addrs map[string]string, confs []proxyConf, hop time.Duration, bandwidth int64) (*world, error) {
 	w := &world{en: en, p: p, hop: hop, bandwidth: bandwidth, byAddr: map[string]*instance{}, proxies: map[string]*Proxy{},
 		listeners: map[string]string{}}
-	addrs := addresses(p)
 	byName := map[string]*instance{}
 	for _, in := range p.Instances {
 		it := newInstance(w, in, addrs[in.Name()])
 		w.instances = append(w.instances, it)
 		w.byAddr[it.addr] = it
 		byName[it.name] = it
-	}
-	confs, err := configs(p, addrs)
-	if err != nil {
-		return nil, err
 	}
 	for _, c := range confs {
 		// Each proxy's randomness derives from the run's seed and its name, as the embedded runner's
