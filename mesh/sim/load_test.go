@@ -72,6 +72,24 @@ var _ = Describe("the simulated load", func() {
 		}
 	})
 
+	It("holds a request due while the in-flight cap is reached until one ends: send lag, latency from the intended time", func() {
+		en := &Engine{}
+		e := &echo{en: en, delay: 25 * time.Millisecond, got: map[string]string{}}
+		lc := load.Config{URL: "http://edge/", Rate: 100, Duration: 50 * time.Millisecond}
+		c, err := newClient(en, lc, e, "edge", 0)
+		Expect(err).NotTo(HaveOccurred())
+		c.max = 2
+		c.start()
+		en.Run(-1)
+		// Intended 0, 10, 20, 30, 40 ms; each takes 25 ms; two at a time.
+		sent := []time.Duration{}
+		for _, s := range c.samples {
+			sent = append(sent, s.Sent)
+			Expect(s.Latency).To(Equal(s.Sent - s.Intended + 25*time.Millisecond))
+		}
+		Expect(sent).To(Equal([]time.Duration{0, 10 * time.Millisecond, 25 * time.Millisecond, 35 * time.Millisecond, 50 * time.Millisecond}))
+	})
+
 	It("times a request out at the client's timeout from its send", func() {
 		en := &Engine{}
 		e := &echo{en: en, delay: time.Hour, got: map[string]string{}}
