@@ -174,6 +174,18 @@ type exchange struct {
 // Serve starts an exchange that reached the instance now (see faults Upstream.serve for the order).
 func (it *instance) Serve(req *Request, done func(Result)) (cancel func()) {
 	now := it.w.en.Now()
+	if it.refusing != "" {
+		// The listener is closed and so is every connection it had accepted: a request a proxy sends
+		// on a connection it kept from before finds it gone, and a new one is refused. It never
+		// arrives (nothing counted); its sender learns it now.
+		gone := false
+		it.w.en.At(now, func() {
+			if !gone {
+				done(Result{Err: ErrRefused})
+			}
+		})
+		return func() { gone = true }
+	}
 	ex := &exchange{it: it, req: req, done: done, arrival: now, budget: budget(req.Header)}
 	ex.open = len(it.open)
 	it.open = append(it.open, ex)

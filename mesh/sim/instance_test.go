@@ -298,6 +298,18 @@ var _ = Describe("instance", func() {
 			Expect(st.Refusals).To(BeEquivalentTo(1))
 			Expect(st.Canceled).To(BeEquivalentTo(1))
 		})
+
+		It("refuses a request sent while refusing (on a connection kept from before): never arrives", func() {
+			cfg.Faults = []faults.Fault{{Start: time.Second, Refuse: &faults.Refuse{}}}
+			it := start()
+			it.startRefuse()
+			a := serve(it, 1500*time.Millisecond, get("/"), nil)
+			en.Run(-1)
+			Expect(a.got).To(BeTrue())
+			Expect(a.at).To(Equal(1500 * time.Millisecond))
+			Expect(a.res).To(Equal(Result{Err: ErrRefused}))
+			Expect(it.snapshot().Requests).To(BeZero())
+		})
 	})
 
 	Context("with calls and a propagated deadline", func() {
