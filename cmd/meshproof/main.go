@@ -30,6 +30,8 @@ Usage:
   meshproof upstream --scenario FILE --service S --instance I   run one fault upstream instance (docker runner)
   meshproof load URL --rate R --duration D   drive HTTP load at any endpoint (open or closed loop; load --help)
   meshproof report compare RUN_A RUN_B        compare two runs' report.json side by side (baseline, candidate)
+  meshproof fidelity FILE [--seed N] [--out DIR] [--format text|markdown]
+                                              run a scenario on the embedded runner and the simulator; are they within bounds?
   meshproof clean [--all]                     remove what killed docker runs left behind (containers, networks, images)
   meshproof version                           print the version and the commit it was built from
   meshproof help                              show this help (every command takes --help too)
@@ -69,6 +71,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdUpstream(ctx, args[1:], stdout, stderr)
 	case "report":
 		return cmdReport(args[1:], stdout, stderr)
+	case "fidelity":
+		return cmdFidelity(ctx, args[1:], stdout, stderr)
 	case "clean":
 		return cmdClean(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
