@@ -178,7 +178,7 @@ func apply(root ast.Node, file string, s Setting) error {
 	if err != nil {
 		return err
 	}
-	cur, at := root, "" // the node reached, and its field path
+	cur, at := root, ""  // the node reached, and its field path
 	var key *token.Token // the key cur is the value of: where messages about cur point
 	for i, seg := range segs {
 		m, ok := mappingOf(cur)
