@@ -168,9 +168,24 @@ func attribute(err error, settings []Setting) error {
 	return errors.Join(out...)
 }
 
+// CheckPath reports whether a setting's path leads through fields present in the file (its last key
+// may be absent): the error ParseWith would return for any value at the path, without the setting.
+func CheckPath(data []byte, file, path string) error {
+	f, err := config.ParseYAML(data, file)
+	if err != nil {
+		return err
+	}
+	if len(f.Docs) != 1 || f.Docs[0].Body == nil {
+		_, err := decode(f, file)
+		return err
+	}
+	_, err = walk(f.Docs[0].Body, file, path)
+	return err
+}
+
 // apply puts s.Value at s.Path in the tree under root.
 func apply(root ast.Node, file string, s Setting) error {
-	segs, err := splitPath(s.Path)
+	put, err := walk(root, file, s.Path)
 	if err != nil {
 		return err
 	}
@@ -178,55 +193,71 @@ func apply(root ast.Node, file string, s Setting) error {
 	if err != nil {
 		return err
 	}
+	put(value)
+	return nil
+}
+
+// walk follows path in the tree under root and returns the function that puts a value there.
+func walk(root ast.Node, file, path string) (func(ast.Node), error) {
+	segs, err := splitPath(path)
+	if err != nil {
+		return nil, err
+	}
 	cur, at := root, ""  // the node reached, and its field path
 	var key *token.Token // the key cur is the value of: where messages about cur point
 	for i, seg := range segs {
 		m, ok := mappingOf(cur)
 		if !ok {
-			return pathError(file, cur, key, at, fmt.Sprintf("is %s, not a mapping: it has no field %q", kindOf(cur), seg.key))
+			return nil, pathError(file, cur, key, at, fmt.Sprintf("is %s, not a mapping: it has no field %q", kindOf(cur), seg.key))
 		}
 		mv := entryOf(m, seg.key)
 		last := i == len(segs)-1
 		if mv == nil {
 			if last && len(seg.indexes) == 0 {
 				// A field left at its default: added, positioned at its mapping.
-				pos := *m.GetToken().Position
-				key := ast.String(token.New(seg.key, seg.key, &pos))
-				key.SetPath(yamlPath(joinPath(at, seg.key)))
-				place(value, m.GetToken(), joinPath(at, seg.key))
-				entry := ast.MappingValue(token.New(":", ":", &pos), key, value)
-				entry.SetPath(key.GetPath())
-				m.Values = append(m.Values, entry)
-				return nil
+				field := joinPath(at, seg.key)
+				return func(value ast.Node) {
+					pos := *m.GetToken().Position
+					k := ast.String(token.New(seg.key, seg.key, &pos))
+					k.SetPath(yamlPath(field))
+					place(value, m.GetToken(), field)
+					entry := ast.MappingValue(token.New(":", ":", &pos), k, value)
+					entry.SetPath(k.GetPath())
+					m.Values = append(m.Values, entry)
+				}, nil
 			}
-			return pathError(file, cur, key, at, fmt.Sprintf("has no field %q (the first segment of the path missing from the file); fields here: %s",
+			return nil, pathError(file, cur, key, at, fmt.Sprintf("has no field %q (the first segment of the path missing from the file); fields here: %s",
 				seg.key, strings.Join(keysOf(m), ", ")))
 		}
 		at = joinPath(at, seg.key)
 		if last && len(seg.indexes) == 0 {
-			place(value, mv.Value.GetToken(), at)
-			mv.Value = value
-			return nil
+			field := at
+			return func(value ast.Node) {
+				place(value, mv.Value.GetToken(), field)
+				mv.Value = value
+			}, nil
 		}
 		cur, key = mv.Value, mv.Key.GetToken()
 		for j, idx := range seg.indexes {
 			sq, ok := unanchor(cur).(*ast.SequenceNode)
 			if !ok {
-				return pathError(file, cur, key, at, fmt.Sprintf("is %s, not a list: it has no item [%d]", kindOf(cur), idx))
+				return nil, pathError(file, cur, key, at, fmt.Sprintf("is %s, not a list: it has no item [%d]", kindOf(cur), idx))
 			}
 			if idx >= len(sq.Values) {
-				return pathError(file, cur, key, at, fmt.Sprintf("has %d items (indexes 0 to %d): it has no item [%d]", len(sq.Values), len(sq.Values)-1, idx))
+				return nil, pathError(file, cur, key, at, fmt.Sprintf("has %d items (indexes 0 to %d): it has no item [%d]", len(sq.Values), len(sq.Values)-1, idx))
 			}
 			at = fmt.Sprintf("%s[%d]", at, idx)
 			if last && j == len(seg.indexes)-1 {
-				place(value, sq.Values[idx].GetToken(), at)
-				sq.Values[idx] = value
-				return nil
+				field := at
+				return func(value ast.Node) {
+					place(value, sq.Values[idx].GetToken(), field)
+					sq.Values[idx] = value
+				}, nil
 			}
 			cur, key = sq.Values[idx], nil
 		}
 	}
-	return nil
+	return nil, fmt.Errorf("path %q is empty", path)
 }
 
 // pathError is an error about the node n at field path at ("" is the scenario itself), pointing at the
