@@ -403,7 +403,7 @@ func sweepJSON(s Sweep) ([]byte, error) {
 	j := jsonSweep{Version: SweepVersion, Scenario: s.Scenario, File: s.File, Seed: s.Seed, Runner: s.Runner, Started: s.Started,
 		Checks: append([]string{}, s.Checks...), Points: []jsonSweepPoint{}, Safe: []int{}}
 	for _, d := range s.Dimensions {
-		j.Settings = append(j.Settings, jsonDimension{Path: d.Path, Values: d.Values})
+		j.Settings = append(j.Settings, jsonDimension(d))
 	}
 	if s.FindMaxRate != nil {
 		j.FindMaxRate = &jsonRateSearch{Min: s.FindMaxRate.Min, Max: s.FindMaxRate.Max, Precision: s.FindMaxRate.Precision}
