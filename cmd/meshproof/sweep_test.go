@@ -43,7 +43,7 @@ func (fakeRunner) Run(_ context.Context, p *plan.Plan, _ plan.Options) (*record.
 	}
 	retries := 0
 	if rp := sc.Proxies[sc.Load.Target].RouteAction.GetRetryPolicy(); rp != nil {
-		retries = 1 // Envoy's default num_retries
+		retries = 1 // RetryPolicy.num_retries defaults to 1 (api/envoy/config/route/v3/route_components.proto)
 		if rp.GetNumRetries() != nil {
 			retries = int(rp.GetNumRetries().GetValue())
 		}
