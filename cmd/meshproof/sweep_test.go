@@ -178,6 +178,18 @@ var _ = Describe("meshproof sweep", func() {
 		Expect(stdout).To(MatchRegexp(`(?m)^0 +3 +ERROR .*run error: fake runner: backend/2 crashed`))
 	})
 
+	It("exits 130 when interrupted, reporting the points not run as errors and keeping the INCOMPLETE marker", func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		var stdout, stderr strings.Builder
+		code := Main(ctx, []string{"sweep", file, "--out", out, "--set", "services.backend.instances=1,2"}, &stdout, &stderr)
+		Expect(code).To(Equal(130), "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		j := sweepJSON(out)
+		Expect(pointField(j, "status")).To(Equal([]any{"error", "error"}))
+		Expect(pointField(j, "error")).To(Equal([]any{"not run: context canceled", "not run: context canceled"}))
+		Expect(filepath.Join(out, FileIncomplete)).To(BeAnExistingFile())
+	})
+
 	It("draws one heat map per combination of the dimensions beyond the second", func() {
 		code, _, _ := run("sweep", file, "--out", out, "--set", "faults[0].abort.percent=10", "--set", "proxies.edge.route.retry_policy.num_retries=1,2",
 			"--set", "services.backend.instances=2,4")

@@ -195,10 +195,12 @@ func (s *Sweep) Run(ctx context.Context) reports.Sweep {
 		}()
 	}
 	for i := range s.points {
-		select {
-		case next <- i:
-			continue
-		case <-ctx.Done():
+		if ctx.Err() == nil {
+			select {
+			case next <- i:
+				continue
+			case <-ctx.Done():
+			}
 		}
 		for j := i; j < len(s.points); j++ {
 			out.Points[j] = reports.SweepPoint{Values: values(s.points[j]), Status: reports.StatusError,
