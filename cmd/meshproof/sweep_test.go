@@ -220,6 +220,14 @@ var _ = Describe("meshproof sweep", func() {
 		Entry("an empty rate bracket", "--rate-min 50 and --rate-max 40: want 0 < rate-min < rate-max", "--find-max-rate", "--rate-min", "50", "--rate-max", "40"),
 	)
 
+	It("prints its usage and flags to stdout on --help, and exits 0", func() {
+		code, stdout, stderr := run("sweep", "--help")
+		Expect(code).To(Equal(0))
+		Expect(stdout).To(ContainSubstring("usage: meshproof sweep FILE --set PATH=v1,v2,…"))
+		Expect(stdout).To(ContainSubstring("-find-max-rate"))
+		Expect(stderr).To(BeEmpty())
+	})
+
 	It("refuses a scenario that does not load, with the loader's error", func() {
 		code, _, stderr := run("sweep", "testdata/malformed.yaml", "--out", out, "--set", "services.backend.instances=1")
 		Expect(code).To(Equal(2))
