@@ -60,6 +60,11 @@ func Parse(data []byte, file string) (*Scenario, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decode(f, file)
+}
+
+// decode decodes and validates a parsed scenario file (Parse; ParseWith after its --set overrides).
+func decode(f *ast.File, file string) (*Scenario, error) {
 	if len(f.Docs) != 1 || f.Docs[0].Body == nil {
 		return nil, &Error{File: file, Line: 1, Column: 1, Msg: fmt.Sprintf("expected exactly one YAML document holding a scenario, found %d", countDocs(f))}
 	}

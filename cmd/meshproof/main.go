@@ -26,6 +26,7 @@ Usage:
   meshproof run FILE [--out DIR] [--seed N] [--runner embedded|docker|sim]
                                               run a scenario (in this process, as containers, or on virtual time) and check it
   meshproof validate FILE...                  validate scenario files without running them
+  meshproof sweep FILE --set PATH=v1,v2 ...   run a scenario at every point of a grid of settings (sweep --help)
   meshproof proxy -c BOOTSTRAP.yaml           run the proxy standalone from an Envoy v3 bootstrap
   meshproof upstream --scenario FILE --service S --instance I   run one fault upstream instance (docker runner)
   meshproof load URL --rate R --duration D   drive HTTP load at any endpoint (open or closed loop; load --help)
@@ -61,6 +62,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(ctx, args[1:], stdout, stderr)
+	case "sweep":
+		return cmdSweep(ctx, args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
 	case "proxy":
