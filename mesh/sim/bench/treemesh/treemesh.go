@@ -50,19 +50,19 @@ func Defaults() Params {
 // RetryStateImpl's constructor), and every sidecar ejects a host after 5 consecutive 5xx
 // (source/common/upstream/outlier_detection_impl.cc, DetectorImpl::onConsecutive5xx).
 const (
-	SidecarTimeout     = 2 * time.Second
-	SidecarRetries     = 2
-	SidecarPerTry      = 250 * time.Millisecond
-	IngressTimeout     = 5 * time.Second
-	IngressRetries     = 1
-	BackoffBase        = 25 * time.Millisecond
-	BackoffMax         = 250 * time.Millisecond
-	Consecutive5xx     = 5
-	EjectionInterval   = 5 * time.Second
-	BaseEjectionTime   = 30 * time.Second
-	ClientTimeout      = 10 * time.Second
-	ResponseSize       = 512
-	Sigma              = 0.5 // of every service's lognormal
+	SidecarTimeout   = 2 * time.Second
+	SidecarRetries   = 2
+	SidecarPerTry    = 250 * time.Millisecond
+	IngressTimeout   = 5 * time.Second
+	IngressRetries   = 1
+	BackoffBase      = 25 * time.Millisecond
+	BackoffMax       = 250 * time.Millisecond
+	Consecutive5xx   = 5
+	EjectionInterval = 5 * time.Second
+	BaseEjectionTime = 30 * time.Second
+	ClientTimeout    = 10 * time.Second
+	ResponseSize     = 512
+	Sigma            = 0.5 // of every service's lognormal
 )
 
 // MaxEjectionPercent is the sidecars' max_ejection_percent: Envoy's default 10, raised so that one host
@@ -311,7 +311,7 @@ func faultRules(p Params, rng *rand.Rand) []string {
 	out = append(out, fmt.Sprintf("{service: %s, instances: [%d], latency: {fixed: 150ms}}",
 		p.ServiceName(leaf, rng.IntN(tiers[leaf])), rng.IntN(p.Instances)))
 	d := p.LoadDuration()
-	at, span := (d/5).Round(time.Millisecond), (d/10).Round(time.Millisecond)
+	at, span := (d / 5).Round(time.Millisecond), (d / 10).Round(time.Millisecond)
 	if at > 0 && span > 0 {
 		out = append(out, fmt.Sprintf("{service: %s, instances: [%d], at: %s, for: %s, abort: {status: 503}}",
 			p.ServiceName(leaf, rng.IntN(tiers[leaf])), rng.IntN(p.Instances), at, span))

@@ -181,4 +181,3 @@ var _ = Describe("Generate", func() {
 		Entry("both request counts", func(p *treemesh.Params) { p.Requests, p.UpstreamRequests = 1, 1 }, "want at most one"),
 	)
 })
-
