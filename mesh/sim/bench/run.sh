@@ -23,6 +23,7 @@ SEED=${SEED:-1}
 ONEM=${ONEM:-1000000}
 ONEM_UNIT=${ONEM_UNIT:-attempts}
 REF_SECONDS=${REF_SECONDS:-10}
+REF_HOP=${REF_HOP:-50} # µs, one way per hop: keep it the sim runner's network delay
 SIM_TIMEOUT=${SIM_TIMEOUT:-600}
 REF_TIMEOUT=${REF_TIMEOUT:-600}
 PY=/usr/bin/python3 # Debian's: python3-simpy3 and python3-yaml are installed for it, not for a pyenv python
@@ -73,7 +74,7 @@ run() {
 for r in $(seq 1 "$ROUNDS"); do
 	run "sim-realistic-$r" "$SIM_TIMEOUT" "$OUT/bin/simbench" -runner "$RUNNER" "$OUT/realistic.yaml"
 	run "sim-onem-$r" "$SIM_TIMEOUT" "$OUT/bin/simbench" -runner "$RUNNER" "$OUT/onem.yaml"
-	run "simpy-$r" "$REF_TIMEOUT" "$PY" mesh/sim/bench/reference.py --seconds "$REF_SECONDS" "$OUT/realistic.yaml"
+	run "simpy-$r" "$REF_TIMEOUT" "$PY" mesh/sim/bench/reference.py --seconds "$REF_SECONDS" --hop "$REF_HOP" "$OUT/realistic.yaml"
 done
 
 "$PY" mesh/sim/bench/table.py "$OUT" "$ROUNDS" | tee "$OUT/table.txt"
