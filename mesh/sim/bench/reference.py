@@ -52,12 +52,14 @@ class Loader(yaml.SafeLoader):
 
 class Mapping(dict):
     line = 0
+    key_lines = {}
 
 
 def _construct_mapping(loader, node):
     loader.flatten_mapping(node)
     m = Mapping(loader.construct_pairs(node))
     m.line = node.start_mark.line + 1
+    m.key_lines = {loader.construct_object(k): k.start_mark.line + 1 for k, _ in node.value}
     return m
 
 
@@ -70,8 +72,8 @@ class Spec:
     def __init__(self, file):
         self.file = file
 
-    def fail(self, node, path, msg):
-        line = getattr(node, "line", 0)
+    def fail(self, node, path, msg, key=None):
+        line = getattr(node, "key_lines", {}).get(key, getattr(node, "line", 0))
         raise Refused(f"{self.file}:{line}: {path}: {msg}")
 
     def keys(self, node, path, accepted):
@@ -79,7 +81,7 @@ class Spec:
             self.fail(node, path, f"expected a mapping with {', '.join(accepted)}")
         for k in node:
             if k not in accepted:
-                self.fail(node, f"{path}.{k}", f"not modelled by the reference; accepted here: {', '.join(accepted)}")
+                self.fail(node, f"{path}.{k}", f"not modelled by the reference; accepted here: {', '.join(accepted)}", key=k)
 
     def duration(self, node, path, v):
         if isinstance(v, (int, float)) and v == 0:
