@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 	./mesh/load:FuzzReadResponse \
 	./cmd/meshproof:FuzzLoadFlags
 
-.PHONY: help build build-proxy image-proxy test test-fast lint fmt fuzz fuzz-report demo examples fidelity image bench-load bench-proxy bench-proxy-h2tls bench-reload bench-mesh soak clean h2spec
+.PHONY: help build build-proxy image-proxy test test-fast lint fmt fuzz fuzz-report demo examples fidelity image bench-load bench-proxy bench-proxy-h2tls bench-reload bench-mesh bench-sim soak clean h2spec
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -123,6 +123,10 @@ bench-reload: build build-proxy ## hot reload under load (#17): 100 SIGHUP reloa
 MESH_DEPTHS ?= 1,2,4,6,8
 bench-mesh: ## the largest call graph the embedded runner holds: chains of services at 500 req/s for 30 s each, p99 added per hop (~3 min)
 	go run ./mesh/live/bench/meshbench -depths $(MESH_DEPTHS)
+
+BENCH_SIM_ROUNDS ?= 3
+bench-sim: ## the simulator (#20 Scale) on the 1,000-service × 10 mesh, one core: 10 simulated minutes and a 1M-request run, vs a SimPy reference ($(BENCH_SIM_ROUNDS) rounds; mesh/sim/bench/README.md)
+	ROUNDS=$(BENCH_SIM_ROUNDS) bash mesh/sim/bench/run.sh
 
 clean: ## remove build output and run directories
 	rm -rf bin runs
