@@ -37,14 +37,10 @@ const (
 
 // cmdFidelity runs "meshproof fidelity": the embedded runner against the simulator.
 func cmdFidelity(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var sim plan.Runner
-	if fidelitySimRunner != nil {
-		sim = fidelitySimRunner()
-	}
-	return fidelity(ctx, args, stdout, stderr, live.Runner{}, sim)
+	return fidelity(ctx, args, stdout, stderr, live.Runner{}, fidelitySimRunner())
 }
 
-// fidelity runs the scenario of args on embedded and on sim (nil: not available) with one plan, and
+// fidelity runs the scenario of args on embedded and on sim with one plan, and
 // writes the comparison (reports.Fidelity) to stdout. Everything that can be refused is refused before
 // anything runs.
 func fidelity(ctx context.Context, args []string, stdout, stderr io.Writer, embedded, sim plan.Runner) int {
@@ -82,11 +78,6 @@ func fidelity(ctx context.Context, args []string, stdout, stderr io.Writer, embe
 		return cli.ExitInvalid
 	}
 	printWarnings(stderr, sc)
-	if sim == nil {
-		fmt.Fprintln(stderr, "meshproof fidelity: the sim runner is not available in this build: mesh/sim's runner has not landed yet (cmd/meshproof/fidelity_runner.go)")
-		return cli.ExitInvalid
-	}
-
 	p := plan.New(sc, seed)
 	var opts plan.Options
 	if err := embedded.Supports(p, opts); err != nil {

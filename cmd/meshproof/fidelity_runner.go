@@ -1,12 +1,9 @@
 package main
 
-import "github.com/meshproof/meshproof/mesh/plan"
+import (
+	"github.com/meshproof/meshproof/mesh/plan"
+	"github.com/meshproof/meshproof/mesh/sim"
+)
 
-// fidelitySimRunner makes the simulator's runner (mesh/sim, Name "sim") for `meshproof fidelity` and
-// its specs; while it is nil, fidelity says that the sim runner is not available (exit 2) and the
-// fidelity specs over the examples are skipped.
-//
-// Set to sim.Runner{} when mesh/sim's runner lands:
-//
-//	var fidelitySimRunner = func() plan.Runner { return sim.Runner{} }
-var fidelitySimRunner func() plan.Runner = nil
+// fidelitySimRunner makes the simulator's runner (mesh/sim) for `meshproof fidelity` and its specs.
+var fidelitySimRunner = func() plan.Runner { return sim.Runner{} }

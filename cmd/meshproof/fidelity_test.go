@@ -133,24 +133,8 @@ var _ = Describe("meshproof fidelity", func() {
 		Expect(sim.plans).To(BeEmpty())
 	})
 
-	It("says that the sim runner is not available while it is not built in, exit 2", func() {
-		var stdout, stderr bytes.Buffer
-		code := fidelity(context.Background(), []string{file}, &stdout, &stderr, embedded, nil)
-		Expect(code).To(Equal(2))
-		Expect(stdout.String()).To(BeEmpty())
-		Expect(stderr.String()).To(ContainSubstring("meshproof fidelity: the sim runner is not available in this build: mesh/sim's runner has not landed yet"))
-		Expect(embedded.plans).To(BeEmpty())
-	})
-
-	It("is what the command line runs, with the sim runner of fidelitySimRunner", func() {
-		if fidelitySimRunner != nil {
-			Expect(fidelitySimRunner().Name()).To(Equal("sim"))
-			return
-		}
-		code, stdout, stderr := run("fidelity", file)
-		Expect(code).To(Equal(2))
-		Expect(stdout).To(BeEmpty())
-		Expect(stderr).To(ContainSubstring("the sim runner is not available in this build"))
+	It("is what the command line runs, with the simulator's runner", func() {
+		Expect(fidelitySimRunner().Name()).To(Equal("sim"))
 	})
 
 	It("exits 1 and names the runner when a run breaks", func() {
@@ -234,16 +218,11 @@ var _ = Describe("meshproof fidelity", func() {
 })
 
 // The simulator's fidelity over the scenario library (issue #20): every example the sim supports stays
-// within every bound of the embedded run; the others are refused by name. Skipped only while the sim
-// runner is not built in (fidelitySimRunner is nil).
+// within every bound of the embedded run; the others are refused by name.
 var _ = Describe("fidelity of the simulator over the examples", Label("slow", "fidelity"), Serial, func() {
-	const notBuiltIn = "fidelitySimRunner is nil: mesh/sim's runner has not landed; set it in cmd/meshproof/fidelity_runner.go and these specs run"
 	examples, _ := filepath.Glob("../../scenarios/examples/*.yaml")
 
 	It("supports at least one example", func() {
-		if fidelitySimRunner == nil {
-			Skip(notBuiltIn)
-		}
 		supported := 0
 		for _, file := range examples {
 			sc, err := scenarios.LoadFile(file)
@@ -257,9 +236,6 @@ var _ = Describe("fidelity of the simulator over the examples", Label("slow", "f
 
 	for _, file := range examples {
 		It("holds "+filepath.Base(file)+" within every bound, or refuses it by name", func() {
-			if fidelitySimRunner == nil {
-				Skip(notBuiltIn)
-			}
 			sim := fidelitySimRunner()
 			sc, err := scenarios.LoadFile(file)
 			Expect(err).NotTo(HaveOccurred())

@@ -18,24 +18,24 @@ import (
 	"github.com/meshproof/meshproof/reports/record"
 )
 
-// fakeRunner derives a run's record from its scenario alone, so that a sweep's verdicts can be worked
+// sweepFakeRunner derives a run's record from its scenario alone, so that a sweep's verdicts can be worked
 // out by hand: of N = rate × duration requests, the first round(N × q^(r+1)) fail with 503 after r+1
 // attempts (q the first fault's abort percent / 100, r the load target's num_retries: each attempt
 // fails with probability q), the others succeed at the first attempt; above 100 requests/s per instance
 // every odd request fails too (overload). With 3 instances the run breaks; with more than 8 the runner
 // refuses the scenario.
-type fakeRunner struct{}
+type sweepFakeRunner struct{}
 
-func (fakeRunner) Name() string { return "fake" }
+func (sweepFakeRunner) Name() string { return "fake" }
 
-func (fakeRunner) Supports(p *plan.Plan, _ plan.Options) error {
+func (sweepFakeRunner) Supports(p *plan.Plan, _ plan.Options) error {
 	if n := p.Scenario.Services["backend"].Instances; n > 8 {
 		return &plan.Unsupported{Runner: "fake", Parts: []string{fmt.Sprintf("services.backend.instances: %d (at most 8)", n)}}
 	}
 	return nil
 }
 
-func (fakeRunner) Run(_ context.Context, p *plan.Plan, _ plan.Options) (*record.Record, error) {
+func (sweepFakeRunner) Run(_ context.Context, p *plan.Plan, _ plan.Options) (*record.Record, error) {
 	sc := p.Scenario
 	instances := sc.Services["backend"].Instances
 	if instances == 3 {
@@ -103,7 +103,7 @@ var _ = Describe("meshproof sweep", func() {
 	BeforeEach(func() {
 		out = GinkgoT().TempDir()
 		saved := sweepRunner
-		sweepRunner = func() plan.Runner { return fakeRunner{} }
+		sweepRunner = func() plan.Runner { return sweepFakeRunner{} }
 		DeferCleanup(func() { sweepRunner = saved })
 	})
 	const file = "testdata/sweep-fake.yaml"
