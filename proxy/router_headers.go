@@ -133,7 +133,7 @@ func (f *forward) retriableRequest(ms []config.HeaderMatcher) bool {
 		if v != "" {
 			h = http.Header{m.Name: {v}}
 		}
-		if headerMatches(m, h) {
+		if HeaderMatches(m, h) {
 			return true
 		}
 	}
