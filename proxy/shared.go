@@ -32,7 +32,9 @@ func (s Seeds) Route(p *rand.PCG, requestID string) { s.s.request(p, requestID, 
 func (s Seeds) Outlier(cluster string) *rand.PCG { return s.s.stream(cluster, saltOutlier) }
 
 // Health is the stream of the health checks of the host at addr in the cluster (interval jitter).
-func (s Seeds) Health(cluster, addr string) *rand.PCG { return s.s.stream(cluster+"/"+addr, saltHealth) }
+func (s Seeds) Health(cluster, addr string) *rand.PCG {
+	return s.s.stream(cluster+"/"+addr, saltHealth)
+}
 
 // NewPicker is the load balancer the live cluster builds for cfg's endpoints (its lb_policy, weights
 // and hash keys).
