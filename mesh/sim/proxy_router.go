@@ -35,6 +35,7 @@ type forward struct {
 	holdingRetry   bool // a max_retries slot is held until the retried attempt ends
 	tried          map[int]bool
 	preFlag        string // URX or UO, set by the retry decision before the final reply
+	expMs          int64  // the attempt's x-envoy-expected-rq-timeout-ms (0: none)
 
 	// The attempt under way.
 	phase    phase
@@ -131,6 +132,13 @@ func (f *forward) try() {
 	}
 	h := c.hosts[i]
 	f.h = h
+	// The expected timeout is what is left when the attempt begins, before its connection (the live
+	// router sets it before its pool's RoundTrip).
+	var perTry time.Duration
+	if f.rp != nil {
+		perTry = f.rp.PerTryTimeout
+	}
+	f.expMs = proxy.ExpectedTimeoutMs(p.en.Now()-f.start, f.timeout, perTry)
 	if rp := f.rp; rp != nil && rp.PerTryTimeout > 0 {
 		f.perTryT = p.en.After(rp.PerTryTimeout, f.perTryFn) // from the attempt's start, pending included
 	}
@@ -181,12 +189,8 @@ func (f *forward) upstreamRequest() *Request {
 			out.Header[k] = v
 		}
 	}
-	var perTry time.Duration
-	if f.rp != nil {
-		perTry = f.rp.PerTryTimeout
-	}
-	if ms := proxy.ExpectedTimeoutMs(f.p.en.Now()-f.start, f.timeout, perTry); ms > 0 {
-		out.Header["x-envoy-expected-rq-timeout-ms"] = f.p.expectedMs(ms)
+	if f.expMs > 0 {
+		out.Header["x-envoy-expected-rq-timeout-ms"] = f.p.expectedMs(f.expMs)
 	}
 	if f.vh.IncludeRequestAttemptCount {
 		out.Header["x-envoy-attempt-count"] = strconv.Itoa(f.n)
