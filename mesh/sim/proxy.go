@@ -41,6 +41,11 @@ type ProxyConfig struct {
 }
 
 // Proxy is the model of one proxy on the engine. Not safe for concurrent use: one engine, one goroutine.
+//
+// The *Request a Proxy gives an Upstream's Serve (and its Header) is the proxy's until the exchange
+// ends — done called, or cancel called — and is reused for the request's next attempt or another
+// request afterwards: an Upstream copies what it keeps beyond that. The *Request given to Handle is
+// the caller's: the proxy reads it (never writes it) until it calls done.
 type Proxy struct {
 	en      *Engine
 	name    string

@@ -40,7 +40,12 @@ func (u *fakeUp) Refusing() bool {
 }
 
 func (u *fakeUp) Serve(req *sim.Request, done func(sim.Result)) func() {
-	u.served = append(u.served, served{at: u.en.Now(), req: *req})
+	kept := *req // the proxy reuses req once the exchange ends: what is kept is copied
+	kept.Header = make(map[string]string, len(req.Header))
+	for k, v := range req.Header {
+		kept.Header[k] = v
+	}
+	u.served = append(u.served, served{at: u.en.Now(), req: kept})
 	if req.HealthCheck {
 		d, r := u.answerFor(0, req)
 		t := u.en.After(d, func() { done(r) })

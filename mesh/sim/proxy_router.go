@@ -41,6 +41,7 @@ type forward struct {
 	phase    phase
 	h        *host
 	out      *Request
+	outBuf   Request // out's storage, reused from attempt to attempt
 	cancel   func()
 	res      Result
 	perTryT  Timer
@@ -180,7 +181,16 @@ func (f *forward) attach() {
 // FilterUtility::setTimeoutHeaders; x-envoy-attempt-count when the virtual host asks).
 func (f *forward) upstreamRequest() *Request {
 	in := f.req
-	out := &Request{ID: in.ID, Method: in.Method, Path: in.Path, Authority: in.Authority, Header: make(map[string]string, len(in.Header)+2)}
+	// The request is the forward's, reused once its exchange has ended (answered or cancelled): an
+	// Upstream keeps no reference to it past that.
+	hdr := f.outBuf.Header
+	if hdr == nil {
+		hdr = make(map[string]string, len(in.Header)+2)
+	} else {
+		clear(hdr)
+	}
+	f.outBuf = Request{ID: in.ID, Method: in.Method, Path: in.Path, Authority: in.Authority, Header: hdr}
+	out := &f.outBuf
 	if hr := f.route.Action.HostRewrite; hr != "" {
 		out.Authority = hr
 	}
@@ -431,7 +441,7 @@ func (f *forward) end(r Result) {
 	p.st.rqActive--
 	p.countStatus(r.Status)
 	done := f.done
-	*f = forward{p: p, serveFn: f.serveFn, arriveFn: f.arriveFn, perTryFn: f.perTryFn, routeTimeoutFn: f.routeTimeoutFn,
+	*f = forward{p: p, outBuf: Request{Header: f.outBuf.Header}, serveFn: f.serveFn, arriveFn: f.arriveFn, perTryFn: f.perTryFn, routeTimeoutFn: f.routeTimeoutFn,
 		retryFn: f.retryFn, onResult: f.onResult}
 	p.free = append(p.free, f)
 	done(r)

@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/mesh/sim"
+	"github.com/meshproof/meshproof/proxy/config"
 )
 
 // The proxy model on virtual time, against scripted instances, with outcomes computed by hand from the
@@ -319,3 +320,34 @@ var _ = Describe("Proxy", func() {
 })
 
 func msString(d time.Duration) string { return strconv.FormatInt(int64(d), 10) }
+
+var _ = Describe("Unsupported", func() {
+	It("lists nothing for a configuration the model runs", func() {
+		Expect(sim.Unsupported(bootstrap(2, []string{
+			"timeout: 1s",
+			"retry_policy: {retry_on: \"5xx,reset,connect-failure\", num_retries: 2, per_try_timeout: 0.1s}",
+		}, []string{
+			"lb_policy: LEAST_REQUEST",
+			"outlier_detection: {consecutive_5xx: 3}",
+			"circuit_breakers: {thresholds: [{max_connections: 10, max_pending_requests: 5}]}",
+		}))).To(BeEmpty())
+	})
+
+	It("names by field path each configured feature the model would ignore", func() {
+		b := bootstrap(1, []string{
+			"retry_policy: {retry_on: \"5xx,unavailable\", per_try_idle_timeout: 1s, rate_limited_retry_back_off: {reset_headers: [{name: retry-after}]}}",
+			"request_mirror_policies: [{cluster: backend}]",
+			"hedge_policy: {hedge_on_per_try_timeout: true}",
+		}, nil)
+		b.Clusters[0].TLS = &config.TLS{}
+		route := "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route"
+		Expect(sim.Unsupported(b)).To(ConsistOf(
+			route+".hedge_policy: hedging is not simulated",
+			route+".request_mirror_policies: mirrors are not simulated",
+			route+".retry_policy.rate_limited_retry_back_off: not simulated",
+			route+".retry_policy.per_try_idle_timeout: not simulated",
+			route+".retry_policy.retry_on: unavailable: gRPC statuses are not simulated",
+			"static_resources.clusters[0].transport_socket: TLS is not simulated",
+		))
+	})
+})
