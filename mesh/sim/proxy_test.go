@@ -1,6 +1,9 @@
 package sim_test
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"time"
 
@@ -8,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/meshproof/meshproof/mesh/sim"
+	"github.com/meshproof/meshproof/proxy"
 	"github.com/meshproof/meshproof/proxy/config"
 )
 
@@ -349,5 +353,70 @@ var _ = Describe("Unsupported", func() {
 			route+".retry_policy.retry_on: unavailable: gRPC statuses are not simulated",
 			"static_resources.clusters[0].transport_socket: TLS is not simulated",
 		))
+	})
+})
+
+// The same requests through the live proxy (proxy.New, on loopback) and through the model, from the
+// same bootstrap, seed and proxy name: the load balancer's picks, drawn from each request's stream,
+// must be the same host for every request id.
+var _ = Describe("fidelity to the live proxy", func() {
+	It("picks the same host per request id under RANDOM and LEAST_REQUEST", func() {
+		for _, lb := range []string{"RANDOM", "LEAST_REQUEST"} {
+			names := make([]string, 3)
+			addrs := make([]string, 3)
+			for i := range names {
+				name := "backend/" + strconv.Itoa(i)
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+					w.Header().Set("X-Backend", name)
+				}))
+				DeferCleanup(srv.Close)
+				names[i], addrs[i] = name, srv.Listener.Addr().String()
+			}
+			b := bootstrap(3, nil, []string{"lb_policy: " + lb})
+			for i := range b.Clusters[0].Endpoints {
+				b.Clusters[0].Endpoints[i].Address = addrs[i]
+			}
+			b.Listeners[0].Address = "127.0.0.1:0"
+			live, err := proxy.New(b, proxy.Options{Rand: proxy.SeededRand(9, "edge")})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(live.Start()).To(Succeed())
+			DeferCleanup(live.Close)
+
+			var livePicks []string
+			for i := range 40 {
+				req, err := http.NewRequest("GET", "http://"+live.ListenerAddr("ingress")+"/", nil)
+				Expect(err).NotTo(HaveOccurred())
+				req.Header.Set("X-Request-Id", "r"+strconv.Itoa(i))
+				resp, err := http.DefaultClient.Do(req)
+				Expect(err).NotTo(HaveOccurred())
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				livePicks = append(livePicks, resp.Header.Get("X-Backend"))
+			}
+
+			Expect(livePicks).To(ContainElements(names)) // the picks vary: the comparison is not vacuous
+			rg := newRig(b, 9, ms)
+			for i, u := range rg.ups {
+				u.name = names[i]
+			}
+			var simPicks []string
+			for i := range 40 { // one at a time, as the live requests went
+				rg.send(time.Duration(i)*time.Second, "r"+strconv.Itoa(i))
+			}
+			rg.en.Run(-1)
+			for _, u := range rg.ups {
+				Expect(u.requests()).NotTo(BeEmpty())
+			}
+			for i := range 40 {
+				for _, u := range rg.ups {
+					for _, s := range u.requests() {
+						if s.req.ID == "r"+strconv.Itoa(i) {
+							simPicks = append(simPicks, u.name)
+						}
+					}
+				}
+			}
+			Expect(simPicks).To(Equal(livePicks), lb)
+		}
 	})
 })
