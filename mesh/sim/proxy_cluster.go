@@ -33,6 +33,9 @@ type cluster struct {
 	running   bool
 	// trafficSeen: a request has been routed to the cluster (the health checks' no-traffic intervals).
 	trafficSeen bool
+	// healthyN is how many hosts are healthy, recounted after every decision of outlier detection or
+	// health checking (the only ones that change it), so that a pick need not ask each host.
+	healthyN int
 }
 
 // clusterCounters are the cluster's stats the model counts, with the live proxy's names (see stats).
@@ -92,6 +95,7 @@ func newCluster(p *Proxy, cfg *config.Cluster, resolve func(string) (Upstream, b
 		c.hosts = append(c.hosts, h)
 	}
 	c.healthyFn = c.healthy
+	c.recount()
 	c.activeFn = func(i int) int64 { return c.hosts[i].active }
 	c.sweepFn = c.sweep
 	return c, nil
@@ -106,16 +110,12 @@ func (c *cluster) healthy(i int) bool {
 // hosts (policy.PanicMode), the picker, and the previous_hosts predicate on a retry; -1: no healthy
 // upstream.
 func (c *cluster) pick(f *forward) int {
-	healthy := 0
-	for i := range c.hosts {
-		if c.healthy(i) {
-			healthy++
-		}
-	}
-	eligible := c.healthyFn
-	if policy.PanicMode(healthy, len(c.hosts), c.cfg.HealthyPanicThreshold) {
-		eligible = nil
+	var eligible func(int) bool // nil: every host (all healthy, or panic)
+	switch {
+	case policy.PanicMode(c.healthyN, len(c.hosts), c.cfg.HealthyPanicThreshold):
 		c.st.lbHealthyPanic++
+	case c.healthyN < len(c.hosts):
+		eligible = c.healthyFn
 	}
 	pc := policy.PickContext{Eligible: eligible, Active: c.activeFn, Hash: f.hash, Rand: &f.rng}
 	if rp := f.rp; rp != nil && rp.PreviousHosts && len(f.tried) > 0 {
@@ -135,7 +135,22 @@ func (c *cluster) record(i int, o policy.Outcome) {
 	}
 }
 
+// recount counts the healthy hosts.
+func (c *cluster) recount() {
+	c.healthyN = 0
+	for i := range c.hosts {
+		if c.healthy(i) {
+			c.healthyN++
+		}
+	}
+}
+
+// emit publishes policy decisions: the healthy count, and the proxy's events.
 func (c *cluster) emit(evs []policy.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	c.recount()
 	if c.p.onEvent == nil {
 		return
 	}
@@ -176,6 +191,7 @@ func (c *cluster) sweep() {
 		return
 	}
 	c.emit(c.outlier.Sweep(c.p.now()))
+	c.recount()
 	c.sweepT = c.p.en.After(c.cfg.Outlier.Interval, c.sweepFn)
 }
 
@@ -329,13 +345,7 @@ func (c *cluster) stats(m map[string]uint64) {
 	} {
 		m[p+kv.name] = kv.v
 	}
-	healthy := 0
-	for i := range c.hosts {
-		if c.healthy(i) {
-			healthy++
-		}
-	}
-	m[p+"membership_healthy"] = uint64(healthy)
+	m[p+"membership_healthy"] = uint64(c.healthyN)
 	for i := range 4 {
 		class := strconv.Itoa(i+2) + "xx"
 		m[p+"upstream_rq_"+class] = s.rqClass[i]

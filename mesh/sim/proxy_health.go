@@ -134,6 +134,7 @@ func (s *hcSession) complete(r policy.HealthCheckResult) {
 	if c.outlier != nil && r.Kind == policy.CheckResponse && c.hc.Healthy(i) && c.cfg.Outlier.SuccessfulActiveHealthCheckUnejectHost {
 		evs = append(evs, c.outlier.UnejectHost(now, i)...)
 	}
+	c.recount() // a check's result may change the host's health
 	c.emit(evs)
 	if s.running {
 		s.waitT = c.p.en.After(c.hc.NextInterval(i, c.trafficSeen, s.rng), s.fireFn)
