@@ -100,6 +100,20 @@ var _ = Describe("Proxy", func() {
 			Expect(rg.p.Stats()).To(HaveKeyWithValue("cluster.backend.upstream_rq_retry_success", uint64(1)))
 		})
 
+		It("numbers the attempts in x-envoy-attempt-count when the virtual host asks", func() {
+			b := bootstrap(1, []string{"retry_policy: {retry_on: 5xx, num_retries: 1}"}, nil)
+			b.Listeners[0].Routes.VirtualHosts[0].IncludeRequestAttemptCount = true
+			b.Listeners[0].Routes.VirtualHosts[0].IncludeAttemptCountInResponse = true
+			rg := newRig(b, 1, ms, always(0, 503))
+			rg.send(0, "a")
+			rg.en.Run(-1)
+			reqs := rg.ups[0].requests()
+			Expect(reqs).To(HaveLen(2))
+			Expect(reqs[0].req.Header).To(HaveKeyWithValue("x-envoy-attempt-count", "1"))
+			Expect(reqs[1].req.Header).To(HaveKeyWithValue("x-envoy-attempt-count", "2"))
+			Expect(rg.answerOf("a").r.Header).To(Equal(map[string]string{"x-envoy-attempt-count": "2"}))
+		})
+
 		It("answers the 503 with UO when max_retries is full", func() {
 			rg := newRig(bootstrap(1, []string{
 				"retry_policy: {retry_on: 5xx, num_retries: 1, retry_back_off: {base_interval: 0.001s, max_interval: 0.001s}}",
