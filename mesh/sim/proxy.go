@@ -3,7 +3,9 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/proxy"
@@ -58,6 +60,12 @@ type Proxy struct {
 	clusters map[string]*cluster
 	ordered  []*cluster // in the bootstrap's order
 
+	// internalPeer: a request without x-forwarded-for is internal, its peer (the caller on loopback, as
+	// in the embedded runner) trusted by use_remote_address and internal_address_config (a sidecar
+	// taking its app's requests: scenarios' trustLocalApp). xffInternal: without use_remote_address, a
+	// request whose x-forwarded-for is one internal address is internal.
+	internalPeer, xffInternal bool
+
 	st      hcmCounters
 	free    []*forward // finished requests' state, reused
 	started bool
@@ -94,6 +102,11 @@ func NewProxy(en *Engine, cfg ProxyConfig) (*Proxy, error) {
 		seeds:    proxy.NewSeeds(proxy.SeededRand(cfg.Seed, cfg.Name)),
 		listener: &cfg.Config.Listeners[0], clusters: make(map[string]*cluster, len(cfg.Config.Clusters))}
 	p.routes = &p.listener.Routes
+	l := p.listener
+	if len(l.InternalAddresses) > 0 && l.XffNumTrustedHops == 0 {
+		p.internalPeer = l.UseRemoteAddress && internalAddr(l, loopback)
+		p.xffInternal = !l.UseRemoteAddress
+	}
 	p.st.prefix = "http." + p.listener.StatPrefix + "."
 	for i := range cfg.Config.Clusters {
 		c, err := newCluster(p, &cfg.Config.Clusters[i], cfg.Resolve)
@@ -175,6 +188,34 @@ func (p *Proxy) Handle(req *Request, done func(Result)) {
 	f := p.forward()
 	p.st.rqActive++
 	f.begin(req, done, vh, route, c)
+}
+
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+func internalAddr(l *config.Listener, a netip.Addr) bool {
+	for _, p := range l.InternalAddresses {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// internal reports whether req is an internal request, whose router headers (x-envoy-retry-on,
+// x-envoy-upstream-rq-timeout-ms, …) the router honours, as the live connection manager decides it
+// (proxy/forwarded.go, Envoy's ConnectionManagerUtility::mutateRequestHeaders): x-forwarded-for holds
+// a single address, after the peer's append under use_remote_address (a loopback peer appends none),
+// and that address is internal.
+func (p *Proxy) internal(req *Request) bool {
+	xff, ok := req.Header["x-forwarded-for"]
+	switch {
+	case p.internalPeer:
+		return !ok
+	case p.xffInternal && ok && !strings.Contains(xff, ","):
+		a, err := netip.ParseAddr(strings.TrimSpace(xff))
+		return err == nil && internalAddr(p.listener, a)
+	}
+	return false
 }
 
 // reply answers a request the connection manager answers itself (no attempt: not a count of the

@@ -196,3 +196,11 @@ func (rg *rig) eventsOf(kind string) []sim.ProxyEvent {
 	}
 	return out
 }
+
+// sendWith schedules a request with these headers at the instant at.
+func (rg *rig) sendWith(at time.Duration, id string, h map[string]string) {
+	rg.en.At(at, func() {
+		rg.p.Handle(&sim.Request{ID: id, Method: "GET", Path: "/", Authority: "svc", Header: h},
+			func(r sim.Result) { rg.got = append(rg.got, answer{id: id, at: rg.en.Now(), r: r}) })
+	})
+}

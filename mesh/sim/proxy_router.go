@@ -81,13 +81,16 @@ func (f *forward) begin(req *Request, done func(Result), vh *config.VirtualHost,
 	f.start, f.n, f.attempts, f.holdingRetry, f.tried, f.preFlag, f.hasBo = p.en.Now(), 0, 0, false, nil, "", false
 	c.trafficSeen = true
 	// The router's x-envoy-* request headers are removed from every request that is not internal
-	// (proxy/forwarded.go, Envoy's cleanInternalHeaders), and the model has no internal request (see
-	// Unsupported): the route's (or virtual host's) policy and timeout apply as configured.
+	// (proxy/forwarded.go, Envoy's cleanInternalHeaders); an internal request's adjust the route's
+	// policy and timeout as the live router's (proxy.EffectiveRetryPolicy).
 	f.rp = route.Action.RetryPolicy
 	if f.rp == nil {
 		f.rp = vh.RetryPolicy
 	}
 	f.timeout = route.Action.Timeout
+	if p.internal(req) && hasRouterHeader(req.Header) {
+		f.rp, f.timeout = proxy.EffectiveRetryPolicy(route, vh, httpHeader(req))
+	}
 	f.rs = *policy.NewRetryState(0, 0)
 	if rp := f.rp; rp != nil {
 		on, _ := policy.ParseRetryOn(rp.RetryOn) // validated when the configuration was loaded
@@ -445,6 +448,16 @@ func (f *forward) end(r Result) {
 		retryFn: f.retryFn, onResult: f.onResult}
 	p.free = append(p.free, f)
 	done(r)
+}
+
+// hasRouterHeader reports whether the request has an x-envoy-* header (one of them may be the router's).
+func hasRouterHeader(h map[string]string) bool {
+	for k := range h {
+		if strings.HasPrefix(k, "x-envoy-") {
+			return true
+		}
+	}
+	return false
 }
 
 func joinFlags(a, b string) string {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -432,5 +433,37 @@ var _ = Describe("fidelity to the live proxy", func() {
 			}
 			Expect(simPicks).To(Equal(livePicks), lb)
 		}
+	})
+})
+
+var _ = Describe("internal requests", func() {
+	// A sidecar as scenarios generate it (trustLocalApp): use_remote_address and loopback internal.
+	sidecar := func() *config.Bootstrap {
+		b := bootstrap(1, []string{"timeout: 1s"}, nil)
+		b.Listeners[0].UseRemoteAddress = true
+		b.Listeners[0].InternalAddresses = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		return b
+	}
+
+	It("honours the app's x-envoy-upstream-rq-timeout-ms, as the live router (deadline propagation)", func() {
+		b := sidecar()
+		Expect(sim.Unsupported(b)).To(BeEmpty())
+		rg := newRig(b, 1, ms, always(time.Second, 200))
+		rg.sendWith(0, "a", map[string]string{"x-envoy-upstream-rq-timeout-ms": "50"})
+		// With an x-forwarded-for, the request is not internal: the header is removed, 1 s applies.
+		rg.sendWith(0, "b", map[string]string{"x-envoy-upstream-rq-timeout-ms": "50", "x-forwarded-for": "10.1.1.1"})
+		rg.en.Run(-1)
+		Expect(rg.answerOf("a")).To(Equal(answer{id: "a", at: 50 * ms, r: sim.Result{Status: 504, Attempts: 1, Flags: "UT"}}))
+		Expect(rg.answerOf("b").at).To(Equal(time.Second))
+		reqs := rg.ups[0].requests()
+		Expect(reqs[0].req.Header).To(Equal(map[string]string{"x-envoy-expected-rq-timeout-ms": "50"}))
+		Expect(reqs[1].req.Header).To(Equal(map[string]string{"x-envoy-expected-rq-timeout-ms": "1000", "x-forwarded-for": "10.1.1.1"}))
+	})
+
+	It("ignores the router headers of a listener that holds no request internal", func() {
+		rg := newRig(bootstrap(1, []string{"timeout: 0.2s"}, nil), 1, ms, always(time.Second, 200))
+		rg.sendWith(0, "a", map[string]string{"x-envoy-upstream-rq-timeout-ms": "50"})
+		rg.en.Run(-1)
+		Expect(rg.answerOf("a").at).To(Equal(200 * ms))
 	})
 })

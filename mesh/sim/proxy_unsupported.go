@@ -56,8 +56,12 @@ func Unsupported(cfg *config.Bootstrap) []string {
 		if l.MaxStreamDuration > 0 {
 			add(hcm+".common_http_protocol_options.max_stream_duration", "stream durations are not simulated")
 		}
-		if len(l.InternalAddresses) > 0 {
-			add(hcm+".internal_address_config", "internal requests (x-envoy-* request headers honoured) are not simulated")
+		if l.XffNumTrustedHops > 0 {
+			add(hcm+".xff_num_trusted_hops", "trusted proxies in x-forwarded-for are not simulated")
+		}
+		if l.UseRemoteAddress && !(l.XffNumTrustedHops == 0 && internalAddr(l, loopback)) {
+			// Its callers (on loopback) would be edge requests, which get a new random x-request-id.
+			add(hcm+".use_remote_address", "edge requests are not simulated (only a loopback peer held internal)")
 		}
 		if l.LocalReply != nil {
 			add(hcm+".local_reply_config", "local reply rewriting is not simulated")
