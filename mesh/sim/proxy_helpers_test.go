@@ -139,10 +139,10 @@ type rig struct {
 	p      *sim.Proxy
 	ups    []*fakeUp
 	events []sim.ProxyEvent
-	got    []answer
+	got    []proxyAnswer
 }
 
-type answer struct {
+type proxyAnswer struct {
 	id string
 	at time.Duration
 	r  sim.Result
@@ -173,18 +173,18 @@ func newRig(b *config.Bootstrap, seed uint64, hop time.Duration, answers ...func
 func (rg *rig) send(at time.Duration, id string) {
 	rg.en.At(at, func() {
 		rg.p.Handle(&sim.Request{ID: id, Method: "GET", Path: "/", Authority: "svc", Header: map[string]string{}},
-			func(r sim.Result) { rg.got = append(rg.got, answer{id: id, at: rg.en.Now(), r: r}) })
+			func(r sim.Result) { rg.got = append(rg.got, proxyAnswer{id: id, at: rg.en.Now(), r: r}) })
 	})
 }
 
-func (rg *rig) answerOf(id string) answer {
+func (rg *rig) answerOf(id string) proxyAnswer {
 	for _, a := range rg.got {
 		if a.id == id {
 			return a
 		}
 	}
 	Fail("no answer for " + id)
-	return answer{}
+	return proxyAnswer{}
 }
 
 func (rg *rig) eventsOf(kind string) []sim.ProxyEvent {
@@ -201,6 +201,6 @@ func (rg *rig) eventsOf(kind string) []sim.ProxyEvent {
 func (rg *rig) sendWith(at time.Duration, id string, h map[string]string) {
 	rg.en.At(at, func() {
 		rg.p.Handle(&sim.Request{ID: id, Method: "GET", Path: "/", Authority: "svc", Header: h},
-			func(r sim.Result) { rg.got = append(rg.got, answer{id: id, at: rg.en.Now(), r: r}) })
+			func(r sim.Result) { rg.got = append(rg.got, proxyAnswer{id: id, at: rg.en.Now(), r: r}) })
 	})
 }

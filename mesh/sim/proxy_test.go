@@ -28,7 +28,7 @@ var _ = Describe("Proxy", func() {
 			rg.en.Run(-1)
 
 			// a: dial 0→2 ms, at the instance at 3 ms, done at 13 ms, back at 14 ms.
-			Expect(rg.answerOf("a")).To(Equal(answer{id: "a", at: 14 * ms, r: sim.Result{Status: 200, Attempts: 1}}))
+			Expect(rg.answerOf("a")).To(Equal(proxyAnswer{id: "a", at: 14 * ms, r: sim.Result{Status: 200, Attempts: 1}}))
 			// b: the idle connection: at the instance at 21 ms, back at 32 ms.
 			Expect(rg.answerOf("b").at).To(Equal(32 * ms))
 			reqs := rg.ups[0].requests()
@@ -123,9 +123,9 @@ var _ = Describe("Proxy", func() {
 			rg.send(0, "b")
 			rg.en.Run(-1)
 			// Both dial (2 ms), both 503s are back at 4 ms: a takes the one retry slot, b overflows.
-			Expect(rg.answerOf("b")).To(Equal(answer{id: "b", at: 4 * ms, r: sim.Result{Status: 503, Attempts: 1, Flags: "UO"}}))
+			Expect(rg.answerOf("b")).To(Equal(proxyAnswer{id: "b", at: 4 * ms, r: sim.Result{Status: 503, Attempts: 1, Flags: "UO"}}))
 			// a's retry leaves at once (a 1 ms base and max: a delay in [0, 1 ms)), on an idle connection.
-			Expect(rg.answerOf("a")).To(Equal(answer{id: "a", at: 6 * ms, r: sim.Result{Status: 503, Attempts: 2, Flags: "URX"}}))
+			Expect(rg.answerOf("a")).To(Equal(proxyAnswer{id: "a", at: 6 * ms, r: sim.Result{Status: 503, Attempts: 2, Flags: "URX"}}))
 			st := rg.p.Stats()
 			Expect(st).To(HaveKeyWithValue("cluster.backend.upstream_rq_retry_overflow", uint64(1)))
 			Expect(st).To(HaveKeyWithValue("cluster.backend.upstream_rq_retry", uint64(1)))
@@ -149,7 +149,7 @@ var _ = Describe("Proxy", func() {
 				Expect(r.req.Header).To(HaveKeyWithValue("x-envoy-expected-rq-timeout-ms", "50"))
 			}
 			Expect(rg.ups[0].cancelled).To(Equal([]time.Duration{50 * ms, 100 * ms, 150 * ms}))
-			Expect(rg.answerOf("a")).To(Equal(answer{id: "a", at: 150 * ms, r: sim.Result{Status: 504, Attempts: 3, Flags: "URX,UT"}}))
+			Expect(rg.answerOf("a")).To(Equal(proxyAnswer{id: "a", at: 150 * ms, r: sim.Result{Status: 504, Attempts: 3, Flags: "URX,UT"}}))
 			st := rg.p.Stats()
 			Expect(st).To(HaveKeyWithValue("cluster.backend.upstream_rq_per_try_timeout", uint64(3)))
 			Expect(st).To(HaveKeyWithValue("cluster.backend.upstream_rq_tx_reset", uint64(3)))
@@ -164,7 +164,7 @@ var _ = Describe("Proxy", func() {
 			rg := newRig(bootstrap(1, []string{"timeout: 0.1s"}, nil), 1, ms, always(time.Second, 200))
 			rg.send(0, "a")
 			rg.en.Run(-1)
-			Expect(rg.answerOf("a")).To(Equal(answer{id: "a", at: 100 * ms, r: sim.Result{Status: 504, Attempts: 1, Flags: "UT"}}))
+			Expect(rg.answerOf("a")).To(Equal(proxyAnswer{id: "a", at: 100 * ms, r: sim.Result{Status: 504, Attempts: 1, Flags: "UT"}}))
 			Expect(rg.ups[0].cancelled).To(Equal([]time.Duration{100 * ms}))
 			Expect(rg.p.Stats()).To(HaveKeyWithValue("cluster.backend.upstream_rq_timeout", uint64(1)))
 		})
@@ -221,7 +221,7 @@ var _ = Describe("Proxy", func() {
 			rg.en.Run(-1)
 			// a waits in the pending queue for the connection it dials; b waits too (no second connection:
 			// max_connections); the queue holds 2, a and b: c overflows at once.
-			Expect(rg.answerOf("c")).To(Equal(answer{id: "c", at: 0, r: sim.Result{Status: 503, ZeroAttempts: true, Flags: "UO",
+			Expect(rg.answerOf("c")).To(Equal(proxyAnswer{id: "c", at: 0, r: sim.Result{Status: 503, ZeroAttempts: true, Flags: "UO",
 				Header: map[string]string{"x-envoy-overloaded": "true"}}}))
 			Expect(rg.answerOf("a").at).To(Equal(104 * ms)) // dial 2, there 3, done 103, back 104
 			Expect(rg.answerOf("b").at).To(Equal(206 * ms)) // a's connection at 104: there 105, done 205, back 206
@@ -241,7 +241,7 @@ var _ = Describe("Proxy", func() {
 			rg.ups[0].refusing = func() bool { return true }
 			rg.send(0, "a")
 			rg.en.Run(-1)
-			Expect(rg.answerOf("a")).To(Equal(answer{id: "a", at: 4 * ms, r: sim.Result{Status: 503, Attempts: 2, Flags: "URX,UF"}}))
+			Expect(rg.answerOf("a")).To(Equal(proxyAnswer{id: "a", at: 4 * ms, r: sim.Result{Status: 503, Attempts: 2, Flags: "URX,UF"}}))
 			Expect(rg.ups[0].served).To(BeEmpty())
 			st := rg.p.Stats()
 			Expect(st).To(HaveKeyWithValue("cluster.backend.upstream_cx_connect_fail", uint64(2)))
@@ -290,7 +290,7 @@ var _ = Describe("Proxy", func() {
 	})
 
 	Context("determinism", func() {
-		run := func(seed uint64) ([]answer, [][]served) {
+		run := func(seed uint64) ([]proxyAnswer, [][]served) {
 			rg := newRig(bootstrap(3, []string{
 				"retry_policy: {retry_on: 5xx, num_retries: 3, retry_back_off: {base_interval: 0.01s, max_interval: 0.2s}}",
 			}, []string{"lb_policy: RANDOM"}), seed, ms, always(0, 503), always(2*ms, 200), always(ms, 503))
@@ -323,13 +323,13 @@ var _ = Describe("Proxy", func() {
 			for _, path := range []string{"/api/orders?id=1", "/", "/other?x=/api"} {
 				rg.en.At(0, func() {
 					rg.p.Handle(&sim.Request{ID: path, Method: "GET", Path: path, Authority: "svc"}, func(r sim.Result) {
-						rg.got = append(rg.got, answer{id: path, at: rg.en.Now(), r: r})
+						rg.got = append(rg.got, proxyAnswer{id: path, at: rg.en.Now(), r: r})
 					})
 				})
 			}
 			rg.en.Run(-1)
 			Expect(rg.answerOf("/api/orders?id=1").r.Status).To(Equal(200))
-			Expect(rg.answerOf("/")).To(Equal(answer{id: "/", at: 0, r: sim.Result{Status: 404, Flags: "NR"}}))
+			Expect(rg.answerOf("/")).To(Equal(proxyAnswer{id: "/", at: 0, r: sim.Result{Status: 404, Flags: "NR"}}))
 			Expect(rg.answerOf("/other?x=/api").r).To(Equal(sim.Result{Status: 404, Flags: "NR"}))
 			Expect(rg.ups[0].requests()[0].req.Path).To(Equal("/api/orders?id=1"))
 			Expect(rg.p.Stats()).To(HaveKeyWithValue("http.ingress.no_route", uint64(2)))
@@ -453,7 +453,7 @@ var _ = Describe("internal requests", func() {
 		// With an x-forwarded-for, the request is not internal: the header is removed, 1 s applies.
 		rg.sendWith(0, "b", map[string]string{"x-envoy-upstream-rq-timeout-ms": "50", "x-forwarded-for": "10.1.1.1"})
 		rg.en.Run(-1)
-		Expect(rg.answerOf("a")).To(Equal(answer{id: "a", at: 50 * ms, r: sim.Result{Status: 504, Attempts: 1, Flags: "UT"}}))
+		Expect(rg.answerOf("a")).To(Equal(proxyAnswer{id: "a", at: 50 * ms, r: sim.Result{Status: 504, Attempts: 1, Flags: "UT"}}))
 		Expect(rg.answerOf("b").at).To(Equal(time.Second))
 		reqs := rg.ups[0].requests()
 		Expect(reqs[0].req.Header).To(Equal(map[string]string{"x-envoy-expected-rq-timeout-ms": "50"}))
