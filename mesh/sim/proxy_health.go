@@ -16,6 +16,7 @@ type hcSession struct {
 	req       *Request
 	connected bool
 	running   bool
+	answered  bool  // the instance has answered the check under way
 	waitT     Timer // the next check
 	stepT     Timer // the check on the network
 	timeoutT  Timer
@@ -81,10 +82,15 @@ func (s *hcSession) syn() {
 
 func (s *hcSession) send() {
 	s.stepT = Timer{}
-	s.cancel = s.h.up.Serve(s.req, s.onResult)
+	s.answered = false
+	cancel := s.h.up.Serve(s.req, s.onResult)
+	if !s.answered { // answered within Serve: nothing to cancel
+		s.cancel = cancel
+	}
 }
 
 func (s *hcSession) result(r Result) {
+	s.answered = true
 	s.cancel = nil
 	s.res = r
 	s.stepT = s.h.c.p.en.After(s.h.c.p.hop, s.arriveFn)

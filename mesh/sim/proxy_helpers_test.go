@@ -23,6 +23,8 @@ type fakeUp struct {
 	refusing func() bool
 	answer   func(n int, req *sim.Request) (time.Duration, sim.Result)
 
+	// sync: the instance answers within Serve (as a full queue does), after no time.
+	sync      bool
 	n         int
 	served    []served // every request that reached it, health checks included
 	cancelled []time.Duration
@@ -53,6 +55,10 @@ func (u *fakeUp) Serve(req *sim.Request, done func(sim.Result)) func() {
 	}
 	u.n++
 	d, r := u.answerFor(u.n, req)
+	if u.sync {
+		done(r)
+		return func() { u.cancelled = append(u.cancelled, u.en.Now()) } // a cancel after the answer: a bug
+	}
 	t := u.en.After(d, func() { done(r) })
 	return func() {
 		if u.en.Stop(t) {

@@ -43,6 +43,7 @@ type forward struct {
 	out      *Request
 	outBuf   Request // out's storage, reused from attempt to attempt
 	cancel   func()
+	answered bool // the instance has answered the exchange under way
 	res      Result
 	perTryT  Timer
 	stepT    Timer // the request on its way to the instance, or the response on its way back
@@ -218,11 +219,16 @@ func (f *forward) serve() {
 		f.result(Result{Err: ErrReset})
 		return
 	}
-	f.cancel = f.h.up.Serve(f.out, f.onResult)
+	f.answered = false
+	cancel := f.h.up.Serve(f.out, f.onResult)
+	if !f.answered { // an instance may answer within Serve (a full queue): then nothing is to cancel
+		f.cancel = cancel
+	}
 }
 
 // result: the instance ended the exchange; its answer reaches the proxy one hop later.
 func (f *forward) result(r Result) {
+	f.answered = true
 	f.cancel = nil
 	f.res = r
 	f.stepT = f.p.en.After(f.p.hop, f.arriveFn)

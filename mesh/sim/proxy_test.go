@@ -159,6 +159,20 @@ var _ = Describe("Proxy", func() {
 		})
 	})
 
+	Context("an instance that answers within Serve", func() {
+		It("is not cancelled when a timeout ends the attempt while its answer is on the way back", func() {
+			rg := newRig(bootstrap(1, []string{"retry_policy: {retry_on: connect-failure, per_try_timeout: 0.0035s}"}, nil), 1, ms,
+				always(0, 503))
+			rg.ups[0].sync = true
+			rg.send(0, "a")
+			rg.en.Run(-1)
+			// Dial 0→2 ms, at the instance at 3 ms (answered at once), the per-try timeout at 3.5 ms
+			// before the answer is back at 4 ms.
+			Expect(rg.answerOf("a")).To(Equal(proxyAnswer{id: "a", at: 3500 * time.Microsecond, r: sim.Result{Status: 504, Attempts: 1, Flags: "UT"}}))
+			Expect(rg.ups[0].cancelled).To(BeEmpty())
+		})
+	})
+
 	Context("the route timeout", func() {
 		It("answers 504 upstream request timeout at the deadline and resets the attempt", func() {
 			rg := newRig(bootstrap(1, []string{"timeout: 0.1s"}, nil), 1, ms, always(time.Second, 200))
