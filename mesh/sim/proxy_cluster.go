@@ -205,11 +205,20 @@ func (c *cluster) sweep() {
 // get takes a connection for the attempt f: at once (true) or later through f.connected or f.failed.
 // overflow: the pending queue is full.
 func (h *host) get(f *forward) (now, overflow bool) {
+	c := h.c
+	if h.idle > 0 && (h.up == nil || h.up.Refusing()) {
+		// A refusing instance closed its listener and the connections it had accepted: the live pool's
+		// liveness probe finds its idle connections closed and dials anew (h1.Pool.get, alive).
+		for ; h.idle > 0; h.idle-- {
+			h.open--
+			c.st.cxActive--
+			c.rm.ReleaseConnection()
+		}
+	}
 	if h.idle > 0 {
 		h.idle--
 		return true, false
 	}
-	c := h.c
 	if !c.rm.TryAcquirePending() {
 		return false, true
 	}

@@ -265,6 +265,22 @@ var _ = Describe("Proxy", func() {
 		})
 	})
 
+	Context("an instance that starts refusing", func() {
+		It("fails the next attempt to connect (UF) instead of reusing the closed idle connection", func() {
+			refusing := false
+			rg := newRig(bootstrap(1, nil, nil), 1, ms, always(0, 200))
+			rg.ups[0].refusing = func() bool { return refusing }
+			rg.send(0, "a")
+			rg.en.At(10*ms, func() { refusing = true })
+			rg.send(20*ms, "b")
+			rg.en.Run(-1)
+			Expect(rg.answerOf("a").r.Status).To(Equal(200))
+			Expect(rg.answerOf("b")).To(Equal(proxyAnswer{id: "b", at: 22 * ms, r: sim.Result{Status: 503, Attempts: 1, Flags: "UF"}}))
+			Expect(rg.p.Stats()).To(HaveKeyWithValue("cluster.backend.upstream_cx_connect_fail", uint64(1)))
+			Expect(rg.p.Stats()).To(HaveKeyWithValue("cluster.backend.upstream_cx_active", uint64(0)))
+		})
+	})
+
 	Context("active health checks", func() {
 		It("makes the host healthy on its first check and unhealthy after unhealthy_threshold failures", func() {
 			rg := newRig(bootstrap(1, nil, []string{
