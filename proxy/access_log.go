@@ -83,7 +83,7 @@ func logFilterMatches(f *config.AccessLogFilter, r *http.Request, code int) bool
 	case f.StatusCode != nil:
 		return statusCompare(f.StatusCode, code)
 	case f.Header != nil:
-		return headerMatches(*f.Header, r.Header)
+		return HeaderMatches(*f.Header, r.Header)
 	}
 	return true
 }

@@ -615,7 +615,7 @@ func (c *cluster) retryScheduled(i int, o policy.Outcome) {
 	if c.events == nil || i < 0 {
 		return
 	}
-	c.events(Event{Time: c.clk.Now(), Cluster: c.name, Host: c.hosts[i].addr, Kind: eventRetry, Reason: outcomeReason(o)})
+	c.events(Event{Time: c.clk.Now(), Cluster: c.name, Host: c.hosts[i].addr, Kind: eventRetry, Reason: OutcomeReason(o)})
 }
 
 // publishHealth refreshes membership_healthy and the outlier / health-check stats.

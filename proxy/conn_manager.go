@@ -166,7 +166,7 @@ func (cm *connManager) selectRoute(r *http.Request) routed {
 	case a.WeightedClusters != nil:
 		var rng rand.PCG
 		cm.router.seeds.request(&rng, headerValue(r.Header, hdrRequestID), saltRoute)
-		rt.cluster = pickWeightedCluster(a.WeightedClusters, r.Header, rng.Uint64())
+		rt.cluster = PickWeightedCluster(a.WeightedClusters, r.Header, rng.Uint64())
 	case a.ClusterHeader != "":
 		rt.cluster = headerValue(r.Header, a.ClusterHeader) // only the first value, as Envoy takes it
 	default:
@@ -177,7 +177,7 @@ func (cm *connManager) selectRoute(r *http.Request) routed {
 
 // match finds the virtual host for the request's authority and the first route that matches its path.
 func (cm *connManager) match(r *http.Request) (*config.VirtualHost, *config.Route) {
-	vh := matchVirtualHost(cm.routes.VirtualHosts, r.Host, cm.routes.IgnorePortInHostMatching)
+	vh := MatchVirtualHost(cm.routes.VirtualHosts, r.Host, cm.routes.IgnorePortInHostMatching)
 	if vh == nil {
 		return nil, nil
 	}
@@ -195,28 +195,11 @@ func (cm *connManager) match(r *http.Request) (*config.VirtualHost, *config.Rout
 // path specifier on the path without its query string, then every header matcher, then every query
 // parameter matcher. The first route of the virtual host that matches wins.
 func routeMatches(m *config.RouteMatch, r *http.Request, query *url.Values) bool {
-	path := r.URL.Path
-	switch {
-	case m.IsPath:
-		if !(path == m.Path || m.IgnoreCase && strings.EqualFold(path, m.Path)) {
-			return false
-		}
-	case m.Regex != nil: // case_sensitive does not apply to safe_regex
-		if !m.Regex.MatchString(path) {
-			return false
-		}
-	default:
-		n := len(m.Prefix)
-		if len(path) < n || !(path[:n] == m.Prefix || m.IgnoreCase && strings.EqualFold(path[:n], m.Prefix)) {
-			return false
-		}
-		// path_separated_prefix: the prefix is the whole path or is followed by "/".
-		if m.Separated && len(path) > n && path[n] != '/' {
-			return false
-		}
+	if !PathMatches(m, r.URL.Path) {
+		return false
 	}
 	for _, h := range m.Headers {
-		if !headerMatches(h, r.Header) {
+		if !HeaderMatches(h, r.Header) {
 			return false
 		}
 	}
@@ -231,12 +214,32 @@ func routeMatches(m *config.RouteMatch, r *http.Request, query *url.Values) bool
 	return true
 }
 
-// matchVirtualHost follows Envoy's order (VirtualHost.domains, route_components.proto;
+// PathMatches applies a route match's path specifier to a path without its query string: exact path,
+// safe_regex (a full match; case_sensitive does not apply to it), else prefix, path-separated when asked
+// (Envoy's PathRouteEntryImpl, RegexRouteEntryImpl, PrefixRouteEntryImpl and
+// PathSeparatedPrefixRouteEntryImpl, source/common/router/config_impl.cc). The simulator's router
+// (mesh/sim) matches with it too.
+func PathMatches(m *config.RouteMatch, path string) bool {
+	switch {
+	case m.IsPath:
+		return path == m.Path || m.IgnoreCase && strings.EqualFold(path, m.Path)
+	case m.Regex != nil:
+		return m.Regex.MatchString(path)
+	}
+	n := len(m.Prefix)
+	if len(path) < n || !(path[:n] == m.Prefix || m.IgnoreCase && strings.EqualFold(path[:n], m.Prefix)) {
+		return false
+	}
+	// path_separated_prefix: the prefix is the whole path or is followed by "/".
+	return !m.Separated || len(path) == n || path[n] == '/'
+}
+
+// MatchVirtualHost follows Envoy's order (VirtualHost.domains, route_components.proto;
 // RouteMatcher::findVirtualHost, source/common/router/config_impl.cc): exact domain, then the longest
 // suffix wildcard ("*.example.com"), then the longest prefix wildcard ("example.*"), then "*"; a wildcard
 // never matches the empty string. The authority is matched with its port, unless the route
 // configuration's ignore_port_in_host_matching (the HCM's strip_*_host_port strip it before).
-func matchVirtualHost(vhosts []config.VirtualHost, authority string, ignorePort bool) *config.VirtualHost {
+func MatchVirtualHost(vhosts []config.VirtualHost, authority string, ignorePort bool) *config.VirtualHost {
 	host := strings.ToLower(authority)
 	if i := hostPortStart(host); ignorePort && i >= 0 {
 		host = host[:i]

@@ -21,10 +21,10 @@ type Event struct {
 // eventRetry is the kind of the event of a scheduled retry (the policies' kinds are policy.Event*).
 const eventRetry = "retry"
 
-// outcomeReason names what an upstream request ended with, as retry events and spans give it: its
+// OutcomeReason names what an upstream request ended with, as retry events and spans give it: its
 // status code for a response (and the grpc-status of its headers when it has one other than OK), else
 // the outcome's kind (reset, connect_failure, per_try_timeout, …).
-func outcomeReason(o policy.Outcome) string {
+func OutcomeReason(o policy.Outcome) string {
 	if o.Kind == policy.Response {
 		if o.GrpcStatus != 0 {
 			return strconv.Itoa(o.Status) + " grpc-status " + strconv.Itoa(o.GrpcStatus)

@@ -5,9 +5,6 @@ import "github.com/meshproof/meshproof/proxy/internal/h1"
 // ListsToken is how the proxy reads a Connection header's names, for the external test package.
 var ListsToken = h1.HasToken
 
-// ExpectedTimeoutMs is the router's x-envoy-expected-rq-timeout-ms value, for the external test package.
-var ExpectedTimeoutMs = expectedTimeoutMs
-
 // HostAddress is the address the connection manager appends to x-forwarded-for for a loopback peer.
 var HostAddress = hostAddress
 

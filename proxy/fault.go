@@ -128,7 +128,7 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // applies checks the filter's headers condition (ServeHTTP checks upstream_cluster).
 func (f *faultFilter) applies(r *http.Request) bool {
 	for _, m := range f.cfg.Headers {
-		if !headerMatches(m, r.Header) {
+		if !HeaderMatches(m, r.Header) {
 			return false
 		}
 	}

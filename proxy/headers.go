@@ -36,7 +36,7 @@ func headerValue(h http.Header, name string) string {
 // anyHeaderMatches reports whether one of the matchers matches the headers.
 func anyHeaderMatches(ms []config.HeaderMatcher, h http.Header) bool {
 	for _, m := range ms {
-		if headerMatches(m, h) {
+		if HeaderMatches(m, h) {
 			return true
 		}
 	}
@@ -54,13 +54,13 @@ func shareHeader(dst, src http.Header) {
 	}
 }
 
-// headerMatches applies one HeaderMatcher to the request headers, as Envoy's
+// HeaderMatches applies one HeaderMatcher to the request headers, as Envoy's
 // HeaderUtility::matchHeaders (source/common/http/header_utility.cc): several values of the header are
 // matched joined by ","; an absent header matches only a present_match that wants it absent (or, with
 // invert_match, one that wants it present) — inverting a value match does not make it match an absent
 // header — unless treat_missing_header_as_empty, under which an absent header is the empty value (and a
 // present_match, or a matcher with only a name, matches as it is set, whatever the header).
-func headerMatches(m config.HeaderMatcher, h http.Header) bool {
+func HeaderMatches(m config.HeaderMatcher, h http.Header) bool {
 	values, present := h[http.CanonicalHeaderKey(m.Name)]
 	return valuesMatch(m, values, present)
 }
@@ -80,7 +80,7 @@ func requestHeadersMatch(ms []config.HeaderMatcher, r *http.Request) bool {
 		case ":scheme":
 			ok = valuesMatch(m, []string{"http"}, true)
 		default:
-			ok = headerMatches(m, r.Header)
+			ok = HeaderMatches(m, r.Header)
 		}
 		if !ok {
 			return false

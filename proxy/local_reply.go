@@ -134,7 +134,7 @@ func mapperMatches(m *config.ResponseMapper, r *http.Request, code int) bool {
 	case m.StatusCode != nil:
 		return statusCompare(m.StatusCode, code)
 	case m.Header != nil:
-		return r != nil && headerMatches(*m.Header, r.Header)
+		return r != nil && HeaderMatches(*m.Header, r.Header)
 	}
 	return false
 }

@@ -61,7 +61,7 @@ func (f *forward) mirror(ms []config.MirrorPolicy, reqID string, timeout time.Du
 	if f.grpcTimeout != "" {
 		extra[hdrGrpcTimeout] = []string{f.grpcTimeout}
 	}
-	if ms := expectedTimeoutMs(0, timeout, 0); ms > 0 {
+	if ms := ExpectedTimeoutMs(0, timeout, 0); ms > 0 {
 		extra[hdrExpectedTimeout] = []string{strconv.FormatInt(ms, 10)}
 	}
 	for _, m := range ms {

@@ -460,30 +460,50 @@ func (f *forward) finish(a upstreamRequest, n int) {
 	// The response flag and details of each end are Envoy's (Filter::onUpstreamAbort with
 	// streamResetReasonToResponseFlag, router.cc): UT for a per-try timeout, UF a connection failure,
 	// UO an overflow, UC a connection terminated; the details name the reset reason.
-	switch a.outcome.Kind {
-	case policy.Response:
+	if a.outcome.Kind == policy.Response {
 		f.relay(a, n)
-	case policy.PerTryTimeout:
-		f.si.fail(flagUpstreamRequestTimeout, "upstream_per_try_timeout")
-		f.upstreamLocalReply(http.StatusGatewayTimeout, "upstream request timeout", n, nil)
-	case policy.ConnectFailure:
-		reason := connectFailureReason(a.connErr)
-		f.si.fail(flagUpstreamConnectionFailure, resetDetails(reason))
-		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+reason, n, nil)
-	case policy.Overflow:
-		f.si.fail(flagUpstreamOverflow, resetDetails("overflow"))
-		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"overflow", n, overloaded)
-	default:
-		if r := a.resetReason; r != "" && r != "connection termination" {
-			// An HTTP/2 stream reset by the upstream: UR (streamResetReasonToResponseFlag, router.cc,
-			// maps RemoteReset and RemoteRefusedStreamReset to UpstreamRemoteReset).
-			f.si.fail(flagUpstreamRemoteReset, resetDetails(r))
-			f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+r, n, nil)
-			return
-		}
-		f.si.fail(flagUpstreamConnectionTermination, resetDetails("connection termination"))
-		f.upstreamLocalReply(http.StatusServiceUnavailable, resetBody+"connection termination", n, nil)
+		return
 	}
+	code, flag := failureReply(a.outcome.Kind, a.resetReason)
+	switch flag {
+	case flagUpstreamRequestTimeout:
+		f.si.fail(flag, "upstream_per_try_timeout")
+		f.upstreamLocalReply(code, "upstream request timeout", n, nil)
+	case flagUpstreamConnectionFailure:
+		reason := connectFailureReason(a.connErr)
+		f.si.fail(flag, resetDetails(reason))
+		f.upstreamLocalReply(code, resetBody+reason, n, nil)
+	case flagUpstreamOverflow:
+		f.si.fail(flag, resetDetails("overflow"))
+		f.upstreamLocalReply(code, resetBody+"overflow", n, overloaded)
+	case flagUpstreamRemoteReset:
+		f.si.fail(flag, resetDetails(a.resetReason))
+		f.upstreamLocalReply(code, resetBody+a.resetReason, n, nil)
+	default:
+		f.si.fail(flag, resetDetails("connection termination"))
+		f.upstreamLocalReply(code, resetBody+"connection termination", n, nil)
+	}
+}
+
+// failureReply is the router's local reply to a final attempt that ended without a response (kind is
+// not policy.Response): its status and response flag, as Envoy's Filter::onUpstreamAbort maps the
+// reset reason (streamResetReasonToResponseFlag, source/common/router/router.cc) — UT 504 for a
+// per-try timeout, UF 503 for a connection failure, UO 503 for an overflow (with x-envoy-overloaded),
+// UR 503 for an HTTP/2 stream the upstream reset (resetReason, Envoy's words, other than "connection
+// termination"), else UC 503 for a connection terminated.
+func failureReply(kind policy.OutcomeKind, resetReason string) (int, responseFlags) {
+	switch kind {
+	case policy.PerTryTimeout:
+		return http.StatusGatewayTimeout, flagUpstreamRequestTimeout
+	case policy.ConnectFailure:
+		return http.StatusServiceUnavailable, flagUpstreamConnectionFailure
+	case policy.Overflow:
+		return http.StatusServiceUnavailable, flagUpstreamOverflow
+	}
+	if resetReason != "" && resetReason != "connection termination" {
+		return http.StatusServiceUnavailable, flagUpstreamRemoteReset
+	}
+	return http.StatusServiceUnavailable, flagUpstreamConnectionTermination
 }
 
 // connectFailureReason is the reset reason of an attempt whose connection failed, as Envoy's router
@@ -652,11 +672,11 @@ func (f *forward) relay(a upstreamRequest, n int) {
 	}
 }
 
-// pickWeightedCluster draws the cluster of a weighted_clusters route as Envoy's pickClusterIndex
+// PickWeightedCluster draws the cluster of a weighted_clusters route as Envoy's pickClusterIndex
 // (source/common/router/weighted_cluster_specifier.cc): the random value — the request's header_name
 // when it has exactly one value that is a base-10 uint64, else the request's draw — modulo the total
 // weight falls in one cluster's [begin, begin+weight) range, the clusters laid end to end in order.
-func pickWeightedCluster(wc *config.WeightedClusters, h http.Header, random uint64) string {
+func PickWeightedCluster(wc *config.WeightedClusters, h http.Header, random uint64) string {
 	if wc.HeaderName != "" {
 		if v := h[http.CanonicalHeaderKey(wc.HeaderName)]; len(v) == 1 {
 			if n, err := strconv.ParseUint(v[0], 10, 64); err == nil {

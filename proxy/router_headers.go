@@ -43,12 +43,17 @@ func routeTimeout(route *config.Route, h http.Header) time.Duration {
 // while some condition is active, x-envoy-retriable-status-codes adds codes, and the timeout headers
 // (ms, 0 = none) replace the route timeout and per_try_timeout.
 func (f *forward) effectivePolicy() (*config.RetryPolicy, time.Duration) {
-	rp := f.route.Action.RetryPolicy
+	return EffectiveRetryPolicy(f.route, f.vh, f.r.Header)
+}
+
+// EffectiveRetryPolicy is effectivePolicy of a request with headers h on route of virtual host vh: the
+// simulator's router (mesh/sim) takes its internal requests' policy from it too.
+func EffectiveRetryPolicy(route *config.Route, vh *config.VirtualHost, h http.Header) (*config.RetryPolicy, time.Duration) {
+	rp := route.Action.RetryPolicy
 	if rp == nil {
-		rp = f.vh.RetryPolicy
+		rp = vh.RetryPolicy
 	}
-	timeout := routeTimeout(f.route, f.r.Header)
-	h := f.r.Header
+	timeout := routeTimeout(route, h)
 	// x-envoy-retry-on adds HTTP conditions, x-envoy-retry-grpc-on gRPC ones, each its own vocabulary,
 	// unknown values ignored (RetryStateImpl's parseRetryOn / parseRetryGrpcOn, retry_state_impl.cc);
 	// both hold for any request, gRPC or not.
@@ -133,7 +138,7 @@ func (f *forward) retriableRequest(ms []config.HeaderMatcher) bool {
 		if v != "" {
 			h = http.Header{m.Name: {v}}
 		}
-		if headerMatches(m, h) {
+		if HeaderMatches(m, h) {
 			return true
 		}
 	}

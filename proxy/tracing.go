@@ -170,6 +170,6 @@ func attemptOutcome(span trace.Span, o policy.Outcome, evs []policy.Event, hosts
 
 // retryEvent marks a scheduled retry on the server span: what the attempt ended with and the back-off.
 func retryEvent(span trace.Span, o policy.Outcome, n int, delay time.Duration) {
-	span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(n), AttrReason.String(outcomeReason(o)),
+	span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(n), AttrReason.String(OutcomeReason(o)),
 		AttrDelay.Float64(float64(delay)/float64(time.Millisecond))))
 }

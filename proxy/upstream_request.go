@@ -190,7 +190,7 @@ func (f *forward) try(rp *config.RetryPolicy, reqID string, n int, hash uint64, 
 	if f.softPerTry != nil {
 		expectPerTry = 0 // hedging: the upstream may take the whole route timeout (setTimeoutHeaders)
 	}
-	if ms := expectedTimeoutMs(f.rt.clk.Since(f.start), timeout, expectPerTry); ms > 0 {
+	if ms := ExpectedTimeoutMs(f.rt.clk.Since(f.start), timeout, expectPerTry); ms > 0 {
 		f.scratch[3] = msString(ms)
 		f.extra[hdrExpectedTimeout] = f.scratch[3:4:4]
 	}
@@ -450,12 +450,12 @@ func (f *forward) startAttempt(ctx context.Context, out *h1.Request, h *host, n 
 // noCancel stands for the cancel function of an attempt without a context of its own.
 func noCancel(error) {}
 
-// expectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms
+// ExpectedTimeoutMs is what Envoy sends upstream as x-envoy-expected-rq-timeout-ms
 // (FilterUtility::setTimeoutHeaders, source/common/router/router.cc): the per-try timeout, else the route
 // timeout, capped by what is left of the route timeout after the whole milliseconds elapsed since the
 // request started — so the first attempt carries the configured timeout exactly — and 1 once none is
 // left (0 would mean no timeout). 0: no header (neither timeout is set).
-func expectedTimeoutMs(elapsed, timeout, perTry time.Duration) int64 {
+func ExpectedTimeoutMs(elapsed, timeout, perTry time.Duration) int64 {
 	global := timeout.Milliseconds()
 	expected := perTry.Milliseconds()
 	if expected == 0 {
