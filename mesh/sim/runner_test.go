@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -100,16 +99,6 @@ checks:
   - success_rate >= 50%
 `
 
-// skipUntilSidecars skips a spec of a mesh the proxy model refuses for its sidecars' internal requests
-// (internal_address_config, which every generated sidecar carries): ENABLED AFTER THE MERGE once the
-// model simulates them. With the stub proxy it runs.
-func skipUntilSidecars(sc *scenarios.Scenario) {
-	err := sim.Runner{}.Supports(plan.New(sc, nil), plan.Options{})
-	if err != nil && strings.Contains(err.Error(), "internal_address_config") {
-		Skip("the proxy model refuses the sidecars' internal_address_config: " + err.Error())
-	}
-}
-
 var _ = Describe("Runner", func() {
 	It("is named sim", func() {
 		Expect(sim.Runner{}.Name()).To(Equal("sim"))
@@ -183,7 +172,6 @@ var _ = Describe("Runner", func() {
 		})
 
 		It("gives a byte-identical report.json of a mesh for the same seed", func() {
-			skipUntilSidecars(parse(smallMesh))
 			a, b := report(smallMesh, 9), report(smallMesh, 9)
 			Expect(a).To(Equal(b))
 			Expect(report(smallMesh, 10)).NotTo(Equal(a))
@@ -191,7 +179,6 @@ var _ = Describe("Runner", func() {
 
 		It("records the mesh: calls per edge, capacity, a refuse window's events", func() {
 			sc := parse(smallMesh)
-			skipUntilSidecars(sc)
 			rec, err := plan.Run(context.Background(), sim.Runner{}, plan.New(sc, nil), plan.Options{})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(rec.Samples).To(HaveLen(600))
