@@ -33,6 +33,7 @@ import (
 	"github.com/meshproof/meshproof/mesh/docker"
 	"github.com/meshproof/meshproof/mesh/live"
 	"github.com/meshproof/meshproof/mesh/plan"
+	"github.com/meshproof/meshproof/mesh/sim"
 	"github.com/meshproof/meshproof/mesh/tracing"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/reports"
@@ -66,6 +67,9 @@ const (
 	// Docker runs each instance and proxy in its own container on a network of the run's own, built
 	// FROM scratch around a static meshproof binary (Docker must be reachable).
 	Docker Runner = "docker"
+	// Sim runs the scenario in virtual time (mesh/sim): the same plan, policy objects and fault models,
+	// no socket, deterministic for the seed; what it does not model is refused (ErrUnsupported).
+	Sim Runner = "sim"
 )
 
 // Options change a run without changing its scenario.
@@ -121,8 +125,10 @@ func Run(ctx context.Context, sc *Scenario, opts Options) (*Result, error) {
 		r = live.Runner{}
 	case Docker:
 		r = docker.Runner{Options: docker.Options{Image: opts.DockerImage, Binary: opts.DockerBinary, Log: opts.DockerLog}}
+	case Sim:
+		r = sim.Runner{}
 	default:
-		return nil, fmt.Errorf("mesh: Run: runner %q: want %q or %q", opts.Runner, Embedded, Docker)
+		return nil, fmt.Errorf("mesh: Run: runner %q: want %q, %q or %q", opts.Runner, Embedded, Docker, Sim)
 	}
 	if opts.TraceRatio < 0 || opts.TraceRatio > 1 {
 		return nil, fmt.Errorf("mesh: Run: TraceRatio %g: want 0 to 1", opts.TraceRatio)

@@ -152,6 +152,20 @@ var _ = Describe("Run", func() {
 		Expect(err).To(HaveOccurred())
 	})
 
+	It("runs the same scenario in virtual time on the sim runner, the same report for the same seed", func(ctx SpecContext) {
+		sc, err := spec().Build()
+		Expect(err).NotTo(HaveOccurred())
+		res, err := mesh.Run(ctx, sc, mesh.Options{Runner: mesh.Sim})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(res.Summary().Requests).To(BeEquivalentTo(40))
+		Expect(res.Failed()).To(ContainElement(HaveField("Check", "p99 < 1ms")), "a 1 ms service cannot answer under 1 ms")
+		again, err := mesh.Run(ctx, sc, mesh.Options{Runner: mesh.Sim})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(again.Record.Samples).To(Equal(res.Record.Samples))
+		_, err = mesh.Run(ctx, sc, mesh.Options{Runner: mesh.Sim, TraceRatio: 1})
+		Expect(errors.Is(err, mesh.ErrUnsupported)).To(BeTrue(), "%v", err)
+	})
+
 	It("refuses a scenario the runner cannot do, naming what, before starting anything", func(ctx SpecContext) {
 		s := spec()
 		s.Faults = []mesh.FaultRule{{Service: "checkout", Instances: []int{0}, At: "100ms", For: "200ms", Container: "kill"}}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/meshproof/meshproof/reports/record"
 )
@@ -20,11 +21,19 @@ import (
 //
 // The bounds: the success rates within FidelitySuccessRatePP percentage points, the retry
 // amplifications within FidelityAmplificationRel of the embedded run's (relative), the same set of
-// ejected hosts, and the p99 latencies within FidelityP99Rel of the embedded run's (relative).
+// ejected hosts, and the p99 latencies within FidelityP99Rel of the embedded run's (relative) or within
+// FidelityP99Floor of it (absolute), whichever is wider.
 const (
 	FidelitySuccessRatePP    = 1.0
 	FidelityAmplificationRel = 0.05
 	FidelityP99Rel           = 0.25
+	// FidelityP99Floor is the p99 difference that is within the bound whatever the ratio. The simulator
+	// does not model the host: scheduling delays, GC pauses and the loopback stack's variance add a few
+	// milliseconds at the tail of a real run on a shared 2-core machine, where a millisecond-scale p99 is
+	// mostly that (healthy-baseline: 3.9 ms embedded, 1.2 ms simulated), and two embedded runs of one
+	// example differed by 4–34 ms at p99. Below the floor the relative bound would judge the host, not
+	// the model.
+	FidelityP99Floor = 5 * time.Millisecond
 )
 
 // FidelityTable is the comparison of an embedded run and a simulated run of the same scenario.
@@ -44,7 +53,7 @@ type FidelityRow struct {
 	// Diff is sim − embedded ("-0.9 pp", "+5.833%", "+2ms (+10%)", the hosts only one run ejected); ""
 	// when the two cannot be compared.
 	Diff string
-	// Bound is what the row must stay within ("≤ 1 pp", "≤ 5%", "same set", "≤ 25%"); "" for a row shown
+	// Bound is what the row must stay within ("≤ 1 pp", "≤ 5%", "same set", "≤ 25% or 5ms"); "" for a row shown
 	// for context only, which is always OK.
 	Bound string
 	OK    bool
@@ -145,9 +154,10 @@ func Fidelity(embedded, sim *record.Record) FidelityTable {
 
 	add(FidelityRow{Name: "p50", Embedded: formatDelay(es.Latency.P50), Sim: formatDelay(ss.Latency.P50), Diff: durDelta(es.Latency.P50, ss.Latency.P50)})
 	p99 := FidelityRow{Name: "p99", Embedded: formatDelay(es.Latency.P99), Sim: formatDelay(ss.Latency.P99),
-		Bound: "≤ " + formatSig(100*FidelityP99Rel) + "%"}
+		Bound: "≤ " + formatSig(100*FidelityP99Rel) + "% or " + formatDelay(FidelityP99Floor)}
 	p99.Diff = durDelta(es.Latency.P99, ss.Latency.P99)
-	p99.OK = relativeWithin(float64(es.Latency.P99), float64(ss.Latency.P99), FidelityP99Rel)
+	p99.OK = relativeWithin(float64(es.Latency.P99), float64(ss.Latency.P99), FidelityP99Rel) ||
+		(es.Latency.P99-ss.Latency.P99).Abs() <= FidelityP99Floor
 	add(p99)
 
 	if len(eo.Windows) > 0 || len(so.Windows) > 0 {

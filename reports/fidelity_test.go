@@ -89,7 +89,7 @@ var _ = Describe("Fidelity", func() {
 			Expect(row(t, "retry amplification")).To(Equal(reports.FidelityRow{Name: "retry amplification",
 				Embedded: "1.2", Sim: "1.24", Diff: "+0.04 (+3.333%)", Bound: "≤ 5%", OK: true}))
 			Expect(row(t, "p99")).To(Equal(reports.FidelityRow{Name: "p99",
-				Embedded: "10ms", Sim: "12ms", Diff: "+2ms (+20%)", Bound: "≤ 25%", OK: true}))
+				Embedded: "10ms", Sim: "12ms", Diff: "+2ms (+20%)", Bound: "≤ 25% or 5ms", OK: true}))
 			Expect(row(t, "p50")).To(Equal(reports.FidelityRow{Name: "p50",
 				Embedded: "2ms", Sim: "2ms", Diff: "+0s (+0%)", OK: true}))
 			Expect(row(t, "ejected hosts")).To(Equal(reports.FidelityRow{Name: "ejected hosts",
@@ -176,24 +176,36 @@ var _ = Describe("Fidelity", func() {
 		Expect(t.OK()).To(BeTrue())
 	})
 
-	It("judges p99 relative to the embedded run's: 25% apart is in, 26% out", func() {
-		sim.tail = 12500 * time.Microsecond
+	It("judges a p99 over the floor relative to the embedded run's: 25% apart is in, 26% out", func() {
+		embedded.tail = 40 * time.Millisecond
+		sim.tail = 50 * time.Millisecond
 		Expect(row(fidelity(), "p99").OK).To(BeTrue())
-		sim.tail = 12600 * time.Microsecond
+		sim.tail = 50400 * time.Microsecond
 		Expect(row(fidelity(), "p99")).To(Equal(reports.FidelityRow{Name: "p99",
-			Embedded: "10ms", Sim: "12.6ms", Diff: "+2.6ms (+26%)", Bound: "≤ 25%", OK: false}))
-		sim.tail = 7 * time.Millisecond
-		Expect(row(fidelity(), "p99")).To(HaveField("Diff", "-3ms (-30%)"))
+			Embedded: "40ms", Sim: "50.4ms", Diff: "+10.4ms (+26%)", Bound: "≤ 25% or 5ms", OK: false}))
+		sim.tail = 28 * time.Millisecond
+		Expect(row(fidelity(), "p99")).To(HaveField("Diff", "-12ms (-30%)"))
 		Expect(row(fidelity(), "p99").OK).To(BeFalse())
 	})
 
-	It("handles a p99 of 0 on both sides as equal, and 0 against a latency as out", func() {
+	It("holds a p99 difference up to the 5 ms floor within the bound whatever the ratio", func() {
+		embedded.tail = 4 * time.Millisecond
+		sim.latency, sim.tail = time.Millisecond, 1200*time.Microsecond
+		Expect(row(fidelity(), "p99")).To(Equal(reports.FidelityRow{Name: "p99",
+			Embedded: "4ms", Sim: "1.2ms", Diff: "-2.8ms (-70%)", Bound: "≤ 25% or 5ms", OK: true}))
+		sim.tail = 9 * time.Millisecond
+		Expect(row(fidelity(), "p99").OK).To(BeTrue())
+		sim.tail = 9100 * time.Microsecond
+		Expect(row(fidelity(), "p99").OK).To(BeFalse())
+	})
+
+	It("handles a p99 of 0 on both sides as equal, and 0 against a latency over the floor as out", func() {
 		embedded.latency, embedded.tail, sim.latency, sim.tail = 0, 0, 0, 0
 		Expect(row(fidelity(), "p99")).To(Equal(reports.FidelityRow{Name: "p99",
-			Embedded: "0s", Sim: "0s", Diff: "+0s", Bound: "≤ 25%", OK: true}))
-		sim.latency, sim.tail = time.Millisecond, time.Millisecond
+			Embedded: "0s", Sim: "0s", Diff: "+0s", Bound: "≤ 25% or 5ms", OK: true}))
+		sim.latency, sim.tail = 6*time.Millisecond, 6*time.Millisecond
 		Expect(row(fidelity(), "p99")).To(Equal(reports.FidelityRow{Name: "p99",
-			Embedded: "0s", Sim: "1ms", Diff: "+1ms", Bound: "≤ 25%", OK: false}))
+			Embedded: "0s", Sim: "6ms", Diff: "+6ms", Bound: "≤ 25% or 5ms", OK: false}))
 	})
 
 	It("shows retries, overflows and connection overflows from the proxy's counters, unjudged", func() {
@@ -243,16 +255,16 @@ var _ = Describe("Fidelity", func() {
 			Expect(b.String()).To(Equal(`fidelity: fidelity-me (examples/fidelity-me.yaml), seed 7 — embedded vs sim
                       embedded  sim     diff         bound
 requests              1000      1000    +0 (+0%)
-success rate          99%       97.9%   -1.1 pp      ≤ 1 pp    OUT
-retry amplification   1.2       1.2     +0 (+0%)     ≤ 5%      ok
+success rate          99%       97.9%   -1.1 pp      ≤ 1 pp        OUT
+retry amplification   1.2       1.2     +0 (+0%)     ≤ 5%          ok
 retries               0         0       +0
 retry overflows       0         0       +0
 pending overflows     0         0       +0
 connection overflows  0         0       +0
-ejected hosts         a/0 ×1    a/0 ×1  same         same set  ok
+ejected hosts         a/0 ×1    a/0 ×1  same         same set      ok
 ejections a/0         1         1       +0 (+0%)
 p50                   2ms       2ms     +0s (+0%)
-p99                   10ms      11ms    +1ms (+10%)  ≤ 25%     ok
+p99                   10ms      11ms    +1ms (+10%)  ≤ 25% or 5ms  ok
 verdict: OUT OF BOUNDS: success rate
 `))
 		})
@@ -264,7 +276,7 @@ verdict: OUT OF BOUNDS: success rate
 				"| metric | embedded | sim | diff (sim − embedded) | bound | |\n|---|---|---|---|---|---|\n" +
 				"| requests | 1000 | 1000 | +0 (+0%) |  |  |\n" +
 				"| success rate | 99% | 97.9% | -1.1 pp | ≤ 1 pp | ❌ |\n"))
-			Expect(b.String()).To(ContainSubstring("| p99 | 10ms | 11ms | +1ms (+10%) | ≤ 25% | ✅ |\n"))
+			Expect(b.String()).To(ContainSubstring("| p99 | 10ms | 11ms | +1ms (+10%) | ≤ 25% or 5ms | ✅ |\n"))
 			Expect(b.String()).To(HaveSuffix("|\n\n"))
 
 			sim.ok = 990

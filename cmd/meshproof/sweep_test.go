@@ -272,8 +272,7 @@ var _ = Describe("meshproof sweep", func() {
 	})
 })
 
-// The real runner (sweepRunner: the simulator once mesh/sim's runner lands, the embedded runner until
-// then) on a scenario whose verdicts are known by hand: instance 0 of 2 answers 503 to everything, round
+// The real runner (sweepRunner: the simulator) on a scenario whose verdicts are known by hand: instance 0 of 2 answers 503 to everything, round
 // robin alternates them, a 5xx is retried on another host. Without a retry every other request fails
 // (50%); with one or two every request succeeds on instance 1 (100%).
 var _ = Describe("meshproof sweep on the real runner", Label("sim"), func() {
@@ -286,5 +285,39 @@ var _ = Describe("meshproof sweep on the real runner", Label("sim"), func() {
 		Expect(pointField(j, "outcomes", "success_rate")).To(Equal([]any{50.0, 100.0, 100.0}), "stdout:\n%s", stdout)
 		Expect(pointField(j, "status")).To(Equal([]any{"fail", "pass", "pass"}))
 		Expect(pointField(j, "outcomes", "requests")).To(Equal([]any{40.0, 40.0, 40.0}))
+	})
+})
+
+// The simulator-only examples (scenarios/examples/sim): the sweep example finds the safe region its
+// description states, and the 200-service mesh passes its checks on the sim runner.
+var _ = Describe("the simulator's examples", Label("sim"), func() {
+	It("sweeps metastable-retry-sweep.yaml to the safe region its description states", func() {
+		out := GinkgoT().TempDir()
+		code, stdout, stderr := run("sweep", "../../scenarios/examples/sim/metastable-retry-sweep.yaml", "--out", out,
+			"--set", "sidecars.route.retry_policy.num_retries=0,1,2,3",
+			"--set", "sidecars.cluster.circuit_breakers.thresholds[0].max_retries=3,10,1000")
+		Expect(code).To(Equal(0), "stdout:\n%s\nstderr:\n%s", stdout, stderr)
+		Expect(pointField(sweepJSON(out), "status")).To(Equal([]any{
+			"pass", "pass", "pass", // no retries
+			"pass", "fail", "fail", // 1 retry: breaker 3, 10, 1000
+			"pass", "fail", "fail",
+			"pass", "fail", "fail",
+		}), "stdout:\n%s", stdout)
+		Expect(stdout).To(ContainSubstring("safe region: 6 of 12 points pass every check"))
+	})
+
+	It("runs mesh-200-services.yaml on the sim runner and passes its checks", func() {
+		out := GinkgoT().TempDir()
+		code, stdout, stderr := run("run", "../../scenarios/examples/sim/mesh-200-services.yaml", "--runner", "sim", "--out", out)
+		Expect(code).To(Equal(0), "stdout:\n%s\nstderr:\n%s", stdout, stderr)
+		Expect(stdout).To(ContainSubstring("PASS: all 4 checks held"))
+	})
+
+	It("validates every simulator example", func() {
+		files, _ := filepath.Glob("../../scenarios/examples/sim/*.yaml")
+		Expect(files).To(HaveLen(2))
+		code, stdout, _ := run(append([]string{"validate"}, files...)...)
+		Expect(code).To(Equal(0))
+		Expect(strings.Count(stdout, ": ok")).To(Equal(len(files)))
 	})
 })
