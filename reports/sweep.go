@@ -261,6 +261,10 @@ func writeSafeText(b *bytes.Buffer, s Sweep) {
 		fmt.Fprintf(b, "safe region: none of the %d points passes every check\n", len(s.Points))
 		return
 	}
+	if len(s.Dimensions) == 0 {
+		fmt.Fprintf(b, "safe region: the scenario as written passes every check\n")
+		return
+	}
 	fmt.Fprintf(b, "safe region: %d of %d points pass every check:\n", len(safe), len(s.Points))
 	for _, p := range safe {
 		fmt.Fprintf(b, "  %s\n", s.Setting(p))

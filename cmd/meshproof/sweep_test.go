@@ -269,6 +269,13 @@ var _ = Describe("meshproof sweep", func() {
 			Expect(stdout).To(ContainSubstring("services.backend.instances=2: PASS (highest passing rate: ≥ 180/s (it holds at --rate-max))"))
 			Expect(pointField(sweepJSON(out), "max_rate", "result")).To(Equal([]any{"fails at --rate-min", "holds at --rate-max"}))
 		})
+
+		It("searches the scenario as written when there is no --set, and says so in the safe region", func() {
+			code, stdout, stderr := run("sweep", "testdata/sweep-fake-nofault.yaml", "--out", out, "--find-max-rate", "--rate-min", "50", "--rate-max", "400", "--precision", "5")
+			Expect(code).To(Equal(0), "stdout:\n%s\nstderr:\n%s", stdout, stderr)
+			Expect(stdout).To(ContainSubstring("point 1: the scenario: PASS (highest passing rate: 99.22/s)"))
+			Expect(stdout).To(ContainSubstring("safe region: the scenario as written passes every check\n"))
+		})
 	})
 })
 
