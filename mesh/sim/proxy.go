@@ -21,7 +21,7 @@ import (
 // set-up, the pending queue and the timers, as events.
 //
 // The files: proxy.go (the proxy: routing a request, stats), proxy_router.go (a request's attempts and
-// retries, Envoy's router filter), proxy_cluster.go (clusters, hosts and their HTTP/1.1 connection
+// retries, Envoy's router filter), proxy_update.go (a configuration pushed over xDS), proxy_cluster.go (clusters, hosts and their HTTP/1.1 connection
 // pools), proxy_health.go (active health checks), proxy_unsupported.go (what the model refuses).
 
 // ProxyConfig is one proxy or sidecar of the simulated mesh.
@@ -54,6 +54,7 @@ type Proxy struct {
 	hop     time.Duration
 	onEvent func(ProxyEvent)
 	seeds   proxy.Seeds
+	resolve func(addr string) (Upstream, bool) // for the hosts an Update adds
 
 	listener *config.Listener
 	routes   *config.RouteConfig
@@ -98,7 +99,7 @@ func NewProxy(en *Engine, cfg ProxyConfig) (*Proxy, error) {
 	if cfg.Hop < 0 {
 		return nil, fmt.Errorf("sim: proxy %s: hop %v is negative", cfg.Name, cfg.Hop)
 	}
-	p := &Proxy{en: en, name: cfg.Name, hop: cfg.Hop, onEvent: cfg.OnEvent,
+	p := &Proxy{en: en, name: cfg.Name, hop: cfg.Hop, onEvent: cfg.OnEvent, resolve: cfg.Resolve,
 		seeds:    proxy.NewSeeds(proxy.SeededRand(cfg.Seed, cfg.Name)),
 		listener: &cfg.Config.Listeners[0], clusters: make(map[string]*cluster, len(cfg.Config.Clusters))}
 	p.routes = &p.listener.Routes

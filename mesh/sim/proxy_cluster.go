@@ -127,7 +127,7 @@ func (c *cluster) pick(f *forward) int {
 // record feeds an attempt's outcome to outlier detection (never a local overflow), as the live
 // cluster.recordOutcome, and publishes the decisions it caused.
 func (c *cluster) record(i int, o policy.Outcome) {
-	if c.outlier == nil {
+	if c.outlier == nil || i < 0 { // i < 0: a host a configuration update removed (proxy_update.go)
 		return
 	}
 	if r, ok := policy.OutlierResultFor(o); ok {
