@@ -38,6 +38,7 @@ func (w *world) record(started time.Time, samples []record.Sample, end *snapshot
 	p := w.p
 	rec := p.NewRecord(started, samples)
 	rec.ProxyStats = end.proxyStats
+	w.fillChanges(rec, end)
 	for i, it := range w.instances {
 		rec.Upstreams = append(rec.Upstreams, plan.UpstreamRecord(it.in, it.addr, end.upstreams[i]))
 	}

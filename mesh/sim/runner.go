@@ -29,6 +29,9 @@ type Runner struct {
 	Hop time.Duration
 	// Bandwidth is the bytes per second of a body without slow_body; 0: DefaultBandwidth.
 	Bandwidth int64
+	// ChangeDelay is the time from a configuration change's push to the proxy using it; 0:
+	// DefaultChangeDelay.
+	ChangeDelay time.Duration
 }
 
 var _ plan.Runner = Runner{}
@@ -37,17 +40,19 @@ var _ plan.Runner = Runner{}
 func (Runner) Name() string { return "sim" }
 
 // Supports refuses, by name, what the simulator does not model: container faults, TCP toxics, HTTP/2
-// faults and gRPC aborts, configuration changes (xDS), mutual TLS, h2c and gRPC loads, traces, access
+// faults and gRPC aborts, mutual TLS, h2c and gRPC loads, traces, access
 // logs, and every proxy configuration field the proxy model would ignore (Unsupported).
 func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
-	var confs []proxyConf
-	if len(p.Scenario.Changes) == 0 { // a changed proxy's configuration comes over xDS: refused anyway
-		var err error
-		if confs, err = configs(p, addresses(p)); err != nil {
-			return err
-		}
+	addrs := addresses(p)
+	confs, err := configs(p, addrs)
+	if err != nil {
+		return err
 	}
-	return refusals(p, opts, confs)
+	chs, err := planChanges(p, listenerAddrs(confs), addrs)
+	if err != nil {
+		return err
+	}
+	return refusals(p, opts, append(confs, changeConfs(chs)...))
 }
 
 // refusals is Supports with the proxies' configurations built.
@@ -74,9 +79,6 @@ func refusals(p *plan.Plan, opts plan.Options, confs []proxyConf) error {
 		case f.Abort != nil && f.Abort.GRPCStatus != 0:
 			parts = append(parts, name+": abort.grpc_status (gRPC answers)")
 		}
-	}
-	if len(sc.Changes) > 0 {
-		parts = append(parts, "changes: configuration pushed over xDS")
 	}
 	if sc.MTLSOn() {
 		parts = append(parts, "mesh.mtls: mutual TLS")
@@ -118,16 +120,17 @@ var errStalled = errors.New("sim: the run stalled: requests in flight and no eve
 // canceled, those not yet due left out) with ctx's error.
 func (r Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*record.Record, error) {
 	started := time.Now()
-	if len(p.Scenario.Changes) > 0 {
-		return nil, refusals(p, opts, nil)
-	}
 	addrs := addresses(p)
 	confs, err := configs(p, addrs)
 	if err != nil {
 		return nil, err
 	}
+	chs, err := planChanges(p, listenerAddrs(confs), addrs)
+	if err != nil {
+		return nil, err
+	}
 	// A runner never runs what it does not support, whoever calls it.
-	if err := refusals(p, opts, confs); err != nil {
+	if err := refusals(p, opts, append(confs[:len(confs):len(confs)], changeConfs(chs)...)); err != nil {
 		return nil, err
 	}
 	en := &Engine{}
@@ -150,6 +153,7 @@ func (r Runner) Run(ctx context.Context, p *plan.Plan, opts plan.Options) (*reco
 	}
 	var end *snapshot
 	c.onIdle = func() { end = w.snapshot(target) }
+	w.scheduleChanges(chs, cmp.Or(r.ChangeDelay, DefaultChangeDelay))
 	w.start()
 	c.start()
 

@@ -28,6 +28,7 @@ type world struct {
 	proxyEvents []record.ProxyEvent
 	calls       []record.Call
 	callEnds    []time.Duration // when calls[i] ended for its caller; -1 while in flight
+	answers     map[int]changeAnswer // how the proxies answered the changes, by index (changes.go)
 }
 
 // proxyConf is one proxy of the plan with its configuration: an ingress proxy, or an instance's sidecar
@@ -61,8 +62,23 @@ func addresses(p *plan.Plan) map[string]string {
 func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 	addr := func(in plan.Instance) string { return addrs[in.Name()] }
 	var out []proxyConf
+	changed := map[string]bool{}
+	for _, name := range p.Scenario.ChangedProxies() {
+		changed[name] = true
+	}
 	for k, px := range p.Proxies {
-		listener := fmt.Sprintf("10.255.%d.%d:10000", (k+1)>>8&0xff, (k+1)&0xff)
+		listener := proxyListener(k)
+		if changed[px.Name] { // its first configuration from the control plane (changes.go)
+			cfg, detail, err := stateConfig(p, px.Name, p.Scenario.InitialState(px.Name), listener, addrs)
+			if err == nil && detail != "" {
+				err = fmt.Errorf("its first configuration from the control plane was rejected: %s", detail)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("proxy %s: %w", px.Name, err)
+			}
+			out = append(out, proxyConf{name: px.Name, cfg: cfg, listener: listener})
+			continue
+		}
 		b, err := p.Bootstrap(px.Name, scenarios.Addresses{Listener: listener, Endpoints: p.ProxyEndpoints(px, addr)})
 		if err != nil {
 			return nil, fmt.Errorf("proxy %s: %w", px.Name, err)
