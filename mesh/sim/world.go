@@ -27,7 +27,7 @@ type world struct {
 	events      []record.FaultEvent
 	proxyEvents []record.ProxyEvent
 	calls       []record.Call
-	callEnds    []time.Duration // when calls[i] ended for its caller; -1 while in flight
+	callEnds    []time.Duration      // when calls[i] ended for its caller; -1 while in flight
 	answers     map[int]changeAnswer // how the proxies answered the changes, by index (changes.go)
 }
 
