@@ -222,7 +222,6 @@ var _ = Describe("Runner", func() {
 			},
 			Entry("TCP toxics", func() *scenarios.Scenario { return example("tcp-partial-failure.yaml") }, plan.Options{}, "tcp toxics"),
 			Entry("mutual TLS", func() *scenarios.Scenario { return example("mesh-mtls.yaml") }, plan.Options{}, "mesh.mtls"),
-			Entry("xDS changes", func() *scenarios.Scenario { return example("endpoint-churn-rollout.yaml") }, plan.Options{}, "changes"),
 			Entry("a gRPC load", func() *scenarios.Scenario { return example("grpc-deadline-retries.yaml") }, plan.Options{}, "load.protocol: grpc"),
 			Entry("container faults", func() *scenarios.Scenario {
 				return parse(abortOneOfThree + "  - {service: api, instances: [0], at: 1s, for: 1s, container: kill}\n")
