@@ -151,6 +151,29 @@ var _ = Describe("configuration changes", func() {
 		Expect(rg.p.Stats()).To(HaveKeyWithValue("cluster.backend.upstream_rq_200", uint64(6+10)))
 	})
 
+	It("builds a cluster changed beyond its endpoints anew, its counters carrying on", func() {
+		rg := newRig(bootstrap(2, nil, []string{
+			"outlier_detection: {consecutive_5xx: 1, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 100}",
+		}), 1, ms, always(0, 503), always(0, 200))
+		rg.send(0, "a")
+		rg.send(10*ms, "b")
+		rg.en.Run(50 * ms)
+		Expect(rg.eventsOf("ejected")).To(HaveLen(1))
+		// Other circuit breakers: a new cluster, whose outlier detection starts over.
+		Expect(rg.p.Update(bootstrap(2, nil, []string{"circuit_breakers: {thresholds: [{max_retries: 10}]}"}))).To(Succeed())
+		st := rg.p.Stats()
+		Expect(st).To(HaveKeyWithValue("cluster.backend.membership_healthy", uint64(2)))
+		Expect(st).NotTo(HaveKey("cluster.backend.outlier_detection.ejections_active"))
+		rg.send(100*ms, "c")
+		rg.send(110*ms, "d")
+		rg.en.Run(time.Second)
+		Expect(rg.ups[0].requests()).To(HaveLen(2)) // round robin again over both
+		st = rg.p.Stats()
+		Expect(st).To(HaveKeyWithValue("cluster.backend.upstream_rq_503", uint64(2)))
+		Expect(st).To(HaveKeyWithValue("cluster.backend.upstream_rq_200", uint64(2)))
+		Expect(st).To(HaveKeyWithValue("cluster.backend.upstream_rq_total", uint64(4)))
+	})
+
 	DescribeTable("runs the examples with changes, their checks holding as on the embedded runner",
 		func(name string) {
 			sc, err := scenarios.LoadFile(filepath.Join("..", "..", "scenarios", "examples", name))
