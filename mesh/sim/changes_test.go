@@ -174,6 +174,31 @@ var _ = Describe("configuration changes", func() {
 		Expect(st).To(HaveKeyWithValue("cluster.backend.upstream_rq_total", uint64(4)))
 	})
 
+	It("keeps the health of the hosts that stay; a new host is unhealthy until a check passes", func() {
+		hc := []string{"health_checks: [{timeout: 1s, interval: 5s, no_traffic_interval: 5s, unhealthy_threshold: 2, healthy_threshold: 1, http_health_check: {path: /healthz}}]"}
+		rg := newRig(bootstrap(2, nil, hc), 1, ms, always(0, 200), always(0, 200))
+		rg.en.Run(6 * time.Second)
+		Expect(rg.p.Stats()).To(HaveKeyWithValue("cluster.backend.membership_healthy", uint64(2)))
+		// 10.0.0.2 joins; no instance is there: its checks are refused, it never becomes healthy.
+		Expect(rg.p.Update(bootstrap(3, nil, hc))).To(Succeed())
+		st := rg.p.Stats()
+		Expect(st).To(HaveKeyWithValue("cluster.backend.membership_total", uint64(3)))
+		Expect(st).To(HaveKeyWithValue("cluster.backend.membership_healthy", uint64(2)))
+		for i := range 10 { // at once: the two that stay are still healthy
+			rg.send(6*time.Second+time.Duration(i)*ms, "r"+msString(time.Duration(i)))
+		}
+		rg.en.Run(20 * time.Second)
+		Expect(rg.got).To(HaveLen(10))
+		for _, a := range rg.got {
+			Expect(a.r.Status).To(Equal(200), a.id)
+		}
+		Expect(len(rg.ups[0].requests()) + len(rg.ups[1].requests())).To(Equal(10))
+		Expect(rg.p.Stats()).To(HaveKeyWithValue("cluster.backend.membership_healthy", uint64(2)))
+		Expect(rg.p.Stats()).To(HaveKeyWithValue("cluster.backend.upstream_cx_connect_fail", uint64(0)))
+		// Its checks ran, every one refused (about one per 5 s since 6 s).
+		Expect(rg.p.Stats()["cluster.backend.health_check.network_failure"]).To(BeNumerically(">=", 2))
+	})
+
 	DescribeTable("runs the examples with changes, their checks holding as on the embedded runner",
 		func(name string) {
 			sc, err := scenarios.LoadFile(filepath.Join("..", "..", "scenarios", "examples", name))
