@@ -198,10 +198,10 @@ func routeMatches(m *config.RouteMatch, r *http.Request, query *url.Values) bool
 	if !PathMatches(m, r.URL.Path) {
 		return false
 	}
-	for _, h := range m.Headers {
-		if !HeaderMatches(h, r.Header) {
-			return false
-		}
+	// Header matchers see the pseudo-headers too (:method, :path, :authority, :scheme), as Envoy matches
+	// them against the request header map (Http::HeaderUtility::matchHeaders, header_utility.cc).
+	if len(m.Headers) > 0 && !requestHeadersMatch(m.Headers, r) {
+		return false
 	}
 	if len(m.QueryParameters) > 0 && *query == nil {
 		*query = r.URL.Query()

@@ -78,7 +78,11 @@ func requestHeadersMatch(ms []config.HeaderMatcher, r *http.Request) bool {
 		case ":authority":
 			ok = valuesMatch(m, []string{r.Host}, true)
 		case ":scheme":
-			ok = valuesMatch(m, []string{"http"}, true)
+			scheme := "http"
+			if r.TLS != nil {
+				scheme = "https"
+			}
+			ok = valuesMatch(m, []string{scheme}, true)
 		default:
 			ok = HeaderMatches(m, r.Header)
 		}

@@ -737,3 +737,38 @@ var _ = Describe("virtual_clusters, as Envoy's VirtualCluster (route_components.
 		Expect(body).To(ContainSubstring(`envoy_vhost_vcluster_upstream_rq{envoy_response_code="200",envoy_virtual_cluster="writes",envoy_virtual_host="api"} 1`))
 	})
 })
+
+// Route header matchers see the pseudo-headers, as Envoy's (HeaderUtility::matchHeaders on the request
+// header map): a regression — routes used to see only the regular headers, so ":method" never matched.
+var _ = Describe("route matching on pseudo-headers", func() {
+	It("matches :method, :path and :authority like any header", func() {
+		byAddr := map[string]string{}
+		var clusters []config.Cluster
+		for _, name := range []string{"a", "b", "c"} {
+			u := newUpstream(ok)
+			byAddr[u.addr()] = name
+			clusters = append(clusters, cluster(name, u.addr()))
+		}
+		str := func(s string) *string { return &s }
+		_, url := start(setup{clusters: clusters, routes: []config.Route{
+			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{{Name: ":method", Exact: str("POST")}}}, "a"),
+			routeTo(config.RouteMatch{Prefix: "/", Headers: []config.HeaderMatcher{
+				{Name: ":path", Prefix: str("/v2?")}, {Name: ":authority", Prefix: str("api.")},
+			}}, "b"),
+			routeTo(config.RouteMatch{Prefix: "/"}, "c"),
+		}})
+		send := func(method, path, host string) string {
+			req, err := http.NewRequest(method, url+path, strings.NewReader(""))
+			Expect(err).NotTo(HaveOccurred())
+			req.Host = host
+			resp, err := client.Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			return byAddr[resp.Header.Get("x-upstream")]
+		}
+		Expect(send("POST", "/x", "h")).To(Equal("a"))
+		Expect(send("GET", "/x", "h")).To(Equal("c"))
+		Expect(send("GET", "/v2?q=1", "api.example")).To(Equal("b"))
+		Expect(send("GET", "/v2?q=1", "www.example")).To(Equal("c"))
+	})
+})
