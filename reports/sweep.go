@@ -57,8 +57,11 @@ const (
 // SweepPoint is one point of the grid.
 type SweepPoint struct {
 	Values []string // one per dimension
-	Status string   // StatusPass, StatusFail or StatusError
-	Error  string   // why the run did not complete (StatusError)
+	// Seed is the seed the point's run used (0: no run reported one): the sweep's, or the point's own
+	// when a --set sets `seed`.
+	Seed   uint64
+	Status string // StatusPass, StatusFail or StatusError
+	Error  string // why the run did not complete (StatusError)
 	// Verdicts and Outcomes are the run's (with FindMaxRate: the run at the highest passing rate, or
 	// the last probe's when none passed).
 	Verdicts []Verdict
@@ -365,6 +368,7 @@ type (
 	jsonSweepPoint struct {
 		Settings map[string]string `json:"settings"`
 		Values   []string          `json:"values"`
+		Seed     uint64            `json:"seed,omitempty"`
 		Status   string            `json:"status"`
 		Error    string            `json:"error,omitempty"`
 		Checks   []jsonVerdict     `json:"checks"`
@@ -413,7 +417,7 @@ func sweepJSON(s Sweep) ([]byte, error) {
 		j.FindMaxRate = &jsonRateSearch{Min: s.FindMaxRate.Min, Max: s.FindMaxRate.Max, Precision: s.FindMaxRate.Precision}
 	}
 	for i, p := range s.Points {
-		jp := jsonSweepPoint{Settings: map[string]string{}, Values: p.Values, Status: p.Status, Error: p.Error, Checks: []jsonVerdict{}}
+		jp := jsonSweepPoint{Settings: map[string]string{}, Values: p.Values, Seed: p.Seed, Status: p.Status, Error: p.Error, Checks: []jsonVerdict{}}
 		for k, v := range p.Values {
 			jp.Settings[s.Dimensions[k].Path] = v
 		}

@@ -293,6 +293,13 @@ var _ = Describe("meshproof sweep on the real runner", Label("sim"), func() {
 		Expect(pointField(j, "status")).To(Equal([]any{"fail", "pass", "pass"}))
 		Expect(pointField(j, "outcomes", "requests")).To(Equal([]any{40.0, 40.0, 40.0}))
 	})
+
+	It("reports each point's own seed when a --set sweeps it", func() {
+		out := GinkgoT().TempDir()
+		code, stdout, stderr := run("sweep", "testdata/sweep-retries.yaml", "--out", out, "--set", "seed=3,4")
+		Expect(code).To(BeNumerically("<=", 1), "stdout:\n%s\nstderr:\n%s", stdout, stderr)
+		Expect(pointField(sweepJSON(out), "seed")).To(Equal([]any{3.0, 4.0}))
+	})
 })
 
 // The simulator-only examples (scenarios/examples/sim): the sweep example finds the safe region its

@@ -104,9 +104,9 @@ func (s *Sweep) search(ctx context.Context, i int) reports.SweepPoint {
 		})
 		if q.Status == reports.StatusError || q.Passed() {
 			// The point reports the highest passing run, or the error that stopped the search.
-			p.Verdicts, p.Outcomes, p.Error = q.Verdicts, q.Outcomes, q.Error
+			p.Verdicts, p.Outcomes, p.Error, p.Seed = q.Verdicts, q.Outcomes, q.Error, q.Seed
 		} else if len(p.MaxRate.Probes) == 2 { // failed at the bottom: report that run
-			p.Verdicts, p.Outcomes = q.Verdicts, q.Outcomes
+			p.Verdicts, p.Outcomes, p.Seed = q.Verdicts, q.Outcomes, q.Seed
 		}
 		return q.Passed(), q.Status != reports.StatusError
 	}

@@ -258,7 +258,7 @@ func (s *Sweep) judge(p *reports.SweepPoint, rep *reports.Report, err error) {
 		p.Status = reports.StatusFail
 	}
 	if rep != nil {
-		p.Verdicts, p.Outcomes = rep.Checks, reports.SweepOutcomesOf(*rep)
+		p.Verdicts, p.Outcomes, p.Seed = rep.Checks, reports.SweepOutcomesOf(*rep), rep.Seed
 	}
 }
 
