@@ -234,6 +234,10 @@ func walk(root ast.Node, file, path string) (func(ast.Node), error) {
 			field := at
 			return func(value ast.Node) {
 				place(value, mv.Value.GetToken(), field)
+				if a, ok := mv.Value.(*ast.AnchorNode); ok {
+					a.Value = value // the anchor stays: its aliases take the new value too
+					return
+				}
 				mv.Value = value
 			}, nil
 		}
@@ -251,6 +255,10 @@ func walk(root ast.Node, file, path string) (func(ast.Node), error) {
 				field := at
 				return func(value ast.Node) {
 					place(value, sq.Values[idx].GetToken(), field)
+					if a, ok := sq.Values[idx].(*ast.AnchorNode); ok {
+						a.Value = value // the anchor stays: its aliases take the new value too
+						return
+					}
 					sq.Values[idx] = value
 				}, nil
 			}

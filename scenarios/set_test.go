@@ -67,6 +67,20 @@ checks:
 			Expect(err).NotTo(HaveOccurred())
 			Expect(sc.Proxies["edge"].RouteAction.GetRetryPolicy().GetPerTryTimeout().AsDuration()).To(Equal(200 * time.Millisecond))
 		})
+		It("sets an anchored value in place, its aliases with it (a regression: the anchor was dropped)", func() {
+			const anchored = `name: set
+services:
+  a: {instances: &n 2}
+  b: {instances: *n}
+proxies:
+  edge: {routes: [{match: {prefix: /a}, route: {cluster: a}}, {match: {prefix: /}, route: {cluster: b}}]}
+load: {target: edge, rate: 10/s, duration: 1s}
+`
+			sc, err := scenarios.ParseWith([]byte(anchored), "anchored.yaml", []scenarios.Setting{{Path: "services.a.instances", Value: "3"}})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(sc.Services["a"].Instances).To(Equal(3))
+			Expect(sc.Services["b"].Instances).To(Equal(3))
+		})
 		It("leaves the file as it is without settings (Parse's result)", func() {
 			sc, err := parse()
 			Expect(err).NotTo(HaveOccurred())
