@@ -279,7 +279,11 @@ func (h *host) dial() {
 	en := c.p.en
 	en.After(c.p.hop, func() {
 		refused := h.up == nil || h.up.Refusing()
-		en.After(c.p.hop, func() { h.dialed(refused) })
+		back := c.p.hop
+		if !refused {
+			back += h.tlsHandshake() // mtls.go: mesh.mtls's handshake; 0 on a plain mesh
+		}
+		en.After(back, func() { h.dialed(refused) })
 	})
 }
 

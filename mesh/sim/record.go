@@ -24,10 +24,12 @@ type snapshot struct {
 func (w *world) snapshot(target *Proxy) *snapshot {
 	s := &snapshot{at: w.en.Now(), proxyStats: maps.Clone(target.Stats()), sidecars: map[string]map[string]uint64{},
 		events: len(w.events), proxyEvents: len(w.proxyEvents), calls: len(w.calls)}
+	w.mtls.addStats(target, s.proxyStats)
 	for _, it := range w.instances {
 		s.upstreams = append(s.upstreams, it.snapshot())
 		if it.sidecar != nil {
 			s.sidecars[it.name] = maps.Clone(it.sidecar.Stats())
+			w.mtls.addStats(it.sidecar, s.sidecars[it.name])
 		}
 	}
 	return s
@@ -48,6 +50,7 @@ func (w *world) record(started time.Time, samples []record.Sample, end *snapshot
 	rec.ProxyEvents = append([]record.ProxyEvent(nil), w.proxyEvents[:end.proxyEvents]...)
 	plan.SortProxyEvents(rec.ProxyEvents)
 	rec.Services, rec.Edges = p.Graph()
+	rec.MTLS = w.mtls.record(end.at)
 	// The calls that had ended by then, as the live instances report a call when it ends.
 	for i, c := range w.calls[:end.calls] {
 		if at := w.callEnds[i]; at >= 0 && at <= end.at {

@@ -40,7 +40,7 @@ var _ plan.Runner = Runner{}
 func (Runner) Name() string { return "sim" }
 
 // Supports refuses, by name, what the simulator does not model: container faults, TCP toxics, HTTP/2
-// faults and gRPC aborts, mutual TLS, h2c and gRPC loads, traces, access
+// faults and gRPC aborts, h2c and gRPC loads, traces, access
 // logs, and every proxy configuration field the proxy model would ignore (Unsupported).
 func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
 	addrs := addresses(p)
@@ -79,9 +79,6 @@ func refusals(p *plan.Plan, opts plan.Options, confs []proxyConf) error {
 		case f.Abort != nil && f.Abort.GRPCStatus != 0:
 			parts = append(parts, name+": abort.grpc_status (gRPC answers)")
 		}
-	}
-	if sc.MTLSOn() {
-		parts = append(parts, "mesh.mtls: mutual TLS")
 	}
 	if l := sc.Load; l.Protocol != "" && l.Protocol != scenarios.ProtocolHTTP1 {
 		parts = append(parts, fmt.Sprintf("load.protocol: %s (the simulated load speaks HTTP/1.1)", l.Protocol))

@@ -29,6 +29,8 @@ type world struct {
 	calls       []record.Call
 	callEnds    []time.Duration      // when calls[i] ended for its caller; -1 while in flight
 	answers     map[int]changeAnswer // how the proxies answered the changes, by index (changes.go)
+
+	mtls *meshTLS // mesh.mtls (mtls.go); nil on a plain mesh
 }
 
 // proxyConf is one proxy of the plan with its configuration: an ingress proxy, or an instance's sidecar
@@ -115,7 +117,7 @@ func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 // (configs).
 func newWorld(en *Engine, p *plan.Plan, addrs map[string]string, confs []proxyConf, hop time.Duration, bandwidth int64) (*world, error) {
 	w := &world{en: en, p: p, hop: hop, bandwidth: bandwidth, byAddr: map[string]*instance{}, proxies: map[string]*Proxy{},
-		listeners: map[string]string{}}
+		listeners: map[string]string{}, mtls: newMeshTLS(p.Scenario)}
 	byName := map[string]*instance{}
 	for _, in := range p.Instances {
 		it := newInstance(w, in, addrs[in.Name()])
