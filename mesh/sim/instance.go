@@ -31,7 +31,8 @@ type instance struct {
 	headers bool
 	app     *faults.App // with its defaults; nil: a leaf
 	cap     *faults.Capacity
-	sidecar *Proxy // nil for a leaf
+	sidecar *Proxy    // nil for a leaf
+	front   *tcpFront // its TCP fault proxy (instance_tcp.go); nil without TCP rules
 
 	seq, callSeq uint64
 	stats        faults.UpstreamStats

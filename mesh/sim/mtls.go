@@ -62,7 +62,7 @@ func (m *meshTLS) round(t time.Duration) int64 {
 // The instance counts its handshake when the client's last flight reaches it (one hop before the proxy
 // sees the connection ready); the proxy counts its own when the handshake ends.
 func (h *host) tlsHandshake() time.Duration {
-	it, ok := h.up.(*instance)
+	it, ok := inner(h.up)
 	if !ok || it.w.mtls == nil {
 		return 0
 	}

@@ -281,7 +281,7 @@ func (h *host) dial() {
 		refused := h.up == nil || h.up.Refusing()
 		back := c.p.hop
 		if !refused {
-			back += h.tlsHandshake() // mtls.go: mesh.mtls's handshake; 0 on a plain mesh
+			back += h.accept() // instance_tcp.go: the TCP front's count; mesh.mtls's handshake (mtls.go)
 		}
 		en.After(back, func() { h.dialed(refused) })
 	})

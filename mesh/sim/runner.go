@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/meshproof/meshproof/mesh/plan"
@@ -39,8 +37,8 @@ var _ plan.Runner = Runner{}
 // Name is "sim".
 func (Runner) Name() string { return "sim" }
 
-// Supports refuses, by name, what the simulator does not model: container faults, TCP toxics, HTTP/2
-// faults and gRPC aborts, h2c and gRPC loads, traces, access
+// Supports refuses, by name, what the simulator does not model: container faults, the TCP toxics the
+// TCP front does not model (tcpRefusals), HTTP/2 faults and gRPC aborts, h2c and gRPC loads, traces, access
 // logs, and every proxy configuration field the proxy model would ignore (Unsupported).
 func (r Runner) Supports(p *plan.Plan, opts plan.Options) error {
 	addrs := addresses(p)
@@ -68,18 +66,14 @@ func refusals(p *plan.Plan, opts plan.Options, confs []proxyConf) error {
 		case f.Container != "":
 			// listed above, per instance
 		case f.TCP != nil:
-			var types []string
-			for _, tx := range f.TCP.Toxics {
-				types = append(types, tx.Type)
-			}
-			slices.Sort(types)
-			parts = append(parts, fmt.Sprintf("%s: tcp toxics (%s)", name, strings.Join(slices.Compact(types), ", ")))
+			// the toxics the TCP front cannot model, below
 		case f.H2 != nil:
 			parts = append(parts, name+": h2 fault (HTTP/2 RST_STREAM/GOAWAY)")
 		case f.Abort != nil && f.Abort.GRPCStatus != 0:
 			parts = append(parts, name+": abort.grpc_status (gRPC answers)")
 		}
 	}
+	parts = append(parts, tcpRefusals(p)...)
 	if l := sc.Load; l.Protocol != "" && l.Protocol != scenarios.ProtocolHTTP1 {
 		parts = append(parts, fmt.Sprintf("load.protocol: %s (the simulated load speaks HTTP/1.1)", l.Protocol))
 	}

@@ -19,10 +19,10 @@ type world struct {
 	hop       time.Duration
 	bandwidth int64 // bytes/s of a body without slow_body
 
-	instances []*instance // plan order
-	byAddr    map[string]*instance
-	proxies   map[string]*Proxy // ingress proxies by name
-	listeners map[string]string // ingress proxies' listener addresses by name
+	instances []*instance         // plan order
+	byAddr    map[string]Upstream // the instances, behind their TCP fronts
+	proxies   map[string]*Proxy   // ingress proxies by name
+	listeners map[string]string   // ingress proxies' listener addresses by name
 
 	events      []record.FaultEvent
 	proxyEvents []record.ProxyEvent
@@ -116,13 +116,13 @@ func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 // newWorld builds the plan's world on en, its instances at addrs (addresses) and its proxies with confs
 // (configs).
 func newWorld(en *Engine, p *plan.Plan, addrs map[string]string, confs []proxyConf, hop time.Duration, bandwidth int64) (*world, error) {
-	w := &world{en: en, p: p, hop: hop, bandwidth: bandwidth, byAddr: map[string]*instance{}, proxies: map[string]*Proxy{},
+	w := &world{en: en, p: p, hop: hop, bandwidth: bandwidth, byAddr: map[string]Upstream{}, proxies: map[string]*Proxy{},
 		listeners: map[string]string{}, mtls: newMeshTLS(p.Scenario)}
 	byName := map[string]*instance{}
 	for _, in := range p.Instances {
 		it := newInstance(w, in, addrs[in.Name()])
 		w.instances = append(w.instances, it)
-		w.byAddr[it.addr] = it
+		w.byAddr[it.addr] = it.upstream()
 		byName[it.name] = it
 	}
 	for _, c := range confs {
@@ -143,11 +143,11 @@ func newWorld(en *Engine, p *plan.Plan, addrs map[string]string, confs []proxyCo
 }
 
 func (w *world) resolve(addr string) (Upstream, bool) {
-	it, ok := w.byAddr[addr]
+	up, ok := w.byAddr[addr]
 	if !ok {
 		return nil, false
 	}
-	return it, true
+	return up, true
 }
 
 func (w *world) proxyEvent(name string) func(ProxyEvent) {
@@ -170,6 +170,9 @@ func (w *world) start() {
 	}
 	for _, it := range w.instances {
 		it.startRefuse()
+		if it.front != nil {
+			it.front.start()
+		}
 	}
 }
 
