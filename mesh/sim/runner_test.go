@@ -220,8 +220,9 @@ var _ = Describe("Runner", func() {
 			func(sc func() *scenarios.Scenario, opts plan.Options, part string) {
 				Expect(refusal(sc(), opts).Parts).To(ContainElement(ContainSubstring(part)))
 			},
-			Entry("TCP toxics", func() *scenarios.Scenario { return example("tcp-partial-failure.yaml") }, plan.Options{}, "tcp toxics"),
-			Entry("mutual TLS", func() *scenarios.Scenario { return example("mesh-mtls.yaml") }, plan.Options{}, "mesh.mtls"),
+			Entry("TCP toxics it cannot model", func() *scenarios.Scenario {
+				return parse(abortOneOfThree + "  - {service: api, tcp: {toxics: [{type: bandwidth, rate: 1}]}}\n")
+			}, plan.Options{}, "faults[1].tcp.toxics[0]: toxic bandwidth"),
 			Entry("a gRPC load", func() *scenarios.Scenario { return example("grpc-deadline-retries.yaml") }, plan.Options{}, "load.protocol: grpc"),
 			Entry("container faults", func() *scenarios.Scenario {
 				return parse(abortOneOfThree + "  - {service: api, instances: [0], at: 1s, for: 1s, container: kill}\n")
