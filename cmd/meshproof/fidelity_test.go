@@ -230,8 +230,6 @@ var _ = Describe("fidelity of the simulator over the examples", Label("slow", "f
 	// refusedExamples are the examples the simulator refuses, with a part of its reason.
 	refusedExamples := map[string]string{
 		"grpc-deadline-retries.yaml": "load.protocol: grpc",
-		"mesh-mtls.yaml":             "mesh.mtls",
-		"tcp-partial-failure.yaml":   "tcp toxics",
 	}
 	// p99Divergent are the examples whose p99 the simulator is known not to reach, with why: their other
 	// bounds are judged as every example's, their p99 is shown and not judged.
@@ -242,6 +240,11 @@ var _ = Describe("fidelity of the simulator over the examples", Label("slow", "f
 		// host); the simulator's connection costs two hops. Its retried requests match the live ones
 		// within a few ms.
 		"endpoint-churn-rollout.yaml": "slow live upstream exchanges around endpoint churn",
+		// Measured on a busy 2-core host (load 3–6): live p99 15–57 ms against the simulator's 9.7 ms,
+		// and 17.6 ms against 9.6 ms for the same scenario without mesh.mtls — the live tail is the
+		// host's and the three-hop mesh's, not the handshakes' (handshakes 114 live, 111 simulated;
+		// rotations and client certificates equal).
+		"mesh-mtls.yaml": "live tail of a three-hop mesh on a busy host, with or without mutual TLS",
 	}
 	examples, _ := filepath.Glob("../../scenarios/examples/*.yaml")
 	var bin string

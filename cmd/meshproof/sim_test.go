@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -44,9 +45,16 @@ var _ = Describe("meshproof run --runner sim", func() {
 		Expect(filepath.Join(out, "report.json")).NotTo(BeAnExistingFile())
 	})
 
-	It("exits 2 naming what it cannot do: a scenario's TCP toxics", func() {
-		code, _, stderr := run("run", "../../scenarios/examples/tcp-partial-failure.yaml", "--runner", "sim", "--out", out)
+	It("exits 2 naming what it cannot do: a TCP toxic it does not model", func() {
+		// tcp-partial-failure.yaml with a bandwidth toxic instead of its latency one.
+		data, err := os.ReadFile("../../scenarios/examples/tcp-partial-failure.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		yaml := strings.Replace(string(data), "{type: latency, latency: 300ms, stream: downstream}", "{type: bandwidth, rate: 1}", 1)
+		Expect(yaml).NotTo(Equal(string(data)))
+		file := filepath.Join(GinkgoT().TempDir(), "bandwidth.yaml")
+		Expect(os.WriteFile(file, []byte(yaml), 0o644)).To(Succeed())
+		code, _, stderr := run("run", file, "--runner", "sim", "--out", out)
 		Expect(code).To(Equal(2))
-		Expect(stderr).To(MatchRegexp(`the sim runner cannot do faults\[\d+\]: tcp toxics`))
+		Expect(stderr).To(MatchRegexp(`the sim runner cannot do faults\[\d+\]\.tcp\.toxics\[0\]: toxic bandwidth`))
 	})
 })
