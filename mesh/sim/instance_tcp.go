@@ -50,13 +50,14 @@ type tcpFront struct {
 	active  []tcp.Toxic
 	conns   uint64        // connections accepted, the live link numbers (from 1)
 	down    bool          // a down toxic holds the listener closed
-	flight  []*tcpFlight  // exchanges in flight through the front
+	flight  []*tcpFlight  // exchanges in flight through the front (unordered)
 	nextAt  time.Duration // the next edge scheduled; -1 none
 }
 
 // tcpFlight is one exchange through the front.
 type tcpFlight struct {
 	f       *tcpFront
+	at      int // index in f.flight; -1 once out
 	done    func(Result)
 	inner   func() // cancels the instance's exchange; nil until it reached the instance
 	served  bool   // the instance ended its exchange
@@ -97,12 +98,14 @@ func tcpRefusal(p *plan.Plan, service string, tx tcp.Toxic) string {
 		return "latency jitter (drawn per chunk of a connection)"
 	case tx.Type == tcp.TypeTimeout && tx.Timeout > 0:
 		return "timeout with a timeout (closes a connection after its own start)"
-	case tx.Type == tcp.TypeLatency, tx.Type == tcp.TypeTimeout:
+	case tx.Type == tcp.TypeLatency:
+		// Each chunk is delayed in turn: a response of several chunks takes a multiple of the latency,
+		// by how the instance's writes fall into the TCP proxy's reads.
 		if tx.Stream != tcp.Upstream && !oneChunk(p, service) {
-			return fmt.Sprintf("%s on the responses of %s: a response over %d bytes or a slow_body is more than one chunk", tx.Type, service, maxOneChunk)
+			return fmt.Sprintf("latency on the responses of %s: a response over %d bytes or a slow_body is more than one chunk", service, maxOneChunk)
 		}
 		return ""
-	case tx.Type == tcp.TypeDown:
+	case tx.Type == tcp.TypeTimeout, tx.Type == tcp.TypeDown: // timeout drops every chunk alike
 		return ""
 	}
 	return fmt.Sprintf("toxic %s (acts on a connection's bytes or lifetime; the simulator models latency, timeout with timeout 0, and down)", tx.Type)
@@ -153,6 +156,7 @@ func (f *tcpFront) edge() {
 		flight := f.flight
 		f.flight = nil
 		for _, fl := range flight {
+			fl.at = -1
 			fl.close()
 		}
 	case i < 0 && f.down:
@@ -216,7 +220,7 @@ func (f *tcpFront) Serve(req *Request, done func(Result)) (cancel func()) {
 		})
 		return func() { gone = true }
 	}
-	fl := &tcpFlight{f: f, done: done}
+	fl := &tcpFlight{f: f, done: done, at: len(f.flight)}
 	f.flight = append(f.flight, fl)
 	delay, drop := f.toxics(tcp.Upstream)
 	switch {
@@ -265,8 +269,14 @@ func (fl *tcpFlight) end() {
 		fl.f.w.en.Stop(fl.pending)
 		fl.timed = false
 	}
-	if i := slices.Index(fl.f.flight, fl); i >= 0 {
-		fl.f.flight = slices.Delete(fl.f.flight, i, i+1)
+	if i := fl.at; i >= 0 {
+		f := fl.f
+		last := len(f.flight) - 1
+		moved := f.flight[last]
+		f.flight[i], moved.at = moved, i
+		f.flight[last] = nil
+		f.flight = f.flight[:last]
+		fl.at = -1
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -127,6 +128,18 @@ var _ = Describe("TCP toxics", func() {
 			{At: time.Second, Service: "api", Fault: "faults[0]", Kind: "tcp_down", Detail: "listener closed"},
 			{At: 2 * time.Second, Service: "api", Fault: "", Kind: "tcp_down", Detail: "listener reopened"},
 		}))
+	})
+
+	It("down closes the connections in flight: the proxy sees them close at the window's start", func() {
+		yaml := strings.Replace(oneInstance("2s", "        - {type: down}"), "response: {latency: 1ms}", "response: {latency: 700ms}", 1)
+		rec := runSim(parse(yaml))
+		// Sent at 0.5 s, at the instance until 1.2 s: closed at 1 s, the close at the proxy one hop later,
+		// its 503 at the client one more.
+		s := rec.Samples[1]
+		Expect(s.Status).To(Equal(503))
+		Expect(s.Latency).To(Equal(500*time.Millisecond + 2*hop))
+		// Its work at the instance saw its client gone.
+		Expect(rec.Upstreams[0].Canceled).To(BeEquivalentTo(1))
 	})
 
 	It("runs the tcp-partial-failure example with its checks passing", Label("slow"), func() {
