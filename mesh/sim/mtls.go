@@ -15,9 +15,10 @@ import (
 // What is modelled:
 //   - the handshake: one more round trip (2×Hop) after the TCP connect on each new connection of a
 //     proxy's pool, before the connection takes a request (TLS 1.3's full handshake is one round trip
-//     after the connect; Envoy counts it in SslSocket::doHandshake, source/common/tls/ssl_socket.cc);
-//   - its counters under the live names: the proxy's "cluster.<c>.ssl.handshake" (Envoy's
-//     ssl.handshake of the cluster's transport socket) and the instance's TLSHandshakes;
+//     after the connect; Envoy counts a completed one when SslSocket::onSuccess calls
+//     ContextImpl::logHandshake, source/common/tls/ssl_socket.cc and context_impl.cc);
+//   - its counters under the live names: the proxy's "cluster.<c>.ssl.handshake" (Envoy's TLS
+//     statistics, docs/root/_include/ssl_stats.rst; the others at 0) and the instance's TLSHandshakes;
 //   - rotations: one at each multiple of rotate_every up to the load's end, the instant the live record
 //     is read (its ticker counts the rounds issued until then);
 //   - the distinct client certificates the instances accepted: one per (calling workload, round of
