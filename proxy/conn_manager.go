@@ -381,7 +381,13 @@ func (cm *connManager) clusterNotFound(w http.ResponseWriter, r *http.Request, v
 // per_request_buffer_limit_bytes when smaller (Envoy: RouteEntryImpl::retryShadowBufferLimit and
 // Router::Filter::setDecoderFilterCallbacks, source/common/router/config_impl.cc and router.cc).
 func (cm *connManager) retryBufferLimit(vh *config.VirtualHost, route *config.Route) int {
-	limit := cm.bufferLimit
+	return RetryBufferLimit(cm.bufferLimit, vh, route)
+}
+
+// RetryBufferLimit is how much of a request body on route is held for a retry, the listener's limit
+// being listener (see connManager.retryBufferLimit); the simulator shares it.
+func RetryBufferLimit(listener uint32, vh *config.VirtualHost, route *config.Route) int {
+	limit := listener
 	per := route.PerRequestBufferLimit
 	if per == nil {
 		per = vh.PerRequestBufferLimit

@@ -23,6 +23,9 @@ type Request struct {
 	Header map[string]string
 	// HealthCheck marks a proxy's active health check request.
 	HealthCheck bool
+	// BodySize is the request body's length in bytes (the load's body; 0: none). A proxy holds a body
+	// up to its buffer limit for a retry; a larger one cannot be retried.
+	BodySize int
 }
 
 // ErrKind is why an exchange ended without a complete response, as the side that sent it sees it.
@@ -56,6 +59,10 @@ type Result struct {
 	ZeroAttempts bool
 	// Flags are Envoy's response flags of a proxy's answer ("UF", "URX", "UO", …), "" for none.
 	Flags string
+	// Body is how long the response body takes after its headers (an instance's answer): the Result is
+	// delivered at the headers, and the response ends (or its cut comes) Body later. A proxy's answer
+	// is delivered at its end (Body 0).
+	Body time.Duration
 }
 
 // Upstream is one instance as a proxy reaches it.

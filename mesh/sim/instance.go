@@ -345,8 +345,12 @@ func (ex *exchange) answerDecision(failed string) {
 	if failed != "" {
 		res.Header = map[string]string{faults.HeaderFailedCall: failed}
 	}
+	// The headers go at once, the body takes its time: the proxy's per-try timeout ends at the headers
+	// (proxy/upstream_request.go), the exchange (the worker, the connection) at the body's end.
+	res.Body = it.w.bodyTime(limit, d.BytesPerSecond)
 	ex.stage = stageBody
-	ex.timer = it.w.en.After(it.w.bodyTime(limit, d.BytesPerSecond), func() { ex.end(res) })
+	ex.answer(res)
+	ex.timer = it.w.en.After(res.Body, ex.finish)
 }
 
 // bodyTime is how long n body bytes take: paced at bps as the live upstream paces them (chunks of

@@ -15,8 +15,10 @@ import (
 // answer is what a sender got from an instance, and when.
 type answer struct {
 	got bool
-	at  time.Duration
-	res Result
+	// headers is when the answer came (its headers), at when the response ended (headers + res's
+	// Body, which res holds as 0).
+	headers, at time.Duration
+	res         Result
 }
 
 var _ = Describe("instance", func() {
@@ -44,7 +46,9 @@ var _ = Describe("instance", func() {
 		en.At(at, func() {
 			c := it.Serve(req, func(r Result) {
 				Expect(a.got).To(BeFalse(), "done called twice")
-				a.got, a.at, a.res = true, en.Now(), r
+				a.got, a.headers, a.at = true, en.Now(), en.Now()+r.Body
+				r.Body = 0
+				a.res = r
 			})
 			if cancel != nil {
 				*cancel = c
@@ -134,7 +138,8 @@ var _ = Describe("instance", func() {
 			it := start()
 			a := serve(it, 0, get("/"), nil)
 			en.Run(-1)
-			// 10 chunks of 5 bytes, each 50 ms
+			// the headers after the 2 ms latency; then 10 chunks of 5 bytes, each 50 ms
+			Expect(a.headers).To(Equal(2 * time.Millisecond))
 			Expect(a.at).To(Equal(2*time.Millisecond + 500*time.Millisecond))
 		})
 

@@ -50,6 +50,7 @@ type target interface {
 // names), shared by the requests of the entry (a proxy copies them before changing them).
 type entry struct {
 	method, path, authority string
+	bodySize                int
 	header                  map[string]string
 }
 
@@ -91,7 +92,10 @@ func newClient(en *Engine, cfg load.Config, to target, authority string, hop tim
 	}
 	var total uint64
 	for _, m := range mixes {
-		e := entry{method: method, path: u.RequestURI(), authority: authority, header: map[string]string{}}
+		e := entry{method: method, path: u.RequestURI(), authority: authority, header: map[string]string{}, bodySize: len(cfg.Body)}
+		if m.Body != nil {
+			e.bodySize = len(m.Body)
+		}
 		if m.Method != "" {
 			e.method = m.Method
 		}
@@ -159,7 +163,7 @@ func (c *client) send(seq uint64, intended time.Duration) {
 	sent := c.en.Now()
 	c.samples[i] = record.Sample{Seq: seq, Intended: intended, Sent: sent}
 	e := &c.entries[load.MixPick(c.cum, c.seed, seq)]
-	req := &Request{ID: "mp-" + strconv.FormatUint(seq, 10), Method: e.method, Path: e.path, Authority: e.authority, Header: e.header}
+	req := &Request{ID: "mp-" + strconv.FormatUint(seq, 10), Method: e.method, Path: e.path, Authority: e.authority, Header: e.header, BodySize: e.bodySize}
 	ended := false
 	finish := func(r Result) {
 		if ended {

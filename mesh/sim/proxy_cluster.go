@@ -41,6 +41,7 @@ type cluster struct {
 // clusterCounters are the cluster's stats the model counts, with the live proxy's names (see stats).
 type clusterCounters struct {
 	rqTotal, rqCompleted, rqTimeout, rqPerTryTimeout, rqRxReset, rqTxReset uint64
+	retryOrShadowAbandoned                                                uint64
 	rqRetry, rqRetrySuccess, rqRetryOverflow, rqRetryLimitExceeded         uint64
 	rqRetryBackoffExponential                                              uint64
 	cxTotal, cxConnectFail, cxNoneHealthy, lbHealthyPanic, cxHTTP1Total    uint64
@@ -345,6 +346,7 @@ func (c *cluster) stats(m map[string]uint64) {
 		{"upstream_rq_total", s.rqTotal}, {"upstream_rq_completed", s.rqCompleted},
 		{"upstream_rq_timeout", s.rqTimeout}, {"upstream_rq_per_try_timeout", s.rqPerTryTimeout},
 		{"upstream_rq_rx_reset", s.rqRxReset}, {"upstream_rq_tx_reset", s.rqTxReset},
+		{"retry_or_shadow_abandoned", s.retryOrShadowAbandoned},
 		{"upstream_rq_retry", s.rqRetry}, {"upstream_rq_retry_success", s.rqRetrySuccess},
 		{"upstream_rq_retry_overflow", s.rqRetryOverflow}, {"upstream_rq_retry_limit_exceeded", s.rqRetryLimitExceeded},
 		{"upstream_rq_retry_backoff_exponential", s.rqRetryBackoffExponential},

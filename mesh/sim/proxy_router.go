@@ -96,6 +96,12 @@ func (f *forward) begin(req *Request, done func(Result), vh *config.VirtualHost,
 	if rp := f.rp; rp != nil {
 		on, _ := policy.ParseRetryOn(rp.RetryOn) // validated when the configuration was loaded
 		f.rs = *policy.NewRetryState(on, rp.NumRetries).WithStatusCodes(rp.RetriableStatusCodes)
+		if on != 0 && req.BodySize > proxy.RetryBufferLimit(p.listener.BufferLimit, vh, route) {
+			// A body beyond the buffer limit cannot be sent again: no retry, counted once (as the
+			// live forward.run, Envoy's Filter::decodeData: retry_or_shadow_abandoned).
+			f.rs = *policy.NewRetryState(0, 0)
+			c.st.retryOrShadowAbandoned++
+		}
 	}
 	// The request's stream, from its id, drawn in the live router's order: the hash first (a random
 	// one when the route hashes no header the request has), then the picks and back-offs.
@@ -238,6 +244,15 @@ func (f *forward) result(r Result) {
 func (f *forward) arrive() {
 	f.stepT = Timer{}
 	f.p.en.Stop(f.perTryT)
+	if b := f.res.Body; b > 0 {
+		// The headers came: the per-try timeout ends here, as the live attempt's when its round trip
+		// returns the headers (proxy/upstream_request.go). The response is relayed, or drained before a
+		// retry (forward.abandon reads the body on), until its end; then it is decided and the
+		// connection is free again. A route timeout in between still ends the attempt.
+		f.res.Body = 0
+		f.stepT = f.p.en.After(b, f.arriveFn)
+		return
+	}
 	r := f.res
 	h, c := f.h, f.cl
 	f.detach()
