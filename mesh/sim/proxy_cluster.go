@@ -41,7 +41,7 @@ type cluster struct {
 // clusterCounters are the cluster's stats the model counts, with the live proxy's names (see stats).
 type clusterCounters struct {
 	rqTotal, rqCompleted, rqTimeout, rqPerTryTimeout, rqRxReset, rqTxReset uint64
-	retryOrShadowAbandoned                                                uint64
+	retryOrShadowAbandoned                                                 uint64
 	rqRetry, rqRetrySuccess, rqRetryOverflow, rqRetryLimitExceeded         uint64
 	rqRetryBackoffExponential                                              uint64
 	cxTotal, cxConnectFail, cxNoneHealthy, lbHealthyPanic, cxHTTP1Total    uint64
