@@ -96,6 +96,10 @@ func (it *instance) Addr() string { return it.addr }
 // function the live upstream's schedule evaluates).
 func (it *instance) Refusing() bool { return it.refusing != "" }
 
+// Closes is how many times the instance has closed its listener and its connections (refuse windows
+// begun): a proxy's idle connections from before the last one are dead.
+func (it *instance) Closes() uint64 { return it.stats.Refusals }
+
 // startRefuse schedules the refuse rules' edges: at each, the listener closes (the connections in
 // flight with it) or reopens, with the live upstream's events and counters (faults Upstream.Refresh).
 func (it *instance) startRefuse() {

@@ -50,6 +50,7 @@ type tcpFront struct {
 	active  []tcp.Toxic
 	conns   uint64        // connections accepted, the live link numbers (from 1)
 	down    bool          // a down toxic holds the listener closed
+	downs   uint64        // down toxics begun
 	flight  []*tcpFlight  // exchanges in flight through the front (unordered)
 	nextAt  time.Duration // the next edge scheduled; -1 none
 }
@@ -152,6 +153,7 @@ func (f *tcpFront) edge() {
 	switch {
 	case i >= 0 && !f.down:
 		f.down = true
+		f.downs++
 		f.event(0, active[i], "listener closed")
 		flight := f.flight
 		f.flight = nil
@@ -178,6 +180,9 @@ func (f *tcpFront) event(conn uint64, t tcp.Toxic, detail string) {
 
 // Refusing: the instance's own refuse, or a down toxic.
 func (f *tcpFront) Refusing() bool { return f.down || f.instance.Refusing() }
+
+// Closes counts the instance's closes and the front's: either closes the proxy's connections.
+func (f *tcpFront) Closes() uint64 { return f.downs + f.instance.Closes() }
 
 // accepted counts a connection the front accepted now, with the "applies" event of each toxic in force
 // that applies to it (toxicity 100; a down toxic applies to no connection).

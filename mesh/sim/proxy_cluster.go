@@ -60,6 +60,9 @@ type host struct {
 	addr string
 	name string   // the Upstream's name ("service/index"), or the address when none is there
 	up   Upstream // nil: no instance at the address (every connection refused)
+	// closes is the instance's count of closing its connections when the pool last looked (see
+	// syncCloses).
+	closes uint64
 
 	open, connecting, idle int
 	waiters                []*forward // the pending queue, oldest first
@@ -207,14 +210,11 @@ func (c *cluster) sweep() {
 // overflow: the pending queue is full.
 func (h *host) get(f *forward) (now, overflow bool) {
 	c := h.c
-	if h.idle > 0 && (h.up == nil || h.up.Refusing()) {
-		// A refusing instance closed its listener and the connections it had accepted: the live pool's
-		// liveness probe finds its idle connections closed and dials anew (h1.Pool.get, alive).
-		for ; h.idle > 0; h.idle-- {
-			h.open--
-			c.st.cxActive--
-			c.rm.ReleaseConnection()
-		}
+	if h.syncCloses() || (h.idle > 0 && (h.up == nil || h.up.Refusing())) {
+		// A refusing instance closed its listener and the connections it had accepted — now, or since
+		// the pool last looked, then reopened: the live pool's liveness probe finds its idle
+		// connections closed and dials anew (h1.Pool.get, alive).
+		h.dropIdle()
 	}
 	if h.idle > 0 {
 		h.idle--
@@ -272,6 +272,30 @@ func (h *host) tryConnect() {
 	}
 }
 
+// dropIdle closes the host's idle connections.
+func (h *host) dropIdle() {
+	c := h.c
+	for ; h.idle > 0; h.idle-- {
+		h.open--
+		c.st.cxActive--
+		c.rm.ReleaseConnection()
+	}
+}
+
+// syncCloses reports whether the instance has closed its connections since the pool last looked (an
+// Upstream that says how often: Closes), and notes the count. Every connection open then was closed by
+// it; those busy then ended with their exchanges, the idle ones are still counted here.
+func (h *host) syncCloses() bool {
+	cl, ok := h.up.(interface{ Closes() uint64 })
+	if !ok {
+		return false
+	}
+	n := cl.Closes()
+	changed := n != h.closes
+	h.closes = n
+	return changed
+}
+
 // dial opens a connection: its SYN reaches the instance one hop later, which refuses it or accepts;
 // the answer is back one more hop later (a round trip, 2×Hop).
 func (h *host) dial() {
@@ -279,6 +303,9 @@ func (h *host) dial() {
 	c.st.cxTotal++
 	en := c.p.en
 	en.After(c.p.hop, func() {
+		if h.syncCloses() {
+			h.dropIdle() // connections older than the instance's last close are gone
+		}
 		refused := h.up == nil || h.up.Refusing()
 		back := c.p.hop
 		if !refused {

@@ -92,4 +92,26 @@ faults:
 			Expect(s.Attempts).To(Equal(1))
 		}
 	})
+
+	// The live pool's liveness probe finds an idle connection closed by a refuse window that has ended
+	// since (h1.Pool.get) and dials anew; the model reused it as if it were alive.
+	It("dials anew after a refuse window closed the idle connections, even once it has ended", func() {
+		rec := run(`
+name: reopen
+seed: 5
+services:
+  a: {instances: 1, response: {latency: 1ms}}
+proxies:
+  edge: {routes_to: a, route: {timeout: 1s}}
+load: {target: edge, rate: 1/s, duration: 3s}
+faults:
+  - {service: a, at: 1200ms, for: 500ms, refuse: {}}
+`)
+		Expect(rec.Samples).To(HaveLen(3))
+		for _, s := range rec.Samples {
+			Expect(s.OK()).To(BeTrue())
+		}
+		// requests at 0 s and 1 s on the first connection; the one at 2 s on a new one
+		Expect(rec.ProxyStats).To(HaveKeyWithValue("cluster.a.upstream_cx_total", BeEquivalentTo(2)))
+	})
 })
