@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/meshproof/meshproof/mesh/plan"
@@ -24,10 +25,15 @@ type world struct {
 	proxies   map[string]*Proxy // ingress proxies by name
 	listeners map[string]string // ingress proxies' listener addresses by name
 
-	events      []record.FaultEvent
+	events      chunked[record.FaultEvent]
 	proxyEvents []record.ProxyEvent
-	calls       []record.Call
-	callEnds    []time.Duration // when calls[i] ended for its caller; -1 while in flight
+	calls       chunked[callEntry]
+}
+
+// callEntry is one call as recorded, and when it ended for its caller (-1 while in flight).
+type callEntry struct {
+	call record.Call
+	end  time.Duration
 }
 
 // proxyConf is one proxy of the plan with its configuration: an ingress proxy, or an instance's sidecar
@@ -60,6 +66,12 @@ func addresses(p *plan.Plan) map[string]string {
 // addresses are synthetic (nothing listens); no admin interface.
 func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 	addr := func(in plan.Instance) string { return addrs[in.Name()] }
+	// Each service's endpoints once (plan.Endpoints walks every instance: once per sidecar's callee it
+	// made planning quadratic in the mesh's size), in instance order as plan.Endpoints gives them.
+	byService := map[string][]string{}
+	for _, in := range p.Instances {
+		byService[in.Service] = append(byService[in.Service], addr(in))
+	}
 	var out []proxyConf
 	for k, px := range p.Proxies {
 		listener := fmt.Sprintf("10.255.%d.%d:10000", (k+1)>>8&0xff, (k+1)&0xff)
@@ -80,7 +92,7 @@ func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 		}
 		endpoints := map[string][]string{}
 		for _, callee := range in.Callees {
-			endpoints[callee] = p.Endpoints(callee, addr)
+			endpoints[callee] = slices.Clone(byService[callee])
 		}
 		b, err := p.SidecarBootstrap(*in, scenarios.SidecarAddresses{Listener: "127.0.0.1:15001", Endpoints: endpoints})
 		if err != nil {
