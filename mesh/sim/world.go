@@ -85,9 +85,17 @@ func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 		}
 		out = append(out, proxyConf{name: px.Name, cfg: cfg, listener: listener})
 	}
+	// A sidecar's bootstrap is a function of its service alone (Plan.SidecarBootstrap reads in.Service;
+	// the endpoints are its callees' and the listener is the same for all): the instances of a service
+	// share one configuration, which the proxy model only reads.
+	sidecars := map[string]*config.Bootstrap{}
 	for i := range p.Instances {
 		in := &p.Instances[i]
 		if len(in.Callees) == 0 {
+			continue
+		}
+		if cfg, ok := sidecars[in.Service]; ok {
+			out = append(out, proxyConf{name: in.SidecarName(), instance: in, cfg: cfg, listener: "127.0.0.1:15001"})
 			continue
 		}
 		endpoints := map[string][]string{}
@@ -102,6 +110,7 @@ func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: sidecar: %w", in.Name(), err)
 		}
+		sidecars[in.Service] = cfg
 		out = append(out, proxyConf{name: in.SidecarName(), instance: in, cfg: cfg, listener: "127.0.0.1:15001"})
 	}
 	return out, nil
