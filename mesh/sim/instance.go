@@ -143,7 +143,7 @@ func (it *instance) refresh() {
 
 // event records one applied fault at now.
 func (it *instance) event(seq uint64, requestID string, a faults.Applied) {
-	it.w.events = append(it.w.events, record.FaultEvent{At: it.w.en.Now(), Service: it.in.Service, Instance: it.in.Index,
+	it.w.events.add(record.FaultEvent{At: it.w.en.Now(), Service: it.in.Service, Instance: it.in.Index,
 		Seq: seq, RequestID: requestID, Fault: a.Fault, Kind: a.Kind, Detail: a.Detail})
 }
 

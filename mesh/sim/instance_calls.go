@@ -56,19 +56,17 @@ func (it *instance) call(ex *exchange, c faults.Call, next func(faults.CallResul
 	start := en.Now()
 	res := faults.CallResult{Callee: c.Service, Path: c.Path, Optional: c.Optional,
 		RequestID: parent + "/" + it.in.Service + "." + strconv.Itoa(it.in.Index) + "." + strconv.FormatUint(it.callSeq, 10)}
-	rc := len(it.w.calls)
-	it.w.calls = append(it.w.calls, record.Call{At: start, Caller: it.in.Service, CallerInstance: it.in.Index,
-		Callee: c.Service, Optional: c.Optional})
-	it.w.callEnds = append(it.w.callEnds, -1)
+	rc := it.w.calls.add(callEntry{call: record.Call{At: start, Caller: it.in.Service, CallerInstance: it.in.Index,
+		Callee: c.Service, Optional: c.Optional}, end: -1})
 	ended := false
 	var deadline Timer
 	finish := func(status int, err string) {
 		ended = true
 		en.Stop(deadline)
 		res.Status, res.Error, res.Latency = status, err, en.Now()-start
-		call := &it.w.calls[rc]
+		call := &rc.call
 		call.Latency, call.Status, call.Error = res.Latency, status, err
-		it.w.callEnds[rc] = en.Now()
+		rc.end = en.Now()
 		it.stats.Calls++
 		if !res.OK() {
 			it.stats.CallFailures++
@@ -92,7 +90,7 @@ func (it *instance) call(ex *exchange, c faults.Call, next func(faults.CallResul
 		it.sidecar.Handle(req, func(r Result) {
 			en.After(hop, func() {
 				// The sidecar's attempt count is known even for a call the caller stopped waiting for.
-				call := &it.w.calls[rc]
+				call := &rc.call
 				call.Attempts, call.ZeroAttempts = r.Attempts, r.ZeroAttempts
 				if ended {
 					return

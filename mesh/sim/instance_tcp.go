@@ -174,7 +174,7 @@ func (f *tcpFront) edge() {
 // "tcp_<type>", the connection as Seq.
 func (f *tcpFront) event(conn uint64, t tcp.Toxic, detail string) {
 	rule, _, _ := strings.Cut(t.Name, ".tcp.")
-	f.w.events = append(f.w.events, record.FaultEvent{At: f.w.en.Now(), Service: f.in.Service, Instance: f.in.Index,
+	f.w.events.add(record.FaultEvent{At: f.w.en.Now(), Service: f.in.Service, Instance: f.in.Index,
 		Seq: conn, Fault: rule, Kind: "tcp_" + t.Type, Detail: detail})
 }
 

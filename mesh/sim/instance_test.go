@@ -95,8 +95,8 @@ var _ = Describe("instance", func() {
 			Expect(a.res.Status).To(Equal(503))
 			Expect(a.at).To(Equal(3 * time.Millisecond)) // the service's body still goes out
 			Expect(it.snapshot().Applied).To(Equal(map[string]uint64{"faults[0]/abort": 1}))
-			Expect(w.events).To(HaveLen(1))
-			Expect(w.events[0]).To(Equal(record.FaultEvent{Service: "api", Seq: 1, RequestID: "mp-1", Fault: "faults[0]",
+			Expect(w.events.all()).To(HaveLen(1))
+			Expect(*w.events.at(0)).To(Equal(record.FaultEvent{Service: "api", Seq: 1, RequestID: "mp-1", Fault: "faults[0]",
 				Kind: "abort", Detail: "503"}))
 		})
 
@@ -296,9 +296,9 @@ var _ = Describe("instance", func() {
 			Expect(refusing).To(Equal([]bool{false, true, false}))
 			Expect(cut.at).To(Equal(time.Second))
 			Expect(cut.res).To(Equal(Result{Err: ErrEOF}))
-			Expect(w.events).To(HaveLen(2))
-			Expect([]string{w.events[0].Detail, w.events[1].Detail}).To(Equal([]string{faults.RefuseClosed, faults.RefuseReopened}))
-			Expect([]time.Duration{w.events[0].At, w.events[1].At}).To(Equal([]time.Duration{time.Second, 2 * time.Second}))
+			Expect(w.events.all()).To(HaveLen(2))
+			Expect([]string{w.events.at(0).Detail, w.events.at(1).Detail}).To(Equal([]string{faults.RefuseClosed, faults.RefuseReopened}))
+			Expect([]time.Duration{w.events.at(0).At, w.events.at(1).At}).To(Equal([]time.Duration{time.Second, 2 * time.Second}))
 			st := it.snapshot()
 			Expect(st.Refusals).To(BeEquivalentTo(1))
 			Expect(st.Canceled).To(BeEquivalentTo(1))
@@ -328,9 +328,9 @@ var _ = Describe("instance", func() {
 			en.Run(-1)
 			Expect(a.at).To(Equal(2 * time.Millisecond)) // no body
 			Expect(a.res).To(Equal(Result{Status: 502, Header: map[string]string{faults.HeaderFailedCall: "db"}}))
-			Expect(w.calls).To(HaveLen(1))
-			Expect(w.calls[0].Error).To(Equal(faults.CallErrDeadline))
-			Expect(w.calls[0].AttemptsKnown()).To(BeFalse())
+			Expect(w.calls.len()).To(Equal(1))
+			Expect(w.calls.at(0).call.Error).To(Equal(faults.CallErrDeadline))
+			Expect(w.calls.at(0).call.AttemptsKnown()).To(BeFalse())
 			st := it.snapshot()
 			Expect([]uint64{st.Calls, st.CallFailures}).To(Equal([]uint64{1, 1}))
 		})
@@ -342,7 +342,7 @@ var _ = Describe("instance", func() {
 			a := serve(it, 0, get("/"), nil)
 			en.Run(-1)
 			Expect(a.res.Status).To(Equal(503))
-			Expect(w.calls).To(BeEmpty())
+			Expect(w.calls.len()).To(BeZero())
 		})
 	})
 })

@@ -23,7 +23,7 @@ type snapshot struct {
 
 func (w *world) snapshot(target *Proxy) *snapshot {
 	s := &snapshot{at: w.en.Now(), proxyStats: maps.Clone(target.Stats()), sidecars: map[string]map[string]uint64{},
-		events: len(w.events), proxyEvents: len(w.proxyEvents), calls: len(w.calls)}
+		events: w.events.len(), proxyEvents: len(w.proxyEvents), calls: w.calls.len()}
 	w.mtls.addStats(target, s.proxyStats)
 	for _, it := range w.instances {
 		s.upstreams = append(s.upstreams, it.snapshot())
@@ -44,7 +44,7 @@ func (w *world) record(started time.Time, samples []record.Sample, end *snapshot
 	for i, it := range w.instances {
 		rec.Upstreams = append(rec.Upstreams, plan.UpstreamRecord(it.in, it.addr, end.upstreams[i]))
 	}
-	rec.Events = append([]record.FaultEvent(nil), w.events[:end.events]...)
+	rec.Events = w.events.prefix(end.events)
 	plan.SortFaultEvents(rec.Events)
 	plan.ExtendRefuseWindows(rec.Windows, rec.Events)
 	rec.ProxyEvents = append([]record.ProxyEvent(nil), w.proxyEvents[:end.proxyEvents]...)
@@ -52,20 +52,22 @@ func (w *world) record(started time.Time, samples []record.Sample, end *snapshot
 	rec.Services, rec.Edges = p.Graph()
 	rec.MTLS = w.mtls.record(end.at)
 	// The calls that had ended by then, as the live instances report a call when it ends.
-	for i, c := range w.calls[:end.calls] {
-		if at := w.callEnds[i]; at >= 0 && at <= end.at {
-			rec.Calls = append(rec.Calls, c)
+	rec.Calls = make([]record.Call, 0, end.calls)
+	for i := range end.calls {
+		if c := w.calls.at(i); c.end >= 0 && c.end <= end.at {
+			rec.Calls = append(rec.Calls, c.call)
 		}
 	}
 	plan.SortCalls(rec.Calls)
-	for i, e := range rec.Edges {
-		var stats []map[string]uint64
-		for _, it := range w.instances {
-			if it.in.Service == e.Caller && it.sidecar != nil {
-				stats = append(stats, end.sidecars[it.name])
-			}
+	// Each calling service's sidecars' stats, in plan order.
+	byCaller := map[string][]map[string]uint64{}
+	for _, it := range w.instances {
+		if it.sidecar != nil {
+			byCaller[it.in.Service] = append(byCaller[it.in.Service], end.sidecars[it.name])
 		}
-		rec.Edges[i].SidecarStats = plan.SidecarStats(e.Callee, stats...)
+	}
+	for i, e := range rec.Edges {
+		rec.Edges[i].SidecarStats = plan.SidecarStats(e.Callee, byCaller[e.Caller]...)
 	}
 	return rec
 }

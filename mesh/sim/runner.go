@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshproof/meshproof/mesh/plan"
+	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/reports/record"
 	"github.com/meshproof/meshproof/scenarios"
 )
@@ -85,7 +86,12 @@ func refusals(p *plan.Plan, opts plan.Options, confs []proxyConf) error {
 	}
 	// The proxy model's own refusals, once per ingress proxy and per calling service.
 	seen := map[string]bool{}
+	checked := map[*config.Bootstrap]bool{} // a service's sidecars share one configuration (configs)
 	for _, c := range confs {
+		if checked[c.cfg] {
+			continue
+		}
+		checked[c.cfg] = true
 		who := "proxy " + c.name
 		if c.instance != nil {
 			who = "sidecar of " + c.instance.Service

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/meshproof/meshproof/mesh/plan"
@@ -24,13 +25,18 @@ type world struct {
 	proxies   map[string]*Proxy   // ingress proxies by name
 	listeners map[string]string   // ingress proxies' listener addresses by name
 
-	events      []record.FaultEvent
+	events      chunked[record.FaultEvent]
 	proxyEvents []record.ProxyEvent
-	calls       []record.Call
-	callEnds    []time.Duration      // when calls[i] ended for its caller; -1 while in flight
+	calls       chunked[callEntry]
 	answers     map[int]changeAnswer // how the proxies answered the changes, by index (changes.go)
 
 	mtls *meshTLS // mesh.mtls (mtls.go); nil on a plain mesh
+}
+
+// callEntry is one call as recorded, and when it ended for its caller (-1 while in flight).
+type callEntry struct {
+	call record.Call
+	end  time.Duration
 }
 
 // proxyConf is one proxy of the plan with its configuration: an ingress proxy, or an instance's sidecar
@@ -63,6 +69,12 @@ func addresses(p *plan.Plan) map[string]string {
 // addresses are synthetic (nothing listens); no admin interface.
 func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 	addr := func(in plan.Instance) string { return addrs[in.Name()] }
+	// Each service's endpoints once (plan.Endpoints walks every instance: once per sidecar's callee it
+	// made planning quadratic in the mesh's size), in instance order as plan.Endpoints gives them.
+	byService := map[string][]string{}
+	for _, in := range p.Instances {
+		byService[in.Service] = append(byService[in.Service], addr(in))
+	}
 	var out []proxyConf
 	changed := map[string]bool{}
 	for _, name := range p.Scenario.ChangedProxies() {
@@ -91,14 +103,22 @@ func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 		}
 		out = append(out, proxyConf{name: px.Name, cfg: cfg, listener: listener})
 	}
+	// A sidecar's bootstrap is a function of its service alone (Plan.SidecarBootstrap reads in.Service;
+	// the endpoints are its callees' and the listener is the same for all): the instances of a service
+	// share one configuration, which the proxy model only reads.
+	sidecars := map[string]*config.Bootstrap{}
 	for i := range p.Instances {
 		in := &p.Instances[i]
 		if len(in.Callees) == 0 {
 			continue
 		}
+		if cfg, ok := sidecars[in.Service]; ok {
+			out = append(out, proxyConf{name: in.SidecarName(), instance: in, cfg: cfg, listener: "127.0.0.1:15001"})
+			continue
+		}
 		endpoints := map[string][]string{}
 		for _, callee := range in.Callees {
-			endpoints[callee] = p.Endpoints(callee, addr)
+			endpoints[callee] = slices.Clone(byService[callee])
 		}
 		b, err := p.SidecarBootstrap(*in, scenarios.SidecarAddresses{Listener: "127.0.0.1:15001", Endpoints: endpoints})
 		if err != nil {
@@ -108,6 +128,7 @@ func configs(p *plan.Plan, addrs map[string]string) ([]proxyConf, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: sidecar: %w", in.Name(), err)
 		}
+		sidecars[in.Service] = cfg
 		out = append(out, proxyConf{name: in.SidecarName(), instance: in, cfg: cfg, listener: "127.0.0.1:15001"})
 	}
 	return out, nil

@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -71,6 +73,26 @@ type Result struct {
 	// Events is how many events the runner's engine ran, when the runner says (see eventCounter).
 	Events     *uint64 `json:"events,omitempty"`
 	GOMAXPROCS int     `json:"gomaxprocs"`
+	// GCPercent is the GC target the run had (-gcpercent).
+	GCPercent int `json:"gc_percent"`
+}
+
+// defaultGCPercent is simbench's GC target: Go's default (100, as GOGC unset). The simulator's live
+// heap is small next to what a run allocates; -gcpercent 400 trades memory for fewer collections.
+const defaultGCPercent = 100
+
+// writeHeapProfile writes the allocation profile (every allocation since the start, sampled) to file.
+func writeHeapProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // eventCounter is what a runner may implement to report the events its last Run ran.
@@ -82,11 +104,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	runnerName := fs.String("runner", "sim", "the runner: "+strings.Join(slices.Sorted(maps.Keys(runners)), ", ")+" (sim once registered in runners.go)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (wall clock), exit 1; 0: no bound")
 	procs := fs.Int("procs", 1, "GOMAXPROCS during the run")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the runner's Run to this file (go tool pprof)")
+	memProfile := fs.String("memprofile", "", "write an allocation profile (alloc_space, since the start) to this file after the run")
+	gcPercent := fs.Int("gcpercent", defaultGCPercent, "the GC's target (debug.SetGCPercent, as GOGC); -1 turns the GC off")
 	if err := fs.Parse(args); err != nil {
 		return exitInvalid
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: simbench [-runner NAME] [-timeout D] [-procs N] SCENARIO.yaml")
+		fmt.Fprintln(stderr, "usage: simbench [-runner NAME] [-timeout D] [-procs N] [-gcpercent N] [-cpuprofile FILE] [-memprofile FILE] SCENARIO.yaml")
 		return exitInvalid
 	}
 	file := fs.Arg(0)
@@ -104,6 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitInvalid
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(*procs))
+	defer debug.SetGCPercent(debug.SetGCPercent(*gcPercent))
 	if *timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
@@ -123,9 +149,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "simbench: %v\n", err)
 		return exitInvalid
 	}
+	var prof *os.File
+	if *cpuProfile != "" {
+		if prof, err = os.Create(*cpuProfile); err == nil {
+			err = pprof.StartCPUProfile(prof)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "simbench: -cpuprofile: %v\n", err)
+			return exitInvalid
+		}
+	}
 	loaded := time.Now()
 	rec, err := r.Run(ctx, p, opts)
 	wall := time.Since(loaded)
+	if prof != nil {
+		pprof.StopCPUProfile()
+		if cerr := prof.Close(); cerr != nil {
+			fmt.Fprintf(stderr, "simbench: -cpuprofile: %v\n", cerr)
+			return exitFailed
+		}
+	}
+	if *memProfile != "" {
+		if werr := writeHeapProfile(*memProfile); werr != nil {
+			fmt.Fprintf(stderr, "simbench: -memprofile: %v\n", werr)
+			return exitFailed
+		}
+	}
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			fmt.Fprintf(stderr, "simbench: the %s runner did not finish within -timeout %s\n", r.Name(), *timeout)
@@ -140,6 +189,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	res.TotalSeconds = res.LoadSeconds + res.WallSeconds
 	res.PeakRSSMiB = peakRSSMiB()
 	res.GOMAXPROCS = runtime.GOMAXPROCS(0)
+	res.GCPercent = *gcPercent
 	if ec, ok := r.(eventCounter); ok {
 		n := ec.Events()
 		res.Events = &n

@@ -64,6 +64,29 @@ var _ = Describe("simbench", func() {
 		Expect(res.Events).To(BeNil(), "the embedded runner counts no events")
 	})
 
+	It("writes a CPU and an allocation profile of the sim run and reports the GC target it ran with", func() {
+		dir := GinkgoT().TempDir()
+		cpu, mem := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof")
+		args := []string{"-runner", "sim", "-gcpercent", "400", "-cpuprofile", cpu, "-memprofile", mem, file}
+		Expect(run(context.Background(), args, stdout, stderr)).To(Equal(exitOK), stderr.String())
+		var res Result
+		Expect(json.Unmarshal(stdout.Bytes(), &res)).To(Succeed())
+		Expect(res.GCPercent).To(Equal(400))
+		Expect(res.UpstreamAttempts).To(BeEquivalentTo(60), "the profiles change nothing in the run")
+		for _, f := range []string{cpu, mem} {
+			st, err := os.Stat(f)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(st.Size()).To(BeNumerically(">", 0), f)
+		}
+	})
+
+	It("exits 2 naming -cpuprofile when the profile cannot be created", func() {
+		bad := filepath.Join(GinkgoT().TempDir(), "no", "such", "dir", "cpu.prof")
+		Expect(run(context.Background(), []string{"-runner", "sim", "-cpuprofile", bad, file}, stdout, stderr)).To(Equal(exitInvalid))
+		Expect(stderr.String()).To(ContainSubstring("-cpuprofile: "))
+		Expect(stdout.String()).To(BeEmpty())
+	})
+
 	It("refuses a runner that is not registered, listing those that are", func() {
 		Expect(run(context.Background(), []string{"-runner", "nosuch", file}, stdout, stderr)).To(Equal(exitInvalid))
 		Expect(stderr.String()).To(ContainSubstring(`-runner "nosuch" is not registered; registered: embedded`))
