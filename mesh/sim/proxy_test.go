@@ -389,6 +389,8 @@ var _ = Describe("Unsupported", func() {
 			"hedge_policy: {hedge_on_per_try_timeout: true}",
 		}, nil)
 		b.Clusters[0].TLS = &config.TLS{}
+		b.Clusters[0].HTTP.IdleTimeout = 30 * time.Second
+		b.Clusters[0].HealthCheckHTTP2 = true
 		route := "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route"
 		Expect(sim.Unsupported(b)).To(ConsistOf(
 			route+".hedge_policy: hedging is not simulated",
@@ -397,6 +399,8 @@ var _ = Describe("Unsupported", func() {
 			route+".retry_policy.per_try_idle_timeout: not simulated",
 			route+".retry_policy.retry_on: unavailable: gRPC statuses are not simulated",
 			"static_resources.clusters[0].transport_socket: TLS is not simulated",
+			"static_resources.clusters[0].typed_extension_protocol_options.common_http_protocol_options.idle_timeout: connection idle timeouts are not simulated",
+			"static_resources.clusters[0].health_checks.http_health_check.codec_client_type: HTTP/2 health checks are not simulated",
 		))
 	})
 })

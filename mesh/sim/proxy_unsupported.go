@@ -11,9 +11,9 @@ import (
 // would ignore, so that the runner refuses it by name (plan.Unsupported) instead of dropping it:
 // HTTP/2 and TLS, the HTTP filters before the router (fault injection, local rate limit), mirrors,
 // hedging, the rate-limited retry back-off, per-try idle timeouts, header mutations and rewrites,
-// stream durations and idle timeouts that could end a request first, internal requests (whose
-// x-envoy-* headers the router would honour), access logs, tracing, local reply rewriting, slow start,
-// xDS. An empty list: the model runs the configuration as the live proxy does, to the limits its
+// stream durations and idle timeouts that could end a request first, an upstream connection idle
+// timeout, HTTP/2 health checks, access logs, tracing, local reply rewriting, slow start, xDS. (Internal
+// requests' x-envoy-* router headers are honoured, as the live router's.) An empty list: the model runs the configuration as the live proxy does, to the limits its
 // documentation gives.
 func Unsupported(cfg *config.Bootstrap) []string {
 	if cfg == nil {
@@ -180,6 +180,15 @@ func unsupportedCluster(c *config.Cluster, path string) []string {
 	}
 	if c.HTTP.MaxRequestsPerConnection > 0 {
 		add(path+".typed_extension_protocol_options.common_http_protocol_options.max_requests_per_connection", "not simulated")
+	}
+	if c.HTTP.IdleTimeout > 0 && c.HTTP.IdleTimeout != time.Hour {
+		// The model keeps an idle connection until the instance closes it; the live pool closes it
+		// after idle_timeout (h1 client, idleAt). Envoy's default (1 h, filled in by proxy/config) is
+		// treated as never: no connection of a scenario stays idle that long.
+		add(path+".typed_extension_protocol_options.common_http_protocol_options.idle_timeout", "connection idle timeouts are not simulated")
+	}
+	if c.HealthCheckHTTP2 {
+		add(path+".health_checks.http_health_check.codec_client_type", "HTTP/2 health checks are not simulated")
 	}
 	if c.SlowStart != nil && c.SlowStart.Enabled() {
 		add(path+".slow_start_config", "slow start is not simulated")
