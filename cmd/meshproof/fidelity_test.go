@@ -243,7 +243,7 @@ var _ = Describe("fidelity of the simulator over the examples", Label("slow", "f
 		// Measured on a busy 2-core host (load 3–6): live p99 15–57 ms against the simulator's 9.7 ms,
 		// and 17.6 ms against 9.6 ms for the same scenario without mesh.mtls — the live tail is the
 		// host's and the three-hop mesh's, not the handshakes' (handshakes 114 live, 111 simulated;
-		// rotations and client certificates equal).
+		// rotations and client certificates equal). Within every bound on a quiet host.
 		"mesh-mtls.yaml": "live tail of a three-hop mesh on a busy host, with or without mutual TLS",
 	}
 	examples, _ := filepath.Glob("../../scenarios/examples/*.yaml")
