@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/meshproof/meshproof/cmd/internal/cli"
 	"github.com/meshproof/meshproof/mesh/live"
@@ -63,14 +62,9 @@ func fidelity(ctx context.Context, args []string, stdout, stderr io.Writer, embe
 		fmt.Fprintf(stderr, "meshproof fidelity: --format %q: want text or markdown\n", *format)
 		return cli.ExitInvalid
 	}
-	var seed *uint64
-	if *seedFlag != "" {
-		n, err := strconv.ParseUint(*seedFlag, 10, 64)
-		if err != nil {
-			fmt.Fprintf(stderr, "meshproof fidelity: --seed %q: want a non-negative integer\n", *seedFlag)
-			return cli.ExitInvalid
-		}
-		seed = &n
+	seed, ok := parseSeed("fidelity", *seedFlag, stderr)
+	if !ok {
+		return cli.ExitInvalid
 	}
 	sc, err := scenarios.LoadFile(file)
 	if err != nil {

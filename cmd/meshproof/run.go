@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -73,17 +72,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// The simulator records no traces: off unless asked for, and then refused by name (exit 2).
 		*traceRatio = 0
 	}
-	var (
-		opts plan.Options
-		seed *uint64
-	)
-	if *seedFlag != "" {
-		n, err := strconv.ParseUint(*seedFlag, 10, 64)
-		if err != nil {
-			fmt.Fprintf(stderr, "meshproof run: --seed %q: want a non-negative integer\n", *seedFlag)
-			return cli.ExitInvalid
-		}
-		seed = &n
+	var opts plan.Options
+	seed, ok := parseSeed("run", *seedFlag, stderr)
+	if !ok {
+		return cli.ExitInvalid
 	}
 	var spans []sdktrace.ReadOnlySpan
 	var received []*coltracepb.ExportTraceServiceRequest

@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -74,4 +76,18 @@ func incomplete(dir string) string {
 	}
 	line, _, _ := strings.Cut(string(data), "\n")
 	return line
+}
+
+// parseSeed parses a command's --seed flag: nil when it is not given; false (the error printed) when it
+// is not a non-negative integer.
+func parseSeed(cmd, flag string, stderr io.Writer) (*uint64, bool) {
+	if flag == "" {
+		return nil, true
+	}
+	n, err := strconv.ParseUint(flag, 10, 64)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshproof %s: --seed %q: want a non-negative integer\n", cmd, flag)
+		return nil, false
+	}
+	return &n, true
 }

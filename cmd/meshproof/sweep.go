@@ -88,14 +88,9 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "meshproof sweep: --rate-min, --rate-max and --precision go with --find-max-rate")
 		return cli.ExitInvalid
 	}
-	var seed *uint64
-	if *seedFlag != "" {
-		n, err := strconv.ParseUint(*seedFlag, 10, 64)
-		if err != nil {
-			fmt.Fprintf(stderr, "meshproof sweep: --seed %q: want a non-negative integer\n", *seedFlag)
-			return cli.ExitInvalid
-		}
-		seed = &n
+	seed, ok := parseSeed("sweep", *seedFlag, stderr)
+	if !ok {
+		return cli.ExitInvalid
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {
