@@ -270,32 +270,20 @@ func (s *Server) Bootstrap(node string, static *bootstrapv3.Bootstrap) (*bootstr
 // generated static bootstrap) for node: every cluster becomes an EDS cluster over ADS, its endpoints
 // a ClusterLoadAssignment of its own.
 func (s *Server) Push(ctx context.Context, node, version string, static *bootstrapv3.Bootstrap) error {
-	ads := adsSource()
+	clusters, loads, routes, err := Resources(static)
+	if err != nil {
+		return err
+	}
 	res := map[resource.Type][]types.Resource{}
 	for _, t := range watched {
 		res[t] = []types.Resource{}
 	}
-	for _, c := range static.GetStaticResources().GetClusters() {
-		c = proto.Clone(c).(*clusterv3.Cluster)
-		la := c.GetLoadAssignment()
-		if la == nil {
-			la = &endpointv3.ClusterLoadAssignment{}
-		}
-		la.ClusterName = c.GetName()
-		c.LoadAssignment = nil
-		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
-		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads}
+	for i, c := range clusters {
 		res[resource.ClusterType] = append(res[resource.ClusterType], c)
-		res[resource.EndpointType] = append(res[resource.EndpointType], la)
+		res[resource.EndpointType] = append(res[resource.EndpointType], loads[i])
 	}
-	err := eachHCM(static, func(_ *listenerv3.Listener, _ *listenerv3.Filter, hcm *hcmv3.HttpConnectionManager) error {
-		if rc := hcm.GetRouteConfig(); rc != nil {
-			res[resource.RouteType] = append(res[resource.RouteType], proto.Clone(rc).(*routev3.RouteConfiguration))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+	for _, rc := range routes {
+		res[resource.RouteType] = append(res[resource.RouteType], rc)
 	}
 	snap, err := cachev3.NewSnapshot(version, res)
 	if err != nil {
@@ -310,6 +298,37 @@ func (s *Server) Push(ctx context.Context, node, version string, static *bootstr
 		return fmt.Errorf("control plane: version %s for %s: %w", version, node, err)
 	}
 	return nil
+}
+
+// Resources are the xDS resources Push sends for a static bootstrap: each cluster as an EDS cluster over
+// ADS (copies), its endpoints as a ClusterLoadAssignment of its own (loads[i] is clusters[i]'s), and the
+// route configuration of each HTTP connection manager. The simulator checks a change's resources with
+// the same (mesh/sim/changes.go).
+func Resources(static *bootstrapv3.Bootstrap) (clusters []*clusterv3.Cluster, loads []*endpointv3.ClusterLoadAssignment, routes []*routev3.RouteConfiguration, err error) {
+	ads := adsSource()
+	for _, c := range static.GetStaticResources().GetClusters() {
+		c = proto.Clone(c).(*clusterv3.Cluster)
+		la := c.GetLoadAssignment()
+		if la == nil {
+			la = &endpointv3.ClusterLoadAssignment{}
+		}
+		la.ClusterName = c.GetName()
+		c.LoadAssignment = nil
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads}
+		clusters = append(clusters, c)
+		loads = append(loads, la)
+	}
+	err = eachHCM(static, func(_ *listenerv3.Listener, _ *listenerv3.Filter, hcm *hcmv3.HttpConnectionManager) error {
+		if rc := hcm.GetRouteConfig(); rc != nil {
+			routes = append(routes, proto.Clone(rc).(*routev3.RouteConfiguration))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return clusters, loads, routes, nil
 }
 
 // eachHCM calls fn with every HTTP connection manager of b's static listeners, decoded, with its

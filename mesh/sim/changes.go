@@ -6,12 +6,8 @@ import (
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/meshproof/meshproof/mesh/controlplane"
 	"github.com/meshproof/meshproof/mesh/plan"
 	"github.com/meshproof/meshproof/proxy/config"
 	"github.com/meshproof/meshproof/reports/record"
@@ -75,7 +71,11 @@ func stateConfig(p *plan.Plan, name string, st *scenarios.ProxyState, listener s
 	if err != nil {
 		return nil, "", err
 	}
-	if detail := nackDetail(b); detail != "" {
+	detail, err := nackDetail(b)
+	if err != nil {
+		return nil, "", err
+	}
+	if detail != "" {
 		return nil, detail, nil
 	}
 	cfg, err := config.FromProto(b)
@@ -123,53 +123,36 @@ func changeConfs(chs []changePlan) []proxyConf {
 // static (controlplane.Server.Push: every cluster an EDS cluster with its ClusterLoadAssignment, each
 // connection manager's route configuration), decoded as the xDS client decodes them (proxy/xds
 // state.decode and update: `<kind> "<name>": <error>`, one line per resource refused); "" when every
-// resource decodes. The clusters come first (CDS before EDS and RDS, and the first NACK is the
+// resource decodes; an error when the resources cannot be made. The clusters come first (CDS before EDS and RDS, and the first NACK is the
 // record's); a response of another type is answered on its own.
-func nackDetail(static *bootstrapv3.Bootstrap) string {
-	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-		ResourceApiVersion: corev3.ApiVersion_V3}
+func nackDetail(static *bootstrapv3.Bootstrap) (string, error) {
+	clusters, loads, routes, err := controlplane.Resources(static)
+	if err != nil {
+		return "", err // the live control plane's Push fails the same way, and the run with it
+	}
 	line := func(kind, name string, err error) string {
 		return fmt.Sprintf("%s %q: %s", kind, name, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	var clusters, endpoints, routes []string
-	for _, c := range static.GetStaticResources().GetClusters() {
-		c = proto.Clone(c).(*clusterv3.Cluster)
-		la := c.GetLoadAssignment()
-		if la == nil {
-			la = &endpointv3.ClusterLoadAssignment{}
-		}
-		la.ClusterName = c.GetName()
-		c.LoadAssignment = nil
-		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
-		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads}
+	var refusedClusters, refusedLoads, refusedRoutes []string
+	for i, c := range clusters {
 		if _, err := config.ClusterFromProto(c); err != nil {
-			clusters = append(clusters, line("cluster", c.GetName(), err))
+			refusedClusters = append(refusedClusters, line("cluster", c.GetName(), err))
 		}
-		if _, err := config.EndpointsFromProto(la); err != nil {
-			endpoints = append(endpoints, line("cluster load assignment", la.GetClusterName(), err))
-		}
-	}
-	for _, l := range static.GetStaticResources().GetListeners() {
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				hcm := &hcmv3.HttpConnectionManager{}
-				if f.GetTypedConfig() == nil || !f.GetTypedConfig().MessageIs(hcm) || f.GetTypedConfig().UnmarshalTo(hcm) != nil {
-					continue
-				}
-				if rc := hcm.GetRouteConfig(); rc != nil {
-					if _, err := config.RouteConfigFromProto(rc); err != nil {
-						routes = append(routes, line("route configuration", rc.GetName(), err))
-					}
-				}
-			}
+		if _, err := config.EndpointsFromProto(loads[i]); err != nil {
+			refusedLoads = append(refusedLoads, line("cluster load assignment", loads[i].GetClusterName(), err))
 		}
 	}
-	for _, errs := range [][]string{clusters, endpoints, routes} {
+	for _, rc := range routes {
+		if _, err := config.RouteConfigFromProto(rc); err != nil {
+			refusedRoutes = append(refusedRoutes, line("route configuration", rc.GetName(), err))
+		}
+	}
+	for _, errs := range [][]string{refusedClusters, refusedLoads, refusedRoutes} {
 		if len(errs) > 0 {
-			return strings.Join(errs, "\n")
+			return strings.Join(errs, "\n"), nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // scheduleChanges arms each change at its at: the proxy takes it (or refuses it) delay later.
