@@ -71,7 +71,7 @@ func benchAttempts(b *testing.B, sidecars int) {
 	en := &sim.Engine{}
 	proxies := make([]*sim.Proxy, sidecars)
 	var ups []*instant
-	cfg := benchBootstrap(b, 0) // one configuration: each sidecar resolves its endpoints to its own instances
+	cfg := benchBootstrap(b) // one configuration: each sidecar resolves its endpoints to its own instances
 	for i := range sidecars {
 		byAddr := map[string]sim.Upstream{}
 		for j, ep := range cfg.Clusters[0].Endpoints {
@@ -131,43 +131,12 @@ func benchAttempts(b *testing.B, sidecars int) {
 	}
 }
 
-func benchBootstrap(b *testing.B, i int) *config.Bootstrap {
-	y := fmt.Sprintf(`static_resources:
-  listeners:
-  - name: out
-    address: {socket_address: {address: 127.0.0.1, port_value: 15001}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: out
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: /}
-                route:
-                  cluster: backend
-                  timeout: 1s
-                  retry_policy: {retry_on: 5xx, num_retries: 2, per_try_timeout: 0.5s}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    outlier_detection: {consecutive_5xx: 1000000, interval: 10s}
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 10.%d.%d.1, port_value: 8080}}}
-        - endpoint: {address: {socket_address: {address: 10.%d.%d.2, port_value: 8080}}}
-        - endpoint: {address: {socket_address: {address: 10.%d.%d.3, port_value: 8080}}}
-`, i/256, i%256, i/256, i%256, i/256, i%256)
+// benchBootstrap is the sidecars' configuration: three endpoints, a retry policy, outlier detection that
+// records every attempt without ejecting.
+func benchBootstrap(b *testing.B) *config.Bootstrap {
+	y := bootstrapYAML(3,
+		[]string{"timeout: 1s", "retry_policy: {retry_on: 5xx, num_retries: 2, per_try_timeout: 0.5s}"},
+		[]string{"outlier_detection: {consecutive_5xx: 1000000, interval: 10s}"})
 	cfg, _, err := config.ParseBootstrap([]byte(y), "bench.yaml")
 	if err != nil {
 		b.Fatal(err)

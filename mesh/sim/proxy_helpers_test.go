@@ -93,6 +93,14 @@ func always(d time.Duration, status int) func(int, *sim.Request) (time.Duration,
 // (10.0.0.<i>:8080), parsed by proxy/config: route and cluster are extra lines of the route action and
 // the cluster (YAML, one field per line, as under "route:" and the cluster).
 func bootstrap(n int, route, cluster []string) *config.Bootstrap {
+	y := bootstrapYAML(n, route, cluster)
+	b, _, err := config.ParseBootstrap([]byte(y), "test.yaml")
+	ExpectWithOffset(1, err).NotTo(HaveOccurred(), y)
+	return b
+}
+
+// bootstrapYAML is the YAML of bootstrap(n, route, cluster).
+func bootstrapYAML(n int, route, cluster []string) string {
 	var eps strings.Builder
 	for i := range n {
 		fmt.Fprintf(&eps, "        - endpoint: {address: {socket_address: {address: 10.0.0.%d, port_value: 8080}}}\n", i)
@@ -134,9 +142,7 @@ func bootstrap(n int, route, cluster []string) *config.Bootstrap {
       endpoints:
       - lb_endpoints:
 ` + eps.String()
-	b, _, err := config.ParseBootstrap([]byte(y), "test.yaml")
-	ExpectWithOffset(1, err).NotTo(HaveOccurred(), y)
-	return b
+	return y
 }
 
 // rig is a proxy on an engine with fake instances at its endpoints.
