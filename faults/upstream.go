@@ -387,10 +387,16 @@ func (u *Upstream) Close() error {
 func (u *Upstream) Stats() UpstreamStats {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	s := u.stats
+	s := u.stats.Clone()
+	s.Connections = u.conns.Load()
+	return s
+}
+
+// Clone is a copy of s that shares nothing with it, its OK buckets as many as its Received ones (a
+// bucket without a success yet is 0): the snapshot Stats returns, and the simulator's instances too.
+func (s UpstreamStats) Clone() UpstreamStats {
 	s.Statuses = maps.Clone(s.Statuses)
 	s.Applied = maps.Clone(s.Applied)
-	s.Connections = u.conns.Load()
 	s.Received = slices.Clone(s.Received)
 	s.OK = slices.Clone(s.OK)
 	if n := len(s.Received) - len(s.OK); n > 0 {

@@ -471,29 +471,7 @@ func grow(b []uint32, i int) []uint32 {
 }
 
 // snapshot is the instance's counters as faults.Upstream.Stats returns them.
-func (it *instance) snapshot() faults.UpstreamStats {
-	s := it.stats
-	s.Statuses = cloneMap(s.Statuses)
-	s.Applied = cloneMap(s.Applied)
-	s.Received = slices.Clone(s.Received)
-	s.OK = slices.Clone(s.OK)
-	if n := len(s.Received) - len(s.OK); n > 0 {
-		s.OK = append(s.OK, make([]uint32, n)...)
-	}
-	if s.Capacity != nil {
-		c := *s.Capacity
-		s.Capacity = &c
-	}
-	return s
-}
-
-func cloneMap[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
+func (it *instance) snapshot() faults.UpstreamStats { return it.stats.Clone() }
 
 // requestRands is the random source of the n-th request at an instance: faults.RequestRand's stream,
 // (seed ^ fnv64a(service, 0, instance), n), on one reused PCG instead of a new one per request (a spec
