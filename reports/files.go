@@ -22,15 +22,23 @@ const (
 // summary.md, junit.xml and report.html, each atomically (a temporary file, then renamed). It writes as
 // many as it can and returns every error, joined.
 func WriteAll(dir string, r Report, rec *record.Record) error {
-	errs := []error{WriteJSON(filepath.Join(dir, FileJSON), r)}
-	for _, f := range []struct {
-		name  string
-		write func(io.Writer) error
-	}{
+	return errors.Join(append([]error{WriteJSON(filepath.Join(dir, FileJSON), r)}, writeFiles(dir, []dirFile{
 		{FileMarkdown, func(w io.Writer) error { return WriteMarkdown(w, r) }},
 		{FileJUnit, func(w io.Writer) error { return WriteJUnit(w, r) }},
 		{FileHTML, func(w io.Writer) error { return WriteHTML(w, r, rec) }},
-	} {
+	})...)...)
+}
+
+// dirFile is a file of a run or sweep directory and its writer.
+type dirFile struct {
+	name  string
+	write func(io.Writer) error
+}
+
+// writeFiles writes each file into dir atomically, as many as it can, and returns their errors.
+func writeFiles(dir string, files []dirFile) []error {
+	var errs []error
+	for _, f := range files {
 		var b bytes.Buffer
 		path := filepath.Join(dir, f.name)
 		if err := f.write(&b); err != nil {
@@ -39,5 +47,5 @@ func WriteAll(dir string, r Report, rec *record.Record) error {
 		}
 		errs = append(errs, writeFileAtomic(path, b.Bytes()))
 	}
-	return errors.Join(errs...)
+	return errs
 }

@@ -457,23 +457,10 @@ func sweepJSON(s Sweep) ([]byte, error) {
 // WriteSweepAll writes sweep.json, summary.md and report.html into the sweep directory dir (which must
 // exist), each atomically. It writes as many as it can and returns every error, joined.
 func WriteSweepAll(dir string, s Sweep) error {
-	errs := []error{WriteSweepJSON(filepath.Join(dir, FileSweepJSON), s)}
-	for _, f := range []struct {
-		name  string
-		write func(io.Writer) error
-	}{
+	return errors.Join(append([]error{WriteSweepJSON(filepath.Join(dir, FileSweepJSON), s)}, writeFiles(dir, []dirFile{
 		{FileMarkdown, func(w io.Writer) error { return WriteSweepMarkdown(w, s) }},
 		{FileHTML, func(w io.Writer) error { return WriteSweepHTML(w, s) }},
-	} {
-		var b bytes.Buffer
-		path := filepath.Join(dir, f.name)
-		if err := f.write(&b); err != nil {
-			errs = append(errs, fmt.Errorf("report %s: %w", path, err))
-			continue
-		}
-		errs = append(errs, writeFileAtomic(path, b.Bytes()))
-	}
-	return errors.Join(errs...)
+	})...)...)
 }
 
 // FormatRate formats a rate in requests/s as the reports do, without the unit: "199.8".
