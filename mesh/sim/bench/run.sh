@@ -8,7 +8,7 @@
 #      default; client: client requests);
 #   3. reference.py (SimPy) on the realistic scenario's first REF_SECONDS simulated seconds.
 # Every command is bounded by a timeout; the script stops by itself, and exits non-zero when a run fails,
-# times out, or the runner is not registered (exit 2 from simbench: see simbench/runners.go).
+# times out, or simbench refuses its arguments (exit 2).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}

@@ -101,7 +101,7 @@ type eventCounter interface{ Events() uint64 }
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("simbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	runnerName := fs.String("runner", "sim", "the runner: "+strings.Join(slices.Sorted(maps.Keys(runners)), ", ")+" (sim once registered in runners.go)")
+	runnerName := fs.String("runner", "sim", "the runner: "+strings.Join(slices.Sorted(maps.Keys(runners)), ", "))
 	timeout := fs.Duration("timeout", 0, "give up after this long (wall clock), exit 1; 0: no bound")
 	procs := fs.Int("procs", 1, "GOMAXPROCS during the run")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the runner's Run to this file (go tool pprof)")
@@ -118,9 +118,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	newRunner, ok := runners[*runnerName]
 	if !ok {
 		fmt.Fprintf(stderr, "simbench: -runner %q is not registered; registered: %s", *runnerName, strings.Join(slices.Sorted(maps.Keys(runners)), ", "))
-		if *runnerName == "sim" {
-			fmt.Fprint(stderr, ` (mesh/sim's runner has not landed: add "sim": func() plan.Runner { return sim.Runner{} } to mesh/sim/bench/simbench/runners.go)`)
-		}
 		fmt.Fprintln(stderr)
 		return exitInvalid
 	}
