@@ -33,6 +33,10 @@ type changes struct {
 
 	mu      sync.Mutex
 	pushErr error // the first push that failed
+	// answered is when each changed proxy answered its first configuration (Wait, before the load):
+	// a request naming that version later (another type's update) would move Outcome's time into the
+	// load.
+	answered map[string]time.Time
 }
 
 func startChanges() (*changes, error) {
@@ -103,9 +107,18 @@ func (t *topology) startDynamicProxy(p *plan.Plan, px plan.Proxy, addrs map[stri
 	}
 	wctx, wcancel := context.WithTimeout(t.changes.ctx, readyTimeout)
 	defer wcancel()
-	if outcome, _, detail := t.changes.cp.Wait(wctx, px.Name, initialVersion); outcome == record.ChangeRejected {
+	outcome, at, detail := t.changes.cp.Wait(wctx, px.Name, initialVersion)
+	if outcome == record.ChangeRejected {
 		_ = srv.Close()
 		return nil, fmt.Errorf("its first configuration from the control plane was rejected: %s", detail)
+	}
+	if outcome == record.ChangeApplied {
+		t.changes.mu.Lock()
+		if t.changes.answered == nil {
+			t.changes.answered = map[string]time.Time{}
+		}
+		t.changes.answered[px.Name] = at
+		t.changes.mu.Unlock()
 	}
 	select { // its ACK of the clusters can come before the endpoints and routes complete it
 	case <-ready:
@@ -180,6 +193,13 @@ func (t *topology) changeRecords(rec *record.Record, start time.Time, p *plan.Pl
 			version = initialVersion
 		}
 		outcome, at, detail := t.changes.cp.Outcome(rc.Proxy, version)
+		if c.At.Duration == 0 && outcome == record.ChangeApplied {
+			t.changes.mu.Lock()
+			if first, ok := t.changes.answered[rc.Proxy]; ok {
+				at = first
+			}
+			t.changes.mu.Unlock()
+		}
 		rc.Outcome, rc.Detail = outcome, detail
 		if outcome != record.ChangeUnacknowledged {
 			rc.Answered = max(at.Sub(start), 0)
